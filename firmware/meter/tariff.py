@@ -1,0 +1,314 @@
+# Energy pricing for local cost control (spec prepaid-meter.md section 7, money rules in
+# headend/tariff/README.md). Sans-I/O: meter time in, integers out.
+#
+# Units: energy Wh, prices 0.0001 yuan/kWh, cost of w Wh at price p = w * p "sub-fen"
+# (1e-5 fen). Set 0 is the current set, set 1 the backup set; a switch-over time makes
+# set 1 the one in force from that instant (roll() then copies it into set 0).
+
+from meter import clock
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+# Kinds of two-set switch-over time (DL/T 645 DI 04000106..04000109, in that order).
+SW_ZONES = const(0)
+SW_DAYS = const(1)
+SW_PRICES = const(2)
+SW_LADDER = const(3)
+
+# Ladder mode, decided by the first settlement point (Wisdom Money.c).
+LADDER_NONE = const(0)
+LADDER_ANNUAL = const(1)
+LADDER_MONTHLY = const(2)
+
+MAX_POINTS = const(14)
+MAX_TABLES = const(8)
+MAX_ZONES = const(14)
+MAX_THRESHOLDS = const(6)
+MAX_SETTLEMENTS = const(4)
+RATES = const(4)
+
+_NO_LADDER = (0,)
+
+
+def _int(v, lo, hi, what):
+    # bool is an int subclass on CPython; a wire decoder never produces one, so refuse it
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo or v > hi:
+        raise ValueError(what)
+    return v
+
+
+def _set_no(set_no):
+    return _int(set_no, 0, 1, "set_no must be 0 or 1")
+
+
+def check_prices(prices):
+    if len(prices) != RATES:
+        raise ValueError("need 4 prices")
+    return [_int(p, 0, 99999999, "bad price") for p in prices]
+
+
+def check_day_table(points):
+    # Wire writes pad unused points by repeating the last one: drop exact repeats.
+    out = []
+    for pt in points:
+        if len(pt) != 2:
+            raise ValueError("point is (minute, rate)")
+        m = _int(pt[0], 0, 1439, "bad minute")
+        r = _int(pt[1], 0, RATES - 1, "bad rate index")
+        if out and out[-1][0] == m and out[-1][1] == r:
+            continue
+        if out and m <= out[-1][0]:
+            raise ValueError("unsorted points")
+        out.append((m, r))
+    if not out:
+        raise ValueError("empty day table")
+    if len(out) > MAX_POINTS:
+        raise ValueError("over 14 points")
+    return out
+
+
+def check_zones(zones):
+    out = []
+    for z in zones:
+        if len(z) != 3:
+            raise ValueError("zone is (month, day, table)")
+        mo = _int(z[0], 1, 12, "bad zone month")
+        d = _int(z[1], 1, 31, "bad zone day")
+        k = _int(z[2], 0, MAX_TABLES - 1, "bad day table")
+        if out and out[-1] == (mo, d, k):
+            continue
+        if out and (mo, d) <= (out[-1][0], out[-1][1]):
+            raise ValueError("unsorted zones")
+        out.append((mo, d, k))
+    if not out:
+        raise ValueError("no zones")
+    if len(out) > MAX_ZONES:
+        raise ValueError("over 14 zones")
+    return out
+
+
+def check_ladder(thresholds, increments):
+    thr = [_int(v, 0, 99999999999, "bad threshold") for v in thresholds]
+    inc = [_int(v, 0, 99999999, "bad increment") for v in increments]
+    if len(thr) > MAX_THRESHOLDS:
+        raise ValueError("over 6 thresholds")
+    if len(inc) != len(thr) + 1:
+        raise ValueError("need thresholds+1 increments")
+    # DL/T 645 writes all 6 thresholds; trailing zeros mean "unused" (their increments too).
+    while thr and thr[-1] == 0:
+        thr.pop()
+        inc.pop()
+    for i in range(1, len(thr)):
+        if thr[i] <= thr[i - 1]:
+            raise ValueError("unsorted thresholds")
+    return thr, inc
+
+
+def check_settlement(points):
+    # 99 (or any out-of-range value) marks a point unused, so only the wire range is checked.
+    if len(points) > MAX_SETTLEMENTS:
+        raise ValueError("over 4 settlement points")
+    out = []
+    for p in points:
+        if len(p) != 3:
+            raise ValueError("settlement is (month, day, hour)")
+        out.append((_int(p[0], 0, 99, "bad month"), _int(p[1], 0, 99, "bad day"),
+                    _int(p[2], 0, 99, "bad hour")))
+    return out
+
+
+def _valid_dh(p):
+    return 1 <= p[1] <= 28 and 0 <= p[2] <= 23
+
+
+def ladder_mode(points):
+    if not points or not _valid_dh(points[0]):
+        return LADDER_NONE
+    return LADDER_ANNUAL if 1 <= points[0][0] <= 12 else LADDER_MONTHLY
+
+
+class Tariff:
+    def __init__(self):
+        flat = [5000, 5000, 5000, 5000]
+        self.prices = [flat, list(flat)]
+        self.days = [[[(0, 2)] for _ in range(MAX_TABLES)] for _ in range(2)]
+        self.zones = [[(1, 1, 0)], [(1, 1, 0)]]
+        self.thresholds = [[2880000, 4800000], [2880000, 4800000]]
+        self.increments = [[0, 500, 3000], [0, 500, 3000]]
+        self.switch = [None, None, None, None]
+        self.settlement = [(1, 1, 0)]
+        self.mode = LADDER_ANNUAL
+
+    # --- setters (DI writes): validate everything before changing anything ---
+
+    def set_prices(self, set_no, prices):
+        self.prices[_set_no(set_no)] = check_prices(prices)
+
+    def set_day_table(self, set_no, k, points):
+        s = _set_no(set_no)
+        self.days[s][_int(k, 0, MAX_TABLES - 1, "bad day table")] = check_day_table(points)
+
+    def set_zones(self, set_no, zones):
+        self.zones[_set_no(set_no)] = check_zones(zones)
+
+    def set_ladder(self, set_no, thresholds, increments):
+        s = _set_no(set_no)
+        self.thresholds[s], self.increments[s] = check_ladder(thresholds, increments)
+
+    def set_switch(self, kind, t):
+        _int(kind, 0, 3, "bad switch kind")
+        self.switch[kind] = None if t is None else _int(t, 0, 0x7FFFFFFF, "bad switch time")
+
+    def set_settlement(self, points):
+        self.settlement = check_settlement(points)
+        self.mode = ladder_mode(self.settlement)
+
+    # --- which set is in force ---
+
+    def set_at(self, kind, t):
+        """0 or 1: the set of `kind` (SW_*) in force at meter time t."""
+        sw = self.switch[kind]
+        return 1 if sw is not None and t >= sw else 0
+
+    def roll(self, t):
+        """Make due backup sets current (copy set 1 into set 0, clear the switch time).
+        Pricing is the same before and after; returns True when something changed so the
+        caller can persist and log it."""
+        changed = False
+        for kind in range(4):
+            if self.set_at(kind, t):
+                if kind == SW_ZONES:
+                    self.zones[0] = list(self.zones[1])
+                elif kind == SW_DAYS:
+                    self.days[0] = [list(d) for d in self.days[1]]
+                elif kind == SW_PRICES:
+                    self.prices[0] = list(self.prices[1])
+                else:
+                    self.thresholds[0] = list(self.thresholds[1])
+                    self.increments[0] = list(self.increments[1])
+                self.switch[kind] = None
+                changed = True
+        return changed
+
+    def current_prices(self, t):
+        return self.prices[self.set_at(SW_PRICES, t)]
+
+    def current_ladder(self, t):
+        """(thresholds, increments) in force at t; ((), (0,)) when there is no ladder."""
+        if self.mode == LADDER_NONE:
+            return (), _NO_LADDER
+        s = self.set_at(SW_LADDER, t)
+        return self.thresholds[s], self.increments[s]
+
+    # --- pricing ---
+
+    def table_at(self, t):
+        """Index of the day table selected by the year time zones at t."""
+        y, mo, d = clock.civil_from_days(t // clock.DAY)
+        zones = self.zones[self.set_at(SW_ZONES, t)]
+        k = zones[-1][2]  # before the first zone start: last zone of the previous year
+        for z in zones:
+            if (z[0], z[1]) <= (mo, d):
+                k = z[2]
+            else:
+                break
+        return k
+
+    def rate_at(self, t):
+        """TOU rate slot 0..3 (sharp, peak, flat, valley) in force at meter time t."""
+        points = self.days[self.set_at(SW_DAYS, t)][self.table_at(t)]
+        minute = t % clock.DAY // 60
+        r = points[-1][1]  # before the first switch point: the segment that crossed midnight
+        for p in points:
+            if p[0] <= minute:
+                r = p[1]
+            else:
+                break
+        return r
+
+    def charge(self, wh, t, ladder_wh):
+        """Cost of `wh` Wh registered at t with `ladder_wh` already in this ladder period.
+        Returns (subfen, new_ladder_wh, rate); the ladder tier is decided per Wh after adding
+        it, so an interval crossing a threshold is split at the exact Wh."""
+        if wh < 0:
+            raise ValueError("negative energy")
+        rate = self.rate_at(t)
+        tou = self.current_prices(t)[rate]
+        thr, inc = self.current_ladder(t)
+        cost = 0
+        e = ladder_wh
+        left = wh
+        n = len(thr)
+        i = 0
+        while left > 0:
+            while i < n and e >= thr[i]:
+                i += 1
+            take = left if i == n else min(left, thr[i] - e)
+            cost += take * (tou + inc[i])
+            e += take
+            left -= take
+        return cost, e, rate
+
+    # --- ladder settlement ---
+
+    def last_settlement(self, t):
+        """Latest settlement instant <= t, or None when there is no ladder."""
+        if self.mode == LADDER_NONE:
+            return None
+        y, mo = clock.civil_from_days(t // clock.DAY)[:2]
+        best = None
+        for p in self.settlement:
+            if not _valid_dh(p):
+                continue
+            if self.mode == LADDER_ANNUAL:
+                if not 1 <= p[0] <= 12:
+                    continue
+                s = clock.from_fields(y, p[0], p[1], p[2])
+                if s > t:
+                    s = clock.from_fields(y - 1, p[0], p[1], p[2])
+            else:
+                s = clock.from_fields(y, mo, p[1], p[2])
+                if s > t:
+                    s = clock.from_fields(y, mo - 1, p[1], p[2]) if mo > 1 else \
+                        clock.from_fields(y - 1, 12, p[1], p[2])
+            if best is None or s > best:
+                best = s
+        return best
+
+    def settle(self, t, last_t, ladder_wh):
+        """Ladder energy to carry on at t: 0 when a settlement point lies in (last_t, t]."""
+        s = self.last_settlement(t)
+        if s is not None and s > last_t:
+            return 0
+        return ladder_wh
+
+    # --- power-safe storage ---
+
+    def dump(self):
+        return {
+            "p": [list(x) for x in self.prices],
+            "d": [[[list(p) for p in tab] for tab in s] for s in self.days],
+            "z": [[list(z) for z in s] for s in self.zones],
+            "lt": [list(x) for x in self.thresholds],
+            "li": [list(x) for x in self.increments],
+            "sw": list(self.switch),
+            "st": [list(p) for p in self.settlement],
+        }
+
+    @classmethod
+    def load(cls, obj):
+        t = cls()
+        for s in range(2):
+            t.set_prices(s, obj["p"][s])
+            for k in range(MAX_TABLES):
+                t.set_day_table(s, k, obj["d"][s][k])
+            t.set_zones(s, obj["z"][s])
+            t.set_ladder(s, obj["lt"][s], obj["li"][s])
+        for kind in range(4):
+            t.set_switch(kind, obj["sw"][kind])
+        t.set_settlement(obj["st"])
+        return t
