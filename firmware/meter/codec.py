@@ -1,0 +1,269 @@
+# DL/T 645-2007 frame codec for the meter: struct-free byte loops over buffers the caller
+# owns, so decoding a request and encoding its reply take nothing from the heap.
+# It must stay byte-identical to protocol/ (the head-end's construct schema); the shared
+# vectors and tests/firmware/test_codec*.py hold both to that.
+#
+# Frame: [FE..] 68 A0..A5 68 C L DATA(+33H each) CS 16; CS = sum of bytes 68..last data.
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+START = const(0x68)
+END = const(0x16)
+PRE = const(0xFE)
+OFFSET = const(0x33)
+MAX_DATA = const(255)
+FRAME_MAX = const(267)  # 12 + 255
+
+# decode results (0 = a good frame)
+OK = const(0)
+E_SHORT = const(1)
+E_START = const(2)
+E_LENGTH = const(3)
+E_CHECKSUM = const(4)
+E_END = const(5)
+REASONS = ("ok", "truncated", "start", "length", "checksum", "terminator")
+
+
+def addr_bytes(s):
+    """'123456789012' (high digit first, 'AA' pairs allowed) -> 6 wire bytes, low byte first."""
+    if len(s) != 12:
+        raise ValueError("address")
+    out = bytearray(6)
+    for i in range(6):
+        pair = s[10 - 2 * i:12 - 2 * i]
+        if pair == "AA" or pair == "aa":
+            out[i] = 0xAA
+        else:
+            hi = ord(pair[0]) - 48
+            lo = ord(pair[1]) - 48
+            if not (0 <= hi <= 9 and 0 <= lo <= 9):
+                raise ValueError("address")
+            out[i] = hi << 4 | lo
+    return bytes(out)
+
+
+def addr_str(b):
+    """6 wire bytes -> '123456789012' (AA bytes shown as 'AA')."""
+    s = ""
+    for i in range(5, -1, -1):
+        v = b[i]
+        s += "AA" if v == 0xAA else "%02X" % v
+    return s
+
+
+def encode_into(out, addr, ctrl, data, n, preamble=0):
+    """Write a frame with n PLAIN data bytes into out; return its length."""
+    p = 0
+    while p < preamble:
+        out[p] = PRE
+        p += 1
+    out[p] = START
+    out[p + 7] = START
+    for i in range(6):
+        out[p + 1 + i] = addr[i]
+    out[p + 8] = ctrl
+    out[p + 9] = n
+    j = p + 10
+    for i in range(n):
+        out[j + i] = (data[i] + OFFSET) & 0xFF
+    cs = 0
+    for i in range(p, j + n):
+        cs += out[i]
+    out[j + n] = cs & 0xFF
+    out[j + n + 1] = END
+    return j + n + 2
+
+
+def build(addr, ctrl, data=b"", preamble=0):
+    """Convenience (allocates): same bytes as protocol.build_frame(addr_str(addr), ctrl, data, preamble)."""
+    if isinstance(addr, str):
+        addr = addr_bytes(addr)
+    if len(data) > MAX_DATA:
+        raise ValueError("length")
+    out = bytearray(12 + preamble + len(data))
+    encode_into(out, addr, ctrl, data, len(data), preamble)
+    return bytes(out)
+
+
+class Frame:
+    """A reusable decode target: decode() fills it in place."""
+
+    def __init__(self):
+        self.addr = bytearray(6)
+        self.ctrl = 0
+        self.n = 0
+        self.data = bytearray(MAX_DATA)  # PLAIN data (33H removed)
+        self.preamble = 0
+        self.size = 0  # bytes of the frame after the preamble
+
+
+def decode(raw, fr, length=-1):
+    """Check and decode one whole frame (optional FE preamble) into fr; 0 or an E_ code."""
+    end = len(raw) if length < 0 else length
+    p = 0
+    while p < end and raw[p] == PRE:
+        p += 1
+    if end - p < 12:
+        return E_SHORT
+    if raw[p] != START or raw[p + 7] != START:
+        return E_START
+    n = raw[p + 9]
+    if end - p != 12 + n:
+        return E_SHORT if end - p < 12 + n else E_LENGTH
+    cs = 0
+    for i in range(p, p + 10 + n):
+        cs += raw[i]
+    if cs & 0xFF != raw[p + 10 + n]:
+        return E_CHECKSUM
+    if raw[p + 11 + n] != END:
+        return E_END
+    a = fr.addr
+    for i in range(6):
+        a[i] = raw[p + 1 + i]
+    fr.ctrl = raw[p + 8]
+    fr.n = n
+    d = fr.data
+    j = p + 10
+    for i in range(n):
+        d[i] = (raw[j + i] - OFFSET) & 0xFF
+    fr.preamble = p
+    fr.size = 12 + n
+    return OK
+
+
+def checksum_ok(buf, start, n):
+    cs = 0
+    for i in range(start, start + 10 + n):
+        cs += buf[i]
+    return cs & 0xFF == buf[start + 10 + n]
+
+
+class Deframer:
+    """Cuts whole frames out of a byte stream (TCP or UART pieces, noise, FE preambles).
+
+    Same rules as protocol.Deframer: hunt for 68 xx*6 68, trust L (never the first 16H),
+    check 16H and the checksum, on a bad candidate step one byte past its 68. A babbling
+    line cannot grow memory: past max_buffer the oldest bytes are dropped.
+    """
+
+    def __init__(self, max_buffer=1024):
+        self.buf = bytearray(max_buffer)
+        self.frame = bytearray(FRAME_MAX)
+        self._mv = memoryview(self.frame)
+        self.s = 0  # first unread byte
+        self.e = 0  # end of data
+        self.discarded = 0
+
+    def feed(self, chunk):
+        k = len(chunk)
+        buf = self.buf
+        cap = len(buf)
+        if self.e + k > cap:
+            over = self.e - self.s + k - cap  # keep only the newest cap bytes, as protocol does
+            if over > 0:
+                old = self.e - self.s
+                if over >= old:
+                    self.discarded += over
+                    self.s = self.e = 0
+                    chunk = memoryview(chunk)[over - old:]
+                    k = len(chunk)
+                else:
+                    self._drop(over)
+            self._compact()
+        e = self.e
+        buf[e:e + k] = chunk
+        self.e = e + k
+
+    def _compact(self):
+        s = self.s
+        if s:
+            buf = self.buf
+            n = self.e - s
+            for i in range(n):
+                buf[i] = buf[s + i]
+            self.s = 0
+            self.e = n
+
+    def _drop(self, n):
+        self.discarded += n
+        self.s += n
+
+    def next_frame(self):
+        """A memoryview of the next whole frame (valid until the next call), or None."""
+        buf = self.buf
+        while True:
+            s = self.s
+            e = self.e
+            while s < e and buf[s] != START:
+                s += 1
+            self.discarded += s - self.s
+            self.s = s
+            if e - s < 10:
+                if s == e:
+                    self.s = self.e = 0
+                return None
+            size = 12 + buf[s + 9]
+            if buf[s + 7] == START:
+                if e - s < size:
+                    return None
+                if buf[s + size - 1] == END and checksum_ok(buf, s, size - 12):
+                    f = self.frame
+                    for i in range(size):
+                        f[i] = buf[s + i]
+                    self.s = s + size
+                    if self.s == e:
+                        self.s = self.e = 0
+                    return self._mv[:size]
+            self._drop(1)
+
+
+# BCD helpers: values go low byte first, as on the wire.
+
+def put_bcd(buf, off, v, n):
+    for i in range(n):
+        buf[off + i] = (v // 10 % 10) << 4 | v % 10
+        v //= 100
+
+
+def put_sbcd(buf, off, v, n):
+    # signed quantities carry the sign in bit7 of the most significant (last) byte
+    put_bcd(buf, off, -v if v < 0 else v, n)
+    if v < 0:
+        buf[off + n - 1] |= 0x80
+
+
+def get_bcd(buf, off, n):
+    """The BCD number at buf[off:off+n] (low byte first), or -1 if a nibble is not a digit."""
+    v = 0
+    for i in range(off + n - 1, off - 1, -1):
+        b = buf[i]
+        hi = b >> 4
+        lo = b & 15
+        if hi > 9 or lo > 9:
+            return -1
+        v = v * 100 + hi * 10 + lo
+    return v
+
+
+def put_le(buf, off, v, n):
+    for i in range(n):
+        buf[off + i] = v & 0xFF
+        v >>= 8
+
+
+def get_le(buf, off, n):
+    v = 0
+    for i in range(off + n - 1, off - 1, -1):
+        v = v << 8 | buf[i]
+    return v
+
+
+def get_sle(buf, off, n):
+    v = get_le(buf, off, n)
+    if v >= 1 << (8 * n - 1):
+        v -= 1 << (8 * n)
+    return v
