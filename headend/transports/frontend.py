@@ -1,0 +1,332 @@
+"""The asyncio comms front-end: links (buses) and the requests that travel over them.
+
+A :class:`Link` is one bus: one connection (TCP, serial, or a meter/DTU that dialled in), one
+:class:`~headend.link.session.LinkSession`, and a lock so exactly one request is on the bus at
+a time.  Everything time-driven runs from loop callbacks (data arrival, ``call_at`` for the
+session's deadline), so a request costs one future and no extra task.  Links open lazily and
+reopen after a drop; many links run at once and never wait on each other.
+
+:class:`FrontEnd` owns every link, keyed by URL, and the listening ports that dial-in meters
+connect to.  A dial-in connection is identified by reading the meter's address (13H); the
+meter is then reached on that connection until it drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from headend.link.session import Failure, LinkSession, Reply, Request
+from headend.transports.base import Connection, LinkDown, LinkError, LinkSpec, LinkUnreachable, parse_link_url
+from headend.transports.serial import open_serial
+from headend.transports.tcp import StreamProtocol, open_tcp
+
+__all__ = ["FrontEnd", "Link", "LinkSettings", "NoAnswer"]
+
+
+class NoAnswer(LinkError):
+    """The meter did not answer after every retry; the message names the meter and link."""
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """Timing of a link; one frozen value per front-end."""
+
+    timeout: float = 2.0
+    retries: int = 2
+    backoff: float = 0.2
+    backoff_factor: float = 2.0
+    backoff_max: float = 5.0
+    preamble: int = 4
+    connect_timeout: float = 5.0
+    reconnect_backoff: float = 0.5
+    reconnect_backoff_max: float = 30.0
+
+
+Opener = Callable[["Link"], Awaitable[Connection]]
+
+
+class Link:
+    """One bus: serialises requests, drives the sans-I/O session, reconnects after a drop."""
+
+    def __init__(self, url: str, settings: LinkSettings, opener: Opener | None = None) -> None:
+        self.url = url
+        self.settings = settings
+        s = settings
+        self.session = LinkSession(
+            timeout=s.timeout,
+            retries=s.retries,
+            backoff=s.backoff,
+            backoff_factor=s.backoff_factor,
+            backoff_max=s.backoff_max,
+            preamble=s.preamble,
+        )
+        self._opener = opener
+        self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
+        self._waiter: asyncio.Future[Reply] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_open = 0.0
+        self._open_failures = 0
+        self.reconnects = 0
+        self._opened_once = False
+        self.closed = False
+
+    # -- connection ---------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def attach(self, conn: Connection) -> None:
+        """Use an already open connection (a meter that dialled in)."""
+        self._conn = conn
+
+    async def _ensure_open(self) -> Connection:
+        if self._conn is not None:
+            return self._conn
+        if self.closed:
+            raise LinkDown(f"{self.url}: link closed")
+        if self._opener is None:
+            raise LinkUnreachable(f"{self.url}: no meter has dialled in on this link; wait for it to connect")
+        loop = asyncio.get_running_loop()
+        pause = self._next_open - loop.time()
+        if pause > 0:  # back off after failed opens so a dead link is not hammered
+            await asyncio.sleep(pause)
+        try:
+            conn = await self._opener(self)
+        except LinkUnreachable:
+            self._open_failures += 1
+            s = self.settings
+            self._next_open = loop.time() + min(s.reconnect_backoff * 2 ** (self._open_failures - 1), s.reconnect_backoff_max)
+            raise
+        if self._opened_once:
+            self.reconnects += 1
+        self._opened_once = True
+        self._open_failures = 0
+        self._conn = conn
+        return conn
+
+    def on_data(self, chunk: bytes) -> None:
+        """Bytes from the connection (called by the transport)."""
+        reply = self.session.feed(chunk, asyncio.get_running_loop().time())
+        if reply is not None:
+            self._cancel_timer()
+            w, self._waiter = self._waiter, None
+            if w is not None and not w.done():
+                w.set_result(reply)
+
+    def on_lost(self, exc: Exception | None) -> None:
+        """The connection went away (called by the transport)."""
+        self._conn = None
+        self._fail(LinkDown(f"{self.url}: link dropped ({exc or 'closed by the other end'})"))
+
+    def _fail(self, exc: Exception) -> None:
+        self._cancel_timer()
+        self.session.cancel()
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_exception(exc)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        dl = self.session.deadline
+        if dl is not None:
+            self._timer = asyncio.get_running_loop().call_at(dl, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        out = self.session.on_deadline(asyncio.get_running_loop().time())
+        if isinstance(out, Failure):
+            w, self._waiter = self._waiter, None
+            if w is not None and not w.done():
+                w.set_exception(NoAnswer(f"{out.reason} on {self.url}"))
+            return
+        if isinstance(out, bytes) and self._conn is not None:
+            self._conn.write(out)
+        self._arm()
+
+    # -- requests -----------------------------------------------------------------------
+    async def request(self, req: Request) -> Reply | None:
+        """Send ``req`` and return the meter's reply (None for broadcasts).
+
+        Raises :class:`LinkUnreachable` if the link cannot be opened, :class:`NoAnswer` when
+        every retry went unanswered.  A drop mid-request reopens the link once and re-sends the
+        identical frame.
+        """
+        async with self._lock:
+            for attempt in (1, 2):
+                conn = await self._ensure_open()
+                loop = asyncio.get_running_loop()
+                wire = self.session.begin(req, loop.time())
+                if not req.reply:
+                    conn.write(wire)
+                    return None
+                fut: asyncio.Future[Reply] = loop.create_future()
+                self._waiter = fut
+                conn.write(wire)
+                self._arm()
+                try:
+                    return await fut
+                except LinkDown:
+                    if attempt == 2 or self._opener is None:
+                        raise
+                except asyncio.CancelledError:
+                    self._cancel_timer()
+                    self.session.cancel()
+                    self._waiter = None
+                    raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        """Close the connection; later requests fail."""
+        self.closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._fail(LinkDown(f"{self.url}: link closed"))
+
+
+async def _open_dialout(spec: LinkSpec, link: Link) -> Connection:
+    timeout = link.settings.connect_timeout
+    if spec.kind == "tcp":
+        return await open_tcp(spec.host, spec.port, link.on_data, link.on_lost, timeout=timeout)
+    if spec.kind == "serial":
+        return await open_serial(spec, link.on_data, link.on_lost, timeout=timeout)
+    raise LinkUnreachable(f"{spec.url}: cannot dial a {spec.kind} link")
+
+
+class _DialIn:
+    """One listening port: accepts meters/DTUs and learns which meter is behind each connection."""
+
+    def __init__(self, frontend: FrontEnd, spec: LinkSpec) -> None:
+        self.frontend = frontend
+        self.spec = spec
+        self.by_address: dict[str, Link] = {}
+        self.arrived = asyncio.Condition()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.server = await loop.create_server(self._protocol, self.spec.host, self.spec.port)
+        except OSError as exc:
+            raise LinkUnreachable(f"{self.spec.url}: cannot listen: {exc.strerror or exc}") from None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    def _protocol(self) -> asyncio.Protocol:
+        link = Link(f"{self.spec.url} (dial-in)", self.frontend.settings)
+        proto = StreamProtocol(link.on_data, lambda exc: self._gone(link, exc))
+        link.attach(proto)
+        asyncio.get_running_loop().create_task(self._identify(link))
+        return proto
+
+    def _gone(self, link: Link, exc: Exception | None) -> None:
+        link.on_lost(exc)
+        for addr, lk in list(self.by_address.items()):
+            if lk is link:
+                del self.by_address[addr]
+
+    async def _identify(self, link: Link) -> None:
+        found: list[str] = []
+        try:
+            reply = await link.request(Request("AAAAAAAAAAAA", 0x13))
+            if reply is not None and not reply.frame.is_abnormal:
+                found.append(reply.frame.address)
+        except LinkError:
+            pass
+        if not found:  # a DTU with a bus behind it: several meters would collide on 13H
+            for address in self.frontend.known_addresses(self.spec.url):
+                try:
+                    reply = await link.request(Request(address, 0x11, (0x04000401).to_bytes(4, "little"), retries=0))
+                    if reply is not None:
+                        found.append(reply.frame.address)
+                except LinkDown:
+                    return
+                except LinkError:
+                    continue
+        async with self.arrived:
+            for addr in found:
+                self.by_address[addr] = link
+            self.arrived.notify_all()
+
+    async def link_for(self, address: str, timeout: float) -> Link:
+        async with self.arrived:
+            try:
+                await asyncio.wait_for(self.arrived.wait_for(lambda: address in self.by_address), timeout)
+            except TimeoutError:
+                raise LinkUnreachable(
+                    f"{self.spec.url}: meter {address} has not dialled in within {timeout:g} s"
+                ) from None
+            return self.by_address[address]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for link in set(self.by_address.values()):
+            await link.close()
+
+
+class FrontEnd:
+    """Every link of the head-end, opened on first use and kept for reuse."""
+
+    def __init__(self, settings: LinkSettings | None = None, known_addresses: Callable[[str], list[str]] | None = None) -> None:
+        self.settings = settings or LinkSettings()
+        self._links: dict[str, Link] = {}
+        self._dialin: dict[str, _DialIn] = {}
+        self._known = known_addresses or (lambda url: [])
+
+    def known_addresses(self, url: str) -> list[str]:
+        """Meter addresses registered on link ``url`` (used to identify dial-in buses)."""
+        return self._known(url)
+
+    async def listen(self, url: str) -> int:
+        """Start accepting dial-in meters on ``listen://host:port``; returns the bound port."""
+        spec = parse_link_url(url)
+        if spec.kind != "listen":
+            raise ValueError(f"{url}: only listen:// links accept dial-in meters")
+        if url not in self._dialin:
+            hub = _DialIn(self, spec)
+            await hub.start()
+            self._dialin[url] = hub
+        return self._dialin[url].port
+
+    async def link_for(self, url: str, address: str) -> Link:
+        """The link that reaches meter ``address`` over link URL ``url``."""
+        link = self._links.get(url)
+        if link is not None:
+            return link
+        spec = parse_link_url(url)
+        if spec.kind == "listen":
+            if url not in self._dialin:
+                await self.listen(url)
+            return await self._dialin[url].link_for(address, self.settings.connect_timeout)
+        link = Link(url, self.settings, lambda lk, spec=spec: _open_dialout(spec, lk))
+        self._links[url] = link
+        return link
+
+    async def request(self, url: str, req: Request) -> Reply | None:
+        """Send one request to ``req.address`` over link ``url``."""
+        link = await self.link_for(url, req.address)
+        return await link.request(req)
+
+    def links(self) -> list[Link]:
+        """Every dial-out link opened so far."""
+        return list(self._links.values())
+
+    async def close(self) -> None:
+        """Close every link and listening port."""
+        for link in self._links.values():
+            await link.close()
+        for hub in self._dialin.values():
+            await hub.close()
+        self._links.clear()
+        self._dialin.clear()
