@@ -1,0 +1,263 @@
+# The combined remote + local relay state machine (spec prepaid-meter.md sections 4 and 6,
+# after the Wisdom Relay_Remote.c 15-state table). Sans-I/O: commands and meter time in,
+# `commanded_open` and trip/close events out; the HAL drives and senses the contacts.
+#
+# Wisdom keeps one combined state; here it is kept as three parts that combine the same
+# way: the remote side (head-end 1CH commands), the local side (the wallet) and power hold.
+# The relay is commanded open while either side holds it open. The large-current-delayed
+# variants are not modelled (the meter core has no current threshold).
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+# N1 codes of the 645 control command (1CH).
+TRIP = const(0x1A)
+CLOSE_PERMIT = const(0x1B)
+DIRECT_CLOSE = const(0x1C)
+PRETRIP1 = const(0x1D)
+PRETRIP2 = const(0x1E)
+ALARM = const(0x2A)
+ALARM_OFF = const(0x2B)
+HOLD = const(0x3A)
+HOLD_OFF = const(0x3B)
+
+# Local commands: the same numbers as meter.wallet CLOSE, PRETRIP, TRIP, RECHARGED.
+L_CLOSE = const(1)
+L_PRETRIP = const(2)
+L_TRIP = const(3)
+L_RECHARGED = const(4)
+
+# ERR byte bits of the 645 error reply.
+ERR_OTHER = const(1)
+ERR_REFUSED = const(4)  # "R_ERR_OFF_PROTECT": trip refused under power hold
+
+METER = const(0xFFFFFFFF)  # operator code of actions the meter takes by itself
+PRETRIP_UNIT = const(300)  # N2 counts 5-minute steps
+
+# Remote side.
+R_CLOSED = const(0)
+R_WAIT_TRIP = const(1)  # trip delay running; still closed
+R_TRIP = const(2)
+R_PRE1 = const(3)       # timed, then direct close
+R_PRE2 = const(4)       # timed, then close permitted
+R_PERMIT = const(5)     # open until the button
+
+# Local side.
+LOC_CLOSED = const(0)
+LOC_PRETRIP = const(1)  # open, the button restores
+LOC_TRIP = const(2)     # open, only a top-up above close-permitted (via the wallet) helps
+
+# Combined state codes (`state`), Wisdom-style names, for reads and display.
+S_CLOSED = const(0)
+S_CLOSED_HOLD = const(1)
+S_WAIT_TRIP = const(2)
+S_REMOTE_TRIP = const(3)
+S_PRETRIP1 = const(4)
+S_PRETRIP2 = const(5)
+S_PERMIT = const(6)
+S_PERMIT_HOLD = const(7)
+S_LOCAL_PRETRIP = const(8)
+S_LOCAL_TRIP = const(9)
+
+
+class Relay:
+    def __init__(self, trip_delay=0, external=False):
+        self.trip_delay = trip_delay  # seconds (DI 04001401 carries minutes)
+        self.external = external      # external (three-phase) relay: top-ups close directly
+        self.remote = R_CLOSED
+        self.local_state = LOC_CLOSED
+        self.hold = False
+        self.alarm = False
+        self.until = 0                # deadline of the trip delay or the pre-trip timer
+        self.pending_op = METER       # operator of the command whose timer is running
+        self._events = []
+
+    # --- derived state ---
+
+    @property
+    def commanded_open(self):
+        return self.remote >= R_TRIP or self.local_state != LOC_CLOSED
+
+    @property
+    def pre_alarm(self):
+        return self.remote == R_WAIT_TRIP
+
+    @property
+    def state(self):
+        if self.local_state == LOC_TRIP:
+            return S_LOCAL_TRIP
+        r = self.remote
+        if r == R_TRIP:
+            return S_REMOTE_TRIP
+        if r == R_PRE1:
+            return S_PRETRIP1
+        if r == R_PRE2:
+            return S_PRETRIP2
+        if r == R_PERMIT:
+            return S_PERMIT_HOLD if self.hold else S_PERMIT
+        if self.local_state == LOC_PRETRIP:
+            return S_PERMIT_HOLD if self.hold else S_LOCAL_PRETRIP
+        if r == R_WAIT_TRIP:
+            return S_WAIT_TRIP
+        return S_CLOSED_HOLD if self.hold else S_CLOSED
+
+    def status3_bits(self):
+        """Status word 3 bits this machine owns: 4 relay actual (= commanded here; the HAL
+        may override from sensing), 6 relay commanded, 7 pre-trip alarm, 12 power hold."""
+        b = 0x50 if self.commanded_open else 0
+        if self.pre_alarm:
+            b |= 0x80
+        if self.hold:
+            b |= 0x1000
+        return b
+
+    def pop_events(self):
+        """Trip/close events since the last call: list of ('trip'|'close', time, operator)."""
+        ev = self._events
+        self._events = []
+        return ev
+
+    def _record(self, was_open, now, operator):
+        is_open = self.commanded_open
+        if is_open != was_open:
+            self._events.append(("trip" if is_open else "close", now, operator))
+
+    # --- inputs ---
+
+    def command(self, n1, n2, now, operator):
+        """A 1CH control command (already authenticated and within its expiry). Returns 0,
+        or the ERR bit: 4 for a trip refused under power hold, 1 for a bad command."""
+        was = self.commanded_open
+        r = self.remote
+        if n1 == TRIP or n1 == PRETRIP1 or n1 == PRETRIP2:
+            if self.hold:
+                return ERR_REFUSED
+            if n1 == TRIP:
+                if r == R_TRIP:
+                    return 0
+                if self.trip_delay > 0 and not was:
+                    if r != R_WAIT_TRIP:  # a repeated trip does not restart the delay
+                        self.remote = R_WAIT_TRIP
+                        self.until = now + self.trip_delay
+                        self.pending_op = operator
+                else:
+                    self.remote = R_TRIP
+            else:
+                if n2 <= 0:
+                    return ERR_OTHER  # a pre-trip needs a duration
+                self.remote = R_PRE1 if n1 == PRETRIP1 else R_PRE2
+                self.until = now + n2 * PRETRIP_UNIT
+                self.pending_op = operator
+        elif n1 == CLOSE_PERMIT:
+            # closed stays closed; open waits for the button
+            self.remote = R_PERMIT if r >= R_TRIP else R_CLOSED
+        elif n1 == DIRECT_CLOSE:
+            self.remote = R_CLOSED
+            if self.local_state == LOC_PRETRIP:
+                self.local_state = LOC_CLOSED
+            # a local trip (wallet OVERDRAFT) stays: direct close has no effect on it
+        elif n1 == ALARM:
+            self.alarm = True
+        elif n1 == ALARM_OFF:
+            self.alarm = False
+        elif n1 == HOLD:
+            self.hold = True
+            # power hold never leaves a trip pending, and turns any open state into
+            # "close permitted + hold": power comes back when someone is there to press
+            if r == R_WAIT_TRIP:
+                self.remote = R_CLOSED
+            elif r >= R_TRIP:
+                self.remote = R_PERMIT
+            if self.local_state == LOC_TRIP:
+                self.local_state = LOC_PRETRIP
+        elif n1 == HOLD_OFF:
+            # the meter core re-sends the wallet's command (Wallet.release_cmd()) next
+            self.hold = False
+        else:
+            return ERR_OTHER
+        self._record(was, now, operator)
+        return 0
+
+    def local(self, cmd, now):
+        """A local command from the wallet: L_CLOSE, L_PRETRIP, L_TRIP or L_RECHARGED.
+        Pre-trip and trip are ignored under power hold; None (no command) is ignored."""
+        if cmd is None:
+            return
+        was = self.commanded_open
+        if cmd == L_TRIP or cmd == L_PRETRIP:
+            if self.hold:
+                return
+            self.local_state = LOC_TRIP if cmd == L_TRIP else LOC_PRETRIP
+        elif cmd == L_CLOSE:
+            self.local_state = LOC_CLOSED
+        elif cmd == L_RECHARGED:
+            if self.local_state != LOC_CLOSED:
+                self.local_state = LOC_CLOSED if self.external else LOC_PRETRIP
+            if self.remote == R_PRE1 or self.remote == R_PRE2:
+                # a top-up during a remote timed pre-trip closes directly (Wisdom)
+                self.remote = R_CLOSED
+        else:
+            raise ValueError("bad local command")
+        self._record(was, now, METER)
+
+    def button(self, now):
+        """Customer pressed the button >= 3 s. Closes the relay only when every reason it is
+        open is button-restorable (close permitted, local pre-trip). Returns True if closed."""
+        if not self.commanded_open:
+            return False
+        if self.local_state == LOC_TRIP or R_TRIP <= self.remote <= R_PRE2:
+            return False
+        if self.remote == R_PERMIT:
+            self.remote = R_CLOSED
+        self.local_state = LOC_CLOSED
+        self._record(True, now, METER)
+        return True
+
+    def tick(self, now):
+        """Run the trip-delay and pre-trip timers."""
+        r = self.remote
+        if r != R_WAIT_TRIP and r != R_PRE1 and r != R_PRE2:
+            return
+        if now < self.until:
+            return
+        was = self.commanded_open
+        if r == R_WAIT_TRIP:
+            self.remote = R_TRIP
+            self._record(was, now, self.pending_op)
+        else:
+            self.remote = R_CLOSED if r == R_PRE1 else R_PERMIT
+            self._record(was, now, METER)
+
+    def power_up(self, now):
+        """Resolve transient states after a power cut (spec section 6): waiting-to-trip ->
+        tripped, pre-trip 1 -> closed, pre-trip 2 -> close permitted."""
+        r = self.remote
+        was = self.commanded_open
+        if r == R_WAIT_TRIP:
+            self.remote = R_TRIP
+            self._record(was, now, self.pending_op)
+        elif r == R_PRE1:
+            self.remote = R_CLOSED
+            self._record(was, now, METER)
+        elif r == R_PRE2:
+            self.remote = R_PERMIT
+            self._record(was, now, METER)
+
+    # --- power-safe storage ---
+
+    def dump(self):
+        return [self.remote, self.local_state, 1 if self.hold else 0, 1 if self.alarm else 0,
+                self.until, self.trip_delay, self.pending_op, 1 if self.external else 0]
+
+    @classmethod
+    def load(cls, obj):
+        r = cls(obj[5], bool(obj[7]))
+        r.remote, r.local_state = obj[0], obj[1]
+        r.hold, r.alarm = bool(obj[2]), bool(obj[3])
+        r.until, r.pending_op = obj[4], obj[6]
+        if not (R_CLOSED <= r.remote <= R_PERMIT and LOC_CLOSED <= r.local_state <= LOC_TRIP):
+            raise ValueError("bad relay record")
+        return r

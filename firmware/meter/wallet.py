@@ -1,0 +1,234 @@
+# The local cost-control wallet: balance state machine of spec prepaid-meter.md section 3
+# and the top-up rules of section 5. Sans-I/O. Money in fen (signed), with a carried
+# sub-fen remainder (1 fen = SUBFEN sub-fen, headend/tariff/README.md).
+#
+# Nothing here assumes local cost control: a meter in remote mode simply never calls
+# deduct(), and top-ups, limits and dump/load work the same.
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+SUBFEN = const(100000)
+
+# Balance states, in the priority order of spec section 3 (highest last).
+NORMAL = const(0)
+ALARM1 = const(1)
+ALARM2 = const(2)
+ZERO = const(3)
+OVERDRAFT = const(4)
+
+# Local relay commands for meter.relay.Relay.local().
+CLOSE = const(1)
+PRETRIP = const(2)
+TRIP = const(3)
+# After a top-up: close if the relay is closed; if it is open, an internal relay becomes a
+# button-restorable local pre-trip and an external relay closes (Wisdom eChargeMoneyMode).
+# Only the relay knows which case applies, so the wallet passes this on as its own command.
+RECHARGED = const(4)
+
+# Recharge results: the SERR bit numbers of the 645 security error word.
+OK = const(0)
+REPEAT = const(1)
+CUSTOMER_ERR = const(4)
+COUNT_ERR = const(5)
+HOARD_ERR = const(6)
+
+# TAB_RelayLocalCmd[new][old] (Wisdom Money.c), commands on a state change.
+_C, _P, _T = CLOSE, PRETRIP, TRIP
+_TABLE = (
+    (_C, _C, _P, _P, _P),  # -> NORMAL
+    (_C, _C, _P, _P, _P),  # -> ALARM1
+    (_P, _P, _P, _P, _P),  # -> ALARM2
+    (_P, _P, _P, _P, _P),  # -> ZERO
+    (_T, _T, _T, _T, _T),  # -> OVERDRAFT
+)
+
+_MAX_FEN = const(9999999999)  # 645 carries money as 8 BCD digits of fen; leave headroom
+
+
+def relay_cmd(new, old):
+    """Local relay command for a balance state change (spec section 3 table)."""
+    return _TABLE[new][old]
+
+
+def _fen(v, what):
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > _MAX_FEN:
+        raise ValueError(what)
+    return v
+
+
+class Wallet:
+    def __init__(self, alarm1=1000, alarm2=500, overdraft=0, hoard=99999999, close_ok=0):
+        # Vendor defaults: alarm 1 = 10.00 yuan, alarm 2 = 5.00, no overdraft,
+        # hoarding 999999.99, close-permitted 0.
+        self.balance = 0
+        self.rem = 0
+        self.count = 0
+        self.customer = ""
+        self.opened = False
+        self.total_bought = 0
+        self.alarm1 = _fen(alarm1, "bad alarm1")
+        self.alarm2 = _fen(alarm2, "bad alarm2")
+        self.overdraft = _fen(overdraft, "bad overdraft")
+        self.hoard = _fen(hoard, "bad hoard")
+        self.close_ok = _fen(close_ok, "bad close_ok")
+        self.state = self.evaluate()
+        self.last_cmd = None
+
+    def evaluate(self):
+        """Balance state from the balance and limits alone (no sticky rule)."""
+        r = self.balance
+        od = self.overdraft
+        if (od > 0 and r < 0 and -r >= od) or (od == 0 and r <= 0):
+            return OVERDRAFT
+        if r <= 0:  # here od > 0 and -r < od
+            return ZERO
+        if self.alarm2 > 0 and r <= self.alarm2:
+            return ALARM2
+        if r <= self.alarm1:  # r > alarm2 here, so this also covers alarm1 > alarm2 >= 0
+            return ALARM1
+        return NORMAL
+
+    def _sticky_evaluate(self):
+        # Once OVERDRAFT, only a balance above the close-permitted amount lets it go.
+        if self.state == OVERDRAFT and self.balance <= self.close_ok:
+            return OVERDRAFT
+        return self.evaluate()
+
+    def _change(self, new):
+        old = self.state
+        if new == old:
+            return None
+        self.state = new
+        self.last_cmd = _TABLE[new][old]
+        return self.last_cmd
+
+    def deduct(self, subfen):
+        """Take `subfen` (1e-5 fen) off the balance. Returns the local relay command when
+        the balance state changes, else None."""
+        if subfen < 0:
+            raise ValueError("negative charge")
+        total = self.rem + subfen
+        self.balance -= total // SUBFEN
+        self.rem = total % SUBFEN
+        if self.state == OVERDRAFT:
+            return None  # sticky: deductions never leave OVERDRAFT
+        return self._change(self.evaluate())
+
+    def _topped_up(self):
+        self.state = self._sticky_evaluate()
+        self.last_cmd = TRIP if self.state == OVERDRAFT else RECHARGED
+        return self.last_cmd
+
+    def _check(self, amount, count, customer):
+        _fen(amount, "bad amount")
+        if count == self.count:
+            return REPEAT
+        if count != self.count + 1:
+            return COUNT_ERR
+        if customer != self.customer:
+            return CUSTOMER_ERR
+        if self.hoard and self.balance + amount > self.hoard:  # hoard 0 = no limit
+            return HOARD_ERR
+        return OK
+
+    def _credit(self, amount, count):
+        self.balance += amount
+        self.total_bought += amount
+        self.count = count
+
+    def recharge(self, amount, count, customer):
+        """Top-up of `amount` fen carrying purchase count `count`: applies only when count
+        is the current count + 1; the current count again is a REPEAT (nothing applied).
+        Returns (result, local relay command or None)."""
+        if not self.opened:
+            return CUSTOMER_ERR, None
+        res = self._check(amount, count, customer)
+        if res != OK:
+            return res, None
+        self._credit(amount, count)
+        return OK, self._topped_up()
+
+    def open_account(self, amount, count, customer):
+        """Open the account for `customer` (or top up, if it is already theirs) with the
+        same count rules as recharge(). Returns (result, local relay command or None)."""
+        if self.opened:
+            if customer != self.customer:
+                return CUSTOMER_ERR, None
+            return self.recharge(amount, count, customer)
+        if not isinstance(customer, str) or len(customer) > 12:
+            return CUSTOMER_ERR, None
+        saved = self.customer
+        self.customer = customer
+        res = self._check(amount, count, customer)
+        if res != OK:
+            self.customer = saved
+            return res, None
+        self.opened = True
+        self._credit(amount, count)
+        return OK, self._topped_up()
+
+    def init_wallet(self, amount):
+        """Wallet initialisation (645 070103FF): balance preset to `amount`, purchase count
+        0, account closed, full evaluation. Returns the local relay command."""
+        _fen(amount, "bad amount")
+        self.balance = amount
+        self.rem = 0
+        self.count = 0
+        self.total_bought = 0
+        self.customer = ""
+        self.opened = False
+        self.state = self.evaluate()
+        self.last_cmd = TRIP if self.state == OVERDRAFT else RECHARGED
+        return self.last_cmd
+
+    def set_limits(self, alarm1=None, alarm2=None, overdraft=None, hoard=None, close_ok=None):
+        """Change limits (fen). A1/A2 changes re-evaluate with the sticky rule, an overdraft
+        limit change re-evaluates fully. Returns the local command on a state change."""
+        # validate all first so a bad write changes nothing
+        vals = [None if v is None else _fen(v, "bad " + n) for v, n in
+                ((alarm1, "alarm1"), (alarm2, "alarm2"), (overdraft, "overdraft"),
+                 (hoard, "hoard"), (close_ok, "close_ok"))]
+        if vals[0] is not None:
+            self.alarm1 = vals[0]
+        if vals[1] is not None:
+            self.alarm2 = vals[1]
+        if vals[3] is not None:
+            self.hoard = vals[3]
+        if vals[4] is not None:
+            self.close_ok = vals[4]
+        if vals[2] is not None:
+            self.overdraft = vals[2]
+            return self._change(self.evaluate())
+        if vals[0] is not None or vals[1] is not None:
+            return self._change(self._sticky_evaluate())
+        return None
+
+    def release_cmd(self):
+        """Command to re-send when power hold is released (spec section 3): trip in
+        OVERDRAFT, pre-trip in ALARM2/ZERO if that was the last command, else None."""
+        if self.state == OVERDRAFT:
+            return TRIP
+        if self.state in (ALARM2, ZERO) and self.last_cmd == PRETRIP:
+            return PRETRIP
+        return None
+
+    def dump(self):
+        return [self.balance, self.rem, self.count, self.customer, 1 if self.opened else 0,
+                self.total_bought, self.alarm1, self.alarm2, self.overdraft, self.hoard,
+                self.close_ok, self.state, self.last_cmd or 0]
+
+    @classmethod
+    def load(cls, obj):
+        w = cls(obj[6], obj[7], obj[8], obj[9], obj[10])
+        w.balance, w.rem, w.count, w.customer = obj[0], obj[1], obj[2], obj[3]
+        w.opened = bool(obj[4])
+        w.total_bought = obj[5]
+        w.state = obj[11]
+        w.last_cmd = obj[12] or None
+        if not (0 <= w.rem < SUBFEN and NORMAL <= w.state <= OVERDRAFT):
+            raise ValueError("bad wallet record")
+        return w
