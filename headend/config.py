@@ -1,0 +1,138 @@
+"""Head-end configuration: one frozen dataclass per concern, loaded from TOML.
+
+Where things are looked up, first match wins:
+
+* database: `--db` option > $PREPAID645_DB > `[store] db` in the config file > ./prepaid645.db
+* key file: `--key-file` option > $PREPAID645_KEY_FILE > `[keys] file` > next to the database,
+  same name with the suffix ".key" (prepaid645.db -> prepaid645.key)
+* config file: `--config` option > $PREPAID645_CONFIG > ./prepaid645.toml if it exists
+
+Relative paths inside a config file are relative to that file. Sections this module does not
+know (e.g. `[link]`, `[costctl]`) are kept in `HeadendConfig.sections` for the code that owns them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = [
+    "ConfigError",
+    "StoreConfig",
+    "KeyConfig",
+    "HeadendConfig",
+    "load_config",
+    "DEFAULT_DB",
+    "DEFAULT_CONFIG",
+    "ENV_DB",
+    "ENV_KEY_FILE",
+    "ENV_CONFIG",
+    "ENV_PASSPHRASE",
+]
+
+DEFAULT_DB = "prepaid645.db"
+DEFAULT_CONFIG = "prepaid645.toml"
+ENV_DB = "PREPAID645_DB"
+ENV_KEY_FILE = "PREPAID645_KEY_FILE"
+ENV_CONFIG = "PREPAID645_CONFIG"
+ENV_PASSPHRASE = "PREPAID645_KEY_PASSPHRASE"
+
+
+class ConfigError(ValueError):
+    """The configuration file or a setting is unusable; the message names which and why."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the head-end keeps its state."""
+
+    db: Path
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    """Where the encrypted master key lives."""
+
+    file: Path
+
+
+@dataclass(frozen=True)
+class HeadendConfig:
+    """Everything the head-end reads at start-up."""
+
+    store: StoreConfig
+    keys: KeyConfig
+    source: Path | None = None
+    sections: Mapping[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A config section owned by another part of the head-end (empty dict if absent)."""
+        return dict(self.sections.get(name, {}))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _path(value: Any, base: Path, what: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{what} must be a non-empty path string, got {value!r}")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def load_config(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> HeadendConfig:
+    """Load the configuration, applying explicit options and environment over the file."""
+    env = os.environ if environ is None else environ
+    source: Path | None = None
+    data: dict[str, Any] = {}
+    if config is not None:
+        source = Path(config)
+    elif env.get(ENV_CONFIG):
+        source = Path(env[ENV_CONFIG])
+    elif Path(DEFAULT_CONFIG).is_file():
+        source = Path(DEFAULT_CONFIG)
+    if source is not None:
+        data = _read_toml(source)
+    base = source.resolve().parent if source is not None else Path.cwd()
+
+    store_sec = data.get("store", {})
+    keys_sec = data.get("keys", {})
+    if not isinstance(store_sec, dict) or not isinstance(keys_sec, dict):
+        raise ConfigError(f"config file {source}: [store] and [keys] must be tables")
+
+    if db is not None:
+        db_path = Path(db).expanduser()
+    elif env.get(ENV_DB):
+        db_path = Path(env[ENV_DB]).expanduser()
+    elif "db" in store_sec:
+        db_path = _path(store_sec["db"], base, "[store] db")
+    else:
+        db_path = Path(DEFAULT_DB)
+
+    if key_file is not None:
+        kf = Path(key_file).expanduser()
+    elif env.get(ENV_KEY_FILE):
+        kf = Path(env[ENV_KEY_FILE]).expanduser()
+    elif "file" in keys_sec:
+        kf = _path(keys_sec["file"], base, "[keys] file")
+    else:
+        kf = db_path.with_suffix(".key")
+
+    others = {k: v for k, v in data.items() if k not in ("store", "keys")}
+    return HeadendConfig(StoreConfig(db_path), KeyConfig(kf), source, others)

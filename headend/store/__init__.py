@@ -1,0 +1,99 @@
+"""Head-end persistent state: `open_store(path)` returns a migrated, ready `Store`.
+
+    from headend.store import open_store, Reading
+    store = open_store("prepaid645.db")               # SQLite file, WAL, schema migrated
+    cmd = store.enqueue("000000000001", "trip", {}, actor="alice")
+    [cmd] = store.claim_next(limit=1)                  # queued -> sent (one in flight per meter)
+    store.confirm(cmd.id, reply={"status3": "0x0040"})
+    store.add_readings([("000000000001", "00010000", 123456, 1764000000)])
+
+See api.py for the transaction rules and models.py for the records and errors.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+from headend.store.api import METER_FILTER_FIELDS, Store
+from headend.store.models import (
+    COMMAND_STATUSES,
+    COMMAND_TRANSITIONS,
+    MODES,
+    RESTORE_POLICIES,
+    SUBFEN,
+    Account,
+    AuditEntry,
+    Command,
+    Conflict,
+    Event,
+    InvalidInput,
+    LedgerEntry,
+    Meter,
+    NotFound,
+    Notification,
+    Reading,
+    StoreError,
+    TransitionError,
+    check_address,
+    check_customer,
+    check_di,
+)
+
+__all__ = [
+    "open_store",
+    "Store",
+    "METER_FILTER_FIELDS",
+    "COMMAND_STATUSES",
+    "COMMAND_TRANSITIONS",
+    "MODES",
+    "RESTORE_POLICIES",
+    "SUBFEN",
+    "Account",
+    "AuditEntry",
+    "Command",
+    "Conflict",
+    "Event",
+    "InvalidInput",
+    "LedgerEntry",
+    "Meter",
+    "NotFound",
+    "Notification",
+    "Reading",
+    "StoreError",
+    "TransitionError",
+    "check_address",
+    "check_customer",
+    "check_di",
+]
+
+
+def open_store(
+    location: str | os.PathLike[str],
+    *,
+    migrate: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> Store:
+    """Open the store at a path (or "sqlite:///path", or ":memory:"), migrating the schema by default."""
+    loc = os.fspath(location)
+    if loc.startswith(("postgres://", "postgresql://")):
+        raise InvalidInput(
+            f"{loc.split('://')[0]} is not supported yet: only SQLite files (a path or sqlite:///path) can be opened"
+        )
+    if loc.startswith("sqlite://"):
+        loc = loc[len("sqlite://"):]
+        if loc.startswith("/") and loc[1:2] == "/":  # sqlite:////abs/path style
+            loc = loc[1:]
+        elif loc.startswith("/"):
+            loc = loc[1:] or ":memory:"
+    from headend.store.sqlite import SQLiteBackend  # the one place that knows the engine
+
+    store = Store(SQLiteBackend(loc), clock=clock)
+    if migrate:
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+    return store

@@ -1,0 +1,877 @@
+"""The head-end store: accounts, meters, the command outbox, readings, events, audit, notices.
+
+Rules that make "nothing half-done" true:
+
+* Every public method is one transaction. Callers that need several changes to land together
+  wrap them in ``with store.atomic():`` (nested calls join the outer transaction).
+* An operator action and its audit row are written in the same transaction (enqueue, meter add,
+  limit changes, credits): either both exist or neither.
+* A command's status only moves along COMMAND_TRANSITIONS, by compare-and-set on its current
+  status: two workers cannot both send it, and a command is always queued, sent, confirmed or
+  failed - never lost. `requeue_stale` puts commands a crashed worker left "sent" back in line.
+* Money changes go with a ledger row (balance_after) and an idempotency key, so a retried
+  payment or a re-run rating cycle never counts twice.
+
+Only portable SQL lives here (see backend.py); SQLite specifics are in sqlite.py.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from headend.store.backend import Backend, Tx
+from headend.store.models import (
+    COMMAND_STATUSES,
+    COMMAND_TRANSITIONS,
+    MODES,
+    NOTIFICATION_STATUSES,
+    RESTORE_POLICIES,
+    SUBFEN,
+    Account,
+    AuditEntry,
+    Command,
+    Conflict,
+    Event,
+    InvalidInput,
+    LedgerEntry,
+    Meter,
+    NotFound,
+    Notification,
+    Reading,
+    StoreError,
+    TransitionError,
+    check_address,
+    check_customer,
+    check_di,
+    dumps,
+    loads,
+)
+
+__all__ = ["Store", "METER_FILTER_FIELDS"]
+
+_ACCOUNT_COLS = (
+    "customer, name, phone, balance_fen, rem, ladder_wh, alarm1_fen, alarm2_fen, overdraft_fen,"
+    " close_ok_fen, protected, restore_policy, tariff, version, created_at, updated_at"
+)
+_METER_COLS = (
+    "address, link, customer, mode, krn, purchase_count, protected, meter_number, balance_fen, relay,"
+    " last_seen, created_at, updated_at"
+)
+_COMMAND_COLS = (
+    "id, meter, kind, params, status, attempts, last_error, reply, created_at, updated_at, idem_key, actor, not_before"
+)
+_NOTICE_COLS = (
+    "id, customer, channel, kind, message, status, attempts, last_error, created_at, updated_at, idem_key, detail"
+)
+_LEDGER_COLS = "id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail"
+
+# Fields a meter selection (`--where`) may name, and their column types.
+METER_FILTER_FIELDS: dict[str, type] = {
+    "address": str,
+    "link": str,
+    "customer": str,
+    "mode": str,
+    "krn": int,
+    "protected": bool,
+    "relay": str,
+    "purchase_count": int,
+}
+_FILTER_OPS = ("=", "!=", "like")
+_LIMIT_FIELDS = ("alarm1_fen", "alarm2_fen", "overdraft_fen", "close_ok_fen")
+
+
+def _account(row: Sequence[Any]) -> Account:
+    r = list(row)
+    r[10] = bool(r[10])
+    return Account(*r)
+
+
+def _meter(row: Sequence[Any]) -> Meter:
+    r = list(row)
+    r[6] = bool(r[6])
+    return Meter(*r)
+
+
+def _command(row: Sequence[Any]) -> Command:
+    r = list(row)
+    r[3] = loads(r[3])
+    r[7] = loads(r[7])
+    return Command(*r)
+
+
+def _notice(row: Sequence[Any]) -> Notification:
+    r = list(row)
+    r[11] = loads(r[11])
+    return Notification(*r)
+
+
+def _ledger(row: Sequence[Any]) -> LedgerEntry:
+    r = list(row)
+    r[8] = loads(r[8])
+    return LedgerEntry(*r)
+
+
+def _nonneg(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"{name} must be a whole number >= 0 (fen), got {value!r}")
+    return value
+
+
+class Store:
+    """The head-end's persistent state. Open with `headend.store.open_store(path)`."""
+
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+        self._db = backend
+        self._clock = clock
+
+    # ----------------------------------------------------------------- lifecycle
+    def __repr__(self) -> str:
+        return f"<Store {self._db.name}:{self._db.location}>"
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def location(self) -> str:
+        """Where the data lives (file path for SQLite)."""
+        return self._db.location
+
+    def now(self) -> int:
+        """The store's clock, integer Unix seconds (injectable for tests)."""
+        return int(self._clock())
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def migrate(self) -> int:
+        """Apply pending schema migrations (idempotent); return the schema version."""
+        return self._db.migrate()
+
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        return self._db.schema_version()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Group several store calls into one transaction: all land, or none does."""
+        with self._tx():
+            yield
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Tx]:
+        with self._db.transaction(write) as tx:
+            yield tx
+
+    # ----------------------------------------------------------------- audit
+    def log_action(self, actor: str, action: str, target: str | None = None, detail: Any = None) -> AuditEntry:
+        """Append an audit row (who, when, what, on what). Use inside `atomic()` with the change itself."""
+        if not actor:
+            raise InvalidInput("every audited action needs an actor (operator name or service)")
+        at = self.now()
+        with self._tx() as tx:
+            row = tx.one(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (at, actor, action, target, dumps(detail)),
+            )
+        assert row is not None
+        return AuditEntry(int(row[0]), at, actor, action, target, detail)
+
+    def audit_entries(
+        self, *, actor: str | None = None, target: str | None = None, action: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """Newest audit rows first, optionally filtered by actor, target or action."""
+        where, params = self._where({"actor": actor, "target": target, "action": action})
+        with self._tx(write=False) as tx:
+            rows = tx.all(
+                f"SELECT id, at, actor, action, target, detail FROM audit{where} ORDER BY id DESC LIMIT ?",
+                (*params, int(limit)),
+            )
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], loads(r[5])) for r in rows]
+
+    @staticmethod
+    def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+        parts, params = [], []
+        for col, val in filters.items():
+            if val is not None:
+                parts.append(f"{col} = ?")
+                params.append(val)
+        return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+    # ----------------------------------------------------------------- accounts
+    def add_account(
+        self,
+        customer: str,
+        *,
+        actor: str,
+        name: str = "",
+        phone: str = "",
+        alarm1_fen: int = 0,
+        alarm2_fen: int = 0,
+        overdraft_fen: int = 0,
+        close_ok_fen: int = 0,
+        protected: bool = False,
+        restore_policy: str = "close_permitted",
+        tariff: str | None = None,
+    ) -> Account:
+        """Create a customer account with zero balance; Conflict if the number is taken."""
+        customer = check_customer(customer)
+        for f, v in zip(_LIMIT_FIELDS, (alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen)):
+            _nonneg(f, v)
+        if restore_policy not in RESTORE_POLICIES:
+            raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}, got {restore_policy!r}")
+        now = self.now()
+        with self._tx() as tx:
+            if tx.one("SELECT 1 FROM accounts WHERE customer = ?", (customer,)):
+                raise Conflict(f"customer {customer} already exists")
+            tx.execute(
+                f"INSERT INTO accounts ({_ACCOUNT_COLS}) VALUES (?, ?, ?, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                (customer, name, phone, alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, int(bool(protected)),
+                 restore_policy, tariff, now, now),
+            )
+            self.log_action(actor, "customer.add", customer, {"name": name, "protected": bool(protected),
+                                                              "restore_policy": restore_policy})
+            return self.get_account(customer)
+
+    def get_account(self, customer: str) -> Account:
+        """The account of a customer number; NotFound if there is none."""
+        with self._tx(write=False) as tx:
+            row = tx.one(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE customer = ?", (customer,))
+        if row is None:
+            raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
+        return _account(row)
+
+    def list_accounts(self, *, limit: int | None = None) -> list[Account]:
+        """Every account, ordered by customer number."""
+        sql = f"SELECT {_ACCOUNT_COLS} FROM accounts ORDER BY customer"
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (int(limit),)
+        with self._tx(write=False) as tx:
+            return [_account(r) for r in tx.all(sql, params)]
+
+    def update_account(self, customer: str, *, actor: str, **changes: Any) -> Account:
+        """Change an account's name, phone, limits, protected flag, restore policy or tariff (audited).
+
+        Money fields (balance, rem, ladder) are not changed here: use credit/charge_accounts.
+        """
+        allowed = {"name", "phone", "protected", "restore_policy", "tariff", *_LIMIT_FIELDS}
+        bad = set(changes) - allowed
+        if bad:
+            raise InvalidInput(f"cannot change {', '.join(sorted(bad))} of an account; allowed: {', '.join(sorted(allowed))}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        for f in _LIMIT_FIELDS:
+            if f in changes:
+                _nonneg(f, changes[f])
+        if "restore_policy" in changes and changes["restore_policy"] not in RESTORE_POLICIES:
+            raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}")
+        if "protected" in changes:
+            changes["protected"] = int(bool(changes["protected"]))
+        with self._tx() as tx:
+            before = self.get_account(customer)
+            if changes:
+                sets = ", ".join(f"{k} = ?" for k in changes)
+                tx.execute(f"UPDATE accounts SET {sets}, updated_at = ? WHERE customer = ?",
+                           (*changes.values(), self.now(), customer))
+                self.log_action(actor, "customer.update", customer,
+                                {k: [getattr(before, k), v] for k, v in changes.items()})
+            return self.get_account(customer)
+
+    def credit(
+        self,
+        customer: str,
+        amount_fen: int,
+        *,
+        actor: str,
+        idem_key: str,
+        kind: str = "payment",
+        detail: Any = None,
+    ) -> tuple[LedgerEntry, bool]:
+        """Add money to an account exactly once per idem_key; return (ledger entry, newly applied).
+
+        A repeat with the same key returns the first entry and applies nothing; the same key with
+        a different customer or amount is a Conflict (a channel reusing keys). Negative amounts
+        (refunds, corrections) are allowed; the sub-fen remainder is never touched.
+        """
+        if not isinstance(amount_fen, int) or isinstance(amount_fen, bool):
+            raise InvalidInput(f"amount must be whole fen (int), got {amount_fen!r}")
+        if not idem_key:
+            raise InvalidInput("a credit needs an idempotency key (payment channel + its transaction id)")
+        with self._tx() as tx:
+            row = tx.one(f"SELECT {_LEDGER_COLS} FROM ledger WHERE idem_key = ?", (idem_key,))
+            if row is not None:
+                entry = _ledger(row)
+                if entry.customer != customer or entry.amount_fen != amount_fen:
+                    raise Conflict(
+                        f"idempotency key {idem_key!r} was already used for {entry.amount_fen} fen to customer"
+                        f" {entry.customer}; a different payment needs a different key"
+                    )
+                return entry, False
+            now = self.now()
+            n = tx.execute(
+                "UPDATE accounts SET balance_fen = balance_fen + ?, version = version + 1, updated_at = ?"
+                " WHERE customer = ?",
+                (amount_fen, now, customer),
+            )
+            if n != 1:
+                raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
+            bal = tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (customer,))
+            assert bal is not None
+            row = tx.one(
+                "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (customer, now, kind, amount_fen, bal[0], idem_key, actor, dumps(detail)),
+            )
+            assert row is not None
+            self.log_action(actor, f"account.{kind}", customer, {"amount_fen": amount_fen, "idem_key": idem_key})
+            return LedgerEntry(int(row[0]), customer, now, kind, amount_fen, int(bal[0]), idem_key, actor, detail), True
+
+    def charge_accounts(
+        self,
+        batch_key: str,
+        charges: Iterable[tuple[str, int, int, int]],
+        *,
+        actor: str,
+        kind: str = "charge",
+        ledger: bool = True,
+    ) -> int:
+        """Debit many accounts in one transaction, exactly once per batch_key; return accounts charged.
+
+        Each charge is (customer, fen, new_rem, new_ladder_wh): balance -= fen, rem and ladder_wh
+        are replaced (the tariff core computed them from the account's previous values). A batch_key
+        already applied returns 0 and changes nothing, so a re-run rating cycle never bills twice.
+        With ledger=True each account also gets a ledger row (kind, -fen, balance_after).
+        """
+        rows = list(charges)
+        now = self.now()
+        if len({r[0] for r in rows}) != len(rows):
+            raise InvalidInput(f"charge batch {batch_key}: a customer appears twice; sum its charges first")
+        for c, fen, rem, ladder in rows:
+            if not (0 <= rem < SUBFEN) or ladder < 0:
+                raise InvalidInput(f"customer {c}: remainder must be in [0, {SUBFEN}) and ladder energy >= 0")
+        with self._tx() as tx:
+            if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
+                return 0
+            n = tx.executemany(
+                "UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, version = version + 1,"
+                " updated_at = ? WHERE customer = ?",
+                ((int(fen), int(rem), int(ladder), now, c) for c, fen, rem, ladder in rows),
+            )
+            if n != len(rows):
+                known = {r[0] for r in tx.all("SELECT customer FROM accounts")} if n < len(rows) else set()
+                missing = sorted({c for c, *_ in rows} - known)[:5]
+                raise NotFound(f"charge batch {batch_key}: unknown customers {missing} (nothing was charged)")
+            if ledger:
+                tx.executemany(
+                    "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail)"
+                    " SELECT customer, ?, ?, ?, balance_fen, NULL, ?, ? FROM accounts WHERE customer = ?",
+                    ((now, kind, -int(fen), actor, dumps({"batch": batch_key}), c) for c, fen, _r, _l in rows),
+                )
+            tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
+                       (batch_key, now, len(rows), actor))
+            return n
+
+    def ledger(self, customer: str, *, limit: int = 100) -> list[LedgerEntry]:
+        """An account's money movements, newest first."""
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT {_LEDGER_COLS} FROM ledger WHERE customer = ? ORDER BY id DESC LIMIT ?",
+                          (customer, int(limit)))
+        return [_ledger(r) for r in rows]
+
+    # ----------------------------------------------------------------- meters
+    def add_meter(
+        self,
+        address: str,
+        *,
+        link: str,
+        customer: str,
+        actor: str,
+        mode: str = "local",
+        krn: int = 0,
+        protected: bool = False,
+        meter_number: str | None = None,
+        purchase_count: int = 0,
+    ) -> Meter:
+        """Register a meter (and its customer's account if new); Conflict if the address is taken."""
+        address = check_address(address)
+        customer = check_customer(customer)
+        if mode not in MODES:
+            raise InvalidInput(f"mode must be 'local' or 'remote' (who holds the balance), got {mode!r}")
+        if not isinstance(krn, int) or not 0 <= krn <= 255:
+            raise InvalidInput(f"key revision (KRN) must be 0..255, got {krn!r}")
+        if not link or "://" not in link:
+            raise InvalidInput(
+                f"bad link {link!r}: give a URL such as tcp://10.0.0.5:8899 or serial:///dev/ttyUSB0?baud=2400"
+            )
+        number = check_address(meter_number) if meter_number else address
+        now = self.now()
+        with self._tx() as tx:
+            if tx.one("SELECT 1 FROM meters WHERE address = ?", (address,)):
+                raise Conflict(f"meter {address} is already registered (see `headend meter show {address}`)")
+            if not tx.one("SELECT 1 FROM accounts WHERE customer = ?", (customer,)):
+                self.add_account(customer, actor=actor)
+            tx.execute(
+                f"INSERT INTO meters ({_METER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
+                (address, link, customer, mode, krn, _nonneg("purchase count", purchase_count),
+                 int(bool(protected)), number, now, now),
+            )
+            self.log_action(actor, "meter.add", address, {"link": link, "customer": customer, "mode": mode,
+                                                          "krn": krn, "protected": bool(protected)})
+            return self.get_meter(address)
+
+    def get_meter(self, address: str) -> Meter:
+        """The meter with this address; NotFound (with what to do) if not registered."""
+        with self._tx(write=False) as tx:
+            row = tx.one(f"SELECT {_METER_COLS} FROM meters WHERE address = ?", (address,))
+        if row is None:
+            raise NotFound(f"meter {address} is not registered: add it with `headend meter add {address} ...`")
+        return _meter(row)
+
+    def find_meters(self, filters: Iterable[tuple[str, str, Any]] = (), *, limit: int | None = None) -> list[Meter]:
+        """Meters matching every (field, op, value) filter, by address; op is '=', '!=' or 'like'.
+
+        Fields are METER_FILTER_FIELDS; 'like' takes SQL LIKE patterns (% and _).
+        """
+        parts, params = [], []
+        for fld, op, val in filters:
+            if fld not in METER_FILTER_FIELDS:
+                raise InvalidInput(f"cannot select meters by {fld!r}; use one of {', '.join(METER_FILTER_FIELDS)}")
+            if op not in _FILTER_OPS:
+                raise InvalidInput(f"unknown comparison {op!r}; use = or !=")
+            if isinstance(val, bool):
+                val = int(val)
+            parts.append(f"{fld} {op.upper()} ?")
+            params.append(val)
+        sql = f"SELECT {_METER_COLS} FROM meters"
+        if parts:
+            sql += " WHERE " + " AND ".join(parts)
+        sql += " ORDER BY address"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._tx(write=False) as tx:
+            return [_meter(r) for r in tx.all(sql, params)]
+
+    def meters_of_customer(self, customer: str) -> list[Meter]:
+        """Every meter registered to a customer."""
+        return self.find_meters([("customer", "=", customer)])
+
+    def update_meter(self, address: str, *, actor: str, **changes: Any) -> Meter:
+        """Change a meter's link, customer, mode, KRN, protected flag or meter number (audited)."""
+        allowed = {"link", "customer", "mode", "krn", "protected", "meter_number"}
+        bad = set(changes) - allowed
+        if bad:
+            raise InvalidInput(f"cannot change {', '.join(sorted(bad))} of a meter; allowed: {', '.join(sorted(allowed))}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "mode" in changes and changes["mode"] not in MODES:
+            raise InvalidInput(f"mode must be 'local' or 'remote', got {changes['mode']!r}")
+        if "krn" in changes and not (isinstance(changes["krn"], int) and 0 <= changes["krn"] <= 255):
+            raise InvalidInput(f"key revision (KRN) must be 0..255, got {changes['krn']!r}")
+        if "customer" in changes:
+            changes["customer"] = check_customer(changes["customer"])
+        if "meter_number" in changes:
+            changes["meter_number"] = check_address(changes["meter_number"])
+        if "protected" in changes:
+            changes["protected"] = int(bool(changes["protected"]))
+        with self._tx() as tx:
+            before = self.get_meter(address)
+            if "customer" in changes and not tx.one("SELECT 1 FROM accounts WHERE customer = ?", (changes["customer"],)):
+                self.add_account(changes["customer"], actor=actor)
+            if changes:
+                sets = ", ".join(f"{k} = ?" for k in changes)
+                tx.execute(f"UPDATE meters SET {sets}, updated_at = ? WHERE address = ?",
+                           (*changes.values(), self.now(), address))
+                self.log_action(actor, "meter.update", address,
+                                {k: [getattr(before, k), v] for k, v in changes.items()})
+            return self.get_meter(address)
+
+    def set_purchase_count(self, address: str, new: int, *, expected: int | None = None) -> Meter:
+        """Record the purchase count the meter confirmed; with expected, only if it still holds (CAS)."""
+        _nonneg("purchase count", new)
+        with self._tx() as tx:
+            if expected is None:
+                n = tx.execute("UPDATE meters SET purchase_count = ?, updated_at = ? WHERE address = ?",
+                               (new, self.now(), address))
+            else:
+                n = tx.execute(
+                    "UPDATE meters SET purchase_count = ?, updated_at = ? WHERE address = ? AND purchase_count = ?",
+                    (new, self.now(), address, expected),
+                )
+            if n != 1:
+                m = self.get_meter(address)  # raises NotFound
+                raise Conflict(f"meter {address}: purchase count is {m.purchase_count}, expected {expected}")
+            return self.get_meter(address)
+
+    def record_meter_state(
+        self,
+        address: str,
+        *,
+        balance_fen: int | None = None,
+        relay: str | None = None,
+        purchase_count: int | None = None,
+        seen_at: int | None = None,
+    ) -> None:
+        """Remember what a meter last reported (balance, relay state, purchase count, when seen)."""
+        sets, params = ["last_seen = ?"], [seen_at if seen_at is not None else self.now()]
+        for col, val in (("balance_fen", balance_fen), ("relay", relay), ("purchase_count", purchase_count)):
+            if val is not None:
+                sets.append(f"{col} = ?")
+                params.append(val)
+        with self._tx() as tx:
+            if tx.execute(f"UPDATE meters SET {', '.join(sets)} WHERE address = ?", (*params, address)) != 1:
+                raise NotFound(f"meter {address} is not registered")
+
+    # ----------------------------------------------------------------- commands (outbox)
+    def enqueue(
+        self,
+        meter: str,
+        kind: str,
+        params: Any = None,
+        *,
+        actor: str,
+        idem_key: str | None = None,
+        not_before: int = 0,
+    ) -> Command:
+        """Put a command in the outbox (status queued) with its audit row, atomically.
+
+        With idem_key, a second enqueue with the same key returns the first command unchanged
+        (whatever its status) and writes nothing: a retried request cannot queue twice.
+        params must be JSON-serialisable.
+        """
+        if not kind:
+            raise InvalidInput("a command needs a kind (read, recharge, trip, ...)")
+        with self._tx() as tx:
+            if idem_key is not None:
+                row = tx.one(f"SELECT {_COMMAND_COLS} FROM commands WHERE idem_key = ?", (idem_key,))
+                if row is not None:
+                    cmd = _command(row)
+                    if cmd.meter != meter or cmd.kind != kind:
+                        raise Conflict(f"idempotency key {idem_key!r} belongs to command {cmd.id} "
+                                       f"({cmd.kind} on {cmd.meter})")
+                    return cmd
+            if not tx.one("SELECT 1 FROM meters WHERE address = ?", (meter,)):
+                raise NotFound(f"meter {meter} is not registered: add it with `headend meter add {meter} ...`")
+            now = self.now()
+            row = tx.one(
+                "INSERT INTO commands (meter, kind, params, status, attempts, created_at, updated_at, idem_key,"
+                " actor, not_before) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?) RETURNING id",
+                (meter, kind, dumps(params), now, now, idem_key, actor, int(not_before)),
+            )
+            assert row is not None
+            self.log_action(actor, f"command.{kind}", meter, {"command": row[0], "params": params})
+            return Command(int(row[0]), meter, kind, params, "queued", 0, None, None, now, now, idem_key, actor,
+                           int(not_before))
+
+    def enqueue_many(
+        self, meters: Iterable[str], kind: str, params: Any = None, *, actor: str, idem_prefix: str | None = None
+    ) -> list[Command]:
+        """Queue the same command for many meters in one transaction (all or none), each audited.
+
+        With idem_prefix, each command's key is f"{idem_prefix}:{address}".
+        """
+        with self._tx():
+            return [
+                self.enqueue(m, kind, params, actor=actor,
+                             idem_key=None if idem_prefix is None else f"{idem_prefix}:{m}")
+                for m in meters
+            ]
+
+    def get_command(self, command_id: int) -> Command:
+        """One outbox entry by id; NotFound if there is none."""
+        with self._tx(write=False) as tx:
+            row = tx.one(f"SELECT {_COMMAND_COLS} FROM commands WHERE id = ?", (int(command_id),))
+        if row is None:
+            raise NotFound(f"no command {command_id} in the outbox")
+        return _command(row)
+
+    def list_commands(
+        self,
+        *,
+        status: str | None = None,
+        meter: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+    ) -> list[Command]:
+        """Outbox entries, newest first, optionally filtered."""
+        if status is not None and status not in COMMAND_STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(COMMAND_STATUSES)}, got {status!r}")
+        where, params = self._where({"status": status, "meter": meter, "kind": kind})
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT {_COMMAND_COLS} FROM commands{where} ORDER BY id DESC LIMIT ?",
+                          (*params, int(limit)))
+        return [_command(r) for r in rows]
+
+    def count_commands(self) -> dict[str, int]:
+        """Number of outbox entries per status (every status present, 0 if none)."""
+        with self._tx(write=False) as tx:
+            rows = tx.all("SELECT status, COUNT(*) FROM commands GROUP BY status")
+        out = dict.fromkeys(COMMAND_STATUSES, 0)
+        out.update({s: int(n) for s, n in rows})
+        return out
+
+    def transition(
+        self,
+        command_id: int,
+        to: str,
+        *,
+        expected: str | Sequence[str],
+        reply: Any = None,
+        error: str | None = None,
+        not_before: int | None = None,
+    ) -> Command:
+        """Move a command to status `to` only if its status is still `expected` (compare-and-set).
+
+        Moving to "sent" counts an attempt. reply / error / not_before are stored when given.
+        Raises TransitionError if the move is not allowed or the status changed meanwhile.
+        """
+        exp = (expected,) if isinstance(expected, str) else tuple(expected)
+        for e in exp:
+            if to not in COMMAND_TRANSITIONS.get(e, ()):
+                raise TransitionError(f"a command cannot go from {e} to {to}")
+        sets = ["status = ?", "updated_at = ?"]
+        params: list[Any] = [to, self.now()]
+        if to == "sent":
+            sets.append("attempts = attempts + 1")
+        if reply is not None:
+            sets.append("reply = ?")
+            params.append(dumps(reply))
+        if error is not None:
+            sets.append("last_error = ?")
+            params.append(error)
+        if not_before is not None:
+            sets.append("not_before = ?")
+            params.append(int(not_before))
+        marks = ", ".join("?" for _ in exp)
+        with self._tx() as tx:
+            n = tx.execute(f"UPDATE commands SET {', '.join(sets)} WHERE id = ? AND status IN ({marks})",
+                           (*params, int(command_id), *exp))
+            cmd = self.get_command(command_id)  # NotFound if it never existed
+            if n != 1:
+                raise TransitionError(
+                    f"command {command_id} is {cmd.status}, not {' or '.join(exp)}: someone else moved it first"
+                )
+            return cmd
+
+    def mark_sent(self, command_id: int) -> Command:
+        """queued -> sent, or sent -> sent for a resend; counts an attempt."""
+        return self.transition(command_id, "sent", expected=("queued", "sent"))
+
+    def confirm(self, command_id: int, reply: Any = None) -> Command:
+        """sent -> confirmed, storing the meter's reply."""
+        return self.transition(command_id, "confirmed", expected="sent", reply=reply)
+
+    def fail(self, command_id: int, error: str, reply: Any = None) -> Command:
+        """queued/sent -> failed, with the reason (and the meter's refusal, if any)."""
+        return self.transition(command_id, "failed", expected=("queued", "sent"), error=error, reply=reply)
+
+    def retry_later(self, command_id: int, error: str, not_before: int) -> Command:
+        """sent -> queued again, not to be sent before not_before (Unix s); keeps attempts."""
+        return self.transition(command_id, "queued", expected="sent", error=error, not_before=not_before)
+
+    def claim_next(self, *, limit: int = 1, link: str | None = None, now: int | None = None) -> list[Command]:
+        """Atomically take up to `limit` due queued commands and mark them sent (oldest first).
+
+        At most one command per meter is in flight: a meter with a command "sent" is skipped, and
+        only each meter's oldest queued command is eligible, so a meter's commands run in order.
+        Restrict to meters on one link with `link`.
+        """
+        now = self.now() if now is None else now
+        sql = (
+            "SELECT c.id FROM commands c JOIN meters m ON m.address = c.meter"
+            " WHERE c.status = 'queued' AND c.not_before <= ?"
+            " AND c.id = (SELECT MIN(q.id) FROM commands q WHERE q.meter = c.meter AND q.status = 'queued')"
+            " AND NOT EXISTS (SELECT 1 FROM commands s WHERE s.meter = c.meter AND s.status = 'sent')"
+        )
+        params: list[Any] = [now]
+        if link is not None:
+            sql += " AND m.link = ?"
+            params.append(link)
+        sql += " ORDER BY c.id LIMIT ?"
+        params.append(int(limit))
+        with self._tx() as tx:
+            ids = [r[0] for r in tx.all(sql, params)]
+            out = []
+            for cid in ids:
+                if tx.execute("UPDATE commands SET status = 'sent', attempts = attempts + 1, updated_at = ?"
+                              " WHERE id = ? AND status = 'queued'", (self.now(), cid)) == 1:
+                    out.append(self.get_command(cid))
+            return out
+
+    def requeue_stale(self, older_than_s: int, *, now: int | None = None) -> int:
+        """Put commands left "sent" for longer than older_than_s (a crashed worker) back to queued."""
+        now = self.now() if now is None else now
+        with self._tx() as tx:
+            return tx.execute(
+                "UPDATE commands SET status = 'queued', updated_at = ?,"
+                " last_error = 'requeued: no outcome recorded by the worker that sent it' "
+                " WHERE status = 'sent' AND updated_at <= ?",
+                (now, now - int(older_than_s)),
+            )
+
+    def wait_final(self, command_id: int, timeout: float, poll: float = 0.05) -> Command:
+        """Poll until a command is confirmed or failed, or timeout seconds pass; return its last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            cmd = self.get_command(command_id)
+            if cmd.status in ("confirmed", "failed") or time.monotonic() >= deadline:
+                return cmd
+            time.sleep(poll)
+
+    # ----------------------------------------------------------------- readings
+    def add_readings(self, readings: Iterable[Reading | Sequence[Any]]) -> int:
+        """Store many readings in one transaction; return how many were new.
+
+        Each item is a Reading or a tuple (meter, di, value, read_at[, text]). A reading already
+        stored for the same (meter, di, read_at) is kept as it was: re-reading stores once.
+        """
+        now = self.now()
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for r in readings:
+                if isinstance(r, Reading):
+                    yield (r.meter, r.di, int(r.read_at), r.value, r.text, now)
+                else:
+                    yield (r[0], r[1], int(r[3]), r[2], r[4] if len(r) > 4 else None, now)
+
+        with self._tx() as tx:
+            return tx.executemany(
+                "INSERT INTO readings (meter, di, read_at, value, text, stored_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                rows(),
+            )
+
+    def readings(
+        self,
+        meter: str,
+        di: str | None = None,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int | None = None,
+    ) -> list[Reading]:
+        """A meter's readings in time order (since <= read_at < until), optionally one DI only."""
+        parts, params = ["meter = ?"], [meter]
+        if di is not None:
+            parts.append("di = ?")
+            params.append(check_di(di))
+        if since is not None:
+            parts.append("read_at >= ?")
+            params.append(int(since))
+        if until is not None:
+            parts.append("read_at < ?")
+            params.append(int(until))
+        sql = f"SELECT meter, di, value, read_at, text FROM readings WHERE {' AND '.join(parts)} ORDER BY read_at, di"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._tx(write=False) as tx:
+            return [Reading(*r) for r in tx.all(sql, params)]
+
+    def latest_reading(self, meter: str, di: str) -> Reading | None:
+        """The newest reading of one DI at one meter, or None."""
+        with self._tx(write=False) as tx:
+            r = tx.one("SELECT meter, di, value, read_at, text FROM readings WHERE meter = ? AND di = ?"
+                       " ORDER BY read_at DESC LIMIT 1", (meter, check_di(di)))
+        return None if r is None else Reading(*r)
+
+    def readings_for_di(self, di: str, *, since: int, until: int) -> list[tuple[str, int | None, int]]:
+        """(meter, value, read_at) of one DI for every meter in [since, until), by meter then time."""
+        with self._tx(write=False) as tx:
+            return tx.all(
+                "SELECT meter, value, read_at FROM readings WHERE di = ? AND read_at >= ? AND read_at < ?"
+                " ORDER BY meter, read_at",
+                (check_di(di), int(since), int(until)),
+            )  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------- events
+    def add_event(
+        self,
+        meter: str,
+        kind: str,
+        detail: Any = None,
+        *,
+        at: int | None = None,
+        source: str = "headend",
+        dedup: str | None = None,
+    ) -> Event | None:
+        """Record an event at a meter; with dedup (e.g. the meter's own record number) store it once.
+
+        Returns the event, or None when one with the same (meter, dedup) was already stored.
+        """
+        at = self.now() if at is None else int(at)
+        with self._tx() as tx:
+            row = tx.one(
+                "INSERT INTO events (meter, at, kind, detail, source, dedup) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                (meter, at, kind, dumps(detail), source, dedup),
+            )
+        return None if row is None else Event(int(row[0]), meter, at, kind, detail, source)
+
+    def events(self, meter: str, *, limit: int = 100, kind: str | None = None) -> list[Event]:
+        """A meter's events, newest first."""
+        where, params = self._where({"meter": meter, "kind": kind})
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT id, meter, at, kind, detail, source FROM events{where}"
+                          " ORDER BY at DESC, id DESC LIMIT ?", (*params, int(limit)))
+        return [Event(r[0], r[1], r[2], r[3], loads(r[4]), r[5]) for r in rows]
+
+    # ----------------------------------------------------------------- notifications
+    def notify(
+        self,
+        customer: str,
+        kind: str,
+        message: str,
+        *,
+        channel: str = "sms",
+        idem_key: str | None = None,
+        detail: Any = None,
+    ) -> Notification:
+        """Queue a notice for a customer; with idem_key a repeat returns the first notice unchanged."""
+        with self._tx() as tx:
+            if idem_key is not None:
+                row = tx.one(f"SELECT {_NOTICE_COLS} FROM notifications WHERE idem_key = ?", (idem_key,))
+                if row is not None:
+                    return _notice(row)
+            now = self.now()
+            row = tx.one(
+                "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
+                " updated_at, idem_key, detail) VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?) RETURNING id",
+                (customer, channel, kind, message, now, now, idem_key, dumps(detail)),
+            )
+            assert row is not None
+            return Notification(int(row[0]), customer, channel, kind, message, "queued", 0, None, now, now,
+                                idem_key, detail)
+
+    def list_notifications(
+        self, *, status: str | None = None, customer: str | None = None, channel: str | None = None, limit: int = 100
+    ) -> list[Notification]:
+        """Notices, oldest first (the order a sender should work them), optionally filtered."""
+        where, params = self._where({"status": status, "customer": customer, "channel": channel})
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT {_NOTICE_COLS} FROM notifications{where} ORDER BY id LIMIT ?",
+                          (*params, int(limit)))
+        return [_notice(r) for r in rows]
+
+    def mark_notification(self, notice_id: int, status: str, *, error: str | None = None) -> Notification:
+        """queued -> sent or failed (compare-and-set; counts an attempt); "queued" re-queues a failure."""
+        if status not in NOTIFICATION_STATUSES:
+            raise InvalidInput(f"notice status must be one of {', '.join(NOTIFICATION_STATUSES)}")
+        expected = "failed" if status == "queued" else "queued"
+        with self._tx() as tx:
+            n = tx.execute(
+                "UPDATE notifications SET status = ?, attempts = attempts + 1, last_error = ?, updated_at = ?"
+                " WHERE id = ? AND status = ?",
+                (status, error, self.now(), int(notice_id), expected),
+            )
+            row = tx.one(f"SELECT {_NOTICE_COLS} FROM notifications WHERE id = ?", (int(notice_id),))
+            if row is None:
+                raise NotFound(f"no notice {notice_id}")
+            if n != 1:
+                raise TransitionError(f"notice {notice_id} is {row[5]}, not {expected}")
+            return _notice(row)

@@ -1,0 +1,58 @@
+"""The small interface between the store's logic and a database engine.
+
+`headend/store/api.py` speaks only portable SQL through this interface: `?` placeholders (a
+PostgreSQL backend rewrites them to `%s`), `INSERT ... ON CONFLICT DO NOTHING`, `RETURNING`, no
+engine-specific functions. Everything engine-specific (connection set-up, pragmas, DDL and
+migrations, transaction start) lives in one backend module: today `headend/store/sqlite.py`.
+A PostgreSQL backend implements the same two protocols and its own migrations.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Iterable, Protocol, Sequence
+
+__all__ = ["Backend", "Tx"]
+
+
+class Tx(Protocol):
+    """An open transaction. Every statement runs inside it; it commits or rolls back as a whole."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run one statement for each parameter row; return the total number of rows changed."""
+        ...
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query and return every row."""
+        ...
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Run a query and return its first row, or None."""
+        ...
+
+
+class Backend(Protocol):
+    """A database engine the store can run on."""
+
+    name: str
+    location: str
+
+    def transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
+        """Open a transaction (nested calls join the outer one); commit on success, roll back on error."""
+        ...
+
+    def migrate(self) -> int:
+        """Bring the schema to the newest version (idempotent, safe with concurrent callers); return it."""
+        ...
+
+    def schema_version(self) -> int:
+        """The schema version currently applied."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...

@@ -1,0 +1,286 @@
+"""Records the store hands out, and the checks on what goes in.
+
+Every record is a frozen dataclass so callers cannot mistake a snapshot for a live row: to change
+something, call the store. Times are integer Unix seconds (UTC); money is integer fen plus an
+integer sub-fen remainder (see headend/tariff/README.md); energy is integer Wh.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "MODES",
+    "RESTORE_POLICIES",
+    "COMMAND_STATUSES",
+    "COMMAND_TRANSITIONS",
+    "NOTIFICATION_STATUSES",
+    "SUBFEN",
+    "Account",
+    "Meter",
+    "Command",
+    "Reading",
+    "Event",
+    "AuditEntry",
+    "Notification",
+    "LedgerEntry",
+    "StoreError",
+    "NotFound",
+    "Conflict",
+    "InvalidInput",
+    "TransitionError",
+    "check_address",
+    "check_customer",
+    "check_di",
+]
+
+SUBFEN = 100_000  # sub-fen units per fen: w Wh * p (0.0001 yuan/kWh) is in 1e-5 fen
+
+MODES = ("local", "remote")
+RESTORE_POLICIES = ("close_permitted", "direct")
+COMMAND_STATUSES = ("queued", "sent", "confirmed", "failed")
+# Allowed command state changes. "sent -> queued" is a retry that goes back into the queue
+# (after a timeout or a lost link); confirmed and failed are final.
+COMMAND_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("sent", "failed"),
+    "sent": ("sent", "queued", "confirmed", "failed"),
+    "confirmed": (),
+    "failed": (),
+}
+NOTIFICATION_STATUSES = ("queued", "sent", "failed")
+
+_ADDRESS_RE = re.compile(r"^[0-9]{12}$")
+_DI_RE = re.compile(r"^[0-9A-F]{8}$")
+
+
+class StoreError(Exception):
+    """Base of every error the store raises on purpose."""
+
+
+class NotFound(StoreError):
+    """The meter, customer or command named does not exist."""
+
+
+class Conflict(StoreError):
+    """The row exists already, or changed under us (a compare-and-set lost)."""
+
+
+class InvalidInput(StoreError, ValueError):
+    """A value that cannot be stored as given (bad address, unknown mode, negative limit...)."""
+
+
+class TransitionError(Conflict):
+    """A command state change that is not allowed, or whose expected state no longer holds."""
+
+
+def check_address(address: str) -> str:
+    """Return a meter address as 12 decimal digits, or raise InvalidInput saying what is wrong."""
+    if not isinstance(address, str):
+        raise InvalidInput(f"meter address must be a string of 12 digits, got {type(address).__name__}")
+    a = address.strip()
+    if not _ADDRESS_RE.match(a):
+        raise InvalidInput(
+            f"bad meter address {address!r}: need exactly 12 decimal digits as printed on the meter, e.g. 000000000001"
+        )
+    return a
+
+
+def check_customer(number: str) -> str:
+    """Return a customer number as 12 decimal digits (the meter's 6-byte BCD customer number)."""
+    if not isinstance(number, str) or not _ADDRESS_RE.match(number.strip()):
+        raise InvalidInput(f"bad customer number {number!r}: need exactly 12 decimal digits, e.g. 000000000042")
+    return number.strip()
+
+
+def check_di(di: str) -> str:
+    """Return a data identifier as 8 upper-case hex digits in printed order (DI3 DI2 DI1 DI0)."""
+    d = str(di).replace(" ", "").upper()
+    if not _DI_RE.match(d):
+        raise InvalidInput(f"bad data identifier {di!r}: need 8 hex digits, e.g. 00010000")
+    return d
+
+
+def dumps(obj: Any) -> str | None:
+    """JSON text for a params/reply/detail column (None stays NULL)."""
+    if obj is None:
+        return None
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    """Inverse of dumps."""
+    return None if text is None else json.loads(text)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A customer's account: the head-end's balance for remote cost control, and its limits.
+
+    balance_fen and rem follow headend/tariff/README.md; ladder_wh is the ladder energy of the
+    current ladder period; limits are in fen (overdraft_fen >= 0: the meter trips at
+    balance <= -overdraft_fen); version goes up by one on every money change (compare-and-set).
+    """
+
+    customer: str
+    name: str = ""
+    phone: str = ""
+    balance_fen: int = 0
+    rem: int = 0
+    ladder_wh: int = 0
+    alarm1_fen: int = 0
+    alarm2_fen: int = 0
+    overdraft_fen: int = 0
+    close_ok_fen: int = 0
+    protected: bool = False
+    restore_policy: str = "close_permitted"
+    tariff: str | None = None
+    version: int = 0
+    created_at: int = 0
+    updated_at: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A registered meter: where to reach it and what the head-end knows about it.
+
+    purchase_count is the count the head-end last saw confirmed by the meter; the next recharge
+    uses purchase_count + 1. balance_fen / relay / last_seen are the meter's last reported state
+    (None until first read).
+    """
+
+    address: str
+    link: str
+    customer: str
+    mode: str = "local"
+    krn: int = 0
+    purchase_count: int = 0
+    protected: bool = False
+    meter_number: str = ""
+    balance_fen: int | None = None
+    relay: str | None = None
+    last_seen: int | None = None
+    created_at: int = 0
+    updated_at: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One entry of the command outbox."""
+
+    id: int
+    meter: str
+    kind: str
+    params: Any
+    status: str
+    attempts: int
+    last_error: str | None
+    reply: Any
+    created_at: int
+    updated_at: int
+    idem_key: str | None
+    actor: str
+    not_before: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One value read from a meter: value is an integer in the DI's base unit (Wh, fen...);
+    text carries values that are not numbers (status words, date-times) and may be None."""
+
+    meter: str
+    di: str
+    value: int | None
+    read_at: int
+    text: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened at a meter (from its event records or seen by the head-end)."""
+
+    id: int
+    meter: str
+    at: int
+    kind: str
+    detail: Any = None
+    source: str = "headend"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what, when."""
+
+    id: int
+    at: int
+    actor: str
+    action: str
+    target: str | None
+    detail: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A message waiting to be sent to a customer (low balance, cut, restore, outage)."""
+
+    id: int
+    customer: str
+    channel: str
+    kind: str
+    message: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: int
+    updated_at: int
+    idem_key: str | None
+    detail: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One money movement on an account; balance_after makes the ledger self-checking."""
+
+    id: int
+    customer: str
+    at: int
+    kind: str
+    amount_fen: int
+    balance_after: int
+    idem_key: str | None
+    actor: str
+    detail: Any = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)

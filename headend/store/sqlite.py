@@ -1,0 +1,284 @@
+"""SQLite backend: the only module that contains SQLite-specific SQL.
+
+One database file in WAL mode, so `headend serve` writes while CLI processes read. Write
+transactions start with BEGIN IMMEDIATE: the write lock is taken up front, so two processes
+never both read then fail to upgrade (SQLITE_BUSY mid-transaction); busy_timeout makes the
+loser wait instead of failing. One connection per Store, guarded by a re-entrant lock so the
+store may be shared between asyncio code and worker threads (`asyncio.to_thread`).
+
+Migrations are numbered; each runs once in the same transaction that records its number, so a
+crash leaves the schema at the old or the new version, and two processes starting together
+apply each step once.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from headend.store.models import Conflict, StoreError
+
+__all__ = ["SQLiteBackend", "MIGRATIONS"]
+
+_TS = "INTEGER NOT NULL"
+
+# (version, statements). Never edit a released step: add a new one.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            f"""CREATE TABLE accounts (
+                customer TEXT PRIMARY KEY CHECK (length(customer) = 12),
+                name TEXT NOT NULL DEFAULT '',
+                phone TEXT NOT NULL DEFAULT '',
+                balance_fen INTEGER NOT NULL DEFAULT 0,
+                rem INTEGER NOT NULL DEFAULT 0 CHECK (rem >= 0 AND rem < 100000),
+                ladder_wh INTEGER NOT NULL DEFAULT 0 CHECK (ladder_wh >= 0),
+                alarm1_fen INTEGER NOT NULL DEFAULT 0,
+                alarm2_fen INTEGER NOT NULL DEFAULT 0,
+                overdraft_fen INTEGER NOT NULL DEFAULT 0 CHECK (overdraft_fen >= 0),
+                close_ok_fen INTEGER NOT NULL DEFAULT 0,
+                protected INTEGER NOT NULL DEFAULT 0 CHECK (protected IN (0, 1)),
+                restore_policy TEXT NOT NULL DEFAULT 'close_permitted'
+                    CHECK (restore_policy IN ('close_permitted', 'direct')),
+                tariff TEXT,
+                version INTEGER NOT NULL DEFAULT 0,
+                created_at {_TS},
+                updated_at {_TS}
+            )""",
+            f"""CREATE TABLE meters (
+                address TEXT PRIMARY KEY CHECK (length(address) = 12),
+                link TEXT NOT NULL,
+                customer TEXT NOT NULL REFERENCES accounts(customer),
+                mode TEXT NOT NULL CHECK (mode IN ('local', 'remote')),
+                krn INTEGER NOT NULL DEFAULT 0 CHECK (krn BETWEEN 0 AND 255),
+                purchase_count INTEGER NOT NULL DEFAULT 0 CHECK (purchase_count >= 0),
+                protected INTEGER NOT NULL DEFAULT 0 CHECK (protected IN (0, 1)),
+                meter_number TEXT NOT NULL,
+                balance_fen INTEGER,
+                relay TEXT,
+                last_seen INTEGER,
+                created_at {_TS},
+                updated_at {_TS}
+            )""",
+            "CREATE INDEX meters_link ON meters(link)",
+            "CREATE INDEX meters_customer ON meters(customer)",
+            f"""CREATE TABLE commands (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                meter TEXT NOT NULL REFERENCES meters(address),
+                kind TEXT NOT NULL,
+                params TEXT,
+                status TEXT NOT NULL CHECK (status IN ('queued', 'sent', 'confirmed', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                reply TEXT,
+                created_at {_TS},
+                updated_at {_TS},
+                idem_key TEXT UNIQUE,
+                actor TEXT NOT NULL,
+                not_before INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX commands_status ON commands(status, id)",
+            "CREATE INDEX commands_meter ON commands(meter, status, id)",
+            f"""CREATE TABLE readings (
+                meter TEXT NOT NULL,
+                di TEXT NOT NULL,
+                read_at INTEGER NOT NULL,
+                value INTEGER,
+                text TEXT,
+                stored_at {_TS},
+                PRIMARY KEY (meter, di, read_at)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX readings_di_time ON readings(di, read_at)",
+            f"""CREATE TABLE events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                meter TEXT NOT NULL,
+                at {_TS},
+                kind TEXT NOT NULL,
+                detail TEXT,
+                source TEXT NOT NULL DEFAULT 'headend',
+                dedup TEXT,
+                UNIQUE (meter, dedup)
+            )""",
+            "CREATE INDEX events_meter ON events(meter, at)",
+            f"""CREATE TABLE audit (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at {_TS},
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT,
+                detail TEXT
+            )""",
+            "CREATE INDEX audit_target ON audit(target, id)",
+            f"""CREATE TABLE notifications (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                customer TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                message TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('queued', 'sent', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                created_at {_TS},
+                updated_at {_TS},
+                idem_key TEXT UNIQUE,
+                detail TEXT
+            )""",
+            "CREATE INDEX notifications_status ON notifications(status, id)",
+            f"""CREATE TABLE ledger (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                customer TEXT NOT NULL REFERENCES accounts(customer),
+                at {_TS},
+                kind TEXT NOT NULL,
+                amount_fen INTEGER NOT NULL,
+                balance_after INTEGER NOT NULL,
+                idem_key TEXT UNIQUE,
+                actor TEXT NOT NULL,
+                detail TEXT
+            )""",
+            "CREATE INDEX ledger_customer ON ledger(customer, id)",
+            f"""CREATE TABLE ledger_batches (
+                key TEXT PRIMARY KEY,
+                at {_TS},
+                rows INTEGER NOT NULL,
+                actor TEXT NOT NULL
+            )""",
+        ],
+    ),
+]
+
+
+class _Tx:
+    """Transaction handle over one sqlite3 cursor."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return rows changed."""
+        self._cur.execute(sql, params)
+        return self._cur.rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run one statement per row; return total rows changed."""
+        self._cur.executemany(sql, rows)
+        return self._cur.rowcount
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query."""
+        return self._cur.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """First row of a query, or None."""
+        return self._cur.execute(sql, params).fetchone()
+
+
+class SQLiteBackend:
+    """A store backend on one SQLite file (or ":memory:" for throw-away use)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout_ms: int = 10_000) -> None:
+        self.location = str(path)
+        if self.location != ":memory:":
+            parent = Path(self.location).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StoreError(f"cannot open database {self.location}: folder {parent} does not exist")
+        try:
+            # isolation_level=None: we issue BEGIN ourselves, so the module never opens
+            # implicit transactions behind our back.
+            self._conn = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if self.location != ":memory:":
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"cannot switch {self.location} to WAL journal (got {mode})")
+            # NORMAL is durable in WAL mode across application crashes; only an OS crash or power
+            # cut can lose the last transactions, never corrupt the file.
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open database {self.location}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._cur = self._conn.cursor()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteBackend {self.location}>"
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[_Tx]:
+        """Open a transaction, or join the one this thread already has open."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield _Tx(self._cur)
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self._cur.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"database {self.location} is busy or unavailable: {exc}") from exc
+            self._depth = 1
+            try:
+                yield _Tx(self._cur)
+            except BaseException as exc:
+                self._depth = 0
+                self._conn.rollback()
+                # engine errors never leak to callers: they see the store's own error classes
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise Conflict(f"the store refused the change: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"database {self.location}: {exc}") from exc
+                raise
+            else:
+                self._depth = 0
+                try:
+                    self._conn.commit()
+                except sqlite3.Error as exc:
+                    raise StoreError(f"database {self.location}: commit failed: {exc}") from exc
+
+    def migrate(self) -> int:
+        """Apply every migration step not yet applied; return the resulting version."""
+        with self.transaction() as tx:
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+            )
+            row = tx.one("SELECT MAX(version) FROM schema_version")
+            current = int(row[0]) if row and row[0] is not None else 0
+            newest = MIGRATIONS[-1][0]
+            if current > newest:
+                raise StoreError(
+                    f"database {self.location} has schema version {current}, newer than this program"
+                    f" knows ({newest}): upgrade prepaid645 before using it"
+                )
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for sql in statements:
+                    tx.execute(sql)
+                tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, int(time.time())))
+                current = version
+            return current
+
+    def schema_version(self) -> int:
+        """Schema version applied to this file (0 for an empty file)."""
+        with self.transaction(write=False) as tx:
+            if not tx.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"):
+                return 0
+            row = tx.one("SELECT MAX(version) FROM schema_version")
+            return int(row[0]) if row and row[0] is not None else 0
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite when the last one closes)."""
+        with self._lock:
+            self._conn.close()
