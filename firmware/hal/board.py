@@ -1,0 +1,210 @@
+# What ESP32 and RP2040 boards share: RS-485 through a MAX485 (DE and /RE tied to one pin), a
+# latching relay driven by set/reset pulses with a sense contact, the customer button, a status
+# LED and the energy pulse input counted in an interrupt. hal/esp32.py and hal/rp2.py only say
+# how to open the UART and how to wait until its last byte has left the wire.
+
+import time
+
+import machine
+
+from hal.flash import FileFlash
+from meter import clock
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_BUTTON_HOLD_MS = const(3000)   # spec: the customer holds the button >= 3 s
+_POWER_WINDOW_MS = const(10000)  # power is estimated from pulses over this window
+_RTC_RESYNC_MS = const(60000)
+_BUF = const(64)
+
+
+class Pulses:
+    """Energy pulses counted in an interrupt; the main loop takes the count."""
+
+    def __init__(self, pin):
+        self._count = 0
+        self._pin = pin
+        pin.irq(handler=self._isr, trigger=machine.Pin.IRQ_FALLING)
+
+    def _isr(self, _pin):
+        self._count += 1  # small int: nothing taken from the heap
+
+    def take(self):
+        irq = machine.disable_irq()
+        n = self._count
+        self._count = 0
+        machine.enable_irq(irq)
+        return n
+
+
+class LatchingRelay:
+    """Set coil closes the contact, reset coil opens it; each takes one pulse."""
+
+    def __init__(self, set_pin, reset_pin, sense_pin, pulse_ms, sense_open_level):
+        self._set = set_pin
+        self._reset = reset_pin
+        self._sense = sense_pin
+        self._ms = pulse_ms
+        self._open_level = sense_open_level
+        set_pin.value(0)
+        reset_pin.value(0)
+        self.commanded = None  # unknown until the first drive
+        self.pulses = 0
+
+    def drive(self, open_):
+        pin = self._reset if open_ else self._set
+        pin.value(1)
+        time.sleep_ms(self._ms)
+        pin.value(0)
+        self.commanded = open_
+        self.pulses += 1
+
+    def sensed_open(self):
+        return self._sense.value() == self._open_level
+
+
+class Board:
+    """The meter on a board. make_uart() and tx_done() come from the board module."""
+
+    def __init__(self, meter_cfg, hw, make_meter=None):
+        Pin = machine.Pin
+        pins = hw["pins"]
+        self.hw = hw
+        self.uart = self.make_uart(hw["uart"], hw["baud"], hw["parity"], pins["tx"], pins["rx"])
+        self.de = Pin(pins["de"], Pin.OUT, value=0)
+        self.led = Pin(pins["led"], Pin.OUT, value=0)
+        self.button_pin = Pin(pins["button"], Pin.IN, Pin.PULL_UP)
+        self.pulses = Pulses(Pin(pins["pulse"], Pin.IN, Pin.PULL_UP))
+        self.relay = LatchingRelay(Pin(pins["relay_set"], Pin.OUT, value=0), Pin(pins["relay_reset"], Pin.OUT, value=0),
+                                   Pin(pins["relay_sense"], Pin.IN, Pin.PULL_UP), hw["relay_pulse_ms"],
+                                   hw["sense_open_level"])
+        self.rtc = machine.RTC()
+        self.wdt = machine.WDT(timeout=hw["wdt_ms"]) if hw["wdt_ms"] else None
+        # one character time (11 bits), so DE drops only after the stop bit has left
+        self._char_us = 11000000 // hw["baud"]
+        self._delay_ms = hw["reply_delay_ms"]
+        self._imp = hw["imp_per_kwh"]
+        self._acc = 0
+        self._win_pulses = 0
+        self._win_t0 = time.ticks_ms()
+        self._press_t0 = None
+        self._pressed = False
+        self._sensed = None
+        self._last_s = -1
+        self._sync_rtc()
+        self.flash = FileFlash(hw["state"], hw["state_size"], create=True)
+        if make_meter is None:
+            from meter.core import Meter as make_meter
+        import os
+        self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
+        self._has_sense = hasattr(self.meter, "relay_sense")
+        self.relay.drive(self.meter.relay_open)
+
+    # board modules override these two
+    def make_uart(self, uart_id, baud, parity, tx, rx):
+        raise NotImplementedError
+
+    def tx_done(self):
+        raise NotImplementedError
+
+    def _sync_rtc(self):
+        y, mo, d, _wd, h, mi, s, _sub = self.rtc.datetime()
+        self._base = clock.from_fields(y, mo, d, h, mi, s)
+        self._base_ms = time.ticks_ms()
+
+    def now(self):
+        el = time.ticks_diff(time.ticks_ms(), self._base_ms)
+        if el >= _RTC_RESYNC_MS:
+            self._sync_rtc()
+            el = 0
+        return self._base + el // 1000
+
+    def send(self, frame):
+        if self._delay_ms:
+            time.sleep_ms(self._delay_ms)  # DL/T 645 Td >= 20 ms: the master needs time to turn round
+        self.de.value(1)
+        self.uart.write(frame)
+        self.tx_done()
+        time.sleep_us(self._char_us)
+        self.de.value(0)
+
+    def _energy(self, now):
+        n = self.pulses.take()
+        if n:
+            self._win_pulses += n
+            self._acc += n * 1000
+            wh = self._acc // self._imp
+            if wh:
+                self._acc -= wh * self._imp
+                self.meter.add_energy(wh, now)
+        el = time.ticks_diff(time.ticks_ms(), self._win_t0)
+        if el >= _POWER_WINDOW_MS:
+            self.meter.set_power(self._win_pulses * 3600000 // self._imp * 1000 // el)
+            self._win_pulses = 0
+            self._win_t0 = time.ticks_ms()
+
+    def _button(self, now):
+        if self.button_pin.value():  # pulled up: 1 = released
+            self._press_t0 = None
+            self._pressed = False
+            return
+        t = time.ticks_ms()
+        if self._press_t0 is None:
+            self._press_t0 = t
+        elif not self._pressed and time.ticks_diff(t, self._press_t0) >= _BUTTON_HOLD_MS:
+            self._pressed = True  # one press per hold, however long it lasts
+            self.meter.button(now)
+
+    def step(self):
+        """One pass of the main loop: line, pulses, button, timers, relay, LED, watchdog."""
+        now = self.now()
+        n = self.uart.any()
+        if n:
+            chunk = self.uart.read(min(n, _BUF))
+            if chunk:
+                for reply in self.meter.feed(chunk, now):
+                    self.send(reply)
+        self._energy(now)
+        self._button(now)
+        if now != self._last_s:
+            self._last_s = now
+            self.meter.tick(now)
+            open_ = self.relay.sensed_open()
+            if open_ != self._sensed:
+                self._sensed = open_
+                if self._has_sense:
+                    self.meter.relay_sense(open_)
+            # steady on: contact closed; blinking: contact open (supply cut)
+            self.led.value(1 if not self.relay.commanded else now & 1)
+        want = self.meter.relay_open
+        if want != self.relay.commanded:
+            self.relay.drive(want)
+        if self.wdt is not None:
+            self.wdt.feed()
+
+    def run(self):
+        while True:
+            self.step()
+            time.sleep_ms(5)
+
+
+def main(board_class, config_path="config.json"):
+    from hal import config
+    hw = None
+    try:
+        meter_cfg, hw = config.load(config_path)
+        b = board_class(meter_cfg, hw)
+    except Exception as e:
+        # no line to report on: say it on the REPL, and blink the LED fast once the config named it
+        print("meter cannot start:", e)
+        if hw is None:
+            raise
+        led = machine.Pin(hw["pins"]["led"], machine.Pin.OUT)
+        while True:
+            led.value(not led.value())
+            time.sleep_ms(100)
+    b.run()

@@ -1,0 +1,129 @@
+# The image's config: one JSON file (config.json beside main.py on a board) holding the meter's
+# identity, its key and, for boards, the pins. Pins come from here, never from code, so one image
+# serves every wiring. Loading checks everything once at boot and names the file and the field
+# that is wrong, because a meter that starts with a bad key or pin fails much later and silently.
+
+import json
+
+CONFIG_FILE = "config.json"
+MODES = ("local", "remote")
+BOARDS = ("esp32", "rp2", "sim")
+# Pins a board image must name. "de" drives the MAX485 DE and /RE pins together.
+BOARD_PINS = ("tx", "rx", "de", "relay_set", "relay_reset", "relay_sense", "button", "led", "pulse")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _fail(path, what):
+    raise ConfigError("config file %s: %s" % (path, what))
+
+
+def _digits(s, n):
+    if not isinstance(s, str) or len(s) != n:
+        return False
+    for c in s:
+        if c < "0" or c > "9":
+            return False
+    return True
+
+
+def _int(cfg, name, lo, hi, path, default=None):
+    v = cfg.get(name, default)
+    if v is None or isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        _fail(path, "%s must be an integer %d..%d, got %r" % (name, lo, hi, v))
+    return v
+
+
+def key_from_hex(text, where):
+    """16-byte meter key from 32 hex digits; refuses a blank (all-zero) key."""
+    try:
+        t = text.strip()
+        if len(t) != 32:
+            raise ValueError
+        key = bytes(int(t[i:i + 2], 16) for i in range(0, 32, 2))
+    except (ValueError, AttributeError, TypeError):
+        raise ConfigError("%s: the meter key must be 32 hex digits (16 bytes)" % where)
+    if key == bytes(16):
+        raise ConfigError("%s: the meter key is all zeros; give the key from the head-end's key store" % where)
+    return key
+
+
+def check(cfg, path="<config>"):
+    """Validate a config dict (as read from JSON); returns (meter_cfg, hw) or raises ConfigError.
+
+    meter_cfg is what meter.core.Meter takes; hw holds the rest (board, pins, link, state file).
+    """
+    if not isinstance(cfg, dict):
+        _fail(path, "must hold a JSON object")
+    addr = cfg.get("address")
+    if not _digits(addr, 12):
+        _fail(path, "address must be 12 decimal digits as people write it, e.g. \"000000000001\", got %r" % (addr,))
+    if addr == "999999999999":
+        _fail(path, "address 999999999999 is the broadcast address; give the meter its own")
+    if "key" not in cfg:
+        _fail(path, "no meter key (\"key\": 32 hex digits); build the image with the key from the head-end")
+    key = key_from_hex(cfg["key"], "config file %s" % path)
+    krn = _int(cfg, "krn", 0, 255, path, 0)
+    mode = cfg.get("mode", "local")
+    if mode not in MODES:
+        _fail(path, "mode must be \"local\" or \"remote\", got %r" % (mode,))
+    bench = cfg.get("bench", False)
+    if bench not in (True, False):
+        _fail(path, "bench must be true or false, got %r" % (bench,))
+    number = cfg.get("meter_number", addr)
+    if not _digits(number, 12):
+        _fail(path, "meter_number must be 12 decimal digits, got %r" % (number,))
+    meter_cfg = {"address": addr, "key": key, "krn": krn, "mode": mode, "bench": bench, "meter_number": number}
+
+    board = cfg.get("board", "sim")
+    if board not in BOARDS:
+        _fail(path, "board must be one of %s, got %r" % (", ".join(BOARDS), board))
+    state = cfg.get("state", "state.bin")
+    if not isinstance(state, str) or not state:
+        _fail(path, "state must name the state file, got %r" % (state,))
+    hw = {
+        "board": board,
+        "state": state,
+        "state_size": _int(cfg, "state_size", 256, 65536, path, 4096),
+        "baud": _int(cfg, "baud", 300, 115200, path, 2400),
+        "imp_per_kwh": _int(cfg, "imp_per_kwh", 1, 100000, path, 1000),
+        "relay_pulse_ms": _int(cfg, "relay_pulse_ms", 10, 2000, path, 100),
+        "reply_delay_ms": _int(cfg, "reply_delay_ms", 0, 500, path, 20),
+        "wdt_ms": _int(cfg, "wdt_ms", 0, 60000, path, 8000),
+    }
+    parity = cfg.get("parity", "E")
+    if parity not in ("E", "O", "N"):
+        _fail(path, "parity must be \"E\", \"O\" or \"N\", got %r" % (parity,))
+    hw["parity"] = parity
+    if board != "sim":
+        pins = cfg.get("pins")
+        if not isinstance(pins, dict):
+            _fail(path, "a %s image needs \"pins\": {%s}" % (board, ", ".join(BOARD_PINS)))
+        for name in BOARD_PINS:
+            p = pins.get(name)
+            if isinstance(p, bool) or not (isinstance(p, int) and 0 <= p <= 63 or p == "LED"):
+                _fail(path, "pins.%s must be a GPIO number, got %r" % (name, p))
+        hw["pins"] = pins
+        hw["uart"] = _int(cfg, "uart", 0, 2, path, 1 if board == "esp32" else 0)
+        # latching relays ship in both polarities; the sense contact can read either way
+        hw["sense_open_level"] = _int(cfg, "sense_open_level", 0, 1, path, 1)
+    return meter_cfg, hw
+
+
+def load(path=CONFIG_FILE):
+    """Read and check the config file; raises ConfigError naming the file and the fault."""
+    try:
+        f = open(path)
+    except OSError:
+        raise ConfigError("config file %s is missing: build the image with `meter build` and deploy it" % path)
+    try:
+        text = f.read()
+    finally:
+        f.close()
+    try:
+        cfg = json.loads(text)
+    except ValueError:
+        raise ConfigError("config file %s is corrupt: not valid JSON; rebuild it with `meter build`" % path)
+    return check(cfg, path)

@@ -1,0 +1,68 @@
+# The meter's non-volatile store as the core sees it: a fixed-size byte region with read and write
+# at an offset. Here it is one file (a host file for the simulator, a littlefs file on a board).
+# The core keeps two alternating records with sequence and CRC inside it, so this layer only has
+# to put bytes where it is told and push them out before returning.
+
+import os
+
+
+class StateError(Exception):
+    pass
+
+
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+class FileFlash:
+    """A `size`-byte flash region kept in the file `path`.
+
+    A missing file is created blank (a new meter) only when `create` is true. A file of the wrong
+    size is refused: a truncated state file must never be mistaken for a new, empty meter.
+    """
+
+    def __init__(self, path, size, create=True):
+        self.path = path
+        self.size = size
+        self.created = False
+        n = _size(path)
+        if n < 0:
+            if not create:
+                raise StateError("state file %s is missing; refusing to start a blank meter" % path)
+            f = open(path, "wb")
+            # 0xFF is erased flash: the core sees "no record", not a record of zeros
+            chunk = b"\xff" * 256
+            left = size
+            while left > 0:
+                f.write(chunk[:min(256, left)])
+                left -= 256
+            f.close()
+            self.created = True
+        elif n != size:
+            raise StateError("state file %s is %d bytes, expected %d: it is truncated or not this meter's "
+                             "state; restore it from a backup (the balance is in it) or move it away to "
+                             "start a new meter" % (path, n, size))
+        self._f = open(path, "r+b")
+
+    def read(self, offset, n):
+        if offset < 0 or offset + n > self.size:
+            raise ValueError("flash read %d+%d outside %d bytes" % (offset, n, self.size))
+        self._f.seek(offset)
+        return self._f.read(n)
+
+    def write(self, offset, data):
+        if offset < 0 or offset + len(data) > self.size:
+            raise ValueError("flash write %d+%d outside %d bytes" % (offset, len(data), self.size))
+        f = self._f
+        f.seek(offset)
+        f.write(data)
+        f.flush()
+        sync = getattr(os, "fsync", None)
+        if sync is not None:
+            sync(f.fileno())
+
+    def close(self):
+        self._f.close()

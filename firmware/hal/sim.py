@@ -1,0 +1,498 @@
+# The desktop meter: the same core as on a board, with TCP sockets and a pty in place of the
+# RS-485 UART, a load model in place of the pulse input, a state file in place of flash and a
+# clock that can run faster than real time. Runs under CPython and the MicroPython unix port
+# (no pty there: `meter run --micropython` bridges the pty in the launcher).
+
+import json
+import os
+import select
+import socket
+import sys
+import time
+
+from hal.flash import FileFlash
+from hal.load import Energy, LoadModel
+from meter import clock
+
+MICROPYTHON = sys.implementation.name == "micropython"
+
+try:
+    _ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
+    _ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
+except AttributeError:
+    def _ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+_MAX_FRAME_BUF = 512
+
+
+def host_now():
+    """The host's local wall time as meter time."""
+    t = time.localtime()
+    return clock.from_fields(t[0], t[1], t[2], t[3], t[4], t[5])
+
+
+def parse_time(text):
+    """Meter time from 'YYYY-MM-DDThh:mm[:ss]' (local)."""
+    try:
+        d, _, hms = text.replace(" ", "T").partition("T")
+        y, mo, dd = [int(x) for x in d.split("-")]
+        parts = [int(x) for x in hms.split(":")] if hms else [0, 0]
+        while len(parts) < 3:
+            parts.append(0)
+        if not clock.valid_date(y, mo, dd) or not (0 <= parts[0] < 24 and 0 <= parts[1] < 60 and 0 <= parts[2] < 60):
+            raise ValueError
+    except ValueError:
+        raise ValueError("start time must look like 2026-01-31T07:00[:00] (2000..2099), got %r" % (text,))
+    return clock.from_fields(y, mo, dd, parts[0], parts[1], parts[2])
+
+
+def parse_endpoint(url):
+    """('127.0.0.1', 8645) from 'tcp://127.0.0.1:8645' or '127.0.0.1:8645'."""
+    rest = url[6:] if url.startswith("tcp://") else url
+    host, sep, port = rest.rpartition(":")
+    try:
+        if not sep or not host:
+            raise ValueError
+        p = int(port)
+        if not 0 <= p <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ValueError("endpoint must look like tcp://127.0.0.1:8645, got %r" % (url,))
+    return host, p
+
+
+class SimClock:
+    """Meter time from a start time and an acceleration factor (speed 60: a minute per second)."""
+
+    def __init__(self, start=None, speed=1):
+        if speed < 1:
+            raise ValueError("clock speed must be a whole number >= 1, got %r" % (speed,))
+        self.speed = speed
+        self._start_ms = (host_now() if start is None else start) * 1000
+        self._t0 = _ticks_ms()
+        self._last = 0
+
+    def ms(self):
+        """Meter time in ms since the epoch; never goes backwards."""
+        el = _ticks_diff(_ticks_ms(), self._t0)
+        t = self._start_ms + el * self.speed
+        if t < self._last:
+            t = self._last
+        self._last = t
+        return t
+
+    def now(self):
+        return self.ms() // 1000
+
+    def shift(self, seconds):
+        """Move meter time forward (tests and demos jump over a night)."""
+        self._start_ms += seconds * 1000
+
+
+class Frames:
+    """Cuts whole DL/T 645 frames out of one link's byte stream (each TCP client has its own, so
+    two masters on two connections never splice each other's bytes)."""
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def feed(self, chunk):
+        buf = self.buf
+        buf.extend(chunk)
+        if len(buf) > _MAX_FRAME_BUF:
+            del buf[:len(buf) - _MAX_FRAME_BUF]
+        out = []
+        while True:
+            i = buf.find(b"\x68")
+            if i < 0:
+                del buf[:]
+                return out
+            if i:
+                del buf[:i]
+            if len(buf) < 10:
+                return out
+            end = 12 + buf[9]
+            if buf[7] == 0x68:
+                if len(buf) < end:
+                    return out
+                if buf[end - 1] == 0x16 and sum(buf[:end - 2]) & 0xFF == buf[end - 2]:
+                    out.append(bytes(buf[:end]))
+                    del buf[:end]
+                    continue
+            del buf[:1]
+
+
+class _Sock:
+    def __init__(self, sock, name):
+        self.sock = sock
+        self.name = name
+        self.frames = Frames()
+
+    def key(self):
+        return self.sock if MICROPYTHON else self.sock.fileno()
+
+    def read(self):
+        try:
+            return self.sock.recv(512)
+        except OSError:
+            return b""
+
+    def write(self, data):
+        try:
+            self.sock.sendall(data) if hasattr(self.sock, "sendall") else self.sock.write(data)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+class _Fd:
+    # a pty master (CPython only)
+    def __init__(self, fd, name):
+        self.fd = fd
+        self.name = name
+        self.frames = Frames()
+
+    def key(self):
+        return self.fd
+
+    def read(self):
+        try:
+            return os.read(self.fd, 512)  # type: ignore[attr-defined]
+        except OSError:
+            return None  # EIO while no program holds the slave open: not an end of stream
+
+    def write(self, data):
+        try:
+            os.write(self.fd, data)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+    def close(self):
+        os.close(self.fd)  # type: ignore[attr-defined]
+
+
+def _listener(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(socket.getaddrinfo(host, port)[0][-1])
+    s.listen(8)
+    if hasattr(s, "getsockname"):
+        port = s.getsockname()[1]
+    return s, port
+
+
+class SimMeter:
+    """One simulated meter: core + links + load + relay + button + state file.
+
+    make_meter(config, flash, now, rand) builds the core (meter.core.Meter by default).
+    """
+
+    def __init__(self, meter_cfg, state_path, state_size=4096, speed=1, start=None, load=None,
+                 make_meter=None, create_state=True):
+        self.cfg = meter_cfg
+        self.address = meter_cfg["address"]
+        self.state_path = state_path
+        self.flash = FileFlash(state_path, state_size, create=create_state)
+        self.clock = SimClock(start, speed)
+        self.load = load or LoadModel()
+        self.energy = Energy()
+        if make_meter is None:
+            from meter.core import Meter as make_meter
+        self.meter = make_meter(meter_cfg, self.flash, self.clock.now(), os.urandom)
+        self.relay_open = self.meter.relay_open
+        self.relay_log = []  # (meter time, open) for every change of the simulated contact
+        self.presses = 0
+        self.power_w = 0
+        self.frames_in = 0
+        self.frames_out = 0
+        self.endpoints = {}
+        self.stopping = False
+        self.button_pending = False  # set from a signal handler; the loop presses the button
+        self._poll = select.poll()
+        self._handlers = {}
+        self._links = []
+        self._last_ms = self.clock.ms()
+        self._last_s = self._last_ms // 1000
+        self._sense = hasattr(self.meter, "relay_sense")
+        if self._sense:
+            self.meter.relay_sense(self.relay_open)
+
+    # ---- links -------------------------------------------------------------------------------
+    def _watch(self, key, obj, handler):
+        self._poll.register(obj, select.POLLIN)
+        self._handlers[key] = handler
+
+    def _unwatch(self, key, obj):
+        try:
+            self._poll.unregister(obj)
+        except (OSError, KeyError, ValueError):
+            pass
+        self._handlers.pop(key, None)
+
+    def listen_tcp(self, host="127.0.0.1", port=8645):
+        """Serve DL/T 645 on a TCP port; returns the port (the real one when 0 was asked for)."""
+        srv, port = _listener(host, port)
+        key = srv if MICROPYTHON else srv.fileno()
+        self._watch(key, srv, lambda: self._accept(srv, self._serve_link))
+        self.endpoints.setdefault("tcp", []).append("%s:%s" % (host, port))
+        return port
+
+    def listen_control(self, host="127.0.0.1", port=0):
+        """Line commands on a TCP port: button, status, load W|auto, advance S, quit."""
+        srv, port = _listener(host, port)
+        key = srv if MICROPYTHON else srv.fileno()
+        self._watch(key, srv, lambda: self._accept(srv, self._serve_control))
+        self.endpoints["control"] = "%s:%s" % (host, port)
+        return port
+
+    def control_stdin(self):
+        """Take line commands on stdin (the launcher's channel to a MicroPython child)."""
+        stdin = sys.stdin
+        key = stdin if MICROPYTHON else stdin.fileno()
+
+        def handler():
+            line = stdin.readline()
+            if not line:
+                self._unwatch(key, stdin)
+                return
+            reply = self.command(line)
+            if reply:
+                print(reply)
+
+        self._watch(key, stdin, handler)
+
+    def open_pty(self):
+        """Create a pty, serve DL/T 645 on it and return the slave's path for serial programs."""
+        if not hasattr(os, "openpty"):
+            raise OSError("this interpreter cannot create a pty; `meter run --micropython` bridges one")
+        import tty
+        master, slave = os.openpty()  # type: ignore[attr-defined]
+        tty.setraw(slave)
+        # keep the slave open ourselves so the master never reads EIO between client programs
+        self._pty_slave = slave
+        path = os.ttyname(slave)  # type: ignore[attr-defined]
+        link = _Fd(master, path)
+        self._links.append(link)
+        self._watch(link.key(), master, lambda: self._serve_link(link))
+        self.endpoints["pty"] = path
+        return path
+
+    def _accept(self, srv, serve):
+        conn, _ = srv.accept()
+        link = _Sock(conn, "tcp")
+        self._links.append(link)
+        key = link.key()
+        self._watch(key, conn, lambda: serve(link))
+
+    def _drop(self, link):
+        self._unwatch(link.key(), link.sock if isinstance(link, _Sock) else link.fd)
+        if link in self._links:
+            self._links.remove(link)
+        link.close()
+
+    def _serve_link(self, link):
+        chunk = link.read()
+        if chunk is None:
+            return
+        if not chunk:
+            self._drop(link)
+            return
+        for frame in link.frames.feed(chunk):
+            self.frames_in += 1
+            reply = self.meter.handle(frame, self.clock.now())
+            if reply:
+                self.frames_out += 1
+                link.write(reply)
+        self._sync_relay()
+
+    def _serve_control(self, link):
+        chunk = link.read()
+        if not chunk:
+            self._drop(link)
+            return
+        buf = link.frames.buf
+        buf.extend(chunk)
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                break
+            line = bytes(buf[:i]).decode()
+            del buf[:i + 1]
+            reply = self.command(line)
+            link.write(((reply or "ok") + "\n").encode())
+
+    # ---- control -----------------------------------------------------------------------------
+    def press_button(self):
+        self.presses += 1
+        self.meter.button(self.clock.now())
+        self._sync_relay()
+
+    def command(self, line):
+        """One control line; returns the reply line."""
+        words = line.split()
+        if not words:
+            return None
+        cmd = words[0]
+        try:
+            if cmd == "button":
+                self.press_button()
+                return json.dumps({"relay": "open" if self.relay_open else "closed"})
+            if cmd == "status":
+                return json.dumps(self.status())
+            if cmd == "load":
+                self.load.fixed_w = None if words[1] == "auto" else int(words[1])
+                return "ok"
+            if cmd == "advance":
+                self.clock.shift(int(words[1]))
+                return "ok"
+            if cmd in ("quit", "stop"):
+                self.stopping = True
+                return "ok"
+        except (IndexError, ValueError):
+            return json.dumps({"error": "bad arguments for %s" % cmd})
+        return json.dumps({"error": "unknown command %r: button, status, load W|auto, advance S, quit" % cmd})
+
+    # ---- time --------------------------------------------------------------------------------
+    def _sync_relay(self):
+        want = self.meter.relay_open
+        if want != self.relay_open:
+            self.relay_open = want
+            self.relay_log.append((self.clock.now(), want))
+            if self._sense:
+                self.meter.relay_sense(want)
+
+    def advance(self):
+        """Integrate the load since the last call, tick the core's timers once per meter second."""
+        ms = self.clock.ms()
+        dms = ms - self._last_ms
+        self._last_ms = ms
+        now = ms // 1000
+        w = 0 if self.relay_open else self.load.power_w(now)
+        if w != self.power_w:
+            self.power_w = w
+            self.meter.set_power(w)
+        wh = self.energy.add(w, dms)
+        if wh:
+            self.meter.add_energy(wh, now)
+        if now != self._last_s:
+            self._last_s = now
+            self.meter.tick(now)
+        self._sync_relay()
+
+    def step(self, timeout_ms=50):
+        """Serve whatever arrived within timeout_ms, then advance time."""
+        if self.button_pending:
+            self.button_pending = False
+            self.press_button()
+        for ev in self._poll.poll(timeout_ms):
+            h = self._handlers.get(ev[0])
+            if h is not None:
+                h()
+        self.advance()
+
+    def status(self):
+        s = dict(self.meter.status())
+        y, mo, d, h, mi, sec, _ = clock.to_fields(self.clock.now())
+        s.update({"address": self.address, "time": "%04d-%02d-%02d %02d:%02d:%02d" % (y, mo, d, h, mi, sec),
+                  "power_w": self.power_w, "relay": "open" if self.relay_open else "closed",
+                  "speed": self.clock.speed, "frames_in": self.frames_in, "frames_out": self.frames_out,
+                  "links": len(self._links), "presses": self.presses})
+        return s
+
+    def run(self, on_status=None, interval_ms=1000):
+        """Serve until stop() or a 'quit' command; on_status(status dict) every interval_ms."""
+        last = _ticks_ms() - interval_ms
+        while not self.stopping:
+            self.step(50)
+            if on_status is not None and _ticks_diff(_ticks_ms(), last) >= interval_ms:
+                last = _ticks_ms()
+                on_status(self.status())
+
+    def stop(self):
+        self.stopping = True
+
+    def close(self):
+        for link in list(self._links):
+            try:
+                self._drop(link)
+            except OSError:
+                pass
+        self.flash.close()
+
+
+def _args(argv):
+    opts = {"listen": [], "speed": 1, "state": None, "config": None, "control": None, "stdin": False,
+            "json": False, "start": None, "load_w": None, "scale": 100, "noise": 20, "seed": 1}
+    i = 0
+    names = {"--config": "config", "--state": "state", "--listen": "listen", "--speed": "speed",
+             "--control": "control", "--start": "start", "--load-w": "load_w", "--load-scale": "scale",
+             "--noise": "noise", "--seed": "seed"}
+    ints = ("speed", "load_w", "scale", "noise", "seed")
+    while i < len(argv):
+        a = argv[i]
+        if a == "--control-stdin":
+            opts["stdin"] = True
+        elif a == "--json":
+            opts["json"] = True
+        elif a in names and i + 1 < len(argv):
+            k = names[a]
+            v = argv[i + 1]
+            i += 1
+            if k in ints:
+                try:
+                    v = int(v)
+                except ValueError:
+                    raise ValueError("%s needs a whole number, got %r" % (a, v))
+            if k == "listen":
+                opts[k].append(v)
+            else:
+                opts[k] = v
+        else:
+            raise ValueError("unknown or incomplete option %r" % a)
+        i += 1
+    if not opts["config"]:
+        raise ValueError("--config FILE is required")
+    return opts
+
+
+def main(argv):
+    """The simulator as the firmware's main.py runs it (MicroPython unix port or CPython).
+
+    Prints one JSON line {"ready": ...} when serving, then {"status": ...} lines when --json.
+    """
+    from hal import config
+    try:
+        o = _args(argv)
+        meter_cfg, hw = config.load(o["config"])
+        load = LoadModel(scale_pct=o["scale"], noise_pct=o["noise"], seed=o["seed"], fixed_w=o["load_w"])
+        start = parse_time(o["start"]) if o["start"] else None
+        sim = SimMeter(meter_cfg, o["state"] or hw["state"], hw["state_size"], o["speed"], start, load)
+    except Exception as e:  # noqa: BLE001 - every start-up fault ends here with its message
+        print(json.dumps({"error": str(e)}))
+        return 2
+    try:
+        for url in o["listen"]:
+            host, port = parse_endpoint(url)
+            sim.listen_tcp(host, port)
+        if o["control"]:
+            host, port = parse_endpoint(o["control"])
+            sim.listen_control(host, port)
+        if o["stdin"]:
+            sim.control_stdin()
+        ready = {"address": sim.address, "state": sim.state_path, "new_state": sim.flash.created}
+        ready.update(sim.endpoints)
+        print(json.dumps({"ready": ready}))
+        emit = (lambda s: print(json.dumps({"status": s}))) if o["json"] else None
+        sim.run(emit)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.close()
+    print(json.dumps({"stopped": {"state": sim.state_path}}))
+    return 0
