@@ -169,7 +169,10 @@ class Wallet:
             return res, None
         self.opened = True
         self._credit(amount, count)
-        return OK, self._topped_up()
+        # opening is a wallet preset: full evaluation, the never-opened state does not stick
+        self.state = self.evaluate()
+        self.last_cmd = TRIP if self.state == OVERDRAFT else RECHARGED
+        return OK, self.last_cmd
 
     def init_wallet(self, amount):
         """Wallet initialisation (645 070103FF): balance preset to `amount`, purchase count
