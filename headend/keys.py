@@ -1,0 +1,250 @@
+"""The head-end key store: one master key, encrypted at rest, and the meter keys derived from it.
+
+File format (JSON, mode 0600, written atomically):
+
+    {"format": "prepaid645-master-key", "version": 1,
+     "kdf": {"name": "scrypt", "n": 32768, "r": 8, "p": 1, "salt": "<base64, 16 bytes>"},
+     "cipher": "AES-256-GCM", "nonce": "<base64, 12 bytes>", "ciphertext": "<base64, 32 + 16 bytes>"}
+
+The AES key is scrypt(passphrase, salt); the header (everything but nonce and ciphertext) is
+authenticated as associated data, so nobody can weaken the KDF parameters in the file without the
+unlock failing. A wrong passphrase and a tampered file both fail the GCM tag: we cannot tell them
+apart, and say so.
+
+Meter keys follow protocol/SECURITY.md: K = HMAC-SHA256(master, b"prepaid645/meter" + addr + KRN)[:16]
+with addr the 12-digit address as 6 BCD bytes, low byte first.
+
+Key material never leaves this module except as the return value of `meter_key`: not in repr,
+not in exceptions, not in logs, not picklable.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Mapping, NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from headend.config import ENV_PASSPHRASE
+
+__all__ = [
+    "KeyStore",
+    "KeyStoreError",
+    "WrongPassphrase",
+    "read_passphrase",
+    "address_wire_bytes",
+    "MASTER_KEY_BYTES",
+    "METER_KEY_BYTES",
+]
+
+MASTER_KEY_BYTES = 32
+METER_KEY_BYTES = 16
+_FORMAT = "prepaid645-master-key"
+_VERSION = 1
+_SCRYPT_N = 2**15  # ~32 MiB and ~0.1 s per unlock: cheap for an operator, costly for a guesser
+_SCRYPT_R = 8
+_SCRYPT_P = 1
+_MIN_PASSPHRASE = 8
+
+
+class KeyStoreError(Exception):
+    """The key file is missing, unreadable, malformed or locked; the message says what to do."""
+
+
+class WrongPassphrase(KeyStoreError):
+    """The passphrase does not unlock the key file (or the file was altered)."""
+
+
+def address_wire_bytes(address: str) -> bytes:
+    """A 12-digit meter address as its 6 BCD wire bytes, low byte first ("112233445566" -> 66 55 44 33 22 11)."""
+    if not isinstance(address, str) or len(address) != 12 or not address.isdigit():
+        raise ValueError(f"bad meter address {address!r}: need exactly 12 decimal digits")
+    return bytes.fromhex(address)[::-1]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: object, what: str, path: Path) -> bytes:
+    try:
+        return base64.b64decode(str(text), validate=True)
+    except (ValueError, TypeError) as exc:
+        raise KeyStoreError(f"key file {path} is damaged: field {what} is not base64") from exc
+
+
+def _header_aad(header: dict) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _derive(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
+
+
+def read_passphrase(*, confirm: bool = False, environ: Mapping[str, str] | None = None, prompt: str | None = None) -> str:
+    """The key passphrase from $PREPAID645_KEY_PASSPHRASE, else from a terminal prompt (twice if confirm)."""
+    env = os.environ if environ is None else environ
+    value = env.get(ENV_PASSPHRASE)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise KeyStoreError(
+            f"no key passphrase: set {ENV_PASSPHRASE} or run the command in a terminal to be asked for it"
+        )
+    first = getpass.getpass(prompt or "Key passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise KeyStoreError("the two passphrases differ; nothing was written")
+    return first
+
+
+class KeyStore:
+    """An unlocked master key. Get one with KeyStore.create, KeyStore.open or KeyStore.unlock."""
+
+    __slots__ = ("_master", "path")
+
+    def __init__(self, master: bytes, path: Path | None = None) -> None:
+        if not isinstance(master, (bytes, bytearray)) or len(master) != MASTER_KEY_BYTES:
+            raise KeyStoreError(f"a master key is {MASTER_KEY_BYTES} bytes")
+        self._master = bytes(master)
+        self.path = path
+
+    # -- never reveal the key: not in repr/str, not via pickle or copy
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path is not None else "in memory"
+        return f"<KeyStore {where} (unlocked)>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a KeyStore cannot be pickled or copied: the master key stays in this process")
+
+    def __getstate__(self) -> NoReturn:
+        raise TypeError("a KeyStore cannot be pickled or copied: the master key stays in this process")
+
+    @classmethod
+    def in_memory(cls, master: bytes) -> "KeyStore":
+        """A key store over a given master key, never written anywhere (tests, simulators, benchmarks)."""
+        return cls(master, None)
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        passphrase: str,
+        *,
+        overwrite: bool = False,
+        master: bytes | None = None,
+        scrypt_n: int = _SCRYPT_N,
+    ) -> "KeyStore":
+        """Generate a random 32-byte master key (unless given), encrypt it under passphrase, write path 0600."""
+        p = Path(path)
+        if len(passphrase) < _MIN_PASSPHRASE:
+            raise KeyStoreError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
+        if p.exists() and not overwrite:
+            raise KeyStoreError(
+                f"key file {p} already exists; every meter key derives from it, so it is not replaced"
+                " (move it away first if you really mean to start over)"
+            )
+        ks = cls(master if master is not None else secrets.token_bytes(MASTER_KEY_BYTES), p)
+        ks._write(p, passphrase, scrypt_n)
+        return ks
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], passphrase: str) -> "KeyStore":
+        """Read and decrypt a key file; WrongPassphrase if the passphrase does not fit."""
+        p = Path(path)
+        try:
+            st = p.stat()
+        except FileNotFoundError as exc:
+            raise KeyStoreError(f"no key file at {p}: create one with `headend keys init`") from exc
+        if os.name == "posix" and st.st_mode & 0o077:
+            raise KeyStoreError(
+                f"key file {p} can be read by other users (mode {st.st_mode & 0o777:o}); run `chmod 600 {p}`"
+            )
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KeyStoreError(f"key file {p} is not readable JSON: {exc.__class__.__name__}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+            raise KeyStoreError(f"{p} is not a prepaid645 key file")
+        if doc.get("version") != _VERSION:
+            raise KeyStoreError(f"key file {p} has version {doc.get('version')!r}; this program reads {_VERSION}")
+        header = {k: v for k, v in doc.items() if k not in ("nonce", "ciphertext")}
+        kdf = doc.get("kdf") or {}
+        try:
+            n, r, par = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
+            if kdf.get("name") != "scrypt" or doc.get("cipher") != "AES-256-GCM":
+                raise KeyError("name")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyStoreError(f"key file {p} is damaged: unknown or missing KDF/cipher settings") from exc
+        salt = _unb64(kdf.get("salt"), "kdf.salt", p)
+        nonce = _unb64(doc.get("nonce"), "nonce", p)
+        ct = _unb64(doc.get("ciphertext"), "ciphertext", p)
+        try:
+            aes = _derive(passphrase, salt, n, r, par)
+            master = AESGCM(aes).decrypt(nonce, ct, _header_aad(header))
+        except InvalidTag:
+            raise WrongPassphrase(
+                f"wrong passphrase for key file {p} (or the file was altered); check {ENV_PASSPHRASE}"
+            ) from None
+        except ValueError as exc:
+            raise KeyStoreError(f"key file {p} is damaged: {exc}") from None
+        return cls(master, p)
+
+    @classmethod
+    def unlock(cls, path: str | os.PathLike[str], passphrase: str | None = None) -> "KeyStore":
+        """Open the key file with the given passphrase, or $PREPAID645_KEY_PASSPHRASE, or a prompt."""
+        return cls.open(path, passphrase if passphrase is not None else read_passphrase())
+
+    def change_passphrase(self, new_passphrase: str, *, scrypt_n: int = _SCRYPT_N) -> None:
+        """Re-encrypt the same master key under a new passphrase (meter keys do not change)."""
+        if self.path is None:
+            raise KeyStoreError("this key store is in memory only; there is no file to re-encrypt")
+        if len(new_passphrase) < _MIN_PASSPHRASE:
+            raise KeyStoreError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
+        self._write(self.path, new_passphrase, scrypt_n)
+
+    def meter_key(self, address: str, krn: int) -> bytes:
+        """The 16-byte key of one meter at key revision krn (protocol/SECURITY.md)."""
+        if not isinstance(krn, int) or isinstance(krn, bool) or not 0 <= krn <= 255:
+            raise ValueError(f"key revision (KRN) must be 0..255, got {krn!r}")
+        msg = b"prepaid645/meter" + address_wire_bytes(address) + bytes([krn])
+        return hmac.new(self._master, msg, hashlib.sha256).digest()[:METER_KEY_BYTES]
+
+    def _write(self, path: Path, passphrase: str, scrypt_n: int) -> None:
+        salt = secrets.token_bytes(16)
+        nonce = secrets.token_bytes(12)
+        header = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "kdf": {"name": "scrypt", "n": scrypt_n, "r": _SCRYPT_R, "p": _SCRYPT_P, "salt": _b64(salt)},
+            "cipher": "AES-256-GCM",
+        }
+        aes = _derive(passphrase, salt, scrypt_n, _SCRYPT_R, _SCRYPT_P)
+        ct = AESGCM(aes).encrypt(nonce, self._master, _header_aad(header))
+        doc = dict(header, nonce=_b64(nonce), ciphertext=_b64(ct))
+        data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        # Created 0600 from the first byte (no window with wider permissions), then renamed into
+        # place so a crash leaves the old file or the new one, never half of one.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
