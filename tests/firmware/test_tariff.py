@@ -1,0 +1,261 @@
+"""meter.tariff: TOU tables, year zones, two sets, ladder split and settlement, validation."""
+
+import json
+import re
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from meter import clock
+from meter.tariff import (LADDER_ANNUAL, LADDER_MONTHLY, LADDER_NONE, SW_DAYS, SW_LADDER,
+                          SW_PRICES, SW_ZONES, Tariff)
+from meter.wallet import SUBFEN, Wallet
+
+T2025 = clock.from_fields(2025, 1, 1)
+YEAR = 365 * clock.DAY
+
+minutes = st.integers(0, 1439)
+rates = st.integers(0, 3)
+day_tables = st.lists(st.tuples(minutes, rates), min_size=1, max_size=14,
+                      unique_by=lambda p: p[0]).map(sorted)
+times = st.integers(clock.from_fields(2000, 3, 1), clock.from_fields(2099, 10, 1))
+
+
+@st.composite
+def ladders(draw):
+    n = draw(st.integers(0, 6))
+    thr = sorted(draw(st.lists(st.integers(1, 5000), min_size=n, max_size=n, unique=True)))
+    inc = draw(st.lists(st.integers(0, 9999), min_size=n + 1, max_size=n + 1))
+    return thr, inc
+
+
+def per_wh_cost(tou, thr, inc, start, wh):
+    """The definition: each Wh priced at its tier after adding it."""
+    cost = 0
+    for e in range(start + 1, start + wh + 1):
+        tier = next((i for i, t in enumerate(thr) if e <= t), len(thr))
+        cost += tou + inc[tier]
+    return cost
+
+
+# --- defaults ---------------------------------------------------------------------------
+
+def test_defaults_are_the_vendor_scheme():
+    t = Tariff()
+    assert t.current_prices(T2025) == [5000] * 4
+    assert t.current_ladder(T2025) == ([2880000, 4800000], [0, 500, 3000])
+    assert t.mode == LADDER_ANNUAL and t.settlement == [(1, 1, 0)]
+    # 2,880,000th Wh still tier 0, the next one tier 1 (README example)
+    assert t.charge(1, T2025, 2879999)[0] == 5000
+    assert t.charge(1, T2025, 2880000)[0] == 5500
+    assert t.charge(2, T2025, 4799999)[0] == 5500 + 8000
+
+
+# --- ladder split -----------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(ladders(), st.integers(0, 6000), st.integers(0, 3000), st.integers(0, 99999))
+def test_tier_split_matches_per_wh_loop(ladder, start, wh, price):
+    thr, inc = ladder
+    t = Tariff()
+    t.set_prices(0, [price] * 4)
+    t.set_ladder(0, thr, inc)
+    cost, end, _ = t.charge(wh, T2025, start)
+    assert end == start + wh
+    assert cost == per_wh_cost(price, thr, inc, start, wh)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ladders(), st.lists(st.integers(0, 800), max_size=20), st.data())
+def test_any_batching_gives_the_same_charge(ladder, readings, data):
+    thr, inc = ladder
+    t = Tariff()
+    t.set_ladder(0, thr, inc)
+    now = T2025 + 3600
+    whole, whole_e, _ = t.charge(sum(readings), now, 0)
+    # split the same energy at arbitrary points and charge piece by piece
+    pieces, e, total = [], 0, 0
+    for r in readings:
+        cut = data.draw(st.integers(0, r))
+        pieces += [cut, r - cut]
+    w_one, w_many = Wallet(hoard=0), Wallet(hoard=0)
+    w_one.balance = w_many.balance = 10 ** 9
+    for p in pieces:
+        c, e, _ = t.charge(p, now, e)
+        total += c
+        w_many.deduct(c)
+    w_one.deduct(whole)
+    assert (total, e) == (whole, whole_e)
+    assert (w_many.balance, w_many.rem) == (w_one.balance, w_one.rem)
+    assert w_one.balance == 10 ** 9 - whole // SUBFEN
+
+
+def test_no_ladder_when_settlement_invalid():
+    t = Tariff()
+    t.set_settlement([(99, 99, 99)])
+    assert t.mode == LADDER_NONE
+    assert t.charge(10, T2025, 5000000) == (50000, 5000010, 2)
+    assert t.settle(T2025 + YEAR, T2025, 123) == 123
+
+
+def test_trailing_zero_thresholds_are_unused():
+    t = Tariff()
+    t.set_ladder(1, [240000, 400000, 0, 0, 0, 0], [0, 500, 3000, 0, 0, 0, 0])
+    assert t.thresholds[1] == [240000, 400000] and t.increments[1] == [0, 500, 3000]
+    t.set_ladder(1, [0] * 6, [7] + [0] * 6)
+    assert t.thresholds[1] == [] and t.increments[1] == [7]
+
+
+# --- TOU --------------------------------------------------------------------------------
+
+@settings(max_examples=100, deadline=None)
+@given(day_tables, times)
+def test_rate_at_follows_the_day_table(points, t):
+    tar = Tariff()
+    tar.set_day_table(0, 0, points)
+    by_minute = [None] * 1440
+    for i, (m, r) in enumerate(points):
+        end = points[i + 1][0] if i + 1 < len(points) else 1440
+        for k in range(m, end):
+            by_minute[k] = r
+    for k in range(points[0][0]):  # before the first point: the segment crossing midnight
+        by_minute[k] = points[-1][1]
+    assert tar.rate_at(t) == by_minute[t % clock.DAY // 60]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 12), st.integers(1, 28), st.integers(0, 7)),
+                min_size=1, max_size=14, unique_by=lambda z: (z[0], z[1])).map(sorted), times)
+def test_year_zones_select_the_day_table(zones, t):
+    tar = Tariff()
+    for k in range(8):
+        tar.set_day_table(0, k, [(0, k % 4)])
+    tar.set_zones(0, zones)
+    _, mo, d = clock.civil_from_days(t // clock.DAY)
+    started = [z for z in zones if (z[0], z[1]) <= (mo, d)]
+    expected = (started[-1] if started else zones[-1])[2]
+    assert tar.table_at(t) == expected
+    assert tar.rate_at(t) == expected % 4
+
+
+def test_zhejiang_tou_plus_ladder():
+    # spec section 7 table: increments +0.05 / +0.30 on both flat and TOU prices
+    t = Tariff()
+    t.set_prices(0, [5680, 5680, 5380, 2880])
+    t.set_day_table(0, 0, [(0, 3), (480, 1), (1320, 3)])  # valley 22-08, peak 08-22
+    t.set_ladder(0, [2760000, 4800000], [0, 500, 3000])
+    peak = clock.from_fields(2025, 6, 1, 9, 0)
+    valley = clock.from_fields(2025, 6, 1, 23, 0)
+    assert t.charge(1000, peak, 0) == (5680000, 1000, 1)
+    assert t.charge(1000, valley, 2760000)[0] == 1000 * 3380
+    assert t.charge(1000, peak, 5000000)[0] == 1000 * 8680
+
+
+def test_backup_sets_take_over_at_switch_times_and_roll_keeps_prices():
+    t = Tariff()
+    t.set_prices(1, [9000, 8000, 7000, 6000])
+    t.set_day_table(1, 3, [(0, 0), (720, 1)])
+    t.set_zones(1, [(1, 1, 3)])
+    t.set_ladder(1, [1000], [0, 100])
+    sw = clock.from_fields(2025, 7, 1)
+    for kind in (SW_ZONES, SW_DAYS, SW_PRICES, SW_LADDER):
+        t.set_switch(kind, sw)
+    noon = sw + 13 * 3600
+    assert t.charge(10, sw - 1, 0) == (50000, 10, 2)
+    assert t.charge(10, sw, 0) == (90000, 10, 0)
+    assert t.charge(10, noon, 995) == (5 * 8000 + 5 * 8100, 1005, 1)
+    before = [t.charge(500, x, 800) for x in (sw - 1, sw, noon)]
+    assert not t.roll(sw - 1)
+    assert t.roll(sw) and t.switch == [None] * 4
+    assert [t.charge(500, x, 800) for x in (sw, noon)] == before[1:]
+    assert t.current_prices(sw - 1) == [9000, 8000, 7000, 6000]  # set 0 now holds the new prices
+
+
+# --- settlement -------------------------------------------------------------------------
+
+settlements = st.one_of(
+    st.tuples(st.integers(1, 12), st.integers(1, 28), st.integers(0, 23)),
+    st.tuples(st.sampled_from([0, 99]), st.integers(1, 28), st.integers(0, 23)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(settlements, min_size=1, max_size=4), times, st.integers(1, 45 * 24))
+def test_settle_resets_iff_a_settlement_point_is_in_the_interval(points, t, hours):
+    # annual or monthly decided by the first point; the others count only in that mode
+    tar = Tariff()
+    tar.set_settlement(points)
+    annual = 1 <= points[0][0] <= 12
+    assert tar.mode == (LADDER_ANNUAL if annual else LADDER_MONTHLY)
+    last = t - hours * 3600 - t % 3600 + 1800  # half past: points are on the hour
+    crossed = False
+    for h in range(last // 3600 + 1, t // 3600 + 1):
+        _, mo, d, hh, _, _, _ = clock.to_fields(h * 3600)
+        for p in points:
+            if (annual and p == (mo, d, hh)) or (not annual and not 1 <= p[0] <= 12
+                                                 and (p[1], p[2]) == (d, hh)):
+                crossed = True
+    assert tar.settle(t, last, 777) == (0 if crossed else 777)
+
+
+def test_settlement_point_belongs_to_the_new_period():
+    tar = Tariff()
+    ny = clock.from_fields(2026, 1, 1)
+    assert tar.settle(ny, ny - 900, 5) == 0
+    assert tar.settle(ny + 900, ny, 5) == 5
+    assert tar.settle(ny - 1, ny - 900, 5) == 5
+    tar.set_settlement([(0, 15, 6)])
+    assert tar.mode == LADDER_MONTHLY
+    mid = clock.from_fields(2025, 3, 15, 6)
+    assert tar.settle(mid, mid - 1, 5) == 0 and tar.settle(mid - 1, mid - 2, 5) == 5
+    assert tar.last_settlement(clock.from_fields(2025, 1, 10)) == clock.from_fields(2024, 12, 15, 6)
+
+
+# --- validation -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, message", [
+    (lambda t: t.set_ladder(0, [3000, 2000], [0, 1, 2]), "unsorted thresholds"),
+    (lambda t: t.set_ladder(0, [1, 2, 3, 4, 5, 6, 7], [0] * 8), "over 6 thresholds"),
+    (lambda t: t.set_ladder(0, [1, 2], [0, 1]), "need thresholds+1 increments"),
+    (lambda t: t.set_ladder(0, [-1], [0, 1]), "bad threshold"),
+    (lambda t: t.set_day_table(0, 0, [(m * 60, 1) for m in range(15)]), "over 14 points"),
+    (lambda t: t.set_day_table(0, 0, [(0, 4)]), "bad rate index"),
+    (lambda t: t.set_day_table(0, 0, [(600, 1), (300, 2)]), "unsorted points"),
+    (lambda t: t.set_day_table(0, 0, [(1440, 1)]), "bad minute"),
+    (lambda t: t.set_day_table(0, 8, [(0, 1)]), "bad day table"),
+    (lambda t: t.set_day_table(2, 0, [(0, 1)]), "set_no must be 0 or 1"),
+    (lambda t: t.set_day_table(0, 0, []), "empty day table"),
+    (lambda t: t.set_zones(0, [(13, 1, 0)]), "bad zone month"),
+    (lambda t: t.set_zones(0, [(5, 1, 0), (2, 1, 1)]), "unsorted zones"),
+    (lambda t: t.set_zones(0, [(m, 1, 0) for m in range(1, 13)] + [(12, d, 0) for d in (5, 9, 20)]),
+     "over 14 zones"),
+    (lambda t: t.set_prices(0, [1, 2, 3]), "need 4 prices"),
+    (lambda t: t.set_prices(0, [1, 2, 3, -4]), "bad price"),
+    (lambda t: t.set_settlement([(1, 1, 0)] * 5), "over 4 settlement points"),
+    (lambda t: t.set_switch(4, 0), "bad switch kind"),
+])
+def test_bad_writes_raise_and_change_nothing(call, message):
+    t = Tariff()
+    before = t.dump()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(t)
+    assert t.dump() == before
+
+
+def test_padded_day_table_from_the_wire_is_accepted():
+    t = Tariff()
+    t.set_day_table(0, 1, [(0, 3), (480, 1), (1320, 3)] + [(1320, 3)] * 11)
+    assert t.days[0][1] == [(0, 3), (480, 1), (1320, 3)]
+
+
+def test_dump_load_round_trip_through_json():
+    t = Tariff()
+    t.set_prices(1, [1, 2, 3, 4])
+    t.set_day_table(0, 5, [(0, 1), (90, 0)])
+    t.set_zones(1, [(2, 3, 5), (9, 1, 0)])
+    t.set_ladder(0, [10, 20, 30], [1, 2, 3, 4])
+    t.set_switch(SW_PRICES, 12345)
+    t.set_settlement([(0, 2, 3), (0, 17, 0)])
+    again = Tariff.load(json.loads(json.dumps(t.dump())))
+    assert again.dump() == t.dump()
+    for x in range(0, 10 ** 8, 7919 * 3600):
+        assert again.charge(25, x, 15) == t.charge(25, x, 15)
