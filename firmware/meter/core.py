@@ -1,0 +1,649 @@
+# The meter: DL/T 645 command dispatch over the wallet, relay, tariff, events and the
+# power-safe store. Sans-I/O: frames and time in, reply frames and the relay command out.
+# Every state change is saved before its reply is returned, so a reply the head-end sees
+# always describes state that survives a power cut.
+
+from meter import clock, codec
+from meter import events as ev
+from meter import wallet as W
+from meter import relay as R
+from meter.codec import get_bcd, put_le, get_le
+from meter.dis import read_item, write_item
+from meter.events import Events
+from meter.relay import Relay
+from meter.security import Security, ct_eq
+from meter.store import Store
+from meter.tariff import Tariff
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+# ERR byte bits (1-byte error replies) and SERR bits (03H error replies)
+ERR_OTHER = const(1)
+ERR_NODATA = const(2)
+ERR_AUTH = const(4)
+ERR_BAUD = const(8)
+S_OTHER = const(1)
+S_REPEAT = const(2)
+S_MAC = const(4)
+S_AUTH = const(8)
+
+_READ_MAX = const(196)    # 200-byte read reply limit minus the DI
+_FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
+_SLACK = const(300)       # broadcast time: largest correction, and distance from midnight
+
+DI_AUTH = const(0x070000FF)
+DI_VALIDITY = const(0x070001FF)
+DI_END = const(0x070002FF)
+DI_OPEN = const(0x070101FF)
+DI_RECHARGE = const(0x070102FF)
+DI_KEY = const(0x070301FF)
+DI_QUERY = const(0x078102FF)
+
+
+def _restored(cls, obj):
+    x = cls()
+    y = x.load(obj)  # classmethod loaders return the object; method loaders fill x in place
+    return x if y is None else y
+
+
+class Meter:
+    def __init__(self, config, flash, now, rand):
+        self.addr = bytearray(codec.addr_bytes(config["address"]))
+        self.number = bytearray(codec.addr_bytes(config.get("meter_number") or config["address"]))
+        self.remote = config.get("mode", "local") == "remote"
+        self.bench = bool(config.get("bench", False))
+        self.bench_pw = bytes(config.get("bench_password", b"\x00\x00\x00"))
+        self.rand = rand
+        self.fr = codec.Frame()
+        self.tx = bytearray(codec.FRAME_MAX)
+        self.out = bytearray(codec.MAX_DATA)
+        self.blk = bytearray(1024)
+        self.blk_n = 0
+        self.blk_di = -1
+        self.deframer = codec.Deframer()
+        self.store = Store(flash)
+        self.sec = Security(config["key"], config.get("krn", 0), rand)
+        self.tariff = Tariff()
+        self.wallet = W.Wallet()
+        self.relay = Relay()
+        self.events = Events()
+        self.energy = [0, 0, 0, 0, 0]  # Wh: total, then rate slots 0..3 (T1..T4)
+        self.ladder_wh = 0
+        self.last_t = now
+        self.offset = 0        # meter clock minus the `now` the HAL passes in
+        self.bc_day = -1       # day of the last broadcast time correction
+        self.power_w = 0
+        self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
+        self.actual_open = None
+        state = self.store.load()
+        if state is not None:
+            self._restore(state)
+        t = self.time(now)
+        self.last_t = max(self.last_t, t) if state is not None else t
+        self.sec.locked(t)  # a new day clears the MAC-failure count at power-up
+        self.relay.power_up(t)
+        self._relay_events()
+        self._save()
+
+    # --- persistence -------------------------------------------------------------------
+    def _state(self):
+        return {"a": codec.addr_str(self.addr), "n": codec.addr_str(self.number),
+                "w": self.wallet.dump(), "r": self.relay.dump(), "t": self.tariff.dump(),
+                "e": self.events.dump(), "s": self.sec.dump(), "E": self.energy,
+                "L": self.ladder_wh, "lt": self.last_t, "o": self.offset, "b": self.bc_day}
+
+    def _restore(self, s):
+        self.addr = bytearray(codec.addr_bytes(s["a"]))
+        self.number = bytearray(codec.addr_bytes(s["n"]))
+        self.wallet = _restored(W.Wallet, s["w"])
+        self.relay = _restored(Relay, s["r"])
+        self.tariff = _restored(Tariff, s["t"])
+        self.events.load(s["e"])
+        self.sec.load(s["s"])
+        self.energy = list(s["E"])
+        self.ladder_wh = s["L"]
+        self.last_t = s["lt"]
+        self.offset = s["o"]
+        self.bc_day = s["b"]
+
+    def _save(self):
+        self.store.save(self._state())
+
+    # --- clock ---------------------------------------------------------------------------
+    def time(self, now):
+        return now + self.offset
+
+    # --- HAL inputs ----------------------------------------------------------------------
+    def add_energy(self, wh, now):
+        """Register `wh` metered Wh; in local mode deduct its cost and follow the wallet."""
+        if wh <= 0:
+            return
+        t = self.time(now)
+        self.tariff.roll(t)
+        tf = self.tariff
+        lw = tf.settle(t, self.last_t, self.ladder_wh)
+        subfen, lw, rate = tf.charge(wh, t, lw)
+        self.ladder_wh = lw
+        e = self.energy
+        e[0] += wh
+        e[1 + rate] += wh
+        self.last_t = t
+        if not self.remote and self.wallet.opened:
+            # no customer before account opening, so nobody to charge: the meter only meters
+            self._local(self.wallet.deduct(subfen), t)
+        self._save()
+
+    def set_power(self, watts):
+        self.power_w = watts
+
+    def set_voltage(self, decivolts):
+        self.voltage_dv = decivolts
+
+    def button(self, now):
+        """Customer pressed the button >= 3 s."""
+        t = self.time(now)
+        if self.relay.button(t):
+            self._relay_events()
+            self._save()
+            return True
+        return False
+
+    def tick(self, now):
+        """Timers: trip delay, pre-trips, session expiry, MAC lock at midnight, set switch-over."""
+        t = self.time(now)
+        r = self.relay
+        before = (r.remote, r.local_state)
+        r.tick(t)
+        changed = before != (r.remote, r.local_state)
+        self.sec.active(t)
+        f = self.sec.fails
+        self.sec.locked(t)
+        changed = changed or f != self.sec.fails
+        if self.tariff.roll(t):
+            changed = True
+        if changed:
+            self._relay_events()
+            self._save()
+
+    @property
+    def relay_open(self):
+        return self.relay.commanded_open
+
+    def relay_sense(self, is_open):
+        self.actual_open = is_open
+
+    def status(self):
+        w = self.wallet
+        return {"balance_fen": w.balance, "rem": w.rem, "state": w.state, "count": w.count,
+                "customer": w.customer, "opened": w.opened, "relay_open": self.relay.commanded_open,
+                "relay": self.relay.state, "hold": self.relay.hold, "rate": self.tariff.rate_at(self.last_t),
+                "power_w": self.power_w, "energy_wh": self.energy[0], "rates_wh": self.energy[1:],
+                "mode": "remote" if self.remote else "local", "bench": self.bench,
+                "address": codec.addr_str(self.addr), "krn": self.sec.krn, "mac_fails": self.sec.fails,
+                "total_bought": w.total_bought}
+
+    def _local(self, cmd, t):
+        if cmd is None or self.remote:
+            return
+        self.relay.local(cmd, t)
+        self._relay_events()
+
+    def _relay_events(self):
+        for kind, t, op in self.relay.pop_events():
+            self.events.add(ev.TRIP if kind == "trip" else ev.CLOSE, [t, op, self.energy[0], 0])
+
+    # --- the line ------------------------------------------------------------------------
+    def feed(self, chunk, now):
+        """Bytes from the line in; the replies to every whole frame they complete out."""
+        d = self.deframer
+        d.feed(chunk)
+        out = []
+        while True:
+            f = d.next_frame()
+            if f is None:
+                return out
+            r = self.handle(f, now)
+            if r is not None:
+                out.append(r)
+
+    def handle(self, frame, now):
+        """One whole raw frame in; the reply frame (bytes) or None."""
+        fr = self.fr
+        if codec.decode(frame, fr):
+            return None
+        c = fr.ctrl
+        if c & 0x80:
+            return None  # a reply from another meter on the bus
+        fn = c & 0x1F
+        kind = self._match(fr.addr)
+        if kind == 0:
+            return None
+        t = self.time(now)
+        if kind == 3:  # broadcast 99..99: no reply, ever
+            if fn == 0x08:
+                self._time_sync(t)
+            return None
+        if kind == 2 and fn != 0x11 and fn != 0x12 and fn != 0x13 and fn != 0x15:
+            return None  # wildcards address reads only
+        if fn == 0x11:
+            return self._read(t)
+        if fn == 0x12:
+            return self._follow(t)
+        if fn == 0x13:
+            return self._reply(0x93, self.addr, 6) if fr.n == 0 else None
+        if fn == 0x15:
+            return self._write_address(t)
+        raw = memoryview(frame)[fr.preamble:fr.preamble + fr.size]
+        if fn == 0x03:
+            return self._security(t, raw)
+        if fn == 0x14:
+            return self._write(t, raw)
+        if fn == 0x1C:
+            return self._control(t, raw)
+        if fn == 0x08:
+            err = self._time_sync(t)
+            return self._err(0x08, err) if err else None
+        if fn == 0x17:
+            return self._err(fn, ERR_BAUD)
+        if fn == 0x18 or fn == 0x19 or fn == 0x1A or fn == 0x1B:
+            return self._err(fn, ERR_AUTH)
+        return self._err(fn, ERR_OTHER)
+
+    def _match(self, a):
+        # 1 own address, 2 wildcard (AA bytes, reads only), 3 broadcast, 0 not for us
+        me = self.addr
+        wild = False
+        bc = True
+        for i in range(6):
+            b = a[i]
+            if b != 0x99:
+                bc = False
+            if b != me[i]:
+                if b == 0xAA:
+                    wild = True
+                elif not bc:
+                    return 0
+        if bc:
+            return 3
+        for i in range(6):
+            if a[i] != me[i] and a[i] != 0xAA:
+                return 0
+        return 2 if wild else 1
+
+    def _reply(self, ctrl, data, n):
+        k = codec.encode_into(self.tx, self.addr, ctrl, data, n)
+        return bytes(memoryview(self.tx)[:k])
+
+    def _err(self, fn, err):
+        self.out[0] = err
+        return self._reply(fn | 0xC0, self.out, 1)
+
+    def _serr(self, bits):
+        self.out[0] = bits & 0xFF
+        self.out[1] = bits >> 8
+        return self._reply(0xC3, self.out, 2)
+
+    # --- reads -----------------------------------------------------------------------------
+    def _read(self, t):
+        fr = self.fr
+        if fr.n < 4:
+            return self._err(0x11, ERR_OTHER)
+        d = fr.data
+        di = get_le(d, 0, 4)
+        blk = self.blk
+        k = self._value(di, blk, t)
+        if k < 0:
+            return self._err(0x11, ERR_NODATA)
+        out = self.out
+        for i in range(4):
+            out[i] = d[i]
+        if k <= _READ_MAX:
+            self.blk_di = -1
+            for i in range(k):
+                out[4 + i] = blk[i]
+            return self._reply(0x91, out, 4 + k)
+        self.blk_di = di  # keep the snapshot: follow-ups must not mix two instants
+        self.blk_n = k
+        for i in range(_READ_MAX):
+            out[4 + i] = blk[i]
+        return self._reply(0xB1, out, 4 + _READ_MAX)
+
+    def _follow(self, t):
+        fr = self.fr
+        d = fr.data
+        if fr.n != 5:
+            return self._err(0x12, ERR_OTHER)
+        di = get_le(d, 0, 4)
+        seq = d[4]
+        off = _READ_MAX + (seq - 1) * _FOLLOW_MAX
+        if di != self.blk_di or seq < 1 or off >= self.blk_n:
+            return self._err(0x12, ERR_NODATA)
+        k = min(_FOLLOW_MAX, self.blk_n - off)
+        out = self.out
+        for i in range(4):
+            out[i] = d[i]
+        blk = self.blk
+        for i in range(k):
+            out[4 + i] = blk[off + i]
+        out[4 + k] = seq
+        return self._reply(0xB2 if off + k < self.blk_n else 0x92, out, 5 + k)
+
+    def _value(self, di, b, t):
+        """The value of di (or of its block when DI0 or DI1 is FF) into b; length or -1."""
+        if di & 0xFF == 0xFF or di & 0xFF00 == 0xFF00:
+            if di & 0xFFFF == 0xFFFF:
+                return -1
+            lo = di & 0xFF == 0xFF
+            first = 0
+            if not lo and (di >> 24 in (0x03, 0x1D, 0x1E)):
+                first = 1  # event classes: DI1=00 holds the counts, not record fields
+            n = 0
+            found = False
+            for i in range(first, 0x40):
+                sub = (di & ~0xFF) | i if lo else (di & ~0xFF00) | i << 8
+                k = read_item(self, sub, b, n, t)
+                if k >= 0:
+                    n += k
+                    found = True
+            return n if found else -1
+        return read_item(self, di, b, 0, t)
+
+    # --- 08H time ------------------------------------------------------------------------
+    def _time_sync(self, t):
+        fr = self.fr
+        if fr.n != 6:
+            return ERR_OTHER
+        new = _dt6(fr.data, 0)
+        if new < 0:
+            return ERR_OTHER
+        diff = new - t
+        day = t % clock.DAY
+        nday = new % clock.DAY
+        # once a day, small, away from midnight, and never across a quarter hour (tariff
+        # slots and freezes sit on quarter hours)
+        if (diff > _SLACK or diff < -_SLACK or self.bc_day == t // clock.DAY or
+                day < _SLACK or day >= clock.DAY - _SLACK or nday < _SLACK or
+                nday >= clock.DAY - _SLACK or t // 900 != new // 900):
+            return ERR_AUTH
+        self.offset += diff
+        self.bc_day = new // clock.DAY
+        self._save()
+        return 0
+
+    # --- 15H write address -----------------------------------------------------------------
+    def _write_address(self, t):
+        fr = self.fr
+        for i in range(6):
+            if fr.addr[i] != 0xAA:
+                return None  # point-to-point, all-AA only
+        if fr.n != 6:
+            return self._err(0x15, ERR_OTHER)
+        if not (self.bench or self.sec.active(t)):
+            return self._err(0x15, ERR_AUTH)
+        for i in range(6):
+            v = fr.data[i]
+            if v >> 4 > 9 or v & 15 > 9:
+                return self._err(0x15, ERR_OTHER)
+        for i in range(6):
+            self.addr[i] = fr.data[i]
+        self.events.add(ev.PROGRAM, [t, 0, 0x04000401])
+        self._save()
+        return self._reply(0x95, self.out, 0)
+
+    # --- protected commands: common checks -------------------------------------------------
+    def _plain_ok(self, d):
+        # bench images accept the plain levels 02/04 with the configured password
+        pa = d[0]
+        return self.bench and (pa == 2 or pa == 4) and d[1] == self.bench_pw[0] and \
+            d[2] == self.bench_pw[1] and d[3] == self.bench_pw[2]
+
+    def _macfail(self, t, op, fn, di):
+        self.sec.failure(t)
+        self.events.add(ev.MACFAIL, [t, op, fn, di])
+        self._save()
+
+    def _checked(self, t, raw, fn, di4, fields, seq, mac, op, di):
+        """None when the sequence and MAC are right; else the error reply to send."""
+        sec = self.sec
+        if seq != sec.last + 1:
+            return self._err(fn, ERR_AUTH)  # stale or skipped: not a MAC failure
+        if not ct_eq(sec.mac(self.addr, fn, di4, fields, seq), mac):
+            self._macfail(t, op, fn, di)
+            return self._err(fn, ERR_AUTH)
+        return None
+
+    # --- 14H write -------------------------------------------------------------------------
+    def _write(self, t, raw):
+        fr = self.fr
+        d = fr.data
+        n = fr.n
+        if n < 12:
+            return self._err(0x14, ERR_OTHER)
+        di = get_le(d, 0, 4)
+        op = get_le(d, 8, 4)
+        mv = memoryview(d)
+        if d[4] == 0x99 and d[5] == 0 and d[6] == 0 and d[7] == 0:
+            sec = self.sec
+            if sec.locked(t) or not sec.active(t) or n < 20:
+                return self._err(0x14, ERR_AUTH)
+            seq = get_le(d, n - 8, 4)
+            if seq == sec.last:
+                rep = sec.replay(raw)
+                if rep is not None:
+                    return rep
+            bad = self._checked(t, raw, 0x14, mv[0:4], mv[4:n - 8], seq, mv[n - 4:n], op, di)
+            if bad is not None:
+                return bad
+            err = self._apply_write(di, mv[12:n - 8], t, op)
+            rep = self._err(0x14, err) if err else self._reply(0x94, self.out, 0)
+            sec.remember(seq, raw, rep)
+            self._save()
+            return rep
+        if self._plain_ok(d):
+            err = self._apply_write(di, mv[12:n], t, op)
+            if err:
+                return self._err(0x14, err)
+            self._save()
+            return self._reply(0x94, self.out, 0)
+        return self._err(0x14, ERR_AUTH)
+
+    def _apply_write(self, di, v, t, op):
+        try:
+            err = write_item(self, di, v, t)
+        except ValueError:
+            err = ERR_OTHER
+        if not err:
+            self.events.add(ev.PROGRAM, [t, op, di])
+        return err
+
+    # --- 1CH control -----------------------------------------------------------------------
+    def _control(self, t, raw):
+        fr = self.fr
+        d = fr.data
+        n = fr.n
+        mv = memoryview(d)
+        sec = self.sec
+        op = get_le(d, 4, 4) if n >= 8 else 0
+        if n == 24 and d[0] == 0x99 and d[1] == 0 and d[2] == 0 and d[3] == 0:
+            if sec.locked(t) or not sec.active(t):
+                return self._err(0x1C, ERR_AUTH)
+            seq = get_le(d, 16, 4)
+            if seq == sec.last:
+                rep = sec.replay(raw)
+                if rep is not None:
+                    return rep
+            bad = self._checked(t, raw, 0x1C, b"\x00\x00\x00\x00", mv[0:16], seq, mv[20:24], op, 0)
+            if bad is not None:
+                return bad
+            rep = self._do_control(d, t, op)
+            sec.remember(seq, raw, rep)
+        elif n == 16 and self._plain_ok(d):
+            rep = self._do_control(d, t, op)
+        else:
+            return self._err(0x1C, ERR_AUTH)
+        self._save()
+        return rep
+
+    def _do_control(self, d, t, op):
+        deadline = _dt6(d, 10)
+        if deadline < 0:
+            return self._err(0x1C, ERR_OTHER)
+        if t > deadline:
+            return self._err(0x1C, ERR_AUTH)  # a stale command must not act late
+        n1 = d[8]
+        r = self.relay
+        err = r.command(n1, d[9], t, op)
+        if err:
+            return self._err(0x1C, err)
+        if not self.remote:
+            if n1 == R.HOLD_OFF:
+                self._local(self.wallet.release_cmd(), t)
+        self._relay_events()
+        return self._reply(0x9C, self.out, 0)
+
+    # --- 03H security family ---------------------------------------------------------------
+    def _security(self, t, raw):
+        fr = self.fr
+        d = fr.data
+        n = fr.n
+        if n < 8:
+            return self._serr(S_OTHER)
+        di = get_le(d, 0, 4)
+        op = get_le(d, 4, 4)
+        sec = self.sec
+        out = self.out
+        for i in range(4):
+            out[i] = d[i]
+        w = self.wallet
+        if di == DI_END:
+            sec.end()
+            _put_customer(out, 4, w.customer)
+            put_le(out, 10, w.balance & 0xFFFFFFFF, 4)
+            put_le(out, 14, w.count, 4)
+            out[18] = sec.krn
+            out[19] = out[20] = out[21] = 0
+            return self._reply(0x83, out, 22)
+        if sec.locked(t):
+            return self._serr(S_AUTH)
+        if di == DI_AUTH:
+            if n != 32:
+                return self._serr(S_OTHER)
+            num = self.number
+            ok = d[24] == 0 and d[25] == 0
+            for i in range(6):
+                if d[26 + i] != num[i]:
+                    ok = False
+            if not ok:
+                return self._serr(S_AUTH)
+            mv = memoryview(d)
+            if not sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t):
+                self._macfail(t, op, 0x03, di)
+                return self._serr(S_AUTH)
+            r2 = sec.r2
+            for i in range(4):
+                out[4 + i] = r2[i]
+            out[8] = out[9] = 0
+            for i in range(6):
+                out[10 + i] = num[i]
+            return self._reply(0x83, out, 16)
+        if not sec.active(t):
+            return self._serr(S_AUTH)
+        if di == DI_QUERY:
+            bal = bytearray(4)
+            put_le(bal, 0, w.balance & 0xFFFFFFFF, 4)
+            cnt = bytearray(4)
+            put_le(cnt, 0, w.count, 4)
+            out[4:8] = bal
+            out[8:12] = sec.tagged(b"bal", self.addr, bal)
+            out[12:16] = cnt
+            out[16:20] = sec.tagged(b"cnt", self.addr, cnt)
+            _put_customer(out, 20, w.customer)
+            out[26] = sec.krn
+            out[27] = out[28] = out[29] = 0
+            return self._reply(0x83, out, 30)
+        want = {DI_VALIDITY: 14, DI_OPEN: 30, DI_RECHARGE: 30, DI_KEY: 32}.get(di)
+        if want is None:
+            return self._serr(S_OTHER)
+        rep = sec.replay(raw)
+        if rep is not None:
+            return rep  # a retry after a lost reply: answer again, execute nothing
+        if n != want:
+            return self._serr(S_OTHER)
+        seq = sec.last + 1
+        mv = memoryview(d)
+        di4 = mv[0:4]
+        if di == DI_OPEN or di == DI_RECHARGE:
+            ok = ct_eq(sec.mac(self.addr, 0x03, di4, mv[8:16], seq), mv[16:20])
+            ok = ct_eq(sec.mac(self.addr, 0x03, di4, bytes(mv[8:16]) + bytes(mv[20:26]), seq),
+                       mv[26:30]) and ok
+        else:
+            ok = ct_eq(sec.mac(self.addr, 0x03, di4, mv[8:n - 4], seq), mv[n - 4:n])
+        if not ok:
+            self._macfail(t, op, 0x03, di)
+            return self._serr(S_MAC)
+        if di == DI_VALIDITY:
+            minutes = get_bcd(d, 8, 2)
+            if minutes <= 0:
+                rep = self._serr(S_OTHER)
+            else:
+                sec.set_window(minutes, t)
+                rep = self._reply(0x83, out, 4)
+        elif di == DI_KEY:
+            stream = sec.wrap_stream(d[8])
+            key = bytearray(16)
+            for i in range(16):
+                key[i] = d[12 + i] ^ stream[i]
+            sec.key = bytes(key)
+            sec.krn = d[8]
+            self.events.add(ev.PROGRAM, [t, op, di])
+            rep = self._reply(0x83, out, 4)
+        else:
+            rep = self._purchase(di, d, t, out)
+        sec.remember(seq, raw, rep)
+        self._save()
+        return rep
+
+    def _purchase(self, di, d, t, out):
+        w = self.wallet
+        amount = get_le(d, 8, 4)
+        count = get_le(d, 12, 4)
+        cust = codec.addr_str(memoryview(d)[20:26])
+        before = w.balance
+        if di == DI_OPEN:
+            res, cmd = w.open_account(amount, count, cust)
+        else:
+            res, cmd = w.recharge(amount, count, cust)
+        if res != W.OK:
+            return self._serr(1 << res)
+        self.events.add(ev.PURCHASE, [t, w.count, amount, before, w.balance, w.total_bought])
+        self._local(cmd, t)
+        return self._reply(0x83, out, 4)
+
+
+def _put_customer(b, o, s):
+    if len(s) == 12:
+        a = codec.addr_bytes(s)
+        for i in range(6):
+            b[o + i] = a[i]
+    else:
+        for i in range(6):
+            b[o + i] = 0
+
+
+def _dt6(b, o):
+    """ss mm hh DD MM YY (BCD) at b[o:] as meter time, or -1 if it is not a real instant."""
+    s = get_bcd(b, o, 1)
+    mi = get_bcd(b, o + 1, 1)
+    h = get_bcd(b, o + 2, 1)
+    d = get_bcd(b, o + 3, 1)
+    mo = get_bcd(b, o + 4, 1)
+    y = get_bcd(b, o + 5, 1)
+    if s < 0 or mi < 0 or h < 0 or d < 0 or mo < 0 or y < 0 or s > 59 or mi > 59 or h > 23:
+        return -1
+    if not clock.valid_date(2000 + y, mo, d):
+        return -1
+    return clock.from_fields(2000 + y, mo, d, h, mi, s)

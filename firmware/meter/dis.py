@@ -1,0 +1,437 @@
+# The meter-side data-identifier table: how each DI the meter holds is read (value bytes
+# written into a buffer, BCD low byte first) and written (bytes parsed and applied through
+# the wallet, relay and tariff setters). DIs are ints DI3..DI0 as people write them.
+# Record DIs not named by DL/T 645's public tables are the project's own:
+#   033E0000 MAC-failure count, 033E00nn n-th last MAC failure: time(6) op(4) C(1) DI(4).
+
+from meter import clock, codec
+from meter import events as ev
+from meter.codec import put_bcd, put_sbcd, get_bcd, put_le
+
+# ERR bits for writes
+_OTHER = 1
+_NODATA = 2
+_ZONES = 0x10
+_SLOTS = 0x20
+_RATES = 0x40
+
+
+def _dt(b, o, t, seconds):
+    # ss mm hh DD MM YY (or without ss), BCD, low field first
+    y, mo, d, h, mi, s, _ = clock.to_fields(t)
+    if seconds:
+        b[o] = _b(s)
+        o += 1
+    b[o] = _b(mi)
+    b[o + 1] = _b(h)
+    b[o + 2] = _b(d)
+    b[o + 3] = _b(mo)
+    b[o + 4] = _b(y - 2000)
+    return 6 if seconds else 5
+
+
+def _b(v):
+    return (v // 10) << 4 | v % 10
+
+
+def _zeros(b, o, n):
+    for i in range(n):
+        b[o + i] = 0
+    return n
+
+
+def _status3(m, t):
+    tf = m.tariff
+    w = m.relay.status3_bits()
+    if m.actual_open is not None:
+        w = (w & ~0x10) | (0x10 if m.actual_open else 0)
+    w |= tf.set_at(1, t) | tf.set_at(0, t) << 5 | tf.set_at(2, t) << 10 | tf.set_at(3, t) << 11
+    if m.bench:
+        w |= 0x08
+    if not m.remote:
+        w |= 0x200  # money-prepaid meter
+    if m.sec.s is not None and t < m.sec.expiry:
+        w |= 0x2000
+    if not m.wallet.opened:
+        w |= 0x4000
+    return w
+
+
+def _status(m, k, t):
+    if k == 1:
+        return 0x4000 if m.wallet.balance < 0 else 0
+    if k == 3:
+        return _status3(m, t)
+    return 0
+
+
+def _price_now(m, t, with_ladder):
+    tf = m.tariff
+    p = tf.current_prices(t)[tf.rate_at(t)]
+    if with_ladder:
+        thr, inc = tf.current_ladder(t)
+        i = 0
+        e = m.ladder_wh + 1  # the tier the next Wh is priced at
+        while i < len(thr) and e > thr[i]:
+            i += 1
+        p += inc[i]
+    return p
+
+
+def _param(m, lo, b, o, t):
+    if lo == 0x0101:
+        y, mo, d, _, _, _, wd = clock.to_fields(t)
+        b[o] = _b(wd)
+        b[o + 1] = _b(d)
+        b[o + 2] = _b(mo)
+        b[o + 3] = _b(y - 2000)
+        return 4
+    if lo == 0x0102:
+        _, _, _, h, mi, s, _ = clock.to_fields(t)
+        b[o] = _b(s)
+        b[o + 1] = _b(mi)
+        b[o + 2] = _b(h)
+        return 3
+    if lo == 0x010C:
+        y, mo, d, h, mi, s, wd = clock.to_fields(t)
+        for i, v in enumerate((s, mi, h, wd, d, mo, y - 2000)):
+            b[o + i] = _b(v)
+        return 7
+    if 0x0106 <= lo <= 0x0109:
+        sw = m.tariff.switch[lo - 0x0106]
+        return _zeros(b, o, 5) if sw is None else _dt(b, o, sw, False)
+    if 0x0201 <= lo <= 0x0207 and lo != 0x0206:
+        tf = m.tariff
+        v = (len(tf.zones[0]), 8, max(len(x) for x in tf.days[0]), 4, 0, 0,
+             len(tf.current_ladder(t)[0]))[lo - 0x0201]
+        b[o] = _b(v)
+        return 1
+    if lo == 0x0401 or lo == 0x0402:
+        a = m.addr if lo == 0x0401 else m.number
+        for i in range(6):
+            b[o + i] = a[i]
+        return 6
+    if lo == 0x040E:
+        c = m.wallet.customer
+        if len(c) != 12:
+            return _zeros(b, o, 6)
+        a = codec.addr_bytes(c)
+        for i in range(6):
+            b[o + i] = a[i]
+        return 6
+    if 0x0501 <= lo <= 0x0507:
+        put_le(b, o, _status(m, lo - 0x0500, t), 2)
+        return 2
+    if 0x1001 <= lo <= 0x1005:
+        w = m.wallet
+        put_bcd(b, o, (w.alarm1, w.alarm2, w.overdraft, w.hoard, w.close_ok)[lo - 0x1001], 4)
+        return 4
+    if lo == 0x1401:
+        put_bcd(b, o, m.relay.trip_delay // 60, 2)
+        return 2
+    return -1
+
+
+def _table(m, s, k, b, o):
+    # 14 entries of 3 bytes, NN first; unused entries repeat the last (as writes pad them)
+    tf = m.tariff
+    if k == 0:
+        rows = [(z[2] + 1, z[1], z[0]) for z in tf.zones[s]]
+    elif k <= 8:
+        rows = [(p[1] + 1, p[0] % 60, p[0] // 60) for p in tf.days[s][k - 1]]
+    else:
+        return -1
+    for i in range(14):
+        r = rows[i] if i < len(rows) else rows[-1]
+        b[o + 3 * i] = _b(r[0])
+        b[o + 3 * i + 1] = _b(r[1])
+        b[o + 3 * i + 2] = _b(r[2])
+    return 42
+
+
+def _ladder(m, lo, b, o):
+    tf = m.tariff
+    kind = lo >> 8
+    i = (lo & 0xFF) - 1
+    if kind == 4:
+        if not 0 <= i < 4:
+            return -1
+        p = tf.settlement[i] if i < len(tf.settlement) else (99, 99, 99)
+        b[o] = _b(p[2] % 100)
+        b[o + 1] = _b(p[1] % 100)
+        b[o + 2] = _b(p[0] % 100)
+        return 3
+    if kind > 3:
+        return -1
+    s = kind >> 1
+    vals = tf.thresholds[s] if kind & 1 == 0 else tf.increments[s]
+    if not 0 <= i < (6 if kind & 1 == 0 else 7):
+        return -1
+    v = vals[i] if i < len(vals) else 0
+    put_bcd(b, o, v // 10 if kind & 1 == 0 else v, 4)
+    return 4
+
+
+def _event(m, kind, field, n, b, o):
+    e = m.events
+    if field == 0 and n == 0 and kind != ev.PURCHASE:
+        put_bcd(b, o, e.counts[kind], 3)
+        return 3
+    if not 1 <= n <= 10:
+        return -1
+    r = e.last(kind, n)
+    if kind == ev.PURCHASE:
+        if not 1 <= field <= 6:
+            return -1
+        size = (5, 2, 4, 4, 4, 4)[field - 1]
+        if r is None:
+            return _zeros(b, o, size)
+        if field == 1:
+            return _dt(b, o, r[0], False)
+        if field == 2:
+            put_bcd(b, o, r[1], 2)
+        else:
+            put_sbcd(b, o, r[field], 4)
+        return size
+    if kind == ev.PROGRAM or kind == ev.MACFAIL:
+        if field != 0:
+            return -1
+        size = 50 if kind == ev.PROGRAM else 15
+        if r is None:
+            return _zeros(b, o, size)
+        _dt(b, o, r[0], True)
+        put_le(b, o + 6, r[1], 4)
+        if kind == ev.MACFAIL:
+            b[o + 10] = r[2]
+            put_le(b, o + 11, r[3], 4)
+        else:
+            put_le(b, o + 10, r[2], 4)
+            for i in range(14, 50):
+                b[o + i] = 0xFF  # the other nine DI slots of a programming record: unused
+        return size
+    # trip / close
+    if not 1 <= field <= 4:
+        return -1
+    size = 6 if field == 1 else 4
+    if r is None:
+        return _zeros(b, o, size)
+    if field == 1:
+        return _dt(b, o, r[0], True)
+    if field == 2:
+        put_le(b, o, r[1], 4)
+    else:
+        put_bcd(b, o, r[field] // 10, 4)
+    return 4
+
+
+def read_item(m, di, b, o, t):
+    """Value bytes of one DI of meter m into b[o:] at meter time t; length, or -1 if none."""
+    c = di >> 16
+    lo = di & 0xFFFF
+    if c <= 2:
+        k = lo >> 8
+        if lo & 0xFF or k > 4 or (c == 0 and k):
+            return -1
+        put_bcd(b, o, 0 if c == 2 else m.energy[k] // 10, 4)
+        return 4
+    if c == 0x0090:
+        bal = m.wallet.balance
+        if lo == 0x0200:
+            put_bcd(b, o, bal if bal > 0 else 0, 4)
+        elif lo == 0x0201:
+            put_bcd(b, o, -bal if bal < 0 else 0, 4)
+        else:
+            return -1
+        return 4
+    if c == 0x0201 and lo == 0x0100:
+        put_bcd(b, o, m.voltage_dv, 2)
+        return 2
+    if c == 0x0202 and lo == 0x0100:
+        put_sbcd(b, o, m.power_w * 10000 // m.voltage_dv if m.voltage_dv else 0, 3)
+        return 3
+    if c == 0x0203 and (lo == 0 or lo == 0x0100):
+        put_sbcd(b, o, m.power_w * 10, 3)  # XX.XXXX kW: 0.0001 kW = 0.1 W
+        return 3
+    if c == 0x0206 and (lo == 0 or lo == 0x0100):
+        put_sbcd(b, o, 1000, 2)
+        return 2
+    if c == 0x0280:
+        if lo == 0x0002:
+            put_bcd(b, o, 5000, 2)
+            return 2
+        if lo == 0x0020 or lo == 0x0021:
+            put_bcd(b, o, _price_now(m, t, lo == 0x0020), 4)
+            return 4
+        return -1
+    if c == 0x0400:
+        return _param(m, lo, b, o, t)
+    if c == 0x0401 or c == 0x0402:
+        if lo > 8:
+            return -1
+        return _table(m, c - 0x0401, lo, b, o)
+    if c == 0x0405:
+        s = (lo >> 8) - 1
+        i = (lo & 0xFF) - 1
+        if not (0 <= s <= 1 and 0 <= i < 4):
+            return -1
+        put_bcd(b, o, m.tariff.prices[s][i], 4)
+        return 4
+    if c == 0x0406:
+        return _ladder(m, lo, b, o)
+    if c == 0x0333:
+        return _event(m, ev.PURCHASE, lo >> 8, lo & 0xFF, b, o)
+    if c == 0x0330 and lo >> 8 == 0:
+        return _event(m, ev.PROGRAM, 0, lo & 0xFF, b, o)
+    if c == 0x033E and lo >> 8 == 0:
+        return _event(m, ev.MACFAIL, 0, lo & 0xFF, b, o)
+    if c == 0x1D00 or c == 0x1E00:
+        if lo == 0x0001:
+            lo = 0
+        elif lo >> 8 == 0:
+            return -1
+        return _event(m, ev.TRIP if c == 0x1D00 else ev.CLOSE, lo >> 8, lo & 0xFF, b, o)
+    return -1
+
+
+# --- writes -------------------------------------------------------------------------------
+
+def _num(v, o, n):
+    x = get_bcd(v, o, n)
+    if x < 0:
+        raise ValueError("bcd")
+    return x
+
+
+def _t5(v, o):
+    # mm hh DD MM YY; all zero = "no switch-over"
+    if all(v[o + i] == 0 for i in range(5)):
+        return None
+    mi, h, d, mo, y = (_num(v, o + i, 1) for i in range(5))
+    if mi > 59 or h > 23 or not clock.valid_date(2000 + y, mo, d):
+        raise ValueError("time")
+    return clock.from_fields(2000 + y, mo, d, h, mi)
+
+
+def _set_clock(m, t, new):
+    m.offset += new - t
+
+
+def _write_param(m, lo, v, t):
+    n = len(v)
+    if 0x1001 <= lo <= 0x1005 and n == 4:
+        x = _num(v, 0, 4)
+        kw = ("alarm1", "alarm2", "overdraft", "hoard", "close_ok")[lo - 0x1001]
+        m._local(m.wallet.set_limits(**{kw: x}), t)
+        return 0
+    if lo == 0x1401 and n == 2:
+        m.relay.trip_delay = _num(v, 0, 2) * 60
+        return 0
+    y, mo, d, h, mi, s, _ = clock.to_fields(t)
+    if lo == 0x0101 and n == 4:
+        d, mo, y = _num(v, 1, 1), _num(v, 2, 1), 2000 + _num(v, 3, 1)
+    elif lo == 0x0102 and n == 3:
+        s, mi, h = _num(v, 0, 1), _num(v, 1, 1), _num(v, 2, 1)
+    elif lo == 0x010C and n == 7:
+        s, mi, h = _num(v, 0, 1), _num(v, 1, 1), _num(v, 2, 1)
+        d, mo, y = _num(v, 4, 1), _num(v, 5, 1), 2000 + _num(v, 6, 1)
+    elif 0x0106 <= lo <= 0x0109 and n == 5:
+        m.tariff.set_switch(lo - 0x0106, _t5(v, 0))
+        return 0
+    elif lo == 0x0402 and n == 6:
+        _num(v, 0, 6)
+        for i in range(6):
+            m.number[i] = v[i]
+        return 0
+    else:
+        return _NODATA
+    if s > 59 or mi > 59 or h > 23 or not clock.valid_date(y, mo, d):
+        return _OTHER
+    _set_clock(m, t, clock.from_fields(y, mo, d, h, mi, s))
+    return 0
+
+
+def _write_table(m, s, k, v):
+    n = len(v)
+    if n % 3 or n == 0:
+        return _OTHER
+    rows = [(_num(v, i, 1), _num(v, i + 1, 1), _num(v, i + 2, 1)) for i in range(0, n, 3)]
+    if k == 0:
+        if n > 42:
+            return _ZONES
+        for r in rows:
+            if not 1 <= r[0] <= 8:
+                return _OTHER
+        m.tariff.set_zones(s, [(r[2], r[1], r[0] - 1) for r in rows])
+    else:
+        if n > 42:
+            return _SLOTS
+        for r in rows:
+            if not 1 <= r[0] <= 4:
+                return _RATES
+            if r[1] > 59 or r[2] > 23:
+                return _OTHER
+        m.tariff.set_day_table(s, k - 1, [(r[2] * 60 + r[1], r[0] - 1) for r in rows])
+    return 0
+
+
+def _write_ladder(m, lo, v):
+    tf = m.tariff
+    kind = lo >> 8
+    i = lo & 0xFF
+    n = len(v)
+    if kind == 4:
+        pts = list(tf.settlement) + [(99, 99, 99)] * (4 - len(tf.settlement))
+        if i == 0xFF and n == 12:
+            pts = [(_num(v, j + 2, 1), _num(v, j + 1, 1), _num(v, j, 1)) for j in range(0, 12, 3)]
+        elif 1 <= i <= 4 and n == 3:
+            pts[i - 1] = (_num(v, 2, 1), _num(v, 1, 1), _num(v, 0, 1))
+        else:
+            return _NODATA
+        tf.set_settlement(pts)
+        return 0
+    if kind > 3:
+        return _NODATA
+    s = kind >> 1
+    thr = list(tf.thresholds[s]) + [0] * (6 - len(tf.thresholds[s]))
+    inc = list(tf.increments[s]) + [0] * (7 - len(tf.increments[s]))
+    vals, scale = (thr, 10) if kind & 1 == 0 else (inc, 1)
+    if i == 0xFF and n == 4 * len(vals):
+        for j in range(len(vals)):
+            vals[j] = _num(v, 4 * j, 4) * scale
+    elif 1 <= i <= len(vals) and n == 4:
+        vals[i - 1] = _num(v, 0, 4) * scale
+    else:
+        return _NODATA
+    tf.set_ladder(s, thr, inc)
+    return 0
+
+
+def write_item(m, di, v, t):
+    """Apply a write of value bytes v to DI di; 0 or the ERR bits. May raise ValueError."""
+    c = di >> 16
+    lo = di & 0xFFFF
+    if c == 0x0400:
+        return _write_param(m, lo, v, t)
+    if c == 0x0401 or c == 0x0402:
+        if lo > 8:
+            return _NODATA
+        return _write_table(m, c - 0x0401, lo, v)
+    if c == 0x0405:
+        s = (lo >> 8) - 1
+        i = lo & 0xFF
+        if not 0 <= s <= 1:
+            return _NODATA
+        prices = list(m.tariff.prices[s])
+        if i == 0xFF and len(v) == 16:
+            prices = [_num(v, 4 * j, 4) for j in range(4)]
+        elif 1 <= i <= 4 and len(v) == 4:
+            prices[i - 1] = _num(v, 0, 4)
+        elif i > 4:
+            return _RATES
+        else:
+            return _OTHER
+        m.tariff.set_prices(s, prices)
+        return 0
+    if c == 0x0406:
+        return _write_ladder(m, lo, v)
+    return _NODATA

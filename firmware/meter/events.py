@@ -1,0 +1,40 @@
+# Last-10 event records (spec prepaid-meter.md section 8), newest first, with a total count
+# per kind. Records are short lists of ints so they store as JSON and read back as DIs:
+#   TRIP / CLOSE: [t, operator, forward_wh, reverse_wh]   (operator 0xFFFFFFFF = the meter)
+#   PURCHASE:     [t, count_after, amount, before, after, total_bought]   (fen)
+#   PROGRAM:      [t, operator, di]
+#   MACFAIL:      [t, operator, control, di]
+
+TRIP = 0
+CLOSE = 1
+PURCHASE = 2
+PROGRAM = 3
+MACFAIL = 4
+KINDS = 5
+KEEP = 10
+METER = 0xFFFFFFFF
+
+
+class Events:
+    def __init__(self):
+        self.counts = [0] * KINDS
+        self.recs = [[] for _ in range(KINDS)]
+
+    def add(self, kind, rec):
+        r = self.recs[kind]
+        r.insert(0, rec)
+        if len(r) > KEEP:
+            r.pop()
+        self.counts[kind] += 1
+
+    def last(self, kind, n):
+        """The n-th last record (1 = newest) or None."""
+        r = self.recs[kind]
+        return r[n - 1] if 1 <= n <= len(r) else None
+
+    def dump(self):
+        return [self.counts, self.recs]
+
+    def load(self, obj):
+        self.counts = list(obj[0])
+        self.recs = [list(r) for r in obj[1]]

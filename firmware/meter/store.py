@@ -1,0 +1,92 @@
+# Power-fail-safe state: two alternating records, each
+#   "P6" | seq (4, LE) | length (2, LE) | payload | crc32 (4, LE) over everything before it,
+# one in each half of the flash object. A save writes the half NOT holding the newest good
+# record, so a cut at any byte leaves that newest record intact; load takes the good record
+# with the higher sequence. The payload is JSON (every port has json; the state is small).
+
+import json
+
+try:
+    from binascii import crc32
+except ImportError:  # a port built without it
+    def crc32(data, crc=0):
+        crc ^= 0xFFFFFFFF
+        for b in data:
+            crc ^= b
+            for _ in range(8):
+                crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
+        return crc ^ 0xFFFFFFFF
+
+_MAGIC = b"P6"
+_HEAD = 8
+
+
+class Store:
+    def __init__(self, flash):
+        self.flash = flash
+        self.half = flash.size // 2
+        self.seq = 0
+        self.slot = 1  # the next save goes to slot 0 on a blank flash
+
+    def _read_slot(self, slot):
+        off = slot * self.half
+        h = self.flash.read(off, _HEAD)
+        if len(h) < _HEAD or h[0:2] != _MAGIC:
+            return -1, None
+        seq = h[2] | h[3] << 8 | h[4] << 16 | h[5] << 24
+        n = h[6] | h[7] << 8
+        if _HEAD + n + 4 > self.half:
+            return -1, None
+        rest = self.flash.read(off + _HEAD, n + 4)
+        c = rest[n] | rest[n + 1] << 8 | rest[n + 2] << 16 | rest[n + 3] << 24
+        if crc32(rest[:n], crc32(h)) & 0xFFFFFFFF != c:
+            return -1, None
+        return seq, rest[:n]
+
+    def load(self):
+        """The newest intact state object, or None on a blank or wholly corrupt flash."""
+        s0, p0 = self._read_slot(0)
+        s1, p1 = self._read_slot(1)
+        if p0 is None and p1 is None:
+            return None
+        if p1 is None or (p0 is not None and s0 > s1):
+            self.seq, self.slot, p = s0, 0, p0
+        else:
+            self.seq, self.slot, p = s1, 1, p1
+        return json.loads(p)
+
+    def save(self, obj):
+        payload = json.dumps(obj).encode()
+        n = len(payload)
+        if _HEAD + n + 4 > self.half:
+            raise ValueError("state too big for flash")
+        seq = self.seq + 1
+        rec = bytearray(_HEAD + n + 4)
+        rec[0:2] = _MAGIC
+        for i in range(4):
+            rec[2 + i] = seq >> (8 * i) & 0xFF
+        rec[6] = n & 0xFF
+        rec[7] = n >> 8
+        rec[_HEAD:_HEAD + n] = payload
+        c = crc32(rec[:_HEAD + n]) & 0xFFFFFFFF
+        for i in range(4):
+            rec[_HEAD + n + i] = c >> (8 * i) & 0xFF
+        slot = 1 - self.slot
+        self.flash.write(slot * self.half, rec)
+        # only once the write returned is the new record the newest one
+        self.seq = seq
+        self.slot = slot
+
+
+class RamFlash:
+    """A flash object in RAM (tests, benches): .size, .read(offset, n), .write(offset, data)."""
+
+    def __init__(self, size=16384):
+        self.size = size
+        self.mem = bytearray(b"\xff" * size)
+
+    def read(self, offset, n):
+        return bytes(self.mem[offset:offset + n])
+
+    def write(self, offset, data):
+        self.mem[offset:offset + len(data)] = data
