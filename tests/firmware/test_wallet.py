@@ -1,0 +1,226 @@
+"""meter.wallet: balance states (spec section 3), sticky overdraft, top-up rules (section 5)."""
+
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from meter import wallet as W
+from meter.wallet import (ALARM1, ALARM2, CLOSE, COUNT_ERR, CUSTOMER_ERR, HOARD_ERR, NORMAL, OK,
+                          OVERDRAFT, PRETRIP, RECHARGED, REPEAT, SUBFEN, TRIP, ZERO, Wallet)
+
+CUST = "000000000042"
+
+
+def wallet(balance, alarm1=1000, alarm2=500, overdraft=0, close_ok=0, hoard=99999999):
+    w = Wallet(alarm1, alarm2, overdraft, hoard, close_ok)
+    assert w.open_account(0, 1, CUST)[0] == OK
+    w.balance = balance
+    w.state = w.evaluate()
+    return w
+
+
+# balance, A1, A2, OD -> state; one row per clause of the spec section 3 table
+STATE_ROWS = [
+    (-300, 1000, 500, 300, OVERDRAFT),   # OD > 0, R < 0, -R >= OD
+    (-301, 1000, 500, 300, OVERDRAFT),
+    (-299, 1000, 500, 300, ZERO),        # OD > 0, R <= 0, -R < OD
+    (0, 1000, 500, 300, ZERO),
+    (0, 1000, 500, 0, OVERDRAFT),        # OD == 0 and R <= 0
+    (-5, 1000, 500, 0, OVERDRAFT),
+    (1, 1000, 500, 0, ALARM2),           # 0 < R <= A2
+    (500, 1000, 500, 0, ALARM2),
+    (501, 1000, 500, 0, ALARM1),         # A2 < R <= A1
+    (1000, 1000, 500, 0, ALARM1),
+    (1001, 1000, 500, 0, NORMAL),
+    (1, 1000, 0, 0, ALARM1),             # A2 == 0: R <= A1 is alarm 1
+    (1001, 1000, 0, 0, NORMAL),
+    (400, 0, 500, 0, ALARM2),            # A1 == 0: normal above A2
+    (501, 0, 500, 0, NORMAL),
+    (300, 200, 500, 0, ALARM2),          # A1 <= A2: alarm 1 never shows
+    (501, 200, 500, 0, NORMAL),
+    (1, 0, 0, 0, NORMAL),                # both 0: normal above 0
+]
+
+
+@pytest.mark.parametrize("balance, a1, a2, od, state", STATE_ROWS)
+def test_state_table(balance, a1, a2, od, state):
+    assert wallet(balance, a1, a2, od).evaluate() == state
+
+
+def spec_state(r, a1, a2, od):
+    """Spec section 3 conditions, checked in priority order as written."""
+    if (od > 0 and r < 0 and -r >= od) or (od == 0 and r <= 0):
+        return OVERDRAFT
+    if od > 0 and r <= 0 and -r < od:
+        return ZERO
+    if a2 > 0 and 0 < r <= a2:
+        return ALARM2
+    if (a1 > a2 >= 0 and a2 < r <= a1) or (a2 == 0 and r <= a1):
+        return ALARM1
+    return NORMAL
+
+
+money = st.integers(0, 5000)
+
+
+@given(st.integers(-6000, 6000), money, money, money)
+def test_state_matches_spec_conditions(r, a1, a2, od):
+    assert wallet(r, a1, a2, od).evaluate() == spec_state(r, a1, a2, od)
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 3000), money, money, money, money,
+       st.lists(st.integers(0, 40 * SUBFEN), max_size=40))
+def test_deduct_commands_only_on_state_change(start, a1, a2, od, cp, charges):
+    w = wallet(start, a1, a2, od, cp)
+    total = 0
+    for c in charges:
+        old = w.state
+        cmd = w.deduct(c)
+        total += c
+        assert w.balance == start - total // SUBFEN and w.rem == total % SUBFEN
+        if old == OVERDRAFT:  # sticky
+            assert w.state == OVERDRAFT and cmd is None
+        elif w.state == old:
+            assert cmd is None
+        else:
+            assert w.state == spec_state(w.balance, a1, a2, od)
+            assert cmd == W.relay_cmd(w.state, old) and w.last_cmd == cmd
+
+
+def test_descent_emits_the_table_commands():
+    w = wallet(2000, alarm1=1500, alarm2=1000, overdraft=200)
+    seen = []
+    for _ in range(23):
+        cmd = w.deduct(100 * SUBFEN)
+        if cmd is not None:
+            seen.append((w.balance, w.state, cmd))
+    assert seen == [(1500, ALARM1, CLOSE), (1000, ALARM2, PRETRIP), (0, ZERO, PRETRIP),
+                    (-200, OVERDRAFT, TRIP)]
+
+
+# --- top-ups ----------------------------------------------------------------------------
+
+def test_recharge_count_rules():
+    w = wallet(1000)
+    assert w.count == 1
+    assert w.recharge(500, 2, CUST) == (OK, RECHARGED)
+    assert (w.balance, w.count, w.total_bought) == (1500, 2, 500)
+    assert w.recharge(500, 2, CUST) == (REPEAT, None)      # a retry applies nothing
+    assert w.recharge(500, 4, CUST) == (COUNT_ERR, None)   # skipped one
+    assert w.recharge(500, 1, CUST) == (COUNT_ERR, None)   # old one
+    assert w.recharge(500, 3, "000000000043") == (CUSTOMER_ERR, None)
+    assert (w.balance, w.count, w.total_bought) == (1500, 2, 500)
+
+
+def test_recharge_before_opening_is_refused():
+    w = Wallet()
+    assert w.recharge(500, 1, "") == (CUSTOMER_ERR, None)
+    assert w.balance == 0 and w.count == 0
+
+
+def test_hoarding_limit_is_inclusive():
+    w = wallet(1000, hoard=5000)
+    assert w.recharge(4001, 2, CUST) == (HOARD_ERR, None)
+    assert w.recharge(4000, 2, CUST) == (OK, RECHARGED)
+    assert w.balance == 5000
+    w.set_limits(hoard=0)  # 0 = no hoarding limit
+    assert w.recharge(10 ** 8, 3, CUST)[0] == OK
+
+
+def test_top_up_pays_overdraft_first_and_keeps_remainder():
+    w = wallet(100, overdraft=1000)
+    w.deduct(300 * SUBFEN + 7)
+    assert (w.balance, w.rem, w.state) == (-200, 7, ZERO)
+    assert w.recharge(1000, 2, CUST) == (OK, RECHARGED)
+    assert (w.balance, w.rem, w.state) == (800, 7, ALARM1)
+
+
+@pytest.mark.parametrize("top_up, state, cmd", [
+    (10000, OVERDRAFT, TRIP),     # lands exactly on close-permitted: still locked
+    (10001, NORMAL, RECHARGED),   # one fen above: unlocked
+])
+def test_sticky_overdraft_left_only_above_close_permitted(top_up, state, cmd):
+    w = wallet(0, overdraft=0, close_ok=10000)
+    assert w.state == OVERDRAFT
+    assert w.recharge(top_up, 2, CUST) == (OK, cmd)
+    assert w.state == state
+
+
+def test_alarm_change_respects_sticky_rule_overdraft_change_does_not():
+    w = wallet(0, overdraft=0, close_ok=500)
+    w.recharge(300, 2, CUST)
+    assert w.state == OVERDRAFT
+    assert w.set_limits(alarm1=100, alarm2=50) is None and w.state == OVERDRAFT
+    assert w.set_limits(close_ok=0) is None and w.state == OVERDRAFT  # no evaluation
+    # 300 > CP now: leaves OVERDRAFT; the table gives pre-trip (button-restorable)
+    assert w.set_limits(alarm2=60) == PRETRIP and w.state == NORMAL
+    w2 = wallet(0, overdraft=0, close_ok=500)
+    w2.recharge(300, 2, CUST)
+    assert w2.set_limits(overdraft=1000) == PRETRIP and w2.state == ALARM2
+
+
+def test_bad_limits_change_nothing():
+    w = wallet(700)
+    before = w.dump()
+    for bad in ({"alarm1": -1}, {"alarm2": 1.5}, {"overdraft": "5"}, {"hoard": -3},
+                {"alarm1": 5, "close_ok": -1}):
+        with pytest.raises(ValueError, match="bad "):
+            w.set_limits(**bad)
+    assert w.dump() == before
+    with pytest.raises(ValueError):
+        w.deduct(-1)
+    with pytest.raises(ValueError):
+        w.recharge(-100, 2, CUST)
+
+
+def test_open_account_rules():
+    w = Wallet()
+    assert w.open_account(5000, 2, CUST) == (COUNT_ERR, None)
+    assert not w.opened and w.customer == ""
+    assert w.open_account(5000, 1, CUST) == (OK, RECHARGED)
+    assert w.opened and w.customer == CUST and w.balance == 5000 and w.state == NORMAL
+    assert w.open_account(5000, 1, CUST) == (REPEAT, None)
+    assert w.open_account(100, 2, "999999999999") == (CUSTOMER_ERR, None)
+    assert w.open_account(100, 2, CUST) == (OK, RECHARGED)  # already theirs: a top-up
+    assert w.balance == 5100
+    assert w.init_wallet(0) == TRIP
+    assert (w.balance, w.count, w.opened, w.state) == (0, 0, False, OVERDRAFT)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 10000)), max_size=30))
+def test_exactly_once_under_any_retry_sequence(attempts):
+    w = wallet(0, hoard=0)
+    applied = {}
+    for count, amount in attempts:
+        before = w.count
+        res, _ = w.recharge(amount, count, CUST)
+        assert res == (OK if count == before + 1 else REPEAT if count == before else COUNT_ERR)
+        if res == OK:
+            assert count not in applied
+            applied[count] = amount
+    assert w.balance == sum(applied.values())
+    assert w.count == 1 + len(applied) and sorted(applied) == list(range(2, w.count + 1))
+
+
+@pytest.mark.parametrize("state, last, expected", [
+    (OVERDRAFT, TRIP, TRIP), (ZERO, PRETRIP, PRETRIP), (ALARM2, PRETRIP, PRETRIP),
+    (ALARM2, RECHARGED, None), (NORMAL, CLOSE, None), (ALARM1, CLOSE, None)])
+def test_release_cmd(state, last, expected):
+    w = Wallet()
+    w.state, w.last_cmd = state, last
+    assert w.release_cmd() == expected
+
+
+def test_dump_load_round_trip():
+    w = wallet(1234, alarm1=2000, alarm2=700, overdraft=300, close_ok=50, hoard=90000)
+    w.deduct(12345678)
+    again = Wallet.load(json.loads(json.dumps(w.dump())))
+    assert again.dump() == w.dump()
+    assert again.deduct(10 ** 6) == w.deduct(10 ** 6) and again.dump() == w.dump()
+    bad = w.dump()
+    bad[1] = SUBFEN
+    with pytest.raises(ValueError):
+        Wallet.load(bad)
