@@ -1,0 +1,333 @@
+"""What every `headend` command module shares: options, opening the store, choosing meters, output.
+
+A command module uses it like this:
+
+    from headend.cli import _common as c
+
+    def register(sub):
+        p = sub.add_parser("trip", help="cut supply")
+        c.add_store_args(p)                  # --db, --config, --actor
+        c.add_selection_args(p)              # METER | --all | --where FIELD=VALUE (repeatable)
+        c.add_json_arg(p)                    # --json
+        p.set_defaults(func=run_trip)
+
+    @c.cli_command                           # store/key/config errors -> message + exit code
+    def run_trip(args):
+        store = c.open_store_from_args(args)
+        meters = c.select_meters(store, args)             # [] never: no match -> exit 4
+        for m in c.progress(meters, "trip", enabled=not args.json and len(meters) > 1):
+            store.enqueue(m.address, "trip", {}, actor=c.actor_of(args))
+        return c.EXIT_OK
+
+Exit codes (headend/cli/main.py): 0 done, 1 refused/failed, 2 bad usage or input,
+3 timed out with the command still queued, 4 not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+from headend.cli.main import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_QUEUED, EXIT_USAGE
+from headend.config import ConfigError, HeadendConfig, load_config
+from headend.keys import KeyStore, KeyStoreError
+from headend.store import (
+    METER_FILTER_FIELDS,
+    Conflict,
+    InvalidInput,
+    Meter,
+    NotFound,
+    Store,
+    StoreError,
+    check_address,
+    open_store,
+)
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_QUEUED",
+    "EXIT_NOT_FOUND",
+    "CliError",
+    "cli_command",
+    "add_store_args",
+    "add_json_arg",
+    "add_selection_args",
+    "config_from_args",
+    "open_store_from_args",
+    "unlock_keys_from_args",
+    "actor_of",
+    "parse_where",
+    "select_meters",
+    "parse_yuan",
+    "fmt_fen",
+    "fmt_time",
+    "print_json",
+    "print_table",
+    "progress",
+    "err",
+]
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """Stop the command with this message (on stderr) and exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def err(message: str) -> None:
+    """Print a message for the operator on stderr."""
+    print(f"headend: {message}", file=sys.stderr)
+
+
+def cli_command(func: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:
+    """Decorate a command's func(args): expected errors become a clear message and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args) or 0)
+        except CliError as exc:
+            err(str(exc))
+            return exc.code
+        except NotFound as exc:
+            err(str(exc))
+            return EXIT_NOT_FOUND
+        except (InvalidInput, ConfigError) as exc:
+            err(str(exc))
+            return EXIT_USAGE
+        except Conflict as exc:
+            err(str(exc))
+            return EXIT_USAGE
+        except KeyStoreError as exc:
+            err(str(exc))
+            return EXIT_USAGE
+        except StoreError as exc:
+            err(str(exc))
+            return EXIT_FAILED
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- options
+def add_store_args(parser: argparse.ArgumentParser) -> None:
+    """Add --db, --config and --actor (who is doing this, for the audit log)."""
+    g = parser.add_argument_group("store")
+    g.add_argument("--db", metavar="PATH", help="database file (default: $PREPAID645_DB, config, ./prepaid645.db)")
+    g.add_argument("--config", metavar="TOML", help="config file (default: $PREPAID645_CONFIG or ./prepaid645.toml)")
+    g.add_argument("--actor", metavar="NAME", help="who is acting, for the audit log (default: $USER)")
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    """Add --json: machine-readable output on stdout instead of tables."""
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+
+
+def add_selection_args(parser: argparse.ArgumentParser, *, bulk: bool = True) -> None:
+    """Add the meter selection: a METER address, or (bulk) --all / --where FIELD=VALUE (repeatable, ANDed)."""
+    parser.add_argument("meter", nargs=None if not bulk else "?", metavar="METER", help="12-digit meter address")
+    if bulk:
+        parser.add_argument("--all", action="store_true", help="every registered meter")
+        parser.add_argument(
+            "--where",
+            action="append",
+            default=[],
+            metavar="FIELD=VALUE",
+            help=f"meters whose FIELD matches (=, != ; * is a wildcard); fields: {', '.join(METER_FILTER_FIELDS)}",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> HeadendConfig:
+    """The configuration, with --db / --config / --key-file from args applied."""
+    return load_config(
+        getattr(args, "config", None), db=getattr(args, "db", None), key_file=getattr(args, "key_file", None)
+    )
+
+
+def open_store_from_args(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
+    """Open (and migrate) the store named by --db / $PREPAID645_DB / config.
+
+    With must_exist, a missing database file is an error instead of a new empty database,
+    which is what read-only commands want (a typo in --db should not create a file).
+    """
+    cfg = config_from_args(args)
+    db = cfg.store.db
+    if must_exist and str(db) != ":memory:" and not db.exists():
+        raise CliError(f"no database at {db}: give --db PATH or set PREPAID645_DB", EXIT_NOT_FOUND)
+    return open_store(db)
+
+
+def unlock_keys_from_args(args: argparse.Namespace) -> KeyStore:
+    """Unlock the key file from config with $PREPAID645_KEY_PASSPHRASE or a prompt."""
+    return KeyStore.unlock(config_from_args(args).keys.file)
+
+
+def actor_of(args: argparse.Namespace) -> str:
+    """Who is acting: --actor, else $USER / $LOGNAME, else the login name."""
+    actor = getattr(args, "actor", None) or os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not actor:
+        try:
+            actor = getpass.getuser()
+        except Exception:  # no passwd entry (containers): still record something true
+            actor = f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return actor
+
+
+# ----------------------------------------------------------------------------- meter selection
+_TRUE = {"1", "yes", "true", "on", "y"}
+_FALSE = {"0", "no", "false", "off", "n"}
+
+
+def parse_where(exprs: Sequence[str]) -> list[tuple[str, str, Any]]:
+    """Parse --where FIELD=VALUE / FIELD!=VALUE expressions into store filters (* becomes a wildcard)."""
+    out: list[tuple[str, str, Any]] = []
+    for expr in exprs:
+        if "!=" in expr:
+            field, value = expr.split("!=", 1)
+            op = "!="
+        elif "=" in expr:
+            field, value = expr.split("=", 1)
+            op = "="
+        else:
+            raise CliError(f"bad --where {expr!r}: write FIELD=VALUE or FIELD!=VALUE, e.g. --where mode=remote")
+        field = field.strip()
+        value = value.strip()
+        kind = METER_FILTER_FIELDS.get(field)
+        if kind is None:
+            raise CliError(f"bad --where {expr!r}: unknown field {field!r}; use one of {', '.join(METER_FILTER_FIELDS)}")
+        typed: Any
+        if kind is bool:
+            if value.lower() not in _TRUE | _FALSE:
+                raise CliError(f"bad --where {expr!r}: {field} is yes or no")
+            typed = value.lower() in _TRUE
+        elif kind is int:
+            try:
+                typed = int(value)
+            except ValueError:
+                raise CliError(f"bad --where {expr!r}: {field} is a whole number") from None
+        else:
+            typed = value
+            if "*" in value:
+                if op == "!=":
+                    raise CliError(f"bad --where {expr!r}: wildcards work with = only")
+                if "%" in value or "_" in value:
+                    # SQL LIKE would read them as wildcards too; refusing is clearer than escaping
+                    raise CliError(f"bad --where {expr!r}: with * the value cannot also contain % or _")
+                op = "like"
+                typed = value.replace("*", "%")
+        out.append((field, op, typed))
+    return out
+
+
+def select_meters(store: Store, args: argparse.Namespace) -> list[Meter]:
+    """The meters a command acts on: METER, --all, or --where filters; never empty (exit 4 instead)."""
+    meter = getattr(args, "meter", None)
+    every = getattr(args, "all", False)
+    where = getattr(args, "where", []) or []
+    chosen = sum(bool(x) for x in (meter, every, where))
+    if chosen == 0:
+        raise CliError("say which meters: a METER address, --all, or --where FIELD=VALUE")
+    if meter and (every or where):
+        raise CliError("give either one METER or --all/--where, not both")
+    if meter:
+        try:
+            address = check_address(meter)
+        except InvalidInput as exc:
+            raise CliError(str(exc)) from None
+        return [store.get_meter(address)]
+    if every and where:
+        raise CliError("--all and --where contradict each other: drop --all to select with --where")
+    meters = store.find_meters(parse_where(where))
+    if not meters:
+        raise CliError(
+            "no registered meter" + (f" matches {' and '.join(where)}" if where else "") + " (see `headend meter list`)",
+            EXIT_NOT_FOUND,
+        )
+    return meters
+
+
+# ----------------------------------------------------------------------------- money and time
+def parse_yuan(text: str, *, allow_negative: bool = False) -> int:
+    """An amount written in yuan ("20", "20.5", "20.50") as whole fen, exactly (no float)."""
+    try:
+        d = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise CliError(f"bad amount {text!r}: write yuan like 20 or 20.50") from None
+    if not d.is_finite():
+        raise CliError(f"bad amount {text!r}: write yuan like 20 or 20.50")
+    fen = d * 100
+    if fen != fen.to_integral_value():
+        raise CliError(f"bad amount {text!r}: yuan have at most 2 decimals (fen)")
+    if fen < 0 and not allow_negative:
+        raise CliError(f"bad amount {text!r}: must not be negative")
+    return int(fen)
+
+
+def fmt_fen(fen: int | None) -> str:
+    """Fen as yuan with 2 decimals ("-1.05"); "" for None."""
+    if fen is None:
+        return ""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def fmt_time(ts: int | None) -> str:
+    """Unix seconds as local 'YYYY-MM-DD HH:MM:SS'; "" for None/0."""
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ----------------------------------------------------------------------------- output
+def print_json(obj: Any) -> None:
+    """Write obj as JSON on stdout (one document)."""
+    json.dump(obj, sys.stdout, indent=1, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a table for people on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    # Piped into a file or less: do not squeeze columns into 80 characters.
+    Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240).print(table)
+
+
+def progress(items: Sequence[T], label: str, *, enabled: bool = True) -> Iterator[T]:
+    """Yield items, showing a progress bar on stderr when it is a terminal and enabled."""
+    if not enabled or not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def elapsed_since(t0: float) -> float:
+    """Seconds since a time.monotonic() reading."""
+    return time.monotonic() - t0

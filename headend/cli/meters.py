@@ -1,0 +1,289 @@
+"""`headend meter add/list/show/set` and `headend customer add/list/show/set`: the registry."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from headend.cli import _common as c
+from headend.store import MODES, Account, Meter, check_address, check_customer
+
+_RESTORE = {"close-permitted": "close_permitted", "direct": "direct"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `meter` and `customer` command groups."""
+    meter = sub.add_parser("meter", help="register and inspect meters")
+    msub = meter.add_subparsers(dest="meter_command", metavar="ACTION")
+    meter.set_defaults(func=lambda args: _help(meter))
+
+    p = msub.add_parser("add", help="register a meter")
+    p.add_argument("address", metavar="ADDRESS", help="12-digit meter address")
+    p.add_argument("--link", required=True, metavar="URL",
+                   help="how to reach it: tcp://host:port, serial:///dev/ttyUSB0?baud=2400, socket://..., rfc2217://...")
+    p.add_argument("--customer", required=True, metavar="N", help="12-digit customer number (account created if new)")
+    p.add_argument("--mode", choices=MODES, default="local",
+                   help="local: the meter holds the balance; remote: the head-end does (default local)")
+    p.add_argument("--krn", type=int, default=0, metavar="K", help="key revision the meter holds (default 0)")
+    p.add_argument("--protected", action="store_true", help="never cut this meter automatically")
+    p.add_argument("--meter-number", metavar="N", help="meter number if it differs from the address")
+    p.add_argument("--purchase-count", type=int, default=0, metavar="N",
+                   help="purchase count the meter already has (default 0: a new meter)")
+    c.add_store_args(p)
+    c.add_json_arg(p)
+    p.set_defaults(func=meter_add)
+
+    p = msub.add_parser("list", help="list meters")
+    p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                   help="filter (repeatable): e.g. mode=remote, link=tcp://10.0.0.5:8899, customer=000000000042")
+    p.add_argument("--limit", type=int, default=None, help="show at most this many")
+    c.add_store_args(p)
+    c.add_json_arg(p)
+    p.set_defaults(func=meter_list)
+
+    p = msub.add_parser("show", help="one meter with its account, recent commands and events")
+    p.add_argument("address", metavar="ADDRESS")
+    c.add_store_args(p)
+    c.add_json_arg(p)
+    p.set_defaults(func=meter_show)
+
+    p = msub.add_parser("set", help="change a meter's link, customer, mode, KRN or protection")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--link", metavar="URL")
+    p.add_argument("--customer", metavar="N")
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--krn", type=int, metavar="K")
+    prot = p.add_mutually_exclusive_group()
+    prot.add_argument("--protected", dest="protected", action="store_true", default=None)
+    prot.add_argument("--unprotected", dest="protected", action="store_false")
+    c.add_store_args(p)
+    c.add_json_arg(p)
+    p.set_defaults(func=meter_set)
+
+    cust = sub.add_parser("customer", help="customer accounts and their limits")
+    csub = cust.add_subparsers(dest="customer_command", metavar="ACTION")
+    cust.set_defaults(func=lambda args: _help(cust))
+
+    for action, helptext in (("add", "create an account"), ("set", "change an account's limits or details")):
+        p = csub.add_parser(action, help=helptext)
+        p.add_argument("customer", metavar="N", help="12-digit customer number")
+        p.add_argument("--name")
+        p.add_argument("--phone", help="where notices go")
+        p.add_argument("--alarm1", metavar="YUAN", help="first low-balance warning level")
+        p.add_argument("--alarm2", metavar="YUAN", help="second (stronger) warning level")
+        p.add_argument("--overdraft", metavar="YUAN", help="how far below zero before supply is cut")
+        p.add_argument("--close-ok", metavar="YUAN", help="balance above which supply is restored after payment")
+        prot = p.add_mutually_exclusive_group()
+        prot.add_argument("--protected", dest="protected", action="store_true", default=None,
+                          help="never cut (vulnerable customer, hospital)")
+        prot.add_argument("--unprotected", dest="protected", action="store_false")
+        p.add_argument("--restore", choices=sorted(_RESTORE), help="after payment: allow close (button) or close directly")
+        p.add_argument("--tariff", metavar="NAME")
+        c.add_store_args(p)
+        c.add_json_arg(p)
+        p.set_defaults(func=customer_add if action == "add" else customer_set)
+
+    p = csub.add_parser("list", help="list accounts")
+    p.add_argument("--limit", type=int, default=None)
+    c.add_store_args(p)
+    c.add_json_arg(p)
+    p.set_defaults(func=customer_list)
+
+    p = csub.add_parser("show", help="one account with its meters and recent money movements")
+    p.add_argument("customer", metavar="N")
+    c.add_store_args(p)
+    c.add_json_arg(p)
+    p.set_defaults(func=customer_show)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return c.EXIT_USAGE
+
+
+def _address(text: str) -> str:
+    try:
+        return check_address(text)
+    except ValueError as exc:
+        raise c.CliError(str(exc)) from None
+
+
+def _meter_rows(meters: list[Meter]) -> list[list[Any]]:
+    return [
+        [m.address, m.customer, m.mode, m.link, m.krn, m.purchase_count, "yes" if m.protected else "",
+         m.relay or "", c.fmt_fen(m.balance_fen), c.fmt_time(m.last_seen)]
+        for m in meters
+    ]
+
+
+_METER_COLS = ["address", "customer", "mode", "link", "KRN", "purchases", "protected", "relay", "meter balance",
+               "last seen"]
+
+
+@c.cli_command
+def meter_add(args: argparse.Namespace) -> int:
+    """Register a meter (audited)."""
+    address = _address(args.address)
+    try:
+        customer = check_customer(args.customer)
+    except ValueError as exc:
+        raise c.CliError(str(exc)) from None
+    with c.open_store_from_args(args) as store:
+        m = store.add_meter(address, link=args.link, customer=customer, actor=c.actor_of(args), mode=args.mode,
+                            krn=args.krn, protected=args.protected, meter_number=args.meter_number,
+                            purchase_count=args.purchase_count)
+        if args.json:
+            c.print_json(m.to_dict())
+        else:
+            print(f"registered meter {m.address} ({m.mode} cost control) for customer {m.customer} on {m.link}")
+    return c.EXIT_OK
+
+
+@c.cli_command
+def meter_list(args: argparse.Namespace) -> int:
+    """List meters, optionally filtered."""
+    with c.open_store_from_args(args, must_exist=True) as store:
+        meters = store.find_meters(c.parse_where(args.where), limit=args.limit)
+    if args.json:
+        c.print_json([m.to_dict() for m in meters])
+    else:
+        c.print_table(f"{len(meters)} meter(s)", _METER_COLS, _meter_rows(meters))
+    return c.EXIT_OK
+
+
+@c.cli_command
+def meter_show(args: argparse.Namespace) -> int:
+    """Show one meter, its account, its latest commands and events."""
+    address = _address(args.address)
+    with c.open_store_from_args(args, must_exist=True) as store:
+        m = store.get_meter(address)
+        acct = store.get_account(m.customer)
+        cmds = store.list_commands(meter=address, limit=10)
+        events = store.events(address, limit=10)
+    if args.json:
+        c.print_json({"meter": m.to_dict(), "account": acct.to_dict(), "commands": [x.to_dict() for x in cmds],
+                      "events": [e.to_dict() for e in events]})
+        return c.EXIT_OK
+    rows = [
+        ("address", m.address), ("meter number", m.meter_number), ("link", m.link), ("customer", m.customer),
+        ("mode", m.mode), ("key revision", m.krn), ("purchase count", m.purchase_count),
+        ("protected", "yes" if m.protected else "no"), ("relay (last seen)", m.relay or "unknown"),
+        ("meter balance (last seen)", c.fmt_fen(m.balance_fen) or "unknown"), ("last seen", c.fmt_time(m.last_seen)),
+        ("registered", c.fmt_time(m.created_at)),
+    ]
+    if m.mode == "remote":
+        rows.append(("account balance", c.fmt_fen(acct.balance_fen)))
+    c.print_table(f"meter {m.address}", ["field", "value"], rows)
+    if cmds:
+        c.print_table("latest commands", ["id", "kind", "status", "attempts", "updated", "error"],
+                      [(x.id, x.kind, x.status, x.attempts, c.fmt_time(x.updated_at), x.last_error or "") for x in cmds])
+    if events:
+        c.print_table("latest events", ["when", "kind", "source", "detail"],
+                      [(c.fmt_time(e.at), e.kind, e.source, "" if e.detail is None else e.detail) for e in events])
+    return c.EXIT_OK
+
+
+@c.cli_command
+def meter_set(args: argparse.Namespace) -> int:
+    """Change a meter's registration (audited)."""
+    address = _address(args.address)
+    changes = {k: getattr(args, k) for k in ("link", "customer", "mode", "krn", "protected")}
+    if all(v is None for v in changes.values()):
+        raise c.CliError("nothing to change: give --link, --customer, --mode, --krn or --protected/--unprotected")
+    with c.open_store_from_args(args, must_exist=True) as store:
+        m = store.update_meter(address, actor=c.actor_of(args), **changes)
+    if args.json:
+        c.print_json(m.to_dict())
+    else:
+        print(f"meter {m.address} updated")
+    return c.EXIT_OK
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": args.name,
+        "phone": args.phone,
+        "protected": args.protected,
+        "restore_policy": _RESTORE[args.restore] if args.restore else None,
+        "tariff": args.tariff,
+    }
+    for opt, field in (("alarm1", "alarm1_fen"), ("alarm2", "alarm2_fen"), ("overdraft", "overdraft_fen"),
+                       ("close_ok", "close_ok_fen")):
+        v = getattr(args, opt)
+        out[field] = None if v is None else c.parse_yuan(v)
+    return out
+
+
+def _account_view(a: Account) -> list[tuple[str, Any]]:
+    return [
+        ("customer", a.customer), ("name", a.name), ("phone", a.phone), ("balance", c.fmt_fen(a.balance_fen)),
+        ("sub-fen remainder", a.rem), ("ladder energy (Wh)", a.ladder_wh), ("alarm 1", c.fmt_fen(a.alarm1_fen)),
+        ("alarm 2", c.fmt_fen(a.alarm2_fen)), ("overdraft", c.fmt_fen(a.overdraft_fen)),
+        ("restore above", c.fmt_fen(a.close_ok_fen)), ("protected", "yes" if a.protected else "no"),
+        ("restore by", a.restore_policy.replace("_", "-")), ("tariff", a.tariff or ""),
+    ]
+
+
+@c.cli_command
+def customer_add(args: argparse.Namespace) -> int:
+    """Create an account (audited)."""
+    fields = {k: v for k, v in _limits(args).items() if v is not None}
+    with c.open_store_from_args(args) as store:
+        a = store.add_account(args.customer, actor=c.actor_of(args), **fields)
+    if args.json:
+        c.print_json(a.to_dict())
+    else:
+        print(f"customer {a.customer} added")
+    return c.EXIT_OK
+
+
+@c.cli_command
+def customer_set(args: argparse.Namespace) -> int:
+    """Change an account's limits or details (audited)."""
+    fields = _limits(args)
+    if all(v is None for v in fields.values()):
+        raise c.CliError("nothing to change: give at least one option (see --help)")
+    with c.open_store_from_args(args, must_exist=True) as store:
+        a = store.update_account(check_customer(args.customer), actor=c.actor_of(args), **fields)
+    if args.json:
+        c.print_json(a.to_dict())
+    else:
+        print(f"customer {a.customer} updated")
+    return c.EXIT_OK
+
+
+@c.cli_command
+def customer_list(args: argparse.Namespace) -> int:
+    """List accounts."""
+    with c.open_store_from_args(args, must_exist=True) as store:
+        accounts = store.list_accounts(limit=args.limit)
+    if args.json:
+        c.print_json([a.to_dict() for a in accounts])
+    else:
+        c.print_table(f"{len(accounts)} customer(s)", ["customer", "name", "balance", "alarm 1", "overdraft",
+                                                       "protected", "restore by"],
+                      [(a.customer, a.name, c.fmt_fen(a.balance_fen), c.fmt_fen(a.alarm1_fen),
+                        c.fmt_fen(a.overdraft_fen), "yes" if a.protected else "", a.restore_policy.replace("_", "-"))
+                       for a in accounts])
+    return c.EXIT_OK
+
+
+@c.cli_command
+def customer_show(args: argparse.Namespace) -> int:
+    """Show one account, its meters and latest money movements."""
+    with c.open_store_from_args(args, must_exist=True) as store:
+        a = store.get_account(check_customer(args.customer))
+        meters = store.meters_of_customer(a.customer)
+        ledger = store.ledger(a.customer, limit=10)
+    if args.json:
+        c.print_json({"account": a.to_dict(), "meters": [m.to_dict() for m in meters],
+                      "ledger": [e.to_dict() for e in ledger]})
+        return c.EXIT_OK
+    c.print_table(f"customer {a.customer}", ["field", "value"], _account_view(a))
+    if meters:
+        c.print_table("meters", _METER_COLS, _meter_rows(meters))
+    if ledger:
+        c.print_table("latest money movements", ["when", "kind", "amount", "balance after", "by"],
+                      [(c.fmt_time(e.at), e.kind, c.fmt_fen(e.amount_fen), c.fmt_fen(e.balance_after), e.actor)
+                       for e in ledger])
+    return c.EXIT_OK
