@@ -1,0 +1,188 @@
+"""The tariff core: numba kernel, one account per ``prange`` row, exactly equal to reference.py.
+
+Theory of operation.  The batch is cut at the settlement reset positions into segments that
+share one ladder period.  For each account and segment one pass sums the energy ``sw`` and the
+TOU cost ``sp = Σ w·price[slot[t]]`` (a loop LLVM vectorises).  If the first and the last Wh of
+the segment fall in the same ladder tier -- almost always -- the ladder part is simply
+``sw · increment[tier]``.  Only a segment that crosses a threshold is walked again interval by
+interval, splitting at the exact Wh (same rule as reference.py).  Sub-fen are summed and cut into
+fen once per account: ``floor((rem0 + Σ u) / SUBFEN)`` is what the per-interval carry gives, so
+batching never changes a bill (README).  With ``per_interval=True`` a second kernel does the
+carry interval by interval and records the fen debited at each one.
+
+Speed: the TOU price per interval is an int32 table and the product is written
+``int64(w) * int64(price)`` so LLVM uses a 32x32->64 SIMD multiply; with int32 energy the hot
+loop then runs near memory speed (tools/bench/bench_tariff.py).
+
+int64 exactness: each row also ORs its energies together; the wrapper raises on a negative
+value and refuses a batch whose bound ``max_wh · max_price · intervals`` could pass 2**62.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import get_num_threads, njit, prange, set_num_threads  # noqa: F401  (re-exported for the bench)
+
+from headend.tariff.reference import SUBFEN, Bill, check_inputs
+
+__all__ = ["rate", "segments_of", "prepare"]
+
+_LIMIT = 1 << 62
+
+
+@njit(cache=True, inline="always")
+def _tier(e, thr):
+    k = 0
+    while k < thr.size and e > thr[k]:
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def _ladder_subfen(e, w, thr, inc):
+    cost = 0
+    left = w
+    k = _tier(e + 1, thr)
+    while left > 0:
+        n = left
+        if k < thr.size and thr[k] - e < n:
+            n = thr[k] - e
+        cost += n * inc[k]
+        e += n
+        left -= n
+        k += 1
+    return cost
+
+
+@njit(parallel=True, cache=True)
+def _rate_rows(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, fen, ladder1, rem1, orw):
+    nseg = seg.size - 1
+    for a in prange(energy.shape[0]):          # row a writes only slot a of each output: no race
+        e = ladder0[a]
+        acc = rem0[a]
+        bits = 0
+        for s in range(nseg):
+            # unsigned bounds: numba then drops its negative-index wraparound, which blocks SIMD
+            lo = np.uint64(seg[s])
+            hi = np.uint64(seg[s + 1])
+            if seg_reset[s]:
+                e = 0
+            sw = 0
+            sp = 0
+            sb = 0
+            for t in range(lo, hi):
+                w = energy[a, t]
+                sw += w
+                sp += np.int64(w) * np.int64(pt[t])   # sext*sext: LLVM emits a 32x32->64 SIMD multiply
+                sb |= w
+            bits |= sb
+            if sb == 0:
+                continue
+            k = _tier(e + 1, thr)
+            if sb > 0 and k == _tier(e + sw, thr):
+                acc += sp + sw * inc[k]
+                e += sw
+            else:                              # crosses a threshold (or bad data): exact walk
+                for t in range(lo, hi):
+                    w = np.int64(energy[a, t])
+                    if w > 0:
+                        acc += w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
+                        e += w
+        fen[a] = acc // SUBFEN
+        rem1[a] = acc - fen[a] * SUBFEN
+        ladder1[a] = e
+        orw[a] = bits
+
+
+@njit(parallel=True, cache=True)
+def _rate_rows_per_interval(energy, pt, reset, thr, inc, ladder0, rem0, fen, ladder1, rem1, orw, per):
+    for a in prange(energy.shape[0]):
+        e = ladder0[a]
+        r = rem0[a]
+        total_fen = 0
+        bits = 0
+        for t in range(energy.shape[1]):
+            if reset[t]:
+                e = 0
+            w = np.int64(energy[a, t])
+            bits |= w
+            f = 0
+            if w > 0:
+                total = r + w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
+                f = total // SUBFEN
+                r = total - f * SUBFEN
+                e += w
+            per[a, t] = f
+            total_fen += f
+        fen[a] = total_fen
+        rem1[a] = r
+        ladder1[a] = e
+        orw[a] = bits
+
+
+def segments_of(resets: np.ndarray, n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
+    """Segment starts (with ``n_intervals`` appended) and whether each segment resets the ladder."""
+    starts = np.unique(np.concatenate(([0], resets, [n_intervals]))).astype(np.int64)
+    if starts[-1] != n_intervals:               # n_intervals == 0
+        starts = np.array([0, 0], dtype=np.int64)
+    reset_flags = np.isin(starts[:-1], resets).astype(np.uint8)
+    return starts, reset_flags
+
+
+def prepare(energy_wh: np.ndarray) -> np.ndarray:
+    """The energy array as the kernel wants it: int32 or int64, C order (copied only if needed)."""
+    e = np.asarray(energy_wh)
+    if e.dtype not in (np.int32, np.int64):
+        e = e.astype(np.int64)
+    return np.ascontiguousarray(e)
+
+
+def rate(energy_wh: np.ndarray, slot_of_interval: np.ndarray, prices: np.ndarray,
+         thresholds_wh: np.ndarray, increments: np.ndarray, resets: np.ndarray,
+         ladder_wh: np.ndarray, rem: np.ndarray, per_interval: bool = False) -> Bill:
+    """Rate a batch with the numba kernel; same arguments and result as ``rate_reference``.
+
+    ``energy_wh`` (accounts, intervals) of Wh, int32 (recommended: half the memory traffic) or
+    int64; ``slot_of_interval`` (intervals,) TOU slot; ``prices`` per slot (0.0001 yuan/kWh);
+    ladder ``thresholds_wh`` ascending and ``increments`` (one more); ``resets`` ascending interval
+    indices where the ladder period restarts; ``ladder_wh``/``rem`` per account state.
+    """
+    e = prepare(energy_wh)
+    slot, prices, thr, inc, resets, ladder_wh, rem = (
+        np.ascontiguousarray(a, dtype=np.int64) for a in
+        (slot_of_interval, prices, thresholds_wh, increments, resets, ladder_wh, rem))
+    check_inputs(e, slot, prices, thr, inc, resets, ladder_wh, rem)
+    n_acc, n_int = e.shape
+    # int32 TOU price per interval (prices < MAX_PRICE): keeps the hot multiply 32x32->64
+    pt = (prices[slot] if n_int else np.zeros(0, dtype=np.int64)).astype(np.int32)
+    if n_int and int(prices.max()) >= 1 << 31:
+        raise ValueError(f"price {int(prices.max())} does not fit the kernel's int32 price table")
+    fen = np.empty(n_acc, dtype=np.int64)
+    ladder1 = np.empty(n_acc, dtype=np.int64)
+    rem1 = np.empty(n_acc, dtype=np.int64)
+    orw = np.empty(n_acc, dtype=np.int64)
+    per = None
+    if per_interval:
+        per = np.empty((n_acc, n_int), dtype=np.int64)
+        reset = np.zeros(n_int, dtype=np.uint8)
+        reset[resets] = 1
+        _rate_rows_per_interval(e, pt, reset, thr, inc, ladder_wh, rem, fen, ladder1, rem1, orw, per)
+    else:
+        seg, seg_reset = segments_of(resets, n_int)
+        _rate_rows(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, fen, ladder1, rem1, orw)
+    check_outcome(e, orw, int(prices.max()) + int(inc.max()) if n_int else 0)
+    return Bill(fen, ladder1, rem1, per)
+
+
+def check_outcome(e: np.ndarray, orw: np.ndarray, max_price: int) -> None:
+    """Raise if a row held negative energy or the batch could have left exact int64 range."""
+    if not orw.size:
+        return
+    if orw.min() < 0:
+        a = int(np.flatnonzero(orw < 0)[0])
+        t = int(np.flatnonzero(e[a] < 0)[0])
+        raise ValueError(f"account {a} interval {t}: negative energy {int(e[a, t])} Wh; validate readings "
+                         f"with headend.tariff.readings.assemble first ({int((orw < 0).sum())} accounts affected)")
+    if int(orw.max()) * max(max_price, 1) * max(e.shape[1], 1) + SUBFEN >= _LIMIT:
+        raise ValueError(f"batch too large for exact int64 sums (up to {int(orw.max())} Wh per interval over "
+                         f"{e.shape[1]} intervals); split it into shorter batches")

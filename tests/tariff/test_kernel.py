@@ -1,0 +1,148 @@
+"""The numba kernel and the NumPy version against the reference, which defines a correct bill."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from headend.tariff.kernel import rate
+from headend.tariff.reference import SUBFEN, ladder_subfen, rate_reference
+from headend.tariff.vectorized import rate_numpy
+
+BEIJING = dict(prices=[4883] * 4, thr=[2_880_000, 4_800_000], inc=[0, 500, 3000])
+
+
+def call(engine, e, slot, prices, thr, inc, resets, ladder, rem, **kw):
+    return engine(np.asarray(e), np.asarray(slot), np.asarray(prices), np.asarray(thr, dtype=np.int64),
+                  np.asarray(inc), np.asarray(resets, dtype=np.int64), np.asarray(ladder), np.asarray(rem), **kw)
+
+
+def assert_same(ref, got, with_per=False):
+    assert np.array_equal(ref.fen, got.fen)
+    assert np.array_equal(ref.ladder_wh, got.ladder_wh)
+    assert np.array_equal(ref.rem, got.rem)
+    if with_per:
+        assert np.array_equal(ref.per_interval, got.per_interval)
+
+
+@st.composite
+def batches(draw):
+    n_acc = draw(st.integers(0, 6))
+    n_int = draw(st.sampled_from([0, 1, 2, 3, 7, 24, 96]))
+    n_thr = draw(st.integers(0, 6))
+    # small thresholds so that random energy really crosses them, often mid-interval
+    gaps = draw(st.lists(st.integers(1, 3000), min_size=n_thr, max_size=n_thr))
+    thr = np.cumsum(gaps).astype(np.int64)
+    inc = draw(st.lists(st.integers(0, 30000), min_size=n_thr + 1, max_size=n_thr + 1))
+    prices = draw(st.lists(st.integers(0, 99999), min_size=4, max_size=4))
+    slot = draw(hnp.arrays(np.int64, n_int, elements=st.integers(0, 3)))
+    dtype = draw(st.sampled_from([np.int32, np.int64]))
+    e = draw(hnp.arrays(dtype, (n_acc, n_int), elements=st.integers(0, 2000)))
+    resets = sorted(draw(st.sets(st.integers(0, max(n_int - 1, 0)), max_size=3))) if n_int else []
+    top = int(thr[-1]) + 2000 if n_thr else 5000
+    ladder = draw(hnp.arrays(np.int64, n_acc, elements=st.integers(0, top)))
+    rem = draw(hnp.arrays(np.int64, n_acc, elements=st.integers(0, SUBFEN - 1)))
+    return e, slot, prices, thr, inc, resets, ladder, rem
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_kernel_and_numpy_equal_the_reference(batch):
+    ref = call(rate_reference, *batch)
+    assert_same(ref, call(rate, *batch))
+    assert_same(ref, call(rate, *batch, per_interval=True), with_per=True)
+    assert_same(ref, call(rate_numpy, *batch))
+    assert np.array_equal(ref.per_interval.sum(axis=1), ref.fen)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches(), st.data())
+def test_splitting_a_batch_never_changes_the_bill(batch, data):
+    """README: fen debited = floor((rem0 + sum w*p) / SUBFEN) however the readings are batched."""
+    e, slot, prices, thr, inc, resets, ladder, rem = batch
+    n_int = e.shape[1]
+    cut = data.draw(st.integers(0, n_int))
+    whole = call(rate, *batch)
+    first = call(rate, e[:, :cut], slot[:cut], prices, thr, inc, [r for r in resets if r < cut], ladder, rem)
+    second = call(rate, e[:, cut:], slot[cut:], prices, thr, inc, [r - cut for r in resets if r >= cut],
+                  first.ladder_wh, first.rem)
+    assert np.array_equal(first.fen + second.fen, whole.fen)
+    assert np.array_equal(second.rem, whole.rem) and np.array_equal(second.ladder_wh, whole.ladder_wh)
+
+
+def test_tier_crossing_mid_interval_is_split_at_the_exact_wh():
+    # 10 Wh left in tier 0, 30 Wh arrive: 10 at 0.4883 and 20 at 0.5383 yuan/kWh
+    b = call(rate, [[30]], [2], **BEIJING, resets=[], ladder=[2_879_990], rem=[0])
+    assert b.fen.tolist() == [1] and b.rem.tolist() == [10 * 4883 + 20 * 5383 - SUBFEN]
+    assert b.ladder_wh.tolist() == [2_880_020]
+    # the 2,880,000th Wh is still tier 0, the 2,880,001st is tier 1
+    assert ladder_subfen(2_879_999, 1, [2_880_000], [0, 500]) == 0
+    assert ladder_subfen(2_880_000, 1, [2_880_000], [0, 500]) == 500
+    # one interval spanning all three tiers
+    assert ladder_subfen(2_879_000, 2_000_000, [2_880_000, 4_800_000], [0, 500, 3000]) == \
+        1000 * 0 + 1_920_000 * 500 + 79_000 * 3000
+
+
+def test_settlement_inside_the_batch_resets_the_ladder():
+    e = np.full((1, 4), 1000, dtype=np.int32)
+    kw = dict(prices=[0] * 4, thr=[1500], inc=[0, 100])
+    no_reset = call(rate, e, [0] * 4, **kw, resets=[], ladder=[0], rem=[0])
+    reset = call(rate, e, [0] * 4, **kw, resets=[2], ladder=[0], rem=[0])
+    # without reset 2500 Wh above 1500; with a reset before interval 2: 500 + 500 above
+    assert (no_reset.fen * SUBFEN + no_reset.rem).tolist() == [2500 * 100]
+    assert (reset.fen * SUBFEN + reset.rem).tolist() == [1000 * 100]
+    assert reset.ladder_wh.tolist() == [2000]
+
+
+def test_a_month_of_quarter_hours_for_many_accounts():
+    rng = np.random.default_rng(7)
+    n_int = 31 * 96
+    e = rng.integers(0, 900, (40, n_int), dtype=np.int32)
+    slot = rng.integers(0, 4, n_int)
+    args = (e, slot, [8883, 6883, 4883, 2883], [2_880_000, 4_800_000], [0, 500, 3000], [n_int // 2],
+            rng.integers(2_700_000, 4_900_000, 40), rng.integers(0, SUBFEN, 40))
+    ref = call(rate_reference, *args)
+    assert_same(ref, call(rate, *args, per_interval=True), with_per=True)
+    assert_same(ref, call(rate, *args))
+    assert_same(ref, call(rate_numpy, *args))
+
+
+def test_empty_batches():
+    for shape in ((0, 0), (0, 96), (3, 0)):
+        e = np.zeros(shape, dtype=np.int32)
+        b = call(rate, e, np.zeros(shape[1], np.int64), **BEIJING, resets=[], ladder=[5] * shape[0],
+                 rem=[7] * shape[0])
+        assert b.fen.tolist() == [0] * shape[0] and b.rem.tolist() == [7] * shape[0]
+        assert b.ladder_wh.tolist() == [5] * shape[0]
+
+
+def test_negative_energy_is_refused_with_account_and_interval():
+    e = np.zeros((3, 5), dtype=np.int32)
+    e[2, 3] = -4
+    for engine in (rate, rate_numpy, rate_reference):
+        with pytest.raises(ValueError, match="account 2 interval 3"):
+            call(engine, e, [0] * 5, **BEIJING, resets=[], ladder=[0] * 3, rem=[0] * 3)
+
+
+def test_a_batch_that_could_overflow_int64_is_refused():
+    e = np.full((1, 4000), 2_000_000_000, dtype=np.int64)
+    with pytest.raises(ValueError, match="split it"):
+        call(rate, e, [0] * 4000, [999_999] * 4, [], [0], [], [0], [0])
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(slot=[4, 0]), "outside the price table"),
+    (dict(slot=[0]), "one slot per interval"),
+    (dict(thr=[5, 3], inc=[0, 1, 2]), "strictly ascending"),
+    (dict(inc=[0]), "one increment per tier"),
+    (dict(resets=[2]), "reset positions"),
+    (dict(rem=[SUBFEN]), "rem in"),
+])
+def test_bad_core_arguments_are_named(bad, words):
+    args = dict(e=np.ones((1, 2), np.int32), slot=[0, 1], prices=[1, 2, 3, 4], thr=[10], inc=[0, 1],
+                resets=[], ladder=[0], rem=[0])
+    args.update(bad)
+    for engine in (rate, rate_reference, rate_numpy):
+        with pytest.raises(ValueError, match=words):
+            call(engine, *args.values())
