@@ -1,0 +1,394 @@
+"""Talking to one meter: reads, authenticated commands, and what a reply means.
+
+:class:`MeterClient` turns a head-end intention ("read remaining money", "recharge 50 yuan
+with purchase count 7", "trip") into DL/T 645 requests over the front-end, opening and reusing
+the meter's security session, and turns replies into values or into :class:`MeterRefused`
+(the meter answered no, with its decoded ERR/SERR flags).  Comms failures surface as the
+transport's :class:`~headend.transports.LinkError` subclasses.  It holds no outbox state: the
+outbox worker decides what to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Callable
+
+from headend.link.security import (
+    SecurityError,
+    SecuritySession,
+    WalletStatus,
+    di_wire,
+)
+from headend.link.session import Request
+from headend.transports import FrontEnd
+from protocol import ProtocolError
+from protocol import di as dis
+from protocol.frame import Frame
+
+__all__ = [
+    "ERR_FLAGS",
+    "SERR_FLAGS",
+    "MeterClient",
+    "MeterRefused",
+    "MeterTarget",
+    "RELAY_ACTIONS",
+    "ReadValue",
+    "decode_err",
+    "decode_serr",
+    "parse_di",
+]
+
+BROADCAST = "999999999999"
+STATUS3 = 0x04000503
+DATETIME_WEEK = 0x0400010C
+DATE_WEEK = 0x04000101
+TIME = 0x04000102
+
+# ERR byte and SERR word flags (shared/spec/dlt645.md sections 4 and 7)
+ERR_FLAGS = {0: "other", 1: "no-data", 2: "unauthorised", 3: "baud", 4: "year-zones", 5: "day-slots", 6: "tariffs"}
+SERR_FLAGS = {
+    0: "other",
+    1: "repeat-recharge",
+    2: "mac-failed",
+    3: "auth-failed",
+    4: "customer-mismatch",
+    5: "count-error",
+    6: "over-hoarding",
+    7: "address",
+    8: "suspended",
+}
+_SERR_TEXT = {
+    "repeat-recharge": "repeat recharge (this purchase count was already applied)",
+    "mac-failed": "MAC check failed (wrong key or KRN in the key store?)",
+    "auth-failed": "identity authentication failed or expired, or security locked until midnight after repeated MAC failures",
+    "customer-mismatch": "customer number does not match the meter's account",
+    "count-error": "purchase count is not the meter's count + 1",
+    "over-hoarding": "the balance would exceed the meter's hoarding limit",
+    "suspended": "meter security suspended",
+    "address": "address error",
+    "other": "refused (other error)",
+}
+_ERR_TEXT = {
+    "unauthorised": "refused: unauthorised, or not allowed now (power hold refuses trips; stale command deadline)",
+    "no-data": "no such data item on this meter",
+    "other": "refused: invalid data or not allowed now",
+}
+
+# N1 codes of the 1CH control command
+RELAY_ACTIONS = {
+    "trip": 0x1A,
+    "close_permitted": 0x1B,
+    "close_direct": 0x1C,
+    "alarm_on": 0x2A,
+    "alarm_off": 0x2B,
+    "hold_on": 0x3A,
+    "hold_off": 0x3B,
+}
+
+
+def decode_err(byte: int) -> list[str]:
+    """Flags of a 645 ERR byte."""
+    return [ERR_FLAGS.get(b, f"bit{b}") for b in range(8) if byte >> b & 1]
+
+
+def decode_serr(word: int) -> list[str]:
+    """Flags of a 03H SERR word."""
+    return [SERR_FLAGS.get(b, f"bit{b}") for b in range(16) if word >> b & 1]
+
+
+class MeterRefused(Exception):
+    """The meter answered with an error reply; ``flags`` are the decoded ERR/SERR bits."""
+
+    def __init__(self, address: str, what: str, flags: list[str], code: int, security: bool) -> None:
+        texts = _SERR_TEXT if security else _ERR_TEXT
+        detail = "; ".join(texts.get(f, f) for f in flags) or "refused"
+        super().__init__(f"meter {address} refused {what}: {detail}")
+        self.address = address
+        self.flags = flags
+        self.code = code
+        self.security = security
+
+    @property
+    def auth_problem(self) -> bool:
+        """The refusal may be about the session (re-authenticating could help once)."""
+        if self.security:
+            return bool({"auth-failed", "mac-failed"} & set(self.flags))
+        return "unauthorised" in self.flags
+
+
+@dataclass(frozen=True)
+class MeterTarget:
+    """What the client needs to know about a meter (from the registry)."""
+
+    address: str
+    link: str
+    krn: int = 0
+    meter_number: str = ""
+    customer: str = ""
+
+
+@dataclass(frozen=True)
+class ReadValue:
+    """One decoded value from a read."""
+
+    di: int
+    value: Any
+    unit: str
+    name: str
+
+
+def parse_di(text: str) -> int:
+    """A DI given as 8 hex digits ("00010000", "0001 0000") or a registry name ("remaining_money")."""
+    t = text.strip()
+    compact = t.replace(" ", "").replace("_", "") if all(c in "0123456789abcdefABCDEF _" for c in t) else ""
+    if len(compact) == 8:
+        return int(compact, 16)
+    try:
+        return dis.by_name(t).di
+    except KeyError as exc:
+        raise ValueError(f"{text!r} is neither an 8-hex-digit DI nor a data item name: {exc.args[0]}") from None
+
+
+def _is_block(di: int) -> bool:
+    return (di & 0xFF) == 0xFF or (di >> 8 & 0xFF) == 0xFF
+
+
+def _bcd(n: int) -> int:
+    return (n // 10) << 4 | (n % 10)
+
+
+def deadline_bytes(when: datetime) -> bytes:
+    """N3..N8 of a control command: ss mm hh DD MM YY (BCD)."""
+    return bytes(_bcd(x) for x in (when.second, when.minute, when.hour, when.day, when.month, when.year % 100))
+
+
+class MeterClient:
+    """Reads and commands for many meters over one front-end, with cached security sessions."""
+
+    def __init__(
+        self,
+        frontend: FrontEnd,
+        key_for: Callable[[MeterTarget], bytes],
+        *,
+        operator: int = 0,
+        control_validity: timedelta = timedelta(minutes=10),
+        meter_clock: Callable[[], datetime] = datetime.now,
+        session_validity_s: float = 300.0,
+        rand: Callable[[int], bytes] | None = None,
+    ) -> None:
+        self.frontend = frontend
+        self.key_for = key_for
+        self.operator = operator
+        self.control_validity = control_validity
+        self.meter_clock = meter_clock
+        self.session_validity_s = session_validity_s
+        self._rand = rand
+        self._sessions: dict[str, SecuritySession] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- plumbing -----------------------------------------------------------------------
+    async def _ask(self, m: MeterTarget, control: int, data: bytes = b"", **kw: Any) -> Frame:
+        reply = await self.frontend.request(m.link, Request(m.address, control, data, **kw))
+        assert reply is not None
+        return reply.frame
+
+    def _lock(self, address: str) -> asyncio.Lock:
+        lock = self._locks.get(address)
+        if lock is None:
+            lock = self._locks[address] = asyncio.Lock()
+        return lock
+
+    def _session(self, m: MeterTarget) -> SecuritySession:
+        s = self._sessions.get(m.address)
+        if s is None:
+            kw: dict[str, Any] = {}
+            if self._rand is not None:
+                kw["rand"] = self._rand
+            s = SecuritySession(
+                m.address,
+                self.key_for(m),
+                meter_number=m.meter_number or None,
+                operator=self.operator,
+                validity_s=self.session_validity_s,
+                **kw,
+            )
+            self._sessions[m.address] = s
+        return s
+
+    def forget(self, address: str) -> None:
+        """Drop a meter's session (after a key change, or when its outcome is unknown)."""
+        self._sessions.pop(address, None)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _authenticate(self, m: MeterTarget, s: SecuritySession) -> None:
+        f = await self._ask(m, 0x03, s.auth_request())
+        if f.is_abnormal:
+            s.invalidate()
+            word = int.from_bytes(f.data[:2], "little")
+            raise MeterRefused(m.address, "identity authentication (check the key store and the meter's KRN)", decode_serr(word), word, True)
+        try:
+            s.accept_auth_reply(f.data, self._now())
+        except SecurityError as exc:
+            raise MeterRefused(m.address, f"identity authentication: {exc}", ["other"], 0, True) from None
+
+    async def _protected(self, m: MeterTarget, what: str, build: Callable[[SecuritySession], tuple[int, bytes, int]]) -> Frame:
+        """Send a protected command inside a session; one re-authentication on a session refusal."""
+        async with self._lock(m.address):
+            s = self._session(m)
+            for attempt in (1, 2):
+                if not s.valid(self._now()):
+                    await self._authenticate(m, s)
+                control, data, seq = build(s)
+                try:
+                    f = await self._ask(m, control, data)
+                except BaseException:
+                    # outcome unknown: a later command must not reuse this seq with other bytes
+                    s.invalidate()
+                    raise
+                if not f.is_abnormal:
+                    s.confirm(seq)
+                    return f
+                security = control == 0x03
+                code = int.from_bytes(f.data[:2], "little") if security else (f.data[0] if f.data else 0)
+                err = MeterRefused(m.address, what, decode_serr(code) if security else decode_err(code), code, security)
+                if err.auth_problem:
+                    # the session or sequence was refused (it expired, the meter restarted, or
+                    # a rule refusal shares the bit): one fresh session settles which it was
+                    s.invalidate()
+                    if attempt == 1:
+                        continue
+                else:
+                    s.confirm(seq)
+                raise err
+        raise AssertionError("unreachable")
+
+    # -- reads --------------------------------------------------------------------------
+    async def read_raw(self, m: MeterTarget, di: int) -> bytes:
+        """Value bytes of ``di`` (block reads follow B1/B2 replies with 12H follow-ups)."""
+        f = await self._ask(m, 0x11, di_wire(di))
+        if f.is_abnormal:
+            code = f.data[0] if f.data else 0
+            raise MeterRefused(m.address, f"read of {dis.di_text(di)}", decode_err(code), code, False)
+        value = bytearray(f.data[4:])
+        seq = 0
+        # D5 on a short single item can mean "events pending" (2013 meters): follow only blocks
+        while f.has_more and _is_block(di) and seq < 255:
+            seq += 1
+            f = await self._ask(m, 0x12, di_wire(di) + bytes([seq]))
+            if f.is_abnormal:
+                code = f.data[0] if f.data else 0
+                raise MeterRefused(m.address, f"follow-up {seq} of {dis.di_text(di)}", decode_err(code), code, False)
+            part = f.data[4:]
+            if part and part[-1] == seq and len(part) > 0:
+                part = part[:-1]  # the follow-up reply echoes SEQ after the data
+            value += part
+        return bytes(value)
+
+    async def read(self, m: MeterTarget, di: int) -> ReadValue:
+        """Read and decode one DI (unknown DIs come back as raw bytes)."""
+        raw = await self.read_raw(m, di)
+        item = dis.lookup(di)
+        try:
+            value = dis.decode_value(di, raw)
+        except ProtocolError as exc:
+            raise MeterRefused(m.address, f"read of {dis.di_text(di)}: the value does not decode ({exc})", ["other"], 0, False) from None
+        return ReadValue(di, value, item.unit if item else "", item.name if item else dis.di_text(di))
+
+    async def status3(self, m: MeterTarget) -> int:
+        """Status word 3 (relay actual/commanded, pre-trip alarm, power hold ...)."""
+        raw = await self.read_raw(m, STATUS3)
+        return int.from_bytes(raw[:2], "little")
+
+    async def read_address(self, link: str) -> str:
+        """13H read address of the one meter on ``link`` (point to point only)."""
+        reply = await self.frontend.request(link, Request("AAAAAAAAAAAA", 0x13))
+        assert reply is not None
+        return reply.frame.address
+
+    # -- security ------------------------------------------------------------------------
+    async def wallet(self, m: MeterTarget) -> WalletStatus:
+        """The meter's balance and purchase count, with the meter's MACs checked."""
+        async with self._lock(m.address):
+            s = self._session(m)
+            for attempt in (1, 2):
+                if not s.valid(self._now()):
+                    await self._authenticate(m, s)
+                f = await self._ask(m, 0x03, s.status_request())
+                if f.is_abnormal:
+                    word = int.from_bytes(f.data[:2], "little")
+                    s.invalidate()
+                    if attempt == 1 and "auth-failed" in decode_serr(word):
+                        continue
+                    raise MeterRefused(m.address, "status query", decode_serr(word), word, True)
+                try:
+                    return s.parse_status_reply(f.data)
+                except SecurityError as exc:
+                    s.invalidate()
+                    raise MeterRefused(m.address, f"status query: {exc}", ["mac-failed"], 4, True) from None
+        raise AssertionError("unreachable")
+
+    async def recharge(self, m: MeterTarget, amount_fen: int, count: int, customer: str, *, open_account: bool = False) -> str:
+        """Send one recharge; returns "credited" or "repeat" (already applied: success)."""
+
+        def build(s: SecuritySession) -> tuple[int, bytes, int]:
+            data, seq = s.recharge_request(amount_fen, count, customer, open_account=open_account)
+            return 0x03, data, seq
+
+        what = "account opening" if open_account else f"recharge of {amount_fen} fen (purchase count {count})"
+        try:
+            await self._protected(m, what, build)
+        except MeterRefused as exc:
+            if exc.flags == ["repeat-recharge"]:
+                return "repeat"
+            raise
+        return "credited"
+
+    async def write(self, m: MeterTarget, di: int, value: Any) -> None:
+        """Authenticated 14H write (level 99) of a registry value."""
+        raw = value if isinstance(value, (bytes, bytearray)) else dis.encode_value(di, value)
+
+        def build(s: SecuritySession) -> tuple[int, bytes, int]:
+            data, seq = s.write_request(di, bytes(raw))
+            return 0x14, data, seq
+
+        await self._protected(m, f"write of {dis.di_text(di)}", build)
+
+    async def control(self, m: MeterTarget, action: str, n2: int = 0) -> None:
+        """Authenticated 1CH relay/alarm/power-hold command, valid for ``control_validity``."""
+        n1 = RELAY_ACTIONS[action]
+        deadline = deadline_bytes(self.meter_clock() + self.control_validity)
+
+        def build(s: SecuritySession) -> tuple[int, bytes, int]:
+            data, seq = s.control_request(bytes([n1, n2]) + deadline)
+            return 0x1C, data, seq
+
+        await self._protected(m, action.replace("_", " "), build)
+
+    async def broadcast_time(self, link: str, when: datetime) -> None:
+        """08H broadcast time on ``link`` (no reply; meters accept only small corrections)."""
+        data = bytes(_bcd(x) for x in (when.second, when.minute, when.hour, when.day, when.month, when.year % 100))
+        await self.frontend.request(link, Request(BROADCAST, 0x08, data, reply=False))
+
+    async def meter_time(self, m: MeterTarget) -> datetime:
+        """The meter's clock (date-weekday-time item, or date and time read separately)."""
+        try:
+            v = (await self.read(m, DATETIME_WEEK)).value
+            return v.datetime if hasattr(v, "datetime") else v
+        except MeterRefused as exc:
+            if "no-data" not in exc.flags:
+                raise
+        d = (await self.read(m, DATE_WEEK)).value
+        t = (await self.read(m, TIME)).value
+        day = d.date if hasattr(d, "date") else d
+        return datetime.combine(day, t)
+
+
+def money_value(fen: int) -> Decimal:
+    """Fen as the yuan Decimal the registry encodes (XXXXXX.XX)."""
+    return Decimal(fen).scaleb(-2)

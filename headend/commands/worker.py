@@ -1,0 +1,410 @@
+"""The outbox worker: takes queued commands, carries them out, records a certain outcome.
+
+Every command reaches the meter only after it is in the outbox (``queued``), and leaves it
+only as ``confirmed`` (the meter's reply, and for relay commands status word 3 read back,
+say it happened) or ``failed`` (the meter refused, or a non-money command ran out of
+attempts).  A comms failure puts the command back in the queue with a back-off.
+
+Recharges are exactly-once: the purchase count is chosen from the meter's MAC-checked wallet
+and written into the command's reply *before* the recharge frame is first sent; every retry,
+even after a head-end restart, sends that same count, and the meter's "repeat recharge"
+answer counts as success.  A recharge is never failed for lack of an answer: it stays queued
+until the meter confirms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Awaitable, Callable
+
+from headend.commands.meter_client import (
+    RELAY_ACTIONS,
+    MeterClient,
+    MeterRefused,
+    MeterTarget,
+    ReadValue,
+    money_value,
+    parse_di,
+)
+from headend.store import Command, Meter, NotFound, Store, TransitionError
+from headend.transports import LinkError
+from protocol import di as dis
+
+__all__ = [
+    "KINDS",
+    "LIMIT_NAMES",
+    "OutboxWorker",
+    "reading_row",
+    "target_of",
+]
+
+log = logging.getLogger("headend.commands")
+
+STATUS3 = 0x04000503
+LIMIT_NAMES = {
+    "alarm1": 0x04001001,
+    "alarm2": 0x04001002,
+    "overdraft": 0x04001003,
+    "hoarding": 0x04001004,
+    "close_ok": 0x04001005,
+}
+KINDS = ("read", "recharge", "sync_time", "set_limits", "set_tariff", *RELAY_ACTIONS)
+_SCALE = {"kWh": 1000, "yuan": 100, "yuan/kWh": 10000, "kW": 1000, "V": 10, "A": 1000, "Hz": 100}
+
+
+def target_of(m: Meter) -> MeterTarget:
+    """The registry record as the meter client needs it."""
+    return MeterTarget(m.address, m.link, m.krn, m.meter_number or m.address, m.customer)
+
+
+def reading_row(address: str, rv: ReadValue, at: int) -> tuple[str, str, int | None, int, str | None]:
+    """A store reading (meter, DI, integer value in base unit, at, text) for a decoded value.
+
+    kWh are stored as Wh, yuan as fen, prices in 0.0001 yuan/kWh; words and counts as ints;
+    anything else (times, tables, blocks, unknown bytes) as text.
+    """
+    di_hex = f"{rv.di:08X}"
+    v = rv.value
+    if isinstance(v, bool):
+        return (address, di_hex, int(v), at, None)
+    if isinstance(v, int):
+        return (address, di_hex, v, at, None)
+    if isinstance(v, Decimal):
+        scale = _SCALE.get(rv.unit)
+        if scale is not None and (v * scale) == (v * scale).to_integral_value():
+            return (address, di_hex, int(v * scale), at, None)
+        return (address, di_hex, None, at, str(v))
+    if isinstance(v, (bytes, bytearray)):
+        return (address, di_hex, None, at, bytes(v).hex())
+    return (address, di_hex, None, at, str(v))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (bool, int, str)) or v is None:
+        return v
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).hex()
+    if isinstance(v, (list, tuple)) and not hasattr(v, "_fields"):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return str(v)
+
+
+class OutboxWorker:
+    """Works the command outbox against the meters through a :class:`MeterClient`."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: MeterClient,
+        *,
+        concurrency: int = 256,
+        poll_s: float = 0.05,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 2.0,
+        retry_backoff_max_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.concurrency = concurrency
+        self.poll_s = poll_s
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_backoff_max_s = retry_backoff_max_s
+        self.clock = clock
+        self._running: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, Callable[[Command, Meter], Awaitable[dict[str, Any]]]] = {
+            "read": self._read,
+            "recharge": self._recharge,
+            "sync_time": self._sync_time,
+            "set_limits": self._set_limits,
+            "set_tariff": self._set_tariff,
+        }
+        for action in RELAY_ACTIONS:
+            self._handlers[action] = self._relay
+        self.done = 0
+
+    # -- loop ---------------------------------------------------------------------------
+    def recover(self) -> int:
+        """At start-up: commands left "sent" by a worker that died go back to the queue."""
+        return self.store.requeue_stale(0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work the outbox until ``stop`` is set, then wait for commands in flight."""
+        while not stop.is_set():
+            started = self.run_once()
+            if not started:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.poll_s)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    def run_once(self) -> int:
+        """Claim due commands up to the free concurrency and start them; returns how many."""
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        cmds = self.store.claim_next(limit=free, now=int(self.clock()))
+        for cmd in cmds:
+            task = asyncio.get_running_loop().create_task(self.execute(cmd))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(cmds)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Work until nothing due is queued and nothing is in flight (tests, one-shot runs)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            n = self.run_once()
+            if not n and not self._running:
+                return
+            if self._running:
+                await asyncio.wait(set(self._running), timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+
+    # -- one command --------------------------------------------------------------------
+    async def execute(self, cmd: Command) -> None:
+        """Carry out one claimed ("sent") command and record its outcome."""
+        try:
+            meter = self.store.get_meter(cmd.meter)
+        except NotFound as exc:
+            self._final(cmd, fail=str(exc))
+            return
+        handler = self._handlers.get(cmd.kind)
+        if handler is None:
+            self._final(cmd, fail=f"unknown command kind {cmd.kind!r}; known: {', '.join(KINDS)}")
+            return
+        try:
+            reply = await handler(cmd, meter)
+        except MeterRefused as exc:
+            self._final(cmd, fail=str(exc), reply={"refused": exc.flags, "code": exc.code, **self._partial(cmd)})
+        except LinkError as exc:
+            self._comms_failure(cmd, str(exc))
+        except (ValueError, KeyError) as exc:
+            if cmd.kind == "recharge" and self._partial(cmd):
+                self._comms_failure(cmd, f"{type(exc).__name__}: {exc}")
+            else:
+                self._final(cmd, fail=f"cannot carry out {cmd.kind}: {exc}")
+        except asyncio.CancelledError:
+            self._comms_failure(cmd, "head-end stopped while the command was in flight")
+            raise
+        except Exception as exc:  # a bug must not strand the command: keep it queued, loudly
+            log.exception("command %s (%s on %s) crashed", cmd.id, cmd.kind, cmd.meter)
+            self._comms_failure(cmd, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            self._final(cmd, reply=reply)
+
+    def _partial(self, cmd: Command) -> dict[str, Any]:
+        latest = self.store.get_command(cmd.id)
+        return dict(latest.reply) if isinstance(latest.reply, dict) else {}
+
+    def _final(self, cmd: Command, *, reply: Any = None, fail: str | None = None) -> None:
+        self.done += 1
+        try:
+            if fail is not None:
+                self.store.fail(cmd.id, fail, reply=reply)
+                self.store.add_event(cmd.meter, f"{cmd.kind}.failed", {"command": cmd.id, "error": fail})
+            else:
+                self.store.confirm(cmd.id, reply=reply)
+        except TransitionError as exc:  # someone (an operator) moved it meanwhile: theirs stands
+            log.warning("command %s: %s", cmd.id, exc)
+
+    def _comms_failure(self, cmd: Command, error: str) -> None:
+        attempts = self.store.get_command(cmd.id).attempts
+        if cmd.kind != "recharge" and attempts >= self.max_attempts:
+            self._final(cmd, fail=f"{error} (gave up after {attempts} attempts)")
+            return
+        pause = min(self.retry_backoff_s * 2 ** max(attempts - 1, 0), self.retry_backoff_max_s)
+        try:
+            self.store.retry_later(cmd.id, error, int(self.clock() + pause + 0.999))
+        except TransitionError as exc:
+            log.warning("command %s: %s", cmd.id, exc)
+
+    # -- handlers -----------------------------------------------------------------------
+    async def _read(self, cmd: Command, meter: Meter) -> dict[str, Any]:
+        params = cmd.params or {}
+        names = params.get("dis") or ([params["di"]] if "di" in params else ["00010000"])
+        m = target_of(meter)
+        at = int(self.clock())
+        rows, values = [], {}
+        for name in names:
+            rv = await self.client.read(m, parse_di(str(name)))
+            rows.append(reading_row(meter.address, rv, at))
+            values[f"{rv.di:08X}"] = {"name": rv.name, "value": _jsonable(rv.value), "unit": rv.unit}
+        self.store.add_readings(rows)
+        state: dict[str, Any] = {}
+        for row in rows:
+            if row[1] == "00900200" and row[2] is not None:
+                state["balance_fen"] = row[2]
+            if row[1] == "04000503" and row[2] is not None:
+                state["relay"] = "open" if row[2] & 0x10 else "closed"
+        self.store.record_meter_state(meter.address, seen_at=at, **state)
+        return {"values": values, "read_at": at}
+
+    async def _recharge(self, cmd: Command, meter: Meter) -> dict[str, Any]:
+        params = cmd.params or {}
+        amount = int(params["amount_fen"])
+        customer = str(params.get("customer") or meter.customer)
+        m = target_of(meter)
+        progress = self._partial(cmd)
+        if "purchase_count" not in progress:
+            w = await self.client.wallet(m)
+            progress = {
+                "purchase_count": w.purchase_count + 1,
+                "balance_before_fen": w.balance_fen,
+                "open_account": w.purchase_count == 0 and w.customer.strip("0") == "",
+            }
+            # written before the first recharge frame goes out: every retry uses this count
+            self.store.transition(cmd.id, "sent", expected="sent", reply=progress)
+        count = int(progress["purchase_count"])
+        result = await self.client.recharge(m, amount, count, customer, open_account=bool(progress.get("open_account")))
+        out = dict(progress, amount_fen=amount, result=result)
+        try:
+            w = await self.client.wallet(m)
+            out["balance_fen"] = w.balance_fen
+            out["meter_purchase_count"] = w.purchase_count
+            self.store.record_meter_state(meter.address, balance_fen=w.balance_fen, purchase_count=w.purchase_count,
+                                          seen_at=int(self.clock()))
+        except (MeterRefused, LinkError) as exc:
+            # the recharge itself is confirmed by the meter's reply; the read-back is a courtesy
+            out["readback_error"] = str(exc)
+            self.store.record_meter_state(meter.address, purchase_count=count, seen_at=int(self.clock()))
+        self.store.add_event(meter.address, "recharge", {"command": cmd.id, "amount_fen": amount, "purchase_count": count,
+                                                         "result": result, "balance_fen": out.get("balance_fen")})
+        return out
+
+    async def _relay(self, cmd: Command, meter: Meter) -> dict[str, Any]:
+        action = cmd.kind
+        m = target_of(meter)
+        await self.client.control(m, action)
+        word = await self.client.status3(m)
+        flags = dis.status_flags(STATUS3, word)
+        relay = "open" if word & 0x10 else "closed"
+        out = {"status_word_3": f"0x{word:04X}", "flags": flags, "relay": relay}
+        problem = None
+        if action == "trip" and not (word & 0x40 or word & 0x80):
+            problem = "the meter accepted the trip but status word 3 shows neither the relay commanded open nor a trip delay running"
+        elif action == "close_direct" and word & 0x40:
+            problem = ("the meter accepted direct close but keeps the relay open "
+                       "(a local overdraft trip stays until a recharge lifts the balance above the close-permitted amount)")
+        elif action == "hold_on" and not word & 0x1000:
+            problem = "the meter accepted power hold but status word 3 does not show it"
+        elif action == "hold_off" and word & 0x1000:
+            problem = "the meter accepted power-hold release but status word 3 still shows power hold"
+        self.store.record_meter_state(meter.address, relay=relay, seen_at=int(self.clock()))
+        self.store.add_event(meter.address, action, {"command": cmd.id, **out})
+        if problem:
+            raise MeterRefused(meter.address, action.replace("_", " "), [problem], word, False)
+        if action == "trip" and word & 0x80 and not word & 0x40:
+            out["note"] = "trip delay running: the relay opens when it ends"
+        return out
+
+    async def _sync_time(self, cmd: Command, meter: Meter) -> dict[str, Any]:
+        params = cmd.params or {}
+        mode = params.get("mode", "auto")
+        max_broadcast = int(params.get("max_broadcast_s", 300))
+        m = target_of(meter)
+        before = await self.client.meter_time(m)
+        now = self.client.meter_clock()
+        offset = (now - before).total_seconds()
+        out: dict[str, Any] = {"meter_time_before": before.isoformat(), "offset_s": round(offset, 1)}
+        if abs(offset) < 2 and mode == "auto":
+            out["method"] = "none (already in sync)"
+            return out
+        method = "broadcast" if mode == "broadcast" or (mode == "auto" and abs(offset) <= max_broadcast) else "set"
+        if method == "broadcast":
+            await self.client.broadcast_time(meter.link, self.client.meter_clock())
+            await asyncio.sleep(0.05)
+            after = await self.client.meter_time(m)
+            left = (self.client.meter_clock() - after).total_seconds()
+            if abs(left) >= 2 and mode == "auto":
+                method = "set (broadcast refused: once a day, <= 5 min, not near midnight)"
+            elif abs(left) >= 2:
+                raise MeterRefused(meter.address, "broadcast time", ["the meter's clock did not move (broadcast limits)"], 0, False)
+        if method.startswith("set"):
+            await self._set_clock(m)
+        after = await self.client.meter_time(m)
+        left = (self.client.meter_clock() - after).total_seconds()
+        if abs(left) >= 2:
+            raise MeterRefused(meter.address, "time set", [f"the meter's clock is still {left:.0f} s off"], 0, False)
+        out.update(method=method, meter_time_after=after.isoformat(), offset_after_s=round(left, 1))
+        self.store.add_event(meter.address, "sync_time", {"command": cmd.id, **out})
+        return out
+
+    async def _set_clock(self, m: MeterTarget) -> None:
+        from protocol.formats import DateTimeWeek
+
+        t = self.client.meter_clock()
+        weekday = (t.weekday() + 1) % 7  # Python Monday=0 -> 645 Sunday=0
+        try:
+            await self.client.write(m, 0x0400010C, DateTimeWeek(t.replace(microsecond=0), weekday))
+        except MeterRefused as exc:
+            if "no-data" not in exc.flags:
+                raise
+            from protocol.formats import DateWeek
+
+            await self.client.write(m, 0x04000101, DateWeek(t.date(), weekday))
+            await self.client.write(m, 0x04000102, self.client.meter_clock().time().replace(microsecond=0))
+
+    async def _write_and_check(self, m: MeterTarget, items: list[tuple[int, Any]]) -> dict[str, Any]:
+        out = {}
+        for di, value in items:
+            await self.client.write(m, di, value)
+            got = (await self.client.read(m, di)).value
+            if got != value:
+                raise MeterRefused(m.address, f"write of {dis.di_text(di)}", [f"read back {got!r}, wrote {value!r}"], 0, False)
+            out[f"{di:08X}"] = _jsonable(got)
+        return out
+
+    async def _set_limits(self, cmd: Command, meter: Meter) -> dict[str, Any]:
+        params = cmd.params or {}
+        items = []
+        for name, di in LIMIT_NAMES.items():
+            if params.get(f"{name}_fen") is not None:
+                items.append((di, money_value(int(params[f"{name}_fen"]))))
+        if not items:
+            raise ValueError(f"set_limits needs at least one of {', '.join(n + '_fen' for n in LIMIT_NAMES)}")
+        written = await self._write_and_check(target_of(meter), items)
+        self.store.add_event(meter.address, "set_limits", {"command": cmd.id, "written": written})
+        return {"written": written}
+
+    async def _set_tariff(self, cmd: Command, meter: Meter) -> dict[str, Any]:
+        """params: set (1|2), prices [0.0001 yuan/kWh per tariff], optional ladder_thresholds_wh,
+        ladder_prices, day_table [[hh, mm, tariff], ...] (day table 1 of the set)."""
+        params = cmd.params or {}
+        s = int(params.get("set", 1))
+        if s not in (1, 2):
+            raise ValueError("tariff set must be 1 or 2")
+        items: list[tuple[int, Any]] = []
+        for k, p in enumerate(params.get("prices") or [], start=1):
+            items.append((0x04050000 | s << 8 | k, Decimal(int(p)).scaleb(-4)))
+        for k, wh in enumerate(params.get("ladder_thresholds_wh") or [], start=1):
+            items.append((0x04060000 | (2 * s - 2) << 8 | k, Decimal(int(wh)).scaleb(-3)))
+        for k, p in enumerate(params.get("ladder_prices") or [], start=1):
+            items.append((0x04060000 | (2 * s - 1) << 8 | k, Decimal(int(p)).scaleb(-4)))
+        if params.get("day_table"):
+            from protocol.formats import SlotEntry
+
+            table = [SlotEntry(*map(int, e)) for e in params["day_table"]]
+            items.append((0x04000000 | s << 16 | 1, table))
+        if not items:
+            raise ValueError("set_tariff needs prices, ladder_thresholds_wh/ladder_prices or day_table")
+        written = await self._write_and_check(target_of(meter), items)
+        self.store.add_event(meter.address, "set_tariff", {"command": cmd.id, "set": s, "written": written})
+        return {"set": s, "written": written}
+
+
+def now_meter() -> datetime:
+    """The head-end's idea of meter local time."""
+    return datetime.now()

@@ -1,0 +1,193 @@
+"""Many simulated meters in one asyncio process: real `meter.core.Meter` cores behind TCP ports.
+
+Each *bus* is one listening TCP port with one or more meters on it, the way an RS-485 bus sits
+behind a serial server: every frame that arrives is offered to every meter on the bus and only
+the addressed one answers.  Faults for tests: ``drop`` (swallow the next N replies),
+``garbage`` (answer with noise).  Used by the head-end tests, the demo and the benchmark fleet.
+
+    python -m tools.bus --count 1000 --per-bus 1 --master-hex 00..  # prints one JSON line with the links
+
+The master key given here is a test key for simulated meters only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+if str(FIRMWARE) not in sys.path:
+    sys.path.insert(0, str(FIRMWARE))
+
+from meter import clock  # noqa: E402
+from meter.core import Meter  # noqa: E402
+from meter.store import RamFlash  # noqa: E402
+
+from headend.link.security import derive_meter_key  # noqa: E402
+
+__all__ = ["Bus", "Fleet", "meter_now", "make_meter"]
+
+
+def meter_now() -> int:
+    """Host local time as meter time (seconds since 2000-01-01 local)."""
+    t = time.localtime()
+    return clock.from_fields(t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def make_meter(master: bytes, address: str, *, mode: str = "local", krn: int = 0, key: bytes | None = None) -> Meter:
+    """A fresh meter core keyed from ``master`` (or an explicit ``key``), state in RAM."""
+    cfg = {
+        "address": address,
+        "key": key if key is not None else derive_meter_key(master, address, krn),
+        "krn": krn,
+        "mode": mode,
+    }
+    return Meter(cfg, RamFlash(16384), meter_now(), os.urandom)
+
+
+@dataclass
+class Bus:
+    """One TCP port with meters on it."""
+
+    meters: list[Meter]
+    drop: int = 0
+    garbage: bool = False
+    server: asyncio.AbstractServer | None = None
+    frames_in: int = 0
+    connections: list[asyncio.Transport] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def on_bytes(self, chunk: bytes) -> list[bytes]:
+        now = meter_now()
+        out: list[bytes] = []
+        for m in self.meters:
+            out += m.feed(chunk, now)
+        self.frames_in += 1
+        if not out:
+            return out
+        if self.drop > 0:
+            self.drop -= 1
+            return []
+        if self.garbage:
+            return [b"\x68\x01\x02\x68\x91\x05" + os.urandom(12) + b"\x16"]
+        return out
+
+    def close_connections(self) -> None:
+        """Hang up on every connected head-end (a dropped link)."""
+        for t in self.connections:
+            t.close()
+        self.connections.clear()
+
+
+class _BusProtocol(asyncio.Protocol):
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.bus.connections.append(self.transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        for reply in self.bus.on_bytes(data):
+            assert self.transport is not None
+            self.transport.write(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport in self.bus.connections:
+            self.bus.connections.remove(self.transport)  # type: ignore[arg-type]
+
+
+class Fleet:
+    """Meters grouped into buses, each bus on its own loopback port."""
+
+    def __init__(self, master: bytes, addresses: list[str], *, per_bus: int = 1, mode: str = "local", host: str = "127.0.0.1") -> None:
+        self.master = master
+        self.host = host
+        self.meters: dict[str, Meter] = {a: make_meter(master, a, mode=mode) for a in addresses}
+        self.buses = [Bus([self.meters[a] for a in addresses[i : i + per_bus]]) for i in range(0, len(addresses), per_bus)]
+        self._bus_of = {id(m): b for b in self.buses for m in b.meters}
+
+    async def start(self) -> None:
+        """Open every bus's listening port."""
+        loop = asyncio.get_running_loop()
+        for bus in self.buses:
+            bus.server = await loop.create_server(lambda bus=bus: _BusProtocol(bus), self.host, 0, backlog=4096)
+
+    def link_of(self, address: str) -> str:
+        """The link URL that reaches meter ``address``."""
+        return self._bus_of[id(self.meters[address])].url
+
+    def bus_of(self, address: str) -> Bus:
+        """The bus meter ``address`` sits on."""
+        return self._bus_of[id(self.meters[address])]
+
+    def layout(self) -> list[dict]:
+        """[{"link": url, "meters": [addresses]}] for every bus."""
+        return [{"link": b.url, "meters": [_addr(m) for m in b.meters]} for b in self.buses]
+
+    async def close(self) -> None:
+        """Close every port and connection."""
+        for bus in self.buses:
+            if bus.server is not None:
+                bus.server.close()
+            bus.close_connections()
+
+
+def _addr(m: Meter) -> str:
+    return "".join(f"{b:02X}" for b in reversed(bytes(m.addr)))
+
+
+def fleet_addresses(n: int, first: int = 1) -> list[str]:
+    """n consecutive 12-digit addresses starting at ``first``."""
+    return [f"{i:012d}" for i in range(first, first + n)]
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    master = bytes.fromhex(args.master_hex)
+    fleet = Fleet(master, fleet_addresses(args.count, args.first), per_bus=args.per_bus, mode=args.mode)
+    await fleet.start()
+    print(json.dumps({"buses": fleet.layout()}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await fleet.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.bus", description=__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=3, help="number of meters")
+    p.add_argument("--first", type=int, default=1, help="address of the first meter (as a number)")
+    p.add_argument("--per-bus", type=int, default=1, help="meters per TCP port")
+    p.add_argument("--mode", choices=("local", "remote"), default="local")
+    p.add_argument("--master-hex", required=True, help="test master key (64 hex digits) the meter keys derive from")
+    args = p.parse_args(argv)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
