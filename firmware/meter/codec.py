@@ -145,9 +145,12 @@ def checksum_ok(buf, start, n):
 class Deframer:
     """Cuts whole frames out of a byte stream (TCP or UART pieces, noise, FE preambles).
 
-    Same rules as protocol.Deframer: hunt for 68 xx*6 68, trust L (never the first 16H),
-    check 16H and the checksum, on a bad candidate step one byte past its 68. A babbling
-    line cannot grow memory: past max_buffer the oldest bytes are dropped.
+    Same rules as protocol.Deframer, so both ends of a link cut a stream alike: hunt for
+    68 xx*6 68, trust L (never the first 16H), check 16H and the checksum; a bad candidate
+    loses only its first byte; an incomplete candidate is given up when a complete, sound
+    frame starts after it (its L byte was noise). `discarded` counts dropped non-FE bytes.
+    A babbling line cannot grow memory: past max_buffer the oldest bytes are dropped.
+    Feed at most a few hundred bytes between next_frame() calls (Meter.feed does).
     """
 
     def __init__(self, max_buffer=1024):
@@ -160,22 +163,24 @@ class Deframer:
 
     def feed(self, chunk):
         k = len(chunk)
-        buf = self.buf
-        cap = len(buf)
+        cap = len(self.buf)
         if self.e + k > cap:
-            over = self.e - self.s + k - cap  # keep only the newest cap bytes, as protocol does
+            over = self.e - self.s + k - cap  # keep only the newest cap bytes
             if over > 0:
                 old = self.e - self.s
                 if over >= old:
-                    self.discarded += over
-                    self.s = self.e = 0
-                    chunk = memoryview(chunk)[over - old:]
+                    self._drop(old)
+                    cut = over - old
+                    for i in range(cut):
+                        if chunk[i] != PRE:
+                            self.discarded += 1
+                    chunk = memoryview(chunk)[cut:]
                     k = len(chunk)
                 else:
                     self._drop(over)
             self._compact()
         e = self.e
-        buf[e:e + k] = chunk
+        self.buf[e:e + k] = chunk
         self.e = e + k
 
     def _compact(self):
@@ -189,36 +194,61 @@ class Deframer:
             self.e = n
 
     def _drop(self, n):
-        self.discarded += n
-        self.s += n
+        buf = self.buf
+        s = self.s
+        for i in range(s, s + n):
+            if buf[i] != PRE:
+                self.discarded += 1
+        self.s = s + n
+
+    def _complete_at(self, p):
+        # end of a complete, sound frame at p; 0 if none can start here; -1 if it may be arriving
+        buf = self.buf
+        n = self.e
+        if n - p < 12:
+            return -1 if n - p < 8 or buf[p + 7] == START else 0
+        if buf[p + 7] != START:
+            return 0
+        end = p + 12 + buf[p + 9]
+        if end > n:
+            return -1
+        if buf[end - 1] == END and checksum_ok(buf, p, end - p - 12):
+            return end
+        return 0
 
     def next_frame(self):
         """A memoryview of the next whole frame (valid until the next call), or None."""
         buf = self.buf
-        while True:
+        while self.s < self.e:
             s = self.s
             e = self.e
-            while s < e and buf[s] != START:
-                s += 1
-            self.discarded += s - self.s
-            self.s = s
-            if e - s < 10:
-                if s == e:
-                    self.s = self.e = 0
-                return None
-            size = 12 + buf[s + 9]
-            if buf[s + 7] == START:
-                if e - s < size:
-                    return None
-                if buf[s + size - 1] == END and checksum_ok(buf, s, size - 12):
-                    f = self.frame
-                    for i in range(size):
-                        f[i] = buf[s + i]
-                    self.s = s + size
-                    if self.s == e:
-                        self.s = self.e = 0
-                    return self._mv[:size]
-            self._drop(1)
+            p = s
+            while p < e and buf[p] != START:
+                p += 1
+            if p > s:
+                self._drop(p - s)
+            if p == e:
+                break
+            end = self._complete_at(p)
+            if end > 0:
+                f = self.frame
+                for i in range(end - p):
+                    f[i] = buf[p + i]
+                self.s = end
+                return self._mv[:end - p]
+            if end < 0:
+                q = p + 1
+                while q < e:
+                    if buf[q] == START and self._complete_at(q) > 0:
+                        break
+                    q += 1
+                if q >= e:
+                    return None  # plausible start of a frame: wait for the rest
+                self._drop(q - p)
+            else:
+                self._drop(1)
+        self.s = self.e = 0
+        return None
 
 
 # BCD helpers: values go low byte first, as on the wire.

@@ -200,15 +200,18 @@ class Meter:
     def feed(self, chunk, now):
         """Bytes from the line in; the replies to every whole frame they complete out."""
         d = self.deframer
-        d.feed(chunk)
         out = []
-        while True:
-            f = d.next_frame()
-            if f is None:
-                return out
-            r = self.handle(f, now)
-            if r is not None:
-                out.append(r)
+        mv = memoryview(chunk)
+        for i in range(0, len(chunk), 256):  # drain between pieces: no frame lost to overflow
+            d.feed(mv[i:i + 256])
+            while True:
+                f = d.next_frame()
+                if f is None:
+                    break
+                r = self.handle(f, now)
+                if r is not None:
+                    out.append(r)
+        return out
 
     def handle(self, frame, now):
         """One whole raw frame in; the reply frame (bytes) or None."""

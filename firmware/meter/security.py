@@ -131,7 +131,7 @@ class Security:
 
     def replay(self, raw):
         """The remembered reply when raw repeats the last executed request (a retry)."""
-        if self.req is not None and self.req == raw:
+        if self.req is not None and self.req == bytes(raw):
             return self.rep
         return None
 
