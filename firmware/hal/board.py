@@ -7,7 +7,7 @@ import time
 
 import machine
 
-from hal.flash import FileFlash
+from hal.flash import open_state
 from meter import clock
 
 try:
@@ -96,7 +96,7 @@ class Board:
         self._sensed = None
         self._last_s = -1
         self._sync_rtc()
-        self.flash = FileFlash(hw["state"], hw["state_size"], create=True)
+        self.flash = open_state(hw["state"], hw["state_size"])
         if make_meter is None:
             from meter.core import Meter as make_meter
         import os

@@ -86,7 +86,7 @@ def check(cfg, path="<config>"):
     hw = {
         "board": board,
         "state": state,
-        "state_size": _int(cfg, "state_size", 256, 65536, path, 4096),
+        "state_size": _int(cfg, "state_size", 1024, 65536, path, 16384),
         "baud": _int(cfg, "baud", 300, 115200, path, 2400),
         "imp_per_kwh": _int(cfg, "imp_per_kwh", 1, 100000, path, 1000),
         "relay_pulse_ms": _int(cfg, "relay_pulse_ms", 10, 2000, path, 100),

@@ -64,5 +64,34 @@ class FileFlash:
         if sync is not None:
             sync(f.fileno())
 
+    def blank(self):
+        """True when every byte is erased (0xFF): a meter that never saved its state."""
+        for off in range(0, self.size, 256):
+            chunk = self.read(off, min(256, self.size - off))
+            if chunk.count(b"\xff") != len(chunk):
+                return False
+        return True
+
     def close(self):
         self._f.close()
+
+
+def open_state(path, size, create=True):
+    """The state file as a flash object, refusing one whose records are all damaged.
+
+    The core treats a flash without an intact record as a new meter with a zero balance; that is
+    right for a blank flash and wrong for a damaged one, so a damaged file stops the start here.
+    """
+    flash = FileFlash(path, size, create)
+    if not flash.created and not flash.blank():
+        from meter.store import Store
+        try:
+            ok = Store(flash).load() is not None
+        except ValueError:
+            ok = False
+        if not ok:
+            flash.close()
+            raise StateError("state file %s is corrupt: neither of its two records is intact, so the balance "
+                             "cannot be trusted; refusing to start rather than reset it to zero. Restore the "
+                             "file from a backup, or move it away to start a new meter" % path)
+    return flash

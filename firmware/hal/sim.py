@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-from hal.flash import FileFlash
+from hal.flash import open_state
 from hal.load import Energy, LoadModel
 from meter import clock
 
@@ -193,12 +193,12 @@ class SimMeter:
     make_meter(config, flash, now, rand) builds the core (meter.core.Meter by default).
     """
 
-    def __init__(self, meter_cfg, state_path, state_size=4096, speed=1, start=None, load=None,
+    def __init__(self, meter_cfg, state_path, state_size=16384, speed=1, start=None, load=None,
                  make_meter=None, create_state=True):
         self.cfg = meter_cfg
         self.address = meter_cfg["address"]
         self.state_path = state_path
-        self.flash = FileFlash(state_path, state_size, create=create_state)
+        self.flash = open_state(state_path, state_size, create_state)
         self.clock = SimClock(start, speed)
         self.load = load or LoadModel()
         self.energy = Energy()
@@ -342,18 +342,18 @@ class SimMeter:
         try:
             if cmd == "button":
                 self.press_button()
-                return json.dumps({"relay": "open" if self.relay_open else "closed"})
+                return json.dumps({"contact": "open" if self.relay_open else "closed"})
             if cmd == "status":
                 return json.dumps(self.status())
             if cmd == "load":
                 self.load.fixed_w = None if words[1] == "auto" else int(words[1])
-                return "ok"
+                return json.dumps({"ok": True})
             if cmd == "advance":
                 self.clock.shift(int(words[1]))
-                return "ok"
+                return json.dumps({"ok": True})
             if cmd in ("quit", "stop"):
                 self.stopping = True
-                return "ok"
+                return json.dumps({"ok": True})
         except (IndexError, ValueError):
             return json.dumps({"error": "bad arguments for %s" % cmd})
         return json.dumps({"error": "unknown command %r: button, status, load W|auto, advance S, quit" % cmd})
@@ -400,7 +400,7 @@ class SimMeter:
         s = dict(self.meter.status())
         y, mo, d, h, mi, sec, _ = clock.to_fields(self.clock.now())
         s.update({"address": self.address, "time": "%04d-%02d-%02d %02d:%02d:%02d" % (y, mo, d, h, mi, sec),
-                  "power_w": self.power_w, "relay": "open" if self.relay_open else "closed",
+                  "power_w": self.power_w, "contact": "open" if self.relay_open else "closed",
                   "speed": self.clock.speed, "frames_in": self.frames_in, "frames_out": self.frames_out,
                   "links": len(self._links), "presses": self.presses})
         return s

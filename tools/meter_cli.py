@@ -1,0 +1,197 @@
+"""`meter`: run a simulated meter, build a board image, flash it.
+
+    meter run --address 000000000001 --key-hex ... --listen tcp://127.0.0.1:8645 [--serial pty]
+    meter build --board esp32 --address 000000000001 --key-hex ... --out build/m1 [--frozen]
+    meter flash --port /dev/ttyUSB0 --dir build/m1
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import sys
+from pathlib import Path
+from typing import Any
+
+from tools.sim import FIRMWARE
+
+
+def _fail(msg: str) -> int:
+    print(f"meter: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _hal_config() -> Any:
+    if str(FIRMWARE) not in sys.path:
+        sys.path.insert(0, str(FIRMWARE))
+    from hal import config
+    return config
+
+
+def _address_wire(address: str) -> bytes:
+    return bytes(int(address[i:i + 2]) // 10 * 16 + int(address[i:i + 2]) % 10 for i in range(10, -1, -2))
+
+
+def derive_key(master: bytes, address: str, krn: int) -> bytes:
+    """K = HMAC-SHA256(master, b"prepaid645/meter" + addr + KRN)[:16] (protocol/SECURITY.md)."""
+    return hmac.new(master, b"prepaid645/meter" + _address_wire(address) + bytes([krn]), hashlib.sha256).digest()[:16]
+
+
+def meter_key(args: argparse.Namespace) -> bytes:
+    """The meter key from exactly one source; there is no default key."""
+    cfg = _hal_config()
+    sources = [n for n in ("key_hex", "key_file", "master_key_hex", "from_headend") if getattr(args, n, None)]
+    if len(sources) != 1:
+        raise cfg.ConfigError("give the meter key in exactly one way: --key-hex, --key-file, --master-key-hex "
+                              "or --from-headend KEYSTORE (there is no default key)")
+    if args.key_hex:
+        return cfg.key_from_hex(args.key_hex, "--key-hex")
+    if args.key_file:
+        try:
+            text = Path(args.key_file).read_text()
+        except OSError as e:
+            raise cfg.ConfigError(f"key file {args.key_file}: cannot read it ({e.strerror})") from None
+        return cfg.key_from_hex(text, f"key file {args.key_file}")
+    if args.master_key_hex:
+        try:
+            master = bytes.fromhex(args.master_key_hex)
+        except ValueError:
+            raise cfg.ConfigError("--master-key-hex must be hex digits") from None
+        if len(master) < 16:
+            raise cfg.ConfigError("--master-key-hex must be at least 16 bytes (32 hex digits)")
+        return derive_key(master, args.address, args.krn)
+    from headend.keys import KeyStore, KeyStoreError
+    try:
+        store = KeyStore.unlock(args.from_headend)  # passphrase from the environment or a prompt
+    except KeyStoreError as e:
+        raise cfg.ConfigError(f"key store {args.from_headend}: {e}") from None
+    return store.meter_key(args.address, args.krn)
+
+
+def _key_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", required=True, help="12 decimal digits, e.g. 000000000001")
+    p.add_argument("--key-hex", help="the meter key, 32 hex digits")
+    p.add_argument("--key-file", help="a file holding the meter key as 32 hex digits")
+    p.add_argument("--master-key-hex", help="derive the meter key from this master key (SECURITY.md)")
+    p.add_argument("--from-headend", metavar="KEYSTORE",
+                   help="derive the meter key from the head-end's key store file (asks for its passphrase)")
+    p.add_argument("--krn", type=int, default=0, help="key revision number 0..255 (default 0)")
+    p.add_argument("--mode", choices=("local", "remote"), default="local", help="cost control (default local)")
+    p.add_argument("--bench", action="store_true",
+                   help="test-bench image: also accept plaintext 1CH/14H (never for a customer's meter)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tools.sim.runner import RunOptions, run_cpython, run_micropython
+    cfg = _hal_config()
+    try:
+        key = meter_key(args)
+    except cfg.ConfigError as e:
+        return _fail(str(e))
+    listen = args.listen or ([] if args.serial else ["tcp://127.0.0.1:8645"])
+    if args.serial not in (None, "pty"):
+        return _fail(f"--serial takes only `pty` (the simulator creates one), got {args.serial!r}")
+    config = {"address": args.address, "key": key.hex(), "krn": args.krn, "mode": args.mode, "bench": args.bench,
+              "board": "sim", "state_size": 16384}
+    o = RunOptions(config=config, state=args.state or f"meter-{args.address}.state", listen=listen,
+                   pty=args.serial == "pty", control=args.control, speed=args.speed, start=args.start,
+                   load_w=args.load_w, load_scale=args.load_scale, noise=args.noise, seed=args.seed,
+                   quiet=args.quiet, heapsize=args.heapsize)
+    from hal.flash import StateError
+    try:
+        return run_micropython(o) if args.micropython else run_cpython(o)
+    except (cfg.ConfigError, StateError, ValueError, OSError) as e:
+        return _fail(str(e))
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from tools.meter_image import ImageError, board_config, build_image
+    cfg = _hal_config()
+    pins: dict[str, Any] = {}
+    for item in args.pin or []:
+        name, _, value = item.partition("=")
+        if not value:
+            return _fail(f"--pin takes NAME=GPIO, e.g. --pin de=5, got {item!r}")
+        pins[name] = value if value == "LED" else int(value) if value.isdigit() else value
+    try:
+        key = meter_key(args)
+        config = board_config(args.board, args.address, key, args.krn, args.mode, args.bench, pins, args.uart,
+                              args.baud, args.imp_per_kwh, args.meter_number)
+        record = build_image(args.board, config, Path(args.out), args.frozen)
+    except (cfg.ConfigError, ImageError) as e:
+        return _fail(str(e))
+    print(f"built {args.board} image for meter {args.address} in {args.out}: {len(record['files'])} files, "
+          f"{record['mpy_kb']} KB of .mpy")
+    if args.frozen:
+        print(f"frozen build: make -C ports/{args.board} BOARD=... FROZEN_MANIFEST={Path(args.out).resolve()}/frozen/"
+              "manifest.py (in a micropython checkout), then `meter flash` copies main.py, boot.py, config.json")
+    return 0
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from tools.meter_image import ImageError, flash
+    try:
+        cmds = flash(args.port, Path(args.dir), dry_run=args.dry_run, reset=not args.no_reset)
+    except ImageError as e:
+        return _fail(str(e))
+    if args.dry_run:
+        for c in cmds:
+            print(" ".join(c))
+    else:
+        print(f"flashed {args.dir} to {args.port}; every file verified by SHA-256 on the board")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="meter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run one simulated meter (TCP and/or a pty), with a live status view")
+    _key_options(r)
+    r.add_argument("--listen", action="append", metavar="tcp://HOST:PORT",
+                   help="serve DL/T 645 on TCP (repeatable; port 0 picks a free one; default tcp://127.0.0.1:8645)")
+    r.add_argument("--serial", metavar="pty", help="also serve on a new pty; its path is printed")
+    r.add_argument("--micropython", action="store_true", help="run the image under the micropython binary")
+    r.add_argument("--state", help="state file (default meter-ADDRESS.state); created when missing")
+    r.add_argument("--speed", type=int, default=1, help="clock acceleration factor (60: a minute per second)")
+    r.add_argument("--start", help="meter time to start at, 2026-01-31T07:00 (default: now)")
+    r.add_argument("--control", metavar="tcp://HOST:PORT",
+                   help="line commands: button, status, load W|auto, advance SECONDS, quit")
+    r.add_argument("--load-w", type=int, help="fixed load in W instead of the daily profile")
+    r.add_argument("--load-scale", type=int, default=100, help="scale the daily profile, percent")
+    r.add_argument("--noise", type=int, default=20, help="load noise, percent (default 20)")
+    r.add_argument("--seed", type=int, default=1, help="load noise seed")
+    r.add_argument("--quiet", action="store_true", help="no live view: only the ready and stopped lines")
+    r.add_argument("--heapsize", default="256K", help="micropython heap (with --micropython)")
+    r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("build", help="build a board image (.mpy + main.py + boot.py + config.json)")
+    b.add_argument("--board", required=True, choices=("esp32", "rp2"))
+    _key_options(b)
+    b.add_argument("--out", required=True, help="image directory to write")
+    b.add_argument("--frozen", action="store_true", help="write sources + manifest.py for a frozen firmware")
+    b.add_argument("--pin", action="append", metavar="NAME=GPIO",
+                   help="override a pin: tx rx de relay_set relay_reset relay_sense button led pulse")
+    b.add_argument("--uart", type=int, help="UART number for RS-485 (default esp32 2, rp2 0)")
+    b.add_argument("--baud", type=int, default=2400, help="line speed, 8E1 (default 2400)")
+    b.add_argument("--imp-per-kwh", type=int, default=1000, help="pulse constant of the metering chip")
+    b.add_argument("--meter-number", help="meter number if it differs from the address")
+    b.set_defaults(func=cmd_build)
+
+    f = sub.add_parser("flash", help="deploy an image with mpremote and verify it on the board")
+    f.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    f.add_argument("--dir", default="build/meter", help="image directory from `meter build` (default build/meter)")
+    f.add_argument("--dry-run", action="store_true", help="print the mpremote commands instead of running them")
+    f.add_argument("--no-reset", action="store_true", help="leave the board in the REPL after copying")
+    f.set_defaults(func=cmd_flash)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Board images: `meter build` (mpy-cross, config, manifest) and `meter flash` (mpremote).
+
+An image directory holds exactly what goes onto the board's filesystem, plus image.json (what
+was built and every file's SHA-256, so `meter flash` can prove the board holds the same bytes):
+
+    meter/*.mpy  hal/*.mpy  main.py  boot.py  config.json  image.json
+    frozen/      (--frozen only: sources and manifest.py for a custom firmware build)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tools.sim import FIRMWARE
+
+BOARDS = ("esp32", "rp2")
+# Default wiring (README "Meter on a board"); every pin can be overridden with --pin NAME=GPIO.
+DEFAULT_PINS: dict[str, dict[str, Any]] = {
+    # ESP32 DevKitC: UART2 on 17/16; GPIO2 is the on-board LED; GPIO0 is the BOOT button
+    "esp32": {"tx": 17, "rx": 16, "de": 4, "relay_set": 25, "relay_reset": 26, "relay_sense": 27,
+              "button": 0, "led": 2, "pulse": 32},
+    # Raspberry Pi Pico: UART0 on GP0/GP1; GP25 is the on-board LED (use "LED" on a Pico W)
+    "rp2": {"tx": 0, "rx": 1, "de": 2, "relay_set": 6, "relay_reset": 7, "relay_sense": 8,
+            "button": 9, "led": 25, "pulse": 10},
+}
+DEFAULT_UART = {"esp32": 2, "rp2": 0}
+# the board HAL: shared modules plus the board's own; the simulator's modules stay off the board
+HAL_MODULES = ("__init__.py", "board.py", "config.py", "flash.py")
+
+
+class ImageError(Exception):
+    """A build or flash fault, said so an operator knows what to fix."""
+
+
+def _tool(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise ImageError(f"`{name}` not found: `make install` puts it in .venv/bin")
+    return found
+
+
+def image_sources(board: str) -> list[tuple[Path, str]]:
+    """(source file, path on the board without extension change) for every compiled module."""
+    out = [(p, f"meter/{p.name}") for p in sorted((FIRMWARE / "meter").glob("*.py"))]
+    out += [(FIRMWARE / "hal" / n, f"hal/{n}") for n in (*HAL_MODULES, f"{board}.py")]
+    return out
+
+
+def compile_mpy(src: Path, dest: Path, source_name: str) -> None:
+    """Compile one module with mpy-cross; raises ImageError with the compiler's message."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([_tool("mpy-cross"), "-o", str(dest), "-s", source_name, str(src)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ImageError(f"mpy-cross failed on {src}: {r.stderr.strip() or r.stdout.strip()}")
+
+
+def board_config(board: str, address: str, key: bytes, krn: int = 0, mode: str = "local",
+                 bench: bool = False, pins: dict[str, Any] | None = None, uart: int | None = None,
+                 baud: int = 2400, imp_per_kwh: int = 1000, meter_number: str | None = None) -> dict[str, Any]:
+    """The image's config.json content, checked by the same code the board runs at boot."""
+    if board not in BOARDS:
+        raise ImageError(f"board must be one of {', '.join(BOARDS)}, got {board!r}")
+    cfg: dict[str, Any] = {
+        "board": board, "address": address, "key": key.hex(), "krn": krn, "mode": mode, "bench": bench,
+        "meter_number": meter_number or address, "uart": DEFAULT_UART[board] if uart is None else uart,
+        "baud": baud, "parity": "E", "imp_per_kwh": imp_per_kwh,
+        "pins": {**DEFAULT_PINS[board], **(pins or {})}, "state": "state.bin",
+    }
+    if str(FIRMWARE) not in sys.path:
+        sys.path.insert(0, str(FIRMWARE))
+    from hal import config as hal_config
+    try:
+        hal_config.check(cfg, "config.json")
+    except hal_config.ConfigError as e:
+        raise ImageError(str(e)) from None
+    return cfg
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_image(board: str, cfg: dict[str, Any], out: Path, frozen: bool = False) -> dict[str, Any]:
+    """Write the image for `board` into `out`; returns the image record (also out/image.json)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("meter", "hal", "frozen"):  # a rebuild must not keep a module that was removed
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+    files: list[str] = []
+    if frozen:
+        for src, rel in image_sources(board):
+            dest = out / "frozen" / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+        (out / "frozen" / "manifest.py").write_text((FIRMWARE / "manifest.py").read_text())
+    else:
+        for src, rel in image_sources(board):
+            mpy = rel[:-3] + ".mpy"
+            compile_mpy(src, out / mpy, rel)
+            files.append(mpy)
+    for name in ("main.py", "boot.py"):
+        shutil.copy2(FIRMWARE / name, out / name)
+        files.append(name)
+    cfg_path = out / "config.json"
+    fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the meter key
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f, indent=1)
+    files.append("config.json")
+    record = {
+        "board": board, "address": cfg["address"], "krn": cfg["krn"], "mode": cfg["mode"], "frozen": frozen,
+        "mpy_kb": round(sum((out / f).stat().st_size for f in files if f.endswith(".mpy")) / 1024, 1),
+        "files": {f: _sha(out / f) for f in files},
+    }
+    (out / "image.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def load_image(directory: Path) -> dict[str, Any]:
+    path = directory / "image.json"
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ImageError(f"{path} is missing: build the image first with `meter build --out {directory}`") from None
+    except ValueError:
+        raise ImageError(f"{path} is corrupt (not JSON): rebuild the image with `meter build`") from None
+    for f, digest in record.get("files", {}).items():
+        if not (directory / f).exists() or _sha(directory / f) != digest:
+            raise ImageError(f"{directory / f} changed or vanished since the build: rebuild the image")
+    return record
+
+
+def flash_commands(port: str, record: dict[str, Any], reset: bool = True) -> list[list[str]]:
+    """The mpremote invocations that deploy the image (run in the image directory), in order.
+
+    The first two remove old module folders (a stale .py would shadow its .mpy) and fail harmlessly
+    on a fresh board; then copy; then sha256sum of every file; then reset.
+    """
+    mp = [_tool("mpremote"), "connect", port]
+    files = list(record["files"])
+    dirs = sorted({f.split("/")[0] for f in files if "/" in f})
+    cmds = [mp + ["fs", "rm", "-r", ":meter"], mp + ["fs", "rm", "-r", ":hal"]]
+    copy = list(mp)
+    for d in dirs:
+        copy += ["fs", "mkdir", f":{d}", "+"]
+    for d in dirs:
+        copy += ["fs", "cp", *[f for f in files if f.startswith(d + "/")], f":{d}/", "+"]
+    copy += ["fs", "cp", *[f for f in files if "/" not in f], ":"]
+    cmds.append(copy)
+    cmds.append(mp + ["fs", "--verbose", "sha256sum", *[f":{f}" for f in files]])
+    if reset:
+        cmds.append(mp + ["reset"])
+    return cmds
+
+
+def check_hashes(output: str, record: dict[str, Any]) -> list[str]:
+    """Files whose SHA-256 on the board differs or is missing, from `mpremote fs sha256sum` output
+    (verbose: a `sha256sum :PATH` line, then the hex digest line)."""
+    seen: dict[str, str] = {}
+    current = None
+    for line in output.splitlines():
+        line = line.strip()
+        m = re.fullmatch(r"sha256sum :/?(\S+)", line)
+        if m:
+            current = m.group(1)
+        elif current and re.fullmatch(r"[0-9a-f]{64}", line):
+            seen[current] = line
+            current = None
+    return [f for f, digest in record["files"].items() if seen.get(f) != digest]
+
+
+def flash(port: str, directory: Path, dry_run: bool = False, reset: bool = True) -> list[list[str]]:
+    """Deploy the image with mpremote and verify every file's hash on the board."""
+    record = load_image(directory)
+    cmds = flash_commands(port, record, reset)
+    if dry_run:
+        return cmds
+    for rm in cmds[:2]:
+        subprocess.run(rm, cwd=directory, capture_output=True)  # nothing to remove on a fresh board
+    r = subprocess.run(cmds[2], cwd=directory, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ImageError(f"copying to {port} failed: {r.stderr.strip() or r.stdout.strip()}")
+    r = subprocess.run(cmds[3], cwd=directory, capture_output=True, text=True)
+    bad = check_hashes(r.stdout, record) if r.returncode == 0 else list(record["files"])
+    if bad:
+        raise ImageError(f"the board on {port} does not hold the image: {', '.join(bad)} differ or are "
+                         "missing; flash again, and check the filesystem has room")
+    if reset:
+        subprocess.run(cmds[4], capture_output=True)
+    return cmds
