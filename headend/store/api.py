@@ -735,9 +735,16 @@ class Store:
         def rows() -> Iterator[tuple[Any, ...]]:
             for r in readings:
                 if isinstance(r, Reading):
-                    yield (r.meter, r.di, int(r.read_at), r.value, r.text, now)
+                    row = (r.meter, r.di, r.read_at, r.value, r.text, now)
                 else:
-                    yield (r[0], r[1], int(r[3]), r[2], r[4] if len(r) > 4 else None, now)
+                    try:
+                        row = (r[0], r[1], r[3], r[2], r[4] if len(r) > 4 else None, now)
+                    except (IndexError, TypeError):
+                        raise InvalidInput(f"a reading is (meter, di, value, read_at[, text]), got {r!r}") from None
+                if type(row[2]) is not int or not (row[3] is None or type(row[3]) is int):
+                    # money and energy are integers: a float or text here is a decoding bug upstream
+                    raise InvalidInput(f"reading {r!r}: read_at must be int seconds and value an int or None")
+                yield row
 
         with self._tx() as tx:
             return tx.executemany(

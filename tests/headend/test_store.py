@@ -1,0 +1,339 @@
+"""Store on a real SQLite file: schema, registry, audit atomicity, readings, events, money."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from headend.store import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Reading,
+    StoreError,
+    open_store,
+)
+
+A1, A2, A3 = "000000000001", "000000000002", "112233445566"
+C1, C2 = "000000000042", "000000000043"
+
+
+class Clock:
+    def __init__(self, t: int = 1_700_000_000) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "h.db"
+
+
+@pytest.fixture
+def store(db: Path):
+    s = open_store(db, clock=Clock())
+    yield s
+    s.close()
+
+
+def add(store, address=A1, customer=C1, mode="local", link="tcp://127.0.0.1:9001", **kw):
+    return store.add_meter(address, link=link, customer=customer, actor="alice", mode=mode, **kw)
+
+
+# ----------------------------------------------------------------------------- schema
+def test_file_is_wal_and_migrations_are_idempotent(db: Path) -> None:
+    s = open_store(db)
+    assert s.schema_version() == 1
+    s.close()
+    s = open_store(db)  # second open: nothing re-applied, nothing fails
+    assert s.schema_version() == 1
+    s.close()
+    raw = sqlite3.connect(db)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"accounts", "meters", "commands", "readings", "events", "audit", "notifications", "ledger"} <= tables
+    raw.close()
+
+
+def test_concurrent_first_opens_migrate_once(db: Path) -> None:
+    errors: list[BaseException] = []
+
+    def opener() -> None:
+        try:
+            open_store(db).close()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    raw = sqlite3.connect(db)
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    raw.close()
+
+
+def test_newer_schema_is_refused_with_a_clear_message(db: Path) -> None:
+    open_store(db).close()
+    raw = sqlite3.connect(db)
+    raw.execute("INSERT INTO schema_version VALUES (99, 0)")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match="newer than this program"):
+        open_store(db)
+
+
+def test_missing_folder_and_unsupported_url(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(tmp_path / "nope" / "h.db")
+    with pytest.raises(InvalidInput, match="not supported yet"):
+        open_store("postgresql://db/headend")
+    s = open_store(f"sqlite:///{tmp_path}/u.db")
+    assert Path(s.location) == tmp_path / "u.db"
+    s.close()
+
+
+def test_no_sqlite_specific_sql_outside_the_backend_module() -> None:
+    root = Path(__file__).resolve().parents[2] / "headend"
+    offenders = []
+    pattern = re.compile(r"import sqlite3|PRAGMA|WITHOUT ROWID|INSERT OR |AUTOINCREMENT|sqlite_master|BEGIN IMMEDIATE")
+    for path in root.rglob("*.py"):
+        if path.name == "sqlite.py" and path.parent.name == "store":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert offenders == []
+
+
+def test_data_survives_reopen(db: Path) -> None:
+    s = open_store(db)
+    add(s, purchase_count=3)
+    s.close()
+    s = open_store(db)
+    assert s.get_meter(A1).purchase_count == 3
+    s.close()
+
+
+# ----------------------------------------------------------------------------- registry
+def test_add_meter_creates_account_and_audit_rows(store) -> None:
+    m = add(store, mode="remote", krn=2, protected=True)
+    assert (m.address, m.mode, m.krn, m.protected, m.meter_number) == (A1, "remote", 2, True, A1)
+    assert store.get_account(C1).balance_fen == 0
+    actions = [(e.actor, e.action, e.target) for e in store.audit_entries()]
+    assert actions == [("alice", "meter.add", A1), ("alice", "customer.add", C1)]
+    assert store.audit_entries()[0].at == 1_700_000_000
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"address": "12345"}, "12 decimal digits"),
+        ({"address": "00000000000A"}, "12 decimal digits"),
+        ({"customer": "42"}, "customer number"),
+        ({"mode": "both"}, "local' or 'remote"),
+        ({"krn": 256}, "0..255"),
+        ({"link": "10.0.0.5:8899"}, "URL"),
+    ],
+)
+def test_add_meter_rejects_bad_input_and_writes_nothing(store, kw, msg) -> None:
+    with pytest.raises(InvalidInput, match=msg):
+        add(store, **kw)
+    assert store.find_meters() == []
+    assert store.audit_entries() == []
+
+
+def test_duplicate_meter_is_a_conflict(store) -> None:
+    add(store)
+    with pytest.raises(Conflict, match="already registered"):
+        add(store, link="tcp://other:1")
+    assert store.get_meter(A1).link == "tcp://127.0.0.1:9001"
+
+
+def test_unknown_meter_says_how_to_add_it(store) -> None:
+    with pytest.raises(NotFound, match="headend meter add 000000000009"):
+        store.get_meter("000000000009")
+
+
+def test_find_meters_filters(store) -> None:
+    add(store, A1, mode="remote", link="tcp://10.0.0.1:1")
+    add(store, A2, mode="local", link="tcp://10.0.0.1:1", protected=True)
+    add(store, A3, C2, mode="remote", link="serial:///dev/ttyUSB0")
+    assert [m.address for m in store.find_meters([("mode", "=", "remote")])] == [A1, A3]
+    assert [m.address for m in store.find_meters([("link", "like", "tcp://%")])] == [A1, A2]
+    assert [m.address for m in store.find_meters([("protected", "=", True)])] == [A2]
+    assert [m.address for m in store.find_meters([("customer", "!=", C1)])] == [A3]
+    with pytest.raises(InvalidInput, match="cannot select meters by"):
+        store.find_meters([("balance; DROP TABLE meters", "=", 1)])
+
+
+def test_update_meter_is_audited_with_before_and_after(store) -> None:
+    add(store)
+    m = store.update_meter(A1, actor="bob", mode="remote", link="tcp://x:2")
+    assert (m.mode, m.link) == ("remote", "tcp://x:2")
+    last = store.audit_entries(limit=1)[0]
+    assert (last.actor, last.action) == ("bob", "meter.update")
+    assert last.detail == {"link": ["tcp://127.0.0.1:9001", "tcp://x:2"], "mode": ["local", "remote"]}
+    with pytest.raises(InvalidInput):
+        store.update_meter(A1, actor="bob", purchase_count=9)
+
+
+def test_purchase_count_compare_and_set(store) -> None:
+    add(store, purchase_count=4)
+    assert store.set_purchase_count(A1, 5, expected=4).purchase_count == 5
+    with pytest.raises(Conflict, match="purchase count is 5, expected 4"):
+        store.set_purchase_count(A1, 5, expected=4)
+    with pytest.raises(NotFound):
+        store.set_purchase_count(A2, 1, expected=0)
+
+
+def test_record_meter_state(store) -> None:
+    add(store)
+    store.record_meter_state(A1, balance_fen=-150, relay="open", seen_at=1_700_000_100)
+    m = store.get_meter(A1)
+    assert (m.balance_fen, m.relay, m.last_seen) == (-150, "open", 1_700_000_100)
+
+
+# ----------------------------------------------------------------------------- atomicity
+def test_atomic_rolls_back_every_part(store) -> None:
+    add(store)
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.enqueue(A1, "trip", {}, actor="alice")
+            store.add_event(A1, "note")
+            store.credit(C1, 500, actor="alice", idem_key="p1")
+            raise RuntimeError("crash in the middle")
+    assert store.list_commands() == []
+    assert store.events(A1) == []
+    assert store.get_account(C1).balance_fen == 0
+    assert [e.action for e in store.audit_entries()] == ["meter.add", "customer.add"]
+
+
+def test_enqueue_without_actor_leaves_no_command(store) -> None:
+    add(store)
+    with pytest.raises(InvalidInput, match="actor"):
+        store.enqueue(A1, "trip", {}, actor="")
+    assert store.list_commands() == []
+
+
+# ----------------------------------------------------------------------------- readings and events
+def test_readings_stored_once_per_meter_di_time(store) -> None:
+    add(store)
+    add(store, A2)
+    rows = [(A1, "00010000", 1000 + i, 1_700_000_000 + 900 * i) for i in range(10)]
+    assert store.add_readings(rows) == 10
+    assert store.add_readings(rows[5:] + [(A2, "00010000", 7, 1_700_000_000)]) == 1  # re-read: only A2 is new
+    got = store.readings(A1, "00010000")
+    assert [r.value for r in got] == list(range(1000, 1010))
+    assert store.readings(A1, since=1_700_000_000 + 900 * 3, until=1_700_000_000 + 900 * 5) == [
+        Reading(A1, "00010000", 1003, 1_700_000_000 + 2700),
+        Reading(A1, "00010000", 1004, 1_700_000_000 + 3600),
+    ]
+    assert store.latest_reading(A1, "00010000").value == 1009
+    assert store.latest_reading(A1, "00020000") is None
+    assert store.readings_for_di("00010000", since=1_700_000_000, until=1_700_000_001) == [
+        (A1, 1000, 1_700_000_000),
+        (A2, 7, 1_700_000_000),
+    ]
+
+
+def test_text_readings_and_reading_records(store) -> None:
+    add(store)
+    assert store.add_readings([Reading(A1, "04000503", None, 5, text="0040")]) == 1
+    assert store.readings(A1) == [Reading(A1, "04000503", None, 5, "0040")]
+
+
+def test_bulk_readings_one_transaction_all_or_nothing(store) -> None:
+    add(store)
+    good = [(A1, "00010000", i, i) for i in range(999)]
+    for bad_row in [(A1, "00010000", 5, None), (A1, "00010000", 1.5, 1), (A1, "00010000")]:
+        with pytest.raises(InvalidInput):
+            store.add_readings(good + [bad_row])
+    assert store.readings(A1) == []
+    assert store.add_readings(good + [(A1, "00010000", 0, 999)]) == 1000
+
+
+def test_events_dedup_and_order(store) -> None:
+    add(store)
+    assert store.add_event(A1, "trip", {"reason": "overdraft"}, at=10, source="meter", dedup="trip#1") is not None
+    assert store.add_event(A1, "trip", {"reason": "overdraft"}, at=10, source="meter", dedup="trip#1") is None
+    store.add_event(A1, "close", at=20)
+    evs = store.events(A1)
+    assert [(e.kind, e.at, e.source) for e in evs] == [("close", 20, "headend"), ("trip", 10, "meter")]
+    assert evs[1].detail == {"reason": "overdraft"}
+
+
+# ----------------------------------------------------------------------------- money
+def test_credit_is_exactly_once_per_key(store) -> None:
+    add(store)
+    entry, new = store.credit(C1, 5000, actor="counter-1", idem_key="hall:42")
+    assert new and entry.balance_after == 5000
+    again, new2 = store.credit(C1, 5000, actor="counter-1", idem_key="hall:42")
+    assert not new2 and again == entry
+    assert store.get_account(C1).balance_fen == 5000
+    with pytest.raises(Conflict, match="already used"):
+        store.credit(C1, 6000, actor="counter-1", idem_key="hall:42")
+    with pytest.raises(NotFound):
+        store.credit(C2, 100, actor="x", idem_key="hall:43")
+    assert store.get_account(C1).version == 1
+
+
+def test_charge_batch_applies_once_and_ledger_balances(store) -> None:
+    add(store, mode="remote")
+    add(store, A2, C2, mode="remote")
+    store.credit(C1, 1000, actor="a", idem_key="k1")
+    charges = [(C1, 300, 12345, 5000), (C2, 50, 0, 100)]
+    assert store.charge_accounts("day:2026-11-27", charges, actor="costctl") == 2
+    assert store.charge_accounts("day:2026-11-27", charges, actor="costctl") == 0
+    a1, a2 = store.get_account(C1), store.get_account(C2)
+    assert (a1.balance_fen, a1.rem, a1.ladder_wh) == (700, 12345, 5000)
+    assert (a2.balance_fen, a2.rem, a2.ladder_wh) == (-50, 0, 100)
+    led = store.ledger(C1)
+    assert [(e.kind, e.amount_fen, e.balance_after) for e in led] == [("charge", -300, 700), ("payment", 1000, 1000)]
+    assert sum(e.amount_fen for e in led) == a1.balance_fen
+
+
+def test_charge_batch_with_unknown_customer_changes_nothing(store) -> None:
+    add(store)
+    with pytest.raises(NotFound, match="unknown customers"):
+        store.charge_accounts("b1", [(C1, 10, 0, 0), ("000000000999", 10, 0, 0)], actor="costctl")
+    assert store.get_account(C1).balance_fen == 0
+    assert store.charge_accounts("b1", [(C1, 10, 0, 0)], actor="costctl") == 1  # key not burnt by the failure
+    with pytest.raises(InvalidInput, match="twice"):
+        store.charge_accounts("b2", [(C1, 1, 0, 0), (C1, 1, 0, 0)], actor="costctl")
+    with pytest.raises(InvalidInput, match="remainder"):
+        store.charge_accounts("b3", [(C1, 1, 100_000, 0)], actor="costctl")
+
+
+def test_account_limits_validated_and_audited(store) -> None:
+    store.add_account(C1, actor="alice", alarm1_fen=2000, overdraft_fen=500, restore_policy="direct")
+    with pytest.raises(InvalidInput):
+        store.update_account(C1, actor="alice", overdraft_fen=-1)
+    with pytest.raises(InvalidInput):
+        store.update_account(C1, actor="alice", balance_fen=10**6)
+    a = store.update_account(C1, actor="bob", protected=True, alarm2_fen=1000)
+    assert (a.protected, a.alarm1_fen, a.alarm2_fen, a.restore_policy) == (True, 2000, 1000, "direct")
+    assert store.audit_entries(actor="bob")[0].detail == {"alarm2_fen": [0, 1000], "protected": [False, 1]}
+    with pytest.raises(Conflict):
+        store.add_account(C1, actor="alice")
+
+
+def test_notifications_outbox(store) -> None:
+    n = store.notify(C1, "alarm1", "balance low", idem_key="alarm1:C1:2026-11-27")
+    assert store.notify(C1, "alarm1", "balance low", idem_key="alarm1:C1:2026-11-27") == n
+    assert [x.id for x in store.list_notifications(status="queued")] == [n.id]
+    sent = store.mark_notification(n.id, "sent")
+    assert (sent.status, sent.attempts) == ("sent", 1)
+    with pytest.raises(Conflict):
+        store.mark_notification(n.id, "failed")
+    with pytest.raises(NotFound):
+        store.mark_notification(999, "sent")
