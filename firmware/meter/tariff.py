@@ -256,7 +256,8 @@ class Tariff:
     # --- ladder settlement ---
 
     def last_settlement(self, t):
-        """Latest settlement instant <= t, or None when there is no ladder."""
+        """Latest settlement instant <= t, or None when there is no ladder. Annual mode uses
+        the points with a valid month; monthly mode ignores every point's month."""
         if self.mode == LADDER_NONE:
             return None
         y, mo = clock.civil_from_days(t // clock.DAY)[:2]
