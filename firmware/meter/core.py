@@ -398,11 +398,12 @@ class Meter:
         return self._reply(0x95, self.out, 0)
 
     # --- protected commands: common checks -------------------------------------------------
-    def _plain_ok(self, d):
+    def _plain_ok(self, d, o):
         # bench images accept the plain levels 02/04 with the configured password
-        pa = d[0]
-        return self.bench and (pa == 2 or pa == 4) and d[1] == self.bench_pw[0] and \
-            d[2] == self.bench_pw[1] and d[3] == self.bench_pw[2]
+        pa = d[o]
+        pw = self.bench_pw
+        return self.bench and (pa == 2 or pa == 4) and d[o + 1] == pw[0] and \
+            d[o + 2] == pw[1] and d[o + 3] == pw[2]
 
     def _macfail(self, t, op, fn, di):
         self.sec.failure(t)
@@ -446,7 +447,7 @@ class Meter:
             sec.remember(seq, raw, rep)
             self._save()
             return rep
-        if self._plain_ok(d):
+        if self._plain_ok(d, 4):
             err = self._apply_write(di, mv[12:n], t, op)
             if err:
                 return self._err(0x14, err)
@@ -484,7 +485,7 @@ class Meter:
                 return bad
             rep = self._do_control(d, t, op)
             sec.remember(seq, raw, rep)
-        elif n == 16 and self._plain_ok(d):
+        elif n == 16 and self._plain_ok(d, 0):
             rep = self._do_control(d, t, op)
         else:
             return self._err(0x1C, ERR_AUTH)

@@ -1,0 +1,66 @@
+"""Shared pieces of the firmware tests (CPython side)."""
+
+import hashlib
+import hmac
+
+from meter import clock
+from meter.core import Meter
+from meter.store import RamFlash
+from tests.firmware.hes import HeadEnd, parse
+
+ADDR = "123456789012"
+KEY = bytes(range(16))
+T0 = clock.from_fields(2025, 6, 5, 10, 22, 51)
+
+
+def std_hmac(key, msg):
+    return hmac.new(bytes(key), bytes(msg), hashlib.sha256).digest()
+
+
+class Rand:
+    """Deterministic os.urandom stand-in: tests (and the vectors) repeat exactly."""
+
+    def __init__(self, seed=1):
+        self.n = seed
+
+    def __call__(self, n):
+        out = bytearray()
+        while len(out) < n:
+            self.n = (self.n * 1103515245 + 12345) & 0x7FFFFFFF
+            out.append(self.n >> 16 & 0xFF)
+        return bytes(out)
+
+
+def make(flash=None, now=T0, **cfg):
+    config = {"address": ADDR, "key": KEY, "krn": 0, "mode": "local", "bench": False}
+    config.update(cfg)
+    flash = flash or RamFlash(16384)
+    return Meter(config, flash, now, Rand()), flash
+
+
+def headend(key=KEY, address=ADDR):
+    return HeadEnd(address, key, std_hmac)
+
+
+def session(m, he, now=T0, r1=b"\x11" * 8):
+    he.authed(m.handle(he.auth(r1), now))
+    return he
+
+
+def ask(m, frame, now=T0):
+    r = m.handle(frame, now)
+    return None if r is None else parse(r)
+
+
+def serr(reply):
+    ctrl, data = reply
+    assert ctrl == 0xC3, (hex(ctrl), data)
+    return data[0] | data[1] << 8
+
+
+def opened(amount=10000, customer="000000000042", now=T0, **cfg):
+    """A meter with an opened account, and a head-end in session with it."""
+    m, flash = make(now=now, **cfg)
+    he = session(m, headend(), now)
+    assert ask(m, he.purchase(amount, 1, customer, open_account=True), now)[0] == 0x83
+    return m, he, flash
