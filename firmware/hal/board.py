@@ -16,7 +16,6 @@ except ImportError:
     def const(x):
         return x
 
-_BUTTON_HOLD_MS = const(3000)   # spec: the customer holds the button >= 3 s
 _POWER_WINDOW_MS = const(10000)  # power is estimated from pulses over this window
 _RTC_RESYNC_MS = const(60000)
 _BUF = const(64)
@@ -87,6 +86,7 @@ class Board:
         # one character time (11 bits), so DE drops only after the stop bit has left
         self._char_us = 11000000 // hw["baud"]
         self._delay_ms = hw["reply_delay_ms"]
+        self._hold_ms = hw["button_ms"]
         self._imp = hw["imp_per_kwh"]
         self._acc = 0
         self._win_pulses = 0
@@ -155,7 +155,7 @@ class Board:
         t = time.ticks_ms()
         if self._press_t0 is None:
             self._press_t0 = t
-        elif not self._pressed and time.ticks_diff(t, self._press_t0) >= _BUTTON_HOLD_MS:
+        elif not self._pressed and time.ticks_diff(t, self._press_t0) >= self._hold_ms:
             self._pressed = True  # one press per hold, however long it lasts
             self.meter.button(now)
 

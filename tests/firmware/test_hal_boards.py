@@ -1,0 +1,141 @@
+"""The ESP32 and RP2 HALs under the real micropython binary, against a fake `machine` module:
+DL/T 645 bytes in and out of the UART with the RS-485 direction pin, the pulse interrupt, the
+latching relay, the button, the watchdog, and state that survives a restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from protocol import build_frame, parse_frame
+from tests.mpy import run_micropython
+
+FAKES = str(Path(__file__).parent / "fakes")
+ADDR = "000000000001"
+KEY = "00112233445566778899aabbccddeeff"
+PINS = {"esp32": {"tx": 17, "rx": 16, "de": 4, "relay_set": 25, "relay_reset": 26, "relay_sense": 27,
+                  "button": 0, "led": 2, "pulse": 32},
+        "rp2": {"tx": 0, "rx": 1, "de": 2, "relay_set": 6, "relay_reset": 7, "relay_sense": 8,
+                "button": 9, "led": 25, "pulse": 10}}
+
+READ_ENERGY = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))  # DI 00 01 00 00, forward active total
+# 1CH trip (N1=1A) in a bench image: level 02, password 000000, operator 0, deadline 2026-06-02 00:00:00
+TRIP = build_frame(ADDR, 0x1C, bytes([2, 0, 0, 0, 0, 0, 0, 0, 0x1A, 0, 0x00, 0x00, 0x00, 0x02, 0x06, 0x26]))
+CLOSE = build_frame(ADDR, 0x1C, bytes([2, 0, 0, 0, 0, 0, 0, 0, 0x1C, 0, 0x00, 0x00, 0x00, 0x02, 0x06, 0x26]))
+OTHER_METER = build_frame("000000000002", 0x11, bytes.fromhex("00000100"))
+
+
+def _config(tmp: Path, board: str, **extra: object) -> None:
+    cfg = {"board": board, "address": ADDR, "key": KEY, "mode": "remote", "bench": True, "pins": PINS[board],
+           "imp_per_kwh": 100, "relay_pulse_ms": 10, "reply_delay_ms": 0, "button_ms": 50, **extra}
+    (tmp / "config.json").write_text(json.dumps(cfg))
+
+
+SCRIPT = r"""
+import json, time, machine
+from hal import config, {board} as halmod
+meter_cfg, hw = config.load("config.json")
+b = halmod.{cls}(meter_cfg, hw)
+u = machine.uarts[0]
+u.de = hw["pins"]["de"]
+P = machine.pins
+presses = []
+orig = b.meter.button
+def press(now):
+    presses.append(now)
+    return orig(now)
+b.meter.button = press
+b.step()
+for _ in range({pulses}):          # pulse edges from the metering chip
+    P[hw["pins"]["pulse"]].level(0)
+    P[hw["pins"]["pulse"]].level(1)
+b.step()
+for byte in bytes.fromhex("{other}"):   # a frame for another meter on the bus: no answer
+    u.rx.append(byte)
+    b.step()
+for byte in bytes.fromhex("{read}"):    # arrives byte by byte, as a UART delivers it
+    u.rx.append(byte)
+    b.step()
+u.rx.extend(bytes.fromhex("{trip}"))
+b.step()
+after_trip = b.meter.relay_open
+u.rx.extend(bytes.fromhex("{close}"))
+b.step()
+btn = P[hw["pins"]["button"]]
+btn.level(0)
+b.step()
+time.sleep_ms(80)
+b.step()
+b.step()
+btn.level(1)
+b.step()
+print(json.dumps({{
+    "blocks": [[de, bytes(data).hex()] for de, data in u.blocks],
+    "uart": list(u.args[:4]), "waits": u.waits,
+    "de_writes": P[hw["pins"]["de"]].writes,
+    "set_writes": P[hw["pins"]["relay_set"]].writes, "reset_writes": P[hw["pins"]["relay_reset"]].writes,
+    "after_trip": after_trip, "relay_open": b.meter.relay_open, "presses": len(presses),
+    "sensed_open": b.meter.actual_open, "wdt_fed": machine.wdts[0].fed, "wdt_timeout": machine.wdts[0].timeout,
+    "energy_wh": b.meter.status()["energy_wh"],
+}}))
+"""
+
+
+def _run(tmp: Path, board: str, pulses: int, heapsize: str = "256K") -> dict:  # source: compiled here
+    code = SCRIPT.format(board=board, cls={"esp32": "Esp32", "rp2": "Rp2"}[board], pulses=pulses,
+                         other=OTHER_METER.hex(), read=READ_ENERGY.hex(), trip=TRIP.hex(), close=CLOSE.hex())
+    r = run_micropython(code, heapsize=heapsize, cwd=tmp, path=[FAKES])
+    assert r.returncode == 0, r.stderr + r.stdout
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2"])
+def test_board_serves_read_and_relay_commands(tmp_path: Path, board: str) -> None:
+    _config(tmp_path, board)
+    out = _run(tmp_path, board, pulses=7)  # 7 pulses at 100 imp/kWh = 70 Wh
+    assert out["uart"] == [2400, 8, 0, 1]  # 2400 8E1 (parity 0 = even)
+    assert out["energy_wh"] == 70
+    replies = [parse_frame(bytes.fromhex(h)) for _, h in out["blocks"]]
+    assert [f.control for f in replies] == [0x91, 0x9C, 0x9C]  # nothing for the other meter's frame
+    read = replies[0]
+    assert read.address == ADDR
+    assert read.data[:4] == bytes.fromhex("00000100")
+    assert read.data[4:8] == bytes([0x07, 0, 0, 0])  # 0.07 kWh, BCD XXXXXX.XX low byte first
+    # every byte left with DE high, and DE fell after each reply (half duplex: listen again)
+    assert all(de == 1 for de, _ in out["blocks"])
+    assert out["de_writes"] == [1, 0] * 3
+    assert out["waits"] >= 3
+    # latching relay: the trip pulsed the reset coil once, the close pulsed the set coil
+    assert out["after_trip"] is True
+    assert out["reset_writes"][-2:] == [1, 0]
+    assert out["set_writes"].count(1) == 2  # boot drive (closed) + the close command
+    assert out["relay_open"] is False
+    assert out["presses"] == 1  # one press per hold
+    assert out["sensed_open"] is True  # fake sense pin idles high = open level 1
+    assert out["wdt_timeout"] == 8000 and out["wdt_fed"] > 5
+
+
+def test_board_state_survives_restart(tmp_path: Path) -> None:
+    _config(tmp_path, "esp32")
+    first = _run(tmp_path, "esp32", pulses=3)
+    assert first["energy_wh"] == 30
+    assert (tmp_path / "state.bin").stat().st_size == 16384
+    second = _run(tmp_path, "esp32", pulses=2)
+    assert second["energy_wh"] == 50  # 30 Wh from the state file + 20 Wh metered now
+    read = parse_frame(bytes.fromhex(second["blocks"][0][1]))
+    assert read.data[4:8] == bytes([0x05, 0, 0, 0])
+
+
+def test_board_without_config_says_which_file(tmp_path: Path) -> None:
+    r = run_micropython("from hal import esp32\nesp32.main('config.json')", cwd=tmp_path, path=[FAKES])
+    assert r.returncode != 0
+    assert "config file config.json is missing" in r.stdout
+
+
+def test_board_with_wrong_pin_names_it(tmp_path: Path) -> None:
+    _config(tmp_path, "rp2", pins={**PINS["rp2"], "de": "GP2"})
+    r = run_micropython("from hal import rp2\nrp2.main('config.json')", cwd=tmp_path, path=[FAKES])
+    assert r.returncode != 0
+    assert "pins.de must be a GPIO number" in r.stdout
