@@ -98,10 +98,11 @@ def check_ladder(thresholds, increments):
         raise ValueError("over 6 thresholds")
     if len(inc) != len(thr) + 1:
         raise ValueError("need thresholds+1 increments")
-    # DL/T 645 writes all 6 thresholds; trailing zeros mean "unused" (their increments too).
+    # DL/T 645 writes all 6 thresholds; trailing zeros mean "unused". The increments are kept
+    # as written (only the first len(thr) + 1 are used), so writing the increments before
+    # the thresholds loses nothing.
     while thr and thr[-1] == 0:
         thr.pop()
-        inc.pop()
     for i in range(1, len(thr)):
         if thr[i] <= thr[i - 1]:
             raise ValueError("unsorted thresholds")

@@ -100,10 +100,21 @@ def test_no_ladder_when_settlement_invalid():
 
 def test_trailing_zero_thresholds_are_unused():
     t = Tariff()
-    t.set_ladder(1, [240000, 400000, 0, 0, 0, 0], [0, 500, 3000, 0, 0, 0, 0])
-    assert t.thresholds[1] == [240000, 400000] and t.increments[1] == [0, 500, 3000]
-    t.set_ladder(1, [0] * 6, [7] + [0] * 6)
-    assert t.thresholds[1] == [] and t.increments[1] == [7]
+    t.set_ladder(0, [240000, 400000, 0, 0, 0, 0], [0, 500, 3000, 0, 0, 0, 0])
+    assert t.thresholds[0] == [240000, 400000]
+    assert t.charge(3, T2025, 399999) == (5500 + 2 * 8000, 400002, 2)
+    t.set_ladder(0, [0] * 6, [7] + [0] * 6)
+    assert t.thresholds[0] == [] and t.charge(3, T2025, 0)[0] == 3 * 5007
+
+
+def test_increments_written_before_thresholds_are_kept():
+    # the wire writes the two blocks one after the other, in either order
+    t = Tariff()
+    incs = [0, 100, 200, 300, 400, 500, 600]
+    t.set_ladder(0, [2880000, 4800000, 0, 0, 0, 0], incs)
+    t.set_ladder(0, [10, 20, 30, 40, 50, 60], list(t.increments[0]))
+    assert t.increments[0] == incs
+    assert t.charge(70, T2025, 0)[0] == sum(10 * (5000 + i) for i in incs)
 
 
 # --- TOU --------------------------------------------------------------------------------
