@@ -96,7 +96,7 @@ def check_ladder(thresholds, increments):
     inc = [_int(v, 0, 99999999, "bad increment") for v in increments]
     if len(thr) > MAX_THRESHOLDS:
         raise ValueError("over 6 thresholds")
-    if len(inc) != len(thr) + 1:
+    if not len(thr) + 1 <= len(inc) <= MAX_THRESHOLDS + 1:
         raise ValueError("need thresholds+1 increments")
     # DL/T 645 writes all 6 thresholds; trailing zeros mean "unused". The increments are kept
     # as written (only the first len(thr) + 1 are used), so writing the increments before

@@ -226,6 +226,7 @@ def test_settlement_point_belongs_to_the_new_period():
     (lambda t: t.set_ladder(0, [3000, 2000], [0, 1, 2]), "unsorted thresholds"),
     (lambda t: t.set_ladder(0, [1, 2, 3, 4, 5, 6, 7], [0] * 8), "over 6 thresholds"),
     (lambda t: t.set_ladder(0, [1, 2], [0, 1]), "need thresholds+1 increments"),
+    (lambda t: t.set_ladder(0, [1, 2], [0] * 8), "need thresholds+1 increments"),
     (lambda t: t.set_ladder(0, [-1], [0, 1]), "bad threshold"),
     (lambda t: t.set_day_table(0, 0, [(m * 60, 1) for m in range(15)]), "over 14 points"),
     (lambda t: t.set_day_table(0, 0, [(0, 4)]), "bad rate index"),
@@ -263,9 +264,12 @@ def test_dump_load_round_trip_through_json():
     t.set_day_table(0, 5, [(0, 1), (90, 0)])
     t.set_zones(1, [(2, 3, 5), (9, 1, 0)])
     t.set_ladder(0, [10, 20, 30], [1, 2, 3, 4])
+    t.set_ladder(1, [40, 50, 0, 0, 0, 0], [5, 6, 7, 8, 9, 10, 11])  # as the wire writes it
     t.set_switch(SW_PRICES, 12345)
+    t.set_switch(SW_LADDER, 5 * 10 ** 7)
     t.set_settlement([(0, 2, 3), (0, 17, 0)])
     again = Tariff.load(json.loads(json.dumps(t.dump())))
     assert again.dump() == t.dump()
     for x in range(0, 10 ** 8, 7919 * 3600):
         assert again.charge(25, x, 15) == t.charge(25, x, 15)
+        assert again.charge(25, x, 45) == t.charge(25, x, 45)
