@@ -518,7 +518,8 @@ class Store:
         seen_at: int | None = None,
     ) -> None:
         """Remember what a meter last reported (balance, relay state, purchase count, when seen)."""
-        sets, params = ["last_seen = ?"], [seen_at if seen_at is not None else self.now()]
+        sets: list[str] = ["last_seen = ?"]
+        params: list[Any] = [seen_at if seen_at is not None else self.now()]
         for col, val in (("balance_fen", balance_fen), ("relay", relay), ("purchase_count", purchase_count)):
             if val is not None:
                 sets.append(f"{col} = ?")
@@ -611,7 +612,7 @@ class Store:
         """Number of outbox entries per status (every status present, 0 if none)."""
         with self._tx(write=False) as tx:
             rows = tx.all("SELECT status, COUNT(*) FROM commands GROUP BY status")
-        out = dict.fromkeys(COMMAND_STATUSES, 0)
+        out: dict[str, int] = dict.fromkeys(COMMAND_STATUSES, 0)
         out.update({s: int(n) for s, n in rows})
         return out
 
@@ -763,7 +764,8 @@ class Store:
         limit: int | None = None,
     ) -> list[Reading]:
         """A meter's readings in time order (since <= read_at < until), optionally one DI only."""
-        parts, params = ["meter = ?"], [meter]
+        parts: list[str] = ["meter = ?"]
+        params: list[Any] = [meter]
         if di is not None:
             parts.append("di = ?")
             params.append(check_di(di))
