@@ -191,7 +191,7 @@ def _event(m, kind, field, n, b, o):
         if field == 2:
             put_bcd(b, o, r[1], 2)
         else:
-            put_sbcd(b, o, r[field], 4)
+            put_sbcd(b, o, r[field - 1], 4)
         return size
     if kind == ev.PROGRAM or kind == ev.MACFAIL:
         if field != 0:
@@ -220,7 +220,7 @@ def _event(m, kind, field, n, b, o):
     if field == 2:
         put_le(b, o, r[1], 4)
     else:
-        put_bcd(b, o, r[field] // 10, 4)
+        put_bcd(b, o, r[field - 1] // 10, 4)
     return 4
 
 
