@@ -51,7 +51,10 @@ def L(*items) -> dict:
     return {"type": "list", "value": list(items)}
 
 
-READ_DI = {"fields": {}}
+QUIRK_0203 = (
+    "source wrote DI 02030000 in reading order; in standard wire order (DI0 first) the bytes are DI 00000302, "
+    "unknown, so the value stays raw (flagged)"
+)
 
 # Expected meaning of every shared vector, typed from its "meaning" text.
 SHARED_EXPECT: dict[str, dict] = {
@@ -67,8 +70,13 @@ SHARED_EXPECT: dict[str, dict] = {
     "pub_blog_read_00010000_reply_2.26kWh": {"address": "558890213594", "control": 0x91, "di": "00010000", "value": D("2.26"), "unit": "kWh"},
     "pub_blog_read_02010100_reply_224.8V": {"address": "558890213594", "control": 0x91, "di": "02010100", "value": D("224.8"), "unit": "V"},
     "pub_blog_read_02020100_request": {"address": "558890213594", "control": 0x11, "di": "02020100", "name": "current_a"},
-    "pub_blog_read_02030000_request": {"address": "558890213594", "control": 0x11, "di": "02030000", "name": "active_power_total"},
-    "pub_blog_read_02030000_reply_0kW_4bytes": {"address": "558890213594", "control": 0x91, "di": "02030000", "value": D("0.0000"), "unit": "kW"},
+    # Quirk: this source sent the DI bytes in reading order (02 03 00 00 -> 35 36 33 33). Read
+    # DI0 first, as the standard says, they are DI 00 00 03 02, which no meter defines: a
+    # standard parser sees an unknown DI and keeps its value as flagged raw bytes.
+    "pub_blog_read_02030000_request": {"address": "558890213594", "control": 0x11, "di": "00000302", "quirk": QUIRK_0203},
+    "pub_blog_read_02030000_reply_0kW_4bytes": {
+        "address": "558890213594", "control": 0x91, "di": "00000302", "unknown": True, "value": B("00000000"), "quirk": QUIRK_0203,
+    },
     "pub_blog_relay_1C_reply_9C": {"address": "558890213594", "control": 0x9C, "fields": {}},
     "pub_blog_relay_1C_trip_template": {
         "address": "558890213594", "control": 0x1C,
