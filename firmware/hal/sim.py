@@ -98,32 +98,34 @@ class Frames:
     two masters on two connections never splice each other's bytes)."""
 
     def __init__(self):
-        self.buf = bytearray()
+        self.buf = b""
 
     def feed(self, chunk):
-        buf = self.buf
-        buf.extend(chunk)
+        # bytes and slicing, not del on a bytearray: MicroPython's bytearray cannot delete items
+        buf = self.buf + chunk
         if len(buf) > _MAX_FRAME_BUF:
-            del buf[:len(buf) - _MAX_FRAME_BUF]
+            buf = buf[len(buf) - _MAX_FRAME_BUF:]
         out = []
         while True:
             i = buf.find(b"\x68")
             if i < 0:
-                del buf[:]
-                return out
+                buf = b""
+                break
             if i:
-                del buf[:i]
+                buf = buf[i:]
             if len(buf) < 10:
-                return out
+                break
             end = 12 + buf[9]
             if buf[7] == 0x68:
                 if len(buf) < end:
-                    return out
+                    break
                 if buf[end - 1] == 0x16 and sum(buf[:end - 2]) & 0xFF == buf[end - 2]:
-                    out.append(bytes(buf[:end]))
-                    del buf[:end]
+                    out.append(buf[:end])
+                    buf = buf[end:]
                     continue
-            del buf[:1]
+            buf = buf[1:]
+        self.buf = buf
+        return out
 
 
 class _Sock:
@@ -316,16 +318,16 @@ class SimMeter:
         if not chunk:
             self._drop(link)
             return
-        buf = link.frames.buf
-        buf.extend(chunk)
+        buf = link.frames.buf + chunk
         while True:
             i = buf.find(b"\n")
             if i < 0:
                 break
-            line = bytes(buf[:i]).decode()
-            del buf[:i + 1]
+            line = buf[:i].decode()
+            buf = buf[i + 1:]
             reply = self.command(line)
-            link.write(((reply or "ok") + "\n").encode())
+            link.write(((reply or "{}") + "\n").encode())
+        link.frames.buf = buf
 
     # ---- control -----------------------------------------------------------------------------
     def press_button(self):

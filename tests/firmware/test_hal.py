@@ -218,3 +218,14 @@ def test_frames_split_merged_and_noisy() -> None:
     bad = bytearray(b)
     bad[-2] ^= 1  # checksum
     assert Frames().feed(bytes(bad)) == []
+
+
+def test_frames_under_micropython() -> None:
+    a = build_frame("000000000001", 0x11, bytes.fromhex("00000100"))
+    stream = b"\x68\x16noise" + a + a
+    code = ("from hal.sim import Frames\nf = Frames()\ns = bytes.fromhex(%r)\nout = []\n"
+            "for i in range(0, len(s), 5):\n    out += f.feed(s[i:i + 5])\n"
+            "print(' '.join(x.hex() for x in out))" % stream.hex())
+    r = run_micropython(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [a[4:].hex()] * 2

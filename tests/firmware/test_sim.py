@@ -1,0 +1,113 @@
+"""`meter run` end to end: a real child process, real TCP sockets and a real pty, under CPython
+and under the micropython binary; button from outside; clean stop; state that survives."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from protocol import Deframer, build_frame, parse_frame
+from tools.sim import ROOT
+from tools.sim.launch import start_meter
+
+ADDR = "000000000001"
+KEY = "00112233445566778899aabbccddeeff"
+READ_ENERGY = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
+READ_ADDRESS = build_frame("AAAAAAAAAAAA", 0x13)
+INTERPRETERS = [pytest.param(False, id="cpython"), pytest.param(True, id="micropython")]
+
+
+def _exchange_tcp(addr: tuple[str, int], request: bytes) -> bytes:
+    d = Deframer()
+    with socket.create_connection(addr, timeout=5) as s:
+        s.sendall(request)
+        while (frame := d.next_frame()) is None:
+            chunk = s.recv(256)
+            assert chunk, "meter closed the connection"
+            d.feed(chunk)
+    return frame
+
+
+def _bcd_kwh_wh(data: bytes) -> int:
+    digits = "".join(f"{b:02x}" for b in reversed(data))
+    return int(digits) * 10  # XXXXXX.XX kWh -> Wh
+
+
+@pytest.mark.parametrize("micropython", INTERPRETERS)
+def test_run_serves_tcp_and_pty_takes_button_and_keeps_state(tmp_path: Path, micropython: bool) -> None:
+    state = str(tmp_path / "m.state")
+    # 3600 W at 3600x: 1 Wh per meter second, 3.6 kWh per real second
+    extra = ("--load-w", "3600", "--noise", "0")
+    m = start_meter(ADDR, KEY, state, pty=True, micropython=micropython, speed=3600, extra=extra)
+    try:
+        assert m.tcp and m.pty and m.control
+        time.sleep(0.5)
+        reply = parse_frame(_exchange_tcp(m.tcp, READ_ENERGY))
+        assert reply.control == 0x91 and reply.address == ADDR
+        assert reply.data[:4] == bytes.fromhex("00000100")
+        assert _bcd_kwh_wh(reply.data[4:8]) > 0
+        # the pty: any serial program can open it, 2400 8E1 like a real line
+        with serial.Serial(m.pty, 2400, parity=serial.PARITY_EVEN, timeout=3) as port:
+            port.write(READ_ADDRESS)
+            d = Deframer()
+            deadline = time.monotonic() + 5
+            while (frame := d.next_frame()) is None and time.monotonic() < deadline:
+                d.feed(port.read(port.in_waiting or 1))
+        assert frame is not None, "no reply on the pty"
+        f = parse_frame(frame)
+        assert f.control == 0x93 and f.address == ADDR
+        m.press_button()
+        assert m.command("button")["contact"] in ("open", "closed")
+        deadline = time.monotonic() + 5
+        while (st := m.command("status"))["presses"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert st["presses"] == 2 and st["address"] == ADDR and st["frames_in"] >= 2
+        energy_before_stop = st["energy_wh"]
+    finally:
+        rc = m.stop()
+    assert rc == 0, m.output
+    assert any("stopped; state kept in" in line for line in m.output), m.output
+    assert Path(state).stat().st_size == 16384
+    # a restart carries on from the state file (the meter kept counting between status and stop)
+    m2 = start_meter(ADDR, KEY, state, micropython=micropython, extra=("--load-w", "0"))
+    try:
+        assert m2.command("status")["energy_wh"] >= energy_before_stop > 0
+    finally:
+        assert m2.stop(signal.SIGTERM) == 0
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.meter_cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("micropython", INTERPRETERS)
+def test_run_refuses_corrupt_state_naming_it(tmp_path: Path, micropython: bool) -> None:
+    state = tmp_path / "m.state"
+    state.write_bytes(b"\x00" * 16384)  # not blank, no record: the balance is unknown
+    args = ["run", "--quiet", "--address", ADDR, "--key-hex", KEY, "--state", str(state), "--listen",
+            "tcp://127.0.0.1:0"] + (["--micropython"] if micropython else [])
+    r = _run_cli(*args)
+    assert r.returncode == 2
+    assert f"state file {state} is corrupt" in r.stderr and "refusing to start" in r.stderr
+    assert state.read_bytes() == b"\x00" * 16384
+
+
+def test_run_refuses_truncated_state(tmp_path: Path) -> None:
+    state = tmp_path / "m.state"
+    state.write_bytes(b"\xff" * 100)
+    r = _run_cli("run", "--quiet", "--address", ADDR, "--key-hex", KEY, "--state", str(state))
+    assert r.returncode == 2 and f"state file {state} is 100 bytes, expected 16384" in r.stderr
+
+
+def test_run_needs_a_key(tmp_path: Path) -> None:
+    r = _run_cli("run", "--quiet", "--address", ADDR, "--state", str(tmp_path / "m.state"))
+    assert r.returncode == 2 and "there is no default key" in r.stderr
+    assert not (tmp_path / "m.state").exists()
