@@ -143,30 +143,39 @@ class Tariff:
         self.switch = [None, None, None, None]
         self.settlement = [(1, 1, 0)]
         self.mode = LADDER_ANNUAL
+        self._dump = None  # the core saves on every reading: rebuild only after a change
+
+    # Write through the setters only: they validate and keep the dump() cache honest.
 
     # --- setters (DI writes): validate everything before changing anything ---
 
     def set_prices(self, set_no, prices):
         self.prices[_set_no(set_no)] = check_prices(prices)
+        self._dump = None
 
     def set_day_table(self, set_no, k, points):
         s = _set_no(set_no)
         self.days[s][_int(k, 0, MAX_TABLES - 1, "bad day table")] = check_day_table(points)
+        self._dump = None
 
     def set_zones(self, set_no, zones):
         self.zones[_set_no(set_no)] = check_zones(zones)
+        self._dump = None
 
     def set_ladder(self, set_no, thresholds, increments):
         s = _set_no(set_no)
         self.thresholds[s], self.increments[s] = check_ladder(thresholds, increments)
+        self._dump = None
 
     def set_switch(self, kind, t):
         _int(kind, 0, 3, "bad switch kind")
         self.switch[kind] = None if t is None else _int(t, 0, 0x7FFFFFFF, "bad switch time")
+        self._dump = None
 
     def set_settlement(self, points):
         self.settlement = check_settlement(points)
         self.mode = ladder_mode(self.settlement)
+        self._dump = None
 
     # --- which set is in force ---
 
@@ -192,6 +201,7 @@ class Tariff:
                     self.thresholds[0] = list(self.thresholds[1])
                     self.increments[0] = list(self.increments[1])
                 self.switch[kind] = None
+                self._dump = None
                 changed = True
         return changed
 
@@ -291,6 +301,12 @@ class Tariff:
     # --- power-safe storage ---
 
     def dump(self):
+        """JSON-able snapshot; the same object until the next change, so do not modify it."""
+        if self._dump is None:
+            self._dump = self._build_dump()
+        return self._dump
+
+    def _build_dump(self):
         return {
             "p": [list(x) for x in self.prices],
             "d": [[[list(p) for p in tab] for tab in s] for s in self.days],

@@ -246,10 +246,32 @@ def test_settlement_point_belongs_to_the_new_period():
 ])
 def test_bad_writes_raise_and_change_nothing(call, message):
     t = Tariff()
-    before = t.dump()
+    before = snapshot(t)
     with pytest.raises(ValueError, match=re.escape(message)):
         call(t)
-    assert t.dump() == before
+    assert snapshot(t) == before
+    assert t.dump() == t._build_dump()
+
+
+def snapshot(t):
+    # read the attributes themselves: dump() is cached
+    return json.loads(json.dumps([t.prices, t.days, t.zones, t.thresholds, t.increments,
+                                  t.switch, t.settlement, t.mode]))
+
+
+def test_dump_follows_every_change():
+    t = Tariff()
+    changes = [lambda: t.set_prices(0, [1, 2, 3, 4]), lambda: t.set_day_table(1, 7, [(5, 0)]),
+               lambda: t.set_zones(0, [(3, 1, 2)]), lambda: t.set_ladder(1, [9], [1, 2]),
+               lambda: t.set_switch(SW_DAYS, 100), lambda: t.set_settlement([(0, 3, 4)]),
+               lambda: t.roll(100)]
+    seen = [json.dumps(t.dump())]
+    for change in changes:
+        change()
+        assert t.dump() == t._build_dump()
+        seen.append(json.dumps(t.dump()))
+    assert len(set(seen)) == len(seen)
+    assert t.dump() is t.dump()
 
 
 def test_padded_day_table_from_the_wire_is_accepted():
