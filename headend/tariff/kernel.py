@@ -14,18 +14,19 @@ Speed: the TOU price per interval is an int32 table and the product is written
 ``int64(w) * int64(price)`` so LLVM uses a 32x32->64 SIMD multiply; with int32 energy the hot
 loop then runs near memory speed (tools/bench/bench_tariff.py).
 
-int64 exactness: each row also ORs its energies together; the wrapper raises on a negative
-value and refuses a batch whose bound ``max_wh · max_price · intervals`` could pass 2**62.
+Bad rows: each row also ORs its energies together (one SIMD op per vector).  A negative value,
+a bound ``OR · max_price · intervals`` that could pass 2**62 (exact int64 no longer certain), or a
+state outside its range marks the row's fen negative; the wrapper then raises naming the account.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads  # noqa: F401  (re-exported for the bench)
+from numba import get_num_threads, njit, prange, set_num_threads
 
 from headend.tariff.reference import SUBFEN, Bill, check_inputs
 
-__all__ = ["rate", "segments_of", "prepare"]
+__all__ = ["rate", "segments_of", "prepare", "get_num_threads", "set_num_threads"]
 
 _LIMIT = 1 << 62
 
@@ -54,12 +55,18 @@ def _ladder_subfen(e, w, thr, inc):
     return cost
 
 
+_BAD_ENERGY, _TOO_BIG, _BAD_STATE = -1, -2, -3     # fen[a] flags: fen is never negative otherwise
+
+
 @njit(parallel=True, cache=True)
-def _rate_rows(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, fen, ladder1, rem1, orw):
+def _rate_rows(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, fen, ladder1, rem1):
     nseg = seg.size - 1
     for a in prange(energy.shape[0]):          # row a writes only slot a of each output: no race
         e = ladder0[a]
         acc = rem0[a]
+        if e < 0 or acc < 0 or acc >= SUBFEN:
+            fen[a] = _BAD_STATE
+            continue
         bits = 0
         for s in range(nseg):
             # unsigned bounds: numba then drops its negative-index wraparound, which blocks SIMD
@@ -88,36 +95,56 @@ def _rate_rows(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, fen, ladder1
                     if w > 0:
                         acc += w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
                         e += w
-        fen[a] = acc // SUBFEN
-        rem1[a] = acc - fen[a] * SUBFEN
-        ladder1[a] = e
-        orw[a] = bits
+        if bits < 0:
+            fen[a] = _BAD_ENERGY
+        elif bits > limit_w:
+            fen[a] = _TOO_BIG
+        else:
+            f = acc // SUBFEN
+            fen[a] = f
+            rem1[a] = acc - f * SUBFEN
+            ladder1[a] = e
 
 
 @njit(parallel=True, cache=True)
-def _rate_rows_per_interval(energy, pt, reset, thr, inc, ladder0, rem0, fen, ladder1, rem1, orw, per):
+def _rate_rows_per_interval(energy, pt, reset, thr, inc, ladder0, rem0, limit_w, fen, ladder1, rem1, per):
     for a in prange(energy.shape[0]):
         e = ladder0[a]
         r = rem0[a]
+        if e < 0 or r < 0 or r >= SUBFEN:
+            fen[a] = _BAD_STATE
+            continue
         total_fen = 0
         bits = 0
+        k = _tier(e + 1, thr)
         for t in range(energy.shape[1]):
             if reset[t]:
                 e = 0
+                k = _tier(1, thr)
             w = np.int64(energy[a, t])
             bits |= w
             f = 0
             if w > 0:
-                total = r + w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
+                # same tier for the first and last Wh: no split needed (the common case)
+                if k == thr.size or e + w <= thr[k]:
+                    u = w * (np.int64(pt[t]) + inc[k])
+                else:
+                    u = w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
+                total = r + u
                 f = total // SUBFEN
                 r = total - f * SUBFEN
                 e += w
+                k = _tier(e + 1, thr)
             per[a, t] = f
             total_fen += f
-        fen[a] = total_fen
-        rem1[a] = r
-        ladder1[a] = e
-        orw[a] = bits
+        if bits < 0:
+            fen[a] = _BAD_ENERGY
+        elif bits > limit_w:
+            fen[a] = _TOO_BIG
+        else:
+            fen[a] = total_fen
+            rem1[a] = r
+            ladder1[a] = e
 
 
 def segments_of(resets: np.ndarray, n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,50 +166,55 @@ def prepare(energy_wh: np.ndarray) -> np.ndarray:
 
 def rate(energy_wh: np.ndarray, slot_of_interval: np.ndarray, prices: np.ndarray,
          thresholds_wh: np.ndarray, increments: np.ndarray, resets: np.ndarray,
-         ladder_wh: np.ndarray, rem: np.ndarray, per_interval: bool = False) -> Bill:
+         ladder_wh: np.ndarray, rem: np.ndarray, per_interval: bool = False,
+         out: Bill | None = None) -> Bill:
     """Rate a batch with the numba kernel; same arguments and result as ``rate_reference``.
 
     ``energy_wh`` (accounts, intervals) of Wh, int32 (recommended: half the memory traffic) or
     int64; ``slot_of_interval`` (intervals,) TOU slot; ``prices`` per slot (0.0001 yuan/kWh);
     ladder ``thresholds_wh`` ascending and ``increments`` (one more); ``resets`` ascending interval
     indices where the ladder period restarts; ``ladder_wh``/``rem`` per account state.
+    ``out``: a Bill of preallocated int64 arrays to fill (saves page faults when rating batch
+    after batch; ``out.per_interval`` is used when ``per_interval``).
     """
     e = prepare(energy_wh)
     slot, prices, thr, inc, resets, ladder_wh, rem = (
         np.ascontiguousarray(a, dtype=np.int64) for a in
         (slot_of_interval, prices, thresholds_wh, increments, resets, ladder_wh, rem))
-    check_inputs(e, slot, prices, thr, inc, resets, ladder_wh, rem)
+    check_inputs(e, slot, prices, thr, inc, resets, ladder_wh, rem, state_ranges=False)
     n_acc, n_int = e.shape
-    # int32 TOU price per interval (prices < MAX_PRICE): keeps the hot multiply 32x32->64
-    pt = (prices[slot] if n_int else np.zeros(0, dtype=np.int64)).astype(np.int32)
     if n_int and int(prices.max()) >= 1 << 31:
         raise ValueError(f"price {int(prices.max())} does not fit the kernel's int32 price table")
-    fen = np.empty(n_acc, dtype=np.int64)
-    ladder1 = np.empty(n_acc, dtype=np.int64)
-    rem1 = np.empty(n_acc, dtype=np.int64)
-    orw = np.empty(n_acc, dtype=np.int64)
-    per = None
+    # int32 TOU price per interval: keeps the hot multiply 32x32->64
+    pt = (prices[slot] if n_int else np.zeros(0, dtype=np.int64)).astype(np.int32)
+    max_price = (int(prices.max()) if n_int else 0) + int(inc.max())
+    limit_w = (_LIMIT - SUBFEN) // (max(max_price, 1) * max(n_int, 1))
+    if out is None:
+        out = Bill(np.empty(n_acc, dtype=np.int64), np.empty(n_acc, dtype=np.int64),
+                   np.empty(n_acc, dtype=np.int64),
+                   np.empty((n_acc, n_int), dtype=np.int64) if per_interval else None)
+    fen, ladder1, rem1, per = out
     if per_interval:
-        per = np.empty((n_acc, n_int), dtype=np.int64)
         reset = np.zeros(n_int, dtype=np.uint8)
         reset[resets] = 1
-        _rate_rows_per_interval(e, pt, reset, thr, inc, ladder_wh, rem, fen, ladder1, rem1, orw, per)
+        _rate_rows_per_interval(e, pt, reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1, per)
     else:
         seg, seg_reset = segments_of(resets, n_int)
-        _rate_rows(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, fen, ladder1, rem1, orw)
-    check_outcome(e, orw, int(prices.max()) + int(inc.max()) if n_int else 0)
-    return Bill(fen, ladder1, rem1, per)
+        _rate_rows(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1)
+    if n_acc and fen.min() < 0:
+        _raise_bad_row(e, fen, ladder_wh, rem, limit_w)
+    return Bill(fen, ladder1, rem1, per if per_interval else None)
 
 
-def check_outcome(e: np.ndarray, orw: np.ndarray, max_price: int) -> None:
-    """Raise if a row held negative energy or the batch could have left exact int64 range."""
-    if not orw.size:
-        return
-    if orw.min() < 0:
-        a = int(np.flatnonzero(orw < 0)[0])
+def _raise_bad_row(e: np.ndarray, fen: np.ndarray, ladder_wh: np.ndarray, rem: np.ndarray, limit_w: int) -> None:
+    a = int(np.flatnonzero(fen < 0)[0])
+    n_bad = int((fen < 0).sum())
+    if fen[a] == _BAD_STATE:
+        raise ValueError(f"account {a}: ladder_wh {int(ladder_wh[a])} must be >= 0 and rem {int(rem[a])} "
+                         f"in 0..{SUBFEN - 1} ({n_bad} accounts affected)")
+    if fen[a] == _BAD_ENERGY:
         t = int(np.flatnonzero(e[a] < 0)[0])
         raise ValueError(f"account {a} interval {t}: negative energy {int(e[a, t])} Wh; validate readings "
-                         f"with headend.tariff.readings.assemble first ({int((orw < 0).sum())} accounts affected)")
-    if int(orw.max()) * max(max_price, 1) * max(e.shape[1], 1) + SUBFEN >= _LIMIT:
-        raise ValueError(f"batch too large for exact int64 sums (up to {int(orw.max())} Wh per interval over "
-                         f"{e.shape[1]} intervals); split it into shorter batches")
+                         f"with headend.tariff.readings first ({n_bad} accounts affected)")
+    raise ValueError(f"account {a}: up to {int(e[a].max())} Wh per interval over {e.shape[1]} intervals is too "
+                     f"large for exact int64 sums (limit {limit_w} Wh); split the batch into shorter ones")

@@ -28,8 +28,11 @@ class Bill(NamedTuple):
 
 def check_inputs(energy_wh: np.ndarray, slot_of_interval: np.ndarray, prices: np.ndarray,
                  thresholds_wh: np.ndarray, increments: np.ndarray, resets: np.ndarray,
-                 ladder_wh: np.ndarray, rem: np.ndarray) -> None:
-    """Raise ValueError naming the first argument whose shape or range the core cannot rate."""
+                 ladder_wh: np.ndarray, rem: np.ndarray, state_ranges: bool = True) -> None:
+    """Raise ValueError naming the first argument whose shape or range the core cannot rate.
+
+    ``state_ranges=False`` skips the per-account range check (the kernel does it in its own pass).
+    """
     if energy_wh.ndim != 2:
         raise ValueError(f"energy_wh must be (accounts, intervals), got shape {energy_wh.shape}")
     n_acc, n_int = energy_wh.shape
@@ -49,7 +52,7 @@ def check_inputs(energy_wh: np.ndarray, slot_of_interval: np.ndarray, prices: np
                          f"got {resets.tolist()}")
     if ladder_wh.shape != (n_acc,) or rem.shape != (n_acc,):
         raise ValueError(f"ladder_wh and rem need one value per account ({n_acc})")
-    if n_acc and (ladder_wh.min() < 0 or rem.min() < 0 or rem.max() >= SUBFEN):
+    if state_ranges and n_acc and (ladder_wh.min() < 0 or rem.min() < 0 or rem.max() >= SUBFEN):
         raise ValueError(f"ladder_wh must be >= 0 and rem in 0..{SUBFEN - 1}")
 
 

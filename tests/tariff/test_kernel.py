@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from headend.tariff.kernel import rate
-from headend.tariff.reference import SUBFEN, ladder_subfen, rate_reference
+from headend.tariff.reference import SUBFEN, Bill, ladder_subfen, rate_reference
 from headend.tariff.vectorized import rate_numpy
 
 BEIJING = dict(prices=[4883] * 4, thr=[2_880_000, 4_800_000], inc=[0, 500, 3000])
@@ -106,6 +106,11 @@ def test_a_month_of_quarter_hours_for_many_accounts():
     assert_same(ref, call(rate, *args, per_interval=True), with_per=True)
     assert_same(ref, call(rate, *args))
     assert_same(ref, call(rate_numpy, *args))
+    out = Bill(*(np.full(40, -7, np.int64) for _ in range(3)), np.zeros((40, n_int), np.int64))
+    for per_interval in (False, True):           # preallocated outputs are filled, not replaced
+        got = call(rate, *args, per_interval=per_interval, out=out)
+        assert got.fen is out.fen and got.rem is out.rem
+        assert_same(ref, got, with_per=per_interval)
 
 
 def test_empty_batches():
@@ -127,7 +132,7 @@ def test_negative_energy_is_refused_with_account_and_interval():
 
 def test_a_batch_that_could_overflow_int64_is_refused():
     e = np.full((1, 4000), 2_000_000_000, dtype=np.int64)
-    with pytest.raises(ValueError, match="split it"):
+    with pytest.raises(ValueError, match="split the batch"):
         call(rate, e, [0] * 4000, [999_999] * 4, [], [0], [], [0], [0])
 
 
@@ -137,7 +142,8 @@ def test_a_batch_that_could_overflow_int64_is_refused():
     (dict(thr=[5, 3], inc=[0, 1, 2]), "strictly ascending"),
     (dict(inc=[0]), "one increment per tier"),
     (dict(resets=[2]), "reset positions"),
-    (dict(rem=[SUBFEN]), "rem in"),
+    (dict(rem=[SUBFEN]), "rem"),
+    (dict(ladder=[-1]), "ladder_wh"),
 ])
 def test_bad_core_arguments_are_named(bad, words):
     args = dict(e=np.ones((1, 2), np.int32), slot=[0, 1], prices=[1, 2, 3, 4], thr=[10], inc=[0, 1],

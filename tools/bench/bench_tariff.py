@@ -1,0 +1,101 @@
+"""Tariff core: 1,000,000 accounts x 96 quarter-hours (one day), Beijing ladder + 4-rate TOU.
+
+Input is int32 Wh (a 15-min reading above 2**31 Wh is not a household), 384 MB for the whole
+day, so the kernel's ceiling is this machine's streaming-read bandwidth, measured in the same
+run by a numba sum over the same array.  Figures: the plain reference on a subset, the NumPy
+version, the kernel on 1 thread and on all cores, and the bandwidth with the readings/s it
+implies; ratios are same-run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numba import get_num_threads, njit, prange, set_num_threads
+
+from headend.tariff.kernel import rate
+from headend.tariff.model import beijing_tou, meter_time
+from headend.tariff.rating import plan
+from headend.tariff.reference import SUBFEN, Bill, rate_reference
+from headend.tariff.vectorized import rate_numpy
+
+ACCOUNTS = 1_000_000
+INTERVALS = 96
+REF_ACCOUNTS = 2_000
+
+
+@njit(parallel=True, cache=True)
+def _stream_sum(a, out):
+    for i in prange(a.shape[0]):
+        s = 0
+        for j in range(a.shape[1]):
+            s += a[i, j]
+        out[i] = s
+
+
+def best_of(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def day_batch(accounts: int, seed: int = 1):
+    """One day of quarter-hour readings; ladder states spread so ~2% of accounts cross a tier."""
+    rng = np.random.default_rng(seed)
+    t = beijing_tou()
+    day = meter_time(2025, 12, 31)
+    starts = day + 900 * np.arange(INTERVALS, dtype=np.int64)
+    (piece,) = plan(t, starts, day - 900)
+    energy = rng.integers(0, 500, (accounts, INTERVALS), dtype=np.int32)
+    ladder = rng.integers(0, 6_000_000, accounts)
+    rem = rng.integers(0, SUBFEN, accounts)
+    args = (piece.slots, t.price_array(), t.thresholds_array(), t.increments_array(), piece.resets, ladder, rem)
+    return energy, args
+
+
+def run(report) -> None:
+    threads = get_num_threads()
+    energy, args = day_batch(ACCOUNTS)
+    n = energy.size
+
+    sub = np.ascontiguousarray(energy[:REF_ACCOUNTS])
+    sub_args = (args[0], args[1], args[2], args[3], args[4], args[5][:REF_ACCOUNTS], args[6][:REF_ACCOUNTS])
+    t_ref = best_of(lambda: rate_reference(sub, *sub_args), 1)
+    ref_rate = sub.size / t_ref
+    report(f"reference (plain Python), {REF_ACCOUNTS} accounts", ref_rate / 1e6, "M readings/s")
+
+    np_bill = rate_numpy(energy, *args)
+    t_np = best_of(lambda: rate_numpy(energy, *args), 2)
+    np_rate = n / t_np
+    report("NumPy version, 1M x 96", np_rate / 1e6, "M readings/s", baseline=ref_rate / 1e6)
+
+    bill = rate(energy, *args)                                # compile / load the cache
+    assert np.array_equal(bill.fen, np_bill.fen) and np.array_equal(bill.rem, np_bill.rem)
+    ref_bill = rate_reference(sub, *sub_args)
+    assert np.array_equal(bill.fen[:REF_ACCOUNTS], ref_bill.fen)
+
+    out = np.empty(ACCOUNTS, dtype=np.int64)
+    _stream_sum(energy, out)
+    # outputs allocated once, as a head-end rating batch after batch would: no page faults timed
+    bills = Bill(*(np.empty(ACCOUNTS, dtype=np.int64) for _ in range(3)),
+                 np.empty((ACCOUNTS, INTERVALS), dtype=np.int64))
+    rates = {}
+    for k in sorted({1, threads}):
+        set_num_threads(k)
+        rates[k] = n / best_of(lambda: rate(energy, *args, out=bills), 5)
+        bw = energy.nbytes / best_of(lambda: _stream_sum(energy, out), 5)
+        report(f"stream read bandwidth, {k} thread(s)", bw / 1e9, "GB/s")
+        report(f"  readings/s that bandwidth allows (int32), {k} thread(s)", bw / 4 / 1e6, "M readings/s")
+        report(f"numba kernel, {k} thread(s), 1M x 96", rates[k] / 1e6, "M readings/s", baseline=np_rate / 1e6)
+        report(f"  kernel {k} thread(s): share of read bandwidth", rates[k] / 1e6, "M readings/s",
+               baseline=bw / 4 / 1e6)
+    set_num_threads(threads)
+    report(f"numba kernel, {threads} thread(s) vs reference", rates[threads] / 1e6, "M readings/s",
+           baseline=ref_rate / 1e6)
+    t_per = best_of(lambda: rate(energy, *args, per_interval=True, out=bills), 3)
+    report(f"numba kernel with per-interval fen, {threads} thread(s)", n / t_per / 1e6, "M readings/s",
+           baseline=rates[threads] / 1e6)
