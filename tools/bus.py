@@ -58,6 +58,7 @@ class Bus:
 
     meters: list[Meter]
     drop: int = 0
+    drop_kind: str = "all"  # "all" replies, or only "recharge" replies
     garbage: bool = False
     server: asyncio.AbstractServer | None = None
     frames_in: int = 0
@@ -80,7 +81,7 @@ class Bus:
         self.frames_in += 1
         if not out:
             return out
-        if self.drop > 0:
+        if self.drop > 0 and (self.drop_kind == "all" or _is_recharge(chunk)):
             self.drop -= 1
             return []
         if self.garbage:
@@ -92,6 +93,15 @@ class Bus:
         for t in self.connections:
             t.close()
         self.connections.clear()
+
+
+_RECHARGE_DIS = {bytes((b + 0x33) & 0xFF for b in (0xFF, k, 0x01, 0x07)) for k in (0x01, 0x02)}  # open account, recharge
+
+
+def _is_recharge(chunk: bytes) -> bool:
+    # an 03H frame whose DI (after +33H) is 07 01 01 FF or 07 01 02 FF: 68 A0..A5 68 03 L DI...
+    i = chunk.find(b"\x68")
+    return i >= 0 and len(chunk) >= i + 14 and chunk[i + 8] == 0x03 and bytes(chunk[i + 10 : i + 14]) in _RECHARGE_DIS
 
 
 class _BusProtocol(asyncio.Protocol):
@@ -161,6 +171,13 @@ def fleet_addresses(n: int, first: int = 1) -> list[str]:
 async def _serve(args: argparse.Namespace) -> None:
     master = bytes.fromhex(args.master_hex)
     fleet = Fleet(master, fleet_addresses(args.count, args.first), per_bus=args.per_bus, mode=args.mode)
+    for spec in args.drop:
+        address, _, n = spec.partition("=")
+        kind, _, n = n.rpartition(":")
+        fleet.bus_of(address).drop = int(n or 1)
+        fleet.bus_of(address).drop_kind = kind or "all"
+    for address in args.garbage:
+        fleet.bus_of(address).garbage = True
     await fleet.start()
     print(json.dumps({"buses": fleet.layout()}), flush=True)
     stop = asyncio.Event()
@@ -178,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-bus", type=int, default=1, help="meters per TCP port")
     p.add_argument("--mode", choices=("local", "remote"), default="local")
     p.add_argument("--master-hex", required=True, help="test master key (64 hex digits) the meter keys derive from")
+    p.add_argument("--drop", action="append", default=[], metavar="ADDRESS=[recharge:]N",
+                   help="swallow the next N replies on that meter's bus (only recharge replies with recharge:)")
+    p.add_argument("--garbage", action="append", default=[], metavar="ADDRESS",
+                   help="that meter's bus answers with noise")
     args = p.parse_args(argv)
     try:
         import uvloop  # type: ignore[import-not-found]

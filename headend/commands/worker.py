@@ -164,14 +164,16 @@ class OutboxWorker:
         return len(cmds)
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Work until nothing due is queued and nothing is in flight (tests, one-shot runs)."""
+        """Work until nothing is queued or in flight, or ``timeout`` passes (tests, one-shot runs)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             n = self.run_once()
-            if not n and not self._running:
-                return
             if self._running:
                 await asyncio.wait(set(self._running), timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
+            elif not n:
+                if not self.store.count_commands()["queued"]:
+                    return
+                await asyncio.sleep(self.poll_s)  # queued but not due yet (retry back-off)
 
     # -- one command --------------------------------------------------------------------
     async def execute(self, cmd: Command) -> None:

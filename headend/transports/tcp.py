@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from headend.transports.base import LinkUnreachable, OnData, OnLost
 
@@ -21,8 +22,6 @@ class StreamProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            import socket
-
             try:  # small request/reply frames: do not let Nagle hold them back
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
@@ -51,6 +50,10 @@ async def open_tcp(host: str, port: int, on_data: OnData, on_lost: OnLost, *, ti
             _, proto = await loop.create_connection(lambda: StreamProtocol(on_data, on_lost), host, port)
     except TimeoutError:
         raise LinkUnreachable(f"tcp://{host}:{port}: no connection within {timeout:g} s; is the meter or DTU on line?") from None
+    except ConnectionRefusedError:
+        raise LinkUnreachable(f"tcp://{host}:{port}: connection refused; nothing listens there: check the address and that the meter or DTU is up") from None
+    except socket.gaierror as exc:
+        raise LinkUnreachable(f"tcp://{host}:{port}: unknown host ({exc.strerror}); check the link URL") from None
     except OSError as exc:
         raise LinkUnreachable(f"tcp://{host}:{port}: {exc.strerror or exc}; check the address and that the meter listens") from None
     return proto

@@ -1,0 +1,399 @@
+"""Operator commands that reach meters: read, recharge, trip, close, hold, alarm, sync-time,
+limits set, tariff set, and `serve` (the front-end and outbox worker).
+
+Every command is put in the outbox (audited, with who and when) and then waited for: the CLI
+returns when `headend serve` has the meter's confirmation (exit 0), when the meter refused or
+the command failed (exit 1), or after ``--wait`` seconds with the command still safely queued
+(exit 3; serve keeps trying).  ``--all`` / ``--where`` act on many meters with a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+from headend.cli import _common as c
+from headend.commands import parse_di
+from headend.store import Command, Meter, Store
+
+DEFAULT_READ = ["00010000", "00900200", "04000503"]
+_FINAL = ("confirmed", "failed")
+
+
+def _op_args(p: argparse.ArgumentParser, *, bulk: bool = True) -> None:
+    c.add_selection_args(p, bulk=bulk)
+    p.add_argument("--wait", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for the meter's confirmation (default 30; 0: just queue)")
+    p.add_argument("--idem", metavar="KEY", help="idempotency key: repeating the command with it queues nothing new")
+    c.add_store_args(p)
+    c.add_json_arg(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the meter operations and `serve`."""
+    p = sub.add_parser("read", help="read data items from meters (default: energy, money, status word 3)")
+    _op_args(p)
+    p.add_argument("items", nargs="*", metavar="DI|NAME", help="8-hex-digit DI or registry name, e.g. remaining_money")
+    p.set_defaults(func=op_read)
+
+    p = sub.add_parser("recharge", help="top up a meter; exactly one credit however often it is retried")
+    p.add_argument("meter", metavar="METER", help="12-digit meter address")
+    p.add_argument("amount", metavar="YUAN", help="amount in yuan, e.g. 50 or 12.50")
+    p.add_argument("--wait", type=float, default=30.0, metavar="S", help="seconds to wait for the meter (default 30)")
+    p.add_argument("--idem", metavar="KEY", help="idempotency key (e.g. the payment id): a repeat queues nothing new")
+    c.add_store_args(p)
+    c.add_json_arg(p)
+    p.set_defaults(func=op_recharge)
+
+    p = sub.add_parser("trip", help="cut supply (refused by meters in power hold)")
+    _op_args(p)
+    p.set_defaults(func=lambda a: _relay(a, "trip"))
+
+    p = sub.add_parser("close", help="allow the customer to restore supply (button), or --direct close")
+    _op_args(p)
+    p.add_argument("--direct", action="store_true", help="close the relay at once instead of waiting for the button")
+    p.set_defaults(func=lambda a: _relay(a, "close_direct" if a.direct else "close_permitted"))
+
+    for name, helptext in (("hold", "power hold: the meter refuses every trip while on"),
+                           ("alarm", "customer alarm on the meter's display/buzzer")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("state", choices=("on", "off"))
+        _op_args(p)
+        p.set_defaults(func=lambda a, name=name: _relay(a, f"{name}_{a.state}"))
+
+    p = sub.add_parser("sync-time", help="set meter clocks to the head-end's (broadcast for small offsets)")
+    _op_args(p)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--broadcast", dest="mode", action="store_const", const="broadcast",
+                     help="only broadcast (meters accept <= 5 min once a day)")
+    how.add_argument("--set", dest="mode", action="store_const", const="set", help="always an authenticated set")
+    p.set_defaults(func=op_sync_time, mode="auto")
+
+    limits = sub.add_parser("limits", help="meter money limits")
+    lsub = limits.add_subparsers(dest="limits_command", metavar="ACTION")
+    limits.set_defaults(func=lambda a: (limits.print_help(), c.EXIT_USAGE)[1])
+    p = lsub.add_parser("set", help="write money limits to meters (read back to confirm)")
+    _op_args(p)
+    for opt, what in (("alarm1", "alarm 1"), ("alarm2", "alarm 2"), ("overdraft", "overdraft limit"),
+                      ("hoarding", "hoarding (largest balance)"), ("close-ok", "close-permitted amount")):
+        p.add_argument(f"--{opt}", metavar="YUAN", help=f"{what} in yuan")
+    p.set_defaults(func=op_limits)
+
+    tariff = sub.add_parser("tariff", help="meter tariff tables")
+    tsub = tariff.add_subparsers(dest="tariff_command", metavar="ACTION")
+    tariff.set_defaults(func=lambda a: (tariff.print_help(), c.EXIT_USAGE)[1])
+    p = tsub.add_parser("set", help="write TOU prices, ladder and day table to meters (read back to confirm)")
+    _op_args(p)
+    p.add_argument("--set", dest="tset", type=int, choices=(1, 2), default=1, help="tariff set (default 1: current)")
+    p.add_argument("--prices", metavar="P1,P2,..", help="TOU prices in yuan/kWh, e.g. 0.5680,0.5380,0.2880")
+    p.add_argument("--ladder-thresholds", metavar="KWH,..", help="ladder thresholds in kWh, e.g. 2880,4800")
+    p.add_argument("--ladder-prices", metavar="P,..", help="ladder increments in yuan/kWh, e.g. 0,0.05,0.30")
+    p.add_argument("--day-table", metavar="HH:MM=T,..", help="day table 1: slot starts and tariff, e.g. 00:00=4,08:00=2,22:00=4")
+    p.set_defaults(func=op_tariff)
+
+    p = sub.add_parser("serve", help="run the comms front-end and work the command outbox until stopped")
+    p.add_argument("--listen", action="append", default=[], metavar="URL",
+                   help="also accept dial-in meters on listen://HOST:PORT (listen:// links in the registry are automatic)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
+    p.add_argument("--retries", type=int, default=2, help="re-sends per request (default 2)")
+    p.add_argument("--attempts", type=int, default=3,
+                   help="tries per command before a non-money command fails (default 3); recharges never give up")
+    p.add_argument("--retry-backoff", type=float, default=2.0, help="seconds before a command's first retry (default 2)")
+    p.add_argument("--concurrency", type=int, default=256, help="commands in flight at once (default 256)")
+    p.add_argument("--key-file", metavar="PATH", help="the master key file (default: config, next to the database)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    c.add_store_args(p)
+    p.set_defaults(func=op_serve)
+
+
+# ----------------------------------------------------------------------------- waiting
+def _enqueue(store: Store, args: argparse.Namespace, meters: list[Meter], kind: str, params: Any) -> list[Command]:
+    actor = c.actor_of(args)
+    idem = getattr(args, "idem", None)
+    if len(meters) == 1:
+        return [store.enqueue(meters[0].address, kind, params, actor=actor, idem_key=idem)]
+    return store.enqueue_many([m.address for m in meters], kind, params, actor=actor, idem_prefix=idem)
+
+
+def _wait(store: Store, cmds: list[Command], timeout: float, label: str, show: bool) -> list[Command]:
+    """Poll until every command is final or ``timeout`` passes; a progress bar for many."""
+    latest = {cmd.id: cmd for cmd in cmds}
+    pending = [cmd.id for cmd in cmds if cmd.status not in _FINAL]
+    deadline = time.monotonic() + timeout
+    bar = _Bar(label, len(cmds), show)
+    bar.advance(len(cmds) - len(pending))
+    try:
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.05 if len(pending) < 50 else 0.2)
+            still = []
+            for cid in pending:
+                cmd = store.get_command(cid)
+                latest[cid] = cmd
+                if cmd.status in _FINAL:
+                    bar.advance(1)
+                else:
+                    still.append(cid)
+            pending = still
+    finally:
+        bar.close()
+    return [latest[cmd.id] for cmd in cmds]
+
+
+class _Bar:
+    """A rich progress bar on stderr (only for many meters on a terminal)."""
+
+    def __init__(self, label: str, total: int, show: bool) -> None:
+        self._p = None
+        if show and total > 1 and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                               console=Console(stderr=True), transient=True)
+            self._p.start()
+            self._task = self._p.add_task(label, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._p is not None and n:
+            self._p.advance(self._task, n)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+def _outcome(cmds: list[Command], args: argparse.Namespace, describe: Callable[[Command], str]) -> int:
+    """Print each command's outcome; the exit code says the worst."""
+    failed = [x for x in cmds if x.status == "failed"]
+    waiting = [x for x in cmds if x.status not in _FINAL]
+    if args.json:
+        c.print_json([x.to_dict() for x in cmds])
+    elif len(cmds) == 1:
+        x = cmds[0]
+        text = describe(x) if x.status == "confirmed" else ""
+        if text:
+            print(text)
+    else:
+        c.print_table(None, ["meter", "command", "status", "result"],
+                      [(x.meter, x.id, x.status, describe(x) if x.status == "confirmed" else (x.last_error or ""))
+                       for x in cmds])
+    for x in failed:
+        c.err(f"command {x.id} ({x.kind} on {x.meter}) failed: {x.last_error}")
+    for x in waiting[:10]:
+        why = f"; last error: {x.last_error}" if x.last_error else ""
+        c.err(f"command {x.id} ({x.kind} on {x.meter}) is still {x.status} after {args.wait:g} s{why}. "
+              f"It stays queued and `headend serve` keeps trying; follow it with `headend commands --meter {x.meter}`")
+    if len(waiting) > 10:
+        c.err(f"... and {len(waiting) - 10} more still queued")
+    if failed:
+        return c.EXIT_FAILED
+    if waiting:
+        return c.EXIT_QUEUED
+    return c.EXIT_OK
+
+
+def _run(args: argparse.Namespace, kind: str, params: Any, describe: Callable[[Command], str],
+         check: Callable[[list[Meter]], None] | None = None) -> int:
+    with c.open_store_from_args(args, must_exist=True) as store:
+        meters = c.select_meters(store, args) if hasattr(args, "all") else [store.get_meter(_address(args.meter))]
+        if check is not None:
+            check(meters)
+        cmds = _enqueue(store, args, meters, kind, params)
+        if args.wait <= 0:
+            if not args.json:
+                print(f"queued {len(cmds)} {kind} command(s): {', '.join(str(x.id) for x in cmds[:20])}")
+            else:
+                c.print_json([x.to_dict() for x in cmds])
+            return c.EXIT_QUEUED
+        cmds = _wait(store, cmds, args.wait, kind.replace("_", " "), not args.json)
+        return _outcome(cmds, args, describe)
+
+
+def _address(text: str) -> str:
+    from headend.store import InvalidInput, check_address
+
+    try:
+        return check_address(text)
+    except InvalidInput as exc:
+        raise c.CliError(str(exc)) from None
+
+
+# ----------------------------------------------------------------------------- commands
+@c.cli_command
+def op_read(args: argparse.Namespace) -> int:
+    """Queue reads and print the values the meters returned."""
+    names = args.items or DEFAULT_READ
+    dis = []
+    for name in names:
+        try:
+            dis.append(f"{parse_di(name):08X}")
+        except ValueError as exc:
+            raise c.CliError(str(exc)) from None
+
+    def describe(x: Command) -> str:
+        vals = (x.reply or {}).get("values", {})
+        if len(vals) == 1 or args.json:
+            return "; ".join(f"{v['name']}={v['value']}{(' ' + v['unit']) if v['unit'] else ''}" for v in vals.values())
+        if not args.all and not args.where:
+            c.print_table(f"meter {x.meter}", ["DI", "item", "value", "unit"],
+                          [(f"{d[:2]} {d[2:4]} {d[4:6]} {d[6:]}", v["name"], v["value"], v["unit"]) for d, v in vals.items()])
+            return ""
+        return "; ".join(f"{v['name']}={v['value']}" for v in vals.values())
+
+    return _run(args, "read", {"dis": dis}, describe)
+
+
+@c.cli_command
+def op_recharge(args: argparse.Namespace) -> int:
+    """Queue a recharge and wait for the meter's confirmation."""
+    fen = c.parse_yuan(args.amount)
+    if fen <= 0:
+        raise c.CliError(f"bad amount {args.amount!r}: a recharge must be more than 0")
+
+    def describe(x: Command) -> str:
+        r = x.reply or {}
+        how = "credited" if r.get("result") == "credited" else "already credited (repeat recharge: no second credit)"
+        bal = f", balance {c.fmt_fen(r['balance_fen'])} yuan" if r.get("balance_fen") is not None else ""
+        return f"meter {x.meter}: {c.fmt_fen(r.get('amount_fen', fen))} yuan {how}, purchase count {r.get('purchase_count')}{bal}"
+
+    return _run(args, "recharge", {"amount_fen": fen}, describe)
+
+
+_RELAY_TEXT = {
+    "trip": "trip",
+    "close_permitted": "close permitted (the customer's button restores supply)",
+    "close_direct": "direct close",
+    "hold_on": "power hold on",
+    "hold_off": "power hold off",
+    "alarm_on": "alarm on",
+    "alarm_off": "alarm off",
+}
+
+
+@c.cli_command
+def _relay(args: argparse.Namespace, kind: str) -> int:
+    def describe(x: Command) -> str:
+        r = x.reply or {}
+        note = f" ({r['note']})" if r.get("note") else ""
+        return f"meter {x.meter}: {_RELAY_TEXT[kind]} confirmed; relay {r.get('relay')}, status word 3 {r.get('status_word_3')}{note}"
+
+    return _run(args, kind, {}, describe)
+
+
+@c.cli_command
+def op_sync_time(args: argparse.Namespace) -> int:
+    """Queue time synchronisation."""
+
+    def describe(x: Command) -> str:
+        r = x.reply or {}
+        return f"meter {x.meter}: was {r.get('offset_s')} s off; {r.get('method')}; now {r.get('offset_after_s', r.get('offset_s'))} s"
+
+    return _run(args, "sync_time", {"mode": args.mode}, describe)
+
+
+@c.cli_command
+def op_limits(args: argparse.Namespace) -> int:
+    """Queue money-limit writes."""
+    params = {}
+    for opt in ("alarm1", "alarm2", "overdraft", "hoarding", "close_ok"):
+        v = getattr(args, opt)
+        if v is not None:
+            params[f"{opt}_fen"] = c.parse_yuan(v)
+    if not params:
+        raise c.CliError("give at least one of --alarm1 --alarm2 --overdraft --hoarding --close-ok (yuan)")
+
+    def describe(x: Command) -> str:
+        return f"meter {x.meter}: limits written and read back: {(x.reply or {}).get('written')}"
+
+    return _run(args, "set_limits", params, describe)
+
+
+def _decimals(text: str, scale: int, what: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        try:
+            d = Decimal(part.strip()) * scale
+        except InvalidOperation:
+            raise c.CliError(f"bad {what} {part!r}: write numbers separated by commas") from None
+        if d != d.to_integral_value() or d < 0:
+            raise c.CliError(f"bad {what} {part!r}: too many decimals or negative")
+        out.append(int(d))
+    return out
+
+
+@c.cli_command
+def op_tariff(args: argparse.Namespace) -> int:
+    """Queue tariff-table writes."""
+    params: dict[str, Any] = {"set": args.tset}
+    if args.prices:
+        params["prices"] = _decimals(args.prices, 10000, "price")
+    if args.ladder_thresholds:
+        params["ladder_thresholds_wh"] = _decimals(args.ladder_thresholds, 1000, "ladder threshold")
+    if args.ladder_prices:
+        params["ladder_prices"] = _decimals(args.ladder_prices, 10000, "ladder price")
+    if args.day_table:
+        table = []
+        for part in args.day_table.split(","):
+            try:
+                hm, tariff = part.split("=")
+                hh, mm = hm.split(":")
+                table.append([int(hh), int(mm), int(tariff)])
+            except ValueError:
+                raise c.CliError(f"bad --day-table entry {part!r}: write HH:MM=TARIFF, e.g. 08:00=2") from None
+        params["day_table"] = table
+    if len(params) == 1:
+        raise c.CliError("give --prices, --ladder-thresholds/--ladder-prices or --day-table")
+
+    def describe(x: Command) -> str:
+        return f"meter {x.meter}: tariff set {args.tset} written and read back"
+
+    return _run(args, "set_tariff", params, describe)
+
+
+@c.cli_command
+def op_serve(args: argparse.Namespace) -> int:
+    """Run the front-end and the outbox worker until SIGINT/SIGTERM."""
+    from headend.serve import ServeOptions, serve
+    from headend.transports import LinkSettings, parse_link_url
+
+    for url in args.listen:
+        try:
+            if parse_link_url(url).kind != "listen":
+                raise ValueError(f"--listen {url}: write it as listen://HOST:PORT")
+        except ValueError as exc:
+            raise c.CliError(str(exc)) from None
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    keys = c.unlock_keys_from_args(args)
+    options = ServeOptions(
+        link=LinkSettings(timeout=args.timeout, retries=args.retries),
+        listen=tuple(args.listen),
+        concurrency=args.concurrency,
+        max_attempts=args.attempts,
+        retry_backoff_s=args.retry_backoff,
+    )
+    with c.open_store_from_args(args) as store:
+        store.log_action(c.actor_of(args), "serve.start", None, {"pid": __import__("os").getpid()})
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            ready = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            task = asyncio.create_task(serve(store, keys, options, stop, ready))
+            await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if ready.is_set():
+                n = len(store.find_meters())
+                print(f"headend serve: working the outbox of {store.location} ({n} meters); Ctrl-C stops", flush=True)
+            await task
+
+        asyncio.run(main())
+        store.log_action(c.actor_of(args), "serve.stop", None, None)
+    return c.EXIT_OK

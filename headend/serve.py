@@ -1,0 +1,77 @@
+"""`headend serve`: the comms front-end and the outbox worker, running until stopped.
+
+One asyncio loop holds every link (opened on first use, reopened after a drop), listens for
+dial-in meters on every ``listen://`` link in the registry (and any given with ``--listen``),
+and works the command outbox continuously.  Commands left "sent" by a previous run that
+died are put back in the queue at start-up; recharges resume with the purchase count they
+recorded, so a restart never credits twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from headend.commands import MeterClient, MeterTarget, OutboxWorker
+from headend.keys import KeyStore
+from headend.store import Store
+from headend.transports import FrontEnd, LinkSettings
+
+__all__ = ["ServeOptions", "serve"]
+
+log = logging.getLogger("headend.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `headend serve` runs."""
+
+    link: LinkSettings = field(default_factory=LinkSettings)
+    listen: tuple[str, ...] = ()
+    concurrency: int = 256
+    poll_s: float = 0.05
+    max_attempts: int = 3
+    retry_backoff_s: float = 2.0
+    operator: int = 0
+
+
+def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[FrontEnd, OutboxWorker]:
+    """The front-end and worker `serve` runs (exposed for tests and tools)."""
+
+    def known(url: str) -> list[str]:
+        return [m.address for m in store.find_meters([("link", "=", url)])]
+
+    def key_for(m: MeterTarget) -> bytes:
+        return keys.meter_key(m.address, m.krn)
+
+    frontend = FrontEnd(options.link, known_addresses=known)
+    client = MeterClient(frontend, key_for, operator=options.operator)
+    worker = OutboxWorker(
+        store,
+        client,
+        concurrency=options.concurrency,
+        poll_s=options.poll_s,
+        max_attempts=options.max_attempts,
+        retry_backoff_s=options.retry_backoff_s,
+    )
+    return frontend, worker
+
+
+async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Run the front-end and the outbox worker until ``stop`` is set."""
+    frontend, worker = build_worker(store, keys, options)
+    requeued = worker.recover()
+    if requeued:
+        log.warning("put %d command(s) left in flight by an earlier run back in the queue", requeued)
+    listen = set(options.listen)
+    listen.update(m.link for m in store.find_meters([("link", "like", "listen://%")]))
+    for url in sorted(listen):
+        port = await frontend.listen(url)
+        log.info("listening for dial-in meters on %s (port %d)", url, port)
+    if ready is not None:
+        ready.set()
+    try:
+        await worker.run(stop)
+    finally:
+        await frontend.close()

@@ -1,0 +1,281 @@
+"""The outbox worker against real meter cores on loopback TCP (in process), with a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from decimal import Decimal
+
+import pytest
+
+from headend.commands import MeterClient, OutboxWorker, parse_di, reading_row
+from headend.commands.meter_client import ReadValue
+from headend.keys import KeyStore
+from headend.store import open_store
+from headend.transports import FrontEnd, LinkSettings
+from tools.bus import Fleet, fleet_addresses
+
+CUSTOMER = "000000000042"
+FAST = LinkSettings(timeout=0.3, retries=1, backoff=0.02, connect_timeout=1.0, reconnect_backoff=0.05)
+
+
+class Rig:
+    """A store, a fleet of meter cores on loopback and a worker wired like `headend serve`."""
+
+    def __init__(self, tmp_path, n=3, per_bus=1, mode="local", link_settings=FAST):
+        self.master = os.urandom(32)
+        self.keys = KeyStore.in_memory(self.master)
+        self.addresses = fleet_addresses(n)
+        self.fleet = Fleet(self.master, self.addresses, per_bus=per_bus, mode=mode)
+        self.store = open_store(tmp_path / "h.db")
+        self.link_settings = link_settings
+
+    async def __aenter__(self):
+        await self.fleet.start()
+        for a in self.addresses:
+            self.store.add_meter(a, link=self.fleet.link_of(a), customer=CUSTOMER, actor="test")
+        self.frontend = FrontEnd(self.link_settings)
+        self.client = MeterClient(self.frontend, lambda m: self.keys.meter_key(m.address, m.krn))
+        self.worker = OutboxWorker(self.store, self.client, max_attempts=2, retry_backoff_s=0.0)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.frontend.close()
+        await self.fleet.close()
+        self.store.close()
+
+    async def run(self, meter, kind, params=None, timeout=10.0):
+        cmd = self.store.enqueue(meter, kind, params or {}, actor="test")
+        await self.worker.drain(timeout)
+        return self.store.get_command(cmd.id)
+
+    def meter(self, a):
+        return self.fleet.meters[a]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_read_stores_readings_in_base_units(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            rig.meter(a).add_energy(12345, rig.meter(a).last_t)
+            cmd = await rig.run(a, "read", {"dis": ["00010000", "00900200", "04000503", "040005FF"]})
+            return rig, a, cmd, rig.store.readings(a)
+
+    rig, a, cmd, readings = run(main())
+    assert cmd.status == "confirmed", cmd.last_error
+    by_di = {r.di: r for r in readings}
+    assert by_di["00010000"].value == 12340  # 0.01 kWh register resolution: 12.34 kWh -> Wh
+    assert by_di["00900200"].value == 0
+    assert by_di["04000503"].value & 0x0200  # money-prepaid meter type
+    assert by_di["040005FF"].value is None and by_di["040005FF"].text.startswith("[")
+    assert cmd.reply["values"]["00010000"]["value"] == "12.34"
+
+
+def test_recharge_opens_account_then_credits_exactly_once(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            first = await rig.run(a, "recharge", {"amount_fen": 5000})
+            second = await rig.run(a, "recharge", {"amount_fen": 1234})
+            return rig, a, first, second, rig.meter(a).status(), rig.store.get_meter(a)
+
+    rig, a, first, second, status, meter = run(main())
+    assert first.status == "confirmed" and first.reply["open_account"] is True
+    assert first.reply["purchase_count"] == 1 and first.reply["balance_fen"] == 5000
+    assert second.status == "confirmed" and second.reply["purchase_count"] == 2
+    assert second.reply["result"] == "credited" and second.reply["balance_fen"] == 6234
+    assert status["balance_fen"] == 6234 and status["count"] == 2
+    assert meter.purchase_count == 2 and meter.balance_fen == 6234
+
+
+def test_recharge_with_lost_replies_credits_once(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            bus = rig.fleet.bus_of(a)
+            # every attempt of the link (1 + 1 retry) loses the recharge reply: the command goes back
+            # to the queue, a fresh session is opened, and the same count comes back as "repeat"
+            bus.drop, bus.drop_kind = 2, "recharge"
+            cmd = await rig.run(a, "recharge", {"amount_fen": 700})
+            return rig, a, cmd, rig.meter(a).status()
+
+    rig, a, cmd, status = run(main())
+    assert cmd.status == "confirmed", cmd.last_error
+    assert cmd.reply["result"] == "repeat" and cmd.attempts >= 2
+    assert status["balance_fen"] == 700 and status["count"] == 1
+
+
+def test_recharge_resumes_after_head_end_crash_with_recorded_count(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            rig.fleet.bus_of(a).drop, rig.fleet.bus_of(a).drop_kind = 10, "recharge"
+            cmd = rig.store.enqueue(a, "recharge", {"amount_fen": 900}, actor="test")
+            [claimed] = rig.store.claim_next()
+            task = asyncio.create_task(rig.worker.execute(claimed))
+            # let the count be chosen and the first frame go out, then "crash" mid-flight
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if (rig.store.get_command(cmd.id).reply or {}).get("purchase_count"):
+                    break
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            rig.fleet.bus_of(a).drop = 0
+            # a new worker (restart) recovers it
+            worker2 = OutboxWorker(rig.store, MeterClient(rig.frontend, lambda m: rig.keys.meter_key(m.address, m.krn)),
+                                   retry_backoff_s=0.0)
+            worker2.recover()
+            await worker2.drain(10)
+            return rig.store.get_command(cmd.id), rig.meter(a).status()
+
+    cmd, status = run(main())
+    assert cmd.status == "confirmed", cmd.last_error
+    assert cmd.reply["purchase_count"] == 1
+    assert status["balance_fen"] == 900 and status["count"] == 1
+
+
+def test_relay_commands_confirmed_by_status_word_3(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            out = {}
+            await rig.run(a, "recharge", {"amount_fen": 10000})
+            out["trip"] = await rig.run(a, "trip")
+            out["permit"] = await rig.run(a, "close_permitted")
+            out["after_permit"] = rig.meter(a).relay_open
+            rig.meter(a).button(rig.meter(a).last_t)
+            out["after_button"] = rig.meter(a).relay_open
+            out["hold"] = await rig.run(a, "hold_on")
+            out["trip_in_hold"] = await rig.run(a, "trip")
+            out["unhold"] = await rig.run(a, "hold_off")
+            out["trip2"] = await rig.run(a, "trip")
+            out["direct"] = await rig.run(a, "close_direct")
+            out["alarm"] = await rig.run(a, "alarm_on")
+            return out, rig.store.get_meter(a), rig.store.events(a)
+
+    out, meter, events = run(main())
+    assert out["trip"].status == "confirmed" and out["trip"].reply["relay"] == "open"
+    assert "relay_command_open" in out["trip"].reply["flags"]
+    assert out["permit"].status == "confirmed" and out["after_permit"] is True
+    assert out["after_button"] is False
+    assert out["hold"].status == "confirmed" and "power_hold" in out["hold"].reply["flags"]
+    assert out["trip_in_hold"].status == "failed" and "refused trip" in out["trip_in_hold"].last_error
+    assert out["unhold"].status == "confirmed" and "power_hold" not in out["unhold"].reply["flags"]
+    assert out["trip2"].reply["relay"] == "open"
+    assert out["direct"].status == "confirmed" and out["direct"].reply["relay"] == "closed"
+    assert out["alarm"].status == "confirmed"
+    assert meter.relay == "closed"
+    kinds = [e.kind for e in events]
+    assert "trip.failed" in kinds and "close_direct" in kinds
+
+
+def test_limits_and_tariff_written_and_read_back(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            lim = await rig.run(a, "set_limits", {"alarm1_fen": 2000, "alarm2_fen": 500, "close_ok_fen": 100})
+            tar = await rig.run(a, "set_tariff", {"prices": [5680, 5380, 4880, 2880]})
+            v = await rig.client.read(_target(rig, a), 0x04001001)
+            p = await rig.client.read(_target(rig, a), 0x04050102)
+            return lim, tar, v, p
+
+    lim, tar, v, p = run(main())
+    assert lim.status == "confirmed", lim.last_error
+    assert lim.reply["written"]["04001001"] == "20.00"
+    assert tar.status == "confirmed", tar.last_error
+    assert v.value == Decimal("20.00") and p.value == Decimal("0.5380")
+
+
+def _target(rig, a):
+    from headend.commands import target_of
+
+    return target_of(rig.store.get_meter(a))
+
+
+def test_sync_time_sets_a_clock_that_is_far_off(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            rig.meter(a).offset -= 3600  # an hour slow: too far for a broadcast
+            cmd = await rig.run(a, "sync_time", {"mode": "auto"})
+            return cmd, rig.meter(a).offset
+
+    cmd, offset = run(main())
+    assert cmd.status == "confirmed", cmd.last_error
+    assert cmd.reply["method"] == "set" and abs(cmd.reply["offset_s"] - 3600) < 5
+    assert abs(offset) < 3
+
+
+def test_wrong_key_fails_cleanly_without_sending_a_recharge(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            rig.store.update_meter(a, actor="test", krn=1)  # the meter still holds the KRN 0 key
+            cmd = await rig.run(a, "recharge", {"amount_fen": 100})
+            return cmd, rig.meter(a).status()
+
+    cmd, status = run(main())
+    assert cmd.status == "failed"
+    assert "identity authentication" in cmd.last_error and "key store" in cmd.last_error
+    assert "purchase_count" not in (cmd.reply or {})
+    assert status["balance_fen"] == 0
+
+
+def test_unreachable_meter_read_fails_after_attempts_recharge_stays_queued(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            rig.fleet.buses[0].server.close()
+            await rig.fleet.buses[0].server.wait_closed()
+            read = await rig.run(a, "read", {"dis": ["00010000"]})
+            rc = rig.store.enqueue(a, "recharge", {"amount_fen": 100}, actor="test")
+            for _ in range(3):
+                for c in rig.store.claim_next(limit=5, now=2**40):
+                    await rig.worker.execute(c)
+            return read, rig.store.get_command(rc.id)
+
+    read, rc = run(main())
+    assert read.status == "failed" and "connection refused" in read.last_error and "gave up after 2" in read.last_error
+    assert rc.status == "queued" and rc.attempts == 3 and "tcp://127.0.0.1" in rc.last_error
+
+
+def test_bus_with_several_meters_reads_all(tmp_path):
+    async def main():
+        async with Rig(tmp_path, n=4, per_bus=4) as rig:
+            cmds = [rig.store.enqueue(a, "read", {"dis": ["00900200"]}, actor="t") for a in rig.addresses]
+            await rig.worker.drain(10)
+            stored = [rig.store.latest_reading(a, "00900200") for a in rig.addresses]
+            return rig, [rig.store.get_command(c.id) for c in cmds], stored
+
+    rig, cmds, stored = run(main())
+    assert len(rig.fleet.buses) == 1
+    assert [c.status for c in cmds] == ["confirmed"] * 4
+    assert all(r is not None and r.value == 0 for r in stored)
+
+
+def test_block_read_with_follow_ups(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            m = _target(rig, a)
+            big = await rig.client.read_raw(m, 0x040501FF)
+            return big
+
+    raw = run(main())
+    assert len(raw) % 4 == 0 and len(raw) >= 16
+
+
+def test_parse_di_and_reading_rows():
+    assert parse_di("00010000") == 0x00010000
+    assert parse_di("0001 0000") == 0x00010000
+    assert parse_di("remaining_money") == 0x00900200
+    with pytest.raises(ValueError, match="neither"):
+        parse_di("no_such_item")
+    assert reading_row("1", ReadValue(0x00900200, Decimal("-1.05"), "yuan", "x"), 5)[2] == -105
+    assert reading_row("1", ReadValue(0x02800020, Decimal("0.4883"), "yuan/kWh", "x"), 5)[2] == 4883
+    assert reading_row("1", ReadValue(1, b"\x01\xff", "", "x"), 5)[4] == "01ff"
