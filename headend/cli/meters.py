@@ -221,6 +221,10 @@ def _account_view(a: Account) -> list[tuple[str, Any]]:
         ("alarm 2", c.fmt_fen(a.alarm2_fen)), ("overdraft", c.fmt_fen(a.overdraft_fen)),
         ("restore above", c.fmt_fen(a.close_ok_fen)), ("protected", "yes" if a.protected else "no"),
         ("restore by", a.restore_policy.replace("_", "-")), ("tariff", a.tariff or ""),
+        ("supply (cost control)", a.supply.replace("_", "-") + (f" since {c.fmt_time(a.supply_at)}" if a.supply_at else "")),
+        ("notices sent", ("none", "alarm 1", "alarm 2", "cut notice")[a.notice_level]
+         + (f" at {c.fmt_time(a.notice_at)}" if a.notice_at else "")),
+        ("rated until", "" if a.rated_until is None else a.rated_until),
     ]
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from headend.store.backend import Backend, Tx
 from headend.store.models import (
+    SUPPLY_STATES,
     COMMAND_STATUSES,
     COMMAND_TRANSITIONS,
     MODES,
@@ -53,7 +54,8 @@ __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 _ACCOUNT_COLS = (
     "customer, name, phone, balance_fen, rem, ladder_wh, alarm1_fen, alarm2_fen, overdraft_fen,"
-    " close_ok_fen, protected, restore_policy, tariff, version, created_at, updated_at"
+    " close_ok_fen, protected, restore_policy, tariff, version, created_at, updated_at,"
+    " rated_until, notice_level, notice_at, supply, supply_at"
 )
 _METER_COLS = (
     "address, link, customer, mode, krn, purchase_count, protected, meter_number, balance_fen, relay,"
@@ -80,6 +82,7 @@ METER_FILTER_FIELDS: dict[str, type] = {
 }
 _FILTER_OPS = ("=", "!=", "like")
 _LIMIT_FIELDS = ("alarm1_fen", "alarm2_fen", "overdraft_fen", "close_ok_fen")
+_KEEP: Any = object()  # "leave this column as it is" (None means: set it to NULL)
 
 
 def _account(row: Sequence[Any]) -> Account:
@@ -182,6 +185,18 @@ class Store:
         assert row is not None
         return AuditEntry(int(row[0]), at, actor, action, target, detail)
 
+    def log_actions(self, rows: Iterable[tuple[str, str, str | None, Any]]) -> int:
+        """Append many audit rows (actor, action, target, detail) in one transaction; return how many."""
+        at = self.now()
+        data = []
+        for actor, action, target, detail in rows:
+            if not actor:
+                raise InvalidInput("every audited action needs an actor (operator name or service)")
+            data.append((at, actor, action, target, dumps(detail)))
+        with self._tx() as tx:
+            tx.executemany("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)", data)
+        return len(data)
+
     def audit_entries(
         self, *, actor: str | None = None, target: str | None = None, action: str | None = None, limit: int = 100
     ) -> list[AuditEntry]:
@@ -230,7 +245,9 @@ class Store:
             if tx.one("SELECT 1 FROM accounts WHERE customer = ?", (customer,)):
                 raise Conflict(f"customer {customer} already exists")
             tx.execute(
-                f"INSERT INTO accounts ({_ACCOUNT_COLS}) VALUES (?, ?, ?, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                "INSERT INTO accounts (customer, name, phone, balance_fen, rem, ladder_wh, alarm1_fen, alarm2_fen,"
+                " overdraft_fen, close_ok_fen, protected, restore_policy, tariff, version, created_at, updated_at)"
+                " VALUES (?, ?, ?, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
                 (customer, name, phone, alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, int(bool(protected)),
                  restore_policy, tariff, now, now),
             )
@@ -335,7 +352,7 @@ class Store:
     def charge_accounts(
         self,
         batch_key: str,
-        charges: Iterable[tuple[str, int, int, int]],
+        charges: Iterable[Sequence[Any]],
         *,
         actor: str,
         kind: str = "charge",
@@ -343,39 +360,110 @@ class Store:
     ) -> int:
         """Debit many accounts in one transaction, exactly once per batch_key; return accounts charged.
 
-        Each charge is (customer, fen, new_rem, new_ladder_wh): balance -= fen, rem and ladder_wh
-        are replaced (the tariff core computed them from the account's previous values). A batch_key
+        Each charge is (customer, fen, new_rem, new_ladder_wh[, rated_until]): balance -= fen; rem,
+        ladder_wh (and rated_until when given, for every row) are replaced with what the tariff core
+        computed from the account's previous values. A batch_key
         already applied returns 0 and changes nothing, so a re-run rating cycle never bills twice.
         With ledger=True each account also gets a ledger row (kind, -fen, balance_after).
         """
-        rows = list(charges)
+        rows = [tuple(r) for r in charges]
         now = self.now()
         if len({r[0] for r in rows}) != len(rows):
             raise InvalidInput(f"charge batch {batch_key}: a customer appears twice; sum its charges first")
-        for c, fen, rem, ladder in rows:
+        widths = {len(r) for r in rows}
+        if not widths <= {4} and not widths <= {5}:
+            raise InvalidInput(f"charge batch {batch_key}: rows are (customer, fen, rem, ladder_wh[, rated_until]),"
+                               " all of one width")
+        with_until = widths == {5}
+        for r in rows:
+            c, rem, ladder = r[0], r[2], r[3]
             if not (0 <= rem < SUBFEN) or ladder < 0:
                 raise InvalidInput(f"customer {c}: remainder must be in [0, {SUBFEN}) and ladder energy >= 0")
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
                 return 0
-            n = tx.executemany(
-                "UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, version = version + 1,"
-                " updated_at = ? WHERE customer = ?",
-                ((int(fen), int(rem), int(ladder), now, c) for c, fen, rem, ladder in rows),
-            )
+            if with_until:
+                n = tx.executemany(
+                    "UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, rated_until = ?,"
+                    " version = version + 1, updated_at = ? WHERE customer = ?",
+                    ((int(r[1]), int(r[2]), int(r[3]), int(r[4]), now, r[0]) for r in rows),
+                )
+            else:
+                n = tx.executemany(
+                    "UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, version = version + 1,"
+                    " updated_at = ? WHERE customer = ?",
+                    ((int(r[1]), int(r[2]), int(r[3]), now, r[0]) for r in rows),
+                )
             if n != len(rows):
                 known = {r[0] for r in tx.all("SELECT customer FROM accounts")} if n < len(rows) else set()
-                missing = sorted({c for c, *_ in rows} - known)[:5]
+                missing = sorted({r[0] for r in rows} - known)[:5]
                 raise NotFound(f"charge batch {batch_key}: unknown customers {missing} (nothing was charged)")
             if ledger:
                 tx.executemany(
                     "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail)"
                     " SELECT customer, ?, ?, ?, balance_fen, NULL, ?, ? FROM accounts WHERE customer = ?",
-                    ((now, kind, -int(fen), actor, dumps({"batch": batch_key}), c) for c, fen, _r, _l in rows),
+                    ((now, kind, -int(r[1]), actor, dumps({"batch": batch_key}), r[0]) for r in rows),
                 )
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
             return n
+
+    def set_account_state(
+        self,
+        customer: str,
+        *,
+        expected_version: int | None = None,
+        rated_until: Any = _KEEP,
+        notice_level: int | None = None,
+        notice_at: Any = _KEEP,
+        supply: str | None = None,
+        supply_at: Any = _KEEP,
+    ) -> Account:
+        """Record cost control's state for an account (notice level, supply decision, rating position).
+
+        Arguments left out are kept; notice_at / supply_at / rated_until accept None to clear.
+        With expected_version the change applies only if no money moved since the caller read the
+        account (compare-and-set), else Conflict: re-read and decide again.
+        """
+        sets: list[str] = []
+        params: list[Any] = []
+        if notice_level is not None:
+            if notice_level not in (0, 1, 2, 3):
+                raise InvalidInput(f"notice level is 0..3 (none, alarm 1, alarm 2, cut notice), got {notice_level!r}")
+            sets.append("notice_level = ?")
+            params.append(notice_level)
+        if supply is not None:
+            if supply not in SUPPLY_STATES:
+                raise InvalidInput(f"supply is one of {', '.join(SUPPLY_STATES)}, got {supply!r}")
+            sets.append("supply = ?")
+            params.append(supply)
+        for col, val in (("rated_until", rated_until), ("notice_at", notice_at), ("supply_at", supply_at)):
+            if val is not _KEEP:
+                sets.append(f"{col} = ?")
+                params.append(None if val is None else int(val))
+        if not sets:
+            return self.get_account(customer)
+        sql = f"UPDATE accounts SET {', '.join(sets)}, updated_at = ? WHERE customer = ?"
+        params += [self.now(), customer]
+        if expected_version is not None:
+            sql += " AND version = ?"
+            params.append(int(expected_version))
+        with self._tx() as tx:
+            if tx.execute(sql, params) != 1:
+                acct = self.get_account(customer)  # NotFound if missing
+                raise Conflict(f"customer {customer}: account changed (version {acct.version}, expected"
+                               f" {expected_version}); read it again before deciding")
+            return self.get_account(customer)
+
+    def rating_accounts(self) -> list[tuple[str, int, int, int, int | None, int, str | None]]:
+        """Accounts with a remote-cost-control meter, by customer number, as rows for a rating batch:
+        (customer, balance_fen, rem, ladder_wh, rated_until, version, tariff)."""
+        with self._tx(write=False) as tx:
+            return tx.all(  # type: ignore[return-value]
+                "SELECT customer, balance_fen, rem, ladder_wh, rated_until, version, tariff FROM accounts a"
+                " WHERE EXISTS (SELECT 1 FROM meters m WHERE m.customer = a.customer AND m.mode = 'remote')"
+                " ORDER BY customer"
+            )
 
     def ledger(self, customer: str, *, limit: int = 100) -> list[LedgerEntry]:
         """An account's money movements, newest first."""

@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "MODES",
     "RESTORE_POLICIES",
+    "SUPPLY_STATES",
     "COMMAND_STATUSES",
     "COMMAND_TRANSITIONS",
     "NOTIFICATION_STATUSES",
@@ -41,6 +42,7 @@ SUBFEN = 100_000  # sub-fen units per fen: w Wh * p (0.0001 yuan/kWh) is in 1e-5
 
 MODES = ("local", "remote")
 RESTORE_POLICIES = ("close_permitted", "direct")
+SUPPLY_STATES = ("on", "cut", "close_permitted")
 COMMAND_STATUSES = ("queued", "sent", "confirmed", "failed")
 # Allowed command state changes. "sent -> queued" is a retry that goes back into the queue
 # (after a timeout or a lost link); confirmed and failed are final.
@@ -122,6 +124,13 @@ class Account:
     balance_fen and rem follow headend/tariff/README.md; ladder_wh is the ladder energy of the
     current ladder period; limits are in fen (overdraft_fen >= 0: the meter trips at
     balance <= -overdraft_fen); version goes up by one on every money change (compare-and-set).
+
+    Remote cost-control state (kept by the cost-control loop, see Store.set_account_state):
+    rated_until = start of the last interval already rated into the balance, in the rating
+    loop's own time unit (None: never rated); notice_level = highest notice sent since the
+    balance was last healthy (0 none, 1 alarm 1, 2 alarm 2, 3 cut notice) and notice_at when;
+    supply = what cost control last made of the supply ("on", "cut", "close_permitted") and
+    supply_at when.
     """
 
     customer: str
@@ -140,6 +149,11 @@ class Account:
     version: int = 0
     created_at: int = 0
     updated_at: int = 0
+    rated_until: int | None = None
+    notice_level: int = 0
+    notice_at: int | None = None
+    supply: str = "on"
+    supply_at: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for --json output."""

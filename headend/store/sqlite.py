@@ -150,6 +150,21 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        [
+            # Remote cost control keeps, per account, where rating stopped and what it last decided,
+            # so a restarted loop neither re-bills an interval nor repeats a notice or a cut.
+            "ALTER TABLE accounts ADD COLUMN rated_until INTEGER",
+            "ALTER TABLE accounts ADD COLUMN notice_level INTEGER NOT NULL DEFAULT 0"
+            " CHECK (notice_level BETWEEN 0 AND 3)",
+            "ALTER TABLE accounts ADD COLUMN notice_at INTEGER",
+            "ALTER TABLE accounts ADD COLUMN supply TEXT NOT NULL DEFAULT 'on'"
+            " CHECK (supply IN ('on', 'cut', 'close_permitted'))",
+            "ALTER TABLE accounts ADD COLUMN supply_at INTEGER",
+            "CREATE INDEX meters_mode ON meters(mode)",
+        ],
+    ),
 ]
 
 
@@ -247,8 +262,8 @@ class SQLiteBackend:
                 except sqlite3.Error as exc:
                     raise StoreError(f"database {self.location}: commit failed: {exc}") from exc
 
-    def migrate(self) -> int:
-        """Apply every migration step not yet applied; return the resulting version."""
+    def migrate(self, upto: int | None = None) -> int:
+        """Apply every migration step not yet applied (up to `upto`, default all); return the version."""
         with self.transaction() as tx:
             tx.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
@@ -262,7 +277,7 @@ class SQLiteBackend:
                     f" knows ({newest}): upgrade prepaid645 before using it"
                 )
             for version, statements in MIGRATIONS:
-                if version <= current:
+                if version <= current or (upto is not None and version > upto):
                     continue
                 for sql in statements:
                     tx.execute(sql)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from headend.store.sqlite import MIGRATIONS, SQLiteBackend
 from headend.store import (
     Conflict,
     InvalidInput,
@@ -48,15 +49,17 @@ def add(store, address=A1, customer=C1, mode="local", link="tcp://127.0.0.1:9001
 
 # ----------------------------------------------------------------------------- schema
 def test_file_is_wal_and_migrations_are_idempotent(db: Path) -> None:
+    newest = MIGRATIONS[-1][0]
     s = open_store(db)
-    assert s.schema_version() == 1
+    assert s.schema_version() == newest
     s.close()
     s = open_store(db)  # second open: nothing re-applied, nothing fails
-    assert s.schema_version() == 1
+    assert s.schema_version() == newest
     s.close()
     raw = sqlite3.connect(db)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    assert raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [
+        (v,) for v, _ in MIGRATIONS]
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"accounts", "meters", "commands", "readings", "events", "audit", "notifications", "ledger"} <= tables
     raw.close()
@@ -78,8 +81,22 @@ def test_concurrent_first_opens_migrate_once(db: Path) -> None:
         t.join()
     assert errors == []
     raw = sqlite3.connect(db)
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [
+        (v,) for v, _ in MIGRATIONS]
     raw.close()
+
+
+def test_old_database_is_upgraded_keeping_its_data(db: Path) -> None:
+    old = SQLiteBackend(db)
+    assert old.migrate(upto=1) == 1
+    with old.transaction() as tx:
+        tx.execute("INSERT INTO accounts (customer, balance_fen, created_at, updated_at) VALUES (?, 1234, 0, 0)", (C1,))
+    old.close()
+    s = open_store(db)
+    assert s.schema_version() == MIGRATIONS[-1][0]
+    a = s.get_account(C1)
+    assert (a.balance_fen, a.supply, a.notice_level, a.rated_until) == (1234, "on", 0, None)
+    s.close()
 
 
 def test_newer_schema_is_refused_with_a_clear_message(db: Path) -> None:
@@ -337,3 +354,38 @@ def test_notifications_outbox(store) -> None:
         store.mark_notification(n.id, "failed")
     with pytest.raises(NotFound):
         store.mark_notification(999, "sent")
+
+
+# ----------------------------------------------------------------------------- remote cost control state
+def test_account_state_for_cost_control(store) -> None:
+    add(store, A1, C1, mode="remote")
+    add(store, A2, C2, mode="local")
+    a = store.set_account_state(C1, notice_level=1, notice_at=100, supply="on")
+    assert (a.notice_level, a.notice_at, a.supply, a.supply_at) == (1, 100, "on", None)
+    store.credit(C1, 50, actor="pay", idem_key="p")  # money moved: version 1
+    with pytest.raises(Conflict, match="read it again"):
+        store.set_account_state(C1, expected_version=0, supply="cut")
+    a = store.set_account_state(C1, expected_version=1, supply="cut", supply_at=200, notice_at=None)
+    assert (a.supply, a.supply_at, a.notice_at, a.notice_level) == ("cut", 200, None, 1)
+    for bad in ({"supply": "off"}, {"notice_level": 4}):
+        with pytest.raises(InvalidInput):
+            store.set_account_state(C1, **bad)
+    with pytest.raises(NotFound):
+        store.set_account_state(A3, supply="on")
+    assert store.rating_accounts() == [(C1, 50, 0, 0, None, 1, None)]
+
+
+def test_charge_batch_records_rating_position(store) -> None:
+    add(store, A1, C1, mode="remote")
+    assert store.charge_accounts("c1", [(C1, 10, 5, 20, 86_400)], actor="costctl") == 1
+    assert store.rating_accounts() == [(C1, -10, 5, 20, 86_400, 1, None)]
+    with pytest.raises(InvalidInput, match="one width"):
+        store.charge_accounts("c2", [(C1, 1, 0, 0, 1), (C2, 1, 0, 0)], actor="costctl")
+
+
+def test_bulk_audit_rows(store) -> None:
+    assert store.log_actions([("costctl", "costctl.alarm1", C1, {"balance_fen": 900}),
+                              ("costctl", "costctl.trip", C2, {"reason": "overdraft"})]) == 2
+    assert [(e.action, e.target) for e in store.audit_entries()] == [("costctl.trip", C2), ("costctl.alarm1", C1)]
+    with pytest.raises(InvalidInput):
+        store.log_actions([("", "x", None, None)])
