@@ -1,0 +1,171 @@
+"""Board images without a board: every module compiles with mpy-cross, `meter build` writes a
+complete image whose .mpy files boot and serve under the micropython binary in 96 KB of heap,
+and `meter flash` runs the right mpremote commands and checks what the board holds."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from protocol import build_frame, parse_frame
+from tests.mpy import run_micropython
+from tools.meter_image import ImageError, check_hashes, flash, flash_commands, load_image
+from tools.sim import FIRMWARE, ROOT
+
+FAKES = str(Path(__file__).parent / "fakes")
+ADDR = "000000000042"
+KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+FIRMWARE_MODULES = sorted(p for p in FIRMWARE.rglob("*.py") if p.name != "manifest.py")
+
+
+def _meter(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.meter_cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", FIRMWARE_MODULES, ids=lambda p: str(p.relative_to(FIRMWARE)))
+def test_every_firmware_module_compiles_with_mpy_cross(module: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.mpy"
+    r = subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out), str(module)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:1] == b"M"  # .mpy magic
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("img") / "esp32"
+    r = _meter("build", "--board", "esp32", "--address", ADDR, "--key-hex", KEY, "--krn", "2", "--mode", "remote",
+               "--bench", "--pin", "de=5", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"built esp32 image for meter {ADDR}" in r.stdout
+    return out
+
+
+def test_build_writes_complete_image(image: Path) -> None:
+    record = json.loads((image / "image.json").read_text())
+    files = set(record["files"])
+    assert {"main.py", "boot.py", "config.json", "hal/esp32.mpy", "hal/board.mpy", "meter/core.mpy"} <= files
+    assert not any(f.startswith(("hal/sim", "hal/load", "hal/rp2")) for f in files)  # desktop/other board stay off
+    assert {f"meter/{p.stem}.mpy" for p in (FIRMWARE / "meter").glob("*.py")} <= files
+    cfg = json.loads((image / "config.json").read_text())
+    assert cfg["key"] == KEY and cfg["krn"] == 2 and cfg["mode"] == "remote" and cfg["address"] == ADDR
+    assert cfg["pins"]["de"] == 5 and cfg["pins"]["tx"] == 17 and cfg["baud"] == 2400 and cfg["parity"] == "E"
+    assert stat.S_IMODE((image / "config.json").stat().st_mode) == 0o600
+    assert KEY not in (image / "image.json").read_text()
+    mpy_bytes = sum((image / f).stat().st_size for f in files if f.endswith(".mpy"))
+    assert record["mpy_kb"] == round(mpy_bytes / 1024, 1)
+    assert mpy_bytes <= 64 * 1024, f"image is {mpy_bytes} bytes of .mpy, over the 64 KB aim"
+
+
+def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Path) -> None:
+    # Run the .mpy files (not the sources): the image directory is the board's filesystem. The aim
+    # is 96 KB; this 64-bit unix port stores every pointer and object header at twice a board's
+    # size, and boots in 100 KB (tools/bench/bench_image.py finds the smallest); 104 KB leaves room.
+    read = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
+    # a board's machine module is in ROM: precompile the fake so compiling it costs no test heap
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(fakes / "machine.mpy"),
+                    str(Path(FAKES) / "machine.py")], check=True)
+    code = (
+        "import gc, json, machine\n"
+        "from hal import board, esp32\n"
+        "meter_cfg, hw = board.load_config('%s/config.json')\n"
+        "hw['state'] = 'state.bin'\n"
+        "b = esp32.Esp32(meter_cfg, hw)\n"
+        "gc.collect()\n"
+        "u = machine.uarts[0]\n"
+        "u.rx.extend(bytes.fromhex('%s'))\n"
+        "b.step()\n"
+        "gc.collect()\n"
+        "print(json.dumps({'tx': bytes(u.tx).hex(), 'free': gc.mem_free(), 'used': gc.mem_alloc()}))\n"
+    ) % (image, read.hex())
+    r = subprocess.run([str(Path(sys.executable).parent / "micropython"), "-X", "heapsize=104K", "-c", code],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env={"MICROPYPATH": f"{image}:{fakes}"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.splitlines()[-1])
+    reply = parse_frame(bytes.fromhex(out["tx"]))
+    assert reply.control == 0x91 and reply.address == ADDR
+
+
+def test_build_never_uses_a_default_key(tmp_path: Path) -> None:
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "there is no default key" in r.stderr
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--key-hex", "0" * 32, "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "all zeros" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_build_derives_key_from_master_like_the_headend(tmp_path: Path) -> None:
+    from headend.link.security import derive_meter_key
+    master = bytes(range(32))
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--master-key-hex", master.hex(), "--krn", "3",
+               "--out", str(tmp_path / "x"))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "x" / "config.json").read_text())
+    assert cfg["key"] == derive_meter_key(master, ADDR, 3).hex()
+    assert cfg["uart"] == 0 and cfg["pins"]["tx"] == 0
+
+
+def test_build_key_file_and_bad_pin(tmp_path: Path) -> None:
+    kf = tmp_path / "k.hex"
+    kf.write_text(KEY + "\n")
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--key-file", str(kf), "--pin", "led=LED",
+               "--out", str(tmp_path / "x"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "x" / "config.json").read_text())["pins"]["led"] == "LED"
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--key-file", str(kf), "--pin", "pulse=GP10",
+               "--out", str(tmp_path / "y"))
+    assert r.returncode == 2 and "pins.pulse must be a GPIO number" in r.stderr
+
+
+def test_frozen_build_has_sources_and_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--key-hex", KEY, "--out", str(out), "--frozen")
+    assert r.returncode == 0, r.stderr
+    assert "FROZEN_MANIFEST=" in r.stdout
+    assert set(json.loads((out / "image.json").read_text())["files"]) == {"main.py", "boot.py", "config.json"}
+    assert (out / "frozen" / "manifest.py").read_text() == (FIRMWARE / "manifest.py").read_text()
+    assert (out / "frozen" / "meter" / "core.py").exists() and (out / "frozen" / "hal" / "rp2.py").exists()
+    assert not list(out.rglob("*.mpy"))
+
+
+def test_flash_commands_copy_and_verify(image: Path) -> None:
+    record = load_image(image)
+    cmds = flash(port="/dev/ttyUSB0", directory=image, dry_run=True)
+    assert cmds == flash_commands("/dev/ttyUSB0", record)
+    assert all(c[0].endswith("mpremote") and c[1:3] == ["connect", "/dev/ttyUSB0"] for c in cmds)
+    copy = " ".join(cmds[2])
+    assert "fs mkdir :hal + fs mkdir :meter" in copy
+    assert "meter/core.mpy" in copy and copy.endswith("main.py boot.py config.json :")
+    assert cmds[3][3:5] == ["fs", "--verbose"] and f":{'meter/core.mpy'}" in cmds[3]
+    assert cmds[-1][-1] == "reset"
+    r = _meter("flash", "--port", "/dev/ttyACM0", "--dir", str(image), "--dry-run")
+    assert r.returncode == 0 and "connect /dev/ttyACM0 fs mkdir :hal" in r.stdout
+
+
+def test_flash_verification_reads_mpremote_output(image: Path) -> None:
+    record = load_image(image)
+    good = "".join(f"sha256sum :{f}\n{h}\n" for f, h in record["files"].items())
+    assert check_hashes(good, record) == []
+    first = next(iter(record["files"]))
+    bad = good.replace(record["files"][first], "0" * 64)
+    assert check_hashes(bad, record) == [first]
+    assert check_hashes("", record) == list(record["files"])
+
+
+def test_flash_refuses_changed_or_missing_image(image: Path, tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="image.json is missing: build the image first"):
+        load_image(tmp_path)
+    copy = tmp_path / "img"
+    subprocess.run(["cp", "-r", str(image), str(copy)], check=True)
+    (copy / "main.py").write_text("print('tampered')\n")
+    with pytest.raises(ImageError, match=r"main.py changed or vanished since the build"):
+        load_image(copy)
