@@ -223,6 +223,7 @@ class SQLiteBackend:
             raise StoreError(f"cannot open database {self.location}: {exc}") from exc
         self._lock = threading.RLock()
         self._depth = 0
+        self._write = False
         self._cur = self._conn.cursor()
 
     def __repr__(self) -> str:
@@ -233,6 +234,10 @@ class SQLiteBackend:
         """Open a transaction, or join the one this thread already has open."""
         with self._lock:
             if self._depth:
+                if write and not self._write:
+                    # SQLite cannot promise to upgrade a read transaction to a write one without
+                    # failing with SQLITE_BUSY; open the outer transaction with write=True instead.
+                    raise StoreError("a write was attempted inside a read-only transaction")
                 self._depth += 1
                 try:
                     yield _Tx(self._cur)
@@ -244,6 +249,7 @@ class SQLiteBackend:
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"database {self.location} is busy or unavailable: {exc}") from exc
             self._depth = 1
+            self._write = write
             try:
                 yield _Tx(self._cur)
             except BaseException as exc:

@@ -389,3 +389,15 @@ def test_bulk_audit_rows(store) -> None:
     assert [(e.action, e.target) for e in store.audit_entries()] == [("costctl.trip", C2), ("costctl.alarm1", C1)]
     with pytest.raises(InvalidInput):
         store.log_actions([("", "x", None, None)])
+
+
+def test_write_inside_a_read_transaction_is_refused(db: Path) -> None:
+    backend = SQLiteBackend(db)
+    backend.migrate()
+    with pytest.raises(StoreError, match="read-only transaction"):
+        with backend.transaction(write=False):
+            with backend.transaction(write=True):
+                pass  # pragma: no cover
+    with backend.transaction() as tx:  # the connection is usable afterwards
+        assert tx.one("SELECT COUNT(*) FROM meters") == (0,)
+    backend.close()
