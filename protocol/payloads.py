@@ -28,10 +28,11 @@ from construct import (
     Int16ul,
     Int32sl,
     Int32ul,
-    Optional,
+    SizeofError,
     Select,
     StreamError,
     Struct,
+    Subconstruct,
     Switch,
     Terminated,
     TerminatedError,
@@ -187,6 +188,28 @@ def _Fmt(fmt: Format) -> Construct:
     return fmt.construct()
 
 
+class IfMore(Subconstruct):
+    """An optional trailing field: parsed when bytes remain, built unless the value is None.
+
+    (construct's Optional would also swallow a real fault inside the field, such as a bad BCD
+    digit, and report a misleading one.)"""
+
+    def _parse(self, stream, context, path):
+        pos = stream.tell()
+        if not stream.read(1):
+            return None
+        stream.seek(pos)
+        return self.subcon._parsereport(stream, context, path)
+
+    def _build(self, obj, stream, context, path):
+        if obj is None:
+            return None
+        return self.subcon._build(obj, stream, context, path)
+
+    def _sizeof(self, context, path):
+        raise SizeofError(path=path)
+
+
 class _N1(Construct):
     """1CH command byte N1, one of N1_NAMES."""
 
@@ -274,8 +297,8 @@ BroadcastTimeRequest = Struct("time" / Deadline, Terminated)
 
 ReadRequest = Struct(
     "di" / DI,
-    "n" / Optional(_Fmt(Bcd("NN"))),  # block / record count
-    "start" / Optional(_Fmt(Clock("YYMMDDhhmm"))),  # load-record start time, mm hh DD MM YY
+    "n" / IfMore(_Fmt(Bcd("NN"))),  # block / record count
+    "start" / IfMore(_Fmt(Clock("YYMMDDhhmm"))),  # load-record start time, mm hh DD MM YY
     Terminated,
 )
 
