@@ -1,0 +1,1 @@
+"""Remote cost control: rate readings, debit accounts, then warn, cut and restore."""
