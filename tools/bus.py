@@ -53,6 +53,19 @@ def make_meter(master: bytes, address: str, *, mode: str = "local", krn: int = 0
 
 
 @dataclass
+class Fault:
+    """Faults of one meter on a bus: lose its next ``drop`` replies, or answer noise."""
+
+    drop: int = 0
+    drop_kind: str = "all"
+    garbage: bool = False
+
+
+def _noise() -> bytes:
+    return b"\x68\x01\x02\x68\x91\x05" + os.urandom(12) + b"\x16"
+
+
+@dataclass
 class Bus:
     """One TCP port with meters on it."""
 
@@ -62,6 +75,7 @@ class Bus:
     garbage: bool = False
     server: asyncio.AbstractServer | None = None
     frames_in: int = 0
+    faults: dict[str, Fault] = field(default_factory=dict)
     connections: list[asyncio.Transport] = field(default_factory=list)
 
     @property
@@ -76,16 +90,26 @@ class Bus:
     def on_bytes(self, chunk: bytes) -> list[bytes]:
         now = meter_now()
         out: list[bytes] = []
-        for m in self.meters:
-            out += m.feed(chunk, now)
         self.frames_in += 1
+        for m in self.meters:
+            replies = m.feed(chunk, now)
+            if not replies:
+                continue
+            f = self.faults.get(_addr(m))
+            if f is not None:
+                if f.drop > 0 and (f.drop_kind == "all" or _is_recharge(chunk)):
+                    f.drop -= 1
+                    continue
+                if f.garbage:
+                    replies = [_noise()]
+            out += replies
         if not out:
             return out
         if self.drop > 0 and (self.drop_kind == "all" or _is_recharge(chunk)):
             self.drop -= 1
             return []
         if self.garbage:
-            return [b"\x68\x01\x02\x68\x91\x05" + os.urandom(12) + b"\x16"]
+            return [_noise()]
         return out
 
     def close_connections(self) -> None:
@@ -147,6 +171,10 @@ class Fleet:
         """The bus meter ``address`` sits on."""
         return self._bus_of[id(self.meters[address])]
 
+    def fault(self, address: str) -> Fault:
+        """The fault settings of one meter (created on first use)."""
+        return self.bus_of(address).faults.setdefault(address, Fault())
+
     def layout(self) -> list[dict]:
         """[{"link": url, "meters": [addresses]}] for every bus."""
         return [{"link": b.url, "meters": [_addr(m) for m in b.meters]} for b in self.buses]
@@ -174,10 +202,10 @@ async def _serve(args: argparse.Namespace) -> None:
     for spec in args.drop:
         address, _, n = spec.partition("=")
         kind, _, n = n.rpartition(":")
-        fleet.bus_of(address).drop = int(n or 1)
-        fleet.bus_of(address).drop_kind = kind or "all"
+        fleet.fault(address).drop = int(n or 1)
+        fleet.fault(address).drop_kind = kind or "all"
     for address in args.garbage:
-        fleet.bus_of(address).garbage = True
+        fleet.fault(address).garbage = True
     await fleet.start()
     print(json.dumps({"buses": fleet.layout()}), flush=True)
     stop = asyncio.Event()
@@ -196,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("local", "remote"), default="local")
     p.add_argument("--master-hex", required=True, help="test master key (64 hex digits) the meter keys derive from")
     p.add_argument("--drop", action="append", default=[], metavar="ADDRESS=[recharge:]N",
-                   help="swallow the next N replies on that meter's bus (only recharge replies with recharge:)")
+                   help="swallow that meter's next N replies (only its recharge replies with recharge:)")
     p.add_argument("--garbage", action="append", default=[], metavar="ADDRESS",
-                   help="that meter's bus answers with noise")
+                   help="that meter answers with noise")
     args = p.parse_args(argv)
     try:
         import uvloop  # type: ignore[import-not-found]

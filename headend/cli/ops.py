@@ -228,6 +228,10 @@ def _address(text: str) -> str:
 @c.cli_command
 def op_read(args: argparse.Namespace) -> int:
     """Queue reads and print the values the meters returned."""
+    if args.meter and not args.meter.isdigit() and (args.all or args.where):
+        # `read --all remaining_money`: the first item landed in the METER slot
+        args.items.insert(0, args.meter)
+        args.meter = None
     names = args.items or DEFAULT_READ
     dis = []
     for name in names:
@@ -276,8 +280,19 @@ _RELAY_TEXT = {
 }
 
 
-@c.cli_command
 def _relay(args: argparse.Namespace, kind: str) -> int:
+    return _relay_cmd(kind)(args)
+
+
+def _relay_cmd(kind: str) -> Callable[[argparse.Namespace], int]:
+    @c.cli_command
+    def run(args: argparse.Namespace) -> int:
+        return _relay_run(args, kind)
+
+    return run
+
+
+def _relay_run(args: argparse.Namespace, kind: str) -> int:
     def describe(x: Command) -> str:
         r = x.reply or {}
         note = f" ({r['note']})" if r.get("note") else ""

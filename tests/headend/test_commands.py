@@ -259,15 +259,25 @@ def test_bus_with_several_meters_reads_all(tmp_path):
 
 
 def test_block_read_with_follow_ups(tmp_path):
+    from protocol.formats import SlotEntry
+
     async def main():
         async with Rig(tmp_path) as rig:
             a = rig.addresses[0]
             m = _target(rig, a)
-            big = await rig.client.read_raw(m, 0x040501FF)
-            return big
+            # eight full day tables (14 slots x 3 bytes each) make the set-1 block longer than one reply
+            for k in range(1, 9):
+                table = [SlotEntry(h, 0, 1 + (h + k) % 4) for h in range(0, 14)]
+                await rig.client.write(m, 0x04010000 | k, table)
+            parts = [await rig.client.read_raw(m, 0x04010000 | k) for k in range(0, 9)]
+            link = await rig.frontend.link_for(m.link, a)
+            before = link.session.stats.requests
+            big = await rig.client.read_raw(m, 0x040100FF)
+            return big, parts, link.session.stats.requests - before
 
-    raw = run(main())
-    assert len(raw) % 4 == 0 and len(raw) >= 16
+    big, parts, requests = run(main())
+    assert big == b"".join(parts) and len(big) > 200
+    assert requests >= 2  # the 11H read and at least one 12H follow-up
 
 
 def test_parse_di_and_reading_rows():
