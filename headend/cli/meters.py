@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import sys
 from typing import Any
 
 from headend.cli import _common as c
@@ -32,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_store_args(p)
     c.add_json_arg(p)
     p.set_defaults(func=meter_add)
+
+    p = msub.add_parser("import", help="register many meters from a CSV file, all or none")
+    p.add_argument("file", metavar="CSV", help="CSV with a header: address,link,customer[,mode,krn,protected,"
+                                               "meter_number,purchase_count]; - reads stdin")
+    c.add_store_args(p)
+    c.add_json_arg(p)
+    p.set_defaults(func=meter_import)
 
     p = msub.add_parser("list", help="list meters")
     p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
@@ -136,6 +146,56 @@ def meter_add(args: argparse.Namespace) -> int:
             c.print_json(m.to_dict())
         else:
             print(f"registered meter {m.address} ({m.mode} cost control) for customer {m.customer} on {m.link}")
+    return c.EXIT_OK
+
+
+_TRUE = {"1", "yes", "true", "y", "on"}
+_FALSE = {"", "0", "no", "false", "n", "off"}
+
+
+def _csv_rows(text: str) -> list[dict[str, Any]]:
+    reader = csv.DictReader(io.StringIO(text))
+    rows: list[dict[str, Any]] = []
+    for n, raw in enumerate(reader, 1):
+        row: dict[str, Any] = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        if None in raw:
+            raise c.CliError(f"CSV row {n}: more values than header columns")
+        for key in ("krn", "purchase_count"):
+            if row.get(key, "") == "":
+                row.pop(key, None)
+            else:
+                try:
+                    row[key] = int(row[key])
+                except ValueError:
+                    raise c.CliError(f"CSV row {n}: {key} must be a whole number, got {row[key]!r}") from None
+        if "protected" in row:
+            flag = str(row["protected"]).lower()
+            if flag not in _TRUE | _FALSE:
+                raise c.CliError(f"CSV row {n}: protected is yes or no, got {row['protected']!r}")
+            row["protected"] = flag in _TRUE
+        for key in ("mode", "meter_number"):
+            if row.get(key) == "":
+                row.pop(key)
+        rows.append(row)
+    return rows
+
+
+@c.cli_command
+def meter_import(args: argparse.Namespace) -> int:
+    """Register every meter of a CSV file in one transaction (audited per meter)."""
+    try:
+        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+    except OSError as exc:
+        raise c.CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    rows = _csv_rows(text)
+    if not rows:
+        raise c.CliError(f"{args.file} holds no meters (it needs a header line and one line per meter)")
+    with c.open_store_from_args(args) as store:
+        meters = store.add_meters(rows, actor=c.actor_of(args))
+    if args.json:
+        c.print_json([m.to_dict() for m in meters])
+    else:
+        print(f"registered {len(meters)} meter(s)")
     return c.EXIT_OK
 
 

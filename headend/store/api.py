@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from headend.store.backend import Backend, Tx
 from headend.store.models import (
@@ -513,6 +513,28 @@ class Store:
                                                           "krn": krn, "protected": bool(protected)})
             return self.get_meter(address)
 
+    def add_meters(self, rows: Iterable[Mapping[str, Any]], *, actor: str) -> list[Meter]:
+        """Register many meters in one transaction, all or none (fleet import).
+
+        Each row holds add_meter's arguments: address, link, customer, and optionally mode, krn,
+        protected, meter_number, purchase_count. An error names the row (counting from 1).
+        """
+        allowed = {"address", "link", "customer", "mode", "krn", "protected", "meter_number", "purchase_count"}
+        out = []
+        with self._tx():
+            for i, row in enumerate(rows, 1):
+                extra = set(row) - allowed
+                missing = {"address", "link", "customer"} - set(row)
+                if extra or missing:
+                    raise InvalidInput(f"meter row {i}: " + (f"unknown fields {sorted(extra)}" if extra else
+                                                             f"missing {sorted(missing)}"))
+                args = dict(row)
+                try:
+                    out.append(self.add_meter(args.pop("address"), actor=actor, **args))
+                except StoreError as exc:
+                    raise type(exc)(f"meter row {i}: {exc}") from None
+        return out
+
     def get_meter(self, address: str) -> Meter:
         """The meter with this address; NotFound (with what to do) if not registered."""
         with self._tx(write=False) as tx:
@@ -678,6 +700,18 @@ class Store:
         if row is None:
             raise NotFound(f"no command {command_id} in the outbox")
         return _command(row)
+
+    def get_commands(self, command_ids: Iterable[int]) -> list[Command]:
+        """Several outbox entries by id, in id order (ids that do not exist are left out)."""
+        ids = sorted({int(i) for i in command_ids})
+        out: list[Command] = []
+        with self._tx(write=False) as tx:
+            for lo in range(0, len(ids), 500):  # stay under every engine's parameter limit
+                chunk = ids[lo:lo + 500]
+                marks = ", ".join("?" for _ in chunk)
+                out += [_command(r) for r in tx.all(f"SELECT {_COMMAND_COLS} FROM commands WHERE id IN ({marks})"
+                                                    " ORDER BY id", chunk)]
+        return out
 
     def list_commands(
         self,

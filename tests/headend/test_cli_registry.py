@@ -182,3 +182,21 @@ def test_parse_yuan_and_fmt_fen() -> None:
             c.parse_yuan(bad)
     assert c.parse_yuan("-1.5", allow_negative=True) == -150
     assert [c.fmt_fen(x) for x in (0, 5, -105, 123456)] == ["0.00", "0.05", "-1.05", "1234.56"]
+
+
+def test_meter_import_is_all_or_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    good = "address,link,customer,mode,krn,protected\n" + "".join(
+        f"{i:012d},tcp://127.0.0.1:{9000 + i},{i:012d},{'remote' if i % 2 else 'local'},{i % 3},{'yes' if i == 4 else ''}\n"
+        for i in range(1, 6))
+    bad = good + "000000000007,tcp://x:1,42,local,0,\n"  # customer number too short
+    (tmp_path / "bad.csv").write_text(bad)
+    r = run(env, "meter", "import", str(tmp_path / "bad.csv"))
+    assert r.returncode == 2 and "meter row 6" in r.stderr and "customer number" in r.stderr
+    assert json.loads(run(env, "meter", "list", "--json").stdout) == []
+    r = run(env, "meter", "import", "-", "--json", stdin=good)
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(run(env, "meter", "list", "--json").stdout)
+    assert [(m["address"], m["mode"], m["krn"], m["protected"]) for m in listed] == [
+        (f"{i:012d}", "remote" if i % 2 else "local", i % 3, i == 4) for i in range(1, 6)]
+    r = run(env, "meter", "import", "-", stdin=good)
+    assert r.returncode == 2 and "meter row 1" in r.stderr and "already registered" in r.stderr

@@ -194,3 +194,10 @@ def test_wait_final_returns_on_outcome_or_timeout(store) -> None:
     store.mark_sent(cmd.id)
     store.confirm(cmd.id)
     assert store.wait_final(cmd.id, timeout=5).status == "confirmed"
+
+
+def test_get_commands_by_ids(store) -> None:
+    ids = [store.enqueue(A1, "read", {"n": i}, actor="ops").id for i in range(3)]
+    got = store.get_commands(reversed(ids + [9999]))
+    assert [c.id for c in got] == ids
+    assert [c.params for c in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
