@@ -657,6 +657,11 @@ class Store:
         """
         if not kind:
             raise InvalidInput("a command needs a kind (read, recharge, trip, ...)")
+        try:
+            params_json = dumps(params)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"{kind} parameters must be JSON data (numbers, text, lists, dicts): {exc}") from None
+        params = loads(params_json)  # hand back exactly what a later read returns (tuples become lists)
         with self._tx() as tx:
             if idem_key is not None:
                 row = tx.one(f"SELECT {_COMMAND_COLS} FROM commands WHERE idem_key = ?", (idem_key,))
@@ -672,7 +677,7 @@ class Store:
             row = tx.one(
                 "INSERT INTO commands (meter, kind, params, status, attempts, created_at, updated_at, idem_key,"
                 " actor, not_before) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?) RETURNING id",
-                (meter, kind, dumps(params), now, now, idem_key, actor, int(not_before)),
+                (meter, kind, params_json, now, now, idem_key, actor, int(not_before)),
             )
             assert row is not None
             self.log_action(actor, f"command.{kind}", meter, {"command": row[0], "params": params})
@@ -854,6 +859,7 @@ class Store:
         stored for the same (meter, di, read_at) is kept as it was: re-reading stores once.
         """
         now = self.now()
+        dis: dict[str, str] = {}  # the few DIs of a batch, checked and normalised once each
 
         def rows() -> Iterator[tuple[Any, ...]]:
             for r in readings:
@@ -867,6 +873,11 @@ class Store:
                 if type(row[2]) is not int or not (row[3] is None or type(row[3]) is int):
                     # money and energy are integers: a float or text here is a decoding bug upstream
                     raise InvalidInput(f"reading {r!r}: read_at must be int seconds and value an int or None")
+                di = dis.get(row[1])
+                if di is None:
+                    di = dis[row[1]] = check_di(row[1])
+                if di is not row[1]:
+                    row = (row[0], di, *row[2:])
                 yield row
 
         with self._tx() as tx:

@@ -401,3 +401,19 @@ def test_write_inside_a_read_transaction_is_refused(db: Path) -> None:
     with backend.transaction() as tx:  # the connection is usable afterwards
         assert tx.one("SELECT COUNT(*) FROM meters") == (0,)
     backend.close()
+
+
+def test_reading_dis_are_checked_and_normalised(store) -> None:
+    add(store)
+    assert store.add_readings([(A1, "0001ff00", 1, 1), (A1, "00 01 FF 00", 2, 2)]) == 2
+    assert [r.di for r in store.readings(A1, "0001FF00")] == ["0001FF00", "0001FF00"]
+    with pytest.raises(InvalidInput, match="data identifier"):
+        store.add_readings([(A1, "total energy", 1, 3)])
+
+
+def test_command_params_must_be_json(store) -> None:
+    add(store)
+    with pytest.raises(InvalidInput, match="JSON"):
+        store.enqueue(A1, "read", {"di": object()}, actor="ops")
+    cmd = store.enqueue(A1, "read", {"dis": ("00010000", "00020000")}, actor="ops")
+    assert cmd.params == {"dis": ["00010000", "00020000"]} == store.get_command(cmd.id).params
