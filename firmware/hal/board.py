@@ -1,7 +1,7 @@
 # What ESP32 and RP2040 boards share: RS-485 through a MAX485 (DE and /RE tied to one pin), a
 # latching relay driven by set/reset pulses with a sense contact, the customer button, a status
 # LED and the energy pulse input counted in an interrupt. hal/esp32.py and hal/rp2.py only say
-# how to open the UART and how to wait until its last byte has left the wire.
+# how their UART differs.
 
 import time
 
@@ -18,6 +18,7 @@ except ImportError:
 
 _POWER_WINDOW_MS = const(10000)  # power is estimated from pulses over this window
 _RTC_RESYNC_MS = const(60000)
+PARITY = {"E": 0, "O": 1, "N": None}  # machine.UART parity argument
 _BUF = const(64)
 
 
@@ -89,7 +90,7 @@ class Board:
         Pin = machine.Pin
         pins = hw["pins"]
         self.hw = hw
-        self.uart = self.make_uart(hw["uart"], hw["baud"], hw["parity"], pins["tx"], pins["rx"])
+        self.uart = self.make_uart(hw["uart"], hw["baud"], hw["parity"], pins["tx"], pins["rx"])  # type: machine.UART
         self.de = Pin(pins["de"], Pin.OUT, value=0)
         self.led = Pin(pins["led"], Pin.OUT, value=0)
         self.button_pin = Pin(pins["button"], Pin.IN, Pin.PULL_UP)
@@ -121,12 +122,13 @@ class Board:
         self._has_sense = hasattr(self.meter, "relay_sense")
         self.relay.drive(self.meter.relay_open)
 
-    # board modules override these two
+    # what differs between ports; hal/esp32.py and hal/rp2.py override where theirs differs
     def make_uart(self, uart_id, baud, parity, tx, rx):
-        raise NotImplementedError
+        return machine.UART(uart_id, baudrate=baud, bits=8, parity=PARITY[parity], stop=1, tx=tx, rx=rx,
+                            timeout=0)
 
     def tx_done(self):
-        raise NotImplementedError
+        self.uart.flush()  # returns once the last byte has left the FIFO
 
     def _sync_rtc(self):
         y, mo, d, _wd, h, mi, s, _sub = self.rtc.datetime()

@@ -16,8 +16,8 @@ class ConfigError(Exception):
     pass
 
 
-def _fail(path, what):
-    raise ConfigError("config file %s: %s" % (path, what))
+def _err(path, what):
+    return ConfigError("config file %s: %s" % (path, what))
 
 
 def _digits(s, n):
@@ -32,7 +32,7 @@ def _digits(s, n):
 def _int(cfg, name, lo, hi, path, default=None):
     v = cfg.get(name, default)
     if v is None or isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        _fail(path, "%s must be an integer %d..%d, got %r" % (name, lo, hi, v))
+        raise _err(path, "%s must be an integer %d..%d, got %r" % (name, lo, hi, v))
     return v
 
 
@@ -56,33 +56,33 @@ def check(cfg, path="<config>"):
     meter_cfg is what meter.core.Meter takes; hw holds the rest (board, pins, link, state file).
     """
     if not isinstance(cfg, dict):
-        _fail(path, "must hold a JSON object")
+        raise _err(path, "must hold a JSON object")
     addr = cfg.get("address")
     if not _digits(addr, 12):
-        _fail(path, "address must be 12 decimal digits as people write it, e.g. \"000000000001\", got %r" % (addr,))
+        raise _err(path, "address must be 12 decimal digits as people write it, e.g. \"000000000001\", got %r" % (addr,))
     if addr == "999999999999":
-        _fail(path, "address 999999999999 is the broadcast address; give the meter its own")
+        raise _err(path, "address 999999999999 is the broadcast address; give the meter its own")
     if "key" not in cfg:
-        _fail(path, "no meter key (\"key\": 32 hex digits); build the image with the key from the head-end")
+        raise _err(path, "no meter key (\"key\": 32 hex digits); build the image with the key from the head-end")
     key = key_from_hex(cfg["key"], "config file %s" % path)
     krn = _int(cfg, "krn", 0, 255, path, 0)
     mode = cfg.get("mode", "local")
     if mode not in MODES:
-        _fail(path, "mode must be \"local\" or \"remote\", got %r" % (mode,))
+        raise _err(path, "mode must be \"local\" or \"remote\", got %r" % (mode,))
     bench = cfg.get("bench", False)
     if bench not in (True, False):
-        _fail(path, "bench must be true or false, got %r" % (bench,))
+        raise _err(path, "bench must be true or false, got %r" % (bench,))
     number = cfg.get("meter_number", addr)
     if not _digits(number, 12):
-        _fail(path, "meter_number must be 12 decimal digits, got %r" % (number,))
+        raise _err(path, "meter_number must be 12 decimal digits, got %r" % (number,))
     meter_cfg = {"address": addr, "key": key, "krn": krn, "mode": mode, "bench": bench, "meter_number": number}
 
     board = cfg.get("board", "sim")
     if board not in BOARDS:
-        _fail(path, "board must be one of %s, got %r" % (", ".join(BOARDS), board))
+        raise _err(path, "board must be one of %s, got %r" % (", ".join(BOARDS), board))
     state = cfg.get("state", "state.bin")
     if not isinstance(state, str) or not state:
-        _fail(path, "state must name the state file, got %r" % (state,))
+        raise _err(path, "state must name the state file, got %r" % (state,))
     hw = {
         "board": board,
         "state": state,
@@ -97,16 +97,16 @@ def check(cfg, path="<config>"):
     }
     parity = cfg.get("parity", "E")
     if parity not in ("E", "O", "N"):
-        _fail(path, "parity must be \"E\", \"O\" or \"N\", got %r" % (parity,))
+        raise _err(path, "parity must be \"E\", \"O\" or \"N\", got %r" % (parity,))
     hw["parity"] = parity
     if board != "sim":
         pins = cfg.get("pins")
         if not isinstance(pins, dict):
-            _fail(path, "a %s image needs \"pins\": {%s}" % (board, ", ".join(BOARD_PINS)))
+            raise _err(path, "a %s image needs \"pins\": {%s}" % (board, ", ".join(BOARD_PINS)))
         for name in BOARD_PINS:
             p = pins.get(name)
             if isinstance(p, bool) or not (isinstance(p, int) and 0 <= p <= 63 or p == "LED"):
-                _fail(path, "pins.%s must be a GPIO number, got %r" % (name, p))
+                raise _err(path, "pins.%s must be a GPIO number, got %r" % (name, p))
         hw["pins"] = pins
         hw["uart"] = _int(cfg, "uart", 0, 2, path, 1 if board == "esp32" else 0)
         # latching relays ship in both polarities; the sense contact can read either way

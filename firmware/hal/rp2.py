@@ -7,12 +7,10 @@ import machine
 
 from hal import board
 
-_PARITY = {"E": 0, "O": 1, "N": None}
-
 
 class Rp2(board.Board):
     def make_uart(self, uart_id, baud, parity, tx, rx):
-        return machine.UART(uart_id, baudrate=baud, bits=8, parity=_PARITY[parity], stop=1,
+        return machine.UART(uart_id, baudrate=baud, bits=8, parity=board.PARITY[parity], stop=1,
                             tx=machine.Pin(tx), rx=machine.Pin(rx), timeout=0)
 
     def tx_done(self):

@@ -21,7 +21,7 @@ try:
     _ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
 except AttributeError:
     def _ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # pyright: ignore[reportAttributeAccessIssue] - CPython only
 
     def _ticks_diff(a, b):
         return a - b
@@ -184,8 +184,8 @@ def _listener(host, port):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(socket.getaddrinfo(host, port)[0][-1])
     s.listen(8)
-    if hasattr(s, "getsockname"):
-        port = s.getsockname()[1]
+    if hasattr(s, "getsockname"):  # CPython; MicroPython's socket cannot say its port
+        port = s.getsockname()[1]  # pyright: ignore[reportAttributeAccessIssue]
     return s, port
 
 
@@ -273,7 +273,7 @@ class SimMeter:
         """Create a pty, serve DL/T 645 on it and return the slave's path for serial programs."""
         if not hasattr(os, "openpty"):
             raise OSError("this interpreter cannot create a pty; `meter run --micropython` bridges one")
-        import tty
+        import tty  # pyright: ignore[reportMissingImports] - CPython only, like os.openpty
         master, slave = os.openpty()  # type: ignore[attr-defined]
         tty.setraw(slave)
         # keep the slave open ourselves so the master never reads EIO between client programs

@@ -76,9 +76,8 @@ class UART:
         self.blocks.append((pins[self.de].value() if self.de is not None else None, bytes(data)))
         return len(data)
 
-    def wait_tx_done(self, timeout):  # esp32
+    def flush(self):  # esp32 (hal.board default): returns when the last byte has gone
         self.waits += 1
-        return True
 
     def txdone(self):  # rp2
         self.waits += 1
