@@ -295,3 +295,69 @@ def test_dump_load_round_trip_through_json():
     for x in range(0, 10 ** 8, 7919 * 3600):
         assert again.charge(25, x, 15) == t.charge(25, x, 15)
         assert again.charge(25, x, 45) == t.charge(25, x, 45)
+
+
+# --- agreement with the head-end's tariff core (headend/tariff/README.md: "to the fen") ---
+
+def _meter_tariff_from(ht):
+    t = Tariff()
+    t.set_prices(0, list(ht.prices))
+    for k, table in enumerate(ht.day_tables):
+        t.set_day_table(0, k, list(table.points))
+    t.set_zones(0, list(ht.zones))
+    if ht.ladder is None:
+        t.set_settlement([(99, 99, 99)])
+    else:
+        t.set_ladder(0, list(ht.ladder.thresholds_wh), list(ht.ladder.increments))
+        t.set_settlement(list(ht.ladder.settlements))
+    return t
+
+
+@st.composite
+def headend_tariffs(draw):
+    from headend.tariff import model as hm
+
+    base = draw(st.sampled_from([hm.beijing_tou(), hm.zhejiang(), hm.zhejiang(tou=False), hm.beijing()]))
+    if draw(st.booleans()):
+        return base
+    # same TOU, another ladder: monthly or annual, up to 4 settlement points, small thresholds
+    monthly = draw(st.booleans())
+    pts = draw(st.lists(st.tuples(st.just(0) if monthly else st.integers(1, 12), st.integers(1, 28),
+                                  st.integers(0, 23)), min_size=1, max_size=4, unique=True))
+    n = draw(st.integers(0, 6))
+    thr = sorted(draw(st.lists(st.integers(1, 400000), min_size=n, max_size=n, unique=True)))
+    inc = draw(st.lists(st.integers(0, 5000), min_size=n + 1, max_size=n + 1))
+    return hm.Tariff(name="x", version=1, effective=0, prices=base.prices, day_tables=base.day_tables,
+                     zones=base.zones, ladder=hm.Ladder(tuple(thr), tuple(inc), tuple(pts)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(headend_tariffs(), st.lists(st.tuples(st.sampled_from([900, 3600, 6 * 3600, 9 * 86400 + 1800]),
+                                             st.integers(0, 60000)), min_size=1, max_size=80),
+       st.integers(0, 5000000), st.integers(0, SUBFEN - 1), st.integers(T2025, T2025 + 2 * YEAR))
+def test_meter_and_headend_agree_to_the_fen(ht, readings, ladder0, rem0, t0):
+    import numpy as np
+
+    from headend.tariff.rating import rate_batch
+    from headend.tariff.reference import rate_reference
+
+    starts, t = [], t0
+    for gap, _ in readings:
+        t += gap
+        starts.append(t)
+    energy = [wh for _, wh in readings]
+    bill = rate_batch(ht, np.array([energy]), np.array(starts), t0, np.array([ladder0]), np.array([rem0]),
+                      engine=rate_reference)
+
+    tar = _meter_tariff_from(ht)
+    w = Wallet(hoard=0)
+    w.balance, w.rem = 10 ** 10, rem0
+    lw, last = ladder0, t0
+    for t, wh in zip(starts, energy):
+        lw = tar.settle(t, last, lw)
+        cost, lw, rate = tar.charge(wh, t, lw)
+        assert rate == ht.slot_at(t)
+        w.deduct(cost)
+        last = t
+    assert 10 ** 10 - w.balance == int(bill.energy_fen[0])
+    assert (w.rem, lw) == (int(bill.rem[0]), int(bill.ladder_wh[0]))
