@@ -330,9 +330,144 @@ def scenario_local_table():
             assert W.relay_cmd(new, old) == expected[new][old]
 
 
+# --- tables shared with test_wallet.py / test_relay.py, so MicroPython runs them too ---
+
+# balance, A1, A2, OD -> state; one row per clause of the spec section 3 table
+STATE_ROWS = (
+    (-300, 1000, 500, 300, W.OVERDRAFT),   # OD > 0, R < 0, -R >= OD
+    (-301, 1000, 500, 300, W.OVERDRAFT),
+    (-299, 1000, 500, 300, W.ZERO),        # OD > 0, R <= 0, -R < OD
+    (0, 1000, 500, 300, W.ZERO),
+    (0, 1000, 500, 0, W.OVERDRAFT),        # OD == 0 and R <= 0
+    (-5, 1000, 500, 0, W.OVERDRAFT),
+    (1, 1000, 500, 0, W.ALARM2),           # 0 < R <= A2
+    (500, 1000, 500, 0, W.ALARM2),
+    (501, 1000, 500, 0, W.ALARM1),         # A2 < R <= A1
+    (1000, 1000, 500, 0, W.ALARM1),
+    (1001, 1000, 500, 0, W.NORMAL),
+    (1, 1000, 0, 0, W.ALARM1),             # A2 == 0: R <= A1 is alarm 1
+    (1001, 1000, 0, 0, W.NORMAL),
+    (400, 0, 500, 0, W.ALARM2),            # A1 == 0: normal above A2
+    (501, 0, 500, 0, W.NORMAL),
+    (300, 200, 500, 0, W.ALARM2),          # A1 <= A2: alarm 1 never shows
+    (501, 200, 500, 0, W.NORMAL),
+    (1, 0, 0, 0, W.NORMAL),                # both 0: normal above 0
+)
+
+
+def wallet_at(balance, alarm1=1000, alarm2=500, overdraft=0, close_ok=0, hoard=99999999):
+    """An opened wallet holding `balance` fen, its state evaluated."""
+    w = W.Wallet(alarm1, alarm2, overdraft, hoard, close_ok)
+    assert w.open_account(0, 1, CUST)[0] == W.OK
+    w.balance = balance
+    w.state = w.evaluate()
+    return w
+
+
+def scenario_state_table():
+    for balance, a1, a2, od, state in STATE_ROWS:
+        assert wallet_at(balance, a1, a2, od).evaluate() == state, (balance, a1, a2, od)
+
+
+RELAY_OP = 0x0A0B0C0D
+RELAY_DELAY = 600
+
+# How to reach each combined start state through the public API only.
+RELAY_STARTS = {
+    "CL": (),
+    "WT": (("cmd", R.TRIP),),
+    "RT": (("cmd", R.TRIP), ("wait", RELAY_DELAY)),
+    "P1": (("cmd", R.PRETRIP1),),
+    "P2": (("cmd", R.PRETRIP2),),
+    "PM": (("cmd", R.TRIP), ("wait", RELAY_DELAY), ("cmd", R.CLOSE_PERMIT)),
+    "LP": (("local", W.PRETRIP),),
+    "LT": (("local", W.TRIP),),
+    "CLH": (("cmd", R.HOLD),),
+    "PMH": (("cmd", R.TRIP), ("wait", RELAY_DELAY), ("cmd", R.CLOSE_PERMIT), ("cmd", R.HOLD)),
+}
+RELAY_CODE = {"CL": R.S_CLOSED, "CLH": R.S_CLOSED_HOLD, "WT": R.S_WAIT_TRIP, "RT": R.S_REMOTE_TRIP,
+              "P1": R.S_PRETRIP1, "P2": R.S_PRETRIP2, "PM": R.S_PERMIT, "PMH": R.S_PERMIT_HOLD,
+              "LP": R.S_LOCAL_PRETRIP, "LT": R.S_LOCAL_TRIP}
+RELAY_OPEN = ("RT", "P1", "P2", "PM", "PMH", "LP", "LT")
+
+RELAY_EVENTS = (("cmd", R.TRIP), ("cmd", R.CLOSE_PERMIT), ("cmd", R.DIRECT_CLOSE), ("cmd", R.PRETRIP1),
+                ("cmd", R.PRETRIP2), ("cmd", R.HOLD), ("cmd", R.HOLD_OFF), ("local", W.PRETRIP),
+                ("local", W.TRIP), ("local", W.CLOSE), ("local", W.RECHARGED), ("button", None),
+                ("power_up", None))
+
+# start -> state after each event, in the order of RELAY_EVENTS (spec sections 3, 4 and 6):
+#          TRIP   PERMIT DIRECT PRE1   PRE2   HOLD   H_OFF  lPRE   lTRIP  lCLOSE lRECH  button pwr_up
+RELAY_TABLE = {
+    "CL":  ("WT",  "CL",  "CL",  "P1",  "P2",  "CLH", "CL",  "LP",  "LT",  "CL",  "CL",  "CL",  "CL"),
+    "WT":  ("WT",  "CL",  "CL",  "P1",  "P2",  "CLH", "WT",  "LP",  "LT",  "WT",  "WT",  "WT",  "RT"),
+    "RT":  ("RT",  "PM",  "CL",  "P1",  "P2",  "PMH", "RT",  "RT",  "LT",  "RT",  "RT",  "RT",  "RT"),
+    "P1":  ("RT",  "PM",  "CL",  "P1",  "P2",  "PMH", "P1",  "P1",  "LT",  "P1",  "CL",  "P1",  "CL"),
+    "P2":  ("RT",  "PM",  "CL",  "P1",  "P2",  "PMH", "P2",  "P2",  "LT",  "P2",  "CL",  "P2",  "PM"),
+    "PM":  ("RT",  "PM",  "CL",  "P1",  "P2",  "PMH", "PM",  "PM",  "LT",  "PM",  "PM",  "CL",  "PM"),
+    "LP":  ("RT",  "LP",  "CL",  "P1",  "P2",  "PMH", "LP",  "LP",  "LT",  "CL",  "LP",  "CL",  "LP"),
+    "LT":  ("LT",  "LT",  "LT",  "LT",  "LT",  "PMH", "LT",  "LP",  "LT",  "CL",  "LP",  "LT",  "LT"),
+    "CLH": ("CLH", "CLH", "CLH", "CLH", "CLH", "CLH", "CL",  "CLH", "CLH", "CLH", "CLH", "CLH", "CLH"),
+    "PMH": ("PMH", "PMH", "CLH", "PMH", "PMH", "PMH", "PM",  "PMH", "PMH", "PMH", "PMH", "CLH", "PMH"),
+}
+
+
+def relay_apply(relay, step, now):
+    kind, arg = step
+    if kind == "cmd":
+        return relay.command(arg, 2, now, RELAY_OP)
+    if kind == "local":
+        return relay.local(arg, now)
+    if kind == "button":
+        return relay.button(now)
+    if kind == "wait":
+        return relay.tick(now + arg)
+    return relay.power_up(now)
+
+
+def relay_build(start, trip_delay=RELAY_DELAY, external=False):
+    relay = R.Relay(trip_delay, external)
+    now = 1000
+    for step in RELAY_STARTS[start]:
+        relay_apply(relay, step, now)
+        if step[0] == "wait":
+            now += step[1]
+    relay.pop_events()
+    return relay, now
+
+
+def check_relay_transition(start, col):
+    """One cell of RELAY_TABLE: end state, commanded state, reply, the one event and its operator."""
+    relay, now = relay_build(start)
+    assert relay.state == RELAY_CODE[start], start
+    was_open = relay.commanded_open
+    step = RELAY_EVENTS[col]
+    result = relay_apply(relay, step, now)
+    end = RELAY_TABLE[start][col]
+    where = (start, step, end, relay.state)
+    assert relay.state == RELAY_CODE[end], where
+    assert relay.commanded_open == (end in RELAY_OPEN), where
+    if step[0] == "cmd":
+        refused = relay.hold and step[1] in (R.TRIP, R.PRETRIP1, R.PRETRIP2)
+        assert result == (R.ERR_REFUSED if refused else 0), where
+    events = relay.pop_events()
+    if was_open == relay.commanded_open:
+        assert events == [], where
+    else:
+        kind = "trip" if relay.commanded_open else "close"
+        remote = step[0] == "cmd" or (step[0] == "power_up" and start == "WT")
+        assert events == [(kind, now, RELAY_OP if remote else R.METER)], where
+
+
+def scenario_relay_table():
+    for start in RELAY_TABLE:
+        for col in range(len(RELAY_EVENTS)):
+            check_relay_transition(start, col)
+
+
 SCENARIOS = (scenario_full_life, scenario_clou_overdraw_nz, scenario_clou_keep_power,
              scenario_hold_release_pretrip, scenario_remote_commands, scenario_hold_refuses_trips,
-             scenario_year_no_drift, scenario_tier_split, scenario_local_table)
+             scenario_year_no_drift, scenario_tier_split, scenario_local_table,
+             scenario_state_table, scenario_relay_table)
 
 
 def run_all():

@@ -7,100 +7,27 @@ from hypothesis import given, settings, strategies as st
 
 from meter import relay as R
 from meter import wallet as W
+from tests.firmware import logic_scenarios as L
 
-OP = 0x0A0B0C0D
-DELAY = 600
-
-# How to reach each start state through the public API only.
-STARTS = {
-    "CL": [],
-    "WT": [("cmd", R.TRIP)],
-    "RT": [("cmd", R.TRIP), ("wait", DELAY)],
-    "P1": [("cmd", R.PRETRIP1)],
-    "P2": [("cmd", R.PRETRIP2)],
-    "PM": [("cmd", R.TRIP), ("wait", DELAY), ("cmd", R.CLOSE_PERMIT)],
-    "LP": [("local", W.PRETRIP)],
-    "LT": [("local", W.TRIP)],
-    "CLH": [("cmd", R.HOLD)],
-    "PMH": [("cmd", R.TRIP), ("wait", DELAY), ("cmd", R.CLOSE_PERMIT), ("cmd", R.HOLD)],
-}
-CODE = {"CL": R.S_CLOSED, "CLH": R.S_CLOSED_HOLD, "WT": R.S_WAIT_TRIP, "RT": R.S_REMOTE_TRIP,
-        "P1": R.S_PRETRIP1, "P2": R.S_PRETRIP2, "PM": R.S_PERMIT, "PMH": R.S_PERMIT_HOLD,
-        "LP": R.S_LOCAL_PRETRIP, "LT": R.S_LOCAL_TRIP}
-OPEN = {"RT", "P1", "P2", "PM", "PMH", "LP", "LT"}
-
-EVENTS = [("cmd", R.TRIP), ("cmd", R.CLOSE_PERMIT), ("cmd", R.DIRECT_CLOSE), ("cmd", R.PRETRIP1),
-          ("cmd", R.PRETRIP2), ("cmd", R.HOLD), ("cmd", R.HOLD_OFF), ("local", W.PRETRIP),
-          ("local", W.TRIP), ("local", W.CLOSE), ("local", W.RECHARGED), ("button", None),
-          ("power_up", None)]
-
-# start -> state after each event, in the order of EVENTS:
-#          TRIP   PERMIT DIRECT PRE1   PRE2   HOLD   H_OFF  lPRE   lTRIP  lCLOSE lRECH  button pwr_up
-TABLE = {
-    "CL":  ("WT",  "CL",  "CL",  "P1",  "P2",  "CLH", "CL",  "LP",  "LT",  "CL",  "CL",  "CL",  "CL"),
-    "WT":  ("WT",  "CL",  "CL",  "P1",  "P2",  "CLH", "WT",  "LP",  "LT",  "WT",  "WT",  "WT",  "RT"),
-    "RT":  ("RT",  "PM",  "CL",  "P1",  "P2",  "PMH", "RT",  "RT",  "LT",  "RT",  "RT",  "RT",  "RT"),
-    "P1":  ("RT",  "PM",  "CL",  "P1",  "P2",  "PMH", "P1",  "P1",  "LT",  "P1",  "CL",  "P1",  "CL"),
-    "P2":  ("RT",  "PM",  "CL",  "P1",  "P2",  "PMH", "P2",  "P2",  "LT",  "P2",  "CL",  "P2",  "PM"),
-    "PM":  ("RT",  "PM",  "CL",  "P1",  "P2",  "PMH", "PM",  "PM",  "LT",  "PM",  "PM",  "CL",  "PM"),
-    "LP":  ("RT",  "LP",  "CL",  "P1",  "P2",  "PMH", "LP",  "LP",  "LT",  "CL",  "LP",  "CL",  "LP"),
-    "LT":  ("LT",  "LT",  "LT",  "LT",  "LT",  "PMH", "LT",  "LP",  "LT",  "CL",  "LP",  "LT",  "LT"),
-    "CLH": ("CLH", "CLH", "CLH", "CLH", "CLH", "CLH", "CL",  "CLH", "CLH", "CLH", "CLH", "CLH", "CLH"),
-    "PMH": ("PMH", "PMH", "CLH", "PMH", "PMH", "PMH", "PM",  "PMH", "PMH", "PMH", "PMH", "CLH", "PMH"),
-}
+OP = L.RELAY_OP
+DELAY = L.RELAY_DELAY
+apply = L.relay_apply
+build = L.relay_build
 
 
-def apply(relay, step, now):
-    kind, arg = step
-    if kind == "cmd":
-        return relay.command(arg, 2, now, OP)
-    if kind == "local":
-        return relay.local(arg, now)
-    if kind == "button":
-        return relay.button(now)
-    if kind == "wait":
-        return relay.tick(now + arg)
-    return relay.power_up(now)
-
-
-def build(start, **kw):
-    relay = R.Relay(trip_delay=DELAY, **kw)
-    now = 1000
-    for step in STARTS[start]:
-        apply(relay, step, now)
-        if step[0] == "wait":
-            now += step[1]
-    relay.pop_events()
-    return relay, now
-
-
-@pytest.mark.parametrize("start", list(TABLE))
+@pytest.mark.parametrize("start", list(L.RELAY_TABLE))
 def test_start_states_are_what_they_claim(start):
     relay, _ = build(start)
-    assert relay.state == CODE[start]
-    assert relay.commanded_open == (start in OPEN)
+    assert relay.state == L.RELAY_CODE[start]
+    assert relay.commanded_open == (start in L.RELAY_OPEN)
     assert relay.hold == start.endswith("H")
 
 
-@pytest.mark.parametrize("start, col", [(s, i) for s in TABLE for i in range(len(EVENTS))],
-                         ids=lambda v: v if isinstance(v, str) else str(EVENTS[v][1] or EVENTS[v][0]))
+@pytest.mark.parametrize("start, col", [(s, i) for s in L.RELAY_TABLE for i in range(len(L.RELAY_EVENTS))],
+                         ids=lambda v: v if isinstance(v, str) else "%s-%s" % L.RELAY_EVENTS[v])
 def test_transition_table(start, col):
-    relay, now = build(start)
-    was_open = relay.commanded_open
-    result = apply(relay, EVENTS[col], now)
-    end = TABLE[start][col]
-    assert relay.state == CODE[end], "%s --%r--> %d" % (start, EVENTS[col], relay.state)
-    assert relay.commanded_open == (end in OPEN)
-    if EVENTS[col][0] == "cmd":
-        refused = relay.hold and EVENTS[col][1] in (R.TRIP, R.PRETRIP1, R.PRETRIP2)
-        assert result == (R.ERR_REFUSED if refused else 0)
-    events = relay.pop_events()
-    if was_open == relay.commanded_open:
-        assert events == []
-    else:
-        kind = "trip" if relay.commanded_open else "close"
-        remote = EVENTS[col][0] == "cmd" or (EVENTS[col][0] == "power_up" and start == "WT")
-        assert events == [(kind, now, OP if remote else R.METER)]
+    # the table and the checks live in logic_scenarios.py so MicroPython runs them too
+    L.check_relay_transition(start, col)
 
 
 def test_external_relay_closes_on_top_up():

@@ -8,42 +8,15 @@ from hypothesis import given, settings, strategies as st
 from meter import wallet as W
 from meter.wallet import (ALARM1, ALARM2, CLOSE, COUNT_ERR, CUSTOMER_ERR, HOARD_ERR, NORMAL, OK,
                           OVERDRAFT, PRETRIP, RECHARGED, REPEAT, SUBFEN, TRIP, ZERO, Wallet)
+from tests.firmware import logic_scenarios as L
 
-CUST = "000000000042"
-
-
-def wallet(balance, alarm1=1000, alarm2=500, overdraft=0, close_ok=0, hoard=99999999):
-    w = Wallet(alarm1, alarm2, overdraft, hoard, close_ok)
-    assert w.open_account(0, 1, CUST)[0] == OK
-    w.balance = balance
-    w.state = w.evaluate()
-    return w
+CUST = L.CUST
 
 
-# balance, A1, A2, OD -> state; one row per clause of the spec section 3 table
-STATE_ROWS = [
-    (-300, 1000, 500, 300, OVERDRAFT),   # OD > 0, R < 0, -R >= OD
-    (-301, 1000, 500, 300, OVERDRAFT),
-    (-299, 1000, 500, 300, ZERO),        # OD > 0, R <= 0, -R < OD
-    (0, 1000, 500, 300, ZERO),
-    (0, 1000, 500, 0, OVERDRAFT),        # OD == 0 and R <= 0
-    (-5, 1000, 500, 0, OVERDRAFT),
-    (1, 1000, 500, 0, ALARM2),           # 0 < R <= A2
-    (500, 1000, 500, 0, ALARM2),
-    (501, 1000, 500, 0, ALARM1),         # A2 < R <= A1
-    (1000, 1000, 500, 0, ALARM1),
-    (1001, 1000, 500, 0, NORMAL),
-    (1, 1000, 0, 0, ALARM1),             # A2 == 0: R <= A1 is alarm 1
-    (1001, 1000, 0, 0, NORMAL),
-    (400, 0, 500, 0, ALARM2),            # A1 == 0: normal above A2
-    (501, 0, 500, 0, NORMAL),
-    (300, 200, 500, 0, ALARM2),          # A1 <= A2: alarm 1 never shows
-    (501, 200, 500, 0, NORMAL),
-    (1, 0, 0, 0, NORMAL),                # both 0: normal above 0
-]
+wallet = L.wallet_at
 
 
-@pytest.mark.parametrize("balance, a1, a2, od, state", STATE_ROWS)
+@pytest.mark.parametrize("balance, a1, a2, od, state", L.STATE_ROWS)
 def test_state_table(balance, a1, a2, od, state):
     assert wallet(balance, a1, a2, od).evaluate() == state
 
