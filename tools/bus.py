@@ -35,10 +35,16 @@ from headend.link.security import derive_meter_key  # noqa: E402
 __all__ = ["Bus", "Fleet", "meter_now", "make_meter"]
 
 
+_NOW = [0, 0]  # host second, meter time: a fleet asks thousands of times a second
+
+
 def meter_now() -> int:
     """Host local time as meter time (seconds since 2000-01-01 local)."""
-    t = time.localtime()
-    return clock.from_fields(t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+    s = int(time.time())
+    if s != _NOW[0]:
+        t = time.localtime(s)
+        _NOW[0], _NOW[1] = s, clock.from_fields(t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+    return _NOW[1]
 
 
 def make_meter(master: bytes, address: str, *, mode: str = "local", krn: int = 0, key: bytes | None = None) -> Meter:
@@ -95,7 +101,7 @@ class Bus:
             replies = m.feed(chunk, now)
             if not replies:
                 continue
-            f = self.faults.get(_addr(m))
+            f = self.faults.get(_addr(m)) if self.faults else None
             if f is not None:
                 if f.drop > 0 and (f.drop_kind == "all" or _is_recharge(chunk)):
                     f.drop -= 1
@@ -196,7 +202,33 @@ def fleet_addresses(n: int, first: int = 1) -> list[str]:
     return [f"{i:012d}" for i in range(first, first + n)]
 
 
+class _Echo(asyncio.Protocol):
+    """Plain asyncio: send every chunk straight back (the round-trip ceiling of the benchmark)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+async def _serve_echo(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_server(_Echo, "127.0.0.1", 0, backlog=4096) for _ in range(args.count)]
+    links = [f"tcp://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]
+    print(json.dumps({"echo": links}), flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for s in servers:
+        s.close()
+
+
 async def _serve(args: argparse.Namespace) -> None:
+    if args.echo:
+        await _serve_echo(args)
+        return
     master = bytes.fromhex(args.master_hex)
     fleet = Fleet(master, fleet_addresses(args.count, args.first), per_bus=args.per_bus, mode=args.mode)
     for spec in args.drop:
@@ -222,12 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first", type=int, default=1, help="address of the first meter (as a number)")
     p.add_argument("--per-bus", type=int, default=1, help="meters per TCP port")
     p.add_argument("--mode", choices=("local", "remote"), default="local")
-    p.add_argument("--master-hex", required=True, help="test master key (64 hex digits) the meter keys derive from")
+    p.add_argument("--echo", action="store_true", help="no meters: COUNT ports that echo bytes back (benchmark ceiling)")
+    p.add_argument("--master-hex", help="test master key (64 hex digits) the meter keys derive from")
     p.add_argument("--drop", action="append", default=[], metavar="ADDRESS=[recharge:]N",
                    help="swallow that meter's next N replies (only its recharge replies with recharge:)")
     p.add_argument("--garbage", action="append", default=[], metavar="ADDRESS",
                    help="that meter answers with noise")
     args = p.parse_args(argv)
+    if not args.echo and not args.master_hex:
+        p.error("--master-hex is required: the simulated meters' keys derive from it")
     try:
         import uvloop  # type: ignore[import-not-found]
 

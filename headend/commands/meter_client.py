@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from headend.link.security import (
     SecurityError,
@@ -89,6 +89,9 @@ RELAY_ACTIONS = {
 }
 
 
+_ITEMS: dict[int, Any] = {}
+
+
 def decode_err(byte: int) -> list[str]:
     """Flags of a 645 ERR byte."""
     return [ERR_FLAGS.get(b, f"bit{b}") for b in range(8) if byte >> b & 1]
@@ -130,8 +133,7 @@ class MeterTarget:
     customer: str = ""
 
 
-@dataclass(frozen=True)
-class ReadValue:
+class ReadValue(NamedTuple):
     """One decoded value from a read."""
 
     di: int
@@ -293,7 +295,7 @@ class MeterClient:
     async def read(self, m: MeterTarget, di: int) -> ReadValue:
         """Read and decode one DI (unknown DIs come back as raw bytes)."""
         raw = await self.read_raw(m, di)
-        item = dis.lookup(di)
+        item = _ITEMS.get(di) if di in _ITEMS else _ITEMS.setdefault(di, dis.lookup(di))
         try:
             value = dis.decode_value(di, raw)
         except ProtocolError as exc:

@@ -67,6 +67,7 @@ class Link:
         self._lock = asyncio.Lock()
         self._waiter: asyncio.Future[Reply] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._next_open = 0.0
         self._open_failures = 0
         self.reconnects = 0
@@ -111,7 +112,8 @@ class Link:
         """Bytes from the connection (called by the transport)."""
         reply = self.session.feed(chunk, asyncio.get_running_loop().time())
         if reply is not None:
-            self._cancel_timer()
+            # the timer stays armed: when it fires it finds no deadline (or a later one) and
+            # re-arms only then, so a busy link costs one timer per timeout, not one per request
             w, self._waiter = self._waiter, None
             if w is not None and not w.done():
                 w.set_result(reply)
@@ -135,12 +137,25 @@ class Link:
 
     def _arm(self) -> None:
         dl = self.session.deadline
-        if dl is not None:
-            self._timer = asyncio.get_running_loop().call_at(dl, self._on_timer)
+        if dl is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= dl:
+                return  # an earlier wake-up is due anyway; it re-arms for this deadline
+            self._timer.cancel()
+        self._timer_at = dl
+        self._timer = asyncio.get_running_loop().call_at(dl, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        out = self.session.on_deadline(asyncio.get_running_loop().time())
+        dl = self.session.deadline
+        if dl is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now < dl:
+            self._arm()
+            return
+        out = self.session.on_deadline(now)
         if isinstance(out, Failure):
             w, self._waiter = self._waiter, None
             if w is not None and not w.done():
@@ -160,7 +175,9 @@ class Link:
         """
         async with self._lock:
             for attempt in (1, 2):
-                conn = await self._ensure_open()
+                conn = self._conn
+                if conn is None:
+                    conn = await self._ensure_open()
                 loop = asyncio.get_running_loop()
                 wire = self.session.begin(req, loop.time())
                 if not req.reply:
@@ -315,7 +332,9 @@ class FrontEnd:
 
     async def request(self, url: str, req: Request) -> Reply | None:
         """Send one request to ``req.address`` over link ``url``."""
-        link = await self.link_for(url, req.address)
+        link = self._links.get(url)
+        if link is None:
+            link = await self.link_for(url, req.address)
         return await link.request(req)
 
     def links(self) -> list[Link]:

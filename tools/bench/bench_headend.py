@@ -1,0 +1,147 @@
+"""Head-end comms benchmark: read every meter of a 1,000-meter simulated fleet, and recharge them.
+
+The fleet (1,000 real `meter.core.Meter` cores, one TCP port each, `tools.bus`) runs in its own
+process, as meters would on their own hardware; the head-end side runs here.  The ceiling is
+measured in the same run, right before and after the reads (the machine may be shared): plain
+asyncio stream round trips over 1,000 connections to a plain asyncio echo process, with frames of
+the same size.  Figures:
+
+* read cycle: time to read forward active energy from every meter and store every reading;
+  reads/s over back-to-back cycles (each cycle waits for its slowest meter), as a ratio of
+  the plain round-trip ceiling;
+* full register cycle: eight items from every meter (energy total and per rate, remaining
+  money, status word 3, clock), read one after another per meter, all meters at once;
+* recharges/s: every meter topped up through the command outbox (wallet query, session,
+  recharge, read-back; each command recorded before sending and confirmed after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+N_METERS = int(os.environ.get("BENCH_HEADEND_METERS", "1000"))
+CEILING_S = 2.0
+READ_S = 3.0
+# what a collection round reads from each meter: energy total and per rate, money, status word 3
+FULL_SET = [0x00010000, 0x00010100, 0x00010200, 0x00010300, 0x00010400, 0x00900200, 0x04000503, 0x0400010C]
+
+
+def _spawn(*args: str) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, "-m", "tools.bus", *args], cwd=str(ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if not line:
+        raise RuntimeError(f"tools.bus did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
+    return proc, json.loads(line)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def _ceiling(links: list[str], frame: bytes, seconds: float) -> float:
+    """Round trips/s: each connection sends a frame and waits for it back, as fast as it can."""
+    conns = []
+    for url in links:
+        host, port = url[len("tcp://"):].rsplit(":", 1)
+        conns.append(await asyncio.open_connection(host, int(port)))
+    n = 0
+    stop = time.perf_counter() + seconds
+
+    async def loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal n
+        while time.perf_counter() < stop:
+            writer.write(frame)
+            await reader.readexactly(len(frame))
+            n += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(r, w) for r, w in conns))
+    elapsed = time.perf_counter() - t0
+    for _, w in conns:
+        w.close()
+    return n / elapsed
+
+
+def run(report) -> None:  # noqa: ANN001
+    from headend.commands import MeterClient, OutboxWorker
+    from headend.commands.collect import read_cycle
+    from headend.keys import KeyStore
+    from headend.store import open_store
+    from headend.transports import FrontEnd, LinkSettings
+    from protocol import build_frame
+
+    master = os.urandom(32)
+    keys = KeyStore.in_memory(master)
+    # a read request and its reply are about this size: the ceiling moves frames like them
+    frame = build_frame("000000000001", 0x91, b"\x00\x00\x01\x00" + b"\x12\x34\x56\x00", preamble=4)
+    echo, echo_info = _spawn("--echo", "--count", str(N_METERS))
+    fleet, info = _spawn("--count", str(N_METERS), "--master-hex", master.hex())
+    tmp = tempfile.mkdtemp(prefix="bench-headend-")
+    try:
+        store = open_store(Path(tmp) / "bench.db")
+        for bus in info["buses"]:
+            for a in bus["meters"]:
+                store.add_meter(a, link=bus["link"], customer="000000000042", actor="bench")
+        meters = store.find_meters()
+
+        async def main() -> tuple:
+            fe = FrontEnd(LinkSettings(timeout=5.0, retries=2, connect_timeout=10.0))
+            client = MeterClient(fe, lambda m: keys.meter_key(m.address, m.krn))
+            warm = await read_cycle(client, store, meters, [0x00900200])  # opens the 1,000 connections
+            # the machine is shared: measure the ceiling right before and right after the read cycles
+            ceilings = [await _ceiling(echo_info["echo"], frame, CEILING_S)]
+            cycles = []
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < READ_S or len(cycles) < 3:
+                cycles.append(await read_cycle(client, store, meters, [0x00010000]))
+            read_s = time.perf_counter() - t0
+            full = await read_cycle(client, store, meters, FULL_SET)
+            ceilings.append(await _ceiling(echo_info["echo"], frame, CEILING_S))
+            worker = OutboxWorker(store, client, concurrency=N_METERS)
+            store.enqueue_many([m.address for m in meters], "recharge", {"amount_fen": 1000}, actor="bench")
+            t1 = time.perf_counter()
+            await worker.drain(600)
+            recharge_s = time.perf_counter() - t1
+            await fe.close()
+            return warm, ceilings, cycles, read_s, full, recharge_s
+
+        warm, ceilings, cycles, read_s, full, recharge_s = asyncio.run(main())
+        ceiling = sum(ceilings) / len(ceilings)
+        failed = warm.failed or full.failed or next((c.failed for c in cycles if c.failed), {})
+        if failed:
+            raise RuntimeError(f"reads failed: {list(failed.items())[:3]}")
+        stored = store.readings_for_di("00010000", since=0, until=2**40)
+        per_meter = {r[0] for r in stored}
+        if len(per_meter) != N_METERS or sum(c.stored for c in cycles) != len(cycles) * N_METERS:
+            raise RuntimeError(f"not every reading stored: {len(per_meter)} meters, {sum(c.stored for c in cycles)} values")
+        reads = sum(c.stored for c in cycles)
+        report("headend: plain asyncio round trips, 1,000 connections (ceiling)", ceiling, "round trips/s")
+        report("headend: read cycle, 1,000 meters, every reading stored (best)", min(c.seconds for c in cycles) * 1000, "ms")
+        report("headend: reads/s, back-to-back read cycles, stored", reads / read_s, "reads/s", baseline=ceiling)
+        if full.stored != N_METERS * len(FULL_SET):
+            raise RuntimeError(f"full register cycle stored {full.stored} of {N_METERS * len(FULL_SET)} values")
+        report(f"headend: full register cycle ({len(FULL_SET)} items x 1,000 meters), stored", full.seconds * 1000, "ms")
+        report("headend: reads/s, full register cycle, stored", full.reads_per_s, "reads/s", baseline=ceiling)
+        counts = store.count_commands()
+        done = [c for c in store.list_commands(kind="recharge", limit=N_METERS) if c.status == "confirmed"
+                and c.reply.get("result") == "credited" and c.reply.get("balance_fen") == 1000]
+        if counts["confirmed"] != N_METERS or len(done) != N_METERS:
+            raise RuntimeError(f"recharges not all confirmed with one credit: {counts}, {len(done)} credited once")
+        report("headend: recharges/s (outbox, session, MACs, read-back)", N_METERS / recharge_s, "recharges/s")
+        store.close()
+    finally:
+        _stop(fleet)
+        _stop(echo)
