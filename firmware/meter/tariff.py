@@ -29,6 +29,7 @@ MAX_TABLES = const(8)
 MAX_ZONES = const(14)
 MAX_THRESHOLDS = const(6)
 MAX_SETTLEMENTS = const(4)
+MAX_HOLIDAYS = const(254)
 RATES = const(4)
 
 _NO_LADDER = (0,)
@@ -143,6 +144,12 @@ class Tariff:
         self.switch = [None, None, None, None]
         self.settlement = [(1, 1, 0)]
         self.mode = LADDER_ANNUAL
+        # Weekend and public holidays override the year zones (one copy, not two sets):
+        # weekend = bit mask of rest days (bit 0 Sunday .. bit 6 Saturday) and its day table;
+        # holidays = sorted ints day_number * 8 + table (compact: up to 254 of them).
+        self.weekend = 0
+        self.weekend_table = 0
+        self.holidays = []
         self._dump = None  # the core saves on every reading: rebuild only after a change
 
     # Write through the setters only: they validate and keep the dump() cache honest.
@@ -171,6 +178,37 @@ class Tariff:
         _int(kind, 0, 3, "bad switch kind")
         self.switch[kind] = None if t is None else _int(t, 0, 0x7FFFFFFF, "bad switch time")
         self._dump = None
+
+    def set_weekend(self, rest_days, table):
+        """rest_days: bit mask, bit 0 = Sunday .. bit 6 = Saturday (0 = no weekend rule)."""
+        m = _int(rest_days, 0, 0x7F, "bad weekend mask")
+        self.weekend_table = _int(table, 0, MAX_TABLES - 1, "bad day table")
+        self.weekend = m
+        self._dump = None
+
+    def set_holidays(self, days):
+        """days: list of (year, month, day, table); replaces the whole list."""
+        if len(days) > MAX_HOLIDAYS:
+            raise ValueError("over 254 holidays")
+        out = []
+        for h in days:
+            if len(h) != 4:
+                raise ValueError("holiday is (year, month, day, table)")
+            y = _int(h[0], 2000, 2099, "bad holiday date")
+            if not clock.valid_date(y, _int(h[1], 1, 12, "bad holiday date"), _int(h[2], 1, 31, "bad holiday date")):
+                raise ValueError("bad holiday date")
+            k = _int(h[3], 0, MAX_TABLES - 1, "bad day table")
+            out.append(clock.days_from_civil(h[0], h[1], h[2]) * 8 + k)
+        out.sort()
+        for i in range(1, len(out)):
+            if out[i] >> 3 == out[i - 1] >> 3:
+                raise ValueError("holiday listed twice")
+        self.holidays = out
+        self._dump = None
+
+    def holiday_list(self):
+        """The holidays as (year, month, day, table), in date order."""
+        return [clock.civil_from_days(h >> 3) + (h & 7,) for h in self.holidays]
 
     def set_settlement(self, points):
         self.settlement = check_settlement(points)
@@ -218,8 +256,23 @@ class Tariff:
     # --- pricing ---
 
     def table_at(self, t):
-        """Index of the day table selected by the year time zones at t."""
-        y, mo, d = clock.civil_from_days(t // clock.DAY)
+        """Index of the day table in force at t: a holiday's, else the weekend's, else the
+        year time zone's."""
+        days = t // clock.DAY
+        hol = self.holidays
+        if hol:
+            lo, hi = 0, len(hol)
+            while lo < hi:  # first entry of that day or later
+                mid = (lo + hi) >> 1
+                if hol[mid] >> 3 < days:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < len(hol) and hol[lo] >> 3 == days:
+                return hol[lo] & 7
+        if self.weekend >> ((days + 6) % 7) & 1:  # 2000-01-01 was a Saturday
+            return self.weekend_table
+        mo, d = clock.civil_from_days(days)[1:]
         zones = self.zones[self.set_at(SW_ZONES, t)]
         k = zones[-1][2]  # before the first zone start: last zone of the previous year
         for z in zones:
@@ -315,6 +368,8 @@ class Tariff:
             "li": [list(x) for x in self.increments],
             "sw": list(self.switch),
             "st": [list(p) for p in self.settlement],
+            "we": [self.weekend, self.weekend_table],
+            "ho": list(self.holidays),
         }
 
     @classmethod
@@ -329,4 +384,8 @@ class Tariff:
         for kind in range(4):
             t.set_switch(kind, obj["sw"][kind])
         t.set_settlement(obj["st"])
+        we = obj.get("we")  # absent in records written before weekends existed
+        if we:
+            t.set_weekend(we[0], we[1])
+        t.set_holidays([clock.civil_from_days(h >> 3) + (h & 7,) for h in obj.get("ho", ())])
         return t

@@ -182,6 +182,27 @@ def test_backup_sets_take_over_at_switch_times_and_roll_keeps_prices():
     assert t.current_prices(sw - 1) == [9000, 8000, 7000, 6000]  # set 0 now holds the new prices
 
 
+def test_holiday_beats_weekend_beats_zone():
+    t = Tariff()
+    t.set_day_table(0, 1, [(0, 3)])
+    t.set_day_table(0, 2, [(0, 0)])
+    t.set_zones(0, [(1, 1, 0), (7, 1, 1)])
+    t.set_weekend(0b1000001, 2)  # Sunday and Saturday rest
+    t.set_holidays([(2025, 10, 1, 1), (2025, 1, 4, 1)])
+    at = {(2025, 1, 3): 0, (2025, 1, 4): 1, (2025, 1, 5): 2, (2025, 7, 2): 1, (2025, 10, 1): 1,
+          (2025, 10, 4): 2, (2026, 1, 4): 2, (2026, 1, 5): 0}
+    for (y, mo, d), table in at.items():
+        assert t.table_at(clock.from_fields(y, mo, d, 12)) == table, (y, mo, d)
+    assert t.holiday_list() == [(2025, 1, 4, 1), (2025, 10, 1, 1)]
+    assert Tariff.load(json.loads(json.dumps(t.dump()))).dump() == t.dump()
+
+
+def test_records_without_weekend_or_holidays_still_load():
+    obj = Tariff().dump()
+    old = {k: v for k, v in obj.items() if k not in ("we", "ho")}
+    assert Tariff.load(old).dump() == obj
+
+
 # --- settlement -------------------------------------------------------------------------
 
 settlements = st.one_of(
@@ -243,6 +264,11 @@ def test_settlement_point_belongs_to_the_new_period():
     (lambda t: t.set_prices(0, [1, 2, 3, -4]), "bad price"),
     (lambda t: t.set_settlement([(1, 1, 0)] * 5), "over 4 settlement points"),
     (lambda t: t.set_switch(4, 0), "bad switch kind"),
+    (lambda t: t.set_weekend(0x80, 0), "bad weekend mask"),
+    (lambda t: t.set_weekend(1, 8), "bad day table"),
+    (lambda t: t.set_holidays([(2025, 2, 29, 0)]), "bad holiday date"),
+    (lambda t: t.set_holidays([(2025, 2, 1, 0), (2025, 2, 1, 1)]), "holiday listed twice"),
+    (lambda t: t.set_holidays([(2025, 1, 1, 0)] * 255), "over 254 holidays"),
 ])
 def test_bad_writes_raise_and_change_nothing(call, message):
     t = Tariff()
@@ -256,7 +282,7 @@ def test_bad_writes_raise_and_change_nothing(call, message):
 def snapshot(t):
     # read the attributes themselves: dump() is cached
     return json.loads(json.dumps([t.prices, t.days, t.zones, t.thresholds, t.increments,
-                                  t.switch, t.settlement, t.mode]))
+                                  t.switch, t.settlement, t.mode, t.weekend, t.weekend_table, t.holidays]))
 
 
 def test_dump_follows_every_change():
@@ -264,6 +290,7 @@ def test_dump_follows_every_change():
     changes = [lambda: t.set_prices(0, [1, 2, 3, 4]), lambda: t.set_day_table(1, 7, [(5, 0)]),
                lambda: t.set_zones(0, [(3, 1, 2)]), lambda: t.set_ladder(1, [9], [1, 2]),
                lambda: t.set_switch(SW_DAYS, 100), lambda: t.set_settlement([(0, 3, 4)]),
+               lambda: t.set_weekend(3, 4), lambda: t.set_holidays([(2030, 5, 1, 6)]),
                lambda: t.roll(100)]
     seen = [json.dumps(t.dump())]
     for change in changes:
@@ -305,6 +332,9 @@ def _meter_tariff_from(ht):
     for k, table in enumerate(ht.day_tables):
         t.set_day_table(0, k, list(table.points))
     t.set_zones(0, list(ht.zones))
+    if ht.weekend_table is not None:
+        t.set_weekend(sum(1 << d for d in ht.weekend_days), ht.weekend_table)
+    t.set_holidays([(y, mo, d, k) for (y, mo, d), k in ht.holidays])
     if ht.ladder is None:
         t.set_settlement([(99, 99, 99)])
     else:
@@ -320,6 +350,12 @@ def headend_tariffs(draw):
     base = draw(st.sampled_from([hm.beijing_tou(), hm.zhejiang(), hm.zhejiang(tou=False), hm.beijing()]))
     if draw(st.booleans()):
         return base
+    # weekend and holiday day tables on top of the fixture's own
+    tables = base.day_tables + (hm.DayTable(((0, 3),)), hm.DayTable(((0, 0), (720, 1))))
+    weekend = tuple(draw(st.sets(st.integers(0, 6), max_size=3)))
+    holidays = draw(st.lists(st.tuples(st.tuples(st.integers(2025, 2027), st.integers(1, 12), st.integers(1, 28)),
+                                       st.sampled_from([0, len(tables) - 1])),
+                             min_size=1, max_size=20, unique_by=lambda h: h[0]))
     # same TOU, another ladder: monthly or annual, up to 4 settlement points, small thresholds
     monthly = draw(st.booleans())
     pts = draw(st.lists(st.tuples(st.just(0) if monthly else st.integers(1, 12), st.integers(1, 28),
@@ -327,15 +363,18 @@ def headend_tariffs(draw):
     n = draw(st.integers(0, 6))
     thr = sorted(draw(st.lists(st.integers(1, 400000), min_size=n, max_size=n, unique=True)))
     inc = draw(st.lists(st.integers(0, 5000), min_size=n + 1, max_size=n + 1))
-    return hm.Tariff(name="x", version=1, effective=0, prices=base.prices, day_tables=base.day_tables,
-                     zones=base.zones, ladder=hm.Ladder(tuple(thr), tuple(inc), tuple(pts)))
+    return hm.Tariff(name="x", version=1, effective=0, prices=base.prices, day_tables=tables,
+                     zones=base.zones, weekend_days=weekend, weekend_table=len(tables) - 2 if weekend else None,
+                     holidays=tuple(holidays), ladder=hm.Ladder(tuple(thr), tuple(inc), tuple(pts)))
 
 
 @settings(max_examples=60, deadline=None)
 @given(headend_tariffs(), st.lists(st.tuples(st.sampled_from([900, 3600, 6 * 3600, 9 * 86400 + 1800]),
                                              st.integers(0, 60000)), min_size=1, max_size=80),
-       st.integers(0, 5000000), st.integers(0, SUBFEN - 1), st.integers(T2025, T2025 + 2 * YEAR))
-def test_meter_and_headend_agree_to_the_fen(ht, readings, ladder0, rem0, t0):
+       st.integers(0, 5000000), st.integers(0, SUBFEN - 1), st.integers(T2025, T2025 + 2 * YEAR), st.data())
+def test_meter_and_headend_agree_to_the_fen(ht, readings, ladder0, rem0, t0, data):
+    import dataclasses
+
     import numpy as np
 
     from headend.tariff.rating import rate_batch
@@ -346,6 +385,10 @@ def test_meter_and_headend_agree_to_the_fen(ht, readings, ladder0, rem0, t0):
         t += gap
         starts.append(t)
     energy = [wh for _, wh in readings]
+    if ht.holidays:  # make some of the reading days holidays, so they are really exercised
+        days = sorted({clock.civil_from_days(x // clock.DAY) for x in starts})
+        picked = data.draw(st.lists(st.sampled_from(days), max_size=6, unique=True))
+        ht = dataclasses.replace(ht, holidays=tuple((d, len(ht.day_tables) - 1) for d in picked))
     bill = rate_batch(ht, np.array([energy]), np.array(starts), t0, np.array([ladder0]), np.array([rem0]),
                       engine=rate_reference)
 
