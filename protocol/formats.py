@@ -166,11 +166,15 @@ class Bcd(Format):
         if self.signed and raw[-1] & 0x80:
             negative = True
             raw = raw[:-1] + bytes((raw[-1] & 0x7F,))
-        n = bcd_to_int(raw, self.picture)
+        text = raw[::-1].hex()
+        if not text.isdigit():
+            bcd_to_int(raw, self.picture)  # raises, naming the bad byte
         if not self.decimals:
-            return -n if negative else n
-        digits = tuple(int(c) for c in str(n))
-        return Decimal((1 if negative else 0, digits, -self.decimals))
+            return -int(text) if negative else int(text)
+        d = self.decimals
+        text = text.zfill(d + 1)
+        # via text keeps the picture's decimals (Decimal('12.50'), not 12.5) and the sign of -0
+        return Decimal(f"{'-' if negative else ''}{text[:-d]}.{text[-d:]}")
 
     def encode(self, value: Any, length: int | None = None) -> bytes:
         length = length or self.length
