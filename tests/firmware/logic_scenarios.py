@@ -320,6 +320,21 @@ def scenario_tier_split():
             assert cost == ref and e == start + wh
 
 
+def scenario_weekend_holiday():
+    """Holiday day table first, then the weekend's, then the year zone's; survives dump/load."""
+    t = Tariff()
+    t.set_day_table(0, 1, [(0, 3)])
+    t.set_day_table(0, 2, [(0, 0), (720, 1)])
+    t.set_weekend(0x41, 1)  # Saturday and Sunday rest
+    t.set_holidays([(2025, 10, 1, 2), (2025, 10, 4, 2)])
+    t = Tariff.load(t.dump())
+    cases = (((2025, 10, 1, 9), 0), ((2025, 10, 1, 13), 1), ((2025, 10, 2, 9), 2),
+             ((2025, 10, 4, 9), 0), ((2025, 10, 5, 9), 3), ((2025, 10, 6, 9), 2))
+    for fields, rate in cases:
+        assert t.rate_at(clock.from_fields(*fields)) == rate, fields
+    assert t.holiday_list() == [(2025, 10, 1, 2), (2025, 10, 4, 2)]
+
+
 def scenario_local_table():
     """Spec section 3: relay command for every (new, old) state change."""
     c, p, tr = W.CLOSE, W.PRETRIP, W.TRIP
@@ -466,7 +481,7 @@ def scenario_relay_table():
 
 SCENARIOS = (scenario_full_life, scenario_clou_overdraw_nz, scenario_clou_keep_power,
              scenario_hold_release_pretrip, scenario_remote_commands, scenario_hold_refuses_trips,
-             scenario_year_no_drift, scenario_tier_split, scenario_local_table,
+             scenario_year_no_drift, scenario_tier_split, scenario_weekend_holiday, scenario_local_table,
              scenario_state_table, scenario_relay_table)
 
 
