@@ -14,6 +14,12 @@ apart, and say so.
 Meter keys follow protocol/SECURITY.md: K = HMAC-SHA256(master, b"prepaid645/meter" + addr + KRN)[:16]
 with addr the 12-digit address as 6 BCD bytes, low byte first.
 
+Master key rotation (`headend keys rotate`): a rotated file (version 2) adds
+`"generations": [{"from_krn": R, "nonce": ..., "ciphertext": ...}, ...]`, each a further master
+encrypted the same way (its from_krn bound in as associated data). A meter key at revision KRN
+derives from the newest master whose from_krn <= KRN, so meters still at an old KRN keep working
+and a key update to KRN >= R moves a meter onto the new master.
+
 Key material never leaves this module except as the return value of `meter_key`: not in repr,
 not in exceptions, not in logs, not picklable.
 """
@@ -50,7 +56,8 @@ __all__ = [
 MASTER_KEY_BYTES = 32
 METER_KEY_BYTES = 16
 _FORMAT = "prepaid645-master-key"
-_VERSION = 1
+_VERSION = 1          # one master
+_VERSION_ROTATED = 2  # a master per generation
 _SCRYPT_N = 2**15  # ~32 MiB and ~0.1 s per unlock: cheap for an operator, costly for a guesser
 _SCRYPT_R = 8
 _SCRYPT_P = 1
@@ -110,13 +117,20 @@ def read_passphrase(*, confirm: bool = False, environ: Mapping[str, str] | None 
 class KeyStore:
     """An unlocked master key. Get one with KeyStore.create, KeyStore.open or KeyStore.unlock."""
 
-    __slots__ = ("_master", "path")
+    __slots__ = ("_masters", "path")
 
-    def __init__(self, master: bytes, path: Path | None = None) -> None:
-        if not isinstance(master, (bytes, bytearray)) or len(master) != MASTER_KEY_BYTES:
-            raise KeyStoreError(f"a master key is {MASTER_KEY_BYTES} bytes")
-        self._master = bytes(master)
+    def __init__(self, master: bytes, path: Path | None = None, later: tuple[tuple[int, bytes], ...] = ()) -> None:
+        for m in (master, *(m for _, m in later)):
+            if not isinstance(m, (bytes, bytearray)) or len(m) != MASTER_KEY_BYTES:
+                raise KeyStoreError(f"a master key is {MASTER_KEY_BYTES} bytes")
+        # (from_krn, master), from_krn strictly increasing from 0
+        self._masters: tuple[tuple[int, bytes], ...] = ((0, bytes(master)), *((k, bytes(m)) for k, m in later))
         self.path = path
+
+    @property
+    def generations(self) -> list[int]:
+        """The first KRN of each master key generation ([0] until the first rotation); no secrets."""
+        return [k for k, _ in self._masters]
 
     # -- never reveal the key: not in repr/str, not via pickle or copy
     def __repr__(self) -> str:
@@ -177,9 +191,10 @@ class KeyStore:
             raise KeyStoreError(f"key file {p} is not readable JSON: {exc.__class__.__name__}") from exc
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
             raise KeyStoreError(f"{p} is not a prepaid645 key file")
-        if doc.get("version") != _VERSION:
-            raise KeyStoreError(f"key file {p} has version {doc.get('version')!r}; this program reads {_VERSION}")
-        header = {k: v for k, v in doc.items() if k not in ("nonce", "ciphertext")}
+        if doc.get("version") not in (_VERSION, _VERSION_ROTATED):
+            raise KeyStoreError(f"key file {p} has version {doc.get('version')!r}; this program reads"
+                                f" {_VERSION} and {_VERSION_ROTATED}")
+        header = {k: v for k, v in doc.items() if k not in ("nonce", "ciphertext", "generations")}
         kdf = doc.get("kdf") or {}
         try:
             n, r, par = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
@@ -190,16 +205,28 @@ class KeyStore:
         salt = _unb64(kdf.get("salt"), "kdf.salt", p)
         nonce = _unb64(doc.get("nonce"), "nonce", p)
         ct = _unb64(doc.get("ciphertext"), "ciphertext", p)
+        gens = doc.get("generations", []) if doc.get("version") == _VERSION_ROTATED else []
+        if not isinstance(gens, list) or not all(isinstance(g, dict) for g in gens):
+            raise KeyStoreError(f"key file {p} is damaged: generations must be a list")
         try:
-            aes = _derive(passphrase, salt, n, r, par)
-            master = AESGCM(aes).decrypt(nonce, ct, _header_aad(header))
+            aes = AESGCM(_derive(passphrase, salt, n, r, par))
+            aad = _header_aad(header)
+            master = aes.decrypt(nonce, ct, aad)
+            later = []
+            for g in gens:
+                k = int(g.get("from_krn", -1))
+                later.append((k, aes.decrypt(_unb64(g.get("nonce"), "generation nonce", p),
+                                             _unb64(g.get("ciphertext"), "generation ciphertext", p),
+                                             aad + b"|from_krn=%d" % k)))
+            if [k for k, _ in later] != sorted({k for k, _ in later}) or any(not 0 < k <= 255 for k, _ in later):
+                raise KeyStoreError(f"key file {p} is damaged: generations must start at increasing KRNs 1..255")
         except InvalidTag:
             raise WrongPassphrase(
                 f"wrong passphrase for key file {p} (or the file was altered); check {ENV_PASSPHRASE}"
             ) from None
         except ValueError as exc:
             raise KeyStoreError(f"key file {p} is damaged: {exc}") from None
-        return cls(master, p)
+        return cls(master, p, tuple(later))
 
     @classmethod
     def unlock(cls, path: str | os.PathLike[str], passphrase: str | None = None) -> "KeyStore":
@@ -214,25 +241,53 @@ class KeyStore:
             raise KeyStoreError(f"the passphrase must have at least {_MIN_PASSPHRASE} characters")
         self._write(self.path, new_passphrase, scrypt_n)
 
+    def rotate(self, passphrase: str, from_krn: int, *, scrypt_n: int = _SCRYPT_N) -> None:
+        """Add a new random master used for every KRN >= from_krn, and rewrite the file under passphrase.
+
+        Meter keys below from_krn do not change; a meter moves to the new master with a key
+        update to a KRN >= from_krn. from_krn must be above every earlier generation's.
+        """
+        if self.path is None:
+            raise KeyStoreError("this key store is in memory only; there is no file to rotate")
+        last = self._masters[-1][0]
+        if not isinstance(from_krn, int) or not last < from_krn <= 255:
+            raise KeyStoreError(f"a new master generation must start at a KRN in {last + 1}..255, got {from_krn!r}")
+        before = self._masters
+        self._masters = (*before, (from_krn, secrets.token_bytes(MASTER_KEY_BYTES)))
+        try:
+            self._write(self.path, passphrase, scrypt_n)
+        except BaseException:
+            self._masters = before
+            raise
+
     def meter_key(self, address: str, krn: int) -> bytes:
         """The 16-byte key of one meter at key revision krn (protocol/SECURITY.md)."""
         if not isinstance(krn, int) or isinstance(krn, bool) or not 0 <= krn <= 255:
             raise ValueError(f"key revision (KRN) must be 0..255, got {krn!r}")
+        master = next(m for k, m in reversed(self._masters) if k <= krn)
         msg = b"prepaid645/meter" + address_wire_bytes(address) + bytes([krn])
-        return hmac.new(self._master, msg, hashlib.sha256).digest()[:METER_KEY_BYTES]
+        return hmac.new(master, msg, hashlib.sha256).digest()[:METER_KEY_BYTES]
 
     def _write(self, path: Path, passphrase: str, scrypt_n: int) -> None:
         salt = secrets.token_bytes(16)
         nonce = secrets.token_bytes(12)
         header = {
             "format": _FORMAT,
-            "version": _VERSION,
+            "version": _VERSION if len(self._masters) == 1 else _VERSION_ROTATED,
             "kdf": {"name": "scrypt", "n": scrypt_n, "r": _SCRYPT_R, "p": _SCRYPT_P, "salt": _b64(salt)},
             "cipher": "AES-256-GCM",
         }
-        aes = _derive(passphrase, salt, scrypt_n, _SCRYPT_R, _SCRYPT_P)
-        ct = AESGCM(aes).encrypt(nonce, self._master, _header_aad(header))
-        doc = dict(header, nonce=_b64(nonce), ciphertext=_b64(ct))
+        aes = AESGCM(_derive(passphrase, salt, scrypt_n, _SCRYPT_R, _SCRYPT_P))
+        aad = _header_aad(header)
+        ct = aes.encrypt(nonce, self._masters[0][1], aad)
+        doc: dict = dict(header, nonce=_b64(nonce), ciphertext=_b64(ct))
+        if len(self._masters) > 1:
+            gens = []
+            for k, m in self._masters[1:]:
+                gn = secrets.token_bytes(12)
+                sealed = aes.encrypt(gn, m, aad + b"|from_krn=%d" % k)
+                gens.append({"from_krn": k, "nonce": _b64(gn), "ciphertext": _b64(sealed)})
+            doc["generations"] = gens
         data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

@@ -21,8 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("init", f"create the master key, encrypted under a passphrase (prompt or ${ENV_PASSPHRASE})", init),
         ("check", "check that the passphrase unlocks the key file", check),
         ("passwd", f"re-encrypt the key file under a new passphrase (prompt or ${ENV_NEW_PASSPHRASE})", passwd),
+        ("rotate", "add a new master key for key revisions >= --from-krn (meters move with a key update)", rotate),
     ):
         p = ksub.add_parser(name, help=helptext)
+        if name == "rotate":
+            p.add_argument("--from-krn", type=int, metavar="R",
+                           help="first key revision of the new master (default: highest registered KRN + 1)")
         p.add_argument("--key-file", metavar="PATH",
                        help="key file (default: $PREPAID645_KEY_FILE, config [keys] file, or next to the database)")
         c.add_store_args(p)
@@ -68,4 +72,22 @@ def passwd(args: argparse.Namespace) -> int:
     with c.open_store_from_args(args) as store:
         store.log_action(c.actor_of(args), "keys.passwd", str(path))
     print(f"key file {path} re-encrypted under the new passphrase")
+    return c.EXIT_OK
+
+
+@c.cli_command
+def rotate(args: argparse.Namespace) -> int:
+    """Add a master key generation; meters keep their keys until a key update moves them to KRN >= R."""
+    path = c.config_from_args(args).keys.file
+    passphrase = read_passphrase()
+    ks = KeyStore.open(path, passphrase)
+    with c.open_store_from_args(args) as store:
+        start = args.from_krn
+        if start is None:
+            start = max((m.krn for m in store.find_meters()), default=0) + 1
+            start = max(start, ks.generations[-1] + 1)
+        ks.rotate(passphrase, start)
+        store.log_action(c.actor_of(args), "keys.rotate", str(path), {"from_krn": start})
+    print(f"new master key for key revisions {start} and up in {path}; meters change over with a key update"
+          f" to KRN {start}")
     return c.EXIT_OK

@@ -200,3 +200,21 @@ def test_meter_import_is_all_or_nothing(env: dict[str, str], tmp_path: Path) -> 
         (f"{i:012d}", "remote" if i % 2 else "local", i % 3, i == 4) for i in range(1, 6)]
     r = run(env, "meter", "import", "-", stdin=good)
     assert r.returncode == 2 and "meter row 1" in r.stderr and "already registered" in r.stderr
+
+
+def test_keys_rotate_starts_above_the_fleet(env: dict[str, str], tmp_path: Path) -> None:
+    env = dict(env, PREPAID645_KEY_PASSPHRASE="operator passphrase")
+    assert run(env, "keys", "init").returncode == 0
+    assert run(env, "meter", "add", A1, "--link", "tcp://x:1", "--customer", C1, "--krn", "3").returncode == 0
+    from headend.keys import KeyStore
+
+    before = KeyStore.open(tmp_path / "h.key", "operator passphrase")
+    r = run(env, "keys", "rotate")
+    assert r.returncode == 0, r.stderr
+    assert "key revisions 4 and up" in r.stdout
+    after = KeyStore.open(tmp_path / "h.key", "operator passphrase")
+    assert after.generations == [0, 4]
+    assert after.meter_key(A1, 3) == before.meter_key(A1, 3) and after.meter_key(A1, 4) != before.meter_key(A1, 4)
+    r = run(env, "keys", "rotate", "--from-krn", "2")
+    assert r.returncode == 2 and "5..255" in r.stderr
+    assert json.loads(run(env, "audit", "--json", "--action", "keys.rotate").stdout)[0]["detail"] == {"from_krn": 4}

@@ -159,3 +159,32 @@ def test_no_leak_through_repr_logs_pickle_or_errors(keyfile: Path, caplog: pytes
         text = (str(exc) + repr(exc) + repr(exc.__context__) + repr(exc.__cause__)).encode()
         for form in leak_forms(MASTER):
             assert form not in text
+
+
+def test_rotation_keeps_old_krns_and_changes_new_ones(keyfile: Path) -> None:
+    ks = KeyStore.open(keyfile, PASS)
+    addr = "000000000001"
+    before = {k: ks.meter_key(addr, k) for k in (0, 1, 2, 3)}
+    ks.rotate(PASS, 2, scrypt_n=2**14)
+    assert ks.generations == [0, 2]
+    for reopened in (ks, KeyStore.open(keyfile, PASS)):
+        assert reopened.generations == [0, 2]
+        assert [reopened.meter_key(addr, k) == before[k] for k in (0, 1, 2, 3)] == [True, True, False, False]
+    assert ks.meter_key(addr, 2) == KeyStore.open(keyfile, PASS).meter_key(addr, 2)
+    new_master_forms = leak_forms(ks._masters[-1][1])  # type: ignore[attr-defined]
+    raw = keyfile.read_bytes()
+    assert not any(f in raw for f in new_master_forms + leak_forms(MASTER))
+    with pytest.raises(KeyStoreError, match="3..255"):
+        ks.rotate(PASS, 2, scrypt_n=2**14)
+    ks.change_passphrase("a new long passphrase", scrypt_n=2**14)
+    assert KeyStore.open(keyfile, "a new long passphrase").meter_key(addr, 3) == ks.meter_key(addr, 3)
+
+
+def test_moving_a_generation_in_the_file_does_not_unlock(keyfile: Path) -> None:
+    ks = KeyStore.open(keyfile, PASS)
+    ks.rotate(PASS, 5, scrypt_n=2**14)
+    doc = json.loads(keyfile.read_text())
+    doc["generations"][0]["from_krn"] = 1  # would hand the new master to meters at KRN 1..4
+    keyfile.write_text(json.dumps(doc))
+    with pytest.raises(WrongPassphrase):
+        KeyStore.open(keyfile, PASS)
