@@ -202,6 +202,80 @@ def fleet_addresses(n: int, first: int = 1) -> list[str]:
     return [f"{i:012d}" for i in range(first, first + n)]
 
 
+class LossyProxy:
+    """A TCP hop in front of a meter that loses the meter's next ``drop_recharge`` recharge
+    replies (the meter executes the recharge; the head-end never hears it did)."""
+
+    def __init__(self, host: str, port: int, drop_recharge: int = 1) -> None:
+        self.target = (host, port)
+        self.drop_recharge = drop_recharge
+        self.dropped = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread = None
+        self.port = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            m_reader, m_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        last_was_recharge = [False]
+
+        async def up() -> None:
+            while chunk := await reader.read(4096):
+                last_was_recharge[0] = _is_recharge(chunk.lstrip(b"\xfe"))
+                m_writer.write(chunk)
+            m_writer.close()
+
+        async def down() -> None:
+            while chunk := await m_reader.read(4096):
+                if last_was_recharge[0] and self.drop_recharge > 0:
+                    self.drop_recharge -= 1
+                    self.dropped += 1
+                    continue
+                writer.write(chunk)
+            writer.close()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+    def start(self) -> int:
+        """Run the proxy in a background thread; returns the port it listens on."""
+        import threading
+
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def go() -> None:
+                self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
+                ready.set()
+                await self._server.serve_forever()
+
+            try:
+                loop.run_until_complete(go())
+            except (asyncio.CancelledError, RuntimeError):
+                pass
+
+        self._thread = threading.Thread(target=run, daemon=True, name="lossy-proxy")
+        self._thread.start()
+        ready.wait(10)
+        return self.port
+
+    def stop(self) -> None:
+        """Stop the proxy and its thread."""
+        if self._loop is not None and self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+            for task in asyncio.all_tasks(self._loop):
+                self._loop.call_soon_threadsafe(task.cancel)
+        if self._thread is not None:
+            self._thread.join(5)
+
+
 class _Echo(asyncio.Protocol):
     """Plain asyncio: send every chunk straight back (the round-trip ceiling of the benchmark)."""
 

@@ -240,15 +240,20 @@ def op_read(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise c.CliError(str(exc)) from None
 
+    def shown(v: dict) -> str:
+        if "flags" in v:  # status words: hex and the named bits
+            return f"0x{int(v['value']):04X} ({', '.join(v['flags'])})"
+        return f"{v['value']}{(' ' + v['unit']) if v['unit'] else ''}"
+
     def describe(x: Command) -> str:
         vals = (x.reply or {}).get("values", {})
         if len(vals) == 1 or args.json:
-            return "; ".join(f"{v['name']}={v['value']}{(' ' + v['unit']) if v['unit'] else ''}" for v in vals.values())
+            return "; ".join(f"{v['name']}={shown(v)}" for v in vals.values())
         if not args.all and not args.where:
-            c.print_table(f"meter {x.meter}", ["DI", "item", "value", "unit"],
-                          [(f"{d[:2]} {d[2:4]} {d[4:6]} {d[6:]}", v["name"], v["value"], v["unit"]) for d, v in vals.items()])
+            c.print_table(f"meter {x.meter}", ["DI", "item", "value"],
+                          [(f"{d[:2]} {d[2:4]} {d[4:6]} {d[6:]}", v["name"], shown(v)) for d, v in vals.items()])
             return ""
-        return "; ".join(f"{v['name']}={v['value']}" for v in vals.values())
+        return "; ".join(f"{v['name']}={shown(v)}" for v in vals.values())
 
     return _run(args, "read", {"dis": dis}, describe)
 

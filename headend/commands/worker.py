@@ -243,7 +243,10 @@ class OutboxWorker:
         for name in names:
             rv = await self.client.read(m, parse_di(str(name)))
             rows.append(reading_row(meter.address, rv, at))
-            values[f"{rv.di:08X}"] = {"name": rv.name, "value": _jsonable(rv.value), "unit": rv.unit}
+            entry = {"name": rv.name, "value": _jsonable(rv.value), "unit": rv.unit}
+            if rv.di in (0x04000501, 0x04000503) and isinstance(rv.value, int):
+                entry["flags"] = dis.status_flags(rv.di, rv.value)
+            values[f"{rv.di:08X}"] = entry
         self.store.add_readings(rows)
         state: dict[str, Any] = {}
         for row in rows:
