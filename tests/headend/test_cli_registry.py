@@ -218,3 +218,24 @@ def test_keys_rotate_starts_above_the_fleet(env: dict[str, str], tmp_path: Path)
     r = run(env, "keys", "rotate", "--from-krn", "2")
     assert r.returncode == 2 and "5..255" in r.stderr
     assert json.loads(run(env, "audit", "--json", "--action", "keys.rotate").stdout)[0]["detail"] == {"from_krn": 4}
+
+
+def test_progress_bar_on_a_terminal_passes_every_item(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    code = ("from headend.cli._common import progress\n"
+            "print([x for x in progress(list(range(50)), 'trip', enabled=True)])\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=slave, text=True,
+                           timeout=60, cwd=ROOT)
+    finally:
+        os.close(slave)
+    drawn = b""
+    try:
+        while chunk := os.read(master, 65536):
+            drawn += chunk
+    except OSError:
+        pass  # the pty is drained once its last writer is gone
+    os.close(master)
+    assert r.returncode == 0
+    assert r.stdout.strip() == str(list(range(50)))
+    assert b"trip" in drawn  # the bar went to the terminal, not into the output
