@@ -24,31 +24,32 @@ ALARM_OFF = const(0x2B)
 HOLD = const(0x3A)
 HOLD_OFF = const(0x3B)
 
-# Local commands: the same numbers as meter.wallet CLOSE, PRETRIP, TRIP, RECHARGED.
-L_CLOSE = const(1)
-L_PRETRIP = const(2)
-L_TRIP = const(3)
-L_RECHARGED = const(4)
+# Local commands: the same numbers as meter.wallet CLOSE, PRETRIP, TRIP, RECHARGED
+# (private names: mpy-cross folds them, so they cost no RAM).
+_L_CLOSE = const(1)
+_L_PRETRIP = const(2)
+_L_TRIP = const(3)
+_L_RECHARGED = const(4)
 
 # ERR byte bits of the 645 error reply.
 ERR_OTHER = const(1)
 ERR_REFUSED = const(4)  # "R_ERR_OFF_PROTECT": trip refused under power hold
 
 METER = const(0xFFFFFFFF)  # operator code of actions the meter takes by itself
-PRETRIP_UNIT = const(300)  # N2 counts 5-minute steps
+_PRETRIP_UNIT = const(300)  # N2 counts 5-minute steps
 
 # Remote side.
-R_CLOSED = const(0)
-R_WAIT_TRIP = const(1)  # trip delay running; still closed
-R_TRIP = const(2)
-R_PRE1 = const(3)       # timed, then direct close
-R_PRE2 = const(4)       # timed, then close permitted
-R_PERMIT = const(5)     # open until the button
+_R_CLOSED = const(0)
+_R_WAIT_TRIP = const(1)  # trip delay running; still closed
+_R_TRIP = const(2)
+_R_PRE1 = const(3)       # timed, then direct close
+_R_PRE2 = const(4)       # timed, then close permitted
+_R_PERMIT = const(5)     # open until the button
 
 # Local side.
-LOC_CLOSED = const(0)
-LOC_PRETRIP = const(1)  # open, the button restores
-LOC_TRIP = const(2)     # open, only a top-up above close-permitted (via the wallet) helps
+_LOC_CLOSED = const(0)
+_LOC_PRETRIP = const(1)  # open, the button restores
+_LOC_TRIP = const(2)     # open, only a top-up above close-permitted (via the wallet) helps
 
 # Combined state codes (`state`), Wisdom-style names, for reads and display.
 S_CLOSED = const(0)
@@ -67,8 +68,8 @@ class Relay:
     def __init__(self, trip_delay=0, external=False):
         self.trip_delay = trip_delay  # seconds (DI 04001401 carries minutes)
         self.external = external      # external (three-phase) relay: top-ups close directly
-        self.remote = R_CLOSED
-        self.local_state = LOC_CLOSED
+        self.remote = _R_CLOSED
+        self.local_state = _LOC_CLOSED
         self.hold = False
         self.alarm = False
         self.until = 0                # deadline of the trip delay or the pre-trip timer
@@ -79,28 +80,28 @@ class Relay:
 
     @property
     def commanded_open(self):
-        return self.remote >= R_TRIP or self.local_state != LOC_CLOSED
+        return self.remote >= _R_TRIP or self.local_state != _LOC_CLOSED
 
     @property
     def pre_alarm(self):
-        return self.remote == R_WAIT_TRIP
+        return self.remote == _R_WAIT_TRIP
 
     @property
     def state(self):
-        if self.local_state == LOC_TRIP:
+        if self.local_state == _LOC_TRIP:
             return S_LOCAL_TRIP
         r = self.remote
-        if r == R_TRIP:
+        if r == _R_TRIP:
             return S_REMOTE_TRIP
-        if r == R_PRE1:
+        if r == _R_PRE1:
             return S_PRETRIP1
-        if r == R_PRE2:
+        if r == _R_PRE2:
             return S_PRETRIP2
-        if r == R_PERMIT:
+        if r == _R_PERMIT:
             return S_PERMIT_HOLD if self.hold else S_PERMIT
-        if self.local_state == LOC_PRETRIP:
+        if self.local_state == _LOC_PRETRIP:
             return S_PERMIT_HOLD if self.hold else S_LOCAL_PRETRIP
-        if r == R_WAIT_TRIP:
+        if r == _R_WAIT_TRIP:
             return S_WAIT_TRIP
         return S_CLOSED_HOLD if self.hold else S_CLOSED
 
@@ -136,28 +137,28 @@ class Relay:
             if self.hold:
                 return ERR_REFUSED
             if n1 == TRIP:
-                if r == R_TRIP:
+                if r == _R_TRIP:
                     return 0
                 if self.trip_delay > 0 and not was:
-                    if r != R_WAIT_TRIP:  # a repeated trip does not restart the delay
-                        self.remote = R_WAIT_TRIP
+                    if r != _R_WAIT_TRIP:  # a repeated trip does not restart the delay
+                        self.remote = _R_WAIT_TRIP
                         self.until = now + self.trip_delay
                         self.pending_op = operator
                 else:
-                    self.remote = R_TRIP
+                    self.remote = _R_TRIP
             else:
                 if n2 <= 0:
                     return ERR_OTHER  # a pre-trip needs a duration
-                self.remote = R_PRE1 if n1 == PRETRIP1 else R_PRE2
-                self.until = now + n2 * PRETRIP_UNIT
+                self.remote = _R_PRE1 if n1 == PRETRIP1 else _R_PRE2
+                self.until = now + n2 * _PRETRIP_UNIT
                 self.pending_op = operator
         elif n1 == CLOSE_PERMIT:
             # closed stays closed; open waits for the button
-            self.remote = R_PERMIT if r >= R_TRIP else R_CLOSED
+            self.remote = _R_PERMIT if r >= _R_TRIP else _R_CLOSED
         elif n1 == DIRECT_CLOSE:
-            self.remote = R_CLOSED
-            if self.local_state == LOC_PRETRIP:
-                self.local_state = LOC_CLOSED
+            self.remote = _R_CLOSED
+            if self.local_state == _LOC_PRETRIP:
+                self.local_state = _LOC_CLOSED
             # a local trip (wallet OVERDRAFT) stays: direct close has no effect on it
         elif n1 == ALARM:
             self.alarm = True
@@ -167,12 +168,12 @@ class Relay:
             self.hold = True
             # power hold never leaves a trip pending, and turns any open state into
             # "close permitted + hold": power comes back when someone is there to press
-            if r == R_WAIT_TRIP:
-                self.remote = R_CLOSED
-            elif r >= R_TRIP:
-                self.remote = R_PERMIT
-            if self.local_state == LOC_TRIP:
-                self.local_state = LOC_PRETRIP
+            if r == _R_WAIT_TRIP:
+                self.remote = _R_CLOSED
+            elif r >= _R_TRIP:
+                self.remote = _R_PERMIT
+            if self.local_state == _LOC_TRIP:
+                self.local_state = _LOC_PRETRIP
         elif n1 == HOLD_OFF:
             # the meter core re-sends the wallet's command (Wallet.release_cmd()) next
             self.hold = False
@@ -182,23 +183,23 @@ class Relay:
         return 0
 
     def local(self, cmd, now):
-        """A local command from the wallet: L_CLOSE, L_PRETRIP, L_TRIP or L_RECHARGED.
+        """A local command from the wallet: meter.wallet CLOSE, PRETRIP, TRIP or RECHARGED.
         Pre-trip and trip are ignored under power hold; None (no command) is ignored."""
         if cmd is None:
             return
         was = self.commanded_open
-        if cmd == L_TRIP or cmd == L_PRETRIP:
+        if cmd == _L_TRIP or cmd == _L_PRETRIP:
             if self.hold:
                 return
-            self.local_state = LOC_TRIP if cmd == L_TRIP else LOC_PRETRIP
-        elif cmd == L_CLOSE:
-            self.local_state = LOC_CLOSED
-        elif cmd == L_RECHARGED:
-            if self.local_state != LOC_CLOSED:
-                self.local_state = LOC_CLOSED if self.external else LOC_PRETRIP
-            if self.remote == R_PRE1 or self.remote == R_PRE2:
+            self.local_state = _LOC_TRIP if cmd == _L_TRIP else _LOC_PRETRIP
+        elif cmd == _L_CLOSE:
+            self.local_state = _LOC_CLOSED
+        elif cmd == _L_RECHARGED:
+            if self.local_state != _LOC_CLOSED:
+                self.local_state = _LOC_CLOSED if self.external else _LOC_PRETRIP
+            if self.remote == _R_PRE1 or self.remote == _R_PRE2:
                 # a top-up during a remote timed pre-trip closes directly (Wisdom)
-                self.remote = R_CLOSED
+                self.remote = _R_CLOSED
         else:
             raise ValueError("bad local command")
         self._record(was, now, METER)
@@ -208,27 +209,27 @@ class Relay:
         open is button-restorable (close permitted, local pre-trip). Returns True if closed."""
         if not self.commanded_open:
             return False
-        if self.local_state == LOC_TRIP or R_TRIP <= self.remote <= R_PRE2:
+        if self.local_state == _LOC_TRIP or _R_TRIP <= self.remote <= _R_PRE2:
             return False
-        if self.remote == R_PERMIT:
-            self.remote = R_CLOSED
-        self.local_state = LOC_CLOSED
+        if self.remote == _R_PERMIT:
+            self.remote = _R_CLOSED
+        self.local_state = _LOC_CLOSED
         self._record(True, now, METER)
         return True
 
     def tick(self, now):
         """Run the trip-delay and pre-trip timers."""
         r = self.remote
-        if r != R_WAIT_TRIP and r != R_PRE1 and r != R_PRE2:
+        if r != _R_WAIT_TRIP and r != _R_PRE1 and r != _R_PRE2:
             return
         if now < self.until:
             return
         was = self.commanded_open
-        if r == R_WAIT_TRIP:
-            self.remote = R_TRIP
+        if r == _R_WAIT_TRIP:
+            self.remote = _R_TRIP
             self._record(was, now, self.pending_op)
         else:
-            self.remote = R_CLOSED if r == R_PRE1 else R_PERMIT
+            self.remote = _R_CLOSED if r == _R_PRE1 else _R_PERMIT
             self._record(was, now, METER)
 
     def power_up(self, now):
@@ -236,14 +237,14 @@ class Relay:
         tripped, pre-trip 1 -> closed, pre-trip 2 -> close permitted."""
         r = self.remote
         was = self.commanded_open
-        if r == R_WAIT_TRIP:
-            self.remote = R_TRIP
+        if r == _R_WAIT_TRIP:
+            self.remote = _R_TRIP
             self._record(was, now, self.pending_op)
-        elif r == R_PRE1:
-            self.remote = R_CLOSED
+        elif r == _R_PRE1:
+            self.remote = _R_CLOSED
             self._record(was, now, METER)
-        elif r == R_PRE2:
-            self.remote = R_PERMIT
+        elif r == _R_PRE2:
+            self.remote = _R_PERMIT
             self._record(was, now, METER)
 
     # --- power-safe storage ---
@@ -258,6 +259,6 @@ class Relay:
         r.remote, r.local_state = obj[0], obj[1]
         r.hold, r.alarm = bool(obj[2]), bool(obj[3])
         r.until, r.pending_op = obj[4], obj[6]
-        if not (R_CLOSED <= r.remote <= R_PERMIT and LOC_CLOSED <= r.local_state <= LOC_TRIP):
+        if not (_R_CLOSED <= r.remote <= _R_PERMIT and _LOC_CLOSED <= r.local_state <= _LOC_TRIP):
             raise ValueError("bad relay record")
         return r
