@@ -367,6 +367,9 @@ class OutboxWorker:
         for di, value in items:
             await self.client.write(m, di, value)
             got = (await self.client.read(m, di)).value
+            if isinstance(value, list) and isinstance(got, list) and len(got) > len(value) and value:
+                # meters keep fixed-size day tables and repeat the last slot in the unused entries
+                got = got[: len(value)] if all(e == value[-1] for e in got[len(value):]) else got
             if got != value:
                 raise MeterRefused(m.address, f"write of {dis.di_text(di)}", [f"read back {got!r}, wrote {value!r}"], 0, False)
             out[f"{di:08X}"] = _jsonable(got)

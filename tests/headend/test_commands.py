@@ -289,3 +289,71 @@ def test_parse_di_and_reading_rows():
     assert reading_row("1", ReadValue(0x00900200, Decimal("-1.05"), "yuan", "x"), 5)[2] == -105
     assert reading_row("1", ReadValue(0x02800020, Decimal("0.4883"), "yuan/kWh", "x"), 5)[2] == 4883
     assert reading_row("1", ReadValue(1, b"\x01\xff", "", "x"), 5)[4] == "01ff"
+
+
+def test_dial_in_meter_behind_a_dtu_is_read_and_recharged(tmp_path):
+    """A DTU dials the head-end's listening port and bridges it to a meter bus."""
+
+    async def main():
+        async with Rig(tmp_path, n=1) as rig:
+            a = rig.addresses[0]
+            url = "listen://127.0.0.1:0"
+            port = await rig.frontend.listen(url)
+            rig.store.update_meter(a, actor="test", link=url)
+            bus = rig.fleet.bus_of(a)
+            h_reader, h_writer = await asyncio.open_connection("127.0.0.1", port)  # DTU -> head-end
+            m_reader, m_writer = await asyncio.open_connection("127.0.0.1", bus.port)  # DTU -> meter bus
+
+            async def pump(r, w):
+                while chunk := await r.read(4096):
+                    w.write(chunk)
+
+            pumps = [asyncio.create_task(pump(h_reader, m_writer)), asyncio.create_task(pump(m_reader, h_writer))]
+            read = await rig.run(a, "read", {"dis": ["00900200"]})
+            rc = await rig.run(a, "recharge", {"amount_fen": 4200})
+            for p in pumps:
+                p.cancel()
+            h_writer.close()
+            m_writer.close()
+            return read, rc, rig.meter(a).status()
+
+    read, rc, status = run(main())
+    assert read.status == "confirmed", read.last_error
+    assert rc.status == "confirmed", rc.last_error
+    assert status["balance_fen"] == 4200
+
+
+def test_sync_time_small_offset(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            rig.meter(a).offset -= 60  # a minute slow: within broadcast limits (unless near midnight)
+            cmd = await rig.run(a, "sync_time", {"mode": "auto"})
+            return cmd, rig.meter(a).offset
+
+    cmd, offset = run(main())
+    assert cmd.status == "confirmed", cmd.last_error
+    # broadcast is refused near midnight and across quarter hours: then the authenticated set is used
+    assert cmd.reply["method"].startswith(("broadcast", "set"))
+    assert abs(offset) < 3
+
+
+def test_session_is_reused_within_validity(tmp_path):
+    async def main():
+        async with Rig(tmp_path) as rig:
+            a = rig.addresses[0]
+            m = _target(rig, a)
+            link = await rig.frontend.link_for(m.link, a)
+            await rig.client.control(m, "alarm_on")
+            n1 = link.session.stats.requests
+            await rig.client.control(m, "alarm_off")
+            await rig.client.control(m, "alarm_on")
+            n2 = link.session.stats.requests
+            rig.meter(a).sec.end()  # the meter forgets the session (power cycle): one re-authentication
+            await rig.client.control(m, "alarm_off")
+            return n1, n2 - n1, link.session.stats.requests - n2
+
+    first, two_more, after_reset = run(main())
+    assert first == 2  # authentication + the command
+    assert two_more == 2  # no new authentication
+    assert after_reset == 3  # refused, authenticate, resend

@@ -200,3 +200,42 @@ def test_bad_input_unknown_meter_unreachable_link_wrong_key(he, tmp_path):
         assert by_kind[(A1, "recharge")] == "queued"  # never lost, never half-done
         assert by_kind[(A2, "recharge")] == "failed"
         assert s.count_commands()["sent"] == 0
+
+
+def test_bulk_and_parameter_commands(he):
+    bus, buses = _start_bus(he, "--count", "3")
+    try:
+        for b in buses:
+            for a in b["meters"]:
+                mode = "remote" if a == A3 else "local"
+                assert he.cli("meter", "add", a, "--link", b["link"], "--customer", CUST, "--mode", mode)[0] == 0
+        he.start_serve()
+        code, out, err = he.cli("limits", "set", A1, "--alarm1", "20", "--alarm2", "5", "--close-ok", "1")
+        assert code == 0, err
+        assert "read back" in out
+        code, out, err = he.cli("read", A1, "alarm_money_1", "--json")
+        assert json.loads(out)[0]["reply"]["values"]["04001001"]["value"] == "20.00"
+        code, out, err = he.cli("tariff", "set", A1, "--prices", "0.5680,0.5380,0.4880,0.2880",
+                                "--day-table", "00:00=4,08:00=2,22:00=4")
+        assert code == 0, err
+        code, out, err = he.cli("read", A1, "price_set1_t2", "--json")
+        assert json.loads(out)[0]["reply"]["values"]["04050102"]["value"] == "0.5380"
+        code, out, err = he.cli("sync-time", A1)
+        assert code == 0, err
+        code, out, err = he.cli("alarm", "on", A2)
+        assert code == 0 and "alarm on confirmed" in out
+        code, out, err = he.cli("trip", "--where", "mode=local", "--json")
+        assert code == 0, err
+        got = json.loads(out)
+        assert [c["meter"] for c in got] == [A1, A2] and all(c["reply"]["relay"] == "open" for c in got)
+        code, out, err = he.cli("close", "--all", "--direct")
+        assert code == 0, err
+        assert out.count("confirmed") >= 3 or "closed" in out
+        code, out, err = he.cli("read", "--all", "status_word_3", "--json")
+        assert all(not int(c["reply"]["values"]["04000503"]["value"]) & 0x10 for c in json.loads(out))
+        code, out, err = he.cli("tariff", "set", A1, "--prices", "abc")
+        assert code == 2 and "bad price" in err
+        code, out, err = he.cli("limits", "set", A1)
+        assert code == 2 and "at least one" in err
+    finally:
+        _stop(bus)
