@@ -156,7 +156,7 @@ class Bcd(Format):
             raise ValueError(f"bad BCD picture {picture!r}")
         self.picture = picture
         self.signed = signed
-        self.length = len(digits) // 2
+        self.length = self.size = len(digits) // 2
         self.decimals = len(picture) - picture.index(".") - 1 if "." in picture else 0
 
     def decode(self, raw: bytes) -> int | Decimal:
@@ -177,7 +177,7 @@ class Bcd(Format):
         return Decimal(f"{'-' if negative else ''}{text[:-d]}.{text[-d:]}")
 
     def encode(self, value: Any, length: int | None = None) -> bytes:
-        length = length or self.length
+        length = length or self.size
         if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
             raise ProtocolError(
                 "value", f"{self.picture} needs an int or Decimal (never float for money or energy), got {value!r}"
@@ -205,7 +205,7 @@ class Digits(Format):
     """A BCD digit string (addresses, meter and customer numbers): str, high digit first."""
 
     def __init__(self, length: int) -> None:
-        self.length = length
+        self.length = self.size = length
         self.picture = "N" * (2 * length)
 
     def decode(self, raw: bytes) -> str:
@@ -214,8 +214,8 @@ class Digits(Format):
         return raw[::-1].hex()
 
     def encode(self, value: Any, length: int | None = None) -> bytes:
-        if not isinstance(value, str) or len(value) != 2 * self.length or not (value.isdigit() and value.isascii()):
-            raise ProtocolError("value", f"need {2 * self.length} decimal digits as a str, got {value!r}")
+        if not isinstance(value, str) or len(value) != 2 * self.size or not (value.isdigit() and value.isascii()):
+            raise ProtocolError("value", f"need {2 * self.size} decimal digits as a str, got {value!r}")
         return bytes.fromhex(value)[::-1]
 
 
@@ -223,7 +223,7 @@ class Word(Format):
     """An unsigned binary integer, low byte first (status words, operator codes, amounts)."""
 
     def __init__(self, length: int) -> None:
-        self.length = length
+        self.length = self.size = length
         self.picture = f"{8 * length}-bit word"
 
     def decode(self, raw: bytes) -> int:
@@ -231,9 +231,9 @@ class Word(Format):
         return int.from_bytes(raw, "little")
 
     def encode(self, value: Any, length: int | None = None) -> bytes:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << (8 * self.length):
-            raise ProtocolError("value", f"{self.picture} needs an int 0..{(1 << (8 * self.length)) - 1}, got {value!r}")
-        return value.to_bytes(self.length, "little")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << (8 * self.size):
+            raise ProtocolError("value", f"{self.picture} needs an int 0..{(1 << (8 * self.size)) - 1}, got {value!r}")
+        return value.to_bytes(self.size, "little")
 
 
 class Binary(Format):

@@ -251,7 +251,7 @@ class _FreezeTime(Construct):
         raw = stream.read(4)
         if len(raw) != 4:
             raise StreamError("freeze time needs 4 bytes", path=path)
-        out: dict[str, int | None] = {}
+        out: dict[str, Any] = {}
         wild = True
         for (name, hi, lo), b in zip(reversed(self._FIELDS), reversed(raw)):
             if b == 0x99 and wild:
@@ -438,14 +438,11 @@ _REPLIES: dict[int, Construct] = {
 
 #: control byte -> schema of its data field
 SCHEMAS: dict[int, Construct] = {}
-for _fn, _schema in _REQUESTS.items():
-    SCHEMAS[_fn] = _schema
-for _fn, _schema in _REPLIES.items():
-    SCHEMAS[0x80 | _fn] = _schema
-    SCHEMAS[0xC0 | _fn] = _abnormal(_fn)
-for _fn in (READ, READ_FOLLOWUP):
-    SCHEMAS[0xA0 | _fn] = _REPLIES[_fn]  # B1/B2: more follows (or, on 2013 meters, events pending)
-del _fn, _schema
+SCHEMAS.update(_REQUESTS)
+SCHEMAS.update({0x80 | fn: schema for fn, schema in _REPLIES.items()})
+SCHEMAS.update({0xC0 | fn: _abnormal(fn) for fn in _REPLIES})
+# B1/B2: more follows (or, on 2013 meters, events pending)
+SCHEMAS.update({0xA0 | fn: _REPLIES[fn] for fn in (READ, READ_FOLLOWUP)})
 
 
 def _schema_for(control: int) -> Construct:
