@@ -465,6 +465,43 @@ class Store:
                 " ORDER BY customer"
             )
 
+    def cost_control_accounts(self) -> list[tuple[Any, ...]]:
+        """Accounts with a remote-cost-control meter, by customer number, as rows for the decision step:
+        (customer, balance_fen, alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected (0/1),
+        restore_policy, notice_level, notice_at, supply, supply_at, version)."""
+        with self._tx(write=False) as tx:
+            return tx.all(
+                "SELECT customer, balance_fen, alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected,"
+                " restore_policy, notice_level, notice_at, supply, supply_at, version FROM accounts a"
+                " WHERE EXISTS (SELECT 1 FROM meters m WHERE m.customer = a.customer AND m.mode = 'remote')"
+                " ORDER BY customer"
+            )
+
+    def set_account_states(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Record cost control's decisions for many accounts in one transaction; return rows changed.
+
+        Each row is (customer, notice_level, notice_at, supply, supply_at) and replaces all four
+        fields (None clears a time). Unknown customers are an error and nothing is changed.
+        """
+        data = []
+        now = self.now()
+        for r in rows:
+            customer, level, notice_at, supply, supply_at = r
+            if level not in (0, 1, 2, 3) or supply not in SUPPLY_STATES:
+                raise InvalidInput(f"customer {customer}: notice level is 0..3 and supply one of"
+                                   f" {', '.join(SUPPLY_STATES)}, got {level!r} / {supply!r}")
+            data.append((int(level), None if notice_at is None else int(notice_at), supply,
+                         None if supply_at is None else int(supply_at), now, customer))
+        with self._tx() as tx:
+            n = tx.executemany(
+                "UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?, updated_at = ?"
+                " WHERE customer = ?",
+                data,
+            )
+            if n != len(data):
+                raise NotFound(f"{len(data) - n} of {len(data)} customers in the batch do not exist (nothing changed)")
+            return n
+
     def ledger(self, customer: str, *, limit: int = 100) -> list[LedgerEntry]:
         """An account's money movements, newest first."""
         with self._tx(write=False) as tx:

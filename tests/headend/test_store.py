@@ -417,3 +417,21 @@ def test_command_params_must_be_json(store) -> None:
         store.enqueue(A1, "read", {"di": object()}, actor="ops")
     cmd = store.enqueue(A1, "read", {"dis": ("00010000", "00020000")}, actor="ops")
     assert cmd.params == {"dis": ["00010000", "00020000"]} == store.get_command(cmd.id).params
+
+
+def test_cost_control_views_and_bulk_decisions(store) -> None:
+    add(store, A1, C1, mode="remote")
+    add(store, A2, C2, mode="remote")
+    add(store, A3, "000000000044", mode="local")
+    store.update_account(C1, actor="ops", alarm1_fen=2000, overdraft_fen=500, protected=True,
+                         restore_policy="direct")
+    rows = store.cost_control_accounts()
+    assert [r[0] for r in rows] == [C1, C2]
+    assert rows[0] == (C1, 0, 2000, 0, 500, 0, 1, "direct", 0, None, "on", None, 0)
+    assert store.set_account_states([(C1, 3, 100, "on", None), (C2, 0, None, "cut", 200)]) == 2
+    assert [r[8:12] for r in store.cost_control_accounts()] == [(3, 100, "on", None), (0, None, "cut", 200)]
+    with pytest.raises(NotFound, match="1 of 2"):
+        store.set_account_states([(C1, 0, None, "on", None), ("000000000099", 0, None, "on", None)])
+    assert store.get_account(C1).notice_level == 3  # the failed batch changed nothing
+    with pytest.raises(InvalidInput):
+        store.set_account_states([(C1, 0, None, "off", None)])
