@@ -129,3 +129,59 @@ def test_invariants_over_any_sequence(seq, external):
         if kind in ("button",) or (kind == "local" and arg in (W.CLOSE, W.RECHARGED)):
             assert not (relay.commanded_open and not was_open)
         assert bool(relay.status3_bits() & 0x10) == relay.commanded_open
+
+
+# --- wallet and relay together, wired as the meter core wires them ---------------------------
+
+actions = st.one_of(
+    st.tuples(st.just("spend"), st.integers(0, 3000)),          # fen of energy
+    st.tuples(st.just("recharge"), st.integers(0, 5000)),       # fen
+    st.tuples(st.just("retry"), st.integers(0, 5000)),          # same purchase count again
+    st.tuples(st.just("button"), st.none()),
+    st.tuples(st.just("remote"), st.sampled_from([R.TRIP, R.CLOSE_PERMIT, R.DIRECT_CLOSE, R.HOLD, R.HOLD_OFF])),
+    st.tuples(st.just("limits"), st.tuples(st.integers(0, 3000), st.integers(0, 2000), st.integers(0, 1500))),
+    st.tuples(st.just("power_cycle"), st.none()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 5000), st.integers(0, 1000), st.lists(actions, max_size=40))
+def test_wallet_and_relay_never_disagree(opening, close_ok, seq):
+    m = L.Meter(W.Wallet(close_ok=close_ok), R.Relay())
+    res, cmd = m.w.open_account(opening, 1, L.CUST)
+    assert res == W.OK
+    m.local(cmd)
+    paid, charged = opening, 0
+    for kind, arg in seq:
+        if kind == "spend":
+            m.spend(arg)
+            charged += arg
+        elif kind == "recharge":
+            if m.recharge(arg // 100) == W.OK:
+                paid += arg // 100 * 100
+        elif kind == "retry":
+            before = m.w.balance
+            assert m.recharge(arg // 100, count=m.w.count) == W.REPEAT and m.w.balance == before
+        elif kind == "button":
+            m.button()
+        elif kind == "remote":
+            if arg == R.HOLD_OFF:
+                m.release_hold()
+            else:
+                m.remote(arg)
+        elif kind == "limits":
+            a1, a2, od = arg
+            m.local(m.w.set_limits(alarm1=a1, alarm2=a2, overdraft=od))
+        else:
+            m.power_cycle()
+        w, r = m.w, m.r
+        # no money appears or vanishes (spend() charges whole fen at the default price)
+        assert (w.balance, w.rem) == (paid - charged, 0)
+        # an exhausted wallet is off supply unless power hold protects it
+        if w.state == W.OVERDRAFT and not r.hold:
+            assert r.commanded_open and r.state == R.S_LOCAL_TRIP
+        # only OVERDRAFT may lock the customer out of the button
+        if w.state != W.OVERDRAFT:
+            assert r.state != R.S_LOCAL_TRIP
+        # every change of the commanded state was logged exactly once
+        assert m.trips - m.closes == (1 if r.commanded_open else 0)
