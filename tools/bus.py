@@ -79,7 +79,7 @@ class Bus:
     drop: int = 0
     drop_kind: str = "all"  # "all" replies, or only "recharge" replies
     garbage: bool = False
-    server: asyncio.AbstractServer | None = None
+    server: asyncio.Server | None = None
     frames_in: int = 0
     faults: dict[str, Fault] = field(default_factory=dict)
     connections: list[asyncio.Transport] = field(default_factory=list)
@@ -211,7 +211,7 @@ class LossyProxy:
         self.drop_recharge = drop_recharge
         self.dropped = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._thread = None
         self.port = 0
 

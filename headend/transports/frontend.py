@@ -225,7 +225,7 @@ class _DialIn:
         self.spec = spec
         self.by_address: dict[str, Link] = {}
         self.arrived = asyncio.Condition()
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ __all__ = ["SerialConnection", "open_serial"]
 class SerialConnection:
     """An open pyserial port feeding the event loop."""
 
-    def __init__(self, port: serial.SerialBase, loop: asyncio.AbstractEventLoop, on_data: OnData, on_lost: OnLost) -> None:
+    def __init__(self, port: serial.Serial, loop: asyncio.AbstractEventLoop, on_data: OnData, on_lost: OnLost) -> None:
         self._port = port
         self._loop = loop
         self._on_data = on_data
@@ -77,7 +77,7 @@ class SerialConnection:
         self._lost(None)
 
 
-def _open_port(spec: LinkSpec) -> serial.SerialBase:
+def _open_port(spec: LinkSpec) -> serial.Serial:
     return serial.serial_for_url(
         spec.device,
         baudrate=spec.baudrate,
