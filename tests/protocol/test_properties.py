@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from decimal import Decimal
 
+import pytest
 from dlt645.protocol.protocol import DLT645Protocol
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,8 +21,8 @@ REASONS = {
     "checksum", "terminator", "length", "start", "bcd", "address", "truncated",
     "unknown-di", "value", "control", "preamble", "payload",
 }
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PER_CONTROL = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --------------------------------------------------------------------------------------
 # strategies
@@ -197,10 +198,10 @@ def test_frame_build_parse_build(address, control, data, preamble):
     assert bytes(DLT645Protocol.build_frame(bytes.fromhex(address)[::-1], control, data, preamble)) == raw
 
 
-@SLOW
-@given(st.data())
-def test_payload_build_parse_build_every_control(data):
-    control = data.draw(st.sampled_from(sorted(FIELDS)))
+@pytest.mark.parametrize("control", sorted(FIELDS), ids=[f"{c:02X}" for c in sorted(FIELDS)])
+@PER_CONTROL
+@given(data=st.data())
+def test_payload_build_parse_build_every_control(control, data):
     fields = data.draw(FIELDS[control])
     plain = build_payload(control, fields)
     raw = build_frame("123456789012", control, plain)
