@@ -52,44 +52,57 @@ def check_prices(prices):
     return [_int(p, 0, 99999999, "bad price") for p in prices]
 
 
+# Day tables and zones are kept packed, one int per entry in a tuple: a full set of 16
+# tables x 14 points as (minute, rate) tuples took ~10 KB of a 64-bit heap, packed ~2 KB.
+# point = minute * 4 + rate; zone = (month * 32 + day) * 8 + table (ordered like the dates).
+
 def check_day_table(points):
-    # Wire writes pad unused points by repeating the last one: drop exact repeats.
+    """(minute, rate) pairs -> packed tuple. Wire writes pad unused points by repeating
+    the last one: exact repeats are dropped."""
     out = []
     for pt in points:
         if len(pt) != 2:
             raise ValueError("point is (minute, rate)")
-        m = _int(pt[0], 0, 1439, "bad minute")
-        r = _int(pt[1], 0, RATES - 1, "bad rate index")
-        if out and out[-1][0] == m and out[-1][1] == r:
+        v = _int(pt[0], 0, 1439, "bad minute") * 4 + _int(pt[1], 0, RATES - 1, "bad rate index")
+        if out and out[-1] == v:
             continue
-        if out and m <= out[-1][0]:
+        if out and v >> 2 <= out[-1] >> 2:
             raise ValueError("unsorted points")
-        out.append((m, r))
+        out.append(v)
     if not out:
         raise ValueError("empty day table")
     if len(out) > MAX_POINTS:
         raise ValueError("over 14 points")
-    return out
+    return tuple(out)
 
 
 def check_zones(zones):
+    """(month, day, table) triples -> packed tuple; exact repeats (wire padding) dropped."""
     out = []
     for z in zones:
         if len(z) != 3:
             raise ValueError("zone is (month, day, table)")
         mo = _int(z[0], 1, 12, "bad zone month")
         d = _int(z[1], 1, 31, "bad zone day")
-        k = _int(z[2], 0, MAX_TABLES - 1, "bad day table")
-        if out and out[-1] == (mo, d, k):
+        v = (mo * 32 + d) * 8 + _int(z[2], 0, MAX_TABLES - 1, "bad day table")
+        if out and out[-1] == v:
             continue
-        if out and (mo, d) <= (out[-1][0], out[-1][1]):
+        if out and v >> 3 <= out[-1] >> 3:
             raise ValueError("unsorted zones")
-        out.append((mo, d, k))
+        out.append(v)
     if not out:
         raise ValueError("no zones")
     if len(out) > MAX_ZONES:
         raise ValueError("over 14 zones")
-    return out
+    return tuple(out)
+
+
+def _unpack_points(tab):
+    return [(v >> 2, v & 3) for v in tab]
+
+
+def _unpack_zones(zs):
+    return [(v >> 8, v >> 3 & 31, v & 7) for v in zs]
 
 
 def check_ladder(thresholds, increments):
@@ -137,8 +150,9 @@ class Tariff:
     def __init__(self):
         flat = [5000, 5000, 5000, 5000]
         self.prices = [flat, list(flat)]
-        self.days = [[[(0, 2)] for _ in range(MAX_TABLES)] for _ in range(2)]
-        self.zones = [[(1, 1, 0)], [(1, 1, 0)]]
+        flat_day = (2,)  # 00:00 flat, packed
+        self._days = [[flat_day] * MAX_TABLES, [flat_day] * MAX_TABLES]
+        self._zones = [(264,), (264,)]  # 1 January, table 0, packed
         self.thresholds = [[2880000, 4800000], [2880000, 4800000]]
         self.increments = [[0, 500, 3000], [0, 500, 3000]]
         self.switch = [None, None, None, None]
@@ -162,11 +176,11 @@ class Tariff:
 
     def set_day_table(self, set_no, k, points):
         s = _set_no(set_no)
-        self.days[s][_int(k, 0, MAX_TABLES - 1, "bad day table")] = check_day_table(points)
+        self._days[s][_int(k, 0, MAX_TABLES - 1, "bad day table")] = check_day_table(points)
         self._dump = None
 
     def set_zones(self, set_no, zones):
-        self.zones[_set_no(set_no)] = check_zones(zones)
+        self._zones[_set_no(set_no)] = check_zones(zones)
         self._dump = None
 
     def set_ladder(self, set_no, thresholds, increments):
@@ -215,6 +229,22 @@ class Tariff:
         self.mode = ladder_mode(self.settlement)
         self._dump = None
 
+    # --- readable views of the packed tables (DI reads; they allocate, so not for pricing) ---
+
+    @property
+    def days(self):
+        """days[set][k] = [(minute, rate), ...]"""
+        return [[_unpack_points(tab) for tab in s] for s in self._days]
+
+    @property
+    def zones(self):
+        """zones[set] = [(month, day, table), ...]"""
+        return [_unpack_zones(z) for z in self._zones]
+
+    def day_table(self, set_no, k):
+        """[(minute, rate), ...] of day table k of a set (cheaper than days[set_no][k])."""
+        return _unpack_points(self._days[set_no][k])
+
     # --- which set is in force ---
 
     def set_at(self, kind, t):
@@ -230,9 +260,9 @@ class Tariff:
         for kind in range(4):
             if self.set_at(kind, t):
                 if kind == SW_ZONES:
-                    self.zones[0] = list(self.zones[1])
+                    self._zones[0] = self._zones[1]  # packed tuples are immutable: share
                 elif kind == SW_DAYS:
-                    self.days[0] = [list(d) for d in self.days[1]]
+                    self._days[0] = list(self._days[1])
                 elif kind == SW_PRICES:
                     self.prices[0] = list(self.prices[1])
                 else:
@@ -273,23 +303,24 @@ class Tariff:
         if self.weekend >> ((days + 6) % 7) & 1:  # 2000-01-01 was a Saturday
             return self.weekend_table
         mo, d = clock.civil_from_days(days)[1:]
-        zones = self.zones[self.set_at(SW_ZONES, t)]
-        k = zones[-1][2]  # before the first zone start: last zone of the previous year
+        key = mo * 32 + d
+        zones = self._zones[self.set_at(SW_ZONES, t)]
+        k = zones[-1] & 7  # before the first zone start: last zone of the previous year
         for z in zones:
-            if (z[0], z[1]) <= (mo, d):
-                k = z[2]
+            if z >> 3 <= key:
+                k = z & 7
             else:
                 break
         return k
 
     def rate_at(self, t):
         """TOU rate slot 0..3 (sharp, peak, flat, valley) in force at meter time t."""
-        points = self.days[self.set_at(SW_DAYS, t)][self.table_at(t)]
+        points = self._days[self.set_at(SW_DAYS, t)][self.table_at(t)]
         minute = t % clock.DAY // 60
-        r = points[-1][1]  # before the first switch point: the segment that crossed midnight
+        r = points[-1] & 3  # before the first switch point: the segment that crossed midnight
         for p in points:
-            if p[0] <= minute:
-                r = p[1]
+            if p >> 2 <= minute:
+                r = p & 3
             else:
                 break
         return r
@@ -354,16 +385,18 @@ class Tariff:
     # --- power-safe storage ---
 
     def dump(self):
-        """JSON-able snapshot; the same object until the next change, so do not modify it."""
+        """JSON-able snapshot; the same object until the next change, so do not modify it.
+        Day tables ("d") and zones ("z") are packed ints (see check_day_table/check_zones)."""
         if self._dump is None:
             self._dump = self._build_dump()
         return self._dump
 
     def _build_dump(self):
+        # the packed tables are immutable tuples: the snapshot shares them
         return {
             "p": [list(x) for x in self.prices],
-            "d": [[[list(p) for p in tab] for tab in s] for s in self.days],
-            "z": [[list(z) for z in s] for s in self.zones],
+            "d": [list(s) for s in self._days],
+            "z": list(self._zones),
             "lt": [list(x) for x in self.thresholds],
             "li": [list(x) for x in self.increments],
             "sw": list(self.switch),
@@ -378,8 +411,8 @@ class Tariff:
         for s in range(2):
             t.set_prices(s, obj["p"][s])
             for k in range(MAX_TABLES):
-                t.set_day_table(s, k, obj["d"][s][k])
-            t.set_zones(s, obj["z"][s])
+                t.set_day_table(s, k, _points(obj["d"][s][k]))
+            t.set_zones(s, _zone_list(obj["z"][s]))
             t.set_ladder(s, obj["lt"][s], obj["li"][s])
         for kind in range(4):
             t.set_switch(kind, obj["sw"][kind])
@@ -389,3 +422,13 @@ class Tariff:
             t.set_weekend(we[0], we[1])
         t.set_holidays([clock.civil_from_days(h >> 3) + (h & 7,) for h in obj.get("ho", ())])
         return t
+
+
+# load() takes packed records and the (minute, rate) / (month, day, table) lists that
+# records written before packing hold; both go through the setters' checks.
+def _points(tab):
+    return _unpack_points(tab) if tab and isinstance(tab[0], int) else tab
+
+
+def _zone_list(zs):
+    return _unpack_zones(zs) if zs and isinstance(zs[0], int) else zs

@@ -197,6 +197,31 @@ def test_holiday_beats_weekend_beats_zone():
     assert Tariff.load(json.loads(json.dumps(t.dump()))).dump() == t.dump()
 
 
+def test_records_with_unpacked_tables_still_load():
+    # the record layout before day tables and zones were packed
+    t = Tariff()
+    t.set_day_table(1, 4, [(0, 3), (480, 1)])
+    t.set_zones(0, [(1, 1, 0), (6, 15, 4)])
+    old = json.loads(json.dumps(t.dump()))
+    old["d"] = [[[list(p) for p in t.day_table(s, k)] for k in range(8)] for s in range(2)]
+    old["z"] = [[list(z) for z in zs] for zs in t.zones]
+    assert old["d"][1][4] == [[0, 3], [480, 1]] and old["z"][0][1] == [6, 15, 4]
+    assert Tariff.load(old).dump() == t.dump()
+
+
+def test_full_tables_stay_small():
+    # 16 tables x 14 points: the power-safe record must stay a few KB (it is written per reading)
+    t = Tariff()
+    for s in range(2):
+        for k in range(8):
+            t.set_day_table(s, k, [(i * 100 + k, (i + k) % 4) for i in range(14)])
+        t.set_zones(s, [(m, 1 + s, m % 8) for m in range(1, 13)])
+    assert t.day_table(1, 7)[13] == (1307, (13 + 7) % 4)
+    assert t.zones[1][11] == (12, 2, 4)
+    assert len(json.dumps(t.dump())) < 2500
+    assert Tariff.load(json.loads(json.dumps(t.dump()))).dump() == t.dump()
+
+
 def test_records_without_weekend_or_holidays_still_load():
     obj = Tariff().dump()
     old = {k: v for k, v in obj.items() if k not in ("we", "ho")}
