@@ -111,6 +111,7 @@ def di_text(di: int) -> str:
 KWH = Bcd("XXXXXX.XX")
 YUAN = Bcd("XXXXXX.XX")
 PRICE = Bcd("XXXX.XXXX")
+SIGNED_KWH = Bcd("XXXXXX.XX", signed=True)  # also yuan: balances before/after a purchase
 _TARIFFS = 63
 
 for _base, _nm, _ttl in (
@@ -220,7 +221,7 @@ for _cls, _kind, _unit in ((0x03330000, "purchase", "yuan"), (0x03320000, "energ
             _add(
                 _cls | _k << 8 | _n,
                 f"{_kind}_{_n}_{_what}",
-                KWH,
+                SIGNED_KWH if _what in ("before", "after") else KWH,  # a balance may be overdrawn
                 _unit,
                 READ,
                 f"last-{_n} {_kind.replace('_', ' ')}: {dict(amount='amount', before='balance before', after='balance after', cumulative='cumulative purchased')[_what]}",

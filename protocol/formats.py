@@ -10,7 +10,7 @@ back byte-identically:
 * ``Binary(4)`` -> ``bytes`` (passwords, opaque fields);
 * ``Clock("YYMMDDhhmm")`` -> ``datetime`` / ``date`` / ``time``; pictures with a weekday
   ``WW`` decode to ``DateWeek`` / ``DateTimeWeek`` so a weekday that disagrees with the date
-  still round-trips;
+  still round-trips; an all-zero date picture is ``None`` ("not set");
 * ``Table("hhmmNN")`` -> list of ``SlotEntry`` / ``ZoneEntry``;
 * ``Block(fmt)`` -> list of values; ``Record(...)`` -> dict of named values.
 
@@ -260,8 +260,9 @@ _CLOCK_FIELDS = {"YY", "MM", "DD", "WW", "hh", "mm", "ss"}
 class Clock(Format):
     """A date/time picture (``YYMMDDhhmmss``, ``hhmmss``, ``YYMMDDWW`` ...), sent low field first."""
 
-    def __init__(self, picture: str) -> None:
+    def __init__(self, picture: str, zero_is_unset: bool = True) -> None:
         fields = [picture[k : k + 2] for k in range(0, len(picture), 2)]
+        self.zero_is_unset = zero_is_unset
         if set(fields) - _CLOCK_FIELDS:
             raise ValueError(f"bad clock picture {picture!r}")
         self.picture = picture
@@ -271,8 +272,10 @@ class Clock(Format):
         self.has_time = "hh" in fields
         self.has_week = "WW" in fields
 
-    def decode(self, raw: bytes) -> date | datetime | time | DateWeek | DateTimeWeek:
+    def decode(self, raw: bytes) -> date | datetime | time | DateWeek | DateTimeWeek | None:
         self._check_length(raw, self.picture)
+        if self.zero_is_unset and self.has_date and not any(raw):
+            return None  # all zero: "not set" (no switch-over time, no n-th last event yet)
         values = {}
         for name, b in zip(self.fields, raw[::-1]):
             values[name] = bcd_to_int(bytes((b,)), f"{self.picture} field {name}")
@@ -294,6 +297,8 @@ class Clock(Format):
         return v
 
     def encode(self, value: Any, length: int | None = None) -> bytes:
+        if value is None and self.zero_is_unset and self.has_date:
+            return bytes(len(self.fields))
         week = None
         if isinstance(value, (DateWeek, DateTimeWeek)):
             value, week = value

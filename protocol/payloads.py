@@ -280,7 +280,7 @@ class _FreezeTime(Construct):
 DI = Int32ul  # DI3..DI0 as an int; DI0 travels first
 Password = Bytes(4)  # PA P0 P1 P2; PA is the level (00..09, 98, 99)
 Operator = Int32ul  # C0..C3, C0 first
-Deadline = _Fmt(Clock("YYMMDDhhmmss"))  # ss mm hh DD MM YY on the wire
+Deadline = _Fmt(Clock("YYMMDDhhmmss", zero_is_unset=False))  # ss mm hh DD MM YY on the wire
 Empty = Struct(Terminated)
 ErrReply = Struct("err" / Int8ul, Terminated)
 SerrReply = Struct("serr" / Int16ul, Terminated)
@@ -298,7 +298,7 @@ BroadcastTimeRequest = Struct("time" / Deadline, Terminated)
 ReadRequest = Struct(
     "di" / DI,
     "n" / IfMore(_Fmt(Bcd("NN"))),  # block / record count
-    "start" / IfMore(_Fmt(Clock("YYMMDDhhmm"))),  # load-record start time, mm hh DD MM YY
+    "start" / IfMore(_Fmt(Clock("YYMMDDhhmm", zero_is_unset=False))),  # load-record start time, mm hh DD MM YY
     Terminated,
 )
 

@@ -252,3 +252,22 @@ def test_bcd_picture_validation():
         Bcd("XXX")
     with pytest.raises(ValueError):
         Clock("YYQQ")
+
+
+def test_all_zero_date_picture_means_not_set():
+    # the meter answers zeros for a switch-over time never set and an n-th last event not yet seen
+    assert di.decode_value(0x04000108, bytes(5)) is None
+    assert di.encode_value(0x04000108, None) == bytes(5)
+    assert di.decode_value(0x1D00FF01, bytes(18)) == {
+        "time": None, "operator": 0, "forward": Decimal("0.00"), "reverse": Decimal("0.00")
+    }
+    # a time of day has no date, so zeros there are midnight
+    assert di.decode_value(0x04000102, bytes(3)) == time(0, 0, 0)
+
+
+def test_purchase_balances_may_be_overdrawn():
+    raw = bytes.fromhex("00150080")  # -15.00: balance before a top-up, overdrawn
+    assert di.decode_value(0x03330401, raw) == Decimal("-15.00")
+    assert di.encode_value(0x03330501, Decimal("-15.00")) == raw
+    with pytest.raises(ProtocolError):
+        di.encode_value(0x03330301, Decimal("-15.00"))  # the amount bought is never negative

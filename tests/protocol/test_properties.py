@@ -63,6 +63,8 @@ def value_for(fmt) -> st.SearchStrategy:
     if isinstance(fmt, Binary):
         return st.binary(min_size=fmt.length or 0, max_size=fmt.length or 40)
     if isinstance(fmt, Clock):
+        if fmt.has_date and fmt.zero_is_unset:
+            return st.none() | value_for(Clock(fmt.picture, zero_is_unset=False))
         if fmt.has_date and fmt.has_time:
             base = whole_seconds if "ss" in fmt.fields else minutes_only
             return st.tuples(base, st.integers(0, 6)).map(lambda t: DateTimeWeek(*t)) if fmt.has_week else base
