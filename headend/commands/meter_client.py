@@ -189,6 +189,7 @@ class MeterClient:
         self.session_validity_s = session_validity_s
         self._rand = rand
         self._sessions: dict[str, SecuritySession] = {}
+        self._reads: dict[tuple[str, str, int], Request] = {}  # a cycle asks the same questions
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- plumbing -----------------------------------------------------------------------
@@ -273,7 +274,15 @@ class MeterClient:
     # -- reads --------------------------------------------------------------------------
     async def read_raw(self, m: MeterTarget, di: int) -> bytes:
         """Value bytes of ``di`` (block reads follow B1/B2 replies with 12H follow-ups)."""
-        f = await self._ask(m, 0x11, di_wire(di))
+        key = (m.address, m.link, di)
+        req = self._reads.get(key)
+        if req is None:
+            if len(self._reads) >= 65536:
+                self._reads.clear()
+            req = self._reads[key] = Request(m.address, 0x11, di_wire(di))
+        reply = await self.frontend.request(m.link, req)
+        assert reply is not None
+        f = reply.frame
         if f.is_abnormal:
             code = f.data[0] if f.data else 0
             raise MeterRefused(m.address, f"read of {dis.di_text(di)}", decode_err(code), code, False)
