@@ -7,7 +7,8 @@ Figures:
 * relay events handled per second under MicroPython (command + tick + pop_events);
 * heap kept under MicroPython by the three modules loaded from .mpy, and by one Tariff + Wallet +
   Relay built with their defaults (gc.mem_alloc after collect);
-* bytes of JSON in the three dump() records (what the power-safe store writes).
+* bytes of JSON in the three dump() records (what the power-safe store writes), and the heap and
+  record of a fully programmed Tariff (every day table and zone slot used).
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ print("import", a1 - a0)
 print("objects", a2 - a1)
 import json
 print("dump", len(json.dumps(t.dump())) + len(json.dumps(w.dump())) + len(json.dumps(r.dump())))
+del t
+gc.collect()
+a3 = gc.mem_alloc()
+full = tariff.Tariff()
+for s in range(2):
+    for k in range(8):
+        full.set_day_table(s, k, [(i * 100 + k, (i + k) % 4) for i in range(14)])
+    full.set_zones(s, [(m, 1 + s, m % 8) for m in range(1, 13)] + [(12, 20, 1), (12, 30, 2)])
+gc.collect()
+print("full", gc.mem_alloc() - a3)
+print("fulldump", len(json.dumps(full.dump())))
 """
 
 
@@ -105,3 +117,6 @@ def run(report: Report) -> None:
     report("fwlogic: heap kept by clock+tariff+wallet+relay modules from .mpy", mp["import"], "bytes")
     report("fwlogic: heap kept by one Tariff+Wallet+Relay (defaults)", mp["objects"], "bytes")
     report("fwlogic: JSON bytes of the three dump() records", mp["dump"], "bytes")
+    report("fwlogic: heap kept by a fully programmed Tariff (2 sets x 8 tables x 14 points, 14 zones)",
+           mp["full"], "bytes")
+    report("fwlogic: JSON bytes of that Tariff's dump()", mp["fulldump"], "bytes")
