@@ -185,6 +185,8 @@ def _outcome(cmds: list[Command], args: argparse.Namespace, describe: Callable[[
                        for x in cmds])
     for x in failed:
         c.err(f"command {x.id} ({x.kind} on {x.meter}) failed: {x.last_error}")
+    if waiting and all(x.attempts == 0 for x in waiting):
+        c.err("nothing picked these commands up: is `headend serve` running on this database?")
     for x in waiting[:10]:
         why = f"; last error: {x.last_error}" if x.last_error else ""
         c.err(f"command {x.id} ({x.kind} on {x.meter}) is still {x.status} after {args.wait:g} s{why}. "

@@ -206,6 +206,8 @@ class MeterClient:
 
     def _session(self, m: MeterTarget) -> SecuritySession:
         s = self._sessions.get(m.address)
+        if s is not None and s.krn != m.krn:
+            s = None  # the key was rotated (or the registry corrected): the old session is useless
         if s is None:
             kw: dict[str, Any] = {}
             if self._rand is not None:
@@ -218,6 +220,7 @@ class MeterClient:
                 validity_s=self.session_validity_s,
                 **kw,
             )
+            s.krn = m.krn
             self._sessions[m.address] = s
         return s
 

@@ -131,6 +131,7 @@ class SecuritySession:
         self._s: bytes | None = None
         self.last = 0
         self.expires = 0.0
+        self.krn = 0  # the key revision ``key`` belongs to (set by the owner)
 
     # -- session ------------------------------------------------------------------------
     @property

@@ -239,3 +239,13 @@ def test_bulk_and_parameter_commands(he):
         assert code == 2 and "at least one" in err
     finally:
         _stop(bus)
+
+
+def test_without_serve_the_command_stays_queued_and_says_so(he):
+    assert he.cli("meter", "add", A1, "--link", "tcp://127.0.0.1:9", "--customer", CUST)[0] == 0
+    code, out, err = he.cli("trip", A1, "--wait", "0.3")
+    assert code == 3
+    assert "is `headend serve` running" in err and "still queued" in err
+    with he.store() as s:
+        [cmd] = s.list_commands()
+        assert cmd.status == "queued" and cmd.kind == "trip"
