@@ -18,6 +18,7 @@ that nothing is billed twice and nothing is dropped silently):
   (reading - new_initial)``; without one the interval gets 0 and is reported so the operator can
   add the record and re-rate.  The new meter's register is the base from then on.
 * **out of batch**: a reading for an unknown account row or interval is reported, not used.
+* **implausible**: a step of 2**31 Wh or more in one interval is reported and not used.
 """
 
 from __future__ import annotations
@@ -25,17 +26,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit, prange
 
 __all__ = ["Problem", "Replacement", "Assembled", "assemble", "intervals_from_registers", "MISSING"]
 
 MISSING = -1                    # register value marking "no reading" in the matrix form
+_INT32 = 1 << 31
+
+
+@njit(parallel=True, cache=True)
+def _clean_rows(regs, mtrs, start_reg, start_meter, energy, clean):
+    # One pass: rows with every reading present, one meter and a non-decreasing register are
+    # finished here; any anomaly leaves clean[a] = 0 for the exact walk in Python.
+    for a in prange(regs.shape[0]):
+        base = start_reg[a]
+        m0 = start_meter[a]
+        ok = 1
+        for t in range(regs.shape[1]):
+            r = regs[a, t]
+            if r == MISSING or mtrs[a, t] != m0 or r < base or r - base >= _INT32:
+                ok = 0
+                break
+            energy[a, t] = r - base
+            base = r
+        clean[a] = ok
 
 
 @dataclass(frozen=True)
 class Problem:
     """One anomaly: its kind, the account row and interval it concerns, and what was done."""
 
-    kind: str                   # duplicate | conflict | gap | backwards | meter_replaced | out_of_batch
+    kind: str                   # duplicate | conflict | gap | backwards | meter_replaced | out_of_batch | implausible
     account: int
     interval: int
     detail: str
@@ -110,7 +131,7 @@ def intervals_from_registers(registers: np.ndarray, meters: np.ndarray, start_re
                              start_meter: np.ndarray, replacements: tuple[Replacement, ...] = ()) -> Assembled:
     """Interval energy from a (accounts, intervals) matrix of registers (``MISSING`` = no reading).
 
-    Rows without anomalies are done with whole-array operations; only rows with an anomaly are
+    Rows without anomalies are done by a parallel numba pass; only rows with an anomaly are
     walked one reading at a time (the rules are in the module docstring).
     """
     regs = np.asarray(registers, dtype=np.int64)
@@ -124,13 +145,14 @@ def intervals_from_registers(registers: np.ndarray, meters: np.ndarray, start_re
     if n_acc and start_register.min() < 0:
         a = int(np.flatnonzero(start_register < 0)[0])
         raise ValueError(f"account {a}: start_register {int(start_register[a])} must be a real reading (>= 0)")
-    prev = np.concatenate((start_register[:, None], regs[:, :-1]), axis=1) if n_int else regs
-    diff = regs - prev
-    clean = (regs != MISSING).all(axis=1) & (mtrs == start_meter[:, None]).all(axis=1) & (diff >= 0).all(axis=1)
-    replaced_rows = {r.account for r in replacements}
-    clean[list(replaced_rows & set(range(n_acc)))] = False
-    energy = np.zeros((n_acc, n_int), dtype=np.int64)
-    energy[clean] = diff[clean]
+    energy = np.zeros((n_acc, n_int), dtype=np.int32)
+    clean = np.zeros(n_acc, dtype=np.uint8)
+    _clean_rows(regs, mtrs, start_register, start_meter, energy, clean)
+    for r in replacements:
+        if 0 <= r.account < n_acc:
+            clean[r.account] = 0
+    bad_rows = np.flatnonzero(clean == 0)
+    energy[bad_rows] = 0                # the few rows with an anomaly are walked below
     last_register = regs[:, -1].copy() if n_int else start_register.copy()
     last_meter = mtrs[:, -1].copy() if n_int else start_meter.copy()
     problems: list[Problem] = []
@@ -139,8 +161,7 @@ def intervals_from_registers(registers: np.ndarray, meters: np.ndarray, start_re
         if not (0 <= r.account < n_acc and 0 <= r.interval < n_int):
             raise ValueError(f"replacement for account {r.account} interval {r.interval} is outside the batch")
         by_cell[(r.account, r.interval)] = r
-    for a in np.flatnonzero(~clean):
-        a = int(a)
+    for a in bad_rows.tolist():
         base, base_meter = int(start_register[a]), int(start_meter[a])
         gap_from = None
         for t in range(n_int):
@@ -168,6 +189,9 @@ def intervals_from_registers(registers: np.ndarray, meters: np.ndarray, start_re
                     problems.append(Problem("backwards", a, t, f"replacement record (old final {rep.old_final_wh}, "
                                             f"new initial {rep.new_initial_wh}) disagrees with the readings "
                                             f"({base} before, {reading} after): interval not billed"))
+                elif rep.old_final_wh - base + reading - rep.new_initial_wh >= _INT32:
+                    problems.append(Problem("implausible", a, t, "replacement record implies over 2**31 Wh "
+                                            "in one interval: not billed; check the record"))
                 else:
                     energy[a, t] = rep.old_final_wh - base + reading - rep.new_initial_wh
                     problems.append(Problem("meter_replaced", a, t, f"meter {base_meter} -> {m}: billed "
@@ -179,14 +203,14 @@ def intervals_from_registers(registers: np.ndarray, meters: np.ndarray, start_re
                 problems.append(Problem("backwards", a, t, f"register {reading} Wh is below the previous good "
                                         f"reading {base} Wh: not used, base kept"))
                 continue
+            if reading - base >= _INT32:
+                problems.append(Problem("implausible", a, t, f"{reading - base} Wh in one interval "
+                                        f"(register {base} -> {reading}): not used, base kept; check the meter"))
+                continue
             energy[a, t] = reading - base
             base = reading
         if gap_from is not None:
             problems.append(Problem("gap", a, gap_from, f"intervals {gap_from}..{n_int - 1} have no reading: "
                                     "their energy stays in the register for the next batch"))
         last_register[a], last_meter[a] = base, base_meter
-    if energy.size and energy.max() >= 1 << 31:
-        a, t = (int(x[0]) for x in np.nonzero(energy >= 1 << 31))
-        raise ValueError(f"account {a} interval {t}: {int(energy[a, t])} Wh in one interval does not fit int32; "
-                         "check the readings")
-    return Assembled(energy.astype(np.int32), last_register, last_meter, problems)
+    return Assembled(energy, last_register, last_meter, problems)

@@ -100,3 +100,18 @@ def test_large_matrix_fast_path_matches_the_walk():
 def test_bad_start_state_is_refused():
     with pytest.raises(ValueError, match="start_register"):
         intervals_from_registers(np.array([[1]]), np.array([[M1]]), [-1], [M1])
+
+
+def test_an_implausible_step_is_reported_and_not_billed():
+    regs = np.array([[105, 105 + (1 << 31), 110]])
+    out = intervals_from_registers(regs, np.full((1, 3), M1), [100], [M1])
+    assert kinds(out) == [("implausible", 0, 1)]
+    assert out.energy_wh.tolist() == [[5, 0, 5]]
+
+
+def test_broadcast_meter_ids_and_int32_output_for_a_big_clean_batch():
+    start = np.array([10, 20])
+    regs = start[:, None] + np.array([[1, 2, 3], [0, 0, 4]])
+    meters = np.broadcast_to(np.array([M1, M2])[:, None], regs.shape)   # one meter per account, not copied
+    out = intervals_from_registers(regs, meters, start, [M1, M2])
+    assert out.energy_wh.tolist() == [[1, 1, 1], [0, 0, 4]] and out.problems == []

@@ -1,5 +1,9 @@
 """Tariff core: 1,000,000 accounts x 96 quarter-hours (one day), Beijing ladder + 4-rate TOU.
 
+Also one remote cost-control cycle for 1,000,000 accounts: registers -> interval energy
+(with the anomaly checks), rating, the balance update in memory (the SQLite write belongs to the
+store's benchmark), and the decisions, with each stage's share.
+
 Input is int32 Wh (a 15-min reading above 2**31 Wh is not a household), 384 MB for the whole
 day, so the kernel's ceiling is this machine's streaming-read bandwidth, measured in the same
 run by a numba sum over the same array.  Figures: the plain reference on a subset, the NumPy
@@ -14,9 +18,11 @@ import time
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads
 
+from headend.costctl.decide import ON, decide
 from headend.tariff.kernel import rate
+from headend.tariff.readings import intervals_from_registers
 from headend.tariff.model import beijing_tou, meter_time
-from headend.tariff.rating import plan
+from headend.tariff.rating import plan, rate_batch
 from headend.tariff.reference import SUBFEN, Bill, rate_reference
 from headend.tariff.vectorized import rate_numpy
 
@@ -99,3 +105,43 @@ def run(report) -> None:
     t_per = best_of(lambda: rate(energy, *args, per_interval=True, out=bills), 3)
     report(f"numba kernel with per-interval fen, {threads} thread(s)", n / t_per / 1e6, "M readings/s",
            baseline=rates[threads] / 1e6)
+    del energy, bills, sub
+    cost_control_cycle(report)
+
+
+def cost_control_cycle(report) -> None:
+    """One day's cycle for 1M accounts, stage by stage (registers arrive as a matrix)."""
+    rng = np.random.default_rng(9)
+    t = beijing_tou()
+    day = meter_time(2025, 12, 31)
+    starts = day + 900 * np.arange(INTERVALS, dtype=np.int64)
+    start_reg = rng.integers(0, 10**8, ACCOUNTS)
+    registers = start_reg[:, None] + np.cumsum(rng.integers(0, 500, (ACCOUNTS, INTERVALS)), axis=1)
+    meter_ids = np.arange(ACCOUNTS, dtype=np.int64) + 410_000_000_000
+    meters = np.broadcast_to(meter_ids[:, None], registers.shape)
+    registers[rng.integers(0, ACCOUNTS, 1000), rng.integers(0, INTERVALS, 1000)] = -1    # some gaps
+    ladder = rng.integers(0, 6_000_000, ACCOUNTS)
+    rem = rng.integers(0, SUBFEN, ACCOUNTS)
+    balance = rng.integers(-2_000, 20_000, ACCOUNTS)
+    stages = {}
+
+    t0 = time.perf_counter()
+    got = intervals_from_registers(registers, meters, start_reg, meter_ids)
+    stages["registers -> interval energy + anomaly checks"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bill = rate_batch(t, got.energy_wh, starts, day - 900, ladder, rem)
+    stages["rating (kernel, all threads)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    balance = balance - bill.fen
+    stages["balance update (in memory)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    level = np.zeros(ACCOUNTS, dtype=np.int8)
+    d = decide(balance, 1000, 500, 0, 0, rng.random(ACCOUNTS) < 0.01, False, level,
+               np.full(ACCOUNTS, -1, dtype=np.int64), np.full(ACCOUNTS, ON, dtype=np.int8),
+               int(starts[-1]) + 900, (0, 4, (2026, 1, 1)))
+    stages["decisions"] = time.perf_counter() - t0
+    assert d.action.shape == (ACCOUNTS,) and len(got.problems) > 0
+    total = sum(stages.values())
+    report("cost-control cycle, 1M accounts x 96 (excl. SQLite write)", total, "s")
+    for name, secs in stages.items():
+        report(f"  {name}", secs * 1000, "ms", baseline=total * 1000)
