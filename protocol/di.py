@@ -257,6 +257,28 @@ for _k, _nm in (
 ):
     _add(0x03300000 | _k << 8, f"{_nm}_count", Bcd("NNNNNN"), "", READ, f"{_nm.replace('_', ' ')} event count")
 
+# The meter image's own records (firmware/meter/dis.py): programming events (the first ten
+# DIs written; FFFFFFFF = unused slot) and MAC failures
+for _n in range(1, 11):
+    _add(
+        0x03300000 | _n,
+        f"programming_{_n}",
+        Record(("time", _TIME6), ("operator", Word(4)), ("dis", Block(Word(4), count=10))),
+        "",
+        READ,
+        f"last-{_n} programming event",
+    )
+_add(0x033E0000, "mac_failure_count", Bcd("NNNNNN"), "", READ, "MAC failure count")
+for _n in range(1, 11):
+    _add(
+        0x033E0000 | _n,
+        f"mac_failure_{_n}",
+        Record(("time", _TIME6), ("operator", Word(4)), ("control", Word(1)), ("di", Word(4))),
+        "",
+        READ,
+        f"last-{_n} MAC failure",
+    )
+
 # 03H security sub-commands (only meaningful inside 03H frames; payloads.py has their layouts)
 for _k, _nm, _ttl in (
     (0x070000FF, "identity_auth", "identity authentication"),

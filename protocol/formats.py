@@ -383,16 +383,18 @@ class Table(Format):
 class Block(Format):
     """A DI block (DI0 or DI1 = FF): member values concatenated in index order, as many as sent."""
 
-    def __init__(self, member: Format, max_members: int = 64) -> None:
+    def __init__(self, member: Format, max_members: int = 64, count: int | None = None) -> None:
         if not member.length:
             raise ValueError("block members need a fixed length")
         self.member = member
-        self.max_members = max_members
-        self.picture = f"block of {member.picture}"
+        self.max_members = count or max_members
+        self.length = member.length * count if count else None  # fixed count: always all members
+        self.picture = f"{count} x {member.picture}" if count else f"block of {member.picture}"
 
     def decode(self, raw: bytes) -> list:
         size = self.member.length
         assert size
+        self._check_length(raw, self.picture)
         if not raw or len(raw) % size or len(raw) // size > self.max_members:
             raise ProtocolError(
                 "length",
@@ -401,8 +403,9 @@ class Block(Format):
         return [self.member.decode(raw[k : k + size]) for k in range(0, len(raw), size)]
 
     def encode(self, value: Any, length: int | None = None) -> bytes:
-        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= self.max_members:
-            raise ProtocolError("value", f"{self.picture} needs a list of 1..{self.max_members} values")
+        low = self.max_members if self.length else 1
+        if not isinstance(value, (list, tuple)) or not low <= len(value) <= self.max_members:
+            raise ProtocolError("value", f"{self.picture} needs a list of {low}..{self.max_members} values")
         return b"".join(self.member.encode(v) for v in value)
 
 

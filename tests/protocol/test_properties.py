@@ -79,6 +79,8 @@ def value_for(fmt) -> st.SearchStrategy:
             entry = st.tuples(st.integers(1, 12), st.integers(1, 31), st.integers(0, 99))
         return st.lists(entry, max_size=fmt.max_entries)
     if isinstance(fmt, Block):
+        if fmt.length:  # fixed count
+            return st.lists(value_for(fmt.member), min_size=fmt.max_members, max_size=fmt.max_members)
         return st.lists(value_for(fmt.member), min_size=1, max_size=min(fmt.max_members, 8))
     if isinstance(fmt, Record):
         return st.fixed_dictionaries({name: value_for(f) for name, f in fmt.fields})
