@@ -357,3 +357,27 @@ def test_session_is_reused_within_validity(tmp_path):
     assert first == 2  # authentication + the command
     assert two_more == 2  # no new authentication
     assert after_reset == 3  # refused, authenticate, resend
+
+
+@pytest.mark.parametrize("drop_all,drop_recharge", [(1, 0), (3, 0), (5, 0), (0, 1), (0, 4), (2, 3)])
+def test_exactly_one_credit_whatever_replies_are_lost(tmp_path, drop_all, drop_recharge):
+    """Lose the next replies of every kind (authentication, wallet query, recharge) or only the
+    recharge's; however many retries it takes, the meter is credited once and the count is 1."""
+
+    async def main():
+        async with Rig(tmp_path, n=1) as rig:
+            a = rig.addresses[0]
+            rig.fleet.fault(a).drop = drop_all
+            cmd = rig.store.enqueue(a, "recharge", {"amount_fen": 1500}, actor="test")
+            await rig.worker.drain(30)
+            if drop_recharge:
+                rig.fleet.fault(a).drop, rig.fleet.fault(a).drop_kind = drop_recharge, "recharge"
+                cmd = rig.store.enqueue(a, "recharge", {"amount_fen": 500}, actor="test")
+                await rig.worker.drain(30)
+            return rig.store.get_command(cmd.id), rig.meter(a).status(), rig.store.count_commands()
+
+    cmd, status, counts = run(main())
+    assert cmd.status == "confirmed", cmd.last_error
+    want_fen, want_count = (2000, 2) if drop_recharge else (1500, 1)
+    assert status["balance_fen"] == want_fen and status["count"] == want_count
+    assert counts == {"queued": 0, "sent": 0, "confirmed": want_count, "failed": 0}

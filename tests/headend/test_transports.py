@@ -212,3 +212,23 @@ def test_dial_in_meter_is_identified_and_reached():
     fe_settings = FAST
     assert fe_settings.connect_timeout == 1.0
     assert run(main()).frame.address == A3
+
+
+def test_late_reply_to_a_given_up_request_is_not_taken_for_the_next_answer():
+    async def main():
+        resp = Responder([A1], delay=0.4)  # answers after the 0.3 s timeout
+        server, port = await start(resp)
+        fe = FrontEnd(LinkSettings(timeout=0.3, retries=0, connect_timeout=1.0))
+        url = f"tcp://127.0.0.1:{port}"
+        with pytest.raises(NoAnswer):
+            await fe.request(url, Request(A1, 0x11, READ))
+        other = (0x00900200).to_bytes(4, "little")
+        r = await fe.request(url, Request(A1, 0x11, other, timeout=2.0))
+        link = await fe.link_for(url, A1)
+        await fe.close()
+        server.close()
+        return r, link
+
+    r, link = run(main())
+    assert r.frame.data[:4] == (0x00900200).to_bytes(4, "little")
+    assert link.session.stats.stray >= 1
