@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,15 +25,6 @@ def _hal_config() -> Any:
         sys.path.insert(0, str(FIRMWARE))
     from hal import config
     return config
-
-
-def _address_wire(address: str) -> bytes:
-    return bytes(int(address[i:i + 2]) // 10 * 16 + int(address[i:i + 2]) % 10 for i in range(10, -1, -2))
-
-
-def derive_key(master: bytes, address: str, krn: int) -> bytes:
-    """K = HMAC-SHA256(master, b"prepaid645/meter" + addr + KRN)[:16] (protocol/SECURITY.md)."""
-    return hmac.new(master, b"prepaid645/meter" + _address_wire(address) + bytes([krn]), hashlib.sha256).digest()[:16]
 
 
 def meter_key(args: argparse.Namespace) -> bytes:
@@ -60,7 +49,8 @@ def meter_key(args: argparse.Namespace) -> bytes:
             raise cfg.ConfigError("--master-key-hex must be hex digits") from None
         if len(master) < 16:
             raise cfg.ConfigError("--master-key-hex must be at least 16 bytes (32 hex digits)")
-        return derive_key(master, args.address, args.krn)
+        from headend.link.security import derive_meter_key
+        return derive_meter_key(master, args.address, args.krn)
     from headend.keys import KeyStore, KeyStoreError
     try:
         store = KeyStore.unlock(args.from_headend)  # passphrase from the environment or a prompt
@@ -143,6 +133,53 @@ def cmd_flash(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from tools.fleet import start_fleet
+    cfg = _hal_config()
+    if not (args.master_key_hex or args.from_headend):
+        return _fail("a fleet needs --master-key-hex or --from-headend KEYSTORE (there is no default key)")
+    first = int(args.first)
+    addresses = [f"{first + i:012d}" for i in range(args.count)]
+    if args.from_headend:
+        from headend.keys import KeyStore, KeyStoreError
+        try:
+            store = KeyStore.unlock(args.from_headend)
+        except KeyStoreError as e:
+            return _fail(f"key store {args.from_headend}: {e}")
+        kw: dict[str, Any] = {"key_for": lambda a: store.meter_key(a, 0)}
+    else:
+        try:
+            kw = {"master": bytes.fromhex(args.master_key_hex)}
+        except ValueError:
+            return _fail("--master-key-hex must be hex digits")
+    if args.state_dir:
+        Path(args.state_dir).mkdir(parents=True, exist_ok=True)
+
+    async def main() -> None:
+        from hal.flash import StateError
+        try:
+            fleet = await start_fleet(addresses, port=None if args.port_base else args.port, port_base=args.port_base,
+                                      host=args.host, state_dir=args.state_dir, mode=args.mode, speed=args.speed, **kw)
+        except (StateError, cfg.ConfigError, OSError, ValueError) as e:
+            raise SystemExit(_fail(str(e)))
+        where = (f"bus={args.host}:{fleet.port}" if fleet.port is not None else
+                 f"ports={args.host}:{args.port_base}..{args.port_base + len(addresses) - 1}")
+        print(f"fleet {len(addresses)} meters {addresses[0]}..{addresses[-1]} ready {where}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for s in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(s, stop.set)
+        await stop.wait()
+        await fleet.close()
+        print(f"fleet stopped ({fleet.frames_in} frames in, {fleet.frames_out} out)", flush=True)
+
+    asyncio.run(main())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="meter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="cmd", required=True)
@@ -185,6 +222,18 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--dry-run", action="store_true", help="print the mpremote commands instead of running them")
     f.add_argument("--no-reset", action="store_true", help="leave the board in the REPL after copying")
     f.set_defaults(func=cmd_flash)
+    fl = sub.add_parser("fleet", help="many simulated meters in one process (head-end tests, benchmarks)")
+    fl.add_argument("--count", type=int, default=10, help="number of meters (default 10)")
+    fl.add_argument("--first", default="000000000001", help="first address; the rest count up")
+    fl.add_argument("--master-key-hex", help="derive each meter's key from this master key")
+    fl.add_argument("--from-headend", metavar="KEYSTORE", help="derive keys from the head-end's key store")
+    fl.add_argument("--host", default="127.0.0.1")
+    fl.add_argument("--port", type=int, default=8645, help="one bus port for all meters (default 8645)")
+    fl.add_argument("--port-base", type=int, help="instead: meter i listens on PORT_BASE + i")
+    fl.add_argument("--state-dir", help="keep each meter's state file here (default: in memory)")
+    fl.add_argument("--mode", choices=("local", "remote"), default="local")
+    fl.add_argument("--speed", type=int, default=1, help="clock acceleration factor")
+    fl.set_defaults(func=cmd_fleet)
     return top
 
 

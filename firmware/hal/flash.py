@@ -24,8 +24,9 @@ class FileFlash:
     size is refused: a truncated state file must never be mistaken for a new, empty meter.
     """
 
-    def __init__(self, path, size, create=True):
+    def __init__(self, path, size, create=True, sync=True):
         self.path = path
+        self._sync = sync  # fsync after each write: off only where many meters share one host disk
         self.size = size
         self.created = False
         n = _size(path)
@@ -40,6 +41,9 @@ class FileFlash:
                 f.write(chunk[:min(256, left)])
                 left -= 256
             f.close()
+            chmod = getattr(os, "chmod", None)
+            if chmod is not None:
+                chmod(path, 0o600)  # the core keeps the meter key in its state (key updates must survive)
             self.created = True
         elif n != size:
             raise StateError("state file %s is %d bytes, expected %d: it is truncated or not this meter's "
@@ -60,9 +64,9 @@ class FileFlash:
         f.seek(offset)
         f.write(data)
         f.flush()
-        sync = getattr(os, "fsync", None)
-        if sync is not None:
-            sync(f.fileno())
+        fsync = getattr(os, "fsync", None)
+        if self._sync and fsync is not None:
+            fsync(f.fileno())
 
     def blank(self):
         """True when every byte is erased (0xFF): a meter that never saved its state."""
@@ -76,13 +80,13 @@ class FileFlash:
         self._f.close()
 
 
-def open_state(path, size, create=True):
+def open_state(path, size, create=True, sync=True):
     """The state file as a flash object, refusing one whose records are all damaged.
 
     The core treats a flash without an intact record as a new meter with a zero balance; that is
     right for a blank flash and wrong for a damaged one, so a damaged file stops the start here.
     """
-    flash = FileFlash(path, size, create)
+    flash = FileFlash(path, size, create, sync)
     if not flash.created and not flash.blank():
         from meter.store import Store
         try:

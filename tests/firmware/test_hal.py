@@ -229,3 +229,9 @@ def test_frames_under_micropython() -> None:
     r = run_micropython(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [a[4:].hex()] * 2
+
+
+def test_new_state_file_is_private(tmp_path: Path) -> None:
+    p = tmp_path / "s.bin"
+    FileFlash(str(p), 1024).close()
+    assert p.stat().st_mode & 0o777 == 0o600
