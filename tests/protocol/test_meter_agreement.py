@@ -59,3 +59,76 @@ def test_values_encoded_here_are_accepted_by_the_meter():
     reply = parse_frame(bytes(meter.handle(build_frame(ADDRESS, 0x14, data), T0)))
     assert reply.control == 0x94, payloads.parse_payload(reply.control, reply.data)
     assert read(meter, code)[0] == Decimal("12.34")
+
+
+def _hmac(key: bytes, msg: bytes) -> bytes:
+    import hashlib
+    import hmac
+
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def test_security_layouts_drive_a_real_session():
+    """03H, level-99 1CH and level-99 14H built here, MACs per protocol/SECURITY.md, are accepted."""
+    from datetime import datetime
+
+    from protocol.frame import address_to_wire
+
+    key = bytes(range(16))
+    meter = Meter({"address": ADDRESS, "key": key, "krn": 0, "mode": "local", "bench": False}, RamFlash(16384), T0,
+                  lambda n: bytes(range(1, n + 1)))
+    addr = address_to_wire(ADDRESS)
+
+    def exchange(control: int, data: bytes) -> tuple[int, dict]:
+        reply = parse_frame(bytes(meter.handle(build_frame(ADDRESS, control, data), T0)))
+        return reply.control, payloads.parse_payload(reply.control, reply.data)
+
+    r1 = b"R1R1R1R1"
+    dispersion = b"\x00\x00" + addr  # meter number defaults to the address
+    c1 = _hmac(key, b"auth" + r1 + dispersion)[:8]
+    control, reply = exchange(0x03, payloads.identity_auth_request(7, c1, r1, dispersion))
+    assert control == 0x83 and reply["di"] == 0x070000FF, reply
+    r2 = reply["body"]["r2"]
+    assert reply["body"]["serial"] == b"\x00\x00" + addr
+    session = _hmac(key, b"session" + r1 + r2)[:16]
+
+    def mac(c: int, di4: bytes, fields: bytes, seq: int) -> bytes:
+        return _hmac(session, addr + bytes((c,)) + di4 + fields + seq.to_bytes(4, "little"))[:4]
+
+    # open the account with 100.00 yuan (10000 fen), purchase count 1
+    customer = "000000000001"
+    di4 = di.di_to_wire(0x070101FF)
+    money = (10000).to_bytes(4, "little") + (1).to_bytes(4, "little")
+    cust_wire = bytes.fromhex(customer)[::-1]
+    data = payloads.recharge_request(7, 10000, 1, mac(0x03, di4, money, 1), customer,
+                                     mac(0x03, di4, money + cust_wire, 1), open_account=True)
+    control, reply = exchange(0x03, data)
+    assert control == 0x83 and reply == {"di": 0x070101FF, "body": {}}, reply
+
+    control, reply = exchange(0x03, payloads.status_query_request(7))
+    body = reply["body"]
+    assert control == 0x83 and (body["balance"], body["count"], body["customer"]) == (10000, 1, customer)
+    assert body["mac_balance"] == _hmac(session, b"bal" + addr + (10000).to_bytes(4, "little") + r2)[:4]
+    assert body["mac_count"] == _hmac(session, b"cnt" + addr + (1).to_bytes(4, "little") + r2)[:4]
+
+    # a level-99 write (seq 2) and a level-99 trip (seq 3)
+    code = di.by_name("alarm_money_1").di
+    value = di.encode_value(code, Decimal("20.00"))
+    level99 = b"\x99\x00\x00\x00"
+    tag = mac(0x14, di.di_to_wire(code), level99 + (7).to_bytes(4, "little") + value, 2)
+    control, reply = exchange(0x14, payloads.write_request(code, value, level99, 7, seq=2, mac=tag))
+    assert control == 0x94, reply
+    assert read(meter, code)[0] == Decimal("20.00")
+
+    deadline = datetime(2025, 6, 5, 23, 59, 59)
+    plain = payloads.relay_request(payloads.TRIP, deadline, level99, 7, seq=0, mac=bytes(4))
+    tag = mac(0x1C, bytes(4), plain[:16], 3)
+    control, reply = exchange(0x1C, payloads.relay_request(payloads.TRIP, deadline, level99, 7, seq=3, mac=tag))
+    assert control == 0x9C, reply
+
+    # a stale sequence number is refused with ERR bit 2
+    control, reply = exchange(0x1C, payloads.relay_request(payloads.TRIP, deadline, level99, 7, seq=9, mac=tag))
+    assert control == 0xDC and payloads.decode_err(reply["err"]) == ["unauthorised"]
+
+    control, reply = exchange(0x03, payloads.end_session_request(7))
+    assert control == 0x83 and reply["body"] == {"customer": customer, "balance": 10000, "count": 1, "krn": 0}
