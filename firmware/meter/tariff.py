@@ -155,7 +155,7 @@ class Tariff:
         self._zones = [(264,), (264,)]  # 1 January, table 0, packed
         self.thresholds = [[2880000, 4800000], [2880000, 4800000]]
         self.increments = [[0, 500, 3000], [0, 500, 3000]]
-        self.switch = [None, None, None, None]
+        self.switch: list = [None, None, None, None]  # meter time or None, per SW_* kind
         self.settlement = [(1, 1, 0)]
         self.mode = LADDER_ANNUAL
         # Weekend and public holidays override the year zones (one copy, not two sets):
