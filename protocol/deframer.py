@@ -17,7 +17,8 @@ searching for 16H: checksums, control bytes (16H = freeze) and data can all equa
   line the oldest bytes go first, after every complete frame in them has been taken out.
 
 The deframer checks framing only (structure, L, checksum, terminator); ``parse_frame``
-checks the rest (address digits) and names any fault.
+checks the rest (address digits) and names any fault.  Whole frames wait in a queue until
+``next_frame``/``frames`` take them: drain after every ``feed``.
 """
 
 from __future__ import annotations
