@@ -51,12 +51,20 @@ def meter_key(args: argparse.Namespace) -> bytes:
             raise cfg.ConfigError("--master-key-hex must be at least 16 bytes (32 hex digits)")
         from headend.link.security import derive_meter_key
         return derive_meter_key(master, args.address, args.krn)
+    return headend_keys(args.from_headend).meter_key(args.address, args.krn)
+
+
+def headend_keys(path: str) -> Any:
+    """The head-end's key store, from its file or from its database (prepaid645.db -> prepaid645.key);
+    the passphrase comes from $PREPAID645_KEY_PASSPHRASE or a prompt."""
     from headend.keys import KeyStore, KeyStoreError
+    p = Path(path)
+    if p.suffix == ".db":
+        p = p.with_suffix(".key")
     try:
-        store = KeyStore.unlock(args.from_headend)  # passphrase from the environment or a prompt
-    except KeyStoreError as e:
-        raise cfg.ConfigError(f"key store {args.from_headend}: {e}") from None
-    return store.meter_key(args.address, args.krn)
+        return KeyStore.unlock(p)
+    except (KeyStoreError, OSError) as e:
+        raise _hal_config().ConfigError(f"key store {p}: {e}") from None
 
 
 def _key_options(p: argparse.ArgumentParser) -> None:
@@ -64,8 +72,9 @@ def _key_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-hex", help="the meter key, 32 hex digits")
     p.add_argument("--key-file", help="a file holding the meter key as 32 hex digits")
     p.add_argument("--master-key-hex", help="derive the meter key from this master key (SECURITY.md)")
-    p.add_argument("--from-headend", metavar="KEYSTORE",
-                   help="derive the meter key from the head-end's key store file (asks for its passphrase)")
+    p.add_argument("--from-headend", metavar="DB_OR_KEYFILE",
+                   help="derive the meter key from the head-end's key store (prepaid645.db or prepaid645.key; "
+                        "passphrase from $PREPAID645_KEY_PASSPHRASE or a prompt)")
     p.add_argument("--krn", type=int, default=0, help="key revision number 0..255 (default 0)")
     p.add_argument("--mode", choices=("local", "remote"), default="local", help="cost control (default local)")
     p.add_argument("--bench", action="store_true",
@@ -144,11 +153,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     first = int(args.first)
     addresses = [f"{first + i:012d}" for i in range(args.count)]
     if args.from_headend:
-        from headend.keys import KeyStore, KeyStoreError
         try:
-            store = KeyStore.unlock(args.from_headend)
-        except KeyStoreError as e:
-            return _fail(f"key store {args.from_headend}: {e}")
+            store = headend_keys(args.from_headend)
+        except cfg.ConfigError as e:
+            return _fail(str(e))
         kw: dict[str, Any] = {"key_for": lambda a: store.meter_key(a, 0)}
     else:
         try:
@@ -226,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     fl.add_argument("--count", type=int, default=10, help="number of meters (default 10)")
     fl.add_argument("--first", default="000000000001", help="first address; the rest count up")
     fl.add_argument("--master-key-hex", help="derive each meter's key from this master key")
-    fl.add_argument("--from-headend", metavar="KEYSTORE", help="derive keys from the head-end's key store")
+    fl.add_argument("--from-headend", metavar="DB_OR_KEYFILE", help="derive keys from the head-end's key store")
     fl.add_argument("--host", default="127.0.0.1")
     fl.add_argument("--port", type=int, default=8645, help="one bus port for all meters (default 8645)")
     fl.add_argument("--port-base", type=int, help="instead: meter i listens on PORT_BASE + i")

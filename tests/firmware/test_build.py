@@ -5,6 +5,7 @@ and `meter flash` runs the right mpremote commands and checks what the board hol
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -169,3 +170,21 @@ def test_flash_refuses_changed_or_missing_image(image: Path, tmp_path: Path) -> 
     (copy / "main.py").write_text("print('tampered')\n")
     with pytest.raises(ImageError, match=r"main.py changed or vanished since the build"):
         load_image(copy)
+
+
+def test_build_takes_key_from_headend_key_store(tmp_path: Path) -> None:
+    from headend.keys import KeyStore
+    store = KeyStore.create(tmp_path / "prepaid645.key", "correct horse battery", master=bytes(range(32)),
+                            scrypt_n=2**10)
+    env = {**os.environ, "PREPAID645_KEY_PASSPHRASE": "correct horse battery"}
+    r = subprocess.run([sys.executable, "-m", "tools.meter_cli", "build", "--board", "esp32", "--address", ADDR,
+                        "--from-headend", str(tmp_path / "prepaid645.db"), "--krn", "1", "--out", str(tmp_path / "x")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "x" / "config.json").read_text())
+    assert cfg["key"] == store.meter_key(ADDR, 1).hex() and cfg["krn"] == 1
+    env["PREPAID645_KEY_PASSPHRASE"] = "wrong passphrase!"
+    r = subprocess.run([sys.executable, "-m", "tools.meter_cli", "build", "--board", "esp32", "--address", ADDR,
+                        "--from-headend", str(tmp_path / "prepaid645.key"), "--out", str(tmp_path / "y")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2 and "key store" in r.stderr and "prepaid645.key" in r.stderr
