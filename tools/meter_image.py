@@ -100,7 +100,9 @@ def build_image(board: str, cfg: dict[str, Any], out: Path, frozen: bool = False
             shutil.rmtree(out / sub)
     files: list[str] = []
     if frozen:
-        for src, rel in image_sources(board):
+        # manifest.py names both board HALs; only the board's own is ever imported
+        other = "rp2" if board == "esp32" else "esp32"
+        for src, rel in image_sources(board) + [(FIRMWARE / "hal" / f"{other}.py", f"hal/{other}.py")]:
             dest = out / "frozen" / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest)

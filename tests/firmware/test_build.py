@@ -134,7 +134,10 @@ def test_frozen_build_has_sources_and_manifest(tmp_path: Path) -> None:
     assert "FROZEN_MANIFEST=" in r.stdout
     assert set(json.loads((out / "image.json").read_text())["files"]) == {"main.py", "boot.py", "config.json"}
     assert (out / "frozen" / "manifest.py").read_text() == (FIRMWARE / "manifest.py").read_text()
-    assert (out / "frozen" / "meter" / "core.py").exists() and (out / "frozen" / "hal" / "rp2.py").exists()
+    # every file the manifest names is there to freeze
+    frozen_hal = {p.name for p in (out / "frozen" / "hal").iterdir()}
+    assert {"__init__.py", "board.py", "config.py", "flash.py", "esp32.py", "rp2.py"} == frozen_hal
+    assert {p.name for p in (out / "frozen" / "meter").iterdir()} == {p.name for p in (FIRMWARE / "meter").glob("*.py")}
     assert not list(out.rglob("*.mpy"))
 
 
