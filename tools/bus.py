@@ -67,6 +67,17 @@ class Fault:
     garbage: bool = False
 
 
+def _whole_frame(chunk: bytes) -> bytes | None:
+    """The frame if ``chunk`` is exactly one (after FE), by its L byte; else None."""
+    p = 0
+    n = len(chunk)
+    while p < n and chunk[p] == 0xFE:
+        p += 1
+    if n - p >= 12 and chunk[p] == 0x68 and chunk[p + 7] == 0x68 and n == p + 12 + chunk[p + 9] and chunk[-1] == 0x16:
+        return chunk[p:] if p else chunk
+    return None
+
+
 def _noise() -> bytes:
     return b"\x68\x01\x02\x68\x91\x05" + os.urandom(12) + b"\x16"
 
@@ -97,8 +108,15 @@ class Bus:
         now = meter_now()
         out: list[bytes] = []
         self.frames_in += 1
+        whole = _whole_frame(chunk)
         for m in self.meters:
-            replies = m.feed(chunk, now)
+            d = m.deframer
+            if whole is not None and d.s == d.e:
+                # the usual TCP case: one whole frame and nothing half-received; skip the scan
+                r = m.handle(whole, now)
+                replies = [r] if r is not None else []
+            else:
+                replies = m.feed(chunk, now)
             if not replies:
                 continue
             f = self.faults.get(_addr(m)) if self.faults else None
