@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 import time
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from headend.cli import _common as c
 from headend.commands import parse_di
 from headend.store import Command, Meter, Store
+from headend.transports import LinkError
 
 DEFAULT_READ = ["00010000", "00900200", "04000503"]
 _FINAL = ("confirmed", "failed")
@@ -400,8 +403,8 @@ def op_serve(args: argparse.Namespace) -> int:
         max_attempts=args.attempts,
         retry_backoff_s=args.retry_backoff,
     )
-    with c.open_store_from_args(args) as store:
-        store.log_action(c.actor_of(args), "serve.start", None, {"pid": __import__("os").getpid()})
+    with c.open_store_from_args(args) as store, _only_serve(store.location):
+        store.log_action(c.actor_of(args), "serve.start", None, {"pid": os.getpid()})
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -416,6 +419,38 @@ def op_serve(args: argparse.Namespace) -> int:
                 print(f"headend serve: working the outbox of {store.location} ({n} meters); Ctrl-C stops", flush=True)
             await task
 
-        asyncio.run(main())
-        store.log_action(c.actor_of(args), "serve.stop", None, None)
+        try:
+            asyncio.run(main())
+        except (LinkError, OSError) as exc:
+            raise c.CliError(f"serve stopped: {exc}", c.EXIT_FAILED) from None
+        finally:
+            store.log_action(c.actor_of(args), "serve.stop", None, None)
     return c.EXIT_OK
+
+
+@contextlib.contextmanager
+def _only_serve(location: str) -> Iterator[None]:
+    """Hold an exclusive lock beside the database: a second serve would put the first one's
+    in-flight commands back in the queue and send them again."""
+    if location in ("", ":memory:"):
+        yield
+        return
+    import fcntl
+
+    path = f"{location}.serve.lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise c.CliError(f"another `headend serve` (pid {pid}) is already working {location}; "
+                             "stop it first (one serve per database)", c.EXIT_FAILED) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -249,3 +249,9 @@ def test_without_serve_the_command_stays_queued_and_says_so(he):
     with he.store() as s:
         [cmd] = s.list_commands()
         assert cmd.status == "queued" and cmd.kind == "trip"
+
+
+def test_only_one_serve_per_database(he):
+    he.start_serve()
+    code, out, err = he.cli("serve")
+    assert code == 1 and "already working" in err
