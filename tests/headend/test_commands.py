@@ -381,3 +381,20 @@ def test_exactly_one_credit_whatever_replies_are_lost(tmp_path, drop_all, drop_r
     want_fen, want_count = (2000, 2) if drop_recharge else (1500, 1)
     assert status["balance_fen"] == want_fen and status["count"] == want_count
     assert counts == {"queued": 0, "sent": 0, "confirmed": want_count, "failed": 0}
+
+
+def test_meter_refusals_are_final_with_the_meters_reason(tmp_path):
+    async def main():
+        async with Rig(tmp_path, n=1) as rig:
+            a = rig.addresses[0]
+            lim = await rig.run(a, "set_limits", {"hoarding_fen": 1000})
+            over = await rig.run(a, "recharge", {"amount_fen": 2000})
+            unknown = await rig.run(a, "read", {"dis": ["04800001"]})
+            return lim, over, unknown, rig.meter(a).status()
+
+    lim, over, unknown, status = run(main())
+    assert lim.status == "confirmed", lim.last_error
+    assert over.status == "failed" and "hoarding limit" in over.last_error
+    assert over.reply["refused"] == ["over-hoarding"] and over.attempts <= 2
+    assert unknown.status == "failed" and "no such data item" in unknown.last_error
+    assert status["balance_fen"] == 0
