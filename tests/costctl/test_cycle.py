@@ -1,0 +1,109 @@
+"""A remote cost-control cycle against a real SQLite store: rate, debit once, notify, trip, restore."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from headend.costctl.cycle import run_cycle
+from headend.costctl.decide import Rules
+from headend.store import open_store
+from headend.tariff.catalog import load_catalog
+
+CST = timezone(timedelta(hours=8))
+D0 = int(datetime(2025, 6, 2, tzinfo=CST).timestamp())          # Monday 00:00 local
+DAY = 86400
+PER_DAY = 10 * 4883 * 1000                                        # 10 kWh at 0.4883 yuan/kWh, in sub-fen
+A, B, C, P = "000000000001", "000000000002", "000000000003", "000000000004"
+
+
+@pytest.fixture
+def env(tmp_path):
+    now = [D0]
+    store = open_store(tmp_path / "cc.db", clock=lambda: now[0])
+    setup = {A: (20_000, False), B: (1_500, False), C: (500, False), P: (500, True)}
+    for n, (cust, (money, protected)) in enumerate(setup.items()):
+        addr = f"{n + 1:012d}"
+        store.add_meter(addr, link="tcp://127.0.0.1:9", customer=cust, actor="t", mode="remote")
+        store.update_account(cust, actor="t", tariff="beijing", alarm1_fen=1000, alarm2_fen=500,
+                             protected=protected)
+        store.credit(cust, money, actor="t", idem_key=f"open:{cust}")
+        store.add_readings((addr, "00010000", 100_000 + 10_000 * d, D0 + d * DAY) for d in range(6))
+    yield store, now
+    store.close()
+
+
+def cycle(store, now, at, **kw):
+    now[0] = at
+    return run_cycle(store, load_catalog(), at, rules=kw.pop("rules", Rules()), **kw)
+
+
+def test_a_week_of_cycles(env):
+    store, now = env
+    # day 2, 09:00: two days rated (readings at D0 are the base)
+    rep = cycle(store, now, D0 + 2 * DAY + 9 * 3600)
+    assert rep.rated == 4 and rep.problems == [] and rep.skipped == []
+    two_days = (2 * PER_DAY) // 100_000
+    acc = store.get_account(A)
+    assert acc.balance_fen == 20_000 - two_days and acc.rem == (2 * PER_DAY) % 100_000
+    assert acc.rated_until == D0 + DAY and acc.ladder_wh == 20_000
+    assert store.get_account(B).notice_level == 1                 # 1500 - 976 = 524: below alarm 1, above alarm 2
+    assert rep.actions.get("cut_notice") == 2                     # C and P went to <= 0
+    kinds = {(n.customer, n.kind) for n in store.list_notifications()}
+    assert (C, "cut_notice") in kinds and (P, "cut_notice") in kinds
+
+    # the same cycle again: nothing new is charged, no second notice
+    before = [store.get_account(x).balance_fen for x in (A, B, C, P)]
+    rep2 = cycle(store, now, D0 + 2 * DAY + 9 * 3600 + 60)
+    assert rep2.rated == 0 and rep2.charged_fen == 0
+    assert [store.get_account(x).balance_fen for x in (A, B, C, P)] == before
+    assert len(store.list_notifications()) == len(kinds)
+
+    # next day 10:00: notice period over: C is tripped, P (protected) is held with the reason
+    rep3 = cycle(store, now, D0 + 3 * DAY + 10 * 3600)
+    assert rep3.actions.get("trip") == 1 and rep3.actions.get("hold") == 1
+    trips = [c for c in store.list_commands() if c.kind == "trip"]
+    assert [c.meter for c in trips] == ["000000000003"]
+    assert store.get_account(C).supply == "cut" and store.get_account(P).supply == "on"
+    held = [e for e in store.audit_entries() if e.action == "costctl.hold" and e.at == now[0]]
+    assert [e.target for e in held] == [P] and "protected" in held[0].detail["reason"]
+
+    # C pays: next cycle gives close-permitted (the customer presses the button)
+    store.credit(C, 5_000, actor="t", idem_key="pay:C")
+    cycle(store, now, D0 + 4 * DAY + 10 * 3600)
+    assert store.get_account(C).supply == "close_permitted"
+    assert sorted((c.id, c.kind) for c in store.list_commands() if c.meter == "000000000003")[-1][1] == "close_permitted"
+    assert [c.kind for c in store.list_commands()].count("trip") == 1
+
+
+def test_levels_and_messages_follow_the_balance(env):
+    store, now = env
+    cycle(store, now, D0 + 2 * DAY + 9 * 3600)
+    b = store.get_account(B)
+    assert b.balance_fen == 1_500 - (2 * PER_DAY) // 100_000
+    assert b.notice_level == (2 if b.balance_fen <= 500 else 1)
+    note = [n for n in store.list_notifications() if n.customer == B][0]
+    assert "low" in note.message and "yuan" in note.message
+
+
+def test_no_trip_at_night(env):
+    store, now = env
+    cycle(store, now, D0 + 2 * DAY + 9 * 3600)
+    rep = cycle(store, now, D0 + 3 * DAY + 23 * 3600)
+    assert "trip" not in rep.actions and rep.actions.get("hold") == 2
+    held = {e.target: e.detail["reason"] for e in store.audit_entries() if e.action == "costctl.hold" and e.at == now[0]}
+    assert "night" in held[C] and "protected" in held[P]
+
+
+def test_gaps_wait_and_off_grid_readings_are_reported(env):
+    store, now = env
+    store.add_readings([("000000000001", "00010000", 999_999, D0 + DAY + 1234)])     # off the daily grid
+    rep = cycle(store, now, D0 + 7 * DAY + 9 * 3600)             # readings exist only up to day 5
+    assert any("off the 86400 s grid" in p for p in rep.problems)
+    assert any("gap" in p for p in rep.problems)
+    acc = store.get_account(A)
+    assert acc.rated_until == D0 + 4 * DAY                         # rated up to the last good reading only
+    assert acc.ladder_wh == 50_000
+    store.add_readings([("000000000001", "00010000", 100_000 + 10_000 * 7, D0 + 7 * DAY)])
+    cycle(store, now, D0 + 7 * DAY + 10 * 3600)
+    acc = store.get_account(A)
+    assert acc.ladder_wh == 70_000 and acc.rated_until == D0 + 6 * DAY    # the gap's energy billed once
