@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["Rules", "Decisions", "decide", "ACTIONS", "REASONS", "SUPPLY", "describe",
            "NONE", "NOTICE1", "NOTICE2", "CUT_NOTICE", "TRIP", "HOLD", "CLOSE_PERMIT", "DIRECT_CLOSE",
@@ -98,9 +99,9 @@ class Decisions(NamedTuple):
     supply: np.ndarray           # int8 new supply state
 
 
-def decide(balance_fen: np.ndarray, alarm1_fen: np.ndarray, alarm2_fen: np.ndarray, overdraft_fen: np.ndarray,
-           close_ok_fen: np.ndarray, protected: np.ndarray, direct_close: np.ndarray, notice_level: np.ndarray,
-           notice_at: np.ndarray, supply: np.ndarray, now: int, local: tuple[int, int, tuple[int, int, int]],
+def decide(balance_fen: ArrayLike, alarm1_fen: ArrayLike, alarm2_fen: ArrayLike, overdraft_fen: ArrayLike,
+           close_ok_fen: ArrayLike, protected: ArrayLike, direct_close: ArrayLike, notice_level: ArrayLike,
+           notice_at: ArrayLike, supply: ArrayLike, now: int, local: tuple[int, int, tuple[int, int, int]],
            rules: Rules = Rules()) -> Decisions:
     """Decide every account at once (see module doc).
 

@@ -121,6 +121,7 @@ def rerate(store: Store, catalog: Mapping[str, TariffBook], since: int, until: i
             continue
         window = (starts_unix >= since) & (starts_unix < until)
         row.intervals = int(window.sum())
+        assert bill.per_interval is not None
         energy_fen = int(bill.per_interval[0][window].sum())
         due = np.r_[True, (starts[1:] // DAY) != (starts[:-1] // DAY)] & window
         fixed = sum(book.in_force(int(s)).daily_fen for s in starts[due])

@@ -79,8 +79,9 @@ def tariff_from_dict(d: Mapping[str, Any]) -> Tariff:
         holidays.append(((y, mo, dd), int(table)))
     return Tariff(
         name=str(d["name"]), version=int(d["version"]), effective=_when(d["effective"]),
-        prices=tuple(int(p) for p in d["prices"]), day_tables=tables,
-        zones=tuple(tuple(int(v) for v in z) for z in d.get("zones", [[1, 1, 0]])),
+        prices=tuple(int(p) for p in d["prices"]),  # type: ignore[arg-type]  # length checked by Tariff
+        day_tables=tables,
+        zones=tuple(tuple(int(v) for v in z) for z in d.get("zones", [[1, 1, 0]])),  # type: ignore[arg-type]
         weekend_days=tuple(int(w) for w in d.get("weekend_days", ())), weekend_table=d.get("weekend_table"),
         holidays=tuple(holidays), ladder=ladder, daily_fen=int(d.get("daily_fen", 0)),
     )

@@ -22,7 +22,8 @@ state outside its range marks the row's fen negative; the wrapper then raises na
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads
+from numpy.typing import ArrayLike
+from numba import get_num_threads, njit, prange, set_num_threads  # pyright: ignore[reportMissingImports]
 
 from headend.tariff.reference import SUBFEN, Bill, check_inputs
 
@@ -156,7 +157,7 @@ def segments_of(resets: np.ndarray, n_intervals: int) -> tuple[np.ndarray, np.nd
     return starts, reset_flags
 
 
-def prepare(energy_wh: np.ndarray) -> np.ndarray:
+def prepare(energy_wh: ArrayLike) -> np.ndarray:
     """The energy array as the kernel wants it: int32 or int64, C order (copied only if needed)."""
     e = np.asarray(energy_wh)
     if e.dtype not in (np.int32, np.int64):
@@ -164,9 +165,9 @@ def prepare(energy_wh: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(e)
 
 
-def rate(energy_wh: np.ndarray, slot_of_interval: np.ndarray, prices: np.ndarray,
-         thresholds_wh: np.ndarray, increments: np.ndarray, resets: np.ndarray,
-         ladder_wh: np.ndarray, rem: np.ndarray, per_interval: bool = False,
+def rate(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
+         thresholds_wh: ArrayLike, increments: ArrayLike, resets: ArrayLike,
+         ladder_wh: ArrayLike, rem: ArrayLike, per_interval: bool = False,
          out: Bill | None = None) -> Bill:
     """Rate a batch with the numba kernel; same arguments and result as ``rate_reference``.
 

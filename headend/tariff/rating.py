@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from headend.tariff.kernel import rate
 from headend.tariff.model import DAY, Tariff, TariffBook
@@ -52,7 +53,7 @@ class RatedBatch:
         return self.energy_fen + self.fixed_fen
 
 
-def plan(book: TariffBook | Tariff, starts: np.ndarray, prev_start: int | None) -> list[Piece]:
+def plan(book: TariffBook | Tariff, starts: ArrayLike, prev_start: int | None) -> list[Piece]:
     """Cut a batch by tariff version and compute slots, ladder resets and fixed days per piece.
 
     ``starts``: strictly increasing meter times of the intervals' starts.  ``prev_start``: start
@@ -94,8 +95,8 @@ def plan(book: TariffBook | Tariff, starts: np.ndarray, prev_start: int | None) 
     return pieces
 
 
-def rate_batch(book: TariffBook | Tariff, energy_wh: np.ndarray, starts: np.ndarray, prev_start: int | None,
-               ladder_wh: np.ndarray, rem: np.ndarray, engine: Engine = rate,
+def rate_batch(book: TariffBook | Tariff, energy_wh: ArrayLike, starts: ArrayLike, prev_start: int | None,
+               ladder_wh: ArrayLike, rem: ArrayLike, engine: Engine = rate,
                per_interval: bool = False) -> RatedBatch:
     """Rate ``energy_wh`` (accounts, intervals) whose intervals start at ``starts``.
 

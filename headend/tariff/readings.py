@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit, prange
+from numpy.typing import ArrayLike
+from numba import njit, prange  # pyright: ignore[reportMissingImports]
 
 __all__ = ["Problem", "Replacement", "Assembled", "assemble", "intervals_from_registers", "MISSING"]
 
@@ -82,8 +83,8 @@ class Assembled:
     problems: list[Problem] = field(default_factory=list)
 
 
-def assemble(account: np.ndarray, interval: np.ndarray, register_wh: np.ndarray, meter: np.ndarray,
-             start_register: np.ndarray, start_meter: np.ndarray, n_intervals: int,
+def assemble(account: ArrayLike, interval: ArrayLike, register_wh: ArrayLike, meter: ArrayLike,
+             start_register: ArrayLike, start_meter: ArrayLike, n_intervals: int,
              replacements: tuple[Replacement, ...] = ()) -> Assembled:
     """Interval energy from readings given as records (account row, interval, register, meter id)."""
     account, interval, register_wh, meter = (np.asarray(a, dtype=np.int64).ravel()
@@ -127,8 +128,8 @@ def assemble(account: np.ndarray, interval: np.ndarray, register_wh: np.ndarray,
     return out
 
 
-def intervals_from_registers(registers: np.ndarray, meters: np.ndarray, start_register: np.ndarray,
-                             start_meter: np.ndarray, replacements: tuple[Replacement, ...] = ()) -> Assembled:
+def intervals_from_registers(registers: ArrayLike, meters: ArrayLike, start_register: ArrayLike,
+                             start_meter: ArrayLike, replacements: tuple[Replacement, ...] = ()) -> Assembled:
     """Interval energy from a (accounts, intervals) matrix of registers (``MISSING`` = no reading).
 
     Rows without anomalies are done by a parallel numba pass; only rows with an anomaly are

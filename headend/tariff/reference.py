@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["SUBFEN", "Bill", "check_inputs", "ladder_subfen", "rate_reference"]
 
@@ -77,9 +78,9 @@ def ladder_subfen(ladder_wh: int, w: int, thresholds: list[int], increments: lis
     return cost
 
 
-def rate_reference(energy_wh: np.ndarray, slot_of_interval: np.ndarray, prices: np.ndarray,
-                   thresholds_wh: np.ndarray, increments: np.ndarray, resets: np.ndarray,
-                   ladder_wh: np.ndarray, rem: np.ndarray, per_interval: bool = True) -> Bill:
+def rate_reference(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
+                   thresholds_wh: ArrayLike, increments: ArrayLike, resets: ArrayLike,
+                   ladder_wh: ArrayLike, rem: ArrayLike, per_interval: bool = True) -> Bill:
     """Rate a batch exactly (see module doc); always returns per-interval fen too."""
     energy_wh, slot_of_interval, prices, thresholds_wh, increments, resets, ladder_wh, rem = (
         np.asarray(a, dtype=np.int64) for a in

@@ -9,6 +9,7 @@ running ladder energy, so the result stays exact without a Python loop over rows
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from headend.tariff.kernel import segments_of
 from headend.tariff.reference import SUBFEN, Bill, check_inputs
@@ -16,9 +17,9 @@ from headend.tariff.reference import SUBFEN, Bill, check_inputs
 __all__ = ["rate_numpy"]
 
 
-def rate_numpy(energy_wh: np.ndarray, slot_of_interval: np.ndarray, prices: np.ndarray,
-               thresholds_wh: np.ndarray, increments: np.ndarray, resets: np.ndarray,
-               ladder_wh: np.ndarray, rem: np.ndarray, per_interval: bool = False) -> Bill:
+def rate_numpy(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
+               thresholds_wh: ArrayLike, increments: ArrayLike, resets: ArrayLike,
+               ladder_wh: ArrayLike, rem: ArrayLike, per_interval: bool = False) -> Bill:
     """Rate a batch with NumPy array operations; same arguments and result as ``rate_reference``."""
     if per_interval:
         raise ValueError("rate_numpy gives per-account totals only; use kernel.rate(per_interval=True)")

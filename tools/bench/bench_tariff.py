@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads
+from numba import get_num_threads, njit, prange, set_num_threads  # pyright: ignore[reportMissingImports]
 
 from headend.costctl.decide import ON, decide
 from headend.tariff.kernel import rate
@@ -87,8 +87,8 @@ def run(report) -> None:
     out = np.empty(ACCOUNTS, dtype=np.int64)
     _stream_sum(energy, out)
     # outputs allocated once, as a head-end rating batch after batch would: no page faults timed
-    bills = Bill(*(np.empty(ACCOUNTS, dtype=np.int64) for _ in range(3)),
-                 np.empty((ACCOUNTS, INTERVALS), dtype=np.int64))
+    bills = Bill(np.empty(ACCOUNTS, dtype=np.int64), np.empty(ACCOUNTS, dtype=np.int64),
+                 np.empty(ACCOUNTS, dtype=np.int64), np.empty((ACCOUNTS, INTERVALS), dtype=np.int64))
     rates = {}
     for k in sorted({1, threads}):
         set_num_threads(k)
