@@ -207,6 +207,8 @@ class SimMeter:
         if make_meter is None:
             from meter.core import Meter as make_meter
         self.meter = make_meter(meter_cfg, self.flash, self.clock.now(), os.urandom)
+        # a state file keeps an address written over the line (15H); the meter answers to that one
+        self.address = self.meter.status().get("address", self.address)
         self.relay_open = self.meter.relay_open
         self.relay_log = []  # (meter time, open) for every change of the simulated contact
         self.presses = 0

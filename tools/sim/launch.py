@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ class RunningMeter:
     control: tuple[str, int] | None
     state: str
     output: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
 
     def press_button(self) -> None:
         os.kill(self.proc.pid, signal.SIGUSR1)
@@ -54,15 +56,17 @@ class RunningMeter:
         return json.loads(buf)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
-        """Stop it as Ctrl-C would (or with `sig`); returns the exit status."""
+        """Stop it as Ctrl-C would (or with `sig`); returns the exit status. `output` then holds
+        every line it printed."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.output += (out or "").splitlines()
+            self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(5)
         return self.proc.returncode
 
     def __enter__(self) -> RunningMeter:
@@ -92,23 +96,32 @@ def start_meter(address: str, key_hex: str, state: str, *, listen: str | None = 
     if micropython:
         argv.append("--micropython")
     proc = subprocess.Popen(argv, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
     lines: list[str] = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if not ready:
-            if proc.poll() is not None:
-                break
-            continue
-        line = proc.stdout.readline()
-        if not line:
+    got: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:  # a thread: the pipe must keep draining, and select() cannot see text buffers
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            got.put(line)
+        got.put(None)
+
+    reader = threading.Thread(target=read, daemon=True, name=f"meter-{address}-output")
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = got.get(timeout=left)
+        except queue.Empty:
             break
-        lines.append(line.rstrip("\n"))
-        if line.startswith(f"meter {address} ready"):
-            kv = dict(w.split("=", 1) for w in line.split()[3:])
+        if line is None:
+            break
+        at = line.find(f"meter {address} ready")
+        if at >= 0:  # stderr notices share the pipe and may run into the line
+            kv = dict(w.split("=", 1) for w in line[at:].split()[3:])
             return RunningMeter(proc, address, _endpoint(kv["tcp"]) if "tcp" in kv else None, kv.get("pty"),
-                                _endpoint(kv["control"]) if "control" in kv else None, kv["state"], lines)
+                                _endpoint(kv["control"]) if "control" in kv else None, kv["state"], lines, reader)
     proc.kill()
-    out, _ = proc.communicate()
-    raise RuntimeError("meter run did not get ready:\n" + "\n".join(lines) + (out or ""))
+    proc.wait()
+    reader.join(5)
+    raise RuntimeError("meter run did not get ready:\n" + "\n".join(lines))

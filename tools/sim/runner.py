@@ -76,11 +76,20 @@ class _Live:
     def __exit__(self, *exc: object) -> None:
         if self._live:
             self._live.__exit__(None, None, None)
+            print()
 
 
 def _stop_on(signals: tuple[int, ...], stop) -> None:  # type: ignore[no-untyped-def]
     for s in signals:
         signal.signal(s, lambda *_: stop())
+
+
+def _notices(created: bool, state: str, asked: str, actual: str) -> None:
+    if created:
+        print(f"meter: new state file {state}: a new meter, zero balance", file=sys.stderr, flush=True)
+    if asked != actual:
+        print(f"meter: the state file {state} holds address {actual} (written over the line), "
+              f"not {asked}; the meter answers to {actual}", file=sys.stderr, flush=True)
 
 
 def run_cpython(o: RunOptions) -> int:
@@ -100,6 +109,7 @@ def run_cpython(o: RunOptions) -> int:
             sim.open_pty()
         if o.control:
             sim.listen_control(*parse_endpoint(o.control))
+        _notices(sim.flash.created, o.state, o.config["address"], sim.address)
         print(ready_line(sim.address, sim.endpoints, o.state), flush=True)
         _stop_on((signal.SIGTERM, signal.SIGINT), sim.stop)
         signal.signal(signal.SIGUSR1, lambda *_: setattr(sim, "button_pending", True))
@@ -214,6 +224,8 @@ def run_micropython(o: RunOptions) -> int:
                     ep["tcp"] = [t for t in ep.get("tcp", []) if not bridge_port or not t.endswith(f":{bridge_port}")]
                     if bridge_port:
                         ep["pty"] = _bridge_pty(bridge_port)
+                    _notices(ep.get("new_state"), o.state, address, ep.get("address", address))
+                    address = ep.get("address", address)
                     print(ready_line(address, ep, o.state), flush=True)
                 elif "status" in msg:
                     live.update(msg["status"])
