@@ -10,7 +10,6 @@ the state the meter itself reports; then stops everything it started.
 from __future__ import annotations
 
 import os
-import select
 import shlex
 import shutil
 import signal
@@ -24,6 +23,7 @@ from rich.console import Console
 
 from headend.keys import KeyStore
 from tools.bus import LossyProxy
+from tools.proc import wait_for_line
 from tools.sim.launch import RunningMeter, start_meter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,21 +151,10 @@ class Demo:
                                        "--retries", "1", "--retry-backoff", "0.5"],
                                       cwd=str(ROOT), env=self.env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
-        assert self.serve.stdout is not None
-        deadline = time.monotonic() + 60
-        seen = []
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.serve.stdout], [], [], 0.2)
-            if r:
-                line = self.serve.stdout.readline()
-                if not line:
-                    break
-                seen.append(line)
-                if line.startswith("headend serve: working"):
-                    console.print(f"  {line.strip()} (pid {self.serve.pid})", markup=False)
-                    return
-            elif self.serve.poll() is not None:
-                break
+        seen: list[str] = []
+        if wait_for_line(self.serve, "headend serve: working", seen, 60):
+            console.print(f"  {seen[-1].strip()} (pid {self.serve.pid})", markup=False)
+            return
         raise SystemExit("demo: headend serve did not start:\n" + "".join(seen))
 
     def stop(self) -> None:
@@ -173,7 +162,7 @@ class Demo:
         if self.serve is not None and self.serve.poll() is None:
             self.serve.send_signal(signal.SIGTERM)
             try:
-                self.serve.communicate(timeout=20)
+                self.serve.wait(20)
             except subprocess.TimeoutExpired:
                 self.serve.kill()
             console.print("  headend serve stopped")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from headend.cli.main import main as headend_main
 from headend.keys import KeyStore
 from headend.store import open_store
+from tools.proc import wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "correct horse battery staple"
@@ -66,19 +66,8 @@ class HeadEnd:
         env = dict(os.environ, **self.env)
         self.serve_proc = subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 30
-        assert self.serve_proc.stdout is not None
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.serve_proc.stdout], [], [], 0.2)
-            if r:
-                line = self.serve_proc.stdout.readline()
-                if not line:
-                    break
-                self.serve_output.append(line)
-                if line.startswith("headend serve: working"):
-                    return
-            elif self.serve_proc.poll() is not None:
-                break
+        if wait_for_line(self.serve_proc, "headend serve: working", self.serve_output, 30):
+            return
         self.stop_serve()
         raise RuntimeError("headend serve did not start:\n" + "".join(self.serve_output))
 
@@ -89,11 +78,10 @@ class HeadEnd:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
         try:
-            out, _ = p.communicate(timeout=20)
+            p.wait(20)
         except subprocess.TimeoutExpired:
             p.kill()
-            out, _ = p.communicate()
-        self.serve_output.append(out or "")
+            p.wait()
         self.serve_proc = None
         return p.returncode
 
