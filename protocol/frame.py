@@ -330,9 +330,9 @@ _set_data = Frame.data.__set__  # type: ignore[attr-defined]
 _set_preamble = Frame.preamble.__set__  # type: ignore[attr-defined]
 
 
-def parse_frame(raw: bytes) -> Frame:
+def parse_frame(raw: bytes | bytearray | memoryview) -> Frame:
     """Parse one whole frame: FE*, 68, address, 68, C, L, data, CS, 16. Raises ProtocolError."""
-    if raw.__class__ is not bytes:
+    if not isinstance(raw, bytes):
         if not isinstance(raw, (bytearray, memoryview)):
             raise ProtocolError("value", f"parse_frame needs bytes, not {type(raw).__name__}")
         raw = bytes(raw)
@@ -356,7 +356,7 @@ def parse_frame(raw: bytes) -> Frame:
     raise _diagnose(raw, i)
 
 
-def build_frame(address: str, control: int, data: bytes = b"", preamble: int = 4) -> bytes:
+def build_frame(address: str, control: int, data: bytes | bytearray | memoryview = b"", preamble: int = 4) -> bytes:
     """Build one frame; ``data`` is PLAIN (the +33H is added here)."""
     wire = _TO_WIRE.get(address)
     if wire is None:
@@ -365,7 +365,7 @@ def build_frame(address: str, control: int, data: bytes = b"", preamble: int = 4
         _check_build_args(control, data)
     if preamble.__class__ is not int or not 0 <= preamble <= MAX_PREAMBLE:
         raise ProtocolError("preamble", f"preamble must be 0..{MAX_PREAMBLE} FE bytes, got {preamble!r}")
-    if data.__class__ is not bytes:
+    if not isinstance(data, bytes):
         _check_build_args(control, data)
         data = bytes(data)
     body = b"\x68" + wire + bytes((0x68, control, len(data))) + data.translate(_PLUS33)

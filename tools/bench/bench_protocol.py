@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 from construct import Bytes, Const, ConstructError, Int8ul, Struct, Terminated, this
 
@@ -111,7 +111,7 @@ def _loops(fn: Callable[[], object], seconds: float) -> int:
         n *= 4
 
 
-def _rates(fns: dict[str, Callable[[], object]], seconds: float = 0.15, rounds: int = 5) -> dict[str, float]:
+def _rates(fns: Mapping[str, Callable[[], object]], seconds: float = 0.15, rounds: int = 5) -> dict[str, float]:
     """Calls per second of each function: best of several rounds, run round-robin so that a
     burst of load from other processes hits every contender alike."""
     loops = {name: _loops(fn, seconds) for name, fn in fns.items()}
