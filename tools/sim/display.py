@@ -42,7 +42,7 @@ def render(status: dict[str, Any]) -> Table:
         if k == "contact":
             text = f"[red]{text}[/]" if status[k] == "open" else f"[green]{text}[/]"
         table.add_row(_LABEL.get(k, k), text)
-    table.caption = "Ctrl-C stops; the state file is kept"
+    table.caption = "Ctrl-C stops (state kept)"
     return table
 
 
