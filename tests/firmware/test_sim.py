@@ -112,3 +112,30 @@ def test_run_needs_a_key(tmp_path: Path) -> None:
     r = _run_cli("run", "--quiet", "--address", ADDR, "--state", str(tmp_path / "m.state"))
     assert r.returncode == 2 and "there is no default key" in r.stderr
     assert not (tmp_path / "m.state").exists()
+
+
+def test_live_view_renders_the_meter() -> None:
+    from rich.console import Console
+
+    from tools.sim.display import render
+    console = Console(record=True, width=80)
+    console.print(render({"address": ADDR, "balance_fen": -1234, "state": 2, "contact": "open", "rate": 3,
+                          "power_w": 1500, "energy_wh": 12345, "count": 4, "rem": 7}))
+    text = console.export_text()
+    for words in ("meter 000000000001", "-12.34 yuan", "alarm 2", "open", "valley", "1,500 W", "12.345 kWh"):
+        assert words in text
+    assert "rem" not in text  # internals stay off the operator's view
+
+
+@pytest.mark.parametrize("micropython", INTERPRETERS)
+def test_run_shows_live_state_until_ctrl_c(tmp_path: Path, micropython: bool) -> None:
+    argv = [sys.executable, "-m", "tools.meter_cli", "run", "--address", ADDR, "--key-hex", KEY, "--state",
+            str(tmp_path / "m.state"), "--listen", "tcp://127.0.0.1:0", "--load-w", "2000"]
+    proc = subprocess.Popen(argv + (["--micropython"] if micropython else []), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert "balance" in out and "2,000 W" in out and "closed" in out
+    assert out.rstrip().endswith(f"meter {ADDR} stopped; state kept in {tmp_path / 'm.state'}")
