@@ -33,6 +33,7 @@ class ServeOptions:
     poll_s: float = 0.05
     max_attempts: int = 3
     retry_backoff_s: float = 2.0
+    security_timeout: float = 5.0
     operator: int = 0
 
 
@@ -46,7 +47,7 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[F
         return keys.meter_key(m.address, m.krn)
 
     frontend = FrontEnd(options.link, known_addresses=known)
-    client = MeterClient(frontend, key_for, operator=options.operator)
+    client = MeterClient(frontend, key_for, operator=options.operator, security_timeout=options.security_timeout)
     worker = OutboxWorker(
         store,
         client,

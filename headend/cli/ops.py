@@ -104,6 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", action="append", default=[], metavar="URL",
                    help="also accept dial-in meters on listen://HOST:PORT (listen:// links in the registry are automatic)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
+    p.add_argument("--security-timeout", type=float, default=5.0,
+                   help="seconds to wait for replies to authenticated commands (default 5: meters are slower there)")
     p.add_argument("--retries", type=int, default=2, help="re-sends per request (default 2)")
     p.add_argument("--attempts", type=int, default=3,
                    help="tries per command before a non-money command fails (default 3); recharges never give up")
@@ -402,6 +404,7 @@ def op_serve(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         max_attempts=args.attempts,
         retry_backoff_s=args.retry_backoff,
+        security_timeout=args.security_timeout,
     )
     with c.open_store_from_args(args) as store, _only_serve(store.location):
         store.log_action(c.actor_of(args), "serve.start", None, {"pid": os.getpid()})

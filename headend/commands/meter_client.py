@@ -179,6 +179,7 @@ class MeterClient:
         control_validity: timedelta = timedelta(minutes=10),
         meter_clock: Callable[[], datetime] = datetime.now,
         session_validity_s: float = 300.0,
+        security_timeout: float | None = None,
         rand: Callable[[int], bytes] | None = None,
     ) -> None:
         self.frontend = frontend
@@ -187,6 +188,8 @@ class MeterClient:
         self.control_validity = control_validity
         self.meter_clock = meter_clock
         self.session_validity_s = session_validity_s
+        # meters work their security chip on 03H/14H/1CH and answer later than reads (2-5 s)
+        self._sec_kw: dict[str, Any] = {} if security_timeout is None else {"timeout": security_timeout}
         self._rand = rand
         self._sessions: dict[str, SecuritySession] = {}
         self._reads: dict[tuple[str, str, int], Request] = {}  # a cycle asks the same questions
@@ -233,7 +236,7 @@ class MeterClient:
         return asyncio.get_running_loop().time()
 
     async def _authenticate(self, m: MeterTarget, s: SecuritySession) -> None:
-        f = await self._ask(m, 0x03, s.auth_request())
+        f = await self._ask(m, 0x03, s.auth_request(), **self._sec_kw)
         if f.is_abnormal:
             s.invalidate()
             word = int.from_bytes(f.data[:2], "little")
@@ -252,7 +255,7 @@ class MeterClient:
                     await self._authenticate(m, s)
                 control, data, seq = build(s)
                 try:
-                    f = await self._ask(m, control, data)
+                    f = await self._ask(m, control, data, **self._sec_kw)
                 except BaseException:
                     # outcome unknown: a later command must not reuse this seq with other bytes
                     s.invalidate()
@@ -333,7 +336,7 @@ class MeterClient:
             for attempt in (1, 2):
                 if not s.valid(self._now()):
                     await self._authenticate(m, s)
-                f = await self._ask(m, 0x03, s.status_request())
+                f = await self._ask(m, 0x03, s.status_request(), **self._sec_kw)
                 if f.is_abnormal:
                     word = int.from_bytes(f.data[:2], "little")
                     s.invalidate()
