@@ -3,6 +3,8 @@
 # Every state change is saved before its reply is returned, so a reply the head-end sees
 # always describes state that survives a power cut.
 
+import json
+
 from meter import clock, codec
 from meter import events as ev
 from meter import wallet as W
@@ -61,10 +63,10 @@ class Meter:
         self.fr = codec.Frame()
         self.tx = bytearray(codec.FRAME_MAX)
         self.out = bytearray(codec.MAX_DATA)
-        self.blk = bytearray(1024)
+        self.blk = bytearray(512)  # the longest block: 10 programming records, 503 bytes
         self.blk_n = 0
         self.blk_di = -1
-        self.deframer = codec.Deframer()
+        self.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
         self.store = Store(flash)
         self.sec = Security(config["key"], config.get("krn", 0), rand)
         self.tariff = Tariff()
@@ -79,6 +81,7 @@ class Meter:
         self.power_w = 0
         self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
         self.actual_open = None
+        self._tj = None  # cached JSON of the tariff; None after any change
         state = self.store.load()
         if state is not None:
             self._restore(state)
@@ -90,11 +93,16 @@ class Meter:
         self._save()
 
     # --- persistence -------------------------------------------------------------------
-    def _state(self):
+    def _small_state(self):
         return {"a": codec.addr_str(self.addr), "n": codec.addr_str(self.number),
-                "w": self.wallet.dump(), "r": self.relay.dump(), "t": self.tariff.dump(),
+                "w": self.wallet.dump(), "r": self.relay.dump(),
                 "e": self.events.dump(), "s": self.sec.dump(), "E": self.energy,
                 "L": self.ladder_wh, "lt": self.last_t, "o": self.offset, "b": self.bc_day}
+
+    def _state(self):
+        s = self._small_state()
+        s["t"] = self.tariff.dump()
+        return s
 
     def _restore(self, s):
         self.addr = bytearray(codec.addr_bytes(s["a"]))
@@ -111,7 +119,12 @@ class Meter:
         self.bc_day = s["b"]
 
     def _save(self):
-        self.store.save(self._state())
+        # the tariff is most of the record and changes only on writes and set switch-overs:
+        # keep its JSON, so a save after each pulse batch does not rebuild it
+        tj = self._tj
+        if tj is None:
+            tj = self._tj = json.dumps(self.tariff.dump())
+        self.store.save('{"t":' + tj + "," + json.dumps(self._small_state())[1:])
 
     # --- clock ---------------------------------------------------------------------------
     def time(self, now):
@@ -123,7 +136,8 @@ class Meter:
         if wh <= 0:
             return
         t = self.time(now)
-        self.tariff.roll(t)
+        if self.tariff.roll(t):
+            self._tj = None
         tf = self.tariff
         lw = tf.settle(t, self.last_t, self.ladder_wh)
         subfen, lw, rate = tf.charge(wh, t, lw)
@@ -164,6 +178,7 @@ class Meter:
         self.sec.locked(t)
         changed = changed or f != self.sec.fails
         if self.tariff.roll(t):
+            self._tj = None
             changed = True
         if changed:
             self._relay_events()
@@ -348,6 +363,8 @@ class Meter:
             found = False
             for i in range(first, 0x40):
                 sub = (di & ~0xFF) | i if lo else (di & ~0xFF00) | i << 8
+                if n + 50 > len(b):
+                    break  # no item is longer than 50 bytes: never write past the buffer
                 k = read_item(self, sub, b, n, t)
                 if k >= 0:
                     n += k
@@ -462,6 +479,7 @@ class Meter:
             err = ERR_OTHER
         if not err:
             self.events.add(ev.PROGRAM, [t, op, di])
+            self._tj = None  # a write may have changed the tariff
         return err
 
     # --- 1CH control -----------------------------------------------------------------------

