@@ -147,8 +147,8 @@ class Demo:
         self.headend("audit", "--limit", "12")
 
     def start_serve(self) -> None:
-        self.serve = subprocess.Popen([sys.executable, "-m", "headend.cli.main", "serve", "--timeout", "1", "--security-timeout", "1",
-                                       "--retries", "1", "--retry-backoff", "0.5"],
+        self.serve = subprocess.Popen([sys.executable, "-m", "headend.cli.main", "serve", "--timeout", "1",
+                                       "--security-timeout", "1", "--retries", "1", "--retry-backoff", "0.5"],
                                       cwd=str(ROOT), env=self.env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
         seen: list[str] = []

@@ -61,8 +61,8 @@ class HeadEnd:
         return code, out.getvalue(), err.getvalue()
 
     def start_serve(self, *extra: str) -> None:
-        argv = [sys.executable, "-m", "headend.cli.main", "serve", "--timeout", "0.5", "--security-timeout", "0.5", "--retries", "1",
-                "--retry-backoff", "0.2", "--attempts", "2", *extra]
+        argv = [sys.executable, "-m", "headend.cli.main", "serve", "--timeout", "0.5", "--security-timeout", "0.5",
+                "--retries", "1", "--retry-backoff", "0.2", "--attempts", "2", *extra]
         env = dict(os.environ, **self.env)
         self.serve_proc = subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True)
