@@ -23,16 +23,17 @@ interval_s`` (an account never rated takes its first grid reading as the base).
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
-from headend.costctl.decide import (ACTIONS, CLOSE_PERMIT, CUT_NOTICE, DIRECT_CLOSE, HOLD, NONE, NOTICE1, NOTICE2,
-                                    REASONS, SUPPLY, TRIP, Rules, decide)
+from headend.costctl.decide import (ACTIONS, CLOSE_PERMIT, CUT_NOTICE, DIRECT_CLOSE, NONE, NOTICE1, NOTICE2,
+                                    REASONS, SUPPLY, TRIP, Decisions, Rules, decide)
 from headend.costctl.rerate import CHINA_UTC_OFFSET, ENERGY_DI, to_meter_time
-from headend.store import Conflict, Store
+from headend.store import Conflict, Meter, Store
 from headend.tariff.model import TariffBook
 from headend.tariff.rating import rate_batch
 from headend.tariff.readings import MISSING, intervals_from_registers
@@ -61,6 +62,7 @@ class CycleReport:
     problems: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)     # seconds per stage
 
 
 def _yuan(fen: int) -> str:
@@ -73,30 +75,51 @@ def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rule
     if interval_s <= 0 or 86400 % interval_s:
         raise ValueError(f"interval_s must divide a day (86400, 3600, 900 ...), got {interval_s}")
     rep = CycleReport()
+    clock = time.perf_counter()
+
+    def stage(name: str) -> None:
+        nonlocal clock
+        t = time.perf_counter()
+        rep.stages[name] = rep.stages.get(name, 0.0) + t - clock
+        clock = t
+
     # grid in Unix seconds, aligned to local midnight
     phase = (-utc_offset_s) % interval_s
     last_end = (now - phase) // interval_s * interval_s + phase        # end of the last complete interval
     charges: list[tuple[str, int, int, int, int]] = []
     audit: list[tuple[str, str, str | None, object]] = []
 
+    # (Store.rating_accounts gives the same rows, but its EXISTS query is quadratic on SQLite)
+    meters_of: dict[str, list[Meter]] = {}
+    for m in store.find_meters([("mode", "=", "remote")]):
+        meters_of.setdefault(m.customer, []).append(m)
+    accounts = [(a.customer, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.tariff)
+                for a in store.list_accounts() if a.customer in meters_of]
+    bases = [None if a[4] is None else a[4] + interval_s for a in accounts]
+    known = [b for b in bases if b is not None]
+    since = 0 if len(known) < len(bases) else min(known, default=last_end)
+    reads_of: dict[str, list[tuple[int, int]]] = {}
+    for meter, value, read_at in store.readings_for_di(ENERGY_DI, since=since, until=last_end + 1):
+        if value is not None:
+            reads_of.setdefault(meter, []).append((read_at, value))
+    stage("collect")
+
     groups: dict[tuple, list[tuple[str, np.ndarray, int, int, int | None]]] = {}
-    for customer, _bal, rem, ladder, rated_until, _ver, tariff in store.rating_accounts():
+    for (customer, _bal, rem, ladder, rated_until, _ver, tariff), base_t in zip(accounts, bases):
         rep.accounts += 1
         if tariff is None or tariff not in catalog:
             rep.skipped.append(f"{customer}: tariff {tariff!r} is not in the catalog")
             continue
-        meters = [m for m in store.meters_of_customer(customer) if m.mode == "remote"]
-        base_t = None if rated_until is None else rated_until + interval_s
         reads = []
-        for m in meters:
-            for r in store.readings(m.address, ENERGY_DI, since=base_t, until=last_end + 1):
-                if r.value is None:
+        for m in meters_of.get(customer, ()):
+            for read_at, value in reads_of.get(m.address, ()):
+                if base_t is not None and read_at < base_t:
                     continue
-                if (r.read_at - phase) % interval_s:
-                    rep.problems.append(f"{customer}: reading at {r.read_at} from {m.address} is off the "
+                if (read_at - phase) % interval_s:
+                    rep.problems.append(f"{customer}: reading at {read_at} from {m.address} is off the "
                                         f"{interval_s} s grid: not used")
                     continue
-                reads.append((r.read_at, r.value, int(m.address)))
+                reads.append((read_at, value, int(m.address)))
         reads.sort()
         if base_t is None:
             if not reads:
@@ -116,20 +139,27 @@ def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rule
             k = (t - base_t) // interval_s - 1
             if 0 <= k < n:
                 regs[k], mtrs[k] = v, m
-        got = intervals_from_registers(regs[None], mtrs[None], [base[-1][1]], [base[-1][2]])
-        for p in got.problems:
-            rep.problems.append(f"{customer}: {p.kind} in the interval starting {base_t + p.interval * interval_s}: "
-                                f"{p.detail}")
-            audit.append((actor, f"reading.{p.kind}", customer, {"interval_start": base_t + p.interval * interval_s,
-                                                                 "detail": p.detail}))
-        good = np.flatnonzero(regs != MISSING)
-        cut = int(good[-1]) + 1 if good.size else 0
+        if regs[-1] != MISSING and np.all(regs[:-1] != MISSING) and np.all(mtrs == base[-1][2]) \
+                and np.all(np.diff(regs, prepend=base[-1][1]) >= 0) and regs[-1] - base[-1][1] < 1 << 31:
+            energy = np.diff(regs, prepend=base[-1][1]).astype(np.int32)     # the usual case: no anomaly
+            cut = n
+        else:
+            got = intervals_from_registers(regs[None], mtrs[None], [base[-1][1]], [base[-1][2]])
+            for p in got.problems:
+                start = base_t + p.interval * interval_s
+                rep.problems.append(f"{customer}: {p.kind} in the interval starting {start}: {p.detail}")
+                audit.append((actor, f"reading.{p.kind}", customer, {"interval_start": start, "detail": p.detail}))
+            good = np.flatnonzero(regs != MISSING)
+            cut = int(good[-1]) + 1 if good.size else 0
+            energy = got.energy_wh[0]
         if cut == 0:
             continue
-        key = (tariff, base_t, cut)
-        groups.setdefault(key, []).append((customer, got.energy_wh[0, :cut], rem, ladder, rated_until))
+        # interval k starts at base_t + k * interval_s: the base reading ends the last rated interval
+        key = (tariff, base_t, cut, rated_until is None)
+        groups.setdefault(key, []).append((customer, energy[:cut], rem, ladder, rated_until))
+    stage("readings -> interval energy")
 
-    for (tariff, base_t, cut), members in groups.items():
+    for (tariff, base_t, cut, _first), members in groups.items():
         starts_unix = base_t + interval_s * np.arange(cut, dtype=np.int64)
         prev = members[0][4]
         energy = np.stack([m[1] for m in members]).astype(np.int32)
@@ -139,26 +169,25 @@ def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rule
         for i, m in enumerate(members):
             charges.append((m[0], int(bill.fen[i]), int(bill.rem[i]), int(bill.ladder_wh[i]), int(starts_unix[-1])))
         rep.rated += len(members)
+    stage("rating")
 
     if charges:
         digest = hashlib.sha256(repr(sorted(charges)).encode()).hexdigest()[:16]
         rep.batch_key = f"costctl:{last_end}:{digest}"
         store.charge_accounts(rep.batch_key, charges, actor=actor, kind="charge")
         rep.charged_fen = sum(c[1] for c in charges)
+    stage("debit (one transaction)")
 
-    _decide_and_act(store, now, rules, utc_offset_s, actor, rep, audit)
-    if audit:
-        store.log_actions(audit)
+    _decide_and_act(store, now, rules, utc_offset_s, actor, rep, audit, meters_of, stage)
+    stage("record decisions, notices, commands (one transaction)")
     return rep
 
 
 def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, actor: str, rep: CycleReport,
-                    audit: list) -> None:
-    remote = {c for c, *_ in store.rating_accounts()}
-    accts = [a for a in store.list_accounts() if a.customer in remote]
+                    audit: list, meters: dict[str, list[Meter]], stage: Callable[[str], None]) -> None:
+    accts = [a for a in store.list_accounts() if a.customer in meters]
     if not accts:
         return
-    meters = {a.customer: [m for m in store.meters_of_customer(a.customer) if m.mode == "remote"] for a in accts}
     local = datetime.fromtimestamp(now, timezone(timedelta(seconds=utc_offset_s)))
     d = decide(
         np.array([a.balance_fen for a in accts]), np.array([a.alarm1_fen for a in accts]),
@@ -170,6 +199,15 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
         np.array([-1 if a.notice_at is None else a.notice_at for a in accts]),
         np.array([SUPPLY.index(a.supply) for a in accts]),
         now, (local.hour * 60 + local.minute, (local.weekday() + 1) % 7, (local.year, local.month, local.day)), rules)
+    stage("decisions")
+    with store.atomic():             # state, notices, commands and their audit rows land together
+        _act(store, now, actor, rep, audit, accts, meters, d)
+        if audit:
+            store.log_actions(audit)
+
+
+def _act(store: Store, now: int, actor: str, rep: CycleReport, audit: list, accts: list,
+         meters: dict[str, list[Meter]], d: Decisions) -> None:
     for i, a in enumerate(accts):
         action, reason = int(d.action[i]), int(d.reason[i])
         level, supply = int(d.notice_level[i]), SUPPLY[int(d.supply[i])]
@@ -193,5 +231,3 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
             for m in meters[a.customer]:
                 store.enqueue(m.address, _RELAY_KIND[action], {}, actor=actor,
                               idem_key=f"costctl:{_RELAY_KIND[action]}:{m.address}:{now}")
-        if action == HOLD:
-            pass  # recorded above with its reason; nothing is sent
