@@ -109,6 +109,8 @@ def check(cfg, path="<config>"):
                 raise _err(path, "pins.%s must be a GPIO number, got %r" % (name, p))
         hw["pins"] = pins
         hw["uart"] = _int(cfg, "uart", 0, 2, path, 1 if board == "esp32" else 0)
+        if board == "rp2" and hw["wdt_ms"] > 8388:
+            raise _err(path, "wdt_ms must be at most 8388 on an RP2040 (its watchdog's limit), got %d" % hw["wdt_ms"])
         # latching relays ship in both polarities; the sense contact can read either way
         hw["sense_open_level"] = _int(cfg, "sense_open_level", 0, 1, path, 1)
     return meter_cfg, hw

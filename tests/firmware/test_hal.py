@@ -45,6 +45,7 @@ def test_config_gives_core_fields_and_defaults() -> None:
     ({"board": "esp32"}, "needs \"pins\""),
     ({"board": "rp2", "pins": dict(PINS, pulse=None)}, "pins.pulse must be a GPIO number"),
     ({"baud": 2400.0}, "baud must be an integer"),
+    ({"board": "rp2", "pins": PINS, "wdt_ms": 10000}, "at most 8388 on an RP2040"),
 ])
 def test_config_faults_name_file_and_field(change: dict, words: str) -> None:
     with pytest.raises(config.ConfigError) as e:

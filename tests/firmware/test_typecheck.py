@@ -37,9 +37,16 @@ def _install(board: str, site: Path) -> None:
     assert r.returncode == 0, f"installing the {board} stubs failed: {r.stderr}"
 
 
+def _run_pyright(*args: str) -> subprocess.CompletedProcess:
+    # one at a time across test workers: a first run installs node and pyright from npm
+    with open(ROOT / ".venv" / ".pyright.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run([str(BIN / "pyright"), "--outputjson", *args], cwd=FIRMWARE, capture_output=True,
+                              text=True, timeout=600)
+
+
 def _pyright(config: str) -> list[dict]:
-    r = subprocess.run([str(BIN / "pyright"), "--outputjson", "-p", config], cwd=FIRMWARE, capture_output=True,
-                       text=True, timeout=600)
+    r = _run_pyright("-p", config)
     try:
         report = json.loads(r.stdout)
     except ValueError:
@@ -77,7 +84,6 @@ def test_stubs_catch_a_call_boards_do_not_have(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text("import machine\nmachine.UART(1).wait_tx_done(10)\nmachine.Pin(2).toggle_fast()\n")
     _stubs("esp32")
-    r = subprocess.run([str(BIN / "pyright"), "--outputjson", "-p", "pyrightconfig.json", str(probe)],
-                       cwd=FIRMWARE, capture_output=True, text=True, timeout=600)
+    r = _run_pyright("-p", "pyrightconfig.json", str(probe))
     errors = [d for d in json.loads(r.stdout)["generalDiagnostics"] if d["severity"] == "error"]
     assert [e["range"]["start"]["line"] for e in errors] == [1, 2]
