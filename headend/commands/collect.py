@@ -54,11 +54,16 @@ async def read_cycle(
     sem = asyncio.Semaphore(concurrency)
     t0 = time.perf_counter()
 
+    writes: list[asyncio.Future[int]] = []
+
     def flush() -> None:
+        # the batch is written on a worker thread (the store is thread-safe) so the loop keeps
+        # the buses busy meanwhile; the cycle ends only when every batch is committed
         if pending:
-            store.add_readings(pending)
-            result.stored += len(pending)
+            rows = pending[:]
             pending.clear()
+            writes.append(asyncio.ensure_future(asyncio.to_thread(store.add_readings, rows)))
+            result.stored += len(rows)
 
     async def one(m: Meter) -> None:
         target = target_of(m)
@@ -75,5 +80,7 @@ async def read_cycle(
 
     await asyncio.gather(*(one(m) for m in meters))
     flush()
+    if writes:
+        await asyncio.gather(*writes)
     result.seconds = time.perf_counter() - t0
     return result

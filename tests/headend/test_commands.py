@@ -398,3 +398,22 @@ def test_meter_refusals_are_final_with_the_meters_reason(tmp_path):
     assert over.reply["refused"] == ["over-hoarding"] and over.attempts <= 2
     assert unknown.status == "failed" and "no such data item" in unknown.last_error
     assert status["balance_fen"] == 0
+
+
+def test_read_cycle_stores_every_reading_and_names_failures(tmp_path):
+    from headend.commands.collect import read_cycle
+
+    async def main():
+        async with Rig(tmp_path, n=6, per_bus=2) as rig:
+            dead = rig.addresses[5]
+            rig.fleet.fault(dead).garbage = True
+            meters = rig.store.find_meters()
+            res = await read_cycle(rig.client, rig.store, meters, [0x00010000, 0x00900200], batch=3)
+            rows = {(r[0], r[1]) for r in rig.store.readings_for_di("00010000", since=0, until=2**40)}
+            rows |= {(r[0], r[1]) for r in rig.store.readings_for_di("00900200", since=0, until=2**40)}
+            return res, rows, dead, rig.addresses
+
+    res, rows, dead, addresses = run(main())
+    assert res.meters == 6 and res.stored == 10 and set(res.failed) == {dead}
+    assert "no answer from meter" in res.failed[dead]
+    assert {a for a, _ in rows} == set(addresses) - {dead}
