@@ -45,12 +45,16 @@ def _money(m, he, now):
     return v - o
 
 
-def run(hmac_fn):
+CONFIG = {"address": ADDR, "key": KEY, "krn": 1, "mode": "local"}
+FLASH_SIZE = 4096
+
+
+def run(hmac_fn, meter_cls=Meter):
     """Play the scenario; return the checkpoint log (list of lists of ints/strings)."""
-    flash = RamFlash(4096)
+    flash = RamFlash(FLASH_SIZE)
     rand = Rand()
-    cfg = {"address": ADDR, "key": KEY, "krn": 1, "mode": "local"}
-    m = Meter(cfg, flash, T0, rand)
+    cfg = CONFIG
+    m = meter_cls(cfg, flash, T0, rand)
     he = HeadEnd(ADDR, KEY, hmac_fn)
     now = T0
     log = []
@@ -138,7 +142,7 @@ def run(hmac_fn):
     # power cycle: a new Meter on the same flash is the same meter
     before = m.status()
     now += 3600
-    m = Meter(cfg, flash, now, rand)
+    m = meter_cls(cfg, flash, now, rand)
     after = m.status()
     for k in ("balance_fen", "count", "state", "relay_open", "energy_wh", "customer", "rem"):
         if before[k] != after[k]:
