@@ -18,6 +18,7 @@ except ImportError:
 
 _POWER_WINDOW_MS = const(10000)  # power is estimated from pulses over this window
 _RTC_RESYNC_MS = const(60000)
+_RTC_VALID_FROM = 631152000  # 2020-01-01 in meter time: an RTC before it was never set (not const: > 2**30)
 PARITY = {"E": 0, "O": 1, "N": None}  # machine.UART parity argument
 _BUF = const(64)
 
@@ -119,6 +120,13 @@ class Board:
             from meter.core import Meter as make_meter
         import os
         self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
+        if self._restore_rtc():
+            # start the core again at the restored time: its power-up rules (relay, sessions,
+            # midnight resets) must see the real date, not 2000-01-01
+            del self.meter
+            import gc
+            gc.collect()
+            self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
         self._has_sense = hasattr(self.meter, "relay_sense")
         self.relay.drive(self.meter.relay_open)
 
@@ -134,6 +142,18 @@ class Board:
         y, mo, d, _wd, h, mi, s, _sub = self.rtc.datetime()
         self._base = clock.from_fields(y, mo, d, h, mi, s)
         self._base_ms = time.ticks_ms()
+
+    def _restore_rtc(self):
+        # RP2040 and ESP32 RTCs restart at 2000-01-01 after a power cut. Resume from the last
+        # time the meter saved instead, so tariffs, deadlines and records stay in order; the
+        # head-end's next time set (08H/14H) brings back the minutes the outage took.
+        last = getattr(self.meter, "last_t", 0) - getattr(self.meter, "offset", 0)
+        if self._base >= _RTC_VALID_FROM or last <= self._base:
+            return False
+        y, mo, d, h, mi, s, wd = clock.to_fields(last)
+        self.rtc.datetime((y, mo, d, (wd + 6) % 7, h, mi, s, 0))  # machine.RTC weekday: 0 = Monday
+        self._sync_rtc()
+        return True
 
     def now(self):
         el = time.ticks_diff(time.ticks_ms(), self._base_ms)

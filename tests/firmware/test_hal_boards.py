@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from meter import clock
 from protocol import build_frame, parse_frame
 from tests.mpy import run_micropython
 
@@ -139,3 +140,17 @@ def test_board_with_wrong_pin_names_it(tmp_path: Path) -> None:
     r = run_micropython("from hal import rp2\nrp2.main('config.json')", cwd=tmp_path, path=[FAKES])
     assert r.returncode != 0
     assert "pins.de must be a GPIO number" in r.stdout
+
+
+def test_board_resumes_saved_time_when_rtc_lost_power(tmp_path: Path) -> None:
+    _config(tmp_path, "rp2")
+    _run(tmp_path, "rp2", pulses=1)  # runs at the fake RTC's 2026-06-01 12:00 and saves
+    code = ("import machine\nmachine.RTC.now = (2000, 1, 1, 5, 0, 0, 5, 0)\n"
+            "from hal import config, rp2\nmeter_cfg, hw = config.load('config.json')\nb = rp2.Rp2(meter_cfg, hw)\n"
+            "print(machine.RTC.now[:3], b.now())")
+    r = run_micropython(code, cwd=tmp_path, path=[FAKES])
+    assert r.returncode == 0, r.stderr + r.stdout
+    date, now = r.stdout.strip().rsplit(" ", 1)
+    assert date == "(2026, 6, 1)"  # the RTC was set back to the last saved time
+    saved = clock.from_fields(2026, 6, 1, 12, 0, 0)
+    assert saved <= int(now) < saved + 60
