@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from headend.commands import MeterClient, MeterTarget, OutboxWorker
+from headend.commands.collect import read_cycle
 from headend.keys import KeyStore
 from headend.store import Store
 from headend.transports import FrontEnd, LinkSettings
@@ -35,6 +36,8 @@ class ServeOptions:
     retry_backoff_s: float = 2.0
     security_timeout: float = 5.0
     operator: int = 0
+    collect_every_s: float = 0.0  # 0: no periodic read cycles
+    collect_dis: tuple[int, ...] = (0x00010000, 0x00900200, 0x04000503)
 
 
 def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[FrontEnd, OutboxWorker]:
@@ -72,7 +75,26 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
         log.info("listening for dial-in meters on %s (port %d)", url, port)
     if ready is not None:
         ready.set()
+    tasks = [asyncio.create_task(worker.run(stop))]
+    if options.collect_every_s > 0:
+        tasks.append(asyncio.create_task(_collect(store, worker.client, options, stop)))
     try:
-        await worker.run(stop)
+        await asyncio.gather(*tasks)
     finally:
         await frontend.close()
+
+
+async def _collect(store: Store, client: MeterClient, options: ServeOptions, stop: asyncio.Event) -> None:
+    """Read every registered meter every ``collect_every_s`` and store the readings."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        started = loop.time()
+        res = await read_cycle(client, store, store.find_meters(), list(options.collect_dis))
+        if res.failed:
+            log.warning("read cycle: %d of %d meters failed, e.g. %s", len(res.failed), res.meters,
+                        next(iter(res.failed.values())))
+        log.info("read cycle: %d values from %d meters in %.2f s", res.stored, res.meters, res.seconds)
+        try:
+            await asyncio.wait_for(stop.wait(), max(options.collect_every_s - (loop.time() - started), 0.0))
+        except TimeoutError:
+            pass

@@ -111,6 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tries per command before a non-money command fails (default 3); recharges never give up")
     p.add_argument("--retry-backoff", type=float, default=2.0, help="seconds before a command's first retry (default 2)")
     p.add_argument("--concurrency", type=int, default=256, help="commands in flight at once (default 256)")
+    p.add_argument("--collect-every", type=float, default=0.0, metavar="S",
+                   help="also read energy, money and status word 3 from every meter every S seconds (default: off)")
     p.add_argument("--key-file", metavar="PATH", help="the master key file (default: config, next to the database)")
     p.add_argument("-v", "--verbose", action="store_true")
     c.add_store_args(p)
@@ -405,6 +407,7 @@ def op_serve(args: argparse.Namespace) -> int:
         max_attempts=args.attempts,
         retry_backoff_s=args.retry_backoff,
         security_timeout=args.security_timeout,
+        collect_every_s=args.collect_every,
     )
     with c.open_store_from_args(args) as store, _only_serve(store.location):
         store.log_action(c.actor_of(args), "serve.start", None, {"pid": os.getpid()})

@@ -255,3 +255,23 @@ def test_only_one_serve_per_database(he):
     he.start_serve()
     code, out, err = he.cli("serve")
     assert code == 1 and "already working" in err
+
+
+def test_serve_collects_readings_periodically(he):
+    bus, buses = _start_bus(he, "--count", "2", "--per-bus", "2")
+    try:
+        for a in buses[0]["meters"]:
+            assert he.cli("meter", "add", a, "--link", buses[0]["link"], "--customer", CUST)[0] == 0
+        he.start_serve("--collect-every", "0.5")
+        deadline = time.monotonic() + 10
+        seen: list = []
+        while time.monotonic() < deadline:
+            with he.store() as s:
+                seen = [s.latest_reading(a, "04000503") for a in (A1, A2)]
+                n = len(s.readings(A1, "00010000"))
+            if all(seen) and n >= 2:
+                break
+            time.sleep(0.2)
+        assert all(seen) and n >= 2  # at least two cycles, every meter
+    finally:
+        _stop(bus)
