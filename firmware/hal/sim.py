@@ -256,14 +256,16 @@ class SimMeter:
         return port
 
     def control_stdin(self):
-        """Take line commands on stdin (the launcher's channel to a MicroPython child)."""
+        """Take line commands on stdin (the launcher's channel to a MicroPython child); the end of
+        stdin stops the meter."""
         stdin = sys.stdin
         key = stdin if MICROPYTHON else stdin.fileno()
 
         def handler():
             line = stdin.readline()
-            if not line:
+            if not line:  # the launcher is gone: nobody would ever stop this meter
                 self._unwatch(key, stdin)
+                self.stopping = True
                 return
             reply = self.command(line)
             if reply:

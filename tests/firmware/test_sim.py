@@ -139,3 +139,15 @@ def test_run_shows_live_state_until_ctrl_c(tmp_path: Path, micropython: bool) ->
     assert proc.returncode == 0, out
     assert "balance" in out and "2,000 W" in out and "closed" in out
     assert out.rstrip().endswith(f"meter {ADDR} stopped; state kept in {tmp_path / 'm.state'}")
+
+
+def test_micropython_child_stops_when_its_launcher_dies(tmp_path: Path) -> None:
+    m = start_meter(ADDR, KEY, str(tmp_path / "m.state"), micropython=True, control=False)
+    child = subprocess.run(["pgrep", "-P", str(m.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(child) == 1
+    m.proc.kill()  # SIGKILL: no chance to say quit
+    m.proc.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child[0]}").exists() or "zombie" in Path(f"/proc/{child[0]}/status").read_text()
