@@ -123,8 +123,9 @@ class Meter:
         # keep its JSON, so a save after each pulse batch does not rebuild it
         tj = self._tj
         if tj is None:
-            tj = self._tj = json.dumps(self.tariff.dump())
-        self.store.save('{"t":' + tj + "," + json.dumps(self._small_state())[1:])
+            tj = self._tj = ('{"t":' + json.dumps(self.tariff.dump()) + ",").encode()
+        rest = json.dumps(self._small_state()).encode()
+        self.store.save_parts((tj, memoryview(rest)[1:]))
 
     # --- clock ---------------------------------------------------------------------------
     def time(self, now):

@@ -39,7 +39,7 @@ class Store:
             return -1, None
         rest = self.flash.read(off + _HEAD, n + 4)
         c = rest[n] | rest[n + 1] << 8 | rest[n + 2] << 16 | rest[n + 3] << 24
-        if crc32(rest[:n], crc32(h)) & 0xFFFFFFFF != c:
+        if crc32(memoryview(rest)[:n], crc32(h)) & 0xFFFFFFFF != c:
             return -1, None
         return seq, rest[:n]
 
@@ -56,25 +56,38 @@ class Store:
         return json.loads(p)
 
     def save(self, obj):
-        """Write obj (or a str already holding its JSON) as the newest record."""
-        payload = (obj if isinstance(obj, str) else json.dumps(obj)).encode()
-        n = len(payload)
+        """Write obj as the newest record."""
+        self.save_parts((json.dumps(obj).encode(),))
+
+    def save_parts(self, parts):
+        """Write the concatenation of parts (bytes-like, together one JSON text) as the newest
+        record: header, parts and CRC go out as separate writes, so no copy of the whole
+        record is ever made (a 2 KB contiguous block is what a fragmented heap lacks)."""
+        n = 0
+        for p in parts:
+            n += len(p)
         if _HEAD + n + 4 > self.half:
             raise ValueError("state too big for flash")
         seq = self.seq + 1
-        rec = bytearray(_HEAD + n + 4)
-        rec[0:2] = _MAGIC
+        h = bytearray(_HEAD)
+        h[0:2] = _MAGIC
         for i in range(4):
-            rec[2 + i] = seq >> (8 * i) & 0xFF
-        rec[6] = n & 0xFF
-        rec[7] = n >> 8
-        rec[_HEAD:_HEAD + n] = payload
-        c = crc32(rec[:_HEAD + n]) & 0xFFFFFFFF
-        for i in range(4):
-            rec[_HEAD + n + i] = c >> (8 * i) & 0xFF
+            h[2 + i] = seq >> (8 * i) & 0xFF
+        h[6] = n & 0xFF
+        h[7] = n >> 8
         slot = 1 - self.slot
-        self.flash.write(slot * self.half, rec)
-        # only once the write returned is the new record the newest one
+        off = slot * self.half
+        fl = self.flash
+        fl.write(off, h)
+        c = crc32(h)
+        off += _HEAD
+        for p in parts:
+            fl.write(off, p)
+            c = crc32(p, c)
+            off += len(p)
+        c &= 0xFFFFFFFF
+        fl.write(off, bytes((c & 0xFF, c >> 8 & 0xFF, c >> 16 & 0xFF, c >> 24)))
+        # only once the CRC is down is the new record the newest one
         self.seq = seq
         self.slot = slot
 

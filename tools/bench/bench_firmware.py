@@ -1,0 +1,221 @@
+"""Meter core benchmark: frame rate of Meter.handle (read-energy request -> reply) under
+CPython and under the real micropython binary, heap in use after import and after 1,000
+mixed frames (modules loaded from .mpy, gc.mem_alloc after gc.collect), and the smallest
+-X heapsize in which the meter imports, powers up and serves those frames.
+
+Under micropython the meter's flash is a file (as on a board, it is not heap); the mixed
+frames are recorded from a CPython meter (reads, block reads with follow-ups, an
+authenticated session with writes, relay commands and top-ups) and replayed; each reply is
+checked against the CPython one, so a figure is only reported for a meter that answered right.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "firmware"))
+
+from meter.core import Meter  # noqa: E402
+from meter.store import RamFlash  # noqa: E402
+from tests.firmware.core_support import build_mpy, mpy_cross, run_mpy, std_hmac  # noqa: E402
+from tests.firmware.hes import HeadEnd, le  # noqa: E402
+
+ADDR = "123456789012"
+KEY = b"0123456789abcdef"
+T0 = 802347771  # 2025-06-05 10:22:51
+READ_ENERGY = bytes.fromhex("fefefefe68129078563412681104333334336816")
+RATE_FRAMES = 20000
+MIXED = 1000
+
+
+class Rand:
+    def __init__(self):
+        self.n = 7
+
+    def __call__(self, n):
+        out = bytearray(n)
+        for i in range(n):
+            self.n = (self.n * 1103515245 + 12345) & 0x7FFFFFFF
+            out[i] = self.n >> 16 & 0xFF
+        return bytes(out)
+
+
+def _config():
+    return {"address": ADDR, "key": KEY, "krn": 1, "mode": "local"}
+
+
+def mixed_frames(n: int = MIXED) -> list[tuple[bytes, bytes]]:
+    """n (request, expected reply) pairs recorded from a CPython meter."""
+    m = Meter(_config(), RamFlash(4096), T0, Rand())
+    he = HeadEnd(ADDR, KEY, std_hmac)
+    out: list[tuple[bytes, bytes]] = []
+
+    def send(frame):
+        r = m.handle(frame, T0)
+        out.append((frame, r or b""))
+        return r
+
+    he.authed(send(he.auth(bytes(range(8)))))
+    send(he.purchase(100000, 1, "000000000042", open_account=True))
+    reads = [0x00010000, 0x00900200, 0x04000503, 0x0001FF00, 0x04000102, 0x04000101, 0x040005FF,
+             0x0400040E, 0x03330201, 0x1D000001, 0x02030000, 0x12345678]
+    i = 0
+    count = 1
+    while len(out) < n:
+        k = i % 40
+        if k == 10:
+            send(he.read(0x040100FF))
+            send(he.frame(0x12, le(0x040100FF, 4) + b"\x01"))
+        elif k == 20:
+            send(he.write(0x04001001, bytes.fromhex("00200000")))
+        elif k == 30:
+            count += 1
+            send(he.purchase(100, count, "000000000042"))
+        elif k == 35:
+            send(he.control(0x1A if i % 80 < 40 else 0x1C, T0 + 3600))
+        else:
+            send(he.read(reads[i % len(reads)]))
+        i += 1
+    return out[:n]
+
+
+_MPY = r"""
+import gc, time
+gc.collect()
+base = gc.mem_alloc()
+from meter.core import Meter
+gc.collect()
+after_import = gc.mem_alloc() - base
+
+class FileFlash:
+    def __init__(self, path, size):
+        self.size = size
+        f = open(path, "wb")
+        blank = bytes(256)
+        for _ in range(size // 256):
+            f.write(blank)
+        f.close()
+        self.f = open(path, "r+b")
+
+    def read(self, off, n):
+        self.f.seek(off)
+        return self.f.read(n)
+
+    def write(self, off, data):
+        self.f.seek(off)
+        self.f.write(data)
+        self.f.flush()
+
+class Rand:
+    def __init__(self):
+        self.n = 7
+
+    def __call__(self, n):
+        out = bytearray(n)
+        for i in range(n):
+            self.n = (self.n * 1103515245 + 12345) & 0x7FFFFFFF
+            out[i] = self.n >> 16 & 0xFF
+        return bytes(out)
+
+m = Meter({"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}, FileFlash(%(flash)r, 4096),
+          %(t0)d, Rand())
+gc.collect()
+after_meter = gc.mem_alloc() - base
+bad = 0
+n = 0
+for line in open(%(frames)r):
+    req, want = line.split()
+    r = m.handle(bytes.fromhex(req), %(t0)d)
+    if (r.hex() if r else "-") != want:
+        bad += 1
+    n += 1
+gc.collect()
+after_mixed = gc.mem_alloc() - base
+for line in open(%(frames)r):  # a second pass: the protected frames are now stale, refused
+    m.handle(bytes.fromhex(line.split()[0]), %(t0)d)
+gc.collect()
+after_mixed2 = gc.mem_alloc() - base
+rate = 0
+if %(rate)d:
+    req = bytes.fromhex(%(read)r)
+    t = time.ticks_us()
+    for _ in range(%(rate)d):
+        m.handle(req, %(t0)d)
+    rate = %(rate)d * 1000000 // max(1, time.ticks_diff(time.ticks_us(), t))
+print("result", n, bad, after_import, after_meter, after_mixed, after_mixed2, rate)
+"""
+
+
+def _mpy_run(dest: Path, frames: Path, flash: Path, heapsize: str, rate: int):
+    # the harness is compiled to .mpy too: source compiled on the device would charge the
+    # compiler's heap to the meter
+    name = f"bench_harness_{rate}"
+    if not (dest / f"{name}.mpy").exists():
+        src = dest / f"{name}.py"
+        src.write_text(_MPY % {"addr": ADDR, "key": KEY, "flash": str(flash), "t0": T0, "frames": str(frames),
+                               "rate": rate, "read": READ_ENERGY.hex()})
+        subprocess.run([mpy_cross(), "-o", str(dest / f"{name}.mpy"), src.name], check=True, cwd=dest)
+        src.unlink()
+    res = run_mpy(dest, f"import {name}", heapsize=heapsize)
+    for line in res.stdout.splitlines():
+        if line.startswith("result"):
+            return [int(x) for x in line.split()[1:]]
+    return None
+
+
+def _cpython_rate(n: int = RATE_FRAMES) -> float:
+    m = Meter(_config(), RamFlash(4096), T0, Rand())
+    handle = m.handle
+    want = handle(READ_ENERGY, T0)
+    assert want and want[8] == 0x91
+    t = time.perf_counter()
+    for _ in range(n):
+        handle(READ_ENERGY, T0)
+    return n / (time.perf_counter() - t)
+
+
+def run(report) -> None:
+    cpy = _cpython_rate()
+    report("firmware: Meter.handle read-energy, CPython", cpy, "frames/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dest = build_mpy(tmp / "mpy")
+        pairs = mixed_frames()
+        frames = tmp / "frames.txt"
+        frames.write_text("".join(f"{q.hex()} {r.hex() or '-'}\n" for q, r in pairs))
+        res = _mpy_run(dest, frames, tmp / "flash.bin", "1M", RATE_FRAMES // 4)
+        if res is None:
+            raise RuntimeError("the meter did not run under micropython")
+        n, bad, imp, meter, mixed, mixed2, rate = res
+        if bad:
+            raise RuntimeError(f"{bad} of {n} micropython replies differ from CPython's")
+        report("firmware: Meter.handle read-energy, micropython", rate, "frames/s", baseline=cpy)
+        report("firmware: micropython heap after import (.mpy)", imp / 1024, "KB")
+        report("firmware: micropython heap with the Meter powered up", meter / 1024, "KB")
+        report(f"firmware: micropython heap after {n} mixed frames", mixed / 1024, "KB")
+        report(f"firmware: micropython heap after {2 * n} mixed frames", mixed2 / 1024, "KB", baseline=mixed / 1024)
+        lo, hi = 8, 256  # KB: lo fails, hi runs
+        if _mpy_run(dest, frames, tmp / "flash.bin", f"{hi}K", 0) is None:
+            raise RuntimeError("the meter does not run even in 256 KB")
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            r = _mpy_run(dest, frames, tmp / "flash.bin", f"{mid}K", 0)
+            if r is not None and r[1] == 0:
+                hi = mid
+            else:
+                lo = mid
+        report("firmware: smallest micropython -X heapsize serving the mixed frames", hi, "KB")
+
+
+if __name__ == "__main__":
+    def _print(name, value, unit, baseline=None):
+        print(f"{name:<70} {value:>12,.1f} {unit}" + (f"  ({value / baseline:.2f}x)" if baseline else ""))
+
+    os.chdir(ROOT)
+    run(_print)
