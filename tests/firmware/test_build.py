@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from protocol import build_frame, parse_frame
-from tests.mpy import run_micropython
 from tools.meter_image import ImageError, check_hashes, flash, flash_commands, load_image
 from tools.sim import FIRMWARE, ROOT
 
