@@ -81,7 +81,8 @@ class Meter:
         self.power_w = 0
         self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
         self.actual_open = None
-        self._tj = None  # cached JSON of the tariff; None after any change
+        self._tj = None  # cached JSON pieces of the tariff and the events; None after any change
+        self._ej = None
         state = self.store.load()
         if state is not None:
             self._restore(state)
@@ -95,13 +96,13 @@ class Meter:
     # --- persistence -------------------------------------------------------------------
     def _small_state(self):
         return {"a": codec.addr_str(self.addr), "n": codec.addr_str(self.number),
-                "w": self.wallet.dump(), "r": self.relay.dump(),
-                "e": self.events.dump(), "s": self.sec.dump(), "E": self.energy,
+                "w": self.wallet.dump(), "r": self.relay.dump(), "s": self.sec.dump(), "E": self.energy,
                 "L": self.ladder_wh, "lt": self.last_t, "o": self.offset, "b": self.bc_day}
 
     def _state(self):
         s = self._small_state()
         s["t"] = self.tariff.dump()
+        s["e"] = self.events.dump()
         return s
 
     def _restore(self, s):
@@ -121,11 +122,26 @@ class Meter:
     def _save(self):
         # the tariff is most of the record and changes only on writes and set switch-overs:
         # keep its JSON, so a save after each pulse batch does not rebuild it
+        # the record is one JSON object written in three pieces, each kept as its own (smaller)
+        # block; tariff and events change rarely, so their pieces are cached
         tj = self._tj
         if tj is None:
-            tj = self._tj = ('{"t":' + json.dumps(self.tariff.dump()) + ",").encode()
-        rest = json.dumps(self._small_state()).encode()
-        self.store.save_parts((tj, memoryview(rest)[1:]))
+            tj = self._tj = _buf('{"t":' + json.dumps(self.tariff.dump()) + ",")
+        ev_ = self.events
+        ej = self._ej
+        if ev_.dirty or ej is None:
+            # one piece per event kind: no contiguous block larger than ten records is needed
+            r = ev_.recs
+            ej = [_buf('"e":[' + json.dumps(ev_.counts) + ",[" + json.dumps(r[0]))]
+            for k in range(1, len(r)):
+                ej.append(_buf("," + json.dumps(r[k])))
+            ej.append(_buf("]],"))
+            self._ej = ej
+            ev_.dirty = False
+        parts = [tj]
+        parts.extend(ej)
+        parts.append(_buf(json.dumps(self._small_state()))[1:])
+        self.store.save_parts(parts)
 
     # --- clock ---------------------------------------------------------------------------
     def time(self, now):
@@ -645,6 +661,14 @@ class Meter:
         self.events.add(ev.PURCHASE, [t, w.count, amount, before, w.balance, w.total_bought])
         self._local(cmd, t)
         return self._reply(0x83, out, 4)
+
+
+def _buf(s):
+    # MicroPython's str is a buffer: write it without an encoded copy
+    try:
+        return memoryview(s)
+    except TypeError:
+        return memoryview(s.encode())
 
 
 def _put_customer(b, o, s):

@@ -19,6 +19,7 @@ class Events:
     def __init__(self):
         self.counts = [0] * KINDS
         self.recs = [[] for _ in range(KINDS)]
+        self.dirty = True  # changed since the store last wrote it
 
     def add(self, kind, rec):
         r = self.recs[kind]
@@ -26,6 +27,7 @@ class Events:
         if len(r) > KEEP:
             r.pop()
         self.counts[kind] += 1
+        self.dirty = True
 
     def last(self, kind, n):
         """The n-th last record (1 = newest) or None."""
@@ -38,3 +40,4 @@ class Events:
     def load(self, obj):
         self.counts = list(obj[0])
         self.recs = [list(r) for r in obj[1]]
+        self.dirty = True
