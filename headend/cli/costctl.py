@@ -36,7 +36,7 @@ def run_once(args: argparse.Namespace) -> int:
     store = c.open_store_from_args(args, must_exist=True)
     now = int(args.at) if args.at is not None else int(time.time())
     rep = run_cycle(store, catalog, now, rules=cc.rules, interval_s=cc.interval_s, utc_offset_s=cc.utc_offset_s,
-                    actor=c.actor_of(args))
+                    actor=c.actor_of(args), snap_s=cc.snap_s)
     if args.json:
         c.print_json(rep.__dict__)
     else:

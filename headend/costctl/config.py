@@ -3,6 +3,7 @@
 ```toml
 [costctl]
 interval_s = 86400          # daily frozen readings (3600 or 900 possible)
+snap_s = 300                # a reading this close to a boundary counts as the boundary's (0: exact)
 tariffs = "tariffs.toml"    # relative to the config file; built-in tariffs are always there
 utc_offset_h = 8
 trips = true
@@ -24,7 +25,7 @@ from headend.tariff.model import hhmm
 
 __all__ = ["CostCtlConfig", "costctl_config"]
 
-_KNOWN = {"interval_s", "tariffs", "utc_offset_h", "trips", "notice_period_h", "night", "no_trip_weekdays", "holidays"}
+_KNOWN = {"interval_s", "snap_s", "tariffs", "utc_offset_h", "trips", "notice_period_h", "night", "no_trip_weekdays", "holidays"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class CostCtlConfig:
     tariffs: Path | None = None
     utc_offset_s: int = 8 * 3600
     rules: Rules = field(default_factory=Rules)
+    snap_s: int = 0
 
 
 def costctl_config(section: Mapping[str, Any], base: Path | None = None) -> CostCtlConfig:
@@ -71,4 +73,7 @@ def costctl_config(section: Mapping[str, Any], base: Path | None = None) -> Cost
     interval = int(section.get("interval_s", 86400))
     if interval <= 0 or 86400 % interval:
         raise ValueError(f"[costctl] interval_s = {interval}: must divide a day (86400, 3600, 900, ...)")
-    return CostCtlConfig(interval, path, int(round(float(section.get("utc_offset_h", 8)) * 3600)), rules)
+    snap = int(section.get("snap_s", 0))
+    if not 0 <= snap < interval // 2:
+        raise ValueError(f"[costctl] snap_s = {snap}: must be 0 .. {interval // 2 - 1} (under half an interval)")
+    return CostCtlConfig(interval, path, int(round(float(section.get("utc_offset_h", 8)) * 3600)), rules, snap)

@@ -7,7 +7,8 @@ at its end minus the register at its start.  ``Account.rated_until`` is the star
 interval already rated, so the next batch's base reading is the one at ``rated_until +
 interval_s`` (an account never rated takes its first grid reading as the base).
 
-1. **Collect**: per account, the grid readings since its base, up to the last complete interval.
+1. **Collect**: per account, the grid readings since its base, up to the last complete interval
+   (a reading within ``snap_s`` of a boundary counts as that boundary's, the closest one wins).
    Anomalies (gaps, backwards registers, meter exchanges, off-grid readings) are reported and
    audited (``headend.tariff.readings`` rules); an account is rated only up to its last good
    reading, so a trailing gap is rated next cycle and nothing is billed twice or dropped.
@@ -70,10 +71,17 @@ def _yuan(fen: int) -> str:
 
 
 def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rules: Rules = Rules(),
-              interval_s: int = 86400, utc_offset_s: int = CHINA_UTC_OFFSET, actor: str = "costctl") -> CycleReport:
-    """Run one cycle at Unix time ``now`` (see module doc); returns what was done."""
+              interval_s: int = 86400, utc_offset_s: int = CHINA_UTC_OFFSET, actor: str = "costctl",
+              snap_s: int = 0) -> CycleReport:
+    """Run one cycle at Unix time ``now`` (see module doc); returns what was done.
+
+    ``snap_s``: a reading taken within this many seconds of a grid boundary counts as the
+    boundary's reading (periodic collection reads a little after the hour); 0 = exact only.
+    """
     if interval_s <= 0 or 86400 % interval_s:
         raise ValueError(f"interval_s must divide a day (86400, 3600, 900 ...), got {interval_s}")
+    if not 0 <= snap_s < interval_s // 2:
+        raise ValueError(f"snap_s must be 0 .. {interval_s // 2 - 1} s (under half an interval), got {snap_s}")
     rep = CycleReport()
     clock = time.perf_counter()
 
@@ -99,7 +107,8 @@ def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rule
     known = [b for b in bases if b is not None]
     since = 0 if len(known) < len(bases) else min(known, default=last_end)
     reads_of: dict[str, list[tuple[int, int]]] = {}
-    for meter, value, read_at in store.readings_for_di(ENERGY_DI, since=since, until=last_end + 1):
+    for meter, value, read_at in store.readings_for_di(ENERGY_DI, since=max(since - snap_s, 0),
+                                                       until=last_end + snap_s + 1):
         if value is not None:
             reads_of.setdefault(meter, []).append((read_at, value))
     stage("collect")
@@ -110,17 +119,21 @@ def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rule
         if tariff is None or tariff not in catalog:
             rep.skipped.append(f"{customer}: tariff {tariff!r} is not in the catalog")
             continue
-        reads = []
+        snapped: dict[int, tuple[int, int, int]] = {}       # grid time -> (distance, value, meter)
         for m in meters_of.get(customer, ()):
             for read_at, value in reads_of.get(m.address, ()):
-                if base_t is not None and read_at < base_t:
-                    continue
-                if (read_at - phase) % interval_s:
+                off = (read_at - phase) % interval_s
+                dist = min(off, interval_s - off)
+                if dist > snap_s:
                     rep.problems.append(f"{customer}: reading at {read_at} from {m.address} is off the "
                                         f"{interval_s} s grid: not used")
                     continue
-                reads.append((read_at, value, int(m.address)))
-        reads.sort()
+                g = read_at - off if off <= snap_s else read_at + dist
+                if (base_t is not None and g < base_t) or g > last_end:
+                    continue
+                if g not in snapped or dist < snapped[g][0]:
+                    snapped[g] = (dist, value, int(m.address))
+        reads = sorted((g, v, m) for g, (_d, v, m) in snapped.items())
         if base_t is None:
             if not reads:
                 continue

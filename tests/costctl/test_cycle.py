@@ -107,3 +107,21 @@ def test_gaps_wait_and_off_grid_readings_are_reported(env):
     cycle(store, now, D0 + 7 * DAY + 10 * 3600)
     acc = store.get_account(A)
     assert acc.ladder_wh == 70_000 and acc.rated_until == D0 + 6 * DAY    # the gap's energy billed once
+
+
+def test_readings_a_little_after_the_boundary_snap_to_it(tmp_path):
+    store = open_store(tmp_path / "s.db", clock=lambda: D0)
+    store.add_meter("000000000001", link="tcp://127.0.0.1:9", customer=A, actor="t", mode="remote")
+    store.update_account(A, actor="t", tariff="beijing")
+    # collected 40 s and 95 s after midnight; a second, later reading of day 1 loses to the closer one
+    store.add_readings([("000000000001", "00010000", 100_000, D0 + 40), ("000000000001", "00010000", 110_000, D0 + DAY + 95),
+                        ("000000000001", "00010000", 110_500, D0 + DAY + 250), ("000000000001", "00010000", 120_000, D0 + 2 * DAY + 10)])
+    exact = run_cycle(store, load_catalog(), D0 + 2 * DAY + 3600)
+    assert exact.rated == 0 and sum("off the 86400 s grid" in p for p in exact.problems) == 3   # the 4th: later
+    rep = run_cycle(store, load_catalog(), D0 + 2 * DAY + 3600, snap_s=300)
+    assert rep.rated == 1 and rep.problems == []
+    acc = store.get_account(A)
+    assert acc.ladder_wh == 20_000 and acc.rated_until == D0 + DAY
+    with pytest.raises(ValueError, match="snap_s"):
+        run_cycle(store, load_catalog(), D0, snap_s=DAY)
+    store.close()
