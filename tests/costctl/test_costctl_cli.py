@@ -59,6 +59,9 @@ def test_costctl_section_parsing(tmp_path):
     assert cc.interval_s == 3600 and cc.tariffs == tmp_path / "t.toml"
     assert (cc.rules.night_start_min, cc.rules.night_end_min) == (21 * 60 + 30, 7 * 60)
     assert cc.rules.notice_period_s == 7200 and cc.rules.holidays == ((2025, 10, 1),) and not cc.rules.trips
+    assert costctl_config({"snap_s": 300}).snap_s == 300
+    with pytest.raises(ValueError, match="snap_s"):
+        costctl_config({"snap_s": 50_000})
     assert costctl_config({"night": ""}).rules.night_start_min == costctl_config({"night": ""}).rules.night_end_min
     for bad, words in (({"interval_s": 7000}, "divide a day"), ({"night": "8pm"}, "HH:MM-HH:MM"),
                        ({"holidays": ["1 Oct"]}, "YYYY-MM-DD"), ({"colour": 1}, "unknown key")):
