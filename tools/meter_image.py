@@ -143,13 +143,13 @@ def load_image(directory: Path) -> dict[str, Any]:
     return record
 
 
-def flash_commands(port: str, record: dict[str, Any], reset: bool = True) -> list[list[str]]:
+def flash_commands(port: str, record: dict[str, Any], reset: bool = True, mpremote: str | None = None) -> list[list[str]]:
     """The mpremote invocations that deploy the image (run in the image directory), in order.
 
     The first two remove old module folders (a stale .py would shadow its .mpy) and fail harmlessly
     on a fresh board; then copy; then sha256sum of every file; then reset.
     """
-    mp = [_tool("mpremote"), "connect", port]
+    mp = [mpremote or _tool("mpremote"), "connect", port]
     files = list(record["files"])
     dirs = sorted({f.split("/")[0] for f in files if "/" in f})
     cmds = [mp + ["fs", "rm", "-r", ":meter"], mp + ["fs", "rm", "-r", ":hal"]]
@@ -182,10 +182,12 @@ def check_hashes(output: str, record: dict[str, Any]) -> list[str]:
     return [f for f, digest in record["files"].items() if seen.get(f) != digest]
 
 
-def flash(port: str, directory: Path, dry_run: bool = False, reset: bool = True) -> list[list[str]]:
-    """Deploy the image with mpremote and verify every file's hash on the board."""
+def flash(port: str, directory: Path, dry_run: bool = False, reset: bool = True,
+          mpremote: str | None = None) -> list[list[str]]:
+    """Deploy the image with mpremote (or the program `mpremote` names) and verify every file's
+    SHA-256 on the board; raises ImageError naming what differs."""
     record = load_image(directory)
-    cmds = flash_commands(port, record, reset)
+    cmds = flash_commands(port, record, reset, mpremote)
     if dry_run:
         return cmds
     for rm in cmds[:2]:

@@ -4,6 +4,7 @@ and `meter flash` runs the right mpremote commands and checks what the board hol
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -191,3 +192,34 @@ def test_build_takes_key_from_headend_key_store(tmp_path: Path) -> None:
                         "--from-headend", str(tmp_path / "prepaid645.key"), "--out", str(tmp_path / "y")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and "key store" in r.stderr and "prepaid645.key" in r.stderr
+
+
+def _fake_mpremote(tmp_path: Path) -> str:
+    exe = tmp_path / "mpremote"
+    exe.write_text(f"#!{sys.executable}\n" + (Path(FAKES) / "mpremote.py").read_text())
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_flash_copies_verifies_and_resets(image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    board = tmp_path / "board"
+    (board / "fs" / "meter").mkdir(parents=True)
+    (board / "fs" / "meter" / "core.py").write_text("stale source that would shadow core.mpy")
+    monkeypatch.setenv("FAKE_BOARD", str(board))
+    flash("/dev/ttyUSB0", image, mpremote=_fake_mpremote(tmp_path))
+    record = load_image(image)
+    for f, digest in record["files"].items():
+        assert hashlib.sha256((board / "fs" / f).read_bytes()).hexdigest() == digest
+    assert not (board / "fs" / "meter" / "core.py").exists()
+    assert (board / "reset").exists()
+
+
+def test_flash_fails_when_the_board_holds_other_bytes(image: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    board = tmp_path / "board"
+    (board / "fs").mkdir(parents=True)
+    monkeypatch.setenv("FAKE_BOARD", str(board))
+    monkeypatch.setenv("FAKE_BOARD_MANGLE", "hal/board.mpy")
+    with pytest.raises(ImageError, match=r"does not hold the image: hal/board.mpy differ"):
+        flash("/dev/ttyUSB0", image, mpremote=_fake_mpremote(tmp_path))
+    assert not (board / "reset").exists()  # a board with a broken image is not restarted into it
