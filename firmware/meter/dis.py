@@ -230,7 +230,7 @@ def read_item(m, di, b, o, t):
     lo = di & 0xFFFF
     if c <= 2:
         k = lo >> 8
-        if lo & 0xFF or k > 4 or (c == 0 and k):
+        if lo & 0xFF or k > 4:
             return -1
         put_bcd(b, o, 0 if c == 2 else m.energy[k] // 10, 4)
         return 4
