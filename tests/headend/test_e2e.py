@@ -275,3 +275,32 @@ def test_serve_collects_readings_periodically(he):
         assert all(seen) and n >= 2  # at least two cycles, every meter
     finally:
         _stop(bus)
+
+
+def test_serve_killed_mid_recharge_resumes_and_credits_once(he):
+    bus, buses = _start_bus(he, "--count", "1", "--drop", f"{A1}=recharge:4")
+    try:
+        he.cli("meter", "add", A1, "--link", buses[0]["link"], "--customer", CUST)
+        he.start_serve()
+        code, out, err = he.cli("recharge", A1, "7", "--wait", "0.8")
+        assert code == 3  # replies lost so far: still queued, safely
+        he.serve_proc.kill()  # no clean shutdown: whatever was in flight stays "sent"
+        he.serve_proc.wait()
+        he.serve_proc = None
+        with he.store() as s:
+            [rc] = s.list_commands(kind="recharge")
+            assert rc.status in ("sent", "queued") and rc.reply["purchase_count"] == 1
+        he.start_serve()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with he.store() as s:
+                rc = s.get_command(rc.id)
+            if rc.status in ("confirmed", "failed"):
+                break
+            time.sleep(0.2)
+        assert rc.status == "confirmed", rc.last_error
+        assert rc.reply["purchase_count"] == 1
+        code, out, err = he.cli("read", A1, "remaining_money", "--json")
+        assert json.loads(out)[0]["reply"]["values"]["00900200"]["value"] == "7.00"
+    finally:
+        _stop(bus)
