@@ -306,3 +306,27 @@ def test_feed_cuts_frames_from_a_stream():
     assert len(out) == 1 and parse(out[0])[0] == 0x91
     out = m.feed(req[7:] + req * 3, T0)
     assert len(out) == 4
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 0x7F), st.binary(max_size=200), st.sampled_from([ADDR, "AAAAAAAAAAAA", "AAAAAAAA9012",
+                                                                        "999999999999"]))
+def test_any_well_formed_frame_leaves_money_and_relay_alone(ctrl, data, address):
+    m, he, _ = opened(5000)
+    keep = lambda: (m.wallet.dump(), m.relay.dump(), m.tariff.dump(), m.energy, codec.addr_str(m.addr))  # noqa: E731
+    before = keep()
+    frame = headend(address=address).frame(ctrl, data)
+    r = m.handle(frame, T0)
+    if r is not None:
+        protocol.parse_frame(r)
+    assert keep() == before
+
+
+def test_power_hold_release_re_sends_the_wallet_command():
+    m, he, _ = opened(2000)
+    assert ask(m, he.control(0x3A, T0 + 600))[0] == 0x9C
+    m.add_energy(31000, T0)  # 15.50 yuan: into ALARM2, the pre-trip is refused under hold
+    assert m.wallet.state == 2 and not m.relay_open
+    assert ask(m, he.control(0x3B, T0 + 600))[0] == 0x9C
+    assert m.relay_open  # released: the pending pre-trip happens now
+    assert m.button(T0) and not m.relay_open
