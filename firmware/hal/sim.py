@@ -479,6 +479,10 @@ def main(argv):
         load = LoadModel(scale_pct=o["scale"], noise_pct=o["noise"], seed=o["seed"], fixed_w=o["load_w"])
         start = parse_time(o["start"]) if o["start"] else None
         sim = SimMeter(meter_cfg, o["state"] or hw["state"], hw["state_size"], o["speed"], start, load)
+    except MemoryError:
+        print(json.dumps({"error": "the heap is too small to start the simulator (it compiles the firmware "
+                                   "from source): give micropython more, e.g. `meter run --heapsize 256K`"}))
+        return 2
     except Exception as e:  # noqa: BLE001 - every start-up fault ends here with its message
         print(json.dumps({"error": str(e)}))
         return 2

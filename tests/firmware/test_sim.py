@@ -151,3 +151,9 @@ def test_micropython_child_stops_when_its_launcher_dies(tmp_path: Path) -> None:
     while Path(f"/proc/{child[0]}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{child[0]}").exists() or "zombie" in Path(f"/proc/{child[0]}/status").read_text()
+
+
+def test_micropython_heap_too_small_is_said(tmp_path: Path) -> None:
+    r = _run_cli("run", "--quiet", "--micropython", "--heapsize", "64K", "--address", ADDR, "--key-hex", KEY,
+                 "--state", str(tmp_path / "m.state"), "--listen", "tcp://127.0.0.1:0")
+    assert r.returncode == 2 and "heap is too small" in r.stderr and "--heapsize 256K" in r.stderr
