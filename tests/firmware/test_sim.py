@@ -154,6 +154,8 @@ def test_micropython_child_stops_when_its_launcher_dies(tmp_path: Path) -> None:
 
 
 def test_micropython_heap_too_small_is_said(tmp_path: Path) -> None:
-    r = _run_cli("run", "--quiet", "--micropython", "--heapsize", "64K", "--address", ADDR, "--key-hex", KEY,
-                 "--state", str(tmp_path / "m.state"), "--listen", "tcp://127.0.0.1:0")
-    assert r.returncode == 2 and "heap is too small" in r.stderr and "--heapsize 256K" in r.stderr
+    for heap in ("64K", "128K"):  # too small to import the simulator / to compile the core
+        r = _run_cli("run", "--quiet", "--micropython", "--heapsize", heap, "--address", ADDR, "--key-hex", KEY,
+                     "--state", str(tmp_path / "m.state"), "--listen", "tcp://127.0.0.1:0")
+        assert r.returncode != 0 and "MemoryError" not in r.stdout
+        assert "heap is too small" in r.stderr or f"larger heap (--heapsize, now {heap})" in r.stderr

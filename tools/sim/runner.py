@@ -234,7 +234,8 @@ def run_micropython(o: RunOptions) -> int:
                     status = 2
         rc = child.wait()
     if status == 0 and rc != 0:
-        print(f"meter: micropython exited with status {rc}", file=sys.stderr)
+        print(f"meter: micropython exited with status {rc}; if it says MemoryError above, give it a "
+              f"larger heap (--heapsize, now {o.heapsize})", file=sys.stderr)
         return rc
     if status == 0:
         print(f"meter {address} stopped; state kept in {o.state}", flush=True)
