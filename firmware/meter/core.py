@@ -62,6 +62,7 @@ class Meter:
         self.rand = rand
         self.fr = codec.Frame()
         self.tx = bytearray(codec.FRAME_MAX)
+        self._txv = memoryview(self.tx)
         self.out = bytearray(codec.MAX_DATA)
         self.blk = bytearray(512)  # the longest block: 10 programming records, 503 bytes
         self.blk_n = 0
@@ -247,6 +248,12 @@ class Meter:
 
     def handle(self, frame, now):
         """One whole raw frame in; the reply frame (bytes) or None."""
+        r = self.handle_view(frame, now)
+        return None if r is None else bytes(r)
+
+    def handle_view(self, frame, now):
+        """As handle(), but the reply is a memoryview into the meter's transmit buffer, valid
+        until the next call: a HAL that writes it straight to the line copies nothing."""
         fr = self.fr
         if codec.decode(frame, fr):
             return None
@@ -311,7 +318,7 @@ class Meter:
 
     def _reply(self, ctrl, data, n):
         k = codec.encode_into(self.tx, self.addr, ctrl, data, n)
-        return bytes(memoryview(self.tx)[:k])
+        return self._txv[:k]
 
     def _err(self, fn, err):
         self.out[0] = err

@@ -138,7 +138,7 @@ class Security:
     def remember(self, seq, raw, reply):
         self.last = seq
         self.req = bytes(raw)
-        self.rep = reply
+        self.rep = bytes(reply)  # the reply may be a view of a buffer the next frame reuses
 
 
 def _hex(b):

@@ -141,6 +141,19 @@ for line in open(%(frames)r):  # a second pass: the protected frames are now sta
     m.handle(bytes.fromhex(line.split()[0]), %(t0)d)
 gc.collect()
 after_mixed2 = gc.mem_alloc() - base
+req = bytes.fromhex(%(read)r)
+gc.collect()
+gc.disable()
+a = gc.mem_alloc()
+for _ in range(100):
+    m.handle_view(req, %(t0)d)
+b = gc.mem_alloc()
+for _ in range(100):
+    m.handle(req, %(t0)d)
+c = gc.mem_alloc()
+gc.enable()
+view_alloc = (b - a) // 100
+bytes_alloc = (c - b) // 100
 rate = 0
 if %(rate)d:
     req = bytes.fromhex(%(read)r)
@@ -148,7 +161,7 @@ if %(rate)d:
     for _ in range(%(rate)d):
         m.handle(req, %(t0)d)
     rate = %(rate)d * 1000000 // max(1, time.ticks_diff(time.ticks_us(), t))
-print("result", n, bad, after_import, after_meter, after_mixed, after_mixed2, rate)
+print("result", n, bad, after_import, after_meter, after_mixed, after_mixed2, rate, view_alloc, bytes_alloc)
 """
 
 
@@ -192,10 +205,12 @@ def run(report) -> None:
         res = _mpy_run(dest, frames, tmp / "flash.bin", "1M", RATE_FRAMES // 4)
         if res is None:
             raise RuntimeError("the meter did not run under micropython")
-        n, bad, imp, meter, mixed, mixed2, rate = res
+        n, bad, imp, meter, mixed, mixed2, rate, view_alloc, bytes_alloc = res
         if bad:
             raise RuntimeError(f"{bad} of {n} micropython replies differ from CPython's")
         report("firmware: Meter.handle read-energy, micropython", rate, "frames/s", baseline=cpy)
+        report("firmware: micropython heap taken per read-energy frame, handle_view", view_alloc, "bytes")
+        report("firmware: micropython heap taken per read-energy frame, handle (bytes reply)", bytes_alloc, "bytes")
         report("firmware: micropython heap after import (.mpy)", imp / 1024, "KB")
         report("firmware: micropython heap with the Meter powered up", meter / 1024, "KB")
         report(f"firmware: micropython heap after {n} mixed frames", mixed / 1024, "KB")
