@@ -27,9 +27,27 @@ def _hal_config() -> Any:
     return config
 
 
+def _registered(args: argparse.Namespace) -> Any:
+    """The head-end's record of this meter when --from-headend names its database, else None."""
+    db = Path(args.from_headend or "")
+    if db.suffix != ".db" or not db.exists():
+        return None
+    from headend.store import NotFound, open_store
+    try:
+        return open_store(db).get_meter(args.address)
+    except NotFound:
+        return None
+
+
 def meter_key(args: argparse.Namespace) -> bytes:
-    """The meter key from exactly one source; there is no default key."""
+    """The meter key from exactly one source; there is no default key. Fills in args.krn (and
+    args.mode when left out) from the head-end's database when it knows the meter."""
     cfg = _hal_config()
+    known = _registered(args) if getattr(args, "from_headend", None) else None
+    if args.krn is None:
+        args.krn = known.krn if known is not None else 0
+    if getattr(args, "mode", "") is None:
+        args.mode = known.mode if known is not None else "local"
     sources = [n for n in ("key_hex", "key_file", "master_key_hex", "from_headend") if getattr(args, n, None)]
     if len(sources) != 1:
         raise cfg.ConfigError("give the meter key in exactly one way: --key-hex, --key-file, --master-key-hex "
@@ -75,8 +93,10 @@ def _key_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-headend", metavar="DB_OR_KEYFILE",
                    help="derive the meter key from the head-end's key store (prepaid645.db or prepaid645.key; "
                         "passphrase from $PREPAID645_KEY_PASSPHRASE or a prompt)")
-    p.add_argument("--krn", type=int, default=0, help="key revision number 0..255 (default 0)")
-    p.add_argument("--mode", choices=("local", "remote"), default="local", help="cost control (default local)")
+    p.add_argument("--krn", type=int, help="key revision number 0..255 (default: the head-end's record "
+                                             "with --from-headend DB, else 0)")
+    p.add_argument("--mode", choices=("local", "remote"),
+                   help="cost control (default: the head-end's record with --from-headend DB, else local)")
     p.add_argument("--bench", action="store_true",
                    help="test-bench image: also accept plaintext 1CH/14H (never for a customer's meter)")
 

@@ -223,3 +223,19 @@ def test_flash_fails_when_the_board_holds_other_bytes(image: Path, tmp_path: Pat
     with pytest.raises(ImageError, match=r"does not hold the image: hal/board.mpy differ"):
         flash("/dev/ttyUSB0", image, mpremote=_fake_mpremote(tmp_path))
     assert not (board / "reset").exists()  # a board with a broken image is not restarted into it
+
+
+def test_build_takes_krn_and_mode_from_headend_database(tmp_path: Path) -> None:
+    from headend.keys import KeyStore
+    from headend.store import open_store
+    store = KeyStore.create(tmp_path / "prepaid645.key", "correct horse battery", master=bytes(range(32)),
+                            scrypt_n=2**10)
+    open_store(tmp_path / "prepaid645.db").add_meter(ADDR, link="tcp://127.0.0.1:1", customer="000000000077",
+                                                     actor="test", mode="remote", krn=4)
+    env = {**os.environ, "PREPAID645_KEY_PASSPHRASE": "correct horse battery"}
+    r = subprocess.run([sys.executable, "-m", "tools.meter_cli", "build", "--board", "rp2", "--address", ADDR,
+                        "--from-headend", str(tmp_path / "prepaid645.db"), "--out", str(tmp_path / "x")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "x" / "config.json").read_text())
+    assert (cfg["krn"], cfg["mode"], cfg["key"]) == (4, "remote", store.meter_key(ADDR, 4).hex())
