@@ -90,6 +90,8 @@ class Meter:
         t = self.time(now)
         self.last_t = max(self.last_t, t) if state is not None else t
         self.sec.locked(t)  # a new day clears the MAC-failure count at power-up
+        if self.tariff.roll(t):  # a switch-over that fell due while the power was off
+            self._tj = None
         self.relay.power_up(t)
         self._relay_events()
         self._save()
