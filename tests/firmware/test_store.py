@@ -210,3 +210,23 @@ def test_power_cut_during_relay_command_and_button():
         assert back.relay_open == (not applied)
 
     _cut_everywhere(prepare_permit, press, check_button, stride=3)
+
+
+def test_power_cut_during_key_update_leaves_exactly_one_working_key():
+    new_key = bytes(range(200, 216))
+
+    def prepare():
+        m, he, flash = opened(1000)
+        return m, flash
+
+    def op(m):
+        he = session(m, headend(), T0, r1=b"\x66" * 8)
+        ask(m, he.key_update(1, new_key))
+
+    def check(back, applied):
+        old_ok = ask(back, headend().auth(b"\x77" * 8))[0] == 0x83
+        new_ok = ask(back, headend(key=new_key).auth(b"\x78" * 8))[0] == 0x83
+        assert (old_ok, new_ok) == ((False, True) if applied else (True, False))
+        assert back.status()["krn"] == (1 if applied else 0)
+
+    _cut_everywhere(prepare, op, check, stride=7)
