@@ -14,11 +14,21 @@ meter is then reached on that connection until it drops.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from headend.link.session import Failure, LinkSession, Reply, Request
-from headend.transports.base import Connection, LinkDown, LinkError, LinkSpec, LinkUnreachable, parse_link_url
+from headend.transports.base import (
+    Connection,
+    LinkDown,
+    LinkError,
+    LinkSpec,
+    LinkUnreachable,
+    OnData,
+    OnLost,
+    parse_link_url,
+)
 from headend.transports.serial import open_serial
 from headend.transports.tcp import StreamProtocol, open_tcp
 
@@ -44,11 +54,39 @@ class LinkSettings:
     reconnect_backoff_max: float = 30.0
 
 
-Opener = Callable[["Link"], Awaitable[Connection]]
+Opener = Callable[[OnData, OnLost], Awaitable[Connection]]
+Done = Callable[[Reply | None, BaseException | None], None]
+
+
+class _Job:
+    """One queued request and whom to tell how it ended (exactly once)."""
+
+    __slots__ = ("request", "done", "resent")
+
+    def __init__(self, request: Request, done: Done) -> None:
+        self.request = request
+        self.done = done
+        self.resent = False
+
+
+class _Token:
+    """Identifies one opened connection, so a late "lost" from an old one changes nothing."""
+
+    __slots__ = ("dead",)
+
+    def __init__(self) -> None:
+        self.dead = False
 
 
 class Link:
-    """One bus: serialises requests, drives the sans-I/O session, reconnects after a drop."""
+    """One bus: queues requests (one on the bus at a time), drives the sans-I/O session from
+    loop callbacks, reconnects after a drop.
+
+    ``submit(request, done)`` is the callback form: ``done(reply, error)`` runs on the loop as
+    soon as the answer is cut out of the byte stream, and the next queued request goes out in
+    the same callback, with no task switch in between (collection cycles use it).
+    ``await request(...)`` is the same with a future.
+    """
 
     def __init__(self, url: str, settings: LinkSettings, opener: Opener | None = None) -> None:
         self.url = url
@@ -64,8 +102,10 @@ class Link:
         )
         self._opener = opener
         self._conn: Connection | None = None
-        self._lock = asyncio.Lock()
-        self._waiter: asyncio.Future[Reply] | None = None
+        self._token: _Token | None = None
+        self._queue: deque[_Job] = deque()
+        self._current: _Job | None = None
+        self._opening: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._next_open = 0.0
@@ -94,8 +134,17 @@ class Link:
         pause = self._next_open - loop.time()
         if pause > 0:  # back off after failed opens so a dead link is not hammered
             await asyncio.sleep(pause)
+        token = _Token()
+
+        def lost(exc: Exception | None) -> None:
+            token.dead = True
+            if self._token is token:
+                self.on_lost(exc)
+
         try:
-            conn = await self._opener(self)
+            conn = await self._opener(self.on_data, lost)
+            if token.dead:
+                raise LinkUnreachable(f"{self.url}: the connection closed as soon as it opened")
         except LinkUnreachable:
             self._open_failures += 1
             s = self.settings
@@ -105,8 +154,21 @@ class Link:
             self.reconnects += 1
         self._opened_once = True
         self._open_failures = 0
+        self._token = token
         self._conn = conn
         return conn
+
+    async def _open(self) -> None:
+        try:
+            await self._ensure_open()
+        except LinkError as exc:
+            jobs = list(self._queue)
+            self._queue.clear()
+            for job in jobs:
+                job.done(None, exc)
+        finally:
+            self._opening = None
+        self._next()
 
     def on_data(self, chunk: bytes) -> None:
         """Bytes from the connection (called by the transport)."""
@@ -114,21 +176,24 @@ class Link:
         if reply is not None:
             # the timer stays armed: when it fires it finds no deadline (or a later one) and
             # re-arms only then, so a busy link costs one timer per timeout, not one per request
-            w, self._waiter = self._waiter, None
-            if w is not None and not w.done():
-                w.set_result(reply)
+            job, self._current = self._current, None
+            if job is not None:
+                job.done(reply, None)
+            self._next()
 
     def on_lost(self, exc: Exception | None) -> None:
         """The connection went away (called by the transport)."""
         self._conn = None
-        self._fail(LinkDown(f"{self.url}: link dropped ({exc or 'closed by the other end'})"))
-
-    def _fail(self, exc: Exception) -> None:
-        self._cancel_timer()
+        self._token = None
         self.session.cancel()
-        w, self._waiter = self._waiter, None
-        if w is not None and not w.done():
-            w.set_exception(exc)
+        job, self._current = self._current, None
+        if job is not None:
+            if not job.resent and self._opener is not None and not self.closed:
+                job.resent = True  # reopen once and send the identical frame again
+                self._queue.appendleft(job)
+            else:
+                job.done(None, LinkDown(f"{self.url}: link dropped ({exc or 'closed by the other end'})"))
+        self._next()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -157,15 +222,59 @@ class Link:
             return
         out = self.session.on_deadline(now)
         if isinstance(out, Failure):
-            w, self._waiter = self._waiter, None
-            if w is not None and not w.done():
-                w.set_exception(NoAnswer(f"{out.reason} on {self.url}"))
+            job, self._current = self._current, None
+            if job is not None:
+                job.done(None, NoAnswer(f"{out.reason} on {self.url}"))
+            self._next()
             return
         if isinstance(out, bytes) and self._conn is not None:
             self._conn.write(out)
         self._arm()
 
     # -- requests -----------------------------------------------------------------------
+    def _next(self) -> None:
+        """Put the next queued request on the bus if the bus is free."""
+        while self._current is None and self._queue:
+            if self.closed:
+                jobs = list(self._queue)
+                self._queue.clear()
+                for job in jobs:
+                    job.done(None, LinkDown(f"{self.url}: link closed"))
+                return
+            conn = self._conn
+            if conn is None:
+                if self._opening is None:
+                    self._opening = asyncio.get_running_loop().create_task(self._open())
+                return
+            job = self._queue.popleft()
+            wire = self.session.begin(job.request, asyncio.get_running_loop().time())
+            if not job.request.reply:
+                conn.write(wire)
+                job.done(None, None)
+                continue
+            self._current = job
+            conn.write(wire)
+            self._arm()
+
+    def submit(self, req: Request, done: Done) -> _Job:
+        """Queue ``req``; ``done(reply, error)`` is called exactly once, on the loop."""
+        job = _Job(req, done)
+        self._queue.append(job)
+        if self._current is None:
+            self._next()
+        return job
+
+    def _withdraw(self, job: _Job) -> None:
+        if job is self._current:
+            self.session.cancel()
+            self._current = None
+            self._next()
+        else:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                pass
+
     async def request(self, req: Request) -> Reply | None:
         """Send ``req`` and return the meter's reply (None for broadcasts).
 
@@ -173,47 +282,42 @@ class Link:
         every retry went unanswered.  A drop mid-request reopens the link once and re-sends the
         identical frame.
         """
-        async with self._lock:
-            for attempt in (1, 2):
-                conn = self._conn
-                if conn is None:
-                    conn = await self._ensure_open()
-                loop = asyncio.get_running_loop()
-                wire = self.session.begin(req, loop.time())
-                if not req.reply:
-                    conn.write(wire)
-                    return None
-                fut: asyncio.Future[Reply] = loop.create_future()
-                self._waiter = fut
-                conn.write(wire)
-                self._arm()
-                try:
-                    return await fut
-                except LinkDown:
-                    if attempt == 2 or self._opener is None:
-                        raise
-                except asyncio.CancelledError:
-                    self._cancel_timer()
-                    self.session.cancel()
-                    self._waiter = None
-                    raise
-        raise AssertionError("unreachable")
+        fut: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+
+        def done(reply: Reply | None, exc: BaseException | None) -> None:
+            if not fut.done():
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(reply)
+
+        job = self.submit(req, done)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._withdraw(job)
+            raise
 
     async def close(self) -> None:
-        """Close the connection; later requests fail."""
+        """Close the connection; queued and later requests fail."""
         self.closed = True
+        self._cancel_timer()
         conn, self._conn = self._conn, None
+        self._token = None
         if conn is not None:
             conn.close()
-        self._fail(LinkDown(f"{self.url}: link closed"))
+        self.session.cancel()
+        job, self._current = self._current, None
+        if job is not None:
+            job.done(None, LinkDown(f"{self.url}: link closed"))
+        self._next()
 
 
-async def _open_dialout(spec: LinkSpec, link: Link) -> Connection:
-    timeout = link.settings.connect_timeout
+async def _open_dialout(spec: LinkSpec, timeout: float, on_data: OnData, on_lost: OnLost) -> Connection:
     if spec.kind == "tcp":
-        return await open_tcp(spec.host, spec.port, link.on_data, link.on_lost, timeout=timeout)
+        return await open_tcp(spec.host, spec.port, on_data, on_lost, timeout=timeout)
     if spec.kind == "serial":
-        return await open_serial(spec, link.on_data, link.on_lost, timeout=timeout)
+        return await open_serial(spec, on_data, on_lost, timeout=timeout)
     raise LinkUnreachable(f"{spec.url}: cannot dial a {spec.kind} link")
 
 
@@ -326,7 +430,8 @@ class FrontEnd:
             if url not in self._dialin:
                 await self.listen(url)
             return await self._dialin[url].link_for(address, self.settings.connect_timeout)
-        link = Link(url, self.settings, lambda lk, spec=spec: _open_dialout(spec, lk))
+        timeout = self.settings.connect_timeout
+        link = Link(url, self.settings, lambda on_data, on_lost: _open_dialout(spec, timeout, on_data, on_lost))
         self._links[url] = link
         return link
 
