@@ -588,10 +588,10 @@ class Meter:
             if not ok:
                 return self._serr(S_AUTH)
             mv = memoryview(d)
-            if not sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t):
+            r2 = sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t)
+            if r2 is None:
                 self._macfail(t, op, 0x03, di)
                 return self._serr(S_AUTH)
-            r2 = sec.r2
             for i in range(4):
                 out[4 + i] = r2[i]
             out[8] = out[9] = 0

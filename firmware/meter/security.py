@@ -100,15 +100,15 @@ class Security:
         return self.s is not None
 
     def authenticate(self, c1, r1, disp, t):
-        """True and a new session when C1 proves the key; the caller counts a False."""
+        """R2 of a new session when C1 proves the key, else None (the caller counts it)."""
         want = hmac_sha256(self.key, b"auth" + bytes(r1) + bytes(disp))[:8]
         if not ct_eq(want, c1):
-            return False
+            return None
         self.end()
-        self.r2 = bytes(self.rand(4))
-        self.s = hmac_sha256(self.key, b"session" + bytes(r1) + self.r2)[:16]
+        r2 = self.r2 = bytes(self.rand(4))
+        self.s = hmac_sha256(self.key, b"session" + bytes(r1) + r2)[:16]
         self.expiry = t + self.window
-        return True
+        return r2
 
     def set_window(self, minutes, t):
         self.window = minutes * 60

@@ -47,13 +47,13 @@ class Store:
         """The newest intact state object, or None on a blank or wholly corrupt flash."""
         s0, p0 = self._read_slot(0)
         s1, p1 = self._read_slot(1)
-        if p0 is None and p1 is None:
-            return None
-        if p1 is None or (p0 is not None and s0 > s1):
-            self.seq, self.slot, p = s0, 0, p0
-        else:
-            self.seq, self.slot, p = s1, 1, p1
-        return json.loads(p)
+        if p0 is not None and (p1 is None or s0 > s1):
+            self.seq, self.slot = s0, 0
+            return json.loads(p0)
+        if p1 is not None:
+            self.seq, self.slot = s1, 1
+            return json.loads(p1)
+        return None
 
     def save(self, obj):
         """Write obj as the newest record."""
