@@ -659,6 +659,9 @@ class Meter:
         w = self.wallet
         amount = get_le(d, 8, 4)
         count = get_le(d, 12, 4)
+        for i in range(20, 26):
+            if d[i] >> 4 > 9 or d[i] & 15 > 9:
+                return self._serr(1 << W.CUSTOMER_ERR)  # a customer number is 12 BCD digits
         cust = codec.addr_str(memoryview(d)[20:26])
         before = w.balance
         if di == DI_OPEN:

@@ -185,3 +185,16 @@ def test_plain_levels_only_in_bench_mode():
     sw3 = ask(b, he.read(0x04000503))[1][4:6]
     assert sw3[0] & 0x08  # status word 3 bit 3 reports bench mode
     assert not ask(m, he.read(0x04000503))[1][4] & 0x08
+
+
+def test_customer_number_must_be_bcd():
+    m, _ = make()
+    he = session(m, headend())
+    from tests.firmware.hes import le
+    di = le(0x070101FF, 4)
+    ac = le(100, 4) + le(1, 4)
+    cust = bytes.fromhex("1a0000000000")
+    frame = he.frame(0x03, di + le(0, 4) + ac + he.mac(0x03, di, ac, 1) + cust + he.mac(0x03, di, ac + cust, 1))
+    assert serr(ask(m, frame)) == 1 << 4
+    assert not m.status()["opened"]
+    assert ask(m, he.read(0x0400040E))[0] == 0x91
