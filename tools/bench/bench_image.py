@@ -51,6 +51,13 @@ def _boot(img: Path, fakes: Path, heap_kb: int) -> dict | None:
     return out if out["tx"] > 0 else None
 
 
+def _machine_heap(fakes: Path) -> int:
+    code = "import gc\ngc.collect()\na = gc.mem_alloc()\nimport machine\ngc.collect()\nprint(gc.mem_alloc() - a)"
+    r = subprocess.run([MICROPYTHON, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={"MICROPYPATH": str(fakes)})
+    return int(r.stdout)
+
+
 def _frames_per_second(tcp: tuple[str, int], seconds: float = 2.0) -> float:
     # one master, request then reply, as a head-end polls a meter (no pipelining)
     req = _read_frame()
@@ -84,6 +91,7 @@ def run(report: Callable[..., None]) -> None:
         if booted is None:
             raise RuntimeError("the image does not boot under micropython with a 256 KB heap")
         report("heap in use after boot + one read (unix port, 64-bit)", booted["alloc"] / 1024, "KB")
+        report("  of which the fake machine module (in ROM on a board)", _machine_heap(fakes) / 1024, "KB")
         smallest = next((kb for kb in range(64, 257, 4) if _boot(img, fakes, kb)), None)
         if smallest is not None:
             report("smallest -X heapsize that boots and serves (aim 96)", smallest, "KB")
