@@ -330,3 +330,34 @@ def test_power_hold_release_re_sends_the_wallet_command():
     assert ask(m, he.control(0x3B, T0 + 600))[0] == 0x9C
     assert m.relay_open  # released: the pending pre-trip happens now
     assert m.button(T0) and not m.relay_open
+
+
+_WRITABLE = [0x04001001, 0x04001002, 0x04001003, 0x04001004, 0x04001005, 0x04001401, 0x04000101, 0x04000102,
+             0x0400010C, 0x04000106, 0x04000107, 0x04000108, 0x04000109, 0x04000402, 0x04010000, 0x04010001,
+             0x04010008, 0x04020003, 0x04050101, 0x04050204, 0x040501FF, 0x040502FF, 0x04060001, 0x04060006,
+             0x040600FF, 0x04060101, 0x040601FF, 0x040602FF, 0x040603FF, 0x04060401, 0x040604FF, 0x04000501]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.sampled_from(_WRITABLE), st.integers(0, 0xFFFFFFFF)), st.binary(max_size=40),
+       st.integers(0, 0xFF), st.integers(0, 0xFF), st.integers(0, 3))
+def test_any_authenticated_command_keeps_the_meter_serving(di, value, n1, n2, which):
+    m, he, flash = opened(5000, bench=True)
+    if which == 0:
+        frame = he.write_plain(di, value)
+    elif which == 1:
+        frame = he.write(di, value)
+    elif which == 2:
+        frame = he.control(n1, T0 + 600, n2=n2)
+    else:
+        frame = he.frame(0x03, le(di, 4) + bytes(4) + value)
+    r = m.handle(frame, T0)
+    assert r is not None and protocol.parse_frame(r).control & 0x80
+    m.add_energy(100, T0 + 1)
+    m.tick(T0 + 2)
+    assert read(m, 0x00900200)[0] == 0x91
+    assert read(m, 0x040100FF)[0] == 0xB1
+    again, _ = make(flash=flash, now=T0 + 3, bench=True)  # and what it saved powers up again
+    a, b = again._state(), m._state()
+    assert [a[k] for k in "wteEs"] == [b[k] for k in "wteEs"]
+    assert read(again, 0x00010000, T0 + 3)[0] == 0x91
