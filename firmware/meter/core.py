@@ -416,6 +416,7 @@ class Meter:
                 nday >= clock.DAY - _SLACK or t // 900 != new // 900):
             return ERR_AUTH
         self.offset += diff
+        self.sec.expiry += diff  # the session window is real time
         self.bc_day = new // clock.DAY
         self._save()
         return 0

@@ -314,6 +314,7 @@ def _t5(v, o):
 
 def _set_clock(m, t, new):
     m.offset += new - t
+    m.sec.expiry += new - t  # the session window is real time: setting the clock keeps it
 
 
 def _write_param(m, lo, v, t):
