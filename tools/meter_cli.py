@@ -137,7 +137,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         key = meter_key(args)
         config = board_config(args.board, args.address, key, args.krn, args.mode, args.bench, pins, args.uart,
                               args.baud, args.imp_per_kwh, args.meter_number)
-        record = build_image(args.board, config, Path(args.out), args.frozen)
+        record = build_image(args.board, config, Path(args.out), args.frozen, args.debug)
     except (cfg.ConfigError, ImageError) as e:
         return _fail(str(e))
     print(f"built {args.board} image for meter {args.address} in {args.out}: {len(record['files'])} files, "
@@ -236,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
     _key_options(b)
     b.add_argument("--out", required=True, help="image directory to write")
     b.add_argument("--frozen", action="store_true", help="write sources + manifest.py for a frozen firmware")
+    b.add_argument("--debug", action="store_true",
+                   help="keep line numbers in the .mpy files (tracebacks name lines; ~3 KB more heap)")
     b.add_argument("--pin", action="append", metavar="NAME=GPIO",
                    help="override a pin: tx rx de relay_set relay_reset relay_sense button led pulse")
     b.add_argument("--uart", type=int, help="UART number for RS-485 (default esp32 2, rp2 0)")
