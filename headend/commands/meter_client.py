@@ -22,7 +22,7 @@ from headend.link.security import (
     WalletStatus,
     di_wire,
 )
-from headend.link.session import Request
+from headend.link.session import Reply, Request
 from headend.transports import FrontEnd
 from protocol import ProtocolError
 from protocol import di as dis
@@ -278,6 +278,47 @@ class MeterClient:
         raise AssertionError("unreachable")
 
     # -- reads --------------------------------------------------------------------------
+    def read_nowait(self, m: MeterTarget, di: int, done: Callable[[ReadValue | None, BaseException | None], None]) -> bool:
+        """Start a read from a loop callback; ``done(value, error)`` runs when it ends.
+
+        Returns False (and starts nothing) when the read needs the async path: a block DI
+        (follow-ups) or a dial-in link.  ``error`` is a MeterRefused or a LinkError.
+        """
+        if _is_block(di):
+            return False
+        link = self.frontend.link_nowait(m.link)
+        if link is None:
+            return False
+        key = (m.address, m.link, di)
+        req = self._reads.get(key)
+        if req is None:
+            if len(self._reads) >= 65536:
+                self._reads.clear()
+            req = self._reads[key] = Request(m.address, 0x11, di_wire(di))
+
+        def on_reply(reply: Reply | None, exc: BaseException | None) -> None:
+            if exc is not None or reply is None:
+                done(None, exc)
+                return
+            f = reply.frame
+            if f.is_abnormal:
+                code = f.data[0] if f.data else 0
+                done(None, MeterRefused(m.address, f"read of {dis.di_text(di)}", decode_err(code), code, False))
+                return
+            done(*self._decoded(m, di, f.data[4:]))
+
+        link.submit(req, on_reply)
+        return True
+
+    def _decoded(self, m: MeterTarget, di: int, raw: bytes) -> tuple[ReadValue | None, BaseException | None]:
+        item = _ITEMS.get(di) if di in _ITEMS else _ITEMS.setdefault(di, dis.lookup(di))
+        try:
+            value = dis.decode_value(di, raw)
+        except ProtocolError as exc:
+            return None, MeterRefused(m.address, f"read of {dis.di_text(di)}: the value does not decode ({exc})",
+                                      ["other"], 0, False)
+        return ReadValue(di, value, item.unit if item else "", item.name if item else dis.di_text(di)), None
+
     async def read_raw(self, m: MeterTarget, di: int) -> bytes:
         """Value bytes of ``di`` (block reads follow B1/B2 replies with 12H follow-ups)."""
         key = (m.address, m.link, di)
@@ -309,13 +350,11 @@ class MeterClient:
 
     async def read(self, m: MeterTarget, di: int) -> ReadValue:
         """Read and decode one DI (unknown DIs come back as raw bytes)."""
-        raw = await self.read_raw(m, di)
-        item = _ITEMS.get(di) if di in _ITEMS else _ITEMS.setdefault(di, dis.lookup(di))
-        try:
-            value = dis.decode_value(di, raw)
-        except ProtocolError as exc:
-            raise MeterRefused(m.address, f"read of {dis.di_text(di)}: the value does not decode ({exc})", ["other"], 0, False) from None
-        return ReadValue(di, value, item.unit if item else "", item.name if item else dis.di_text(di))
+        value, exc = self._decoded(m, di, await self.read_raw(m, di))
+        if exc is not None:
+            raise exc
+        assert value is not None
+        return value
 
     async def status3(self, m: MeterTarget) -> int:
         """Status word 3 (relay actual/commanded, pre-trip alarm, power hold ...)."""

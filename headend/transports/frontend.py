@@ -435,6 +435,18 @@ class FrontEnd:
         self._links[url] = link
         return link
 
+    def link_nowait(self, url: str) -> Link | None:
+        """The dial-out link for ``url`` (created if new), or None for dial-in links."""
+        link = self._links.get(url)
+        if link is None:
+            spec = parse_link_url(url)
+            if spec.kind == "listen":
+                return None
+            timeout = self.settings.connect_timeout
+            link = Link(url, self.settings, lambda on_data, on_lost: _open_dialout(spec, timeout, on_data, on_lost))
+            self._links[url] = link
+        return link
+
     async def request(self, url: str, req: Request) -> Reply | None:
         """Send one request to ``req.address`` over link ``url``."""
         link = self._links.get(url)
