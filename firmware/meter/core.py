@@ -123,10 +123,21 @@ class Meter:
         self.bc_day = s["b"]
 
     def _save(self):
-        # the tariff is most of the record and changes only on writes and set switch-overs:
-        # keep its JSON, so a save after each pulse batch does not rebuild it
-        # the record is one JSON object written in three pieces, each kept as its own (smaller)
-        # block; tariff and events change rarely, so their pieces are cached
+        """Persist the state; False (and the last saved state back in RAM) when the record
+        does not fit the flash object, so nothing the meter acts on is unsaved."""
+        try:
+            self._write_record()
+            return True
+        except ValueError:  # state too big for this flash: undo whatever grew it
+            self._tj = self._ej = None
+            state = self.store.load()
+            if state is not None:
+                self._restore(state)
+            return False
+
+    def _write_record(self):
+        # one JSON object written in pieces, each its own (smaller) heap block; the tariff
+        # and the event log change rarely, so their pieces are cached between saves
         tj = self._tj
         if tj is None:
             tj = self._tj = _buf('{"t":' + json.dumps(self.tariff.dump()) + ",")
@@ -487,6 +498,8 @@ class Meter:
             if bad is not None:
                 return bad
             err = self._apply_write(di, mv[12:n - 8], t, op)
+            if not err and not self._save():
+                err = ERR_OTHER  # the flash cannot hold it: refused, state as before
             rep = self._err(0x14, err) if err else self._reply(0x94, self.out, 0)
             sec.remember(seq, raw, rep)
             self._save()
@@ -495,7 +508,8 @@ class Meter:
             err = self._apply_write(di, mv[12:n], t, op)
             if err:
                 return self._err(0x14, err)
-            self._save()
+            if not self._save():
+                return self._err(0x14, ERR_OTHER)
             return self._reply(0x94, self.out, 0)
         return self._err(0x14, ERR_AUTH)
 

@@ -102,7 +102,7 @@ def _param(m, lo, b, o, t):
         return _zeros(b, o, 5) if sw is None else _dt(b, o, sw, False)
     if 0x0201 <= lo <= 0x0207 and lo != 0x0206:
         tf = m.tariff
-        v = (len(tf.zones[0]), 8, max(len(x) for x in tf.days[0]), 4, 0, 0,
+        v = (len(tf.zones[0]), 8, max(len(tf.day_table(0, k)) for k in range(8)), 4, 0, 0,
              len(tf.current_ladder(t)[0]))[lo - 0x0201]
         b[o] = _b(v)
         return 1
@@ -138,7 +138,7 @@ def _table(m, s, k, b, o):
     if k == 0:
         rows = [(z[2] + 1, z[1], z[0]) for z in tf.zones[s]]
     elif k <= 8:
-        rows = [(p[1] + 1, p[0] % 60, p[0] // 60) for p in tf.days[s][k - 1]]
+        rows = [(p[1] + 1, p[0] % 60, p[0] // 60) for p in tf.day_table(s, k - 1)]
     else:
         return -1
     for i in range(14):

@@ -359,5 +359,23 @@ def test_any_authenticated_command_keeps_the_meter_serving(di, value, n1, n2, wh
     assert read(m, 0x040100FF)[0] == 0xB1
     again, _ = make(flash=flash, now=T0 + 3, bench=True)  # and what it saved powers up again
     a, b = again._state(), m._state()
-    assert [a[k] for k in "wteEs"] == [b[k] for k in "wteEs"]
+    assert [a[k] for k in "wtEs"] == [b[k] for k in "wtEs"]  # events: power-up may end a pre-trip
     assert read(again, 0x00010000, T0 + 3)[0] == 0x91
+
+
+def test_a_write_the_flash_cannot_hold_is_refused_and_undone():
+    from meter.store import RamFlash
+    m, flash = make(flash=RamFlash(2560), bench=True)  # 1.25 KB records: a full tariff will not fit
+    assert ask(m, HE.write_plain(0x04001001, bcd(2000, 4)))[0] == 0x94
+    refused = 0
+    for k in range(1, 9):
+        pts = b"".join(bytes((1 + (p + k) % 4, p % 2 * 0x30, p + 5 if p < 5 else 0x10 + p - 5)) for p in range(14))
+        ctrl, data = ask(m, HE.write_plain(0x04010000 + k, pts))
+        if ctrl == 0xD4:
+            assert data == b"\x01"
+            refused += 1
+            assert len(m.tariff.day_table(0, k - 1)) == 1  # undone in RAM too
+    assert refused
+    again, _ = make(flash=flash, bench=True)
+    assert again._state() == m._state()
+    assert m.wallet.alarm1 == 2000

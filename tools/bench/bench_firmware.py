@@ -50,9 +50,17 @@ def _config():
     return {"address": ADDR, "key": KEY, "krn": 1, "mode": "local"}
 
 
+def _bcd(v: int) -> int:
+    return (v // 10) << 4 | v % 10
+
+
+def _bcdn(v: int, n: int) -> bytes:
+    return bytes(_bcd(v // 100**i % 100) for i in range(n))
+
+
 def mixed_frames(n: int = MIXED) -> list[tuple[bytes, bytes]]:
     """n (request, expected reply) pairs recorded from a CPython meter."""
-    m = Meter(_config(), RamFlash(4096), T0, Rand())
+    m = Meter(_config(), RamFlash(16384), T0, Rand())
     he = HeadEnd(ADDR, KEY, std_hmac)
     out: list[tuple[bytes, bytes]] = []
 
@@ -63,6 +71,18 @@ def mixed_frames(n: int = MIXED) -> list[tuple[bytes, bytes]]:
 
     he.authed(send(he.auth(bytes(range(8)))))
     send(he.purchase(100000, 1, "000000000042", open_account=True))
+    # a fully programmed tariff (both sets: 14 zones, 8 day tables of 14 points, prices, ladder)
+    # is the largest record the meter keeps
+    for s in (0x0401, 0x0402):
+        zones = b"".join(bytes((_bcd(k % 8 + 1), _bcd(1 + (k % 2) * 14), _bcd(k // 2 + 1))) for k in range(14))
+        send(he.write(s << 16, zones))
+        for t in range(1, 9):
+            pts = b"".join(bytes((_bcd(1 + (p + t) % 4), _bcd(p % 2 * 30), _bcd(p + 5))) for p in range(14))
+            send(he.write(s << 16 | t, pts))
+    for s in (1, 2):
+        send(he.write(0x040500FF | s << 8, b"".join(_bcdn(4000 + 500 * r, 4) for r in range(4))))
+    send(he.write(0x040600FF, b"".join(_bcdn(100000 * (k + 1), 4) for k in range(6))))
+    send(he.write(0x040601FF, b"".join(_bcdn(100 * k, 4) for k in range(7))))
     reads = [0x00010000, 0x00900200, 0x04000503, 0x0001FF00, 0x04000102, 0x04000101, 0x040005FF,
              0x0400040E, 0x03330201, 0x1D000001, 0x02030000, 0x12345678]
     i = 0
@@ -123,7 +143,7 @@ class Rand:
             out[i] = self.n >> 16 & 0xFF
         return bytes(out)
 
-m = Meter({"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}, FileFlash(%(flash)r, 4096),
+m = Meter({"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}, FileFlash(%(flash)r, 16384),
           %(t0)d, Rand())
 gc.collect()
 after_meter = gc.mem_alloc() - base
@@ -183,7 +203,7 @@ def _mpy_run(dest: Path, frames: Path, flash: Path, heapsize: str, rate: int):
 
 
 def _cpython_rate(n: int = RATE_FRAMES) -> float:
-    m = Meter(_config(), RamFlash(4096), T0, Rand())
+    m = Meter(_config(), RamFlash(16384), T0, Rand())
     handle = m.handle
     want = handle(READ_ENERGY, T0)
     assert want and want[8] == 0x91
