@@ -136,23 +136,25 @@ class Meter:
             return False
 
     def _write_record(self):
-        # one JSON object written in pieces, each its own (smaller) heap block; the tariff
-        # and the event log change rarely, so their pieces are cached between saves
+        # one JSON object written in pieces of a few hundred bytes, each its own heap block (a
+        # fragmented heap has many small holes and no 2 KB one); the tariff and the event log
+        # change rarely, so their pieces are kept between saves
         tj = self._tj
         if tj is None:
-            tj = self._tj = _buf('{"t":' + json.dumps(self.tariff.dump()) + ",")
+            tj = []
+            _json_pieces({"t": self.tariff.dump()}, tj)
+            tj[-1] = tj[-1][:-1] + ","  # drop the closing brace: the object continues
+            self._tj = tj = [_buf(x) for x in tj]
         ev_ = self.events
         ej = self._ej
         if ev_.dirty or ej is None:
-            # one piece per event kind: no contiguous block larger than ten records is needed
-            r = ev_.recs
-            ej = [_buf('"e":[' + json.dumps(ev_.counts) + ",[" + json.dumps(r[0]))]
-            for k in range(1, len(r)):
-                ej.append(_buf("," + json.dumps(r[k])))
-            ej.append(_buf("]],"))
-            self._ej = ej
+            ej = []
+            _json_pieces(ev_.dump(), ej)
+            ej[0] = '"e":' + ej[0]
+            ej[-1] = ej[-1] + ","
+            self._ej = ej = [_buf(x) for x in ej]
             ev_.dirty = False
-        parts = [tj]
+        parts = list(tj)
         parts.extend(ej)
         parts.append(_buf(json.dumps(self._small_state()))[1:])
         self.store.save_parts(parts)
@@ -688,6 +690,48 @@ class Meter:
         self.events.add(ev.PURCHASE, [t, w.count, amount, before, w.balance, w.total_bought])
         self._local(cmd, t)
         return self._reply(0x83, out, 4)
+
+
+_PIECE = const(200)
+
+
+def _json_pieces(obj, out):
+    """Append the JSON text of obj to out as strings of about _PIECE characters."""
+    if isinstance(obj, dict) or isinstance(obj, list):
+        d = isinstance(obj, dict)
+        if _big(obj):
+            _piece(out, "{" if d else "[")
+            first = True
+            for k in obj:
+                if not first:
+                    _piece(out, ",")
+                first = False
+                if d:
+                    _piece(out, json.dumps(k) + ":")
+                    _json_pieces(obj[k], out)
+                else:
+                    _json_pieces(k, out)
+            _piece(out, "}" if d else "]")
+            return
+    _piece(out, json.dumps(obj))
+
+
+def _big(obj):
+    # worth splitting: a container of containers, or a long one
+    if len(obj) > 16:
+        return True
+    for k in obj:
+        v = obj[k] if isinstance(obj, dict) else k
+        if isinstance(v, (list, dict, tuple)) and len(v) > 4:
+            return True
+    return False
+
+
+def _piece(out, s):
+    if out and len(out[-1]) + len(s) <= _PIECE:
+        out[-1] = out[-1] + s
+    else:
+        out.append(s)
 
 
 def _buf(s):
