@@ -292,7 +292,17 @@ class OutboxWorker:
     async def _relay(self, cmd: Command, meter: Meter) -> dict[str, Any]:
         action = cmd.kind
         m = target_of(meter)
-        await self.client.control(m, action)
+        try:
+            await self.client.control(m, action)
+        except MeterRefused as exc:
+            if action == "trip" and "unauthorised" in exc.flags:
+                # the same ERR bit means "power hold" and "not authorised": the status word says which
+                word = await self.client.status3(m)
+                if word & 0x1000:
+                    raise MeterRefused(meter.address, "trip",
+                                       ["power hold is on, so the meter refuses trips (release it with `headend hold off`)"],
+                                       exc.code, False) from None
+            raise
         word = await self.client.status3(m)
         flags = dis.status_flags(STATUS3, word)
         relay = "open" if word & 0x10 else "closed"

@@ -165,6 +165,7 @@ def test_relay_commands_confirmed_by_status_word_3(tmp_path):
     assert out["after_button"] is False
     assert out["hold"].status == "confirmed" and "power_hold" in out["hold"].reply["flags"]
     assert out["trip_in_hold"].status == "failed" and "refused trip" in out["trip_in_hold"].last_error
+    assert "power hold is on" in out["trip_in_hold"].last_error
     assert out["unhold"].status == "confirmed" and "power_hold" not in out["unhold"].reply["flags"]
     assert out["trip2"].reply["relay"] == "open"
     assert out["direct"].status == "confirmed" and out["direct"].reply["relay"] == "closed"
