@@ -53,6 +53,16 @@ def _restored(cls, obj):
 
 
 class Meter:
+    """One meter. Meter(config, flash, now, rand):
+    config  {"address": 12 digits, "key": 16 bytes, "krn": int, "mode": "local"|"remote",
+             "bench": bool, "bench_password": 3 bytes (default 000000), "meter_number": 12 digits}
+    flash   .size, .read(offset, n) -> bytes, .write(offset, bytes-like); state lives here
+            (two records of up to size/2 bytes each; 16 KB holds a fully programmed meter)
+    now     meter time at power-up (meter.clock); rand(n) -> n random bytes
+    Inputs: handle(frame, now) / handle_view(frame, now) / feed(chunk, now), add_energy(wh, now),
+    set_power(w), set_voltage(dV), button(now), tick(now), relay_sense(open).
+    Outputs: the replies, relay_open (drive the contacts to it), status()."""
+
     def __init__(self, config, flash, now, rand):
         self.addr = bytearray(codec.addr_bytes(config["address"]))
         self.number = bytearray(codec.addr_bytes(config.get("meter_number") or config["address"]))
