@@ -12,13 +12,17 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    Anomalies (gaps, backwards registers, meter exchanges, off-grid readings) are reported and
    audited (``headend.tariff.readings`` rules); an account is rated only up to its last good
    reading, so a trailing gap is rated next cycle and nothing is billed twice or dropped.
+   The usual account (one meter, every grid reading there, registers not going backwards) is
+   handled as whole arrays; only the others go through the per-account anomaly path.
 2. **Rate** in batches that share tariff, base and length (normally one batch), with the kernel.
 3. **Debit** every account in one transaction (``Store.charge_accounts``; the batch key is a
    digest of the charges, so re-running a cycle that already committed changes nothing).
 4. **Decide** (``headend.costctl.decide``) on the new balances, then record each decision with its
    reason (audit), queue notices (outbox of notifications) and relay commands (command outbox),
-   and store the new notice/supply state by compare-and-set (a payment that raced in wins; the
-   account is decided again next cycle).
+   and store the new notice/supply state, all in one transaction (``Store.apply_decisions``)
+   and only for accounts whose version is what the cycle expects: a payment that raced in wins
+   and the account is decided again next cycle.  Accounts whose decision changes nothing are
+   not written at all.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from headend.costctl.decide import (ACTIONS, CLOSE_PERMIT, CUT_NOTICE, DIRECT_CLOSE, NONE, NOTICE1, NOTICE2,
-                                    REASONS, SUPPLY, TRIP, Decisions, Rules, decide)
+                                    REASONS, SUPPLY, TRIP, Rules, decide)
 from headend.costctl.rerate import CHINA_UTC_OFFSET, ENERGY_DI, to_meter_time
-from headend.store import Conflict, Meter, Store
+from headend.store import Store
 from headend.tariff.model import TariffBook
 from headend.tariff.rating import rate_batch
 from headend.tariff.readings import MISSING, intervals_from_registers
@@ -94,153 +98,251 @@ def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rule
     # grid in Unix seconds, aligned to local midnight
     phase = (-utc_offset_s) % interval_s
     last_end = (now - phase) // interval_s * interval_s + phase        # end of the last complete interval
-    charges: list[tuple[str, int, int, int, int]] = []
     audit: list[tuple[str, str, str | None, object]] = []
 
-    # (Store.rating_accounts gives the same rows, but its EXISTS query is quadratic on SQLite)
-    meters_of: dict[str, list[Meter]] = {}
-    for m in store.find_meters([("mode", "=", "remote")]):
-        meters_of.setdefault(m.customer, []).append(m)
-    accounts = [(a.customer, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.tariff)
-                for a in store.list_accounts() if a.customer in meters_of]
-    bases = [None if a[4] is None else a[4] + interval_s for a in accounts]
-    known = [b for b in bases if b is not None]
-    since = 0 if len(known) < len(bases) else min(known, default=last_end)
-    reads_of: dict[str, list[tuple[int, int]]] = {}
-    for meter, value, read_at in store.readings_for_di(ENERGY_DI, since=max(since - snap_s, 0),
-                                                       until=last_end + snap_s + 1):
-        if value is not None:
-            reads_of.setdefault(meter, []).append((read_at, value))
+    rows = store.cost_control_meters()
+    if not rows:
+        return rep
+    acc = _Accounts(rows)
+    rep.accounts = acc.n
+    base = np.where(acc.rated_until >= 0, acc.rated_until + interval_s, -1)
+    known = base[base >= 0]
+    since = 0 if known.size < acc.n else int(known.min(initial=last_end))
+    reads = store.readings_for_di(ENERGY_DI, since=max(since - snap_s, 0), until=last_end + snap_s + 1)
     stage("collect")
 
-    groups: dict[tuple, list[tuple[str, np.ndarray, int, int, int | None]]] = {}
-    for (customer, _bal, rem, ladder, rated_until, _ver, tariff), base_t in zip(accounts, bases):
-        rep.accounts += 1
-        if tariff is None or tariff not in catalog:
-            rep.skipped.append(f"{customer}: tariff {tariff!r} is not in the catalog")
-            continue
-        snapped: dict[int, tuple[int, int, int]] = {}       # grid time -> (distance, value, meter)
-        for m in meters_of.get(customer, ()):
-            for read_at, value in reads_of.get(m.address, ()):
-                off = (read_at - phase) % interval_s
-                dist = min(off, interval_s - off)
-                if dist > snap_s:
-                    rep.problems.append(f"{customer}: reading at {read_at} from {m.address} is off the "
-                                        f"{interval_s} s grid: not used")
-                    continue
-                g = read_at - off if off <= snap_s else read_at + dist
-                if (base_t is not None and g < base_t) or g > last_end:
-                    continue
-                if g not in snapped or dist < snapped[g][0]:
-                    snapped[g] = (dist, value, int(m.address))
-        reads = sorted((g, v, m) for g, (_d, v, m) in snapped.items())
-        if base_t is None:
-            if not reads:
-                continue
-            base_t = reads[0][0]
-        base = [r for r in reads if r[0] == base_t]
-        if not base:
-            rep.problems.append(f"{customer}: no reading at {base_t}, the base of the next interval: "
-                                "rating waits for it")
-            continue
-        n = (last_end - base_t) // interval_s
-        if n <= 0:
-            continue
-        regs = np.full(n, MISSING, dtype=np.int64)
-        mtrs = np.zeros(n, dtype=np.int64)
-        for t, v, m in reads:
-            k = (t - base_t) // interval_s - 1
-            if 0 <= k < n:
-                regs[k], mtrs[k] = v, m
-        if regs[-1] != MISSING and np.all(regs[:-1] != MISSING) and np.all(mtrs == base[-1][2]) \
-                and np.all(np.diff(regs, prepend=base[-1][1]) >= 0) and regs[-1] - base[-1][1] < 1 << 31:
-            energy = np.diff(regs, prepend=base[-1][1]).astype(np.int32)     # the usual case: no anomaly
-            cut = n
-        else:
-            got = intervals_from_registers(regs[None], mtrs[None], [base[-1][1]], [base[-1][2]])
-            for p in got.problems:
-                start = base_t + p.interval * interval_s
-                rep.problems.append(f"{customer}: {p.kind} in the interval starting {start}: {p.detail}")
-                audit.append((actor, f"reading.{p.kind}", customer, {"interval_start": start, "detail": p.detail}))
-            good = np.flatnonzero(regs != MISSING)
-            cut = int(good[-1]) + 1 if good.size else 0
-            energy = got.energy_wh[0]
-        if cut == 0:
-            continue
-        # interval k starts at base_t + k * interval_s: the base reading ends the last rated interval
-        key = (tariff, base_t, cut, rated_until is None)
-        groups.setdefault(key, []).append((customer, energy[:cut], rem, ladder, rated_until))
+    r_meter, r_val, r_at = _columns(reads, acc)
+    row_of = np.argsort(acc.meter_int, kind="stable")
+    pos = np.searchsorted(acc.meter_int[row_of], r_meter)
+    pos = np.minimum(pos, max(acc.meter_int.size - 1, 0))
+    ok = acc.meter_int[row_of][pos] == r_meter if r_meter.size else np.zeros(0, dtype=bool)
+    r_row = row_of[pos[ok]]
+    r_meter, r_val, r_at = r_meter[ok], r_val[ok], r_at[ok]
+    r_acc = acc.acct_of_row[r_row]
+    off = (r_at - phase) % interval_s
+    dist = np.minimum(off, interval_s - off)
+    for k in np.flatnonzero(dist > snap_s):
+        rep.problems.append(f"{acc.customer[r_acc[k]]}: reading at {int(r_at[k])} from {int(r_meter[k]):012d} is off"
+                            f" the {interval_s} s grid: not used")
+    g = np.where(off <= snap_s, r_at - off, r_at + dist)
+    b = base[r_acc]
+    keep = (dist <= snap_s) & ((b < 0) | (g >= b)) & (g <= last_end)
+    r_acc, r_row, r_val, g, dist, r_at = r_acc[keep], r_row[keep], r_val[keep], g[keep], dist[keep], r_at[keep]
+    # one reading per (account, grid time): the closest wins, then the first meter / earliest read
+    order = np.lexsort((r_at, r_row, dist, g, r_acc))
+    r_acc, r_row, r_val, g = r_acc[order], r_row[order], r_val[order], g[order]
+    first = np.ones(r_acc.size, dtype=bool)
+    first[1:] = (r_acc[1:] != r_acc[:-1]) | (g[1:] != g[:-1])
+    r_acc, r_row, r_val, g = r_acc[first], r_row[first], r_val[first], g[first]
+    count = np.bincount(r_acc, minlength=acc.n)
+    start = np.zeros(acc.n, dtype=np.int64)
+    start[1:] = np.cumsum(count)[:-1]
+
+    tariff_ok = np.array([t is not None and t in catalog for t in acc.tariff], dtype=bool)
+    for i in np.flatnonzero(~tariff_ok):
+        rep.skipped.append(f"{acc.customer[i]}: tariff {acc.tariff[i]!r} is not in the catalog")
+    has = count > 0
+    first_g = np.where(has, g[np.minimum(start, max(g.size - 1, 0))] if g.size else 0, 0)
+    base_t = np.where(base >= 0, base, first_g)
+    n_int = np.where(has, (last_end - base_t) // interval_s, 0)
+    # the usual account, as whole arrays: one meter, the base and every grid reading up to
+    # last_end there, registers not going backwards and no interval of 2**31 Wh or more
+    fast = tariff_ok & has & (first_g == base_t) & (count == n_int + 1) & (n_int > 0) & (acc.meters_of == 1)
+    if r_val.size:
+        step = np.diff(r_val, prepend=r_val[0])
+        same = np.ones(r_val.size, dtype=bool)
+        same[1:] = r_acc[1:] == r_acc[:-1]
+        bad = same & ((step < 0) | (step >= 1 << 31))
+        fast &= np.bincount(r_acc[bad], minlength=acc.n) == 0
+
+    groups: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
+    tariff_names = sorted({t for t in acc.tariff if t is not None and t in catalog})
+    t_index = np.array([tariff_names.index(t) if ok_ else -1 for t, ok_ in zip(acc.tariff, tariff_ok)],
+                       dtype=np.int64)
+    fi = np.flatnonzero(fast)
+    if fi.size:
+        keys = np.stack([t_index[fi], base_t[fi], n_int[fi], (acc.rated_until[fi] < 0).astype(np.int64)], axis=1)
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        for k, (ti, bt, n, first_batch) in enumerate(uniq):
+            members = fi[inv.ravel() == k]
+            regs = r_val[start[members, None] + np.arange(int(n) + 1)]
+            energy = np.diff(regs, axis=1).astype(np.int32)
+            key = (tariff_names[int(ti)], int(bt), int(n), bool(first_batch))
+            groups.setdefault(key, []).append((members, energy))
+    for i in np.flatnonzero(tariff_ok & ~fast & (has | (base >= 0))):
+        lo, hi = int(start[i]), int(start[i] + count[i])
+        got = _slow_account(acc, int(i), [(int(g[k]), int(r_val[k]), int(acc.meter_int[r_row[k]])) for k in range(lo, hi)],
+                            int(base[i]) if base[i] >= 0 else None, last_end, interval_s, actor, rep, audit)
+        if got is not None:
+            key, energy = got
+            groups.setdefault(key, []).append((np.array([i]), energy[None]))
     stage("readings -> interval energy")
 
-    for (tariff, base_t, cut, _first), members in groups.items():
-        starts_unix = base_t + interval_s * np.arange(cut, dtype=np.int64)
-        prev = members[0][4]
-        energy = np.stack([m[1] for m in members]).astype(np.int32)
+    c_idx, c_fen, c_rem, c_lad, c_until = [], [], [], [], []
+    for (tariff, bt, cut, first_batch), parts in groups.items():
+        members = np.concatenate([p[0] for p in parts])
+        energy = np.concatenate([p[1] for p in parts]).astype(np.int32)
+        starts_unix = bt + interval_s * np.arange(cut, dtype=np.int64)
+        prev = None if first_batch else bt - interval_s
         bill = rate_batch(catalog[tariff], energy, to_meter_time(starts_unix, utc_offset_s),
                           None if prev is None else int(to_meter_time(prev, utc_offset_s)),
-                          [m[3] for m in members], [m[2] for m in members])
-        for i, m in enumerate(members):
-            charges.append((m[0], int(bill.fen[i]), int(bill.rem[i]), int(bill.ladder_wh[i]), int(starts_unix[-1])))
-        rep.rated += len(members)
+                          acc.ladder[members], acc.rem[members])
+        c_idx.append(members)
+        c_fen.append(bill.fen)
+        c_rem.append(bill.rem)
+        c_lad.append(bill.ladder_wh)
+        c_until.append(np.full(members.size, starts_unix[-1], dtype=np.int64))
+        rep.rated += members.size
     stage("rating")
 
-    if charges:
-        digest = hashlib.sha256(repr(sorted(charges)).encode()).hexdigest()[:16]
-        rep.batch_key = f"costctl:{last_end}:{digest}"
-        store.charge_accounts(rep.batch_key, charges, actor=actor, kind="charge")
-        rep.charged_fen = sum(c[1] for c in charges)
+    fen_of = np.zeros(acc.n, dtype=np.int64)
+    charged = np.zeros(acc.n, dtype=bool)
+    if c_idx:
+        idx = np.concatenate(c_idx)
+        order = np.argsort(idx, kind="stable")
+        idx = idx[order]
+        fen, rem, lad, until = (np.concatenate(x)[order].astype(np.int64) for x in (c_fen, c_rem, c_lad, c_until))
+        digest = hashlib.sha256()
+        digest.update("\n".join(acc.customer[i] for i in idx).encode())
+        for arr in (fen, rem, lad, until):
+            digest.update(arr.tobytes())
+        rep.batch_key = f"costctl:{last_end}:{digest.hexdigest()[:16]}"
+        cust = [acc.customer[i] for i in idx]
+        if store.charge_accounts(rep.batch_key, zip(cust, fen.tolist(), rem.tolist(), lad.tolist(), until.tolist()),
+                                 actor=actor, kind="charge"):
+            fen_of[idx] = fen
+            charged[idx] = True
+        rep.charged_fen = int(fen.sum())
     stage("debit (one transaction)")
 
-    _decide_and_act(store, now, rules, utc_offset_s, actor, rep, audit, meters_of, stage)
+    _decide_and_act(store, now, rules, utc_offset_s, actor, rep, audit, acc, fen_of, charged, stage)
     stage("record decisions, notices, commands (one transaction)")
     return rep
 
 
+class _Accounts:
+    """The cycle's input as arrays: one entry per account (and the meters of each)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        cols = list(zip(*rows))
+        cust_rows = cols[0]
+        firsts = [0] + [k for k in range(1, len(cust_rows)) if cust_rows[k] != cust_rows[k - 1]]
+        self.first_row = np.array(firsts, dtype=np.int64)
+        self.n = len(firsts)
+        self.acct_of_row = np.repeat(np.arange(self.n), np.diff(np.r_[self.first_row, len(cust_rows)]))
+        self.meters_of = np.bincount(self.acct_of_row, minlength=self.n)
+        self.meter_int = np.array(cols[1], dtype="U12").astype(np.int64)
+        self.meters = cols[1]
+
+        def pick(col: int) -> list[Any]:
+            c = cols[col]
+            return [c[k] for k in firsts]
+
+        def ints(col: int) -> np.ndarray:
+            return np.array([-1 if v is None else v for v in pick(col)], dtype=np.int64)
+
+        self.customer: list[str] = pick(0)
+        self.balance, self.rem, self.ladder, self.rated_until, self.version = (ints(k) for k in (2, 3, 4, 5, 6))
+        self.tariff: list[str | None] = pick(7)
+        self.alarm1, self.alarm2, self.overdraft, self.close_ok = (ints(k) for k in (8, 9, 10, 11))
+        self.protected = np.maximum.reduceat(np.array(cols[12], dtype=np.int8), self.first_row).astype(bool)
+        self.direct = np.array([p == "direct" for p in pick(13)], dtype=bool)
+        self.notice_level = ints(14).astype(np.int8)
+        self.notice_at = ints(15)
+        self.supply = np.array([SUPPLY.index(v) for v in pick(16)], dtype=np.int8)
+        self.supply_at: list[int | None] = pick(17)
+
+    def meters_of_account(self, i: int) -> list[str]:
+        lo = int(self.first_row[i])
+        hi = int(self.first_row[i + 1]) if i + 1 < self.n else len(self.meters)
+        return list(self.meters[lo:hi])
+
+
+def _columns(reads: list[tuple[str, int | None, int]], acc: _Accounts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    reads = [r for r in reads if r[1] is not None]
+    if not reads:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z
+    m, v, t = zip(*reads)
+    return np.array(m, dtype="U12").astype(np.int64), np.array(v, dtype=np.int64), np.array(t, dtype=np.int64)
+
+
+def _slow_account(acc: _Accounts, i: int, reads: list[tuple[int, int, int]], base_t: int | None, last_end: int,
+                  interval_s: int, actor: str, rep: CycleReport, audit: list) -> tuple[tuple, np.ndarray] | None:
+    """One account with an anomaly (or several meters): the readings rules, interval by interval.
+
+    ``reads``: (grid time, register, meter) sorted by time, one per grid time.  Returns the
+    batch key and interval energy to rate, or None when nothing can be rated yet.
+    """
+    customer = acc.customer[i]
+    if base_t is None:
+        if not reads:
+            return None
+        base_t = reads[0][0]
+    base = [r for r in reads if r[0] == base_t]
+    if not base:
+        rep.problems.append(f"{customer}: no reading at {base_t}, the base of the next interval: rating waits for it")
+        return None
+    n = (last_end - base_t) // interval_s
+    if n <= 0:
+        return None
+    regs = np.full(n, MISSING, dtype=np.int64)
+    mtrs = np.zeros(n, dtype=np.int64)
+    for t, v, m in reads:
+        k = (t - base_t) // interval_s - 1
+        if 0 <= k < n:
+            regs[k], mtrs[k] = v, m
+    got = intervals_from_registers(regs[None], mtrs[None], [base[-1][1]], [base[-1][2]])
+    for p in got.problems:
+        start = base_t + p.interval * interval_s
+        rep.problems.append(f"{customer}: {p.kind} in the interval starting {start}: {p.detail}")
+        audit.append((actor, f"reading.{p.kind}", customer, {"interval_start": start, "detail": p.detail}))
+    good = np.flatnonzero(regs != MISSING)
+    cut = int(good[-1]) + 1 if good.size else 0
+    if cut == 0:
+        return None
+    # interval k starts at base_t + k * interval_s: the base reading ends the last rated interval
+    return (acc.tariff[i], base_t, cut, acc.rated_until[i] < 0), got.energy_wh[0][:cut]
+
+
 def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, actor: str, rep: CycleReport,
-                    audit: list, meters: dict[str, list[Meter]], stage: Callable[[str], None]) -> None:
-    accts = [a for a in store.list_accounts() if a.customer in meters]
-    if not accts:
-        return
+                    audit: list, acc: _Accounts, fen: np.ndarray, charged: np.ndarray, stage: Any) -> None:
     local = datetime.fromtimestamp(now, timezone(timedelta(seconds=utc_offset_s)))
-    d = decide(
-        np.array([a.balance_fen for a in accts]), np.array([a.alarm1_fen for a in accts]),
-        np.array([a.alarm2_fen for a in accts]), np.array([a.overdraft_fen for a in accts]),
-        np.array([a.close_ok_fen for a in accts]),
-        np.array([a.protected or any(m.protected for m in meters[a.customer]) for a in accts]),
-        np.array([a.restore_policy == "direct" for a in accts]),
-        np.array([a.notice_level for a in accts]),
-        np.array([-1 if a.notice_at is None else a.notice_at for a in accts]),
-        np.array([SUPPLY.index(a.supply) for a in accts]),
-        now, (local.hour * 60 + local.minute, (local.weekday() + 1) % 7, (local.year, local.month, local.day)), rules)
+    # the balances and versions the debit just wrote (a payment racing in is caught by the
+    # version check when the decisions are recorded)
+    balance = acc.balance - fen
+    version = acc.version + charged
+    d = decide(balance, acc.alarm1, acc.alarm2, acc.overdraft, acc.close_ok, acc.protected, acc.direct,
+               acc.notice_level, acc.notice_at, acc.supply,
+               now, (local.hour * 60 + local.minute, (local.weekday() + 1) % 7, (local.year, local.month, local.day)),
+               rules)
     stage("decisions")
+    changed = np.flatnonzero((d.action != NONE) | (d.notice_level != acc.notice_level) | (d.supply != acc.supply))
+    states, notices, commands, decided = [], [], [], []
+    action_l, reason_l = d.action[changed].tolist(), d.reason[changed].tolist()
+    level_l, at_l, sup_l = d.notice_level[changed].tolist(), d.notice_at[changed].tolist(), d.supply[changed].tolist()
+    for k, i in enumerate(changed.tolist()):
+        action, reason, level, supply = action_l[k], reason_l[k], level_l[k], SUPPLY[sup_l[k]]
+        customer, bal = acc.customer[i], int(balance[i])
+        supply_at = now if sup_l[k] != acc.supply[i] else acc.supply_at[i]
+        states.append((customer, int(version[i]), level, None if at_l[k] < 0 else at_l[k], supply, supply_at))
+        name = ACTIONS[action]
+        decided.append((actor, f"costctl.{name}", customer, {"reason": REASONS[reason], "balance_fen": bal,
+                                                             "notice_level": level, "supply": supply}))
+        if action in _NOTICE_TEXT:
+            notices.append((customer, name, _NOTICE_TEXT[action].format(bal=_yuan(bal)),
+                            f"costctl:{name}:{customer}:{now}", {"reason": REASONS[reason]}))
+        if action in _RELAY_KIND:
+            kind = _RELAY_KIND[action]
+            for m in acc.meters_of_account(i):
+                commands.append((customer, m, kind, {}, f"costctl:{kind}:{m}:{now}"))
     with store.atomic():             # state, notices, commands and their audit rows land together
-        _act(store, now, actor, rep, audit, accts, meters, d)
+        stale = store.apply_decisions(states, notices=notices, commands=commands, audit=decided, actor=actor)
         if audit:
             store.log_actions(audit)
-
-
-def _act(store: Store, now: int, actor: str, rep: CycleReport, audit: list, accts: list,
-         meters: dict[str, list[Meter]], d: Decisions) -> None:
-    for i, a in enumerate(accts):
-        action, reason = int(d.action[i]), int(d.reason[i])
-        level, supply = int(d.notice_level[i]), SUPPLY[int(d.supply[i])]
-        if action == NONE and level == a.notice_level and supply == a.supply:
-            continue
-        try:
-            store.set_account_state(a.customer, expected_version=a.version, notice_level=level,
-                                    notice_at=None if d.notice_at[i] < 0 else int(d.notice_at[i]),
-                                    supply=supply, supply_at=now if supply != a.supply else a.supply_at)
-        except Conflict:
-            rep.conflicts.append(f"{a.customer}: money moved while deciding; decided again next cycle")
-            continue
-        name = ACTIONS[action]
-        rep.actions[name] = rep.actions.get(name, 0) + 1
-        audit.append((actor, f"costctl.{name}", a.customer, {"reason": REASONS[reason], "balance_fen": a.balance_fen,
-                                                              "notice_level": level, "supply": supply}))
-        if action in _NOTICE_TEXT:
-            store.notify(a.customer, name, _NOTICE_TEXT[action].format(bal=_yuan(a.balance_fen)),
-                         idem_key=f"costctl:{name}:{a.customer}:{now}", detail={"reason": REASONS[reason]})
-        if action in _RELAY_KIND:
-            for m in meters[a.customer]:
-                store.enqueue(m.address, _RELAY_KIND[action], {}, actor=actor,
-                              idem_key=f"costctl:{_RELAY_KIND[action]}:{m.address}:{now}")
+    for c in sorted(stale):
+        rep.conflicts.append(f"{c}: money moved while deciding; decided again next cycle")
+    for (_a, what, target, _d) in decided:
+        if target not in stale:
+            name = what.split(".", 1)[1]
+            rep.actions[name] = rep.actions.get(name, 0) + 1

@@ -300,6 +300,36 @@ class Store:
                                 {k: [getattr(before, k), v] for k, v in changes.items()})
             return self.get_account(customer)
 
+    def update_accounts(self, customers: Iterable[str], *, actor: str, **changes: Any) -> int:
+        """Give many accounts the same limits / flags / tariff in one transaction (one audit row
+        each); return how many changed. Unknown customers are an error and nothing changes."""
+        allowed = {"protected", "restore_policy", "tariff", *_LIMIT_FIELDS}
+        bad = set(changes) - allowed
+        if bad:
+            raise InvalidInput(f"cannot change {', '.join(sorted(bad))} of many accounts at once;"
+                               f" allowed: {', '.join(sorted(allowed))}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        for f in _LIMIT_FIELDS:
+            if f in changes:
+                _nonneg(f, changes[f])
+        if "restore_policy" in changes and changes["restore_policy"] not in RESTORE_POLICIES:
+            raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}")
+        if "protected" in changes:
+            changes["protected"] = int(bool(changes["protected"]))
+        custs = list(customers)
+        if not changes or not custs:
+            return 0
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        vals = tuple(changes.values())
+        now = self.now()
+        with self._tx() as tx:
+            n = tx.executemany(f"UPDATE accounts SET {sets}, updated_at = ? WHERE customer = ?",
+                               ((*vals, now, c) for c in custs))
+            if n != len(custs):
+                raise NotFound(f"{len(custs) - n} of {len(custs)} customers do not exist (nothing was changed)")
+            self.log_actions((actor, "customer.update", c, changes) for c in custs)
+        return n
+
     def credit(
         self,
         customer: str,
@@ -364,7 +394,8 @@ class Store:
         ladder_wh (and rated_until when given, for every row) are replaced with what the tariff core
         computed from the account's previous values. A batch_key
         already applied returns 0 and changes nothing, so a re-run rating cycle never bills twice.
-        With ledger=True each account also gets a ledger row (kind, -fen, balance_after).
+        With ledger=True each account charged a non-zero amount also gets a ledger row (kind, -fen,
+        balance_after).
         """
         rows = [tuple(r) for r in charges]
         now = self.now()
@@ -399,10 +430,12 @@ class Store:
                 missing = sorted({r[0] for r in rows} - known)[:5]
                 raise NotFound(f"charge batch {batch_key}: unknown customers {missing} (nothing was charged)")
             if ledger:
+                # a zero charge moves no money: no ledger row (rem / ladder / rated_until still move)
+                batch = dumps({"batch": batch_key})
                 tx.executemany(
                     "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail)"
                     " SELECT customer, ?, ?, ?, balance_fen, NULL, ?, ? FROM accounts WHERE customer = ?",
-                    ((now, kind, -int(r[1]), actor, dumps({"batch": batch_key}), r[0]) for r in rows),
+                    ((now, kind, -int(r[1]), actor, batch, r[0]) for r in rows if r[1]),
                 )
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
@@ -455,14 +488,18 @@ class Store:
                                f" {expected_version}); read it again before deciding")
             return self.get_account(customer)
 
+    # Accounts are picked with IN (subquery) rather than a correlated EXISTS: the engine then
+    # builds the set of remote customers once instead of probing meters per account (with the
+    # meters_mode index the probe scanned every remote meter: quadratic).
+    _REMOTE = "customer IN (SELECT customer FROM meters WHERE mode = 'remote')"
+
     def rating_accounts(self) -> list[tuple[str, int, int, int, int | None, int, str | None]]:
         """Accounts with a remote-cost-control meter, by customer number, as rows for a rating batch:
         (customer, balance_fen, rem, ladder_wh, rated_until, version, tariff)."""
         with self._tx(write=False) as tx:
             return tx.all(  # type: ignore[return-value]
-                "SELECT customer, balance_fen, rem, ladder_wh, rated_until, version, tariff FROM accounts a"
-                " WHERE EXISTS (SELECT 1 FROM meters m WHERE m.customer = a.customer AND m.mode = 'remote')"
-                " ORDER BY customer"
+                "SELECT customer, balance_fen, rem, ladder_wh, rated_until, version, tariff FROM accounts"
+                f" WHERE {self._REMOTE} ORDER BY customer"
             )
 
     def cost_control_accounts(self) -> list[tuple[Any, ...]]:
@@ -472,10 +509,87 @@ class Store:
         with self._tx(write=False) as tx:
             return tx.all(
                 "SELECT customer, balance_fen, alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected,"
-                " restore_policy, notice_level, notice_at, supply, supply_at, version FROM accounts a"
-                " WHERE EXISTS (SELECT 1 FROM meters m WHERE m.customer = a.customer AND m.mode = 'remote')"
-                " ORDER BY customer"
+                " restore_policy, notice_level, notice_at, supply, supply_at, version FROM accounts"
+                f" WHERE {self._REMOTE} ORDER BY customer"
             )
+
+    def cost_control_meters(self) -> list[tuple[Any, ...]]:
+        """Every remote-cost-control meter with its account, by customer then address: the whole
+        input of a cost-control cycle in one query.
+
+        Rows: (customer, address, balance_fen, rem, ladder_wh, rated_until, version, tariff,
+        alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected (0/1: the account's or
+        the meter's flag), restore_policy, notice_level, notice_at, supply, supply_at).
+        """
+        with self._tx(write=False) as tx:
+            return tx.all(
+                "SELECT a.customer, m.address, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.tariff,"
+                " a.alarm1_fen, a.alarm2_fen, a.overdraft_fen, a.close_ok_fen,"
+                " CASE WHEN a.protected = 1 OR m.protected = 1 THEN 1 ELSE 0 END, a.restore_policy,"
+                " a.notice_level, a.notice_at, a.supply, a.supply_at"
+                " FROM meters m JOIN accounts a ON a.customer = m.customer WHERE m.mode = 'remote'"
+                " ORDER BY a.customer, m.address"
+            )
+
+    def apply_decisions(
+        self,
+        states: Iterable[Sequence[Any]],
+        *,
+        notices: Iterable[Sequence[Any]] = (),
+        commands: Iterable[Sequence[Any]] = (),
+        audit: Iterable[tuple[str, str, str | None, Any]] = (),
+        actor: str,
+    ) -> set[str]:
+        """Record a cost-control cycle's decisions in one transaction; return the customers skipped.
+
+        ``states``: (customer, expected_version, notice_level, notice_at, supply, supply_at); a row
+        applies only if the account's version is still ``expected_version`` (no money moved since
+        the cycle read it); otherwise the customer is returned and its notices, commands and audit
+        rows (matched by customer / audit target) are left out too, to be decided next cycle.
+        ``notices``: (customer, kind, message, idem_key, detail), queued once per idem_key.
+        ``commands``: (customer, meter, kind, params, idem_key), queued once per idem_key, audited.
+        ``audit``: (actor, action, target, detail) rows.
+        """
+        now = self.now()
+        rows = []
+        for customer, version, level, notice_at, supply, supply_at in states:
+            if level not in (0, 1, 2, 3) or supply not in SUPPLY_STATES:
+                raise InvalidInput(f"customer {customer}: notice level is 0..3 and supply one of"
+                                   f" {', '.join(SUPPLY_STATES)}, got {level!r} / {supply!r}")
+            rows.append((int(level), None if notice_at is None else int(notice_at), supply,
+                         None if supply_at is None else int(supply_at), now, customer, int(version)))
+        with self._tx() as tx:
+            # the write lock is held from here: versions read now cannot move before the update
+            if len(rows) > 5000:
+                current = dict(tx.all("SELECT customer, version FROM accounts"))
+            else:
+                current = {}
+                wanted = [r[5] for r in rows]
+                for lo in range(0, len(wanted), 500):
+                    chunk = wanted[lo:lo + 500]
+                    current.update(tx.all(f"SELECT customer, version FROM accounts WHERE customer IN"
+                                          f" ({', '.join('?' for _ in chunk)})", chunk))
+            stale = {r[5] for r in rows if current.get(r[5]) != r[6]}
+            missing = [r[5] for r in rows if r[5] not in current]
+            if missing:
+                raise NotFound(f"{len(missing)} customer(s) in the decisions do not exist, e.g. {missing[0]}"
+                               " (nothing was recorded)")
+            tx.executemany(
+                "UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?, updated_at = ?"
+                " WHERE customer = ?",
+                (r[:6] for r in rows if r[5] not in stale),
+            )
+            tx.executemany(
+                "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
+                " updated_at, idem_key, detail) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                ((c, kind, msg, now, now, key, dumps(detail)) for c, kind, msg, key, detail in notices
+                 if c not in stale),
+            )
+            for c, meter, kind, params, key in commands:
+                if c not in stale:
+                    self.enqueue(meter, kind, params, actor=actor, idem_key=key)
+            self.log_actions(a for a in audit if a[2] not in stale)
+        return stale
 
     def set_account_states(self, rows: Iterable[Sequence[Any]]) -> int:
         """Record cost control's decisions for many accounts in one transaction; return rows changed.
