@@ -73,7 +73,8 @@ class Meter:
         self.fr = codec.Frame()
         self.tx = bytearray(codec.FRAME_MAX)
         self._txv = memoryview(self.tx)
-        self.out = bytearray(codec.MAX_DATA)
+        # replies are built where they are sent: encode_into adds 33H in place (no second buffer)
+        self.out = self._txv[10:10 + codec.MAX_DATA]
         self.blk = bytearray(512)  # the longest block: 10 programming records, 503 bytes
         self.blk_n = 0
         self.blk_di = -1
@@ -152,7 +153,8 @@ class Meter:
         tj = self._tj
         if tj is None:
             tj = []
-            _json_pieces({"t": self.tariff.dump()}, tj)
+            # straight from the tables: the tariff's own dump() cache would be a second copy
+            _json_pieces({"t": self.tariff._build_dump()}, tj)
             tj[-1] = tj[-1][:-1] + ","  # drop the closing brace: the object continues
             self._tj = tj = [_buf(x) for x in tj]
         ev_ = self.events
@@ -727,12 +729,14 @@ def _json_pieces(obj, out):
 
 
 def _big(obj):
-    # worth splitting: a container of containers, or a long one
+    # worth splitting: a long container, or one holding containers (the tariff's 2-item
+    # lists hold whole sets of day tables: dumped at once they made a 1.8 KB string, a block
+    # a fragmented heap lacks). A tuple is a packed table of <= 14 ints: one piece.
     if len(obj) > 16:
         return True
     for k in obj:
         v = obj[k] if isinstance(obj, dict) else k
-        if isinstance(v, (list, dict, tuple)) and len(v) > 4:
+        if isinstance(v, (list, dict, tuple)):
             return True
     return False
 
