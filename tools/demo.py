@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 
 from headend.keys import KeyStore
-from tools.bus import LossyProxy
+from tools.fleet import LossyProxy
 from tools.proc import wait_for_line
 from tools.sim.launch import RunningMeter, start_meter
 

@@ -1,34 +1,53 @@
-"""Many simulated meters in one process, for head-end tests and benchmarks (1,000 meters is fine).
+"""Many simulated meters in one asyncio process, for head-end tests, demos and benchmarks.
 
-Each meter is the real firmware core (meter.core.Meter) with its own load model and state; what
-this module adds is asyncio TCP serving. Two layouts:
+Each meter is the real firmware core (`meter.core.Meter`) with its own key and state; what this
+module adds is asyncio TCP serving, an optional load model and faults.  Meters sit on *buses*:
+a bus is one listening TCP port, the way an RS-485 line sits behind a serial server.  Every frame
+that arrives on a bus is offered to the meters it is for (the addressed one; every meter for a
+wildcard or broadcast) and the replies go back on that connection; a broadcast gets no answer,
+a wildcard read one from each matching meter (on a real bus those would collide).  Layouts,
+exactly one of:
 
-* one port for all (`port=`): a multi-drop bus as an RS-485 line would be. Every frame reaches
-  every meter; the one it is addressed to answers (a broadcast gets no answer; a wildcard read
-  gets an answer from each matching meter, as on a real bus where that would collide).
-* one port per meter (`port_base=`): meter i listens on port_base + i, like meters behind
-  their own TCP gateways.
+* ``port=P``: one bus for all meters on port P (0 = any free port);
+* ``port_base=B``: a port each, meter i on B + i, like meters behind their own TCP gateways;
+* ``per_bus=N``: buses of N meters each, every bus on a free port (``per_bus=1``: a free port
+  per meter).
 
     fleet = await start_fleet(["000000000001", "000000000002"], master=master_key, port=0)
-    fleet.port                      # the bus port (the real one when 0 was asked for)
+    fleet.port                        # the bus port (the real one when 0 was asked for)
+    fleet.link_of("000000000001")     # "tcp://127.0.0.1:PORT", the link URL that reaches it
+    fleet.meters["000000000002"]      # the core itself (status(), add_energy(), ...)
     fleet.press_button("000000000001")
-    fleet.status("000000000002")    # the core's status dict
+    fleet.fault("000000000002").drop = 2   # lose its next two replies (see Fault)
     await fleet.close()
 
-`serve_fleet(...)` does the same and serves until cancelled.
+``serve_fleet(...)`` does the same and serves until cancelled.  ``load=True`` (the default) runs
+the residential load model every ``tick_s`` so energy flows and money is spent; tests that
+assert exact balances pass ``load=False``.  :class:`LossyProxy` is a separate lossy TCP hop in
+front of any meter (the demo's lost recharge replies).
+
+From a shell (prints one JSON line ``{"buses": [{"link": url, "meters": [...]}, ...]}``, then
+serves until SIGINT/SIGTERM)::
+
+    python -m tools.fleet --count 1000 --per-bus 1 --master-hex 00..   # --drop, --garbage, --load
+
+The master key given there is a test key for simulated meters only.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
+import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from tools.sim import FIRMWARE
-
+FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
@@ -40,149 +59,303 @@ from meter.store import RamFlash  # noqa: E402
 
 from headend.link.security import derive_meter_key  # noqa: E402 - the head-end's own derivation
 
+__all__ = ["Bus", "Fault", "Fleet", "LossyProxy", "fleet_addresses", "serve_fleet", "start_fleet"]
+
+FLASH_SIZE = 16384  # a fully programmed meter's two state records fit
+
+
+def fleet_addresses(n: int, first: int = 1) -> list[str]:
+    """n consecutive 12-digit addresses starting at ``first``."""
+    return [f"{i:012d}" for i in range(first, first + n)]
+
 
 def _wire(address: str) -> bytes:
     return bytes(int(address[i:i + 2], 16) for i in range(10, -1, -2))  # BCD digits read as hex = BCD bytes
 
 
+def _whole_frame(chunk: bytes) -> bytes | None:
+    """The frame if ``chunk`` is exactly one (after FE wake-up bytes), by its L byte; else None.
+    Only the framing is looked at: the core checks the checksum itself."""
+    p = 0
+    n = len(chunk)
+    while p < n and chunk[p] == 0xFE:
+        p += 1
+    if n - p >= 12 and chunk[p] == 0x68 and chunk[p + 7] == 0x68 and n == p + 12 + chunk[p + 9] and chunk[-1] == 0x16:
+        return chunk[p:] if p else chunk
+    return None
+
+
+_RECHARGE_DIS = {bytes((b + 0x33) & 0xFF for b in (0xFF, k, 0x01, 0x07)) for k in (0x01, 0x02)}  # open account, recharge
+
+
+def _is_recharge(frame: bytes) -> bool:
+    # an 03H frame whose DI (after +33H) is 07 01 01 FF or 07 01 02 FF: 68 A0..A5 68 03 L DI...
+    i = frame.find(b"\x68")
+    return i >= 0 and len(frame) >= i + 14 and frame[i + 8] == 0x03 and bytes(frame[i + 10:i + 14]) in _RECHARGE_DIS
+
+
+def _noise() -> bytes:
+    return b"\x68\x01\x02\x68\x91\x05" + os.urandom(12) + b"\x16"
+
+
 @dataclass
-class FleetMeter:
-    """One meter of the fleet: the core, its flash, its load."""
+class Fault:
+    """Faults of one meter: lose its next ``drop`` replies (all of them, or with
+    ``drop_kind="recharge"`` only its recharge replies), or answer noise (``garbage``)."""
 
-    address: str
-    meter: Any
-    flash: Any
-    load: LoadModel
-    energy: Energy = field(default_factory=Energy)
-    power_w: int = 0
+    drop: int = 0
+    drop_kind: str = "all"
+    garbage: bool = False
 
 
 @dataclass
+class Bus:
+    """One TCP port with meters on it.  ``drop``/``drop_kind``/``garbage`` are faults of the
+    whole bus (after each meter's own :class:`Fault`)."""
+
+    fleet: Fleet
+    addresses: list[str]
+    drop: int = 0
+    drop_kind: str = "all"  # "all" replies, or only "recharge" replies
+    garbage: bool = False
+    server: asyncio.Server | None = None
+    faults: dict[str, Fault] = field(default_factory=dict)
+    connections: list[asyncio.Transport] = field(default_factory=list)
+    _by_wire: dict[bytes, tuple[str, Meter]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._by_wire = {_wire(a): (a, self.fleet.meters[a]) for a in self.addresses}
+
+    @property
+    def meters(self) -> list[Meter]:
+        """The cores on this bus, in address order."""
+        return [self.fleet.meters[a] for a in self.addresses]
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "the bus is not serving yet: await fleet.start() first"
+        return self.server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{self.fleet.host}:{self.port}"
+
+    def handle(self, frame: bytes, write: Callable[[Any], None]) -> None:
+        """One whole frame off the line: ``write`` the replies of the meters it is for.
+
+        A reply may be a view into its meter's transmit buffer, valid until that meter's next
+        frame: ``write`` must copy or send it at once (an asyncio transport does)."""
+        fleet = self.fleet
+        fleet.frames_in += 1
+        now = fleet.clock.now()
+        one = self._by_wire.get(frame[1:7])
+        if one is not None and not self.faults and not self.drop and not self.garbage:
+            r = one[1].handle_view(frame, now)  # the usual case: one addressed meter, no faults
+            if r is not None:
+                fleet.frames_out += 1
+                write(r)
+            return
+        targets = (one,) if one is not None else self._by_wire.values()
+        out = []
+        for address, m in targets:
+            r = m.handle_view(frame, now)
+            if r is None:
+                continue
+            f = self.faults.get(address)
+            if f is not None:
+                if f.drop > 0 and (f.drop_kind == "all" or _is_recharge(frame)):
+                    f.drop -= 1
+                    continue
+                if f.garbage:
+                    r = _noise()
+            out.append(r)
+        if not out:
+            return
+        if self.drop > 0 and (self.drop_kind == "all" or _is_recharge(frame)):
+            self.drop -= 1
+            return
+        if self.garbage:
+            out = [_noise()]
+        fleet.frames_out += len(out)
+        for r in out:
+            write(r)
+
+    def close_connections(self) -> None:
+        """Hang up on every connected head-end (a dropped link)."""
+        for t in self.connections:
+            t.close()
+        self.connections.clear()
+
+
+class _BusProtocol(asyncio.Protocol):
+    """One connection to a bus: its own framing (two masters never splice each other's bytes)."""
+
+    __slots__ = ("bus", "transport", "frames", "write")
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.frames = Frames()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.write = transport.write  # type: ignore[attr-defined]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:  # a reply is one small frame: do not let Nagle hold it back
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.bus.connections.append(self.transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.frames.buf:
+            whole = _whole_frame(data)
+            if whole is not None:  # the usual TCP case: exactly one frame, nothing half-received
+                self.bus.handle(whole, self.write)
+                return
+        for frame in self.frames.feed(data):
+            self.bus.handle(frame, self.write)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport in self.bus.connections:
+            self.bus.connections.remove(self.transport)  # type: ignore[arg-type]
+
+
 class Fleet:
-    meters: dict[str, FleetMeter]
-    clock: SimClock
-    port: int | None = None
-    ports: dict[str, int] = field(default_factory=dict)
-    frames_in: int = 0
-    frames_out: int = 0
-    _servers: list[asyncio.base_events.Server] = field(default_factory=list)
-    _tasks: list[asyncio.Task] = field(default_factory=list)
-    _by_wire: dict[bytes, FleetMeter] = field(default_factory=dict)
+    """The meters (``meters``: address -> core), their buses and their clock.
+
+    Build it, then ``await start()`` (or use :func:`start_fleet`, which does both)."""
+
+    def __init__(self, addresses: Iterable[str], *, master: bytes | None = None,
+                 key_for: Callable[[str], bytes] | None = None, host: str = "127.0.0.1",
+                 port: int | None = None, port_base: int | None = None, per_bus: int | None = None,
+                 state_dir: str | None = None, mode: str = "local", bench: bool = False, speed: int = 1,
+                 start: int | None = None, load: bool = True, load_scale: int = 100, noise: int = 20,
+                 tick_s: float = 1.0) -> None:
+        if sum(x is not None for x in (port, port_base, per_bus)) != 1:
+            raise ValueError("give exactly one of port (one bus for all meters), port_base (a port each, "
+                             "counting up) or per_bus (buses of that many meters, each on a free port)")
+        if per_bus is not None and per_bus < 1:
+            raise ValueError(f"per_bus must be 1 or more, got {per_bus}")
+        if key_for is None:
+            if master is None:
+                raise ValueError("give master= or key_for=: there is no default meter key")
+            key_for = lambda a: derive_meter_key(master, a, 0)  # noqa: E731
+        addresses = list(addresses)
+        self.host = host
+        self.clock = SimClock(start, speed)
+        self.meters: dict[str, Meter] = {}
+        self.flashes: dict[str, Any] = {}
+        for address in addresses:
+            cfg = {"address": address, "key": key_for(address), "krn": 0, "mode": mode, "bench": bench}
+            if state_dir:
+                flash = open_state(str(Path(state_dir) / f"meter-{address}.state"), FLASH_SIZE, sync=False)
+            else:
+                flash = RamFlash(FLASH_SIZE)
+            self.flashes[address] = flash
+            self.meters[address] = Meter(cfg, flash, self.clock.now(), os.urandom)
+        self.loads = {a: LoadModel(scale_pct=load_scale, noise_pct=noise, seed=i + 1)
+                      for i, a in enumerate(addresses)} if load else {}
+        size = len(addresses) if port is not None else 1 if port_base is not None else per_bus
+        assert size is not None
+        self.buses = [Bus(self, addresses[i:i + size]) for i in range(0, len(addresses), size)]
+        self._bus_of = {a: b for b in self.buses for a in b.addresses}
+        self._listen = ([port] if port is not None else
+                        [port_base + i for i in range(len(addresses))] if port_base is not None else
+                        [0] * len(self.buses))
+        self.port: int | None = None  # the bus port of the one-bus layout (port=)
+        self.ports: dict[str, int] = {}  # every meter's port
+        self.frames_in = 0
+        self.frames_out = 0
+        self.tick_s = tick_s
+        self._tasks: list[asyncio.Task] = []
+        self._one_bus = port is not None
+
+    async def start(self) -> None:
+        """Open every bus's listening port (and start the load model, if any)."""
+        loop = asyncio.get_running_loop()
+        for bus, p in zip(self.buses, self._listen):
+            bus.server = await loop.create_server(lambda bus=bus: _BusProtocol(bus), self.host, p, backlog=4096)
+            for a in bus.addresses:
+                self.ports[a] = bus.port
+        if self._one_bus:
+            self.port = self.buses[0].port
+        if self.loads:
+            self._tasks.append(asyncio.create_task(self._run_load()))
+
+    def link_of(self, address: str) -> str:
+        """The link URL that reaches meter ``address``."""
+        return self._bus_of[address].url
+
+    def bus_of(self, address: str) -> Bus:
+        """The bus meter ``address`` sits on."""
+        return self._bus_of[address]
+
+    def fault(self, address: str) -> Fault:
+        """The fault settings of one meter (created on first use)."""
+        return self.bus_of(address).faults.setdefault(address, Fault())
+
+    def layout(self) -> list[dict]:
+        """[{"link": url, "meters": [addresses]}] for every bus."""
+        return [{"link": b.url, "meters": list(b.addresses)} for b in self.buses]
 
     def press_button(self, address: str) -> None:
         """The customer's >= 3 s press on one meter."""
-        self.meters[address].meter.button(self.clock.now())
+        self.meters[address].button(self.clock.now())
 
     def status(self, address: str) -> dict[str, Any]:
-        fm = self.meters[address]
-        return dict(fm.meter.status(), contact="open" if fm.meter.relay_open else "closed")
+        """The core's status dict, with the contact."""
+        m = self.meters[address]
+        return dict(m.status(), contact="open" if m.relay_open else "closed")
 
-    def handle(self, frame: bytes) -> list[bytes]:
-        """One frame off the bus: the replies of the meters it is for."""
-        self.frames_in += 1
-        now = self.clock.now()
-        one = self._by_wire.get(bytes(frame[1:7]))
-        targets: Iterable[FleetMeter] = (one,) if one is not None else self.meters.values()
-        out = []
-        for fm in targets:
-            reply = fm.meter.handle(frame, now)
-            if reply:
-                out.append(reply)
-        self.frames_out += len(out)
-        return out
+    async def _run_load(self) -> None:
+        energy = {a: Energy() for a in self.loads}
+        power = {a: 0 for a in self.loads}
+        last = self.clock.ms()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            ms = self.clock.ms()
+            dms, last = ms - last, ms
+            now = ms // 1000
+            for a, load in self.loads.items():
+                m = self.meters[a]
+                w = 0 if m.relay_open else load.power_w(now)
+                if w != power[a]:
+                    power[a] = w
+                    m.set_power(w)
+                wh = energy[a].add(w, dms)
+                if wh:
+                    m.add_energy(wh, now)
+                m.tick(now)
 
     async def close(self) -> None:
+        """Stop the load, close every port and connection and the state files."""
         for t in self._tasks:
             t.cancel()
-        for s in self._servers:
-            s.close()
-            await s.wait_closed()
-        for fm in self.meters.values():
-            if hasattr(fm.flash, "close"):
-                fm.flash.close()
+        for bus in self.buses:
+            if bus.server is not None:
+                bus.server.close()
+            bus.close_connections()
+            if bus.server is not None:
+                await bus.server.wait_closed()
+        for flash in self.flashes.values():
+            if hasattr(flash, "close"):
+                flash.close()
 
 
-async def _serve(fleet: Fleet, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 only: FleetMeter | None) -> None:
-    frames = Frames()
-    now = fleet.clock.now
-    try:
-        while chunk := await reader.read(4096):
-            for frame in frames.feed(chunk):
-                if only is None:
-                    replies = fleet.handle(frame)
-                else:
-                    fleet.frames_in += 1
-                    r = only.meter.handle(frame, now())
-                    replies = [r] if r else []
-                    fleet.frames_out += len(replies)
-                for r in replies:
-                    writer.write(r)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+async def start_fleet(addresses: Iterable[str], **kw: Any) -> Fleet:
+    """Build the meters and start serving; ``kw`` as for :class:`Fleet`: give ``port`` (one bus
+    port, 0 = any), ``port_base`` or ``per_bus``.
 
-
-async def _run_load(fleet: Fleet, every_s: float) -> None:
-    last = fleet.clock.ms()
-    while True:
-        await asyncio.sleep(every_s)
-        ms = fleet.clock.ms()
-        dms, last = ms - last, ms
-        now = ms // 1000
-        for fm in fleet.meters.values():
-            m = fm.meter
-            w = 0 if m.relay_open else fm.load.power_w(now)
-            if w != fm.power_w:
-                fm.power_w = w
-                m.set_power(w)
-            wh = fm.energy.add(w, dms)
-            if wh:
-                m.add_energy(wh, now)
-            m.tick(now)
-
-
-async def start_fleet(addresses: Iterable[str], *, master: bytes | None = None,
-                      key_for: Callable[[str], bytes] | None = None, host: str = "127.0.0.1",
-                      port: int | None = None, port_base: int | None = None, state_dir: str | None = None,
-                      mode: str = "local", bench: bool = False, speed: int = 1, start: int | None = None,
-                      load_scale: int = 100, noise: int = 20, tick_s: float = 1.0) -> Fleet:
-    """Build the meters and start serving; give `port` (one bus port, 0 = any) or `port_base`.
-
-    Keys come from `key_for(address)` or are derived from `master` like the head-end does.
-    State lives in `state_dir` (one file per meter, kept across runs) or in RAM when None.
+    Keys come from ``key_for(address)`` or are derived from ``master`` like the head-end does.
+    State lives in ``state_dir`` (one file per meter, kept across runs) or in RAM when None.
     """
-    if (port is None) == (port_base is None):
-        raise ValueError("give exactly one of port (one bus for all meters) or port_base (a port each)")
-    if key_for is None:
-        if master is None:
-            raise ValueError("give master= or key_for=: there is no default meter key")
-        key_for = lambda a: derive_meter_key(master, a, 0)  # noqa: E731
-    clock = SimClock(start, speed)
-    meters: dict[str, FleetMeter] = {}
-    for i, address in enumerate(addresses):
-        cfg = {"address": address, "key": key_for(address), "krn": 0, "mode": mode, "bench": bench}
-        if state_dir:
-            flash = open_state(str(Path(state_dir) / f"meter-{address}.state"), 16384, sync=False)
-        else:
-            flash = RamFlash(16384)
-        meters[address] = FleetMeter(address, Meter(cfg, flash, clock.now(), os.urandom), flash,
-                                     LoadModel(scale_pct=load_scale, noise_pct=noise, seed=i + 1))
-    fleet = Fleet(meters, clock)
-    fleet._by_wire = {_wire(a): fm for a, fm in meters.items()}
-    if port is not None:
-        srv = await asyncio.start_server(lambda r, w: _serve(fleet, r, w, None), host, port)
-        fleet._servers.append(srv)
-        fleet.port = srv.sockets[0].getsockname()[1]
-    else:
-        assert port_base is not None
-        for i, (address, fm) in enumerate(meters.items()):
-            srv = await asyncio.start_server(lambda r, w, fm=fm: _serve(fleet, r, w, fm), host, port_base + i)
-            fleet._servers.append(srv)
-            fleet.ports[address] = port_base + i
-    fleet._tasks.append(asyncio.create_task(_run_load(fleet, tick_s)))
+    fleet = Fleet(addresses, **kw)
+    try:
+        await fleet.start()
+    except BaseException:
+        await fleet.close()
+        raise
     return fleet
 
 
@@ -193,3 +366,128 @@ async def serve_fleet(addresses: Iterable[str], **kw: Any) -> None:
         await asyncio.Event().wait()
     finally:
         await fleet.close()
+
+
+class LossyProxy:
+    """A TCP hop in front of a meter that loses the meter's next ``drop_recharge`` recharge
+    replies (the meter executes the recharge; the head-end never hears it did)."""
+
+    def __init__(self, host: str, port: int, drop_recharge: int = 1) -> None:
+        self.target = (host, port)
+        self.drop_recharge = drop_recharge
+        self.dropped = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread = None
+        self.port = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            m_reader, m_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        last_was_recharge = [False]
+
+        async def up() -> None:
+            while chunk := await reader.read(4096):
+                last_was_recharge[0] = _is_recharge(chunk.lstrip(b"\xfe"))
+                m_writer.write(chunk)
+            m_writer.close()
+
+        async def down() -> None:
+            while chunk := await m_reader.read(4096):
+                if last_was_recharge[0] and self.drop_recharge > 0:
+                    self.drop_recharge -= 1
+                    self.dropped += 1
+                    continue
+                writer.write(chunk)
+            writer.close()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+    def start(self) -> int:
+        """Run the proxy in a background thread; returns the port it listens on."""
+        import threading
+
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def go() -> None:
+                self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
+                ready.set()
+                await self._server.serve_forever()
+
+            try:
+                loop.run_until_complete(go())
+            except (asyncio.CancelledError, RuntimeError):
+                pass
+
+        self._thread = threading.Thread(target=run, daemon=True, name="lossy-proxy")
+        self._thread.start()
+        ready.wait(10)
+        return self.port
+
+    def stop(self) -> None:
+        """Stop the proxy and its thread."""
+        if self._loop is not None and self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+            for task in asyncio.all_tasks(self._loop):
+                self._loop.call_soon_threadsafe(task.cancel)
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fleet = Fleet(fleet_addresses(args.count, args.first), master=bytes.fromhex(args.master_hex),
+                  per_bus=None if args.port is not None else args.per_bus, port=args.port,
+                  mode=args.mode, load=args.load, speed=args.speed)
+    for spec in args.drop:
+        address, _, n = spec.partition("=")
+        kind, _, n = n.rpartition(":")
+        fleet.fault(address).drop = int(n or 1)
+        fleet.fault(address).drop_kind = kind or "all"
+    for address in args.garbage:
+        fleet.fault(address).garbage = True
+    await fleet.start()
+    print(json.dumps({"buses": fleet.layout()}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await fleet.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.fleet", description=__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=3, help="number of meters")
+    p.add_argument("--first", type=int, default=1, help="address of the first meter (as a number)")
+    p.add_argument("--per-bus", type=int, default=1, help="meters per TCP port (each on a free port)")
+    p.add_argument("--port", type=int, help="instead: one bus for all meters on this port (0: any)")
+    p.add_argument("--mode", choices=("local", "remote"), default="local")
+    p.add_argument("--master-hex", "--master-key-hex", dest="master_hex",
+                   help="test master key (64 hex digits) the meter keys derive from")
+    p.add_argument("--load", action="store_true", help="run the load model (energy flows, money is spent)")
+    p.add_argument("--speed", type=int, default=1, help="clock acceleration factor")
+    p.add_argument("--drop", action="append", default=[], metavar="ADDRESS=[recharge:]N",
+                   help="swallow that meter's next N replies (only its recharge replies with recharge:)")
+    p.add_argument("--garbage", action="append", default=[], metavar="ADDRESS",
+                   help="that meter answers with noise")
+    args = p.parse_args(argv)
+    if not args.master_hex:
+        p.error("--master-hex is required: the simulated meters' keys derive from it")
+    try:
+        bytes.fromhex(args.master_hex)
+    except ValueError:
+        p.error("--master-hex must be hex digits")
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,7 +90,7 @@ def test_fleet_keys_are_the_headends() -> None:
     async def go() -> bytes:
         fleet = await start_fleet(["000000000005"], master=MASTER, port=0)
         try:
-            return bytes(fleet.meters["000000000005"].meter.sec.key)
+            return bytes(fleet.meters["000000000005"].sec.key)
         finally:
             await fleet.close()
 

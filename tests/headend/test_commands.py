@@ -13,7 +13,7 @@ from headend.commands.meter_client import ReadValue
 from headend.keys import KeyStore
 from headend.store import open_store
 from headend.transports import FrontEnd, LinkSettings
-from tools.bus import Fleet, fleet_addresses
+from tools.fleet import Fleet, fleet_addresses
 
 CUSTOMER = "000000000042"
 FAST = LinkSettings(timeout=0.3, retries=1, backoff=0.02, connect_timeout=1.0, reconnect_backoff=0.05)
@@ -26,7 +26,7 @@ class Rig:
         self.master = os.urandom(32)
         self.keys = KeyStore.in_memory(self.master)
         self.addresses = fleet_addresses(n)
-        self.fleet = Fleet(self.master, self.addresses, per_bus=per_bus, mode=mode)
+        self.fleet = Fleet(self.addresses, master=self.master, per_bus=per_bus, mode=mode, load=False)
         self.store = open_store(tmp_path / "h.db")
         self.link_settings = link_settings
 

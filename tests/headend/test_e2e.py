@@ -1,5 +1,5 @@
 """End to end: the `headend` CLI and `headend serve` against simulated meters (`meter run` child
-processes over TCP and a pty serial port, and tools.bus for buses and faulty meters)."""
+processes over TCP and a pty serial port, and tools.fleet for buses and faulty meters)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 def _start_bus(he: HeadEnd, *args: str) -> tuple[subprocess.Popen, list[dict]]:
-    proc = subprocess.Popen([sys.executable, "-m", "tools.bus", "--master-hex", he.master.hex(), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "tools.fleet", "--master-hex", he.master.hex(), *args],
                             cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:

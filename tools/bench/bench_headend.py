@@ -1,6 +1,6 @@
 """Head-end comms benchmark: read every meter of a 1,000-meter simulated fleet, and recharge them.
 
-The fleet (1,000 real `meter.core.Meter` cores, one TCP port each, `tools.bus`) runs in its own
+The fleet (1,000 real `meter.core.Meter` cores, one TCP port each, `tools.fleet`) runs in its own
 process, as meters would on their own hardware; the head-end side runs here.  The ceiling is
 measured in the same run, in short windows interleaved with the reads over three rounds (the
 machine may be shared; medians are reported): plain asyncio stream round trips over 1,000
@@ -23,6 +23,7 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,13 +39,36 @@ ROUNDS = 3
 FULL_SET = [0x00010000, 0x00010100, 0x00010200, 0x00010300, 0x00010400, 0x00900200, 0x04000503, 0x0400010C]
 
 
-def _spawn(*args: str) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-m", "tools.bus", *args], cwd=str(ROOT),
+def _spawn(module: str, *args: str) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(ROOT),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if not line:
-        raise RuntimeError(f"tools.bus did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
+        raise RuntimeError(f"{module} did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
     return proc, json.loads(line)
+
+
+class _Echo(asyncio.Protocol):
+    """Plain asyncio: send every chunk straight back (the meters' side of the ceiling)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+async def _serve_echo(count: int) -> None:
+    """COUNT plain asyncio echo ports; prints {"echo": [links]} and serves until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_server(_Echo, "127.0.0.1", 0, backlog=4096) for _ in range(count)]
+    print(json.dumps({"echo": [f"tcp://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]}), flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for s in servers:
+        s.close()
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -119,8 +143,8 @@ def run(report) -> None:  # noqa: ANN001
     keys = KeyStore.in_memory(master)
     # a read request and its reply are about this size: the ceiling moves frames like them
     frame = build_frame("000000000001", 0x91, b"\x00\x00\x01\x00" + b"\x12\x34\x56\x00", preamble=4)
-    echo, echo_info = _spawn("--echo", "--count", str(N_METERS))
-    fleet, info = _spawn("--count", str(N_METERS), "--master-hex", master.hex())
+    echo, echo_info = _spawn("tools.bench.bench_headend", "--echo", str(N_METERS))
+    fleet, info = _spawn("tools.fleet", "--count", str(N_METERS), "--master-hex", master.hex())
     tmp = tempfile.mkdtemp(prefix="bench-headend-")
     try:
         store = open_store(Path(tmp) / "bench.db")
@@ -190,3 +214,9 @@ def run(report) -> None:  # noqa: ANN001
     finally:
         _stop(fleet)
         _stop(echo)
+
+
+if __name__ == "__main__":  # the ceiling's echo process: python -m tools.bench.bench_headend --echo N
+    if sys.argv[1:2] != ["--echo"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m tools.bench.bench_headend --echo COUNT (run the benchmark with make bench)")
+    asyncio.run(_serve_echo(int(sys.argv[2])))
