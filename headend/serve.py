@@ -2,9 +2,11 @@
 
 One asyncio loop holds every link (opened on first use, reopened after a drop), listens for
 dial-in meters on every ``listen://`` link in the registry (and any given with ``--listen``),
-and works the command outbox continuously.  Commands left "sent" by a previous run that
-died are put back in the queue at start-up; recharges resume with the purchase count they
-recorded, so a restart never credits twice.
+and works the command outbox continuously.  With ``--costctl`` (or ``[costctl] in_serve``) it
+also runs remote cost control (``headend.costctl.loop``): readings collected on the cycle's
+grid, rated, debited, decided; its trip and close commands go through the same outbox.
+Commands left "sent" by a previous run that died are put back in the queue at start-up;
+recharges resume with the purchase count they recorded, so a restart never credits twice.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 from headend.commands import MeterClient, MeterTarget, OutboxWorker
 from headend.commands.collect import read_cycle
+from headend.costctl.loop import LoopOptions, run_loop
 from headend.keys import KeyStore
 from headend.store import Store
 from headend.transports import FrontEnd, LinkSettings
@@ -38,6 +41,7 @@ class ServeOptions:
     operator: int = 0
     collect_every_s: float = 0.0  # 0: no periodic read cycles
     collect_dis: tuple[int, ...] = (0x00010000, 0x00900200, 0x04000503)
+    costctl: LoopOptions | None = None  # remote cost control: collect on the grid, rate, debit, act
 
 
 def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[FrontEnd, OutboxWorker]:
@@ -63,7 +67,7 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[F
 
 
 async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-    """Run the front-end and the outbox worker until ``stop`` is set."""
+    """Run the front-end, the outbox worker (and the cost-control loop) until ``stop`` is set."""
     frontend, worker = build_worker(store, keys, options)
     requeued = worker.recover()
     if requeued:
@@ -78,6 +82,8 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
     tasks = [asyncio.create_task(worker.run(stop))]
     if options.collect_every_s > 0:
         tasks.append(asyncio.create_task(_collect(store, worker.client, options, stop)))
+    if options.costctl is not None:
+        tasks.append(asyncio.create_task(run_loop(store, worker.client, options.costctl, stop)))
     try:
         await asyncio.gather(*tasks)
     finally:

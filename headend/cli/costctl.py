@@ -1,13 +1,16 @@
-"""`headend costctl run`: one remote cost-control cycle (rate, debit, warn, cut, restore)."""
+"""`headend costctl run`: one remote cost-control cycle (rate, debit, warn, cut, restore); and the
+`headend serve` options that run the cycle continuously (``add_serve_args`` / ``serve_loop_options``)."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from datetime import datetime, timedelta, timezone
 
 from headend.cli import _common as c
 from headend.costctl.config import costctl_config
 from headend.costctl.cycle import run_cycle
+from headend.costctl.loop import LoopOptions
 from headend.tariff.catalog import load_catalog
 from headend.tariff.model import TariffError
 
@@ -46,3 +49,43 @@ def run_once(args: argparse.Namespace) -> int:
         for line in rep.skipped + rep.problems + rep.conflicts:
             print(f"  ! {line}")
     return c.EXIT_OK
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    """Add serve's cost-control options (the rest comes from the [costctl] config section)."""
+    g = p.add_argument_group("remote cost control")
+    g.add_argument("--costctl", action="store_true", default=None,
+                   help="run remote cost control: collect on the grid, rate, debit, notify, trip, restore"
+                        " (default: [costctl] in_serve)")
+    g.add_argument("--costctl-interval", type=int, metavar="S",
+                   help="cycle grid in seconds: 86400 (daily, default), 3600 or 900 (overrides [costctl] interval_s)")
+    g.add_argument("--costctl-clock", metavar="TIME",
+                   help="start cost control's clock at this time (Unix s or YYYY-MM-DDTHH:MM local), for tests and demos")
+    g.add_argument("--costctl-speed", type=float, default=1.0, metavar="X",
+                   help="cost control's clock runs X times faster (with simulated meters at the same --speed)")
+
+
+def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | None:
+    """The cost-control loop serve should run, or None; CliError names a bad setting."""
+    cfg = c.config_from_args(args)
+    try:
+        section = dict(cfg.section("costctl"))
+        if args.costctl_interval is not None:
+            section["interval_s"] = args.costctl_interval
+        cc = costctl_config(section, cfg.source.parent if cfg.source else None)
+        if not (args.costctl if args.costctl is not None else cc.in_serve):
+            return None
+        catalog = load_catalog(cc.tariffs)
+    except (TariffError, ValueError) as exc:
+        raise c.CliError(str(exc)) from None
+    if args.costctl_speed <= 0:
+        raise c.CliError(f"--costctl-speed {args.costctl_speed}: must be > 0")
+    start = None
+    if args.costctl_clock:
+        text = args.costctl_clock
+        try:
+            start = float(text) if text.replace(".", "", 1).isdigit() else datetime.fromisoformat(text).replace(
+                tzinfo=timezone(timedelta(seconds=cc.utc_offset_s))).timestamp()
+        except ValueError:
+            raise c.CliError(f"--costctl-clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
+    return LoopOptions(cc, catalog, start=start, speed=args.costctl_speed, actor=actor)

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterator
 
 from headend.cli import _common as c
+from headend.cli import costctl as costctl_cli
 from headend.commands import parse_di
 from headend.store import Command, Meter, Store
 from headend.transports import LinkError
@@ -116,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key-file", metavar="PATH", help="the master key file (default: config, next to the database)")
     p.add_argument("-v", "--verbose", action="store_true")
     c.add_store_args(p)
+    costctl_cli.add_serve_args(p)
     p.set_defaults(func=op_serve)
 
 
@@ -408,6 +410,7 @@ def op_serve(args: argparse.Namespace) -> int:
         retry_backoff_s=args.retry_backoff,
         security_timeout=args.security_timeout,
         collect_every_s=args.collect_every,
+        costctl=costctl_cli.serve_loop_options(args, "costctl"),
     )
     with c.open_store_from_args(args) as store, _only_serve(store.location):
         store.log_action(c.actor_of(args), "serve.start", None, {"pid": os.getpid()})

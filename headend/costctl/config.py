@@ -11,6 +11,8 @@ notice_period_h = 24
 night = "20:00-08:00"       # no trips in this window ("" for none)
 no_trip_weekdays = []       # 0 = Sunday .. 6 = Saturday
 holidays = ["2025-10-01"]
+in_serve = false            # run the cycle inside `headend serve` (or: serve --costctl)
+collect_window_s = 300      # a grid reading taken this long after its boundary still counts as on time
 ```
 """
 
@@ -25,7 +27,8 @@ from headend.tariff.model import hhmm
 
 __all__ = ["CostCtlConfig", "costctl_config"]
 
-_KNOWN = {"interval_s", "snap_s", "tariffs", "utc_offset_h", "trips", "notice_period_h", "night", "no_trip_weekdays", "holidays"}
+_KNOWN = {"interval_s", "snap_s", "tariffs", "utc_offset_h", "trips", "notice_period_h", "night", "no_trip_weekdays",
+          "holidays", "in_serve", "collect_window_s"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class CostCtlConfig:
     utc_offset_s: int = 8 * 3600
     rules: Rules = field(default_factory=Rules)
     snap_s: int = 0
+    in_serve: bool = False
+    collect_window_s: int = 300
 
 
 def costctl_config(section: Mapping[str, Any], base: Path | None = None) -> CostCtlConfig:
@@ -76,4 +81,8 @@ def costctl_config(section: Mapping[str, Any], base: Path | None = None) -> Cost
     snap = int(section.get("snap_s", 0))
     if not 0 <= snap < interval // 2:
         raise ValueError(f"[costctl] snap_s = {snap}: must be 0 .. {interval // 2 - 1} (under half an interval)")
-    return CostCtlConfig(interval, path, int(round(float(section.get("utc_offset_h", 8)) * 3600)), rules, snap)
+    window = int(section.get("collect_window_s", min(300, interval // 2 - 1)))
+    if not 0 <= window < interval // 2:
+        raise ValueError(f"[costctl] collect_window_s = {window}: must be 0 .. {interval // 2 - 1} (under half an interval)")
+    return CostCtlConfig(interval, path, int(round(float(section.get("utc_offset_h", 8)) * 3600)), rules, snap,
+                         bool(section.get("in_serve", False)), window)

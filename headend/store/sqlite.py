@@ -212,7 +212,7 @@ class SQLiteBackend:
             self._conn = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if self.location != ":memory:":
-                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = self._switch_to_wal(busy_timeout_ms)
                 if str(mode).lower() != "wal":
                     raise StoreError(f"cannot switch {self.location} to WAL journal (got {mode})")
             # NORMAL is durable in WAL mode across application crashes; only an OS crash or power
@@ -233,6 +233,19 @@ class SQLiteBackend:
 
     def __repr__(self) -> str:
         return f"<SQLiteBackend {self.location}>"
+
+    def _switch_to_wal(self, busy_timeout_ms: int) -> str:
+        # Changing the journal mode of a new file that other processes are opening at the same
+        # moment can fail with "database is locked" at once, without the busy handler waiting:
+        # retry for as long as busy_timeout would have waited.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                return str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[_Tx]:
