@@ -638,6 +638,14 @@ class Store:
         purchase_count: int = 0,
     ) -> Meter:
         """Register a meter (and its customer's account if new); Conflict if the address is taken."""
+        return self.add_meters([{"address": address, "link": link, "customer": customer, "mode": mode, "krn": krn,
+                                 "protected": protected, "meter_number": meter_number,
+                                 "purchase_count": purchase_count}], actor=actor, _single=True)[0]
+
+    @staticmethod
+    def _meter_row(address: str, link: str, customer: str, mode: str = "local", krn: int = 0,
+                   protected: bool = False, meter_number: str | None = None, purchase_count: int = 0
+                   ) -> tuple[str, str, str, str, int, int, int, str]:
         address = check_address(address)
         customer = check_customer(customer)
         if mode not in MODES:
@@ -649,41 +657,72 @@ class Store:
                 f"bad link {link!r}: give a URL such as tcp://10.0.0.5:8899 or serial:///dev/ttyUSB0?baud=2400"
             )
         number = check_address(meter_number) if meter_number else address
-        now = self.now()
-        with self._tx() as tx:
-            if tx.one("SELECT 1 FROM meters WHERE address = ?", (address,)):
-                raise Conflict(f"meter {address} is already registered (see `headend meter show {address}`)")
-            if not tx.one("SELECT 1 FROM accounts WHERE customer = ?", (customer,)):
-                self.add_account(customer, actor=actor)
-            tx.execute(
-                f"INSERT INTO meters ({_METER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
-                (address, link, customer, mode, krn, _nonneg("purchase count", purchase_count),
-                 int(bool(protected)), number, now, now),
-            )
-            self.log_action(actor, "meter.add", address, {"link": link, "customer": customer, "mode": mode,
-                                                          "krn": krn, "protected": bool(protected)})
-            return self.get_meter(address)
+        return (address, link, customer, mode, krn, _nonneg("purchase count", purchase_count), int(bool(protected)),
+                number)
 
-    def add_meters(self, rows: Iterable[Mapping[str, Any]], *, actor: str) -> list[Meter]:
+    def add_meters(self, rows: Iterable[Mapping[str, Any]], *, actor: str, _single: bool = False) -> list[Meter]:
         """Register many meters in one transaction, all or none (fleet import).
 
         Each row holds add_meter's arguments: address, link, customer, and optionally mode, krn,
         protected, meter_number, purchase_count. An error names the row (counting from 1).
+        Customers not known yet get an account, as with add_meter; every meter and new account
+        has its audit row.  Written with bulk statements: a million meters take seconds.
         """
         allowed = {"address", "link", "customer", "mode", "krn", "protected", "meter_number", "purchase_count"}
-        out = []
-        with self._tx():
-            for i, row in enumerate(rows, 1):
-                extra = set(row) - allowed
-                missing = {"address", "link", "customer"} - set(row)
-                if extra or missing:
-                    raise InvalidInput(f"meter row {i}: " + (f"unknown fields {sorted(extra)}" if extra else
-                                                             f"missing {sorted(missing)}"))
-                args = dict(row)
-                try:
-                    out.append(self.add_meter(args.pop("address"), actor=actor, **args))
-                except StoreError as exc:
-                    raise type(exc)(f"meter row {i}: {exc}") from None
+
+        def where(i: int) -> str:
+            return "" if _single else f"meter row {i}: "
+
+        data = []
+        seen: dict[str, int] = {}
+        for i, row in enumerate(rows, 1):
+            extra = set(row) - allowed
+            missing = {"address", "link", "customer"} - set(row)
+            if extra or missing:
+                raise InvalidInput(f"meter row {i}: " + (f"unknown fields {sorted(extra)}" if extra else
+                                                         f"missing {sorted(missing)}"))
+            try:
+                r = self._meter_row(**row)
+            except StoreError as exc:
+                raise type(exc)(f"{where(i)}{exc}") from None
+            if r[0] in seen:
+                raise Conflict(f"meter row {i}: meter {r[0]} is also in row {seen[r[0]]}")
+            seen[r[0]] = i
+            data.append(r)
+        if not actor:
+            raise InvalidInput("every audited action needs an actor (operator name or service)")
+        now = self.now()
+        with self._tx() as tx:
+            taken = self._existing(tx, "meters", "address", [r[0] for r in data])
+            for i, r in enumerate(data, 1):
+                if r[0] in taken:
+                    raise Conflict(f"{where(i)}meter {r[0]} is already registered (see `headend meter show {r[0]}`)")
+            known = self._existing(tx, "accounts", "customer", list({r[2]: None for r in data}))
+            new_customers = [c for c in dict.fromkeys(r[2] for r in data) if c not in known]
+            tx.executemany(
+                "INSERT INTO accounts (customer, name, phone, balance_fen, rem, ladder_wh, alarm1_fen, alarm2_fen,"
+                " overdraft_fen, close_ok_fen, protected, restore_policy, tariff, version, created_at, updated_at)"
+                " VALUES (?, '', '', 0, 0, 0, 0, 0, 0, 0, 0, 'close_permitted', NULL, 0, ?, ?)",
+                ((c, now, now) for c in new_customers),
+            )
+            self.log_actions((actor, "customer.add", c, {"name": "", "protected": False,
+                                                         "restore_policy": "close_permitted"})
+                             for c in new_customers)
+            tx.executemany(
+                f"INSERT INTO meters ({_METER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
+                ((*r, now, now) for r in data),
+            )
+            self.log_actions((actor, "meter.add", r[0], {"link": r[1], "customer": r[2], "mode": r[3], "krn": r[4],
+                                                         "protected": bool(r[6])}) for r in data)
+        return [Meter(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], None, None, None, now, now) for r in data]
+
+    @staticmethod
+    def _existing(tx: Tx, table: str, column: str, values: list[str]) -> set[str]:
+        out: set[str] = set()
+        for lo in range(0, len(values), 500):  # stay under every engine's parameter limit
+            chunk = values[lo:lo + 500]
+            out.update(r[0] for r in tx.all(f"SELECT {column} FROM {table} WHERE {column} IN"
+                                            f" ({', '.join('?' for _ in chunk)})", chunk))
         return out
 
     def get_meter(self, address: str) -> Meter:
