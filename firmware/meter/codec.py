@@ -11,10 +11,10 @@ except ImportError:
     def const(x):
         return x
 
-START = const(0x68)
-END = const(0x16)
-PRE = const(0xFE)
-OFFSET = const(0x33)
+_START = const(0x68)
+_END = const(0x16)
+_PRE = const(0xFE)
+_OFFSET = const(0x33)
 MAX_DATA = const(255)
 FRAME_MAX = const(267)  # 12 + 255
 
@@ -59,22 +59,22 @@ def encode_into(out, addr, ctrl, data, n, preamble=0):
     """Write a frame with n PLAIN data bytes into out; return its length."""
     p = 0
     while p < preamble:
-        out[p] = PRE
+        out[p] = _PRE
         p += 1
-    out[p] = START
-    out[p + 7] = START
+    out[p] = _START
+    out[p + 7] = _START
     for i in range(6):
         out[p + 1 + i] = addr[i]
     out[p + 8] = ctrl
     out[p + 9] = n
     j = p + 10
     for i in range(n):
-        out[j + i] = (data[i] + OFFSET) & 0xFF
+        out[j + i] = (data[i] + _OFFSET) & 0xFF
     cs = 0
     for i in range(p, j + n):
         cs += out[i]
     out[j + n] = cs & 0xFF
-    out[j + n + 1] = END
+    out[j + n + 1] = _END
     return j + n + 2
 
 
@@ -105,11 +105,11 @@ def decode(raw, fr, length=-1):
     """Check and decode one whole frame (optional FE preamble) into fr; 0 or an E_ code."""
     end = len(raw) if length < 0 else length
     p = 0
-    while p < end and raw[p] == PRE:
+    while p < end and raw[p] == _PRE:
         p += 1
     if end - p < 12:
         return E_SHORT
-    if raw[p] != START or raw[p + 7] != START:
+    if raw[p] != _START or raw[p + 7] != _START:
         return E_START
     n = raw[p + 9]
     if end - p != 12 + n:
@@ -119,7 +119,7 @@ def decode(raw, fr, length=-1):
         cs += raw[i]
     if cs & 0xFF != raw[p + 10 + n]:
         return E_CHECKSUM
-    if raw[p + 11 + n] != END:
+    if raw[p + 11 + n] != _END:
         return E_END
     a = fr.addr
     for i in range(6):
@@ -129,7 +129,7 @@ def decode(raw, fr, length=-1):
     d = fr.data
     j = p + 10
     for i in range(n):
-        d[i] = (raw[j + i] - OFFSET) & 0xFF
+        d[i] = (raw[j + i] - _OFFSET) & 0xFF
     fr.preamble = p
     fr.size = 12 + n
     return OK
@@ -172,7 +172,7 @@ class Deframer:
                     self._drop(old)
                     cut = over - old
                     for i in range(cut):
-                        if chunk[i] != PRE:
+                        if chunk[i] != _PRE:
                             self.discarded += 1
                     chunk = memoryview(chunk)[cut:]
                     k = len(chunk)
@@ -197,7 +197,7 @@ class Deframer:
         buf = self.buf
         s = self.s
         for i in range(s, s + n):
-            if buf[i] != PRE:
+            if buf[i] != _PRE:
                 self.discarded += 1
         self.s = s + n
 
@@ -206,13 +206,13 @@ class Deframer:
         buf = self.buf
         n = self.e
         if n - p < 12:
-            return -1 if n - p < 8 or buf[p + 7] == START else 0
-        if buf[p + 7] != START:
+            return -1 if n - p < 8 or buf[p + 7] == _START else 0
+        if buf[p + 7] != _START:
             return 0
         end = p + 12 + buf[p + 9]
         if end > n:
             return -1
-        if buf[end - 1] == END and checksum_ok(buf, p, end - p - 12):
+        if buf[end - 1] == _END and checksum_ok(buf, p, end - p - 12):
             return end
         return 0
 
@@ -223,7 +223,7 @@ class Deframer:
             s = self.s
             e = self.e
             p = s
-            while p < e and buf[p] != START:
+            while p < e and buf[p] != _START:
                 p += 1
             if p > s:
                 self._drop(p - s)
@@ -239,7 +239,7 @@ class Deframer:
             if end < 0:
                 q = p + 1
                 while q < e:
-                    if buf[q] == START and self._complete_at(q) > 0:
+                    if buf[q] == _START and self._complete_at(q) > 0:
                         break
                     q += 1
                 if q >= e:

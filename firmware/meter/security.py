@@ -3,6 +3,7 @@
 # session sequence rule, and the MAC-failure lock that holds until local midnight.
 
 import hashlib
+from binascii import hexlify, unhexlify  # every port has binascii; its names cost no heap
 
 from meter import clock
 
@@ -13,8 +14,8 @@ except ImportError:
         return x
 
 _BLOCK = const(64)
-LOCK_AFTER = const(5)
-DEFAULT_WINDOW = const(300)  # seconds: 5 minutes
+_LOCK_AFTER = const(5)
+_DEFAULT_WINDOW = const(300)  # seconds: 5 minutes
 
 
 def hmac_sha256(key, msg):
@@ -59,22 +60,22 @@ class Security:
         self.rand = rand
         self.fails = 0
         self.fail_day = -1
-        self.window = DEFAULT_WINDOW
+        self.window = _DEFAULT_WINDOW
         self.end()
 
     def dump(self):
-        return [_hex(self.key), self.krn, self.fails,
+        return [hexlify(self.key).decode(), self.krn, self.fails,
                 self.fail_day, self.window]
 
     def load(self, obj):
-        self.key = _unhex(obj[0])
+        self.key = bytes(unhexlify(obj[0]))
         self.krn, self.fails, self.fail_day, self.window = obj[1], obj[2], obj[3], obj[4]
 
     # --- MAC failure lock -------------------------------------------------------------
     def locked(self, t):
         if self.fails and t // clock.DAY != self.fail_day:
             self.fails = 0  # a new local day clears the count (also at power-up on a new day)
-        return self.fails >= LOCK_AFTER
+        return self.fails >= _LOCK_AFTER
 
     def failure(self, t):
         day = t // clock.DAY
@@ -82,7 +83,7 @@ class Security:
             self.fails = 0
             self.fail_day = day
         self.fails += 1
-        if self.fails >= LOCK_AFTER:
+        if self.fails >= _LOCK_AFTER:
             self.end()
 
     # --- session ----------------------------------------------------------------------
@@ -139,14 +140,3 @@ class Security:
         self.last = seq
         self.req = bytes(raw)
         self.rep = bytes(reply)  # the reply may be a view of a buffer the next frame reuses
-
-
-def _hex(b):
-    return "".join("%02x" % x for x in b)
-
-
-def _unhex(s):
-    out = bytearray(len(s) // 2)
-    for i in range(len(out)):
-        out[i] = int(s[2 * i:2 * i + 2], 16)
-    return bytes(out)

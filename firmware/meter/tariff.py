@@ -24,13 +24,13 @@ LADDER_NONE = const(0)
 LADDER_ANNUAL = const(1)
 LADDER_MONTHLY = const(2)
 
-MAX_POINTS = const(14)
-MAX_TABLES = const(8)
-MAX_ZONES = const(14)
-MAX_THRESHOLDS = const(6)
-MAX_SETTLEMENTS = const(4)
-MAX_HOLIDAYS = const(254)
-RATES = const(4)
+_MAX_POINTS = const(14)
+_MAX_TABLES = const(8)
+_MAX_ZONES = const(14)
+_MAX_THRESHOLDS = const(6)
+_MAX_SETTLEMENTS = const(4)
+_MAX_HOLIDAYS = const(254)
+_RATES = const(4)
 
 _NO_LADDER = (0,)
 
@@ -47,7 +47,7 @@ def _set_no(set_no):
 
 
 def check_prices(prices):
-    if len(prices) != RATES:
+    if len(prices) != _RATES:
         raise ValueError("need 4 prices")
     return [_int(p, 0, 99999999, "bad price") for p in prices]
 
@@ -63,7 +63,7 @@ def check_day_table(points):
     for pt in points:
         if len(pt) != 2:
             raise ValueError("point is (minute, rate)")
-        v = _int(pt[0], 0, 1439, "bad minute") * 4 + _int(pt[1], 0, RATES - 1, "bad rate index")
+        v = _int(pt[0], 0, 1439, "bad minute") * 4 + _int(pt[1], 0, _RATES - 1, "bad rate index")
         if out and out[-1] == v:
             continue
         if out and v >> 2 <= out[-1] >> 2:
@@ -71,7 +71,7 @@ def check_day_table(points):
         out.append(v)
     if not out:
         raise ValueError("empty day table")
-    if len(out) > MAX_POINTS:
+    if len(out) > _MAX_POINTS:
         raise ValueError("over 14 points")
     return tuple(out)
 
@@ -84,7 +84,7 @@ def check_zones(zones):
             raise ValueError("zone is (month, day, table)")
         mo = _int(z[0], 1, 12, "bad zone month")
         d = _int(z[1], 1, 31, "bad zone day")
-        v = (mo * 32 + d) * 8 + _int(z[2], 0, MAX_TABLES - 1, "bad day table")
+        v = (mo * 32 + d) * 8 + _int(z[2], 0, _MAX_TABLES - 1, "bad day table")
         if out and out[-1] == v:
             continue
         if out and v >> 3 <= out[-1] >> 3:
@@ -92,7 +92,7 @@ def check_zones(zones):
         out.append(v)
     if not out:
         raise ValueError("no zones")
-    if len(out) > MAX_ZONES:
+    if len(out) > _MAX_ZONES:
         raise ValueError("over 14 zones")
     return tuple(out)
 
@@ -108,9 +108,9 @@ def _unpack_zones(zs):
 def check_ladder(thresholds, increments):
     thr = [_int(v, 0, 99999999999, "bad threshold") for v in thresholds]
     inc = [_int(v, 0, 99999999, "bad increment") for v in increments]
-    if len(thr) > MAX_THRESHOLDS:
+    if len(thr) > _MAX_THRESHOLDS:
         raise ValueError("over 6 thresholds")
-    if not len(thr) + 1 <= len(inc) <= MAX_THRESHOLDS + 1:
+    if not len(thr) + 1 <= len(inc) <= _MAX_THRESHOLDS + 1:
         raise ValueError("need thresholds+1 increments")
     # DL/T 645 writes all 6 thresholds; trailing zeros mean "unused". The increments are kept
     # as written (only the first len(thr) + 1 are used), so writing the increments before
@@ -125,7 +125,7 @@ def check_ladder(thresholds, increments):
 
 def check_settlement(points):
     # 99 (or any out-of-range value) marks a point unused, so only the wire range is checked.
-    if len(points) > MAX_SETTLEMENTS:
+    if len(points) > _MAX_SETTLEMENTS:
         raise ValueError("over 4 settlement points")
     out = []
     for p in points:
@@ -151,7 +151,7 @@ class Tariff:
         flat = [5000, 5000, 5000, 5000]
         self.prices = [flat, list(flat)]
         flat_day = (2,)  # 00:00 flat, packed
-        self._days = [[flat_day] * MAX_TABLES, [flat_day] * MAX_TABLES]
+        self._days = [[flat_day] * _MAX_TABLES, [flat_day] * _MAX_TABLES]
         self._zones = [(264,), (264,)]  # 1 January, table 0, packed
         self.thresholds = [[2880000, 4800000], [2880000, 4800000]]
         self.increments = [[0, 500, 3000], [0, 500, 3000]]
@@ -176,7 +176,7 @@ class Tariff:
 
     def set_day_table(self, set_no, k, points):
         s = _set_no(set_no)
-        self._days[s][_int(k, 0, MAX_TABLES - 1, "bad day table")] = check_day_table(points)
+        self._days[s][_int(k, 0, _MAX_TABLES - 1, "bad day table")] = check_day_table(points)
         self._dump = None
 
     def set_zones(self, set_no, zones):
@@ -196,13 +196,13 @@ class Tariff:
     def set_weekend(self, rest_days, table):
         """rest_days: bit mask, bit 0 = Sunday .. bit 6 = Saturday (0 = no weekend rule)."""
         m = _int(rest_days, 0, 0x7F, "bad weekend mask")
-        self.weekend_table = _int(table, 0, MAX_TABLES - 1, "bad day table")
+        self.weekend_table = _int(table, 0, _MAX_TABLES - 1, "bad day table")
         self.weekend = m
         self._dump = None
 
     def set_holidays(self, days):
         """days: list of (year, month, day, table); replaces the whole list."""
-        if len(days) > MAX_HOLIDAYS:
+        if len(days) > _MAX_HOLIDAYS:
             raise ValueError("over 254 holidays")
         out = []
         for h in days:
@@ -211,7 +211,7 @@ class Tariff:
             y = _int(h[0], 2000, 2099, "bad holiday date")
             if not clock.valid_date(y, _int(h[1], 1, 12, "bad holiday date"), _int(h[2], 1, 31, "bad holiday date")):
                 raise ValueError("bad holiday date")
-            k = _int(h[3], 0, MAX_TABLES - 1, "bad day table")
+            k = _int(h[3], 0, _MAX_TABLES - 1, "bad day table")
             out.append(clock.days_from_civil(h[0], h[1], h[2]) * 8 + k)
         out.sort()
         for i in range(1, len(out)):
@@ -410,7 +410,7 @@ class Tariff:
         t = cls()
         for s in range(2):
             t.set_prices(s, obj["p"][s])
-            for k in range(MAX_TABLES):
+            for k in range(_MAX_TABLES):
                 t.set_day_table(s, k, _points(obj["d"][s][k]))
             t.set_zones(s, _zone_list(obj["z"][s]))
             t.set_ladder(s, obj["lt"][s], obj["li"][s])
