@@ -279,6 +279,19 @@ for _n in range(1, 11):
         f"last-{_n} MAC failure",
     )
 
+# Daily freezes (class 05, 0506): the meter freezes at its daily freeze time (midnight unless a
+# 16H 9999hhmm moved it) and on a 16H 99999999 instant freeze; DI0 = last 1..10
+for _n in range(1, 11):
+    _add(0x05060000 | _n, f"daily_freeze_{_n}_time", Clock("YYMMDDhhmm"), "", READ, f"last-{_n} daily freeze: time")
+    _add(
+        0x05060100 | _n,
+        f"daily_freeze_{_n}_forward_active",
+        Block(KWH, count=5),
+        "kWh",
+        READ,
+        f"last-{_n} daily freeze: forward active energy, total and tariffs 1..4",
+    )
+
 # 03H security sub-commands (only meaningful inside 03H frames; payloads.py has their layouts)
 for _k, _nm, _ttl in (
     (0x070000FF, "identity_auth", "identity authentication"),

@@ -24,26 +24,26 @@ except ImportError:
         return x
 
 # ERR byte bits (1-byte error replies) and SERR bits (03H error replies)
-ERR_OTHER = const(1)
-ERR_NODATA = const(2)
-ERR_AUTH = const(4)
-ERR_BAUD = const(8)
-S_OTHER = const(1)
-S_REPEAT = const(2)
-S_MAC = const(4)
-S_AUTH = const(8)
+_ERR_OTHER = const(1)
+_ERR_NODATA = const(2)
+_ERR_AUTH = const(4)
+_ERR_BAUD = const(8)
+_S_OTHER = const(1)
+_S_REPEAT = const(2)
+_S_MAC = const(4)
+_S_AUTH = const(8)
 
 _READ_MAX = const(196)    # 200-byte read reply limit minus the DI
 _FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
 _SLACK = const(300)       # broadcast time: largest correction, and distance from midnight
 
-DI_AUTH = const(0x070000FF)
-DI_VALIDITY = const(0x070001FF)
-DI_END = const(0x070002FF)
-DI_OPEN = const(0x070101FF)
-DI_RECHARGE = const(0x070102FF)
-DI_KEY = const(0x070301FF)
-DI_QUERY = const(0x078102FF)
+_DI_AUTH = const(0x070000FF)
+_DI_VALIDITY = const(0x070001FF)
+_DI_END = const(0x070002FF)
+_DI_OPEN = const(0x070101FF)
+_DI_RECHARGE = const(0x070102FF)
+_DI_KEY = const(0x070301FF)
+_DI_QUERY = const(0x078102FF)
 
 
 def _restored(cls, obj):
@@ -90,6 +90,8 @@ class Meter:
         self.last_t = now
         self.offset = 0        # meter clock minus the `now` the HAL passes in
         self.bc_day = -1       # day of the last broadcast time correction
+        self.frz_min = 0       # daily freeze time, minutes after midnight (16H 9999hhmm)
+        self.frz_day = -1      # the last day whose daily freeze is taken (day n freezes at n * DAY + frz_min)
         self.power_w = 0
         self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
         self.actual_open = None
@@ -100,6 +102,9 @@ class Meter:
             self._restore(state)
         t = self.time(now)
         self.last_t = max(self.last_t, t) if state is not None else t
+        if self.frz_day < 0:  # a new meter: no day before it existed is frozen
+            self.frz_day = (t - self.frz_min * 60) // clock.DAY
+        self._daily(t)  # the days the power was off for, each stamped with its own freeze time
         self.sec.locked(t)  # a new day clears the MAC-failure count at power-up
         if self.tariff.roll(t):  # a switch-over that fell due while the power was off
             self._tj = None
@@ -111,7 +116,8 @@ class Meter:
     def _small_state(self):
         return {"a": codec.addr_str(self.addr), "n": codec.addr_str(self.number),
                 "w": self.wallet.dump(), "r": self.relay.dump(), "s": self.sec.dump(), "E": self.energy,
-                "L": self.ladder_wh, "lt": self.last_t, "o": self.offset, "b": self.bc_day}
+                "L": self.ladder_wh, "lt": self.last_t, "o": self.offset, "b": self.bc_day,
+                "fz": [self.frz_min, self.frz_day]}
 
     def _state(self):
         s = self._small_state()
@@ -132,6 +138,8 @@ class Meter:
         self.last_t = s["lt"]
         self.offset = s["o"]
         self.bc_day = s["b"]
+        # records written before freezes existed: midnight, and nothing frozen after the last save
+        self.frz_min, self.frz_day = s.get("fz") or (0, s["lt"] // clock.DAY)
 
     def _save(self):
         """Persist the state; False (and the last saved state back in RAM) when the record
@@ -181,6 +189,7 @@ class Meter:
         if wh <= 0:
             return
         t = self.time(now)
+        self._daily(t)  # before the new Wh: the freeze holds the registers as they were at its time
         if self.tariff.roll(t):
             self._tj = None
         tf = self.tariff
@@ -212,12 +221,14 @@ class Meter:
         return False
 
     def tick(self, now):
-        """Timers: trip delay, pre-trips, session expiry, MAC lock at midnight, set switch-over."""
+        """Timers: trip delay, pre-trips, session expiry, MAC lock at midnight, set switch-over,
+        daily freeze."""
         t = self.time(now)
         r = self.relay
         before = (r.remote, r.local_state)
         r.tick(t)
-        changed = before != (r.remote, r.local_state)
+        changed = self._daily(t)
+        changed = before != (r.remote, r.local_state) or changed
         self.sec.active(t)
         f = self.sec.fails
         self.sec.locked(t)
@@ -245,6 +256,41 @@ class Meter:
                 "mode": "remote" if self.remote else "local", "bench": self.bench,
                 "address": codec.addr_str(self.addr), "krn": self.sec.krn, "mac_fails": self.sec.fails,
                 "total_bought": w.total_bought}
+
+    # --- freezes (DIs 0506): forward active energy, total and T1..T4 ----------------------
+    def _daily(self, t):
+        """Take the daily freezes due by t: one per day at the freeze time; days that passed
+        while the power was off (or the clock jumped) are frozen now with their own freeze
+        time. True when one was taken."""
+        fm = self.frz_min * 60
+        day = (t - fm) // clock.DAY
+        d = self.frz_day
+        if day <= d:
+            return False
+        d = max(d, day - 10)  # only the newest ten are kept
+        while d < day:
+            d += 1
+            self.events.add(ev.FREEZE, [d * clock.DAY + fm] + self.energy)
+        self.frz_day = day
+        return True
+
+    def _freeze_cmd(self, t):
+        """16H: 99999999 freezes now, 9999hhmm sets the daily freeze time; 0 or the ERR bit."""
+        fr = self.fr
+        d = fr.data
+        if fr.n != 4 or d[2] != 0x99 or d[3] != 0x99:
+            return _ERR_OTHER  # monthly and hourly freezes are not kept by this meter
+        if d[0] == 0x99 and d[1] == 0x99:
+            self.events.add(ev.FREEZE, [t] + self.energy)
+        else:
+            mi = get_bcd(d, 0, 1)
+            h = get_bcd(d, 1, 1)
+            if mi < 0 or h < 0 or mi > 59 or h > 23:
+                return _ERR_OTHER
+            self.frz_min = h * 60 + mi
+            self._daily(t)  # a time already past today freezes today now, stamped with it
+        self._save()
+        return 0
 
     def _local(self, cmd, t):
         if cmd is None or self.remote:
@@ -295,6 +341,8 @@ class Meter:
         if kind == 3:  # broadcast 99..99: no reply, ever
             if fn == 0x08:
                 self._time_sync(t)
+            elif fn == 0x16:
+                self._freeze_cmd(t)
             return None
         if kind == 2 and fn != 0x11 and fn != 0x12 and fn != 0x13 and fn != 0x15:
             return None  # wildcards address reads only
@@ -316,11 +364,14 @@ class Meter:
         if fn == 0x08:
             err = self._time_sync(t)
             return self._err(0x08, err) if err else None
+        if fn == 0x16:
+            err = self._freeze_cmd(t)
+            return self._err(0x16, err) if err else self._reply(0x96, self.out, 0)
         if fn == 0x17:
-            return self._err(fn, ERR_BAUD)
+            return self._err(fn, _ERR_BAUD)
         if fn == 0x18 or fn == 0x19 or fn == 0x1A or fn == 0x1B:
-            return self._err(fn, ERR_AUTH)
-        return self._err(fn, ERR_OTHER)
+            return self._err(fn, _ERR_AUTH)
+        return self._err(fn, _ERR_OTHER)
 
     def _match(self, a):
         # 1 own address, 2 wildcard (AA bytes, reads only), 3 broadcast, 0 not for us
@@ -360,13 +411,13 @@ class Meter:
     def _read(self, t):
         fr = self.fr
         if fr.n < 4:
-            return self._err(0x11, ERR_OTHER)
+            return self._err(0x11, _ERR_OTHER)
         d = fr.data
         di = get_le(d, 0, 4)
         blk = self.blk
         k = self._value(di, blk, t)
         if k < 0:
-            return self._err(0x11, ERR_NODATA)
+            return self._err(0x11, _ERR_NODATA)
         out = self.out
         for i in range(4):
             out[i] = d[i]
@@ -385,12 +436,12 @@ class Meter:
         fr = self.fr
         d = fr.data
         if fr.n != 5:
-            return self._err(0x12, ERR_OTHER)
+            return self._err(0x12, _ERR_OTHER)
         di = get_le(d, 0, 4)
         seq = d[4]
         off = _READ_MAX + (seq - 1) * _FOLLOW_MAX
         if di != self.blk_di or seq < 1 or off >= self.blk_n:
-            return self._err(0x12, ERR_NODATA)
+            return self._err(0x12, _ERR_NODATA)
         k = min(_FOLLOW_MAX, self.blk_n - off)
         out = self.out
         for i in range(4):
@@ -427,10 +478,10 @@ class Meter:
     def _time_sync(self, t):
         fr = self.fr
         if fr.n != 6:
-            return ERR_OTHER
+            return _ERR_OTHER
         new = _dt6(fr.data, 0)
         if new < 0:
-            return ERR_OTHER
+            return _ERR_OTHER
         diff = new - t
         day = t % clock.DAY
         nday = new % clock.DAY
@@ -439,7 +490,7 @@ class Meter:
         if (diff > _SLACK or diff < -_SLACK or self.bc_day == t // clock.DAY or
                 day < _SLACK or day >= clock.DAY - _SLACK or nday < _SLACK or
                 nday >= clock.DAY - _SLACK or t // 900 != new // 900):
-            return ERR_AUTH
+            return _ERR_AUTH
         self.offset += diff
         self.sec.expiry += diff  # the session window is real time
         self.bc_day = new // clock.DAY
@@ -453,13 +504,13 @@ class Meter:
             if fr.addr[i] != 0xAA:
                 return None  # point-to-point, all-AA only
         if fr.n != 6:
-            return self._err(0x15, ERR_OTHER)
+            return self._err(0x15, _ERR_OTHER)
         if not (self.bench or self.sec.active(t)):
-            return self._err(0x15, ERR_AUTH)
+            return self._err(0x15, _ERR_AUTH)
         for i in range(6):
             v = fr.data[i]
             if v >> 4 > 9 or v & 15 > 9:
-                return self._err(0x15, ERR_OTHER)
+                return self._err(0x15, _ERR_OTHER)
         for i in range(6):
             self.addr[i] = fr.data[i]
         self.events.add(ev.PROGRAM, [t, 0, 0x04000401])
@@ -483,10 +534,10 @@ class Meter:
         """None when the sequence and MAC are right; else the error reply to send."""
         sec = self.sec
         if seq != sec.last + 1:
-            return self._err(fn, ERR_AUTH)  # stale or skipped: not a MAC failure
+            return self._err(fn, _ERR_AUTH)  # stale or skipped: not a MAC failure
         if not ct_eq(sec.mac(self.addr, fn, di4, fields, seq), mac):
             self._macfail(t, op, fn, di)
-            return self._err(fn, ERR_AUTH)
+            return self._err(fn, _ERR_AUTH)
         return None
 
     # --- 14H write -------------------------------------------------------------------------
@@ -495,14 +546,14 @@ class Meter:
         d = fr.data
         n = fr.n
         if n < 12:
-            return self._err(0x14, ERR_OTHER)
+            return self._err(0x14, _ERR_OTHER)
         di = get_le(d, 0, 4)
         op = get_le(d, 8, 4)
         mv = memoryview(d)
         if d[4] == 0x99 and d[5] == 0 and d[6] == 0 and d[7] == 0:
             sec = self.sec
             if sec.locked(t) or not sec.active(t) or n < 20:
-                return self._err(0x14, ERR_AUTH)
+                return self._err(0x14, _ERR_AUTH)
             seq = get_le(d, n - 8, 4)
             if seq == sec.last:
                 rep = sec.replay(raw)
@@ -513,7 +564,7 @@ class Meter:
                 return bad
             err = self._apply_write(di, mv[12:n - 8], t, op)
             if not err and not self._save():
-                err = ERR_OTHER  # the flash cannot hold it: refused, state as before
+                err = _ERR_OTHER  # the flash cannot hold it: refused, state as before
             rep = self._err(0x14, err) if err else self._reply(0x94, self.out, 0)
             sec.remember(seq, raw, rep)
             self._save()
@@ -523,15 +574,15 @@ class Meter:
             if err:
                 return self._err(0x14, err)
             if not self._save():
-                return self._err(0x14, ERR_OTHER)
+                return self._err(0x14, _ERR_OTHER)
             return self._reply(0x94, self.out, 0)
-        return self._err(0x14, ERR_AUTH)
+        return self._err(0x14, _ERR_AUTH)
 
     def _apply_write(self, di, v, t, op):
         try:
             err = write_item(self, di, v, t)
         except ValueError:
-            err = ERR_OTHER
+            err = _ERR_OTHER
         if not err:
             self.events.add(ev.PROGRAM, [t, op, di])
             self._tj = None  # a write may have changed the tariff
@@ -547,7 +598,7 @@ class Meter:
         op = get_le(d, 4, 4) if n >= 8 else 0
         if n == 24 and d[0] == 0x99 and d[1] == 0 and d[2] == 0 and d[3] == 0:
             if sec.locked(t) or not sec.active(t):
-                return self._err(0x1C, ERR_AUTH)
+                return self._err(0x1C, _ERR_AUTH)
             seq = get_le(d, 16, 4)
             if seq == sec.last:
                 rep = sec.replay(raw)
@@ -561,16 +612,16 @@ class Meter:
         elif n == 16 and self._plain_ok(d, 0):
             rep = self._do_control(d, t, op)
         else:
-            return self._err(0x1C, ERR_AUTH)
+            return self._err(0x1C, _ERR_AUTH)
         self._save()
         return rep
 
     def _do_control(self, d, t, op):
         deadline = _dt6(d, 10)
         if deadline < 0:
-            return self._err(0x1C, ERR_OTHER)
+            return self._err(0x1C, _ERR_OTHER)
         if t > deadline:
-            return self._err(0x1C, ERR_AUTH)  # a stale command must not act late
+            return self._err(0x1C, _ERR_AUTH)  # a stale command must not act late
         n1 = d[8]
         r = self.relay
         err = r.command(n1, d[9], t, op)
@@ -588,7 +639,7 @@ class Meter:
         d = fr.data
         n = fr.n
         if n < 8:
-            return self._serr(S_OTHER)
+            return self._serr(_S_OTHER)
         di = get_le(d, 0, 4)
         op = get_le(d, 4, 4)
         sec = self.sec
@@ -596,7 +647,7 @@ class Meter:
         for i in range(4):
             out[i] = d[i]
         w = self.wallet
-        if di == DI_END:
+        if di == _DI_END:
             sec.end()
             _put_customer(out, 4, w.customer)
             put_le(out, 10, w.balance & 0xFFFFFFFF, 4)
@@ -605,22 +656,22 @@ class Meter:
             out[19] = out[20] = out[21] = 0
             return self._reply(0x83, out, 22)
         if sec.locked(t):
-            return self._serr(S_AUTH)
-        if di == DI_AUTH:
+            return self._serr(_S_AUTH)
+        if di == _DI_AUTH:
             if n != 32:
-                return self._serr(S_OTHER)
+                return self._serr(_S_OTHER)
             num = self.number
             ok = d[24] == 0 and d[25] == 0
             for i in range(6):
                 if d[26 + i] != num[i]:
                     ok = False
             if not ok:
-                return self._serr(S_AUTH)
+                return self._serr(_S_AUTH)
             mv = memoryview(d)
             r2 = sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t)
             if r2 is None:
                 self._macfail(t, op, 0x03, di)
-                return self._serr(S_AUTH)
+                return self._serr(_S_AUTH)
             for i in range(4):
                 out[4 + i] = r2[i]
             out[8] = out[9] = 0
@@ -628,8 +679,8 @@ class Meter:
                 out[10 + i] = num[i]
             return self._reply(0x83, out, 16)
         if not sec.active(t):
-            return self._serr(S_AUTH)
-        if di == DI_QUERY:
+            return self._serr(_S_AUTH)
+        if di == _DI_QUERY:
             bal = bytearray(4)
             put_le(bal, 0, w.balance & 0xFFFFFFFF, 4)
             cnt = bytearray(4)
@@ -642,18 +693,18 @@ class Meter:
             out[26] = sec.krn
             out[27] = out[28] = out[29] = 0
             return self._reply(0x83, out, 30)
-        want = {DI_VALIDITY: 14, DI_OPEN: 30, DI_RECHARGE: 30, DI_KEY: 32}.get(di)
+        want = {_DI_VALIDITY: 14, _DI_OPEN: 30, _DI_RECHARGE: 30, _DI_KEY: 32}.get(di)
         if want is None:
-            return self._serr(S_OTHER)
+            return self._serr(_S_OTHER)
         rep = sec.replay(raw)
         if rep is not None:
             return rep  # a retry after a lost reply: answer again, execute nothing
         if n != want:
-            return self._serr(S_OTHER)
+            return self._serr(_S_OTHER)
         seq = sec.last + 1
         mv = memoryview(d)
         di4 = mv[0:4]
-        if di == DI_OPEN or di == DI_RECHARGE:
+        if di == _DI_OPEN or di == _DI_RECHARGE:
             ok = ct_eq(sec.mac(self.addr, 0x03, di4, mv[8:16], seq), mv[16:20])
             ok = ct_eq(sec.mac(self.addr, 0x03, di4, bytes(mv[8:16]) + bytes(mv[20:26]), seq),
                        mv[26:30]) and ok
@@ -661,15 +712,15 @@ class Meter:
             ok = ct_eq(sec.mac(self.addr, 0x03, di4, mv[8:n - 4], seq), mv[n - 4:n])
         if not ok:
             self._macfail(t, op, 0x03, di)
-            return self._serr(S_MAC)
-        if di == DI_VALIDITY:
+            return self._serr(_S_MAC)
+        if di == _DI_VALIDITY:
             minutes = get_bcd(d, 8, 2)
             if minutes <= 0:
-                rep = self._serr(S_OTHER)
+                rep = self._serr(_S_OTHER)
             else:
                 sec.set_window(minutes, t)
                 rep = self._reply(0x83, out, 4)
-        elif di == DI_KEY:
+        elif di == _DI_KEY:
             stream = sec.wrap_stream(d[8])
             key = bytearray(16)
             for i in range(16):
@@ -693,7 +744,7 @@ class Meter:
                 return self._serr(1 << W.CUSTOMER_ERR)  # a customer number is 12 BCD digits
         cust = codec.addr_str(memoryview(d)[20:26])
         before = w.balance
-        if di == DI_OPEN:
+        if di == _DI_OPEN:
             res, cmd = w.open_account(amount, count, cust)
         else:
             res, cmd = w.recharge(amount, count, cust)

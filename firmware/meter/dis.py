@@ -3,6 +3,8 @@
 # the wallet, relay and tariff setters). DIs are ints DI3..DI0 as people write them.
 # Record DIs not named by DL/T 645's public tables are the project's own:
 #   033E0000 MAC-failure count, 033E00nn n-th last MAC failure: time(6) op(4) C(1) DI(4).
+# Freezes (DL/T 645 class 05): 050600nn n-th last daily freeze time YYMMDDhhmm (5), 050601nn its
+# forward active energy, total and T1..T4, XXXXXX.XX kWh each (20); nn = 01..0A.
 
 from meter import clock, codec
 from meter import events as ev
@@ -284,6 +286,19 @@ def read_item(m, di, b, o, t):
         return _event(m, ev.PROGRAM, 0, lo & 0xFF, b, o)
     if c == 0x033E and lo >> 8 == 0:
         return _event(m, ev.MACFAIL, 0, lo & 0xFF, b, o)
+    if c == 0x0506:  # n-th last daily freeze: 00nn its time, 01nn forward active total, T1..T4
+        k = lo >> 8
+        n = lo & 0xFF
+        if k > 1 or not 1 <= n <= 10:
+            return -1
+        r = m.events.last(ev.FREEZE, n)
+        if r is None:
+            return _zeros(b, o, 20 if k else 5)
+        if k == 0:
+            return _dt(b, o, r[0], False)
+        for i in range(5):
+            put_bcd(b, o + 4 * i, r[1 + i] // 10, 4)
+        return 20
     if c == 0x1D00 or c == 0x1E00:
         if lo == 0x0001:
             lo = 0

@@ -4,27 +4,36 @@
 #   PURCHASE:     [t, count_after, amount, before, after, total_bought]   (fen)
 #   PROGRAM:      [t, operator, di]
 #   MACFAIL:      [t, operator, control, di]
+#   FREEZE:       [t, forward_wh, T1_wh, T2_wh, T3_wh, T4_wh]   (daily and 16H freezes, DIs 0506)
+# Freezes are kept here, not beside the state, so they are written only when a new one is taken.
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
 
 TRIP = 0
 CLOSE = 1
 PURCHASE = 2
 PROGRAM = 3
 MACFAIL = 4
-KINDS = 5
-KEEP = 10
+FREEZE = 5
+_KINDS = const(6)
+_KEEP = const(10)
 METER = 0xFFFFFFFF
 
 
 class Events:
     def __init__(self):
-        self.counts = [0] * KINDS
-        self.recs = [[] for _ in range(KINDS)]
+        self.counts = [0] * _KINDS
+        self.recs = [[] for _ in range(_KINDS)]
         self.dirty = True  # changed since the store last wrote it
 
     def add(self, kind, rec):
         r = self.recs[kind]
         r.insert(0, rec)
-        if len(r) > KEEP:
+        if len(r) > _KEEP:
             r.pop()
         self.counts[kind] += 1
         self.dirty = True
@@ -40,4 +49,7 @@ class Events:
     def load(self, obj):
         self.counts = list(obj[0])
         self.recs = [list(r) for r in obj[1]]
+        while len(self.recs) < _KINDS:  # a record written before freezes existed
+            self.recs.append([])
+            self.counts.append(0)
         self.dirty = True

@@ -132,3 +132,34 @@ def test_security_layouts_drive_a_real_session():
 
     control, reply = exchange(0x03, payloads.end_session_request(7))
     assert control == 0x83 and reply["body"] == {"customer": customer, "balance": 10000, "count": 1, "krn": 0}
+
+
+def test_daily_freezes_decode_with_the_registry():
+    """The meter's 0506 answers decode with the head-end's registry, and a 16H the head-end builds
+    (payloads.freeze_request) is the one the meter takes."""
+    from datetime import datetime
+
+    config = {"address": ADDRESS, "key": bytes(16), "krn": 0, "mode": "remote", "bench": False}
+    evening = clock.from_fields(2025, 6, 5, 21, 0, 0)
+    meter = Meter(config, RamFlash(16384), evening, lambda n: bytes(n))
+    meter.add_energy(123456, evening)  # 123.456 kWh: the register shows 123.45
+    midnight = clock.from_fields(2025, 6, 6)
+    meter.tick(midnight)
+    reply = parse_frame(bytes(meter.handle(build_frame(ADDRESS, 0x16, payloads.freeze_request()), midnight + 90)))
+    assert reply.control == 0x96 and reply.data == b""
+
+    def at(code: int):
+        r = parse_frame(bytes(meter.handle(build_frame(ADDRESS, 0x11, payloads.read_request(code)), midnight + 90)))
+        assert r.control == 0x91
+        got, value = payloads.parse_read_reply(r.data)
+        assert got == code
+        return di.decode_value(code, value)
+
+    rate = meter.tariff.rate_at(evening)
+    block = [Decimal("123.45")] + [Decimal("123.45") if k == rate else Decimal("0.00") for k in range(4)]
+    assert at(di.by_name("daily_freeze_1_time").di) == datetime(2025, 6, 6, 0, 1)  # the instant one
+    assert at(di.by_name("daily_freeze_2_time").di) == datetime(2025, 6, 6, 0, 0)
+    assert at(di.by_name("daily_freeze_2_forward_active").di) == block
+    assert at(di.by_name("daily_freeze_1_forward_active").di) == block
+    assert at(di.by_name("daily_freeze_3_time").di) is None  # unused record: zeros, unset
+    assert at(di.by_name("daily_freeze_10_forward_active").di) == [Decimal("0.00")] * 5
