@@ -160,16 +160,14 @@ class Meter:
         # change rarely, so their pieces are kept between saves
         tj = self._tj
         if tj is None:
-            tj = []
             # straight from the tables: the tariff's own dump() cache would be a second copy
-            _json_pieces({"t": self.tariff._build_dump()}, tj)
+            tj = _pieces({"t": self.tariff._build_dump()})
             tj[-1] = tj[-1][:-1] + ","  # drop the closing brace: the object continues
             self._tj = tj = [_buf(x) for x in tj]
         ev_ = self.events
         ej = self._ej
         if ev_.dirty or ej is None:
-            ej = []
-            _json_pieces(ev_.dump(), ej)
+            ej = _pieces(ev_.dump())
             ej[0] = '"e":' + ej[0]
             ej[-1] = ej[-1] + ","
             self._ej = ej = [_buf(x) for x in ej]
@@ -758,25 +756,34 @@ class Meter:
 _PIECE = const(200)
 
 
-def _json_pieces(obj, out):
-    """Append the JSON text of obj to out as strings of about _PIECE characters."""
-    if isinstance(obj, dict) or isinstance(obj, list):
+def _pieces(obj):
+    """The JSON text of obj as strings of about _PIECE characters."""
+    out = []
+    cur = []
+    _json_pieces(obj, out, cur, 0)
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def _json_pieces(obj, out, cur, n):
+    # whole pieces go to out, the fragments of the next one to cur (n characters); each piece
+    # is joined once, so building it leaves no trail of ever longer partial strings to collect
+    if (isinstance(obj, dict) or isinstance(obj, list)) and _big(obj):
         d = isinstance(obj, dict)
-        if _big(obj):
-            _piece(out, "{" if d else "[")
-            first = True
-            for k in obj:
-                if not first:
-                    _piece(out, ",")
-                first = False
-                if d:
-                    _piece(out, json.dumps(k) + ":")
-                    _json_pieces(obj[k], out)
-                else:
-                    _json_pieces(k, out)
-            _piece(out, "}" if d else "]")
-            return
-    _piece(out, json.dumps(obj))
+        n = _piece(out, cur, n, "{" if d else "[")
+        first = True
+        for k in obj:
+            if not first:
+                n = _piece(out, cur, n, ",")
+            first = False
+            if d:
+                n = _piece(out, cur, n, json.dumps(k) + ":")
+                n = _json_pieces(obj[k], out, cur, n)
+            else:
+                n = _json_pieces(k, out, cur, n)
+        return _piece(out, cur, n, "}" if d else "]")
+    return _piece(out, cur, n, json.dumps(obj))
 
 
 def _big(obj):
@@ -792,11 +799,13 @@ def _big(obj):
     return False
 
 
-def _piece(out, s):
-    if out and len(out[-1]) + len(s) <= _PIECE:
-        out[-1] = out[-1] + s
-    else:
-        out.append(s)
+def _piece(out, cur, n, s):
+    if cur and n + len(s) > _PIECE:
+        out.append("".join(cur))
+        del cur[:]
+        n = 0
+    cur.append(s)
+    return n + len(s)
 
 
 def _buf(s):

@@ -7,6 +7,9 @@ Under micropython the meter's flash is a file (as on a board, it is not heap); t
 frames are recorded from a CPython meter (reads, block reads with follow-ups, an
 authenticated session with writes, relay commands and top-ups) and replayed; each reply is
 checked against the CPython one, so a figure is only reported for a meter that answered right.
+The modules are compiled as `meter build` compiles them (mpy-cross -O3), and the harness reads
+each frame into a buffer it owns and compares the reply byte by byte, as a UART loop would: its
+own allocations (hex lines, hex replies) are not charged to the meter.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ sys.path.insert(0, str(ROOT / "firmware"))
 
 from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
-from tests.firmware.core_support import build_mpy, mpy_cross, run_mpy, std_hmac  # noqa: E402
+from tests.firmware.core_support import mpy_cross, run_mpy, std_hmac  # noqa: E402
 from tests.firmware.hes import HeadEnd, le  # noqa: E402
 
 ADDR = "123456789012"
@@ -147,18 +150,37 @@ m = Meter({"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}, File
           %(t0)d, Rand())
 gc.collect()
 after_meter = gc.mem_alloc() - base
-bad = 0
-n = 0
-for line in open(%(frames)r):
-    req, want = line.split()
-    r = m.handle(bytes.fromhex(req), %(t0)d)
-    if (r.hex() if r else "-") != want:
-        bad += 1
-    n += 1
+hdr = bytearray(4)
+buf = bytearray(600)  # one request and the reply it must get
+mv = memoryview(buf)
+
+
+def replay(check):
+    bad = 0
+    n = 0
+    f = open(%(frames)r, "rb")
+    while f.readinto(hdr) == 4:
+        nq = hdr[0] | hdr[1] << 8
+        nr = hdr[2] | hdr[3] << 8
+        f.readinto(mv[:nq + nr])
+        r = m.handle(mv[:nq], %(t0)d)
+        n += 1
+        if check:
+            k = 0 if r is None else len(r)
+            ok = k == nr
+            for i in range(k if ok else 0):
+                if r[i] != buf[nq + i]:
+                    ok = False
+            if not ok:
+                bad += 1
+    f.close()
+    return n, bad
+
+
+n, bad = replay(True)
 gc.collect()
 after_mixed = gc.mem_alloc() - base
-for line in open(%(frames)r):  # a second pass: the protected frames are now stale, refused
-    m.handle(bytes.fromhex(line.split()[0]), %(t0)d)
+replay(False)  # a second pass: the protected frames are now stale, refused
 gc.collect()
 after_mixed2 = gc.mem_alloc() - base
 req = bytes.fromhex(%(read)r)
@@ -183,6 +205,35 @@ if %(rate)d:
     rate = %(rate)d * 1000000 // max(1, time.ticks_diff(time.ticks_us(), t))
 print("result", n, bad, after_import, after_meter, after_mixed, after_mixed2, rate, view_alloc, bytes_alloc)
 """
+
+
+def build_o3(dest: Path, src: Path = ROOT / "firmware" / "meter") -> Path:
+    """Compile the meter modules in src into dest/meter as `meter build` does (-O3)."""
+    (dest / "meter").mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.glob("*.py")):
+        subprocess.run([mpy_cross(), "-O3", "-o", str(dest / "meter" / (f.stem + ".mpy")), str(f)], check=True,
+                       cwd=f.parent)
+    return dest
+
+
+def write_frames(path: Path, pairs: list[tuple[bytes, bytes]]) -> None:
+    """(request, reply) pairs as len(request), len(reply) (2 bytes LE each), request, reply."""
+    path.write_bytes(b"".join(len(q).to_bytes(2, "little") + len(r).to_bytes(2, "little") + q + r for q, r in pairs))
+
+
+def smallest_heap(dest: Path, frames: Path, flash: Path) -> int:
+    """Smallest -X heapsize (KB) in which the meter imports, powers up and serves the frames right."""
+    lo, hi = 8, 256  # KB: lo fails, hi runs
+    if _mpy_run(dest, frames, flash, f"{hi}K", 0) is None:
+        raise RuntimeError("the meter does not run even in 256 KB")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        r = _mpy_run(dest, frames, flash, f"{mid}K", 0)
+        if r is not None and r[1] == 0:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _mpy_run(dest: Path, frames: Path, flash: Path, heapsize: str, rate: int):
@@ -218,10 +269,9 @@ def run(report) -> None:
     report("firmware: Meter.handle read-energy, CPython", cpy, "frames/s")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        dest = build_mpy(tmp / "mpy")
-        pairs = mixed_frames()
-        frames = tmp / "frames.txt"
-        frames.write_text("".join(f"{q.hex()} {r.hex() or '-'}\n" for q, r in pairs))
+        dest = build_o3(tmp / "mpy")
+        frames = tmp / "frames.bin"
+        write_frames(frames, mixed_frames())
         res = _mpy_run(dest, frames, tmp / "flash.bin", "1M", RATE_FRAMES // 4)
         if res is None:
             raise RuntimeError("the meter did not run under micropython")
@@ -235,17 +285,8 @@ def run(report) -> None:
         report("firmware: micropython heap with the Meter powered up", meter / 1024, "KB")
         report(f"firmware: micropython heap after {n} mixed frames", mixed / 1024, "KB")
         report(f"firmware: micropython heap after {2 * n} mixed frames", mixed2 / 1024, "KB", baseline=mixed / 1024)
-        lo, hi = 8, 256  # KB: lo fails, hi runs
-        if _mpy_run(dest, frames, tmp / "flash.bin", f"{hi}K", 0) is None:
-            raise RuntimeError("the meter does not run even in 256 KB")
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            r = _mpy_run(dest, frames, tmp / "flash.bin", f"{mid}K", 0)
-            if r is not None and r[1] == 0:
-                hi = mid
-            else:
-                lo = mid
-        report("firmware: smallest micropython -X heapsize serving the mixed frames", hi, "KB")
+        report("firmware: smallest micropython -X heapsize serving the mixed frames",
+               smallest_heap(dest, frames, tmp / "flash.bin"), "KB")
 
 
 if __name__ == "__main__":
