@@ -519,14 +519,15 @@ class Store:
 
         Rows: (customer, address, balance_fen, rem, ladder_wh, rated_until, version, tariff,
         alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected (0/1: the account's or
-        the meter's flag), restore_policy, notice_level, notice_at, supply, supply_at).
+        the meter's flag), restore_policy, notice_level, notice_at, supply, supply_at, the
+        address as a number).
         """
         with self._tx(write=False) as tx:
             return tx.all(
                 "SELECT a.customer, m.address, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.tariff,"
                 " a.alarm1_fen, a.alarm2_fen, a.overdraft_fen, a.close_ok_fen,"
                 " CASE WHEN a.protected = 1 OR m.protected = 1 THEN 1 ELSE 0 END, a.restore_policy,"
-                " a.notice_level, a.notice_at, a.supply, a.supply_at"
+                " a.notice_level, a.notice_at, a.supply, a.supply_at, CAST(m.address AS BIGINT)"
                 " FROM meters m JOIN accounts a ON a.customer = m.customer WHERE m.mode = 'remote'"
                 " ORDER BY a.customer, m.address"
             )
@@ -547,7 +548,8 @@ class Store:
         the cycle read it); otherwise the customer is returned and its notices, commands and audit
         rows (matched by customer / audit target) are left out too, to be decided next cycle.
         ``notices``: (customer, kind, message, idem_key, detail), queued once per idem_key.
-        ``commands``: (customer, meter, kind, params, idem_key), queued once per idem_key, audited.
+        ``commands``: (customer, meter, kind, params, idem_key), queued once per idem_key, each
+        with its ``command.KIND`` audit row as ``enqueue`` writes it.
         ``audit``: (actor, action, target, detail) rows.
         """
         now = self.now()
@@ -585,10 +587,23 @@ class Store:
                 ((c, kind, msg, now, now, key, dumps(detail)) for c, kind, msg, key, detail in notices
                  if c not in stale),
             )
-            for c, meter, kind, params, key in commands:
-                if c not in stale:
-                    self.enqueue(meter, kind, params, actor=actor, idem_key=key)
-            self.log_actions(a for a in audit if a[2] not in stale)
+            cmds = [(meter, kind, dumps(params), key) for c, meter, kind, params, key in commands if c not in stale]
+            known = self._existing(tx, "commands", "idem_key", [c[3] for c in cmds])
+            cmds = [c for c in cmds if c[3] not in known]      # queued by an earlier run: nothing to do
+            tx.executemany(
+                "INSERT INTO commands (meter, kind, params, status, attempts, created_at, updated_at, idem_key,"
+                " actor, not_before) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)",
+                ((m, k, p, now, now, key, actor) for m, k, p, key in cmds),
+            )
+            ids: dict[str, int] = {}
+            keys = [c[3] for c in cmds]
+            for lo in range(0, len(keys), 500):
+                chunk = keys[lo:lo + 500]
+                ids.update((k, i) for i, k in tx.all(
+                    f"SELECT id, idem_key FROM commands WHERE idem_key IN ({', '.join('?' for _ in chunk)})", chunk))
+            self.log_actions([(actor, f"command.{k}", m, {"command": ids[key], "params": loads(p)})
+                              for m, k, p, key in cmds]
+                             + [a for a in audit if a[2] not in stale])
         return stale
 
     def set_account_states(self, rows: Iterable[Sequence[Any]]) -> int:
@@ -1120,6 +1135,16 @@ class Store:
                 " ORDER BY meter, read_at",
                 (check_di(di), int(since), int(until)),
             )  # type: ignore[return-value]
+
+    def readings_between(self, di: str, *, since: int, until: int) -> list[tuple[int, int, int]]:
+        """(meter address as a number, value, read_at) of one DI for every meter in [since, until),
+        values that are numbers only, in no particular order: the bulk input of a rating cycle."""
+        with self._tx(write=False) as tx:
+            return tx.all(  # type: ignore[return-value]
+                "SELECT CAST(meter AS BIGINT), value, read_at FROM readings WHERE di = ? AND read_at >= ?"
+                " AND read_at < ? AND value IS NOT NULL",
+                (check_di(di), int(since), int(until)),
+            )
 
     # ----------------------------------------------------------------- events
     def add_event(
