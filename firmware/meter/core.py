@@ -268,7 +268,7 @@ class Meter:
         d = max(d, day - 10)  # only the newest ten are kept
         while d < day:
             d += 1
-            self.events.add(ev.FREEZE, [d * clock.DAY + fm] + self.energy)
+            self.events.add(ev.FREEZE, (d * clock.DAY + fm,) + tuple(self.energy))
         self.frz_day = day
         return True
 
@@ -279,7 +279,7 @@ class Meter:
         if fr.n != 4 or d[2] != 0x99 or d[3] != 0x99:
             return _ERR_OTHER  # monthly and hourly freezes are not kept by this meter
         if d[0] == 0x99 and d[1] == 0x99:
-            self.events.add(ev.FREEZE, [t] + self.energy)
+            self.events.add(ev.FREEZE, (t,) + tuple(self.energy))
         else:
             mi = get_bcd(d, 0, 1)
             h = get_bcd(d, 1, 1)
@@ -298,7 +298,7 @@ class Meter:
 
     def _relay_events(self):
         for kind, t, op in self.relay.pop_events():
-            self.events.add(ev.TRIP if kind == "trip" else ev.CLOSE, [t, op, self.energy[0], 0])
+            self.events.add(ev.TRIP if kind == "trip" else ev.CLOSE, (t, op, self.energy[0], 0))
 
     # --- the line ------------------------------------------------------------------------
     def feed(self, chunk, now):
@@ -511,7 +511,7 @@ class Meter:
                 return self._err(0x15, _ERR_OTHER)
         for i in range(6):
             self.addr[i] = fr.data[i]
-        self.events.add(ev.PROGRAM, [t, 0, 0x04000401])
+        self.events.add(ev.PROGRAM, (t, 0, 0x04000401))
         self._save()
         return self._reply(0x95, self.out, 0)
 
@@ -525,7 +525,7 @@ class Meter:
 
     def _macfail(self, t, op, fn, di):
         self.sec.failure(t)
-        self.events.add(ev.MACFAIL, [t, op, fn, di])
+        self.events.add(ev.MACFAIL, (t, op, fn, di))
         self._save()
 
     def _checked(self, t, raw, fn, di4, fields, seq, mac, op, di):
@@ -582,8 +582,9 @@ class Meter:
         except ValueError:
             err = _ERR_OTHER
         if not err:
-            self.events.add(ev.PROGRAM, [t, op, di])
-            self._tj = None  # a write may have changed the tariff
+            self.events.add(ev.PROGRAM, (t, op, di))
+            if di >> 16 != 0x0400 or 0x0106 <= di & 0xFFFF <= 0x0109:
+                self._tj = None  # tables, prices, ladders, switch-over times: the tariff changed
         return err
 
     # --- 1CH control -----------------------------------------------------------------------
@@ -725,7 +726,7 @@ class Meter:
                 key[i] = d[12 + i] ^ stream[i]
             sec.key = bytes(key)
             sec.krn = d[8]
-            self.events.add(ev.PROGRAM, [t, op, di])
+            self.events.add(ev.PROGRAM, (t, op, di))
             rep = self._reply(0x83, out, 4)
         else:
             rep = self._purchase(di, d, t, out)
@@ -748,7 +749,7 @@ class Meter:
             res, cmd = w.recharge(amount, count, cust)
         if res != W.OK:
             return self._serr(1 << res)
-        self.events.add(ev.PURCHASE, [t, w.count, amount, before, w.balance, w.total_bought])
+        self.events.add(ev.PURCHASE, (t, w.count, amount, before, w.balance, w.total_bought))
         self._local(cmd, t)
         return self._reply(0x83, out, 4)
 
@@ -808,12 +809,14 @@ def _piece(out, cur, n, s):
     return n + len(s)
 
 
-def _buf(s):
-    # MicroPython's str is a buffer: write it without an encoded copy
-    try:
-        return memoryview(s)
-    except TypeError:
-        return memoryview(s.encode())
+try:
+    memoryview("")
+
+    def _buf(s):
+        return s  # MicroPython's str is a buffer: the store writes it without an encoded copy
+except TypeError:  # CPython
+    def _buf(s):
+        return s.encode()
 
 
 def _put_customer(b, o, s):

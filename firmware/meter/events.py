@@ -1,5 +1,6 @@
 # Last-10 event records (spec prepaid-meter.md section 8), newest first, with a total count
-# per kind. Records are short lists of ints so they store as JSON and read back as DIs:
+# per kind. Records are short tuples of ints (one heap block each, where a list takes two) so
+# they store as JSON and read back as DIs:
 #   TRIP / CLOSE: [t, operator, forward_wh, reverse_wh]   (operator 0xFFFFFFFF = the meter)
 #   PURCHASE:     [t, count_after, amount, before, after, total_bought]   (fen)
 #   PROGRAM:      [t, operator, di]
@@ -31,6 +32,7 @@ class Events:
         self.dirty = True  # changed since the store last wrote it
 
     def add(self, kind, rec):
+        """Record rec (a tuple) as the newest of its kind."""
         r = self.recs[kind]
         r.insert(0, rec)
         if len(r) > _KEEP:
@@ -39,16 +41,16 @@ class Events:
         self.dirty = True
 
     def last(self, kind, n):
-        """The n-th last record (1 = newest) or None."""
+        """The n-th last record (1 = newest) as a list, or None."""
         r = self.recs[kind]
-        return r[n - 1] if 1 <= n <= len(r) else None
+        return list(r[n - 1]) if 1 <= n <= len(r) else None
 
     def dump(self):
         return [self.counts, self.recs]
 
     def load(self, obj):
         self.counts = list(obj[0])
-        self.recs = [list(r) for r in obj[1]]
+        self.recs = [[tuple(x) for x in r] for r in obj[1]]
         while len(self.recs) < _KINDS:  # a record written before freezes existed
             self.recs.append([])
             self.counts.append(0)

@@ -60,7 +60,7 @@ class Store:
         self.save_parts((json.dumps(obj).encode(),))
 
     def save_parts(self, parts):
-        """Write the concatenation of parts (bytes-like, together one JSON text) as the newest
+        """Write the concatenation of parts (buffers, together one JSON text) as the newest
         record: header, parts and CRC go out as separate writes, so no copy of the whole
         record is ever made (a 2 KB contiguous block is what a fragmented heap lacks)."""
         n = 0
@@ -82,6 +82,7 @@ class Store:
         c = crc32(h)
         off += _HEAD
         for p in parts:
+            p = memoryview(p)  # a MicroPython str is a buffer: the meter keeps its pieces as str
             fl.write(off, p)
             c = crc32(p, c)
             off += len(p)
