@@ -78,7 +78,7 @@ class Meter:
         self.blk = bytearray(512)  # the longest block: 10 programming records, 503 bytes
         self.blk_n = 0
         self.blk_di = -1
-        self.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
+        self.deframer = None  # made by the first feed(): a caller of handle() never needs it
         self.store = Store(flash)
         self.sec = Security(config["key"], config.get("krn", 0), rand)
         self.tariff = Tariff()
@@ -174,7 +174,9 @@ class Meter:
             ev_.dirty = False
         parts = list(tj)
         parts.extend(ej)
-        parts.append(_buf(json.dumps(self._small_state()))[1:])
+        sj = _pieces(self._small_state())
+        sj[0] = sj[0][1:]  # its opening brace: the tariff's text opened the object
+        parts.extend(_buf(x) for x in sj)
         self.store.save_parts(parts)
 
     # --- clock ---------------------------------------------------------------------------
@@ -304,6 +306,8 @@ class Meter:
     def feed(self, chunk, now):
         """Bytes from the line in; the replies to every whole frame they complete out."""
         d = self.deframer
+        if d is None:
+            d = self.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
         out = []
         mv = memoryview(chunk)
         for i in range(0, len(chunk), 256):  # drain between pieces: no frame lost to overflow
@@ -805,6 +809,10 @@ def _piece(out, cur, n, s):
         out.append("".join(cur))
         del cur[:]
         n = 0
+    elif len(cur) == 16:  # fold the fragments so far: the list never outgrows 16 slots
+        f = "".join(cur)
+        del cur[:]
+        cur.append(f)
     cur.append(s)
     return n + len(s)
 
