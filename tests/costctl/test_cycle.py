@@ -125,3 +125,28 @@ def test_readings_a_little_after_the_boundary_snap_to_it(tmp_path):
     with pytest.raises(ValueError, match="snap_s"):
         run_cycle(store, load_catalog(), D0, snap_s=DAY)
     store.close()
+
+
+def test_an_account_with_two_meters_goes_the_careful_way_and_a_protected_meter_protects_it(tmp_path):
+    store = open_store(tmp_path / "two.db", clock=lambda: D0)
+    for addr, cust, prot in (("000000000001", A, False), ("000000000002", B, False), ("000000000003", B, True)):
+        store.add_meter(addr, link="tcp://127.0.0.1:9", customer=cust, actor="t", mode="remote", protected=prot)
+    for cust in (A, B):
+        store.update_account(cust, actor="t", tariff="beijing", alarm1_fen=1000)
+    # A: one meter, the whole-array path; B: two meters (the second, protected, not read yet)
+    store.add_readings((m, "00010000", 100_000 + 10_000 * d, D0 + d * DAY) for m in ("000000000001", "000000000002")
+                       for d in range(4))
+    rep = run_cycle(store, load_catalog(), D0 + 3 * DAY + 9 * 3600, rules=Rules(notice_period_s=0))
+    assert rep.rated == 2 and rep.problems == []
+    a, b = store.get_account(A), store.get_account(B)
+    assert (a.balance_fen, a.rem, a.ladder_wh, a.rated_until) == (b.balance_fen, b.rem, b.ladder_wh, b.rated_until)
+    assert a.balance_fen == -(3 * PER_DAY // 100_000) and b.rated_until == D0 + 2 * DAY
+    # both at the trip level with the cut notice standing: A is tripped, B is held (a protected meter)
+    rep = run_cycle(store, load_catalog(), D0 + 3 * DAY + 10 * 3600, rules=Rules(notice_period_s=0))
+    assert rep.actions == {"trip": 1, "hold": 1}
+    assert [(c.meter, c.kind) for c in store.list_commands()] == [("000000000001", "trip")]
+    assert [e.detail["command"] for e in store.audit_entries(action="command.trip")] == [store.list_commands()[0].id]
+    # the same cycle again queues nothing twice
+    run_cycle(store, load_catalog(), D0 + 3 * DAY + 10 * 3600, rules=Rules(notice_period_s=0))
+    assert len(store.list_commands()) == 1
+    store.close()
