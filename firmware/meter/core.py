@@ -95,8 +95,10 @@ class Meter:
         self.power_w = 0
         self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
         self.actual_open = None
-        self._tj = None  # cached JSON pieces of the tariff and the events; None after any change
-        self._ej = None
+        self._tj = None  # None: the tariff's text must be written anew (it changed, or is unknown)
+        self._ej = None  # the same for the event log's
+        self._tlen = -1  # bytes of the tariff's and the event log's text at the start of the
+        self._elen = -1  # newest record (-1: unknown), copied from there while they stand
         state = self.store.load()
         if state is not None:
             self._restore(state)
@@ -149,35 +151,45 @@ class Meter:
             return True
         except ValueError:  # state too big for this flash: undo whatever grew it
             self._tj = self._ej = None
+            self._tlen = self._elen = -1
             state = self.store.load()
             if state is not None:
                 self._restore(state)
             return False
 
     def _write_record(self):
-        # one JSON object written in pieces of a few hundred bytes, each its own heap block (a
-        # fragmented heap has many small holes and no 2 KB one); the tariff and the event log
-        # change rarely, so their pieces are kept between saves
-        tj = self._tj
-        if tj is None:
+        # One JSON object: the tariff's text, the event log's, then the small state, written in
+        # pieces of a few hundred bytes (a fragmented heap has many small holes and no 2 KB
+        # one). The tariff and the event log change rarely: while they stand, their text is
+        # copied from the newest record in flash (Store.save_parts), not kept in RAM.
+        tlen = self._tlen
+        elen = self._elen
+        parts = []
+        if self._tj is None or tlen < 0:
             # straight from the tables: the tariff's own dump() cache would be a second copy
             tj = _pieces({"t": self.tariff._build_dump()})
             tj[-1] = tj[-1][:-1] + ","  # drop the closing brace: the object continues
-            self._tj = tj = [_buf(x) for x in tj]
+            n = _add_text(parts, tj)
+        else:
+            parts.append((0, tlen))
+            n = tlen
         ev_ = self.events
-        ej = self._ej
-        if ev_.dirty or ej is None:
+        if ev_.dirty or self._ej is None or elen < 0:
             ej = _pieces(ev_.dump())
             ej[0] = '"e":' + ej[0]
             ej[-1] = ej[-1] + ","
-            self._ej = ej = [_buf(x) for x in ej]
-            ev_.dirty = False
-        parts = list(tj)
-        parts.extend(ej)
+            m = _add_text(parts, ej)
+        else:
+            parts.append((tlen, elen))
+            m = elen
         sj = _pieces(self._small_state())
         sj[0] = sj[0][1:]  # its opening brace: the tariff's text opened the object
-        parts.extend(_buf(x) for x in sj)
+        _add_text(parts, sj)
         self.store.save_parts(parts)
+        self._tlen = n
+        self._elen = m
+        self._tj = self._ej = True
+        ev_.dirty = False
 
     # --- clock ---------------------------------------------------------------------------
     def time(self, now):
@@ -761,6 +773,19 @@ class Meter:
 _PIECE = const(200)
 
 
+_SEP = (",", ":")  # no spaces: the text kept in RAM and written to flash is a sixth shorter
+
+
+def _add_text(parts, pieces):
+    # the pieces as buffers onto parts; their length in bytes
+    n = 0
+    for x in pieces:
+        b = _buf(x)
+        parts.append(b)
+        n += len(b)
+    return n
+
+
 def _pieces(obj):
     """The JSON text of obj as strings of about _PIECE characters."""
     out = []
@@ -788,7 +813,7 @@ def _json_pieces(obj, out, cur, n):
             else:
                 n = _json_pieces(k, out, cur, n)
         return _piece(out, cur, n, "}" if d else "]")
-    return _piece(out, cur, n, json.dumps(obj))
+    return _piece(out, cur, n, json.dumps(obj, separators=_SEP))
 
 
 def _big(obj):

@@ -19,6 +19,7 @@ except ImportError:  # a port built without it
 
 _MAGIC = b"P6"
 _HEAD = 8
+_CHUNK = 128  # bytes per flash-to-flash copy step
 
 
 class Store:
@@ -60,12 +61,15 @@ class Store:
         self.save_parts((json.dumps(obj).encode(),))
 
     def save_parts(self, parts):
-        """Write the concatenation of parts (buffers, together one JSON text) as the newest
-        record: header, parts and CRC go out as separate writes, so no copy of the whole
-        record is ever made (a 2 KB contiguous block is what a fragmented heap lacks)."""
+        """Write the concatenation of parts (together one JSON text) as the newest record.
+        A part is a buffer, or a tuple (offset, length): those bytes of the newest record's
+        payload, copied flash to flash in small chunks, so text that has not changed since
+        the last save need not be kept in RAM. Header, parts and CRC go out as separate
+        writes: no copy of the whole record is ever made (a 2 KB contiguous block is what a
+        fragmented heap lacks)."""
         n = 0
         for p in parts:
-            n += len(p)
+            n += p[1] if isinstance(p, tuple) else len(p)
         if _HEAD + n + 4 > self.half:
             raise ValueError("state too big for flash")
         seq = self.seq + 1
@@ -75,6 +79,7 @@ class Store:
             h[2 + i] = seq >> (8 * i) & 0xFF
         h[6] = n & 0xFF
         h[7] = n >> 8
+        src = self.slot * self.half + _HEAD  # the newest record's payload: copies come from it
         slot = 1 - self.slot
         off = slot * self.half
         fl = self.flash
@@ -82,6 +87,18 @@ class Store:
         c = crc32(h)
         off += _HEAD
         for p in parts:
+            if isinstance(p, tuple):
+                o = src + p[0]
+                k = p[1]
+                while k > 0:
+                    m = k if k < _CHUNK else _CHUNK
+                    chunk = fl.read(o, m)
+                    fl.write(off, chunk)
+                    c = crc32(chunk, c)
+                    off += m
+                    o += m
+                    k -= m
+                continue
             p = memoryview(p)  # a MicroPython str is a buffer: the meter keeps its pieces as str
             fl.write(off, p)
             c = crc32(p, c)
