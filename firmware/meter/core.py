@@ -75,7 +75,7 @@ class Meter:
         self._txv = memoryview(self.tx)
         # replies are built where they are sent: encode_into adds 33H in place (no second buffer)
         self.out = self._txv[10:10 + codec.MAX_DATA]
-        self.blk = bytearray(512)  # the longest block: 10 programming records, 503 bytes
+        self.blk = None  # block reads' snapshot, made by the first block read
         self.blk_n = 0
         self.blk_di = -1
         self.deframer = None  # made by the first feed(): a caller of handle() never needs it
@@ -428,11 +428,21 @@ class Meter:
             return self._err(0x11, _ERR_OTHER)
         d = fr.data
         di = get_le(d, 0, 4)
+        out = self.out
+        if di & 0xFF != 0xFF and di & 0xFF00 != 0xFF00:
+            k = read_item(self, di, out, 4, t)  # one item: straight into the reply
+            if k < 0:
+                return self._err(0x11, _ERR_NODATA)
+            for i in range(4):
+                out[i] = d[i]
+            self.blk_di = -1
+            return self._reply(0x91, out, 4 + k)
         blk = self.blk
+        if blk is None:
+            blk = self.blk = bytearray(512)  # the longest block: 10 programming records, 503 bytes
         k = self._value(di, blk, t)
         if k < 0:
             return self._err(0x11, _ERR_NODATA)
-        out = self.out
         for i in range(4):
             out[i] = d[i]
         if k <= _READ_MAX:
