@@ -227,7 +227,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         rep.batch_key = f"costctl:{last_end}:{digest.hexdigest()[:16]}"
         cust = [acc.customer[i] for i in idx]
         if store.charge_accounts(rep.batch_key, zip(cust, fen.tolist(), rem.tolist(), lad.tolist(), until.tolist()),
-                                 actor=actor, kind="charge"):
+                                 actor=actor, kind="charge", interval_s=interval_s):
             fen_of[idx] = fen
             charged[idx] = True
         rep.charged_fen = int(fen.sum())

@@ -6,12 +6,16 @@ the anomaly rules of ``headend.tariff.readings``) and rated with the account's t
 the catalog.  The window ``[since, until)`` takes the intervals that *start* in it, plus the fixed
 daily charges falling due in it.  To know the ladder energy at ``since`` the readings are rated
 from one ladder period earlier (366 days for an annual ladder, 31 for a monthly one), so tier
-crossings inside the window are exact.  The sub-fen remainder is carried from that first reading
-(starting at 0), so the result can differ from the live account by under one fen.
+crossings inside the window are exact.  The sub-fen remainder at the window's first interval is
+the account's own, from the ledger row of the charge that rated up to that point (cost-control
+cycles record it); only where the ledger does not hold it (older charges, a window starting
+inside a batch) is it carried from the first reading, starting at 0, and then the result can
+differ from the live account by under one fen (the row's problems say so).
 
-``charged_fen`` is what the ledger already took for the window (entries of kind ``charge``
-booked in it, plus earlier ``rerate`` corrections of exactly this window); ``difference = rated - charged`` is
-what the customer still owes (negative: is owed).  ``apply`` books each difference once (kind
+``charged_fen`` is what the ledger already took for the window (``Store.charged_between``: a
+cycle's charge counts in the window its last rated interval ends in, other charges where they
+were booked; plus earlier ``rerate`` corrections of exactly this window); ``difference = rated -
+charged`` is what the customer still owes (negative: is owed).  ``apply`` books each difference once (kind
 ``rerate``, idempotency key per account, window and amount), so a repeated run changes nothing.
 """
 
@@ -78,10 +82,10 @@ def rerate(store: Store, catalog: Mapping[str, TariffBook], since: int, until: i
     for customer, _bal, _rem, _lad, _until, _ver, tariff in store.rating_accounts():
         row = RerateRow(customer, tariff)
         rows.append(row)
-        row.charged_fen = -sum(e.amount_fen for e in store.ledger(customer, limit=1_000_000)
-                               if (e.kind == "charge" and since <= e.at < until)
-                               or (e.kind == "rerate" and isinstance(e.detail, dict)
-                                   and e.detail.get("from") == since and e.detail.get("to") == until))
+        row.charged_fen = store.charged_between(customer, since, until) - sum(
+            e.amount_fen for e in store.ledger(customer, limit=1_000_000)
+            if e.kind == "rerate" and isinstance(e.detail, dict)
+            and e.detail.get("from") == since and e.detail.get("to") == until)
         if tariff is None or tariff not in catalog:
             row.skipped = (f"tariff {tariff!r} is not in the catalog; set it with `headend customer` "
                            "or add it to the tariff file") if tariff else "the account has no tariff"
@@ -114,15 +118,31 @@ def rerate(store: Store, catalog: Mapping[str, TariffBook], since: int, until: i
             row.problems.append(f"{p.kind} at {int(at[p.interval + 1])}: {p.detail}")
         starts_unix = at[:-1]
         starts = to_meter_time(starts_unix, utc_offset_s)
+        window = (starts_unix >= since) & (starts_unix < until)
+        row.intervals = int(window.sum())
+        rem0 = store.remainder_at(customer, int(starts_unix[window][0])) if row.intervals else None
         try:
-            bill = rate_batch(book, got_e.energy_wh, starts, None, [0], [0], per_interval=True)
+            if rem0 is None:
+                bill = rate_batch(book, got_e.energy_wh, starts, None, [0], [0], per_interval=True)
+                assert bill.per_interval is not None
+                energy_fen = int(bill.per_interval[0][window].sum())
+                if row.intervals:
+                    row.problems.append(f"the ledger holds no remainder at {int(starts_unix[window][0])}: "
+                                        "carried from 0 at the first reading (may differ by under 1 fen)")
+            else:
+                # the ladder energy at the window from the lookback, the remainder from the ledger
+                before = starts_unix < since
+                k = int(before.sum())
+                ladder = [0]
+                if k:
+                    ladder = rate_batch(book, got_e.energy_wh[:, :k], starts[:k], None, [0], [0]).ladder_wh
+                inside = slice(k, k + row.intervals)
+                bill = rate_batch(book, got_e.energy_wh[:, inside], starts[inside], int(starts[k - 1]) if k else None,
+                                  ladder, [rem0])
+                energy_fen = int(bill.energy_fen[0])
         except ValueError as exc:
             row.skipped = str(exc)
             continue
-        window = (starts_unix >= since) & (starts_unix < until)
-        row.intervals = int(window.sum())
-        assert bill.per_interval is not None
-        energy_fen = int(bill.per_interval[0][window].sum())
         due = np.r_[True, (starts[1:] // DAY) != (starts[:-1] // DAY)] & window
         fixed = sum(book.in_force(int(s)).daily_fen for s in starts[due])
         row.rated_fen = energy_fen + fixed

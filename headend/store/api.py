@@ -387,6 +387,7 @@ class Store:
         actor: str,
         kind: str = "charge",
         ledger: bool = True,
+        interval_s: int | None = None,
     ) -> int:
         """Debit many accounts in one transaction, exactly once per batch_key; return accounts charged.
 
@@ -394,8 +395,11 @@ class Store:
         ladder_wh (and rated_until when given, for every row) are replaced with what the tariff core
         computed from the account's previous values. A batch_key
         already applied returns 0 and changes nothing, so a re-run rating cycle never bills twice.
-        With ledger=True each account charged a non-zero amount also gets a ledger row (kind, -fen,
-        balance_after).
+        With ledger=True each charge that moves money, rem or ladder_wh gets a ledger row (kind,
+        -fen, balance_after, and the remainder after it); a charge that changes nothing but
+        rated_until (no energy) writes none.  With rated_until and ``interval_s`` (the length of
+        the intervals rated) the row also records the end of the last interval it rated, so
+        ``remainder_at`` can tell the remainder at that point.
         """
         rows = [tuple(r) for r in charges]
         now = self.now()
@@ -413,6 +417,19 @@ class Store:
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
                 return 0
+            before: list[tuple[int, int] | None] = []
+            if ledger:
+                # rem and ladder before the charge: a ledger row is written only where they move
+                if len(rows) > 20_000:
+                    old_state = {c: (rm, lw) for c, rm, lw in tx.all("SELECT customer, rem, ladder_wh FROM accounts")}
+                else:
+                    old_state = {}
+                    for lo in range(0, len(rows), 500):
+                        chunk = [r[0] for r in rows[lo:lo + 500]]
+                        old_state.update((c, (rm, lw)) for c, rm, lw in tx.all(
+                            "SELECT customer, rem, ladder_wh FROM accounts WHERE customer IN"
+                            f" ({', '.join('?' for _ in chunk)})", chunk))
+                before = [old_state.get(r[0]) for r in rows]
             if with_until:
                 n = tx.executemany(
                     "UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, rated_until = ?,"
@@ -430,22 +447,27 @@ class Store:
                 missing = sorted({r[0] for r in rows} - known)[:5]
                 raise NotFound(f"charge batch {batch_key}: unknown customers {missing} (nothing was charged)")
             if ledger:
-                # a zero charge moves no money: no ledger row (rem / ladder / rated_until still move)
-                batch = dumps({"batch": batch_key})
+                custs = [r[0] for r in rows]
                 if len(rows) > 20_000:
                     # one pass over the table beats a lookup per row when most accounts are charged
-                    after = dict(tx.all("SELECT customer, balance_fen FROM accounts"))
-                    tx.executemany(
-                        "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail)"
-                        " VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
-                        ((r[0], now, kind, -int(r[1]), after[r[0]], actor, batch) for r in rows if r[1]),
-                    )
+                    after = {c: (b, rm, lw) for c, b, rm, lw in
+                             tx.all("SELECT customer, balance_fen, rem, ladder_wh FROM accounts")}
                 else:
-                    tx.executemany(
-                        "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail)"
-                        " SELECT customer, ?, ?, ?, balance_fen, NULL, ?, ? FROM accounts WHERE customer = ?",
-                        ((now, kind, -int(r[1]), actor, batch, r[0]) for r in rows if r[1]),
-                    )
+                    after = {}
+                    for lo in range(0, len(custs), 500):
+                        chunk = custs[lo:lo + 500]
+                        after.update((c, (b, rm, lw)) for c, b, rm, lw in tx.all(
+                            "SELECT customer, balance_fen, rem, ladder_wh FROM accounts WHERE customer IN"
+                            f" ({', '.join('?' for _ in chunk)})", chunk))
+                batch = dumps({"batch": batch_key})
+                step = None if not with_until or interval_s is None else int(interval_s)
+                tx.executemany(
+                    "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
+                    " rem_after, rated_to) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+                    ((r[0], now, kind, -int(r[1]), after[r[0]][0], actor, batch, int(r[2]),
+                      None if step is None else int(r[4]) + step)
+                     for r, old in zip(rows, before) if r[1] or (int(r[2]), int(r[3])) != old),
+                )
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
             return n
@@ -639,6 +661,26 @@ class Store:
             if n != len(data):
                 raise NotFound(f"{len(data) - n} of {len(data)} customers in the batch do not exist (nothing changed)")
             return n
+
+    def remainder_at(self, customer: str, t: int) -> int | None:
+        """The account's sub-fen remainder right after rating up to Unix time ``t`` (the end of
+        an interval), if a charge's ledger row recorded it; else None."""
+        with self._tx(write=False) as tx:
+            row = tx.one("SELECT rem_after FROM ledger WHERE customer = ? AND rated_to = ? AND rem_after IS NOT NULL"
+                         " ORDER BY id DESC LIMIT 1", (customer, int(t)))
+        return None if row is None else int(row[0])
+
+    def charged_between(self, customer: str, since: int, until: int, *, kind: str = "charge") -> int:
+        """Fen a customer was charged for [since, until): charges that recorded the end of the
+        intervals they rated count where that end falls (since < end <= until), others where
+        they were booked (since <= at < until)."""
+        with self._tx(write=False) as tx:
+            row = tx.one(
+                "SELECT COALESCE(SUM(-amount_fen), 0) FROM ledger WHERE customer = ? AND kind = ? AND"
+                " ((rated_to IS NOT NULL AND rated_to > ? AND rated_to <= ?)"
+                " OR (rated_to IS NULL AND at >= ? AND at < ?))",
+                (customer, kind, int(since), int(until), int(since), int(until)))
+        return int(row[0]) if row else 0
 
     def ledger(self, customer: str, *, limit: int = 100) -> list[LedgerEntry]:
         """An account's money movements, newest first."""

@@ -165,6 +165,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX meters_mode ON meters(mode)",
         ],
     ),
+    (
+        3,
+        [
+            # A rating charge's ledger row keeps the sub-fen remainder after it and the end of the
+            # last interval it rated, so re-rating a window can start from the real remainder.
+            "ALTER TABLE ledger ADD COLUMN rem_after INTEGER",
+            "ALTER TABLE ledger ADD COLUMN rated_to INTEGER",
+        ],
+    ),
 ]
 
 

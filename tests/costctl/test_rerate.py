@@ -125,3 +125,39 @@ def test_tariff_file_errors_name_the_entry(tmp_path):
         load_catalog(bad)
     with pytest.raises(TariffError, match="does not exist"):
         load_catalog(tmp_path / "none.toml")
+
+
+FLAT = """
+[[tariff]]
+name = "flat"
+version = 1
+effective = "2020-01-01"
+prices = [4883, 4883, 4883, 4883]
+"""
+
+
+def test_rerating_starts_from_the_remainder_the_ledger_holds(tmp_path):
+    from headend.costctl.cycle import run_cycle
+
+    (tmp_path / "t.toml").write_text(FLAT)
+    catalog = load_catalog(tmp_path / "t.toml")
+    store = open_store(tmp_path / "h.db", clock=lambda: DAY0)
+    store.add_meter("000000000001", link="tcp://127.0.0.1:9", customer=CUST, actor="t", mode="remote")
+    store.update_account(CUST, actor="t", tariff="flat")
+    # day 0: 20 Wh (0 fen, 97,660 sub-fen carried); day 1: 1000 Wh
+    store.add_readings(("000000000001", "00010000", v, DAY0 + d * 86400) for d, v in enumerate((0, 20, 1020)))
+    run_cycle(store, catalog, DAY0 + 86400 + 9 * 3600)
+    run_cycle(store, catalog, DAY0 + 2 * 86400 + 9 * 3600)
+    assert store.remainder_at(CUST, DAY0 + 86400) == 20 * 4883
+    charged = -store.get_account(CUST).balance_fen
+    assert charged == (20 + 1000) * 4883 // 100_000 == 49
+    (row,) = rerate(store, catalog, DAY0 + 86400, DAY0 + 2 * 86400)
+    # from the account's own remainder: the same 49 fen the cycle took (from 0 it would be 48)
+    assert (row.rated_fen, row.charged_fen, row.difference_fen) == (49, 49, 0)
+    assert row.problems == [] and 1000 * 4883 // 100_000 == 48
+    # a window starting where no charge ended (a reading at noon): carried from 0, and said so
+    store.add_readings([("000000000001", "00010000", 520, DAY0 + 86400 + 12 * 3600)])
+    (row,) = rerate(store, catalog, DAY0 + 86400 + 12 * 3600, DAY0 + 2 * 86400)
+    assert row.rated_fen == 500 * 4883 // 100_000
+    assert any("no remainder" in p for p in row.problems)
+    store.close()
