@@ -1,7 +1,7 @@
 """A whole prepaid life, the same scenario under CPython and under the real micropython
 binary (modules loaded from .mpy); both must log the same checkpoints. The CPython run is
 also recorded as a transcript (every frame, pulse batch, button press and power-up) and
-replayed into a micropython meter in a 96 KB heap, which must answer every frame with the
+replayed into a micropython meter in a 90 KB heap, which must answer every frame with the
 very same bytes."""
 
 from pathlib import Path
@@ -105,17 +105,17 @@ print("heap", gc.mem_alloc())
 """
 
 
-def test_micropython_meter_replays_the_life_byte_for_byte_in_96k(tmp_path):
+def test_micropython_meter_replays_the_life_byte_for_byte_in_90k(tmp_path):
     rows = _transcript()
     path = tmp_path / "transcript.txt"
     path.write_text("".join(" ".join(str(x) for x in r) + "\n" for r in rows))
     dest = build_mpy(tmp_path / "mpy")
     code = _REPLAY % {"addr": life_scenario.ADDR, "key": life_scenario.KEY, "flash": life_scenario.FLASH_SIZE,
                       "path": str(path)}
-    res = run_mpy(dest, code, heapsize="96K")
+    res = run_mpy(dest, code, heapsize="90K")
     assert res.returncode == 0, res.stderr + res.stdout
     out = res.stdout.split()
     want = [r[3] for r in rows if r[0] == "h"]
     assert len(want) > 30
     assert out[:-2] == want
-    assert int(out[-1]) < 96 * 1024
+    assert int(out[-1]) < 90 * 1024

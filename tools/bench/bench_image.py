@@ -94,6 +94,8 @@ def run(report: Callable[..., None]) -> None:
         report("  of which the fake machine module (in ROM on a board)", _machine_heap(fakes) / 1024, "KB")
         smallest = next((kb for kb in range(64, 257, 4) if _boot(img, fakes, kb)), None)
         if smallest is not None:
+            while smallest > 64 and _boot(img, fakes, smallest - 1):  # to the KB
+                smallest -= 1
             report("smallest -X heapsize that boots and serves (aim 96)", smallest, "KB")
 
         cpy = None

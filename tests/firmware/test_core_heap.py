@@ -1,0 +1,22 @@
+"""The meter's heap budget under the real micropython binary, modules from .mpy compiled as
+`meter build` compiles them (-O3): a fully programmed meter (both tariff sets, ladders) serves
+the firmware bench's 1,000 mixed frames (reads, block reads with follow-ups, an authenticated
+session, writes, relay commands, top-ups) in an 88 KB heap, every reply as the CPython meter
+gave it, and its heap does not grow over a second 1,000 frames. tools/bench/bench_firmware.py
+reports the smallest heap that works; this test fails when the core outgrows the budget."""
+
+from tools.bench import bench_firmware as bf
+
+BUDGET = "88K"
+
+
+def test_fully_programmed_meter_serves_mixed_frames_in_88k(tmp_path):
+    dest = bf.build_o3(tmp_path / "mpy")
+    frames = tmp_path / "frames.bin"
+    bf.write_frames(frames, bf.mixed_frames())
+    res = bf._mpy_run(dest, frames, tmp_path / "flash.bin", BUDGET, 0)
+    assert res is not None, f"the meter ran out of heap in {BUDGET} (see tools/bench/bench_firmware.py)"
+    n, bad, after_import, after_meter, after_mixed, after_mixed2 = res[:6]
+    assert n == bf.MIXED and bad == 0
+    assert after_import < after_meter < after_mixed
+    assert after_mixed2 - after_mixed <= 1024  # no growth from frame to frame
