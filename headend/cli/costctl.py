@@ -54,7 +54,7 @@ def run_once(args: argparse.Namespace) -> int:
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     """Add serve's cost-control options (the rest comes from the [costctl] config section)."""
     g = p.add_argument_group("remote cost control")
-    g.add_argument("--costctl", action="store_true", default=None,
+    g.add_argument("--costctl", action=argparse.BooleanOptionalAction, default=None,
                    help="run remote cost control: collect on the grid, rate, debit, notify, trip, restore"
                         " (default: [costctl] in_serve)")
     g.add_argument("--costctl-interval", type=int, metavar="S",

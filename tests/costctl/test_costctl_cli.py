@@ -60,6 +60,11 @@ def test_costctl_section_parsing(tmp_path):
     assert (cc.rules.night_start_min, cc.rules.night_end_min) == (21 * 60 + 30, 7 * 60)
     assert cc.rules.notice_period_s == 7200 and cc.rules.holidays == ((2025, 10, 1),) and not cc.rules.trips
     assert costctl_config({"snap_s": 300}).snap_s == 300
+    served = costctl_config({"in_serve": True, "interval_s": 900, "collect_window_s": 120})
+    assert served.in_serve and served.collect_window_s == 120 and not costctl_config({}).in_serve
+    assert costctl_config({"interval_s": 900}).collect_window_s == 300     # default, under half the interval
+    with pytest.raises(ValueError, match="collect_window_s"):
+        costctl_config({"interval_s": 900, "collect_window_s": 450})
     with pytest.raises(ValueError, match="snap_s"):
         costctl_config({"snap_s": 50_000})
     assert costctl_config({"night": ""}).rules.night_start_min == costctl_config({"night": ""}).rules.night_end_min
