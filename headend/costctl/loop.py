@@ -3,8 +3,12 @@
 The grid is ``[costctl] interval_s`` (daily by default; hourly or 15-minute possible) aligned to
 local midnight, the same grid ``run_cycle`` rates on.  At each boundary ``g`` the loop
 
-1. reads forward active energy (``00010000``) from every remote-cost-control meter with
-   :func:`headend.commands.collect.read_cycle` (concurrently, batched commits).  A reading taken
+1. collects the energy register of every remote-cost-control meter.  On the daily grid it reads
+   the meter's daily frozen readings (DIs 0506 00nn / 01nn: the register as it was at the
+   meter's midnight, stored at that time, however late the read), so the reading is exact;
+   a meter without them (older firmware refuses the DI) and the hourly / 15-minute grids read
+   forward active energy (``00010000``) with :func:`headend.commands.collect.read_cycle`
+   (concurrently, batched commits).  A live reading taken
    within ``collect_window_s`` after ``g`` is stored *at* ``g``: it is the register at the
    boundary to within the few seconds the read took, and since registers are cumulative the
    energy of those seconds is billed once, in the next interval.  A later reading (a meter that
@@ -27,15 +31,19 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable, Mapping
 
 from headend.commands.collect import read_cycle
-from headend.commands.meter_client import MeterClient
+from headend.commands.meter_client import MeterClient, MeterRefused
+from headend.commands.worker import target_of
 from headend.costctl.config import CostCtlConfig
 from headend.costctl.cycle import CycleReport, run_cycle
 from headend.costctl.rerate import ENERGY_DI
-from headend.store import Store
+from headend.store import Meter, Store
 from headend.tariff.model import TariffBook
+from headend.transports import LinkError
 
 __all__ = ["LoopClock", "LoopOptions", "next_boundary", "run_loop"]
 
@@ -88,17 +96,81 @@ def next_boundary(t: float, interval_s: int, utc_offset_s: int) -> int:
     return int((int(t) - phase) // interval_s + 1) * interval_s + phase
 
 
-async def collect_grid(store: Store, client: MeterClient, boundary: int, clock: LoopClock, window_s: int,
+FREEZE_TIME = 0x05060000         # | n: time of the n-th last daily freeze (YYMMDDhhmm, meter local)
+FREEZE_ENERGY = 0x05060100       # | n: forward active energy at it (total, T1..T4, kWh)
+
+
+async def collect_frozen(store: Store, client: MeterClient, meters: list[Meter], utc_offset_s: int, *,
+                         depth: int = 2, concurrency: int = 2000) -> tuple[int, list[Meter], dict[str, str]]:
+    """Read each meter's last ``depth`` daily freezes and store each as the energy register at its
+    freeze time; returns (readings stored, meters without daily freezes, meters that failed).
+
+    The freeze time is read again after the energy: a freeze taken between the two reads would
+    pair yesterday's time with today's energy, so a changed time is read once more.  Reading two
+    freezes covers a meter whose clock had not reached midnight yet (today's freeze is then the
+    next day's second) and a day missed by the head-end; a freeze already stored is kept as it was.
+    """
+    tz = timezone(timedelta(seconds=utc_offset_s))
+    rows: list[tuple[str, str, int, int]] = []
+    unsupported: list[Meter] = []
+    failed: dict[str, str] = {}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def frozen(t: Any, n: int) -> tuple[datetime, int] | None:
+        for _attempt in range(2):
+            when = (await client.read(t, FREEZE_TIME | n)).value
+            if when is None:          # fewer than n freezes taken yet
+                return None
+            energy = (await client.read(t, FREEZE_ENERGY | n)).value
+            if (await client.read(t, FREEZE_TIME | n)).value == when:
+                total = energy[0] if isinstance(energy, (list, tuple)) else energy
+                return when, int(Decimal(total) * 1000)
+        raise LinkError(f"meter {t.address}: its daily freeze moved twice while being read; try again")
+
+    async def one(m: Meter) -> None:
+        async with gate:
+            t = target_of(m)
+            try:
+                for n in range(1, depth + 1):
+                    got = await frozen(t, n)
+                    if got is None:
+                        break
+                    when, wh = got
+                    rows.append((m.address, ENERGY_DI, wh, int(when.replace(tzinfo=tz).timestamp())))
+            except MeterRefused as exc:
+                if "no-data" in exc.flags:
+                    unsupported.append(m)      # firmware without daily freezes: read the register
+                else:
+                    failed[m.address] = str(exc)
+            except (LinkError, ValueError) as exc:
+                failed[m.address] = str(exc)
+
+    await asyncio.gather(*(one(m) for m in meters))
+    stored = await asyncio.to_thread(store.add_readings, rows) if rows else 0
+    return stored, unsupported, failed
+
+
+async def collect_grid(store: Store, client: MeterClient, boundary: int, clock: LoopClock, cc: CostCtlConfig,
                        concurrency: int = 2000) -> tuple[int, int, dict[str, str]]:
-    """Read every remote meter's energy register for the grid boundary; (meters, stored, failed)."""
+    """Collect every remote meter's energy for the grid boundary; (meters, readings stored, failed).
+
+    On the daily grid the meters' daily frozen readings are used (exact at midnight, however late
+    the head-end reads them); meters without them, and shorter grids, read the live register.
+    """
     meters = store.find_meters([("mode", "=", "remote")])
+    live, stored, failed = meters, 0, {}
+    if cc.interval_s == 86400:
+        stored, live, failed = await collect_frozen(store, client, meters, cc.utc_offset_s, concurrency=concurrency)
 
     def stamp() -> float:
         t = clock.now()
-        return boundary if t - boundary <= window_s else t
+        return boundary if t - boundary <= cc.collect_window_s else t
 
-    res = await read_cycle(client, store, meters, [int(ENERGY_DI, 16)], concurrency=concurrency, clock=stamp)
-    return res.meters, res.stored, res.failed
+    if live:
+        res = await read_cycle(client, store, live, [int(ENERGY_DI, 16)], concurrency=concurrency, clock=stamp)
+        stored += res.stored
+        failed.update(res.failed)
+    return len(meters), stored, failed
 
 
 async def run_loop(store: Store, client: MeterClient, options: LoopOptions, stop: asyncio.Event) -> None:
@@ -117,8 +189,7 @@ async def run_loop(store: Store, client: MeterClient, options: LoopOptions, stop
             g = nxt
             continue
         try:
-            meters, stored, failed = await collect_grid(store, client, g, clock, cc.collect_window_s,
-                                                        options.concurrency)
+            meters, stored, failed = await collect_grid(store, client, g, clock, cc, options.concurrency)
             if failed:
                 log.warning("cost control: %d of %d meters not read at %d, e.g. %s", len(failed), meters, g,
                             next(iter(failed.items())))

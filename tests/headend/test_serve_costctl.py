@@ -124,3 +124,41 @@ def test_serve_runs_cost_control_from_readings_to_trip_and_restore(he, tmp_path)
 def _store_commands(he, meter, kind):
     with he.store() as s:
         return s.list_commands(meter=meter, kind=kind)
+
+
+def test_daily_frozen_readings_are_collected_at_the_freeze_time(tmp_path):
+    """On the daily grid the loop reads the meter's daily freeze (real meter firmware over TCP)
+    and stores it as the energy register at the meter's midnight, once."""
+    import asyncio
+
+    from headend.commands import target_of
+    from headend.costctl.loop import FREEZE_ENERGY, collect_frozen
+    from headend.serve import ServeOptions, build_worker
+    from headend.store import open_store
+
+    h = HeadEnd(tmp_path)
+    meter_args = ("--mode", "remote", "--load-w", "10000", "--noise", "0", "--start", "2026-03-04T23:59")
+    with start_meter(A, h.key_hex(A), str(tmp_path / "a.state"), speed=SPEED, extra=meter_args) as m:
+        store = open_store(h.db)
+        host, port = m.tcp
+        store.add_meter(A, link=f"tcp://{host}:{port}", customer=CA, actor="test", mode="remote")
+        midnight = int(datetime(2026, 3, 5, tzinfo=CST).timestamp())
+        _wait("the meter's midnight", lambda: m.command("status")["time"] >= "2026-03-05 00:00:30")
+
+        async def collect():
+            frontend, worker = build_worker(store, h.keys, ServeOptions())
+            try:
+                got = await collect_frozen(store, worker.client, store.find_meters(), 8 * 3600)
+                frozen = (await worker.client.read(target_of(store.get_meter(A)), FREEZE_ENERGY | 1)).value
+                again = await collect_frozen(store, worker.client, store.find_meters(), 8 * 3600)
+                return got, frozen, again
+            finally:
+                await frontend.close()
+
+        (stored, unsupported, failed), frozen, again = asyncio.run(collect())
+        assert (stored, unsupported, failed) == (1, [], {})
+        [r] = store.readings(A, "00010000")
+        # 10 kW from 23:59: the freeze holds the minute before midnight (10 Wh steps)
+        assert r.read_at == midnight and r.value == int(frozen[0] * 1000) and 0 < r.value <= 400
+        assert again[0] == 0 and store.readings(A, "00010000") == [r]      # a freeze is stored once
+        store.close()
