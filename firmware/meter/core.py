@@ -4,6 +4,7 @@
 # always describes state that survives a power cut.
 
 import json
+import sys
 
 from meter import clock, codec
 from meter import events as ev
@@ -464,13 +465,13 @@ class Meter:
         di = get_le(d, 0, 4)
         seq = d[4]
         off = _READ_MAX + (seq - 1) * _FOLLOW_MAX
-        if di != self.blk_di or seq < 1 or off >= self.blk_n:
+        blk = self.blk
+        if blk is None or di != self.blk_di or seq < 1 or off >= self.blk_n:
             return self._err(0x12, _ERR_NODATA)
         k = min(_FOLLOW_MAX, self.blk_n - off)
         out = self.out
         for i in range(4):
             out[i] = d[i]
-        blk = self.blk
         for i in range(k):
             out[4 + i] = blk[off + i]
         out[4 + k] = seq
@@ -852,12 +853,10 @@ def _piece(out, cur, n, s):
     return n + len(s)
 
 
-try:
-    memoryview("")
-
+if sys.implementation.name == "micropython":
     def _buf(s):
-        return s  # MicroPython's str is a buffer: the store writes it without an encoded copy
-except TypeError:  # CPython
+        return s  # a MicroPython str is a buffer: the store writes it without an encoded copy
+else:
     def _buf(s):
         return s.encode()
 
