@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -454,6 +455,9 @@ async def _serve(args: argparse.Namespace) -> None:
     for address in args.garbage:
         fleet.fault(address).garbage = True
     await fleet.start()
+    # a thousand cores are thousands of long-lived objects: keep them out of every collection
+    gc.collect()
+    gc.freeze()
     print(json.dumps({"buses": fleet.layout()}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -95,6 +95,13 @@ def address_matches(wanted: str, got: str) -> bool:
 
 _IDLE, _WAITING, _BACKOFF = 0, 1, 2
 
+# A frozen dataclass's __init__ sets each field through object.__setattr__; the per-reply hot
+# path fills the slots directly instead (the same object, as protocol.frame does for Frame)
+_new_reply = object.__new__
+_set_frame = Reply.frame.__set__  # type: ignore[attr-defined]
+_set_attempts = Reply.attempts.__set__  # type: ignore[attr-defined]
+_set_elapsed = Reply.elapsed.__set__  # type: ignore[attr-defined]
+
 
 @dataclass(slots=True)
 class _Outstanding:
@@ -133,9 +140,13 @@ class LinkSession:
         self._max_buffer = max_buffer
         self._deframer = Deframer(max_buffer=max_buffer)
         self._discarded_before = 0
-        self._wire_cache: dict[tuple[str, int, bytes], bytes] = {}
+        # id(request) -> (request, wire, DI to match, function): collection cycles send the same
+        # Request objects again and again; holding the request keeps its id from being reused
+        self._wire_cache: dict[int, tuple[Request, bytes, bytes | None, int]] = {}
+        self._fed = False  # the deframer may hold bytes (the slow path ran since the last reset)
         self._state = _IDLE
         self._out: _Outstanding | None = None
+        self._slot = _Outstanding(Request("", 0), b"", 0.0, 0.0, 0)  # one request at a time: reused
         self.deadline: float | None = None
         self.stats = LinkStats()
 
@@ -153,25 +164,39 @@ class LinkSession:
         """Start ``request``; returns the bytes to write now."""
         if self._state != _IDLE:
             raise LocalUsageError("a request is already outstanding on this bus; wait for it to finish")
-        key = (request.address, request.control, request.data)
-        wire = self._wire_cache.get(key)
-        if wire is None:  # collection cycles ask the same questions again and again
-            wire = build_frame(request.address, request.control, request.data, preamble=self.preamble)
-            if len(self._wire_cache) >= 4096:
-                self._wire_cache.clear()
-            self._wire_cache[key] = wire
+        hit = self._wire_cache.get(id(request))
+        if hit is None or hit[0] is not request:
+            hit = self._prepare(request)
+        wire = hit[1]
         self.stats.requests += 1
-        if self._deframer.buffered:
-            self._reset_buffer()
+        if self._fed:
+            self._fed = False
+            if self._deframer.buffered:
+                self._reset_buffer()
         if not request.reply:
             return wire
-        timeout = request.timeout if request.timeout is not None else self.timeout
-        retries = request.retries if request.retries is not None else self.retries
-        di = request.data[:4] if request.control in _DI_CHECKED and len(request.data) >= 4 else None
-        self._out = _Outstanding(request, wire, now, timeout, retries, di=di, function=request.control & 0x1F)
+        out = self._slot
+        out.request = request
+        out.wire = wire
+        out.started = now
+        out.timeout = timeout = request.timeout if request.timeout is not None else self.timeout
+        out.retries_left = request.retries if request.retries is not None else self.retries
+        out.attempts = 1
+        out.di = hit[2]
+        out.function = hit[3]
+        self._out = out
         self._state = _WAITING
         self.deadline = now + timeout
         return wire
+
+    def _prepare(self, request: Request) -> tuple[Request, bytes, bytes | None, int]:
+        wire = build_frame(request.address, request.control, request.data, preamble=self.preamble)
+        di = request.data[:4] if request.control in _DI_CHECKED and len(request.data) >= 4 else None
+        hit = (request, wire, di, request.control & 0x1F)
+        if len(self._wire_cache) >= 4096:
+            self._wire_cache.clear()
+        self._wire_cache[id(request)] = hit
+        return hit
 
     def cancel(self) -> None:
         """Drop the outstanding request (the link went down); later replies count as strays."""
@@ -181,8 +206,8 @@ class LinkSession:
 
     def feed(self, chunk: bytes, now: float) -> Reply | None:
         """Bytes from the line; returns the :class:`Reply` once the answer is complete."""
-        d = self._deframer
-        if not d.buffered and self._out is not None:
+        out = self._out
+        if not self._fed and out is not None:
             # the usual case on TCP: the chunk is exactly one whole answer; parse_frame checks it
             # all (checksum, terminator, L), and anything else goes the deframer's careful way
             try:
@@ -190,32 +215,43 @@ class LinkSession:
             except ProtocolError:
                 pass
             else:
-                out = self._out
-                if self._answers(out, frame):
+                # _answers, inlined: a reply, the same function, the addressed meter, the same DI
+                c = frame.control
+                if (c & 0x80 and c & 0x1F == out.function
+                        and (frame.address == out.request.address or address_matches(out.request.address, frame.address))
+                        and (out.di is None or c & 0x40 or frame.data[:4] == out.di)):
                     self._out = None
                     self._state = _IDLE
                     self.deadline = None
                     self.stats.replies += 1
-                    return Reply(frame, out.attempts, now - out.started)
+                    reply = _new_reply(Reply)
+                    _set_frame(reply, frame)
+                    _set_attempts(reply, out.attempts)
+                    _set_elapsed(reply, now - out.started)
+                    return reply
                 self.stats.stray += 1
                 return None
+        d = self._deframer
         d.feed(chunk)
-        while (raw := d.next_frame()) is not None:
-            try:
-                frame = parse_frame(raw)
-            except ProtocolError:
-                self.stats.bad_frames += 1
-                continue
-            out = self._out
-            if out is None or not self._answers(out, frame):
-                self.stats.stray += 1
-                continue
-            self._out = None
-            self._state = _IDLE
-            self.deadline = None
-            self.stats.replies += 1
-            return Reply(frame, out.attempts, now - out.started)
-        return None
+        try:
+            while (raw := d.next_frame()) is not None:
+                try:
+                    frame = parse_frame(raw)
+                except ProtocolError:
+                    self.stats.bad_frames += 1
+                    continue
+                out = self._out
+                if out is None or not self._answers(out, frame):
+                    self.stats.stray += 1
+                    continue
+                self._out = None
+                self._state = _IDLE
+                self.deadline = None
+                self.stats.replies += 1
+                return Reply(frame, out.attempts, now - out.started)
+            return None
+        finally:
+            self._fed = d.buffered > 0
 
     def on_deadline(self, now: float) -> bytes | Failure | None:
         """Call when ``deadline`` has passed: bytes to re-send, a :class:`Failure`, or None (not yet)."""
@@ -253,3 +289,4 @@ class LinkSession:
         # bytes still buffered can only be the start of a late answer to an earlier question
         self._discarded_before += self._deframer.discarded + self._deframer.buffered
         self._deframer = Deframer(max_buffer=self._max_buffer)
+        self._fed = False

@@ -32,7 +32,7 @@ from headend.transports.base import (
 from headend.transports.serial import open_serial
 from headend.transports.tcp import StreamProtocol, open_tcp
 
-__all__ = ["FrontEnd", "Link", "LinkSettings", "NoAnswer"]
+__all__ = ["FrontEnd", "Job", "Link", "LinkSettings", "NoAnswer"]
 
 
 class NoAnswer(LinkError):
@@ -58,8 +58,12 @@ Opener = Callable[[OnData, OnLost], Awaitable[Connection]]
 Done = Callable[[Reply | None, BaseException | None], None]
 
 
-class _Job:
-    """One queued request and whom to tell how it ended (exactly once)."""
+class Job:
+    """One queued request and whom to tell how it ended (exactly once).
+
+    ``Link.submit`` makes one per request; a caller that sends many requests one after another
+    (a read cycle) may subclass it and hand the same object to ``Link.submit_job`` again from
+    its ``done``, once the link has called it, with the next ``request``."""
 
     __slots__ = ("request", "done", "resent")
 
@@ -101,10 +105,11 @@ class Link:
             preamble=s.preamble,
         )
         self._opener = opener
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: Connection | None = None
         self._token: _Token | None = None
-        self._queue: deque[_Job] = deque()
-        self._current: _Job | None = None
+        self._queue: deque[Job] = deque()
+        self._current: Job | None = None
         self._opening: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -172,7 +177,8 @@ class Link:
 
     def on_data(self, chunk: bytes) -> None:
         """Bytes from the connection (called by the transport)."""
-        reply = self.session.feed(chunk, asyncio.get_running_loop().time())
+        loop = self._loop or self._bind_loop()
+        reply = self.session.feed(chunk, loop.time())
         if reply is not None:
             # the timer stays armed: when it fires it finds no deadline (or a later one) and
             # re-arms only then, so a busy link costs one timer per timeout, not one per request
@@ -232,39 +238,53 @@ class Link:
         self._arm()
 
     # -- requests -----------------------------------------------------------------------
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = loop = asyncio.get_running_loop()
+        return loop
+
     def _next(self) -> None:
         """Put the next queued request on the bus if the bus is free."""
-        while self._current is None and self._queue:
+        queue = self._queue
+        while self._current is None and queue:
             if self.closed:
-                jobs = list(self._queue)
-                self._queue.clear()
+                jobs = list(queue)
+                queue.clear()
                 for job in jobs:
                     job.done(None, LinkDown(f"{self.url}: link closed"))
                 return
             conn = self._conn
+            loop = self._loop or self._bind_loop()
             if conn is None:
                 if self._opening is None:
-                    self._opening = asyncio.get_running_loop().create_task(self._open())
+                    self._opening = loop.create_task(self._open())
                 return
-            job = self._queue.popleft()
-            wire = self.session.begin(job.request, asyncio.get_running_loop().time())
+            job = queue.popleft()
+            wire = self.session.begin(job.request, loop.time())
             if not job.request.reply:
                 conn.write(wire)
                 job.done(None, None)
                 continue
             self._current = job
             conn.write(wire)
-            self._arm()
+            if self._timer is None or self._timer_at > self.session.deadline:  # type: ignore[operator]
+                self._arm()
 
-    def submit(self, req: Request, done: Done) -> _Job:
+    def submit(self, req: Request, done: Done) -> Job:
         """Queue ``req``; ``done(reply, error)`` is called exactly once, on the loop."""
-        job = _Job(req, done)
+        job = Job(req, done)
         self._queue.append(job)
         if self._current is None:
             self._next()
         return job
 
-    def _withdraw(self, job: _Job) -> None:
+    def submit_job(self, job: Job) -> None:
+        """Queue ``job`` (a :class:`Job` not queued or outstanding now); as :meth:`submit`."""
+        job.resent = False
+        self._queue.append(job)
+        if self._current is None:
+            self._next()
+
+    def _withdraw(self, job: Job) -> None:
         if job is self._current:
             self.session.cancel()
             self._current = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Callable
 
 from headend.transports.base import LinkUnreachable, OnData, OnLost
 
@@ -17,9 +18,13 @@ class StreamProtocol(asyncio.Protocol):
         self._on_data = on_data
         self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
+        self._write: Callable[[bytes], None] | None = None  # the transport's, while it is open
+        # each chunk goes straight to on_data: the transport calls it with no hop through here
+        self.data_received = on_data  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._write = transport.write  # type: ignore[attr-defined]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:  # small request/reply frames: do not let Nagle hold them back
@@ -30,14 +35,20 @@ class StreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._on_data(data)
 
+    def eof_received(self) -> None:
+        self._write = None  # the transport closes itself next (returning None says so)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._write = None
         self._on_lost(exc)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        w = self._write
+        if w is not None:  # nothing goes out once the connection is closing or gone
+            w(data)
 
     def close(self) -> None:
+        self._write = None
         if self.transport is not None:
             self.transport.close()
 

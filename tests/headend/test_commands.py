@@ -418,3 +418,35 @@ def test_read_cycle_stores_every_reading_and_names_failures(tmp_path):
     assert res.meters == 6 and res.stored == 10 and set(res.failed) == {dead}
     assert "no answer from meter" in res.failed[dead]
     assert {a for a, _ in rows} == set(addresses) - {dead}
+
+
+def test_read_cycle_stores_what_single_reads_give(tmp_path):
+    """The cycle's fast path (values turned into rows in the link callback) and its async path
+    (block DIs) store exactly what a single read and reading_row give, for every kind of value."""
+    from headend.commands.collect import read_cycle
+
+    dis_ = ["00010000", "00010100", "00900200", "04000503", "040005FF", "04000401"]
+
+    async def main():
+        async with Rig(tmp_path, n=2) as rig:
+            for k, a in enumerate(rig.addresses):
+                rig.meter(a).add_energy(12345 + 7000 * k, rig.meter(a).last_t)
+            meters = rig.store.find_meters()
+            res = await read_cycle(rig.client, rig.store, meters, [parse_di(d) for d in dis_], clock=lambda: 1000)
+            single = {}
+            for a in rig.addresses:
+                for d in dis_:
+                    rv = await rig.client.read(_target(rig, a), parse_di(d))
+                    single[(a, d)] = reading_row(a, rv, 1000)
+            stored = {(r.meter, r.di): r for a in rig.addresses for r in rig.store.readings(a)}
+            return res, single, stored, rig.addresses
+
+    res, single, stored, addresses = run(main())
+    assert res.failed == {} and res.stored == 2 * len(dis_)
+    assert set(stored) == set(single)
+    for key, row in single.items():
+        got = stored[key]
+        assert (got.value, got.text, got.read_at) == (row[2], row[4], row[3]), (key, got, row)
+    assert stored[(addresses[0], "00010000")].value == 12340  # Wh, from the 0.01 kWh register
+    assert stored[(addresses[1], "00010000")].value == 19340
+    assert stored[(addresses[0], "040005FF")].text.startswith("[")  # a block: the async path
