@@ -3,8 +3,20 @@
 The fleet (1,000 real `meter.core.Meter` cores, one TCP port each, `tools.fleet`) runs in its own
 process, as meters would on their own hardware; the head-end side runs here.  The ceiling is
 measured in the same run, in short windows interleaved with the reads over three rounds (the
-machine may be shared; medians are reported): plain asyncio stream round trips over 1,000
-connections to a plain asyncio echo process, with frames of the same size.  Figures:
+machine may be shared; medians are reported).  It is what plain asyncio does with nothing but
+moving the bytes, on the same machine and the same shape of traffic:
+
+* the far end is its own process (``python -m tools.bench.bench_headend --echo 1000``): 1,000
+  listening ports, one per connection like the fleet's port per meter, each served by an
+  ``asyncio.Protocol`` that writes every chunk straight back;
+* the near end is this process: 1,000 ``asyncio.open_connection`` streams, each its own
+  coroutine that writes one 24-byte frame (a read reply with the FE preamble: no shorter than
+  the head-end's 20-byte read request or the meter's 20-byte reply), ``readexactly``-s it back
+  and goes again at once, for one second;
+* the default event loop on both ends (as the fleet and the head-end use), no batching, no
+  pipelining: one outstanding round trip per connection, as on a meter bus.
+
+Round trips/s of that is the ceiling; every ratio below is against it.  Figures:
 
 * read cycle: time to read forward active energy from every meter and store every reading;
   reads/s over back-to-back cycles (each cycle waits for its slowest meter), as a ratio of
