@@ -74,18 +74,6 @@ def _wire(address: str) -> bytes:
     return bytes(int(address[i:i + 2], 16) for i in range(10, -1, -2))  # BCD digits read as hex = BCD bytes
 
 
-def _whole_frame(chunk: bytes) -> bytes | None:
-    """The frame if ``chunk`` is exactly one (after FE wake-up bytes), by its L byte; else None.
-    Only the framing is looked at: the core checks the checksum itself."""
-    p = 0
-    n = len(chunk)
-    while p < n and chunk[p] == 0xFE:
-        p += 1
-    if n - p >= 12 and chunk[p] == 0x68 and chunk[p + 7] == 0x68 and n == p + 12 + chunk[p + 9] and chunk[-1] == 0x16:
-        return chunk[p:] if p else chunk
-    return None
-
-
 _RECHARGE_DIS = {bytes((b + 0x33) & 0xFF for b in (0xFF, k, 0x01, 0x07)) for k in (0x01, 0x02)}  # open account, recharge
 
 
@@ -210,9 +198,12 @@ class _BusProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.frames.buf:
-            whole = _whole_frame(data)
-            if whole is not None:  # the usual TCP case: exactly one frame, nothing half-received
-                self.bus.handle(whole, self.write)
+            # the usual TCP case: exactly one frame (after FE wake-up bytes), nothing half-received
+            # (only the framing is looked at here: the core checks the checksum itself)
+            f = data.lstrip(b"\xfe")
+            n = len(f)
+            if n >= 12 and f[0] == 0x68 and f[7] == 0x68 and n == 12 + f[9] and f[-1] == 0x16:
+                self.bus.handle(f, self.write)
                 return
         for frame in self.frames.feed(data):
             self.bus.handle(frame, self.write)
