@@ -7,9 +7,7 @@ import json
 import sys
 
 from meter import clock, codec
-from meter import events as ev
-from meter import wallet as W
-from meter import relay as R
+from meter import events, relay, wallet
 from meter.codec import get_bcd, put_le, get_le
 from meter.dis import read_item, write_item
 from meter.events import Events
@@ -83,7 +81,7 @@ class Meter:
         self.store = Store(flash)
         self.sec = Security(config["key"], config.get("krn", 0), rand)
         self.tariff = Tariff()
-        self.wallet = W.Wallet()
+        self.wallet = wallet.Wallet()
         self.relay = Relay()
         self.events = Events()
         self.energy = [0, 0, 0, 0, 0]  # Wh: total, then rate slots 0..3 (T1..T4)
@@ -96,10 +94,8 @@ class Meter:
         self.power_w = 0
         self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
         self.actual_open = None
-        self._tj = None  # None: the tariff's text must be written anew (it changed, or is unknown)
-        self._ej = None  # the same for the event log's
         self._tlen = -1  # bytes of the tariff's and the event log's text at the start of the
-        self._elen = -1  # newest record (-1: unknown), copied from there while they stand
+        self._elen = -1  # newest record, copied from there while they stand (-1: write anew)
         state = self.store.load()
         if state is not None:
             self._restore(state)
@@ -110,7 +106,7 @@ class Meter:
         self._daily(t)  # the days the power was off for, each stamped with its own freeze time
         self.sec.locked(t)  # a new day clears the MAC-failure count at power-up
         if self.tariff.roll(t):  # a switch-over that fell due while the power was off
-            self._tj = None
+            self._tlen = -1
         self.relay.power_up(t)
         self._relay_events()
         self._save()
@@ -131,7 +127,7 @@ class Meter:
     def _restore(self, s):
         self.addr = bytearray(codec.addr_bytes(s["a"]))
         self.number = bytearray(codec.addr_bytes(s["n"]))
-        self.wallet = _restored(W.Wallet, s["w"])
+        self.wallet = _restored(wallet.Wallet, s["w"])
         self.relay = _restored(Relay, s["r"])
         self.tariff = _restored(Tariff, s["t"])
         self.events.load(s["e"])
@@ -151,7 +147,6 @@ class Meter:
             self._write_record()
             return True
         except ValueError:  # state too big for this flash: undo whatever grew it
-            self._tj = self._ej = None
             self._tlen = self._elen = -1
             state = self.store.load()
             if state is not None:
@@ -166,7 +161,7 @@ class Meter:
         tlen = self._tlen
         elen = self._elen
         parts = []
-        if self._tj is None or tlen < 0:
+        if tlen < 0:
             # straight from the tables: the tariff's own dump() cache would be a second copy
             tj = _pieces({"t": self.tariff._build_dump()})
             tj[-1] = tj[-1][:-1] + ","  # drop the closing brace: the object continues
@@ -175,7 +170,7 @@ class Meter:
             parts.append((0, tlen))
             n = tlen
         ev_ = self.events
-        if ev_.dirty or self._ej is None or elen < 0:
+        if ev_.dirty or elen < 0:
             ej = _pieces(ev_.dump())
             ej[0] = '"e":' + ej[0]
             ej[-1] = ej[-1] + ","
@@ -189,7 +184,6 @@ class Meter:
         self.store.save_parts(parts)
         self._tlen = n
         self._elen = m
-        self._tj = self._ej = True
         ev_.dirty = False
 
     # --- clock ---------------------------------------------------------------------------
@@ -204,7 +198,7 @@ class Meter:
         t = self.time(now)
         self._daily(t)  # before the new Wh: the freeze holds the registers as they were at its time
         if self.tariff.roll(t):
-            self._tj = None
+            self._tlen = -1
         tf = self.tariff
         lw = tf.settle(t, self.last_t, self.ladder_wh)
         subfen, lw, rate = tf.charge(wh, t, lw)
@@ -247,7 +241,7 @@ class Meter:
         self.sec.locked(t)
         changed = changed or f != self.sec.fails
         if self.tariff.roll(t):
-            self._tj = None
+            self._tlen = -1
             changed = True
         if changed:
             self._relay_events()
@@ -283,7 +277,7 @@ class Meter:
         d = max(d, day - 10)  # only the newest ten are kept
         while d < day:
             d += 1
-            self.events.add(ev.FREEZE, (d * clock.DAY + fm,) + tuple(self.energy))
+            self.events.add(events.FREEZE, (d * clock.DAY + fm,) + tuple(self.energy))
         self.frz_day = day
         return True
 
@@ -294,7 +288,7 @@ class Meter:
         if fr.n != 4 or d[2] != 0x99 or d[3] != 0x99:
             return _ERR_OTHER  # monthly and hourly freezes are not kept by this meter
         if d[0] == 0x99 and d[1] == 0x99:
-            self.events.add(ev.FREEZE, (t,) + tuple(self.energy))
+            self.events.add(events.FREEZE, (t,) + tuple(self.energy))
         else:
             mi = get_bcd(d, 0, 1)
             h = get_bcd(d, 1, 1)
@@ -313,7 +307,7 @@ class Meter:
 
     def _relay_events(self):
         for kind, t, op in self.relay.pop_events():
-            self.events.add(ev.TRIP if kind == "trip" else ev.CLOSE, (t, op, self.energy[0], 0))
+            self.events.add(events.TRIP if kind == "trip" else events.CLOSE, (t, op, self.energy[0], 0))
 
     # --- the line ------------------------------------------------------------------------
     def feed(self, chunk, now):
@@ -538,7 +532,7 @@ class Meter:
                 return self._err(0x15, _ERR_OTHER)
         for i in range(6):
             self.addr[i] = fr.data[i]
-        self.events.add(ev.PROGRAM, (t, 0, 0x04000401))
+        self.events.add(events.PROGRAM, (t, 0, 0x04000401))
         self._save()
         return self._reply(0x95, self.out, 0)
 
@@ -552,7 +546,7 @@ class Meter:
 
     def _macfail(self, t, op, fn, di):
         self.sec.failure(t)
-        self.events.add(ev.MACFAIL, (t, op, fn, di))
+        self.events.add(events.MACFAIL, (t, op, fn, di))
         self._save()
 
     def _checked(self, t, raw, fn, di4, fields, seq, mac, op, di):
@@ -609,9 +603,9 @@ class Meter:
         except ValueError:
             err = _ERR_OTHER
         if not err:
-            self.events.add(ev.PROGRAM, (t, op, di))
+            self.events.add(events.PROGRAM, (t, op, di))
             if di >> 16 != 0x0400 or 0x0106 <= di & 0xFFFF <= 0x0109:
-                self._tj = None  # tables, prices, ladders, switch-over times: the tariff changed
+                self._tlen = -1  # tables, prices, ladders, switch-over times: the tariff changed
         return err
 
     # --- 1CH control -----------------------------------------------------------------------
@@ -654,7 +648,7 @@ class Meter:
         if err:
             return self._err(0x1C, err)
         if not self.remote:
-            if n1 == R.HOLD_OFF:
+            if n1 == relay.HOLD_OFF:
                 self._local(self.wallet.release_cmd(), t)
         self._relay_events()
         return self._reply(0x9C, self.out, 0)
@@ -753,7 +747,7 @@ class Meter:
                 key[i] = d[12 + i] ^ stream[i]
             sec.key = bytes(key)
             sec.krn = d[8]
-            self.events.add(ev.PROGRAM, (t, op, di))
+            self.events.add(events.PROGRAM, (t, op, di))
             rep = self._reply(0x83, out, 4)
         else:
             rep = self._purchase(di, d, t, out)
@@ -767,16 +761,16 @@ class Meter:
         count = get_le(d, 12, 4)
         for i in range(20, 26):
             if d[i] >> 4 > 9 or d[i] & 15 > 9:
-                return self._serr(1 << W.CUSTOMER_ERR)  # a customer number is 12 BCD digits
+                return self._serr(1 << wallet.CUSTOMER_ERR)  # a customer number is 12 BCD digits
         cust = codec.addr_str(memoryview(d)[20:26])
         before = w.balance
         if di == _DI_OPEN:
             res, cmd = w.open_account(amount, count, cust)
         else:
             res, cmd = w.recharge(amount, count, cust)
-        if res != W.OK:
+        if res != wallet.OK:
             return self._serr(1 << res)
-        self.events.add(ev.PURCHASE, (t, w.count, amount, before, w.balance, w.total_bought))
+        self.events.add(events.PURCHASE, (t, w.count, amount, before, w.balance, w.total_bought))
         self._local(cmd, t)
         return self._reply(0x83, out, 4)
 

@@ -7,15 +7,21 @@
 # forward active energy, total and T1..T4, XXXXXX.XX kWh each (20); nn = 01..0A.
 
 from meter import clock, codec
-from meter import events as ev
+from meter import events
 from meter.codec import put_bcd, put_sbcd, get_bcd, put_le
 
 # ERR bits for writes
-_OTHER = 1
-_NODATA = 2
-_ZONES = 0x10
-_SLOTS = 0x20
-_RATES = 0x40
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_OTHER = const(1)
+_NODATA = const(2)
+_ZONES = const(0x10)
+_SLOTS = const(0x20)
+_RATES = const(0x40)
 
 
 def _dt(b, o, t, seconds):
@@ -176,13 +182,13 @@ def _ladder(m, lo, b, o):
 
 def _event(m, kind, field, n, b, o):
     e = m.events
-    if field == 0 and n == 0 and kind != ev.PURCHASE:
+    if field == 0 and n == 0 and kind != events.PURCHASE:
         put_bcd(b, o, e.counts[kind], 3)
         return 3
     if not 1 <= n <= 10:
         return -1
     r = e.last(kind, n)
-    if kind == ev.PURCHASE:
+    if kind == events.PURCHASE:
         if not 1 <= field <= 6:
             return -1
         size = (5, 2, 4, 4, 4, 4)[field - 1]
@@ -195,15 +201,15 @@ def _event(m, kind, field, n, b, o):
         else:
             put_sbcd(b, o, r[field - 1], 4)
         return size
-    if kind == ev.PROGRAM or kind == ev.MACFAIL:
+    if kind == events.PROGRAM or kind == events.MACFAIL:
         if field != 0:
             return -1
-        size = 50 if kind == ev.PROGRAM else 15
+        size = 50 if kind == events.PROGRAM else 15
         if r is None:
             return _zeros(b, o, size)
         _dt(b, o, r[0], True)
         put_le(b, o + 6, r[1], 4)
-        if kind == ev.MACFAIL:
+        if kind == events.MACFAIL:
             b[o + 10] = r[2]
             put_le(b, o + 11, r[3], 4)
         else:
@@ -281,17 +287,17 @@ def read_item(m, di, b, o, t):
     if c == 0x0406:
         return _ladder(m, lo, b, o)
     if c == 0x0333:
-        return _event(m, ev.PURCHASE, lo >> 8, lo & 0xFF, b, o)
+        return _event(m, events.PURCHASE, lo >> 8, lo & 0xFF, b, o)
     if c == 0x0330 and lo >> 8 == 0:
-        return _event(m, ev.PROGRAM, 0, lo & 0xFF, b, o)
+        return _event(m, events.PROGRAM, 0, lo & 0xFF, b, o)
     if c == 0x033E and lo >> 8 == 0:
-        return _event(m, ev.MACFAIL, 0, lo & 0xFF, b, o)
+        return _event(m, events.MACFAIL, 0, lo & 0xFF, b, o)
     if c == 0x0506:  # n-th last daily freeze: 00nn its time, 01nn forward active total, T1..T4
         k = lo >> 8
         n = lo & 0xFF
         if k > 1 or not 1 <= n <= 10:
             return -1
-        r = m.events.last(ev.FREEZE, n)
+        r = m.events.last(events.FREEZE, n)
         if r is None:
             return _zeros(b, o, 20 if k else 5)
         if k == 0:
@@ -304,7 +310,7 @@ def read_item(m, di, b, o, t):
             lo = 0
         elif lo >> 8 == 0:
             return -1
-        return _event(m, ev.TRIP if c == 0x1D00 else ev.CLOSE, lo >> 8, lo & 0xFF, b, o)
+        return _event(m, events.TRIP if c == 0x1D00 else events.CLOSE, lo >> 8, lo & 0xFF, b, o)
     return -1
 
 

@@ -7,6 +7,12 @@
 import json
 
 try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+try:
     from binascii import crc32
 except ImportError:  # a port built without it
     def crc32(data, crc=0):
@@ -18,8 +24,8 @@ except ImportError:  # a port built without it
         return crc ^ 0xFFFFFFFF
 
 _MAGIC = b"P6"
-_HEAD = 8
-_CHUNK = 128  # bytes per flash-to-flash copy step
+_HEAD = const(8)
+_CHUNK = const(128)  # bytes per flash-to-flash copy step
 
 
 class Store:

@@ -37,7 +37,9 @@ COUNT_ERR = const(5)
 HOARD_ERR = const(6)
 
 # TAB_RelayLocalCmd[new][old] (Wisdom Money.c), commands on a state change.
-_C, _P, _T = CLOSE, PRETRIP, TRIP
+_C = const(1)  # CLOSE, PRETRIP, TRIP: short names for the table
+_P = const(2)
+_T = const(3)
 _TABLE = (
     (_C, _C, _P, _P, _P),  # -> NORMAL
     (_C, _C, _P, _P, _P),  # -> ALARM1
