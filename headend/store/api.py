@@ -417,18 +417,20 @@ class Store:
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
                 return 0
-            before: list[tuple[int, int] | None] = []
+            before: list[tuple[int, int, int] | None] = []
             if ledger:
-                # rem and ladder before the charge: a ledger row is written only where they move
-                if len(rows) > 20_000:
-                    old_state = {c: (rm, lw) for c, rm, lw in tx.all("SELECT customer, rem, ladder_wh FROM accounts")}
+                # balance, rem and ladder before the charge, read under the write lock this
+                # transaction holds: balance_after follows, and a ledger row is written only
+                # where money, rem or ladder move
+                sql = "SELECT customer, balance_fen, rem, ladder_wh FROM accounts"
+                if len(rows) > 20_000:   # one pass over the table beats a lookup per row
+                    old_state = {c: (b, rm, lw) for c, b, rm, lw in tx.all(sql)}
                 else:
                     old_state = {}
                     for lo in range(0, len(rows), 500):
                         chunk = [r[0] for r in rows[lo:lo + 500]]
-                        old_state.update((c, (rm, lw)) for c, rm, lw in tx.all(
-                            "SELECT customer, rem, ladder_wh FROM accounts WHERE customer IN"
-                            f" ({', '.join('?' for _ in chunk)})", chunk))
+                        old_state.update((c, (b, rm, lw)) for c, b, rm, lw in tx.all(
+                            f"{sql} WHERE customer IN ({', '.join('?' for _ in chunk)})", chunk))
                 before = [old_state.get(r[0]) for r in rows]
             if with_until:
                 n = tx.executemany(
@@ -447,26 +449,15 @@ class Store:
                 missing = sorted({r[0] for r in rows} - known)[:5]
                 raise NotFound(f"charge batch {batch_key}: unknown customers {missing} (nothing was charged)")
             if ledger:
-                custs = [r[0] for r in rows]
-                if len(rows) > 20_000:
-                    # one pass over the table beats a lookup per row when most accounts are charged
-                    after = {c: (b, rm, lw) for c, b, rm, lw in
-                             tx.all("SELECT customer, balance_fen, rem, ladder_wh FROM accounts")}
-                else:
-                    after = {}
-                    for lo in range(0, len(custs), 500):
-                        chunk = custs[lo:lo + 500]
-                        after.update((c, (b, rm, lw)) for c, b, rm, lw in tx.all(
-                            "SELECT customer, balance_fen, rem, ladder_wh FROM accounts WHERE customer IN"
-                            f" ({', '.join('?' for _ in chunk)})", chunk))
                 batch = dumps({"batch": batch_key})
                 step = None if not with_until or interval_s is None else int(interval_s)
                 tx.executemany(
                     "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
                     " rem_after, rated_to) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
-                    ((r[0], now, kind, -int(r[1]), after[r[0]][0], actor, batch, int(r[2]),
+                    ((r[0], now, kind, -int(r[1]), old[0] - int(r[1]), actor, batch, int(r[2]),
                       None if step is None else int(r[4]) + step)
-                     for r, old in zip(rows, before) if r[1] or (int(r[2]), int(r[3])) != old),
+                     for r, old in zip(rows, before)
+                     if old is not None and (r[1] or (int(r[2]), int(r[3])) != old[1:])),
                 )
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
