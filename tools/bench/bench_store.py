@@ -5,7 +5,9 @@ Figures, each against a same-run baseline where one exists:
   bare sqlite3 executemany of the same rows into an equivalent table (the ceiling);
 * re-storing an already-stored batch (a re-read: every row ignored);
 * commands enqueued (with their audit rows) per second, and claimed + confirmed per second;
-* accounts charged per second by charge_accounts (one batch, with ledger rows).
+* accounts charged per second by charge_accounts (one batch, with ledger rows);
+* meters registered per second by add_meters, and the cost-control account queries
+  (rating_accounts, cost_control_accounts, cost_control_meters) at 20,000 remote accounts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from headend.store import open_store
 Report = Callable[..., None]
 N_METERS = 1000
 CYCLES = 20
+RATING_ACCOUNTS = 20_000
 
 
 def _rows(cycle: int) -> list[tuple[str, str, int, int]]:
@@ -93,6 +96,22 @@ def run(report: Report) -> None:
         report("store: accounts charged/s (one batch, with ledger)", N_METERS / (time.perf_counter() - t0),
                "accounts/s")
         store.close()
+
+        # the cost-control account queries at 20,000 remote accounts (once quadratic: 26 s)
+        big = open_store(Path(tmp) / "accounts.db")
+        ids = [f"{i:012d}" for i in range(1, RATING_ACCOUNTS + 1)]
+        t0 = time.perf_counter()
+        big.add_meters(({"address": a, "link": "tcp://127.0.0.1:9", "customer": a, "mode": "remote"} for a in ids),
+                       actor="bench")
+        report(f"store: meters registered/s (add_meters, {RATING_ACCOUNTS:,} in one batch)",
+               RATING_ACCOUNTS / (time.perf_counter() - t0), "meters/s")
+        for name, query in (("rating_accounts()", big.rating_accounts),
+                            ("cost_control_accounts()", big.cost_control_accounts),
+                            ("cost_control_meters()", big.cost_control_meters)):
+            t0 = time.perf_counter()
+            assert len(query()) == RATING_ACCOUNTS
+            report(f"store: {name}, {RATING_ACCOUNTS:,} remote accounts", (time.perf_counter() - t0) * 1000, "ms")
+        big.close()
 
 
 if __name__ == "__main__":
