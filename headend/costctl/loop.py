@@ -114,7 +114,6 @@ async def collect_frozen(store: Store, client: MeterClient, meters: list[Meter],
     rows: list[tuple[str, str, int, int]] = []
     unsupported: list[Meter] = []
     failed: dict[str, str] = {}
-    gate = asyncio.Semaphore(concurrency)
 
     async def frozen(t: Any, n: int) -> tuple[datetime, int] | None:
         for _attempt in range(2):
@@ -128,24 +127,29 @@ async def collect_frozen(store: Store, client: MeterClient, meters: list[Meter],
         raise LinkError(f"meter {t.address}: its daily freeze moved twice while being read; try again")
 
     async def one(m: Meter) -> None:
-        async with gate:
-            t = target_of(m)
-            try:
-                for n in range(1, depth + 1):
-                    got = await frozen(t, n)
-                    if got is None:
-                        break
-                    when, wh = got
-                    rows.append((m.address, ENERGY_DI, wh, int(when.replace(tzinfo=tz).timestamp())))
-            except MeterRefused as exc:
-                if "no-data" in exc.flags:
-                    unsupported.append(m)      # firmware without daily freezes: read the register
-                else:
-                    failed[m.address] = str(exc)
-            except (LinkError, ValueError) as exc:
+        t = target_of(m)
+        try:
+            for n in range(1, depth + 1):
+                got = await frozen(t, n)
+                if got is None:
+                    break
+                when, wh = got
+                rows.append((m.address, ENERGY_DI, wh, int(when.replace(tzinfo=tz).timestamp())))
+        except MeterRefused as exc:
+            if "no-data" in exc.flags:
+                unsupported.append(m)      # firmware without daily freezes: read the register
+            else:
                 failed[m.address] = str(exc)
+        except (LinkError, ValueError) as exc:
+            failed[m.address] = str(exc)
 
-    await asyncio.gather(*(one(m) for m in meters))
+    todo = iter(meters)
+
+    async def reader() -> None:       # a fixed pool: no task per meter, however large the fleet
+        for m in todo:
+            await one(m)
+
+    await asyncio.gather(*(reader() for _ in range(max(1, min(concurrency, len(meters))))))
     stored = await asyncio.to_thread(store.add_readings, rows) if rows else 0
     return stored, unsupported, failed
 
