@@ -157,7 +157,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     start[1:] = np.cumsum(count)[:-1]
 
     tariff_ok = np.array([t is not None and t in catalog for t in acc.tariff], dtype=bool)
-    for i in np.flatnonzero(~tariff_ok):
+    for i in np.flatnonzero(~tariff_ok).tolist():
         rep.skipped.append(f"{acc.customer[i]}: tariff {acc.tariff[i]!r} is not in the catalog")
     has = count > 0
     first_g = np.where(has, g[np.minimum(start, max(g.size - 1, 0))] if g.size else 0, 0)
@@ -175,8 +175,8 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
 
     groups: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
     tariff_names = sorted({t for t in acc.tariff if t is not None and t in catalog})
-    t_index = np.array([tariff_names.index(t) if ok_ else -1 for t, ok_ in zip(acc.tariff, tariff_ok)],
-                       dtype=np.int64)
+    t_pos = {t: k for k, t in enumerate(tariff_names)}
+    t_index = np.array([t_pos.get(t, -1) if t is not None else -1 for t in acc.tariff], dtype=np.int64)
     fi = np.flatnonzero(fast)
     if fi.size:
         keys = np.stack([t_index[fi], base_t[fi], n_int[fi], (acc.rated_until[fi] < 0).astype(np.int64)], axis=1)
@@ -187,7 +187,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
             energy = np.diff(regs, axis=1).astype(np.int32)
             key = (tariff_names[int(ti)], int(bt), int(n), bool(first_batch))
             groups.setdefault(key, []).append((members, energy))
-    for i in np.flatnonzero(tariff_ok & ~fast & (has | (base >= 0))):
+    for i in np.flatnonzero(tariff_ok & ~fast & (has | (base >= 0))).tolist():
         lo, hi = int(start[i]), int(start[i] + count[i])
         got = _slow_account(acc, int(i), [(int(g[k]), int(r_val[k]), int(acc.meter_int[r_row[k]])) for k in range(lo, hi)],
                             int(base[i]) if base[i] >= 0 else None, last_end, interval_s, actor, rep, audit)
@@ -221,11 +221,11 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         idx = idx[order]
         fen, rem, lad, until = (np.concatenate(x)[order].astype(np.int64) for x in (c_fen, c_rem, c_lad, c_until))
         digest = hashlib.sha256()
-        digest.update("\n".join(acc.customer[i] for i in idx).encode())
+        cust = [acc.customer[int(i)] for i in idx.tolist()]
+        digest.update("\n".join(cust).encode())
         for arr in (fen, rem, lad, until):
             digest.update(arr.tobytes())
         rep.batch_key = f"costctl:{last_end}:{digest.hexdigest()[:16]}"
-        cust = [acc.customer[i] for i in idx]
         if store.charge_accounts(rep.batch_key, zip(cust, fen.tolist(), rem.tolist(), lad.tolist(), until.tolist()),
                                  actor=actor, kind="charge", interval_s=interval_s):
             fen_of[idx] = fen
