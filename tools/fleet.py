@@ -459,7 +459,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.fleet", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.fleet", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--count", type=int, default=3, help="number of meters")
     p.add_argument("--first", type=int, default=1, help="address of the first meter (as a number)")
     p.add_argument("--per-bus", type=int, default=1, help="meters per TCP port (each on a free port)")
