@@ -95,18 +95,19 @@ class Meter:
         self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
         self.actual_open = None
         self._tlen = -1  # bytes of the tariff's and the event log's text at the start of the
-        self._elen = -1  # newest record, copied from there while they stand (-1: write anew)
+        self._elen = -1  # newest record (-1: unknown), copied from there while they stand
         state = self.store.load()
-        if state is not None:
+        loaded = state is not None
+        if loaded:
             self._restore(state)
+        state = None  # the parsed record: let it go before the first save rebuilds the text
         t = self.time(now)
-        self.last_t = max(self.last_t, t) if state is not None else t
+        self.last_t = max(self.last_t, t) if loaded else t
         if self.frz_day < 0:  # a new meter: no day before it existed is frozen
             self.frz_day = (t - self.frz_min * 60) // clock.DAY
         self._daily(t)  # the days the power was off for, each stamped with its own freeze time
         self.sec.locked(t)  # a new day clears the MAC-failure count at power-up
-        if self.tariff.roll(t):  # a switch-over that fell due while the power was off
-            self._tlen = -1
+        self.tariff.roll(t)  # a switch-over that fell due while the power was off
         self.relay.power_up(t)
         self._relay_events()
         self._save()
@@ -129,8 +130,10 @@ class Meter:
         self.number = bytearray(codec.addr_bytes(s["n"]))
         self.wallet = _restored(wallet.Wallet, s["w"])
         self.relay = _restored(Relay, s["r"])
-        self.tariff = _restored(Tariff, s["t"])
-        self.events.load(s["e"])
+        # the biggest parts go from the parsed record as soon as they are restored, so the
+        # parsed lists and the restored tables are not all held at once
+        self.tariff = _restored(Tariff, s.pop("t"))
+        self.events.load(s.pop("e"))
         self.sec.load(s["s"])
         self.energy = list(s["E"])
         self.ladder_wh = s["L"]
@@ -139,6 +142,15 @@ class Meter:
         self.bc_day = s["b"]
         # records written before freezes existed: midnight, and nothing frozen after the last save
         self.frz_min, self.frz_day = s.get("fz") or (0, s["lt"] // clock.DAY)
+        # where this record's tariff and event text lie, so the next save copies them rather
+        # than rebuilding them (at power-up that is the peak); checked against the record
+        tl = s.get("tl")
+        st = self.store
+        self._tlen = self._elen = -1
+        if tl and st.payload(0, 5) == b'{"t":' and st.payload(tl[0], 4) == b'"e":':
+            self._tlen, self._elen = tl
+            self.tariff.dirty = False
+            self.events.dirty = False
 
     def _save(self):
         """Persist the state; False (and the last saved state back in RAM) when the record
@@ -160,8 +172,9 @@ class Meter:
         # copied from the newest record in flash (Store.save_parts), not kept in RAM.
         tlen = self._tlen
         elen = self._elen
+        tf = self.tariff
         parts = []
-        if tlen < 0:
+        if tlen < 0 or tf.dirty:
             # straight from the tables: the tariff's own dump() cache would be a second copy
             tj = _pieces({"t": self.tariff._build_dump()})
             tj[-1] = tj[-1][:-1] + ","  # drop the closing brace: the object continues
@@ -170,7 +183,7 @@ class Meter:
             parts.append((0, tlen))
             n = tlen
         ev_ = self.events
-        if ev_.dirty or elen < 0:
+        if ev_.dirty or elen < 0 or tlen < 0:  # (no tariff text length: no events offset)
             ej = _pieces(ev_.dump())
             ej[0] = '"e":' + ej[0]
             ej[-1] = ej[-1] + ","
@@ -178,12 +191,15 @@ class Meter:
         else:
             parts.append((tlen, elen))
             m = elen
-        sj = _pieces(self._small_state())
+        ss = self._small_state()
+        ss["tl"] = [n, m]
+        sj = _pieces(ss)
         sj[0] = sj[0][1:]  # its opening brace: the tariff's text opened the object
         _add_text(parts, sj)
         self.store.save_parts(parts)
         self._tlen = n
         self._elen = m
+        tf.dirty = False
         ev_.dirty = False
 
     # --- clock ---------------------------------------------------------------------------
@@ -197,8 +213,7 @@ class Meter:
             return
         t = self.time(now)
         self._daily(t)  # before the new Wh: the freeze holds the registers as they were at its time
-        if self.tariff.roll(t):
-            self._tlen = -1
+        self.tariff.roll(t)
         tf = self.tariff
         lw = tf.settle(t, self.last_t, self.ladder_wh)
         subfen, lw, rate = tf.charge(wh, t, lw)
@@ -241,7 +256,6 @@ class Meter:
         self.sec.locked(t)
         changed = changed or f != self.sec.fails
         if self.tariff.roll(t):
-            self._tlen = -1
             changed = True
         if changed:
             self._relay_events()
@@ -604,8 +618,6 @@ class Meter:
             err = _ERR_OTHER
         if not err:
             self.events.add(events.PROGRAM, (t, op, di))
-            if di >> 16 != 0x0400 or 0x0106 <= di & 0xFFFF <= 0x0109:
-                self._tlen = -1  # tables, prices, ladders, switch-over times: the tariff changed
         return err
 
     # --- 1CH control -----------------------------------------------------------------------

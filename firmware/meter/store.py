@@ -62,6 +62,10 @@ class Store:
             return json.loads(p1)
         return None
 
+    def payload(self, offset, n):
+        """n bytes at offset in the newest record's payload (after load() or a save)."""
+        return self.flash.read(self.slot * self.half + _HEAD + offset, n)
+
     def save(self, obj):
         """Write obj as the newest record."""
         self.save_parts((json.dumps(obj).encode(),))

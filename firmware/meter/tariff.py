@@ -165,6 +165,7 @@ class Tariff:
         self.weekend_table = 0
         self.holidays = []
         self._dump = None  # the core saves on every reading: rebuild only after a change
+        self.dirty = True  # changed since the meter's record last took its text (the core clears it)
 
     # Write through the setters only: they validate and keep the dump() cache honest.
 
@@ -173,25 +174,30 @@ class Tariff:
     def set_prices(self, set_no, prices):
         self.prices[_set_no(set_no)] = check_prices(prices)
         self._dump = None
+        self.dirty = True
 
     def set_day_table(self, set_no, k, points):
         s = _set_no(set_no)
         self._days[s][_int(k, 0, _MAX_TABLES - 1, "bad day table")] = check_day_table(points)
         self._dump = None
+        self.dirty = True
 
     def set_zones(self, set_no, zones):
         self._zones[_set_no(set_no)] = check_zones(zones)
         self._dump = None
+        self.dirty = True
 
     def set_ladder(self, set_no, thresholds, increments):
         s = _set_no(set_no)
         self.thresholds[s], self.increments[s] = check_ladder(thresholds, increments)
         self._dump = None
+        self.dirty = True
 
     def set_switch(self, kind, t):
         _int(kind, 0, 3, "bad switch kind")
         self.switch[kind] = None if t is None else _int(t, 0, 0x7FFFFFFF, "bad switch time")
         self._dump = None
+        self.dirty = True
 
     def set_weekend(self, rest_days, table):
         """rest_days: bit mask, bit 0 = Sunday .. bit 6 = Saturday (0 = no weekend rule)."""
@@ -199,6 +205,7 @@ class Tariff:
         self.weekend_table = _int(table, 0, _MAX_TABLES - 1, "bad day table")
         self.weekend = m
         self._dump = None
+        self.dirty = True
 
     def set_holidays(self, days):
         """days: list of (year, month, day, table); replaces the whole list."""
@@ -219,6 +226,7 @@ class Tariff:
                 raise ValueError("holiday listed twice")
         self.holidays = out
         self._dump = None
+        self.dirty = True
 
     def holiday_list(self):
         """The holidays as (year, month, day, table), in date order."""
@@ -228,6 +236,7 @@ class Tariff:
         self.settlement = check_settlement(points)
         self.mode = ladder_mode(self.settlement)
         self._dump = None
+        self.dirty = True
 
     # --- readable views of the packed tables (DI reads; they allocate, so not for pricing) ---
 
@@ -270,6 +279,7 @@ class Tariff:
                     self.increments[0] = list(self.increments[1])
                 self.switch[kind] = None
                 self._dump = None
+                self.dirty = True
                 changed = True
         return changed
 

@@ -230,3 +230,30 @@ def test_power_cut_during_key_update_leaves_exactly_one_working_key():
         assert back.status()["krn"] == (1 if applied else 0)
 
     _cut_everywhere(prepare, op, check, stride=7)
+
+
+# --- text copied from the newest record ----------------------------------------------------
+
+def test_text_copied_from_the_newest_record_survives_switch_overs_and_restarts():
+    """The meter copies its tariff's and event log's text from the newest record while they
+    stand; a set switch-over rolled by tick() (no event logged), a restart (the first save after
+    it copies both) and a write through a setter must all come back exactly."""
+    from meter.tariff import SW_PRICES
+
+    m, he, flash = opened(5000)
+    m.tariff.set_prices(1, [7000, 6000, 5000, 4000])
+    m.tariff.set_switch(SW_PRICES, T0 + 60)
+    m.add_energy(10, T0)
+    m.add_energy(10, T0 + 30)    # tariff and events unchanged: both copied
+    m.tick(T0 + 61)              # set 1 prices become current: tariff text rebuilt, events copied
+    m.add_energy(10, T0 + 62)
+    assert m.tariff.prices[0] == [7000, 6000, 5000, 4000]
+    again, _ = make(flash, now=T0 + 62)  # at the instant of the last save: last_t stays
+    assert again._state() == m._state()
+    again.add_energy(5, T0 + 64)  # first save after power-up: both texts copied from the record
+    again.tariff.set_prices(1, [1, 2, 3, 4])  # a setter marks the tariff text stale
+    again.add_energy(5, T0 + 65)
+    third, _ = make(flash, now=T0 + 65)
+    assert third._state() == again._state()
+    assert third.tariff.prices[1] == [1, 2, 3, 4]
+    assert Store(flash).load()["t"]["p"][1] == [1, 2, 3, 4]
