@@ -35,16 +35,34 @@ print(json.dumps({{'alloc': gc.mem_alloc(), 'tx': len(u.tx)}}))
 """
 
 
-def _read_frame() -> bytes:
+def _read_frame(addr: str = ADDR) -> bytes:
     from protocol import build_frame
-    return build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
+    return build_frame(addr, 0x11, bytes.fromhex("00000100"))
 
 
-def _boot(img: Path, fakes: Path, heap_kb: int) -> dict | None:
+def _programmed_state() -> tuple[bytes, str]:
+    """A 16 KB state file of a fully programmed meter (both tariff sets, ladders, full event
+    logs: the firmware bench's mixed frames) and the meter's address."""
+    from tools.bench import bench_firmware as bf
+    from meter.core import Meter
+    from meter.store import RamFlash
+
+    flash = RamFlash(16384)
+    m = Meter(bf._config(), flash, bf.T0, bf.Rand())
+    for q, _ in bf.mixed_frames():
+        m.handle(q, bf.T0)
+    return bytes(flash.mem), bf.ADDR
+
+
+def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str] | None = None) -> dict | None:
     with tempfile.TemporaryDirectory() as cwd:
+        addr = ADDR
+        if state is not None:
+            (Path(cwd) / "state.bin").write_bytes(state[0])
+            addr = state[1]
         r = subprocess.run([MICROPYTHON, "-X", f"heapsize={heap_kb}K", "-c",
-                            BOOT.format(img=img, req=_read_frame().hex())], cwd=cwd, capture_output=True, text=True,
-                           timeout=60, env={"MICROPYPATH": f"{img}:{fakes}"})
+                            BOOT.format(img=img, req=_read_frame(addr).hex())], cwd=cwd, capture_output=True,
+                           text=True, timeout=60, env={"MICROPYPATH": f"{img}:{fakes}"})
     if r.returncode != 0:
         return None
     out = json.loads(r.stdout.splitlines()[-1])
@@ -97,6 +115,14 @@ def run(report: Callable[..., None]) -> None:
             while smallest > 64 and _boot(img, fakes, smallest - 1):  # to the KB
                 smallest -= 1
             report("smallest -X heapsize that boots and serves (aim 96)", smallest, "KB")
+        # power-up of a meter that has been programmed for a while: its record is parsed and
+        # restored, the larger case (the figure above is a new meter)
+        state = _programmed_state()
+        full = next((kb for kb in range(64, 257, 4) if _boot(img, fakes, kb, state)), None)
+        if full is not None:
+            while full > 64 and _boot(img, fakes, full - 1, state):
+                full -= 1
+            report("smallest -X heapsize that boots a fully programmed meter and serves", full, "KB")
 
         cpy = None
         for label, mp in (("CPython", False), ("micropython", True)):
