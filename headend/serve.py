@@ -2,7 +2,7 @@
 
 One asyncio loop holds every link (opened on first use, reopened after a drop), listens for
 dial-in meters on every ``listen://`` link in the registry (and any given with ``--listen``),
-and works the command outbox continuously.  With ``--costctl`` (or ``[costctl] in_serve``) it
+and works the command outbox continuously.  Unless ``--no-costctl`` (or ``[costctl] in_serve = false``) it
 also runs remote cost control (``headend.costctl.loop``): readings collected on the cycle's
 grid, rated, debited, decided; its trip and close commands go through the same outbox.
 Commands left "sent" by a previous run that died are put back in the queue at start-up;

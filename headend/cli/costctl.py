@@ -56,7 +56,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("remote cost control")
     g.add_argument("--costctl", action=argparse.BooleanOptionalAction, default=None,
                    help="run remote cost control: collect on the grid, rate, debit, notify, trip, restore"
-                        " (default: [costctl] in_serve)")
+                        " (default: on; [costctl] in_serve = false turns it off)")
     g.add_argument("--costctl-interval", type=int, metavar="S",
                    help="cycle grid in seconds: 86400 (daily, default), 3600 or 900 (overrides [costctl] interval_s)")
     g.add_argument("--costctl-clock", metavar="TIME",

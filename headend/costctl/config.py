@@ -11,7 +11,7 @@ notice_period_h = 24
 night = "20:00-08:00"       # no trips in this window ("" for none)
 no_trip_weekdays = []       # 0 = Sunday .. 6 = Saturday
 holidays = ["2025-10-01"]
-in_serve = false            # run the cycle inside `headend serve` (or: serve --costctl)
+in_serve = true             # run the cycle inside `headend serve` (serve --no-costctl turns it off)
 collect_window_s = 300      # a grid reading taken this long after its boundary still counts as on time
 ```
 """
@@ -40,7 +40,7 @@ class CostCtlConfig:
     utc_offset_s: int = 8 * 3600
     rules: Rules = field(default_factory=Rules)
     snap_s: int = 0
-    in_serve: bool = False
+    in_serve: bool = True
     collect_window_s: int = 300
 
 
@@ -85,4 +85,4 @@ def costctl_config(section: Mapping[str, Any], base: Path | None = None) -> Cost
     if not 0 <= window < interval // 2:
         raise ValueError(f"[costctl] collect_window_s = {window}: must be 0 .. {interval // 2 - 1} (under half an interval)")
     return CostCtlConfig(interval, path, int(round(float(section.get("utc_offset_h", 8)) * 3600)), rules, snap,
-                         bool(section.get("in_serve", False)), window)
+                         bool(section.get("in_serve", True)), window)

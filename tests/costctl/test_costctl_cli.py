@@ -61,7 +61,8 @@ def test_costctl_section_parsing(tmp_path):
     assert cc.rules.notice_period_s == 7200 and cc.rules.holidays == ((2025, 10, 1),) and not cc.rules.trips
     assert costctl_config({"snap_s": 300}).snap_s == 300
     served = costctl_config({"in_serve": True, "interval_s": 900, "collect_window_s": 120})
-    assert served.in_serve and served.collect_window_s == 120 and not costctl_config({}).in_serve
+    assert served.in_serve and served.collect_window_s == 120 and costctl_config({}).in_serve
+    assert not costctl_config({"in_serve": False}).in_serve
     assert costctl_config({"interval_s": 900}).collect_window_s == 300     # default, under half the interval
     with pytest.raises(ValueError, match="collect_window_s"):
         costctl_config({"interval_s": 900, "collect_window_s": 450})

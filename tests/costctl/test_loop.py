@@ -42,9 +42,10 @@ def _args(tmp_path, config, *argv):
     return p.parse_args(["--config", str(tmp_path / "p.toml"), *argv])
 
 
-def test_serve_runs_cost_control_when_asked(tmp_path):
-    assert serve_loop_options(_args(tmp_path, ""), "costctl") is None
-    on = serve_loop_options(_args(tmp_path, "[costctl]\nin_serve = true\n"), "costctl")
+def test_serve_runs_cost_control_unless_turned_off(tmp_path):
+    assert serve_loop_options(_args(tmp_path, "[costctl]\nin_serve = false\n"), "costctl") is None
+    assert serve_loop_options(_args(tmp_path, "", "--no-costctl"), "costctl") is None
+    on = serve_loop_options(_args(tmp_path, ""), "costctl")
     assert on is not None and on.config.interval_s == 86400 and on.start is None and "beijing" in on.catalog
     opts = serve_loop_options(_args(tmp_path, "", "--costctl", "--costctl-interval", "900", "--costctl-clock",
                                     "2026-03-04T09:50", "--costctl-speed", "600"), "costctl")
