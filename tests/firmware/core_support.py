@@ -7,6 +7,7 @@ from meter import clock
 from meter.core import Meter
 from meter.store import RamFlash
 from tests.firmware.hes import HeadEnd, parse
+from tools.sim.seeded_rand import Rand
 
 ADDR = "123456789012"
 KEY = bytes(range(16))
@@ -15,20 +16,6 @@ T0 = clock.from_fields(2025, 6, 5, 10, 22, 51)
 
 def std_hmac(key, msg):
     return hmac.new(bytes(key), bytes(msg), hashlib.sha256).digest()
-
-
-class Rand:
-    """Deterministic os.urandom stand-in: tests (and the vectors) repeat exactly."""
-
-    def __init__(self, seed=1):
-        self.n = seed
-
-    def __call__(self, n):
-        out = bytearray()
-        while len(out) < n:
-            self.n = (self.n * 1103515245 + 12345) & 0x7FFFFFFF
-            out.append(self.n >> 16 & 0xFF)
-        return bytes(out)
 
 
 def make(flash=None, now=T0, **cfg):

@@ -11,25 +11,15 @@ from meter.store import RamFlash
 
 try:
     from tests.firmware.hes import HeadEnd, parse, le, bcd
-except ImportError:
+    from tools.sim.seeded_rand import Rand
+except ImportError:  # under micropython, beside the .mpy files
     from hes import HeadEnd, parse, le, bcd
+    from seeded_rand import Rand
 
 ADDR = "123456789012"
 KEY = b"0123456789abcdef"
 CUSTOMER = "000000000042"
 T0 = 802347771  # 2025-06-05 10:22:51 meter time
-
-
-class Rand:
-    def __init__(self):
-        self.n = 7
-
-    def __call__(self, n):
-        out = bytearray(n)
-        for i in range(n):
-            self.n = (self.n * 1103515245 + 12345) & 0x7FFFFFFF
-            out[i] = self.n >> 16 & 0xFF
-        return bytes(out)
 
 
 def _value(m, he, di, now):
@@ -52,7 +42,7 @@ FLASH_SIZE = 4096
 def run(hmac_fn, meter_cls=Meter):
     """Play the scenario; return the checkpoint log (list of lists of ints/strings)."""
     flash = RamFlash(FLASH_SIZE)
-    rand = Rand()
+    rand = Rand(7)
     cfg = CONFIG
     m = meter_cls(cfg, flash, T0, rand)
     he = HeadEnd(ADDR, KEY, hmac_fn)

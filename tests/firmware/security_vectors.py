@@ -20,6 +20,7 @@ from meter.core import Meter  # noqa: E402
 from meter.security import hmac_sha256, meter_key  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
 from tests.firmware.hes import HeadEnd, parse  # noqa: E402
+from tools.sim.seeded_rand import Rand  # noqa: E402
 
 PATH = ROOT / "protocol/vectors/security.json"
 MASTER = bytes(range(0x40, 0x60))  # 32 bytes
@@ -29,22 +30,10 @@ CUSTOMER = "000000000042"
 T0 = clock.from_fields(2025, 6, 5, 10, 22, 51)
 
 
-class _Rand:
-    def __init__(self):
-        self.n = 645
-
-    def __call__(self, n):
-        out = bytearray(n)
-        for i in range(n):
-            self.n = (self.n * 1103515245 + 12345) & 0x7FFFFFFF
-            out[i] = self.n >> 16 & 0xFF
-        return bytes(out)
-
-
 def build() -> dict:
     addr = codec.addr_bytes(ADDRESS)
     key = meter_key(MASTER, addr, KRN)
-    m = Meter({"address": ADDRESS, "key": key, "krn": KRN, "mode": "local"}, RamFlash(8192), T0, _Rand())
+    m = Meter({"address": ADDRESS, "key": key, "krn": KRN, "mode": "local"}, RamFlash(8192), T0, Rand(645))
     he = HeadEnd(ADDRESS, key, hmac_sha256)
     steps = []
 

@@ -11,6 +11,7 @@ from tests.firmware import life_scenario
 from tests.firmware.core_support import build_mpy, run_mpy, std_hmac
 
 HERE = Path(__file__).resolve().parent
+SEEDED_RAND = HERE.parents[1] / "tools/sim/seeded_rand.py"
 
 
 def _cpython_log():
@@ -33,7 +34,7 @@ def test_prepaid_life_under_cpython():
 
 
 def test_prepaid_life_under_micropython_from_mpy(tmp_path):
-    dest = build_mpy(tmp_path / "mpy", [HERE / "hes.py", HERE / "life_scenario.py"])
+    dest = build_mpy(tmp_path / "mpy", [HERE / "hes.py", HERE / "life_scenario.py", SEEDED_RAND])
     res = run_mpy(dest, "import life_scenario\nlife_scenario.main()", heapsize="160K")
     assert res.returncode == 0, res.stderr + res.stdout
     got = [line.split(" ") for line in res.stdout.strip().split("\n")]
@@ -70,20 +71,10 @@ import gc
 from meter.core import Meter
 from meter.store import RamFlash
 
-class Rand:
-    def __init__(self):
-        self.n = 7
-
-    def __call__(self, n):
-        out = bytearray(n)
-        for i in range(n):
-            self.n = (self.n * 1103515245 + 12345) & 0x7FFFFFFF
-            out[i] = self.n >> 16 & 0xFF
-        return bytes(out)
-
+%(rand)s
 cfg = {"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}
 flash = RamFlash(%(flash)d)
-rand = Rand()
+rand = Rand(7)
 m = None
 peak = 0
 for line in open(%(path)r):
@@ -110,7 +101,9 @@ def test_micropython_meter_replays_the_life_byte_for_byte_in_90k(tmp_path):
     path = tmp_path / "transcript.txt"
     path.write_text("".join(" ".join(str(x) for x in r) + "\n" for r in rows))
     dest = build_mpy(tmp_path / "mpy")
-    code = _REPLAY % {"addr": life_scenario.ADDR, "key": life_scenario.KEY, "flash": life_scenario.FLASH_SIZE,
+    # Rand is pasted in rather than imported: one more module would take heap the budget is about
+    code = _REPLAY % {"rand": SEEDED_RAND.read_text(), "addr": life_scenario.ADDR, "key": life_scenario.KEY,
+                      "flash": life_scenario.FLASH_SIZE,
                       "path": str(path)}
     res = run_mpy(dest, code, heapsize="90K")
     assert res.returncode == 0, res.stderr + res.stdout
