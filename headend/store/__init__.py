@@ -16,61 +16,17 @@ import os
 import time
 from typing import Callable
 
-from headend.store.api import METER_FILTER_FIELDS, Store
-from headend.store.models import (
-    COMMAND_STATUSES,
-    COMMAND_TRANSITIONS,
-    MODES,
-    RESTORE_POLICIES,
-    SUBFEN,
-    SUPPLY_STATES,
-    Account,
-    AuditEntry,
-    Command,
-    Conflict,
-    Event,
-    InvalidInput,
-    JSONText,
-    LedgerEntry,
-    Meter,
-    NotFound,
-    Notification,
-    Reading,
-    StoreError,
-    TransitionError,
-    check_address,
-    check_customer,
-    check_di,
-)
+from headend.store import api as _api
+from headend.store import models as _models
+from headend.store.api import *  # noqa: F403 - the package exports what api.py and models.py export
+from headend.store.api import Store
+from headend.store.models import *  # noqa: F403
+from headend.store.models import InvalidInput
 
-__all__ = [
-    "open_store",
-    "Store",
-    "METER_FILTER_FIELDS",
-    "COMMAND_STATUSES",
-    "COMMAND_TRANSITIONS",
-    "MODES",
-    "RESTORE_POLICIES",
-    "SUBFEN",
-    "SUPPLY_STATES",
-    "Account",
-    "AuditEntry",
-    "Command",
-    "Conflict",
-    "Event",
-    "InvalidInput",
-    "JSONText",
-    "LedgerEntry",
-    "Meter",
-    "NotFound",
-    "Notification",
-    "Reading",
-    "StoreError",
-    "TransitionError",
-    "check_address",
-    "check_customer",
-    "check_di",
-]
+# one list of public names: each module's __all__, not a copy of them here
+__all__ = ["open_store"]
+__all__ += _api.__all__
+__all__ += _models.__all__
 
 
 def open_store(

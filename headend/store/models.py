@@ -28,6 +28,7 @@ __all__ = [
     "AuditEntry",
     "Notification",
     "LedgerEntry",
+    "JSONText",
     "StoreError",
     "NotFound",
     "Conflict",
