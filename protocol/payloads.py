@@ -533,6 +533,14 @@ def read_followup_request(di: int, seq: int) -> bytes:
     return build_payload(READ_FOLLOWUP, {"di": di, "seq": seq})
 
 
+def _check_password_level(password: bytes, seq: int | None, mac: bytes | None, needs: str) -> None:
+    """A 14H or 1CH password is 4 bytes, and seq + MAC travel exactly when its level is 99."""
+    if len(password) != 4:
+        raise ProtocolError("value", f"password is 4 bytes PA P0 P1 P2, got {password!r}")
+    if (password[0] == LEVEL_MAC) != (seq is not None and mac is not None):
+        raise ProtocolError("value", f"{needs} seq and mac; other levels must not carry them")
+
+
 def write_request(
     di: int,
     value: bytes,
@@ -542,10 +550,7 @@ def write_request(
     mac: bytes | None = None,
 ) -> bytes:
     """14H data: DI + password + operator + value [+ seq + MAC when the password level is 99]."""
-    if len(password) != 4:
-        raise ProtocolError("value", f"password is 4 bytes PA P0 P1 P2, got {password!r}")
-    if (password[0] == LEVEL_MAC) != (seq is not None and mac is not None):
-        raise ProtocolError("value", "level-99 writes need seq and mac; other levels must not carry them")
+    _check_password_level(password, seq, mac, "level-99 writes need")
     return build_payload(
         WRITE, {"di": di, "password": password, "operator": operator, "value": value, "seq": seq, "mac": mac}
     )
@@ -560,10 +565,7 @@ def relay_request(
     mac: bytes | None = None,
 ) -> bytes:
     """1CH data: password + operator + N1 + N2(00) + deadline (ss mm hh DD MM YY) [+ seq + MAC at level 99]."""
-    if len(password) != 4:
-        raise ProtocolError("value", f"password is 4 bytes PA P0 P1 P2, got {password!r}")
-    if (password[0] == LEVEL_MAC) != (seq is not None and mac is not None):
-        raise ProtocolError("value", "level-99 control needs seq and mac; other levels must not carry them")
+    _check_password_level(password, seq, mac, "level-99 control needs")
     return build_payload(
         CONTROL,
         {
