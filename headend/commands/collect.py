@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from headend.commands.meter_client import MeterClient, MeterRefused, ReadValue, decode_err
-from headend.commands.worker import _SCALE, reading_row, target_of
+from headend.commands.worker import UNIT_SCALE, reading_row, target_of
 from headend.link.security import di_wire
 from headend.link.session import Reply, Request
 from headend.store import Meter, Store
@@ -64,7 +64,7 @@ class _Item:
         self.wire = di_wire(di)
         self.unit = item.unit if item else ""
         self.name = item.name if item else registry.di_text(di)
-        self.scale = _SCALE.get(self.unit)
+        self.scale = UNIT_SCALE.get(self.unit)
         self.block = _is_block(di)
 
     def row(self, address: str, value: Any, at: int) -> tuple[str, str, int | None, int, str | None]:

@@ -38,6 +38,7 @@ __all__ = [
     "KINDS",
     "LIMIT_NAMES",
     "OutboxWorker",
+    "UNIT_SCALE",
     "reading_row",
     "target_of",
 ]
@@ -53,7 +54,9 @@ LIMIT_NAMES = {
     "close_ok": 0x04001005,
 }
 KINDS = ("read", "recharge", "sync_time", "set_limits", "set_tariff", *RELAY_ACTIONS)
-_SCALE = {"kWh": 1000, "yuan": 100, "yuan/kWh": 10000, "kW": 1000, "V": 10, "A": 1000, "Hz": 100}
+# What a decimal reading in each unit is multiplied by to store it as an integer in its base
+# unit (Wh, fen, 0.0001 yuan/kWh, W, 0.1 V, mA, 0.01 Hz): reading_row and the read cycles use it.
+UNIT_SCALE = {"kWh": 1000, "yuan": 100, "yuan/kWh": 10000, "kW": 1000, "V": 10, "A": 1000, "Hz": 100}
 
 
 def target_of(m: Meter) -> MeterTarget:
@@ -74,7 +77,7 @@ def reading_row(address: str, rv: ReadValue, at: int) -> tuple[str, str, int | N
     if isinstance(v, int):
         return (address, di_hex, v, at, None)
     if isinstance(v, Decimal):
-        scale = _SCALE.get(rv.unit)
+        scale = UNIT_SCALE.get(rv.unit)
         if scale is not None and (v * scale) == (v * scale).to_integral_value():
             return (address, di_hex, int(v * scale), at, None)
         return (address, di_hex, None, at, str(v))
