@@ -32,30 +32,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--meter-number", metavar="N", help="meter number if it differs from the address")
     p.add_argument("--purchase-count", type=int, default=0, metavar="N",
                    help="purchase count the meter already has (default 0: a new meter)")
-    c.add_store_args(p)
-    c.add_json_arg(p)
-    p.set_defaults(func=meter_add)
+    _store_command(p, meter_add)
 
     p = msub.add_parser("import", help="register many meters from a CSV file, all or none")
     p.add_argument("file", metavar="CSV", help="CSV with a header: address,link,customer[,mode,krn,protected,"
                                                "meter_number,purchase_count]; - reads stdin")
-    c.add_store_args(p)
-    c.add_json_arg(p)
-    p.set_defaults(func=meter_import)
+    _store_command(p, meter_import)
 
     p = msub.add_parser("list", help="list meters")
     p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
                    help="filter (repeatable): e.g. mode=remote, link=tcp://10.0.0.5:8899, customer=000000000042")
     p.add_argument("--limit", type=int, default=None, help="show at most this many")
-    c.add_store_args(p)
-    c.add_json_arg(p)
-    p.set_defaults(func=meter_list)
+    _store_command(p, meter_list)
 
     p = msub.add_parser("show", help="one meter with its account, recent commands and events")
     p.add_argument("address", metavar="ADDRESS")
-    c.add_store_args(p)
-    c.add_json_arg(p)
-    p.set_defaults(func=meter_show)
+    _store_command(p, meter_show)
 
     p = msub.add_parser("set", help="change a meter's link, customer, mode, KRN or protection")
     p.add_argument("address", metavar="ADDRESS")
@@ -66,9 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prot = p.add_mutually_exclusive_group()
     prot.add_argument("--protected", dest="protected", action="store_true", default=None)
     prot.add_argument("--unprotected", dest="protected", action="store_false")
-    c.add_store_args(p)
-    c.add_json_arg(p)
-    p.set_defaults(func=meter_set)
+    _store_command(p, meter_set)
 
     cust = sub.add_parser("customer", help="customer accounts and their limits")
     csub = cust.add_subparsers(dest="customer_command", metavar="ACTION")
@@ -89,21 +79,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         prot.add_argument("--unprotected", dest="protected", action="store_false")
         p.add_argument("--restore", choices=sorted(_RESTORE), help="after payment: allow close (button) or close directly")
         p.add_argument("--tariff", metavar="NAME")
-        c.add_store_args(p)
-        c.add_json_arg(p)
-        p.set_defaults(func=customer_add if action == "add" else customer_set)
+        _store_command(p, customer_add if action == "add" else customer_set)
 
     p = csub.add_parser("list", help="list accounts")
     p.add_argument("--limit", type=int, default=None)
-    c.add_store_args(p)
-    c.add_json_arg(p)
-    p.set_defaults(func=customer_list)
+    _store_command(p, customer_list)
 
     p = csub.add_parser("show", help="one account with its meters and recent money movements")
     p.add_argument("customer", metavar="N")
+    _store_command(p, customer_show)
+
+
+def _store_command(p: argparse.ArgumentParser, func: Any) -> None:
+    # every registry command works on the store and can answer in JSON
     c.add_store_args(p)
     c.add_json_arg(p)
-    p.set_defaults(func=customer_show)
+    p.set_defaults(func=func)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -116,6 +107,15 @@ def _address(text: str) -> str:
         return check_address(text)
     except ValueError as exc:
         raise c.CliError(str(exc)) from None
+
+
+def _answer(args: argparse.Namespace, record: Meter | Account, text: str) -> int:
+    """A command's one changed record: as JSON with --json, else the line of text."""
+    if args.json:
+        c.print_json(record.to_dict())
+    else:
+        print(text)
+    return c.EXIT_OK
 
 
 def _meter_rows(meters: list[Meter]) -> list[list[Any]]:
@@ -142,11 +142,8 @@ def meter_add(args: argparse.Namespace) -> int:
         m = store.add_meter(address, link=args.link, customer=customer, actor=c.actor_of(args), mode=args.mode,
                             krn=args.krn, protected=args.protected, meter_number=args.meter_number,
                             purchase_count=args.purchase_count)
-        if args.json:
-            c.print_json(m.to_dict())
-        else:
-            print(f"registered meter {m.address} ({m.mode} cost control) for customer {m.customer} on {m.link}")
-    return c.EXIT_OK
+    return _answer(args, m, f"registered meter {m.address} ({m.mode} cost control) for customer {m.customer}"
+                            f" on {m.link}")
 
 
 _TRUE = {"1", "yes", "true", "y", "on"}
@@ -252,11 +249,7 @@ def meter_set(args: argparse.Namespace) -> int:
         raise c.CliError("nothing to change: give --link, --customer, --mode, --krn or --protected/--unprotected")
     with c.open_store_from_args(args, must_exist=True) as store:
         m = store.update_meter(address, actor=c.actor_of(args), **changes)
-    if args.json:
-        c.print_json(m.to_dict())
-    else:
-        print(f"meter {m.address} updated")
-    return c.EXIT_OK
+    return _answer(args, m, f"meter {m.address} updated")
 
 
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,11 +287,7 @@ def customer_add(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in _limits(args).items() if v is not None}
     with c.open_store_from_args(args) as store:
         a = store.add_account(args.customer, actor=c.actor_of(args), **fields)
-    if args.json:
-        c.print_json(a.to_dict())
-    else:
-        print(f"customer {a.customer} added")
-    return c.EXIT_OK
+    return _answer(args, a, f"customer {a.customer} added")
 
 
 @c.cli_command
@@ -309,11 +298,7 @@ def customer_set(args: argparse.Namespace) -> int:
         raise c.CliError("nothing to change: give at least one option (see --help)")
     with c.open_store_from_args(args, must_exist=True) as store:
         a = store.update_account(check_customer(args.customer), actor=c.actor_of(args), **fields)
-    if args.json:
-        c.print_json(a.to_dict())
-    else:
-        print(f"customer {a.customer} updated")
-    return c.EXIT_OK
+    return _answer(args, a, f"customer {a.customer} updated")
 
 
 @c.cli_command
