@@ -154,6 +154,12 @@ def parse_di(text: str) -> int:
         raise ValueError(f"{text!r} is neither an 8-hex-digit DI nor a data item name: {exc.args[0]}") from None
 
 
+def _read_refused(m: MeterTarget, what: str, f: Frame) -> MeterRefused:
+    """The meter's abnormal answer to a read (11H) or follow-up (12H): one error byte."""
+    code = f.data[0] if f.data else 0
+    return MeterRefused(m.address, what, decode_err(code), code, False)
+
+
 def _is_block(di: int) -> bool:
     return (di & 0xFF) == 0xFF or (di >> 8 & 0xFF) == 0xFF
 
@@ -289,12 +295,7 @@ class MeterClient:
         link = self.frontend.link_nowait(m.link)
         if link is None:
             return False
-        key = (m.address, m.link, di)
-        req = self._reads.get(key)
-        if req is None:
-            if len(self._reads) >= 65536:
-                self._reads.clear()
-            req = self._reads[key] = Request(m.address, 0x11, di_wire(di))
+        req = self._read_request(m, di)
 
         def on_reply(reply: Reply | None, exc: BaseException | None) -> None:
             if exc is not None or reply is None:
@@ -302,13 +303,22 @@ class MeterClient:
                 return
             f = reply.frame
             if f.is_abnormal:
-                code = f.data[0] if f.data else 0
-                done(None, MeterRefused(m.address, f"read of {dis.di_text(di)}", decode_err(code), code, False))
+                done(None, _read_refused(m, f"read of {dis.di_text(di)}", f))
                 return
             done(*self._decoded(m, di, f.data[4:]))
 
         link.submit(req, on_reply)
         return True
+
+    def _read_request(self, m: MeterTarget, di: int) -> Request:
+        # a cycle asks the same questions: one Request per (meter, link, DI), built once
+        key = (m.address, m.link, di)
+        req = self._reads.get(key)
+        if req is None:
+            if len(self._reads) >= 65536:
+                self._reads.clear()
+            req = self._reads[key] = Request(m.address, 0x11, di_wire(di))
+        return req
 
     def _decoded(self, m: MeterTarget, di: int, raw: bytes) -> tuple[ReadValue | None, BaseException | None]:
         item = _ITEMS.get(di) if di in _ITEMS else _ITEMS.setdefault(di, dis.lookup(di))
@@ -321,18 +331,12 @@ class MeterClient:
 
     async def read_raw(self, m: MeterTarget, di: int) -> bytes:
         """Value bytes of ``di`` (block reads follow B1/B2 replies with 12H follow-ups)."""
-        key = (m.address, m.link, di)
-        req = self._reads.get(key)
-        if req is None:
-            if len(self._reads) >= 65536:
-                self._reads.clear()
-            req = self._reads[key] = Request(m.address, 0x11, di_wire(di))
+        req = self._read_request(m, di)
         reply = await self.frontend.request(m.link, req)
         assert reply is not None
         f = reply.frame
         if f.is_abnormal:
-            code = f.data[0] if f.data else 0
-            raise MeterRefused(m.address, f"read of {dis.di_text(di)}", decode_err(code), code, False)
+            raise _read_refused(m, f"read of {dis.di_text(di)}", f)
         value = bytearray(f.data[4:])
         seq = 0
         # D5 on a short single item can mean "events pending" (2013 meters): follow only blocks
@@ -340,8 +344,7 @@ class MeterClient:
             seq += 1
             f = await self._ask(m, 0x12, di_wire(di) + bytes([seq]))
             if f.is_abnormal:
-                code = f.data[0] if f.data else 0
-                raise MeterRefused(m.address, f"follow-up {seq} of {dis.di_text(di)}", decode_err(code), code, False)
+                raise _read_refused(m, f"follow-up {seq} of {dis.di_text(di)}", f)
             part = f.data[4:]
             if part and part[-1] == seq and len(part) > 0:
                 part = part[:-1]  # the follow-up reply echoes SEQ after the data
