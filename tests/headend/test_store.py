@@ -18,17 +18,10 @@ from headend.store import (
     StoreError,
     open_store,
 )
+from tests.headend.store_support import Clock
 
 A1, A2, A3 = "000000000001", "000000000002", "112233445566"
 C1, C2 = "000000000042", "000000000043"
-
-
-class Clock:
-    def __init__(self, t: int = 1_700_000_000) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

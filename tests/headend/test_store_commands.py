@@ -8,16 +8,9 @@ from pathlib import Path
 import pytest
 
 from headend.store import COMMAND_TRANSITIONS, Conflict, NotFound, TransitionError, open_store
+from tests.headend.store_support import Clock
 
 A1, A2, A3 = "000000000001", "000000000002", "000000000003"
-
-
-class Clock:
-    def __init__(self, t: int = 1_700_000_000) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
