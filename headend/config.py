@@ -90,6 +90,25 @@ def _path(value: Any, base: Path, what: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _setting_path(
+    given: str | os.PathLike[str] | None,
+    from_env: str | None,
+    section: dict[str, Any],
+    key: str,
+    base: Path,
+    what: str,
+    default: Path,
+) -> Path:
+    # one precedence for every path setting: option, then environment, then config file, then default
+    if given is not None:
+        return Path(given).expanduser()
+    if from_env:
+        return Path(from_env).expanduser()
+    if key in section:
+        return _path(section[key], base, what)
+    return default
+
+
 def load_config(
     config: str | os.PathLike[str] | None = None,
     *,
@@ -116,23 +135,9 @@ def load_config(
     if not isinstance(store_sec, dict) or not isinstance(keys_sec, dict):
         raise ConfigError(f"config file {source}: [store] and [keys] must be tables")
 
-    if db is not None:
-        db_path = Path(db).expanduser()
-    elif env.get(ENV_DB):
-        db_path = Path(env[ENV_DB]).expanduser()
-    elif "db" in store_sec:
-        db_path = _path(store_sec["db"], base, "[store] db")
-    else:
-        db_path = Path(DEFAULT_DB)
-
-    if key_file is not None:
-        kf = Path(key_file).expanduser()
-    elif env.get(ENV_KEY_FILE):
-        kf = Path(env[ENV_KEY_FILE]).expanduser()
-    elif "file" in keys_sec:
-        kf = _path(keys_sec["file"], base, "[keys] file")
-    else:
-        kf = db_path.with_suffix(".key")
+    db_path = _setting_path(db, env.get(ENV_DB), store_sec, "db", base, "[store] db", Path(DEFAULT_DB))
+    kf = _setting_path(key_file, env.get(ENV_KEY_FILE), keys_sec, "file", base, "[keys] file",
+                       db_path.with_suffix(".key"))
 
     others = {k: v for k, v in data.items() if k not in ("store", "keys")}
     return HeadendConfig(StoreConfig(db_path), KeyConfig(kf), source, others)
