@@ -122,6 +122,23 @@ def _nonneg(name: str, value: int) -> int:
     return value
 
 
+def _account_changes(changes: dict[str, Any], allowed: set[str], of: str) -> dict[str, Any]:
+    """Account changes as they are written: allowed fields only, None left out, limits >= 0,
+    a known restore policy, protected as 0/1."""
+    bad = set(changes) - allowed
+    if bad:
+        raise InvalidInput(f"cannot change {', '.join(sorted(bad))} of {of}; allowed: {', '.join(sorted(allowed))}")
+    out = {k: v for k, v in changes.items() if v is not None}
+    for f in _LIMIT_FIELDS:
+        if f in out:
+            _nonneg(f, out[f])
+    if "restore_policy" in out and out["restore_policy"] not in RESTORE_POLICIES:
+        raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}")
+    if "protected" in out:
+        out["protected"] = int(bool(out["protected"]))
+    return out
+
+
 class Store:
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""
 
@@ -279,17 +296,7 @@ class Store:
         Money fields (balance, rem, ladder) are not changed here: use credit/charge_accounts.
         """
         allowed = {"name", "phone", "protected", "restore_policy", "tariff", *_LIMIT_FIELDS}
-        bad = set(changes) - allowed
-        if bad:
-            raise InvalidInput(f"cannot change {', '.join(sorted(bad))} of an account; allowed: {', '.join(sorted(allowed))}")
-        changes = {k: v for k, v in changes.items() if v is not None}
-        for f in _LIMIT_FIELDS:
-            if f in changes:
-                _nonneg(f, changes[f])
-        if "restore_policy" in changes and changes["restore_policy"] not in RESTORE_POLICIES:
-            raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}")
-        if "protected" in changes:
-            changes["protected"] = int(bool(changes["protected"]))
+        changes = _account_changes(changes, allowed, "an account")
         with self._tx() as tx:
             before = self.get_account(customer)
             if changes:
@@ -304,18 +311,7 @@ class Store:
         """Give many accounts the same limits / flags / tariff in one transaction (one audit row
         each); return how many changed. Unknown customers are an error and nothing changes."""
         allowed = {"protected", "restore_policy", "tariff", *_LIMIT_FIELDS}
-        bad = set(changes) - allowed
-        if bad:
-            raise InvalidInput(f"cannot change {', '.join(sorted(bad))} of many accounts at once;"
-                               f" allowed: {', '.join(sorted(allowed))}")
-        changes = {k: v for k, v in changes.items() if v is not None}
-        for f in _LIMIT_FIELDS:
-            if f in changes:
-                _nonneg(f, changes[f])
-        if "restore_policy" in changes and changes["restore_policy"] not in RESTORE_POLICIES:
-            raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}")
-        if "protected" in changes:
-            changes["protected"] = int(bool(changes["protected"]))
+        changes = _account_changes(changes, allowed, "many accounts at once")
         custs = list(customers)
         if not changes or not custs:
             return 0
