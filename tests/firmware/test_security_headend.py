@@ -4,9 +4,9 @@ sides written from protocol/SECURITY.md by different hands must agree on every b
 import pytest
 
 import protocol
+from headend.link import security
 from tests.firmware.core_support import ADDR, KEY, T0, make
 
-security = pytest.importorskip("headend.link.security")
 
 
 def _exchange(m, control, data, now=T0):
