@@ -1,8 +1,6 @@
 """The head-end's own security client (headend.link.security) against the meter: both
 sides written from protocol/SECURITY.md by different hands must agree on every byte."""
 
-import pytest
-
 import protocol
 from headend.link import security
 from tests.firmware.core_support import ADDR, KEY, T0, make
