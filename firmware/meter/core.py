@@ -3,7 +3,9 @@
 # Every state change is saved before its reply is returned, so a reply the head-end sees
 # always describes state that survives a power cut.
 
+import gc
 import json
+import struct
 import sys
 
 from meter import clock, codec
@@ -94,8 +96,8 @@ class Meter:
         self.power_w = 0
         self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
         self.actual_open = None
-        self._tlen = -1  # bytes of the tariff's and the event log's text at the start of the
-        self._elen = -1  # newest record (-1: unknown), copied from there while they stand
+        self._tlen = -1  # bytes of the tariff's and the event log's packed binary at the start
+        self._elen = -1  # of the newest record (-1: unknown), copied from there while they stand
         state = self.store.load()
         loaded = state is not None
         if loaded:
@@ -130,10 +132,24 @@ class Meter:
         self.number = bytearray(codec.addr_bytes(s["n"]))
         self.wallet = _restored(wallet.Wallet, s["w"])
         self.relay = _restored(Relay, s["r"])
-        # the biggest parts go from the parsed record as soon as they are restored, so the
-        # parsed lists and the restored tables are not all held at once
-        self.tariff = _restored(Tariff, s.pop("t"))
-        self.events.load(s.pop("e"))
+        st = self.store
+        self._tlen = self._elen = -1
+        if "t" in s:
+            # a record from before the binary head: its JSON holds the tables (the next save
+            # rewrites them packed); they go as soon as they are restored
+            self.tariff = _restored(Tariff, s.pop("t"))
+            self.events.load(s.pop("e"))
+        else:
+            # read piece by piece from flash into their final packed form: no parse tree
+            tl = s["tl"]
+            self.tariff = Tariff.unpack(_get(st, 3))
+            gc.collect()
+            self.events.unpack(_get(st, 3 + tl[0]))
+            gc.collect()
+            # unchanged: the next save copies them from this record
+            self._tlen, self._elen = tl
+            self.tariff.dirty = False
+            self.events.dirty = False
         self.sec.load(s["s"])
         self.energy = list(s["E"])
         self.ladder_wh = s["L"]
@@ -142,15 +158,6 @@ class Meter:
         self.bc_day = s["b"]
         # records written before freezes existed: midnight, and nothing frozen after the last save
         self.frz_min, self.frz_day = s.get("fz") or (0, s["lt"] // clock.DAY)
-        # where this record's tariff and event text lie, so the next save copies them rather
-        # than rebuilding them (at power-up that is the peak); checked against the record
-        tl = s.get("tl")
-        st = self.store
-        self._tlen = self._elen = -1
-        if tl and st.payload(0, 5) == b'{"t":' and st.payload(tl[0], 4) == b'"e":':
-            self._tlen, self._elen = tl
-            self.tariff.dirty = False
-            self.events.dirty = False
 
     def _save(self):
         """Persist the state; False (and the last saved state back in RAM) when the record
@@ -166,36 +173,37 @@ class Meter:
             return False
 
     def _write_record(self):
-        # One JSON object: the tariff's text, the event log's, then the small state, written in
-        # pieces of a few hundred bytes (a fragmented heap has many small holes and no 2 KB
-        # one). The tariff and the event log change rarely: while they stand, their text is
-        # copied from the newest record in flash (Store.save_parts), not kept in RAM.
+        # The binary head (meter.store): the tariff's packed tables, then the event log's, then
+        # the small state as JSON text, written in pieces of at most a few hundred bytes (a
+        # fragmented heap has many small holes and no 2 KB one). The tariff and the event log
+        # change rarely: while they stand, their bytes are copied from the newest record in
+        # flash (Store.save_parts), not kept in RAM.
         tlen = self._tlen
         elen = self._elen
         tf = self.tariff
-        parts = []
-        if tlen < 0 or tf.dirty:
-            # straight from the tables: the tariff's own dump() cache would be a second copy
-            tj = _pieces({"t": self.tariff._build_dump()})
-            tj[-1] = tj[-1][:-1] + ","  # drop the closing brace: the object continues
-            n = _add_text(parts, tj)
-        else:
-            parts.append((0, tlen))
-            n = tlen
         ev_ = self.events
-        if ev_.dirty or elen < 0 or tlen < 0:  # (no tariff text length: no events offset)
-            ej = _pieces(ev_.dump())
-            ej[0] = '"e":' + ej[0]
-            ej[-1] = ej[-1] + ","
-            m = _add_text(parts, ej)
+        head = bytearray(3)
+        head[0] = 1
+        parts = []
+        parts.append(head)
+        write = _put(parts)
+        if tlen < 0 or tf.dirty:
+            tf.pack(write)
+            n = sum(len(p) for p in parts) - 3  # no copies among them yet
         else:
-            parts.append((tlen, elen))
+            parts.append((3, tlen))
+            n = tlen
+        if elen < 0 or ev_.dirty:
+            ev_.pack(write)
+            m = sum(p[1] if isinstance(p, tuple) else len(p) for p in parts) - 3 - n
+        else:
+            parts.append((3 + tlen, elen))
             m = elen
+        head[1] = (n + m) & 0xFF
+        head[2] = (n + m) >> 8
         ss = self._small_state()
         ss["tl"] = [n, m]
-        sj = _pieces(ss)
-        sj[0] = sj[0][1:]  # its opening brace: the tariff's text opened the object
-        _add_text(parts, sj)
+        _add_text(parts, _pieces(ss))
         self.store.save_parts(parts)
         self._tlen = n
         self._elen = m
@@ -791,6 +799,41 @@ _PIECE = const(200)
 
 
 _SEP = (",", ":")  # no spaces: the text kept in RAM and written to flash is a sixth shorter
+
+
+# Packed ints in the record's binary head: a sequence is one byte (count | width code << 6)
+# then its ints, each 2, 4 or 8 bytes signed LE, the narrowest that holds them all.
+
+def _put(parts):
+    # write(seq) for Tariff.pack / Events.pack: onto parts, gathered in buffers of up to 128
+    # bytes (one flash write each; a fragmented heap has no long holes)
+    def write(seq):
+        w = 0
+        for v in seq:
+            if v < -0x8000 or v > 0x7FFF:
+                w = 1 if w < 2 and -0x80000000 <= v <= 0x7FFFFFFF else 2
+        b = struct.pack("<B%d%s" % (len(seq), "hiq"[w]), len(seq) | w << 6, *seq)
+        last = parts[-1]
+        if isinstance(last, bytearray) and len(last) + len(b) <= 128:
+            last.extend(b)
+        else:
+            parts.append(bytearray(b))
+    return write
+
+
+def _get(st, off):
+    # read() for Tariff.unpack / Events.unpack: the next sequence from the newest record's
+    # payload, read from flash a few bytes at a time
+    pos = [off]
+
+    def read():
+        o = pos[0]
+        h = st.payload(o, 1)[0]
+        f = "<%d%s" % (h & 63, "hiq"[h >> 6])
+        n = struct.calcsize(f)
+        pos[0] = o + 1 + n
+        return struct.unpack(f, st.payload(o + 1, n))
+    return read
 
 
 def _add_text(parts, pieces):

@@ -48,6 +48,24 @@ class Events:
     def dump(self):
         return [self.counts, self.recs]
 
+    # The meter's record keeps the log as packed binary (see Tariff.pack): the counts, then per
+    # kind the number of records and the records. unpack() makes the final tuples directly.
+
+    def pack(self, write):
+        write(self.counts)
+        for r in self.recs:
+            write((len(r),))
+            for x in r:
+                write(x)
+
+    def unpack(self, read):
+        self.counts = list(read())
+        for r in self.recs:
+            del r[:]
+            for _ in range(read()[0]):
+                r.append(read())
+        self.dirty = True
+
     def load(self, obj):
         self.counts = list(obj[0])
         self.recs = [[tuple(x) for x in r] for r in obj[1]]

@@ -2,7 +2,12 @@
 #   "P6" | seq (4, LE) | length (2, LE) | payload | crc32 (4, LE) over everything before it,
 # one in each half of the flash object. A save writes the half NOT holding the newest good
 # record, so a cut at any byte leaves that newest record intact; load takes the good record
-# with the higher sequence. The payload is JSON (every port has json; the state is small).
+# with the higher sequence. The payload is either
+#   JSON text (starts with "{"; every record before the binary head, and Store.save), or
+#   1 | b (2, LE) | b bytes of packed binary | JSON text.
+# The binary head holds what is big and made of ints (the meter's tariff and event log): the
+# owner reads it piece by piece with payload(), straight into its final form, so no parse
+# tree of the whole record is ever held (at power-up that tree was the heap's peak).
 
 import json
 
@@ -36,31 +41,50 @@ class Store:
         self.slot = 1  # the next save goes to slot 0 on a blank flash
 
     def _read_slot(self, slot):
+        # (seq, payload length) of the slot's record, (-1, 0) when it is not intact. The CRC
+        # is checked in small reads: no copy of the whole record is made
         off = slot * self.half
-        h = self.flash.read(off, _HEAD)
+        fl = self.flash
+        h = fl.read(off, _HEAD)
         if len(h) < _HEAD or h[0:2] != _MAGIC:
-            return -1, None
+            return -1, 0
         seq = h[2] | h[3] << 8 | h[4] << 16 | h[5] << 24
         n = h[6] | h[7] << 8
         if _HEAD + n + 4 > self.half:
-            return -1, None
-        rest = self.flash.read(off + _HEAD, n + 4)
-        c = rest[n] | rest[n + 1] << 8 | rest[n + 2] << 16 | rest[n + 3] << 24
-        if crc32(memoryview(rest)[:n], crc32(h)) & 0xFFFFFFFF != c:
-            return -1, None
-        return seq, rest[:n]
+            return -1, 0
+        c = crc32(h)
+        o = off + _HEAD
+        k = n
+        while k > 0:
+            m = k if k < _CHUNK else _CHUNK
+            c = crc32(fl.read(o, m), c)
+            o += m
+            k -= m
+        e = fl.read(o, 4)
+        if len(e) < 4 or c & 0xFFFFFFFF != e[0] | e[1] << 8 | e[2] << 16 | e[3] << 24:
+            return -1, 0
+        return seq, n
 
     def load(self):
-        """The newest intact state object, or None on a blank or wholly corrupt flash."""
-        s0, p0 = self._read_slot(0)
-        s1, p1 = self._read_slot(1)
-        if p0 is not None and (p1 is None or s0 > s1):
-            self.seq, self.slot = s0, 0
-            return json.loads(p0)
-        if p1 is not None:
-            self.seq, self.slot = s1, 1
-            return json.loads(p1)
-        return None
+        """The newest intact record's JSON object (for a record with a binary head, its JSON
+        text; the head is read with payload() from offset 3), or None on a blank or wholly
+        corrupt flash. ValueError for an intact record of a format this code does not know."""
+        s0, n0 = self._read_slot(0)
+        s1, n1 = self._read_slot(1)
+        if s0 < 0 and s1 < 0:
+            return None
+        if s0 > s1:
+            self.seq, self.slot, n = s0, 0, n0
+        else:
+            self.seq, self.slot, n = s1, 1, n1
+        h = self.payload(0, 3)
+        if h[0] == 0x7B:  # "{": all JSON
+            return json.loads(self.payload(0, n))
+        if h[0] != 1 or len(h) < 3:
+            raise ValueError("state record of unknown format %d: written by newer firmware? "
+                             "Refusing it rather than starting from an empty state" % h[0])
+        b = 3 + (h[1] | h[2] << 8)
+        return json.loads(self.payload(b, n - b))
 
     def payload(self, offset, n):
         """n bytes at offset in the newest record's payload (after load() or a save)."""

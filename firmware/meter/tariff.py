@@ -434,6 +434,47 @@ class Tariff:
         return t
 
 
+    # The meter's record keeps the tariff as packed binary (meter.store): write(seq) stores a
+    # sequence of ints, read() gives the next one back as a tuple. unpack() builds the final
+    # packed tables straight from those small reads: no parse tree of the whole record.
+
+    def pack(self, write):
+        for s in range(2):
+            write(self.prices[s])
+            for tab in self._days[s]:
+                write(tab)
+            write(self._zones[s])
+            write(self.thresholds[s])
+            write(self.increments[s])
+        write([-1 if v is None else v for v in self.switch])
+        h = self.holidays
+        write((self.weekend, self.weekend_table, len(h)))
+        write([x for p in self.settlement for x in p])
+        for i in range(0, len(h), 16):  # pieces of 16: no long buffer
+            write(h[i:i + 16])
+
+    @classmethod
+    def unpack(cls, read):
+        t = cls()
+        for s in range(2):
+            t.prices[s] = list(read())
+            days = t._days[s]
+            for k in range(_MAX_TABLES):
+                days[k] = read()
+            t._zones[s] = read()
+            t.thresholds[s] = list(read())
+            t.increments[s] = list(read())
+        t.switch = [None if v < 0 else v for v in read()]
+        t.weekend, t.weekend_table, n = read()
+        v = read()
+        t.settlement = [v[i:i + 3] for i in range(0, len(v), 3)]
+        t.mode = ladder_mode(t.settlement)
+        h = t.holidays
+        while len(h) < n:
+            h.extend(read())
+        return t
+
+
 # load() takes packed records and the (minute, rate) / (month, day, table) lists that
 # records written before packing hold; both go through the setters' checks.
 def _points(tab):

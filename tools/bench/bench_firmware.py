@@ -1,7 +1,8 @@
 """Meter core benchmark: frame rate of Meter.handle (read-energy request -> reply) under
 CPython and under the real micropython binary, heap in use after import and after 1,000
-mixed frames (modules loaded from .mpy, gc.mem_alloc after gc.collect), and the smallest
--X heapsize in which the meter imports, powers up and serves those frames.
+mixed frames (modules loaded from .mpy, gc.mem_alloc after gc.collect), the smallest
+-X heapsize in which the meter imports, powers up and serves those frames, and the smallest
+in which a fully programmed meter powers up from its flash and serves reads.
 
 Under micropython the meter's flash is a file (as on a board, it is not heap); the mixed
 frames are recorded from a CPython meter (reads, block reads with follow-ups, an
@@ -203,6 +204,125 @@ print("result", n, bad, after_import, after_meter, after_mixed, after_mixed2, ra
 """
 
 
+DAY = 86400
+_FULL_MPY = r"""
+import gc
+gc.collect()
+base = gc.mem_alloc()
+from meter.core import Meter
+
+class FileFlash:
+    def __init__(self, path, size):
+        self.size = size
+        self.f = open(path, "r+b")
+
+    def read(self, off, n):
+        self.f.seek(off)
+        return self.f.read(n)
+
+    def write(self, off, data):
+        self.f.seek(off)
+        self.f.write(data)
+        self.f.flush()
+
+m = Meter({"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}, FileFlash(%(flash)r, 16384),
+          %(t)d, None)
+gc.collect()
+up = gc.mem_alloc() - base
+hdr = bytearray(4)
+buf = bytearray(600)
+mv = memoryview(buf)
+n = bad = 0
+f = open(%(frames)r, "rb")
+while f.readinto(hdr) == 4:
+    nq = hdr[0] | hdr[1] << 8
+    nr = hdr[2] | hdr[3] << 8
+    f.readinto(mv[:nq + nr])
+    r = m.handle(mv[:nq], %(t)d)
+    n += 1
+    k = 0 if r is None else len(r)
+    ok = k == nr
+    for i in range(k if ok else 0):
+        if r[i] != buf[nq + i]:
+            ok = False
+    if not ok:
+        bad += 1
+print("result", n, bad, up)
+"""
+
+
+def programmed_meter() -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
+    """A fully programmed meter's 16 KB flash (both tariff sets: 14 zones, 8 day tables of 14
+    points; prices; ladder; every event log full, 10 daily freezes among them), the instant
+    it powers up again (three days after its last save: the freezes it missed are taken at
+    power-up, so its first save rewrites the event log) and reads it must then answer, with
+    the replies a CPython meter powered up from the same flash gives."""
+    flash = RamFlash(16384)
+    m = Meter(_config(), flash, T0, Rand())
+    for q, _ in mixed_frames():
+        m.handle(q, T0)
+    bad = HeadEnd(ADDR, b"not the meter key", std_hmac)
+    t = T0
+    for d in range(12):  # a MAC failure and a day's energy a day: the logs fill up
+        t = T0 + DAY * (d + 1)
+        m.handle(bad.auth(bytes((d,)) * 8), t)
+        m.add_energy(150 + d, t)
+    assert all(len(r) == 10 for r in m.events.recs)
+    image = bytes(flash.mem)
+    t += 3 * DAY
+    he = HeadEnd(ADDR, KEY, std_hmac)
+    reads = [he.read(0x00010000), he.read(0x040100FF), he.frame(0x12, le(0x040100FF, 4) + b"\x01"),
+             he.read(0x05060001), he.read(0x03330201)]
+    ref = Meter(_config(), _flash_of(image), t, Rand())
+    return image, t, [(q, ref.handle(q, t) or b"") for q in reads]
+
+
+def _flash_of(image: bytes) -> RamFlash:
+    f = RamFlash(len(image))
+    f.mem[:] = image
+    return f
+
+
+def full_power_up_run(dest: Path, tmp: Path, heapsize: str) -> list[int] | None:
+    """Power a fully programmed meter up from its flash (a file, as on a board) under
+    micropython in heapsize and serve the reads of programmed_meter(): [reads, wrong replies,
+    heap kept after power-up], or None when it ran out of heap."""
+    name = "bench_full_harness"
+    frames = tmp / "full_frames.bin"
+    flash = tmp / "full_flash.bin"
+    saved = tmp / "full_image.bin"
+    if not (dest / f"{name}.mpy").exists():
+        image, t, pairs = programmed_meter()
+        saved.write_bytes(image)
+        write_frames(frames, pairs)
+        src = dest / f"{name}.py"
+        src.write_text(_FULL_MPY % {"addr": ADDR, "key": KEY, "flash": str(flash), "t": t, "frames": str(frames)})
+        subprocess.run([mpy_cross(), "-o", str(dest / f"{name}.mpy"), src.name], check=True, cwd=dest)
+        src.unlink()
+    flash.write_bytes(saved.read_bytes())  # each power-up from the same state
+    res = run_mpy(dest, f"import {name}", heapsize=heapsize)
+    for line in res.stdout.splitlines():
+        if line.startswith("result"):
+            return [int(x) for x in line.split()[1:]]
+    return None
+
+
+def smallest_full_heap(dest: Path, tmp: Path) -> int:
+    """Smallest -X heapsize (KB) in which a fully programmed meter powers up and serves right."""
+    lo, hi = 8, 256
+    r = full_power_up_run(dest, tmp, f"{hi}K")
+    if r is None or r[1]:
+        raise RuntimeError("a fully programmed meter does not power up and serve even in 256 KB")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        r = full_power_up_run(dest, tmp, f"{mid}K")
+        if r is not None and r[1] == 0:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def build_o3(dest: Path, src: Path = ROOT / "firmware" / "meter") -> Path:
     """Compile the meter modules in src into dest/meter as `meter build` does (-O3)."""
     (dest / "meter").mkdir(parents=True, exist_ok=True)
@@ -283,6 +403,8 @@ def run(report) -> None:
         report(f"firmware: micropython heap after {2 * n} mixed frames", mixed2 / 1024, "KB", baseline=mixed / 1024)
         report("firmware: smallest micropython -X heapsize serving the mixed frames",
                smallest_heap(dest, frames, tmp / "flash.bin"), "KB")
+        report("firmware: smallest micropython -X heapsize for a fully programmed meter to power up and serve",
+               smallest_full_heap(dest, tmp), "KB")
 
 
 if __name__ == "__main__":
