@@ -258,3 +258,90 @@ def test_text_copied_from_the_newest_record_survives_switch_overs_and_restarts()
     assert third.tariff.prices[1] == [1, 2, 3, 4]
     st = Store(flash)
     assert "t" not in st.load() and st.payload(0, 1) == b"\x01"  # tables in the binary head
+
+
+# --- the record's packed binary head ----------------------------------------------------------
+
+def _programmed():
+    """An opened meter with every kind of tariff field and event value the head must carry:
+    holidays past one piece of 16, a ladder without thresholds in set 1, switch times, a
+    weekend, a negative balance, the meter's own operator code and values past 32 bits."""
+    from meter import events
+    from meter.tariff import SW_DAYS, SW_LADDER
+
+    m, he, flash = opened(5000)
+    tf = m.tariff
+    tf.set_day_table(1, 3, [(m_, m_ // 60 % 4) for m_ in range(0, 1400, 100)])
+    tf.set_zones(0, [(mo, 1, mo % 8) for mo in range(1, 13)])
+    tf.set_ladder(1, [], [7])
+    tf.set_switch(SW_DAYS, T0 + 10 * 86400)
+    tf.set_switch(SW_LADDER, T0 + 20 * 86400)
+    tf.set_weekend(0x41, 5)
+    tf.set_holidays([(2026, 1 + k // 28, 1 + k % 28, k % 8) for k in range(37)])
+    tf.set_settlement([(1, 1, 0), (7, 15, 12)])
+    m.events.add(events.PURCHASE, (T0, 2, 100, -900, -800, 2 ** 40))
+    m.events.add(events.TRIP, (T0, events.METER, 2 ** 33 + 5, 0))
+    m.add_energy(10, T0)  # saved
+    return m, flash
+
+
+def _head(flash):
+    st = Store(flash)
+    st.load()
+    return st.payload(0, 1)  # the newest record's first byte: "{" JSON, 1 packed head
+
+
+def test_packed_head_round_trips_every_field():
+    m, flash = _programmed()
+    st = Store(flash)
+    assert "t" not in st.load() and st.payload(0, 1) == b"\x01"
+    back, _ = make(flash)
+    assert back._state() == m._state()
+    assert back.tariff.holiday_list() == m.tariff.holiday_list() and len(back.tariff.holidays) == 37
+    assert back.tariff.rate_at(T0 + 11 * 86400) == m.tariff.rate_at(T0 + 11 * 86400)
+
+
+def test_a_json_record_still_loads_and_is_rewritten_packed():
+    """Records written before the binary head (the whole state as one JSON object) load as
+    they were; the save at power-up rewrites them in the packed form."""
+    m, flash = _programmed()
+    old = m._state()
+    m.store.save(old)  # the JSON layout earlier firmware wrote
+    assert _head(flash) == b"{"
+    back, _ = make(flash)
+    assert back._state() == old
+    assert _head(flash) == b"\x01"
+    again, _ = make(flash)
+    assert again._state() == old
+
+
+def test_a_record_of_unknown_format_is_refused_not_reset(tmp_path):
+    from hal.flash import StateError, open_state
+
+    m, flash = _programmed()
+    m.store.save_parts([b"\x02\x00\x00{}"])  # intact (CRC right) but of a format not known here
+    with pytest.raises(ValueError, match="unknown format"):
+        Store(flash).load()
+    with pytest.raises(ValueError):
+        make(flash)  # never a new meter with a zero balance
+    path = tmp_path / "meter.state"
+    path.write_bytes(bytes(flash.mem))
+    with pytest.raises(StateError, match="meter.state"):
+        open_state(str(path), 16384, create=False)
+
+
+def test_power_cut_during_a_tariff_write_that_repacks_the_head():
+    days = bytes.fromhex("010000" "023007" "031512" "040020")  # rate, mm, hh: 4 points (BCD)
+
+    def prepare():
+        m, he, flash = opened(1000)
+        return m, flash
+
+    def op(m):
+        he = session(m, headend(), T0, r1=b"\x21" * 8)
+        assert ask(m, he.write(0x04010001, days))[0] == 0x94
+
+    def check(back, applied):
+        assert len(back.tariff.day_table(0, 0)) == (4 if applied else 1)
+
+    assert _cut_everywhere(prepare, op, check, stride=5) > 50
