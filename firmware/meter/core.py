@@ -142,10 +142,10 @@ class Meter:
         else:
             # read piece by piece from flash into their final packed form: no parse tree
             tl = s["tl"]
-            self.tariff = Tariff.unpack(_get(st, 3))
-            gc.collect()
-            self.events.unpack(_get(st, 3 + tl[0]))
-            gc.collect()
+            self.tariff = Tariff.unpack(_get(st, 3, tl[0]))
+            _collect()
+            self.events.unpack(_get(st, 3 + tl[0], tl[1]))
+            _collect()
             # unchanged: the next save copies them from this record
             self._tlen, self._elen = tl
             self.tariff.dirty = False
@@ -795,7 +795,7 @@ class Meter:
         return self._reply(0x83, out, 4)
 
 
-_PIECE = const(200)
+_PIECE = const(128)
 
 
 _SEP = (",", ":")  # no spaces: the text kept in RAM and written to flash is a sixth shorter
@@ -821,18 +821,22 @@ def _put(parts):
     return write
 
 
-def _get(st, off):
-    # read() for Tariff.unpack / Events.unpack: the next sequence from the newest record's
-    # payload, read from flash a few bytes at a time
-    pos = [off]
+def _get(st, off, n):
+    # read() for Tariff.unpack / Events.unpack: the next sequence of the n bytes at off in the
+    # newest record's payload. They are read at once and each format made once, so the tuples
+    # kept land side by side, and what is let go after is one hole, not one between each two
+    b = st.payload(off, n)
+    pos = [0]
+    fm = {}
 
     def read():
         o = pos[0]
-        h = st.payload(o, 1)[0]
-        f = "<%d%s" % (h & 63, "hiq"[h >> 6])
-        n = struct.calcsize(f)
-        pos[0] = o + 1 + n
-        return struct.unpack(f, st.payload(o + 1, n))
+        h = b[o]
+        f = fm.get(h)
+        if f is None:
+            f = fm[h] = "<%d%s" % (h & 63, "hiq"[h >> 6])
+        pos[0] = o + 1 + struct.calcsize(f)
+        return struct.unpack_from(f, b, o + 1)
     return read
 
 
@@ -905,9 +909,14 @@ def _piece(out, cur, n, s):
 if sys.implementation.name == "micropython":
     def _buf(s):
         return s  # a MicroPython str is a buffer: the store writes it without an encoded copy
+
+    _collect = gc.collect
 else:
     def _buf(s):
         return s.encode()
+
+    def _collect():
+        pass  # CPython's heap is not fragmented by a power-up; a full collection costs ms
 
 
 def _put_customer(b, o, s):
