@@ -365,7 +365,7 @@ def test_any_authenticated_command_keeps_the_meter_serving(di, value, n1, n2, wh
 
 def test_a_write_the_flash_cannot_hold_is_refused_and_undone():
     from meter.store import RamFlash
-    m, flash = make(flash=RamFlash(2560), bench=True)  # 1.25 KB records: a full tariff will not fit
+    m, flash = make(flash=RamFlash(1280), bench=True)  # 640-byte records: a full tariff will not fit
     assert ask(m, HE.write_plain(0x04001001, bcd(2000, 4)))[0] == 0x94
     refused = 0
     for k in range(1, 9):
