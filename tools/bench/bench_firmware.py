@@ -103,22 +103,12 @@ def mixed_frames(n: int = MIXED) -> list[tuple[bytes, bytes]]:
     return out[:n]
 
 
-_MPY = r"""
-import gc, time
-gc.collect()
-base = gc.mem_alloc()
-from meter.core import Meter
-gc.collect()
-after_import = gc.mem_alloc() - base
-
+# The heap scripts carry their helpers as text: importing another module under micropython
+# would charge that module's heap to the meter being measured.
+_FILE_FLASH = r"""
 class FileFlash:
     def __init__(self, path, size):
         self.size = size
-        f = open(path, "wb")
-        blank = bytes(256)
-        for _ in range(size // 256):
-            f.write(blank)
-        f.close()
         self.f = open(path, "r+b")
 
     def read(self, off, n):
@@ -129,20 +119,22 @@ class FileFlash:
         self.f.seek(off)
         self.f.write(data)
         self.f.flush()
+"""
+_RAND = (Path(__file__).resolve().parents[1] / "sim" / "seeded_rand.py").read_text()
 
-class Rand:
-    def __init__(self):
-        self.n = 7
 
-    def __call__(self, n):
-        out = bytearray(n)
-        for i in range(n):
-            self.n = (self.n * 1103515245 + 12345) & 0x7FFFFFFF
-            out[i] = self.n >> 16 & 0xFF
-        return bytes(out)
+_MPY = r"""
+import gc, time
+gc.collect()
+base = gc.mem_alloc()
+from meter.core import Meter
+gc.collect()
+after_import = gc.mem_alloc() - base
 
+%(file_flash)s
+%(rand)s
 m = Meter({"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}, FileFlash(%(flash)r, 16384),
-          %(t0)d, Rand())
+          %(t0)d, Rand(7))
 gc.collect()
 after_meter = gc.mem_alloc() - base
 hdr = bytearray(4)
@@ -211,20 +203,7 @@ gc.collect()
 base = gc.mem_alloc()
 from meter.core import Meter
 
-class FileFlash:
-    def __init__(self, path, size):
-        self.size = size
-        self.f = open(path, "r+b")
-
-    def read(self, off, n):
-        self.f.seek(off)
-        return self.f.read(n)
-
-    def write(self, off, data):
-        self.f.seek(off)
-        self.f.write(data)
-        self.f.flush()
-
+%(file_flash)s
 m = Meter({"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}, FileFlash(%(flash)r, 16384),
           %(t)d, None)
 gc.collect()
@@ -296,7 +275,8 @@ def full_power_up_run(dest: Path, tmp: Path, heapsize: str) -> list[int] | None:
         saved.write_bytes(image)
         write_frames(frames, pairs)
         src = dest / f"{name}.py"
-        src.write_text(_FULL_MPY % {"addr": ADDR, "key": KEY, "flash": str(flash), "t": t, "frames": str(frames)})
+        src.write_text(_FULL_MPY % {"file_flash": _FILE_FLASH, "addr": ADDR, "key": KEY, "flash": str(flash), "t": t,
+                                    "frames": str(frames)})
         subprocess.run([mpy_cross(), "-o", str(dest / f"{name}.mpy"), src.name], check=True, cwd=dest)
         src.unlink()
     flash.write_bytes(saved.read_bytes())  # each power-up from the same state
@@ -358,10 +338,11 @@ def _mpy_run(dest: Path, frames: Path, flash: Path, heapsize: str, rate: int):
     name = f"bench_harness_{rate}"
     if not (dest / f"{name}.mpy").exists():
         src = dest / f"{name}.py"
-        src.write_text(_MPY % {"addr": ADDR, "key": KEY, "flash": str(flash), "t0": T0, "frames": str(frames),
-                               "rate": rate, "read": READ_ENERGY.hex()})
+        src.write_text(_MPY % {"file_flash": _FILE_FLASH, "rand": _RAND, "addr": ADDR, "key": KEY, "flash": str(flash),
+                               "t0": T0, "frames": str(frames), "rate": rate, "read": READ_ENERGY.hex()})
         subprocess.run([mpy_cross(), "-o", str(dest / f"{name}.mpy"), src.name], check=True, cwd=dest)
         src.unlink()
+    flash.write_bytes(bytes(16384))  # every run boots a new meter on a blank flash
     res = run_mpy(dest, f"import {name}", heapsize=heapsize)
     for line in res.stdout.splitlines():
         if line.startswith("result"):
