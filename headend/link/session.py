@@ -32,6 +32,16 @@ from protocol import Deframer, Frame, ProtocolError, build_frame, parse_frame
 __all__ = ["Failure", "LinkSession", "LinkStats", "LocalUsageError", "Reply", "Request", "address_matches"]
 
 BROADCAST = "999999999999"
+
+# Default link timing, the one place it is set (the transports' LinkSettings start from it):
+# a reply within 2 s (spec: Td <= 500 ms plus the line time at 2400 bit/s), two re-sends backing
+# off 0.2 s, 0.4 s ... up to 5 s, and the usual four FE wake-up bytes.
+TIMEOUT_S = 2.0
+RETRIES = 2
+BACKOFF_S = 0.2
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX_S = 5.0
+PREAMBLE = 4
 _DI_CHECKED = frozenset({0x11, 0x12, 0x03})
 
 
@@ -121,12 +131,12 @@ class LinkSession:
     def __init__(
         self,
         *,
-        timeout: float = 2.0,
-        retries: int = 2,
-        backoff: float = 0.2,
-        backoff_factor: float = 2.0,
-        backoff_max: float = 5.0,
-        preamble: int = 4,
+        timeout: float = TIMEOUT_S,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF_S,
+        backoff_factor: float = BACKOFF_FACTOR,
+        backoff_max: float = BACKOFF_MAX_S,
+        preamble: int = PREAMBLE,
         max_buffer: int = 1024,
     ) -> None:
         if timeout <= 0 or retries < 0 or backoff < 0:

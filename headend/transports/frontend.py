@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from headend.link import session as _defaults
 from headend.link.session import Failure, LinkSession, Reply, Request
 from headend.transports.base import (
     Connection,
@@ -43,12 +44,12 @@ class NoAnswer(LinkError):
 class LinkSettings:
     """Timing of a link; one frozen value per front-end."""
 
-    timeout: float = 2.0
-    retries: int = 2
-    backoff: float = 0.2
-    backoff_factor: float = 2.0
-    backoff_max: float = 5.0
-    preamble: int = 4
+    timeout: float = _defaults.TIMEOUT_S
+    retries: int = _defaults.RETRIES
+    backoff: float = _defaults.BACKOFF_S
+    backoff_factor: float = _defaults.BACKOFF_FACTOR
+    backoff_max: float = _defaults.BACKOFF_MAX_S
+    preamble: int = _defaults.PREAMBLE
     connect_timeout: float = 5.0
     reconnect_backoff: float = 0.5
     reconnect_backoff_max: float = 30.0
