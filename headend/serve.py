@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 
 from headend.commands import MeterClient, MeterTarget, OutboxWorker
+from headend.commands import worker as _outbox
 from headend.commands.collect import read_cycle
 from headend.costctl.loop import LoopOptions, run_loop
 from headend.keys import KeyStore
@@ -33,10 +34,10 @@ class ServeOptions:
 
     link: LinkSettings = field(default_factory=LinkSettings)
     listen: tuple[str, ...] = ()
-    concurrency: int = 256
-    poll_s: float = 0.05
-    max_attempts: int = 3
-    retry_backoff_s: float = 2.0
+    concurrency: int = _outbox.CONCURRENCY
+    poll_s: float = _outbox.POLL_S
+    max_attempts: int = _outbox.MAX_ATTEMPTS
+    retry_backoff_s: float = _outbox.RETRY_BACKOFF_S
     security_timeout: float = 5.0
     operator: int = 0
     collect_every_s: float = 0.0  # 0: no periodic read cycles

@@ -45,6 +45,14 @@ __all__ = [
 
 log = logging.getLogger("headend.commands")
 
+# Outbox defaults, set once (`headend serve`'s options start from them): commands in flight,
+# how often an idle worker looks at the queue, tries before a non-money command fails, and the
+# first wait before a retry.
+CONCURRENCY = 256
+POLL_S = 0.05
+MAX_ATTEMPTS = 3
+RETRY_BACKOFF_S = 2.0
+
 STATUS3 = 0x04000503
 LIMIT_NAMES = {
     "alarm1": 0x04001001,
@@ -108,10 +116,10 @@ class OutboxWorker:
         store: Store,
         client: MeterClient,
         *,
-        concurrency: int = 256,
-        poll_s: float = 0.05,
-        max_attempts: int = 3,
-        retry_backoff_s: float = 2.0,
+        concurrency: int = CONCURRENCY,
+        poll_s: float = POLL_S,
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_backoff_s: float = RETRY_BACKOFF_S,
         retry_backoff_max_s: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
