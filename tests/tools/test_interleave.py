@@ -1,0 +1,33 @@
+"""The interleaved ratio pairs adjacent runs, so a machine that slows down mid-run still
+gives the true ratio of A to B."""
+
+import pytest
+
+from tools.bench.interleave import interleaved_values
+
+
+def test_median_ratio_of_adjacent_pairs_survives_a_drifting_machine():
+    # The machine gets slower every call; B always does half of A's rate at the same moment.
+    speed = iter(range(100, 0, -1))
+    seen = []
+
+    def a():
+        s = next(speed)
+        seen.append(("a", s))
+        return 2.0 * s
+
+    def b():
+        s = next(speed)
+        seen.append(("b", s))
+        return 1.0 * s
+
+    r = interleaved_values(a, b, rounds=6)
+    # Adjacent calls differ by one step of drift, so each pair is within 2x * (s / (s-1)).
+    assert 1.9 < r.ratio < 2.1
+    assert r.low <= r.ratio <= r.high
+    assert [k for k, _ in seen] == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
+
+
+def test_rounds_must_be_positive():
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_values(lambda: 1.0, lambda: 1.0, rounds=0)

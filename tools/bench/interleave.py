@@ -1,0 +1,88 @@
+"""Same-run ratios measured the one honest way on a shared machine: interleaved.
+
+A best-of-5 of A beside a best-of-5 of B taken minutes apart compares two moods of
+the machine, not A and B.  ``interleaved`` runs A, B, A, B ... and keeps the ratio of
+each adjacent pair, so a slow minute slows both sides of the same ratio; the figure
+is the median of those ratios, reported with its spread (lowest and highest pair).
+
+    r = interleaved(lambda: kernel(batch), lambda: stream_read(batch), rounds=7,
+                    work_a=n, work_b=n)          # rates: work per second
+    report("kernel / stream read bandwidth", r.a, "readings/s", baseline=r.b)
+    print(r.describe())
+
+``a`` and ``b`` are the medians of each side's rates, ``ratio`` the median of the
+per-pair ratios (not a/b), ``low``/``high`` the spread of the pair ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    a: float          # median rate of A (work_a per second)
+    b: float          # median rate of B
+    ratio: float      # median over pairs of rate_a / rate_b
+    low: float        # smallest pair ratio
+    high: float       # largest pair ratio
+    rounds: int
+
+    def describe(self) -> str:
+        return (f"{self.ratio:.2f}x (median of {self.rounds} interleaved pairs, "
+                f"spread {self.low:.2f}-{self.high:.2f})")
+
+
+def _rate(fn: Callable[[], object], work: float) -> float:
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    return work / dt if dt > 0 else float("inf")
+
+
+def interleaved(a: Callable[[], object], b: Callable[[], object], *, rounds: int = 7,
+                work_a: float = 1.0, work_b: float = 1.0, warmup: bool = True) -> Interleaved:
+    """Run ``a`` and ``b`` alternately ``rounds`` times; return rates and the median pair ratio.
+
+    ``work_a``/``work_b`` is how much work one call does (rates are work per second).
+    Callables that time themselves (a fixed window, say) go to ``interleaved_values``.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if warmup:
+        a()
+        b()
+    ra: list[float] = []
+    rb: list[float] = []
+    for i in range(rounds):
+        # Alternate which side goes first so neither always follows the other's cache state.
+        if i % 2 == 0:
+            ra.append(_rate(a, work_a))
+            rb.append(_rate(b, work_b))
+        else:
+            rb.append(_rate(b, work_b))
+            ra.append(_rate(a, work_a))
+    ratios = [x / y for x, y in zip(ra, rb) if y]
+    return Interleaved(statistics.median(ra), statistics.median(rb), statistics.median(ratios),
+                       min(ratios), max(ratios), rounds)
+
+
+def interleaved_values(a: Callable[[], float], b: Callable[[], float], *, rounds: int = 7) -> Interleaved:
+    """Like ``interleaved`` for callables that measure themselves and return a rate each."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    ra: list[float] = []
+    rb: list[float] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            ra.append(a())
+            rb.append(b())
+        else:
+            rb.append(b())
+            ra.append(a())
+    ratios = [x / y for x, y in zip(ra, rb) if y]
+    return Interleaved(statistics.median(ra), statistics.median(rb), statistics.median(ratios),
+                       min(ratios), max(ratios), rounds)
