@@ -7,7 +7,8 @@
     store.confirm(cmd.id, reply={"status3": "0x0040"})
     store.add_readings([("000000000001", "00010000", 123456, 1764000000)])
 
-See api.py for the transaction rules and models.py for the records and errors.
+See api.py for the transaction rules and the module of each concern, models.py for the records
+and errors.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The small interface between the store's logic and a database engine.
 
-`headend/store/api.py` speaks only portable SQL through this interface: `?` placeholders (a
-PostgreSQL backend rewrites them to `%s`), `INSERT ... ON CONFLICT DO NOTHING`, `RETURNING`, no
-engine-specific functions. Everything engine-specific (connection set-up, pragmas, DDL and
+The store's modules (`headend/store/*.py`) speak only portable SQL through this interface: `?`
+placeholders (a PostgreSQL backend rewrites them to `%s`), `INSERT ... ON CONFLICT DO NOTHING`,
+`RETURNING`, no engine-specific functions. Everything engine-specific (connection set-up, pragmas, DDL and
 migrations, transaction start) lives in one backend module: today `headend/store/sqlite.py`.
 A PostgreSQL backend implements the same two protocols and its own migrations.
 """

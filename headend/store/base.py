@@ -1,0 +1,83 @@
+"""What every part of the store shares: the backend, the clock, transactions, small query helpers."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Self
+
+from headend.store.backend import Backend, Tx
+from headend.store.models import InvalidInput
+
+
+def _nonneg(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"{name} must be a whole number >= 0 (fen), got {value!r}")
+    return value
+
+
+class StoreBase:
+    """The connection and clock under every part of `Store`."""
+
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+        self._db = backend
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"<Store {self._db.name}:{self._db.location}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def location(self) -> str:
+        """Where the data lives (file path for SQLite)."""
+        return self._db.location
+
+    def now(self) -> int:
+        """The store's clock, integer Unix seconds (injectable for tests)."""
+        return int(self._clock())
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def migrate(self) -> int:
+        """Apply pending schema migrations (idempotent); return the schema version."""
+        return self._db.migrate()
+
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        return self._db.schema_version()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Group several store calls into one transaction: all land, or none does."""
+        with self._tx():
+            yield
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Tx]:
+        with self._db.transaction(write) as tx:
+            yield tx
+
+    @staticmethod
+    def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+        parts, params = [], []
+        for col, val in filters.items():
+            if val is not None:
+                parts.append(f"{col} = ?")
+                params.append(val)
+        return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+    @staticmethod
+    def _existing(tx: Tx, table: str, column: str, values: list[str]) -> set[str]:
+        out: set[str] = set()
+        for lo in range(0, len(values), 500):  # stay under every engine's parameter limit
+            chunk = values[lo:lo + 500]
+            out.update(r[0] for r in tx.all(f"SELECT {column} FROM {table} WHERE {column} IN"
+                                            f" ({', '.join('?' for _ in chunk)})", chunk))
+        return out

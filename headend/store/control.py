@@ -1,0 +1,204 @@
+"""Cost control's state per account: rating position, notice level, supply decision."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from headend.store.accounts import Accounts
+from headend.store.models import SUPPLY_STATES, Account, Conflict, InvalidInput, NotFound, dumps, loads
+
+_KEEP: Any = object()  # "leave this column as it is" (None means: set it to NULL)
+
+
+class CostControlState(Accounts):
+    """What the remote cost-control loop reads and records, in bulk."""
+
+    def set_account_state(
+        self,
+        customer: str,
+        *,
+        expected_version: int | None = None,
+        rated_until: Any = _KEEP,
+        notice_level: int | None = None,
+        notice_at: Any = _KEEP,
+        supply: str | None = None,
+        supply_at: Any = _KEEP,
+    ) -> Account:
+        """Record cost control's state for an account (notice level, supply decision, rating position).
+
+        Arguments left out are kept; notice_at / supply_at / rated_until accept None to clear.
+        With expected_version the change applies only if no money moved since the caller read the
+        account (compare-and-set), else Conflict: re-read and decide again.
+        """
+        sets: list[str] = []
+        params: list[Any] = []
+        if notice_level is not None:
+            if notice_level not in (0, 1, 2, 3):
+                raise InvalidInput(f"notice level is 0..3 (none, alarm 1, alarm 2, cut notice), got {notice_level!r}")
+            sets.append("notice_level = ?")
+            params.append(notice_level)
+        if supply is not None:
+            if supply not in SUPPLY_STATES:
+                raise InvalidInput(f"supply is one of {', '.join(SUPPLY_STATES)}, got {supply!r}")
+            sets.append("supply = ?")
+            params.append(supply)
+        for col, val in (("rated_until", rated_until), ("notice_at", notice_at), ("supply_at", supply_at)):
+            if val is not _KEEP:
+                sets.append(f"{col} = ?")
+                params.append(None if val is None else int(val))
+        if not sets:
+            return self.get_account(customer)
+        sql = f"UPDATE accounts SET {', '.join(sets)}, updated_at = ? WHERE customer = ?"
+        params += [self.now(), customer]
+        if expected_version is not None:
+            sql += " AND version = ?"
+            params.append(int(expected_version))
+        with self._tx() as tx:
+            if tx.execute(sql, params) != 1:
+                acct = self.get_account(customer)  # NotFound if missing
+                raise Conflict(f"customer {customer}: account changed (version {acct.version}, expected"
+                               f" {expected_version}); read it again before deciding")
+            return self.get_account(customer)
+
+    # Accounts are picked with IN (subquery) rather than a correlated EXISTS: the engine then
+    # builds the set of remote customers once instead of probing meters per account (with the
+    # meters_mode index the probe scanned every remote meter: quadratic).
+    _REMOTE = "customer IN (SELECT customer FROM meters WHERE mode = 'remote')"
+
+    def rating_accounts(self) -> list[tuple[str, int, int, int, int | None, int, str | None]]:
+        """Accounts with a remote-cost-control meter, by customer number, as rows for a rating batch:
+        (customer, balance_fen, rem, ladder_wh, rated_until, version, tariff)."""
+        with self._tx(write=False) as tx:
+            return tx.all(  # type: ignore[return-value]
+                "SELECT customer, balance_fen, rem, ladder_wh, rated_until, version, tariff FROM accounts"
+                f" WHERE {self._REMOTE} ORDER BY customer"
+            )
+
+    def cost_control_accounts(self) -> list[tuple[Any, ...]]:
+        """Accounts with a remote-cost-control meter, by customer number, as rows for the decision step:
+        (customer, balance_fen, alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected (0/1),
+        restore_policy, notice_level, notice_at, supply, supply_at, version)."""
+        with self._tx(write=False) as tx:
+            return tx.all(
+                "SELECT customer, balance_fen, alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected,"
+                " restore_policy, notice_level, notice_at, supply, supply_at, version FROM accounts"
+                f" WHERE {self._REMOTE} ORDER BY customer"
+            )
+
+    def cost_control_meters(self) -> list[tuple[Any, ...]]:
+        """Every remote-cost-control meter with its account, by customer then address: the whole
+        input of a cost-control cycle in one query.
+
+        Rows: (customer, address, balance_fen, rem, ladder_wh, rated_until, version, tariff,
+        alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected (0/1: the account's or
+        the meter's flag), restore_policy, notice_level, notice_at, supply, supply_at, the
+        address as a number).
+        """
+        with self._tx(write=False) as tx:
+            return tx.all(
+                "SELECT a.customer, m.address, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.tariff,"
+                " a.alarm1_fen, a.alarm2_fen, a.overdraft_fen, a.close_ok_fen,"
+                " CASE WHEN a.protected = 1 OR m.protected = 1 THEN 1 ELSE 0 END, a.restore_policy,"
+                " a.notice_level, a.notice_at, a.supply, a.supply_at, CAST(m.address AS BIGINT)"
+                " FROM meters m JOIN accounts a ON a.customer = m.customer WHERE m.mode = 'remote'"
+                " ORDER BY a.customer, m.address"
+            )
+
+    def apply_decisions(
+        self,
+        states: Iterable[Sequence[Any]],
+        *,
+        notices: Iterable[Sequence[Any]] = (),
+        commands: Iterable[Sequence[Any]] = (),
+        audit: Iterable[tuple[str, str, str | None, Any]] = (),
+        actor: str,
+    ) -> set[str]:
+        """Record a cost-control cycle's decisions in one transaction; return the customers skipped.
+
+        ``states``: (customer, expected_version, notice_level, notice_at, supply, supply_at); a row
+        applies only if the account's version is still ``expected_version`` (no money moved since
+        the cycle read it); otherwise the customer is returned and its notices, commands and audit
+        rows (matched by customer / audit target) are left out too, to be decided next cycle.
+        ``notices``: (customer, kind, message, idem_key, detail), queued once per idem_key.
+        ``commands``: (customer, meter, kind, params, idem_key), queued once per idem_key, each
+        with its ``command.KIND`` audit row as ``enqueue`` writes it.
+        ``audit``: (actor, action, target, detail) rows.
+        """
+        now = self.now()
+        rows = []
+        for customer, version, level, notice_at, supply, supply_at in states:
+            if level not in (0, 1, 2, 3) or supply not in SUPPLY_STATES:
+                raise InvalidInput(f"customer {customer}: notice level is 0..3 and supply one of"
+                                   f" {', '.join(SUPPLY_STATES)}, got {level!r} / {supply!r}")
+            rows.append((int(level), None if notice_at is None else int(notice_at), supply,
+                         None if supply_at is None else int(supply_at), now, customer, int(version)))
+        with self._tx() as tx:
+            # the write lock is held from here: versions read now cannot move before the update
+            if len(rows) > 5000:
+                current = dict(tx.all("SELECT customer, version FROM accounts"))
+            else:
+                current = {}
+                wanted = [r[5] for r in rows]
+                for lo in range(0, len(wanted), 500):
+                    chunk = wanted[lo:lo + 500]
+                    current.update(tx.all(f"SELECT customer, version FROM accounts WHERE customer IN"
+                                          f" ({', '.join('?' for _ in chunk)})", chunk))
+            stale = {r[5] for r in rows if current.get(r[5]) != r[6]}
+            missing = [r[5] for r in rows if r[5] not in current]
+            if missing:
+                raise NotFound(f"{len(missing)} customer(s) in the decisions do not exist, e.g. {missing[0]}"
+                               " (nothing was recorded)")
+            tx.executemany(
+                "UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?, updated_at = ?"
+                " WHERE customer = ?",
+                (r[:6] for r in rows if r[5] not in stale),
+            )
+            tx.executemany(
+                "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
+                " updated_at, idem_key, detail) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                ((c, kind, msg, now, now, key, dumps(detail)) for c, kind, msg, key, detail in notices
+                 if c not in stale),
+            )
+            cmds = [(meter, kind, dumps(params), key) for c, meter, kind, params, key in commands if c not in stale]
+            known = self._existing(tx, "commands", "idem_key", [c[3] for c in cmds])
+            cmds = [c for c in cmds if c[3] not in known]      # queued by an earlier run: nothing to do
+            tx.executemany(
+                "INSERT INTO commands (meter, kind, params, status, attempts, created_at, updated_at, idem_key,"
+                " actor, not_before) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)",
+                ((m, k, p, now, now, key, actor) for m, k, p, key in cmds),
+            )
+            ids: dict[str, int] = {}
+            keys = [c[3] for c in cmds]
+            for lo in range(0, len(keys), 500):
+                chunk = keys[lo:lo + 500]
+                ids.update((k, i) for i, k in tx.all(
+                    f"SELECT id, idem_key FROM commands WHERE idem_key IN ({', '.join('?' for _ in chunk)})", chunk))
+            self.log_actions([(actor, f"command.{k}", m, {"command": ids[key], "params": loads(p)})
+                              for m, k, p, key in cmds]
+                             + [a for a in audit if a[2] not in stale])
+        return stale
+
+    def set_account_states(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Record cost control's decisions for many accounts in one transaction; return rows changed.
+
+        Each row is (customer, notice_level, notice_at, supply, supply_at) and replaces all four
+        fields (None clears a time). Unknown customers are an error and nothing is changed.
+        """
+        data = []
+        now = self.now()
+        for r in rows:
+            customer, level, notice_at, supply, supply_at = r
+            if level not in (0, 1, 2, 3) or supply not in SUPPLY_STATES:
+                raise InvalidInput(f"customer {customer}: notice level is 0..3 and supply one of"
+                                   f" {', '.join(SUPPLY_STATES)}, got {level!r} / {supply!r}")
+            data.append((int(level), None if notice_at is None else int(notice_at), supply,
+                         None if supply_at is None else int(supply_at), now, customer))
+        with self._tx() as tx:
+            n = tx.executemany(
+                "UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?, updated_at = ?"
+                " WHERE customer = ?",
+                data,
+            )
+            if n != len(data):
+                raise NotFound(f"{len(data) - n} of {len(data)} customers in the batch do not exist (nothing changed)")
+            return n
