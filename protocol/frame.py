@@ -96,7 +96,16 @@ def _check_address_text(text: str) -> None:
 
 _TO_WIRE: dict[str, bytes] = {}
 _FROM_WIRE: dict[bytes, str] = {}
-_CACHE_MAX = 8192  # a head-end talks to a bounded fleet; the caches just avoid re-validating
+# The caches only spare re-validating an address.  Sized for a large fleet (a few MB when full);
+# past that the oldest entry makes room: clearing the whole cache would make every meter of a
+# fleet just over the size pay the check again on every frame.
+_CACHE_MAX = 1 << 17
+
+
+def _remember(cache: dict, key: object, value: object) -> None:
+    if len(cache) >= _CACHE_MAX:
+        del cache[next(iter(cache))]
+    cache[key] = value
 
 
 def address_to_wire(address: str) -> bytes:
@@ -109,9 +118,7 @@ def address_to_wire(address: str) -> bytes:
     text = address.upper()
     _check_address_text(text)
     wire = bytes.fromhex(text)[::-1]
-    if len(_TO_WIRE) >= _CACHE_MAX:
-        _TO_WIRE.clear()
-    _TO_WIRE[address] = wire
+    _remember(_TO_WIRE, address, wire)
     return wire
 
 
@@ -124,9 +131,7 @@ def address_from_wire(wire: bytes) -> str:
     if len(text) != 12:
         raise ProtocolError("address", f"address field must be 6 bytes, got {len(wire)}")
     _check_address_text(text)
-    if len(_FROM_WIRE) >= _CACHE_MAX:
-        _FROM_WIRE.clear()
-    _FROM_WIRE[bytes(wire)] = text
+    _remember(_FROM_WIRE, bytes(wire), text)
     return text
 
 

@@ -174,3 +174,18 @@ def test_error_pickles_with_reason():
 def test_parse_rejects_non_bytes():
     with pytest.raises(ProtocolError):
         parse_frame("68 12")  # type: ignore[arg-type]
+
+
+def test_address_caches_keep_working_when_full(monkeypatch):
+    # a fleet larger than the cache must not wipe it: the oldest entry goes, recent ones stay
+    import protocol.frame as fr
+
+    monkeypatch.setattr(fr, "_CACHE_MAX", 4)
+    monkeypatch.setattr(fr, "_TO_WIRE", {})
+    monkeypatch.setattr(fr, "_FROM_WIRE", {})
+    addresses = [f"{i:012d}" for i in range(1, 8)]
+    for a in addresses:
+        assert address_from_wire(address_to_wire(a)) == a
+    assert list(fr._TO_WIRE) == addresses[-4:]
+    assert list(fr._FROM_WIRE.values()) == addresses[-4:]
+    assert address_to_wire(addresses[-1]) is fr._TO_WIRE[addresses[-1]]   # served from the cache

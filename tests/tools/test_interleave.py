@@ -31,3 +31,18 @@ def test_median_ratio_of_adjacent_pairs_survives_a_drifting_machine():
 def test_rounds_must_be_positive():
     with pytest.raises(ValueError, match="rounds"):
         interleaved_values(lambda: 1.0, lambda: 1.0, rounds=0)
+
+
+def test_report_row_keeps_the_interleaved_ratio_and_its_spread():
+    from tools.bench.interleave import Interleaved
+    from tools.bench.run import reporter
+
+    rows, lines = [], []
+    report = reporter(rows, lines.append)
+    pairs = Interleaved(a=50.0, b=100.0, ratio=0.48, low=0.41, high=0.55, rounds=7)
+    report("kernel vs read bandwidth, same array", 50.0, "M readings/s", baseline=100.0, pairs=pairs)
+    report("plain figure", 3.0, "s")
+    assert rows[0] == {"name": "kernel vs read bandwidth, same array", "value": 50.0, "unit": "M readings/s",
+                       "baseline": 100.0, "ratio": 0.48, "ratio_low": 0.41, "ratio_high": 0.55, "pairs": 7}
+    assert "0.48x (median of 7 interleaved pairs, spread 0.41-0.55)" in lines[0]
+    assert rows[1] == {"name": "plain figure", "value": 3.0, "unit": "s"}
