@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from headend.commands import MeterClient, MeterTarget, OutboxWorker
+from headend.commands import DEFAULT_READ_DIS, MeterClient, MeterTarget, OutboxWorker
 from headend.commands import worker as _outbox
 from headend.commands.collect import read_cycle
 from headend.costctl.loop import LoopOptions, run_loop
@@ -41,7 +41,7 @@ class ServeOptions:
     security_timeout: float = 5.0
     operator: int = 0
     collect_every_s: float = 0.0  # 0: no periodic read cycles
-    collect_dis: tuple[int, ...] = (0x00010000, 0x00900200, 0x04000503)
+    collect_dis: tuple[int, ...] = DEFAULT_READ_DIS
     costctl: LoopOptions | None = None  # remote cost control: collect on the grid, rate, debit, act
 
 

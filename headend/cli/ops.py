@@ -22,11 +22,10 @@ from typing import Any, Callable, Iterator
 
 from headend.cli import _common as c
 from headend.cli import costctl as costctl_cli
-from headend.commands import parse_di
+from headend.commands import DEFAULT_READ_DIS, parse_di
 from headend.store import Command, Meter, Store
 from headend.transports import LinkError
 
-DEFAULT_READ = ["00010000", "00900200", "04000503"]
 _FINAL = ("confirmed", "failed")
 
 
@@ -243,7 +242,7 @@ def op_read(args: argparse.Namespace) -> int:
         # `read --all remaining_money`: the first item landed in the METER slot
         args.items.insert(0, args.meter)
         args.meter = None
-    names = args.items or DEFAULT_READ
+    names = args.items or [f"{d:08X}" for d in DEFAULT_READ_DIS]
     dis = []
     for name in names:
         try:

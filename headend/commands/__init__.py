@@ -25,6 +25,7 @@ one command per meter use :func:`headend.commands.collect.read_cycle`.
 """
 
 from headend.commands.meter_client import (
+    DEFAULT_READ_DIS,
     RELAY_ACTIONS,
     MeterClient,
     MeterRefused,
@@ -33,10 +34,12 @@ from headend.commands.meter_client import (
     decode_err,
     decode_serr,
     parse_di,
+    reading_row,
 )
-from headend.commands.worker import KINDS, LIMIT_NAMES, OutboxWorker, reading_row, target_of
+from headend.commands.worker import KINDS, LIMIT_NAMES, OutboxWorker, target_of
 
 __all__ = [
+    "DEFAULT_READ_DIS",
     "KINDS",
     "LIMIT_NAMES",
     "RELAY_ACTIONS",

@@ -10,7 +10,8 @@ The per-read path is the head-end's hottest, so it is kept short: each meter of 
 decoded and turned into its store row there, and the meter's next read goes out in the same
 callback (no task, future or closure per read; the read requests are built once and reused
 across cycles).  Every check still runs: the link session matches function, address and DI
-and parse_frame the checksum; the value is decoded by the protocol's own formats.
+and parse_frame the checksum; the reply becomes a value or a refusal through the same
+:class:`~headend.commands.meter_client.ReadItem` as every other read.
 """
 
 from __future__ import annotations
@@ -18,17 +19,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
-from headend.commands.meter_client import MeterClient, MeterRefused, ReadValue, decode_err
-from headend.commands.worker import UNIT_SCALE, reading_row, target_of
-from headend.link.security import di_wire
-from headend.link.session import Reply, Request
+from headend.commands.meter_client import MeterClient, MeterRefused, ReadItem, read_item, read_request
+from headend.commands.worker import target_of
+from headend.link.session import Reply
 from headend.store import Meter, Store
 from headend.transports import Job, LinkError
-from protocol import ProtocolError
-from protocol import di as registry
 
 __all__ = ["CycleResult", "read_cycle"]
 
@@ -46,59 +43,6 @@ class CycleResult:
     def reads_per_s(self) -> float:
         """Meter reads (one per meter and item) per second of cycle time."""
         return self.stored / self.seconds if self.seconds else 0.0
-
-
-def _is_block(di: int) -> bool:
-    return (di & 0xFF) == 0xFF or (di >> 8 & 0xFF) == 0xFF
-
-
-class _Item:
-    """One DI of a cycle: its wire bytes, its registry entry and how its value becomes a row."""
-
-    __slots__ = ("di", "hex", "wire", "unit", "name", "scale", "block")
-
-    def __init__(self, di: int) -> None:
-        item = registry.lookup(di)
-        self.di = di
-        self.hex = f"{di:08X}"
-        self.wire = di_wire(di)
-        self.unit = item.unit if item else ""
-        self.name = item.name if item else registry.di_text(di)
-        self.scale = UNIT_SCALE.get(self.unit)
-        self.block = _is_block(di)
-
-    def row(self, address: str, value: Any, at: int) -> tuple[str, str, int | None, int, str | None]:
-        """reading_row(address, ReadValue(...), at), with its two common cases first."""
-        t = type(value)
-        if t is int:
-            return (address, self.hex, value, at, None)
-        if t is Decimal and self.scale is not None:
-            x = value * self.scale
-            if x == x.to_integral_value():
-                return (address, self.hex, int(x), at, None)
-        return reading_row(address, ReadValue(self.di, value, self.unit, self.name), at)
-
-
-_ITEMS: dict[int, _Item] = {}
-# (address, DI) -> the read request: the same objects every cycle, so the link's wire cache hits
-_REQUESTS: dict[tuple[str, int], Request] = {}
-
-
-def _item(di: int) -> _Item:
-    it = _ITEMS.get(di)
-    if it is None:
-        it = _ITEMS[di] = _Item(di)
-    return it
-
-
-def _request(address: str, it: _Item) -> Request:
-    key = (address, it.di)
-    req = _REQUESTS.get(key)
-    if req is None:
-        if len(_REQUESTS) >= 262144:
-            _REQUESTS.clear()
-        req = _REQUESTS[key] = Request(address, 0x11, it.wire)
-    return req
 
 
 async def read_cycle(
@@ -119,7 +63,7 @@ async def read_cycle(
     async path.  Readings are committed in batches on a worker thread (the store is thread-safe)
     so the buses keep going meanwhile; the cycle ends when every batch is committed.
     """
-    items = [_item(di) for di in dis]
+    items = [read_item(di) for di in dis]
     n_items = len(items)
     todo = iter(list(meters))
     result = CycleResult()
@@ -177,7 +121,7 @@ async def read_cycle(
                     slow_tasks.add(task)
                     task.add_done_callback(slow_tasks.discard)
                     return
-                self.request = _request(self.address, it)
+                self.request = read_request(self.address, it)
                 self.link.submit_job(self)
                 return
             meter_done()
@@ -187,15 +131,10 @@ async def read_cycle(
             try:
                 if exc is not None or reply is None:
                     return self.fail(str(exc))
-                f = reply.frame
-                if f.control & 0x40:
-                    code = f.data[0] if f.data else 0
-                    return self.fail(str(MeterRefused(self.address, f"read of {registry.di_text(it.di)}", decode_err(code), code, False)))
                 try:
-                    value = registry.decode_value(it.di, f.data[4:])
-                except ProtocolError as e:
-                    return self.fail(str(MeterRefused(self.address, f"read of {registry.di_text(it.di)}: the value does not decode ({e})",
-                                                      ["other"], 0, False)))
+                    value = it.value(self.address, reply.frame)
+                except MeterRefused as e:
+                    return self.fail(str(e))
                 pending.append(it.row(self.address, value, self.at))
                 if len(pending) >= batch:
                     flush()
@@ -208,7 +147,7 @@ async def read_cycle(
             result.failed[self.address] = why
             meter_done()
 
-        async def slow(self, it: _Item) -> None:
+        async def slow(self, it: ReadItem) -> None:
             try:
                 rv = await client.read(target_of(self.m), it.di)
             except (MeterRefused, LinkError) as exc:
@@ -218,7 +157,7 @@ async def read_cycle(
                 self.fail(f"{type(e).__name__}: {e}")
                 return
             try:
-                pending.append(reading_row(self.address, rv, self.at))
+                pending.append(it.row(self.address, rv.value, self.at))
                 if len(pending) >= batch:
                     flush()
                 self.i += 1

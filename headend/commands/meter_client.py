@@ -22,23 +22,29 @@ from headend.link.security import (
     WalletStatus,
     di_wire,
 )
-from headend.link.session import Reply, Request
+from headend.link.session import Request
 from headend.transports import FrontEnd
 from protocol import ProtocolError
 from protocol import di as dis
 from protocol.frame import Frame
 
 __all__ = [
+    "DEFAULT_READ_DIS",
     "ERR_FLAGS",
     "SERR_FLAGS",
     "MeterClient",
     "MeterRefused",
     "MeterTarget",
     "RELAY_ACTIONS",
+    "ReadItem",
     "ReadValue",
+    "UNIT_SCALE",
     "decode_err",
     "decode_serr",
     "parse_di",
+    "read_item",
+    "read_request",
+    "reading_row",
 ]
 
 BROADCAST = "999999999999"
@@ -88,8 +94,6 @@ RELAY_ACTIONS = {
     "hold_off": 0x3B,
 }
 
-
-_ITEMS: dict[int, Any] = {}
 
 
 def decode_err(byte: int) -> list[str]:
@@ -154,14 +158,116 @@ def parse_di(text: str) -> int:
         raise ValueError(f"{text!r} is neither an 8-hex-digit DI nor a data item name: {exc.args[0]}") from None
 
 
-def _read_refused(m: MeterTarget, what: str, f: Frame) -> MeterRefused:
-    """The meter's abnormal answer to a read (11H) or follow-up (12H): one error byte."""
-    code = f.data[0] if f.data else 0
-    return MeterRefused(m.address, what, decode_err(code), code, False)
+# -- the read path: the one place a read reply becomes a value (or a refusal) and a store row -----
+# Reads by the outbox worker, by MeterClient.read and by read cycles (headend.commands.collect)
+# all go through ReadItem, so a reply is decoded and refused the same way whoever asked.
+
+# What the head-end reads when nobody names items (`headend read`, serve's periodic collection):
+# forward active energy, remaining money, status word 3.
+DEFAULT_READ_DIS = (0x00010000, 0x00900200, 0x04000503)
+
+# What a decimal reading in each unit is multiplied by to store it as an integer in its base
+# unit (Wh, fen, 0.0001 yuan/kWh, W, 0.1 V, mA, 0.01 Hz).
+UNIT_SCALE = {"kWh": 1000, "yuan": 100, "yuan/kWh": 10000, "kW": 1000, "V": 10, "A": 1000, "Hz": 100}
+
+Row = tuple[str, str, int | None, int, str | None]
 
 
-def _is_block(di: int) -> bool:
-    return (di & 0xFF) == 0xFF or (di >> 8 & 0xFF) == 0xFF
+def _row(address: str, di_hex: str, value: Any, at: int, scale: int | None) -> Row:
+    t = type(value)
+    if t is int:
+        return (address, di_hex, value, at, None)
+    if t is Decimal:
+        if scale is not None:
+            x = value * scale
+            if x == x.to_integral_value():
+                return (address, di_hex, int(x), at, None)
+        return (address, di_hex, None, at, str(value))
+    if t is bool:
+        return (address, di_hex, int(value), at, None)
+    if isinstance(value, (bytes, bytearray)):
+        return (address, di_hex, None, at, bytes(value).hex())
+    return (address, di_hex, None, at, str(value))
+
+
+class ReadItem:
+    """One data item as reads see it: its wire bytes, registry name and unit, how a reply to
+    its read becomes a value or a :class:`MeterRefused`, and how a value becomes a store row."""
+
+    __slots__ = ("di", "hex", "wire", "unit", "name", "text", "scale", "block")
+
+    def __init__(self, di: int) -> None:
+        item = dis.lookup(di)
+        self.di = di
+        self.hex = f"{di:08X}"
+        self.wire = di_wire(di)
+        self.text = dis.di_text(di)
+        self.unit = item.unit if item else ""
+        self.name = item.name if item else self.text
+        self.scale = UNIT_SCALE.get(self.unit)
+        # a block read may come in several replies (B1/B2 follow-ups with 12H)
+        self.block = (di & 0xFF) == 0xFF or (di >> 8 & 0xFF) == 0xFF
+
+    def refused(self, address: str, f: Frame, what: str | None = None) -> MeterRefused:
+        """The meter's abnormal answer to a read (11H) or follow-up (12H): one error byte."""
+        code = f.data[0] if f.data else 0
+        return MeterRefused(address, what or f"read of {self.text}", decode_err(code), code, False)
+
+    def decode(self, address: str, raw: bytes) -> Any:
+        """The value of the item's bytes; MeterRefused naming the meter if they do not decode."""
+        try:
+            return dis.decode_value(self.di, raw)
+        except ProtocolError as exc:
+            raise MeterRefused(address, f"read of {self.text}: the value does not decode ({exc})",
+                               ["other"], 0, False) from None
+
+    def value(self, address: str, f: Frame) -> Any:
+        """The decoded value of a single read reply; MeterRefused for an error reply."""
+        if f.control & 0x40:
+            raise self.refused(address, f)
+        return self.decode(address, f.data[4:])
+
+    def read_value(self, value: Any) -> ReadValue:
+        """``value`` with the item's DI, unit and name."""
+        return ReadValue(self.di, value, self.unit, self.name)
+
+    def row(self, address: str, value: Any, at: int) -> Row:
+        """The store reading (meter, DI, integer value in base unit, at, text) for a decoded value."""
+        return _row(address, self.hex, value, at, self.scale)
+
+
+_READ_ITEMS: dict[int, ReadItem] = {}
+# (address, DI) -> the read request: the same objects every cycle, so the link's wire cache hits
+_READ_REQUESTS: dict[tuple[str, int], Request] = {}
+_READ_REQUESTS_MAX = 1 << 18
+
+
+def read_item(di: int) -> ReadItem:
+    """The (cached) :class:`ReadItem` of ``di``."""
+    it = _READ_ITEMS.get(di)
+    if it is None:
+        it = _READ_ITEMS[di] = ReadItem(di)
+    return it
+
+
+def read_request(address: str, item: ReadItem) -> Request:
+    """The 11H read of ``item`` from ``address``, built once and reused (a cycle asks the same questions)."""
+    key = (address, item.di)
+    req = _READ_REQUESTS.get(key)
+    if req is None:
+        if len(_READ_REQUESTS) >= _READ_REQUESTS_MAX:   # the oldest makes room: never a cold cache for all
+            del _READ_REQUESTS[next(iter(_READ_REQUESTS))]
+        req = _READ_REQUESTS[key] = Request(address, 0x11, item.wire)
+    return req
+
+
+def reading_row(address: str, rv: ReadValue, at: int) -> Row:
+    """A store reading (meter, DI, integer value in base unit, at, text) for a decoded value.
+
+    kWh are stored as Wh, yuan as fen, prices in 0.0001 yuan/kWh; words and counts as ints;
+    anything else (times, tables, blocks, unknown bytes) as text.
+    """
+    return _row(address, f"{rv.di:08X}", rv.value, at, UNIT_SCALE.get(rv.unit))
 
 
 def _bcd(n: int) -> int:
@@ -198,7 +304,6 @@ class MeterClient:
         self._sec_kw: dict[str, Any] = {} if security_timeout is None else {"timeout": security_timeout}
         self._rand = rand
         self._sessions: dict[str, SecuritySession] = {}
-        self._reads: dict[tuple[str, str, int], Request] = {}  # a cycle asks the same questions
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- plumbing -----------------------------------------------------------------------
@@ -284,67 +389,22 @@ class MeterClient:
         raise AssertionError("unreachable")
 
     # -- reads --------------------------------------------------------------------------
-    def read_nowait(self, m: MeterTarget, di: int, done: Callable[[ReadValue | None, BaseException | None], None]) -> bool:
-        """Start a read from a loop callback; ``done(value, error)`` runs when it ends.
-
-        Returns False (and starts nothing) when the read needs the async path: a block DI
-        (follow-ups) or a dial-in link.  ``error`` is a MeterRefused or a LinkError.
-        """
-        if _is_block(di):
-            return False
-        link = self.frontend.link_nowait(m.link)
-        if link is None:
-            return False
-        req = self._read_request(m, di)
-
-        def on_reply(reply: Reply | None, exc: BaseException | None) -> None:
-            if exc is not None or reply is None:
-                done(None, exc)
-                return
-            f = reply.frame
-            if f.is_abnormal:
-                done(None, _read_refused(m, f"read of {dis.di_text(di)}", f))
-                return
-            done(*self._decoded(m, di, f.data[4:]))
-
-        link.submit(req, on_reply)
-        return True
-
-    def _read_request(self, m: MeterTarget, di: int) -> Request:
-        # a cycle asks the same questions: one Request per (meter, link, DI), built once
-        key = (m.address, m.link, di)
-        req = self._reads.get(key)
-        if req is None:
-            if len(self._reads) >= 65536:
-                self._reads.clear()
-            req = self._reads[key] = Request(m.address, 0x11, di_wire(di))
-        return req
-
-    def _decoded(self, m: MeterTarget, di: int, raw: bytes) -> tuple[ReadValue | None, BaseException | None]:
-        item = _ITEMS.get(di) if di in _ITEMS else _ITEMS.setdefault(di, dis.lookup(di))
-        try:
-            value = dis.decode_value(di, raw)
-        except ProtocolError as exc:
-            return None, MeterRefused(m.address, f"read of {dis.di_text(di)}: the value does not decode ({exc})",
-                                      ["other"], 0, False)
-        return ReadValue(di, value, item.unit if item else "", item.name if item else dis.di_text(di)), None
-
     async def read_raw(self, m: MeterTarget, di: int) -> bytes:
         """Value bytes of ``di`` (block reads follow B1/B2 replies with 12H follow-ups)."""
-        req = self._read_request(m, di)
-        reply = await self.frontend.request(m.link, req)
+        item = read_item(di)
+        reply = await self.frontend.request(m.link, read_request(m.address, item))
         assert reply is not None
         f = reply.frame
         if f.is_abnormal:
-            raise _read_refused(m, f"read of {dis.di_text(di)}", f)
+            raise item.refused(m.address, f)
         value = bytearray(f.data[4:])
         seq = 0
         # D5 on a short single item can mean "events pending" (2013 meters): follow only blocks
-        while f.has_more and _is_block(di) and seq < 255:
+        while f.has_more and item.block and seq < 255:
             seq += 1
-            f = await self._ask(m, 0x12, di_wire(di) + bytes([seq]))
+            f = await self._ask(m, 0x12, item.wire + bytes([seq]))
             if f.is_abnormal:
-                raise _read_refused(m, f"follow-up {seq} of {dis.di_text(di)}", f)
+                raise item.refused(m.address, f, f"follow-up {seq} of {item.text}")
             part = f.data[4:]
             if part and part[-1] == seq and len(part) > 0:
                 part = part[:-1]  # the follow-up reply echoes SEQ after the data
@@ -353,11 +413,8 @@ class MeterClient:
 
     async def read(self, m: MeterTarget, di: int) -> ReadValue:
         """Read and decode one DI (unknown DIs come back as raw bytes)."""
-        value, exc = self._decoded(m, di, await self.read_raw(m, di))
-        if exc is not None:
-            raise exc
-        assert value is not None
-        return value
+        item = read_item(di)
+        return item.read_value(item.decode(m.address, await self.read_raw(m, di)))
 
     async def status3(self, m: MeterTarget) -> int:
         """Status word 3 (relay actual/commanded, pre-trip alarm, power hold ...)."""

@@ -26,9 +26,9 @@ from headend.commands.meter_client import (
     MeterClient,
     MeterRefused,
     MeterTarget,
-    ReadValue,
     money_value,
     parse_di,
+    reading_row,
 )
 from headend.store import Command, Meter, NotFound, Store, TransitionError
 from headend.transports import LinkError
@@ -38,8 +38,6 @@ __all__ = [
     "KINDS",
     "LIMIT_NAMES",
     "OutboxWorker",
-    "UNIT_SCALE",
-    "reading_row",
     "target_of",
 ]
 
@@ -62,36 +60,9 @@ LIMIT_NAMES = {
     "close_ok": 0x04001005,
 }
 KINDS = ("read", "recharge", "sync_time", "set_limits", "set_tariff", *RELAY_ACTIONS)
-# What a decimal reading in each unit is multiplied by to store it as an integer in its base
-# unit (Wh, fen, 0.0001 yuan/kWh, W, 0.1 V, mA, 0.01 Hz): reading_row and the read cycles use it.
-UNIT_SCALE = {"kWh": 1000, "yuan": 100, "yuan/kWh": 10000, "kW": 1000, "V": 10, "A": 1000, "Hz": 100}
-
-
 def target_of(m: Meter) -> MeterTarget:
     """The registry record as the meter client needs it."""
     return MeterTarget(m.address, m.link, m.krn, m.meter_number or m.address, m.customer)
-
-
-def reading_row(address: str, rv: ReadValue, at: int) -> tuple[str, str, int | None, int, str | None]:
-    """A store reading (meter, DI, integer value in base unit, at, text) for a decoded value.
-
-    kWh are stored as Wh, yuan as fen, prices in 0.0001 yuan/kWh; words and counts as ints;
-    anything else (times, tables, blocks, unknown bytes) as text.
-    """
-    di_hex = f"{rv.di:08X}"
-    v = rv.value
-    if isinstance(v, bool):
-        return (address, di_hex, int(v), at, None)
-    if isinstance(v, int):
-        return (address, di_hex, v, at, None)
-    if isinstance(v, Decimal):
-        scale = UNIT_SCALE.get(rv.unit)
-        if scale is not None and (v * scale) == (v * scale).to_integral_value():
-            return (address, di_hex, int(v * scale), at, None)
-        return (address, di_hex, None, at, str(v))
-    if isinstance(v, (bytes, bytearray)):
-        return (address, di_hex, None, at, bytes(v).hex())
-    return (address, di_hex, None, at, str(v))
 
 
 def _jsonable(v: Any) -> Any:

@@ -450,3 +450,24 @@ def test_read_cycle_stores_what_single_reads_give(tmp_path):
     assert stored[(addresses[0], "00010000")].value == 12340  # Wh, from the 0.01 kWh register
     assert stored[(addresses[1], "00010000")].value == 19340
     assert stored[(addresses[0], "040005FF")].text.startswith("[")  # a block: the async path
+
+
+def test_read_cycle_and_single_read_refuse_alike(tmp_path):
+    """A refused read (an item the meter does not have) fails a cycle's meter with the same
+    words as MeterClient.read's MeterRefused: one read path, one way to say no."""
+    from headend.commands import MeterRefused
+    from headend.commands.collect import read_cycle
+
+    missing = 0x0F0F0F0F
+
+    async def main():
+        async with Rig(tmp_path, n=1) as rig:
+            a = rig.addresses[0]
+            res = await read_cycle(rig.client, rig.store, rig.store.find_meters(), [0x00010000, missing])
+            with pytest.raises(MeterRefused) as refused:
+                await rig.client.read(_target(rig, a), missing)
+            return a, res, refused.value
+
+    a, res, refused = run(main())
+    assert refused.flags == ["no-data"]
+    assert res.stored == 1 and res.failed == {a: str(refused)}
