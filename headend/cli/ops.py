@@ -411,7 +411,9 @@ def op_serve(args: argparse.Namespace) -> int:
         collect_every_s=args.collect_every,
         costctl=costctl_cli.serve_loop_options(args, "costctl"),
     )
-    with c.open_store_from_args(args) as store, _only_serve(store.location):
+    # the lock first and released last: closing its descriptor while SQLite has the file open
+    # would drop SQLite's own locks on it
+    with _only_serve(str(c.config_from_args(args).store.db)), c.open_store_from_args(args) as store:
         store.log_action(c.actor_of(args), "serve.start", None, {"pid": os.getpid()})
 
         async def main() -> None:
@@ -438,27 +440,29 @@ def op_serve(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _only_serve(location: str) -> Iterator[None]:
-    """Hold an exclusive lock beside the database: a second serve would put the first one's
-    in-flight commands back in the queue and send them again."""
+    """Hold an exclusive lock on the database file itself: a second serve would put the first
+    one's in-flight commands back in the queue and send them again.
+
+    The lock is on the file (its inode), not on a name beside it, so a second serve that reaches
+    the same file through a symlink, a hard link or another relative path is refused too."""
     if location in ("", ":memory:"):
         yield
         return
     import fcntl
 
-    path = f"{location}.serve.lock"
-    with open(path, "a+") as fh:
+    real = os.path.realpath(location)
+    try:
+        # created 0600 when new: an empty file is a valid empty SQLite database
+        fd = os.open(real, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise c.CliError(f"cannot open database {location}: {exc.strerror}", c.EXIT_FAILED) from None
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            fh.seek(0)
-            pid = fh.read().strip() or "?"
-            raise c.CliError(f"another `headend serve` (pid {pid}) is already working {location}; "
+            same = "" if real == os.path.abspath(location) else f" (the same file as {location})"
+            raise c.CliError(f"another `headend serve` is already working the database {real}{same}; "
                              "stop it first (one serve per database)", c.EXIT_FAILED) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
