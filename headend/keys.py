@@ -62,6 +62,16 @@ _SCRYPT_N = 2**15  # ~32 MiB and ~0.1 s per unlock: cheap for an operator, costl
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _MIN_PASSPHRASE = 8
+# What a key file may ask for, checked before any of it is used: the file is read before it is
+# authenticated, so a raised scrypt cost would otherwise run (or exhaust memory) first.
+_MAX_FILE_BYTES = 64 * 1024
+_SCRYPT_N_RANGE = (2**10, 2**20)
+_SCRYPT_R_RANGE = (1, 32)
+_SCRYPT_P_RANGE = (1, 16)
+_SCRYPT_MAX_MEMORY = 1 << 30  # 128 * n * r bytes
+_SALT_BYTES = (16, 64)
+_NONCE_BYTES = 12
+_SEALED_BYTES = MASTER_KEY_BYTES + 16  # the key and its GCM tag
 
 
 class KeyStoreError(Exception):
@@ -83,11 +93,26 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: object, what: str, path: Path) -> bytes:
+def _unb64(text: object, what: str, path: Path, size: tuple[int, int]) -> bytes:
+    lo, hi = size
+    if not isinstance(text, str) or len(text) > (hi + 2) // 3 * 4:
+        raise KeyStoreError(f"key file {path} is damaged: field {what} must be base64 of {lo}..{hi} bytes")
     try:
-        return base64.b64decode(str(text), validate=True)
+        raw = base64.b64decode(text, validate=True)
     except (ValueError, TypeError) as exc:
         raise KeyStoreError(f"key file {path} is damaged: field {what} is not base64") from exc
+    if not lo <= len(raw) <= hi:
+        raise KeyStoreError(f"key file {path} is damaged: field {what} has {len(raw)} bytes, expected {lo}..{hi}")
+    return raw
+
+
+def _kdf_int(kdf: dict, name: str, bounds: tuple[int, int], path: Path) -> int:
+    value = kdf.get(name)
+    lo, hi = bounds
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise KeyStoreError(f"key file {path} is refused: field kdf.{name} is {value!r}, allowed {lo}..{hi}"
+                            " (a damaged or altered file; restore it from a backup)")
+    return value
 
 
 def _header_aad(header: dict) -> bytes:
@@ -185,6 +210,9 @@ class KeyStore:
             raise KeyStoreError(
                 f"key file {p} can be read by other users (mode {st.st_mode & 0o777:o}); run `chmod 600 {p}`"
             )
+        if st.st_size > _MAX_FILE_BYTES:
+            raise KeyStoreError(f"key file {p} is too large ({st.st_size} bytes; a key file has well under"
+                                f" {_MAX_FILE_BYTES}): it is not a prepaid645 key file or it was altered")
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -195,19 +223,23 @@ class KeyStore:
             raise KeyStoreError(f"key file {p} has version {doc.get('version')!r}; this program reads"
                                 f" {_VERSION} and {_VERSION_ROTATED}")
         header = {k: v for k, v in doc.items() if k not in ("nonce", "ciphertext", "generations")}
-        kdf = doc.get("kdf") or {}
-        try:
-            n, r, par = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
-            if kdf.get("name") != "scrypt" or doc.get("cipher") != "AES-256-GCM":
-                raise KeyError("name")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise KeyStoreError(f"key file {p} is damaged: unknown or missing KDF/cipher settings") from exc
-        salt = _unb64(kdf.get("salt"), "kdf.salt", p)
-        nonce = _unb64(doc.get("nonce"), "nonce", p)
-        ct = _unb64(doc.get("ciphertext"), "ciphertext", p)
+        kdf = doc.get("kdf")
+        if not isinstance(kdf, dict) or kdf.get("name") != "scrypt" or doc.get("cipher") != "AES-256-GCM":
+            raise KeyStoreError(f"key file {p} is damaged: unknown or missing KDF/cipher settings")
+        n = _kdf_int(kdf, "n", _SCRYPT_N_RANGE, p)
+        r = _kdf_int(kdf, "r", _SCRYPT_R_RANGE, p)
+        par = _kdf_int(kdf, "p", _SCRYPT_P_RANGE, p)
+        if n & (n - 1):
+            raise KeyStoreError(f"key file {p} is refused: field kdf.n is {n}, which is not a power of two")
+        if 128 * n * r > _SCRYPT_MAX_MEMORY:
+            raise KeyStoreError(f"key file {p} is refused: kdf.n {n} with kdf.r {r} needs {128 * n * r >> 20} MiB,"
+                                f" allowed {_SCRYPT_MAX_MEMORY >> 20} MiB")
+        salt = _unb64(kdf.get("salt"), "kdf.salt", p, _SALT_BYTES)
+        nonce = _unb64(doc.get("nonce"), "nonce", p, (_NONCE_BYTES, _NONCE_BYTES))
+        ct = _unb64(doc.get("ciphertext"), "ciphertext", p, (_SEALED_BYTES, _SEALED_BYTES))
         gens = doc.get("generations", []) if doc.get("version") == _VERSION_ROTATED else []
-        if not isinstance(gens, list) or not all(isinstance(g, dict) for g in gens):
-            raise KeyStoreError(f"key file {p} is damaged: generations must be a list")
+        if not isinstance(gens, list) or not all(isinstance(g, dict) for g in gens) or len(gens) > 255:
+            raise KeyStoreError(f"key file {p} is damaged: generations must be a list of at most 255")
         try:
             aes = AESGCM(_derive(passphrase, salt, n, r, par))
             aad = _header_aad(header)
@@ -215,8 +247,9 @@ class KeyStore:
             later = []
             for g in gens:
                 k = int(g.get("from_krn", -1))
-                later.append((k, aes.decrypt(_unb64(g.get("nonce"), "generation nonce", p),
-                                             _unb64(g.get("ciphertext"), "generation ciphertext", p),
+                later.append((k, aes.decrypt(_unb64(g.get("nonce"), "generation nonce", p, (_NONCE_BYTES, _NONCE_BYTES)),
+                                             _unb64(g.get("ciphertext"), "generation ciphertext", p,
+                                                    (_SEALED_BYTES, _SEALED_BYTES)),
                                              aad + b"|from_krn=%d" % k)))
             if [k for k, _ in later] != sorted({k for k, _ in later}) or any(not 0 < k <= 255 for k, _ in later):
                 raise KeyStoreError(f"key file {p} is damaged: generations must start at increasing KRNs 1..255")

@@ -188,3 +188,34 @@ def test_moving_a_generation_in_the_file_does_not_unlock(keyfile: Path) -> None:
     keyfile.write_text(json.dumps(doc))
     with pytest.raises(WrongPassphrase):
         KeyStore.open(keyfile, PASS)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    (("kdf", "n"), 2**30, "kdf.n"),          # 128 GiB of scrypt memory: refused, not a MemoryError
+    (("kdf", "n"), 3000, "kdf.n"),           # scrypt needs a power of two
+    (("kdf", "r"), 10**6, "kdf.r"),
+    (("kdf", "p"), 10**6, "kdf.p"),
+    (("kdf", "n"), "many", "kdf.n"),
+    (("kdf", "salt"), base64.b64encode(b"x" * 4096).decode(), "kdf.salt"),
+    (("nonce",), base64.b64encode(b"x" * 5).decode(), "nonce"),
+    (("ciphertext",), base64.b64encode(b"x" * 1000).decode(), "ciphertext"),
+])
+def test_every_key_file_field_is_bounded_before_use(keyfile: Path, field, value, words) -> None:
+    doc = json.loads(keyfile.read_text())
+    at = doc
+    for k in field[:-1]:
+        at = at[k]
+    at[field[-1]] = value
+    keyfile.write_text(json.dumps(doc))
+    with pytest.raises(KeyStoreError, match=words) as got:
+        KeyStore.open(keyfile, PASS)
+    assert not isinstance(got.value, WrongPassphrase)
+    assert "h.key" in str(got.value)
+
+
+def test_a_huge_key_file_is_refused_unread(keyfile: Path) -> None:
+    doc = json.loads(keyfile.read_text())
+    doc["generations"] = [{"from_krn": 1, "nonce": "", "ciphertext": ""}] * 100_000
+    keyfile.write_text(json.dumps(doc))
+    with pytest.raises(KeyStoreError, match="too large"):
+        KeyStore.open(keyfile, PASS)
