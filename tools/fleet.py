@@ -29,9 +29,10 @@ front of any meter (the demo's lost recharge replies).
 From a shell (prints one JSON line ``{"buses": [{"link": url, "meters": [...]}, ...]}``, then
 serves until SIGINT/SIGTERM)::
 
-    python -m tools.fleet --count 1000 --per-bus 1 --master-hex 00..   # --drop, --garbage, --load
+    PREPAID645_MASTER_KEY=00.. python -m tools.fleet --count 1000 --per-bus 1   # --drop, --garbage, --load
 
-The master key given there is a test key for simulated meters only.
+The master key (``--master-file FILE`` or ``$PREPAID645_MASTER_KEY``, hex; never an argument,
+which every user can read) is a test key for simulated meters only.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
 
 from headend.link.security import derive_meter_key  # noqa: E402 - the head-end's own derivation
+from tools.key_input import ENV_MASTER_KEY, KeyInputError, refuse_on_argv, secret_hex  # noqa: E402
 
 __all__ = ["Bus", "Fault", "Fleet", "LossyProxy", "fleet_addresses", "serve_fleet", "start_fleet"]
 
@@ -435,7 +437,7 @@ class LossyProxy:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    fleet = Fleet(fleet_addresses(args.count, args.first), master=bytes.fromhex(args.master_hex),
+    fleet = Fleet(fleet_addresses(args.count, args.first), master=args.master,
                   per_bus=None if args.port is not None else args.per_bus, port=args.port,
                   mode=args.mode, load=args.load, speed=args.speed)
     for spec in args.drop:
@@ -465,8 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-bus", type=int, default=1, help="meters per TCP port (each on a free port)")
     p.add_argument("--port", type=int, help="instead: one bus for all meters on this port (0: any)")
     p.add_argument("--mode", choices=("local", "remote"), default="local")
-    p.add_argument("--master-hex", "--master-key-hex", dest="master_hex",
-                   help="test master key (64 hex digits) the meter keys derive from")
+    p.add_argument("--master-file", metavar="FILE",
+                   help=f"file holding the test master key (64 hex digits) the meter keys derive from "
+                        f"(or set ${ENV_MASTER_KEY})")
+    refuse_on_argv(p, "--master-hex", f"--master-file FILE or ${ENV_MASTER_KEY}", "--master-key-hex")
     p.add_argument("--load", action="store_true", help="run the load model (energy flows, money is spent)")
     p.add_argument("--speed", type=int, default=1, help="clock acceleration factor")
     p.add_argument("--drop", action="append", default=[], metavar="ADDRESS=[recharge:]N",
@@ -474,12 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--garbage", action="append", default=[], metavar="ADDRESS",
                    help="that meter answers with noise")
     args = p.parse_args(argv)
-    if not args.master_hex:
-        p.error("--master-hex is required: the simulated meters' keys derive from it")
     try:
-        bytes.fromhex(args.master_hex)
+        text = secret_hex(file=args.master_file, env=ENV_MASTER_KEY, what="master key", prompt=False)
+    except KeyInputError as e:
+        p.error(str(e))
+    if not text:
+        p.error(f"give the master key the simulated meters' keys derive from: --master-file FILE or ${ENV_MASTER_KEY}")
+    try:
+        args.master = bytes.fromhex(text)
     except ValueError:
-        p.error("--master-hex must be hex digits")
+        p.error("the master key must be hex digits")
     asyncio.run(_serve(args))
     return 0
 

@@ -1,17 +1,22 @@
 """`meter`: run a simulated meter, build a board image, flash it.
 
-    meter run --address 000000000001 --key-hex ... --listen tcp://127.0.0.1:8645 [--serial pty]
-    meter build --board esp32 --address 000000000001 --key-hex ... --out build/m1 [--frozen]
+    meter run --address 000000000001 --key-file m1.key --listen tcp://127.0.0.1:8645 [--serial pty]
+    meter build --board esp32 --address 000000000001 --from-headend prepaid645.db --out build/m1 [--frozen]
     meter flash --port /dev/ttyUSB0 --dir build/m1
+
+Keys come from a file, the environment ($PREPAID645_METER_KEY, $PREPAID645_MASTER_KEY), the
+head-end's key store or a prompt; never from the command line, where every user can read them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from tools.key_input import ENV_MASTER_KEY, ENV_METER_KEY, KeyInputError, refuse_on_argv, secret_hex
 from tools.sim import FIRMWARE
 
 
@@ -41,35 +46,46 @@ def _registered(args: argparse.Namespace) -> Any:
 
 def meter_key(args: argparse.Namespace) -> bytes:
     """The meter key from exactly one source; there is no default key. Fills in args.krn (and
-    args.mode when left out) from the head-end's database when it knows the meter."""
+    args.mode when left out) from the head-end's database when it knows the meter.
+
+    Sources: --key-file, --master-key-file, --from-headend; else $PREPAID645_METER_KEY or
+    $PREPAID645_MASTER_KEY; else a prompt on a terminal."""
     cfg = _hal_config()
     known = _registered(args) if getattr(args, "from_headend", None) else None
     if args.krn is None:
         args.krn = known.krn if known is not None else 0
     if getattr(args, "mode", "") is None:
         args.mode = known.mode if known is not None else "local"
-    sources = [n for n in ("key_hex", "key_file", "master_key_hex", "from_headend") if getattr(args, n, None)]
-    if len(sources) != 1:
-        raise cfg.ConfigError("give the meter key in exactly one way: --key-hex, --key-file, --master-key-hex "
-                              "or --from-headend KEYSTORE (there is no default key)")
-    if args.key_hex:
-        return cfg.key_from_hex(args.key_hex, "--key-hex")
-    if args.key_file:
-        try:
-            text = Path(args.key_file).read_text()
-        except OSError as e:
-            raise cfg.ConfigError(f"key file {args.key_file}: cannot read it ({e.strerror})") from None
-        return cfg.key_from_hex(text, f"key file {args.key_file}")
-    if args.master_key_hex:
-        try:
-            master = bytes.fromhex(args.master_key_hex)
-        except ValueError:
-            raise cfg.ConfigError("--master-key-hex must be hex digits") from None
-        if len(master) < 16:
-            raise cfg.ConfigError("--master-key-hex must be at least 16 bytes (32 hex digits)")
-        from headend.link.security import derive_meter_key
-        return derive_meter_key(master, args.address, args.krn)
-    return headend_keys(args.from_headend).meter_key(args.address, args.krn)
+    explicit = [n for n in ("key_file", "master_key_file", "from_headend") if getattr(args, n, None)]
+    from_env = [e for e in (ENV_METER_KEY, ENV_MASTER_KEY) if os.environ.get(e)]
+    if len(explicit) > 1 or (not explicit and len(from_env) > 1):
+        raise cfg.ConfigError("give the meter key in exactly one way: --key-file, --master-key-file, --from-headend "
+                              f"KEYSTORE, ${ENV_METER_KEY} or ${ENV_MASTER_KEY} (there is no default key)")
+    if args.from_headend:
+        return headend_keys(args.from_headend).meter_key(args.address, args.krn)
+    try:
+        if args.master_key_file or (not explicit and from_env == [ENV_MASTER_KEY]):
+            text = secret_hex(file=args.master_key_file, env=ENV_MASTER_KEY, what="master key", prompt=False)
+            return _derived(cfg, text or "", args.address, args.krn)
+        text = secret_hex(file=args.key_file, env=ENV_METER_KEY, what="meter key")
+    except KeyInputError as e:
+        raise cfg.ConfigError(str(e)) from None
+    if text is None:
+        raise cfg.ConfigError(f"give the meter key with --key-file FILE, ${ENV_METER_KEY}, --master-key-file FILE, "
+                              f"${ENV_MASTER_KEY} or --from-headend KEYSTORE (there is no default key)")
+    where = f"key file {args.key_file}" if args.key_file else f"${ENV_METER_KEY}" if from_env else "the key typed"
+    return cfg.key_from_hex(text, where)
+
+
+def _derived(cfg: Any, text: str, address: str, krn: int) -> bytes:
+    try:
+        master = bytes.fromhex(text)
+    except ValueError:
+        raise cfg.ConfigError("the master key must be hex digits") from None
+    if len(master) < 16:
+        raise cfg.ConfigError("the master key must be at least 16 bytes (32 hex digits)")
+    from headend.link.security import derive_meter_key
+    return derive_meter_key(master, address, krn)
 
 
 def headend_keys(path: str) -> Any:
@@ -87,9 +103,12 @@ def headend_keys(path: str) -> Any:
 
 def _key_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", required=True, help="12 decimal digits, e.g. 000000000001")
-    p.add_argument("--key-hex", help="the meter key, 32 hex digits")
-    p.add_argument("--key-file", help="a file holding the meter key as 32 hex digits")
-    p.add_argument("--master-key-hex", help="derive the meter key from this master key (SECURITY.md)")
+    p.add_argument("--key-file", help=f"a file (mode 0600) holding the meter key as 32 hex digits "
+                                      f"(or set ${ENV_METER_KEY}, or type it at the prompt)")
+    p.add_argument("--master-key-file", help=f"derive the meter key from the master key in this file, as hex "
+                                             f"(or set ${ENV_MASTER_KEY}); see protocol/SECURITY.md")
+    refuse_on_argv(p, "--key-hex", f"--key-file FILE, ${ENV_METER_KEY} or the prompt")
+    refuse_on_argv(p, "--master-key-hex", f"--master-key-file FILE or ${ENV_MASTER_KEY}")
     p.add_argument("--from-headend", metavar="DB_OR_KEYFILE",
                    help="derive the meter key from the head-end's key store (prepaid645.db or prepaid645.key; "
                         "passphrase from $PREPAID645_KEY_PASSPHRASE or a prompt)")
@@ -168,8 +187,6 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     from tools.fleet import start_fleet
     cfg = _hal_config()
-    if not (args.master_key_hex or args.from_headend):
-        return _fail("a fleet needs --master-key-hex or --from-headend KEYSTORE (there is no default key)")
     first = int(args.first)
     addresses = [f"{first + i:012d}" for i in range(args.count)]
     if args.from_headend:
@@ -180,9 +197,16 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         kw: dict[str, Any] = {"key_for": lambda a: store.meter_key(a, 0)}
     else:
         try:
-            kw = {"master": bytes.fromhex(args.master_key_hex)}
+            text = secret_hex(file=args.master_key_file, env=ENV_MASTER_KEY, what="master key")
+        except KeyInputError as e:
+            return _fail(str(e))
+        if not text:
+            return _fail(f"a fleet needs --master-key-file FILE, ${ENV_MASTER_KEY} or --from-headend KEYSTORE "
+                         "(there is no default key)")
+        try:
+            kw = {"master": bytes.fromhex(text)}
         except ValueError:
-            return _fail("--master-key-hex must be hex digits")
+            return _fail("the master key must be hex digits")
     if args.state_dir:
         Path(args.state_dir).mkdir(parents=True, exist_ok=True)
 
@@ -255,7 +279,9 @@ def parser() -> argparse.ArgumentParser:
     fl = sub.add_parser("fleet", help="many simulated meters in one process (head-end tests, benchmarks)")
     fl.add_argument("--count", type=int, default=10, help="number of meters (default 10)")
     fl.add_argument("--first", default="000000000001", help="first address; the rest count up")
-    fl.add_argument("--master-key-hex", help="derive each meter's key from this master key")
+    fl.add_argument("--master-key-file", help=f"derive each meter's key from the master key in this file, as hex "
+                                              f"(or set ${ENV_MASTER_KEY}, or type it at the prompt)")
+    refuse_on_argv(fl, "--master-key-hex", f"--master-key-file FILE or ${ENV_MASTER_KEY}")
     fl.add_argument("--from-headend", metavar="DB_OR_KEYFILE", help="derive keys from the head-end's key store")
     fl.add_argument("--host", default="127.0.0.1")
     fl.add_argument("--port", type=int, default=8645, help="one bus port for all meters (default 8645)")

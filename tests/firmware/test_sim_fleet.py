@@ -4,6 +4,7 @@ real cores; `meter fleet` from the command line."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,9 +124,9 @@ def _free_base() -> int:
 
 
 def test_meter_fleet_command(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "tools.meter_cli", "fleet", "--count", "50", "--port", "0",
-                             "--master-key-hex", MASTER.hex()], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "PREPAID645_MASTER_KEY": MASTER.hex()}  # never on the command line
+    proc = subprocess.Popen([sys.executable, "-m", "tools.meter_cli", "fleet", "--count", "50", "--port", "0"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

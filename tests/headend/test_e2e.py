@@ -34,7 +34,8 @@ def _free_port() -> int:
 
 
 def _start_bus(he: HeadEnd, *args: str) -> tuple[subprocess.Popen, list[dict]]:
-    proc = subprocess.Popen([sys.executable, "-m", "tools.fleet", "--master-hex", he.master.hex(), *args],
+    env = {**os.environ, "PREPAID645_MASTER_KEY": he.master.hex()}  # never on the command line
+    proc = subprocess.Popen([sys.executable, "-m", "tools.fleet", *args], env=env,
                             cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:

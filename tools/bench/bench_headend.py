@@ -51,8 +51,8 @@ ROUNDS = 3
 FULL_SET = [0x00010000, 0x00010100, 0x00010200, 0x00010300, 0x00010400, 0x00900200, 0x04000503, 0x0400010C]
 
 
-def _spawn(module: str, *args: str) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(ROOT),
+def _spawn(module: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(ROOT), env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if not line:
@@ -156,7 +156,7 @@ def run(report) -> None:  # noqa: ANN001
     # a read request and its reply are about this size: the ceiling moves frames like them
     frame = build_frame("000000000001", 0x91, b"\x00\x00\x01\x00" + b"\x12\x34\x56\x00", preamble=4)
     echo, echo_info = _spawn("tools.bench.bench_headend", "--echo", str(N_METERS))
-    fleet, info = _spawn("tools.fleet", "--count", str(N_METERS), "--master-hex", master.hex())
+    fleet, info = _spawn("tools.fleet", "--count", str(N_METERS), env={"PREPAID645_MASTER_KEY": master.hex()})
     tmp = tempfile.mkdtemp(prefix="bench-headend-")
     try:
         store = open_store(Path(tmp) / "bench.db")

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.key_input import ENV_MASTER_KEY, ENV_METER_KEY
 from tools.sim import ROOT
 
 
@@ -84,9 +85,11 @@ def _endpoint(text: str) -> tuple[str, int]:
 def start_meter(address: str, key_hex: str, state: str, *, listen: str | None = "tcp://127.0.0.1:0",
                 pty: bool = False, control: bool = True, micropython: bool = False, speed: int = 1,
                 extra: tuple[str, ...] = (), timeout: float = 30.0) -> RunningMeter:
-    """Run `meter run --quiet` and wait for its ready line; raises RuntimeError with its output."""
+    """Run `meter run --quiet` and wait for its ready line; raises RuntimeError with its output.
+
+    The key reaches the child through its environment ($PREPAID645_METER_KEY), not its arguments."""
     argv = [sys.executable, "-m", "tools.meter_cli", "run", "--quiet", "--address", address,
-            "--key-hex", key_hex, "--state", state, "--speed", str(speed), *extra]
+            "--state", state, "--speed", str(speed), *extra]
     if listen:
         argv += ["--listen", listen]
     if pty:
@@ -95,7 +98,9 @@ def start_meter(address: str, key_hex: str, state: str, *, listen: str | None = 
         argv += ["--control", "tcp://127.0.0.1:0"]
     if micropython:
         argv.append("--micropython")
-    proc = subprocess.Popen(argv, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_METER_KEY, ENV_MASTER_KEY)}
+    env[ENV_METER_KEY] = key_hex
+    proc = subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     got: queue.Queue[str | None] = queue.Queue()
 
