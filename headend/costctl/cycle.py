@@ -48,10 +48,13 @@ from headend.tariff.readings import MISSING, intervals_from_registers
 __all__ = ["CycleReport", "run_cycle"]
 
 _RELAY_KIND = {TRIP: "trip", CLOSE_PERMIT: "close_permitted", DIRECT_CLOSE: "close_direct"}
+# notice kinds as headend/notices/templates.py names them (the trip itself is the "cut" notice)
+_NOTICE_KIND = {**{a: ACTIONS[a] for a in (NOTICE1, NOTICE2, CUT_NOTICE, CLOSE_PERMIT, DIRECT_CLOSE)}, TRIP: "cut"}
 _NOTICE_TEXT = {
     NOTICE1: "Your electricity balance is low ({bal} yuan). Please top up.",
     NOTICE2: "Your electricity balance is very low ({bal} yuan). Please top up soon.",
     CUT_NOTICE: "Your electricity balance is exhausted ({bal} yuan). Supply will be cut unless you top up.",
+    TRIP: "Your electricity supply has been cut: balance {bal} yuan. Top up to restore it.",
     CLOSE_PERMIT: "Payment received ({bal} yuan). Press the meter button for 3 s to restore supply.",
     DIRECT_CLOSE: "Payment received ({bal} yuan). Supply is being restored.",
 }
@@ -338,7 +341,7 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
     level_l, at_l, sup_l = d.notice_level[changed].tolist(), d.notice_at[changed].tolist(), d.supply[changed].tolist()
     bal_l, ver_l, old_sup = balance[changed].tolist(), version[changed].tolist(), acc.supply[changed].tolist()
     reason_json = [json.dumps(r) for r in REASONS]
-    notice_detail = [JSONText(f'{{"reason":{r}}}') for r in reason_json]
+    cut_fields = f'"cut_at":{now + rules.notice_period_s},"notice_period_h":{rules.notice_period_s // 3600},'
     audit_action = [f"costctl.{name}" for name in ACTIONS]
     for k, i in enumerate(changed.tolist()):
         action, reason, level, bal = action_l[k], reason_l[k], level_l[k], bal_l[k]
@@ -350,8 +353,13 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
         decided.append((actor, audit_action[action], customer, JSONText(
             f'{{"balance_fen":{bal},"notice_level":{level},"reason":{reason_json[reason]},"supply":"{supply}"}}')))
         if action in _NOTICE_TEXT:
-            notices.append((customer, ACTIONS[action], _NOTICE_TEXT[action].format(bal=_yuan(bal)),
-                            f"costctl:{ACTIONS[action]}:{customer}:{now}", notice_detail[reason]))
+            # the facts the notice templates use (headend/notices/templates.py), keys sorted as
+            # the encoder writes them; a cut notice also says when the cut may come
+            cut = cut_fields if action == CUT_NOTICE else ""
+            notices.append((customer, _NOTICE_KIND[action], _NOTICE_TEXT[action].format(bal=_yuan(bal)),
+                            f"costctl:{ACTIONS[action]}:{customer}:{now}",
+                            JSONText(f'{{"balance_fen":{bal},{cut}"customer":"{customer}",'
+                                     f'"reason":{reason_json[reason]}}}')))
         if action in _RELAY_KIND:
             kind = _RELAY_KIND[action]
             for m in acc.meters_of_account(i):

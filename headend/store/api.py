@@ -5,6 +5,7 @@
     control.py   cost control's state per account         meters.py    the meter registry
     outbox.py    commands to meters                        readings.py  meter readings
     events.py    meter events                              notices.py   customer notices
+    grid.py      feeders, areas and planned outages
 
 Rules that make "nothing half-done" true:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from headend.store.control import CostControlState
 from headend.store.events import Events
+from headend.store.grid import GridStore
 from headend.store.ledger import Ledger
 from headend.store.meters import METER_FILTER_FIELDS, Meters
 from headend.store.notices import Notices
@@ -34,5 +36,5 @@ from headend.store.readings import Readings
 __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 
-class Store(Meters, Ledger, CostControlState, Outbox, Readings, Events, Notices):
+class Store(Meters, Ledger, CostControlState, Outbox, Readings, Events, Notices, GridStore):
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""

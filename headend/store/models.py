@@ -19,6 +19,7 @@ __all__ = [
     "COMMAND_STATUSES",
     "COMMAND_TRANSITIONS",
     "NOTIFICATION_STATUSES",
+    "DELIVERY_STATES",
     "SUBFEN",
     "Account",
     "Meter",
@@ -27,6 +28,8 @@ __all__ = [
     "Event",
     "AuditEntry",
     "Notification",
+    "Delivery",
+    "Outage",
     "LedgerEntry",
     "JSONText",
     "StoreError",
@@ -54,6 +57,9 @@ COMMAND_TRANSITIONS: dict[str, tuple[str, ...]] = {
     "failed": (),
 }
 NOTIFICATION_STATUSES = ("queued", "sent", "failed")
+# one notice to one phone: accepted by the provider (a receipt follows), delivered, undelivered
+# (the receipt said so), or refused for good (bad number, rejected)
+DELIVERY_STATES = ("accepted", "delivered", "undelivered", "bad_number", "rejected")
 
 _ADDRESS_RE = re.compile(r"^[0-9]{12}$")
 _DI_RE = re.compile(r"^[0-9A-F]{8}$")
@@ -292,6 +298,60 @@ class Notification:
     updated_at: int
     idem_key: str | None
     detail: Any = None
+    not_before: int = 0          # not sent before (quiet hours, rate limit, backoff, outage lead time)
+    priority: int = 0            # higher first (important and protected customers)
+    sent_at: int | None = None
+    sent_text: str | None = None  # the text as it went out, in the customer's language
+    in_doubt: bool = False       # claimed after an earlier sender's lease ran out mid-send
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notice to one phone: the key the gateway saw, the provider's message id, the receipt."""
+
+    notice_id: int
+    phone: str
+    key: str
+    provider: str | None
+    provider_id: str | None
+    state: str
+    error: str | None
+    sent_at: int
+    receipt_at: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A planned outage on a feeder or a transformer area (exactly one of them set).
+
+    version goes up by one on each change; synced_at is when the affected meters' clocks were
+    queued for a time sync after it ended (None: not yet)."""
+
+    id: int
+    feeder: str | None
+    area: str | None
+    start_at: int
+    end_at: int
+    reason: str
+    status: str
+    version: int
+    actor: str
+    created_at: int
+    updated_at: int
+    synced_at: int | None = None
+
+    @property
+    def scope(self) -> str:
+        """``feeder F`` or ``area A``."""
+        return f"feeder {self.feeder}" if self.feeder is not None else f"area {self.area}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for --json output."""

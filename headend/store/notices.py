@@ -1,12 +1,24 @@
-"""Customer notices queued for the senders (SMS and others)."""
+"""Customer notices: the queue the senders work, delivery records, receipts, contact flags, watch state.
+
+Rules that make "never delivered twice" hold:
+
+* A queued notice is taken by compare-and-set on its lease (``lease_owner``/``lease_until``):
+  two senders never hold the same notice.  A lease left by a sender that died expires; the next
+  claim marks the notice *in doubt*, and the sender asks the gateway about its keys first.
+* Each (notice, phone) has at most one delivery row, keyed by the idempotency key the gateway
+  saw; a phone with a final delivery is never sent to again.
+* A sender's results land in one transaction and only while it still holds the lease.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from headend.store.base import StoreBase
+from headend.store.audit import Audit
 from headend.store.models import (
+    DELIVERY_STATES,
     NOTIFICATION_STATUSES,
+    Delivery,
     InvalidInput,
     NotFound,
     Notification,
@@ -15,19 +27,29 @@ from headend.store.models import (
     loads,
 )
 
-_NOTICE_COLS = (
-    "id, customer, channel, kind, message, status, attempts, last_error, created_at, updated_at, idem_key, detail"
+__all__ = ["Notices", "NOTICE_COLS", "notice_from_row"]
+
+NOTICE_COLS = (
+    "id, customer, channel, kind, message, status, attempts, last_error, created_at, updated_at, idem_key, detail,"
+    " not_before, priority, sent_at, sent_text"
 )
+_DELIVERY_COLS = "notice_id, phone, key, provider, provider_id, state, error, sent_at, receipt_at"
 
 
-def _notice(row: Sequence[Any]) -> Notification:
+def notice_from_row(row: Sequence[Any], in_doubt: bool = False) -> Notification:
+    """A Notification from a row of NOTICE_COLS."""
     r = list(row)
     r[11] = loads(r[11])
-    return Notification(*r)
+    return Notification(*r, in_doubt=in_doubt)
 
 
-class Notices(StoreBase):
-    """Customer notices; each moves queued -> sent or failed."""
+def _chunks(values: list[Any], n: int = 500) -> Iterable[list[Any]]:
+    for lo in range(0, len(values), n):  # stay under every engine's parameter limit
+        yield values[lo:lo + n]
+
+
+class Notices(Audit):
+    """Customer notices; each moves queued -> sent or failed, by a sender holding its lease."""
 
     def notify(
         self,
@@ -42,9 +64,9 @@ class Notices(StoreBase):
         """Queue a notice for a customer; with idem_key a repeat returns the first notice unchanged."""
         with self._tx() as tx:
             if idem_key is not None:
-                row = tx.one(f"SELECT {_NOTICE_COLS} FROM notifications WHERE idem_key = ?", (idem_key,))
+                row = tx.one(f"SELECT {NOTICE_COLS} FROM notifications WHERE idem_key = ?", (idem_key,))
                 if row is not None:
-                    return _notice(row)
+                    return notice_from_row(row)
             now = self.now()
             row = tx.one(
                 "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
@@ -61,9 +83,9 @@ class Notices(StoreBase):
         """Notices, oldest first (the order a sender should work them), optionally filtered."""
         where, params = self._where({"status": status, "customer": customer, "channel": channel})
         with self._tx(write=False) as tx:
-            rows = tx.all(f"SELECT {_NOTICE_COLS} FROM notifications{where} ORDER BY id LIMIT ?",
+            rows = tx.all(f"SELECT {NOTICE_COLS} FROM notifications{where} ORDER BY id LIMIT ?",
                           (*params, int(limit)))
-        return [_notice(r) for r in rows]
+        return [notice_from_row(r) for r in rows]
 
     def mark_notification(self, notice_id: int, status: str, *, error: str | None = None) -> Notification:
         """queued -> sent or failed (compare-and-set; counts an attempt); "queued" re-queues a failure."""
@@ -76,9 +98,255 @@ class Notices(StoreBase):
                 " WHERE id = ? AND status = ?",
                 (status, error, self.now(), int(notice_id), expected),
             )
-            row = tx.one(f"SELECT {_NOTICE_COLS} FROM notifications WHERE id = ?", (int(notice_id),))
+            row = tx.one(f"SELECT {NOTICE_COLS} FROM notifications WHERE id = ?", (int(notice_id),))
             if row is None:
                 raise NotFound(f"no notice {notice_id}")
             if n != 1:
                 raise TransitionError(f"notice {notice_id} is {row[5]}, not {expected}")
-            return _notice(row)
+            return notice_from_row(row)
+
+    def queue_notices(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Queue many notices in one transaction; return how many were new.
+
+        Each row is (customer, kind, message, idem_key, detail, not_before, priority); a row whose
+        idem_key is already queued (or sent) is left out: a repeat cannot notify twice."""
+        now = self.now()
+        data = [(c, k, m, now, now, key, dumps(d), int(nb), int(p)) for c, k, m, key, d, nb, p in rows]
+        with self._tx() as tx:
+            return tx.executemany(
+                "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
+                " updated_at, idem_key, detail, not_before, priority) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?,"
+                " ?, ?) ON CONFLICT DO NOTHING", data)
+
+    def claim_notices(self, owner: str, *, now: int | None = None, limit: int = 100,
+                      lease_s: int = 300) -> list[Notification]:
+        """Take up to ``limit`` due queued notices for ``owner`` (highest priority, then oldest first).
+
+        Compare-and-set on the lease: a notice another sender holds (lease not expired) is never
+        taken.  A notice whose earlier lease expired comes back with ``in_doubt=True``: its sender
+        may have handed it to the gateway before it died."""
+        now = self.now() if now is None else int(now)
+        with self._tx() as tx:
+            rows = tx.all(
+                f"SELECT {NOTICE_COLS}, lease_owner FROM notifications WHERE status = 'queued' AND not_before <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY priority DESC, id LIMIT ?",
+                (now, now, int(limit)))
+            out = []
+            for r in rows:
+                if tx.execute("UPDATE notifications SET lease_owner = ?, lease_until = ? WHERE id = ?"
+                              " AND status = 'queued' AND (lease_until IS NULL OR lease_until <= ?)",
+                              (owner, now + int(lease_s), r[0], now)) == 1:
+                    out.append(notice_from_row(r[:-1], in_doubt=r[-1] is not None))
+            return out
+
+    def notice_deliveries(self, notice_ids: Iterable[int]) -> dict[int, list[Delivery]]:
+        """The delivery rows of some notices, by notice id (every id present)."""
+        ids = sorted({int(i) for i in notice_ids})
+        out: dict[int, list[Delivery]] = {i: [] for i in ids}
+        with self._tx(write=False) as tx:
+            for chunk in _chunks(ids):
+                for r in tx.all(f"SELECT {_DELIVERY_COLS} FROM notice_deliveries WHERE notice_id IN"
+                                f" ({', '.join('?' for _ in chunk)}) ORDER BY notice_id, phone", chunk):
+                    out[r[0]].append(Delivery(*r))
+        return out
+
+    def record_notice_results(self, owner: str, results: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Record what a sender did with the notices it claimed, in one transaction.
+
+        Each result: ``id``, ``status`` (sent / failed / queued), ``error``, ``not_before`` (queued),
+        ``attempted`` (a send was tried: counts an attempt), ``text`` (what went out), and
+        ``deliveries``: [(phone, key, provider, provider_id, state, error)].  A result whose lease
+        ``owner`` no longer holds is skipped and its id returned."""
+        now = self.now()
+        lost: list[int] = []
+        with self._tx() as tx:
+            for res in results:
+                nid = int(res["id"])
+                status = res["status"]
+                if status not in ("sent", "failed", "queued"):
+                    raise InvalidInput(f"notice {nid}: result status must be sent, failed or queued, got {status!r}")
+                n = tx.execute(
+                    "UPDATE notifications SET status = ?, attempts = attempts + ?, last_error = ?, not_before = ?,"
+                    " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, sent_text = COALESCE(?, sent_text),"
+                    " lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                    " WHERE id = ? AND lease_owner = ? AND status = 'queued'",
+                    (status, 1 if res.get("attempted") else 0, res.get("error"), int(res.get("not_before") or 0),
+                     status, now, res.get("text"), now, nid, owner))
+                if n != 1:
+                    lost.append(nid)
+                    continue
+                dels = res.get("deliveries") or ()
+                for phone, key, provider, pid, state, error in dels:
+                    if state not in DELIVERY_STATES:
+                        raise InvalidInput(f"notice {nid}: delivery state must be one of {', '.join(DELIVERY_STATES)}")
+                tx.executemany(
+                    "INSERT INTO notice_deliveries (notice_id, phone, key, provider, provider_id, state, error,"
+                    " sent_at, receipt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(nid, phone, key, provider, pid, state, error, now, now if state == "delivered" else None)
+                     for phone, key, provider, pid, state, error in dels])
+        return lost
+
+    def notice_receipt(self, provider_id: str, state: str, *, error: str | None = None,
+                       provider: str | None = None) -> Delivery | None:
+        """Record a delivery receipt for a provider's message id; None if no delivery has that id.
+
+        A receipt only moves an accepted delivery on (to delivered or undelivered); a repeated or
+        late receipt for a final delivery changes nothing."""
+        if state not in ("delivered", "undelivered"):
+            raise InvalidInput(f"a receipt says delivered or undelivered, got {state!r}")
+        now = self.now()
+        with self._tx() as tx:
+            where = "provider_id = ?" + (" AND provider = ?" if provider else "")
+            params: tuple[Any, ...] = (provider_id, provider) if provider else (provider_id,)
+            tx.execute(f"UPDATE notice_deliveries SET state = ?, error = ?, receipt_at = ? WHERE {where}"
+                       " AND state = 'accepted'", (state, error, now, *params))
+            row = tx.one(f"SELECT {_DELIVERY_COLS} FROM notice_deliveries WHERE {where}", params)
+        return None if row is None else Delivery(*row)
+
+    def notices_sent_since(self, customers: Iterable[str], since: int) -> dict[str, list[int]]:
+        """Send times (ascending) of each customer's notices sent at or after ``since``."""
+        custs = sorted(set(customers))
+        out: dict[str, list[int]] = {c: [] for c in custs}
+        with self._tx(write=False) as tx:
+            for chunk in _chunks(custs):
+                for c, t in tx.all(f"SELECT customer, sent_at FROM notifications WHERE customer IN"
+                                   f" ({', '.join('?' for _ in chunk)}) AND sent_at >= ? ORDER BY sent_at",
+                                   (*chunk, int(since))):
+                    out[c].append(int(t))
+        return out
+
+    def customer_contacts(self, customers: Iterable[str]) -> dict[str, tuple[list[str], str | None]]:
+        """Each customer's phones (as written, in order) and language (None: the default)."""
+        custs = sorted(set(customers))
+        out: dict[str, tuple[list[str], str | None]] = {}
+        with self._tx(write=False) as tx:
+            for chunk in _chunks(custs):
+                for c, phone in tx.all(f"SELECT customer, phone FROM accounts WHERE customer IN"
+                                       f" ({', '.join('?' for _ in chunk)})", chunk):
+                    # several phones in the one column, separated by , or ;
+                    phones = [p.strip() for p in str(phone or "").replace(";", ",").split(",") if p.strip()]
+                    out[c] = (phones, None)
+        return out
+
+    def flag_contact(self, customer: str, reason: str, *, phone: str | None = None, actor: str = "notices") -> bool:
+        """Flag an account whose contact details cannot be used; True only the first time (report it then)."""
+        now = self.now()
+        with self._tx() as tx:
+            new = tx.execute("INSERT INTO contact_flags (customer, phone, reason, at) VALUES (?, ?, ?, ?)"
+                             " ON CONFLICT DO NOTHING", (customer, phone or "", reason, now)) == 1
+            if new:
+                self.log_action(actor, "customer.contact_flagged", customer, {"phone": phone, "reason": reason})
+        return new
+
+    def contact_flags(self) -> list[tuple[str, str, str, int]]:
+        """Flagged accounts: (customer, phone, reason, at), by customer."""
+        with self._tx(write=False) as tx:
+            return tx.all("SELECT customer, phone, reason, at FROM contact_flags ORDER BY customer")  # type: ignore[return-value]
+
+    def clear_contact_flag(self, customer: str, *, actor: str) -> bool:
+        """Clear an account's contact flag (after its phone was corrected); True if there was one."""
+        with self._tx() as tx:
+            n = tx.execute("DELETE FROM contact_flags WHERE customer = ?", (customer,))
+            if n:
+                self.log_action(actor, "customer.contact_flag_cleared", customer, None)
+        return bool(n)
+
+    def get_notification(self, notice_id: int) -> Notification:
+        """One notice by id; NotFound if there is none."""
+        with self._tx(write=False) as tx:
+            row = tx.one(f"SELECT {NOTICE_COLS} FROM notifications WHERE id = ?", (int(notice_id),))
+        if row is None:
+            raise NotFound(f"no notice {notice_id}: see `headend notices list`")
+        return notice_from_row(row)
+
+    def notice_by_key(self, idem_key: str) -> Notification | None:
+        """The notice queued with this event key, or None."""
+        with self._tx(write=False) as tx:
+            row = tx.one(f"SELECT {NOTICE_COLS} FROM notifications WHERE idem_key = ?", (idem_key,))
+        return None if row is None else notice_from_row(row)
+
+    def find_notices(self, *, status: str | None = None, customer: str | None = None, kind: str | None = None,
+                     since: int | None = None, until: int | None = None, provider_id: str | None = None,
+                     limit: int = 100, newest_first: bool = True) -> list[Notification]:
+        """Notices matching every filter given (created_at in [since, until)), newest first by default."""
+        parts, params = [], []
+        for col, val in (("status", status), ("customer", customer), ("kind", kind)):
+            if val is not None:
+                parts.append(f"{col} = ?")
+                params.append(val)
+        if since is not None:
+            parts.append("created_at >= ?")
+            params.append(int(since))
+        if until is not None:
+            parts.append("created_at < ?")
+            params.append(int(until))
+        if provider_id is not None:
+            parts.append("id IN (SELECT notice_id FROM notice_deliveries WHERE provider_id = ?)")
+            params.append(provider_id)
+        where = " WHERE " + " AND ".join(parts) if parts else ""
+        order = "DESC" if newest_first else ""
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT {NOTICE_COLS} FROM notifications{where} ORDER BY id {order} LIMIT ?",
+                          (*params, int(limit)))
+        return [notice_from_row(r) for r in rows]
+
+    def resend_notice(self, notice_id: int, *, actor: str, now: int | None = None) -> Notification:
+        """Queue a failed notice again (audited): its phones that never got it are tried anew.
+
+        A sent notice is not re-queued (that would be a second delivery of one event): a
+        TransitionError says so."""
+        now = self.now() if now is None else int(now)
+        with self._tx() as tx:
+            n = self.get_notification(notice_id)
+            if n.status != "failed":
+                raise TransitionError(f"notice {notice_id} is {n.status}: only a failed notice can be sent again"
+                                      + (" (it was delivered once already)" if n.status == "sent" else ""))
+            # deliveries that failed for good are dropped so their phones are tried again; a
+            # delivered or accepted phone keeps its row and is not sent to twice
+            tx.execute("DELETE FROM notice_deliveries WHERE notice_id = ? AND state IN"
+                       " ('bad_number', 'rejected', 'undelivered')", (n.id,))
+            tx.execute("UPDATE notifications SET status = 'queued', not_before = ?, last_error = ?, updated_at = ?,"
+                       " lease_owner = NULL, lease_until = NULL WHERE id = ? AND status = 'failed'",
+                       (now, f"resent by {actor}", now, n.id))
+            self.log_action(actor, "notice.resend", n.customer, {"notice": n.id, "kind": n.kind})
+            return self.get_notification(notice_id)
+
+    # ------------------------------------------------------------------ the watcher's state
+    def watch_rows(self) -> list[tuple[Any, ...]]:
+        """For every local-cost-control meter: (address, customer, balance_fen, relay, last_seen,
+        alarm1_fen, alarm2_fen, overdraft_fen, watched level, watched relay, watched seen_at)."""
+        with self._tx(write=False) as tx:
+            return tx.all(
+                "SELECT m.address, m.customer, m.balance_fen, m.relay, m.last_seen, a.alarm1_fen, a.alarm2_fen,"
+                " a.overdraft_fen, w.level, w.relay, w.seen_at FROM meters m JOIN accounts a ON a.customer = m.customer"
+                " LEFT JOIN notice_watch w ON w.meter = m.address WHERE m.mode = 'local' AND m.last_seen IS NOT NULL"
+                " AND (w.seen_at IS NULL OR w.seen_at < m.last_seen) ORDER BY m.address")
+
+    def set_watch(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Store the watcher's view of meters: (meter, level, relay, seen_at)."""
+        with self._tx() as tx:
+            return tx.executemany(
+                "INSERT INTO notice_watch (meter, level, relay, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT (meter)"
+                " DO UPDATE SET level = excluded.level, relay = excluded.relay, seen_at = excluded.seen_at",
+                [tuple(r) for r in rows])
+
+    def mark(self, name: str) -> int:
+        """A named high-water mark (0 if never set)."""
+        with self._tx(write=False) as tx:
+            row = tx.one("SELECT value FROM notice_marks WHERE name = ?", (name,))
+        return 0 if row is None else int(row[0])
+
+    def set_mark(self, name: str, value: int) -> None:
+        """Move a named high-water mark."""
+        with self._tx() as tx:
+            tx.execute("INSERT INTO notice_marks (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                       " DO UPDATE SET value = excluded.value", (name, int(value)))
+
+    def events_after(self, event_id: int, kinds: Sequence[str], *, limit: int = 1000) -> list[tuple[Any, ...]]:
+        """Events with id > event_id of the given kinds, oldest first: (id, meter, customer, at, kind, detail)."""
+        marks = ", ".join("?" for _ in kinds)
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT e.id, e.meter, m.customer, e.at, e.kind, e.detail FROM events e JOIN meters m"
+                          f" ON m.address = e.meter WHERE e.id > ? AND e.kind IN ({marks}) ORDER BY e.id LIMIT ?",
+                          (int(event_id), *kinds, int(limit)))
+        return [(*r[:5], loads(r[5])) for r in rows]

@@ -174,6 +174,86 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE ledger ADD COLUMN rated_to INTEGER",
         ],
     ),
+    (
+        4,
+        [
+            # Notices are sent by a leased claim (one sender per notice), not before a time (quiet
+            # hours, rate limit, backoff, outage lead time), most important first; each phone's
+            # delivery keeps the gateway's idempotency key, the provider's id and the receipt.
+            "ALTER TABLE notifications ADD COLUMN not_before INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE notifications ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE notifications ADD COLUMN lease_owner TEXT",
+            "ALTER TABLE notifications ADD COLUMN lease_until INTEGER",
+            "ALTER TABLE notifications ADD COLUMN sent_at INTEGER",
+            "ALTER TABLE notifications ADD COLUMN sent_text TEXT",
+            "CREATE INDEX notifications_due ON notifications(status, priority, id)",
+            "CREATE INDEX notifications_customer ON notifications(customer, sent_at)",
+            f"""CREATE TABLE notice_deliveries (
+                notice_id INTEGER NOT NULL REFERENCES notifications(id),
+                phone TEXT NOT NULL,
+                key TEXT NOT NULL UNIQUE,
+                provider TEXT,
+                provider_id TEXT,
+                state TEXT NOT NULL CHECK (state IN ('accepted', 'delivered', 'undelivered', 'bad_number',
+                                                     'rejected')),
+                error TEXT,
+                sent_at {_TS},
+                receipt_at INTEGER,
+                PRIMARY KEY (notice_id, phone)
+            )""",
+            "CREATE INDEX notice_deliveries_provider ON notice_deliveries(provider_id)",
+            f"""CREATE TABLE contact_flags (
+                customer TEXT PRIMARY KEY,
+                phone TEXT NOT NULL DEFAULT '',
+                reason TEXT NOT NULL,
+                at {_TS}
+            )""",
+            f"""CREATE TABLE notice_watch (
+                meter TEXT PRIMARY KEY,
+                level INTEGER NOT NULL DEFAULT 0,
+                relay TEXT,
+                seen_at {_TS}
+            )""",
+            "CREATE TABLE notice_marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            # Grid topology: each meter under one transformer area on one feeder; planned outages
+            # with the customers they reach (fixed when planned, so changes reach the same people).
+            """CREATE TABLE grid_meters (
+                meter TEXT PRIMARY KEY REFERENCES meters(address),
+                feeder TEXT NOT NULL,
+                area TEXT NOT NULL,
+                important INTEGER NOT NULL DEFAULT 0 CHECK (important IN (0, 1))
+            )""",
+            "CREATE INDEX grid_meters_feeder ON grid_meters(feeder, area)",
+            "CREATE INDEX grid_meters_area ON grid_meters(area)",
+            f"""CREATE TABLE outages (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                feeder TEXT,
+                area TEXT,
+                start_at {_TS},
+                end_at {_TS},
+                reason TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('planned', 'cancelled')),
+                version INTEGER NOT NULL DEFAULT 1,
+                actor TEXT NOT NULL,
+                created_at {_TS},
+                updated_at {_TS},
+                synced_at INTEGER,
+                CHECK (end_at > start_at),
+                CHECK ((feeder IS NULL) <> (area IS NULL))
+            )""",
+            """CREATE TABLE outage_customers (
+                outage INTEGER NOT NULL REFERENCES outages(id),
+                customer TEXT NOT NULL,
+                important INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (outage, customer)
+            )""",
+            """CREATE TABLE outage_meters (
+                outage INTEGER NOT NULL REFERENCES outages(id),
+                meter TEXT NOT NULL,
+                PRIMARY KEY (outage, meter)
+            )""",
+        ],
+    ),
 ]
 
 

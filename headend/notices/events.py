@@ -1,0 +1,115 @@
+"""Events that deserve a notice, and the one way to queue one.
+
+* ``notify_event(store, customer, kind, fields, event_key)``: any part of the head-end (payments,
+  withholding, outages) queues a customer notice for an event.  The event key makes it once: a
+  repeat with the same key queues nothing.  ``fields`` are the facts the kind's templates use, as
+  integers and text (``amount_fen``, ``balance_fen``, ``channel`` ...); a missing one is refused.
+* Remote cost-control accounts: the cost-control cycle queues alarm 1 and 2, the cut notice (with
+  its notice period), the cut and the restore itself (``headend.costctl.cycle``).
+* Local cost-control meters hold their own balance, so ``watch_local`` works from what the
+  head-end reads: the remaining money (alarm 1 and 2, using the account's alarm amounts; the
+  meter's own pre-trip alarm is at alarm 2), the relay bit of status word 3 (cut when it opens,
+  restore when it closes) and the meter's recharge records (payment confirmed on the meter).
+  Each change is noticed once: the watcher's view of every meter lands in the same transaction
+  as the notices it queues.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from headend.notices.templates import KINDS, BUILTIN, Catalog, MissingField, yuan
+from headend.store import InvalidInput, Notification, Store, check_customer
+
+__all__ = ["notify_event", "watch_local", "WATCH_EVENT_KINDS"]
+
+_BUILTIN = Catalog(BUILTIN)
+WATCH_EVENT_KINDS = ("recharge",)
+_LEVEL_KIND = {1: "alarm1_notice", 2: "alarm2_notice"}
+
+
+def notify_event(store: Store, customer: str, kind: str, fields: Mapping[str, Any], event_key: str, *,
+                 not_before: int = 0, priority: int = 0) -> Notification:
+    """Queue a notice for an event, once per ``event_key``; return it (the first one on a repeat).
+
+    ``kind`` is one of ``headend.notices.templates.KINDS`` (payment_received, payment_confirmed,
+    withholding_failed, ...); ``fields`` must hold every fact its templates use, money as integer
+    fen (``amount_fen``), times as Unix seconds (``start_at``).  InvalidInput names what is wrong.
+    """
+    customer = check_customer(customer)
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown notice kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+    if not event_key:
+        raise InvalidInput("a notice needs its event's key (e.g. the payment's channel and transaction id)")
+    detail = {"customer": customer, **fields}
+    for k, v in detail.items():
+        if (k.endswith("_fen") or k.endswith("_at")) and type(v) is not int:
+            raise InvalidInput(f"{kind} notice: {k} must be an integer ({'fen' if k.endswith('_fen') else 'Unix s'}),"
+                               f" got {v!r}")
+    try:
+        message = _BUILTIN.render(kind, "en", detail)
+    except MissingField as exc:
+        raise InvalidInput(f"{kind} notice for customer {customer}: {exc.args[0]}") from None
+    store.queue_notices([(customer, kind, message, event_key, detail, not_before, priority)])
+    n = store.notice_by_key(event_key)
+    assert n is not None
+    if n.customer != customer or n.kind != kind:
+        raise InvalidInput(f"event key {event_key!r} belongs to notice {n.id} ({n.kind} for customer {n.customer})")
+    return n
+
+
+def _band(balance: int, alarm1: int, alarm2: int) -> int:
+    if alarm2 > 0 and balance <= alarm2:
+        return 2
+    if alarm1 > 0 and balance <= alarm1:
+        return 1
+    return 0
+
+
+def watch_local(store: Store, *, limit: int = 5000) -> int:
+    """Queue the notices local-cost-control meters' latest readings and records call for; return how many."""
+    rows = []
+    states = []
+    for (meter, customer, bal, relay, seen, a1, a2, _od, w_level, w_relay, _w_seen) in store.watch_rows():
+        level = 0 if w_level is None else int(w_level)
+        new_level = level if bal is None else _band(int(bal), int(a1), int(a2))
+        base = {"customer": customer, "meter": meter}
+        if bal is not None:
+            base["balance_fen"] = int(bal)
+        if new_level > level:
+            kind = _LEVEL_KIND[new_level]
+            alarm = int(a1) if new_level == 1 else int(a2)
+            rows.append(_row(customer, kind, {**base, "alarm_fen": alarm}, f"watch:{kind}:{meter}:{seen}"))
+        if w_relay is not None and relay is not None and relay != w_relay:
+            kind = "cut" if relay == "open" else "restore"
+            rows.append(_row(customer, kind, base, f"watch:{kind}:{meter}:{seen}"))
+        states.append((meter, new_level, relay if relay is not None else w_relay, int(seen)))
+    mark = store.mark("watch.events")
+    events = store.events_after(mark, WATCH_EVENT_KINDS, limit=limit)
+    for eid, meter, customer, _at, _kind, detail in events:
+        d = detail if isinstance(detail, dict) else {}
+        if d.get("result") not in (None, "ok", "applied", "success") and "amount_fen" not in d:
+            continue
+        fields: dict[str, Any] = {"customer": customer, "meter": meter}
+        if type(d.get("amount_fen")) is int:
+            fields["amount_fen"] = d["amount_fen"]
+        if type(d.get("balance_fen")) is int:
+            fields["balance_fen"] = d["balance_fen"]
+        rows.append(_row(customer, "payment_confirmed", fields, f"event:{eid}"))
+    with store.atomic():
+        n = store.queue_notices(rows)
+        if states:
+            store.set_watch(states)
+        if events:
+            store.set_mark("watch.events", events[-1][0])
+    return n
+
+
+def _row(customer: str, kind: str, detail: dict[str, Any], key: str) -> tuple[Any, ...]:
+    try:
+        message = _BUILTIN.render(kind, "en", detail)
+    except MissingField:
+        # the facts a template needs were not read: a plain text keeps the customer informed
+        amount = f" {yuan(detail['amount_fen'])} yuan" if "amount_fen" in detail else ""
+        message = f"Electricity: customer {customer}, {kind.replace('_', ' ')}{amount} (meter {detail.get('meter')})."
+    return (customer, kind, message, key, detail, 0, 0)
