@@ -4,7 +4,8 @@ One asyncio loop holds every link (opened on first use, reopened after a drop), 
 dial-in meters on every ``listen://`` link in the registry (and any given with ``--listen``),
 and works the command outbox continuously.  Unless ``--no-costctl`` (or ``[costctl] in_serve = false``) it
 also runs remote cost control (``headend.costctl.loop``): readings collected on the cycle's
-grid, rated, debited, decided; its trip and close commands go through the same outbox.
+grid, rated, debited, decided; its trip and close commands go through the same outbox.  Unless
+``--no-notices`` (or ``[notices] in_serve = false``) it sends customer notices (``headend.notices``).
 Commands left "sent" by a previous run that died are put back in the queue at start-up;
 recharges resume with the purchase count they recorded, so a restart never credits twice.
 """
@@ -20,6 +21,7 @@ from headend.commands import worker as _outbox
 from headend.commands.collect import read_cycle
 from headend.costctl.loop import LoopOptions, run_loop
 from headend.keys import KeyStore
+from headend.notices.config import NoticeConfig
 from headend.store import Store
 from headend.transports import FrontEnd, LinkSettings
 
@@ -43,6 +45,7 @@ class ServeOptions:
     collect_every_s: float = 0.0  # 0: no periodic read cycles
     collect_dis: tuple[int, ...] = DEFAULT_READ_DIS
     costctl: LoopOptions | None = None  # remote cost control: collect on the grid, rate, debit, act
+    notices: NoticeConfig | None = None  # the customer-notice sender (headend.notices.service)
 
 
 def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[FrontEnd, OutboxWorker]:
@@ -85,6 +88,10 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
         tasks.append(asyncio.create_task(_collect(store, worker.client, options, stop)))
     if options.costctl is not None:
         tasks.append(asyncio.create_task(run_loop(store, worker.client, options.costctl, stop)))
+    if options.notices is not None:
+        from headend.notices.service import run_notices
+
+        tasks.append(asyncio.create_task(run_notices(store, options.notices, stop)))
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from headend.cli import _common as c
 from headend.cli import costctl as costctl_cli
+from headend.cli import notices as notices_cli
 from headend.commands import DEFAULT_READ_DIS, parse_di
 from headend.store import Command, Meter, Store
 from headend.transports import LinkError
@@ -117,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
     c.add_store_args(p)
     costctl_cli.add_serve_args(p)
+    notices_cli.add_serve_args(p)
     p.set_defaults(func=op_serve)
 
 
@@ -410,6 +412,7 @@ def op_serve(args: argparse.Namespace) -> int:
         security_timeout=args.security_timeout,
         collect_every_s=args.collect_every,
         costctl=costctl_cli.serve_loop_options(args, "costctl"),
+        notices=notices_cli.serve_notice_options(args),
     )
     # the lock first and released last: closing its descriptor while SQLite has the file open
     # would drop SQLite's own locks on it
