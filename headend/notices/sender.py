@@ -167,7 +167,6 @@ class NoticeSender:
                 except ValueError as exc:
                     if raw not in final:
                         p.outcomes.append((raw, Outcome(f"{key}:{raw}", "bad_number", None, str(exc))))
-                        flags.setdefault(n.customer, (raw, str(exc)))
                     continue
                 if phone in final or raw in final:
                     continue
@@ -176,6 +175,9 @@ class NoticeSender:
         self._send([p for p in plans if p.outgoing and p.result is None], rep)
         results = []
         for p in plans:
+            for phone, o in p.outcomes:
+                if o.status == "bad_number":
+                    flags.setdefault(p.notice.customer, (phone, o.error or "not deliverable"))
             if p.result is None:
                 p.result = self._result(p, now)
             st = p.result["status"]
@@ -183,11 +185,12 @@ class NoticeSender:
             rep.failed += st == "failed"
             rep.retried += st == "queued" and bool(p.result.get("attempted"))
             results.append(p.result)
-        rep.lost = self.store.record_notice_results(self.owner, results)
+        rep.lost = self.store.record_notice_results(self.owner, results, now=now)
         for customer, (phone, why) in flags.items():
-            if self.store.flag_contact(customer, f"phone {phone!r} cannot be used: {why}", phone=phone):
+            if self.store.flag_contact(customer, why, phone=phone):
                 rep.flagged.append(customer)
-                log.warning("customer %s flagged: phone %r is not a number; fix the account's phone", customer, phone)
+                log.warning("customer %s flagged: phone %r cannot be used (%s); fix the account's phone",
+                            customer, phone, why)
                 if self._on_flag is not None:
                     self._on_flag(customer, phone)
         return rep

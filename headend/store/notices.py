@@ -150,14 +150,16 @@ class Notices(Audit):
                     out[r[0]].append(Delivery(*r))
         return out
 
-    def record_notice_results(self, owner: str, results: Iterable[Mapping[str, Any]]) -> list[int]:
+    def record_notice_results(self, owner: str, results: Iterable[Mapping[str, Any]], *,
+                              now: int | None = None) -> list[int]:
         """Record what a sender did with the notices it claimed, in one transaction.
 
         Each result: ``id``, ``status`` (sent / failed / queued), ``error``, ``not_before`` (queued),
         ``attempted`` (a send was tried: counts an attempt), ``text`` (what went out), and
         ``deliveries``: [(phone, key, provider, provider_id, state, error)].  A result whose lease
-        ``owner`` no longer holds is skipped and its id returned."""
-        now = self.now()
+        ``owner`` no longer holds is skipped and its id returned.  ``now`` (default: the store's
+        clock) is the send time recorded, the one the rate limit counts from."""
+        now = self.now() if now is None else int(now)
         lost: list[int] = []
         with self._tx() as tx:
             for res in results:
@@ -204,13 +206,13 @@ class Notices(Audit):
         return None if row is None else Delivery(*row)
 
     def notices_sent_since(self, customers: Iterable[str], since: int) -> dict[str, list[int]]:
-        """Send times (ascending) of each customer's notices sent at or after ``since``."""
+        """Send times (ascending) of each customer's notices sent after ``since``."""
         custs = sorted(set(customers))
         out: dict[str, list[int]] = {c: [] for c in custs}
         with self._tx(write=False) as tx:
             for chunk in _chunks(custs):
                 for c, t in tx.all(f"SELECT customer, sent_at FROM notifications WHERE customer IN"
-                                   f" ({', '.join('?' for _ in chunk)}) AND sent_at >= ? ORDER BY sent_at",
+                                   f" ({', '.join('?' for _ in chunk)}) AND sent_at > ? ORDER BY sent_at",
                                    (*chunk, int(since))):
                     out[c].append(int(t))
         return out
