@@ -44,6 +44,8 @@ class ReceiptServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True     # the answer's header and body are separate writes
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 outer._handle(self)
 
