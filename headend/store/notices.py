@@ -131,13 +131,20 @@ class Notices(Audit):
                 f"SELECT {NOTICE_COLS}, lease_owner FROM notifications WHERE status = 'queued' AND not_before <= ?"
                 " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY priority DESC, id LIMIT ?",
                 (now, now, int(limit)))
-            out = []
-            for r in rows:
-                if tx.execute("UPDATE notifications SET lease_owner = ?, lease_until = ? WHERE id = ?"
-                              " AND status = 'queued' AND (lease_until IS NULL OR lease_until <= ?)",
-                              (owner, now + int(lease_s), r[0], now)) == 1:
-                    out.append(notice_from_row(r[:-1], in_doubt=r[-1] is not None))
-            return out
+            if not rows:
+                return []
+            until = now + int(lease_s)
+            ids = [r[0] for r in rows]
+            # the write transaction holds the database's write lock from the SELECT on, and the
+            # conditions are checked again by the UPDATE: a row another sender leased is not taken
+            n = tx.execute(f"UPDATE notifications SET lease_owner = ?, lease_until = ? WHERE id IN"
+                           f" ({', '.join('?' for _ in ids)}) AND status = 'queued'"
+                           " AND (lease_until IS NULL OR lease_until <= ?)", (owner, until, *ids, now))
+            if n != len(ids):
+                mine = {i for (i,) in tx.all(f"SELECT id FROM notifications WHERE id IN ({', '.join('?' for _ in ids)})"
+                                             " AND lease_owner = ? AND lease_until = ?", (*ids, owner, until))}
+                rows = [r for r in rows if r[0] in mine]
+            return [notice_from_row(r[:-1], in_doubt=r[-1] is not None) for r in rows]
 
     def notice_deliveries(self, notice_ids: Iterable[int]) -> dict[int, list[Delivery]]:
         """The delivery rows of some notices, by notice id (every id present)."""
@@ -160,33 +167,39 @@ class Notices(Audit):
         ``owner`` no longer holds is skipped and its id returned.  ``now`` (default: the store's
         clock) is the send time recorded, the one the rate limit counts from."""
         now = self.now() if now is None else int(now)
-        lost: list[int] = []
+        results = list(results)
+        updates, dels = [], []
+        for res in results:
+            nid = int(res["id"])
+            status = res["status"]
+            if status not in ("sent", "failed", "queued"):
+                raise InvalidInput(f"notice {nid}: result status must be sent, failed or queued, got {status!r}")
+            updates.append((status, 1 if res.get("attempted") else 0, res.get("error"), int(res.get("not_before") or 0),
+                            status, now, res.get("text"), now, nid, owner))
+            for phone, key, provider, pid, state, error in res.get("deliveries") or ():
+                if state not in DELIVERY_STATES:
+                    raise InvalidInput(f"notice {nid}: delivery state must be one of {', '.join(DELIVERY_STATES)}")
+                dels.append((nid, phone, key, provider, pid, state, error, now, now if state == "delivered" else None))
         with self._tx() as tx:
-            for res in results:
-                nid = int(res["id"])
-                status = res["status"]
-                if status not in ("sent", "failed", "queued"):
-                    raise InvalidInput(f"notice {nid}: result status must be sent, failed or queued, got {status!r}")
-                n = tx.execute(
-                    "UPDATE notifications SET status = ?, attempts = attempts + ?, last_error = ?, not_before = ?,"
-                    " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, sent_text = COALESCE(?, sent_text),"
-                    " lease_owner = NULL, lease_until = NULL, updated_at = ?"
-                    " WHERE id = ? AND lease_owner = ? AND status = 'queued'",
-                    (status, 1 if res.get("attempted") else 0, res.get("error"), int(res.get("not_before") or 0),
-                     status, now, res.get("text"), now, nid, owner))
-                if n != 1:
-                    lost.append(nid)
-                    continue
-                dels = res.get("deliveries") or ()
-                for phone, key, provider, pid, state, error in dels:
-                    if state not in DELIVERY_STATES:
-                        raise InvalidInput(f"notice {nid}: delivery state must be one of {', '.join(DELIVERY_STATES)}")
-                tx.executemany(
-                    "INSERT INTO notice_deliveries (notice_id, phone, key, provider, provider_id, state, error,"
-                    " sent_at, receipt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(nid, phone, key, provider, pid, state, error, now, now if state == "delivered" else None)
-                     for phone, key, provider, pid, state, error in dels])
-        return lost
+            ids = [u[8] for u in updates]
+            held = set(ids)
+            if ids:
+                # which of them this sender still holds (a lease that ran out may have been taken)
+                held = set()
+                for chunk in _chunks(ids):
+                    held.update(i for (i,) in tx.all(f"SELECT id FROM notifications WHERE id IN"
+                                                     f" ({', '.join('?' for _ in chunk)}) AND lease_owner = ?"
+                                                     " AND status = 'queued'", (*chunk, owner)))
+            tx.executemany(
+                "UPDATE notifications SET status = ?, attempts = attempts + ?, last_error = ?, not_before = ?,"
+                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, sent_text = COALESCE(?, sent_text),"
+                " lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                " WHERE id = ? AND lease_owner = ? AND status = 'queued'", [u for u in updates if u[8] in held])
+            tx.executemany(
+                "INSERT INTO notice_deliveries (notice_id, phone, key, provider, provider_id, state, error,"
+                " sent_at, receipt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [d for d in dels if d[0] in held])
+        return [i for i in ids if i not in held]
 
     def notice_receipt(self, provider_id: str, state: str, *, error: str | None = None,
                        provider: str | None = None) -> Delivery | None:

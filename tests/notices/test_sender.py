@@ -305,3 +305,18 @@ def test_webhook_gateway_signs_and_the_receiver_drops_repeats(store):
         assert rep.retried == 1 and hook.bad_signatures == 1 and "401" in store.find_notices()[0].last_error
     finally:
         hook.close()
+
+
+def test_a_sender_whose_lease_ran_out_records_nothing(store):
+    customer(store, C1, "13800138000")
+    notify_event(store, C1, "payment_received", PAY, "pay:lease")
+    [a] = store.claim_notices("a", now=NOON, lease_s=60)
+    assert store.claim_notices("b", now=NOON + 59) == []
+    [b] = store.claim_notices("b", now=NOON + 60, lease_s=60)
+    assert b.id == a.id and b.in_doubt
+    assert store.record_notice_results("a", [{"id": a.id, "status": "sent", "attempted": True}]) == [a.id]
+    assert store.get_notification(a.id).status == "queued"
+    assert store.record_notice_results("b", [{"id": b.id, "status": "sent", "attempted": True,
+                                              "deliveries": [("13800138000", "pay:lease:13800138000", "sms", "X1",
+                                                              "accepted", None)]}]) == []
+    assert store.get_notification(a.id).status == "sent"
