@@ -49,8 +49,8 @@ class ReceiptServer:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 outer._handle(self)
 
-            def log_message(self, fmt: str, *args: object) -> None:
-                log.debug("receipt %s", fmt % args)
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+                log.debug("receipt %s", format % args)
 
         self.store = store
         self._token = token
