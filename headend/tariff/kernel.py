@@ -7,8 +7,9 @@ the segment fall in the same ladder tier -- almost always -- the ladder part is 
 ``sw · increment[tier]``.  Only a segment that crosses a threshold is walked again interval by
 interval, splitting at the exact Wh (same rule as reference.py).  Sub-fen are summed and cut into
 fen once per account: ``floor((rem0 + Σ u) / SUBFEN)`` is what the per-interval carry gives, so
-batching never changes a bill (README).  With ``per_interval=True`` a second kernel does the
-carry interval by interval and records the fen debited at each one.
+batching never changes a bill (README).  With ``per_interval=True`` a second kernel records the
+fen debited at each interval: the step of ``floor((rem0 + Σ u up to t) / SUBFEN)``, which is
+exactly what the carry interval by interval gives.
 
 Speed: the TOU price per interval is an int32 table and the product is written
 ``int64(w) * int64(price)`` so LLVM uses a 32x32->64 SIMD multiply; with int32 energy the hot
@@ -108,43 +109,61 @@ def _rate_rows(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, fen
 
 
 @njit(parallel=True, cache=True)
-def _rate_rows_per_interval(energy, pt, reset, thr, inc, ladder0, rem0, limit_w, fen, ladder1, rem1, per):
+def _rate_rows_per_interval(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, fen, ladder1, rem1, per):
+    # acc = rem0 + the sub-fen so far, never cut: the fen debited up to interval t is acc // SUBFEN
+    # (what the per-interval carry gives), so per[t] is the step of that floor.  Each division then
+    # stands alone instead of feeding the next interval's remainder, and within a segment that stays
+    # in one ladder tier the price of a Wh is just pt[t] + inc[k]: no tier search per interval.
+    nseg = seg.size - 1
     for a in prange(energy.shape[0]):
         e = ladder0[a]
-        r = rem0[a]
-        if e < 0 or r < 0 or r >= SUBFEN:
+        acc = rem0[a]
+        if e < 0 or acc < 0 or acc >= SUBFEN:
             fen[a] = _BAD_STATE
             continue
-        total_fen = 0
         bits = 0
-        k = _tier(e + 1, thr)
-        for t in range(energy.shape[1]):
-            if reset[t]:
+        done = 0                                # fen debited so far (acc // SUBFEN)
+        for s in range(nseg):
+            lo = np.uint64(seg[s])
+            hi = np.uint64(seg[s + 1])
+            if seg_reset[s]:
                 e = 0
-                k = _tier(1, thr)
-            w = np.int64(energy[a, t])
-            bits |= w
-            f = 0
-            if w > 0:
-                # same tier for the first and last Wh: no split needed (the common case)
-                if k == thr.size or e + w <= thr[k]:
-                    u = w * (np.int64(pt[t]) + inc[k])
-                else:
-                    u = w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
-                total = r + u
-                f = total // SUBFEN
-                r = total - f * SUBFEN
-                e += w
-                k = _tier(e + 1, thr)
-            per[a, t] = f
-            total_fen += f
+            sw = 0
+            sb = 0
+            for t in range(lo, hi):
+                w = energy[a, t]
+                sw += w
+                sb |= w
+            bits |= sb
+            k = _tier(e + 1, thr)
+            if sb == 0 or (sb > 0 and k == _tier(e + sw, thr)):
+                ik = inc[k]
+                row = per[a]
+                for t in range(lo, hi):             # the sub-fen of each interval: a SIMD loop
+                    row[t] = np.int64(energy[a, t]) * (np.int64(pt[t]) + ik)
+                for t in range(lo, hi):
+                    acc += row[t]
+                    # acc >= 0 here: an unsigned divide by the constant is one multiply and a shift
+                    f = np.int64(np.uint64(acc) // np.uint64(SUBFEN))
+                    row[t] = f - done
+                    done = f
+                e += sw
+            else:                              # crosses a threshold (or bad data): exact walk
+                for t in range(lo, hi):
+                    w = np.int64(energy[a, t])
+                    if w > 0:
+                        acc += w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
+                        e += w
+                    f = acc // SUBFEN
+                    per[a, t] = f - done
+                    done = f
         if bits < 0:
             fen[a] = _BAD_ENERGY
         elif bits > limit_w:
             fen[a] = _TOO_BIG
         else:
-            fen[a] = total_fen
-            rem1[a] = r
+            fen[a] = done
+            rem1[a] = acc - done * SUBFEN
             ladder1[a] = e
 
 
@@ -195,12 +214,10 @@ def rate(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
                    np.empty(n_acc, dtype=np.int64),
                    np.empty((n_acc, n_int), dtype=np.int64) if per_interval else None)
     fen, ladder1, rem1, per = out
+    seg, seg_reset = segments_of(resets, n_int)
     if per_interval:
-        reset = np.zeros(n_int, dtype=np.uint8)
-        reset[resets] = 1
-        _rate_rows_per_interval(e, pt, reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1, per)
+        _rate_rows_per_interval(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1, per)
     else:
-        seg, seg_reset = segments_of(resets, n_int)
         _rate_rows(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1)
     if n_acc and fen.min() < 0:
         _raise_bad_row(e, fen, ladder_wh, rem, limit_w)

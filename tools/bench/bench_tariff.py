@@ -27,10 +27,12 @@ from headend.tariff.model import beijing_tou, meter_time
 from headend.tariff.rating import plan, rate_batch
 from headend.tariff.reference import SUBFEN, Bill, rate_reference
 from headend.tariff.vectorized import rate_numpy
+from tools.bench.interleave import interleaved
 
 ACCOUNTS = 1_000_000
 INTERVALS = 96
 REF_ACCOUNTS = 2_000
+NP_ACCOUNTS = 100_000
 STORE_ACCOUNTS = 1_000_000
 
 
@@ -41,15 +43,6 @@ def _stream_sum(a, out):
         for j in range(a.shape[1]):
             s += a[i, j]
         out[i] = s
-
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def day_batch(accounts: int, seed: int = 1):
@@ -73,42 +66,42 @@ def run(report) -> None:
 
     sub = np.ascontiguousarray(energy[:REF_ACCOUNTS])
     sub_args = (args[0], args[1], args[2], args[3], args[4], args[5][:REF_ACCOUNTS], args[6][:REF_ACCOUNTS])
-    t_ref = best_of(lambda: rate_reference(sub, *sub_args), 1)
-    ref_rate = sub.size / t_ref
-    report(f"reference (plain Python), {REF_ACCOUNTS} accounts", ref_rate / 1e6, "M readings/s")
+    np_sub = np.ascontiguousarray(energy[:NP_ACCOUNTS])
+    np_args = (args[0], args[1], args[2], args[3], args[4], args[5][:NP_ACCOUNTS], args[6][:NP_ACCOUNTS])
+    r = interleaved(lambda: rate_numpy(np_sub, *np_args), lambda: rate_reference(sub, *sub_args), rounds=3,
+                    work_a=np_sub.size / 1e6, work_b=sub.size / 1e6)
+    report(f"tariff: NumPy version ({NP_ACCOUNTS:,} x 96) vs plain-Python reference ({REF_ACCOUNTS:,} x 96), one core",
+           r.a, "M readings/s", r.b, pairs=r)
 
     np_bill = rate_numpy(energy, *args)
-    t_np = best_of(lambda: rate_numpy(energy, *args), 2)
-    np_rate = n / t_np
-    report("NumPy version, 1M x 96", np_rate / 1e6, "M readings/s", baseline=ref_rate / 1e6)
-
     bill = rate(energy, *args)                                # compile / load the cache
     assert np.array_equal(bill.fen, np_bill.fen) and np.array_equal(bill.rem, np_bill.rem)
     ref_bill = rate_reference(sub, *sub_args)
     assert np.array_equal(bill.fen[:REF_ACCOUNTS], ref_bill.fen)
+    del np_bill
 
     out = np.empty(ACCOUNTS, dtype=np.int64)
     _stream_sum(energy, out)
     # outputs allocated once, as a head-end rating batch after batch would: no page faults timed
     bills = Bill(np.empty(ACCOUNTS, dtype=np.int64), np.empty(ACCOUNTS, dtype=np.int64),
                  np.empty(ACCOUNTS, dtype=np.int64), np.empty((ACCOUNTS, INTERVALS), dtype=np.int64))
-    rates = {}
+    totals = lambda: rate(energy, *args, out=bills)   # noqa: E731
     for k in sorted({1, threads}):
         set_num_threads(k)
-        rates[k] = n / best_of(lambda: rate(energy, *args, out=bills), 5)
-        bw = energy.nbytes / best_of(lambda: _stream_sum(energy, out), 5)
-        report(f"stream read bandwidth, {k} thread(s)", bw / 1e9, "GB/s")
-        report(f"  readings/s that bandwidth allows (int32), {k} thread(s)", bw / 4 / 1e6, "M readings/s")
-        report(f"numba kernel, {k} thread(s), 1M x 96", rates[k] / 1e6, "M readings/s", baseline=np_rate / 1e6)
-        report(f"  kernel {k} thread(s): share of read bandwidth", rates[k] / 1e6, "M readings/s",
-               baseline=bw / 4 / 1e6)
+        # the kernel's ceiling: a numba sum streaming the same int32 array on the same threads
+        r = interleaved(totals, lambda: _stream_sum(energy, out), rounds=7, work_a=n / 1e6, work_b=n / 1e6)
+        report(f"tariff: numba kernel vs streaming read of the same 1M x 96 int32 array, {k} thread(s)",
+               r.a, "M readings/s", r.b, pairs=r)
+        report(f"  streaming read bandwidth, {k} thread(s) (median of the pairs' reads)", r.b * 4 / 1e3, "GB/s")
     set_num_threads(threads)
-    report(f"numba kernel, {threads} thread(s) vs reference", rates[threads] / 1e6, "M readings/s",
-           baseline=ref_rate / 1e6)
-    t_per = best_of(lambda: rate(energy, *args, per_interval=True, out=bills), 3)
-    report(f"numba kernel with per-interval fen, {threads} thread(s)", n / t_per / 1e6, "M readings/s",
-           baseline=rates[threads] / 1e6)
-    del energy, bills, sub
+    r = interleaved(totals, lambda: rate_numpy(np_sub, *np_args), rounds=3, work_a=n / 1e6, work_b=np_sub.size / 1e6)
+    report(f"tariff: numba kernel ({threads} threads, 1M x 96) vs NumPy version ({NP_ACCOUNTS:,} x 96, one core)",
+           r.a, "M readings/s", r.b, pairs=r)
+    r = interleaved(lambda: rate(energy, *args, per_interval=True, out=bills), totals, rounds=5,
+                    work_a=n / 1e6, work_b=n / 1e6)
+    report(f"tariff: kernel with per-interval fen vs totals kernel, 1M x 96, {threads} threads",
+           r.a, "M readings/s", r.b, pairs=r)
+    del energy, bills, sub, np_sub
     cost_control_cycle(report)
     store_cycle(report)
 
