@@ -7,10 +7,12 @@ STORE_ACCOUNTS (1,000,000) accounts on daily frozen readings: collect, rate, deb
 transaction, decide and record, with each stage's share.
 
 Input is int32 Wh (a 15-min reading above 2**31 Wh is not a household), 384 MB for the whole
-day, so the kernel's ceiling is this machine's streaming-read bandwidth, measured in the same
-run by a numba sum over the same array.  Figures: the plain reference on a subset, the NumPy
-version, the kernel on 1 thread and on all cores, and the bandwidth with the readings/s it
-implies; ratios are same-run.
+day.  Every ratio is measured interleaved (A, B, A, B ..., median of the pair ratios, with its
+spread; tools/bench/interleave.py): the NumPy version against the plain reference; the kernel
+on 1 thread and on all cores against a numba streaming sum over the same array on as many
+threads (the read-bandwidth ceiling); the kernel against the NumPy version; the per-interval
+kernel against the totals kernel.  The kernel's inner loop is also read from its machine code
+(tools/bench/kernel_asm.py): instructions per reading against the streaming sum's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from headend.tariff.rating import plan, rate_batch
 from headend.tariff.reference import SUBFEN, Bill, rate_reference
 from headend.tariff.vectorized import rate_numpy
 from tools.bench.interleave import interleaved
+from tools.bench.kernel_asm import inspect_in_subprocess
 
 ACCOUNTS = 1_000_000
 INTERVALS = 96
@@ -102,6 +105,13 @@ def run(report) -> None:
     report(f"tariff: kernel with per-interval fen vs totals kernel, 1M x 96, {threads} threads",
            r.a, "M readings/s", r.b, pairs=r)
     del energy, bills, sub, np_sub
+    # why the kernel is short of the bandwidth: it is compute-bound.  Its widest inner loop
+    # against the streaming read's, from the compiled code (static, so no interleaving needed)
+    loops = inspect_in_subprocess()
+    hot = {k: max(v, key=lambda x: x["readings"]) for k, v in loops.items() if v}
+    k_loop, s_loop = hot["_rate_rows"], hot["_stream_sum"]
+    report(f"tariff: kernel inner loop, instructions per reading ({k_loop['vector']}) vs the streaming read's",
+           k_loop["per_reading"], "instructions", s_loop["per_reading"])
     cost_control_cycle(report)
     store_cycle(report)
 
