@@ -229,8 +229,10 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         for arr in (fen, rem, lad, until):
             digest.update(arr.tobytes())
         rep.batch_key = f"costctl:{last_end}:{digest.hexdigest()[:16]}"
+        # the state this cycle read: the store charges by compare-and-set on it instead of reading again
+        read_as = list(zip(*(x[idx].tolist() for x in (acc.balance, acc.rem, acc.ladder, acc.version))))
         if store.charge_accounts(rep.batch_key, zip(cust, fen.tolist(), rem.tolist(), lad.tolist(), until.tolist()),
-                                 actor=actor, kind="charge", interval_s=interval_s):
+                                 actor=actor, kind="charge", interval_s=interval_s, read_as=read_as):
             fen_of[idx] = fen
             charged[idx] = True
         rep.charged_fen = int(fen.sum())

@@ -132,27 +132,33 @@ class CostControlState(Accounts):
                                    f" {', '.join(SUPPLY_STATES)}, got {level!r} / {supply!r}")
             rows.append((int(level), None if notice_at is None else int(notice_at), supply,
                          None if supply_at is None else int(supply_at), now, customer, int(version)))
+        update = ("UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?, updated_at = ?"
+                  " WHERE customer = ?")
         with self._tx() as tx:
-            # the write lock is held from here: versions read now cannot move before the update
-            if len(rows) > 5000:
-                current = dict(tx.all("SELECT customer, version FROM accounts"))
+            # the write lock is held from here: versions read now cannot move before the update.
+            # Usually no version has moved: then one compare-and-set per row settles it without
+            # reading the accounts; if any has (or a customer is unknown), undo and look.
+            tx.execute("SAVEPOINT decisions")
+            if tx.executemany(update + " AND version = ?", rows) == len(rows):
+                stale: set[str] = set()
             else:
-                current = {}
-                wanted = [r[5] for r in rows]
-                for lo in range(0, len(wanted), 500):
-                    chunk = wanted[lo:lo + 500]
-                    current.update(tx.all(f"SELECT customer, version FROM accounts WHERE customer IN"
-                                          f" ({', '.join('?' for _ in chunk)})", chunk))
-            stale = {r[5] for r in rows if current.get(r[5]) != r[6]}
-            missing = [r[5] for r in rows if r[5] not in current]
-            if missing:
-                raise NotFound(f"{len(missing)} customer(s) in the decisions do not exist, e.g. {missing[0]}"
-                               " (nothing was recorded)")
-            tx.executemany(
-                "UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?, updated_at = ?"
-                " WHERE customer = ?",
-                (r[:6] for r in rows if r[5] not in stale),
-            )
+                tx.execute("ROLLBACK TO decisions")
+                if len(rows) > 5000:
+                    current = dict(tx.all("SELECT customer, version FROM accounts"))
+                else:
+                    current = {}
+                    wanted = [r[5] for r in rows]
+                    for lo in range(0, len(wanted), 500):
+                        chunk = wanted[lo:lo + 500]
+                        current.update(tx.all(f"SELECT customer, version FROM accounts WHERE customer IN"
+                                              f" ({', '.join('?' for _ in chunk)})", chunk))
+                stale = {r[5] for r in rows if current.get(r[5]) != r[6]}
+                missing = [r[5] for r in rows if r[5] not in current]
+                if missing:
+                    raise NotFound(f"{len(missing)} customer(s) in the decisions do not exist, e.g. {missing[0]}"
+                                   " (nothing was recorded)")
+                tx.executemany(update, (r[:6] for r in rows if r[5] not in stale))
+            tx.execute("RELEASE decisions")
             tx.executemany(
                 "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
                 " updated_at, idem_key, detail) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING",

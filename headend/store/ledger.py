@@ -77,6 +77,7 @@ class Ledger(Accounts):
         kind: str = "charge",
         ledger: bool = True,
         interval_s: int | None = None,
+        read_as: Iterable[Sequence[int]] | None = None,
     ) -> int:
         """Debit many accounts in one transaction, exactly once per batch_key; return accounts charged.
 
@@ -88,7 +89,9 @@ class Ledger(Accounts):
         -fen, balance_after, and the remainder after it); a charge that changes nothing but
         rated_until (no energy) writes none.  With rated_until and ``interval_s`` (the length of
         the intervals rated) the row also records the end of the last interval it rated, so
-        ``remainder_at`` can tell the remainder at that point.
+        ``remainder_at`` can tell the remainder at that point.  ``read_as``: per charge, the
+        account's (balance_fen, rem, ladder_wh, version) as the caller read it (a rating cycle
+        has them): the accounts need not be read again when no version has moved since.
         """
         rows = [tuple(r) for r in charges]
         now = self.now()
@@ -103,36 +106,52 @@ class Ledger(Accounts):
             c, rem, ladder = r[0], r[2], r[3]
             if not (0 <= rem < SUBFEN) or ladder < 0:
                 raise InvalidInput(f"customer {c}: remainder must be in [0, {SUBFEN}) and ladder energy >= 0")
+        if read_as is not None:
+            read_as = list(read_as)
+            if len(read_as) != len(rows):
+                raise InvalidInput(f"charge batch {batch_key}: read_as needs one (balance_fen, rem, ladder_wh,"
+                                   f" version) per charge, got {len(read_as)} for {len(rows)}")
+        sets = "balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, " + ("rated_until = ?, " if with_until else "")
+        update = f"UPDATE accounts SET {sets}version = version + 1, updated_at = ? WHERE customer = ?"
+
+        def params(r: tuple) -> tuple:
+            return (int(r[1]), int(r[2]), int(r[3]), int(r[4]), now, r[0]) if with_until else \
+                (int(r[1]), int(r[2]), int(r[3]), now, r[0])
+
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
                 return 0
             before: list[tuple[int, int, int] | None] = []
-            if ledger:
-                # balance, rem and ladder before the charge, read under the write lock this
-                # transaction holds: balance_after follows, and a ledger row is written only
-                # where money, rem or ladder move
-                sql = "SELECT customer, balance_fen, rem, ladder_wh FROM accounts"
-                if len(rows) > 20_000:   # one pass over the table beats a lookup per row
-                    old_state = {c: (b, rm, lw) for c, b, rm, lw in tx.all(sql)}
+            n = -1
+            if read_as is not None:
+                # the caller's reading holds wherever the version has not moved: charge those rows
+                # by compare-and-set and take balance_after from it, with no read of the accounts;
+                # if any row moved (a payment raced in), undo and take the general path below
+                tx.execute("SAVEPOINT charge_read_as")
+                n = tx.executemany(update + " AND version = ?", (params(r) + (int(k[3]),)
+                                                                for r, k in zip(rows, read_as)))
+                if n == len(rows):
+                    before = [(int(k[0]), int(k[1]), int(k[2])) for k in read_as]
                 else:
-                    old_state = {}
-                    for lo in range(0, len(rows), 500):
-                        chunk = [r[0] for r in rows[lo:lo + 500]]
-                        old_state.update((c, (b, rm, lw)) for c, b, rm, lw in tx.all(
-                            f"{sql} WHERE customer IN ({', '.join('?' for _ in chunk)})", chunk))
-                before = [old_state.get(r[0]) for r in rows]
-            if with_until:
-                n = tx.executemany(
-                    "UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, rated_until = ?,"
-                    " version = version + 1, updated_at = ? WHERE customer = ?",
-                    ((int(r[1]), int(r[2]), int(r[3]), int(r[4]), now, r[0]) for r in rows),
-                )
-            else:
-                n = tx.executemany(
-                    "UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, version = version + 1,"
-                    " updated_at = ? WHERE customer = ?",
-                    ((int(r[1]), int(r[2]), int(r[3]), now, r[0]) for r in rows),
-                )
+                    tx.execute("ROLLBACK TO charge_read_as")
+                    n = -1
+                tx.execute("RELEASE charge_read_as")
+            if n < 0:
+                if ledger:
+                    # balance, rem and ladder before the charge, read under the write lock this
+                    # transaction holds: balance_after follows, and a ledger row is written only
+                    # where money, rem or ladder move
+                    sql = "SELECT customer, balance_fen, rem, ladder_wh FROM accounts"
+                    if len(rows) > 20_000:   # one pass over the table beats a lookup per row
+                        old_state = {c: (b, rm, lw) for c, b, rm, lw in tx.all(sql)}
+                    else:
+                        old_state = {}
+                        for lo in range(0, len(rows), 500):
+                            chunk = [r[0] for r in rows[lo:lo + 500]]
+                            old_state.update((c, (b, rm, lw)) for c, b, rm, lw in tx.all(
+                                f"{sql} WHERE customer IN ({', '.join('?' for _ in chunk)})", chunk))
+                    before = [old_state.get(r[0]) for r in rows]
+                n = tx.executemany(update, (params(r) for r in rows))
             if n != len(rows):
                 known = {r[0] for r in tx.all("SELECT customer FROM accounts")} if n < len(rows) else set()
                 missing = sorted({r[0] for r in rows} - known)[:5]

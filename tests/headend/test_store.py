@@ -324,6 +324,48 @@ def test_charge_batch_with_unknown_customer_changes_nothing(store) -> None:
         store.charge_accounts("b3", [(C1, 1, 100_000, 0)], actor="costctl")
 
 
+def test_charge_batch_from_the_callers_reading_survives_a_payment_racing_in(store) -> None:
+    # a rating cycle passes the state it read; a payment landing between that read and the
+    # charge moves the version: the charge still applies once and balance_after counts the payment
+    add(store, mode="remote")
+    add(store, A2, C2, mode="remote")
+    read = [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in map(store.get_account, (C1, C2))]
+    store.credit(C2, 500, actor="pay", idem_key="raced")
+    charges = [(C1, 30, 7, 70, 86_400), (C2, 40, 8, 80, 86_400)]
+    assert store.charge_accounts("race", charges, actor="costctl", read_as=read) == 2
+    assert [(e.amount_fen, e.balance_after) for e in store.ledger(C1)] == [(-30, -30)]
+    assert [(e.amount_fen, e.balance_after) for e in store.ledger(C2)] == [(-40, 460), (500, 500)]
+    assert [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in map(store.get_account, (C1, C2))] == \
+        [(-30, 7, 70, 1), (460, 8, 80, 2)]
+    # and with nothing raced in, the reading it was given is the one in the ledger
+    read = [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in map(store.get_account, (C1, C2))]
+    assert store.charge_accounts("calm", [(C1, 1, 7, 71, 2 * 86_400), (C2, 1, 8, 81, 2 * 86_400)],
+                                 actor="costctl", read_as=read) == 2
+    assert [e.balance_after for e in store.ledger(C2, limit=1)] == [459]
+    with pytest.raises(InvalidInput, match="read_as"):
+        store.charge_accounts("short", [(C1, 1, 0, 0)], actor="costctl", read_as=[])
+
+
+def test_decisions_of_an_account_whose_money_moved_are_left_for_the_next_cycle(store) -> None:
+    add(store, mode="remote")
+    add(store, A2, C2, mode="remote")
+    v1, v2 = store.get_account(C1).version, store.get_account(C2).version
+    store.credit(C2, 500, actor="pay", idem_key="raced")          # C2's version moves
+    states = [(C1, v1, 1, 100, "on", None), (C2, v2, 1, 100, "on", None)]
+    notices = [(c, "alarm1", "low", f"n:{c}", {"reason": "x"}) for c in (C1, C2)]
+    audit = [("costctl", "costctl.notice1", c, {"balance_fen": 0}) for c in (C1, C2)]
+    assert store.apply_decisions(states, notices=notices, audit=audit, actor="costctl") == {C2}
+    assert (store.get_account(C1).notice_level, store.get_account(C2).notice_level) == (1, 0)
+    assert [n.customer for n in store.list_notifications(status="queued")] == [C1]
+    assert [e.target for e in store.audit_entries(action="costctl.notice1")] == [C1]
+    # every version as read: all recorded, none skipped
+    states = [(C1, v1, 2, 200, "on", None), (C2, v2 + 1, 2, 200, "on", None)]
+    assert store.apply_decisions(states, actor="costctl") == set()
+    assert (store.get_account(C1).notice_level, store.get_account(C2).notice_level) == (2, 2)
+    with pytest.raises(NotFound, match="do not exist"):
+        store.apply_decisions([("000000000999", 0, 1, None, "on", None)], actor="costctl")
+
+
 def test_account_limits_validated_and_audited(store) -> None:
     store.add_account(C1, actor="alice", alarm1_fen=2000, overdraft_fen=500, restore_policy="direct")
     with pytest.raises(InvalidInput):
