@@ -18,6 +18,7 @@ kernel against the totals kernel.  The kernel's inner loop is also read from its
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads  # pyright: ignore[reportMissingImports]
@@ -29,14 +30,14 @@ from headend.tariff.model import beijing_tou, meter_time
 from headend.tariff.rating import plan, rate_batch
 from headend.tariff.reference import SUBFEN, Bill, rate_reference
 from headend.tariff.vectorized import rate_numpy
-from tools.bench.interleave import interleaved
+from tools.bench.interleave import interleaved, interleaved_values
 from tools.bench.kernel_asm import inspect_in_subprocess
 
 ACCOUNTS = 1_000_000
 INTERVALS = 96
 REF_ACCOUNTS = 2_000
 NP_ACCOUNTS = 100_000
-STORE_ACCOUNTS = 1_000_000
+STORE_ACCOUNTS = 100_000      # make bench; 1,000,000: python -m tools.bench.bench_tariff --store-accounts 1000000
 
 
 @njit(parallel=True, cache=True)
@@ -154,25 +155,88 @@ def cost_control_cycle(report) -> None:
         report(f"  {name}", secs * 1000, "ms", baseline=total * 1000)
 
 
-def store_cycle(report) -> None:
-    """run_cycle on a real SQLite file, STORE_ACCOUNTS accounts: the store's queries and transactions included.
+def _peak_rss_reset() -> bool:
+    """Reset this process's peak resident set (Linux); False where it cannot be."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
-    The database (accounts, remote meters, tariff and limits, opening balances, three days of
-    daily frozen readings) is built once in a temp file with the store's bulk methods.  Two
-    cycles are timed, each rating a day for every account: the first, where every account
-    gets a notice (a decision written for each: the worst case), and the next, where fewer
-    cross a band and the accounts at the trip level since the first are tripped (trip commands
-    queued).  Accounts whose decision changes nothing are not written.
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _BareWrites:
+    """The baseline: bare sqlite3 doing the cycle's writes on a copy of the same database.
+
+    Per account one UPDATE of its money columns and one ledger row; per decided account (as
+    many as the last cycle decided) one UPDATE of its notice/supply state, one notification and
+    one audit row: the rows the cycle writes, built before the clock starts (and dropped after,
+    so they do not count in the cycle's memory), so only SQLite's work and sqlite3's binding
+    are timed.
+    """
+
+    def __init__(self, path: Path, customers: list[str]) -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.customers = customers
+        self.decided = len(customers)
+        self.round = 0
+
+    def __call__(self) -> float:
+        self.round += 1
+        t = 1_700_000_000 + self.round
+        cs, some = self.customers, self.customers[:self.decided]
+        money = [(123, 4567, 890, t, t, c) for c in cs]
+        ledger = [(c, t, "charge", -123, 100, "costctl", '{"batch":"x"}', 4567, t) for c in cs]
+        state = [(1, t, "on", None, t, c) for c in some]
+        notices = [(c, "notice1", "Your electricity balance is low (1.00 yuan). Please top up.", t, t,
+                    f"bench:{t}:{c}", '{"reason":"below alarm 1"}') for c in some]
+        audit = [(t, "costctl", "costctl.notice1", c,
+                  '{"balance_fen":100,"notice_level":1,"reason":"below alarm 1","supply":"on"}') for c in some]
+        c = self.conn
+        t0 = time.perf_counter()
+        c.execute("BEGIN IMMEDIATE")
+        c.executemany("UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, rated_until = ?,"
+                      " version = version + 1, updated_at = ? WHERE customer = ?", money)
+        c.executemany("INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
+                      " rem_after, rated_to) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)", ledger)
+        c.executemany("UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
+                      " updated_at = ? WHERE customer = ?", state)
+        c.executemany("INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
+                      " updated_at, idem_key, detail) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?)", notices)
+        c.executemany("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)", audit)
+        c.execute("COMMIT")
+        return len(cs) / (time.perf_counter() - t0)
+
+
+def store_cycle(report, n: int | None = None, days: int = 3) -> None:
+    """run_cycle on a real SQLite file, ``n`` accounts: the store's queries and transactions included.
+
+    The database (accounts, remote meters, tariff and limits, opening balances, ``days`` + 1
+    days of daily frozen readings) is built once in a temp file with the store's bulk methods.
+    One cycle per day is run, each rating a day for every account (the first day every account
+    gets a notice: a decision written for each, the worst case; later days fewer cross a band
+    and the accounts at the trip level are tripped), interleaved with the baseline: bare
+    sqlite3 writing the same rows (``_BareWrites``) on a copy of the database.  Reported: the
+    cycle's accounts/s against that baseline's (median of the pairs, with spread), CPU per
+    account, each stage of the last cycle, and the peak resident memory during a cycle.
     """
     import tempfile
     from datetime import datetime, timedelta, timezone
-    from pathlib import Path
 
     from headend.costctl.cycle import run_cycle
     from headend.store import open_store
     from headend.tariff.catalog import load_catalog
 
-    n = STORE_ACCOUNTS
+    n = n or STORE_ACCOUNTS
     d0 = int(datetime(2025, 6, 2, tzinfo=timezone(timedelta(hours=8))).timestamp())
     rng = np.random.default_rng(5)
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,27 +247,66 @@ def store_cycle(report) -> None:
                           for a in ids), actor="bench")
         store.update_accounts(ids, actor="bench", tariff="beijing-tou", alarm1_fen=1000, alarm2_fen=500)
         # opening balances 0..10 yuan (one bulk money movement, with ledger rows), all at or
-        # below alarm 1, and 0..20 kWh a day: on day 1 every account gets a notice (the worst
-        # case: a decision written for each); on day 2 those crossing another band do, and the
-        # ones at the trip level since day 1 are tripped (their notice period is over)
+        # below alarm 1, and 0..20 kWh a day
         opening = rng.integers(0, 1_000, n).tolist()
         store.charge_accounts("opening", [(a, -opening[i], 0, 0) for i, a in enumerate(ids)], actor="bench",
                               kind="payment")
-        daily = rng.integers(0, 20_000, (n, 3))
+        daily = rng.integers(0, 20_000, (n, days + 1))
         daily[:, 0] = rng.integers(0, 10**7, n)
         regs = daily.cumsum(axis=1).tolist()
-        store.add_readings((a, "00010000", regs[i][day], d0 + day * 86400) for i, a in enumerate(ids) for day in range(3))
-        report(f"  (building the {n:,}-account database: meters, accounts, {3 * n:,} readings)",
+        store.add_readings((a, "00010000", regs[i][day], d0 + day * 86400) for i, a in enumerate(ids)
+                           for day in range(days + 1))
+        import sqlite3
+
+        copy = sqlite3.connect(Path(tmp) / "bench.db")
+        copy.execute("VACUUM INTO ?", (str(Path(tmp) / "bare.db"),))
+        copy.close()
+        bare = _BareWrites(Path(tmp) / "bare.db", ids)
+        del regs, daily, opening
+        report(f"  (building the {n:,}-account database: meters, accounts, {(days + 1) * n:,} readings)",
                time.perf_counter() - t0, "s")
         catalog = load_catalog()
-        for label, at in ((f"{n:,} accounts, first day", d0 + 86400 + 9 * 3600),
-                          (f"{n:,} accounts, next day", d0 + 2 * 86400 + 9 * 3600)):
-            t0 = time.perf_counter()
+        days_run = iter(range(1, days + 1))
+        last: dict = {}
+
+        def cycle() -> float:
+            day = next(days_run)
+            at = d0 + day * 86400 + 9 * 3600
+            _peak_rss_reset()
+            t0, c0 = time.perf_counter(), time.process_time()
             rep = run_cycle(store, catalog, at)
-            total = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             assert rep.rated == n and not rep.problems and not rep.conflicts, (rep.rated, rep.problems[:3])
-            report(f"cost-control cycle on SQLite, {label}", total, "s")
-            report("  accounts with a decision written (notice, trip, hold ...)", sum(rep.actions.values()), "accounts")
-            for name, secs in rep.stages.items():
-                report(f"  {name}", secs * 1000, "ms", baseline=total * 1000)
+            last.update(rep=rep, wall=wall, cpu=cpu, day=day, peak=_peak_rss_mb())
+            bare.decided = sum(rep.actions.values())
+            last.setdefault("walls", []).append(wall)
+            last.setdefault("cpus", []).append(cpu)
+            last.setdefault("peaks", []).append(last["peak"])
+            return n / wall
+
+        r = interleaved_values(cycle, bare, rounds=days)
+        report(f"cost-control cycle on SQLite, {n:,} accounts, a day of daily frozen readings each, vs bare sqlite3"
+               " writing the same rows (same database, copied)", r.a, "accounts/s", r.b, pairs=r)
+        report(f"  cycle time, {n:,} accounts (median of {days} days)", float(np.median(last["walls"])), "s")
+        report("  CPU per account (this process, all threads; median)", float(np.median(last["cpus"])) / n * 1e6,
+               "us")
+        report(f"  peak resident memory during a cycle (whole process, highest of {days})", max(last["peaks"]), "MB")
+        rep = last["rep"]
+        report(f"  accounts with a decision written on day {last['day']} (notice, trip, hold ...)",
+               sum(rep.actions.values()), "accounts")
+        for name, secs in rep.stages.items():
+            report(f"  day {last['day']} stage: {name}", secs * 1000, "ms")
+        bare.conn.close()
         store.close()
+
+
+if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.bench.bench_tariff --store-accounts N
+    import argparse
+
+    from tools.bench.run import reporter
+
+    ap = argparse.ArgumentParser(description="Cost-control cycle on SQLite only (the rest: make bench)")
+    ap.add_argument("--store-accounts", type=int, default=1_000_000, help="accounts (default 1,000,000)")
+    ap.add_argument("--days", type=int, default=3, help="cycles, each interleaved with the baseline")
+    opts = ap.parse_args()
+    store_cycle(reporter([]), opts.store_accounts, opts.days)
