@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 
@@ -65,6 +65,10 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], *, rounds: int
         else:
             rb.append(_rate(b, work_b))
             ra.append(_rate(a, work_a))
+    return _summary(ra, rb, rounds)
+
+
+def _summary(ra: list[float], rb: list[float], rounds: int) -> Interleaved:
     ratios = [x / y for x, y in zip(ra, rb) if y]
     return Interleaved(statistics.median(ra), statistics.median(rb), statistics.median(ratios),
                        min(ratios), max(ratios), rounds)
@@ -83,6 +87,21 @@ def interleaved_values(a: Callable[[], float], b: Callable[[], float], *, rounds
         else:
             rb.append(b())
             ra.append(a())
-    ratios = [x / y for x, y in zip(ra, rb) if y]
-    return Interleaved(statistics.median(ra), statistics.median(rb), statistics.median(ratios),
-                       min(ratios), max(ratios), rounds)
+    return _summary(ra, rb, rounds)
+
+
+async def interleaved_values_async(a: Callable[[], Awaitable[float]], b: Callable[[], Awaitable[float]], *,
+                                   rounds: int = 7) -> Interleaved:
+    """``interleaved_values`` for coroutines (measurements that run on the event loop)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    ra: list[float] = []
+    rb: list[float] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            ra.append(await a())
+            rb.append(await b())
+        else:
+            rb.append(await b())
+            ra.append(await a())
+    return _summary(ra, rb, rounds)
