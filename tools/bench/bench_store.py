@@ -1,13 +1,15 @@
 """Store throughput on a real SQLite file: what one fleet read cycle and the outbox cost.
 
-Figures, each against a same-run baseline where one exists:
-* readings stored per second in 1,000-reading batches (one fleet cycle = one batch), against a
-  bare sqlite3 executemany of the same rows into an equivalent table (the ceiling);
+Ratios are interleaved (A, B, A, B ..., median of the pair ratios with its spread;
+tools/bench/interleave.py) against bare sqlite3 doing the same writes on an equivalent table
+in the same run:
+* readings stored per second in 1,000-reading batches (one fleet cycle = one batch);
 * re-storing an already-stored batch (a re-read: every row ignored);
-* commands enqueued (with their audit rows) per second, and claimed + confirmed per second;
-* accounts charged per second by charge_accounts (one batch, with ledger rows);
-* meters registered per second by add_meters, and the cost-control account queries
-  (rating_accounts, cost_control_accounts, cost_control_meters) at 20,000 remote accounts.
+* accounts charged per second by charge_accounts (one batch, with ledger rows) against a bare
+  UPDATE + ledger INSERT per account.
+Absolute figures: commands enqueued (with their audit rows) and claimed + confirmed per second;
+meters registered per second by add_meters, and the cost-control account queries
+(rating_accounts, cost_control_accounts, cost_control_meters) at 20,000 remote accounts.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from headend.store import open_store
+from tools.bench.interleave import interleaved
 
 Report = Callable[..., None]
 N_METERS = 1000
-CYCLES = 20
+CYCLES = 4
 RATING_ACCOUNTS = 20_000
 
 
@@ -31,43 +34,70 @@ def _rows(cycle: int) -> list[tuple[str, str, int, int]]:
     return [(f"{i:012d}", "00010000", 1000 * cycle + i, t) for i in range(1, N_METERS + 1)]
 
 
-def _bare_sqlite(path: Path) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("CREATE TABLE r (meter TEXT, di TEXT, read_at INTEGER, value INTEGER, text TEXT, stored_at INTEGER,"
-                 " PRIMARY KEY (meter, di, read_at)) WITHOUT ROWID")
-    conn.execute("CREATE INDEX r_di_time ON r(di, read_at)")  # the store keeps the same index
-    t0 = time.perf_counter()
-    for cycle in range(CYCLES):
-        rows = [(m, di, t, v, None, 0) for m, di, v, t in _rows(cycle)]
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO r VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
-        conn.execute("COMMIT")
-    dt = time.perf_counter() - t0
-    conn.close()
-    return CYCLES * N_METERS / dt
+class _Bare:
+    """Bare sqlite3 on its own file: the same rows into tables shaped like the store's."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("CREATE TABLE r (meter TEXT, di TEXT, read_at INTEGER, value INTEGER, text TEXT,"
+                          " stored_at INTEGER, PRIMARY KEY (meter, di, read_at)) WITHOUT ROWID")
+        self.conn.execute("CREATE INDEX r_di_time ON r(di, read_at)")  # the store keeps the same index
+        self.conn.execute("CREATE TABLE a (customer TEXT PRIMARY KEY, balance_fen INTEGER, rem INTEGER,"
+                          " ladder_wh INTEGER, version INTEGER, updated_at INTEGER)")
+        self.conn.execute("CREATE TABLE l (id INTEGER PRIMARY KEY AUTOINCREMENT, customer TEXT, at INTEGER,"
+                          " kind TEXT, amount_fen INTEGER, balance_after INTEGER, idem_key TEXT UNIQUE, actor TEXT,"
+                          " detail TEXT, rem_after INTEGER, rated_to INTEGER)")
+        self.conn.execute("CREATE INDEX l_customer ON l(customer, id)")
+        self.conn.executemany("INSERT INTO a VALUES (?, 0, 0, 0, 0, 0)", [(f"{i:012d}",) for i in range(1, N_METERS + 1)])
+
+    def readings(self, cycles: range) -> None:
+        for cycle in cycles:
+            rows = [(m, di, t, v, None, 0) for m, di, v, t in _rows(cycle)]
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("INSERT INTO r VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+            self.conn.execute("COMMIT")
+
+    def charges(self, charges: list[tuple[str, int, int, int]]) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        c.executemany("UPDATE a SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, version = version + 1,"
+                      " updated_at = 1 WHERE customer = ?", [(f, r, lw, cu) for cu, f, r, lw in charges])
+        c.executemany("INSERT INTO l (customer, at, kind, amount_fen, balance_after, actor, detail, rem_after)"
+                      " VALUES (?, 1, 'charge', ?, 0, 'bench', '{}', ?)", [(cu, -f, r) for cu, f, r, _ in charges])
+        c.execute("COMMIT")
 
 
 def run(report: Report) -> None:
     """Run the store benchmarks and report each figure."""
     with tempfile.TemporaryDirectory() as tmp:
-        base = _bare_sqlite(Path(tmp) / "bare.db")
+        bare = _Bare(Path(tmp) / "bare.db")
         store = open_store(Path(tmp) / "store.db")
         for i in range(1, N_METERS + 1):
             store.add_meter(f"{i:012d}", link=f"tcp://127.0.0.1:{9000 + i % 50}", customer=f"{i:012d}",
                             actor="bench", mode="remote")
-        t0 = time.perf_counter()
-        for cycle in range(CYCLES):
-            assert store.add_readings(_rows(cycle)) == N_METERS
-        rate = CYCLES * N_METERS / (time.perf_counter() - t0)
-        report("store: readings stored/s (1,000 per transaction)", rate, "readings/s", baseline=base)
+        # each side stores new cycles of readings in turn, then both re-store what they hold
+        new = iter(range(10**6))
 
-        t0 = time.perf_counter()
-        for cycle in range(CYCLES):
-            assert store.add_readings(_rows(cycle)) == 0
-        report("store: re-read readings ignored/s", CYCLES * N_METERS / (time.perf_counter() - t0), "readings/s",
-               baseline=base)
+        def store_new() -> None:
+            for _ in range(CYCLES):
+                assert store.add_readings(_rows(next(new))) == N_METERS
+
+        bare_new = iter(range(10**6))
+
+        def bare_store_new() -> None:
+            k = next(bare_new)
+            bare.readings(range(k * CYCLES, (k + 1) * CYCLES))
+
+        r = interleaved(store_new, bare_store_new, rounds=5, work_a=CYCLES * N_METERS, work_b=CYCLES * N_METERS)
+        report("store: readings stored/s (1,000 per transaction) vs bare sqlite3 executemany, same rows", r.a,
+               "readings/s", r.b, pairs=r)
+        r = interleaved(lambda: [store.add_readings(_rows(c)) for c in range(CYCLES)],
+                        lambda: bare.readings(range(CYCLES)), rounds=5,
+                        work_a=CYCLES * N_METERS, work_b=CYCLES * N_METERS)
+        report("store: re-read readings ignored/s vs bare sqlite3 ON CONFLICT DO NOTHING, same rows", r.a,
+               "readings/s", r.b, pairs=r)
 
         meters = [f"{i:012d}" for i in range(1, N_METERS + 1)]
         t0 = time.perf_counter()
@@ -91,11 +121,13 @@ def run(report: Report) -> None:
                "commands/s")
 
         charges = [(f"{i:012d}", 7, 12345, 1000) for i in range(1, N_METERS + 1)]
-        t0 = time.perf_counter()
-        assert store.charge_accounts("bench-day-1", charges, actor="bench") == N_METERS
-        report("store: accounts charged/s (one batch, with ledger)", N_METERS / (time.perf_counter() - t0),
-               "accounts/s")
+        batch = iter(range(10**6))
+        r = interleaved(lambda: store.charge_accounts(f"bench-day-{next(batch)}", charges, actor="bench"),
+                        lambda: bare.charges(charges), rounds=7, work_a=N_METERS, work_b=N_METERS)
+        report("store: accounts charged/s (one batch, with ledger) vs bare sqlite3 UPDATE + ledger INSERT",
+               r.a, "accounts/s", r.b, pairs=r)
         store.close()
+        bare.conn.close()
 
         # the cost-control account queries at 20,000 remote accounts (once quadratic: 26 s)
         big = open_store(Path(tmp) / "accounts.db")
@@ -115,6 +147,6 @@ def run(report: Report) -> None:
 
 
 if __name__ == "__main__":
-    run(lambda name, value, unit, baseline=None: print(f"{name:<60} {value:>12,.0f} {unit}"
-                                                       + (f"  ({value / baseline:.2f}x of {baseline:,.0f})"
-                                                          if baseline else "")))
+    from tools.bench.run import reporter
+
+    run(reporter([]))
