@@ -26,6 +26,7 @@ __all__ = ["notify_event", "watch_local", "WATCH_EVENT_KINDS"]
 _BUILTIN = Catalog(BUILTIN)
 WATCH_EVENT_KINDS = ("recharge",)
 _LEVEL_KIND = {1: "alarm1_notice", 2: "alarm2_notice"}
+_RELAY_OPEN = 0x10          # status word 3, bit 4
 
 
 def notify_event(store: Store, customer: str, kind: str, fields: Mapping[str, Any], event_key: str, *,
@@ -66,14 +67,34 @@ def _band(balance: int, alarm1: int, alarm2: int) -> int:
     return 0
 
 
+def _newest(*pairs: tuple[Any, Any]) -> tuple[Any, int]:
+    """The value of the newest (value, at) pair that has both, or (None, 0)."""
+    best: tuple[Any, int] = (None, 0)
+    for value, at in pairs:
+        if value is not None and at is not None and int(at) > best[1]:
+            best = (value, int(at))
+    return best
+
+
 def watch_local(store: Store, *, limit: int = 5000) -> int:
-    """Queue the notices local-cost-control meters' latest readings and records call for; return how many."""
+    """Queue the notices local-cost-control meters' latest readings and records call for; return how many.
+
+    A meter's balance and relay come from whichever is newer: what the outbox worker recorded
+    (its reads and relay commands) or the read cycles' stored readings of the remaining money
+    (00900200) and status word 3 (04000503, bit 4 = relay open)."""
     rows = []
     states = []
-    for (meter, customer, bal, relay, seen, a1, a2, _od, w_level, w_relay, _w_seen) in store.watch_rows():
+    for (meter, customer, a1, a2, w_level, w_relay, w_seen, m_bal, m_relay, m_seen,
+         r_bal, r_bal_at, r_sw3, r_sw3_at) in store.watch_rows():
+        bal, bal_at = _newest((m_bal, m_seen), (r_bal, r_bal_at))
+        sw3_relay = None if r_sw3 is None else ("open" if int(r_sw3) & _RELAY_OPEN else "closed")
+        relay, relay_at = _newest((m_relay, m_seen), (sw3_relay, r_sw3_at))
+        seen = max(bal_at, relay_at)
+        if not seen or (w_seen is not None and seen <= int(w_seen)):
+            continue                                  # nothing new since the watcher last looked
         level = 0 if w_level is None else int(w_level)
         new_level = level if bal is None else _band(int(bal), int(a1), int(a2))
-        base = {"customer": customer, "meter": meter}
+        base: dict[str, Any] = {"customer": customer, "meter": meter}
         if bal is not None:
             base["balance_fen"] = int(bal)
         if new_level > level:
@@ -83,13 +104,11 @@ def watch_local(store: Store, *, limit: int = 5000) -> int:
         if w_relay is not None and relay is not None and relay != w_relay:
             kind = "cut" if relay == "open" else "restore"
             rows.append(_row(customer, kind, base, f"watch:{kind}:{meter}:{seen}"))
-        states.append((meter, new_level, relay if relay is not None else w_relay, int(seen)))
+        states.append((meter, new_level, relay if relay is not None else w_relay, seen))
     mark = store.mark("watch.events")
     events = store.events_after(mark, WATCH_EVENT_KINDS, limit=limit)
     for eid, meter, customer, _at, _kind, detail in events:
         d = detail if isinstance(detail, dict) else {}
-        if d.get("result") not in (None, "ok", "applied", "success") and "amount_fen" not in d:
-            continue
         fields: dict[str, Any] = {"customer": customer, "meter": meter}
         if type(d.get("amount_fen")) is int:
             fields["amount_fen"] = d["amount_fen"]

@@ -24,6 +24,7 @@ from headend.store import Store
 __all__ = ["run_notices", "build_sender", "notice_tick"]
 
 log = logging.getLogger("headend.notices")
+WATCH_EVERY_S = 30.0
 
 
 def build_sender(store: Store, cfg: NoticeConfig, *, receipt_url: str | None = None) -> NoticeSender:
@@ -32,9 +33,12 @@ def build_sender(store: Store, cfg: NoticeConfig, *, receipt_url: str | None = N
     return NoticeSender(store, make_gateway(cfg, store.location, receipt_url=receipt_url), catalog, cfg.policy)
 
 
-def notice_tick(store: Store, sender: NoticeSender, now: int, *, actor: str = "notices") -> PassReport:
-    """One round: watch local meters, re-sync clocks after outages, send every due notice; totals."""
-    watch_local(store)
+def notice_tick(store: Store, sender: NoticeSender, now: int, *, actor: str = "notices",
+                watch: bool = True) -> PassReport:
+    """One round: watch local meters (unless ``watch`` is False), re-sync clocks after outages,
+    send every due notice; totals."""
+    if watch:
+        watch_local(store)
     synced = resync_after_outages(store, now, actor=actor)
     if synced:
         log.info("queued a time sync for %d meter(s) after an outage", synced)
@@ -60,10 +64,16 @@ async def run_notices(store: Store, cfg: NoticeConfig, stop: asyncio.Event,
         url = f"{cfg.receipt_url.rstrip('/')}/receipts/{cfg.receipt_token}" if cfg.receipt_url else receipts.url
         log.info("delivery receipts on %s", cfg.receipt_listen)
     sender = build_sender(store, cfg, receipt_url=url)
+    loop = asyncio.get_running_loop()
+    watched = -WATCH_EVERY_S
     try:
         while not stop.is_set():
             try:
-                rep = await asyncio.to_thread(notice_tick, store, sender, int(clock()))
+                # the watcher reads every local meter's latest state: not on every short round
+                watch = loop.time() - watched >= WATCH_EVERY_S
+                if watch:
+                    watched = loop.time()
+                rep = await asyncio.to_thread(notice_tick, store, sender, int(clock()), watch=watch)
                 if rep.claimed:
                     log.info("notices: %d sent, %d failed, %d retried, %d waiting", rep.sent, rep.failed, rep.retried,
                              rep.waiting)

@@ -328,14 +328,19 @@ class Notices(Audit):
 
     # ------------------------------------------------------------------ the watcher's state
     def watch_rows(self) -> list[tuple[Any, ...]]:
-        """For every local-cost-control meter: (address, customer, balance_fen, relay, last_seen,
-        alarm1_fen, alarm2_fen, overdraft_fen, watched level, watched relay, watched seen_at)."""
+        """For every local-cost-control meter, what the head-end last learned of it and what the
+        watcher saw last: (address, customer, alarm1_fen, alarm2_fen, watched level, watched relay,
+        watched seen_at, meter balance_fen, meter relay, meter last_seen, latest remaining-money
+        reading (value, read_at), latest status word 3 reading (value, read_at))."""
+        latest = ("(SELECT {col} FROM readings r WHERE r.meter = m.address AND r.di = '{di}'"
+                  " ORDER BY r.read_at DESC LIMIT 1)")
+        cols = ", ".join(latest.format(col=col, di=di) for di in ("00900200", "04000503") for col in ("value", "read_at"))
         with self._tx(write=False) as tx:
             return tx.all(
-                "SELECT m.address, m.customer, m.balance_fen, m.relay, m.last_seen, a.alarm1_fen, a.alarm2_fen,"
-                " a.overdraft_fen, w.level, w.relay, w.seen_at FROM meters m JOIN accounts a ON a.customer = m.customer"
-                " LEFT JOIN notice_watch w ON w.meter = m.address WHERE m.mode = 'local' AND m.last_seen IS NOT NULL"
-                " AND (w.seen_at IS NULL OR w.seen_at < m.last_seen) ORDER BY m.address")
+                "SELECT m.address, m.customer, a.alarm1_fen, a.alarm2_fen, w.level, w.relay, w.seen_at,"
+                f" m.balance_fen, m.relay, m.last_seen, {cols} FROM meters m"
+                " JOIN accounts a ON a.customer = m.customer LEFT JOIN notice_watch w ON w.meter = m.address"
+                " WHERE m.mode = 'local' ORDER BY m.address")
 
     def set_watch(self, rows: Iterable[Sequence[Any]]) -> int:
         """Store the watcher's view of meters: (meter, level, relay, seen_at)."""

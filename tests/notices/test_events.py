@@ -87,3 +87,24 @@ def test_local_meters_notify_from_what_the_headend_reads(store, provider):
     # a fall after recovery notifies again
     _seen(store, m, t + 500, balance=1500)
     assert watch_local(store) == 1
+
+
+def test_local_meters_notify_from_read_cycle_readings(store, provider):
+    """Read cycles store readings without touching the meter record: the watcher reads them too."""
+    m = "000000000008"
+    cust = customer(store, "000000000088", "13800138000", meter=m, alarm1_fen=2000, alarm2_fen=500)
+    t = NOON
+    store.add_readings([(m, "00900200", 5000, t), (m, "04000503", 0x0000, t)])
+    assert watch_local(store) == 0
+    store.add_readings([(m, "00900200", 300, t + 900), (m, "04000503", 0x0080, t + 900)])   # pre-trip alarm
+    assert watch_local(store) == 1                                      # straight to alarm 2: one notice
+    store.add_readings([(m, "00900200", 0, t + 1800), (m, "04000503", 0x0050, t + 1800)])   # relay open
+    assert watch_local(store) == 1 and watch_local(store) == 0
+    _seen(store, m, t + 1700, balance=0, relay="closed")               # an older record does not undo it
+    assert watch_local(store) == 0
+    store.add_readings([(m, "00900200", 10000, t + 2700), (m, "04000503", 0x0000, t + 2700)])
+    assert watch_local(store) == 1
+    make_sender(store, provider, quiet=None).run_once(t + 3000)
+    assert [n.kind for n in store.find_notices(customer=cust, newest_first=False)] == ["alarm2_notice", "cut",
+                                                                                       "restore"]
+    assert "3.00元" in store.find_notices(kind="alarm2_notice")[0].sent_text
