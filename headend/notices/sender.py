@@ -155,7 +155,6 @@ class NoticeSender:
                             "error": f"rate limit: {pol.rate_n} notices per {pol.rate_window_s} s"}
                 rep.waiting += 1
                 continue
-            sent_times.append(now)   # this pass counts against the limit of the next notices
             phones, lang = contacts.get(n.customer, ([], None))
             p.done = done.get(n.id, [])
             final = {d.phone for d in p.done if d.state in _FINAL}
@@ -172,6 +171,8 @@ class NoticeSender:
                     continue
                 final.add(phone)
                 p.outgoing.append(Outgoing(f"{key}:{phone}", phone, p.text, n.kind, n.customer, n.id, urgent))
+            if p.outgoing:
+                sent_times.append(now)   # counts against the limit of this customer's next notices
         self._send([p for p in plans if p.outgoing and p.result is None], rep)
         results = []
         for p in plans:
