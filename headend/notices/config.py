@@ -9,6 +9,7 @@ webhook_url = "https://bridge.example/notices"
 webhook_secret = "..."          # or $PREPAID645_WEBHOOK_SECRET
 sms_url = "https://sms.example/v1"
 sms_token = "..."               # or $PREPAID645_SMS_TOKEN
+sms_concurrency = 4             # requests in flight at once (one message each)
 receipt_listen = "0.0.0.0:8646" # serve the delivery-receipt callback here ("" for none)
 receipt_url = "https://headend.example:8646"   # how the provider reaches it (default: http://<listen>)
 receipt_token = "..."           # or $PREPAID645_RECEIPT_TOKEN: the secret part of the callback URL
@@ -46,7 +47,7 @@ ENV_WEBHOOK_SECRET = "PREPAID645_WEBHOOK_SECRET"
 ENV_SMS_TOKEN = "PREPAID645_SMS_TOKEN"
 ENV_RECEIPT_TOKEN = "PREPAID645_RECEIPT_TOKEN"
 GATEWAYS = ("log", "webhook", "sms")
-_KNOWN = {"in_serve", "gateway", "log_file", "webhook_url", "webhook_secret", "sms_url", "sms_token", "receipt_listen",
+_KNOWN = {"in_serve", "gateway", "log_file", "webhook_url", "webhook_secret", "sms_url", "sms_token", "sms_concurrency", "receipt_listen",
           "receipt_url", "receipt_token", "templates", "language", "quiet", "utc_offset_h", "rate_limit",
           "rate_window_s", "backoff_s", "max_backoff_s", "max_attempts", "interval_s", "outage_lead_h",
           "important_lead_h", "batch", "lease_s"}
@@ -64,6 +65,7 @@ class NoticeConfig:
     webhook_secret: str = ""
     sms_url: str = ""
     sms_token: str = ""
+    sms_concurrency: int = 4
     receipt_listen: str = ""
     receipt_url: str = ""
     receipt_token: str = ""
@@ -122,6 +124,7 @@ def notices_config(section: Mapping[str, Any], base: Path | None = None,
         webhook_secret=str(section.get("webhook_secret") or env.get(ENV_WEBHOOK_SECRET, "")),
         sms_url=str(section.get("sms_url", "")),
         sms_token=str(section.get("sms_token") or env.get(ENV_SMS_TOKEN, "")),
+        sms_concurrency=max(1, int(num("sms_concurrency", 4))),
         receipt_listen=str(section.get("receipt_listen", "")),
         receipt_url=str(section.get("receipt_url", "")),
         receipt_token=str(section.get("receipt_token") or env.get(ENV_RECEIPT_TOKEN, "")),
@@ -143,6 +146,6 @@ def make_gateway(cfg: NoticeConfig, db_location: str, *, receipt_url: str | None
     if cfg.gateway == "webhook":
         return WebhookGateway(cfg.webhook_url, cfg.webhook_secret.encode())
     if cfg.gateway == "sms":
-        return SmsRestGateway(cfg.sms_url, cfg.sms_token, callback_url=receipt_url)
+        return SmsRestGateway(cfg.sms_url, cfg.sms_token, callback_url=receipt_url, concurrency=cfg.sms_concurrency)
     path = cfg.log_file or Path(f"{db_location}.notices.log" if db_location != ":memory:" else "notices.log")
     return LogGateway(path)

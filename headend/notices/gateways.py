@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -270,12 +271,25 @@ class SmsRestGateway:
     name = "sms"
     BAD_NUMBER = {"invalid_number", "invalid_phone", "unknown_subscriber", "not_a_number", "number_blocked"}
 
-    def __init__(self, base_url: str, token: str, *, callback_url: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, token: str, *, callback_url: str | None = None, timeout: float = 10.0,
+                 concurrency: int = 4) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.callback_url = callback_url
-        self._http = _Http(self.base_url, timeout)
-        self._prefix = self._http.path.rstrip("/")
+        self._timeout = timeout
+        self._prefix = _Http(self.base_url, timeout).path.rstrip("/")
+        # one request per message and a provider's round trip of 100 ms or more: a few requests in
+        # flight at once, each thread with its own keep-alive connection
+        self.concurrency = max(1, int(concurrency))
+        self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def _http(self) -> _Http:
+        conn = getattr(self._local, "http", None)
+        if conn is None:
+            conn = self._local.http = _Http(self.base_url, self._timeout)
+        return conn
 
     def _headers(self, key: str | None = None) -> dict[str, str]:
         h = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
@@ -284,15 +298,18 @@ class SmsRestGateway:
         return h
 
     def send(self, messages: Sequence[Outgoing]) -> list[Outcome]:
-        """One request per message; a link failure makes only that message (and the rest) transient."""
-        out = []
-        for i, m in enumerate(messages):
-            try:
-                out.append(self._send_one(m))
-            except GatewayError as exc:
-                out += [Outcome(x.key, "transient", None, str(exc)) for x in messages[i:]]
-                break
-        return out
+        """One request per message, ``concurrency`` at a time; a link failure makes that message transient."""
+        if self.concurrency == 1 or len(messages) < 2:
+            return [self._try_one(m) for m in messages]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sms-gateway")
+        return list(self._pool.map(self._try_one, messages))
+
+    def _try_one(self, m: Outgoing) -> Outcome:
+        try:
+            return self._send_one(m)
+        except GatewayError as exc:
+            return Outcome(m.key, "transient", None, str(exc))
 
     def _send_one(self, m: Outgoing) -> Outcome:
         body = {"to": m.to, "text": m.text, "reference": m.key}

@@ -12,7 +12,7 @@ Theory of operation (one ``run_once(now)`` pass; ``now`` is passed in, never rea
      a number is a hard failure for that phone (recorded once, the account flagged once);
    * **text**: the kind's template in the customer's language; a notice whose detail lacks a
      field falls back to the text its producer stored.
-3. **Send** all messages of the pass in one gateway call.  Each carries ``<event key>:<phone>`` as
+3. **Send** all messages of the pass in one gateway call per priority, highest first.  Each carries ``<event key>:<phone>`` as
    its idempotency key.  A notice claimed *in doubt* (its earlier sender's lease ran out
    mid-send) asks the gateway's ``lookup`` first, so a crash between send and record costs no
    second delivery even with providers whose idempotency window is short.
@@ -219,16 +219,23 @@ class NoticeSender:
         if not batch:
             return
         rep.messages += len(batch)
-        try:
-            outcomes = self.gateway.send(batch)
-            if len(outcomes) != len(batch):
-                raise GatewayError(f"{self.gateway.name} gateway returned {len(outcomes)} outcomes for"
-                                   f" {len(batch)} messages")
-        except (GatewayError, OSError) as exc:
-            outcomes = [Outcome(m.key, "transient", None, f"{self.gateway.name}: {exc}") for m in batch]
-        for m, o in zip(batch, outcomes):
-            p, phone = owner_of[m.key]
-            p.outcomes.append((phone, o))
+        # one gateway call per priority, highest first: a gateway that sends several at once
+        # still hands every important customer's message over before anyone else's
+        tiers: dict[int, list[Outgoing]] = {}
+        for m in batch:
+            tiers.setdefault(owner_of[m.key][0].notice.priority, []).append(m)
+        for prio in sorted(tiers, reverse=True):
+            tier = tiers[prio]
+            try:
+                outcomes = self.gateway.send(tier)
+                if len(outcomes) != len(tier):
+                    raise GatewayError(f"{self.gateway.name} gateway returned {len(outcomes)} outcomes for"
+                                       f" {len(tier)} messages")
+            except (GatewayError, OSError) as exc:
+                outcomes = [Outcome(m.key, "transient", None, f"{self.gateway.name}: {exc}") for m in tier]
+            for m, o in zip(tier, outcomes):
+                p, phone = owner_of[m.key]
+                p.outcomes.append((phone, o))
 
     def _lookup(self, key: str) -> Outcome | None:
         look = getattr(self.gateway, "lookup", None)

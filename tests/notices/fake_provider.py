@@ -30,6 +30,7 @@ class FakeSmsProvider:
         self.requests = 0
         self.faults: deque[tuple[str, int]] = deque()
         self.bad_numbers: set[str] = set()
+        self.busy_for: dict[str, int] = {}             # phone -> how many more requests to it get a 503
         self.holding = threading.Event()
         self._release = threading.Event()
         outer = self
@@ -112,6 +113,12 @@ class FakeSmsProvider:
         if fault[0] == "garbage":
             return self._answer(h, 200, b"<html>gateway maintenance</html>", "text/html")
         msg = json.loads(body)
+        with self.lock:
+            busy = self.busy_for.get(msg["to"], 0)
+            if busy:
+                self.busy_for[msg["to"]] = busy - 1
+        if busy:
+            return self._answer(h, 503, b'{"error": {"code": "busy", "message": "try later"}}')
         if msg["to"] in self.bad_numbers:
             return self._answer(h, 400, b'{"error": {"code": "invalid_number", "message": "no such subscriber"}}')
         key = h.headers.get("Idempotency-Key") or msg["reference"]

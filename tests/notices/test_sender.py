@@ -194,7 +194,7 @@ def test_a_gateway_answering_garbage_leaves_the_notice_queued_with_the_reason(st
 def test_one_phone_failing_transiently_is_retried_alone(store, provider):
     customer(store, C1, "13800138000,13900139000")
     notify_event(store, C1, "payment_received", PAY, "pay:two")
-    provider.fail(1, 500)                      # the first phone's request fails, the second gets through
+    provider.busy_for["13800138000"] = 1       # the first phone's request fails, the second gets through
     sender = make_sender(store, provider)
     sender.run_once(NOON)
     n = store.find_notices()[0]
