@@ -42,13 +42,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from headend.config import ENV_PASSPHRASE
+from protocol.frame import address_to_wire
 
 __all__ = [
     "KeyStore",
     "KeyStoreError",
     "WrongPassphrase",
     "read_passphrase",
-    "address_wire_bytes",
+    "derive_meter_key",
     "MASTER_KEY_BYTES",
     "METER_KEY_BYTES",
 ]
@@ -82,11 +83,15 @@ class WrongPassphrase(KeyStoreError):
     """The passphrase does not unlock the key file (or the file was altered)."""
 
 
-def address_wire_bytes(address: str) -> bytes:
-    """A 12-digit meter address as its 6 BCD wire bytes, low byte first ("112233445566" -> 66 55 44 33 22 11)."""
+def derive_meter_key(master: bytes, address: str, krn: int) -> bytes:
+    """Meter key K = HMAC-SHA256(master, b"prepaid645/meter" + addr + KRN)[:16] (protocol/SECURITY.md):
+    the one derivation of a meter key, for the key store, the simulators and the tests."""
     if not isinstance(address, str) or len(address) != 12 or not address.isdigit():
         raise ValueError(f"bad meter address {address!r}: need exactly 12 decimal digits")
-    return bytes.fromhex(address)[::-1]
+    if not isinstance(krn, int) or isinstance(krn, bool) or not 0 <= krn <= 255:
+        raise ValueError(f"key revision (KRN) must be 0..255, got {krn!r}")
+    msg = b"prepaid645/meter" + address_to_wire(address) + bytes([krn])
+    return hmac.new(master, msg, hashlib.sha256).digest()[:METER_KEY_BYTES]
 
 
 def _b64(data: bytes) -> str:
@@ -298,8 +303,7 @@ class KeyStore:
         if not isinstance(krn, int) or isinstance(krn, bool) or not 0 <= krn <= 255:
             raise ValueError(f"key revision (KRN) must be 0..255, got {krn!r}")
         master = next(m for k, m in reversed(self._masters) if k <= krn)
-        msg = b"prepaid645/meter" + address_wire_bytes(address) + bytes([krn])
-        return hmac.new(master, msg, hashlib.sha256).digest()[:METER_KEY_BYTES]
+        return derive_meter_key(master, address, krn)
 
     def _write(self, path: Path, passphrase: str, scrypt_n: int) -> None:
         salt = secrets.token_bytes(16)

@@ -66,7 +66,9 @@ __all__ = [
     "freeze_request",
     "baud_request",
     "BAUD_RATES",
+    "challenge_request",
     "identity_auth_request",
+    "write_address_request",
     "set_validity_request",
     "end_session_request",
     "recharge_request",
@@ -137,7 +139,7 @@ SERR_FLAGS = (
 BAUD_RATES = {0x02: 600, 0x04: 1200, 0x08: 2400, 0x10: 4800, 0x20: 9600, 0x40: 19200}
 
 # Security DIs (03H sub-commands)
-IDENTITY_AUTH, SET_VALIDITY, END_SESSION = 0x070000FF, 0x070001FF, 0x070002FF
+IDENTITY_AUTH, SET_VALIDITY, END_SESSION, CHALLENGE = 0x070000FF, 0x070001FF, 0x070002FF, 0x070003FF
 OPEN_ACCOUNT, RECHARGE, KEY_UPDATE, STATUS_QUERY = 0x070101FF, 0x070102FF, 0x070301FF, 0x078102FF
 
 LEVEL_MAC = 0x99  # plaintext + MAC (SECURITY.md)
@@ -193,6 +195,10 @@ class IfMore(Subconstruct):
 
     (construct's Optional would also swallow a real fault inside the field, such as a bad BCD
     digit, and report a misleading one.)"""
+
+    def __init__(self, subcon: Construct) -> None:
+        super().__init__(subcon)
+        self.flagbuildnone = True  # a field left out of the build dict is built as absent
 
     def _parse(self, stream, context, path):
         pos = stream.tell()
@@ -283,8 +289,10 @@ Operator = Int32ul  # C0..C3, C0 first
 Deadline = _Fmt(Clock("YYMMDDhhmmss", zero_is_unset=False))  # ss mm hh DD MM YY on the wire
 Empty = Struct(Terminated)
 ErrReply = Struct("err" / Int8ul, Terminated)
-SerrReply = Struct("serr" / Int16ul, Terminated)
 Mac = Bytes(4)
+SerrReply = Struct("serr" / Int16ul, Terminated)
+# 03H refusals of a command whose MAC held carry the meter's MAC over SERR and the seq
+SecuritySerrReply = Struct("serr" / Int16ul, "mac" / IfMore(Mac), Terminated)
 
 
 def _is_level(level: int):
@@ -314,7 +322,12 @@ WriteRequest = Struct(
     Terminated,
 )
 
-WriteAddressRequest = Struct("address" / Address(Bytes(6)), Terminated)
+WriteAddressRequest = Struct(
+    "address" / Address(Bytes(6)),
+    "seq" / IfMore(Int32ul),  # addressed to the meter: session seq + MAC (SECURITY.md); all-AA: bench only
+    "mac" / IfMore(Mac),
+    Terminated,
+)
 FreezeRequest = Struct("time" / _FreezeTime(), Terminated)
 ChangeBaudRequest = Struct("baud" / _Baud(), Terminated)
 ChangePasswordRequest = Struct("di" / DI, "old" / Password, "new" / Password, Terminated)
@@ -339,15 +352,16 @@ OutputRequest = Struct("mode" / Int8ul, Terminated)  # 1DH: 00 second pulse, 01 
 # 03H family: DI + operator + per-DI body (SECURITY.md)
 Customer = _Fmt(Digits(6))
 _SECURITY_REQUEST_BODIES = {
+    CHALLENGE: Struct(),
     IDENTITY_AUTH: Struct("c1" / Bytes(8), "r1" / Bytes(8), "dispersion" / Bytes(8)),
     SET_VALIDITY: Struct("minutes" / _Fmt(Bcd("NNNN")), "mac" / Mac),
-    END_SESSION: Struct(),
+    END_SESSION: Struct("mac" / Mac),
     OPEN_ACCOUNT: Struct(
         "amount" / Int32ul, "count" / Int32ul, "mac1" / Mac, "customer" / Customer, "mac2" / Mac
     ),  # amount in fen, binary
     RECHARGE: Struct("amount" / Int32ul, "count" / Int32ul, "mac1" / Mac, "customer" / Customer, "mac2" / Mac),
     KEY_UPDATE: Struct("krn" / Int8ul, Const(b"\x00\x00\x00"), "wrapped" / Bytes(16), "mac" / Mac),
-    STATUS_QUERY: Struct(),
+    STATUS_QUERY: Struct("mac" / Mac),
 }
 SecurityRequest = Struct(
     "di" / DI,
@@ -365,24 +379,29 @@ ChangeBaudReply = ChangeBaudRequest  # 97H echoes Z
 ChangePasswordReply = Struct("new" / Password, Terminated)  # 98H
 OutputReply = OutputRequest  # 9DH echoes the mode
 
+# the wallet as the status query and the end of a session report it, under the meter's MAC
+_WALLET = Struct(
+    "balance" / Int32sl,  # fen, signed (overdraft is negative)
+    "count" / Int32ul,
+    "customer" / Customer,
+    "krn" / Int8ul,
+    Const(b"\x00\x00\x00"),
+    "mac" / Mac,
+)
 _SECURITY_REPLY_BODIES = {
-    IDENTITY_AUTH: Struct("r2" / Bytes(4), "serial" / Bytes(8)),
-    SET_VALIDITY: Struct(),
-    END_SESSION: Struct(
-        "customer" / Customer, "balance" / Int32sl, "count" / Int32ul, "krn" / Int8ul, Const(b"\x00\x00\x00")
+    CHALLENGE: Struct("challenge" / Bytes(8)),
+    # this project's meters prove themselves (C2); the standard's ESAM reply (R2(4) + serial)
+    # still parses, so a log from another meter reads
+    IDENTITY_AUTH: Select(
+        Struct("c2" / Bytes(8), "serial" / Bytes(8), Terminated),
+        Struct("r2" / Bytes(4), "serial" / Bytes(8), Terminated),
     ),
-    OPEN_ACCOUNT: Struct(),
-    RECHARGE: Struct(),
-    KEY_UPDATE: Struct(),
-    STATUS_QUERY: Struct(
-        "balance" / Int32sl,  # fen, signed (overdraft is negative)
-        "mac_balance" / Mac,
-        "count" / Int32ul,
-        "mac_count" / Mac,
-        "customer" / Customer,
-        "krn" / Int8ul,
-        Const(b"\x00\x00\x00"),
-    ),
+    SET_VALIDITY: Struct("mac" / Mac),
+    END_SESSION: _WALLET,
+    OPEN_ACCOUNT: Struct("mac" / Mac),
+    RECHARGE: Struct("mac" / Mac),
+    KEY_UPDATE: Struct("mac" / Mac),
+    STATUS_QUERY: _WALLET,
 }
 SecurityReply = Struct(
     "di" / DI,
@@ -396,7 +415,7 @@ ControlErrorReply = Select(ErrReply, SerrReply)
 
 def _abnormal(fn: int) -> Construct:
     if fn == SECURITY:
-        return SerrReply
+        return SecuritySerrReply
     if fn == CONTROL:
         return ControlErrorReply
     return ErrReply
@@ -581,6 +600,13 @@ def relay_request(
     )
 
 
+def write_address_request(address: str, seq: int | None = None, mac: bytes | None = None) -> bytes:
+    """15H data: the new address [+ session seq + MAC, addressed to the meter; plain all-AA: bench only]."""
+    if (seq is None) != (mac is None):
+        raise ProtocolError("value", "a MAC'd address write carries both seq and mac")
+    return build_payload(WRITE_ADDRESS, {"address": address, "seq": seq, "mac": mac})
+
+
 def broadcast_time_request(when: datetime) -> bytes:
     """08H data: ss mm hh DD MM YY."""
     return build_payload(BROADCAST_TIME, {"time": when})
@@ -600,6 +626,11 @@ def _security(di: int, operator: int, body: dict[str, Any]) -> bytes:
     return build_payload(SECURITY, {"di": di, "operator": operator, "body": body})
 
 
+def challenge_request(operator: int) -> bytes:
+    """03H 070003FF: operator only, L = 8; the meter answers a fresh 8-byte challenge."""
+    return _security(CHALLENGE, operator, {})
+
+
 def identity_auth_request(operator: int, c1: bytes, r1: bytes, dispersion: bytes) -> bytes:
     """03H 070000FF: operator + C1(8) + R1(8) + dispersion(8), L = 32."""
     return _security(IDENTITY_AUTH, operator, {"c1": c1, "r1": r1, "dispersion": dispersion})
@@ -610,9 +641,9 @@ def set_validity_request(operator: int, minutes: int, mac: bytes) -> bytes:
     return _security(SET_VALIDITY, operator, {"minutes": minutes, "mac": mac})
 
 
-def end_session_request(operator: int) -> bytes:
-    """03H 070002FF: operator only, L = 8."""
-    return _security(END_SESSION, operator, {})
+def end_session_request(operator: int, mac: bytes) -> bytes:
+    """03H 070002FF: operator + MAC, L = 12."""
+    return _security(END_SESSION, operator, {"mac": mac})
 
 
 def recharge_request(
@@ -626,9 +657,9 @@ def recharge_request(
     )
 
 
-def status_query_request(operator: int) -> bytes:
-    """03H 078102FF: operator only, L = 8."""
-    return _security(STATUS_QUERY, operator, {})
+def status_query_request(operator: int, mac: bytes) -> bytes:
+    """03H 078102FF: operator + MAC, L = 12."""
+    return _security(STATUS_QUERY, operator, {"mac": mac})
 
 
 def key_update_request(operator: int, krn: int, wrapped: bytes, mac: bytes) -> bytes:

@@ -59,7 +59,8 @@ from hal.sim import Frames, SimClock  # noqa: E402
 from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
 
-from headend.link.security import derive_meter_key  # noqa: E402 - the head-end's own derivation
+from headend.keys import derive_meter_key  # noqa: E402 - the head-end's own derivation
+from protocol.frame import address_to_wire  # noqa: E402
 from tools.key_input import ENV_MASTER_KEY, KeyInputError, refuse_on_argv, secret_hex  # noqa: E402
 
 __all__ = ["Bus", "Fault", "Fleet", "LossyProxy", "fleet_addresses", "serve_fleet", "start_fleet"]
@@ -70,10 +71,6 @@ FLASH_SIZE = 16384  # a fully programmed meter's two state records fit
 def fleet_addresses(n: int, first: int = 1) -> list[str]:
     """n consecutive 12-digit addresses starting at ``first``."""
     return [f"{i:012d}" for i in range(first, first + n)]
-
-
-def _wire(address: str) -> bytes:
-    return bytes(int(address[i:i + 2], 16) for i in range(10, -1, -2))  # BCD digits read as hex = BCD bytes
 
 
 _RECHARGE_DIS = {bytes((b + 0x33) & 0xFF for b in (0xFF, k, 0x01, 0x07)) for k in (0x01, 0x02)}  # open account, recharge
@@ -115,7 +112,7 @@ class Bus:
     _by_wire: dict[bytes, tuple[str, Meter]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._by_wire = {_wire(a): (a, self.fleet.meters[a]) for a in self.addresses}
+        self._by_wire = {address_to_wire(a): (a, self.fleet.meters[a]) for a in self.addresses}
 
     @property
     def meters(self) -> list[Meter]:

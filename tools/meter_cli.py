@@ -84,7 +84,7 @@ def _derived(cfg: Any, text: str, address: str, krn: int) -> bytes:
         raise cfg.ConfigError("the master key must be hex digits") from None
     if len(master) < 16:
         raise cfg.ConfigError("the master key must be at least 16 bytes (32 hex digits)")
-    from headend.link.security import derive_meter_key
+    from headend.keys import derive_meter_key
     return derive_meter_key(master, address, krn)
 
 

@@ -430,7 +430,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m tools.mitm`: a logging proxy with drop/duplicate rules until Ctrl-C."""
-    p = argparse.ArgumentParser(prog="python -m tools.mitm", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.mitm", description="A scripted man-in-the-middle TCP proxy for DL/T 645 frames.")
     p.add_argument("--target", type=_endpoint, required=True, help="the meter, host:port")
     p.add_argument("--listen", type=_endpoint, default=("127.0.0.1", 0), help="where to listen (default: a free port)")
     p.add_argument("--drop", action="append", default=[], metavar="DIR:FN[:DI][:N]", help="lose matching frames")

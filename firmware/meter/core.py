@@ -39,6 +39,7 @@ _FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
 _SLACK = const(300)       # broadcast time: largest correction, and distance from midnight
 
 _DI_AUTH = const(0x070000FF)
+_DI_CHALLENGE = const(0x070003FF)
 _DI_VALIDITY = const(0x070001FF)
 _DI_END = const(0x070002FF)
 _DI_OPEN = const(0x070101FF)
@@ -383,9 +384,9 @@ class Meter:
             return self._follow(t)
         if fn == 0x13:
             return self._reply(0x93, self.addr, 6) if fr.n == 0 else None
-        if fn == 0x15:
-            return self._write_address(t)
         raw = memoryview(frame)[fr.preamble:fr.preamble + fr.size]
+        if fn == 0x15:
+            return self._write_address(t, raw, kind)
         if fn == 0x03:
             return self._security(t, raw)
         if fn == 0x14:
@@ -539,24 +540,55 @@ class Meter:
         return 0
 
     # --- 15H write address -----------------------------------------------------------------
-    def _write_address(self, t):
+    def _write_address(self, t, raw, kind):
+        # Re-addressing takes the key like any other change: addressed to this meter, the new
+        # address + seq + MAC inside a session. The standard's plain all-AA form is for bench
+        # images only (a wildcard frame would re-address every meter on the bus at once).
         fr = self.fr
-        for i in range(6):
-            if fr.addr[i] != 0xAA:
-                return None  # point-to-point, all-AA only
-        if fr.n != 6:
-            return self._err(0x15, _ERR_OTHER)
-        if not (self.bench or self.sec.active(t)):
-            return self._err(0x15, _ERR_AUTH)
-        for i in range(6):
-            v = fr.data[i]
-            if v >> 4 > 9 or v & 15 > 9:
+        d = fr.data
+        sec = self.sec
+        seq = -1
+        if kind == 2:
+            for i in range(6):
+                if fr.addr[i] != 0xAA:
+                    return None
+            if fr.n != 6:
                 return self._err(0x15, _ERR_OTHER)
+            if not self.bench:
+                return self._err(0x15, _ERR_AUTH)
+        else:
+            if fr.n != 14:
+                return self._err(0x15, _ERR_OTHER)
+            if sec.locked(t) or not sec.active(t):
+                return self._err(0x15, _ERR_AUTH)
+            seq = get_le(d, 6, 4)
+            if seq == sec.last:
+                rep = sec.replay(raw)
+                if rep is not None:
+                    return rep
+            mv = memoryview(d)
+            bad = self._checked(t, raw, 0x15, b"\x00\x00\x00\x00", mv[0:6], seq, mv[10:14], 0, 0x04000401)
+            if bad is not None:
+                return bad
+        ok = True
         for i in range(6):
-            self.addr[i] = fr.data[i]
-        self.events.add(events.PROGRAM, (t, 0, 0x04000401))
+            v = d[i]
+            if v >> 4 > 9 or v & 15 > 9:
+                ok = False
+        if ok:
+            for i in range(6):
+                self.addr[i] = d[i]
+            self.events.add(events.PROGRAM, (t, 0, 0x04000401))
+            rep = self._reply(0x95, self.out, 0)
+        else:
+            rep = self._err(0x15, _ERR_OTHER)
+        if seq >= 0:
+            if ok:
+                sec.end()  # the session's MACs bound the old address: a new one starts at the new
+            else:
+                sec.remember(seq, raw, rep)
         self._save()
-        return self._reply(0x95, self.out, 0)
+        return rep
 
     # --- protected commands: common checks -------------------------------------------------
     def _plain_ok(self, d, o):
@@ -686,54 +718,40 @@ class Meter:
         out = self.out
         for i in range(4):
             out[i] = d[i]
-        w = self.wallet
-        if di == _DI_END:
-            sec.end()
-            _put_customer(out, 4, w.customer)
-            put_le(out, 10, w.balance & 0xFFFFFFFF, 4)
-            put_le(out, 14, w.count, 4)
-            out[18] = sec.krn
-            out[19] = out[20] = out[21] = 0
-            return self._reply(0x83, out, 22)
         if sec.locked(t):
-            return self._serr(_S_AUTH)
+            return self._serr(_S_AUTH)  # proofs go unchecked until the failure level leaks down
+        if di == _DI_CHALLENGE:
+            if n != 8:
+                return self._serr(_S_OTHER)
+            rm = sec.challenge()
+            for i in range(8):
+                out[4 + i] = rm[i]
+            return self._reply(0x83, out, 12)
         if di == _DI_AUTH:
             if n != 32:
                 return self._serr(_S_OTHER)
             num = self.number
-            ok = d[24] == 0 and d[25] == 0
+            ok = d[24] == 0 and d[25] == 0 and sec.rm is not None
             for i in range(6):
                 if d[26 + i] != num[i]:
                     ok = False
             if not ok:
-                return self._serr(_S_AUTH)
+                return self._serr(_S_AUTH)  # another meter's, or no challenge: nothing checked
             mv = memoryview(d)
-            r2 = sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t)
-            if r2 is None:
+            c2 = sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t)
+            if c2 is None:
                 self._macfail(t, op, 0x03, di)
                 return self._serr(_S_AUTH)
-            for i in range(4):
-                out[4 + i] = r2[i]
-            out[8] = out[9] = 0
+            for i in range(8):
+                out[4 + i] = c2[i]
+            out[12] = out[13] = 0
             for i in range(6):
-                out[10 + i] = num[i]
-            return self._reply(0x83, out, 16)
+                out[14 + i] = num[i]
+            return self._reply(0x83, out, 20)
         if not sec.active(t):
             return self._serr(_S_AUTH)
-        if di == _DI_QUERY:
-            bal = bytearray(4)
-            put_le(bal, 0, w.balance & 0xFFFFFFFF, 4)
-            cnt = bytearray(4)
-            put_le(cnt, 0, w.count, 4)
-            out[4:8] = bal
-            out[8:12] = sec.tagged(b"bal", self.addr, bal)
-            out[12:16] = cnt
-            out[16:20] = sec.tagged(b"cnt", self.addr, cnt)
-            _put_customer(out, 20, w.customer)
-            out[26] = sec.krn
-            out[27] = out[28] = out[29] = 0
-            return self._reply(0x83, out, 30)
-        want = {_DI_VALIDITY: 14, _DI_OPEN: 30, _DI_RECHARGE: 30, _DI_KEY: 32}.get(di)
+        want = {_DI_VALIDITY: 14, _DI_END: 12, _DI_OPEN: 30, _DI_RECHARGE: 30, _DI_KEY: 32,
+                _DI_QUERY: 12}.get(di)
         if want is None:
             return self._serr(_S_OTHER)
         rep = sec.replay(raw)
@@ -753,13 +771,14 @@ class Meter:
         if not ok:
             self._macfail(t, op, 0x03, di)
             return self._serr(_S_MAC)
+        bits = 0
+        k = 4
         if di == _DI_VALIDITY:
             minutes = get_bcd(d, 8, 2)
             if minutes <= 0:
-                rep = self._serr(_S_OTHER)
+                bits = _S_OTHER
             else:
                 sec.set_window(minutes, t)
-                rep = self._reply(0x83, out, 4)
         elif di == _DI_KEY:
             stream = sec.wrap_stream(d[8])
             key = bytearray(16)
@@ -768,20 +787,50 @@ class Meter:
             sec.key = bytes(key)
             sec.krn = d[8]
             self.events.add(events.PROGRAM, (t, op, di))
-            rep = self._reply(0x83, out, 4)
+        elif di == _DI_QUERY or di == _DI_END:
+            w = self.wallet
+            put_le(out, 4, w.balance & 0xFFFFFFFF, 4)
+            put_le(out, 8, w.count, 4)
+            _put_customer(out, 12, w.customer)
+            out[18] = sec.krn
+            out[19] = out[20] = out[21] = 0
+            k = 22
         else:
-            rep = self._purchase(di, d, t, out)
+            bits = self._purchase(di, d, t)
+        rep = self._sealed(bits, k, di4, seq)
+        if di == _DI_END:
+            sec.end()
+            return rep
         sec.remember(seq, raw, rep)
         self._save()
         return rep
 
-    def _purchase(self, di, d, t, out):
+    def _sealed(self, bits, k, di4, seq):
+        # Every answer to a MAC'd 03H command carries the meter's MAC over it and the request's
+        # seq, so the head-end rejects an old reply played back (an old wallet, an old "repeat
+        # recharge") or a made-up one. k: reply bytes so far (DI + body) when bits is 0.
+        out = self.out
+        o = 4
+        ctrl = 0x83
+        if bits:
+            out[0] = bits & 0xFF
+            out[1] = bits >> 8
+            ctrl = 0xC3
+            o = 0
+            k = 2
+        mac = self.sec.mac(self.addr, ctrl, di4, out[o:k], seq)
+        for i in range(4):
+            out[k + i] = mac[i]
+        return self._reply(ctrl, out, k + 4)
+
+    def _purchase(self, di, d, t):
+        """0 when the purchase is applied, else its SERR bits."""
         w = self.wallet
         amount = get_le(d, 8, 4)
         count = get_le(d, 12, 4)
         for i in range(20, 26):
             if d[i] >> 4 > 9 or d[i] & 15 > 9:
-                return self._serr(1 << wallet.CUSTOMER_ERR)  # a customer number is 12 BCD digits
+                return 1 << wallet.CUSTOMER_ERR  # a customer number is 12 BCD digits
         cust = codec.addr_str(memoryview(d)[20:26])
         before = w.balance
         if di == _DI_OPEN:
@@ -789,10 +838,10 @@ class Meter:
         else:
             res, cmd = w.recharge(amount, count, cust)
         if res != wallet.OK:
-            return self._serr(1 << res)
+            return 1 << res
         self.events.add(events.PURCHASE, (t, w.count, amount, before, w.balance, w.total_bought))
         self._local(cmd, t)
-        return self._reply(0x83, out, 4)
+        return 0
 
 
 _PIECE = const(128)

@@ -1,6 +1,7 @@
 # The meter's half of protocol/SECURITY.md: HMAC-SHA256 built on hashlib.sha256 (every
-# MicroPython port has it; none has hmac), the identity-authentication session, the
-# session sequence rule, and the MAC-failure lock that holds until local midnight.
+# MicroPython port has it; none has hmac), the challenge-response identity authentication,
+# the session sequence rule, and the failed-proof limit (a level that leaks away with time,
+# so a burst of made-up proofs holds the meter back for minutes, never for the day).
 
 import hashlib
 from binascii import hexlify, unhexlify  # every port has binascii; its names cost no heap
@@ -14,8 +15,9 @@ except ImportError:
         return x
 
 _BLOCK = const(64)
-_LOCK_AFTER = const(5)
-_DEFAULT_WINDOW = const(300)  # seconds: 5 minutes
+_LOCK_AFTER = const(5)  # failed proofs in a burst before proofs are refused unchecked
+_LEAK = const(600)  # seconds: one failed proof is forgiven every 10 minutes
+_DEFAULT_WINDOW = const(300)  # seconds: 5 minutes, for every new session
 
 
 def hmac_sha256(key, msg):
@@ -45,51 +47,52 @@ def ct_eq(a, b):
     return r == 0
 
 
-def meter_key(master, addr, krn):
-    """K = HMAC(master, "prepaid645/meter" + addr(6, wire order) + KRN)[:16] (head-end side; tests)."""
-    return hmac_sha256(master, b"prepaid645/meter" + bytes(addr) + bytes([krn]))[:16]
-
-
 class Security:
-    """Session and lock state. key/krn/fails/fail_day persist (dump/load); the session does not:
-    a power cycle ends it, as the spec says."""
+    """Session and failed-proof state. key/krn and the failure level persist (dump/load); the
+    session, its validity window and an outstanding challenge do not: a power cycle ends them."""
 
     def __init__(self, key, krn, rand):
         self.key = bytes(key)
         self.krn = krn
         self.rand = rand
-        self.fails = 0
-        self.fail_day = -1
-        self.window = _DEFAULT_WINDOW
+        self.fails = 0  # the failure level: +1 per failed proof, -1 per _LEAK seconds
+        self.fail_t = 0  # meter time the level last leaked from
+        self.rm = None  # the challenge handed out and not yet used
         self.end()
 
     def dump(self):
-        return [hexlify(self.key).decode(), self.krn, self.fails,
-                self.fail_day, self.window]
+        return [hexlify(self.key).decode(), self.krn, self.fails, self.fail_t]
 
     def load(self, obj):
         self.key = bytes(unhexlify(obj[0]))
-        self.krn, self.fails, self.fail_day, self.window = obj[1], obj[2], obj[3], obj[4]
+        self.krn = obj[1]
+        if len(obj) == 4:
+            self.fails, self.fail_t = obj[2], obj[3]
+        # a record from before the leaking level kept a day count: the new rule has forgiven it
 
-    # --- MAC failure lock -------------------------------------------------------------
+    # --- failed-proof limit -----------------------------------------------------------
     def locked(self, t):
-        if self.fails and t // clock.DAY != self.fail_day:
-            self.fails = 0  # a new local day clears the count (also at power-up on a new day)
-        return self.fails >= _LOCK_AFTER
+        """True while proofs are refused unchecked (the level is at the limit)."""
+        n = self.fails
+        if n:
+            k = (t - self.fail_t) // _LEAK
+            if k > 0:
+                n = self.fails = max(0, n - k)
+                self.fail_t += k * _LEAK
+            elif t < self.fail_t:
+                self.fail_t = t  # the clock went back: leak from now
+        return n >= _LOCK_AFTER
 
     def failure(self, t):
-        day = t // clock.DAY
-        if day != self.fail_day:
-            self.fails = 0
-            self.fail_day = day
-        self.fails += 1
-        if self.fails >= _LOCK_AFTER:
-            self.end()
+        self.locked(t)  # what has leaked away first
+        if self.fails == 0:
+            self.fail_t = t
+        if self.fails < _LOCK_AFTER:  # at the limit proofs go unchecked: nothing more to count
+            self.fails += 1
 
     # --- session ----------------------------------------------------------------------
     def end(self):
         self.s = None
-        self.r2 = None
         self.last = 0
         self.expiry = 0
         self.req = None
@@ -100,20 +103,28 @@ class Security:
             self.end()
         return self.s is not None
 
+    def challenge(self):
+        """A fresh challenge Rm (8 bytes) for the next identity authentication."""
+        rm = self.rm = bytes(self.rand(8))
+        return rm
+
     def authenticate(self, c1, r1, disp, t):
-        """R2 of a new session when C1 proves the key, else None (the caller counts it)."""
-        want = hmac_sha256(self.key, b"auth" + bytes(r1) + bytes(disp))[:8]
+        """The meter's proof C2 when C1 proves the key over the outstanding challenge, else
+        None (the caller counts it). The challenge is used up either way: one guess each."""
+        rm = self.rm
+        self.rm = None
+        if rm is None:
+            return None
+        want = hmac_sha256(self.key, b"auth" + rm + bytes(r1) + bytes(disp))[:8]
         if not ct_eq(want, c1):
             return None
         self.end()
-        r2 = self.r2 = bytes(self.rand(4))
-        self.s = hmac_sha256(self.key, b"session" + bytes(r1) + r2)[:16]
-        self.expiry = t + self.window
-        return r2
+        self.s = hmac_sha256(self.key, b"session" + rm + bytes(r1))[:16]
+        self.expiry = t + _DEFAULT_WINDOW
+        return hmac_sha256(self.key, b"meter" + bytes(r1) + rm + bytes(disp))[:8]
 
     def set_window(self, minutes, t):
-        self.window = minutes * 60
-        self.expiry = t + self.window
+        self.expiry = t + minutes * 60  # this session only: the next one starts at 5 minutes
 
     def mac(self, addr, ctrl, di4, fields, seq):
         m = bytearray(addr)
@@ -122,10 +133,6 @@ class Security:
         m.extend(fields)
         m.extend(bytes((seq & 0xFF, seq >> 8 & 0xFF, seq >> 16 & 0xFF, seq >> 24 & 0xFF)))
         return hmac_sha256(self.s, m)[:4]
-
-    def tagged(self, label, addr, value):
-        # status-query MACs: bind the value to this meter and this session's R2
-        return hmac_sha256(self.s, label + bytes(addr) + bytes(value) + self.r2)[:4]
 
     def wrap_stream(self, krn):
         return hmac_sha256(self.s, b"wrap" + bytes([krn]))[:16]

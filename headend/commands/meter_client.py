@@ -69,7 +69,7 @@ SERR_FLAGS = {
 _SERR_TEXT = {
     "repeat-recharge": "repeat recharge (this purchase count was already applied)",
     "mac-failed": "MAC check failed (wrong key or KRN in the key store?)",
-    "auth-failed": "identity authentication failed or expired, or security locked until midnight after repeated MAC failures",
+    "auth-failed": "identity authentication failed or expired, or the meter holds proofs back for up to 10 minutes after repeated failures",
     "customer-mismatch": "customer number does not match the meter's account",
     "count-error": "purchase count is not the meter's count + 1",
     "over-hoarding": "the balance would exceed the meter's hoarding limit",
@@ -347,14 +347,19 @@ class MeterClient:
         return asyncio.get_running_loop().time()
 
     async def _authenticate(self, m: MeterTarget, s: SecuritySession) -> None:
-        f = await self._ask(m, 0x03, s.auth_request(), **self._sec_kw)
-        if f.is_abnormal:
-            s.invalidate()
-            word = int.from_bytes(f.data[:2], "little")
-            raise MeterRefused(m.address, "identity authentication (check the key store and the meter's KRN)", decode_serr(word), word, True)
+        s.invalidate()
         try:
+            # challenge-response: the meter's fresh challenge first, then the proof over it
+            f = await self._ask(m, 0x03, s.challenge_request(), **self._sec_kw)
+            if not f.is_abnormal:
+                f = await self._ask(m, 0x03, s.auth_request(f.data), **self._sec_kw)
+            if f.is_abnormal:
+                s.invalidate()
+                word = int.from_bytes(f.data[:2], "little")
+                raise MeterRefused(m.address, "identity authentication (check the key store and the meter's KRN)", decode_serr(word), word, True)
             s.accept_auth_reply(f.data, self._now())
         except SecurityError as exc:
+            s.invalidate()
             raise MeterRefused(m.address, f"identity authentication: {exc}", ["other"], 0, True) from None
 
     async def _protected(self, m: MeterTarget, what: str, build: Callable[[SecuritySession], tuple[int, bytes, int]]) -> Frame:
@@ -371,10 +376,19 @@ class MeterClient:
                     # outcome unknown: a later command must not reuse this seq with other bytes
                     s.invalidate()
                     raise
+                security = control == 0x03
+                if security:
+                    try:
+                        s.check_reply(f.control, f.data, int.from_bytes(data[:4], "little"), seq)
+                    except SecurityError as exc:
+                        # not the meter's answer to this request: as good as no answer
+                        s.invalidate()
+                        if attempt == 1:
+                            continue
+                        raise MeterRefused(m.address, f"{what}: {exc}", ["mac-failed"], 4, True) from None
                 if not f.is_abnormal:
                     s.confirm(seq)
                     return f
-                security = control == 0x03
                 code = int.from_bytes(f.data[:2], "little") if security else (f.data[0] if f.data else 0)
                 err = MeterRefused(m.address, what, decode_serr(code) if security else decode_err(code), code, security)
                 if err.auth_problem:
@@ -429,25 +443,17 @@ class MeterClient:
 
     # -- security ------------------------------------------------------------------------
     async def wallet(self, m: MeterTarget) -> WalletStatus:
-        """The meter's balance and purchase count, with the meter's MACs checked."""
-        async with self._lock(m.address):
-            s = self._session(m)
-            for attempt in (1, 2):
-                if not s.valid(self._now()):
-                    await self._authenticate(m, s)
-                f = await self._ask(m, 0x03, s.status_request(), **self._sec_kw)
-                if f.is_abnormal:
-                    word = int.from_bytes(f.data[:2], "little")
-                    s.invalidate()
-                    if attempt == 1 and "auth-failed" in decode_serr(word):
-                        continue
-                    raise MeterRefused(m.address, "status query", decode_serr(word), word, True)
-                try:
-                    return s.parse_status_reply(f.data)
-                except SecurityError as exc:
-                    s.invalidate()
-                    raise MeterRefused(m.address, f"status query: {exc}", ["mac-failed"], 4, True) from None
-        raise AssertionError("unreachable")
+        """The meter's balance and purchase count, with the meter's MAC on its reply checked."""
+
+        def build(s: SecuritySession) -> tuple[int, bytes, int]:
+            data, seq = s.status_request()
+            return 0x03, data, seq
+
+        f = await self._protected(m, "status query", build)
+        try:
+            return WalletStatus.from_reply(f.data)
+        except SecurityError as exc:
+            raise MeterRefused(m.address, f"status query: {exc}", ["other"], 0, True) from None
 
     async def recharge(self, m: MeterTarget, amount_fen: int, count: int, customer: str, *, open_account: bool = False) -> str:
         """Send one recharge; returns "credited" or "repeat" (already applied: success)."""

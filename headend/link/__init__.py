@@ -1,6 +1,6 @@
 """DL/T 645 link layer of the head-end, with no I/O: request/response matching and security sessions."""
 
-from headend.link.security import SecurityError, SecuritySession, WalletStatus, derive_meter_key
+from headend.link.security import SecurityError, SecuritySession, WalletStatus
 from headend.link.session import Failure, LinkSession, LinkStats, LocalUsageError, Reply, Request
 
 __all__ = [
@@ -13,5 +13,4 @@ __all__ = [
     "SecurityError",
     "SecuritySession",
     "WalletStatus",
-    "derive_meter_key",
 ]

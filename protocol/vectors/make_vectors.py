@@ -272,20 +272,67 @@ PROJECT: list[dict] = [
                    "body": {"type": "dict", "value": {"minutes": 10, "mac": B("11223344")}}}},
     },
     {
+        "name": "prj_security_challenge",
+        "address": A, "control": 0x03, "preamble": 4,
+        "data": "FF 03 00 07" + "01 00 00 00",
+        "meaning": {"DI": "070003FF", "operator": "00000001"},
+        "expect": {"control": 0x03, "fields": {"di": 0x070003FF, "operator": 1, "body": {"type": "dict", "value": {}}}},
+    },
+    {
+        "name": "prj_security_challenge_reply",
+        "address": A, "control": 0x83, "preamble": 0,
+        "data": "FF 03 00 07" + "01 02 03 04 05 06 07 08",
+        "meaning": {"DI": "070003FF", "challenge": "0102030405060708 (dummy)"},
+        "expect": {"control": 0x83, "fields": {"di": 0x070003FF, "body": {"type": "dict", "value": {
+            "challenge": B("0102030405060708")}}}},
+    },
+    {
+        "name": "prj_security_identity_auth_reply",
+        "address": A, "control": 0x83, "preamble": 0,
+        "data": "FF 00 00 07" + "C2" * 8 + "00 00 12 90 78 56 34 12",
+        "meaning": {"DI": "070000FF", "C2": "C2 x 8 (dummy)", "serial": "0000 + meter number"},
+        "expect": {"control": 0x83, "fields": {"di": 0x070000FF, "body": {"type": "dict", "value": {
+            "c2": B("C2" * 8), "serial": B("0000129078563412")}}}},
+    },
+    {
+        "name": "prj_security_end_session",
+        "address": A, "control": 0x03, "preamble": 4,
+        "data": "FF 02 00 07" + "01 00 00 00" + "E1 E2 E3 E4",
+        "meaning": {"DI": "070002FF", "operator": "00000001", "MAC": "E1E2E3E4 (dummy)"},
+        "expect": {"control": 0x03, "fields": {"di": 0x070002FF, "operator": 1, "body": {"type": "dict", "value": {
+            "mac": B("E1E2E3E4")}}}},
+    },
+    {
         "name": "prj_security_end_session_reply",
         "address": A, "control": 0x83, "preamble": 0,
-        "data": "FF 02 00 07" + "01 00 00 00 00 00" + "18 FC FF FF" + "05 00 00 00" + "02" + "00 00 00",
-        "meaning": {"DI": "070002FF", "customer": "000000000001", "balance": "-1000 fen (-10.00 yuan)", "count": "5", "KRN": "2"},
+        "data": "FF 02 00 07" + "18 FC FF FF" + "05 00 00 00" + "01 00 00 00 00 00" + "02" + "00 00 00" + "D1 D2 D3 D4",
+        "meaning": {"DI": "070002FF", "balance": "-1000 fen (-10.00 yuan)", "count": "5", "customer": "000000000001",
+                    "KRN": "2", "MAC": "D1D2D3D4 (dummy)"},
         "expect": {"control": 0x83, "fields": {"di": 0x070002FF, "body": {"type": "dict", "value": {
-            "customer": "000000000001", "balance": -1000, "count": 5, "krn": 2}}}},
+            "balance": -1000, "count": 5, "customer": "000000000001", "krn": 2, "mac": B("D1D2D3D4")}}}},
     },
     {
         "name": "prj_security_status_query_reply",
         "address": A, "control": 0x83, "preamble": 0,
-        "data": "FF 02 81 07" + "39 30 00 00" + "AA AA AA AA" + "03 00 00 00" + "BB BB BB BB" + "01 00 00 00 00 00" + "01" + "00 00 00",
-        "meaning": {"DI": "078102FF", "balance": "12345 fen", "MACb": "AAAAAAAA", "count": "3", "MACc": "BBBBBBBB", "customer": "000000000001", "KRN": "1"},
+        "data": "FF 02 81 07" + "39 30 00 00" + "03 00 00 00" + "01 00 00 00 00 00" + "01" + "00 00 00" + "AA BB CC DD",
+        "meaning": {"DI": "078102FF", "balance": "12345 fen", "count": "3", "customer": "000000000001", "KRN": "1",
+                    "MAC": "AABBCCDD (dummy)"},
         "expect": {"control": 0x83, "fields": {"di": 0x078102FF, "body": {"type": "dict", "value": {
-            "balance": 12345, "mac_balance": B("AAAAAAAA"), "count": 3, "mac_count": B("BBBBBBBB"), "customer": "000000000001", "krn": 1}}}},
+            "balance": 12345, "count": 3, "customer": "000000000001", "krn": 1, "mac": B("AABBCCDD")}}}},
+    },
+    {
+        "name": "prj_security_error_C3_repeat_recharge_sealed",
+        "address": A, "control": 0xC3, "preamble": 0,
+        "data": "02 00" + "5E 5E 5E 5E",
+        "meaning": {"SERR": "0002: repeat recharge", "MAC": "5E5E5E5E (dummy): the meter's MAC over SERR and the seq"},
+        "expect": {"control": 0xC3, "serr": ["repeat_recharge"]},
+    },
+    {
+        "name": "prj_write_address_15_in_session",
+        "address": A, "control": 0x15, "preamble": 4,
+        "data": "77 07 00 00 00 00" + "03 00 00 00" + "A5 A5 A5 A5",
+        "meaning": {"address": "000000000777", "seq": "3", "MAC": "A5A5A5A5 (dummy)"},
+        "expect": {"control": 0x15, "fields": {"address": "000000000777", "seq": 3, "mac": B("A5A5A5A5")}},
     },
     {
         "name": "prj_security_key_update",

@@ -30,7 +30,7 @@ def headend(key=KEY, address=ADDR):
 
 
 def session(m, he, now=T0, r1=b"\x11" * 8):
-    he.authed(m.handle(he.auth(r1), now))
+    he.login(lambda f: m.handle(f, now), r1)
     return he
 
 

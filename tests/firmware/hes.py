@@ -55,9 +55,25 @@ class HeadEnd:
         return self.frame(0x11, le(di, 4))
 
     # --- 03H ---
+    def challenge(self, op=0):
+        return self.frame(0x03, le(0x070003FF, 4) + le(op, 4))
+
+    def challenged(self, reply):
+        ctrl, data = parse(reply)
+        if ctrl != 0x83:
+            raise ValueError("challenge refused: %02x %s" % (ctrl, data))
+        self.rm = data[4:12]
+        return self.rm
+
+    def login(self, send, r1):
+        """Challenge, then authenticate with R1; send(frame) -> the meter's reply."""
+        self.challenged(send(self.challenge()))
+        return self.authed(send(self.auth(r1)))
+
     def auth(self, r1, op=0):
         d = b"\x00\x00" + self.number
-        c1 = self.h(self.key, b"auth" + r1 + d)[:8]
+        rm = getattr(self, "rm", None) or bytes(8)
+        c1 = self.h(self.key, b"auth" + rm + r1 + d)[:8]
         self.r1 = r1
         return self.frame(0x03, le(0x070000FF, 4) + le(op, 4) + c1 + r1 + d)
 
@@ -65,8 +81,11 @@ class HeadEnd:
         ctrl, data = parse(reply)
         if ctrl != 0x83:
             raise ValueError("authentication refused: %02x %s" % (ctrl, data))
-        self.r2 = data[4:8]
-        self.s = self.h(self.key, b"session" + self.r1 + self.r2)[:16]
+        d = b"\x00\x00" + self.number
+        if self.h(self.key, b"meter" + self.r1 + self.rm + d)[:8] != data[4:12]:
+            raise ValueError("the meter's proof C2 does not verify")
+        self.s = self.h(self.key, b"session" + self.rm + self.r1)[:16]
+        self.rm = None
         self.seq = 0
         return data
 
@@ -76,6 +95,18 @@ class HeadEnd:
     def _next(self):
         self.seq += 1
         return self.seq
+
+    def sealed(self, reply, di, seq=None):
+        """(control, body) of a reply to a MAC'd 03H command after checking its MAC against
+        seq (default: the last one sent); body is the data between the DI (or SERR) and the MAC."""
+        ctrl, data = parse(reply)
+        seq = self.seq if seq is None else seq
+        o = 4 if ctrl == 0x83 else 0
+        if ctrl == 0xC3 and len(data) == 2:
+            raise ValueError("refused before the MAC check: %s" % data)
+        if self.mac(ctrl, le(di, 4), data[o:-4], seq) != data[-4:]:
+            raise ValueError("reply MAC")
+        return ctrl, data[o:-4]
 
     def purchase(self, amount, count, customer, open_account=False, op=0):
         di = le(0x070101FF if open_account else 0x070102FF, 4)
@@ -100,23 +131,25 @@ class HeadEnd:
         return self.frame(0x03, di + le(op, 4) + f + self.mac(0x03, di, f, seq))
 
     def query(self, op=0):
-        return self.frame(0x03, le(0x078102FF, 4) + le(op, 4))
+        di = le(0x078102FF, 4)
+        return self.frame(0x03, di + le(op, 4) + self.mac(0x03, di, b"", self._next()))
 
     def query_check(self, reply):
-        """(balance, count, customer) after checking the meter's MACs on them."""
-        ctrl, d = parse(reply)
+        """(balance, count, customer) after checking the meter's MAC over them and the query's seq."""
+        ctrl, body = self.sealed(reply, 0x078102FF)
         if ctrl != 0x83:
             raise ValueError("query refused")
-        bal, mb, cnt, mc = d[4:8], d[8:12], d[12:16], d[16:20]
-        if self.h(self.s, b"bal" + self.addr + bal + self.r2)[:4] != mb:
-            raise ValueError("balance MAC")
-        if self.h(self.s, b"cnt" + self.addr + cnt + self.r2)[:4] != mc:
-            raise ValueError("count MAC")
-        b = codec.get_sle(bal, 0, 4)
-        return b, codec.get_le(cnt, 0, 4), codec.addr_str(d[20:26])
+        return codec.get_sle(body, 0, 4), codec.get_le(body, 4, 4), codec.addr_str(body[8:14])
 
     def end(self, op=0):
-        return self.frame(0x03, le(0x070002FF, 4) + le(op, 4))
+        di = le(0x070002FF, 4)
+        return self.frame(0x03, di + le(op, 4) + self.mac(0x03, di, b"", self._next()))
+
+    # --- 15H, in a session ---
+    def write_address(self, new, seq=None):
+        seq = self._next() if seq is None else seq
+        a = codec.addr_bytes(new)
+        return self.frame(0x15, a + le(seq, 4) + self.mac(0x15, b"\x00\x00\x00\x00", a, seq))
 
     # --- 14H / 1CH, level 99 ---
     def write(self, di, value, op=0, seq=None):

@@ -66,7 +66,7 @@ def run(hmac_fn, meter_cls=Meter):
             raise AssertionError("reply %02x, wanted %02x: %s" % (ctrl, want, data))
         return data
 
-    he.authed(m.handle(he.auth(b"\x10\x20\x30\x40\x50\x60\x70\x80"), now))
+    he.login(lambda f: m.handle(f, now), b"\x10\x20\x30\x40\x50\x60\x70\x80")
     ok(m.handle(he.purchase(3000, 1, CUSTOMER, open_account=True), now), 0x83)
     # limits: alarm 1 20.00, alarm 2 10.00, overdraft 5.00, close-permitted 0
     ok(m.handle(he.write(0x04001001, bcd(2000, 4)), now), 0x94)
@@ -113,7 +113,7 @@ def run(hmac_fn, meter_cls=Meter):
         raise AssertionError("overdraft before the limit")
     # a recharge pays the overdraft first, then the customer presses the button
     now += 60
-    he.authed(m.handle(he.auth(b"\x11\x21\x31\x41\x51\x61\x71\x81"), now))
+    he.login(lambda f: m.handle(f, now), b"\x11\x21\x31\x41\x51\x61\x71\x81")
     req = he.purchase(5000, 2, CUSTOMER)
     first = m.handle(req, now)
     ok(first, 0x83)
@@ -139,7 +139,7 @@ def run(hmac_fn, meter_cls=Meter):
             raise AssertionError("power cycle changed " + k)
     check("power-cycled")
     # and it keeps serving: a repeat of the last top-up is recognised as such
-    he.authed(m.handle(he.auth(b"\x12\x22\x32\x42\x52\x62\x72\x82"), now))
+    he.login(lambda f: m.handle(f, now), b"\x12\x22\x32\x42\x52\x62\x72\x82")
     ctrl, data = parse(m.handle(he.purchase(5000, 2, CUSTOMER), now))
     if ctrl != 0xC3 or data[0] != 2:
         raise AssertionError("repeat recharge after a power cycle")

@@ -118,7 +118,7 @@ def test_build_never_uses_a_default_key(tmp_path: Path) -> None:
 
 
 def test_build_derives_key_from_master_like_the_headend(tmp_path: Path) -> None:
-    from headend.link.security import derive_meter_key
+    from headend.keys import derive_meter_key
     master = bytes(range(32))
     keyfile = tmp_path / "master.hex"
     keyfile.write_text(master.hex())

@@ -25,12 +25,15 @@ def test_vectors_follow_the_document():
     addr = bytes.fromhex(v["address_wire"])
     k = H(master, b"prepaid645/meter" + addr + bytes([v["krn"]]))[:16]
     assert k.hex() == v["meter_key"]
-    r1, r2 = bytes.fromhex(v["r1"]), bytes.fromhex(v["r2"])
-    s = H(k, b"session" + r1 + r2)[:16]
+    rm, r1 = bytes.fromhex(v["challenge"]), bytes.fromhex(v["r1"])
+    s = H(k, b"session" + rm + r1)[:16]
     assert s.hex() == v["session_key"]
     steps = {st["name"]: st for st in v["steps"]}
+    assert bytes.fromhex(steps["challenge"]["reply_plain_data"])[4:] == rm
     auth = bytes.fromhex(steps["identity_auth"]["request_plain_data"])
-    assert auth[8:16] == H(k, b"auth" + r1 + auth[24:32])[:8]
+    assert auth[8:16] == H(k, b"auth" + rm + r1 + auth[24:32])[:8]
+    c2 = bytes.fromhex(steps["identity_auth"]["reply_plain_data"])[4:12]
+    assert c2.hex() == v["c2"] == H(k, b"meter" + r1 + rm + auth[24:32])[:8].hex()
     for st in v["steps"]:
         req = protocol.parse_frame(bytes.fromhex(st["request"]))
         rep = protocol.parse_frame(bytes.fromhex(st["reply"]))
@@ -42,11 +45,14 @@ def test_vectors_follow_the_document():
             mac = H(s, msg)[:4]
             assert mac.hex(" ") == st["mac"]
             assert mac in req.data  # the frame carries exactly this MAC
-            assert rep.control in (0x83, 0x94, 0x9C), st["name"]
+            assert rep.control in (0x83, 0x94, 0x9C, 0xC3), st["name"]
+        if "reply_mac" in st:
+            msg = bytes.fromhex(st["reply_mac_message"])
+            assert msg[:7] == addr + bytes([rep.control]) and msg[-4:] == st["seq"].to_bytes(4, "little")
+            assert H(s, msg)[:4].hex(" ") == st["reply_mac"] and rep.data[-4:] == H(s, msg)[:4]
     assert steps["recharge_retry"]["reply"] == steps["recharge"]["reply"]
-    assert steps["recharge_bad_mac"]["reply_plain_data"] == "04 00"
+    assert steps["recharge_bad_mac"]["reply_plain_data"] == "04 00"  # refused before any MAC: none on the reply
+    assert steps["recharge_repeat"]["reply_plain_data"].startswith("02 00 ")
     assert steps["write_wrong_seq"]["reply_plain_data"] == "04"
     q = bytes.fromhex(steps["status_query"]["reply_plain_data"])
-    assert q[8:12] == H(s, b"bal" + addr + q[4:8] + r2)[:4]
-    assert q[16:20] == H(s, b"cnt" + addr + q[12:16] + r2)[:4]
-    assert int.from_bytes(q[4:8], "little", signed=True) == 15000
+    assert int.from_bytes(q[4:8], "little", signed=True) == 15000 and int.from_bytes(q[8:12], "little") == 2

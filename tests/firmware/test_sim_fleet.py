@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from headend.link.security import derive_meter_key
+from headend.keys import derive_meter_key
 from protocol import Deframer, build_frame, parse_frame
 from tools.fleet import start_fleet
 from tools.sim import ROOT

@@ -224,8 +224,13 @@ def test_power_cut_during_key_update_leaves_exactly_one_working_key():
         ask(m, he.key_update(1, new_key))
 
     def check(back, applied):
-        old_ok = ask(back, headend().auth(b"\x77" * 8))[0] == 0x83
-        new_ok = ask(back, headend(key=new_key).auth(b"\x78" * 8))[0] == 0x83
+        def gets_in(key, r1):
+            he = headend(key=key)
+            he.challenged(back.handle(he.challenge(), T0))
+            return ask(back, he.auth(r1))[0] == 0x83
+
+        old_ok = gets_in(headend().key, b"\x77" * 8)
+        new_ok = gets_in(new_key, b"\x78" * 8)
         assert (old_ok, new_ok) == ((False, True) if applied else (True, False))
         assert back.status()["krn"] == (1 if applied else 0)
 

@@ -355,9 +355,9 @@ def test_session_is_reused_within_validity(tmp_path):
             return n1, n2 - n1, link.session.stats.requests - n2
 
     first, two_more, after_reset = run(main())
-    assert first == 2  # authentication + the command
+    assert first == 3  # challenge, authentication, the command
     assert two_more == 2  # no new authentication
-    assert after_reset == 3  # refused, authenticate, resend
+    assert after_reset == 4  # refused, challenge, authenticate, resend
 
 
 @pytest.mark.parametrize("drop_all,drop_recharge", [(1, 0), (3, 0), (5, 0), (0, 1), (0, 4), (2, 3)])

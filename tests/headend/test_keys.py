@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from headend.keys import KeyStore, KeyStoreError, WrongPassphrase, address_wire_bytes
+from headend.keys import KeyStore, KeyStoreError, WrongPassphrase, derive_meter_key
 
 MASTER = bytes(range(32))
 PASS = "correct horse battery"
@@ -40,12 +40,10 @@ def keyfile(tmp_path: Path) -> Path:
     return path
 
 
-def test_address_wire_bytes_low_byte_first() -> None:
-    assert address_wire_bytes("112233445566") == bytes.fromhex("665544332211")
-    assert address_wire_bytes("123456789012") == bytes([0x12, 0x90, 0x78, 0x56, 0x34, 0x12])
-    for bad in ("12345678901", "1234567890AA", 123456789012):
+def test_derivation_takes_only_a_12_digit_address() -> None:
+    for bad in ("12345678901", "1234567890AA", "AAAAAAAAAAAA", 123456789012):
         with pytest.raises(ValueError):
-            address_wire_bytes(bad)  # type: ignore[arg-type]
+            derive_meter_key(MASTER, bad, 0)  # type: ignore[arg-type]
 
 
 def test_meter_key_matches_the_documented_formula(keyfile: Path) -> None:
@@ -60,13 +58,14 @@ def test_meter_key_matches_the_documented_formula(keyfile: Path) -> None:
         ks.meter_key(addr, 256)
 
 
-def test_meter_key_matches_the_firmware(keyfile: Path) -> None:
+def test_meter_key_matches_the_firmware_hmac(keyfile: Path) -> None:
     from meter.codec import addr_bytes
-    from meter.security import meter_key as firmware_meter_key
+    from meter.security import hmac_sha256
 
     ks = KeyStore.open(keyfile, PASS)
     for addr, krn in (("000000000001", 0), ("123456789012", 1), ("999999999999", 255)):
-        assert ks.meter_key(addr, krn) == firmware_meter_key(MASTER, addr_bytes(addr), krn)
+        want = hmac_sha256(MASTER, b"prepaid645/meter" + bytes(addr_bytes(addr)) + bytes([krn]))[:16]
+        assert ks.meter_key(addr, krn) == derive_meter_key(MASTER, addr, krn) == want
 
 
 def test_file_is_private_and_holds_no_plain_key(keyfile: Path) -> None:

@@ -83,14 +83,16 @@ def test_security_layouts_drive_a_real_session():
         reply = parse_frame(bytes(meter.handle(build_frame(ADDRESS, control, data), T0)))
         return reply.control, payloads.parse_payload(reply.control, reply.data)
 
+    control, reply = exchange(0x03, payloads.challenge_request(7))
+    assert control == 0x83 and reply["di"] == 0x070003FF, reply
+    rm = reply["body"]["challenge"]
     r1 = b"R1R1R1R1"
     dispersion = b"\x00\x00" + addr  # meter number defaults to the address
-    c1 = _hmac(key, b"auth" + r1 + dispersion)[:8]
+    c1 = _hmac(key, b"auth" + rm + r1 + dispersion)[:8]
     control, reply = exchange(0x03, payloads.identity_auth_request(7, c1, r1, dispersion))
     assert control == 0x83 and reply["di"] == 0x070000FF, reply
-    r2 = reply["body"]["r2"]
-    assert reply["body"]["serial"] == b"\x00\x00" + addr
-    session = _hmac(key, b"session" + r1 + r2)[:16]
+    assert reply["body"] == {"c2": _hmac(key, b"meter" + r1 + rm + dispersion)[:8], "serial": b"\x00\x00" + addr}
+    session = _hmac(key, b"session" + rm + r1)[:16]
 
     def mac(c: int, di4: bytes, fields: bytes, seq: int) -> bytes:
         return _hmac(session, addr + bytes((c,)) + di4 + fields + seq.to_bytes(4, "little"))[:4]
@@ -103,35 +105,42 @@ def test_security_layouts_drive_a_real_session():
     data = payloads.recharge_request(7, 10000, 1, mac(0x03, di4, money, 1), customer,
                                      mac(0x03, di4, money + cust_wire, 1), open_account=True)
     control, reply = exchange(0x03, data)
-    assert control == 0x83 and reply == {"di": 0x070101FF, "body": {}}, reply
+    assert control == 0x83 and reply == {"di": 0x070101FF, "body": {"mac": mac(0x83, di4, b"", 1)}}, reply
 
-    control, reply = exchange(0x03, payloads.status_query_request(7))
+    query = di.di_to_wire(0x078102FF)
+    control, reply = exchange(0x03, payloads.status_query_request(7, mac(0x03, query, b"", 2)))
     body = reply["body"]
     assert control == 0x83 and (body["balance"], body["count"], body["customer"]) == (10000, 1, customer)
-    assert body["mac_balance"] == _hmac(session, b"bal" + addr + (10000).to_bytes(4, "little") + r2)[:4]
-    assert body["mac_count"] == _hmac(session, b"cnt" + addr + (1).to_bytes(4, "little") + r2)[:4]
+    fields = (10000).to_bytes(4, "little") + (1).to_bytes(4, "little") + cust_wire + bytes(4)
+    assert body["mac"] == mac(0x83, query, fields, 2)
 
-    # a level-99 write (seq 2) and a level-99 trip (seq 3)
+    # a level-99 write (seq 3) and a level-99 trip (seq 4)
     code = di.by_name("alarm_money_1").di
     value = di.encode_value(code, Decimal("20.00"))
     level99 = b"\x99\x00\x00\x00"
-    tag = mac(0x14, di.di_to_wire(code), level99 + (7).to_bytes(4, "little") + value, 2)
-    control, reply = exchange(0x14, payloads.write_request(code, value, level99, 7, seq=2, mac=tag))
+    tag = mac(0x14, di.di_to_wire(code), level99 + (7).to_bytes(4, "little") + value, 3)
+    control, reply = exchange(0x14, payloads.write_request(code, value, level99, 7, seq=3, mac=tag))
     assert control == 0x94, reply
     assert read(meter, code)[0] == Decimal("20.00")
 
     deadline = datetime(2025, 6, 5, 23, 59, 59)
     plain = payloads.relay_request(payloads.TRIP, deadline, level99, 7, seq=0, mac=bytes(4))
-    tag = mac(0x1C, bytes(4), plain[:16], 3)
-    control, reply = exchange(0x1C, payloads.relay_request(payloads.TRIP, deadline, level99, 7, seq=3, mac=tag))
+    tag = mac(0x1C, bytes(4), plain[:16], 4)
+    control, reply = exchange(0x1C, payloads.relay_request(payloads.TRIP, deadline, level99, 7, seq=4, mac=tag))
     assert control == 0x9C, reply
 
     # a stale sequence number is refused with ERR bit 2
     control, reply = exchange(0x1C, payloads.relay_request(payloads.TRIP, deadline, level99, 7, seq=9, mac=tag))
     assert control == 0xDC and payloads.decode_err(reply["err"]) == ["unauthorised"]
 
-    control, reply = exchange(0x03, payloads.end_session_request(7))
-    assert control == 0x83 and reply["body"] == {"customer": customer, "balance": 10000, "count": 1, "krn": 0}
+    end = di.di_to_wire(0x070002FF)
+    control, reply = exchange(0x03, payloads.end_session_request(7, bytes(4)))
+    assert control == 0xC3 and payloads.decode_serr(reply["serr"]) == ["mac_failed"] and reply["mac"] is None
+    control, reply = exchange(0x03, payloads.end_session_request(7, mac(0x03, end, b"", 5)))
+    assert control == 0x83 and reply["body"] == {"customer": customer, "balance": 10000, "count": 1, "krn": 0,
+                                                 "mac": mac(0x83, end, fields, 5)}
+    control, reply = exchange(0x15, payloads.write_address_request("000000000777", 6, bytes(4)))
+    assert control == 0xD5 and payloads.decode_err(reply["err"]) == ["unauthorised"]  # no session any more
 
 
 def test_daily_freezes_decode_with_the_registry():

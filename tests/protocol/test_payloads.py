@@ -68,7 +68,8 @@ def test_read_reply_fast_path_matches_schema():
         (0x14, "01100004 99000000 00000000 0102", "truncated"),  # level 99 without seq/MAC
         (0x03, "FF020107 00000000 10270000", "truncated"),  # recharge cut short
         (0x03, "FF010307 00000000 01 000001" + "00" * 20, "payload"),  # key update filler not 000000
-        (0x83, "FF020107 00", "length"),  # recharge reply carries nothing after the DI
+        (0x83, "FF020107 00", "truncated"),  # recharge reply carries its MAC after the DI
+    (0x83, "FF020107 0000000000", "length"),  # ... and nothing more
         (0xD1, "", "truncated"),
         (0xD1, "0200", "length"),
         (0xC3, "02", "truncated"),
@@ -140,9 +141,12 @@ def test_write_request_layouts():
 def test_security_request_lengths_match_security_md():
     assert len(payloads.identity_auth_request(0, b"c" * 8, b"r" * 8, b"d" * 8)) == 32
     assert len(payloads.set_validity_request(0, 5, b"mmmm")) == 14
-    assert len(payloads.end_session_request(0)) == 8
+    assert len(payloads.challenge_request(0)) == 8
+    assert len(payloads.end_session_request(0, b"mmmm")) == 12
     assert len(payloads.recharge_request(0, 10000, 3, b"1111", "000000000001", b"2222")) == 30
-    assert len(payloads.status_query_request(0)) == 8
+    assert len(payloads.status_query_request(0, b"mmmm")) == 12
+    assert len(payloads.write_address_request("000000000777")) == 6
+    assert len(payloads.write_address_request("000000000777", 3, b"mmmm")) == 14
     assert len(payloads.key_update_request(0, 2, b"w" * 16, b"mmmm")) == 32
 
 

@@ -109,27 +109,26 @@ def freeze_times():
 security_requests = st.one_of(
     st.builds(lambda c1, r1, d: {"di": 0x070000FF, "body": {"c1": c1, "r1": r1, "dispersion": d}}, st.binary(min_size=8, max_size=8), st.binary(min_size=8, max_size=8), st.binary(min_size=8, max_size=8)),
     st.builds(lambda m, mac: {"di": 0x070001FF, "body": {"minutes": m, "mac": mac}}, st.integers(0, 9999), b4),
-    st.just({"di": 0x070002FF, "body": {}}),
+    st.builds(lambda mac: {"di": 0x070002FF, "body": {"mac": mac}}, b4),
+    st.just({"di": 0x070003FF, "body": {}}),
     st.builds(
         lambda di_, a, c, m1, cust, m2: {"di": di_, "body": {"amount": a, "count": c, "mac1": m1, "customer": cust, "mac2": m2}},
         st.sampled_from([0x070101FF, 0x070102FF]), u32, u32, b4, digits12, b4,
     ),
     st.builds(lambda k, w, m: {"di": 0x070301FF, "body": {"krn": k, "wrapped": w, "mac": m}}, st.integers(0, 255), st.binary(min_size=16, max_size=16), b4),
-    st.just({"di": 0x078102FF, "body": {}}),
-    st.builds(lambda d, raw: {"di": d, "body": {"raw": raw, "unknown": True}}, st.sampled_from([0x070003FF, 0x078001FF]), st.binary(max_size=20)),
+    st.builds(lambda mac: {"di": 0x078102FF, "body": {"mac": mac}}, b4),
+    st.builds(lambda d, raw: {"di": d, "body": {"raw": raw, "unknown": True}}, st.sampled_from([0x070004FF, 0x078001FF]), st.binary(max_size=20)),
 ).flatmap(lambda f: st.builds(lambda op: {**f, "operator": op}, u32))
 
 security_replies = st.one_of(
-    st.builds(lambda r2, s: {"di": 0x070000FF, "body": {"r2": r2, "serial": s}}, b4, st.binary(min_size=8, max_size=8)),
-    st.sampled_from([0x070001FF, 0x070101FF, 0x070102FF, 0x070301FF]).map(lambda d: {"di": d, "body": {}}),
+    st.builds(lambda rm: {"di": 0x070003FF, "body": {"challenge": rm}}, st.binary(min_size=8, max_size=8)),
+    st.builds(lambda c2, s: {"di": 0x070000FF, "body": {"c2": c2, "serial": s}}, st.binary(min_size=8, max_size=8),
+              st.binary(min_size=8, max_size=8)),
+    st.builds(lambda d, mac: {"di": d, "body": {"mac": mac}}, st.sampled_from([0x070001FF, 0x070101FF, 0x070102FF, 0x070301FF]), b4),
     st.builds(
-        lambda cust, bal, cnt, krn: {"di": 0x070002FF, "body": {"customer": cust, "balance": bal, "count": cnt, "krn": krn}},
-        digits12, st.integers(-(2**31), 2**31 - 1), u32, st.integers(0, 255),
-    ),
-    st.builds(
-        lambda bal, mb, cnt, mc, cust, krn: {"di": 0x078102FF, "body": {
-            "balance": bal, "mac_balance": mb, "count": cnt, "mac_count": mc, "customer": cust, "krn": krn}},
-        st.integers(-(2**31), 2**31 - 1), b4, u32, b4, digits12, st.integers(0, 255),
+        lambda d, bal, cnt, cust, krn, mac: {"di": d, "body": {
+            "balance": bal, "count": cnt, "customer": cust, "krn": krn, "mac": mac}},
+        st.sampled_from([0x070002FF, 0x078102FF]), st.integers(-(2**31), 2**31 - 1), u32, digits12, st.integers(0, 255), b4,
     ),
 )
 
@@ -152,7 +151,8 @@ FIELDS: dict[int, st.SearchStrategy] = {
     0x12: st.builds(lambda d, s: {"di": d, "seq": s}, u32, st.integers(0, 255)),
     0x13: st.just({}),
     0x14: write_requests,
-    0x15: st.builds(lambda a: {"address": a}, digits12),
+    0x15: st.one_of(st.builds(lambda a: {"address": a, "seq": None, "mac": None}, digits12),
+                    st.builds(lambda a, s, m: {"address": a, "seq": s, "mac": m}, digits12, u32, b4)),
     0x16: st.builds(lambda t: {"time": t}, freeze_times()),
     0x17: st.builds(lambda b: {"baud": b}, baud),
     0x18: st.builds(lambda d, o, n: {"di": d, "old": o, "new": n}, st.integers(0x04000C01, 0x04000C0A), b4, b4),
@@ -168,7 +168,7 @@ FIELDS: dict[int, st.SearchStrategy] = {
     0x97: st.builds(lambda b: {"baud": b}, baud),
     0x98: st.builds(lambda n: {"new": n}, b4),
     0x9D: st.builds(lambda m: {"mode": m}, st.integers(0, 255)),
-    0xC3: st.builds(lambda s: {"serr": s}, st.integers(0, 0xFFFF)),
+    0xC3: st.builds(lambda s, m: {"serr": s, "mac": m}, st.integers(0, 0xFFFF), st.none() | b4),
     0xDC: st.one_of(st.builds(lambda e: {"err": e}, st.integers(0, 255)), st.builds(lambda s: {"serr": s}, st.integers(0, 0xFFFF))),
 }
 FIELDS[0xB1] = FIELDS[0x91]

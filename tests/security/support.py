@@ -76,7 +76,9 @@ class Station:
         return reply
 
     async def authenticate(self) -> None:
-        r = await self.ask(0x03, self.s.auth_request())
+        r = await self.ask(0x03, self.s.challenge_request())
+        assert r.control == 0x83, r
+        r = await self.ask(0x03, self.s.auth_request(r.data))
         assert r.control == 0x83, r
         self.s.accept_auth_reply(r.data, asyncio.get_running_loop().time())
 
@@ -88,4 +90,9 @@ class Station:
         return r
 
     async def status(self) -> Frame:
-        return await self.ask(0x03, self.s.status_request())
+        data, seq = self.s.status_request()
+        r = await self.ask(0x03, data)
+        if r.control == 0x83:
+            self.s.check_reply(r.control, r.data, 0x078102FF, seq)
+            self.s.confirm(seq)
+        return r

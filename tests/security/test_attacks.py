@@ -78,7 +78,7 @@ def test_keyless_burst_does_not_stop_recharges_for_the_day(tmp_path):
         async def main():
             async with Rig(m) as rig:
                 for _ in range(5):
-                    await rig.attack(0x03, (0x070003FF).to_bytes(4, "little") + bytes(4))  # a challenge
+                    await rig.attack(0x03, payloads.challenge_request(0))
                     await rig.attack(0x03, _keyless_proof())
                 m.command("advance 600")
                 return await rig.client.recharge(rig.target, 10000, 1, CUSTOMER, open_account=True)
@@ -107,8 +107,8 @@ def test_keyless_end_session_and_status_query_reveal_nothing(tmp_path):
         async def main():
             async with Rig(m) as rig:
                 await rig.client.recharge(rig.target, 10000, 1, CUSTOMER, open_account=True)
-                query = await rig.attack(0x03, payloads.status_query_request(0))
-                end = await rig.attack(0x03, payloads.end_session_request(0))
+                query = await rig.attack(0x03, payloads.status_query_request(0, os.urandom(4)))
+                end = await rig.attack(0x03, payloads.end_session_request(0, os.urandom(4)))
                 auths = len(rig.proxy.frames(UP, di=0x070000FF))
                 await rig.client.recharge(rig.target, 500, 2, CUSTOMER)
                 return query, end, auths, len(rig.proxy.frames(UP, di=0x070000FF))

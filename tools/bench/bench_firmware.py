@@ -67,7 +67,7 @@ def mixed_frames(n: int = MIXED) -> list[tuple[bytes, bytes]]:
         out.append((frame, r or b""))
         return r
 
-    he.authed(send(he.auth(bytes(range(8)))))
+    he.login(send, bytes(range(8)))
     send(he.purchase(100000, 1, "000000000042", open_account=True))
     # a fully programmed tariff (both sets: 14 zones, 8 day tables of 14 points, prices, ladder)
     # is the largest record the meter keeps
@@ -244,6 +244,7 @@ def programmed_meter() -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
     t = T0
     for d in range(12):  # a MAC failure and a day's energy a day: the logs fill up
         t = T0 + DAY * (d + 1)
+        bad.challenged(m.handle(bad.challenge(), t))
         m.handle(bad.auth(bytes((d,)) * 8), t)
         m.add_energy(150 + d, t)
     assert all(len(r) == 10 for r in m.events.recs)
