@@ -128,7 +128,11 @@ def _store_commands(he, meter, kind):
 
 def test_daily_frozen_readings_are_collected_at_the_freeze_time(tmp_path):
     """On the daily grid the loop reads the meter's daily freeze (real meter firmware over TCP)
-    and stores it as the energy register at the meter's midnight, once."""
+    and stores it as the energy register at the meter's midnight, once.
+
+    The meter's clock is moved by hand (real time at speed 1 adds only seconds): at 600 times
+    real speed a meter process that steps late on a busy machine integrates the last minute of
+    the day after midnight, and the freeze then holds no energy at all."""
     import asyncio
 
     from headend.commands import target_of
@@ -138,12 +142,18 @@ def test_daily_frozen_readings_are_collected_at_the_freeze_time(tmp_path):
 
     h = HeadEnd(tmp_path)
     meter_args = ("--mode", "remote", "--load-w", "10000", "--noise", "0", "--start", "2026-03-04T23:59")
-    with start_meter(A, h.key_hex(A), str(tmp_path / "a.state"), speed=SPEED, extra=meter_args) as m:
+    with start_meter(A, h.key_hex(A), str(tmp_path / "a.state"), speed=1, extra=meter_args) as m:
         store = open_store(h.db)
         host, port = m.tcp
         store.add_meter(A, link=f"tcp://{host}:{port}", customer=CA, actor="test", mode="remote")
         midnight = int(datetime(2026, 3, 5, tzinfo=CST).timestamp())
-        _wait("the meter's midnight", lambda: m.command("status")["time"] >= "2026-03-05 00:00:30")
+        # each control line is answered before the meter integrates the jump, and the next one
+        # is read only after that: 30 s of load before midnight, then a jump past it
+        assert m.command("advance 30") == {"ok": True}
+        before = m.command("status")
+        assert before["time"] < "2026-03-05 00:00:00" and before["energy_wh"] > 0
+        assert m.command("advance 60") == {"ok": True}
+        assert m.command("status")["time"] >= "2026-03-05 00:00:30"
 
         async def collect():
             frontend, worker = build_worker(store, h.keys, ServeOptions())
@@ -158,7 +168,7 @@ def test_daily_frozen_readings_are_collected_at_the_freeze_time(tmp_path):
         (stored, unsupported, failed), frozen, again = asyncio.run(collect())
         assert (stored, unsupported, failed) == (1, [], {})
         [r] = store.readings(A, "00010000")
-        # 10 kW from 23:59: the freeze holds the minute before midnight (10 Wh steps)
+        # 10 kW from 23:59: the freeze holds the energy before the jump past midnight (10 Wh steps)
         assert r.read_at == midnight and r.value == int(frozen[0] * 1000) and 0 < r.value <= 400
         assert again[0] == 0 and store.readings(A, "00010000") == [r]      # a freeze is stored once
         store.close()
