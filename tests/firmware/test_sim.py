@@ -110,11 +110,46 @@ def test_run_refuses_corrupt_state_naming_it(tmp_path: Path, micropython: bool) 
     assert state.read_bytes() == b"\x00" * 16384
 
 
-def test_run_refuses_truncated_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("micropython", INTERPRETERS)
+def test_run_refuses_truncated_state(tmp_path: Path, micropython: bool) -> None:
     state = tmp_path / "m.state"
     state.write_bytes(b"\xff" * 100)
-    r = _run_cli("run", "--quiet", "--address", ADDR, "--state", str(state))
+    r = _run_cli("run", "--quiet", "--address", ADDR, "--state", str(state),
+                 *(["--micropython"] if micropython else []))
     assert r.returncode == 2 and f"state file {state} is 100 bytes, expected 16384" in r.stderr
+    assert state.read_bytes() == b"\xff" * 100
+
+
+def _source_tree() -> set[str]:
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored", "firmware"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return set(out.splitlines())
+
+
+@pytest.mark.parametrize("micropython", INTERPRETERS)
+def test_run_state_file_is_relative_to_the_callers_directory(tmp_path: Path, micropython: bool) -> None:
+    """`--state m.state` is the file in the directory the operator runs `meter run` from, created
+    0600 (it holds the meter key), kept for the next run; nothing lands in the source tree."""
+    before = _source_tree()
+    argv = [sys.executable, "-m", "tools.meter_cli", "run", "--quiet", "--address", ADDR,
+            "--state", "m.state", "--listen", "tcp://127.0.0.1:0", "--load-w", "0",
+            *(["--micropython"] if micropython else [])]
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=dict(_key_env(KEY), PYTHONPATH=str(ROOT)))
+        assert proc.stdout is not None
+        head = ""
+        while f"meter {ADDR} ready" not in head and (line := proc.stdout.readline()):
+            head += line
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, head + out
+        outputs.append(head + out)
+    state = tmp_path / "m.state"
+    assert state.stat().st_size == 16384 and state.stat().st_mode & 0o777 == 0o600
+    assert "new state file" in outputs[0] and "new state file" not in outputs[1], outputs
+    assert _source_tree() == before
 
 
 def test_run_needs_a_key(tmp_path: Path) -> None:

@@ -109,10 +109,11 @@ def run_cpython(o: RunOptions) -> int:
             sim.open_pty()
         if o.control:
             sim.listen_control(*parse_endpoint(o.control))
-        _notices(sim.flash.created, o.state, o.config["address"], sim.address)
-        print(ready_line(sim.address, sim.endpoints, o.state), flush=True)
+        # handlers before the ready line: a script may signal as soon as it reads it
         _stop_on((signal.SIGTERM, signal.SIGINT), sim.stop)
         signal.signal(signal.SIGUSR1, lambda *_: setattr(sim, "button_pending", True))
+        _notices(sim.flash.created, o.state, o.config["address"], sim.address)
+        print(ready_line(sim.address, sim.endpoints, o.state), flush=True)
         with _Live(o.quiet) as live:
             sim.run(live.update, 250)
     finally:
@@ -178,13 +179,15 @@ def run_micropython(o: RunOptions) -> int:
     if o.control:
         host, port = parse_endpoint(o.control)
         control = f"{host}:{port or free_port(host)}"
+    # the child runs in a scratch directory: the state file is the caller's, named absolutely
+    state = os.path.abspath(o.state)
     with tempfile.TemporaryDirectory(prefix="meter-") as tmp:
         cfg_path = Path(tmp) / "config.json"
         fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT, 0o600)  # it holds the meter key
         with os.fdopen(fd, "w") as f:
             json.dump(o.config, f)
         argv = [micropython_binary(), "-X", f"heapsize={o.heapsize}", str(FIRMWARE / "main.py"),
-                "--config", str(cfg_path), "--state", o.state, "--speed", str(o.speed),
+                "--config", str(cfg_path), "--state", state, "--speed", str(o.speed),
                 "--load-scale", str(o.load_scale), "--noise", str(o.noise), "--seed", str(o.seed),
                 "--control-stdin", "--json"]
         for url in listen:
@@ -196,9 +199,10 @@ def run_micropython(o: RunOptions) -> int:
         if o.load_w is not None:
             argv += ["--load-w", str(o.load_w)]
         env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:.frozen")
-        # own process group: a terminal's Ctrl-C reaches only us, and we stop the child in order
+        # own process group: a terminal's Ctrl-C reaches only us, and we stop the child in order;
+        # umask 077 because the unix port has no chmod and the state file holds the meter key
         child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                                 cwd=str(FIRMWARE), start_new_session=True)
+                                 cwd=tmp, start_new_session=True, umask=0o077)
         assert child.stdin and child.stdout
 
         def send(line: str) -> None:
