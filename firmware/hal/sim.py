@@ -404,7 +404,9 @@ class SimMeter:
 
     def status(self):
         s = dict(self.meter.status())
-        y, mo, d, h, mi, sec, _ = clock.to_fields(self.clock.now())
+        # the meter's own clock (a time set moves it), the one a master reads over the line
+        now = self.clock.now()
+        y, mo, d, h, mi, sec, _ = clock.to_fields(self.meter.time(now) if hasattr(self.meter, "time") else now)
         s.update({"address": self.address, "time": "%04d-%02d-%02d %02d:%02d:%02d" % (y, mo, d, h, mi, sec),
                   "power_w": self.power_w, "contact": "open" if self.relay_open else "closed",
                   "speed": self.clock.speed, "frames_in": self.frames_in, "frames_out": self.frames_out,

@@ -203,3 +203,33 @@ def test_micropython_heap_too_small_is_said(tmp_path: Path) -> None:
                      "--state", str(tmp_path / "m.state"), "--listen", "tcp://127.0.0.1:0")
         assert r.returncode != 0 and "MemoryError" not in r.stdout
         assert "heap is too small" in r.stderr or f"larger heap (--heapsize, now {heap})" in r.stderr
+
+
+def _read_time(addr: tuple[str, int]) -> str:
+    """The meter's date and time read over DL/T 645 (04000101, 04000102) as 'YYYY-MM-DD hh:mm:ss'."""
+    from protocol.payloads import parse_read_reply, read_request
+
+    out = []
+    for di in (0x04000101, 0x04000102):
+        _, data = parse_read_reply(parse_frame(_exchange_tcp(addr, build_frame(ADDR, 0x11, read_request(di)))).data)
+        out.append(data[::-1].hex())
+    ymdw, hms = out
+    return f"20{ymdw[0:2]}-{ymdw[2:4]}-{ymdw[4:6]} {hms[0:2]}:{hms[2:4]}:{hms[4:6]}"
+
+
+def test_status_time_is_the_time_the_meter_answers_after_a_time_set(tmp_path: Path) -> None:
+    """A broadcast time set moves the meter's clock; the control socket's `status` shows that
+    clock, the same one a DL/T 645 master reads."""
+    from protocol import BROADCAST
+
+    extra = ("--start", "2026-03-04T10:01:00", "--load-w", "0")
+    with start_meter(ADDR, KEY, str(tmp_path / "m.state"), extra=extra) as m:
+        assert m.tcp is not None
+        sync = bytes(int(x, 16) for x in ("00", "04", "10", "04", "03", "26"))  # 10:04:00 on 2026-03-04
+        with socket.create_connection(m.tcp, timeout=5) as s:
+            s.sendall(build_frame(BROADCAST, 0x08, sync))
+        for _ in range(3):  # a second boundary may pass between the two questions: ask again
+            status, wire = m.command("status")["time"], _read_time(m.tcp)
+            if status == wire:
+                break
+        assert status == wire and wire >= "2026-03-04 10:04:00", (status, wire)
