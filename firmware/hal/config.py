@@ -17,7 +17,8 @@ class ConfigError(Exception):
 
 
 def _err(path, what):
-    return ConfigError("config file %s: %s" % (path, what))
+    # path None: the settings came from a command line, whose options carry the same names
+    return ConfigError(what if path is None else "config file %s: %s" % (path, what))
 
 
 def _digits(s, n):
@@ -50,8 +51,9 @@ def key_from_hex(text, where):
     return key
 
 
-def check(cfg, path="<config>"):
-    """Validate a config dict (as read from JSON); returns (meter_cfg, hw) or raises ConfigError.
+def check(cfg, path=None):
+    """Validate a config dict (as read from JSON, or built from a command line when path is None);
+    returns (meter_cfg, hw) or raises ConfigError naming the field.
 
     meter_cfg is what meter.core.Meter takes; hw holds the rest (board, pins, link, state file).
     """
@@ -64,7 +66,7 @@ def check(cfg, path="<config>"):
         raise _err(path, "address 999999999999 is the broadcast address; give the meter its own")
     if "key" not in cfg:
         raise _err(path, "no meter key (\"key\": 32 hex digits); build the image with the key from the head-end")
-    key = key_from_hex(cfg["key"], "config file %s" % path)
+    key = key_from_hex(cfg["key"], "key" if path is None else "config file %s" % path)
     krn = _int(cfg, "krn", 0, 255, path, 0)
     mode = cfg.get("mode", "local")
     if mode not in MODES:

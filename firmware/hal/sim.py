@@ -182,8 +182,14 @@ class _Fd:
 def _listener(host, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(socket.getaddrinfo(host, port)[0][-1])
-    s.listen(8)
+    try:
+        s.bind(socket.getaddrinfo(host, port)[0][-1])
+        s.listen(8)
+    except OSError as e:
+        s.close()
+        code = e.args[0] if e.args else 0
+        why = "the port is in use" if code in (48, 98) else str(e)  # EADDRINUSE: macOS, Linux
+        raise OSError("cannot listen on tcp://%s:%s: %s" % (host, port, why))
     if hasattr(s, "getsockname"):  # CPython; MicroPython's socket cannot say its port
         port = s.getsockname()[1]  # pyright: ignore[reportAttributeAccessIssue]
     return s, port
@@ -495,6 +501,11 @@ def main(argv):
         if o["control"]:
             host, port = parse_endpoint(o["control"])
             sim.listen_control(host, port)
+    except (OSError, ValueError) as e:
+        sim.close()
+        print(json.dumps({"error": str(e)}))
+        return 2
+    try:
         if o["stdin"]:
             sim.control_stdin()
         ready = {"address": sim.address, "state": sim.state_path, "new_state": sim.flash.created}

@@ -74,6 +74,7 @@ __all__ = [
     "print_json",
     "print_table",
     "progress",
+    "ProgressBar",
     "err",
 ]
 
@@ -312,20 +313,45 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240).print(table)
 
 
-def progress(items: Sequence[T], label: str, *, enabled: bool = True) -> Iterator[T]:
-    """Yield items, showing a progress bar on stderr when it is a terminal and enabled."""
-    if not enabled or not sys.stderr.isatty():
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class ProgressBar:
+    """The one progress bar of the CLI: on stderr, only when it is a terminal and there are many
+    items; ``advance(n)`` as items finish, ``close()`` at the end (or use it as a context manager)."""
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=len(items))
+    def __init__(self, label: str, total: int, *, enabled: bool = True) -> None:
+        self._bar: Any = None
+        if enabled and total > 1 and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        """Count n more items as done."""
+        if self._bar is not None and n:
+            self._bar.advance(self._task, n)
+
+    def close(self) -> None:
+        """Take the bar off the terminal."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress(items: Sequence[T], label: str, *, enabled: bool = True) -> Iterator[T]:
+    """Yield items, showing a ProgressBar on stderr when it is a terminal and enabled."""
+    with ProgressBar(label, len(items), enabled=enabled) as bar:
         for item in items:
             yield item
-            bar.advance(task)
+            bar.advance()
 
 
 def elapsed_since(t0: float) -> float:

@@ -136,7 +136,7 @@ def _wait(store: Store, cmds: list[Command], timeout: float, label: str, show: b
     latest = {cmd.id: cmd for cmd in cmds}
     pending = [cmd.id for cmd in cmds if cmd.status not in _FINAL]
     deadline = time.monotonic() + timeout
-    bar = _Bar(label, len(cmds), show)
+    bar = c.ProgressBar(label, len(cmds), enabled=show)
     bar.advance(len(cmds) - len(pending))
     try:
         while pending and time.monotonic() < deadline:
@@ -153,29 +153,6 @@ def _wait(store: Store, cmds: list[Command], timeout: float, label: str, show: b
     finally:
         bar.close()
     return [latest[cmd.id] for cmd in cmds]
-
-
-class _Bar:
-    """A rich progress bar on stderr (only for many meters on a terminal)."""
-
-    def __init__(self, label: str, total: int, show: bool) -> None:
-        self._p = None
-        if show and total > 1 and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                               console=Console(stderr=True), transient=True)
-            self._p.start()
-            self._task = self._p.add_task(label, total=total)
-
-    def advance(self, n: int) -> None:
-        if self._p is not None and n:
-            self._p.advance(self._task, n)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
 
 
 def _outcome(cmds: list[Command], args: argparse.Namespace, describe: Callable[[Command], str]) -> int:
@@ -217,6 +194,8 @@ def _run(args: argparse.Namespace, kind: str, params: Any, describe: Callable[[C
         if check is not None:
             check(meters)
         cmds = _enqueue(store, args, meters, kind, params)
+        if args.wait > 0 and not serve_running(store.location):
+            return _unserved(cmds, args, store.location)
         if args.wait <= 0:
             if not args.json:
                 print(f"queued {len(cmds)} {kind} command(s): {', '.join(str(x.id) for x in cmds[:20])}")
@@ -441,6 +420,36 @@ def op_serve(args: argparse.Namespace) -> int:
     return c.EXIT_OK
 
 
+def _unserved(cmds: list[Command], args: argparse.Namespace, location: str) -> int:
+    """Nobody works this outbox: say so now instead of waiting --wait seconds for nothing."""
+    if args.json:
+        c.print_json([x.to_dict() for x in cmds])
+    c.err(f"no `headend serve` is running on {location}: {len(cmds)} command(s) queued "
+          f"({', '.join(str(x.id) for x in cmds[:10])}{', ...' if len(cmds) > 10 else ''}); they are sent when "
+          "one starts (`headend serve`), and `headend commands` follows them")
+    return c.EXIT_QUEUED
+
+
+def serve_running(location: str) -> bool:
+    """True when a `headend serve` holds the lock on the database file (see `_only_serve`); an
+    in-memory store: assume so."""
+    if location in ("", ":memory:"):
+        return True
+    import fcntl
+
+    try:
+        fd = os.open(os.path.realpath(location), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the shared lock if we got it
+    return False
+
+
 @contextlib.contextmanager
 def _only_serve(location: str) -> Iterator[None]:
     """Hold an exclusive lock on the database file itself: a second serve would put the first
@@ -460,12 +469,17 @@ def _only_serve(location: str) -> Iterator[None]:
     except OSError as exc:
         raise c.CliError(f"cannot open database {location}: {exc.strerror}", c.EXIT_FAILED) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            same = "" if real == os.path.abspath(location) else f" (the same file as {location})"
-            raise c.CliError(f"another `headend serve` is already working the database {real}{same}; "
-                             "stop it first (one serve per database)", c.EXIT_FAILED) from None
+        for attempt in range(10):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt < 9:  # `serve_running` holds it shared for an instant: that is no serve
+                    time.sleep(0.05)
+                    continue
+                same = "" if real == os.path.abspath(location) else f" (the same file as {location})"
+                raise c.CliError(f"another `headend serve` is already working the database {real}{same}; "
+                                 "stop it first (one serve per database)", c.EXIT_FAILED) from None
         yield
     finally:
         os.close(fd)  # releases the lock

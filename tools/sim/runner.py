@@ -99,7 +99,7 @@ def run_cpython(o: RunOptions) -> int:
     from hal.load import LoadModel
     from hal.sim import SimMeter, parse_endpoint, parse_time
 
-    meter_cfg, hw = hal_config.check(o.config, "<command line>")
+    meter_cfg, hw = hal_config.check(o.config)
     load = LoadModel(scale_pct=o.load_scale, noise_pct=o.noise, seed=o.seed, fixed_w=o.load_w)
     sim = SimMeter(meter_cfg, o.state, hw["state_size"], o.speed, parse_time(o.start) if o.start else None, load)
     try:
@@ -166,7 +166,7 @@ def run_micropython(o: RunOptions) -> int:
     from hal import config as hal_config
     from hal.sim import parse_endpoint
 
-    hal_config.check(o.config, "<command line>")  # fail here, before a child is started
+    hal_config.check(o.config)  # fail here, before a child is started
     listen = []
     for url in o.listen:
         host, port = parse_endpoint(url)
