@@ -127,6 +127,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         key = meter_key(args)
     except cfg.ConfigError as e:
         return _fail(str(e))
+    from hal.load import LoadModel
+    from hal.sim import SimClock, parse_time
+    try:  # the simulator's own rules, here before anything starts (the micropython child applies them too)
+        LoadModel(scale_pct=args.load_scale, noise_pct=args.noise, seed=args.seed, fixed_w=args.load_w)
+        SimClock(parse_time(args.start) if args.start else None, args.speed)
+    except ValueError as e:
+        return _fail(str(e))
     listen = args.listen or ([] if args.serial else ["tcp://127.0.0.1:8645"])
     if args.serial not in (None, "pty"):
         return _fail(f"--serial takes only `pty` (the simulator creates one), got {args.serial!r}")

@@ -22,6 +22,10 @@ class LoadModel:
                 raise ValueError("load profile values must be whole watts >= 0, got %r" % (w,))
         if not 0 <= noise_pct <= 100:
             raise ValueError("load noise must be 0..100 %%, got %r" % (noise_pct,))
+        if not 0 <= scale_pct <= 10000:
+            raise ValueError("load scale must be 0..10000 %%, got %r" % (scale_pct,))
+        if fixed_w is not None and not 0 <= fixed_w <= 100000:
+            raise ValueError("fixed load must be 0..100000 W, got %r" % (fixed_w,))
         self.profile = tuple(profile)
         self.scale_pct = scale_pct
         self.noise_pct = noise_pct

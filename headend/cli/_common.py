@@ -69,6 +69,7 @@ __all__ = [
     "parse_where",
     "select_meters",
     "parse_yuan",
+    "number",
     "fmt_fen",
     "fmt_time",
     "print_json",
@@ -167,7 +168,7 @@ def open_store_from_args(args: argparse.Namespace, *, must_exist: bool = False) 
     cfg = config_from_args(args)
     db = cfg.store.db
     if must_exist and str(db) != ":memory:" and not db.exists():
-        raise CliError(f"no database at {db}: give --db PATH or set PREPAID645_DB", EXIT_NOT_FOUND)
+        raise CliError(f"no database at {db}: give --db PATH or set PREPAID645_DB")
     return open_store(db)
 
 
@@ -185,6 +186,25 @@ def actor_of(args: argparse.Namespace) -> str:
         except Exception:  # no passwd entry (containers): still record something true
             actor = f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
     return actor
+
+
+def number(kind: type[int] | type[float], lo: float | None = None, hi: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type``: a whole number (int) or a number (float) within lo..hi; a value
+    outside is refused at entry (exit 2) naming the option and the range."""
+    what = "a whole number" if kind is int else "a number"
+    span = f"{'' if lo is None else f'{lo:g}'}..{'' if hi is None else f'{hi:g}'}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} ({span})") from None
+        if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):  # NaN too
+            raise argparse.ArgumentTypeError(f"{text} is outside {span}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
 
 
 # ----------------------------------------------------------------------------- meter selection

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from headend.cli import _common as c
-from headend.costctl.config import costctl_config
+from headend.costctl.config import CostCtlConfig, costctl_config
 from headend.costctl.cycle import run_cycle
 from headend.costctl.loop import LoopOptions
 from headend.tariff.catalog import load_catalog
-from headend.tariff.model import TariffError
+from headend.tariff.model import TariffBook, TariffError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,15 +28,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run_once)
 
 
+def costctl_from_args(args: argparse.Namespace, **overrides: Any) -> tuple[CostCtlConfig, dict[str, TariffBook]]:
+    """The [costctl] settings and the tariff catalog cost control rates with (built-in tariffs
+    plus the config's tariffs file); CliError names a bad setting."""
+    cfg = c.config_from_args(args)
+    try:
+        section = dict(cfg.section("costctl"), **overrides)
+        cc = costctl_config(section, cfg.source.parent if cfg.source else None)
+        return cc, load_catalog(cc.tariffs)
+    except (TariffError, ValueError) as exc:
+        raise c.CliError(str(exc)) from None
+
+
+def check_tariff(args: argparse.Namespace, name: str) -> str:
+    """``name`` if cost control can rate with it, else CliError listing the known tariffs."""
+    _, catalog = costctl_from_args(args)
+    if name not in catalog:
+        raise c.CliError(f"--tariff {name!r} is not a known tariff; known: {', '.join(sorted(catalog))} "
+                         "(`headend tariff list`; more in the [costctl] tariffs file)")
+    return name
+
+
 @c.cli_command
 def run_once(args: argparse.Namespace) -> int:
     """Run one cycle and print what it did."""
-    cfg = c.config_from_args(args)
-    try:
-        cc = costctl_config(cfg.section("costctl"), cfg.source.parent if cfg.source else None)
-        catalog = load_catalog(cc.tariffs)
-    except (TariffError, ValueError) as exc:
-        raise c.CliError(str(exc)) from None
+    cc, catalog = costctl_from_args(args)
     store = c.open_store_from_args(args, must_exist=True)
     now = int(args.at) if args.at is not None else int(time.time())
     rep = run_cycle(store, catalog, now, rules=cc.rules, interval_s=cc.interval_s, utc_offset_s=cc.utc_offset_s,
@@ -61,23 +78,16 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="cycle grid in seconds: 86400 (daily, default), 3600 or 900 (overrides [costctl] interval_s)")
     g.add_argument("--costctl-clock", metavar="TIME",
                    help="start cost control's clock at this time (Unix s or YYYY-MM-DDTHH:MM local), for tests and demos")
-    g.add_argument("--costctl-speed", type=float, default=1.0, metavar="X",
+    g.add_argument("--costctl-speed", type=c.number(float, 0.001), default=1.0, metavar="X",
                    help="cost control's clock runs X times faster (with simulated meters at the same --speed)")
 
 
 def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | None:
     """The cost-control loop serve should run, or None; CliError names a bad setting."""
-    cfg = c.config_from_args(args)
-    try:
-        section = dict(cfg.section("costctl"))
-        if args.costctl_interval is not None:
-            section["interval_s"] = args.costctl_interval
-        cc = costctl_config(section, cfg.source.parent if cfg.source else None)
-        if not (args.costctl if args.costctl is not None else cc.in_serve):
-            return None
-        catalog = load_catalog(cc.tariffs)
-    except (TariffError, ValueError) as exc:
-        raise c.CliError(str(exc)) from None
+    overrides = {} if args.costctl_interval is None else {"interval_s": args.costctl_interval}
+    cc, catalog = costctl_from_args(args, **overrides)
+    if not (args.costctl if args.costctl is not None else cc.in_serve):
+        return None
     if args.costctl_speed <= 0:
         raise c.CliError(f"--costctl-speed {args.costctl_speed}: must be > 0")
     start = None

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from headend.cli import _common as c
+from headend.cli import costctl as costctl_cli
 from headend.store import MODES, Account, Meter, check_address, check_customer
 
 _RESTORE = {"close-permitted": "close_permitted", "direct": "direct"}
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = msub.add_parser("list", help="list meters")
     p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
                    help="filter (repeatable): e.g. mode=remote, link=tcp://10.0.0.5:8899, customer=000000000042")
-    p.add_argument("--limit", type=int, default=None, help="show at most this many")
+    p.add_argument("--limit", type=c.number(int, 1), default=None, help="show at most this many")
     _store_command(p, meter_list)
 
     p = msub.add_parser("show", help="one meter with its account, recent commands and events")
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         _store_command(p, customer_add if action == "add" else customer_set)
 
     p = csub.add_parser("list", help="list accounts")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=c.number(int, 1), default=None)
     _store_command(p, customer_list)
 
     p = csub.add_parser("show", help="one account with its meters and recent money movements")
@@ -285,6 +286,8 @@ def _account_view(a: Account) -> list[tuple[str, Any]]:
 def customer_add(args: argparse.Namespace) -> int:
     """Create an account (audited)."""
     fields = {k: v for k, v in _limits(args).items() if v is not None}
+    if args.tariff is not None:
+        costctl_cli.check_tariff(args, args.tariff)
     with c.open_store_from_args(args) as store:
         a = store.add_account(args.customer, actor=c.actor_of(args), **fields)
     return _answer(args, a, f"customer {a.customer} added")
@@ -296,6 +299,8 @@ def customer_set(args: argparse.Namespace) -> int:
     fields = _limits(args)
     if all(v is None for v in fields.values()):
         raise c.CliError("nothing to change: give at least one option (see --help)")
+    if args.tariff is not None:
+        costctl_cli.check_tariff(args, args.tariff)
     with c.open_store_from_args(args, must_exist=True) as store:
         a = store.update_account(check_customer(args.customer), actor=c.actor_of(args), **fields)
     return _answer(args, a, f"customer {a.customer} updated")

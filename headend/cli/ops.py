@@ -32,7 +32,7 @@ _FINAL = ("confirmed", "failed")
 
 def _op_args(p: argparse.ArgumentParser, *, bulk: bool = True) -> None:
     c.add_selection_args(p, bulk=bulk)
-    p.add_argument("--wait", type=float, default=30.0, metavar="S",
+    p.add_argument("--wait", type=c.number(float, 0), default=30.0, metavar="S",
                    help="seconds to wait for the meter's confirmation (default 30; 0: just queue)")
     p.add_argument("--idem", metavar="KEY", help="idempotency key: repeating the command with it queues nothing new")
     c.add_store_args(p)
@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recharge", help="top up a meter; exactly one credit however often it is retried")
     p.add_argument("meter", metavar="METER", help="12-digit meter address")
     p.add_argument("amount", metavar="YUAN", help="amount in yuan, e.g. 50 or 12.50")
-    p.add_argument("--wait", type=float, default=30.0, metavar="S", help="seconds to wait for the meter (default 30)")
+    p.add_argument("--wait", type=c.number(float, 0), default=30.0, metavar="S",
+                   help="seconds to wait for the meter (default 30; 0: just queue)")
     p.add_argument("--idem", metavar="KEY", help="idempotency key (e.g. the payment id): a repeat queues nothing new")
     c.add_store_args(p)
     c.add_json_arg(p)
@@ -104,15 +105,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the comms front-end and work the command outbox until stopped")
     p.add_argument("--listen", action="append", default=[], metavar="URL",
                    help="also accept dial-in meters on listen://HOST:PORT (listen:// links in the registry are automatic)")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
-    p.add_argument("--security-timeout", type=float, default=5.0,
+    p.add_argument("--timeout", type=c.number(float, 0.01), default=2.0, help="seconds to wait for each reply (default 2)")
+    p.add_argument("--security-timeout", type=c.number(float, 0.01), default=5.0,
                    help="seconds to wait for replies to authenticated commands (default 5: meters are slower there)")
-    p.add_argument("--retries", type=int, default=2, help="re-sends per request (default 2)")
-    p.add_argument("--attempts", type=int, default=3,
+    p.add_argument("--retries", type=c.number(int, 0, 10), default=2, help="re-sends per request (default 2)")
+    p.add_argument("--attempts", type=c.number(int, 1), default=3,
                    help="tries per command before a non-money command fails (default 3); recharges never give up")
-    p.add_argument("--retry-backoff", type=float, default=2.0, help="seconds before a command's first retry (default 2)")
-    p.add_argument("--concurrency", type=int, default=256, help="commands in flight at once (default 256)")
-    p.add_argument("--collect-every", type=float, default=0.0, metavar="S",
+    p.add_argument("--retry-backoff", type=c.number(float, 0), default=2.0, help="seconds before a command's first retry (default 2)")
+    p.add_argument("--concurrency", type=c.number(int, 1), default=256, help="commands in flight at once (default 256)")
+    p.add_argument("--collect-every", type=c.number(float, 0), default=0.0, metavar="S",
                    help="also read energy, money and status word 3 from every meter every S seconds (default: off)")
     p.add_argument("--key-file", metavar="PATH", help="the master key file (default: config, next to the database)")
     p.add_argument("-v", "--verbose", action="store_true")

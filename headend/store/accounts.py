@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from headend.store.audit import Audit
-from headend.store.base import _nonneg
-from headend.store.models import RESTORE_POLICIES, Account, Conflict, InvalidInput, NotFound, check_customer
+from headend.store.models import (RESTORE_POLICIES, Account, Conflict, InvalidInput, NotFound, check_customer,
+                                  check_limit, yuan)
 
 _ACCOUNT_COLS = (
     "customer, name, phone, balance_fen, rem, ladder_wh, alarm1_fen, alarm2_fen, overdraft_fen,"
@@ -15,6 +15,14 @@ _ACCOUNT_COLS = (
 )
 
 _LIMIT_FIELDS = ("alarm1_fen", "alarm2_fen", "overdraft_fen", "close_ok_fen")
+_LIMIT_NAMES = {"alarm1_fen": "alarm1", "alarm2_fen": "alarm2", "overdraft_fen": "overdraft", "close_ok_fen": "close-ok"}
+
+
+def _check_alarms(alarm1: int, alarm2: int, of: str) -> None:
+    # alarm 2 is the second, stronger warning: it comes after alarm 1 as the balance falls
+    if alarm2 > alarm1:
+        raise InvalidInput(f"alarm2 ({yuan(alarm2)} yuan) must not be above alarm1 ({yuan(alarm1)} yuan) for {of}: "
+                           "alarm 2 is the second warning, at a lower balance")
 
 
 def _account(row: Sequence[Any]) -> Account:
@@ -32,7 +40,7 @@ def _account_changes(changes: dict[str, Any], allowed: set[str], of: str) -> dic
     out = {k: v for k, v in changes.items() if v is not None}
     for f in _LIMIT_FIELDS:
         if f in out:
-            _nonneg(f, out[f])
+            check_limit(_LIMIT_NAMES[f], out[f])
     if "restore_policy" in out and out["restore_policy"] not in RESTORE_POLICIES:
         raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}")
     if "protected" in out:
@@ -61,7 +69,8 @@ class Accounts(Audit):
         """Create a customer account with zero balance; Conflict if the number is taken."""
         customer = check_customer(customer)
         for f, v in zip(_LIMIT_FIELDS, (alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen)):
-            _nonneg(f, v)
+            check_limit(_LIMIT_NAMES[f], v)
+        _check_alarms(alarm1_fen, alarm2_fen, f"customer {customer}")
         if restore_policy not in RESTORE_POLICIES:
             raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}, got {restore_policy!r}")
         now = self.now()
@@ -106,6 +115,8 @@ class Accounts(Audit):
         changes = _account_changes(changes, allowed, "an account")
         with self._tx() as tx:
             before = self.get_account(customer)
+            _check_alarms(changes.get("alarm1_fen", before.alarm1_fen), changes.get("alarm2_fen", before.alarm2_fen),
+                          f"customer {customer}")
             if changes:
                 sets = ", ".join(f"{k} = ?" for k in changes)
                 tx.execute(f"UPDATE accounts SET {sets}, updated_at = ? WHERE customer = ?",
@@ -126,6 +137,12 @@ class Accounts(Audit):
         vals = tuple(changes.values())
         now = self.now()
         with self._tx() as tx:
+            if "alarm1_fen" in changes or "alarm2_fen" in changes:
+                for c in custs:
+                    row = tx.one("SELECT alarm1_fen, alarm2_fen FROM accounts WHERE customer = ?", (c,))
+                    if row is not None:
+                        _check_alarms(changes.get("alarm1_fen", row[0]), changes.get("alarm2_fen", row[1]),
+                                      f"customer {c}")
             n = tx.executemany(f"UPDATE accounts SET {sets}, updated_at = ? WHERE customer = ?",
                                ((*vals, now, c) for c in custs))
             if n != len(custs):

@@ -15,6 +15,7 @@ from headend.store.models import (
     StoreError,
     check_address,
     check_customer,
+    check_link,
 )
 
 _METER_COLS = (
@@ -73,10 +74,7 @@ class Meters(Accounts):
             raise InvalidInput(f"mode must be 'local' or 'remote' (who holds the balance), got {mode!r}")
         if not isinstance(krn, int) or not 0 <= krn <= 255:
             raise InvalidInput(f"key revision (KRN) must be 0..255, got {krn!r}")
-        if not link or "://" not in link:
-            raise InvalidInput(
-                f"bad link {link!r}: give a URL such as tcp://10.0.0.5:8899 or serial:///dev/ttyUSB0?baud=2400"
-            )
+        link = check_link(link)
         number = check_address(meter_number) if meter_number else address
         return (address, link, customer, mode, krn, _nonneg("purchase count", purchase_count), int(bool(protected)),
                 number)
@@ -185,6 +183,8 @@ class Meters(Accounts):
             raise InvalidInput(f"mode must be 'local' or 'remote', got {changes['mode']!r}")
         if "krn" in changes and not (isinstance(changes["krn"], int) and 0 <= changes["krn"] <= 255):
             raise InvalidInput(f"key revision (KRN) must be 0..255, got {changes['krn']!r}")
+        if "link" in changes:
+            changes["link"] = check_link(changes["link"])
         if "customer" in changes:
             changes["customer"] = check_customer(changes["customer"])
         if "meter_number" in changes:

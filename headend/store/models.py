@@ -40,6 +40,10 @@ __all__ = [
     "check_address",
     "check_customer",
     "check_di",
+    "check_link",
+    "check_limit",
+    "yuan",
+    "LIMIT_MAX_FEN",
 ]
 
 SUBFEN = 100_000  # sub-fen units per fen: w Wh * p (0.0001 yuan/kWh) is in 1e-5 fen
@@ -102,6 +106,37 @@ def check_customer(number: str) -> str:
     if not isinstance(number, str) or not _ADDRESS_RE.match(number.strip()):
         raise InvalidInput(f"bad customer number {number!r}: need exactly 12 decimal digits, e.g. 000000000042")
     return number.strip()
+
+
+def check_link(url: str) -> str:
+    """Return a meter's link URL if the front-end can open it (the transports' own parser decides)."""
+    from headend.transports.base import parse_link_url
+
+    try:
+        parse_link_url(str(url))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return str(url).strip()
+
+
+# A meter keeps its money limits as XXXXXX.XX yuan (8 BCD digits of fen): the head-end allows the same.
+LIMIT_MAX_FEN = 99_999_999
+
+
+def yuan(fen: int) -> str:
+    """Fen as yuan with 2 decimals: -105 -> "-1.05"."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def check_limit(name: str, fen: Any) -> int:
+    """A money limit (alarm, overdraft, restore amount) in fen, 0 .. LIMIT_MAX_FEN; the refusal
+    speaks yuan, as operators write limits."""
+    if not isinstance(fen, int) or isinstance(fen, bool):
+        raise InvalidInput(f"{name} must be a whole number of fen, got {fen!r}")
+    if not 0 <= fen <= LIMIT_MAX_FEN:
+        raise InvalidInput(f"{name} must be 0 .. {yuan(LIMIT_MAX_FEN)} yuan, got {yuan(fen)} yuan")
+    return fen
 
 
 def check_di(di: str) -> str:

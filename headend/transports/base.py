@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 __all__ = [
     "Connection",
@@ -61,27 +61,73 @@ class LinkSpec:
     stopbits: float = 1
 
 
-_PARITIES = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S", "NONE": "N", "EVEN": "E", "ODD": "O"}
+_PARITIES = {"N": "N", "E": "E", "O": "O", "NONE": "N", "EVEN": "E", "ODD": "O"}
 _PYSERIAL_SCHEMES = {"socket", "rfc2217", "loop", "spy", "hwgrep", "alt", "cp2110"}
+_NETWORK_SCHEMES = ("socket", "rfc2217")  # pyserial URLs that name a host and port
+# The line settings a meter image accepts (firmware/hal/config.py): a link that asks for others
+# could never talk to one of our meters.
+BAUD_MIN, BAUD_MAX = 300, 115200
+_EXAMPLE = "serial:///dev/ttyUSB0?baud=2400&parity=E"
 
 
 def _serial_opts(query: str, url: str) -> dict:
     opts: dict = {}
-    q = {k.lower(): v[-1] for k, v in parse_qs(query).items()}
-    try:
-        if "baud" in q or "baudrate" in q:
-            opts["baudrate"] = int(q.get("baud") or q["baudrate"])
-        if "parity" in q:
-            opts["parity"] = _PARITIES[q["parity"].upper()]
-        if "bytesize" in q or "databits" in q:
-            opts["bytesize"] = int(q.get("bytesize") or q["databits"])
-        if "stopbits" in q:
-            opts["stopbits"] = float(q["stopbits"])
-    except (KeyError, ValueError):
-        raise ValueError(
-            f"link {url!r}: bad serial options; use e.g. serial:///dev/ttyUSB0?baud=2400&parity=E"
-        ) from None
+    q = {k.lower(): v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    known = {"baud", "baudrate", "parity", "bytesize", "databits", "stopbits"}
+    unknown = sorted(set(q) - known)
+    if unknown:
+        raise ValueError(f"link {url!r}: unknown serial option(s) {', '.join(unknown)}; "
+                         f"known: baud, parity, bytesize, stopbits (e.g. {_EXAMPLE})")
+
+    def number(key: str, kind: type, allowed: str) -> int | float:
+        text = q[key]
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"link {url!r}: {key}={text!r} is not a number; {key} is {allowed}") from None
+
+    if "baud" in q or "baudrate" in q:
+        key = "baud" if "baud" in q else "baudrate"
+        baud = int(number(key, int, f"{BAUD_MIN}..{BAUD_MAX}"))
+        if not BAUD_MIN <= baud <= BAUD_MAX:
+            raise ValueError(f"link {url!r}: {key}={baud} is outside {BAUD_MIN}..{BAUD_MAX}")
+        opts["baudrate"] = baud
+    if "parity" in q:
+        parity = _PARITIES.get(q["parity"].upper())
+        if parity is None:
+            raise ValueError(f"link {url!r}: parity={q['parity']!r}; parity is E (even, DL/T 645's), O (odd) or N (none)")
+        opts["parity"] = parity
+    if "bytesize" in q or "databits" in q:
+        key = "bytesize" if "bytesize" in q else "databits"
+        size = int(number(key, int, "5..8"))
+        if not 5 <= size <= 8:
+            raise ValueError(f"link {url!r}: {key}={size} is outside 5..8")
+        opts["bytesize"] = size
+    if "stopbits" in q:
+        stop = float(number("stopbits", float, "1, 1.5 or 2"))
+        if stop not in (1, 1.5, 2):
+            raise ValueError(f"link {url!r}: stopbits={q['stopbits']} must be 1, 1.5 or 2")
+        opts["stopbits"] = stop
     return opts
+
+
+def _host_port(url: str, scheme: str, parts: SplitResult, *, port_zero: bool = False) -> tuple[str, int]:
+    lowest = 0 if port_zero else 1
+    form = f"write it as {scheme}://HOST:PORT"
+    if not parts.hostname:
+        raise ValueError(f"link {url!r}: no host; {form}")
+    try:
+        port = parts.port
+    except ValueError:
+        raw = parts.netloc.rpartition(":")[2]
+        if raw.isdigit():
+            raise ValueError(f"link {url!r}: port {raw} is outside {lowest}..65535") from None
+        raise ValueError(f"link {url!r}: port {raw!r} is not a number; {form}") from None
+    if port is None:
+        raise ValueError(f"link {url!r}: no port; {form}")
+    if port < lowest:
+        raise ValueError(f"link {url!r}: port {port} is outside {lowest}..65535")
+    return parts.hostname, port
 
 
 def parse_link_url(url: str) -> LinkSpec:
@@ -93,18 +139,16 @@ def parse_link_url(url: str) -> LinkSpec:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme in ("tcp", "listen"):
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if not parts.hostname or port is None:
-            raise ValueError(f"link {url!r}: write it as {scheme}://HOST:PORT")
-        return LinkSpec(url=url, kind=scheme, host=parts.hostname, port=port)
+        # listen://HOST:0 lets the system pick a port (tests, demos); a meter cannot be dialled on 0
+        host, port = _host_port(url, scheme, parts, port_zero=scheme == "listen")
+        return LinkSpec(url=url, kind=scheme, host=host, port=port)
     if scheme == "serial":
         device = parts.path or parts.netloc
         if not device:
-            raise ValueError(f"link {url!r}: name the device, e.g. serial:///dev/ttyUSB0?baud=2400&parity=E")
+            raise ValueError(f"link {url!r}: name the device, e.g. {_EXAMPLE}")
         return LinkSpec(url=url, kind="serial", device=device, **_serial_opts(parts.query, url))
+    if scheme in _NETWORK_SCHEMES:
+        _host_port(url, scheme, parts)
     if scheme in _PYSERIAL_SCHEMES:
         # pyserial understands its own query options (e.g. ?logging=debug); take ours out.
         q = parse_qs(parts.query, keep_blank_values=True)

@@ -84,7 +84,7 @@ def test_bad_input_and_unknown_meter_exit_codes(env: dict[str, str]) -> None:
 
 def test_read_only_commands_do_not_create_a_database(env: dict[str, str], tmp_path: Path) -> None:
     r = run(env, "meter", "list", "--db", str(tmp_path / "typo.db"))
-    assert r.returncode == 4 and "no database" in r.stderr
+    assert r.returncode == 2 and "no database" in r.stderr
     assert not (tmp_path / "typo.db").exists()
 
 
