@@ -40,7 +40,8 @@ def parse_hex(text: str) -> bytes:
 
 @dataclass
 class Description:
-    """One frame, taken apart. ``error`` is set when the frame is unsound (``trusted`` False)."""
+    """One frame, taken apart. ``error`` is set when the frame is unsound (``trusted`` False);
+    ``rejected`` holds what was wrong inside a sound frame (a payload or value that does not decode)."""
 
     raw: bytes
     frame: Frame | None = None
@@ -48,9 +49,15 @@ class Description:
     checksum: str = ""
     trusted: bool = False
     lines: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[ProtocolError] = field(default_factory=list)
 
     def add(self, key: str, text: str) -> None:
         self.lines.append((key, text))
+
+    @property
+    def sound(self) -> bool:
+        """The frame and everything in it decoded."""
+        return self.error is None and not self.rejected
 
 
 def format_value(value: Any, unit: str = "") -> str:
@@ -106,6 +113,7 @@ def _value_lines(desc: Description, di: int, value_bytes: bytes) -> None:
     try:
         reading = di_mod.decode(di, value_bytes)
     except ProtocolError as exc:
+        desc.rejected.append(exc)
         desc.add("value", f"{value_bytes.hex(' ').upper()}  NOT DECODED: {exc}")
         return
     unit = reading.item.unit if reading.item else ""
@@ -122,6 +130,7 @@ def _payload_lines(desc: Description, frame: Frame) -> None:
     try:
         fields = payloads.parse_payload(frame.control, data)
     except ProtocolError as exc:
+        desc.rejected.append(exc)
         desc.add("payload", f"{data.hex(' ').upper() or '(empty)'}  NOT DECODED ({exc.reason}): {exc}")
         return
     if frame.is_abnormal:

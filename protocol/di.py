@@ -28,6 +28,7 @@ __all__ = [
     "di_from_wire",
     "di_text",
     "status_flags",
+    "STATUS_WORDS",
 ]
 
 READ, WRITE, READ_WRITE = "r", "w", "rw"
@@ -334,20 +335,61 @@ STATUS_WORD_3 = {
     14: "account_not_opened",
     15: "remote_account_open",
 }
+# Word 2: power flow direction per phase (set = reverse)
+STATUS_WORD_2 = {
+    0: "phase_a_active_reverse",
+    1: "phase_b_active_reverse",
+    2: "phase_c_active_reverse",
+    4: "phase_a_reactive_reverse",
+    5: "phase_b_reactive_reverse",
+    6: "phase_c_reactive_reverse",
+}
+# Words 4, 5, 6: the faults of phase A, B, C (the same bits for each phase)
+STATUS_WORD_PHASE = {
+    0: "loss_of_voltage",
+    1: "under_voltage",
+    2: "over_voltage",
+    3: "loss_of_current",
+    4: "over_current",
+    5: "overload",
+    6: "power_reverse",
+    7: "phase_break",
+    8: "current_break",
+}
+# Word 7: faults across the phases
+STATUS_WORD_7 = {
+    0: "voltage_reverse_sequence",
+    1: "current_reverse_sequence",
+    2: "voltage_imbalance",
+    3: "current_imbalance",
+    4: "auxiliary_supply_lost",
+    5: "power_down",
+    6: "demand_over_limit",
+    7: "power_factor_low",
+    8: "current_severe_imbalance",
+}
 _SUPPLY = {0: "supply_mains", 1: "supply_auxiliary", 2: "supply_battery", 3: "supply_reserved"}
 _METER_TYPE = {0: "non_prepaid", 1: "energy_prepaid", 2: "money_prepaid", 3: "meter_type_reserved"}
 
 
+_WORD_BITS = {
+    0x04000501: STATUS_WORD_1,
+    0x04000502: STATUS_WORD_2,
+    0x04000504: STATUS_WORD_PHASE,
+    0x04000505: STATUS_WORD_PHASE,
+    0x04000506: STATUS_WORD_PHASE,
+    0x04000507: STATUS_WORD_7,
+}
+STATUS_WORDS = (0x04000501, 0x04000502, 0x04000503, 0x04000504, 0x04000505, 0x04000506, 0x04000507)
+
+
 def status_flags(di: int, word: int) -> list[str]:
-    """Named flags of status word 1 or 3 (others: the set bit numbers as 'bitN')."""
-    if di == 0x04000501:
-        return [name for bit, name in STATUS_WORD_1.items() if word >> bit & 1] + [
-            f"bit{b}" for b in range(16) if word >> b & 1 and b not in STATUS_WORD_1
-        ]
+    """Named flags of running status word 1..7 (bits the standard reserves: 'bitN')."""
     if di == 0x04000503:
         flags = [name for bit, name in STATUS_WORD_3.items() if word >> bit & 1]
         return flags + [_SUPPLY[word >> 1 & 3], _METER_TYPE[word >> 8 & 3]]
-    return [f"bit{b}" for b in range(16) if word >> b & 1]
+    names = _WORD_BITS.get(di, {})
+    return [names.get(b, f"bit{b}") for b in range(16) if word >> b & 1]
 
 
 # --------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "ERR/SERR flags and the checksum verdict. Give frames as arguments ('FE FE 68 ... 16', one "
             "frame per argument; single-byte arguments are joined into one frame) or, with no argument "
             "or '-', one frame per line on stdin (capture-log lines: the longest run of hex bytes is used; "
-            "blank lines and lines starting with # are skipped). Exit 2 if any frame is invalid."
+            "blank lines and lines starting with # are skipped). Exit 2 if any frame is invalid, or sound "
+            "but with a payload or value that does not decode."
         ),
     )
     p.add_argument("frames", nargs="*", metavar="HEX", help="a frame as hex bytes")
@@ -87,7 +88,8 @@ def run_decode(args: argparse.Namespace) -> int:
                 print(f"{where} {number}: {text}\n  INVALID ({exc.reason}): {exc}")
             continue
         desc = describe(raw)
-        if desc.error is not None:
+        problem = desc.error or (desc.rejected[0] if desc.rejected else None)
+        if problem is not None:
             bad += 1
         if args.json:
             print(
@@ -95,9 +97,9 @@ def run_decode(args: argparse.Namespace) -> int:
                     {
                         where: number,
                         "frame": raw.hex(" ").upper(),
-                        "valid": desc.error is None,
-                        "reason": desc.error.reason if desc.error else None,
-                        "error": str(desc.error) if desc.error else None,
+                        "valid": problem is None,
+                        "reason": problem.reason if problem else None,
+                        "error": str(problem) if problem else None,
                         "fields": dict(desc.lines) if desc.frame else {},
                     },
                     ensure_ascii=False,

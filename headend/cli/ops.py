@@ -233,9 +233,9 @@ def op_read(args: argparse.Namespace) -> int:
             raise c.CliError(str(exc)) from None
 
     def shown(v: dict) -> str:
-        if "flags" in v:  # status words: hex and the named bits
-            return f"0x{int(v['value']):04X} ({', '.join(v['flags'])})"
-        return f"{v['value']}{(' ' + v['unit']) if v['unit'] else ''}"
+        if "text" in v:  # the worker's words for it
+            return str(v["text"])
+        return f"{v['value']}{(' ' + v['unit']) if v['unit'] else ''}"  # replies stored before "text"
 
     def describe(x: Command) -> str:
         vals = (x.reply or {}).get("values", {})
@@ -321,9 +321,22 @@ def op_limits(args: argparse.Namespace) -> int:
         raise c.CliError("give at least one of --alarm1 --alarm2 --overdraft --hoarding --close-ok (yuan)")
 
     def describe(x: Command) -> str:
-        return f"meter {x.meter}: limits written and read back: {(x.reply or {}).get('written')}"
+        return f"meter {x.meter}: limits written and read back: {_written((x.reply or {}).get('written') or {})}"
 
     return _run(args, "set_limits", params, describe)
+
+
+def _written(values: dict[str, Any]) -> str:
+    """{"04001001": "10.00", ...} as "alarm money limit 1 10.00 yuan, ..." (the registry's words)."""
+    from protocol.di import lookup
+
+    out = []
+    for di, value in values.items():
+        item = lookup(int(di, 16))
+        name = item.title if item else di
+        unit = f" {item.unit}" if item and item.unit and not isinstance(value, (list, dict)) else ""
+        out.append(f"{name} {value}{unit}")
+    return ", ".join(out)
 
 
 def _decimals(text: str, scale: int, what: str) -> list[int]:

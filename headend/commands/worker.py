@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
+from datetime import date, datetime
+from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
 
@@ -33,6 +34,7 @@ from headend.commands.meter_client import (
 from headend.store import Command, Meter, NotFound, Store, TransitionError
 from headend.transports import LinkError
 from protocol import di as dis
+from protocol.annotate import format_value
 
 __all__ = [
     "KINDS",
@@ -66,13 +68,19 @@ def target_of(m: Meter) -> MeterTarget:
 
 
 def _jsonable(v: Any) -> Any:
+    """A decoded value as JSON data (replies are stored as JSON): named tuples such as DateWeek
+    or SlotEntry become objects of their fields, dates ISO text, Decimals exact text."""
     if isinstance(v, (bool, int, str)) or v is None:
         return v
     if isinstance(v, Decimal):
         return str(v)
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).hex()
-    if isinstance(v, (list, tuple)) and not hasattr(v, "_fields"):
+    if isinstance(v, (date, dtime)):  # datetime is a date
+        return v.isoformat()
+    if isinstance(v, tuple) and hasattr(v, "_asdict"):
+        return {k: _jsonable(x) for k, x in v._asdict().items()}
+    if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
@@ -225,9 +233,12 @@ class OutboxWorker:
         for name in names:
             rv = await self.client.read(m, parse_di(str(name)))
             rows.append(reading_row(meter.address, rv, at))
-            entry = {"name": rv.name, "value": _jsonable(rv.value), "unit": rv.unit}
-            if rv.di in (0x04000501, 0x04000503) and isinstance(rv.value, int):
+            # "text" is the value as an operator reads it, from the one formatter `decode` uses too
+            entry = {"name": rv.name, "value": _jsonable(rv.value), "unit": rv.unit,
+                     "text": format_value(rv.value, rv.unit)}
+            if rv.di in dis.STATUS_WORDS and isinstance(rv.value, int):
                 entry["flags"] = dis.status_flags(rv.di, rv.value)
+                entry["text"] = f"0x{rv.value:04X} ({', '.join(entry['flags']) or 'no flag set'})"
             values[f"{rv.di:08X}"] = entry
         self.store.add_readings(rows)
         state: dict[str, Any] = {}

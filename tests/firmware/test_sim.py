@@ -4,6 +4,7 @@ and under the micropython binary; button from outside; clean stop; state that su
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -169,6 +170,24 @@ def test_live_view_renders_the_meter() -> None:
     for words in ("meter 000000000001", "-12.34 yuan", "alarm 2", "open", "valley", "1,500 W", "12.345 kWh"):
         assert words in text
     assert "rem" not in text  # internals stay off the operator's view
+
+
+def test_live_view_speaks_words_not_codes() -> None:
+    from rich.console import Console
+
+    from tools.sim.display import render
+
+    def shown(status: dict) -> str:
+        console = Console(record=True, width=100)
+        console.print(render(dict({"address": ADDR, "balance_fen": 0}, **status)))
+        return console.export_text()
+
+    new = shown({"state": 4, "opened": False, "relay": 0, "hold": False})
+    assert "account not opened" in new and "overdraft" not in new
+    assert "relay state" not in new and "False" not in new and re.search(r"power hold +off", new)
+    tripped = shown({"state": 4, "opened": True, "relay": 3, "hold": True})
+    assert "overdraft" in tripped and "open: remote trip" in tripped and "on (never cut)" in tripped
+    assert "True" not in tripped and " 3\n" not in tripped
 
 
 @pytest.mark.parametrize("micropython", INTERPRETERS)

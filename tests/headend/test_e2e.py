@@ -213,7 +213,12 @@ def test_bulk_and_parameter_commands(he):
         he.start_serve()
         code, out, err = he.cli("limits", "set", A1, "--alarm1", "20", "--alarm2", "5", "--close-ok", "1")
         assert code == 0, err
-        assert "read back" in out
+        assert "read back" in out and "alarm money limit 1 20.00 yuan" in out and "{" not in out
+        # every value in the operator's words: no Python reprs, every status word decoded
+        code, out, err = he.cli("read", A1, "date_week", "time", *(f"status_word_{k}" for k in range(1, 8)))
+        assert code == 0, err
+        assert "DateWeek(" not in out and "datetime." not in out and "(weekday " in out
+        assert out.count("no flag set") >= 5 and "money_prepaid" in out  # words 1, 2, 4..7 clear; 3 names its bits
         code, out, err = he.cli("read", A1, "alarm_money_1", "--json")
         assert json.loads(out)[0]["reply"]["values"]["04001001"]["value"] == "20.00"
         code, out, err = he.cli("tariff", "set", A1, "--prices", "0.5680,0.5380,0.4880,0.2880",
@@ -221,6 +226,11 @@ def test_bulk_and_parameter_commands(he):
         assert code == 0, err
         code, out, err = he.cli("read", A1, "price_set1_t2", "--json")
         assert json.loads(out)[0]["reply"]["values"]["04050102"]["value"] == "0.5380"
+        code, out, err = he.cli("commands", "--kind", "set_tariff", "--json")
+        [table] = [v for v in json.loads(out)[0]["reply"]["written"].values() if isinstance(v, list)]
+        assert table[:2] == [{"hour": 0, "minute": 0, "tariff": 4}, {"hour": 8, "minute": 0, "tariff": 2}]
+        code, out, err = he.cli("read", A1, "day_table_set1_1")
+        assert "SlotEntry(" not in out and "08:00 tariff 2" in out
         code, out, err = he.cli("sync-time", A1)
         assert code == 0, err
         code, out, err = he.cli("alarm", "on", A2)
@@ -246,7 +256,7 @@ def test_without_serve_the_command_stays_queued_and_says_so(he):
     assert he.cli("meter", "add", A1, "--link", "tcp://127.0.0.1:9", "--customer", CUST)[0] == 0
     code, out, err = he.cli("trip", A1, "--wait", "0.3")
     assert code == 3
-    assert "is `headend serve` running" in err and "still queued" in err
+    assert "no `headend serve` is running on" in err and "queued" in err
     with he.store() as s:
         [cmd] = s.list_commands()
         assert cmd.status == "queued" and cmd.kind == "trip"

@@ -126,3 +126,17 @@ def test_cli_json_output():
 def test_cli_empty_stdin_is_usage_error():
     done = subprocess.run([str(HEADEND), "decode"], input="", capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2 and "no frames" in done.stderr
+
+
+def test_cli_sound_frame_with_contents_it_rejects_exits_2(capsys):
+    # checksum and framing fine, but the write carries no DI, and the date 99-99-99 is no date
+    short_write = "68 12 90 78 56 34 12 68 14 01 34 CF 16"
+    bad_date = "68 12 90 78 56 34 12 68 91 08 34 34 33 37 CC CC CC CC 21 16"
+    for frame, says in ((short_write, "NOT DECODED (truncated)"), (bad_date, "month must be in 1..12")):
+        assert headend_main(["decode", frame]) == 2
+        captured = capsys.readouterr()
+        assert says in captured.out and "1 of 1 frame(s) invalid" in captured.err
+        assert headend_main(["decode", "--json", frame]) == 2
+        row = json.loads(capsys.readouterr().out)
+        assert row["valid"] is False and row["error"]
+    assert describe(parse_hex(bad_date)).sound is False and describe(parse_hex(ENERGY)).sound is True

@@ -244,7 +244,14 @@ def test_status_flags():
     assert di.status_flags(0x04000503, 0x0250) == ["relay_open", "relay_command_open", "supply_mains", "money_prepaid"]
     assert "power_hold" in di.status_flags(0x04000503, 0x1000)
     assert "overdraft" in di.status_flags(0x04000501, 1 << 14)
-    assert di.status_flags(0x04000502, 0x0003) == ["bit0", "bit1"]
+    assert di.status_flags(0x04000502, 0x0013) == ["phase_a_active_reverse", "phase_b_active_reverse",
+                                                   "phase_a_reactive_reverse"]
+    for word in (0x04000504, 0x04000505, 0x04000506):  # phase A, B, C faults: the same bits
+        assert di.status_flags(word, 0x0181) == ["loss_of_voltage", "phase_break", "current_break"]
+    assert di.status_flags(0x04000507, 0x0120) == ["power_down", "current_severe_imbalance"]
+    assert di.status_flags(0x04000507, 0x8000) == ["bit15"]  # reserved by the standard
+    for word in di.STATUS_WORDS:
+        assert di.status_flags(word, 0) == ([] if word != 0x04000503 else ["supply_mains", "non_prepaid"])
 
 
 def test_bcd_picture_validation():

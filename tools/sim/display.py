@@ -9,16 +9,29 @@ from rich.table import Table
 # fields the core reports, in the order an operator reads them; anything else follows
 _ORDER = ("address", "time", "balance_fen", "state", "contact", "relay", "rate", "power_w", "energy_wh", "count")
 _MORE = ("mode", "hold", "customer", "frames_in", "frames_out", "speed")
-_LABEL = {"balance_fen": "balance", "power_w": "power", "energy_wh": "energy", "count": "purchases", "relay": "relay state"}
+_LABEL = {"balance_fen": "balance", "power_w": "power", "energy_wh": "energy", "count": "purchases", "relay": "relay",
+          "hold": "power hold"}
 
 
 _STATES = {0: "normal", 1: "alarm 1", 2: "alarm 2", 3: "zero", 4: "overdraft"}  # meter.wallet
 _RATES = {0: "sharp", 1: "peak", 2: "flat", 3: "valley"}  # meter.tariff rate slots
+_RELAY = {  # meter.relay S_* codes
+    0: "closed", 1: "closed, power hold", 2: "closed, trip delay running", 3: "open: remote trip",
+    4: "open: pre-trip 1 (button restores)", 5: "open: pre-trip 2 (button restores)",
+    6: "open: close permitted (button restores)", 7: "open: close permitted, power hold",
+    8: "open: local pre-trip (button restores)", 9: "open: local trip (top-up needed)",
+}
 
 
-def _fmt(key: str, value: Any) -> str:
+def _fmt(key: str, value: Any, status: dict[str, Any]) -> str:
+    if key == "state" and status.get("opened") is False:
+        return "account not opened"  # no customer yet: the meter only meters, nothing is owed
     if key == "state" and value in _STATES:
         return _STATES[value]
+    if key == "relay" and value in _RELAY:
+        return _RELAY[value]
+    if key == "hold" and isinstance(value, bool):
+        return "on (never cut)" if value else "off"
     if key == "rate" and value in _RATES:
         return _RATES[value]
     if key == "balance_fen" and isinstance(value, int):
@@ -38,7 +51,7 @@ def render(status: dict[str, Any]) -> Table:
     table.add_column()
     keys = [k for k in _ORDER + _MORE if k in status]
     for k in keys:
-        text = _fmt(k, status[k])
+        text = _fmt(k, status[k], status)
         if k == "contact":
             text = f"[red]{text}[/]" if status[k] == "open" else f"[green]{text}[/]"
         table.add_row(_LABEL.get(k, k), text)
