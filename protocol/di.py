@@ -125,6 +125,27 @@ for _base, _nm, _ttl in (
         _add(_base | _t << 8, f"{_nm}_t{_t}", KWH, "kWh", READ, f"{_ttl}, tariff {_t}")
     _add(_base | 0xFF00, f"{_nm}_block", Block(KWH), "kWh", READ, f"{_ttl}: total, tariff 1..n")
 
+# Maximum demand and when it occurred (class 01): DI2 the quantity, DI1 00 total / 01..3F tariff n
+# / FF all of them, DI0 00 the current period / 01..0C the n-th last settlement
+for _kind, _nm, _ttl, _unit in (
+    (0x01, "forward_active", "forward active", "kW"),
+    (0x02, "reverse_active", "reverse active", "kW"),
+    (0x03, "combined_reactive_1", "combined reactive 1", "kvar"),
+    (0x04, "combined_reactive_2", "combined reactive 2", "kvar"),
+):
+    _demand = Record(("demand", Bcd("XX.XXXX")), ("time", Clock("YYMMDDhhmm")))
+    for _n in range(13):
+        _base = 0x01000000 | _kind << 16 | _n
+        _when = "" if _n == 0 else f", last-{_n} settlement"
+        _sfx = "" if _n == 0 else f"_last{_n}"
+        _add(_base, f"{_nm}_max_demand_total{_sfx}", _demand, _unit, READ,
+             f"{_ttl} maximum demand and its time, total{_when}")
+        for _t in range(1, _TARIFFS + 1):
+            _add(_base | _t << 8, f"{_nm}_max_demand_t{_t}{_sfx}", _demand, _unit, READ,
+                 f"{_ttl} maximum demand and its time, tariff {_t}{_when}")
+        _add(_base | 0xFF00, f"{_nm}_max_demand_block{_sfx}", Block(_demand), _unit, READ,
+             f"{_ttl} maximum demand and its time: total, tariff 1..n{_when}")
+
 _add(0x00900100, "remaining_energy", KWH, "kWh", READ, "remaining energy (energy-prepaid)")
 _add(0x00900101, "overdraft_energy", KWH, "kWh", READ, "overdraft energy (energy-prepaid)")
 _add(0x00900200, "remaining_money", YUAN, "yuan", READ, "remaining money")

@@ -49,6 +49,7 @@ from headend.store import (
     StoreError,
     check_address,
     open_store,
+    yuan,
 )
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "fmt_time",
     "print_json",
     "print_table",
+    "print_list",
     "progress",
     "ProgressBar",
     "err",
@@ -133,9 +135,31 @@ def add_store_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--actor", metavar="NAME", help="who is acting, for the audit log (default: $USER)")
 
 
-def add_json_arg(parser: argparse.ArgumentParser) -> None:
-    """Add --json: machine-readable output on stdout instead of tables."""
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+def add_json_arg(parser: argparse.ArgumentParser, *, csv: bool = False) -> None:
+    """Add --json (and, for lists, --csv): machine-readable output on stdout instead of tables."""
+    if not csv:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+        return
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    g.add_argument("--csv", action="store_true", help="print the table's rows as CSV (a header line first), e.g. "
+                                                      "for a spreadsheet")
+
+
+def print_list(args: argparse.Namespace, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+               records: Sequence[Any], *, squeeze: str | None = None) -> None:
+    """A list command's answer: JSON of ``records`` with --json, CSV of the rows with --csv,
+    else the table."""
+    if getattr(args, "json", False):
+        print_json([r.to_dict() if hasattr(r, "to_dict") else r for r in records])
+    elif getattr(args, "csv", False):
+        import csv as _csv
+
+        out = _csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(columns)
+        out.writerows(["" if v is None else v for v in row] for row in rows)
+    else:
+        print_table(title, columns, rows, squeeze=squeeze)
 
 
 def add_selection_args(parser: argparse.ArgumentParser, *, bulk: bool = True) -> None:
@@ -299,10 +323,7 @@ def parse_yuan(text: str, *, allow_negative: bool = False) -> int:
 
 def fmt_fen(fen: int | None) -> str:
     """Fen as yuan with 2 decimals ("-1.05"); "" for None."""
-    if fen is None:
-        return ""
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+    return "" if fen is None else yuan(fen)
 
 
 def fmt_time(ts: int | None) -> str:
@@ -319,18 +340,36 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Write a table for people on stdout."""
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+                squeeze: str | None = None) -> None:
+    """Write a table for people on stdout.
+
+    On a terminal (or with $COLUMNS set) it fits the width; piped into a file it keeps whole lines
+    up to 240 characters.  ``squeeze`` names the one column that is cut short (…) to keep each
+    row on one line; without it, long cells wrap.
+    """
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    # Piped into a file or less: do not squeeze columns into 80 characters.
-    Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240).print(table)
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    sized = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    console = Console(soft_wrap=False, width=None if sized else 240)
+    # no box lines when squeezing: every column is its text and one space either side
+    table = Table(title=title, show_lines=False, header_style="bold", box=None if squeeze else box.HEAVY_HEAD)
+    widths = [max([len(col)] + [len(r[k]) for r in cells]) for k, col in enumerate(columns)]
+    for k, col in enumerate(columns):
+        if squeeze is None:
+            table.add_column(col, overflow="fold")
+        elif col == squeeze:
+            # whatever the other columns leave (each has a space either side), at least 8
+            left = console.width - sum(w + 2 for j, w in enumerate(widths) if j != k) - 2
+            table.add_column(col, overflow="ellipsis", no_wrap=True, width=max(8, min(widths[k], left)))
+        else:  # kept whole: only the squeezed column gives way
+            table.add_column(col, no_wrap=True, width=widths[k])
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
 
 
 class ProgressBar:

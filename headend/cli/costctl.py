@@ -12,7 +12,7 @@ from headend.cli import _common as c
 from headend.costctl.config import CostCtlConfig, costctl_config
 from headend.costctl.cycle import run_cycle
 from headend.costctl.loop import LoopOptions
-from headend.tariff.catalog import load_catalog
+from headend.tariff.catalog import BUILTIN, load_catalog
 from headend.tariff.model import TariffBook, TariffError
 
 
@@ -78,7 +78,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="cycle grid in seconds: 86400 (daily, default), 3600 or 900 (overrides [costctl] interval_s)")
     g.add_argument("--costctl-clock", metavar="TIME",
                    help="start cost control's clock at this time (Unix s or YYYY-MM-DDTHH:MM local), for tests and demos")
-    g.add_argument("--costctl-speed", type=c.number(float, 0.001), default=1.0, metavar="X",
+    g.add_argument("--costctl-speed", type=float, default=1.0, metavar="X",
                    help="cost control's clock runs X times faster (with simulated meters at the same --speed)")
 
 
@@ -99,3 +99,39 @@ def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | No
         except ValueError:
             raise c.CliError(f"--costctl-clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
     return LoopOptions(cc, catalog, start=start, speed=args.costctl_speed, actor=actor)
+
+
+def _price(p: int) -> str:
+    return f"{p // 10000}.{p % 10000:04d}"  # 0.0001 yuan/kWh
+
+
+@c.cli_command
+def tariff_list(args: argparse.Namespace) -> int:
+    """`headend tariff list`: every tariff cost control can rate with, its current version and prices."""
+    from headend.tariff.model import SLOT_NAMES
+
+    cc, catalog = costctl_from_args(args)
+    rows, records = [], []
+    for name in sorted(catalog):
+        versions = catalog[name].versions
+        t = versions[-1]
+        ladder = t.ladder
+        steps = (" / ".join(f"{w // 1000} kWh +{_price(i)}" for w, i in zip(ladder.thresholds_wh, ladder.increments[1:]))
+                 if ladder else "")
+        source = "built in" if catalog[name] is BUILTIN.get(name) else str(cc.tariffs)
+        rows.append((name, len(versions), _price_list(t.prices, SLOT_NAMES), steps,
+                     c.fmt_fen(t.daily_fen) if t.daily_fen else "", source))
+        records.append({"name": name, "versions": len(versions), "prices": dict(zip(SLOT_NAMES, t.prices)),
+                        "ladder_thresholds_wh": list(ladder.thresholds_wh) if ladder else [],
+                        "ladder_increments": list(ladder.increments) if ladder else [], "daily_fen": t.daily_fen,
+                        "source": source})
+    c.print_list(args, f"{len(rows)} tariff(s); prices in yuan/kWh (newest version)",
+                 ["name", "versions", "prices", "ladder", "daily yuan", "from"], rows, records)
+    return c.EXIT_OK
+
+
+def _price_list(prices: tuple[int, ...], names: tuple[str, ...]) -> str:
+    if len(set(prices)) == 1:
+        return f"{_price(prices[0])} flat rate"
+    return ", ".join(f"{n} {_price(p)}" for n, p in zip(names, prices))
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from headend.cli import _common as c
 from headend.store import COMMAND_STATUSES, check_address
@@ -15,26 +16,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", choices=COMMAND_STATUSES, help="only commands in this status")
     p.add_argument("--meter", metavar="METER", help="only commands for this meter")
     p.add_argument("--kind", help="only commands of this kind (recharge, trip, ...)")
-    p.add_argument("--limit", type=c.number(int, 1), default=50, help="newest N (default 50)")
+    p.add_argument("--limit", type=c.number(int, 1), default=50, metavar="N", help="newest N (default 50)")
     c.add_store_args(p)
-    c.add_json_arg(p)
+    c.add_json_arg(p, csv=True)
     p.set_defaults(func=commands)
 
     p = sub.add_parser("events", help="events at one meter, newest first")
     p.add_argument("meter", metavar="METER")
     p.add_argument("--kind", help="only events of this kind")
-    p.add_argument("--limit", type=c.number(int, 1), default=50)
+    p.add_argument("--limit", type=c.number(int, 1), default=50, metavar="N", help="newest N (default 50)")
     c.add_store_args(p)
-    c.add_json_arg(p)
+    c.add_json_arg(p, csv=True)
     p.set_defaults(func=events)
 
     p = sub.add_parser("audit", help="the audit log: who did what, when")
     p.add_argument("--by", dest="by", metavar="ACTOR", help="only actions by this actor")
     p.add_argument("--target", metavar="ID", help="only actions on this meter or customer")
     p.add_argument("--action", help="only this action (meter.add, command.trip, ...)")
-    p.add_argument("--limit", type=c.number(int, 1), default=50)
+    p.add_argument("--limit", type=c.number(int, 1), default=50, metavar="N", help="newest N (default 50)")
     c.add_store_args(p)
-    c.add_json_arg(p)
+    c.add_json_arg(p, csv=True)
     p.set_defaults(func=audit)
 
 
@@ -59,18 +60,30 @@ def commands(args: argparse.Namespace) -> int:
             store.get_meter(meter)  # unknown meter: exit 4, not an empty list
         rows = store.list_commands(status=args.status, meter=meter, kind=args.kind, limit=args.limit)
         counts = store.count_commands()
-    if args.json:
-        c.print_json([r.to_dict() for r in rows])
-        return c.EXIT_OK
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    c.print_table(
+    # one line per command at any width: the detail column gives way; --json has everything
+    c.print_list(
+        args,
         f"commands ({summary})",
-        ["id", "meter", "kind", "status", "attempts", "by", "queued", "updated", "params", "reply / error"],
-        [(r.id, r.meter, r.kind, r.status, r.attempts, r.actor, c.fmt_time(r.created_at), c.fmt_time(r.updated_at),
-          _brief(r.params, 40), _brief(r.last_error if r.status == "failed" and r.last_error else r.reply))
-         for r in rows],
+        ["id", "meter", "kind", "status", "tries", "by", "updated", "detail"],
+        [(r.id, r.meter, r.kind, r.status, r.attempts, r.actor, _short_time(r.updated_at), _detail(r)) for r in rows],
+        rows,
+        squeeze="detail",
     )
     return c.EXIT_OK
+
+
+def _short_time(ts: int | None) -> str:
+    return c.fmt_time(ts)[5:]  # MM-DD HH:MM:SS: the year is rarely news in an outbox
+
+
+def _detail(r: Any) -> str:
+    """What the operator wants to know first: the error, the reply, else what was asked."""
+    if r.last_error and r.status != "confirmed":
+        return r.last_error
+    if r.reply:
+        return _brief(r.reply, 200)
+    return _brief(r.params, 200)
 
 
 @c.cli_command
@@ -83,11 +96,8 @@ def events(args: argparse.Namespace) -> int:
     with c.open_store_from_args(args, must_exist=True) as store:
         store.get_meter(meter)
         rows = store.events(meter, limit=args.limit, kind=args.kind)
-    if args.json:
-        c.print_json([r.to_dict() for r in rows])
-        return c.EXIT_OK
-    c.print_table(f"events at meter {meter}", ["when", "kind", "source", "detail"],
-                  [(c.fmt_time(e.at), e.kind, e.source, _brief(e.detail, 80)) for e in rows])
+    c.print_list(args, f"events at meter {meter}", ["when", "kind", "source", "detail"],
+                 [(c.fmt_time(e.at), e.kind, e.source, _brief(e.detail, 80)) for e in rows], rows)
     return c.EXIT_OK
 
 
@@ -96,9 +106,6 @@ def audit(args: argparse.Namespace) -> int:
     """List the audit log, newest first."""
     with c.open_store_from_args(args, must_exist=True) as store:
         rows = store.audit_entries(actor=args.by, target=args.target, action=args.action, limit=args.limit)
-    if args.json:
-        c.print_json([r.to_dict() for r in rows])
-        return c.EXIT_OK
-    c.print_table("audit log", ["id", "when", "who", "action", "on", "detail"],
-                  [(r.id, c.fmt_time(r.at), r.actor, r.action, r.target or "", _brief(r.detail, 80)) for r in rows])
+    c.print_list(args, "audit log", ["id", "when", "who", "action", "on", "detail"],
+                 [(r.id, c.fmt_time(r.at), r.actor, r.action, r.target or "", _brief(r.detail, 80)) for r in rows], rows)
     return c.EXIT_OK

@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = msub.add_parser("list", help="list meters")
     p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
                    help="filter (repeatable): e.g. mode=remote, link=tcp://10.0.0.5:8899, customer=000000000042")
-    p.add_argument("--limit", type=c.number(int, 1), default=None, help="show at most this many")
-    _store_command(p, meter_list)
+    p.add_argument("--limit", type=c.number(int, 1), default=None, metavar="N", help="show at most N meters")
+    _store_command(p, meter_list, listing=True)
 
     p = msub.add_parser("show", help="one meter with its account, recent commands and events")
     p.add_argument("address", metavar="ADDRESS")
@@ -82,19 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--tariff", metavar="NAME")
         _store_command(p, customer_add if action == "add" else customer_set)
 
-    p = csub.add_parser("list", help="list accounts")
-    p.add_argument("--limit", type=c.number(int, 1), default=None)
-    _store_command(p, customer_list)
+    p = csub.add_parser("list", help="list accounts with their balance, limits, tariff and meters")
+    p.add_argument("--limit", type=c.number(int, 1), default=None, metavar="N", help="show at most N accounts")
+    _store_command(p, customer_list, listing=True)
 
     p = csub.add_parser("show", help="one account with its meters and recent money movements")
     p.add_argument("customer", metavar="N")
     _store_command(p, customer_show)
 
 
-def _store_command(p: argparse.ArgumentParser, func: Any) -> None:
-    # every registry command works on the store and can answer in JSON
+def _store_command(p: argparse.ArgumentParser, func: Any, *, listing: bool = False) -> None:
+    # every registry command works on the store and can answer in JSON; lists also in CSV
     c.add_store_args(p)
-    c.add_json_arg(p)
+    c.add_json_arg(p, csv=listing)
     p.set_defaults(func=func)
 
 
@@ -120,15 +120,16 @@ def _answer(args: argparse.Namespace, record: Meter | Account, text: str) -> int
 
 
 def _meter_rows(meters: list[Meter]) -> list[list[Any]]:
+    # what each meter last told us (a read, a recharge, a relay command): "" until it has
     return [
-        [m.address, m.customer, m.mode, m.link, m.krn, m.purchase_count, "yes" if m.protected else "",
-         m.relay or "", c.fmt_fen(m.balance_fen), c.fmt_time(m.last_seen)]
+        [m.address, m.customer, m.mode, m.relay or "", c.fmt_fen(m.balance_fen), c.fmt_time(m.last_seen), m.link,
+         m.krn, m.purchase_count, "yes" if m.protected else ""]
         for m in meters
     ]
 
 
-_METER_COLS = ["address", "customer", "mode", "link", "KRN", "purchases", "protected", "relay", "meter balance",
-               "last seen"]
+_METER_COLS = ["address", "customer", "mode", "relay", "meter balance", "last seen", "link", "KRN", "purchases",
+               "protected"]
 
 
 @c.cli_command
@@ -202,10 +203,8 @@ def meter_list(args: argparse.Namespace) -> int:
     """List meters, optionally filtered."""
     with c.open_store_from_args(args, must_exist=True) as store:
         meters = store.find_meters(c.parse_where(args.where), limit=args.limit)
-    if args.json:
-        c.print_json([m.to_dict() for m in meters])
-    else:
-        c.print_table(f"{len(meters)} meter(s)", _METER_COLS, _meter_rows(meters))
+    c.print_list(args, f"{len(meters)} meter(s) (relay and meter balance as last seen)", _METER_COLS,
+                 _meter_rows(meters), meters)
     return c.EXIT_OK
 
 
@@ -311,14 +310,16 @@ def customer_list(args: argparse.Namespace) -> int:
     """List accounts."""
     with c.open_store_from_args(args, must_exist=True) as store:
         accounts = store.list_accounts(limit=args.limit)
-    if args.json:
-        c.print_json([a.to_dict() for a in accounts])
-    else:
-        c.print_table(f"{len(accounts)} customer(s)", ["customer", "name", "balance", "alarm 1", "overdraft",
-                                                       "protected", "restore by"],
-                      [(a.customer, a.name, c.fmt_fen(a.balance_fen), c.fmt_fen(a.alarm1_fen),
-                        c.fmt_fen(a.overdraft_fen), "yes" if a.protected else "", a.restore_policy.replace("_", "-"))
-                       for a in accounts])
+        meters: dict[str, list[str]] = {}
+        for m in store.find_meters():
+            meters.setdefault(m.customer, []).append(m.address)
+    cols = ["customer", "name", "balance", "tariff", "meters", "alarm 1", "alarm 2", "overdraft", "protected",
+            "restore by"]
+    rows = [(a.customer, a.name, c.fmt_fen(a.balance_fen), a.tariff or "", " ".join(meters.get(a.customer, [])),
+             c.fmt_fen(a.alarm1_fen), c.fmt_fen(a.alarm2_fen), c.fmt_fen(a.overdraft_fen),
+             "yes" if a.protected else "", a.restore_policy.replace("_", "-")) for a in accounts]
+    records = [dict(a.to_dict(), meters=meters.get(a.customer, [])) for a in accounts]
+    c.print_list(args, f"{len(accounts)} customer(s)", cols, rows, records)
     return c.EXIT_OK
 
 

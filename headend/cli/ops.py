@@ -101,6 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ladder-prices", metavar="P,..", help="ladder increments in yuan/kWh, e.g. 0,0.05,0.30")
     p.add_argument("--day-table", metavar="HH:MM=T,..", help="day table 1: slot starts and tariff, e.g. 00:00=4,08:00=2,22:00=4")
     p.set_defaults(func=op_tariff)
+    p = tsub.add_parser("list", help="the tariffs accounts can name (built in, plus the [costctl] tariffs file)")
+    c.add_store_args(p)
+    c.add_json_arg(p, csv=True)
+    p.set_defaults(func=costctl_cli.tariff_list)
 
     p = sub.add_parser("serve", help="run the comms front-end and work the command outbox until stopped")
     p.add_argument("--listen", action="append", default=[], metavar="URL",
@@ -116,7 +120,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--collect-every", type=c.number(float, 0), default=0.0, metavar="S",
                    help="also read energy, money and status word 3 from every meter every S seconds (default: off)")
     p.add_argument("--key-file", metavar="PATH", help="the master key file (default: config, next to the database)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--summary-every", type=c.number(float, 0), default=60.0, metavar="S",
+                   help="log a line on the outbox (commands done, queued, meters) every S seconds when it "
+                        "changed (default 60; 0: never)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log every link and command step too (default: cycle summaries, warnings and errors)")
     c.add_store_args(p)
     costctl_cli.add_serve_args(p)
     notices_cli.add_serve_args(p)
@@ -395,6 +403,8 @@ def op_serve(args: argparse.Namespace) -> int:
             raise c.CliError(str(exc)) from None
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("headend.serve", "headend.costctl"):  # their cycle summaries are for the operator
+        logging.getLogger(name).setLevel(logging.INFO)
     keys = c.unlock_keys_from_args(args)
     options = ServeOptions(
         link=LinkSettings(timeout=args.timeout, retries=args.retries),
@@ -412,18 +422,26 @@ def op_serve(args: argparse.Namespace) -> int:
     with _only_serve(str(c.config_from_args(args).store.db)), c.open_store_from_args(args) as store:
         store.log_action(c.actor_of(args), "serve.start", None, {"pid": os.getpid()})
 
+        stopped_by: list[str] = []
+        at_start = store.count_commands()
+
         async def main() -> None:
             stop = asyncio.Event()
             ready = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, lambda sig=sig: (stopped_by.append(sig.name), stop.set()))
             task = asyncio.create_task(serve(store, keys, options, stop, ready))
             await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
             if ready.is_set():
-                n = len(store.find_meters())
-                print(f"headend serve: working the outbox of {store.location} ({n} meters); Ctrl-C stops", flush=True)
-            await task
+                print(f"headend serve: working the outbox of {store.location} ({_meter_count(store)} meters now; "
+                      "meters added later are served too); Ctrl-C stops", flush=True)
+            reporter = asyncio.create_task(_summaries(store, args.summary_every, stop))
+            try:
+                await task
+            finally:
+                stop.set()
+                await reporter
 
         try:
             asyncio.run(main())
@@ -431,7 +449,40 @@ def op_serve(args: argparse.Namespace) -> int:
             raise c.CliError(f"serve stopped: {exc}", c.EXIT_FAILED) from None
         finally:
             store.log_action(c.actor_of(args), "serve.stop", None, None)
+            done = _done_since(at_start, store.count_commands())
+            why = f" ({stopped_by[0]})" if stopped_by else ""
+            print(f"headend serve: stopped{why}; {done} while it ran; queued commands wait for the next serve",
+                  flush=True)
     return c.EXIT_OK
+
+
+def _meter_count(store: Store) -> int:
+    return len(store.find_meters())
+
+
+def _done_since(before: dict[str, int], now: dict[str, int]) -> str:
+    return ", ".join(f"{now.get(s, 0) - before.get(s, 0)} {s}" for s in ("confirmed", "failed"))
+
+
+async def _summaries(store: Store, every_s: float, stop: asyncio.Event) -> None:
+    """One log line per period on what the outbox did, when anything changed (meters counted anew
+    each time: meters added while serve runs are served and counted)."""
+    if every_s <= 0:
+        await stop.wait()
+        return
+    log = logging.getLogger("headend.serve")
+    last = store.count_commands()
+    meters = _meter_count(store)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            pass
+        now, n = store.count_commands(), _meter_count(store)
+        if now != last or n != meters:
+            log.info("outbox: %s in the last %g s; %d queued, %d in flight; %d meters", _done_since(last, now),
+                     every_s, now.get("queued", 0), now.get("sent", 0), n)
+        last, meters = now, n
 
 
 def _unserved(cmds: list[Command], args: argparse.Namespace, location: str) -> int:

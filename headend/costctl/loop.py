@@ -41,7 +41,7 @@ from headend.commands.worker import target_of
 from headend.costctl.config import CostCtlConfig
 from headend.costctl.cycle import CycleReport, run_cycle
 from headend.costctl.rerate import ENERGY_DI
-from headend.store import Meter, Store
+from headend.store import Meter, Store, yuan
 from headend.tariff.model import TariffBook
 from headend.transports import LinkError
 
@@ -203,9 +203,11 @@ async def run_loop(store: Store, client: MeterClient, options: LoopOptions, stop
         except Exception:  # one bad cycle must not stop cost control: the next boundary tries again
             log.exception("cost control: the cycle at %d failed", g)
         else:
-            log.info("cost control at %d: %d readings, %d of %d accounts rated, %d fen charged, actions %s,"
-                     " %d problem(s), %d conflict(s)", g, stored, rep.rated, rep.accounts, rep.charged_fen,
-                     rep.actions, len(rep.problems), len(rep.conflicts))
+            when = datetime.fromtimestamp(g, timezone(timedelta(seconds=cc.utc_offset_s))).strftime("%Y-%m-%d %H:%M")
+            acts = ", ".join(f"{n} {a}" for a, n in sorted(rep.actions.items())) or "none"
+            log.info("cost control at %s: %d readings, %d of %d accounts rated, %s yuan charged, actions: %s;"
+                     " %d problem(s), %d conflict(s)", when, stored, rep.rated, rep.accounts, yuan(rep.charged_fen),
+                     acts, len(rep.problems), len(rep.conflicts))
             for line in rep.problems[:20] + rep.skipped[:20]:
                 log.debug("cost control: %s", line)
             if options.on_cycle is not None:

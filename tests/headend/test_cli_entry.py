@@ -201,3 +201,23 @@ def test_version_and_completion() -> None:
     assert code == 0 and out.strip() == f"headend {version('prepaid645')}"
     code, out, _ = cli("--print-completion", "bash")
     assert code == 0 and "_shtab_headend" in out and "recharge" in out and "--where" in out
+
+
+def test_commands_list_keeps_one_line_per_command_at_100_columns(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open_store(env) as s:
+        for n in range(6):
+            cmd = s.enqueue(M1, "set_tariff", {"set": 1, "prices": [5680, 5380, 4880, 2880] * 4,
+                                               "day_table": [[h, 0, 2] for h in range(0, 24, 2)]}, actor="a-long-name")
+            if n % 2:
+                s.transition(cmd.id, "sent", expected="queued")
+                s.transition(cmd.id, "failed", expected="sent",
+                             error="meter 000000000001 refused write of 04 05 01 01: " * 3)
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, err = cli("commands")
+    assert code == 0, err
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert max(len(ln) for ln in lines) <= 100, out
+    rows = [ln for ln in lines if ln.lstrip().split(" ")[0].isdigit()]
+    assert len(rows) == 6, out  # each command on one line, not wrapped over several
+    assert all(M1 in ln and "set_tariff" in ln for ln in rows)
+    assert sum(ln.count(M1) == 2 for ln in rows) == 3 and "…" in out  # the error names the meter again

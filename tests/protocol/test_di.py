@@ -278,3 +278,22 @@ def test_purchase_balances_may_be_overdrawn():
     assert di.encode_value(0x03330501, Decimal("-15.00")) == raw
     with pytest.raises(ProtocolError):
         di.encode_value(0x03330301, Decimal("-15.00"))  # the amount bought is never negative
+
+
+def test_max_demand_items_carry_value_and_time():
+    from datetime import datetime
+    from decimal import Decimal
+
+    raw = bytes.fromhex("452301") + bytes.fromhex("3010050326")  # 01.2345 kW at 26-03-05 10:30
+    for code, name, unit in ((0x01010000, "forward_active_max_demand_total", "kW"),
+                             (0x01020300, "reverse_active_max_demand_t3", "kW"),
+                             (0x01030001, "combined_reactive_1_max_demand_total_last1", "kvar"),
+                             (0x0104010C, "combined_reactive_2_max_demand_t1_last12", "kvar")):
+        item = di.lookup(code)
+        assert item is not None and item.name == name and item.unit == unit and item.length == 8
+        assert di.by_name(name).di == code
+        assert di.decode_value(code, raw) == {"demand": Decimal("1.2345"), "time": datetime(2026, 3, 5, 10, 30)}
+        assert di.encode_value(code, di.decode_value(code, raw)) == raw
+    block = di.decode_value(0x0101FF00, raw * 3)  # total, tariff 1, tariff 2
+    assert len(block) == 3 and block[2]["demand"] == Decimal("1.2345")
+    assert di.lookup(0x01050000) is None  # only the four demand quantities of the standard

@@ -1,0 +1,47 @@
+"""`headend serve` as an operator watches it: what it says while it works and when it stops."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.headend.headend_proc import HeadEnd
+from tools.sim.launch import start_meter
+
+A1, A2, CUST = "000000000001", "000000000002", "000000000042"
+
+
+@pytest.fixture
+def he(tmp_path):
+    h = HeadEnd(tmp_path)
+    yield h
+    h.stop_serve()
+
+
+def _wait_output(he: HeadEnd, text: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = [ln for ln in he.serve_output if text in ln]
+        if got:
+            return got[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"serve never said {text!r}:\n" + "".join(he.serve_output))
+
+
+def test_serve_summarises_the_outbox_counts_meters_anew_and_says_when_it_stops(he, tmp_path):
+    with start_meter(A1, he.key_hex(A1), str(tmp_path / "m1.state")) as m1, \
+            start_meter(A2, he.key_hex(A2), str(tmp_path / "m2.state")) as m2:
+        assert he.cli("meter", "add", A1, "--link", "tcp://%s:%d" % m1.tcp, "--customer", CUST)[0] == 0
+        he.start_serve("--no-costctl", "--summary-every", "0.3")
+        assert "(1 meters now" in he.serve_output[-1]
+        # a meter registered while serve runs is served, and the next summary counts it
+        assert he.cli("meter", "add", A2, "--link", "tcp://%s:%d" % m2.tcp, "--customer", CUST)[0] == 0
+        code, out, err = he.cli("read", A2, "remaining_money")
+        assert code == 0, err
+        line = _wait_output(he, "outbox: 1 confirmed")
+        assert "outbox: 1 confirmed, 0 failed in the last 0.3 s; 0 queued, 0 in flight; 2 meters" in line
+        assert he.cli("trip", A1)[0] == 0
+    assert he.stop_serve() == 0
+    last = [ln for ln in he.serve_output if ln.strip()][-1]
+    assert last.startswith("headend serve: stopped (SIGTERM); 2 confirmed, 0 failed while it ran"), last
