@@ -134,8 +134,10 @@ def test_numbers_out_of_range_are_refused_by_the_parser(env: Path, argv: tuple[s
 
 
 def _meter_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREPAID645_")}
+    env.update(PYTHONPATH=str(ROOT), PREPAID645_METER_KEY=KEY)  # keys never on the command line
     return subprocess.run([sys.executable, "-m", "tools.meter_cli", *argv], capture_output=True, text=True, timeout=60,
-                          cwd=cwd, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          cwd=cwd, env=env)
 
 
 @pytest.mark.parametrize("option, says", [
@@ -148,7 +150,7 @@ def _meter_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     (("--krn", "300"), "krn must be an integer 0..255, got 300"),
 ])
 def test_meter_run_refuses_bad_settings_before_starting(tmp_path: Path, option: tuple[str, ...], says: str) -> None:
-    argv = ["run", "--quiet", "--address", M1, "--key-hex", KEY, "--state", "m.state", *option]
+    argv = ["run", "--quiet", "--address", M1, "--state", "m.state", *option]
     r = _meter_cli(*argv, cwd=tmp_path)
     assert r.returncode == 2 and says in r.stderr, r.stderr
     assert "config file" not in r.stderr and "Traceback" not in r.stderr
@@ -161,7 +163,7 @@ def test_meter_run_port_in_use_names_the_endpoint(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         for extra in ((), ("--micropython",)):
-            r = _meter_cli("run", "--quiet", "--address", M1, "--key-hex", KEY, "--state", "m.state",
+            r = _meter_cli("run", "--quiet", "--address", M1, "--state", "m.state",
                            "--listen", f"tcp://127.0.0.1:{port}", *extra, cwd=tmp_path)
             assert r.returncode == 2, r.stderr
             assert f"cannot listen on tcp://127.0.0.1:{port}: the port is in use" in r.stderr
