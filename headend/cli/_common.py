@@ -344,7 +344,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
                 squeeze: str | None = None) -> None:
     """Write a table for people on stdout.
 
-    On a terminal (or with $COLUMNS set) it fits the width; piped into a file it keeps whole lines
+    On a terminal it fits the terminal's width; piped into a file it keeps whole lines
     up to 240 characters.  ``squeeze`` names the one column that is cut short (…) to keep each
     row on one line; without it, long cells wrap.
     """
@@ -353,8 +353,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     from rich.table import Table
 
     cells = [["" if v is None else str(v) for v in row] for row in rows]
-    sized = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
-    console = Console(soft_wrap=False, width=None if sized else 240)
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
     # no box lines when squeezing: every column is its text and one space either side
     table = Table(title=title, show_lines=False, header_style="bold", box=None if squeeze else box.HEAVY_HEAD)
     widths = [max([len(col)] + [len(r[k]) for r in cells]) for k, col in enumerate(columns)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -205,7 +206,32 @@ def test_version_and_completion() -> None:
     assert code == 0 and "_shtab_headend" in out and "recharge" in out and "--where" in out
 
 
-def test_commands_list_keeps_one_line_per_command_at_100_columns(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _on_a_terminal(columns: int, *argv: str) -> str:
+    """`headend ARGV` with its output on a pty `columns` wide, as an operator's terminal."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    try:
+        r = subprocess.run([sys.executable, "-m", "headend.cli.main", *argv], stdout=slave, stderr=subprocess.PIPE,
+                           text=True, timeout=60, cwd=ROOT, env=env)
+    finally:
+        os.close(slave)
+    drawn = b""
+    try:
+        while chunk := os.read(master, 65536):
+            drawn += chunk
+    except OSError:
+        pass  # drained: its last writer is gone
+    os.close(master)
+    assert r.returncode == 0, r.stderr
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode()).replace("\r", "")
+
+
+def test_commands_list_keeps_one_line_per_command_at_100_columns(env: Path) -> None:
     with open_store(env) as s:
         for n in range(6):
             cmd = s.enqueue(M1, "set_tariff", {"set": 1, "prices": [5680, 5380, 4880, 2880] * 4,
@@ -214,9 +240,7 @@ def test_commands_list_keeps_one_line_per_command_at_100_columns(env: Path, monk
                 s.transition(cmd.id, "sent", expected="queued")
                 s.transition(cmd.id, "failed", expected="sent",
                              error="meter 000000000001 refused write of 04 05 01 01: " * 3)
-    monkeypatch.setenv("COLUMNS", "100")
-    code, out, err = cli("commands")
-    assert code == 0, err
+    out = _on_a_terminal(100, "commands")
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert max(len(ln) for ln in lines) <= 100, out
     rows = [ln for ln in lines if ln.lstrip().split(" ")[0].isdigit()]
