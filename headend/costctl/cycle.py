@@ -33,7 +33,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,6 +47,10 @@ from headend.tariff.readings import MISSING, intervals_from_registers
 
 __all__ = ["CycleReport", "run_cycle"]
 
+# rows read from the store per page and decisions handed to it per call: memory stays bounded
+# however large the fleet (the results do not depend on either)
+_PAGE = 50_000
+_DECISION_SLICE = 100_000
 _RELAY_KIND = {TRIP: "trip", CLOSE_PERMIT: "close_permitted", DIRECT_CLOSE: "close_direct"}
 # notice kinds as headend/notices/templates.py names them (the trip itself is the "cut" notice)
 _NOTICE_KIND = {**{a: ACTIONS[a] for a in (NOTICE1, NOTICE2, CUT_NOTICE, CLOSE_PERMIT, DIRECT_CLOSE)}, TRIP: "cut"}
@@ -119,19 +123,20 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     last_end = (now - phase) // interval_s * interval_s + phase        # end of the last complete interval
     audit: list[tuple[str, str, str | None, object]] = []
 
-    rows = store.cost_control_meters()
-    if not rows:
+    acc = _Accounts(store.cost_control_meter_pages(_PAGE))
+    if not acc.n:
         return rep
-    acc = _Accounts(rows)
     rep.accounts = acc.n
     base = np.where(acc.rated_until >= 0, acc.rated_until + interval_s, -1)
     known = base[base >= 0]
     since = 0 if known.size < acc.n else int(known.min(initial=last_end))
-    reads = store.readings_between(ENERGY_DI, since=max(since - snap_s, 0), until=last_end + snap_s + 1)
+    pages = [np.array(p, dtype=np.int64).reshape(-1, 3) for p in
+             store.readings_between_pages(ENERGY_DI, since=max(since - snap_s, 0), until=last_end + snap_s + 1,
+                                          size=4 * _PAGE)]
+    cols = np.concatenate(pages) if pages else np.zeros((0, 3), dtype=np.int64)
+    del pages
     stage("collect")
 
-    cols = np.array(reads, dtype=np.int64).reshape(-1, 3)
-    del reads
     r_meter, r_val, r_at = cols[:, 0], cols[:, 1], cols[:, 2]
     row_of = np.argsort(acc.meter_int, kind="stable")
     pos = np.searchsorted(acc.meter_int[row_of], r_meter)
@@ -244,42 +249,63 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
 
 
 class _Accounts:
-    """The cycle's input as arrays: one entry per account (and the meters of each)."""
+    """The cycle's input as arrays: one entry per account (and the meters of each).
 
-    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
-        cols = list(zip(*rows))
-        cust_rows = cols[0]
-        firsts = [0] + [k for k in range(1, len(cust_rows)) if cust_rows[k] != cust_rows[k - 1]]
+    Built page by page from the store's rows (``cost_control_meter_pages``): numbers go into
+    arrays as each page arrives and repeated texts (tariff, supply, policy) are shared, so a
+    million accounts never stand as a million row tuples at once.
+    """
+
+    _INTS = (2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 14, 15, 17, 18)    # columns that are numbers (None -> -1)
+
+    def __init__(self, pages: Iterable[list[tuple[Any, ...]]]) -> None:
+        nums: dict[int, list[np.ndarray]] = {k: [] for k in self._INTS}
+        customers: list[str] = []
+        meters: list[str] = []
+        tariffs: list[str | None] = []
+        policies: list[str] = []
+        supplies: list[str] = []
+        shared: dict[Any, Any] = {}
+        for page in pages:
+            cols = list(zip(*page))
+            customers.extend(cols[0])
+            meters.extend(cols[1])
+            for k in self._INTS:
+                c = cols[k]
+                nums[k].append(np.array([-1 if v is None else v for v in c] if None in c else c, dtype=np.int64))
+            for out, k in ((tariffs, 7), (policies, 13), (supplies, 16)):
+                out.extend([shared.setdefault(v, v) for v in cols[k]])
+            del cols
+        col = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in nums.items()}
+        del nums
+        n_rows = len(customers)
+        firsts = [0] + [k for k in range(1, n_rows) if customers[k] != customers[k - 1]] if n_rows else []
         self.first_row = np.array(firsts, dtype=np.int64)
         self.n = len(firsts)
-        self.acct_of_row = np.repeat(np.arange(self.n), np.diff(np.r_[self.first_row, len(cust_rows)]))
+        self.acct_of_row = np.repeat(np.arange(self.n), np.diff(np.r_[self.first_row, n_rows]))
         self.meters_of = np.bincount(self.acct_of_row, minlength=self.n)
-        self.meter_int = np.array(cols[18], dtype=np.int64)
-        self.meters = cols[1]
+        self.meter_int = col[18]
+        self.meters = meters
 
-        one_each = self.n == len(cust_rows)       # the usual fleet: one meter per account
+        one_each = self.n == n_rows       # the usual fleet: one meter per account
 
-        def pick(col: int) -> Sequence[Any]:
-            c = cols[col]
+        def pick(c: Sequence[Any]) -> Sequence[Any]:
             return c if one_each else [c[k] for k in firsts]
 
-        def ints(col: int) -> np.ndarray:
-            c = pick(col)
-            if None in c:
-                c = [-1 if v is None else v for v in c]
-            return np.array(c, dtype=np.int64)
+        def ints(k: int) -> np.ndarray:
+            return col[k] if one_each else col[k][self.first_row]
 
-        self.customer: Sequence[str] = pick(0)
+        self.customer: Sequence[str] = pick(customers)
         self.balance, self.rem, self.ladder, self.rated_until, self.version = (ints(k) for k in (2, 3, 4, 5, 6))
-        self.tariff: Sequence[str | None] = pick(7)
+        self.tariff: Sequence[str | None] = pick(tariffs)
         self.alarm1, self.alarm2, self.overdraft, self.close_ok = (ints(k) for k in (8, 9, 10, 11))
-        self.protected = np.maximum.reduceat(np.array(cols[12], dtype=np.int8), self.first_row).astype(bool)
-        self.direct = np.array([p == "direct" for p in pick(13)], dtype=bool)
+        self.protected = (np.maximum.reduceat(col[12], self.first_row) if n_rows else col[12]).astype(bool)
+        self.direct = np.array([p == "direct" for p in pick(policies)], dtype=bool)
         codes = {name: k for k, name in enumerate(SUPPLY)}
         self.notice_level = ints(14).astype(np.int8)
         self.notice_at = ints(15)
-        self.supply = np.array([codes[v] for v in pick(16)], dtype=np.int8)
-        self.supply_at: Sequence[int | None] = pick(17)
+        self.supply = np.array([codes[v] for v in pick(supplies)], dtype=np.int8)
+        self.supply_at = ints(17)                 # -1: none
 
     def meters_of_account(self, i: int) -> list[str]:
         lo = int(self.first_row[i])
@@ -338,42 +364,49 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
                rules)
     stage("decisions")
     changed = np.flatnonzero((d.action != NONE) | (d.notice_level != acc.notice_level) | (d.supply != acc.supply))
-    states, notices, commands, decided = [], [], [], []
-    action_l, reason_l = d.action[changed].tolist(), d.reason[changed].tolist()
-    level_l, at_l, sup_l = d.notice_level[changed].tolist(), d.notice_at[changed].tolist(), d.supply[changed].tolist()
-    bal_l, ver_l, old_sup = balance[changed].tolist(), version[changed].tolist(), acc.supply[changed].tolist()
     reason_json = [json.dumps(r) for r in REASONS]
     cut_fields = f'"cut_at":{now + rules.notice_period_s},"notice_period_h":{rules.notice_period_s // 3600},'
     audit_action = [f"costctl.{name}" for name in ACTIONS]
-    for k, i in enumerate(changed.tolist()):
-        action, reason, level, bal = action_l[k], reason_l[k], level_l[k], bal_l[k]
-        customer, supply = acc.customer[i], SUPPLY[sup_l[k]]
-        states.append((customer, ver_l[k], level, None if at_l[k] < 0 else at_l[k], supply,
-                       now if sup_l[k] != old_sup[k] else acc.supply_at[i]))
-        # the same detail as {"reason", "balance_fen", "notice_level", "supply"} through the
-        # encoder (sorted keys, compact), formatted directly: a million of these per cycle
-        decided.append((actor, audit_action[action], customer, JSONText(
-            f'{{"balance_fen":{bal},"notice_level":{level},"reason":{reason_json[reason]},"supply":"{supply}"}}')))
-        if action in _NOTICE_TEXT:
-            # the facts the notice templates use (headend/notices/templates.py), keys sorted as
-            # the encoder writes them; a cut notice also says when the cut may come
-            cut = cut_fields if action == CUT_NOTICE else ""
-            notices.append((customer, _NOTICE_KIND[action], _NOTICE_TEXT[action].format(bal=_yuan(bal)),
-                            f"costctl:{ACTIONS[action]}:{customer}:{now}",
-                            JSONText(f'{{"balance_fen":{bal},{cut}"customer":"{customer}",'
-                                     f'"reason":{reason_json[reason]}}}')))
-        if action in _RELAY_KIND:
-            kind = _RELAY_KIND[action]
-            for m in acc.meters_of_account(i):
-                commands.append((customer, m, kind, {}, f"costctl:{kind}:{m}:{now}"))
-    stage("decision rows (state, audit, notices, commands)")
+    stale: set[str] = set()
+    done: list[tuple[str, int]] = []        # (customer, action) of every decision recorded or skipped
     with store.atomic():             # state, notices, commands and their audit rows land together
-        stale = store.apply_decisions(states, notices=notices, commands=commands, audit=decided, actor=actor)
+        # built and handed over in slices: the rows of a million decisions need not exist at once
+        for lo in range(0, max(changed.size, 1), _DECISION_SLICE):
+            part = changed[lo:lo + _DECISION_SLICE]
+            states, notices, commands, decided = [], [], [], []
+            action_l, reason_l = d.action[part].tolist(), d.reason[part].tolist()
+            level_l, at_l, sup_l = d.notice_level[part].tolist(), d.notice_at[part].tolist(), d.supply[part].tolist()
+            bal_l, ver_l, old_sup = balance[part].tolist(), version[part].tolist(), acc.supply[part].tolist()
+            for k, i in enumerate(part.tolist()):
+                action, reason, level, bal = action_l[k], reason_l[k], level_l[k], bal_l[k]
+                customer, supply = acc.customer[i], SUPPLY[sup_l[k]]
+                states.append((customer, ver_l[k], level, None if at_l[k] < 0 else at_l[k], supply,
+                               now if sup_l[k] != old_sup[k] else (None if acc.supply_at[i] < 0 else int(acc.supply_at[i]))))
+                # the same detail as {"reason", "balance_fen", "notice_level", "supply"} through the
+                # encoder (sorted keys, compact), formatted directly: a million of these per cycle
+                decided.append((actor, audit_action[action], customer, JSONText(
+                    f'{{"balance_fen":{bal},"notice_level":{level},"reason":{reason_json[reason]},"supply":"{supply}"}}')))
+                done.append((customer, action))
+                if action in _NOTICE_TEXT:
+                    # the facts the notice templates use (headend/notices/templates.py), keys sorted as
+                    # the encoder writes them; a cut notice also says when the cut may come
+                    cut = cut_fields if action == CUT_NOTICE else ""
+                    notices.append((customer, _NOTICE_KIND[action], _NOTICE_TEXT[action].format(bal=_yuan(bal)),
+                                    f"costctl:{ACTIONS[action]}:{customer}:{now}",
+                                    JSONText(f'{{"balance_fen":{bal},{cut}"customer":"{customer}",'
+                                             f'"reason":{reason_json[reason]}}}')))
+                if action in _RELAY_KIND:
+                    kind = _RELAY_KIND[action]
+                    for m in acc.meters_of_account(i):
+                        commands.append((customer, m, kind, {}, f"costctl:{kind}:{m}:{now}"))
+            stage("decision rows (state, audit, notices, commands)")
+            stale |= store.apply_decisions(states, notices=notices, commands=commands, audit=decided, actor=actor)
+            del states, notices, commands, decided
+            stage("record decisions, notices, commands (one transaction)")
         if audit:
             store.log_actions(audit)
     for c in sorted(stale):
         rep.conflicts.append(f"{c}: money moved while deciding; decided again next cycle")
-    for (_a, what, target, _d) in decided:
-        if target not in stale:
-            name = what.split(".", 1)[1]
-            rep.actions[name] = rep.actions.get(name, 0) + 1
+    for customer, action in done:
+        if customer not in stale:
+            rep.actions[ACTIONS[action]] = rep.actions.get(ACTIONS[action], 0) + 1

@@ -10,7 +10,7 @@ A PostgreSQL backend implements the same two protocols and its own migrations.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 __all__ = ["Backend", "Tx"]
 
@@ -32,6 +32,10 @@ class Tx(Protocol):
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """Run a query and return its first row, or None."""
+        ...
+
+    def pages(self, sql: str, params: Sequence[Any] = (), size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        """Run a query and yield its rows in lists of up to ``size`` (large results, bounded memory)."""
         ...
 
 

@@ -99,3 +99,12 @@ class Readings(StoreBase):
                 " AND read_at < ? AND value IS NOT NULL",
                 (check_di(di), int(since), int(until)),
             )
+
+    def readings_between_pages(self, di: str, *, since: int, until: int,
+                               size: int = 200_000) -> Iterator[list[tuple[int, int, int]]]:
+        """The rows of :meth:`readings_between` in lists of up to ``size``, from one read: a
+        cycle over a large fleet need not hold them as one list."""
+        with self._tx(write=False) as tx:
+            yield from tx.pages(
+                "SELECT CAST(meter AS BIGINT), value, read_at FROM readings WHERE di = ? AND read_at >= ?"
+                " AND read_at < ? AND value IS NOT NULL", (check_di(di), int(since), int(until)), size)

@@ -283,6 +283,16 @@ class _Tx:
         """First row of a query, or None."""
         return self._cur.execute(sql, params).fetchone()
 
+    def pages(self, sql: str, params: Sequence[Any] = (), size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of a query in lists of up to ``size`` (its own cursor: other statements may run between)."""
+        cur = self._cur.connection.cursor()
+        try:
+            cur.execute(sql, params)
+            while page := cur.fetchmany(size):
+                yield page
+        finally:
+            cur.close()
+
 
 class SQLiteBackend:
     """A store backend on one SQLite file (or ":memory:" for throw-away use)."""
