@@ -171,57 +171,102 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-class _BareWrites:
-    """The baseline: bare sqlite3 doing the cycle's writes on a copy of the same database.
+def bare_writes(path: Path, n: int, decided: int, round_: int) -> float:
+    """The baseline: bare sqlite3 doing a cycle's writes on ``path`` (a copy of the database);
+    accounts per second.
 
-    Per account one UPDATE of its money columns and one ledger row; per decided account (as
-    many as the last cycle decided) one UPDATE of its notice/supply state, one notification and
-    one audit row: the rows the cycle writes, built before the clock starts (and dropped after,
-    so they do not count in the cycle's memory), so only SQLite's work and sqlite3's binding
-    are timed.
+    Per account one UPDATE of its money columns and one ledger row; per decided account one
+    UPDATE of its notice/supply state, one notification and one audit row: the rows a cycle
+    writes, built before the clock starts, so only SQLite's work and sqlite3's binding are timed.
     """
+    import sqlite3
 
-    def __init__(self, path: Path, customers: list[str]) -> None:
-        import sqlite3
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    t = 1_700_000_000 + round_
+    cs = [f"{i + 1:012d}" for i in range(n)]
+    some = cs[:decided]
+    money = [(123, 4567, 890, t, t, c) for c in cs]
+    ledger = [(c, t, "charge", -123, 100, "costctl", '{"batch":"x"}', 4567, t) for c in cs]
+    state = [(1, t, "on", None, t, c) for c in some]
+    notices = [(c, "notice1", "Your electricity balance is low (1.00 yuan). Please top up.", t, t,
+                f"bench:{t}:{c}", '{"reason":"below alarm 1"}') for c in some]
+    audit = [(t, "costctl", "costctl.notice1", c,
+              '{"balance_fen":100,"notice_level":1,"reason":"below alarm 1","supply":"on"}') for c in some]
+    t0 = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, rated_until = ?,"
+                     " version = version + 1, updated_at = ? WHERE customer = ?", money)
+    conn.executemany("INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
+                     " rem_after, rated_to) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)", ledger)
+    conn.executemany("UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
+                     " updated_at = ? WHERE customer = ?", state)
+    conn.executemany("INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
+                     " updated_at, idem_key, detail) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?)", notices)
+    conn.executemany("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)", audit)
+    conn.execute("COMMIT")
+    rate = n / (time.perf_counter() - t0)
+    conn.close()
+    return rate
 
-        self.conn = sqlite3.connect(path, isolation_level=None)
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.customers = customers
-        self.decided = len(customers)
-        self.round = 0
+
+class _BareWrites:
+    """Runs ``bare_writes`` in a child process each time (its rows never sit in this process's
+    memory); as many decided accounts as the last cycle decided."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        self.path, self.n, self.decided, self.round = path, n, n, 0
 
     def __call__(self) -> float:
+        import subprocess
+        import sys
+
         self.round += 1
-        t = 1_700_000_000 + self.round
-        cs, some = self.customers, self.customers[:self.decided]
-        money = [(123, 4567, 890, t, t, c) for c in cs]
-        ledger = [(c, t, "charge", -123, 100, "costctl", '{"batch":"x"}', 4567, t) for c in cs]
-        state = [(1, t, "on", None, t, c) for c in some]
-        notices = [(c, "notice1", "Your electricity balance is low (1.00 yuan). Please top up.", t, t,
-                    f"bench:{t}:{c}", '{"reason":"below alarm 1"}') for c in some]
-        audit = [(t, "costctl", "costctl.notice1", c,
-                  '{"balance_fen":100,"notice_level":1,"reason":"below alarm 1","supply":"on"}') for c in some]
-        c = self.conn
-        t0 = time.perf_counter()
-        c.execute("BEGIN IMMEDIATE")
-        c.executemany("UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, rated_until = ?,"
-                      " version = version + 1, updated_at = ? WHERE customer = ?", money)
-        c.executemany("INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
-                      " rem_after, rated_to) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)", ledger)
-        c.executemany("UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
-                      " updated_at = ? WHERE customer = ?", state)
-        c.executemany("INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
-                      " updated_at, idem_key, detail) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?)", notices)
-        c.executemany("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)", audit)
-        c.execute("COMMIT")
-        return len(cs) / (time.perf_counter() - t0)
+        got = subprocess.run([sys.executable, "-m", "tools.bench.bench_tariff", "--bare-writes", str(self.path),
+                              "--store-accounts", str(self.n), "--decided", str(self.decided),
+                              "--round", str(self.round)], check=True, capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+        return float(got.stdout.split()[-1])
+
+
+_D0 = 1748793600                 # 2025-06-02 00:00 China time
+
+
+def build_store_db(path: Path, n: int, days: int) -> None:
+    """The benchmark database: ``n`` remote accounts (tariff, limits, opening balances) and
+    ``days`` + 1 days of daily frozen readings, built with the store's bulk methods, plus a
+    copy of it (``bare.db`` beside it) for the bare-sqlite3 baseline."""
+    import sqlite3
+
+    from headend.store import open_store
+
+    rng = np.random.default_rng(5)
+    store = open_store(path, clock=lambda: _D0)
+    ids = [f"{i + 1:012d}" for i in range(n)]
+    store.add_meters(({"address": a, "link": "tcp://127.0.0.1:9", "customer": a, "mode": "remote"}
+                      for a in ids), actor="bench")
+    store.update_accounts(ids, actor="bench", tariff="beijing-tou", alarm1_fen=1000, alarm2_fen=500)
+    # opening balances 0..10 yuan (one bulk money movement, with ledger rows), all at or
+    # below alarm 1, and 0..20 kWh a day
+    opening = rng.integers(0, 1_000, n).tolist()
+    store.charge_accounts("opening", [(a, -opening[i], 0, 0) for i, a in enumerate(ids)], actor="bench",
+                          kind="payment")
+    daily = rng.integers(0, 20_000, (n, days + 1))
+    daily[:, 0] = rng.integers(0, 10**7, n)
+    regs = daily.cumsum(axis=1).tolist()
+    store.add_readings((a, "00010000", regs[i][day], _D0 + day * 86400) for i, a in enumerate(ids)
+                       for day in range(days + 1))
+    store.close()
+    copy = sqlite3.connect(path)
+    copy.execute("VACUUM INTO ?", (str(path.parent / "bare.db"),))
+    copy.close()
 
 
 def store_cycle(report, n: int | None = None, days: int = 3) -> None:
     """run_cycle on a real SQLite file, ``n`` accounts: the store's queries and transactions included.
 
-    The database (accounts, remote meters, tariff and limits, opening balances, ``days`` + 1
-    days of daily frozen readings) is built once in a temp file with the store's bulk methods.
+    The database (``build_store_db``) is built in a child process, so that this process holds
+    nothing but what the cycle itself needs (its peak memory is then the cycle's).
     One cycle per day is run, each rating a day for every account (the first day every account
     gets a notice: a decision written for each, the worst case; later days fewer cross a band
     and the accounts at the trip level are tripped), interleaved with the baseline: bare
@@ -229,43 +274,28 @@ def store_cycle(report, n: int | None = None, days: int = 3) -> None:
     cycle's accounts/s against that baseline's (median of the pairs, with spread), CPU per
     account, each stage of the last cycle, and the peak resident memory during a cycle.
     """
+    import subprocess
+    import sys
     import tempfile
-    from datetime import datetime, timedelta, timezone
 
     from headend.costctl.cycle import run_cycle
     from headend.store import open_store
     from headend.tariff.catalog import load_catalog
 
     n = n or STORE_ACCOUNTS
-    d0 = int(datetime(2025, 6, 2, tzinfo=timezone(timedelta(hours=8))).timestamp())
-    rng = np.random.default_rng(5)
+    d0 = _D0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tools.bench.bench_tariff", "--build-db", str(Path(tmp) / "bench.db"),
+                        "--store-accounts", str(n), "--days", str(days)], check=True,
+                       cwd=Path(__file__).resolve().parents[2])
         store = open_store(Path(tmp) / "bench.db", clock=lambda: d0)
-        ids = [f"{i + 1:012d}" for i in range(n)]
-        store.add_meters(({"address": a, "link": "tcp://127.0.0.1:9", "customer": a, "mode": "remote"}
-                          for a in ids), actor="bench")
-        store.update_accounts(ids, actor="bench", tariff="beijing-tou", alarm1_fen=1000, alarm2_fen=500)
-        # opening balances 0..10 yuan (one bulk money movement, with ledger rows), all at or
-        # below alarm 1, and 0..20 kWh a day
-        opening = rng.integers(0, 1_000, n).tolist()
-        store.charge_accounts("opening", [(a, -opening[i], 0, 0) for i, a in enumerate(ids)], actor="bench",
-                              kind="payment")
-        daily = rng.integers(0, 20_000, (n, days + 1))
-        daily[:, 0] = rng.integers(0, 10**7, n)
-        regs = daily.cumsum(axis=1).tolist()
-        store.add_readings((a, "00010000", regs[i][day], d0 + day * 86400) for i, a in enumerate(ids)
-                           for day in range(days + 1))
-        import sqlite3
-
-        copy = sqlite3.connect(Path(tmp) / "bench.db")
-        copy.execute("VACUUM INTO ?", (str(Path(tmp) / "bare.db"),))
-        copy.close()
-        bare = _BareWrites(Path(tmp) / "bare.db", ids)
-        del regs, daily, opening
+        bare = _BareWrites(Path(tmp) / "bare.db", n)
         report(f"  (building the {n:,}-account database: meters, accounts, {(days + 1) * n:,} readings)",
                time.perf_counter() - t0, "s")
         catalog = load_catalog()
+        energy, args = day_batch(16)
+        rate(energy, *args)                     # the kernel loaded from numba's cache before timing
         days_run = iter(range(1, days + 1))
         last: dict = {}
 
@@ -296,7 +326,6 @@ def store_cycle(report, n: int | None = None, days: int = 3) -> None:
                sum(rep.actions.values()), "accounts")
         for name, secs in rep.stages.items():
             report(f"  day {last['day']} stage: {name}", secs * 1000, "ms")
-        bare.conn.close()
         store.close()
 
 
@@ -308,5 +337,14 @@ if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.
     ap = argparse.ArgumentParser(description="Cost-control cycle on SQLite only (the rest: make bench)")
     ap.add_argument("--store-accounts", type=int, default=1_000_000, help="accounts (default 1,000,000)")
     ap.add_argument("--days", type=int, default=3, help="cycles, each interleaved with the baseline")
+    ap.add_argument("--build-db", metavar="PATH", help=argparse.SUPPRESS)   # the child that builds the database
+    ap.add_argument("--bare-writes", metavar="PATH", help=argparse.SUPPRESS)   # the baseline's child
+    ap.add_argument("--decided", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     opts = ap.parse_args()
-    store_cycle(reporter([]), opts.store_accounts, opts.days)
+    if opts.bare_writes:
+        print(bare_writes(Path(opts.bare_writes), opts.store_accounts, opts.decided, opts.round))
+    elif opts.build_db:
+        build_store_db(Path(opts.build_db), opts.store_accounts, opts.days)
+    else:
+        store_cycle(reporter([]), opts.store_accounts, opts.days)
