@@ -137,6 +137,7 @@ class NoticeSender:
         contacts = self.store.customer_contacts(customers)
         recent = self.store.notices_sent_since(customers, now - pol.rate_window_s)
         done = self.store.notice_deliveries(n.id for n in claimed)
+        flagged = self.store.flagged_phones(customers)
         quiet_end = pol.quiet_until(now)
         plans: list[_Plan] = []
         flags: dict[str, tuple[str, str]] = {}
@@ -160,9 +161,14 @@ class NoticeSender:
             final = {d.phone for d in p.done if d.state in _FINAL}
             p.text = self._render(n, lang or pol.language)
             key = n.idem_key or f"notice-{n.id}"
+            bad = flagged.get(n.customer)
             for raw in phones:
                 try:
                     phone = check_phone(raw)
+                    if bad is not None and bad in (raw, phone):
+                        # reported and flagged already: not offered to the provider again until
+                        # the operator fixes the phone and clears the flag
+                        raise ValueError(f"phone {raw!r} is flagged as undeliverable (`headend notices flags`)")
                 except ValueError as exc:
                     if raw not in final:
                         p.outcomes.append((raw, Outcome(f"{key}:{raw}", "bad_number", None, str(exc))))

@@ -253,6 +253,16 @@ class Notices(Audit):
                 self.log_action(actor, "customer.contact_flagged", customer, {"phone": phone, "reason": reason})
         return new
 
+    def flagged_phones(self, customers: Iterable[str]) -> dict[str, str]:
+        """The flagged phone of each flagged customer among these."""
+        custs = sorted(set(customers))
+        out: dict[str, str] = {}
+        with self._tx(write=False) as tx:
+            for chunk in _chunks(custs):
+                out.update(tx.all(f"SELECT customer, phone FROM contact_flags WHERE customer IN"
+                                  f" ({', '.join('?' for _ in chunk)})", chunk))
+        return out
+
     def contact_flags(self) -> list[tuple[str, str, str, int]]:
         """Flagged accounts: (customer, phone, reason, at), by customer."""
         with self._tx(write=False) as tx:

@@ -180,6 +180,14 @@ def test_only_bad_numbers_fail_the_notice_for_good(store, provider):
     n = store.find_notices()[0]
     assert n.status == "failed" and "invalid_number" in n.last_error
     assert sender.run_once(NOON + 86400).claimed == 0                    # never retried
+    notify_event(store, C1, "payment_received", PAY, "pay:bad2")          # the flagged phone is not tried again
+    rep = sender.run_once(NOON + 86400)
+    assert rep.failed == 1 and rep.flagged == [] and provider.requests == 1
+    assert "flagged as undeliverable" in store.find_notices()[0].last_error
+    store.clear_contact_flag(C1, actor="ops")
+    notify_event(store, C1, "payment_received", PAY, "pay:bad3")
+    sender.run_once(NOON + 86400)
+    assert provider.requests == 2 and [f[0] for f in store.contact_flags()] == [C1]   # flagged again, reported
 
 
 def test_a_gateway_answering_garbage_leaves_the_notice_queued_with_the_reason(store, provider):
