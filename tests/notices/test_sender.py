@@ -117,6 +117,7 @@ def test_a_sender_killed_between_send_and_record_costs_no_second_delivery(tmp_pa
         n = s.find_notices()[0]
         [d] = s.notice_deliveries([n.id])[n.id]
     assert len(provider.delivered) == 1 and d.provider_id == provider.delivered[0]["id"]
+    assert provider.requests == 1               # resolved by looking the key up: no second send at all
 
 
 def test_quiet_hours_hold_non_urgent_notices_but_not_urgent_ones(store, provider):
