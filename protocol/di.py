@@ -29,7 +29,10 @@ __all__ = [
     "di_text",
     "status_flags",
     "STATUS_WORDS",
+    "STATUS3",
 ]
+
+STATUS3 = 0x04000503  # meter running status word 3: relay, power hold, meter type ...
 
 READ, WRITE, READ_WRITE = "r", "w", "rw"
 
@@ -406,7 +409,7 @@ STATUS_WORDS = (0x04000501, 0x04000502, 0x04000503, 0x04000504, 0x04000505, 0x04
 
 def status_flags(di: int, word: int) -> list[str]:
     """Named flags of running status word 1..7 (bits the standard reserves: 'bitN')."""
-    if di == 0x04000503:
+    if di == STATUS3:
         flags = [name for bit, name in STATUS_WORD_3.items() if word >> bit & 1]
         return flags + [_SUPPLY[word >> 1 & 3], _METER_TYPE[word >> 8 & 3]]
     names = _WORD_BITS.get(di, {})

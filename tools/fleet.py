@@ -361,76 +361,36 @@ async def serve_fleet(addresses: Iterable[str], **kw: Any) -> None:
 
 class LossyProxy:
     """A TCP hop in front of a meter that loses the meter's next ``drop_recharge`` recharge
-    replies (the meter executes the recharge; the head-end never hears it did)."""
+    replies (the meter executes the recharge; the head-end never hears it did): the scripted
+    man in the middle (tools.mitm) with one drop rule, on a thread of its own."""
 
     def __init__(self, host: str, port: int, drop_recharge: int = 1) -> None:
-        self.target = (host, port)
-        self.drop_recharge = drop_recharge
-        self.dropped = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
-        self._thread = None
+        from tools.mitm import DOWN, UP, ProxyThread
+
+        self._hop = ProxyThread((host, port), keep=64)
+        seen = self._hop.proxy.seen
+
+        def answers_recharge(frame: Any) -> bool:
+            last_up = next((s for s in reversed(seen) if s.direction == UP), None)
+            return last_up is not None and last_up.di in (0x070101FF, 0x070102FF)
+
+        self._rule = self._hop.proxy.drop(DOWN, function=0x03, where=answers_recharge, times=drop_recharge)
         self.port = 0
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            m_reader, m_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        last_was_recharge = [False]
-
-        async def up() -> None:
-            while chunk := await reader.read(4096):
-                last_was_recharge[0] = _is_recharge(chunk.lstrip(b"\xfe"))
-                m_writer.write(chunk)
-            m_writer.close()
-
-        async def down() -> None:
-            while chunk := await m_reader.read(4096):
-                if last_was_recharge[0] and self.drop_recharge > 0:
-                    self.drop_recharge -= 1
-                    self.dropped += 1
-                    continue
-                writer.write(chunk)
-            writer.close()
-
-        await asyncio.gather(up(), down(), return_exceptions=True)
+    @property
+    def dropped(self) -> int:
+        """Recharge replies lost so far."""
+        return self._rule.hits
 
     def start(self) -> int:
         """Run the proxy in a background thread; returns the port it listens on."""
-        import threading
-
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-
-            async def go() -> None:
-                self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-                self.port = self._server.sockets[0].getsockname()[1]
-                ready.set()
-                await self._server.serve_forever()
-
-            try:
-                loop.run_until_complete(go())
-            except (asyncio.CancelledError, RuntimeError):
-                pass
-
-        self._thread = threading.Thread(target=run, daemon=True, name="lossy-proxy")
-        self._thread.start()
-        ready.wait(10)
+        self._hop.start()
+        self.port = self._hop.proxy.port
         return self.port
 
     def stop(self) -> None:
         """Stop the proxy and its thread."""
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-            for task in asyncio.all_tasks(self._loop):
-                self._loop.call_soon_threadsafe(task.cancel)
-        if self._thread is not None:
-            self._thread.join(5)
+        self._hop.stop()
 
 
 async def _serve(args: argparse.Namespace) -> None:

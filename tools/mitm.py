@@ -35,7 +35,7 @@ storm.  Actions:
 * ``"pass"``: passed on unchanged (a rule that only protects some frames from later rules).
 
 Every frame is recorded in ``seen`` whether or not a rule touched it (``Seen.action`` says
-what was done).  ``exchange()`` opens the attacker's own connection to the meter (anyone on
+what was done); ``keep=N`` keeps only the newest N, for a long storm.  ``exchange()`` opens the attacker's own connection to the meter (anyone on
 the bus can talk to it), sends a frame and returns the meter's reply frame, or None after
 ``timeout``; nothing of it reaches the head-end.  ``inject(raw, UP)`` instead writes into a
 head-end connection's stream to the meter, so the meter's answer travels back to the
@@ -58,6 +58,7 @@ import random
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -156,12 +157,12 @@ class MitmProxy:
     """The proxy; see the module docstring for the whole API."""
 
     def __init__(self, target: tuple[str, int], *, host: str = "127.0.0.1", port: int = 0, seed: int = 645,
-                 log: Callable[[Seen], None] | None = None) -> None:
+                 log: Callable[[Seen], None] | None = None, keep: int | None = None) -> None:
         self.target = target
         self.host = host
         self.port = port
         self.rules: list[Rule] = []
-        self.seen: list[Seen] = []
+        self.seen: deque[Seen] = deque(maxlen=keep)  # keep=N: only the newest N (a long storm)
         self.rng = random.Random(seed)
         self.log = log
         self._server: asyncio.Server | None = None

@@ -559,13 +559,7 @@ class Meter:
         else:
             if fr.n != 14:
                 return self._err(0x15, _ERR_OTHER)
-            if sec.locked(t) or not sec.active(t):
-                return self._err(0x15, _ERR_AUTH)
             seq = get_le(d, 6, 4)
-            if seq == sec.last:
-                rep = sec.replay(raw)
-                if rep is not None:
-                    return rep
             mv = memoryview(d)
             bad = self._checked(t, raw, 0x15, b"\x00\x00\x00\x00", mv[0:6], seq, mv[10:14], 0, 0x04000401)
             if bad is not None:
@@ -604,8 +598,15 @@ class Meter:
         self._save()
 
     def _checked(self, t, raw, fn, di4, fields, seq, mac, op, di):
-        """None when the sequence and MAC are right; else the error reply to send."""
+        """None when a 14H/15H/1CH in the session may run: its sequence and MAC are right; else
+        the reply to send (a refusal, or the cached reply to a byte-identical retry)."""
         sec = self.sec
+        if sec.locked(t) or not sec.active(t):
+            return self._err(fn, _ERR_AUTH)
+        if seq == sec.last:
+            rep = sec.replay(raw)
+            if rep is not None:
+                return rep
         if seq != sec.last + 1:
             return self._err(fn, _ERR_AUTH)  # stale or skipped: not a MAC failure
         if not ct_eq(sec.mac(self.addr, fn, di4, fields, seq), mac):
@@ -625,13 +626,9 @@ class Meter:
         mv = memoryview(d)
         if d[4] == 0x99 and d[5] == 0 and d[6] == 0 and d[7] == 0:
             sec = self.sec
-            if sec.locked(t) or not sec.active(t) or n < 20:
+            if n < 20:
                 return self._err(0x14, _ERR_AUTH)
             seq = get_le(d, n - 8, 4)
-            if seq == sec.last:
-                rep = sec.replay(raw)
-                if rep is not None:
-                    return rep
             bad = self._checked(t, raw, 0x14, mv[0:4], mv[4:n - 8], seq, mv[n - 4:n], op, di)
             if bad is not None:
                 return bad
@@ -669,13 +666,7 @@ class Meter:
         sec = self.sec
         op = get_le(d, 4, 4) if n >= 8 else 0
         if n == 24 and d[0] == 0x99 and d[1] == 0 and d[2] == 0 and d[3] == 0:
-            if sec.locked(t) or not sec.active(t):
-                return self._err(0x1C, _ERR_AUTH)
             seq = get_le(d, 16, 4)
-            if seq == sec.last:
-                rep = sec.replay(raw)
-                if rep is not None:
-                    return rep
             bad = self._checked(t, raw, 0x1C, b"\x00\x00\x00\x00", mv[0:16], seq, mv[20:24], op, 0)
             if bad is not None:
                 return bad

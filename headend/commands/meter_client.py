@@ -26,7 +26,9 @@ from headend.link.session import Request
 from headend.transports import FrontEnd
 from protocol import ProtocolError
 from protocol import di as dis
-from protocol.frame import Frame
+from protocol.di import STATUS3
+from protocol.frame import BROADCAST, Frame
+from protocol.payloads import ERR_FLAGS, SERR_FLAGS, Deadline, broadcast_time_request, decode_err, decode_serr
 
 __all__ = [
     "DEFAULT_READ_DIS",
@@ -47,39 +49,25 @@ __all__ = [
     "reading_row",
 ]
 
-BROADCAST = "999999999999"
-STATUS3 = 0x04000503
 DATETIME_WEEK = 0x0400010C
 DATE_WEEK = 0x04000101
 TIME = 0x04000102
 
-# ERR byte and SERR word flags (shared/spec/dlt645.md sections 4 and 7)
-ERR_FLAGS = {0: "other", 1: "no-data", 2: "unauthorised", 3: "baud", 4: "year-zones", 5: "day-slots", 6: "tariffs"}
-SERR_FLAGS = {
-    0: "other",
-    1: "repeat-recharge",
-    2: "mac-failed",
-    3: "auth-failed",
-    4: "customer-mismatch",
-    5: "count-error",
-    6: "over-hoarding",
-    7: "address",
-    8: "suspended",
-}
+# what each ERR/SERR flag (protocol.payloads names them) means to an operator
 _SERR_TEXT = {
-    "repeat-recharge": "repeat recharge (this purchase count was already applied)",
-    "mac-failed": "MAC check failed (wrong key or KRN in the key store?)",
-    "auth-failed": "identity authentication failed or expired, or the meter holds proofs back for up to 10 minutes after repeated failures",
-    "customer-mismatch": "customer number does not match the meter's account",
-    "count-error": "purchase count is not the meter's count + 1",
-    "over-hoarding": "the balance would exceed the meter's hoarding limit",
+    "repeat_recharge": "repeat recharge (this purchase count was already applied)",
+    "mac_failed": "MAC check failed (wrong key or KRN in the key store?)",
+    "auth_failed": "identity authentication failed or expired, or the meter holds proofs back for up to 10 minutes after repeated failures",
+    "customer_mismatch": "customer number does not match the meter's account",
+    "count_error": "purchase count is not the meter's count + 1",
+    "hoarding_exceeded": "the balance would exceed the meter's hoarding limit",
     "suspended": "meter security suspended",
-    "address": "address error",
+    "address_error": "address error",
     "other": "refused (other error)",
 }
 _ERR_TEXT = {
     "unauthorised": "refused: unauthorised, or not allowed now (power hold refuses trips; stale command deadline)",
-    "no-data": "no such data item on this meter",
+    "no_data": "no such data item on this meter",
     "other": "refused: invalid data or not allowed now",
 }
 
@@ -94,16 +82,6 @@ RELAY_ACTIONS = {
     "hold_off": 0x3B,
 }
 
-
-
-def decode_err(byte: int) -> list[str]:
-    """Flags of a 645 ERR byte."""
-    return [ERR_FLAGS.get(b, f"bit{b}") for b in range(8) if byte >> b & 1]
-
-
-def decode_serr(word: int) -> list[str]:
-    """Flags of a 03H SERR word."""
-    return [SERR_FLAGS.get(b, f"bit{b}") for b in range(16) if word >> b & 1]
 
 
 class MeterRefused(Exception):
@@ -122,7 +100,7 @@ class MeterRefused(Exception):
     def auth_problem(self) -> bool:
         """The refusal may be about the session (re-authenticating could help once)."""
         if self.security:
-            return bool({"auth-failed", "mac-failed"} & set(self.flags))
+            return bool({"auth_failed", "mac_failed"} & set(self.flags))
         return "unauthorised" in self.flags
 
 
@@ -270,13 +248,9 @@ def reading_row(address: str, rv: ReadValue, at: int) -> Row:
     return _row(address, f"{rv.di:08X}", rv.value, at, UNIT_SCALE.get(rv.unit))
 
 
-def _bcd(n: int) -> int:
-    return (n // 10) << 4 | (n % 10)
-
-
 def deadline_bytes(when: datetime) -> bytes:
-    """N3..N8 of a control command: ss mm hh DD MM YY (BCD)."""
-    return bytes(_bcd(x) for x in (when.second, when.minute, when.hour, when.day, when.month, when.year % 100))
+    """N3..N8 of a control command: ss mm hh DD MM YY (BCD), whole seconds."""
+    return Deadline.build(when.replace(microsecond=0))
 
 
 class MeterClient:
@@ -385,7 +359,7 @@ class MeterClient:
                         s.invalidate()
                         if attempt == 1:
                             continue
-                        raise MeterRefused(m.address, f"{what}: {exc}", ["mac-failed"], 4, True) from None
+                        raise MeterRefused(m.address, f"{what}: {exc}", ["mac_failed"], 4, True) from None
                 if not f.is_abnormal:
                     s.confirm(seq)
                     return f
@@ -466,7 +440,7 @@ class MeterClient:
         try:
             await self._protected(m, what, build)
         except MeterRefused as exc:
-            if exc.flags == ["repeat-recharge"]:
+            if exc.flags == ["repeat_recharge"]:
                 return "repeat"
             raise
         return "credited"
@@ -494,8 +468,7 @@ class MeterClient:
 
     async def broadcast_time(self, link: str, when: datetime) -> None:
         """08H broadcast time on ``link`` (no reply; meters accept only small corrections)."""
-        data = bytes(_bcd(x) for x in (when.second, when.minute, when.hour, when.day, when.month, when.year % 100))
-        await self.frontend.request(link, Request(BROADCAST, 0x08, data, reply=False))
+        await self.frontend.request(link, Request(BROADCAST, 0x08, broadcast_time_request(when.replace(microsecond=0)), reply=False))
 
     async def meter_time(self, m: MeterTarget) -> datetime:
         """The meter's clock (date-weekday-time item, or date and time read separately)."""
@@ -503,7 +476,7 @@ class MeterClient:
             v = (await self.read(m, DATETIME_WEEK)).value
             return v.datetime if hasattr(v, "datetime") else v
         except MeterRefused as exc:
-            if "no-data" not in exc.flags:
+            if "no_data" not in exc.flags:
                 raise
         d = (await self.read(m, DATE_WEEK)).value
         t = (await self.read(m, TIME)).value

@@ -35,6 +35,7 @@ from headend.store import Command, Meter, NotFound, Store, TransitionError
 from headend.transports import LinkError
 from protocol import di as dis
 from protocol.annotate import format_value
+from protocol.di import STATUS3
 
 __all__ = [
     "KINDS",
@@ -53,7 +54,6 @@ POLL_S = 0.05
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_S = 2.0
 
-STATUS3 = 0x04000503
 LIMIT_NAMES = {
     "alarm1": 0x04001001,
     "alarm2": 0x04001002,
@@ -358,7 +358,7 @@ class OutboxWorker:
         try:
             await self.client.write(m, 0x0400010C, DateTimeWeek(t.replace(microsecond=0), weekday))
         except MeterRefused as exc:
-            if "no-data" not in exc.flags:
+            if "no_data" not in exc.flags:
                 raise
             from protocol.formats import DateWeek
 

@@ -136,7 +136,7 @@ async def collect_frozen(store: Store, client: MeterClient, meters: list[Meter],
                 when, wh = got
                 rows.append((m.address, ENERGY_DI, wh, int(when.replace(tzinfo=tz).timestamp())))
         except MeterRefused as exc:
-            if "no-data" in exc.flags:
+            if "no_data" in exc.flags:
                 unsupported.append(m)      # firmware without daily freezes: read the register
             else:
                 failed[m.address] = str(exc)

@@ -31,7 +31,6 @@ from protocol import Deframer, Frame, ProtocolError, build_frame, parse_frame
 
 __all__ = ["Failure", "LinkSession", "LinkStats", "LocalUsageError", "Reply", "Request", "address_matches"]
 
-BROADCAST = "999999999999"
 
 # Default link timing, the one place it is set (the transports' LinkSettings start from it):
 # a reply within 2 s (spec: Td <= 500 ms plus the line time at 2400 bit/s), two re-sends backing

@@ -396,7 +396,7 @@ def test_meter_refusals_are_final_with_the_meters_reason(tmp_path):
     lim, over, unknown, status = run(main())
     assert lim.status == "confirmed", lim.last_error
     assert over.status == "failed" and "hoarding limit" in over.last_error
-    assert over.reply["refused"] == ["over-hoarding"] and over.attempts <= 2
+    assert over.reply["refused"] == ["hoarding_exceeded"] and over.attempts <= 2
     assert unknown.status == "failed" and "no such data item" in unknown.last_error
     assert status["balance_fen"] == 0
 
@@ -469,5 +469,5 @@ def test_read_cycle_and_single_read_refuse_alike(tmp_path):
             return a, res, refused.value
 
     a, res, refused = run(main())
-    assert refused.flags == ["no-data"]
+    assert refused.flags == ["no_data"]
     assert res.stored == 1 and res.failed == {a: str(refused)}

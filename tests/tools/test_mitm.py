@@ -107,7 +107,7 @@ def test_exchange_talks_to_the_meter_on_its_own_connection():
 
     reply, silent, seen = asyncio.run(main())
     assert parse_frame(reply).control == 0x91 and silent is None
-    assert seen == []  # the attacker's own traffic does not cross the head-end's path
+    assert not seen  # the attacker's own traffic does not cross the head-end's path
 
 
 def test_inject_into_the_head_ends_stream():
@@ -156,3 +156,31 @@ def test_proxy_thread_for_synchronous_callers():
     finally:
         asyncio.run_coroutine_threadsafe(fleet.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_lossy_proxy_loses_recharge_replies_only():
+    """tools.fleet.LossyProxy (the demo's lossy link) is this proxy with one rule."""
+    from tools.fleet import LossyProxy
+
+    async def main():
+        master = os.urandom(32)
+        fleet = Fleet([ADDR], master=master, port=0, load=False)
+        await fleet.start()
+        hop = LossyProxy("127.0.0.1", fleet.port, drop_recharge=1)
+        port = await asyncio.to_thread(hop.start)
+        frontend = FrontEnd(LinkSettings(timeout=0.3, retries=2, backoff=0.0, connect_timeout=1.0))
+        try:
+            keys = KeyStore.in_memory(master)
+            client = MeterClient(frontend, lambda m: keys.meter_key(m.address, m.krn))
+            target = MeterTarget(ADDR, f"tcp://127.0.0.1:{port}")
+            await client.read(target, ENERGY)
+            result = await client.recharge(target, 500, 1, "000000000042", open_account=True)
+            return result, hop.dropped, fleet.meters[ADDR].status()
+        finally:
+            await frontend.close()
+            await asyncio.to_thread(hop.stop)
+            await fleet.close()
+
+    result, dropped, status = asyncio.run(main())
+    assert result == "credited" and dropped == 1  # the re-sent frame got the meter's cached reply
+    assert (status["balance_fen"], status["count"]) == (500, 1)
