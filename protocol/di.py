@@ -317,7 +317,7 @@ for _n in range(1, 11):
         f"last-{_n} daily freeze: forward active energy, total and tariffs 1..4",
     )
 
-# 03H security sub-commands (only meaningful inside 03H frames; payloads.py has their layouts)
+# 03H security sub-commands (only meaningful inside 03H frames; payloads/security.py has their layouts)
 for _k, _nm, _ttl in (
     (0x070000FF, "identity_auth", "identity authentication"),
     (0x070001FF, "set_auth_validity", "set authentication validity"),
