@@ -23,6 +23,11 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    and only for accounts whose version is what the cycle expects: a payment that raced in wins
    and the account is decided again next cycle.  Accounts whose decision changes nothing are
    not written at all.
+
+Memory stays bounded by the fleet's arrays, not its rows: the store's rows are read in pages
+straight into arrays, and the decisions are built and handed to the store in slices within the
+one transaction.  Writes are compare-and-set on the versions this cycle read, so the accounts
+are not read again under the write lock unless a payment raced in.
 """
 
 from __future__ import annotations
