@@ -49,6 +49,13 @@ def _stream_sum(a, out):
         out[i] = s
 
 
+@njit(parallel=True, cache=True)
+def _widen(a, out):
+    for i in prange(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = a[i, j]
+
+
 def day_batch(accounts: int, seed: int = 1):
     """One day of quarter-hour readings; ladder states spread so ~2% of accounts cross a tier."""
     rng = np.random.default_rng(seed)
@@ -104,6 +111,11 @@ def run(report) -> None:
     r = interleaved(lambda: rate(energy, *args, per_interval=True, out=bills), totals, rounds=5,
                     work_a=n / 1e6, work_b=n / 1e6)
     report(f"tariff: kernel with per-interval fen vs totals kernel, 1M x 96, {threads} threads",
+           r.a, "M readings/s", r.b, pairs=r)
+    # what writing an int64 per reading costs by itself: a plain int32 -> int64 copy of the batch
+    # into the same per-interval array, the most the per-interval kernel could do
+    r = interleaved(lambda: _widen(energy, bills.per_interval), totals, rounds=5, work_a=n / 1e6, work_b=n / 1e6)
+    report(f"tariff: int32 -> int64 copy into the per-interval array (its write floor) vs totals kernel, {threads} threads",
            r.a, "M readings/s", r.b, pairs=r)
     del energy, bills, sub, np_sub
     # why the kernel is short of the bandwidth: it is compute-bound.  Its widest inner loop
