@@ -11,7 +11,7 @@ day.  Every ratio is measured interleaved (A, B, A, B ..., median of the pair ra
 spread; tools/bench/interleave.py): the NumPy version against the plain reference; the kernel
 on 1 thread and on all cores against a numba streaming sum over the same array on as many
 threads (the read-bandwidth ceiling); the kernel against the NumPy version; the per-interval
-kernel against the totals kernel.  The kernel's inner loop is also read from its machine code
+kernel, and a bare int32 -> int64 copy into its output (the write floor), against the totals kernel.  The kernel's inner loop is also read from its machine code
 (tools/bench/kernel_asm.py): instructions per reading against the streaming sum's.
 """
 
