@@ -382,11 +382,12 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
             action_l, reason_l = d.action[part].tolist(), d.reason[part].tolist()
             level_l, at_l, sup_l = d.notice_level[part].tolist(), d.notice_at[part].tolist(), d.supply[part].tolist()
             bal_l, ver_l, old_sup = balance[part].tolist(), version[part].tolist(), acc.supply[part].tolist()
+            old_at = [None if t < 0 else t for t in acc.supply_at[part].tolist()]
             for k, i in enumerate(part.tolist()):
                 action, reason, level, bal = action_l[k], reason_l[k], level_l[k], bal_l[k]
                 customer, supply = acc.customer[i], SUPPLY[sup_l[k]]
                 states.append((customer, ver_l[k], level, None if at_l[k] < 0 else at_l[k], supply,
-                               now if sup_l[k] != old_sup[k] else (None if acc.supply_at[i] < 0 else int(acc.supply_at[i]))))
+                               now if sup_l[k] != old_sup[k] else old_at[k]))
                 # the same detail as {"reason", "balance_fen", "notice_level", "supply"} through the
                 # encoder (sorted keys, compact), formatted directly: a million of these per cycle
                 decided.append((actor, audit_action[action], customer, JSONText(
