@@ -46,3 +46,24 @@ def test_report_row_keeps_the_interleaved_ratio_and_its_spread():
                        "baseline": 100.0, "ratio": 0.48, "ratio_low": 0.41, "ratio_high": 0.55, "pairs": 7}
     assert "0.48x (median of 7 interleaved pairs, spread 0.41-0.55)" in lines[0]
     assert rows[1] == {"name": "plain figure", "value": 3.0, "unit": "s"}
+
+
+def test_async_variant_alternates_and_pairs_the_same_way():
+    import asyncio
+
+    from tools.bench.interleave import interleaved_values_async
+
+    seen = []
+    speed = iter(range(100, 0, -1))
+
+    async def a():
+        seen.append("a")
+        return 3.0 * next(speed)
+
+    async def b():
+        seen.append("b")
+        return 1.0 * next(speed)
+
+    r = asyncio.run(interleaved_values_async(a, b, rounds=4))
+    assert seen == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert 2.9 < r.ratio < 3.1 and r.rounds == 4 and r.low <= r.ratio <= r.high
