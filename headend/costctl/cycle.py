@@ -185,6 +185,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         same[1:] = r_acc[1:] == r_acc[:-1]
         bad = same & ((step < 0) | (step >= 1 << 31))
         fast &= np.bincount(r_acc[bad], minlength=acc.n) == 0
+        del step, same, bad
 
     groups: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
     tariff_names = sorted({t for t in acc.tariff if t is not None and t in catalog})
@@ -207,10 +208,13 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         if got is not None:
             key, energy = got
             groups.setdefault(key, []).append((np.array([i]), energy[None]))
+    # the readings' arrays are done with: free them before the debit builds its rows
+    del cols, r_meter, r_val, r_at, r_acc, r_row, g, off, dist, b, keep, order, first, count, start
     stage("readings -> interval energy")
 
     c_idx, c_fen, c_rem, c_lad, c_until = [], [], [], [], []
-    for (tariff, bt, cut, first_batch), parts in groups.items():
+    for key in list(groups):
+        (tariff, bt, cut, first_batch), parts = key, groups.pop(key)
         members = np.concatenate([p[0] for p in parts])
         energy = np.concatenate([p[1] for p in parts]).astype(np.int32)
         starts_unix = bt + interval_s * np.arange(cut, dtype=np.int64)
@@ -224,6 +228,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         c_lad.append(bill.ladder_wh)
         c_until.append(np.full(members.size, starts_unix[-1], dtype=np.int64))
         rep.rated += members.size
+        del parts, energy, bill
     stage("rating")
 
     fen_of = np.zeros(acc.n, dtype=np.int64)

@@ -121,7 +121,7 @@ class Ledger(Accounts):
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
                 return 0
-            before: list[tuple[int, int, int] | None] = []
+            before: list[Any] = []
             n = -1
             if read_as is not None:
                 # the caller's reading holds wherever the version has not moved: charge those rows
@@ -131,7 +131,7 @@ class Ledger(Accounts):
                 n = tx.executemany(update + " AND version = ?", (params(r) + (int(k[3]),)
                                                                 for r, k in zip(rows, read_as)))
                 if n == len(rows):
-                    before = [(int(k[0]), int(k[1]), int(k[2])) for k in read_as]
+                    before = read_as           # (balance, rem, ladder, version): the ledger uses the first three
                 else:
                     tx.execute("ROLLBACK TO charge_read_as")
                     n = -1
@@ -165,7 +165,7 @@ class Ledger(Accounts):
                     ((r[0], now, kind, -int(r[1]), old[0] - int(r[1]), actor, batch, int(r[2]),
                       None if step is None else int(r[4]) + step)
                      for r, old in zip(rows, before)
-                     if old is not None and (r[1] or (int(r[2]), int(r[3])) != old[1:])),
+                     if old is not None and (r[1] or (int(r[2]), int(r[3])) != tuple(old[1:3]))),
                 )
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))

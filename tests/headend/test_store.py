@@ -342,6 +342,12 @@ def test_charge_batch_from_the_callers_reading_survives_a_payment_racing_in(stor
     assert store.charge_accounts("calm", [(C1, 1, 7, 71, 2 * 86_400), (C2, 1, 8, 81, 2 * 86_400)],
                                  actor="costctl", read_as=read) == 2
     assert [e.balance_after for e in store.ledger(C2, limit=1)] == [459]
+    # a charge that moves neither money, remainder nor ladder (no energy) writes no ledger row
+    read = [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in map(store.get_account, (C1, C2))]
+    assert store.charge_accounts("idle", [(C1, 0, 7, 71, 3 * 86_400), (C2, 2, 8, 81, 3 * 86_400)],
+                                 actor="costctl", read_as=read) == 2
+    assert len(store.ledger(C1)) == 2 and len(store.ledger(C2)) == 4
+    assert store.get_account(C1).rated_until == 3 * 86_400
     with pytest.raises(InvalidInput, match="read_as"):
         store.charge_accounts("short", [(C1, 1, 0, 0)], actor="costctl", read_as=[])
 
