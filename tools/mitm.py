@@ -13,6 +13,7 @@ to the rules before it is passed on.
     proxy.drop(DOWN, function=0x03, di=0x070102FF, times=None)   # ... or every recharge reply
     proxy.duplicate(UP, function=0x1C)               # send each control frame to the meter twice
     proxy.replace(DOWN, lambda seen: old_reply, function=0x03, di=0x078102FF)   # replay a reply
+    proxy.answer(UP, lambda seen: forged, function=0x03, di=0x070102FF)   # answer in the meter's place
     proxy.seen                                       # every frame so far, as Seen records
     proxy.frames(UP, function=0x03, di=0x070000FF)   # the captured ones that match
     reply = await proxy.exchange(frame)              # inject: send to the meter, get its reply
@@ -32,6 +33,8 @@ storm.  Actions:
 * ``"duplicate"``: the frame is passed on, then sent again right after it (a replay);
 * ``"replace"``: ``make(seen)`` returns the bytes to send instead (one frame, several, or
   ``b""`` for nothing): a replayed earlier reply, a forged one;
+* ``"answer"``: the frame is lost and ``make(seen)`` goes back the way it came: the proxy
+  answers in the meter's place (a forged reply to a request the meter never saw);
 * ``"pass"``: passed on unchanged (a rule that only protects some frames from later rules).
 
 Every frame is recorded in ``seen`` whether or not a rule touched it (``Seen.action`` says
@@ -69,7 +72,7 @@ __all__ = ["DOWN", "UP", "MitmProxy", "ProxyThread", "Rule", "Seen", "frame_di"]
 
 UP = "up"  # head-end -> meter
 DOWN = "down"  # meter -> head-end
-_ACTIONS = ("drop", "duplicate", "replace", "pass")
+_ACTIONS = ("drop", "duplicate", "replace", "answer", "pass")
 _T = TypeVar("_T")
 
 
@@ -118,8 +121,8 @@ class Rule:
             raise ValueError(f"rule action {self.action!r} must be one of {', '.join(_ACTIONS)}")
         if self.direction not in (None, UP, DOWN):
             raise ValueError(f"rule direction {self.direction!r} must be {UP!r}, {DOWN!r} or None (both)")
-        if self.action == "replace" and self.make is None:
-            raise ValueError("a replace rule needs make(seen) -> the bytes to send instead")
+        if self.action in ("replace", "answer") and self.make is None:
+            raise ValueError(f"a {self.action} rule needs make(seen) -> the bytes to send")
 
     @property
     def spent(self) -> bool:
@@ -230,6 +233,10 @@ class MitmProxy:
         """Send ``make(seen)`` instead of each matching frame."""
         return self.add(Rule("replace", direction, make=make, **match))
 
+    def answer(self, direction: str | None, make: Callable[[Seen], bytes | Iterable[bytes]], **match: Any) -> Rule:
+        """Lose each matching frame and send ``make(seen)`` back to where it came from."""
+        return self.add(Rule("answer", direction, make=make, **match))
+
     def clear(self) -> None:
         """Remove every rule."""
         self.rules.clear()
@@ -301,18 +308,21 @@ class MitmProxy:
         self._count += 1
         pair = _Pair(self._count, m_writer, writer)
         self._pairs.append(pair)
-        self._track(self._pump(reader, m_writer, UP, pair))
-        self._track(self._pump(m_reader, writer, DOWN, pair))
+        self._track(self._pump(reader, m_writer, writer, UP, pair))
+        self._track(self._pump(m_reader, writer, m_writer, DOWN, pair))
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str,
-                    pair: _Pair) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, back: asyncio.StreamWriter,
+                    direction: str, pair: _Pair) -> None:
         d = Deframer()
         try:
             while chunk := await reader.read(4096):
                 d.feed(chunk)
                 while (raw := d.next_frame()) is not None:
-                    for out in self._decide(direction, raw, pair.number):
-                        writer.write(out)
+                    out = self._decide(direction, raw, pair.number)
+                    for o in out[1]:
+                        back.write(o)
+                    for o in out[0]:
+                        writer.write(o)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
@@ -321,13 +331,15 @@ class MitmProxy:
             if pair in self._pairs and direction == UP:
                 self._pairs.remove(pair)
 
-    def _decide(self, direction: str, raw: bytes, number: int) -> list[bytes]:
+    def _decide(self, direction: str, raw: bytes, number: int) -> tuple[list[bytes], list[bytes]]:
+        """(what goes on, what goes back) for one frame."""
         try:
             frame: Frame | None = parse_frame(raw)
         except ProtocolError:
             frame = None
         seen = Seen(direction, raw, frame, time.monotonic(), "pass", number)
         out = [raw]
+        back: list[bytes] = []
         for rule in self.rules:
             if not rule.matches(direction, frame):
                 continue
@@ -339,16 +351,20 @@ class MitmProxy:
                 out = []
             elif rule.action == "duplicate":
                 out = [raw, raw]
-            elif rule.action == "replace":
+            elif rule.action in ("replace", "answer"):
                 assert rule.make is not None
                 made = rule.make(seen)
-                out = [made] if isinstance(made, (bytes, bytearray)) else list(made)
+                made = [made] if isinstance(made, (bytes, bytearray)) else list(made)
+                if rule.action == "replace":
+                    out = made
+                else:
+                    out, back = [], made
             break
         self.seen.append(seen)
         self._changed.set()
         if self.log is not None:
             self.log(seen)
-        return [bytes(o) for o in out if o]
+        return [bytes(o) for o in out if o], [bytes(o) for o in back if o]
 
 
 class ProxyThread:

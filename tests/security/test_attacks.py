@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from headend.commands import OutboxWorker
+from headend.commands import MeterRefused, OutboxWorker
 from headend.store import open_store
 from protocol import payloads
 from protocol.frame import WILDCARD, address_to_wire
@@ -135,3 +135,48 @@ def test_validity_window_ends_with_its_session(tmp_path):
 
         reply = asyncio.run(main())
         assert reply.control == 0x83, reply
+
+
+def test_a_made_up_repeat_recharge_is_not_taken_as_credited(tmp_path):
+    """The man in the middle keeps the recharge from the meter and answers 'repeat recharge'
+    (C3 02 00) itself: the head-end must not report the payment as credited."""
+    from protocol import build_frame
+
+    with running_meter(tmp_path) as m:
+        async def main():
+            async with Rig(m) as rig:
+                await rig.client.recharge(rig.target, 10000, 1, CUSTOMER, open_account=True)
+                forged = build_frame(ADDR, 0xC3, b"\x02\x00")
+                rule = rig.proxy.answer(UP, lambda seen: forged, function=0x03, di=0x070102FF, times=None)
+                try:
+                    outcome = await rig.client.recharge(rig.target, 2000, 2, CUSTOMER)
+                except MeterRefused as exc:
+                    outcome = exc.flags
+                rule.times = 0  # the attacker leaves: the same recharge now reaches the meter
+                after = await rig.client.recharge(rig.target, 2000, 2, CUSTOMER)
+                return outcome, rule.hits, after
+
+        outcome, forged_answers, after = asyncio.run(main())
+        assert outcome == ["mac_failed"] and forged_answers == 2  # refused twice, never "repeat"
+        assert after == "credited"
+        assert m.command("status")["balance_fen"] == 12000
+
+
+def test_replayed_recharge_frames_credit_nothing(tmp_path):
+    """Every recharge frame the head-end sent, sent again by the attacker: nothing is credited twice."""
+    with running_meter(tmp_path) as m:
+        async def main():
+            async with Rig(m) as rig:
+                await rig.client.recharge(rig.target, 10000, 1, CUSTOMER, open_account=True)
+                await rig.client.recharge(rig.target, 2000, 2, CUSTOMER)
+                sent = [s.frame.data for s in rig.proxy.frames(UP, function=0x03)
+                        if s.di in (0x070101FF, 0x070102FF)]
+                replies = [await rig.attack(0x03, data) for data in sent]
+                return sent, replies
+
+        sent, replies = asyncio.run(main())
+        assert len(sent) == 2
+        st = m.command("status")
+        assert (st["balance_fen"], st["count"]) == (12000, 2)
+        # the last one is answered from the meter's cache (a retry), the older one refused
+        assert replies[0].control == 0xC3 and replies[1].control == 0x83

@@ -98,6 +98,18 @@ def test_replace_sends_an_earlier_reply_instead():
     assert replayed == first and fresh > first  # reads are open: only the rule made them equal
 
 
+def test_answer_replies_in_the_meters_place():
+    async def main():
+        async with Rig() as rig:
+            forged = build_frame(ADDR, 0x91, ENERGY.to_bytes(4, "little") + bytes.fromhex("99999900"))
+            rule = rig.proxy.answer(UP, lambda seen: forged, function=0x11, di=ENERGY)
+            value = await rig.client.read(rig.target, ENERGY)
+            return value.value, rule.hits, rig.proxy.frames(DOWN)
+
+    value, hits, down = asyncio.run(main())
+    assert str(value) == "9999.99" and hits == 1 and down == []  # the meter never saw the read
+
+
 def test_exchange_talks_to_the_meter_on_its_own_connection():
     async def main():
         async with Rig() as rig:
@@ -126,7 +138,7 @@ def test_chance_fires_at_random_with_the_seeded_rng():
     p = MitmProxy(("127.0.0.1", 1), seed=1)
     rule = p.add(Rule("drop", UP, times=None, chance=0.5))
     frame = build_frame(ADDR, 0x11, ENERGY.to_bytes(4, "little"))
-    kept = sum(bool(p._decide(UP, frame, 1)) for _ in range(400))
+    kept = sum(bool(p._decide(UP, frame, 1)[0]) for _ in range(400))
     assert 150 < kept < 250 and rule.hits == 400 - kept
 
 
