@@ -305,6 +305,28 @@ class KeyStore:
         master = next(m for k, m in reversed(self._masters) if k <= krn)
         return derive_meter_key(master, address, krn)
 
+    def seal(self, label: str, secret: bytes) -> str:
+        """Encrypt a secret the head-end must keep readable (a payment channel's API secret) for
+        storing: AES-256-GCM under a key derived from the first master, bound to ``label`` (e.g.
+        "channel:ID:KEY_ID") so a sealed value cannot be moved to another record."""
+        nonce = secrets.token_bytes(12)
+        return "v1:" + _b64(nonce + AESGCM(self._sealing_key()).encrypt(nonce, bytes(secret), label.encode()))
+
+    def unseal(self, label: str, sealed: str) -> bytes:
+        """The secret ``seal(label, secret)`` sealed; KeyStoreError if it was sealed under another
+        master key or label, or altered."""
+        try:
+            if not sealed.startswith("v1:"):
+                raise ValueError("unknown format")
+            raw = base64.b64decode(sealed[3:], validate=True)
+            return AESGCM(self._sealing_key()).decrypt(raw[:12], raw[12:], label.encode())
+        except (InvalidTag, ValueError, TypeError, AttributeError):
+            raise KeyStoreError(f"the sealed secret of {label} does not open with this master key (another key"
+                                " file, or the record was altered): issue a new secret") from None
+
+    def _sealing_key(self) -> bytes:
+        return hmac.new(self._masters[0][1], b"prepaid645/sealed-secrets", hashlib.sha256).digest()
+
     def _write(self, path: Path, passphrase: str, scrypt_n: int) -> None:
         salt = secrets.token_bytes(16)
         nonce = secrets.token_bytes(12)

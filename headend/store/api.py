@@ -6,6 +6,8 @@
     outbox.py    commands to meters                        readings.py  meter readings
     events.py    meter events                              notices.py   customer notices
     grid.py      feeders, areas and planned outages
+    channels.py  payment channels                          payments.py  payments (state follows the outbox)
+    operators.py operator accounts                         shifts.py    counter shifts
 
 Rules that make "nothing half-done" true:
 
@@ -24,17 +26,20 @@ Only portable SQL lives in these modules (see backend.py); SQLite specifics are 
 
 from __future__ import annotations
 
+from headend.store.channels import Channels
 from headend.store.control import CostControlState
 from headend.store.events import Events
 from headend.store.grid import GridStore
-from headend.store.ledger import Ledger
 from headend.store.meters import METER_FILTER_FIELDS, Meters
 from headend.store.notices import Notices
-from headend.store.outbox import Outbox
+from headend.store.operators import Operators
+from headend.store.payments import Payments
 from headend.store.readings import Readings
+from headend.store.shifts import Shifts
 
 __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 
-class Store(Meters, Ledger, CostControlState, Outbox, Readings, Events, Notices, GridStore):
+class Store(Meters, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events, Notices,
+            GridStore):
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""

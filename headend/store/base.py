@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Self
 
 from headend.store.backend import Backend, Tx
-from headend.store.models import InvalidInput
+from headend.store.models import CHINA_UTC_OFFSET_S, Command, InvalidInput
 
 
 def _nonneg(name: str, value: int) -> int:
@@ -18,6 +18,9 @@ def _nonneg(name: str, value: int) -> int:
 
 class StoreBase:
     """The connection and clock under every part of `Store`."""
+
+    # Business days (the ledger's daily close, same-day reversals) run on this local time.
+    utc_offset_s: int = CHINA_UTC_OFFSET_S
 
     def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
         self._db = backend
@@ -81,3 +84,8 @@ class StoreBase:
             out.update(r[0] for r in tx.all(f"SELECT {column} FROM {table} WHERE {column} IN"
                                             f" ({', '.join('?' for _ in chunk)})", chunk))
         return out
+
+    def _command_moved(self, tx: Tx, cmd: Command) -> None:
+        """Called inside the transaction that moved a command to a new status, with the command
+        as it now is: parts whose records follow the outbox (payments, meter limits) extend it
+        and call super()."""

@@ -1,13 +1,34 @@
-"""The ledger: every money movement of an account, with the balance after it."""
+"""The ledger: an append-only journal of every money movement of an account, in fen.
+
+Each row says what it does to the account's balance (``amount_fen``, with ``balance_after``) and,
+for local cost control, to the money the head-end has put on a meter's wallet (``meter_fen``);
+with the channel, the channel's transaction id, the payment, the operator (``actor``), the time,
+what caused it (``ref``) and its business ``day``.  The account's cached ``balance_fen`` is the
+sum of its rows: every writer here updates both in one transaction, and ``check_ledger`` proves
+it.  A closed day (``close_day``) is frozen: rows are booked into the first open day on or after
+their own, so a correction made after a close lands in the next open day.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
 from headend.store.accounts import Accounts
-from headend.store.models import SUBFEN, Conflict, InvalidInput, LedgerEntry, NotFound, dumps, loads
+from headend.store.base import Tx
+from headend.store.models import (
+    LEDGER_KINDS,
+    SUBFEN,
+    Conflict,
+    InvalidInput,
+    LedgerEntry,
+    NotFound,
+    business_day,
+    dumps,
+    loads,
+)
 
-_LEDGER_COLS = "id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail"
+_LEDGER_COLS = ("id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel, txn_id,"
+                " payment_id, ref, day, meter_fen")
 
 
 def _ledger(row: Sequence[Any]) -> LedgerEntry:
@@ -16,8 +37,128 @@ def _ledger(row: Sequence[Any]) -> LedgerEntry:
     return LedgerEntry(*r)
 
 
+def _fen(amount_fen: Any) -> int:
+    if not isinstance(amount_fen, int) or isinstance(amount_fen, bool):
+        raise InvalidInput(f"amount must be whole fen (int), got {amount_fen!r}")
+    return amount_fen
+
+
+def _day(day: str) -> str:
+    import datetime as _dt
+
+    try:
+        return _dt.date.fromisoformat(str(day)).isoformat()
+    except ValueError:
+        raise InvalidInput(f"bad day {day!r}: write YYYY-MM-DD") from None
+
+
 class Ledger(Accounts):
-    """Credits and charges, each with its ledger row, exactly once per key."""
+    """The journal: credits, charges, top-ups, refunds and adjustments, each exactly once per key."""
+
+    # ----------------------------------------------------------------- business days
+    def business_day(self, at: int | None = None) -> str:
+        """The calendar day a time belongs to (local time, ``utc_offset_s``), closed or not."""
+        return business_day(self.now() if at is None else at, self.utc_offset_s)
+
+    def booking_day(self, at: int | None = None) -> str:
+        """The day a movement at ``at`` (default now) is booked into: its own day, or the first
+        open day after it when that day is closed."""
+        with self._tx(write=False) as tx:
+            return self._open_day(tx, self.now() if at is None else at)
+
+    def _open_day(self, tx: Tx, at: int) -> str:
+        import datetime as _dt
+
+        day = self.business_day(at)
+        closed = {r[0] for r in tx.all("SELECT day FROM ledger_days WHERE day >= ?", (day,))}
+        d = _dt.date.fromisoformat(day)
+        while d.isoformat() in closed:
+            d += _dt.timedelta(days=1)
+        return d.isoformat()
+
+    def is_day_closed(self, day: str) -> bool:
+        """Whether a business day has been closed (frozen)."""
+        with self._tx(write=False) as tx:
+            return tx.one("SELECT 1 FROM ledger_days WHERE day = ?", (_day(day),)) is not None
+
+    def closed_days(self, *, limit: int = 100) -> list[tuple[str, int, str, Any]]:
+        """Closed days, newest first: (day, closed_at, actor, totals)."""
+        with self._tx(write=False) as tx:
+            rows = tx.all("SELECT day, closed_at, actor, detail FROM ledger_days ORDER BY day DESC LIMIT ?",
+                          (int(limit),))
+        return [(r[0], int(r[1]), r[2], loads(r[3])) for r in rows]
+
+    def day_totals(self, day: str) -> dict[str, Any]:
+        """What a business day's journal holds: rows and fen per kind, and in total."""
+        day = _day(day)
+        with self._tx(write=False) as tx:
+            rows = tx.all("SELECT kind, COUNT(*), COALESCE(SUM(amount_fen), 0), COALESCE(SUM(meter_fen), 0)"
+                          " FROM ledger WHERE day = ? GROUP BY kind ORDER BY kind", (day,))
+        kinds = {k: {"rows": int(n), "amount_fen": int(a), "meter_fen": int(m)} for k, n, a, m in rows}
+        return {"day": day, "kinds": kinds, "rows": sum(v["rows"] for v in kinds.values()),
+                "amount_fen": sum(v["amount_fen"] for v in kinds.values()),
+                "meter_fen": sum(v["meter_fen"] for v in kinds.values())}
+
+    def close_day(self, day: str, *, actor: str) -> dict[str, Any]:
+        """Freeze a business day: nothing is booked into it afterwards (later movements and
+        corrections go to the next open day). Returns the day's totals, also kept with the close.
+
+        Only a day that has begun can be closed; closing a closed day is a Conflict.
+        """
+        day = _day(day)
+        if day > self.business_day():
+            raise InvalidInput(f"day {day} has not begun yet (today is {self.business_day()}): it cannot be closed")
+        with self._tx() as tx:
+            if tx.one("SELECT 1 FROM ledger_days WHERE day = ?", (day,)):
+                raise Conflict(f"day {day} is already closed")
+            totals = self.day_totals(day)
+            tx.execute("INSERT INTO ledger_days (day, closed_at, actor, detail) VALUES (?, ?, ?, ?)",
+                       (day, self.now(), actor, dumps(totals)))
+            self.log_action(actor, "ledger.close_day", day, totals)
+            return totals
+
+    # ----------------------------------------------------------------- writing the journal
+    def _book(
+        self,
+        tx: Tx,
+        customer: str,
+        kind: str,
+        amount_fen: int,
+        *,
+        actor: str,
+        idem_key: str | None = None,
+        detail: Any = None,
+        meter: str | None = None,
+        channel: str | None = None,
+        txn_id: str | None = None,
+        payment_id: int | None = None,
+        ref: str | None = None,
+        meter_fen: int = 0,
+    ) -> LedgerEntry:
+        """Append one journal row and move the cached balance with it (inside the caller's transaction)."""
+        if kind not in LEDGER_KINDS:
+            raise InvalidInput(f"unknown journal kind {kind!r}; known: {', '.join(LEDGER_KINDS)}")
+        if not actor:
+            raise InvalidInput("every money movement needs an actor (operator name or service)")
+        now = self.now()
+        if amount_fen:
+            n = tx.execute("UPDATE accounts SET balance_fen = balance_fen + ?, version = version + 1, updated_at = ?"
+                           " WHERE customer = ?", (amount_fen, now, customer))
+            if n != 1:
+                raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
+        bal = tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (customer,))
+        if bal is None:
+            raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
+        day = self._open_day(tx, now)
+        row = tx.one(
+            "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel,"
+            " txn_id, payment_id, ref, day, meter_fen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (customer, now, kind, amount_fen, bal[0], idem_key, actor, dumps(detail), meter, channel, txn_id,
+             payment_id, ref, day, meter_fen),
+        )
+        assert row is not None
+        return LedgerEntry(int(row[0]), customer, now, kind, amount_fen, int(bal[0]), idem_key, actor, detail, meter,
+                           channel, txn_id, payment_id, ref, day, meter_fen)
 
     def credit(
         self,
@@ -34,9 +175,9 @@ class Ledger(Accounts):
         A repeat with the same key returns the first entry and applies nothing; the same key with
         a different customer or amount is a Conflict (a channel reusing keys). Negative amounts
         (refunds, corrections) are allowed; the sub-fen remainder is never touched.
+        Payments through channels go through headend.payments, which books them here.
         """
-        if not isinstance(amount_fen, int) or isinstance(amount_fen, bool):
-            raise InvalidInput(f"amount must be whole fen (int), got {amount_fen!r}")
+        _fen(amount_fen)
         if not idem_key:
             raise InvalidInput("a credit needs an idempotency key (payment channel + its transaction id)")
         with self._tx() as tx:
@@ -49,24 +190,50 @@ class Ledger(Accounts):
                         f" {entry.customer}; a different payment needs a different key"
                     )
                 return entry, False
-            now = self.now()
-            n = tx.execute(
-                "UPDATE accounts SET balance_fen = balance_fen + ?, version = version + 1, updated_at = ?"
-                " WHERE customer = ?",
-                (amount_fen, now, customer),
-            )
-            if n != 1:
-                raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
-            bal = tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (customer,))
-            assert bal is not None
-            row = tx.one(
-                "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (customer, now, kind, amount_fen, bal[0], idem_key, actor, dumps(detail)),
-            )
-            assert row is not None
+            entry = self._book(tx, customer, kind, amount_fen, actor=actor, idem_key=idem_key, detail=detail)
             self.log_action(actor, f"account.{kind}", customer, {"amount_fen": amount_fen, "idem_key": idem_key})
-            return LedgerEntry(int(row[0]), customer, now, kind, amount_fen, int(bal[0]), idem_key, actor, detail), True
+            return entry, True
+
+    def adjust(
+        self,
+        customer: str,
+        amount_fen: int,
+        *,
+        actor: str,
+        reason: str,
+        kind: str = "adjustment",
+        idem_key: str | None = None,
+        ref: str | None = None,
+    ) -> tuple[LedgerEntry, bool]:
+        """An operator's correction (kind "adjustment", +/-) or refund (kind "refund": money paid
+        back, so the account goes down by amount_fen > 0), with the reason; audited.
+
+        Booked into today's open day (a closed day is never touched). With idem_key a repeat
+        returns the first entry; returns (entry, newly applied).
+        """
+        _fen(amount_fen)
+        if kind not in ("adjustment", "refund"):
+            raise InvalidInput(f"an operator correction is an adjustment or a refund, not {kind!r}")
+        if not reason or not reason.strip():
+            raise InvalidInput(f"a{'n' if kind == 'adjustment' else ''} {kind} needs a reason (what it corrects)")
+        if amount_fen == 0 or (kind == "refund" and amount_fen < 0):
+            raise InvalidInput(f"{kind} amount must be {'more than 0' if kind == 'refund' else 'non-zero'} fen,"
+                               f" got {amount_fen}")
+        delta = -amount_fen if kind == "refund" else amount_fen
+        with self._tx() as tx:
+            if idem_key:
+                row = tx.one(f"SELECT {_LEDGER_COLS} FROM ledger WHERE idem_key = ?", (idem_key,))
+                if row is not None:
+                    entry = _ledger(row)
+                    if entry.customer != customer or entry.amount_fen != delta or entry.kind != kind:
+                        raise Conflict(f"key {idem_key!r} was already used for another {entry.kind} "
+                                       f"({entry.amount_fen} fen to {entry.customer})")
+                    return entry, False
+            entry = self._book(tx, customer, kind, delta, actor=actor, idem_key=idem_key, ref=ref,
+                               detail={"reason": reason.strip()})
+            self.log_action(actor, f"account.{kind}", customer,
+                            {"amount_fen": delta, "reason": reason.strip(), "ledger": entry.id})
+            return entry, True
 
     def charge_accounts(
         self,
@@ -75,7 +242,6 @@ class Ledger(Accounts):
         *,
         actor: str,
         kind: str = "charge",
-        ledger: bool = True,
         interval_s: int | None = None,
         read_as: Iterable[Sequence[int]] | None = None,
     ) -> int:
@@ -85,7 +251,7 @@ class Ledger(Accounts):
         ladder_wh (and rated_until when given, for every row) are replaced with what the tariff core
         computed from the account's previous values. A batch_key
         already applied returns 0 and changes nothing, so a re-run rating cycle never bills twice.
-        With ledger=True each charge that moves money, rem or ladder_wh gets a ledger row (kind,
+        Each charge that moves money, rem or ladder_wh gets a journal row (kind,
         -fen, balance_after, and the remainder after it); a charge that changes nothing but
         rated_until (no energy) writes none.  With rated_until and ``interval_s`` (the length of
         the intervals rated) the row also records the end of the last interval it rated, so
@@ -137,36 +303,35 @@ class Ledger(Accounts):
                     n = -1
                 tx.execute("RELEASE charge_read_as")
             if n < 0:
-                if ledger:
-                    # balance, rem and ladder before the charge, read under the write lock this
-                    # transaction holds: balance_after follows, and a ledger row is written only
-                    # where money, rem or ladder move
-                    sql = "SELECT customer, balance_fen, rem, ladder_wh FROM accounts"
-                    if len(rows) > 20_000:   # one pass over the table beats a lookup per row
-                        old_state = {c: (b, rm, lw) for c, b, rm, lw in tx.all(sql)}
-                    else:
-                        old_state = {}
-                        for lo in range(0, len(rows), 500):
-                            chunk = [r[0] for r in rows[lo:lo + 500]]
-                            old_state.update((c, (b, rm, lw)) for c, b, rm, lw in tx.all(
-                                f"{sql} WHERE customer IN ({', '.join('?' for _ in chunk)})", chunk))
-                    before = [old_state.get(r[0]) for r in rows]
+                # balance, rem and ladder before the charge, read under the write lock this
+                # transaction holds: balance_after follows, and a journal row is written only
+                # where money, rem or ladder move
+                sql = "SELECT customer, balance_fen, rem, ladder_wh FROM accounts"
+                if len(rows) > 20_000:   # one pass over the table beats a lookup per row
+                    old_state = {c: (b, rm, lw) for c, b, rm, lw in tx.all(sql)}
+                else:
+                    old_state = {}
+                    for lo in range(0, len(rows), 500):
+                        chunk = [r[0] for r in rows[lo:lo + 500]]
+                        old_state.update((c, (b, rm, lw)) for c, b, rm, lw in tx.all(
+                            f"{sql} WHERE customer IN ({', '.join('?' for _ in chunk)})", chunk))
+                before = [old_state.get(r[0]) for r in rows]
                 n = tx.executemany(update, (params(r) for r in rows))
             if n != len(rows):
                 known = {r[0] for r in tx.all("SELECT customer FROM accounts")} if n < len(rows) else set()
                 missing = sorted({r[0] for r in rows} - known)[:5]
                 raise NotFound(f"charge batch {batch_key}: unknown customers {missing} (nothing was charged)")
-            if ledger:
-                batch = dumps({"batch": batch_key})
-                step = None if not with_until or interval_s is None else int(interval_s)
-                tx.executemany(
-                    "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
-                    " rem_after, rated_to) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
-                    ((r[0], now, kind, -int(r[1]), old[0] - int(r[1]), actor, batch, int(r[2]),
-                      None if step is None else int(r[4]) + step)
-                     for r, old in zip(rows, before)
-                     if old is not None and (r[1] or (int(r[2]), int(r[3])) != tuple(old[1:3]))),
-                )
+            batch = dumps({"batch": batch_key})
+            step = None if not with_until or interval_s is None else int(interval_s)
+            day = self._open_day(tx, now)
+            tx.executemany(
+                "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
+                " rem_after, rated_to, ref, day) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
+                ((r[0], now, kind, -int(r[1]), old[0] - int(r[1]), actor, batch, int(r[2]),
+                  None if step is None else int(r[4]) + step, f"batch:{batch_key}", day)
+                 for r, old in zip(rows, before)
+                 if old is not None and (r[1] or (int(r[2]), int(r[3])) != tuple(old[1:3]))),
+            )
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
             return n
@@ -197,3 +362,43 @@ class Ledger(Accounts):
             rows = tx.all(f"SELECT {_LEDGER_COLS} FROM ledger WHERE customer = ? ORDER BY id DESC LIMIT ?",
                           (customer, int(limit)))
         return [_ledger(r) for r in rows]
+
+    def journal(self, *, day: str | None = None, payment_id: int | None = None, kind: str | None = None,
+                limit: int = 1000) -> list[LedgerEntry]:
+        """Journal rows in booking order, optionally of one business day, payment or kind."""
+        where, params = self._where({"day": None if day is None else _day(day), "payment_id": payment_id,
+                                     "kind": kind})
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT {_LEDGER_COLS} FROM ledger{where} ORDER BY id LIMIT ?", (*params, int(limit)))
+        return [_ledger(r) for r in rows]
+
+    def check_ledger(self) -> list[str]:
+        """Prove the journal: every account's balance equals the sum of its rows and its last
+        row's balance_after; every meter's money in flight (top-ups sent, not yet confirmed or
+        returned) belongs to a recharge the outbox still holds. Returns the problems found
+        (empty: all consistent), each naming the account or meter."""
+        problems: list[str] = []
+        with self._tx(write=False) as tx:
+            for customer, cached, summed, last in tx.all(
+                "SELECT a.customer, a.balance_fen, COALESCE(s.total, 0),"
+                " (SELECT balance_after FROM ledger l WHERE l.customer = a.customer ORDER BY l.id DESC LIMIT 1)"
+                " FROM accounts a LEFT JOIN (SELECT customer, SUM(amount_fen) AS total FROM ledger"
+                " GROUP BY customer) s ON s.customer = a.customer"
+                " WHERE a.balance_fen != COALESCE(s.total, 0) OR a.balance_fen != COALESCE("
+                " (SELECT balance_after FROM ledger l WHERE l.customer = a.customer ORDER BY l.id DESC LIMIT 1), 0)"
+                " ORDER BY a.customer"
+            ):
+                problems.append(f"customer {customer}: cached balance {cached} fen, journal sum {summed} fen,"
+                                f" last balance_after {last}")
+            for meter, sent, settled, pending in tx.all(
+                "SELECT l.meter, SUM(CASE WHEN l.kind = 'topup_sent' THEN -l.amount_fen ELSE 0 END),"
+                " SUM(CASE WHEN l.kind = 'topup_confirmed' THEN l.meter_fen"
+                "          WHEN l.kind = 'topup_returned' THEN l.amount_fen ELSE 0 END),"
+                " (SELECT COALESCE(SUM(p.amount_fen), 0) FROM payments p WHERE p.meter = l.meter"
+                "  AND p.state = 'sent_to_meter')"
+                " FROM ledger l WHERE l.meter IS NOT NULL GROUP BY l.meter ORDER BY l.meter"
+            ):
+                if int(sent) - int(settled) != int(pending):
+                    problems.append(f"meter {meter}: {int(sent)} fen sent, {int(settled)} fen confirmed or returned,"
+                                    f" but {int(pending)} fen of payments are still on their way")
+        return problems

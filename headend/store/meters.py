@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from headend.store.accounts import Accounts
-from headend.store.base import _nonneg
+from headend.store.base import Tx, _nonneg
 from headend.store.models import (
     MODES,
+    Command,
     Conflict,
     InvalidInput,
     Meter,
@@ -20,7 +21,7 @@ from headend.store.models import (
 
 _METER_COLS = (
     "address, link, customer, mode, krn, purchase_count, protected, meter_number, balance_fen, relay,"
-    " last_seen, created_at, updated_at"
+    " last_seen, created_at, updated_at, hoarding_fen"
 )
 
 # Fields a meter selection (`--where`) may name, and their column types.
@@ -128,7 +129,7 @@ class Meters(Accounts):
                                                          "restore_policy": "close_permitted"})
                              for c in new_customers)
             tx.executemany(
-                f"INSERT INTO meters ({_METER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
+                f"INSERT INTO meters ({_METER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, NULL)",
                 ((*r, now, now) for r in data),
             )
             self.log_actions((actor, "meter.add", r[0], {"link": r[1], "customer": r[2], "mode": r[3], "krn": r[4],
@@ -173,8 +174,9 @@ class Meters(Accounts):
         return self.find_meters([("customer", "=", customer)])
 
     def update_meter(self, address: str, *, actor: str, **changes: Any) -> Meter:
-        """Change a meter's link, customer, mode, KRN, protected flag or meter number (audited)."""
-        allowed = {"link", "customer", "mode", "krn", "protected", "meter_number"}
+        """Change a meter's link, customer, mode, KRN, protected flag, meter number or the hoarding
+        limit it holds (fen; payments larger than the room under it are refused) (audited)."""
+        allowed = {"link", "customer", "mode", "krn", "protected", "meter_number", "hoarding_fen"}
         bad = set(changes) - allowed
         if bad:
             raise InvalidInput(f"cannot change {', '.join(sorted(bad))} of a meter; allowed: {', '.join(sorted(allowed))}")
@@ -191,6 +193,8 @@ class Meters(Accounts):
             changes["meter_number"] = check_address(changes["meter_number"])
         if "protected" in changes:
             changes["protected"] = int(bool(changes["protected"]))
+        if "hoarding_fen" in changes:
+            _nonneg("hoarding limit", changes["hoarding_fen"])
         with self._tx() as tx:
             before = self.get_meter(address)
             if "customer" in changes and not tx.one("SELECT 1 FROM accounts WHERE customer = ?", (changes["customer"],)):
@@ -239,3 +243,10 @@ class Meters(Accounts):
         with self._tx() as tx:
             if tx.execute(f"UPDATE meters SET {', '.join(sets)} WHERE address = ?", (*params, address)) != 1:
                 raise NotFound(f"meter {address} is not registered")
+
+    def _command_moved(self, tx: Tx, cmd: Command) -> None:
+        super()._command_moved(tx, cmd)
+        # the hoarding limit a meter confirmed is what payments to it are checked against
+        if cmd.kind == "set_limits" and cmd.status == "confirmed" and isinstance(cmd.params, dict) \
+                and cmd.params.get("hoarding_fen") is not None:
+            tx.execute("UPDATE meters SET hoarding_fen = ? WHERE address = ?", (int(cmd.params["hoarding_fen"]), cmd.meter))

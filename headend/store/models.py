@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,13 @@ __all__ = [
     "NOTIFICATION_STATUSES",
     "DELIVERY_STATES",
     "SUBFEN",
+    "CHANNEL_KINDS",
+    "PAYMENT_STATES",
+    "LEDGER_KINDS",
+    "ROLES",
+    "TENDERS",
+    "CHINA_UTC_OFFSET_S",
+    "business_day",
     "Account",
     "Meter",
     "Command",
@@ -31,6 +39,10 @@ __all__ = [
     "Delivery",
     "Outage",
     "LedgerEntry",
+    "Channel",
+    "Payment",
+    "Operator",
+    "Shift",
     "JSONText",
     "StoreError",
     "NotFound",
@@ -64,6 +76,31 @@ NOTIFICATION_STATUSES = ("queued", "sent", "failed")
 # one notice to one phone: accepted by the provider (a receipt follows), delivered, undelivered
 # (the receipt said so), or refused for good (bad number, rejected)
 DELIVERY_STATES = ("accepted", "delivered", "undelivered", "bad_number", "rejected")
+# Every way money comes in (the source paper's channels). A counter channel without API
+# credentials serves the business hall and the operator's `headend recharge`.
+CHANNEL_KINDS = ("counter", "unionpay_pos", "online_banking", "phone_banking", "mobile_app", "third_party", "agent",
+                 "kiosk", "door_to_door", "bank_withholding", "voucher")
+# A payment is accepted, then either sent to the meter (local cost control) and confirmed there,
+# or credited to the account (remote cost control, or a top-up the meter refused); a reversal
+# ends it.
+PAYMENT_STATES = ("accepted", "sent_to_meter", "confirmed_on_meter", "credited", "reversed")
+# Journal kinds. amount_fen is what the row does to the account's balance; meter_fen what it
+# does to the money the head-end has put on a local-cost-control meter's wallet.
+LEDGER_KINDS = (
+    "payment",          # + money in through a channel
+    "reversal",         # - a payment voided the same day, before it reached the meter
+    "topup_sent",       # - local cost control: the money leaves the account for the meter
+    "topup_confirmed",  # 0 on the account, + on the meter: the meter applied the recharge
+    "topup_returned",   # + the meter refused the recharge: the money is back on the account
+    "charge",           # - remote cost control: energy rated by the tariff core (with the day's fixed charge)
+    "fixed_charge",     # - remote cost control: a fixed charge booked on its own
+    "rerate",           # +/- re-rating after a tariff correction
+    "refund",           # - money paid back to the customer (operator and reason)
+    "adjustment",       # +/- a correction (operator and reason)
+)
+ROLES = ("admin", "operator", "cashier", "auditor")
+TENDERS = ("cash", "cheque", "unionpay_pos")
+CHINA_UTC_OFFSET_S = 8 * 3600
 
 _ADDRESS_RE = re.compile(r"^[0-9]{12}$")
 _DI_RE = re.compile(r"^[0-9A-F]{8}$")
@@ -147,6 +184,11 @@ def check_di(di: str) -> str:
     return d
 
 
+def business_day(at: int, utc_offset_s: int = CHINA_UTC_OFFSET_S) -> str:
+    """The calendar day (YYYY-MM-DD, local time at utc_offset_s) a time belongs to."""
+    return time.strftime("%Y-%m-%d", time.gmtime(int(at) + utc_offset_s))
+
+
 class JSONText(str):
     """Text that is already JSON (as ``dumps`` would write it): stored as it is.
 
@@ -212,10 +254,19 @@ class Account:
     notice_at: int | None = None
     supply: str = "on"
     supply_at: int | None = None
+    phones: tuple[str, ...] = ()
+    address: str = ""
+    district: str = ""
+    segment: str = ""
+    language: str = "zh"
+    important: bool = False
+    withholding: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for --json output."""
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d["phones"] = list(self.phones)
+        return d
 
 
 @dataclass(frozen=True)
@@ -240,6 +291,7 @@ class Meter:
     last_seen: int | None = None
     created_at: int = 0
     updated_at: int = 0
+    hoarding_fen: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for --json output."""
@@ -406,6 +458,109 @@ class LedgerEntry:
     idem_key: str | None
     actor: str
     detail: Any = field(default=None)
+    meter: str | None = None
+    channel: str | None = None
+    txn_id: str | None = None
+    payment_id: int | None = None
+    ref: str | None = None
+    day: str | None = None
+    meter_fen: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A configured payment channel. ``secret`` is sealed under the head-end master key (see
+    headend.keys.KeyStore.unseal); a channel without key_id has no API access (counter use only).
+    fee_rule: "none", "fixed:FEN", "bp:BASIS_POINTS[,min:FEN][,max:FEN]"; settle_days: T+N."""
+
+    id: str
+    kind: str
+    name: str = ""
+    key_id: str | None = None
+    secret: str | None = None
+    fee_rule: str = "none"
+    settle_days: int = 0
+    max_amount_fen: int | None = None
+    callback_url: str | None = None
+    enabled: bool = True
+    created_at: int = 0
+    updated_at: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output (the sealed secret left out)."""
+        d = dict(self.__dict__)
+        d.pop("secret")
+        return d
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One payment through a channel, with its state and when each state was reached."""
+
+    id: int
+    channel_id: str
+    txn_id: str
+    customer: str
+    meter: str | None
+    amount_fen: int
+    fee_fen: int
+    state: str
+    paid_at: int
+    accepted_at: int
+    sent_at: int | None = None
+    confirmed_at: int | None = None
+    credited_at: int | None = None
+    reversed_at: int | None = None
+    command_id: int | None = None
+    day: str = ""
+    actor: str = ""
+    tender: Any = None
+    shift_id: int | None = None
+    request: Any = None
+    extra: Any = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON output."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A named operator account; the password hash never leaves the store in to_dict()."""
+
+    name: str
+    role: str
+    full_name: str
+    pw_hash: str
+    enabled: bool
+    created_at: int
+    updated_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for --json output (without the password hash)."""
+        d = dict(self.__dict__)
+        d.pop("pw_hash")
+        return d
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A cashier's shift at a counter channel; expected/counted/differences by tender when closed."""
+
+    id: int
+    cashier: str
+    channel: str
+    state: str
+    opened_at: int
+    closed_at: int | None = None
+    expected: Any = None
+    counted: Any = None
+    differences: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for --json output."""

@@ -178,6 +178,7 @@ class Outbox(Audit):
                 raise TransitionError(
                     f"command {command_id} is {cmd.status}, not {' or '.join(exp)}: someone else moved it first"
                 )
+            self._command_moved(tx, cmd)
             return cmd
 
     def mark_sent(self, command_id: int) -> Command:
