@@ -42,8 +42,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from headend.costctl.decide import (ACTIONS, CLOSE_PERMIT, CUT_NOTICE, DIRECT_CLOSE, NONE, NOTICE1, NOTICE2,
-                                    REASONS, SUPPLY, TRIP, Rules, decide)
+from headend.costctl.act import NOTICE_KIND, NOTICE_TEXT, RELAY_KIND, yuan
+from headend.costctl.decide import ACTIONS, CUT_NOTICE, NONE, REASONS, SUPPLY, Rules, decide
 from headend.costctl.rerate import CHINA_UTC_OFFSET, ENERGY_DI, to_meter_time
 from headend.store import JSONText, Store
 from headend.tariff.model import TariffBook
@@ -56,17 +56,6 @@ __all__ = ["CycleReport", "run_cycle"]
 # however large the fleet (the results do not depend on either)
 _PAGE = 50_000
 _DECISION_SLICE = 100_000
-_RELAY_KIND = {TRIP: "trip", CLOSE_PERMIT: "close_permitted", DIRECT_CLOSE: "close_direct"}
-# notice kinds as headend/notices/templates.py names them (the trip itself is the "cut" notice)
-_NOTICE_KIND = {**{a: ACTIONS[a] for a in (NOTICE1, NOTICE2, CUT_NOTICE, CLOSE_PERMIT, DIRECT_CLOSE)}, TRIP: "cut"}
-_NOTICE_TEXT = {
-    NOTICE1: "Your electricity balance is low ({bal} yuan). Please top up.",
-    NOTICE2: "Your electricity balance is very low ({bal} yuan). Please top up soon.",
-    CUT_NOTICE: "Your electricity balance is exhausted ({bal} yuan). Supply will be cut unless you top up.",
-    TRIP: "Your electricity supply has been cut: balance {bal} yuan. Top up to restore it.",
-    CLOSE_PERMIT: "Payment received ({bal} yuan). Press the meter button for 3 s to restore supply.",
-    DIRECT_CLOSE: "Payment received ({bal} yuan). Supply is being restored.",
-}
 
 
 @dataclass
@@ -82,10 +71,6 @@ class CycleReport:
     skipped: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)     # seconds per stage
-
-
-def _yuan(fen: int) -> str:
-    return f"{'-' if fen < 0 else ''}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
 def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rules: Rules = Rules(),
@@ -398,16 +383,16 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
                 decided.append((actor, audit_action[action], customer, JSONText(
                     f'{{"balance_fen":{bal},"notice_level":{level},"reason":{reason_json[reason]},"supply":"{supply}"}}')))
                 done.append((customer, action))
-                if action in _NOTICE_TEXT:
+                if action in NOTICE_TEXT:
                     # the facts the notice templates use (headend/notices/templates.py), keys sorted as
                     # the encoder writes them; a cut notice also says when the cut may come
                     cut = cut_fields if action == CUT_NOTICE else ""
-                    notices.append((customer, _NOTICE_KIND[action], _NOTICE_TEXT[action].format(bal=_yuan(bal)),
+                    notices.append((customer, NOTICE_KIND[action], NOTICE_TEXT[action].format(bal=yuan(bal)),
                                     f"costctl:{ACTIONS[action]}:{customer}:{now}",
                                     JSONText(f'{{"balance_fen":{bal},{cut}"customer":"{customer}",'
                                              f'"reason":{reason_json[reason]}}}')))
-                if action in _RELAY_KIND:
-                    kind = _RELAY_KIND[action]
+                if action in RELAY_KIND:
+                    kind = RELAY_KIND[action]
                     for m in acc.meters_of_account(i):
                         commands.append((customer, m, kind, {}, f"costctl:{kind}:{m}:{now}"))
             stage("decision rows (state, audit, notices, commands)")

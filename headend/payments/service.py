@@ -1,0 +1,282 @@
+"""Accept, look up and reverse payments; what an account shows before a customer pays.
+
+See the package docstring for the contract. Each call is one store transaction: the checks
+and the writes see the same data, and a refused request writes nothing but its audit row.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from headend.keys import KeyStore
+from headend.payments.errors import PaymentError
+from headend.store import Channel, Meter, NotFound, Payment, Store, TransitionError
+from headend.store.channels import fee_of
+
+__all__ = [
+    "MAX_PAYMENT_FEN",
+    "OPERATOR_CHANNEL",
+    "DEFAULT_HOARDING_FEN",
+    "accept_payment",
+    "get_payment",
+    "find_payment",
+    "reverse_payment",
+    "account_view",
+    "channel_secret",
+    "issue_credentials",
+    "ensure_operator_channel",
+    "mask_name",
+    "headroom_fen",
+]
+
+# Largest single payment unless a channel sets its own (100,000.00 yuan); a recharge frame
+# carries at most 8 BCD digits of fen anyway.
+MAX_PAYMENT_FEN = 10_000_000
+# A meter never told otherwise holds 999,999.99 yuan at most (its firmware default).
+DEFAULT_HOARDING_FEN = 99_999_999
+# The channel the operator's `headend recharge` pays through: a counter without API access.
+OPERATOR_CHANNEL = "operator"
+_TXN_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+_COMPARED = ("customer", "meter", "amount_fen", "paid_at")
+
+
+def ensure_operator_channel(store: Store, *, actor: str) -> Channel:
+    """The built-in counter channel for operators' recharges (created on first use)."""
+    try:
+        return store.get_channel(OPERATOR_CHANNEL)
+    except NotFound:
+        return store.add_channel(OPERATOR_CHANNEL, "counter", actor=actor, name="operator recharges (headend recharge)")
+
+
+def issue_credentials(keys: KeyStore, channel_id: str) -> tuple[str, str, str]:
+    """New API credentials for a channel: (key id, secret to hand over once, sealed secret to store)."""
+    key_id = f"{channel_id}-{secrets.token_hex(4)}"
+    secret = secrets.token_urlsafe(32)
+    return key_id, secret, keys.seal(f"channel:{channel_id}:{key_id}", secret.encode())
+
+
+def channel_secret(keys: KeyStore, channel: Channel) -> bytes:
+    """The HMAC-SHA256 key of a channel's API requests (its secret, unsealed)."""
+    if channel.key_id is None or channel.secret is None:
+        raise PaymentError("unknown_channel", f"channel {channel.id} has no API credentials (counter use only)")
+    return keys.unseal(f"channel:{channel.id}:{channel.key_id}", channel.secret)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _channel(store: Store, channel_id: str) -> Channel:
+    try:
+        ch = store.get_channel(channel_id)
+    except NotFound:
+        raise PaymentError("unknown_channel", f"unknown channel {channel_id!r}", field="channel") from None
+    if not ch.enabled:
+        raise PaymentError("channel_disabled", f"channel {channel_id} is disabled: it cannot take payments",
+                           field="channel")
+    return ch
+
+
+def _refuse(store: Store, actor: str, target: str | None, err: PaymentError, request: dict[str, Any]) -> PaymentError:
+    """Audit a refused request (nothing else is written) and hand the error back to raise."""
+    try:
+        store.log_action(actor or "unknown", "payment.refused", target,
+                         {"code": err.code, "field": err.field, "message": err.message, **request})
+    except Exception:  # the refusal itself matters more than its audit row
+        pass
+    return err
+
+
+def headroom_fen(store: Store, meter: Meter) -> int:
+    """How much more a local-cost-control meter can take: its hoarding limit minus its last
+    known balance and the payments still on their way to it."""
+    limit = DEFAULT_HOARDING_FEN if meter.hoarding_fen in (None, 0) else int(meter.hoarding_fen or 0)
+    return max(0, limit - (meter.balance_fen or 0) - store.in_flight_fen(meter.address))
+
+
+def _target(store: Store, customer: str | None, meter: str | None) -> tuple[str, Meter | None]:
+    """Where the money goes: (customer, the local meter to top up or None for the account)."""
+    m = None
+    if meter is not None:
+        try:
+            m = store.get_meter(meter)
+        except NotFound:
+            raise PaymentError("unknown_meter", f"no meter {meter}", field="meter") from None
+        if customer is not None and customer != m.customer:
+            raise PaymentError("meter_customer_mismatch", f"meter {meter} belongs to another customer, not {customer}",
+                               field="meter")
+        return m.customer, (m if m.mode == "local" else None)
+    if customer is None:
+        raise PaymentError("unknown_customer", "name the customer (customer number) or the meter", field="customer")
+    try:
+        store.get_account(customer)
+    except NotFound:
+        raise PaymentError("unknown_customer", f"no customer {customer}", field="customer") from None
+    meters = store.meters_of_customer(customer)
+    local = [x for x in meters if x.mode == "local"]
+    if not local:
+        return customer, None
+    if len(meters) == 1:
+        return customer, local[0]
+    raise PaymentError("meter_required", f"customer {customer} has {len(meters)} meters"
+                       f" ({', '.join(x.address for x in meters)}): say which one to top up", field="meter")
+
+
+def accept_payment(
+    store: Store,
+    *,
+    channel_id: str,
+    txn_id: str,
+    amount_fen: int,
+    paid_at: int,
+    customer: str | None = None,
+    meter: str | None = None,
+    actor: str,
+    tender: Any = None,
+    extra: Any = None,
+    shift_id: int | None = None,
+) -> Payment:
+    """Take one payment through a channel, exactly once (see the package docstring)."""
+    request = {"channel": channel_id, "txn_id": txn_id, "customer": customer, "meter": meter,
+               "amount_fen": amount_fen, "paid_at": paid_at}
+    try:
+        if not isinstance(txn_id, str) or not _TXN_RE.match(txn_id):
+            raise PaymentError("txn_id_invalid", f"bad transaction id {txn_id!r}: 1-64 of A-Z a-z 0-9 _ . : / -",
+                               field="txn_id")
+        if not _int(amount_fen) or amount_fen <= 0:
+            raise PaymentError("amount_invalid", f"amount must be a whole number of fen above 0, got {amount_fen!r}",
+                               field="amount_fen")
+        if not _int(paid_at) or paid_at <= 0 or paid_at > store.now() + 86400:
+            raise PaymentError("paid_at_invalid", f"paid_at must be Unix seconds, not in the future, got {paid_at!r}",
+                               field="paid_at")
+        with store.atomic():
+            ch = _channel(store, channel_id)
+            first = store.payment_by_txn(channel_id, txn_id)
+            if first is not None:
+                for f in _COMPARED:
+                    if (first.request or {}).get(f) != request[f]:
+                        raise PaymentError("duplicate_conflict",
+                                           f"transaction {txn_id} of channel {channel_id} was already paid with"
+                                           f" {f} = {(first.request or {}).get(f)!r}, not {request[f]!r}; a different"
+                                           " payment needs a new transaction id", field=f)
+                return first
+            limit = ch.max_amount_fen or MAX_PAYMENT_FEN
+            if amount_fen > limit:
+                raise PaymentError("amount_too_large", f"{amount_fen} fen is above the channel's maximum of"
+                                   f" {limit} fen per payment", field="amount_fen")
+            cust, to_meter = _target(store, customer, meter)
+            if to_meter is not None:
+                room = headroom_fen(store, to_meter)
+                if amount_fen > room:
+                    raise PaymentError("hoarding_headroom", f"meter {to_meter.address} can take at most {room} fen"
+                                       f" more (its hoarding limit); {amount_fen} fen is too much", field="amount_fen")
+            p = store.record_payment(channel=channel_id, txn_id=txn_id, customer=cust,
+                                     meter=to_meter.address if to_meter else meter, amount_fen=amount_fen,
+                                     fee_fen=fee_of(ch.fee_rule, amount_fen), paid_at=paid_at, actor=actor,
+                                     to_meter=to_meter is not None,
+                                     request={f: request[f] for f in _COMPARED}, tender=tender, extra=extra,
+                                     shift_id=shift_id)
+            if to_meter is None:
+                from headend.costctl.act import restore_after_payment
+
+                restore_after_payment(store, cust, actor=actor, utc_offset_s=store.utc_offset_s)
+            return p
+    except PaymentError as err:
+        raise _refuse(store, actor, customer or meter, err, request) from None
+
+
+def get_payment(store: Store, payment_id: int) -> Payment:
+    """A payment by id; PaymentError unknown_payment if none."""
+    try:
+        return store.get_payment(int(payment_id))
+    except (NotFound, ValueError, TypeError):
+        raise PaymentError("unknown_payment", f"no payment {payment_id}") from None
+
+
+def find_payment(store: Store, channel_id: str, txn_id: str) -> Payment:
+    """A channel's payment by its transaction id; PaymentError unknown_payment if none."""
+    p = store.payment_by_txn(channel_id, txn_id)
+    if p is None:
+        raise PaymentError("unknown_payment", f"channel {channel_id} has no payment with transaction id {txn_id!r}",
+                           field="txn_id")
+    return p
+
+
+def reverse_payment(store: Store, payment_id: int, *, channel_id: str | None, actor: str, reason: str) -> Payment:
+    """Void a payment the same business day, before its money reached the meter."""
+    request = {"payment": payment_id, "channel": channel_id, "reason": reason}
+    try:
+        if not reason or not str(reason).strip():
+            raise PaymentError("reason_required", "a reversal needs a reason", field="reason")
+        with store.atomic():
+            p = get_payment(store, payment_id)
+            if channel_id is not None and p.channel_id != channel_id:
+                raise PaymentError("unknown_payment", f"no payment {payment_id}")   # never show another channel's
+            if p.state == "reversed":
+                return p
+            if store.is_day_closed(p.day):
+                raise PaymentError("day_closed", f"payment {p.id} was booked on {p.day}, which is closed: only an"
+                                   " operator refund or adjustment can undo it now")
+            today = store.booking_day()
+            if p.day != today:
+                raise PaymentError("not_reversible", f"payment {p.id} was booked on {p.day}; reversals are same-day"
+                                   f" only (today is {today}): use a refund")
+            try:
+                return store.reverse_payment_record(p.id, actor=actor, reason=str(reason))
+            except TransitionError as exc:
+                raise PaymentError("not_reversible", str(exc)) from None
+    except PaymentError as err:
+        raise _refuse(store, actor, str(payment_id), err, request) from None
+
+
+def mask_name(name: str) -> str:
+    """A name as a bank shows it to whoever types the customer number: the first character of
+    each word, the rest starred ("张三" -> "张*", "Li Wei" -> "L* W**")."""
+    words = name.split()
+    return " ".join(w[0] + "*" * (len(w) - 1) if len(w) > 1 else w for w in words)
+
+
+def _round_up(fen: int, step: int) -> int:
+    return -(-fen // step) * step
+
+
+def account_view(store: Store, customer_no: str) -> dict[str, Any]:
+    """What a bank or app shows before the customer pays (see the package docstring)."""
+    try:
+        a = store.get_account(customer_no)
+    except NotFound:
+        raise PaymentError("unknown_customer", f"no customer {customer_no}", field="customer") from None
+    meters = store.meters_of_customer(customer_no)
+    local = [m for m in meters if m.mode == "local"]
+    now = store.now()
+    month_ago = now - 30 * 86400
+    if local:
+        mode = "local"
+        balance = a.balance_fen + sum((m.balance_fen or 0) + store.in_flight_fen(m.address) for m in local)
+        cut = any(m.relay == "open" for m in local)
+        max_fen: int | None = min(headroom_fen(store, m) for m in local) if len(local) == 1 else None
+        used = sum(e.meter_fen for e in store.ledger(customer_no, limit=200)
+                   if e.kind == "topup_confirmed" and e.at >= month_ago)
+    else:
+        mode = "remote"
+        balance = a.balance_fen
+        cut = a.supply == "cut"
+        max_fen = None
+        used = -sum(e.amount_fen for e in store.ledger(customer_no, limit=500)
+                    if e.kind in ("charge", "fixed_charge") and e.at >= month_ago)
+    if cut:
+        state = "cut"
+    elif balance <= 0 or (a.alarm1_fen > 0 and balance <= a.alarm1_fen):
+        state = "alarm"
+    else:
+        state = "credit"
+    need = a.close_ok_fen - balance + 1 if cut else -balance
+    minimum = max(100, _round_up(max(need, 0), 100))
+    suggested = max(minimum, _round_up(max(used, 5000), 1000))
+    if max_fen is not None:
+        suggested = max(minimum, min(suggested, max_fen))
+    return {"customer": a.customer, "name": mask_name(a.name), "balance_fen": balance,
+            "arrears_fen": max(0, -balance), "state": state, "minimum_fen": minimum, "suggested_fen": suggested,
+            "max_fen": max_fen, "mode": mode}
