@@ -60,8 +60,8 @@ from headend.payments.errors import ERROR_CODES, PaymentError
 from headend.payments.service import (
     MAX_PAYMENT_FEN,
     OPERATOR_CHANNEL,
-    account_view,
     accept_payment,
+    account_view,
     channel_secret,
     ensure_operator_channel,
     find_payment,
