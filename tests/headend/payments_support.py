@@ -11,7 +11,7 @@ from tests.headend.store_support import Clock
 
 LOCAL_CUST, LOCAL_METER = "000000000101", "000000000001"
 REMOTE_CUST, REMOTE_METER = "000000000102", "000000000002"
-# 2026-12-05 10:00 China time
+# 2025-12-05 10:00 China time
 T0 = 1764900000
 KEYS = KeyStore.in_memory(bytes(range(32)))
 
