@@ -1,0 +1,116 @@
+"""The operator's money commands through the real CLI entry point on a real SQLite file:
+`recharge` as a payment, `ledger check`, `close-day`, `channel ...`, `customer show`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from headend.cli.main import main
+from headend.store import open_store
+from tests.headend.payments_support import LOCAL_CUST, LOCAL_METER, REMOTE_CUST, REMOTE_METER, assert_books_balance
+
+PASS = "correct horse battery"
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = str(tmp_path / "cli.db")
+    monkeypatch.setenv("PREPAID645_DB", path)
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.delenv("PREPAID645_OPERATOR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREPAID645_KEY_PASSPHRASE", PASS)
+    monkeypatch.setenv("USER", "alice")
+    with open_store(path) as s:
+        s.add_account(LOCAL_CUST, actor="t", name="张三")
+        s.add_meter(LOCAL_METER, link="tcp://127.0.0.1:9", customer=LOCAL_CUST, actor="t", mode="local")
+        s.add_account(REMOTE_CUST, actor="t", name="Li Wei", close_ok_fen=0)
+        s.add_meter(REMOTE_METER, link="tcp://127.0.0.1:9", customer=REMOTE_CUST, actor="t", mode="remote")
+    yield path
+    with open_store(path) as s:
+        assert_books_balance(s)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_recharge_of_a_remote_meter_credits_the_account_not_the_meters_wallet(db, capsys):
+    code, out, err = run(capsys, "recharge", REMOTE_METER, "50", "--wait", "0")
+    assert code == 0, err
+    with open_store(db) as s:
+        assert s.get_account(REMOTE_CUST).balance_fen == 5000
+        assert s.list_commands(kind="recharge") == []          # the meter's own wallet is not topped up
+        [p] = s.list_payments()
+        assert (p.channel_id, p.state, p.actor, p.amount_fen) == ("operator", "credited", "alice", 5000)
+
+
+def test_recharge_of_a_local_meter_is_one_payment_and_one_recharge_however_often_repeated(db, capsys):
+    for _ in range(2):
+        code, out, err = run(capsys, "recharge", LOCAL_METER, "12.50", "--idem", "PAY-1", "--wait", "0")
+        assert code == 3, err                                   # queued: serve carries it to the meter
+    with open_store(db) as s:
+        [p] = s.list_payments()
+        [cmd] = s.list_commands(kind="recharge")
+        assert (p.state, p.command_id, cmd.params["amount_fen"]) == ("sent_to_meter", cmd.id, 1250)
+    code, out, err = run(capsys, "recharge", LOCAL_METER, "13", "--idem", "PAY-1", "--wait", "0")
+    assert code == 2 and "amount_fen" in err
+
+
+def test_ledger_check_and_close_day(db, capsys):
+    run(capsys, "recharge", REMOTE_METER, "5", "--wait", "0")
+    code, out, _ = run(capsys, "ledger", "check")
+    assert code == 0 and "2 account(s)" in out
+    with open_store(db) as s:
+        day = s.business_day()
+    code, out, err = run(capsys, "close-day", day, "--json")
+    assert code == 0 and json.loads(out)["kinds"]["payment"]["amount_fen"] == 500
+    code, out, err = run(capsys, "close-day", day)
+    assert code == 2 and "already closed" in err
+    import sqlite3
+    raw = sqlite3.connect(db)
+    raw.execute("UPDATE accounts SET balance_fen = 1 WHERE customer = ?", (REMOTE_CUST,))
+    raw.commit()
+    code, out, err = run(capsys, "ledger", "check")
+    assert code == 1 and REMOTE_CUST in err
+    raw.execute("UPDATE accounts SET balance_fen = 500 WHERE customer = ?", (REMOTE_CUST,))
+    raw.commit()
+    raw.close()
+
+
+def test_channel_secret_is_printed_once_and_stored_sealed(db, tmp_path, capsys, monkeypatch):
+    key_file = str(tmp_path / "master.key")
+    assert run(capsys, "keys", "init", "--key-file", key_file)[0] == 0
+    code, out, err = run(capsys, "channel", "add", "icbc", "--kind", "online_banking", "--fee-rule", "bp:20",
+                         "--key-file", key_file, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    with open_store(db) as s:
+        ch = s.get_channel("icbc")
+    assert shown["secret"] not in (ch.secret or "") and ch.key_id == shown["key_id"]
+    from headend.keys import KeyStore
+    from headend.payments import channel_secret
+    assert channel_secret(KeyStore.unlock(key_file, PASS), ch) == shown["secret"].encode()
+    code, out, _ = run(capsys, "channel", "list", "--json")
+    assert "secret" not in out
+    code, out, _ = run(capsys, "channel", "rotate-secret", "icbc", "--key-file", key_file, "--json")
+    again = json.loads(out)
+    assert again["key_id"] != shown["key_id"] and again["secret"] != shown["secret"]
+    assert run(capsys, "channel", "disable", "icbc")[0] == 0
+    with open_store(db) as s:
+        assert s.get_channel("icbc").enabled is False
+
+
+def test_customer_show_has_balance_ledger_and_meters_with_last_state(db, capsys):
+    with open_store(db) as s:
+        s.record_meter_state(LOCAL_METER, balance_fen=4321, relay="closed")
+        s.update_account(LOCAL_CUST, actor="t", phones=["13800000001", "13900000002"], district="Haidian")
+    run(capsys, "recharge", LOCAL_METER, "10", "--wait", "0")
+    code, out, err = run(capsys, "customer", "show", LOCAL_CUST)
+    assert code == 0, err
+    for text in ("张三", "13900000002", "Haidian", "43.21", "closed", "topup_sent", "10.00"):
+        assert text in out
