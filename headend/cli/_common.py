@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from headend.cli.main import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_QUEUED, EXIT_USAGE
 from headend.config import ConfigError, HeadendConfig, load_config
 from headend.keys import KeyStore, KeyStoreError
+from headend.payments.errors import PaymentError
 from headend.store import (
     METER_FILTER_FIELDS,
     Conflict,
@@ -107,6 +108,9 @@ def cli_command(func: Callable[[argparse.Namespace], int | None]) -> Callable[[a
         except CliError as exc:
             err(str(exc))
             return exc.code
+        except PaymentError as exc:
+            err(f"{exc} ({exc.code})")
+            return EXIT_NOT_FOUND if exc.http_status == 404 else EXIT_USAGE
         except NotFound as exc:
             err(str(exc))
             return EXIT_NOT_FOUND

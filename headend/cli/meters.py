@@ -69,7 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = csub.add_parser(action, help=helptext)
         p.add_argument("customer", metavar="N", help="12-digit customer number")
         p.add_argument("--name")
-        p.add_argument("--phone", help="where notices go")
+        p.add_argument("--phone", help="where notices go (replaces the first number)")
+        p.add_argument("--phones", metavar="N,N,..", help="every phone number, the first gets the notices")
+        p.add_argument("--address", help="supply address")
+        p.add_argument("--district", help="district (for reports)")
+        p.add_argument("--segment", help="customer segment, e.g. residential, commercial (for reports)")
+        p.add_argument("--language", help="language of notices, e.g. zh, en")
+        imp = p.add_mutually_exclusive_group()
+        imp.add_argument("--important", dest="important", action="store_true", default=None,
+                         help="an important customer (handled with care by operators)")
+        imp.add_argument("--not-important", dest="important", action="store_false")
         p.add_argument("--alarm1", metavar="YUAN", help="first low-balance warning level")
         p.add_argument("--alarm2", metavar="YUAN", help="second (stronger) warning level")
         p.add_argument("--overdraft", metavar="YUAN", help="how far below zero before supply is cut")
@@ -256,6 +265,12 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": args.name,
         "phone": args.phone,
+        "phones": None if args.phones is None else args.phones.split(","),
+        "address": args.address,
+        "district": args.district,
+        "segment": args.segment,
+        "language": args.language,
+        "important": args.important,
         "protected": args.protected,
         "restore_policy": _RESTORE[args.restore] if args.restore else None,
         "tariff": args.tariff,
@@ -269,7 +284,11 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
 
 def _account_view(a: Account) -> list[tuple[str, Any]]:
     return [
-        ("customer", a.customer), ("name", a.name), ("phone", a.phone), ("balance", c.fmt_fen(a.balance_fen)),
+        ("customer", a.customer), ("name", a.name), ("phones", ", ".join(a.phones)), ("address", a.address),
+        ("district", a.district), ("segment", a.segment), ("language", a.language),
+        ("important", "yes" if a.important else "no"),
+        ("withholding agreement", "" if not a.withholding else ", ".join(f"{k} {v}" for k, v in a.withholding.items())),
+        ("balance", c.fmt_fen(a.balance_fen)),
         ("sub-fen remainder", a.rem), ("ladder energy (Wh)", a.ladder_wh), ("alarm 1", c.fmt_fen(a.alarm1_fen)),
         ("alarm 2", c.fmt_fen(a.alarm2_fen)), ("overdraft", c.fmt_fen(a.overdraft_fen)),
         ("restore above", c.fmt_fen(a.close_ok_fen)), ("protected", "yes" if a.protected else "no"),
@@ -338,7 +357,8 @@ def customer_show(args: argparse.Namespace) -> int:
     if meters:
         c.print_table("meters", _METER_COLS, _meter_rows(meters))
     if ledger:
-        c.print_table("latest money movements", ["when", "kind", "amount", "balance after", "by"],
-                      [(c.fmt_time(e.at), e.kind, c.fmt_fen(e.amount_fen), c.fmt_fen(e.balance_after), e.actor)
-                       for e in ledger])
+        c.print_table("latest money movements", ["when", "day", "kind", "amount", "balance after", "meter",
+                                                 "channel", "txn", "by"],
+                      [(c.fmt_time(e.at), e.day or "", e.kind, c.fmt_fen(e.amount_fen), c.fmt_fen(e.balance_after),
+                        e.meter or "", e.channel or "", e.txn_id or "", e.actor) for e in ledger])
     return c.EXIT_OK

@@ -46,12 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("items", nargs="*", metavar="DI|NAME", help="8-hex-digit DI or registry name, e.g. remaining_money")
     p.set_defaults(func=op_read)
 
-    p = sub.add_parser("recharge", help="top up a meter; exactly one credit however often it is retried")
+    p = sub.add_parser("recharge", help="take a payment for a meter (operator channel): exactly one credit however"
+                                        " often it is retried")
     p.add_argument("meter", metavar="METER", help="12-digit meter address")
     p.add_argument("amount", metavar="YUAN", help="amount in yuan, e.g. 50 or 12.50")
     p.add_argument("--wait", type=c.number(float, 0), default=30.0, metavar="S",
                    help="seconds to wait for the meter (default 30; 0: just queue)")
-    p.add_argument("--idem", metavar="KEY", help="idempotency key (e.g. the payment id): a repeat queues nothing new")
+    p.add_argument("--idem", metavar="KEY", help="the payment's transaction id: a repeat with it pays nothing new")
     c.add_store_args(p)
     c.add_json_arg(p)
     p.set_defaults(func=op_recharge)
@@ -260,18 +261,51 @@ def op_read(args: argparse.Namespace) -> int:
 
 @c.cli_command
 def op_recharge(args: argparse.Namespace) -> int:
-    """Queue a recharge and wait for the meter's confirmation."""
+    """Take a payment through the operator channel: to a local-cost-control meter it is one
+    recharge (waited for), to a remote-cost-control account a credit (and a restore if due)."""
+    import uuid
+
+    from headend.cli.operators import acting_operator
+    from headend.payments import OPERATOR_CHANNEL, accept_payment, ensure_operator_channel
+
     fen = c.parse_yuan(args.amount)
     if fen <= 0:
         raise c.CliError(f"bad amount {args.amount!r}: a recharge must be more than 0")
+    address = _address(args.meter)
+    with c.open_store_from_args(args, must_exist=True) as store:
+        actor = acting_operator(store, args, "recharge")
+        ensure_operator_channel(store, actor=actor)
+        txn = args.idem or f"cli-{uuid.uuid4().hex[:16]}"
+        first = store.payment_by_txn(OPERATOR_CHANNEL, txn)
+        p = accept_payment(store, channel_id=OPERATOR_CHANNEL, txn_id=txn, amount_fen=fen, meter=address, actor=actor,
+                           paid_at=first.paid_at if first else store.now())
+        if p.command_id is None:
+            acct = store.get_account(p.customer)
+            if args.json:
+                c.print_json(p.to_dict())
+            else:
+                print(f"payment {p.id}: {c.fmt_fen(fen)} yuan {p.state} to the account of customer {p.customer}"
+                      f" (remote cost control), balance {c.fmt_fen(acct.balance_fen)} yuan")
+            return c.EXIT_OK
+        cmds = [store.get_command(p.command_id)]
+        if args.wait > 0 and cmds[0].status not in _FINAL and not serve_running(store.location):
+            return _unserved(cmds, args, store.location)
+        if args.wait <= 0:
+            if args.json:
+                c.print_json(p.to_dict())
+            else:
+                print(f"payment {p.id}: recharge command {p.command_id} queued for meter {address}")
+            return c.EXIT_QUEUED
+        cmds = _wait(store, cmds, args.wait, "recharge", not args.json)
 
     def describe(x: Command) -> str:
         r = x.reply or {}
         how = "credited" if r.get("result") == "credited" else "already credited (repeat recharge: no second credit)"
         bal = f", balance {c.fmt_fen(r['balance_fen'])} yuan" if r.get("balance_fen") is not None else ""
-        return f"meter {x.meter}: {c.fmt_fen(r.get('amount_fen', fen))} yuan {how}, purchase count {r.get('purchase_count')}{bal}"
+        return (f"payment {p.id}, meter {x.meter}: {c.fmt_fen(r.get('amount_fen', fen))} yuan {how},"
+                f" purchase count {r.get('purchase_count')}{bal}")
 
-    return _run(args, "recharge", {"amount_fen": fen}, describe)
+    return _outcome(cmds, args, describe)
 
 
 _RELAY_TEXT = {

@@ -1,0 +1,74 @@
+"""Operators and roles: who may do what, and proving who is acting (argon2 password hashes).
+
+Roles: ``admin`` (everything), ``operator`` (meters, recharges, corrections), ``cashier`` (the
+business-hall counter), ``auditor`` (reads the books, closes days). Once the first operator
+exists, commands that move money or change channels and operators need a logged-in operator
+with a role that allows them; the operator's name is the actor every audit and journal row
+records.
+"""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from headend.store import NotFound, Operator, Store
+
+__all__ = ["PERMISSIONS", "AuthError", "hash_password", "verify_password", "authenticate", "allowed"]
+
+# action -> roles that may do it
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "operators": frozenset({"admin"}),
+    "channels": frozenset({"admin"}),
+    "counter": frozenset({"cashier", "admin"}),
+    "recharge": frozenset({"operator", "admin"}),
+    "correct": frozenset({"operator", "admin"}),      # refunds and adjustments
+    "close_day": frozenset({"auditor", "admin"}),
+    "read_books": frozenset({"auditor", "operator", "admin", "cashier"}),
+}
+_MIN_PASSWORD = 8
+_hasher = PasswordHasher()          # argon2id with the library's current recommended parameters
+
+
+class AuthError(Exception):
+    """Not logged in as an operator who may do this; the message says what to do."""
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of a new password (at least 8 characters)."""
+    if len(password) < _MIN_PASSWORD:
+        raise AuthError(f"a password needs at least {_MIN_PASSWORD} characters")
+    return _hasher.hash(password)
+
+
+def verify_password(pw_hash: str, password: str) -> bool:
+    """Whether password matches the hash (constant-time inside argon2)."""
+    try:
+        return _hasher.verify(pw_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def allowed(role: str, action: str) -> bool:
+    """Whether a role may do an action of PERMISSIONS."""
+    return role in PERMISSIONS[action]
+
+
+def authenticate(store: Store, name: str, password: str, action: str) -> Operator:
+    """The enabled operator ``name`` if the password fits and the role allows ``action``;
+    AuthError (audited as a refused login) otherwise. The same message for an unknown name and
+    a wrong password, so names cannot be probed."""
+    try:
+        op = store.get_operator(name)
+        ok = op.enabled and verify_password(op.pw_hash, password)
+    except NotFound:
+        op, ok = None, False
+    if not ok:
+        store.log_action(name or "unknown", "operator.login_refused", name, {"action": action})
+        raise AuthError(f"operator {name!r}: wrong name or password, or the operator is disabled")
+    assert op is not None
+    if not allowed(op.role, action):
+        store.log_action(name, "operator.not_allowed", name, {"action": action, "role": op.role})
+        roles = ", ".join(sorted(PERMISSIONS[action]))
+        raise AuthError(f"operator {name} is {op.role}: {action.replace('_', ' ')} needs one of {roles}")
+    return op
