@@ -158,6 +158,21 @@ class Accounts(Audit):
             raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
         return _account(row)
 
+    def find_accounts(self, text: str, *, limit: int = 20) -> list[Account]:
+        """Accounts a counter clerk may mean by ``text``: the customer number, one of its meters'
+        address or number, a phone number, or part of the name (by customer number)."""
+        t = str(text).strip()
+        if not t:
+            return []
+        like = "%" + t.replace("%", "").replace("_", "") + "%"
+        with self._tx(write=False) as tx:
+            rows = tx.all(
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE customer = ? OR phone = ? OR phones LIKE ? OR name LIKE ?"
+                " OR customer IN (SELECT customer FROM meters WHERE address = ? OR meter_number = ?)"
+                " ORDER BY customer LIMIT ?",
+                (t, t, f'%"{t}"%', like, t, t, int(limit)))
+        return [_account(r) for r in rows]
+
     def list_accounts(self, *, limit: int | None = None) -> list[Account]:
         """Every account, ordered by customer number."""
         sql = f"SELECT {_ACCOUNT_COLS} FROM accounts ORDER BY customer"

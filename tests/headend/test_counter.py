@@ -1,0 +1,157 @@
+"""The business-hall counter: shift, payments by tender, receipt with the meter's confirmation,
+void within the shift, the close (日结) with differences; domain level and through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from headend.cli.main import main
+from headend.payments import PaymentError
+from headend.payments import counter as ctr
+from headend.store import InvalidInput, open_store
+from tests.headend.payments_support import (
+    LOCAL_CUST,
+    LOCAL_METER,
+    REMOTE_CUST,
+    T0,
+    assert_books_balance,
+    confirm_recharge,
+    money_store,
+)
+from tests.headend.store_support import Clock
+
+POS = {"kind": "unionpay_pos", "terminal_id": "12345678", "trace_no": "000123", "ref_no": "000000123456"}
+
+
+@pytest.fixture
+def clock():
+    return Clock(T0)
+
+
+@pytest.fixture
+def store(tmp_path, clock):
+    s = money_store(str(tmp_path / "counter.db"), clock)
+    yield s
+    assert_books_balance(s)
+    s.close()
+
+
+def fmt(t):
+    return "-" if t is None else f"t={t}"
+
+
+def test_a_shift_takes_payments_by_tender_and_the_receipt_shows_the_meters_confirmation(store, clock):
+    shift = ctr.open_shift(store, "carol")
+    p = ctr.take_payment(store, "carol", customer=LOCAL_CUST, amount_fen=5000, tender={"kind": "cash"})
+    assert (p.channel_id, p.shift_id, p.tender, p.actor, p.txn_id) == ("hall", shift.id, {"kind": "cash"}, "carol",
+                                                                       f"S{shift.id}-1")
+    assert "sent to meter, not yet confirmed" in ctr.receipt_text(store, p.id, fmt)
+    clock.t += 4
+    confirm_recharge(store, p.command_id)
+    text = ctr.receipt_text(store, p.id, fmt)
+    assert f"confirmed on meter at t={T0 + 4}" in text and "50.00 yuan" in text and "张*" in text
+    q = ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=8000, tender=POS)
+    text = ctr.receipt_text(store, q.id, fmt)
+    assert "terminal 12345678 trace 000123 ref 000000123456" in text and "credited to account" in text
+
+
+@pytest.mark.parametrize("tender, what", [
+    ({"kind": "cheque"}, "cheque number"),
+    ({"kind": "unionpay_pos", "terminal_id": "1234", "trace_no": "000123", "ref_no": "000000123456"}, "terminal id"),
+    ({"kind": "unionpay_pos", "terminal_id": "12345678", "trace_no": "12", "ref_no": "000000123456"}, "trace no"),
+    ({"kind": "bitcoin"}, "tender must be one of"),
+])
+def test_a_tender_without_its_slip_details_is_refused(store, tender, what):
+    ctr.open_shift(store, "carol")
+    with pytest.raises(InvalidInput, match=what):
+        ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=100, tender=tender)
+    assert store.list_payments() == []
+
+
+def test_no_payment_without_an_open_shift(store):
+    with pytest.raises(InvalidInput, match="no open shift"):
+        ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=100, tender={"kind": "cash"})
+
+
+def test_void_only_within_the_shift(store):
+    ctr.open_shift(store, "carol")
+    p = ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=700, tender={"kind": "cash"})
+    v = ctr.void_payment(store, "carol", p.id, reason="wrong customer")
+    assert v.state == "reversed" and store.get_account(REMOTE_CUST).balance_fen == 0
+    q = ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=900, tender={"kind": "cash"})
+    ctr.close_shift(store, "carol", {"cash": {"count": 1, "fen": 900}})
+    ctr.open_shift(store, "carol")
+    with pytest.raises(PaymentError) as e:
+        ctr.void_payment(store, "carol", q.id, reason="too late")
+    assert e.value.code == "not_reversible" and store.get_account(REMOTE_CUST).balance_fen == 900
+
+
+def test_closing_a_shift_records_expected_counted_and_differences_per_tender(store):
+    shift = ctr.open_shift(store, "carol")
+    for amount, tender in ((5000, {"kind": "cash"}), (2000, {"kind": "cash"}), (8000, POS),
+                           (3000, {"kind": "cheque", "cheque_no": "C-991"})):
+        ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=amount, tender=tender)
+    voided = ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=100, tender={"kind": "cash"})
+    ctr.void_payment(store, "carol", voided.id, reason="keyed twice")
+    closed = ctr.close_shift(store, "carol", {"cash": {"count": 2, "fen": 6950}, "unionpay_pos": {"count": 1,
+                                                                                                   "fen": 8000}})
+    assert closed.state == "closed" and closed.id == shift.id
+    assert closed.expected == {"cash": {"count": 2, "fen": 7000}, "cheque": {"count": 1, "fen": 3000},
+                               "unionpay_pos": {"count": 1, "fen": 8000}}
+    assert closed.differences == {"cash": {"count": 0, "fen": -50}, "cheque": {"count": -1, "fen": -3000}}
+    assert store.audit_entries(action="shift.close")[0].detail["differences"]["cash"]["fen"] == -50
+    with pytest.raises(InvalidInput, match="no open shift"):
+        ctr.close_shift(store, "carol", {})
+
+
+def test_counter_through_the_cli_with_a_logged_in_cashier(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "hall.db")
+    money_store(db).close()
+    monkeypatch.setenv("PREPAID645_DB", db)
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*argv, actor=None, password=None):
+        if password is not None:
+            monkeypatch.setenv("PREPAID645_OPERATOR_PASSWORD", password)
+        code = main([*argv, *(("--actor", actor) if actor else ())])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    monkeypatch.setenv("PREPAID645_NEW_PASSWORD", "admin-pass-1")
+    assert run("operator", "add", "root", "--role", "admin", actor="setup")[0] == 0
+    monkeypatch.setenv("PREPAID645_NEW_PASSWORD", "cashier-pass-1")
+    assert run("operator", "add", "carol", "--role", "cashier", actor="root", password="admin-pass-1")[0] == 0
+
+    code, _, err = run("counter", "open", actor="carol", password="wrong-password")
+    assert code == 2 and "wrong name or password" in err
+    code, _, err = run("counter", "open", actor="root", password="admin-pass-1")
+    assert code == 0, err
+    run("counter", "close", actor="root", password="admin-pass-1")
+    assert run("counter", "open", actor="carol", password="cashier-pass-1")[0] == 0
+    code, out, err = run("counter", "find", "张", actor="carol")
+    assert code == 0 and LOCAL_CUST in out and LOCAL_METER in out
+    code, out, err = run("counter", "pay", REMOTE_CUST, "30", "--tender", "pos", "--terminal", "12345678",
+                         "--trace", "000123", "--ref", "000000123456", "--wait", "0", actor="carol")
+    assert code == 0, err
+    assert "30.00 yuan" in out and "terminal 12345678" in out and "credited to account" in out
+    code, out, err = run("counter", "pay", REMOTE_CUST, "5", "--wait", "0", actor="carol")
+    pid = int(out.split("Receipt no.")[1].split()[0])
+    code, out, err = run("counter", "void", str(pid), "--reason", "keyed twice", actor="carol")
+    assert code == 0 and "VOID" in out
+    code, out, err = run("counter", "close", "--pos", "30", "--json", actor="carol")
+    assert code == 0, err
+    shift = json.loads(out)
+    assert shift["differences"] == {} and shift["expected"]["unionpay_pos"] == {"count": 1, "fen": 3000}
+    code, _, err = run("recharge", REMOTE_METER_ADDR, "1", "--wait", "0", actor="carol")
+    assert code == 2 and "needs one of" in err                 # a cashier does not recharge outside the counter
+    with open_store(db) as s:
+        assert_books_balance(s)
+        acts = {(a.actor, a.action) for a in s.audit_entries(limit=1000)}
+        assert ("carol", "payment.accept") in acts and ("carol", "payment.reverse") in acts
+        assert ("carol", "operator.login_refused") in acts
+
+
+REMOTE_METER_ADDR = "000000000002"
