@@ -16,6 +16,7 @@ from headend.store.models import (
     dumps,
     loads,
     yuan,
+    split_phones,
 )
 
 _ACCOUNT_COLS = (
@@ -41,20 +42,10 @@ _PROFILE_FIELDS = ("phones", "address", "district", "segment", "language", "impo
 def _account(row: Sequence[Any]) -> Account:
     r = list(row)
     r[10] = bool(r[10])
-    r[21] = tuple(loads(r[21]) or ((r[2],) if r[2] else ()))
+    r[21] = tuple(loads(r[21]) or split_phones(r[2]))
     r[26] = bool(r[26])
     r[27] = loads(r[27])
     return Account(*r)
-
-
-def _phones(value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [p for p in value.replace(";", ",").split(",")]
-    phones = [str(p).strip() for p in value if str(p).strip()]
-    for p in phones:
-        if not all(ch.isdigit() or ch in "+- " for ch in p) or len(p) > 20:
-            raise InvalidInput(f"bad phone number {p!r}: digits (with + - or spaces), at most 20 characters")
-    return phones
 
 
 def _stored(changes: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +76,7 @@ def _account_changes(changes: dict[str, Any], allowed: set[str], of: str) -> dic
     if "restore_policy" in out and out["restore_policy"] not in RESTORE_POLICIES:
         raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}")
     if "phones" in out:
-        out["phones"] = _phones(out["phones"])
+        out["phones"] = split_phones(out["phones"])
     if "withholding" in out and out["withholding"] is not None and not isinstance(out["withholding"], dict):
         raise InvalidInput("a withholding agreement is a record (bank, account, agreement number), or empty")
     if "important" in out:
@@ -131,7 +122,7 @@ class Accounts(Audit):
             raise InvalidInput(f"restore policy must be one of {', '.join(RESTORE_POLICIES)}, got {restore_policy!r}")
         extra = _account_changes(profile, set(_PROFILE_FIELDS), "a new account")
         if phone and "phones" not in extra:
-            extra["phones"] = _phones(phone)
+            extra["phones"] = split_phones(phone)
         extra = _stored(extra)
         phone = extra.pop("phone", phone)
         now = self.now()
@@ -197,7 +188,7 @@ class Accounts(Audit):
             _check_alarms(changes.get("alarm1_fen", before.alarm1_fen), changes.get("alarm2_fen", before.alarm2_fen),
                           f"customer {customer}")
             if "phone" in changes and "phones" not in changes:
-                changes["phones"] = _phones(changes.pop("phone")) + list(before.phones[1:])
+                changes["phones"] = split_phones(changes.pop("phone")) + list(before.phones[1:])
             changes.pop("phone", None)
             if changes:
                 stored = _stored(changes)

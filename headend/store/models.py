@@ -56,6 +56,7 @@ __all__ = [
     "check_limit",
     "yuan",
     "LIMIT_MAX_FEN",
+    "split_phones",
 ]
 
 SUBFEN = 100_000  # sub-fen units per fen: w Wh * p (0.0001 yuan/kWh) is in 1e-5 fen
@@ -176,6 +177,20 @@ def check_limit(name: str, fen: Any) -> int:
     return fen
 
 
+def split_phones(value: Any) -> list[str]:
+    """Phone numbers as written, in order: a list, or text with several separated by , or ;.
+    They are kept as given: the notice sender reports (and flags) a number it cannot use."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.replace(";", ",").split(",")
+    phones = [str(p).strip() for p in value if str(p).strip()]
+    for p in phones:
+        if len(p) > 40:
+            raise InvalidInput(f"phone number {p[:20]!r}... is longer than 40 characters")
+    return phones
+
+
 def check_di(di: str) -> str:
     """Return a data identifier as 8 upper-case hex digits in printed order (DI3 DI2 DI1 DI0)."""
     d = str(di).replace(" ", "").upper()
@@ -258,7 +273,7 @@ class Account:
     address: str = ""
     district: str = ""
     segment: str = ""
-    language: str = "zh"
+    language: str = ""
     important: bool = False
     withholding: Any = None
 

@@ -25,6 +25,7 @@ from headend.store.models import (
     TransitionError,
     dumps,
     loads,
+    split_phones,
 )
 
 __all__ = ["Notices", "NOTICE_COLS", "notice_from_row"]
@@ -236,11 +237,9 @@ class Notices(Audit):
         out: dict[str, tuple[list[str], str | None]] = {}
         with self._tx(write=False) as tx:
             for chunk in _chunks(custs):
-                for c, phone in tx.all(f"SELECT customer, phone FROM accounts WHERE customer IN"
-                                       f" ({', '.join('?' for _ in chunk)})", chunk):
-                    # several phones in the one column, separated by , or ;
-                    phones = [p.strip() for p in str(phone or "").replace(";", ",").split(",") if p.strip()]
-                    out[c] = (phones, None)
+                for c, phone, phones, lang in tx.all(f"SELECT customer, phone, phones, language FROM accounts WHERE"
+                                                     f" customer IN ({', '.join('?' for _ in chunk)})", chunk):
+                    out[c] = (loads(phones) or split_phones(phone), lang or None)
         return out
 
     def flag_contact(self, customer: str, reason: str, *, phone: str | None = None, actor: str = "notices") -> bool:

@@ -263,7 +263,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE accounts ADD COLUMN address TEXT NOT NULL DEFAULT ''",
             "ALTER TABLE accounts ADD COLUMN district TEXT NOT NULL DEFAULT ''",
             "ALTER TABLE accounts ADD COLUMN segment TEXT NOT NULL DEFAULT ''",
-            "ALTER TABLE accounts ADD COLUMN language TEXT NOT NULL DEFAULT 'zh'",
+            "ALTER TABLE accounts ADD COLUMN language TEXT NOT NULL DEFAULT ''",   # '': the notices' default
             "ALTER TABLE accounts ADD COLUMN important INTEGER NOT NULL DEFAULT 0 CHECK (important IN (0, 1))",
             "ALTER TABLE accounts ADD COLUMN withholding TEXT",
             "ALTER TABLE meters ADD COLUMN hoarding_fen INTEGER",
