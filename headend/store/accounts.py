@@ -15,8 +15,8 @@ from headend.store.models import (
     check_limit,
     dumps,
     loads,
-    yuan,
     split_phones,
+    yuan,
 )
 
 _ACCOUNT_COLS = (
