@@ -20,9 +20,9 @@ from headend.costctl.decide import (
     Rules,
     decide,
 )
-from headend.store import Store
+from headend.store import Store, yuan
 
-__all__ = ["RELAY_KIND", "NOTICE_KIND", "NOTICE_TEXT", "yuan", "restore_after_payment"]
+__all__ = ["RELAY_KIND", "NOTICE_KIND", "NOTICE_TEXT", "restore_after_payment"]
 
 RELAY_KIND = {TRIP: "trip", CLOSE_PERMIT: "close_permitted", DIRECT_CLOSE: "close_direct"}
 # notice kinds as headend/notices/templates.py names them (the trip itself is the "cut" notice)
@@ -35,11 +35,6 @@ NOTICE_TEXT = {
     CLOSE_PERMIT: "Payment received ({bal} yuan). Press the meter button for 3 s to restore supply.",
     DIRECT_CLOSE: "Payment received ({bal} yuan). Supply is being restored.",
 }
-
-
-def yuan(fen: int) -> str:
-    """Fen as yuan text with 2 decimals."""
-    return f"{'-' if fen < 0 else ''}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
 def restore_after_payment(store: Store, customer: str, *, actor: str, utc_offset_s: int = 8 * 3600) -> str | None:

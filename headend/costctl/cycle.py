@@ -42,10 +42,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from headend.costctl.act import NOTICE_KIND, NOTICE_TEXT, RELAY_KIND, yuan
+from headend.costctl.act import NOTICE_KIND, NOTICE_TEXT, RELAY_KIND
 from headend.costctl.decide import ACTIONS, CUT_NOTICE, NONE, REASONS, SUPPLY, Rules, decide
 from headend.costctl.rerate import CHINA_UTC_OFFSET, ENERGY_DI, to_meter_time
-from headend.store import JSONText, Store
+from headend.store import JSONText, Store, yuan
 from headend.tariff.model import TariffBook
 from headend.tariff.rating import rate_batch
 from headend.tariff.readings import MISSING, intervals_from_registers
@@ -197,7 +197,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     del cols, r_meter, r_val, r_at, r_acc, r_row, g, off, dist, b, keep, order, first, count, start
     stage("readings -> interval energy")
 
-    c_idx, c_fen, c_rem, c_lad, c_until = [], [], [], [], []
+    c_idx, c_fen, c_rem, c_lad, c_until, c_fixed = [], [], [], [], [], []
     for key in list(groups):
         (tariff, bt, cut, first_batch), parts = key, groups.pop(key)
         members = np.concatenate([p[0] for p in parts])
@@ -209,6 +209,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
                           acc.ladder[members], acc.rem[members])
         c_idx.append(members)
         c_fen.append(bill.fen)
+        c_fixed.append(np.full(members.size, bill.fixed_fen, dtype=np.int64))
         c_rem.append(bill.rem)
         c_lad.append(bill.ladder_wh)
         c_until.append(np.full(members.size, starts_unix[-1], dtype=np.int64))
@@ -222,7 +223,8 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         idx = np.concatenate(c_idx)
         order = np.argsort(idx, kind="stable")
         idx = idx[order]
-        fen, rem, lad, until = (np.concatenate(x)[order].astype(np.int64) for x in (c_fen, c_rem, c_lad, c_until))
+        fen, rem, lad, until, fixed = (np.concatenate(x)[order].astype(np.int64)
+                                       for x in (c_fen, c_rem, c_lad, c_until, c_fixed))
         digest = hashlib.sha256()
         cust = [acc.customer[int(i)] for i in idx.tolist()]
         digest.update("\n".join(cust).encode())
@@ -232,7 +234,8 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         # the state this cycle read: the store charges by compare-and-set on it instead of reading again
         read_as = list(zip(*(x[idx].tolist() for x in (acc.balance, acc.rem, acc.ladder, acc.version))))
         if store.charge_accounts(rep.batch_key, zip(cust, fen.tolist(), rem.tolist(), lad.tolist(), until.tolist()),
-                                 actor=actor, kind="charge", interval_s=interval_s, read_as=read_as):
+                                 actor=actor, kind="charge", interval_s=interval_s, read_as=read_as,
+                                 fixed_fen=fixed.tolist() if fixed.any() else None):
             fen_of[idx] = fen
             charged[idx] = True
         rep.charged_fen = int(fen.sum())

@@ -15,7 +15,7 @@ from typing import Any
 
 from headend.payments.errors import PaymentError
 from headend.payments.service import accept_payment, mask_name, reverse_payment
-from headend.store import TENDERS, Channel, InvalidInput, NotFound, Payment, Shift, Store
+from headend.store import TENDERS, Channel, InvalidInput, NotFound, Payment, Shift, Store, yuan
 
 __all__ = ["TENDERS", "ensure_counter_channel", "open_shift", "take_payment", "void_payment", "close_shift",
            "shift_totals", "receipt_text", "check_tender"]
@@ -127,10 +127,6 @@ def close_shift(store: Store, cashier: str, counted: dict[str, dict[str, int]]) 
         return store.close_shift_record(shift.id, expected=expected, counted=got, differences=diff, actor=cashier)
 
 
-def _yuan(fen: int) -> str:
-    return f"{'-' if fen < 0 else ''}{abs(fen) // 100}.{abs(fen) % 100:02d}"
-
-
 def receipt_text(store: Store, payment_id: int, fmt_time: Any) -> str:
     """The counter receipt of a payment as text; shows when the meter confirmed the top-up."""
     p = store.get_payment(payment_id)
@@ -152,7 +148,7 @@ def receipt_text(store: Store, payment_id: int, fmt_time: Any) -> str:
         f"Receipt no.  {p.id}   ({p.channel_id} {p.txn_id})",
         f"Customer     {p.customer}  {mask_name(a.name)}",
         f"Meter        {p.meter or '(account)'}",
-        f"Amount       {_yuan(p.amount_fen)} yuan",
+        f"Amount       {yuan(p.amount_fen)} yuan",
         f"Tender       {tender}",
         f"Cashier      {p.actor}" + (f"   shift {p.shift_id}" if p.shift_id else ""),
         f"Paid at      {fmt_time(p.accepted_at)}   business day {p.day}",

@@ -11,7 +11,7 @@ their own, so a correction made after a close lands in the next open day.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from headend.store.accounts import Accounts
 from headend.store.base import Tx
@@ -244,6 +244,7 @@ class Ledger(Accounts):
         kind: str = "charge",
         interval_s: int | None = None,
         read_as: Iterable[Sequence[int]] | None = None,
+        fixed_fen: Iterable[int] | None = None,
     ) -> int:
         """Debit many accounts in one transaction, exactly once per batch_key; return accounts charged.
 
@@ -258,6 +259,8 @@ class Ledger(Accounts):
         ``remainder_at`` can tell the remainder at that point.  ``read_as``: per charge, the
         account's (balance_fen, rem, ladder_wh, version) as the caller read it (a rating cycle
         has them): the accounts need not be read again when no version has moved since.
+        ``fixed_fen``: per charge, the part of fen that is fixed (daily) charges: the journal then
+        has a "fixed_charge" row for it beside the rating charge row of the rest.
         """
         rows = [tuple(r) for r in charges]
         now = self.now()
@@ -272,6 +275,9 @@ class Ledger(Accounts):
             c, rem, ladder = r[0], r[2], r[3]
             if not (0 <= rem < SUBFEN) or ladder < 0:
                 raise InvalidInput(f"customer {c}: remainder must be in [0, {SUBFEN}) and ladder energy >= 0")
+        fixed = [0] * len(rows) if fixed_fen is None else [int(f) for f in fixed_fen]
+        if len(fixed) != len(rows) or any(not 0 <= f <= int(r[1]) for f, r in zip(fixed, rows)):
+            raise InvalidInput(f"charge batch {batch_key}: fixed_fen needs one amount per charge, 0 .. the charge")
         if read_as is not None:
             read_as = list(read_as)
             if len(read_as) != len(rows):
@@ -324,13 +330,23 @@ class Ledger(Accounts):
             batch = dumps({"batch": batch_key})
             step = None if not with_until or interval_s is None else int(interval_s)
             day = self._open_day(tx, now)
+            ref = f"batch:{batch_key}"
+
+            def journal_rows() -> Iterator[tuple[Any, ...]]:
+                for r, old, fx in zip(rows, before, fixed):
+                    if old is None or not (r[1] or (int(r[2]), int(r[3])) != tuple(old[1:3])):
+                        continue
+                    energy = int(r[1]) - fx
+                    rated_to = None if step is None else int(r[4]) + step
+                    yield (r[0], now, kind, -energy, old[0] - energy, actor, batch, int(r[2]), rated_to, ref, day)
+                    if fx:   # the fixed charge beside it, for the same intervals; the remainder is the charge's
+                        yield (r[0], now, "fixed_charge", -fx, old[0] - int(r[1]), actor, batch, None, rated_to, ref,
+                               day)
+
             tx.executemany(
                 "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
                 " rem_after, rated_to, ref, day) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
-                ((r[0], now, kind, -int(r[1]), old[0] - int(r[1]), actor, batch, int(r[2]),
-                  None if step is None else int(r[4]) + step, f"batch:{batch_key}", day)
-                 for r, old in zip(rows, before)
-                 if old is not None and (r[1] or (int(r[2]), int(r[3])) != tuple(old[1:3]))),
+                journal_rows(),
             )
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
@@ -345,15 +361,16 @@ class Ledger(Accounts):
         return None if row is None else int(row[0])
 
     def charged_between(self, customer: str, since: int, until: int, *, kind: str = "charge") -> int:
-        """Fen a customer was charged for [since, until): charges that recorded the end of the
-        intervals they rated count where that end falls (since < end <= until), others where
-        they were booked (since <= at < until)."""
+        """Fen a customer was charged for [since, until) (kind "charge" counts its fixed charges
+        too): charges that recorded the end of the intervals they rated count where that end
+        falls (since < end <= until), others where they were booked (since <= at < until)."""
+        kinds = (kind, "fixed_charge") if kind == "charge" else (kind, kind)
         with self._tx(write=False) as tx:
             row = tx.one(
-                "SELECT COALESCE(SUM(-amount_fen), 0) FROM ledger WHERE customer = ? AND kind = ? AND"
+                "SELECT COALESCE(SUM(-amount_fen), 0) FROM ledger WHERE customer = ? AND kind IN (?, ?) AND"
                 " ((rated_to IS NOT NULL AND rated_to > ? AND rated_to <= ?)"
                 " OR (rated_to IS NULL AND at >= ? AND at < ?))",
-                (customer, kind, int(since), int(until), int(since), int(until)))
+                (customer, *kinds, int(since), int(until), int(since), int(until)))
         return int(row[0]) if row else 0
 
     def ledger(self, customer: str, *, limit: int = 100) -> list[LedgerEntry]:

@@ -92,6 +92,9 @@ def test_headend_costctl_run_uses_the_config(tmp_path, capsys):
     # two days at 00:00 start in the valley (0.3000 yuan/kWh): 20 kWh -> 600 fen, plus 2 x 12 fen fixed
     # (this account's first batch pays its first day too)
     assert out["charged_fen"] == 20_000 * 3000 // 100_000 + 2 * 12
+    with open_store(db) as s:      # the journal keeps the rating charge and the fixed charge apart
+        rows = [(e.kind, e.amount_fen) for e in reversed(s.ledger("000000000042")) if e.kind != "payment"]
+        assert rows == [("charge", -600), ("fixed_charge", -24)] and s.check_ledger() == []
     code = main(["costctl", "run", "--config", str(cfg), "--at", str(D0 + 2 * 86400 + 3600)])
     assert code == 0 and "0 rated" in capsys.readouterr().out
     cfg.write_text(f'[store]\ndb = "{db}"\n\n[costctl]\ninterval_s = 7\n')

@@ -104,6 +104,19 @@ def test_rating_charges_join_the_journal_with_their_day_and_batch(store):
                                                                                  "batch:daily:2025-12-05")
 
 
+def test_a_fixed_charge_is_booked_as_its_own_journal_row(store):
+    store.credit(REMOTE_CUST, 1000, actor="t", idem_key="k1")
+    store.charge_accounts("daily:2", [(REMOTE_CUST, 153, 4200, 9000, T0)], actor="costctl", interval_s=86400,
+                          fixed_fen=[50])
+    rows = [(e.kind, e.amount_fen, e.balance_after) for e in reversed(store.ledger(REMOTE_CUST)) if e.kind != "payment"]
+    assert rows == [("charge", -103, 897), ("fixed_charge", -50, 847)]
+    assert store.get_account(REMOTE_CUST).balance_fen == 847
+    assert store.remainder_at(REMOTE_CUST, T0 + 86400) == 4200
+    assert store.charged_between(REMOTE_CUST, T0, T0 + 86400) == 153      # re-rating compares the whole charge
+    with pytest.raises(InvalidInput, match="fixed"):
+        store.charge_accounts("daily:3", [(REMOTE_CUST, 10, 0, 0)], actor="costctl", fixed_fen=[11])
+
+
 def test_rerating_corrections_join_the_journal(store):
     store.credit(REMOTE_CUST, -42, actor="rerate", idem_key="rerate:x", kind="rerate")
     assert store.journal(kind="rerate")[0].amount_fen == -42
