@@ -9,8 +9,8 @@ records.
 
 from __future__ import annotations
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from functools import lru_cache
+from typing import Any
 
 from headend.store import NotFound, Operator, Store
 
@@ -27,7 +27,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "read_books": frozenset({"auditor", "operator", "admin", "cashier"}),
 }
 _MIN_PASSWORD = 8
-_hasher = PasswordHasher()          # argon2id with the library's current recommended parameters
+
+
+@lru_cache(maxsize=1)
+def _hasher() -> Any:
+    # argon2id with the library's recommended parameters; imported on first use so that
+    # commands that never check a password start without it
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 class AuthError(Exception):
@@ -38,13 +46,15 @@ def hash_password(password: str) -> str:
     """An argon2id hash of a new password (at least 8 characters)."""
     if len(password) < _MIN_PASSWORD:
         raise AuthError(f"a password needs at least {_MIN_PASSWORD} characters")
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def verify_password(pw_hash: str, password: str) -> bool:
     """Whether password matches the hash (constant-time inside argon2)."""
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
     try:
-        return _hasher.verify(pw_hash, password)
+        return _hasher().verify(pw_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

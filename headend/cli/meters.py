@@ -79,6 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         imp.add_argument("--important", dest="important", action="store_true", default=None,
                          help="an important customer (handled with care by operators)")
         imp.add_argument("--not-important", dest="important", action="store_false")
+        p.add_argument("--withholding", metavar="BANK:ACCOUNT:AGREEMENT",
+                       help="bank withholding agreement (bank, masked account, agreement number)")
         p.add_argument("--alarm1", metavar="YUAN", help="first low-balance warning level")
         p.add_argument("--alarm2", metavar="YUAN", help="second (stronger) warning level")
         p.add_argument("--overdraft", metavar="YUAN", help="how far below zero before supply is cut")
@@ -261,6 +263,13 @@ def meter_set(args: argparse.Namespace) -> int:
     return _answer(args, m, f"meter {m.address} updated")
 
 
+def _withholding(text: str) -> dict[str, str]:
+    parts = [p.strip() for p in text.split(":")]
+    if len(parts) != 3 or not all(parts):
+        raise c.CliError(f"bad --withholding {text!r}: write BANK:ACCOUNT:AGREEMENT, e.g. ICBC:6222****1234:W-77")
+    return dict(zip(("bank", "account", "agreement"), parts))
+
+
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": args.name,
@@ -271,6 +280,7 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
         "segment": args.segment,
         "language": args.language,
         "important": args.important,
+        "withholding": None if args.withholding is None else _withholding(args.withholding),
         "protected": args.protected,
         "restore_policy": _RESTORE[args.restore] if args.restore else None,
         "tariff": args.tariff,
