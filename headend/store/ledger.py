@@ -134,22 +134,23 @@ class Ledger(Accounts):
         payment_id: int | None = None,
         ref: str | None = None,
         meter_fen: int = 0,
+        day: str | None = None,
     ) -> LedgerEntry:
-        """Append one journal row and move the cached balance with it (inside the caller's transaction)."""
+        """Append one journal row and move the cached balance with it (inside the caller's
+        transaction); ``day``: the booking day the caller already found for this transaction."""
         if kind not in LEDGER_KINDS:
             raise InvalidInput(f"unknown journal kind {kind!r}; known: {', '.join(LEDGER_KINDS)}")
         if not actor:
             raise InvalidInput("every money movement needs an actor (operator name or service)")
         now = self.now()
         if amount_fen:
-            n = tx.execute("UPDATE accounts SET balance_fen = balance_fen + ?, version = version + 1, updated_at = ?"
-                           " WHERE customer = ?", (amount_fen, now, customer))
-            if n != 1:
-                raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
-        bal = tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (customer,))
+            bal = tx.one("UPDATE accounts SET balance_fen = balance_fen + ?, version = version + 1, updated_at = ?"
+                         " WHERE customer = ? RETURNING balance_fen", (amount_fen, now, customer))
+        else:
+            bal = tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (customer,))
         if bal is None:
             raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
-        day = self._open_day(tx, now)
+        day = day or self._open_day(tx, now)
         row = tx.one(
             "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel,"
             " txn_id, payment_id, ref, day, meter_fen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",

@@ -112,13 +112,13 @@ class Payments(Ledger, Outbox):
             assert row is not None
             pid = int(row[0])
             refs = {"channel": channel, "txn_id": txn_id, "payment_id": pid, "ref": f"payment:{pid}"}
-            self._book(tx, customer, "payment", amount_fen, actor=actor, meter=meter, **refs)
+            self._book(tx, customer, "payment", amount_fen, actor=actor, meter=meter, day=day, **refs)
             if to_meter:
                 assert meter is not None
                 cmd = self.enqueue(meter, "recharge", {"amount_fen": amount_fen, "customer": customer, "payment": pid},
                                    actor=actor, idem_key=f"payment:{pid}")
                 self._book(tx, customer, "topup_sent", -amount_fen, actor=actor, meter=meter,
-                           detail={"command": cmd.id}, **refs)
+                           detail={"command": cmd.id}, day=day, **refs)
                 tx.execute("UPDATE payments SET state = 'sent_to_meter', sent_at = ?, command_id = ? WHERE id = ?",
                            (now, cmd.id, pid))
             else:
