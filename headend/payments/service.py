@@ -182,6 +182,16 @@ def accept_payment(
                 from headend.costctl.act import restore_after_payment
 
                 restore_after_payment(store, cust, actor=actor, utc_offset_s=store.utc_offset_s)
+                balance = store.get_account(cust).balance_fen
+            else:
+                balance = (to_meter.balance_fen or 0) + store.in_flight_fen(to_meter.address)
+            # the customer hears of it once per payment (the meter's own confirmation follows
+            # from its recharge record, headend.notices.events)
+            from headend.notices import notify_event
+
+            notify_event(store, cust, "payment_received", {"amount_fen": amount_fen, "balance_fen": balance,
+                                                            "channel": ch.name or ch.id},
+                         f"pay:{channel_id}:{txn_id}")
             return p
     except PaymentError as err:
         raise _refuse(store, actor, customer or meter, err, request) from None

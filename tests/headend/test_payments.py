@@ -146,7 +146,8 @@ def test_a_payment_that_lifts_a_cut_account_queues_the_restore(store):
     assert cmd.kind == "close_permitted"
     acct = store.get_account(REMOTE_CUST)
     assert (acct.supply, acct.balance_fen) == ("close_permitted", 600)
-    assert store.list_notifications(customer=REMOTE_CUST)[0].kind == "close_permitted"
+    kinds = [n.kind for n in store.list_notifications(customer=REMOTE_CUST)]
+    assert kinds == ["payment_received", "close_permitted", "payment_received"]
 
 
 def test_reversal_of_a_credited_payment_the_same_day(store, clock):
@@ -268,3 +269,13 @@ def test_account_view_is_what_a_bank_shows_before_payment(store):
 
 def test_mask_name():
     assert [mask_name(n) for n in ("张三", "欧阳娜娜", "Li Wei", "", "X")] == ["张*", "欧***", "L* W**", "", "X"]
+
+
+def test_the_customer_hears_of_a_payment_once(store):
+    pay(store, channel="agent", txn="N1", amount=2500, customer=REMOTE_CUST)
+    pay(store, channel="agent", txn="N1", amount=2500, customer=REMOTE_CUST)          # the retry
+    [n] = store.find_notices(customer=REMOTE_CUST)
+    assert n.kind == "payment_received" and n.detail["amount_fen"] == 2500 and n.detail["balance_fen"] == 2500
+    pay(store, channel="kiosk", txn="N1", amount=700)                                  # local: on its way
+    [m] = store.find_notices(customer=LOCAL_CUST)
+    assert m.detail["balance_fen"] == 700 and m.detail["channel"] == "kiosk"
