@@ -12,6 +12,7 @@ to the rules before it is passed on.
     proxy.drop(UP, function=0x03, di=0x070102FF)     # lose the next recharge request
     proxy.drop(DOWN, function=0x03, di=0x070102FF, times=None)   # ... or every recharge reply
     proxy.duplicate(UP, function=0x1C)               # send each control frame to the meter twice
+    proxy.storm(drop=0.1, duplicate=0.1)             # lose and replay frames at random, seeded
     proxy.replace(DOWN, lambda seen: old_reply, function=0x03, di=0x078102FF)   # replay a reply
     proxy.answer(UP, lambda seen: forged, function=0x03, di=0x070102FF)   # answer in the meter's place
     proxy.seen                                       # every frame so far, as Seen records
@@ -236,6 +237,12 @@ class MitmProxy:
     def answer(self, direction: str | None, make: Callable[[Seen], bytes | Iterable[bytes]], **match: Any) -> Rule:
         """Lose each matching frame and send ``make(seen)`` back to where it came from."""
         return self.add(Rule("answer", direction, make=make, **match))
+
+    def storm(self, drop: float = 0.1, duplicate: float = 0.1, direction: str | None = None) -> list[Rule]:
+        """A bad line for ever: each frame is lost with probability ``drop``, else sent twice with
+        probability ``duplicate`` (seeded by ``seed``: the same storm each run). Returns the rules."""
+        return [self.add(Rule("drop", direction, times=None, chance=drop)),
+                self.add(Rule("duplicate", direction, times=None, chance=duplicate))]
 
     def clear(self) -> None:
         """Remove every rule."""

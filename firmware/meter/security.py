@@ -104,8 +104,12 @@ class Security:
         return self.s is not None
 
     def challenge(self):
-        """A fresh challenge Rm (8 bytes) for the next identity authentication."""
-        rm = self.rm = bytes(self.rand(8))
+        """The challenge Rm (8 bytes) for the next identity authentication: a fresh one once the
+        last was used, else the same (a retried or doubled request must not spoil the proof on
+        its way; an unused challenge has let nobody in yet)."""
+        rm = self.rm
+        if rm is None:
+            rm = self.rm = bytes(self.rand(8))
         return rm
 
     def authenticate(self, c1, r1, disp, t):

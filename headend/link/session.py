@@ -14,7 +14,8 @@ writes, sleeps or awaits; time is passed in (``now``, seconds from any monotonic
   the outstanding request (a reply, same function, the addressed meter, and for reads and 03H
   the same DI) completes it and is returned as :class:`Reply`.  Every other frame is a stray
   (a late reply to a request already given up, another master's traffic, an echo) and is
-  counted and dropped.
+  counted and dropped, and so is every whole frame that came in behind the answer (a doubled
+  reply must not answer the next question).
 * ``deadline`` is when the adapter must call ``on_deadline(now)``.  A missed reply deadline
   either schedules a retry after a back-off (``backoff * factor**n``, capped) or, with no
   retries left, ends the request with :class:`Failure`.  When the back-off ends,
@@ -257,6 +258,8 @@ class LinkSession:
                 self._state = _IDLE
                 self.deadline = None
                 self.stats.replies += 1
+                for _ in d.frames():  # whole frames behind the answer answer nothing asked yet
+                    self.stats.stray += 1
                 return Reply(frame, out.attempts, now - out.started)
             return None
         finally:

@@ -53,6 +53,16 @@ def test_a_captured_authentication_cannot_open_a_session_again():
     assert serr(ask(m, captured, T0 + 3)) == 8 and m.status()["mac_fails"] == 1
 
 
+def test_a_repeated_challenge_request_gets_the_same_challenge_until_a_proof_uses_it():
+    m, _ = make()
+    he = headend()
+    first = he.challenged(m.handle(he.challenge(), T0))
+    assert he.challenged(m.handle(he.challenge(), T0)) == first  # a retry or a doubled frame
+    he.authed(m.handle(he.auth(b"\x04" * 8), T0))  # the proof over it still fits
+    he.rm = None
+    assert he.challenged(m.handle(he.challenge(), T0)) != first  # used: a fresh one
+
+
 def test_each_challenge_takes_one_guess():
     m, _ = make()
     bad = headend(key=bytes(16))

@@ -156,3 +156,20 @@ def test_reply_found_behind_any_noise_and_any_split(noise, splits):
         i += n
     got = got or s.feed(stream[i:], 0.1)
     assert got is not None and got.frame.data == READ_DI + b"\x00\x12\x34\x00"
+
+
+def test_a_doubled_reply_is_never_taken_as_the_answer_to_the_next_request():
+    """The meter answered a request twice (a retry, a line that repeats frames) and both
+    answers came in one read: the second is a stray, not the answer to the next question with
+    the same DI (a stale security challenge would spoil the proof made over it)."""
+    s = LinkSession()
+    req = Request(ADDR, 0x11, READ_DI)
+    s.begin(req, 0.0)
+    old = reply_to_read(value=b"\x11\x11\x11\x11")
+    assert s.feed(old + old, 0.1).frame.data[4:] == b"\x11\x11\x11\x11"
+    s.begin(req, 0.2)
+    fresh = reply_to_read(value=b"\x22\x22\x22\x22")
+    assert s.feed(fresh[:5], 0.3) is None  # the answer comes in two reads
+    r = s.feed(fresh[5:], 0.3)
+    assert r is not None and r.frame.data[4:] == b"\x22\x22\x22\x22"
+    assert s.stats.stray == 1

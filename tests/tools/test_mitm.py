@@ -9,7 +9,7 @@ import os
 import pytest
 
 from headend.commands import MeterClient
-from headend.commands.meter_client import MeterTarget
+from headend.commands.meter_client import MeterRefused, MeterTarget
 from headend.keys import KeyStore
 from headend.transports import FrontEnd, LinkSettings
 from headend.transports.base import LinkError
@@ -196,3 +196,30 @@ def test_lossy_proxy_loses_recharge_replies_only():
     result, dropped, status = asyncio.run(main())
     assert result == "credited" and dropped == 1  # the re-sent frame got the meter's cached reply
     assert (status["balance_fen"], status["count"]) == (500, 1)
+
+
+def test_storm_loses_and_replays_but_one_credit_per_recharge():
+    """Through a seeded storm (a fifth of the frames lost, a fifth of the rest sent twice) the
+    head-end's retries and the meter's sequence rule still credit each recharge exactly once."""
+
+    async def main():
+        async with Rig() as rig:
+            drop, dup = rig.proxy.storm(drop=0.2, duplicate=0.2)
+            credited = 0
+            for fen in (100, 200, 300, 400, 500, 600):
+                count = None  # as the outbox does: the count is chosen once, then every retry carries it
+                for _ in range(30):
+                    try:
+                        if count is None:
+                            count = (await rig.client.wallet(rig.target)).purchase_count + 1
+                        await rig.client.recharge(rig.target, fen, count, "000000000042", open_account=count == 1)
+                        credited += fen
+                        break
+                    except (LinkError, MeterRefused):
+                        continue
+            rig.proxy.clear()
+            return drop.hits, dup.hits, credited, await rig.client.wallet(rig.target)
+
+    dropped, duplicated, credited, wallet = asyncio.run(main())
+    assert dropped > 0 and duplicated > 0
+    assert credited == 2100 and (wallet.balance_fen, wallet.purchase_count) == (2100, 6)
