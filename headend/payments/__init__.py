@@ -24,9 +24,10 @@ actor, tender=None, extra=None, shift_id=None) -> Payment``
     payment above the meter's hoarding headroom is refused up front (``hoarding_headroom``,
     the headroom in the message). To a remote-cost-control account it is ``credited`` at once,
     and a cut account lifted above its close-permitted amount gets its restore queued.
-``get_payment(store, payment_id) -> Payment``
+``get_payment(store, payment_id, *, channel_id=None) -> Payment``
 ``find_payment(store, channel_id, txn_id) -> Payment``
-    ``unknown_payment`` if there is none.
+    ``unknown_payment`` if there is none, or if it is another channel's (pass the caller's
+    ``channel_id`` to get_payment: a channel never sees another channel's payments).
 ``reverse_payment(store, payment_id, *, channel_id, actor, reason) -> Payment``
     Same business day only, until the money reached the meter (a recharge still queued is
     cancelled; one already sent or confirmed is ``not_reversible``). A reversed payment

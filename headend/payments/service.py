@@ -197,12 +197,16 @@ def accept_payment(
         raise _refuse(store, actor, customer or meter, err, request) from None
 
 
-def get_payment(store: Store, payment_id: int) -> Payment:
-    """A payment by id; PaymentError unknown_payment if none."""
+def get_payment(store: Store, payment_id: int, *, channel_id: str | None = None) -> Payment:
+    """A payment by id; PaymentError unknown_payment if none, or (with channel_id) if it is
+    another channel's: a channel never sees another channel's payments."""
     try:
-        return store.get_payment(int(payment_id))
+        p = store.get_payment(int(payment_id))
     except (NotFound, ValueError, TypeError):
         raise PaymentError("unknown_payment", f"no payment {payment_id}") from None
+    if channel_id is not None and p.channel_id != channel_id:
+        raise PaymentError("unknown_payment", f"no payment {payment_id}")
+    return p
 
 
 def find_payment(store: Store, channel_id: str, txn_id: str) -> Payment:
@@ -221,9 +225,7 @@ def reverse_payment(store: Store, payment_id: int, *, channel_id: str | None, ac
         if not reason or not str(reason).strip():
             raise PaymentError("reason_required", "a reversal needs a reason", field="reason")
         with store.atomic():
-            p = get_payment(store, payment_id)
-            if channel_id is not None and p.channel_id != channel_id:
-                raise PaymentError("unknown_payment", f"no payment {payment_id}")   # never show another channel's
+            p = get_payment(store, payment_id, channel_id=channel_id)
             if p.state == "reversed":
                 return p
             if store.is_day_closed(p.day):

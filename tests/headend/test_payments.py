@@ -187,6 +187,9 @@ def test_a_channel_never_sees_another_channels_payment(store):
     assert e.value.code == "unknown_payment" and store.get_account(REMOTE_CUST).balance_fen == 300
     with pytest.raises(PaymentError):
         find_payment(store, "kiosk", "A1")
+    with pytest.raises(PaymentError) as e:
+        get_payment(store, p.id, channel_id="kiosk")
+    assert e.value.code == "unknown_payment" and get_payment(store, p.id, channel_id="agent") == p
     assert find_payment(store, "agent", "A1") == p
 
 
