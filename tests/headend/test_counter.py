@@ -141,6 +141,8 @@ def test_counter_through_the_cli_with_a_logged_in_cashier(tmp_path, monkeypatch,
     pid = int(out.split("Receipt no.")[1].split()[0])
     code, out, err = run("counter", "void", str(pid), "--reason", "keyed twice", actor="carol")
     assert code == 0 and "VOID" in out
+    code, out, err = run("counter", "receipt", str(pid), actor="carol")
+    assert code == 0 and f"Receipt no.  {pid}" in out and "VOID" in out and "keyed twice" in out
     code, out, err = run("counter", "close", "--pos", "30", "--json", actor="carol")
     assert code == 0, err
     shift = json.loads(out)

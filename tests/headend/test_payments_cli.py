@@ -116,3 +116,22 @@ def test_customer_show_has_balance_ledger_and_meters_with_last_state(db, capsys)
     for text in ("张三", "13900000002", "Haidian", "43.21", "closed", "topup_sent", "10.00", "W-77"):
         assert text in out
     assert run(capsys, "customer", "set", LOCAL_CUST, "--withholding", "ICBC")[0] == 2
+
+
+def test_ledger_adjust_refund_and_show(db, capsys):
+    run(capsys, "recharge", REMOTE_METER, "20", "--wait", "0")
+    code, out, err = run(capsys, "ledger", "refund", REMOTE_CUST, "5", "--reason", "moved out", "--idem", "R-1")
+    assert code == 0 and "refund of -5.00 yuan" in out, err
+    code, out, err = run(capsys, "ledger", "refund", REMOTE_CUST, "5", "--reason", "moved out", "--idem", "R-1")
+    assert code == 0 and "already booked" in out
+    code, out, err = run(capsys, "ledger", "adjust", REMOTE_CUST, "-1.50", "--reason", "reading corrected")
+    assert code == 0, err
+    code, out, err = run(capsys, "ledger", "adjust", REMOTE_CUST, "1", "--reason", "")
+    assert code == 2 and "reason" in err
+    code, out, err = run(capsys, "ledger", "show", "--customer", REMOTE_CUST, "--json")
+    rows = json.loads(out)
+    assert [(r["kind"], r["amount_fen"], r["actor"]) for r in rows] == [
+        ("payment", 2000, "alice"), ("refund", -500, "alice"), ("adjustment", -150, "alice")]
+    assert rows[1]["detail"] == {"reason": "moved out"}
+    with open_store(db) as s:
+        assert s.get_account(REMOTE_CUST).balance_fen == 1350
