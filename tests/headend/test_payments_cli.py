@@ -135,3 +135,21 @@ def test_ledger_adjust_refund_and_show(db, capsys):
     assert rows[1]["detail"] == {"reason": "moved out"}
     with open_store(db) as s:
         assert s.get_account(REMOTE_CUST).balance_fen == 1350
+
+
+def test_payment_list_show_and_reverse(db, capsys):
+    run(capsys, "recharge", REMOTE_METER, "8", "--idem", "P-1", "--wait", "0")
+    run(capsys, "recharge", LOCAL_METER, "3", "--idem", "P-2", "--wait", "0")
+    code, out, _ = run(capsys, "payment", "list", "--json")
+    pays = json.loads(out)
+    assert code == 0 and [(p["txn_id"], p["state"]) for p in pays] == [("P-2", "sent_to_meter"), ("P-1", "credited")]
+    code, out, _ = run(capsys, "payment", "show", str(pays[0]["id"]), "--json")
+    shown = json.loads(out)
+    assert [j["kind"] for j in shown["journal"]] == ["payment", "topup_sent"]
+    code, out, err = run(capsys, "payment", "reverse", str(pays[1]["id"]), "--reason", "paid twice")
+    assert code == 0 and "reversed" in out, err
+    code, out, err = run(capsys, "payment", "reverse", "999", "--reason", "x")
+    assert code == 4 and "unknown_payment" in err
+    with open_store(db) as s:
+        assert s.get_account(REMOTE_CUST).balance_fen == 0
+        assert s.get_payment(pays[1]["id"]).note == "paid twice"
