@@ -164,7 +164,7 @@ def cost_control_cycle(report) -> None:
     total = sum(stages.values())
     report("cost-control cycle, 1M accounts x 96 (excl. SQLite write)", total, "s")
     for name, secs in stages.items():
-        report(f"  stage: {name} (of the {total:.2f} s above)", secs * 1000, "ms")
+        report(f"  stage: {name} (part of the cycle above)", secs * 1000, "ms")
 
 
 def _peak_rss_reset() -> bool:
