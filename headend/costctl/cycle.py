@@ -16,7 +16,8 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    handled as whole arrays; only the others go through the per-account anomaly path.
 2. **Rate** in batches that share tariff, base and length (normally one batch), with the kernel.
 3. **Debit** every account in one transaction (``Store.charge_accounts``; the batch key is a
-   digest of the charges, so re-running a cycle that already committed changes nothing).
+   digest of the charges, so re-running a cycle that already committed changes nothing; a large
+   fleet is charged in slices, keys ``KEY/0``, ``KEY/1`` ..., all in that one transaction).
 4. **Decide** (``headend.costctl.decide``) on the new balances, then record each decision with its
    reason (audit), queue notices (outbox of notifications) and relay commands (command outbox),
    and store the new notice/supply state, all in one transaction (``Store.apply_decisions``)
@@ -52,10 +53,11 @@ from headend.tariff.readings import MISSING, intervals_from_registers
 
 __all__ = ["CycleReport", "run_cycle"]
 
-# rows read from the store per page and decisions handed to it per call: memory stays bounded
-# however large the fleet (the results do not depend on either)
+# rows read from the store per page, and charges and decisions handed to it per call: memory
+# stays bounded however large the fleet (the results do not depend on any of them)
 _PAGE = 50_000
 _DECISION_SLICE = 100_000
+_CHARGE_SLICE = 200_000
 
 
 @dataclass
@@ -231,11 +233,21 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         for arr in (fen, rem, lad, until):
             digest.update(arr.tobytes())
         rep.batch_key = f"costctl:{last_end}:{digest.hexdigest()[:16]}"
-        # the state this cycle read: the store charges by compare-and-set on it instead of reading again
-        read_as = list(zip(*(x[idx].tolist() for x in (acc.balance, acc.rem, acc.ladder, acc.version))))
-        if store.charge_accounts(rep.batch_key, zip(cust, fen.tolist(), rem.tolist(), lad.tolist(), until.tolist()),
-                                 actor=actor, kind="charge", interval_s=interval_s, read_as=read_as,
-                                 fixed_fen=fixed.tolist() if fixed.any() else None):
+        applied = 0
+        slices = range(0, idx.size, _CHARGE_SLICE)
+        with store.atomic():     # the slices land together: the batch is charged whole, once
+            for lo in slices:
+                part = slice(lo, lo + _CHARGE_SLICE)
+                # the state this cycle read: the store charges by compare-and-set on it instead of
+                # reading again
+                read_as = list(zip(*(x[idx[part]].tolist() for x in (acc.balance, acc.rem, acc.ladder, acc.version))))
+                applied += store.charge_accounts(
+                    rep.batch_key if len(slices) == 1 else f"{rep.batch_key}/{lo // _CHARGE_SLICE}",
+                    zip(cust[part], fen[part].tolist(), rem[part].tolist(), lad[part].tolist(), until[part].tolist()),
+                    actor=actor, kind="charge", interval_s=interval_s, read_as=read_as,
+                    fixed_fen=fixed[part].tolist() if fixed[part].any() else None)
+                del read_as
+        if applied:
             fen_of[idx] = fen
             charged[idx] = True
         rep.charged_fen = int(fen.sum())
