@@ -250,9 +250,8 @@ class SecuritySession:
         if not 1 <= minutes <= 9999:
             raise ValueError("session validity must be 1..9999 minutes")
         seq = self.next_seq()
-        bcd = bytes.fromhex(f"{minutes:04d}")[::-1]
-        mac = self._mac(C_SECURITY, di_wire(DI_SET_VALIDITY), bcd, seq)
-        return payloads.set_validity_request(self.operator, minutes, mac), seq
+        plain = payloads.set_validity_request(self.operator, minutes, bytes(4))  # the schema's BCD minutes
+        return plain[:-4] + self._mac(C_SECURITY, di_wire(DI_SET_VALIDITY), plain[8:10], seq), seq
 
     def end_session_request(self) -> tuple[bytes, int]:
         """Plain data of 03H 07 00 02 FF (ends the session; the reply reports the wallet)."""
