@@ -23,6 +23,7 @@ backoff_s = 30                  # after a transient error; doubles each try, up 
 max_backoff_s = 3600
 max_attempts = 12
 interval_s = 5                  # how often serve looks for due notices
+watch_every_s = 30              # how often serve looks at local meters' readings and records
 outage_lead_h = 24              # planned-outage notices this long before the start ...
 important_lead_h = 72           # ... and this long for important and protected customers
 ```
@@ -47,9 +48,9 @@ ENV_WEBHOOK_SECRET = "PREPAID645_WEBHOOK_SECRET"
 ENV_SMS_TOKEN = "PREPAID645_SMS_TOKEN"
 ENV_RECEIPT_TOKEN = "PREPAID645_RECEIPT_TOKEN"
 GATEWAYS = ("log", "webhook", "sms")
-_KNOWN = {"in_serve", "gateway", "log_file", "webhook_url", "webhook_secret", "sms_url", "sms_token", "sms_concurrency", "receipt_listen",
-          "receipt_url", "receipt_token", "templates", "language", "quiet", "utc_offset_h", "rate_limit",
-          "rate_window_s", "backoff_s", "max_backoff_s", "max_attempts", "interval_s", "outage_lead_h",
+_KNOWN = {"in_serve", "gateway", "log_file", "webhook_url", "webhook_secret", "sms_url", "sms_token", "sms_concurrency",
+          "receipt_listen", "receipt_url", "receipt_token", "templates", "language", "quiet", "utc_offset_h", "rate_limit",
+          "rate_window_s", "backoff_s", "max_backoff_s", "max_attempts", "interval_s", "watch_every_s", "outage_lead_h",
           "important_lead_h", "batch", "lease_s"}
 
 
@@ -71,6 +72,7 @@ class NoticeConfig:
     receipt_token: str = ""
     templates: Path | None = None
     interval_s: float = 5.0
+    watch_every_s: float = 30.0
     in_serve: bool = True
 
 
@@ -130,14 +132,17 @@ def notices_config(section: Mapping[str, Any], base: Path | None = None,
         receipt_token=str(section.get("receipt_token") or env.get(ENV_RECEIPT_TOKEN, "")),
         templates=_path(section["templates"], base) if section.get("templates") else None,
         interval_s=float(num("interval_s", 5.0)) or 5.0,
+        watch_every_s=float(num("watch_every_s", 30.0)),
         in_serve=bool(section.get("in_serve", True)),
     )
     if gateway == "webhook" and (not cfg.webhook_url or not cfg.webhook_secret):
-        raise ValueError(f"[notices] gateway = \"webhook\" needs webhook_url and webhook_secret (or ${ENV_WEBHOOK_SECRET})")
+        raise ValueError("[notices] gateway = \"webhook\" needs webhook_url and webhook_secret"
+                         f" (or ${ENV_WEBHOOK_SECRET})")
     if gateway == "sms" and (not cfg.sms_url or not cfg.sms_token):
         raise ValueError(f"[notices] gateway = \"sms\" needs sms_url and sms_token (or ${ENV_SMS_TOKEN})")
     if cfg.receipt_listen and not cfg.receipt_token:
-        raise ValueError(f"[notices] receipt_listen needs receipt_token (or ${ENV_RECEIPT_TOKEN}): the callback URL's secret")
+        raise ValueError(f"[notices] receipt_listen needs receipt_token (or ${ENV_RECEIPT_TOKEN}):"
+                         " the callback URL's secret")
     return cfg
 
 

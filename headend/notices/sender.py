@@ -12,10 +12,11 @@ Theory of operation (one ``run_once(now)`` pass; ``now`` is passed in, never rea
      a number is a hard failure for that phone (recorded once, the account flagged once);
    * **text**: the kind's template in the customer's language; a notice whose detail lacks a
      field falls back to the text its producer stored.
-3. **Send** all messages of the pass in one gateway call per priority, highest first.  Each carries ``<event key>:<phone>`` as
-   its idempotency key.  A notice claimed *in doubt* (its earlier sender's lease ran out
-   mid-send) asks the gateway's ``lookup`` first, so a crash between send and record costs no
-   second delivery even with providers whose idempotency window is short.
+3. **Send** all messages of the pass in one gateway call per priority, highest first.  Each
+   carries ``<event key>:<phone>`` as its idempotency key.  A notice claimed *in doubt* (its
+   earlier sender's lease ran out mid-send) asks the gateway's ``lookup`` first, so a crash
+   between send and record costs no second delivery even with providers whose idempotency
+   window is short.
 4. **Record** every outcome in one transaction: sent (some phone accepted or delivered), failed
    (every phone failed for good, or too many attempts), or queued again with a backoff and the
    reason (transient errors, an answer the gateway could not read).

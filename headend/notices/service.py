@@ -24,7 +24,6 @@ from headend.store import Store
 __all__ = ["run_notices", "build_sender", "notice_tick"]
 
 log = logging.getLogger("headend.notices")
-WATCH_EVERY_S = 30.0
 
 
 def build_sender(store: Store, cfg: NoticeConfig, *, receipt_url: str | None = None) -> NoticeSender:
@@ -65,12 +64,12 @@ async def run_notices(store: Store, cfg: NoticeConfig, stop: asyncio.Event,
         log.info("delivery receipts on %s", cfg.receipt_listen)
     sender = build_sender(store, cfg, receipt_url=url)
     loop = asyncio.get_running_loop()
-    watched = -WATCH_EVERY_S
+    watched = -cfg.watch_every_s
     try:
         while not stop.is_set():
             try:
                 # the watcher reads every local meter's latest state: not on every short round
-                watch = loop.time() - watched >= WATCH_EVERY_S
+                watch = loop.time() - watched >= cfg.watch_every_s
                 if watch:
                     watched = loop.time()
                 rep = await asyncio.to_thread(notice_tick, store, sender, int(clock()), watch=watch)

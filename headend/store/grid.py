@@ -69,15 +69,17 @@ class GridStore(Audit):
         with self._tx(write=False) as tx:
             return tx.all(  # type: ignore[return-value]
                 "SELECT g.feeder, g.area, COUNT(*), COUNT(DISTINCT m.customer),"
-                " COUNT(DISTINCT CASE WHEN g.important = 1 OR m.protected = 1 OR a.protected = 1 THEN m.customer END)"
+                " COUNT(DISTINCT CASE WHEN g.important = 1 OR a.important = 1 OR m.protected = 1 OR a.protected = 1"
+                " THEN m.customer END)"
                 " FROM grid_meters g JOIN meters m ON m.address = g.meter JOIN accounts a ON a.customer = m.customer"
                 " GROUP BY g.feeder, g.area ORDER BY g.feeder, g.area")
 
-    def grid_meters(self, *, feeder: str | None = None, area: str | None = None) -> list[tuple[str, str, str, str, bool]]:
+    def grid_meters(self, *, feeder: str | None = None,
+                    area: str | None = None) -> list[tuple[str, str, str, str, bool]]:
         """(meter, customer, feeder, area, important-or-protected) under a feeder or area (or all), by meter."""
-        sql = ("SELECT g.meter, m.customer, g.feeder, g.area, CASE WHEN g.important = 1 OR m.protected = 1"
-               " OR a.protected = 1 THEN 1 ELSE 0 END FROM grid_meters g JOIN meters m ON m.address = g.meter"
-               " JOIN accounts a ON a.customer = m.customer")
+        sql = ("SELECT g.meter, m.customer, g.feeder, g.area, CASE WHEN g.important = 1 OR a.important = 1"
+               " OR m.protected = 1 OR a.protected = 1 THEN 1 ELSE 0 END FROM grid_meters g"
+               " JOIN meters m ON m.address = g.meter JOIN accounts a ON a.customer = m.customer")
         params: list[Any] = []
         if feeder is not None:
             sql += " WHERE g.feeder = ?"
@@ -213,5 +215,6 @@ class GridStore(Audit):
         now = self.now()
         with self._tx() as tx:
             return tx.execute("UPDATE notifications SET status = 'failed', last_error = ?, updated_at = ?"
-                              " WHERE idem_key LIKE ? AND status = 'queued' AND (lease_until IS NULL OR lease_until <= ?)",
+                              " WHERE idem_key LIKE ? AND status = 'queued'"
+                              " AND (lease_until IS NULL OR lease_until <= ?)",
                               (reason, now, prefix.replace("%", "") + "%", now))

@@ -265,7 +265,8 @@ class Notices(Audit):
     def contact_flags(self) -> list[tuple[str, str, str, int]]:
         """Flagged accounts: (customer, phone, reason, at), by customer."""
         with self._tx(write=False) as tx:
-            return tx.all("SELECT customer, phone, reason, at FROM contact_flags ORDER BY customer")  # type: ignore[return-value]
+            rows = tx.all("SELECT customer, phone, reason, at FROM contact_flags ORDER BY customer")
+        return [(str(c), str(p), str(r), int(t)) for c, p, r, t in rows]
 
     def clear_contact_flag(self, customer: str, *, actor: str) -> bool:
         """Clear an account's contact flag (after its phone was corrected); True if there was one."""
@@ -343,7 +344,8 @@ class Notices(Audit):
         reading (value, read_at), latest status word 3 reading (value, read_at))."""
         latest = ("(SELECT {col} FROM readings r WHERE r.meter = m.address AND r.di = '{di}'"
                   " ORDER BY r.read_at DESC LIMIT 1)")
-        cols = ", ".join(latest.format(col=col, di=di) for di in ("00900200", "04000503") for col in ("value", "read_at"))
+        cols = ", ".join(latest.format(col=col, di=di) for di in ("00900200", "04000503")
+                         for col in ("value", "read_at"))
         with self._tx(write=False) as tx:
             return tx.all(
                 "SELECT m.address, m.customer, a.alarm1_fen, a.alarm2_fen, w.level, w.relay, w.seen_at,"

@@ -39,6 +39,10 @@ def _grid(store) -> tuple[set[str], set[str]]:
             cust = f"{900000000000 + 501 + 2 * n:012d}"
             store.update_account(cust, actor="t", protected=True)
             important.add(cust)
+        for n in range(5):                                    # so do accounts marked important
+            cust = f"{900000000000 + 701 + 2 * n:012d}"
+            store.update_account(cust, actor="t", important=True)
+            important.add(cust)
     store.import_grid(grid, actor="t")
     return f1, important
 

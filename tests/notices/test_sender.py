@@ -197,7 +197,8 @@ def test_a_gateway_answering_garbage_leaves_the_notice_queued_with_the_reason(st
     provider.garbage(1)
     rep = make_sender(store, provider).run_once(NOON)
     n = store.find_notices()[0]
-    assert rep.retried == 1 and n.status == "queued" and "not JSON" in n.last_error and "gateway maintenance" in n.last_error
+    assert rep.retried == 1 and n.status == "queued"
+    assert "not JSON" in n.last_error and "gateway maintenance" in n.last_error
 
 
 def test_one_phone_failing_transiently_is_retried_alone(store, provider):

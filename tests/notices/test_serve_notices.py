@@ -62,3 +62,49 @@ receipt_token = "r3ceipt"
         he.stop_serve()
         provider.close()
     assert len(provider.delivered) == 1
+
+
+def test_a_payment_to_a_local_meter_notifies_received_then_confirmed_once_each(tmp_path):
+    """A real serve, a simulated meter that loses its first two recharge replies, the operator's
+    payment: the customer hears "received" once and "on your meter" once, whatever the retries."""
+    from tests.headend.test_e2e import _start_bus, _stop
+
+    provider = FakeSmsProvider()
+    he = HeadEnd(tmp_path)
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f"""
+[notices]
+gateway = "sms"
+sms_url = "{provider.url}"
+sms_token = "{provider.token}"
+quiet = ""
+interval_s = 0.1
+watch_every_s = 0.1
+""")
+    meter, cust = "000000000001", "000000000101"
+    bus, buses = _start_bus(he, "--count", "1", "--drop", f"{meter}=recharge:2")
+    try:
+        assert he.cli("meter", "add", meter, "--link", buses[0]["link"], "--customer", cust)[0] == 0
+        with he.store() as s:
+            s.update_account(cust, actor="t", phones=["13800138000", "13900139000"])
+        he.start_serve("--config", str(cfg), "--no-costctl")
+        code, out, err = he.cli("recharge", meter, "50", "--idem", "hall-1")
+        assert code == 0, err
+        assert he.cli("recharge", meter, "50", "--idem", "hall-1")[0] == 0          # the same payment again
+
+        def both():
+            kinds = [m["text"] for m in provider.delivered]
+            return len(kinds) >= 4 and kinds
+        _wait("both notices on both phones", both)
+        assert he.stop_serve() == 0           # nothing more can go out: what the provider has is final
+        assert provider.requests == 4
+        with he.store() as s:
+            sent = sorted((n.kind, n.status) for n in s.find_notices(customer=cust))
+        assert sent == [("payment_confirmed", "sent"), ("payment_received", "sent")]
+        assert sorted(m["to"] for m in provider.delivered) == ["13800138000", "13800138000", "13900139000",
+                                                               "13900139000"]
+        assert all("50.00元" in m["text"] for m in provider.delivered)
+    finally:
+        he.stop_serve()
+        _stop(bus)
+        provider.close()
