@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from headend.notices.templates import KINDS, BUILTIN, Catalog, MissingField, yuan
-from headend.store import InvalidInput, Notification, Store, check_customer
+from headend.notices.templates import BUILTIN, KINDS, Catalog, MissingField
+from headend.store import InvalidInput, Notification, Store, check_customer, yuan
 
 __all__ = ["notify_event", "watch_local", "WATCH_EVENT_KINDS"]
 

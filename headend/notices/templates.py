@@ -24,7 +24,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["KINDS", "LANGUAGES", "Kind", "TemplateError", "MissingField", "Catalog", "load_templates", "yuan"]
+from headend.store import yuan
+
+__all__ = ["KINDS", "LANGUAGES", "Kind", "TemplateError", "MissingField", "Catalog", "load_templates"]
 
 LANGUAGES = ("zh", "en")
 
@@ -137,15 +139,6 @@ BUILTIN: dict[str, dict[str, str]] = {
 }
 
 
-def yuan(fen: int) -> str:
-    """Integer fen as yuan with two decimals (``-5`` -> ``"-0.05"``), without float."""
-    if type(fen) is not int:
-        raise TypeError(f"an amount in fen must be an int, got {fen!r}")
-    sign = "-" if fen < 0 else ""
-    q, r = divmod(abs(fen), 100)
-    return f"{sign}{q}.{r:02d}"
-
-
 def _placeholders(text: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(text))
@@ -216,6 +209,8 @@ class Catalog:
             if v is None:
                 raise MissingField(f"{kind} notice lacks {key!r} for {{{name}}}")
             if typ == "yuan":
+                if type(v) is not int:     # money is integer fen; anything else is not guessed at
+                    raise MissingField(f"{kind} notice: {key} is {v!r}, not integer fen")
                 values[name] = yuan(v)
             elif typ == "time":
                 values[name] = datetime.fromtimestamp(int(v), self._tz).strftime("%Y-%m-%d %H:%M")

@@ -7,7 +7,7 @@ from collections import Counter
 
 from headend.costctl.decide import Rules
 from headend.notices.events import watch_local
-from headend.notices.templates import yuan
+from headend.store import yuan
 from headend.store import open_store
 from tests.costctl.test_cycle import A, B, C, D0, DAY, P, cycle
 from tests.notices.conftest import NOON, customer, make_sender

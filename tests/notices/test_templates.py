@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from headend.notices.templates import KINDS, LANGUAGES, MissingField, TemplateError, load_templates, yuan
+from headend.notices.templates import KINDS, LANGUAGES, MissingField, TemplateError, load_templates
+from headend.store import yuan
 from tests.notices.conftest import local
 
 
@@ -14,9 +15,9 @@ def test_yuan_from_integer_fen(fen, text):
     assert yuan(fen) == text
 
 
-def test_yuan_refuses_a_float():
-    with pytest.raises(TypeError):
-        yuan(12.5)  # type: ignore[arg-type]
+def test_an_amount_that_is_not_integer_fen_is_not_rendered():
+    with pytest.raises(MissingField, match="not integer fen"):
+        load_templates().render("cut", "en", {"customer": "000000000042", "balance_fen": 12.5})
 
 
 def test_every_kind_has_both_languages_and_renders():
