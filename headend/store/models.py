@@ -19,6 +19,7 @@ __all__ = [
     "SUPPLY_STATES",
     "COMMAND_STATUSES",
     "COMMAND_TRANSITIONS",
+    "FINAL_STATUSES",
     "NOTIFICATION_STATUSES",
     "DELIVERY_STATES",
     "SUBFEN",
@@ -64,15 +65,28 @@ SUBFEN = 100_000  # sub-fen units per fen: w Wh * p (0.0001 yuan/kWh) is in 1e-5
 MODES = ("local", "remote")
 RESTORE_POLICIES = ("close_permitted", "direct")
 SUPPLY_STATES = ("on", "cut", "close_permitted")
-COMMAND_STATUSES = ("queued", "sent", "confirmed", "failed")
-# Allowed command state changes. "sent -> queued" is a retry that goes back into the queue
-# (after a timeout or a lost link); confirmed and failed are final.
+COMMAND_STATUSES = ("queued", "sent", "unresolved", "confirmed", "failed", "rejected", "cancelled")
+# Allowed command state changes.
+# - "sent -> queued": a retry that goes back into the queue (a timeout, a lost link) before
+#   anything could have changed at the meter.
+# - "unresolved": a recharge whose frame may have reached the meter and whose outcome is not
+#   known yet; only the meter's purchase count, read in a fresh session, settles it (the worker
+#   claims it again: "unresolved -> sent"). It never ends failed: credited -> confirmed,
+#   provably not applied -> sent again with the same count, or rejected.
+# - confirmed, failed, rejected and cancelled are final; an operator may put a failed,
+#   rejected or cancelled command back in the queue (`headend commands retry`).
+#   failed: tried, and the meter or link refused it; rejected: it can never succeed as
+#   written; cancelled: an operator took it out of the queue before it was sent.
 COMMAND_TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "queued": ("sent", "failed"),
-    "sent": ("sent", "queued", "confirmed", "failed"),
+    "queued": ("sent", "failed", "rejected", "cancelled"),
+    "sent": ("sent", "queued", "unresolved", "confirmed", "failed", "rejected"),
+    "unresolved": ("sent",),
     "confirmed": (),
-    "failed": (),
+    "failed": ("queued",),
+    "rejected": ("queued",),
+    "cancelled": ("queued",),
 }
+FINAL_STATUSES = ("confirmed", "failed", "rejected", "cancelled")
 NOTIFICATION_STATUSES = ("queued", "sent", "failed")
 # one notice to one phone: accepted by the provider (a receipt follows), delivered, undelivered
 # (the receipt said so), or refused for good (bad number, rejected)

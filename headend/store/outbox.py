@@ -1,4 +1,5 @@
-"""The command outbox: every command to a meter, queued, sent, confirmed or failed."""
+"""The command outbox: every command to a meter, queued, sent, unresolved, confirmed, failed,
+rejected or cancelled (models.COMMAND_TRANSITIONS), and the lease of the `serve` working it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from headend.store.audit import Audit
 from headend.store.models import (
     COMMAND_STATUSES,
     COMMAND_TRANSITIONS,
+    FINAL_STATUSES,
     Command,
     Conflict,
     InvalidInput,
@@ -30,6 +32,27 @@ def _command(row: Sequence[Any]) -> Command:
     return Command(*r)
 
 
+def _difference(cmd: Command, meter: str, kind: str, params: Any) -> str:
+    """What differs between a stored command and a new request for it ("" if nothing)."""
+    if cmd.meter != meter:
+        return f"meter {cmd.meter}, not {meter}"
+    if cmd.kind != kind:
+        return f"kind {cmd.kind}, not {kind}"
+    if cmd.params == params:
+        return ""
+    if isinstance(cmd.params, dict) and isinstance(params, dict):
+        for k in sorted(set(cmd.params) | set(params)):
+            if cmd.params.get(k) != params.get(k):
+                return f"{k} {cmd.params.get(k)!r}, not {params.get(k)!r}"
+    return f"params {cmd.params!r}, not {params!r}"
+
+
+# How long a serve's heartbeat stays good: it renews every LEASE_BEAT_S, and one that missed
+# a few beats (killed, host down) no longer counts as running.
+LEASE_BEAT_S = 2
+LEASE_TTL_S = 15
+
+
 class Outbox(Audit):
     """Commands to meters; status moves only along COMMAND_TRANSITIONS, by compare-and-set."""
 
@@ -45,8 +68,12 @@ class Outbox(Audit):
     ) -> Command:
         """Put a command in the outbox (status queued) with its audit row, atomically.
 
-        With idem_key, a second enqueue with the same key returns the first command unchanged
-        (whatever its status) and writes nothing: a retried request cannot queue twice.
+        With idem_key, a second enqueue with the same key and the same meter, kind and params
+        returns the first command and writes nothing: a retried request cannot queue twice.  The
+        same key with anything different is refused (Conflict naming the field), since it would
+        otherwise quietly stand for another payment.  If the first command ended failed,
+        rejected or cancelled - which for a recharge means no money moved - it goes back in the
+        queue (audited), so the same payment id can still be credited.
         params must be JSON-serialisable.
         """
         if not kind:
@@ -61,9 +88,12 @@ class Outbox(Audit):
                 row = tx.one(f"SELECT {_COMMAND_COLS} FROM commands WHERE idem_key = ?", (idem_key,))
                 if row is not None:
                     cmd = _command(row)
-                    if cmd.meter != meter or cmd.kind != kind:
-                        raise Conflict(f"idempotency key {idem_key!r} belongs to command {cmd.id} "
-                                       f"({cmd.kind} on {cmd.meter})")
+                    differs = _difference(cmd, meter, kind, params)
+                    if differs:
+                        raise Conflict(f"idempotency key {idem_key!r} belongs to command {cmd.id} with {differs}: "
+                                       "a different command needs its own key")
+                    if cmd.status in ("failed", "rejected", "cancelled"):
+                        return self._requeue(tx, cmd, actor, f"the same request again (idempotency key {idem_key!r})")
                     return cmd
             if not tx.one("SELECT 1 FROM meters WHERE address = ?", (meter,)):
                 raise NotFound(f"meter {meter} is not registered: add it with `headend meter add {meter} ...`")
@@ -118,12 +148,16 @@ class Outbox(Audit):
         status: str | None = None,
         meter: str | None = None,
         kind: str | None = None,
+        customer: str | None = None,
         limit: int = 100,
     ) -> list[Command]:
-        """Outbox entries, newest first, optionally filtered."""
+        """Outbox entries, newest first, optionally filtered (customer: commands to that customer's meters)."""
         if status is not None and status not in COMMAND_STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(COMMAND_STATUSES)}, got {status!r}")
         where, params = self._where({"status": status, "meter": meter, "kind": kind})
+        if customer is not None:
+            where += (" AND" if where else " WHERE") + " meter IN (SELECT address FROM meters WHERE customer = ?)"
+            params.append(customer)
         with self._tx(write=False) as tx:
             rows = tx.all(f"SELECT {_COMMAND_COLS} FROM commands{where} ORDER BY id DESC LIMIT ?",
                           (*params, int(limit)))
@@ -197,18 +231,77 @@ class Outbox(Audit):
         """sent -> queued again, not to be sent before not_before (Unix s); keeps attempts."""
         return self.transition(command_id, "queued", expected="sent", error=error, not_before=not_before)
 
-    def claim_next(self, *, limit: int = 1, link: str | None = None, now: int | None = None) -> list[Command]:
-        """Atomically take up to `limit` due queued commands and mark them sent (oldest first).
+    def unresolve(self, command_id: int, error: str, not_before: int, reply: Any = None) -> Command:
+        """sent -> unresolved: a recharge that may have reached the meter; checked again from not_before."""
+        return self.transition(command_id, "unresolved", expected="sent", error=error, not_before=not_before,
+                               reply=reply)
 
-        At most one command per meter is in flight: a meter with a command "sent" is skipped, and
-        only each meter's oldest queued command is eligible, so a meter's commands run in order.
-        Restrict to meters on one link with `link`.
+    def reject(self, command_id: int, error: str, reply: Any = None) -> Command:
+        """queued/sent -> rejected: it can never succeed as written; the reason says why."""
+        return self.transition(command_id, "rejected", expected=("queued", "sent"), error=error, reply=reply)
+
+    def cancel(self, command_id: int, *, actor: str) -> Command:
+        """An operator takes a queued command out of the queue (audited).
+
+        Only a command nothing was sent for yet: a recharge that may have reached its meter is
+        settled by the meter's purchase count, never cancelled."""
+        with self._tx() as tx:
+            cmd = self.get_command(command_id)
+            if cmd.status != "queued" or (cmd.kind == "recharge" and cmd.reply):
+                why = ("its recharge frame may already have reached the meter; `headend serve` settles it from "
+                       "the meter's purchase count" if cmd.status in ("queued", "sent", "unresolved")
+                       else "it is already final")
+                raise TransitionError(f"command {cmd.id} ({cmd.kind} on {cmd.meter}) is {cmd.status} and cannot be "
+                                      f"cancelled: {why}")
+            n = tx.execute("UPDATE commands SET status = 'cancelled', updated_at = ?, last_error = ?"
+                           " WHERE id = ? AND status = 'queued'",
+                           (self.now(), f"cancelled by {actor}", cmd.id))
+            if n != 1:
+                raise TransitionError(f"command {cmd.id} was moved meanwhile; nothing cancelled")
+            self.log_action(actor, "command.cancel", cmd.meter, {"command": cmd.id, "kind": cmd.kind})
+            return self.get_command(cmd.id)
+
+    def retry(self, command_id: int, *, actor: str) -> Command:
+        """An operator puts a failed, rejected or cancelled command back in the queue, or has an
+        unresolved or waiting one tried now (audited)."""
+        with self._tx() as tx:
+            cmd = self.get_command(command_id)
+            if cmd.status in ("queued", "unresolved"):
+                tx.execute("UPDATE commands SET not_before = 0, updated_at = ? WHERE id = ?", (self.now(), cmd.id))
+                self.log_action(actor, "command.retry", cmd.meter, {"command": cmd.id, "kind": cmd.kind,
+                                                                    "status": cmd.status})
+                return self.get_command(cmd.id)
+            if cmd.status not in ("failed", "rejected", "cancelled"):
+                raise TransitionError(f"command {cmd.id} ({cmd.kind} on {cmd.meter}) is {cmd.status}: "
+                                      "only a failed, rejected, cancelled, queued or unresolved command can be retried")
+            return self._requeue(tx, cmd, actor, "retried by an operator")
+
+    def _requeue(self, tx: Any, cmd: Command, actor: str, why: str) -> Command:
+        # A final command that moved nothing starts afresh: no progress kept (a recharge
+        # chooses its purchase count anew), attempts from zero.
+        n = tx.execute("UPDATE commands SET status = 'queued', attempts = 0, reply = NULL, not_before = 0,"
+                       " updated_at = ?, last_error = ? WHERE id = ? AND status = ?",
+                       (self.now(), f"requeued: {why} (was {cmd.status}: {cmd.last_error or ''})", cmd.id, cmd.status))
+        if n != 1:
+            raise TransitionError(f"command {cmd.id} was moved meanwhile; nothing requeued")
+        self.log_action(actor, "command.requeue", cmd.meter, {"command": cmd.id, "kind": cmd.kind,
+                                                              "was": cmd.status, "why": why})
+        return self.get_command(cmd.id)
+
+    def claim_next(self, *, limit: int = 1, link: str | None = None, now: int | None = None) -> list[Command]:
+        """Atomically take up to `limit` due queued or unresolved commands and mark them sent (oldest first).
+
+        At most one command per meter is in flight: a meter with a command "sent" is skipped.
+        A meter's commands run in order (its oldest waiting one first), except reads, which never
+        wait behind another waiting command: a meter whose recharge waits for a lock to lift can
+        still be read.  Restrict to meters on one link with `link`.
         """
         now = self.now() if now is None else now
         sql = (
-            "SELECT c.id FROM commands c JOIN meters m ON m.address = c.meter"
-            " WHERE c.status = 'queued' AND c.not_before <= ?"
-            " AND c.id = (SELECT MIN(q.id) FROM commands q WHERE q.meter = c.meter AND q.status = 'queued')"
+            "SELECT c.id, c.meter FROM commands c JOIN meters m ON m.address = c.meter"
+            " WHERE c.status IN ('queued', 'unresolved') AND c.not_before <= ?"
+            " AND (c.kind = 'read' OR c.id = (SELECT MIN(q.id) FROM commands q WHERE q.meter = c.meter"
+            " AND q.status IN ('queued', 'unresolved') AND q.kind != 'read'))"
             " AND NOT EXISTS (SELECT 1 FROM commands s WHERE s.meter = c.meter AND s.status = 'sent')"
         )
         params: list[Any] = [now]
@@ -218,30 +311,81 @@ class Outbox(Audit):
         sql += " ORDER BY c.id LIMIT ?"
         params.append(int(limit))
         with self._tx() as tx:
-            ids = [r[0] for r in tx.all(sql, params)]
-            out = []
-            for cid in ids:
+            rows = tx.all(sql, params)
+            out, taken = [], set()
+            for cid, meter in rows:
+                if meter in taken:
+                    continue  # one in flight per meter, also within one claim
                 if tx.execute("UPDATE commands SET status = 'sent', attempts = attempts + 1, updated_at = ?"
-                              " WHERE id = ? AND status = 'queued'", (self.now(), cid)) == 1:
+                              " WHERE id = ? AND status IN ('queued', 'unresolved')", (self.now(), cid)) == 1:
+                    taken.add(meter)
                     out.append(self.get_command(cid))
             return out
 
     def requeue_stale(self, older_than_s: int, *, now: int | None = None) -> int:
-        """Put commands left "sent" for longer than older_than_s (a crashed worker) back to queued."""
+        """Put commands left "sent" for longer than older_than_s (a crashed worker) back in line:
+        recharges whose purchase count was already chosen (their frame may have gone out) as
+        unresolved, everything else queued."""
         now = self.now() if now is None else now
         with self._tx() as tx:
             return tx.execute(
-                "UPDATE commands SET status = 'queued', updated_at = ?,"
+                "UPDATE commands SET status = CASE WHEN kind = 'recharge' AND reply IS NOT NULL"
+                " THEN 'unresolved' ELSE 'queued' END, updated_at = ?,"
                 " last_error = 'requeued: no outcome recorded by the worker that sent it' "
                 " WHERE status = 'sent' AND updated_at <= ?",
                 (now, now - int(older_than_s)),
             )
 
+    def confirmed_recharges(self, meter: str, *, above_count: int) -> list[Command]:
+        """A meter's confirmed recharges whose purchase count is above `above_count`, by count
+        (what a meter restored from an older record has lost)."""
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT {_COMMAND_COLS} FROM commands WHERE meter = ? AND kind = 'recharge'"
+                          " AND status = 'confirmed' ORDER BY id", (meter,))
+        got = [_command(r) for r in rows]
+        lost = [c for c in got if isinstance(c.reply, dict) and int(c.reply.get("purchase_count") or 0) > above_count]
+        return sorted(lost, key=lambda c: int(c.reply["purchase_count"]))
+
+    # ----------------------------------------------------------------- the serve lease
+    def take_lease(self, pid: int, host: str, path: str) -> None:
+        """Record this serve as the one working the outbox; Conflict naming the other if one on
+        another host still beats.  (On one host the caller's lock on the file decides: a lease
+        left by a serve that was killed there is taken over at once.)"""
+        now = self.now()
+        with self._tx() as tx:
+            row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_lease WHERE id = 1")
+            if row is not None and now - int(row[4]) < LEASE_TTL_S and row[1] != host:
+                raise Conflict(f"another `headend serve` (pid {row[0]} on {row[1]}, working {row[2]}, heartbeat "
+                               f"{now - int(row[4])} s ago) is already working this database; stop it first "
+                               "(one serve per database)")
+            tx.execute("DELETE FROM serve_lease WHERE id = 1")
+            tx.execute("INSERT INTO serve_lease (id, pid, host, path, started_at, beat_at) VALUES (1, ?, ?, ?, ?, ?)",
+                       (pid, host, path, now, now))
+
+    def beat_lease(self, pid: int, host: str) -> bool:
+        """Renew this serve's heartbeat; False if the lease is no longer its own."""
+        with self._tx() as tx:
+            return tx.execute("UPDATE serve_lease SET beat_at = ? WHERE id = 1 AND pid = ? AND host = ?",
+                              (self.now(), pid, host)) == 1
+
+    def release_lease(self, pid: int, host: str) -> None:
+        """This serve stops: nothing works the outbox any more."""
+        with self._tx() as tx:
+            tx.execute("DELETE FROM serve_lease WHERE id = 1 AND pid = ? AND host = ?", (pid, host))
+
+    def serve_alive(self) -> dict[str, Any] | None:
+        """The serve working the outbox (pid, host, path, started_at, beat_at), or None if none beats."""
+        with self._tx(write=False) as tx:
+            row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_lease WHERE id = 1")
+        if row is None or self.now() - int(row[4]) >= LEASE_TTL_S:
+            return None
+        return dict(zip(("pid", "host", "path", "started_at", "beat_at"), row))
+
     def wait_final(self, command_id: int, timeout: float, poll: float = 0.05) -> Command:
-        """Poll until a command is confirmed or failed, or timeout seconds pass; return its last state."""
+        """Poll until a command is final, or timeout seconds pass; return its last state."""
         deadline = time.monotonic() + timeout
         while True:
             cmd = self.get_command(command_id)
-            if cmd.status in ("confirmed", "failed") or time.monotonic() >= deadline:
+            if cmd.status in FINAL_STATUSES or time.monotonic() >= deadline:
                 return cmd
             time.sleep(poll)

@@ -350,6 +350,47 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE UNIQUE INDEX shifts_one_open ON shifts(cashier) WHERE state = 'open'",
         ],
     ),
+    (
+        6,
+        [
+            # Commands gain "unresolved" (a recharge that may have reached the meter, settled by
+            # its purchase count), "rejected" (can never succeed) and "cancelled" (by an operator).
+            # SQLite cannot change a CHECK in place: the table is rebuilt with its rows and indexes.
+            f"""CREATE TABLE commands_v4 (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                meter TEXT NOT NULL REFERENCES meters(address),
+                kind TEXT NOT NULL,
+                params TEXT,
+                status TEXT NOT NULL CHECK (status IN
+                    ('queued', 'sent', 'unresolved', 'confirmed', 'failed', 'rejected', 'cancelled')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                reply TEXT,
+                created_at {_TS},
+                updated_at {_TS},
+                idem_key TEXT UNIQUE,
+                actor TEXT NOT NULL,
+                not_before INTEGER NOT NULL DEFAULT 0
+            )""",
+            "INSERT INTO commands_v4 SELECT id, meter, kind, params, status, attempts, last_error, reply, created_at,"
+            " updated_at, idem_key, actor, not_before FROM commands",
+            "DROP TABLE commands",
+            "ALTER TABLE commands_v4 RENAME TO commands",
+            "CREATE INDEX commands_status ON commands(status, id)",
+            "CREATE INDEX commands_meter ON commands(meter, status, id)",
+            # Who works the outbox: one row while a `headend serve` runs, its heartbeat renewed
+            # every few seconds, so a second serve (through any path, or from another host on a
+            # shared file) is refused and the CLI knows whether anything is working the queue.
+            f"""CREATE TABLE serve_lease (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                pid INTEGER NOT NULL,
+                host TEXT NOT NULL,
+                path TEXT NOT NULL,
+                started_at {_TS},
+                beat_at {_TS}
+            )""",
+        ],
+    ),
 ]
 
 

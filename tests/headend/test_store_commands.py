@@ -174,7 +174,8 @@ def test_concurrent_workers_claim_each_command_exactly_once(tmp_path: Path) -> N
     check = open_store(path)
     assert sorted(claimed) == sorted(set(claimed))
     assert len(claimed) == 240
-    assert check.count_commands() == {"queued": 0, "sent": 0, "confirmed": 240, "failed": 0}
+    assert check.count_commands() == {"queued": 0, "sent": 0, "unresolved": 0, "confirmed": 240, "failed": 0,
+                                      "rejected": 0, "cancelled": 0}
     for m in meters[:5]:  # per meter, read ran before trip
         cmds = sorted(check.list_commands(meter=m), key=lambda c: c.id)
         assert [c.kind for c in cmds] == ["read", "trip"]
@@ -194,3 +195,113 @@ def test_get_commands_by_ids(store) -> None:
     got = store.get_commands(reversed(ids + [9999]))
     assert [c.id for c in got] == ids
     assert [c.params for c in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_an_idempotency_key_reused_with_other_content_is_refused_naming_the_field(store) -> None:
+    a = store.enqueue(A1, "recharge", {"amount_fen": 5000}, actor="pay", idem_key="PAY-1")
+    with pytest.raises(Conflict, match=r"command %d with amount_fen 5000, not 7000" % a.id):
+        store.enqueue(A1, "recharge", {"amount_fen": 7000}, actor="pay", idem_key="PAY-1")
+    with pytest.raises(Conflict, match="kind recharge, not trip"):
+        store.enqueue(A1, "trip", {}, actor="pay", idem_key="PAY-1")
+    assert [c.id for c in store.list_commands()] == [a.id]
+
+
+def test_a_command_that_moved_nothing_is_queued_again_by_the_same_idempotency_key(store) -> None:
+    a = store.enqueue(A1, "recharge", {"amount_fen": 5000}, actor="pay", idem_key="PAY-2")
+    [sent] = store.claim_next()
+    store.fail(sent.id, "identity authentication failed before the recharge frame was sent")
+    again = store.enqueue(A1, "recharge", {"amount_fen": 5000}, actor="pay", idem_key="PAY-2")
+    assert (again.id, again.status, again.attempts, again.reply) == (a.id, "queued", 0, None)
+    assert store.audit_entries(limit=1)[0].action == "command.requeue"
+    [sent] = store.claim_next()
+    store.confirm(sent.id, {"result": "credited"})
+    assert store.enqueue(A1, "recharge", {"amount_fen": 5000}, actor="pay", idem_key="PAY-2").status == "confirmed"
+
+
+def test_cancel_and_retry_are_audited_and_never_cancel_a_recharge_that_may_have_been_sent(store) -> None:
+    t = store.enqueue(A1, "trip", actor="ops")
+    c = store.cancel(t.id, actor="bob")
+    assert (c.status, c.last_error) == ("cancelled", "cancelled by bob")
+    assert store.audit_entries(limit=1)[0].action == "command.cancel"
+    assert store.claim_next() == []
+    r = store.retry(t.id, actor="bob")
+    assert (r.status, r.attempts) == ("queued", 0)
+    assert store.audit_entries(limit=1)[0].action == "command.requeue"
+    [sent] = store.claim_next()
+    store.confirm(sent.id)
+    with pytest.raises(TransitionError, match="already final"):
+        store.cancel(t.id, actor="bob")
+    rc = store.enqueue(A2, "recharge", {"amount_fen": 100}, actor="ops")
+    [sent] = store.claim_next()
+    store.transition(sent.id, "sent", expected="sent", reply={"purchase_count": 3})
+    store.unresolve(sent.id, "reply lost", not_before=store.now() + 60)
+    with pytest.raises(TransitionError, match="may already have reached the meter"):
+        store.cancel(rc.id, actor="bob")
+    assert store.get_command(rc.id).status == "unresolved"
+
+
+def test_an_unresolved_recharge_holds_back_later_commands_but_not_reads(store, clock: Clock) -> None:
+    rc = store.enqueue(A1, "recharge", {"amount_fen": 100}, actor="ops")
+    [sent] = store.claim_next()
+    store.transition(sent.id, "sent", expected="sent", reply={"purchase_count": 1})
+    store.unresolve(sent.id, "meter locked", not_before=clock.t + 60)
+    later = store.enqueue(A1, "recharge", {"amount_fen": 200}, actor="ops")
+    read = store.enqueue(A1, "read", {"dis": ["00900200"]}, actor="ops")
+    assert [c.id for c in store.claim_next(limit=10)] == [read.id]  # the read goes past; the recharge waits
+    store.confirm(read.id, {})
+    clock.t += 60
+    [again] = store.claim_next(limit=10)
+    assert (again.id, again.status) == (rc.id, "sent")  # the unresolved one is settled first
+    store.confirm(rc.id, {"result": "settled"})
+    assert [c.id for c in store.claim_next(limit=10)] == [later.id]
+
+
+def test_a_crashed_worker_leaves_a_chosen_recharge_unresolved(store, clock: Clock) -> None:
+    rc = store.enqueue(A1, "recharge", {"amount_fen": 1}, actor="ops")
+    tr = store.enqueue(A2, "trip", actor="ops")
+    for c in store.claim_next(limit=5):
+        if c.id == rc.id:
+            store.transition(c.id, "sent", expected="sent", reply={"purchase_count": 4})
+    assert store.requeue_stale(0) == 2
+    assert store.get_command(rc.id).status == "unresolved" and store.get_command(tr.id).status == "queued"
+
+
+def test_commands_of_one_customer(store) -> None:
+    store.add_account("000000000043", actor="setup")
+    store.update_meter(A3, actor="setup", customer="000000000043")
+    mine = store.enqueue(A3, "trip", actor="ops")
+    store.enqueue(A1, "trip", actor="ops")
+    assert [c.id for c in store.list_commands(customer="000000000043")] == [mine.id]
+
+
+def test_the_serve_lease_names_the_serve_and_expires_without_heartbeat(store, clock: Clock) -> None:
+    assert store.serve_alive() is None
+    store.take_lease(101, "hosta", "/data/h.db")
+    assert store.serve_alive()["pid"] == 101
+    with pytest.raises(Conflict, match="pid 101 on hosta, working /data/h.db"):
+        store.take_lease(202, "hostb", "/mnt/h.db")
+    clock.t += 10
+    assert store.beat_lease(101, "hosta") and not store.beat_lease(202, "hostb")
+    clock.t += 14
+    assert store.serve_alive() is not None
+    clock.t += 10  # missed its beats: a serve that was killed no longer counts
+    assert store.serve_alive() is None
+    store.take_lease(202, "hostb", "/mnt/h.db")
+    store.release_lease(202, "hostb")
+    assert store.serve_alive() is None
+
+
+def test_commands_keep_their_rows_and_ids_through_the_status_migration(tmp_path: Path) -> None:
+    from headend.store import Store
+    from headend.store.sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(tmp_path / "old.db")
+    backend.migrate(upto=5)
+    old = Store(backend)
+    old.add_meter(A1, link="tcp://x:1", customer="000000000042", actor="setup")
+    a = old.enqueue(A1, "trip", actor="ops", idem_key="K1")
+    old.migrate()
+    b = old.enqueue(A1, "trip", actor="ops")
+    assert old.get_command(a.id) == a and b.id > a.id
+    assert old.cancel(b.id, actor="ops").status == "cancelled"  # the new statuses are allowed
+    old.close()
