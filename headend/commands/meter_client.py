@@ -336,10 +336,14 @@ class MeterClient:
             s.invalidate()
             raise MeterRefused(m.address, f"identity authentication: {exc}", ["other"], 0, True) from None
 
-    async def _protected(self, m: MeterTarget, what: str, build: Callable[[SecuritySession], tuple[int, bytes, int]]) -> Frame:
-        """Send a protected command inside a session; one re-authentication on a session refusal."""
+    async def _protected(self, m: MeterTarget, what: str, build: Callable[[SecuritySession], tuple[int, bytes, int]],
+                         *, fresh: bool = False) -> Frame:
+        """Send a protected command inside a session (a new one with ``fresh``); one
+        re-authentication on a session refusal."""
         async with self._lock(m.address):
             s = self._session(m)
+            if fresh:
+                s.invalidate()
             for attempt in (1, 2):
                 if not s.valid(self._now()):
                     await self._authenticate(m, s)
@@ -416,14 +420,16 @@ class MeterClient:
         return reply.frame.address
 
     # -- security ------------------------------------------------------------------------
-    async def wallet(self, m: MeterTarget) -> WalletStatus:
-        """The meter's balance and purchase count, with the meter's MAC on its reply checked."""
+    async def wallet(self, m: MeterTarget, *, fresh: bool = False) -> WalletStatus:
+        """The meter's balance and purchase count, with the meter's MAC on its reply checked;
+        ``fresh`` authenticates anew first, so the answer belongs to a session opened just now
+        (what settles a recharge whose outcome is unknown)."""
 
         def build(s: SecuritySession) -> tuple[int, bytes, int]:
             data, seq = s.status_request()
             return 0x03, data, seq
 
-        f = await self._protected(m, "status query", build)
+        f = await self._protected(m, "status query", build, fresh=fresh)
         try:
             return WalletStatus.from_reply(f.data)
         except SecurityError as exc:

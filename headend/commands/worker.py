@@ -2,14 +2,23 @@
 
 Every command reaches the meter only after it is in the outbox (``queued``), and leaves it
 only as ``confirmed`` (the meter's reply, and for relay commands status word 3 read back,
-say it happened) or ``failed`` (the meter refused, or a non-money command ran out of
-attempts).  A comms failure puts the command back in the queue with a back-off.
+say it happened), ``failed`` (the meter refused, or a non-money command ran out of attempts)
+or ``rejected`` (its parameters can never work: checked again here with the rules the CLI
+applies at entry).  A comms failure puts the command back in the queue with a back-off.
 
 Recharges are exactly-once: the purchase count is chosen from the meter's MAC-checked wallet
 and written into the command's reply *before* the recharge frame is first sent; every retry,
-even after a head-end restart, sends that same count, and the meter's "repeat recharge"
-answer counts as success.  A recharge is never failed for lack of an answer: it stays queued
-until the meter confirms.
+even after a head-end restart, sends that same count.  A recharge whose frame may have reached
+the meter is never failed: it becomes ``unresolved`` until the meter's purchase count, read in
+a fresh session, settles it - credited: confirmed; provably not applied: sent again with the
+same count, or rejected when the meter refuses it for good (customer, hoarding limit).  A meter
+that refuses authentication (security-locked after MAC failures, until midnight) keeps its
+recharge unresolved, said so, and the recharge completes after the lock lifts.
+
+A meter whose purchase count went backwards (restarted from an older state record) is
+reconciled before anything else is sent to it: the recharges the head-end knows were confirmed
+above the meter's count are sent again, in order, with their own counts, with an alert event
+and an audit entry; a gap it cannot fill leaves the recharge unresolved for the operator.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -27,11 +36,13 @@ from headend.commands.meter_client import (
     MeterClient,
     MeterRefused,
     MeterTarget,
-    money_value,
     parse_di,
     reading_row,
 )
-from headend.store import Command, Meter, NotFound, Store, TransitionError
+from headend.commands.params import KINDS, LIMIT_NAMES, check, limit_items, tariff_items
+from headend.link.security import WalletStatus
+from headend.link.session import backoff_delay
+from headend.store import Command, InvalidInput, Meter, NotFound, Store, TransitionError
 from headend.transports import LinkError
 from protocol import di as dis
 from protocol.annotate import format_value
@@ -54,14 +65,26 @@ POLL_S = 0.05
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_S = 2.0
 
-LIMIT_NAMES = {
-    "alarm1": 0x04001001,
-    "alarm2": 0x04001002,
-    "overdraft": 0x04001003,
-    "hoarding": 0x04001004,
-    "close_ok": 0x04001005,
-}
-KINDS = ("read", "recharge", "sync_time", "set_limits", "set_tariff", *RELAY_ACTIONS)
+RETRY_BACKOFF_MAX_S = 300.0
+_AFTER_MIDNIGHT_S = 120  # meter clocks may run a little behind the head-end's
+ACTOR = "headend serve"  # who the worker's own audit entries name
+# A meter's refusal of a recharge that no re-send can change: the command is rejected (once a
+# fresh read of its purchase count shows the frame was not applied).
+_FINAL_REFUSALS = {"customer_mismatch", "hoarding_exceeded"}
+_LOCK_TEXT = ("the meter refuses authentication: it is security-locked until midnight after repeated MAC "
+              "failures, or the key store does not hold its key")
+
+
+class _Unresolved(Exception):
+    """A recharge whose frame may have reached the meter cannot be settled now; try again later."""
+
+
+class _Rejected(Exception):
+    """The command can never succeed as written (the reason is the message)."""
+
+
+class _Waiting(Exception):
+    """The meter refuses authentication (security-locked, or a key mismatch): try after its midnight."""
 def target_of(m: Meter) -> MeterTarget:
     """The registry record as the meter client needs it."""
     return MeterTarget(m.address, m.link, m.krn, m.meter_number or m.address, m.customer)
@@ -99,7 +122,7 @@ class OutboxWorker:
         poll_s: float = POLL_S,
         max_attempts: int = MAX_ATTEMPTS,
         retry_backoff_s: float = RETRY_BACKOFF_S,
-        retry_backoff_max_s: float = 300.0,
+        retry_backoff_max_s: float = RETRY_BACKOFF_MAX_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -124,7 +147,8 @@ class OutboxWorker:
 
     # -- loop ---------------------------------------------------------------------------
     def recover(self) -> int:
-        """At start-up: commands left "sent" by a worker that died go back to the queue."""
+        """At start-up: commands left "sent" by a worker that died go back in line (a recharge
+        whose count was chosen as unresolved, to be settled by the meter's purchase count)."""
         return self.store.requeue_stale(0)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -161,8 +185,9 @@ class OutboxWorker:
             if self._running:
                 await asyncio.wait(set(self._running), timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
             elif not n:
-                if not self.store.count_commands()["queued"]:
-                    return
+                due = self.store.next_due()
+                if due is None or due > self.clock() + (deadline - asyncio.get_running_loop().time()):
+                    return  # nothing waits, or nothing comes due before the timeout
                 await asyncio.sleep(self.poll_s)  # queued but not due yet (retry back-off)
 
     # -- one command --------------------------------------------------------------------
@@ -170,24 +195,41 @@ class OutboxWorker:
         """Carry out one claimed ("sent") command and record its outcome."""
         try:
             meter = self.store.get_meter(cmd.meter)
-        except NotFound as exc:
-            self._final(cmd, fail=str(exc))
+            check(cmd.kind, cmd.params)
+        except (NotFound, InvalidInput) as exc:
+            if cmd.kind == "recharge" and self._partial(cmd):
+                self._unresolved(cmd, f"{exc}; the recharge frame may have reached the meter")
+            else:
+                self._reject(cmd, str(exc))
             return
-        handler = self._handlers.get(cmd.kind)
-        if handler is None:
-            self._final(cmd, fail=f"unknown command kind {cmd.kind!r}; known: {', '.join(KINDS)}")
-            return
+        handler = self._handlers[cmd.kind]
         try:
             reply = await handler(cmd, meter)
+        except _Rejected as exc:
+            self._reject(cmd, str(exc), reply=self._partial(cmd) or None)
+        except _Unresolved as exc:
+            self._unresolved(cmd, str(exc))
+        except _Waiting as exc:
+            until = self._after_midnight()
+            if self._in_doubt(cmd):
+                self._unresolved(cmd, str(exc), until)
+            else:  # nothing was sent: it stays queued (a recharge never gives up)
+                try:
+                    self.store.retry_later(cmd.id, str(exc), until)
+                except TransitionError as err:
+                    log.warning("command %s: %s", cmd.id, err)
         except MeterRefused as exc:
-            self._final(cmd, fail=str(exc), reply={"refused": exc.flags, "code": exc.code, **self._partial(cmd)})
+            if self._in_doubt(cmd):
+                self._unresolved(cmd, str(exc))
+            else:
+                self._final(cmd, fail=str(exc), reply={"refused": exc.flags, "code": exc.code, **self._partial(cmd)})
         except LinkError as exc:
             self._comms_failure(cmd, str(exc))
         except (ValueError, KeyError) as exc:
-            if cmd.kind == "recharge" and self._partial(cmd):
-                self._comms_failure(cmd, f"{type(exc).__name__}: {exc}")
+            if self._in_doubt(cmd):
+                self._unresolved(cmd, f"{type(exc).__name__}: {exc}")
             else:
-                self._final(cmd, fail=f"cannot carry out {cmd.kind}: {exc}")
+                self._reject(cmd, f"cannot carry out {cmd.kind}: {exc}")
         except asyncio.CancelledError:
             self._comms_failure(cmd, "head-end stopped while the command was in flight")
             raise
@@ -201,6 +243,10 @@ class OutboxWorker:
         latest = self.store.get_command(cmd.id)
         return dict(latest.reply) if isinstance(latest.reply, dict) else {}
 
+    def _in_doubt(self, cmd: Command) -> bool:
+        """A recharge whose purchase count was chosen: its frame may have reached the meter."""
+        return cmd.kind == "recharge" and "purchase_count" in self._partial(cmd)
+
     def _final(self, cmd: Command, *, reply: Any = None, fail: str | None = None) -> None:
         self.done += 1
         try:
@@ -212,14 +258,41 @@ class OutboxWorker:
         except TransitionError as exc:  # someone (an operator) moved it meanwhile: theirs stands
             log.warning("command %s: %s", cmd.id, exc)
 
+    def _reject(self, cmd: Command, why: str, reply: Any = None) -> None:
+        self.done += 1
+        try:
+            self.store.reject(cmd.id, why, reply=reply)
+            self.store.add_event(cmd.meter, f"{cmd.kind}.rejected", {"command": cmd.id, "error": why})
+        except (TransitionError, NotFound) as exc:
+            log.warning("command %s: %s", cmd.id, exc)
+
+    def _pause(self, cmd: Command) -> int:
+        attempts = self.store.get_command(cmd.id).attempts
+        return int(self.clock() + backoff_delay(self.retry_backoff_s, attempts, self.retry_backoff_max_s) + 0.999)
+
+    def _unresolved(self, cmd: Command, error: str, until: int | None = None) -> None:
+        """The recharge may have reached the meter: settle it from its purchase count, later."""
+        text = (f"{error}. Unresolved: the meter may have credited it; `headend serve` reads its purchase count "
+                "in a fresh session and settles it (it is never credited twice)")
+        try:
+            first = self.store.get_command(cmd.id).status == "sent" and "Unresolved:" not in (cmd.last_error or "")
+            self.store.unresolve(cmd.id, text, self._pause(cmd) if until is None else until)
+            if first:  # tell the operator once, not on every check
+                self.store.add_event(cmd.meter, "recharge.unresolved", {"command": cmd.id, "error": error})
+                log.warning("command %s (recharge on %s) unresolved: %s", cmd.id, cmd.meter, error)
+        except TransitionError as exc:
+            log.warning("command %s: %s", cmd.id, exc)
+
     def _comms_failure(self, cmd: Command, error: str) -> None:
+        if self._in_doubt(cmd):
+            self._unresolved(cmd, error)
+            return
         attempts = self.store.get_command(cmd.id).attempts
         if cmd.kind != "recharge" and attempts >= self.max_attempts:
             self._final(cmd, fail=f"{error} (gave up after {attempts} attempts)")
             return
-        pause = min(self.retry_backoff_s * 2 ** max(attempts - 1, 0), self.retry_backoff_max_s)
         try:
-            self.store.retry_later(cmd.id, error, int(self.clock() + pause + 0.999))
+            self.store.retry_later(cmd.id, error, self._pause(cmd))
         except TransitionError as exc:
             log.warning("command %s: %s", cmd.id, exc)
 
@@ -256,31 +329,151 @@ class OutboxWorker:
         customer = str(params.get("customer") or meter.customer)
         m = target_of(meter)
         progress = self._partial(cmd)
-        if "purchase_count" not in progress:
-            w = await self.client.wallet(m)
-            progress = {
-                "purchase_count": w.purchase_count + 1,
-                "balance_before_fen": w.balance_fen,
-                "open_account": w.purchase_count == 0 and w.customer.strip("0") == "",
-            }
-            # written before the first recharge frame goes out: every retry uses this count
+        for _ in range(3):  # a contradiction from the meter is flagged and the count chosen anew
+            if "purchase_count" in progress:
+                # a frame with this count may have reached the meter: its purchase count says
+                count = int(progress["purchase_count"])
+                w = await self._wallet(m, cmd, fresh=True)
+                if w.purchase_count >= count:
+                    return self._credited(cmd, meter, progress, amount, count, "settled", w)
+                if w.purchase_count < count - 1:
+                    w = await self._reconcile(cmd, meter, m, w)
+                    if w.purchase_count != count - 1:
+                        raise _Unresolved(f"the meter's purchase count is {w.purchase_count}, this recharge carries "
+                                          f"{count}: it cannot be sent until the counts between are settled")
+            else:
+                w = await self._wallet(m, cmd)
+                w = await self._reconcile(cmd, meter, m, w)
+                progress = {
+                    "purchase_count": w.purchase_count + 1,
+                    "balance_before_fen": w.balance_fen,
+                    "open_account": w.purchase_count == 0 and w.customer.strip("0") == "",
+                }
+                count = w.purchase_count + 1
+            # written before the frame goes out: every retry, after any restart, uses this count,
+            # and "sends" tells a lost reply (sent before) from a contradiction (never sent)
+            progress["sends"] = int(progress.get("sends", 0)) + 1
             self.store.transition(cmd.id, "sent", expected="sent", reply=progress)
-        count = int(progress["purchase_count"])
-        result = await self.client.recharge(m, amount, count, customer, open_account=bool(progress.get("open_account")))
-        out = dict(progress, amount_fen=amount, result=result)
+            try:
+                result = await self.client.recharge(m, amount, count, customer,
+                                                    open_account=bool(progress.get("open_account")))
+            except MeterRefused as exc:
+                await self._refused(cmd, m, count, exc)
+                raise AssertionError("unreachable") from exc
+            if result == "repeat":
+                # the meter says this count is applied, yet its wallet just said it was not:
+                # a replayed or forged answer, or a credit from elsewhere. Never take it as this
+                # payment's credit: flag it, and choose the count again in a fresh session.
+                fresh = await self._wallet(m, cmd, fresh=True)
+                self._discrepancy(cmd, "the meter answered 'already applied' to purchase count "
+                                  f"{count}, which its wallet had just shown as not applied (now {fresh.purchase_count})")
+                progress = {}
+                continue
+            try:
+                after: WalletStatus | None = await self.client.wallet(m)
+            except (MeterRefused, LinkError) as exc:
+                # the recharge itself is confirmed by the meter's reply; the read-back is a courtesy
+                after = None
+                progress["readback_error"] = str(exc)
+            return self._credited(cmd, meter, progress, amount, count, result, after)
+        raise _Unresolved("the meter kept contradicting its own purchase count; an operator must check it")
+
+    async def _wallet(self, m: MeterTarget, cmd: Command, *, fresh: bool = False) -> WalletStatus:
         try:
-            w = await self.client.wallet(m)
-            out["balance_fen"] = w.balance_fen
-            out["meter_purchase_count"] = w.purchase_count
+            return await self.client.wallet(m, fresh=fresh)
+        except MeterRefused as exc:
+            if exc.auth_problem:
+                self.store.add_event(m.address, "security_locked", {"command": cmd.id, "error": str(exc)},
+                                     dedup=f"locked:{int(self.clock()) // 86400}")
+                raise _Waiting(f"{_LOCK_TEXT} ({exc}); the recharge waits and is tried again after the meter's "
+                               "midnight, when the lock lifts (`headend commands retry ID` tries it now)") from None
+            raise
+
+    def _after_midnight(self) -> int:
+        """Unix time just after the meters' next local midnight, when a MAC-failure lock lifts.
+
+        One try a day also keeps a wrong key from adding failures: it never locks a meter itself."""
+        now = self.client.meter_clock()
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+        return int(self.clock() + (midnight - now).total_seconds() + _AFTER_MIDNIGHT_S)
+
+    async def _refused(self, cmd: Command, m: MeterTarget, count: int, exc: MeterRefused) -> None:
+        """The meter answered no to the recharge frame: what its purchase count says decides."""
+        try:
+            w = await self._wallet(m, cmd, fresh=True)
+        except _Waiting as wait:
+            raise _Waiting(f"{exc}; {wait}") from None
+        if w.purchase_count >= count:
+            raise _Unresolved(f"{exc}, yet the meter's purchase count {w.purchase_count} shows it applied: settled "
+                              "on the next check")
+        if w.purchase_count == count - 1 and set(exc.flags) & _FINAL_REFUSALS:
+            raise _Rejected(f"{exc} (the meter's purchase count {w.purchase_count} shows it was not applied: no "
+                            "money moved)")
+        raise _Unresolved(str(exc))
+
+    def _credited(self, cmd: Command, meter: Meter, progress: dict[str, Any], amount: int, count: int, result: str,
+                  w: WalletStatus | None) -> dict[str, Any]:
+        out = dict(progress, amount_fen=amount, result=result)
+        if w is not None:
+            out.update(balance_fen=w.balance_fen, meter_purchase_count=w.purchase_count)
+            if w.purchase_count > count:
+                self._discrepancy(cmd, f"the meter's purchase count {w.purchase_count} is past this recharge's {count} "
+                                  "with nothing else sent to it")
             self.store.record_meter_state(meter.address, balance_fen=w.balance_fen, purchase_count=w.purchase_count,
                                           seen_at=int(self.clock()))
-        except (MeterRefused, LinkError) as exc:
-            # the recharge itself is confirmed by the meter's reply; the read-back is a courtesy
-            out["readback_error"] = str(exc)
+        else:
             self.store.record_meter_state(meter.address, purchase_count=count, seen_at=int(self.clock()))
         self.store.add_event(meter.address, "recharge", {"command": cmd.id, "amount_fen": amount, "purchase_count": count,
                                                          "result": result, "balance_fen": out.get("balance_fen")})
         return out
+
+    def _discrepancy(self, cmd: Command, what: str) -> None:
+        log.error("meter %s, command %s: %s", cmd.meter, cmd.id, what)
+        self.store.add_event(cmd.meter, "recharge.discrepancy", {"command": cmd.id, "what": what})
+        self.store.log_action(ACTOR, "recharge.discrepancy", cmd.meter, {"command": cmd.id, "what": what})
+
+    async def _reconcile(self, cmd: Command, meter: Meter, m: MeterTarget, w: WalletStatus) -> WalletStatus:
+        """If the meter's purchase count is below what the head-end knows it confirmed (a meter
+        restarted from an older state record), send the lost recharges again, in order, with
+        their own counts; returns the wallet afterwards."""
+        known = self.store.get_meter(meter.address).purchase_count
+        lost = self.store.confirmed_recharges(meter.address, above_count=w.purchase_count)
+        if w.purchase_count >= known and not lost:
+            return w
+        detail = {"command": cmd.id, "meter_purchase_count": w.purchase_count, "known_purchase_count": known,
+                  "meter_balance_fen": w.balance_fen, "resend": [c.id for c in lost]}
+        log.error("meter %s went back: purchase count %d, the head-end confirmed %d; re-sending %d recharge(s)",
+                  meter.address, w.purchase_count, known, len(lost))
+        self.store.add_event(meter.address, "rollback", detail)
+        self.store.log_action(ACTOR, "meter.rollback", meter.address, detail)
+        if not lost:  # nothing the head-end confirmed is missing: said once, then the meter's count stands
+            self.store.record_meter_state(meter.address, purchase_count=w.purchase_count, seen_at=int(self.clock()))
+        for lc in lost:
+            r = lc.reply
+            count = int(r["purchase_count"])
+            if count != w.purchase_count + 1:
+                raise _Unresolved(f"meter {meter.address} went back to purchase count {w.purchase_count}; the next "
+                                  f"confirmed recharge the head-end knows is command {lc.id} with count {count}, so "
+                                  "the counts between cannot be re-sent: an operator must check the meter")
+            try:
+                result = await self.client.recharge(m, int(r["amount_fen"]), count,
+                                                    str((lc.params or {}).get("customer") or meter.customer),
+                                                    open_account=bool(r.get("open_account")))
+            except MeterRefused as exc:
+                raise _Unresolved(f"re-sending recharge command {lc.id} (count {count}) after the meter went back: "
+                                  f"{exc}") from None
+            w = await self.client.wallet(m, fresh=True)
+            if w.purchase_count != count:
+                raise _Unresolved(f"re-sent recharge command {lc.id} (count {count}) after the meter went back, but "
+                                  f"its purchase count is {w.purchase_count}")
+            self.store.add_event(meter.address, "recharge.restored", {"command": lc.id, "purchase_count": count,
+                                                                      "amount_fen": r["amount_fen"], "result": result,
+                                                                      "balance_fen": w.balance_fen})
+            self.store.log_action(ACTOR, "recharge.restored", meter.address,
+                                  {"command": lc.id, "purchase_count": count, "amount_fen": r["amount_fen"]})
+            self.store.record_meter_state(meter.address, balance_fen=w.balance_fen, purchase_count=w.purchase_count,
+                                          seen_at=int(self.clock()))
+        return w
 
     async def _relay(self, cmd: Command, meter: Meter) -> dict[str, Any]:
         action = cmd.kind
@@ -379,14 +572,7 @@ class OutboxWorker:
         return out
 
     async def _set_limits(self, cmd: Command, meter: Meter) -> dict[str, Any]:
-        params = cmd.params or {}
-        items = []
-        for name, di in LIMIT_NAMES.items():
-            if params.get(f"{name}_fen") is not None:
-                items.append((di, money_value(int(params[f"{name}_fen"]))))
-        if not items:
-            raise ValueError(f"set_limits needs at least one of {', '.join(n + '_fen' for n in LIMIT_NAMES)}")
-        written = await self._write_and_check(target_of(meter), items)
+        written = await self._write_and_check(target_of(meter), limit_items(cmd.params or {}))
         self.store.add_event(meter.address, "set_limits", {"command": cmd.id, "written": written})
         return {"written": written}
 
@@ -395,23 +581,7 @@ class OutboxWorker:
         ladder_prices, day_table [[hh, mm, tariff], ...] (day table 1 of the set)."""
         params = cmd.params or {}
         s = int(params.get("set", 1))
-        if s not in (1, 2):
-            raise ValueError("tariff set must be 1 or 2")
-        items: list[tuple[int, Any]] = []
-        for k, p in enumerate(params.get("prices") or [], start=1):
-            items.append((0x04050000 | s << 8 | k, Decimal(int(p)).scaleb(-4)))
-        for k, wh in enumerate(params.get("ladder_thresholds_wh") or [], start=1):
-            items.append((0x04060000 | (2 * s - 2) << 8 | k, Decimal(int(wh)).scaleb(-3)))
-        for k, p in enumerate(params.get("ladder_prices") or [], start=1):
-            items.append((0x04060000 | (2 * s - 1) << 8 | k, Decimal(int(p)).scaleb(-4)))
-        if params.get("day_table"):
-            from protocol.formats import SlotEntry
-
-            table = [SlotEntry(*map(int, e)) for e in params["day_table"]]
-            items.append((0x04000000 | s << 16 | 1, table))
-        if not items:
-            raise ValueError("set_tariff needs prices, ladder_thresholds_wh/ladder_prices or day_table")
-        written = await self._write_and_check(target_of(meter), items)
+        written = await self._write_and_check(target_of(meter), tariff_items(params))
         self.store.add_event(meter.address, "set_tariff", {"command": cmd.id, "set": s, "written": written})
         return {"set": s, "written": written}
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 from protocol import Deframer, Frame, ProtocolError, build_frame, parse_frame
 
-__all__ = ["Failure", "LinkSession", "LinkStats", "LocalUsageError", "Reply", "Request", "address_matches"]
+__all__ = ["Failure", "LinkSession", "LinkStats", "LocalUsageError", "Reply", "Request", "address_matches",
+           "backoff_delay"]
 
 
 # Default link timing, the one place it is set (the transports' LinkSettings start from it):
@@ -41,6 +42,14 @@ RETRIES = 2
 BACKOFF_S = 0.2
 BACKOFF_FACTOR = 2.0
 BACKOFF_MAX_S = 5.0
+
+
+def backoff_delay(first: float, failures: int, cap: float, factor: float = BACKOFF_FACTOR) -> float:
+    """The pause after the n-th failure in a row (n >= 1): first * factor**(n-1), at most cap.
+
+    The one back-off of the head-end: a request's re-send on its link, a link's reconnect and a
+    command's next try in the outbox all wait by it."""
+    return min(first * factor ** max(failures - 1, 0), cap)
 PREAMBLE = 4
 _DI_CHECKED = frozenset({0x11, 0x12, 0x03})
 
@@ -281,7 +290,7 @@ class LinkSession:
             self.stats.failures += 1
             return Failure(f"no answer from meter {out.request.address} after {out.attempts} attempt(s)", out.attempts)
         out.retries_left -= 1
-        pause = min(self.backoff * self.backoff_factor ** (out.attempts - 1), self.backoff_max)
+        pause = backoff_delay(self.backoff, out.attempts, self.backoff_max, self.backoff_factor)
         self._state = _BACKOFF
         self.deadline = now + pause
         if pause <= 0:

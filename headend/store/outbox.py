@@ -336,6 +336,12 @@ class Outbox(Audit):
                 (now, now - int(older_than_s)),
             )
 
+    def next_due(self) -> int | None:
+        """When the earliest queued or unresolved command may be tried (Unix s), or None if none waits."""
+        with self._tx(write=False) as tx:
+            row = tx.one("SELECT MIN(not_before) FROM commands WHERE status IN ('queued', 'unresolved')")
+        return None if row is None or row[0] is None else int(row[0])
+
     def confirmed_recharges(self, meter: str, *, above_count: int) -> list[Command]:
         """A meter's confirmed recharges whose purchase count is above `above_count`, by count
         (what a meter restored from an older record has lost)."""

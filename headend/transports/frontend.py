@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from headend.link import session as _defaults
-from headend.link.session import Failure, LinkSession, Reply, Request
+from headend.link.session import Failure, LinkSession, Reply, Request, backoff_delay
 from headend.transports.base import (
     Connection,
     LinkDown,
@@ -154,7 +154,7 @@ class Link:
         except LinkUnreachable:
             self._open_failures += 1
             s = self.settings
-            self._next_open = loop.time() + min(s.reconnect_backoff * 2 ** (self._open_failures - 1), s.reconnect_backoff_max)
+            self._next_open = loop.time() + backoff_delay(s.reconnect_backoff, self._open_failures, s.reconnect_backoff_max)
             raise
         if self._opened_once:
             self.reconnects += 1

@@ -97,15 +97,17 @@ def test_recharge_with_lost_replies_credits_once(tmp_path):
         async with Rig(tmp_path) as rig:
             a = rig.addresses[0]
             bus = rig.fleet.bus_of(a)
-            # every attempt of the link (1 + 1 retry) loses the recharge reply: the command goes back
-            # to the queue, a fresh session is opened, and the same count comes back as "repeat"
+            # every attempt of the link (1 + 1 retry) loses the recharge reply: the frame may have
+            # reached the meter, so the command is unresolved until the meter's purchase count, read
+            # in a fresh session, settles it
             bus.drop, bus.drop_kind = 2, "recharge"
             cmd = await rig.run(a, "recharge", {"amount_fen": 700})
-            return rig, a, cmd, rig.meter(a).status()
+            return rig, a, cmd, rig.meter(a).status(), rig.store.events(a, kind="recharge.unresolved")
 
-    rig, a, cmd, status = run(main())
+    rig, a, cmd, status, told = run(main())
     assert cmd.status == "confirmed", cmd.last_error
-    assert cmd.reply["result"] == "repeat" and cmd.attempts >= 2
+    assert cmd.reply["result"] == "settled" and cmd.attempts >= 2
+    assert [e.detail["command"] for e in told] == [cmd.id]  # the operator was told it was in doubt
     assert status["balance_fen"] == 700 and status["count"] == 1
 
 
@@ -221,10 +223,13 @@ def test_wrong_key_fails_cleanly_without_sending_a_recharge(tmp_path):
             return cmd, rig.meter(a).status()
 
     cmd, status = run(main())
-    assert cmd.status == "failed"
+    # nothing was sent; it waits (a lock would lift at midnight), one try a day, so a wrong key
+    # never locks the meter by itself
+    assert cmd.status == "queued" and cmd.not_before > cmd.updated_at + 60
     assert "identity authentication" in cmd.last_error and "key store" in cmd.last_error
+    assert "midnight" in cmd.last_error
     assert "purchase_count" not in (cmd.reply or {})
-    assert status["balance_fen"] == 0
+    assert status["balance_fen"] == 0 and status["mac_fails"] <= 2
 
 
 def test_unreachable_meter_read_fails_after_attempts_recharge_stays_queued(tmp_path):
@@ -381,7 +386,8 @@ def test_exactly_one_credit_whatever_replies_are_lost(tmp_path, drop_all, drop_r
     assert cmd.status == "confirmed", cmd.last_error
     want_fen, want_count = (2000, 2) if drop_recharge else (1500, 1)
     assert status["balance_fen"] == want_fen and status["count"] == want_count
-    assert counts == {"queued": 0, "sent": 0, "confirmed": want_count, "failed": 0}
+    assert counts == {"queued": 0, "sent": 0, "unresolved": 0, "confirmed": want_count, "failed": 0, "rejected": 0,
+                      "cancelled": 0}
 
 
 def test_meter_refusals_are_final_with_the_meters_reason(tmp_path):
@@ -395,8 +401,9 @@ def test_meter_refusals_are_final_with_the_meters_reason(tmp_path):
 
     lim, over, unknown, status = run(main())
     assert lim.status == "confirmed", lim.last_error
-    assert over.status == "failed" and "hoarding limit" in over.last_error
-    assert over.reply["refused"] == ["hoarding_exceeded"] and over.attempts <= 2
+    # refused for good, and its purchase count shows it was not applied: rejected, no money moved
+    assert over.status == "rejected" and "hoarding limit" in over.last_error and "not applied" in over.last_error
+    assert over.reply["purchase_count"] == 1 and over.attempts <= 3
     assert unknown.status == "failed" and "no such data item" in unknown.last_error
     assert status["balance_fen"] == 0
 
