@@ -8,12 +8,18 @@ grid, rated, debited, decided; its trip and close commands go through the same o
 ``--no-notices`` (or ``[notices] in_serve = false``) it sends customer notices (``headend.notices``).
 Commands left "sent" by a previous run that died are put back in the queue at start-up;
 recharges resume with the purchase count they recorded, so a restart never credits twice.
+
+While it runs, serve holds the database's lease (a row in the database itself, its heartbeat
+renewed every few seconds): a second serve on the same file from another host is refused, and
+the CLI can tell "serve is not running" from "serve has not reached this command yet".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 
 from headend.commands import DEFAULT_READ_DIS, MeterClient, MeterTarget, OutboxWorker
@@ -23,6 +29,7 @@ from headend.costctl.loop import LoopOptions, run_loop
 from headend.keys import KeyStore
 from headend.notices.config import NoticeConfig
 from headend.store import Store
+from headend.store.outbox import LEASE_BEAT_S
 from headend.transports import FrontEnd, LinkSettings
 
 __all__ = ["ServeOptions", "serve"]
@@ -71,7 +78,19 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[F
 
 
 async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-    """Run the front-end, the outbox worker (and the cost-control loop) until ``stop`` is set."""
+    """Run the front-end, the outbox worker (and the cost-control loop) until ``stop`` is set.
+
+    Raises the store's Conflict, before anything is sent, if another serve holds the lease."""
+    me = (os.getpid(), socket.gethostname())
+    store.take_lease(*me, os.path.realpath(store.location))
+    try:
+        await _serve(store, keys, options, stop, ready, me)
+    finally:
+        store.release_lease(*me)
+
+
+async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event,
+                 ready: asyncio.Event | None, me: tuple[int, str]) -> None:
     frontend, worker = build_worker(store, keys, options)
     requeued = worker.recover()
     if requeued:
@@ -83,7 +102,7 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
         log.info("listening for dial-in meters on %s (port %d)", url, port)
     if ready is not None:
         ready.set()
-    tasks = [asyncio.create_task(worker.run(stop))]
+    tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(_heartbeat(store, me, stop))]
     if options.collect_every_s > 0:
         tasks.append(asyncio.create_task(_collect(store, worker.client, options, stop)))
     if options.costctl is not None:
@@ -96,6 +115,18 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
         await asyncio.gather(*tasks)
     finally:
         await frontend.close()
+
+
+async def _heartbeat(store: Store, me: tuple[int, str], stop: asyncio.Event) -> None:
+    """Renew the lease while serving; losing it (another host took a lapsed lease) stops this serve."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), LEASE_BEAT_S)
+        except TimeoutError:
+            pass
+        if not stop.is_set() and not store.beat_lease(*me):
+            log.error("another serve took over the database's lease; stopping so that only one works the outbox")
+            stop.set()
 
 
 async def _collect(store: Store, client: MeterClient, options: ServeOptions, stop: asyncio.Event) -> None:

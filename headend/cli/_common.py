@@ -19,8 +19,8 @@ A command module uses it like this:
             store.enqueue(m.address, "trip", {}, actor=c.actor_of(args))
         return c.EXIT_OK
 
-Exit codes (headend/cli/main.py): 0 done, 1 refused/failed, 2 bad usage or input,
-3 timed out with the command still queued, 4 not found.
+Exit codes (headend/cli/main.py): 0 done, 1 refused/failed/rejected/cancelled, 2 bad usage or
+input, 3 timed out with the command still queued, 4 not found, 5 a recharge unresolved.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from headend.cli.main import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_QUEUED, EXIT_USAGE
+from headend.cli.main import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_QUEUED, EXIT_UNRESOLVED, EXIT_USAGE
 from headend.config import ConfigError, HeadendConfig, load_config
 from headend.keys import KeyStore, KeyStoreError
 from headend.payments.errors import PaymentError
@@ -58,6 +58,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_USAGE",
     "EXIT_QUEUED",
+    "EXIT_UNRESOLVED",
     "EXIT_NOT_FOUND",
     "CliError",
     "cli_command",

@@ -1,4 +1,5 @@
-"""`headend commands`, `headend events METER`, `headend audit`: what was asked, what happened, who did it."""
+"""`headend commands` (and `commands cancel|retry ID`), `headend events METER`, `headend audit`:
+what was asked, what happened, who did it."""
 
 from __future__ import annotations
 
@@ -7,19 +8,33 @@ import json
 from typing import Any
 
 from headend.cli import _common as c
-from headend.store import COMMAND_STATUSES, check_address
+from headend.store import COMMAND_STATUSES, TransitionError, check_address, check_customer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `commands`, `events` and `audit` commands."""
-    p = sub.add_parser("commands", help="the command outbox with each command's status")
+    p = sub.add_parser("commands", help="the command outbox with each command's status; cancel or retry one")
     p.add_argument("--status", choices=COMMAND_STATUSES, help="only commands in this status")
     p.add_argument("--meter", metavar="METER", help="only commands for this meter")
+    p.add_argument("--customer", metavar="CUSTOMER", help="only commands for this customer's meters")
     p.add_argument("--kind", help="only commands of this kind (recharge, trip, ...)")
     p.add_argument("--limit", type=c.number(int, 1), default=50, metavar="N", help="newest N (default 50)")
     c.add_store_args(p)
     c.add_json_arg(p, csv=True)
     p.set_defaults(func=commands)
+    act = p.add_subparsers(dest="commands_action", metavar="ACTION")
+    q = act.add_parser("cancel", help="take a queued command out of the queue (audited; never a recharge that "
+                                      "may have reached its meter)")
+    q.add_argument("id", type=int, metavar="ID", help="command id (see `headend commands`)")
+    c.add_store_args(q)
+    c.add_json_arg(q)
+    q.set_defaults(func=_act("cancel"))
+    q = act.add_parser("retry", help="put a failed, rejected or cancelled command back in the queue, or try a "
+                                     "waiting or unresolved one now (audited)")
+    q.add_argument("id", type=int, metavar="ID", help="command id (see `headend commands`)")
+    c.add_store_args(q)
+    c.add_json_arg(q)
+    q.set_defaults(func=_act("retry"))
 
     p = sub.add_parser("events", help="events at one meter, newest first")
     p.add_argument("meter", metavar="METER")
@@ -49,16 +64,21 @@ def _brief(obj: object, width: int = 60) -> str:
 @c.cli_command
 def commands(args: argparse.Namespace) -> int:
     """List outbox entries with their status."""
-    meter = None
-    if args.meter:
-        try:
+    meter = customer = None
+    try:
+        if args.meter:
             meter = check_address(args.meter)
-        except ValueError as exc:
-            raise c.CliError(str(exc)) from None
+        if args.customer:
+            customer = check_customer(args.customer)
+    except ValueError as exc:
+        raise c.CliError(str(exc)) from None
     with c.open_store_from_args(args, must_exist=True) as store:
         if meter:
             store.get_meter(meter)  # unknown meter: exit 4, not an empty list
-        rows = store.list_commands(status=args.status, meter=meter, kind=args.kind, limit=args.limit)
+        if customer:
+            store.get_account(customer)
+        rows = store.list_commands(status=args.status, meter=meter, kind=args.kind, customer=customer,
+                                   limit=args.limit)
         counts = store.count_commands()
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     # one line per command at any width: the detail column gives way; --json has everything
@@ -70,6 +90,9 @@ def commands(args: argparse.Namespace) -> int:
         rows,
         squeeze="detail",
     )
+    if counts.get("unresolved"):
+        c.err(f"{counts['unresolved']} recharge(s) unresolved: they may have reached their meters; `headend serve` "
+              "settles each from the meter's purchase count (see `headend commands --status unresolved`)")
     return c.EXIT_OK
 
 
@@ -84,6 +107,26 @@ def _detail(r: Any) -> str:
     if r.reply:
         return _brief(r.reply, 200)
     return _brief(r.params, 200)
+
+
+def _act(action: str):  # noqa: ANN202 - a command function, like the others here
+    """`headend commands cancel|retry ID`."""
+
+    @c.cli_command
+    def run(args: argparse.Namespace) -> int:
+        with c.open_store_from_args(args, must_exist=True) as store:
+            try:
+                cmd = getattr(store, action)(args.id, actor=c.actor_of(args))
+            except TransitionError as exc:
+                raise c.CliError(str(exc), c.EXIT_FAILED) from None
+        if args.json:
+            c.print_json(cmd.to_dict())
+        else:
+            print(f"command {cmd.id} ({cmd.kind} on {cmd.meter}) is now {cmd.status}"
+                  + ("; `headend serve` carries it out" if cmd.status in ("queued", "unresolved") else ""))
+        return c.EXIT_OK
+
+    return run
 
 
 @c.cli_command

@@ -2,8 +2,10 @@
 
 Each module in this package that defines ``register(subparsers)`` adds its own sub-commands;
 ``register`` sets ``func`` on its parsers, and ``func(args)`` returns the exit code.
-Exit codes: 0 done, 1 the meter or link refused or failed, 2 bad usage or input,
-3 timed out with the command still safely queued, 4 not found.
+Exit codes: 0 done, 1 the meter or link refused or failed (or the command was rejected or
+cancelled), 2 bad usage or input, 3 timed out with the command still safely queued, 4 not
+found, 5 a recharge is unresolved (it may have reached the meter; `headend serve` settles it
+from the meter's purchase count, never crediting twice).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 
 import headend.cli as cli_pkg
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUEUED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUEUED, EXIT_NOT_FOUND, EXIT_UNRESOLVED = 0, 1, 2, 3, 4, 5
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program ended by SIGPIPE
 
 

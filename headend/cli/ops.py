@@ -24,10 +24,11 @@ from headend.cli import _common as c
 from headend.cli import costctl as costctl_cli
 from headend.cli import notices as notices_cli
 from headend.commands import DEFAULT_READ_DIS, parse_di
-from headend.store import Command, Meter, Store
+from headend.commands.params import check as check_params
+from headend.store import FINAL_STATUSES, Command, Conflict, InvalidInput, Meter, Store, StoreError
 from headend.transports import LinkError
 
-_FINAL = ("confirmed", "failed")
+_FINAL = FINAL_STATUSES
 
 
 def _op_args(p: argparse.ArgumentParser, *, bulk: bool = True) -> None:
@@ -165,10 +166,11 @@ def _wait(store: Store, cmds: list[Command], timeout: float, label: str, show: b
     return [latest[cmd.id] for cmd in cmds]
 
 
-def _outcome(cmds: list[Command], args: argparse.Namespace, describe: Callable[[Command], str]) -> int:
+def _outcome(store: Store, cmds: list[Command], args: argparse.Namespace, describe: Callable[[Command], str]) -> int:
     """Print each command's outcome; the exit code says the worst."""
-    failed = [x for x in cmds if x.status == "failed"]
-    waiting = [x for x in cmds if x.status not in _FINAL]
+    failed = [x for x in cmds if x.status in ("failed", "rejected", "cancelled")]
+    unresolved = [x for x in cmds if x.status == "unresolved"]
+    waiting = [x for x in cmds if x.status not in _FINAL and x.status != "unresolved"]
     if args.json:
         c.print_json([x.to_dict() for x in cmds])
     elif len(cmds) == 1:
@@ -181,9 +183,17 @@ def _outcome(cmds: list[Command], args: argparse.Namespace, describe: Callable[[
                       [(x.meter, x.id, x.status, describe(x) if x.status == "confirmed" else (x.last_error or ""))
                        for x in cmds])
     for x in failed:
-        c.err(f"command {x.id} ({x.kind} on {x.meter}) failed: {x.last_error}")
+        c.err(f"command {x.id} ({x.kind} on {x.meter}) {x.status}: {x.last_error}")
+    for x in unresolved[:10]:
+        c.err(f"command {x.id} ({x.kind} on {x.meter}) is UNRESOLVED: {x.last_error}. "
+              f"Follow it with `headend commands --meter {x.meter}`; do not pay it again")
     if waiting and all(x.attempts == 0 for x in waiting):
-        c.err("nothing picked these commands up: is `headend serve` running on this database?")
+        alive = store.serve_alive()
+        if alive is None:
+            c.err("nothing picked these commands up: is `headend serve` running on this database?")
+        else:
+            c.err(f"`headend serve` (pid {alive['pid']}) is running but has not reached these commands yet: "
+                  "each meter's commands run one at a time, in order")
     for x in waiting[:10]:
         why = f"; last error: {x.last_error}" if x.last_error else ""
         c.err(f"command {x.id} ({x.kind} on {x.meter}) is still {x.status} after {args.wait:g} s{why}. "
@@ -192,6 +202,8 @@ def _outcome(cmds: list[Command], args: argparse.Namespace, describe: Callable[[
         c.err(f"... and {len(waiting) - 10} more still queued")
     if failed:
         return c.EXIT_FAILED
+    if unresolved:
+        return c.EXIT_UNRESOLVED
     if waiting:
         return c.EXIT_QUEUED
     return c.EXIT_OK
@@ -203,8 +215,12 @@ def _run(args: argparse.Namespace, kind: str, params: Any, describe: Callable[[C
         meters = c.select_meters(store, args) if hasattr(args, "all") else [store.get_meter(_address(args.meter))]
         if check is not None:
             check(meters)
+        try:
+            check_params(kind, params)  # the worker's own rules: nothing that cannot work is queued
+        except InvalidInput as exc:
+            raise c.CliError(str(exc)) from None
         cmds = _enqueue(store, args, meters, kind, params)
-        if args.wait > 0 and not serve_running(store.location):
+        if args.wait > 0 and not serve_running(store):
             return _unserved(cmds, args, store.location)
         if args.wait <= 0:
             if not args.json:
@@ -213,7 +229,7 @@ def _run(args: argparse.Namespace, kind: str, params: Any, describe: Callable[[C
                 c.print_json([x.to_dict() for x in cmds])
             return c.EXIT_QUEUED
         cmds = _wait(store, cmds, args.wait, kind.replace("_", " "), not args.json)
-        return _outcome(cmds, args, describe)
+        return _outcome(store, cmds, args, describe)
 
 
 def _address(text: str) -> str:
@@ -269,8 +285,10 @@ def op_recharge(args: argparse.Namespace) -> int:
     from headend.payments import OPERATOR_CHANNEL, accept_payment, ensure_operator_channel
 
     fen = c.parse_yuan(args.amount)
-    if fen <= 0:
-        raise c.CliError(f"bad amount {args.amount!r}: a recharge must be more than 0")
+    try:
+        check_params("recharge", {"amount_fen": fen})  # the worker's own rules, before any payment
+    except InvalidInput as exc:
+        raise c.CliError(str(exc)) from None
     address = _address(args.meter)
     with c.open_store_from_args(args, must_exist=True) as store:
         actor = acting_operator(store, args, "recharge")
@@ -298,14 +316,17 @@ def op_recharge(args: argparse.Namespace) -> int:
             return c.EXIT_QUEUED
         cmds = _wait(store, cmds, args.wait, "recharge", not args.json)
 
-    def describe(x: Command) -> str:
-        r = x.reply or {}
-        how = "credited" if r.get("result") == "credited" else "already credited (repeat recharge: no second credit)"
-        bal = f", balance {c.fmt_fen(r['balance_fen'])} yuan" if r.get("balance_fen") is not None else ""
-        return (f"payment {p.id}, meter {x.meter}: {c.fmt_fen(r.get('amount_fen', fen))} yuan {how},"
-                f" purchase count {r.get('purchase_count')}{bal}")
+        def describe(x: Command) -> str:
+            r = x.reply or {}
+            how = ("credited" if r.get("result") == "credited" else
+                   "settled: the meter's purchase count shows it credited" if r.get("result") == "settled" else
+                   "already credited (repeat recharge: no second credit)")
+            bal = f", balance {c.fmt_fen(r['balance_fen'])} yuan" if r.get("balance_fen") is not None else ""
+            return (f"payment {p.id}, meter {x.meter}: {c.fmt_fen(r.get('amount_fen', fen))} yuan {how},"
+                    f" purchase count {r.get('purchase_count')}{bal}")
 
-    return _outcome(cmds, args, describe)
+        return _outcome(store, cmds, args, describe)
+
 
 
 _RELAY_TEXT = {
@@ -479,6 +500,8 @@ def op_serve(args: argparse.Namespace) -> int:
 
         try:
             asyncio.run(main())
+        except Conflict as exc:
+            raise c.CliError(str(exc), c.EXIT_FAILED) from None
         except (LinkError, OSError) as exc:
             raise c.CliError(f"serve stopped: {exc}", c.EXIT_FAILED) from None
         finally:
@@ -529,24 +552,24 @@ def _unserved(cmds: list[Command], args: argparse.Namespace, location: str) -> i
     return c.EXIT_QUEUED
 
 
-def serve_running(location: str) -> bool:
-    """True when a `headend serve` holds the lock on the database file (see `_only_serve`); an
-    in-memory store: assume so."""
-    if location in ("", ":memory:"):
+def serve_running(store: Store) -> bool:
+    """True when a `headend serve` works this database: its lease in the database has a fresh
+    heartbeat (no file is opened here, which would drop SQLite's own locks in this process)."""
+    if store.location in ("", ":memory:"):
         return True
-    import fcntl
+    return store.serve_alive() is not None
+
+
+def _lease_holder(path: str) -> str:
+    """ " (pid N, through PATH)" from the database's lease, or "" if it cannot be read."""
+    from headend.store import open_store
 
     try:
-        fd = os.open(os.path.realpath(location), os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # releases the shared lock if we got it
-    return False
+        with open_store(path, migrate=False) as store:
+            alive = store.serve_alive()
+    except StoreError:
+        return ""
+    return "" if alive is None else f" (pid {alive['pid']}, through {alive['path']})"
 
 
 @contextlib.contextmanager
@@ -568,17 +591,12 @@ def _only_serve(location: str) -> Iterator[None]:
     except OSError as exc:
         raise c.CliError(f"cannot open database {location}: {exc.strerror}", c.EXIT_FAILED) from None
     try:
-        for attempt in range(10):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if attempt < 9:  # `serve_running` holds it shared for an instant: that is no serve
-                    time.sleep(0.05)
-                    continue
-                same = "" if real == os.path.abspath(location) else f" (the same file as {location})"
-                raise c.CliError(f"another `headend serve` is already working the database {real}{same}; "
-                                 "stop it first (one serve per database)", c.EXIT_FAILED) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            same = "" if real == os.path.abspath(location) else f" (the same file as {location})"
+            raise c.CliError(f"another `headend serve`{_lease_holder(real)} is already working the database "
+                             f"{real}{same}; stop it first (one serve per database)", c.EXIT_FAILED) from None
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -19,8 +19,9 @@ set_tariff         {"set": 1|2, "prices": [0.0001 yuan/kWh], "day_table":     {"
                    [[hh, mm, tariff]], "ladder_thresholds_wh", "ladder_prices"}
 =================  =========================================================  ==========================================
 
-Recharges are never failed for lack of an answer (they stay queued until the meter confirms)
-and credit exactly once; other kinds fail after ``max_attempts``.  For bulk collection without
+Recharges are never failed for lack of an answer (queued, or unresolved once sent, until the
+meter's purchase count settles them) and credit exactly once; other kinds fail after
+``max_attempts``.  For bulk collection without
 one command per meter use :func:`headend.commands.collect.read_cycle`.
 """
 

@@ -16,8 +16,8 @@ Rules that make "nothing half-done" true:
 * An operator action and its audit row are written in the same transaction (enqueue, meter add,
   limit changes, credits): either both exist or neither.
 * A command's status only moves along COMMAND_TRANSITIONS, by compare-and-set on its current
-  status: two workers cannot both send it, and a command is always queued, sent, confirmed or
-  failed - never lost. `requeue_stale` puts commands a crashed worker left "sent" back in line.
+  status: two workers cannot both send it, and a command is always in one of
+  COMMAND_STATUSES - never lost. `requeue_stale` puts commands a crashed worker left "sent" back in line.
 * Money changes go with a ledger row (balance_after) and an idempotency key, so a retried
   payment or a re-run rating cycle never counts twice.
 

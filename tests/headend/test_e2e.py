@@ -185,10 +185,15 @@ def test_bad_input_unknown_meter_unreachable_link_wrong_key(he, tmp_path):
         assert code == 3
         assert "still" in err and "keeps trying" in err and "connection refused" in err
 
-        code, out, err = he.cli("recharge", A2, "10")
-        assert code == 1
-        assert "identity authentication" in err and "key store" in err
+        # nothing can be sent: the recharge waits (a security lock lifts at midnight; a wrong key
+        # is tried once a day, so it never locks the meter), said so, and can be cancelled
+        code, out, err = he.cli("recharge", A2, "10", "--wait", "5")
+        assert code == 3
+        assert "identity authentication" in err and "key store" in err and "midnight" in err
         assert m.command("status")["balance_fen"] == 0
+        code, out, err = he.cli("commands", "--meter", A2, "--kind", "recharge", "--json")
+        [waiting] = json.loads(out)
+        assert he.cli("commands", "cancel", str(waiting["id"]))[0] == 0
 
         code, out, err = he.cli("recharge", A2, "-5")
         assert code == 2 and "negative" in err
@@ -199,7 +204,7 @@ def test_bad_input_unknown_meter_unreachable_link_wrong_key(he, tmp_path):
         cmds = s.list_commands()
         by_kind = {(c.meter, c.kind): c.status for c in cmds}
         assert by_kind[(A1, "recharge")] == "queued"  # never lost, never half-done
-        assert by_kind[(A2, "recharge")] == "failed"
+        assert by_kind[(A2, "recharge")] == "cancelled"
         assert s.count_commands()["sent"] == 0
 
 

@@ -47,8 +47,8 @@ def test_a_second_serve_through_another_path_to_the_same_file_is_refused(he, tmp
     code, out = _second_serve(he, str(alias))
     assert code == 1, out
     assert "already working" in out
-    if how == "symlink":
-        assert str(he.db.resolve()) in out
+    if how == "symlink":  # (through a hard link SQLite cannot even read the file: its WAL is by name)
+        assert f"pid {he.serve_proc.pid}" in out and str(he.db.resolve()) in out
     assert he.serve_proc is not None and he.serve_proc.poll() is None  # the first one carries on
 
 
@@ -56,3 +56,18 @@ def test_serve_can_start_again_after_the_first_one_stopped(he):
     he.start_serve()
     assert he.stop_serve() == 0
     he.start_serve()
+
+
+def test_a_serve_on_another_host_holding_the_lease_in_the_database_is_refused(he):
+    import time
+
+    from headend.store import open_store
+
+    # the other host's heartbeat is stamped an hour ahead: fresh for the whole test, however slow
+    with open_store(he.db, clock=lambda: time.time() + 3600) as other:
+        other.take_lease(4242, "other-host", "/mnt/shared/headend.db")
+    code, out, err = he.cli("serve")
+    assert code == 1
+    assert "pid 4242 on other-host" in err and "/mnt/shared/headend.db" in err
+    with he.store() as s:
+        assert s.serve_alive() is None or s.serve_alive()["host"] == "other-host"
