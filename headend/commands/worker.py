@@ -12,8 +12,9 @@ even after a head-end restart, sends that same count.  A recharge whose frame ma
 the meter is never failed: it becomes ``unresolved`` until the meter's purchase count, read in
 a fresh session, settles it - credited: confirmed; provably not applied: sent again with the
 same count, or rejected when the meter refuses it for good (customer, hoarding limit).  A meter
-that refuses authentication (security-locked after MAC failures, until midnight) keeps its
-recharge unresolved, said so, and the recharge completes after the lock lifts.
+that refuses authentication (it holds proofs back for up to 10 minutes after a burst of failed
+proofs, protocol/SECURITY.md) is said to be so; its recharges wait, tried again once the
+hold-back is over, and complete then.
 
 A meter whose purchase count went backwards (restarted from an older state record) is
 reconciled before anything else is sent to it: the recharges the head-end knows were confirmed
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -66,13 +67,16 @@ MAX_ATTEMPTS = 3
 RETRY_BACKOFF_S = 2.0
 
 RETRY_BACKOFF_MAX_S = 300.0
-_AFTER_MIDNIGHT_S = 120  # meter clocks may run a little behind the head-end's
+# A meter holds proofs back for up to 10 minutes after a burst of failed ones: try again after
+# that. One try per hold-back also keeps a wrong key from ever raising the meter's failure level
+# to the hold-back (it leaks one per 10 minutes).
+HOLD_BACK_S = 11 * 60
 ACTOR = "headend serve"  # who the worker's own audit entries name
 # A meter's refusal of a recharge that no re-send can change: the command is rejected (once a
 # fresh read of its purchase count shows the frame was not applied).
 _FINAL_REFUSALS = {"customer_mismatch", "hoarding_exceeded"}
-_LOCK_TEXT = ("the meter refuses authentication: it is security-locked until midnight after repeated MAC "
-              "failures, or the key store does not hold its key")
+_LOCK_TEXT = ("the meter refuses authentication: it holds proofs back for up to 10 minutes after repeated failed "
+              "proofs (made-up frames on the line?), or the key store does not hold its key")
 
 
 class _Unresolved(Exception):
@@ -84,7 +88,7 @@ class _Rejected(Exception):
 
 
 class _Waiting(Exception):
-    """The meter refuses authentication (security-locked, or a key mismatch): try after its midnight."""
+    """The meter refuses authentication (proofs held back, or a key mismatch): try after the hold-back."""
 def target_of(m: Meter) -> MeterTarget:
     """The registry record as the meter client needs it."""
     return MeterTarget(m.address, m.link, m.krn, m.meter_number or m.address, m.customer)
@@ -210,7 +214,7 @@ class OutboxWorker:
         except _Unresolved as exc:
             self._unresolved(cmd, str(exc))
         except _Waiting as exc:
-            until = self._after_midnight()
+            until = int(self.clock() + HOLD_BACK_S)
             if self._in_doubt(cmd):
                 self._unresolved(cmd, str(exc), until)
             else:  # nothing was sent: it stays queued (a recharge never gives up)
@@ -384,18 +388,10 @@ class OutboxWorker:
         except MeterRefused as exc:
             if exc.auth_problem:
                 self.store.add_event(m.address, "security_locked", {"command": cmd.id, "error": str(exc)},
-                                     dedup=f"locked:{int(self.clock()) // 86400}")
-                raise _Waiting(f"{_LOCK_TEXT} ({exc}); the recharge waits and is tried again after the meter's "
-                               "midnight, when the lock lifts (`headend commands retry ID` tries it now)") from None
+                                     dedup=f"locked:{int(self.clock()) // HOLD_BACK_S}")
+                raise _Waiting(f"{_LOCK_TEXT} ({exc}); the recharge waits and is tried again in "
+                               f"{HOLD_BACK_S // 60} minutes (`headend commands retry ID` tries it now)") from None
             raise
-
-    def _after_midnight(self) -> int:
-        """Unix time just after the meters' next local midnight, when a MAC-failure lock lifts.
-
-        One try a day also keeps a wrong key from adding failures: it never locks a meter itself."""
-        now = self.client.meter_clock()
-        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
-        return int(self.clock() + (midnight - now).total_seconds() + _AFTER_MIDNIGHT_S)
 
     async def _refused(self, cmd: Command, m: MeterTarget, count: int, exc: MeterRefused) -> None:
         """The meter answered no to the recharge frame: what its purchase count says decides."""

@@ -89,7 +89,7 @@ def test_an_unresolved_recharge_exits_5_and_says_not_to_pay_again(he):
 def test_serve_running_is_not_mistaken_for_serve_missing(he):
     code, out, err = he.cli("trip", A1, "--wait", "0.2")
     assert code == 3 and "is `headend serve` running" in err
-    with he.store() as s:  # A1's queue is held by a recharge waiting for its meter's midnight
+    with he.store() as s:  # A2's queue is held by a recharge waiting for its meter's hold-back to end
         s.enqueue(A2, "recharge", {"amount_fen": 100}, actor="pay")
         [w] = [c for c in s.claim_next(limit=5) if c.meter == A2]
         s.retry_later(w.id, "the meter refuses authentication", not_before=s.now() + 86400)

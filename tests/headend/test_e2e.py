@@ -185,11 +185,11 @@ def test_bad_input_unknown_meter_unreachable_link_wrong_key(he, tmp_path):
         assert code == 3
         assert "still" in err and "keeps trying" in err and "connection refused" in err
 
-        # nothing can be sent: the recharge waits (a security lock lifts at midnight; a wrong key
-        # is tried once a day, so it never locks the meter), said so, and can be cancelled
+        # nothing can be sent: the recharge waits (a hold-back ends within 10 minutes; a wrong key
+        # is tried every 11 minutes, so it never holds the meter back), said so, and can be cancelled
         code, out, err = he.cli("recharge", A2, "10", "--wait", "5")
         assert code == 3
-        assert "identity authentication" in err and "key store" in err and "midnight" in err
+        assert "identity authentication" in err and "key store" in err and "11 minutes" in err
         assert m.command("status")["balance_fen"] == 0
         code, out, err = he.cli("commands", "--meter", A2, "--kind", "recharge", "--json")
         [waiting] = json.loads(out)

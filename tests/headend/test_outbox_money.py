@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from headend.link.security import derive_meter_key
+from headend.keys import derive_meter_key
 from tests.headend.test_commands import Rig, run
 
 
@@ -24,15 +24,15 @@ class Clock:
 
 
 def _lock(core) -> None:
-    """Five MAC failures today: the meter refuses authentication until its midnight."""
+    """Five failed proofs in a burst: the meter holds proofs back (up to 10 minutes)."""
     t = core.last_t
     for _ in range(5):
         core.sec.failure(t)
     assert core.sec.locked(t)
 
 
-def _midnight(core) -> None:
-    core.sec.fails = 0  # what a new local day does to the count
+def _hold_back_ends(core) -> None:
+    core.sec.fails = 0  # what 10 minutes of meter time do to a level of 5 after the burst
 
 
 def test_a_recharge_credited_behind_a_lost_reply_and_a_lock_is_never_failed_nor_paid_twice(tmp_path):
@@ -47,14 +47,14 @@ def test_a_recharge_credited_behind_a_lost_reply_and_a_lock_is_never_failed_nor_
             [c] = rig.store.claim_next(now=int(clock.t))
             await rig.worker.execute(c)
             after_loss = rig.store.get_command(first.id)
-            _lock(core)  # then an attacker locks the meter
+            _lock(core)  # then an attacker's burst of made-up proofs holds the meter back
             clock.t = after_loss.not_before
             [c] = rig.store.claim_next(now=int(clock.t))
             await rig.worker.execute(c)
             locked = rig.store.get_command(first.id)
             second = rig.store.enqueue(a, "recharge", {"amount_fen": 500}, actor="pay", idem_key="P2")
             held_back = rig.store.claim_next(now=int(clock.t))  # a new payment, due now, waits behind it
-            _midnight(core)
+            _hold_back_ends(core)
             clock.t = locked.not_before
             await rig.worker.drain(20)
             return (after_loss, locked, held_back, rig.store.get_command(first.id), rig.store.get_command(second.id),
@@ -63,7 +63,7 @@ def test_a_recharge_credited_behind_a_lost_reply_and_a_lock_is_never_failed_nor_
     after_loss, locked, held_back, first, second, status, events = run(main())
     assert after_loss.status == "unresolved" and "may have credited it" in after_loss.last_error
     assert core_count(status) == 2 and status["balance_fen"] == 1200  # each payment once
-    assert locked.status == "unresolved" and "security-locked" in locked.last_error and "midnight" in locked.last_error
+    assert locked.status == "unresolved" and "holds proofs back" in locked.last_error and "11 minutes" in locked.last_error
     assert held_back == []
     assert first.status == "confirmed" and first.reply["result"] == "settled" and first.reply["purchase_count"] == 1
     assert second.status == "confirmed" and second.reply["purchase_count"] == 2
