@@ -221,7 +221,9 @@ def _run(args: argparse.Namespace, kind: str, params: Any, describe: Callable[[C
             raise c.CliError(str(exc)) from None
         cmds = _enqueue(store, args, meters, kind, params)
         if args.wait > 0 and not serve_running(store):
-            return _unserved(cmds, args, store.location)
+            if all(x.status in ("queued", "sent") for x in cmds):
+                return _unserved(cmds, args, store.location)
+            return _outcome(store, cmds, args, describe)  # (an --idem repeat) where they stand now
         if args.wait <= 0:
             if not args.json:
                 print(f"queued {len(cmds)} {kind} command(s): {', '.join(str(x.id) for x in cmds[:20])}")

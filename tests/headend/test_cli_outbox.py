@@ -88,7 +88,7 @@ def test_an_unresolved_recharge_exits_5_and_says_not_to_pay_again(he):
 
 def test_serve_running_is_not_mistaken_for_serve_missing(he):
     code, out, err = he.cli("trip", A1, "--wait", "0.2")
-    assert code == 3 and "is `headend serve` running" in err
+    assert code == 3 and "no `headend serve` is running" in err
     with he.store() as s:  # A2's queue is held by a recharge waiting for its meter's hold-back to end
         s.enqueue(A2, "recharge", {"amount_fen": 100}, actor="pay")
         [w] = [c for c in s.claim_next(limit=5) if c.meter == A2]
@@ -96,4 +96,4 @@ def test_serve_running_is_not_mistaken_for_serve_missing(he):
     he.start_serve()
     code, out, err = he.cli("trip", A2, "--wait", "0.5")
     assert code == 3
-    assert "is `headend serve` running" not in err and f"(pid {he.serve_proc.pid}) is running" in err
+    assert "no `headend serve` is running" not in err and f"(pid {he.serve_proc.pid}) is running" in err
