@@ -308,15 +308,18 @@ def op_recharge(args: argparse.Namespace) -> int:
                       f" (remote cost control), balance {c.fmt_fen(acct.balance_fen)} yuan")
             return c.EXIT_OK
         cmds = [store.get_command(p.command_id)]
-        if args.wait > 0 and cmds[0].status not in _FINAL and not serve_running(store.location):
-            return _unserved(cmds, args, store.location)
-        if args.wait <= 0:
+        if args.wait > 0 and cmds[0].status not in _FINAL and not serve_running(store):
+            if cmds[0].status != "unresolved":
+                return _unserved(cmds, args, store.location)
+            args.wait = 0.0  # nothing moves it now: say where it stands
+        if args.wait <= 0 and cmds[0].status in ("queued", "sent"):
             if args.json:
                 c.print_json(p.to_dict())
             else:
                 print(f"payment {p.id}: recharge command {p.command_id} queued for meter {address}")
             return c.EXIT_QUEUED
-        cmds = _wait(store, cmds, args.wait, "recharge", not args.json)
+        if args.wait > 0:
+            cmds = _wait(store, cmds, args.wait, "recharge", not args.json)
 
         def describe(x: Command) -> str:
             r = x.reply or {}

@@ -47,7 +47,7 @@ def test_a_value_that_could_never_work_is_refused_at_entry_and_nothing_is_queued
 def test_an_idempotency_key_reused_for_another_amount_is_refused_naming_the_field(he):
     assert he.cli("recharge", A1, "50", "--idem", "PAY-9", "--wait", "0")[0] == 3
     code, out, err = he.cli("recharge", A1, "70", "--idem", "PAY-9", "--wait", "0")
-    assert code == 2 and "PAY-9" in err and "amount_fen 5000, not 7000" in err
+    assert code == 2 and "PAY-9" in err and "5000, not 7000" in err
     assert he.cli("recharge", A1, "50", "--idem", "PAY-9", "--wait", "0")[0] == 3  # the same payment: fine
     with he.store() as s:
         assert len(s.list_commands()) == 1
@@ -72,8 +72,9 @@ def test_cancel_retry_and_customer_filter(he):
 
 
 def test_an_unresolved_recharge_exits_5_and_says_not_to_pay_again(he):
-    with he.store() as s:
-        cmd = s.enqueue(A1, "recharge", {"amount_fen": 700}, actor="pay", idem_key="PAY-U")
+    assert he.cli("recharge", A1, "7", "--idem", "PAY-U", "--wait", "0")[0] == 3
+    with he.store() as s:  # its frame went out and the answer was lost
+        [cmd] = s.list_commands(kind="recharge")
         [sent] = s.claim_next()
         s.transition(sent.id, "sent", expected="sent", reply={"purchase_count": 3})
         s.unresolve(sent.id, "no answer from the meter after the recharge frame", not_before=s.now() + 3600)
