@@ -5,7 +5,7 @@
     control.py   cost control's state per account         meters.py    the meter registry
     outbox.py    commands to meters                        readings.py  meter readings
     events.py    meter events                              notices.py   customer notices
-    grid.py      feeders, areas and planned outages
+    grid.py      feeders, areas and planned outages        reporting.py read-only aggregations for reports
     channels.py  payment channels                          payments.py  payments (state follows the outbox)
     operators.py operator accounts                         shifts.py    counter shifts
 
@@ -35,11 +35,12 @@ from headend.store.notices import Notices
 from headend.store.operators import Operators
 from headend.store.payments import Payments
 from headend.store.readings import Readings
+from headend.store.reporting import ReportQueries
 from headend.store.shifts import Shifts
 
 __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 
 class Store(Meters, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events, Notices,
-            GridStore):
+            GridStore, ReportQueries):
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""

@@ -1,0 +1,173 @@
+"""Read-only aggregations for the reports (headend/reports): grouped in the database, never row by row.
+
+Each method returns plain tuples; ``headend.reports`` turns them into figures (the formulas live
+there and in its README). ``days`` are business days (``YYYY-MM-DD``, the ledger's ``day``), both
+ends inclusive; ``where`` filters accounts by district / segment (exact match, None = all).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headend.store.base import StoreBase
+
+_CHARGE_KINDS = ("charge", "fixed_charge", "rerate")
+_PAID_KINDS = ("payment", "reversal")
+
+
+def _accounts_filter(district: str | None, segment: str | None, alias: str = "a") -> tuple[str, list[Any]]:
+    sql, params = "", []
+    if district is not None:
+        sql += f" AND {alias}.district = ?"
+        params.append(district)
+    if segment is not None:
+        sql += f" AND {alias}.segment = ?"
+        params.append(segment)
+    return sql, params
+
+
+class ReportQueries(StoreBase):
+    def known_values(self, column: str) -> set[str]:
+        """Distinct districts or segments of the accounts, or channel ids (for checking filters)."""
+        table, col = {"district": ("accounts", "district"), "segment": ("accounts", "segment"),
+                      "channel": ("channels", "id")}[column]
+        with self._tx(write=False) as tx:
+            return {r[0] for r in tx.all(f"SELECT DISTINCT {col} FROM {table}")}
+
+    def ledger_flows_by_day(self, first: str, last: str, *, district: str | None = None,
+                            segment: str | None = None, group: str | None = None) -> list[tuple[Any, ...]]:
+        """(day, group value or '', charged fen (positive), paid fen net of reversals, paid in
+        advance fen) per business day in [first, last]; "paid in advance" is the part of each
+        charge the account's balance covered before it (min(charge, max(0, balance before)))."""
+        f, params = _accounts_filter(district, segment)
+        gcol = f"a.{group}" if group in ("district", "segment") else "''"
+        ck = ", ".join("?" * len(_CHARGE_KINDS))
+        pk = ", ".join("?" * len(_PAID_KINDS))
+        sql = (
+            f"SELECT l.day, {gcol},"
+            f" COALESCE(SUM(CASE WHEN l.kind IN ({ck}) THEN -l.amount_fen ELSE 0 END), 0),"
+            f" COALESCE(SUM(CASE WHEN l.kind IN ({pk}) THEN l.amount_fen ELSE 0 END), 0),"
+            # balance before a charge = balance_after - amount_fen (amount_fen < 0 for a charge)
+            f" COALESCE(SUM(CASE WHEN l.kind IN ({ck}) AND l.amount_fen < 0 THEN"
+            f"   CASE WHEN l.balance_after - l.amount_fen <= 0 THEN 0"
+            f"        WHEN l.balance_after >= 0 THEN -l.amount_fen"
+            f"        ELSE l.balance_after - l.amount_fen END ELSE 0 END), 0)"
+            f" FROM ledger l JOIN accounts a ON a.customer = l.customer"
+            f" WHERE l.day >= ? AND l.day <= ?{f} GROUP BY l.day, {gcol}"
+        )
+        with self._tx(write=False) as tx:
+            return tx.all(sql, (*_CHARGE_KINDS, *_PAID_KINDS, *_CHARGE_KINDS, first, last, *params))
+
+    def closing_balances_by_day(self, last: str, *, district: str | None = None,
+                                segment: str | None = None, group: str | None = None) -> list[tuple[Any, ...]]:
+        """(customer, group value or '', day, balance after the day's last journal row) for every
+        account and every day up to ``last`` on which its journal moved."""
+        f, params = _accounts_filter(district, segment)
+        gcol = f"a.{group}" if group in ("district", "segment") else "''"
+        sql = (
+            f"SELECT l.customer, {gcol}, l.day, l.balance_after FROM ledger l"
+            f" JOIN (SELECT MAX(id) AS id FROM ledger WHERE day <= ? GROUP BY customer, day) x ON x.id = l.id"
+            f" JOIN accounts a ON a.customer = l.customer WHERE 1 = 1{f}"
+        )
+        with self._tx(write=False) as tx:
+            return tx.all(sql, (last, *params))
+
+    def payments_by_day(self, first: str, last: str, *, channel: str | None = None, district: str | None = None,
+                        segment: str | None = None, utc_offset_s: int = 0) -> list[tuple[Any, ...]]:
+        """(day, channel id, channel kind, local hour paid, state is reversed (0/1), count, fen, fee fen)."""
+        f, params = _accounts_filter(district, segment)
+        if channel is not None:
+            f += " AND p.channel = ?"
+            params.append(channel)
+        sql = (
+            "SELECT p.day, p.channel, c.kind, ((p.paid_at + ?) / 3600) % 24,"
+            " CASE WHEN p.state = 'reversed' THEN 1 ELSE 0 END, COUNT(*), SUM(p.amount_fen), SUM(p.fee_fen)"
+            " FROM payments p JOIN channels c ON c.id = p.channel JOIN accounts a ON a.customer = p.customer"
+            f" WHERE p.day >= ? AND p.day <= ?{f}"
+            " GROUP BY p.day, p.channel, c.kind, ((p.paid_at + ?) / 3600) % 24,"
+            " CASE WHEN p.state = 'reversed' THEN 1 ELSE 0 END"
+        )
+        with self._tx(write=False) as tx:
+            return tx.all(sql, (utc_offset_s, first, last, *params, utc_offset_s))
+
+    def payment_latencies(self, first: str, last: str, *, channel: str | None = None, district: str | None = None,
+                          segment: str | None = None) -> list[tuple[Any, ...]]:
+        """(channel id, seconds from acceptance to confirmation on the meter) for every payment
+        of the days confirmed on its meter (and not reversed)."""
+        f, params = _accounts_filter(district, segment)
+        if channel is not None:
+            f += " AND p.channel = ?"
+            params.append(channel)
+        sql = ("SELECT p.channel, p.confirmed_at - p.accepted_at FROM payments p"
+               " JOIN accounts a ON a.customer = p.customer"
+               f" WHERE p.day >= ? AND p.day <= ? AND p.confirmed_at IS NOT NULL AND p.state <> 'reversed'{f}")
+        with self._tx(write=False) as tx:
+            return tx.all(sql, (first, last, *params))
+
+    def payment_to_restore(self, since: int, until: int, *, channel: str | None = None,
+                           district: str | None = None, segment: str | None = None) -> list[tuple[Any, ...]]:
+        """(channel id, seconds from a payment to the first confirmed close command of one of the
+        customer's meters created at or after it) for payments accepted in [since, until) that
+        were followed by one (the customer was cut when paying)."""
+        f, params = _accounts_filter(district, segment)
+        if channel is not None:
+            f += " AND p.channel = ?"
+            params.append(channel)
+        sql = ("SELECT p.channel, MIN(k.updated_at) - p.accepted_at FROM payments p"
+               " JOIN accounts a ON a.customer = p.customer"
+               " JOIN meters m ON m.customer = p.customer"
+               " JOIN commands k ON k.meter = m.address AND k.kind = 'close' AND k.status = 'confirmed'"
+               "  AND k.created_at >= p.accepted_at"
+               f" WHERE p.accepted_at >= ? AND p.accepted_at < ? AND p.state <> 'reversed'{f}"
+               " GROUP BY p.id, p.channel, p.accepted_at")
+        with self._tx(write=False) as tx:
+            return tx.all(sql, (since, until, *params))
+
+    def account_states(self, *, district: str | None = None, segment: str | None = None) -> list[tuple[Any, ...]]:
+        """(district, mode, balance seen (account, or account + last seen meter wallets for local
+        accounts), alarm1, alarm2, remote supply, any local relay open (0/1), protected, count)."""
+        f, params = _accounts_filter(district, segment)
+        sql = (
+            "SELECT a.district,"
+            " CASE WHEN EXISTS (SELECT 1 FROM meters m WHERE m.customer = a.customer AND m.mode = 'local')"
+            "  THEN 'local' ELSE 'remote' END AS mode,"
+            " a.balance_fen + COALESCE((SELECT SUM(COALESCE(m.balance_fen, 0)) FROM meters m"
+            "   WHERE m.customer = a.customer AND m.mode = 'local'), 0),"
+            " a.alarm1_fen, a.alarm2_fen, a.supply,"
+            " CASE WHEN EXISTS (SELECT 1 FROM meters m WHERE m.customer = a.customer AND m.mode = 'local'"
+            "   AND m.relay = 'open') THEN 1 ELSE 0 END,"
+            f" a.protected FROM accounts a WHERE 1 = 1{f}"
+        )
+        with self._tx(write=False) as tx:
+            return tx.all(sql, params)
+
+    def arrears_since(self, *, district: str | None = None, segment: str | None = None) -> list[tuple[Any, ...]]:
+        """(district, arrears fen, time the balance last went below zero) for every account whose
+        balance is below zero now."""
+        f, params = _accounts_filter(district, segment)
+        sql = (
+            "SELECT a.district, -a.balance_fen,"
+            " (SELECT MIN(l.at) FROM ledger l WHERE l.customer = a.customer AND l.id >"
+            "   COALESCE((SELECT MAX(n.id) FROM ledger n WHERE n.customer = a.customer AND n.balance_after >= 0), 0))"
+            f" FROM accounts a WHERE a.balance_fen < 0{f}"
+        )
+        with self._tx(write=False) as tx:
+            return tx.all(sql, params)
+
+    def commands_by_day(self, since: int, until: int) -> list[tuple[Any, ...]]:
+        """(created_at, kind, status, attempts) of every command created in [since, until)."""
+        with self._tx(write=False) as tx:
+            return tx.all("SELECT created_at, kind, status, attempts FROM commands WHERE created_at >= ?"
+                          " AND created_at < ?", (since, until))
+
+    def notices_by_kind(self, since: int, until: int) -> list[tuple[Any, ...]]:
+        """(kind, status, count) of customer notices created in [since, until)."""
+        with self._tx(write=False) as tx:
+            return tx.all("SELECT kind, status, COUNT(*) FROM notifications WHERE created_at >= ?"
+                          " AND created_at < ? GROUP BY kind, status", (since, until))
+
+    def meters_not_read(self, before: int) -> list[tuple[Any, ...]]:
+        """(address, customer, last_seen or None) of meters not heard from since ``before``."""
+        with self._tx(write=False) as tx:
+            return tx.all("SELECT address, customer, last_seen FROM meters WHERE last_seen IS NULL OR last_seen < ?"
+                          " ORDER BY address", (before,))

@@ -1,0 +1,206 @@
+"""Each report against a small ledger whose figures are worked out by hand in the comments."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from headend.payments import accept_payment, reverse_payment
+from headend.reports import Query, ReportError, run_report
+from headend.reports.charts import draw
+from tests.headend.payments_support import LOCAL_CUST, LOCAL_METER, confirm_recharge
+from tests.headend.store_support import Clock
+
+DAY = 86400
+# 2026-11-02 00:00 China time (UTC+8), a Monday
+D1 = 1793548800
+A, B = "000000000201", "000000000202"
+
+
+def _charge(store, key, customer, fen):
+    store.charge_accounts(key, [(customer, fen, 0, 0)], actor="costctl")
+
+
+def _pay(store, channel, txn, customer, fen, *, meter=None):
+    return accept_payment(store, channel_id=channel, txn_id=txn, amount_fen=fen, paid_at=store.now(),
+                          customer=customer, meter=meter, actor=f"channel:{channel}")
+
+
+@pytest.fixture
+def booked(tmp_path):
+    """The hand-computed ledger.
+
+    A (east, resident, remote), B (west, business, remote), L (the local-meter customer, no district):
+
+    day 1 (2026-11-02): 09:00 B pays 5.00 (online_banking)      B  500
+                        10:00 A charged 3.00                    A -300   (advance 0: balance was 0)
+                        11:00 B charged 8.00                    B -300   (advance 5.00: the 500 it had)
+    day 2 (2026-11-03): 09:00 A pays 10.00 (mobile_app)         A  700
+                        20:00 A charged 2.00                    A  500   (advance 2.00)
+                        20:30 L pays 30.00 at the counter, sent to its meter, confirmed at 20:30:40
+    day 3 (2026-11-04): 09:00 B charged 1.00                    B -400   (advance 0)
+                        10:00 A pays 4.00 (mobile_app), reversed at 10:05
+    """
+    from tests.headend.payments_support import money_store
+
+    clock = Clock(D1)
+    s = money_store(str(tmp_path / "r.db"), clock)
+    s.add_account(A, actor="admin", name="A", district="east", segment="resident", alarm1_fen=1000, alarm2_fen=500)
+    s.add_account(B, actor="admin", name="B", district="west", segment="business", protected=True)
+    s.add_meter("000000000011", link="tcp://127.0.0.1:9011", customer=A, actor="admin", mode="remote")
+    s.add_meter("000000000012", link="tcp://127.0.0.1:9012", customer=B, actor="admin", mode="remote")
+    clock.t = D1 + 9 * 3600
+    _pay(s, "online_banking", "OB-1", B, 500)
+    clock.t = D1 + 10 * 3600
+    _charge(s, "d1-a", A, 300)
+    clock.t = D1 + 11 * 3600
+    _charge(s, "d1-b", B, 800)
+    clock.t = D1 + DAY + 9 * 3600
+    _pay(s, "mobile_app", "APP-1", A, 1000)
+    clock.t = D1 + DAY + 20 * 3600
+    _charge(s, "d2-a", A, 200)
+    clock.t = D1 + DAY + 20 * 3600 + 1800
+    p = _pay(s, "counter", "C-1", LOCAL_CUST, 3000, meter=LOCAL_METER)
+    clock.t += 40
+    confirm_recharge(s, p.command_id)
+    clock.t = D1 + 2 * DAY + 9 * 3600
+    _charge(s, "d3-b", B, 100)
+    clock.t = D1 + 2 * DAY + 10 * 3600
+    r = _pay(s, "mobile_app", "APP-2", A, 400)
+    clock.t += 300
+    reverse_payment(s, r.id, channel_id="mobile_app", actor="channel:mobile_app", reason="customer cancelled")
+    clock.t = D1 + 3 * DAY
+    yield s
+    s.close()
+
+
+def _q(**kw):
+    base = {"first": "2026-11-02", "last": "2026-11-04"}
+    base.update(kw)
+    return Query(**base)
+
+
+def test_collection_by_day(booked):
+    rows = {r["period"]: r for r in run_report(booked, "collection", _q()).rows}
+    # day 1: due 3.00 + 8.00; collected 5.00 (B); no arrears before it
+    d1 = rows["2026-11-02"]
+    assert (d1["due_fen"], d1["collected_fen"], d1["arrears_start_fen"]) == (1100, 500, 0)
+    assert d1["collected_current_fen"] == 500 and d1["rate"] == round(500 / 1100, 4)
+    assert d1["prepaid_share"] == round(500 / 1100, 4)
+    # day 2: arrears at its start: A owes 3.00, B owes 3.00. A pays 10.00 (the local customer's
+    # 30.00 is paid and then leaves the account for the meter: a payment row and a top-up row)
+    d2 = rows["2026-11-03"]
+    assert d2["arrears_start_fen"] == 600
+    assert d2["due_fen"] == 200
+    assert d2["collected_fen"] == 1000 + 3000
+    assert d2["collected_arrears_fen"] == 600 and d2["collected_current_fen"] == 200
+    assert d2["rate"] == 1.0 and d2["prepaid_share"] == 1.0
+    # day 3: only B owes (3.00); A's 4.00 was paid and reversed: net 0
+    d3 = rows["2026-11-04"]
+    assert (d3["arrears_start_fen"], d3["due_fen"], d3["collected_fen"]) == (300, 100, 0)
+    assert d3["rate"] == 0.0 and d3["rate_change"] == -1.0
+
+
+def test_collection_by_week_and_by_district(booked):
+    [w] = run_report(booked, "collection", _q(by="week")).rows
+    assert w["period"] == "2026-11-02"
+    assert (w["due_fen"], w["arrears_start_fen"], w["collected_fen"]) == (1400, 0, 4500)
+    east = run_report(booked, "collection", _q(district="east")).rows
+    assert [r["due_fen"] for r in east] == [300, 200, 0]
+    assert [r["arrears_start_fen"] for r in east] == [0, 300, 0]
+    grouped = run_report(booked, "collection", _q(by="month", group="segment")).rows
+    by = {r["segment"]: r for r in grouped}
+    assert by["business"]["due_fen"] == 900 and by["resident"]["due_fen"] == 500
+    assert by["business"]["collected_fen"] == 500
+
+
+def test_channels(booked):
+    rep = run_report(booked, "channels", _q(by="month"))
+    by = {r["channel"]: r for r in rep.rows}
+    assert by["mobile_app"]["count"] == 1 and by["mobile_app"]["amount_fen"] == 1000
+    assert by["mobile_app"]["reversed_count"] == 1 and by["mobile_app"]["reversed_fen"] == 400
+    assert by["counter"]["amount_fen"] == 3000 and by["counter"]["share"] == round(3000 / 4500, 4)
+    assert rep.totals == {"count": 3, "amount_fen": 4500, "fee_fen": 0}
+    peaks = {r["channel"]: r["peak_hour"] for r in rep.sections["by_channel"].rows}
+    assert peaks == {"counter": 20, "mobile_app": 9, "online_banking": 9}
+    only = run_report(booked, "channels", _q(channel="counter"))
+    assert [r["channel"] for r in only.rows] == ["counter"]
+
+
+def test_speed(booked):
+    rep = run_report(booked, "speed", _q())
+    [row] = [r for r in rep.rows if r["channel"] == "counter"]
+    assert (row["n"], row["p50_s"], row["p95_s"], row["p99_s"]) == (1, 40, 40, 40)
+
+
+def test_accounts_and_ageing(booked):
+    rep = run_report(booked, "accounts", _q())
+    by = {r["district"]: r for r in rep.rows}
+    # A: 5.00 with alarm1 10.00 and alarm2 5.00 -> alarm 2; B: -4.00 -> alarm 2, protected
+    assert by["east"]["alarm2"] == 1 and by["west"]["alarm2"] == 1 and by["west"]["protected"] == 1
+    # B went below zero on day 1 at 11:00 and stayed there: 1-2 days -> 0-30 bucket
+    [w] = rep.sections["ageing"].rows
+    assert w["district"] == "west" and w["0-30"] == 400 and w["0-30 accounts"] == 1
+
+
+def test_operations(booked):
+    rep = run_report(booked, "operations", _q(stale_days=1))
+    assert rep.totals["commands"] == 1
+    outcome = rep.sections["commands"].rows
+    assert outcome == [{"kind": "recharge", "status": "confirmed", "count": 1, "retries": 0}]
+    # no meter was ever heard from in this ledger
+    assert len(rep.sections["not_read"].rows) == 4
+
+
+def test_bad_options_and_no_data(booked):
+    with pytest.raises(ReportError, match="after"):
+        run_report(booked, "collection", _q(first="2026-11-05", last="2026-11-01"))
+    with pytest.raises(ReportError, match="unknown district 'north'"):
+        run_report(booked, "collection", _q(district="north"))
+    with pytest.raises(ReportError, match="unknown channel"):
+        run_report(booked, "channels", _q(channel="nope"))
+    with pytest.raises(ReportError, match="unknown report"):
+        run_report(booked, "nope", _q())
+    empty = run_report(booked, "channels", _q(first="2025-01-01", last="2025-01-31"))
+    assert empty.rows == [] and empty.totals["count"] == 0
+
+
+def test_charts(booked, tmp_path):
+    for name in ("collection", "channels", "accounts"):
+        rep = run_report(booked, name, _q())
+        for suffix in (".png", ".svg"):
+            out = draw(rep, tmp_path / f"{name}{suffix}")
+            assert out.stat().st_size > 1000
+    assert (tmp_path / "collection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="png or .svg"):
+        draw(rep, tmp_path / "x.pdf")
+
+
+def _cli(*args, db):
+    return subprocess.run([sys.executable, "-m", "headend.cli.main", "report", *args, "--db", db],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_formats_and_exit_codes(booked, tmp_path):
+    db = booked.location
+    booked.close()
+    r = _cli("collection", "--from", "2026-11-02", "--to", "2026-11-04", "--json", db=db)
+    assert r.returncode == 0, r.stderr
+    assert [row["due_fen"] for row in json.loads(r.stdout)["rows"]] == [1100, 200, 100]
+    r = _cli("channels", "--from", "2026-11-02", "--to", "2026-11-04", "--by", "month", "--csv", db=db)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert {row["channel"]: int(row["amount_fen"]) for row in rows} == {"counter": 3000, "mobile_app": 1000,
+                                                                        "online_banking": 500}
+    r = _cli("collection", "--from", "2026-11-02", "--to", "2026-11-04", "--chart", str(tmp_path / "c.png"), db=db)
+    assert r.returncode == 0 and "45.45%" in r.stdout and (tmp_path / "c.png").exists()
+    r = _cli("collection", "--from", "2026-11-05", "--to", "2026-11-01", db=db)
+    assert r.returncode == 2 and "after" in r.stderr
+    r = _cli("accounts", "--district", "north", db=db)
+    assert r.returncode == 2 and "unknown district" in r.stderr
+    r = _cli("channels", "--from", "2025-01-01", "--to", "2025-01-02", db=db)
+    assert r.returncode == 0 and "no data" in r.stdout
