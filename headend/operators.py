@@ -24,6 +24,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "recharge": frozenset({"operator", "admin"}),
     "correct": frozenset({"operator", "admin"}),      # refunds and adjustments
     "close_day": frozenset({"auditor", "admin"}),
+    "reconcile": frozenset({"auditor", "admin"}),     # statements checked, discrepancies resolved
     "read_books": frozenset({"auditor", "operator", "admin", "cashier"}),
 }
 _MIN_PASSWORD = 8

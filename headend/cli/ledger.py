@@ -42,7 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=ledger_correct, kind="adjustment" if kind == "adjust" else "refund")
 
     p = sub.add_parser("close-day", help="freeze a business day: later movements go to the next open day")
-    p.add_argument("day", metavar="YYYY-MM-DD")
+    p.add_argument("day", metavar="YYYY-MM-DD", help="the business day to close")
+    p.add_argument("--force", action="store_true",
+                   help="close although a statement channel of the day is not reconciled (needs --reason)")
+    p.add_argument("--reason", help="why the day is closed unreconciled (with --force; kept in the audit log)")
     _common(p)
     p.set_defaults(func=close_day)
 
@@ -107,10 +110,25 @@ def ledger_correct(args: argparse.Namespace) -> int:
 
 @c.cli_command
 def close_day(args: argparse.Namespace) -> int:
-    """Close a business day."""
+    """Close a business day: refused while a statement channel of the day is unreconciled."""
+    from headend.reconcile import STATEMENT_KINDS
+
+    if args.force and not (args.reason or "").strip():
+        raise c.CliError("--force needs --reason: why the day is closed unreconciled")
     with c.open_store_from_args(args, must_exist=True) as store:
         actor = acting_operator(store, args, "close_day")
+        open_channels = store.unreconciled_channels(args.day, STATEMENT_KINDS)
+        if open_channels and not args.force:
+            raise c.CliError(f"day {args.day} is not reconciled for channel(s) {', '.join(open_channels)}: run "
+                             "`headend reconcile run` for each (or close with --force --reason)")
+        if open_channels:
+            store.log_action(actor, "ledger.close_day_forced", args.day,
+                             {"unreconciled": open_channels, "reason": args.reason})
         totals = store.close_day(args.day, actor=actor)
+        summary = store.day_payment_summary(args.day)
+    totals["payments"] = [{"channel": ch, "tender": t, "count": int(n), "amount_fen": int(f),
+                           "reversed": int(rn), "reversed_fen": int(rf)} for ch, t, n, f, rn, rf in summary]
+    totals["unreconciled"] = open_channels
     if args.json:
         c.print_json(totals)
     else:
@@ -118,4 +136,10 @@ def close_day(args: argparse.Namespace) -> int:
                                                                               "meter fen"],
                       [(k, v["rows"], c.fmt_fen(v["amount_fen"]), c.fmt_fen(v["meter_fen"]))
                        for k, v in totals["kinds"].items()])
+        c.print_table("payments by channel and tender", ["channel", "tender", "payments", "yuan", "reversed",
+                                                         "reversed yuan"],
+                      [(p["channel"], p["tender"], p["count"], c.fmt_fen(p["amount_fen"]), p["reversed"],
+                        c.fmt_fen(p["reversed_fen"])) for p in totals["payments"]])
+        if open_channels:
+            print(f"closed unreconciled ({', '.join(open_channels)}): {args.reason}")
     return c.EXIT_OK

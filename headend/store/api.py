@@ -6,6 +6,7 @@
     outbox.py    commands to meters                        readings.py  meter readings
     events.py    meter events                              notices.py   customer notices
     grid.py      feeders, areas and planned outages        reporting.py read-only aggregations for reports
+    reconciliation.py  channel statements checked against the journal
     channels.py  payment channels                          payments.py  payments (state follows the outbox)
     operators.py operator accounts                         shifts.py    counter shifts
 
@@ -35,6 +36,7 @@ from headend.store.notices import Notices
 from headend.store.operators import Operators
 from headend.store.payments import Payments
 from headend.store.readings import Readings
+from headend.store.reconciliation import Reconciliations
 from headend.store.reporting import ReportQueries
 from headend.store.shifts import Shifts
 
@@ -42,5 +44,5 @@ __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 
 class Store(Meters, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events, Notices,
-            GridStore, ReportQueries):
+            GridStore, ReportQueries, Reconciliations):
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""

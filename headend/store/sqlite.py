@@ -391,6 +391,37 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        7,
+        [
+            # Channel statements checked against the journal: the last run per channel and day,
+            # and its discrepancies with who resolved each and why.
+            f"""CREATE TABLE reconciliations (
+                channel TEXT NOT NULL REFERENCES channels(id),
+                day TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('open', 'reconciled')),
+                counts TEXT NOT NULL,
+                totals TEXT NOT NULL,
+                file_sha256 TEXT NOT NULL,
+                at {_TS},
+                actor TEXT NOT NULL,
+                PRIMARY KEY (channel, day)
+            )""",
+            """CREATE TABLE reconcile_items (
+                channel TEXT NOT NULL,
+                day TEXT NOT NULL,
+                txn_id TEXT NOT NULL,
+                class TEXT NOT NULL,
+                detail TEXT,
+                resolved_at INTEGER,
+                resolved_by TEXT,
+                reason TEXT,
+                ledger_id INTEGER,
+                PRIMARY KEY (channel, day, txn_id)
+            )""",
+            "CREATE INDEX payments_channel_day ON payments(channel, day)",
+        ],
+    ),
 ]
 
 

@@ -1,0 +1,229 @@
+"""Channel statements (对账单): a per-channel profile says how the file is laid out; parsing
+checks every line and names the file's line number for anything wrong.
+
+A profile is TOML (``profiles/*.toml`` ship as examples; ``--profile FILE`` takes any):
+
+    format = "csv"               # or "fixed"
+    encoding = "utf-8"           # any Python codec: "gbk" for most Chinese banks
+    header_lines = 1             # lines before the first detail line
+    delimiter = ","              # csv only
+    trailer = "TOTAL"            # a last line starting with this carries count and gross (optional)
+    [columns]                    # csv: 0-based column index; fixed: [start, width] (0-based, in characters)
+    txn_id = 0
+    amount = 1                   # gross, integer fen
+    fee = 2                      # optional
+    net = 3                      # optional: must equal amount - fee when both are there
+    state = 4                    # optional: "paid"/"reversed" (or the profile's [states] map)
+    [trailer_columns]            # like [columns], on the trailer line: count and amount
+    [states]                     # the channel's words for paid and reversed
+    S = "paid"
+    R = "reversed"
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+PROFILES = Path(__file__).with_name("profiles")
+STATES = ("paid", "reversed")
+
+
+class StatementError(ValueError):
+    """A statement or profile that cannot be read as it is; names the file line where there is one."""
+
+
+class Line(NamedTuple):   # a tuple: a million are made per statement
+    line_no: int
+    txn_id: str
+    amount_fen: int
+    fee_fen: int
+    net_fen: int
+    state: str          # paid | reversed
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    format: str
+    encoding: str
+    header_lines: int
+    delimiter: str
+    trailer: str | None
+    columns: dict[str, Any]
+    trailer_columns: dict[str, Any]
+    states: dict[str, str]
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile by file path, or by the name of a shipped one (``profiles/NAME.toml``)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILES / f"{name_or_path}.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        shipped = ", ".join(sorted(p.stem for p in PROFILES.glob("*.toml")))
+        raise StatementError(f"no statement profile {name_or_path!r}: give a .toml file or one of {shipped}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StatementError(f"statement profile {path}: {exc}") from None
+    fmt = raw.get("format", "csv")
+    if fmt not in ("csv", "fixed"):
+        raise StatementError(f"statement profile {path}: format must be csv or fixed, got {fmt!r}")
+    cols = dict(raw.get("columns", {}))
+    for need in ("txn_id", "amount"):
+        if need not in cols:
+            raise StatementError(f"statement profile {path}: [columns] needs {need}")
+    states = {str(k): str(v) for k, v in raw.get("states", {"paid": "paid", "reversed": "reversed"}).items()}
+    if any(v not in STATES for v in states.values()):
+        raise StatementError(f"statement profile {path}: [states] values must be paid or reversed")
+    try:
+        "".encode(raw.get("encoding", "utf-8"))
+    except LookupError:
+        raise StatementError(f"statement profile {path}: unknown encoding {raw.get('encoding')!r}") from None
+    return Profile(path.stem, fmt, raw.get("encoding", "utf-8"), int(raw.get("header_lines", 0)),
+                   raw.get("delimiter", ","), raw.get("trailer"), cols, dict(raw.get("trailer_columns", {})), states)
+
+
+def _fen(text: str, what: str, line_no: int) -> int:
+    if text.isdigit():           # the common case, already clean
+        return int(text)
+    t = text.strip()
+    if not t or not (t.isdigit() or (t[0] == "-" and t[1:].isdigit())):
+        raise StatementError(f"line {line_no}: {what} must be a whole number of fen, got {t!r}")
+    return int(t)
+
+
+def _fields(profile: Profile, text: str, line_no: int) -> list[str] | str:
+    if profile.format == "csv":
+        row = next(csv.reader([text], delimiter=profile.delimiter))
+        return row
+    return text
+
+
+def _get(profile: Profile, fields: Any, spec: Any, what: str, line_no: int) -> str:
+    if profile.format == "csv":
+        if spec < len(fields):
+            return fields[spec]
+        if not isinstance(spec, int) or spec >= len(fields):
+            raise StatementError(f"line {line_no}: no column {spec} for {what} (the line has {len(fields)})")
+        return fields[spec]
+    start, width = spec
+    if len(fields.rstrip("\r\n")) < start + width and what in ("txn_id", "amount"):
+        raise StatementError(f"line {line_no}: too short for {what} at {start}+{width} (truncated?)")
+    return fields[start:start + width]
+
+
+def parse(profile: Profile, data: bytes) -> list[Line]:
+    """Every detail line of a statement file; StatementError names the first bad line."""
+    try:
+        text = data.decode(profile.encoding)
+    except UnicodeDecodeError as exc:
+        line_no = data[:exc.start].count(b"\n") + 1
+        raise StatementError(f"line {line_no}: not {profile.encoding} text (wrong encoding?)") from None
+    lines = text.splitlines()
+    body = lines[profile.header_lines:]
+    trailer = None
+    if profile.trailer:
+        while body and not body[-1].strip():
+            body.pop()
+        if not body or not body[-1].startswith(profile.trailer):
+            raise StatementError(f"line {profile.header_lines + len(body)}: the trailer ({profile.trailer}...) is "
+                                 "missing: the file is truncated")
+        trailer = body.pop()
+    out: list[Line] = []
+    seen: dict[str, int] = {}
+    c = profile.columns
+    if profile.format == "csv":
+        # one reader over the whole body (a reader per line costs more than the parsing)
+        records: Any = csv.reader(body, delimiter=profile.delimiter)
+    else:
+        records = body
+    has_fee, has_net, has_state = "fee" in c, "net" in c, "state" in c
+    for k, f in enumerate(records):
+        line_no = profile.header_lines + k + 1
+        if not f or (profile.format == "fixed" and not f.strip()):
+            continue
+        txn = _get(profile, f, c["txn_id"], "txn_id", line_no).strip()
+        if not txn:
+            raise StatementError(f"line {line_no}: empty transaction id")
+        if txn in seen:
+            raise StatementError(f"line {line_no}: transaction {txn} is also on line {seen[txn]} (duplicate row)")
+        seen[txn] = line_no
+        amount = _fen(_get(profile, f, c["amount"], "amount", line_no), "amount", line_no)
+        fee = _fen(_get(profile, f, c["fee"], "fee", line_no), "fee", line_no) if has_fee else 0
+        net = _fen(_get(profile, f, c["net"], "net", line_no), "net", line_no) if has_net else amount - fee
+        if net != amount - fee:
+            raise StatementError(f"line {line_no}: net {net} is not amount {amount} less fee {fee}")
+        state = "paid"
+        if has_state:
+            word = _get(profile, f, c["state"], "state", line_no).strip()
+            if word not in profile.states:
+                raise StatementError(f"line {line_no}: unknown state {word!r}; the profile knows "
+                                     f"{', '.join(profile.states)}")
+            state = profile.states[word]
+        out.append(Line(line_no, txn, amount, fee, net, state))
+    if trailer is not None:
+        tl = profile.header_lines + len(body) + 1
+        tf = _fields(profile, trailer, tl)
+        tc = profile.trailer_columns
+        if "count" in tc and _fen(_get(profile, tf, tc["count"], "count", tl), "count", tl) != len(out):
+            raise StatementError(f"line {tl}: trailer count does not match the {len(out)} detail lines")
+        if "amount" in tc:
+            total = _fen(_get(profile, tf, tc["amount"], "amount", tl), "trailer amount", tl)
+            if total != sum(x.amount_fen for x in out):
+                raise StatementError(f"line {tl}: trailer total {total} fen does not match the lines' "
+                                     f"{sum(x.amount_fen for x in out)} fen")
+    return out
+
+
+def write(profile: Profile, lines: list[Line]) -> bytes:
+    """A statement file in the profile's layout (for tests, benches and channels' simulators)."""
+    inv = {}
+    for word, st in profile.states.items():
+        inv.setdefault(st, word)
+    c = profile.columns
+    if profile.format == "csv":
+        width = max(v for v in {**c, **profile.trailer_columns}.values()) + 1
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter=profile.delimiter, lineterminator="\n")
+        for _ in range(profile.header_lines):
+            buf.write("header\n")
+        for x in lines:
+            row = [""] * width
+            vals = {"txn_id": x.txn_id, "amount": x.amount_fen, "fee": x.fee_fen, "net": x.net_fen,
+                    "state": inv[x.state]}
+            for k, col in c.items():
+                row[col] = str(vals[k])
+            w.writerow(row)
+        if profile.trailer:
+            row = [""] * width
+            row[0] = profile.trailer
+            tv = {"count": len(lines), "amount": sum(x.amount_fen for x in lines)}
+            for k, col in profile.trailer_columns.items():
+                row[col] = str(tv[k])
+            w.writerow(row)
+        return buf.getvalue().encode(profile.encoding)
+    width = max(s + n for s, n in [*c.values(), *profile.trailer_columns.values()])
+    out = ["header".ljust(width) for _ in range(profile.header_lines)]
+    for x in lines:
+        row = [" "] * width
+        vals = {"txn_id": x.txn_id, "amount": str(x.amount_fen), "fee": str(x.fee_fen), "net": str(x.net_fen),
+                "state": inv[x.state]}
+        for k, (s, n) in c.items():
+            v = vals[k]
+            v = v.ljust(n) if k in ("txn_id", "state") else v.rjust(n, "0")
+            row[s:s + n] = list(v[:n])
+        out.append("".join(row))
+    if profile.trailer:
+        row = [" "] * width
+        row[:len(profile.trailer)] = list(profile.trailer)
+        tv = {"count": len(lines), "amount": sum(x.amount_fen for x in lines)}
+        for k, (s, n) in profile.trailer_columns.items():
+            row[s:s + n] = list(str(tv[k]).rjust(n, "0"))
+        out.append("".join(row))
+    return ("\n".join(out) + "\n").encode(profile.encoding)
