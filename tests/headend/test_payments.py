@@ -282,3 +282,30 @@ def test_the_customer_hears_of_a_payment_once(store):
     pay(store, channel="kiosk", txn="N1", amount=700)                                  # local: on its way
     [m] = store.find_notices(customer=LOCAL_CUST)
     assert m.detail["balance_fen"] == 700 and m.detail["channel"] == "kiosk"
+
+
+def test_the_same_payment_posted_at_once_from_several_connections_moves_money_once(store, tmp_path):
+    import threading
+
+    from headend.store import open_store
+
+    results, errors = [], []
+
+    def post():
+        s = open_store(store.location)            # its own connection, as another process would have
+        try:
+            for _ in range(5):
+                results.append(accept_payment(s, channel_id="agent", txn_id="PAR-1", amount_fen=4321, paid_at=T0,
+                                              customer=LOCAL_CUST, actor="channel:agent").id)
+        except Exception as exc:   # noqa: BLE001 - every outcome is checked below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and len(results) == 20 and len(set(results)) == 1
+    assert len(store.list_commands(kind="recharge")) == 1 and len(store.journal(kind="payment")) == 1
