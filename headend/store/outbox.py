@@ -259,7 +259,9 @@ class Outbox(Audit):
             if n != 1:
                 raise TransitionError(f"command {cmd.id} was moved meanwhile; nothing cancelled")
             self.log_action(actor, "command.cancel", cmd.meter, {"command": cmd.id, "kind": cmd.kind})
-            return self.get_command(cmd.id)
+            cmd = self.get_command(cmd.id)
+            self._command_moved(tx, cmd)
+            return cmd
 
     def retry(self, command_id: int, *, actor: str) -> Command:
         """An operator puts a failed, rejected or cancelled command back in the queue, or has an
@@ -286,7 +288,9 @@ class Outbox(Audit):
             raise TransitionError(f"command {cmd.id} was moved meanwhile; nothing requeued")
         self.log_action(actor, "command.requeue", cmd.meter, {"command": cmd.id, "kind": cmd.kind,
                                                               "was": cmd.status, "why": why})
-        return self.get_command(cmd.id)
+        cmd = self.get_command(cmd.id)
+        self._command_moved(tx, cmd)
+        return cmd
 
     def claim_next(self, *, limit: int = 1, link: str | None = None, now: int | None = None) -> list[Command]:
         """Atomically take up to `limit` due queued or unresolved commands and mark them sent (oldest first).

@@ -141,7 +141,7 @@ class Payments(Ledger, Outbox):
                 if cmd.status != "queued":
                     raise TransitionError(f"payment {p.id}: its recharge is {cmd.status} to meter {p.meter}; the money"
                                           " may already be on the meter, so it cannot be reversed")
-                self.fail(cmd.id, f"payment {p.id} reversed: {reason.strip()}")
+                self.cancel(cmd.id, actor=actor)     # refused if the frame may have reached the meter
                 p = self.get_payment(payment_id)
             if p.state != "credited":
                 raise TransitionError(f"payment {p.id} is {p.state}: only a payment whose money has not reached the"
@@ -156,8 +156,13 @@ class Payments(Ledger, Outbox):
 
     def _command_moved(self, tx: Tx, cmd: Command) -> None:
         super()._command_moved(tx, cmd)
-        if cmd.kind != "recharge" or cmd.status not in ("confirmed", "failed"):
+        if cmd.kind != "recharge":
             return
+        if cmd.status == "queued":
+            self._recharge_requeued(tx, cmd)
+            return
+        if cmd.status not in ("confirmed", "failed", "rejected", "cancelled"):
+            return               # queued, sent, unresolved: the money is still on its way
         row = tx.one(f"SELECT {_PAYMENT_COLS} FROM payments WHERE command_id = ? AND state = 'sent_to_meter'",
                      (cmd.id,))
         if row is None:
@@ -170,8 +175,25 @@ class Payments(Ledger, Outbox):
             self._book(tx, p.customer, "topup_confirmed", 0, actor=cmd.actor, meter_fen=p.amount_fen, **refs)
             tx.execute("UPDATE payments SET state = 'confirmed_on_meter', confirmed_at = ? WHERE id = ?", (now, p.id))
         else:
-            # the meter refused (or an operator failed the command): the money is back on the account
+            # the meter refused, the recharge can never succeed, or it was taken out of the queue
+            # before it was sent: the money is back on the account
             self._book(tx, p.customer, "topup_returned", p.amount_fen, actor=cmd.actor,
-                       detail={"error": cmd.last_error}, **refs)
+                       detail={"error": cmd.last_error, "status": cmd.status}, **refs)
             tx.execute("UPDATE payments SET state = 'credited', credited_at = ?, note = ? WHERE id = ?",
-                       (now, f"recharge failed: {cmd.last_error}", p.id))
+                       (now, f"recharge {cmd.status}: {cmd.last_error}", p.id))
+
+    def _recharge_requeued(self, tx: Tx, cmd: Command) -> None:
+        """An operator put a final recharge back in the queue: its payment's money, returned to the
+        account when it ended, leaves for the meter again; a reversed payment's never does."""
+        row = tx.one(f"SELECT {_PAYMENT_COLS} FROM payments WHERE command_id = ? AND state IN ('credited', 'reversed')",
+                     (cmd.id,))
+        if row is None:
+            return
+        p = _payment(row)
+        if p.state == "reversed":
+            raise TransitionError(f"command {cmd.id} is the recharge of payment {p.id}, which was reversed: it is not"
+                                  " sent again (take a new payment instead)")
+        self._book(tx, p.customer, "topup_sent", -p.amount_fen, actor=cmd.actor, meter=p.meter, channel=p.channel_id,
+                   txn_id=p.txn_id, payment_id=p.id, ref=f"command:{cmd.id}", detail={"command": cmd.id, "again": True})
+        tx.execute("UPDATE payments SET state = 'sent_to_meter', sent_at = ?, note = ? WHERE id = ?",
+                   (self.now(), f"recharge requeued after: {p.note or ''}", p.id))

@@ -142,6 +142,9 @@ _step = st.one_of(
     st.tuples(st.just("charge"), st.integers(0, 3000)),
     st.tuples(st.just("confirm"),),
     st.tuples(st.just("fail"),),
+    st.tuples(st.just("reject"),),
+    st.tuples(st.just("cancel"),),
+    st.tuples(st.just("retry"),),
     st.tuples(st.just("adjust"), st.integers(-500, 500).filter(bool)),
     st.tuples(st.just("next_day"),),
     st.tuples(st.just("close_day"),),
@@ -171,12 +174,22 @@ def test_random_money_sequences_keep_journal_sums_equal_to_balances(tmp_path_fac
                 elif kind == "charge":
                     n += 1
                     s.charge_accounts(f"b{n}", [(REMOTE_CUST, step[1], 0, 0)], actor="costctl")
-                elif kind in ("confirm", "fail"):
+                elif kind in ("confirm", "fail", "reject"):
                     for cmd in s.claim_next(limit=5):
                         if kind == "confirm":
                             s.confirm(cmd.id)
                         else:
-                            s.fail(cmd.id, "refused")
+                            getattr(s, kind)(cmd.id, "refused")
+                elif kind == "cancel":
+                    for cmd in s.list_commands(status="queued"):
+                        s.cancel(cmd.id, actor="prop")
+                elif kind == "retry":
+                    for status in ("failed", "rejected", "cancelled"):
+                        for cmd in s.list_commands(status=status):
+                            try:
+                                s.retry(cmd.id, actor="prop")
+                            except Conflict:
+                                pass          # a reversed payment's recharge: refused, nothing moved
                 elif kind == "adjust":
                     s.adjust(REMOTE_CUST, step[1], actor="prop", reason="property")
                 elif kind == "next_day":

@@ -15,7 +15,7 @@ from headend.payments import (
     mask_name,
     reverse_payment,
 )
-from headend.store import CHANNEL_KINDS
+from headend.store import CHANNEL_KINDS, TransitionError
 from tests.headend.payments_support import (
     LOCAL_CUST,
     LOCAL_METER,
@@ -134,6 +134,25 @@ def test_a_recharge_the_meter_refuses_puts_the_money_back_on_the_account(store, 
     assert store.get_account(LOCAL_CUST).balance_fen == 700        # nothing lost
 
 
+@pytest.mark.parametrize("end", ["reject", "fail", "cancel"])
+def test_a_recharge_that_ends_without_the_meter_returns_the_money_and_a_retry_sends_it_again(store, end):
+    p = pay(store, txn="E1", amount=900)
+    if end == "cancel":
+        store.cancel(p.command_id, actor="alice")
+    else:
+        store.claim_next()
+        getattr(store, end)(p.command_id, "refused")
+    assert (get_payment(store, p.id).state, store.get_account(LOCAL_CUST).balance_fen) == ("credited", 900)
+    assert_books_balance(store)
+    store.retry(p.command_id, actor="alice")                   # an operator sends it again
+    assert (get_payment(store, p.id).state, store.get_account(LOCAL_CUST).balance_fen) == ("sent_to_meter", 0)
+    assert_books_balance(store)
+    confirm_recharge(store, p.command_id)
+    assert get_payment(store, p.id).state == "confirmed_on_meter"
+    kinds = [e.kind for e in reversed(store.ledger(LOCAL_CUST))]
+    assert kinds == ["payment", "topup_sent", "topup_returned", "topup_sent", "topup_confirmed"]
+
+
 def test_a_payment_that_lifts_a_cut_account_queues_the_restore(store):
     store.credit(REMOTE_CUST, -800, actor="costctl", idem_key="k", kind="rerate")
     a = store.get_account(REMOTE_CUST)
@@ -163,7 +182,10 @@ def test_reversal_of_a_credited_payment_the_same_day(store, clock):
 def test_reversal_cancels_a_recharge_still_queued(store):
     p = pay(store, txn="Q1", amount=500)
     r = reverse_payment(store, p.id, channel_id="mobile_app", actor="channel:mobile_app", reason="duplicate order")
-    assert r.state == "reversed" and store.get_command(p.command_id).status == "failed"
+    assert r.state == "reversed" and store.get_command(p.command_id).status == "cancelled"
+    with pytest.raises(TransitionError, match="reversed"):
+        store.retry(p.command_id, actor="alice")              # a reversed payment's recharge never goes again
+    assert store.get_command(p.command_id).status == "cancelled"
     assert store.claim_next() == []                                # never reaches the meter
     assert store.get_account(LOCAL_CUST).balance_fen == 0
 
