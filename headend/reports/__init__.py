@@ -94,6 +94,12 @@ def _periods(q: Query) -> list[str]:
     return out
 
 
+def _period_start(period: str, q: Query) -> str:
+    """The first day of a period within the query (a week or month may start before --from)."""
+    start = period if q.by != "month" else period + "-01"
+    return max(start, q.first)
+
+
 def _rate(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
@@ -128,7 +134,6 @@ def collection(store: Store, q: Query) -> Report:
     periods = _periods(q)
     pindex = {p: i for i, p in enumerate(periods)}
     groups: dict[str, int] = {}
-    flows = store.ledger_flows_by_day(q.first, q.last, district=q.district, segment=q.segment, group=q.group)
     n = len(periods)
     due: dict[str, np.ndarray] = {}
     paid: dict[str, np.ndarray] = {}
@@ -139,6 +144,19 @@ def collection(store: Store, q: Query) -> Report:
             groups[g] = len(groups)
             due[g], paid[g], adv[g] = (np.zeros(n, dtype=np.int64) for _ in range(3))
 
+    # Closed days were summed up at their close (store.snapshot_day); only the days after the
+    # last closed one are read from the journal.
+    first_d, last_d = _day(q.first, "from"), _day(q.last, "to")
+    before = (first_d - _dt.timedelta(days=1)).isoformat()
+    kept = store.days_with_figures(before, q.last)
+    live_from = first_d
+    while live_from <= last_d and live_from.isoformat() in kept:
+        live_from += _dt.timedelta(days=1)
+    figures = store.day_figures(before, q.last, district=q.district, segment=q.segment, group=q.group)
+    flows = [(d, g, c, p, a) for d, g, c, p, a, _ in figures if q.first <= d < live_from.isoformat()]
+    if live_from <= last_d:
+        flows += store.ledger_flows_by_day(live_from.isoformat(), q.last, district=q.district,
+                                          segment=q.segment, group=q.group)
     for day, g, charged, paid_fen, advance in flows:
         arrays(g)
         i = pindex[period_of(day, q.by)]
@@ -147,14 +165,26 @@ def collection(store: Store, q: Query) -> Report:
         adv[g][i] += int(advance)
 
     # Arrears at the start of each period: sum over accounts of max(0, -balance) as the journal stood
-    # at the end of the day before it.  Each account's balance changes only on days its journal
-    # moved, so a day's closing balance holds until its next such day: spread it over the periods
-    # in between (a difference array per group), then add up.
-    rows = store.balances_in_order(q.last, district=q.district, segment=q.segment, group=q.group)
-    for g in {r[1] for r in rows}:
-        arrays(g)
-    gnames = sorted(groups)
-    arrears = dict(zip(gnames, _arrears_at_period_starts(rows, gnames, q, pindex, n)))
+    # at the end of the day before it.  From the kept figures where that day was closed; else from
+    # the journal: each account's balance changes only on days its journal moved, so a day's
+    # closing balance holds until its next such day: spread it over the periods in between (a
+    # difference array per group), then add up.
+    starts = [_period_start(p, q) for p in periods]
+    eve = [(_dt.date.fromisoformat(s) - _dt.timedelta(days=1)).isoformat() for s in starts]
+    # before the first journal row nobody owed anything: no figures needed for those days
+    start_of_books = store.first_journal_day() or "9999-12-31"
+    if all(e in kept or e < start_of_books for e in eve):
+        owed = {(d, g): int(o) for d, g, *_, o in figures}
+        for _d, g, *_ in figures:
+            arrays(g)
+        gnames = sorted(groups)
+        arrears = {g: np.array([owed.get((e, g), 0) for e in eve], dtype=np.int64) for g in gnames}
+    else:
+        rows = store.balances_in_order(q.last, district=q.district, segment=q.segment, group=q.group)
+        for g in {r[1] for r in rows}:
+            arrays(g)
+        gnames = sorted(groups)
+        arrears = dict(zip(gnames, _arrears_at_period_starts(rows, gnames, q, pindex, n)))
 
     out: list[dict[str, Any]] = []
     tot = defaultdict(int)

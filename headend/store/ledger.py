@@ -26,6 +26,7 @@ from headend.store.models import (
     dumps,
     loads,
 )
+from headend.store.reporting import snapshot_day
 
 _LEDGER_COLS = ("id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel, txn_id,"
                 " payment_id, ref, day, meter_fen")
@@ -114,6 +115,7 @@ class Ledger(Accounts):
             totals = self.day_totals(day)
             tx.execute("INSERT INTO ledger_days (day, closed_at, actor, detail) VALUES (?, ?, ?, ?)",
                        (day, self.now(), actor, dumps(totals)))
+            snapshot_day(tx, day, self.now())   # the reports read a closed day from these figures
             self.log_action(actor, "ledger.close_day", day, totals)
             return totals
 

@@ -26,7 +26,72 @@ def _accounts_filter(district: str | None, segment: str | None, alias: str = "a"
     return sql, params
 
 
+_CK = ", ".join(f"'{k}'" for k in _CHARGE_KINDS)
+_PK = ", ".join(f"'{k}'" for k in _PAID_KINDS)
+# per journal row: fen charged, fen paid (net of reversals), and the part of a charge the balance
+# before it covered ("paid in advance"; balance before = balance_after - amount_fen)
+_FLOW_SUMS = (
+    f"COALESCE(SUM(CASE WHEN l.kind IN ({_CK}) THEN -l.amount_fen ELSE 0 END), 0),"
+    f" COALESCE(SUM(CASE WHEN l.kind IN ({_PK}) THEN l.amount_fen ELSE 0 END), 0),"
+    f" COALESCE(SUM(CASE WHEN l.kind IN ({_CK}) AND l.amount_fen < 0 THEN"
+    "   CASE WHEN l.balance_after - l.amount_fen <= 0 THEN 0"
+    "        WHEN l.balance_after >= 0 THEN -l.amount_fen"
+    "        ELSE l.balance_after - l.amount_fen END ELSE 0 END), 0)"
+)
+
+
+def snapshot_day(tx: Any, day: str, now: int) -> int:
+    """Keep a closed day's figures per district and segment: charged, paid, paid in advance and
+    the arrears at its end (sum of max(0, -balance) and how many accounts owe), so reports over
+    closed days read one row per day instead of the journal.  Called inside the close's
+    transaction; a closed day is frozen, so the figures never go stale.  Returns rows kept."""
+    tx.execute("DELETE FROM day_figures WHERE day = ?", (day,))
+    flows = {(d, s): (c, p, a) for d, s, c, p, a in tx.all(
+        f"SELECT a.district, a.segment, {_FLOW_SUMS} FROM ledger l JOIN accounts a ON a.customer = l.customer"
+        " WHERE l.day = ? GROUP BY a.district, a.segment", (day,))}
+    # each account's balance at the end of the day: today's balance less what was booked after it
+    owed = {(d, s): (o, n) for d, s, o, n in tx.all(
+        "SELECT district, segment, SUM(CASE WHEN b < 0 THEN -b ELSE 0 END), SUM(CASE WHEN b < 0 THEN 1 ELSE 0 END)"
+        " FROM (SELECT a.district AS district, a.segment AS segment, a.balance_fen - COALESCE(x.later, 0) AS b"
+        "  FROM accounts a LEFT JOIN (SELECT customer, SUM(amount_fen) AS later FROM ledger WHERE day > ?"
+        "  GROUP BY customer) x ON x.customer = a.customer) t GROUP BY district, segment", (day,))}
+    rows = [(day, d, s, *flows.get((d, s), (0, 0, 0)), *owed.get((d, s), (0, 0)), now)
+            for d, s in set(flows) | set(owed)]
+    tx.executemany("INSERT INTO day_figures (day, district, segment, due_fen, paid_fen, advance_fen, arrears_fen,"
+                   " arrears_accounts, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return len(rows)
+
+
 class ReportQueries(StoreBase):
+    def day_figures(self, first: str, last: str, *, district: str | None = None, segment: str | None = None,
+                    group: str | None = None) -> list[tuple[Any, ...]]:
+        """(day, group value or '', charged, paid, paid in advance, arrears at the day's end) of the
+        closed days in [first, last] that have kept figures (see ``snapshot_day``)."""
+        where, params = "", []
+        if district is not None:
+            where += " AND district = ?"
+            params.append(district)
+        if segment is not None:
+            where += " AND segment = ?"
+            params.append(segment)
+        gcol = group if group in ("district", "segment") else "''"
+        with self._tx(write=False) as tx:
+            return tx.all(f"SELECT day, {gcol}, SUM(due_fen), SUM(paid_fen), SUM(advance_fen), SUM(arrears_fen)"
+                          f" FROM day_figures WHERE day >= ? AND day <= ?{where} GROUP BY day, {gcol}",
+                          (first, last, *params))
+
+    def first_journal_day(self) -> str | None:
+        """The earliest business day with a journal row (None for an empty journal)."""
+        with self._tx(write=False) as tx:
+            row = tx.one("SELECT MIN(day) FROM ledger")
+        return row[0] if row else None
+
+    def days_with_figures(self, first: str, last: str) -> set[str]:
+        """The days in [first, last] whose figures were kept at their close."""
+        with self._tx(write=False) as tx:
+            return {r[0] for r in tx.all("SELECT DISTINCT day FROM day_figures WHERE day >= ? AND day <= ?",
+                                         (first, last))}
+
     def known_values(self, column: str) -> set[str]:
         """Distinct districts or segments of the accounts, or channel ids (for checking filters)."""
         table, col = {"district": ("accounts", "district"), "segment": ("accounts", "segment"),
@@ -43,22 +108,10 @@ class ReportQueries(StoreBase):
         gcol = f"a.{group}" if group in ("district", "segment") else "''"
         # the accounts only when a filter or grouping needs them: a year of journal groups faster alone
         join = " JOIN accounts a ON a.customer = l.customer" if f or gcol != "''" else ""
-        ck = ", ".join("?" * len(_CHARGE_KINDS))
-        pk = ", ".join("?" * len(_PAID_KINDS))
-        sql = (
-            f"SELECT l.day, {gcol},"
-            f" COALESCE(SUM(CASE WHEN l.kind IN ({ck}) THEN -l.amount_fen ELSE 0 END), 0),"
-            f" COALESCE(SUM(CASE WHEN l.kind IN ({pk}) THEN l.amount_fen ELSE 0 END), 0),"
-            # balance before a charge = balance_after - amount_fen (amount_fen < 0 for a charge)
-            f" COALESCE(SUM(CASE WHEN l.kind IN ({ck}) AND l.amount_fen < 0 THEN"
-            f"   CASE WHEN l.balance_after - l.amount_fen <= 0 THEN 0"
-            f"        WHEN l.balance_after >= 0 THEN -l.amount_fen"
-            f"        ELSE l.balance_after - l.amount_fen END ELSE 0 END), 0)"
-            f" FROM ledger l{join}"
-            f" WHERE l.day >= ? AND l.day <= ?{f} GROUP BY l.day, {gcol}"
-        )
+        sql = (f"SELECT l.day, {gcol}, {_FLOW_SUMS} FROM ledger l{join}"
+               f" WHERE l.day >= ? AND l.day <= ?{f} GROUP BY l.day, {gcol}")
         with self._tx(write=False) as tx:
-            return tx.all(sql, (*_CHARGE_KINDS, *_PAID_KINDS, *_CHARGE_KINDS, first, last, *params))
+            return tx.all(sql, (first, last, *params))
 
     def balances_in_order(self, last: str, *, district: str | None = None,
                           segment: str | None = None, group: str | None = None) -> list[tuple[Any, ...]]:

@@ -422,6 +422,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX payments_channel_day ON payments(channel, day)",
         ],
     ),
+    (
+        8,
+        [
+            # A closed day's figures per district and segment, kept at the close so reports over
+            # a year of a million accounts read a row per day, not the journal.
+            f"""CREATE TABLE day_figures (
+                day TEXT NOT NULL,
+                district TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                due_fen INTEGER NOT NULL,
+                paid_fen INTEGER NOT NULL,
+                advance_fen INTEGER NOT NULL,
+                arrears_fen INTEGER NOT NULL,
+                arrears_accounts INTEGER NOT NULL,
+                at {_TS},
+                PRIMARY KEY (day, district, segment)
+            )""",
+        ],
+    ),
 ]
 
 

@@ -204,3 +204,19 @@ def test_cli_formats_and_exit_codes(booked, tmp_path):
     assert r.returncode == 2 and "unknown district" in r.stderr
     r = _cli("channels", "--from", "2025-01-01", "--to", "2025-01-02", db=db)
     assert r.returncode == 0 and "no data" in r.stdout
+
+
+def test_closed_days_are_read_from_their_kept_figures_and_agree_with_the_journal(booked):
+    live = {by: run_report(booked, "collection", _q(by=by, group="district")).rows for by in ("day", "week")}
+    for day in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"):
+        booked.close_day(day, actor="auditor")
+    assert booked.days_with_figures("2026-11-01", "2026-11-04") == {"2026-11-01", "2026-11-02", "2026-11-03",
+                                                                    "2026-11-04"}
+    # the journal is no longer what answers: a row slipped into it by hand would not show
+    for by in ("day", "week"):
+        assert run_report(booked, "collection", _q(by=by, group="district")).rows == live[by]
+    figures = {(d, g): (due, paid, adv, owed) for d, g, due, paid, adv, owed in
+               booked.day_figures("2026-11-01", "2026-11-04", group="district")}
+    # hand-computed: day 2 ends with A at +5.00 and B at -3.00; day 3 with B at -4.00
+    assert figures[("2026-11-02", "west")] == (800, 500, 500, 300)
+    assert figures[("2026-11-03", "east")][3] == 0 and figures[("2026-11-04", "west")][3] == 400
