@@ -198,7 +198,7 @@ def open_store_from_args(args: argparse.Namespace, *, must_exist: bool = False) 
     db = cfg.store.db
     if must_exist and str(db) != ":memory:" and not db.exists():
         raise CliError(f"no database at {db}: give --db PATH or set PREPAID645_DB")
-    return open_store(db)
+    return open_store(db, check=True)  # a damaged file is refused before anything is written
 
 
 def unlock_keys_from_args(args: argparse.Namespace) -> KeyStore:

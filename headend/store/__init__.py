@@ -35,8 +35,12 @@ def open_store(
     *,
     migrate: bool = True,
     clock: Callable[[], float] = time.time,
+    check: bool = False,
 ) -> Store:
-    """Open the store at a path (or "sqlite:///path", or ":memory:"), migrating the schema by default."""
+    """Open the store at a path (or "sqlite:///path", or ":memory:"), migrating the schema by default.
+
+    A new file is created mode 0600. With ``check``, a file that fails SQLite's quick integrity
+    check is refused (StoreError) before anything is written to it."""
     loc = os.fspath(location)
     if loc.startswith(("postgres://", "postgresql://")):
         raise InvalidInput(
@@ -50,7 +54,7 @@ def open_store(
             loc = loc[1:] or ":memory:"
     from headend.store.sqlite import SQLiteBackend  # the one place that knows the engine
 
-    store = Store(SQLiteBackend(loc), clock=clock)
+    store = Store(SQLiteBackend(loc, check=check), clock=clock)
     if migrate:
         try:
             store.migrate()

@@ -481,22 +481,40 @@ class _Tx:
             cur.close()
 
 
+def _create_private(location: str) -> None:
+    """Create a missing database file readable by its owner only. SQLite gives the -wal and -shm
+    files it makes the database file's permissions, so they are private too."""
+    try:
+        fd = os.open(location, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create database {location}: {exc.strerror}") from None
+    os.close(fd)
+    os.chmod(location, 0o600)  # whatever the umask took away, nothing more is given
+
+
 class SQLiteBackend:
     """A store backend on one SQLite file (or ":memory:" for throw-away use)."""
 
     name = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: str | os.PathLike[str], busy_timeout_ms: int = 10_000, *, check: bool = False) -> None:
+        """Open (creating, mode 0600) the file; with ``check``, refuse it unless SQLite's quick
+        integrity check passes, before anything is written to it."""
         self.location = str(path)
         if self.location != ":memory:":
             parent = Path(self.location).expanduser().resolve().parent
             if not parent.is_dir():
                 raise StoreError(f"cannot open database {self.location}: folder {parent} does not exist")
+            _create_private(self.location)
         try:
             # isolation_level=None: we issue BEGIN ourselves, so the module never opens
             # implicit transactions behind our back.
             self._conn = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if check and self.location != ":memory:":
+                self._quick_check()
             if self.location != ":memory:":
                 mode = self._switch_to_wal(busy_timeout_ms)
                 if str(mode).lower() != "wal":
@@ -519,6 +537,17 @@ class SQLiteBackend:
 
     def __repr__(self) -> str:
         return f"<SQLiteBackend {self.location}>"
+
+    def _quick_check(self) -> None:
+        try:
+            rows = [str(r[0]) for r in self._conn.execute("PRAGMA quick_check(5)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            self._conn.close()
+            raise StoreError(f"database {self.location} failed its integrity check ({'; '.join(rows)[:300]}): it is "
+                             "damaged and was not opened, nothing was written; restore it from a backup (or let "
+                             "`sqlite3 FILE .recover` save what it can into a new file)")
 
     def _switch_to_wal(self, busy_timeout_ms: int) -> str:
         # Changing the journal mode of a new file that other processes are opening at the same
