@@ -71,6 +71,7 @@ RETRY_BACKOFF_MAX_S = 300.0
 # that. One try per hold-back also keeps a wrong key from ever raising the meter's failure level
 # to the hold-back (it leaks one per 10 minutes).
 HOLD_BACK_S = 11 * 60
+AUTH_REFUSALS_BEFORE_HOLD_BACK = 3  # in a row, per meter: fewer is a bad line, not a held-back meter
 ACTOR = "headend serve"  # who the worker's own audit entries name
 # A meter's refusal of a recharge that no re-send can change: the command is rejected (once a
 # fresh read of its purchase count shows the frame was not applied).
@@ -138,6 +139,7 @@ class OutboxWorker:
         self.retry_backoff_max_s = retry_backoff_max_s
         self.clock = clock
         self._running: set[asyncio.Task[None]] = set()
+        self._auth_refusals: dict[str, int] = {}
         self._handlers: dict[str, Callable[[Command, Meter], Awaitable[dict[str, Any]]]] = {
             "read": self._read,
             "recharge": self._recharge,
@@ -153,7 +155,16 @@ class OutboxWorker:
     def recover(self) -> int:
         """At start-up: commands left "sent" by a worker that died go back in line (a recharge
         whose count was chosen as unresolved, to be settled by the meter's purchase count)."""
-        return self.store.requeue_stale(0)
+        n = self.store.requeue_stale(0)
+        for c in self.store.list_commands(status="unresolved", kind="recharge", limit=100_000):
+            self._tell_unresolved(c, c.last_error or "left in flight by a head-end that stopped")
+        return n
+
+    def _tell_unresolved(self, cmd: Command, error: str) -> None:
+        """An event the operator sees, once per command, the first time it is in doubt."""
+        if self.store.add_event(cmd.meter, "recharge.unresolved", {"command": cmd.id, "error": error},
+                                dedup=f"unresolved:{cmd.id}") is not None:
+            log.warning("command %s (recharge on %s) unresolved: %s", cmd.id, cmd.meter, error)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work the outbox until ``stop`` is set, then wait for commands in flight."""
@@ -279,11 +290,8 @@ class OutboxWorker:
         text = (f"{error}. Unresolved: the meter may have credited it; `headend serve` reads its purchase count "
                 "in a fresh session and settles it (it is never credited twice)")
         try:
-            first = self.store.get_command(cmd.id).status == "sent" and "Unresolved:" not in (cmd.last_error or "")
             self.store.unresolve(cmd.id, text, self._pause(cmd) if until is None else until)
-            if first:  # tell the operator once, not on every check
-                self.store.add_event(cmd.meter, "recharge.unresolved", {"command": cmd.id, "error": error})
-                log.warning("command %s (recharge on %s) unresolved: %s", cmd.id, cmd.meter, error)
+            self._tell_unresolved(cmd, error)
         except TransitionError as exc:
             log.warning("command %s: %s", cmd.id, exc)
 
@@ -384,14 +392,20 @@ class OutboxWorker:
 
     async def _wallet(self, m: MeterTarget, cmd: Command, *, fresh: bool = False) -> WalletStatus:
         try:
-            return await self.client.wallet(m, fresh=fresh)
+            w = await self.client.wallet(m, fresh=fresh)
         except MeterRefused as exc:
-            if exc.auth_problem:
-                self.store.add_event(m.address, "security_locked", {"command": cmd.id, "error": str(exc)},
-                                     dedup=f"locked:{int(self.clock()) // HOLD_BACK_S}")
-                raise _Waiting(f"{_LOCK_TEXT} ({exc}); the recharge waits and is tried again in "
-                               f"{HOLD_BACK_S // 60} minutes (`headend commands retry ID` tries it now)") from None
-            raise
+            if not exc.auth_problem:
+                raise
+            n = self._auth_refusals[m.address] = self._auth_refusals.get(m.address, 0) + 1
+            if n < AUTH_REFUSALS_BEFORE_HOLD_BACK:
+                # one refusal on a bad line (a lost or doubled frame) is no hold-back: try again soon
+                raise _Unresolved(str(exc)) if self._in_doubt(cmd) else LinkError(str(exc)) from None
+            self.store.add_event(m.address, "security_locked", {"command": cmd.id, "error": str(exc)},
+                                 dedup=f"locked:{int(self.clock()) // HOLD_BACK_S}")
+            raise _Waiting(f"{_LOCK_TEXT} ({exc}); the recharge waits and is tried again in "
+                           f"{HOLD_BACK_S // 60} minutes (`headend commands retry ID` tries it now)") from None
+        self._auth_refusals.pop(m.address, None)
+        return w
 
     async def _refused(self, cmd: Command, m: MeterTarget, count: int, exc: MeterRefused) -> None:
         """The meter answered no to the recharge frame: what its purchase count says decides."""
