@@ -9,6 +9,7 @@
     reconciliation.py  channel statements checked against the journal
     channels.py  payment channels                          payments.py  payments (state follows the outbox)
     operators.py operator accounts                         shifts.py    counter shifts
+    api_state.py the payments API's nonces and result callbacks
 
 Rules that make "nothing half-done" true:
 
@@ -27,6 +28,7 @@ Only portable SQL lives in these modules (see backend.py); SQLite specifics are 
 
 from __future__ import annotations
 
+from headend.store.api_state import ApiState
 from headend.store.channels import Channels
 from headend.store.control import CostControlState
 from headend.store.events import Events
@@ -43,6 +45,6 @@ from headend.store.shifts import Shifts
 __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 
-class Store(Meters, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events, Notices,
+class Store(Meters, ApiState, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events, Notices,
             GridStore, ReportQueries, Reconciliations):
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""

@@ -441,6 +441,39 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        9,
+        [
+            # The payments API: nonces of signed requests (a replay is refused even after a restart
+            # or by a second process) and result callbacks to channels, one per payment and state.
+            """CREATE TABLE api_nonces (
+                channel_id TEXT NOT NULL,
+                nonce TEXT NOT NULL,
+                keep_until INTEGER NOT NULL,
+                PRIMARY KEY (channel_id, nonce)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX api_nonces_expiry ON api_nonces(keep_until)",
+            f"""CREATE TABLE api_callbacks (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                payment_id INTEGER NOT NULL,
+                channel_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                url TEXT NOT NULL,
+                body TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_at INTEGER NOT NULL,
+                last_error TEXT,
+                created_at {_TS},
+                updated_at {_TS},
+                delivered_at INTEGER,
+                UNIQUE (payment_id, state)
+            )""",
+            "CREATE INDEX api_callbacks_due ON api_callbacks(status, next_at)",
+            # the callback sweep looks for payments confirmed since its last look
+            "CREATE INDEX payments_confirmed ON payments(confirmed_at) WHERE confirmed_at IS NOT NULL",
+        ],
+    ),
 ]
 
 

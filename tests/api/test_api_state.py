@@ -1,0 +1,71 @@
+"""The payments API's rows in the store: nonces (replays refused across processes) and callbacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from headend.store import InvalidInput, open_store
+from tests.headend.store_support import Clock
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path, clock):
+    s = open_store(tmp_path / "s.db", clock=clock)
+    yield s
+    s.close()
+
+
+def test_a_nonce_is_used_once_per_channel(store, clock):
+    assert store.use_nonce("bank-1", "n" * 16, keep_until=clock.t + 300)
+    assert not store.use_nonce("bank-1", "n" * 16, keep_until=clock.t + 300)
+    assert store.use_nonce("bank-2", "n" * 16, keep_until=clock.t + 300)  # another channel's nonce space
+
+
+def test_a_second_process_on_the_same_file_refuses_the_replay(tmp_path, store, clock):
+    assert store.use_nonce("bank-1", "a" * 16, keep_until=clock.t + 300)
+    with open_store(tmp_path / "s.db", clock=clock) as other:  # a restarted or second serve
+        assert not other.use_nonce("bank-1", "a" * 16, keep_until=clock.t + 300)
+
+
+def test_expired_nonces_are_purged_but_live_ones_kept(store, clock):
+    store.use_nonce("bank-1", "old" * 6, keep_until=clock.t + 10)
+    store.use_nonce("bank-1", "new" * 6, keep_until=clock.t + 1000)
+    clock.t += 11
+    assert store.purge_nonces() == 1
+    assert not store.use_nonce("bank-1", "new" * 6, keep_until=clock.t + 1000)
+    with pytest.raises(InvalidInput):
+        store.use_nonce("", "x" * 16, keep_until=0)
+
+
+def test_one_callback_per_payment_and_state(store, clock):
+    row = (7, "bank-1", "confirmed", "http://127.0.0.1:1/cb", {"payment": {"payment_id": 7}})
+    assert store.add_callbacks([row, row]) == 1
+    assert store.add_callbacks([row]) == 0
+    [cb] = store.due_callbacks()
+    assert (cb.payment_id, cb.state, cb.status, cb.attempts, cb.body) == (7, "confirmed", "pending", 0, row[4])
+
+    cb = store.callback_attempted(cb.id, delivered=False, error="HTTP 503", next_at=clock.t + 5)
+    assert (cb.status, cb.attempts, cb.last_error) == ("pending", 1, "HTTP 503")
+    assert store.due_callbacks() == []                      # not before its back-off
+    clock.t += 5
+    [cb] = store.due_callbacks()
+    cb = store.callback_attempted(cb.id, delivered=True)
+    assert (cb.status, cb.attempts, cb.delivered_at, cb.last_error) == ("delivered", 2, clock.t, None)
+    clock.t += 1000
+    assert store.due_callbacks() == []
+    assert store.add_callbacks([row]) == 0                  # a later sweep does not bring it back
+    with pytest.raises(InvalidInput):
+        store.callback_attempted(cb.id, delivered=True)     # a delivered callback is never attempted again
+
+
+def test_a_callback_given_up_is_kept_as_failed(store, clock):
+    store.add_callbacks([(8, "bank-1", "confirmed", "http://127.0.0.1:1/cb", {})])
+    [cb] = store.due_callbacks()
+    cb = store.callback_attempted(cb.id, delivered=False, error="refused", give_up=True)
+    assert cb.status == "failed" and store.due_callbacks(now=clock.t + 10**6) == []
+    assert [c.id for c in store.callbacks(payment_id=8)] == [cb.id]
