@@ -6,6 +6,8 @@ and works the command outbox continuously.  Unless ``--no-costctl`` (or ``[costc
 also runs remote cost control (``headend.costctl.loop``): readings collected on the cycle's
 grid, rated, debited, decided; its trip and close commands go through the same outbox.  Unless
 ``--no-notices`` (or ``[notices] in_serve = false``) it sends customer notices (``headend.notices``).
+With ``api.listen`` set it also serves the payments API (headend/api: FastAPI under uvicorn, on
+the same loop) and sends its result callbacks.
 Commands left "sent" by a previous run that died are put back in the queue at start-up;
 recharges resume with the purchase count they recorded, so a restart never credits twice.
 
@@ -22,6 +24,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from headend.api.config import ApiConfig
 from headend.commands import DEFAULT_READ_DIS, MeterClient, MeterTarget, OutboxWorker
 from headend.commands import worker as _outbox
 from headend.commands.collect import read_cycle
@@ -53,6 +56,7 @@ class ServeOptions:
     collect_dis: tuple[int, ...] = DEFAULT_READ_DIS
     costctl: LoopOptions | None = None  # remote cost control: collect on the grid, rate, debit, act
     notices: NoticeConfig | None = None  # the customer-notice sender (headend.notices.service)
+    api: ApiConfig | None = None  # the payments API, when api.listen is set
 
 
 def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[FrontEnd, OutboxWorker]:
@@ -77,20 +81,22 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[F
     return frontend, worker
 
 
-async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-    """Run the front-end, the outbox worker (and the cost-control loop) until ``stop`` is set.
+async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event, ready: asyncio.Event | None = None,
+                api_urls: list[str] | None = None) -> None:
+    """Run the front-end, the outbox worker (and the cost-control loop, the payments API) until ``stop`` is set.
 
+    ``api_urls`` receives the payments API's address once it listens.
     Raises the store's Conflict, before anything is sent, if another serve holds the lease."""
     me = (os.getpid(), socket.gethostname())
     store.take_lease(*me, os.path.realpath(store.location))
     try:
-        await _serve(store, keys, options, stop, ready, me)
+        await _serve(store, keys, options, stop, ready, me, api_urls)
     finally:
         store.release_lease(*me)
 
 
 async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event,
-                 ready: asyncio.Event | None, me: tuple[int, str]) -> None:
+                 ready: asyncio.Event | None, me: tuple[int, str], api_urls: list[str] | None = None) -> None:
     frontend, worker = build_worker(store, keys, options)
     requeued = worker.recover()
     if requeued:
@@ -100,6 +106,13 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
     for url in sorted(listen):
         port = await frontend.listen(url)
         log.info("listening for dial-in meters on %s (port %d)", url, port)
+    api = None
+    if options.api is not None and options.api.listen:
+        from headend.api.server import start_api  # FastAPI loads only when the API is on
+
+        api = await start_api(store, options.api, keys=keys)
+        if api_urls is not None:
+            api_urls.append(api.url)
     if ready is not None:
         ready.set()
     tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(_heartbeat(store, me, stop))]
@@ -111,9 +124,13 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
         from headend.notices.service import run_notices
 
         tasks.append(asyncio.create_task(run_notices(store, options.notices, stop)))
+    if api is not None:
+        tasks.append(asyncio.create_task(api.run_until(stop)))
     try:
         await asyncio.gather(*tasks)
     finally:
+        if api is not None:
+            await api.stop()
         await frontend.close()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterator
 
+from headend.api.config import ApiConfig, api_config, parse_api_url
 from headend.cli import _common as c
 from headend.cli import costctl as costctl_cli
 from headend.cli import notices as notices_cli
@@ -125,6 +127,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary-every", type=c.number(float, 0), default=60.0, metavar="S",
                    help="log a line on the outbox (commands done, queued, meters) every S seconds when it "
                         "changed (default 60; 0: never)")
+    p.add_argument("--api", metavar="URL", help="also serve the payments API on tcp://HOST:PORT (default: [api] listen"
+                   " in the config; off when neither is given)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log every link and command step too (default: cycle summaries, warnings and errors)")
     c.add_store_args(p)
@@ -476,6 +480,7 @@ def op_serve(args: argparse.Namespace) -> int:
         collect_every_s=args.collect_every,
         costctl=costctl_cli.serve_loop_options(args, "costctl"),
         notices=notices_cli.serve_notice_options(args),
+        api=_api_options(args),
     )
     # the lock first and released last: closing its descriptor while SQLite has the file open
     # would drop SQLite's own locks on it
@@ -491,9 +496,12 @@ def op_serve(args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, lambda sig=sig: (stopped_by.append(sig.name), stop.set()))
-            task = asyncio.create_task(serve(store, keys, options, stop, ready))
+            api_urls: list[str] = []
+            task = asyncio.create_task(serve(store, keys, options, stop, ready, api_urls))
             await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
             if ready.is_set():
+                for url in api_urls:
+                    print(f"headend serve: payments API on {url} (OpenAPI at {url}/openapi.json)", flush=True)
                 print(f"headend serve: working the outbox of {store.location} ({_meter_count(store)} meters now; "
                       "meters added later are served too); Ctrl-C stops", flush=True)
             reporter = asyncio.create_task(_summaries(store, args.summary_every, stop))
@@ -575,6 +583,18 @@ def _lease_holder(path: str) -> str:
     except StoreError:
         return ""
     return "" if alive is None else f" (pid {alive['pid']}, through {alive['path']})"
+
+
+def _api_options(args: argparse.Namespace) -> ApiConfig | None:
+    """The payments API settings serve runs with ([api] section, --api over its listen), or None when off."""
+    try:
+        cfg = api_config(c.config_from_args(args).section("api"))
+        if args.api:
+            parse_api_url(args.api)
+            cfg = dataclasses.replace(cfg, listen=args.api)
+    except ValueError as exc:
+        raise c.CliError(str(exc)) from None
+    return cfg if cfg.listen else None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,341 @@
+"""The payments API as an ASGI app: `create_app(store, config)`.
+
+Every endpoint under /v1 except /v1/health is signed by a channel (headend/api/signing.py).  The
+order of checks is fixed so a caller learns nothing it should not: the headers' form, then the
+key (unknown key), the signature, the timestamp window, the channel's enabled flag, and last
+the nonce.  Only then is the body parsed.
+
+A signed request is one store transaction: its nonce, the checks and the payment commit
+together (one commit per payment).  A refusal rolls all of it back; the refusal is then written
+as its own small transaction, the audit row with the nonce (so a refused request cannot be
+replayed either).  So every refusal is a problem detail (headend/api/problems.py) and an audit
+row, and moves no money.
+
+Store calls run on the event loop thread: each request is one short SQLite transaction, and a
+thread hand-off per request would cost more than it saves (the outbox worker in the same
+`serve` works the store the same way).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from datetime import datetime
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from headend.api import models
+from headend.api.config import ApiConfig
+from headend.api.problems import ApiProblem
+from headend.api.service import ChannelKey, PaymentsPort, StorePayments
+from headend.api.signing import SignatureFormError, check_signature, read_signature_headers
+from headend.keys import KeyStore
+from headend.store import Store
+
+__all__ = ["create_app", "API_VERSION"]
+
+log = logging.getLogger("headend.api")
+
+API_VERSION = "1.0.0"
+_PROBLEM = "application/problem+json"
+_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": desc, "content": {_PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for code, desc in (
+        (401, "not signed, bad signature, stale timestamp, replayed nonce or unknown key"),
+        (403, "channel disabled, or another channel's id space"),
+        (404, "no such customer, meter or payment"),
+        (409, "conflict: same transaction id with a different body, or a state that forbids it"),
+        (413, "body too large"),
+        (422, "a field is missing, has the wrong type or is out of range"),
+    )
+}
+_SIGNED = [{"channelSignature": []}]
+_CUSTOMER_RE = re.compile(models.CUSTOMER_PATTERN)
+
+
+def _problem_response(p: ApiProblem) -> JSONResponse:
+    return JSONResponse(p.body(), status_code=p.status, media_type=_PROBLEM)
+
+
+def _request_body_schema(model: type) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(
+        ref_template="#/components/schemas/{model}")}}}}
+
+
+def _unix(dt: datetime) -> int:
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ApiProblem(422, "invalid_field", "paid_at needs a time zone (e.g. 2026-12-05T08:30:00+08:00)",
+                         "paid_at")
+    return int(dt.timestamp())
+
+
+class _Api:
+    """State shared by the endpoints of one app."""
+
+    def __init__(self, port: PaymentsPort, config: ApiConfig, clock: Callable[[], float]) -> None:
+        self.port = port
+        self.config = config
+        self.clock = clock
+
+    # ------------------------------------------------------------------ authentication
+    async def body(self, request: Request) -> bytes:
+        """The raw body (what the signature covers), or 413 when it is too large."""
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
+            raise ApiProblem(413, "body_too_large", f"body of {length} bytes; at most {self.config.max_body_bytes}")
+        body = await request.body()
+        if len(body) > self.config.max_body_bytes:
+            raise ApiProblem(413, "body_too_large", f"body of {len(body)} bytes; at most {self.config.max_body_bytes}")
+        return body
+
+    def authenticate(self, request: Request, body: bytes) -> ChannelKey:
+        """The signing channel, or ApiProblem (see the module docstring for the order)."""
+        try:
+            parts = read_signature_headers(request.headers)
+        except SignatureFormError as exc:
+            code = "signature_missing" if "missing" in str(exc) else "signature_malformed"
+            raise ApiProblem(401, code, str(exc), exc.field) from None
+        channel = self.port.channel_for_key(parts.key_id)
+        if channel is None:
+            raise ApiProblem(401, "channel_unknown", f"no channel has key id {parts.key_id!r}", "X-PP645-Key")
+        path = request.scope.get("raw_path") or request.url.path.encode()
+        target = path.decode("latin-1")
+        if request.scope.get("query_string"):
+            target += "?" + request.scope["query_string"].decode("latin-1")
+        if not check_signature(channel.secret, parts, request.method, target, body):
+            raise ApiProblem(401, "signature_invalid",
+                             "the signature does not match this request under the channel's secret: sign method,"
+                             " path, timestamp, nonce and SHA-256 of the body exactly as sent", "X-PP645-Signature",
+                             extra={"channel_id": channel.channel_id})
+        now = int(self.clock())
+        skew = self.config.clock_skew_s
+        if abs(now - parts.timestamp) > skew:
+            raise ApiProblem(401, "timestamp_stale",
+                             f"timestamp {parts.timestamp} is {now - parts.timestamp:+d} s from the server's clock;"
+                             f" allowed: within {skew} s (check the channel's clock)", "X-PP645-Timestamp",
+                             extra={"channel_id": channel.channel_id, "server_time": now})
+        if not channel.enabled:
+            raise ApiProblem(403, "channel_disabled", f"channel {channel.channel_id} is disabled; ask the operator"
+                             " to enable it", extra={"channel_id": channel.channel_id})
+        # kept until its timestamp could no longer pass the window, so a replay always meets it
+        nonce = (channel.channel_id, parts.nonce, parts.timestamp + skew + 1)
+        if not self.port.use_nonce(*nonce):
+            raise ApiProblem(401, "nonce_replayed", f"nonce {parts.nonce} was already used by channel"
+                             f" {channel.channel_id}: every request needs a fresh nonce", "X-PP645-Nonce",
+                             extra={"channel_id": channel.channel_id})
+        # a refusal further on rolls the nonce back with everything else: refuse() records it again
+        request.state.nonce = nonce
+        request.state.channel = channel
+        return channel
+
+    # ------------------------------------------------------------------ bodies
+    def parse(self, body: bytes, model: type[Any]) -> Any:
+        """Parse and check a JSON body; ApiProblem names the first bad field."""
+        if not body:
+            raise ApiProblem(422, "invalid_json", "the body is empty; send a JSON object")
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise ApiProblem(422, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiProblem(422, "invalid_json", "the body must be a JSON object")
+        if model is models.PaymentIn and "amount_fen" in data:
+            self._check_amount(data["amount_fen"])
+        try:
+            # JSON mode: datetimes from RFC 3339 text, everything else strict
+            return model.model_validate_json(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(x) for x in err["loc"]) or None
+            if err["type"] == "extra_forbidden":
+                raise ApiProblem(422, "unknown_field", f"unknown field {field!r}", field) from None
+            raise ApiProblem(422, "invalid_field", f"{field}: {err['msg']}", field) from None
+
+    def _check_amount(self, amount: Any) -> None:
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise ApiProblem(422, "amount_not_integer",
+                             f"amount_fen must be a whole number of fen (a JSON integer), got {amount!r}", "amount_fen")
+        if amount <= 0:  # the service refuses it too; the schema's minimum must not answer first
+            raise ApiProblem(422, "amount_invalid", f"amount_fen must be at least 1 fen, got {amount}", "amount_fen")
+
+    # ------------------------------------------------------------------ refusals
+    def refuse(self, request: Request, p: ApiProblem) -> JSONResponse:
+        """Audit the refusal, then answer it."""
+        channel = getattr(request.state, "channel", None)
+        actor = f"channel:{channel.channel_id}" if channel is not None else "api:unauthenticated"
+        detail = {"code": p.code, "status": p.status, "method": request.method, "path": request.url.path,
+                  "detail": p.detail}
+        if p.field:
+            detail["field"] = p.field
+        if channel is None:
+            key = request.headers.get("X-PP645-Key")
+            if key:
+                detail["key_id"] = key[:128]
+        try:
+            self.port.audit_refusal(actor, getattr(request.state, "target", None), detail,
+                                    nonce=getattr(request.state, "nonce", None))
+        except Exception:  # noqa: BLE001 - the refusal still goes out; the log says the audit failed
+            log.exception("could not audit refused %s %s (%s)", request.method, request.url.path, p.code)
+        return _problem_response(p)
+
+
+def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore | None = None,
+               clock: Callable[[], float] = time.time, port: PaymentsPort | None = None) -> FastAPI:
+    """The payments API on a store (see the README's "Payments API"); ``keys`` opens the channels'
+    sealed secrets (or give ``port``, the service the endpoints use)."""
+    cfg = config or ApiConfig()
+    if port is None:
+        if keys is None:
+            raise ValueError("the payments API needs the key store to open the channels' secrets")
+        port = StorePayments(store, keys, clock=clock)
+    api = _Api(port, cfg, clock)
+    app = FastAPI(
+        title="prepaid645 payments API",
+        version=API_VERSION,
+        description="Payments from every channel: look up an account, pay, follow a payment, void it. Every"
+                    " request under /v1 (but /v1/health) is signed by the channel: see the README's signing recipe.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.api = api
+
+    @app.exception_handler(ApiProblem)
+    async def _on_problem(request: Request, exc: ApiProblem) -> Response:
+        return api.refuse(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_field")
+        detail = {404: f"no endpoint {request.url.path}; see /openapi.json",
+                  405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return api.refuse(request, ApiProblem(exc.status_code, code, detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(request: Request, exc: RequestValidationError) -> Response:
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(x) for x in err["loc"][1:]) or None
+        return api.refuse(request, ApiProblem(422, "invalid_field", f"{field}: {err['msg']}", field))
+
+    @app.exception_handler(Exception)
+    async def _on_error(request: Request, exc: Exception) -> Response:
+        log.exception("payments API: %s %s failed", request.method, request.url.path)
+        return api.refuse(request, ApiProblem(500, "internal_error", "the server failed; the request may be retried"
+                                              " with the same txn_id (it is idempotent)"))
+
+    async def signed(request: Request, work: Callable[[ChannelKey, bytes], Any]) -> Any:
+        # one store transaction per request: the nonce, the checks and the payment commit together
+        body = await api.body(request)
+        with api.port.transaction():
+            return work(api.authenticate(request, body), body)
+
+    def own_payment(channel: ChannelKey, payment_id: str) -> dict[str, Any]:
+        if not payment_id.isdigit() or len(payment_id) > 18:
+            raise ApiProblem(404, "unknown_payment", f"no payment {payment_id!r}: payment ids are whole numbers",
+                             "payment_id")
+        found = api.port.get(int(payment_id))
+        # another channel's payment is answered exactly like a missing one: ids are not probed
+        if found is None or found.get("channel_id") != channel.channel_id:
+            raise ApiProblem(404, "unknown_payment", f"channel {channel.channel_id} has no payment {payment_id}",
+                             "payment_id")
+        return found
+
+    @app.get("/v1/health", response_model=models.Health, tags=["service"],
+             summary="No-op: answers without touching the store (unsigned)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/accounts/{customer_no}", response_model=models.AccountOut, responses=_PROBLEM_RESPONSES,
+             tags=["accounts"], summary="What to show before the customer pays", openapi_extra={"security": _SIGNED})
+    async def get_account(customer_no: str, request: Request) -> dict[str, Any]:
+        request.state.target = customer_no[:32]
+
+        def work(channel: ChannelKey, body: bytes) -> dict[str, Any]:
+            if not _CUSTOMER_RE.match(customer_no):
+                raise ApiProblem(422, "invalid_field", f"customer_no {customer_no[:32]!r} is not a 12-digit customer"
+                                 " number", "customer_no")
+            return api.port.account(customer_no)
+
+        return await signed(request, work)
+
+    @app.post("/v1/payments", response_model=models.PaymentOut, status_code=201,
+              responses={200: {"model": models.PaymentOut, "description": "the same payment again: the first receipt"},
+                         **_PROBLEM_RESPONSES},
+              tags=["payments"], summary="Take a payment (txn_id is the idempotency key)",
+              openapi_extra={"security": _SIGNED, **_request_body_schema(models.PaymentIn)})
+    async def post_payment(request: Request) -> Response:
+        def work(channel: ChannelKey, body: bytes) -> Response:
+            pay = api.parse(body, models.PaymentIn)
+            request.state.target = pay.customer_no or pay.meter_no
+            if pay.channel_id != channel.channel_id:
+                raise ApiProblem(403, "channel_mismatch", f"channel {channel.channel_id} cannot post under channel"
+                                 f" {pay.channel_id}'s transaction ids", "channel_id")
+            receipt, created = api.port.accept(
+                channel_id=channel.channel_id, txn_id=pay.txn_id, amount_fen=pay.amount_fen,
+                paid_at=_unix(pay.paid_at), customer=pay.customer_no, meter=pay.meter_no,
+                actor=f"channel:{channel.channel_id}", tender=pay.tender)
+            return JSONResponse(receipt, status_code=201 if created else 200)
+
+        return await signed(request, work)
+
+    @app.get("/v1/payments/{payment_id}", response_model=models.PaymentOut, responses=_PROBLEM_RESPONSES,
+             tags=["payments"], summary="A payment by its id (the signing channel's own only)",
+             openapi_extra={"security": _SIGNED})
+    async def get_payment(payment_id: str, request: Request) -> dict[str, Any]:
+        request.state.target = payment_id[:32]
+        return await signed(request, lambda channel, body: own_payment(channel, payment_id))
+
+    @app.get("/v1/channels/{channel_id}/payments/{txn_id:path}", response_model=models.PaymentOut,
+             responses=_PROBLEM_RESPONSES, tags=["payments"],
+             summary="A payment by the channel's transaction id", openapi_extra={"security": _SIGNED})
+    async def get_payment_by_txn(channel_id: str, txn_id: str, request: Request) -> dict[str, Any]:
+        request.state.target = txn_id[:64]
+
+        def work(channel: ChannelKey, body: bytes) -> dict[str, Any]:
+            if channel_id != channel.channel_id:
+                raise ApiProblem(403, "channel_mismatch", f"channel {channel.channel_id} cannot read channel"
+                                 f" {channel_id}'s payments", "channel_id")
+            found = api.port.find(channel.channel_id, txn_id)
+            if found is None:
+                raise ApiProblem(404, "unknown_payment", f"channel {channel_id} has no payment with txn_id"
+                                 f" {txn_id!r}", "txn_id")
+            return found
+
+        return await signed(request, work)
+
+    @app.post("/v1/payments/{payment_id}/reversal", response_model=models.PaymentOut,
+              responses=_PROBLEM_RESPONSES, tags=["payments"],
+              summary="Void a payment the same day, before it reaches the meter",
+              openapi_extra={"security": _SIGNED, **_request_body_schema(models.ReversalIn)})
+    async def post_reversal(payment_id: str, request: Request) -> dict[str, Any]:
+        request.state.target = payment_id[:32]
+
+        def work(channel: ChannelKey, body: bytes) -> dict[str, Any]:
+            rev = api.parse(body, models.ReversalIn)
+            own_payment(channel, payment_id)
+            return api.port.reverse(int(payment_id), channel_id=channel.channel_id,
+                                    actor=f"channel:{channel.channel_id}", reason=rev.reason)
+
+        return await signed(request, work)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["channelSignature"] = {
+                "type": "apiKey", "in": "header", "name": "X-PP645-Signature",
+                "description": "HMAC-SHA256 request signature with X-PP645-Key, X-PP645-Timestamp and X-PP645-Nonce;"
+                               " see the README's signing recipe"}
+            for name in ("PaymentIn", "ReversalIn", "Problem"):
+                schema["components"].setdefault("schemas", {})[name] = getattr(models, name).model_json_schema(
+                    ref_template="#/components/schemas/{model}")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

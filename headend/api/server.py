@@ -1,0 +1,125 @@
+"""Serve the payments API with uvicorn on the caller's asyncio loop (inside `headend serve`, or a test).
+
+    server = await start_api(store, ApiConfig(listen="tcp://127.0.0.1:0"))
+    server.url                  # "http://127.0.0.1:PORT", the port really bound
+    ...
+    await server.stop()
+
+The socket is bound here, before uvicorn starts, so port 0 works and the real port is known;
+uvicorn does not install signal handlers (the owner of the loop decides when to stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from typing import Any, Callable, Iterator
+
+import uvicorn
+
+from headend.api.app import create_app
+from headend.api.callbacks import CallbackSender
+from headend.api.service import StorePayments
+from headend.api.config import ApiConfig, parse_api_url
+from headend.keys import KeyStore
+from headend.store import Store
+
+__all__ = ["ApiServer", "start_api"]
+
+log = logging.getLogger("headend.api")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # `headend serve` owns SIGINT/SIGTERM and stops us through stop()
+        yield
+
+
+def _http_impl() -> str:
+    try:
+        import httptools  # noqa: F401 - the C parser, several times faster than h11
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+class ApiServer:
+    """A running payments API: ``url``, ``port``, ``stop()``."""
+
+    def __init__(self, server: _Server, sock: socket.socket, task: asyncio.Task[None],
+                 callbacks: CallbackSender) -> None:
+        self._server = server
+        self._sock = sock
+        self._task = task
+        self.callbacks = callbacks
+        self.host, self.port = sock.getsockname()[:2]
+        self.url = f"http://{self.host}:{self.port}"
+
+    @property
+    def task(self) -> asyncio.Task[None]:
+        """The uvicorn task (done when the server stopped or failed)."""
+        return self._task
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Send result callbacks until ``stop`` is set, then stop serving; raise if uvicorn failed first."""
+        sender = asyncio.create_task(self.callbacks.run(stop))
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([self._task, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if self._task.done() and not stop.is_set():
+                self._task.result()
+                raise RuntimeError("the payments API stopped by itself")
+        finally:
+            stopping.cancel()
+            await self.stop()
+            if not stop.is_set():
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def stop(self) -> None:
+        """Finish requests in flight, close the socket, and return (again: nothing more)."""
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._sock.close()
+
+
+async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore, clock: Callable[[], float] = time.time,
+                    app: Any = None) -> ApiServer:
+    """Bind ``config.listen`` and serve the API on the running loop until ``stop()``.
+
+    ``keys`` opens the channels' sealed API secrets."""
+    if not config.listen:
+        raise ValueError("the payments API needs a listen URL (tcp://HOST:PORT)")
+    host, port = parse_api_url(config.listen)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"payments API cannot listen on {config.listen}: {exc.strerror or exc}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    payments = StorePayments(store, keys, clock=clock)
+    ucfg = uvicorn.Config(app or create_app(store, config, clock=clock, port=payments), lifespan="off", access_log=False,
+                          log_level="warning", http=_http_impl(), timeout_graceful_shutdown=5,
+                          server_header=False, date_header=False)
+    server = _Server(ucfg)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="payments-api")
+    while not server.started:
+        if task.done():
+            sock.close()
+            task.result()  # raises what stopped it
+            raise OSError(f"payments API on {config.listen} stopped at start-up")
+        await asyncio.sleep(0.01)
+    callbacks = CallbackSender(store, config, confirmed=payments.confirmed_payments, channel=payments.channel,
+                               clock=clock)
+    api = ApiServer(server, sock, task, callbacks)
+    log.info("payments API listening on %s", api.url)
+    return api

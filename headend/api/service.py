@@ -1,0 +1,190 @@
+"""The thin adapter between the HTTP endpoints and the payments service (headend.payments).
+
+The endpoints speak to a :class:`PaymentsPort`; :class:`StorePayments` is the one real
+implementation: it calls ``headend.payments`` and the store, turns the service's
+``PaymentError`` into a problem detail, and hands out plain dicts (what goes on the wire).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Iterable, Protocol
+
+from headend import payments
+from headend.api.problems import ApiProblem
+from headend.keys import KeyStore, KeyStoreError
+from headend.store import Channel, NotFound, Payment, Store
+
+__all__ = ["ChannelKey", "PaymentsPort", "StorePayments", "receipt"]
+
+_SECRET_CACHE = 256  # channels whose unsealed secret is kept in memory
+
+
+def receipt(p: Payment) -> dict[str, Any]:
+    """A payment as the API shows it to its channel (see models.PaymentOut)."""
+    return {"payment_id": p.id, "channel_id": p.channel_id, "txn_id": p.txn_id, "customer_no": p.customer,
+            "meter_no": p.meter, "amount_fen": p.amount_fen, "fee_fen": p.fee_fen, "state": p.state,
+            "day": p.day, "paid_at": p.paid_at, "accepted_at": p.accepted_at, "sent_at": p.sent_at,
+            "confirmed_at": p.confirmed_at, "credited_at": p.credited_at, "reversed_at": p.reversed_at}
+
+
+@dataclass(frozen=True)
+class ChannelKey:
+    """What authentication needs to know about a channel."""
+
+    channel_id: str
+    kind: str
+    enabled: bool
+    key_id: str
+    secret: str | bytes
+    callback_url: str | None = None
+
+
+class PaymentsPort(Protocol):
+    """What the endpoints need from the payments service and the store."""
+
+    def channel_for_key(self, key_id: str) -> ChannelKey | None: ...
+    def transaction(self) -> ContextManager[None]: ...
+    def use_nonce(self, channel_id: str, nonce: str, keep_until: int) -> bool: ...
+    def audit_refusal(self, actor: str, target: str | None, detail: dict[str, Any],
+                      nonce: tuple[str, str, int] | None = None) -> None: ...
+    def account(self, customer_no: str) -> dict[str, Any]: ...
+    def accept(self, *, channel_id: str, txn_id: str, amount_fen: int, paid_at: int, customer: str | None,
+               meter: str | None, actor: str, tender: dict[str, Any] | None) -> tuple[dict[str, Any], bool]: ...
+    def get(self, payment_id: int) -> dict[str, Any] | None: ...
+    def find(self, channel_id: str, txn_id: str) -> dict[str, Any] | None: ...
+    def reverse(self, payment_id: int, *, channel_id: str, actor: str, reason: str) -> dict[str, Any]: ...
+
+
+# the service names fields as the store does; the API as they are on the wire
+_WIRE_FIELD = {"customer": "customer_no", "meter": "meter_no", "channel": "channel_id"}
+
+
+def _problem(exc: payments.PaymentError) -> ApiProblem:
+    field = None if exc.field is None else _WIRE_FIELD.get(exc.field, exc.field)
+    return ApiProblem(exc.http_status, exc.code, exc.message, field)
+
+
+def account(view: dict[str, Any]) -> dict[str, Any]:
+    """The service's account view as the API shows it (see models.AccountOut)."""
+    out = dict(view)
+    out["customer_no"] = out.pop("customer")
+    return out
+
+
+class StorePayments:
+    """The payments service on a store, as the endpoints use it."""
+
+    def __init__(self, store: Store, keys: KeyStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._keys = keys
+        self._clock = clock
+        # unsealing is an AES-GCM open per request otherwise; keyed by the sealed text, so a
+        # rotated secret is a new entry and the old one simply ages out
+        self._secrets: dict[tuple[str, str, str], bytes] = {}
+        self._lock = threading.Lock()
+        self._confirmed_since = 0
+
+    def _key(self, ch: Channel) -> ChannelKey | None:
+        if not ch.key_id or not ch.secret:
+            return None  # a counter-only channel has no API access
+        cache_key = (ch.id, ch.key_id, ch.secret)
+        with self._lock:
+            secret = self._secrets.get(cache_key)
+        if secret is None:
+            try:
+                secret = payments.channel_secret(self._keys, ch)
+            except (KeyStoreError, payments.PaymentError):
+                return None
+            with self._lock:
+                if len(self._secrets) >= _SECRET_CACHE:
+                    self._secrets.clear()
+                self._secrets[cache_key] = secret
+        return ChannelKey(ch.id, ch.kind, bool(ch.enabled), ch.key_id, secret, ch.callback_url)
+
+    def channel_for_key(self, key_id: str) -> ChannelKey | None:
+        """The channel that owns this key id (its secret unsealed), or None."""
+        try:
+            return self._key(self.store.channel_by_key(key_id))
+        except NotFound:
+            return None
+
+    def channel(self, channel_id: str) -> ChannelKey | None:
+        """A channel by id, or None (for callbacks)."""
+        try:
+            return self._key(self.store.get_channel(channel_id))
+        except NotFound:
+            return None
+
+    def confirmed_payments(self) -> Iterable[tuple[int, str, str, dict[str, Any]]]:
+        """Payments confirmed on the meter since the last call, at channels with a callback URL."""
+        since = self._confirmed_since
+        now = int(self._clock())
+        out = [(p.id, p.channel_id, p.state, receipt(p)) for p in self.store.confirmed_for_callbacks(since=since)]
+        # store times are whole seconds: look a little back each time; the store keeps one callback per state
+        self._confirmed_since = now - 2
+        return out
+
+    def use_nonce(self, channel_id: str, nonce: str, keep_until: int) -> bool:
+        """Record a nonce; False if this channel used it before."""
+        return self.store.use_nonce(channel_id, nonce, keep_until=keep_until)
+
+    def transaction(self) -> ContextManager[None]:
+        """One store transaction for a whole request (its nonce, checks and writes)."""
+        return self.store.atomic()
+
+    def audit_refusal(self, actor: str, target: str | None, detail: dict[str, Any],
+                      nonce: tuple[str, str, int] | None = None) -> None:
+        """One audit row for a refused request, and its nonce kept (a replay of it is refused too)."""
+        with self.store.atomic():
+            if nonce is not None:
+                self.store.use_nonce(nonce[0], nonce[1], keep_until=nonce[2])
+            self.store.log_action(actor, "api.refused", target, detail)
+
+    def account(self, customer_no: str) -> dict[str, Any]:
+        """The account as a paying customer sees it."""
+        try:
+            return account(payments.account_view(self.store, customer_no))
+        except payments.PaymentError as exc:
+            raise _problem(exc) from None
+
+    def accept(self, *, channel_id: str, txn_id: str, amount_fen: int, paid_at: int, customer: str | None,
+               meter: str | None, actor: str, tender: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
+        """Take the payment once; (receipt, whether this request created it)."""
+        try:
+            # one write transaction: whether this request created the payment is then exact,
+            # even when duplicates arrive in parallel
+            with self.store.atomic():
+                # (the service's own audit row of a refusal rolls back with it: the API writes one)
+                created = self.store.payment_by_txn(channel_id, txn_id) is None
+                pay = payments.accept_payment(self.store, channel_id=channel_id, txn_id=txn_id,
+                                              amount_fen=amount_fen, paid_at=paid_at, customer=customer, meter=meter,
+                                              actor=actor, tender=tender)
+        except payments.PaymentError as exc:
+            raise _problem(exc) from None
+        return receipt(pay), created
+
+    def get(self, payment_id: int) -> dict[str, Any] | None:
+        """A payment by id, or None."""
+        try:
+            return receipt(payments.get_payment(self.store, payment_id))
+        except (payments.PaymentError, NotFound):
+            return None
+
+    def find(self, channel_id: str, txn_id: str) -> dict[str, Any] | None:
+        """A channel's payment by its transaction id, or None."""
+        try:
+            return receipt(payments.find_payment(self.store, channel_id, txn_id))
+        except payments.PaymentError:
+            return None
+
+    def reverse(self, payment_id: int, *, channel_id: str, actor: str, reason: str) -> dict[str, Any]:
+        """Void a payment (the service refuses once it reached the meter or its day is closed)."""
+        try:
+            with self.store.atomic():  # as in accept: the API's audit row stands for the refusal
+                return receipt(payments.reverse_payment(self.store, payment_id, channel_id=channel_id, actor=actor,
+                                                        reason=reason))
+        except payments.PaymentError as exc:
+            raise _problem(exc) from None

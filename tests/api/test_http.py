@@ -1,0 +1,282 @@
+"""The payments API over real HTTP (uvicorn on loopback, httpx), on a real SQLite file.
+
+Every refusal is checked for its status, machine-readable code and field, its audit row, and for
+moving no money (balances, journal, payments and outbox exactly as before).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from headend.api.config import ApiConfig
+from headend.api.signing import ChannelAuth, sign_headers
+from headend.keys import KeyStore
+from headend.store import open_store
+from tests.api.support import LiveApi, add_api_channel
+
+CUST, CUST2 = "000000000042", "000000000043"
+LOCAL_METER, REMOTE_METER = "000000000001", "000000000002"
+MAX_FEN = 1_000_000
+PAID_AT = datetime(2026, 12, 5, 8, 30, tzinfo=timezone.utc).isoformat()
+
+
+class World:
+    def __init__(self, tmp_path) -> None:
+        self.db = tmp_path / "api.db"
+        self.keys = KeyStore.in_memory(os.urandom(32))
+        self.store = open_store(self.db)
+        s = self.store
+        s.add_account(CUST, actor="test")
+        s.add_account(CUST2, actor="test")
+        # unreachable links: these tests stop at the outbox; tests/api/test_e2e.py goes to the meters
+        s.add_meter(LOCAL_METER, link="tcp://127.0.0.1:9", customer=CUST, mode="local", actor="test")
+        s.add_meter(REMOTE_METER, link="tcp://127.0.0.1:9", customer=CUST2, mode="remote", actor="test")
+        self.bank = add_api_channel(s, self.keys, "bank-1", "online_banking", max_amount_fen=MAX_FEN)
+        self.app = add_api_channel(s, self.keys, "app-1", "mobile_app")
+        self.off = add_api_channel(s, self.keys, "kiosk-9", "kiosk")
+        s.update_channel("kiosk-9", actor="test", enabled=False)
+
+    def client(self, api: LiveApi, who: tuple[str, bytes] | None = None, **kw) -> httpx.Client:
+        key_id, secret = who or self.bank
+        return httpx.Client(base_url=api.url, auth=ChannelAuth(key_id, secret, **kw), timeout=30)
+
+    def money(self) -> tuple:
+        """Everything a payment would change."""
+        s = self.store
+        balances = tuple((a.customer, a.balance_fen) for a in s.list_accounts())
+        return (balances, len(s.journal(limit=10**6)), len(s.list_payments(limit=10**6)),
+                sum(s.count_commands().values()))
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = World(tmp_path)
+    yield w
+    w.store.close()
+
+
+@pytest.fixture
+def api(world):
+    with LiveApi(world.db, world.keys, ApiConfig(listen="tcp://127.0.0.1:0", clock_skew_s=120)) as a:
+        yield a
+
+
+def pay(channel="bank-1", txn="T1", amount=5000, **extra):
+    body = {"channel_id": channel, "txn_id": txn, "customer_no": CUST2, "amount_fen": amount, "paid_at": PAID_AT}
+    body.update(extra)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def refused(world, resp: httpx.Response, status: int, code: str, field: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    body = resp.json()
+    assert body["status"] == status and body["code"] == code and body["type"].endswith("/" + code)
+    assert body["title"] and body["detail"]
+    assert body.get("field") == field
+    last = world.store.audit_entries(limit=1)[0]  # the refusal is the last thing that happened
+    assert (last.action, last.detail["code"], last.detail["status"]) == ("api.refused", code, status), last
+    return body
+
+
+def test_health_is_unsigned_and_openapi_is_published(api):
+    assert httpx.get(api.url + "/v1/health").json() == {"status": "ok"}
+    doc = httpx.get(api.url + "/openapi.json").json()
+    assert set(doc["paths"]) >= {"/v1/accounts/{customer_no}", "/v1/payments", "/v1/payments/{payment_id}",
+                                 "/v1/channels/{channel_id}/payments/{txn_id}", "/v1/payments/{payment_id}/reversal"}
+    assert doc["components"]["schemas"]["PaymentIn"]["properties"]["amount_fen"]["type"] == "integer"
+
+
+def test_account_lookup(world, api):
+    with world.client(api) as c:
+        r = c.get(f"/v1/accounts/{CUST}")
+    assert r.status_code == 200 and r.json()["customer_no"] == CUST
+
+
+def test_a_payment_once_then_its_receipt_again(world, api):
+    before = world.store.get_account(CUST2).balance_fen
+    with world.client(api) as c:
+        r1 = c.post("/v1/payments", json=pay())
+        assert r1.status_code == 201, r1.text
+        first = r1.json()
+        assert (first["state"], first["amount_fen"], first["customer_no"]) == ("credited", 5000, CUST2)
+        r2 = c.post("/v1/payments", json=pay())
+        assert r2.status_code == 200 and r2.json() == first
+        assert c.get(f"/v1/payments/{first['payment_id']}").json() == first
+        assert c.get("/v1/channels/bank-1/payments/T1").json() == first
+        snapshot = world.money()
+        refused(world, c.post("/v1/payments", json=pay(amount=5001)), 409, "duplicate_conflict", "amount_fen")
+        assert world.money() == snapshot
+    assert world.store.get_account(CUST2).balance_fen == before + 5000
+    assert world.store.check_ledger() == []
+
+
+def test_a_payment_to_a_local_meter_queues_one_recharge(world, api):
+    with world.client(api) as c:
+        r = c.post("/v1/payments", json=pay(txn="L1", customer_no=None, meter_no=LOCAL_METER, amount=1234))
+        assert r.status_code == 201, r.text
+        assert c.post("/v1/payments", json=pay(txn="L1", customer_no=None, meter_no=LOCAL_METER,
+                                               amount=1234)).status_code == 200
+    assert r.json()["state"] == "sent_to_meter"
+    [cmd] = world.store.list_commands(meter=LOCAL_METER, kind="recharge")
+    assert cmd.params["amount_fen"] == 1234
+
+
+def _raw(api, method, path, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.request(method, api.url + path, content=body, headers={"Content-Type": "application/json", **headers})
+
+
+def test_signature_refusals(world, api):
+    key_id, secret = world.bank
+    body = json.dumps(pay(txn="S1")).encode()
+    snapshot = world.money()
+
+    refused(world, _raw(api, "POST", "/v1/payments", body, {}), 401, "signature_missing", "X-PP645-Key")
+    h = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    refused(world, _raw(api, "POST", "/v1/payments", body, {**h, "X-PP645-Nonce": "x"}), 401,
+            "signature_malformed", "X-PP645-Nonce")
+    wrong = sign_headers(key_id, b"not the secret", "POST", "/v1/payments", body)
+    refused(world, _raw(api, "POST", "/v1/payments", body, wrong), 401, "signature_invalid", "X-PP645-Signature")
+    tampered = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    refused(world, _raw(api, "POST", "/v1/payments", body.replace(b"5000", b"9000"), tampered), 401,
+            "signature_invalid", "X-PP645-Signature")
+    other_path = sign_headers(key_id, secret, "POST", "/v1/payments/1/reversal", body)
+    refused(world, _raw(api, "POST", "/v1/payments", body, other_path), 401, "signature_invalid",
+            "X-PP645-Signature")
+    stale = sign_headers(key_id, secret, "POST", "/v1/payments", body, timestamp=int(time.time()) - 1000)
+    refused(world, _raw(api, "POST", "/v1/payments", body, stale), 401, "timestamp_stale", "X-PP645-Timestamp")
+    future = sign_headers(key_id, secret, "POST", "/v1/payments", body, timestamp=int(time.time()) + 1000)
+    refused(world, _raw(api, "POST", "/v1/payments", body, future), 401, "timestamp_stale", "X-PP645-Timestamp")
+    unknown = sign_headers("nobody-k1", secret, "POST", "/v1/payments", body)
+    refused(world, _raw(api, "POST", "/v1/payments", body, unknown), 401, "channel_unknown", "X-PP645-Key")
+    off_key, off_secret = world.off
+    off_body = json.dumps(pay(channel="kiosk-9", txn="S1")).encode()
+    off = sign_headers(off_key, off_secret, "POST", "/v1/payments", off_body)
+    refused(world, _raw(api, "POST", "/v1/payments", off_body, off), 403, "channel_disabled")
+    assert world.money() == snapshot
+
+    good = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    assert _raw(api, "POST", "/v1/payments", body, good).status_code == 201
+    after = world.money()
+    refused(world, _raw(api, "POST", "/v1/payments", body, good), 401, "nonce_replayed", "X-PP645-Nonce")
+    assert world.money() == after
+
+
+def test_a_replay_is_refused_by_a_restarted_server(world):
+    key_id, secret = world.bank
+    body = json.dumps(pay(txn="R1")).encode()
+    h = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    with LiveApi(world.db, world.keys) as api:
+        assert _raw(api, "POST", "/v1/payments", body, h).status_code == 201
+    snapshot = world.money()
+    with LiveApi(world.db, world.keys) as api:
+        refused(world, _raw(api, "POST", "/v1/payments", body, h), 401, "nonce_replayed", "X-PP645-Nonce")
+    assert world.money() == snapshot
+
+
+@pytest.mark.parametrize("change,status,code,field", [
+    ({"amount_fen": 0}, 422, "amount_invalid", "amount_fen"),
+    ({"amount_fen": -100}, 422, "amount_invalid", "amount_fen"),
+    ({"amount_fen": MAX_FEN + 1}, 422, "amount_too_large", "amount_fen"),
+    ({"amount_fen": 10**40}, 422, "amount_too_large", "amount_fen"),
+    ({"amount_fen": 12.5}, 422, "amount_not_integer", "amount_fen"),
+    ({"amount_fen": 100.0}, 422, "amount_not_integer", "amount_fen"),
+    ({"amount_fen": "100"}, 422, "amount_not_integer", "amount_fen"),
+    ({"amount_fen": True}, 422, "amount_not_integer", "amount_fen"),
+    ({"amount_fen": None}, 422, "invalid_field", "amount_fen"),
+    ({"customer_no": "000000000999"}, 404, "unknown_customer", "customer_no"),
+    ({"customer_no": None, "meter_no": "000000000999"}, 404, "unknown_meter", "meter_no"),
+    ({"customer_no": None}, 404, "unknown_customer", "customer_no"),
+    ({"meter_no": LOCAL_METER}, 422, "meter_customer_mismatch", "meter_no"),
+    ({"customer_no": "42"}, 422, "invalid_field", "customer_no"),
+    ({"paid_at": "yesterday"}, 422, "invalid_field", "paid_at"),
+    ({"paid_at": "2026-12-05T08:30:00"}, 422, "invalid_field", "paid_at"),
+    ({"txn_id": ""}, 422, "invalid_field", "txn_id"),
+    ({"surprise": 1}, 422, "unknown_field", "surprise"),
+    ({"channel_id": "app-1"}, 403, "channel_mismatch", "channel_id"),
+])
+def test_bad_payments_are_refused_and_move_no_money(world, api, change, status, code, field):
+    snapshot = world.money()
+    with world.client(api) as c:
+        refused(world, c.post("/v1/payments", json=pay(txn="B1", **change)), status, code, field)
+    assert world.money() == snapshot
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"[1, 2]", b"null", b"\xff\xfe", b"[" * 100000])
+def test_bodies_that_are_not_json_objects(world, api, body):
+    key_id, secret = world.bank
+    snapshot = world.money()
+    h = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    code = "body_too_large" if len(body) > 16384 else "invalid_json"
+    refused(world, _raw(api, "POST", "/v1/payments", body, h), 413 if code == "body_too_large" else 422, code)
+    assert world.money() == snapshot
+
+
+def test_a_channel_never_sees_or_voids_another_channels_payments(world, api):
+    with world.client(api) as bank:
+        mine = bank.post("/v1/payments", json=pay(txn="X1")).json()
+    snapshot = world.money()
+    with world.client(api, world.app) as app:
+        refused(world, app.get(f"/v1/payments/{mine['payment_id']}"), 404, "unknown_payment", "payment_id")
+        refused(world, app.get("/v1/channels/bank-1/payments/X1"), 403, "channel_mismatch", "channel_id")
+        assert app.get("/v1/channels/app-1/payments/X1").status_code == 404
+        refused(world, app.post(f"/v1/payments/{mine['payment_id']}/reversal", json={"reason": "mine now"}), 404,
+                "unknown_payment", "payment_id")
+        # the same txn id in its own id space is its own payment
+        other = app.post("/v1/payments", json=pay(channel="app-1", txn="X1"))
+        assert other.status_code == 201 and other.json()["payment_id"] != mine["payment_id"]
+    assert world.money() != snapshot  # only the app's own payment moved money
+    assert world.store.get_payment(mine["payment_id"]).state == "credited"
+
+
+def test_reversal_until_the_money_leaves_for_the_meter(world, api):
+    with world.client(api) as c:
+        p = c.post("/v1/payments", json=pay(txn="V1")).json()
+        r = c.post(f"/v1/payments/{p['payment_id']}/reversal", json={"reason": "customer changed mind"})
+        assert r.status_code == 200 and r.json()["state"] == "reversed"
+        snapshot = world.money()
+        again = c.post(f"/v1/payments/{p['payment_id']}/reversal", json={"reason": "again"})
+        assert again.status_code == 200 and again.json() == r.json()     # a repeat changes nothing
+        refused(world, c.post(f"/v1/payments/{p['payment_id']}/reversal", json={}), 422, "invalid_field", "reason")
+        refused(world, c.post("/v1/payments/abc/reversal", json={"reason": "x"}), 404, "unknown_payment",
+                "payment_id")
+        assert world.money() == snapshot
+
+        # to a local meter: voidable while the recharge is queued, not once it is on its way
+        queued = c.post("/v1/payments", json=pay(txn="V2", customer_no=CUST, amount=300)).json()
+        sent = c.post("/v1/payments", json=pay(txn="V3", customer_no=CUST, amount=400)).json()
+        assert queued["state"] == sent["state"] == "sent_to_meter"
+        r = c.post(f"/v1/payments/{queued['payment_id']}/reversal", json={"reason": "wrong meter"})
+        assert r.status_code == 200 and r.json()["state"] == "reversed"
+        [cmd] = world.store.claim_next(limit=1)                # a worker picked the recharge up
+        assert cmd.params["payment"] == sent["payment_id"]
+        snapshot = world.money()
+        refused(world, c.post(f"/v1/payments/{sent['payment_id']}/reversal", json={"reason": "late"}), 409,
+                "not_reversible")
+        assert world.money() == snapshot
+    assert world.store.check_ledger() == []
+
+
+def test_no_reversal_into_a_closed_day(world, api):
+    with world.client(api) as c:
+        p = c.post("/v1/payments", json=pay(txn="D1")).json()
+        world.store.close_day(p["day"], actor="test")
+        snapshot = world.money()
+        refused(world, c.post(f"/v1/payments/{p['payment_id']}/reversal", json={"reason": "too late"}), 409,
+                "day_closed")
+        assert world.money() == snapshot
+        # a payment after the close still goes through, booked on the next open day
+        later = c.post("/v1/payments", json=pay(txn="D2"))
+        assert later.status_code == 201 and later.json()["day"] > p["day"]
+
+
+def test_unknown_routes_and_methods_are_problems_too(world, api):
+    with world.client(api) as c:
+        refused(world, c.get("/v1/nothing"), 404, "not_found")
+        refused(world, c.delete("/v1/payments"), 405, "method_not_allowed")
