@@ -1,0 +1,289 @@
+"""Payments API benchmark: sustained signed payments/s through real HTTP, and payment-to-meter latency.
+
+Everything runs as it does in production, each part its own process: `headend serve --api` (the
+comms front-end, the outbox worker and the payments API on one loop, SQLite in WAL mode), a
+simulated fleet of 1,000 meters (`tools.fleet`, a port each), and this process as the channels.
+
+* **Throughput.**  Signed ``POST /v1/payments`` to remote-cost-control accounts (each one is a
+  payment row, a journal row and its audit, in one SQLite transaction; the nonce in another),
+  against the same server's no-op ``GET /v1/health`` as the ceiling: what uvicorn and FastAPI do
+  with nothing to do, over the same connections.  The load client is a bare asyncio HTTP/1.1 client
+  (keep-alive, ``CONNECTIONS`` connections, one request in flight on each) so that it, not httpx,
+  is the cheap side; the payment requests are signed with the channel's key ahead of each window,
+  each with its own nonce and transaction id.  Windows of payments and of no-ops alternate
+  (tools/bench/interleave.py); the ratio is the median of adjacent pairs.
+* **Latency.**  One payment to each of 1,000 local-cost-control meters, posted at a steady rate;
+  for each, the time from sending the request to the store recording the meter's confirmation
+  (watched by polling the payments table every 5 ms from here): p50, p95, p99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from headend.api.signing import sign_headers
+
+ROOT = Path(__file__).resolve().parents[2]
+N_METERS = int(os.environ.get("BENCH_PAYMENTS_METERS", "1000"))
+CONNECTIONS = 32
+WINDOW_S = 1.0
+ROUNDS = 5
+LATENCY_RATE = 200  # payments/s offered in the latency run
+
+
+# ----------------------------------------------------------------------------- a bare HTTP/1.1 client
+class _Conn:
+    """One keep-alive HTTP/1.1 connection: send a request, read one response (Content-Length bodies only)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> "_Conn":
+        r, w = await asyncio.open_connection(host, port)
+        return cls(r, w)
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _request(method: str, path: str, host: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _drive(conns: list[_Conn], requests: list[bytes], want: set[int]) -> float:
+    """Send every request over the connections (one in flight on each); return requests/s."""
+    queue = list(reversed(requests))
+    bad: list[tuple[int, bytes]] = []
+
+    async def worker(c: _Conn) -> None:
+        while queue:
+            status, body = await c.exchange(queue.pop())
+            if status not in want:
+                bad.append((status, body))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    dt = time.perf_counter() - t0
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {len(requests)} requests refused, e.g. {bad[0]}")
+    return len(requests) / dt
+
+
+# ----------------------------------------------------------------------------- the system under test
+PASSPHRASE = "bench passphrase"
+CHANNEL = "bench-bank"
+FIRST_METER = 100_001
+FIRST_REMOTE = 900_001
+
+
+def _spawn(argv: list[str], env: dict[str, str], ready: str, seen: list[str], timeout: float = 120) -> subprocess.Popen:
+    from tools.proc import wait_for_line
+
+    proc = subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait_for_line(proc, ready, seen, timeout):
+        proc.kill()
+        raise RuntimeError(f"{argv[2:4]} did not start:\n" + "".join(seen[-30:]))
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _Site:
+    """A database with N local meters (each its own customer), N remote accounts and one API channel;
+    the fleet and `headend serve --api` running on it."""
+
+    def __init__(self, tmp: Path, n: int) -> None:
+        from headend.keys import KeyStore
+        from headend.payments import issue_credentials
+        from headend.store import open_store
+
+        self.n = n
+        master = os.urandom(32)
+        db, key_file = tmp / "bench.db", tmp / "bench.key"
+        KeyStore.create(key_file, PASSPHRASE, master=master, scrypt_n=2**12)
+        keys = KeyStore.in_memory(master)
+        env = dict(os.environ, PREPAID645_DB=str(db), PREPAID645_KEY_FILE=str(key_file),
+                   PREPAID645_KEY_PASSPHRASE=PASSPHRASE, PREPAID645_MASTER_KEY=master.hex(), USER="bench")
+        env.pop("PREPAID645_CONFIG", None)
+        seen: list[str] = []
+        self.fleet = _spawn([sys.executable, "-m", "tools.fleet", "--count", str(n), "--first", str(FIRST_METER),
+                             "--per-bus", "1"], env, '{"buses"', seen)
+        buses = json.loads(seen[-1])["buses"]
+        self.meters = [b["meters"][0] for b in buses]
+        self.remote = [f"{FIRST_REMOTE + i:012d}" for i in range(n)]
+        with open_store(db) as s:
+            s.add_meters([{"address": b["meters"][0], "link": b["link"], "customer": f"{200_000 + i:012d}",
+                           "mode": "local"} for i, b in enumerate(buses)], actor="bench")
+            with s.atomic():
+                for c in self.remote:
+                    s.add_account(c, actor="bench")
+            self.key_id, secret, sealed = issue_credentials(keys, CHANNEL)
+            s.add_channel(CHANNEL, "online_banking", actor="bench", key_id=self.key_id, secret=sealed)
+        self.secret = secret.encode()
+        self.db = db
+        self.serve_out: list[str] = []
+        self.serve = _spawn([sys.executable, "-m", "headend.cli.main", "serve", "--api", "tcp://127.0.0.1:0",
+                             "--no-costctl"], env, "headend serve: working", self.serve_out)
+        url = next(x for x in self.serve_out if "payments API on" in x).split("payments API on ")[1].split()[0]
+        self.host, port = url[len("http://"):].rsplit(":", 1)
+        self.port = int(port)
+
+    def close(self) -> None:
+        _stop(self.serve)
+        _stop(self.fleet)
+
+    def payment(self, txn: str, customer: str, amount: int) -> bytes:
+        body = json.dumps({"channel_id": CHANNEL, "txn_id": txn, "customer_no": customer, "amount_fen": amount,
+                           "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                          separators=(",", ":")).encode()
+        headers = sign_headers(self.key_id, self.secret, "POST", "/v1/payments", body)
+        return _request("POST", "/v1/payments", f"{self.host}:{self.port}", body, headers)
+
+    def noop(self) -> bytes:
+        return _request("GET", "/v1/health", f"{self.host}:{self.port}")
+
+
+# ----------------------------------------------------------------------------- the two measurements
+async def _open(site: _Site, n: int) -> list[_Conn]:
+    return list(await asyncio.gather(*(_Conn.open(site.host, site.port) for _ in range(n))))
+
+
+def _throughput(site: _Site, loop: asyncio.AbstractEventLoop, report: Any) -> None:
+    from tools.bench.interleave import interleaved_values
+
+    conns = loop.run_until_complete(_open(site, CONNECTIONS))
+    counter = iter(range(10**9))
+    size = {"pay": 500, "noop": 1000}
+
+    def window(kind: str) -> float:
+        # each window sends about WINDOW_S worth at the last rate seen; requests are built (and
+        # signed) before the clock starts, so the client's own work is the same for both sides
+        if kind == "pay":
+            reqs = [site.payment(f"T{next(counter)}", site.remote[i % site.n], 100 + i % 900)
+                    for i in range(size[kind])]
+            rate = loop.run_until_complete(_drive(conns, reqs, {201}))
+        else:
+            reqs = [site.noop()] * size[kind]
+            rate = loop.run_until_complete(_drive(conns, reqs, {200}))
+        size[kind] = max(200, int(rate * WINDOW_S))
+        return rate
+
+    window("pay"), window("noop")  # warm up (and size the windows)
+    r = interleaved_values(lambda: window("pay"), lambda: window("noop"), rounds=ROUNDS)
+    report("payments API: signed payments/s (remote accounts, WAL) vs no-op GET /v1/health", r.a, "payments/s",
+           baseline=r.b, pairs=r)
+    for c in conns:
+        c.close()
+
+
+def _latency(site: _Site, loop: asyncio.AbstractEventLoop, report: Any) -> None:
+    """Payment sent -> the meter's confirmation recorded, for one payment to each local meter."""
+    import threading
+
+    sent: dict[str, float] = {}
+    done: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        db = sqlite3.connect(f"file:{site.db}?mode=ro", uri=True)
+        while not stop.is_set():
+            rows = db.execute("SELECT txn_id FROM payments WHERE state = 'confirmed_on_meter'"
+                              " AND txn_id LIKE 'LAT%'").fetchall()
+            now = time.perf_counter()
+            for (t,) in rows:
+                done.setdefault(t, now)
+            time.sleep(0.005)
+        db.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+
+    async def go() -> None:
+        conns = await _open(site, 8)
+        reqs = [(f"LAT{i}", site.payment(f"LAT{i}", f"{200_000 + i:012d}", 500)) for i in range(site.n)]
+        t0 = time.perf_counter()
+
+        async def sender(k: int) -> None:
+            for i in range(k, len(reqs), len(conns)):
+                delay = t0 + i / LATENCY_RATE - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                txn, req = reqs[i]
+                sent[txn] = time.perf_counter()
+                status, body = await conns[k].exchange(req)
+                if status != 201:
+                    raise RuntimeError(f"payment {txn} refused: {status} {body[:200]!r}")
+
+        await asyncio.gather(*(sender(k) for k in range(len(conns))))
+        for c in conns:
+            c.close()
+
+    loop.run_until_complete(go())
+    deadline = time.monotonic() + 300
+    while len(done) < site.n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    watcher.join()
+    if len(done) < site.n:
+        raise RuntimeError(f"only {len(done)} of {site.n} payments were confirmed on the meter in 300 s")
+    lat = sorted(done[t] - sent[t] for t in sent)
+
+    def q(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+
+    label = f"payment -> meter confirmation, {site.n} meters at {LATENCY_RATE}/s"
+    report(f"{label}: p50", q(0.50), "ms")
+    report(f"{label}: p95", q(0.95), "ms")
+    report(f"{label}: p99", q(0.99), "ms")
+
+
+def run(report: Any) -> None:
+    """Both figures on one site (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="bench-payments-") as tmp:
+        site = _Site(Path(tmp), N_METERS)
+        loop = asyncio.new_event_loop()
+        try:
+            _throughput(site, loop, report)
+            _latency(site, loop, report)
+        finally:
+            loop.close()
+            site.close()
+
+
+if __name__ == "__main__":
+    from tools.bench.run import reporter
+
+    run(reporter([]))
