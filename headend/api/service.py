@@ -17,9 +17,11 @@ from headend.api.problems import ApiProblem
 from headend.keys import KeyStore, KeyStoreError
 from headend.store import Channel, NotFound, Payment, Store
 
-__all__ = ["ChannelKey", "PaymentsPort", "StorePayments", "receipt"]
+__all__ = ["CALLBACK_LOOKBACK_S", "ChannelKey", "PaymentsPort", "StorePayments", "receipt"]
 
 _SECRET_CACHE = 256  # channels whose unsealed secret is kept in memory
+_SWEEP = 500  # confirmed payments looked at per callback sweep
+CALLBACK_LOOKBACK_S = 86400
 
 
 def receipt(p: Payment) -> dict[str, Any]:
@@ -85,7 +87,9 @@ class StorePayments:
         # rotated secret is a new entry and the old one simply ages out
         self._secrets: dict[tuple[str, str, str], bytes] = {}
         self._lock = threading.Lock()
-        self._confirmed_since = 0
+        # a (re)started serve looks a day back for confirmations it has not told yet: enough for a
+        # restart, without flooding a channel that only now got a callback URL with its history
+        self._confirmed_since = int(clock()) - CALLBACK_LOOKBACK_S
 
     def _key(self, ch: Channel) -> ChannelKey | None:
         if not ch.key_id or not ch.secret:
@@ -120,12 +124,15 @@ class StorePayments:
 
     def confirmed_payments(self) -> Iterable[tuple[int, str, str, dict[str, Any]]]:
         """Payments confirmed on the meter since the last call, at channels with a callback URL."""
-        since = self._confirmed_since
         now = int(self._clock())
-        out = [(p.id, p.channel_id, p.state, receipt(p)) for p in self.store.confirmed_for_callbacks(since=since)]
-        # store times are whole seconds: look a little back each time; the store keeps one callback per state
+        found = self.store.confirmed_for_callbacks(since=self._confirmed_since, limit=_SWEEP)
+        # store times are whole seconds and a confirmation may commit a moment after its time: look a
+        # little back each time (the store keeps one callback per state); a full batch resumes from
+        # where it stopped instead
         self._confirmed_since = now - 2
-        return out
+        if len(found) == _SWEEP and found[-1].confirmed_at is not None:
+            self._confirmed_since = min(self._confirmed_since, found[-1].confirmed_at)
+        return [(p.id, p.channel_id, p.state, receipt(p)) for p in found]
 
     def use_nonce(self, channel_id: str, nonce: str, keep_until: int) -> bool:
         """Record a nonce; False if this channel used it before."""

@@ -71,7 +71,7 @@ class ApiState(Payments):
             return tx.execute("DELETE FROM api_nonces WHERE keep_until < ?", (self.now() if now is None else now,))
 
     # ----------------------------------------------------------------- result callbacks
-    def confirmed_for_callbacks(self, *, since: int) -> list[Payment]:
+    def confirmed_for_callbacks(self, *, since: int, limit: int = 500) -> list[Payment]:
         """Payments confirmed on the meter at or after ``since`` at channels with a callback URL,
         that have no callback for that state yet (oldest first)."""
         with self._tx(write=False) as tx:
@@ -79,7 +79,7 @@ class ApiState(Payments):
                 "SELECT p.id FROM payments p JOIN channels c ON c.id = p.channel"
                 " WHERE p.confirmed_at >= ? AND p.state = 'confirmed_on_meter' AND c.callback_url IS NOT NULL"
                 " AND NOT EXISTS (SELECT 1 FROM api_callbacks k WHERE k.payment_id = p.id AND k.state = p.state)"
-                " ORDER BY p.confirmed_at, p.id LIMIT 1000", (int(since),))]
+                " ORDER BY p.confirmed_at, p.id LIMIT ?", (int(since), int(limit)))]
             return [self.get_payment(i) for i in ids]
 
     def add_callbacks(self, rows: Iterable[tuple[int, str, str, str, Any]], *, now: int | None = None) -> int:

@@ -69,3 +69,24 @@ def test_a_callback_given_up_is_kept_as_failed(store, clock):
     cb = store.callback_attempted(cb.id, delivered=False, error="refused", give_up=True)
     assert cb.status == "failed" and store.due_callbacks(now=clock.t + 10**6) == []
     assert [c.id for c in store.callbacks(payment_id=8)] == [cb.id]
+
+
+def test_the_callback_sweep_finds_confirmed_payments_of_channels_with_a_url(store, clock):
+    store.add_account("000000000042", actor="t")
+    store.add_meter("000000000001", link="tcp://127.0.0.1:9", customer="000000000042", actor="t")
+    store.add_channel("bank-1", "online_banking", actor="t", callback_url="http://127.0.0.1:1/cb")
+    store.add_channel("bank-2", "online_banking", actor="t")  # no URL: never a callback
+    ids = []
+    for ch in ("bank-1", "bank-2", "bank-1"):
+        p = store.record_payment(channel=ch, txn_id=f"T{len(ids)}", customer="000000000042", meter="000000000001",
+                                 amount_fen=100, fee_fen=0, paid_at=clock.t, actor="t", to_meter=True, request={})
+        ids.append(p.id)
+    assert store.confirmed_for_callbacks(since=0) == []          # sent, not yet confirmed
+    clock.t += 10
+    [cmd] = store.claim_next(limit=10)                           # one in flight per meter: the first
+    store.confirm(cmd.id, reply={})
+    [found] = store.confirmed_for_callbacks(since=clock.t)
+    assert (found.id, found.state, found.confirmed_at) == (ids[0], "confirmed_on_meter", clock.t)
+    assert store.confirmed_for_callbacks(since=clock.t + 1) == []
+    store.add_callbacks([(found.id, "bank-1", found.state, "http://127.0.0.1:1/cb", {})])
+    assert store.confirmed_for_callbacks(since=0) == []          # told already
