@@ -22,7 +22,7 @@ import pytest
 
 from headend.api.signing import ChannelAuth, check_signature, read_signature_headers
 from headend.store.models import CHANNEL_KINDS
-from tests.api.support import FleetThread, add_api_channel
+from tests.api.support import FleetThread
 from tests.headend.headend_proc import HeadEnd
 
 PAID_AT = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -54,10 +54,16 @@ class Site:
                 s.add_meter(m, link=self.fleet.link_of(m), customer=cust, mode="local", actor="test")
             for i in range(n_remote):
                 s.add_account(_remote(i), actor="test")
-            for kind in kinds:
-                cid = kind.replace("_", "-")
-                self.channels[cid] = add_api_channel(s, self.he.keys, cid, kind, callback_url=callback_url)
+        for kind in kinds:
+            self.add_channel(kind.replace("_", "-"), kind, *(("--callback", callback_url) if callback_url else ()))
         self.url = ""
+
+    def add_channel(self, cid: str, kind: str, *extra: str) -> None:
+        """`headend channel add`, as an operator does it: the secret is shown once."""
+        code, out, err = self.he.cli("channel", "add", cid, "--kind", kind, "--json", *extra)
+        assert code == 0, err
+        doc = json.loads(out)
+        self.channels[cid] = (doc["key_id"], doc["secret"].encode())
 
     def start(self, *extra: str) -> "Site":
         port = self.he_port = getattr(self, "he_port", None) or _free_port()
@@ -184,6 +190,28 @@ def test_every_channel_kind_reaches_the_meter_or_the_account_once(site_factory):
         r = c.post(f"/v1/payments/{first['payment_id']}/reversal", json={"reason": "too late"})
         assert r.status_code == 409 and r.json()["code"] == "not_reversible"
     site.assert_money_agrees()
+
+
+def test_rotated_secret_and_disabled_channel_take_effect_at_once(site_factory):
+    site = site_factory(1, 1).start()
+    old = site.channels["online-banking"]
+    with site.client("online-banking") as c:
+        assert c.post("/v1/payments", json=pay("online-banking", "ROT-1", 100, customer=_remote(0))).status_code == 201
+    code, out, err = site.he.cli("channel", "rotate-secret", "online-banking", "--json")
+    assert code == 0, err
+    site.channels["online-banking"] = (json.loads(out)["key_id"], json.loads(out)["secret"].encode())
+    with httpx.Client(base_url=site.url, auth=ChannelAuth(*old)) as c:
+        r = c.post("/v1/payments", json=pay("online-banking", "ROT-2", 100, customer=_remote(0)))
+        assert r.status_code == 401 and r.json()["code"] == "channel_unknown"
+    with site.client("online-banking") as c:
+        assert c.post("/v1/payments", json=pay("online-banking", "ROT-2", 100, customer=_remote(0))).status_code == 201
+    assert site.he.cli("channel", "disable", "online-banking")[0] == 0
+    with site.client("online-banking") as c:
+        r = c.post("/v1/payments", json=pay("online-banking", "ROT-3", 100, customer=_remote(0)))
+        assert r.status_code == 403 and r.json()["code"] == "channel_disabled"
+    site.assert_money_agrees()
+    with site.he.store() as s:
+        assert s.get_account(_remote(0)).balance_fen == 200
 
 
 def test_duplicate_posts_in_parallel_and_retries_after_timeouts(site_factory):
