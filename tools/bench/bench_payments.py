@@ -38,7 +38,8 @@ N_METERS = int(os.environ.get("BENCH_PAYMENTS_METERS", "1000"))
 CONNECTIONS = 32
 WINDOW_S = 1.0
 ROUNDS = 5
-LATENCY_RATE = int(os.environ.get("BENCH_PAYMENTS_RATE", "100"))  # payments/s offered in the latency run (each is a recharge: 4 meter round trips)
+# payments/s offered in the latency run (each one a recharge: four meter round trips)
+LATENCY_RATE = int(os.environ.get("BENCH_PAYMENTS_RATE", "100"))
 
 
 # ----------------------------------------------------------------------------- a bare HTTP/1.1 client
