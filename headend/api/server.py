@@ -107,8 +107,8 @@ async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore, clock: C
     sock.listen(1024)
     sock.setblocking(False)
     payments = StorePayments(store, keys, clock=clock)
-    ucfg = uvicorn.Config(app or create_app(store, config, clock=clock, port=payments), lifespan="off", access_log=False,
-                          log_level="warning", http=_http_impl(), timeout_graceful_shutdown=5,
+    ucfg = uvicorn.Config(app or create_app(store, config, clock=clock, port=payments), lifespan="off",
+                          access_log=False, log_level="warning", http=_http_impl(), timeout_graceful_shutdown=5,
                           server_header=False, date_header=False)
     server = _Server(ucfg)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="payments-api")
