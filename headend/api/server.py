@@ -16,7 +16,7 @@ import contextlib
 import logging
 import socket
 import time
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import uvicorn
 
@@ -89,8 +89,8 @@ class ApiServer:
         self._sock.close()
 
 
-async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore, clock: Callable[[], float] = time.time,
-                    app: Any = None) -> ApiServer:
+async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
+                    clock: Callable[[], float] = time.time) -> ApiServer:
     """Bind ``config.listen`` and serve the API on the running loop until ``stop()``.
 
     ``keys`` opens the channels' sealed API secrets."""
@@ -107,7 +107,7 @@ async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore, clock: C
     sock.listen(1024)
     sock.setblocking(False)
     payments = StorePayments(store, keys, clock=clock)
-    ucfg = uvicorn.Config(app or create_app(store, config, clock=clock, port=payments), lifespan="off",
+    ucfg = uvicorn.Config(create_app(store, config, clock=clock, port=payments), lifespan="off",
                           access_log=False, log_level="warning", http=_http_impl(), timeout_graceful_shutdown=5,
                           server_header=False, date_header=False)
     server = _Server(ucfg)

@@ -202,7 +202,8 @@ def _throughput(site: _Site, loop: asyncio.AbstractEventLoop, report: Any) -> No
         size[kind] = max(200, int(rate * WINDOW_S))
         return rate
 
-    window("pay"), window("noop")  # warm up (and size the windows)
+    for kind in ("pay", "noop"):  # warm up (and size the windows)
+        window(kind)
     r = interleaved_values(lambda: window("pay"), lambda: window("noop"), rounds=ROUNDS)
     report("payments API: signed payments/s (remote accounts, WAL) vs no-op GET /v1/health", r.a, "payments/s",
            baseline=r.b, pairs=r)
