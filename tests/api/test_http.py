@@ -276,6 +276,18 @@ def test_no_reversal_into_a_closed_day(world, api):
         assert later.status_code == 201 and later.json()["day"] > p["day"]
 
 
+def test_a_local_meter_refuses_more_than_its_hoarding_headroom(world, api):
+    world.store.update_meter(LOCAL_METER, actor="test", hoarding_fen=10_000)
+    with world.client(api) as c:
+        assert c.post("/v1/payments", json=pay(txn="H1", customer_no=CUST, amount=6000)).status_code == 201
+        snapshot = world.money()
+        body = refused(world, c.post("/v1/payments", json=pay(txn="H2", customer_no=CUST, amount=4001)), 422,
+                       "hoarding_headroom", "amount_fen")
+        assert "4000" in body["detail"]  # the headroom left, with the 6000 still on its way
+        assert world.money() == snapshot
+        assert c.get(f"/v1/accounts/{CUST}").json()["max_fen"] == 4000
+
+
 def test_unknown_routes_and_methods_are_problems_too(world, api):
     with world.client(api) as c:
         refused(world, c.get("/v1/nothing"), 404, "not_found")
