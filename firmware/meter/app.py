@@ -1,0 +1,104 @@
+# The glue between the meter core and whatever stands for its hardware: energy pulses in, one
+# tick a second, the relay's sense contact, the relay driven to what the core commands, a save
+# when the supply fails. Boards (hal/board.py), the desktop simulator (hal/sim.py) and the fleet
+# (tools/fleet.py) all drive their meters through it, so the core is driven the same way
+# everywhere. Sans-I/O: time comes in as an argument and hardware as objects passed in.
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_WINDOW_MS = const(10000)  # power is estimated from pulses over this window
+_TICKS_MASK = const(0x3FFFFFFF)  # MicroPython's ticks_ms() wraps at 2**30 on every port
+
+
+class MeterApp:
+    """MeterApp(meter, pulses, imp_per_kwh, relay=None, supply=None, window_ms=10000)
+
+    meter    the core (meter.core.Meter)
+    pulses   .take() -> energy pulses counted since the last call
+    relay    .commanded (None until first driven), .drive(open_), .sensed_open() -> bool or
+             None when the relay has no sense contact
+    supply   .lost() -> True once the supply has failed (a latched interrupt), or None
+    window_ms  power estimated from the pulses of this window (0: the HAL sets it itself)
+    """
+
+    def __init__(self, meter, pulses, imp_per_kwh, relay=None, supply=None, window_ms=_WINDOW_MS):
+        self.meter = meter
+        self.pulses = pulses
+        self.relay = relay
+        self.supply = supply
+        self._imp = imp_per_kwh
+        self._acc = 0  # pulses * 1000 not yet a whole Wh
+        self._window = window_ms
+        self._win_n = 0
+        self._win_t0 = None
+        self._last_s = None
+        self._sensed = None
+        self._saved_on_loss = False
+        self._sense = hasattr(meter, "relay_sense")
+
+    def feed(self, chunk, now):
+        """Bytes from the line at meter time now; the replies to send."""
+        out = self.meter.feed(chunk, now)
+        self._drive()
+        return out
+
+    def step(self, now, ms):
+        """One pass at meter time now (seconds) and ms (a millisecond counter such as
+        time.ticks_ms(); only differences are used, so it may wrap at 2**30): supply check,
+        energy, the once-a-second tick and relay sense, relay drive. True when a new second
+        began (the HAL's LED follows the seconds). Time is two small ints, never a long: meter
+        time in ms would pass a 32-bit board's small-int range."""
+        m = self.meter
+        sup = self.supply
+        if sup is not None and sup.lost():
+            if not self._saved_on_loss:
+                self._saved_on_loss = True
+                m.persist()  # the hold-up capacitor's time goes to the energy not yet saved
+        else:
+            self._saved_on_loss = False
+        self._energy(now, ms)
+        second = now != self._last_s
+        if second:
+            self._last_s = now
+            m.tick(now)
+            r = self.relay
+            if r is not None:
+                s = r.sensed_open()
+                if s is not None and s != self._sensed:
+                    self._sensed = s
+                    if self._sense:
+                        m.relay_sense(s)
+        self._drive()
+        return second
+
+    def _energy(self, now, ms):
+        n = self.pulses.take()
+        if n:
+            self._win_n += n
+            self._acc += n * 1000
+            wh = self._acc // self._imp
+            if wh:
+                self._acc -= wh * self._imp
+                self.meter.add_energy(wh, now)
+        w = self._window
+        if w:
+            t0 = self._win_t0
+            if t0 is None:
+                self._win_t0 = ms
+            else:
+                el = (ms - t0) & _TICKS_MASK
+                if el >= w:
+                    self.meter.set_power(self._win_n * 3600000 // self._imp * 1000 // el)
+                    self._win_n = 0
+                    self._win_t0 = ms
+
+    def _drive(self):
+        r = self.relay
+        if r is not None:
+            want = self.meter.relay_open
+            if want != r.commanded:
+                r.drive(want)

@@ -1,0 +1,16 @@
+"""Flash wear on real littlefs (MicroPython unix port, RAM block device counting erases): a
+simulated household day (10 kWh, two remote trips closed again) must wear a Pico's 1.4 MB
+filesystem slowly enough for 15 years at 100,000 erase cycles, and a cut of the supply loses
+at most the energy the save policy leaves unsaved. Counts, not times: tools/bench/bench_flashwear.py
+reports the figures (and the longest main-loop step)."""
+
+from tools.bench import bench_flashwear as bw
+
+
+def test_a_household_day_stays_inside_the_15_year_erase_budget():
+    budget = bw.budget_erases_per_day(300)  # the free blocks left beside a 100 KB image: >= 300
+    w = bw.simulate(days=1, step_s=10, erase_limit=int(budget))
+    assert w["free_blocks"] >= 300
+    assert not w["stopped"], f"{w['erases']} erases after {w['wh']} Wh: over the day's budget of {budget:.0f}"
+    assert w["seconds"] == 86400 and 9000 <= w["wh"] <= 11000
+    assert w["erases"] <= budget
