@@ -6,9 +6,9 @@
 #
 # Flash that firmware, then deploy only main.py and config.json (`meter flash --frozen`).
 # `meter build --frozen` writes this file, with the sources beside it, into the image directory.
-# The simulator's modules (hal/sim.py, hal/load.py) stay out: a board never imports them.
+# The simulator's modules (hal/sim.py, hal/load.py, hal/flash.py) stay out: a board never imports them.
 
 include("$(PORT_DIR)/boards/manifest.py")  # noqa: F821 - the port's own frozen modules
 
 package("meter")  # noqa: F821
-package("hal", files=["__init__.py", "board.py", "config.py", "flash.py", "esp32.py", "rp2.py"])  # noqa: F821
+package("hal", files=["__init__.py", "board.py", "config.py", "slots.py", "faults.py", "esp32.py", "rp2.py"])  # noqa: F821

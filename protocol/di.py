@@ -304,6 +304,20 @@ for _n in range(1, 11):
         f"last-{_n} MAC failure",
     )
 
+# The meter's own faults (firmware/meter/events.py FAULT): code 1 = the newest state record was
+# damaged and the one before it used (status word 1 memory_fault), 2 = the main loop failed and
+# the meter restarted (internal_program_error; info = CRC-32 of the text in the board's fault log)
+_add(0x033F0000, "fault_count", Bcd("NNNNNN"), "", READ, "meter fault count")
+for _n in range(1, 11):
+    _add(
+        0x033F0000 | _n,
+        f"fault_{_n}",
+        Record(("time", _TIME6), ("code", Word(1)), ("info", Word(4))),
+        "",
+        READ,
+        f"last-{_n} meter fault",
+    )
+
 # Daily freezes (class 05, 0506): the meter freezes at its daily freeze time (midnight unless a
 # 16H 9999hhmm moved it) and on a 16H 99999999 instant freeze; DI0 = last 1..10
 for _n in range(1, 11):

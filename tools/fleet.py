@@ -329,6 +329,8 @@ class Fleet:
             bus.close_connections()
             if bus.server is not None:
                 await bus.server.wait_closed()
+        for m in self.meters.values():
+            m.persist()  # a clean stop keeps the energy the save policy had not saved yet
         for flash in self.flashes.values():
             if hasattr(flash, "close"):
                 flash.close()

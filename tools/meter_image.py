@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ DEFAULT_PINS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_UART = {"esp32": 2, "rp2": 0}
 # the board HAL: shared modules plus the board's own; the simulator's modules stay off the board
-HAL_MODULES = ("__init__.py", "board.py", "config.py", "flash.py")
+HAL_MODULES = ("__init__.py", "board.py", "config.py", "slots.py", "faults.py")
 
 
 class ImageError(Exception):
@@ -149,16 +150,23 @@ def load_image(directory: Path) -> dict[str, Any]:
     return record
 
 
+MAINTENANCE = ":maintenance"  # hal/board.py MAINTENANCE: with it present the board starts nothing
+
+
 def flash_commands(port: str, record: dict[str, Any], reset: bool = True, mpremote: str | None = None) -> list[list[str]]:
     """The mpremote invocations that deploy the image (run in the image directory), in order.
 
-    The first two remove old module folders (a stale .py would shadow its .mpy) and fail harmlessly
-    on a fresh board; then copy; then sha256sum of every file; then reset.
+    First the maintenance flag and a reset: a running meter's watchdog cannot be stopped and
+    would reset the board mid-copy, and the board then starts with neither watchdog nor main
+    loop. Then two removals of old module folders (a stale .py would shadow its .mpy; they fail
+    harmlessly on a fresh board); the copy; sha256sum of every file; last the flag's removal
+    (and a reset into the new image, unless reset is False).
     """
     mp = [mpremote or _tool("mpremote"), "connect", port]
     files = list(record["files"])
     dirs = sorted({f.split("/")[0] for f in files if "/" in f})
-    cmds = [mp + ["fs", "rm", "-r", ":meter"], mp + ["fs", "rm", "-r", ":hal"]]
+    cmds = [mp + ["fs", "touch", MAINTENANCE, "+", "reset"],
+            mp + ["fs", "rm", "-r", ":meter"], mp + ["fs", "rm", "-r", ":hal"]]
     copy = list(mp)
     for d in dirs:
         copy += ["fs", "mkdir", f":{d}", "+"]
@@ -167,9 +175,18 @@ def flash_commands(port: str, record: dict[str, Any], reset: bool = True, mpremo
     copy += ["fs", "cp", *[f for f in files if "/" not in f], ":"]
     cmds.append(copy)
     cmds.append(mp + ["fs", "--verbose", "sha256sum", *[f":{f}" for f in files]])
-    if reset:
-        cmds.append(mp + ["reset"])
+    cmds.append(mp + ["fs", "rm", MAINTENANCE] + (["+", "reset"] if reset else []))
     return cmds
+
+
+def _run_board(cmd: list[str], cwd: Path, tries: int = 10) -> subprocess.CompletedProcess:
+    # right after a reset the board's USB serial may not be back yet (an RP2040 enumerates again)
+    for i in range(tries):
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        if r.returncode == 0 or "failed to access" not in r.stderr and "no device found" not in r.stderr:
+            return r
+        time.sleep(1)
+    return r
 
 
 def check_hashes(output: str, record: dict[str, Any]) -> list[str]:
@@ -196,16 +213,19 @@ def flash(port: str, directory: Path, dry_run: bool = False, reset: bool = True,
     cmds = flash_commands(port, record, reset, mpremote)
     if dry_run:
         return cmds
-    for rm in cmds[:2]:
-        subprocess.run(rm, cwd=directory, capture_output=True)  # nothing to remove on a fresh board
-    r = subprocess.run(cmds[2], cwd=directory, capture_output=True, text=True)
+    r = subprocess.run(cmds[0], cwd=directory, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ImageError(f"could not put the board on {port} into maintenance: {r.stderr.strip() or r.stdout.strip()}")
+    for rm in cmds[1:3]:
+        _run_board(rm, directory)  # nothing to remove on a fresh board
+    r = _run_board(cmds[3], directory)
     if r.returncode != 0:
         raise ImageError(f"copying to {port} failed: {r.stderr.strip() or r.stdout.strip()}")
-    r = subprocess.run(cmds[3], cwd=directory, capture_output=True, text=True)
+    r = subprocess.run(cmds[4], cwd=directory, capture_output=True, text=True)
     bad = check_hashes(r.stdout, record) if r.returncode == 0 else list(record["files"])
     if bad:
         raise ImageError(f"the board on {port} does not hold the image: {', '.join(bad)} differ or are "
-                         "missing; flash again, and check the filesystem has room")
-    if reset:
-        subprocess.run(cmds[4], capture_output=True)
+                         "missing; flash again, and check the filesystem has room (the board stays in "
+                         "maintenance: it starts nothing until an image is verified)")
+    subprocess.run(cmds[5], cwd=directory, capture_output=True)
     return cmds

@@ -7,7 +7,7 @@ import time
 
 import machine
 
-from hal.flash import open_state
+from hal.slots import open_slots
 from meter import clock
 
 try:
@@ -16,22 +16,19 @@ except ImportError:
     def const(x):
         return x
 
-_POWER_WINDOW_MS = const(10000)  # power is estimated from pulses over this window
 _RTC_RESYNC_MS = const(60000)
 _RTC_VALID_FROM = 631152000  # 2020-01-01 in meter time: an RTC before it was never set (not const: > 2**30)
 PARITY = {"E": 0, "O": 1, "N": None}  # machine.UART parity argument
 _BUF = const(64)
-
-
-# Leaves first, the core last. Loading the core's modules one at a time with a collection between
-# them keeps the heap from fragmenting while bytecode loads: booting then fits ~92 KB where one
-# import chain needs ~112 KB (measured on the 64-bit unix port). A name missing here only costs memory.
-_CORE_ORDER = ("clock", "codec", "events", "wallet", "relay", "tariff", "security", "store", "dis", "core")
+_RETRY_MS = const(10000)   # a failed start is tried again after this long (LED blinking fast)
 
 
 def _load_core():
+    # Leaves first, the core last. Loading the core's modules one at a time with a collection between
+    # them keeps the heap from fragmenting while bytecode loads: booting then fits ~92 KB where one
+    # import chain needs ~112 KB (measured on the 64-bit unix port). A name missing here only costs memory.
     import gc
-    for name in _CORE_ORDER:
+    for name in ("clock", "codec", "events", "wallet", "relay", "tariff", "security", "store", "dis", "core", "app"):
         try:
             __import__("meter." + name)
         except ImportError:
@@ -40,7 +37,10 @@ def _load_core():
 
 
 class Pulses:
-    """Energy pulses counted in an interrupt; the main loop takes the count."""
+    """Falling edges counted in an interrupt; the main loop takes the count. The energy pulse
+    input, and the supply-loss input (README: a comparator on the unregulated supply pulls it low
+    while the hold-up capacitor still feeds the board; an edge makes the loop save at once, as an
+    interrupt must not touch the heap or the filesystem)."""
 
     def __init__(self, pin):
         self._count = 0
@@ -99,24 +99,20 @@ class Board:
         self.relay = LatchingRelay(Pin(pins["relay_set"], Pin.OUT, value=0), Pin(pins["relay_reset"], Pin.OUT, value=0),
                                    Pin(pins["relay_sense"], Pin.IN, Pin.PULL_UP), hw["relay_pulse_ms"],
                                    hw["sense_open_level"])
+        fail = pins.get("power_fail")
+        self.supply = None if fail is None else Pulses(Pin(fail, Pin.IN))
         self.rtc = machine.RTC()
         # one character time (11 bits), so DE drops only after the stop bit has left
         self._char_us = 11000000 // hw["baud"]
         self._delay_ms = hw["reply_delay_ms"]
         self._hold_ms = hw["button_ms"]
-        self._imp = hw["imp_per_kwh"]
-        self._acc = 0
-        self._win_pulses = 0
-        self._win_t0 = time.ticks_ms()
         self._press_t0 = None
         self._pressed = False
-        self._sensed = None
-        self._last_s = -1
         self._sync_rtc()
-        self.flash = open_state(hw["state"], hw["state_size"])
         if make_meter is None:
             _load_core()
             from meter.core import Meter as make_meter
+        self.flash = open_slots(hw["state"], hw["state_size"], hw["in_service"])
         import os
         self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
         if self._restore_rtc():
@@ -126,8 +122,9 @@ class Board:
             import gc
             gc.collect()
             self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
-        self._has_sense = hasattr(self.meter, "relay_sense")
-        self.relay.drive(self.meter.relay_open)
+        from meter.app import MeterApp
+        self.app = MeterApp(self.meter, self.pulses, hw["imp_per_kwh"], self.relay, self.supply)
+        self.app.step(self.now(), time.ticks_ms())  # the relay driven to the state the meter powered up in
         # last: loading the core and creating a first state file may take longer than a period
         self.wdt = machine.WDT(timeout=hw["wdt_ms"]) if hw["wdt_ms"] else None
 
@@ -172,21 +169,6 @@ class Board:
         time.sleep_us(self._char_us)
         self.de.value(0)
 
-    def _energy(self, now):
-        n = self.pulses.take()
-        if n:
-            self._win_pulses += n
-            self._acc += n * 1000
-            wh = self._acc // self._imp
-            if wh:
-                self._acc -= wh * self._imp
-                self.meter.add_energy(wh, now)
-        el = time.ticks_diff(time.ticks_ms(), self._win_t0)
-        if el >= _POWER_WINDOW_MS:
-            self.meter.set_power(self._win_pulses * 3600000 // self._imp * 1000 // el)
-            self._win_pulses = 0
-            self._win_t0 = time.ticks_ms()
-
     def _button(self, now):
         if self.button_pin.value():  # pulled up: 1 = released
             self._press_t0 = None
@@ -200,36 +182,43 @@ class Board:
             self.meter.button(now)
 
     def step(self):
-        """One pass of the main loop: line, pulses, button, timers, relay, LED, watchdog."""
+        """One pass of the main loop: line, then MeterApp (pulses, timers, relay, supply), button,
+        LED, watchdog."""
         now = self.now()
+        app = self.app
         n = self.uart.any()
         if n:
             chunk = self.uart.read(min(n, _BUF))
             if chunk:
-                for reply in self.meter.feed(chunk, now):
+                for reply in app.feed(chunk, now):
                     self.send(reply)
-        self._energy(now)
         self._button(now)
-        if now != self._last_s:
-            self._last_s = now
-            self.meter.tick(now)
-            open_ = self.relay.sensed_open()
-            if open_ != self._sensed:
-                self._sensed = open_
-                if self._has_sense:
-                    self.meter.relay_sense(open_)
+        if app.step(now, time.ticks_ms()):
             # steady on: contact closed; blinking: contact open (supply cut)
             self.led.value(1 if not self.relay.commanded else now & 1)
-        want = self.meter.relay_open
-        if want != self.relay.commanded:
-            self.relay.drive(want)
         if self.wdt is not None:
             self.wdt.feed()
 
     def run(self):
-        while True:
-            self.step()
-            time.sleep_ms(5)
+        """The main loop. An exception (a bug, a MemoryError in a fragmented heap) is kept in
+        the fault log and as a FAULT event, then the board restarts: a meter must not sit in the
+        REPL until the watchdog bites. KeyboardInterrupt (mpremote, Ctrl-C) is no Exception and
+        stops the loop."""
+        try:
+            while True:
+                self.step()
+                time.sleep_ms(5)
+        except Exception as e:
+            import gc
+            gc.collect()  # what the failed pass held: the save below needs the heap
+            now = self.now()
+            from hal.faults import log
+            info = log(now, "loop", e)
+            try:
+                self.meter.fault(now, info)
+            except Exception:  # noqa: S110 - the log above holds it; the restart must happen
+                pass
+            machine.reset()
 
 
 def load_config(path):
@@ -246,18 +235,44 @@ def load_config(path):
         del config
 
 
-def main(board_class, config_path="config.json"):
+def _maintenance(hw):
+    # the boot escape: the flag file (`meter flash` writes it with mpremote) or the button held
+    # while the image starts. Nothing runs then: no watchdog, no loop, the REPL stays free
+    try:
+        open("maintenance").close()  # beside main.py: tools/meter_image.py MAINTENANCE
+        return True
+    except OSError:
+        pass
+    if hw is not None and not machine.Pin(hw["pins"]["button"], machine.Pin.IN, machine.Pin.PULL_UP).value():
+        return True
+    return False
+
+
+def main(board_class, config_path="config.json", retry_ms=_RETRY_MS):
     hw = None
     try:
-        meter_cfg, hw = load_config(config_path)
+        stop = _maintenance(None)
+        if not stop:
+            meter_cfg, hw = load_config(config_path)
+            stop = _maintenance(hw)
+        if stop:
+            print("meter not started (maintenance: file :maintenance or the button held at start): no "
+                  "watchdog, no main loop; `mpremote fs rm :maintenance` and reset to start it")
+            return
         b = board_class(meter_cfg, hw)
     except Exception as e:
-        # no line to report on: say it on the REPL, and blink the LED fast once the config named it
+        # no line to report on: say it on the REPL and in the fault log, blink the LED fast once
+        # the config named it, then start again: a fault that passes (a brown-out, a busy flash)
+        # must not leave the meter dead, and one that stays is retried without harm
         print("meter cannot start:", e)
-        if hw is None:
-            raise
-        led = machine.Pin(hw["pins"]["led"], machine.Pin.OUT)
-        while True:
-            led.value(not led.value())
+        from hal.faults import log
+        log(0, "start", e)
+        led = None if hw is None else machine.Pin(hw["pins"]["led"], machine.Pin.OUT)
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < retry_ms:
+            if led is not None:
+                led.value(not led.value())
             time.sleep_ms(100)
+        machine.reset()
+        return
     b.run()

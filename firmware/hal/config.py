@@ -37,6 +37,13 @@ def _int(cfg, name, lo, hi, path, default=None):
     return v
 
 
+def _flag(cfg, name, path):
+    v = cfg.get(name, False)
+    if v is not True and v is not False:
+        raise _err(path, "%s must be true or false, got %r" % (name, v))
+    return v
+
+
 def key_from_hex(text, where):
     """16-byte meter key from 32 hex digits; refuses a blank (all-zero) key."""
     try:
@@ -71,13 +78,14 @@ def check(cfg, path=None):
     mode = cfg.get("mode", "local")
     if mode not in MODES:
         raise _err(path, "mode must be \"local\" or \"remote\", got %r" % (mode,))
-    bench = cfg.get("bench", False)
-    if bench not in (True, False):
-        raise _err(path, "bench must be true or false, got %r" % (bench,))
+    bench = _flag(cfg, "bench", path)
     number = cfg.get("meter_number", addr)
     if not _digits(number, 12):
         raise _err(path, "meter_number must be 12 decimal digits, got %r" % (number,))
-    meter_cfg = {"address": addr, "key": key, "krn": krn, "mode": mode, "bench": bench, "meter_number": number}
+    meter_cfg = {"address": addr, "key": key, "krn": krn, "mode": mode, "bench": bench, "meter_number": number,
+                 # energy save policy (meter.core): at most save_wh Wh are lost to a cut without a save
+                 "save_wh": _int(cfg, "save_wh", 1, 1000, path, 100),
+                 "save_s": _int(cfg, "save_s", 10, 86400, path, 900)}
 
     board = cfg.get("board", "sim")
     if board not in BOARDS:
@@ -109,10 +117,15 @@ def check(cfg, path=None):
             p = pins.get(name)
             if isinstance(p, bool) or not (isinstance(p, int) and 0 <= p <= 63 or p == "LED"):
                 raise _err(path, "pins.%s must be a GPIO number, got %r" % (name, p))
+        p = pins.get("power_fail")  # optional: the supply-loss input (README)
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 63):
+            raise _err(path, "pins.power_fail must be a GPIO number, got %r" % (p,))
         hw["pins"] = pins
         hw["uart"] = _int(cfg, "uart", 0, 2, path, 1 if board == "esp32" else 0)
         if board == "rp2" and hw["wdt_ms"] > 8388:
             raise _err(path, "wdt_ms must be at most 8388 on an RP2040 (its watchdog's limit), got %d" % hw["wdt_ms"])
+        # a meter in service must find its state: missing or erased state is refused, not a new meter
+        hw["in_service"] = _flag(cfg, "in_service", path)
         # latching relays ship in both polarities; the sense contact can read either way
         hw["sense_open_level"] = _int(cfg, "sense_open_level", 0, 1, path, 1)
     return meter_cfg, hw

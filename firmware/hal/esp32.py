@@ -8,5 +8,5 @@ class Esp32(board.Board):
     pass
 
 
-def main(config_path="config.json"):
-    board.main(Esp32, config_path)
+def main(config_path="config.json", retry_ms=10000):
+    board.main(Esp32, config_path, retry_ms)

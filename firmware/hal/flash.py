@@ -1,13 +1,12 @@
 # The meter's non-volatile store as the core sees it: a fixed-size byte region with read and write
-# at an offset. Here it is one file (a host file for the simulator, a littlefs file on a board).
-# The core keeps two alternating records with sequence and CRC inside it, so this layer only has
-# to put bytes where it is told and push them out before returning.
+# at an offset and sync() once a record is down. The core keeps two alternating records with
+# sequence and CRC inside it, so this layer only has to put bytes where it is told and push them
+# out on sync(). Here the region is one file of its size on a host disk (the simulator's
+# --state FILE, the fleet); a board keeps one file per record slot (hal/slots.py).
 
 import os
 
-
-class StateError(Exception):
-    pass
+from meter.store import StateError, refuse_damaged  # noqa: F401 - StateError: the HAL's callers catch it here
 
 
 def _size(path):
@@ -26,7 +25,7 @@ class FileFlash:
 
     def __init__(self, path, size, create=True, sync=True):
         self.path = path
-        self._sync = sync  # fsync after each write: off only where many meters share one host disk
+        self._sync = sync  # fsync at each record: off only where many meters share one host disk
         self.size = size
         self.created = False
         n = _size(path)
@@ -60,9 +59,12 @@ class FileFlash:
     def write(self, offset, data):
         if offset < 0 or offset + len(data) > self.size:
             raise ValueError("flash write %d+%d outside %d bytes" % (offset, len(data), self.size))
+        self._f.seek(offset)
+        self._f.write(data)
+
+    def sync(self):
+        """Push the record written since the last sync out to the disk (once per record)."""
         f = self._f
-        f.seek(offset)
-        f.write(data)
         f.flush()
         fsync = getattr(os, "fsync", None)
         if self._sync and fsync is not None:
@@ -85,17 +87,13 @@ def open_state(path, size, create=True, sync=True):
 
     The core treats a flash without an intact record as a new meter with a zero balance; that is
     right for a blank flash and wrong for a damaged one, so a damaged file stops the start here.
+    create=False (a meter in service): a missing or erased (all 0xFF) file is refused as well.
     """
     flash = FileFlash(path, size, create, sync)
-    if not flash.created and not flash.blank():
-        from meter.store import Store
-        try:
-            ok = Store(flash).load() is not None
-        except ValueError:
-            ok = False
-        if not ok:
-            flash.close()
-            raise StateError("state file %s is corrupt: neither of its two records is intact, so the balance "
-                             "cannot be trusted; refusing to start rather than reset it to zero. Restore the "
-                             "file from a backup, or move it away to start a new meter" % path)
+    blank = flash.created or flash.blank()
+    if blank and not create:
+        flash.close()
+        raise StateError("state file %s is erased (all 0xFF) but this meter is in service; refusing to "
+                         "start with a zero balance. Restore the file from a backup" % path)
+    refuse_damaged(flash, path, blank)
     return flash

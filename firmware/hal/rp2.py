@@ -20,5 +20,5 @@ class Rp2(board.Board):
                 break
 
 
-def main(config_path="config.json"):
-    board.main(Rp2, config_path)
+def main(config_path="config.json", retry_ms=10000):
+    board.main(Rp2, config_path, retry_ms)

@@ -432,6 +432,9 @@ class SimMeter:
         self.stopping = True
 
     def close(self):
+        persist = getattr(self.meter, "persist", None)
+        if persist is not None:
+            persist()  # a clean stop keeps the energy the save policy had not saved yet
         for link in list(self._links):
             try:
                 self._drop(link)

@@ -15,30 +15,27 @@ _TICKS_MASK = const(0x3FFFFFFF)  # MicroPython's ticks_ms() wraps at 2**30 on ev
 
 
 class MeterApp:
-    """MeterApp(meter, pulses, imp_per_kwh, relay=None, supply=None, window_ms=10000)
+    """MeterApp(meter, pulses, imp_per_kwh, relay=None, supply=None)
 
     meter    the core (meter.core.Meter)
     pulses   .take() -> energy pulses counted since the last call
     relay    .commanded (None until first driven), .drive(open_), .sensed_open() -> bool or
              None when the relay has no sense contact
-    supply   .lost() -> True once the supply has failed (a latched interrupt), or None
-    window_ms  power estimated from the pulses of this window (0: the HAL sets it itself)
+    supply   .take() -> supply-loss edges since the last call (a latched interrupt), or None
+    The power shown is estimated from the pulses of each 10 s.
     """
 
-    def __init__(self, meter, pulses, imp_per_kwh, relay=None, supply=None, window_ms=_WINDOW_MS):
+    def __init__(self, meter, pulses, imp_per_kwh, relay=None, supply=None):
         self.meter = meter
         self.pulses = pulses
         self.relay = relay
         self.supply = supply
         self._imp = imp_per_kwh
         self._acc = 0  # pulses * 1000 not yet a whole Wh
-        self._window = window_ms
-        self._win_n = 0
+        self._win_pulses = 0
         self._win_t0 = None
         self._last_s = None
         self._sensed = None
-        self._saved_on_loss = False
-        self._sense = hasattr(meter, "relay_sense")
 
     def feed(self, chunk, now):
         """Bytes from the line at meter time now; the replies to send."""
@@ -54,12 +51,8 @@ class MeterApp:
         time in ms would pass a 32-bit board's small-int range."""
         m = self.meter
         sup = self.supply
-        if sup is not None and sup.lost():
-            if not self._saved_on_loss:
-                self._saved_on_loss = True
-                m.persist()  # the hold-up capacitor's time goes to the energy not yet saved
-        else:
-            self._saved_on_loss = False
+        if sup is not None and sup.take():
+            m.persist()  # the hold-up capacitor's time goes to the energy not yet saved
         self._energy(now, ms)
         second = now != self._last_s
         if second:
@@ -70,31 +63,28 @@ class MeterApp:
                 s = r.sensed_open()
                 if s is not None and s != self._sensed:
                     self._sensed = s
-                    if self._sense:
-                        m.relay_sense(s)
+                    m.relay_sense(s)
         self._drive()
         return second
 
     def _energy(self, now, ms):
         n = self.pulses.take()
         if n:
-            self._win_n += n
+            self._win_pulses += n
             self._acc += n * 1000
             wh = self._acc // self._imp
             if wh:
                 self._acc -= wh * self._imp
                 self.meter.add_energy(wh, now)
-        w = self._window
-        if w:
-            t0 = self._win_t0
-            if t0 is None:
+        t0 = self._win_t0
+        if t0 is None:
+            self._win_t0 = ms
+        else:
+            el = (ms - t0) & _TICKS_MASK
+            if el >= _WINDOW_MS:
+                self.meter.set_power(self._win_pulses * 3600000 // self._imp * 1000 // el)
+                self._win_pulses = 0
                 self._win_t0 = ms
-            else:
-                el = (ms - t0) & _TICKS_MASK
-                if el >= w:
-                    self.meter.set_power(self._win_n * 3600000 // self._imp * 1000 // el)
-                    self._win_n = 0
-                    self._win_t0 = ms
 
     def _drive(self):
         r = self.relay

@@ -37,6 +37,8 @@ _S_AUTH = const(8)
 _READ_MAX = const(196)    # 200-byte read reply limit minus the DI
 _FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
 _SLACK = const(300)       # broadcast time: largest correction, and distance from midnight
+_SAVE_WH = const(100)     # energy save policy: unsaved Wh that force a save
+_SAVE_S = const(900)      # ... and the longest an unsaved Wh waits
 
 _DI_AUTH = const(0x070000FF)
 _DI_CHALLENGE = const(0x070003FF)
@@ -57,13 +59,21 @@ def _restored(cls, obj):
 class Meter:
     """One meter. Meter(config, flash, now, rand):
     config  {"address": 12 digits, "key": 16 bytes, "krn": int, "mode": "local"|"remote",
-             "bench": bool, "bench_password": 3 bytes (default 000000), "meter_number": 12 digits}
-    flash   .size, .read(offset, n) -> bytes, .write(offset, bytes-like); state lives here
+             "bench": bool, "bench_password": 3 bytes (default 000000), "meter_number": 12 digits,
+             "save_wh": Wh, "save_s": seconds (energy save policy, below)}
+    flash   .size, .read(offset, n) -> bytes, .write(offset, bytes-like), .sync(); state lives here
             (two records of up to size/2 bytes each; 16 KB holds a fully programmed meter)
     now     meter time at power-up (meter.clock); rand(n) -> n random bytes
     Inputs: handle(frame, now) / handle_view(frame, now) / feed(chunk, now), add_energy(wh, now),
     set_power(w), set_voltage(dV), button(now), tick(now), relay_sense(open).
-    Outputs: the replies, relay_open (drive the contacts to it), status()."""
+    Outputs: the replies, relay_open (drive the contacts to it), status().
+
+    Saving: money, purchase count, relay state, keys and every command's effect are saved
+    before the reply (or the relay move) they cause. Energy alone is saved by a policy that
+    bounds flash wear: once save_wh Wh are unsaved (default 100), or save_s seconds after the
+    first unsaved Wh (default 900), whichever comes first; persist() saves at once (a supply-loss
+    interrupt, a clean stop). A power cut without that save loses at most save_wh Wh of the
+    register (and, in local mode, their cost) - never money paid in or a relay command."""
 
     def __init__(self, config, flash, now, rand):
         self.addr = bytearray(codec.addr_bytes(config["address"]))
@@ -99,6 +109,8 @@ class Meter:
         self.actual_open = None
         self._tlen = -1  # bytes of the tariff's and the event log's packed binary at the start
         self._elen = -1  # of the newest record (-1: unknown), copied from there while they stand
+        self._policy = (config.get("save_wh", _SAVE_WH), config.get("save_s", _SAVE_S))
+        self._unsaved = [0, 0]  # Wh metered since the last save, meter time of the first of them
         state = self.store.load()
         loaded = state is not None
         if loaded:
@@ -106,6 +118,8 @@ class Meter:
         state = None  # the parsed record: let it go before the first save rebuilds the text
         t = self.time(now)
         self.last_t = max(self.last_t, t) if loaded else t
+        if self.store.fell_back:  # the head-end must learn that state may be one operation back
+            self.events.add(events.FAULT, (t, events.FALLBACK, self.store.seq))
         if self.frz_day < 0:  # a new meter: no day before it existed is frozen
             self.frz_day = (t - self.frz_min * 60) // clock.DAY
         self._daily(t)  # the days the power was off for, each stamped with its own freeze time
@@ -165,6 +179,7 @@ class Meter:
         does not fit the flash object, so nothing the meter acts on is unsaved."""
         try:
             self._write_record()
+            self._unsaved[0] = 0
             return True
         except ValueError:  # state too big for this flash: undo whatever grew it
             self._tlen = self._elen = -1
@@ -221,8 +236,9 @@ class Meter:
         if wh <= 0:
             return
         t = self.time(now)
-        self._daily(t)  # before the new Wh: the freeze holds the registers as they were at its time
-        self.tariff.roll(t)
+        changed = self._daily(t)  # before the new Wh: the freeze holds the registers as they were at its time
+        if self.tariff.roll(t):
+            changed = True
         tf = self.tariff
         lw = tf.settle(t, self.last_t, self.ladder_wh)
         subfen, lw, rate = tf.charge(wh, t, lw)
@@ -231,10 +247,29 @@ class Meter:
         e[0] += wh
         e[1 + rate] += wh
         self.last_t = t
+        cmd = None
         if not self.remote and self.wallet.opened:
             # no customer before account opening, so nobody to charge: the meter only meters
-            self._local(self.wallet.deduct(subfen), t)
+            cmd = self.wallet.deduct(subfen)
+            self._local(cmd, t)
+        u = self._unsaved
+        if not u[0]:
+            u[1] = t
+        u[0] += wh
+        # a relay or alarm change is saved at once; energy alone when the policy says so
+        if changed or cmd is not None or u[0] >= self._policy[0]:
+            self._save()
+
+    def fault(self, now, info):
+        """The HAL's main loop failed (info: CRC-32 of its fault log line): a FAULT event, saved."""
+        self.events.add(events.FAULT, (self.time(now), events.CRASH, info))
         self._save()
+
+    def persist(self):
+        """Save the energy not yet saved, now (supply lost, clean stop). False if none was."""
+        if self._unsaved[0]:
+            return self._save()
+        return False
 
     def set_power(self, watts):
         self.power_w = watts
@@ -266,7 +301,8 @@ class Meter:
         changed = changed or f != self.sec.fails
         if self.tariff.roll(t):
             changed = True
-        if changed:
+        u = self._unsaved
+        if changed or u[0] and t - u[1] >= self._policy[1]:
             self._relay_events()
             self._save()
 

@@ -67,7 +67,10 @@ def _status3(m, t):
 
 def _status(m, k, t):
     if k == 1:
-        return 0x4000 if m.wallet.balance < 0 else 0
+        w = 0x4000 if m.wallet.balance < 0 else 0
+        for r in m.events.recs[events.FAULT]:  # a fault among the kept records: memory / program
+            w |= 0x2000 if r[1] == events.FALLBACK else 0x1000
+        return w
     if k == 3:
         return _status3(m, t)
     return 0
@@ -201,13 +204,17 @@ def _event(m, kind, field, n, b, o):
         else:
             put_sbcd(b, o, r[field - 1], 4)
         return size
-    if kind == events.PROGRAM or kind == events.MACFAIL:
+    if kind == events.PROGRAM or kind == events.MACFAIL or kind == events.FAULT:
         if field != 0:
             return -1
-        size = 50 if kind == events.PROGRAM else 15
+        size = 50 if kind == events.PROGRAM else 15 if kind == events.MACFAIL else 11
         if r is None:
             return _zeros(b, o, size)
         _dt(b, o, r[0], True)
+        if kind == events.FAULT:  # time, code (1 byte), info (4 bytes)
+            b[o + 6] = r[1]
+            put_le(b, o + 7, r[2], 4)
+            return size
         put_le(b, o + 6, r[1], 4)
         if kind == events.MACFAIL:
             b[o + 10] = r[2]
@@ -292,6 +299,8 @@ def read_item(m, di, b, o, t):
         return _event(m, events.PROGRAM, 0, lo & 0xFF, b, o)
     if c == 0x033E and lo >> 8 == 0:
         return _event(m, events.MACFAIL, 0, lo & 0xFF, b, o)
+    if c == 0x033F and lo >> 8 == 0:
+        return _event(m, events.FAULT, 0, lo & 0xFF, b, o)
     if c == 0x0506:  # n-th last daily freeze: 00nn its time, 01nn forward active total, T1..T4
         k = lo >> 8
         n = lo & 0xFF

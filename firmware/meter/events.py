@@ -6,6 +6,7 @@
 #   PROGRAM:      [t, operator, di]
 #   MACFAIL:      [t, operator, control, di]
 #   FREEZE:       [t, forward_wh, T1_wh, T2_wh, T3_wh, T4_wh]   (daily and 16H freezes, DIs 0506)
+#   FAULT:        [t, code, info]   (the meter's own faults, DIs 033F; codes below)
 # Freezes are kept here, not beside the state, so they are written only when a new one is taken.
 
 try:
@@ -20,7 +21,13 @@ PURCHASE = 2
 PROGRAM = 3
 MACFAIL = 4
 FREEZE = 5
-_KINDS = const(6)
+FAULT = 6
+_KINDS = const(7)
+# FAULT codes: the state's newest record was damaged and the one before it used (money and
+# counts may be one operation back: the head-end reconciles); the main loop failed and the
+# meter restarted (info: CRC-32 of the exception's text, as kept in the board's fault log)
+FALLBACK = 1
+CRASH = 2
 _KEEP = const(10)
 METER = 0xFFFFFFFF
 
@@ -59,17 +66,23 @@ class Events:
                 write(x)
 
     def unpack(self, read):
-        self.counts = list(read())
-        for r in self.recs:
+        c = list(read())
+        k = len(c)  # kinds in the record: one written before a kind existed has fewer
+        while len(c) < _KINDS:
+            c.append(0)
+        self.counts = c
+        for i in range(_KINDS):
+            r = self.recs[i]
             del r[:]
-            for _ in range(read()[0]):
-                r.append(read())
+            if i < k:
+                for _ in range(read()[0]):
+                    r.append(read())
         self.dirty = True
 
     def load(self, obj):
         self.counts = list(obj[0])
         self.recs = [[tuple(x) for x in r] for r in obj[1]]
-        while len(self.recs) < _KINDS:  # a record written before freezes existed
+        while len(self.recs) < _KINDS:  # a record written before freezes (or faults) existed
             self.recs.append([])
             self.counts.append(0)
         self.dirty = True

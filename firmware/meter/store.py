@@ -33,12 +33,32 @@ _HEAD = const(8)
 _CHUNK = const(128)  # bytes per flash-to-flash copy step
 
 
+class StateError(Exception):
+    """The state on flash cannot be trusted (damaged, truncated, erased where state must be)."""
+
+
+def refuse_damaged(flash, path, blank):
+    """Raise StateError unless flash holds an intact record, or is blank (True: a new meter)."""
+    if blank:
+        return
+    try:
+        ok = Store(flash).load() is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        flash.close()
+        raise StateError("state file %s is corrupt: neither of its two records is intact, so the balance "
+                         "cannot be trusted; refusing to start rather than reset it to zero. Restore the "
+                         "file from a backup, or move it away to start a new meter" % path)
+
+
 class Store:
     def __init__(self, flash):
         self.flash = flash
         self.half = flash.size // 2
         self.seq = 0
         self.slot = 1  # the next save goes to slot 0 on a blank flash
+        self.fell_back = False
 
     def _read_slot(self, slot):
         # (seq, payload length) of the slot's record, (-1, 0) when it is not intact. The CRC
@@ -77,6 +97,9 @@ class Store:
             self.seq, self.slot, n = s0, 0, n0
         else:
             self.seq, self.slot, n = s1, 1, n1
+        # the other slot holds a record that is not intact: the newest may be lost (a bit flip,
+        # a write torn by a power cut on a layout that can tear); the owner records the fallback
+        self.fell_back = min(s0, s1) < 0 and self.flash.read((1 - self.slot) * self.half, 2) == _MAGIC
         h = self.payload(0, 3)
         if h[0] == 0x7B:  # "{": all JSON
             return json.loads(self.payload(0, n))
@@ -139,13 +162,17 @@ class Store:
             off += len(p)
         c &= 0xFFFFFFFF
         fl.write(off, bytes((c & 0xFF, c >> 8 & 0xFF, c >> 16 & 0xFF, c >> 24)))
+        # one flush per record: on littlefs every flush rewrites the file from the block it
+        # touches on, so a flush per piece cost tens of block erases per record
+        fl.sync()
         # only once the CRC is down is the new record the newest one
         self.seq = seq
         self.slot = slot
 
 
 class RamFlash:
-    """A flash object in RAM (tests, benches): .size, .read(offset, n), .write(offset, data)."""
+    """A flash object in RAM (tests, benches): .size, .read(offset, n), .write(offset, data),
+    .sync() (pushes the record out; here there is nothing to push)."""
 
     def __init__(self, size=8192):
         self.size = size
@@ -156,3 +183,6 @@ class RamFlash:
 
     def write(self, offset, data):
         self.mem[offset:offset + len(data)] = data
+
+    def sync(self):
+        pass

@@ -28,7 +28,7 @@ PINS = {"tx": 17, "rx": 16, "de": 4, "relay_set": 25, "relay_reset": 26, "relay_
 def test_config_gives_core_fields_and_defaults() -> None:
     meter_cfg, hw = config.check(dict(GOOD, krn=3, mode="remote"), "c.json")
     assert meter_cfg == {"address": "000000000001", "key": bytes.fromhex(KEY), "krn": 3, "mode": "remote",
-                         "bench": False, "meter_number": "000000000001"}
+                         "bench": False, "meter_number": "000000000001", "save_wh": 100, "save_s": 900}
     assert hw["board"] == "sim" and hw["baud"] == 2400 and hw["parity"] == "E" and hw["state_size"] == 16384
 
 
@@ -96,6 +96,7 @@ def _meter_with_energy(path: str, wh: int) -> None:
     flash = open_state(path, 16384)
     m = Meter({"address": "000000000001", "key": bytes.fromhex(KEY)}, flash, 1000, os.urandom)
     m.add_energy(wh, 1000)
+    m.persist()  # a clean stop (or the supply-loss save): under the save policy's threshold
     flash.close()
 
 

@@ -84,9 +84,10 @@ print(json.dumps({{
 """
 
 
-def _run(tmp: Path, board: str, pulses: int, heapsize: str = "256K") -> dict:  # source: compiled here
+def _run(tmp: Path, board: str, pulses: int, heapsize: str = "256K", end: str = "") -> dict:  # source: compiled here
     code = SCRIPT.format(board=board, cls={"esp32": "Esp32", "rp2": "Rp2"}[board], pulses=pulses,
                          other=OTHER_METER.hex(), read=READ_ENERGY.hex(), trip=TRIP.hex(), close=CLOSE.hex())
+    code = code.replace("print(json.dumps({{", end + "\nprint(json.dumps({{") if end else code
     r = run_micropython(code, heapsize=heapsize, cwd=tmp, path=[FAKES])
     assert r.returncode == 0, r.stderr + r.stdout
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -118,26 +119,122 @@ def test_board_serves_read_and_relay_commands(tmp_path: Path, board: str) -> Non
     assert out["wdt_timeout"] == 8000 and out["wdt_fed"] > 5
 
 
+# the supply fails: the comparator pulls power_fail low, the next pass of the loop saves
+SUPPLY_LOST = """
+P[hw["pins"]["power_fail"]].level(0)
+b.step()
+"""
+
+
 def test_board_state_survives_restart(tmp_path: Path) -> None:
-    _config(tmp_path, "esp32")
-    first = _run(tmp_path, "esp32", pulses=3)
+    _config(tmp_path, "esp32", pins={**PINS["esp32"], "power_fail": 34})
+    first = _run(tmp_path, "esp32", pulses=3, end=SUPPLY_LOST)
     assert first["energy_wh"] == 30
-    assert (tmp_path / "state.bin").stat().st_size == 16384
+    # one file per record slot, each holding one whole record (never the one-file layout)
+    assert not (tmp_path / "state.bin").exists()
+    assert 0 < (tmp_path / "state.bin.0").stat().st_size < 8192
     second = _run(tmp_path, "esp32", pulses=2)
-    assert second["energy_wh"] == 50  # 30 Wh from the state file + 20 Wh metered now
+    assert second["energy_wh"] == 50  # 30 Wh saved when the supply failed + 20 Wh metered now
     read = parse_frame(bytes.fromhex(second["blocks"][0][1]))
     assert read.data[4:8] == bytes([0x05, 0, 0, 0])
 
 
+def test_board_splits_a_one_file_state_into_slot_files(tmp_path: Path) -> None:
+    """A board whose state.bin was written by an earlier image keeps its balance and energy."""
+    import os
+    from hal.flash import open_state
+    from meter.core import Meter
+    flash = open_state(str(tmp_path / "state.bin"), 16384)
+    m = Meter({"address": ADDR, "key": bytes.fromhex(KEY), "mode": "remote", "bench": True}, flash,
+              clock.from_fields(2026, 6, 1, 0, 0, 0), os.urandom)
+    m.add_energy(40, clock.from_fields(2026, 6, 1, 0, 0, 0))
+    m.persist()
+    flash.close()
+    _config(tmp_path, "esp32")
+    out = _run(tmp_path, "esp32", pulses=1)
+    assert out["energy_wh"] == 50
+    assert not (tmp_path / "state.bin").exists() and (tmp_path / "state.bin.1").exists()
+
+
+def test_board_in_service_refuses_missing_state_and_retries(tmp_path: Path) -> None:
+    _config(tmp_path, "rp2", in_service=True)
+    r = run_micropython("from hal import rp2\nrp2.main('config.json', 300)", cwd=tmp_path, path=[FAKES])
+    assert "meter cannot start" in r.stdout and "in service" in r.stdout
+    assert "machine.reset()" in r.stderr  # started again after blinking, not left blinking forever
+    assert "start StateError" in (tmp_path / "faults.log").read_text()
+
+
+def test_board_without_config_retries(tmp_path: Path) -> None:
+    r = run_micropython("from hal import esp32\nesp32.main('config.json', 0)", cwd=tmp_path, path=[FAKES])
+    assert "config file config.json is missing" in r.stdout and "machine.reset()" in r.stderr
+
+
+BOOT = """
+import machine
+machine.levels.update({levels})
+from hal import {board}
+{board}.main('config.json', 0)
+print("returned", len(machine.wdts))
+"""
+
+
+@pytest.mark.parametrize("how", ["file", "button"])
+def test_boot_escape_starts_neither_watchdog_nor_loop(tmp_path: Path, how: str) -> None:
+    _config(tmp_path, "esp32")
+    if how == "file":
+        (tmp_path / "maintenance").touch()  # what `meter flash` writes with mpremote
+    levels = {PINS["esp32"]["button"]: 0} if how == "button" else {}
+    r = run_micropython(BOOT.format(board="esp32", levels=levels), cwd=tmp_path, path=[FAKES])
+    assert r.returncode == 0, r.stderr
+    assert "meter not started (maintenance" in r.stdout
+    assert "returned 0" in r.stdout  # back at the REPL, and no watchdog was ever started
+
+
+CRASH = """
+import machine, json
+from hal import config, esp32
+meter_cfg, hw = config.load("config.json")
+b = esp32.Esp32(meter_cfg, hw)
+def broken(now):
+    raise ValueError("a bug in the loop")
+b.meter.tick = broken
+try:
+    b.run()
+except SystemExit as e:
+    print("reset", e)
+"""
+
+
+def test_main_loop_exception_is_logged_kept_as_an_event_and_resets(tmp_path: Path) -> None:
+    _config(tmp_path, "esp32")
+    r = run_micropython(CRASH, cwd=tmp_path, path=[FAKES])
+    assert "reset machine.reset()" in r.stdout, r.stdout + r.stderr
+    log = (tmp_path / "faults.log").read_text()
+    assert "loop ValueError: " in log and "a bug in the loop" in log
+    # after the restart the head-end reads the fault as an event (DI 033F0001: time, code 2, CRC)
+    import binascii
+    line = log.strip().splitlines()[-1]
+    crc = binascii.crc32(line.split(" ", 1)[1].encode())
+    code = (
+        "import machine, json\nfrom hal import config, esp32\nmeter_cfg, hw = config.load('config.json')\n"
+        "b = esp32.Esp32(meter_cfg, hw)\nu = machine.uarts[0]\n"
+        f"u.rx.extend(bytes.fromhex('{build_frame(ADDR, 0x11, bytes.fromhex('01003f03')).hex()}'))\n"
+        "b.step()\nprint(bytes(u.tx).hex())\n")
+    r = run_micropython(code, cwd=tmp_path, path=[FAKES])
+    reply = parse_frame(bytes.fromhex(r.stdout.strip().splitlines()[-1]))
+    assert reply.control == 0x91 and reply.data[:4] == bytes.fromhex("01003f03")
+    assert reply.data[4 + 6] == 2 and int.from_bytes(reply.data[4 + 7:4 + 11], "little") == crc
+
+
 def test_board_without_config_says_which_file(tmp_path: Path) -> None:
-    r = run_micropython("from hal import esp32\nesp32.main('config.json')", cwd=tmp_path, path=[FAKES])
+    r = run_micropython("from hal import esp32\nesp32.main('config.json', 0)", cwd=tmp_path, path=[FAKES])
     assert r.returncode != 0
     assert "config file config.json is missing" in r.stdout
 
 
 def test_board_with_wrong_pin_names_it(tmp_path: Path) -> None:
     _config(tmp_path, "rp2", pins={**PINS["rp2"], "de": "GP2"})
-    r = run_micropython("from hal import rp2\nrp2.main('config.json')", cwd=tmp_path, path=[FAKES])
+    r = run_micropython("from hal import rp2\nrp2.main('config.json', 0)", cwd=tmp_path, path=[FAKES])
     assert r.returncode != 0
     assert "pins.de must be a GPIO number" in r.stdout
 

@@ -100,7 +100,13 @@ def test_torn_store_write_at_every_byte():
 # --- whole-meter power cuts ----------------------------------------------------------------
 
 def _logical(m):
+    # the state the cut must leave old or new; a FAULT event the restart records for the torn
+    # record (this flash writes in place, so a cut tears the record being written) is checked
+    # by the fallback tests, not here
+    from meter import events
     s = m._state()
+    counts, recs = s["e"]
+    s["e"] = [counts[:events.FAULT], recs[:events.FAULT]]
     return s
 
 
@@ -245,7 +251,7 @@ def test_text_copied_from_the_newest_record_survives_switch_overs_and_restarts()
     it copies both) and a write through a setter must all come back exactly."""
     from meter.tariff import SW_PRICES
 
-    m, he, flash = opened(5000)
+    m, he, flash = opened(5000, save_wh=1)  # every Wh saved: each add_energy writes a record
     m.tariff.set_prices(1, [7000, 6000, 5000, 4000])
     m.tariff.set_switch(SW_PRICES, T0 + 60)
     m.add_energy(10, T0)
@@ -253,7 +259,7 @@ def test_text_copied_from_the_newest_record_survives_switch_overs_and_restarts()
     m.tick(T0 + 61)              # set 1 prices become current: tariff text rebuilt, events copied
     m.add_energy(10, T0 + 62)
     assert m.tariff.prices[0] == [7000, 6000, 5000, 4000]
-    again, _ = make(flash, now=T0 + 62)  # at the instant of the last save: last_t stays
+    again, _ = make(flash, now=T0 + 62, save_wh=1)  # at the instant of the last save: last_t stays
     assert again._state() == m._state()
     again.add_energy(5, T0 + 64)  # first save after power-up: both texts copied from the record
     again.tariff.set_prices(1, [1, 2, 3, 4])  # a setter marks the tariff text stale
@@ -286,7 +292,8 @@ def _programmed():
     tf.set_settlement([(1, 1, 0), (7, 15, 12)])
     m.events.add(events.PURCHASE, (T0, 2, 100, -900, -800, 2 ** 40))
     m.events.add(events.TRIP, (T0, events.METER, 2 ** 33 + 5, 0))
-    m.add_energy(10, T0)  # saved
+    m.add_energy(10, T0)
+    m.persist()
     return m, flash
 
 
@@ -350,3 +357,83 @@ def test_power_cut_during_a_tariff_write_that_repacks_the_head():
         assert len(back.tariff.day_table(0, 0)) == (4 if applied else 1)
 
     assert _cut_everywhere(prepare, op, check, stride=5) > 50
+
+
+# --- the energy save policy ------------------------------------------------------------------
+
+def _restart(flash, now):
+    """A meter powered up from a copy of flash (the original meter keeps writing its own)."""
+    copy = RamFlash(flash.size)
+    copy.mem[:] = flash.mem
+    return make(copy, now=now)
+
+
+def test_energy_alone_is_saved_by_threshold_or_time_and_a_cut_loses_at_most_the_threshold():
+    m, flash = make(save_wh=100, save_s=900)
+    m.add_energy(60, T0)
+    m.add_energy(39, T0 + 10)  # 99 Wh unsaved: no record written for them
+    assert _restart(flash, now=T0 + 20)[0].status()["energy_wh"] == 0
+    m.add_energy(1, T0 + 20)  # the 100th Wh: saved
+    assert _restart(flash, now=T0 + 21)[0].status()["energy_wh"] == 100
+    m.add_energy(5, T0 + 30)
+    m.tick(T0 + 929)  # 899 s after the first unsaved Wh: not yet
+    assert _restart(flash, now=T0 + 929)[0].status()["energy_wh"] == 100
+    m.tick(T0 + 930)
+    assert _restart(flash, now=T0 + 930)[0].status()["energy_wh"] == 105
+    m.add_energy(7, T0 + 931)
+    assert m.persist() and not m.persist()  # the supply-loss save; then nothing is left to save
+    assert _restart(flash, now=T0 + 932)[0].status()["energy_wh"] == 112
+
+
+def test_a_local_meter_saves_at_once_when_its_balance_changes_state():
+    """Energy that trips (or alarms) a local meter is saved with the relay change it causes."""
+    m, he, flash = opened(100, save_wh=1000)  # 1.00 yuan
+    m.add_energy(1, T0)
+    assert _restart(flash, now=T0 + 1)[0].status()["energy_wh"] == 0  # policy: not yet saved
+    wh = 0
+    while m.status()["state"] == _restart(flash, now=T0 + 1)[0].status()["state"] and wh < 1000:
+        m.add_energy(10, T0 + 2)
+        wh += 10
+    back = _restart(flash, now=T0 + 3)[0]
+    assert back.status()["state"] == m.status()["state"]  # the change was saved with its energy
+    assert back.status()["energy_wh"] == m.status()["energy_wh"]
+
+
+# --- a fallback to the older record is an event the head-end reads --------------------------
+
+def test_damaged_newest_record_falls_back_with_an_event_and_status_word_1():
+    from meter import events
+    m, he, flash = opened(5000)
+    assert ask(m, he.purchase(1000, 2, "000000000042"))[0] == 0x83
+    st = Store(flash)
+    st.load()
+    assert not st.fell_back
+    flash.mem[st.slot * st.half + 40] ^= 0x04  # one bit of the newest record (the recharge)
+    back, _ = make(flash, now=T0 + 60)
+    assert back.status()["count"] == 1 and back.status()["balance_fen"] == 5000  # one recharge back
+    r = back.events.last(events.FAULT, 1)
+    assert r[0] == T0 + 60 and r[1] == events.FALLBACK
+    ctrl, data = ask(back, headend().read(0x033F0001))
+    assert ctrl == 0x91 and data[4 + 6] == events.FALLBACK
+    assert ask(back, headend().read(0x033F0000))[1][4:7] == b"\x01\x00\x00"  # one fault, BCD
+    sw1 = ask(back, headend().read(0x04000501))[1]
+    assert sw1[4] | sw1[5] << 8 == 0x2000  # memory_fault
+    # restarting again: the power-up save rewrote the damaged slot, no second fault
+    again, _ = make(flash, now=T0 + 120)
+    assert again.events.counts[events.FAULT] == 1
+
+
+def test_a_first_save_beside_a_blank_slot_is_no_fallback():
+    from meter import events
+    m, flash = make()
+    back, _ = make(flash)
+    assert back.events.counts[events.FAULT] == 0
+
+
+def test_erased_state_of_a_meter_in_service_is_refused(tmp_path):
+    from hal.flash import StateError, open_state
+    path = tmp_path / "meter.state"
+    path.write_bytes(b"\xff" * 16384)  # erased: what a flash wipe or a lost file leaves
+    open_state(str(path), 16384).close()  # a new meter may start from it
+    with pytest.raises(StateError, match="erased .* in service"):
+        open_state(str(path), 16384, create=False)

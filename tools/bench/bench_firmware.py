@@ -118,6 +118,8 @@ class FileFlash:
     def write(self, off, data):
         self.f.seek(off)
         self.f.write(data)
+
+    def sync(self):
         self.f.flush()
 """
 _RAND = (Path(__file__).resolve().parents[1] / "sim" / "seeded_rand.py").read_text()
@@ -242,11 +244,13 @@ def programmed_meter() -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
         m.handle(q, T0)
     bad = HeadEnd(ADDR, b"not the meter key", std_hmac)
     t = T0
-    for d in range(12):  # a MAC failure and a day's energy a day: the logs fill up
+    for d in range(12):  # a MAC failure, a fault and a day's energy a day: the logs fill up
         t = T0 + DAY * (d + 1)
         bad.challenged(m.handle(bad.challenge(), t))
         m.handle(bad.auth(bytes((d,)) * 8), t)
+        m.fault(t, 0x5EED0000 + d)
         m.add_energy(150 + d, t)
+    m.persist()
     assert all(len(r) == 10 for r in m.events.recs)
     image = bytes(flash.mem)
     t += 3 * DAY

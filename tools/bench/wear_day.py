@@ -125,12 +125,12 @@ def main(days, step_s, limit, progsize, image_bytes):
         left -= 1024
     f.close()
 
-    from hal.flash import open_state
+    from hal.slots import open_slots
     from meter.app import MeterApp
     from meter.core import Meter
 
     t0 = clock.from_fields(2026, 3, 2, 0, 0, 0)
-    flash = open_state("/flash/state.bin", 16384)
+    flash = open_slots("/flash/state.bin", 16384)
     m = Meter({"address": ADDR, "key": b"0123456789abcdef", "krn": 0, "mode": "remote", "bench": True},
               flash, t0, None)
     pulses = Pulses()

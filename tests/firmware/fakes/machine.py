@@ -4,6 +4,7 @@
 # line, pulse edges, the button, the relay's sense contact).
 
 pins = {}
+levels = {}  # pin id -> the level the outside world holds it at when the HAL makes the Pin
 uarts = []
 wdts = []
 _irq_state = [0]
@@ -24,6 +25,8 @@ class Pin:
         self._v = 1 if pull == Pin.PULL_UP else 0
         if value is not None:
             self._v = 1 if value else 0
+        if id in levels and mode != Pin.OUT:
+            self._v = levels[id]
         self.writes = []
         self.handler = None
         self.trigger = 0

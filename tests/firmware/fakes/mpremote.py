@@ -37,6 +37,14 @@ for c in commands:
                 print(f"mpremote: rm: {p}: No such file or directory", file=sys.stderr)
                 sys.exit(1)
             shutil.rmtree(remote(p))
+    elif c[:2] == ["fs", "rm"]:
+        if not remote(c[2]).exists():
+            print(f"mpremote: rm: {c[2]}: No such file or directory", file=sys.stderr)
+            sys.exit(1)
+        remote(c[2]).unlink()
+    elif c[:2] == ["fs", "touch"]:
+        remote(c[2]).parent.mkdir(parents=True, exist_ok=True)
+        remote(c[2]).touch()
     elif c[:2] == ["fs", "mkdir"]:
         remote(c[2]).mkdir(parents=True)
     elif c[:2] == ["fs", "cp"]:
@@ -52,7 +60,8 @@ for c in commands:
             if remote(p).exists():
                 print(hashlib.sha256(remote(p).read_bytes()).hexdigest())
     elif c == ["reset"]:
-        (board / "reset").touch()
+        with open(board / "resets.txt", "a") as f:  # what the board would start into
+            f.write("maintenance\n" if (board / "fs" / "maintenance").exists() else "meter\n")
     else:
         print(f"mpremote: unknown command {c}", file=sys.stderr)
         sys.exit(1)

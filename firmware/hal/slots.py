@@ -1,0 +1,120 @@
+# A board's state store: the core's flash region (two record slots, meter.store) as two files on
+# the board's littlefs, PATH.0 and PATH.1, each rewritten whole for every record. littlefs copies a
+# file from its first changed block to its end on every flush, and a read elsewhere in a file being
+# written flushes it; the one-file layout (hal/flash.py) so cost tens of block erases per record.
+# A slot file written front to back and closed once costs about one erase per record (none while
+# the record fits inline in littlefs's metadata), on blocks littlefs takes in turn from its free
+# space, so the wear is spread. littlefs commits a file only when it is closed: until then the
+# slot's previous record stands whole, and the other slot holds the one before it.
+
+import os
+
+from meter.store import StateError, refuse_damaged
+
+
+class SlotFiles:
+    """The flash object of meter.store over PATH.0 and PATH.1 (`size` bytes: half each). A
+    missing slot file reads as erased flash."""
+
+    def __init__(self, path, size):
+        self.path = path
+        self.size = size
+        self.half = size // 2
+        self._r = [None, None]  # read handles, opened when first read
+        self._w = None          # the slot file being written: its record ends at sync()
+        self.slot = -1
+        self._pos = 0
+
+    def read(self, offset, n):
+        slot = offset // self.half
+        f = self._r[slot]
+        if f is None:
+            try:
+                f = self._r[slot] = open("%s.%d" % (self.path, slot), "rb")
+            except OSError:
+                return b"\xff" * n
+        f.seek(offset - slot * self.half)
+        b = f.read(n)
+        return b + b"\xff" * (n - len(b)) if len(b) < n else b  # past the record: erased
+
+    def write(self, offset, data):
+        slot = offset // self.half
+        rel = offset - slot * self.half
+        if offset < 0 or rel + len(data) > self.half:
+            raise ValueError("flash write %d+%d outside its record slot" % (offset, len(data)))
+        if self._w is None or slot != self.slot:
+            if rel:
+                raise ValueError("a record is written from its slot's start, not at %d" % rel)
+            self.sync()
+            r = self._r[slot]
+            if r is not None:
+                r.close()
+                self._r[slot] = None
+            self._w = open("%s.%d" % (self.path, slot), "wb")
+            self.slot = slot
+            self._pos = 0
+        elif rel != self._pos:
+            raise ValueError("a record is written front to back: %d after %d" % (rel, self._pos))
+        self._w.write(data)
+        self._pos = rel + len(data)
+
+    def sync(self):
+        """Close the slot being written: littlefs commits it now, whole."""
+        w = self._w
+        if w is not None:
+            self._w = None
+            w.close()
+
+    def close(self):
+        self.sync()
+        for slot in (0, 1):
+            r = self._r[slot]
+            if r is not None:
+                r.close()
+                self._r[slot] = None
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _split(path, half):
+    # a state file of the one-file layout (earlier images): its halves become the slot files
+    src = open(path, "rb")
+    try:
+        for slot in (0, 1):
+            f = open("%s.%d" % (path, slot), "wb")
+            src.seek(slot * half)
+            left = half
+            while left > 0:
+                f.write(src.read(256))
+                left -= 256
+            f.close()
+    finally:
+        src.close()
+    os.remove(path)
+
+
+def open_slots(path, size, in_service=False):
+    """The board's state as a flash object for meter.store. No slot file: a new meter, unless
+    in_service (config.json says the meter has state), when a missing or erased state is refused
+    as damaged state is: never a start from a zero balance."""
+    if _exists(path):
+        _split(path, size // 2)
+    flash = SlotFiles(path, size)
+    blank = True
+    for off in range(0, size, 256):
+        b = flash.read(off, 256)
+        if b.count(b"\xff") != 256:
+            blank = False
+            break
+    if blank and in_service:
+        flash.close()
+        raise StateError("state %s.0/.1 is missing or erased but config.json says this meter is in service; "
+                         "refusing to start with a zero balance. Restore the state from a backup" % path)
+    refuse_damaged(flash, path, blank)
+    return flash
