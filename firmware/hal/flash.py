@@ -6,7 +6,7 @@
 
 import os
 
-from meter.store import StateError, refuse_damaged  # noqa: F401 - StateError: the HAL's callers catch it here
+from hal.slots import StateError, refuse_damaged  # noqa: F401 - StateError: the HAL's callers catch it here
 
 
 def _size(path):

@@ -9,7 +9,26 @@
 
 import os
 
-from meter.store import StateError, refuse_damaged
+from meter.store import Store
+
+
+class StateError(Exception):
+    """The state on flash cannot be trusted (damaged, truncated, erased where state must be)."""
+
+
+def refuse_damaged(flash, path, blank):
+    """Raise StateError unless flash holds an intact record, or is blank (True: a new meter)."""
+    if blank:
+        return
+    try:
+        ok = Store(flash).load() is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        flash.close()
+        raise StateError("state file %s is corrupt: neither of its two records is intact, so the balance "
+                         "cannot be trusted; refusing to start rather than reset it to zero. Restore the "
+                         "file from a backup, or move it away to start a new meter" % path)
 
 
 class SlotFiles:

@@ -33,25 +33,6 @@ _HEAD = const(8)
 _CHUNK = const(128)  # bytes per flash-to-flash copy step
 
 
-class StateError(Exception):
-    """The state on flash cannot be trusted (damaged, truncated, erased where state must be)."""
-
-
-def refuse_damaged(flash, path, blank):
-    """Raise StateError unless flash holds an intact record, or is blank (True: a new meter)."""
-    if blank:
-        return
-    try:
-        ok = Store(flash).load() is not None
-    except ValueError:
-        ok = False
-    if not ok:
-        flash.close()
-        raise StateError("state file %s is corrupt: neither of its two records is intact, so the balance "
-                         "cannot be trusted; refusing to start rather than reset it to zero. Restore the "
-                         "file from a backup, or move it away to start a new meter" % path)
-
-
 class Store:
     def __init__(self, flash):
         self.flash = flash
