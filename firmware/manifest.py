@@ -11,4 +11,4 @@
 include("$(PORT_DIR)/boards/manifest.py")  # noqa: F821 - the port's own frozen modules
 
 package("meter")  # noqa: F821
-package("hal", files=["__init__.py", "board.py", "config.py", "slots.py", "faults.py", "esp32.py", "rp2.py"])  # noqa: F821
+package("hal", files=["__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py", "esp32.py", "rp2.py"])  # noqa: F821

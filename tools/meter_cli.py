@@ -161,8 +161,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         pins[name] = value if value == "LED" else int(value) if value.isdigit() else value
     try:
         key = meter_key(args)
+        extra: dict[str, Any] = {"rtc": args.rtc, "i2c": args.i2c, "in_service": args.in_service}
         config = board_config(args.board, args.address, key, args.krn, args.mode, args.bench, pins, args.uart,
-                              args.baud, args.imp_per_kwh, args.meter_number)
+                              args.baud, args.imp_per_kwh, args.meter_number, extra)
         record = build_image(args.board, config, Path(args.out), args.frozen, args.debug)
     except (cfg.ConfigError, ImageError) as e:
         return _fail(str(e))
@@ -275,6 +276,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--baud", type=int, default=2400, help="line speed, 8E1 (default 2400)")
     b.add_argument("--imp-per-kwh", type=int, default=1000, help="pulse constant of the metering chip")
     b.add_argument("--meter-number", help="meter number if it differs from the address")
+    b.add_argument("--rtc", choices=("internal", "ds3231", "pcf8563"), default="internal",
+                   help="battery-backed RTC chip on I2C (needs --pin sda=GPIO --pin scl=GPIO)")
+    b.add_argument("--i2c", type=int, default=0, help="I2C bus of the RTC chip (default 0)")
+    b.add_argument("--in-service", action="store_true",
+                   help="the meter has state on the board: refuse to start if it is missing or erased")
     b.set_defaults(func=cmd_build)
 
     f = sub.add_parser("flash", help="deploy an image with mpremote and verify it on the board")

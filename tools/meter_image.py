@@ -34,7 +34,7 @@ DEFAULT_PINS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_UART = {"esp32": 2, "rp2": 0}
 # the board HAL: shared modules plus the board's own; the simulator's modules stay off the board
-HAL_MODULES = ("__init__.py", "board.py", "config.py", "slots.py", "faults.py")
+HAL_MODULES = ("__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py")
 
 
 class ImageError(Exception):
@@ -73,15 +73,17 @@ def compile_mpy(src: Path, dest: Path, source_name: str, debug: bool = False) ->
 
 def board_config(board: str, address: str, key: bytes, krn: int = 0, mode: str = "local",
                  bench: bool = False, pins: dict[str, Any] | None = None, uart: int | None = None,
-                 baud: int = 2400, imp_per_kwh: int = 1000, meter_number: str | None = None) -> dict[str, Any]:
-    """The image's config.json content, checked by the same code the board runs at boot."""
+                 baud: int = 2400, imp_per_kwh: int = 1000, meter_number: str | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The image's config.json content, checked by the same code the board runs at boot; `extra`
+    adds optional fields (rtc, i2c, in_service, save_wh, save_s)."""
     if board not in BOARDS:
         raise ImageError(f"board must be one of {', '.join(BOARDS)}, got {board!r}")
     cfg: dict[str, Any] = {
         "board": board, "address": address, "key": key.hex(), "krn": krn, "mode": mode, "bench": bench,
         "meter_number": meter_number or address, "uart": DEFAULT_UART[board] if uart is None else uart,
         "baud": baud, "parity": "E", "imp_per_kwh": imp_per_kwh,
-        "pins": {**DEFAULT_PINS[board], **(pins or {})}, "state": "state.bin",
+        "pins": {**DEFAULT_PINS[board], **(pins or {})}, "state": "state.bin", **(extra or {}),
     }
     if str(FIRMWARE) not in sys.path:
         sys.path.insert(0, str(FIRMWARE))

@@ -7,7 +7,7 @@ import time
 
 import machine
 
-from hal.slots import open_slots
+from hal.slots import open_slots, saved_time
 from meter import clock
 
 try:
@@ -17,7 +17,6 @@ except ImportError:
         return x
 
 _RTC_RESYNC_MS = const(60000)
-_RTC_VALID_FROM = 631152000  # 2020-01-01 in meter time: an RTC before it was never set (not const: > 2**30)
 PARITY = {"E": 0, "O": 1, "N": None}  # machine.UART parity argument
 _BUF = const(64)
 _RETRY_MS = const(10000)   # a failed start is tried again after this long (LED blinking fast)
@@ -101,7 +100,12 @@ class Board:
                                    hw["sense_open_level"])
         fail = pins.get("power_fail")
         self.supply = None if fail is None else Pulses(Pin(fail, Pin.IN))
-        self.rtc = machine.RTC()
+        chip = hw["rtc"]
+        if chip == "internal":
+            self.rtc = machine.RTC()
+        else:  # a battery-backed chip on I2C keeps the time through resets and power cuts
+            from hal.rtc import CHIPS
+            self.rtc = CHIPS[chip](machine.I2C(hw["i2c"], scl=Pin(pins["scl"]), sda=Pin(pins["sda"])))
         # one character time (11 bits), so DE drops only after the stop bit has left
         self._char_us = 11000000 // hw["baud"]
         self._delay_ms = hw["reply_delay_ms"]
@@ -113,15 +117,9 @@ class Board:
             _load_core()
             from meter.core import Meter as make_meter
         self.flash = open_slots(hw["state"], hw["state_size"], hw["in_service"])
+        self._resume(saved_time(self.flash))
         import os
         self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
-        if self._restore_rtc():
-            # start the core again at the restored time: its power-up rules (relay, sessions,
-            # midnight resets) must see the real date, not 2000-01-01
-            del self.meter
-            import gc
-            gc.collect()
-            self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
         from meter.app import MeterApp
         self.app = MeterApp(self.meter, self.pulses, hw["imp_per_kwh"], self.relay, self.supply)
         self.app.step(self.now(), time.ticks_ms())  # the relay driven to the state the meter powered up in
@@ -141,17 +139,17 @@ class Board:
         self._base = clock.from_fields(y, mo, d, h, mi, s)
         self._base_ms = time.ticks_ms()
 
-    def _restore_rtc(self):
-        # RP2040 and ESP32 RTCs restart at 2000-01-01 after a power cut. Resume from the last
-        # time the meter saved instead, so tariffs, deadlines and records stay in order; the
-        # head-end's next time set (08H/14H) brings back the minutes the outage took.
-        last = getattr(self.meter, "last_t", 0) - getattr(self.meter, "offset", 0)
-        if self._base >= _RTC_VALID_FROM or last <= self._base:
-            return False
-        y, mo, d, h, mi, s, wd = clock.to_fields(last)
+    def _resume(self, saved):
+        # The RP2040's RTC restarts at 2021-01-01 after every reset (a watchdog reset too), the
+        # ESP32's at 2000-01-01 after a power cut, and a chip with a flat battery reads as lost:
+        # whenever the RTC reads earlier than the last time the meter saved, resume from that,
+        # so tariffs, deadlines and records stay in order. The head-end's next time set (14H;
+        # an 08H broadcast only moves +-5 minutes) brings back the minutes the outage took.
+        if self._base >= saved:
+            return
+        y, mo, d, h, mi, s, wd = clock.to_fields(saved)
         self.rtc.datetime((y, mo, d, (wd + 6) % 7, h, mi, s, 0))  # machine.RTC weekday: 0 = Monday
         self._sync_rtc()
-        return True
 
     def now(self):
         el = time.ticks_diff(time.ticks_ms(), self._base_ms)

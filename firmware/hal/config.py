@@ -8,6 +8,7 @@ import json
 CONFIG_FILE = "config.json"
 MODES = ("local", "remote")
 BOARDS = ("esp32", "rp2", "sim")
+RTCS = ("internal", "ds3231", "pcf8563")  # the board's own RTC, or a battery-backed chip on I2C (hal/rtc.py)
 # Pins a board image must name. "de" drives the MAX485 DE and /RE pins together.
 BOARD_PINS = ("tx", "rx", "de", "relay_set", "relay_reset", "relay_sense", "button", "led", "pulse")
 
@@ -120,6 +121,16 @@ def check(cfg, path=None):
         p = pins.get("power_fail")  # optional: the supply-loss input (README)
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 63):
             raise _err(path, "pins.power_fail must be a GPIO number, got %r" % (p,))
+        rtc = cfg.get("rtc", "internal")
+        if rtc not in RTCS:
+            raise _err(path, "rtc must be one of %s, got %r" % (", ".join(RTCS), rtc))
+        hw["rtc"] = rtc
+        if rtc != "internal":
+            for name in ("sda", "scl"):
+                p = pins.get(name)
+                if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 63:
+                    raise _err(path, "rtc %s needs pins.%s (its I2C bus), got %r" % (rtc, name, p))
+            hw["i2c"] = _int(cfg, "i2c", 0, 1, path, 0)
         hw["pins"] = pins
         hw["uart"] = _int(cfg, "uart", 0, 2, path, 1 if board == "esp32" else 0)
         if board == "rp2" and hw["wdt_ms"] > 8388:

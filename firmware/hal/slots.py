@@ -31,6 +31,17 @@ def refuse_damaged(flash, path, blank):
                          "file from a backup, or move it away to start a new meter" % path)
 
 
+def saved_time(flash):
+    """The HAL time (the `now` meter.core.Meter takes) of the newest record's save, or -1 (a blank
+    or an unreadable flash), read before the core powers up: a board whose RTC restarted earlier
+    than this resumes from it. "ts", "lt" and "o" are the core's record fields (meter.core)."""
+    try:
+        s = Store(flash).load()
+    except ValueError:
+        return -1
+    return -1 if s is None else s.get("ts", s["lt"]) - s["o"]
+
+
 class SlotFiles:
     """The flash object of meter.store over PATH.0 and PATH.1 (`size` bytes: half each). A
     missing slot file reads as erased flash."""

@@ -100,6 +100,7 @@ class Meter:
         self.energy = [0, 0, 0, 0, 0]  # Wh: total, then rate slots 0..3 (T1..T4)
         self.ladder_wh = 0
         self.last_t = now
+        self.seen_t = now      # the latest meter time the core was given
         self.offset = 0        # meter clock minus the `now` the HAL passes in
         self.bc_day = -1       # day of the last broadcast time correction
         self.frz_min = 0       # daily freeze time, minutes after midnight (16H 9999hhmm)
@@ -133,7 +134,7 @@ class Meter:
     def _small_state(self):
         return {"a": codec.addr_str(self.addr), "n": codec.addr_str(self.number),
                 "w": self.wallet.dump(), "r": self.relay.dump(), "s": self.sec.dump(), "E": self.energy,
-                "L": self.ladder_wh, "lt": self.last_t, "o": self.offset, "b": self.bc_day,
+                "L": self.ladder_wh, "lt": self.last_t, "ts": self.seen_t, "o": self.offset, "b": self.bc_day,
                 "fz": [self.frz_min, self.frz_day]}
 
     def _state(self):
@@ -228,7 +229,9 @@ class Meter:
 
     # --- clock ---------------------------------------------------------------------------
     def time(self, now):
-        return now + self.offset
+        t = now + self.offset
+        self.seen_t = t  # saved with the record: a board whose RTC forgot resumes from it
+        return t
 
     # --- HAL inputs ----------------------------------------------------------------------
     def add_energy(self, wh, now):

@@ -155,7 +155,7 @@ def test_frozen_build_has_sources_and_manifest(tmp_path: Path) -> None:
     assert (out / "frozen" / "manifest.py").read_text() == (FIRMWARE / "manifest.py").read_text()
     # every file the manifest names is there to freeze
     frozen_hal = {p.name for p in (out / "frozen" / "hal").iterdir()}
-    assert {"__init__.py", "board.py", "config.py", "slots.py", "faults.py", "esp32.py", "rp2.py"} == frozen_hal
+    assert {"__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py", "esp32.py", "rp2.py"} == frozen_hal
     assert {p.name for p in (out / "frozen" / "meter").iterdir()} == {p.name for p in (FIRMWARE / "meter").glob("*.py")}
     assert not list(out.rglob("*.mpy"))
 
@@ -262,3 +262,14 @@ def test_build_takes_krn_and_mode_from_headend_database(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "x" / "config.json").read_text())
     assert (cfg["krn"], cfg["mode"], cfg["key"]) == (4, "remote", store.meter_key(ADDR, 4).hex())
+
+
+def test_build_writes_the_rtc_chip_and_in_service(tmp_path: Path) -> None:
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--rtc", "pcf8563", "--pin", "sda=4", "--pin", "scl=5",
+               "--in-service", "--out", str(tmp_path / "x"), PREPAID645_METER_KEY=KEY)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "x" / "config.json").read_text())
+    assert (cfg["rtc"], cfg["i2c"], cfg["in_service"], cfg["pins"]["sda"]) == ("pcf8563", 0, True, 4)
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--rtc", "ds3231", "--out", str(tmp_path / "y"),
+               PREPAID645_METER_KEY=KEY)
+    assert r.returncode == 2 and "rtc ds3231 needs pins.sda" in r.stderr

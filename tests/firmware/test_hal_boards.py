@@ -239,15 +239,80 @@ def test_board_with_wrong_pin_names_it(tmp_path: Path) -> None:
     assert "pins.de must be a GPIO number" in r.stdout
 
 
-def test_board_resumes_saved_time_when_rtc_lost_power(tmp_path: Path) -> None:
-    _config(tmp_path, "rp2")
-    _run(tmp_path, "rp2", pulses=1)  # runs at the fake RTC's 2026-06-01 12:00 and saves
-    code = ("import machine\nmachine.RTC.now = (2000, 1, 1, 5, 0, 0, 5, 0)\n"
-            "from hal import config, rp2\nmeter_cfg, hw = config.load('config.json')\nb = rp2.Rp2(meter_cfg, hw)\n"
-            "print(machine.RTC.now[:3], b.now())")
-    r = run_micropython(code, cwd=tmp_path, path=[FAKES])
+# What each port's RTC reads after a reset: the RP2040's restarts at 2021-01-01 after every reset
+# (a watchdog reset too), the ESP32's at 2000-01-01 after a power cut (machine.RTC weekday 0 = Monday)
+RESET_RTC = {"rp2": (2021, 1, 1, 4, 0, 0, 0, 0), "esp32": (2000, 1, 1, 5, 0, 0, 0, 0)}
+BOOT_AT = """
+import machine
+machine.RTC.now = {rtc}
+machine.I2C.devices.update({{k: bytearray(v) for k, v in {chips}.items()}})
+from hal import config, {board} as halmod
+meter_cfg, hw = config.load('config.json')
+b = halmod.{cls}(meter_cfg, hw)
+print(machine.RTC.now[:3], b.now(), {{k: bytes(v[:16]).hex() for k, v in machine.I2C.devices.items()}})
+"""
+
+
+def _boot_at(tmp: Path, board: str, rtc: tuple, chips: dict | None = None) -> tuple[str, int, dict]:
+    code = BOOT_AT.format(rtc=rtc, board=board, cls={"esp32": "Esp32", "rp2": "Rp2"}[board], chips=chips or {})
+    r = run_micropython(code, cwd=tmp, path=[FAKES])
     assert r.returncode == 0, r.stderr + r.stdout
-    date, now = r.stdout.strip().rsplit(" ", 1)
-    assert date == "(2026, 6, 1)"  # the RTC was set back to the last saved time
+    line = r.stdout.strip().splitlines()[-1]
+    date, rest = line.split(") ", 1)
+    now, regs = rest.split(" ", 1)
+    return date + ")", int(now), eval(regs)  # noqa: S307 - our own printed dict of hex strings
+
+
+@pytest.mark.parametrize("board", ["rp2", "esp32"])
+def test_board_resumes_saved_time_when_rtc_reads_earlier(tmp_path: Path, board: str) -> None:
+    _config(tmp_path, board)
+    _run(tmp_path, board, pulses=1)  # runs at the fake RTC's 2026-06-01 12:00 and saves
     saved = clock.from_fields(2026, 6, 1, 12, 0, 0)
-    assert saved <= int(now) < saved + 60
+    date, now, _ = _boot_at(tmp_path, board, RESET_RTC[board])
+    assert date == "(2026, 6, 1)"  # the RTC was set to the last saved time
+    assert saved <= now < saved + 60
+    # an RTC that reads later than the saved time (it kept running) is left alone
+    date, now, _ = _boot_at(tmp_path, board, (2026, 7, 1, 2, 8, 0, 0, 0))
+    assert date == "(2026, 7, 1)" and now == clock.from_fields(2026, 7, 1, 8, 0, 0)
+
+
+def _bcd(v: int) -> int:
+    return (v // 10) << 4 | v % 10
+
+
+def _ds3231(y, mo, d, h, mi, s, lost=False) -> bytes:
+    regs = bytearray(256)
+    regs[0:7] = bytes((_bcd(s), _bcd(mi), _bcd(h), 1, _bcd(d), _bcd(mo), _bcd(y - 2000)))
+    regs[0x0F] = 0x80 if lost else 0
+    return bytes(regs)
+
+
+def _pcf8563(y, mo, d, h, mi, s, lost=False) -> bytes:
+    regs = bytearray(256)
+    regs[2:9] = bytes((_bcd(s) | (0x80 if lost else 0), _bcd(mi), _bcd(h), _bcd(d), 0, _bcd(mo), _bcd(y - 2000)))
+    return bytes(regs)
+
+
+@pytest.mark.parametrize("chip, addr, regs", [("ds3231", 0x68, _ds3231), ("pcf8563", 0x51, _pcf8563)])
+def test_board_keeps_time_on_a_battery_backed_rtc_chip(tmp_path: Path, chip: str, addr: int, regs) -> None:
+    _config(tmp_path, "rp2", rtc=chip, pins={**PINS["rp2"], "sda": 4, "scl": 5})
+    # the chip kept time through the reset; the RP2040's own RTC restarted at 2021
+    _, now, _ = _boot_at(tmp_path, "rp2", RESET_RTC["rp2"], {addr: regs(2026, 6, 3, 14, 30, 5)})
+    assert now == clock.from_fields(2026, 6, 3, 14, 30, 5)
+    # a chip that lost its time (battery flat) resumes from the saved time and is set to it
+    _, now, after = _boot_at(tmp_path, "rp2", RESET_RTC["rp2"], {addr: regs(2000, 1, 1, 0, 0, 0, lost=True)})
+    saved = clock.from_fields(2026, 6, 3, 14, 30, 5)
+    assert saved <= now < saved + 60
+    r = bytes.fromhex(after[addr])
+    set_at = (r[0:7] if chip == "ds3231" else r[2:9])
+    y, mo, d = (set_at[6], set_at[5], set_at[4]) if chip == "ds3231" else (set_at[6], set_at[5], set_at[3])
+    assert (y, mo, d) == (0x26, 0x06, 0x03)  # the chip now holds the resumed date (BCD)
+    assert not (set_at[0] & 0x80 if chip == "pcf8563" else r[0x0F] & 0x80)  # and is marked good
+
+
+def test_rtc_chip_needs_its_i2c_pins() -> None:
+    from hal import config
+    with pytest.raises(config.ConfigError, match="rtc ds3231 needs pins.sda"):
+        config.check({"address": ADDR, "key": KEY, "board": "rp2", "pins": PINS["rp2"], "rtc": "ds3231"}, "c.json")
+    with pytest.raises(config.ConfigError, match="rtc must be one of internal, ds3231, pcf8563"):
+        config.check({"address": ADDR, "key": KEY, "board": "rp2", "pins": PINS["rp2"], "rtc": "m41t81"}, "c.json")
