@@ -163,7 +163,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         key = meter_key(args)
         extra: dict[str, Any] = {"rtc": args.rtc, "i2c": args.i2c, "in_service": args.in_service}
         config = board_config(args.board, args.address, key, args.krn, args.mode, args.bench, pins, args.uart,
-                              args.baud, args.imp_per_kwh, args.meter_number, extra)
+                              args.baud, args.imp_per_kwh, args.meter_number, extra,
+                              warn=lambda w: print(f"meter build: warning: {w}", file=sys.stderr))
         record = build_image(args.board, config, Path(args.out), args.frozen, args.debug)
     except (cfg.ConfigError, ImageError) as e:
         return _fail(str(e))

@@ -18,21 +18,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tools.sim import FIRMWARE
 
 BOARDS = ("esp32", "rp2")
-# Default wiring (README "Meter on a board"); every pin can be overridden with --pin NAME=GPIO.
-DEFAULT_PINS: dict[str, dict[str, Any]] = {
-    # ESP32 DevKitC: UART2 on 17/16; GPIO2 is the on-board LED; GPIO0 is the BOOT button
-    "esp32": {"tx": 17, "rx": 16, "de": 4, "relay_set": 25, "relay_reset": 26, "relay_sense": 27,
-              "button": 0, "led": 2, "pulse": 32},
-    # Raspberry Pi Pico: UART0 on GP0/GP1; GP25 is the on-board LED (use "LED" on a Pico W)
-    "rp2": {"tx": 0, "rx": 1, "de": 2, "relay_set": 6, "relay_reset": 7, "relay_sense": 8,
-            "button": 9, "led": 25, "pulse": 10},
-}
-DEFAULT_UART = {"esp32": 2, "rp2": 0}
 # the board HAL: shared modules plus the board's own; the simulator's modules stay off the board
 HAL_MODULES = ("__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py")
 
@@ -74,24 +64,30 @@ def compile_mpy(src: Path, dest: Path, source_name: str, debug: bool = False) ->
 def board_config(board: str, address: str, key: bytes, krn: int = 0, mode: str = "local",
                  bench: bool = False, pins: dict[str, Any] | None = None, uart: int | None = None,
                  baud: int = 2400, imp_per_kwh: int = 1000, meter_number: str | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The image's config.json content, checked by the same code the board runs at boot; `extra`
-    adds optional fields (rtc, i2c, in_service, save_wh, save_s)."""
+                 extra: dict[str, Any] | None = None, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The image's config.json content, checked by the same code the board runs at boot (against the
+    board's usual chip); `extra` adds optional fields (rtc, i2c, in_service, save_wh, save_s); warn()
+    hears about pins that work but bite (strapping pins, PSRAM pins). Unset pins and the UART come
+    from the board's one default table (hal.config.DEFAULTS)."""
     if board not in BOARDS:
         raise ImageError(f"board must be one of {', '.join(BOARDS)}, got {board!r}")
-    cfg: dict[str, Any] = {
-        "board": board, "address": address, "key": key.hex(), "krn": krn, "mode": mode, "bench": bench,
-        "meter_number": meter_number or address, "uart": DEFAULT_UART[board] if uart is None else uart,
-        "baud": baud, "parity": "E", "imp_per_kwh": imp_per_kwh,
-        "pins": {**DEFAULT_PINS[board], **(pins or {})}, "state": "state.bin", **(extra or {}),
-    }
     if str(FIRMWARE) not in sys.path:
         sys.path.insert(0, str(FIRMWARE))
     from hal import config as hal_config
+    default = hal_config.DEFAULTS[board]
+    cfg: dict[str, Any] = {
+        "board": board, "address": address, "key": key.hex(), "krn": krn, "mode": mode, "bench": bench,
+        "meter_number": meter_number or address, "uart": default["uart"] if uart is None else uart,
+        "baud": baud, "parity": "E", "imp_per_kwh": imp_per_kwh,
+        "pins": {**default["pins"], **(pins or {})}, "state": "state.bin", **(extra or {}),
+    }
     try:
-        hal_config.check(cfg, "config.json")
+        _, hw = hal_config.check(cfg, "config.json")
     except hal_config.ConfigError as e:
         raise ImageError(str(e)) from None
+    for w in hw.get("warnings", ()):
+        if warn is not None:
+            warn(w)
     return cfg
 
 

@@ -225,7 +225,10 @@ def load_config(path):
     import hal
     from hal import config
     try:
-        return config.load(path)
+        meter_cfg, hw = config.load(path, getattr(sys.implementation, "_machine", None))
+        for w in hw["warnings"]:
+            print("meter config warning:", w)
+        return meter_cfg, hw
     finally:
         sys.modules.pop("hal.config", None)
         if hasattr(hal, "config"):

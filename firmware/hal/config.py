@@ -11,6 +11,65 @@ BOARDS = ("esp32", "rp2", "sim")
 RTCS = ("internal", "ds3231", "pcf8563")  # the board's own RTC, or a battery-backed chip on I2C (hal/rtc.py)
 # Pins a board image must name. "de" drives the MAX485 DE and /RE pins together.
 BOARD_PINS = ("tx", "rx", "de", "relay_set", "relay_reset", "relay_sense", "button", "led", "pulse")
+_OUTPUTS = ("tx", "de", "relay_set", "relay_reset", "led")
+# The one table of board defaults: `meter build` writes it into config.json (README "Wiring").
+DEFAULTS = {
+    # ESP32 DevKitC (WROOM): UART2 on GPIO17/16; GPIO2 is the on-board LED; GPIO0 is the BOOT button
+    "esp32": {"uart": 2, "pins": {"tx": 17, "rx": 16, "de": 4, "relay_set": 25, "relay_reset": 26,
+                                  "relay_sense": 27, "button": 0, "led": 2, "pulse": 32}},
+    # Raspberry Pi Pico: UART0 on GP0/GP1; GP25 is the on-board LED (use "LED" on a Pico W)
+    "rp2": {"uart": 0, "pins": {"tx": 0, "rx": 1, "de": 2, "relay_set": 6, "relay_reset": 7, "relay_sense": 8,
+                                "button": 9, "led": 25, "pulse": 10}},
+}
+# What each chip has, found by its name in sys.implementation._machine (os.uname().machine), e.g.
+# "ESP32C3 module with ESP32C3", "Generic ESP32 module with SPIRAM with ESP32", "Raspberry Pi Pico
+# with RP2040": (name, UARTs, highest GPIO, input-only GPIOs, strapping GPIOs). Variants first.
+CHIPS = (
+    ("ESP32C3", 2, 21, (), (2, 8, 9)),
+    ("ESP32C6", 2, 30, (), (8, 9, 15)),
+    ("ESP32S2", 2, 46, (46,), (0, 45, 46)),
+    ("ESP32S3", 3, 48, (), (0, 3, 45, 46)),
+    ("ESP32", 3, 39, (34, 35, 36, 37, 38, 39), (0, 2, 5, 12, 15)),
+    ("RP2040", 2, 29, (), ()),
+    ("RP2350", 2, 47, (), ()),
+)
+
+
+def chip_of(machine, board):
+    """The CHIPS row of the chip `machine` names; for a board built on a host (machine None) or a
+    name not known here, the board's usual chip (the classic ESP32, the RP2040)."""
+    if machine is not None:
+        m = machine.upper().replace("-", "")
+        for c in CHIPS:
+            if c[0] in m:
+                return c
+    return CHIPS[4] if board == "esp32" else CHIPS[5] if board == "rp2" else None
+
+
+def _chip_checks(board, pins, uart, chip, machine, path):
+    # errors for what the chip lacks, warnings for pins that work but bite (returned)
+    name, uarts, top, inputs, straps = chip
+    if uart >= uarts:
+        raise _err(path, "uart %d does not exist on the %s (UART0..UART%d); build with --uart %d" %
+                   (uart, name, uarts - 1, uarts - 1))
+    warn = []
+    for k in pins:
+        p = pins[k]
+        if not isinstance(p, int) or isinstance(p, bool):
+            continue
+        if p > top:
+            raise _err(path, "pins.%s = GPIO%d does not exist on the %s (GPIO0..GPIO%d)" % (k, p, name, top))
+        if p in inputs and k in _OUTPUTS:
+            raise _err(path, "pins.%s = GPIO%d is input-only on the %s; it must drive an output" % (k, p, name))
+        if p in straps:
+            warn.append("pins.%s = GPIO%d is a strapping pin of the %s: %s" % (
+                k, p, name, "held low while the board resets it starts the ROM downloader, not the meter; "
+                "press the button only after reset" if k == "button" else "a level forced on it at reset can "
+                "stop the boot"))
+        if name == "ESP32" and p in (16, 17) and (machine is None or "SPIRAM" in machine.upper()):
+            warn.append("pins.%s = GPIO%d is wired to the PSRAM on WROVER modules%s; use another pin there" % (
+                k, p, "" if machine else " (fine on a WROOM)"))
+    return warn
 
 
 class ConfigError(Exception):
@@ -59,11 +118,13 @@ def key_from_hex(text, where):
     return key
 
 
-def check(cfg, path=None):
+def check(cfg, path=None, machine=None):
     """Validate a config dict (as read from JSON, or built from a command line when path is None);
     returns (meter_cfg, hw) or raises ConfigError naming the field.
 
-    meter_cfg is what meter.core.Meter takes; hw holds the rest (board, pins, link, state file).
+    meter_cfg is what meter.core.Meter takes; hw holds the rest (board, pins, link, state file,
+    and "warnings": pins that work but bite). machine: the board's sys.implementation._machine,
+    whose chip the UART and pins are checked against (None: the board's usual chip, on a host).
     """
     if not isinstance(cfg, dict):
         raise _err(path, "must hold a JSON object")
@@ -132,7 +193,12 @@ def check(cfg, path=None):
                     raise _err(path, "rtc %s needs pins.%s (its I2C bus), got %r" % (rtc, name, p))
             hw["i2c"] = _int(cfg, "i2c", 0, 1, path, 0)
         hw["pins"] = pins
-        hw["uart"] = _int(cfg, "uart", 0, 2, path, 1 if board == "esp32" else 0)
+        chip = chip_of(machine, board)
+        uart = DEFAULTS[board]["uart"]
+        if chip is not None and uart >= chip[1]:
+            uart = chip[1] - 1  # no UART2 on this chip: UART1 (UART0 carries the REPL)
+        hw["uart"] = _int(cfg, "uart", 0, 2, path, uart)
+        hw["warnings"] = [] if chip is None else _chip_checks(board, pins, hw["uart"], chip, machine, path)
         if board == "rp2" and hw["wdt_ms"] > 8388:
             raise _err(path, "wdt_ms must be at most 8388 on an RP2040 (its watchdog's limit), got %d" % hw["wdt_ms"])
         # a meter in service must find its state: missing or erased state is refused, not a new meter
@@ -142,8 +208,9 @@ def check(cfg, path=None):
     return meter_cfg, hw
 
 
-def load(path=CONFIG_FILE):
-    """Read and check the config file; raises ConfigError naming the file and the fault."""
+def load(path=CONFIG_FILE, machine=None):
+    """Read and check the config file (against the chip `machine` names); raises ConfigError
+    naming the file and the fault."""
     try:
         f = open(path)
     except OSError:
@@ -156,4 +223,4 @@ def load(path=CONFIG_FILE):
         cfg = json.loads(text)
     except ValueError:
         raise ConfigError("config file %s is corrupt: not valid JSON; rebuild it with `meter build`" % path)
-    return check(cfg, path)
+    return check(cfg, path, machine)

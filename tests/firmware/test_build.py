@@ -70,10 +70,10 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
     # Run the .mpy files (not the sources): the image directory is the board's filesystem. The
     # aim is 96 KB, on a 64-bit unix port whose pointers and object headers are twice a board's
     # size, with a fake `machine` (~4 KB) a board has in ROM; tools/bench/bench_image.py reports
-    # the smallest heap that works (98 KB: the names of the board path - wear-bounded state
-    # files, MeterApp, fault events, boot escape - pass ~620 interned names, where MicroPython
-    # allocates its sixth qstr pool, 7.3 KB here, about half on a 32-bit board; a frozen image
-    # keeps every name in flash). 100 KB leaves the core 2 KB to grow.
+    # the smallest heap that works (100 KB: the names of the board path - wear-bounded state
+    # files, MeterApp, fault events, boot escape, RTC chips, per-chip config checks - pass ~620
+    # interned names, where MicroPython allocates its sixth qstr pool, 7.3 KB here, about half on
+    # a 32-bit board; a frozen image keeps every name in flash). 102 KB leaves 2 KB to grow.
     read = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
     # a board's machine module is in ROM: precompile the fake so compiling it costs no test heap
     fakes = tmp_path / "fakes"
@@ -93,7 +93,7 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
         "gc.collect()\n"
         "print(json.dumps({'tx': bytes(u.tx).hex(), 'free': gc.mem_free(), 'used': gc.mem_alloc()}))\n"
     ) % (image, read.hex())
-    r = subprocess.run([str(Path(sys.executable).parent / "micropython"), "-X", "heapsize=100K", "-c", code],
+    r = subprocess.run([str(Path(sys.executable).parent / "micropython"), "-X", "heapsize=102K", "-c", code],
                        cwd=tmp_path, capture_output=True, text=True, timeout=60,
                        env={"MICROPYPATH": f"{image}:{fakes}"})
     assert r.returncode == 0, r.stdout + r.stderr
@@ -273,3 +273,15 @@ def test_build_writes_the_rtc_chip_and_in_service(tmp_path: Path) -> None:
     r = _meter("build", "--board", "rp2", "--address", ADDR, "--rtc", "ds3231", "--out", str(tmp_path / "y"),
                PREPAID645_METER_KEY=KEY)
     assert r.returncode == 2 and "rtc ds3231 needs pins.sda" in r.stderr
+
+
+def test_build_warns_about_strapping_and_psram_pins(tmp_path: Path) -> None:
+    r = _meter("build", "--board", "esp32", "--address", ADDR, "--out", str(tmp_path / "x"), PREPAID645_METER_KEY=KEY)
+    assert r.returncode == 0, r.stderr
+    assert "warning: pins.button = GPIO0 is a strapping pin of the ESP32" in r.stderr
+    assert "GPIO17 is wired to the PSRAM on WROVER modules (fine on a WROOM)" in r.stderr
+    cfg = json.loads((tmp_path / "x" / "config.json").read_text())
+    assert cfg["uart"] == 2  # the one default table (hal.config.DEFAULTS), as a board without "uart" reads it
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--uart", "2", "--out", str(tmp_path / "y"),
+               PREPAID645_METER_KEY=KEY)
+    assert r.returncode == 2 and "uart 2 does not exist on the RP2040" in r.stderr

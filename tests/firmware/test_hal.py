@@ -22,6 +22,8 @@ KEY = "00112233445566778899aabbccddeeff"
 GOOD = {"address": "000000000001", "key": KEY}
 PINS = {"tx": 17, "rx": 16, "de": 4, "relay_set": 25, "relay_reset": 26, "relay_sense": 27, "button": 0,
         "led": 2, "pulse": 32}
+RP2_PINS = {"tx": 0, "rx": 1, "de": 2, "relay_set": 6, "relay_reset": 7, "relay_sense": 8, "button": 9,
+            "led": 25, "pulse": 10}
 
 
 # ---- config -------------------------------------------------------------------------------------
@@ -45,13 +47,47 @@ def test_config_gives_core_fields_and_defaults() -> None:
     ({"board": "esp32"}, "needs \"pins\""),
     ({"board": "rp2", "pins": dict(PINS, pulse=None)}, "pins.pulse must be a GPIO number"),
     ({"baud": 2400.0}, "baud must be an integer"),
-    ({"board": "rp2", "pins": PINS, "wdt_ms": 10000}, "at most 8388 on an RP2040"),
+    ({"board": "rp2", "pins": RP2_PINS, "wdt_ms": 10000}, "at most 8388 on an RP2040"),
 ])
 def test_config_faults_name_file_and_field(change: dict, words: str) -> None:
     with pytest.raises(config.ConfigError) as e:
         config.check(dict(GOOD, **change), "/flash/config.json")
     assert "config file /flash/config.json" in str(e.value)
     assert words in str(e.value)
+
+
+C3 = "ESP32C3 module with ESP32C3"
+WROVER = "Generic ESP32 module with SPIRAM with ESP32"
+C3_PINS = {"tx": 21, "rx": 20, "de": 4, "relay_set": 5, "relay_reset": 6, "relay_sense": 7, "button": 10,
+           "led": 3, "pulse": 1}
+
+
+@pytest.mark.parametrize("cfg, machine, words", [
+    (dict(GOOD, board="esp32", pins=C3_PINS, uart=2), C3, "uart 2 does not exist on the ESP32C3 (UART0..UART1); "
+                                                           "build with --uart 1"),
+    (dict(GOOD, board="esp32", pins=PINS, uart=1), C3, "pins.relay_set = GPIO25 does not exist on the ESP32C3"),
+    (dict(GOOD, board="esp32", pins=dict(PINS, relay_set=34)), None, "pins.relay_set = GPIO34 is input-only"),
+    (dict(GOOD, board="rp2", pins=RP2_PINS, uart=2), "Raspberry Pi Pico with RP2040", "uart 2 does not exist on the RP2040"),
+    (dict(GOOD, board="rp2", pins=RP2_PINS, uart=2), None, "uart 2 does not exist on the RP2040"),
+])
+def test_config_is_checked_against_the_chip(cfg: dict, machine: str | None, words: str) -> None:
+    with pytest.raises(config.ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        config.check(cfg, "config.json", machine)
+
+
+def test_config_defaults_and_warnings_per_chip() -> None:
+    # no UART2 on a C3: a config without "uart" gets UART1 there, UART2 on a classic ESP32
+    assert config.check(dict(GOOD, board="esp32", pins=C3_PINS), "c.json", C3)[1]["uart"] == 1
+    _, hw = config.check(dict(GOOD, board="esp32", pins=PINS), "c.json", WROVER)
+    assert hw["uart"] == 2 and hw["uart"] == config.DEFAULTS["esp32"]["uart"]
+    warned = " | ".join(hw["warnings"])
+    assert "pins.button = GPIO0 is a strapping pin of the ESP32: held low while the board resets it starts the ROM" \
+        in warned
+    assert "pins.tx = GPIO17 is wired to the PSRAM on WROVER modules" in warned and "GPIO16" in warned
+    assert "pins.led = GPIO2 is a strapping pin" in warned
+    # a WROOM (no SPIRAM in its name) has GPIO16/17 free
+    _, hw = config.check(dict(GOOD, board="esp32", pins=PINS), "c.json", "Generic ESP32 module with ESP32")
+    assert not any("PSRAM" in w for w in hw["warnings"])
 
 
 def test_config_without_key_refuses() -> None:
