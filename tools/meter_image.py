@@ -119,8 +119,13 @@ def build_image(board: str, cfg: dict[str, Any], out: Path, frozen: bool = False
     for name in ("main.py", "boot.py"):
         shutil.copy2(FIRMWARE / name, out / name)
         files.append(name)
+    cfg = dict(cfg)
+    key_hex = cfg.pop("key")  # the key never sits in config.json: meter flash puts it in the key store
+    fd = os.open(out / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key_hex)
     cfg_path = out / "config.json"
-    fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the meter key
+    fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(cfg, f, indent=1)
     files.append("config.json")
@@ -148,6 +153,19 @@ def load_image(directory: Path) -> dict[str, Any]:
     return record
 
 
+KEY_FILE = "meter.key"  # in the image directory (0600): the meter key, which `meter flash` stores once
+# ESP32: into NVS (namespace prepaid645), by a script mpremote runs (the key never on a command line)
+_NVS_SCRIPT = """import esp32
+n = esp32.NVS("prepaid645")
+try:
+    n.get_blob("key", bytearray(32))
+    print("meter key: kept (already in NVS)")
+except OSError:
+    n.set_blob("key", %r)
+    n.commit()
+    print("meter key: written to NVS")
+"""
+NVS_SCRIPT = "nvs_key.py"  # written beside meter.key (0600) for the ESP32's key step, then removed
 MAINTENANCE = ":maintenance"  # hal/board.py MAINTENANCE: with it present the board starts nothing
 
 
@@ -173,6 +191,11 @@ def flash_commands(port: str, record: dict[str, Any], reset: bool = True, mpremo
     copy += ["fs", "cp", *[f for f in files if "/" not in f], ":"]
     cmds.append(copy)
     cmds.append(mp + ["fs", "--verbose", "sha256sum", *[f":{f}" for f in files]])
+    # the key, once: kept where the board has one (a key change goes over the line, 03H 070301FF)
+    if record["board"] == "esp32":
+        cmds.append(mp + ["run", NVS_SCRIPT])
+    else:
+        cmds.append(mp + ["fs", "--verbose", "sha256sum", f":{KEY_FILE}"])
     cmds.append(mp + ["fs", "rm", MAINTENANCE] + (["+", "reset"] if reset else []))
     return cmds
 
@@ -225,5 +248,32 @@ def flash(port: str, directory: Path, dry_run: bool = False, reset: bool = True,
         raise ImageError(f"the board on {port} does not hold the image: {', '.join(bad)} differ or are "
                          "missing; flash again, and check the filesystem has room (the board stays in "
                          "maintenance: it starts nothing until an image is verified)")
-    subprocess.run(cmds[5], cwd=directory, capture_output=True)
+    _store_key(cmds[5], mp_of(cmds[0]), directory, record["board"], port)
+    subprocess.run(cmds[6], cwd=directory, capture_output=True)
     return cmds
+
+
+def mp_of(cmd: list[str]) -> list[str]:
+    return cmd[:3]  # mpremote connect PORT
+
+
+def _store_key(cmd: list[str], mp: list[str], directory: Path, board: str, port: str) -> None:
+    key = (directory / KEY_FILE).read_text().strip()
+    if board == "esp32":
+        script = directory / NVS_SCRIPT
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(_NVS_SCRIPT % key.encode())
+        try:
+            r = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
+        finally:
+            script.unlink()
+        if r.returncode != 0 or "meter key:" not in r.stdout:
+            raise ImageError(f"could not store the meter key in the board's NVS on {port}: "
+                             f"{r.stderr.strip() or r.stdout.strip()}")
+        return
+    r = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
+    if not re.search(r"^[0-9a-f]{64}$", r.stdout, re.M):  # no key file on the board yet: write it once
+        r = subprocess.run(mp + ["fs", "cp", KEY_FILE, f":{KEY_FILE}"], cwd=directory, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ImageError(f"could not write the meter key to {port}: {r.stderr.strip() or r.stdout.strip()}")

