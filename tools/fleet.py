@@ -55,7 +55,9 @@ if str(FIRMWARE) not in sys.path:
 
 from hal.flash import open_state  # noqa: E402 - firmware/ must be on sys.path first
 from hal.load import Energy, LoadModel  # noqa: E402
-from hal.sim import Frames, SimClock  # noqa: E402
+from hal.sim import SimClock, _Pulses, frames_of  # noqa: E402
+from meter.app import MeterApp  # noqa: E402
+from meter.codec import Deframer  # noqa: E402
 from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
 
@@ -178,11 +180,12 @@ class Bus:
 class _BusProtocol(asyncio.Protocol):
     """One connection to a bus: its own framing (two masters never splice each other's bytes)."""
 
-    __slots__ = ("bus", "transport", "frames", "write")
+    __slots__ = ("bus", "transport", "frames", "partial", "write")
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self.frames = Frames()
+        self.frames = Deframer(512)
+        self.partial = False  # bytes of an unfinished frame wait in self.frames
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -196,7 +199,7 @@ class _BusProtocol(asyncio.Protocol):
         self.bus.connections.append(self.transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        if not self.frames.buf:
+        if not self.partial:
             # the usual TCP case: exactly one frame (after FE wake-up bytes), nothing half-received
             # (only the framing is looked at here: the core checks the checksum itself)
             f = data.lstrip(b"\xfe")
@@ -204,8 +207,9 @@ class _BusProtocol(asyncio.Protocol):
             if n >= 12 and f[0] == 0x68 and f[7] == 0x68 and n == 12 + f[9] and f[-1] == 0x16:
                 self.bus.handle(f, self.write)
                 return
-        for frame in self.frames.feed(data):
+        for frame in frames_of(self.frames, data):
             self.bus.handle(frame, self.write)
+        self.partial = self.frames.e > self.frames.s  # what the Deframer still holds
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport in self.bus.connections:
@@ -302,6 +306,10 @@ class Fleet:
     async def _run_load(self) -> None:
         energy = {a: Energy() for a in self.loads}
         power = {a: 0 for a in self.loads}
+        pulses = {a: _Pulses() for a in self.loads}
+        # the firmware's glue (energy in, a tick a second); no relay object: the contact is the
+        # core's relay_open, read where the load is drawn
+        apps = {a: MeterApp(self.meters[a], pulses[a], 1000) for a in self.loads}
         last = self.clock.ms()
         while True:
             await asyncio.sleep(self.tick_s)
@@ -311,13 +319,11 @@ class Fleet:
             for a, load in self.loads.items():
                 m = self.meters[a]
                 w = 0 if m.relay_open else load.power_w(now)
-                if w != power[a]:
+                pulses[a].n += energy[a].add(w, dms)
+                apps[a].step(now, ms)
+                if w != power[a] or m.power_w != w:
                     power[a] = w
-                    m.set_power(w)
-                wh = energy[a].add(w, dms)
-                if wh:
-                    m.add_energy(wh, now)
-                m.tick(now)
+                    m.set_power(w)  # the model's exact power, not the 10 s estimate
 
     async def close(self) -> None:
         """Stop the load, close every port and connection and the state files."""

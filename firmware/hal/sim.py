@@ -13,6 +13,7 @@ import time
 from hal.flash import open_state
 from hal.load import Energy, LoadModel
 from meter import clock
+from meter.codec import Deframer
 
 MICROPYTHON = sys.implementation.name == "micropython"
 
@@ -93,46 +94,39 @@ class SimClock:
         self._start_ms += seconds * 1000
 
 
-class Frames:
-    """Cuts whole DL/T 645 frames out of one link's byte stream (each TCP client has its own, so
-    two masters on two connections never splice each other's bytes)."""
+def frames_of(deframer, chunk):
+    """The whole frames (bytes) that chunk completes in deframer (meter.codec.Deframer: one per
+    link, so two masters on two connections never splice each other's bytes)."""
+    out = []
+    mv = memoryview(chunk)
+    for i in range(0, len(chunk), 256):  # the Deframer takes a few hundred bytes between frames
+        deframer.feed(mv[i:i + 256])
+        while True:
+            f = deframer.next_frame()
+            if f is None:
+                break
+            out.append(bytes(f))
+    return out
+
+
+class _Pulses:
+    """The load model's Wh as the pulses MeterApp takes (1000 per kWh: one a Wh)."""
 
     def __init__(self):
-        self.buf = b""
+        self.n = 0
 
-    def feed(self, chunk):
-        # bytes and slicing, not del on a bytearray: MicroPython's bytearray cannot delete items
-        buf = self.buf + chunk
-        if len(buf) > _MAX_FRAME_BUF:
-            buf = buf[len(buf) - _MAX_FRAME_BUF:]
-        out = []
-        while True:
-            i = buf.find(b"\x68")
-            if i < 0:
-                buf = b""
-                break
-            if i:
-                buf = buf[i:]
-            if len(buf) < 10:
-                break
-            end = 12 + buf[9]
-            if buf[7] == 0x68:
-                if len(buf) < end:
-                    break
-                if buf[end - 1] == 0x16 and sum(buf[:end - 2]) & 0xFF == buf[end - 2]:
-                    out.append(buf[:end])
-                    buf = buf[end:]
-                    continue
-            buf = buf[1:]
-        self.buf = buf
-        return out
+    def take(self):
+        n = self.n
+        self.n = 0
+        return n
 
 
 class _Sock:
     def __init__(self, sock, name):
         self.sock = sock
         self.name = name
-        self.frames = Frames()
+        self.frames = Deframer(_MAX_FRAME_BUF)
+        self.text = b""  # a control link's unfinished line
 
     def key(self):
         return self.sock if MICROPYTHON else self.sock.fileno()
@@ -158,7 +152,7 @@ class _Fd:
     def __init__(self, fd, name):
         self.fd = fd
         self.name = name
-        self.frames = Frames()
+        self.frames = Deframer(_MAX_FRAME_BUF)
 
     def key(self):
         return self.fd
@@ -228,10 +222,12 @@ class SimMeter:
         self._handlers = {}
         self._links = []
         self._last_ms = self.clock.ms()
-        self._last_s = self._last_ms // 1000
-        self._sense = hasattr(self.meter, "relay_sense")
-        if self._sense:
-            self.meter.relay_sense(self.relay_open)
+        self._pulses = _Pulses()
+        # the same glue as on a board; this object is its relay (the contact follows the command).
+        # Imported after the core: compiling the core from source is the start's heap peak
+        from meter.app import MeterApp
+        self.app = MeterApp(self.meter, self._pulses, 1000, self)
+        self.app.step(self._last_ms // 1000, self._last_ms)
 
     # ---- links -------------------------------------------------------------------------------
     def _watch(self, key, obj, handler):
@@ -315,20 +311,20 @@ class SimMeter:
         if not chunk:
             self._drop(link)
             return
-        for frame in link.frames.feed(chunk):
+        for frame in frames_of(link.frames, chunk):
             self.frames_in += 1
             reply = self.meter.handle(frame, self.clock.now())
             if reply:
                 self.frames_out += 1
                 link.write(reply)
-        self._sync_relay()
+        self.app.drive()
 
     def _serve_control(self, link):
         chunk = link.read()
         if not chunk:
             self._drop(link)
             return
-        buf = link.frames.buf + chunk
+        buf = link.text + chunk
         while True:
             i = buf.find(b"\n")
             if i < 0:
@@ -337,13 +333,13 @@ class SimMeter:
             buf = buf[i + 1:]
             reply = self.command(line)
             link.write(((reply or "{}") + "\n").encode())
-        link.frames.buf = buf
+        link.text = buf
 
     # ---- control -----------------------------------------------------------------------------
     def press_button(self):
         self.presses += 1
         self.meter.button(self.clock.now())
-        self._sync_relay()
+        self.app.drive()
 
     def command(self, line):
         """One control line; returns the reply line."""
@@ -371,31 +367,31 @@ class SimMeter:
         return json.dumps({"error": "unknown command %r: button, status, load W|auto, advance S, quit" % cmd})
 
     # ---- time --------------------------------------------------------------------------------
-    def _sync_relay(self):
-        want = self.meter.relay_open
-        if want != self.relay_open:
-            self.relay_open = want
-            self.relay_log.append((self.clock.now(), want))
-            if self._sense:
-                self.meter.relay_sense(want)
+    # the relay as MeterApp drives it: the simulated contact follows at once, and is logged
+    @property
+    def commanded(self):
+        return self.relay_open
+
+    def drive(self, open_):
+        self.relay_open = open_
+        self.relay_log.append((self.clock.now(), open_))
+
+    def sensed_open(self):
+        return self.relay_open
 
     def advance(self):
-        """Integrate the load since the last call, tick the core's timers once per meter second."""
+        """Integrate the load since the last call into Wh (the pulses MeterApp takes), and let
+        MeterApp tick the core once per meter second and drive the relay."""
         ms = self.clock.ms()
         dms = ms - self._last_ms
         self._last_ms = ms
         now = ms // 1000
         w = 0 if self.relay_open else self.load.power_w(now)
-        if w != self.power_w:
+        self._pulses.n += self.energy.add(w, dms)
+        self.app.step(now, ms)
+        if w != self.power_w or self.meter.power_w != w:
             self.power_w = w
-            self.meter.set_power(w)
-        wh = self.energy.add(w, dms)
-        if wh:
-            self.meter.add_energy(wh, now)
-        if now != self._last_s:
-            self._last_s = now
-            self.meter.tick(now)
-        self._sync_relay()
+            self.meter.set_power(w)  # the model knows the power exactly: not the 10 s estimate
 
     def step(self, timeout_ms=50):
         """Serve whatever arrived within timeout_ms, then advance time."""

@@ -40,7 +40,7 @@ class MeterApp:
     def feed(self, chunk, now):
         """Bytes from the line at meter time now; the replies to send."""
         out = self.meter.feed(chunk, now)
-        self._drive()
+        self.drive()
         return out
 
     def step(self, now, ms):
@@ -64,7 +64,7 @@ class MeterApp:
                 if s is not None and s != self._sensed:
                     self._sensed = s
                     m.relay_sense(s)
-        self._drive()
+        self.drive()
         return second
 
     def _energy(self, now, ms):
@@ -86,7 +86,8 @@ class MeterApp:
                 self._win_pulses = 0
                 self._win_t0 = ms
 
-    def _drive(self):
+    def drive(self):
+        """Drive the relay to what the core commands (after a frame or a button press)."""
         r = self.relay
         if r is not None:
             want = self.meter.relay_open

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hal import config
 from hal.flash import FileFlash, StateError, open_state
 from hal.load import RESIDENTIAL_W, Energy, LoadModel
-from hal.sim import Frames, SimClock, parse_endpoint, parse_time
+from hal.sim import SimClock, frames_of, parse_endpoint, parse_time
+from meter.codec import Deframer
 from meter.core import Meter
 from protocol import build_frame
 from tests.mpy import run_micropython
@@ -244,25 +245,27 @@ def test_endpoints() -> None:
         parse_endpoint("tcp://localhost")
 
 
-def test_frames_split_merged_and_noisy() -> None:
+def test_link_frames_split_merged_and_noisy() -> None:
+    """Each simulator link cuts its stream with the firmware codec's Deframer (hal.sim.frames_of)."""
     a = build_frame("000000000001", 0x11, bytes.fromhex("00000100"))
     b = build_frame("000000000001", 0x11, bytes.fromhex("00000000"), preamble=0)
     stream = b"\x00\x68\x16garbage" + a + b
-    fr = Frames()
+    d = Deframer(512)
     got = []
     for i in range(0, len(stream), 3):
-        got += fr.feed(stream[i:i + 3])
+        got += frames_of(d, stream[i:i + 3])
     assert got == [a[4:], b]
     bad = bytearray(b)
     bad[-2] ^= 1  # checksum
-    assert Frames().feed(bytes(bad)) == []
+    assert frames_of(Deframer(512), bytes(bad)) == []
 
 
-def test_frames_under_micropython() -> None:
+def test_link_frames_under_micropython() -> None:
     a = build_frame("000000000001", 0x11, bytes.fromhex("00000100"))
     stream = b"\x68\x16noise" + a + a
-    code = ("from hal.sim import Frames\nf = Frames()\ns = bytes.fromhex(%r)\nout = []\n"
-            "for i in range(0, len(s), 5):\n    out += f.feed(s[i:i + 5])\n"
+    code = ("from hal.sim import frames_of\nfrom meter.codec import Deframer\nf = Deframer(512)\n"
+            "s = bytes.fromhex(%r)\nout = []\n"
+            "for i in range(0, len(s), 5):\n    out += frames_of(f, s[i:i + 5])\n"
             "print(' '.join(x.hex() for x in out))" % stream.hex())
     r = run_micropython(code)
     assert r.returncode == 0, r.stderr
