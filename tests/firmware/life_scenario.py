@@ -10,7 +10,7 @@ from meter.core import Meter
 from meter.store import RamFlash
 
 try:
-    from tests.firmware.hes import HeadEnd, parse, le, bcd
+    from tools.bench.hes import HeadEnd, parse, le, bcd
     from tools.sim.seeded_rand import Rand
 except ImportError:  # under micropython, beside the .mpy files
     from hes import HeadEnd, parse, le, bcd

@@ -20,7 +20,7 @@ from meter import clock, codec  # noqa: E402
 from meter.core import Meter  # noqa: E402
 from meter.security import hmac_sha256  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
-from tests.firmware.hes import HeadEnd, parse  # noqa: E402
+from tools.bench.hes import HeadEnd, parse  # noqa: E402
 from tools.sim.seeded_rand import Rand  # noqa: E402
 
 PATH = ROOT / "protocol/vectors/security.json"

@@ -3,7 +3,7 @@ has the length and format the head-end decodes, and the prepaid set is all there
 
 import protocol.di as di
 from tests.firmware.core_support import T0, opened
-from tests.firmware.hes import parse
+from tools.bench.hes import parse
 
 PREPAID = [0x00000000, 0x00010000, 0x00010100, 0x00010400, 0x00020000, 0x00900200, 0x00900201,
            0x02010100, 0x02020100, 0x02030000, 0x02800020, 0x04000101, 0x04000102, 0x04000401,

@@ -9,7 +9,7 @@ import pytest
 import protocol
 from meter import clock
 from tests.firmware.core_support import build_mpy, make, run_mpy
-from tests.firmware.hes import bcd, le, parse
+from tools.bench.hes import bcd, le, parse
 from tests.firmware.test_core import HE, read, value
 
 DAY = clock.DAY

@@ -11,6 +11,7 @@ from tests.firmware import life_scenario
 from tests.firmware.core_support import build_mpy, run_mpy, std_hmac
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 SEEDED_RAND = HERE.parents[1] / "tools/sim/seeded_rand.py"
 
 
@@ -34,7 +35,7 @@ def test_prepaid_life_under_cpython():
 
 
 def test_prepaid_life_under_micropython_from_mpy(tmp_path):
-    dest = build_mpy(tmp_path / "mpy", [HERE / "hes.py", HERE / "life_scenario.py", SEEDED_RAND])
+    dest = build_mpy(tmp_path / "mpy", [ROOT / "tools" / "bench" / "hes.py", HERE / "life_scenario.py", SEEDED_RAND])
     res = run_mpy(dest, "import life_scenario\nlife_scenario.main()", heapsize="160K")
     assert res.returncode == 0, res.stderr + res.stdout
     got = [line.split(" ") for line in res.stdout.strip().split("\n")]

