@@ -3,10 +3,6 @@
 # Every state change is saved before its reply is returned, so a reply the head-end sees
 # always describes state that survives a power cut.
 
-import gc
-import json
-import struct
-import sys
 
 from meter import clock, codec
 from meter import events, relay, wallet
@@ -15,7 +11,7 @@ from meter.dis import read_item, write_item
 from meter.events import Events
 from meter.relay import Relay
 from meter.security import Security, ct_eq
-from meter.store import Store
+from meter.store import Store, collect, ints_writer, text_parts
 from meter.tariff import Tariff
 
 try:
@@ -158,10 +154,10 @@ class Meter:
         else:
             # read piece by piece from flash into their final packed form: no parse tree
             tl = s["tl"]
-            self.tariff = Tariff.unpack(_get(st, 3, tl[0]))
-            _collect()
-            self.events.unpack(_get(st, 3 + tl[0], tl[1]))
-            _collect()
+            self.tariff = Tariff.unpack(st.ints_reader(3, tl[0]))
+            collect()
+            self.events.unpack(st.ints_reader(3 + tl[0], tl[1]))
+            collect()
             # unchanged: the next save copies them from this record
             self._tlen, self._elen = tl
             self.tariff.dirty = False
@@ -203,7 +199,7 @@ class Meter:
         head[0] = 1
         parts = []
         parts.append(head)
-        write = _put(parts)
+        write = ints_writer(parts)
         if tlen < 0 or tf.dirty:
             tf.pack(write)
             n = sum(len(p) for p in parts) - 3  # no copies among them yet
@@ -220,7 +216,7 @@ class Meter:
         head[2] = (n + m) >> 8
         ss = self._small_state()
         ss["tl"] = [n, m]
-        _add_text(parts, _pieces(ss))
+        text_parts(parts, ss)
         self.store.save_parts(parts)
         self._tlen = n
         self._elen = m
@@ -872,130 +868,6 @@ class Meter:
         self.events.add(events.PURCHASE, (t, w.count, amount, before, w.balance, w.total_bought))
         self._local(cmd, t)
         return 0
-
-
-_PIECE = const(128)
-
-
-_SEP = (",", ":")  # no spaces: the text kept in RAM and written to flash is a sixth shorter
-
-
-# Packed ints in the record's binary head: a sequence is one byte (count | width code << 6)
-# then its ints, each 2, 4 or 8 bytes signed LE, the narrowest that holds them all.
-
-def _put(parts):
-    # write(seq) for Tariff.pack / Events.pack: onto parts, gathered in buffers of up to 128
-    # bytes (one flash write each; a fragmented heap has no long holes)
-    def write(seq):
-        w = 0
-        for v in seq:
-            if v < -0x8000 or v > 0x7FFF:
-                w = 1 if w < 2 and -0x80000000 <= v <= 0x7FFFFFFF else 2
-        b = struct.pack("<B%d%s" % (len(seq), "hiq"[w]), len(seq) | w << 6, *seq)
-        last = parts[-1]
-        if isinstance(last, bytearray) and len(last) + len(b) <= 128:
-            last.extend(b)
-        else:
-            parts.append(bytearray(b))
-    return write
-
-
-def _get(st, off, n):
-    # read() for Tariff.unpack / Events.unpack: the next sequence of the n bytes at off in the
-    # newest record's payload. They are read at once and each format made once, so the tuples
-    # kept land side by side, and what is let go after is one hole, not one between each two
-    b = st.payload(off, n)
-    pos = [0]
-    fm = {}
-
-    def read():
-        o = pos[0]
-        h = b[o]
-        f = fm.get(h)
-        if f is None:
-            f = fm[h] = "<%d%s" % (h & 63, "hiq"[h >> 6])
-        pos[0] = o + 1 + struct.calcsize(f)
-        return struct.unpack_from(f, b, o + 1)
-    return read
-
-
-def _add_text(parts, pieces):
-    # the pieces as buffers onto parts; their length in bytes
-    n = 0
-    for x in pieces:
-        b = _buf(x)
-        parts.append(b)
-        n += len(b)
-    return n
-
-
-def _pieces(obj):
-    """The JSON text of obj as strings of about _PIECE characters."""
-    out = []
-    cur = []
-    _json_pieces(obj, out, cur, 0)
-    if cur:
-        out.append("".join(cur))
-    return out
-
-
-def _json_pieces(obj, out, cur, n):
-    # whole pieces go to out, the fragments of the next one to cur (n characters); each piece
-    # is joined once, so building it leaves no trail of ever longer partial strings to collect
-    if (isinstance(obj, dict) or isinstance(obj, list)) and _big(obj):
-        d = isinstance(obj, dict)
-        n = _piece(out, cur, n, "{" if d else "[")
-        first = True
-        for k in obj:
-            if not first:
-                n = _piece(out, cur, n, ",")
-            first = False
-            if d:
-                n = _piece(out, cur, n, json.dumps(k) + ":")
-                n = _json_pieces(obj[k], out, cur, n)
-            else:
-                n = _json_pieces(k, out, cur, n)
-        return _piece(out, cur, n, "}" if d else "]")
-    return _piece(out, cur, n, json.dumps(obj, separators=_SEP))
-
-
-def _big(obj):
-    # worth splitting: a long container, or one holding containers (the tariff's 2-item
-    # lists hold whole sets of day tables: dumped at once they made a 1.8 KB string, a block
-    # a fragmented heap lacks). A tuple is a packed table of <= 14 ints: one piece.
-    if len(obj) > 16:
-        return True
-    for k in obj:
-        v = obj[k] if isinstance(obj, dict) else k
-        if isinstance(v, (list, dict, tuple)):
-            return True
-    return False
-
-
-def _piece(out, cur, n, s):
-    if cur and n + len(s) > _PIECE:
-        out.append("".join(cur))
-        del cur[:]
-        n = 0
-    elif len(cur) == 16:  # fold the fragments so far: the list never outgrows 16 slots
-        f = "".join(cur)
-        del cur[:]
-        cur.append(f)
-    cur.append(s)
-    return n + len(s)
-
-
-if sys.implementation.name == "micropython":
-    def _buf(s):
-        return s  # a MicroPython str is a buffer: the store writes it without an encoded copy
-
-    _collect = gc.collect
-else:
-    def _buf(s):
-        return s.encode()
-
-    def _collect():
-        pass  # CPython's heap is not fragmented by a power-up; a full collection costs ms
 
 
 def _put_customer(b, o, s):

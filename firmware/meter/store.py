@@ -9,7 +9,10 @@
 # owner reads it piece by piece with payload(), straight into its final form, so no parse
 # tree of the whole record is ever held (at power-up that tree was the heap's peak).
 
+import gc
 import json
+import struct
+import sys
 
 try:
     from micropython import const
@@ -94,6 +97,11 @@ class Store:
         """n bytes at offset in the newest record's payload (after load() or a save)."""
         return self.flash.read(self.slot * self.half + _HEAD + offset, n)
 
+    def ints_reader(self, offset, n):
+        """read() for the owner's packed tables (the sequences of ints_writer) in the n bytes at
+        offset of the newest record's payload."""
+        return _ints_reader(self, offset, n)
+
     def save(self, obj):
         """Write obj as the newest record."""
         self.save_parts((json.dumps(obj).encode(),))
@@ -149,6 +157,135 @@ class Store:
         # only once the CRC is down is the new record the newest one
         self.seq = seq
         self.slot = slot
+
+
+# --- packing the owner's record in pieces --------------------------------------------------
+# The meter (meter.core) writes its record as parts: a binary head of packed int sequences (its
+# tariff and event log) and the small state as JSON text, each in pieces of at most a few hundred
+# bytes (a fragmented heap has many small holes and no 2 KB one).
+
+_PIECE = const(128)
+
+
+_SEP = (",", ":")  # no spaces: the text kept in RAM and written to flash is a sixth shorter
+
+
+# Packed ints in the record's binary head: a sequence is one byte (count | width code << 6)
+# then its ints, each 2, 4 or 8 bytes signed LE, the narrowest that holds them all.
+
+def ints_writer(parts):
+    # write(seq) for Tariff.pack / Events.pack: onto parts, gathered in buffers of up to 128
+    # bytes (one flash write each; a fragmented heap has no long holes)
+    def write(seq):
+        w = 0
+        for v in seq:
+            if v < -0x8000 or v > 0x7FFF:
+                w = 1 if w < 2 and -0x80000000 <= v <= 0x7FFFFFFF else 2
+        b = struct.pack("<B%d%s" % (len(seq), "hiq"[w]), len(seq) | w << 6, *seq)
+        last = parts[-1]
+        if isinstance(last, bytearray) and len(last) + len(b) <= 128:
+            last.extend(b)
+        else:
+            parts.append(bytearray(b))
+    return write
+
+
+def _ints_reader(st, off, n):
+    # read() for Tariff.unpack / Events.unpack: the next sequence of the n bytes at off in the
+    # newest record's payload. They are read at once and each format made once, so the tuples
+    # kept land side by side, and what is let go after is one hole, not one between each two
+    b = st.payload(off, n)
+    pos = [0]
+    fm = {}
+
+    def read():
+        o = pos[0]
+        h = b[o]
+        f = fm.get(h)
+        if f is None:
+            f = fm[h] = "<%d%s" % (h & 63, "hiq"[h >> 6])
+        pos[0] = o + 1 + struct.calcsize(f)
+        return struct.unpack_from(f, b, o + 1)
+    return read
+
+
+def text_parts(parts, obj):
+    """The JSON text of obj onto parts, as buffers of about _PIECE bytes; their length in bytes."""
+    n = 0
+    for x in _pieces(obj):
+        b = _buf(x)
+        parts.append(b)
+        n += len(b)
+    return n
+
+
+def _pieces(obj):
+    """The JSON text of obj as strings of about _PIECE characters."""
+    out = []
+    cur = []
+    _json_pieces(obj, out, cur, 0)
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def _json_pieces(obj, out, cur, n):
+    # whole pieces go to out, the fragments of the next one to cur (n characters); each piece
+    # is joined once, so building it leaves no trail of ever longer partial strings to collect
+    if (isinstance(obj, dict) or isinstance(obj, list)) and _big(obj):
+        d = isinstance(obj, dict)
+        n = _piece(out, cur, n, "{" if d else "[")
+        first = True
+        for k in obj:
+            if not first:
+                n = _piece(out, cur, n, ",")
+            first = False
+            if d:
+                n = _piece(out, cur, n, json.dumps(k) + ":")
+                n = _json_pieces(obj[k], out, cur, n)
+            else:
+                n = _json_pieces(k, out, cur, n)
+        return _piece(out, cur, n, "}" if d else "]")
+    return _piece(out, cur, n, json.dumps(obj, separators=_SEP))
+
+
+def _big(obj):
+    # worth splitting: a long container, or one holding containers (the tariff's 2-item
+    # lists hold whole sets of day tables: dumped at once they made a 1.8 KB string, a block
+    # a fragmented heap lacks). A tuple is a packed table of <= 14 ints: one piece.
+    if len(obj) > 16:
+        return True
+    for k in obj:
+        v = obj[k] if isinstance(obj, dict) else k
+        if isinstance(v, (list, dict, tuple)):
+            return True
+    return False
+
+
+def _piece(out, cur, n, s):
+    if cur and n + len(s) > _PIECE:
+        out.append("".join(cur))
+        del cur[:]
+        n = 0
+    elif len(cur) == 16:  # fold the fragments so far: the list never outgrows 16 slots
+        f = "".join(cur)
+        del cur[:]
+        cur.append(f)
+    cur.append(s)
+    return n + len(s)
+
+
+if sys.implementation.name == "micropython":
+    def _buf(s):
+        return s  # a MicroPython str is a buffer: the store writes it without an encoded copy
+
+    collect = gc.collect
+else:
+    def _buf(s):
+        return s.encode()
+
+    def collect():
+        pass  # CPython's heap is not fragmented by a power-up; a full collection costs ms
 
 
 class RamFlash:
