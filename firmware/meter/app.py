@@ -58,14 +58,17 @@ class MeterApp:
         if second:
             self._last_s = now
             m.tick(now)
-            r = self.relay
-            if r is not None:
-                s = r.sensed_open()
-                if s is not None and s != self._sensed:
-                    self._sensed = s
-                    m.relay_sense(s)
+            self._sense()  # a contact that moved by itself (welded, tripped by hand) shows in a second
         self.drive()
         return second
+
+    def _sense(self):
+        r = self.relay
+        if r is not None:
+            s = r.sensed_open()
+            if s is not None and s != self._sensed:
+                self._sensed = s
+                self.meter.relay_sense(s)
 
     def _energy(self, now, ms):
         n = self.pulses.take()
@@ -93,3 +96,4 @@ class MeterApp:
             want = self.meter.relay_open
             if want != r.commanded:
                 r.drive(want)
+                self._sense()  # the drive pulse is over: the sense contact has moved (status word 3)
