@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from headend.api import models
 from headend.api.config import ApiConfig
 from headend.api.problems import ApiProblem
+from headend.api.reports import add_report_routes
 from headend.api.service import ChannelKey, PaymentsPort, StorePayments
 from headend.api.signing import SignatureFormError, check_signature, read_signature_headers
 from headend.keys import KeyStore
@@ -324,6 +325,8 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
 
         return await signed(request, work)
 
+    add_report_routes(app, store, _PROBLEM_RESPONSES)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
@@ -331,6 +334,8 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
                 "type": "apiKey", "in": "header", "name": "X-PP645-Signature",
                 "description": "HMAC-SHA256 request signature with X-PP645-Key, X-PP645-Timestamp and X-PP645-Nonce;"
                                " see the README's signing recipe"}
+            schema["components"]["securitySchemes"]["operatorBasic"] = {
+                "type": "http", "scheme": "basic", "description": "an operator's name and password (reports)"}
             for name in ("PaymentIn", "ReversalIn", "Problem"):
                 schema["components"].setdefault("schemas", {})[name] = getattr(models, name).model_json_schema(
                     ref_template="#/components/schemas/{model}")

@@ -36,6 +36,8 @@ TITLES: dict[str, str] = {
     "amount_invalid": "Amount must be above zero",
     "body_too_large": "Body too large",
     "not_found": "No such endpoint",
+    "operator_auth_missing": "Reports need an operator's name and password",
+    "operator_refused": "Operator not allowed",
     "method_not_allowed": "Method not allowed",
     "unsupported_media_type": "Body must be application/json",
     "not_acceptable": "Responses are JSON only",
