@@ -31,6 +31,7 @@ __all__ = [
     "ENV_KEY_FILE",
     "ENV_CONFIG",
     "ENV_PASSPHRASE",
+    "known_settings",
 ]
 
 DEFAULT_DB = "prepaid645.db"
@@ -71,6 +72,19 @@ class HeadendConfig:
     def section(self, name: str) -> dict[str, Any]:
         """A config section owned by another part of the head-end (empty dict if absent)."""
         return dict(self.sections.get(name, {}))
+
+
+STORE_KEYS = frozenset({"db"})
+KEYS_KEYS = frozenset({"file"})
+
+
+def known_settings() -> dict[str, frozenset[str]]:
+    """Every section of the config file and the keys its reader takes (each reader owns its list;
+    prepaid645.example.toml documents every one, and a test keeps the two in step)."""
+    from headend.costctl.config import KNOWN_KEYS as costctl
+    from headend.notices.config import KNOWN_KEYS as notices
+
+    return {"store": STORE_KEYS, "keys": KEYS_KEYS, "costctl": costctl, "notices": notices}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -134,6 +148,10 @@ def load_config(
     keys_sec = data.get("keys", {})
     if not isinstance(store_sec, dict) or not isinstance(keys_sec, dict):
         raise ConfigError(f"config file {source}: [store] and [keys] must be tables")
+    for name, sec, known in (("store", store_sec, STORE_KEYS), ("keys", keys_sec, KEYS_KEYS)):
+        if set(sec) - known:
+            raise ConfigError(f"config file {source}: [{name}] has unknown key(s) {', '.join(sorted(set(sec) - known))};"
+                              f" it takes {', '.join(sorted(known))}")
 
     db_path = _setting_path(db, env.get(ENV_DB), store_sec, "db", base, "[store] db", Path(DEFAULT_DB))
     kf = _setting_path(key_file, env.get(ENV_KEY_FILE), keys_sec, "file", base, "[keys] file",

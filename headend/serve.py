@@ -23,6 +23,8 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
 
 from headend.api.config import ApiConfig
 from headend.commands import DEFAULT_READ_DIS, MeterClient, MeterTarget, OutboxWorker
@@ -55,6 +57,11 @@ class ServeOptions:
     collect_every_s: float = 0.0  # 0: no periodic read cycles
     collect_dis: tuple[int, ...] = DEFAULT_READ_DIS
     costctl: LoopOptions | None = None  # remote cost control: collect on the grid, rate, debit, act
+    # The head-end's time for meters (time sets, relay deadlines): the wall clock, or one that runs
+    # `clock_speed` times faster for simulated meters at the same --speed (a time set is then as
+    # good as its delay times the speed, hence the wider tolerance)
+    meter_clock: Callable[[], datetime] = datetime.now
+    clock_speed: float = 1.0
     notices: NoticeConfig | None = None  # the customer-notice sender (headend.notices.service)
     api: ApiConfig | None = None  # the payments API, when api.listen is set
 
@@ -69,7 +76,8 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[F
         return keys.meter_key(m.address, m.krn)
 
     frontend = FrontEnd(options.link, known_addresses=known)
-    client = MeterClient(frontend, key_for, operator=options.operator, security_timeout=options.security_timeout)
+    client = MeterClient(frontend, key_for, operator=options.operator, security_timeout=options.security_timeout,
+                         meter_clock=options.meter_clock)
     worker = OutboxWorker(
         store,
         client,
@@ -77,6 +85,7 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[F
         poll_s=options.poll_s,
         max_attempts=options.max_attempts,
         retry_backoff_s=options.retry_backoff_s,
+        time_tolerance_s=_outbox.TIME_TOLERANCE_S * max(options.clock_speed, 1.0),
     )
     return frontend, worker
 

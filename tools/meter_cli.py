@@ -243,6 +243,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="meter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from headend.cli.main import add_common_options
+    add_common_options(top)
     sub = top.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="run one simulated meter (TCP and/or a pty), with a live status view")
@@ -265,7 +267,7 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("build", help="build a board image (.mpy + main.py + boot.py + config.json)")
-    b.add_argument("--board", required=True, choices=("esp32", "rp2"))
+    b.add_argument("--board", required=True, choices=("esp32", "rp2"), help="the board the image is for")
     _key_options(b)
     b.add_argument("--out", required=True, help="image directory to write")
     b.add_argument("--frozen", action="store_true", help="write sources + manifest.py for a frozen firmware")
@@ -297,11 +299,11 @@ def parser() -> argparse.ArgumentParser:
                                               f"(or set ${ENV_MASTER_KEY}, or type it at the prompt)")
     refuse_on_argv(fl, "--master-key-hex", f"--master-key-file FILE or ${ENV_MASTER_KEY}")
     fl.add_argument("--from-headend", metavar="DB_OR_KEYFILE", help="derive keys from the head-end's key store")
-    fl.add_argument("--host", default="127.0.0.1")
+    fl.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     fl.add_argument("--port", type=int, default=8645, help="one bus port for all meters (default 8645)")
     fl.add_argument("--port-base", type=int, help="instead: meter i listens on PORT_BASE + i")
     fl.add_argument("--state-dir", help="keep each meter's state file here (default: in memory)")
-    fl.add_argument("--mode", choices=("local", "remote"), default="local")
+    fl.add_argument("--mode", choices=("local", "remote"), default="local", help="cost control of every meter (default local)")
     fl.add_argument("--speed", type=int, default=1, help="clock acceleration factor")
     fl.set_defaults(func=cmd_fleet)
     return top

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from headend.cli import _common as c
 from headend.costctl.config import CostCtlConfig, costctl_config
@@ -76,10 +76,31 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                         " (default: on; [costctl] in_serve = false turns it off)")
     g.add_argument("--costctl-interval", type=int, metavar="S",
                    help="cycle grid in seconds: 86400 (daily, default), 3600 or 900 (overrides [costctl] interval_s)")
-    g.add_argument("--costctl-clock", metavar="TIME",
-                   help="start cost control's clock at this time (Unix s or YYYY-MM-DDTHH:MM local), for tests and demos")
-    g.add_argument("--costctl-speed", type=float, default=1.0, metavar="X",
-                   help="cost control's clock runs X times faster (with simulated meters at the same --speed)")
+    t = p.add_argument_group("the head-end's clock (for simulated meters run faster than real time)")
+    t.add_argument("--clock", "--costctl-clock", dest="costctl_clock", metavar="TIME",
+                   help="start the head-end's clock at TIME (Unix s or YYYY-MM-DDTHH:MM local), e.g. the --start "
+                        "of simulated meters (default: now)")
+    t.add_argument("--speed", "--costctl-speed", dest="costctl_speed", type=float, default=1.0, metavar="X",
+                   help="the head-end's clock (time sets, relay-command deadlines, cost control) runs X times "
+                        "faster, for simulated meters at `meter run --speed X`; then `headend sync-time --set` "
+                        "once (default 1)")
+
+
+def meter_clock(args: argparse.Namespace) -> Callable[[], datetime] | None:
+    """The head-end's time for meters under --clock/--speed (naive local time, as meters keep
+    it), or None for the wall clock."""
+    if args.costctl_clock is None and args.costctl_speed == 1.0:
+        return None
+    if args.costctl_speed <= 0:
+        raise c.CliError(f"--speed {args.costctl_speed:g}: must be > 0")
+    text = args.costctl_clock
+    try:
+        start = (datetime.now() if text is None else datetime.fromtimestamp(float(text))
+                 if text.replace(".", "", 1).isdigit() else datetime.fromisoformat(text))
+    except ValueError:
+        raise c.CliError(f"--clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
+    t0, speed = time.monotonic(), args.costctl_speed
+    return lambda: start + timedelta(seconds=(time.monotonic() - t0) * speed)
 
 
 def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | None:
@@ -89,7 +110,7 @@ def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | No
     if not (args.costctl if args.costctl is not None else cc.in_serve):
         return None
     if args.costctl_speed <= 0:
-        raise c.CliError(f"--costctl-speed {args.costctl_speed}: must be > 0")
+        raise c.CliError(f"--speed {args.costctl_speed:g}: must be > 0")
     start = None
     if args.costctl_clock:
         text = args.costctl_clock
@@ -97,7 +118,7 @@ def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | No
             start = float(text) if text.replace(".", "", 1).isdigit() else datetime.fromisoformat(text).replace(
                 tzinfo=timezone(timedelta(seconds=cc.utc_offset_s))).timestamp()
         except ValueError:
-            raise c.CliError(f"--costctl-clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
+            raise c.CliError(f"--clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
     return LoopOptions(cc, catalog, start=start, speed=args.costctl_speed, actor=actor)
 
 

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gsub = p.add_subparsers(dest="grid_command", metavar="ACTION")
     p.set_defaults(func=lambda a: (p.print_help(), c.EXIT_USAGE)[1])
     im = gsub.add_parser("import", help="place meters from a CSV (meter,feeder,area[,important]); all rows or none")
-    im.add_argument("file", metavar="FILE.csv")
+    im.add_argument("file", metavar="FILE.csv", help="the CSV: meter,feeder,area[,important]")
     c.add_store_args(im)
     c.add_json_arg(im)
     im.set_defaults(func=run_import)

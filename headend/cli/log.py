@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_act("retry"))
 
     p = sub.add_parser("events", help="events at one meter, newest first")
-    p.add_argument("meter", metavar="METER")
+    p.add_argument("meter", metavar="METER", help="12-digit meter address")
     p.add_argument("--kind", help="only events of this kind")
     p.add_argument("--limit", type=c.number(int, 1), default=50, metavar="N", help="newest N (default 50)")
     c.add_store_args(p)

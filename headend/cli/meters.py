@@ -47,18 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     _store_command(p, meter_list, listing=True)
 
     p = msub.add_parser("show", help="one meter with its account, recent commands and events")
-    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("address", metavar="ADDRESS", help="12-digit meter address")
     _store_command(p, meter_show)
 
     p = msub.add_parser("set", help="change a meter's link, customer, mode, KRN or protection")
-    p.add_argument("address", metavar="ADDRESS")
-    p.add_argument("--link", metavar="URL")
-    p.add_argument("--customer", metavar="N")
-    p.add_argument("--mode", choices=MODES)
-    p.add_argument("--krn", type=int, metavar="K")
+    p.add_argument("address", metavar="ADDRESS", help="12-digit meter address")
+    p.add_argument("--link", metavar="URL", help="how to reach it now (as for `meter add`)")
+    p.add_argument("--customer", metavar="N", help="move it to this customer (account created if new)")
+    p.add_argument("--mode", choices=MODES, help="who holds the balance: the meter (local) or the head-end (remote)")
+    p.add_argument("--krn", type=int, metavar="K", help="key revision the meter now holds")
     prot = p.add_mutually_exclusive_group()
-    prot.add_argument("--protected", dest="protected", action="store_true", default=None)
-    prot.add_argument("--unprotected", dest="protected", action="store_false")
+    prot.add_argument("--protected", dest="protected", action="store_true", default=None,
+                      help="never cut this meter automatically")
+    prot.add_argument("--unprotected", dest="protected", action="store_false", help="cost control may cut it again")
     _store_command(p, meter_set)
 
     cust = sub.add_parser("customer", help="customer accounts and their limits")
@@ -68,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for action, helptext in (("add", "create an account"), ("set", "change an account's limits or details")):
         p = csub.add_parser(action, help=helptext)
         p.add_argument("customer", metavar="N", help="12-digit customer number")
-        p.add_argument("--name")
+        p.add_argument("--name", help="the customer's name, as on notices")
         p.add_argument("--phone", help="where notices go (replaces the first number)")
         p.add_argument("--phones", metavar="N,N,..", help="every phone number, the first gets the notices")
         p.add_argument("--address", help="supply address")
@@ -78,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         imp = p.add_mutually_exclusive_group()
         imp.add_argument("--important", dest="important", action="store_true", default=None,
                          help="an important customer (handled with care by operators)")
-        imp.add_argument("--not-important", dest="important", action="store_false")
+        imp.add_argument("--not-important", dest="important", action="store_false",
+                         help="no longer an important customer")
         p.add_argument("--withholding", metavar="BANK:ACCOUNT:AGREEMENT",
                        help="bank withholding agreement (bank, masked account, agreement number)")
         p.add_argument("--alarm1", metavar="YUAN", help="first low-balance warning level")
@@ -88,9 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         prot = p.add_mutually_exclusive_group()
         prot.add_argument("--protected", dest="protected", action="store_true", default=None,
                           help="never cut (vulnerable customer, hospital)")
-        prot.add_argument("--unprotected", dest="protected", action="store_false")
+        prot.add_argument("--unprotected", dest="protected", action="store_false",
+                          help="cost control may cut this customer's supply")
         p.add_argument("--restore", choices=sorted(_RESTORE), help="after payment: allow close (button) or close directly")
-        p.add_argument("--tariff", metavar="NAME")
+        p.add_argument("--tariff", metavar="NAME", help="the tariff remote cost control rates with "
+                                                        "(see `headend tariff list`)")
         _store_command(p, customer_add if action == "add" else customer_set)
 
     p = csub.add_parser("list", help="list accounts with their balance, limits, tariff and meters")
@@ -98,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _store_command(p, customer_list, listing=True)
 
     p = csub.add_parser("show", help="one account with its meters and recent money movements")
-    p.add_argument("customer", metavar="N")
+    p.add_argument("customer", metavar="N", help="12-digit customer number")
     _store_command(p, customer_show)
 
 

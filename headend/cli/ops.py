@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, helptext in (("hold", "power hold: the meter refuses every trip while on"),
                            ("alarm", "customer alarm on the meter's display/buzzer")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("state", choices=("on", "off"))
+        p.add_argument("state", choices=("on", "off"), help="on or off")
         _op_args(p)
         p.set_defaults(func=lambda a, name=name: _relay(a, f"{name}_{a.state}"))
 
@@ -479,6 +479,7 @@ def op_serve(args: argparse.Namespace) -> int:
         security_timeout=args.security_timeout,
         collect_every_s=args.collect_every,
         costctl=costctl_cli.serve_loop_options(args, "costctl"),
+        **_clock_options(args),
         notices=notices_cli.serve_notice_options(args),
         api=_api_options(args),
     )
@@ -524,6 +525,11 @@ def op_serve(args: argparse.Namespace) -> int:
             print(f"headend serve: stopped{why}; {done} while it ran; queued commands wait for the next serve",
                   flush=True)
     return c.EXIT_OK
+
+
+def _clock_options(args: argparse.Namespace) -> dict[str, Any]:
+    clock = costctl_cli.meter_clock(args)
+    return {} if clock is None else {"meter_clock": clock, "clock_speed": args.costctl_speed}
 
 
 def _meter_count(store: Store) -> int:

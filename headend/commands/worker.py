@@ -65,6 +65,7 @@ CONCURRENCY = 256
 POLL_S = 0.05
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_S = 2.0
+TIME_TOLERANCE_S = 2.0  # seconds a meter clock may differ and still count as in sync
 
 RETRY_BACKOFF_MAX_S = 300.0
 # A meter holds proofs back for up to 10 minutes after a burst of failed ones: try again after
@@ -129,6 +130,7 @@ class OutboxWorker:
         retry_backoff_s: float = RETRY_BACKOFF_S,
         retry_backoff_max_s: float = RETRY_BACKOFF_MAX_S,
         clock: Callable[[], float] = time.time,
+        time_tolerance_s: float | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -138,6 +140,8 @@ class OutboxWorker:
         self.retry_backoff_s = retry_backoff_s
         self.retry_backoff_max_s = retry_backoff_max_s
         self.clock = clock
+        # a meter clock this close to the head-end's counts as in sync
+        self.time_tolerance_s = TIME_TOLERANCE_S if time_tolerance_s is None else time_tolerance_s
         self._running: set[asyncio.Task[None]] = set()
         self._auth_refusals: dict[str, int] = {}
         self._handlers: dict[str, Callable[[Command, Meter], Awaitable[dict[str, Any]]]] = {
@@ -530,7 +534,7 @@ class OutboxWorker:
         now = self.client.meter_clock()
         offset = (now - before).total_seconds()
         out: dict[str, Any] = {"meter_time_before": before.isoformat(), "offset_s": round(offset, 1)}
-        if abs(offset) < 2 and mode == "auto":
+        if abs(offset) < self.time_tolerance_s and mode == "auto":
             out["method"] = "none (already in sync)"
             return out
         method = "broadcast" if mode == "broadcast" or (mode == "auto" and abs(offset) <= max_broadcast) else "set"
@@ -539,15 +543,15 @@ class OutboxWorker:
             await asyncio.sleep(0.05)
             after = await self.client.meter_time(m)
             left = (self.client.meter_clock() - after).total_seconds()
-            if abs(left) >= 2 and mode == "auto":
+            if abs(left) >= self.time_tolerance_s and mode == "auto":
                 method = "set (broadcast refused: once a day, <= 5 min, not near midnight)"
-            elif abs(left) >= 2:
+            elif abs(left) >= self.time_tolerance_s:
                 raise MeterRefused(meter.address, "broadcast time", ["the meter's clock did not move (broadcast limits)"], 0, False)
         if method.startswith("set"):
             await self._set_clock(m)
         after = await self.client.meter_time(m)
         left = (self.client.meter_clock() - after).total_seconds()
-        if abs(left) >= 2:
+        if abs(left) >= self.time_tolerance_s:
             raise MeterRefused(meter.address, "time set", [f"the meter's clock is still {left:.0f} s off"], 0, False)
         out.update(method=method, meter_time_after=after.isoformat(), offset_after_s=round(left, 1))
         self.store.add_event(meter.address, "sync_time", {"command": cmd.id, **out})

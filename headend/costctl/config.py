@@ -25,10 +25,11 @@ from typing import Any, Mapping
 from headend.costctl.decide import Rules
 from headend.tariff.model import hhmm
 
-__all__ = ["CostCtlConfig", "costctl_config"]
+__all__ = ["CostCtlConfig", "costctl_config", "KNOWN_KEYS"]
 
 _KNOWN = {"interval_s", "snap_s", "tariffs", "utc_offset_h", "trips", "notice_period_h", "night", "no_trip_weekdays",
           "holidays", "in_serve", "collect_window_s"}
+KNOWN_KEYS = frozenset(_KNOWN)  # every key of [costctl] this reader takes (prepaid645.example.toml shows each)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from headend.notices.gateways import Gateway, LogGateway, SmsRestGateway, Webhoo
 from headend.notices.sender import Policy
 from headend.tariff.model import hhmm
 
-__all__ = ["NoticeConfig", "notices_config", "make_gateway", "ENV_WEBHOOK_SECRET", "ENV_SMS_TOKEN",
+__all__ = ["NoticeConfig", "notices_config", "make_gateway", "KNOWN_KEYS", "ENV_WEBHOOK_SECRET", "ENV_SMS_TOKEN",
            "ENV_RECEIPT_TOKEN"]
 
 ENV_WEBHOOK_SECRET = "PREPAID645_WEBHOOK_SECRET"
@@ -52,6 +52,7 @@ _KNOWN = {"in_serve", "gateway", "log_file", "webhook_url", "webhook_secret", "s
           "receipt_listen", "receipt_url", "receipt_token", "templates", "language", "quiet", "utc_offset_h", "rate_limit",
           "rate_window_s", "backoff_s", "max_backoff_s", "max_attempts", "interval_s", "watch_every_s", "outage_lead_h",
           "important_lead_h", "batch", "lease_s"}
+KNOWN_KEYS = frozenset(_KNOWN)  # every key of [notices] this reader takes (prepaid645.example.toml shows each)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def test_serve_runs_cost_control_unless_turned_off(tmp_path):
     assert opts.start == datetime(2026, 3, 4, 9, 50, tzinfo=CST).timestamp()
     assert serve_loop_options(_args(tmp_path, "[costctl]\nin_serve = true\n", "--no-costctl"), "costctl") is None
     for bad, words in ((("--costctl", "--costctl-interval", "7000"), "divide a day"),
-                       (("--costctl", "--costctl-clock", "soon"), "costctl-clock"),
+                       (("--costctl", "--costctl-clock", "soon"), "--clock"),
                        (("--costctl", "--costctl-speed", "0"), "speed")):
         with pytest.raises(c.CliError, match=words):
             serve_loop_options(_args(tmp_path, "", *bad), "costctl")

@@ -45,3 +45,26 @@ def test_serve_summarises_the_outbox_counts_meters_anew_and_says_when_it_stops(h
     assert he.stop_serve() == 0
     last = [ln for ln in he.serve_output if ln.strip()][-1]
     assert last.startswith("headend serve: stopped (SIGTERM); 2 confirmed, 0 failed while it ran"), last
+
+
+def test_meter_at_speed_60_and_serve_at_speed_60_agree_on_the_time(he, tmp_path):
+    """A simulated meter run 60 times faster and `serve --speed 60`: after one time set, relay
+    commands are not refused as stale however long the two run (a command's deadline is 10
+    minutes of head-end time; 12 real seconds are 12 minutes of both clocks), and the meter's
+    clock read over DL/T 645 stays with the head-end's."""
+    with start_meter(A1, he.key_hex(A1), str(tmp_path / "m1.state"), speed=60) as m:
+        assert he.cli("meter", "add", A1, "--link", "tcp://%s:%d" % m.tcp, "--customer", CUST)[0] == 0
+        he.start_serve("--no-costctl", "--speed", "60")
+        code, out, err = he.cli("sync-time", A1, "--set")
+        assert code == 0, err
+        time.sleep(12)  # the meter would now be 12 minutes ahead of a head-end on the wall clock
+        for cmd in (("trip", A1), ("close", A1, "--direct")):
+            code, out, err = he.cli(*cmd)
+            assert code == 0, err
+            assert "stale" not in err
+        code, out, err = he.cli("sync-time", A1, "--json")
+        assert code == 0, err
+        import json
+        [reply] = [x["reply"] for x in json.loads(out)]
+        # both clocks ran at 60x for 12 s and more: still within the tolerance of a time set at 60x
+        assert abs(reply["offset_s"]) <= 120, reply
