@@ -224,7 +224,7 @@ def _run(args: argparse.Namespace, kind: str, params: Any, describe: Callable[[C
         except InvalidInput as exc:
             raise c.CliError(str(exc)) from None
         cmds = _enqueue(store, args, meters, kind, params)
-        if args.wait > 0 and not serve_running(store):
+        if args.wait > 0 and not _serve_appears(store, min(args.wait, SERVE_GRACE_S)):
             if all(x.status in ("queued", "sent") for x in cmds):
                 return _unserved(cmds, args, store.location)
             return _outcome(store, cmds, args, describe)  # (an --idem repeat) where they stand now
@@ -569,6 +569,18 @@ def _unserved(cmds: list[Command], args: argparse.Namespace, location: str) -> i
           f"({', '.join(str(x.id) for x in cmds[:10])}{', ...' if len(cmds) > 10 else ''}); they are sent when "
           "one starts (`headend serve`), and `headend commands` follows them")
     return c.EXIT_QUEUED
+
+
+SERVE_GRACE_S = 5.0  # `headend serve &` then a command at once: serve may still be starting
+
+
+def _serve_appears(store: Store, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while not serve_running(store):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def serve_running(store: Store) -> bool:

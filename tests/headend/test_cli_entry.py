@@ -191,7 +191,7 @@ def test_missing_database_is_bad_input_not_an_unknown_meter(env: Path, tmp_path:
 
 def test_read_without_serve_says_so_at_once_and_keeps_the_command(env: Path) -> None:
     code, _, err = cli("read", M1, "--wait", "600")  # would hang for 10 minutes if it waited
-    assert code == 3 and f"no `headend serve` is running on {env}" in err
+    assert code == 3 and f"no `headend serve` is running on {env}" in err  # after a few seconds, not --wait
     with open_store(env) as s:
         [queued] = s.list_commands()
     assert queued.status == "queued" and queued.kind == "read"
