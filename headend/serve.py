@@ -29,6 +29,7 @@ from typing import Callable
 from headend.api.config import ApiConfig
 from headend.commands import DEFAULT_READ_DIS, MeterClient, MeterTarget, OutboxWorker
 from headend.commands import worker as _outbox
+from headend.commands.meter_client import CONTROL_VALIDITY
 from headend.commands.collect import read_cycle
 from headend.costctl.loop import LoopOptions, run_loop
 from headend.keys import KeyStore
@@ -59,7 +60,8 @@ class ServeOptions:
     costctl: LoopOptions | None = None  # remote cost control: collect on the grid, rate, debit, act
     # The head-end's time for meters (time sets, relay deadlines): the wall clock, or one that runs
     # `clock_speed` times faster for simulated meters at the same --speed (a time set is then as
-    # good as its delay times the speed, hence the wider tolerance)
+    # good as its delay times the speed, hence the wider tolerance; a relay command stays valid
+    # for the same real time, hence the longer validity)
     meter_clock: Callable[[], datetime] = datetime.now
     clock_speed: float = 1.0
     notices: NoticeConfig | None = None  # the customer-notice sender (headend.notices.service)
@@ -77,7 +79,9 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[F
 
     frontend = FrontEnd(options.link, known_addresses=known)
     client = MeterClient(frontend, key_for, operator=options.operator, security_timeout=options.security_timeout,
-                         meter_clock=options.meter_clock)
+                         meter_clock=options.meter_clock,
+                         # valid for the same real time: the head-end's clock may run faster
+                         control_validity=CONTROL_VALIDITY * max(options.clock_speed, 1.0))
     worker = OutboxWorker(
         store,
         client,

@@ -53,6 +53,8 @@ DATETIME_WEEK = 0x0400010C
 DATE_WEEK = 0x04000101
 TIME = 0x04000102
 
+CONTROL_VALIDITY = timedelta(minutes=10)  # a relay command not acted on by then must not act at all
+
 # what each ERR/SERR flag (protocol.payloads names them) means to an operator
 _SERR_TEXT = {
     "repeat_recharge": "repeat recharge (this purchase count was already applied)",
@@ -262,7 +264,7 @@ class MeterClient:
         key_for: Callable[[MeterTarget], bytes],
         *,
         operator: int = 0,
-        control_validity: timedelta = timedelta(minutes=10),
+        control_validity: timedelta = CONTROL_VALIDITY,
         meter_clock: Callable[[], datetime] = datetime.now,
         session_validity_s: float = 300.0,
         security_timeout: float | None = None,
@@ -329,8 +331,17 @@ class MeterClient:
                 f = await self._ask(m, 0x03, s.auth_request(f.data), **self._sec_kw)
             if f.is_abnormal:
                 s.invalidate()
+                if len(f.data) < 2:
+                    # an ERR byte, not a security word: this meter has no DL/T 645 security at all,
+                    # so no key or KRN would help
+                    err = f.data[0] if f.data else 0
+                    raise MeterRefused(m.address, "identity authentication (the meter answered 03H without a "
+                                       "security word: it has no DL/T 645 security, so it takes no recharge, relay "
+                                       "or write commands from this head-end)", decode_err(err), err, False)
                 word = int.from_bytes(f.data[:2], "little")
-                raise MeterRefused(m.address, "identity authentication (check the key store and the meter's KRN)", decode_serr(word), word, True)
+                flags = decode_serr(word)
+                hint = " (check the key store and the meter's KRN)" if {"mac_failed", "auth_failed"} & set(flags) else ""
+                raise MeterRefused(m.address, f"identity authentication{hint}", flags, word, True)
             s.accept_auth_reply(f.data, self._now())
         except SecurityError as exc:
             s.invalidate()

@@ -49,9 +49,9 @@ def test_serve_summarises_the_outbox_counts_meters_anew_and_says_when_it_stops(h
 
 def test_meter_at_speed_60_and_serve_at_speed_60_agree_on_the_time(he, tmp_path):
     """A simulated meter run 60 times faster and `serve --speed 60`: after one time set, relay
-    commands are not refused as stale however long the two run (a command's deadline is 10
-    minutes of head-end time; 12 real seconds are 12 minutes of both clocks), and the meter's
-    clock read over DL/T 645 stays with the head-end's."""
+    commands are not refused as stale however long the two run (12 real seconds are 12 minutes of
+    both clocks; on the wall clock the meter would be 12 minutes ahead), and the meter's clock
+    read over DL/T 645 stays with the head-end's."""
     with start_meter(A1, he.key_hex(A1), str(tmp_path / "m1.state"), speed=60) as m:
         assert he.cli("meter", "add", A1, "--link", "tcp://%s:%d" % m.tcp, "--customer", CUST)[0] == 0
         he.start_serve("--no-costctl", "--speed", "60")
@@ -68,3 +68,16 @@ def test_meter_at_speed_60_and_serve_at_speed_60_agree_on_the_time(he, tmp_path)
         [reply] = [x["reply"] for x in json.loads(out)]
         # both clocks ran at 60x for 12 s and more: still within the tolerance of a time set at 60x
         assert abs(reply["offset_s"]) <= 120, reply
+
+
+def test_serve_listen_errors_name_the_endpoint(he):
+    import socket
+
+    code, _, err = he.cli("serve", "--no-costctl", "--listen", "udp://127.0.0.1:8700")
+    assert code == 2 and "link 'udp://127.0.0.1:8700': unknown scheme" in err and "Traceback" not in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = he.cli("serve", "--no-costctl", "--listen", f"listen://127.0.0.1:{port}")
+    assert code == 1 and f"listen://127.0.0.1:{port}" in err and "in use" in err, err
