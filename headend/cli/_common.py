@@ -31,7 +31,6 @@ import getpass
 import json
 import os
 import sys
-import time
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -415,8 +414,3 @@ def progress(items: Sequence[T], label: str, *, enabled: bool = True) -> Iterato
         for item in items:
             yield item
             bar.advance()
-
-
-def elapsed_since(t0: float) -> float:
-    """Seconds since a time.monotonic() reading."""
-    return time.monotonic() - t0

@@ -314,10 +314,6 @@ class MeterClient:
             self._sessions[m.address] = s
         return s
 
-    def forget(self, address: str) -> None:
-        """Drop a meter's session (after a key change, or when its outcome is unknown)."""
-        self._sessions.pop(address, None)
-
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()

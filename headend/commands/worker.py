@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import date, datetime
+from datetime import date
 from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -56,7 +56,7 @@ __all__ = [
     "target_of",
 ]
 
-log = logging.getLogger("headend.commands")
+log = logging.getLogger(__name__)
 
 # Outbox defaults, set once (`headend serve`'s options start from them): commands in flight,
 # how often an idle worker looks at the queue, tries before a non-money command fails, and the
@@ -598,8 +598,3 @@ class OutboxWorker:
         written = await self._write_and_check(target_of(meter), tariff_items(params))
         self.store.add_event(meter.address, "set_tariff", {"command": cmd.id, "set": s, "written": written})
         return {"set": s, "written": written}
-
-
-def now_meter() -> datetime:
-    """The head-end's idea of meter local time."""
-    return datetime.now()
