@@ -40,7 +40,7 @@ from headend.transports import FrontEnd, LinkSettings
 
 __all__ = ["ServeOptions", "serve"]
 
-log = logging.getLogger("headend.serve")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from headend.transports import LinkError
 
 __all__ = ["LoopClock", "LoopOptions", "next_boundary", "run_loop"]
 
-log = logging.getLogger("headend.costctl")
+log = logging.getLogger(__name__)
 
 
 class LoopClock:

@@ -22,7 +22,7 @@ from headend.store import Store
 
 __all__ = ["ReceiptServer", "receipt_state"]
 
-log = logging.getLogger("headend.notices.receipts")
+log = logging.getLogger(__name__)
 
 _DELIVERED = {"delivered", "delivrd", "success", "ok"}
 _UNDELIVERED = {"failed", "undelivered", "undeliv", "expired", "rejected", "error"}

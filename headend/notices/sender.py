@@ -37,7 +37,7 @@ from headend.store import Delivery, Notification, Store
 
 __all__ = ["Policy", "NoticeSender", "PassReport"]
 
-log = logging.getLogger("headend.notices")
+log = logging.getLogger(__name__)
 
 _FINAL = ("accepted", "delivered", "bad_number", "rejected", "undelivered")
 _GOOD = ("accepted", "delivered")

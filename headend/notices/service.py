@@ -23,7 +23,7 @@ from headend.store import Store
 
 __all__ = ["run_notices", "build_sender", "notice_tick"]
 
-log = logging.getLogger("headend.notices")
+log = logging.getLogger(__name__)
 
 
 def build_sender(store: Store, cfg: NoticeConfig, *, receipt_url: str | None = None) -> NoticeSender:
