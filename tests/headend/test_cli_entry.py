@@ -247,3 +247,9 @@ def test_commands_list_keeps_one_line_per_command_at_100_columns(env: Path) -> N
     assert len(rows) == 6, out  # each command on one line, not wrapped over several
     assert all(M1 in ln and "set_tariff" in ln for ln in rows)
     assert sum(ln.count(M1) == 2 for ln in rows) == 3 and "…" in out  # the error names the meter again
+
+
+def test_python_dash_m_headend_is_the_headend_command() -> None:
+    r = subprocess.run([sys.executable, "-m", "headend", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: headend") and "serve" in r.stdout
