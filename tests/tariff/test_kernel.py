@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 from headend.tariff.kernel import rate
 from headend.tariff.reference import SUBFEN, Bill, ladder_subfen, rate_reference
-from headend.tariff.vectorized import rate_numpy
+from tools.bench.tariff_numpy import rate_numpy
 
 BEIJING = dict(prices=[4883] * 4, thr=[2_880_000, 4_800_000], inc=[0, 500, 3000])
 

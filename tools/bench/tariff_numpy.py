@@ -1,4 +1,5 @@
-"""Whole-array NumPy version of the tariff core (benchmark baseline; equal to reference.py).
+"""Whole-array NumPy version of the tariff core: the benchmark baseline for the numba kernel
+(kept beside the benchmarks, not in the head-end; tests hold it equal to reference.py).
 
 Same segment idea as the kernel: per segment, row sums give the TOU cost and the energy; rows
 whose first and last Wh share a ladder tier are done.  Rows that cross a threshold use the
