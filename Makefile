@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench demo typecheck clean
+.PHONY: install lint test bench demo clean
 
 install: $(STAMP)
 
@@ -13,7 +13,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-test: install
+# ruff's rule set and exceptions are in pyproject.toml ([tool.ruff]); it takes well under a second
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
 	$(BIN)/python -m pytest -n 2
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/tariff -p no:cacheprovider
 

@@ -225,7 +225,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             fleet = await start_fleet(addresses, port=None if args.port_base else args.port, port_base=args.port_base,
                                       host=args.host, state_dir=args.state_dir, mode=args.mode, speed=args.speed, **kw)
         except (StateError, cfg.ConfigError, OSError, ValueError) as e:
-            raise SystemExit(_fail(str(e)))
+            raise SystemExit(_fail(str(e))) from None
         where = (f"bus={args.host}:{fleet.port}" if fleet.port is not None else
                  f"ports={args.host}:{args.port_base}..{args.port_base + len(addresses) - 1}")
         print(f"fleet {len(addresses)} meters {addresses[0]}..{addresses[-1]} ready {where}", flush=True)

@@ -202,7 +202,7 @@ def flash_commands(port: str, record: dict[str, Any], reset: bool = True, mpremo
 
 def _run_board(cmd: list[str], cwd: Path, tries: int = 10) -> subprocess.CompletedProcess:
     # right after a reset the board's USB serial may not be back yet (an RP2040 enumerates again)
-    for i in range(tries):
+    for _ in range(tries):
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
         if r.returncode == 0 or "failed to access" not in r.stderr and "no device found" not in r.stderr:
             return r

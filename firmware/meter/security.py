@@ -6,8 +6,6 @@
 import hashlib
 from binascii import hexlify, unhexlify  # every port has binascii; its names cost no heap
 
-from meter import clock
-
 try:
     from micropython import const
 except ImportError:

@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import os
 import signal
-import sys
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterator

@@ -11,7 +11,7 @@ a tariff that exists is a tariff that can be rated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class DayTable:
                 raise TariffError(f"period {start}-{end} is empty (a whole-day period is 00:00-24:00 of one slot: use one switch point)")
             spans.append((a, b, slot))
         covered = np.zeros(1440, dtype=np.int8)
-        for a, b, slot in spans:
+        for a, b, _slot in spans:
             minutes = np.r_[a:b] if a < b else np.r_[a:1440, 0:b]
             if covered[minutes].any():
                 m = int(minutes[covered[minutes] > 0][0])

@@ -142,7 +142,7 @@ class _FreezeTime(Construct):
 
     def _build(self, obj, stream, context, path):
         raw = bytearray()
-        for name, hi, lo in self._FIELDS:
+        for name, _hi, _lo in self._FIELDS:
             v = obj.get(name)
             raw.append(0x99 if v is None else int(f"{v:02d}", 16))
         probe = bytes(raw)

@@ -8,7 +8,6 @@ refusal is a problem detail, and no refused request moves money.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 
 import httpx
 import pytest

@@ -177,7 +177,7 @@ def test_reading_in_pages_and_recording_in_slices_changes_no_result(tmp_path, mo
         out = []
         for day in (2, 3, 4, 5):
             clock = [D0 + day * DAY + 10 * 3600]
-            store._clock = lambda: clock[0]
+            store._clock = lambda clock=clock: clock[0]
             rep = run_cycle(store, load_catalog(), clock[0], rules=Rules(notice_period_s=0))
             out.append((rep.rated, rep.charged_fen, rep.actions, rep.problems, rep.conflicts))
         tables = {

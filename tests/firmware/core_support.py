@@ -1,5 +1,8 @@
 """Shared pieces of the firmware tests (CPython side)."""
 
+import subprocess
+from pathlib import Path
+
 from meter import clock
 from meter.core import Meter
 from meter.store import RamFlash
@@ -48,9 +51,6 @@ def opened(amount=10000, customer="000000000042", now=T0, **cfg):
 
 
 # --- running the firmware from .mpy under the real micropython binary ----------------------
-
-import subprocess
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 

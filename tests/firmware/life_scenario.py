@@ -10,10 +10,10 @@ from meter.core import Meter
 from meter.store import RamFlash
 
 try:
-    from tools.bench.hes import HeadEnd, parse, le, bcd
+    from tools.bench.hes import HeadEnd, parse, bcd
     from tools.sim.seeded_rand import Rand
 except ImportError:  # under micropython, beside the .mpy files
-    from hes import HeadEnd, parse, le, bcd
+    from hes import HeadEnd, parse, bcd
     from seeded_rand import Rand
 
 ADDR = "123456789012"

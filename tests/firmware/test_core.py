@@ -8,7 +8,7 @@ import protocol
 from meter import clock, codec
 from meter.tariff import Tariff
 from meter.wallet import SUBFEN
-from tests.firmware.core_support import ADDR, T0, ask, headend, make, opened, session
+from tests.firmware.core_support import ADDR, T0, ask, headend, make, opened
 from tools.bench.hes import bcd, dt6, le, parse
 
 HE = headend()

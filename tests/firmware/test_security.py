@@ -8,9 +8,8 @@ import hmac
 from hypothesis import given, settings, strategies as st
 
 from meter import clock, security
-from meter.store import RamFlash
 from tools.bench.hes import parse
-from tests.firmware.core_support import (ADDR, KEY, T0, Rand, ask, headend, make, opened, serr, session,
+from tests.firmware.core_support import (ADDR, KEY, T0, ask, headend, make, opened, serr, session,
                                          std_hmac)
 
 

@@ -3,7 +3,7 @@ only with ProtocolError naming the fault, the deframer finds every frame hidden 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime
 from decimal import Decimal
 
 import pytest

@@ -29,7 +29,7 @@ from headend.tariff.readings import intervals_from_registers
 from headend.tariff.model import beijing_tou, meter_time
 from headend.tariff.rating import plan, rate_batch
 from headend.tariff.reference import SUBFEN, Bill, rate_reference
-from headend.tariff.vectorized import rate_numpy
+from tools.bench.tariff_numpy import rate_numpy
 from tools.bench.interleave import interleaved, interleaved_values
 from tools.bench.kernel_asm import inspect_in_subprocess
 
@@ -117,7 +117,8 @@ def run(report) -> None:
     r = interleaved(lambda: _widen(energy, bills.per_interval), totals, rounds=5, work_a=n / 1e6, work_b=n / 1e6)
     report(f"tariff: int32 -> int64 copy into the per-interval array (its write floor) vs totals kernel, {threads} threads",
            r.a, "M readings/s", r.b, pairs=r)
-    del energy, bills, sub, np_sub
+    # let the arrays go before the next bench (not `del`: the closures above still name them)
+    energy = bills = sub = np_sub = None
     # why the kernel is short of the bandwidth: it is compute-bound.  Its widest inner loop
     # against the streaming read's, from the compiled code (static, so no interleaving needed)
     loops = inspect_in_subprocess()

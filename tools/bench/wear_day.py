@@ -172,7 +172,7 @@ def main(days, step_s, limit, progsize, image_bytes):
         p = bdev.prog
         a = time.ticks_us()
         if frames is not None:
-            for r in app.feed(frames, t):
+            for _r in app.feed(frames, t):
                 pass
         app.step(t, (t - t0) * 1000)
         el = time.ticks_diff(time.ticks_us(), a)
