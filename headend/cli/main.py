@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import pkgutil
 import sys
 
 import headend.cli as cli_pkg
@@ -44,24 +43,85 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                                f"`{parser.prog} --print-completion bash > /etc/bash_completion.d/{parser.prog}`")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full `headend` argument parser, gathered from every command module."""
+def command_modules() -> list[str]:
+    """The modules of this package that may add commands (found without importing them)."""
+    # a directory listing, not pkgutil: pkgutil's own imports cost a third of --help's time
+    names = (n[:-3] for n in os.listdir(cli_pkg.__path__[0]) if n.endswith(".py"))
+    return sorted(n for n in names if n != "main" and not n.startswith("_"))
+
+
+def _register(sub: argparse._SubParsersAction, mod: str) -> None:
+    module = importlib.import_module(f"headend.cli.{mod}")
+    if hasattr(module, "register"):
+        module.register(sub)
+
+
+def _wanted(argv: list[str]) -> str | None:
+    """The command named in argv (its first word that is not an option), or None."""
+    it = iter(argv)
+    for word in it:
+        if word == "--print-completion":
+            next(it, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `headend` argument parser, gathered from every command module.
+
+    With argv, only the module of the command argv names is imported; the other commands are
+    listed from headend/cli/_index.py with their one-line help. The modules pull in numba, the
+    store and the link (seconds), which `headend --help` or `headend meter list` do not need.
+    Without argv (or for --print-completion) every module is imported: the full parser.
+    """
+    from headend.cli._index import COMMANDS
+
     parser = argparse.ArgumentParser(prog="headend", description="prepaid645 head-end")
     add_common_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in sorted(m.name for m in pkgutil.iter_modules(cli_pkg.__path__)):
-        if mod == "main" or mod.startswith("_"):
+    full = argv is None or "--print-completion" in argv
+    wanted = None if full else COMMANDS.get(_wanted(argv or []), (None, None))[0]
+    listed = {mod for mod, _ in COMMANDS.values()}
+    for mod in command_modules():
+        if full or mod == wanted or mod not in listed:  # a module the index does not know yet: imported
+            _register(sub, mod)
             continue
-        module = importlib.import_module(f"headend.cli.{mod}")
-        if hasattr(module, "register"):
-            module.register(sub)
+        for name, (owner, text) in COMMANDS.items():
+            if owner == mod:
+                sub.add_parser(name, **({} if text is None else {"help": text}))
     return parser
+
+
+def scan_commands() -> dict[str, tuple[str, str | None]]:
+    """Every command with its module and one-line help, by importing every command module."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for mod in command_modules():
+        sub = argparse.ArgumentParser().add_subparsers()
+        _register(sub, mod)
+        helps = {a.dest: a.help for a in sub._choices_actions}
+        for name in sub.choices:
+            found[name] = (mod, helps.get(name))
+    return found
+
+
+def write_index() -> None:
+    """Rewrite headend/cli/_index.py from the command modules (after adding or renaming a command)."""
+    lines = "".join(f"    {name!r}: {entry!r},\n" for name, entry in scan_commands().items())
+    path = os.path.join(os.path.dirname(__file__), "_index.py")
+    with open(path, "w") as f:
+        f.write('"""Every `headend` command: its module and one-line help, so that `headend --help` lists them\n'
+                "without importing them. Written by `python -m headend.cli._index`; a test checks it is current.\n"
+                '"""\n\n'
+                f"COMMANDS: dict[str, tuple[str, str | None]] = {{\n{lines}}}\n\n"
+                'if __name__ == "__main__":\n    from headend.cli.main import write_index\n\n    write_index()\n')
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `headend` console script."""
     try:
-        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else argv
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

@@ -253,3 +253,24 @@ def test_python_dash_m_headend_is_the_headend_command() -> None:
     r = subprocess.run([sys.executable, "-m", "headend", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: headend") and "serve" in r.stdout
+
+
+def test_help_imports_no_command_module_and_no_numba() -> None:
+    """`headend --help` lists every command from the index without importing the modules (numba
+    alone takes seconds to load); a command's own module is imported when it is used."""
+    code = ("import sys\nfrom headend.cli.main import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m == 'numba' or m.startswith('headend.cli.')), file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
+    assert "serve" in r.stdout and "costctl" in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == "['headend.cli._index', 'headend.cli.main']"
+    r = subprocess.run([sys.executable, "-c", code, "costctl", "--help"], capture_output=True, text=True, timeout=120)
+    assert "headend.cli.costctl" in r.stderr and "headend.cli.ops" not in r.stderr
+
+
+def test_command_index_is_current_and_lists_what_the_full_parser_does() -> None:
+    from headend.cli._index import COMMANDS
+    from headend.cli.main import build_parser, scan_commands
+
+    assert COMMANDS == scan_commands(), "a command was added or changed: run `python -m headend.cli._index`"
+    assert build_parser(["--help"]).format_help() == build_parser().format_help()
