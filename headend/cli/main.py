@@ -32,15 +32,33 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+class _Version(argparse._VersionAction):  # a version action to argparse and shtab
+    """--version: the installed version, looked up only when asked (importlib.metadata is slow)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
+class _Completion(argparse.Action):
+    """--print-completion SHELL: shtab's script for the whole parser (shtab imported only then)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        import shtab
+
+        print(shtab.complete(parser, shell=str(values)))
+        parser.exit()
+
+
+# shtab.SUPPORTED_SHELLS, written out so that parsing imports no shtab (a test holds them equal)
+COMPLETION_SHELLS = ("bash", "zsh", "tcsh", "fish", "powershell")
+
+
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """--version and --print-completion SHELL, shared by the `headend` and `meter` commands."""
-    import shtab
-
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
-                        help="print the version and exit")
-    shtab.add_argument_to(parser, ["--print-completion"],
-                          help="print a shell completion script (bash, zsh or tcsh) and exit, e.g. "
-                               f"`{parser.prog} --print-completion bash > /etc/bash_completion.d/{parser.prog}`")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    parser.add_argument("--print-completion", action=_Completion, choices=COMPLETION_SHELLS, help="print a shell completion script (bash, zsh or tcsh) and exit, e.g. "
+                             f"`{parser.prog} --print-completion bash > /etc/bash_completion.d/{parser.prog}`")
 
 
 def command_modules() -> list[str]:

@@ -260,7 +260,7 @@ def test_help_imports_no_command_module_and_no_numba() -> None:
     alone takes seconds to load); a command's own module is imported when it is used."""
     code = ("import sys\nfrom headend.cli.main import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in sys.modules if m == 'numba' or m.startswith('headend.cli.')), file=sys.stderr)")
+            "print(sorted(m for m in sys.modules if m in ('numba', 'shtab') or m.startswith('headend.cli.')), file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
     assert "serve" in r.stdout and "costctl" in r.stdout
     assert r.stderr.strip().splitlines()[-1] == "['headend.cli._index', 'headend.cli.main']"
@@ -274,3 +274,11 @@ def test_command_index_is_current_and_lists_what_the_full_parser_does() -> None:
 
     assert COMMANDS == scan_commands(), "a command was added or changed: run `python -m headend.cli._index`"
     assert build_parser(["--help"]).format_help() == build_parser().format_help()
+
+
+def test_completion_shells_are_shtabs() -> None:
+    import shtab
+
+    from headend.cli.main import COMPLETION_SHELLS
+
+    assert list(COMPLETION_SHELLS) == list(shtab.SUPPORTED_SHELLS)
