@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     'outage': ('outage', 'planned outages: plan, change, cancel, list, the hotline announcement'),
     'payment': ('payments', 'payments through every channel: list, show, reverse'),
     'rate': ('rate', "re-rate remote accounts' readings for a period and show (or --apply) the difference to what was charged"),
+    'reconcile': ('reconcile', "check a channel's daily statement against the journal (对账)"),
     'report': ('report', 'collection rate, channels, speed, accounts and operations reports'),
 }
 
