@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test bench demo clean
+.PHONY: install lint typecheck check test bench demo clean
 
 install: $(STAMP)
 
@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml requirements.lock
 # ruff's rule set and exceptions are in pyproject.toml ([tool.ruff]); it takes well under a second
 lint: install
 	$(BIN)/ruff check .
+
+# pyright in basic mode on the head-end and the protocol (pyrightconfig.json, where construct's
+# untyped `"name" / Field` and function-made fields are let through); the firmware is checked against
+# the MicroPython stubs by tests/firmware/test_typecheck.py
+typecheck: install
+	$(BIN)/pyright
+
+# everything CI runs: lint, types, the firmware against its stubs, the whole suite
+check: lint typecheck test
 
 test: install lint
 	$(BIN)/python -m pytest -n 2

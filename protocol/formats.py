@@ -310,7 +310,7 @@ class Clock(Format):
             ok = isinstance(value, time)
         if not ok:
             raise ProtocolError("value", f"{self.picture} needs a {self._kind()}, got {value!r}")
-        if self.has_date and not 2000 <= value.year <= 2099:
+        if self.has_date and isinstance(value, date) and not 2000 <= value.year <= 2099:
             raise ProtocolError("value", f"{self.picture}: year {value.year} is outside 2000..2099")
         if week is None and self.has_week:
             week = weekday_of(value if not isinstance(value, datetime) else value.date())

@@ -18,6 +18,7 @@ first fault.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from construct import (
     Adapter,
@@ -251,7 +252,7 @@ def schema_parse(raw: bytes) -> Frame:
     """Parse with the canonical construct schema (slow; the reference for ``parse_frame``)."""
     raw = bytes(raw)
     try:
-        c = FrameSchema.parse(raw)
+        c: Any = FrameSchema.parse(raw)  # a construct Container (construct's types say Optional)
     except ProtocolError:
         raise
     except ConstructError as exc:

@@ -99,7 +99,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_common_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     full = argv is None or "--print-completion" in argv
-    wanted = None if full else COMMANDS.get(_wanted(argv or []), (None, None))[0]
+    named = None if full else _wanted(argv or [])
+    wanted = COMMANDS[named][0] if named in COMMANDS else None
     listed = {mod for mod, _ in COMMANDS.values()}
     for mod in command_modules():
         if full or mod == wanted or mod not in listed:  # a module the index does not know yet: imported
@@ -107,7 +108,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             continue
         for name, (owner, text) in COMMANDS.items():
             if owner == mod:
-                sub.add_parser(name, **({} if text is None else {"help": text}))
+                if text is None:
+                    sub.add_parser(name)
+                else:
+                    sub.add_parser(name, help=text)
     return parser
 
 

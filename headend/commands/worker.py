@@ -108,7 +108,7 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (date, dtime)):  # datetime is a date
         return v.isoformat()
     if isinstance(v, tuple) and hasattr(v, "_asdict"):
-        return {k: _jsonable(x) for k, x in v._asdict().items()}
+        return {k: _jsonable(x) for k, x in v._asdict().items()}  # pyright: ignore[reportAttributeAccessIssue]  (a NamedTuple)
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     if isinstance(v, dict):

@@ -388,6 +388,7 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
             level_l, at_l, sup_l = d.notice_level[part].tolist(), d.notice_at[part].tolist(), d.supply[part].tolist()
             bal_l, ver_l, old_sup = balance[part].tolist(), version[part].tolist(), acc.supply[part].tolist()
             old_at = [None if t < 0 else t for t in acc.supply_at[part].tolist()]
+            i: int  # an account's row (tolist() is typed as Any)
             for k, i in enumerate(part.tolist()):
                 action, reason, level, bal = action_l[k], reason_l[k], level_l[k], bal_l[k]
                 customer, supply = acc.customer[i], SUPPLY[sup_l[k]]

@@ -207,7 +207,7 @@ def collection(store: Store, q: Query) -> Report:
                 tot[k] += row[k]
             tot["_advance"] += pre
         tot["arrears_start_fen"] += int(arrears[g][0]) if n else 0
-    totals = {k: v for k, v in tot.items() if not k.startswith("_")}
+    totals: dict[str, Any] = {k: v for k, v in tot.items() if not k.startswith("_")}
     if out:
         totals["rate"] = _rate(totals["collected_current_fen"] + totals["collected_arrears_fen"],
                                totals["arrears_start_fen"] + totals["due_fen"])

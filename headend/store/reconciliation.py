@@ -69,7 +69,7 @@ class Reconciliations(Ledger):
             if row[1] is not None:
                 raise Conflict(f"discrepancy {txn_id} of {channel} {day} is already resolved")
             ledger_id = None
-            if adjust_fen:
+            if adjust_fen and customer:  # (checked above: an adjustment has a customer)
                 entry, _ = self.adjust(customer, adjust_fen, actor=actor, reason=f"reconcile {channel} {day} "
                                        f"{txn_id}: {reason}", kind="adjustment",
                                        idem_key=f"reconcile:{channel}:{day}:{txn_id}")
@@ -77,8 +77,8 @@ class Reconciliations(Ledger):
             tx.execute("UPDATE reconcile_items SET resolved_at = ?, resolved_by = ?, reason = ?, ledger_id = ?"
                        " WHERE channel = ? AND day = ? AND txn_id = ?",
                        (self.now(), actor, reason, ledger_id, channel, day, txn_id))
-            left = tx.one("SELECT COUNT(*) FROM reconcile_items WHERE channel = ? AND day = ? AND resolved_at IS NULL",
-                          (channel, day))[0]
+            left = tx.all("SELECT COUNT(*) FROM reconcile_items WHERE channel = ? AND day = ? AND resolved_at IS NULL",
+                          (channel, day))[0][0]
             if left == 0:
                 tx.execute("UPDATE reconciliations SET status = 'reconciled' WHERE channel = ? AND day = ?",
                            (channel, day))
