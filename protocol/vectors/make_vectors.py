@@ -19,12 +19,25 @@ project's own frames; for the shared frames they are taken apart by hand-checked
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[2] / "shared" / "vectors" / "dlt645.json"
+REPO = HERE.parents[1]
 OUT = HERE / "dlt645.json"
+SHARED_NAME = Path("shared") / "vectors" / "dlt645.json"
+
+
+def shared_vectors() -> Path:
+    """The shared golden frames: $PREPAID645_SHARED_VECTORS, else shared/vectors/dlt645.json in the
+    repo or the nearest directory above it (a worktree sits deeper than the main checkout)."""
+    if os.environ.get("PREPAID645_SHARED_VECTORS"):
+        return Path(os.environ["PREPAID645_SHARED_VECTORS"])
+    for d in (REPO, *REPO.parents):
+        if (d / SHARED_NAME).is_file():
+            return d / SHARED_NAME
+    raise SystemExit(f"no {SHARED_NAME} in {REPO} or above it: set PREPAID645_SHARED_VECTORS to the file")
 
 
 def D(text: str) -> dict:
@@ -417,7 +430,7 @@ def _project_record(p: dict) -> dict:
 
 
 def make() -> list[dict]:
-    shared = json.loads(SHARED.read_text())
+    shared = json.loads(shared_vectors().read_text())
     missing = {v["name"] for v in shared} - set(SHARED_EXPECT)
     if missing:
         raise SystemExit(f"no expected meaning typed for shared vectors: {sorted(missing)}")

@@ -3,6 +3,7 @@ through the fast codec, the canonical construct schema and an independent encode
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -20,7 +21,21 @@ from protocol.frame import schema_build, schema_parse
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS_FILE = ROOT / "protocol" / "vectors" / "dlt645.json"
-SHARED_FILE = ROOT.parent / "shared" / "vectors" / "dlt645.json"
+
+
+def _shared_file() -> Path:
+    """Where make_vectors.py finds the shared golden frames (in or above the repo), or a missing path."""
+    spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "protocol" / "vectors" / "make_vectors.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return module.shared_vectors()
+    except SystemExit:
+        return ROOT / module.SHARED_NAME
+
+
+SHARED_FILE = _shared_file()
 VECTORS = json.loads(VECTORS_FILE.read_text())
 
 
