@@ -1,0 +1,114 @@
+# The meter's half of protocol/TOKENS.md: a 20-digit keypad token is 2 class bits over a 64-bit
+# block enciphered with an 8-round Feistel whose round function is AES-128 (cryptolib ECB, the
+# one block cipher MicroPython ports ship). Every string goes through the same steps whether it
+# is valid or not, so the time a rejection takes tells a guesser nothing. The used-TID memory and
+# the bad-entry limit are pure functions over lists the caller persists.
+
+try:
+    from cryptolib import aes
+except ImportError:  # CPython (simulator, tests): the same AES-128-ECB from the desktop's library
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    class aes:
+        def __init__(self, key, mode):
+            self._e = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
+
+        def encrypt(self, src, dst):
+            dst[:] = self._e.update(bytes(src))
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_MEM = const(16)  # token identifiers remembered: tokens within 16 of the newest may come out of order
+_BURST = const(5)  # bad entries in a burst before entry is refused unchecked
+_LEAK = const(3600)  # seconds: one bad entry forgiven an hour (24 guesses a day, see TOKENS.md)
+
+
+def decode(key, s):
+    """(cls, sub, tid, field) of a token for this key, else None (any reason)."""
+    if len(s) != 20 or not s.isdigit():
+        return None  # the shape of what was typed is no secret
+    n = int(s)
+    ok = n < (1 << 66)
+    cls = n >> 64 & 3
+    b = bytearray((n & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big"))
+    a = aes(key, 1)
+    x = bytearray(16)
+    y = bytearray(16)
+    x[0] = cls
+    for i in range(7, -1, -1):  # the encoder's rounds backwards; each undoes itself
+        t = (i & 1) << 2
+        x[1] = i
+        x[2:6] = b[4 - t:8 - t]
+        a.encrypt(x, y)
+        for j in range(4):
+            b[t + j] ^= y[j]
+    x[0] = 0x10 | cls
+    x[1] = 0xFF
+    x[2:8] = b[0:6]
+    a.encrypt(x, y)
+    ok = ok & ((y[0] ^ b[6]) | (y[1] ^ b[7]) == 0)
+    sub = b[0] >> 4
+    ok = ok & ((cls == 0 and sub == 0) or (cls == 2 and sub < 6))
+    if not ok:
+        return None
+    return cls, sub, b[1] << 16 | b[2] << 8 | b[3], b[4] << 8 | b[5]
+
+
+def fen(field):
+    """The amount a 16-bit field codes: 14-bit mantissa times 10 to a 2-bit exponent."""
+    return (field & 0x3FFF) * 10 ** (field >> 14)
+
+
+def seen(used, tid):
+    """0 new, 1 used (remembered), 2 old (before everything the full memory holds)."""
+    if tid in used:
+        return 1
+    if len(used) >= _MEM and tid < used[0]:
+        return 2
+    return 0
+
+
+def use(used, tid):
+    used.append(tid)
+    used.sort()
+    del used[:-_MEM]
+
+
+def locked(lim, t):
+    """True while entry is refused; lim = [level, since] leaks one level per _LEAK seconds."""
+    if lim[0]:
+        k = (t - lim[1]) // _LEAK
+        if k > 0:
+            lim[0] = max(0, lim[0] - k)
+            lim[1] += k * _LEAK
+        elif t < lim[1]:
+            lim[1] = t  # the clock went back: leak from now
+    return lim[0] >= _BURST
+
+
+def bad(lim, t):
+    locked(lim, t)
+    if lim[0] == 0:
+        lim[1] = t
+    if lim[0] < _BURST:
+        lim[0] += 1
+
+
+def key_part(parts, sub, tid, field):
+    """Collect key-change part sub-2 (32 key bits and the new revision); the new (key, krn) once
+    all four parts of one revision are in, else None. parts is a list of 4 slots."""
+    krn = tid >> 16
+    parts[sub - 2] = (krn, (tid & 0xFFFF) << 16 | field)
+    for p in parts:
+        if p is None or p[0] != krn:
+            return None
+    k = bytearray()
+    for p in parts:
+        k.extend(p[1].to_bytes(4, "big"))
+    for i in range(4):
+        parts[i] = None
+    return bytes(k), krn
