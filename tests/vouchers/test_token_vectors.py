@@ -75,7 +75,7 @@ def test_key_change_parts_assemble_in_any_order_only_when_all_four_agree():
 
 
 def test_amount_coding_covers_large_vouchers_exactly_and_refuses_what_it_cannot_code():
-    for fen in (0, 1, 16383, 16390, 163830, 65540, 100000, 163840, 1638300, 10_000_00, 16_383_000):
+    for fen in (0, 1, 16383, 16390, 163830, 65540, 100000, 163900, 1638300, 10_000_00, 16_383_000):
         assert H.field_amount(H.amount_field(fen)) == fen
         assert T.fen(H.amount_field(fen)) == fen
     for fen in (16384 + 1, 163831, 1638301, 16_383_010, 16_383_001 * 10, -1, 1.5):
