@@ -10,6 +10,7 @@
     channels.py  payment channels                          payments.py  payments (state follows the outbox)
     operators.py operator accounts                         shifts.py    counter shifts
     api_state.py the payments API's nonces and result callbacks
+    vouchers.py  keypad vouchers (a payment whose money the customer carries to the meter)
 
 Rules that make "nothing half-done" true:
 
@@ -41,10 +42,11 @@ from headend.store.readings import Readings
 from headend.store.reconciliation import Reconciliations
 from headend.store.reporting import ReportQueries
 from headend.store.shifts import Shifts
+from headend.store.vouchers import Vouchers
 
 __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 
-class Store(Meters, ApiState, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events, Notices,
-            GridStore, ReportQueries, Reconciliations):
+class Store(Vouchers, Meters, ApiState, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events,
+            Notices, GridStore, ReportQueries, Reconciliations):
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""

@@ -474,6 +474,30 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX payments_confirmed ON payments(confirmed_at) WHERE confirmed_at IS NOT NULL",
         ],
     ),
+    (
+        10,
+        [
+            # Keypad vouchers: one per token; (meter, tid) is the token's identity on its meter.
+            # The digits are not stored: the fields and the meter's key make them again.
+            f"""CREATE TABLE vouchers (
+                id INTEGER PRIMARY KEY,
+                meter TEXT NOT NULL REFERENCES meters(address),
+                tid INTEGER NOT NULL,
+                customer TEXT NOT NULL,
+                payment_id INTEGER NOT NULL REFERENCES payments(id),
+                amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+                field INTEGER NOT NULL,
+                rnd INTEGER NOT NULL,
+                krn INTEGER NOT NULL,
+                tkrn INTEGER NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('issued', 'used')),
+                issued_at {_TS},
+                used_at INTEGER,
+                actor TEXT NOT NULL,
+                UNIQUE (meter, tid)
+            )""",
+        ],
+    ),
 ]
 
 
