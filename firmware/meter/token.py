@@ -6,8 +6,9 @@
 
 try:
     from cryptolib import aes
-except ImportError:  # CPython (simulator, tests): the same AES-128-ECB from the desktop's library
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+except ImportError:  # CPython (simulator, tests): the same AES-128-ECB from the desktop's library;
+    # a board never takes this branch, so its stubs do not know the import
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # pyright: ignore[reportMissingImports]
 
     class aes:
         def __init__(self, key, mode):
