@@ -25,6 +25,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "correct": frozenset({"operator", "admin"}),      # refunds and adjustments
     "close_day": frozenset({"auditor", "admin"}),
     "reconcile": frozenset({"auditor", "admin"}),     # statements checked, discrepancies resolved
+    "bank": frozenset({"operator", "admin"}),         # withholding agreements, batch export, return import
     "read_books": frozenset({"auditor", "operator", "admin", "cashier"}),
 }
 _MIN_PASSWORD = 8

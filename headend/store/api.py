@@ -11,6 +11,7 @@
     operators.py operator accounts                         shifts.py    counter shifts
     api_state.py the payments API's nonces and result callbacks
     vouchers.py  keypad vouchers (a payment whose money the customer carries to the meter)
+    bank.py      withholding batches and return files
 
 Rules that make "nothing half-done" true:
 
@@ -30,6 +31,7 @@ Only portable SQL lives in these modules (see backend.py); SQLite specifics are 
 from __future__ import annotations
 
 from headend.store.api_state import ApiState
+from headend.store.bank import BankBatches
 from headend.store.channels import Channels
 from headend.store.control import CostControlState
 from headend.store.events import Events
@@ -48,5 +50,5 @@ __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 
 class Store(Vouchers, Meters, ApiState, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events,
-            Notices, GridStore, ReportQueries, Reconciliations):
+            Notices, GridStore, ReportQueries, Reconciliations, BankBatches):
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""

@@ -498,6 +498,43 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        11,
+        [
+            # Bank withholding: a bank's batch of a day is exported once (the file kept, so a
+            # second export prints the same bytes); each row's result comes back in a return
+            # file, applied once (the file's digest is kept).
+            f"""CREATE TABLE bank_batches (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                bank TEXT NOT NULL,
+                day TEXT NOT NULL,
+                rows INTEGER NOT NULL,
+                total_fen INTEGER NOT NULL,
+                content BLOB NOT NULL,
+                created_at {_TS},
+                actor TEXT NOT NULL,
+                UNIQUE (bank, day)
+            )""",
+            """CREATE TABLE bank_batch_rows (
+                batch_id INTEGER NOT NULL REFERENCES bank_batches(id),
+                seq INTEGER NOT NULL,
+                customer TEXT NOT NULL,
+                amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+                result TEXT,
+                debited_fen INTEGER,
+                serial TEXT,
+                payment_id INTEGER,
+                PRIMARY KEY (batch_id, seq)
+            ) WITHOUT ROWID""",
+            f"""CREATE TABLE bank_returns (
+                digest TEXT PRIMARY KEY,
+                batch_id INTEGER NOT NULL UNIQUE REFERENCES bank_batches(id),
+                imported_at {_TS},
+                actor TEXT NOT NULL,
+                summary TEXT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 
