@@ -78,7 +78,7 @@ def remove_agreement(store: Store, customer: str, *, actor: str) -> None:
     """End an account's agreement (later batches leave it out); InvalidInput if it has none."""
     if not store.get_account(customer).withholding:
         raise InvalidInput(f"customer {customer} has no withholding agreement")
-    store.update_account(customer, actor=actor, withholding=None)
+    store.update_account(customer, actor=actor, withholding={})  # an empty record clears it
 
 
 def account_number(keys: KeyStore, customer: str, record: dict[str, Any]) -> str:
