@@ -38,7 +38,10 @@ def _db() -> tuple[Path, bytes]:
     from headend.bank import load_profile, write_file
     from headend.bank.batch import ensure_bank_channel, file_date
 
-    path = Path(tempfile.gettempdir()) / f"prepaid645-bench-bank-{ROWS}.db"
+    from headend.store.sqlite import MIGRATIONS
+
+    # the schema version in the name: a file built before a new migration is never reused
+    path = Path(tempfile.gettempdir()) / f"prepaid645-bench-bank-{ROWS}-v{MIGRATIONS[-1][0]}.db"
     ret = path.with_suffix(".ret")
     if path.exists() and ret.exists():
         return path, ret.read_bytes()
