@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from headend.bank import (BankFileError, account_number, add_agreement, agreement_of, bank_channel_id, export_batch,
-                          import_return, load_profile, pick_profile, known_profiles, read_file, remove_agreement,
+                          import_return, pick_profile, known_profiles, read_file, remove_agreement,
                           write_file)
 from headend.store import InvalidInput
 from tests.bank.support import DAY, bank_answer, bank_store, exported, local_customer, remote_customer
