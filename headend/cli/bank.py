@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     asub = ag.add_subparsers(dest="agreement_command", metavar="ACTION")
     ag.set_defaults(func=lambda a: (ag.print_help(), c.EXIT_USAGE)[1])
     p = asub.add_parser("add", help="put an agreement on an account (replaces an earlier one)")
-    p.add_argument("customer", metavar="CUSTOMER")
+    p.add_argument("customer", metavar="CUSTOMER", help="12-digit customer number")
     p.add_argument("--bank", required=True, help="bank code of a profile, e.g. ICBC")
     p.add_argument("--account", required=True, help="bank account number (stored sealed, shown masked)")
     p.add_argument("--holder", required=True, help="account holder's name as the bank has it")
@@ -40,19 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, func, text in (("show", agreement_show, "show an account's agreement (account masked)"),
                              ("remove", agreement_remove, "end an account's agreement")):
         p = asub.add_parser(name, help=text)
-        p.add_argument("customer", metavar="CUSTOMER")
+        p.add_argument("customer", metavar="CUSTOMER", help="12-digit customer number")
         _common(p)
         p.set_defaults(func=func)
 
     p = bsub.add_parser("export", help="the day's debit-request file of a bank (made once, then the same file)")
-    p.add_argument("--bank", required=True)
-    p.add_argument("--date", required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--bank", required=True, help="bank code of a profile, e.g. ICBC")
+    p.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the batch day")
     p.add_argument("--out", metavar="PATH", help="write the file here (default: stdout)")
     _common(p, keys=True)
     p.set_defaults(func=bank_export)
 
     p = bsub.add_parser("import", help="apply a bank's return file (all rows or none; once)")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the return file as the bank sent it")
     p.add_argument("--bank", help="the bank's profile (default: the one that reads the file's header)")
     _common(p)
     p.set_defaults(func=bank_import)
