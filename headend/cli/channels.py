@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = csub.add_parser("add", help="add a channel; prints its API key id and secret once")
     p.add_argument("id", metavar="ID", help="channel id, e.g. icbc-online (a-z 0-9 _ . -)")
-    p.add_argument("--kind", required=True, choices=CHANNEL_KINDS)
+    p.add_argument("--kind", required=True, choices=CHANNEL_KINDS, help="what kind of channel it is")
     p.add_argument("--name", default="", help="what people call it")
     p.add_argument("--fee-rule", default="none", metavar="RULE",
                    help="none, fixed:FEN or bp:BASIS_POINTS[,min:FEN][,max:FEN] (default none)")
@@ -38,14 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=channel_list)
 
     p = csub.add_parser("rotate-secret", help="issue a new key id and secret (the old ones stop working); printed once")
-    p.add_argument("id", metavar="ID")
+    p.add_argument("id", metavar="ID", help="channel id")
     _common(p)
     p.set_defaults(func=channel_rotate)
 
     for name, flag, text in (("disable", False, "stop a channel taking payments"),
                              ("enable", True, "let a disabled channel take payments again")):
         p = csub.add_parser(name, help=text)
-        p.add_argument("id", metavar="ID")
+        p.add_argument("id", metavar="ID", help="channel id")
         _common(p)
         p.set_defaults(func=lambda a, flag=flag: channel_enable(a, flag))
 

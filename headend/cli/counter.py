@@ -34,16 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=counter_open)
 
     p = csub.add_parser("find", help="look up a customer by number, meter, phone or name")
-    p.add_argument("text", metavar="TEXT")
+    p.add_argument("text", metavar="TEXT", help="customer number, meter number, phone or name")
     _common(p)
     p.set_defaults(func=counter_find)
 
     p = csub.add_parser("pay", help="take a payment and print the receipt")
     p.add_argument("customer", metavar="N", help="customer number")
-    p.add_argument("amount", metavar="YUAN")
+    p.add_argument("amount", metavar="YUAN", help="amount paid, in yuan (e.g. 50 or 50.00)")
     p.add_argument("--meter", metavar="ADDRESS", help="which meter, if the customer has several")
-    p.add_argument("--tender", choices=sorted(_TENDER), default="cash")
-    p.add_argument("--cheque-no", metavar="N")
+    p.add_argument("--tender", choices=sorted(_TENDER), default="cash", help="how the customer paid (default cash)")
+    p.add_argument("--cheque-no", metavar="N", help="cheque number (with --tender cheque)")
     p.add_argument("--terminal", metavar="ID", help="UnionPay POS terminal id (8)")
     p.add_argument("--trace", metavar="N", help="UnionPay POS trace number (6 digits)")
     p.add_argument("--ref", metavar="N", help="UnionPay POS reference number (12)")
@@ -53,13 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=counter_pay)
 
     p = csub.add_parser("receipt", help="print a payment's receipt again")
-    p.add_argument("payment", type=int, metavar="ID")
+    p.add_argument("payment", type=int, metavar="ID", help="payment id (on the receipt)")
     _common(p)
     p.set_defaults(func=counter_receipt)
 
     p = csub.add_parser("void", help="void a payment of your open shift (before it reached the meter)")
-    p.add_argument("payment", type=int, metavar="ID")
-    p.add_argument("--reason", required=True)
+    p.add_argument("payment", type=int, metavar="ID", help="payment id (on the receipt)")
+    p.add_argument("--reason", required=True, help="why it is voided (kept in the audit log)")
     _common(p)
     p.set_defaults(func=counter_void)
 

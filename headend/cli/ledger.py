@@ -24,18 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=ledger_check)
 
     p = lsub.add_parser("show", help="journal rows of a day, a customer or a payment")
-    p.add_argument("--day", metavar="YYYY-MM-DD")
-    p.add_argument("--customer", metavar="N")
-    p.add_argument("--payment", type=int, metavar="ID")
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--day", metavar="YYYY-MM-DD", help="only rows of this business day")
+    p.add_argument("--customer", metavar="N", help="only rows of this customer")
+    p.add_argument("--payment", type=int, metavar="ID", help="only rows of this payment")
+    p.add_argument("--limit", type=int, default=200, help="at most this many rows (default 200)")
     _common(p)
     p.set_defaults(func=ledger_show)
 
     for kind, text in (("adjust", "correct an account by +/- YUAN (operator and reason recorded)"),
                        ("refund", "pay YUAN back to a customer (the account goes down; reason recorded)")):
         p = lsub.add_parser(kind, help=text)
-        p.add_argument("customer", metavar="N")
-        p.add_argument("amount", metavar="YUAN")
+        p.add_argument("customer", metavar="N", help="customer number")
+        p.add_argument("amount", metavar="YUAN", help="amount in yuan")
         p.add_argument("--reason", required=True, help="what it corrects or why it is paid back")
         p.add_argument("--idem", metavar="KEY", help="idempotency key: a repeat with it books nothing new")
         _common(p)

@@ -62,9 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     op.set_defaults(func=lambda a: (op.print_help(), c.EXIT_USAGE)[1])
 
     p = osub.add_parser("add", help=f"add an operator (password from a prompt or ${ENV_NEW_PASSWORD})")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--full-name", default="", metavar="TEXT")
+    p.add_argument("name", metavar="NAME", help="operator name (a-z 0-9 _ . -)")
+    p.add_argument("--role", required=True, choices=ROLES, help="what the operator may do")
+    p.add_argument("--full-name", default="", metavar="TEXT", help="the person's full name")
     c.add_store_args(p)
     c.add_json_arg(p)
     p.set_defaults(func=operator_add)
@@ -75,13 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=operator_list)
 
     p = osub.add_parser("passwd", help="set an operator's password (an admin, or the operator themself)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="operator name (a-z 0-9 _ . -)")
     c.add_store_args(p)
     c.add_json_arg(p)
     p.set_defaults(func=operator_passwd)
 
     p = osub.add_parser("disable", help="stop an operator from logging in (kept for the record)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="operator name (a-z 0-9 _ . -)")
     c.add_store_args(p)
     c.add_json_arg(p)
     p.set_defaults(func=operator_disable)
