@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import sys
 from pathlib import Path
 
 from headend.cli import _common as c
@@ -69,9 +67,7 @@ def reconcile_run(args: argparse.Namespace) -> int:
     if args.json:
         c.print_json(dict(res.to_dict(), rows=rows))
     elif args.csv:
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(_COLS)
-        w.writerows([["" if r.get(k) is None else r.get(k) for k in _COLS] for r in rows])
+        c.print_list(args, "", _COLS, [[r.get(k) for k in _COLS] for r in rows], rows)
     else:
         c.print_table(f"{args.channel} {args.day}: " + ", ".join(f"{k} {v}" for k, v in res.counts.items()),
                       ["txn", "class", "line", "theirs", "ours", "their state", "our state", "payment", "customer"],

@@ -8,7 +8,6 @@ headend/reports/README.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import sys
 from pathlib import Path
@@ -98,9 +97,7 @@ def report(args: argparse.Namespace) -> int:
     if args.json:
         c.print_json(rep.to_dict())
     elif args.csv:
-        out = csv.writer(sys.stdout, lineterminator="\n")
-        out.writerow(rep.columns)
-        out.writerows([["" if r.get(k) is None else r.get(k) for k in rep.columns] for r in rep.rows])
+        c.print_list(args, rep.title, rep.columns, [[r.get(k) for k in rep.columns] for r in rep.rows], rep.rows)
     else:
         if not rep.rows:
             print(f"no data for {args.name} from {q.first} to {q.last}")
