@@ -108,12 +108,20 @@ def _micropython(tmp: Path) -> dict[str, float]:
 
 def run(report: Report) -> None:
     """Run the firmware-logic benchmarks and report each figure."""
-    cp = _cpython()
-    with tempfile.TemporaryDirectory() as tmp:
-        mp = _micropython(Path(tmp))
-    report("fwlogic: readings priced+deducted/s, MicroPython (.mpy, 96K heap)", mp["charge"], "readings/s",
-           baseline=cp["charge"])
-    report("fwlogic: relay command+tick/s, MicroPython", mp["relay"], "events/s", baseline=cp["relay"])
+    # A, B, A, B: the MicroPython and CPython runs alternate, so each ratio pairs neighbours in time
+    runs: list[tuple[dict[str, float], dict[str, float]]] = []
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as tmp:   # a fresh build folder each run
+            mp = _micropython(Path(tmp))
+        runs.append((mp, _cpython()))
+    for key, label, unit in (("charge", "readings priced+deducted/s, MicroPython x86 unix port (.mpy, 96K heap)"
+                              " vs CPython, same code", "readings/s"),
+                             ("relay", "relay command+tick/s, MicroPython x86 unix port vs CPython, same code",
+                              "events/s")):
+        ratios = sorted(m[key] / c[key] for m, c in runs)
+        mids = sorted(runs, key=lambda r: r[0][key] / r[1][key])[1]
+        report(f"fwlogic: {label}", mids[0][key], unit, baseline=mids[1][key])
+        print(f"   {ratios[1]:.2f}x (median of 3 interleaved pairs, spread {ratios[0]:.2f}-{ratios[2]:.2f})")
     report("fwlogic: heap kept by clock+tariff+wallet+relay modules from .mpy", mp["import"], "bytes")
     report("fwlogic: heap kept by one Tariff+Wallet+Relay (defaults)", mp["objects"], "bytes")
     report("fwlogic: JSON bytes of the three dump() records", mp["dump"], "bytes")
