@@ -91,11 +91,15 @@ def _noise() -> bytes:
 @dataclass
 class Fault:
     """Faults of one meter: lose its next ``drop`` replies (all of them, or with
-    ``drop_kind="recharge"`` only its recharge replies), or answer noise (``garbage``)."""
+    ``drop_kind="recharge"`` only its recharge replies), answer noise (``garbage``), answer
+    ``delay_s`` seconds late, or say nothing at all while its power is off (``down``, see
+    :meth:`Fleet.power_loss`)."""
 
     drop: int = 0
     drop_kind: str = "all"
     garbage: bool = False
+    delay_s: float = 0.0
+    down: bool = False
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Bus:
     drop: int = 0
     drop_kind: str = "all"  # "all" replies, or only "recharge" replies
     garbage: bool = False
+    down: bool = False  # a flapping link: connections are hung up on at once while set
     server: asyncio.Server | None = None
     faults: dict[str, Fault] = field(default_factory=dict)
     connections: list[asyncio.Transport] = field(default_factory=list)
@@ -148,21 +153,30 @@ class Bus:
         targets = (one,) if one is not None else self._by_wire.values()
         out = []
         for address, m in targets:
+            f = self.faults.get(address)
+            if f is not None and f.down:
+                continue  # no power: the frame never reached a working meter
             r = m.handle_view(frame, now)
             if r is None:
                 continue
-            f = self.faults.get(address)
             if f is not None:
                 if f.drop > 0 and (f.drop_kind == "all" or _is_recharge(frame)):
                     f.drop -= 1
+                    fleet.dropped += 1
                     continue
                 if f.garbage:
                     r = _noise()
+                if f.delay_s > 0:
+                    reply = bytes(r)  # the view is only valid until the meter's next frame
+                    asyncio.get_running_loop().call_later(f.delay_s, _late_write, write, reply)
+                    fleet.frames_out += 1
+                    continue
             out.append(r)
         if not out:
             return
         if self.drop > 0 and (self.drop_kind == "all" or _is_recharge(frame)):
             self.drop -= 1
+            fleet.dropped += 1
             return
         if self.garbage:
             out = [_noise()]
@@ -170,11 +184,22 @@ class Bus:
         for r in out:
             write(r)
 
+    def rewire(self, address: str) -> None:
+        """Look the meter's core up again (after a restart made a new one)."""
+        self._by_wire[address_to_wire(address)] = (address, self.fleet.meters[address])
+
     def close_connections(self) -> None:
         """Hang up on every connected head-end (a dropped link)."""
         for t in self.connections:
             t.close()
         self.connections.clear()
+
+
+def _late_write(write: Callable[[Any], None], reply: bytes) -> None:
+    try:
+        write(reply)
+    except (OSError, RuntimeError):
+        pass  # the connection went away while the reply waited
 
 
 class _BusProtocol(asyncio.Protocol):
@@ -196,6 +221,9 @@ class _BusProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        if self.bus.down:
+            transport.close()  # the link is down: the serial server hangs up at once
+            return
         self.bus.connections.append(self.transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
@@ -224,12 +252,14 @@ class Fleet:
     def __init__(self, addresses: Iterable[str], *, master: bytes | None = None,
                  key_for: Callable[[str], bytes] | None = None, host: str = "127.0.0.1",
                  port: int | None = None, port_base: int | None = None, per_bus: int | None = None,
+                 groups: list[list[str]] | None = None, modes: dict[str, str] | None = None,
                  state_dir: str | None = None, mode: str = "local", bench: bool = False, speed: int = 1,
                  start: int | None = None, load: bool = True, load_scale: int = 100, noise: int = 20,
-                 tick_s: float = 1.0) -> None:
-        if sum(x is not None for x in (port, port_base, per_bus)) != 1:
+                 loads: dict[str, Any] | None = None, tick_s: float = 1.0) -> None:
+        if sum(x is not None for x in (port, port_base, per_bus, groups)) != 1:
             raise ValueError("give exactly one of port (one bus for all meters), port_base (a port each, "
-                             "counting up) or per_bus (buses of that many meters, each on a free port)")
+                             "counting up), per_bus (buses of that many meters, each on a free port) or "
+                             "groups (the addresses of each bus, each on a free port)")
         if per_bus is not None and per_bus < 1:
             raise ValueError(f"per_bus must be 1 or more, got {per_bus}")
         if key_for is None:
@@ -237,23 +267,34 @@ class Fleet:
                 raise ValueError("give master= or key_for=: there is no default meter key")
             key_for = lambda a: derive_meter_key(master, a, 0)  # noqa: E731
         addresses = list(addresses)
+        if groups is not None and sorted(a for g in groups for a in g) != sorted(addresses):
+            raise ValueError("groups must hold every address exactly once")
         self.host = host
         self.clock = SimClock(start, speed)
         self.meters: dict[str, Meter] = {}
         self.flashes: dict[str, Any] = {}
+        self.configs: dict[str, dict] = {}
         for address in addresses:
-            cfg = {"address": address, "key": key_for(address), "krn": 0, "mode": mode, "bench": bench}
+            cfg = {"address": address, "key": key_for(address), "krn": 0,
+                   "mode": (modes or {}).get(address, mode), "bench": bench}
+            self.configs[address] = cfg
             if state_dir:
                 flash = open_state(str(Path(state_dir) / f"meter-{address}.state"), FLASH_SIZE, sync=False)
             else:
                 flash = RamFlash(FLASH_SIZE)
             self.flashes[address] = flash
             self.meters[address] = Meter(cfg, flash, self.clock.now(), os.urandom)
-        self.loads = {a: LoadModel(scale_pct=load_scale, noise_pct=noise, seed=i + 1)
-                      for i, a in enumerate(addresses)} if load else {}
-        size = len(addresses) if port is not None else 1 if port_base is not None else per_bus
-        assert size is not None
-        self.buses = [Bus(self, addresses[i:i + size]) for i in range(0, len(addresses), size)]
+        if loads is not None:
+            self.loads = dict(loads) if load else {}
+        else:
+            self.loads = {a: LoadModel(scale_pct=load_scale, noise_pct=noise, seed=i + 1)
+                          for i, a in enumerate(addresses)} if load else {}
+        if groups is not None:
+            self.buses = [Bus(self, list(g)) for g in groups]
+        else:
+            size = len(addresses) if port is not None else 1 if port_base is not None else per_bus
+            assert size is not None
+            self.buses = [Bus(self, addresses[i:i + size]) for i in range(0, len(addresses), size)]
         self._bus_of = {a: b for b in self.buses for a in b.addresses}
         self._listen = ([port] if port is not None else
                         [port_base + i for i in range(len(addresses))] if port_base is not None else
@@ -262,6 +303,9 @@ class Fleet:
         self.ports: dict[str, int] = {}  # every meter's port
         self.frames_in = 0
         self.frames_out = 0
+        self.dropped = 0  # replies lost to a drop fault
+        self.restarts = 0  # meters back from a power loss
+        self.down: set[str] = set()  # meters without power now
         self.tick_s = tick_s
         self._tasks: list[asyncio.Task] = []
         self._one_bus = port is not None
@@ -294,6 +338,45 @@ class Fleet:
         """[{"link": url, "meters": [addresses]}] for every bus."""
         return [{"link": b.url, "meters": list(b.addresses)} for b in self.buses]
 
+    def power_loss(self, address: str, down_s: float, behind_s: int | None = None) -> None:
+        """Cut the meter's supply for ``down_s`` real seconds: it hears nothing and meters nothing,
+        and what it had not saved is lost.  Then it starts again from its saved state (a new core
+        on the same flash) with its clock ``behind_s`` meter seconds behind (default: the meter
+        time the outage lasted, as a board whose RTC stopped), until the head-end sets it."""
+        f = self.fault(address)
+        if f.down:
+            return
+        f.down = True
+        self.down.add(address)
+        lost = self.clock.now()
+        loop = asyncio.get_running_loop()
+        loop.call_later(down_s, self._power_back, address, lost, behind_s)
+
+    def _power_back(self, address: str, lost: int, behind_s: int | None) -> None:
+        flash = self.flashes[address]
+        now = self.clock.now()
+        core = Meter(self.configs[address], flash, now, os.urandom)
+        core.offset -= (now - lost) if behind_s is None else behind_s
+        self.meters[address] = core
+        self.bus_of(address).rewire(address)
+        self.fault(address).down = False
+        self.down.discard(address)
+        self.restarts += 1
+
+    def bus_fault(self, index: int, *, garbage_s: float = 0.0, down_s: float = 0.0) -> Bus:
+        """Bus ``index`` answers noise for ``garbage_s`` seconds, or its link is down (every
+        connection hung up on, new ones too) for ``down_s`` seconds."""
+        bus = self.buses[index]
+        loop = asyncio.get_running_loop()
+        if garbage_s > 0:
+            bus.garbage = True
+            loop.call_later(garbage_s, setattr, bus, "garbage", False)
+        if down_s > 0:
+            bus.down = True
+            bus.close_connections()
+            loop.call_later(down_s, setattr, bus, "down", False)
+        return bus
+
     def press_button(self, address: str) -> None:
         """The customer's >= 3 s press on one meter."""
         self.meters[address].button(self.clock.now())
@@ -316,8 +399,14 @@ class Fleet:
             ms = self.clock.ms()
             dms, last = ms - last, ms
             now = ms // 1000
+            meters, down = self.meters, self.down
             for a, load in self.loads.items():
-                m = self.meters[a]
+                if a in down:
+                    energy[a] = Energy()  # the pulses of the outage never happened
+                    continue
+                m = meters[a]
+                if m is not apps[a].meter:  # restarted after a power loss: a new core
+                    apps[a] = MeterApp(m, pulses[a], 1000)
                 w = 0 if m.relay_open else load.power_w(now)
                 pulses[a].n += energy[a].add(w, dms)
                 apps[a].step(now, ms)

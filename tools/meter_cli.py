@@ -195,6 +195,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     import signal
 
     from tools.fleet import start_fleet
+    if args.town:
+        return _town(args)
     cfg = _hal_config()
     first = int(args.first)
     addresses = [f"{first + i:012d}" for i in range(args.count)]
@@ -239,6 +241,16 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _town(args: argparse.Namespace) -> int:
+    """`meter fleet --town`: the town's options as tools.town takes them."""
+    from tools.town.run import serve_main
+
+    args.first_address = int(args.first)
+    if args.port_base is not None:
+        return _fail("--port-base is not for a town: its buses and solo links each take a free port")
+    return serve_main(parser(), args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -305,6 +317,20 @@ def parser() -> argparse.ArgumentParser:
     fl.add_argument("--state-dir", help="keep each meter's state file here (default: in memory)")
     fl.add_argument("--mode", choices=("local", "remote"), default="local", help="cost control of every meter (default local)")
     fl.add_argument("--speed", type=int, default=1, help="clock acceleration factor")
+    t = fl.add_argument_group("a town (--town): buses of 32-256 meters and solo links, households, faults")
+    t.add_argument("--town", action="store_true",
+                   help="serve the meters as a town (tools/town: customers, districts, feeders, buses, "
+                        "household loads); prints one JSON line with the buses and the control URL")
+    t.add_argument("--seed", type=int, default=1, help="the town's seed: same seed, same town (default 1)")
+    t.add_argument("--remote-share", type=float, default=0.3, help="share of remote-cost-control meters (default 0.3)")
+    t.add_argument("--bus-size", metavar="MIN:MAX", help="meters per RS-485 bus (default 32:256)")
+    t.add_argument("--start", help="meter time to start at, 2026-12-05T18:00 (default: now)")
+    t.add_argument("--no-load", dest="load", action="store_false", help="no energy flows (exact balances)")
+    t.add_argument("--register", metavar="DB", help="register accounts, meters and grid into this head-end "
+                                                    "database in one step; keys from its key store")
+    t.add_argument("--control", default="tcp://127.0.0.1:0", metavar="tcp://HOST:PORT",
+                   help="line commands: faults, button, status (tools/town/control.py)")
+    t.add_argument("--faults", type=float, default=0.0, metavar="PER_MIN", help="random faults a minute (default 0)")
     fl.set_defaults(func=cmd_fleet)
     return top
 

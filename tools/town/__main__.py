@@ -1,0 +1,5 @@
+import sys
+
+from tools.town.run import main
+
+sys.exit(main())
