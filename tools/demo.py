@@ -1,189 +1,339 @@
-"""`make demo`: a head-end and three simulated meters on this machine, start to finish.
+"""`make demo`: a small town of prepaid meters and its head-end, live on this machine.
 
-Starts `headend serve` on a new SQLite file and three `meter run` simulators (two with local
-cost control, one with remote) on loopback, walks through register, read, recharge, a
-recharge whose reply is lost (retried, credited once), trip, close permitted + the customer's
-button, and power hold refusing a trip, printing every `headend` command with its output and
-the state the meter itself reports; then stops everything it started.
+What it starts, all on loopback, all stopped at the end (Ctrl-C too):
+
+* `headend serve` on a new SQLite database: it talks DL/T 645 to the meters, keeps the accounts,
+  runs remote cost control (debits, warnings, cuts, restores), sends customer notices (SMS, to a
+  log file here) and serves the payments API;
+* a town of ~200 simulated meters (the real meter firmware, `meter fleet --town`) on RS-485 buses
+  behind serial servers, households with their own loads, with a clock running a day a minute;
+  some meters keep the money themselves (local cost control), the others let the head-end do it
+  (remote);
+* the customers (tools/town/paygen.py), paying through the payments API by WeChat, Alipay, the
+  app, the bank, the counter... in the evening, on pay day, after a warning SMS, after a cut.
+
+For about two minutes (``--duration``) one screen shows what happens; then the collection and
+channel reports (with charts), and where the database and the logs are.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import os
-import shlex
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 
 from headend.keys import KeyStore
-from tools.fleet import LossyProxy
+from headend.store import open_store
 from tools.proc import wait_for_line
-from tools.sim.launch import RunningMeter, start_meter
 
 ROOT = Path(__file__).resolve().parent.parent
-METERS = [("000000000001", "local", "000000000101"), ("000000000002", "local", "000000000102"),
-          ("000000000003", "remote", "000000000103")]
-
+PASSPHRASE = "prepaid645 demo passphrase"
 console = Console(highlight=False, soft_wrap=True)
+
+CONFIG = """[store]
+db = "{db}"
+
+[costctl]
+interval_s = 3600
+collect_window_s = 900
+notice_period_h = 0
+night = ""
+holidays = []
+
+[notices]
+language = "en"
+quiet = ""
+interval_s = 1
+watch_every_s = 2
+rate_limit = 20
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Demo:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="prepaid645-demo-"))
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="prepaid645-demo-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db = self.dir / "headend.db"
         self.env = dict(
             os.environ,
-            PREPAID645_DB=str(self.dir / "headend.db"),
+            PREPAID645_DB=str(self.db),
             PREPAID645_KEY_FILE=str(self.dir / "headend.key"),
-            PREPAID645_KEY_PASSPHRASE=os.environ.get("PREPAID645_KEY_PASSPHRASE", "prepaid645 demo passphrase"),
+            PREPAID645_KEY_PASSPHRASE=os.environ.get("PREPAID645_KEY_PASSPHRASE", PASSPHRASE),
+            PREPAID645_CONFIG=str(self.dir / "prepaid645.toml"),
             USER=os.environ.get("USER", "demo-operator"),
-            COLUMNS=os.environ.get("COLUMNS", str(max(shutil.get_terminal_size().columns, 160))),
+            COLUMNS=os.environ.get("COLUMNS", str(max(shutil.get_terminal_size().columns, 120))),
         )
-        self.meters: dict[str, RunningMeter] = {}
-        self.serve: subprocess.Popen | None = None
-        self.proxy: LossyProxy | None = None
-        self.step_no = 0
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.logs: dict[str, Path] = {}
+        self.control: tuple[str, int] | None = None
+        self.api = ""
+        t = time.localtime()
+        # the town's clock starts this afternoon at 16:00, so the first evening comes soon
+        self.start = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T16:00"
 
-    # -- output ---------------------------------------------------------------------------
-    def step(self, title: str) -> None:
-        self.step_no += 1
-        console.print(f"\n[bold cyan]{self.step_no}. {title}[/]")
+    # -- children -------------------------------------------------------------------------
+    def spawn(self, name: str, *argv: str, ready: str | None = None, timeout: float = 120) -> tuple[subprocess.Popen,
+                                                                                                   list[str]]:
+        """Start a child whose stdout goes to NAME.log; wait for its line ``ready`` (or its first line)."""
+        log = self.dir / f"{name}.log"
+        self.logs[name] = log
+        proc = subprocess.Popen([sys.executable, *argv], cwd=str(ROOT), env=self.env, stdout=subprocess.PIPE,
+                                stderr=open(self.dir / f"{name}.err.log", "w"), text=True)
+        self.children.append((name, proc))
+        seen: list[str] = []
+        if ready is None:
+            line = proc.stdout.readline() if proc.stdout else ""
+            seen.append(line)
+            ok = bool(line)
+        else:
+            ok = wait_for_line(proc, ready, seen, timeout)
+        if not ok:
+            raise SystemExit(f"demo: {name} did not start; see {self.dir / (name + '.err.log')}:\n" + "".join(seen))
+        # the rest of its output goes to its log, from a thread that only copies lines
+        import threading
 
-    def headend(self, *args: str, expect: int | None = 0) -> tuple[int, str]:
-        console.print(f"[bold]$ headend {' '.join(shlex.quote(a) for a in args)}[/]")
+        def copy() -> None:
+            with log.open("a") as fh:
+                fh.writelines(seen)
+                for line in proc.stdout or ():
+                    fh.write(line)
+                    fh.flush()
+
+        threading.Thread(target=copy, daemon=True).start()
+        return proc, seen
+
+    def headend(self, *args: str, show: bool = True) -> tuple[int, str]:
         p = subprocess.run([sys.executable, "-m", "headend.cli.main", *args], cwd=str(ROOT), env=self.env,
-                           capture_output=True, text=True, timeout=120)
-        for line in (p.stdout + p.stderr).rstrip().splitlines():
-            console.print(f"  {line}", markup=False)
-        if p.returncode:
-            console.print(f"  [dim](exit code {p.returncode})[/]")
-        if expect is not None and p.returncode != expect:
-            raise SystemExit(f"demo: `headend {' '.join(args)}` exited {p.returncode}, expected {expect}")
+                           capture_output=True, text=True, timeout=300)
+        if show:
+            console.print(f"[bold]$ headend {' '.join(args)}[/]")
+            for line in (p.stdout + p.stderr).rstrip().splitlines():
+                console.print(f"  {line}", markup=False)
         return p.returncode, p.stdout
 
-    def meter_says(self, address: str) -> dict:
-        s = self.meters[address].command("status")
-        relay = "open" if s["relay_open"] else "closed"
-        console.print(f"  [green]meter {address} reports:[/] balance {s['balance_fen'] / 100:.2f} yuan, "
-                      f"purchase count {s['count']}, relay {relay}, power hold {'on' if s['hold'] else 'off'}")
-        return s
+    def town(self, command: str) -> dict[str, Any]:
+        assert self.control is not None
+        with socket.create_connection(self.control, timeout=30) as s:
+            s.sendall(command.encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+        return json.loads(buf)
 
-    # -- the walk-through -----------------------------------------------------------------
+    # -- the demo -------------------------------------------------------------------------
     def run(self) -> None:
-        console.print("[bold]prepaid645 demo[/]: a head-end and three simulated meters on loopback")
-        console.print(f"  working files in {self.dir} (database headend.db, encrypted key file headend.key)")
+        a = self.args
+        say = console.print
+        say("[bold]prepaid645 demo: a small town of prepaid electricity meters and its head-end[/]\n")
+        say("Prepaid means customers pay first and use the money up.  Some meters keep the money themselves\n"
+            "and switch the supply off when it runs out (local cost control); for the others the head-end keeps\n"
+            "the account, takes off what the meter reads, warns by SMS and sends the cut (remote cost control).\n"
+            f"Everything runs on this machine; the town's clock runs {a.speed} times faster than yours.\n")
+        say(f"Working files: {self.dir}")
 
-        self.step("Create the head-end's master key (encrypted at rest)")
+        say("\n[bold cyan]1. The head-end's database and its master key[/] (meter keys derive from it; encrypted at rest)")
+        (self.dir / "prepaid645.toml").write_text(CONFIG.format(db=self.db))
         self.headend("keys", "init")
+
+        say(f"\n[bold cyan]2. The town: {a.meters} meters on RS-485 buses behind serial servers[/], registered in one step")
+        _, seen = self.spawn("town", "-m", "tools.town", "--count", str(a.meters), "--seed", str(a.seed),
+                             "--register", str(self.db), "--speed", str(a.speed), "--start", self.start,
+                             "--faults", str(a.faults))
+        info = json.loads(seen[0])
+        host, port = info["control"].removeprefix("tcp://").rsplit(":", 1)
+        self.control = (host, int(port))
+        shared = [b for b in info["buses"] if len(b["meters"]) > 1]
+        reg = info["registered"]
+        say(f"  {len(shared)} buses of {min(len(b['meters']) for b in shared)}-{max(len(b['meters']) for b in shared)}"
+            f" meters, {len(info['buses']) - len(shared)} meters on their own 4G links; {reg['remote']} in remote "
+            f"cost control; {reg['feeders']} feeders")
+
+        say("\n[bold cyan]3. The payment channels[/] (each with its own API key)")
         keys = KeyStore.unlock(self.dir / "headend.key", self.env["PREPAID645_KEY_PASSPHRASE"])
+        from tools.town.paygen import save_credentials, setup_channels
 
-        self.step("Start three simulated meters (`meter run`), each keyed from the head-end's key store")
-        for address, mode, _ in METERS:
-            m = start_meter(address, keys.meter_key(address, 0).hex(), str(self.dir / f"meter-{address}.state"),
-                            extra=("--mode", mode))
-            self.meters[address] = m
-            console.print(f"  meter {address}: {mode} cost control, DL/T 645 on tcp://{m.tcp[0]}:{m.tcp[1]}")
-        lossy = self.meters["000000000002"].tcp
-        # two lost replies: the link's own retry is lost too, so the command goes back to the outbox
-        self.proxy = LossyProxy(lossy[0], lossy[1], drop_recharge=2)
-        proxy_port = self.proxy.start()
-        console.print(f"  meter 000000000002 is reached through a lossy link on port {proxy_port} "
-                      "that will lose the meter's next two recharge replies")
+        store = open_store(self.db)
+        try:
+            creds = setup_channels(store, keys, actor="demo")
+        finally:
+            store.close()
+        save_credentials(self.dir / "channels.json", creds)
+        say("  " + ", ".join(creds))
 
-        self.step("Start `headend serve` (comms front-end + command outbox) on the new SQLite file")
-        self.start_serve()
+        say("\n[bold cyan]4. Start `headend serve`[/]: meters, accounts, cost control, SMS, the payments API")
+        api_port = _free_port()
+        _, seen = self.spawn("headend-serve", "-m", "headend.cli.main", "serve", "--api",
+                             f"tcp://127.0.0.1:{api_port}", "--clock", self.start, "--speed", str(a.speed),
+                             "--costctl-interval", "3600", "--collect-every", "5", "--timeout", "1",
+                             "--security-timeout", "2", "--retry-backoff", "0.5", "--summary-every", "10",
+                             ready="headend serve: working")
+        self.api = f"http://127.0.0.1:{api_port}"
+        say(f"  payments API on {self.api} (OpenAPI: {self.api}/openapi.json)")
+        console_url = self.console_url()
+        if console_url:
+            say(f"  [bold]the operator console: {console_url}[/] (open it in a browser)")
 
-        self.step("Register the meters")
-        links = {"000000000001": f"tcp://127.0.0.1:{self.meters['000000000001'].tcp[1]}",
-                 "000000000002": f"tcp://127.0.0.1:{proxy_port}",
-                 "000000000003": f"tcp://127.0.0.1:{self.meters['000000000003'].tcp[1]}"}
-        for address, mode, customer in METERS:
-            self.headend("meter", "add", address, "--link", links[address], "--customer", customer, "--mode", mode)
-        self.headend("meter", "list")
+        say("\n[bold cyan]5. Opening balances[/]: every customer pays once at the counter (10-60 yuan)")
+        self.opening(creds)
+        _, seen = self.spawn("payments", "-m", "tools.town.paygen", "--db", str(self.db), "--api", self.api,
+                             "--credentials", str(self.dir / "channels.json"), "--count", str(a.meters),
+                             "--seed", str(a.seed), "--speed", str(a.speed), "--start", self.start, ready=None)
+        say(f"\n[bold cyan]6. Live for {a.duration:.0f} s[/] (a town day every {86400 / a.speed:.0f} s): the customers "
+            "use power, pay, get warnings, are cut and restored\n")
+        self.live(a.duration)
 
-        self.step("Read a meter (energy, remaining money, status word 3)")
-        self.headend("read", "000000000001")
+        say("\n[bold cyan]7. The books[/]: what was collected, by which channel")
+        self.stop_child("payments")
+        day = time.strftime("%Y-%m-%d")
+        self.headend("report", "collection", "--from", day, "--to", day, "--chart", str(self.dir / "collection.png"))
+        self.headend("report", "channels", "--from", day, "--to", day, "--chart", str(self.dir / "channels.png"))
+        charts = [p for p in (self.dir / "collection.png", self.dir / "channels.png") if p.exists()]
+        say("  charts: " + (", ".join(str(p) for p in charts) if charts else "(matplotlib not installed: no chart files)"))
 
-        self.step("Recharge 50 yuan (opens the account on first use; session, MACs, purchase count)")
-        self.headend("recharge", "000000000001", "50", "--idem", "payment-1001")
-        self.meter_says("000000000001")
-        console.print("  the same payment sent again (same idempotency key) queues nothing new:")
-        self.headend("recharge", "000000000001", "50", "--idem", "payment-1001")
-        self.meter_says("000000000001")
+    def console_url(self) -> str | None:
+        """The operator console's address, when this head-end serves one at / of the API."""
+        import httpx
 
-        self.step("Recharge 30 yuan whose replies are lost: the meter credits, the head-end never hears it; the "
-                  "command is retried with the same purchase count and the meter answers \"repeat recharge\"")
-        self.headend("recharge", "000000000002", "30")
-        self.headend("commands", "--meter", "000000000002", "--kind", "recharge")
-        s = self.meter_says("000000000002")
-        if s["balance_fen"] != 3000 or s["count"] != 1:
-            raise SystemExit("demo: the retried recharge did not credit exactly once")
+        try:
+            r = httpx.get(self.api + "/", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return self.api + "/" if r.status_code == 200 and "html" in r.headers.get("content-type", "") else None
 
-        self.step("Trip the remote-cost-control meter")
-        self.headend("trip", "000000000003")
-        self.meter_says("000000000003")
+    def opening(self, creds: dict[str, tuple[str, str]]) -> None:
+        from tools.town.paygen import Payer, Payment
+        from tools.town.plan import plan_town
 
-        self.step("Close permitted: the relay stays open until the customer presses the button")
-        self.headend("close", "000000000003")
-        self.meter_says("000000000003")
-        console.print("  [yellow]the customer presses the meter's button for 3 s (simulated)[/]")
-        self.meters["000000000003"].press_button()
-        time.sleep(1.0)
-        self.headend("read", "000000000003", "status_word_3")
-        self.meter_says("000000000003")
+        rng = random.Random(self.args.seed)
+        homes = plan_town(self.args.meters, seed=self.args.seed).homes
+        payments = [Payment(h.customer, h.address, "hall-counter", rng.randint(10, 60) * 100, "opening",
+                            f"OPEN-{h.customer}") for h in homes]
 
-        self.step("Power hold: the meter refuses a trip while it is on")
-        self.headend("hold", "on", "000000000001")
-        self.headend("trip", "000000000001", expect=1)
-        self.meter_says("000000000001")
-        self.headend("hold", "off", "000000000001")
+        async def go() -> int:
+            payer = Payer(self.api, creds)
+            sem = asyncio.Semaphore(16)
 
-        self.step("Everything above is in the audit log, with who and when")
-        self.headend("audit", "--limit", "12")
+            async def one(p: Payment) -> bool:
+                async with sem:
+                    return await payer.pay(p, give_up_s=120) is not None
 
-    def start_serve(self) -> None:
-        self.serve = subprocess.Popen([sys.executable, "-m", "headend.cli.main", "serve", "--timeout", "1",
-                                       "--security-timeout", "1", "--retries", "1", "--retry-backoff", "0.5"],
-                                      cwd=str(ROOT), env=self.env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
-        seen: list[str] = []
-        if wait_for_line(self.serve, "headend serve: working", seen, 60):
-            console.print(f"  {seen[-1].strip()} (pid {self.serve.pid})", markup=False)
-            return
-        raise SystemExit("demo: headend serve did not start:\n" + "".join(seen))
+            try:
+                return sum(await asyncio.gather(*(one(p) for p in payments)))
+            finally:
+                await payer.close()
+
+        n = asyncio.run(go())
+        console.print(f"  {n} payments accepted, {sum(p.amount_fen for p in payments) / 100:,.2f} yuan; the local "
+                      "meters get theirs as a recharge (session, MACs, purchase count), the remote accounts a credit")
+
+    def live(self, seconds: float) -> None:
+        from tools.town.view import look, render
+
+        end = time.monotonic() + seconds
+        title = f"prepaid645 demo — {self.args.meters} meters — Ctrl-C stops"
+        speed = self.args.speed
+        t0 = time.monotonic()
+        start = time.mktime(time.strptime(self.start, "%Y-%m-%dT%H:%M"))
+
+        def now_look():
+            town_t = time.strftime("%a %H:%M", time.localtime(start + (time.monotonic() - t0) * speed))
+            try:
+                statuses = self.town("statuses")["statuses"]
+            except (OSError, ValueError):
+                statuses = {}
+            return render(look(self.db, statuses, town_t), title)
+
+        with Live(now_look(), console=console, refresh_per_second=2, transient=False) as live:
+            while time.monotonic() < end:
+                time.sleep(1.0)
+                for name, proc in self.children:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"demo: {name} stopped unexpectedly (exit {proc.returncode}); "
+                                         f"see {self.dir / (name + '.err.log')}")
+                live.update(now_look())
+
+    def stop_child(self, name: str) -> None:
+        for n, proc in self.children:
+            if n == name and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
     def stop(self) -> None:
-        console.print(f"\n[bold cyan]{self.step_no + 1}. Stop everything the demo started[/]")
-        if self.serve is not None and self.serve.poll() is None:
-            self.serve.send_signal(signal.SIGTERM)
+        """Stop every child this demo started, newest first (also after Ctrl-C)."""
+        for _name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in reversed(self.children):
             try:
-                self.serve.wait(20)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.serve.kill()
-            console.print("  headend serve stopped")
-        if self.proxy is not None:
-            self.proxy.stop()
-        for address, m in self.meters.items():
-            m.stop()
-            console.print(f"  meter {address} stopped (state kept in {Path(m.state).name})")
-        console.print(f"  the database and key file stay in {self.dir}")
+                proc.kill()
+                proc.wait()
+
+    def where(self) -> None:
+        say = console.print
+        say(f"\n[bold cyan]Where things are[/] ({self.dir})")
+        say(f"  database:       {self.db}  (try: PREPAID645_DB={self.db} .venv/bin/headend meter list)")
+        say(f"  key file:       {self.dir / 'headend.key'} (passphrase: \"{PASSPHRASE}\")")
+        say(f"  SMS sent:       {self.db}.notices.log")
+        for name, log in self.logs.items():
+            say(f"  {name + ' log:':<15} {log}")
 
 
-def main() -> int:
-    demo = Demo()
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.demo", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=120, help="seconds of the live view (default 120)")
+    p.add_argument("--meters", type=int, default=200, help="meters in the town (default 200)")
+    p.add_argument("--speed", type=int, default=1440, help="town clock acceleration (default 1440: a day a minute)")
+    p.add_argument("--seed", type=int, default=1, help="the town's seed")
+    p.add_argument("--faults", type=float, default=2.0, help="random faults a minute (lost replies, a meter "
+                                                             "without power, a bus answering noise; default 2)")
+    p.add_argument("--dir", help="working directory (default: a new one under the temp directory)")
+    args = p.parse_args(argv)
+    demo = Demo(args)
+    code = 0
     try:
         demo.run()
     except KeyboardInterrupt:
-        return 130
+        console.print("\n[yellow]stopped by Ctrl-C[/]")
+        code = 130
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave children behind
         demo.stop()
-    console.print("\n[bold green]demo finished[/]")
-    return 0
+        console.print("\n[bold cyan]Everything the demo started is stopped.[/]")
+        demo.where()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if code == 0:
+        console.print("\n[bold green]demo finished[/]")
+    return code
 
 
 if __name__ == "__main__":
