@@ -289,6 +289,8 @@ class Fleet:
         else:
             self.loads = {a: LoadModel(scale_pct=load_scale, noise_pct=noise, seed=i + 1)
                           for i, a in enumerate(addresses)} if load else {}
+        self._load_on = load
+        self._own_loads = dict(self.loads)
         if groups is not None:
             self.buses = [Bus(self, list(g)) for g in groups]
         else:
@@ -376,6 +378,15 @@ class Fleet:
             bus.close_connections()
             loop.call_later(down_s, setattr, bus, "down", False)
         return bus
+
+    def set_load(self, address: str, watts: int | None) -> None:
+        """Draw a fixed ``watts`` on this meter from now on; None: its own load model again."""
+        if not self._load_on:
+            raise ValueError("this fleet runs without a load (load=False): nothing to set")
+        if watts is None:
+            self.loads[address] = self._own_loads[address]
+        else:
+            self.loads[address] = LoadModel(fixed_w=watts)
 
     def press_button(self, address: str) -> None:
         """The customer's >= 3 s press on one meter."""

@@ -9,6 +9,7 @@ One command per line, one JSON line back (``{"ok": true, ...}`` or ``{"ok": fals
                                  state with its clock behind (default: by the outage)
     bus-garbage BUS SECONDS      the whole bus answers noise for a while (BUS: its index)
     flap BUS SECONDS             the bus's link goes down (connections hung up) for a while
+    load ADDRESS W|auto          draw a fixed W from now on (auto: the household's own load again)
     button ADDRESS               the customer's >= 3 s press
     status ADDRESS               the meter's own view (balance, relay, energy, total bought)
     statuses                     every meter's status, {address: status}
@@ -27,7 +28,7 @@ from typing import Any
 __all__ = ["apply_command", "serve_control"]
 
 _USAGE = ("commands: drop ADDRESS N [recharge] | delay ADDRESS S | garbage ADDRESS on|off | "
-          "power-loss ADDRESS DOWN_S [BEHIND_S] | bus-garbage BUS S | flap BUS S | button ADDRESS | "
+          "power-loss ADDRESS DOWN_S [BEHIND_S] | bus-garbage BUS S | flap BUS S | load ADDRESS W|auto | button ADDRESS | "
           "status ADDRESS | statuses | stats | clear")
 
 
@@ -55,6 +56,16 @@ def _seconds(text: str) -> float:
     if not 0 <= v <= 86400:
         raise ValueError(f"seconds must be 0..86400, got {v}")
     return v
+
+
+def _watts(text: str) -> int:
+    try:
+        w = int(text)
+    except ValueError:
+        raise ValueError(f"load is whole watts 0..100000 or auto, got {text!r}") from None
+    if not 0 <= w <= 100000:
+        raise ValueError(f"load is whole watts 0..100000 or auto, got {w}")
+    return w
 
 
 def _status(fleet: Any, address: str) -> dict[str, Any]:
@@ -87,6 +98,8 @@ def apply_command(fleet: Any, line: str) -> dict[str, Any]:
             fleet.bus_fault(_bus(fleet, args[0]), garbage_s=_seconds(args[1]))
         elif cmd == "flap" and len(args) == 2:
             fleet.bus_fault(_bus(fleet, args[0]), down_s=_seconds(args[1]))
+        elif cmd == "load" and len(args) == 2:
+            fleet.set_load(_meter(fleet, args[0]), None if args[1] == "auto" else _watts(args[1]))
         elif cmd == "button" and len(args) == 1:
             fleet.press_button(_meter(fleet, args[0]))
             return {"ok": True, "status": _status(fleet, args[0])}

@@ -76,9 +76,10 @@ def _kind(pick: int) -> tuple[str, int, int]:
 
 def plan_town(n: int, *, seed: int = 1, first: int = 1, remote_share: float = 0.3, solo_share: float = 0.02,
               protected_share: float = 0.01, bus_min: int = 32, bus_max: int | None = None,
-              areas_per_feeder: int = 3) -> Town:
+              areas_per_feeder: int | None = None) -> Town:
     """A town of ``n`` meters with addresses counting up from ``first``; the same seed gives the
-    same town.  ``bus_max`` defaults to 256, less for small towns so they still have a few buses."""
+    same town.  ``bus_max`` defaults to 256, less for small towns so they still have a few buses;
+    a small town gets an area per bus and a feeder per area or two, so it still has a few feeders."""
     if n < 1:
         raise ValueError(f"a town needs at least one meter, got {n}")
     if first < 1 or first + n > 10**11:
@@ -107,12 +108,15 @@ def plan_town(n: int, *, seed: int = 1, first: int = 1, remote_share: float = 0.
     # areas: one to three buses each; feeders: areas_per_feeder areas; districts: two feeders each
     area_of_bus, areas = [], 0
     b = 0
+    small = len(buses) <= 12
     while b < len(buses):
-        k = rng.randint(1, 3)
+        k = 1 if small else rng.randint(1, 3)
         area_of_bus += [areas] * min(k, len(buses) - b)
         b += k
         areas += 1
     area_of_bus = area_of_bus[:len(buses)]
+    if areas_per_feeder is None:
+        areas_per_feeder = max(1, min(3, areas // 4))
 
     def place(area: int) -> tuple[str, str, str]:
         feeder = area // areas_per_feeder
