@@ -304,6 +304,23 @@ for _n in range(1, 11):
         f"last-{_n} MAC failure",
     )
 
+# Keypad tokens the meter accepted (protocol/TOKENS.md, firmware/meter/token.py): kind = class << 4 |
+# subclass (00 credit, 20 clear MAC lock, 21 set hoarding limit, 22 key change), the token's TID
+# (0 for a key change), the value (fen for credit and a hoarding limit, the new token-key revision
+# for a key change) and the balance before and after. The head-end reads them to learn which
+# vouchers were used.
+_add(0x033D0000, "token_count", Bcd("NNNNNN"), "", READ, "accepted keypad token count")
+for _n in range(1, 11):
+    _add(
+        0x033D0000 | _n,
+        f"token_{_n}",
+        Record(("time", _TIME6), ("kind", Word(1)), ("tid", Word(4)), ("value", YUAN), ("before", SIGNED_KWH),
+               ("after", SIGNED_KWH)),
+        "",
+        READ,
+        f"last-{_n} accepted keypad token",
+    )
+
 # The meter's own faults (firmware/meter/events.py FAULT): code 1 = the newest state record was
 # damaged and the one before it used (status word 1 memory_fault), 2 = the main loop failed and
 # the meter restarted (internal_program_error; info = CRC-32 of the text in the board's fault log)

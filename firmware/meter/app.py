@@ -15,18 +15,23 @@ _TICKS_MASK = const(0x3FFFFFFF)  # MicroPython's ticks_ms() wraps at 2**30 on ev
 
 
 class MeterApp:
-    """MeterApp(meter, pulses, imp_per_kwh, relay=None, supply=None)
+    """MeterApp(meter, pulses, imp_per_kwh, relay=None, supply=None, keypad=None)
 
     meter    the core (meter.core.Meter)
     pulses   .take() -> energy pulses counted since the last call
     relay    .commanded (None until first driven), .drive(open_), .sensed_open() -> bool or
              None when the relay has no sense contact
     supply   .take() -> supply-loss edges since the last call (a latched interrupt), or None
+    keypad   .take() -> keys pressed since the last call, as text (hal/keypad.py), or None;
+             keys also come in through key() (the simulator's terminal and control socket)
     The power shown is estimated from the pulses of each 10 s.
     """
 
-    def __init__(self, meter, pulses, imp_per_kwh, relay=None, supply=None):
+    def __init__(self, meter, pulses, imp_per_kwh, relay=None, supply=None, keypad=None):
         self.meter = meter
+        self.keypad = keypad
+        self.entry = ""  # the digits typed so far
+        self.shown = None  # the last token's result (meter.token.OK ... PART) for the display
         self.pulses = pulses
         self.relay = relay
         self.supply = supply
@@ -54,6 +59,10 @@ class MeterApp:
         if sup is not None and sup.take():
             m.persist()  # the hold-up capacitor's time goes to the energy not yet saved
         self._energy(now, ms)
+        kp = self.keypad
+        if kp is not None:
+            for c in kp.take():
+                self.key(c, now)
         second = now != self._last_s
         if second:
             self._last_s = now
@@ -61,6 +70,22 @@ class MeterApp:
             self._sense()  # a contact that moved by itself (welded, tripped by hand) shows in a second
         self.drive()
         return second
+
+    def key(self, c, now):
+        """One keypad key: a digit types (a 21st makes the entry invalid), * clears, # enters
+        the entry as a token; the result stays in .shown until the next key."""
+        e = self.entry
+        self.shown = None
+        if c == "*":
+            e = ""
+        elif c == "#":
+            # INVALID (meter.token) for anything but 20 digits: such an entry is no guess
+            self.shown = self.meter.token(e, now) if len(e) == 20 else 2
+            e = ""
+            self.drive()
+        elif "0" <= c <= "9" and len(e) <= 20:
+            e += c
+        self.entry = e
 
     def _sense(self):
         r = self.relay

@@ -108,6 +108,7 @@ class Meter:
         self._elen = -1  # of the newest record (-1: unknown), copied from there while they stand
         self._policy = (config.get("save_wh", _SAVE_WH), config.get("save_s", _SAVE_S))
         self._unsaved = [0, 0]  # Wh metered since the last save, meter time of the first of them
+        self.tok = None  # keypad token state (meter.token.enter), made by the first token typed
         state = self.store.load()
         loaded = state is not None
         if loaded:
@@ -131,7 +132,7 @@ class Meter:
         return {"a": codec.addr_str(self.addr), "n": codec.addr_str(self.number),
                 "w": self.wallet.dump(), "r": self.relay.dump(), "s": self.sec.dump(), "E": self.energy,
                 "L": self.ladder_wh, "lt": self.last_t, "ts": self.seen_t, "o": self.offset, "b": self.bc_day,
-                "fz": [self.frz_min, self.frz_day]}
+                "fz": [self.frz_min, self.frz_day], "k": self.tok}
 
     def _state(self):
         s = self._small_state()
@@ -170,6 +171,7 @@ class Meter:
         self.bc_day = s["b"]
         # records written before freezes existed: midnight, and nothing frozen after the last save
         self.frz_min, self.frz_day = s.get("fz") or (0, s["lt"] // clock.DAY)
+        self.tok = s.get("k")
 
     def _save(self):
         """Persist the state; False (and the last saved state back in RAM) when the record
@@ -284,6 +286,13 @@ class Meter:
             self._save()
             return True
         return False
+
+    def token(self, digits, now):
+        """A token typed on the keypad (its digits as text): meter.token's result (OK, USED,
+        INVALID, LOCKED, REFUSED, PART), its effect saved before it is returned."""
+        from meter import token  # imported by the first token: a meter nobody types on never holds it
+        r = token.enter(self, digits, self.time(now))
+        return r if self._save() else token.REFUSED
 
     def tick(self, now):
         """Timers: trip delay, pre-trips, session expiry, MAC lock at midnight, set switch-over,

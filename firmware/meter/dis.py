@@ -3,6 +3,8 @@
 # the wallet, relay and tariff setters). DIs are ints DI3..DI0 as people write them.
 # Record DIs not named by DL/T 645's public tables are the project's own:
 #   033E0000 MAC-failure count, 033E00nn n-th last MAC failure: time(6) op(4) C(1) DI(4).
+#   033D0000 keypad-token count, 033D00nn n-th last accepted token: time(6) kind(1) TID(4, LE)
+#   value(4, BCD fen or key revision) balance before(4) after(4) (signed BCD fen).
 # Freezes (DL/T 645 class 05): 050600nn n-th last daily freeze time YYMMDDhhmm (5), 050601nn its
 # forward active energy, total and T1..T4, XXXXXX.XX kWh each (20); nn = 01..0A.
 
@@ -204,16 +206,18 @@ def _event(m, kind, field, n, b, o):
         else:
             put_sbcd(b, o, r[field - 1], 4)
         return size
-    if kind == events.PROGRAM or kind == events.MACFAIL or kind == events.FAULT:
+    if kind >= events.PROGRAM:  # the meter's own logs (no FREEZE comes here)
         if field != 0:
             return -1
-        size = 50 if kind == events.PROGRAM else 15 if kind == events.MACFAIL else 11
+        size = (50, 15, 0, 11, 23)[kind - events.PROGRAM]
         if r is None:
             return _zeros(b, o, size)
         _dt(b, o, r[0], True)
-        if kind == events.FAULT:  # time, code (1 byte), info (4 bytes)
-            b[o + 6] = r[1]
+        if kind >= events.FAULT:  # time, code (1 byte), info (4 bytes); a TOKEN: kind, TID, then
+            b[o + 6] = r[1]       # value, balance before and after (4 BCD bytes each)
             put_le(b, o + 7, r[2], 4)
+            for i in range(3, len(r)):
+                put_sbcd(b, o + 4 * i - 1, r[i], 4)
             return size
         put_le(b, o + 6, r[1], 4)
         if kind == events.MACFAIL:
@@ -297,10 +301,8 @@ def read_item(m, di, b, o, t):
         return _event(m, events.PURCHASE, lo >> 8, lo & 0xFF, b, o)
     if c == 0x0330 and lo >> 8 == 0:
         return _event(m, events.PROGRAM, 0, lo & 0xFF, b, o)
-    if c == 0x033E and lo >> 8 == 0:
-        return _event(m, events.MACFAIL, 0, lo & 0xFF, b, o)
-    if c == 0x033F and lo >> 8 == 0:
-        return _event(m, events.FAULT, 0, lo & 0xFF, b, o)
+    if 0x033D <= c <= 0x033F and lo >> 8 == 0:  # tokens, MAC failures, faults
+        return _event(m, (events.TOKEN, events.MACFAIL, events.FAULT)[c - 0x033D], 0, lo & 0xFF, b, o)
     if c == 0x0506:  # n-th last daily freeze: 00nn its time, 01nn forward active total, T1..T4
         k = lo >> 8
         n = lo & 0xFF

@@ -7,6 +7,7 @@
 #   MACFAIL:      [t, operator, control, di]
 #   FREEZE:       [t, forward_wh, T1_wh, T2_wh, T3_wh, T4_wh]   (daily and 16H freezes, DIs 0506)
 #   FAULT:        [t, code, info]   (the meter's own faults, DIs 033F; codes below)
+#   TOKEN:        [t, kind, tid, value, before, after]   (keypad tokens, meter.token.enter; DIs 033D)
 # Freezes are kept here, not beside the state, so they are written only when a new one is taken.
 
 try:
@@ -22,7 +23,8 @@ PROGRAM = 3
 MACFAIL = 4
 FREEZE = 5
 FAULT = 6
-_KINDS = const(7)
+TOKEN = 7
+_KINDS = const(8)
 # FAULT codes: the state's newest record was damaged and the one before it used (money and
 # counts may be one operation back: the head-end reconciles); the main loop failed and the
 # meter restarted (info: CRC-32 of the exception's text, as kept in the board's fault log)

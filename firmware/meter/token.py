@@ -113,3 +113,75 @@ def key_part(parts, sub, tid, field):
     for i in range(4):
         parts[i] = None
     return bytes(k), krn
+
+
+# --- entry: what the meter does with a typed token -------------------------------------------
+# The core keeps the token state as one list, persisted with its record (core "k"):
+#   [used TIDs, bad-entry limit [level, since], token key revision, token key hex ("" = the
+#    revision 0 key derived from the meter key), key-change parts (4 slots)]
+# Results (what the display shows): the token did its work, was used before, is not a token
+# for this meter, was not checked (too many bad entries), is valid but refused by the balance
+# rules (hoarding limit, no account: enter it later), or is one key-change part of four.
+OK = 0
+USED = 1
+INVALID = 2
+LOCKED = 3
+REFUSED = 4
+PART = 5
+
+
+def enter(m, s, t):
+    """Apply token s typed on meter m at meter time t (the caller saves); one result above.
+    Every accepted token is a TOKEN record (meter.events): t, kind (cls << 4 | sub), TID,
+    value (fen, or the new key revision), balance before, after."""
+    from meter import events
+    k = m.tok
+    if k is None:
+        k = m.tok = [[], [0, 0], 0, "", [None] * 4]
+    lim = k[1]
+    if locked(lim, t):
+        return LOCKED
+    if k[3]:
+        from binascii import unhexlify
+        key = unhexlify(k[3])
+    else:
+        from meter.security import hmac_sha256
+        key = hmac_sha256(m.sec.key, b"prepaid645/token\x00")[:16]
+    d = decode(key, s)
+    if d is None:
+        bad(lim, t)
+        return INVALID
+    cls, sub, tid, v = d
+    w = m.wallet
+    before = w.balance
+    if cls == 2 and sub > 1:
+        nk = key_part(k[4], sub, tid, v)
+        if nk is None:
+            return PART
+        from binascii import hexlify
+        k[3] = hexlify(nk[0]).decode()
+        v = k[2] = nk[1]
+        sub = 2  # recorded as one key change, whichever part came last
+        tid = 0  # a key part's TID field carries key bits: nothing to remember
+    else:
+        if seen(k[0], tid):
+            return USED
+        if cls == 0:
+            v = fen(v)
+            if m.remote:
+                return REFUSED
+            # the balance rules of a recharge (meter.wallet): an opened account, the hoarding
+            # limit, close permitted; the purchase count is the head-end's and stays
+            if not w.opened or w.hoard and before + v > w.hoard:
+                return REFUSED
+            w._credit(v, w.count)
+            m._local(w._topped_up(), t)
+        elif sub == 0:
+            m.sec.fails = 0  # clear the MAC lock
+            v = 0
+        else:
+            v = fen(v)
+            m._local(w.set_limits(hoard=v), t)
+        use(k[0], tid)
+    m.events.add(events.TOKEN, (t, cls << 4 | sub, tid, v, before, w.balance))
+    return OK

@@ -262,11 +262,14 @@ def programmed_meter() -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
         m.handle(q, T0)
     bad = HeadEnd(ADDR, b"not the meter key", std_hmac)
     t = T0
-    for d in range(12):  # a MAC failure, a fault and a day's energy a day: the logs fill up
+    from headend.vouchers import token as vt
+    tk = vt.token_key(m.sec.key, 0)
+    for d in range(12):  # a MAC failure, a fault, a keypad token and a day's energy a day: the logs fill up
         t = T0 + DAY * (d + 1)
         bad.challenged(m.handle(bad.challenge(), t))
         m.handle(bad.auth(bytes((d,)) * 8), t)
         m.fault(t, 0x5EED0000 + d)
+        assert m.token(vt.encode(tk, vt.CREDIT, 0, 1000 + d, vt.amount_field(100)), t) == 0
         m.add_energy(150 + d, t)
     m.persist()
     assert all(len(r) == 10 for r in m.events.recs)
