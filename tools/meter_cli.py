@@ -158,7 +158,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         name, _, value = item.partition("=")
         if not value:
             return _fail(f"--pin takes NAME=GPIO, e.g. --pin de=5, got {item!r}")
-        pins[name] = value if value == "LED" else int(value) if value.isdigit() else value
+        # a keypad's rows and columns are lists: --pin keypad_rows=10,11,12,13
+        pins[name] = value if value == "LED" else int(value) if value.isdigit() else \
+            [int(x) for x in value.split(",")] if value.replace(",", "").isdigit() else value
     try:
         key = meter_key(args)
         extra: dict[str, Any] = {"rtc": args.rtc, "i2c": args.i2c, "in_service": args.in_service}
@@ -286,7 +288,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--debug", action="store_true",
                    help="keep line numbers in the .mpy files (tracebacks name lines; ~3 KB more heap)")
     b.add_argument("--pin", action="append", metavar="NAME=GPIO",
-                   help="override a pin: tx rx de relay_set relay_reset relay_sense button led pulse")
+                   help="override a pin: tx rx de relay_set relay_reset relay_sense button led pulse; optional"
+                        " power_fail, and keypad_rows=R1,R2,R3,R4 keypad_cols=C1,C2,C3,C4 (a 4x4 token keypad)")
     b.add_argument("--uart", type=int, help="UART number for RS-485 (default esp32 2, rp2 0)")
     b.add_argument("--baud", type=int, default=2400, help="line speed, 8E1 (default 2400)")
     b.add_argument("--imp-per-kwh", type=int, default=1000, help="pulse constant of the metering chip")

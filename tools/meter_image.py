@@ -24,7 +24,7 @@ from tools.sim import FIRMWARE
 
 BOARDS = ("esp32", "rp2")
 # the board HAL: shared modules plus the board's own; the simulator's modules stay off the board
-HAL_MODULES = ("__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py")
+HAL_MODULES = ("__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py", "keypad.py")
 
 
 class ImageError(Exception):

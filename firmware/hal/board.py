@@ -98,6 +98,12 @@ class Board:
         self.relay = LatchingRelay(Pin(pins["relay_set"], Pin.OUT, value=0), Pin(pins["relay_reset"], Pin.OUT, value=0),
                                    Pin(pins["relay_sense"], Pin.IN, Pin.PULL_UP), hw["relay_pulse_ms"],
                                    hw["sense_open_level"])
+        rows = pins.get("keypad_rows")  # optional: the token keypad (hal/keypad.py)
+        self.keypad = None
+        if rows:
+            from hal.keypad import Keypad
+            self.keypad = Keypad([Pin(p, Pin.OUT, value=1) for p in rows],
+                                 [Pin(p, Pin.IN, Pin.PULL_UP) for p in pins["keypad_cols"]])
         fail = pins.get("power_fail")
         self.supply = None if fail is None else Pulses(Pin(fail, Pin.IN))
         chip = hw["rtc"]
@@ -121,7 +127,7 @@ class Board:
         import os
         self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
         from meter.app import MeterApp
-        self.app = MeterApp(self.meter, self.pulses, hw["imp_per_kwh"], self.relay, self.supply)
+        self.app = MeterApp(self.meter, self.pulses, hw["imp_per_kwh"], self.relay, self.supply, self.keypad)
         self.app.step(self.now(), time.ticks_ms())  # the relay driven to the state the meter powered up in
         # last: loading the core and creating a first state file may take longer than a period
         self.wdt = machine.WDT(timeout=hw["wdt_ms"]) if hw["wdt_ms"] else None

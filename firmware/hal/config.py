@@ -35,6 +35,38 @@ CHIPS = (
 )
 
 
+def _each_pin(pins):
+    # (name, GPIO) of every pin, a keypad's rows and columns one by one (keypad_rows[0], ...)
+    out = []
+    for k in pins:
+        p = pins[k]
+        if isinstance(p, list):
+            for i in range(len(p)):
+                out.append(("%s[%d]" % (k, i), p[i]))
+        elif isinstance(p, int) and not isinstance(p, bool):
+            out.append((k, p))
+    return out
+
+
+def _keypad(pins, path):
+    # optional: a 4x4 matrix keypad for recharge tokens (hal/keypad.py), rows driven, columns read
+    rows = pins.get("keypad_rows")
+    cols = pins.get("keypad_cols")
+    if rows is None and cols is None:
+        return
+    for name, v in (("keypad_rows", rows), ("keypad_cols", cols)):
+        if not isinstance(v, list) or len(v) != 4 or any(isinstance(p, bool) or not isinstance(p, int) or
+                                                          not 0 <= p <= 63 for p in v):
+            raise _err(path, "pins.%s must be a list of 4 GPIO numbers (a 4x4 keypad needs both keypad_rows "
+                             "and keypad_cols), got %r" % (name, v))
+    used = {}
+    for k, p in _each_pin(pins):
+        if p in used:
+            raise _err(path, "pins.%s and pins.%s are both GPIO%d: each keypad line needs a pin of its own" %
+                       (used[p], k, p))
+        used[p] = k
+
+
 def chip_of(machine, board):
     """The CHIPS row of the chip `machine` names; for a board built on a host (machine None) or a
     name not known here, the board's usual chip (the classic ESP32, the RP2040)."""
@@ -53,13 +85,10 @@ def _chip_checks(board, pins, uart, chip, machine, path):
         raise _err(path, "uart %d does not exist on the %s (UART0..UART%d); build with --uart %d" %
                    (uart, name, uarts - 1, uarts - 1))
     warn = []
-    for k in pins:
-        p = pins[k]
-        if not isinstance(p, int) or isinstance(p, bool):
-            continue
+    for k, p in _each_pin(pins):
         if p > top:
             raise _err(path, "pins.%s = GPIO%d does not exist on the %s (GPIO0..GPIO%d)" % (k, p, name, top))
-        if p in inputs and k in _OUTPUTS:
+        if p in inputs and (k in _OUTPUTS or k.startswith("keypad_rows")):
             raise _err(path, "pins.%s = GPIO%d is input-only on the %s; it must drive an output" % (k, p, name))
         if p in straps:
             warn.append("pins.%s = GPIO%d is a strapping pin of the %s: %s" % (
@@ -182,6 +211,7 @@ def check(cfg, path=None, machine=None):
             p = pins.get(name)
             if isinstance(p, bool) or not (isinstance(p, int) and 0 <= p <= 63 or p == "LED"):
                 raise _err(path, "pins.%s must be a GPIO number, got %r" % (name, p))
+        _keypad(pins, path)
         p = pins.get("power_fail")  # optional: the supply-loss input (README)
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 63):
             raise _err(path, "pins.power_fail must be a GPIO number, got %r" % (p,))

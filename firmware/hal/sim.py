@@ -28,6 +28,10 @@ except AttributeError:
         return a - b
 
 _MAX_FRAME_BUF = 512
+# what the display shows for each keypad-token result (meter.token OK, USED, INVALID, LOCKED, REFUSED, PART)
+TOKEN_SHOWN = ("accepted", "used", "invalid", "locked: too many bad entries", "refused: over the hoarding limit"
+               " or no account", "key part accepted: enter the others")
+KEYS = "0123456789*#ABCD"
 
 
 def host_now():
@@ -218,6 +222,7 @@ class SimMeter:
         self.endpoints = {}
         self.stopping = False
         self.button_pending = False  # set from a signal handler; the loop presses the button
+        self.keys_in = []  # keys from the terminal (another thread appends); the loop types them
         self._poll = select.poll()
         self._handlers = {}
         self._links = []
@@ -250,7 +255,7 @@ class SimMeter:
         return port
 
     def listen_control(self, host="127.0.0.1", port=0):
-        """Line commands on a TCP port: button, status, load W|auto, advance S, quit."""
+        """Line commands on a TCP port: button, keys K, status, load W|auto, advance S, quit."""
         srv, port = _listener(host, port)
         key = srv if MICROPYTHON else srv.fileno()
         self._watch(key, srv, lambda: self._accept(srv, self._serve_control))
@@ -341,6 +346,20 @@ class SimMeter:
         self.meter.button(self.clock.now())
         self.app.drive()
 
+    def keys(self, text):
+        """Keys typed on the keypad (digits, * clears, # enters: meter.app.MeterApp.key); what the
+        display shows after them."""
+        for c in text:
+            if c not in KEYS:
+                raise ValueError("keys are %s, got %r" % (KEYS, c))
+        for c in text:
+            self.app.key(c, self.clock.now())
+        return {"entry": self.app.entry, "token": self._shown()}
+
+    def _shown(self):
+        r = self.app.shown
+        return None if r is None else TOKEN_SHOWN[r]
+
     def command(self, line):
         """One control line; returns the reply line."""
         words = line.split()
@@ -353,6 +372,8 @@ class SimMeter:
                 return json.dumps({"contact": "open" if self.relay_open else "closed"})
             if cmd == "status":
                 return json.dumps(self.status())
+            if cmd == "keys":
+                return json.dumps(self.keys(words[1]))
             if cmd == "load":
                 self.load.fixed_w = None if words[1] == "auto" else int(words[1])
                 return json.dumps({"ok": True})
@@ -362,9 +383,9 @@ class SimMeter:
             if cmd in ("quit", "stop"):
                 self.stopping = True
                 return json.dumps({"ok": True})
-        except (IndexError, ValueError):
-            return json.dumps({"error": "bad arguments for %s" % cmd})
-        return json.dumps({"error": "unknown command %r: button, status, load W|auto, advance S, quit" % cmd})
+        except (IndexError, ValueError) as e:
+            return json.dumps({"error": "bad arguments for %s: %s" % (cmd, e)})
+        return json.dumps({"error": "unknown command %r: button, keys K, status, load W|auto, advance S, quit" % cmd})
 
     # ---- time --------------------------------------------------------------------------------
     # the relay as MeterApp drives it: the simulated contact follows at once, and is logged
@@ -398,6 +419,11 @@ class SimMeter:
         if self.button_pending:
             self.button_pending = False
             self.press_button()
+        while self.keys_in:
+            try:
+                self.keys(self.keys_in.pop(0))
+            except ValueError:
+                pass  # a key the keypad does not have
         for ev in self._poll.poll(timeout_ms):
             h = self._handlers.get(ev[0])
             if h is not None:
@@ -412,7 +438,8 @@ class SimMeter:
         s.update({"address": self.address, "time": "%04d-%02d-%02d %02d:%02d:%02d" % (y, mo, d, h, mi, sec),
                   "power_w": self.power_w, "contact": "open" if self.relay_open else "closed",
                   "speed": self.clock.speed, "frames_in": self.frames_in, "frames_out": self.frames_out,
-                  "links": len(self._links), "presses": self.presses})
+                  "links": len(self._links), "presses": self.presses, "keys": self.app.entry,
+                  "token": self._shown()})
         return s
 
     def run(self, on_status=None, interval_ms=1000):

@@ -8,9 +8,9 @@ from rich.table import Table
 
 # fields the core reports, in the order an operator reads them; anything else follows
 _ORDER = ("address", "time", "balance_fen", "state", "contact", "relay", "rate", "power_w", "energy_wh", "count")
-_MORE = ("mode", "hold", "customer", "frames_in", "frames_out", "speed")
+_MORE = ("keys", "token", "mode", "hold", "customer", "frames_in", "frames_out", "speed")
 _LABEL = {"balance_fen": "balance", "power_w": "power", "energy_wh": "energy", "count": "purchases", "relay": "relay",
-          "hold": "power hold"}
+          "hold": "power hold", "keys": "keypad", "token": "last token"}
 
 
 _STATES = {0: "normal", 1: "alarm 1", 2: "alarm 2", 3: "zero", 4: "overdraft"}  # meter.wallet
@@ -55,7 +55,7 @@ def render(status: dict[str, Any]) -> Table:
         if k == "contact":
             text = f"[red]{text}[/]" if status[k] == "open" else f"[green]{text}[/]"
         table.add_row(_LABEL.get(k, k), text)
-    table.caption = "Ctrl-C stops (state kept)"
+    table.caption = "type a token: digits, * clears, # enters; Ctrl-C stops (state kept)"
     return table
 
 

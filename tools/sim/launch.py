@@ -5,6 +5,7 @@
     m.pty          # "/dev/pts/7": DL/T 645 over a serial device (open it with pyserial)
     m.press_button()                 # SIGUSR1: the customer's >= 3 s press
     m.command("status")              # control socket: a dict of the meter's status
+    m.command("keys 1234...#")       # type on the keypad: {"entry": ..., "token": what the display shows}
     m.stop()                         # SIGINT, like Ctrl-C; the state file stays
 """
 
@@ -43,7 +44,7 @@ class RunningMeter:
         os.kill(self.proc.pid, signal.SIGUSR1)
 
     def command(self, line: str, timeout: float = 5.0) -> Any:
-        """Send one control line (button, status, load W|auto, advance S, quit); the JSON reply."""
+        """Send one control line (button, keys K, status, load W|auto, advance S, quit); the JSON reply."""
         if not self.control:
             raise RuntimeError("this meter was started without a control socket")
         with socket.create_connection(self.control, timeout=timeout) as s:

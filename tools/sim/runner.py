@@ -84,6 +84,40 @@ def _stop_on(signals: tuple[int, ...], stop) -> None:  # type: ignore[no-untyped
         signal.signal(s, lambda *_: stop())
 
 
+class _TerminalKeys:
+    """Keys typed on the terminal go to the meter's keypad (digits, * clears, # enters), one at a
+    time without Enter; nothing happens when stdin is not a terminal. The terminal is put back as
+    it was on exit."""
+
+    def __init__(self, deliver) -> None:  # type: ignore[no-untyped-def]
+        self._deliver = deliver
+        self._saved: Any = None
+
+    def __enter__(self) -> _TerminalKeys:
+        if not sys.stdin.isatty():
+            return self
+        import termios
+        fd = sys.stdin.fileno()
+        self._saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+
+        def read() -> None:
+            while True:
+                c = os.read(fd, 1).decode(errors="replace").upper()
+                if not c:
+                    return
+                if c in "0123456789*#ABCD":
+                    self._deliver(c)
+
+        threading.Thread(target=read, daemon=True, name="keypad").start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            import termios
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._saved)
+
+
 def _notices(created: bool, state: str, asked: str, actual: str) -> None:
     if created:
         print(f"meter: new state file {state}: a new meter, zero balance", file=sys.stderr, flush=True)
@@ -114,7 +148,7 @@ def run_cpython(o: RunOptions) -> int:
         signal.signal(signal.SIGUSR1, lambda *_: setattr(sim, "button_pending", True))
         _notices(sim.flash.created, o.state, o.config["address"], sim.address)
         print(ready_line(sim.address, sim.endpoints, o.state), flush=True)
-        with _Live(o.quiet) as live:
+        with _Live(o.quiet) as live, _TerminalKeys(sim.keys_in.append):
             sim.run(live.update, 250)
     finally:
         sim.close()
@@ -216,7 +250,7 @@ def run_micropython(o: RunOptions) -> int:
         signal.signal(signal.SIGUSR1, lambda *_: send("button"))
         status = 0
         address = o.config["address"]
-        with _Live(o.quiet) as live:
+        with _Live(o.quiet) as live, _TerminalKeys(lambda c: send("keys " + c)):
             for line in child.stdout:
                 try:
                     msg = json.loads(line)
