@@ -37,6 +37,7 @@ from headend.api.problems import ApiProblem
 from headend.api.reports import add_report_routes
 from headend.api.service import ChannelKey, PaymentsPort, StorePayments
 from headend.api.signing import SignatureFormError, check_signature, read_signature_headers
+from headend.api.vouchers import add_voucher_routes
 from headend.keys import KeyStore
 from headend.store import Store
 
@@ -326,6 +327,7 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
         return await signed(request, work)
 
     add_report_routes(app, store, _PROBLEM_RESPONSES)
+    add_voucher_routes(app, store, keys, _PROBLEM_RESPONSES)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

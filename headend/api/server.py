@@ -107,7 +107,7 @@ async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
     sock.listen(1024)
     sock.setblocking(False)
     payments = StorePayments(store, keys, clock=clock)
-    ucfg = uvicorn.Config(create_app(store, config, clock=clock, port=payments), lifespan="off",
+    ucfg = uvicorn.Config(create_app(store, config, clock=clock, port=payments, keys=keys), lifespan="off",
                           access_log=False, log_level="warning", http=_http_impl(), timeout_graceful_shutdown=5,
                           server_header=False, date_header=False)
     server = _Server(ucfg)

@@ -4,6 +4,7 @@ without importing them. Written by `python -m headend.cli._index`; a test checks
 
 COMMANDS: dict[str, tuple[str, str | None]] = {
     'bank': ('bank', 'bank batch withholding: agreements, debit-request files, return files'),
+    'card': ('card', 'prepaid recharge cards: serial + PIN, printed in batches, redeemed once online'),
     'channel': ('channels', 'payment channels: kind, API credentials, fees, settlement, enabled'),
     'costctl': ('costctl', 'remote cost control: rate readings, debit, notices, cut and restore'),
     'counter': ('counter', 'business-hall counter: shift, payments by tender, receipts, voids, close'),

@@ -8,7 +8,7 @@ from headend.cli import _common as c
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `voucher issue` and `voucher list`."""
+    """Add `voucher issue`, `voucher key-change` and `voucher list`."""
     p = sub.add_parser("voucher", help="recharge vouchers: 20-digit tokens the customer types on the meter")
     vs = p.add_subparsers(dest="voucher_command", metavar="ACTION", required=True)
     q = vs.add_parser("issue", help="vend a token for a local-cost-control meter: the payment is booked now,"
@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_store_args(q)
     c.add_json_arg(q)
     q.set_defaults(func=voucher_issue)
+    q = vs.add_parser("key-change", help="the four tokens that move a meter to a new token key (enter them"
+                                         " before any voucher vended after this)")
+    q.add_argument("meter", metavar="METER", help="12-digit meter address (refused while it has unused vouchers)")
+    q.add_argument("--key-file", metavar="PATH", help="the master key file (default: config, next to the database)")
+    c.add_store_args(q)
+    c.add_json_arg(q)
+    q.set_defaults(func=voucher_key_change)
     q = vs.add_parser("list", help="issued vouchers and whether their meter has used them")
     q.add_argument("--meter", metavar="METER", help="only this meter's")
     q.add_argument("--state", choices=("issued", "used"), help="only vouchers in this state")
@@ -53,6 +60,26 @@ def voucher_issue(args: argparse.Namespace) -> int:
     else:
         print(f"voucher {v.id} for meter {v.meter}: {c.fmt_fen(v.amount_fen)} yuan, payment {p.id}")
         print(f"token: {_grouped(token)}")
+    return c.EXIT_OK
+
+
+@c.cli_command
+def voucher_key_change(args: argparse.Namespace) -> int:
+    """Issue a token-key change and print its four tokens."""
+    from headend.cli.operators import acting_operator
+    from headend.vouchers.issue import issue_key_change
+
+    keys = c.unlock_keys_from_args(args)
+    with c.open_store_from_args(args, must_exist=True) as store:
+        actor = acting_operator(store, args, "recharge")
+        tkrn, tokens = issue_key_change(store, keys, meter=args.meter, actor=actor)
+    if args.json:
+        c.print_json({"meter": args.meter, "tkrn": tkrn, "tokens": tokens})
+    else:
+        print(f"key change for meter {args.meter} to token-key revision {tkrn}: enter all four (any order),"
+              " then the vouchers vended from now on")
+        for i, t in enumerate(tokens, 1):
+            print(f"token {i}: {_grouped(t)}")
     return c.EXIT_OK
 
 

@@ -45,6 +45,7 @@ from headend.link.security import WalletStatus
 from headend.link.session import backoff_delay
 from headend.store import Command, InvalidInput, Meter, NotFound, Store, TransitionError
 from headend.transports import LinkError
+from headend.vouchers.used import note_token_records
 from protocol import di as dis
 from protocol.annotate import format_value
 from protocol.di import STATUS3
@@ -318,10 +319,11 @@ class OutboxWorker:
         names = params.get("dis") or ([params["di"]] if "di" in params else ["00010000"])
         m = target_of(meter)
         at = int(self.clock())
-        rows, values = [], {}
+        rows, values, got = [], {}, []
         for name in names:
             rv = await self.client.read(m, parse_di(str(name)))
             rows.append(reading_row(meter.address, rv, at))
+            got.append((rv.di, rv.value))
             # "text" is the value as an operator reads it, from the one formatter `decode` uses too
             entry = {"name": rv.name, "value": _jsonable(rv.value), "unit": rv.unit,
                      "text": format_value(rv.value, rv.unit)}
@@ -330,6 +332,7 @@ class OutboxWorker:
                 entry["text"] = f"0x{rv.value:04X} ({', '.join(entry['flags']) or 'no flag set'})"
             values[f"{rv.di:08X}"] = entry
         self.store.add_readings(rows)
+        note_token_records(self.store, meter.address, got, actor="serve")  # vouchers the meter has used
         state: dict[str, Any] = {}
         for row in rows:
             if row[1] == "00900200" and row[2] is not None:

@@ -23,6 +23,7 @@ ERROR_CODES: dict[str, int] = {
     "duplicate_conflict": 409,
     "not_reversible": 409,
     "day_closed": 409,
+    "vouchers_outstanding": 409,
 }
 
 

@@ -94,7 +94,7 @@ DELIVERY_STATES = ("accepted", "delivered", "undelivered", "bad_number", "reject
 # Every way money comes in (the source paper's channels). A counter channel without API
 # credentials serves the business hall and the operator's `headend recharge`.
 CHANNEL_KINDS = ("counter", "unionpay_pos", "online_banking", "phone_banking", "mobile_app", "third_party", "agent",
-                 "kiosk", "door_to_door", "bank_withholding", "voucher")
+                 "kiosk", "door_to_door", "bank_withholding", "voucher", "recharge_card")
 # A payment is accepted, then either sent to the meter (local cost control) and confirmed there,
 # or credited to the account (remote cost control, or a top-up the meter refused); a reversal
 # ends it.

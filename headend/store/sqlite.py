@@ -535,6 +535,46 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        12,
+        [
+            # Token-key changes of keypad vouchers: each one moves a meter's vouchers to a new
+            # token-key revision (derived from the meter key at krn); confirmed when the meter
+            # reports the key change among its token records.
+            f"""CREATE TABLE voucher_keys (
+                meter TEXT NOT NULL REFERENCES meters(address),
+                tkrn INTEGER NOT NULL CHECK (tkrn BETWEEN 1 AND 255),
+                krn INTEGER NOT NULL,
+                issued_at {_TS},
+                confirmed_at INTEGER,
+                actor TEXT NOT NULL,
+                PRIMARY KEY (meter, tkrn)
+            ) WITHOUT ROWID""",
+            # Prepaid recharge cards: printed in batches (serial + PIN, the PIN sealed under the
+            # master key), activated when sold, redeemed once online as a payment, or voided or
+            # expired. bad_pins counts wrong PINs: at 5 the card is refused until an operator acts.
+            f"""CREATE TABLE card_batches (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                face_fen INTEGER NOT NULL CHECK (face_fen > 0),
+                count INTEGER NOT NULL,
+                expires_at {_TS},
+                created_at {_TS},
+                actor TEXT NOT NULL,
+                note TEXT NOT NULL DEFAULT ''
+            )""",
+            """CREATE TABLE recharge_cards (
+                serial TEXT PRIMARY KEY,
+                batch_id INTEGER NOT NULL REFERENCES card_batches(id),
+                pin TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('issued', 'active', 'redeemed', 'expired', 'voided')),
+                bad_pins INTEGER NOT NULL DEFAULT 0,
+                changed_at INTEGER,
+                payment_id INTEGER REFERENCES payments(id),
+                redeemed_by TEXT
+            ) WITHOUT ROWID""",
+            "CREATE INDEX recharge_cards_batch ON recharge_cards (batch_id, state)",
+        ],
+    ),
 ]
 
 

@@ -162,7 +162,8 @@ def test_frozen_build_has_sources_and_manifest(tmp_path: Path) -> None:
     assert (out / "frozen" / "manifest.py").read_text() == (FIRMWARE / "manifest.py").read_text()
     # every file the manifest names is there to freeze
     frozen_hal = {p.name for p in (out / "frozen" / "hal").iterdir()}
-    assert {"__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py", "esp32.py", "rp2.py"} == frozen_hal
+    assert {"__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py", "keypad.py", "esp32.py",
+            "rp2.py"} == frozen_hal
     assert {p.name for p in (out / "frozen" / "meter").iterdir()} == {p.name for p in (FIRMWARE / "meter").glob("*.py")}
     assert not list(out.rglob("*.mpy"))
 
