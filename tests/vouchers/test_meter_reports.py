@@ -99,3 +99,29 @@ def test_a_record_of_a_tid_no_voucher_carries_is_skipped(store):
     tk = H.token_key(key, 0)
     assert m.token(H.encode(tk, H.CREDIT, 0, 12345, H.amount_field(100)), 900_000_010) == T.OK
     assert note_token_records(store, LOCAL_METER, [_read(m, key, 0x033D0001)], actor="serve") == 0
+
+
+def test_the_outbox_workers_read_of_the_token_records_marks_the_voucher_used_over_tcp(tmp_path):
+    """End to end over loopback TCP: the worker reads a real meter core's token block (with
+    follow-ups) and the voucher the customer typed there becomes used, its money confirmed."""
+    import asyncio
+
+    from headend.vouchers.issue import ensure_voucher_channel
+    from tests.headend.test_commands import Rig
+
+    async def main():
+        async with Rig(tmp_path, n=1) as rig:
+            a = rig.addresses[0]
+            s = rig.store
+            opened = await rig.run(a, "recharge", {"amount_fen": 1000})  # opens the meter's account
+            assert opened.status == "confirmed", opened.last_error
+            ensure_voucher_channel(s, actor="test")
+            v, p, tok = issue_voucher(s, rig.keys, meter=a, amount_fen=2500, actor="alice")
+            core = rig.meter(a)
+            assert core.token(tok, core.last_t) == T.OK
+            cmd = await rig.run(a, "read", {"dis": ["033D00FF"]})
+            return cmd, s.get_voucher(v.id), s.get_payment(p.id), core.status()["balance_fen"]
+
+    cmd, v, p, balance = asyncio.run(main())
+    assert cmd.status == "confirmed", cmd.last_error
+    assert v.state == "used" and p.state == "confirmed_on_meter" and balance == 3500
