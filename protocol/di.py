@@ -314,9 +314,6 @@ _TOKEN_RECORD = Record(("time", _TIME6), ("kind", Word(1)), ("tid", Word(4)), ("
 _add(0x033D0000, "token_count", Bcd("NNNNNN"), "", READ, "accepted keypad token count")
 for _n in range(1, 11):
     _add(0x033D0000 | _n, f"token_{_n}", _TOKEN_RECORD, "", READ, f"last-{_n} accepted keypad token")
-# the block read (DI0 = FF) answers index 00 first, as every DI0 block does: the count, then the records
-_add(0x033D00FF, "token_records", Record(("count", Bcd("NNNNNN")), ("records", Block(_TOKEN_RECORD, count=10))), "",
-     READ, "accepted keypad token count and the last 10 tokens")
 
 # The meter's own faults (firmware/meter/events.py FAULT): code 1 = the newest state record was
 # damaged and the one before it used (status word 1 memory_fault), 2 = the main loop failed and

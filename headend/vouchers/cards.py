@@ -63,7 +63,7 @@ def make_batch(store: Store, keys: KeyStore, *, face_fen: int, count: int, expir
                  for i in range(1, count + 1)]
         batch = store.add_card_batch(face_fen=face_fen, cards=[(s, keys.seal(_label(s), p.encode())) for s, p in cards],
                                      expires_at=expires_at, actor=actor, note=note)
-    if batch.id != nxt:  # an id is never reused (AUTOINCREMENT): only a concurrent batch could do this
+    if batch.id != nxt:  # batch ids are never reused: only a concurrent batch could do this
         raise Conflict(f"batch {nxt} was made by another operator at the same time; make this one again")
     return batch, cards
 

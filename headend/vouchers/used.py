@@ -9,13 +9,14 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from headend.store import NotFound, Store
+from protocol import di
 
 __all__ = ["TOKEN_RECORDS", "TOKEN_BLOCK", "note_token_records"]
 
 log = logging.getLogger("headend.vouchers")
 
 TOKEN_RECORDS = range(0x033D0001, 0x033D000B)  # the last-1 .. last-10 token records
-TOKEN_BLOCK = 0x033D00FF  # all ten at once
+TOKEN_BLOCK = 0x033D00FF  # the count and all ten at once (a block read with follow-ups)
 _CREDIT, _KEY_CHANGE = 0x00, 0x22
 
 
@@ -25,13 +26,16 @@ def note_token_records(store: Store, meter: str, values: Iterable[tuple[int, Any
     (a token vended before this store, or a test token)."""
     n = 0
     pairs: list[tuple[int, Any]] = []
-    for di, v in values:
-        if di == TOKEN_BLOCK and isinstance(v, dict):
-            pairs += [(TOKEN_RECORDS[0], r) for r in v["records"]]
+    for d, v in values:
+        if d == TOKEN_BLOCK and isinstance(v, (bytes, bytearray)):
+            # a DI0 block answers index 00 first (the count, 3 bytes), then the ten 23-byte records;
+            # the registry lists the records, not the block (it takes follow-up reads)
+            pairs += [(TOKEN_RECORDS[0], di.decode_value(TOKEN_RECORDS[0], bytes(v[k:k + 23])))
+                      for k in range(3, len(v) - 22, 23)]
         else:
-            pairs.append((di, v))
-    for di, rec in pairs:
-        if di not in TOKEN_RECORDS or not isinstance(rec, dict) or rec.get("time") is None:
+            pairs.append((d, v))
+    for d, rec in pairs:
+        if d not in TOKEN_RECORDS or not isinstance(rec, dict) or rec.get("time") is None:
             continue  # not a record, or an empty slot (all zeros)
         at = rec["time"]
         used_at = int(at.timestamp()) if isinstance(at, datetime) else int(store.now())
