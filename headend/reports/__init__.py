@@ -306,34 +306,46 @@ def channels(store: Store, q: Query) -> Report:
 # ---------------------------------------------------------------- speed
 
 
-def _pcts(values: list[int]) -> dict[str, Any]:
-    if not values:
+def _pcts(hist: dict[int, int]) -> dict[str, Any]:
+    """p50/p95/p99 of the values a histogram ({value: how many}) holds, as np.percentile(...,
+    method="higher") gives them over the values written out: a latency that was really seen,
+    never an interpolation."""
+    n = sum(hist.values())
+    if not n:
         return {"n": 0, "p50_s": None, "p95_s": None, "p99_s": None}
-    a = np.asarray(values, dtype=np.int64)
-    # 'higher': a percentile is a latency that was really seen, never an interpolation
-    p50, p95, p99 = (int(np.percentile(a, x, method="higher")) for x in (50, 95, 99))
-    return {"n": len(values), "p50_s": p50, "p95_s": p95, "p99_s": p99}
+    values = np.array(sorted(hist), dtype=np.int64)
+    upto = np.cumsum([hist[v] for v in values.tolist()])
+    # the position np.percentile takes for 'higher': ceil((n - 1) * q / 100), counted from 0
+    pos = np.ceil((n - 1) * (np.array([50, 95, 99], dtype=np.float64) / 100)).astype(np.int64)
+    p50, p95, p99 = (int(values[np.searchsorted(upto, k, side="right")]) for k in pos.tolist())
+    return {"n": n, "p50_s": p50, "p95_s": p95, "p99_s": p99}
 
 
 def speed(store: Store, q: Query) -> Report:
     """Payment to money on the meter, and payment to restore for cut customers, per channel."""
-    lat: dict[str, list[int]] = defaultdict(list)
-    for ch, s in store.payment_latencies(q.first, q.last, channel=q.channel, district=q.district,
-                                         segment=q.segment):
-        lat[ch].append(max(0, int(s)))
+    lat: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for ch, s, count in store.payment_latencies(q.first, q.last, channel=q.channel, district=q.district,
+                                                segment=q.segment):
+        lat[ch][max(0, int(s))] += int(count)
     since = _day_start(store, q.first)
     until = _day_start(store, (_day(q.last, "to") + _dt.timedelta(days=1)).isoformat())
-    rest: dict[str, list[int]] = defaultdict(list)
+    rest: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for ch, s in store.payment_to_restore(since, until, channel=q.channel, district=q.district,
                                           segment=q.segment):
-        rest[ch].append(max(0, int(s)))
+        rest[ch][max(0, int(s))] += 1
     out = []
     for ch in sorted(set(lat) | set(rest)):
         out.append({"channel": ch, "measure": "payment_to_meter", **_pcts(lat[ch])})
         if rest[ch]:
             out.append({"channel": ch, "measure": "payment_to_restore", **_pcts(rest[ch])})
-    totals = {"payment_to_meter": _pcts([v for vs in lat.values() for v in vs]),
-              "payment_to_restore": _pcts([v for vs in rest.values() for v in vs])}
+
+    def merged(per: dict[str, dict[int, int]]) -> dict[int, int]:
+        m: dict[int, int] = defaultdict(int)
+        for h in per.values():
+            for v, c in h.items():
+                m[v] += c
+        return m
+    totals = {"payment_to_meter": _pcts(merged(lat)), "payment_to_restore": _pcts(merged(rest))}
     return Report("speed", "Speed of money", ["channel", "measure", "n", "p50_s", "p95_s", "p99_s"], out, totals,
                   ["payment_to_meter: acceptance to the meter's confirmation (local cost control)",
                    "payment_to_restore: acceptance to the first confirmed close of the customer's meter after it",

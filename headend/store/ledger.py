@@ -115,7 +115,7 @@ class Ledger(Accounts):
             totals = self.day_totals(day)
             tx.execute("INSERT INTO ledger_days (day, closed_at, actor, detail) VALUES (?, ?, ?, ?)",
                        (day, self.now(), actor, dumps(totals)))
-            snapshot_day(tx, day, self.now())   # the reports read a closed day from these figures
+            snapshot_day(tx, day, self.now(), self.utc_offset_s)   # the reports read a closed day from these figures
             self.log_action(actor, "ledger.close_day", day, totals)
             return totals
 

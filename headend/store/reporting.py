@@ -7,6 +7,8 @@ ends inclusive; ``where`` filters accounts by district / segment (exact match, N
 
 from __future__ import annotations
 
+import datetime as _dt
+from collections import defaultdict
 from typing import Any
 
 from headend.store.base import StoreBase
@@ -40,7 +42,7 @@ _FLOW_SUMS = (
 )
 
 
-def snapshot_day(tx: Any, day: str, now: int) -> int:
+def snapshot_day(tx: Any, day: str, now: int, utc_offset_s: int) -> int:
     """Keep a closed day's figures per district and segment: charged, paid, paid in advance and
     the arrears at its end (sum of max(0, -balance) and how many accounts owe), so reports over
     closed days read one row per day instead of the journal.  Called inside the close's
@@ -59,7 +61,59 @@ def snapshot_day(tx: Any, day: str, now: int) -> int:
             for d, s in set(flows) | set(owed)]
     tx.executemany("INSERT INTO day_figures (day, district, segment, due_fen, paid_fen, advance_fen, arrears_fen,"
                    " arrears_accounts, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    snapshot_payments(tx, day, now, utc_offset_s)
     return len(rows)
+
+
+# A payment's day, channel, times paid and accepted, amount, fee and customer never change; its
+# state may (a reversal), and so may its confirmation on the meter, once, from none to a time.
+# A closed day keeps what cannot change; what still can is looked at again when read.
+_LOCAL_HOUR = "((p.paid_at + ?) / 3600) % 24"
+_REVERSED = "CASE WHEN p.state = 'reversed' THEN 1 ELSE 0 END"
+
+
+def snapshot_payments(tx: Any, day: str, now: int, utc_offset_s: int) -> None:
+    """Keep a closed day's payments for the channels and speed reports: counts and fen per
+    channel, local hour paid, district and segment over every payment whatever its state; the
+    confirmed ones' seconds from acceptance to the meter (seconds, how many); and the ids of those
+    that may still be confirmed (sent to a meter, not yet confirmed).  Called in the close's
+    transaction."""
+    for table in ("day_payments", "day_latencies", "day_unconfirmed", "day_payments_kept"):
+        tx.execute(f"DELETE FROM {table} WHERE day = ?", (day,))
+    tx.execute("INSERT INTO day_payments (day, channel, hour, district, segment, count, amount_fen, fee_fen)"
+               f" SELECT p.day, p.channel, {_LOCAL_HOUR}, a.district, a.segment, COUNT(*), SUM(p.amount_fen),"
+               "  SUM(p.fee_fen) FROM payments p JOIN accounts a ON a.customer = p.customer WHERE p.day = ?"
+               f" GROUP BY p.day, p.channel, {_LOCAL_HOUR}, a.district, a.segment",
+               (utc_offset_s, day, utc_offset_s))
+    tx.execute("INSERT INTO day_latencies (day, channel, district, segment, seconds, count)"
+               " SELECT p.day, p.channel, a.district, a.segment, p.confirmed_at - p.accepted_at, COUNT(*)"
+               " FROM payments p JOIN accounts a ON a.customer = p.customer"
+               " WHERE p.day = ? AND p.confirmed_at IS NOT NULL"
+               " GROUP BY p.day, p.channel, a.district, a.segment, p.confirmed_at - p.accepted_at", (day,))
+    tx.execute("INSERT INTO day_unconfirmed (day, payment_id) SELECT day, id FROM payments"
+               " WHERE day = ? AND confirmed_at IS NULL AND meter IS NOT NULL", (day,))
+    tx.execute("INSERT INTO day_payments_kept (day, utc_offset_s, at) VALUES (?, ?, ?)", (day, utc_offset_s, now))
+
+
+def _day_runs(first: str, last: str, skip: set[str]) -> list[tuple[str, str]]:
+    """The runs of consecutive days in [first, last] that are not in ``skip``, as (first, last)."""
+    runs: list[tuple[str, str]] = []
+    d, end = _dt.date.fromisoformat(first), _dt.date.fromisoformat(last)
+    start: str | None = None
+    prev = ""
+    while d <= end:
+        day = d.isoformat()
+        if day in skip:
+            if start is not None:
+                runs.append((start, prev))
+                start = None
+        elif start is None:
+            start = day
+        prev = day
+        d += _dt.timedelta(days=1)
+    if start is not None:
+        runs.append((start, prev))
+    return runs
 
 
 class ReportQueries(StoreBase):
@@ -127,37 +181,105 @@ class ReportQueries(StoreBase):
         with self._tx(write=False) as tx:
             return tx.all(sql, (last, *params))
 
+    def _kept_payment_days(self, tx: Any, first: str, last: str, utc_offset_s: int) -> set[str]:
+        """The days in [first, last] whose payments were kept at their close in this local time."""
+        return {r[0] for r in tx.all("SELECT day FROM day_payments_kept WHERE day >= ? AND day <= ?"
+                                     " AND utc_offset_s = ?", (first, last, utc_offset_s))}
+
     def payments_by_day(self, first: str, last: str, *, channel: str | None = None, district: str | None = None,
                         segment: str | None = None, utc_offset_s: int = 0) -> list[tuple[Any, ...]]:
-        """(day, channel id, channel kind, local hour paid, state is reversed (0/1), count, fen, fee fen)."""
+        """(day, channel id, channel kind, local hour paid, state is reversed (0/1), count, fen, fee
+        fen), one row per group holding payments.  Days kept at their close (``snapshot_payments``)
+        are read from those counts, the payments reversed since moved to the reversed rows; the
+        other days are summed from the payments."""
         f, params = _accounts_filter(district, segment)
+        kf, kparams = _accounts_filter(district, segment, "k")
         if channel is not None:
             f += " AND p.channel = ?"
+            kf += " AND k.channel = ?"
             params.append(channel)
-        sql = (
-            "SELECT p.day, p.channel, c.kind, ((p.paid_at + ?) / 3600) % 24,"
-            " CASE WHEN p.state = 'reversed' THEN 1 ELSE 0 END, COUNT(*), SUM(p.amount_fen), SUM(p.fee_fen)"
-            " FROM payments p JOIN channels c ON c.id = p.channel JOIN accounts a ON a.customer = p.customer"
-            f" WHERE p.day >= ? AND p.day <= ?{f}"
-            " GROUP BY p.day, p.channel, c.kind, ((p.paid_at + ?) / 3600) % 24,"
-            " CASE WHEN p.state = 'reversed' THEN 1 ELSE 0 END"
-        )
+            kparams.append(channel)
+        join = " JOIN accounts a ON a.customer = p.customer" if district is not None or segment is not None else ""
+        group = f"p.day, p.channel, c.kind, {_LOCAL_HOUR}, {_REVERSED}"
+        scan = (f"SELECT {group}, COUNT(*), SUM(p.amount_fen), SUM(p.fee_fen)"
+                f" FROM payments p JOIN channels c ON c.id = p.channel{join}"
+                f" WHERE p.day >= ? AND p.day <= ?{f} GROUP BY {group}")
+        kept_in = "IN (SELECT day FROM day_payments_kept WHERE day >= ? AND day <= ? AND utc_offset_s = ?)"
         with self._tx(write=False) as tx:
-            return tx.all(sql, (utc_offset_s, first, last, *params, utc_offset_s))
+            kept = self._kept_payment_days(tx, first, last, utc_offset_s)
+            rows: list[tuple[Any, ...]] = []
+            for lo, hi in _day_runs(first, last, kept):
+                rows += tx.all(scan, (utc_offset_s, lo, hi, *params, utc_offset_s))
+            if not kept:
+                return rows
+            span = (min(kept), max(kept), utc_offset_s)
+            net: dict[tuple[Any, ...], list[int]] = {}
+            for day, ch, kind, hour, count, fen, fee in tx.all(
+                    "SELECT k.day, k.channel, c.kind, k.hour, SUM(k.count), SUM(k.amount_fen), SUM(k.fee_fen)"
+                    f" FROM day_payments k JOIN channels c ON c.id = k.channel WHERE k.day {kept_in}{kf}"
+                    " GROUP BY k.day, k.channel, c.kind, k.hour", (*span, *kparams)):
+                net[(day, ch, kind, hour, 0)] = [count, fen, fee]
+            # a payment of a kept day reversed since its close (the partial index holds only those)
+            reversed_ = tx.all(f"SELECT {group}, COUNT(*), SUM(p.amount_fen), SUM(p.fee_fen)"
+                               f" FROM payments p JOIN channels c ON c.id = p.channel{join}"
+                               f" WHERE p.state = 'reversed' AND p.day {kept_in}{f} GROUP BY {group}",
+                               (utc_offset_s, *span, *params, utc_offset_s))
+            for day, ch, kind, hour, _rev, count, fen, fee in reversed_:
+                left = net.setdefault((day, ch, kind, hour, 0), [0, 0, 0])
+                left[0] -= count
+                left[1] -= fen
+                left[2] -= fee
+            rows += [(*k, *v) for k, v in net.items() if v[0]]
+            rows += reversed_
+            return rows
 
     def payment_latencies(self, first: str, last: str, *, channel: str | None = None, district: str | None = None,
                           segment: str | None = None) -> list[tuple[Any, ...]]:
-        """(channel id, seconds from acceptance to confirmation on the meter) for every payment
-        of the days confirmed on its meter (and not reversed)."""
+        """(channel id, seconds from acceptance to confirmation on the meter, how many payments) over
+        the payments of the days confirmed on their meter and not reversed.  Days kept at their
+        close are read from their latencies, less those reversed since and plus those confirmed
+        since; the other days are counted from the payments."""
         f, params = _accounts_filter(district, segment)
+        kf, kparams = _accounts_filter(district, segment, "k")
         if channel is not None:
             f += " AND p.channel = ?"
+            kf += " AND k.channel = ?"
             params.append(channel)
-        sql = ("SELECT p.channel, p.confirmed_at - p.accepted_at FROM payments p"
-               " JOIN accounts a ON a.customer = p.customer"
-               f" WHERE p.day >= ? AND p.day <= ? AND p.confirmed_at IS NOT NULL AND p.state <> 'reversed'{f}")
+            kparams.append(channel)
+        join = " JOIN accounts a ON a.customer = p.customer" if district is not None or segment is not None else ""
+        secs = "p.confirmed_at - p.accepted_at"
+        kept_in = "IN (SELECT day FROM day_payments_kept WHERE day >= ? AND day <= ?)"
+        hist: dict[tuple[str, int], int] = defaultdict(int)
         with self._tx(write=False) as tx:
-            return tx.all(sql, (first, last, *params))
+            kept = {r[0] for r in tx.all("SELECT day FROM day_payments_kept WHERE day >= ? AND day <= ?",
+                                         (first, last))}
+            for lo, hi in _day_runs(first, last, kept):
+                for ch, sec, n in tx.all(f"SELECT p.channel, {secs}, COUNT(*) FROM payments p{join}"
+                                         " WHERE p.day >= ? AND p.day <= ? AND p.confirmed_at IS NOT NULL"
+                                         f" AND p.state <> 'reversed'{f} GROUP BY p.channel, {secs}",
+                                         (lo, hi, *params)):
+                    hist[(ch, sec)] += n
+            if kept:
+                span = (min(kept), max(kept))
+                for ch, sec, n in tx.all("SELECT k.channel, k.seconds, SUM(k.count) FROM day_latencies k"
+                                         f" WHERE k.day {kept_in}{kf} GROUP BY k.channel, k.seconds",
+                                         (*span, *kparams)):
+                    hist[(ch, sec)] += n
+                # confirmed by the close, reversed since
+                for ch, sec, n in tx.all(
+                        f"SELECT p.channel, {secs}, COUNT(*) FROM payments p{join}"
+                        f" WHERE p.state = 'reversed' AND p.day {kept_in} AND p.confirmed_at IS NOT NULL"
+                        " AND NOT EXISTS (SELECT 1 FROM day_unconfirmed u WHERE u.day = p.day AND u.payment_id = p.id)"
+                        f"{f} GROUP BY p.channel, {secs}", (*span, *params)):
+                    hist[(ch, sec)] -= n
+                # still on the way at the close, confirmed since
+                for ch, sec, n in tx.all(
+                        f"SELECT p.channel, {secs}, COUNT(*) FROM day_unconfirmed u"
+                        f" JOIN payments p ON p.id = u.payment_id{join}"
+                        f" WHERE u.day {kept_in} AND p.confirmed_at IS NOT NULL AND p.state <> 'reversed'{f}"
+                        f" GROUP BY p.channel, {secs}", (*span, *params)):
+                    hist[(ch, sec)] += n
+        return [(ch, sec, n) for (ch, sec), n in hist.items() if n]
 
     def payment_to_restore(self, since: int, until: int, *, channel: str | None = None,
                            district: str | None = None, segment: str | None = None) -> list[tuple[Any, ...]]:
@@ -168,12 +290,14 @@ class ReportQueries(StoreBase):
         if channel is not None:
             f += " AND p.channel = ?"
             params.append(channel)
-        sql = ("SELECT p.channel, MIN(k.updated_at) - p.accepted_at FROM payments p"
+        # from the confirmed closes (a few per cut customer) to the payments before each, not from
+        # every payment of the range to the commands
+        sql = ("SELECT p.channel, MIN(k.updated_at) - p.accepted_at FROM commands k"
+               " JOIN meters m ON m.address = k.meter"
+               " JOIN payments p ON p.customer = m.customer AND p.accepted_at <= k.created_at"
                " JOIN accounts a ON a.customer = p.customer"
-               " JOIN meters m ON m.customer = p.customer"
-               " JOIN commands k ON k.meter = m.address AND k.kind = 'close' AND k.status = 'confirmed'"
-               "  AND k.created_at >= p.accepted_at"
-               f" WHERE p.accepted_at >= ? AND p.accepted_at < ? AND p.state <> 'reversed'{f}"
+               " WHERE k.kind = 'close' AND k.status = 'confirmed'"
+               f" AND p.accepted_at >= ? AND p.accepted_at < ? AND p.state <> 'reversed'{f}"
                " GROUP BY p.id, p.channel, p.accepted_at")
         with self._tx(write=False) as tx:
             return tx.all(sql, (since, until, *params))

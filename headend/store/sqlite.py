@@ -575,6 +575,51 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX recharge_cards_batch ON recharge_cards (batch_id, state)",
         ],
     ),
+    (
+        13,
+        [
+            # A closed day's payments kept at its close for the channels and speed reports (a
+            # year of a million accounts is millions of payments): counts per channel, local hour
+            # paid, district and segment over every payment of the day whatever its state (a later
+            # reversal is taken off when read), latencies to the meter as (seconds, how many),
+            # and the payments that could still reach their meter, which are looked at again.
+            """CREATE TABLE day_payments (
+                day TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                hour INTEGER NOT NULL,
+                district TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                amount_fen INTEGER NOT NULL,
+                fee_fen INTEGER NOT NULL,
+                PRIMARY KEY (day, channel, hour, district, segment)
+            )""",
+            """CREATE TABLE day_latencies (
+                day TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                district TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                seconds INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (day, channel, district, segment, seconds)
+            )""",
+            """CREATE TABLE day_unconfirmed (
+                day TEXT NOT NULL,
+                payment_id INTEGER NOT NULL,
+                PRIMARY KEY (day, payment_id)
+            )""",
+            # which days were kept, and the local time their hours were counted in
+            f"""CREATE TABLE day_payments_kept (
+                day TEXT PRIMARY KEY,
+                utc_offset_s INTEGER NOT NULL,
+                at {_TS}
+            )""",
+            "CREATE INDEX payments_day ON payments(day)",
+            "CREATE INDEX payments_reversed ON payments(day) WHERE state = 'reversed'",
+            # the speed report goes from the confirmed closes (restores) to the payments before them
+            "CREATE INDEX commands_kind ON commands(kind, status, created_at)",
+        ],
+    ),
 ]
 
 

@@ -220,3 +220,139 @@ def test_closed_days_are_read_from_their_kept_figures_and_agree_with_the_journal
     # hand-computed: day 2 ends with A at +5.00 and B at -3.00; day 3 with B at -4.00
     assert figures[("2026-11-02", "west")] == (800, 500, 500, 300)
     assert figures[("2026-11-03", "east")][3] == 0 and figures[("2026-11-04", "west")][3] == 400
+
+
+# ---------------------------------------------------------------- kept figures against a scan
+
+_KEPT_TABLES = ("day_figures", "day_payments", "day_latencies", "day_unconfirmed", "day_payments_kept")
+
+
+def _scanned_copy(store, path):
+    """The same store with nothing kept at the closes: every report sums the journal and payments."""
+    import sqlite3
+
+    from headend.store import open_store
+
+    src = sqlite3.connect(store.location)
+    dst = sqlite3.connect(path)
+    src.backup(dst)
+    src.close()
+    for t in _KEPT_TABLES:
+        dst.execute(f"DELETE FROM {t}")
+    dst.commit()
+    dst.close()
+    return open_store(str(path), clock=store._clock)
+
+
+@pytest.fixture
+def generated(tmp_path):
+    """A random ledger over eight days: charges, payments on every channel kind to remote
+    accounts in three districts, local-meter payments confirmed the same day or days later;
+    the first five days closed, some while local payments were still on their way."""
+    import random
+
+    from headend.store import CHANNEL_KINDS
+    from tests.headend.payments_support import LOCAL_METER, money_store
+
+    rng = random.Random(645)
+    clock = Clock(D1)
+    s = money_store(str(tmp_path / "g.db"), clock)
+    custs = [f"{300 + i:012d}" for i in range(24)]
+    for i, c in enumerate(custs):
+        s.add_account(c, actor="admin", district=("east", "west", "north")[i % 3],
+                      segment=("resident", "business")[i % 2], alarm1_fen=1000)
+    pending: list[int] = []
+    txn = 0
+    for day in range(8):
+        for k in range(rng.randrange(10, 20)):
+            clock.t = D1 + day * DAY + 3600 + k * 1800 + rng.randrange(600)
+            what = rng.random()
+            if what < 0.4:
+                _charge(s, f"g{day}-{k}", rng.choice(custs), rng.randrange(100, 3000))
+            elif what < 0.85:
+                txn += 1
+                p = _pay(s, rng.choice(CHANNEL_KINDS), f"G-{txn}", rng.choice(custs), rng.randrange(1, 40) * 100)
+                if rng.random() < 0.15:
+                    reverse_payment(s, p.id, channel_id=p.channel_id, actor="ops", reason="customer cancelled")
+            else:
+                txn += 1
+                pending.append(_pay(s, "counter", f"L-{txn}", LOCAL_CUST, rng.randrange(1, 20) * 100,
+                                    meter=LOCAL_METER).command_id)
+            # the meter answers in order, mostly within the hour, sometimes days later
+            while pending and rng.random() < 0.5:
+                clock.t += rng.randrange(5, 300)
+                confirm_recharge(s, pending.pop(0))
+        if day == 4:
+            # late in the evening: still on its way to the meter when the days are closed
+            clock.t = D1 + 4 * DAY + 23 * 3600
+            txn += 1
+            pending.append(_pay(s, "counter", f"L-{txn}", LOCAL_CUST, 700, meter=LOCAL_METER).command_id)
+            clock.t = D1 + 5 * DAY + 60
+            for d in range(5):
+                s.close_day(f"2026-11-{2 + d:02d}", actor="auditor")
+    clock.t = D1 + 8 * DAY + 3600
+    while pending[:-1]:
+        confirm_recharge(s, pending.pop(0))       # after the closes; the last one never
+    yield s
+    s.close()
+
+
+QUERIES = [_q(first="2026-11-01", last="2026-11-10", **kw) for kw in (
+    {}, {"by": "week"}, {"by": "month", "group": "district"}, {"group": "segment"}, {"district": "west"},
+    {"segment": "business", "by": "week"}, {"channel": "mobile_app"}, {"channel": "counter", "by": "month"})]
+
+
+def test_reports_from_kept_figures_equal_the_scan_of_journal_and_payments(generated, tmp_path):
+    assert len(generated.days_with_figures("2026-11-01", "2026-11-10")) == 5
+    assert generated.list_payments(state="reversed", limit=1000)
+    scanned = _scanned_copy(generated, tmp_path / "scan.db")
+    try:
+        for q in QUERIES:
+            for name in ("collection", "channels", "speed"):
+                if name == "collection" and q.channel:
+                    continue
+                assert run_report(generated, name, q).to_dict() == run_report(scanned, name, q).to_dict(), (name, q)
+        # something was kept for the closed days and nothing for the open ones
+        with sqlite3_of(generated) as con:
+            kept = {r[0] for r in con.execute("SELECT DISTINCT day FROM day_payments")}
+            assert kept and max(kept) <= "2026-11-06" and con.execute("SELECT COUNT(*) FROM day_unconfirmed").fetchone()[0]
+    finally:
+        scanned.close()
+
+
+def test_a_closed_days_payment_reversed_later_moves_to_the_reversed_counts(generated, tmp_path):
+    [p] = [p for p in generated.list_payments(day="2026-11-03", limit=1000) if p.state == "credited"][:1] or [None]
+    assert p is not None
+    generated.reverse_payment_record(p.id, actor="ops", reason="bank returned it")
+    scanned = _scanned_copy(generated, tmp_path / "scan.db")
+    try:
+        for q in QUERIES[:3]:
+            for name in ("channels", "speed"):
+                assert run_report(generated, name, q).to_dict() == run_report(scanned, name, q).to_dict(), (name, q)
+    finally:
+        scanned.close()
+
+
+def sqlite3_of(store):
+    import contextlib
+    import sqlite3
+
+    return contextlib.closing(sqlite3.connect(store.location))
+
+
+def test_percentiles_from_a_histogram_are_numpys_higher_percentiles():
+    import random
+
+    import numpy as np
+
+    from headend.reports import _pcts
+
+    rng = random.Random(7)
+    for n in (1, 2, 3, 7, 100, 1001):
+        values = [rng.randrange(0, 50) for _ in range(n)]
+        hist: dict[int, int] = {}
+        for v in values:
+            hist[v] = hist.get(v, 0) + 1
+        want = [int(np.percentile(np.array(values), q, method="higher")) for q in (50, 95, 99)]
+        got = _pcts(hist)
+        assert (got["n"], got["p50_s"], got["p95_s"], got["p99_s"]) == (n, *want)
