@@ -380,12 +380,12 @@ def accounts(store: Store, q: Query) -> Report:
     totals = {k: sum(r[k] for r in out) for k in ("accounts", *STATES, "protected")}
     now = store.now()
     age: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for district, owed, since in store.arrears_since(district=q.district, segment=q.segment):
-        days = max(0, (now - int(since if since is not None else now)) // 86400)
+    for district, days, owed, count in store.arrears_by_age(now, district=q.district, segment=q.segment):
+        days = max(0, int(days))
         for lo, hi, label in AGEING:
             if days >= lo and (hi is None or days <= hi):
                 age[district or "-"][label] += int(owed)
-                age[district or "-"][label + "_n"] += 1
+                age[district or "-"][label + "_n"] += int(count)
     arows = [{"district": d, **{lab: v[lab] for _, _, lab in AGEING},
               **{f"{lab} accounts": v[lab + "_n"] for _, _, lab in AGEING}} for d, v in sorted(age.items())]
     rep = Report("accounts", "Accounts by state", ["district", "accounts", *STATES, "protected"], out, totals,

@@ -26,7 +26,7 @@ from headend.store.models import (
     dumps,
     loads,
 )
-from headend.store.reporting import snapshot_day
+from headend.store.reporting import OWING_SINCE, snapshot_day
 
 _LEDGER_COLS = ("id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel, txn_id,"
                 " payment_id, ref, day, meter_fen")
@@ -146,8 +146,9 @@ class Ledger(Accounts):
             raise InvalidInput("every money movement needs an actor (operator name or service)")
         now = self.now()
         if amount_fen:
-            bal = tx.one("UPDATE accounts SET balance_fen = balance_fen + ?, version = version + 1, updated_at = ?"
-                         " WHERE customer = ? RETURNING balance_fen", (amount_fen, now, customer))
+            bal = tx.one(f"UPDATE accounts SET balance_fen = balance_fen + ?, {OWING_SINCE % '+'}, version = version + 1,"
+                         " updated_at = ? WHERE customer = ? RETURNING balance_fen",
+                         (amount_fen, amount_fen, now, now, customer))
         else:
             bal = tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (customer,))
         if bal is None:
@@ -286,12 +287,13 @@ class Ledger(Accounts):
             if len(read_as) != len(rows):
                 raise InvalidInput(f"charge batch {batch_key}: read_as needs one (balance_fen, rem, ladder_wh,"
                                    f" version) per charge, got {len(read_as)} for {len(rows)}")
-        sets = "balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, " + ("rated_until = ?, " if with_until else "")
+        sets = (f"balance_fen = balance_fen - ?, {OWING_SINCE % '-'}, rem = ?, ladder_wh = ?, "
+                + ("rated_until = ?, " if with_until else ""))
         update = f"UPDATE accounts SET {sets}version = version + 1, updated_at = ? WHERE customer = ?"
 
         def params(r: tuple) -> tuple:
-            return (int(r[1]), int(r[2]), int(r[3]), int(r[4]), now, r[0]) if with_until else \
-                (int(r[1]), int(r[2]), int(r[3]), now, r[0])
+            return (int(r[1]), int(r[1]), now, int(r[2]), int(r[3]), int(r[4]), now, r[0]) if with_until else \
+                (int(r[1]), int(r[1]), now, int(r[2]), int(r[3]), now, r[0])
 
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):

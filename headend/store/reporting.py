@@ -42,6 +42,12 @@ _FLOW_SUMS = (
 )
 
 
+# Every change of a balance also keeps when it last went below zero (the arrears' age): set when
+# the new balance (the old one moved by a parameter; SET expressions see the old row) is below
+# zero and was not already, cleared when it is not.  Parameters: the amount, then the time.
+OWING_SINCE = "owing_since = CASE WHEN balance_fen %s ? < 0 THEN COALESCE(owing_since, ?) ELSE NULL END"
+
+
 def snapshot_day(tx: Any, day: str, now: int, utc_offset_s: int) -> int:
     """Keep a closed day's figures per district and segment: charged, paid, paid in advance and
     the arrears at its end (sum of max(0, -balance) and how many accounts owe), so reports over
@@ -320,18 +326,17 @@ class ReportQueries(StoreBase):
         with self._tx(write=False) as tx:
             return tx.all(sql, params)
 
-    def arrears_since(self, *, district: str | None = None, segment: str | None = None) -> list[tuple[Any, ...]]:
-        """(district, arrears fen, time the balance last went below zero) for every account whose
-        balance is below zero now."""
+    def arrears_by_age(self, now: int, *, district: str | None = None,
+                       segment: str | None = None) -> list[tuple[Any, ...]]:
+        """(district, whole days since the balance last went below zero, fen owed, accounts) over
+        the accounts whose balance is below zero now (``accounts.owing_since``, kept with every
+        change of a balance)."""
         f, params = _accounts_filter(district, segment)
-        sql = (
-            "SELECT a.district, -a.balance_fen,"
-            " (SELECT MIN(l.at) FROM ledger l WHERE l.customer = a.customer AND l.id >"
-            "   COALESCE((SELECT MAX(n.id) FROM ledger n WHERE n.customer = a.customer AND n.balance_after >= 0), 0))"
-            f" FROM accounts a WHERE a.balance_fen < 0{f}"
-        )
+        age = "(? - COALESCE(a.owing_since, ?)) / 86400"
+        sql = (f"SELECT a.district, {age}, -SUM(a.balance_fen), COUNT(*) FROM accounts a WHERE a.balance_fen < 0{f}"
+               f" GROUP BY a.district, {age}")
         with self._tx(write=False) as tx:
-            return tx.all(sql, params)
+            return tx.all(sql, (now, now, *params, now, now))
 
     def commands_by_day(self, since: int, until: int) -> list[tuple[Any, ...]]:
         """(created_at, kind, status, attempts) of every command created in [since, until)."""

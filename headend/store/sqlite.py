@@ -616,6 +616,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
             "CREATE INDEX payments_day ON payments(day)",
             "CREATE INDEX payments_reversed ON payments(day) WHERE state = 'reversed'",
+            # when each balance below zero went below zero (the arrears' age), kept with every
+            # change of a balance from now on, found in the journal for the accounts owing today
+            "ALTER TABLE accounts ADD COLUMN owing_since INTEGER",
+            """UPDATE accounts SET owing_since = (SELECT MIN(l.at) FROM ledger l WHERE l.customer = accounts.customer
+                 AND l.id > COALESCE((SELECT MAX(n.id) FROM ledger n WHERE n.customer = accounts.customer
+                                      AND n.balance_after >= 0), 0))
+               WHERE balance_fen < 0""",
             # the speed report goes from the confirmed closes (restores) to the payments before them
             "CREATE INDEX commands_kind ON commands(kind, status, created_at)",
         ],

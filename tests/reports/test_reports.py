@@ -356,3 +356,20 @@ def test_percentiles_from_a_histogram_are_numpys_higher_percentiles():
         want = [int(np.percentile(np.array(values), q, method="higher")) for q in (50, 95, 99)]
         got = _pcts(hist)
         assert (got["n"], got["p50_s"], got["p95_s"], got["p99_s"]) == (n, *want)
+
+
+def test_owing_since_kept_with_every_balance_change_equals_the_journal(generated):
+    """When each balance went below zero, kept by the booking and charge paths, is what the
+    journal says: the time of the first row after the last one that left the balance at zero or
+    more; None for the accounts not owing."""
+    with sqlite3_of(generated) as con:
+        kept = dict(con.execute("SELECT customer, owing_since FROM accounts"))
+        rows = con.execute("SELECT customer, at, balance_after FROM ledger ORDER BY customer, id").fetchall()
+    want: dict[str, int | None] = {c: None for c in kept}
+    for c, at, bal in rows:
+        if bal >= 0:
+            want[c] = None
+        elif want[c] is None:
+            want[c] = at
+    assert kept == want
+    assert sum(v is not None for v in want.values()) >= 3

@@ -29,7 +29,7 @@ CHANNELS = ("counter", "unionpay_pos", "online_banking", "mobile_app", "third_pa
 
 
 def _db_path() -> Path:
-    return Path(tempfile.gettempdir()) / f"prepaid645-bench-reports-v2-{ACCOUNTS}.db"
+    return Path(tempfile.gettempdir()) / f"prepaid645-bench-reports-v3-{ACCOUNTS}.db"
 
 
 def _build(path: Path) -> None:
@@ -65,6 +65,7 @@ def _build(path: Path) -> None:
         fen2 = (rng.integers(1, 30, idx2.size) * 1000)
         rows.append((k, "payment", t + 3600, day, idx2, fen2))
     bal = np.zeros(ACCOUNTS, dtype=np.int64)
+    owing_since = np.full(ACCOUNTS, -1, dtype=np.int64)      # as the store keeps it: -1 for none
     pid = 0
     # (district, segment) of each account, as the accounts rows above were written
     dist = np.arange(ACCOUNTS) % 5
@@ -80,6 +81,9 @@ def _build(path: Path) -> None:
         else:
             np.add.at(f[:, 1], cell[idx], fen)
         bal[idx] += fen
+        went = idx[(bal[idx] < 0) & (owing_since[idx] < 0)]
+        owing_since[went] = t
+        owing_since[idx[bal[idx] >= 0]] = -1
         if kind == "payment":
             chans = [CHANNELS[(i + k) % len(CHANNELS)] for i in idx]
             con.executemany(
@@ -111,11 +115,21 @@ def _build(path: Path) -> None:
                 " VALUES (?, ?, 'charge', ?, ?, 'costctl', ?)",
                 ((custs[i], t, int(f), int(b), day) for i, f, b in zip(idx.tolist(), fen.tolist(),
                                                                        bal[idx].tolist())))
-    con.executemany("UPDATE accounts SET balance_fen = ? WHERE customer = ?",
-                    ((int(b), c) for b, c in zip(bal.tolist(), custs)))
+    con.executemany("UPDATE accounts SET balance_fen = ?, owing_since = ? WHERE customer = ?",
+                    ((int(b), None if s < 0 else int(s), c) for b, s, c in zip(bal.tolist(), owing_since.tolist(),
+                                                                            custs)))
+    _keep_payments(con)
     con.commit()
     con.close()
     tmp.rename(path)
+
+
+def _keep_payments(con: sqlite3.Connection) -> None:
+    """Each closed day's payments as close-day keeps them (the same function, over the built rows)."""
+    from headend.store.reporting import snapshot_payments
+
+    for day, closed_at in con.execute("SELECT day, closed_at FROM ledger_days ORDER BY day").fetchall():
+        snapshot_payments(con, day, closed_at, 8 * 3600)
 
 
 def _store():
