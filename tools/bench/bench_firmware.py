@@ -4,6 +4,9 @@ mixed frames (modules loaded from .mpy, gc.mem_alloc after gc.collect), the smal
 -X heapsize in which the meter imports, powers up and serves those frames, and the smallest
 in which a fully programmed meter powers up from its flash and serves reads.
 
+Speeds are x86 figures: the MicroPython unix port on this machine, paired with CPython runs
+interleaved (A, B, A, B; the median of the pair ratios with its spread), not a board.
+
 Under micropython the meter's flash is a file (as on a board, it is not heap); the mixed
 frames are recorded from a CPython meter (reads, block reads with follow-ups, an
 authenticated session with writes, relay commands and top-ups) and replayed; each reply is
@@ -30,7 +33,9 @@ sys.path.insert(0, str(ROOT / "firmware"))
 from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
 from tools.bench.hes import HeadEnd, le  # noqa: E402
+from tools.bench.interleave import interleaved_values  # noqa: E402
 from tools.sim.seeded_rand import Rand as SeededRand  # noqa: E402
+
 
 def std_hmac(key, msg) -> bytes:
     """HMAC-SHA256 from the standard library: the head-end model's, independent of the meter's."""
@@ -388,20 +393,28 @@ def _cpython_rate(n: int = RATE_FRAMES) -> float:
 
 
 def run(report) -> None:
-    cpy = _cpython_rate()
-    report("firmware: Meter.handle read-energy, CPython", cpy, "frames/s")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         dest = build_o3(tmp / "mpy")
         frames = tmp / "frames.bin"
         write_frames(frames, mixed_frames())
-        res = _mpy_run(dest, frames, tmp / "flash.bin", "1M", RATE_FRAMES // 4)
-        if res is None:
-            raise RuntimeError("the meter did not run under micropython")
-        n, bad, imp, meter, mixed, mixed2, rate, view_alloc, bytes_alloc = res
+        runs: list[list[int]] = []
+
+        def micropython_rate() -> float:
+            res = _mpy_run(dest, frames, tmp / "flash.bin", "1M", RATE_FRAMES // 4)
+            if res is None:
+                raise RuntimeError("the meter did not run under micropython")
+            runs.append(res)
+            return float(res[6])
+
+        # A, B, A, B: each MicroPython run is paired with a CPython run next to it in time
+        r = interleaved_values(micropython_rate, _cpython_rate, rounds=5)
+        n, bad, imp, meter, mixed, mixed2, _rate, view_alloc, bytes_alloc = runs[-1]
         if bad:
             raise RuntimeError(f"{bad} of {n} micropython replies differ from CPython's")
-        report("firmware: Meter.handle read-energy, micropython", rate, "frames/s", baseline=cpy)
+        report("firmware: Meter.handle read-energy, CPython (this x86 machine)", r.b, "frames/s")
+        report("firmware: Meter.handle read-energy, MicroPython x86 unix port (.mpy -O3) vs CPython, same frames",
+               r.a, "frames/s", baseline=r.b, pairs=r)
         report("firmware: micropython heap taken per read-energy frame, handle_view", view_alloc, "bytes")
         report("firmware: micropython heap taken per read-energy frame, handle (bytes reply)", bytes_alloc, "bytes")
         report("firmware: micropython heap after import (.mpy)", imp / 1024, "KB")
@@ -415,8 +428,9 @@ def run(report) -> None:
 
 
 if __name__ == "__main__":
-    def _print(name, value, unit, baseline=None):
-        print(f"{name:<70} {value:>12,.1f} {unit}" + (f"  ({value / baseline:.2f}x)" if baseline else ""))
+    def _print(name, value, unit, baseline=None, pairs=None):
+        ratio = pairs.describe() if pairs else f"{value / baseline:.2f}x" if baseline else ""
+        print(f"{name:<70} {value:>12,.1f} {unit}" + (f"  ({ratio})" if ratio else ""))
 
     os.chdir(ROOT)
     run(_print)

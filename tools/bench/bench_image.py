@@ -1,5 +1,7 @@
 """Meter image figures: .mpy size, heap after boot under micropython, smallest heap that boots and
-serves, and simulator frames/s over TCP loopback (CPython and micropython)."""
+serves, and simulator frames/s over TCP loopback: the MicroPython x86 unix port against CPython on
+this machine (not a board), measured interleaved (A, B, A, B; the median of the pair ratios, with
+its spread)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tools.bench.interleave import interleaved_values
 from tools.meter_image import board_config, build_image
 from tools.sim import ROOT
 from tools.sim.launch import start_meter
@@ -147,14 +150,19 @@ def run(report: Callable[..., None]) -> None:
                 full -= 1
             report("smallest -X heapsize that boots a fully programmed meter and serves", full, "KB")
 
-        cpy = None
-        for label, mp in (("CPython", False), ("micropython", True)):
-            m = start_meter(ADDR, KEY, str(Path(tmp) / f"{label}.state"), micropython=mp, control=False,
-                            extra=("--load-w", "500"))
-            try:
-                assert m.tcp is not None
-                fps = _frames_per_second(m.tcp)
-            finally:
+        # both simulators up at once, then measured A, B, A, B in windows of a second: each
+        # MicroPython window is paired with a CPython one next to it in time
+        meters = {mp: start_meter(ADDR, KEY, str(Path(tmp) / f"{label}.state"), micropython=mp, control=False,
+                                  extra=("--load-w", "500"))
+                  for label, mp in (("CPython", False), ("micropython", True))}
+        try:
+            tcp = {mp: m.tcp for mp, m in meters.items()}
+            assert None not in tcp.values()
+            r = interleaved_values(lambda: _frames_per_second(tcp[True], 1.0),
+                                   lambda: _frames_per_second(tcp[False], 1.0), rounds=5)
+        finally:
+            for m in meters.values():
                 m.stop()
-            report(f"simulator read frames/s over TCP loopback ({label})", fps, "frames/s", baseline=cpy)
-            cpy = cpy or fps
+        report("simulator read frames/s over TCP loopback, CPython (this x86 machine)", r.b, "frames/s")
+        report("simulator read frames/s over TCP loopback, MicroPython x86 unix port vs CPython", r.a, "frames/s",
+               baseline=r.b, pairs=r)
