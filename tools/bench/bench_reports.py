@@ -194,6 +194,5 @@ def run(report) -> None:  # noqa: ANN001
     r = interleaved(lambda: run_report(store, "collection", q), duck, rounds=3)
     report(f"collection report (closed days from kept figures) vs DuckDB aggregating the in-memory journal, "
            f"{ACCOUNTS:,} accts",
-           r.a, "reports/s", baseline=r.b)
-    print(f"   {r.describe()}")
+           r.a, "reports/s", baseline=r.b, pairs=r)
     store.close()
