@@ -355,26 +355,13 @@ def speed(store: Store, q: Query) -> Report:
 # ---------------------------------------------------------------- accounts
 
 
-def account_state(mode: str, balance: int, alarm1: int, alarm2: int, supply: str, relay_open: int) -> str:
-    """credit / alarm1 / alarm2 / cut, as the README defines them."""
-    if (mode == "remote" and supply != "on") or (mode == "local" and relay_open):
-        return "cut"
-    if balance <= 0 or (alarm2 > 0 and balance <= alarm2):
-        return "alarm2"
-    if alarm1 > 0 and balance <= alarm1:
-        return "alarm1"
-    return "credit"
-
-
 def accounts(store: Store, q: Query) -> Report:
     """Customers in credit / alarm 1 / alarm 2 / cut / protected by district; arrears ageing."""
     per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for district, mode, bal, a1, a2, supply, relay_open, protected in store.account_states(
-            district=q.district, segment=q.segment):
-        s = account_state(mode, int(bal), int(a1), int(a2), supply, int(relay_open))
-        per[district][s] += 1
+    for district, state, count, protected in store.account_states(district=q.district, segment=q.segment):
+        per[district][state] += int(count)
         per[district]["protected"] += int(protected)
-        per[district]["accounts"] += 1
+        per[district]["accounts"] += int(count)
     out = [{"district": d or "-", "accounts": v["accounts"], **{s: v[s] for s in STATES},
             "protected": v["protected"]} for d, v in sorted(per.items())]
     totals = {k: sum(r[k] for r in out) for k in ("accounts", *STATES, "protected")}

@@ -48,6 +48,14 @@ _FLOW_SUMS = (
 OWING_SINCE = "owing_since = CASE WHEN balance_fen %s ? < 0 THEN COALESCE(owing_since, ?) ELSE NULL END"
 
 
+# The accounts report's states (headend/reports/README.md), over a row with mode (local/remote),
+# bal, alarm1, alarm2, supply and relay_open: counted in the database, a million accounts a report.
+ACCOUNT_STATE = (
+    "CASE WHEN (t.mode = 'remote' AND t.supply <> 'on') OR (t.mode = 'local' AND t.relay_open = 1) THEN 'cut'"
+    " WHEN t.bal <= 0 OR (t.alarm2 > 0 AND t.bal <= t.alarm2) THEN 'alarm2'"
+    " WHEN t.alarm1 > 0 AND t.bal <= t.alarm1 THEN 'alarm1' ELSE 'credit' END")
+
+
 def snapshot_day(tx: Any, day: str, now: int, utc_offset_s: int) -> int:
     """Keep a closed day's figures per district and segment: charged, paid, paid in advance and
     the arrears at its end (sum of max(0, -balance) and how many accounts owe), so reports over
@@ -309,19 +317,21 @@ class ReportQueries(StoreBase):
             return tx.all(sql, (since, until, *params))
 
     def account_states(self, *, district: str | None = None, segment: str | None = None) -> list[tuple[Any, ...]]:
-        """(district, mode, balance seen (account, or account + last seen meter wallets for local
-        accounts), alarm1, alarm2, remote supply, any local relay open (0/1), protected, count)."""
+        """(district, state, accounts, protected accounts) per district and state now, the states
+        as headend/reports/README.md defines them (``ACCOUNT_STATE``)."""
         f, params = _accounts_filter(district, segment)
+        # a local account's balance is the account plus its meters' last seen wallets, and it is
+        # cut when one of its meters' relays was last seen open
         sql = (
-            "SELECT a.district,"
-            " CASE WHEN EXISTS (SELECT 1 FROM meters m WHERE m.customer = a.customer AND m.mode = 'local')"
-            "  THEN 'local' ELSE 'remote' END AS mode,"
-            " a.balance_fen + COALESCE((SELECT SUM(COALESCE(m.balance_fen, 0)) FROM meters m"
-            "   WHERE m.customer = a.customer AND m.mode = 'local'), 0),"
-            " a.alarm1_fen, a.alarm2_fen, a.supply,"
-            " CASE WHEN EXISTS (SELECT 1 FROM meters m WHERE m.customer = a.customer AND m.mode = 'local'"
-            "   AND m.relay = 'open') THEN 1 ELSE 0 END,"
-            f" a.protected FROM accounts a WHERE 1 = 1{f}"
+            f"SELECT t.district, {ACCOUNT_STATE}, COUNT(*), SUM(t.protected) FROM ("
+            " SELECT a.district AS district, a.protected AS protected, a.alarm1_fen AS alarm1,"
+            " a.alarm2_fen AS alarm2, a.supply AS supply, CASE WHEN lm.customer IS NULL THEN 'remote'"
+            " ELSE 'local' END AS mode, a.balance_fen + COALESCE(lm.fen, 0) AS bal,"
+            " COALESCE(lm.relay_open, 0) AS relay_open"
+            " FROM accounts a LEFT JOIN (SELECT customer, SUM(COALESCE(balance_fen, 0)) AS fen,"
+            "  MAX(CASE WHEN relay = 'open' THEN 1 ELSE 0 END) AS relay_open FROM meters WHERE mode = 'local'"
+            f"  GROUP BY customer) lm ON lm.customer = a.customer WHERE 1 = 1{f}) t"
+            f" GROUP BY t.district, {ACCOUNT_STATE}"
         )
         with self._tx(write=False) as tx:
             return tx.all(sql, params)

@@ -373,3 +373,40 @@ def test_owing_since_kept_with_every_balance_change_equals_the_journal(generated
             want[c] = at
     assert kept == want
     assert sum(v is not None for v in want.values()) >= 3
+
+
+def test_account_states_counted_in_the_database_follow_the_readme(generated):
+    """Each account classified by hand from the README's words, against the report's counts:
+    remote accounts cut or in debt, a local account whose meter was last seen with its relay
+    open, and one whose meter wallet lifts it into credit."""
+    from tests.headend.payments_support import LOCAL_METER, REMOTE_CUST
+
+    s = generated
+    s.set_account_state(REMOTE_CUST, supply="cut")
+    s.record_meter_state(LOCAL_METER, balance_fen=50_000, relay="closed")
+    s.add_account("000000000901", actor="admin", district="east", alarm1_fen=100)
+    s.add_meter("000000000091", link="tcp://127.0.0.1:9091", customer="000000000901", actor="admin", mode="local")
+    s.record_meter_state("000000000091", balance_fen=5_000, relay="open")
+
+    def state(a) -> str:
+        local = [m for m in s.meters_of_customer(a.customer) if m.mode == "local"]
+        bal = a.balance_fen + sum(m.balance_fen or 0 for m in local)
+        if (not local and a.supply != "on") or any(m.relay == "open" for m in local):
+            return "cut"
+        if bal <= 0 or (a.alarm2_fen > 0 and bal <= a.alarm2_fen):
+            return "alarm2"
+        if a.alarm1_fen > 0 and bal <= a.alarm1_fen:
+            return "alarm1"
+        return "credit"
+
+    want: dict[str, dict[str, int]] = {}
+    for a in s.list_accounts():
+        row = want.setdefault(a.district or "-", {"accounts": 0, "credit": 0, "alarm1": 0, "alarm2": 0, "cut": 0,
+                                                  "protected": 0})
+        row["accounts"] += 1
+        row[state(a)] += 1
+        row["protected"] += int(a.protected)
+    got = {r["district"]: {k: v for k, v in r.items() if k != "district"}
+           for r in run_report(s, "accounts", _q()).rows}
+    assert got == want
+    assert got["-"]["cut"] == 1 and got["east"]["cut"] == 1 and sum(r["credit"] for r in got.values()) >= 1
