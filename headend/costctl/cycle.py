@@ -15,15 +15,16 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    The usual account (one meter, every grid reading there, registers not going backwards) is
    handled as whole arrays; only the others go through the per-account anomaly path.
 2. **Rate** in batches that share tariff, base and length (normally one batch), with the kernel.
-3. **Debit** every account in one transaction (``Store.charge_accounts``; the batch key is a
-   digest of the charges, so re-running a cycle that already committed changes nothing; a large
-   fleet is charged in slices, keys ``KEY/0``, ``KEY/1`` ..., all in that one transaction).
-4. **Decide** (``headend.costctl.decide``) on the new balances, then record each decision with its
-   reason (audit), queue notices (outbox of notifications) and relay commands (command outbox),
-   and store the new notice/supply state, all in one transaction (``Store.apply_decisions``)
-   and only for accounts whose version is what the cycle expects: a payment that raced in wins
-   and the account is decided again next cycle.  Accounts whose decision changes nothing are
-   not written at all.
+3. **Decide** (``headend.costctl.decide``) on the balances the debit will leave.
+4. **Debit** every account with its decided notice/supply state in the same UPDATE
+   (``Store.charge_and_set_states``; the batch key is a digest of the charges, so re-running a
+   cycle that already committed changes nothing; a large fleet is charged in slices, keys
+   ``KEY/0``, ``KEY/1`` ...), then record each decision that changed something with its reason
+   (audit), queue notices (outbox of notifications) and relay commands (command outbox), and
+   one summary audit row for the cycle, all in one transaction.  Writes are compare-and-set on
+   the versions the cycle read: where a payment raced in, the money still lands, the state goes
+   through ``Store.apply_decisions`` on its own, which skips the raced account (decided again
+   next cycle).  Accounts neither charged nor changed are not written at all.
 
 Memory stays bounded by the fleet's arrays, not its rows: the store's rows are read in pages
 straight into arrays, and the decisions are built and handed to the store in slices within the
@@ -221,39 +222,52 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
 
     fen_of = np.zeros(acc.n, dtype=np.int64)
     charged = np.zeros(acc.n, dtype=bool)
+    written = np.zeros(acc.n, dtype=bool)      # the decided state went in with the charge
+    idx = np.zeros(0, dtype=np.int64)
     if c_idx:
         idx = np.concatenate(c_idx)
         order = np.argsort(idx, kind="stable")
         idx = idx[order]
         fen, rem, lad, until, fixed = (np.concatenate(x)[order].astype(np.int64)
                                        for x in (c_fen, c_rem, c_lad, c_until, c_fixed))
-        digest = hashlib.sha256()
-        cust = [acc.customer[int(i)] for i in idx.tolist()]
-        digest.update("\n".join(cust).encode())
-        for arr in (fen, rem, lad, until):
-            digest.update(arr.tobytes())
-        rep.batch_key = f"costctl:{last_end}:{digest.hexdigest()[:16]}"
-        applied = 0
-        slices = range(0, idx.size, _CHARGE_SLICE)
-        with store.atomic():     # the slices land together: the batch is charged whole, once
+        fen_of[idx] = fen
+        charged[idx] = True
+    # decided on the balances the debit is about to leave, so that each charged account's new
+    # notice and supply state is written by the same UPDATE as its money
+    d = _decide(acc, fen_of, now, rules, utc_offset_s)
+    stage("decisions")
+    with store.atomic():     # money, states, notices, commands and audit land together
+        if idx.size:
+            digest = hashlib.sha256()
+            cust = [acc.customer[int(i)] for i in idx.tolist()]
+            digest.update("\n".join(cust).encode())
+            for arr in (fen, rem, lad, until):
+                digest.update(arr.tobytes())
+            rep.batch_key = f"costctl:{last_end}:{digest.hexdigest()[:16]}"
+            applied = 0
+            slices = range(0, idx.size, _CHARGE_SLICE)
             for lo in slices:
                 part = slice(lo, lo + _CHARGE_SLICE)
+                rows = idx[part]
                 # the state this cycle read: the store charges by compare-and-set on it instead of
                 # reading again
-                read_as = list(zip(*(x[idx[part]].tolist() for x in (acc.balance, acc.rem, acc.ladder, acc.version))))
-                applied += store.charge_accounts(
+                read_as = list(zip(*(x[rows].tolist() for x in (acc.balance, acc.rem, acc.ladder, acc.version))))
+                n, done = store.charge_and_set_states(
                     rep.batch_key if len(slices) == 1 else f"{rep.batch_key}/{lo // _CHARGE_SLICE}",
                     zip(cust[part], fen[part].tolist(), rem[part].tolist(), lad[part].tolist(), until[part].tolist()),
                     actor=actor, kind="charge", interval_s=interval_s, read_as=read_as,
-                    fixed_fen=fixed[part].tolist() if fixed[part].any() else None)
+                    fixed_fen=fixed[part].tolist() if fixed[part].any() else None,
+                    states=_states(acc, d, rows, now))
+                applied += n
+                written[rows] = done
                 del read_as
-        if applied:
-            fen_of[idx] = fen
-            charged[idx] = True
-        rep.charged_fen = int(fen.sum())
-    stage("debit (one transaction)")
-
-    _decide_and_act(store, now, rules, utc_offset_s, actor, rep, audit, acc, fen_of, charged, stage)
+            if not applied:       # this batch was charged before (a re-run): decide on the balances as they are
+                fen_of[:] = 0
+                charged[:] = False
+                d = _decide(acc, fen_of, now, rules, utc_offset_s)
+            rep.charged_fen = int(fen.sum())
+        stage("debit with the decided states")
+        _decide_and_act(store, now, rules, actor, rep, audit, acc, d, fen_of, charged, written, stage)
     stage("record decisions, notices, commands (one transaction)")
     return rep
 
@@ -361,18 +375,31 @@ def _slow_account(acc: _Accounts, i: int, reads: list[tuple[int, int, int]], bas
     return (acc.tariff[i], base_t, cut, acc.rated_until[i] < 0), got.energy_wh[0][:cut]
 
 
-def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, actor: str, rep: CycleReport,
-                    audit: list, acc: _Accounts, fen: np.ndarray, charged: np.ndarray, stage: Any) -> None:
+def _decide(acc: "_Accounts", fen: np.ndarray, now: int, rules: Rules, utc_offset_s: int) -> Any:
+    """The decisions on the balances after the debit (``fen`` per account)."""
     local = datetime.fromtimestamp(now, timezone(timedelta(seconds=utc_offset_s)))
+    return decide(acc.balance - fen, acc.alarm1, acc.alarm2, acc.overdraft, acc.close_ok, acc.protected, acc.direct,
+                  acc.notice_level, acc.notice_at, acc.supply,
+                  now, (local.hour * 60 + local.minute, (local.weekday() + 1) % 7, (local.year, local.month, local.day)),
+                  rules)
+
+
+def _states(acc: "_Accounts", d: Any, rows: np.ndarray, now: int) -> list[tuple[Any, ...]]:
+    """(notice_level, notice_at, supply, supply_at) decided for the accounts ``rows``: the same as
+    before where nothing changed; supply_at moves only with the supply."""
+    old_sup, new_sup = acc.supply[rows].tolist(), d.supply[rows].tolist()
+    return [(level, None if at < 0 else at, SUPPLY[new], now if new != old else (None if was < 0 else was))
+            for level, at, new, old, was in zip(d.notice_level[rows].tolist(), d.notice_at[rows].tolist(), new_sup,
+                                                old_sup, acc.supply_at[rows].tolist())]
+
+
+def _decide_and_act(store: Store, now: int, rules: Rules, actor: str, rep: CycleReport, audit: list,
+                    acc: _Accounts, d: Any, fen: np.ndarray, charged: np.ndarray, written: np.ndarray,
+                    stage: Any) -> None:
     # the balances and versions the debit just wrote (a payment racing in is caught by the
     # version check when the decisions are recorded)
     balance = acc.balance - fen
     version = acc.version + charged
-    d = decide(balance, acc.alarm1, acc.alarm2, acc.overdraft, acc.close_ok, acc.protected, acc.direct,
-               acc.notice_level, acc.notice_at, acc.supply,
-               now, (local.hour * 60 + local.minute, (local.weekday() + 1) % 7, (local.year, local.month, local.day)),
-               rules)
-    stage("decisions")
     changed = np.flatnonzero((d.action != NONE) | (d.notice_level != acc.notice_level) | (d.supply != acc.supply))
     reason_json = [json.dumps(r) for r in REASONS]
     cut_fields = f'"cut_at":{now + rules.notice_period_s},"notice_period_h":{rules.notice_period_s // 3600},'
@@ -383,17 +410,18 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
         # built and handed over in slices: the rows of a million decisions need not exist at once
         for lo in range(0, max(changed.size, 1), _DECISION_SLICE):
             part = changed[lo:lo + _DECISION_SLICE]
-            states, notices, commands, decided = [], [], [], []
+            notices, commands, decided = [], [], []
+            # the states not already written with the charge (accounts not charged, or a payment
+            # raced in): compare-and-set on the version the debit left
+            own = part[~written[part]]
+            states = [(acc.customer[i], v, *st) for i, v, st in
+                      zip(own.tolist(), version[own].tolist(), _states(acc, d, own, now))]
             action_l, reason_l = d.action[part].tolist(), d.reason[part].tolist()
-            level_l, at_l, sup_l = d.notice_level[part].tolist(), d.notice_at[part].tolist(), d.supply[part].tolist()
-            bal_l, ver_l, old_sup = balance[part].tolist(), version[part].tolist(), acc.supply[part].tolist()
-            old_at = [None if t < 0 else t for t in acc.supply_at[part].tolist()]
+            level_l, sup_l, bal_l = d.notice_level[part].tolist(), d.supply[part].tolist(), balance[part].tolist()
             i: int  # an account's row (tolist() is typed as Any)
             for k, i in enumerate(part.tolist()):
                 action, reason, level, bal = action_l[k], reason_l[k], level_l[k], bal_l[k]
                 customer, supply = acc.customer[i], SUPPLY[sup_l[k]]
-                states.append((customer, ver_l[k], level, None if at_l[k] < 0 else at_l[k], supply,
-                               now if sup_l[k] != old_sup[k] else old_at[k]))
                 # the same detail as {"reason", "balance_fen", "notice_level", "supply"} through the
                 # encoder (sorted keys, compact), formatted directly: a million of these per cycle
                 decided.append((actor, audit_action[action], customer, JSONText(
@@ -415,8 +443,13 @@ def _decide_and_act(store: Store, now: int, rules: Rules, utc_offset_s: int, act
             stale |= store.apply_decisions(states, notices=notices, commands=commands, audit=decided, actor=actor)
             del states, notices, commands, decided
             stage("record decisions, notices, commands (one transaction)")
-        if audit:
-            store.log_actions(audit)
+        # the cycle itself in one row; the accounts have rows only where a decision changed something
+        counts: dict[str, int] = {}
+        for _customer, action in done:
+            counts[ACTIONS[action]] = counts.get(ACTIONS[action], 0) + 1
+        store.log_actions([*audit, (actor, "costctl.cycle", rep.batch_key, {
+            "accounts": acc.n, "rated": rep.rated, "charged_fen": rep.charged_fen, "decided": counts,
+            "stale": len(stale), "problems": len(rep.problems), "skipped": len(rep.skipped)})])
     for c in sorted(stale):
         rep.conflicts.append(f"{c}: money moved while deciding; decided again next cycle")
     for customer, action in done:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, Sequence
 
 from headend.store.accounts import Accounts
-from headend.store.models import SUPPLY_STATES, Account, Conflict, InvalidInput, NotFound, dumps, loads
+from headend.store.models import SUPPLY_STATES, Account, Conflict, InvalidInput, NotFound, decision_state, dumps, loads
 
 _KEEP: Any = object()  # "leave this column as it is" (None means: set it to NULL)
 
@@ -134,11 +134,7 @@ class CostControlState(Accounts):
         now = self.now()
         rows = []
         for customer, version, level, notice_at, supply, supply_at in states:
-            if level not in (0, 1, 2, 3) or supply not in SUPPLY_STATES:
-                raise InvalidInput(f"customer {customer}: notice level is 0..3 and supply one of"
-                                   f" {', '.join(SUPPLY_STATES)}, got {level!r} / {supply!r}")
-            rows.append((int(level), None if notice_at is None else int(notice_at), supply,
-                         None if supply_at is None else int(supply_at), now, customer, int(version)))
+            rows.append((*decision_state(customer, level, notice_at, supply, supply_at), now, customer, int(version)))
         update = ("UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?, updated_at = ?"
                   " WHERE customer = ?")
         with self._tx() as tx:

@@ -23,6 +23,7 @@ from headend.store.models import (
     LedgerEntry,
     NotFound,
     business_day,
+    decision_state,
     dumps,
     loads,
 )
@@ -251,6 +252,24 @@ class Ledger(Accounts):
         fixed_fen: Iterable[int] | None = None,
     ) -> int:
         """Debit many accounts in one transaction, exactly once per batch_key; return accounts charged.
+        (See ``charge_and_set_states`` for the whole description.)"""
+        return self.charge_and_set_states(batch_key, charges, actor=actor, kind=kind, interval_s=interval_s,
+                                          read_as=read_as, fixed_fen=fixed_fen)[0]
+
+    def charge_and_set_states(
+        self,
+        batch_key: str,
+        charges: Iterable[Sequence[Any]],
+        *,
+        actor: str,
+        kind: str = "charge",
+        interval_s: int | None = None,
+        read_as: Iterable[Sequence[int]] | None = None,
+        fixed_fen: Iterable[int] | None = None,
+        states: Iterable[Sequence[Any]] | None = None,
+    ) -> tuple[int, bool]:
+        """Debit many accounts in one transaction, exactly once per batch_key; return (accounts
+        charged, whether ``states`` were set).
 
         Each charge is (customer, fen, new_rem, new_ladder_wh[, rated_until]): balance -= fen; rem,
         ladder_wh (and rated_until when given, for every row) are replaced with what the tariff core
@@ -265,6 +284,11 @@ class Ledger(Accounts):
         has them): the accounts need not be read again when no version has moved since.
         ``fixed_fen``: per charge, the part of fen that is fixed (daily) charges: the journal then
         has a "fixed_charge" row for it beside the rating charge row of the rest.
+        ``states`` (with ``read_as``): per charge, the (notice_level, notice_at, supply, supply_at)
+        the caller decided on the balance after it, set by the same UPDATE as the money, so a
+        cost-control cycle writes each account once.  They are set only if no account moved since
+        ``read_as`` (the usual case); otherwise none is, the charges still land on the balances as
+        they are, and the caller decides again (``apply_decisions`` compare-and-sets on versions).
         """
         rows = [tuple(r) for r in charges]
         now = self.now()
@@ -287,17 +311,32 @@ class Ledger(Accounts):
             if len(read_as) != len(rows):
                 raise InvalidInput(f"charge batch {batch_key}: read_as needs one (balance_fen, rem, ladder_wh,"
                                    f" version) per charge, got {len(read_as)} for {len(rows)}")
+        decided: list[tuple[Any, ...]] | None = None
+        if states is not None:
+            if read_as is None:
+                raise InvalidInput(f"charge batch {batch_key}: states are set only with read_as (what they were"
+                                   " decided on)")
+            decided = [decision_state(r[0], *st) for r, st in zip(rows, states)]
+            if len(decided) != len(rows):
+                raise InvalidInput(f"charge batch {batch_key}: states needs one (notice_level, notice_at, supply,"
+                                   " supply_at) per charge")
         sets = (f"balance_fen = balance_fen - ?, {OWING_SINCE % '-'}, rem = ?, ladder_wh = ?, "
                 + ("rated_until = ?, " if with_until else ""))
         update = f"UPDATE accounts SET {sets}version = version + 1, updated_at = ? WHERE customer = ?"
+        update_decided = (f"UPDATE accounts SET {sets}notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
+                          " version = version + 1, updated_at = ? WHERE customer = ? AND version = ?")
 
         def params(r: tuple) -> tuple:
             return (int(r[1]), int(r[1]), now, int(r[2]), int(r[3]), int(r[4]), now, r[0]) if with_until else \
                 (int(r[1]), int(r[1]), now, int(r[2]), int(r[3]), now, r[0])
 
+        def params_decided(r: tuple, k: Sequence[int], st: tuple) -> tuple:
+            head = (int(r[1]), int(r[1]), now, int(r[2]), int(r[3])) + ((int(r[4]),) if with_until else ())
+            return head + st + (now, r[0], int(k[3]))
+
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
-                return 0
+                return 0, False
             before: list[Any] = []
             n = -1
             if read_as is not None:
@@ -305,11 +344,16 @@ class Ledger(Accounts):
                 # by compare-and-set and take balance_after from it, with no read of the accounts;
                 # if any row moved (a payment raced in), undo and take the general path below
                 tx.execute("SAVEPOINT charge_read_as")
-                n = tx.executemany(update + " AND version = ?", (params(r) + (int(k[3]),)
-                                                                for r, k in zip(rows, read_as)))
+                if decided is None:
+                    n = tx.executemany(update + " AND version = ?", (params(r) + (int(k[3]),)
+                                                                    for r, k in zip(rows, read_as)))
+                else:
+                    n = tx.executemany(update_decided, (params_decided(r, k, st)
+                                                        for r, k, st in zip(rows, read_as, decided)))
                 if n == len(rows):
                     before = read_as           # (balance, rem, ladder, version): the ledger uses the first three
                 else:
+                    decided = None
                     tx.execute("ROLLBACK TO charge_read_as")
                     n = -1
                 tx.execute("RELEASE charge_read_as")
@@ -355,7 +399,7 @@ class Ledger(Accounts):
             )
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
-            return n
+            return n, decided is not None
 
     def remainder_at(self, customer: str, t: int) -> int | None:
         """The account's sub-fen remainder right after rating up to Unix time ``t`` (the end of

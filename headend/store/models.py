@@ -594,3 +594,13 @@ class Shift:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for --json output."""
         return dict(self.__dict__)
+
+
+def decision_state(customer: str, level: Any, notice_at: Any, supply: Any, supply_at: Any) -> tuple[Any, ...]:
+    """A cost-control decision's account state checked and as stored: (notice level 0..3, notice
+    time or None, supply, supply time or None)."""
+    if level not in (0, 1, 2, 3) or supply not in SUPPLY_STATES:
+        raise InvalidInput(f"customer {customer}: notice level is 0..3 and supply one of"
+                           f" {', '.join(SUPPLY_STATES)}, got {level!r} / {supply!r}")
+    return (int(level), None if notice_at is None else int(notice_at), supply,
+            None if supply_at is None else int(supply_at))

@@ -167,36 +167,62 @@ def _fleet_store(path, n=60):
     return store
 
 
+def _week(store):
+    """Four daily cycles; what they reported and what the store holds after them."""
+    out = []
+    for day in (2, 3, 4, 5):
+        clock = [D0 + day * DAY + 10 * 3600]
+        store._clock = lambda clock=clock: clock[0]
+        rep = run_cycle(store, load_catalog(), clock[0], rules=Rules(notice_period_s=0))
+        out.append((rep.rated, rep.charged_fen, rep.actions, rep.problems, rep.conflicts))
+    tables = {
+        "accounts": [(a.customer, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.notice_level,
+                      a.notice_at, a.supply, a.supply_at) for a in store.list_accounts()],
+        "ledger": [(e.customer, e.kind, e.amount_fen, e.balance_after) for a in store.list_accounts()
+                   for e in store.ledger(a.customer, limit=1000)],
+        "notices": sorted((n.customer, n.kind, n.message) for n in store.list_notifications()),
+        "commands": sorted((c.meter, c.kind, c.status) for c in store.list_commands(limit=1000)),
+        "audit": sorted((e.action, e.target, str(e.detail)) for e in store.audit_entries(limit=10_000)),
+    }
+    store.close()
+    return out, tables
+
+
 def test_reading_in_pages_and_recording_in_slices_changes_no_result(tmp_path, monkeypatch):
     """The cycle reads the store page by page and charges and records its decisions slice by
     slice so that memory stays bounded; with pages and slices of a few rows it must do exactly
     what it does in one piece: same charges, balances, states, notices, commands and audit rows."""
     import headend.costctl.cycle as cyc
 
-    def week(store):
-        out = []
-        for day in (2, 3, 4, 5):
-            clock = [D0 + day * DAY + 10 * 3600]
-            store._clock = lambda clock=clock: clock[0]
-            rep = run_cycle(store, load_catalog(), clock[0], rules=Rules(notice_period_s=0))
-            out.append((rep.rated, rep.charged_fen, rep.actions, rep.problems, rep.conflicts))
-        tables = {
-            "accounts": [(a.customer, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.notice_level,
-                          a.notice_at, a.supply, a.supply_at) for a in store.list_accounts()],
-            "ledger": [(e.customer, e.kind, e.amount_fen, e.balance_after) for a in store.list_accounts()
-                       for e in store.ledger(a.customer, limit=1000)],
-            "notices": sorted((n.customer, n.kind, n.message) for n in store.list_notifications()),
-            "commands": sorted((c.meter, c.kind, c.status) for c in store.list_commands(limit=1000)),
-            "audit": sorted((e.action, e.target, str(e.detail)) for e in store.audit_entries(limit=10_000)),
-        }
-        store.close()
-        return out, tables
-
-    whole = week(_fleet_store(tmp_path / "whole.db"))
+    whole = _week(_fleet_store(tmp_path / "whole.db"))
     monkeypatch.setattr(cyc, "_PAGE", 3)
     monkeypatch.setattr(cyc, "_DECISION_SLICE", 4)
     monkeypatch.setattr(cyc, "_CHARGE_SLICE", 5)
-    pieces = week(_fleet_store(tmp_path / "pieces.db"))
+    pieces = _week(_fleet_store(tmp_path / "pieces.db"))
     assert pieces == whole
     reports, tables = whole
     assert sum(r[0] for r in reports) > 60 and tables["commands"] and tables["notices"]   # it did things
+
+
+def test_states_written_with_the_charge_equal_the_separate_decision_update(tmp_path, monkeypatch):
+    """A charged account's new notice and supply state goes in with its money (one UPDATE); when
+    that cannot be (a payment raced in), the decisions are recorded on their own afterwards.  Both
+    ways leave the same balances, states, journal, notices, commands and audit."""
+    from headend.store import Store
+
+    merged = _week(_fleet_store(tmp_path / "merged.db"))
+    calls: list[bool] = []
+    real = Store.charge_and_set_states
+
+    def without_states(self, *args, **kw):
+        kw["states"] = None          # the store sets none: every decision goes the separate way
+        n, done = real(self, *args, **kw)
+        calls.append(done)
+        return n, done
+
+    monkeypatch.setattr(Store, "charge_and_set_states", without_states)
+    separate = _week(_fleet_store(tmp_path / "separate.db"))
+    assert calls and not any(calls)
+    assert separate == merged
+    reports, tables = merged
+    assert any(r[2] for r in reports) and tables["notices"] and tables["commands"]
