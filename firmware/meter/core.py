@@ -290,9 +290,17 @@ class Meter:
     def token(self, digits, now):
         """A token typed on the keypad (its digits as text): meter.token's result (OK, USED,
         INVALID, LOCKED, REFUSED, PART), its effect saved before it is returned."""
-        from meter import token  # imported by the first token: a meter nobody types on never holds it
+        import sys
+        import meter
+        from meter import token
         r = token.enter(self, digits, self.time(now))
-        return r if self._save() else token.REFUSED
+        # the decoder is let go before the save and loaded again by the next token (a keypad is
+        # slow): a fully programmed meter has no heap for both, nor a meter nobody types on
+        token = None
+        sys.modules.pop("meter.token", None)
+        delattr(meter, "token")
+        collect()
+        return r if self._save() else 4  # meter.token.REFUSED
 
     def tick(self, now):
         """Timers: trip delay, pre-trips, session expiry, MAC lock at midnight, set switch-over,

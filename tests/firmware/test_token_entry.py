@@ -8,6 +8,7 @@ from headend.vouchers import token as H
 from meter import events, wallet
 from meter import token as T
 from meter.app import MeterApp
+from meter.core import Meter
 from protocol import di as D
 from tests.firmware.core_support import ADDR, KEY, T0, ask, headend, make, opened
 from tests.firmware.test_store import CutFlash, PowerCut
@@ -208,3 +209,39 @@ def test_the_meter_applies_a_token_under_micropython():
     r = run_micropython(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(T.OK), str(T.USED), str(T.INVALID), "2500"]
+
+
+FULL_TOKEN = r"""
+import gc
+from meter.core import Meter
+%(file_flash)s
+m = Meter({"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}, FileFlash(%(flash)r, 16384), %(t)d, None)
+gc.collect()
+r = m.token(%(tok)r, %(t)d)
+r2 = m.token(%(tok)r, %(t)d)
+gc.collect()
+print("result", r, r2, m.status()["balance_fen"], gc.mem_alloc())
+"""
+
+
+def test_a_fully_programmed_meter_takes_a_token_within_its_heap_budget(tmp_path):
+    """The token module is loaded by the first token: a meter with every table and log full, powered
+    up from its flash, still takes one (and saves it) in the budget of tests/firmware/test_core_heap.py."""
+    from tests.firmware.test_core_heap import FULL_BUDGET
+    from tools.bench import bench_firmware as bf
+
+    image, t, _ = bf.programmed_meter()
+    ref = Meter(bf._config(), bf._flash_of(image), t, None)
+    before = ref.status()["balance_fen"]
+    tok = H.encode(H.token_key(ref.sec.key, 0), H.CREDIT, 0, 9000, H.amount_field(100))
+    dest = bf.build_o3(tmp_path / "mpy")
+    (tmp_path / "flash.bin").write_bytes(image)
+    (dest / "full_token.py").write_text(FULL_TOKEN % {"file_flash": bf._FILE_FLASH, "addr": bf.ADDR, "key": bf.KEY,
+                                                      "flash": str(tmp_path / "flash.bin"), "t": t, "tok": tok})
+    bf.subprocess.run([bf.mpy_cross(), "-o", str(dest / "full_token.mpy"), "full_token.py"], check=True, cwd=dest)
+    (dest / "full_token.py").unlink()
+    r = bf.run_mpy(dest, "import full_token", heapsize=FULL_BUDGET)
+    line = [x for x in r.stdout.splitlines() if x.startswith("result")]
+    assert line, r.stdout + r.stderr
+    ok, again, balance, _kept = (int(x) for x in line[0].split()[1:])
+    assert (ok, again, balance) == (T.OK, T.USED, before + 100)
