@@ -172,3 +172,51 @@ def test_the_simulator_takes_keys_from_its_control_socket(tmp_path: Path, microp
         assert di.decode(0x04001004, _read(m.tcp, 0x04001004)).value == 800  # the hoarding limit now
     finally:
         assert m.stop() == 0
+
+
+@pytest.mark.parametrize("micropython", [pytest.param(False, id="cpython"), pytest.param(True, id="micropython")])
+def test_the_simulator_takes_keys_typed_on_its_terminal(tmp_path: Path, micropython: bool) -> None:
+    """`meter run` on a terminal (a pty here): keys typed there, one at a time without Enter, reach
+    the keypad; the control socket then shows the result."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tools.sim import ROOT
+
+    master, slave = os.openpty()
+    argv = [sys.executable, "-m", "tools.meter_cli", "run", "--quiet", "--address", ADDR, "--state",
+            str(tmp_path / "t.state"), "--control", "tcp://127.0.0.1:0", "--load-w", "0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREPAID645_")}
+    env["PREPAID645_METER_KEY"] = KEY
+    proc = subprocess.Popen(argv + (["--micropython"] if micropython else []), cwd=str(ROOT), env=env, stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    os.close(slave)
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while " ready " not in line:  # after the new-state notice
+            line = proc.stdout.readline()
+            assert line, "meter run ended before it was ready"
+        host, port = [w for w in line.split() if w.startswith("control=")][0][8:].rsplit(":", 1)
+        hoard = H.encode(TK, H.MANAGEMENT, H.SET_HOARD, 700, H.amount_field(50000))
+        os.write(master, ("9*" + hoard + "#").encode())  # a stray digit cleared first
+
+        def status() -> dict:
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(b"status\n")
+                buf = b""
+                while not buf.endswith(b"\n"):
+                    buf += s.recv(4096)
+            return json.loads(buf)
+
+        deadline = time.monotonic() + 30
+        while (st := status())["token"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert st["token"] == "accepted" and st["keys"] == ""
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        os.close(master)
