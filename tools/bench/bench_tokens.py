@@ -6,7 +6,10 @@ Figures:
   per pair, median of the pair ratios); the aim is under 5 ms a token under the unix port;
 * under MicroPython, invalid strings (random digits) against valid tokens, interleaved in one
   process: constant decode time means a ratio near 1;
-* heap kept by the token module loaded from .mpy, and heap taken by one decode (gc.mem_alloc).
+* heap kept by the token module loaded from .mpy, and heap taken by one decode (gc.mem_alloc);
+* a whole keypad entry on a Meter under MicroPython (meter.core.Meter.token from .mpy: the decoder
+  loaded, the token decoded and applied, the record saved to a RAM flash, the decoder let go)
+  against decode alone, interleaved in one process (median of 9 rounds of the ratio).
 """
 
 from __future__ import annotations
@@ -63,6 +66,43 @@ print("decode_heap", a3 - a2)
 """
 
 
+ENTRY = """
+import gc, time
+from meter.core import Meter
+from meter.store import RamFlash
+m = Meter({"address": "000000000001", "key": MKEY, "krn": 0, "mode": "local"}, RamFlash(16384), 900000000,
+          lambda n: bytes(n))
+m.wallet.opened = True
+m.wallet.hoard = 0
+from meter import token
+def us(f, ss):
+    gc.collect()
+    t0 = time.ticks_us()
+    for s in ss:
+        f(s)
+    return time.ticks_diff(time.ticks_us(), t0) / len(ss)
+r, e = [], []
+for i in range(9):
+    d = us(lambda s: token.decode(TKEY, s), ENTRIES[i])
+    x = us(lambda s: m.token(s, 900000000), ENTRIES[i])
+    r.append(x / d)
+    e.append(x)
+assert m.status()["balance_fen"] == 9 * len(ENTRIES[0]) * 100
+print("entry_us", sorted(e)[4])
+print("entry_ratio", sorted(r)[4])
+"""
+ENTRY_N = 20  # tokens per round (each typed once: later rounds use later TIDs)
+
+
+def _entry_inputs() -> str:
+    from headend.vouchers import token as H
+    mkey = bytes(range(1, 17))
+    tkey = H.token_key(mkey, 0)
+    rounds = [[H.encode(tkey, H.CREDIT, 0, 1000 + i * ENTRY_N + j, H.amount_field(100)) for j in range(ENTRY_N)]
+              for i in range(9)]
+    return f"MKEY = {mkey!r}\nTKEY = {tkey!r}\nENTRIES = {rounds!r}\n"
+
+
 def _inputs() -> str:
     from headend.vouchers import token as H
     rng = random.Random(5)
@@ -90,6 +130,18 @@ def _build(tmp: Path) -> None:
                    check=True)
 
 
+def _entry(tmp: Path) -> dict[str, float]:
+    """The whole-entry figures, every meter module from .mpy (-O3, as `meter build` compiles them)."""
+    from tools.bench.bench_firmware import build_o3
+
+    dest = build_o3(tmp / "entry")
+    micropython = Path(sys.executable).parent / "micropython"
+    proc = subprocess.run([str(micropython), "-X", "heapsize=128K", "-c", _entry_inputs() + ENTRY],
+                          capture_output=True, text=True, check=True, env=dict(os.environ, MICROPYPATH=str(dest)),
+                          cwd=dest)
+    return _parse(proc.stdout)
+
+
 def _micropython(tmp: Path, head: str) -> dict[str, float]:
     micropython = Path(sys.executable).parent / "micropython"
     env = dict(os.environ, MICROPYPATH=str(tmp))
@@ -110,6 +162,7 @@ def run(report: Report) -> None:
             return seen["mp"]["rate"]
 
         pairs = interleaved_values(mp, lambda: _cpython(head)["rate"], rounds=5)
+        entry = _entry(Path(tmp))
     report("tokens: decodes/s, MicroPython x86 unix port (.mpy, 64K heap) vs CPython, half valid",
            pairs.a, "tokens/s", baseline=pairs.b, pairs=pairs)
     report("tokens: microseconds per decode, MicroPython x86 unix port (aim < 5,000)", 1e6 / pairs.a, "us")
@@ -117,6 +170,10 @@ def run(report: Report) -> None:
            seen["mp"]["ratio"], "ratio")
     report("tokens: heap kept by meter.token from .mpy, MicroPython", seen["mp"]["import"], "bytes")
     report("tokens: heap taken by one decode, MicroPython", seen["mp"]["decode_heap"], "bytes")
+    report("tokens: keypad entry on a Meter (decoder loaded, decode, apply, save to RAM flash), MicroPython x86"
+           " unix port, microseconds", entry["entry_us"], "us")
+    report("tokens: keypad entry / decode alone, MicroPython x86 unix port (median of 9 interleaved rounds)",
+           entry["entry_ratio"], "ratio")
 
 
 if __name__ == "__main__":
