@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck check test bench demo clean
+.PHONY: install browser lint typecheck check test bench demo clean
 
 install: $(STAMP)
 
@@ -12,6 +12,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+# the console's browser tests drive Debian's headless Chromium through its chromedriver; installed
+# once (CI is a fresh Debian machine running as root), a no-op when both are there
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 # ruff's rule set and exceptions are in pyproject.toml ([tool.ruff]); it takes well under a second
 lint: install
@@ -26,7 +32,7 @@ typecheck: install
 # everything CI runs: lint, types, the firmware against its stubs, the whole suite
 check: lint typecheck test
 
-test: install lint
+test: install lint browser
 	$(BIN)/python -m pytest -n 2
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/tariff -p no:cacheprovider
 

@@ -27,6 +27,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "reconcile": frozenset({"auditor", "admin"}),     # statements checked, discrepancies resolved
     "bank": frozenset({"operator", "admin"}),         # withholding agreements, batch export, return import
     "read_books": frozenset({"auditor", "operator", "admin", "cashier"}),
+    "meters": frozenset({"operator", "admin"}),        # read now, trip, close, power hold, time sync
+    "outages": frozenset({"operator", "admin"}),       # plan and cancel planned outages
 }
 _MIN_PASSWORD = 8
 

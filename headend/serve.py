@@ -66,6 +66,7 @@ class ServeOptions:
     clock_speed: float = 1.0
     notices: NoticeConfig | None = None  # the customer-notice sender (headend.notices.service)
     api: ApiConfig | None = None  # the payments API, when api.listen is set
+    console: bool = True  # the operator console at / on the API's listener
 
 
 def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[FrontEnd, OutboxWorker]:
@@ -123,7 +124,8 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
     if options.api is not None and options.api.listen:
         from headend.api.server import start_api  # FastAPI loads only when the API is on
 
-        api = await start_api(store, options.api, keys=keys)
+        api = await start_api(store, options.api, keys=keys, console=options.console,
+                              outage_policy=options.notices.outages if options.notices is not None else None)
         if api_urls is not None:
             api_urls.append(api.url)
     if ready is not None:

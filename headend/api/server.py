@@ -16,7 +16,7 @@ import contextlib
 import logging
 import socket
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import uvicorn
 
@@ -90,10 +90,12 @@ class ApiServer:
 
 
 async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
-                    clock: Callable[[], float] = time.time) -> ApiServer:
+                    clock: Callable[[], float] = time.time, console: bool = False,
+                    outage_policy: Any = None) -> ApiServer:
     """Bind ``config.listen`` and serve the API on the running loop until ``stop()``.
 
-    ``keys`` opens the channels' sealed API secrets."""
+    ``keys`` opens the channels' sealed API secrets; ``console`` adds the operator console at ``/``
+    (``outage_policy``: how far ahead its planned outages are announced)."""
     if not config.listen:
         raise ValueError("the payments API needs a listen URL (tcp://HOST:PORT)")
     host, port = parse_api_url(config.listen)
@@ -107,7 +109,12 @@ async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
     sock.listen(1024)
     sock.setblocking(False)
     payments = StorePayments(store, keys, clock=clock)
-    ucfg = uvicorn.Config(create_app(store, config, clock=clock, port=payments, keys=keys), lifespan="off",
+    app = create_app(store, config, clock=clock, port=payments, keys=keys)
+    if console:
+        from headend.console import add_console
+
+        add_console(app, store, clock=clock, outage_policy=outage_policy)
+    ucfg = uvicorn.Config(app, lifespan="off",
                           access_log=False, log_level="warning", http=_http_impl(), timeout_graceful_shutdown=5,
                           server_header=False, date_header=False)
     server = _Server(ucfg)

@@ -128,6 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "changed (default 60; 0: never)")
     p.add_argument("--api", metavar="URL", help="also serve the payments API on tcp://HOST:PORT (default: [api] listen"
                    " in the config; off when neither is given)")
+    p.add_argument("--no-console", action="store_true",
+                   help="serve the payments API without the operator console at / (default: the console is on)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log every link and command step too (default: cycle summaries, warnings and errors)")
     c.add_store_args(p)
@@ -481,6 +483,7 @@ def op_serve(args: argparse.Namespace) -> int:
         **_clock_options(args),
         notices=notices_cli.serve_notice_options(args),
         api=_api_options(args),
+        console=not args.no_console,
     )
     # the lock first and released last: closing its descriptor while SQLite has the file open
     # would drop SQLite's own locks on it
@@ -502,6 +505,8 @@ def op_serve(args: argparse.Namespace) -> int:
             if ready.is_set():
                 for url in api_urls:
                     print(f"headend serve: payments API on {url} (OpenAPI at {url}/openapi.json)", flush=True)
+                    if options.console:
+                        print(f"headend serve: operator console on {url}/", flush=True)
                 print(f"headend serve: working the outbox of {store.location} ({_meter_count(store)} meters now; "
                       "meters added later are served too); Ctrl-C stops", flush=True)
             reporter = asyncio.create_task(_summaries(store, args.summary_every, stop))

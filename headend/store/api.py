@@ -33,6 +33,7 @@ from __future__ import annotations
 from headend.store.api_state import ApiState
 from headend.store.bank import BankBatches
 from headend.store.channels import Channels
+from headend.store.console import ConsoleQueries
 from headend.store.control import CostControlState
 from headend.store.events import Events
 from headend.store.grid import GridStore
@@ -50,5 +51,5 @@ __all__ = ["Store", "METER_FILTER_FIELDS"]
 
 
 class Store(Vouchers, Meters, ApiState, Payments, CostControlState, Channels, Operators, Shifts, Readings, Events,
-            Notices, GridStore, ReportQueries, Reconciliations, BankBatches):
+            Notices, GridStore, ReportQueries, Reconciliations, BankBatches, ConsoleQueries):
     """The head-end's persistent state. Open with `headend.store.open_store(path)`."""

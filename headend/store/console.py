@@ -1,0 +1,68 @@
+"""What the operator console's dashboard counts: one query each, so it stays fast on a large fleet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headend.store.base import StoreBase
+
+__all__ = ["ConsoleQueries", "METER_STATES"]
+
+METER_STATES = ("credit", "warning", "cut", "not_reached")
+
+# A meter's state as the accounts report defines an account's (headend.reports.account_state:
+# cut, else at or below an alarm amount = "warning", else credit), taken per meter with its own
+# wallet, and "not_reached" first when the head-end has not heard from it since the cut-off.
+_STATE_SQL = (
+    "SELECT CASE"
+    " WHEN last_seen IS NULL OR last_seen < ? THEN 'not_reached'"
+    " WHEN (mode = 'remote' AND supply != 'on') OR (mode = 'local' AND relay = 'open') THEN 'cut'"
+    " WHEN bal <= 0 OR (alarm2_fen > 0 AND bal <= alarm2_fen) OR (alarm1_fen > 0 AND bal <= alarm1_fen) THEN 'warning'"
+    " ELSE 'credit' END AS state, COUNT(*)"
+    " FROM (SELECT m.last_seen, m.mode, m.relay, a.supply, a.alarm1_fen, a.alarm2_fen,"
+    "  a.balance_fen + CASE WHEN m.mode = 'local' THEN COALESCE(m.balance_fen, 0) ELSE 0 END AS bal"
+    "  FROM meters m JOIN accounts a ON a.customer = m.customer)"
+    " GROUP BY state"
+)
+
+
+class ConsoleQueries(StoreBase):
+    """Counts for the console's dashboard."""
+
+    def meter_states(self, *, seen_since: int) -> dict[str, int]:
+        """How many meters are in credit, warning (at or below an alarm amount, or empty), cut, or
+        not reached (not heard from since ``seen_since``)."""
+        out = dict.fromkeys(METER_STATES, 0)
+        with self._tx(write=False) as tx:
+            for state, n in tx.all(_STATE_SQL, (int(seen_since),)):
+                out[state] = int(n)
+        return out
+
+    def collections_by_channel(self, day: str) -> list[tuple[str, str, int, int]]:
+        """(channel id, channel kind, payments, fen) of the payments booked on business ``day`` that stand."""
+        with self._tx(write=False) as tx:
+            return tx.all(  # type: ignore[return-value]
+                "SELECT p.channel, c.kind, COUNT(*), SUM(p.amount_fen) FROM payments p JOIN channels c"
+                " ON c.id = p.channel WHERE p.day = ? AND p.state != 'reversed' GROUP BY p.channel ORDER BY p.channel",
+                (day,))
+
+    def relay_outcomes_since(self, since: int) -> dict[str, int]:
+        """Confirmed cuts (trip) and restores (close permitted or direct) of commands finished since ``since``."""
+        with self._tx(write=False) as tx:
+            rows = tx.all("SELECT kind, COUNT(*) FROM commands WHERE status = 'confirmed' AND updated_at >= ?"
+                          " AND kind IN ('trip', 'close_permitted', 'close_direct') GROUP BY kind", (int(since),))
+        got = {k: int(n) for k, n in rows}
+        return {"cuts": got.get("trip", 0), "restores": got.get("close_permitted", 0) + got.get("close_direct", 0)}
+
+    def commands_in_flight(self) -> dict[str, int]:
+        """Commands not final yet (queued, sent, unresolved), by status."""
+        with self._tx(write=False) as tx:
+            rows = tx.all("SELECT status, COUNT(*) FROM commands WHERE status IN ('queued', 'sent', 'unresolved')"
+                          " GROUP BY status")
+        return {s: int(n) for s, n in rows}
+
+    def failed_notice_count(self) -> int:
+        """Customer notices whose sending failed for good."""
+        with self._tx(write=False) as tx:
+            row: Any = tx.one("SELECT COUNT(*) FROM notifications WHERE status = 'failed'")
+        return int(row[0]) if row else 0
