@@ -32,7 +32,7 @@ class ConsoleQueries(StoreBase):
     def meter_states(self, *, seen_since: int) -> dict[str, int]:
         """How many meters are in credit, warning (at or below an alarm amount, or empty), cut, or
         not reached (not heard from since ``seen_since``)."""
-        out = dict.fromkeys(METER_STATES, 0)
+        out: dict[str, int] = dict.fromkeys(METER_STATES, 0)
         with self._tx(write=False) as tx:
             for state, n in tx.all(_STATE_SQL, (int(seen_since),)):
                 out[state] = int(n)
