@@ -300,7 +300,9 @@ class Meter:
         sys.modules.pop("meter.token", None)
         delattr(meter, "token")
         collect()
-        return r if self._save() else 4  # meter.token.REFUSED
+        # USED, LOCKED and REFUSED change nothing worth a flash write (the bad-entry level leaks
+        # the same from its saved start): an entry hammered on the keypad wears no flash
+        return r if r in (1, 3, 4) or self._save() else 4  # meter.token.REFUSED
 
     def tick(self, now):
         """Timers: trip delay, pre-trips, session expiry, MAC lock at midnight, set switch-over,

@@ -69,6 +69,32 @@ def test_another_meters_token_is_invalid_and_bad_entries_lock_entry_across_a_pow
     assert m.status()["balance_fen"] == 100
 
 
+def test_used_locked_and_refused_entries_write_no_flash():
+    m, _, flash = opened(0)
+    writes = []
+    real = flash.write
+    flash.write = lambda off, data: (writes.append(len(data)), real(off, data))
+    tok = credit(100, 70)
+    assert m.token(tok, T0) == T.OK and writes
+    writes.clear()
+    for _ in range(50):
+        assert m.token(tok, T0) == T.USED
+    m.wallet.set_limits(hoard=50)
+    assert m.token(credit(100, 71), T0) == T.REFUSED
+    assert writes == []
+    m.wallet.set_limits(hoard=0)
+    for i in range(5):
+        assert m.token(credit(100, 80 + i, OTHER), T0 + i) == T.INVALID  # each counted, so saved
+    assert len(writes) > 5
+    writes.clear()
+    for i in range(50):
+        assert m.token(credit(100, 90, OTHER), T0 + 10 + i) == T.LOCKED
+    assert writes == []
+    m = restart(flash)
+    assert m.token(credit(100, 72), T0 + 20) == T.LOCKED  # the saved level still holds
+    assert m.token(credit(100, 72), T0 + 3600) == T.OK   # and leaks from its saved start
+
+
 def test_a_token_follows_the_hoarding_limit_and_close_permitted_as_a_recharge_does():
     m, _, flash = opened(1000)
     assert m.token(H.encode(TK, H.MANAGEMENT, H.SET_HOARD, 20, H.amount_field(5000)), T0) == T.OK
