@@ -165,6 +165,7 @@ class Payer:
         self.clients = {ch: httpx.AsyncClient(base_url=api, auth=ChannelAuth(k, s), timeout=timeout, limits=limits)
                         for ch, (k, s) in creds.items()}
         self.retries = 0
+        self.accepted = 0
         self.refused: dict[str, int] = {}
 
     async def pay(self, p: Payment, *, give_up_s: float = 300.0) -> dict[str, Any] | None:
@@ -180,6 +181,7 @@ class Payer:
             except httpx.TransportError:
                 r = None
             if r is not None and r.status_code in (200, 201):
+                self.accepted += 1
                 return r.json()
             if r is not None and r.status_code < 500 and r.status_code != 429:
                 code = (r.json().get("code") if r.headers.get("content-type", "").endswith("json") else None) or str(
