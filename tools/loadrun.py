@@ -292,6 +292,7 @@ def run_load(meters: int = 10_000, *, seed: int = 1, workdir: Path | None = None
         serve.stop()
 
         out.update(_checks(db, control, payments))
+        out["commands_per_s"] = out["commands_confirmed"] / out["storm_wall_s"]
         out["town_stats"] = {k: v for k, v in _town_ask(control, "stats").items() if k in ("dropped", "restarts")}
         town_peak = max(town_peak, _hwm_kb(town.pid))
         out["peak_mb"] = {"town (meters)": town_peak / 1024,
@@ -374,6 +375,7 @@ def _checks(db: Path, control: tuple[str, int], payments: list) -> dict[str, Any
             paid_by_meter[meter] = fen
         confirmed = dict(con.execute("SELECT meter, COUNT(*) FROM commands WHERE kind = 'recharge'"
                                      " AND status = 'confirmed' GROUP BY meter"))
+        commands = con.execute("SELECT COUNT(*) FROM commands WHERE status = 'confirmed'").fetchone()[0]
         not_done = con.execute("SELECT COUNT(*) FROM commands WHERE status NOT IN ('confirmed')").fetchone()[0]
         states = dict(con.execute("SELECT state, COUNT(*) FROM payments GROUP BY state"))
         retries = con.execute("SELECT COALESCE(SUM(attempts - 1), 0) FROM commands WHERE attempts > 1").fetchone()[0]
@@ -388,7 +390,7 @@ def _checks(db: Path, control: tuple[str, int], payments: list) -> dict[str, Any
     return {"posted_fen": posted, "expected_fen": expected, "on_local_meters_fen": on_meters,
             "local_balances_fen": balances, "remote_balances_fen": remote,
             "conservation_ok": posted == expected == on_meters + remote and balances == on_meters,
-            "meters_wrong": wrong[:10], "meters_wrong_count": len(wrong), "commands_not_confirmed": not_done,
+            "meters_wrong": wrong[:10], "meters_wrong_count": len(wrong), "commands_not_confirmed": not_done, "commands_confirmed": commands,
             "payment_states": states, "command_retries": retries}
 
 
@@ -411,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"payments: {out['payments_confirmed']:,} of {out['payments']:,} confirmed in {out['storm_wall_s']:.1f} s"
               f" ({out['payments_confirmed'] / out['storm_wall_s']:,.0f}/s); to confirmation p50 {out['payment_p50_s']:.2f}"
               f" s, p95 {out['payment_p95_s']:.2f} s, p99 {out['payment_p99_s']:.2f} s")
+        print(f"commands: {out['commands_confirmed']:,} confirmed (recharges: session, MACs, read-back), "
+              f"{out['commands_per_s']:,.1f}/s over the storm")
         print(f"faults: {out['faults']}; retries: API {out['api_retries']}, commands {out['command_retries']}, "
               f"replies lost at the meters {out['town_stats']['dropped']}, meter restarts {out['town_stats']['restarts']}")
         print(f"conservation: posted {out['posted_fen']} fen == local meters {out['on_local_meters_fen']} + remote "

@@ -18,6 +18,6 @@ def test_conservation_and_no_lost_or_double_command_under_faults(tmp_path: Path)
     assert out["posted_fen"] == out["expected_fen"] == out["on_local_meters_fen"] + out["remote_balances_fen"]
     assert out["conservation_ok"] and out["local_balances_fen"] == out["on_local_meters_fen"]
     assert out["meters_wrong_count"] == 0, out["meters_wrong"]
-    assert out["commands_not_confirmed"] == 0
+    assert out["commands_not_confirmed"] == 0 and out["commands_confirmed"] > 0
     assert set(out["payment_states"]) <= {"confirmed_on_meter", "credited"}
     assert all(v < 1024 for v in out["peak_mb"].values())

@@ -29,6 +29,8 @@ def run(report) -> None:  # noqa: ANN001
            out["costctl_cycle_s"] * 1000, "ms")
     report(f"town: payments through the API, one per meter, with 2 SIGKILLs of serve ({size})",
            out["payments"] / out["storm_wall_s"], "payments/s")
+    report("  commands confirmed per second during the storm (recharges to local meters)", out["commands_per_s"],
+           "commands/s")
     for p in (50, 95, 99):
         report(f"  payment to confirmation p{p}", out[f"payment_p{p}_s"] * 1000, "ms")
     report("  retries: API requests sent again (serve down, receipts polled meanwhile)", out["api_retries"], "requests")
