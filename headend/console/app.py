@@ -41,6 +41,7 @@ COOKIE = "pp645_console"
 LOGIN_COOKIE = "pp645_login"   # the sign-in form's CSRF token (no session yet)
 _HERE = Path(__file__).parent
 STALE_DAYS = 3                 # a meter not heard from for this long is "not reached" (as the operations report)
+STATES_EVERY_S = 10.0          # the dashboard's meter-state counts are at most this old
 ENERGY_DI = "00010000"         # forward active energy, total (Wh)
 _FINAL = ("confirmed", "failed", "rejected", "cancelled")
 
@@ -86,6 +87,38 @@ class Console:
         self.env.filters["ts"] = self.local_time
         self.env.filters["kwh"] = lambda wh: "" if wh is None else f"{int(wh) // 1000}.{int(wh) % 1000:03d}"
         self.env.globals["METER_ACTIONS"] = METER_ACTIONS
+        self.env.globals["STATES_EVERY_S"] = STATES_EVERY_S
+        self._states: tuple[float, dict[str, int]] | None = None
+        self._refresh: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ meter states
+    async def meter_states(self) -> tuple[float, dict[str, int]]:
+        """(when counted, meters by state): counting every meter of a large fleet takes a while,
+        so the dashboards (each refreshing every few seconds) share one count, renewed in the
+        background once it is ``STATES_EVERY_S`` old; only the very first one is waited for."""
+        now = self.clock()
+        if self._states is None:
+            self._states = (now, await asyncio.to_thread(self._count_states, now))
+        elif now - self._states[0] >= STATES_EVERY_S and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._renew_states(now))
+        return self._states
+
+    async def _renew_states(self, now: float) -> None:
+        try:
+            self._states = (now, await asyncio.to_thread(self._count_states, now))
+        except Exception:  # noqa: BLE001 - the last count stays shown; the next page view tries again
+            log.exception("console: counting meters by state failed")
+
+    def _count_states(self, now: float) -> dict[str, int]:
+        # on a connection of its own: a WAL reader that never holds the store's lock, so payments
+        # and the outbox go on while it counts
+        from headend.store import open_store
+
+        since = int(now) - STALE_DAYS * 86400
+        if self.store.location in ("", ":memory:"):
+            return self.store.meter_states(seen_since=since)
+        with open_store(self.store.location, migrate=False) as reader:
+            return reader.meter_states(seen_since=since)
 
     # ------------------------------------------------------------------ helpers
     def local_time(self, t: int | None) -> str:
@@ -247,13 +280,15 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         return resp
 
     # ------------------------------------------------------------------ dashboard
-    def dashboard_data() -> dict[str, Any]:
+    async def dashboard_data() -> dict[str, Any]:
+        counted, states = await con.meter_states()
         now = int(con.clock())
         day = store.business_day(now)
         coll = store.collections_by_channel(day)
         return {
             "day": day,
-            "states": store.meter_states(seen_since=now - STALE_DAYS * 86400),
+            "states": states,
+            "states_at": int(counted),
             "collections": coll,
             "collected_fen": sum(int(r[3] or 0) for r in coll),
             "chart": Markup(bar_chart([r[0] for r in coll], [int(r[3] or 0) for r in coll], unit="yuan", scale=100,
@@ -269,13 +304,13 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
     async def dashboard(request: Request) -> Response:
         if con.session(request) is None:
             return con.to_login(request)
-        return con.render(request, "dashboard.html", d=dashboard_data())
+        return con.render(request, "dashboard.html", d=await dashboard_data())
 
     @get("/live/dashboard")
     async def dashboard_live(request: Request) -> Response:
         if con.session(request) is None:
             return con.to_login(request, fragment=True)
-        return con.render(request, "_dashboard.html", d=dashboard_data())
+        return con.render(request, "_dashboard.html", d=await dashboard_data())
 
     # ------------------------------------------------------------------ customers
     @get("/customers")

@@ -5,25 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from headend.store.base import StoreBase
+from headend.store.reporting import ACCOUNT_STATE
 
 __all__ = ["ConsoleQueries", "METER_STATES"]
 
 METER_STATES = ("credit", "warning", "cut", "not_reached")
 
-# A meter's state as the accounts report defines an account's (headend.reports.account_state:
-# cut, else at or below an alarm amount = "warning", else credit), taken per meter with its own
-# wallet, and "not_reached" first when the head-end has not heard from it since the cut-off.
+# A meter's state is the accounts report's state of an account (ACCOUNT_STATE) taken per meter,
+# with the meter's own wallet and relay; "not_reached" first when the head-end has not heard
+# from it since the cut-off.  Alarm 1 and alarm 2 are both "warning" on the dashboard.
 _STATE_SQL = (
-    "SELECT CASE"
-    " WHEN last_seen IS NULL OR last_seen < ? THEN 'not_reached'"
-    " WHEN (mode = 'remote' AND supply != 'on') OR (mode = 'local' AND relay = 'open') THEN 'cut'"
-    " WHEN bal <= 0 OR (alarm2_fen > 0 AND bal <= alarm2_fen) OR (alarm1_fen > 0 AND bal <= alarm1_fen) THEN 'warning'"
-    " ELSE 'credit' END AS state, COUNT(*)"
-    " FROM (SELECT m.last_seen, m.mode, m.relay, a.supply, a.alarm1_fen, a.alarm2_fen,"
-    "  a.balance_fen + CASE WHEN m.mode = 'local' THEN COALESCE(m.balance_fen, 0) ELSE 0 END AS bal"
-    "  FROM meters m JOIN accounts a ON a.customer = m.customer)"
-    " GROUP BY state"
+    f"SELECT CASE WHEN t.last_seen IS NULL OR t.last_seen < ? THEN 'not_reached' ELSE {ACCOUNT_STATE} END AS state,"
+    " COUNT(*) FROM (SELECT m.last_seen AS last_seen, m.mode AS mode, a.supply AS supply, a.alarm1_fen AS alarm1,"
+    " a.alarm2_fen AS alarm2, CASE WHEN m.relay = 'open' THEN 1 ELSE 0 END AS relay_open,"
+    " a.balance_fen + CASE WHEN m.mode = 'local' THEN COALESCE(m.balance_fen, 0) ELSE 0 END AS bal"
+    " FROM meters m JOIN accounts a ON a.customer = m.customer) t GROUP BY state"
 )
+_SHOWN = {"alarm1": "warning", "alarm2": "warning"}
 
 
 class ConsoleQueries(StoreBase):
@@ -35,7 +33,7 @@ class ConsoleQueries(StoreBase):
         out: dict[str, int] = dict.fromkeys(METER_STATES, 0)
         with self._tx(write=False) as tx:
             for state, n in tx.all(_STATE_SQL, (int(seen_since),)):
-                out[state] = int(n)
+                out[_SHOWN.get(state, state)] += int(n)
         return out
 
     def collections_by_channel(self, day: str) -> list[tuple[str, str, int, int]]:

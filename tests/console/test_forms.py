@@ -8,7 +8,6 @@ from html import unescape
 
 import pytest
 
-from headend.reports import account_state
 from tests.console.support import PASSWORD, Clock, csrf_of, make_site, sign_in
 
 METER, CUSTOMER = "000000000101", "000000000501"
@@ -152,20 +151,23 @@ def test_a_report_with_bad_dates_says_which(site):
 
 
 def test_dashboard_meter_states_follow_the_reports_definition(site):
-    """Each meter's dashboard state is the accounts report's state of its account (alarm 1 or 2:
-    warning), or not reached when it has not been heard from for 3 days."""
+    """Each meter's dashboard state is the accounts report's state of an account (alarm 1 or 2:
+    warning) with that meter's wallet and relay, or not reached when not heard from for 3 days."""
     store, _con, c, clock = site
     now = int(clock())
-    cases = [  # (customer balance, alarms, meter wallet, relay, last seen ago s, mode)
-        (0, (0, 0), 5000, "closed", 60, "local"), (0, (3000, 1000), 2500, "closed", 60, "local"),
-        (0, (3000, 1000), 800, "closed", 60, "local"), (0, (0, 0), 0, "closed", 60, "local"),
-        (0, (0, 0), 5000, "open", 60, "local"), (0, (0, 0), 5000, "closed", 4 * 86400, "local"),
-        (0, (0, 0), None, None, None, "local"), (9000, (0, 0), None, None, 60, "remote"),
-        (-10, (0, 0), None, None, 60, "remote"),
+    cases = [  # (account balance, (alarm1, alarm2), meter wallet, relay, last seen ago s, mode, state)
+        (0, (0, 0), 5000, "closed", 60, "local", "credit"),
+        (0, (3000, 1000), 2500, "closed", 60, "local", "warning"),      # at or below alarm 1
+        (0, (3000, 1000), 800, "closed", 60, "local", "warning"),       # below alarm 2
+        (0, (0, 0), 0, "closed", 60, "local", "warning"),               # empty
+        (0, (0, 0), 5000, "open", 60, "local", "cut"),
+        (0, (0, 0), 5000, "closed", 4 * 86400, "local", "not_reached"),
+        (0, (0, 0), None, None, None, "local", "not_reached"),          # never read
+        (9000, (0, 0), None, None, 60, "remote", "credit"),
+        (-10, (0, 0), None, None, 60, "remote", "warning"),
     ]
-    expected = {"credit": 0, "warning": 0, "cut": 0, "not_reached": 0}
-    expected["not_reached"] += 1  # the site's own meter, never read
-    for i, (bal, (a1, a2), wallet, relay, ago, mode) in enumerate(cases):
+    expected = {"credit": 0, "warning": 0, "cut": 0, "not_reached": 1}  # the site's own meter, never read
+    for i, (bal, (a1, a2), wallet, relay, ago, mode, state) in enumerate(cases):
         cust, addr = f"{900 + i:012d}", f"{300 + i:012d}"
         store.add_account(cust, actor="test", alarm1_fen=a1, alarm2_fen=a2)
         if bal:
@@ -173,16 +175,35 @@ def test_dashboard_meter_states_follow_the_reports_definition(site):
         store.add_meter(addr, link="tcp://127.0.0.1:1", customer=cust, mode=mode, actor="test")
         if ago is not None:
             store.record_meter_state(addr, balance_fen=wallet, relay=relay, seen_at=now - ago)
-        if ago is None or ago > 3 * 86400:
-            expected["not_reached"] += 1
-            continue
-        a = store.get_account(cust)
-        state = account_state(mode, a.balance_fen + (wallet or 0 if mode == "local" else 0), a1, a2, a.supply,
-                              int(relay == "open"))
-        expected["warning" if state in ("alarm1", "alarm2") else state] += 1
+        expected[state] += 1
     assert store.meter_states(seen_since=now - 3 * 86400) == expected
-    assert expected == {"credit": 2, "warning": 4, "cut": 1, "not_reached": 3}
+    # the same accounts in the accounts report (one meter each, so the same states where reached)
+    per_report: dict[str, int] = {}
+    for _district, state, n, _protected in store.account_states():
+        per_report[state] = per_report.get(state, 0) + int(n)
+    assert per_report["cut"] == expected["cut"]
+    assert per_report.get("alarm1", 0) + per_report.get("alarm2", 0) >= expected["warning"]
     sign_in(c, "aud")
     html = c.get("/live/dashboard").text
     for state, n in expected.items():
         assert f'id="n-{state}">{n}<' in html
+
+
+def test_dashboard_meter_counts_are_renewed_once_old(site):
+    """The meter-state counts are shared and renewed in the background once STATES_EVERY_S old:
+    a meter cut in between shows on the first dashboard after the renewal."""
+    import time as _time
+
+    from headend.console.app import STATES_EVERY_S
+
+    store, _con, c, clock = site
+    store.record_meter_state(METER, balance_fen=5000, relay="closed", seen_at=int(clock()))
+    sign_in(c, "aud")
+    assert 'id="n-credit">1<' in c.get("/live/dashboard").text
+    store.record_meter_state(METER, relay="open", seen_at=int(clock()))
+    assert 'id="n-credit">1<' in c.get("/live/dashboard").text  # the shared count, still fresh
+    clock.t += STATES_EVERY_S
+    deadline = _time.monotonic() + 60
+    while 'id="n-cut">1<' not in c.get("/live/dashboard").text:  # renewed in the background
+        assert _time.monotonic() < deadline, "the meter-state count was never renewed"
+        _time.sleep(0.05)
