@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+from tools.sim import FIRMWARE
+
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 

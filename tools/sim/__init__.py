@@ -4,5 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prepaid645 import firmware_dir
+
 ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE = ROOT / "firmware"
+FIRMWARE = firmware_dir()
