@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from headend.commands.meter_client import RELAY_ACTIONS, money_value, parse_di
+from headend.money import yuan
 from headend.store import InvalidInput, check_customer
 from protocol import ProtocolError
 from protocol import di as dis
@@ -33,10 +34,6 @@ _MAX_READ_ITEMS = 64
 _TARIFFS = 4  # sharp, peak, flat, valley: the meter's day-table tariff numbers are 1..4
 _MAX_SLOTS = 14
 _MAX_LADDER = 6
-
-
-def _yuan(fen: int) -> str:
-    return f"{Decimal(fen).scaleb(-2):.2f}"
 
 
 def _whole(params: dict[str, Any], name: str, what: str) -> int:
@@ -63,7 +60,7 @@ def limit_items(params: dict[str, Any]) -> list[tuple[int, Any]]:
             continue
         fen = _whole(params, key, "money limit")
         if not 0 <= fen <= 99_999_999:
-            raise InvalidInput(f"{name.replace('_', '-')} {_yuan(fen)} yuan is out of range: "
+            raise InvalidInput(f"{name.replace('_', '-')} {yuan(fen)} yuan is out of range: "
                                "a meter holds 0.00 to 999999.99 yuan")
         items.append(_encodes(di, money_value(fen), name))
     if not items:
@@ -124,8 +121,8 @@ def check(kind: str, params: Any) -> None:
     if kind == "recharge":
         fen = _whole(p, "amount_fen", "recharge")
         if not 1 <= fen <= MAX_RECHARGE_FEN:
-            raise InvalidInput(f"recharge amount {_yuan(fen)} yuan is out of range: "
-                               f"0.01 to {_yuan(MAX_RECHARGE_FEN)} yuan")
+            raise InvalidInput(f"recharge amount {yuan(fen)} yuan is out of range: "
+                               f"0.01 to {yuan(MAX_RECHARGE_FEN)} yuan")
         if p.get("customer"):
             check_customer(str(p["customer"]))
     elif kind == "read":

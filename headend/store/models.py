@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from headend.money import yuan  # noqa: F401 - the store speaks yuan in its refusals; callers import it from here
+
 __all__ = [
     "MODES",
     "RESTORE_POLICIES",
@@ -173,12 +175,6 @@ def check_link(url: str) -> str:
 
 # A meter keeps its money limits as XXXXXX.XX yuan (8 BCD digits of fen): the head-end allows the same.
 LIMIT_MAX_FEN = 99_999_999
-
-
-def yuan(fen: int) -> str:
-    """Fen as yuan with 2 decimals: -105 -> "-1.05"."""
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
 def check_limit(name: str, fen: Any) -> int:

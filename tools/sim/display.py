@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from headend.money import yuan
+
 # fields the core reports, in the order an operator reads them; anything else follows
 _ORDER = ("address", "time", "balance_fen", "state", "contact", "relay", "rate", "power_w", "energy_wh", "count")
 _MORE = ("keys", "token", "mode", "hold", "customer", "frames_in", "frames_out", "speed")
@@ -35,8 +37,7 @@ def _fmt(key: str, value: Any, status: dict[str, Any]) -> str:
     if key == "rate" and value in _RATES:
         return _RATES[value]
     if key == "balance_fen" and isinstance(value, int):
-        sign = "-" if value < 0 else ""
-        return f"{sign}{abs(value) // 100}.{abs(value) % 100:02d} yuan"
+        return f"{yuan(value)} yuan"
     if key == "power_w" and isinstance(value, int):
         return f"{value:,} W"
     if key == "energy_wh" and isinstance(value, int):
