@@ -19,7 +19,7 @@ from typing import Any
 from headend.keys import KeyStore
 from headend.store import InvalidInput, Store
 
-__all__ = ["RULES", "add_agreement", "remove_agreement", "agreement_of", "account_number", "mask_account"]
+__all__ = ["RULES", "add_agreement", "remove_agreement", "agreement_of", "account_number", "mask_account", "shown"]
 
 RULES = ("topup", "settle_month")
 _ACCOUNT_RE = re.compile(r"^[0-9]{8,32}$")
@@ -66,12 +66,17 @@ def add_agreement(store: Store, keys: KeyStore, customer: str, *, bank: str, acc
     return agreement_of(store, customer)
 
 
+def shown(record: dict[str, Any]) -> dict[str, Any]:
+    """An account's agreement record as it may be shown: the account masked, never the sealed text."""
+    return {k: v for k, v in record.items() if k != "sealed"}
+
+
 def agreement_of(store: Store, customer: str) -> dict[str, Any] | None:
     """The agreement on an account as shown (account masked, never sealed text), or None."""
     w = store.get_account(customer).withholding
     if not w:
         return None
-    return {"customer": customer, **{k: v for k, v in w.items() if k != "sealed"}}
+    return {"customer": customer, **shown(w)}
 
 
 def remove_agreement(store: Store, customer: str, *, actor: str) -> None:

@@ -8,6 +8,7 @@ import io
 import sys
 from typing import Any
 
+from headend.bank.agreements import shown
 from headend.cli import _common as c
 from headend.cli import costctl as costctl_cli
 from headend.store import MODES, Account, Meter, check_address, check_customer
@@ -81,8 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="an important customer (handled with care by operators)")
         imp.add_argument("--not-important", dest="important", action="store_false",
                          help="no longer an important customer")
-        p.add_argument("--withholding", metavar="BANK:ACCOUNT:AGREEMENT",
-                       help="bank withholding agreement (bank, masked account, agreement number)")
+        p.add_argument("--withholding", metavar="...",
+                       help="replaced by `headend bank agreement add` (which seals the account number)")
         p.add_argument("--alarm1", metavar="YUAN", help="first low-balance warning level")
         p.add_argument("--alarm2", metavar="YUAN", help="second (stronger) warning level")
         p.add_argument("--overdraft", metavar="YUAN", help="how far below zero before supply is cut")
@@ -267,14 +268,11 @@ def meter_set(args: argparse.Namespace) -> int:
     return _answer(args, m, f"meter {m.address} updated")
 
 
-def _withholding(text: str) -> dict[str, str]:
-    parts = [p.strip() for p in text.split(":")]
-    if len(parts) != 3 or not all(parts):
-        raise c.CliError(f"bad --withholding {text!r}: write BANK:ACCOUNT:AGREEMENT, e.g. ICBC:6222****1234:W-77")
-    return dict(zip(("bank", "account", "agreement"), parts))
-
-
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    if args.withholding is not None:
+        raise c.CliError("--withholding is gone: record a withholding agreement with `headend bank agreement add "
+                         "CUSTOMER --bank B --account N --holder NAME --agreement NO (--topup YUAN --below YUAN | "
+                         "--settle-month)`, which seals the account number")
     out: dict[str, Any] = {
         "name": args.name,
         "phone": args.phone,
@@ -284,7 +282,6 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
         "segment": args.segment,
         "language": args.language,
         "important": args.important,
-        "withholding": None if args.withholding is None else _withholding(args.withholding),
         "protected": args.protected,
         "restore_policy": _RESTORE[args.restore] if args.restore else None,
         "tariff": args.tariff,
@@ -301,7 +298,7 @@ def _account_view(a: Account) -> list[tuple[str, Any]]:
         ("customer", a.customer), ("name", a.name), ("phones", ", ".join(a.phones)), ("address", a.address),
         ("district", a.district), ("segment", a.segment), ("language", a.language),
         ("important", "yes" if a.important else "no"),
-        ("withholding agreement", "" if not a.withholding else ", ".join(f"{k} {v}" for k, v in a.withholding.items())),
+        ("withholding agreement", "" if not a.withholding else ", ".join(f"{k} {v}" for k, v in shown(a.withholding).items())),
         ("balance", c.fmt_fen(a.balance_fen)),
         ("sub-fen remainder", a.rem), ("ladder energy (Wh)", a.ladder_wh), ("alarm 1", c.fmt_fen(a.alarm1_fen)),
         ("alarm 2", c.fmt_fen(a.alarm2_fen)), ("overdraft", c.fmt_fen(a.overdraft_fen)),

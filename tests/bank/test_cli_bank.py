@@ -76,6 +76,26 @@ def test_agreement_export_and_import_once_each(db, tmp_path, capsysbinary):
     assert code == 0 and "removed" in out.decode()
 
 
+def test_customer_show_has_the_agreement_masked_and_customer_set_points_to_bank_agreement(db, tmp_path,
+                                                                                         capsysbinary):
+    key_file = str(tmp_path / "keys.json")
+    assert run(capsysbinary, "keys", "init", "--key-file", key_file)[0] == 0
+    assert run(capsysbinary, "bank", "agreement", "add", CUST, "--bank", "ICBC", "--account", "6222021100001234",
+               "--holder", "张三", "--agreement", "W-77", "--settle-month", "--key-file", key_file)[0] == 0
+    with open_store(db) as s:
+        sealed = s.get_account(CUST).withholding["sealed"]
+    code, out, err = run(capsysbinary, "customer", "show", CUST)
+    assert code == 0, err
+    shown = out.decode()
+    assert "6222********1234" in shown and "W-77" in shown
+    assert "6222021100001234" not in shown and "sealed" not in shown and str(sealed)[:16] not in shown
+    # the one way to record an agreement is `headend bank agreement add` (it seals the account number)
+    code, out, err = run(capsysbinary, "customer", "set", CUST, "--withholding", "ICBC:6222****9999:W-1")
+    assert code == 2 and "headend bank agreement add" in err, err
+    with open_store(db) as s:
+        assert s.get_account(CUST).withholding["agreement"] == "W-77"
+
+
 def test_a_bad_file_exits_2_with_its_lines_and_changes_nothing(db, tmp_path, capsysbinary):
     key_file = str(tmp_path / "keys.json")
     run(capsysbinary, "keys", "init", "--key-file", key_file)
