@@ -15,10 +15,11 @@ from __future__ import annotations
 import csv
 import io
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from headend.flatfile import FileError, ProfileError, csv_rows, decode, profile_doc, split_lines, whole
 
 __all__ = ["Field", "Profile", "Parsed", "ProfileError", "load_profile", "known_profiles", "write_file",
            "read_file", "PROFILE_DIR", "RESULTS"]
@@ -30,13 +31,7 @@ _TYPES = ("text", "int", "fen", "date")
 _PARTS = ("request", "return")
 _RECORDS = ("header", "detail", "trailer")
 _DIGITS = re.compile(r"^[0-9]+$")
-_DECIMAL = re.compile(r"^[0-9]*[.,][0-9]+$")
 _DATE = re.compile(r"^[0-9]{8}$")
-
-
-class ProfileError(ValueError):
-    """A bank profile that cannot be used (names the file and the setting)."""
-
 
 @dataclass(frozen=True)
 class Field:
@@ -90,19 +85,7 @@ def _field(spec: Any, where: str) -> Field:
 
 def parse_profile(text: str, source: str = "<profile>") -> Profile:
     """A profile from TOML text; ProfileError names what is missing or wrong."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{source}: not TOML: {exc}") from None
-    for key in ("bank", "format", "encoding"):
-        if key not in doc:
-            raise ProfileError(f"{source}: missing {key!r}")
-    if doc["format"] not in ("fixed", "csv"):
-        raise ProfileError(f"{source}: format must be fixed or csv, got {doc['format']!r}")
-    try:
-        "".encode(doc["encoding"])
-    except LookupError:
-        raise ProfileError(f"{source}: unknown encoding {doc['encoding']!r}") from None
+    doc = profile_doc(text, source, need=("bank", "format", "encoding"))
     records: dict[str, dict[str, tuple[Field, ...]]] = {}
     for part in _PARTS:
         records[part] = {}
@@ -197,13 +180,11 @@ def _value(f: Field, text: str, lineno: int, errors: list[str]) -> Any:
     if f.value is not None:
         return text
     if f.type in ("int", "fen"):
-        if _DIGITS.match(text):
-            return int(text)
-        if f.type == "fen" and _DECIMAL.match(text):
-            errors.append(f"line {lineno}: {f.name} {text!r} has decimals; the file must give whole fen")
-        else:
-            errors.append(f"line {lineno}: {f.name} {text!r} is not a whole number")
-        return None
+        try:
+            return whole(text, f.name, lineno, fen=f.type == "fen")
+        except FileError as exc:
+            errors.append(str(exc))
+            return None
     if f.type == "date" and not _DATE.match(text):
         errors.append(f"line {lineno}: {f.name} {text!r} is not a date YYYYMMDD")
         return None
@@ -217,23 +198,22 @@ def _cells(p: Profile, fields: Sequence[Field], line: bytes, lineno: int, errors
             errors.append(f"line {lineno}: record is {len(line)} bytes, its layout ({fields[0].value}) is {width}")
             return None
         out, at = [], 0
-        for f in fields:
-            raw = line[at:at + f.width]
-            at += f.width
-            try:
-                text = raw.decode(p.encoding)
-            except UnicodeDecodeError:
-                errors.append(f"line {lineno}: {f.name} is not valid {p.encoding} text")
-                return None
-            text = text.lstrip(f.pad) if f.align == "right" else text.rstrip(f.pad)
-            out.append(text or ("0" if f.pad == "0" else ""))
+        try:
+            for f in fields:
+                text = decode(line[at:at + f.width], p.encoding, lineno, f.name)
+                at += f.width
+                text = text.lstrip(f.pad) if f.align == "right" else text.rstrip(f.pad)
+                out.append(text or ("0" if f.pad == "0" else ""))
+        except FileError as exc:
+            errors.append(str(exc))
+            return None
         return out
     try:
-        text = line.decode(p.encoding)
-    except UnicodeDecodeError:
-        errors.append(f"line {lineno}: not valid {p.encoding} text")
+        text = decode(line, p.encoding, lineno)
+    except FileError as exc:
+        errors.append(str(exc))
         return None
-    row = next(csv.reader([text], delimiter=p.delimiter), [])
+    row = next(csv_rows([text], p.delimiter), [])
     if len(row) != len(fields):
         errors.append(f"line {lineno}: {len(row)} fields, its layout ({fields[0].value}) has {len(fields)}")
         return None
@@ -252,13 +232,10 @@ def read_file(p: Profile, part: str, data: bytes) -> Parsed:
     by_kind = {recs[r][0].value.encode(p.encoding): r for r in _RECORDS}
     out = Parsed()
     saw_trailer = False
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:
+    lines, ended = split_lines(data)
+    if not ended:
         out.errors.append(f"line {len(lines)}: the last line has no line end (file truncated?)")
-    for i, raw in enumerate(lines, 1):
-        line = raw[:-1] if raw.endswith(b"\r") else raw
+    for i, line in enumerate(lines, 1):
         rec = by_kind.get(_kind_of(p, line))
         if rec is None:
             out.errors.append(f"line {i}: unknown record kind {line[:8]!r}")

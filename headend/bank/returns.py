@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from headend.bank.batch import bank_channel_id, file_date
 from headend.bank.layout import Parsed, Profile, read_file
+from headend.flatfile import check_trailer
 from headend.notices import notify_event
 from headend.payments import PaymentError, accept_payment
 from headend.store import NotFound, Store
@@ -120,11 +121,9 @@ def check_return(p: Profile, parsed: Parsed, batch: BankBatch | None, requested:
     t = parsed.trailer
     last = parsed.details[-1][0] + 1 if parsed.details else 2
     if t is not None:
-        if t.get("count") is not None and t["count"] != len(parsed.details):
-            errors.append(f"line {last}: trailer says {t['count']} rows, the file has {len(parsed.details)}")
-        total = sum(d.get("debited_fen") or 0 for _, d in parsed.details)
-        if t.get("debited_fen") is not None and t["debited_fen"] != total:
-            errors.append(f"line {last}: trailer total {t['debited_fen']} fen debited, the rows add up to {total}")
+        errors += check_trailer(last, said_count=t.get("count"), count=len(parsed.details),
+                                said_total=t.get("debited_fen"),
+                                total=sum(d.get("debited_fen") or 0 for _, d in parsed.details), total_is=" debited")
     if batch is not None and h is not None and not errors:
         missing = sorted(set(requested) - set(seen))
         if missing:

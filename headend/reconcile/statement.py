@@ -1,5 +1,6 @@
 """Channel statements (对账单): a per-channel profile says how the file is laid out; parsing
-checks every line and names the file's line number for anything wrong.
+checks every line and names the file's line number for anything wrong (the reading rules bank
+files share are in headend/flatfile.py: encoding, lines, CSV, whole fen, the trailer's totals).
 
 A profile is TOML (``profiles/*.toml`` ship as examples; ``--profile FILE`` takes any):
 
@@ -24,17 +25,16 @@ from __future__ import annotations
 
 import csv
 import io
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from headend.flatfile import FileError, check_trailer, csv_rows, decode, profile_doc, split_lines, whole
+
 PROFILES = Path(__file__).with_name("profiles")
 STATES = ("paid", "reversed")
-
-
-class StatementError(ValueError):
-    """A statement or profile that cannot be read as it is; names the file line where there is one."""
+# a statement or profile that cannot be read as it is (names the file line where there is one)
+StatementError = FileError
 
 
 class Line(NamedTuple):   # a tuple: a million are made per statement
@@ -65,15 +65,11 @@ def load_profile(name_or_path: str) -> Profile:
     if not path.suffix:
         path = PROFILES / f"{name_or_path}.toml"
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.stem for p in PROFILES.glob("*.toml")))
         raise StatementError(f"no statement profile {name_or_path!r}: give a .toml file or one of {shipped}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise StatementError(f"statement profile {path}: {exc}") from None
-    fmt = raw.get("format", "csv")
-    if fmt not in ("csv", "fixed"):
-        raise StatementError(f"statement profile {path}: format must be csv or fixed, got {fmt!r}")
+    raw = profile_doc(text, f"statement profile {path}")
     cols = dict(raw.get("columns", {}))
     for need in ("txn_id", "amount"):
         if need not in cols:
@@ -81,28 +77,16 @@ def load_profile(name_or_path: str) -> Profile:
     states = {str(k): str(v) for k, v in raw.get("states", {"paid": "paid", "reversed": "reversed"}).items()}
     if any(v not in STATES for v in states.values()):
         raise StatementError(f"statement profile {path}: [states] values must be paid or reversed")
-    try:
-        "".encode(raw.get("encoding", "utf-8"))
-    except LookupError:
-        raise StatementError(f"statement profile {path}: unknown encoding {raw.get('encoding')!r}") from None
-    return Profile(path.stem, fmt, raw.get("encoding", "utf-8"), int(raw.get("header_lines", 0)),
+    return Profile(path.stem, raw["format"], raw["encoding"], int(raw.get("header_lines", 0)),
                    raw.get("delimiter", ","), raw.get("trailer"), cols, dict(raw.get("trailer_columns", {})), states)
 
 
 def _fen(text: str, what: str, line_no: int) -> int:
-    if text.isdigit():           # the common case, already clean
-        return int(text)
-    t = text.strip()
-    if not t or not (t.isdigit() or (t[0] == "-" and t[1:].isdigit())):
-        raise StatementError(f"line {line_no}: {what} must be a whole number of fen, got {t!r}")
-    return int(t)
+    return whole(text, what, line_no, fen=True, signed=True)
 
 
-def _fields(profile: Profile, text: str, line_no: int) -> list[str] | str:
-    if profile.format == "csv":
-        row = next(csv.reader([text], delimiter=profile.delimiter))
-        return row
-    return text
+def _fields(profile: Profile, text: str) -> list[str] | str:
+    return next(csv_rows([text], profile.delimiter)) if profile.format == "csv" else text
 
 
 def _get(profile: Profile, fields: Any, spec: Any, what: str, line_no: int) -> str:
@@ -120,12 +104,7 @@ def _get(profile: Profile, fields: Any, spec: Any, what: str, line_no: int) -> s
 
 def parse(profile: Profile, data: bytes) -> list[Line]:
     """Every detail line of a statement file; StatementError names the first bad line."""
-    try:
-        text = data.decode(profile.encoding)
-    except UnicodeDecodeError as exc:
-        line_no = data[:exc.start].count(b"\n") + 1
-        raise StatementError(f"line {line_no}: not {profile.encoding} text (wrong encoding?)") from None
-    lines = text.splitlines()
+    lines, _ = split_lines(decode(data, profile.encoding))  # a cut-off file is known by its trailer
     body = lines[profile.header_lines:]
     trailer = None
     if profile.trailer:
@@ -139,8 +118,7 @@ def parse(profile: Profile, data: bytes) -> list[Line]:
     seen: dict[str, int] = {}
     c = profile.columns
     if profile.format == "csv":
-        # one reader over the whole body (a reader per line costs more than the parsing)
-        records: Any = csv.reader(body, delimiter=profile.delimiter)
+        records: Any = csv_rows(body, profile.delimiter)
     else:
         records = body
     has_fee, has_net, has_state = "fee" in c, "net" in c, "state" in c
@@ -169,15 +147,14 @@ def parse(profile: Profile, data: bytes) -> list[Line]:
         out.append(Line(line_no, txn, amount, fee, net, state))
     if trailer is not None:
         tl = profile.header_lines + len(body) + 1
-        tf = _fields(profile, trailer, tl)
+        tf = _fields(profile, trailer)
         tc = profile.trailer_columns
-        if "count" in tc and _fen(_get(profile, tf, tc["count"], "count", tl), "count", tl) != len(out):
-            raise StatementError(f"line {tl}: trailer count does not match the {len(out)} detail lines")
-        if "amount" in tc:
-            total = _fen(_get(profile, tf, tc["amount"], "amount", tl), "trailer amount", tl)
-            if total != sum(x.amount_fen for x in out):
-                raise StatementError(f"line {tl}: trailer total {total} fen does not match the lines' "
-                                     f"{sum(x.amount_fen for x in out)} fen")
+        said_count = whole(_get(profile, tf, tc["count"], "count", tl), "trailer count", tl) if "count" in tc else None
+        said_total = _fen(_get(profile, tf, tc["amount"], "amount", tl), "trailer amount", tl) if "amount" in tc else None
+        wrong = check_trailer(tl, said_count=said_count, count=len(out), said_total=said_total,
+                              total=sum(x.amount_fen for x in out))
+        if wrong:
+            raise StatementError(wrong[0])
     return out
 
 

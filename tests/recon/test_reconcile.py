@@ -79,9 +79,9 @@ def test_every_injected_discrepancy_is_found_and_nothing_else(data):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda b: b.rsplit(b"TOTAL", 1)[0], "trailer"),                         # truncated
-    (lambda b: b.replace(b"TOTAL,12,", b"TOTAL,11,"), "trailer count"),
+    (lambda b: b.replace(b"TOTAL,12,", b"TOTAL,11,"), "trailer says 11 rows, the file has 12"),
     (lambda b: b.replace(b"\nT00000003,", b"\nT00000002,"), "duplicate"),
-    (lambda b: b.replace(b"\nT00000004,", b"\nT00000004,12.5,0,12.5,S\nX"), "whole number of fen"),
+    (lambda b: b.replace(b"\nT00000004,", b"\nT00000004,12.5,0,12.5,S\nX"), "amount '12.5' has decimals"),
     (lambda b: b.replace(b",S\n", b",Q\n", 1), "unknown state"),
     (lambda b: b"\xff\xfe" + b, "encoding"),
 ])
