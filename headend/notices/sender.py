@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from headend.link.session import backoff_delay
 from headend.notices.gateways import Gateway, GatewayError, Outcome, Outgoing, check_phone
 from headend.notices.templates import LANGUAGES, Catalog, MissingField
 from headend.store import Delivery, Notification, Store
@@ -85,7 +86,7 @@ class Policy:
 
     def backoff(self, attempts: int) -> int:
         """Seconds to wait after the ``attempts``-th failed try."""
-        return min(self.backoff_s * (2 ** max(attempts - 1, 0)), self.max_backoff_s)
+        return int(backoff_delay(self.backoff_s, attempts, self.max_backoff_s, factor=2))
 
 
 @dataclass
