@@ -9,7 +9,8 @@ from __future__ import annotations
 __all__ = ["yuan"]
 
 
-def yuan(fen: int) -> str:
-    """Fen as yuan with 2 decimals: -105 -> "-1.05"."""
+def yuan(fen: int, *, grouped: bool = False) -> str:
+    """Fen as yuan with 2 decimals: -105 -> "-1.05"; grouped, thousands apart: 123456789 -> "1,234,567.89"."""
     sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole:,}.{cents:02d}" if grouped else f"{sign}{whole}.{cents:02d}"

@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.live import Live
 
 from headend.keys import KeyStore
+from headend.money import yuan
 from headend.store import open_store
 from tools.proc import wait_for_line
 
@@ -247,7 +248,7 @@ class Demo:
                 await payer.close()
 
         n = asyncio.run(go())
-        console.print(f"  {n} payments accepted, {sum(p.amount_fen for p in payments) / 100:,.2f} yuan; the local "
+        console.print(f"  {n} payments accepted, {yuan(sum(p.amount_fen for p in payments), grouped=True)} yuan; the local "
                       "meters get theirs as a recharge (session, MACs, purchase count), the remote accounts a credit")
 
     def live(self, seconds: float) -> None:

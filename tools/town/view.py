@@ -15,6 +15,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from headend.money import yuan
+
 __all__ = ["Look", "look", "render"]
 
 IN_FLIGHT = ("queued", "sent", "unresolved")
@@ -74,10 +76,6 @@ def look(db: Path, statuses: dict[str, dict[str, Any]], town_time: str = "") -> 
     return lk
 
 
-def _yuan(fen: int) -> str:
-    return f"{fen / 100:,.2f}"
-
-
 def render(lk: Look, title: str = "") -> Group:
     """One screen: meters and money, commands, payments by channel, notices, the latest SMS."""
     top = Table.grid(padding=(0, 3))
@@ -86,9 +84,9 @@ def render(lk: Look, title: str = "") -> Group:
     meters.add_row("supply on (relay closed)", str(lk.relay_closed))
     meters.add_row("cut off (relay open)", Text(str(lk.relay_open), style="red" if lk.relay_open else ""))
     meters.add_row("without power (fault)", str(lk.down))
-    meters.add_row("money on local meters", f"{_yuan(lk.local_balance_fen)} yuan")
+    meters.add_row("money on local meters", f"{yuan(lk.local_balance_fen, grouped=True)} yuan")
     meters.add_row("local meters under 10 yuan", str(lk.low_local))
-    meters.add_row("remote accounts' balance", f"{_yuan(lk.remote_balance_fen)} yuan")
+    meters.add_row("remote accounts' balance", f"{yuan(lk.remote_balance_fen, grouped=True)} yuan")
     meters.add_row("remote accounts cut", str(lk.remote_cut))
     cmds = Table(title="commands to meters", title_justify="left", box=None)
     cmds.add_column("kind")
@@ -103,7 +101,7 @@ def render(lk: Look, title: str = "") -> Group:
     pays.add_column("count", justify="right")
     pays.add_column("yuan", justify="right")
     for ch, (n, fen) in lk.payments.items():
-        pays.add_row(ch, str(n), _yuan(fen))
+        pays.add_row(ch, str(n), yuan(fen, grouped=True))
     notes = Table(title="notices sent (SMS)", title_justify="left", box=None)
     notes.add_column("kind")
     notes.add_column("sent", justify="right")
