@@ -12,7 +12,6 @@ names, so the code and its logger names are the same in a checkout and in an ins
 
 from __future__ import annotations
 
-import importlib.resources
 import importlib.util
 import sys
 from importlib.machinery import ModuleSpec, PathFinder
@@ -55,6 +54,8 @@ def _install() -> None:
 
 def firmware_dir() -> Path:
     """The MicroPython firmware sources: shipped package data in a wheel, `firmware/` in a checkout."""
+    import importlib.resources  # here: headend --help needs none of it
+
     shipped = importlib.resources.files(__name__) / "firmware"
     if shipped.is_dir():
         return Path(str(shipped))
