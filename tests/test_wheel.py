@@ -61,7 +61,8 @@ def test_the_wheel_holds_no_bare_protocol_or_tools(installed: dict[str, Path]) -
     assert tops == {"headend", "prepaid645"}
     assert {"prepaid645/protocol/frame.py", "prepaid645/protocol/vectors/dlt645.json", "prepaid645/tools/meter_cli.py",
             "prepaid645/firmware/main.py", "prepaid645/firmware/meter/core.py", "headend/bank/profiles/icbc.toml",
-            "headend/reconcile/profiles/fixed-gbk.toml", "headend/py.typed"} <= names
+            "headend/reconcile/profiles/fixed-gbk.toml", "headend/console/templates/base.html",
+            "headend/console/static/console.css", "headend/py.typed"} <= names
     # every protocol and firmware source of the checkout went in
     for top in ("protocol", "firmware"):
         want = {f"prepaid645/{p.relative_to(ROOT)}" for p in (ROOT / top).rglob("*.py") if "__pycache__" not in p.parts}

@@ -133,10 +133,8 @@ def _entry(tmp: Path) -> dict[str, float]:
     from tools.bench.bench_firmware import build_o3
 
     dest = build_o3(tmp / "entry")
-    micropython = Path(sys.executable).parent / "micropython"
-    proc = subprocess.run([str(micropython), "-X", "heapsize=128K", "-c", _entry_inputs() + ENTRY],
-                          capture_output=True, text=True, check=True, env=dict(os.environ, MICROPYPATH=str(dest)),
-                          cwd=dest)
+    proc = mpy.run(_entry_inputs() + ENTRY, heapsize="128K", path=[dest], cwd=dest)
+    proc.check_returncode()
     return _parse(proc.stdout)
 
 
