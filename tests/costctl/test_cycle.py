@@ -226,3 +226,17 @@ def test_states_written_with_the_charge_equal_the_separate_decision_update(tmp_p
     assert separate == merged
     reports, tables = merged
     assert any(r[2] for r in reports) and tables["notices"] and tables["commands"]
+
+
+def test_a_cycle_leaves_one_summary_audit_row_and_account_rows_only_where_a_decision_changed(env):
+    store, now = env
+    rep = cycle(store, now, D0 + 2 * DAY + 9 * 3600)
+    [summary] = store.audit_entries(action="costctl.cycle")
+    assert summary.target == rep.batch_key and summary.actor == "costctl"
+    assert summary.detail["accounts"] == 4 and summary.detail["rated"] == rep.rated == 4
+    assert summary.detail["charged_fen"] == rep.charged_fen > 0 and summary.detail["decided"] == rep.actions
+    decided = [e for e in store.audit_entries(limit=1000) if e.action.startswith("costctl.")
+               and e.action != "costctl.cycle"]
+    # A keeps plenty of money: charged, nothing decided, no row of its own
+    assert A not in {e.target for e in decided}
+    assert len(decided) == sum(rep.actions.values()) > 0
