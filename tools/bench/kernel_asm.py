@@ -1,7 +1,7 @@
 """What the tariff kernel's hot loops compile to: instructions per reading and vector width.
 
 The machine code is read from numba's own assembly (``inspect_asm``), which numba gives only
-for a fresh compile, so this runs with an empty ``NUMBA_CACHE_DIR`` of its own::
+for a fresh compile, so the inspection runs in a child process with an empty ``NUMBA_CACHE_DIR``::
 
     .venv/bin/python -m tools.bench.kernel_asm
 
@@ -78,9 +78,14 @@ def inspect_in_subprocess(timeout: float = 300) -> dict:
     """Run this module with a fresh numba cache (so the assembly is available); its JSON result."""
     with tempfile.TemporaryDirectory() as cache:
         got = subprocess.run([sys.executable, "-m", "tools.bench.kernel_asm"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=timeout, env={**os.environ, "NUMBA_CACHE_DIR": cache}, check=True)
+                             text=True, timeout=timeout, check=True,
+                             env={**os.environ, "NUMBA_CACHE_DIR": cache, _CHILD: "1"})
     return json.loads(got.stdout)
 
 
+_CHILD = "PREPAID645_KERNEL_ASM_CHILD"
+
 if __name__ == "__main__":
-    print(json.dumps(_inspect()))
+    # run directly, the kernels would come from numba's cache, which keeps no assembly: the
+    # inspection runs in a child with a cache folder of its own
+    print(json.dumps(_inspect() if os.environ.get(_CHILD) else inspect_in_subprocess()))
