@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import io
 import logging
+import re
 import secrets
 import tempfile
 import time
@@ -44,6 +45,7 @@ STALE_DAYS = 3                 # a meter not heard from for this long is "not re
 STATES_EVERY_S = 10.0          # the dashboard's meter-state counts are at most this old
 ENERGY_DI = "00010000"         # forward active energy, total (Wh)
 _FINAL = ("confirmed", "failed", "rejected", "cancelled")
+_NUMBERISH = re.compile(r"^[0-9+\- ]+$")
 
 # meter commands the console offers: kind -> (button, what the confirmation asks)
 METER_ACTIONS: dict[str, tuple[str, str]] = {
@@ -317,7 +319,10 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
     async def search(request: Request, q: str = "") -> Response:
         if con.session(request) is None:
             return con.to_login(request)
-        found = store.find_accounts(q, limit=50) if q.strip() else []
+        # customer and meter numbers and phones are digits: text with letters can only be a name
+        text = q.strip()
+        found = [] if not text else store.find_accounts(text, limit=50) if _NUMBERISH.match(text) else \
+            store.find_accounts_by_name(text, limit=50)
         return con.render(request, "search.html", q=q, found=found)
 
     def customer_data(no: str) -> dict[str, Any]:

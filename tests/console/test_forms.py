@@ -4,6 +4,7 @@ needs the CSRF token, bad input is named next to its field and nothing is half-d
 
 from __future__ import annotations
 
+import re
 from html import unescape
 
 import pytest
@@ -207,3 +208,15 @@ def test_dashboard_meter_counts_are_renewed_once_old(site):
     while 'id="n-cut">1<' not in c.get("/live/dashboard").text:  # renewed in the background
         assert _time.monotonic() < deadline, "the meter-state count was never renewed"
         _time.sleep(0.05)
+
+
+def test_search_by_customer_number_meter_number_name_or_phone(site):
+    store, _con, c, _clock = site
+    store.add_account("000000000502", actor="test", name="王芳", phone="13800000009")
+    sign_in(c, "ann")
+    for q, want in (("000000000501", ["000000000501"]), ("000000000101", ["000000000501"]),
+                    ("13900000002", ["000000000701"]), ("Wang", ["000000000501"]), ("wei", ["000000000701"]),
+                    ("王", ["000000000502"]), ("nobody", [])):
+        html = c.get("/customers", params={"q": q}).text
+        got = sorted(set(re.findall(r'href="/customers/(\d{12})"', html)))
+        assert got == want, q
