@@ -520,21 +520,21 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
 
     # ------------------------------------------------------------------ outcomes
     @get("/commands/{cid}")
-    async def command(request: Request, cid: int) -> Response:
+    async def command(request: Request, cid: str) -> Response:
         if con.session(request) is None:
             return con.to_login(request)
         try:
-            cmd = store.get_command(cid)
+            cmd = store.get_command(_number(cid))
         except NotFound:
             return con.render(request, "error.html", 404, title="No such command", message=f"There is no command {cid}.")
         return con.render(request, "command.html", c=cmd, final=cmd.status in _FINAL)
 
     @get("/live/commands/{cid}")
-    async def command_live(request: Request, cid: int) -> Response:
+    async def command_live(request: Request, cid: str) -> Response:
         if con.session(request) is None:
             return con.to_login(request, fragment=True)
         try:
-            cmd = store.get_command(cid)
+            cmd = store.get_command(_number(cid))
         except NotFound:
             return Response("", status_code=404)
         return con.render(request, "_command.html", c=cmd, final=cmd.status in _FINAL)
@@ -548,21 +548,21 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
                 or (cmd is not None and cmd.status in _FINAL)}
 
     @get("/payments/{pid}")
-    async def payment(request: Request, pid: int) -> Response:
+    async def payment(request: Request, pid: str) -> Response:
         if con.session(request) is None:
             return con.to_login(request)
         try:
-            d = payment_data(pid)
+            d = payment_data(_number(pid))
         except NotFound:
             return con.render(request, "error.html", 404, title="No such payment", message=f"There is no payment {pid}.")
         return con.render(request, "payment.html", **d)
 
     @get("/live/payments/{pid}")
-    async def payment_live(request: Request, pid: int) -> Response:
+    async def payment_live(request: Request, pid: str) -> Response:
         if con.session(request) is None:
             return con.to_login(request, fragment=True)
         try:
-            d = payment_data(pid)
+            d = payment_data(_number(pid))
         except NotFound:
             return Response("", status_code=404)
         return con.render(request, "_payment.html", **d)
@@ -707,7 +707,7 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         return RedirectResponse("/outages", status_code=303)
 
     @post("/outages/{oid}/cancel")
-    async def outage_cancel(request: Request, oid: int) -> Response:
+    async def outage_cancel(request: Request, oid: str) -> Response:
         from headend.grid.outages import OutagePolicy, cancel_outage
 
         s = con.session(request)
@@ -719,7 +719,7 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         if s.role not in _perm("outages"):
             return con.refuse_role(request, s, "outages", "cancelling an outage")
         try:
-            o, n = cancel_outage(store, oid, actor=s.name, now=int(con.clock()),
+            o, n = cancel_outage(store, _number(oid), actor=s.name, now=int(con.clock()),
                                  policy=con.outage_policy or OutagePolicy())
         except (StoreError, ValueError) as exc:
             return outage_page(request, 422, {"cancel": str(exc)})
@@ -727,6 +727,13 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         return RedirectResponse("/outages", status_code=303)
 
     return con
+
+
+def _number(text: str) -> int:
+    """A record number from a path; NotFound for anything else (the page says there is no such record)."""
+    if not text.isdigit() or len(text) > 18:
+        raise NotFound(f"no record {text[:20]!r}")
+    return int(text)
 
 
 def _token(form: Mapping[str, str]) -> str:

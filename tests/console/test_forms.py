@@ -220,3 +220,21 @@ def test_search_by_customer_number_meter_number_name_or_phone(site):
         html = c.get("/customers", params={"q": q}).text
         got = sorted(set(re.findall(r'href="/customers/(\d{12})"', html)))
         assert got == want, q
+
+
+def test_an_outage_is_planned_with_notices_and_cancelled(site):
+    store, _con, c, clock = site
+    store.import_grid([("000000000101", "F7", "A7-1", "0")], actor="test")
+    sign_in(c, "olga")
+    page = c.get("/outages").text
+    assert "F7" in page and "A7-1" in page  # the grid table to choose from
+    r = c.post("/outages", data={"csrf": csrf_of(page), "scope": "feeder", "where": "F7", "start": "2026-09-25T08:00",
+                                 "end": "2026-09-25T12:00", "reason": "transformer maintenance"})
+    assert r.status_code == 200 and "1 notice(s) queued" in r.text
+    (o,) = store.list_outages()
+    assert (o.feeder, o.reason, o.actor, o.status) == ("F7", "transformer maintenance", "olga", "planned")
+    assert [n.kind for n in store.find_notices(customer=CUSTOMER)] == ["outage_planned"]
+    r = c.post(f"/outages/{o.id}/cancel", data={"csrf": csrf_of(r.text)})
+    assert r.status_code == 200 and f"outage {o.id} cancelled" in r.text
+    assert store.get_outage(o.id).status == "cancelled"
+    assert c.get("/commands/abc").status_code == 404 and c.get("/payments/99").status_code == 404
