@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from headend.operators import hash_password
+from headend.payments import accept_payment, ensure_operator_channel
 from headend.store.models import yuan
 from tests.api.support import FleetThread
 from tests.console.browser import screenshot, start_browser, wait_for
@@ -147,6 +148,16 @@ def test_sign_in_find_customer_and_take_a_payment(site, browser):
         wallet = s.get_command(p.command_id).reply["balance_fen"]
         assert after == yuan(wallet) and wallet >= 5000
         assert any(e.action == "console.login" and e.actor == "ann" for e in s.audit_entries(actor="ann"))
+    # the page stays open (no reload: the marker survives) while another payment reaches the meter
+    d.execute_script("window.stillHere = 1;")
+    with site.he.store() as s:
+        ensure_operator_channel(s, actor="olga")
+        p2 = accept_payment(s, channel_id="operator", txn_id="live-1", amount_fen=2000, meter=METER, actor="olga",
+                            paid_at=s.now())
+    now = wait_for("the open page's balance to follow", lambda: (t := text_of(d, "#balance")) != after and t)
+    assert d.execute_script("return window.stillHere;") == 1
+    with site.he.store() as s:
+        assert now == yuan(s.get_command(p2.command_id).reply["balance_fen"]) == yuan(wallet + 2000)
 
 
 def test_a_cashier_cannot_trip_a_meter(site, browser):
@@ -199,6 +210,14 @@ def test_an_operator_trips_and_restores_a_meter(site, browser):
     d.get(site.url + "/")
     assert wait_for("the dashboard", lambda: text_of(d, "#cuts")) == "1"
     assert text_of(d, "#restores") == "1"
+    # the open dashboard follows a cut made elsewhere (the CLI, cost control) without a reload
+    d.execute_script("window.stillHere = 1;")
+    with site.he.store() as s:
+        s.enqueue(METER, "trip", {}, actor="olga")
+    wait_for("the dashboard to count the second cut", lambda: text_of(d, "#cuts") == "2")
+    assert d.execute_script("return window.stillHere;") == 1
+    with site.he.store() as s:
+        s.wait_final(s.enqueue(METER, "close_direct", {}, actor="olga").id, 60)
     d.set_window_size(390, 844)  # a phone
     screenshot(d, "dashboard-phone")
     d.get(site.url + "/reports/operations")
