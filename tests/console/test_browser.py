@@ -203,6 +203,15 @@ def test_an_operator_trips_and_restores_a_meter(site, browser):
         screenshot(d, f"command-{kind}")
         d.get(site.url + f"/meters/{METER}")
         assert wait_for("the relay state", lambda: text_of(d, "#relay")) == relay
+    # read now: the values the meter answered, then on the meter page as its last readings
+    find(d, "#act-read").click()
+    find(d, "#do").click()
+    assert wait_for("the read confirmed", lambda: text_of(d, "#status") == "confirmed" and text_of(d, "#result"))
+    rows = d.find_elements(_by("CSS_SELECTOR"), "#values tr")
+    assert len(rows) == 3, [r.text for r in rows]
+    screenshot(d, "command-read")
+    d.get(site.url + f"/meters/{METER}")
+    wait_for("the last readings", lambda: len(d.find_elements(_by("CSS_SELECTOR"), "#readings tr")) == 4)
     screenshot(d, "meter-as-operator")
     with site.he.store() as s:
         cmds = {c.kind: c for c in s.list_commands(meter=METER)}

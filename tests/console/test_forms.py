@@ -238,3 +238,18 @@ def test_an_outage_is_planned_with_notices_and_cancelled(site):
     assert r.status_code == 200 and f"outage {o.id} cancelled" in r.text
     assert store.get_outage(o.id).status == "cancelled"
     assert c.get("/commands/abc").status_code == 404 and c.get("/payments/99").status_code == 404
+
+
+def test_the_meter_page_charts_daily_energy_from_the_readings(site):
+    from headend.store import Reading
+
+    store, _con, c, clock = site
+    day0 = int(clock()) - 3 * 86400
+    # cumulative energy: two readings a day; a day's energy is its last reading less the day before's
+    store.add_readings([Reading(METER, "00010000", wh, day0 + k) for k, wh in
+                        ((0, 1_000_000), (3600, 1_002_000), (86400, 1_005_500), (86400 + 3600, 1_007_250),
+                         (2 * 86400 + 3600, 1_010_250))])
+    sign_in(c, "aud")
+    html = unescape(c.get(f"/meters/{METER}").text)
+    bars = re.findall(r"<title>(\d\d-\d\d): ([0-9.]+) kWh</title>", html)
+    assert [v for _d, v in bars] == ["5.250", "3.000"]
