@@ -164,6 +164,7 @@ class Board:
         # whenever the RTC reads earlier than the last time the meter saved, resume from that,
         # so tariffs, deadlines and records stay in order. The head-end's next time set (14H;
         # an 08H broadcast only moves +-5 minutes) brings back the minutes the outage took.
+        saved = max(saved, 0)  # a new meter whose RTC reads before 2024 starts at the meter epoch
         if self._base >= saved:
             return
         y, mo, d, h, mi, s, wd = clock.to_fields(saved)

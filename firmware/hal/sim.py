@@ -51,7 +51,7 @@ def parse_time(text):
         if not clock.valid_date(y, mo, dd) or not (0 <= parts[0] < 24 and 0 <= parts[1] < 60 and 0 <= parts[2] < 60):
             raise ValueError
     except ValueError:
-        raise ValueError("start time must look like 2026-01-31T07:00[:00] (2000..2099), got %r" % (text,))
+        raise ValueError("start time must look like 2026-01-31T07:00[:00] (2024..2099), got %r" % (text,))
     return clock.from_fields(y, mo, dd, parts[0], parts[1], parts[2])
 
 

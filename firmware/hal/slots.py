@@ -35,11 +35,12 @@ def saved_time(flash):
     """The HAL time (the `now` meter.core.Meter takes) of the newest record's save, or -1 (a blank
     or an unreadable flash), read before the core powers up: a board whose RTC restarted earlier
     than this resumes from it. "ts", "lt" and "o" are the core's record fields (meter.core)."""
+    st = Store(flash)
     try:
-        s = Store(flash).load()
+        s = st.load()
     except ValueError:
         return -1
-    return -1 if s is None else s.get("ts", s["lt"]) - s["o"]
+    return -1 if s is None else s.get("ts", s["lt"]) - s["o"] - st.shift  # shift: a 2000-based record
 
 
 class SlotFiles:

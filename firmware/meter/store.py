@@ -4,7 +4,9 @@
 # record, so a cut at any byte leaves that newest record intact; load takes the good record
 # with the higher sequence. The payload is either
 #   JSON text (starts with "{"; every record before the binary head, and Store.save), or
-#   1 | b (2, LE) | b bytes of packed binary | JSON text.
+#   F | b (2, LE) | b bytes of packed binary | JSON text,
+# F = 2 where the owner's times count from 2024 (meter.clock), 1 (and JSON text) where firmware
+# that counted from 2000 wrote it: Store.shift says how far to move such a record's times.
 # The binary head holds what is big and made of ints (the meter's tariff and event log): the
 # owner reads it piece by piece with payload(), straight into its final form, so no parse
 # tree of the whole record is ever held (at power-up that tree was the heap's peak).
@@ -33,6 +35,8 @@ except ImportError:  # a port built without it
 
 _MAGIC = b"P6"
 _HEAD = const(8)
+FORMAT = 2  # the first payload byte of a record with a binary head, times from 2024
+_SHIFT_2000 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01: records before FORMAT
 _CHUNK = const(128)  # bytes per flash-to-flash copy step
 
 
@@ -43,6 +47,7 @@ class Store:
         self.seq = 0
         self.slot = 1  # the next save goes to slot 0 on a blank flash
         self.fell_back = False
+        self.shift = 0  # seconds to subtract from the loaded record's times (a 2000-based record)
 
     def _read_slot(self, slot):
         # (seq, payload length) of the slot's record, (-1, 0) when it is not intact. The CRC
@@ -85,9 +90,10 @@ class Store:
         # a write torn by a power cut on a layout that can tear); the owner records the fallback
         self.fell_back = min(s0, s1) < 0 and self.flash.read((1 - self.slot) * self.half, 2) == _MAGIC
         h = self.payload(0, 3)
+        self.shift = 0 if h[0] == FORMAT else _SHIFT_2000
         if h[0] == 0x7B:  # "{": all JSON
             return json.loads(self.payload(0, n))
-        if h[0] != 1 or len(h) < 3:
+        if h[0] > FORMAT or h[0] < 1 or len(h) < 3:
             raise ValueError("state record of unknown format %d: written by newer firmware? "
                              "Refusing it rather than starting from an empty state" % h[0])
         b = 3 + (h[1] | h[2] << 8)

@@ -35,12 +35,12 @@ __all__ = ["ENERGY_DI", "CHINA_UTC_OFFSET", "RerateRow", "rerate", "apply_rerate
 
 ENERGY_DI = "00010000"              # forward active energy, total (Wh in the store)
 CHINA_UTC_OFFSET = 8 * 3600         # tariffs are in local time; the store keeps Unix seconds
-_UNIX_2000 = 946_684_800
+_UNIX_2024 = 1_704_067_200  # 2024-01-01 00:00 UTC: the meters' epoch (firmware/meter/clock.py)
 
 
 def to_meter_time(unix: np.ndarray | int, utc_offset_s: int = CHINA_UTC_OFFSET) -> np.ndarray:
-    """Unix seconds -> meter time (local seconds since 2000-01-01)."""
-    return np.asarray(unix, dtype=np.int64) - _UNIX_2000 + utc_offset_s
+    """Unix seconds -> meter time (local seconds since 2024-01-01)."""
+    return np.asarray(unix, dtype=np.int64) - _UNIX_2024 + utc_offset_s
 
 
 @dataclass

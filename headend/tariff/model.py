@@ -1,7 +1,7 @@
 """Tariff model: TOU day tables, day-table selection, ladder, fixed charges, versions.
 
 Units follow ``headend/tariff/README.md``: prices in 0.0001 yuan/kWh, energy in Wh, money in
-fen.  Times are meter time (integer seconds since 2000-01-01 00:00 local, as the meters count),
+fen.  Times are meter time (integer seconds since 2024-01-01 00:00 local, as the meters count),
 so the head-end and the meter compare the same integers.
 
 Every constructor validates and raises :class:`TariffError` naming the bad field and the fix;
@@ -31,7 +31,7 @@ MAX_THRESHOLDS = 6          # 6 thresholds, 7 increments (Wisdom Money.c)
 MAX_SETTLEMENTS = 4
 MAX_PRICE = 1_000_000       # 100 yuan/kWh: far above any tariff, keeps int64 sums exact (see kernel)
 
-_EPOCH = np.datetime64("2000-01-01T00:00:00", "s")
+_EPOCH = np.datetime64("2024-01-01T00:00:00", "s")  # the meters' epoch (firmware/meter/clock.py)
 
 
 class TariffError(ValueError):
@@ -48,8 +48,8 @@ def hhmm(text: str) -> int:
 
 
 def meter_time(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
-    """Meter time (s since 2000-01-01 local) for a civil date and time."""
-    days = (np.datetime64(f"{y:04d}-{mo:02d}-{d:02d}", "D") - np.datetime64("2000-01-01", "D")).astype(int)
+    """Meter time (s since 2024-01-01 local) for a civil date and time."""
+    days = (np.datetime64(f"{y:04d}-{mo:02d}-{d:02d}", "D") - _EPOCH.astype("datetime64[D]")).astype(int)
     return int(days) * DAY + h * 3600 + mi * 60 + s
 
 
@@ -62,7 +62,7 @@ def civil(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     mo = dt.astype("datetime64[M]").astype(np.int64) % 12 + 1
     d = (dt.astype("datetime64[D]") - dt.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64) + 1
     sec = t - days * DAY
-    return y, mo, d, sec // 3600, sec // 60, (days + 6) % 7  # 2000-01-01 was a Saturday
+    return y, mo, d, sec // 3600, sec // 60, (days + 1) % 7  # 2024-01-01 was a Monday
 
 
 def _check_date(what: str, mo: int, d: int, max_day: int = 31) -> None:

@@ -65,3 +65,29 @@ def build_mpy(dest, extra=()):
         src = Path(src).resolve()
         mpy.cross_compile(src, dest / (src.stem + ".mpy"), cwd=src.parent)
     return dest
+
+
+def as_written_from_2000(state):
+    """A meter's _state() as firmware that counted meter time from 2000-01-01 held it (its JSON
+    records): every time moved back to that epoch, as Meter._to_epoch moves it forward."""
+    import copy
+    s = copy.deepcopy(state)
+    d = -clock.from_fields(2000, 1, 1)
+    dd = d // clock.DAY
+    s["lt"] += d
+    s["ts"] += d
+    if s["b"] >= 0:
+        s["b"] += dd
+    if "fz" in s:
+        s["fz"][1] += dd
+    if s["r"][4]:
+        s["r"][4] += d
+    if len(s["s"]) == 4 and s["s"][3]:
+        s["s"][3] += d
+    if s.get("k") and s["k"][1][1]:
+        s["k"][1][1] += d
+    t = s["t"]
+    t["sw"] = [None if v is None else v + d for v in t["sw"]]
+    t["ho"] = [h + dd * 8 for h in t["ho"]]
+    s["e"][1] = [[(r[0] + d,) + tuple(r[1:]) for r in recs] for recs in s["e"][1]]
+    return s

@@ -5,7 +5,7 @@
 # real micropython binary with every module loaded from .mpy in a 96 KB heap, and compares
 # the two checkpoint logs.
 
-from meter import codec
+from meter import clock, codec
 from meter.core import Meter
 from meter.store import RamFlash
 
@@ -19,7 +19,7 @@ except ImportError:  # under micropython, beside the .mpy files
 ADDR = "123456789012"
 KEY = b"0123456789abcdef"
 CUSTOMER = "000000000042"
-T0 = 802347771  # 2025-06-05 10:22:51 meter time
+T0 = clock.from_fields(2025, 6, 5, 10, 22, 51)
 
 
 def _value(m, he, di, now):

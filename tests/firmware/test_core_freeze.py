@@ -8,7 +8,7 @@ import pytest
 
 import protocol
 from meter import clock
-from tests.firmware.core_support import build_mpy, make, run_mpy
+from tests.firmware.core_support import as_written_from_2000, build_mpy, make, run_mpy
 from tools.bench.hes import bcd, le, parse
 from tests.firmware.test_core import HE, read, value
 
@@ -169,7 +169,7 @@ def test_16h_patterns_it_does_not_keep_are_refused_and_change_nothing(data):
 def test_a_record_from_before_freezes_loads_and_freezes_from_its_last_save():
     m, flash = make(now=EVE, mode="remote")
     m.add_energy(800, EVE)
-    state = m._state()
+    state = as_written_from_2000(m._state())
     # as written before freezes existed: no "fz", five event kinds
     del state["fz"]
     state["e"] = [state["e"][0][:5], state["e"][1][:5]]

@@ -276,6 +276,15 @@ def test_board_resumes_saved_time_when_rtc_reads_earlier(tmp_path: Path, board: 
     assert date == "(2026, 7, 1)" and now == clock.from_fields(2026, 7, 1, 8, 0, 0)
 
 
+@pytest.mark.parametrize("board", ["rp2", "esp32"])
+def test_a_new_meter_whose_rtc_reads_before_2024_starts_at_the_meter_epoch(tmp_path: Path, board: str) -> None:
+    # nothing saved yet, the RTC at its reset value (2021 or 2000): the meter's count starts at 0,
+    # never below it, and the RTC is set to 2024-01-01
+    _config(tmp_path, board)
+    date, now, _ = _boot_at(tmp_path, board, RESET_RTC[board])
+    assert date == "(2024, 1, 1)" and 0 <= now < 60
+
+
 def _bcd(v: int) -> int:
     return (v // 10) << 4 | v % 10
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from meter.store import RamFlash, Store
-from tests.firmware.core_support import T0, ask, headend, make, opened, serr, session
+from tests.firmware.core_support import T0, as_written_from_2000, ask, headend, make, opened, serr, session
 
 
 class PowerCut(Exception):
@@ -268,7 +268,7 @@ def test_text_copied_from_the_newest_record_survives_switch_overs_and_restarts()
     assert third._state() == again._state()
     assert third.tariff.prices[1] == [1, 2, 3, 4]
     st = Store(flash)
-    assert "t" not in st.load() and st.payload(0, 1) == b"\x01"  # tables in the binary head
+    assert "t" not in st.load() and st.payload(0, 1) == b"\x02"  # tables in the binary head
 
 
 # --- the record's packed binary head ----------------------------------------------------------
@@ -300,13 +300,13 @@ def _programmed():
 def _head(flash):
     st = Store(flash)
     st.load()
-    return st.payload(0, 1)  # the newest record's first byte: "{" JSON, 1 packed head
+    return st.payload(0, 1)  # the newest record's first byte: "{" JSON, 2 packed head (1: times from 2000)
 
 
 def test_packed_head_round_trips_every_field():
     m, flash = _programmed()
     st = Store(flash)
-    assert "t" not in st.load() and st.payload(0, 1) == b"\x01"
+    assert "t" not in st.load() and st.payload(0, 1) == b"\x02"
     back, _ = make(flash)
     assert back._state() == m._state()
     assert back.tariff.holiday_list() == m.tariff.holiday_list() and len(back.tariff.holidays) == 37
@@ -318,11 +318,11 @@ def test_a_json_record_still_loads_and_is_rewritten_packed():
     they were; the save at power-up rewrites them in the packed form."""
     m, flash = _programmed()
     old = m._state()
-    m.store.save(old)  # the JSON layout earlier firmware wrote
+    m.store.save(as_written_from_2000(old))  # the JSON layout earlier firmware wrote
     assert _head(flash) == b"{"
     back, _ = make(flash)
     assert back._state() == old
-    assert _head(flash) == b"\x01"
+    assert _head(flash) == b"\x02"
     again, _ = make(flash)
     assert again._state() == old
 
@@ -331,7 +331,7 @@ def test_a_record_of_unknown_format_is_refused_not_reset(tmp_path):
     from hal.flash import StateError, open_state
 
     m, flash = _programmed()
-    m.store.save_parts([b"\x02\x00\x00{}"])  # intact (CRC right) but of a format not known here
+    m.store.save_parts([b"\x03\x00\x00{}"])  # intact (CRC right) but of a format not known here
     with pytest.raises(ValueError, match="unknown format"):
         Store(flash).load()
     with pytest.raises(ValueError):

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "firmware"))
 
+from meter import clock  # noqa: E402
 from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
 from tools import mpy  # noqa: E402
@@ -50,7 +51,7 @@ def run_mpy(dest, code: str, heapsize: str = "96K", timeout: float = 300) -> sub
 
 ADDR = "123456789012"
 KEY = b"0123456789abcdef"
-T0 = 802347771  # 2025-06-05 10:22:51
+T0 = clock.from_fields(2025, 6, 5, 10, 22, 51)
 READ_ENERGY = bytes.fromhex("fefefefe68129078563412681104333334336816")
 RATE_FRAMES = 20000
 MIXED = 1000
