@@ -7,7 +7,6 @@
 # that counted from 2000 are moved to this epoch when they are loaded (meter.core, meter.store).
 
 DAY = 86400
-FIRST_YEAR = 2024
 
 
 def days_from_civil(y, m, d):
@@ -43,16 +42,12 @@ def to_fields(t):
     days = t // DAY
     sec = t - days * DAY
     y, mo, d = civil_from_days(days)
-    return y, mo, d, sec // 3600, sec // 60 % 60, sec % 60, weekday(days)
-
-
-def weekday(days):
-    """0 = Sunday .. 6 = Saturday for day number `days` (2024-01-01 was a Monday)."""
-    return (days + 1) % 7
+    # weekday 0 = Sunday: 2024-01-01 was a Monday (meter.tariff counts the same way)
+    return y, mo, d, sec // 3600, sec // 60 % 60, sec % 60, (days + 1) % 7
 
 
 def valid_date(y, mo, d):
-    if not (FIRST_YEAR <= y <= 2099 and 1 <= mo <= 12 and d >= 1):
+    if not (2024 <= y <= 2099 and 1 <= mo <= 12 and d >= 1):  # the meter epoch's year on
         return False
     if mo == 2:
         return d <= (29 if y % 4 == 0 else 28)  # 2024..2099: every 4th year is leap

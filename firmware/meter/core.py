@@ -11,7 +11,7 @@ from meter.dis import read_item, write_item
 from meter.events import Events
 from meter.relay import Relay
 from meter.security import Security, ct_eq
-from meter.store import FORMAT, Store, collect, ints_writer, text_parts
+from meter.store import Store, collect, ints_writer, text_parts
 from meter.tariff import Tariff
 
 try:
@@ -172,39 +172,9 @@ class Meter:
         # records written before freezes existed: midnight, and nothing frozen after the last save
         self.frz_min, self.frz_day = s.get("fz") or (0, s["lt"] // clock.DAY)
         self.tok = s.get("k")
-        if st.shift:
-            self._to_epoch(st.shift)
-
-    def _to_epoch(self, d):
-        # A record of firmware that counted from 2000: every time it holds moves to the 2024
-        # epoch once (seconds by d, day numbers by d // DAY; -1 and 0 mean "none" where they do),
-        # and the next save writes the whole record anew in the new form
-        dd = d // clock.DAY
-        self.last_t -= d
-        if self.bc_day >= 0:
-            self.bc_day -= dd
-        self.frz_day -= dd
-        r = self.relay
-        if r.until:
-            r.until -= d
-        sec = self.sec
-        if sec.fail_t:
-            sec.fail_t -= d
-        k = self.tok  # keypad tokens' bad-entry limit: [level, since] (meter.token)
-        if k and k[1][1]:
-            k[1][1] -= d
-        tf = self.tariff
-        tf.switch = [None if v is None else max(0, v - d) for v in tf.switch]
-        # holidays before the epoch are past: gone
-        tf.holidays = [h - dd * 8 for h in tf.holidays if h >= dd * 8]
-        for recs in self.events.recs:
-            for i in range(len(recs)):
-                r = recs[i]
-                recs[i] = (r[0] - d,) + r[1:]
-        tf._dump = None
-        self._tlen = self._elen = -1
-        tf.dirty = True
-        self.events.dirty = True
+        if st.shift:  # a record of the firmware that counted from 2000: once, at the upgrade
+            from meter.epoch2000 import to_epoch
+            to_epoch(self, st.shift)
 
     def _save(self):
         """Persist the state; False (and the last saved state back in RAM) when the record
@@ -231,7 +201,7 @@ class Meter:
         tf = self.tariff
         ev_ = self.events
         head = bytearray(3)
-        head[0] = FORMAT
+        head[0] = 2  # a binary head, times from 2024 (meter.store _FORMAT)
         parts = []
         parts.append(head)
         write = ints_writer(parts)

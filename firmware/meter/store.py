@@ -35,19 +35,20 @@ except ImportError:  # a port built without it
 
 _MAGIC = b"P6"
 _HEAD = const(8)
-FORMAT = 2  # the first payload byte of a record with a binary head, times from 2024
-_SHIFT_2000 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01: records before FORMAT
+_FORMAT = const(2)  # the first payload byte of a record with a binary head, times from 2024
+_SHIFT_2000 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01: records before _FORMAT
 _CHUNK = const(128)  # bytes per flash-to-flash copy step
 
 
 class Store:
+    shift = 0  # seconds to subtract from the loaded record's times (set for a 2000-based record)
+
     def __init__(self, flash):
         self.flash = flash
         self.half = flash.size // 2
         self.seq = 0
         self.slot = 1  # the next save goes to slot 0 on a blank flash
         self.fell_back = False
-        self.shift = 0  # seconds to subtract from the loaded record's times (a 2000-based record)
 
     def _read_slot(self, slot):
         # (seq, payload length) of the slot's record, (-1, 0) when it is not intact. The CRC
@@ -90,10 +91,13 @@ class Store:
         # a write torn by a power cut on a layout that can tear); the owner records the fallback
         self.fell_back = min(s0, s1) < 0 and self.flash.read((1 - self.slot) * self.half, 2) == _MAGIC
         h = self.payload(0, 3)
-        self.shift = 0 if h[0] == FORMAT else _SHIFT_2000
+        if h[0] != _FORMAT:
+            self.shift = _SHIFT_2000
+        elif self.shift:
+            self.shift = 0
         if h[0] == 0x7B:  # "{": all JSON
             return json.loads(self.payload(0, n))
-        if h[0] > FORMAT or h[0] < 1 or len(h) < 3:
+        if h[0] > _FORMAT or h[0] < 1 or len(h) < 3:
             raise ValueError("state record of unknown format %d: written by newer firmware? "
                              "Refusing it rather than starting from an empty state" % h[0])
         b = 3 + (h[1] | h[2] << 8)

@@ -310,7 +310,7 @@ class Tariff:
                     hi = mid
             if lo < len(hol) and hol[lo] >> 3 == days:
                 return hol[lo] & 7
-        if self.weekend >> clock.weekday(days) & 1:
+        if self.weekend >> ((days + 1) % 7) & 1:  # 0 = Sunday; 2024-01-01 was a Monday (meter.clock)
             return self.weekend_table
         mo, d = clock.civil_from_days(days)[1:]
         key = mo * 32 + d

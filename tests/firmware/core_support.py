@@ -69,7 +69,7 @@ def build_mpy(dest, extra=()):
 
 def as_written_from_2000(state):
     """A meter's _state() as firmware that counted meter time from 2000-01-01 held it (its JSON
-    records): every time moved back to that epoch, as Meter._to_epoch moves it forward."""
+    records): every time moved back to that epoch, as meter.epoch2000.to_epoch moves it forward."""
     import copy
     s = copy.deepcopy(state)
     d = -clock.from_fields(2000, 1, 1)

@@ -81,6 +81,8 @@ def time_values(m):
         if s is not None:
             v.append(s)
     v.extend(m.tariff.holidays)
+    if m.tok:
+        v.append(m.tok[1][1])  # keypad tokens' bad-entry limit: since when
     for recs in m.events.recs:
         for r in recs:
             v.append(r[0])
