@@ -63,9 +63,9 @@ def reconcile_run(args: argparse.Namespace) -> int:
             res = reconcile_day(store, args.channel, args.day, data, profile=args.profile, actor=actor)
         except StatementError as exc:
             raise c.CliError(f"{args.file}: {exc}") from None
-    rows = [r for r in res.rows if args.all or r["class"] != "matched"]
+        rows = res.rows if args.all else res.problems   # matched rows are read from the store
     if args.json:
-        c.print_json(dict(res.to_dict(), rows=rows))
+        c.print_json(res.to_dict(rows))
     elif args.csv:
         c.print_list(args, "", _COLS, [[r.get(k) for k in _COLS] for r in rows], rows)
     else:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from headend.flatfile import FileError, check_trailer, csv_rows, decode, profile_doc, split_lines, whole
 
@@ -102,9 +103,44 @@ def _get(profile: Profile, fields: Any, spec: Any, what: str, line_no: int) -> s
     return fields[start:start + width]
 
 
+class Statement(NamedTuple):
+    """A statement's detail lines as columns, one list per field (a million lines stay a few
+    lists, not a million objects); ``lines()`` gives them as ``Line`` tuples."""
+
+    line_no: list[int]
+    txn_id: list[str]
+    amount_fen: list[int]
+    fee_fen: list[int]
+    net_fen: list[int]
+    state: list[str]
+
+    def __len__(self) -> int:       # lines, not fields
+        return len(self.txn_id)
+
+    def lines(self) -> list[Line]:
+        """The detail lines in file order."""
+        return list(map(Line, *self))
+
+    @classmethod
+    def of(cls, lines: Iterable[Line]) -> "Statement":
+        """Columns of the given lines."""
+        cols = list(zip(*lines))
+        return cls(*map(list, cols)) if cols else cls([], [], [], [], [], [])
+
+
 def parse(profile: Profile, data: bytes) -> list[Line]:
     """Every detail line of a statement file; StatementError names the first bad line."""
-    lines, _ = split_lines(decode(data, profile.encoding))  # a cut-off file is known by its trailer
+    return parse_statement(profile, data).lines()
+
+
+def parse_statement(profile: Profile, data: bytes) -> Statement:
+    """Every detail line of a statement file, as columns; StatementError names the first bad line.
+
+    A regular file (every line complete, whole fen, known states, no duplicates) is read a
+    column at a time; anything else is read line by line, which finds and names what is wrong:
+    both give the same lines."""
+    text = decode(data, profile.encoding)
+    lines, _ = split_lines(text)  # a cut-off file is known by its trailer
     body = lines[profile.header_lines:]
     trailer = None
     if profile.trailer:
@@ -114,6 +150,81 @@ def parse(profile: Profile, data: bytes) -> list[Line]:
             raise StatementError(f"line {profile.header_lines + len(body)}: the trailer ({profile.trailer}...) is "
                                  "missing: the file is truncated")
         trailer = body.pop()
+    out = _by_columns(profile, body, text) or _by_lines(profile, body)
+    if trailer is not None:
+        tl = profile.header_lines + len(body) + 1
+        tf = _fields(profile, trailer)
+        tc = profile.trailer_columns
+        said_count = whole(_get(profile, tf, tc["count"], "count", tl), "trailer count", tl) if "count" in tc else None
+        said_total = _fen(_get(profile, tf, tc["amount"], "amount", tl), "trailer amount", tl) if "amount" in tc else None
+        wrong = check_trailer(tl, said_count=said_count, count=len(out), said_total=said_total,
+                              total=sum(out.amount_fen))
+        if wrong:
+            raise StatementError(wrong[0])
+    return out
+
+
+def _whole_fen(column: Sequence[str]) -> list[int] | None:
+    """A column of plain unsigned whole numbers as ints, or None if any entry is anything else."""
+    if not all(column):
+        return None
+    joined = "".join(column)
+    if not (joined.isascii() and joined.isdigit()):
+        column = list(map(str.strip, column))
+        joined = "".join(column)
+        if not (all(column) and joined.isascii() and joined.isdigit()):
+            return None
+    return list(map(int, column))
+
+
+def _by_columns(profile: Profile, body: list[str], text: str) -> Statement | None:
+    """The detail lines read a column at a time, or None when the file is not regular enough for
+    that (a blank, short or bad line, a duplicate): then ``_by_lines`` reads it and names the fault."""
+    c = profile.columns
+    if not body:
+        return None
+    cols: dict[str, Sequence[str]] = {}
+    if profile.format == "csv":
+        d = profile.delimiter
+        if '"' in text:
+            return None     # quoted fields: the csv module's work
+        width = body[0].count(d) + 1
+        if set(map(operator.methodcaller("count", d), body)) != {width - 1} or \
+                any(not isinstance(v, int) or v >= width for v in c.values()):
+            return None
+        # every line has the same fields and none is quoted: one split of the whole body
+        flat = d.join(body).split(d)
+        cols = {k: flat[v::width] for k, v in c.items()}
+    else:
+        if min(map(len, body)) < max(s + n for s, n in c.values()):
+            return None
+        cols = {k: [x[s:s + n] for x in body] for k, (s, n) in c.items()}
+    txns = list(map(str.strip, cols["txn_id"]))
+    if not all(txns) or len(set(txns)) != len(txns):
+        return None
+    amount = _whole_fen(cols["amount"])
+    fee = _whole_fen(cols["fee"]) if "fee" in c else [0] * len(body)
+    if amount is None or fee is None:
+        return None
+    if "net" in c:
+        net = _whole_fen(cols["net"])
+        if net is None or any(map(operator.ne, net, map(operator.sub, amount, fee))):
+            return None
+    else:
+        net = list(map(operator.sub, amount, fee))
+    if "state" in c:
+        words = list(map(str.strip, cols["state"]))
+        if not set(words) <= profile.states.keys():
+            return None
+        state = list(map(profile.states.__getitem__, words))
+    else:
+        state = ["paid"] * len(body)
+    first = profile.header_lines + 1
+    return Statement(list(range(first, first + len(body))), txns, amount, fee, net, state)
+
+
+def _by_lines(profile: Profile, body: list[str]) -> Statement:
+    """The detail lines read one at a time; StatementError names the first bad one."""
     out: list[Line] = []
     seen: dict[str, int] = {}
     c = profile.columns
@@ -145,17 +256,7 @@ def parse(profile: Profile, data: bytes) -> list[Line]:
                                      f"{', '.join(profile.states)}")
             state = profile.states[word]
         out.append(Line(line_no, txn, amount, fee, net, state))
-    if trailer is not None:
-        tl = profile.header_lines + len(body) + 1
-        tf = _fields(profile, trailer)
-        tc = profile.trailer_columns
-        said_count = whole(_get(profile, tf, tc["count"], "count", tl), "trailer count", tl) if "count" in tc else None
-        said_total = _fen(_get(profile, tf, tc["amount"], "amount", tl), "trailer amount", tl) if "amount" in tc else None
-        wrong = check_trailer(tl, said_count=said_count, count=len(out), said_total=said_total,
-                              total=sum(x.amount_fen for x in out))
-        if wrong:
-            raise StatementError(wrong[0])
-    return out
+    return Statement.of(out)
 
 
 def write(profile: Profile, lines: list[Line]) -> bytes:

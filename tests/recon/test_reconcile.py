@@ -189,3 +189,40 @@ def test_cli_reports_discrepancies_and_resolves(day_store, tmp_path):
     f.write_bytes(b"header\nAPP-0,1000,0,1000\n")
     r = _cli("reconcile", "run", CH, DAY, str(f), db=db)
     assert r.returncode == 2 and "line" in r.stderr
+
+
+@pytest.mark.parametrize("profile", ["csv", "fixed-gbk"])
+def test_reading_by_columns_gives_the_lines_read_one_by_one(profile):
+    from headend.reconcile.statement import _by_columns, _by_lines, parse_statement
+
+    p = load_profile(profile)
+    lines = _with_fees(_lines(300, seed=4))
+    text = write(p, lines).decode(p.encoding)
+    body = text.splitlines()[p.header_lines:-1]
+    fast = _by_columns(p, body, text)
+    assert fast is not None and fast == _by_lines(p, body)
+    assert parse_statement(p, write(p, lines)) == fast
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.replace("\nT00000007,", '\n"T00000007",'),          # quoted: the csv module reads it
+    lambda t: t.replace("\nT00000009,", "\n\nT00000009,"),          # a blank line is skipped
+    lambda t: t.replace("\nT00000011,", "\n T00000011 ,"),         # spaces around a field
+])
+def test_irregular_statements_are_read_line_by_line_to_the_same_result(edit):
+    from headend.reconcile.statement import _by_lines, parse_statement
+
+    p = load_profile("csv")
+    text = edit(write(p, _with_fees(_lines(20))).decode())
+    body = text.splitlines()[p.header_lines:-1]
+    assert parse_statement(p, text.encode()) == _by_lines(p, body)
+    assert [x.txn_id for x in parse(p, text.encode())] == [f"T{i:08d}" for i in range(20)]
+
+
+def test_reconcile_rows_list_matched_lines_only_when_asked(day_store):
+    stmt = _statement([(f"APP-{i}", 1000 * (i + 1), "paid") for i in range(4)] + [("APP-5", 6000, "reversed")])
+    res = reconcile_day(day_store, CH, DAY, stmt, profile="csv", actor="auditor1")
+    assert [(r["txn_id"], r["class"]) for r in res.problems] == [("APP-4", "ours_only")]
+    full = {r["txn_id"]: (r["class"], r["payment"], r["customer"], r["line"]) for r in res.rows}
+    assert full["APP-0"] == ("matched", day_store.payment_by_txn(CH, "APP-0").id, REMOTE_CUST, 2)
+    assert len(full) == 6 and res.counts["matched"] == 5
