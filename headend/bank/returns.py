@@ -1,10 +1,11 @@
 """Return files (回盘): each debit request's result, applied once, all of a file or none of it.
 
 A debited row (or the debited part of a partial one) is a payment through the bank's
-``bank_withholding`` channel, transaction ``B<batch>-<seq>``: ``accept_payment`` makes it exactly
-once, so a local meter gets one recharge through the outbox and a remote account one credit. A
-row that failed, and the unpaid part of a partial one, is a ``withholding_failed`` notice. The
-file's digest is kept: the same file again changes nothing, and a batch takes one return file.
+``bank_withholding`` channel, transaction ``B<batch>-<seq>``: ``accept_payments`` takes the whole
+file as one batch through the payment rules, each payment exactly once, so a local meter gets one
+recharge through the outbox and a remote account one credit. A row that failed, and the unpaid
+part of a partial one, is a ``withholding_failed`` notice. The file's digest is kept: the same
+file again changes nothing, and a batch takes one return file.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any, Iterable
 from headend.bank.batch import bank_channel_id, file_date
 from headend.bank.layout import Parsed, Profile, read_file
 from headend.flatfile import check_trailer
-from headend.notices import notify_event
-from headend.payments import PaymentError, accept_payment
+from headend.notices import notify_events
+from headend.payments import PaymentError, PaymentRequest, accept_payments
 from headend.store import NotFound, Store
 from headend.store.bank import BankBatch
 
@@ -166,28 +167,32 @@ def import_return(store: Store, p: Profile, data: bytes, *, actor: str, source: 
     paid_at = _paid_at(store, batch.day)
     summary: dict[str, Any] = {"rows": len(rows), "debited_fen": 0, "payments": 0, "notices": 0,
                                **{r: 0 for r in ("debited", "partial", "insufficient", "closed")}}
-    results = []
+    paid = [r for r in rows if r.debited_fen > 0]
     with store.atomic():
+        # one batch through the payment rules: the same steps as one payment at a time, in bulk
+        try:
+            made = accept_payments(store, [
+                PaymentRequest(channel, f"B{batch.id}-{r.seq}", r.debited_fen, paid_at, customer=r.customer,
+                               extra={"bank_serial": r.serial, "batch": batch.id, "seq": r.seq}) for r in paid],
+                actor=actor)
+        except PaymentError as exc:
+            r = paid[exc.index or 0]
+            raise BankFileError(source, [f"line {r.line}: customer {r.customer}: {exc}"]) from None
+        pid = {r.seq: pay.id for r, (pay, _) in zip(paid, made)}
+        results, failed = [], []
         for r in rows:
             summary[r.result] += 1
-            pid = None
             if r.debited_fen > 0:
-                try:
-                    pay = accept_payment(store, channel_id=channel, txn_id=f"B{batch.id}-{r.seq}",
-                                         amount_fen=r.debited_fen, paid_at=paid_at, customer=r.customer, actor=actor,
-                                         extra={"bank_serial": r.serial, "batch": batch.id, "seq": r.seq})
-                except PaymentError as exc:
-                    raise BankFileError(source, [f"line {r.line}: customer {r.customer}: {exc}"]) from None
-                pid = pay.id
                 summary["payments"] += 1
                 summary["debited_fen"] += r.debited_fen
             if r.result != "debited":
                 short = r.amount_fen - r.debited_fen
                 reason = _REASONS.get(r.result, f"only {r.debited_fen} of {r.amount_fen} fen debited")
-                notify_event(store, r.customer, "withholding_failed",
-                             {"amount_fen": short, "bank": p.name, "reason": reason},
-                             f"withholding:{batch.id}:{r.seq}")
-                summary["notices"] += 1
-            results.append((r.result, r.debited_fen, r.serial, pid, r.seq))
+                failed.append((r.customer, "withholding_failed", {"amount_fen": short, "bank": p.name,
+                                                                  "reason": reason},
+                               f"withholding:{batch.id}:{r.seq}"))
+            results.append((r.result, r.debited_fen, r.serial, pid.get(r.seq), r.seq))
+        summary["notices"] = len(failed)
+        notify_events(store, failed)
         store.record_bank_return(digest, batch.id, results, actor=actor, summary=summary)
     return ImportResult(batch.id, batch.bank, batch.day, False, summary)

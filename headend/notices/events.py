@@ -16,12 +16,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from headend.notices.templates import BUILTIN, KINDS, Catalog, MissingField
 from headend.store import InvalidInput, Notification, Store, check_customer, yuan
 
-__all__ = ["notify_event", "watch_local", "WATCH_EVENT_KINDS"]
+__all__ = ["notify_event", "notify_events", "watch_local", "WATCH_EVENT_KINDS"]
 
 _BUILTIN = Catalog(BUILTIN)
 WATCH_EVENT_KINDS = ("recharge",)
@@ -37,25 +37,42 @@ def notify_event(store: Store, customer: str, kind: str, fields: Mapping[str, An
     withholding_failed, ...); ``fields`` must hold every fact its templates use, money as integer
     fen (``amount_fen``), times as Unix seconds (``start_at``).  InvalidInput names what is wrong.
     """
-    customer = check_customer(customer)
-    if kind not in KINDS:
-        raise InvalidInput(f"unknown notice kind {kind!r}; known: {', '.join(sorted(KINDS))}")
-    if not event_key:
-        raise InvalidInput("a notice needs its event's key (e.g. the payment's channel and transaction id)")
-    detail = {"customer": customer, **fields}
-    for k, v in detail.items():
-        if (k.endswith("_fen") or k.endswith("_at")) and type(v) is not int:
-            raise InvalidInput(f"{kind} notice: {k} must be an integer ({'fen' if k.endswith('_fen') else 'Unix s'}),"
-                               f" got {v!r}")
-    try:
-        message = _BUILTIN.render(kind, "en", detail)
-    except MissingField as exc:
-        raise InvalidInput(f"{kind} notice for customer {customer}: {exc.args[0]}") from None
-    store.queue_notices([(customer, kind, message, event_key, detail, not_before, priority)])
+    notify_events(store, [(customer, kind, fields, event_key)], not_before=not_before, priority=priority)
     n = store.notice_by_key(event_key)
     assert n is not None
-    if n.customer != customer or n.kind != kind:
-        raise InvalidInput(f"event key {event_key!r} belongs to notice {n.id} ({n.kind} for customer {n.customer})")
+    return n
+
+
+def notify_events(store: Store, events: Iterable[tuple[str, str, Mapping[str, Any], str]], *,
+                  not_before: int = 0, priority: int = 0) -> int:
+    """``notify_event`` for many events (customer, kind, fields, event_key) in one statement;
+    return how many notices are new. A key already used by another customer or kind is refused
+    (InvalidInput), as one at a time."""
+    rows = []
+    for customer, kind, fields, event_key in events:
+        customer = check_customer(customer)
+        if kind not in KINDS:
+            raise InvalidInput(f"unknown notice kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+        if not event_key:
+            raise InvalidInput("a notice needs its event's key (e.g. the payment's channel and transaction id)")
+        detail = {"customer": customer, **fields}
+        for k, v in detail.items():
+            if (k.endswith("_fen") or k.endswith("_at")) and type(v) is not int:
+                raise InvalidInput(f"{kind} notice: {k} must be an integer ({'fen' if k.endswith('_fen') else 'Unix s'}),"
+                                   f" got {v!r}")
+        try:
+            message = _BUILTIN.render(kind, "en", detail)
+        except MissingField as exc:
+            raise InvalidInput(f"{kind} notice for customer {customer}: {exc.args[0]}") from None
+        rows.append((customer, kind, message, event_key, detail, not_before, priority))
+    with store.atomic():
+        n = store.queue_notices(rows)
+        if n < len(rows):   # some keys were queued before: each must be this event's own notice
+            for customer, kind, _, key, _, _, _ in rows:
+                first = store.notice_by_key(key)
+                if first is not None and (first.customer != customer or first.kind != kind):
+                    raise InvalidInput(f"event key {key!r} belongs to notice {first.id} ({first.kind} for customer"
+                                       f" {first.customer})")
     return n
 
 

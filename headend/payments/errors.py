@@ -38,6 +38,7 @@ class PaymentError(Exception):
         self.message = message
         self.http_status = ERROR_CODES[code] if http_status is None else http_status
         self.field = field
+        self.index: int | None = None   # which request of a batch (accept_payments) was refused
 
     def to_dict(self) -> dict[str, object]:
         """The error as data (code, message, http_status, field)."""

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from headend.keys import KeyStore
 from headend.payments.errors import PaymentError
 from headend.store import Channel, Meter, NotFound, Payment, Store, TransitionError
 from headend.store.channels import fee_of
+from headend.store.payments import NewPayment
 
 __all__ = [
     "MAX_PAYMENT_FEN",
     "OPERATOR_CHANNEL",
     "DEFAULT_HOARDING_FEN",
+    "PaymentRequest",
     "accept_payment",
+    "accept_payments",
     "get_payment",
     "find_payment",
     "reverse_payment",
@@ -89,39 +93,193 @@ def _refuse(store: Store, actor: str, target: str | None, err: PaymentError, req
     return err
 
 
+def _room(meter: Meter, in_flight: int) -> int:
+    limit = DEFAULT_HOARDING_FEN if meter.hoarding_fen in (None, 0) else int(meter.hoarding_fen or 0)
+    return max(0, limit - (meter.balance_fen or 0) - in_flight)
+
+
 def headroom_fen(store: Store, meter: Meter) -> int:
     """How much more a local-cost-control meter can take: its hoarding limit minus its last
     known balance and the payments still on their way to it."""
-    limit = DEFAULT_HOARDING_FEN if meter.hoarding_fen in (None, 0) else int(meter.hoarding_fen or 0)
-    return max(0, limit - (meter.balance_fen or 0) - store.in_flight_fen(meter.address))
+    return _room(meter, store.in_flight_fen(meter.address))
 
 
-def _target(store: Store, customer: str | None, meter: str | None) -> tuple[str, Meter | None]:
+@dataclass(frozen=True)
+class PaymentRequest:
+    """One payment as a channel asks for it (the arguments of ``accept_payment`` but the actor)."""
+
+    channel_id: str
+    txn_id: str
+    amount_fen: int
+    paid_at: int
+    customer: str | None = None
+    meter: str | None = None
+    tender: Any = None
+    extra: Any = None
+    shift_id: int | None = None
+
+    def compared(self) -> dict[str, Any]:
+        """What a repeat of the same transaction id must match."""
+        return {"customer": self.customer, "meter": self.meter, "amount_fen": self.amount_fen,
+                "paid_at": self.paid_at}
+
+
+def _check_form(r: PaymentRequest, now: int) -> None:
+    if not isinstance(r.txn_id, str) or not _TXN_RE.match(r.txn_id):
+        raise PaymentError("txn_id_invalid", f"bad transaction id {r.txn_id!r}: 1-64 of A-Z a-z 0-9 _ . : / -",
+                           field="txn_id")
+    if not _int(r.amount_fen) or r.amount_fen <= 0:
+        raise PaymentError("amount_invalid", f"amount must be a whole number of fen above 0, got {r.amount_fen!r}",
+                           field="amount_fen")
+    if not _int(r.paid_at) or r.paid_at <= 0 or r.paid_at > now + 86400:
+        raise PaymentError("paid_at_invalid", f"paid_at must be Unix seconds, not in the future, got {r.paid_at!r}",
+                           field="paid_at")
+
+
+def _repeat(first: Payment, r: PaymentRequest) -> Payment:
+    """The first payment under a transaction id, if this request is the same one again."""
+    asked = r.compared()
+    for f in _COMPARED:
+        if (first.request or {}).get(f) != asked[f]:
+            raise PaymentError("duplicate_conflict",
+                               f"transaction {r.txn_id} of channel {r.channel_id} was already paid with"
+                               f" {f} = {(first.request or {}).get(f)!r}, not {asked[f]!r}; a different"
+                               " payment needs a new transaction id", field=f)
+    return first
+
+
+def _target(r: PaymentRequest, accounts: dict[str, tuple[int, str]], meters: dict[str, list[Meter]],
+            by_address: dict[str, Meter]) -> tuple[str, Meter | None]:
     """Where the money goes: (customer, the local meter to top up or None for the account)."""
-    m = None
-    if meter is not None:
-        try:
-            m = store.get_meter(meter)
-        except NotFound:
-            raise PaymentError("unknown_meter", f"no meter {meter}", field="meter") from None
-        if customer is not None and customer != m.customer:
-            raise PaymentError("meter_customer_mismatch", f"meter {meter} belongs to another customer, not {customer}",
-                               field="meter")
+    if r.meter is not None:
+        m = by_address.get(r.meter)
+        if m is None:
+            raise PaymentError("unknown_meter", f"no meter {r.meter}", field="meter")
+        if r.customer is not None and r.customer != m.customer:
+            raise PaymentError("meter_customer_mismatch",
+                               f"meter {r.meter} belongs to another customer, not {r.customer}", field="meter")
         return m.customer, (m if m.mode == "local" else None)
-    if customer is None:
+    if r.customer is None:
         raise PaymentError("unknown_customer", "name the customer (customer number) or the meter", field="customer")
-    try:
-        store.get_account(customer)
-    except NotFound:
-        raise PaymentError("unknown_customer", f"no customer {customer}", field="customer") from None
-    meters = store.meters_of_customer(customer)
-    local = [x for x in meters if x.mode == "local"]
+    if r.customer not in accounts:
+        raise PaymentError("unknown_customer", f"no customer {r.customer}", field="customer")
+    theirs = meters.get(r.customer, [])
+    local = [x for x in theirs if x.mode == "local"]
     if not local:
-        return customer, None
-    if len(meters) == 1:
-        return customer, local[0]
-    raise PaymentError("meter_required", f"customer {customer} has {len(meters)} meters"
-                       f" ({', '.join(x.address for x in meters)}): say which one to top up", field="meter")
+        return r.customer, None
+    if len(theirs) == 1:
+        return r.customer, local[0]
+    raise PaymentError("meter_required", f"customer {r.customer} has {len(theirs)} meters"
+                       f" ({', '.join(x.address for x in theirs)}): say which one to top up", field="meter")
+
+
+def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: str,
+                    channel: Channel | None = None) -> list[tuple[Payment, bool]]:
+    """Take many payments in one transaction, each exactly as ``accept_payment`` takes one:
+    (payment, whether this call made it) for each request, in order.
+
+    The same rules, checked for the whole batch with a few queries (channels, earlier payments,
+    accounts and meters, money on its way to the meters) and written in bulk (``record_payments``,
+    the journal, the outbox, one notice per payment). All or nothing: the first refused request
+    raises its PaymentError with ``index`` set to its place in ``requests``, and nothing is
+    written. A transaction id twice in one batch is one payment, as it would be in two calls.
+    A cut account is restored on its balance after all of the batch's payments to it.
+    ``channel``: the caller's channel record, read in the same transaction (saves reading it again).
+    """
+    now = store.now()
+    for i, r in enumerate(requests):
+        try:
+            _check_form(r, now)
+        except PaymentError as err:
+            err.index = i
+            raise
+    with store.atomic():
+        channels: dict[str, Channel] = {} if channel is None else {channel.id: channel}
+        earlier: dict[tuple[str, str], Payment] = {}
+        by_channel: dict[str, list[str]] = {}
+        for r in requests:
+            by_channel.setdefault(r.channel_id, []).append(r.txn_id)
+        for i, r in enumerate(requests):
+            if r.channel_id not in channels:
+                try:
+                    channels[r.channel_id] = _channel(store, r.channel_id)
+                except PaymentError as err:
+                    err.index = i
+                    raise
+            elif not channels[r.channel_id].enabled:
+                err = PaymentError("channel_disabled", f"channel {r.channel_id} is disabled: it cannot take payments",
+                                   field="channel")
+                err.index = i
+                raise err
+        for ch_id, txns in by_channel.items():
+            earlier.update(((ch_id, t), p) for t, p in store.payments_by_txn(ch_id, txns).items())
+        accounts, meters = store.payment_targets([r.customer for r in requests if r.customer is not None],
+                                                 [r.meter for r in requests if r.meter is not None])
+        by_address = {m.address: m for ms in meters.values() for m in ms}
+        in_flight = store.in_flight_by_meter(a for a, m in by_address.items() if m.mode == "local")
+        flight_before = {a: in_flight.get(a, 0) for a, m in by_address.items() if m.mode == "local"}
+        plan: list[tuple[int, PaymentRequest, Meter | None]] = []   # (index, request, local meter)
+        new: list[NewPayment] = []
+        again: dict[int, tuple[str, str]] = {}   # index -> key of the payment it repeats
+        for i, r in enumerate(requests):
+            try:
+                key = (r.channel_id, r.txn_id)
+                if key in earlier:
+                    _repeat(earlier[key], r)
+                    again[i] = key
+                    continue
+                ch = channels[r.channel_id]
+                limit = ch.max_amount_fen or MAX_PAYMENT_FEN
+                if r.amount_fen > limit:
+                    raise PaymentError("amount_too_large", f"{r.amount_fen} fen is above the channel's maximum of"
+                                       f" {limit} fen per payment", field="amount_fen")
+                cust, to_meter = _target(r, accounts, meters, by_address)
+                if to_meter is not None:
+                    room = _room(to_meter, in_flight.get(to_meter.address, 0))
+                    if r.amount_fen > room:
+                        raise PaymentError("hoarding_headroom", f"meter {to_meter.address} can take at most {room}"
+                                           f" fen more (its hoarding limit); {r.amount_fen} fen is too much",
+                                           field="amount_fen")
+                    in_flight[to_meter.address] = in_flight.get(to_meter.address, 0) + r.amount_fen
+            except PaymentError as err:
+                err.index = i
+                raise
+            plan.append((i, r, to_meter))
+            new.append(NewPayment(r.channel_id, r.txn_id, cust, to_meter.address if to_meter else r.meter,
+                                  r.amount_fen, fee_of(ch.fee_rule, r.amount_fen), r.paid_at, to_meter is not None,
+                                  r.compared(), r.tender, r.extra, r.shift_id))
+            # a later request under the same id is this payment again (checked against it below)
+            earlier[key] = Payment(0, r.channel_id, r.txn_id, cust, None, r.amount_fen, 0, "accepted", r.paid_at, 0,
+                                   request=r.compared())
+        made = store.record_payments(new, actor=actor)
+        for p in made:
+            earlier[(p.channel_id, p.txn_id)] = p
+        from headend.costctl.act import restore_after_payment
+
+        for cust in dict.fromkeys(p.customer for p, (_, _, m) in zip(made, plan) if m is None):
+            if accounts[cust][1] == "cut":
+                restore_after_payment(store, cust, actor=actor, utc_offset_s=store.utc_offset_s)
+        # the customer hears of it once per payment, with the balance right after it (the
+        # meter's own confirmation follows from its recharge record, headend.notices.events)
+        balance = {c: b for c, (b, _) in accounts.items()}
+        on_way = {a: (by_address[a].balance_fen or 0) + f for a, f in flight_before.items()}
+        events = []
+        for p, (_, r, m) in zip(made, plan):
+            if m is None:
+                balance[p.customer] += p.amount_fen
+                after = balance[p.customer]
+            else:
+                on_way[m.address] += p.amount_fen
+                after = on_way[m.address]
+            ch = channels[r.channel_id]
+            events.append((p.customer, "payment_received", {"amount_fen": p.amount_fen, "balance_fen": after,
+                                                            "channel": ch.name or ch.id},
+                           f"pay:{r.channel_id}:{r.txn_id}"))
+        from headend.notices import notify_events
+
+        notify_events(store, events)
+        made_at = {i: p for p, (i, _, _) in zip(made, plan)}
+        return [(made_at[i], True) if i in made_at else (earlier[again[i]], False) for i in range(len(requests))]
 
 
 def accept_payment(
@@ -139,62 +297,12 @@ def accept_payment(
     shift_id: int | None = None,
 ) -> Payment:
     """Take one payment through a channel, exactly once (see the package docstring)."""
-    request = {"channel": channel_id, "txn_id": txn_id, "customer": customer, "meter": meter,
-               "amount_fen": amount_fen, "paid_at": paid_at}
+    r = PaymentRequest(channel_id, txn_id, amount_fen, paid_at, customer, meter, tender, extra, shift_id)
     try:
-        if not isinstance(txn_id, str) or not _TXN_RE.match(txn_id):
-            raise PaymentError("txn_id_invalid", f"bad transaction id {txn_id!r}: 1-64 of A-Z a-z 0-9 _ . : / -",
-                               field="txn_id")
-        if not _int(amount_fen) or amount_fen <= 0:
-            raise PaymentError("amount_invalid", f"amount must be a whole number of fen above 0, got {amount_fen!r}",
-                               field="amount_fen")
-        if not _int(paid_at) or paid_at <= 0 or paid_at > store.now() + 86400:
-            raise PaymentError("paid_at_invalid", f"paid_at must be Unix seconds, not in the future, got {paid_at!r}",
-                               field="paid_at")
-        with store.atomic():
-            ch = _channel(store, channel_id)
-            first = store.payment_by_txn(channel_id, txn_id)
-            if first is not None:
-                for f in _COMPARED:
-                    if (first.request or {}).get(f) != request[f]:
-                        raise PaymentError("duplicate_conflict",
-                                           f"transaction {txn_id} of channel {channel_id} was already paid with"
-                                           f" {f} = {(first.request or {}).get(f)!r}, not {request[f]!r}; a different"
-                                           " payment needs a new transaction id", field=f)
-                return first
-            limit = ch.max_amount_fen or MAX_PAYMENT_FEN
-            if amount_fen > limit:
-                raise PaymentError("amount_too_large", f"{amount_fen} fen is above the channel's maximum of"
-                                   f" {limit} fen per payment", field="amount_fen")
-            cust, to_meter = _target(store, customer, meter)
-            if to_meter is not None:
-                room = headroom_fen(store, to_meter)
-                if amount_fen > room:
-                    raise PaymentError("hoarding_headroom", f"meter {to_meter.address} can take at most {room} fen"
-                                       f" more (its hoarding limit); {amount_fen} fen is too much", field="amount_fen")
-            p = store.record_payment(channel=channel_id, txn_id=txn_id, customer=cust,
-                                     meter=to_meter.address if to_meter else meter, amount_fen=amount_fen,
-                                     fee_fen=fee_of(ch.fee_rule, amount_fen), paid_at=paid_at, actor=actor,
-                                     to_meter=to_meter is not None,
-                                     request={f: request[f] for f in _COMPARED}, tender=tender, extra=extra,
-                                     shift_id=shift_id)
-            if to_meter is None:
-                from headend.costctl.act import restore_after_payment
-
-                restore_after_payment(store, cust, actor=actor, utc_offset_s=store.utc_offset_s)
-                balance = store.get_account(cust).balance_fen
-            else:
-                balance = (to_meter.balance_fen or 0) + store.in_flight_fen(to_meter.address)
-            # the customer hears of it once per payment (the meter's own confirmation follows
-            # from its recharge record, headend.notices.events)
-            from headend.notices import notify_event
-
-            notify_event(store, cust, "payment_received", {"amount_fen": amount_fen, "balance_fen": balance,
-                                                            "channel": ch.name or ch.id},
-                         f"pay:{channel_id}:{txn_id}")
-            return p
+        return accept_payments(store, [r], actor=actor)[0][0]
     except PaymentError as err:
-        raise _refuse(store, actor, customer or meter, err, request) from None
+        raise _refuse(store, actor, customer or meter, err, {"channel": channel_id, **r.compared(),
+                                                             "txn_id": txn_id}) from None
 
 
 def get_payment(store: Store, payment_id: int, *, channel_id: str | None = None) -> Payment:

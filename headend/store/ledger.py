@@ -11,7 +11,7 @@ their own, so a correction made after a close lands in the next open day.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 from headend.store.accounts import Accounts
 from headend.store.base import Tx
@@ -31,6 +31,21 @@ from headend.store.reporting import OWING_SINCE, snapshot_day
 
 _LEDGER_COLS = ("id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel, txn_id,"
                 " payment_id, ref, day, meter_fen")
+
+
+class Booking(NamedTuple):
+    """One journal row to book with ``_book_many`` (no idempotency key: its cause is its key)."""
+
+    customer: str
+    kind: str
+    amount_fen: int
+    meter: str | None = None
+    channel: str | None = None
+    txn_id: str | None = None
+    payment_id: int | None = None
+    ref: str | None = None
+    detail: Any = None
+    meter_fen: int = 0
 
 
 def _ledger(row: Sequence[Any]) -> LedgerEntry:
@@ -164,6 +179,41 @@ class Ledger(Accounts):
         assert row is not None
         return LedgerEntry(int(row[0]), customer, now, kind, amount_fen, int(bal[0]), idem_key, actor, detail, meter,
                            channel, txn_id, payment_id, ref, day, meter_fen)
+
+    def _book_many(self, tx: Tx, entries: Sequence[Booking], *, actor: str, day: str) -> None:
+        """``_book`` for many rows at once, in order, inside the caller's transaction: each account
+        is moved once by the sum of its rows (one statement per account, not per row) and every
+        row gets the balance_after it would have had booked alone; ``day``: the booking day."""
+        if not actor:
+            raise InvalidInput("every money movement needs an actor (operator name or service)")
+        per: dict[str, list[int]] = {}
+        for e in entries:
+            if e.kind not in LEDGER_KINDS:
+                raise InvalidInput(f"unknown journal kind {e.kind!r}; known: {', '.join(LEDGER_KINDS)}")
+            t = per.setdefault(e.customer, [0, 0])
+            t[0] += e.amount_fen
+            t[1] += 1 if e.amount_fen else 0
+        now = self.now()
+        balance: dict[str, int] = {}
+        for customer, (total, moves) in per.items():
+            if moves:
+                bal = tx.one("UPDATE accounts SET balance_fen = balance_fen + ?, version = version + ?, updated_at = ?"
+                             " WHERE customer = ? RETURNING balance_fen", (total, moves, now, customer))
+            else:
+                bal = tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (customer,))
+            if bal is None:
+                raise NotFound(f"no customer {customer}: add it with `headend customer add {customer}`")
+            balance[customer] = int(bal[0]) - total
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for e in entries:
+                balance[e.customer] += e.amount_fen
+                yield (e.customer, now, e.kind, e.amount_fen, balance[e.customer], actor, dumps(e.detail), e.meter,
+                       e.channel, e.txn_id, e.payment_id, e.ref, day, e.meter_fen)
+
+        tx.executemany(
+            "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel,"
+            " txn_id, payment_id, ref, day, meter_fen) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
 
     def credit(
         self,

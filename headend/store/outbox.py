@@ -7,6 +7,7 @@ import time
 from typing import Any, Iterable, Sequence
 
 from headend.store.audit import Audit
+from headend.store.base import Tx
 from headend.store.models import (
     COMMAND_STATUSES,
     COMMAND_TRANSITIONS,
@@ -97,16 +98,26 @@ class Outbox(Audit):
                     return cmd
             if not tx.one("SELECT 1 FROM meters WHERE address = ?", (meter,)):
                 raise NotFound(f"meter {meter} is not registered: add it with `headend meter add {meter} ...`")
-            now = self.now()
+            return self._insert_commands(tx, [(meter, kind, params, idem_key, int(not_before))], actor=actor)[0]
+
+    def _insert_commands(self, tx: Tx, rows: Sequence[tuple[str, str, Any, str | None, int]], *,
+                         actor: str) -> list[Command]:
+        """Queue new commands (meter, kind, params, idem_key, not_before) with their audit rows, in
+        the caller's transaction: the one way a command enters the outbox (``enqueue`` checks the
+        key and the meter first; a payment batch already knows both are new and known)."""
+        now = self.now()
+        out: list[Command] = []
+        for meter, kind, params, idem_key, not_before in rows:
             row = tx.one(
                 "INSERT INTO commands (meter, kind, params, status, attempts, created_at, updated_at, idem_key,"
                 " actor, not_before) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?) RETURNING id",
-                (meter, kind, params_json, now, now, idem_key, actor, int(not_before)),
+                (meter, kind, dumps(params), now, now, idem_key, actor, not_before),
             )
             assert row is not None
-            self.log_action(actor, f"command.{kind}", meter, {"command": row[0], "params": params})
-            return Command(int(row[0]), meter, kind, params, "queued", 0, None, None, now, now, idem_key, actor,
-                           int(not_before))
+            out.append(Command(int(row[0]), meter, kind, params, "queued", 0, None, None, now, now, idem_key, actor,
+                               not_before))
+        self.log_actions((actor, f"command.{c.kind}", c.meter, {"command": c.id, "params": c.params}) for c in out)
+        return out
 
     def enqueue_many(
         self, meters: Iterable[str], kind: str, params: Any = None, *, actor: str, idem_prefix: str | None = None

@@ -7,16 +7,34 @@ without its money or its recharge, nor the other way round.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from headend.store.base import Tx
-from headend.store.ledger import Ledger
-from headend.store.models import Command, Conflict, InvalidInput, NotFound, Payment, TransitionError, dumps, loads
+from headend.store.ledger import Booking, Ledger
+from headend.store.meters import _METER_COLS, _meter
+from headend.store.models import Command, InvalidInput, Meter, NotFound, Payment, TransitionError, dumps, loads
 from headend.store.outbox import Outbox
 
 _PAYMENT_COLS = ("id, channel, txn_id, customer, meter, amount_fen, fee_fen, state, paid_at, accepted_at, sent_at,"
                  " confirmed_at, credited_at, reversed_at, command_id, day, actor, tender, shift_id, request, extra,"
                  " note")
+
+
+class NewPayment(NamedTuple):
+    """A payment the rules accepted, to record (``record_payments``)."""
+
+    channel: str
+    txn_id: str
+    customer: str
+    meter: str | None
+    amount_fen: int
+    fee_fen: int
+    paid_at: int
+    to_meter: bool
+    request: Any
+    tender: Any = None
+    extra: Any = None
+    shift_id: int | None = None
 
 
 def _payment(row: Sequence[Any]) -> Payment:
@@ -64,10 +82,57 @@ class Payments(Ledger, Outbox):
 
     def in_flight_fen(self, meter: str) -> int:
         """Fen of payments on their way to a meter (recharges queued or sent, not yet confirmed)."""
+        return self.in_flight_by_meter([meter]).get(meter, 0)
+
+    def in_flight_by_meter(self, meters: Iterable[str]) -> dict[str, int]:
+        """``in_flight_fen`` of several meters at once (meters with nothing on its way left out)."""
+        out: dict[str, int] = {}
+        addresses = list(dict.fromkeys(meters))
         with self._tx(write=False) as tx:
-            row = tx.one("SELECT COALESCE(SUM(amount_fen), 0) FROM payments WHERE meter = ? AND state = 'sent_to_meter'",
-                         (meter,))
-        return int(row[0]) if row else 0
+            for lo in range(0, len(addresses), 500):  # under every engine's parameter limit
+                chunk = addresses[lo:lo + 500]
+                out.update((m, int(f)) for m, f in tx.all(
+                    "SELECT meter, SUM(amount_fen) FROM payments WHERE state = 'sent_to_meter' AND meter IN"
+                    f" ({', '.join('?' for _ in chunk)}) GROUP BY meter", chunk))
+        return out
+
+    def payments_by_txn(self, channel_id: str, txn_ids: Iterable[str]) -> dict[str, Payment]:
+        """``payment_by_txn`` of several transaction ids of one channel (ids never paid left out)."""
+        ids = list(dict.fromkeys(txn_ids))
+        out: dict[str, Payment] = {}
+        with self._tx(write=False) as tx:
+            for lo in range(0, len(ids), 500):
+                chunk = ids[lo:lo + 500]
+                out.update((r[2], _payment(r)) for r in tx.all(
+                    f"SELECT {_PAYMENT_COLS} FROM payments WHERE channel = ? AND txn_id IN"
+                    f" ({', '.join('?' for _ in chunk)})", (channel_id, *chunk)))
+        return out
+
+    def payment_targets(self, customers: Iterable[str], meters: Iterable[str],
+                        ) -> tuple[dict[str, tuple[int, str]], dict[str, list[Meter]]]:
+        """What deciding where payments go needs, in two queries for a whole batch: the accounts
+        named or owning the named meters (customer -> (balance_fen, supply)) and every meter of
+        those customers (customer -> meters, by address)."""
+        addresses = list(dict.fromkeys(meters))
+        wanted = dict.fromkeys(customers)
+        with self._tx(write=False) as tx:
+            for lo in range(0, len(addresses), 500):
+                chunk = addresses[lo:lo + 500]
+                wanted.update((r[0], None) for r in tx.all(
+                    f"SELECT customer FROM meters WHERE address IN ({', '.join('?' for _ in chunk)})", chunk))
+            names = list(wanted)
+            accounts: dict[str, tuple[int, str]] = {}
+            by_customer: dict[str, list[Meter]] = {}
+            for lo in range(0, len(names), 500):
+                chunk = names[lo:lo + 500]
+                marks = ", ".join("?" for _ in chunk)
+                accounts.update((c, (int(b), s)) for c, b, s in tx.all(
+                    f"SELECT customer, balance_fen, supply FROM accounts WHERE customer IN ({marks})", chunk))
+                for r in tx.all(f"SELECT {_METER_COLS} FROM meters WHERE customer IN ({marks}) ORDER BY address",
+                                chunk):
+                    m = _meter(r)
+                    by_customer.setdefault(m.customer, []).append(m)
+        return accounts, by_customer
 
     def record_payment(
         self,
@@ -86,47 +151,60 @@ class Payments(Ledger, Outbox):
         extra: Any = None,
         shift_id: int | None = None,
     ) -> Payment:
-        """Record an accepted payment with its journal rows, in one transaction.
+        """Record one accepted payment (see ``record_payments``)."""
+        return self.record_payments([NewPayment(channel, txn_id, customer, meter, amount_fen, fee_fen, paid_at,
+                                                to_meter, request, tender, extra, shift_id)], actor=actor)[0]
 
-        The account is credited ("payment"); with ``to_meter`` (local cost control) the money
+    def record_payments(self, new: Sequence[NewPayment], *, actor: str) -> list[Payment]:
+        """Record accepted payments with their journal rows, in one transaction, in order.
+
+        Each account is credited ("payment"); with ``to_meter`` (local cost control) the money
         then leaves the account for the meter ("topup_sent") and exactly one recharge is queued
         in the outbox (idempotency key ``payment:ID``), and the payment is ``sent_to_meter``;
         otherwise it is ``credited``. A second payment under the same (channel, txn_id) is a
-        Conflict: look it up with ``payment_by_txn`` first.
+        Conflict: the rules in ``headend.payments`` look it up first. A batch writes each table
+        with one statement per row at most (journal, audit and state in bulk).
         """
-        if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen <= 0:
-            raise InvalidInput(f"a payment is whole fen > 0, got {amount_fen!r}")
-        if to_meter and not meter:
-            raise InvalidInput("a payment to a meter names the meter")
+        for p in new:
+            if not isinstance(p.amount_fen, int) or isinstance(p.amount_fen, bool) or p.amount_fen <= 0:
+                raise InvalidInput(f"a payment is whole fen > 0, got {p.amount_fen!r}")
+            if p.to_meter and not p.meter:
+                raise InvalidInput("a payment to a meter names the meter")
         now = self.now()
         with self._tx() as tx:
-            if tx.one("SELECT 1 FROM payments WHERE channel = ? AND txn_id = ?", (channel, txn_id)):
-                raise Conflict(f"channel {channel} already has a payment with transaction id {txn_id!r}")
             day = self._open_day(tx, now)
-            row = tx.one(
-                f"INSERT INTO payments ({_PAYMENT_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, NULL, NULL,"
-                " NULL, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL) RETURNING id",
-                (channel, txn_id, customer, meter, amount_fen, fee_fen, int(paid_at), now, day, actor, dumps(tender),
-                 shift_id, dumps(request), dumps(extra)),
-            )
-            assert row is not None
-            pid = int(row[0])
-            refs = {"channel": channel, "txn_id": txn_id, "payment_id": pid, "ref": f"payment:{pid}"}
-            self._book(tx, customer, "payment", amount_fen, actor=actor, meter=meter, day=day, **refs)
-            if to_meter:
-                assert meter is not None
-                cmd = self.enqueue(meter, "recharge", {"amount_fen": amount_fen, "customer": customer, "payment": pid},
-                                   actor=actor, idem_key=f"payment:{pid}")
-                self._book(tx, customer, "topup_sent", -amount_fen, actor=actor, meter=meter,
-                           detail={"command": cmd.id}, day=day, **refs)
-                tx.execute("UPDATE payments SET state = 'sent_to_meter', sent_at = ?, command_id = ? WHERE id = ?",
-                           (now, cmd.id, pid))
-            else:
-                tx.execute("UPDATE payments SET state = 'credited', credited_at = ? WHERE id = ?", (now, pid))
-            self.log_action(actor, "payment.accept", customer,
-                            {"payment": pid, "channel": channel, "txn_id": txn_id, "amount_fen": amount_fen,
-                             "meter": meter})
-            return self.get_payment(pid)
+            ids = []
+            for p in new:
+                state = "sent_to_meter" if p.to_meter else "credited"
+                row = tx.one(
+                    f"INSERT INTO payments ({_PAYMENT_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL,"
+                    " NULL, ?, ?, ?, ?, ?, ?, NULL) RETURNING id",
+                    (p.channel, p.txn_id, p.customer, p.meter, p.amount_fen, p.fee_fen, state, int(p.paid_at), now,
+                     now if p.to_meter else None, None if p.to_meter else now, day, actor, dumps(p.tender),
+                     p.shift_id, dumps(p.request), dumps(p.extra)))
+                assert row is not None
+                ids.append(int(row[0]))
+            cmds = self._insert_commands(
+                tx, [(p.meter, "recharge", {"amount_fen": p.amount_fen, "customer": p.customer, "payment": pid},
+                      f"payment:{pid}", 0) for p, pid in zip(new, ids) if p.to_meter], actor=actor)
+            tx.executemany("UPDATE payments SET command_id = ? WHERE id = ?", [(c.id, c.params["payment"]) for c in cmds])
+            command = {c.params["payment"]: c.id for c in cmds}
+            bookings: list[Booking] = []
+            for p, pid in zip(new, ids):
+                refs = {"channel": p.channel, "txn_id": p.txn_id, "payment_id": pid, "ref": f"payment:{pid}",
+                        "meter": p.meter}
+                bookings.append(Booking(p.customer, "payment", p.amount_fen, **refs))
+                if p.to_meter:
+                    bookings.append(Booking(p.customer, "topup_sent", -p.amount_fen,
+                                            detail={"command": command[pid]}, **refs))
+            self._book_many(tx, bookings, actor=actor, day=day)
+            self.log_actions((actor, "payment.accept", p.customer,
+                              {"payment": pid, "channel": p.channel, "txn_id": p.txn_id, "amount_fen": p.amount_fen,
+                               "meter": p.meter}) for p, pid in zip(new, ids))
+            return [Payment(pid, p.channel, p.txn_id, p.customer, p.meter, p.amount_fen, p.fee_fen,
+                            "sent_to_meter" if p.to_meter else "credited", int(p.paid_at), now,
+                            now if p.to_meter else None, None, None if p.to_meter else now, None, command.get(pid),
+                            day, actor, p.tender, p.shift_id, p.request, p.extra, None) for p, pid in zip(new, ids)]
 
     def reverse_payment_record(self, payment_id: int, *, actor: str, reason: str) -> Payment:
         """Void a payment whose money has not reached a meter: a ``credited`` one, or one
