@@ -43,6 +43,7 @@ def _requests():
         PaymentRequest("online_banking", "T3", 1200, T0 - 30, meter=LOCAL_METER),          # same meter again
         PaymentRequest("bank_withholding", "B1-1", 900, T0 - 20, customer=REMOTE_CUST, extra={"seq": 1}),
         PaymentRequest("counter", "C1", 2000, T0 - 10, customer=CUT, tender={"kind": "cash"}),
+        PaymentRequest("agent", "G1", 800, T0 - 5, meter=REMOTE_METER),                  # remote, by meter
         PaymentRequest("online_banking", "T2", 3000, T0 - 50, customer=REMOTE_CUST),       # T2 again
     ]
 
@@ -57,7 +58,8 @@ def _everything(s):
                              " actor, tender, request, extra, command_id IS NOT NULL FROM payments ORDER BY id"),
             "ledger": rows("SELECT customer, kind, amount_fen, balance_after, actor, meter, channel, txn_id, day,"
                            " meter_fen, detail IS NOT NULL FROM ledger ORDER BY id"),
-            "accounts": rows("SELECT customer, balance_fen, version, supply FROM accounts ORDER BY customer"),
+            "accounts": rows("SELECT customer, balance_fen, version, supply, owing_since, updated_at FROM accounts"
+                             " ORDER BY customer"),
             "commands": rows("SELECT meter, kind, params, status, actor FROM commands ORDER BY id"),
             # a batch writes each kind of row together: the same rows, in another order
             "notices": sorted(rows("SELECT customer, kind, message, idem_key FROM notifications")),
@@ -72,7 +74,7 @@ def test_a_batch_does_what_the_same_payments_one_at_a_time_do(tmp_path):
                               actor="bank") for r in _requests()]
     made = accept_payments(bulk, _requests(), actor="bank")
     assert [p.to_dict() for p, _ in made] == [p.to_dict() for p in singles]
-    assert [created for _, created in made] == [True] * 6 + [False]
+    assert [created for _, created in made] == [True] * 7 + [False]
     a, b = _everything(one), _everything(bulk)
     for table in a:
         assert b[table] == a[table], table
