@@ -34,6 +34,8 @@ ONE_PLACE = {
                                         "tools/meter_image.py")),
     "reading bank files and statements": (r"tomllib\.loads|csv\.reader\(|UnicodeDecodeError|\.splitlines\(",
                                           {"headend/flatfile.py"}, ("headend/bank", "headend/reconcile", "headend/flatfile.py")),
+    # a module's logger is named by its module (getLogger(__name__)), never by a string written by hand
+    "a logger's name": (r'getLogger\(["\']', set(), ("headend", "protocol", "tools", "prepaid645")),
 }
 
 
@@ -51,7 +53,7 @@ def test_each_concept_is_written_once(concept: str) -> None:
     rx = re.compile(pattern, re.M)
     found = {str(f.relative_to(ROOT)) for f in _sources(where) if rx.search(f.read_text(encoding="utf-8"))}
     assert found - homes == set(), f"{concept} is written again outside {sorted(homes)}"
-    assert found & homes, f"the pattern for {concept} no longer finds its home: update this test"
+    assert found & homes or not homes, f"the pattern for {concept} no longer finds its home: update this test"
 
 
 HOMES = sorted({h for _, homes, _ in ONE_PLACE.values() for h in homes} | {

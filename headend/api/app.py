@@ -43,7 +43,7 @@ from headend.store import Store
 
 __all__ = ["create_app", "API_VERSION"]
 
-log = logging.getLogger("headend.api")
+log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 _PROBLEM = "application/problem+json"

@@ -31,7 +31,7 @@ from headend.store.api_state import Callback
 
 __all__ = ["CallbackSender", "HEADER_CALLBACK_ID"]
 
-log = logging.getLogger("headend.api.callbacks")
+log = logging.getLogger(__name__)
 
 HEADER_CALLBACK_ID = "X-PP645-Callback-Id"
 _BATCH = 64

@@ -29,7 +29,7 @@ from headend.store import Store
 
 __all__ = ["ApiServer", "start_api"]
 
-log = logging.getLogger("headend.api")
+log = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):

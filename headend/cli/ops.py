@@ -457,6 +457,8 @@ def op_tariff(args: argparse.Namespace) -> int:
 @c.cli_command
 def op_serve(args: argparse.Namespace) -> int:
     """Run the front-end and the outbox worker until SIGINT/SIGTERM."""
+    from headend import serve as serve_module
+    from headend.costctl import loop as costctl_loop
     from headend.serve import ServeOptions, serve
     from headend.transports import LinkSettings, parse_link_url
 
@@ -468,8 +470,8 @@ def op_serve(args: argparse.Namespace) -> int:
             raise c.CliError(str(exc)) from None
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for name in ("headend.serve", "headend.costctl"):  # their cycle summaries are for the operator
-        logging.getLogger(name).setLevel(logging.INFO)
+    for log in (serve_module.log, costctl_loop.log):  # their cycle summaries are for the operator
+        log.setLevel(logging.INFO)
     keys = c.unlock_keys_from_args(args)
     options = ServeOptions(
         link=LinkSettings(timeout=args.timeout, retries=args.retries),
@@ -550,7 +552,7 @@ async def _summaries(store: Store, every_s: float, stop: asyncio.Event) -> None:
     if every_s <= 0:
         await stop.wait()
         return
-    log = logging.getLogger("headend.serve")
+    from headend.serve import log  # the summaries are serve's, at the level serve's lines are shown
     last = store.count_commands()
     meters = _meter_count(store)
     while not stop.is_set():

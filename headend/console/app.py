@@ -36,7 +36,7 @@ from headend.store import NotFound, Store, StoreError, yuan
 
 __all__ = ["add_console", "Console", "COOKIE", "METER_ACTIONS"]
 
-log = logging.getLogger("headend.console")
+log = logging.getLogger(__name__)
 
 COOKIE = "pp645_console"
 LOGIN_COOKIE = "pp645_login"   # the sign-in form's CSRF token (no session yet)

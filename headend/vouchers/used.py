@@ -13,7 +13,7 @@ from protocol import di
 
 __all__ = ["TOKEN_RECORDS", "TOKEN_BLOCK", "note_token_records"]
 
-log = logging.getLogger("headend.vouchers")
+log = logging.getLogger(__name__)
 
 TOKEN_RECORDS = range(0x033D0001, 0x033D000B)  # the last-1 .. last-10 token records
 TOKEN_BLOCK = 0x033D00FF  # the count and all ten at once (a block read with follow-ups)
