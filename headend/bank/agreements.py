@@ -57,13 +57,15 @@ def add_agreement(store: Store, keys: KeyStore, customer: str, *, bank: str, acc
             raise InvalidInput("a month-settlement rule debits what the account owes: no amount or level")
     else:
         raise InvalidInput(f"unknown rule {rule!r}; one of {', '.join(RULES)}")
-    record = {"bank": bank, "account": mask_account(account), "sealed": keys.seal(_label(customer, bank),
-                                                                                  account.encode()),
-              "holder": holder.strip(), "agreement": agreement.strip(), "rule": rule}
+    record: dict[str, Any] = {
+        "bank": bank, "account": mask_account(account), "sealed": keys.seal(_label(customer, bank), account.encode()),
+        "holder": holder.strip(), "agreement": agreement.strip(), "rule": rule}
     if rule == "topup":
         record.update(amount_fen=amount_fen, below_fen=below_fen)
     store.update_account(customer, actor=actor, withholding=record)
-    return agreement_of(store, customer)
+    shown_now = agreement_of(store, customer)
+    assert shown_now is not None  # just written
+    return shown_now
 
 
 def shown(record: dict[str, Any]) -> dict[str, Any]:

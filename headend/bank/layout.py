@@ -229,7 +229,7 @@ def _kind_of(p: Profile, line: bytes) -> bytes:
 def read_file(p: Profile, part: str, data: bytes) -> Parsed:
     """Read a whole file; every structural and field problem is in ``Parsed.errors`` with its line."""
     recs = p.records[part]
-    by_kind = {recs[r][0].value.encode(p.encoding): r for r in _RECORDS}
+    by_kind = {str(recs[r][0].value).encode(p.encoding): r for r in _RECORDS}  # parse_profile made each kind a value
     out = Parsed()
     saw_trailer = False
     lines, ended = split_lines(data)

@@ -118,7 +118,7 @@ def check_return(p: Profile, parsed: Parsed, batch: BankBatch | None, requested:
         if not ok:
             errors.append(f"line {ln}: result {result} with {debited} fen debited of {amount} does not add up")
             continue
-        rows.append(_Row(ln, seq, cust, amount, result, debited, str(d.get("serial") or "")))
+        rows.append(_Row(ln, seq, str(cust), amount, result, debited, str(d.get("serial") or "")))
     t = parsed.trailer
     last = parsed.details[-1][0] + 1 if parsed.details else 2
     if t is not None:

@@ -129,8 +129,10 @@ def bank_export(args: argparse.Namespace) -> int:
     with c.open_store_from_args(args, must_exist=True) as store:
         actor = acting_operator(store, args, "bank")
         kept = store.bank_batch(profile.bank, args.date)
-        keys = None if kept is not None else c.unlock_keys_from_args(args)
-        batch, made = (kept, False) if kept is not None else export_batch(store, keys, profile, args.date, actor=actor)
+        if kept is not None:
+            batch, made = kept, False
+        else:  # only a new batch unseals account numbers: the key file is unlocked for it alone
+            batch, made = export_batch(store, c.unlock_keys_from_args(args), profile, args.date, actor=actor)
     if args.out:
         Path(args.out).write_bytes(batch.content)
     else:
