@@ -127,7 +127,8 @@ class Board:
         import os
         self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
         from meter.app import MeterApp
-        self.app = MeterApp(self.meter, self.pulses, hw["imp_per_kwh"], self.relay, self.supply, self.keypad)
+        self.app = MeterApp(self.meter, self.pulses, hw["imp_per_kwh"], self.relay, self.supply, self.keypad,
+                            flash=self.flash)
         self.app.step(self.now(), time.ticks_ms())  # the relay driven to the state the meter powered up in
         # last: loading the core and creating a first state file may take longer than a period
         self.wdt = machine.WDT(timeout=hw["wdt_ms"]) if hw["wdt_ms"] else None
@@ -195,23 +196,25 @@ class Board:
         t = time.ticks_ms()
         if self._press_t0 is None:
             self._press_t0 = t
-        elif not self._pressed and time.ticks_diff(t, self._press_t0) >= self._hold_ms:
-            self._pressed = True  # one press per hold, however long it lasts
+        elif not self._pressed and time.ticks_diff(t, self._press_t0) >= self._hold_ms and not self.app.due():
+            self._pressed = True  # one press per hold, however long it lasts (the pass after a commit)
             self.meter.button(now)
 
     def step(self):
-        """One pass of the main loop: line, then MeterApp (pulses, timers, relay, supply), button,
-        LED, watchdog."""
+        """One pass of the main loop: line and MeterApp (pulses, timers, relay, supply) through
+        MeterApp.poll (at most one flash erase a pass: a pass that commits the last record does
+        nothing else, the line's bytes wait in the UART buffer), button, LED, watchdog."""
         now = self.now()
         app = self.app
-        n = self.uart.any()
-        if n:
-            chunk = self.uart.read(min(n, _BUF))
-            if chunk:
-                for reply in app.feed(chunk, now):
-                    self.send(reply)
+        chunk = None
+        if not app.due():
+            n = self.uart.any()
+            if n:
+                chunk = self.uart.read(min(n, _BUF))
+        for reply in app.poll(chunk, now, time.ticks_ms()):
+            self.send(reply)
         self._button(now)
-        if app.step(now, time.ticks_ms()):
+        if app.second:
             # steady on: contact closed; blinking: contact open (supply cut)
             self.led.value(1 if not self.relay.commanded else now & 1)
         if self.wdt is not None:
@@ -226,6 +229,9 @@ class Board:
             while True:
                 self.step()
                 time.sleep_ms(5)
+        except KeyboardInterrupt:
+            self.flash.commit()  # stopped from the REPL: the last record stays
+            raise
         except Exception as e:
             import gc
             gc.collect()  # what the failed pass held: the save below needs the heap
@@ -234,6 +240,7 @@ class Board:
             info = log(now, "loop", e)
             try:
                 self.meter.fault(now, info)
+                self.flash.commit()  # the restart must not take the record with it
             except Exception:  # noqa: S110 - the log above holds it; the restart must happen
                 pass
             machine.reset()

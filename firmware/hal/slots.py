@@ -45,7 +45,14 @@ def saved_time(flash):
 
 class SlotFiles:
     """The flash object of meter.store over PATH.0 and PATH.1 (`size` bytes: half each). A
-    missing slot file reads as erased flash."""
+    missing slot file reads as erased flash.
+
+    defer (set by meter.app.MeterApp): sync() leaves the record's commit to commit(), which the
+    main loop calls in its next pass. Writing a slot file costs a block erase; closing it costs
+    another whenever littlefs compacts the directory's metadata (every dozen or so records): in
+    one pass that was two erases, ~92 ms with interrupts off on a Pico. Until the commit the slot's
+    previous record stands, so the loop holds every reply and relay move that depends on the new
+    one (MeterApp.poll). A read of the record, or a write of the other slot, commits it first."""
 
     def __init__(self, path, size):
         self.path = path
@@ -55,9 +62,13 @@ class SlotFiles:
         self._w = None          # the slot file being written: its record ends at sync()
         self.slot = -1
         self._pos = 0
+        self.defer = False
+        self.due = False  # a record is written and not yet committed
 
     def read(self, offset, n):
         slot = offset // self.half
+        if slot == self.slot and self._w is not None:
+            self.commit()  # a separate handle reads what littlefs has committed: commit first
         f = self._r[slot]
         if f is None:
             try:
@@ -76,7 +87,7 @@ class SlotFiles:
         if self._w is None or slot != self.slot:
             if rel:
                 raise ValueError("a record is written from its slot's start, not at %d" % rel)
-            self.sync()
+            self.commit()
             r = self._r[slot]
             if r is not None:
                 r.close()
@@ -90,14 +101,22 @@ class SlotFiles:
         self._pos = rel + len(data)
 
     def sync(self):
+        """The record is written: commit it now, or (defer) in the loop's next pass."""
+        if self.defer and self._w is not None:
+            self.due = True
+        else:
+            self.commit()
+
+    def commit(self):
         """Close the slot being written: littlefs commits it now, whole."""
+        self.due = False
         w = self._w
         if w is not None:
             self._w = None
             w.close()
 
     def close(self):
-        self.sync()
+        self.commit()
         for slot in (0, 1):
             r = self._r[slot]
             if r is not None:

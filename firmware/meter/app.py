@@ -15,7 +15,7 @@ _TICKS_MASK = const(0x3FFFFFFF)  # MicroPython's ticks_ms() wraps at 2**30 on ev
 
 
 class MeterApp:
-    """MeterApp(meter, pulses, imp_per_kwh, relay=None, supply=None, keypad=None)
+    """MeterApp(meter, pulses, imp_per_kwh, relay=None, supply=None, keypad=None, flash=None)
 
     meter    the core (meter.core.Meter)
     pulses   .take() -> energy pulses counted since the last call
@@ -24,11 +24,19 @@ class MeterApp:
     supply   .take() -> supply-loss edges since the last call (a latched interrupt), or None
     keypad   .take() -> keys pressed since the last call, as text (hal/keypad.py), or None;
              keys also come in through key() (the simulator's terminal and control socket)
+    flash    the meter's flash when its records may be committed a pass later (.defer, .due,
+             .commit(): hal.slots.SlotFiles), or None: the main loop then runs through poll()
     The power shown is estimated from the pulses of each 10 s.
     """
 
-    def __init__(self, meter, pulses, imp_per_kwh, relay=None, supply=None, keypad=None):
+    def __init__(self, meter, pulses, imp_per_kwh, relay=None, supply=None, keypad=None, flash=None):
         self.meter = meter
+        self.flash = flash
+        if flash is not None:
+            flash.defer = True
+        self._held = []  # replies waiting for their record's commit
+        self._rx = None  # bytes from the line given to a committing pass
+        self.second = False
         self.keypad = keypad
         self.entry = ""  # the digits typed so far
         self.shown = None  # the last token's result (meter.token.OK ... PART) for the display
@@ -48,6 +56,40 @@ class MeterApp:
         self.drive()
         return out
 
+    def due(self):
+        """True when a record waits for its commit: the next poll() only commits (a board leaves
+        the line's bytes in its UART buffer until then)."""
+        f = self.flash
+        return f is not None and f.due
+
+    def poll(self, chunk, now, ms):
+        """One main-loop pass with at most one flash write or commit (and so at most one block
+        erase): a pass that finds a record written and not committed commits it and releases
+        what waited for it (the replies returned, the relay driven); any other handles the bytes
+        from the line (chunk, or None) and then step(). Replies that follow a record written in
+        this pass are held for the next. .second: a new second began (the LED follows it)."""
+        f = self.flash
+        self.second = False
+        if f is not None and f.due:
+            f.commit()
+            if chunk:
+                self._rx = chunk  # a caller that did not ask due(): handled in the next pass
+            out = self._held
+            self._held = []
+            self.drive()
+            return out
+        if self._rx is not None:
+            chunk = self._rx + chunk if chunk else self._rx
+            self._rx = None
+        out = self.meter.feed(chunk, now) if chunk else []
+        if f is None or not f.due:
+            self.second = self.step(now, ms)
+        if f is not None and f.due:
+            self._held.extend(out)
+            return []
+        self.drive()
+        return out
+
     def step(self, now, ms):
         """One pass at meter time now (seconds) and ms (a millisecond counter such as
         time.ticks_ms(); only differences are used, so it may wrap at 2**30): supply check,
@@ -58,11 +100,17 @@ class MeterApp:
         sup = self.supply
         if sup is not None and sup.take():
             m.persist()  # the hold-up capacitor's time goes to the energy not yet saved
+            if self.flash is not None:
+                self.flash.commit()  # at once: the supply is going, a long pass no longer matters
         self._energy(now, ms)
+        if self.due():
+            return False  # a record was written: the rest of the pass waits for its commit
         kp = self.keypad
         if kp is not None:
             for c in kp.take():
                 self.key(c, now)
+            if self.due():
+                return False
         second = now != self._last_s
         if second:
             self._last_s = now
@@ -115,9 +163,10 @@ class MeterApp:
                 self._win_t0 = ms
 
     def drive(self):
-        """Drive the relay to what the core commands (after a frame or a button press)."""
+        """Drive the relay to what the core commands (after a frame or a button press), once the
+        record that commands it is committed."""
         r = self.relay
-        if r is not None:
+        if r is not None and not self.due():
             want = self.meter.relay_open
             if want != r.commanded:
                 r.drive(want)
