@@ -310,3 +310,39 @@ def test_flash_writes_the_rp2_key_file_once(tmp_path: Path, monkeypatch: pytest.
     (board / "fs" / "meter.key").write_text("ab" * 16)  # a key the meter got over the line later
     flash("/dev/ttyACM0", out, mpremote=_fake_mpremote(tmp_path))
     assert (board / "fs" / "meter.key").read_text() == "ab" * 16  # written once, never replaced
+
+
+# The board's boot (hal.board + hal.esp32, fake machine and esp32 modules, the key in the fake NVS)
+# of a fully programmed meter, measured as tools/bench/bench_image.py measures it: with the .mpy
+# files loaded into RAM it needs 114 KB of heap on the 64-bit unix port; with them executed in place
+# from a ROMFS image (mpremote romfs deploy; bytecode stays in flash as frozen modules' does) 76 KB
+# beside the ROMFS buffer. The budgets keep 2 KB over those: they fail when the boot grows back.
+FULL_BOOT_KB = 116
+FULL_ROMFS_KB = 78
+
+
+@pytest.fixture(scope="module")
+def board_image(tmp_path_factory: pytest.TempPathFactory):
+    from tools.bench import bench_image as bi
+    tmp = tmp_path_factory.mktemp("boardimg")
+    img, fakes = bi.build_test_image(tmp)
+    rom = tmp / "img.romfs"
+    return bi, img, fakes, rom, bi.romfs_image(img, rom), bi._programmed_state()
+
+
+def test_a_fully_programmed_meter_boots_through_the_board_hal_in_its_budget(board_image) -> None:
+    bi, img, fakes, _rom, _size, state = board_image
+    booted = bi._boot(img, fakes, FULL_BOOT_KB, state)
+    assert booted is not None, f"a fully programmed meter no longer boots in {FULL_BOOT_KB} KB"
+    assert booted["tx"] > 0
+
+
+def test_a_fully_programmed_meter_boots_from_romfs_in_its_budget(board_image) -> None:
+    bi, img, fakes, rom, size, state = board_image
+    heap = FULL_ROMFS_KB + -(-size // 1024)
+    booted = bi._boot(img, fakes, heap, state, rom)
+    assert booted is not None, f"from ROMFS a fully programmed meter no longer boots in {FULL_ROMFS_KB} KB + the image"
+    # in place: the heap holds no bytecode, so well under what the .mpy files in RAM take
+    assert booted["alloc"] < bi._boot(img, fakes, 256, state)["alloc"] - 30 * 1024
+    # and the budget is what is measured: 8 KB less does not boot
+    assert bi._boot(img, fakes, heap - 8, state, rom) is None

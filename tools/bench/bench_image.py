@@ -47,6 +47,40 @@ print(json.dumps({{'alloc': gc.mem_alloc() - a0, 'code': code, 'tx': len(u.tx)}}
 """
 
 
+# The same boot with the image's .mpy files in a ROMFS (mpremote romfs build/deploy; MicroPython
+# >= 1.25 on boards built with a ROM partition): bytecode and constants execute in place, as
+# frozen modules do. The ROMFS image is read into one buffer before anything else (on a board it
+# is flash) and every figure leaves it out; a frozen image keeps the names in flash as well, so
+# its figure is this one less the qstr pools.
+ROM_PRELUDE = """
+import gc, os, sys, vfs
+gc.collect()
+buf = bytearray(os.stat('{rom}')[6])
+f = open('{rom}', 'rb')
+f.readinto(buf)
+f.close()
+vfs.mount(vfs.VfsRom(buf), '/rom')
+sys.path.insert(0, '/rom')
+"""
+
+
+def romfs_image(img: Path, out: Path) -> int:
+    """Write the image's hal/ and meter/ .mpy files as a ROMFS image to out; its size in bytes."""
+    import contextlib
+    import io
+    import shutil
+
+    from mpremote.romfs import make_romfs
+
+    with tempfile.TemporaryDirectory() as d:
+        for sub in ("hal", "meter"):
+            shutil.copytree(img / sub, Path(d) / sub)
+        with contextlib.redirect_stdout(io.StringIO()):  # it lists every file
+            data = make_romfs(d, mpy_cross=False)
+    out.write_bytes(data)
+    return len(data)
+
+
 def _read_frame(addr: str = ADDR) -> bytes:
     from protocol import build_frame
     return build_frame(addr, 0x11, bytes.fromhex("00000100"))
@@ -66,7 +100,11 @@ def _programmed_state() -> tuple[bytes, str, str]:
     return bytes(flash.mem), bf.ADDR, bf.KEY.hex()
 
 
-def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | None = None) -> dict | None:
+def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | None = None,
+          rom: Path | None = None) -> dict | None:
+    """Boot the image in heap_kb of heap (rom: its modules from that ROMFS image, whose buffer is
+    left out of every figure); its figures, or None when it ran out of heap or did not reply."""
+    prelude = "" if rom is None else ROM_PRELUDE.format(rom=rom)
     with tempfile.TemporaryDirectory() as cwd:
         addr = ADDR
         key = KEY
@@ -74,9 +112,10 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
             (Path(cwd) / "state.bin").write_bytes(state[0])  # the one-file layout: split at boot
             addr, key = state[1], state[2]
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": key.encode().hex()}}))
+        path = f"{img}:{fakes}" if rom is None else str(fakes)
         r = subprocess.run([mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c",
-                            BOOT.format(img=img, req=_read_frame(addr).hex())], cwd=cwd, capture_output=True,
-                           text=True, timeout=60, env={"MICROPYPATH": f"{img}:{fakes}"})
+                            prelude + BOOT.format(img=img, req=_read_frame(addr).hex())], cwd=cwd,
+                           capture_output=True, text=True, timeout=60, env={"MICROPYPATH": path})
     if r.returncode != 0:
         return None
     out = json.loads(r.stdout.splitlines()[-1])
@@ -112,16 +151,33 @@ def _frames_per_second(tcp: tuple[str, int], seconds: float = 2.0) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def smallest_heap(img: Path, fakes: Path, state: tuple[bytes, str, str] | None = None,
+                  rom: Path | None = None) -> int | None:
+    """Smallest -X heapsize (KB, to the KB) in which the image boots and serves (the ROMFS buffer
+    included when rom is given: it is allocated first, in one block)."""
+    kb = next((k for k in range(32, 257, 4) if _boot(img, fakes, k, state, rom)), None)
+    while kb is not None and kb > 32 and _boot(img, fakes, kb - 1, state, rom):
+        kb -= 1
+    return kb
+
+
+def build_test_image(tmp: Path) -> tuple[Path, Path]:
+    """The esp32 image of ADDR/KEY in tmp/img, and the fake machine and esp32 modules precompiled
+    in tmp/fakes (a board has them in ROM: compiling them must cost no measured heap)."""
+    img = tmp / "img"
+    build_image("esp32", board_config("esp32", ADDR, bytes.fromhex(KEY)), img)
+    fakes = tmp / "fakes"
+    fakes.mkdir()
+    for fake in ("machine", "esp32"):
+        mpy.cross_compile(ROOT / "tests" / "firmware" / "fakes" / f"{fake}.py", fakes / f"{fake}.mpy")
+    return img, fakes
+
+
 def run(report: Callable[..., None]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        img = Path(tmp) / "img"
-        cfg = board_config("esp32", ADDR, bytes.fromhex(KEY))
-        record = build_image("esp32", cfg, img)
+        img, fakes = build_test_image(Path(tmp))
+        record = json.loads((img / "image.json").read_text())
         report("image .mpy total (esp32)", record["mpy_kb"], "KB")
-        fakes = Path(tmp) / "fakes"
-        fakes.mkdir()
-        for fake in ("machine", "esp32"):
-            mpy.cross_compile(ROOT / "tests" / "firmware" / "fakes" / f"{fake}.py", fakes / f"{fake}.mpy")
         booted = _boot(img, fakes, 256)
         if booted is None:
             raise RuntimeError("the image does not boot under micropython with a 256 KB heap")
@@ -133,19 +189,29 @@ def run(report: Callable[..., None]) -> None:
         report("interned names after boot (a 6th pool of 7.3 KB starts at ~620 here)", booted.get("names", 0), "names")
         report("heap after boot + one read with the image frozen (estimate: total - bytecode/names - fakes)",
                (booted["alloc"] - booted["code"]) / 1024, "KB")
-        smallest = next((kb for kb in range(64, 257, 4) if _boot(img, fakes, kb)), None)
-        if smallest is not None:
-            while smallest > 64 and _boot(img, fakes, smallest - 1):  # to the KB
-                smallest -= 1
-            report("smallest -X heapsize that boots and serves (aim 96)", smallest, "KB")
+        smallest = smallest_heap(img, fakes)
+        report("smallest -X heapsize that boots and serves (.mpy in RAM)", smallest or 0, "KB")
         # power-up of a meter that has been programmed for a while: its record is parsed and
         # restored, the larger case (the figure above is a new meter)
         state = _programmed_state()
-        full = next((kb for kb in range(64, 257, 4) if _boot(img, fakes, kb, state)), None)
-        if full is not None:
-            while full > 64 and _boot(img, fakes, full - 1, state):
-                full -= 1
-            report("smallest -X heapsize that boots a fully programmed meter and serves", full, "KB")
+        report("smallest -X heapsize that boots a fully programmed meter and serves (.mpy in RAM; aim 64)",
+               smallest_heap(img, fakes, state) or 0, "KB")
+        # the modules executed in place from ROMFS, as frozen modules are
+        romfs = Path(tmp) / "img.romfs"
+        size = romfs_image(img, romfs)
+        report("ROMFS image of the modules (flash)", size / 1024, "KB")
+        inplace = _boot(img, fakes, 256, rom=romfs)
+        if inplace is None:
+            raise RuntimeError("the image does not boot from ROMFS under micropython with a 256 KB heap")
+        report("heap in use after boot + one read, modules in place from ROMFS", inplace["alloc"] / 1024, "KB")
+        report("  of which qstr pools (frozen: in flash)", inplace.get("qstr_bytes", 0) / 1024, "KB")
+        full_rom = smallest_heap(img, fakes, state, romfs)
+        if full_rom is not None:
+            less = full_rom - size / 1024
+            report("smallest heap that boots a fully programmed meter, modules in place from ROMFS "
+                   "(-X heapsize less the ROMFS buffer)", less, "KB")
+            report("  frozen estimate: that less the qstr pools and the fake machine/esp32 modules",
+                   less - (inplace.get("qstr_bytes", 0) + rom) / 1024, "KB")
 
         # both simulators up at once, then measured A, B, A, B in windows of a second: each
         # MicroPython window is paired with a CPython one next to it in time
