@@ -254,6 +254,7 @@ def test_a_fully_programmed_meter_takes_a_token_within_its_heap_budget(tmp_path)
     """The token module is loaded by the first token: a meter with every table and log full, powered
     up from its flash, still takes one (and saves it) in the budget of tests/firmware/test_core_heap.py."""
     from tests.firmware.test_core_heap import FULL_BUDGET
+    from tools import mpy
     from tools.bench import bench_firmware as bf
 
     image, t, _ = bf.programmed_meter()
@@ -264,7 +265,7 @@ def test_a_fully_programmed_meter_takes_a_token_within_its_heap_budget(tmp_path)
     (tmp_path / "flash.bin").write_bytes(image)
     (dest / "full_token.py").write_text(FULL_TOKEN % {"file_flash": bf._FILE_FLASH, "addr": bf.ADDR, "key": bf.KEY,
                                                       "flash": str(tmp_path / "flash.bin"), "t": t, "tok": tok})
-    bf.subprocess.run([bf.mpy_cross(), "-o", str(dest / "full_token.mpy"), "full_token.py"], check=True, cwd=dest)
+    mpy.cross_compile("full_token.py", dest / "full_token.mpy", cwd=dest)
     (dest / "full_token.py").unlink()
     r = bf.run_mpy(dest, "import full_token", heapsize=FULL_BUDGET)
     line = [x for x in r.stdout.splitlines() if x.startswith("result")]

@@ -148,9 +148,11 @@ def run_cpython(o: RunOptions) -> int:
         _stop_on((signal.SIGTERM, signal.SIGINT), sim.stop)
         signal.signal(signal.SIGUSR1, lambda *_: setattr(sim, "button_pending", True))
         _notices(sim.flash.created, o.state, o.config["address"], sim.address)
-        print(ready_line(sim.address, sim.endpoints, o.state), flush=True)
-        with _Live(o.quiet) as live, _TerminalKeys(sim.keys_in.append):
-            sim.run(live.update, 250)
+        # the keypad takes the terminal before the ready line: keys typed after it are never lost
+        with _TerminalKeys(sim.keys_in.append):
+            print(ready_line(sim.address, sim.endpoints, o.state), flush=True)
+            with _Live(o.quiet) as live:
+                sim.run(live.update, 250)
     finally:
         sim.close()
     print(f"meter {sim.address} stopped; state kept in {o.state}", flush=True)
