@@ -161,14 +161,11 @@ class StorePayments:
                meter: str | None, actor: str, tender: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
         """Take the payment once; (receipt, whether this request created it)."""
         try:
-            # one write transaction: whether this request created the payment is then exact,
-            # even when duplicates arrive in parallel
-            with self.store.atomic():
-                # (the service's own audit row of a refusal rolls back with it: the API writes one)
-                created = self.store.payment_by_txn(channel_id, txn_id) is None
-                pay = payments.accept_payment(self.store, channel_id=channel_id, txn_id=txn_id,
-                                              amount_fen=amount_fen, paid_at=paid_at, customer=customer, meter=meter,
-                                              actor=actor, tender=tender)
+            # one write transaction: whether this request created the payment is exact, even when
+            # duplicates arrive in parallel (a refusal writes nothing here: the API audits it)
+            [(pay, created)] = payments.accept_payments(
+                self.store, [payments.PaymentRequest(channel_id, txn_id, amount_fen, paid_at, customer, meter, tender)],
+                actor=actor)
         except payments.PaymentError as exc:
             raise _problem(exc) from None
         return receipt(pay), created
