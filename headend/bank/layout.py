@@ -13,6 +13,7 @@ Sans-I/O: bytes in, records out (and back); nothing here knows the store.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from dataclasses import dataclass, field
@@ -191,6 +192,16 @@ def _value(f: Field, text: str, lineno: int, errors: list[str]) -> Any:
     return text
 
 
+@functools.lru_cache(maxsize=None)
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether ASCII bytes are the same characters in this encoding (GBK, UTF-8: yes; UTF-16: no)."""
+    ascii_bytes = bytes(range(128))
+    try:
+        return ascii_bytes.decode(encoding) == ascii_bytes.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+
+
 def _cells(p: Profile, fields: Sequence[Field], line: bytes, lineno: int, errors: list[str]) -> list[str] | None:
     if p.format == "fixed":
         width = sum(f.width for f in fields)
@@ -198,9 +209,12 @@ def _cells(p: Profile, fields: Sequence[Field], line: bytes, lineno: int, errors
             errors.append(f"line {lineno}: record is {len(line)} bytes, its layout ({fields[0].value}) is {width}")
             return None
         out, at = [], 0
+        # widths are bytes of the file's encoding: an ASCII line is decoded once and cut as text
+        whole_line = line.decode("ascii") if line.isascii() and _ascii_compatible(p.encoding) else None
         try:
             for f in fields:
-                text = decode(line[at:at + f.width], p.encoding, lineno, f.name)
+                text = whole_line[at:at + f.width] if whole_line is not None else \
+                    decode(line[at:at + f.width], p.encoding, lineno, f.name)
                 at += f.width
                 text = text.lstrip(f.pad) if f.align == "right" else text.rstrip(f.pad)
                 out.append(text or ("0" if f.pad == "0" else ""))

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from headend.bank.batch import bank_channel_id, file_date
 from headend.bank.layout import Parsed, Profile, read_file
-from headend.flatfile import check_trailer
+from headend.flatfile import check_trailer, no_cycle_collection
 from headend.notices import notify_events
 from headend.payments import PaymentError, PaymentRequest, accept_payments
 from headend.store import NotFound, Store
@@ -141,6 +141,11 @@ def _paid_at(store: Store, day: str) -> int:
 
 def import_return(store: Store, p: Profile, data: bytes, *, actor: str, source: str = "return file") -> ImportResult:
     """Apply a return file in one transaction (BankFileError lists every problem, nothing applied)."""
+    with no_cycle_collection():
+        return _import(store, p, data, actor=actor, source=source)
+
+
+def _import(store: Store, p: Profile, data: bytes, *, actor: str, source: str) -> ImportResult:
     digest = hashlib.sha256(data).hexdigest()
     kept = store.bank_return(digest=digest)
     if kept is not None:

@@ -15,14 +15,13 @@ and the day is reconciled when the last one is.  The report of every run is kept
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import operator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
+from headend.flatfile import no_cycle_collection
 from headend.reconcile.statement import Line, Statement, StatementError, load_profile, parse_statement
 from headend.store import Store
 
@@ -37,19 +36,6 @@ STATEMENT_KINDS = ("unionpay_pos", "online_banking", "phone_banking", "mobile_ap
 
 _NO_PAYMENT = (None, None, None, None)
 _REVERSED = {"paid": 0, "reversed": 1}
-
-
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """Millions of strings and tuples that hold no cycles are made at once: the cycle collector
-    would walk them again and again as they are made, for nothing."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @dataclass
@@ -136,7 +122,7 @@ def reconcile_day(store: Store, channel: str, day: str, data: bytes, *, profile:
     raises StatementError (naming the line) and changes nothing.  One pass over the statement
     and one query of the day's payments; only the discrepancies are made into rows."""
     store.get_channel(channel)  # NotFound for an unknown channel
-    with _no_cycle_collection():
+    with no_cycle_collection():
         theirs = parse_statement(load_profile(profile), data)
         ours = store.statement_keys(channel, day)
         matched, split = _split(ours, theirs)

@@ -106,16 +106,24 @@ class Outbox(Audit):
         the caller's transaction: the one way a command enters the outbox (``enqueue`` checks the
         key and the meter first; a payment batch already knows both are new and known)."""
         now = self.now()
-        out: list[Command] = []
-        for meter, kind, params, idem_key, not_before in rows:
-            row = tx.one(
-                "INSERT INTO commands (meter, kind, params, status, attempts, created_at, updated_at, idem_key,"
-                " actor, not_before) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?) RETURNING id",
-                (meter, kind, dumps(params), now, now, idem_key, actor, not_before),
-            )
-            assert row is not None
-            out.append(Command(int(row[0]), meter, kind, params, "queued", 0, None, None, now, now, idem_key, actor,
-                               not_before))
+        insert = ("INSERT INTO commands (meter, kind, params, status, attempts, created_at, updated_at, idem_key,"
+                  " actor, not_before) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)")
+        values = [(meter, kind, dumps(params), now, now, idem_key, actor, not_before)
+                  for meter, kind, params, idem_key, not_before in rows]
+        keys = [r[3] for r in rows]
+        if len(rows) >= 50 and None not in keys and len(set(keys)) == len(keys):
+            # a big batch of keyed commands: one statement, the ids read back by their keys
+            tx.executemany(insert, values)
+            ids: dict[Any, int] = {}
+            for lo in range(0, len(keys), 500):
+                chunk = keys[lo:lo + 500]
+                ids.update((k, int(i)) for i, k in tx.all(
+                    f"SELECT id, idem_key FROM commands WHERE idem_key IN ({', '.join('?' for _ in chunk)})", chunk))
+            got = [ids[k] for k in keys]
+        else:
+            got = [int(tx.one(f"{insert} RETURNING id", v)[0]) for v in values]  # type: ignore[index]
+        out = [Command(i, meter, kind, params, "queued", 0, None, None, now, now, idem_key, actor, not_before)
+               for i, (meter, kind, params, idem_key, not_before) in zip(got, rows)]
         self.log_actions((actor, f"command.{c.kind}", c.meter, {"command": c.id, "params": c.params}) for c in out)
         return out
 

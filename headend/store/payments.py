@@ -37,6 +37,18 @@ class NewPayment(NamedTuple):
     shift_id: int | None = None
 
 
+# From this many rows on, a batch is inserted with one statement and its ids read back (per-row
+# INSERT ... RETURNING costs more); below it, RETURNING is fewer statements.
+_BULK = 50
+
+
+def _by_channel(new: Sequence[NewPayment]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for p in new:
+        out.setdefault(p.channel, []).append(p.txn_id)
+    return out
+
+
 def _payment(row: Sequence[Any]) -> Payment:
     r = list(row)
     r[17] = loads(r[17])
@@ -173,17 +185,24 @@ class Payments(Ledger, Outbox):
         now = self.now()
         with self._tx() as tx:
             day = self._open_day(tx, now)
-            ids = []
-            for p in new:
-                state = "sent_to_meter" if p.to_meter else "credited"
-                row = tx.one(
-                    f"INSERT INTO payments ({_PAYMENT_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL,"
-                    " NULL, ?, ?, ?, ?, ?, ?, NULL) RETURNING id",
-                    (p.channel, p.txn_id, p.customer, p.meter, p.amount_fen, p.fee_fen, state, int(p.paid_at), now,
-                     now if p.to_meter else None, None if p.to_meter else now, day, actor, dumps(p.tender),
-                     p.shift_id, dumps(p.request), dumps(p.extra)))
-                assert row is not None
-                ids.append(int(row[0]))
+            values = [(p.channel, p.txn_id, p.customer, p.meter, p.amount_fen, p.fee_fen,
+                       "sent_to_meter" if p.to_meter else "credited", int(p.paid_at), now, now if p.to_meter else None,
+                       None if p.to_meter else now, day, actor, dumps(p.tender), p.shift_id, dumps(p.request),
+                       dumps(p.extra)) for p in new]
+            insert = (f"INSERT INTO payments ({_PAYMENT_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL,"
+                      " NULL, ?, ?, ?, ?, ?, ?, NULL)")
+            if len(new) < _BULK:
+                ids = [int(tx.one(f"{insert} RETURNING id", v)[0]) for v in values]  # type: ignore[index]
+            else:   # one statement for the batch, the ids read back by their unique keys
+                tx.executemany(insert, values)
+                found: dict[tuple[str, str], int] = {}
+                for ch, txns in _by_channel(new).items():
+                    for lo in range(0, len(txns), 500):
+                        chunk = txns[lo:lo + 500]
+                        found.update(((ch, t), int(i)) for i, t in tx.all(
+                            f"SELECT id, txn_id FROM payments WHERE channel = ? AND txn_id IN"
+                            f" ({', '.join('?' for _ in chunk)})", (ch, *chunk)))
+                ids = [found[(p.channel, p.txn_id)] for p in new]
             cmds = self._insert_commands(
                 tx, [(p.meter, "recharge", {"amount_fen": p.amount_fen, "customer": p.customer, "payment": pid},
                       f"payment:{pid}", 0) for p, pid in zip(new, ids) if p.to_meter], actor=actor)

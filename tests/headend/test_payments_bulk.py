@@ -115,3 +115,19 @@ def test_a_retried_batch_moves_no_money_and_returns_the_first_payments(tmp_path)
     with pytest.raises(PaymentError) as exc:
         accept_payments(s, changed, actor="bank")
     assert exc.value.code == "duplicate_conflict" and exc.value.index == 4 and exc.value.field == "amount_fen"
+
+
+def test_a_big_batch_written_with_one_statement_per_table_equals_one_at_a_time(tmp_path):
+    # 150 payments: past the size where rows go in with one statement each table and ids are read back
+    reqs = [PaymentRequest("online_banking", f"N{i}", 100 + i, T0 - 1000 + i,
+                           customer=(REMOTE_CUST, LOCAL_CUST, OTHER_LOCAL)[i % 3]) for i in range(150)]
+    one, bulk = _store(tmp_path / "one.db"), _store(tmp_path / "bulk.db")
+    singles = [accept_payment(one, channel_id=r.channel_id, txn_id=r.txn_id, amount_fen=r.amount_fen,
+                              paid_at=r.paid_at, customer=r.customer, actor="bank") for r in reqs]
+    made = accept_payments(bulk, reqs, actor="bank")
+    assert [p.to_dict() for p, _ in made] == [p.to_dict() for p in singles]
+    a, b = _everything(one), _everything(bulk)
+    for table in a:
+        assert b[table] == a[table], table
+    assert len(b["commands"]) == 100
+    assert_books_balance(bulk)
