@@ -108,6 +108,7 @@ async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
         raise OSError(f"payments API cannot listen on {config.listen}: {exc.strerror or exc}") from None
     sock.listen(1024)
     sock.setblocking(False)
+    store.checkpoint_in_background()   # no request waits for a WAL checkpoint
     payments = StorePayments(store, keys, clock=clock)
     app = create_app(store, config, clock=clock, port=payments, keys=keys)
     if console:

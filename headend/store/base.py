@@ -48,6 +48,13 @@ class StoreBase:
         """Close the database connection."""
         self._db.close()
 
+    def checkpoint_in_background(self) -> None:
+        """For a long-running writer (`headend serve`): keep the engine's housekeeping (SQLite's
+        WAL checkpoints) off its commits, where the engine can; a no-op elsewhere."""
+        hook = getattr(self._db, "checkpoint_in_background", None)
+        if hook is not None:
+            hook()
+
     def migrate(self) -> int:
         """Apply pending schema migrations (idempotent); return the schema version."""
         return self._db.migrate()

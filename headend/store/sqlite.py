@@ -818,7 +818,37 @@ class SQLiteBackend:
             row = tx.one("SELECT MAX(version) FROM schema_version")
             return int(row[0]) if row and row[0] is not None else 0
 
+    def checkpoint_in_background(self, every_s: float = 0.5) -> None:
+        """Take WAL checkpoints off this connection's commits: SQLite otherwise copies the WAL
+        back into the database (and syncs both) inside whichever commit crosses 1,000 pages, so
+        one request in fifty waits for the disk. A thread with its own connection checkpoints
+        every ``every_s`` instead (PASSIVE: it never blocks a writer); ``close`` stops it."""
+        if self.location == ":memory:" or getattr(self, "_checkpointer", None) is not None:
+            return
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        stop = threading.Event()
+        conn = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+
+        def run() -> None:
+            try:
+                while not stop.wait(every_s):
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error:   # busy or locked: the next round checkpoints
+                        pass
+            finally:
+                conn.close()
+
+        self._checkpointer = (stop, threading.Thread(target=run, name="sqlite-checkpoint", daemon=True))
+        self._checkpointer[1].start()
+
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite when the last one closes)."""
+        ckpt = getattr(self, "_checkpointer", None)
+        if ckpt is not None:
+            ckpt[0].set()
+            ckpt[1].join()
+            self._checkpointer = None
         with self._lock:
             self._conn.close()

@@ -56,3 +56,27 @@ def test_the_cli_refuses_a_damaged_database(tmp_path: Path) -> None:
     he.db.write_bytes(bytes(data))
     code, out, err = he.cli("trip", "000000000001", "--wait", "0")
     assert code == 1 and "failed its integrity check" in err and "Traceback" not in err
+
+
+def test_checkpoints_in_the_background_leave_commits_alone_and_still_reach_the_file(tmp_path):
+    import os
+    import time as _time
+
+    from headend.store import open_store
+
+    db = tmp_path / "ck.db"
+    s = open_store(str(db))
+    s._db.checkpoint_in_background(every_s=0.05)
+    with s._tx(write=False) as tx:
+        assert tx.one("PRAGMA wal_autocheckpoint") == (0,)   # no commit checkpoints by itself
+    before = os.path.getsize(db)
+    with s.atomic():
+        for i in range(3000):
+            s.add_account(f"{700000000000 + i:012d}", actor="t", name="x" * 200)
+    deadline = _time.monotonic() + 60
+    while os.path.getsize(db) <= before and _time.monotonic() < deadline:
+        _time.sleep(0.05)
+    assert os.path.getsize(db) > before          # the accounts reached the database file
+    thread = s._db._checkpointer[1]
+    s.close()
+    assert not thread.is_alive()
