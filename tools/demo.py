@@ -43,6 +43,7 @@ from tools.proc import wait_for_line
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "prepaid645 demo passphrase"
+OPERATOR, OPERATOR_PASSWORD = "demo", "prepaid645-demo"  # signs in to the operator console
 console = Console(highlight=False, soft_wrap=True)
 
 CONFIG = """[store]
@@ -83,6 +84,8 @@ class Demo:
             PREPAID645_KEY_PASSPHRASE=os.environ.get("PREPAID645_KEY_PASSPHRASE", PASSPHRASE),
             PREPAID645_CONFIG=str(self.dir / "prepaid645.toml"),
             USER=os.environ.get("USER", "demo-operator"),
+            PREPAID645_OPERATOR=OPERATOR,
+            PREPAID645_OPERATOR_PASSWORD=OPERATOR_PASSWORD,
             COLUMNS=os.environ.get("COLUMNS", str(max(shutil.get_terminal_size().columns, 120))),
         )
         self.children: list[tuple[str, subprocess.Popen]] = []
@@ -124,8 +127,8 @@ class Demo:
         threading.Thread(target=copy, daemon=True).start()
         return proc, seen
 
-    def headend(self, *args: str, show: bool = True) -> tuple[int, str]:
-        p = subprocess.run([sys.executable, "-m", "headend.cli.main", *args], cwd=str(ROOT), env=self.env,
+    def headend(self, *args: str, show: bool = True, env: dict[str, str] | None = None) -> tuple[int, str]:
+        p = subprocess.run([sys.executable, "-m", "headend.cli.main", *args], cwd=str(ROOT), env={**self.env, **(env or {})},
                            capture_output=True, text=True, timeout=300)
         if show:
             console.print(f"[bold]$ headend {' '.join(args)}[/]")
@@ -159,6 +162,8 @@ class Demo:
         say("\n[bold cyan]1. The head-end's database and its master key[/] (meter keys derive from it; encrypted at rest)")
         (self.dir / "prepaid645.toml").write_text(CONFIG.format(db=self.db))
         self.headend("keys", "init")
+        self.headend("operator", "add", OPERATOR, "--role", "admin", "--full-name", "Demo Operator",
+                     env={"PREPAID645_NEW_PASSWORD": OPERATOR_PASSWORD})
 
         say(f"\n[bold cyan]2. The town: {a.meters} meters on RS-485 buses behind serial servers[/], registered in one step")
         _, seen = self.spawn("town", "-m", "tools.town", "--count", str(a.meters), "--seed", str(a.seed),
@@ -194,9 +199,10 @@ class Demo:
                              ready="headend serve: working")
         self.api = f"http://127.0.0.1:{api_port}"
         say(f"  payments API on {self.api} (OpenAPI: {self.api}/openapi.json)")
-        console_url = self.console_url()
+        console_url = next((line.split(" console on ", 1)[1].strip() for line in seen if " console on " in line), None)
         if console_url:
-            say(f"  [bold]the operator console: {console_url}[/] (open it in a browser)")
+            say(f"  [bold]the operator console: {console_url}[/] (open it in a browser; sign in as "
+                f"{OPERATOR!r}, password {OPERATOR_PASSWORD!r})")
 
         say("\n[bold cyan]5. Opening balances[/]: every customer pays once at the counter (10-60 yuan)")
         self.opening(creds)
@@ -214,16 +220,6 @@ class Demo:
         self.headend("report", "channels", "--from", day, "--to", day, "--chart", str(self.dir / "channels.png"))
         charts = [p for p in (self.dir / "collection.png", self.dir / "channels.png") if p.exists()]
         say("  charts: " + (", ".join(str(p) for p in charts) if charts else "(matplotlib not installed: no chart files)"))
-
-    def console_url(self) -> str | None:
-        """The operator console's address, when this head-end serves one at / of the API."""
-        import httpx
-
-        try:
-            r = httpx.get(self.api + "/", timeout=5)
-        except httpx.HTTPError:
-            return None
-        return self.api + "/" if r.status_code == 200 and "html" in r.headers.get("content-type", "") else None
 
     def opening(self, creds: dict[str, tuple[str, str]]) -> None:
         from tools.town.paygen import Payer, Payment

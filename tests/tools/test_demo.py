@@ -63,6 +63,11 @@ def test_a_short_demo_runs_to_the_reports(tmp_path: Path) -> None:
     assert channels[1] >= 60  # everyone's opening payment at least
     for log in ("town.log", "headend-serve.log", "payments.log"):
         assert (tmp_path / "demo" / log).exists() and str(tmp_path / "demo" / log) in out
+    served = [line for line in (tmp_path / "demo" / "headend-serve.log").read_text().splitlines()
+              if "operator console on" in line]
+    if served:  # the head-end offers the console: the demo says where, and how to sign in
+        url = served[0].split(" console on ", 1)[1].strip()
+        assert f"the operator console: {url}" in out and "sign in as" in out
 
 
 def test_ctrl_c_in_the_live_view_stops_everything(tmp_path: Path) -> None:
