@@ -11,14 +11,18 @@ exactly one of:
 * ``port=P``: one bus for all meters on port P (0 = any free port);
 * ``port_base=B``: a port each, meter i on B + i, like meters behind their own TCP gateways;
 * ``per_bus=N``: buses of N meters each, every bus on a free port (``per_bus=1``: a free port
-  per meter).
+  per meter);
+* ``groups=[[addresses], ...]``: the meters of each bus given, every bus on a free port (a town:
+  tools/town/plan.py).
 
     fleet = await start_fleet(["000000000001", "000000000002"], master=master_key, port=0)
     fleet.port                        # the bus port (the real one when 0 was asked for)
     fleet.link_of("000000000001")     # "tcp://127.0.0.1:PORT", the link URL that reaches it
     fleet.meters["000000000002"]      # the core itself (status(), add_energy(), ...)
     fleet.press_button("000000000001")
-    fleet.fault("000000000002").drop = 2   # lose its next two replies (see Fault)
+    fleet.fault("000000000002").drop = 2   # lose its next two replies (see Fault; also .delay_s, .garbage)
+    fleet.power_loss("000000000002", 5)    # no supply for 5 s, then back from its saved state, clock behind
+    fleet.bus_fault(0, garbage_s=60)       # the whole bus answers noise for a minute (down_s=: a flapping link)
     await fleet.close()
 
 ``serve_fleet(...)`` does the same and serves until cancelled.  ``load=True`` (the default) runs
