@@ -205,6 +205,7 @@ def test_an_operator_trips_and_restores_a_meter(site, browser):
         assert wait_for("the relay state", lambda: text_of(d, "#relay")) == relay
     # read now: the values the meter answered, then on the meter page as its last readings
     find(d, "#act-read").click()
+    assert "read energy, money and status word 3" in wait_for("the confirmation", lambda: text_of(d, "#question"))
     find(d, "#do").click()
     assert wait_for("the read confirmed", lambda: text_of(d, "#status") == "confirmed" and text_of(d, "#result"))
     rows = d.find_elements(_by("CSS_SELECTOR"), "#values tr")
