@@ -48,7 +48,7 @@ def _install() -> None:
     if any(isinstance(f, _ShippedFinder) for f in sys.meta_path):
         return
     dirs = {name: d for name in _SHIPPED if (d := _shipped_dir(name)) is not None}
-    if dirs:  # a checkout run from its own directory has none: the names are found on sys.path as ever
+    if dirs:  # a checkout used without installing it has none: the names are found on sys.path as ever
         sys.meta_path.insert(0, _ShippedFinder(dirs))
 
 
