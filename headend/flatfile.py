@@ -16,13 +16,14 @@ Sans-I/O: bytes in, values or messages out.
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import re
 import tomllib
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, overload
 
-__all__ = ["FORMATS", "FileError", "ProfileError", "check_trailer", "csv_rows", "decode", "no_cycle_collection",
+__all__ = ["FORMATS", "FileError", "ProfileError", "ascii_compatible", "check_trailer", "csv_rows", "decode", "no_cycle_collection",
            "profile_doc", "split_lines", "whole"]
 
 FORMATS = ("fixed", "csv")
@@ -79,6 +80,16 @@ def split_lines(data: Any) -> tuple[list[Any], bool]:
         lines.pop()
         return lines, True
     return lines, not lines
+
+
+@functools.lru_cache(maxsize=None)
+def ascii_compatible(encoding: str) -> bool:
+    """Whether ASCII bytes are the same characters in this encoding (GBK, UTF-8: yes; UTF-16: no)."""
+    ascii_bytes = bytes(range(128))
+    try:
+        return ascii_bytes.decode(encoding) == ascii_bytes.decode("ascii")
+    except UnicodeDecodeError:
+        return False
 
 
 def decode(raw: bytes, encoding: str, line_no: int | None = None, what: str = "") -> str:

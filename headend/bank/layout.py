@@ -13,14 +13,14 @@ Sans-I/O: bytes in, records out (and back); nothing here knows the store.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from headend.flatfile import FileError, ProfileError, csv_rows, decode, profile_doc, split_lines, whole
+from headend.flatfile import (FileError, ProfileError, ascii_compatible, csv_rows, decode, profile_doc, split_lines,
+                              whole)
 
 __all__ = ["Field", "Profile", "Parsed", "ProfileError", "load_profile", "known_profiles", "write_file",
            "read_file", "PROFILE_DIR", "RESULTS"]
@@ -192,16 +192,6 @@ def _value(f: Field, text: str, lineno: int, errors: list[str]) -> Any:
     return text
 
 
-@functools.lru_cache(maxsize=None)
-def _ascii_compatible(encoding: str) -> bool:
-    """Whether ASCII bytes are the same characters in this encoding (GBK, UTF-8: yes; UTF-16: no)."""
-    ascii_bytes = bytes(range(128))
-    try:
-        return ascii_bytes.decode(encoding) == ascii_bytes.decode("ascii")
-    except UnicodeDecodeError:
-        return False
-
-
 def _cells(p: Profile, fields: Sequence[Field], line: bytes, lineno: int, errors: list[str]) -> list[str] | None:
     if p.format == "fixed":
         width = sum(f.width for f in fields)
@@ -210,7 +200,7 @@ def _cells(p: Profile, fields: Sequence[Field], line: bytes, lineno: int, errors
             return None
         out, at = [], 0
         # widths are bytes of the file's encoding: an ASCII line is decoded once and cut as text
-        whole_line = line.decode("ascii") if line.isascii() and _ascii_compatible(p.encoding) else None
+        whole_line = line.decode("ascii") if line.isascii() and ascii_compatible(p.encoding) else None
         try:
             for f in fields:
                 text = whole_line[at:at + f.width] if whole_line is not None else \
