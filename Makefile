@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser lint typecheck check test bench demo clean
+.PHONY: install install-postgres browser lint typecheck check test bench demo clean
 
 install: $(STAMP)
 
@@ -19,6 +19,13 @@ browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
+# PostgreSQL's server programs for the store tests on PostgreSQL (tools/pg_server.py starts a throwaway
+# server): Debian keeps them under /usr/lib/postgresql/*/bin, not on PATH; nothing is done when present
+install-postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+		echo "WARNING: PostgreSQL could not be installed: the store tests on PostgreSQL will be skipped"
+
 # ruff's rule set and exceptions are in pyproject.toml ([tool.ruff]); it takes well under a second
 lint: install
 	$(BIN)/ruff check .
@@ -32,11 +39,11 @@ typecheck: install
 # everything CI runs: lint, types, the firmware against its stubs, the whole suite
 check: lint typecheck test
 
-test: install lint browser
+test: install install-postgres lint browser
 	$(BIN)/python -m pytest -n 2
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q tests/tariff -p no:cacheprovider
 
-bench: install
+bench: install install-postgres
 	$(BIN)/python -m tools.bench.run
 
 demo: install

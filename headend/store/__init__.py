@@ -21,6 +21,7 @@ from headend.store import api as _api
 from headend.store import models as _models
 from headend.store.api import *  # noqa: F403 - the package exports what api.py and models.py export
 from headend.store.api import Store
+from headend.store.backend import Backend
 from headend.store.models import *  # noqa: F403
 from headend.store.models import InvalidInput
 
@@ -37,24 +38,32 @@ def open_store(
     clock: Callable[[], float] = time.time,
     check: bool = False,
 ) -> Store:
-    """Open the store at a path (or "sqlite:///path", or ":memory:"), migrating the schema by default.
+    """Open the store at a path (or "sqlite:///path", ":memory:", or a PostgreSQL server's
+    "postgresql://user[:password]@host[:port]/dbname"), migrating the schema by default.
 
     A new file is created mode 0600. With ``check``, a file that fails SQLite's quick integrity
-    check is refused (StoreError) before anything is written to it."""
+    check is refused (StoreError) before anything is written to it. An unreachable server or a
+    wrong URL is a StoreError naming the URL (without its password)."""
     loc = os.fspath(location)
+    backend: Backend
     if loc.startswith(("postgres://", "postgresql://")):
-        raise InvalidInput(
-            f"{loc.split('://')[0]} is not supported yet: only SQLite files (a path or sqlite:///path) can be opened"
-        )
-    if loc.startswith("sqlite://"):
-        loc = loc[len("sqlite://"):]
-        if loc.startswith("/") and loc[1:2] == "/":  # sqlite:////abs/path style
-            loc = loc[1:]
-        elif loc.startswith("/"):
-            loc = loc[1:] or ":memory:"
-    from headend.store.sqlite import SQLiteBackend  # the one place that knows the engine
+        from headend.store.postgres import PostgresBackend  # psycopg is loaded only for a server URL
 
-    store = Store(SQLiteBackend(loc, check=check), clock=clock)
+        backend = PostgresBackend(loc)
+    else:
+        if loc.startswith("sqlite://"):
+            loc = loc[len("sqlite://"):]
+            if loc.startswith("/") and loc[1:2] == "/":  # sqlite:////abs/path style
+                loc = loc[1:]
+            elif loc.startswith("/"):
+                loc = loc[1:] or ":memory:"
+        elif "://" in loc:
+            raise InvalidInput(f"database {loc.split('://')[0]}:// is not supported: give a file path, "
+                               "sqlite:///PATH or postgresql://USER@HOST/DBNAME")
+        from headend.store.sqlite import SQLiteBackend  # the one place that knows the engine
+
+        backend = SQLiteBackend(loc, check=check)
+    store = Store(backend, clock=clock)
     if migrate:
         try:
             store.migrate()

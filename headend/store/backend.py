@@ -3,8 +3,9 @@
 The store's modules (`headend/store/*.py`) speak only portable SQL through this interface: `?`
 placeholders (a PostgreSQL backend rewrites them to `%s`), `INSERT ... ON CONFLICT DO NOTHING`,
 `RETURNING`, no engine-specific functions. Everything engine-specific (connection set-up, pragmas, DDL and
-migrations, transaction start) lives in one backend module: today `headend/store/sqlite.py`.
-A PostgreSQL backend implements the same two protocols and its own migrations.
+migrations, transaction start) lives in one backend module: `headend/store/sqlite.py` or
+`headend/store/postgres.py` (which renders sqlite.py's migrations for PostgreSQL). Where a query
+must differ by engine, the difference is a small hook here (`Tx.skip_locked`, `Backend.try_leader`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ __all__ = ["Backend", "Tx"]
 
 class Tx(Protocol):
     """An open transaction. Every statement runs inside it; it commits or rolls back as a whole."""
+
+    # appended to a claim's SELECT: on an engine with row locks, rows another process is claiming
+    # are passed over instead of waited for ("" where the engine has one writer at a time)
+    skip_locked: str
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
@@ -55,6 +60,11 @@ class Backend(Protocol):
 
     def schema_version(self) -> int:
         """The schema version currently applied."""
+        ...
+
+    def try_leader(self, role: str) -> bool:
+        """Whether this process is (now) the one doing ``role`` on this database (cost control):
+        held until the connection closes."""
         ...
 
     def close(self) -> None:

@@ -63,6 +63,12 @@ class StoreBase:
         """The schema version of the open database."""
         return self._db.schema_version()
 
+    def try_leader(self, role: str) -> bool:
+        """Whether this process is the one doing ``role`` ("costctl") on this database: always on
+        an SQLite file (one serve per file); on PostgreSQL the holder of an advisory lock, kept until
+        this store closes or its process dies, when another head-end takes over."""
+        return self._db.try_leader(role)
+
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """Group several store calls into one transaction: all land, or none does."""

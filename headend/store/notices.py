@@ -130,7 +130,7 @@ class Notices(Audit):
         with self._tx() as tx:
             rows = tx.all(
                 f"SELECT {NOTICE_COLS}, lease_owner FROM notifications WHERE status = 'queued' AND not_before <= ?"
-                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY priority DESC, id LIMIT ?",
+                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY priority DESC, id LIMIT ?" + tx.skip_locked,
                 (now, now, int(limit)))
             if not rows:
                 return []

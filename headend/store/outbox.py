@@ -334,7 +334,7 @@ class Outbox(Audit):
         sql += " ORDER BY c.id LIMIT ?"
         params.append(int(limit))
         with self._tx() as tx:
-            rows = tx.all(sql, params)
+            rows = tx.all(sql + tx.skip_locked.replace("UPDATE", "UPDATE OF c"), params)
             out, taken = [], set()
             for cid, meter in rows:
                 if meter in taken:

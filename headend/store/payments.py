@@ -189,7 +189,7 @@ class Payments(Ledger, Outbox):
                        "sent_to_meter" if p.to_meter else "credited", int(p.paid_at), now, now if p.to_meter else None,
                        None if p.to_meter else now, day, actor, dumps(p.tender), p.shift_id, dumps(p.request),
                        dumps(p.extra)) for p in new]
-            insert = (f"INSERT INTO payments ({_PAYMENT_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL,"
+            insert = (f"INSERT INTO payments ({_PAYMENT_COLS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL,"
                       " NULL, ?, ?, ?, ?, ?, ?, NULL)")
             if len(new) < _BULK:
                 ids = [int(tx.one(f"{insert} RETURNING id", v)[0]) for v in values]  # type: ignore[index]

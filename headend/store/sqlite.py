@@ -635,6 +635,8 @@ class _Tx:
 
     __slots__ = ("_cur",)
 
+    skip_locked = ""  # one writer at a time: a claim's rows cannot be taken by anyone else meanwhile
+
     def __init__(self, cur: sqlite3.Cursor) -> None:
         self._cur = cur
 
@@ -842,6 +844,10 @@ class SQLiteBackend:
 
         self._checkpointer = (stop, threading.Thread(target=run, name="sqlite-checkpoint", daemon=True))
         self._checkpointer[1].start()
+
+    def try_leader(self, role: str) -> bool:
+        """Always: one `headend serve` per SQLite file (its lock on the file), so it leads."""
+        return True
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite when the last one closes)."""

@@ -108,7 +108,7 @@ class Vouchers(Payments):
             now = self.now()
             tx.execute("UPDATE payments SET state = 'sent_to_meter', sent_at = ?, credited_at = NULL WHERE id = ?",
                        (now, p.id))
-            row = tx.one(f"INSERT INTO vouchers ({_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'issued', ?, NULL, ?)"
+            row = tx.one(f"INSERT INTO vouchers ({_COLS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'issued', ?, NULL, ?)"
                          " RETURNING id", (meter, tid, customer, p.id, amount_fen, field, rnd, krn, tkrn, now, actor))
             assert row is not None
             self.log_action(actor, "voucher.issue", meter,

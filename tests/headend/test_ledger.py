@@ -3,8 +3,6 @@ and a property test that random money sequences keep journal sums equal to cache
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +18,7 @@ from tests.headend.payments_support import (
     money_store,
 )
 from tests.headend.store_support import Clock
+from tests.store_backends import raw_sql
 
 
 @pytest.fixture
@@ -28,37 +27,29 @@ def clock():
 
 
 @pytest.fixture
-def store(tmp_path, clock):
-    s = money_store(str(tmp_path / "ledger.db"), clock)
+def store(store_db, clock):
+    s = money_store(store_db, clock)
     yield s
     assert_books_balance(s)
     s.close()
 
 
-def test_check_ledger_finds_a_balance_changed_behind_the_journal(store, tmp_path):
+def test_check_ledger_finds_a_balance_changed_behind_the_journal(store, store_db):
     store.credit(REMOTE_CUST, 500, actor="t", idem_key="k1")
     assert store.check_ledger() == []
-    raw = sqlite3.connect(tmp_path / "ledger.db")
-    raw.execute("UPDATE accounts SET balance_fen = balance_fen + 1 WHERE customer = ?", (REMOTE_CUST,))
-    raw.commit()
+    raw_sql(store_db, "UPDATE accounts SET balance_fen = balance_fen + 1 WHERE customer = ?", (REMOTE_CUST,))
     [problem] = store.check_ledger()
     assert REMOTE_CUST in problem and "501" in problem and "journal sum 500" in problem
-    raw.execute("UPDATE accounts SET balance_fen = balance_fen - 1 WHERE customer = ?", (REMOTE_CUST,))
-    raw.commit()
-    raw.close()
+    raw_sql(store_db, "UPDATE accounts SET balance_fen = balance_fen - 1 WHERE customer = ?", (REMOTE_CUST,))
 
 
-def test_check_ledger_finds_money_in_flight_without_a_payment(store, tmp_path):
+def test_check_ledger_finds_money_in_flight_without_a_payment(store, store_db):
     accept_payment(store, channel_id="agent", txn_id="F1", amount_fen=100, paid_at=T0, customer=LOCAL_CUST,
                    actor="a")
-    raw = sqlite3.connect(tmp_path / "ledger.db")
-    raw.execute("UPDATE payments SET state = 'credited'")
-    raw.commit()
+    raw_sql(store_db, "UPDATE payments SET state = 'credited'")
     [problem] = store.check_ledger()
     assert LOCAL_METER in problem and "100 fen sent" in problem
-    raw.execute("UPDATE payments SET state = 'sent_to_meter'")
-    raw.commit()
-    raw.close()
+    raw_sql(store_db, "UPDATE payments SET state = 'sent_to_meter'")
 
 
 def test_refund_and_adjustment_need_an_operator_reason(store):

@@ -36,8 +36,8 @@ def clock():
 
 
 @pytest.fixture
-def store(tmp_path, clock):
-    s = money_store(str(tmp_path / "money.db"), clock)
+def store(store_db, clock):
+    s = money_store(store_db, clock)
     yield s
     assert_books_balance(s)       # after every scenario, whatever it did
     s.close()

@@ -30,8 +30,8 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db: Path):
-    s = open_store(db, clock=Clock())
+def store(store_db: str):
+    s = open_store(store_db, clock=Clock())
     yield s
     s.close()
 
@@ -105,19 +105,19 @@ def test_newer_schema_is_refused_with_a_clear_message(db: Path) -> None:
 def test_missing_folder_and_unsupported_url(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         open_store(tmp_path / "nope" / "h.db")
-    with pytest.raises(InvalidInput, match="not supported yet"):
-        open_store("postgresql://db/headend")
+    with pytest.raises(InvalidInput, match="mysql:// is not supported"):
+        open_store("mysql://db/headend")
     s = open_store(f"sqlite:///{tmp_path}/u.db")
     assert Path(s.location) == tmp_path / "u.db"
     s.close()
 
 
-def test_no_sqlite_specific_sql_outside_the_backend_module() -> None:
+def test_no_sqlite_specific_sql_outside_the_backend_modules() -> None:
     root = Path(__file__).resolve().parents[2] / "headend"
     offenders = []
     pattern = re.compile(r"import sqlite3|PRAGMA|WITHOUT ROWID|INSERT OR |AUTOINCREMENT|sqlite_master|BEGIN IMMEDIATE")
     for path in root.rglob("*.py"):
-        if path.name == "sqlite.py" and path.parent.name == "store":
+        if path.name in ("sqlite.py", "postgres.py") and path.parent.name == "store":
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if pattern.search(line):

@@ -19,8 +19,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock):
-    s = open_store(tmp_path / "h.db", clock=clock)
+def store(store_db: str, clock: Clock):
+    s = open_store(store_db, clock=clock)
     for i, a in enumerate((A1, A2, A3)):
         s.add_meter(a, link="tcp://bus-a:1" if i < 2 else "tcp://bus-b:1", customer="000000000042", actor="setup")
     yield s
