@@ -3,6 +3,7 @@
 Where things are looked up, first match wins:
 
 * database: `--db` option > $PREPAID645_DB > `[store] db` in the config file > ./prepaid645.db
+  (a file path, or a PostgreSQL server: postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME)
 * key file: `--key-file` option > $PREPAID645_KEY_FILE > `[keys] file` > next to the database,
   same name with the suffix ".key" (prepaid645.db -> prepaid645.key)
 * config file: `--config` option > $PREPAID645_CONFIG > ./prepaid645.toml if it exists
@@ -48,9 +49,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Where the head-end keeps its state."""
+    """Where the head-end keeps its state: an SQLite file, or a PostgreSQL server's URL (a str)."""
 
-    db: Path
+    db: Path | str
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ class HeadendConfig:
 
 
 STORE_KEYS = frozenset({"db"})
+
+
+def is_server_url(location: str | os.PathLike[str]) -> bool:
+    """Whether a database setting names a PostgreSQL server rather than an SQLite file."""
+    return str(location).startswith(("postgresql://", "postgres://"))
 KEYS_KEYS = frozenset({"file"})
 
 
@@ -153,9 +159,14 @@ def load_config(
             raise ConfigError(f"config file {source}: [{name}] has unknown key(s) {', '.join(sorted(set(sec) - known))};"
                               f" it takes {', '.join(sorted(known))}")
 
-    db_path = _setting_path(db, env.get(ENV_DB), store_sec, "db", base, "[store] db", Path(DEFAULT_DB))
+    db_given = next((str(v) for v in (db, env.get(ENV_DB), store_sec.get("db")) if v), "")
+    db_path: Path | str
+    if is_server_url(db_given):
+        db_path = db_given  # a URL is not a path: kept as written (relative to nothing)
+    else:
+        db_path = _setting_path(db, env.get(ENV_DB), store_sec, "db", base, "[store] db", Path(DEFAULT_DB))
     kf = _setting_path(key_file, env.get(ENV_KEY_FILE), keys_sec, "file", base, "[keys] file",
-                       db_path.with_suffix(".key"))
+                       Path(DEFAULT_DB).with_suffix(".key") if isinstance(db_path, str) else db_path.with_suffix(".key"))
 
     others = {k: v for k, v in data.items() if k not in ("store", "keys")}
     return HeadendConfig(StoreConfig(db_path), KeyConfig(kf), source, others)

@@ -28,6 +28,7 @@ from typing import Callable
 
 from headend.api.config import ApiConfig
 from headend.commands import DEFAULT_READ_DIS, MeterClient, MeterTarget, OutboxWorker
+from headend.config import is_server_url
 from headend.commands import worker as _outbox
 from headend.commands.meter_client import CONTROL_VALIDITY
 from headend.commands.collect import read_cycle
@@ -101,8 +102,13 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
 
     ``api_urls`` receives the payments API's address once it listens.
     Raises the store's Conflict, before anything is sent, if another serve holds the lease."""
-    me = (os.getpid(), socket.gethostname())
-    store.take_lease(*me, os.path.realpath(store.location))
+    host = socket.gethostname()
+    if is_server_url(store.location):
+        # no file lock decides between serves of one host here: each serve counts as its own host,
+        # so a second one is refused while the first beats (a killed one's lease lapses in 15 s)
+        host = f"{host} pid {os.getpid()}"
+    me = (os.getpid(), host)
+    store.take_lease(*me, store.location if is_server_url(store.location) else os.path.realpath(store.location))
     try:
         await _serve(store, keys, options, stop, ready, me, api_urls)
     finally:

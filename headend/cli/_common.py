@@ -31,6 +31,7 @@ import getpass
 import json
 import os
 import sys
+from pathlib import Path
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -134,7 +135,8 @@ def cli_command(func: Callable[[argparse.Namespace], int | None]) -> Callable[[a
 def add_store_args(parser: argparse.ArgumentParser) -> None:
     """Add --db, --config and --actor (who is doing this, for the audit log)."""
     g = parser.add_argument_group("store")
-    g.add_argument("--db", metavar="PATH", help="database file (default: $PREPAID645_DB, config, ./prepaid645.db)")
+    g.add_argument("--db", metavar="PATH", help="database file or postgresql://USER@HOST/DBNAME (default: $PREPAID645_DB, "
+                   "config, ./prepaid645.db)")
     g.add_argument("--config", metavar="TOML", help="config file (default: $PREPAID645_CONFIG or ./prepaid645.toml)")
     g.add_argument("--actor", metavar="NAME", help="who is acting, for the audit log (default: $USER)")
 
@@ -195,7 +197,7 @@ def open_store_from_args(args: argparse.Namespace, *, must_exist: bool = False) 
     """
     cfg = config_from_args(args)
     db = cfg.store.db
-    if must_exist and str(db) != ":memory:" and not db.exists():
+    if must_exist and isinstance(db, Path) and str(db) != ":memory:" and not db.exists():
         raise CliError(f"no database at {db}: give --db PATH or set PREPAID645_DB")
     return open_store(db, check=True)  # a damaged file is refused before anything is written
 

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     'rate': ('rate', "re-rate remote accounts' readings for a period and show (or --apply) the difference to what was charged"),
     'reconcile': ('reconcile', "check a channel's daily statement against the journal (对账)"),
     'report': ('report', 'collection rate, channels, speed, accounts and operations reports'),
+    'store': ('store', 'the database itself: move a head-end to PostgreSQL'),
     'voucher': ('voucher', 'recharge vouchers: 20-digit tokens the customer types on the meter'),
 }
 

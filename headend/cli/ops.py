@@ -26,6 +26,7 @@ from headend.cli import costctl as costctl_cli
 from headend.cli import notices as notices_cli
 from headend.commands import DEFAULT_READ_DIS, parse_di
 from headend.commands.params import check as check_params
+from headend.config import is_server_url
 from headend.store import FINAL_STATUSES, Command, Conflict, InvalidInput, Meter, Store, StoreError
 from headend.transports import LinkError
 
@@ -628,7 +629,8 @@ def _only_serve(location: str) -> Iterator[None]:
 
     The lock is on the file (its inode), not on a name beside it, so a second serve that reaches
     the same file through a symlink, a hard link or another relative path is refused too."""
-    if location in ("", ":memory:"):
+    if location in ("", ":memory:") or is_server_url(location):
+        # on a PostgreSQL server the lease in the database refuses a second serve (no file to lock)
         yield
         return
     import fcntl

@@ -192,6 +192,11 @@ async def run_loop(store: Store, client: MeterClient, options: LoopOptions, stop
                         g, clock.now() - g, nxt)
             g = nxt
             continue
+        if not store.try_leader("costctl"):
+            # several head-ends on one PostgreSQL database: one leads cost control (an advisory lock
+            # that passes on when its process ends); the others only serve their meters and payments
+            g += cc.interval_s
+            continue
         try:
             meters, stored, failed = await collect_grid(store, client, g, clock, cc, options.concurrency)
             if failed:

@@ -62,6 +62,15 @@ class Backend(Protocol):
         """The schema version currently applied."""
         ...
 
+    def table_columns(self) -> dict[str, list[str]]:
+        """Every table of the schema with its columns, tables in the order they were made (a table
+        comes after those it references), columns in their order."""
+        ...
+
+    def reset_identities(self) -> None:
+        """After rows were copied in with their ids, let new rows be numbered after them."""
+        ...
+
     def try_leader(self, role: str) -> bool:
         """Whether this process is (now) the one doing ``role`` on this database (cost control):
         held until the connection closes."""

@@ -255,6 +255,15 @@ class PostgresBackend:
             row = tx.one("SELECT MAX(version) FROM schema_version")
             return int(row[0]) if row and row[0] is not None else 0
 
+    def table_columns(self) -> dict[str, list[str]]:
+        """Tables in creation order (their oids) with their columns."""
+        with self.transaction(write=False) as tx:
+            names = [r[0] for r in tx.all("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                                          " WHERE c.relkind = 'r' AND n.nspname = current_schema() ORDER BY c.oid")]
+            return {n: [r[0] for r in tx.all("SELECT column_name FROM information_schema.columns WHERE table_schema ="
+                                              " current_schema() AND table_name = ? ORDER BY ordinal_position", (n,))]
+                    for n in names}
+
     def try_leader(self, role: str) -> bool:
         """Become (or stay) the one process of this database doing ``role`` (e.g. cost control):
         a session-level advisory lock, released when this connection closes or the process dies."""

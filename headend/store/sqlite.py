@@ -845,6 +845,16 @@ class SQLiteBackend:
         self._checkpointer = (stop, threading.Thread(target=run, name="sqlite-checkpoint", daemon=True))
         self._checkpointer[1].start()
 
+    def table_columns(self) -> dict[str, list[str]]:
+        """Tables in creation order (sqlite_master's rowid) with their columns."""
+        with self.transaction(write=False) as tx:
+            names = [r[0] for r in tx.all("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                          " AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+            return {n: [r[1] for r in tx.all(f"PRAGMA table_info({n})")] for n in names}
+
+    def reset_identities(self) -> None:
+        """Nothing to do: SQLite's AUTOINCREMENT counter follows the largest id inserted."""
+
     def try_leader(self, role: str) -> bool:
         """Always: one `headend serve` per SQLite file (its lock on the file), so it leads."""
         return True
