@@ -23,9 +23,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), c.EXIT_USAGE)[1])
     r = csub.add_parser("run", help="run one cycle now (settings from the [costctl] config section)")
     r.add_argument("--at", type=int, metavar="UNIX_S", help="decide as if it were this time (default: now)")
+    _add_rating_arg(r)
     c.add_store_args(r)
     c.add_json_arg(r)
     r.set_defaults(func=run_once)
+
+
+RATING_HELP = ("where accounts are rated: in-process (default), dask://HOST:PORT (a Dask scheduler; every worker"
+               " needs prepaid645 installed) or local-cluster[:N] (N Dask workers on this machine)")
+
+
+def _add_rating_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rating", metavar="WHERE", default="in-process", help=RATING_HELP)
+
+
+def rating_from_args(args: argparse.Namespace) -> Any:
+    """The rating engine --rating names; CliError for a bad value or an unreachable scheduler."""
+    from headend.costctl.distributed import RatingUnavailable, rating_engine
+
+    try:
+        return rating_engine(args.rating)
+    except (ValueError, RatingUnavailable) as exc:
+        raise c.CliError(str(exc), c.EXIT_FAILED if isinstance(exc, RatingUnavailable) else c.EXIT_USAGE) from None
 
 
 def costctl_from_args(args: argparse.Namespace, **overrides: Any) -> tuple[CostCtlConfig, dict[str, TariffBook]]:
@@ -55,8 +74,14 @@ def run_once(args: argparse.Namespace) -> int:
     cc, catalog = costctl_from_args(args)
     store = c.open_store_from_args(args, must_exist=True)
     now = int(args.at) if args.at is not None else int(time.time())
-    rep = run_cycle(store, catalog, now, rules=cc.rules, interval_s=cc.interval_s, utc_offset_s=cc.utc_offset_s,
-                    actor=c.actor_of(args), snap_s=cc.snap_s)
+    engine = rating_from_args(args)
+    try:
+        rep = run_cycle(store, catalog, now, rules=cc.rules, interval_s=cc.interval_s, utc_offset_s=cc.utc_offset_s,
+                        actor=c.actor_of(args), snap_s=cc.snap_s, engine=engine)
+    except RuntimeError as exc:  # the rating cluster went away: nothing was charged
+        raise c.CliError(str(exc), c.EXIT_FAILED) from None
+    finally:
+        getattr(engine, "close", lambda: None)()
     if args.json:
         c.print_json(rep.__dict__)
     else:
@@ -76,6 +101,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                         " (default: on; [costctl] in_serve = false turns it off)")
     g.add_argument("--costctl-interval", type=int, metavar="S",
                    help="cycle grid in seconds: 86400 (daily, default), 3600 or 900 (overrides [costctl] interval_s)")
+    g.add_argument("--rating", metavar="WHERE", default="in-process", help=RATING_HELP)
     t = p.add_argument_group("the head-end's clock (for simulated meters run faster than real time)")
     t.add_argument("--clock", "--costctl-clock", dest="costctl_clock", metavar="TIME",
                    help="start the head-end's clock at TIME (Unix s or YYYY-MM-DDTHH:MM local), e.g. the --start "
@@ -119,7 +145,7 @@ def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | No
                 tzinfo=timezone(timedelta(seconds=cc.utc_offset_s))).timestamp()
         except ValueError:
             raise c.CliError(f"--clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
-    return LoopOptions(cc, catalog, start=start, speed=args.costctl_speed, actor=actor)
+    return LoopOptions(cc, catalog, start=start, speed=args.costctl_speed, actor=actor, rating=args.rating)
 
 
 def _price(p: int) -> str:

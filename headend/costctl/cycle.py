@@ -49,7 +49,8 @@ from headend.costctl.decide import ACTIONS, CUT_NOTICE, NONE, REASONS, SUPPLY, R
 from headend.costctl.rerate import CHINA_UTC_OFFSET, ENERGY_DI, to_meter_time
 from headend.store import JSONText, Store, yuan
 from headend.tariff.model import TariffBook
-from headend.tariff.rating import rate_batch
+from headend.tariff.kernel import rate
+from headend.tariff.rating import Engine, rate_batch
 from headend.tariff.readings import MISSING, intervals_from_registers
 
 __all__ = ["CycleReport", "run_cycle"]
@@ -78,11 +79,13 @@ class CycleReport:
 
 def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rules: Rules = Rules(),
               interval_s: int = 86400, utc_offset_s: int = CHINA_UTC_OFFSET, actor: str = "costctl",
-              snap_s: int = 0) -> CycleReport:
+              snap_s: int = 0, engine: Engine = rate) -> CycleReport:
     """Run one cycle at Unix time ``now`` (see module doc); returns what was done.
 
     ``snap_s``: a reading taken within this many seconds of a grid boundary counts as the
     boundary's reading (periodic collection reads a little after the hour); 0 = exact only.
+    ``engine``: what rates the arrays (the in-process kernel, or `costctl.distributed.DaskRating`);
+    if it fails, nothing is charged (rating comes before the one debit transaction).
     """
     if interval_s <= 0 or 86400 % interval_s:
         raise ValueError(f"interval_s must divide a day (86400, 3600, 900 ...), got {interval_s}")
@@ -94,14 +97,14 @@ def run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, *, rule
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _run_cycle(store, catalog, now, rules, interval_s, utc_offset_s, actor, snap_s)
+        return _run_cycle(store, catalog, now, rules, interval_s, utc_offset_s, actor, snap_s, engine)
     finally:
         if paused:
             gc.enable()
 
 
 def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules: Rules, interval_s: int,
-               utc_offset_s: int, actor: str, snap_s: int) -> CycleReport:
+               utc_offset_s: int, actor: str, snap_s: int, engine: Engine) -> CycleReport:
     rep = CycleReport()
     clock = time.perf_counter()
 
@@ -209,7 +212,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         prev = None if first_batch else bt - interval_s
         bill = rate_batch(catalog[tariff], energy, to_meter_time(starts_unix, utc_offset_s),
                           None if prev is None else int(to_meter_time(prev, utc_offset_s)),
-                          acc.ladder[members], acc.rem[members])
+                          acc.ladder[members], acc.rem[members], engine=engine)
         c_idx.append(members)
         c_fen.append(bill.fen)
         c_fixed.append(np.full(members.size, bill.fixed_fen, dtype=np.int64))

@@ -40,6 +40,8 @@ from headend.commands.meter_client import MeterClient, MeterRefused
 from headend.commands.worker import target_of
 from headend.costctl.config import CostCtlConfig
 from headend.costctl.cycle import CycleReport, run_cycle
+from headend.costctl.distributed import rating_engine
+from headend.tariff.rating import Engine
 from headend.costctl.rerate import ENERGY_DI
 from headend.store import Meter, Store, yuan
 from headend.tariff.model import TariffBook
@@ -87,6 +89,7 @@ class LoopOptions:
     speed: float = 1.0                    # how much faster than real time that clock runs
     actor: str = "costctl"
     concurrency: int = 2000               # meters read at once
+    rating: str = "in-process"            # where accounts are rated (costctl.distributed.rating_engine)
     on_cycle: Callable[[int, CycleReport], None] | None = field(default=None, compare=False)
 
 
@@ -183,6 +186,16 @@ async def run_loop(store: Store, client: MeterClient, options: LoopOptions, stop
     clock = LoopClock(options.start, options.speed)
     g = next_boundary(clock.now(), cc.interval_s, cc.utc_offset_s)
     log.info("cost control: %d s grid, next boundary at %d", cc.interval_s, g)
+    engine = await asyncio.to_thread(rating_engine, options.rating)
+    try:
+        await _cycles(store, client, options, stop, clock, g, engine)
+    finally:
+        getattr(engine, "close", lambda: None)()
+
+
+async def _cycles(store: Store, client: MeterClient, options: LoopOptions, stop: asyncio.Event, clock: LoopClock,
+                  g: int, engine: Engine) -> None:
+    cc = options.config
     while await clock.sleep_until(g, stop):
         if clock.now() - g > cc.collect_window_s:
             # boundaries passed while a cycle ran long or the host slept: a reading now would be
@@ -204,7 +217,7 @@ async def run_loop(store: Store, client: MeterClient, options: LoopOptions, stop
                             next(iter(failed.items())))
             rep = await asyncio.to_thread(run_cycle, store, options.catalog, int(clock.now()), rules=cc.rules,
                                           interval_s=cc.interval_s, utc_offset_s=cc.utc_offset_s,
-                                          actor=options.actor, snap_s=cc.snap_s)
+                                          actor=options.actor, snap_s=cc.snap_s, engine=engine)
         except Exception:  # one bad cycle must not stop cost control: the next boundary tries again
             log.exception("cost control: the cycle at %d failed", g)
         else:
