@@ -11,9 +11,12 @@ the same loop) and sends its result callbacks.
 Commands left "sent" by a previous run that died are put back in the queue at start-up;
 recharges resume with the purchase count they recorded, so a restart never credits twice.
 
-While it runs, serve holds the database's lease (a row in the database itself, its heartbeat
-renewed every few seconds): a second serve on the same file from another host is refused, and
-the CLI can tell "serve is not running" from "serve has not reached this command yet".
+While it runs, serve holds a lease (a row in the database itself, its heartbeat renewed every few
+seconds): a second serve on the same SQLite file from another host is refused, and the CLI can
+tell "serve is not running" from "serve has not reached this command yet".  On a PostgreSQL
+database several serves work side by side: each claims commands under its own lease, one leads
+cost control (an advisory lock), and the commands of one that stops beating (killed) go back in
+line for the others within LEASE_TTL_S.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from headend.costctl.loop import LoopOptions, run_loop
 from headend.keys import KeyStore
 from headend.notices.config import NoticeConfig
 from headend.store import Store
-from headend.store.outbox import LEASE_BEAT_S
+from headend.store.outbox import LEASE_BEAT_S, LEASE_TTL_S, lease_owner
 from headend.transports import FrontEnd, LinkSettings
 
 __all__ = ["ServeOptions", "serve"]
@@ -70,7 +73,8 @@ class ServeOptions:
     console: bool = True  # the operator console at / on the API's listener
 
 
-def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[FrontEnd, OutboxWorker]:
+def build_worker(store: Store, keys: KeyStore, options: ServeOptions,
+                 owner: str | None = None) -> tuple[FrontEnd, OutboxWorker]:
     """The front-end and worker `serve` runs (exposed for tests and tools)."""
 
     def known(url: str) -> list[str]:
@@ -92,6 +96,7 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions) -> tuple[F
         max_attempts=options.max_attempts,
         retry_backoff_s=options.retry_backoff_s,
         time_tolerance_s=_outbox.TIME_TOLERANCE_S * max(options.clock_speed, 1.0),
+        owner=owner,
     )
     return frontend, worker
 
@@ -102,13 +107,9 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
 
     ``api_urls`` receives the payments API's address once it listens.
     Raises the store's Conflict, before anything is sent, if another serve holds the lease."""
-    host = socket.gethostname()
-    if is_server_url(store.location):
-        # no file lock decides between serves of one host here: each serve counts as its own host,
-        # so a second one is refused while the first beats (a killed one's lease lapses in 15 s)
-        host = f"{host} pid {os.getpid()}"
-    me = (os.getpid(), host)
-    store.take_lease(*me, store.location if is_server_url(store.location) else os.path.realpath(store.location))
+    me = (os.getpid(), socket.gethostname())
+    shared = is_server_url(store.location)  # several serves may work one PostgreSQL database
+    store.take_lease(*me, store.location if shared else os.path.realpath(store.location), shared=shared)
     try:
         await _serve(store, keys, options, stop, ready, me, api_urls)
     finally:
@@ -117,7 +118,7 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
 
 async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event,
                  ready: asyncio.Event | None, me: tuple[int, str], api_urls: list[str] | None = None) -> None:
-    frontend, worker = build_worker(store, keys, options)
+    frontend, worker = build_worker(store, keys, options, owner=lease_owner(*me))
     requeued = worker.recover()
     if requeued:
         log.warning("put %d command(s) left in flight by an earlier run back in the queue", requeued)
@@ -136,7 +137,8 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
             api_urls.append(api.url)
     if ready is not None:
         ready.set()
-    tasks = [asyncio.create_task(worker.run(stop)), asyncio.create_task(_heartbeat(store, me, stop))]
+    tasks = [asyncio.create_task(worker.run(stop)),
+             asyncio.create_task(_heartbeat(store, me, stop, worker if is_server_url(store.location) else None))]
     if options.collect_every_s > 0:
         tasks.append(asyncio.create_task(_collect(store, worker.client, options, stop)))
     if options.costctl is not None:
@@ -155,9 +157,17 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
         await frontend.close()
 
 
-async def _heartbeat(store: Store, me: tuple[int, str], stop: asyncio.Event) -> None:
-    """Renew the lease while serving; losing it (another host took a lapsed lease) stops this serve."""
+async def _heartbeat(store: Store, me: tuple[int, str], stop: asyncio.Event, sweeper: OutboxWorker | None = None) -> None:
+    """Renew the lease while serving; losing it (another host took a lapsed lease) stops this serve.
+    With ``sweeper`` (several serves on one PostgreSQL database), every LEASE_TTL_S the commands of
+    a serve whose lease lapsed (killed) go back in line for the living."""
+    beats = 0
     while not stop.is_set():
+        beats += 1
+        if sweeper is not None and beats % max(1, LEASE_TTL_S // LEASE_BEAT_S) == 0:
+            n = await asyncio.to_thread(sweeper.recover)
+            if n:
+                log.warning("put %d command(s) of a serve that stopped beating back in the queue", n)
         try:
             await asyncio.wait_for(stop.wait(), LEASE_BEAT_S)
         except TimeoutError:

@@ -132,9 +132,11 @@ class OutboxWorker:
         retry_backoff_max_s: float = RETRY_BACKOFF_MAX_S,
         clock: Callable[[], float] = time.time,
         time_tolerance_s: float | None = None,
+        owner: str | None = None,
     ) -> None:
         self.store = store
         self.client = client
+        self.owner = owner  # the serve's lease owner, recorded on each claimed command
         self.concurrency = concurrency
         self.poll_s = poll_s
         self.max_attempts = max_attempts
@@ -159,7 +161,9 @@ class OutboxWorker:
     # -- loop ---------------------------------------------------------------------------
     def recover(self) -> int:
         """At start-up: commands left "sent" by a worker that died go back in line (a recharge
-        whose count was chosen as unresolved, to be settled by the meter's purchase count)."""
+        whose count was chosen as unresolved, to be settled by the meter's purchase count).
+        Commands of a serve whose lease still beats (several serves on PostgreSQL) stay its own;
+        serve calls this again now and then, so a killed serve's commands come back in line."""
         n = self.store.requeue_stale(0)
         for c in self.store.list_commands(status="unresolved", kind="recharge", limit=100_000):
             self._tell_unresolved(c, c.last_error or "left in flight by a head-end that stopped")
@@ -190,7 +194,7 @@ class OutboxWorker:
         free = self.concurrency - len(self._running)
         if free <= 0:
             return 0
-        cmds = self.store.claim_next(limit=free, now=int(self.clock()))
+        cmds = self.store.claim_next(limit=free, now=int(self.clock()), owner=self.owner)
         for cmd in cmds:
             task = asyncio.get_running_loop().create_task(self.execute(cmd))
             self._running.add(task)

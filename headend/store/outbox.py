@@ -54,6 +54,11 @@ LEASE_BEAT_S = 2
 LEASE_TTL_S = 15
 
 
+def lease_owner(pid: int, host: str) -> str:
+    """The name a serve's lease and its claimed commands carry."""
+    return f"{host} pid {pid}"
+
+
 class Outbox(Audit):
     """Commands to meters; status moves only along COMMAND_TRANSITIONS, by compare-and-set."""
 
@@ -311,13 +316,15 @@ class Outbox(Audit):
         self._command_moved(tx, cmd)
         return cmd
 
-    def claim_next(self, *, limit: int = 1, link: str | None = None, now: int | None = None) -> list[Command]:
+    def claim_next(self, *, limit: int = 1, link: str | None = None, now: int | None = None,
+                   owner: str | None = None) -> list[Command]:
         """Atomically take up to `limit` due queued or unresolved commands and mark them sent (oldest first).
 
         At most one command per meter is in flight: a meter with a command "sent" is skipped.
         A meter's commands run in order (its oldest waiting one first), except reads, which never
         wait behind another waiting command: a meter whose recharge waits for a lock to lift can
-        still be read.  Restrict to meters on one link with `link`.
+        still be read.  Restrict to meters on one link with `link`.  ``owner`` (a serve's lease
+        owner) is recorded on each claimed command: only a lapsed owner's commands are requeued.
         """
         now = self.now() if now is None else now
         sql = (
@@ -339,8 +346,9 @@ class Outbox(Audit):
             for cid, meter in rows:
                 if meter in taken:
                     continue  # one in flight per meter, also within one claim
-                if tx.execute("UPDATE commands SET status = 'sent', attempts = attempts + 1, updated_at = ?"
-                              " WHERE id = ? AND status IN ('queued', 'unresolved')", (self.now(), cid)) == 1:
+                if tx.execute("UPDATE commands SET status = 'sent', attempts = attempts + 1, updated_at = ?,"
+                              " claimed_by = ? WHERE id = ? AND status IN ('queued', 'unresolved')",
+                              (self.now(), owner, cid)) == 1:
                     taken.add(meter)
                     out.append(self.get_command(cid))
             return out
@@ -348,15 +356,17 @@ class Outbox(Audit):
     def requeue_stale(self, older_than_s: int, *, now: int | None = None) -> int:
         """Put commands left "sent" for longer than older_than_s (a crashed worker) back in line:
         recharges whose purchase count was already chosen (their frame may have gone out) as
-        unresolved, everything else queued."""
+        unresolved, everything else queued.  A command claimed by a serve whose lease still beats
+        is never taken from it (several serves on one PostgreSQL database)."""
         now = self.now() if now is None else now
         with self._tx() as tx:
             return tx.execute(
                 "UPDATE commands SET status = CASE WHEN kind = 'recharge' AND reply IS NOT NULL"
                 " THEN 'unresolved' ELSE 'queued' END, updated_at = ?,"
                 " last_error = 'requeued: no outcome recorded by the worker that sent it' "
-                " WHERE status = 'sent' AND updated_at <= ?",
-                (now, now - int(older_than_s)),
+                " WHERE status = 'sent' AND updated_at <= ? AND (claimed_by IS NULL OR claimed_by NOT IN"
+                " (SELECT owner FROM serve_leases WHERE beat_at > ?))",
+                (now, now - int(older_than_s), now - LEASE_TTL_S),
             )
 
     def next_due(self) -> int | None:
@@ -376,39 +386,53 @@ class Outbox(Audit):
         return sorted(lost, key=lambda c: int(c.reply["purchase_count"]))
 
     # ----------------------------------------------------------------- the serve lease
-    def take_lease(self, pid: int, host: str, path: str) -> None:
-        """Record this serve as the one working the outbox; Conflict naming the other if one on
-        another host still beats.  (On one host the caller's lock on the file decides: a lease
-        left by a serve that was killed there is taken over at once.)"""
+    def take_lease(self, pid: int, host: str, path: str, *, shared: bool = False) -> str:
+        """Record this serve as one working the outbox; return its owner name (what its claims carry).
+
+        Not ``shared`` (an SQLite file): one serve per database; Conflict naming the other if one on
+        another host still beats (on one host the caller's lock on the file decides: a lease left
+        by a serve that was killed there is taken over at once).  ``shared`` (PostgreSQL): serves
+        work side by side, each with its own lease; lapsed leases are cleared."""
         now = self.now()
+        owner = lease_owner(pid, host)
         with self._tx() as tx:
-            row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_lease WHERE id = 1")
-            if row is not None and now - int(row[4]) < LEASE_TTL_S and row[1] != host:
-                raise Conflict(f"another `headend serve` (pid {row[0]} on {row[1]}, working {row[2]}, heartbeat "
-                               f"{now - int(row[4])} s ago) is already working this database; stop it first "
-                               "(one serve per database)")
-            tx.execute("DELETE FROM serve_lease WHERE id = 1")
-            tx.execute("INSERT INTO serve_lease (id, pid, host, path, started_at, beat_at) VALUES (1, ?, ?, ?, ?, ?)",
-                       (pid, host, path, now, now))
+            tx.execute("DELETE FROM serve_leases WHERE owner = ? OR beat_at <= ?", (owner, now - LEASE_TTL_S))
+            if not shared:
+                row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_leases WHERE host != ?"
+                             " ORDER BY beat_at DESC LIMIT 1", (host,))
+                if row is not None:
+                    raise Conflict(f"another `headend serve` (pid {row[0]} on {row[1]}, working {row[2]}, heartbeat "
+                                   f"{now - int(row[4])} s ago) is already working this database; stop it first "
+                                   "(one serve per database)")
+                tx.execute("DELETE FROM serve_leases")
+            tx.execute("INSERT INTO serve_leases (owner, pid, host, path, started_at, beat_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (owner, pid, host, path, now, now))
+        return owner
 
     def beat_lease(self, pid: int, host: str) -> bool:
         """Renew this serve's heartbeat; False if the lease is no longer its own."""
         with self._tx() as tx:
-            return tx.execute("UPDATE serve_lease SET beat_at = ? WHERE id = 1 AND pid = ? AND host = ?",
-                              (self.now(), pid, host)) == 1
+            return tx.execute("UPDATE serve_leases SET beat_at = ? WHERE owner = ?",
+                              (self.now(), lease_owner(pid, host))) == 1
 
     def release_lease(self, pid: int, host: str) -> None:
-        """This serve stops: nothing works the outbox any more."""
+        """This serve stops: its lease goes (others on a shared database go on)."""
         with self._tx() as tx:
-            tx.execute("DELETE FROM serve_lease WHERE id = 1 AND pid = ? AND host = ?", (pid, host))
+            tx.execute("DELETE FROM serve_leases WHERE owner = ?", (lease_owner(pid, host),))
 
     def serve_alive(self) -> dict[str, Any] | None:
-        """The serve working the outbox (pid, host, path, started_at, beat_at), or None if none beats."""
+        """A serve working the outbox (pid, host, path, started_at, beat_at; the latest heartbeat),
+        or None if none beats."""
         with self._tx(write=False) as tx:
-            row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_lease WHERE id = 1")
-        if row is None or self.now() - int(row[4]) >= LEASE_TTL_S:
-            return None
-        return dict(zip(("pid", "host", "path", "started_at", "beat_at"), row))
+            row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_leases WHERE beat_at > ?"
+                         " ORDER BY beat_at DESC LIMIT 1", (self.now() - LEASE_TTL_S,))
+        return None if row is None else dict(zip(("pid", "host", "path", "started_at", "beat_at"), row))
+
+    def serves_alive(self) -> int:
+        """How many serves beat now (several only on a shared PostgreSQL database)."""
+        with self._tx(write=False) as tx:
+            row = tx.one("SELECT COUNT(*) FROM serve_leases WHERE beat_at > ?", (self.now() - LEASE_TTL_S,))
+        return int(row[0]) if row else 0
 
     def wait_final(self, command_id: int, timeout: float, poll: float = 0.05) -> Command:
         """Poll until a command is final, or timeout seconds pass; return its last state."""

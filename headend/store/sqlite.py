@@ -627,6 +627,26 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX commands_kind ON commands(kind, status, created_at)",
         ],
     ),
+    (
+        14,
+        [
+            # Several `headend serve` processes on one PostgreSQL database: each holds its own lease
+            # row (an SQLite file still has one serve, its file lock decides), and a claimed command
+            # names the serve that claimed it, so a serve starting (or noticing a dead one) puts back
+            # in line only the commands of serves whose lease lapsed, never a live one's.
+            f"""CREATE TABLE serve_leases (
+                owner TEXT PRIMARY KEY,
+                pid INTEGER NOT NULL,
+                host TEXT NOT NULL,
+                path TEXT NOT NULL,
+                started_at {_TS},
+                beat_at {_TS}
+            )""",
+            "INSERT INTO serve_leases SELECT host || ' pid ' || pid, pid, host, path, started_at, beat_at FROM serve_lease",
+            "DROP TABLE serve_lease",
+            "ALTER TABLE commands ADD COLUMN claimed_by TEXT",
+        ],
+    ),
 ]
 
 

@@ -17,7 +17,7 @@ from headend.store.models import Conflict, StoreError
 __all__ = ["copy_store"]
 
 # kept by the source only: which serve works it now, and the schema's own history (made by migrate)
-_NOT_COPIED = {"schema_version", "serve_lease"}
+_NOT_COPIED = {"schema_version", "serve_leases"}
 _PAGE = 20_000
 
 

@@ -63,7 +63,7 @@ def test_an_sqlite_head_end_moves_to_postgresql_with_every_row_and_id(sqlite_hea
     assert counts["payments"] == 2 and counts["readings"] == 2 and counts["bank_batches"] == 1
     raw = sqlite3.connect(sqlite_head_end)
     tables = [t for (t,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
-                                        " AND name NOT IN ('schema_version', 'serve_lease', 'sqlite_sequence')")]
+                                        " AND name NOT IN ('schema_version', 'serve_leases', 'sqlite_sequence')")]
     with psycopg.connect(url) as pg:
         for table in tables:
             if table == "audit":
