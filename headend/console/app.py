@@ -119,7 +119,7 @@ class Console:
         since = int(now) - STALE_DAYS * 86400
         if self.store.location in ("", ":memory:"):
             return self.store.meter_states(seen_since=since)
-        with open_store(self.store.location, migrate=False) as reader:
+        with open_store(self.store.address, migrate=False) as reader:
             return reader.meter_states(seen_since=since)
 
     # ------------------------------------------------------------------ helpers

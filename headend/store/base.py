@@ -40,6 +40,12 @@ class StoreBase:
         """Where the data lives (file path for SQLite)."""
         return self._db.location
 
+    @property
+    def address(self) -> str:
+        """What opens another connection to the same database: the file path, or the server URL with
+        its credentials (``location`` shows the URL without the password)."""
+        return str(getattr(self._db, "url", self._db.location))
+
     def now(self) -> int:
         """The store's clock, integer Unix seconds (injectable for tests)."""
         return int(self._clock())
