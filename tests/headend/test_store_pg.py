@@ -162,3 +162,27 @@ def test_two_workers_never_claim_the_same_command(pg_server, pg_template) -> Non
         t.join()
     every = claimed[0] + claimed[1]
     assert len(every) == 40 and len(set(every)) == 40
+
+
+def test_serves_side_by_side_keep_their_commands_and_a_lapsed_ones_come_back(pg_server, pg_template) -> None:
+    url = pg_server.create_db(pg_template)
+    clock = Clock()
+    s = open_store(url, clock=clock)
+    try:
+        for m in ("000000000001", "000000000002"):
+            s.add_meter(m, link="tcp://127.0.0.1:1", customer=m, actor="setup")
+            s.enqueue(m, "read", {"dis": ["00900200"]}, actor="t")
+        a = s.take_lease(1, "host-a", url, shared=True)
+        b = s.take_lease(2, "host-b", url, shared=True)  # not refused: a shared database
+        assert s.serves_alive() == 2
+        [ca] = s.claim_next(limit=1, owner=a)
+        [cb] = s.claim_next(limit=1, owner=b)
+        assert s.requeue_stale(0) == 0  # both serves beat: their commands stay theirs
+        clock.t += 10
+        assert s.beat_lease(1, "host-a")
+        clock.t += 10  # b stopped beating 20 s ago: its lease lapsed
+        assert s.requeue_stale(0) == 1
+        assert s.get_command(cb.id).status == "queued" and s.get_command(ca.id).status == "sent"
+        assert s.serves_alive() == 1
+    finally:
+        s.close()

@@ -1,0 +1,231 @@
+"""Past one machine: PostgreSQL against SQLite, and Dask rating against the in-process kernel, in one run.
+
+* **Payments/s.**  Signed ``POST /v1/payments`` to remote accounts through real `headend serve --api`
+  processes: on PostgreSQL with one serve and with two serves (the requests shared between them)
+  against one serve on an SQLite file (WAL), windows interleaved (tools/bench/interleave.py).  The
+  PostgreSQL server is a throwaway one on this machine (tools/pg_server.py), over its Unix socket,
+  ``synchronous_commit = off`` (like SQLite's WAL with synchronous=NORMAL: an OS crash may lose the
+  last transactions, never corrupt).  Aim: PostgreSQL >= 0.5x SQLite.
+* **A cost-control cycle.**  One day rated, debited and decided for N remote accounts on PostgreSQL
+  against the same on SQLite, interleaved (a day each).  `make bench` runs N = 20,000;
+  ``BENCH_PG_ACCOUNTS=1000000 python -m tools.bench.bench_pg`` the full size.
+* **Rating on Dask.**  N accounts x 96 intervals rated by a LocalCluster of 2 worker processes (one
+  core each, numba on one thread) against the in-process kernel on this machine's 2 threads,
+  interleaved; both use 2 cores, so the ratio is per core.  `make bench` rates 1,000,000 accounts;
+  ``BENCH_PG_RATING_ACCOUNTS=10000000`` the full size.  Aim: >= 0.6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CYCLE_ACCOUNTS = int(os.environ.get("BENCH_PG_ACCOUNTS", "20000"))
+RATING_ACCOUNTS = int(os.environ.get("BENCH_PG_RATING_ACCOUNTS", "1000000"))
+PAY_ACCOUNTS = 2_000
+CONNECTIONS = 32
+WINDOW_S = 1.0
+ROUNDS = 5
+_D0 = 1748793600  # 2025-06-02 00:00 China time
+
+
+# ----------------------------------------------------------------------------- payments/s
+class _Head:
+    """A database with remote accounts and one API channel, and ``serves`` serve processes on it."""
+
+    def __init__(self, tmp: Path, db: str, serves: int, tag: str) -> None:
+        from headend.keys import KeyStore
+        from headend.payments import issue_credentials
+        from headend.store import open_store
+        from tools.bench.bench_payments import CHANNEL, PASSPHRASE, _spawn
+
+        master = os.urandom(32)
+        key_file = tmp / f"{tag}.key"
+        KeyStore.create(key_file, PASSPHRASE, master=master, scrypt_n=2**12)
+        env = dict(os.environ, PREPAID645_DB=db, PREPAID645_KEY_FILE=str(key_file),
+                   PREPAID645_KEY_PASSPHRASE=PASSPHRASE, USER="bench")
+        env.pop("PREPAID645_CONFIG", None)
+        self.remote = [f"{900_001 + i:012d}" for i in range(PAY_ACCOUNTS)]
+        with open_store(db) as s:
+            with s.atomic():
+                for c in self.remote:
+                    s.add_account(c, actor="bench")
+            self.key_id, secret, sealed = issue_credentials(KeyStore.in_memory(master), CHANNEL)
+            s.add_channel(CHANNEL, "online_banking", actor="bench", key_id=self.key_id, secret=sealed)
+        self.secret = secret.encode()
+        self.procs, self.ports = [], []
+        for _ in range(serves):
+            seen: list[str] = []
+            self.procs.append(_spawn([sys.executable, "-m", "headend.cli.main", "serve", "--api", "tcp://127.0.0.1:0",
+                                      "--no-costctl"], env, "headend serve: working", seen))
+            url = next(x for x in seen if "payments API on" in x).split("payments API on ")[1].split()[0]
+            self.ports.append(int(url.rsplit(":", 1)[1]))
+
+    def payment(self, port: int, txn: str, i: int) -> bytes:
+        import json
+
+        from headend.api.signing import sign_headers
+        from tools.bench.bench_payments import CHANNEL, _request
+
+        body = json.dumps({"channel_id": CHANNEL, "txn_id": txn, "customer_no": self.remote[i % PAY_ACCOUNTS],
+                           "amount_fen": 100 + i % 900,
+                           "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, separators=(",", ":")).encode()
+        headers = sign_headers(self.key_id, self.secret, "POST", "/v1/payments", body)
+        return _request("POST", "/v1/payments", f"127.0.0.1:{port}", body, headers)
+
+    def close(self) -> None:
+        from tools.bench.bench_payments import _stop
+
+        for p in self.procs:
+            _stop(p)
+
+
+def _payments(report: Any, pg: Any, tmp: Path) -> None:
+    from tools.bench.bench_payments import _Conn, _drive
+    from tools.bench.interleave import interleaved_values
+
+    loop = asyncio.new_event_loop()
+    lite = _Head(tmp, str(tmp / "pay.db"), 1, "lite")
+    post = _Head(tmp, pg.create_db(), 2, "pg")
+    try:
+        async def conns(port: int, n: int) -> list[_Conn]:
+            return list(await asyncio.gather(*(_Conn.open("127.0.0.1", port) for _ in range(n))))
+
+        counter = iter(range(10**9))
+        size = {"lite": 400, "one": 400, "two": 400}
+
+        def window(kind: str) -> float:
+            # fresh connections each window (an idle keep-alive connection is closed by the server)
+            head = lite if kind == "lite" else post
+            ports = [post.ports[0]] * (CONNECTIONS // 2) + [post.ports[1]] * (CONNECTIONS // 2) if kind == "two" else None
+            cs = loop.run_until_complete(conns(head.ports[0], CONNECTIONS)) if ports is None else \
+                loop.run_until_complete(conns(post.ports[0], CONNECTIONS // 2)) + \
+                loop.run_until_complete(conns(post.ports[1], CONNECTIONS // 2))
+            reqs = [head.payment(head.ports[0] if ports is None else ports[i % CONNECTIONS], f"T{next(counter)}", i)
+                    for i in range(size[kind])]
+            if ports is not None:  # each connection sends what was signed for its serve's host:port
+                by_conn: list[list[bytes]] = [reqs[k::CONNECTIONS] for k in range(CONNECTIONS)]
+                async def all_conns() -> None:
+                    await asyncio.gather(*(_drive([cs[k]], by_conn[k], {201}) for k in range(CONNECTIONS)))
+
+                t0 = time.perf_counter()
+                loop.run_until_complete(all_conns())
+                rate = len(reqs) / (time.perf_counter() - t0)
+            else:
+                rate = loop.run_until_complete(_drive(cs, reqs, {201}))
+            size[kind] = max(200, int(rate * WINDOW_S))
+            for c in cs:
+                c.close()
+            return rate
+
+        for kind in size:
+            window(kind)
+        for kind, what in (("one", "one serve"), ("two", "two serves")):
+            r = interleaved_values(lambda kind=kind: window(kind), lambda: window("lite"), rounds=ROUNDS)
+            report(f"payments/s on PostgreSQL, {what} vs SQLite (WAL), one serve, same machine", r.a,
+                   "payments/s", baseline=r.b, pairs=r)
+    finally:
+        loop.close()
+        lite.close()
+        post.close()
+
+
+# ----------------------------------------------------------------------------- a cost-control cycle
+def _build(db: str, n: int, days: int) -> None:
+    from headend.store import open_store
+
+    rng = np.random.default_rng(5)
+    ids = [f"{i + 1:012d}" for i in range(n)]
+    with open_store(db, clock=lambda: _D0) as store:
+        store.add_meters(({"address": a, "link": "tcp://127.0.0.1:9", "customer": a, "mode": "remote"} for a in ids),
+                         actor="bench")
+        store.update_accounts(ids, actor="bench", tariff="beijing-tou", alarm1_fen=1000, alarm2_fen=500)
+        daily = rng.integers(0, 20_000, (n, days + 1))
+        daily[:, 0] = rng.integers(0, 10**7, n)
+        regs = daily.cumsum(axis=1).tolist()
+        store.add_readings((a, "00010000", regs[i][d], _D0 + d * 86400) for i, a in enumerate(ids)
+                           for d in range(days + 1))
+        with store._tx() as tx:  # opening balances (a bench fleet: no journal behind them)
+            tx.executemany("UPDATE accounts SET balance_fen = ? WHERE customer = ?",
+                           zip(rng.integers(0, 100_000, n).tolist(), ids))
+
+
+def _cycle(report: Any, pg: Any, tmp: Path) -> None:
+    from headend.costctl.cycle import run_cycle
+    from headend.store import open_store
+    from headend.tariff.catalog import load_catalog
+    from tools.bench.interleave import interleaved
+
+    n, days = CYCLE_ACCOUNTS, 3
+    lite_db, pg_db = str(tmp / "cycle.db"), pg.create_db()
+    _build(lite_db, n, days)
+    _build(pg_db, n, days)
+    catalog = load_catalog()
+    stores = {k: open_store(db, clock=lambda: _D0) for k, db in (("lite", lite_db), ("pg", pg_db))}
+    next_day = {"lite": iter(range(1, days + 1)), "pg": iter(range(1, days + 1))}
+
+    def cycle(kind: str) -> None:
+        at = _D0 + next(next_day[kind]) * 86400 + 9 * 3600
+        s = stores[kind]
+        s._clock = lambda: at
+        rep = run_cycle(s, catalog, at)
+        assert rep.rated == n, rep
+
+    try:
+        r = interleaved(lambda: cycle("pg"), lambda: cycle("lite"), rounds=days, work_a=n, work_b=n, warmup=False)
+    finally:
+        for s in stores.values():
+            s.close()
+    report(f"cost-control cycle, {n:,} accounts x 1 day: PostgreSQL vs SQLite", r.a, "accounts/s", baseline=r.b,
+           pairs=r)
+
+
+# ----------------------------------------------------------------------------- rating on Dask
+def _rating(report: Any) -> None:
+    from distributed import LocalCluster
+
+    from headend.costctl.distributed import DaskRating
+    from headend.tariff.kernel import get_num_threads, rate
+    from tools.bench.bench_tariff import day_batch
+    from tools.bench.interleave import interleaved
+
+    n = RATING_ACCOUNTS
+    energy, args = day_batch(n)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=40, env={"NUMBA_NUM_THREADS": "1"})
+    engine = DaskRating(cluster.scheduler_address, partition_rows=max(1, n // 8))
+    try:
+        here = rate(energy, *args)
+        there = engine(energy, *args)
+        assert all(np.array_equal(a, b) for a, b in zip(here[:3], there[:3])), "Dask and in-process disagree"
+        r = interleaved(lambda: engine(energy, *args), lambda: rate(energy, *args), rounds=5, work_a=n, work_b=n)
+    finally:
+        engine.close()
+        cluster.close()
+    report(f"rating {n:,} accounts x 96 intervals: Dask LocalCluster 2 workers x 1 core vs in-process kernel "
+           f"({get_num_threads()} threads)", r.a, "accounts/s", baseline=r.b, pairs=r)
+
+
+def run(report: Any) -> None:
+    """Every figure of the module docstring, on one throwaway PostgreSQL server."""
+    from tools.pg_server import PgServer
+
+    _rating(report)
+    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp, \
+            PgServer(settings={"synchronous_commit": "off"}) as pg:
+        _payments(report, pg, Path(tmp))
+        _cycle(report, pg, Path(tmp))
+
+
+if __name__ == "__main__":
+    from tools.bench.run import reporter
+
+    run(reporter([]))
