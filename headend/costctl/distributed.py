@@ -43,6 +43,12 @@ def _rate_part(energy: np.ndarray, slots: np.ndarray, prices: np.ndarray, thresh
     return kernel_rate(energy, slots, prices, thresholds, increments, resets, ladder, rem, per_interval=per_interval)
 
 
+def _rate_rows(part: tuple[np.ndarray, np.ndarray, np.ndarray], slots: np.ndarray, prices: np.ndarray,
+               thresholds: np.ndarray, increments: np.ndarray, resets: np.ndarray, per_interval: bool) -> Bill:
+    energy, ladder, rem = part
+    return _rate_part(energy, slots, prices, thresholds, increments, resets, ladder, rem, per_interval)
+
+
 class DaskRating:
     """A rating engine (the kernel's signature) that spreads a batch's accounts over a Dask cluster.
 
@@ -92,9 +98,10 @@ class DaskRating:
         try:
             # the small tariff arrays go to the workers once; each task carries only its rows
             scattered = self.client.scatter(shared, broadcast=True, hash=False)  # fresh keys: never a released one
-            futures = [self.client.submit(_rate_part, e[lo:hi], *scattered, ladder[lo:hi], r[lo:hi], per_interval,
-                                          pure=False)
-                       for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+            spans = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+            # each partition's rows go straight to a worker (not inside the task graph)
+            rows = self.client.scatter([(e[lo:hi], ladder[lo:hi], r[lo:hi]) for lo, hi in spans], hash=False)
+            futures = [self.client.submit(_rate_rows, part, *scattered, per_interval, pure=False) for part in rows]
             bills: list[Bill] = list(self.client.gather(futures))  # type: ignore[arg-type]  # sync client
         except ValueError:
             raise  # bad input named by the kernel, as in-process
