@@ -183,9 +183,8 @@ class PostgresBackend:
                     self._depth -= 1
                 return
             try:
-                if write:
-                    self._conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                if write:  # one round trip: a busy server's latency is paid per statement sent
+                    self._conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
                 else:
                     self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except psycopg.Error as exc:
