@@ -47,3 +47,13 @@ def test_bad_config_files_are_named(tmp_path: Path) -> None:
     bad.write_text("[store]\ndb = 5\n")
     with pytest.raises(ConfigError, match=r"\[store\] db"):
         load_config(bad, environ={})
+
+
+def test_a_postgresql_url_is_kept_as_written_from_option_environment_or_file(tmp_path: Path) -> None:
+    url = "postgresql://headend@db.example:5432/prepaid645"
+    assert load_config(db=url, environ={}).store.db == url
+    cfg = load_config(environ={"PREPAID645_DB": url})
+    assert cfg.store.db == url and cfg.keys.file == Path("prepaid645.key")
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'[store]\ndb = "{url}"\n')
+    assert load_config(toml, environ={}).store.db == url
