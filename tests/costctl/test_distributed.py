@@ -103,3 +103,19 @@ def test_an_unreachable_scheduler_and_a_bad_spec_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="local-cluster:N"):
         rating_engine("local-cluster:zero")
     assert rating_engine(None) is rate and rating_engine("in-process") is rate
+
+
+def test_costctl_run_names_a_bad_rating_and_rates_on_a_local_cluster(tmp_path, capsys, monkeypatch) -> None:
+    from headend.cli.main import main
+
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    db = str(tmp_path / "cc.db")
+    _fleet_store(db).close()
+    assert main(["costctl", "run", "--db", db, "--rating", "spark://x", "--at", str(D0 + 2 * DAY + 36000)]) == 2
+    assert "--rating 'spark://x'" in capsys.readouterr().err
+    assert main(["costctl", "run", "--db", db, "--rating", "local-cluster:2", "--json",
+                 "--at", str(D0 + 2 * DAY + 36000)]) == 0
+    import json
+
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["rated"] > 0 and rep["charged_fen"] > 0
