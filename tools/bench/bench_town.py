@@ -22,7 +22,8 @@ def run(report) -> None:  # noqa: ANN001
     if not out["conservation_ok"] or out["meters_wrong_count"] or out["payments_confirmed"] != out["payments"]:
         raise RuntimeError(f"town: conservation or commands broken: {out}")
     size = f"{N_METERS:,}-meter town, {out['buses']} buses + {out['solo_links']} solo links"
-    report(f"town: read cycles (every reading stored) vs plain asyncio, same buses and meter cores ({size})",
+    report(f"town: read cycles (every reading stored) vs plain asyncio (Protocol callbacks, nothing decoded), "
+           f"same buses and meter cores ({size})",
            out["reads_per_s"], "reads/s", baseline=out["ceiling_reads_per_s"], pairs=_pairs(out))
     report(f"  read cycle of all {N_METERS:,} meters (median)", out["read_cycle_s"] * 1000, "ms")
     report(f"  cost-control cycle ({out['costctl_accounts']} remote accounts, headend costctl run)",
