@@ -21,6 +21,7 @@ import numpy as np
 
 from headend.store import Store
 from headend.store.models import business_day
+from headend.store.reporting import CUT_KINDS, RESTORE_KINDS
 
 __all__ = ["REPORTS", "Query", "Report", "ReportError", "run_report", "period_of"]
 
@@ -396,9 +397,9 @@ def operations(store: Store, q: Query) -> Report:
     outcome: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for at, kind, status, attempts in store.commands_by_day(since, until):
         p = period_of(business_day(int(at), store.utc_offset_s), q.by)
-        if status == "confirmed" and kind == "trip":
+        if status == "confirmed" and kind in CUT_KINDS:
             per[p]["cuts"] += 1
-        if status == "confirmed" and kind == "close":
+        if status == "confirmed" and kind in RESTORE_KINDS:
             per[p]["restores"] += 1
         per[p]["commands"] += 1
         o = outcome[(kind, status)]

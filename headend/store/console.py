@@ -7,7 +7,7 @@ from typing import Any
 from headend.store.accounts import _ACCOUNT_COLS, _account
 from headend.store.base import StoreBase
 from headend.store.models import Account
-from headend.store.reporting import ACCOUNT_STATE
+from headend.store.reporting import ACCOUNT_STATE, CUT_KINDS, RESTORE_KINDS
 
 __all__ = ["ConsoleQueries", "METER_STATES"]
 
@@ -49,10 +49,12 @@ class ConsoleQueries(StoreBase):
     def relay_outcomes_since(self, since: int) -> dict[str, int]:
         """Confirmed cuts (trip) and restores (close permitted or direct) of commands finished since ``since``."""
         with self._tx(write=False) as tx:
+            kinds = CUT_KINDS + RESTORE_KINDS
             rows = tx.all("SELECT kind, COUNT(*) FROM commands WHERE status = 'confirmed' AND updated_at >= ?"
-                          " AND kind IN ('trip', 'close_permitted', 'close_direct') GROUP BY kind", (int(since),))
+                          f" AND kind IN ({', '.join('?' * len(kinds))}) GROUP BY kind", (int(since), *kinds))
         got = {k: int(n) for k, n in rows}
-        return {"cuts": got.get("trip", 0), "restores": got.get("close_permitted", 0) + got.get("close_direct", 0)}
+        return {"cuts": sum(got.get(k, 0) for k in CUT_KINDS),
+                "restores": sum(got.get(k, 0) for k in RESTORE_KINDS)}
 
     def commands_in_flight(self) -> dict[str, int]:
         """Commands not final yet (queued, sent, unresolved), by status."""

@@ -15,6 +15,10 @@ from headend.store.base import StoreBase
 
 _CHARGE_KINDS = ("charge", "fixed_charge", "rerate")
 _PAID_KINDS = ("payment", "reversal")
+# the commands that cut and that restore supply (a restore is either kind of close)
+CUT_KINDS = ("trip",)
+RESTORE_KINDS = ("close_permitted", "close_direct")
+_RK = ", ".join(f"'{k}'" for k in RESTORE_KINDS)
 
 
 def _accounts_filter(district: str | None, segment: str | None, alias: str = "a") -> tuple[str, list[Any]]:
@@ -311,7 +315,7 @@ class ReportQueries(StoreBase):
                " JOIN meters m ON m.address = k.meter"
                " JOIN payments p ON p.customer = m.customer AND p.accepted_at <= k.created_at"
                " JOIN accounts a ON a.customer = p.customer"
-               " WHERE k.kind = 'close' AND k.status = 'confirmed'"
+               f" WHERE k.kind IN ({_RK}) AND k.status = 'confirmed'"
                f" AND p.accepted_at >= ? AND p.accepted_at < ? AND p.state <> 'reversed'{f}"
                " GROUP BY p.id, p.channel, p.accepted_at")
         with self._tx(write=False) as tx:

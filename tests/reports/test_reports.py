@@ -410,3 +410,21 @@ def test_account_states_counted_in_the_database_follow_the_readme(generated):
            for r in run_report(s, "accounts", _q()).rows}
     assert got == want
     assert got["-"]["cut"] == 1 and got["east"]["cut"] == 1 and sum(r["credit"] for r in got.values()) >= 1
+
+
+def test_confirmed_closes_of_either_kind_count_as_restores(booked):
+    """A restore is a confirmed close_permitted or close_direct command (there is no command
+    named plain "close"): a trip, then a close permitted and a close direct, all confirmed on 2026-11-05."""
+    meter = "000000000011"
+    for kind in ("trip", "close_permitted", "close_direct"):
+        cmd = booked.enqueue(meter, kind, actor="costctl")
+        [claimed] = booked.claim_next(limit=1)
+        assert claimed.id == cmd.id
+        booked.confirm(cmd.id, reply={"relay": "closed"})
+    rep = run_report(booked, "operations", _q(last="2026-11-05"))
+    assert (rep.totals["cuts"], rep.totals["restores"]) == (1, 2)
+    # the speed report's payment to restore: A's standing payment (day 2, 09:00) to the first
+    # confirmed close after it (2026-11-05 00:00): 1 day 15 h
+    rep = run_report(booked, "speed", _q(last="2026-11-05"))
+    [row] = [r for r in rep.rows if r["channel"] == "mobile_app" and r["measure"] == "payment_to_restore"]
+    assert (row["n"], row["p50_s"]) == (1, DAY + 15 * 3600)
