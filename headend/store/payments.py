@@ -204,7 +204,7 @@ class Payments(Ledger, Outbox):
                             f" ({', '.join('?' for _ in chunk)})", (ch, *chunk)))
                 ids = [found[(p.channel, p.txn_id)] for p in new]
             cmds = self._insert_commands(
-                tx, [(p.meter, "recharge", {"amount_fen": p.amount_fen, "customer": p.customer, "payment": pid},
+                tx, [(str(p.meter), "recharge", {"amount_fen": p.amount_fen, "customer": p.customer, "payment": pid},
                       f"payment:{pid}", 0) for p, pid in zip(new, ids) if p.to_meter], actor=actor)
             tx.executemany("UPDATE payments SET command_id = ? WHERE id = ?", [(c.id, c.params["payment"]) for c in cmds])
             command = {c.params["payment"]: c.id for c in cmds}

@@ -184,7 +184,8 @@ class PostgresBackend:
                 return
             try:
                 if write:  # one round trip: a busy server's latency is paid per statement sent
-                    self._conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+                    # the lock number is our own constant, not input: the f-string is safe SQL
+                    self._conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # pyright: ignore[reportCallIssue, reportArgumentType]
                 else:
                     self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except psycopg.Error as exc:
