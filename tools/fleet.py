@@ -67,7 +67,9 @@ from meter.core import Meter  # noqa: E402
 from meter.store import RamFlash  # noqa: E402
 
 from headend.keys import derive_meter_key  # noqa: E402 - the head-end's own derivation
-from protocol.frame import address_to_wire  # noqa: E402
+from protocol.errors import ProtocolError  # noqa: E402
+from protocol.frame import address_to_wire, parse_frame  # noqa: E402
+from protocol.payloads.security import OPEN_ACCOUNT, RECHARGE  # noqa: E402
 from tools.key_input import ENV_MASTER_KEY, KeyInputError, refuse_on_argv, secret_hex  # noqa: E402
 
 __all__ = ["Bus", "Fault", "Fleet", "LossyProxy", "fleet_addresses", "serve_fleet", "start_fleet"]
@@ -80,13 +82,13 @@ def fleet_addresses(n: int, first: int = 1) -> list[str]:
     return [f"{i:012d}" for i in range(first, first + n)]
 
 
-_RECHARGE_DIS = {bytes((b + 0x33) & 0xFF for b in (0xFF, k, 0x01, 0x07)) for k in (0x01, 0x02)}  # open account, recharge
-
-
 def _is_recharge(frame: bytes) -> bool:
-    # an 03H frame whose DI (after +33H) is 07 01 01 FF or 07 01 02 FF: 68 A0..A5 68 03 L DI...
-    i = frame.find(b"\x68")
-    return i >= 0 and len(frame) >= i + 14 and frame[i + 8] == 0x03 and bytes(frame[i + 10:i + 14]) in _RECHARGE_DIS
+    """Whether ``frame`` asks a meter to open its account or take a recharge (03H 070101FF/070102FF)."""
+    try:
+        f = parse_frame(frame)
+    except ProtocolError:
+        return False
+    return f.function == 0x03 and int.from_bytes(f.data[:4], "little") in (OPEN_ACCOUNT, RECHARGE)
 
 
 def _noise() -> bytes:
