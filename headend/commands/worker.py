@@ -376,7 +376,7 @@ class OutboxWorker:
             # written before the frame goes out: every retry, after any restart, uses this count,
             # and "sends" tells a lost reply (sent before) from a contradiction (never sent)
             progress["sends"] = int(progress.get("sends", 0)) + 1
-            self.store.transition(cmd.id, "sent", expected="sent", reply=progress)
+            self.store.note_progress(cmd.id, progress)
             try:
                 result = await self.client.recharge(m, amount, count, customer,
                                                     open_account=bool(progress.get("open_account")))

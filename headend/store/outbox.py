@@ -239,6 +239,22 @@ class Outbox(Audit):
             self._command_moved(tx, cmd)
             return cmd
 
+    def note_progress(self, command_id: int, reply: Any) -> Command:
+        """Store what a command in flight has done so far (a recharge's chosen purchase count,
+        written before its frame goes out) while it stays "sent".
+
+        Not an attempt: ``attempts`` counts the times a worker took the command on (claim_next),
+        so a command its meter carried out on the first try keeps attempts == 1.
+        Raises TransitionError if the command is no longer in flight.
+        """
+        with self._tx() as tx:
+            n = tx.execute("UPDATE commands SET reply = ?, updated_at = ? WHERE id = ? AND status = 'sent'",
+                           (dumps(reply), self.now(), int(command_id)))
+            cmd = self.get_command(command_id)  # NotFound if it never existed
+            if n != 1:
+                raise TransitionError(f"command {command_id} is {cmd.status}, not sent: someone else moved it first")
+            return cmd
+
     def mark_sent(self, command_id: int) -> Command:
         """queued -> sent, or sent -> sent for a resend; counts an attempt."""
         return self.transition(command_id, "sent", expected=("queued", "sent"))

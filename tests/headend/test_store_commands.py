@@ -82,6 +82,20 @@ def test_lifecycle_and_compare_and_set(store, clock: Clock) -> None:
     assert store.get_command(cmd.id).status == "confirmed"
 
 
+def test_progress_of_a_command_in_flight_is_no_attempt(store, clock: Clock) -> None:
+    cmd = store.enqueue(A1, "recharge", {"amount_fen": 100}, actor="ops")
+    [sent] = store.claim_next()
+    assert sent.attempts == 1
+    clock.t += 3
+    noted = store.note_progress(sent.id, {"purchase_count": 7, "sends": 1})
+    assert (noted.status, noted.attempts, noted.reply, noted.updated_at) == \
+        ("sent", 1, {"purchase_count": 7, "sends": 1}, clock.t)
+    store.confirm(cmd.id, {"purchase_count": 7, "result": "credited"})
+    with pytest.raises(TransitionError, match="is confirmed, not sent"):
+        store.note_progress(cmd.id, {"purchase_count": 8})
+    assert store.get_command(cmd.id).reply["purchase_count"] == 7
+
+
 def test_failure_keeps_reason_and_reply(store) -> None:
     cmd = store.enqueue(A1, "recharge", {"amount_fen": 1}, actor="ops")
     store.mark_sent(cmd.id)
@@ -233,7 +247,7 @@ def test_cancel_and_retry_are_audited_and_never_cancel_a_recharge_that_may_have_
         store.cancel(t.id, actor="bob")
     rc = store.enqueue(A2, "recharge", {"amount_fen": 100}, actor="ops")
     [sent] = store.claim_next()
-    store.transition(sent.id, "sent", expected="sent", reply={"purchase_count": 3})
+    store.note_progress(sent.id, {"purchase_count": 3})
     store.unresolve(sent.id, "reply lost", not_before=store.now() + 60)
     with pytest.raises(TransitionError, match="may already have reached the meter"):
         store.cancel(rc.id, actor="bob")
@@ -243,7 +257,7 @@ def test_cancel_and_retry_are_audited_and_never_cancel_a_recharge_that_may_have_
 def test_an_unresolved_recharge_holds_back_later_commands_but_not_reads(store, clock: Clock) -> None:
     rc = store.enqueue(A1, "recharge", {"amount_fen": 100}, actor="ops")
     [sent] = store.claim_next()
-    store.transition(sent.id, "sent", expected="sent", reply={"purchase_count": 1})
+    store.note_progress(sent.id, {"purchase_count": 1})
     store.unresolve(sent.id, "meter locked", not_before=clock.t + 60)
     later = store.enqueue(A1, "recharge", {"amount_fen": 200}, actor="ops")
     read = store.enqueue(A1, "read", {"dis": ["00900200"]}, actor="ops")
@@ -261,7 +275,7 @@ def test_a_crashed_worker_leaves_a_chosen_recharge_unresolved(store, clock: Cloc
     tr = store.enqueue(A2, "trip", actor="ops")
     for c in store.claim_next(limit=5):
         if c.id == rc.id:
-            store.transition(c.id, "sent", expected="sent", reply={"purchase_count": 4})
+            store.note_progress(c.id, {"purchase_count": 4})
     assert store.requeue_stale(0) == 2
     assert store.get_command(rc.id).status == "unresolved" and store.get_command(tr.id).status == "queued"
 
