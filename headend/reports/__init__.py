@@ -359,21 +359,22 @@ def speed(store: Store, q: Query) -> Report:
 def accounts(store: Store, q: Query) -> Report:
     """Customers in credit / alarm 1 / alarm 2 / cut / protected by district; arrears ageing."""
     per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for district, state, count, protected in store.account_states(district=q.district, segment=q.segment):
+    age: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    rows = store.account_states_and_ageing(store.now(), district=q.district, segment=q.segment)
+    for district, state, days, count, protected, owed in rows:
         per[district][state] += int(count)
         per[district]["protected"] += int(protected)
         per[district]["accounts"] += int(count)
-    out = [{"district": d or "-", "accounts": v["accounts"], **{s: v[s] for s in STATES},
-            "protected": v["protected"]} for d, v in sorted(per.items())]
-    totals = {k: sum(r[k] for r in out) for k in ("accounts", *STATES, "protected")}
-    now = store.now()
-    age: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for district, days, owed, count in store.arrears_by_age(now, district=q.district, segment=q.segment):
+        if days is None:
+            continue
         days = max(0, int(days))
         for lo, hi, label in AGEING:
             if days >= lo and (hi is None or days <= hi):
                 age[district or "-"][label] += int(owed)
                 age[district or "-"][label + "_n"] += int(count)
+    out = [{"district": d or "-", "accounts": v["accounts"], **{s: v[s] for s in STATES},
+            "protected": v["protected"]} for d, v in sorted(per.items())]
+    totals = {k: sum(r[k] for r in out) for k in ("accounts", *STATES, "protected")}
     arows = [{"district": d, **{lab: v[lab] for _, _, lab in AGEING},
               **{f"{lab} accounts": v[lab + "_n"] for _, _, lab in AGEING}} for d, v in sorted(age.items())]
     rep = Report("accounts", "Accounts by state", ["district", "accounts", *STATES, "protected"], out, totals,

@@ -60,6 +60,20 @@ ACCOUNT_STATE = (
     " WHEN t.alarm1 > 0 AND t.bal <= t.alarm1 THEN 'alarm1' ELSE 'credit' END")
 
 
+# One row per account now, for the states above (the ``t`` they read) and the arrears' age: a local
+# account's balance is the account plus its meters' last seen wallets, and it is cut when one of its
+# meters' relays was last seen open; ``own`` is the account's own balance.  Ends in a WHERE to which
+# ``_accounts_filter`` appends.
+_ACCOUNTS_NOW = (
+    "SELECT a.district AS district, a.protected AS protected, a.alarm1_fen AS alarm1,"
+    " a.alarm2_fen AS alarm2, a.supply AS supply, CASE WHEN lm.customer IS NULL THEN 'remote'"
+    " ELSE 'local' END AS mode, a.balance_fen + COALESCE(lm.fen, 0) AS bal,"
+    " COALESCE(lm.relay_open, 0) AS relay_open, a.balance_fen AS own, a.owing_since AS owing_since"
+    " FROM accounts a LEFT JOIN (SELECT customer, SUM(COALESCE(balance_fen, 0)) AS fen,"
+    "  MAX(CASE WHEN relay = 'open' THEN 1 ELSE 0 END) AS relay_open FROM meters WHERE mode = 'local'"
+    "  GROUP BY customer) lm ON lm.customer = a.customer WHERE 1 = 1")
+
+
 def snapshot_day(tx: Any, day: str, now: int, utc_offset_s: int) -> int:
     """Keep a closed day's figures per district and segment: charged, paid, paid in advance and
     the arrears at its end (sum of max(0, -balance) and how many accounts owe), so reports over
@@ -325,33 +339,28 @@ class ReportQueries(StoreBase):
         """(district, state, accounts, protected accounts) per district and state now, the states
         as headend/reports/README.md defines them (``ACCOUNT_STATE``)."""
         f, params = _accounts_filter(district, segment)
-        # a local account's balance is the account plus its meters' last seen wallets, and it is
-        # cut when one of its meters' relays was last seen open
-        sql = (
-            f"SELECT t.district, {ACCOUNT_STATE}, COUNT(*), SUM(t.protected) FROM ("
-            " SELECT a.district AS district, a.protected AS protected, a.alarm1_fen AS alarm1,"
-            " a.alarm2_fen AS alarm2, a.supply AS supply, CASE WHEN lm.customer IS NULL THEN 'remote'"
-            " ELSE 'local' END AS mode, a.balance_fen + COALESCE(lm.fen, 0) AS bal,"
-            " COALESCE(lm.relay_open, 0) AS relay_open"
-            " FROM accounts a LEFT JOIN (SELECT customer, SUM(COALESCE(balance_fen, 0)) AS fen,"
-            "  MAX(CASE WHEN relay = 'open' THEN 1 ELSE 0 END) AS relay_open FROM meters WHERE mode = 'local'"
-            f"  GROUP BY customer) lm ON lm.customer = a.customer WHERE 1 = 1{f}) t"
-            f" GROUP BY t.district, {ACCOUNT_STATE}"
-        )
+        sql = (f"SELECT t.district, {ACCOUNT_STATE}, COUNT(*), SUM(t.protected) FROM ({_ACCOUNTS_NOW}{f}) t"
+               f" GROUP BY t.district, {ACCOUNT_STATE}")
         with self._tx(write=False) as tx:
             return tx.all(sql, params)
 
-    def arrears_by_age(self, now: int, *, district: str | None = None,
-                       segment: str | None = None) -> list[tuple[Any, ...]]:
-        """(district, whole days since the balance last went below zero, fen owed, accounts) over
-        the accounts whose balance is below zero now (``accounts.owing_since``, kept with every
-        change of a balance)."""
+    def account_states_and_ageing(self, now: int, *, district: str | None = None,
+                                  segment: str | None = None) -> list[tuple[Any, ...]]:
+        """(district, state, whole days owing or None, accounts, protected accounts, fen owed) now,
+        in one pass over the accounts: the states as ``account_states`` counts them, and for the
+        accounts whose own balance is below zero the days since it went below zero
+        (``accounts.owing_since``, kept with every change of a balance) and what they owe; None
+        days and 0 fen for the others."""
         f, params = _accounts_filter(district, segment)
-        age = "(? - COALESCE(a.owing_since, ?)) / 86400"
-        sql = (f"SELECT a.district, {age}, -SUM(a.balance_fen), COUNT(*) FROM accounts a WHERE a.balance_fen < 0{f}"
-               f" GROUP BY a.district, {age}")
+        # the days and the state are columns of the inner query, so the GROUP BY names them once
+        # (a million accounts a report: one scan and one sort, not one per figure)
+        sql = ("SELECT s.district, s.state, s.days, COUNT(*), SUM(s.protected), -SUM(s.owed) FROM ("
+               f" SELECT t.district AS district, {ACCOUNT_STATE} AS state,"
+               " CASE WHEN t.own < 0 THEN (? - COALESCE(t.owing_since, ?)) / 86400 END AS days,"
+               " t.protected AS protected, CASE WHEN t.own < 0 THEN t.own ELSE 0 END AS owed"
+               f" FROM ({_ACCOUNTS_NOW}{f}) t) s GROUP BY s.district, s.state, s.days")
         with self._tx(write=False) as tx:
-            return tx.all(sql, (now, now, *params, now, now))
+            return tx.all(sql, (now, now, *params))
 
     def commands_by_day(self, since: int, until: int) -> list[tuple[Any, ...]]:
         """(created_at, kind, status, attempts) of every command created in [since, until)."""

@@ -428,3 +428,33 @@ def test_confirmed_closes_of_either_kind_count_as_restores(booked):
     rep = run_report(booked, "speed", _q(last="2026-11-05"))
     [row] = [r for r in rep.rows if r["channel"] == "mobile_app" and r["measure"] == "payment_to_restore"]
     assert (row["n"], row["p50_s"]) == (1, DAY + 15 * 3600)
+
+
+def test_ageing_and_states_from_one_pass_equal_the_accounts_by_hand(generated):
+    """The accounts report reads states and ageing in one pass over the accounts: its ageing is
+    each account below zero by its own balance, aged by whole days since owing_since (now when
+    unknown), bucketed by hand; its state counts are the console's ``account_states``."""
+    from headend.reports import AGEING
+
+    s = generated
+    now = s.now()
+    with sqlite3_of(s) as con:
+        owing = con.execute("SELECT district, balance_fen, owing_since FROM accounts WHERE balance_fen < 0").fetchall()
+    want: dict[str, dict[str, int]] = {}
+    for district, bal, since in owing:
+        days = max(0, (now - (now if since is None else since)) // DAY)
+        [label] = [lab for lo, hi, lab in AGEING if days >= lo and (hi is None or days <= hi)]
+        row = want.setdefault(district or "-", {k: 0 for _, _, lab in AGEING for k in (lab, f"{lab} accounts")})
+        row[label] -= bal
+        row[f"{label} accounts"] += 1
+    rep = run_report(s, "accounts", _q())
+    got = {r["district"]: {k: v for k, v in r.items() if k != "district"} for r in rep.sections["ageing"].rows}
+    assert got == want and len(owing) >= 3
+    console: dict[str, dict[str, int]] = {}
+    for district, state, n, protected in s.account_states():
+        row = console.setdefault(district or "-", {"accounts": 0, "protected": 0})
+        row[state] = row.get(state, 0) + n
+        row["accounts"] += n
+        row["protected"] += protected
+    assert {r["district"]: {k: v for k, v in r.items() if k != "district" and (v or k in ("accounts", "protected"))}
+            for r in rep.rows} == console
