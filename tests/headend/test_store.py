@@ -19,6 +19,7 @@ from headend.store import (
     open_store,
 )
 from tests.headend.store_support import Clock
+from tests.store_backends import raw_sql
 
 A1, A2, A3 = "000000000001", "000000000002", "112233445566"
 C1, C2 = "000000000042", "000000000043"
@@ -476,3 +477,21 @@ def test_cost_control_views_and_bulk_decisions(store) -> None:
     assert store.get_account(C1).notice_level == 3  # the failed batch changed nothing
     with pytest.raises(InvalidInput):
         store.set_account_states([(C1, 0, None, "off", None)])
+
+
+def test_account_states_and_ageing_in_one_pass(store, store_db) -> None:
+    """Per district, state and whole days owing: accounts, protected accounts and fen owed, on
+    either engine; days only for an account whose own balance is below zero (0 when the time it went
+    below zero is unknown), and the states as the console's ``account_states`` counts them."""
+    now = int(store.now())
+    for customer, district in (("000000000301", "east"), ("000000000302", "east"), ("000000000303", "west"),
+                               ("000000000304", "east")):
+        store.add_account(customer, actor="ops", district=district, protected=customer.endswith("4"))
+    for customer, fen, since in (("000000000301", -500, now - 40 * 86400 - 5), ("000000000302", -300, None),
+                                 ("000000000303", 1000, None), ("000000000304", -200, now - 40 * 86400)):
+        raw_sql(store_db, "UPDATE accounts SET balance_fen = ?, owing_since = ? WHERE customer = ?",
+                (fen, since, customer))
+    assert sorted(store.account_states_and_ageing(now), key=lambda r: (r[0], r[2] or 0)) == [
+        ("east", "alarm2", 0, 1, 0, 300), ("east", "alarm2", 40, 2, 1, 700), ("west", "credit", None, 1, 0, 0)]
+    assert sorted(store.account_states_and_ageing(now, district="west")) == [("west", "credit", None, 1, 0, 0)]
+    assert sorted(store.account_states()) == [("east", "alarm2", 3, 1), ("west", "credit", 1, 0)]
