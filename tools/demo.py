@@ -39,7 +39,7 @@ from rich.live import Live
 from headend.keys import KeyStore
 from headend.money import yuan
 from headend.store import open_store
-from tools.proc import wait_for_line
+from tools.proc import Stopped, stop_on_sigterm, wait_for_line
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "prepaid645 demo passphrase"
@@ -317,17 +317,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     demo = Demo(args)
     code = 0
-    try:
-        demo.run()
-    except KeyboardInterrupt:
-        console.print("\n[yellow]stopped by Ctrl-C[/]")
-        code = 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave children behind
-        demo.stop()
-        console.print("\n[bold cyan]Everything the demo started is stopped.[/]")
-        demo.where()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    with stop_on_sigterm():
+        try:
+            demo.run()
+        except Stopped as exc:
+            console.print("\n[yellow]stopped by SIGTERM[/]")
+            code = 128 + exc.signum
+        except KeyboardInterrupt:
+            console.print("\n[yellow]stopped by Ctrl-C[/]")
+            code = 130
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave children behind
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nor a SIGTERM
+            demo.stop()
+            console.print("\n[bold cyan]Everything the demo started is stopped.[/]")
+            demo.where()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     if code == 0:
         console.print("\n[bold green]demo finished[/]")
     return code

@@ -23,7 +23,9 @@ What it does, all real processes on loopback:
    command lost, none applied twice).
 
 Reported: read-cycle time and reads/s against the ceiling, commands/s, payment-to-confirmation
-p50/p95/p99, peak memory (VmHWM) of each process, retries, and the checks.
+p50/p95/p99, peak memory (VmHWM) of each process, retries (API requests sent again; outbox
+attempts beyond a command's first), and the checks.  Ctrl-C, or a SIGTERM to this process alone,
+stops everything it started.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from tools.proc import Stopped, stop_on_sigterm, wait_for_line
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "prepaid645 loadrun passphrase"
@@ -87,8 +91,7 @@ class _Serve:
         self._stop = threading.Event()
 
     def start(self) -> None:
-        from tools.proc import wait_for_line
-
+        self.peaks_kb.append(0)  # before the child exists: a stop while it starts finds its entry
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "headend.cli.main", "serve", "--api", f"tcp://127.0.0.1:{self.api_port}",
              "--no-notices", "--no-costctl", "--timeout", "2", "--security-timeout", "3", "--retry-backoff", "0.5",
@@ -97,7 +100,6 @@ class _Serve:
         seen: list[str] = []
         if not wait_for_line(self.proc, "headend serve: working", seen, 120):
             raise RuntimeError("headend serve did not start:\n" + "".join(seen))
-        self.peaks_kb.append(0)
         proc = self.proc
 
         def drain() -> None:  # its output to the log, and its peak memory sampled meanwhile
@@ -229,12 +231,12 @@ def run_load(meters: int = 10_000, *, seed: int = 1, workdir: Path | None = None
     garbage_s = garbage_s if garbage_s is not None else max(5.0, 60.0 * meters / 10_000)
     out: dict[str, Any] = {"meters": meters, "workdir": str(work)}
     town_err = (work / "town.err.log").open("w")
+    serve = _Serve(env, _free_port(), work / "headend-serve.log")
+    town_peak = 0
     t_reg = time.perf_counter()
     town = subprocess.Popen([sys.executable, "-m", "tools.town", "--count", str(meters), "--seed", str(seed),
                              "--register", str(db), "--no-load", "--bus-size", f"32:{bus_max}"],
                             cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=town_err, text=True)
-    serve = _Serve(env, _free_port(), work / "headend-serve.log")
-    town_peak = 0
     try:
         line = town.stdout.readline() if town.stdout else ""
         if not line:
@@ -437,8 +439,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.meters < 100:
         p.error(f"--meters must be at least 100 (40 buses of 32 meters need 1,280 for the full shape), got {args.meters}")
-    out = run_load(args.meters, seed=args.seed, workdir=Path(args.dir) if args.dir else None, rounds=args.rounds,
-                   kills=args.kills, log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
+    say = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    try:
+        # run_load stops everything it started in its finally: on Ctrl-C, and on SIGTERM alike
+        with stop_on_sigterm():
+            out = run_load(args.meters, seed=args.seed, workdir=Path(args.dir) if args.dir else None,
+                           rounds=args.rounds, kills=args.kills, log=say)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        say(f"loadrun: stopped by {signal.Signals(signum).name}; everything it started is stopped")
+        return 128 + signum
     if args.json:
         print(json.dumps(out))
     else:

@@ -11,33 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from tools.proc import alive, descendants
 from tools.sim import ROOT
-
-
-def _children(pid: int) -> set[int]:
-    """Every descendant of pid, from /proc."""
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), [pid]
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            out.add(k)
-            todo.append(k)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.Popen:
@@ -81,11 +56,11 @@ def test_ctrl_c_in_the_live_view_stops_everything(tmp_path: Path) -> None:
     else:
         raise AssertionError("the demo never reached its live view:\n" + "".join(seen))
     time.sleep(2)  # inside the live view
-    started = _children(proc.pid)
+    started = descendants(proc.pid)
     assert len(started) >= 3, started  # the town, headend serve, the customers
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-3000:]
     assert "Everything the demo started is stopped" in out
-    left = [p for p in started if _alive(p)]
+    left = [p for p in started if alive(p)]
     assert not left, f"still running after Ctrl-C: {left}"

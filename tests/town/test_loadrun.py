@@ -1,12 +1,20 @@
 """The load-and-fault run at a small size (tools/loadrun.py): a storm of payments through the API
 while `headend serve` is SIGKILLed twice, a bus answers noise and meters lose power; money is
-conserved to the fen and no recharge is lost or applied twice."""
+conserved to the fen and no recharge is lost or applied twice; and a SIGTERM to the run alone
+stops everything it started."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from tools.loadrun import run_load
+from tools.loadrun import ROOT, run_load
+from tools.proc import alive, descendants
 
 
 def test_conservation_and_no_lost_or_double_command_under_faults(tmp_path: Path) -> None:
@@ -21,3 +29,54 @@ def test_conservation_and_no_lost_or_double_command_under_faults(tmp_path: Path)
     assert out["commands_not_confirmed"] == 0 and out["commands_confirmed"] > 0
     assert set(out["payment_states"]) <= {"confirmed_on_meter", "credited"}
     assert all(v < 1024 for v in out["peak_mb"].values())
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_sigterm_to_the_run_alone_stops_everything_it_started(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "tools.loadrun", "--meters", "100", "--rounds", "1", "--kills", "0",
+                             "--dir", str(tmp_path / "run")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # each line as it is said
+    assert proc.stdout is not None
+    town: set[int] = set()
+    started: set[int] = set()
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("cost control:"):
+                break
+        else:
+            raise AssertionError("the run never reached its storm:\n" + "".join(seen))
+        # the town held still, so the storm cannot end before headend serve is seen running
+        town = descendants(proc.pid)
+        assert any("tools.town" in _cmdline(p) for p in town), [_cmdline(p) for p in town]
+        for p in town:
+            os.kill(p, signal.SIGSTOP)
+        deadline = time.monotonic() + 120
+        while not any(" serve " in _cmdline(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            started = descendants(proc.pid)
+        assert any(" serve " in _cmdline(p) for p in started), [_cmdline(p) for p in started]
+        proc.send_signal(signal.SIGTERM)  # the run alone, as `kill PID` or a supervisor does: not its group
+        for p in town:
+            os.kill(p, signal.SIGCONT)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 128 + signal.SIGTERM, "".join(seen) + out[-3000:]
+        assert "stopped by SIGTERM; everything it started is stopped" in out
+        left = [(p, _cmdline(p)) for p in started | town if alive(p)]
+        assert not left, f"still running after SIGTERM: {left}"
+    finally:
+        for p in started | town:
+            if alive(p):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
