@@ -171,6 +171,21 @@ class Console:
                                        " or an old page): nothing was done. Reload the page and try again.")
         return form
 
+    async def posted(self, request: Request, action: str | None = None,
+                     what: str = "") -> tuple[Session, dict[str, str]] | Response:
+        """A POST's signed-in session and its form, or the Response that refuses it: sign in
+        again, a missing or wrong CSRF token, or (given ``action``) a role without that
+        permission, ``what`` naming the refused deed."""
+        s = self.session(request)
+        if s is None:
+            return self.to_login(request)
+        form = await self.form(request, s)
+        if isinstance(form, Response):
+            return form
+        if action is not None and s.role not in _perm(action):
+            return self.refuse_role(request, s, action, what)
+        return s, form
+
     def refuse_role(self, request: Request, session: Session, action: str, what: str) -> HTMLResponse:
         roles = ", ".join(sorted(_perm(action)))
         self.store.log_action(session.name, "console.not_allowed", request.url.path,
@@ -269,12 +284,10 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
 
     @post("/logout")
     async def logout(request: Request) -> Response:
-        s = con.session(request)
-        if s is None:
-            return con.to_login(request)
-        form = await con.form(request, s)
-        if isinstance(form, Response):
-            return form
+        got = await con.posted(request)
+        if isinstance(got, Response):
+            return got
+        s, form = got
         con.sessions.end(s.sid)
         store.log_action(s.name, "console.logout", s.name, None)
         resp = RedirectResponse("/login", status_code=303)
@@ -360,14 +373,10 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         from headend.payments import PaymentError
         from headend.payments.counter import take_payment
 
-        s = con.session(request)
-        if s is None:
-            return con.to_login(request)
-        form = await con.form(request, s)
-        if isinstance(form, Response):
-            return form
-        if s.role not in _perm("counter"):
-            return con.refuse_role(request, s, "counter", "taking a counter payment")
+        got = await con.posted(request, "counter", "taking a counter payment")
+        if isinstance(got, Response):
+            return got
+        s, form = got
         try:
             d = customer_data(no)
         except NotFound:
@@ -402,14 +411,10 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
     async def shift_open(request: Request) -> Response:
         from headend.payments.counter import open_shift
 
-        s = con.session(request)
-        if s is None:
-            return con.to_login(request)
-        form = await con.form(request, s)
-        if isinstance(form, Response):
-            return form
-        if s.role not in _perm("counter"):
-            return con.refuse_role(request, s, "counter", "opening a counter shift")
+        got = await con.posted(request, "counter", "opening a counter shift")
+        if isinstance(got, Response):
+            return got
+        s, form = got
         if store.current_shift(s.name) is None:
             sh = open_shift(store, s.name)
             s.flash.append(f"shift {sh.id} opened at counter {sh.channel}")
@@ -453,12 +458,10 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         from headend.commands import DEFAULT_READ_DIS
         from headend.commands.params import check as check_params
 
-        s = con.session(request)
-        if s is None:
-            return con.to_login(request)
-        form = await con.form(request, s)
-        if isinstance(form, Response):
-            return form
+        got = await con.posted(request)
+        if isinstance(got, Response):
+            return got
+        s, form = got
         kind = form.get("kind", "")
         if kind not in METER_ACTIONS:
             return con.render(request, "error.html", 422, title="Unknown action",
@@ -488,14 +491,10 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
     async def meter_recharge(request: Request, address: str) -> Response:
         from headend.payments import OPERATOR_CHANNEL, PaymentError, accept_payment, ensure_operator_channel
 
-        s = con.session(request)
-        if s is None:
-            return con.to_login(request)
-        form = await con.form(request, s)
-        if isinstance(form, Response):
-            return form
-        if s.role not in _perm("recharge"):
-            return con.refuse_role(request, s, "recharge", "a recharge")
+        got = await con.posted(request, "recharge", "a recharge")
+        if isinstance(got, Response):
+            return got
+        s, form = got
         try:
             d = meter_data(address)
         except (NotFound, StoreError):
@@ -667,14 +666,10 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         from headend.cli.outage import parse_time
         from headend.grid.outages import OutagePolicy, plan_outage
 
-        s = con.session(request)
-        if s is None:
-            return con.to_login(request)
-        form = await con.form(request, s)
-        if isinstance(form, Response):
-            return form
-        if s.role not in _perm("outages"):
-            return con.refuse_role(request, s, "outages", "planning an outage")
+        got = await con.posted(request, "outages", "planning an outage")
+        if isinstance(got, Response):
+            return got
+        s, form = got
         errors: dict[str, str] = {}
         scope, where = form.get("scope", "feeder"), form.get("where", "").strip()
         if scope not in ("feeder", "area"):
@@ -710,14 +705,10 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
     async def outage_cancel(request: Request, oid: str) -> Response:
         from headend.grid.outages import OutagePolicy, cancel_outage
 
-        s = con.session(request)
-        if s is None:
-            return con.to_login(request)
-        form = await con.form(request, s)
-        if isinstance(form, Response):
-            return form
-        if s.role not in _perm("outages"):
-            return con.refuse_role(request, s, "outages", "cancelling an outage")
+        got = await con.posted(request, "outages", "cancelling an outage")
+        if isinstance(got, Response):
+            return got
+        s, form = got
         try:
             o, n = cancel_outage(store, _number(oid), actor=s.name, now=int(con.clock()),
                                  policy=con.outage_policy or OutagePolicy())
