@@ -225,27 +225,10 @@ class PostgresBackend:
 
         The steps are sqlite.MIGRATIONS rendered by `pg_statement`; DDL is transactional here, so
         a step and its number land together, and the write lock makes concurrent starts apply it once."""
-        from headend.store.sqlite import MIGRATIONS
+        from headend.store.sqlite import apply_migrations
 
         with self.transaction() as tx:
-            tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY,"
-                       " applied_at BIGINT NOT NULL)")
-            row = tx.one("SELECT MAX(version) FROM schema_version")
-            current = int(row[0]) if row and row[0] is not None else 0
-            newest = MIGRATIONS[-1][0]
-            if current > newest:
-                raise StoreError(
-                    f"database {self.location} has schema version {current}, newer than this program"
-                    f" knows ({newest}): upgrade prepaid645 before using it"
-                )
-            for version, statements in MIGRATIONS:
-                if version <= current or (upto is not None and version > upto):
-                    continue
-                for sql in statements:
-                    tx.execute(pg_statement(sql))
-                tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, int(time.time())))
-                current = version
-            return current
+            return apply_migrations(tx, self.location, upto, render=pg_statement)
 
     def schema_version(self) -> int:
         """Schema version applied to this database (0 for an empty one)."""

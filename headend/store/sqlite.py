@@ -19,7 +19,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from headend.store.models import Conflict, StoreError
 
@@ -650,6 +650,31 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]
 
 
+def apply_migrations(tx: Any, location: str, upto: int | None = None,
+                     render: Callable[[str], str] = str) -> int:
+    """Apply in ``tx`` every step of MIGRATIONS not yet applied (up to ``upto``), each statement
+    as ``render`` gives it for the engine (SQLite runs them as written); return the version.
+    A database newer than MIGRATIONS is refused rather than used."""
+    tx.execute(render("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                      " applied_at INTEGER NOT NULL)"))
+    row = tx.one("SELECT MAX(version) FROM schema_version")
+    current = int(row[0]) if row and row[0] is not None else 0
+    newest = MIGRATIONS[-1][0]
+    if current > newest:
+        raise StoreError(
+            f"database {location} has schema version {current}, newer than this program"
+            f" knows ({newest}): upgrade prepaid645 before using it"
+        )
+    for version, statements in MIGRATIONS:
+        if version <= current or (upto is not None and version > upto):
+            continue
+        for sql in statements:
+            tx.execute(render(sql))
+        tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, int(time.time())))
+        current = version
+    return current
+
+
 class _Tx:
     """Transaction handle over one sqlite3 cursor."""
 
@@ -812,25 +837,7 @@ class SQLiteBackend:
     def migrate(self, upto: int | None = None) -> int:
         """Apply every migration step not yet applied (up to `upto`, default all); return the version."""
         with self.transaction() as tx:
-            tx.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
-            )
-            row = tx.one("SELECT MAX(version) FROM schema_version")
-            current = int(row[0]) if row and row[0] is not None else 0
-            newest = MIGRATIONS[-1][0]
-            if current > newest:
-                raise StoreError(
-                    f"database {self.location} has schema version {current}, newer than this program"
-                    f" knows ({newest}): upgrade prepaid645 before using it"
-                )
-            for version, statements in MIGRATIONS:
-                if version <= current or (upto is not None and version > upto):
-                    continue
-                for sql in statements:
-                    tx.execute(sql)
-                tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, int(time.time())))
-                current = version
-            return current
+            return apply_migrations(tx, self.location, upto)
 
     def schema_version(self) -> int:
         """Schema version applied to this file (0 for an empty file)."""
