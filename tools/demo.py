@@ -40,6 +40,7 @@ from headend.keys import KeyStore
 from headend.money import yuan
 from headend.store import open_store
 from tools.proc import Stopped, stop_on_sigterm, wait_for_line
+from tools.town import control as town_control
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "prepaid645 demo passphrase"
@@ -138,15 +139,7 @@ class Demo:
 
     def town(self, command: str) -> dict[str, Any]:
         assert self.control is not None
-        with socket.create_connection(self.control, timeout=30) as s:
-            s.sendall(command.encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
+        return town_control.ask(self.control, command)
 
     # -- the demo -------------------------------------------------------------------------
     def run(self) -> None:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tools.proc import Stopped, stop_on_sigterm, wait_for_line
+from tools.town import control as town_control
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "prepaid645 loadrun passphrase"
@@ -195,15 +196,7 @@ async def _ceiling_cycles(buses: list[dict], seconds: float) -> float:
 
 
 def _town_ask(control: tuple[str, int], command: str) -> dict[str, Any]:
-    with socket.create_connection(control, timeout=120) as s:
-        s.sendall(command.encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 22)
-            if not chunk:
-                break
-            buf += chunk
-    got = json.loads(buf)
+    got = town_control.ask(control, command, timeout=120)
     if not got.get("ok"):
         raise RuntimeError(f"town refused {command!r}: {got}")
     return got

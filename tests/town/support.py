@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any, Callable
 
 from tests.headend.headend_proc import HeadEnd
 from tools.sim import ROOT
+from tools.town import control as town_control
 
 CONFIG = """
 [costctl]
@@ -70,15 +70,7 @@ class Town:
 
     def control(self, command: str) -> dict[str, Any]:
         host, port = self.info["control"].removeprefix("tcp://").rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=30) as s:
-            s.sendall(command.encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                buf += chunk
-        got = json.loads(buf)
+        got = town_control.ask((host, int(port)), command)
         assert got["ok"], got
         return got
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 __all__ = ["apply_command", "serve_control"]
@@ -138,3 +139,17 @@ async def serve_control(fleet: Any, host: str, port: int) -> asyncio.Server:
             writer.close()
 
     return await asyncio.start_server(one, host, port, limit=1 << 16)
+
+
+def ask(control: tuple[str, int], command: str, *, timeout: float = 30) -> dict[str, Any]:
+    """Send one control line to a running town and return its JSON answer (``ok`` and the rest):
+    the client side of :func:`serve_control`, for the demo, the load run and the tests."""
+    with socket.create_connection(control, timeout=timeout) as s:
+        s.sendall(command.encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(1 << 22)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
