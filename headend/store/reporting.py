@@ -21,6 +21,22 @@ RESTORE_KINDS = ("close_permitted", "close_direct")
 _RK = ", ".join(f"'{k}'" for k in RESTORE_KINDS)
 
 
+def _payment_filters(district: str | None, segment: str | None,
+                     channel: str | None) -> tuple[str, list[Any], str, list[Any], str]:
+    """The WHERE tails and parameters for payments ``p`` and for a closed day's kept counts
+    ``k`` (same district, segment and channel), and the join to accounts the district or
+    segment filter needs."""
+    f, params = _accounts_filter(district, segment)
+    kf, kparams = _accounts_filter(district, segment, "k")
+    if channel is not None:
+        f += " AND p.channel = ?"
+        kf += " AND k.channel = ?"
+        params.append(channel)
+        kparams.append(channel)
+    join = " JOIN accounts a ON a.customer = p.customer" if district is not None or segment is not None else ""
+    return f, params, kf, kparams, join
+
+
 def _accounts_filter(district: str | None, segment: str | None, alias: str = "a") -> tuple[str, list[Any]]:
     sql, params = "", []
     if district is not None:
@@ -225,14 +241,7 @@ class ReportQueries(StoreBase):
         fen), one row per group holding payments.  Days kept at their close (``snapshot_payments``)
         are read from those counts, the payments reversed since moved to the reversed rows; the
         other days are summed from the payments."""
-        f, params = _accounts_filter(district, segment)
-        kf, kparams = _accounts_filter(district, segment, "k")
-        if channel is not None:
-            f += " AND p.channel = ?"
-            kf += " AND k.channel = ?"
-            params.append(channel)
-            kparams.append(channel)
-        join = " JOIN accounts a ON a.customer = p.customer" if district is not None or segment is not None else ""
+        f, params, kf, kparams, join = _payment_filters(district, segment, channel)
         group = f"p.day, p.channel, c.kind, {_LOCAL_HOUR}, {_REVERSED}"
         scan = (f"SELECT {group}, COUNT(*), SUM(p.amount_fen), SUM(p.fee_fen)"
                 f" FROM payments p JOIN channels c ON c.id = p.channel{join}"
@@ -272,14 +281,7 @@ class ReportQueries(StoreBase):
         the payments of the days confirmed on their meter and not reversed.  Days kept at their
         close are read from their latencies, less those reversed since and plus those confirmed
         since; the other days are counted from the payments."""
-        f, params = _accounts_filter(district, segment)
-        kf, kparams = _accounts_filter(district, segment, "k")
-        if channel is not None:
-            f += " AND p.channel = ?"
-            kf += " AND k.channel = ?"
-            params.append(channel)
-            kparams.append(channel)
-        join = " JOIN accounts a ON a.customer = p.customer" if district is not None or segment is not None else ""
+        f, params, kf, kparams, join = _payment_filters(district, segment, channel)
         secs = "p.confirmed_at - p.accepted_at"
         kept_in = "IN (SELECT day FROM day_payments_kept WHERE day >= ? AND day <= ?)"
         hist: dict[tuple[str, int], int] = defaultdict(int)
