@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -125,6 +126,171 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
     return out if out["tx"] > 0 else None
 
 
+# A board's working session after the boot above: the harness feeds the head-end's frames into
+# the fake UART and runs the main loop (Board.step) until the reply is out, or runs passes with
+# energy pulses, one command a line on stdin, so a frame that depends on the meter's answer (the
+# authentication over its random challenge) is made from that answer. What the harness holds
+# (one line, one frame) is about what a board's UART read holds.
+SESSION = """
+import gc, sys, machine
+from hal import board
+from hal import esp32 as port
+meter_cfg, hw = board.load_config('{img}/config.json', port.Esp32)
+hw['state'] = 'state.bin'
+b = port.Esp32(meter_cfg, hw)
+meter_cfg = None
+u = machine.uarts[0]
+pulse = machine.pins[hw['pins']['pulse']]
+print('up')
+while True:
+    line = sys.stdin.readline()
+    if not line or line[0] == 'q':
+        break
+    if line[0] == 'f':
+        u.rx.extend(bytes.fromhex(line[2:-1]))
+        line = None
+        n = 0
+        while not u.tx and n < 20:
+            b.step()
+            n += 1
+        print(bytes(u.tx).hex())
+        u.tx = bytearray()
+    else:
+        for i in range(int(line[2:])):
+            pulse.level(i & 1)  # a falling edge every other pass: one Wh at 1000 imp/kWh
+            b.step()
+        print('ok')
+gc.collect()
+print(gc.mem_alloc())
+"""
+
+
+class _Line:
+    """The harness's stdin/stdout with the session's micropython; a reply that never comes (the
+    meter ran out of heap and the harness died) is None."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def ask(self, line: str) -> str | None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        out = self.proc.stdout.readline()
+        return out.strip() if out else None
+
+    def frame(self, frame: bytes) -> bytes | None:
+        r = self.ask("f " + frame.hex())
+        return None if not r else bytes.fromhex(r)
+
+
+def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
+            rom: Path | None = None) -> dict | None:
+    """Boot the fully programmed meter of state through the board HAL in heap_kb of heap (rom: its
+    modules from that ROMFS image) and serve a board's session: energy and balance reads, an
+    authenticated recharge checked by the meter's sealed replies, a relay trip and close, a
+    parameter write read back, purchase and programming event reads, a day-table block read with
+    its follow-up, and 400 main-loop passes with 200 energy pulses, read back as energy. Its
+    figures, or None when it ran out of heap or answered wrong."""
+    from tools.bench import bench_firmware as bf
+    from tools.bench.hes import HeadEnd, bcd, le, parse
+
+    prelude = "" if rom is None else ROM_PRELUDE.format(rom=rom)
+    he = HeadEnd(state[1], bytes.fromhex(state[2]), bf.std_hmac)
+    with tempfile.TemporaryDirectory() as cwd:
+        (Path(cwd) / "state.bin").write_bytes(state[0])
+        (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": state[2].encode().hex()}}))
+        path = f"{img}:{fakes}" if rom is None else str(fakes)
+        proc = subprocess.Popen([mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c",
+                                 prelude + SESSION.format(img=img)], cwd=cwd, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                env={"MICROPYPATH": path})
+        timer = threading.Timer(120, proc.kill)  # a hung meter fails the run, never the caller
+        timer.start()
+        try:
+            return _serve_session(_Line(proc), he, bcd, le, parse)
+        except ValueError:  # a reply that does not parse or verify: answered wrong
+            return None
+        finally:
+            timer.cancel()
+            proc.kill()
+            proc.wait()
+
+
+def _serve_session(line: _Line, he, bcd, le, parse) -> dict | None:
+    from meter import clock
+    deadline = clock.from_fields(2026, 6, 2)  # a day after the fake machine.RTC's date: in force
+    for text in line.proc.stdout:  # the config's warnings first, as a board prints them
+        if text.strip() == "up":
+            break
+    else:
+        return None
+
+    def read(di: int) -> bytes | None:
+        r = line.frame(he.read(di))
+        if r is None:
+            return None
+        ctrl, data = parse(r)
+        return data[4:] if ctrl == 0x91 and data[:4] == le(di, 4) else None
+
+    def get(di: int) -> int | None:
+        v = read(di)
+        return None if v is None else int(v[::-1].hex())  # BCD, low byte first
+
+    energy, balance = get(0x00000000), get(0x00900200)
+    if energy is None or balance is None:
+        return None
+    r = line.frame(he.challenge())
+    if r is None:
+        return None
+    he.challenged(r)
+    r = line.frame(he.auth(bytes(range(8))))
+    if r is None:
+        return None
+    he.authed(r)
+    r = line.frame(he.query())
+    if r is None:
+        return None
+    fen, count, customer = he.query_check(r)
+    r = line.frame(he.purchase(12345, count + 1, customer))
+    if r is None or he.sealed(r, 0x070102FF)[0] != 0x83:
+        return None
+    r = line.frame(he.query())
+    if r is None or he.query_check(r) != (fen + 12345, count + 1, customer):
+        return None
+    for n1 in (0x1A, 0x1C):  # trip, then direct close, each followed by a few passes (the relay moves)
+        r = line.frame(he.control(n1, deadline))
+        if r is None or parse(r)[0] != 0x9C or line.ask("p 4") != "ok":
+            return None
+    r = line.frame(he.write(0x04001001, bcd(1500, 4)))  # alarm 1 at 15.00 yuan
+    if r is None or parse(r)[0] != 0x94 or get(0x04001001) != 1500:
+        return None
+    if get(0x03330201) != count + 1 or read(0x03300001) is None:  # the purchase and the write, kept
+        return None
+    r = line.frame(he.read(0x040100FF))  # a day table's block: read and follow-up
+    if r is None or parse(r)[0] != 0xB1:
+        return None
+    r = line.frame(he.frame(0x12, le(0x040100FF, 4) + b"\x01"))
+    if r is None or parse(r)[0] != 0x92:
+        return None
+    if line.ask("p 400") != "ok" or get(0x00000000) != energy + 20:  # 200 Wh, shown as 0.01 kWh
+        return None
+    alloc = line.ask("q")
+    return None if alloc is None else {"alloc": int(alloc)}
+
+
+def smallest_session_heap(img: Path, fakes: Path, state: tuple[bytes, str, str],
+                          rom: Path | None = None) -> int | None:
+    """Smallest -X heapsize (KB, to the KB) in which session() boots and serves (the ROMFS buffer
+    included when rom is given)."""
+    kb = next((k for k in range(32, 257, 4) if session(img, fakes, k, state, rom)), None)
+    while kb is not None and kb > 32 and session(img, fakes, kb - 1, state, rom):
+        kb -= 1
+    return kb
+
+
 def _machine_heap(fakes: Path) -> int:
     code = "import gc\ngc.collect()\na = gc.mem_alloc()\nimport machine, esp32\ngc.collect()\nprint(gc.mem_alloc() - a)"
     r = subprocess.run([mpy.micropython(), "-c", code], capture_output=True, text=True, timeout=60,
@@ -194,8 +360,10 @@ def run(report: Callable[..., None]) -> None:
         # power-up of a meter that has been programmed for a while: its record is parsed and
         # restored, the larger case (the figure above is a new meter)
         state = _programmed_state()
-        report("smallest -X heapsize that boots a fully programmed meter and serves (.mpy in RAM; aim 64)",
+        report("smallest -X heapsize that boots a fully programmed meter and serves one read (.mpy in RAM)",
                smallest_heap(img, fakes, state) or 0, "KB")
+        report("smallest -X heapsize that boots a fully programmed meter and serves a session "
+               "(.mpy in RAM; aim 64)", smallest_session_heap(img, fakes, state) or 0, "KB")
         # the modules executed in place from ROMFS, as frozen modules are
         romfs = Path(tmp) / "img.romfs"
         size = romfs_image(img, romfs)
@@ -210,6 +378,13 @@ def run(report: Callable[..., None]) -> None:
             less = full_rom - size / 1024
             report("smallest heap that boots a fully programmed meter, modules in place from ROMFS "
                    "(-X heapsize less the ROMFS buffer)", less, "KB")
+            report("  frozen estimate: that less the qstr pools and the fake machine/esp32 modules",
+                   less - (inplace.get("qstr_bytes", 0) + rom) / 1024, "KB")
+        sess_rom = smallest_session_heap(img, fakes, state, romfs)
+        if sess_rom is not None:
+            less = sess_rom - size / 1024
+            report("smallest heap that boots a fully programmed meter and serves a session, modules in place "
+                   "from ROMFS (-X heapsize less the ROMFS buffer)", less, "KB")
             report("  frozen estimate: that less the qstr pools and the fake machine/esp32 modules",
                    less - (inplace.get("qstr_bytes", 0) + rom) / 1024, "KB")
 
