@@ -11,5 +11,5 @@
 include("$(PORT_DIR)/boards/manifest.py")  # noqa: F821 - the port's own frozen modules
 
 package("meter")  # noqa: F821
-_HAL = ["__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py", "keypad.py", "esp32.py", "rp2.py"]
+_HAL = ["__init__.py", "board.py", "config.py", "slots.py", "start.py", "faults.py", "rtc.py", "keypad.py", "esp32.py", "rp2.py"]
 package("hal", files=_HAL)  # noqa: F821

@@ -25,7 +25,7 @@ from tools.sim import FIRMWARE
 
 BOARDS = ("esp32", "rp2")
 # the board HAL: shared modules plus the board's own; the simulator's modules stay off the board
-HAL_MODULES = ("__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py", "keypad.py")
+HAL_MODULES = ("__init__.py", "board.py", "config.py", "slots.py", "start.py", "faults.py", "rtc.py", "keypad.py")
 
 
 class ImageError(Exception):
@@ -49,10 +49,14 @@ def image_sources(board: str) -> list[tuple[Path, str]]:
 def compile_mpy(src: Path, dest: Path, source_name: str, debug: bool = False) -> None:
     """Compile one module with mpy-cross; raises ImageError with the compiler's message.
 
-    Without debug, -O3 leaves out line numbers: about 3 KB less .mpy and as much heap, which is
-    what lets the image boot in 96 KB; tracebacks then name functions but not lines.
+    Without debug, -O3 leaves out line numbers: about 3 KB less .mpy and as much heap; tracebacks
+    then name functions but not lines, and the module by its dotted name (meter.core), a name the
+    import interns anyway, where a file name (meter/core.py) would be one more interned name per
+    module on the board's heap.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if not debug:
+        source_name = source_name.rsplit(".", 1)[0].replace("/", ".").removesuffix(".__init__")
     r = subprocess.run([_tool("mpy-cross"), "-O0" if debug else "-O3", "-o", str(dest), "-s", source_name, str(src)],
                        capture_output=True, text=True)
     if r.returncode != 0:

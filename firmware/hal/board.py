@@ -7,8 +7,7 @@ import time
 
 import machine
 
-from hal.slots import open_slots, saved_time
-from meter import clock
+from meter import clock, drop
 
 try:
     from micropython import const
@@ -20,19 +19,6 @@ _RTC_RESYNC_MS = const(60000)
 PARITY = {"E": 0, "O": 1, "N": None}  # machine.UART parity argument
 _BUF = const(64)
 _RETRY_MS = const(10000)   # a failed start is tried again after this long (LED blinking fast)
-
-
-def _load_core():
-    # Leaves first, the core last. Loading the core's modules one at a time with a collection between
-    # them keeps the heap from fragmenting while bytecode loads: booting then fits ~92 KB where one
-    # import chain needs ~112 KB (measured on the 64-bit unix port). A name missing here only costs memory.
-    import gc
-    for name in ("clock", "codec", "events", "wallet", "relay", "tariff", "security", "store", "dis", "core", "app"):
-        try:
-            __import__("meter." + name)
-        except ImportError:
-            pass
-        gc.collect()
 
 
 class Pulses:
@@ -119,11 +105,14 @@ class Board:
         self._press_t0 = None
         self._pressed = False
         self._sync_rtc()
+        from hal import start
+        self.flash = start.power_up(self, hw, make_meter is None)
+        start = None
+        drop("hal.start")  # the start's code is heap the meter's power-up needs
+        import gc
+        gc.collect()
         if make_meter is None:
-            _load_core()
             from meter.core import Meter as make_meter
-        self.flash = open_slots(hw["state"], hw["state_size"], hw["in_service"])
-        self._resume(saved_time(self.flash))
         import os
         self.meter = make_meter(meter_cfg, self.flash, self.now(), os.urandom)
         from meter.app import MeterApp
@@ -158,19 +147,6 @@ class Board:
         y, mo, d, _wd, h, mi, s, _sub = self.rtc.datetime()
         self._base = clock.from_fields(y, mo, d, h, mi, s)
         self._base_ms = time.ticks_ms()
-
-    def _resume(self, saved):
-        # The RP2040's RTC restarts at 2021-01-01 after every reset (a watchdog reset too), the
-        # ESP32's at 2000-01-01 after a power cut, and a chip with a flat battery reads as lost:
-        # whenever the RTC reads earlier than the last time the meter saved, resume from that,
-        # so tariffs, deadlines and records stay in order. The head-end's next time set (14H;
-        # an 08H broadcast only moves +-5 minutes) brings back the minutes the outage took.
-        saved = max(saved, 0)  # a new meter whose RTC reads before 2024 starts at the meter epoch
-        if self._base >= saved:
-            return
-        y, mo, d, h, mi, s, wd = clock.to_fields(saved)
-        self.rtc.datetime((y, mo, d, (wd + 6) % 7, h, mi, s, 0))  # machine.RTC weekday: 0 = Monday
-        self._sync_rtc()
 
     def now(self):
         el = time.ticks_diff(time.ticks_ms(), self._base_ms)
@@ -246,68 +222,10 @@ class Board:
             machine.reset()
 
 
-def load_config(path, board_class=None):
-    """Read the config (and the meter key from the board's key store when config.json holds
-    none), then drop the loader: its bytecode is heap the meter needs more (~6 KB)."""
-    import sys
-    import hal
-    from hal import config
-    try:
-        meter_cfg, hw = config.load(path, getattr(sys.implementation, "_machine", None))
-        for w in hw["warnings"]:
-            print("meter config warning:", w)
-        if meter_cfg["key"] is None:
-            text = None if board_class is None else board_class.read_key()
-            if text is None:
-                raise config.ConfigError("no meter key on this board: `meter flash` writes it once (%s)" %
-                                         ("NVS namespace prepaid645" if hw["board"] == "esp32" else "file meter.key"))
-            meter_cfg["key"] = config.key_from_hex(text, "the board's meter key")
-        return meter_cfg, hw
-    finally:
-        sys.modules.pop("hal.config", None)
-        if hasattr(hal, "config"):
-            delattr(hal, "config")
-        del config
-
-
-def _maintenance(hw):
-    # the boot escape: the flag file (`meter flash` writes it with mpremote) or the button held
-    # while the image starts. Nothing runs then: no watchdog, no loop, the REPL stays free
-    try:
-        open("maintenance").close()  # beside main.py: tools/meter_image.py MAINTENANCE
-        return True
-    except OSError:
-        pass
-    if hw is not None and not machine.Pin(hw["pins"]["button"], machine.Pin.IN, machine.Pin.PULL_UP).value():
-        return True
-    return False
-
-
 def main(board_class, config_path="config.json", retry_ms=_RETRY_MS):
-    hw = None
-    try:
-        stop = _maintenance(None)
-        if not stop:
-            meter_cfg, hw = load_config(config_path, board_class)
-            stop = _maintenance(hw)
-        if stop:
-            print("meter not started (maintenance: file :maintenance or the button held at start): no "
-                  "watchdog, no main loop; `mpremote fs rm :maintenance` and reset to start it")
-            return
-        b = board_class(meter_cfg, hw)
-    except Exception as e:
-        # no line to report on: say it on the REPL and in the fault log, blink the LED fast once
-        # the config named it, then start again: a fault that passes (a brown-out, a busy flash)
-        # must not leave the meter dead, and one that stays is retried without harm
-        print("meter cannot start:", e)
-        from hal.faults import log
-        log(0, "start", e)
-        led = None if hw is None else machine.Pin(hw["pins"]["led"], machine.Pin.OUT)
-        t0 = time.ticks_ms()
-        while time.ticks_diff(time.ticks_ms(), t0) < retry_ms:
-            if led is not None:
-                led.value(not led.value())
-            time.sleep_ms(100)
-        machine.reset()
-        return
-    b.run()
+    from hal import start
+    b = start.board(board_class, config_path, retry_ms)
+    start = None
+    drop("hal.start")
+    if b is not None:
+        b.run()

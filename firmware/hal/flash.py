@@ -6,7 +6,7 @@
 
 import os
 
-from hal.slots import StateError, refuse_damaged  # noqa: F401 - StateError: the HAL's callers catch it here
+from hal.start import StateError, refuse_damaged  # noqa: F401 - StateError: the HAL's callers catch it here
 
 
 def _size(path):

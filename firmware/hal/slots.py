@@ -5,42 +5,8 @@
 # A slot file written front to back and closed once costs about one erase per record (none while
 # the record fits inline in littlefs's metadata), on blocks littlefs takes in turn from its free
 # space, so the wear is spread. littlefs commits a file only when it is closed: until then the
-# slot's previous record stands whole, and the other slot holds the one before it.
-
-import os
-
-from meter.store import Store
-
-
-class StateError(Exception):
-    """The state on flash cannot be trusted (damaged, truncated, erased where state must be)."""
-
-
-def refuse_damaged(flash, path, blank):
-    """Raise StateError unless flash holds an intact record, or is blank (True: a new meter)."""
-    if blank:
-        return
-    try:
-        ok = Store(flash).load() is not None
-    except ValueError:
-        ok = False
-    if not ok:
-        flash.close()
-        raise StateError("state file %s is corrupt: neither of its two records is intact, so the balance "
-                         "cannot be trusted; refusing to start rather than reset it to zero. Restore the "
-                         "file from a backup, or move it away to start a new meter" % path)
-
-
-def saved_time(flash):
-    """The HAL time (the `now` meter.core.Meter takes) of the newest record's save, or -1 (a blank
-    or an unreadable flash), read before the core powers up: a board whose RTC restarted earlier
-    than this resumes from it. "ts", "lt" and "o" are the core's record fields (meter.core)."""
-    st = Store(flash)
-    try:
-        s = st.load()
-    except ValueError:
-        return -1
-    return -1 if s is None else s.get("ts", s["lt"]) - s["o"] - st.shift  # shift: a 2000-based record
+# slot's previous record stands whole, and the other slot holds the one before it. Opening and
+# checking the files at start is hal.start's (open_slots).
 
 
 class SlotFiles:
@@ -122,49 +88,3 @@ class SlotFiles:
             if r is not None:
                 r.close()
                 self._r[slot] = None
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _split(path, half):
-    # a state file of the one-file layout (earlier images): its halves become the slot files
-    src = open(path, "rb")
-    try:
-        for slot in (0, 1):
-            f = open("%s.%d" % (path, slot), "wb")
-            src.seek(slot * half)
-            left = half
-            while left > 0:
-                f.write(src.read(256))
-                left -= 256
-            f.close()
-    finally:
-        src.close()
-    os.remove(path)
-
-
-def open_slots(path, size, in_service=False):
-    """The board's state as a flash object for meter.store. No slot file: a new meter, unless
-    in_service (config.json says the meter has state), when a missing or erased state is refused
-    as damaged state is: never a start from a zero balance."""
-    if _exists(path):
-        _split(path, size // 2)
-    flash = SlotFiles(path, size)
-    blank = True
-    for off in range(0, size, 256):
-        b = flash.read(off, 256)
-        if b.count(b"\xff") != 256:
-            blank = False
-            break
-    if blank and in_service:
-        flash.close()
-        raise StateError("state %s.0/.1 is missing or erased but config.json says this meter is in service; "
-                         "refusing to start with a zero balance. Restore the state from a backup" % path)
-    refuse_damaged(flash, path, blank)
-    return flash

@@ -1,0 +1,15 @@
+# Modules loaded only for a rare job (hal.start for the board's start, meter.token for a keypad
+# token, meter.diwrite and meter.tariffcheck for a DI write) are let go after it: their code goes
+# back to the heap, which a fully programmed meter needs, until the next such job loads them.
+
+import sys
+
+
+def drop(*names):
+    """Let go of the loaded modules NAMES (dotted, as imported); the caller then collects."""
+    for name in names:
+        sys.modules.pop(name, None)
+        pkg, leaf = name.rsplit(".", 1)
+        p = sys.modules.get(pkg)
+        if p is not None and hasattr(p, leaf):
+            delattr(p, leaf)

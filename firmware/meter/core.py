@@ -7,7 +7,8 @@
 from meter import clock, codec
 from meter import events, relay, wallet
 from meter.codec import get_bcd, put_le, get_le
-from meter.dis import read_item, write_item
+from meter import drop
+from meter.dis import read_item
 from meter.events import Events
 from meter.relay import Relay
 from meter.security import Security, ct_eq
@@ -293,15 +294,12 @@ class Meter:
     def token(self, digits, now):
         """A token typed on the keypad (its digits as text): meter.token's result (OK, USED,
         INVALID, LOCKED, REFUSED, PART), its effect saved before it is returned."""
-        import sys
-        import meter
         from meter import token
         r = token.enter(self, digits, self.time(now))
         # the decoder is let go before the save and loaded again by the next token (a keypad is
         # slow): a fully programmed meter has no heap for both, nor a meter nobody types on
         token = None
-        sys.modules.pop("meter.token", None)
-        delattr(meter, "token")
+        drop("meter.token")
         collect()
         # USED, LOCKED and REFUSED change nothing worth a flash write (the bad-entry level leaks
         # the same from its saved start): an entry hammered on the keypad wears no flash
@@ -706,10 +704,14 @@ class Meter:
         return self._err(0x14, _ERR_AUTH)
 
     def _apply_write(self, di, v, t, op):
+        from meter import diwrite
         try:
-            err = write_item(self, di, v, t)
+            err = diwrite.write_item(self, di, v, t)
         except ValueError:
             err = _ERR_OTHER
+        diwrite = None
+        drop("meter.diwrite", "meter.tariffcheck")  # before the save: a record and the parser need not share the heap
+        collect()
         if not err:
             self.events.add(events.PROGRAM, (t, op, di))
         return err

@@ -24,116 +24,19 @@ LADDER_NONE = const(0)
 LADDER_ANNUAL = const(1)
 LADDER_MONTHLY = const(2)
 
-_MAX_POINTS = const(14)
 _MAX_TABLES = const(8)
-_MAX_ZONES = const(14)
-_MAX_THRESHOLDS = const(6)
-_MAX_SETTLEMENTS = const(4)
-_MAX_HOLIDAYS = const(254)
-_RATES = const(4)
 
 _NO_LADDER = (0,)
 
 
-def _int(v, lo, hi, what):
-    # bool is an int subclass on CPython; a wire decoder never produces one, so refuse it
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo or v > hi:
-        raise ValueError(what)
-    return v
-
-
-def _set_no(set_no):
-    return _int(set_no, 0, 1, "set_no must be 0 or 1")
-
-
-def check_prices(prices):
-    if len(prices) != _RATES:
-        raise ValueError("need 4 prices")
-    return [_int(p, 0, 99999999, "bad price") for p in prices]
-
-
-# Day tables and zones are kept packed, one int per entry in a tuple: a full set of 16
-# tables x 14 points as (minute, rate) tuples took ~10 KB of a 64-bit heap, packed ~2 KB.
-# point = minute * 4 + rate; zone = (month * 32 + day) * 8 + table (ordered like the dates).
-
-def check_day_table(points):
-    """(minute, rate) pairs -> packed tuple. Wire writes pad unused points by repeating
-    the last one: exact repeats are dropped."""
-    out = []
-    for pt in points:
-        if len(pt) != 2:
-            raise ValueError("point is (minute, rate)")
-        v = _int(pt[0], 0, 1439, "bad minute") * 4 + _int(pt[1], 0, _RATES - 1, "bad rate index")
-        if out and out[-1] == v:
-            continue
-        if out and v >> 2 <= out[-1] >> 2:
-            raise ValueError("unsorted points")
-        out.append(v)
-    if not out:
-        raise ValueError("empty day table")
-    if len(out) > _MAX_POINTS:
-        raise ValueError("over 14 points")
-    return tuple(out)
-
-
-def check_zones(zones):
-    """(month, day, table) triples -> packed tuple; exact repeats (wire padding) dropped."""
-    out = []
-    for z in zones:
-        if len(z) != 3:
-            raise ValueError("zone is (month, day, table)")
-        mo = _int(z[0], 1, 12, "bad zone month")
-        d = _int(z[1], 1, 31, "bad zone day")
-        v = (mo * 32 + d) * 8 + _int(z[2], 0, _MAX_TABLES - 1, "bad day table")
-        if out and out[-1] == v:
-            continue
-        if out and v >> 3 <= out[-1] >> 3:
-            raise ValueError("unsorted zones")
-        out.append(v)
-    if not out:
-        raise ValueError("no zones")
-    if len(out) > _MAX_ZONES:
-        raise ValueError("over 14 zones")
-    return tuple(out)
+def _checks():
+    # the checks of a write (meter.tariffcheck), loaded when one comes
+    from meter import tariffcheck
+    return tariffcheck
 
 
 def _unpack_points(tab):
     return [(v >> 2, v & 3) for v in tab]
-
-
-def _unpack_zones(zs):
-    return [(v >> 8, v >> 3 & 31, v & 7) for v in zs]
-
-
-def check_ladder(thresholds, increments):
-    thr = [_int(v, 0, 99999999999, "bad threshold") for v in thresholds]
-    inc = [_int(v, 0, 99999999, "bad increment") for v in increments]
-    if len(thr) > _MAX_THRESHOLDS:
-        raise ValueError("over 6 thresholds")
-    if not len(thr) + 1 <= len(inc) <= _MAX_THRESHOLDS + 1:
-        raise ValueError("need thresholds+1 increments")
-    # DL/T 645 writes all 6 thresholds; trailing zeros mean "unused". The increments are kept
-    # as written (only the first len(thr) + 1 are used), so writing the increments before
-    # the thresholds loses nothing.
-    while thr and thr[-1] == 0:
-        thr.pop()
-    for i in range(1, len(thr)):
-        if thr[i] <= thr[i - 1]:
-            raise ValueError("unsorted thresholds")
-    return thr, inc
-
-
-def check_settlement(points):
-    # 99 (or any out-of-range value) marks a point unused, so only the wire range is checked.
-    if len(points) > _MAX_SETTLEMENTS:
-        raise ValueError("over 4 settlement points")
-    out = []
-    for p in points:
-        if len(p) != 3:
-            raise ValueError("settlement is (month, day, hour)")
-        out.append((_int(p[0], 0, 99, "bad month"), _int(p[1], 0, 99, "bad day"),
-                    _int(p[2], 0, 99, "bad hour")))
-    return out
 
 
 def _valid_dh(p):
@@ -167,76 +70,61 @@ class Tariff:
         self._dump = None  # the core saves on every reading: rebuild only after a change
         self.dirty = True  # changed since the meter's record last took its text (the core clears it)
 
-    # Write through the setters only: they validate and keep the dump() cache honest.
+    # Write through the setters only: they validate (meter.tariffcheck) and keep the dump()
+    # cache honest. Each validates everything before it changes anything.
 
-    # --- setters (DI writes): validate everything before changing anything ---
+    def _changed(self):
+        self._dump = None
+        self.dirty = True
 
     def set_prices(self, set_no, prices):
-        self.prices[_set_no(set_no)] = check_prices(prices)
-        self._dump = None
-        self.dirty = True
+        c = _checks()
+        self.prices[c.set_no(set_no)] = c.check_prices(prices)
+        self._changed()
 
     def set_day_table(self, set_no, k, points):
-        s = _set_no(set_no)
-        self._days[s][_int(k, 0, _MAX_TABLES - 1, "bad day table")] = check_day_table(points)
-        self._dump = None
-        self.dirty = True
+        c = _checks()
+        self._days[c.set_no(set_no)][c.table_no(k)] = c.check_day_table(points)
+        self._changed()
 
     def set_zones(self, set_no, zones):
-        self._zones[_set_no(set_no)] = check_zones(zones)
-        self._dump = None
-        self.dirty = True
+        c = _checks()
+        self._zones[c.set_no(set_no)] = c.check_zones(zones)
+        self._changed()
 
     def set_ladder(self, set_no, thresholds, increments):
-        s = _set_no(set_no)
-        self.thresholds[s], self.increments[s] = check_ladder(thresholds, increments)
-        self._dump = None
-        self.dirty = True
+        c = _checks()
+        s = c.set_no(set_no)
+        self.thresholds[s], self.increments[s] = c.check_ladder(thresholds, increments)
+        self._changed()
 
     def set_switch(self, kind, t):
-        _int(kind, 0, 3, "bad switch kind")
-        self.switch[kind] = None if t is None else _int(t, 0, 0x7FFFFFFF, "bad switch time")
-        self._dump = None
-        self.dirty = True
+        c = _checks()
+        c.num(kind, 0, 3, "bad switch kind")
+        self.switch[kind] = None if t is None else c.num(t, 0, 0x7FFFFFFF, "bad switch time")
+        self._changed()
 
     def set_weekend(self, rest_days, table):
         """rest_days: bit mask, bit 0 = Sunday .. bit 6 = Saturday (0 = no weekend rule)."""
-        m = _int(rest_days, 0, 0x7F, "bad weekend mask")
-        self.weekend_table = _int(table, 0, _MAX_TABLES - 1, "bad day table")
+        c = _checks()
+        m = c.num(rest_days, 0, 0x7F, "bad weekend mask")
+        self.weekend_table = c.table_no(table)
         self.weekend = m
-        self._dump = None
-        self.dirty = True
+        self._changed()
 
     def set_holidays(self, days):
         """days: list of (year, month, day, table); replaces the whole list."""
-        if len(days) > _MAX_HOLIDAYS:
-            raise ValueError("over 254 holidays")
-        out = []
-        for h in days:
-            if len(h) != 4:
-                raise ValueError("holiday is (year, month, day, table)")
-            y = _int(h[0], 2000, 2099, "bad holiday date")
-            if not clock.valid_date(y, _int(h[1], 1, 12, "bad holiday date"), _int(h[2], 1, 31, "bad holiday date")):
-                raise ValueError("bad holiday date")
-            k = _int(h[3], 0, _MAX_TABLES - 1, "bad day table")
-            out.append(clock.days_from_civil(h[0], h[1], h[2]) * 8 + k)
-        out.sort()
-        for i in range(1, len(out)):
-            if out[i] >> 3 == out[i - 1] >> 3:
-                raise ValueError("holiday listed twice")
-        self.holidays = out
-        self._dump = None
-        self.dirty = True
+        self.holidays = _checks().check_holidays(days)
+        self._changed()
 
     def holiday_list(self):
         """The holidays as (year, month, day, table), in date order."""
         return [clock.civil_from_days(h >> 3) + (h & 7,) for h in self.holidays]
 
     def set_settlement(self, points):
-        self.settlement = check_settlement(points)
+        self.settlement = _checks().check_settlement(points)
         self.mode = ladder_mode(self.settlement)
-        self._dump = None
-        self.dirty = True
+        self._changed()
 
     # --- readable views of the packed tables (DI reads; they allocate, so not for pricing) ---
 
@@ -248,7 +136,7 @@ class Tariff:
     @property
     def zones(self):
         """zones[set] = [(month, day, table), ...]"""
-        return [_unpack_zones(z) for z in self._zones]
+        return [[(v >> 8, v >> 3 & 31, v & 7) for v in z] for z in self._zones]
 
     def day_table(self, set_no, k):
         """[(minute, rate), ...] of day table k of a set (cheaper than days[set_no][k])."""
@@ -278,8 +166,7 @@ class Tariff:
                     self.thresholds[0] = list(self.thresholds[1])
                     self.increments[0] = list(self.increments[1])
                 self.switch[kind] = None
-                self._dump = None
-                self.dirty = True
+                self._changed()
                 changed = True
         return changed
 
@@ -417,22 +304,8 @@ class Tariff:
 
     @classmethod
     def load(cls, obj):
-        t = cls()
-        for s in range(2):
-            t.set_prices(s, obj["p"][s])
-            for k in range(_MAX_TABLES):
-                t.set_day_table(s, k, _points(obj["d"][s][k]))
-            t.set_zones(s, _zone_list(obj["z"][s]))
-            t.set_ladder(s, obj["lt"][s], obj["li"][s])
-        for kind in range(4):
-            t.set_switch(kind, obj["sw"][kind])
-        t.set_settlement(obj["st"])
-        we = obj.get("we")  # absent in records written before weekends existed
-        if we:
-            t.set_weekend(we[0], we[1])
-        t.set_holidays([clock.civil_from_days(h >> 3) + (h & 7,) for h in obj.get("ho", ())])
-        return t
-
+        """A Tariff from dump()'s form (records written before the binary head), checked."""
+        return _checks().load(cls(), obj)
 
     # The meter's record keeps the tariff as packed binary (meter.store): write(seq) stores a
     # sequence of ints, read() gives the next one back as a tuple. unpack() builds the final
@@ -473,13 +346,3 @@ class Tariff:
         while len(h) < n:
             h.extend(read())
         return t
-
-
-# load() takes packed records and the (minute, rate) / (month, day, table) lists that
-# records written before packing hold; both go through the setters' checks.
-def _points(tab):
-    return _unpack_points(tab) if tab and isinstance(tab[0], int) else tab
-
-
-def _zone_list(zs):
-    return _unpack_zones(zs) if zs and isinstance(zs[0], int) else zs

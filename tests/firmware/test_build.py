@@ -88,8 +88,8 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
     (tmp_path / "nvs.json").write_text(json.dumps({"prepaid645": {"key": KEY.encode().hex()}}))  # meter flash put it
     code = (
         "import gc, json, machine\n"
-        "from hal import board, esp32\n"
-        "meter_cfg, hw = board.load_config('%s/config.json', esp32.Esp32)\n"
+        "from hal import start, esp32\n"
+        "meter_cfg, hw = start.load_config('%s/config.json', esp32.Esp32)\n"
         "hw['state'] = 'state.bin'\n"
         "b = esp32.Esp32(meter_cfg, hw)\n"
         "gc.collect()\n"
@@ -159,7 +159,7 @@ def test_frozen_build_has_sources_and_manifest(tmp_path: Path) -> None:
     assert (out / "frozen" / "manifest.py").read_text() == (FIRMWARE / "manifest.py").read_text()
     # every file the manifest names is there to freeze
     frozen_hal = {p.name for p in (out / "frozen" / "hal").iterdir()}
-    assert {"__init__.py", "board.py", "config.py", "slots.py", "faults.py", "rtc.py", "keypad.py", "esp32.py",
+    assert {"__init__.py", "board.py", "config.py", "slots.py", "start.py", "faults.py", "rtc.py", "keypad.py", "esp32.py",
             "rp2.py"} == frozen_hal
     assert {p.name for p in (out / "frozen" / "meter").iterdir()} == {p.name for p in (FIRMWARE / "meter").glob("*.py")}
     assert not list(out.rglob("*.mpy"))

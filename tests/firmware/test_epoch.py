@@ -13,7 +13,7 @@ from pathlib import Path
 from meter import clock
 from meter.core import Meter
 from meter.store import RamFlash, Store
-from hal.slots import saved_time
+from hal.start import saved_time
 from tests.firmware import epoch_scenario
 from tests.mpy import ROOT, run_micropython
 from tools.bench import bench_firmware as bf

@@ -2,7 +2,7 @@
 until then the replies and the relay move that depend on it are held, so nothing the meter says or
 does describes state a power cut could take back, and no pass takes more than one flash erase."""
 
-from hal.slots import open_slots
+from hal.start import open_slots
 from meter.app import MeterApp
 from meter.core import Meter
 from tests.firmware.core_support import KEY, T0

@@ -31,12 +31,15 @@ import gc, json, micropython
 gc.collect()
 a0 = gc.mem_alloc()
 import machine, esp32
-from hal import board
+from hal import start
 from hal import esp32 as port
-board._load_core()
+from meter import drop
+meter_cfg, hw = start.load_config('{img}/config.json', port.Esp32)
+start.load_core()
+start = None
+drop('hal.start')
 gc.collect()
 code = gc.mem_alloc() - a0
-meter_cfg, hw = board.load_config('{img}/config.json', port.Esp32)
 hw['state'] = 'state.bin'
 b = port.Esp32(meter_cfg, hw)
 u = machine.uarts[0]
@@ -133,9 +136,12 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
 # (one line, one frame) is about what a board's UART read holds.
 SESSION = """
 import gc, sys, machine
-from hal import board
+from hal import start
 from hal import esp32 as port
-meter_cfg, hw = board.load_config('{img}/config.json', port.Esp32)
+from meter import drop
+meter_cfg, hw = start.load_config('{img}/config.json', port.Esp32)
+start = None
+drop('hal.start')
 hw['state'] = 'state.bin'
 b = port.Esp32(meter_cfg, hw)
 meter_cfg = None
@@ -161,6 +167,8 @@ while True:
             b.step()
         print('ok')
 gc.collect()
+import micropython
+micropython.qstr_info()
 print(gc.mem_alloc())
 """
 
@@ -277,8 +285,10 @@ def _serve_session(line: _Line, he, bcd, le, parse) -> dict | None:
         return None
     if line.ask("p 400") != "ok" or get(0x00000000) != energy + 20:  # 200 Wh, shown as 0.01 kWh
         return None
-    alloc = line.ask("q")
-    return None if alloc is None else {"alloc": int(alloc)}
+    names = line.ask("q")  # the interned names after the session, then the heap in use
+    alloc = line.proc.stdout.readline().strip()
+    q = re.search(r"n_qstr=(\d+)", names or "")
+    return {"alloc": int(alloc), "names": int(q[1])} if q and alloc else None
 
 
 def smallest_session_heap(img: Path, fakes: Path, state: tuple[bytes, str, str],

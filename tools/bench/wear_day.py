@@ -126,7 +126,7 @@ def main(days, step_s, limit, progsize, image_bytes):
         left -= 1024
     f.close()
 
-    from hal.slots import open_slots
+    from hal.start import open_slots
     from meter.app import MeterApp
     from meter.core import Meter
 
