@@ -12,11 +12,21 @@ rolled back as a whole and the next one rates the same intervals again.
     run_cycle(store, catalog, now, engine=engine)
 
 In-process rating stays the default (`rating_engine("in-process")` is the kernel itself).
+
+Where the time goes.  Rating a reading costs less than moving it: a worker process must receive
+each account's 96 int32 readings (384 bytes) over a socket, which costs more CPU than the kernel
+spends rating them (`tools/bench/bench_pg.py` measures both).  So an engine call sends each
+worker one partition (one task per worker) and the few tariff arrays inside the task; workers load
+the kernel from numba's cache when they join, not in the first cycle.  Rows that are built or
+loaded on the workers themselves (`DaskRating.place`) are rated where they lie
+(`DaskRating.rate_placed`): only the tariff goes out and 24 bytes per account come back.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -24,29 +34,71 @@ import numpy as np
 from headend.tariff.kernel import rate
 from headend.tariff.reference import Bill
 
-__all__ = ["DaskRating", "RatingUnavailable", "rating_engine", "IN_PROCESS"]
+__all__ = ["DaskRating", "PlacedRows", "RatingUnavailable", "rating_engine", "IN_PROCESS"]
 
 IN_PROCESS = "in-process"
 Engine = Callable[..., Bill]
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]     # energy (accounts, intervals), ladder_wh, rem
 
 
 class RatingUnavailable(RuntimeError):
     """The rating cluster cannot be reached or went away; nothing was charged."""
 
 
-def _rate_part(energy: np.ndarray, slots: np.ndarray, prices: np.ndarray, thresholds: np.ndarray,
-               increments: np.ndarray, resets: np.ndarray, ladder: np.ndarray, rem: np.ndarray,
-               per_interval: bool) -> Bill:
-    # runs on a worker: the kernel is imported (and compiled, once per worker process) there
-    from headend.tariff.kernel import rate as kernel_rate
+def _rate_rows(part: Rows, slots: np.ndarray, prices: np.ndarray, thresholds: np.ndarray,
+               increments: np.ndarray, resets: np.ndarray, per_interval: bool, threads: int | None) -> Bill:
+    # runs on a worker, where the kernel was loaded when the worker joined (_kernel_plugin)
+    from headend.tariff.kernel import get_num_threads, rate as kernel_rate, set_num_threads
 
+    if threads:
+        # numba's thread count is per calling thread: set it in the task's own thread
+        set_num_threads(max(1, min(threads, get_num_threads())))
+    energy, ladder, rem = part
     return kernel_rate(energy, slots, prices, thresholds, increments, resets, ladder, rem, per_interval=per_interval)
 
 
-def _rate_rows(part: tuple[np.ndarray, np.ndarray, np.ndarray], slots: np.ndarray, prices: np.ndarray,
-               thresholds: np.ndarray, increments: np.ndarray, resets: np.ndarray, per_interval: bool) -> Bill:
-    energy, ladder, rem = part
-    return _rate_part(energy, slots, prices, thresholds, increments, resets, ladder, rem, per_interval)
+def _load_checked(load: Callable[[int, int], Rows], lo: int, hi: int) -> Rows:
+    energy, ladder, rem = load(lo, hi)
+    if energy.ndim != 2 or energy.shape[0] != hi - lo or np.shape(ladder) != (hi - lo,) or np.shape(rem) != (hi - lo,):
+        raise ValueError(f"the loader gave energy {energy.shape}, ladder_wh {np.shape(ladder)} and rem "
+                         f"{np.shape(rem)} for accounts {lo}..{hi - 1}: it must give ({hi - lo}, intervals), "
+                         f"({hi - lo},) and ({hi - lo},)")
+    return energy, np.asarray(ladder, dtype=np.int64), np.asarray(rem, dtype=np.int64)
+
+
+def _load_kernel(worker: Any = None) -> None:
+    from headend.tariff.kernel import rate as kernel_rate
+
+    one = np.ones((1, 1), dtype=np.int32)
+    zero = np.zeros(1, dtype=np.int64)
+    kernel_rate(one, zero, one[0], zero[:0], zero, zero[:0], zero, zero)
+    kernel_rate(one, zero, one[0], zero[:0], zero, zero[:0], zero, zero, per_interval=True)
+
+
+def _kernel_plugin() -> Any:
+    """A worker plugin: each worker process loads the kernel (numba's cache, or one compile) as
+    it joins, so that no cycle waits for it (distributed imported only when a cluster is used)."""
+    from distributed import WorkerPlugin
+
+    class LoadKernel(WorkerPlugin):
+        name = "prepaid645-tariff-kernel"
+
+        def setup(self, worker: Any) -> None:
+            _load_kernel(worker)
+
+    return LoadKernel()
+
+
+@dataclass(frozen=True)
+class PlacedRows:
+    """A batch's rows held on the workers, one partition each (``DaskRating.place``)."""
+
+    parts: tuple[Any, ...]       # futures of (energy, ladder_wh, rem), accounts lo..hi each
+    spans: tuple[tuple[int, int], ...]
+
+    @property
+    def accounts(self) -> int:
+        return self.spans[-1][1] if self.spans else 0
 
 
 class DaskRating:
@@ -54,63 +106,107 @@ class DaskRating:
 
     ``address``: ``tcp://host:8786`` of a running scheduler, or None to start a LocalCluster of
     ``local_workers`` workers (``processes=False`` keeps them as threads of this process: the
-    kernel releases the GIL). ``partition_rows``: accounts per task (several per worker, so a slow
-    worker does not hold the cycle)."""
+    kernel releases the GIL). ``partition_rows``: accounts per task; None (default) gives each
+    worker one partition per call (the fewest transfers and tasks). ``kernel_threads``: the
+    kernel's threads in each task; None lets a remote worker use its machine's cores (numba's
+    default, or NUMBA_NUM_THREADS in the worker's environment), while a local cluster's workers
+    share this machine's cores (cores // workers each, so that they do not oversubscribe it)."""
 
     def __init__(self, address: str | None = None, *, local_workers: int = 2, processes: bool = False,
-                 partition_rows: int = 250_000, timeout_s: float = 30.0) -> None:
+                 partition_rows: int | None = None, timeout_s: float = 30.0, kernel_threads: int | None = None) -> None:
         from distributed import Client, LocalCluster
 
         self.address = address
-        self.partition_rows = int(partition_rows)
+        self.partition_rows = partition_rows
+        if kernel_threads is None and address is None:
+            kernel_threads = max(1, (os.cpu_count() or 1) // max(1, local_workers))
+        self.kernel_threads = kernel_threads
         self._cluster: Any = None
         self.client: Any
         try:
             if address is None:
                 self._cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=processes,
                                              dashboard_address=":0", silence_logs=40)
-                self.client = Client(self._cluster, timeout=timeout_s)
+                self.client = Client(self._cluster, timeout=timeout_s, direct_to_workers=True)
             else:
-                self.client = Client(address, timeout=timeout_s)
+                self.client = Client(address, timeout=timeout_s, direct_to_workers=True)
         except (OSError, TimeoutError) as exc:
             if self._cluster is not None:
                 self._cluster.close()
             raise RatingUnavailable(f"cannot reach the Dask scheduler at {address}: {exc}; check --rating "
                                     "(dask://HOST:PORT) and that `dask scheduler` runs there") from None
         self.where = address or f"a local cluster of {local_workers} workers"
+        self._guarded(lambda: self.client.register_plugin(_kernel_plugin()))
 
     def workers(self) -> int:
         """Workers the scheduler has now."""
         return len(self.client.scheduler_info().get("workers", {}))
+
+    def _spans(self, n: int) -> list[tuple[int, int]]:
+        parts = max(1, math.ceil(n / self.partition_rows) if self.partition_rows else self.workers())
+        bounds = np.linspace(0, n, parts + 1).astype(np.int64)
+        return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+    def _guarded(self, work: Callable[[], Any]) -> Any:
+        try:
+            return work()
+        except ValueError:
+            raise  # bad input named by the kernel, as in-process
+        except Exception as exc:
+            raise RatingUnavailable(f"rating on {self.where} failed ({type(exc).__name__}: {exc}): the cycle was "
+                                    "not committed, nothing was charged; the next cycle rates these intervals") from exc
+
+    def _rate_parts(self, parts: list[Any], tariff: list[np.ndarray], per_interval: bool) -> Bill:
+        # the tariff's few small arrays travel inside each task; the rows are already on a worker
+        futures = [self.client.submit(_rate_rows, part, *tariff, per_interval, self.kernel_threads, pure=False)
+                   for part in parts]
+        bills: list[Bill] = list(self.client.gather(futures))  # type: ignore[arg-type]  # sync client
+        return Bill(np.concatenate([b.fen for b in bills]), np.concatenate([b.ladder_wh for b in bills]),
+                    np.concatenate([b.rem for b in bills]),
+                    np.concatenate([b.per_interval for b in bills if b.per_interval is not None]) if per_interval else None)
 
     def __call__(self, energy_wh: Any, slot_of_interval: Any, prices: Any, thresholds_wh: Any, increments: Any,
                  resets: Any, ladder_wh: Any, rem: Any, per_interval: bool = False) -> Bill:
         """Rate a batch (the kernel's arguments and result), partitioned by accounts."""
         e = np.asarray(energy_wh)
         ladder, r = np.asarray(ladder_wh, dtype=np.int64), np.asarray(rem, dtype=np.int64)
-        shared = [np.asarray(a, dtype=np.int64) for a in (slot_of_interval, prices, thresholds_wh, increments, resets)]
+        tariff = [np.asarray(a, dtype=np.int64) for a in (slot_of_interval, prices, thresholds_wh, increments, resets)]
         n = e.shape[0] if e.ndim == 2 else 0
         if n == 0:
-            s, pr, th, inc, rs = shared
-            return rate(e, s, pr, th, inc, rs, ladder, r, per_interval=per_interval)
-        parts = max(1, math.ceil(n / self.partition_rows))
-        bounds = np.linspace(0, n, parts + 1).astype(np.int64)
-        try:
-            # the small tariff arrays go to the workers once; each task carries only its rows
-            scattered = self.client.scatter(shared, broadcast=True, hash=False)  # fresh keys: never a released one
-            spans = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+            return rate(e, *tariff, ladder, r, per_interval=per_interval)
+
+        def work() -> Bill:
             # each partition's rows go straight to a worker (not inside the task graph)
-            rows = self.client.scatter([(e[lo:hi], ladder[lo:hi], r[lo:hi]) for lo, hi in spans], hash=False)
-            futures = [self.client.submit(_rate_rows, part, *scattered, per_interval, pure=False) for part in rows]
-            bills: list[Bill] = list(self.client.gather(futures))  # type: ignore[arg-type]  # sync client
-        except ValueError:
-            raise  # bad input named by the kernel, as in-process
-        except Exception as exc:
-            raise RatingUnavailable(f"rating on {self.where} failed ({type(exc).__name__}: {exc}): the cycle was "
-                                    "not committed, nothing was charged; the next cycle rates these intervals") from exc
-        return Bill(np.concatenate([b.fen for b in bills]), np.concatenate([b.ladder_wh for b in bills]),
-                    np.concatenate([b.rem for b in bills]),
-                    np.concatenate([b.per_interval for b in bills if b.per_interval is not None]) if per_interval else None)
+            rows = self.client.scatter([(e[lo:hi], ladder[lo:hi], r[lo:hi]) for lo, hi in self._spans(n)], hash=False)
+            return self._rate_parts(rows, tariff, per_interval)
+
+        return self._guarded(work)
+
+    def place(self, load: Callable[[int, int], Rows], accounts: int) -> PlacedRows:
+        """Build a batch's rows on the workers: ``load(lo, hi)`` runs there, once per partition, and
+        gives the energy (hi - lo, intervals), ladder_wh and rem of accounts lo..hi - 1 (read from a
+        database or files the workers reach, so that no reading passes through this process)."""
+        spans = self._spans(accounts)
+
+        def work() -> PlacedRows:
+            names = sorted(self.client.scheduler_info().get("workers", {}))
+            parts = [self.client.submit(_load_checked, load, lo, hi, pure=False,
+                                        workers=[names[k % len(names)]] if names else None)
+                     for k, (lo, hi) in enumerate(spans)]
+            self.client.gather(parts)          # loaded (or the loader's error raised) before rating
+            return PlacedRows(tuple(parts), tuple(spans))
+
+        return self._guarded(work)
+
+    def rate_placed(self, placed: PlacedRows, slot_of_interval: Any, prices: Any, thresholds_wh: Any, increments: Any,
+                    resets: Any, per_interval: bool = False) -> Bill:
+        """Rate rows ``place`` left on the workers where they are; the result as the kernel's."""
+        tariff = [np.asarray(a, dtype=np.int64) for a in (slot_of_interval, prices, thresholds_wh, increments, resets)]
+        if not placed.parts:
+            z = np.zeros(0, dtype=np.int64)
+            return rate(np.zeros((0, np.asarray(slot_of_interval).size), dtype=np.int32), *tariff, z, z,
+                        per_interval=per_interval)
+        return self._guarded(lambda: self._rate_parts(list(placed.parts), tariff, per_interval))
 
     def close(self) -> None:
         """Disconnect (and stop the local cluster, if this engine started one)."""

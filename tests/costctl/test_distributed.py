@@ -46,6 +46,53 @@ def test_partitions_on_the_cluster_agree_with_the_kernel_to_the_fen(dask_engine)
         assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
+def _rows(lo, hi):
+    """Accounts lo..hi - 1 of a fleet whose rows depend only on the account (any partition agrees)."""
+    k = np.arange(lo, hi, dtype=np.int64)
+    energy = ((k[:, None] * 7919 + np.arange(96) * 104_729) % 4_000).astype(np.int32)
+    return energy, k * 37 % 300_000, k * 9_973 % 100_000
+
+
+TARIFF = (np.arange(96) % 4, np.array([3000, 5000, 7000, 9000]), np.array([200_000, 400_000]),
+          np.array([0, 500, 3000]), np.array([48]))
+
+
+def test_rows_placed_on_the_workers_are_rated_there_as_the_kernel_rates_them(dask_engine) -> None:
+    n = 5_003
+    energy, ladder, rem = _rows(0, n)
+    for partition_rows in (None, 1_000):     # one partition per worker, and several each
+        dask_engine.partition_rows = partition_rows
+        placed = dask_engine.place(_rows, n)
+        assert placed.accounts == n and len(placed.parts) == (2 if partition_rows is None else 6)
+        for per in (False, True):
+            here, there = rate(energy, *TARIFF, ladder, rem, per_interval=per), dask_engine.rate_placed(
+                placed, *TARIFF, per_interval=per)
+            for a, b in zip(here, there):
+                assert (a is None and b is None) or (a.dtype == b.dtype and np.array_equal(a, b))
+
+
+def test_a_loader_giving_the_wrong_rows_is_named(dask_engine) -> None:
+    def short(lo, hi):
+        e, lad, r = _rows(lo, hi)
+        return e[1:], lad, r
+
+    with pytest.raises(ValueError, match=r"the loader gave energy \(\d+, 96\).*must give"):
+        dask_engine.place(short, 100)
+
+
+def test_placed_rows_whose_cluster_went_away_are_a_clear_error(tmp_path) -> None:
+    from distributed import LocalCluster
+
+    lonely = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                          silence_logs=50)
+    engine = DaskRating(lonely.scheduler_address, timeout_s=5)
+    placed = engine.place(_rows, 50)
+    lonely.close()
+    with pytest.raises(RatingUnavailable, match="nothing was charged"):
+        engine.rate_placed(placed, *TARIFF)
+    engine.close()
+
+
 def _week(store, engine):
     out = []
     for day in (2, 3, 4, 5):
