@@ -9,7 +9,9 @@ interval, splitting at the exact Wh (same rule as reference.py).  Sub-fen are su
 fen once per account: ``floor((rem0 + Σ u) / SUBFEN)`` is what the per-interval carry gives, so
 batching never changes a bill (README).  With ``per_interval=True`` a second kernel records the
 fen debited at each interval: the step of ``floor((rem0 + Σ u up to t) / SUBFEN)``, which is
-exactly what the carry interval by interval gives.
+exactly what the carry interval by interval gives.  Those are written as int16 (a household's
+quarter hour costs well under 327 yuan): a quarter of the bytes int64 would write, which is what
+held that kernel back; a batch in which some interval could cost more comes back in int64.
 
 Speed: the TOU price per interval is an int32 table and the product is written
 ``int64(w) * int64(price)`` so LLVM uses a 32x32->64 SIMD multiply (AVX2, four int64 lanes).
@@ -30,9 +32,12 @@ from numba import get_num_threads, njit, prange, set_num_threads  # pyright: ign
 
 from headend.tariff.reference import SUBFEN, Bill, check_inputs
 
-__all__ = ["rate", "segments_of", "prepare", "get_num_threads", "set_num_threads"]
+__all__ = ["rate", "segments_of", "prepare", "get_num_threads", "set_num_threads", "PER_INTERVAL_DTYPE"]
 
 _LIMIT = 1 << 62
+# fen per interval: int16 holds any interval under 32,766 fen (at 1.2 yuan/kWh, 270 kWh in a quarter
+# hour), a quarter of int64's memory traffic; a batch with a larger one comes back as int64
+PER_INTERVAL_DTYPE = np.int16
 
 
 @njit(cache=True, inline="always")
@@ -59,7 +64,7 @@ def _ladder_subfen(e, w, thr, inc):
     return cost
 
 
-_BAD_ENERGY, _TOO_BIG, _BAD_STATE = -1, -2, -3     # fen[a] flags: fen is never negative otherwise
+_BAD_ENERGY, _TOO_BIG, _BAD_STATE, _TOO_WIDE = -1, -2, -3, -4   # fen[a] flags: fen is never negative otherwise
 
 
 @njit(parallel=True, cache=True)
@@ -110,63 +115,95 @@ def _rate_rows(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, fen
             ladder1[a] = e
 
 
+_ROWS_PER_TASK = 512          # per-interval kernel: rows per prange task, which owns one scratch
+_UNDER_2_31 = 1 << 31
+
+
 @njit(parallel=True, cache=True)
-def _rate_rows_per_interval(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, fen, ladder1, rem1, per):
+def _rate_rows_per_interval(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, narrow_w, fen, ladder1,
+                            rem1, per):
     # acc = rem0 + the sub-fen so far, never cut: the fen debited up to interval t is acc // SUBFEN
-    # (what the per-interval carry gives), so per[t] is the step of that floor.  Each division then
-    # stands alone instead of feeding the next interval's remainder, and within a segment that stays
-    # in one ladder tier the price of a Wh is just pt[t] + inc[k]: no tier search per interval.
+    # (what the per-interval carry gives), so per[t] is the step of that floor.  Within a segment
+    # that stays in one ladder tier the price of a Wh is pt[t] + inc[k]; while acc stays under
+    # 2**31 (a day of a household is under 2**30) the running sum is kept in 32 bits, and then
+    # the floors are 32-bit divisions by a constant and the steps plain differences: both SIMD
+    # loops, which leaves the running sum itself as the one serial loop.
     nseg = seg.size - 1
-    for a in prange(energy.shape[0]):
-        e = ladder0[a]
-        acc = rem0[a]
-        if e < 0 or acc < 0 or acc >= SUBFEN:
-            fen[a] = _BAD_STATE
-            continue
-        bits = 0
-        done = 0                                # fen debited so far (acc // SUBFEN)
-        for s in range(nseg):
-            lo = np.uint64(seg[s])
-            hi = np.uint64(seg[s + 1])
-            if seg_reset[s]:
-                e = 0
-            sw = 0
-            sb = 0
-            for t in range(lo, hi):
-                w = energy[a, t]
-                sw += w
-                sb |= w
-            bits |= sb
-            k = _tier(e + 1, thr)
-            if sb == 0 or (sb > 0 and k == _tier(e + sw, thr)):
-                ik = inc[k]
-                row = per[a]
-                for t in range(lo, hi):             # the sub-fen of each interval: a SIMD loop
-                    row[t] = np.int64(energy[a, t]) * (np.int64(pt[t]) + ik)
-                for t in range(lo, hi):
-                    acc += row[t]
-                    # acc >= 0 here: an unsigned divide by the constant is one multiply and a shift
-                    f = np.int64(np.uint64(acc) // np.uint64(SUBFEN))
-                    row[t] = f - done
-                    done = f
-                e += sw
-            else:                              # crosses a threshold (or bad data): exact walk
-                for t in range(lo, hi):
-                    w = np.int64(energy[a, t])
-                    if w > 0:
-                        acc += w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
-                        e += w
-                    f = acc // SUBFEN
-                    per[a, t] = f - done
-                    done = f
-        if bits < 0:
-            fen[a] = _BAD_ENERGY
-        elif bits > limit_w:
-            fen[a] = _TOO_BIG
-        else:
-            fen[a] = done
-            rem1[a] = acc - done * SUBFEN
-            ladder1[a] = e
+    n_acc, n_int = energy.shape
+    for c in prange((n_acc + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        u = np.empty(n_int, dtype=np.int64)       # sub-fen of each interval of the row
+        cum = np.empty(n_int, dtype=np.uint32)    # acc after each interval, then its fen
+        for a in range(c * _ROWS_PER_TASK, min(n_acc, (c + 1) * _ROWS_PER_TASK)):
+            e = ladder0[a]
+            acc = rem0[a]
+            if e < 0 or acc < 0 or acc >= SUBFEN:
+                fen[a] = _BAD_STATE
+                continue
+            bits = 0
+            done = 0                                # fen debited so far (acc // SUBFEN)
+            wide = False
+            for s in range(nseg):
+                lo = np.uint64(seg[s])
+                hi = np.uint64(seg[s + 1])
+                if seg_reset[s]:
+                    e = 0
+                k = _tier(e + 1, thr)
+                ik = np.int32(inc[k])
+                sw = 0
+                sb = 0
+                su = 0
+                for t in range(lo, hi):             # a SIMD loop: each interval's sub-fen in tier k
+                    w = energy[a, t]
+                    x = np.int64(w) * np.int64(np.int32(pt[t] + ik))
+                    u[t] = x
+                    sw += w
+                    sb |= w
+                    su += x
+                bits |= sb
+                if sb > narrow_w:                   # a step might not fit per's dtype: the caller widens
+                    wide = True
+                    break
+                if sb >= 0 and (sb == 0 or k == _tier(e + sw, thr)):
+                    if acc + su < _UNDER_2_31:
+                        a32 = np.uint32(acc)
+                        for t in range(lo, hi):
+                            a32 = np.uint32(a32 + np.uint32(u[t]))
+                            cum[t] = a32
+                        for t in range(lo, hi):
+                            cum[t] = cum[t] // np.uint32(SUBFEN)
+                        if hi > lo:
+                            per[a, lo] = cum[lo] - done
+                        for t in range(lo + np.uint64(1), hi):
+                            per[a, t] = cum[t] - cum[t - np.uint64(1)]
+                        acc += su
+                        done = acc // SUBFEN
+                    else:
+                        for t in range(lo, hi):
+                            acc += u[t]
+                            # acc >= 0 here: an unsigned divide by the constant is one multiply and a shift
+                            f = np.int64(np.uint64(acc) // np.uint64(SUBFEN))
+                            per[a, t] = f - done
+                            done = f
+                    e += sw
+                else:                              # crosses a threshold (or bad data): exact walk
+                    for t in range(lo, hi):
+                        w = np.int64(energy[a, t])
+                        if w > 0:
+                            acc += w * np.int64(pt[t]) + _ladder_subfen(e, w, thr, inc)
+                            e += w
+                        f = acc // SUBFEN
+                        per[a, t] = f - done
+                        done = f
+            if bits < 0:
+                fen[a] = _BAD_ENERGY
+            elif bits > limit_w:
+                fen[a] = _TOO_BIG
+            elif wide:
+                fen[a] = _TOO_WIDE
+            else:
+                fen[a] = done
+                rem1[a] = acc - done * SUBFEN
+                ladder1[a] = e
 
 
 def segments_of(resets: np.ndarray, n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,8 +233,10 @@ def rate(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
     int64; ``slot_of_interval`` (intervals,) TOU slot; ``prices`` per slot (0.0001 yuan/kWh);
     ladder ``thresholds_wh`` ascending and ``increments`` (one more); ``resets`` ascending interval
     indices where the ladder period restarts; ``ladder_wh``/``rem`` per account state.
-    ``out``: a Bill of preallocated int64 arrays to fill (saves page faults when rating batch
-    after batch; ``out.per_interval`` is used when ``per_interval``).
+    ``out``: a Bill of preallocated arrays to fill (saves page faults when rating batch after
+    batch): int64 totals and, with ``per_interval``, a per-interval array of PER_INTERVAL_DTYPE
+    (int16) or int64.  The per-interval fen come back as int16 unless some interval's fen could
+    pass it; then that batch's are int64 (a new array).
     """
     e = prepare(energy_wh)
     slot, prices, thr, inc, resets, ladder_wh, rem = (
@@ -214,16 +253,30 @@ def rate(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
     if out is None:
         out = Bill(np.empty(n_acc, dtype=np.int64), np.empty(n_acc, dtype=np.int64),
                    np.empty(n_acc, dtype=np.int64),
-                   np.empty((n_acc, n_int), dtype=np.int64) if per_interval else None)
+                   np.empty((n_acc, n_int), dtype=PER_INTERVAL_DTYPE) if per_interval else None)
     fen, ladder1, rem1, per = out
     seg, seg_reset = segments_of(resets, n_int)
     if per_interval:
-        _rate_rows_per_interval(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1, per)
+        assert per is not None
+        _rate_rows_per_interval(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, _narrow_w(per, max_price),
+                                fen, ladder1, rem1, per)
+        if n_acc and (fen == _TOO_WIDE).any():
+            # an interval of some account could cost more fen than the narrow type holds: all in int64
+            per = np.empty((n_acc, n_int), dtype=np.int64)
+            _rate_rows_per_interval(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, _narrow_w(per, max_price),
+                                    fen, ladder1, rem1, per)
     else:
         _rate_rows(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1)
     if n_acc and fen.min() < 0:
         _raise_bad_row(e, fen, ladder_wh, rem, limit_w)
     return Bill(fen, ladder1, rem1, per if per_interval else None)
+
+
+def _narrow_w(per: np.ndarray, max_price: int) -> int:
+    """The most Wh per interval whose fen surely fit ``per``'s dtype (a step is under 1 + w * price / SUBFEN)."""
+    if per.dtype.itemsize >= 8:
+        return np.iinfo(np.int64).max
+    return (int(np.iinfo(per.dtype).max) - 1) * SUBFEN // max(max_price, 1)
 
 
 def _raise_bad_row(e: np.ndarray, fen: np.ndarray, ladder_wh: np.ndarray, rem: np.ndarray, limit_w: int) -> None:

@@ -24,7 +24,8 @@ class Bill(NamedTuple):
     fen: np.ndarray              # (accounts,) int64 fen charged for energy in this batch
     ladder_wh: np.ndarray        # (accounts,) int64 ladder energy of the current period after the batch
     rem: np.ndarray              # (accounts,) int64 carried sub-fen remainder, 0 <= rem < SUBFEN
-    per_interval: np.ndarray | None = None   # (accounts, intervals) int64 fen debited at each interval
+    per_interval: np.ndarray | None = None   # (accounts, intervals) fen debited at each interval (int64;
+    #                                          the kernel gives int16 when every interval fits, kernel.rate)
 
 
 def check_inputs(energy_wh: np.ndarray, slot_of_interval: np.ndarray, prices: np.ndarray,

@@ -113,6 +113,61 @@ def test_a_month_of_quarter_hours_for_many_accounts():
         assert_same(ref, got, with_per=per_interval)
 
 
+@st.composite
+def per_interval_batches(draw):
+    """Batches for the per-interval kernel's three ways: the running sub-fen under 2**31 (32-bit
+    sum), over it (64-bit), and an interval whose fen could pass int16 (the batch in int64)."""
+    n_acc = draw(st.integers(1, 5))
+    n_int = draw(st.sampled_from([1, 5, 96, 200]))
+    big = draw(st.sampled_from([2_000, 300_000, 40_000_000]))
+    e = draw(hnp.arrays(np.int32, (n_acc, n_int), elements=st.integers(0, big)))
+    thr = np.cumsum(draw(st.lists(st.integers(1, 10**8), min_size=0, max_size=3))).astype(np.int64)
+    inc = draw(st.lists(st.integers(0, 30000), min_size=thr.size + 1, max_size=thr.size + 1))
+    prices = draw(st.lists(st.integers(0, 99999), min_size=4, max_size=4))
+    slot = draw(hnp.arrays(np.int64, n_int, elements=st.integers(0, 3)))
+    resets = sorted(draw(st.sets(st.integers(0, n_int - 1), max_size=2)))
+    ladder = draw(hnp.arrays(np.int64, n_acc, elements=st.integers(0, int(thr[-1]) + 10 if thr.size else 10)))
+    rem = draw(hnp.arrays(np.int64, n_acc, elements=st.integers(0, SUBFEN - 1)))
+    return e, slot, prices, thr, inc, resets, ladder, rem
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(per_interval_batches())
+def test_per_interval_fen_equal_the_reference_small_or_large(batch):
+    ref = call(rate_reference, *batch)
+    got = call(rate, *batch, per_interval=True)
+    assert_same(ref, got, with_per=True)
+    # int16 when every interval surely fits it (the kernel bounds the Wh by their bitwise OR), int64
+    # when one might not
+    e, price = batch[0], max(batch[2]) + max(batch[4])
+    fits = 1 + int(np.bitwise_or.reduce(e.ravel())) * price // SUBFEN < np.iinfo(np.int16).max
+    surely_not = 1 + int(e.max()) * price // SUBFEN > np.iinfo(np.int16).max
+    if fits:
+        assert got.per_interval.dtype == np.int16
+    elif surely_not:
+        assert got.per_interval.dtype == np.int64
+
+
+def test_per_interval_fen_in_each_of_the_kernels_ways():
+    prices, thr, inc = [8883, 6883, 4883, 2883], [2_880_000, 4_800_000], [0, 500, 3000]
+    slot = np.arange(96) % 4
+    household = np.full((2, 96), 400, dtype=np.int32)          # a day: under 2**31 sub-fen
+    mill = np.full((2, 96), 200_000, dtype=np.int32)           # over 2**31 sub-fen, each interval fits int16
+    furnace = np.full((2, 96), 400_000, dtype=np.int32)        # 4,753 yuan a quarter hour: past int16
+    for e, dtype in ((household, np.int16), (mill, np.int16), (furnace, np.int64)):
+        args = (e, slot, prices, thr, inc, [], [0, 2_879_990], [0, SUBFEN - 1])
+        got = call(rate, *args, per_interval=True)
+        assert_same(call(rate_reference, *args), got, with_per=True)
+        assert got.per_interval.dtype == dtype
+    # a preallocated int16 array is filled when it can be, and replaced by int64 when it cannot
+    out = Bill(*(np.zeros(2, np.int64) for _ in range(3)), np.zeros((2, 96), np.int16))
+    assert call(rate, household, slot, prices, thr, inc, [], [0, 0], [0, 0], per_interval=True,
+                out=out).per_interval is out.per_interval
+    got = call(rate, furnace, slot, prices, thr, inc, [], [0, 0], [0, 0], per_interval=True, out=out)
+    assert got.per_interval.dtype == np.int64
+    assert_same(call(rate_reference, furnace, slot, prices, thr, inc, [], [0, 0], [0, 0]), got, with_per=True)
+
+
 def test_empty_batches():
     for shape in ((0, 0), (0, 96), (3, 0)):
         e = np.zeros(shape, dtype=np.int32)

@@ -11,7 +11,8 @@ day.  Every ratio is measured interleaved (A, B, A, B ..., median of the pair ra
 spread; tools/bench/interleave.py): the NumPy version against the plain reference; the kernel
 on 1 thread and on all cores against a numba streaming sum over the same array on as many
 threads (the read-bandwidth ceiling); the kernel against the NumPy version; the per-interval
-kernel, and a bare int32 -> int64 copy into its output (the write floor), against the totals kernel.  The kernel's inner loop is also read from its machine code
+kernel (int16 fen per interval), and a bare int32 -> int16 copy into its output (the write floor),
+against the totals kernel.  The kernel's inner loop is also read from its machine code
 (tools/bench/kernel_asm.py): instructions per reading against the streaming sum's.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads  # pyright: ignore[reportMissingImports]
 
 from headend.costctl.decide import ON, decide
-from headend.tariff.kernel import rate
+from headend.tariff.kernel import PER_INTERVAL_DTYPE, rate
 from headend.tariff.readings import intervals_from_registers
 from headend.tariff.model import beijing_tou, meter_time
 from headend.tariff.rating import plan, rate_batch
@@ -50,7 +51,7 @@ def _stream_sum(a, out):
 
 
 @njit(parallel=True, cache=True)
-def _widen(a, out):
+def _narrow(a, out):
     for i in prange(a.shape[0]):
         for j in range(a.shape[1]):
             out[i, j] = a[i, j]
@@ -95,7 +96,7 @@ def run(report) -> None:
     _stream_sum(energy, out)
     # outputs allocated once, as a head-end rating batch after batch would: no page faults timed
     bills = Bill(np.empty(ACCOUNTS, dtype=np.int64), np.empty(ACCOUNTS, dtype=np.int64),
-                 np.empty(ACCOUNTS, dtype=np.int64), np.empty((ACCOUNTS, INTERVALS), dtype=np.int64))
+                 np.empty(ACCOUNTS, dtype=np.int64), np.empty((ACCOUNTS, INTERVALS), dtype=PER_INTERVAL_DTYPE))
     totals = lambda: rate(energy, *args, out=bills)   # noqa: E731
     for k in sorted({1, threads}):
         set_num_threads(k)
@@ -110,12 +111,12 @@ def run(report) -> None:
            r.a, "M readings/s", r.b, pairs=r)
     r = interleaved(lambda: rate(energy, *args, per_interval=True, out=bills), totals, rounds=5,
                     work_a=n / 1e6, work_b=n / 1e6)
-    report(f"tariff: kernel with per-interval fen vs totals kernel, 1M x 96, {threads} threads",
+    report(f"tariff: kernel with per-interval fen (int16) vs totals kernel, 1M x 96, {threads} threads",
            r.a, "M readings/s", r.b, pairs=r)
-    # what writing an int64 per reading costs by itself: a plain int32 -> int64 copy of the batch
-    # into the same per-interval array, the most the per-interval kernel could do
-    r = interleaved(lambda: _widen(energy, bills.per_interval), totals, rounds=5, work_a=n / 1e6, work_b=n / 1e6)
-    report(f"tariff: int32 -> int64 copy into the per-interval array (its write floor) vs totals kernel, {threads} threads",
+    # what writing the per-interval fen costs by itself: a plain copy of the batch into the same
+    # per-interval array (int32 -> int16), the most the per-interval kernel could do
+    r = interleaved(lambda: _narrow(energy, bills.per_interval), totals, rounds=5, work_a=n / 1e6, work_b=n / 1e6)
+    report(f"tariff: int32 -> int16 copy into the per-interval array (its write floor) vs totals kernel, {threads} threads",
            r.a, "M readings/s", r.b, pairs=r)
     # let the arrays go before the next bench (not `del`: the closures above still name them)
     energy = bills = sub = np_sub = None
