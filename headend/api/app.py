@@ -281,7 +281,7 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
             receipt, created = api.port.accept(
                 channel_id=channel.channel_id, txn_id=pay.txn_id, amount_fen=pay.amount_fen,
                 paid_at=_unix(pay.paid_at), customer=pay.customer_no, meter=pay.meter_no,
-                actor=f"channel:{channel.channel_id}", tender=pay.tender)
+                actor=f"channel:{channel.channel_id}", tender=pay.tender, channel=channel)
             return JSONResponse(receipt, status_code=201 if created else 200)
 
         return await signed(request, work)

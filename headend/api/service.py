@@ -42,6 +42,9 @@ class ChannelKey:
     key_id: str
     secret: str | bytes
     callback_url: str | None = None
+    # the store's record it was made from, read in the request's transaction (a payment uses it
+    # rather than reading the channel again)
+    record: Channel | None = None
 
 
 class PaymentsPort(Protocol):
@@ -54,7 +57,8 @@ class PaymentsPort(Protocol):
                       nonce: tuple[str, str, int] | None = None) -> None: ...
     def account(self, customer_no: str) -> dict[str, Any]: ...
     def accept(self, *, channel_id: str, txn_id: str, amount_fen: int, paid_at: int, customer: str | None,
-               meter: str | None, actor: str, tender: dict[str, Any] | None) -> tuple[dict[str, Any], bool]: ...
+               meter: str | None, actor: str, tender: dict[str, Any] | None,
+               channel: ChannelKey | None = None) -> tuple[dict[str, Any], bool]: ...
     def get(self, payment_id: int) -> dict[str, Any] | None: ...
     def find(self, channel_id: str, txn_id: str) -> dict[str, Any] | None: ...
     def reverse(self, payment_id: int, *, channel_id: str, actor: str, reason: str) -> dict[str, Any]: ...
@@ -106,7 +110,7 @@ class StorePayments:
                 if len(self._secrets) >= _SECRET_CACHE:
                     self._secrets.clear()
                 self._secrets[cache_key] = secret
-        return ChannelKey(ch.id, ch.kind, bool(ch.enabled), ch.key_id, secret, ch.callback_url)
+        return ChannelKey(ch.id, ch.kind, bool(ch.enabled), ch.key_id, secret, ch.callback_url, ch)
 
     def channel_for_key(self, key_id: str) -> ChannelKey | None:
         """The channel that owns this key id (its secret unsealed), or None."""
@@ -158,14 +162,16 @@ class StorePayments:
             raise _problem(exc) from None
 
     def accept(self, *, channel_id: str, txn_id: str, amount_fen: int, paid_at: int, customer: str | None,
-               meter: str | None, actor: str, tender: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
-        """Take the payment once; (receipt, whether this request created it)."""
+               meter: str | None, actor: str, tender: dict[str, Any] | None,
+               channel: ChannelKey | None = None) -> tuple[dict[str, Any], bool]:
+        """Take the payment once; (receipt, whether this request created it). ``channel``: the
+        signing channel as this request's transaction read it."""
         try:
             # one write transaction: whether this request created the payment is exact, even when
             # duplicates arrive in parallel (a refusal writes nothing here: the API audits it)
             [(pay, created)] = payments.accept_payments(
                 self.store, [payments.PaymentRequest(channel_id, txn_id, amount_fen, paid_at, customer, meter, tender)],
-                actor=actor)
+                actor=actor, channel=None if channel is None or channel.channel_id != channel_id else channel.record)
         except payments.PaymentError as exc:
             raise _problem(exc) from None
         return receipt(pay), created

@@ -31,6 +31,16 @@ class Tx(Protocol):
         """Run one statement for each parameter row; return the total number of rows changed."""
         ...
 
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement whose outcome the caller does not read (no rows, no count). An engine
+        may send it with the next statement whose result is read, or with the commit (PostgreSQL
+        pipelines it: no round trip of its own); if it fails, the transaction fails there."""
+        ...
+
+    def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``write`` once for each parameter row."""
+        ...
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query and return every row."""
         ...

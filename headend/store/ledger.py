@@ -202,9 +202,9 @@ class Ledger(Accounts):
         if missing:
             raise NotFound(f"no customer {missing[0]}: add it with `headend customer add {missing[0]}`")
         # row by row in booking order, as _book moves an account (its owing-since rule included)
-        tx.executemany(f"UPDATE accounts SET balance_fen = balance_fen + ?, {OWING_SINCE % '+'},"
-                       " version = version + 1, updated_at = ? WHERE customer = ?",
-                       [(e.amount_fen, e.amount_fen, now, now, e.customer) for e in entries if e.amount_fen])
+        tx.write_many(f"UPDATE accounts SET balance_fen = balance_fen + ?, {OWING_SINCE % '+'},"
+                      " version = version + 1, updated_at = ? WHERE customer = ?",
+                      [(e.amount_fen, e.amount_fen, now, now, e.customer) for e in entries if e.amount_fen])
 
         def rows() -> Iterator[tuple[Any, ...]]:
             for e in entries:
@@ -212,7 +212,7 @@ class Ledger(Accounts):
                 yield (e.customer, now, e.kind, e.amount_fen, balance[e.customer], actor, dumps(e.detail), e.meter,
                        e.channel, e.txn_id, e.payment_id, e.ref, day, e.meter_fen)
 
-        tx.executemany(
+        tx.write_many(
             "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel,"
             " txn_id, payment_id, ref, day, meter_fen) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
 

@@ -206,7 +206,7 @@ class Payments(Ledger, Outbox):
             cmds = self._insert_commands(
                 tx, [(str(p.meter), "recharge", {"amount_fen": p.amount_fen, "customer": p.customer, "payment": pid},
                       f"payment:{pid}", 0) for p, pid in zip(new, ids) if p.to_meter], actor=actor)
-            tx.executemany("UPDATE payments SET command_id = ? WHERE id = ?", [(c.id, c.params["payment"]) for c in cmds])
+            tx.write_many("UPDATE payments SET command_id = ? WHERE id = ?", [(c.id, c.params["payment"]) for c in cmds])
             command = {c.params["payment"]: c.id for c in cmds}
             bookings: list[Booking] = []
             for p, pid in zip(new, ids):

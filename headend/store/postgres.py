@@ -32,6 +32,8 @@ __all__ = ["PostgresBackend", "pg_statement", "pg_query", "redact_url"]
 WRITE_LOCK = 6450_0001
 LEADER_LOCKS = {"costctl": 6450_0002}
 
+_TUPLES_OK = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows
+
 _INTEGER = re.compile(r"\bINTEGER\b")
 _STRFTIME_DAY = re.compile(r"strftime\('%Y-%m-%d', ([^,]+), 'unixepoch'\)")
 
@@ -93,19 +95,29 @@ def _bool_as_int_dumper() -> type:
 
 
 class _Tx:
-    """Transaction handle over one psycopg cursor."""
+    """Transaction handle over psycopg cursors of the backend's connection.
 
-    __slots__ = ("_cur", "_conn")
+    A write transaction runs in libpq's pipeline mode: statements whose outcome nobody reads
+    (`write`, `write_many`, the BEGIN and the lock) are sent with the next statement whose result
+    is read, or with the COMMIT, so they cost no round trip of their own."""
+
+    __slots__ = ("_cur", "_out", "_db")
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self._cur = conn.cursor()
+    def __init__(self, db: "PostgresBackend") -> None:
+        self._db = db
+        self._cur = db._conn.cursor()
+        self._out = None  # the cursor of `write`s: its results are never read
+
+    def _synced(self) -> None:
+        if self._db._pipe is not None:
+            self._db._pipe.sync()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return rows changed."""
         self._cur.execute(pg_query(sql), tuple(params))
+        self._synced()
         return self._cur.rowcount
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
@@ -114,26 +126,60 @@ class _Tx:
         if not rows:
             return 0
         self._cur.executemany(pg_query(sql), rows)
+        self._synced()
         return self._cur.rowcount
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement whose outcome is not read: in a write transaction it goes out with the
+        next statement whose result is read (or the commit); a failure fails the transaction there."""
+        if self._db._pipe is None:
+            self.execute(sql, params)
+            return
+        if self._out is None:
+            self._out = self._db._conn.cursor()
+        self._out.execute(pg_query(sql), tuple(params))
+
+    def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``write`` once per parameter row."""
+        rows = [tuple(r) for r in rows]
+        if not rows:
+            return
+        if self._db._pipe is None:
+            self.executemany(sql, rows)
+            return
+        if self._out is None:
+            self._out = self._db._conn.cursor()
+        self._out.executemany(pg_query(sql), rows)
+
+    def _query(self, sql: str, params: Sequence[Any]) -> bool:
+        """Run a statement and wait for its result; whether it returned rows."""
+        self._cur.execute(pg_query(sql), tuple(params))
+        self._synced()
+        res = self._cur.pgresult
+        return res is not None and res.status == _TUPLES_OK
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Every row of a query."""
-        self._cur.execute(pg_query(sql), tuple(params))
-        return self._cur.fetchall() if self._cur.description else []
+        return self._cur.fetchall() if self._query(sql, params) else []
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """First row of a query, or None."""
-        self._cur.execute(pg_query(sql), tuple(params))
-        return self._cur.fetchone() if self._cur.description else None
+        return self._cur.fetchone() if self._query(sql, params) else None
 
     def pages(self, sql: str, params: Sequence[Any] = (), size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
         """The rows of a query in lists of up to ``size``, from a server-side cursor (bounded memory)."""
-        cur = self._conn.cursor(name=f"pages_{id(self)}_{time.monotonic_ns()}")
+        self._db._end_pipeline()  # a server-side cursor works outside pipeline mode only
+        cur = self._db._conn.cursor(name=f"pages_{id(self)}_{time.monotonic_ns()}")
         try:
             cur.execute(pg_query(sql), tuple(params))
-            while page := cur.fetchmany(size):
+            while True:
+                self._db._end_pipeline()  # statements the caller ran between two pages
+                page = cur.fetchmany(size)
+                if not page:
+                    break
                 yield page
         finally:
+            self._db._end_pipeline()
             cur.close()
 
 
@@ -164,6 +210,8 @@ class PostgresBackend:
         self._depth = 0
         self._write = False
         self._leading: set[str] = set()
+        self._pipe: Any = None  # the write transaction's pipeline (psycopg.Pipeline), while one is open
+        self._pipe_cm: Any = None  # and the context that ends it
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {self.location}>"
@@ -178,14 +226,17 @@ class PostgresBackend:
                     raise StoreError("a write was attempted inside a read-only transaction")
                 self._depth += 1
                 try:
-                    yield _Tx(self._conn)
+                    yield _Tx(self)
                 finally:
                     self._depth -= 1
                 return
             try:
-                if write:  # one round trip: a busy server's latency is paid per statement sent
-                    # the lock number is our own constant, not input: the f-string is safe SQL
-                    self._conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # pyright: ignore[reportCallIssue, reportArgumentType]
+                if write:
+                    # pipelined: the BEGIN and the lock go out with the transaction's first query
+                    self._pipe_cm = self._conn.pipeline()
+                    self._pipe = self._pipe_cm.__enter__()
+                    self._conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 else:
                     self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except psycopg.Error as exc:
@@ -194,7 +245,12 @@ class PostgresBackend:
             self._depth = 1
             self._write = write
             try:
-                yield _Tx(self._conn)
+                yield _Tx(self)
+                if write:
+                    self._conn.execute("COMMIT")
+                    self._end_pipeline()
+                else:
+                    self._conn.execute("COMMIT")
             except BaseException as exc:
                 self._depth = 0
                 self._rollback_quietly()
@@ -203,18 +259,20 @@ class PostgresBackend:
                 if isinstance(exc, psycopg.Error):
                     raise StoreError(f"database {self.location}: {exc}") from exc
                 raise
-            else:
+            finally:
                 self._depth = 0
-                try:
-                    self._conn.execute("COMMIT")
-                except psycopg.errors.IntegrityError as exc:  # a deferred constraint
-                    self._rollback_quietly()
-                    raise Conflict(f"the store refused the change: {exc}") from exc
-                except psycopg.Error as exc:
-                    self._rollback_quietly()
-                    raise StoreError(f"database {self.location}: commit failed: {exc}") from exc
+
+    def _end_pipeline(self) -> None:
+        """Leave pipeline mode: send what is queued and wait for every result (errors raise here)."""
+        cm, self._pipe, self._pipe_cm = self._pipe_cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
 
     def _rollback_quietly(self) -> None:
+        try:
+            self._end_pipeline()
+        except self._psycopg.Error:
+            pass  # the statement that failed, or one queued after it: the ROLLBACK ends them all
         try:
             self._conn.execute("ROLLBACK")
         except self._psycopg.Error:

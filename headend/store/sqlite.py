@@ -695,6 +695,14 @@ class _Tx:
         self._cur.executemany(sql, rows)
         return self._cur.rowcount
 
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement whose outcome is not read (here: at once)."""
+        self._cur.execute(sql, params)
+
+    def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``write`` once per parameter row."""
+        self._cur.executemany(sql, rows)
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Every row of a query."""
         return self._cur.execute(sql, params).fetchall()

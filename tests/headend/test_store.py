@@ -445,6 +445,30 @@ def test_write_inside_a_read_transaction_is_refused(db: Path) -> None:
     backend.close()
 
 
+def test_writes_whose_outcome_is_not_read_land_with_the_transaction_or_fail_it(store) -> None:
+    db = store._db
+    with db.transaction() as tx:
+        tx.write("INSERT INTO accounts (customer, balance_fen, created_at, updated_at) VALUES (?, 5, 0, 0)", (C1,))
+        tx.write_many("UPDATE accounts SET balance_fen = balance_fen + ? WHERE customer = ?", [(1, C1), (2, C1)])
+        assert tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (C1,)) == (8,)  # seen by what follows
+        tx.write("UPDATE accounts SET balance_fen = 9 WHERE customer = ?", (C1,))
+    assert store.get_account(C1).balance_fen == 9  # the last one went out with the commit
+    with pytest.raises(Conflict):
+        with db.transaction() as tx:
+            tx.write("UPDATE accounts SET balance_fen = 1 WHERE customer = ?", (C1,))
+            tx.write("INSERT INTO accounts (customer, balance_fen, created_at, updated_at) VALUES (?, 0, 0, 0)", (C1,))
+            tx.write("INSERT INTO accounts (customer, balance_fen, created_at, updated_at) VALUES (?, 0, 0, 0)", (C2,))
+    assert [(a.customer, a.balance_fen) for a in store.list_accounts()] == [(C1, 9)]  # none of the three landed
+    with db.transaction() as tx:  # the connection is usable afterwards, pages with writes between them too
+        tx.write_many("INSERT INTO accounts (customer, balance_fen, created_at, updated_at) VALUES (?, 0, 0, 0)",
+                      [(f"{i:012d}",) for i in range(100, 110)])
+        seen = []
+        for page in tx.pages("SELECT customer FROM accounts ORDER BY customer", size=4):
+            seen += [r[0] for r in page]
+            tx.write("UPDATE accounts SET balance_fen = balance_fen + 1 WHERE customer = ?", (page[0][0],))
+    assert len(seen) == 11 and sum(a.balance_fen for a in store.list_accounts()) == 9 + 3
+
+
 def test_reading_dis_are_checked_and_normalised(store) -> None:
     add(store)
     assert store.add_readings([(A1, "0001ff00", 1, 1), (A1, "00 01 FF 00", 2, 2)]) == 2
