@@ -647,6 +647,20 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE commands ADD COLUMN claimed_by TEXT",
         ],
     ),
+    (
+        15,
+        [
+            # A cost-control cycle appends a charge row per account and never a payment's: only
+            # the rows that name a payment are indexed by it (queries ask payment_id = ?, which
+            # the partial index answers), so a million charges add no million index entries.
+            "DROP INDEX ledger_payment",
+            "CREATE INDEX ledger_payment ON ledger(payment_id) WHERE payment_id IS NOT NULL",
+            # A cycle reads every meter's register readings by DI and time: with the meter and
+            # the value in the index it reads the index alone, not the table once per reading.
+            "DROP INDEX readings_di_time",
+            "CREATE INDEX readings_di_time ON readings(di, read_at, meter, value)",
+        ],
+    ),
 ]
 
 

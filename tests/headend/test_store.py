@@ -59,6 +59,26 @@ def test_file_is_wal_and_migrations_are_idempotent(db: Path) -> None:
     raw.close()
 
 
+def test_a_cycles_reads_use_the_index_alone_and_charges_stay_out_of_the_payment_index(db: Path) -> None:
+    s = open_store(db, clock=Clock())
+    add(s, A1, C1, mode="remote")
+    s.add_readings([(A1, "00010000", 5, 100), (A1, "00010000", 9, 200)])
+    assert s.charge_accounts("c1", [(C1, 10, 5, 20, 86_400)], actor="costctl") == 1
+    s.close()
+    raw = sqlite3.connect(db)
+    plan = " ".join(str(r) for r in raw.execute(
+        "EXPLAIN QUERY PLAN SELECT CAST(meter AS BIGINT), value, read_at FROM readings WHERE di = ?"
+        " AND read_at >= ? AND read_at < ? AND value IS NOT NULL", ("00010000", 0, 300)))
+    assert "COVERING INDEX readings_di_time" in plan
+    plan = " ".join(str(r) for r in raw.execute("EXPLAIN QUERY PLAN SELECT * FROM ledger WHERE payment_id = ?", (1,)))
+    assert "INDEX ledger_payment" in plan
+    # the charge row is in the journal; the index holds only rows that name a payment
+    assert raw.execute("SELECT COUNT(*) FROM ledger").fetchone()[0] == 1
+    (sql,) = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'ledger_payment'").fetchone()
+    assert sql.endswith("WHERE payment_id IS NOT NULL")
+    raw.close()
+
+
 def test_concurrent_first_opens_migrate_once(db: Path) -> None:
     errors: list[BaseException] = []
 
