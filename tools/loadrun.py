@@ -8,9 +8,9 @@ What it does, all real processes on loopback:
 1. a town (`python -m tools.town`, no load: balances move only by payments) on 40+ RS-485 buses of
    32-256 meters plus solo links, registered into a new SQLite head-end in one step;
 2. read cycles of every meter by the head-end's comms (`read_cycle`, every reading stored)
-   against the plain-asyncio ceiling on the same buses (one connection per bus, each meter of the
-   bus asked in turn from an ``asyncio.Protocol``'s callbacks as each reply's last byte arrives,
-   nothing decoded or stored), interleaved;
+   against the plain-asyncio ceiling on the same buses (tools/bench/ceiling.py: one connection per
+   bus, each meter of the bus asked in turn from an ``asyncio.Protocol``'s callbacks as each
+   reply's last byte arrives, nothing decoded or stored), interleaved;
 3. one remote cost-control cycle (`headend costctl run`) over every account;
 4. `headend serve` with the payments API, and a storm of one payment per meter through the API
    (channels in their shares, 64 in flight), each followed to its confirmation (on the meter, or
@@ -133,66 +133,6 @@ class _Serve:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-class _BusCycle(asyncio.Protocol):
-    """Plain asyncio on one bus: each meter asked in turn from the loop's own callbacks (the
-    request for the next meter written as soon as the last byte of the previous reply arrives),
-    nothing decoded or stored: the least work a master can do per read."""
-
-    def __init__(self, reqs: list[bytes], reply_len: int) -> None:
-        self.reqs, self.n = reqs, reply_len
-        self.got = 0
-        self.i = 0
-        self.done: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def cycle(self) -> asyncio.Future[None]:
-        self.done = asyncio.get_running_loop().create_future()
-        self.i, self.got = 0, 0
-        self.transport.write(self.reqs[0])  # type: ignore[attr-defined]
-        return self.done
-
-    def data_received(self, data: bytes) -> None:
-        self.got += len(data)
-        if self.got < self.n:
-            return
-        self.got -= self.n
-        self.i += 1
-        if self.i < len(self.reqs):
-            self.transport.write(self.reqs[self.i])  # type: ignore[attr-defined]
-        elif self.done is not None and not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_exception(ConnectionError(f"a bus hung up during the ceiling's cycle: {exc}"))
-
-
-async def _ceiling_cycles(buses: list[dict], seconds: float) -> float:
-    """Plain asyncio on the same buses: one connection per bus, each meter asked in turn (a bus is
-    half duplex: one request at a time), all buses at once; reads/s over whole cycles."""
-    from protocol import build_frame
-
-    loop = asyncio.get_running_loop()
-    conns = []
-    for bus in buses:
-        host, port = bus["link"].removeprefix("tcp://").rsplit(":", 1)
-        reqs = [build_frame(a, 0x11, READ_DI.to_bytes(4, "little"), preamble=4) for a in bus["meters"]]
-        n = len(build_frame(bus["meters"][0], 0x91, bytes(8), preamble=0))
-        _, proto = await loop.create_connection(lambda reqs=reqs, n=n: _BusCycle(reqs, n), host, int(port))
-        conns.append(proto)
-    reads = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds or reads == 0:
-        await asyncio.gather(*(c.cycle() for c in conns))
-        reads += sum(len(c.reqs) for c in conns)
-    elapsed = time.perf_counter() - t0
-    for c in conns:
-        c.transport.close()
-    return reads / elapsed
 
 
 def _town_ask(control: tuple[str, int], command: str) -> dict[str, Any]:
@@ -347,6 +287,7 @@ def _read_cycles(store: Any, keys: Any, registered: list, buses: list[dict], rou
     from headend.commands import MeterClient
     from headend.commands.collect import read_cycle
     from headend.transports import FrontEnd, LinkSettings
+    from tools.bench.ceiling import ceiling_cycles, open_buses
     from tools.bench.interleave import interleaved_values_async
 
     cycle_s: list[float] = []
@@ -357,6 +298,7 @@ def _read_cycles(store: Any, keys: Any, registered: list, buses: list[dict], rou
         first = await read_cycle(client, store, registered, [READ_DI])  # opens the connections
         if first.failed:
             raise RuntimeError(f"reads failed: {list(first.failed.items())[:3]}")
+        conns = await open_buses(buses, [READ_DI])
         gc.collect()
         gc.freeze()
 
@@ -372,9 +314,11 @@ def _read_cycles(store: Any, keys: Any, registered: list, buses: list[dict], rou
             return n / (time.perf_counter() - t0)
 
         async def ceiling() -> float:
-            return await _ceiling_cycles(buses, window_s)
+            return await ceiling_cycles(buses, window_s, [READ_DI], conns=conns)
 
         r = await interleaved_values_async(headend, ceiling, rounds=rounds)
+        for c in conns:
+            c.transport.close()  # type: ignore[union-attr]
         await fe.close()
         return r
 

@@ -67,3 +67,34 @@ def test_async_variant_alternates_and_pairs_the_same_way():
     r = asyncio.run(interleaved_values_async(a, b, rounds=4))
     assert seen == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert 2.9 < r.ratio < 3.1 and r.rounds == 4 and r.low <= r.ratio <= r.high
+
+
+def test_group_rotates_the_order_and_pairs_each_side_with_the_first_of_its_round():
+    from tools.bench.interleave import interleaved_group
+
+    seen = []
+    speed = iter(range(100, 0, -1))  # the machine slows down at every call
+
+    def side(name, cost):
+        def measure():
+            seen.append(name)
+            return cost * next(speed)
+        return measure
+
+    got = interleaved_group([side("a", 1.0), side("b", 2.0), side("c", 4.0)], rounds=3)
+    assert seen == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert [g.rounds for g in got] == [3, 3, 3]
+    assert got[0].ratio == got[0].low == got[0].high == 1.0
+    # within a round the drift is at most two steps, so each side keeps its ratio to the first
+    assert 1.9 < got[1].low <= got[1].ratio <= got[1].high < 2.1
+    assert 3.8 < got[2].low <= got[2].ratio <= got[2].high < 4.2
+    assert got[2].b == got[0].a
+
+
+def test_group_needs_sides_and_rounds():
+    from tools.bench.interleave import interleaved_group
+
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_group([lambda: 1.0], rounds=0)
+    with pytest.raises(ValueError, match="side"):
+        interleaved_group([], rounds=3)

@@ -5,23 +5,28 @@ process, as meters would on their own hardware; the head-end side runs here, on 
 cores.  Every ratio is measured interleaved (one-second windows A, B, A, B ..., median of the
 pair ratios with its spread; tools/bench/interleave.py) and names both sides and their far end:
 
-* read cycles vs the ceiling against the same far end: a bare asyncio client (one
-  ``open_connection`` stream per meter, a prebuilt read request written and its reply
-  ``readexactly``-ed, nothing matched, decoded or stored) running the same back-to-back cycles
-  (one read per meter, wait for all) against the same fleet.  The head-end's read cycles store
-  every reading.  Also the head-end's CPU per read and the meters' (fleet process) share of the
-  CPU while they run;
+* read cycles vs the plain-asyncio ceiling against the same far end (the same fleet process,
+  the same meter cores): tools/bench/ceiling.py, one ``asyncio.Protocol`` connection per port,
+  each request written from ``data_received`` as the previous reply's last byte arrives,
+  requests built once, replies only counted (nothing matched, decoded or stored), in the same
+  back-to-back cycles (every meter once, wait for all).  The head-end's read cycles match,
+  decode and store every reading.  Also the head-end's CPU per read and the meters' (fleet
+  process) share of the CPU while they run;
 * the full register cycle (eight items per meter: energy total and per rate, remaining money,
-  status word 3, clock) against the same bare client;
-* the bare client on the fleet against plain asyncio echo ports (``python -m
-  tools.bench.bench_headend --echo 1000``: an ``asyncio.Protocol`` per connection writing
-  every chunk straight back): two different far ends, so this shows what the meter cores
-  themselves cost, not the head-end;
+  status word 3, clock) against the same ceiling asking the same eight items;
+* the ceiling on the fleet against the same ceiling on plain asyncio echo ports (``python -m
+  tools.bench.bench_headend --echo 1000``: an ``asyncio.Protocol`` per connection writing every
+  chunk straight back): two different far ends, so this shows what the meter cores themselves
+  cost, not the head-end;
 * recharges/s: every meter topped up once through the command outbox (wallet query, session,
   recharge, read-back; each command recorded before sending and confirmed after), with the
   meters' share of the CPU and the head-end's CPU per recharge;
-* CPU per read at scale: a 20,000-meter fleet (20 meters per bus), reads per CPU second of
-  the head-end over all of them against over the first 1,000 (flat = 1).
+* CPU per read at scale: one 20,000-meter fleet (20 meters per port, as buses behind serial
+  servers) and four head-ends, each its own process holding 1,000, 5,000, 10,000 or 20,000 of
+  those meters in its own store (``--scale-child N``); each round every head-end runs serve's
+  collection (registry query, read cycle, readings stored) over all its meters, in turn with
+  the order rotating, and reports its own CPU time (``time.process_time``) per read; the
+  figures are ratios to the 1,000-meter head-end's of the same round (flat = 1.0).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import gc
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,23 +47,33 @@ ROOT = Path(__file__).resolve().parents[2]
 N_METERS = int(os.environ.get("BENCH_HEADEND_METERS", "1000"))
 WINDOW_S = 1.0
 ROUNDS = 5
-SCALE_METERS = int(os.environ.get("BENCH_HEADEND_SCALE_METERS", "20000"))
+# the head-ends of the scale figure, the first the baseline; the fleet has as many meters as the largest
+SCALE_SIZES = tuple(int(n) for n in os.environ.get("BENCH_HEADEND_SCALE", "1000,5000,10000,20000").split(","))
 SCALE_PER_BUS = 20
+SCALE_CYCLES = 2   # collection cycles of each head-end per round
+SCALE_ROUNDS = 7
+READ_DI = 0x00010000  # total active energy: what the read cycles ask
 # what a collection round reads from each meter: energy total and per rate, money, status word 3
 FULL_SET = [0x00010000, 0x00010100, 0x00010200, 0x00010300, 0x00010400, 0x00900200, 0x04000503, 0x0400010C]
 
 
 def _spawn(module: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, dict]:
+    """Start ``python -m module args``; returns it and the JSON of the first line it prints."""
     proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(ROOT), env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, _first_line(proc, module)
+
+
+def _first_line(proc: subprocess.Popen, what: str) -> dict:
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if not line:
-        raise RuntimeError(f"{module} did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
-    return proc, json.loads(line)
+        proc.wait()
+        raise RuntimeError(f"{what} did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
+    return json.loads(line)
 
 
 class _Echo(asyncio.Protocol):
-    """Plain asyncio: send every chunk straight back (the meters' side of the ceiling)."""
+    """Plain asyncio: send every chunk straight back (the far end of the echo comparison)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -80,63 +96,13 @@ async def _serve_echo(count: int) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
+    if proc.stdin is None:
+        proc.terminate()
+    try:  # a scale head-end ends at the end of its input (communicate closes it)
         proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-
-
-async def _ceiling(links: list[str], frame: bytes, seconds: float) -> float:
-    """Round trips/s: each connection sends a frame and waits for it back, as fast as it can."""
-    conns = []
-    for url in links:
-        host, port = url[len("tcp://"):].rsplit(":", 1)
-        conns.append(await asyncio.open_connection(host, int(port)))
-    n = 0
-    stop = time.perf_counter() + seconds
-
-    async def loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal n
-        while time.perf_counter() < stop:
-            writer.write(frame)
-            await reader.readexactly(len(frame))
-            n += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(loop(r, w) for r, w in conns))
-    elapsed = time.perf_counter() - t0
-    for _, w in conns:
-        w.close()
-    return n / elapsed
-
-
-async def _raw_cycles(buses: list[dict], seconds: float) -> float:
-    """Reads/s of a bare asyncio client against the same fleet, in the same back-to-back cycles
-    (one read per meter, wait for all): what the simulated meters allow without a head-end."""
-    from protocol import build_frame
-
-    conns = []
-    for bus in buses:
-        host, port = bus["link"][len("tcp://"):].rsplit(":", 1)
-        r, w = await asyncio.open_connection(host, int(port))
-        a = bus["meters"][0]
-        req = build_frame(a, 0x11, (0x00010000).to_bytes(4, "little"), preamble=4)
-        conns.append((r, w, req, len(build_frame(a, 0x91, bytes(8), preamble=0))))
-
-    async def one(r: asyncio.StreamReader, w: asyncio.StreamWriter, req: bytes, n: int) -> None:
-        w.write(req)
-        await r.readexactly(n)
-
-    reads = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        await asyncio.gather(*(one(*c) for c in conns))
-        reads += len(conns)
-    elapsed = time.perf_counter() - t0
-    for _, w, _, _ in conns:
-        w.close()
-    return reads / elapsed
+        proc.communicate()
 
 
 def _cpu_of(pid: int) -> float:
@@ -151,13 +117,11 @@ def run(report) -> None:  # noqa: ANN001
     from headend.keys import KeyStore
     from headend.store import open_store
     from headend.transports import FrontEnd, LinkSettings
-    from protocol import build_frame
+    from tools.bench.ceiling import ceiling_cycles, open_buses
     from tools.bench.interleave import interleaved_values_async
 
     master = os.urandom(32)
     keys = KeyStore.in_memory(master)
-    # a read request and its reply are about this size: the echo ceiling moves frames like them
-    frame = build_frame("000000000001", 0x91, b"\x00\x00\x01\x00" + b"\x12\x34\x56\x00", preamble=4)
     fleet_env = {"PREPAID645_MASTER_KEY": master.hex()}
     echo, echo_info = _spawn("tools.bench.bench_headend", "--echo", str(N_METERS))
     fleet, info = _spawn("tools.fleet", "--count", str(N_METERS), env=fleet_env)
@@ -169,13 +133,18 @@ def run(report) -> None:  # noqa: ANN001
                 store.add_meter(a, link=bus["link"], customer="000000000042", actor="bench")
         meters = store.find_meters()
         cycles: list = []          # (items per meter, result) of every cycle timed
+        # the echo ports stand for the fleet's: one each, asked the same read (echoed, as long as asked)
+        echo_buses = [{"link": url, "meters": bus["meters"]} for url, bus in zip(echo_info["echo"], info["buses"])]
 
         async def main() -> dict:
             fe = FrontEnd(LinkSettings(timeout=5.0, retries=2, connect_timeout=10.0))
             client = MeterClient(fe, lambda m: keys.meter_key(m.address, m.krn))
             await read_cycle(client, store, meters, [0x00900200])   # opens the 1,000 connections
+            # the ceiling keeps its connections open from window to window too
+            one, full_set = await open_buses(info["buses"], [READ_DI]), await open_buses(info["buses"], FULL_SET)
+            echoed = await open_buses(echo_buses, [READ_DI], echo=True)
             gc.collect()
-            gc.freeze()  # long-lived link state need not be walked by every collection (as serve does)
+            gc.freeze()  # long-lived link state need not be walked by every collection
             cpu = {"headend": 0.0, "fleet": 0.0, "reads": 0}
 
             async def reads() -> float:
@@ -183,7 +152,7 @@ def run(report) -> None:  # noqa: ANN001
                 t0, c0, f0 = time.perf_counter(), time.process_time(), _cpu_of(fleet.pid)
                 got = []
                 while time.perf_counter() - t0 < WINDOW_S or len(got) < 2:
-                    got.append(await read_cycle(client, store, meters, [0x00010000]))
+                    got.append(await read_cycle(client, store, meters, [READ_DI]))
                 dt = time.perf_counter() - t0
                 cpu["headend"] += time.process_time() - c0
                 cpu["fleet"] += _cpu_of(fleet.pid) - f0
@@ -191,20 +160,25 @@ def run(report) -> None:  # noqa: ANN001
                 cycles.extend((1, c) for c in got)
                 return sum(c.stored for c in got) / dt
 
-            async def bare() -> float:
-                return await _raw_cycles(info["buses"], WINDOW_S)
+            async def ceiling() -> float:
+                return await ceiling_cycles(info["buses"], WINDOW_S, [READ_DI], conns=one)
 
-            async def echo_ceiling() -> float:
-                return await _ceiling(echo_info["echo"], frame, WINDOW_S)
+            async def ceiling_echo() -> float:
+                return await ceiling_cycles(echo_buses, WINDOW_S, [READ_DI], conns=echoed)
 
             async def full() -> float:
                 c = await read_cycle(client, store, meters, FULL_SET)
                 cycles.append((len(FULL_SET), c))
                 return c.reads_per_s
 
-            out = {"same_far_end": await interleaved_values_async(reads, bare, rounds=ROUNDS),
-                   "echo": await interleaved_values_async(bare, echo_ceiling, rounds=ROUNDS),
-                   "full": await interleaved_values_async(full, bare, rounds=ROUNDS), "cpu": dict(cpu)}
+            async def ceiling_full() -> float:
+                return await ceiling_cycles(info["buses"], WINDOW_S, FULL_SET, conns=full_set)
+
+            out = {"same_far_end": await interleaved_values_async(reads, ceiling, rounds=ROUNDS),
+                   "echo": await interleaved_values_async(ceiling, ceiling_echo, rounds=ROUNDS),
+                   "full": await interleaved_values_async(full, ceiling_full, rounds=ROUNDS), "cpu": dict(cpu)}
+            for c in one + full_set + echoed:
+                c.transport.close()  # type: ignore[union-attr]
             worker = OutboxWorker(store, client, concurrency=N_METERS)
             store.enqueue_many([m.address for m in meters], "recharge", {"amount_fen": 1000}, actor="bench")
             t1, c1, f1 = time.perf_counter(), time.process_time(), _cpu_of(fleet.pid)
@@ -219,29 +193,32 @@ def run(report) -> None:  # noqa: ANN001
             raise RuntimeError(f"reads failed: {list(failed.items())[:3]}")
         if any(c.stored != N_METERS * items for items, c in cycles):
             raise RuntimeError("a read cycle did not store every value")
+        ceiling_is = ("plain-asyncio ceiling (tools/bench/ceiling.py: asyncio.Protocol, replies counted, "
+                      "nothing matched, decoded or stored)")
         r = got["same_far_end"]
-        report(f"headend: read cycles (every reading stored) vs a bare asyncio client, same {N_METERS:,}-meter "
-               "fleet, same cycles", r.a, "reads/s", r.b, pairs=r)
+        report(f"headend: read cycles (every reading matched, decoded, stored) vs the {ceiling_is}, same "
+               f"{N_METERS:,}-meter fleet process and meter cores, same cycles", r.a, "reads/s", r.b, pairs=r)
         cpu = got["cpu"]
         report("  head-end CPU per read (this process, read cycles)", cpu["headend"] / cpu["reads"] * 1e6, "us")
         report("  meters' share of the CPU during read cycles (fleet process / both)",
                100 * cpu["fleet"] / (cpu["fleet"] + cpu["headend"]), "%")
         r = got["full"]
-        report(f"headend: full register cycle ({len(FULL_SET)} items per meter) vs the bare client, same fleet",
-               r.a, "reads/s", r.b, pairs=r)
+        report(f"headend: full register cycle ({len(FULL_SET)} items per meter) vs the plain-asyncio ceiling "
+               "asking the same items, same fleet process", r.a, "reads/s", r.b, pairs=r)
         r = got["echo"]
-        report(f"headend: bare client on the fleet (meter cores) vs plain asyncio echo ({N_METERS:,} ports): "
-               "different far ends, the meters' own cost", r.a, "round trips/s", r.b, pairs=r)
+        report(f"headend: plain-asyncio ceiling on the fleet (meter cores) vs the same on plain asyncio echo "
+               f"({N_METERS:,} ports): different far ends, the meters' own cost", r.a, "reads/s", r.b, pairs=r)
         counts = store.count_commands()
         done = [c for c in store.list_commands(kind="recharge", limit=N_METERS) if c.status == "confirmed"
                 and c.reply.get("result") == "credited" and c.reply.get("balance_fen") == 1000]
         if counts["confirmed"] != N_METERS or len(done) != N_METERS:
             raise RuntimeError(f"recharges not all confirmed with one credit: {counts}, {len(done)} credited once")
         wall, hcpu, fcpu = got["recharge"]
-        report("headend: recharges/s (outbox, session, MACs, read-back), every meter once", N_METERS / wall,
-               "recharges/s")
+        report("headend: recharges/s (outbox, session, MACs, read-back), every meter once, meters and head-end "
+               "on the same 2 cores", N_METERS / wall, "recharges/s")
         report("  meters' share of the CPU during recharges (fleet process / both)", 100 * fcpu / (fcpu + hcpu), "%")
         report("  head-end CPU per recharge (this process)", hcpu / N_METERS * 1e3, "ms")
+        report("  meters' CPU per recharge (fleet process)", fcpu / N_METERS * 1e3, "ms")
         store.close()
         _stop(fleet)
         fleet = None
@@ -253,62 +230,119 @@ def run(report) -> None:  # noqa: ANN001
 
 
 def _scale(report, master: bytes) -> None:  # noqa: ANN001
-    """Head-end CPU per read at SCALE_METERS meters against the first 1,000 of them (interleaved).
+    """Head-end CPU per read with 1,000 ... 20,000 meters, each size its own head-end process.
 
-    The fleet has SCALE_METERS meters, SCALE_PER_BUS per TCP port (the buses a serial server
-    fronts); the small side reads the meters of the first 1,000 / SCALE_PER_BUS buses.  The
-    head-end's caches (addresses, requests, items) must not lose their entries past a size:
-    CPU per read stays flat when the ratio stays near 1.
+    The fleet has max(SCALE_SIZES) meters, SCALE_PER_BUS per TCP port; the head-end of size N
+    holds the meters of the first N / SCALE_PER_BUS ports.  Each round every head-end runs
+    SCALE_CYCLES collection cycles over all its meters, one head-end at a time (the others idle),
+    the order rotating; every head-end has then collected as often, so each meter has as many
+    readings stored whatever the fleet's size.  CPU per read is flat when every ratio stays near 1.
     """
+    from tools.bench.interleave import interleaved_group
+
+    env = {"PREPAID645_MASTER_KEY": master.hex()}
+    fleet, info = _spawn("tools.fleet", "--count", str(max(SCALE_SIZES)), "--per-bus", str(SCALE_PER_BUS), env=env)
+    heads: list[subprocess.Popen] = []
+    store_cpu: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
+    try:
+        layout = json.dumps({"buses": info["buses"]}) + "\n"
+        for n in SCALE_SIZES:   # all start at once; each says when its first cycle is done
+            heads.append(subprocess.Popen([sys.executable, "-m", "tools.bench.bench_headend", "--scale-child", str(n)],
+                                          cwd=str(ROOT), env={**os.environ, **env}, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            heads[-1].stdin.write(layout)  # type: ignore[union-attr]
+            heads[-1].stdin.flush()  # type: ignore[union-attr]
+        for n, h in zip(SCALE_SIZES, heads):
+            _first_line(h, f"the {n:,}-meter head-end")
+
+        def side(n: int, h: subprocess.Popen):  # noqa: ANN202
+            def measure() -> float:   # this head-end's CPU per read (us) over whole cycles
+                h.stdin.write(f"{SCALE_CYCLES}\n")  # type: ignore[union-attr]
+                h.stdin.flush()  # type: ignore[union-attr]
+                got = _first_line(h, f"the {n:,}-meter head-end's cycle")
+                if got["stored"] != got["reads"] or got["failed"]:
+                    raise RuntimeError(f"{n:,}-meter head-end: {got}")
+                store_cpu[n].append(got["store_cpu"] / got["reads"] * 1e6)
+                return got["cpu"] / got["reads"] * 1e6
+            return measure
+
+        got = interleaved_group([side(n, h) for n, h in zip(SCALE_SIZES, heads)], rounds=SCALE_ROUNDS)
+    finally:
+        for h in heads:
+            _stop(h)
+        _stop(fleet)
+    base = SCALE_SIZES[0]
+    for n, r in zip(SCALE_SIZES[1:], got[1:]):
+        report(f"headend: CPU per read with {n:,} meters vs with {base:,} (serve's collection: registry query, read "
+               f"cycle, readings stored; a head-end process each, {SCALE_PER_BUS} meters per port; flat = 1.0)",
+               r.a, "us", r.b, pairs=r)
+    report(f"  head-end CPU per read with {base:,} meters", got[0].a, "us")
+    for n in (base, SCALE_SIZES[-1]):
+        report(f"  of which storing the readings (SQLite, its worker thread) with {n:,} meters",
+               statistics.median(store_cpu[n]), "us")
+
+
+async def _scale_child(n: int) -> None:
+    """One head-end of the scale figure: its own store holding the first N meters of the fleet
+    (layout read from stdin), serve's collection cycle run K times for each line "K" on stdin,
+    one JSON line back for each: {"cpu": s, "store_cpu": s, "reads": n, "stored": n, "failed": n}
+    (this process's CPU time, and the part of it spent storing readings)."""
     from headend.commands import MeterClient
     from headend.commands.collect import read_cycle
     from headend.keys import KeyStore
     from headend.store import open_store
     from headend.transports import FrontEnd, LinkSettings
-    from tools.bench.interleave import interleaved_values_async
 
-    keys = KeyStore.in_memory(master)
-    fleet, info = _spawn("tools.fleet", "--count", str(SCALE_METERS), "--per-bus", str(SCALE_PER_BUS),
-                         env={"PREPAID645_MASTER_KEY": master.hex()})
-    tmp = tempfile.mkdtemp(prefix="bench-headend-scale-")
-    try:
+    layout = json.loads(sys.stdin.readline())
+    rows = [{"address": a, "link": bus["link"], "customer": "000000000042"}
+            for bus in layout["buses"] for a in bus["meters"]][:n]
+    keys = KeyStore.in_memory(bytes.fromhex(os.environ["PREPAID645_MASTER_KEY"]))
+    with tempfile.TemporaryDirectory(prefix="bench-headend-scale-") as tmp:
         store = open_store(Path(tmp) / "bench.db")
-        store.add_meters(({"address": a, "link": bus["link"], "customer": "000000000042"}
-                          for bus in info["buses"] for a in bus["meters"]), actor="bench")
-        every = store.find_meters()
-        first = {bus["link"] for bus in info["buses"][: 1000 // SCALE_PER_BUS]}
-        small = [m for m in every if m.link in first]
+        store.add_meters(rows, actor="bench")
+        fe = FrontEnd(LinkSettings(timeout=10.0, retries=2, connect_timeout=10.0))
+        client = MeterClient(fe, lambda m: keys.meter_key(m.address, m.krn))
+        at = [int(time.time())]
+        store_cpu = [0.0]
+        add_readings = store.add_readings
 
-        async def main():
-            fe = FrontEnd(LinkSettings(timeout=10.0, retries=2, connect_timeout=10.0))
-            client = MeterClient(fe, lambda m: keys.meter_key(m.address, m.krn))
-            await read_cycle(client, store, every, [0x00010000])
-            gc.collect()
-            gc.freeze()
+        def timed_add(readings: list) -> int:   # on the cycle's worker thread: that thread's CPU time
+            t = time.thread_time()
+            try:
+                return add_readings(readings)
+            finally:
+                store_cpu[0] += time.thread_time() - t
 
-            def per_read(meters):
-                async def go() -> float:        # reads per CPU second of this process
-                    c0 = time.process_time()
-                    res = await read_cycle(client, store, meters, [0x00010000])
-                    if res.failed or res.stored != len(meters):
-                        raise RuntimeError(f"scale read cycle: {res.stored} stored, failed {list(res.failed)[:3]}")
-                    return res.stored / (time.process_time() - c0)
-                return go
+        store.add_readings = timed_add  # type: ignore[method-assign]
 
-            r = await interleaved_values_async(per_read(every), per_read(small), rounds=5)
-            await fe.close()
-            return r
+        async def collect() -> tuple[int, int]:
+            # every cycle a second later, so every reading is a new row (re-reading the same second stores once)
+            at[0] += 1
+            res = await read_cycle(client, store, store.find_meters(), [READ_DI], clock=lambda: at[0])
+            return res.stored, len(res.failed)
 
-        r = asyncio.run(main())
-        report(f"headend: reads per CPU second at {SCALE_METERS:,} meters vs at {len(small):,} of them "
-               f"({SCALE_PER_BUS} per bus; flat = 1)", r.a, "reads/CPU s", r.b, pairs=r)
-        report(f"  head-end CPU per read at {SCALE_METERS:,} meters", 1e6 / r.a, "us")
+        stored, failed = await collect()   # opens the connections
+        if failed or stored != n:
+            raise SystemExit(f"{n}-meter head-end: first cycle stored {stored}, {failed} failed")
+        print(json.dumps({"ready": n}), flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            reads = stored = failed = 0
+            c0, store_cpu[0] = time.process_time(), 0.0
+            for _ in range(int(line)):
+                s, f = await collect()
+                reads, stored, failed = reads + n, stored + s, failed + f
+            print(json.dumps({"cpu": time.process_time() - c0, "store_cpu": store_cpu[0], "reads": reads,
+                              "stored": stored, "failed": failed}), flush=True)
+        await fe.close()
         store.close()
-    finally:
-        _stop(fleet)
 
 
-if __name__ == "__main__":  # the ceiling's echo process: python -m tools.bench.bench_headend --echo N
-    if sys.argv[1:2] != ["--echo"] or len(sys.argv) != 3:
-        sys.exit("usage: python -m tools.bench.bench_headend --echo COUNT (run the benchmark with make bench)")
-    asyncio.run(_serve_echo(int(sys.argv[2])))
+if __name__ == "__main__":  # the processes the benchmark starts (run the benchmark itself with make bench)
+    if len(sys.argv) == 3 and sys.argv[1] == "--echo":
+        asyncio.run(_serve_echo(int(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--scale-child":
+        asyncio.run(_scale_child(int(sys.argv[2])))
+    else:
+        sys.exit("usage: python -m tools.bench.bench_headend --echo COUNT | --scale-child METERS "
+                 "(started by the benchmark; run it with make bench)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -105,3 +105,23 @@ async def interleaved_values_async(a: Callable[[], Awaitable[float]], b: Callabl
             rb.append(await b())
             ra.append(await a())
     return _summary(ra, rb, rounds)
+
+
+def interleaved_group(sides: Sequence[Callable[[], float]], *, rounds: int = 7) -> list[Interleaved]:
+    """Several measurements, each run once per round with the order rotating every round (A, B, C;
+    B, C, A; ...): each side's values against the first side's of the same round.
+
+    Each callable measures itself and returns a value (a rate, or a cost such as CPU per read);
+    entry ``i`` of the result has ``a`` = side i's median, ``b`` = the first side's, and the
+    median and spread of the per-round ratios side i / first side (entry 0 is 1.0 throughout).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if not sides:
+        raise ValueError("need at least one side to measure")
+    values: list[list[float]] = [[] for _ in sides]
+    for r in range(rounds):
+        for k in range(len(sides)):
+            i = (r + k) % len(sides)
+            values[i].append(sides[i]())
+    return [_summary(v, values[0], rounds) for v in values]
