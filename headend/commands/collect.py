@@ -27,7 +27,21 @@ from headend.link.session import Reply
 from headend.store import Meter, Store
 from headend.transports import Job, LinkError
 
-__all__ = ["CycleResult", "read_cycle"]
+__all__ = ["CycleResult", "batch_size", "read_cycle"]
+
+# Readings are stored by meter (the table's key starts with the meter), so a batch's rows land
+# on pages spread over the whole table, one page per row once the fleet is wide: rows per
+# transaction that grow with the cycle keep the pages rewritten per reading about the same
+# whatever the fleet's size (measured by tools/bench/bench_headend.py, CPU per read at scale),
+# and the cap keeps each commit short (the store is held while it runs).
+BATCH_MIN = 500
+BATCH_MAX = 20_000
+BATCH_SHARE = 8  # a cycle commits in about this many batches
+
+
+def batch_size(reads: int) -> int:
+    """Rows per transaction for a cycle of ``reads`` readings."""
+    return min(max(reads // BATCH_SHARE, BATCH_MIN), BATCH_MAX)
 
 
 @dataclass
@@ -52,7 +66,7 @@ async def read_cycle(
     dis: list[int],
     *,
     concurrency: int = 2000,
-    batch: int = 500,
+    batch: int | None = None,
     clock: Callable[[], float] = time.time,
 ) -> CycleResult:
     """Read ``dis`` from every meter (one after another per meter, up to ``concurrency`` meters
@@ -60,12 +74,16 @@ async def read_cycle(
 
     Plain reads run from loop callbacks: each reply is decoded and the meter's next read goes
     out in the same callback, with no task per read.  Block reads and dial-in links take the
-    async path.  Readings are committed in batches on a worker thread (the store is thread-safe)
-    so the buses keep going meanwhile; the cycle ends when every batch is committed.
+    async path.  Readings are committed in batches (``batch`` rows; by default
+    :func:`batch_size` of the cycle) on a worker thread (the store is thread-safe) so the buses
+    keep going meanwhile; the cycle ends when every batch is committed.
     """
     items = [read_item(di) for di in dis]
     n_items = len(items)
-    todo = iter(list(meters))
+    every = list(meters)
+    if batch is None:
+        batch = batch_size(len(every) * n_items)
+    todo = iter(every)
     result = CycleResult()
     pending: list[tuple] = []
     writes: list[asyncio.Future[int]] = []
