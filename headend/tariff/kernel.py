@@ -10,14 +10,18 @@ fen once per account: ``floor((rem0 + Σ u) / SUBFEN)`` is what the per-interval
 batching never changes a bill (README).  With ``per_interval=True`` a second kernel records the
 fen debited at each interval: the step of ``floor((rem0 + Σ u up to t) / SUBFEN)``, which is
 exactly what the carry interval by interval gives.  Those are written as int16 (a household's
-quarter hour costs well under 327 yuan): a quarter of the bytes int64 would write, which is what
-held that kernel back; a batch in which some interval could cost more comes back in int64.
+quarter hour costs well under 327 yuan), a quarter of the bytes of int64; a batch in which some
+interval could cost more comes back in int64.  What held that kernel back was its serial loop (a
+64-bit division per interval, one after the other): the running sum is now the only serial part.
 
-Speed: the TOU price per interval is an int32 table and the product is written
-``int64(w) * int64(price)`` so LLVM uses a 32x32->64 SIMD multiply (AVX2, four int64 lanes).
-The loop is then compute-bound, not memory-bound: about 1.7 instructions per reading against
-0.7 for a plain streaming sum of the same array (``python -m tools.bench.kernel_asm``), which
-puts it near half the machine's read bandwidth per thread (tools/bench/bench_tariff.py).
+Speed: the TOU price per interval is a table of int64 holding int32 values and the product is
+written ``int64(w) * int64(int32(price))``, so LLVM uses a 32x32->64 SIMD multiply (AVX2, four
+int64 lanes) that reads the prices straight from memory.  The loop is then compute-bound, not
+memory-bound: about 1.44 instructions per reading (1.69 with an int32 price table, which needs a
+widening shuffle per vector) against 0.69 for a plain streaming sum of the same array
+(``python -m tools.bench.kernel_asm``): per four readings one widening load of the energy, the
+multiply, and three adds/ORs for the cost, the energy and the bad-data check.  That puts it near
+half the machine's read bandwidth per thread (tools/bench/bench_tariff.py).
 
 Bad rows: each row also ORs its energies together (one SIMD op per vector).  A negative value,
 a bound ``OR · max_price · intervals`` that could pass 2**62 (exact int64 no longer certain), or a
@@ -89,7 +93,9 @@ def _rate_rows(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, fen
             for t in range(lo, hi):
                 w = energy[a, t]
                 sw += w
-                sp += np.int64(w) * np.int64(pt[t])   # sext*sext: LLVM emits a 32x32->64 SIMD multiply
+                # pt is int64 holding int32 values: sext(trunc) tells LLVM so, and its 32x32->64 SIMD
+                # multiply then reads the low halves straight from memory (no widening shuffle)
+                sp += np.int64(w) * np.int64(np.int32(pt[t]))
                 sb |= w
             bits |= sb
             if sb == 0:
@@ -246,8 +252,9 @@ def rate(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
     n_acc, n_int = e.shape
     if n_int and int(prices.max()) >= 1 << 31:
         raise ValueError(f"price {int(prices.max())} does not fit the kernel's int32 price table")
-    # int32 TOU price per interval: keeps the hot multiply 32x32->64
-    pt = (prices[slot] if n_int else np.zeros(0, dtype=np.int64)).astype(np.int32)
+    # TOU price per interval, under 2**31: the hot multiply is then 32x32->64
+    pt64 = prices[slot] if n_int else np.zeros(0, dtype=np.int64)
+    pt = pt64.astype(np.int32)
     max_price = (int(prices.max()) if n_int else 0) + int(inc.max())
     limit_w = (_LIMIT - SUBFEN) // (max(max_price, 1) * max(n_int, 1))
     if out is None:
@@ -266,7 +273,7 @@ def rate(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
             _rate_rows_per_interval(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, _narrow_w(per, max_price),
                                     fen, ladder1, rem1, per)
     else:
-        _rate_rows(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1)
+        _rate_rows(e, pt64, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1)
     if n_acc and fen.min() < 0:
         _raise_bad_row(e, fen, ladder_wh, rem, limit_w)
     return Bill(fen, ladder1, rem1, per if per_interval else None)

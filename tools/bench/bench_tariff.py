@@ -73,6 +73,16 @@ def day_batch(accounts: int, seed: int = 1):
 
 
 def run(report) -> None:
+    kernel(report)
+    cost_control_cycle(report)
+    store_cycle(report)
+
+
+def kernel(report) -> None:
+    """The kernel's figures alone (a minute or two)::
+
+        .venv/bin/python -c "from tools.bench.bench_tariff import kernel; from tools.bench.run import reporter; kernel(reporter([]))"
+    """
     threads = get_num_threads()
     energy, args = day_batch(ACCOUNTS)
     n = energy.size
@@ -128,8 +138,6 @@ def run(report) -> None:
     k_loop, s_loop = hot["_rate_rows"], hot["_stream_sum"]
     report(f"tariff: kernel inner loop, instructions per reading ({k_loop['vector']}) vs the streaming read's",
            k_loop["per_reading"], "instructions", s_loop["per_reading"])
-    cost_control_cycle(report)
-    store_cycle(report)
 
 
 def cost_control_cycle(report) -> None:
