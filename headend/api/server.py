@@ -99,7 +99,10 @@ async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
     if not config.listen:
         raise ValueError("the payments API needs a listen URL (tcp://HOST:PORT)")
     host, port = parse_api_url(config.listen)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # proto named: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and accepted
+    # sockets inherit the listener's; with proto 0, Nagle held each response's body (uvicorn sends
+    # head and body apart) for the client's delayed ACK, ~40 ms a request
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
