@@ -143,6 +143,8 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     ok = acc.meter_int[row_of][pos] == r_meter if r_meter.size else np.zeros(0, dtype=bool)
     r_row = row_of[pos[ok]]
     r_meter, r_val, r_at = r_meter[ok], r_val[ok], r_at[ok]
+    # each array let go as soon as it is done with: a million accounts' readings are many of them
+    del cols, pos, ok, row_of
     r_acc = acc.acct_of_row[r_row]
     off = (r_at - phase) % interval_s
     dist = np.minimum(off, interval_s - off)
@@ -153,12 +155,16 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     b = base[r_acc]
     keep = (dist <= snap_s) & ((b < 0) | (g >= b)) & (g <= last_end)
     r_acc, r_row, r_val, g, dist, r_at = r_acc[keep], r_row[keep], r_val[keep], g[keep], dist[keep], r_at[keep]
+    del r_meter, off, b, keep
     # one reading per (account, grid time): the closest wins, then the first meter / earliest read
     order = np.lexsort((r_at, r_row, dist, g, r_acc))
+    del dist, r_at
     r_acc, r_row, r_val, g = r_acc[order], r_row[order], r_val[order], g[order]
+    del order
     first = np.ones(r_acc.size, dtype=bool)
     first[1:] = (r_acc[1:] != r_acc[:-1]) | (g[1:] != g[:-1])
     r_acc, r_row, r_val, g = r_acc[first], r_row[first], r_val[first], g[first]
+    del first
     count = np.bincount(r_acc, minlength=acc.n)
     start = np.zeros(acc.n, dtype=np.int64)
     start[1:] = np.cumsum(count)[:-1]
@@ -203,7 +209,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
             key, energy = got
             groups.setdefault(key, []).append((np.array([i]), energy[None]))
     # the readings' arrays are done with: free them before the debit builds its rows
-    del cols, r_meter, r_val, r_at, r_acc, r_row, g, off, dist, b, keep, order, first, count, start
+    del r_val, r_acc, r_row, g, count, start
     stage("readings -> interval energy")
 
     c_idx, c_fen, c_rem, c_lad, c_until, c_fixed = [], [], [], [], [], []
@@ -411,54 +417,55 @@ def _decide_and_act(store: Store, now: int, rules: Rules, actor: str, rep: Cycle
     reason_json = [json.dumps(r) for r in REASONS]
     cut_fields = f'"cut_at":{now + rules.notice_period_s},"notice_period_h":{rules.notice_period_s // 3600},'
     audit_action = [f"costctl.{name}" for name in ACTIONS]
+    # per (notice level, reason, supply): the end of an audit detail, the same as {"balance_fen",
+    # "notice_level", "reason", "supply"} through the encoder (sorted keys, compact); per action
+    # and reason, the parts of a notice's facts around the customer (the facts the notice
+    # templates use, headend/notices/templates.py; a cut notice also says when the cut may come)
+    detail_tail = {(lv, r, s): f',"notice_level":{lv},"reason":{reason_json[r]},"supply":"{SUPPLY[s]}"}}'
+                   for lv in range(4) for r in range(len(REASONS)) for s in range(len(SUPPLY))}
+    notice_mid = {a: f'{cut_fields if a == CUT_NOTICE else ""}"customer":"' for a in NOTICE_TEXT}
+    notice_tail = [f'","reason":{rj}}}' for rj in reason_json]
     stale: set[str] = set()
-    done: list[tuple[str, int]] = []        # (customer, action) of every decision recorded or skipped
+    customer_of = acc.customer
     with store.atomic():             # state, notices, commands and their audit rows land together
         # built and handed over in slices: the rows of a million decisions need not exist at once
         for lo in range(0, max(changed.size, 1), _DECISION_SLICE):
             part = changed[lo:lo + _DECISION_SLICE]
-            notices, commands, decided = [], [], []
             # the states not already written with the charge (accounts not charged, or a payment
             # raced in): compare-and-set on the version the debit left
             own = part[~written[part]]
-            states = [(acc.customer[i], v, *st) for i, v, st in
+            states = [(customer_of[i], v, *st) for i, v, st in
                       zip(own.tolist(), version[own].tolist(), _states(acc, d, own, now))]
+            rows = part.tolist()
+            cust = [customer_of[i] for i in rows]
             action_l, reason_l = d.action[part].tolist(), d.reason[part].tolist()
             level_l, sup_l, bal_l = d.notice_level[part].tolist(), d.supply[part].tolist(), balance[part].tolist()
-            i: int  # an account's row (tolist() is typed as Any)
-            for k, i in enumerate(part.tolist()):
-                action, reason, level, bal = action_l[k], reason_l[k], level_l[k], bal_l[k]
-                customer, supply = acc.customer[i], SUPPLY[sup_l[k]]
-                # the same detail as {"reason", "balance_fen", "notice_level", "supply"} through the
-                # encoder (sorted keys, compact), formatted directly: a million of these per cycle
-                decided.append((actor, audit_action[action], customer, JSONText(
-                    f'{{"balance_fen":{bal},"notice_level":{level},"reason":{reason_json[reason]},"supply":"{supply}"}}')))
-                done.append((customer, action))
-                if action in NOTICE_TEXT:
-                    # the facts the notice templates use (headend/notices/templates.py), keys sorted as
-                    # the encoder writes them; a cut notice also says when the cut may come
-                    cut = cut_fields if action == CUT_NOTICE else ""
-                    notices.append((customer, NOTICE_KIND[action], NOTICE_TEXT[action].format(bal=yuan(bal)),
-                                    f"costctl:{ACTIONS[action]}:{customer}:{now}",
-                                    JSONText(f'{{"balance_fen":{bal},{cut}"customer":"{customer}",'
-                                             f'"reason":{reason_json[reason]}}}')))
-                if action in RELAY_KIND:
-                    kind = RELAY_KIND[action]
-                    for m in acc.meters_of_account(i):
-                        commands.append((customer, m, kind, {}, f"costctl:{kind}:{m}:{now}"))
+            # formatted directly rather than through the encoder: a million of these per cycle
+            decided = [(actor, audit_action[a], c, JSONText(f'{{"balance_fen":{b}{detail_tail[lv, r, s]}'))
+                       for a, c, b, lv, r, s in zip(action_l, cust, bal_l, level_l, reason_l, sup_l)]
+            notices = [(c, NOTICE_KIND[a], NOTICE_TEXT[a].format(bal=yuan(b)), f"costctl:{ACTIONS[a]}:{c}:{now}",
+                        JSONText(f'{{"balance_fen":{b},{notice_mid[a]}{c}{notice_tail[r]}'))
+                       for a, c, b, r in zip(action_l, cust, bal_l, reason_l) if a in NOTICE_TEXT]
+            commands = [(customer_of[i], m, RELAY_KIND[a], {}, f"costctl:{RELAY_KIND[a]}:{m}:{now}")
+                        for i, a in zip(rows, action_l) if a in RELAY_KIND for m in acc.meters_of_account(i)]
             stage("decision rows (state, audit, notices, commands)")
             stale |= store.apply_decisions(states, notices=notices, commands=commands, audit=decided, actor=actor)
-            del states, notices, commands, decided
+            del states, notices, commands, decided, cust
             stage("record decisions, notices, commands (one transaction)")
+        # every decision by action, in the order each first appears (as recorded or skipped)
+        acts = d.action[changed]
+        kinds, first = np.unique(acts, return_index=True)
+        kinds = kinds[np.argsort(first)]
+        counts = {ACTIONS[int(k)]: int(n) for k, n in zip(kinds, (np.count_nonzero(acts == k) for k in kinds))}
         # the cycle itself in one row; the accounts have rows only where a decision changed something
-        counts: dict[str, int] = {}
-        for _customer, action in done:
-            counts[ACTIONS[action]] = counts.get(ACTIONS[action], 0) + 1
         store.log_actions([*audit, (actor, "costctl.cycle", rep.batch_key, {
             "accounts": acc.n, "rated": rep.rated, "charged_fen": rep.charged_fen, "decided": counts,
             "stale": len(stale), "problems": len(rep.problems), "skipped": len(rep.skipped)})])
     for c in sorted(stale):
         rep.conflicts.append(f"{c}: money moved while deciding; decided again next cycle")
-    for customer, action in done:
-        if customer not in stale:
-            rep.actions[ACTIONS[action]] = rep.actions.get(ACTIONS[action], 0) + 1
+    rep.actions = dict(counts)
+    if stale:
+        for i, a in zip(changed.tolist(), acts.tolist()):
+            if customer_of[i] in stale:
+                rep.actions[ACTIONS[a]] -= 1
+        rep.actions = {k: n for k, n in rep.actions.items() if n}

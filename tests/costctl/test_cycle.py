@@ -180,8 +180,10 @@ def _week(store):
                       a.notice_at, a.supply, a.supply_at) for a in store.list_accounts()],
         "ledger": [(e.customer, e.kind, e.amount_fen, e.balance_after) for a in store.list_accounts()
                    for e in store.ledger(a.customer, limit=1000)],
-        "notices": sorted((n.customer, n.kind, n.message) for n in store.list_notifications()),
-        "commands": sorted((c.meter, c.kind, c.status) for c in store.list_commands(limit=1000)),
+        "notices": sorted((n.customer, n.kind, n.message, n.idem_key, str(n.detail))
+                          for n in store.list_notifications()),
+        "commands": sorted((c.meter, c.kind, c.status, c.idem_key, str(c.params))
+                           for c in store.list_commands(limit=1000)),
         "audit": sorted((e.action, e.target, str(e.detail)) for e in store.audit_entries(limit=10_000)),
     }
     store.close()

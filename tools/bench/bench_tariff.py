@@ -291,7 +291,7 @@ def collect_day(store, registers: np.ndarray, day: int) -> None:
                             for k, v in enumerate(col[lo:lo + COLLECT_BATCH].tolist())])
 
 
-def build_store_db(path: Path, n: int, days: int) -> None:
+def build_store_db(path: Path, n: int, days: int, opening_yuan: int = 10) -> None:
     """The benchmark database: ``n`` remote accounts (tariff, limits, opening balances) and the
     day-0 frozen reading of every meter (each later day's is collected in the timed cycle),
     built with the store's bulk methods, plus a copy of it (``bare.db`` beside it) for the
@@ -306,10 +306,10 @@ def build_store_db(path: Path, n: int, days: int) -> None:
     store.add_meters(({"address": a, "link": "tcp://127.0.0.1:9", "customer": a, "mode": "remote"}
                       for a in ids), actor="bench")
     store.update_accounts(ids, actor="bench", tariff="beijing-tou", alarm1_fen=1000, alarm2_fen=500)
-    # opening balances 0..10 yuan, all at or below alarm 1, and 0..20 kWh a day.  The balances are
+    # opening balances 0 .. opening_yuan (10: all at or below alarm 1), and 0..20 kWh a day.  The balances are
     # set straight in the file (a million payments one by one would take longer than the
     # benchmark): what is measured is the cycle, which reads balances, not the payments' ledger
-    opening = rng.integers(0, 1_000, n).tolist()
+    opening = rng.integers(0, opening_yuan * 100, n).tolist()
     store.add_readings((a, "00010000", r, _D0) for a, r in zip(ids, _registers(n, 0)[:, 0].tolist()))
     store.close()
     copy = sqlite3.connect(path)
@@ -319,16 +319,17 @@ def build_store_db(path: Path, n: int, days: int) -> None:
     copy.close()
 
 
-def store_cycle(report, n: int | None = None, days: int = 3) -> None:
+def store_cycle(report, n: int | None = None, days: int = 3, opening_yuan: int = 10) -> None:
     """A day's collection (``collect_day``) and run_cycle on a real SQLite file, ``n`` accounts:
     the store's queries and transactions included.
 
     The database (``build_store_db``) is built in a child process, so that this process holds
     nothing but what the cycle itself needs (its peak memory is then the cycle's).
     One day per round: every meter's frozen reading of the day is collected, then one cycle
-    rates that day for every account (the first day every account gets a notice: a decision
-    written for each, the worst case; later days fewer cross a band and the accounts at the
-    trip level are tripped), interleaved with the baseline: bare sqlite3 writing the same rows
+    rates that day for every account (with opening balances up to 10 yuan, the default, every
+    account gets a notice the first day: a decision written for each, the worst case; later
+    days fewer cross a band and the accounts at the trip level are tripped; with 500 yuan, a
+    few in a hundred a day), interleaved with the baseline: bare sqlite3 writing the same rows
     (``_BareWrites``) on a copy of the database.  Reported: accounts/s of collection + cycle
     against that baseline's (median of the pairs, with spread), CPU per account, each stage of
     the last day (wall and CPU), and the peak resident memory during collection and cycle.
@@ -346,7 +347,8 @@ def store_cycle(report, n: int | None = None, days: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "tools.bench.bench_tariff", "--build-db", str(Path(tmp) / "bench.db"),
-                        "--store-accounts", str(n), "--days", str(days)], check=True,
+                        "--store-accounts", str(n), "--days", str(days), "--opening-yuan", str(opening_yuan)],
+                       check=True,
                        cwd=Path(__file__).resolve().parents[2])
         store = open_store(Path(tmp) / "bench.db", clock=lambda: d0)
         bare = _BareWrites(Path(tmp) / "bare.db", n)
@@ -379,7 +381,7 @@ def store_cycle(report, n: int | None = None, days: int = 3) -> None:
             return n / wall
 
         r = interleaved_values(cycle, bare, rounds=days)
-        report(f"cost-control day on SQLite, {n:,} accounts: collection (each meter's daily frozen reading, from its"
+        report(f"cost-control day on SQLite, {n:,} accounts (opening balances 0..{opening_yuan} yuan): collection (each meter's daily frozen reading, from its"
                f" decoded value: ReadItem.row, Store.add_readings {COLLECT_BATCH} a transaction; not the network reads)"
                " + the cycle (read, rate, debit, decide, record), vs bare sqlite3 writing the same rows (same"
                " database, copied)", r.a, "accounts/s", r.b, pairs=r)
@@ -406,6 +408,9 @@ if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.
     ap = argparse.ArgumentParser(description="Cost-control cycle on SQLite only (the rest: make bench)")
     ap.add_argument("--store-accounts", type=int, default=1_000_000, help="accounts (default 1,000,000)")
     ap.add_argument("--days", type=int, default=3, help="cycles, each interleaved with the baseline")
+    ap.add_argument("--opening-yuan", type=int, default=10,
+                    help="opening balances 0 .. this (default 10: every account below alarm 1 on day 1, a notice for"
+                         " each, the worst case; 500: a few in a hundred accounts cross a band a day)")
     ap.add_argument("--build-db", metavar="PATH", help=argparse.SUPPRESS)   # the child that builds the database
     ap.add_argument("--bare-writes", metavar="PATH", help=argparse.SUPPRESS)   # the baseline's child
     ap.add_argument("--decided", type=int, default=0, help=argparse.SUPPRESS)
@@ -414,6 +419,6 @@ if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.
     if opts.bare_writes:
         print(bare_writes(Path(opts.bare_writes), opts.store_accounts, opts.decided, opts.round))
     elif opts.build_db:
-        build_store_db(Path(opts.build_db), opts.store_accounts, opts.days)
+        build_store_db(Path(opts.build_db), opts.store_accounts, opts.days, opts.opening_yuan)
     else:
-        store_cycle(reporter([]), opts.store_accounts, opts.days)
+        store_cycle(reporter([]), opts.store_accounts, opts.days, opts.opening_yuan)
