@@ -242,3 +242,30 @@ def test_a_cycle_leaves_one_summary_audit_row_and_account_rows_only_where_a_deci
     # A keeps plenty of money: charged, nothing decided, no row of its own
     assert A not in {e.target for e in decided}
     assert len(decided) == sum(rep.actions.values()) > 0
+
+
+def test_a_payment_racing_in_leaves_that_account_to_the_next_cycle_and_out_of_the_counts(env, monkeypatch):
+    """C pays between the cycle's read and its debit: C's money still moves, but its decision
+    (a cut notice on the balance the cycle read) is not recorded, not counted as done, and named
+    as a conflict; the cycle's summary still counts it among the decisions made, as stale."""
+    from headend.store import Store
+
+    store, now = env
+    real = Store.charge_and_set_states
+
+    def paid_first(self, *args, **kw):
+        self.credit(C, 10_000, actor="t", idem_key="pay:C:race")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Store, "charge_and_set_states", paid_first)
+    rep = cycle(store, now, D0 + 2 * DAY + 9 * 3600)
+    assert rep.conflicts == [f"{C}: money moved while deciding; decided again next cycle"]
+    assert rep.actions == {"alarm1_notice": 1, "cut_notice": 1}                  # B and P, not C
+    [summary] = store.audit_entries(action="costctl.cycle")
+    assert summary.detail["decided"] == {"alarm1_notice": 1, "cut_notice": 2} and summary.detail["stale"] == 1
+    assert {n.customer for n in store.list_notifications()} == {B, P}
+    assert C not in {e.target for e in store.audit_entries(limit=1000) if e.action.startswith("costctl.")}
+    assert store.get_account(C).balance_fen == 500 + 10_000 - (2 * PER_DAY) // 100_000
+    monkeypatch.setattr(Store, "charge_and_set_states", real)
+    rep = cycle(store, now, D0 + 2 * DAY + 9 * 3600 + 60)      # nothing more to rate: C is decided on what it has
+    assert rep.conflicts == [] and store.get_account(C).notice_level == 0
