@@ -290,7 +290,9 @@ class _Accounts:
 
     Built page by page from the store's rows (``cost_control_meter_pages``): numbers go into
     arrays as each page arrives and repeated texts (tariff, supply, policy) are shared, so a
-    million accounts never stand as a million row tuples at once.
+    million accounts never stand as a million row tuples at once.  A meter's address is kept as
+    its number only (an address is 12 decimal digits: the number gives it back), written out
+    for the few meters a command goes to.
     """
 
     _INTS = (2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 14, 15, 17, 18)    # columns that are numbers (None -> -1)
@@ -298,7 +300,6 @@ class _Accounts:
     def __init__(self, pages: Iterable[list[tuple[Any, ...]]]) -> None:
         nums: dict[int, list[np.ndarray]] = {k: [] for k in self._INTS}
         customers: list[str] = []
-        meters: list[str] = []
         tariffs: list[str | None] = []
         policies: list[str] = []
         supplies: list[str] = []
@@ -306,7 +307,6 @@ class _Accounts:
         for page in pages:
             cols = list(zip(*page))
             customers.extend(cols[0])
-            meters.extend(cols[1])
             for k in self._INTS:
                 c = cols[k]
                 nums[k].append(np.array([-1 if v is None else v for v in c] if None in c else c, dtype=np.int64))
@@ -316,15 +316,16 @@ class _Accounts:
         col = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in nums.items()}
         del nums
         n_rows = len(customers)
-        firsts = [0] + [k for k in range(1, n_rows) if customers[k] != customers[k - 1]] if n_rows else []
-        self.first_row = np.array(firsts, dtype=np.int64)
-        self.n = len(firsts)
+        self.first_row = np.fromiter((k for k in range(n_rows) if k == 0 or customers[k] != customers[k - 1]),
+                                     dtype=np.int64)
+        self.n = self.first_row.size
         self.acct_of_row = np.repeat(np.arange(self.n), np.diff(np.r_[self.first_row, n_rows]))
         self.meters_of = np.bincount(self.acct_of_row, minlength=self.n)
         self.meter_int = col[18]
-        self.meters = meters
 
         one_each = self.n == n_rows       # the usual fleet: one meter per account
+
+        firsts = [] if one_each else self.first_row.tolist()
 
         def pick(c: Sequence[Any]) -> Sequence[Any]:
             return c if one_each else [c[k] for k in firsts]
@@ -346,8 +347,8 @@ class _Accounts:
 
     def meters_of_account(self, i: int) -> list[str]:
         lo = int(self.first_row[i])
-        hi = int(self.first_row[i + 1]) if i + 1 < self.n else len(self.meters)
-        return list(self.meters[lo:hi])
+        hi = int(self.first_row[i + 1]) if i + 1 < self.n else self.meter_int.size
+        return [f"{m:012d}" for m in self.meter_int[lo:hi].tolist()]
 
 
 def _slow_account(acc: _Accounts, i: int, reads: list[tuple[int, int, int]], base_t: int | None, last_end: int,
