@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads  # pyright: ignore[reportMissingImports]
 
+from headend.commands.collect import batch_size
 from headend.costctl.decide import ON, decide
 from headend.tariff.kernel import PER_INTERVAL_DTYPE, rate
 from headend.tariff.readings import intervals_from_registers
@@ -198,7 +199,7 @@ def bare_writes(path: Path, n: int, decided: int, round_: int) -> float:
     """The baseline: bare sqlite3 doing a day's collection and cycle writes on ``path`` (a copy
     of the database); accounts per second.
 
-    Per account its day's register reading (in transactions of ``COLLECT_BATCH``, as the read
+    Per account its day's register reading (in transactions of ``batch_size(n)`` rows, as the read
     cycle commits them), one UPDATE of its money columns and one ledger row; per decided
     account one UPDATE of its notice/supply state, one notification and one audit row: the rows
     a collection and a cycle write, built before the clock starts, so only SQLite's work and
@@ -221,10 +222,11 @@ def bare_writes(path: Path, n: int, decided: int, round_: int) -> float:
     audit = [(t, "costctl", "costctl.notice1", c,
               '{"balance_fen":100,"notice_level":1,"reason":"below alarm 1","supply":"on"}') for c in some]
     t0 = time.perf_counter()
-    for lo in range(0, n, COLLECT_BATCH):
+    step = batch_size(n)
+    for lo in range(0, n, step):
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("INSERT INTO readings (meter, di, read_at, value, text, stored_at) VALUES (?, ?, ?, ?, ?, ?)"
-                         " ON CONFLICT DO NOTHING", reads[lo:lo + COLLECT_BATCH])
+                         " ON CONFLICT DO NOTHING", reads[lo:lo + step])
         conn.execute("COMMIT")
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("UPDATE accounts SET balance_fen = balance_fen - ?, rem = ?, ladder_wh = ?, rated_until = ?,"
@@ -262,7 +264,6 @@ class _BareWrites:
 
 
 _D0 = 1748793600                 # 2025-06-02 00:00 China time
-COLLECT_BATCH = 500              # readings per transaction, as headend.commands.collect.read_cycle stores them
 
 
 def _registers(n: int, days: int) -> np.ndarray:
@@ -277,7 +278,7 @@ def collect_day(store, registers: np.ndarray, day: int) -> None:
     """A day's collection of every meter's frozen register reading (``registers``: Wh, meter
     ``i + 1`` at ``i``), from the decoded values on:
     each value as the frame decoder gives it (Decimal kWh), made a store row by the read path's
-    ``ReadItem.row`` and stored ``COLLECT_BATCH`` rows a transaction by ``Store.add_readings``,
+    ``ReadItem.row`` and stored ``batch_size`` rows a transaction by ``Store.add_readings``,
     as ``read_cycle`` does.  The network reads themselves are the read path's (bench_town)."""
     from decimal import Decimal
 
@@ -286,9 +287,10 @@ def collect_day(store, registers: np.ndarray, day: int) -> None:
     item = read_item(0x00010000)
     at = _D0 + day * 86400
     col = registers
-    for lo in range(0, col.size, COLLECT_BATCH):
+    step = batch_size(col.size)
+    for lo in range(0, col.size, step):
         store.add_readings([item.row(f"{lo + k + 1:012d}", Decimal(v).scaleb(-3), at)
-                            for k, v in enumerate(col[lo:lo + COLLECT_BATCH].tolist())])
+                            for k, v in enumerate(col[lo:lo + step].tolist())])
 
 
 def build_store_db(path: Path, n: int, days: int, opening_yuan: int = 10) -> None:
@@ -382,7 +384,8 @@ def store_cycle(report, n: int | None = None, days: int = 3, opening_yuan: int =
 
         r = interleaved_values(cycle, bare, rounds=days)
         report(f"cost-control day on SQLite, {n:,} accounts (opening balances 0..{opening_yuan} yuan): collection (each meter's daily frozen reading, from its"
-               f" decoded value: ReadItem.row, Store.add_readings {COLLECT_BATCH} a transaction; not the network reads)"
+               f" decoded value: ReadItem.row, Store.add_readings {batch_size(n):,} a transaction as read_cycle stores"
+               " them; not the network reads)"
                " + the cycle (read, rate, debit, decide, record), vs bare sqlite3 writing the same rows (same"
                " database, copied)", r.a, "accounts/s", r.b, pairs=r)
         report(f"  collection + cycle time, {n:,} accounts (median of {days} days)", float(np.median(last["walls"])),
