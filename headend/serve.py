@@ -14,9 +14,11 @@ recharges resume with the purchase count they recorded, so a restart never credi
 While it runs, serve holds a lease (a row in the database itself, its heartbeat renewed every few
 seconds): a second serve on the same SQLite file from another host is refused, and the CLI can
 tell "serve is not running" from "serve has not reached this command yet".  On a PostgreSQL
-database several serves work side by side: each claims commands under its own lease, one leads
-cost control (an advisory lock), and the commands of one that stops beating (killed) go back in
-line for the others within LEASE_TTL_S.
+database several serves work side by side: the meter links are partitioned between them
+(headend/frontends.py: each reads and commands only the meters of its share, and a dead serve's
+share goes to the others once its lease lapses), each claims commands under its own lease, one
+leads cost control (an advisory lock) after every serve has collected its share's readings, and
+the commands of one that stops beating (killed) go back in line for the others.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from headend.commands import worker as _outbox
 from headend.commands.meter_client import CONTROL_VALIDITY
 from headend.commands.collect import read_cycle
 from headend.costctl.loop import LoopOptions, run_loop
+from headend.frontends import SLOTS, Share
 from headend.keys import KeyStore
 from headend.notices.config import NoticeConfig
-from headend.store import Store
-from headend.store.outbox import LEASE_BEAT_S, LEASE_TTL_S, lease_owner
+from headend.store import Store, StoreError
+from headend.store.outbox import LEASE_BEAT_MIN_S, LEASE_BEAT_S, LEASE_TTL_S, lease_owner
 from headend.transports import FrontEnd, LinkSettings
 
 __all__ = ["ServeOptions", "serve"]
@@ -71,10 +74,13 @@ class ServeOptions:
     notices: NoticeConfig | None = None  # the customer-notice sender (headend.notices.service)
     api: ApiConfig | None = None  # the payments API, when api.listen is set
     console: bool = True  # the operator console at / on the API's listener
+    # how long this serve's lease lasts without a heartbeat: after that, on a shared database, its
+    # meters and commands go to the other serves
+    lease_s: int = LEASE_TTL_S
 
 
 def build_worker(store: Store, keys: KeyStore, options: ServeOptions,
-                 owner: str | None = None) -> tuple[FrontEnd, OutboxWorker]:
+                 owner: str | None = None, share: Share | None = None) -> tuple[FrontEnd, OutboxWorker]:
     """The front-end and worker `serve` runs (exposed for tests and tools)."""
 
     def known(url: str) -> list[str]:
@@ -97,6 +103,7 @@ def build_worker(store: Store, keys: KeyStore, options: ServeOptions,
         retry_backoff_s=options.retry_backoff_s,
         time_tolerance_s=_outbox.TIME_TOLERANCE_S * max(options.clock_speed, 1.0),
         owner=owner,
+        share=share,
     )
     return frontend, worker
 
@@ -109,7 +116,8 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
     Raises the store's Conflict, before anything is sent, if another serve holds the lease."""
     me = (os.getpid(), socket.gethostname())
     shared = is_server_url(store.location)  # several serves may work one PostgreSQL database
-    store.take_lease(*me, store.location if shared else os.path.realpath(store.location), shared=shared)
+    store.take_lease(*me, store.location if shared else os.path.realpath(store.location), shared=shared,
+                     ttl_s=options.lease_s)
     try:
         await _serve(store, keys, options, stop, ready, me, api_urls)
     finally:
@@ -118,7 +126,11 @@ async def serve(store: Store, keys: KeyStore, options: ServeOptions, stop: async
 
 async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyncio.Event,
                  ready: asyncio.Event | None, me: tuple[int, str], api_urls: list[str] | None = None) -> None:
-    frontend, worker = build_worker(store, keys, options, owner=lease_owner(*me))
+    share = None
+    if is_server_url(store.location):  # the links are partitioned between the serves of the database
+        share = Share(lease_owner(*me))
+        store.beat_lease(*me, share.update({o: v for o, (v, _) in store.live_leases().items()}))
+    frontend, worker = build_worker(store, keys, options, owner=lease_owner(*me), share=share)
     requeued = worker.recover()
     if requeued:
         log.warning("put %d command(s) left in flight by an earlier run back in the queue", requeued)
@@ -138,11 +150,12 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
     if ready is not None:
         ready.set()
     tasks = [asyncio.create_task(worker.run(stop)),
-             asyncio.create_task(_heartbeat(store, me, stop, worker if is_server_url(store.location) else None))]
+             asyncio.create_task(_heartbeat(store, me, stop, options.lease_s,
+                                            worker if share is not None else None, share, frontend))]
     if options.collect_every_s > 0:
-        tasks.append(asyncio.create_task(_collect(store, worker.client, options, stop)))
+        tasks.append(asyncio.create_task(_collect(store, worker.client, options, stop, share)))
     if options.costctl is not None:
-        tasks.append(asyncio.create_task(run_loop(store, worker.client, options.costctl, stop)))
+        tasks.append(asyncio.create_task(run_loop(store, worker.client, options.costctl, stop, share=share)))
     if options.notices is not None:
         from headend.notices.service import run_notices
 
@@ -157,32 +170,81 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
         await frontend.close()
 
 
-async def _heartbeat(store: Store, me: tuple[int, str], stop: asyncio.Event, sweeper: OutboxWorker | None = None) -> None:
+def beat_interval(lease_s: float) -> float:
+    """How often a serve with a lease of ``lease_s`` renews it (a few beats per lease)."""
+    return min(float(LEASE_BEAT_S), max(LEASE_BEAT_MIN_S, lease_s / 4))
+
+
+async def _heartbeat(store: Store, me: tuple[int, str], stop: asyncio.Event, lease_s: int,
+                     sweeper: OutboxWorker | None = None, share: Share | None = None,
+                     frontend: FrontEnd | None = None) -> None:
     """Renew the lease while serving; losing it (another host took a lapsed lease) stops this serve.
-    With ``sweeper`` (several serves on one PostgreSQL database), every LEASE_TTL_S the commands of
-    a serve whose lease lapsed (killed) go back in line for the living."""
+
+    Several serves on one PostgreSQL database: each beat also recomputes this serve's ``share`` of
+    the links from the live leases and records the view it works by (headend/frontends.py), and
+    closes the links it handed over; a serve that cannot beat for half its lease works nothing
+    until it can.  Every lease period ``sweeper`` puts the commands of a serve whose lease lapsed
+    (killed) back in line for the living."""
+    loop = asyncio.get_running_loop()
+    every = beat_interval(lease_s)
+    last_ok = loop.time()
     beats = 0
     while not stop.is_set():
         beats += 1
-        if sweeper is not None and beats % max(1, LEASE_TTL_S // LEASE_BEAT_S) == 0:
+        if sweeper is not None and beats % max(1, int(lease_s // every)) == 0:
             n = await asyncio.to_thread(sweeper.recover)
             if n:
                 log.warning("put %d command(s) of a serve that stopped beating back in the queue", n)
         try:
-            await asyncio.wait_for(stop.wait(), LEASE_BEAT_S)
+            await asyncio.wait_for(stop.wait(), every)
         except TimeoutError:
             pass
-        if not stop.is_set() and not store.beat_lease(*me):
+        if stop.is_set():
+            break
+        try:
+            view = None
+            if share is not None:
+                leases = await asyncio.to_thread(store.live_leases)
+                before = share.slots
+                view = share.update({o: v for o, (v, _) in leases.items()})
+                if share.slots != before:
+                    log.info("this serve now works %d of the links' %d slots (%d serves live)",
+                             len(share.slots), SLOTS, len(leases))
+            mine = await asyncio.to_thread(store.beat_lease, *me, view)
+        except StoreError as exc:
+            if share is not None and loop.time() - last_ok > lease_s / 2 and share.slots:
+                share.fence()  # the others may take my links soon: stop before they can
+                log.error("cannot renew the lease (%s): working no meters until the database answers", exc)
+            else:
+                log.warning("cannot renew the lease: %s", exc)
+            continue
+        if not mine:
             log.error("another serve took over the database's lease; stopping so that only one works the outbox")
             stop.set()
+            break
+        last_ok = loop.time()
+        if share is not None and frontend is not None:
+            for link in frontend.links():
+                if not share.covers(link.url) and not share.busy(link.url):
+                    await frontend.release(link.url)
 
 
-async def _collect(store: Store, client: MeterClient, options: ServeOptions, stop: asyncio.Event) -> None:
-    """Read every registered meter every ``collect_every_s`` and store the readings."""
+async def _collect(store: Store, client: MeterClient, options: ServeOptions, stop: asyncio.Event,
+                   share: Share | None = None) -> None:
+    """Read every registered meter (of this serve's ``share``) every ``collect_every_s`` and store the readings."""
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         started = loop.time()
-        res = await read_cycle(client, store, store.find_meters(), list(options.collect_dis))
+        meters = store.find_meters()
+        held: list[int] = []
+        if share is not None:
+            meters = [m for m in meters if share.covers(m.link)]
+            held = share.hold(m.link for m in meters)
+        try:
+            res = await read_cycle(client, store, meters, list(options.collect_dis))
+        finally:
+            if share is not None:
+                share.release(held)
         if res.failed:
             log.warning("read cycle: %d of %d meters failed, e.g. %s", len(res.failed), res.meters,
                         next(iter(res.failed.values())))

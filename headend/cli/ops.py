@@ -28,6 +28,7 @@ from headend.commands import DEFAULT_READ_DIS, parse_di
 from headend.commands.params import check as check_params
 from headend.config import is_server_url
 from headend.store import FINAL_STATUSES, Command, Conflict, InvalidInput, Meter, Store, StoreError
+from headend.store.outbox import LEASE_TTL_S
 from headend.transports import LinkError
 
 _FINAL = FINAL_STATUSES
@@ -123,6 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=c.number(int, 1), default=256, help="commands in flight at once (default 256)")
     p.add_argument("--collect-every", type=c.number(float, 0), default=0.0, metavar="S",
                    help="also read energy, money and status word 3 from every meter every S seconds (default: off)")
+    p.add_argument("--lease", type=c.number(int, 1), default=LEASE_TTL_S, metavar="S",
+                   help=f"on a PostgreSQL database shared by several serves: how long after this serve stops"
+                        f" beating (killed, cut off) the others take over its meters and commands (default"
+                        f" {LEASE_TTL_S})")
     p.add_argument("--key-file", metavar="PATH", help="the master key file (default: config, next to the database)")
     p.add_argument("--summary-every", type=c.number(float, 0), default=60.0, metavar="S",
                    help="log a line on the outbox (commands done, queued, meters) every S seconds when it "
@@ -487,6 +492,7 @@ def op_serve(args: argparse.Namespace) -> int:
         notices=notices_cli.serve_notice_options(args),
         api=_api_options(args),
         console=not args.no_console,
+        lease_s=args.lease,
     )
     # the lock first and released last: closing its descriptor while SQLite has the file open
     # would drop SQLite's own locks on it

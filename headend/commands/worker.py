@@ -41,6 +41,7 @@ from headend.commands.meter_client import (
     reading_row,
 )
 from headend.commands.params import KINDS, LIMIT_NAMES, check, limit_items, tariff_items
+from headend.frontends import Share
 from headend.link.security import WalletStatus
 from headend.link.session import backoff_delay
 from headend.store import Command, InvalidInput, Meter, NotFound, Store, TransitionError
@@ -133,10 +134,12 @@ class OutboxWorker:
         clock: Callable[[], float] = time.time,
         time_tolerance_s: float | None = None,
         owner: str | None = None,
+        share: Share | None = None,
     ) -> None:
         self.store = store
         self.client = client
         self.owner = owner  # the serve's lease owner, recorded on each claimed command
+        self.share = share  # this serve's share of the links (several serves on one database)
         self.concurrency = concurrency
         self.poll_s = poll_s
         self.max_attempts = max_attempts
@@ -194,11 +197,17 @@ class OutboxWorker:
         free = self.concurrency - len(self._running)
         if free <= 0:
             return 0
-        cmds = self.store.claim_next(limit=free, now=int(self.clock()), owner=self.owner)
+        share = self.share
+        cmds = self.store.claim_next(limit=free, now=int(self.clock()), owner=self.owner,
+                                     slots=None if share is None else share.slots)
+        slots = self.store.link_slots([c.meter for c in cmds]) if share is not None and cmds else {}
         for cmd in cmds:
             task = asyncio.get_running_loop().create_task(self.execute(cmd))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            if share is not None:  # the link stays this serve's until the command is done
+                held = share.hold_slots([slots[cmd.meter]] if cmd.meter in slots else [])
+                task.add_done_callback(lambda _t, held=held: share.release(held))
         return len(cmds)
 
     async def drain(self, timeout: float = 30.0) -> None:

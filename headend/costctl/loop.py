@@ -43,6 +43,7 @@ from headend.costctl.cycle import CycleReport, run_cycle
 from headend.costctl.distributed import rating_engine
 from headend.tariff.rating import Engine
 from headend.costctl.rerate import ENERGY_DI
+from headend.frontends import Share
 from headend.store import Meter, Store, yuan
 from headend.tariff.model import TariffBook
 from headend.transports import LinkError
@@ -158,13 +159,26 @@ async def collect_frozen(store: Store, client: MeterClient, meters: list[Meter],
 
 
 async def collect_grid(store: Store, client: MeterClient, boundary: int, clock: LoopClock, cc: CostCtlConfig,
-                       concurrency: int = 2000) -> tuple[int, int, dict[str, str]]:
+                       concurrency: int = 2000, share: Share | None = None) -> tuple[int, int, dict[str, str]]:
     """Collect every remote meter's energy for the grid boundary; (meters, readings stored, failed).
 
     On the daily grid the meters' daily frozen readings are used (exact at midnight, however late
     the head-end reads them); meters without them, and shorter grids, read the live register.
+    With ``share`` (several serves on one database) only the meters on this serve's links.
     """
     meters = store.find_meters([("mode", "=", "remote")])
+    if share is None:
+        return await _collect_grid(store, client, meters, boundary, clock, cc, concurrency)
+    meters = [m for m in meters if share.covers(m.link)]
+    held = share.hold(m.link for m in meters)
+    try:
+        return await _collect_grid(store, client, meters, boundary, clock, cc, concurrency)
+    finally:
+        share.release(held)
+
+
+async def _collect_grid(store: Store, client: MeterClient, meters: list[Meter], boundary: int, clock: LoopClock,
+                        cc: CostCtlConfig, concurrency: int) -> tuple[int, int, dict[str, str]]:
     live, stored, failed = meters, 0, {}
     if cc.interval_s == 86400:
         stored, live, failed = await collect_frozen(store, client, meters, cc.utc_offset_s, concurrency=concurrency)
@@ -180,21 +194,46 @@ async def collect_grid(store: Store, client: MeterClient, boundary: int, clock: 
     return len(meters), stored, failed
 
 
-async def run_loop(store: Store, client: MeterClient, options: LoopOptions, stop: asyncio.Event) -> None:
-    """Collect and run a cycle at every grid boundary until ``stop`` is set (see module doc)."""
+async def run_loop(store: Store, client: MeterClient, options: LoopOptions, stop: asyncio.Event,
+                   share: Share | None = None) -> None:
+    """Collect and run a cycle at every grid boundary until ``stop`` is set (see module doc).
+
+    With ``share`` (several serves on one PostgreSQL database, the links partitioned between
+    them) every serve collects the meters of its own share at each boundary and records that in
+    its lease; the leader waits (up to PEERS_WAIT_S) for every live serve that collects, then runs
+    the cycle.  A meter not collected in time is rated at the next cycle (a gap, never lost)."""
     cc = options.config
     clock = LoopClock(options.start, options.speed)
     g = next_boundary(clock.now(), cc.interval_s, cc.utc_offset_s)
     log.info("cost control: %d s grid, next boundary at %d", cc.interval_s, g)
+    if share is not None:
+        await asyncio.to_thread(store.mark_collected, share.me, 0)  # this serve collects its share
     engine = await asyncio.to_thread(rating_engine, options.rating)
     try:
-        await _cycles(store, client, options, stop, clock, g, engine)
+        await _cycles(store, client, options, stop, clock, g, engine, share)
     finally:
         getattr(engine, "close", lambda: None)()
 
 
+PEERS_WAIT_S = 120.0  # real seconds the leader waits for the other serves' collections
+
+
+async def _peers_collected(store: Store, boundary: int, stop: asyncio.Event) -> list[str]:
+    """Wait until every live serve that collects has collected ``boundary``; the ones that did not in time."""
+    deadline = asyncio.get_running_loop().time() + PEERS_WAIT_S
+    while True:
+        leases = await asyncio.to_thread(store.live_leases)
+        late = sorted(o for o, (_, at) in leases.items() if at is not None and at < boundary)
+        if not late or stop.is_set() or asyncio.get_running_loop().time() >= deadline:
+            return late
+        try:
+            await asyncio.wait_for(stop.wait(), 0.2)
+        except TimeoutError:
+            pass
+
+
 async def _cycles(store: Store, client: MeterClient, options: LoopOptions, stop: asyncio.Event, clock: LoopClock,
-                  g: int, engine: Engine) -> None:
+                  g: int, engine: Engine, share: Share | None = None) -> None:
     cc = options.config
     while await clock.sleep_until(g, stop):
         if clock.now() - g > cc.collect_window_s:
@@ -205,16 +244,26 @@ async def _cycles(store: Store, client: MeterClient, options: LoopOptions, stop:
                         g, clock.now() - g, nxt)
             g = nxt
             continue
-        if not store.try_leader("costctl"):
-            # several head-ends on one PostgreSQL database: one leads cost control (an advisory lock
-            # that passes on when its process ends); the others only serve their meters and payments
+        # several head-ends on one PostgreSQL database: one leads cost control (an advisory lock
+        # that passes on when its process ends); each collects the meters of its share
+        leader = store.try_leader("costctl")
+        if not leader and share is None:
             g += cc.interval_s
             continue
         try:
-            meters, stored, failed = await collect_grid(store, client, g, clock, cc, options.concurrency)
+            meters, stored, failed = await collect_grid(store, client, g, clock, cc, options.concurrency, share)
             if failed:
                 log.warning("cost control: %d of %d meters not read at %d, e.g. %s", len(failed), meters, g,
                             next(iter(failed.items())))
+            if share is not None:
+                await asyncio.to_thread(store.mark_collected, share.me, g)
+                if not leader:
+                    g += cc.interval_s
+                    continue
+                late = await _peers_collected(store, g, stop)
+                if late:
+                    log.warning("cost control: %s did not collect their meters for %d in %.0f s; those are"
+                                " rated at the next cycle", ", ".join(late), g, PEERS_WAIT_S)
             rep = await asyncio.to_thread(run_cycle, store, options.catalog, int(clock.now()), rules=cc.rules,
                                           interval_s=cc.interval_s, utc_offset_s=cc.utc_offset_s,
                                           actor=options.actor, snap_s=cc.snap_s, engine=engine)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
+from headend.frontends import slot_of
 from headend.store.accounts import Accounts
 from headend.store.base import Tx, _nonneg
 from headend.store.models import (
@@ -129,12 +130,23 @@ class Meters(Accounts):
                                                          "restore_policy": "close_permitted"})
                              for c in new_customers)
             tx.executemany(
-                f"INSERT INTO meters ({_METER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, NULL)",
-                ((*r, now, now) for r in data),
+                f"INSERT INTO meters ({_METER_COLS}, link_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?,"
+                " NULL, ?)",
+                ((*r, now, now, slot_of(r[1])) for r in data),
             )
             self.log_actions((actor, "meter.add", r[0], {"link": r[1], "customer": r[2], "mode": r[3], "krn": r[4],
                                                          "protected": bool(r[6])}) for r in data)
         return [Meter(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], None, None, None, now, now) for r in data]
+
+    def link_slots(self, addresses: Sequence[str]) -> dict[str, int]:
+        """The slot of each meter's link (headend/frontends.py), by address."""
+        out: dict[str, int] = {}
+        with self._tx(write=False) as tx:
+            for lo in range(0, len(addresses), 500):  # stay under every engine's parameter limit
+                chunk = list(addresses[lo:lo + 500])
+                out.update((a, int(x)) for a, x in tx.all(
+                    f"SELECT address, link_slot FROM meters WHERE address IN ({', '.join('?' for _ in chunk)})", chunk))
+        return out
 
     def get_meter(self, address: str) -> Meter:
         """The meter with this address; NotFound (with what to do) if not registered."""
@@ -201,8 +213,8 @@ class Meters(Accounts):
                 self.add_account(changes["customer"], actor=actor)
             if changes:
                 sets = ", ".join(f"{k} = ?" for k in changes)
-                tx.execute(f"UPDATE meters SET {sets}, updated_at = ? WHERE address = ?",
-                           (*changes.values(), self.now(), address))
+                tx.execute(f"UPDATE meters SET {sets}, updated_at = ?, link_slot = ? WHERE address = ?",
+                           (*changes.values(), self.now(), slot_of(changes.get("link", before.link)), address))
                 self.log_action(actor, "meter.update", address,
                                 {k: [getattr(before, k), v] for k, v in changes.items()})
             return self.get_meter(address)

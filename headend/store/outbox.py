@@ -4,7 +4,7 @@ rejected or cancelled (models.COMMAND_TRANSITIONS), and the lease of the `serve`
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 from headend.store.audit import Audit
 from headend.store.base import Tx
@@ -52,6 +52,7 @@ def _difference(cmd: Command, meter: str, kind: str, params: Any) -> str:
 # a few beats (killed, host down) no longer counts as running.
 LEASE_BEAT_S = 2
 LEASE_TTL_S = 15
+LEASE_BEAT_MIN_S = 0.5  # a shorter lease (tests) beats more often, never faster than this
 
 
 def lease_owner(pid: int, host: str) -> str:
@@ -333,7 +334,7 @@ class Outbox(Audit):
         return cmd
 
     def claim_next(self, *, limit: int = 1, link: str | None = None, now: int | None = None,
-                   owner: str | None = None) -> list[Command]:
+                   owner: str | None = None, slots: Collection[int] | None = None) -> list[Command]:
         """Atomically take up to `limit` due queued or unresolved commands and mark them sent (oldest first).
 
         At most one command per meter is in flight: a meter with a command "sent" is skipped.
@@ -341,7 +342,11 @@ class Outbox(Audit):
         wait behind another waiting command: a meter whose recharge waits for a lock to lift can
         still be read.  Restrict to meters on one link with `link`.  ``owner`` (a serve's lease
         owner) is recorded on each claimed command: only a lapsed owner's commands are requeued.
+        ``slots``: only meters whose link falls in these slots (this serve's share of the links,
+        headend/frontends.py; None: every meter).
         """
+        if slots is not None and not slots:
+            return []
         now = self.now() if now is None else now
         sql = (
             "SELECT c.id, c.meter FROM commands c JOIN meters m ON m.address = c.meter"
@@ -354,6 +359,9 @@ class Outbox(Audit):
         if link is not None:
             sql += " AND m.link = ?"
             params.append(link)
+        if slots is not None:
+            sql += f" AND m.link_slot IN ({', '.join('?' for _ in slots)})"
+            params.extend(sorted(slots))
         sql += " ORDER BY c.id LIMIT ?"
         params.append(int(limit))
         with self._tx() as tx:
@@ -381,8 +389,8 @@ class Outbox(Audit):
                 " THEN 'unresolved' ELSE 'queued' END, updated_at = ?,"
                 " last_error = 'requeued: no outcome recorded by the worker that sent it' "
                 " WHERE status = 'sent' AND updated_at <= ? AND (claimed_by IS NULL OR claimed_by NOT IN"
-                " (SELECT owner FROM serve_leases WHERE beat_at > ?))",
-                (now, now - int(older_than_s), now - LEASE_TTL_S),
+                " (SELECT owner FROM serve_leases WHERE beat_at + ttl_s > ?))",
+                (now, now - int(older_than_s), now),
             )
 
     def next_due(self) -> int | None:
@@ -402,17 +410,20 @@ class Outbox(Audit):
         return sorted(lost, key=lambda c: int(c.reply["purchase_count"]))
 
     # ----------------------------------------------------------------- the serve lease
-    def take_lease(self, pid: int, host: str, path: str, *, shared: bool = False) -> str:
+    def take_lease(self, pid: int, host: str, path: str, *, shared: bool = False, ttl_s: int = LEASE_TTL_S) -> str:
         """Record this serve as one working the outbox; return its owner name (what its claims carry).
 
         Not ``shared`` (an SQLite file): one serve per database; Conflict naming the other if one on
         another host still beats (on one host the caller's lock on the file decides: a lease left
         by a serve that was killed there is taken over at once).  ``shared`` (PostgreSQL): serves
-        work side by side, each with its own lease; lapsed leases are cleared."""
+        work side by side, each with its own lease; lapsed leases are cleared.  ``ttl_s``: how long
+        the lease stays good without a heartbeat (kept in the row: every reader judges it alike)."""
+        if int(ttl_s) < 2 * LEASE_BEAT_MIN_S:
+            raise InvalidInput(f"a serve's lease must last at least {2 * LEASE_BEAT_MIN_S} s, got {ttl_s}")
         now = self.now()
         owner = lease_owner(pid, host)
         with self._tx() as tx:
-            tx.execute("DELETE FROM serve_leases WHERE owner = ? OR beat_at <= ?", (owner, now - LEASE_TTL_S))
+            tx.execute("DELETE FROM serve_leases WHERE owner = ? OR beat_at + ttl_s <= ?", (owner, now))
             if not shared:
                 row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_leases WHERE host != ?"
                              " ORDER BY beat_at DESC LIMIT 1", (host,))
@@ -421,33 +432,50 @@ class Outbox(Audit):
                                    f"{now - int(row[4])} s ago) is already working this database; stop it first "
                                    "(one serve per database)")
                 tx.execute("DELETE FROM serve_leases")
-            tx.execute("INSERT INTO serve_leases (owner, pid, host, path, started_at, beat_at) VALUES (?, ?, ?, ?, ?, ?)",
-                       (owner, pid, host, path, now, now))
+            tx.execute("INSERT INTO serve_leases (owner, pid, host, path, started_at, beat_at, ttl_s)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)", (owner, pid, host, path, now, now, int(ttl_s)))
         return owner
 
-    def beat_lease(self, pid: int, host: str) -> bool:
-        """Renew this serve's heartbeat; False if the lease is no longer its own."""
+    def beat_lease(self, pid: int, host: str, view: str | None = None) -> bool:
+        """Renew this serve's heartbeat (and record the ``view`` it works by, headend/frontends.py);
+        False if the lease is no longer its own."""
         with self._tx() as tx:
-            return tx.execute("UPDATE serve_leases SET beat_at = ? WHERE owner = ?",
-                              (self.now(), lease_owner(pid, host))) == 1
+            if view is None:
+                return tx.execute("UPDATE serve_leases SET beat_at = ? WHERE owner = ?",
+                                  (self.now(), lease_owner(pid, host))) == 1
+            return tx.execute("UPDATE serve_leases SET beat_at = ?, view = ? WHERE owner = ?",
+                              (self.now(), view, lease_owner(pid, host))) == 1
 
     def release_lease(self, pid: int, host: str) -> None:
         """This serve stops: its lease goes (others on a shared database go on)."""
         with self._tx() as tx:
             tx.execute("DELETE FROM serve_leases WHERE owner = ?", (lease_owner(pid, host),))
 
+    def live_leases(self) -> dict[str, tuple[str | None, int | None]]:
+        """Every serve whose lease beats: owner -> (the view it works by, the last cost-control
+        boundary it collected, None if it does not collect)."""
+        with self._tx(write=False) as tx:
+            rows = tx.all("SELECT owner, view, collected_at FROM serve_leases WHERE beat_at + ttl_s > ?", (self.now(),))
+        return {o: (v, None if c is None else int(c)) for o, v, c in rows}
+
+    def mark_collected(self, owner: str, boundary: int) -> None:
+        """The serve ``owner`` has collected its share of the meters for the cost-control
+        ``boundary`` (0: it collects, nothing yet)."""
+        with self._tx() as tx:
+            tx.execute("UPDATE serve_leases SET collected_at = ? WHERE owner = ?", (int(boundary), owner))
+
     def serve_alive(self) -> dict[str, Any] | None:
         """A serve working the outbox (pid, host, path, started_at, beat_at; the latest heartbeat),
         or None if none beats."""
         with self._tx(write=False) as tx:
-            row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_leases WHERE beat_at > ?"
-                         " ORDER BY beat_at DESC LIMIT 1", (self.now() - LEASE_TTL_S,))
+            row = tx.one("SELECT pid, host, path, started_at, beat_at FROM serve_leases WHERE beat_at + ttl_s > ?"
+                         " ORDER BY beat_at DESC LIMIT 1", (self.now(),))
         return None if row is None else dict(zip(("pid", "host", "path", "started_at", "beat_at"), row))
 
     def serves_alive(self) -> int:
         """How many serves beat now (several only on a shared PostgreSQL database)."""
         with self._tx(write=False) as tx:
-            row = tx.one("SELECT COUNT(*) FROM serve_leases WHERE beat_at > ?", (self.now() - LEASE_TTL_S,))
+            row = tx.one("SELECT COUNT(*) FROM serve_leases WHERE beat_at + ttl_s > ?", (self.now(),))
         return int(row[0]) if row else 0
 
     def wait_final(self, command_id: int, timeout: float, poll: float = 0.05) -> Command:

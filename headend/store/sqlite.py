@@ -28,7 +28,7 @@ __all__ = ["SQLiteBackend", "MIGRATIONS"]
 _TS = "INTEGER NOT NULL"
 
 # (version, statements). Never edit a released step: add a new one.
-MIGRATIONS: list[tuple[int, list[str]]] = [
+MIGRATIONS: list[tuple[int, list[str | Callable[[Any], None]]]] = [
     (
         1,
         [
@@ -661,7 +661,28 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX readings_di_time ON readings(di, read_at, meter, value)",
         ],
     ),
+    (
+        16,
+        [
+            # Links partitioned between the serves on one PostgreSQL database (headend/frontends.py):
+            # each lease row records the live set its serve works by, its own lease time (so every
+            # reader judges it alike), and the last cost-control boundary it collected; each meter
+            # row the slot of its link, computed once here and on every insert or change of link.
+            "ALTER TABLE serve_leases ADD COLUMN ttl_s INTEGER NOT NULL DEFAULT 15",
+            "ALTER TABLE serve_leases ADD COLUMN view TEXT",
+            "ALTER TABLE serve_leases ADD COLUMN collected_at INTEGER",
+            "ALTER TABLE meters ADD COLUMN link_slot INTEGER",
+            lambda tx: _fill_link_slots(tx),
+        ],
+    ),
 ]
+
+
+def _fill_link_slots(tx: Any) -> None:
+    from headend.frontends import slot_of
+
+    links = [r[0] for r in tx.all("SELECT DISTINCT link FROM meters")]
+    tx.executemany("UPDATE meters SET link_slot = ? WHERE link = ?", [(slot_of(x), x) for x in links])
 
 
 def apply_migrations(tx: Any, location: str, upto: int | None = None,
@@ -683,7 +704,10 @@ def apply_migrations(tx: Any, location: str, upto: int | None = None,
         if version <= current or (upto is not None and version > upto):
             continue
         for sql in statements:
-            tx.execute(render(sql))
+            if callable(sql):  # a step written in Python (filling a new column from a hash)
+                sql(tx)
+            else:
+                tx.execute(render(sql))
         tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, int(time.time())))
         current = version
     return current

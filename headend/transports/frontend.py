@@ -479,6 +479,13 @@ class FrontEnd:
         """Every dial-out link opened so far."""
         return list(self._links.values())
 
+    async def release(self, url: str) -> None:
+        """Close and forget the dial-out link ``url`` (another head-end works it now: a serial
+        server often takes one client at a time)."""
+        link = self._links.pop(url, None)
+        if link is not None:
+            await link.close()
+
     async def close(self) -> None:
         """Close every link and listening port."""
         for link in self._links.values():

@@ -312,7 +312,10 @@ def test_commands_keep_their_rows_and_ids_through_the_status_migration(tmp_path:
     backend = SQLiteBackend(tmp_path / "old.db")
     backend.migrate(upto=5)
     old = Store(backend)
-    old.add_meter(A1, link="tcp://x:1", customer="000000000042", actor="setup")
+    with backend.transaction() as tx:  # the rows as that schema had them (today's add_meter writes later columns)
+        tx.execute("INSERT INTO accounts (customer, created_at, updated_at) VALUES ('000000000042', 0, 0)")
+        tx.execute("INSERT INTO meters (address, link, customer, mode, meter_number, created_at, updated_at)"
+                   " VALUES (?, 'tcp://x:1', '000000000042', 'local', ?, 0, 0)", (A1, A1))
     a = old.enqueue(A1, "trip", actor="ops", idem_key="K1")
     old.migrate()
     b = old.enqueue(A1, "trip", actor="ops")

@@ -40,6 +40,8 @@ def test_sqlite_types_and_keys_are_rendered_for_postgresql() -> None:
 def test_every_migration_renders_without_sqlite_only_words() -> None:
     for _, statements in MIGRATIONS:
         for sql in statements:
+            if callable(sql):
+                continue  # a step in Python: it runs the same on both engines
             out = pg_statement(sql)
             for word in ("AUTOINCREMENT", "WITHOUT ROWID", "BLOB", "strftime", " INTEGER"):
                 assert word not in out, (word, out)
