@@ -33,6 +33,8 @@ __all__ = [
     "ENV_CONFIG",
     "ENV_PASSPHRASE",
     "known_settings",
+    "is_server_url",
+    "sqlite_path",
 ]
 
 DEFAULT_DB = "prepaid645.db"
@@ -81,6 +83,24 @@ STORE_KEYS = frozenset({"db"})
 def is_server_url(location: str | os.PathLike[str]) -> bool:
     """Whether a database setting names a PostgreSQL server rather than an SQLite file."""
     return str(location).startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(location: str) -> str | None:
+    """The SQLite file a database setting names (a path, "sqlite:///PATH", ":memory:"), or None
+    for a PostgreSQL server's URL; ConfigError for any other URL."""
+    loc = location
+    if is_server_url(loc):
+        return None
+    if loc.startswith("sqlite://"):
+        loc = loc[len("sqlite://"):]
+        if loc.startswith("/") and loc[1:2] == "/":  # sqlite:////abs/path style
+            loc = loc[1:]
+        elif loc.startswith("/"):
+            loc = loc[1:] or ":memory:"
+    elif "://" in loc:
+        raise ConfigError(f"database {loc.split('://')[0]}:// is not supported: give a file path, "
+                          "sqlite:///PATH or postgresql://USER@HOST/DBNAME")
+    return loc
 KEYS_KEYS = frozenset({"file"})
 
 
@@ -161,7 +181,8 @@ def load_config(
 
     db_given = next((str(v) for v in (db, env.get(ENV_DB), store_sec.get("db")) if v), "")
     db_path: Path | str
-    if is_server_url(db_given):
+    if "://" in db_given:
+        sqlite_path(db_given)  # refuses what is neither a PostgreSQL server nor an SQLite file
         db_path = db_given  # a URL is not a path: kept as written (relative to nothing)
     else:
         db_path = _setting_path(db, env.get(ENV_DB), store_sec, "db", base, "[store] db", Path(DEFAULT_DB))

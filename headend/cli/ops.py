@@ -26,8 +26,7 @@ from headend.cli import costctl as costctl_cli
 from headend.cli import notices as notices_cli
 from headend.commands import DEFAULT_READ_DIS, parse_di
 from headend.commands.params import check as check_params
-from headend.config import is_server_url
-from headend.store import FINAL_STATUSES, Command, Conflict, InvalidInput, Meter, Store, StoreError
+from headend.store import FINAL_STATUSES, Command, Conflict, InvalidInput, Meter, Store, StoreError, sqlite_path
 from headend.store.outbox import LEASE_TTL_S
 from headend.transports import LinkError
 
@@ -635,12 +634,17 @@ def _only_serve(location: str) -> Iterator[None]:
 
     The lock is on the file (its inode), not on a name beside it, so a second serve that reaches
     the same file through a symlink, a hard link or another relative path is refused too."""
-    if location in ("", ":memory:") or is_server_url(location):
+    try:
+        path = sqlite_path(location)
+    except InvalidInput as exc:
+        raise c.CliError(str(exc)) from None
+    if path is None or path in ("", ":memory:"):
         # on a PostgreSQL server the lease in the database refuses a second serve (no file to lock)
         yield
         return
     import fcntl
 
+    location = path
     real = os.path.realpath(location)
     try:
         # created 0600 when new: an empty file is a valid empty SQLite database

@@ -17,6 +17,7 @@ import os
 import time
 from typing import Callable
 
+from headend import config as _config
 from headend.store import api as _api
 from headend.store import models as _models
 from headend.store.api import *  # noqa: F403 - the package exports what api.py and models.py export
@@ -26,9 +27,18 @@ from headend.store.models import *  # noqa: F403
 from headend.store.models import InvalidInput
 
 # one list of public names: each module's __all__, not a copy of them here
-__all__ = ["open_store"]
+__all__ = ["open_store", "sqlite_path"]
 __all__ += _api.__all__
 __all__ += _models.__all__
+
+
+def sqlite_path(location: str) -> str | None:
+    """The SQLite file a store location names (a path, "sqlite:///PATH", ":memory:"), or None for
+    a PostgreSQL server's URL; InvalidInput for any other URL."""
+    try:
+        return _config.sqlite_path(location)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def open_store(
@@ -46,20 +56,13 @@ def open_store(
     wrong URL is a StoreError naming the URL (without its password)."""
     loc = os.fspath(location)
     backend: Backend
-    if loc.startswith(("postgres://", "postgresql://")):
+    path = sqlite_path(loc)
+    if path is None:
         from headend.store.postgres import PostgresBackend  # psycopg is loaded only for a server URL
 
         backend = PostgresBackend(loc)
     else:
-        if loc.startswith("sqlite://"):
-            loc = loc[len("sqlite://"):]
-            if loc.startswith("/") and loc[1:2] == "/":  # sqlite:////abs/path style
-                loc = loc[1:]
-            elif loc.startswith("/"):
-                loc = loc[1:] or ":memory:"
-        elif "://" in loc:
-            raise InvalidInput(f"database {loc.split('://')[0]}:// is not supported: give a file path, "
-                               "sqlite:///PATH or postgresql://USER@HOST/DBNAME")
+        loc = path
         from headend.store.sqlite import SQLiteBackend  # the one place that knows the engine
 
         backend = SQLiteBackend(loc, check=check)

@@ -196,8 +196,19 @@ class PostgresBackend:
         self._psycopg = psycopg
         self.url = url
         self.location = redact_url(url)
+        self._timeout_s = connect_timeout_s
+        self._conn = self._connect()
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._write = False
+        self._leading: set[str] = set()
+        self._pipe: Any = None  # the write transaction's pipeline (psycopg.Pipeline), while one is open
+        self._pipe_cm: Any = None  # and the context that ends it
+
+    def _connect(self) -> Any:
+        psycopg = self._psycopg
         try:
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout_s)
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=self._timeout_s)
         except psycopg.Error as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot connect to the database {self.location}: {reason}; check the URL "
@@ -205,13 +216,19 @@ class PostgresBackend:
                              "accepts this user, and that the database exists") from None
         except ValueError as exc:  # a malformed URL
             raise StoreError(f"cannot use the database URL {self.location}: {exc}") from None
-        self._conn.adapters.register_dumper(bool, _bool_as_int_dumper())
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._write = False
-        self._leading: set[str] = set()
-        self._pipe: Any = None  # the write transaction's pipeline (psycopg.Pipeline), while one is open
-        self._pipe_cm: Any = None  # and the context that ends it
+        conn.adapters.register_dumper(bool, _bool_as_int_dumper())
+        return conn
+
+    def _reconnect(self) -> None:
+        """A new session for one whose connection is gone (the server restarted, the network
+        dropped): what was in flight there was rolled back by the server; the leader locks held
+        by the old session went with it and must be taken again."""
+        self._leading.clear()
+        try:
+            self._conn.close()
+        except self._psycopg.Error:
+            pass
+        self._conn = self._connect()
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {self.location}>"
@@ -231,6 +248,8 @@ class PostgresBackend:
                     self._depth -= 1
                 return
             try:
+                if self._conn.closed:  # the session was lost (server restart, network): a new one
+                    self._reconnect()
                 if write:
                     # pipelined: the BEGIN and the lock go out with the transaction's first query
                     self._pipe_cm = self._conn.pipeline()
@@ -309,9 +328,15 @@ class PostgresBackend:
         """Become (or stay) the one process of this database doing ``role`` (e.g. cost control):
         a session-level advisory lock, released when this connection closes or the process dies."""
         with self._lock:
+            if self._conn.closed:
+                self._reconnect()
             if role in self._leading:
                 return True
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCKS[role],)).fetchone()
+            try:
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCKS[role],)).fetchone()
+            except self._psycopg.Error as exc:  # the session died: not the leader (the next call reconnects)
+                self._leading.clear()
+                raise StoreError(f"database {self.location} is unavailable: {exc}") from exc
             if row and row[0]:
                 self._leading.add(role)
                 return True
