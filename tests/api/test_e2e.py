@@ -43,8 +43,11 @@ class Site:
     """A head-end with `serve --api`, a fleet of local meters, remote accounts and channels."""
 
     def __init__(self, tmp: Path, n_local: int, n_remote: int, kinds: tuple[str, ...] = ("online_banking",),
-                 callback_url: str | None = None) -> None:
+                 callback_url: str | None = None, db: str | None = None) -> None:
         self.he = HeadEnd(tmp)
+        if db is not None:  # a PostgreSQL database (tests/api/test_pg_payments.py), not the SQLite file
+            self.he.db = db  # type: ignore[assignment]
+            self.he.env["PREPAID645_DB"] = db
         self.tmp = tmp
         self.meters = [_local(i)[0] for i in range(n_local)]
         self.fleet = FleetThread(self.meters, master=self.he.master).start()

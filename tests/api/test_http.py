@@ -28,8 +28,8 @@ PAID_AT = datetime(2026, 12, 5, 8, 30, tzinfo=timezone.utc).isoformat()
 
 
 class World:
-    def __init__(self, tmp_path) -> None:
-        self.db = tmp_path / "api.db"
+    def __init__(self, tmp_path, db: str | None = None) -> None:
+        self.db = db or tmp_path / "api.db"  # an SQLite file, or a PostgreSQL URL (tests/api/test_pg_payments.py)
         self.keys = KeyStore.in_memory(os.urandom(32))
         self.store = open_store(self.db)
         s = self.store
