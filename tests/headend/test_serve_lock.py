@@ -34,7 +34,7 @@ def _second_serve(he: HeadEnd, db: str) -> tuple[int, str]:
     return (0 if serving else p.returncode), "".join(seen)
 
 
-@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+@pytest.mark.parametrize("how", ["symlink", "hardlink", "sqlite-url"])
 def test_a_second_serve_through_another_path_to_the_same_file_is_refused(he, tmp_path, how):
     he.start_serve()
     other = tmp_path / "elsewhere"
@@ -42,12 +42,12 @@ def test_a_second_serve_through_another_path_to_the_same_file_is_refused(he, tmp
     alias = other / "same.db"
     if how == "symlink":
         alias.symlink_to(he.db)
-    else:
+    elif how == "hardlink":
         os.link(he.db, alias)
-    code, out = _second_serve(he, str(alias))
+    code, out = _second_serve(he, f"sqlite:///{he.db}" if how == "sqlite-url" else str(alias))
     assert code == 1, out
     assert "already working" in out
-    if how == "symlink":  # (through a hard link SQLite cannot even read the file: its WAL is by name)
+    if how != "hardlink":  # (through a hard link SQLite cannot even read the file: its WAL is by name)
         assert f"pid {he.serve_proc.pid}" in out and str(he.db.resolve()) in out
     assert he.serve_proc is not None and he.serve_proc.poll() is None  # the first one carries on
 
