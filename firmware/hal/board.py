@@ -70,42 +70,29 @@ class LatchingRelay:
 
 
 class Board:
-    """The meter on a board. make_uart() and tx_done() come from the board module."""
+    """The meter on a board. make_uart() and tx_done() come from the board module; the
+    hardware is wired by hal.start.wire (boot-only code, let go once the meter runs)."""
+
+    # set by hal.start.wire (annotations only: no heap on a board)
+    hw: dict
+    uart: "machine.UART"
+    de: "machine.Pin"
+    led: "machine.Pin"
+    button_pin: "machine.Pin"
+    pulses: Pulses
+    relay: LatchingRelay
+    keypad: "object | None"
+    supply: "Pulses | None"
+    rtc: "machine.RTC"
+    _char_us: int
+    _delay_ms: int
+    _hold_ms: int
 
     def __init__(self, meter_cfg, hw, make_meter=None):
-        Pin = machine.Pin
-        pins = hw["pins"]
-        self.hw = hw
-        self.uart = self.make_uart(hw["uart"], hw["baud"], hw["parity"], pins["tx"], pins["rx"])  # type: machine.UART
-        self.de = Pin(pins["de"], Pin.OUT, value=0)
-        self.led = Pin(pins["led"], Pin.OUT, value=0)
-        self.button_pin = Pin(pins["button"], Pin.IN, Pin.PULL_UP)
-        self.pulses = Pulses(Pin(pins["pulse"], Pin.IN, Pin.PULL_UP))
-        self.relay = LatchingRelay(Pin(pins["relay_set"], Pin.OUT, value=0), Pin(pins["relay_reset"], Pin.OUT, value=0),
-                                   Pin(pins["relay_sense"], Pin.IN, Pin.PULL_UP), hw["relay_pulse_ms"],
-                                   hw["sense_open_level"])
-        rows = pins.get("keypad_rows")  # optional: the token keypad (hal/keypad.py)
-        self.keypad = None
-        if rows:
-            from hal.keypad import Keypad
-            self.keypad = Keypad([Pin(p, Pin.OUT, value=1) for p in rows],
-                                 [Pin(p, Pin.IN, Pin.PULL_UP) for p in pins["keypad_cols"]])
-        fail = pins.get("power_fail")
-        self.supply = None if fail is None else Pulses(Pin(fail, Pin.IN))
-        chip = hw["rtc"]
-        if chip == "internal":
-            self.rtc = machine.RTC()
-        else:  # a battery-backed chip on I2C keeps the time through resets and power cuts
-            from hal.rtc import CHIPS
-            self.rtc = CHIPS[chip](machine.I2C(hw["i2c"], scl=Pin(pins["scl"]), sda=Pin(pins["sda"])))
-        # one character time (11 bits), so DE drops only after the stop bit has left
-        self._char_us = 11000000 // hw["baud"]
-        self._delay_ms = hw["reply_delay_ms"]
-        self._hold_ms = hw["button_ms"]
+        from hal import start
+        start.wire(self, hw)  # pins, UART, relay, RTC; then the state files, the clock, the core
         self._press_t0 = None
         self._pressed = False
-        self._sync_rtc()
-        from hal import start
         self.flash = start.power_up(self, hw, make_meter is None)
         start = None
         drop("hal.start")  # the start's code is heap the meter's power-up needs

@@ -184,6 +184,43 @@ def resume(b, saved):
     b._sync_rtc()
 
 
+def wire(b, hw):
+    """Board b's pins, UART, relay, keypad, supply-loss input and RTC from hw (hal.board.Board)."""
+    import machine
+
+    from hal.board import LatchingRelay, Pulses
+    Pin = machine.Pin
+    pins = hw["pins"]
+    b.hw = hw
+    b.uart = b.make_uart(hw["uart"], hw["baud"], hw["parity"], pins["tx"], pins["rx"])
+    b.de = Pin(pins["de"], Pin.OUT, value=0)
+    b.led = Pin(pins["led"], Pin.OUT, value=0)
+    b.button_pin = Pin(pins["button"], Pin.IN, Pin.PULL_UP)
+    b.pulses = Pulses(Pin(pins["pulse"], Pin.IN, Pin.PULL_UP))
+    b.relay = LatchingRelay(Pin(pins["relay_set"], Pin.OUT, value=0), Pin(pins["relay_reset"], Pin.OUT, value=0),
+                            Pin(pins["relay_sense"], Pin.IN, Pin.PULL_UP), hw["relay_pulse_ms"],
+                            hw["sense_open_level"])
+    rows = pins.get("keypad_rows")  # optional: the token keypad (hal/keypad.py)
+    b.keypad = None
+    if rows:
+        from hal.keypad import Keypad
+        b.keypad = Keypad([Pin(p, Pin.OUT, value=1) for p in rows],
+                          [Pin(p, Pin.IN, Pin.PULL_UP) for p in pins["keypad_cols"]])
+    fail = pins.get("power_fail")
+    b.supply = None if fail is None else Pulses(Pin(fail, Pin.IN))
+    chip = hw["rtc"]
+    if chip == "internal":
+        b.rtc = machine.RTC()
+    else:  # a battery-backed chip on I2C keeps the time through resets and power cuts
+        from hal.rtc import CHIPS
+        b.rtc = CHIPS[chip](machine.I2C(hw["i2c"], scl=Pin(pins["scl"]), sda=Pin(pins["sda"])))
+    # one character time (11 bits), so DE drops only after the stop bit has left
+    b._char_us = 11000000 // hw["baud"]
+    b._delay_ms = hw["reply_delay_ms"]
+    b._hold_ms = hw["button_ms"]
+    b._sync_rtc()
+
+
 def power_up(b, hw, load):
     """The board's state files opened and checked (StateError when they cannot be trusted), its
     clock resumed from the newest record's time, and (load) the core's modules loaded."""

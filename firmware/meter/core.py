@@ -12,7 +12,7 @@ from meter.dis import read_item
 from meter.events import Events
 from meter.relay import Relay
 from meter.security import Security, ct_eq
-from meter.store import Store, collect, ints_writer, text_parts
+from meter.store import Store, collect, ints_size, text_pieces
 from meter.tariff import Tariff
 
 try:
@@ -193,41 +193,53 @@ class Meter:
 
     def _write_record(self):
         # The binary head (meter.store): the tariff's packed tables, then the event log's, then
-        # the small state as JSON text, written in pieces of at most a few hundred bytes (a
-        # fragmented heap has many small holes and no 2 KB one). The tariff and the event log
-        # change rarely: while they stand, their bytes are copied from the newest record in
-        # flash (Store.save_parts), not kept in RAM.
+        # the small state as JSON text, streamed to flash as they are packed (Store.begin); the
+        # tables' length is counted first (ints_size), so no part of the record is gathered in
+        # RAM. The tariff and the event log change rarely: while they stand, their bytes are
+        # copied from the newest record in flash (Store.copy), not kept in RAM.
         tlen = self._tlen
         elen = self._elen
         tf = self.tariff
         ev_ = self.events
-        head = bytearray(3)
-        head[0] = 2  # a binary head, times from 2024 (meter.store _FORMAT)
-        parts = []
-        parts.append(head)
-        write = ints_writer(parts)
-        if tlen < 0 or tf.dirty:
-            tf.pack(write)
-            n = sum(len(p) for p in parts) - 3  # no copies among them yet
-        else:
-            parts.append((3, tlen))
-            n = tlen
-        if elen < 0 or ev_.dirty:
-            ev_.pack(write)
-            m = sum(p[1] if isinstance(p, tuple) else len(p) for p in parts) - 3 - n
-        else:
-            parts.append((3 + tlen, elen))
-            m = elen
-        head[1] = (n + m) & 0xFF
-        head[2] = (n + m) >> 8
+        pack_t = tlen < 0 or tf.dirty
+        pack_e = elen < 0 or ev_.dirty
+        if pack_t:
+            self._count = 0
+            tf.pack(self._count_ints)
+            tlen = self._count
+        if pack_e:
+            self._count = 0
+            ev_.pack(self._count_ints)
+            elen = self._count
         ss = self._small_state()
-        ss["tl"] = [n, m]
-        text_parts(parts, ss)
-        self.store.save_parts(parts)
-        self._tlen = n
-        self._elen = m
+        ss["tl"] = [tlen, elen]
+        text = text_pieces(ss)
+        ss = None
+        n = 3 + tlen + elen
+        for p in text:
+            n += len(p)
+        st = self.store
+        st.begin(n)
+        n = tlen + elen
+        st.put(bytes((2, n & 0xFF, n >> 8)))  # a binary head, times from 2024 (meter.store _FORMAT)
+        if pack_t:
+            tf.pack(st.put_ints)
+        else:
+            st.copy(3, self._tlen)
+        if pack_e:
+            ev_.pack(st.put_ints)
+        else:
+            st.copy(3 + self._tlen, elen)
+        for p in text:
+            st.put(p)
+        st.end()
+        self._tlen = tlen
+        self._elen = elen
         tf.dirty = False
         ev_.dirty = False
+
+    def _count_ints(self, seq):
+        self._count += ints_size(seq)
 
     # --- clock ---------------------------------------------------------------------------
     def time(self, now):

@@ -108,7 +108,7 @@ class Store:
         return self.flash.read(self.slot * self.half + _HEAD + offset, n)
 
     def ints_reader(self, offset, n):
-        """read() for the owner's packed tables (the sequences of ints_writer) in the n bytes at
+        """read() for the owner's packed tables (the sequences of put_ints) in the n bytes at
         offset of the newest record's payload."""
         return _ints_reader(self, offset, n)
 
@@ -119,13 +119,26 @@ class Store:
     def save_parts(self, parts):
         """Write the concatenation of parts (together one JSON text) as the newest record.
         A part is a buffer, or a tuple (offset, length): those bytes of the newest record's
-        payload, copied flash to flash in small chunks, so text that has not changed since
-        the last save need not be kept in RAM. Header, parts and CRC go out as separate
-        writes: no copy of the whole record is ever made (a 2 KB contiguous block is what a
-        fragmented heap lacks)."""
+        payload, copied flash to flash in small chunks (copy())."""
         n = 0
         for p in parts:
             n += p[1] if isinstance(p, tuple) else len(p)
+        self.begin(n)
+        for p in parts:
+            if isinstance(p, tuple):
+                self.copy(p[0], p[1])
+            else:
+                self.put(p)
+        self.end()
+
+    # A record is written as a stream: begin(n) (the payload's length, known before a byte is
+    # written: the owner counts its packed tables with ints_size first), then put() and copy()
+    # front to back, then end(). Nothing of the record is gathered in RAM: a fragmented heap has
+    # many small holes and no 2 KB one, and the meter writes its record while the heap holds it.
+
+    def begin(self, n):
+        """Start the next record, of n payload bytes (ValueError, nothing written, when it does
+        not fit the flash)."""
         if _HEAD + n + 4 > self.half:
             raise ValueError("state too big for flash")
         seq = self.seq + 1
@@ -135,44 +148,49 @@ class Store:
             h[2 + i] = seq >> (8 * i) & 0xFF
         h[6] = n & 0xFF
         h[7] = n >> 8
-        src = self.slot * self.half + _HEAD  # the newest record's payload: copies come from it
-        slot = 1 - self.slot
-        off = slot * self.half
-        fl = self.flash
-        fl.write(off, h)
-        c = crc32(h)
-        off += _HEAD
-        for p in parts:
-            if isinstance(p, tuple):
-                o = src + p[0]
-                k = p[1]
-                while k > 0:
-                    m = k if k < _CHUNK else _CHUNK
-                    chunk = fl.read(o, m)
-                    fl.write(off, chunk)
-                    c = crc32(chunk, c)
-                    off += m
-                    o += m
-                    k -= m
-                continue
-            p = memoryview(p)  # a MicroPython str is a buffer: the meter keeps its pieces as str
-            fl.write(off, p)
-            c = crc32(p, c)
-            off += len(p)
-        c &= 0xFFFFFFFF
-        fl.write(off, bytes((c & 0xFF, c >> 8 & 0xFF, c >> 16 & 0xFF, c >> 24)))
+        self._src = self.slot * self.half + _HEAD  # the newest record's payload: copies come from it
+        self._next = seq
+        self._off = (1 - self.slot) * self.half
+        self._crc = 0
+        self.put(h)
+
+    def put(self, p):
+        """The next bytes of the record (a MicroPython str is a buffer: the meter's text pieces
+        go as they are)."""
+        p = memoryview(p)
+        self.flash.write(self._off, p)
+        self._crc = crc32(p, self._crc)
+        self._off += len(p)
+
+    def copy(self, offset, n):
+        """The next n bytes of the record copied from offset of the newest record's payload, flash
+        to flash in small chunks: what has not changed since the last save is not kept in RAM."""
+        o = self._src + offset
+        while n > 0:
+            m = n if n < _CHUNK else _CHUNK
+            self.put(self.flash.read(o, m))
+            o += m
+            n -= m
+
+    def put_ints(self, seq):
+        """The next sequence of the record's packed ints (Tariff.pack, Events.pack write with it)."""
+        self.put(_packed(seq))
+
+    def end(self):
+        """The CRC, then one flush: the record is the newest from here on."""
+        c = self._crc & 0xFFFFFFFF
+        self.flash.write(self._off, bytes((c & 0xFF, c >> 8 & 0xFF, c >> 16 & 0xFF, c >> 24)))
         # one flush per record: on littlefs every flush rewrites the file from the block it
         # touches on, so a flush per piece cost tens of block erases per record
-        fl.sync()
+        self.flash.sync()
         # only once the CRC is down is the new record the newest one
-        self.seq = seq
-        self.slot = slot
+        self.seq = self._next
+        self.slot = 1 - self.slot
 
 
 # --- packing the owner's record in pieces --------------------------------------------------
-# The meter (meter.core) writes its record as parts: a binary head of packed int sequences (its
-# tariff and event log) and the small state as JSON text, each in pieces of at most a few hundred
-# bytes (a fragmented heap has many small holes and no 2 KB one).
+# The meter (meter.core) writes its record as a binary head of packed int sequences (its tariff
+# and event log) and the small state as JSON text in pieces of at most a few hundred bytes.
 
 _PIECE = const(128)
 
@@ -183,21 +201,22 @@ _SEP = (",", ":")  # no spaces: the text kept in RAM and written to flash is a s
 # Packed ints in the record's binary head: a sequence is one byte (count | width code << 6)
 # then its ints, each 2, 4 or 8 bytes signed LE, the narrowest that holds them all.
 
-def ints_writer(parts):
-    # write(seq) for Tariff.pack / Events.pack: onto parts, gathered in buffers of up to 128
-    # bytes (one flash write each; a fragmented heap has no long holes)
-    def write(seq):
-        w = 0
-        for v in seq:
-            if v < -0x8000 or v > 0x7FFF:
-                w = 1 if w < 2 and -0x80000000 <= v <= 0x7FFFFFFF else 2
-        b = struct.pack("<B%d%s" % (len(seq), "hiq"[w]), len(seq) | w << 6, *seq)
-        last = parts[-1]
-        if isinstance(last, bytearray) and len(last) + len(b) <= 128:
-            last.extend(b)
-        else:
-            parts.append(bytearray(b))
-    return write
+def _width(seq):
+    w = 0
+    for v in seq:
+        if v < -0x8000 or v > 0x7FFF:
+            w = 1 if w < 2 and -0x80000000 <= v <= 0x7FFFFFFF else 2
+    return w
+
+
+def _packed(seq):
+    w = _width(seq)
+    return struct.pack("<B%d%s" % (len(seq), "hiq"[w]), len(seq) | w << 6, *seq)
+
+
+def ints_size(seq):
+    """Bytes seq takes packed (Store.put_ints), counted without packing it."""
+    return 1 + len(seq) * (2, 4, 8)[_width(seq)]
 
 
 def _ints_reader(st, off, n):
@@ -219,14 +238,9 @@ def _ints_reader(st, off, n):
     return read
 
 
-def text_parts(parts, obj):
-    """The JSON text of obj onto parts, as buffers of about _PIECE bytes; their length in bytes."""
-    n = 0
-    for x in _pieces(obj):
-        b = _buf(x)
-        parts.append(b)
-        n += len(b)
-    return n
+def text_pieces(obj):
+    """The JSON text of obj as buffers of about _PIECE bytes (Store.put writes each)."""
+    return [_buf(x) for x in _pieces(obj)]
 
 
 def _pieces(obj):

@@ -199,7 +199,7 @@ def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
     """Boot the fully programmed meter of state through the board HAL in heap_kb of heap (rom: its
     modules from that ROMFS image) and serve a board's session: energy and balance reads, an
     authenticated recharge checked by the meter's sealed replies, a relay trip and close, a
-    parameter write read back, purchase and programming event reads, a day-table block read with
+    parameter write and a day-table write read back, purchase and programming event reads, a day-table block read with
     its follow-up, and 400 main-loop passes with 200 energy pulses, read back as energy. Its
     figures, or None when it ran out of heap or answered wrong."""
     from tools.bench import bench_firmware as bf
@@ -274,6 +274,11 @@ def _serve_session(line: _Line, he, bcd, le, parse) -> dict | None:
             return None
     r = line.frame(he.write(0x04001001, bcd(1500, 4)))  # alarm 1 at 15.00 yuan
     if r is None or parse(r)[0] != 0x94 or get(0x04001001) != 1500:
+        return None
+    # a day table of the backup set written (TOU programming: 14 points), read back
+    points = b"".join(bytes((bcd(1 + p % 4, 1)[0], 0x30 if p % 2 else 0, bcd(p + 6, 1)[0])) for p in range(14))
+    r = line.frame(he.write(0x04020003, points))
+    if r is None or parse(r)[0] != 0x94 or read(0x04020003) != points:
         return None
     if get(0x03330201) != count + 1 or read(0x03300001) is None:  # the purchase and the write, kept
         return None
