@@ -33,7 +33,6 @@ _S_AUTH = const(8)
 
 _READ_MAX = const(196)    # 200-byte read reply limit minus the DI
 _FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
-_SLACK = const(300)       # broadcast time: largest correction, and distance from midnight
 _SAVE_WH = const(100)     # energy save policy: unsaved Wh that force a save
 _SAVE_S = const(900)      # ... and the longest an unsaved Wh waits
 
@@ -371,23 +370,18 @@ class Meter:
         self.frz_day = day
         return True
 
-    def _freeze_cmd(self, t):
-        """16H: 99999999 freezes now, 9999hhmm sets the daily freeze time; 0 or the ERR bit."""
-        fr = self.fr
-        d = fr.data
-        if fr.n != 4 or d[2] != 0x99 or d[3] != 0x99:
-            return _ERR_OTHER  # monthly and hourly freezes are not kept by this meter
-        if d[0] == 0x99 and d[1] == 0x99:
-            self.events.add(events.FREEZE, (t,) + tuple(self.energy))
+    def _rare(self, fn, t, raw=None, kind=0):
+        # 08H, 15H, 16H (meter.rarecmd): loaded for the command, let go after it
+        from meter import rarecmd
+        if fn == 0x08:
+            r = rarecmd.time_sync(self, t)
+        elif fn == 0x16:
+            r = rarecmd.freeze(self, t)
         else:
-            mi = get_bcd(d, 0, 1)
-            h = get_bcd(d, 1, 1)
-            if mi < 0 or h < 0 or mi > 59 or h > 23:
-                return _ERR_OTHER
-            self.frz_min = h * 60 + mi
-            self._daily(t)  # a time already past today freezes today now, stamped with it
-        self._save()
-        return 0
+            r = rarecmd.write_address(self, t, raw, kind)
+        rarecmd = None
+        drop("meter.rarecmd")
+        return r
 
     def _local(self, cmd, t):
         if cmd is None or self.remote:
@@ -438,10 +432,8 @@ class Meter:
             return None
         t = self.time(now)
         if kind == 3:  # broadcast 99..99: no reply, ever
-            if fn == 0x08:
-                self._time_sync(t)
-            elif fn == 0x16:
-                self._freeze_cmd(t)
+            if fn == 0x08 or fn == 0x16:
+                self._rare(fn, t)
             return None
         if kind == 2 and fn != 0x11 and fn != 0x12 and fn != 0x13 and fn != 0x15:
             return None  # wildcards address reads only
@@ -453,7 +445,7 @@ class Meter:
             return self._reply(0x93, self.addr, 6) if fr.n == 0 else None
         raw = memoryview(frame)[fr.preamble:fr.preamble + fr.size]
         if fn == 0x15:
-            return self._write_address(t, raw, kind)
+            return self._rare(fn, t, raw, kind)
         if fn == 0x03:
             return self._security(t, raw)
         if fn == 0x14:
@@ -461,10 +453,10 @@ class Meter:
         if fn == 0x1C:
             return self._control(t, raw)
         if fn == 0x08:
-            err = self._time_sync(t)
+            err = self._rare(fn, t)
             return self._err(0x08, err) if err else None
         if fn == 0x16:
-            err = self._freeze_cmd(t)
+            err = self._rare(fn, t)
             return self._err(0x16, err) if err else self._reply(0x96, self.out, 0)
         if fn == 0x17:
             return self._err(fn, _ERR_BAUD)
@@ -583,74 +575,6 @@ class Meter:
             return n if found else -1
         return read_item(self, di, b, 0, t)
 
-    # --- 08H time ------------------------------------------------------------------------
-    def _time_sync(self, t):
-        fr = self.fr
-        if fr.n != 6:
-            return _ERR_OTHER
-        new = _dt6(fr.data, 0)
-        if new < 0:
-            return _ERR_OTHER
-        diff = new - t
-        day = t % clock.DAY
-        nday = new % clock.DAY
-        # once a day, small, away from midnight, and never across a quarter hour (tariff
-        # slots and freezes sit on quarter hours)
-        if (diff > _SLACK or diff < -_SLACK or self.bc_day == t // clock.DAY or
-                day < _SLACK or day >= clock.DAY - _SLACK or nday < _SLACK or
-                nday >= clock.DAY - _SLACK or t // 900 != new // 900):
-            return _ERR_AUTH
-        self.offset += diff
-        self.sec.expiry += diff  # the session window is real time
-        self.bc_day = new // clock.DAY
-        self._save()
-        return 0
-
-    # --- 15H write address -----------------------------------------------------------------
-    def _write_address(self, t, raw, kind):
-        # Re-addressing takes the key like any other change: addressed to this meter, the new
-        # address + seq + MAC inside a session. The standard's plain all-AA form is for bench
-        # images only (a wildcard frame would re-address every meter on the bus at once).
-        fr = self.fr
-        d = fr.data
-        sec = self.sec
-        seq = -1
-        if kind == 2:
-            for i in range(6):
-                if fr.addr[i] != 0xAA:
-                    return None
-            if fr.n != 6:
-                return self._err(0x15, _ERR_OTHER)
-            if not self.bench:
-                return self._err(0x15, _ERR_AUTH)
-        else:
-            if fr.n != 14:
-                return self._err(0x15, _ERR_OTHER)
-            seq = get_le(d, 6, 4)
-            mv = memoryview(d)
-            bad = self._checked(t, raw, 0x15, b"\x00\x00\x00\x00", mv[0:6], seq, mv[10:14], 0, 0x04000401)
-            if bad is not None:
-                return bad
-        ok = True
-        for i in range(6):
-            v = d[i]
-            if v >> 4 > 9 or v & 15 > 9:
-                ok = False
-        if ok:
-            for i in range(6):
-                self.addr[i] = d[i]
-            self.events.add(events.PROGRAM, (t, 0, 0x04000401))
-            rep = self._reply(0x95, self.out, 0)
-        else:
-            rep = self._err(0x15, _ERR_OTHER)
-        if seq >= 0:
-            if ok:
-                sec.end()  # the session's MACs bound the old address: a new one starts at the new
-            else:
-                sec.remember(seq, raw, rep)
-        self._save()
-        return rep
-
     # --- protected commands: common checks -------------------------------------------------
     def _plain_ok(self, d, o):
         # bench images accept the plain levels 02/04 with the configured password
@@ -751,7 +675,7 @@ class Meter:
         return rep
 
     def _do_control(self, d, t, op):
-        deadline = _dt6(d, 10)
+        deadline = dt6(d, 10)
         if deadline < 0:
             return self._err(0x1C, _ERR_OTHER)
         if t > deadline:
@@ -916,7 +840,7 @@ def _put_customer(b, o, s):
             b[o + i] = 0
 
 
-def _dt6(b, o):
+def dt6(b, o):
     """ss mm hh DD MM YY (BCD) at b[o:] as meter time, or -1 if it is not a real instant."""
     s = get_bcd(b, o, 1)
     mi = get_bcd(b, o + 1, 1)

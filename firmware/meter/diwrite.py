@@ -5,6 +5,11 @@
 from meter import clock
 from meter.codec import get_bcd
 
+# The tariff's setters check a table write with meter.tariffcheck: loaded here with the parser,
+# before the write's own allocations fragment the heap (loaded between them, it needed a hole
+# the size of its largest function in a heap that no longer had one)
+from meter import tariffcheck  # noqa: F401
+
 # ERR bits
 try:
     from micropython import const

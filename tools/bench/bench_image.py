@@ -34,7 +34,7 @@ import machine, esp32
 from hal import start
 from hal import esp32 as port
 from meter import drop
-meter_cfg, hw = start.load_config('{img}/config.json', port.Esp32)
+meter_cfg, hw = start.load_config('config.json', port.Esp32)
 start.load_core()
 start = None
 drop('hal.start')
@@ -104,6 +104,18 @@ def _programmed_state() -> tuple[bytes, str, str]:
     return bytes(flash.mem), bf.ADDR, bf.KEY.hex()
 
 
+def _board_root(cwd: Path, img: Path, fakes: Path, rom: Path | None) -> None:
+    # cwd as a board's filesystem: the image's files and the (precompiled) fake machine and esp32
+    # modules at its root, imported from there (MICROPYPATH ""), so every module's __file__ is as
+    # short as a board's ("meter/core.mpy": the interned names do not grow with a test's path)
+    for f in fakes.glob("*.mpy"):
+        (cwd / f.name).write_bytes(f.read_bytes())
+    (cwd / "config.json").symlink_to(img / "config.json")
+    if rom is None:  # else the modules come from the ROMFS image
+        for sub in ("hal", "meter"):
+            (cwd / sub).symlink_to(img / sub)
+
+
 def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | None = None,
           rom: Path | None = None) -> dict | None:
     """Boot the image in heap_kb of heap (rom: its modules from that ROMFS image, whose buffer is
@@ -116,10 +128,10 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
             (Path(cwd) / "state.bin").write_bytes(state[0])  # the one-file layout: split at boot
             addr, key = state[1], state[2]
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": key.encode().hex()}}))
-        path = f"{img}:{fakes}" if rom is None else str(fakes)
+        _board_root(Path(cwd), img, fakes, rom)
         r = subprocess.run([mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c",
                             prelude + BOOT.format(img=img, req=_read_frame(addr).hex())], cwd=cwd,
-                           capture_output=True, text=True, timeout=60, env={"MICROPYPATH": path})
+                           capture_output=True, text=True, timeout=60, env={"MICROPYPATH": ""})
     if r.returncode != 0:
         return None
     out = json.loads(r.stdout.splitlines()[-1])
@@ -139,7 +151,7 @@ import gc, sys, machine
 from hal import start
 from hal import esp32 as port
 from meter import drop
-meter_cfg, hw = start.load_config('{img}/config.json', port.Esp32)
+meter_cfg, hw = start.load_config('config.json', port.Esp32)
 start = None
 drop('hal.start')
 hw['state'] = 'state.bin'
@@ -210,11 +222,11 @@ def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
     with tempfile.TemporaryDirectory() as cwd:
         (Path(cwd) / "state.bin").write_bytes(state[0])
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": state[2].encode().hex()}}))
-        path = f"{img}:{fakes}" if rom is None else str(fakes)
+        _board_root(Path(cwd), img, fakes, rom)
         proc = subprocess.Popen([mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c",
                                  prelude + SESSION.format(img=img)], cwd=cwd, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                env={"MICROPYPATH": path})
+                                env={"MICROPYPATH": ""})
         timer = threading.Timer(120, proc.kill)  # a hung meter fails the run, never the caller
         timer.start()
         try:
