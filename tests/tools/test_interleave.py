@@ -98,3 +98,12 @@ def test_group_needs_sides_and_rounds():
         interleaved_group([lambda: 1.0], rounds=0)
     with pytest.raises(ValueError, match="side"):
         interleaved_group([], rounds=3)
+
+
+def test_paired_sums_up_values_the_caller_took_in_the_same_rounds():
+    from tools.bench.interleave import paired
+
+    r = paired([2.0, 4.0, 9.0], [1.0, 2.0, 3.0])
+    assert (r.a, r.b, r.ratio, r.low, r.high, r.rounds) == (4.0, 2.0, 2.0, 2.0, 3.0, 3)
+    with pytest.raises(ValueError, match="as many values"):
+        paired([1.0], [])

@@ -26,7 +26,10 @@ pair ratios with its spread; tools/bench/interleave.py) and names both sides and
   those meters in its own store (``--scale-child N``); each round every head-end runs serve's
   collection (registry query, read cycle, readings stored) over all its meters, in turn with
   the order rotating, and reports its own CPU time (``time.process_time``) per read; the
-  figures are ratios to the 1,000-meter head-end's of the same round (flat = 1.0).
+  figures are ratios to the 1,000-meter head-end's of the same round (flat = 1.0).  Each
+  head-end then runs as many cycles of the plain-asyncio ceiling over its own buses: what more
+  connections cost any asyncio client (sockets, event loop), and the head-end's CPU per read
+  beyond that, its own code's, against the same at 1,000.
 """
 
 from __future__ import annotations
@@ -238,12 +241,14 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
     the order rotating; every head-end has then collected as often, so each meter has as many
     readings stored whatever the fleet's size.  CPU per read is flat when every ratio stays near 1.
     """
-    from tools.bench.interleave import interleaved_group
+    from tools.bench.interleave import interleaved_group, paired
 
     env = {"PREPAID645_MASTER_KEY": master.hex()}
     fleet, info = _spawn("tools.fleet", "--count", str(max(SCALE_SIZES)), "--per-bus", str(SCALE_PER_BUS), env=env)
     heads: list[subprocess.Popen] = []
     store_cpu: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
+    ceiling_cpu: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
+    headend_cpu: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
     try:
         layout = json.dumps({"buses": info["buses"]}) + "\n"
         for n in SCALE_SIZES:   # all start at once; each says when its first cycle is done
@@ -263,7 +268,9 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
                 if got["stored"] != got["reads"] or got["failed"]:
                     raise RuntimeError(f"{n:,}-meter head-end: {got}")
                 store_cpu[n].append(got["store_cpu"] / got["reads"] * 1e6)
-                return got["cpu"] / got["reads"] * 1e6
+                ceiling_cpu[n].append(got["ceiling_cpu"] / got["ceiling_reads"] * 1e6)
+                headend_cpu[n].append(got["cpu"] / got["reads"] * 1e6)
+                return headend_cpu[n][-1]
             return measure
 
         got = interleaved_group([side(n, h) for n, h in zip(SCALE_SIZES, heads)], rounds=SCALE_ROUNDS)
@@ -280,22 +287,36 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
     for n in (base, SCALE_SIZES[-1]):
         report(f"  of which storing the readings (SQLite, its worker thread) with {n:,} meters",
                statistics.median(store_cpu[n]), "us")
+    for n in SCALE_SIZES[1:]:
+        r = paired(ceiling_cpu[n], ceiling_cpu[base])
+        report(f"  the plain-asyncio ceiling's CPU per read on the same buses with {n:,} meters vs with {base:,} "
+               "(sockets and event loop only: what more connections cost any client)", r.a, "us", r.b, pairs=r)
+    for n in SCALE_SIZES[1:]:
+        own = [h - c for h, c in zip(headend_cpu[n], ceiling_cpu[n])]
+        r = paired(own, [h - c for h, c in zip(headend_cpu[base], ceiling_cpu[base])])
+        report(f"  head-end CPU per read beyond the plain-asyncio ceiling's (its own code: matching, decoding, "
+               f"storing, the registry) with {n:,} meters vs with {base:,}", r.a, "us", r.b, pairs=r)
 
 
 async def _scale_child(n: int) -> None:
     """One head-end of the scale figure: its own store holding the first N meters of the fleet
     (layout read from stdin), serve's collection cycle run K times for each line "K" on stdin,
-    one JSON line back for each: {"cpu": s, "store_cpu": s, "reads": n, "stored": n, "failed": n}
-    (this process's CPU time, and the part of it spent storing readings)."""
+    one JSON line back for each: {"cpu": s, "store_cpu": s, "reads": n, "stored": n, "failed": n,
+    "ceiling_cpu": s, "ceiling_reads": n} (this process's CPU time, the part of it spent storing
+    readings, and then the CPU time of K cycles of the plain-asyncio ceiling on the same buses)."""
     from headend.commands import MeterClient
     from headend.commands.collect import read_cycle
     from headend.keys import KeyStore
     from headend.store import open_store
     from headend.transports import FrontEnd, LinkSettings
+    from tools.bench.ceiling import ceiling_cycles, open_buses
 
     layout = json.loads(sys.stdin.readline())
     rows = [{"address": a, "link": bus["link"], "customer": "000000000042"}
             for bus in layout["buses"] for a in bus["meters"]][:n]
+    have = {r["address"] for r in rows}
+    buses = [{"link": b["link"], "meters": [a for a in b["meters"] if a in have]} for b in layout["buses"]]
+    buses = [b for b in buses if b["meters"]]   # the same meters, for the plain-asyncio ceiling
     keys = KeyStore.in_memory(bytes.fromhex(os.environ["PREPAID645_MASTER_KEY"]))
     with tempfile.TemporaryDirectory(prefix="bench-headend-scale-") as tmp:
         store = open_store(Path(tmp) / "bench.db")
@@ -324,6 +345,7 @@ async def _scale_child(n: int) -> None:
         stored, failed = await collect()   # opens the connections
         if failed or stored != n:
             raise SystemExit(f"{n}-meter head-end: first cycle stored {stored}, {failed} failed")
+        conns = await open_buses(buses, [READ_DI])
         print(json.dumps({"ready": n}), flush=True)
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
@@ -332,8 +354,15 @@ async def _scale_child(n: int) -> None:
             for _ in range(int(line)):
                 s, f = await collect()
                 reads, stored, failed = reads + n, stored + s, failed + f
-            print(json.dumps({"cpu": time.process_time() - c0, "store_cpu": store_cpu[0], "reads": reads,
-                              "stored": stored, "failed": failed}), flush=True)
+            cpu, c0 = time.process_time() - c0, time.process_time()
+            ceiling_reads = 0
+            for _ in range(int(line)):   # one cycle each (no window)
+                await ceiling_cycles(buses, 0.0, [READ_DI], conns=conns)
+                ceiling_reads += sum(len(c.requests) for c in conns)
+            print(json.dumps({"cpu": cpu, "store_cpu": store_cpu[0], "reads": reads, "stored": stored, "failed": failed,
+                              "ceiling_cpu": time.process_time() - c0, "ceiling_reads": ceiling_reads}), flush=True)
+        for c in conns:
+            c.transport.close()  # type: ignore[union-attr]
         await fe.close()
         store.close()
 

@@ -125,3 +125,11 @@ def interleaved_group(sides: Sequence[Callable[[], float]], *, rounds: int = 7) 
             i = (r + k) % len(sides)
             values[i].append(sides[i]())
     return [_summary(v, values[0], rounds) for v in values]
+
+
+def paired(ra: Sequence[float], rb: Sequence[float]) -> Interleaved:
+    """Two sides' values taken in the same rounds (kept by the caller), summed up as the functions
+    above do: the medians of each, and the median and spread of the per-round ratios a / b."""
+    if not ra or len(ra) != len(rb):
+        raise ValueError(f"need as many values of each side, at least one: got {len(ra)} and {len(rb)}")
+    return _summary(list(ra), list(rb), len(ra))
