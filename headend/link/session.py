@@ -52,6 +52,8 @@ def backoff_delay(first: float, failures: int, cap: float, factor: float = BACKO
     return min(first * factor ** max(failures - 1, 0), cap)
 PREAMBLE = 4
 _DI_CHECKED = frozenset({0x11, 0x12, 0x03})
+# read frames kept per bus: far more than a bus carries (256 meters x a full register set)
+_WIRE_CACHE_MAX = 1 << 16
 
 
 class LocalUsageError(RuntimeError):
@@ -159,8 +161,8 @@ class LinkSession:
         self._max_buffer = max_buffer
         self._deframer = Deframer(max_buffer=max_buffer)
         self._discarded_before = 0
-        # id(request) -> (request, wire, DI to match, function): collection cycles send the same
-        # Request objects again and again; holding the request keeps its id from being reused
+        # id(request) -> (request, wire, DI to match, function) of reads: collection cycles send the
+        # same Request objects again and again; holding the request keeps its id from being reused
         self._wire_cache: dict[int, tuple[Request, bytes, bytes | None, int]] = {}
         self._fed = False  # the deframer may hold bytes (the slow path ran since the last reset)
         self._state = _IDLE
@@ -212,9 +214,11 @@ class LinkSession:
         wire = build_frame(request.address, request.control, request.data, preamble=self.preamble)
         di = request.data[:4] if request.control in _DI_CHECKED and len(request.data) >= 4 else None
         hit = (request, wire, di, request.control & 0x1F)
-        if len(self._wire_cache) >= 4096:
-            self._wire_cache.clear()
-        self._wire_cache[id(request)] = hit
+        if request.control == 0x11:  # reads: the same Request every cycle; commands are one-off objects
+            cache = self._wire_cache
+            if len(cache) >= _WIRE_CACHE_MAX:  # the oldest makes room: never a cold cache for a whole bus
+                del cache[next(iter(cache))]
+            cache[id(request)] = hit
         return hit
 
     def cancel(self) -> None:

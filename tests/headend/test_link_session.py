@@ -173,3 +173,36 @@ def test_a_doubled_reply_is_never_taken_as_the_answer_to_the_next_request():
     r = s.feed(fresh[5:], 0.3)
     assert r is not None and r.frame.data[4:] == b"\x22\x22\x22\x22"
     assert s.stats.stray == 1
+
+
+def test_a_bus_with_thousands_of_reads_builds_each_frame_once(monkeypatch):
+    """Read requests are the same objects every cycle (headend.commands.meter_client.read_request):
+    a wide bus (here 5,000 of them, e.g. 625 meters x 8 items) must not rebuild its frames each cycle."""
+    import headend.link.session as session_mod
+
+    built = []
+    real = session_mod.build_frame
+    monkeypatch.setattr(session_mod, "build_frame", lambda *a, **k: built.append(a[0]) or real(*a, **k))
+    s = LinkSession()
+    reads = [Request(f"{i:012d}", 0x11, bytes.fromhex("00000100")) for i in range(1, 5001)]
+
+    def cycle(now: float) -> list[bytes]:
+        sent = []
+        for r in reads:
+            sent.append(s.begin(r, now))
+            s.cancel()  # as if answered: the bus is free for the next
+        return sent
+
+    first = cycle(0.0)
+    assert len(built) == 5000
+    again = cycle(1.0)
+    assert len(built) == 5000 and again == first   # the second cycle built nothing, sent the same bytes
+
+
+def test_one_off_commands_are_not_kept():
+    """Commands are new Request objects each time: keeping their frames would only grow memory."""
+    s = LinkSession()
+    for n in range(1, 101):
+        s.begin(Request("000000000001", 0x1C, bytes([n]) * 8), 0.0)
+        s.cancel()
+    assert not s._wire_cache
