@@ -170,9 +170,13 @@ def run(report) -> None:  # noqa: ANN001
                 return await ceiling_cycles(echo_buses, WINDOW_S, [READ_DI], conns=echoed)
 
             async def full() -> float:
-                c = await read_cycle(client, store, meters, FULL_SET)
-                cycles.append((len(FULL_SET), c))
-                return c.reads_per_s
+                """Back-to-back full register cycles for a window (at least one): reads/s."""
+                t0, n = time.perf_counter(), 0
+                while time.perf_counter() - t0 < WINDOW_S or n == 0:
+                    c = await read_cycle(client, store, meters, FULL_SET)
+                    cycles.append((len(FULL_SET), c))
+                    n += c.stored
+                return n / (time.perf_counter() - t0)
 
             async def ceiling_full() -> float:
                 return await ceiling_cycles(info["buses"], WINDOW_S, FULL_SET, conns=full_set)
@@ -225,7 +229,8 @@ def run(report) -> None:  # noqa: ANN001
         store.close()
         _stop(fleet)
         fleet = None
-        _scale(report, master)
+        if len(SCALE_SIZES) > 1:   # BENCH_HEADEND_SCALE=1000 leaves the scale figures out
+            _scale(report, master)
     finally:
         if fleet is not None:
             _stop(fleet)
