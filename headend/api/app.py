@@ -231,10 +231,11 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
         return api.refuse(request, ApiProblem(500, "internal_error", "the server failed; the request may be retried"
                                               " with the same txn_id (it is idempotent)"))
 
-    async def signed(request: Request, work: Callable[[ChannelKey, bytes], Any]) -> Any:
+    async def signed(request: Request, work: Callable[[ChannelKey, bytes], Any], row_locked: bool = False) -> Any:
         # one store transaction per request: the nonce, the checks and the payment commit together
+        # (row_locked: the work takes a payment, which locks what it changes; see Store.atomic)
         body = await api.body(request)
-        with api.port.transaction():
+        with api.port.transaction(row_locked=row_locked):
             return work(api.authenticate(request, body), body)
 
     def own_payment(channel: ChannelKey, payment_id: str) -> dict[str, Any]:
@@ -284,7 +285,7 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
                 actor=f"channel:{channel.channel_id}", tender=pay.tender, channel=channel)
             return JSONResponse(receipt, status_code=201 if created else 200)
 
-        return await signed(request, work)
+        return await signed(request, work, row_locked=True)
 
     @app.get("/v1/payments/{payment_id}", response_model=models.PaymentOut, responses=_PROBLEM_RESPONSES,
              tags=["payments"], summary="A payment by its id (the signing channel's own only)",

@@ -51,7 +51,7 @@ class PaymentsPort(Protocol):
     """What the endpoints need from the payments service and the store."""
 
     def channel_for_key(self, key_id: str) -> ChannelKey | None: ...
-    def transaction(self) -> ContextManager[None]: ...
+    def transaction(self, *, row_locked: bool = False) -> ContextManager[None]: ...
     def use_nonce(self, channel_id: str, nonce: str, keep_until: int) -> bool: ...
     def audit_refusal(self, actor: str, target: str | None, detail: dict[str, Any],
                       nonce: tuple[str, str, int] | None = None) -> None: ...
@@ -142,9 +142,10 @@ class StorePayments:
         """Record a nonce; False if this channel used it before."""
         return self.store.use_nonce(channel_id, nonce, keep_until=keep_until)
 
-    def transaction(self) -> ContextManager[None]:
-        """One store transaction for a whole request (its nonce, checks and writes)."""
-        return self.store.atomic()
+    def transaction(self, *, row_locked: bool = False) -> ContextManager[None]:
+        """One store transaction for a whole request (its nonce, checks and writes); ``row_locked``
+        for a request that only takes payments (see ``Store.atomic``)."""
+        return self.store.atomic(row_locked=row_locked)
 
     def audit_refusal(self, actor: str, target: str | None, detail: dict[str, Any],
                       nonce: tuple[str, str, int] | None = None) -> None:

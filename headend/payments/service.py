@@ -193,7 +193,9 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
         except PaymentError as err:
             err.index = i
             raise
-    with store.atomic():
+    # row_locked: on PostgreSQL payments are taken side by side; each locks its transaction ids
+    # (payments_by_txn) and its accounts (payment_targets) before it reads what it decides on
+    with store.atomic(row_locked=True):
         channels: dict[str, Channel] = {} if channel is None else {channel.id: channel}
         earlier: dict[tuple[str, str], Payment] = {}
         by_channel: dict[str, list[str]] = {}
@@ -211,8 +213,8 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                                    field="channel")
                 err.index = i
                 raise err
-        for ch_id, txns in by_channel.items():
-            earlier.update(((ch_id, t), p) for t, p in store.payments_by_txn(ch_id, txns).items())
+        for ch_id, txns in sorted(by_channel.items()):   # locked in one order: two batches never wait in a ring
+            earlier.update(((ch_id, t), p) for t, p in store.payments_by_txn(ch_id, txns, lock=True).items())
         accounts, meters = store.payment_targets([r.customer for r in requests if r.customer is not None],
                                                  [r.meter for r in requests if r.meter is not None])
         by_address = {m.address: m for ms in meters.values() for m in ms}

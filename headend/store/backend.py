@@ -5,7 +5,14 @@ placeholders (a PostgreSQL backend rewrites them to `%s`), `INSERT ... ON CONFLI
 `RETURNING`, no engine-specific functions. Everything engine-specific (connection set-up, pragmas, DDL and
 migrations, transaction start) lives in one backend module: `headend/store/sqlite.py` or
 `headend/store/postgres.py` (which renders sqlite.py's migrations for PostgreSQL). Where a query
-must differ by engine, the difference is a small hook here (`Tx.skip_locked`, `Backend.try_leader`).
+must differ by engine, the difference is a small hook here (`Tx.skip_locked`, `Tx.for_update`,
+`Tx.lock`, `Backend.try_leader`).
+
+Write transactions are one at a time by default: the store's logic may read, decide, then write.
+A write transaction opened with ``row_locked=True`` promises instead that the code in it locks
+what it reads before it changes it (`Tx.for_update` on the rows, `Tx.lock` on keys such as a
+payment's transaction id); an engine with row locks (PostgreSQL) then runs such transactions
+side by side, and keeps each of them apart from every other write transaction.
 """
 
 from __future__ import annotations
@@ -23,12 +30,21 @@ class Tx(Protocol):
     # are passed over instead of waited for ("" where the engine has one writer at a time)
     skip_locked: str
 
+    # appended to a SELECT of rows this transaction goes on to change: on an engine with row locks
+    # another writer of them waits until this transaction ends ("" with one writer at a time)
+    for_update: str
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
         ...
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         """Run one statement for each parameter row; return the total number of rows changed."""
+        ...
+
+    def lock(self, keys: Sequence[str]) -> None:
+        """Hold a lock on each key (any text) until the transaction ends: another transaction locking
+        one of them waits for this one (nothing to do with one writer at a time)."""
         ...
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
@@ -60,8 +76,9 @@ class Backend(Protocol):
     name: str
     location: str
 
-    def transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
-        """Open a transaction (nested calls join the outer one); commit on success, roll back on error."""
+    def transaction(self, write: bool = True, *, row_locked: bool = False) -> AbstractContextManager[Tx]:
+        """Open a transaction (nested calls join the outer one); commit on success, roll back on error.
+        ``row_locked``: see the module docstring."""
         ...
 
     def migrate(self) -> int:

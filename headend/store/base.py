@@ -76,9 +76,14 @@ class StoreBase:
         return self._db.try_leader(role)
 
     @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """Group several store calls into one transaction: all land, or none does."""
-        with self._tx():
+    def atomic(self, *, row_locked: bool = False) -> Iterator[None]:
+        """Group several store calls into one transaction: all land, or none does.
+
+        ``row_locked``: the calls inside lock what they read before they change it (taking payments
+        does: ``headend.payments.accept_payments``), so on PostgreSQL the transaction runs beside
+        other such ones (see headend/store/backend.py); calls that rely on being the only writer
+        must not run inside one."""
+        with self._db.transaction(row_locked=row_locked):
             yield
 
     @contextmanager

@@ -191,13 +191,13 @@ class Ledger(Accounts):
             if e.kind not in LEDGER_KINDS:
                 raise InvalidInput(f"unknown journal kind {e.kind!r}; known: {', '.join(LEDGER_KINDS)}")
         now = self.now()
-        names = list(dict.fromkeys(e.customer for e in entries))
+        names = sorted({e.customer for e in entries})   # locked in one order: see payment_targets
         balance: dict[str, int] = {}
         for lo in range(0, len(names), 500):  # under every engine's parameter limit
             chunk = names[lo:lo + 500]
             balance.update((c, int(b)) for c, b in tx.all(
-                f"SELECT customer, balance_fen FROM accounts WHERE customer IN ({', '.join('?' for _ in chunk)})",
-                chunk))
+                f"SELECT customer, balance_fen FROM accounts WHERE customer IN ({', '.join('?' for _ in chunk)})"
+                " ORDER BY customer" + tx.for_update, chunk))
         missing = [c for c in names if c not in balance]
         if missing:
             raise NotFound(f"no customer {missing[0]}: add it with `headend customer add {missing[0]}`")

@@ -108,11 +108,17 @@ class Payments(Ledger, Outbox):
                     f" ({', '.join('?' for _ in chunk)}) GROUP BY meter", chunk))
         return out
 
-    def payments_by_txn(self, channel_id: str, txn_ids: Iterable[str]) -> dict[str, Payment]:
-        """``payment_by_txn`` of several transaction ids of one channel (ids never paid left out)."""
+    def payments_by_txn(self, channel_id: str, txn_ids: Iterable[str], *, lock: bool = False) -> dict[str, Payment]:
+        """``payment_by_txn`` of several transaction ids of one channel (ids never paid left out).
+
+        ``lock`` (inside the write transaction that will pay the others): each id is held until
+        that transaction ends, so a request racing in under the same id waits, then finds this
+        payment (on PostgreSQL, where payments are taken side by side; see ``atomic``)."""
         ids = list(dict.fromkeys(txn_ids))
         out: dict[str, Payment] = {}
-        with self._tx(write=False) as tx:
+        with self._tx(write=lock) as tx:
+            if lock:
+                tx.lock([f"payment:{channel_id}:{t}" for t in ids])
             for lo in range(0, len(ids), 500):
                 chunk = ids[lo:lo + 500]
                 out.update((r[2], _payment(r)) for r in tx.all(
@@ -124,22 +130,27 @@ class Payments(Ledger, Outbox):
                         ) -> tuple[dict[str, tuple[int, str]], dict[str, list[Meter]]]:
         """What deciding where payments go needs, in two queries for a whole batch: the accounts
         named or owning the named meters (customer -> (balance_fen, supply)) and every meter of
-        those customers (customer -> meters, by address)."""
+        those customers (customer -> meters, by address).
+
+        Inside the write transaction that pays them: the accounts are locked (``for_update``, in
+        customer order) until it ends, so payments taken side by side to one customer (and its
+        meters) decide one after the other, each on the balances the one before left."""
         addresses = list(dict.fromkeys(meters))
         wanted = dict.fromkeys(customers)
-        with self._tx(write=False) as tx:
+        with self._tx() as tx:
             for lo in range(0, len(addresses), 500):
                 chunk = addresses[lo:lo + 500]
                 wanted.update((r[0], None) for r in tx.all(
                     f"SELECT customer FROM meters WHERE address IN ({', '.join('?' for _ in chunk)})", chunk))
-            names = list(wanted)
+            names = sorted(wanted)
             accounts: dict[str, tuple[int, str]] = {}
             by_customer: dict[str, list[Meter]] = {}
             for lo in range(0, len(names), 500):
                 chunk = names[lo:lo + 500]
                 marks = ", ".join("?" for _ in chunk)
                 accounts.update((c, (int(b), s)) for c, b, s in tx.all(
-                    f"SELECT customer, balance_fen, supply FROM accounts WHERE customer IN ({marks})", chunk))
+                    f"SELECT customer, balance_fen, supply FROM accounts WHERE customer IN ({marks})"
+                    " ORDER BY customer" + tx.for_update, chunk))
                 for r in tx.all(f"SELECT {_METER_COLS} FROM meters WHERE customer IN ({marks}) ORDER BY address",
                                 chunk):
                     m = _meter(r)

@@ -9,9 +9,17 @@ Concurrency. The store's logic reads then writes (a balance, an idempotency key)
 writer at a time, which is what SQLite's BEGIN IMMEDIATE gives. Here every write transaction
 takes one transaction-level advisory lock first, so writes from any number of head-end processes
 are serialised the same way and nothing the store checks can change under it; reads run on a
-consistent snapshot (REPEATABLE READ, read only) without waiting. Claims of commands and notices
-also lock their rows (`FOR UPDATE SKIP LOCKED`, the `skip_locked` hook), and `try_leader` holds a
-session-level advisory lock for the one cost-control leader.
+consistent snapshot (REPEATABLE READ, read only) without waiting. A ``row_locked`` transaction
+(taking payments) takes that lock shared instead: such transactions run side by side, each
+locking the rows it changes (`for_update`) and its keys (`lock`: transaction-level advisory locks
+on a hash of the text), and every other write transaction still waits for all of them and they
+for it. Claims of commands and notices also lock their rows (`FOR UPDATE SKIP LOCKED`, the
+`skip_locked` hook), and `try_leader` holds a session-level advisory lock for the one
+cost-control leader.
+
+Round trips. A write transaction runs in libpq's pipeline mode: the BEGIN, the lock and every
+statement whose outcome is not read (`write`, `write_many`) go out with the next statement whose
+result is read, or with the COMMIT.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ __all__ = ["PostgresBackend", "pg_statement", "pg_query", "redact_url"]
 
 # advisory lock keys (any 64-bit numbers, fixed so every process agrees)
 WRITE_LOCK = 6450_0001
+# the first half of `Tx.lock`'s two-number keys (a key space apart from the 64-bit one)
+KEY_LOCKS = 6450
 LEADER_LOCKS = {"costctl": 6450_0002}
 
 _TUPLES_OK = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows
@@ -104,6 +114,7 @@ class _Tx:
     __slots__ = ("_cur", "_out", "_db")
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    for_update = " FOR UPDATE"
 
     def __init__(self, db: "PostgresBackend") -> None:
         self._db = db
@@ -128,6 +139,12 @@ class _Tx:
         self._cur.executemany(pg_query(sql), rows)
         self._synced()
         return self._cur.rowcount
+
+    def lock(self, keys: Sequence[str]) -> None:
+        """Hold a transaction-level advisory lock on each key's hash (a clash of two hashes only
+        makes one wait for nothing), taken in one order so two transactions never wait in a ring."""
+        self.write_many("SELECT pg_advisory_xact_lock(?, hashtext(?))",
+                        [(KEY_LOCKS, k) for k in sorted(set(keys))])
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement whose outcome is not read: in a write transaction it goes out with the
@@ -234,8 +251,9 @@ class PostgresBackend:
         return f"<PostgresBackend {self.location}>"
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[_Tx]:
-        """Open a transaction, or join the one this thread already has open."""
+    def transaction(self, write: bool = True, *, row_locked: bool = False) -> Iterator[_Tx]:
+        """Open a transaction, or join the one this thread already has open (``row_locked``: see
+        the module docstring; a nested call joins the outer transaction as it is)."""
         psycopg = self._psycopg
         with self._lock:
             if self._depth:
@@ -255,7 +273,8 @@ class PostgresBackend:
                     self._pipe_cm = self._conn.pipeline()
                     self._pipe = self._pipe_cm.__enter__()
                     self._conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    self._conn.execute("SELECT pg_advisory_xact_lock_shared(%s)" if row_locked
+                                       else "SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 else:
                     self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except psycopg.Error as exc:

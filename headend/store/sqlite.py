@@ -719,6 +719,10 @@ class _Tx:
     __slots__ = ("_cur",)
 
     skip_locked = ""  # one writer at a time: a claim's rows cannot be taken by anyone else meanwhile
+    for_update = ""  # nor changed by anyone else before this transaction ends
+
+    def lock(self, keys: Sequence[str]) -> None:
+        """Nothing to lock: the database's one write lock is held from BEGIN IMMEDIATE on."""
 
     def __init__(self, cur: sqlite3.Cursor) -> None:
         self._cur = cur
@@ -842,8 +846,9 @@ class SQLiteBackend:
                 time.sleep(0.01)
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[_Tx]:
-        """Open a transaction, or join the one this thread already has open."""
+    def transaction(self, write: bool = True, *, row_locked: bool = False) -> Iterator[_Tx]:
+        """Open a transaction, or join the one this thread already has open (``row_locked`` makes no
+        difference here: every write transaction holds the one write lock)."""
         with self._lock:
             if self._depth:
                 if write and not self._write:

@@ -331,3 +331,60 @@ def test_the_same_payment_posted_at_once_from_several_connections_moves_money_on
         t.join(timeout=120)
     assert errors == [] and len(results) == 20 and len(set(results)) == 1
     assert len(store.list_commands(kind="recharge")) == 1 and len(store.journal(kind="payment")) == 1
+
+
+def _side_by_side(location: str, n_threads: int, work) -> list[BaseException]:
+    """Run ``work(store, k)`` in threads, each on its own connection (as separate head-ends would),
+    started together; the errors they raised."""
+    import threading
+
+    from headend.store import open_store
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def run(k: int) -> None:
+        s = open_store(location, clock=Clock(T0))
+        try:
+            start.wait(60)
+            work(s, k)
+        except BaseException as exc:   # noqa: BLE001 - every outcome is checked by the caller
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return errors
+
+
+def test_payments_to_one_account_from_several_connections_at_once_each_book_on_the_last(store):
+    def work(s, k):
+        for j in range(10):
+            accept_payment(s, channel_id="agent", txn_id=f"SAME-{k}-{j}", amount_fen=100 + k, paid_at=T0,
+                           customer=REMOTE_CUST, actor="channel:agent")
+
+    assert _side_by_side(store.location, 4, work) == []
+    assert store.get_account(REMOTE_CUST).balance_fen == sum(10 * (100 + k) for k in range(4))
+    rows = list(reversed(store.ledger(REMOTE_CUST, limit=100)))
+    # every row's balance_after is the one before plus its amount: no two bookings read one balance
+    assert [r.balance_after for r in rows] == [sum(r.amount_fen for r in rows[:i + 1]) for i in range(len(rows))]
+    notices = sorted(n.detail["balance_fen"] for n in store.find_notices(customer=REMOTE_CUST))
+    assert notices == [r.balance_after for r in rows]    # each customer SMS tells the balance its payment left
+
+
+def test_payments_racing_to_one_meter_never_pass_its_hoarding_limit_together(store):
+    store.update_meter(LOCAL_METER, actor="admin", hoarding_fen=10_000)
+    taken: list[int] = []
+
+    def work(s, k):
+        try:
+            taken.append(pay(s, txn=f"HOARD-{k}", amount=6_000).amount_fen)
+        except PaymentError as err:
+            assert err.code == "hoarding_headroom"
+
+    assert _side_by_side(store.location, 3, work) == []
+    assert taken == [6_000] and store.in_flight_fen(LOCAL_METER) == 6_000
