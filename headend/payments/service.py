@@ -194,13 +194,10 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
             err.index = i
             raise
     # row_locked: on PostgreSQL payments are taken side by side; each locks its transaction ids
-    # (payments_by_txn) and its accounts (payment_targets) before it reads what it decides on
+    # and its accounts (payment_inputs) before it reads what it decides on
     with store.atomic(row_locked=True):
         channels: dict[str, Channel] = {} if channel is None else {channel.id: channel}
         earlier: dict[tuple[str, str], Payment] = {}
-        by_channel: dict[str, list[str]] = {}
-        for r in requests:
-            by_channel.setdefault(r.channel_id, []).append(r.txn_id)
         for i, r in enumerate(requests):
             if r.channel_id not in channels:
                 try:
@@ -213,10 +210,11 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                                    field="channel")
                 err.index = i
                 raise err
-        for ch_id, txns in sorted(by_channel.items()):   # locked in one order: two batches never wait in a ring
-            earlier.update(((ch_id, t), p) for t, p in store.payments_by_txn(ch_id, txns, lock=True).items())
-        accounts, meters = store.payment_targets([r.customer for r in requests if r.customer is not None],
-                                                 [r.meter for r in requests if r.meter is not None])
+        inputs = store.payment_inputs([(r.channel_id, r.txn_id) for r in requests],
+                                      [r.customer for r in requests if r.customer is not None],
+                                      [r.meter for r in requests if r.meter is not None], at=now)
+        earlier.update(inputs.earlier)
+        accounts, meters = inputs.accounts, inputs.meters
         by_address = {m.address: m for ms in meters.values() for m in ms}
         in_flight = store.in_flight_by_meter(a for a, m in by_address.items() if m.mode == "local")
         flight_before = {a: in_flight.get(a, 0) for a, m in by_address.items() if m.mode == "local"}
@@ -253,7 +251,7 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
             # a later request under the same id is this payment again (checked against it below)
             earlier[key] = Payment(0, r.channel_id, r.txn_id, cust, None, r.amount_fen, 0, "accepted", r.paid_at, 0,
                                    request=r.compared())
-        made = store.record_payments(new, actor=actor)
+        made = store.record_payments(new, actor=actor, day=inputs.day)
         for p in made:
             earlier[(p.channel_id, p.txn_id)] = p
         from headend.costctl.act import restore_after_payment

@@ -20,7 +20,36 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
-__all__ = ["Backend", "Tx"]
+__all__ = ["Backend", "Fetched", "Rows", "Tx"]
+
+
+class Rows(Protocol):
+    """The rows of a submitted query (``Tx.submit``), read once."""
+
+    def all(self) -> list[tuple[Any, ...]]:
+        """Every row (waiting for them if they are still on their way)."""
+        ...
+
+    def one(self) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        ...
+
+
+class Fetched:
+    """``Rows`` already read (an engine that runs a submitted query at once)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+
+    def all(self) -> list[tuple[Any, ...]]:
+        """Every row."""
+        return self._rows
+
+    def one(self) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        return self._rows[0] if self._rows else None
 
 
 class Tx(Protocol):
@@ -55,6 +84,12 @@ class Tx(Protocol):
 
     def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """``write`` once for each parameter row."""
+        ...
+
+    def submit(self, sql: str, params: Sequence[Any] = ()) -> "Rows":
+        """Send a query now and read its rows later (``Rows.all``, ``Rows.one``): queries submitted
+        one after another go out together where the engine pipelines them (PostgreSQL: one round
+        trip for all of them and the writes before them)."""
         ...
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 from headend.store.accounts import Accounts
+from headend.store.backend import Rows
 from headend.store.base import Tx
 from headend.store.models import (
     LEDGER_KINDS,
@@ -31,6 +32,10 @@ from headend.store.reporting import OWING_SINCE, snapshot_day
 
 _LEDGER_COLS = ("id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel, txn_id,"
                 " payment_id, ref, day, meter_fen")
+
+
+# the closed days on or after a business day: what the booking day of a movement follows from
+_CLOSED_FROM = "SELECT day FROM ledger_days WHERE day >= ?"
 
 
 class Booking(NamedTuple):
@@ -84,12 +89,15 @@ class Ledger(Accounts):
             return self._open_day(tx, self.now() if at is None else at)
 
     def _open_day(self, tx: Tx, at: int) -> str:
+        return self._first_open_day(tx.submit(_CLOSED_FROM, (self.business_day(at),)), at)
+
+    def _first_open_day(self, closed: Rows, at: int) -> str:
+        """The booking day of ``at`` from the closed days on or after its own (``_CLOSED_FROM``)."""
         import datetime as _dt
 
-        day = self.business_day(at)
-        closed = {r[0] for r in tx.all("SELECT day FROM ledger_days WHERE day >= ?", (day,))}
-        d = _dt.date.fromisoformat(day)
-        while d.isoformat() in closed:
+        shut = {r[0] for r in closed.all()}
+        d = _dt.date.fromisoformat(self.business_day(at))
+        while d.isoformat() in shut:
             d += _dt.timedelta(days=1)
         return d.isoformat()
 
@@ -180,24 +188,32 @@ class Ledger(Accounts):
         return LedgerEntry(int(row[0]), customer, now, kind, amount_fen, int(bal[0]), idem_key, actor, detail, meter,
                            channel, txn_id, payment_id, ref, day, meter_fen)
 
-    def _book_many(self, tx: Tx, entries: Sequence[Booking], *, actor: str, day: str) -> None:
+    @staticmethod
+    def _balances(tx: Tx, customers: Iterable[str]) -> list[Rows]:
+        """Send the read of the accounts' balances (locked for the transaction, in customer order)
+        for ``_book_many``, so that it can go out with the caller's own queries."""
+        names = sorted(set(customers))
+        return [tx.submit(f"SELECT customer, balance_fen FROM accounts WHERE customer IN"
+                          f" ({', '.join('?' for _ in names[lo:lo + 500])}) ORDER BY customer" + tx.for_update,
+                          names[lo:lo + 500]) for lo in range(0, len(names), 500)]
+
+    def _book_many(self, tx: Tx, entries: Sequence[Booking], *, actor: str, day: str,
+                   balances: list[Rows] | None = None) -> None:
         """``_book`` for many rows at once, in order, inside the caller's transaction: the accounts'
         balances read once, then every row booked as ``_book`` books it (the same account update,
         the balance_after it would have had booked alone) with one statement per table for the
-        whole batch; ``day``: the booking day."""
+        whole batch; ``day``: the booking day; ``balances``: the entries' accounts' ``_balances``,
+        if the caller sent them already in this transaction."""
         if not actor:
             raise InvalidInput("every money movement needs an actor (operator name or service)")
         for e in entries:
             if e.kind not in LEDGER_KINDS:
                 raise InvalidInput(f"unknown journal kind {e.kind!r}; known: {', '.join(LEDGER_KINDS)}")
         now = self.now()
-        names = sorted({e.customer for e in entries})   # locked in one order: see payment_targets
+        names = sorted({e.customer for e in entries})
         balance: dict[str, int] = {}
-        for lo in range(0, len(names), 500):  # under every engine's parameter limit
-            chunk = names[lo:lo + 500]
-            balance.update((c, int(b)) for c, b in tx.all(
-                f"SELECT customer, balance_fen FROM accounts WHERE customer IN ({', '.join('?' for _ in chunk)})"
-                " ORDER BY customer" + tx.for_update, chunk))
+        for rows_of in self._balances(tx, names) if balances is None else balances:
+            balance.update((c, int(b)) for c, b in rows_of.all())
         missing = [c for c in names if c not in balance]
         if missing:
             raise NotFound(f"no customer {missing[0]}: add it with `headend customer add {missing[0]}`")

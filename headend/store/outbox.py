@@ -127,7 +127,8 @@ class Outbox(Audit):
                     f"SELECT id, idem_key FROM commands WHERE idem_key IN ({', '.join('?' for _ in chunk)})", chunk))
             got = [ids[k] for k in keys]
         else:
-            got = [int(tx.one(f"{insert} RETURNING id", v)[0]) for v in values]  # type: ignore[index]
+            sent = [tx.submit(f"{insert} RETURNING id", v) for v in values]   # out together
+            got = [int(r.one()[0]) for r in sent]  # type: ignore[index]
         out = [Command(i, meter, kind, params, "queued", 0, None, None, now, now, idem_key, actor, not_before)
                for i, (meter, kind, params, idem_key, not_before) in zip(got, rows)]
         self.log_actions((actor, f"command.{c.kind}", c.meter, {"command": c.id, "params": c.params}) for c in out)

@@ -7,10 +7,10 @@ without its money or its recharge, nor the other way round.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 from headend.store.base import Tx
-from headend.store.ledger import Booking, Ledger
+from headend.store.ledger import _CLOSED_FROM, Booking, Ledger
 from headend.store.meters import _METER_COLS, _meter
 from headend.store.models import Command, InvalidInput, Meter, NotFound, Payment, TransitionError, dumps, loads
 from headend.store.outbox import Outbox
@@ -18,6 +18,21 @@ from headend.store.outbox import Outbox
 _PAYMENT_COLS = ("id, channel, txn_id, customer, meter, amount_fen, fee_fen, state, paid_at, accepted_at, sent_at,"
                  " confirmed_at, credited_at, reversed_at, command_id, day, actor, tender, shift_id, request, extra,"
                  " note")
+
+
+class PaymentInputs(NamedTuple):
+    """What deciding a batch of payments reads (``payment_inputs``)."""
+
+    earlier: dict[tuple[str, str], Payment]  # (channel, txn_id) -> the payment already made under it
+    accounts: dict[str, tuple[int, str]]     # customer -> (balance_fen, supply)
+    meters: dict[str, list[Meter]]           # customer -> its meters, by address
+    day: str                                 # the booking day of a payment made now
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """``items`` in pieces under every engine's parameter limit."""
+    for lo in range(0, len(items), size):
+        yield items[lo:lo + size]
 
 
 class NewPayment(NamedTuple):
@@ -108,17 +123,11 @@ class Payments(Ledger, Outbox):
                     f" ({', '.join('?' for _ in chunk)}) GROUP BY meter", chunk))
         return out
 
-    def payments_by_txn(self, channel_id: str, txn_ids: Iterable[str], *, lock: bool = False) -> dict[str, Payment]:
-        """``payment_by_txn`` of several transaction ids of one channel (ids never paid left out).
-
-        ``lock`` (inside the write transaction that will pay the others): each id is held until
-        that transaction ends, so a request racing in under the same id waits, then finds this
-        payment (on PostgreSQL, where payments are taken side by side; see ``atomic``)."""
+    def payments_by_txn(self, channel_id: str, txn_ids: Iterable[str]) -> dict[str, Payment]:
+        """``payment_by_txn`` of several transaction ids of one channel (ids never paid left out)."""
         ids = list(dict.fromkeys(txn_ids))
         out: dict[str, Payment] = {}
-        with self._tx(write=lock) as tx:
-            if lock:
-                tx.lock([f"payment:{channel_id}:{t}" for t in ids])
+        with self._tx(write=False) as tx:
             for lo in range(0, len(ids), 500):
                 chunk = ids[lo:lo + 500]
                 out.update((r[2], _payment(r)) for r in tx.all(
@@ -126,36 +135,49 @@ class Payments(Ledger, Outbox):
                     f" ({', '.join('?' for _ in chunk)})", (channel_id, *chunk)))
         return out
 
-    def payment_targets(self, customers: Iterable[str], meters: Iterable[str],
-                        ) -> tuple[dict[str, tuple[int, str]], dict[str, list[Meter]]]:
-        """What deciding where payments go needs, in two queries for a whole batch: the accounts
-        named or owning the named meters (customer -> (balance_fen, supply)) and every meter of
-        those customers (customer -> meters, by address).
+    def payment_inputs(self, txns: Iterable[tuple[str, str]], customers: Iterable[str], meters: Iterable[str], *,
+                       at: int) -> PaymentInputs:
+        """What deciding a batch of payments reads, for the write transaction that records them:
+        the payments already made under the (channel, txn_id) keys, the accounts named or owning
+        the named meters, every meter of those accounts, and the booking day of a payment at ``at``.
 
-        Inside the write transaction that pays them: the accounts are locked (``for_update``, in
-        customer order) until it ends, so payments taken side by side to one customer (and its
-        meters) decide one after the other, each on the balances the one before left."""
+        The keys and the accounts stay locked until that transaction ends (``Tx.lock``;
+        ``for_update``, in customer order), so a request racing in under the same key waits, then
+        finds this payment, and payments taken side by side to one account (and its meters) decide
+        one after the other, each on what the one before left (see ``atomic(row_locked=True)``).
+        The queries go out together where the engine pipelines them (a named meter's account is
+        looked up first)."""
+        keys = list(dict.fromkeys((str(c), str(t)) for c, t in txns))
+        by_channel: dict[str, list[str]] = {}
+        for c, t in keys:
+            by_channel.setdefault(c, []).append(t)
         addresses = list(dict.fromkeys(meters))
         wanted = dict.fromkeys(customers)
         with self._tx() as tx:
-            for lo in range(0, len(addresses), 500):
-                chunk = addresses[lo:lo + 500]
+            tx.lock([f"payment:{c}:{t}" for c, t in keys])
+            paid = [tx.submit(f"SELECT {_PAYMENT_COLS} FROM payments WHERE channel = ? AND txn_id IN"
+                              f" ({', '.join('?' for _ in chunk)})", (c, *chunk))
+                    for c, ids in by_channel.items() for chunk in _chunks(ids)]
+            closed = tx.submit(_CLOSED_FROM, (self.business_day(at),))
+            for chunk in _chunks(addresses):
                 wanted.update((r[0], None) for r in tx.all(
                     f"SELECT customer FROM meters WHERE address IN ({', '.join('?' for _ in chunk)})", chunk))
-            names = sorted(wanted)
+            found = []
+            for chunk in _chunks(sorted(wanted)):
+                marks = ", ".join("?" for _ in chunk)
+                found.append((tx.submit(f"SELECT customer, balance_fen, supply FROM accounts WHERE customer IN ({marks})"
+                                        " ORDER BY customer" + tx.for_update, chunk),
+                              tx.submit(f"SELECT {_METER_COLS} FROM meters WHERE customer IN ({marks}) ORDER BY address",
+                                        chunk)))
+            earlier = {(p.channel_id, p.txn_id): p for q in paid for p in map(_payment, q.all())}
             accounts: dict[str, tuple[int, str]] = {}
             by_customer: dict[str, list[Meter]] = {}
-            for lo in range(0, len(names), 500):
-                chunk = names[lo:lo + 500]
-                marks = ", ".join("?" for _ in chunk)
-                accounts.update((c, (int(b), s)) for c, b, s in tx.all(
-                    f"SELECT customer, balance_fen, supply FROM accounts WHERE customer IN ({marks})"
-                    " ORDER BY customer" + tx.for_update, chunk))
-                for r in tx.all(f"SELECT {_METER_COLS} FROM meters WHERE customer IN ({marks}) ORDER BY address",
-                                chunk):
+            for acc, met in found:
+                accounts.update((c, (int(b), s)) for c, b, s in acc.all())
+                for r in met.all():
                     m = _meter(r)
                     by_customer.setdefault(m.customer, []).append(m)
-        return accounts, by_customer
+            return PaymentInputs(earlier, accounts, by_customer, self._first_open_day(closed, at))
 
     def record_payment(
         self,
@@ -178,7 +200,7 @@ class Payments(Ledger, Outbox):
         return self.record_payments([NewPayment(channel, txn_id, customer, meter, amount_fen, fee_fen, paid_at,
                                                 to_meter, request, tender, extra, shift_id)], actor=actor)[0]
 
-    def record_payments(self, new: Sequence[NewPayment], *, actor: str) -> list[Payment]:
+    def record_payments(self, new: Sequence[NewPayment], *, actor: str, day: str | None = None) -> list[Payment]:
         """Record accepted payments with their journal rows, in one transaction, in order.
 
         Each account is credited ("payment"); with ``to_meter`` (local cost control) the money
@@ -186,7 +208,8 @@ class Payments(Ledger, Outbox):
         in the outbox (idempotency key ``payment:ID``), and the payment is ``sent_to_meter``;
         otherwise it is ``credited``. A second payment under the same (channel, txn_id) is a
         Conflict: the rules in ``headend.payments`` look it up first. A batch writes each table
-        with one statement per row at most (journal, audit and state in bulk).
+        with one statement per row at most (journal, audit and state in bulk). ``day``: the
+        booking day the caller read in this transaction (``payment_inputs``).
         """
         for p in new:
             if not isinstance(p.amount_fen, int) or isinstance(p.amount_fen, bool) or p.amount_fen <= 0:
@@ -195,7 +218,7 @@ class Payments(Ledger, Outbox):
                 raise InvalidInput("a payment to a meter names the meter")
         now = self.now()
         with self._tx() as tx:
-            day = self._open_day(tx, now)
+            day = day or self._open_day(tx, now)
             values = [(p.channel, p.txn_id, p.customer, p.meter, p.amount_fen, p.fee_fen,
                        "sent_to_meter" if p.to_meter else "credited", int(p.paid_at), now, now if p.to_meter else None,
                        None if p.to_meter else now, day, actor, dumps(p.tender), p.shift_id, dumps(p.request),
@@ -203,8 +226,11 @@ class Payments(Ledger, Outbox):
             insert = (f"INSERT INTO payments ({_PAYMENT_COLS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL,"
                       " NULL, ?, ?, ?, ?, ?, ?, NULL)")
             if len(new) < _BULK:
-                ids = [int(tx.one(f"{insert} RETURNING id", v)[0]) for v in values]  # type: ignore[index]
+                sent = [tx.submit(f"{insert} RETURNING id", v) for v in values]
+                balances = self._balances(tx, (p.customer for p in new))   # out with the inserts
+                ids = [int(r.one()[0]) for r in sent]  # type: ignore[index]
             else:   # one statement for the batch, the ids read back by their unique keys
+                balances = None
                 tx.executemany(insert, values)
                 found: dict[tuple[str, str], int] = {}
                 for ch, txns in _by_channel(new).items():
@@ -227,7 +253,7 @@ class Payments(Ledger, Outbox):
                 if p.to_meter:
                     bookings.append(Booking(p.customer, "topup_sent", -p.amount_fen,
                                             detail={"command": command[pid]}, **refs))
-            self._book_many(tx, bookings, actor=actor, day=day)
+            self._book_many(tx, bookings, actor=actor, day=day, balances=balances)
             self.log_actions((actor, "payment.accept", p.customer,
                               {"payment": pid, "channel": p.channel, "txn_id": p.txn_id, "amount_fen": p.amount_fen,
                                "meter": p.meter}) for p, pid in zip(new, ids))

@@ -32,6 +32,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+from headend.store.backend import Fetched, Rows
 from headend.store.models import Conflict, StoreError
 
 __all__ = ["PostgresBackend", "pg_statement", "pg_query", "redact_url"]
@@ -104,6 +105,24 @@ def _bool_as_int_dumper() -> type:
     return BoolAsInt
 
 
+class _Submitted:
+    """The rows of a query sent in pipeline mode: reading them waits for its result (and every
+    result before it: one round trip for all that were sent)."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def all(self) -> list[tuple[Any, ...]]:
+        """Every row."""
+        return self._cur.fetchall()
+
+    def one(self) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        return self._cur.fetchone()
+
+
 class _Tx:
     """Transaction handle over psycopg cursors of the backend's connection.
 
@@ -174,6 +193,15 @@ class _Tx:
         self._synced()
         res = self._cur.pgresult
         return res is not None and res.status == _TUPLES_OK
+
+    def submit(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        """Send a query; its rows are read when asked for, with every result sent before them (in a
+        write transaction several submitted queries cost one round trip)."""
+        if self._db._pipe is None:
+            return Fetched(self.all(sql, params))
+        cur = self._db._conn.cursor()
+        cur.execute(pg_query(sql), tuple(params))
+        return _Submitted(cur)
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Every row of a query."""

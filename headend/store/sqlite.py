@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from headend.store.backend import Fetched
 from headend.store.models import Conflict, StoreError
 
 __all__ = ["SQLiteBackend", "MIGRATIONS"]
@@ -744,6 +745,10 @@ class _Tx:
     def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """``write`` once per parameter row."""
         self._cur.executemany(sql, rows)
+
+    def submit(self, sql: str, params: Sequence[Any] = ()) -> Fetched:
+        """A query's rows, read at once (nothing to send together here)."""
+        return Fetched(self._cur.execute(sql, params).fetchall())
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Every row of a query."""

@@ -465,12 +465,16 @@ def test_write_inside_a_read_transaction_is_refused(db: Path) -> None:
     backend.close()
 
 
-def test_writes_whose_outcome_is_not_read_land_with_the_transaction_or_fail_it(store) -> None:
+def test_writes_not_read_and_queries_read_later_land_with_the_transaction_or_fail_it(store) -> None:
     db = store._db
     with db.transaction() as tx:
         tx.write("INSERT INTO accounts (customer, balance_fen, created_at, updated_at) VALUES (?, 5, 0, 0)", (C1,))
         tx.write_many("UPDATE accounts SET balance_fen = balance_fen + ? WHERE customer = ?", [(1, C1), (2, C1)])
         assert tx.one("SELECT balance_fen FROM accounts WHERE customer = ?", (C1,)) == (8,)  # seen by what follows
+        first = tx.submit("SELECT balance_fen FROM accounts WHERE customer = ?", (C1,))
+        tx.write("UPDATE accounts SET balance_fen = 7 WHERE customer = ?", (C1,))
+        second = tx.submit("SELECT balance_fen FROM accounts WHERE customer = ?", (C1,))
+        assert (second.all(), first.one()) == ([(7,)], (8,))   # submitted queries: each its own result, in order
         tx.write("UPDATE accounts SET balance_fen = 9 WHERE customer = ?", (C1,))
     assert store.get_account(C1).balance_fen == 9  # the last one went out with the commit
     with pytest.raises(Conflict):
