@@ -188,3 +188,41 @@ def test_serves_side_by_side_keep_their_commands_and_a_lapsed_ones_come_back(pg_
         assert s.serves_alive() == 1
     finally:
         s.close()
+
+
+def test_payments_are_taken_side_by_side_and_other_writes_wait_for_them(pg_server, pg_template) -> None:
+    from headend.payments import accept_payment
+
+    url = pg_server.create_db(pg_template)
+    setup = open_store(url, clock=Clock())
+    for c in ("000000000051", "000000000052"):
+        setup.add_account(c, actor="setup")
+    setup.add_channel("bank", "online_banking", actor="setup")
+    setup.close()
+    a, b, c = (open_store(url, clock=Clock()) for _ in range(3))
+    paid, wrote = threading.Event(), threading.Event()
+
+    def pay_other_account() -> None:
+        accept_payment(b, channel_id="bank", txn_id="B-1", amount_fen=200, paid_at=Clock().t,
+                       customer="000000000052", actor="channel:bank")
+        paid.set()
+
+    def exclusive_write() -> None:
+        c.log_action("op", "note", None)  # a plain write transaction: it takes the one write lock
+        wrote.set()
+
+    try:
+        with a.atomic(row_locked=True):   # head-end A is in the middle of taking a payment
+            accept_payment(a, channel_id="bank", txn_id="A-1", amount_fen=100, paid_at=Clock().t,
+                           customer="000000000051", actor="channel:bank")
+            threading.Thread(target=pay_other_account, daemon=True).start()
+            assert paid.wait(60)          # B's payment went through while A's transaction is open
+            writer = threading.Thread(target=exclusive_write, daemon=True)
+            writer.start()
+            writer.join(0.5)
+            assert not wrote.is_set()     # the write waits for A (if it ran at all yet)
+        assert wrote.wait(60)             # and goes through once A commits
+        assert [a.get_account(x).balance_fen for x in ("000000000051", "000000000052")] == [100, 200]
+    finally:
+        for s in (a, b, c):
+            s.close()
