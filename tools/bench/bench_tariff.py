@@ -77,6 +77,7 @@ def run(report) -> None:
     kernel(report)
     cost_control_cycle(report)
     store_cycle(report)
+    write_forms(report)
 
 
 def kernel(report) -> None:
@@ -403,6 +404,63 @@ def store_cycle(report, n: int | None = None, days: int = 3, opening_yuan: int =
         store.close()
 
 
+def write_forms(report, n: int | None = None) -> None:
+    """The forms a cycle's money update could take in SQLite, on the benchmark database of ``n``
+    accounts (``build_store_db``), each interleaved with the form the cycle uses: one UPDATE of
+    the accounts row per account by customer (executemany, customer order, compare-and-set on
+    the version).  Against it: the same money columns in a narrow table keyed by INTEGER
+    PRIMARY KEY updated in key order, and a delta row per account appended to a table with no
+    index (to be applied later).  Each run is rolled back, so every one starts from the same file."""
+    import sqlite3
+    import subprocess
+    import sys
+    import tempfile
+
+    n = n or STORE_ACCOUNTS
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        subprocess.run([sys.executable, "-m", "tools.bench.bench_tariff", "--build-db", str(db),
+                        "--store-accounts", str(n), "--days", "1"], check=True, cwd=Path(__file__).resolve().parents[2])
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("CREATE TABLE bench_money (id INTEGER PRIMARY KEY, balance_fen INTEGER NOT NULL, rem INTEGER NOT"
+                     " NULL, ladder_wh INTEGER NOT NULL, rated_until INTEGER, version INTEGER NOT NULL,"
+                     " owing_since INTEGER)")
+        conn.execute("INSERT INTO bench_money SELECT rowid, balance_fen, rem, ladder_wh, rated_until, version,"
+                     " owing_since FROM accounts")
+        conn.execute("CREATE TABLE bench_deltas (id INTEGER PRIMARY KEY, account INTEGER NOT NULL, fen INTEGER NOT NULL,"
+                     " rem INTEGER NOT NULL, ladder_wh INTEGER NOT NULL, rated_until INTEGER)")
+        keys = conn.execute("SELECT rowid, customer, version FROM accounts ORDER BY customer").fetchall()
+        t = _D0 + 86400
+        owing = "owing_since = CASE WHEN balance_fen - ? < 0 THEN COALESCE(owing_since, ?) ELSE NULL END"
+        cycle_form = (f"UPDATE accounts SET balance_fen = balance_fen - ?, {owing}, rem = ?, ladder_wh = ?,"
+                      " rated_until = ?, notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
+                      " version = version + 1, updated_at = ? WHERE customer = ? AND version = ?",
+                      [(123, 123, t, 4567, 890, t, 1, t, "on", None, t, c, v) for _r, c, v in keys])
+        forms = {
+            "a narrow money table keyed by INTEGER PRIMARY KEY, key order":
+                (f"UPDATE bench_money SET balance_fen = balance_fen - ?, {owing}, rem = ?, ladder_wh = ?,"
+                 " rated_until = ?, version = version + 1 WHERE id = ? AND version = ?",
+                 [(123, 123, t, 4567, 890, t, r, v) for r, _c, v in keys]),
+            "a delta row per account appended (no index), applied later":
+                ("INSERT INTO bench_deltas (account, fen, rem, ladder_wh, rated_until) VALUES (?, ?, ?, ?, ?)",
+                 [(r, 123, 4567, 890, t) for r, _c, _v in keys]),
+        }
+
+        def write(sql: str, rows: list) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, rows)
+            conn.execute("ROLLBACK")
+
+        for name, (sql, rows) in forms.items():
+            r = interleaved(lambda sql=sql, rows=rows: write(sql, rows), lambda: write(*cycle_form), rounds=5,
+                            work_a=n, work_b=n)
+            report(f"cycle money update, {n:,} accounts on SQLite: {name}, vs the cycle's UPDATE of each accounts row"
+                   " by customer (executemany, customer order)", r.a, "accounts/s", r.b, pairs=r)
+        conn.close()
+
+
 if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.bench.bench_tariff --store-accounts N
     import argparse
 
@@ -414,6 +472,8 @@ if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.
     ap.add_argument("--opening-yuan", type=int, default=10,
                     help="opening balances 0 .. this (default 10: every account below alarm 1 on day 1, a notice for"
                          " each, the worst case; 500: a few in a hundred accounts cross a band a day)")
+    ap.add_argument("--write-forms", action="store_true",
+                    help="compare the forms of the money update on SQLite instead (see write_forms)")
     ap.add_argument("--build-db", metavar="PATH", help=argparse.SUPPRESS)   # the child that builds the database
     ap.add_argument("--bare-writes", metavar="PATH", help=argparse.SUPPRESS)   # the baseline's child
     ap.add_argument("--decided", type=int, default=0, help=argparse.SUPPRESS)
@@ -421,6 +481,8 @@ if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.
     opts = ap.parse_args()
     if opts.bare_writes:
         print(bare_writes(Path(opts.bare_writes), opts.store_accounts, opts.decided, opts.round))
+    elif opts.write_forms:
+        write_forms(reporter([]), opts.store_accounts)
     elif opts.build_db:
         build_store_db(Path(opts.build_db), opts.store_accounts, opts.days, opts.opening_yuan)
     else:
