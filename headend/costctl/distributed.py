@@ -19,7 +19,8 @@ spends rating them (`tools/bench/bench_pg.py` measures both).  So an engine call
 worker one partition (one task per worker) and the few tariff arrays inside the task; workers load
 the kernel from numba's cache when they join, not in the first cycle.  Rows that are built or
 loaded on the workers themselves (`DaskRating.place`) are rated where they lie
-(`DaskRating.rate_placed`): only the tariff goes out and 24 bytes per account come back.
+(`DaskRating.rate_placed`): only the tariff goes out and 12 bytes per account come back (the
+totals as int32 where they fit).
 """
 
 from __future__ import annotations
@@ -54,7 +55,34 @@ def _rate_rows(part: Rows, slots: np.ndarray, prices: np.ndarray, thresholds: np
         # numba's thread count is per calling thread: set it in the task's own thread
         set_num_threads(max(1, min(threads, get_num_threads())))
     energy, ladder, rem = part
-    return kernel_rate(energy, slots, prices, thresholds, increments, resets, ladder, rem, per_interval=per_interval)
+    bill = kernel_rate(energy, slots, prices, thresholds, increments, resets, ladder, rem, per_interval=per_interval)
+    # half the bytes back: the totals travel as int32 whenever they fit (rem always does)
+    return Bill(_int32_if_fits(bill.fen), _int32_if_fits(bill.ladder_wh), _int32_if_fits(bill.rem), bill.per_interval)
+
+
+def _int32_if_fits(a: np.ndarray) -> np.ndarray:
+    i32 = np.iinfo(np.int32)
+    return a.astype(np.int32) if a.size and i32.min <= a.min() and a.max() <= i32.max else a
+
+
+def _joined(bills: list[Bill], per_interval: bool) -> Bill:
+    """The partitions' results as one Bill of int64 totals (per-interval fen int16, or int64 if any
+    partition's are), each copied once into place."""
+    n = sum(b.fen.size for b in bills)
+    fen, ladder, rem = (np.empty(n, dtype=np.int64) for _ in range(3))
+    per = None
+    if per_interval:
+        pers = [b.per_interval for b in bills if b.per_interval is not None]
+        dtype = np.result_type(*(p.dtype for p in pers)) if pers else np.int64
+        per = np.empty((n, pers[0].shape[1] if pers else 0), dtype=dtype)
+    lo = 0
+    for b in bills:
+        hi = lo + b.fen.size
+        fen[lo:hi], ladder[lo:hi], rem[lo:hi] = b.fen, b.ladder_wh, b.rem
+        if per is not None and b.per_interval is not None:
+            per[lo:hi] = b.per_interval
+        lo = hi
+    return Bill(fen, ladder, rem, per)
 
 
 def _load_checked(load: Callable[[int, int], Rows], lo: int, hi: int) -> Rows:
@@ -160,10 +188,7 @@ class DaskRating:
         # the tariff's few small arrays travel inside each task; the rows are already on a worker
         futures = [self.client.submit(_rate_rows, part, *tariff, per_interval, self.kernel_threads, pure=False)
                    for part in parts]
-        bills: list[Bill] = list(self.client.gather(futures))  # type: ignore[arg-type]  # sync client
-        return Bill(np.concatenate([b.fen for b in bills]), np.concatenate([b.ladder_wh for b in bills]),
-                    np.concatenate([b.rem for b in bills]),
-                    np.concatenate([b.per_interval for b in bills if b.per_interval is not None]) if per_interval else None)
+        return _joined(list(self.client.gather(futures)), per_interval)  # type: ignore[arg-type]  # sync client
 
     def __call__(self, energy_wh: Any, slot_of_interval: Any, prices: Any, thresholds_wh: Any, increments: Any,
                  resets: Any, ladder_wh: Any, rem: Any, per_interval: bool = False) -> Bill:

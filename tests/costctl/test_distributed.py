@@ -39,6 +39,7 @@ def test_partitions_on_the_cluster_agree_with_the_kernel_to_the_fen(dask_engine)
     slots = np.arange(k) % 4
     args = (slots, np.array([3000, 5000, 7000, 9000]), np.array([200_000, 400_000]), np.array([0, 500, 3000]),
             np.array([48]), rng.integers(0, 300_000, n), rng.integers(0, 10_000, n))
+    args[5][4_321] = 5_000_000_000          # a ladder past int32 in one partition: its totals come back in int64
     dask_engine.partition_rows = 1_000
     here, there = rate(energy, *args, per_interval=True), dask_engine(energy, *args, per_interval=True)
     assert dask_engine.workers() == 2
