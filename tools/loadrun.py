@@ -22,7 +22,8 @@ What it does, all real processes on loopback:
    the purchase count == its confirmed recharges and the money it took == its payments (no
    command lost, none applied twice).
 
-Reported: read-cycle time and reads/s against the ceiling, commands/s, payment-to-confirmation
+Reported: read-cycle time and reads/s against the ceiling, commands/s with the CPU seconds the
+town (the meters), `headend serve` and the API clients used meanwhile, payment-to-confirmation
 p50/p95/p99, peak memory (VmHWM) of each process, retries (API requests sent again; outbox
 attempts beyond a command's first), and the checks.  Ctrl-C, or a SIGTERM to this process alone,
 stops everything it started.
@@ -47,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tools.proc import Stopped, stop_on_sigterm, wait_for_line
+from tools.proc import Stopped, cpu_seconds, stop_on_sigterm, wait_for_line
 from tools.town import control as town_control
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,12 +83,15 @@ def _pct(values: list[float], p: float) -> float:
 
 
 class _Serve:
-    """`headend serve` as a child that can be SIGKILLed and started again; remembers each run's peak memory."""
+    """`headend serve` as a child that can be SIGKILLed and started again; remembers each run's peak
+    memory and adds up the CPU time its runs used once working (sampled before each kill or stop)."""
 
     def __init__(self, env: dict[str, str], api_port: int, log: Path) -> None:
         self.env, self.api_port, self.log = env, api_port, log
         self.proc: subprocess.Popen | None = None
         self.peaks_kb: list[int] = []
+        self.cpu_s = 0.0
+        self._cpu0 = 0.0
         self._watch: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -102,6 +106,7 @@ class _Serve:
         if not wait_for_line(self.proc, "headend serve: working", seen, 120):
             raise RuntimeError("headend serve did not start:\n" + "".join(seen))
         proc = self.proc
+        self._cpu0 = cpu_seconds(proc.pid)
 
         def drain() -> None:  # its output to the log, and its peak memory sampled meanwhile
             with self.log.open("a") as fh:
@@ -120,6 +125,7 @@ class _Serve:
     def kill(self) -> None:
         assert self.proc is not None
         self.peaks_kb[-1] = max(self.peaks_kb[-1], _hwm_kb(self.proc.pid))
+        self.cpu_s += cpu_seconds(self.proc.pid) - self._cpu0
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
@@ -127,6 +133,7 @@ class _Serve:
         self._stop.set()
         if self.proc is not None and self.proc.poll() is None:
             self.peaks_kb[-1] = max(self.peaks_kb[-1], _hwm_kb(self.proc.pid))
+            self.cpu_s += cpu_seconds(self.proc.pid) - self._cpu0
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(60)
@@ -246,7 +253,9 @@ def run_load(meters: int = 10_000, *, seed: int = 1, workdir: Path | None = None
             got["wall_s"] = time.perf_counter() - t
             return got
 
+        town_c0, own_c0 = cpu_seconds(town.pid), time.process_time()
         got = asyncio.run(storm())
+        town_cpu, own_cpu = cpu_seconds(town.pid) - town_c0, time.process_time() - own_c0
         town_peak = _hwm_kb(town.pid)
         lat = got["latencies"]
         out["payments"] = len(payments)
@@ -257,6 +266,9 @@ def run_load(meters: int = 10_000, *, seed: int = 1, workdir: Path | None = None
         out["faults"] = faults
         out["api_retries"] = got["retries"]
         serve.stop()
+        # the meters, the head-end and the API clients share this machine's cores during the storm
+        out["storm_cpu_s"] = {"town (meters)": town_cpu, "headend serve": serve.cpu_s, "loadrun (API clients)": own_cpu}
+        out["meters_cpu_share"] = town_cpu / (sum(out["storm_cpu_s"].values()) or 1.0)
 
         out.update(_checks(db, control, payments))
         out["commands_per_s"] = out["commands_confirmed"] / out["storm_wall_s"]
@@ -393,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
               f" ({out['payments_confirmed'] / out['storm_wall_s']:,.0f}/s); to confirmation p50 {out['payment_p50_s']:.2f}"
               f" s, p95 {out['payment_p95_s']:.2f} s, p99 {out['payment_p99_s']:.2f} s")
         print(f"commands: {out['commands_confirmed']:,} confirmed (recharges: session, MACs, read-back), "
-              f"{out['commands_per_s']:,.1f}/s over the storm")
+              f"{out['commands_per_s']:,.1f}/s over the storm; CPU seconds meanwhile: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in out["storm_cpu_s"].items())
+              + f" (the meters' share {100 * out['meters_cpu_share']:.0f}%)")
         print(f"faults: {out['faults']}; retries: API {out['api_retries']}, commands {out['command_retries']}, "
               f"replies lost at the meters {out['town_stats']['dropped']}, meter restarts {out['town_stats']['restarts']}")
         print(f"conservation: posted {out['posted_fen']} fen == local meters {out['on_local_meters_fen']} + remote "

@@ -4,6 +4,7 @@ stop on SIGTERM as on Ctrl-C, and find what a process started."""
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["Stopped", "alive", "descendants", "stop_on_sigterm", "wait_for_line"]
+__all__ = ["Stopped", "alive", "cpu_seconds", "descendants", "stop_on_sigterm", "wait_for_line"]
 
 
 class Stopped(KeyboardInterrupt):
@@ -93,3 +94,13 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, all its threads) process ``pid`` has used so far, from /proc;
+    0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -29,6 +29,8 @@ def test_conservation_and_no_lost_or_double_command_under_faults(tmp_path: Path)
     assert out["commands_not_confirmed"] == 0 and out["commands_confirmed"] > 0
     assert set(out["payment_states"]) <= {"confirmed_on_meter", "credited"}
     assert all(v < 1024 for v in out["peak_mb"].values())
+    # the CPU the meters, the head-end and the API clients used during the storm, each measured
+    assert all(v > 0 for v in out["storm_cpu_s"].values()) and 0 < out["meters_cpu_share"] < 1
 
 
 def _cmdline(pid: int) -> str:

@@ -108,12 +108,6 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.communicate()
 
 
-def _cpu_of(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run(report) -> None:  # noqa: ANN001
     from headend.commands import MeterClient, OutboxWorker
     from headend.commands.collect import read_cycle
@@ -122,6 +116,7 @@ def run(report) -> None:  # noqa: ANN001
     from headend.transports import FrontEnd, LinkSettings
     from tools.bench.ceiling import ceiling_cycles, open_buses
     from tools.bench.interleave import interleaved_values_async
+    from tools.proc import cpu_seconds
 
     master = os.urandom(32)
     keys = KeyStore.in_memory(master)
@@ -152,13 +147,13 @@ def run(report) -> None:  # noqa: ANN001
 
             async def reads() -> float:
                 """Back-to-back read cycles for a window: reads/s, every reading stored."""
-                t0, c0, f0 = time.perf_counter(), time.process_time(), _cpu_of(fleet.pid)
+                t0, c0, f0 = time.perf_counter(), time.process_time(), cpu_seconds(fleet.pid)
                 got = []
                 while time.perf_counter() - t0 < WINDOW_S or len(got) < 2:
                     got.append(await read_cycle(client, store, meters, [READ_DI]))
                 dt = time.perf_counter() - t0
                 cpu["headend"] += time.process_time() - c0
-                cpu["fleet"] += _cpu_of(fleet.pid) - f0
+                cpu["fleet"] += cpu_seconds(fleet.pid) - f0
                 cpu["reads"] += sum(c.stored for c in got)
                 cycles.extend((1, c) for c in got)
                 return sum(c.stored for c in got) / dt
@@ -188,9 +183,9 @@ def run(report) -> None:  # noqa: ANN001
                 c.transport.close()  # type: ignore[union-attr]
             worker = OutboxWorker(store, client, concurrency=N_METERS)
             store.enqueue_many([m.address for m in meters], "recharge", {"amount_fen": 1000}, actor="bench")
-            t1, c1, f1 = time.perf_counter(), time.process_time(), _cpu_of(fleet.pid)
+            t1, c1, f1 = time.perf_counter(), time.process_time(), cpu_seconds(fleet.pid)
             await worker.drain(600)
-            out["recharge"] = (time.perf_counter() - t1, time.process_time() - c1, _cpu_of(fleet.pid) - f1)
+            out["recharge"] = (time.perf_counter() - t1, time.process_time() - c1, cpu_seconds(fleet.pid) - f1)
             await fe.close()
             return out
 

@@ -32,6 +32,10 @@ def run(report) -> None:  # noqa: ANN001
            out["payments"] / out["storm_wall_s"], "payments/s")
     report("  commands confirmed per second during the storm (recharges to local meters)", out["commands_per_s"],
            "commands/s")
+    cpu = out["storm_cpu_s"]
+    report("  meters' share of the CPU during the storm (town process / town + headend serve + API clients)",
+           100 * out["meters_cpu_share"], "%")
+    report("  headend serve's share of the CPU during the storm", 100 * cpu["headend serve"] / sum(cpu.values()), "%")
     for p in (50, 95, 99):
         report(f"  payment to confirmation p{p}", out[f"payment_p{p}_s"] * 1000, "ms")
     report("  retries: API requests sent again (serve down, receipts polled meanwhile)", out["api_retries"], "requests")
