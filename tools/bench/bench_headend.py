@@ -262,7 +262,8 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
 
         def side(n: int, h: subprocess.Popen):  # noqa: ANN202
             def measure() -> float:   # this head-end's CPU per read (us) over whole cycles
-                h.stdin.write(f"{SCALE_CYCLES}\n")  # type: ignore[union-attr]
+                # the ceiling stores nothing, so it may run as many reads at every size: -(-a // b) is ceil
+                h.stdin.write(f"{SCALE_CYCLES} {-(-max(SCALE_SIZES) // n)}\n")  # type: ignore[union-attr]
                 h.stdin.flush()  # type: ignore[union-attr]
                 got = _first_line(h, f"the {n:,}-meter head-end's cycle")
                 if got["stored"] != got["reads"] or got["failed"]:
@@ -300,10 +301,11 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
 
 async def _scale_child(n: int) -> None:
     """One head-end of the scale figure: its own store holding the first N meters of the fleet
-    (layout read from stdin), serve's collection cycle run K times for each line "K" on stdin,
-    one JSON line back for each: {"cpu": s, "store_cpu": s, "reads": n, "stored": n, "failed": n,
-    "ceiling_cpu": s, "ceiling_reads": n} (this process's CPU time, the part of it spent storing
-    readings, and then the CPU time of K cycles of the plain-asyncio ceiling on the same buses)."""
+    (layout read from stdin); for each line "K C" on stdin serve's collection cycle run K times,
+    then C cycles of the plain-asyncio ceiling on the same buses, and one JSON line back:
+    {"cpu": s, "store_cpu": s, "reads": n, "stored": n, "failed": n, "ceiling_cpu": s,
+    "ceiling_reads": n} (this process's CPU time in the collections, the part of it spent storing
+    readings, and its CPU time in the ceiling's cycles)."""
     from headend.commands import MeterClient
     from headend.commands.collect import read_cycle
     from headend.keys import KeyStore
@@ -349,14 +351,15 @@ async def _scale_child(n: int) -> None:
         print(json.dumps({"ready": n}), flush=True)
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
+            collections, ceilings = (int(x) for x in line.split())
             reads = stored = failed = 0
             c0, store_cpu[0] = time.process_time(), 0.0
-            for _ in range(int(line)):
+            for _ in range(collections):
                 s, f = await collect()
                 reads, stored, failed = reads + n, stored + s, failed + f
             cpu, c0 = time.process_time() - c0, time.process_time()
             ceiling_reads = 0
-            for _ in range(int(line)):   # one cycle each (no window)
+            for _ in range(ceilings):   # one cycle each (no window)
                 await ceiling_cycles(buses, 0.0, [READ_DI], conns=conns)
                 ceiling_reads += sum(len(c.requests) for c in conns)
             print(json.dumps({"cpu": cpu, "store_cpu": store_cpu[0], "reads": reads, "stored": stored, "failed": failed,
