@@ -20,6 +20,7 @@ others can take its slots.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -34,6 +35,7 @@ def _h(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
+@functools.lru_cache(maxsize=1 << 20)  # a read cycle asks it for every meter: hash each link once
 def slot_of(link: str) -> int:
     """The slot of a meter link: the unit that moves between serves (stable across processes)."""
     return _h(link) % SLOTS
