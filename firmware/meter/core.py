@@ -438,7 +438,9 @@ class Meter:
         if kind == 2 and fn != 0x11 and fn != 0x12 and fn != 0x13 and fn != 0x15:
             return None  # wildcards address reads only
         if fn == 0x11:
-            return self._read(t)
+            r = self._read(t)
+            drop("meter.disrec")  # a record or table read's (meter.dis): the reply is in self.tx
+            return r
         if fn == 0x12:
             return self._follow(t)
         if fn == 0x13:

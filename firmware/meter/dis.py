@@ -12,26 +12,30 @@ from meter import clock, codec
 from meter import events
 from meter.codec import put_bcd, put_sbcd, put_le
 
+# DI3 DI2 of the records and tables read through meter.disrec: day tables and zones, the ladder,
+# purchase, programming, token, MAC-failure and fault records, freezes, trips and closes
+_RECORDS = (0x0401, 0x0402, 0x0406, 0x0333, 0x0330, 0x033D, 0x033E, 0x033F, 0x0506, 0x1D00, 0x1E00)
 
-def _dt(b, o, t, seconds):
+
+def put_dt(b, o, t, seconds):
     # ss mm hh DD MM YY (or without ss), BCD, low field first
     y, mo, d, h, mi, s, _ = clock.to_fields(t)
     if seconds:
-        b[o] = _b(s)
+        b[o] = bcd1(s)
         o += 1
-    b[o] = _b(mi)
-    b[o + 1] = _b(h)
-    b[o + 2] = _b(d)
-    b[o + 3] = _b(mo)
-    b[o + 4] = _b(y - 2000)
+    b[o] = bcd1(mi)
+    b[o + 1] = bcd1(h)
+    b[o + 2] = bcd1(d)
+    b[o + 3] = bcd1(mo)
+    b[o + 4] = bcd1(y - 2000)
     return 6 if seconds else 5
 
 
-def _b(v):
+def bcd1(v):
     return (v // 10) << 4 | v % 10
 
 
-def _zeros(b, o, n):
+def zeros(b, o, n):
     for i in range(n):
         b[o + i] = 0
     return n
@@ -81,30 +85,30 @@ def _price_now(m, t, with_ladder):
 def _param(m, lo, b, o, t):
     if lo == 0x0101:
         y, mo, d, _, _, _, wd = clock.to_fields(t)
-        b[o] = _b(wd)
-        b[o + 1] = _b(d)
-        b[o + 2] = _b(mo)
-        b[o + 3] = _b(y - 2000)
+        b[o] = bcd1(wd)
+        b[o + 1] = bcd1(d)
+        b[o + 2] = bcd1(mo)
+        b[o + 3] = bcd1(y - 2000)
         return 4
     if lo == 0x0102:
         _, _, _, h, mi, s, _ = clock.to_fields(t)
-        b[o] = _b(s)
-        b[o + 1] = _b(mi)
-        b[o + 2] = _b(h)
+        b[o] = bcd1(s)
+        b[o + 1] = bcd1(mi)
+        b[o + 2] = bcd1(h)
         return 3
     if lo == 0x010C:
         y, mo, d, h, mi, s, wd = clock.to_fields(t)
         for i, v in enumerate((s, mi, h, wd, d, mo, y - 2000)):
-            b[o + i] = _b(v)
+            b[o + i] = bcd1(v)
         return 7
     if 0x0106 <= lo <= 0x0109:
         sw = m.tariff.switch[lo - 0x0106]
-        return _zeros(b, o, 5) if sw is None else _dt(b, o, sw, False)
+        return zeros(b, o, 5) if sw is None else put_dt(b, o, sw, False)
     if 0x0201 <= lo <= 0x0207 and lo != 0x0206:
         tf = m.tariff
         v = (len(tf.zones[0]), 8, max(len(tf.day_table(0, k)) for k in range(8)), 4, 0, 0,
              len(tf.current_ladder(t)[0]))[lo - 0x0201]
-        b[o] = _b(v)
+        b[o] = bcd1(v)
         return 1
     if lo == 0x0401 or lo == 0x0402:
         a = m.addr if lo == 0x0401 else m.number
@@ -114,7 +118,7 @@ def _param(m, lo, b, o, t):
     if lo == 0x040E:
         c = m.wallet.customer
         if len(c) != 12:
-            return _zeros(b, o, 6)
+            return zeros(b, o, 6)
         a = codec.addr_bytes(c)
         for i in range(6):
             b[o + i] = a[i]
@@ -130,104 +134,6 @@ def _param(m, lo, b, o, t):
         put_bcd(b, o, m.relay.trip_delay // 60, 2)
         return 2
     return -1
-
-
-def _table(m, s, k, b, o):
-    # 14 entries of 3 bytes, NN first; unused entries repeat the last (as writes pad them)
-    tf = m.tariff
-    if k == 0:
-        rows = [(z[2] + 1, z[1], z[0]) for z in tf.zones[s]]
-    elif k <= 8:
-        rows = [(p[1] + 1, p[0] % 60, p[0] // 60) for p in tf.day_table(s, k - 1)]
-    else:
-        return -1
-    for i in range(14):
-        r = rows[i] if i < len(rows) else rows[-1]
-        b[o + 3 * i] = _b(r[0])
-        b[o + 3 * i + 1] = _b(r[1])
-        b[o + 3 * i + 2] = _b(r[2])
-    return 42
-
-
-def _ladder(m, lo, b, o):
-    tf = m.tariff
-    kind = lo >> 8
-    i = (lo & 0xFF) - 1
-    if kind == 4:
-        if not 0 <= i < 4:
-            return -1
-        p = tf.settlement[i] if i < len(tf.settlement) else (99, 99, 99)
-        b[o] = _b(p[2] % 100)
-        b[o + 1] = _b(p[1] % 100)
-        b[o + 2] = _b(p[0] % 100)
-        return 3
-    if kind > 3:
-        return -1
-    s = kind >> 1
-    vals = tf.thresholds[s] if kind & 1 == 0 else tf.increments[s]
-    if not 0 <= i < (6 if kind & 1 == 0 else 7):
-        return -1
-    v = vals[i] if i < len(vals) else 0
-    put_bcd(b, o, v // 10 if kind & 1 == 0 else v, 4)
-    return 4
-
-
-def _event(m, kind, field, n, b, o):
-    e = m.events
-    if field == 0 and n == 0 and kind != events.PURCHASE:
-        put_bcd(b, o, e.counts[kind], 3)
-        return 3
-    if not 1 <= n <= 10:
-        return -1
-    r = e.last(kind, n)
-    if kind == events.PURCHASE:
-        if not 1 <= field <= 6:
-            return -1
-        size = (5, 2, 4, 4, 4, 4)[field - 1]
-        if r is None:
-            return _zeros(b, o, size)
-        if field == 1:
-            return _dt(b, o, r[0], False)
-        if field == 2:
-            put_bcd(b, o, r[1], 2)
-        else:
-            put_sbcd(b, o, r[field - 1], 4)
-        return size
-    if kind >= events.PROGRAM:  # the meter's own logs (no FREEZE comes here)
-        if field != 0:
-            return -1
-        size = (50, 15, 0, 11, 23)[kind - events.PROGRAM]
-        if r is None:
-            return _zeros(b, o, size)
-        _dt(b, o, r[0], True)
-        if kind >= events.FAULT:  # time, code (1 byte), info (4 bytes); a TOKEN: kind, TID, then
-            b[o + 6] = r[1]       # value, balance before and after (4 BCD bytes each)
-            put_le(b, o + 7, r[2], 4)
-            for i in range(3, len(r)):
-                put_sbcd(b, o + 4 * i - 1, r[i], 4)
-            return size
-        put_le(b, o + 6, r[1], 4)
-        if kind == events.MACFAIL:
-            b[o + 10] = r[2]
-            put_le(b, o + 11, r[3], 4)
-        else:
-            put_le(b, o + 10, r[2], 4)
-            for i in range(14, 50):
-                b[o + i] = 0xFF  # the other nine DI slots of a programming record: unused
-        return size
-    # trip / close
-    if not 1 <= field <= 4:
-        return -1
-    size = 6 if field == 1 else 4
-    if r is None:
-        return _zeros(b, o, size)
-    if field == 1:
-        return _dt(b, o, r[0], True)
-    if field == 2:
-        put_le(b, o, r[1], 4)
-    else:
-        put_bcd(b, o, r[field - 1] // 10, 4)
-    return 4
 
 
 def read_item(m, di, b, o, t):
@@ -271,10 +177,6 @@ def read_item(m, di, b, o, t):
         return -1
     if c == 0x0400:
         return _param(m, lo, b, o, t)
-    if c == 0x0401 or c == 0x0402:
-        if lo > 8:
-            return -1
-        return _table(m, c - 0x0401, lo, b, o)
     if c == 0x0405:
         s = (lo >> 8) - 1
         i = (lo & 0xFF) - 1
@@ -282,31 +184,8 @@ def read_item(m, di, b, o, t):
             return -1
         put_bcd(b, o, m.tariff.prices[s][i], 4)
         return 4
-    if c == 0x0406:
-        return _ladder(m, lo, b, o)
-    if c == 0x0333:
-        return _event(m, events.PURCHASE, lo >> 8, lo & 0xFF, b, o)
-    if c == 0x0330 and lo >> 8 == 0:
-        return _event(m, events.PROGRAM, 0, lo & 0xFF, b, o)
-    if 0x033D <= c <= 0x033F and lo >> 8 == 0:  # tokens, MAC failures, faults
-        return _event(m, (events.TOKEN, events.MACFAIL, events.FAULT)[c - 0x033D], 0, lo & 0xFF, b, o)
-    if c == 0x0506:  # n-th last daily freeze: 00nn its time, 01nn forward active total, T1..T4
-        k = lo >> 8
-        n = lo & 0xFF
-        if k > 1 or not 1 <= n <= 10:
-            return -1
-        r = m.events.last(events.FREEZE, n)
-        if r is None:
-            return _zeros(b, o, 20 if k else 5)
-        if k == 0:
-            return _dt(b, o, r[0], False)
-        for i in range(5):
-            put_bcd(b, o + 4 * i, r[1 + i] // 10, 4)
-        return 20
-    if c == 0x1D00 or c == 0x1E00:
-        if lo == 0x0001:
-            lo = 0
-        elif lo >> 8 == 0:
-            return -1
-        return _event(m, events.TRIP if c == 0x1D00 else events.CLOSE, lo >> 8, lo & 0xFF, b, o)
+    if c in _RECORDS:
+        # the records and tables (meter.disrec): loaded for the read, let go by the core after it
+        from meter import disrec
+        return disrec.read_item(m, c, lo, b, o)
     return -1

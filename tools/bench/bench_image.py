@@ -379,7 +379,7 @@ def run(report: Callable[..., None]) -> None:
         report("  of which the fake machine and esp32 modules (in ROM on a board)", rom / 1024, "KB")
         report("  of which the image's bytecode and names (in flash when frozen)", (booted["code"] - rom) / 1024, "KB")
         report("  of which qstr pools (interned names; frozen: in flash)", booted.get("qstr_bytes", 0) / 1024, "KB")
-        report("interned names after boot (a 6th pool of 7.3 KB starts at ~620 here)", booted.get("names", 0), "names")
+        report("interned names after boot (a qstr pool of 7.7 KB is allocated at ~630 here)", booted.get("names", 0), "names")
         report("heap after boot + one read with the image frozen (estimate: total - bytecode/names - fakes)",
                (booted["alloc"] - booted["code"]) / 1024, "KB")
         smallest = smallest_heap(img, fakes)
