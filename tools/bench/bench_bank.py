@@ -130,7 +130,7 @@ def run(report) -> None:  # noqa: ANN001
 
     r = interleaved_values(apply, read_alone, rounds=int(os.environ.get("BENCH_BANK_ROUNDS", "3")))
     report(f"apply a {ROWS:,}-row bank return file (payments, outbox recharges, notices, one transaction)"
-           f" vs reading and checking it alone", r.a, "rows/s", baseline=r.b)
+           f" vs reading and checking it alone", r.a, "rows/s", baseline=r.b, pairs=r)
     print(f"   {r.describe()}; import took {min(seconds):.1f}-{max(seconds):.1f} s (aim < 10 s); {summary}")
     report(f"apply a {ROWS:,}-row bank return file: rows per CPU-second of this process (median of {len(cpu)})",
            ROWS / sorted(cpu)[len(cpu) // 2], "rows/s")

@@ -74,7 +74,7 @@ def run(report: Report) -> None:
         report(f"flash wear ({port} mount): flash life at {CYCLES:,} cycles, {w['free_blocks']} free blocks", life,
                "years")
         report(f"flash wear ({port} mount): erases of the most-worn block in {days:.0f} days", w["most_worn"], "erases")
-        report(f"flash wear ({port} mount): longest main-loop pass on the unix port (RAM flash)",
+        report(f"flash wear ({port} mount): longest main-loop pass, MicroPython x86 unix port (RAM flash)",
                w["max_step_us"] / 1000, "ms")
         report(f"flash wear ({port} mount): most erases in one main-loop pass", w["max_step_erases"], "erases")
         report(f"flash wear ({port} mount): worst main-loop pass on real NOR flash (45 ms/erase, 0.4 ms/page; "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from tools import mpy
+from tools.bench.interleave import paired
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -95,7 +96,7 @@ def _micropython(tmp: Path) -> dict[str, float]:
     pkg = tmp / "meter"
     pkg.mkdir()
     shutil.copy(FIRMWARE / "meter" / "__init__.py", pkg / "__init__.py")
-    for name in ("clock", "tariff", "wallet", "relay"):
+    for name in ("clock", "tariff", "tariffcheck", "wallet", "relay"):  # tariffcheck: loaded by a tariff write
         mpy.cross_compile(FIRMWARE / "meter" / (name + ".py"), pkg / (name + ".mpy"))
     proc = mpy.run("N = %d\n" % N + PROGRAM, heapsize="96K", path=[tmp], cwd=tmp)
     proc.check_returncode()
@@ -114,10 +115,8 @@ def run(report: Report) -> None:
                               " vs CPython, same code", "readings/s"),
                              ("relay", "relay command+tick/s, MicroPython x86 unix port vs CPython, same code",
                               "events/s")):
-        ratios = sorted(m[key] / c[key] for m, c in runs)
-        mids = sorted(runs, key=lambda r: r[0][key] / r[1][key])[1]
-        report(f"fwlogic: {label}", mids[0][key], unit, baseline=mids[1][key])
-        print(f"   {ratios[1]:.2f}x (median of 3 interleaved pairs, spread {ratios[0]:.2f}-{ratios[2]:.2f})")
+        pairs = paired([m[key] for m, _ in runs], [c[key] for _, c in runs])
+        report(f"fwlogic: {label}", pairs.a, unit, baseline=pairs.b, pairs=pairs)
     report("fwlogic: heap kept by clock+tariff+wallet+relay modules from .mpy", mp["import"], "bytes")
     report("fwlogic: heap kept by one Tariff+Wallet+Relay (defaults)", mp["objects"], "bytes")
     report("fwlogic: JSON bytes of the three dump() records", mp["dump"], "bytes")

@@ -119,7 +119,7 @@ def run(report: Report) -> None:
         bare_rate()
         r = interleaved_values(sender_rate, bare_rate, rounds=ROUNDS)
         report("notices: claimed, rendered, signed, posted to a loopback webhook, recorded (2,000 per round)",
-               r.a, "notices/s", baseline=r.b)
+               r.a, "notices/s", baseline=r.b, pairs=r)
         print(f"    sender / bare HTTP post loop of the same batches: {r.describe()}", flush=True)
         store.close()
     recv.close()

@@ -87,7 +87,7 @@ def run(report) -> None:  # noqa: ANN001
 
     r = interleaved(full, lambda: parse(profile, data), rounds=3, work_a=LINES, work_b=LINES)
     report(f"reconcile {LINES:,}-line statement vs the journal (parse+match+keep) vs parsing it alone",
-           r.a, "lines/s", baseline=r.b)
+           r.a, "lines/s", baseline=r.b, pairs=r)
     print(f"   {r.describe()}; classes {counts}")
     report(f"reconcile {LINES:,}-line statement: lines per CPU-second of this process (median of {len(cpu)})",
            LINES / sorted(cpu)[len(cpu) // 2], "lines/s")
