@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable, Mapping, Sequence
 
 from headend.frontends import slot_of
@@ -39,10 +40,19 @@ METER_FILTER_FIELDS: dict[str, type] = {
 _FILTER_OPS = ("=", "!=", "like")
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Meter))  # the order of _METER_COLS
+_new_meter = object.__new__
+_fill = object.__setattr__
+
+
 def _meter(row: Sequence[Any]) -> Meter:
-    r = list(row)
-    r[6] = bool(r[6])
-    return Meter(*r)
+    # Serve's collection builds a Meter per meter every read cycle: filled straight from the row
+    # (the Meter that Meter(*row) makes), at about half the CPU of the frozen dataclass's __init__
+    m = _new_meter(Meter)
+    d = dict(zip(_FIELDS, row))
+    d["protected"] = bool(d["protected"])
+    _fill(m, "__dict__", d)
+    return m
 
 
 class Meters(Accounts):
