@@ -5,13 +5,13 @@
 
 
 from meter import clock, codec
-from meter import events, relay, wallet
-from meter.codec import get_bcd, put_le, get_le
+from meter import events, wallet
+from meter.codec import get_bcd, get_le
 from meter import drop
 from meter.dis import read_item
 from meter.events import Events
 from meter.relay import Relay
-from meter.security import Security, ct_eq
+from meter.security import Security
 from meter.store import Store, collect, ints_size, text_pieces
 from meter.tariff import Tariff
 
@@ -21,29 +21,16 @@ except ImportError:
     def const(x):
         return x
 
-# ERR byte bits (1-byte error replies) and SERR bits (03H error replies)
+# ERR byte bits (1-byte error replies)
 _ERR_OTHER = const(1)
 _ERR_NODATA = const(2)
 _ERR_AUTH = const(4)
 _ERR_BAUD = const(8)
-_S_OTHER = const(1)
-_S_REPEAT = const(2)
-_S_MAC = const(4)
-_S_AUTH = const(8)
 
 _READ_MAX = const(196)    # 200-byte read reply limit minus the DI
 _FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
 _SAVE_WH = const(100)     # energy save policy: unsaved Wh that force a save
 _SAVE_S = const(900)      # ... and the longest an unsaved Wh waits
-
-_DI_AUTH = const(0x070000FF)
-_DI_CHALLENGE = const(0x070003FF)
-_DI_VALIDITY = const(0x070001FF)
-_DI_END = const(0x070002FF)
-_DI_OPEN = const(0x070101FF)
-_DI_RECHARGE = const(0x070102FF)
-_DI_KEY = const(0x070301FF)
-_DI_QUERY = const(0x078102FF)
 
 
 def _restored(cls, obj):
@@ -380,7 +367,20 @@ class Meter:
         else:
             r = rarecmd.write_address(self, t, raw, kind)
         rarecmd = None
-        drop("meter.rarecmd")
+        drop("meter.rarecmd", "meter.protected")  # 15H checks its session with meter.protected
+        return r
+
+    def _protected(self, fn, t, raw):
+        # 03H, 14H, 1CH (meter.protected): loaded for the command, let go after it
+        from meter import protected
+        if fn == 0x03:
+            r = protected.security(self, t, raw)
+        elif fn == 0x14:
+            r = protected.write(self, t, raw)
+        else:
+            r = protected.control(self, t, raw)
+        protected = None
+        drop("meter.protected")
         return r
 
     def _local(self, cmd, t):
@@ -448,12 +448,8 @@ class Meter:
         raw = memoryview(frame)[fr.preamble:fr.preamble + fr.size]
         if fn == 0x15:
             return self._rare(fn, t, raw, kind)
-        if fn == 0x03:
-            return self._security(t, raw)
-        if fn == 0x14:
-            return self._write(t, raw)
-        if fn == 0x1C:
-            return self._control(t, raw)
+        if fn == 0x03 or fn == 0x14 or fn == 0x1C:
+            return self._protected(fn, t, raw)
         if fn == 0x08:
             err = self._rare(fn, t)
             return self._err(0x08, err) if err else None
@@ -494,11 +490,6 @@ class Meter:
     def _err(self, fn, err):
         self.out[0] = err
         return self._reply(fn | 0xC0, self.out, 1)
-
-    def _serr(self, bits):
-        self.out[0] = bits & 0xFF
-        self.out[1] = bits >> 8
-        return self._reply(0xC3, self.out, 2)
 
     # --- reads -----------------------------------------------------------------------------
     def _read(self, t):
@@ -576,271 +567,6 @@ class Meter:
                     found = True
             return n if found else -1
         return read_item(self, di, b, 0, t)
-
-    # --- protected commands: common checks -------------------------------------------------
-    def _plain_ok(self, d, o):
-        # bench images accept the plain levels 02/04 with the configured password
-        pa = d[o]
-        pw = self.bench_pw
-        return self.bench and (pa == 2 or pa == 4) and d[o + 1] == pw[0] and \
-            d[o + 2] == pw[1] and d[o + 3] == pw[2]
-
-    def _macfail(self, t, op, fn, di):
-        self.sec.failure(t)
-        self.events.add(events.MACFAIL, (t, op, fn, di))
-        self._save()
-
-    def _checked(self, t, raw, fn, di4, fields, seq, mac, op, di):
-        """None when a 14H/15H/1CH in the session may run: its sequence and MAC are right; else
-        the reply to send (a refusal, or the cached reply to a byte-identical retry)."""
-        sec = self.sec
-        if sec.locked(t) or not sec.active(t):
-            return self._err(fn, _ERR_AUTH)
-        if seq == sec.last:
-            rep = sec.replay(raw)
-            if rep is not None:
-                return rep
-        if seq != sec.last + 1:
-            return self._err(fn, _ERR_AUTH)  # stale or skipped: not a MAC failure
-        if not ct_eq(sec.mac(self.addr, fn, di4, fields, seq), mac):
-            self._macfail(t, op, fn, di)
-            return self._err(fn, _ERR_AUTH)
-        return None
-
-    # --- 14H write -------------------------------------------------------------------------
-    def _write(self, t, raw):
-        fr = self.fr
-        d = fr.data
-        n = fr.n
-        if n < 12:
-            return self._err(0x14, _ERR_OTHER)
-        di = get_le(d, 0, 4)
-        op = get_le(d, 8, 4)
-        mv = memoryview(d)
-        if d[4] == 0x99 and d[5] == 0 and d[6] == 0 and d[7] == 0:
-            sec = self.sec
-            if n < 20:
-                return self._err(0x14, _ERR_AUTH)
-            seq = get_le(d, n - 8, 4)
-            bad = self._checked(t, raw, 0x14, mv[0:4], mv[4:n - 8], seq, mv[n - 4:n], op, di)
-            if bad is not None:
-                return bad
-            err = self._apply_write(di, mv[12:n - 8], t, op)
-            if not err and not self._save():
-                err = _ERR_OTHER  # the flash cannot hold it: refused, state as before
-            rep = self._err(0x14, err) if err else self._reply(0x94, self.out, 0)
-            sec.remember(seq, raw, rep)
-            self._save()
-            return rep
-        if self._plain_ok(d, 4):
-            err = self._apply_write(di, mv[12:n], t, op)
-            if err:
-                return self._err(0x14, err)
-            if not self._save():
-                return self._err(0x14, _ERR_OTHER)
-            return self._reply(0x94, self.out, 0)
-        return self._err(0x14, _ERR_AUTH)
-
-    def _apply_write(self, di, v, t, op):
-        from meter import diwrite
-        try:
-            err = diwrite.write_item(self, di, v, t)
-        except ValueError:
-            err = _ERR_OTHER
-        diwrite = None
-        drop("meter.diwrite", "meter.tariffcheck")  # before the save: a record and the parser need not share the heap
-        collect()
-        if not err:
-            self.events.add(events.PROGRAM, (t, op, di))
-        return err
-
-    # --- 1CH control -----------------------------------------------------------------------
-    def _control(self, t, raw):
-        fr = self.fr
-        d = fr.data
-        n = fr.n
-        mv = memoryview(d)
-        sec = self.sec
-        op = get_le(d, 4, 4) if n >= 8 else 0
-        if n == 24 and d[0] == 0x99 and d[1] == 0 and d[2] == 0 and d[3] == 0:
-            seq = get_le(d, 16, 4)
-            bad = self._checked(t, raw, 0x1C, b"\x00\x00\x00\x00", mv[0:16], seq, mv[20:24], op, 0)
-            if bad is not None:
-                return bad
-            rep = self._do_control(d, t, op)
-            sec.remember(seq, raw, rep)
-        elif n == 16 and self._plain_ok(d, 0):
-            rep = self._do_control(d, t, op)
-        else:
-            return self._err(0x1C, _ERR_AUTH)
-        self._save()
-        return rep
-
-    def _do_control(self, d, t, op):
-        deadline = dt6(d, 10)
-        if deadline < 0:
-            return self._err(0x1C, _ERR_OTHER)
-        if t > deadline:
-            return self._err(0x1C, _ERR_AUTH)  # a stale command must not act late
-        n1 = d[8]
-        r = self.relay
-        err = r.command(n1, d[9], t, op)
-        if err:
-            return self._err(0x1C, err)
-        if not self.remote:
-            if n1 == relay.HOLD_OFF:
-                self._local(self.wallet.release_cmd(), t)
-        self._relay_events()
-        return self._reply(0x9C, self.out, 0)
-
-    # --- 03H security family ---------------------------------------------------------------
-    def _security(self, t, raw):
-        fr = self.fr
-        d = fr.data
-        n = fr.n
-        if n < 8:
-            return self._serr(_S_OTHER)
-        di = get_le(d, 0, 4)
-        op = get_le(d, 4, 4)
-        sec = self.sec
-        out = self.out
-        for i in range(4):
-            out[i] = d[i]
-        if sec.locked(t):
-            return self._serr(_S_AUTH)  # proofs go unchecked until the failure level leaks down
-        if di == _DI_CHALLENGE:
-            if n != 8:
-                return self._serr(_S_OTHER)
-            rm = sec.challenge()
-            for i in range(8):
-                out[4 + i] = rm[i]
-            return self._reply(0x83, out, 12)
-        if di == _DI_AUTH:
-            if n != 32:
-                return self._serr(_S_OTHER)
-            num = self.number
-            ok = d[24] == 0 and d[25] == 0 and sec.rm is not None
-            for i in range(6):
-                if d[26 + i] != num[i]:
-                    ok = False
-            if not ok:
-                return self._serr(_S_AUTH)  # another meter's, or no challenge: nothing checked
-            mv = memoryview(d)
-            c2 = sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t)
-            if c2 is None:
-                self._macfail(t, op, 0x03, di)
-                return self._serr(_S_AUTH)
-            for i in range(8):
-                out[4 + i] = c2[i]
-            out[12] = out[13] = 0
-            for i in range(6):
-                out[14 + i] = num[i]
-            return self._reply(0x83, out, 20)
-        if not sec.active(t):
-            return self._serr(_S_AUTH)
-        want = {_DI_VALIDITY: 14, _DI_END: 12, _DI_OPEN: 30, _DI_RECHARGE: 30, _DI_KEY: 32,
-                _DI_QUERY: 12}.get(di)
-        if want is None:
-            return self._serr(_S_OTHER)
-        rep = sec.replay(raw)
-        if rep is not None:
-            return rep  # a retry after a lost reply: answer again, execute nothing
-        if n != want:
-            return self._serr(_S_OTHER)
-        seq = sec.last + 1
-        mv = memoryview(d)
-        di4 = mv[0:4]
-        if di == _DI_OPEN or di == _DI_RECHARGE:
-            ok = ct_eq(sec.mac(self.addr, 0x03, di4, mv[8:16], seq), mv[16:20])
-            ok = ct_eq(sec.mac(self.addr, 0x03, di4, bytes(mv[8:16]) + bytes(mv[20:26]), seq),
-                       mv[26:30]) and ok
-        else:
-            ok = ct_eq(sec.mac(self.addr, 0x03, di4, mv[8:n - 4], seq), mv[n - 4:n])
-        if not ok:
-            self._macfail(t, op, 0x03, di)
-            return self._serr(_S_MAC)
-        bits = 0
-        k = 4
-        if di == _DI_VALIDITY:
-            minutes = get_bcd(d, 8, 2)
-            if minutes <= 0:
-                bits = _S_OTHER
-            else:
-                sec.set_window(minutes, t)
-        elif di == _DI_KEY:
-            stream = sec.wrap_stream(d[8])
-            key = bytearray(16)
-            for i in range(16):
-                key[i] = d[12 + i] ^ stream[i]
-            sec.key = bytes(key)
-            sec.krn = d[8]
-            self.events.add(events.PROGRAM, (t, op, di))
-        elif di == _DI_QUERY or di == _DI_END:
-            w = self.wallet
-            put_le(out, 4, w.balance & 0xFFFFFFFF, 4)
-            put_le(out, 8, w.count, 4)
-            _put_customer(out, 12, w.customer)
-            out[18] = sec.krn
-            out[19] = out[20] = out[21] = 0
-            k = 22
-        else:
-            bits = self._purchase(di, d, t)
-        rep = self._sealed(bits, k, di4, seq)
-        if di == _DI_END:
-            sec.end()
-            return rep
-        sec.remember(seq, raw, rep)
-        self._save()
-        return rep
-
-    def _sealed(self, bits, k, di4, seq):
-        # Every answer to a MAC'd 03H command carries the meter's MAC over it and the request's
-        # seq, so the head-end rejects an old reply played back (an old wallet, an old "repeat
-        # recharge") or a made-up one. k: reply bytes so far (DI + body) when bits is 0.
-        out = self.out
-        o = 4
-        ctrl = 0x83
-        if bits:
-            out[0] = bits & 0xFF
-            out[1] = bits >> 8
-            ctrl = 0xC3
-            o = 0
-            k = 2
-        mac = self.sec.mac(self.addr, ctrl, di4, out[o:k], seq)
-        for i in range(4):
-            out[k + i] = mac[i]
-        return self._reply(ctrl, out, k + 4)
-
-    def _purchase(self, di, d, t):
-        """0 when the purchase is applied, else its SERR bits."""
-        w = self.wallet
-        amount = get_le(d, 8, 4)
-        count = get_le(d, 12, 4)
-        for i in range(20, 26):
-            if d[i] >> 4 > 9 or d[i] & 15 > 9:
-                return 1 << wallet.CUSTOMER_ERR  # a customer number is 12 BCD digits
-        cust = codec.addr_str(memoryview(d)[20:26])
-        before = w.balance
-        if di == _DI_OPEN:
-            res, cmd = w.open_account(amount, count, cust)
-        else:
-            res, cmd = w.recharge(amount, count, cust)
-        if res != wallet.OK:
-            return 1 << res
-        self.events.add(events.PURCHASE, (t, w.count, amount, before, w.balance, w.total_bought))
-        self._local(cmd, t)
-        return 0
-
-
-def _put_customer(b, o, s):
-    if len(s) == 12:
-        a = codec.addr_bytes(s)
-        for i in range(6):
-            b[o + i] = a[i]
-    else:
-        for i in range(6):
-            b[o + i] = 0
-
 
 def dt6(b, o):
     """ss mm hh DD MM YY (BCD) at b[o:] as meter time, or -1 if it is not a real instant."""

@@ -82,7 +82,8 @@ def write_address(m, t, raw, kind):
             return m._err(0x15, _ERR_OTHER)
         seq = get_le(d, 6, 4)
         mv = memoryview(d)
-        bad = m._checked(t, raw, 0x15, b"\x00\x00\x00\x00", mv[0:6], seq, mv[10:14], 0, 0x04000401)
+        from meter.protected import checked  # the session's checks (14H and 1CH use them too)
+        bad = checked(m, t, raw, 0x15, b"\x00\x00\x00\x00", mv[0:6], seq, mv[10:14], 0, 0x04000401)
         if bad is not None:
             return bad
     ok = True
