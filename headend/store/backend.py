@@ -6,7 +6,7 @@ placeholders (a PostgreSQL backend rewrites them to `%s`), `INSERT ... ON CONFLI
 migrations, transaction start) lives in one backend module: `headend/store/sqlite.py` or
 `headend/store/postgres.py` (which renders sqlite.py's migrations for PostgreSQL). Where a query
 must differ by engine, the difference is a small hook here (`Tx.skip_locked`, `Tx.for_update`,
-`Tx.lock`, `Backend.try_leader`).
+`Tx.lock`, `Tx.one_of`, `Backend.try_leader`).
 
 Write transactions are one at a time by default: the store's logic may read, decide, then write.
 A write transaction opened with ``row_locked=True`` promises instead that the code in it locks
@@ -18,7 +18,7 @@ side by side, and keeps each of them apart from every other write transaction.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Collection, Iterable, Iterator, Protocol, Sequence
 
 __all__ = ["Backend", "Fetched", "Rows", "Tx"]
 
@@ -90,6 +90,12 @@ class Tx(Protocol):
         """Send a query now and read its rows later (``Rows.all``, ``Rows.one``): queries submitted
         one after another go out together where the engine pipelines them (PostgreSQL: one round
         trip for all of them and the writes before them)."""
+        ...
+
+    def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
+        """``expr IN (values)`` written as this engine runs it best, and its parameters: one ``?``
+        per value on SQLite; one array parameter on PostgreSQL (``expr = ANY(?)``: the same
+        statement text however many values, so it is parsed and planned once, not per call)."""
         ...
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -360,12 +360,13 @@ class Outbox(Audit):
         if link is not None:
             sql += " AND m.link = ?"
             params.append(link)
-        if slots is not None:
-            sql += f" AND m.link_slot IN ({', '.join('?' for _ in slots)})"
-            params.extend(sorted(slots))
-        sql += " ORDER BY c.id LIMIT ?"
-        params.append(int(limit))
         with self._tx() as tx:
+            if slots is not None:  # a serve's share is a few hundred slots: one array parameter on PostgreSQL
+                among, values = tx.one_of("m.link_slot", sorted(slots))
+                sql += f" AND {among}"
+                params.extend(values)
+            sql += " ORDER BY c.id LIMIT ?"
+            params.append(int(limit))
             rows = tx.all(sql + tx.skip_locked.replace("UPDATE", "UPDATE OF c"), params)
             out, taken = [], set()
             for cid, meter in rows:

@@ -29,7 +29,7 @@ import threading
 import time
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Collection, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from headend.store.backend import Fetched, Rows
@@ -186,6 +186,10 @@ class _Tx:
         if self._out is None:
             self._out = self._db._conn.cursor()
         self._out.executemany(pg_query(sql), rows)
+
+    def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
+        """``expr = ANY(?)`` with the values as one array parameter."""
+        return f"{expr} = ANY(?)", [list(values)]
 
     def _query(self, sql: str, params: Sequence[Any]) -> bool:
         """Run a statement and wait for its result; whether it returned rows."""

@@ -19,7 +19,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
 
 from headend.store.backend import Fetched
 from headend.store.models import Conflict, StoreError
@@ -745,6 +745,10 @@ class _Tx:
     def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """``write`` once per parameter row."""
         self._cur.executemany(sql, rows)
+
+    def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
+        """``expr IN (?, ...)``, one parameter per value."""
+        return f"{expr} IN ({', '.join('?' for _ in values)})", list(values)
 
     def submit(self, sql: str, params: Sequence[Any] = ()) -> Fetched:
         """A query's rows, read at once (nothing to send together here)."""
