@@ -75,8 +75,8 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
     # 64-bit unix port whose pointers and object headers are twice a board's size, with fake
     # `machine` and `esp32` modules (~7 KB) a board has in ROM, this boot of a new meter needs
     # 88 KB (104 KB before the start's code and the rarely used handlers were let go after use);
-    # the names of the board path pass ~630 interned names, where MicroPython allocates a qstr
-    # pool of 7.7 KB here, about half on a 32-bit board (a frozen image keeps every name in flash;
+    # the names of the board path pass 620 interned names, where MicroPython allocates a qstr
+    # pool of 7 KB here, about half on a 32-bit board (a frozen image keeps every name in flash;
     # tools/bench/bench_image.py reports the figures). 90 KB leaves 2 KB to grow.
     read = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
     # a board's machine module is in ROM: precompile the fake so compiling it costs no test heap

@@ -104,20 +104,30 @@ def _programmed_state() -> tuple[bytes, str, str]:
     return bytes(flash.mem), bf.ADDR, bf.KEY.hex()
 
 
-def _board_root(cwd: Path, img: Path, fakes: Path, rom: Path | None) -> None:
+def _board_root(cwd: Path, img: Path, fakes: Path, rom: Path | None, frozen: Path | None = None) -> None:
     # cwd as a board's filesystem: the image's files and the (precompiled) fake machine and esp32
     # modules at its root, imported from there (MICROPYPATH ""), so every module's __file__ is as
     # short as a board's ("meter/core.mpy": the interned names do not grow with a test's path)
+    (cwd / "config.json").symlink_to(img / "config.json")
+    if frozen is not None:  # the modules and the fakes are in the binary (tools/frozen_unix.py)
+        return
     for f in fakes.glob("*.mpy"):
         (cwd / f.name).write_bytes(f.read_bytes())
-    (cwd / "config.json").symlink_to(img / "config.json")
     if rom is None:  # else the modules come from the ROMFS image
         for sub in ("hal", "meter"):
             (cwd / sub).symlink_to(img / sub)
 
 
+def _command(heap_kb: int, code: str, frozen: Path | None) -> tuple[list[str], dict[str, str]]:
+    # the image's micropython with a heap_kb heap running code, and its environment; frozen: the
+    # unix port with the meter frozen in (tools/frozen_unix.py), its modules found in .frozen only
+    if frozen is None:
+        return [mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c", code], {"MICROPYPATH": ""}
+    return [str(frozen), "-X", f"heapsize={heap_kb}K", "-c", code], {"MICROPYPATH": ".frozen"}
+
+
 def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | None = None,
-          rom: Path | None = None) -> dict | None:
+          rom: Path | None = None, frozen: Path | None = None) -> dict | None:
     """Boot the image in heap_kb of heap (rom: its modules from that ROMFS image, whose buffer is
     left out of every figure); its figures, or None when it ran out of heap or did not reply."""
     prelude = "" if rom is None else ROM_PRELUDE.format(rom=rom)
@@ -128,10 +138,9 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
             (Path(cwd) / "state.bin").write_bytes(state[0])  # the one-file layout: split at boot
             addr, key = state[1], state[2]
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": key.encode().hex()}}))
-        _board_root(Path(cwd), img, fakes, rom)
-        r = subprocess.run([mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c",
-                            prelude + BOOT.format(img=img, req=_read_frame(addr).hex())], cwd=cwd,
-                           capture_output=True, text=True, timeout=60, env={"MICROPYPATH": ""})
+        _board_root(Path(cwd), img, fakes, rom, frozen)
+        cmd, env = _command(heap_kb, prelude + BOOT.format(img=img, req=_read_frame(addr).hex()), frozen)
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
     if r.returncode != 0:
         return None
     out = json.loads(r.stdout.splitlines()[-1])
@@ -139,6 +148,77 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
     if q:
         out.update(pools=int(q[1]), names=int(q[2]), qstr_bytes=int(q[4]))
     return out if out["tx"] > 0 else None
+
+
+# Where the heap goes when a fully programmed meter boots: the boot above one step at a time, a
+# collection and a mark after each (heap in use, and the interned names' pools and text from
+# micropython.qstr_info, so a module's figure is its bytecode and constants and the names apart);
+# then the running meter's state, one part at a time let go (each part's figure is what letting
+# it go frees: what it alone holds).
+BREAKDOWN = """
+import gc, micropython
+def mark(label):
+    gc.collect()
+    print('@' + label, gc.mem_alloc())
+    micropython.qstr_info()
+mark('start')
+import machine, esp32
+mark('fake machine and esp32 modules (ROM on a board)')
+from hal import start
+mark('hal.start with hal.slots, meter.clock, meter.store')
+from hal import esp32 as port
+mark('hal.esp32 and hal.board')
+meter_cfg, hw = start.load_config('config.json', port.Esp32)
+mark('config read (hal.config loaded and let go)')
+for name in ('clock', 'codec', 'events', 'wallet', 'relay', 'tariff', 'security', 'store', 'dis', 'core', 'app'):
+    __import__('meter.' + name)
+    mark('meter.' + name)
+from meter import drop
+start = None
+drop('hal.start')
+mark('hal.start let go')
+hw['state'] = 'state.bin'
+b = port.Esp32(meter_cfg, hw)
+meter_cfg = None
+mark('meter powered up (its state)')
+u = machine.uarts[0]
+u.rx.extend(bytes.fromhex('{req}'))
+b.step()
+mark('one read (the line buffers)')
+m = b.meter
+for part in {parts}:
+    setattr(m, part, None)
+    mark('state: meter.' + part)
+"""
+# the meter's parts (meter.core.Meter attributes) the breakdown lets go, largest first as measured
+STATE_PARTS = ("events", "tariff", "deframer", "fr", "wallet", "out", "sec", "relay", "store", "energy")
+
+
+def breakdown(img: Path, fakes: Path, state: tuple[bytes, str, str]) -> list[tuple[str, int, int]]:
+    """(step, heap bytes, of which interned-name bytes) for each step of BREAKDOWN: what a
+    fully programmed meter's boot takes, step by step, on the 64-bit unix port (.mpy in RAM)."""
+    code = BREAKDOWN.replace("{req}", _read_frame(state[1]).hex()).replace("{parts}", repr(STATE_PARTS))
+    with tempfile.TemporaryDirectory() as cwd:
+        (Path(cwd) / "state.bin").write_bytes(state[0])
+        (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": state[2].encode().hex()}}))
+        _board_root(Path(cwd), img, fakes, None)
+        r = subprocess.run([mpy.micropython(), "-X", "heapsize=256K", "-c", code], cwd=cwd,
+                           capture_output=True, text=True, timeout=60, env={"MICROPYPATH": ""})
+    if r.returncode != 0:
+        raise RuntimeError("the heap breakdown failed under micropython: " + r.stderr[-500:])
+    rows = []
+    label, alloc = None, 0
+    for line in r.stdout.splitlines():
+        if line.startswith("@"):
+            label, _, n = line[1:].rpartition(" ")
+            alloc = int(n)
+        q = re.search(r"n_total_bytes=(\d+)", line)
+        if q and label is not None:
+            rows.append((label, alloc, int(q[1])))
+    out = []
+    for (_, a0, q0), (step, a1, q1) in zip(rows, rows[1:]):
+        out.append((step, a1 - a0, q1 - q0))
+    return out
 
 
 # A board's working session after the boot above: the harness feeds the head-end's frames into
@@ -207,7 +287,7 @@ class _Line:
 
 
 def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
-            rom: Path | None = None) -> dict | None:
+            rom: Path | None = None, frozen: Path | None = None) -> dict | None:
     """Boot the fully programmed meter of state through the board HAL in heap_kb of heap (rom: its
     modules from that ROMFS image) and serve a board's session: energy and balance reads, an
     authenticated recharge checked by the meter's sealed replies, a relay trip and close, a
@@ -222,11 +302,10 @@ def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
     with tempfile.TemporaryDirectory() as cwd:
         (Path(cwd) / "state.bin").write_bytes(state[0])
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": state[2].encode().hex()}}))
-        _board_root(Path(cwd), img, fakes, rom)
-        proc = subprocess.Popen([mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c",
-                                 prelude + SESSION.format(img=img)], cwd=cwd, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                env={"MICROPYPATH": ""})
+        _board_root(Path(cwd), img, fakes, rom, frozen)
+        cmd, env = _command(heap_kb, prelude + SESSION.format(img=img), frozen)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=env)
         timer = threading.Timer(120, proc.kill)  # a hung meter fails the run, never the caller
         timer.start()
         try:
@@ -309,11 +388,11 @@ def _serve_session(line: _Line, he, bcd, le, parse) -> dict | None:
 
 
 def smallest_session_heap(img: Path, fakes: Path, state: tuple[bytes, str, str],
-                          rom: Path | None = None) -> int | None:
+                          rom: Path | None = None, frozen: Path | None = None) -> int | None:
     """Smallest -X heapsize (KB, to the KB) in which session() boots and serves (the ROMFS buffer
-    included when rom is given)."""
-    kb = next((k for k in range(32, 257, 4) if session(img, fakes, k, state, rom)), None)
-    while kb is not None and kb > 32 and session(img, fakes, kb - 1, state, rom):
+    included when rom is given; frozen: under that frozen build)."""
+    kb = next((k for k in range(16, 257, 4) if session(img, fakes, k, state, rom, frozen)), None)
+    while kb is not None and kb > 16 and session(img, fakes, kb - 1, state, rom, frozen):
         kb -= 1
     return kb
 
@@ -345,11 +424,12 @@ def _frames_per_second(tcp: tuple[str, int], seconds: float = 2.0) -> float:
 
 
 def smallest_heap(img: Path, fakes: Path, state: tuple[bytes, str, str] | None = None,
-                  rom: Path | None = None) -> int | None:
+                  rom: Path | None = None, frozen: Path | None = None) -> int | None:
     """Smallest -X heapsize (KB, to the KB) in which the image boots and serves (the ROMFS buffer
-    included when rom is given: it is allocated first, in one block)."""
-    kb = next((k for k in range(32, 257, 4) if _boot(img, fakes, k, state, rom)), None)
-    while kb is not None and kb > 32 and _boot(img, fakes, kb - 1, state, rom):
+    included when rom is given: it is allocated first, in one block; frozen: under that frozen
+    build)."""
+    kb = next((k for k in range(16, 257, 4) if _boot(img, fakes, k, state, rom, frozen)), None)
+    while kb is not None and kb > 16 and _boot(img, fakes, kb - 1, state, rom, frozen):
         kb -= 1
     return kb
 
@@ -366,6 +446,32 @@ def build_test_image(tmp: Path) -> tuple[Path, Path]:
     return img, fakes
 
 
+def frozen_figures(report: Callable[..., None], img: Path, fakes: Path, state: tuple[bytes, str, str]) -> None:
+    """The heap of a frozen image, measured: with PREPAID645_MICROPYTHON_SRC naming a MicroPython
+    checkout, the unix port is built with the meter and the fakes frozen in (tools/frozen_unix.py,
+    under build/frozen-unix) and the fully programmed meter booted and served under it. Frozen
+    modules keep bytecode and names in flash; their module globals, functions and classes are
+    still made on the heap at import."""
+    import os
+
+    from tools.frozen_unix import build
+    src = os.environ.get("PREPAID645_MICROPYTHON_SRC")
+    if not src:
+        print("  (frozen figures: set PREPAID645_MICROPYTHON_SRC to a MicroPython checkout to measure them; "
+              "the ROMFS figures above estimate them)")
+        return
+    binary = build(Path(src), ROOT / "build" / "frozen-unix")
+    booted = _boot(img, fakes, 256, state, frozen=binary)
+    if booted is None:
+        raise RuntimeError(f"the fully programmed meter does not boot under the frozen build {binary}")
+    report("heap in use after a fully programmed boot + one read, meter frozen into the unix port (measured)",
+           booted["alloc"] / 1024, "KB")
+    report("smallest -X heapsize that boots a fully programmed meter and serves one read, meter frozen "
+           "(unix port, 64-bit; aim 64 is for .mpy)", smallest_heap(img, fakes, state, frozen=binary) or 0, "KB")
+    report("smallest -X heapsize that boots a fully programmed meter and serves a session, meter frozen "
+           "(unix port, 64-bit)", smallest_session_heap(img, fakes, state, frozen=binary) or 0, "KB")
+
+
 def run(report: Callable[..., None]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         img, fakes = build_test_image(Path(tmp))
@@ -377,11 +483,11 @@ def run(report: Callable[..., None]) -> None:
         rom = _machine_heap(fakes)
         report("heap in use after boot + one read (unix port, 64-bit)", booted["alloc"] / 1024, "KB")
         report("  of which the fake machine and esp32 modules (in ROM on a board)", rom / 1024, "KB")
-        report("  of which the image's bytecode and names (in flash when frozen)", (booted["code"] - rom) / 1024, "KB")
+        report("  of which the image's modules (bytecode and names, and their globals and functions)",
+               (booted["code"] - rom) / 1024, "KB")
         report("  of which qstr pools (interned names; frozen: in flash)", booted.get("qstr_bytes", 0) / 1024, "KB")
-        report("interned names after boot (a qstr pool of 7.7 KB is allocated at ~630 here)", booted.get("names", 0), "names")
-        report("heap after boot + one read with the image frozen (estimate: total - bytecode/names - fakes)",
-               (booted["alloc"] - booted["code"]) / 1024, "KB")
+        report("interned names after boot (the 621st allocates a 640-entry qstr pool of 7 KB here)", booted.get("names", 0),
+               "names")
         smallest = smallest_heap(img, fakes)
         report("smallest -X heapsize that boots and serves (.mpy in RAM)", smallest or 0, "KB")
         # power-up of a meter that has been programmed for a while: its record is parsed and
@@ -389,6 +495,11 @@ def run(report: Callable[..., None]) -> None:
         state = _programmed_state()
         report("smallest -X heapsize that boots a fully programmed meter and serves one read (.mpy in RAM)",
                smallest_heap(img, fakes, state) or 0, "KB")
+        # where it goes: each step's heap (bytecode, constants, state) and the interned names apart
+        for step, heap, names in breakdown(img, fakes, state):
+            report("fully programmed boot, heap by step (unix port, .mpy in RAM): " + step, heap / 1024, "KB")
+            if names:
+                report("  of which interned names (qstr pools and text)", names / 1024, "KB")
         report("smallest -X heapsize that boots a fully programmed meter and serves a session "
                "(.mpy in RAM; aim 64)", smallest_session_heap(img, fakes, state) or 0, "KB")
         # the modules executed in place from ROMFS, as frozen modules are
@@ -414,6 +525,8 @@ def run(report: Callable[..., None]) -> None:
                    "from ROMFS (-X heapsize less the ROMFS buffer)", less, "KB")
             report("  frozen estimate: that less the qstr pools and the fake machine/esp32 modules",
                    less - (inplace.get("qstr_bytes", 0) + rom) / 1024, "KB")
+
+        frozen_figures(report, img, fakes, state)
 
         # both simulators up at once, then measured A, B, A, B in windows of a second: each
         # MicroPython window is paired with a CPython one next to it in time
