@@ -73,8 +73,8 @@ class Board:
     """The meter on a board. make_uart() and tx_done() come from the board module; the
     hardware is wired by hal.start.wire (boot-only code, let go once the meter runs)."""
 
-    # set by hal.start.wire (annotations only: no heap on a board)
-    hw: dict
+    # set by hal.start.wire (annotations only: no heap on a board); the config itself is not
+    # kept: its dicts are heap a running meter has no use for
     uart: "machine.UART"
     de: "machine.Pin"
     led: "machine.Pin"

@@ -191,7 +191,6 @@ def wire(b, hw):
     from hal.board import LatchingRelay, Pulses
     Pin = machine.Pin
     pins = hw["pins"]
-    b.hw = hw
     b.uart = b.make_uart(hw["uart"], hw["baud"], hw["parity"], pins["tx"], pins["rx"])
     b.de = Pin(pins["de"], Pin.OUT, value=0)
     b.led = Pin(pins["led"], Pin.OUT, value=0)

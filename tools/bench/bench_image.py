@@ -42,6 +42,7 @@ gc.collect()
 code = gc.mem_alloc() - a0
 hw['state'] = 'state.bin'
 b = port.Esp32(meter_cfg, hw)
+meter_cfg = hw = None  # as hal.board.main holds neither once the board runs
 u = machine.uarts[0]
 u.rx.extend(bytes.fromhex('{req}'))
 b.step()
@@ -179,7 +180,7 @@ drop('hal.start')
 mark('hal.start let go')
 hw['state'] = 'state.bin'
 b = port.Esp32(meter_cfg, hw)
-meter_cfg = None
+meter_cfg = hw = None
 mark('meter powered up (its state)')
 u = machine.uarts[0]
 u.rx.extend(bytes.fromhex('{req}'))
@@ -236,9 +237,9 @@ start = None
 drop('hal.start')
 hw['state'] = 'state.bin'
 b = port.Esp32(meter_cfg, hw)
-meter_cfg = None
-u = machine.uarts[0]
 pulse = machine.pins[hw['pins']['pulse']]
+meter_cfg = hw = None  # as hal.board.main holds neither once the board runs
+u = machine.uarts[0]
 print('up')
 while True:
     line = sys.stdin.readline()
