@@ -19,9 +19,10 @@ interval_s`` (an account never rated takes its first grid reading as the base).
 4. **Debit** every account with its decided notice/supply state in the same UPDATE
    (``Store.charge_and_set_states``; the batch key is a digest of the charges, so re-running a
    cycle that already committed changes nothing; a large fleet is charged in slices, keys
-   ``KEY/0``, ``KEY/1`` ...), then record each decision that changed something with its reason
-   (audit), queue notices (outbox of notifications) and relay commands (command outbox), and
-   one summary audit row for the cycle, all in one transaction.  Writes are compare-and-set on
+   ``KEY/0``, ``KEY/1`` ...), then queue notices (outbox of notifications) and relay commands
+   (command outbox), and one summary audit row for the cycle counting the decisions, all in one
+   transaction; each decision that changed something gets its audit row (with its reason) in a
+   transaction of its own right after that one commits, off the money's.  Writes are compare-and-set on
    the versions the cycle read: where a payment raced in, the money still lands, the state goes
    through ``Store.apply_decisions`` on its own, which skips the raced account (decided again
    next cycle).  Accounts neither charged nor changed are not written at all.
@@ -248,7 +249,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     # notice and supply state is written by the same UPDATE as its money
     d = _decide(acc, fen_of, now, rules, utc_offset_s)
     stage("decisions")
-    with store.atomic():     # money, states, notices, commands and audit land together
+    with store.atomic():     # money, states, notices, commands and the summary audit row land together
         if idx.size:
             digest = hashlib.sha256()
             cust = [acc.customer[int(i)] for i in idx.tolist()]
@@ -279,9 +280,11 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
                 d = _decide(acc, fen_of, now, rules, utc_offset_s)
             rep.charged_fen = int(fen.sum())
         stage("debit with the decided states")
-        _decide_and_act(store, now, rules, actor, rep, audit, acc, d, fen_of, charged, written, stage)
+        recorded = _decide_and_act(store, now, rules, actor, rep, audit, acc, d, fen_of, charged, written, stage)
         stage("record decisions, notices, commands (one transaction)")
     stage("commit")
+    _audit_decisions(store, actor, acc, d, acc.balance - fen_of, recorded)
+    stage("audit rows of the decisions (after the commit)")
     return rep
 
 
@@ -409,7 +412,10 @@ def _states(acc: "_Accounts", d: Any, rows: np.ndarray, now: int) -> list[tuple[
 
 def _decide_and_act(store: Store, now: int, rules: Rules, actor: str, rep: CycleReport, audit: list,
                     acc: _Accounts, d: Any, fen: np.ndarray, charged: np.ndarray, written: np.ndarray,
-                    stage: Any) -> None:
+                    stage: Any) -> np.ndarray:
+    """Record the decisions that change something (states not written with the charge, notices,
+    commands) and the cycle's summary audit row; return the accounts whose decisions were
+    recorded (not skipped as stale), for their audit rows once this has committed."""
     # the balances and versions the debit just wrote (a payment racing in is caught by the
     # version check when the decisions are recorded)
     balance = acc.balance - fen
@@ -417,18 +423,13 @@ def _decide_and_act(store: Store, now: int, rules: Rules, actor: str, rep: Cycle
     changed = np.flatnonzero((d.action != NONE) | (d.notice_level != acc.notice_level) | (d.supply != acc.supply))
     reason_json = [json.dumps(r) for r in REASONS]
     cut_fields = f'"cut_at":{now + rules.notice_period_s},"notice_period_h":{rules.notice_period_s // 3600},'
-    audit_action = [f"costctl.{name}" for name in ACTIONS]
-    # per (notice level, reason, supply): the end of an audit detail, the same as {"balance_fen",
-    # "notice_level", "reason", "supply"} through the encoder (sorted keys, compact); per action
-    # and reason, the parts of a notice's facts around the customer (the facts the notice
-    # templates use, headend/notices/templates.py; a cut notice also says when the cut may come)
-    detail_tail = {(lv, r, s): f',"notice_level":{lv},"reason":{reason_json[r]},"supply":"{SUPPLY[s]}"}}'
-                   for lv in range(4) for r in range(len(REASONS)) for s in range(len(SUPPLY))}
+    # per action and reason, the parts of a notice's facts around the customer (the facts the
+    # notice templates use, headend/notices/templates.py; a cut notice also says when the cut may come)
     notice_mid = {a: f'{cut_fields if a == CUT_NOTICE else ""}"customer":"' for a in NOTICE_TEXT}
     notice_tail = [f'","reason":{rj}}}' for rj in reason_json]
     stale: set[str] = set()
     customer_of = acc.customer
-    with store.atomic():             # state, notices, commands and their audit rows land together
+    with store.atomic():             # state, notices, commands and the commands' audit rows land together
         # built and handed over in slices: the rows of a million decisions need not exist at once
         for lo in range(0, max(changed.size, 1), _DECISION_SLICE):
             part = changed[lo:lo + _DECISION_SLICE]
@@ -440,18 +441,15 @@ def _decide_and_act(store: Store, now: int, rules: Rules, actor: str, rep: Cycle
             rows = part.tolist()
             cust = [customer_of[i] for i in rows]
             action_l, reason_l = d.action[part].tolist(), d.reason[part].tolist()
-            level_l, sup_l, bal_l = d.notice_level[part].tolist(), d.supply[part].tolist(), balance[part].tolist()
-            # formatted directly rather than through the encoder: a million of these per cycle
-            decided = [(actor, audit_action[a], c, JSONText(f'{{"balance_fen":{b}{detail_tail[lv, r, s]}'))
-                       for a, c, b, lv, r, s in zip(action_l, cust, bal_l, level_l, reason_l, sup_l)]
+            bal_l = balance[part].tolist()
             notices = [(c, NOTICE_KIND[a], NOTICE_TEXT[a].format(bal=yuan(b)), f"costctl:{ACTIONS[a]}:{c}:{now}",
                         JSONText(f'{{"balance_fen":{b},{notice_mid[a]}{c}{notice_tail[r]}'))
                        for a, c, b, r in zip(action_l, cust, bal_l, reason_l) if a in NOTICE_TEXT]
             commands = [(customer_of[i], m, RELAY_KIND[a], {}, f"costctl:{RELAY_KIND[a]}:{m}:{now}")
                         for i, a in zip(rows, action_l) if a in RELAY_KIND for m in acc.meters_of_account(i)]
-            stage("decision rows (state, audit, notices, commands)")
-            stale |= store.apply_decisions(states, notices=notices, commands=commands, audit=decided, actor=actor)
-            del states, notices, commands, decided, cust
+            stage("decision rows (state, notices, commands)")
+            stale |= store.apply_decisions(states, notices=notices, commands=commands, actor=actor)
+            del states, notices, commands, cust
             stage("record decisions, notices, commands (one transaction)")
         # every decision by action, in the order each first appears (as recorded or skipped)
         acts = d.action[changed]
@@ -470,3 +468,34 @@ def _decide_and_act(store: Store, now: int, rules: Rules, actor: str, rep: Cycle
             if customer_of[i] in stale:
                 rep.actions[ACTIONS[a]] -= 1
         rep.actions = {k: n for k, n in rep.actions.items() if n}
+        changed = changed[[customer_of[i] not in stale for i in changed.tolist()]]
+    return changed
+
+
+def _audit_decisions(store: Store, actor: str, acc: _Accounts, d: Any, balance: np.ndarray,
+                     recorded: np.ndarray) -> None:
+    """One audit row per recorded decision (the accounts ``recorded``), with its reason and the
+    balance it was made on, in a transaction of their own after the decisions have committed.
+
+    They are the record of what the committed transaction did, not a part of it: written
+    afterwards, the money transaction (which holds the store's write lock against payments) is
+    shorter by their rows.  Should the process die between the two, the cycle's summary audit row,
+    committed with the decisions, still counts them by action, and the accounts' states and
+    notices say what was decided.
+    """
+    reason_json = [json.dumps(r) for r in REASONS]
+    audit_action = [f"costctl.{name}" for name in ACTIONS]
+    # per (notice level, reason, supply): the end of an audit detail, the same as {"balance_fen",
+    # "notice_level", "reason", "supply"} through the encoder (sorted keys, compact)
+    detail_tail = {(lv, r, s): f',"notice_level":{lv},"reason":{reason_json[r]},"supply":"{SUPPLY[s]}"}}'
+                   for lv in range(4) for r in range(len(REASONS)) for s in range(len(SUPPLY))}
+    customer_of = acc.customer
+    with store.atomic():
+        for lo in range(0, recorded.size, _DECISION_SLICE):
+            part = recorded[lo:lo + _DECISION_SLICE]
+            # formatted directly rather than through the encoder: a million of these per cycle
+            store.log_actions([(actor, audit_action[a], customer_of[i],
+                                JSONText(f'{{"balance_fen":{b}{detail_tail[lv, r, s]}'))
+                               for i, a, b, lv, r, s in zip(part.tolist(), d.action[part].tolist(),
+                                                            balance[part].tolist(), d.notice_level[part].tolist(),
+                                                            d.reason[part].tolist(), d.supply[part].tolist())])

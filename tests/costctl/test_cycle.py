@@ -269,3 +269,31 @@ def test_a_payment_racing_in_leaves_that_account_to_the_next_cycle_and_out_of_th
     monkeypatch.setattr(Store, "charge_and_set_states", real)
     rep = cycle(store, now, D0 + 2 * DAY + 9 * 3600 + 60)      # nothing more to rate: C is decided on what it has
     assert rep.conflicts == [] and store.get_account(C).notice_level == 0
+
+
+def test_the_decisions_audit_rows_are_written_after_the_money_commits(env, monkeypatch):
+    """The per-account audit rows are the record of a committed cycle, not part of its money
+    transaction: should writing them fail, the charges, states, notices and the summary row
+    stand, and the summary still counts the decisions by action."""
+    from headend.store import Store, StoreError
+
+    store, now = env
+    real = Store.log_actions
+
+    def refuse_decision_rows(self, rows):
+        rows = list(rows)
+        if any(r[1].startswith("costctl.") and r[1] != "costctl.cycle" for r in rows):
+            raise StoreError("disk full (test)")
+        return real(self, rows)
+
+    monkeypatch.setattr(Store, "log_actions", refuse_decision_rows)
+    with pytest.raises(StoreError):
+        cycle(store, now, D0 + 2 * DAY + 9 * 3600)
+    monkeypatch.setattr(Store, "log_actions", real)
+    assert store.get_account(A).balance_fen == 20_000 - (2 * PER_DAY) // 100_000
+    assert store.get_account(B).notice_level == 1
+    assert {n.customer for n in store.list_notifications()} == {B, C, P}
+    [summary] = store.audit_entries(action="costctl.cycle")
+    assert summary.detail["decided"] == {"alarm1_notice": 1, "cut_notice": 2}
+    assert not [e for e in store.audit_entries(limit=1000) if e.action.startswith("costctl.")
+                and e.action != "costctl.cycle"]
