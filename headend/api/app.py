@@ -5,11 +5,13 @@ order of checks is fixed so a caller learns nothing it should not: the headers' 
 key (unknown key), the signature, the timestamp window, the channel's enabled flag, and last
 the nonce.  Only then is the body parsed.
 
-A signed request is one store transaction: its nonce, the checks and the payment commit
-together (one commit per payment).  A refusal rolls all of it back; the refusal is then written
-as its own small transaction, the audit row with the nonce (so a refused request cannot be
-replayed either).  So every refusal is a problem detail (headend/api/problems.py) and an audit
-row, and moves no money.
+A signed request is one part of a store transaction: its nonce, the checks and the payment
+commit together.  The requests that reach the store in one turn of the event loop share the
+transaction, one commit for all of them (group commit, headend/api/commit.py), each in a
+savepoint of its own; none is answered before the commit.  A refusal rolls back its own part
+only; the refusal is then written as its own small transaction, the audit row with the nonce (so
+a refused request cannot be replayed either).  So every refusal is a problem detail
+(headend/api/problems.py) and an audit row, and moves no money.
 
 Store calls run on the event loop thread: each request is one short SQLite transaction, and a
 thread hand-off per request would cost more than it saves (the outbox worker in the same
@@ -32,6 +34,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headend.api import models
+from headend.api.commit import GroupCommit
 from headend.api.config import ApiConfig
 from headend.api.problems import ApiProblem
 from headend.api.reports import add_report_routes
@@ -85,6 +88,7 @@ class _Api:
         self.port = port
         self.config = config
         self.clock = clock
+        self.commits = GroupCommit(port.transaction, port.part)
 
     # ------------------------------------------------------------------ authentication
     async def body(self, request: Request) -> bytes:
@@ -232,11 +236,11 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
                                               " with the same txn_id (it is idempotent)"))
 
     async def signed(request: Request, work: Callable[[ChannelKey, bytes], Any], row_locked: bool = False) -> Any:
-        # one store transaction per request: the nonce, the checks and the payment commit together
-        # (row_locked: the work takes a payment, which locks what it changes; see Store.atomic)
+        # one part of a shared transaction per request: the nonce, the checks and the payment
+        # commit together, answered once committed (row_locked: the work takes a payment, which
+        # locks what it changes; see Store.atomic)
         body = await api.body(request)
-        with api.port.transaction(row_locked=row_locked):
-            return work(api.authenticate(request, body), body)
+        return await api.commits.run(lambda: work(api.authenticate(request, body), body), row_locked=row_locked)
 
     def own_payment(channel: ChannelKey, payment_id: str) -> dict[str, Any]:
         if not payment_id.isdigit() or len(payment_id) > 18:

@@ -52,6 +52,7 @@ class PaymentsPort(Protocol):
 
     def channel_for_key(self, key_id: str) -> ChannelKey | None: ...
     def transaction(self, *, row_locked: bool = False) -> ContextManager[None]: ...
+    def part(self) -> ContextManager[None]: ...
     def use_nonce(self, channel_id: str, nonce: str, keep_until: int) -> bool: ...
     def audit_refusal(self, actor: str, target: str | None, detail: dict[str, Any],
                       nonce: tuple[str, str, int] | None = None) -> None: ...
@@ -146,6 +147,10 @@ class StorePayments:
         """One store transaction for a whole request (its nonce, checks and writes); ``row_locked``
         for a request that only takes payments (see ``Store.atomic``)."""
         return self.store.atomic(row_locked=row_locked)
+
+    def part(self) -> ContextManager[None]:
+        """One request's part of a shared transaction (headend/api/commit.py): it fails alone."""
+        return self.store.part()
 
     def audit_refusal(self, actor: str, target: str | None, detail: dict[str, Any],
                       nonce: tuple[str, str, int] | None = None) -> None:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Self
 
 from headend.store.backend import Backend, Tx
-from headend.store.models import CHINA_UTC_OFFSET_S, Command, InvalidInput
+from headend.store.models import CHINA_UTC_OFFSET_S, Command, InvalidInput, TransactionLost
 
 
 def _nonneg(name: str, value: int) -> int:
@@ -85,6 +85,23 @@ class StoreBase:
         must not run inside one."""
         with self._db.transaction(row_locked=row_locked):
             yield
+
+    @contextmanager
+    def part(self) -> Iterator[None]:
+        """A part of the open transaction that fails alone (a savepoint): an exception out of it
+        undoes only the part's own writes, then goes on up; the transaction stays open."""
+        with self._tx() as tx:
+            tx.execute("SAVEPOINT part")
+            try:
+                yield
+            except BaseException as exc:
+                try:
+                    tx.execute("ROLLBACK TO SAVEPOINT part")
+                    tx.execute("RELEASE SAVEPOINT part")
+                except Exception as lost:  # the engine dropped the whole transaction (I/O error, disk full)
+                    raise TransactionLost(f"a failed part ({exc!r}) could not be undone: {lost}") from lost
+                raise
+            tx.execute("RELEASE SAVEPOINT part")
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Tx]:

@@ -52,6 +52,7 @@ __all__ = [
     "Conflict",
     "InvalidInput",
     "TransitionError",
+    "TransactionLost",
     "check_address",
     "check_customer",
     "check_di",
@@ -133,6 +134,11 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The row exists already, or changed under us (a compare-and-set lost)."""
+
+
+class TransactionLost(StoreError):
+    """A failed part of a transaction (``Store.part``) could not be undone: the whole
+    transaction must roll back."""
 
 
 class InvalidInput(StoreError, ValueError):

@@ -249,6 +249,23 @@ def test_atomic_rolls_back_every_part(store) -> None:
     assert [e.action for e in store.audit_entries()] == ["meter.add", "customer.add"]
 
 
+def test_a_failed_part_undoes_only_its_own_writes(store) -> None:
+    add(store)
+    with store.atomic():
+        store.credit(C1, 500, actor="alice", idem_key="p1")
+        with pytest.raises(RuntimeError):
+            with store.part():
+                store.credit(C1, 700, actor="alice", idem_key="p2")
+                store.enqueue(A1, "trip", {}, actor="alice")
+                raise RuntimeError("this part is refused")
+        with store.part():
+            store.add_event(A1, "note")
+    assert store.get_account(C1).balance_fen == 500
+    assert store.list_commands() == []
+    assert [e.kind for e in store.events(A1)] == ["note"]
+    assert store.check_ledger() == []
+
+
 def test_enqueue_without_actor_leaves_no_command(store) -> None:
     add(store)
     with pytest.raises(InvalidInput, match="actor"):

@@ -1,0 +1,94 @@
+"""Group commit: the signed requests that reach the store in one turn of the event loop share one
+transaction, each in its own part of it.
+
+A request's work (its nonce, its checks, its payment) used to be a transaction of its own, and
+the commit was the largest single cost of a payment.  Now the first request of a loop turn opens
+a round (``call_soon``); every request that reaches the store before the round runs joins it (with
+many connections busy, uvicorn hands the loop a whole turn of them); the round runs each one's
+work inside ``store.part()`` (a savepoint), in arrival order, and commits once.  The round's
+transaction is ``row_locked`` (see ``Store.atomic``) only when every work in it is: one plain
+work (a reversal) makes it a plain writer transaction, which is stricter.
+
+Each request keeps exactly its old meaning:
+
+* a refused request (ApiProblem, or any error) undoes only its own part: the others of the round
+  are untouched, and its refusal is audited afterwards as before (``_Api.refuse``);
+* nothing is answered before the commit: a receipt always stands for money that is in the store;
+  if the commit itself fails, every request of the round gets that error (none of them was
+  written; each is retried with the same txn_id, which is idempotent);
+* the parts run one after the other in one writer transaction, so a later request of the round
+  sees an earlier one's writes (the same txn_id twice in a round is one payment and one 200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+from headend.store import TransactionLost
+
+__all__ = ["GroupCommit", "MAX_ROUND"]
+
+_T = TypeVar("_T")
+
+# requests per transaction at most: a longer round would hold its first request's answer longer
+MAX_ROUND = 64
+
+
+class GroupCommit:
+    """``await commits.run(work)``: ``work()`` runs in the next round's transaction, in a part of its own."""
+
+    def __init__(self, transaction: Callable[..., AbstractContextManager[Any]],
+                 part: Callable[[], AbstractContextManager[Any]], max_round: int = MAX_ROUND) -> None:
+        self._transaction = transaction
+        self._part = part
+        self._max = max_round
+        self._waiting: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = []
+        self.rounds = 0  # transactions committed (or tried)
+        self.requests = 0  # works run in them
+
+    async def run(self, work: Callable[[], _T], *, row_locked: bool = False) -> _T:
+        """Run ``work`` in the next round; its result, or its exception, once the round committed.
+        ``row_locked``: the work locks what it reads before it changes it (see ``Store.atomic``)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_T] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._round)
+        self._waiting.append((work, fut, row_locked))
+        return await fut
+
+    def _round(self) -> None:
+        batch, self._waiting = self._waiting[:self._max], self._waiting[self._max:]
+        if self._waiting:
+            asyncio.get_running_loop().call_soon(self._round)
+        if not batch:
+            return
+        self.rounds += 1
+        self.requests += len(batch)
+        done: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            with self._transaction(row_locked=all(locked for _, _, locked in batch)):
+                for work, fut, _ in batch:
+                    try:
+                        with self._part():
+                            done.append((fut, True, work()))
+                    except TransactionLost:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - this request's own failure, answered to it alone
+                        done.append((fut, False, exc))
+        except BaseException as exc:  # the transaction failed: nothing of the round was written
+            for _, fut, _ in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for fut, ok, value in done:
+            if fut.done():  # its client went away (the task was cancelled): the work stands, unanswered
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)

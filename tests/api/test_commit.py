@@ -1,0 +1,118 @@
+"""Group commit (headend/api/commit.py): the requests of one loop turn in one transaction, each
+keeping its own meaning. Real payments on a real SQLite file, through the API's own service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import contextmanager
+
+import pytest
+
+from headend.api.commit import GroupCommit
+from headend.api.problems import ApiProblem
+from headend.api.service import StorePayments
+from headend.keys import KeyStore
+from headend.store import StoreError, open_store
+from tests.headend.store_support import Clock
+
+CUSTOMERS = [f"{100 + i:012d}" for i in range(5)]
+PAID_AT = 1_700_000_000
+
+
+@pytest.fixture
+def port(tmp_path):
+    store = open_store(tmp_path / "s.db", clock=Clock())
+    for c in CUSTOMERS:
+        store.add_account(c, actor="test")
+    store.add_channel("bank-1", "online_banking", actor="test", max_amount_fen=10_000)
+    yield StorePayments(store, KeyStore.in_memory(os.urandom(32)), clock=store.now)
+    store.close()
+
+
+def _payment(port: StorePayments, txn: str, customer: str, amount: int):
+    def work():
+        port.use_nonce("bank-1", f"nonce-{txn}-{customer}-{amount}", 2 * PAID_AT)
+        return port.accept(channel_id="bank-1", txn_id=txn, amount_fen=amount, paid_at=PAID_AT, customer=customer,
+                           meter=None, actor="channel:bank-1", tender=None)
+    return work
+
+
+def _round(commits: GroupCommit, works) -> list:
+    async def go():
+        return await asyncio.gather(*(commits.run(w) for w in works), return_exceptions=True)
+    return asyncio.run(go())
+
+
+def _money(port: StorePayments) -> dict[str, int]:
+    return {a.customer: a.balance_fen for a in port.store.list_accounts()}
+
+
+def test_a_round_with_refused_payments_accepts_the_others_exactly_once(port):
+    commits = GroupCommit(port.transaction, port.part)
+    works = [_payment(port, "T1", CUSTOMERS[0], 100),
+             _payment(port, "T2", "000000000999", 200),       # no such customer
+             _payment(port, "T3", CUSTOMERS[1], 300),
+             _payment(port, "T4", CUSTOMERS[2], 20_000),       # above the channel's maximum
+             _payment(port, "T1", CUSTOMERS[0], 100),          # T1 again in the same round: its receipt
+             _payment(port, "T1", CUSTOMERS[0], 101),          # T1 with another amount: a conflict
+             _payment(port, "T5", CUSTOMERS[3], 500)]
+    out = _round(commits, works)
+    assert (commits.rounds, commits.requests) == (1, len(works))
+    codes = [r.code if isinstance(r, ApiProblem) else r[1] for r in out]
+    assert codes == [True, "unknown_customer", True, "amount_too_large", False, "duplicate_conflict", True]
+    assert out[4][0] == out[0][0]
+    assert _money(port) == {CUSTOMERS[0]: 100, CUSTOMERS[1]: 300, CUSTOMERS[2]: 0, CUSTOMERS[3]: 500,
+                            CUSTOMERS[4]: 0}
+    assert sorted(p.txn_id for p in port.store.list_payments(limit=100)) == ["T1", "T3", "T5"]
+    assert port.store.check_ledger() == []
+    # each refused request's own writes went with it: its nonce can be used again (the API then
+    # records it with the refusal's audit row), the accepted ones' cannot
+    assert port.use_nonce("bank-1", "nonce-T2-000000000999-200", 2 * PAID_AT)
+    assert not port.use_nonce("bank-1", f"nonce-T3-{CUSTOMERS[1]}-300", 2 * PAID_AT)
+
+
+def test_a_failed_commit_answers_every_request_of_the_round_and_writes_nothing(port):
+    @contextmanager
+    def commit_fails(row_locked=False):
+        with port.transaction(row_locked=row_locked):
+            yield
+            raise StoreError("database s.db: commit failed: disk I/O error")
+
+    commits = GroupCommit(commit_fails, port.part)
+    out = _round(commits, [_payment(port, f"T{i}", CUSTOMERS[i], 100) for i in range(3)])
+    assert [str(r) for r in out] == ["database s.db: commit failed: disk I/O error"] * 3
+    assert port.store.list_payments(limit=100) == [] and set(_money(port).values()) == {0}
+    # and the next round works
+    commits = GroupCommit(port.transaction, port.part)
+    assert _round(commits, [_payment(port, "T0", CUSTOMERS[0], 100)])[0][1] is True
+
+
+def test_a_long_turn_is_cut_into_rounds(port):
+    commits = GroupCommit(port.transaction, port.part, max_round=2)
+    out = _round(commits, [_payment(port, f"T{i}", CUSTOMERS[i], 100 + i) for i in range(5)])
+    assert [r[1] for r in out] == [True] * 5
+    assert (commits.rounds, commits.requests) == (3, 5)
+    assert _money(port) == {c: 100 + i for i, c in enumerate(CUSTOMERS)}
+
+
+def test_a_round_is_row_locked_only_when_every_request_of_it_is(port):
+    # PostgreSQL takes payments side by side in row-locked transactions; one request that relies
+    # on being the only writer (a reversal) makes its whole round a plain writer transaction
+    opened = []
+
+    def transaction(row_locked=False):
+        opened.append(row_locked)
+        return port.transaction(row_locked=row_locked)
+
+    commits = GroupCommit(transaction, port.part)
+
+    async def go(locks):
+        return await asyncio.gather(*(commits.run(_payment(port, f"L{len(opened)}-{i}", CUSTOMERS[i], 100),
+                                                  row_locked=locked) for i, locked in enumerate(locks)))
+
+    asyncio.run(go([True, True, True]))
+    asyncio.run(go([True, False, True]))
+    asyncio.run(go([False]))
+    assert opened == [True, False, False]
+    assert _money(port) == dict(zip(CUSTOMERS, [300, 200, 200, 0, 0]))
