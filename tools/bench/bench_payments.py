@@ -4,14 +4,19 @@ Everything runs as it does in production, each part its own process: `headend se
 comms front-end, the outbox worker and the payments API on one loop, SQLite in WAL mode), a
 simulated fleet of 1,000 meters (`tools.fleet`, a port each), and this process as the channels.
 
-* **Throughput.**  Signed ``POST /v1/payments`` to remote-cost-control accounts (each one is a
-  payment row, a journal row and its audit, in one SQLite transaction; the nonce in another),
-  against the same server's no-op ``GET /v1/health`` as the ceiling: what uvicorn and FastAPI do
-  with nothing to do, over the same connections.  The load client is a bare asyncio HTTP/1.1 client
-  (keep-alive, ``CONNECTIONS`` connections, one request in flight on each) so that it, not httpx,
-  is the cheap side; the payment requests are signed with the channel's key ahead of each window,
-  each with its own nonce and transaction id.  Windows of payments and of no-ops alternate
-  (tools/bench/interleave.py); the ratio is the median of adjacent pairs.
+* **Throughput.**  Signed ``POST /v1/payments`` to remote-cost-control accounts (each one is its
+  nonce, a payment row, journal row, audit row and notice, written with the other requests of the
+  same loop turn in one SQLite transaction: headend/api/commit.py), against the same server's
+  no-op ``GET /v1/health`` as the ceiling: what uvicorn and FastAPI do with nothing to do, over the
+  same connections.  The load client is this process: a bare asyncio HTTP/1.1 client (keep-alive,
+  ``CONNECTIONS`` connections, one request in flight on each), so that it, not httpx, is the cheap
+  side; it shares the machine's cores with the server.  The payment requests are signed with the
+  channel's key ahead of each window, each with its own nonce and transaction id.  Windows of
+  payments and of no-ops alternate (tools/bench/interleave.py); the ratio is the median of
+  adjacent pairs.  Each window also counts the server process's own CPU time (Linux
+  /proc/PID/stat): requests per server CPU-second is what the server can do per core, which a
+  busy shared machine distorts far less than requests per wall-clock second.  The load average
+  at the start and the end is reported beside them.
 * **Latency.**  One payment to each of 1,000 local-cost-control meters, posted at a steady rate;
   for each, the time from sending the request to the store recording the meter's confirmation
   (watched by polling the payments table every 5 ms from here): p50, p95, p99.
@@ -182,12 +187,22 @@ async def _open(site: _Site, n: int) -> list[_Conn]:
     return list(await asyncio.gather(*(_Conn.open(site.host, site.port) for _ in range(n))))
 
 
+def _cpu_s(pid: int) -> float | None:
+    """A process's CPU time so far (user + system), or None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _throughput(site: _Site, loop: asyncio.AbstractEventLoop, report: Any) -> None:
-    from tools.bench.interleave import interleaved_values
+    from tools.bench.interleave import interleaved_values, paired
 
     conns = loop.run_until_complete(_open(site, CONNECTIONS))
     counter = iter(range(10**9))
     size = {"pay": 500, "noop": 1000}
+    per_cpu: dict[str, list[float]] = {"pay": [], "noop": []}  # requests per server CPU-second, by window
 
     def window(kind: str) -> float:
         # each window sends about WINDOW_S worth at the last rate seen; requests are built (and
@@ -195,18 +210,28 @@ def _throughput(site: _Site, loop: asyncio.AbstractEventLoop, report: Any) -> No
         if kind == "pay":
             reqs = [site.payment(f"T{next(counter)}", site.remote[i % site.n], 100 + i % 900)
                     for i in range(size[kind])]
-            rate = loop.run_until_complete(_drive(conns, reqs, {201}))
         else:
             reqs = [site.noop()] * size[kind]
-            rate = loop.run_until_complete(_drive(conns, reqs, {200}))
+        cpu0 = _cpu_s(site.serve.pid)
+        rate = loop.run_until_complete(_drive(conns, reqs, {201} if kind == "pay" else {200}))
+        cpu1 = _cpu_s(site.serve.pid)
+        if cpu0 is not None and cpu1 is not None and cpu1 > cpu0:
+            per_cpu[kind].append(len(reqs) / (cpu1 - cpu0))
         size[kind] = max(200, int(rate * WINDOW_S))
         return rate
 
     for kind in ("pay", "noop"):  # warm up (and size the windows)
         window(kind)
+    for values in per_cpu.values():
+        values.clear()
     r = interleaved_values(lambda: window("pay"), lambda: window("noop"), rounds=ROUNDS)
-    report("payments API: signed payments/s (remote accounts, WAL) vs no-op GET /v1/health", r.a, "payments/s",
-           baseline=r.b, pairs=r)
+    client = f"bare asyncio client, {CONNECTIONS} keep-alive connections, same machine"
+    report(f"payments API: signed payments/s (remote accounts, WAL) vs no-op GET /v1/health ({client})", r.a,
+           "payments/s", baseline=r.b, pairs=r)
+    if len(per_cpu["pay"]) == len(per_cpu["noop"]) == ROUNDS:
+        c = paired(per_cpu["pay"], per_cpu["noop"])
+        report("payments API: signed payments per server CPU-second vs no-ops per server CPU-second", c.a,
+               "payments/CPU-s", baseline=c.b, pairs=c)
     for c in conns:
         c.close()
 
@@ -277,12 +302,14 @@ def run(report: Any) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-payments-") as tmp:
         site = _Site(Path(tmp), N_METERS)
         loop = asyncio.new_event_loop()
+        report("payments bench: load average (1 min) at the start", os.getloadavg()[0], "")
         try:
             _throughput(site, loop, report)
             _latency(site, loop, report)
         finally:
             loop.close()
             site.close()
+        report("payments bench: load average (1 min) at the end", os.getloadavg()[0], "")
 
 
 if __name__ == "__main__":
