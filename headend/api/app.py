@@ -34,11 +34,12 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headend.api import models
-from headend.api.commit import GroupCommit
+from headend.api.commit import GroupCommit, Later
 from headend.api.config import ApiConfig
 from headend.api.problems import ApiProblem
 from headend.api.reports import add_report_routes
-from headend.api.service import ChannelKey, PaymentsPort, StorePayments
+from headend.api.service import ChannelKey, PaymentAsk, PaymentsPort, StorePayments
+from headend.payments import PaymentRequest
 from headend.api.signing import SignatureFormError, check_signature, read_signature_headers
 from headend.api.vouchers import add_voucher_routes
 from headend.keys import KeyStore
@@ -72,6 +73,11 @@ def _problem_response(p: ApiProblem) -> JSONResponse:
 def _request_body_schema(model: type) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(
         ref_template="#/components/schemas/{model}")}}}}
+
+
+def _receipt_response(result: tuple[dict[str, Any], bool]) -> JSONResponse:
+    receipt, created = result
+    return JSONResponse(receipt, status_code=201 if created else 200)
 
 
 def _unix(dt: datetime) -> int:
@@ -283,11 +289,11 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
             if pay.channel_id != channel.channel_id:
                 raise ApiProblem(403, "channel_mismatch", f"channel {channel.channel_id} cannot post under channel"
                                  f" {pay.channel_id}'s transaction ids", "channel_id")
-            receipt, created = api.port.accept(
-                channel_id=channel.channel_id, txn_id=pay.txn_id, amount_fen=pay.amount_fen,
-                paid_at=_unix(pay.paid_at), customer=pay.customer_no, meter=pay.meter_no,
-                actor=f"channel:{channel.channel_id}", tender=pay.tender, channel=channel)
-            return JSONResponse(receipt, status_code=201 if created else 200)
+            # the payment itself is taken with the round's others, in one pass (headend/api/commit.py)
+            ask = PaymentAsk(PaymentRequest(channel.channel_id, pay.txn_id, pay.amount_fen, _unix(pay.paid_at),
+                                            pay.customer_no, pay.meter_no, pay.tender),
+                             f"channel:{channel.channel_id}", channel.record)
+            return Later(api.port.accept_many, ask, _receipt_response)
 
         return await signed(request, work, row_locked=True)
 

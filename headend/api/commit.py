@@ -18,6 +18,12 @@ Each request keeps exactly its old meaning:
   written; each is retried with the same txn_id, which is idempotent);
 * the parts run one after the other in one writer transaction, so a later request of the round
   sees an earlier one's writes (the same txn_id twice in a round is one payment and one 200).
+
+A work may leave the costly half of its job to the round (``Later``): a payment's work checks
+the signature, the nonce and the body in its part, and hands back the payment to take; after
+the parts, the round takes all of its payments in one call (``step``, here StorePayments.
+accept_many: one pass of the payment rules over the batch, each refusal still that request's
+own), and each request's answer is made from its own result (``finish``).
 """
 
 from __future__ import annotations
@@ -25,16 +31,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from headend.store import TransactionLost
 
-__all__ = ["GroupCommit", "MAX_ROUND"]
+__all__ = ["GroupCommit", "Later", "MAX_ROUND"]
 
 _T = TypeVar("_T")
 
 # requests per transaction at most: a longer round would hold its first request's answer longer
 MAX_ROUND = 64
+
+
+@dataclass(frozen=True)
+class Later:
+    """A work's result when the rest of its job is done for the whole round at once: ``step`` is
+    called once per round with every ``item`` handed back for it (in arrival order) and returns one
+    result per item, or an exception for an item it refuses; ``finish(result)`` is then this
+    work's result."""
+
+    step: Callable[[list[Any]], list[Any]]
+    item: Any
+    finish: Callable[[Any], Any]
 
 
 class GroupCommit:
@@ -68,16 +87,22 @@ class GroupCommit:
         self.rounds += 1
         self.requests += len(batch)
         done: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        later: dict[Any, list[tuple[int, Later]]] = {}
         try:
             with self._transaction(row_locked=all(locked for _, _, locked in batch)):
                 for work, fut, _ in batch:
                     try:
                         with self._part():
-                            done.append((fut, True, work()))
+                            value = work()
                     except TransactionLost:
                         raise
                     except Exception as exc:  # noqa: BLE001 - this request's own failure, answered to it alone
-                        done.append((fut, False, exc))
+                        value = exc
+                    if isinstance(value, Later):
+                        later.setdefault(value.step, []).append((len(done), value))
+                    done.append((fut, not isinstance(value, Exception), value))
+                for step, items in later.items():
+                    self._finish(step, items, done)
         except BaseException as exc:  # the transaction failed: nothing of the round was written
             for _, fut, _ in batch:
                 if not fut.done():
@@ -92,3 +117,20 @@ class GroupCommit:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _finish(self, step: Callable[[list[Any]], list[Any]], items: list[tuple[int, Later]],
+                done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+        try:
+            with self._part():
+                results: list[Any] = step([x.item for _, x in items])
+        except TransactionLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the step failed as a whole: each of its requests hears it
+            results = [exc] * len(items)
+        for (i, x), result in zip(items, results):
+            if not isinstance(result, Exception):
+                try:
+                    result = x.finish(result)
+                except Exception as exc:  # noqa: BLE001 - this request's own failure
+                    result = exc
+            done[i] = (done[i][0], not isinstance(result, Exception), result)

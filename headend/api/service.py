@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterable, Protocol
+from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence, cast
 
 from headend import payments
 from headend.api.problems import ApiProblem
 from headend.keys import KeyStore, KeyStoreError
 from headend.store import Channel, NotFound, Payment, Store
 
-__all__ = ["CALLBACK_LOOKBACK_S", "ChannelKey", "PaymentsPort", "StorePayments", "receipt"]
+__all__ = ["CALLBACK_LOOKBACK_S", "ChannelKey", "PaymentAsk", "PaymentsPort", "StorePayments", "receipt"]
 
 _SECRET_CACHE = 256  # channels whose unsealed secret is kept in memory
 _SWEEP = 500  # confirmed payments looked at per callback sweep
@@ -47,6 +47,16 @@ class ChannelKey:
     record: Channel | None = None
 
 
+@dataclass(frozen=True)
+class PaymentAsk:
+    """One payment for ``accept_many``: the request, who asks (the audit's actor) and the
+    signing channel's record as this transaction read it (or None: read it)."""
+
+    request: payments.PaymentRequest
+    actor: str
+    channel: Channel | None = None
+
+
 class PaymentsPort(Protocol):
     """What the endpoints need from the payments service and the store."""
 
@@ -60,6 +70,7 @@ class PaymentsPort(Protocol):
     def accept(self, *, channel_id: str, txn_id: str, amount_fen: int, paid_at: int, customer: str | None,
                meter: str | None, actor: str, tender: dict[str, Any] | None,
                channel: ChannelKey | None = None) -> tuple[dict[str, Any], bool]: ...
+    def accept_many(self, asks: Sequence[PaymentAsk]) -> list[tuple[dict[str, Any], bool] | ApiProblem]: ...
     def get(self, payment_id: int) -> dict[str, Any] | None: ...
     def find(self, channel_id: str, txn_id: str) -> dict[str, Any] | None: ...
     def reverse(self, payment_id: int, *, channel_id: str, actor: str, reason: str) -> dict[str, Any]: ...
@@ -172,15 +183,43 @@ class StorePayments:
                channel: ChannelKey | None = None) -> tuple[dict[str, Any], bool]:
         """Take the payment once; (receipt, whether this request created it). ``channel``: the
         signing channel as this request's transaction read it."""
-        try:
-            # one write transaction: whether this request created the payment is exact, even when
-            # duplicates arrive in parallel (a refusal writes nothing here: the API audits it)
-            [(pay, created)] = payments.accept_payments(
-                self.store, [payments.PaymentRequest(channel_id, txn_id, amount_fen, paid_at, customer, meter, tender)],
-                actor=actor, channel=None if channel is None or channel.channel_id != channel_id else channel.record)
-        except payments.PaymentError as exc:
-            raise _problem(exc) from None
-        return receipt(pay), created
+        [result] = self.accept_many([PaymentAsk(
+            payments.PaymentRequest(channel_id, txn_id, amount_fen, paid_at, customer, meter, tender), actor,
+            None if channel is None or channel.channel_id != channel_id else channel.record)])
+        if isinstance(result, ApiProblem):
+            raise result
+        return result
+
+    def accept_many(self, asks: Sequence[PaymentAsk]) -> list[tuple[dict[str, Any], bool] | ApiProblem]:
+        """Take many payments at once, each exactly as ``accept`` takes one: for each, (receipt,
+        whether this call made it) or the ApiProblem that refuses it (it wrote nothing; the API
+        audits it). One pass of the payment rules per signing actor; a refused payment is left
+        out and the pass done again for the others, so each keeps its own answer."""
+        out: list[tuple[dict[str, Any], bool] | ApiProblem | None] = [None] * len(asks)
+        by_actor: dict[str, list[int]] = {}
+        for i, a in enumerate(asks):
+            by_actor.setdefault(a.actor, []).append(i)
+        for actor, pending in by_actor.items():
+            records = {asks[i].channel.id for i in pending if asks[i].channel is not None}
+            record = asks[pending[0]].channel if len(records) == 1 else None
+            while pending:
+                try:
+                    # one write transaction: whether a request created its payment is exact, even
+                    # when duplicates arrive in parallel (the same txn_id twice here is one payment)
+                    with self.store.part():
+                        made = payments.accept_payments(self.store, [asks[i].request for i in pending], actor=actor,
+                                                        channel=record)
+                except payments.PaymentError as exc:
+                    if exc.index is None:  # not one request's fault: all of them hear it
+                        for i in pending:
+                            out[i] = _problem(exc)
+                        break
+                    out[pending.pop(exc.index)] = _problem(exc)
+                    continue
+                for i, (pay, created) in zip(pending, made):
+                    out[i] = (receipt(pay), created)
+                break
+        return cast("list[tuple[dict[str, Any], bool] | ApiProblem]", out)  # every one answered above
 
     def get(self, payment_id: int) -> dict[str, Any] | None:
         """A payment by id, or None."""

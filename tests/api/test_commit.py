@@ -9,10 +9,11 @@ from contextlib import contextmanager
 
 import pytest
 
-from headend.api.commit import GroupCommit
+from headend.api.commit import GroupCommit, Later
 from headend.api.problems import ApiProblem
-from headend.api.service import StorePayments
+from headend.api.service import PaymentAsk, StorePayments
 from headend.keys import KeyStore
+from headend.payments import PaymentRequest
 from headend.store import StoreError, open_store
 from tests.headend.store_support import Clock
 
@@ -116,3 +117,51 @@ def test_a_round_is_row_locked_only_when_every_request_of_it_is(port):
     asyncio.run(go([False]))
     assert opened == [True, False, False]
     assert _money(port) == dict(zip(CUSTOMERS, [300, 200, 200, 0, 0]))
+
+
+def test_payments_left_to_the_round_are_taken_in_one_pass_each_with_its_own_answer(port):
+    steps: list[int] = []
+
+    def accept_many(asks):  # the service's own batch call, counted
+        steps.append(len(asks))
+        return port.accept_many(asks)
+
+    def later(txn: str, customer: str, amount: int):
+        def work():
+            port.use_nonce("bank-1", f"nonce-{txn}-{customer}-{amount}", 2 * PAID_AT)
+            ask = PaymentAsk(PaymentRequest("bank-1", txn, amount, PAID_AT, customer), "channel:bank-1")
+            return Later(accept_many, ask, lambda result: ("answer", result))
+        return work
+
+    commits = GroupCommit(port.transaction, port.part)
+    out = _round(commits, [later("T1", CUSTOMERS[0], 100),
+                           later("T2", "000000000999", 200),       # no such customer
+                           later("T3", CUSTOMERS[1], 300),
+                           later("T4", CUSTOMERS[2], 20_000),       # above the channel's maximum
+                           later("T1", CUSTOMERS[0], 100),          # T1 again: its receipt
+                           later("T1", CUSTOMERS[0], 101),          # T1 with another amount: a conflict
+                           later("T5", CUSTOMERS[3], 500)])
+    assert steps == [7]  # one call for the round (its refusals are answered inside it)
+    codes = [r.code if isinstance(r, ApiProblem) else r[1][1] for r in out]
+    assert codes == [True, "unknown_customer", True, "amount_too_large", False, "duplicate_conflict", True]
+    assert out[0][0] == "answer" and out[4][1][0] == out[0][1][0]
+    assert _money(port) == {CUSTOMERS[0]: 100, CUSTOMERS[1]: 300, CUSTOMERS[2]: 0, CUSTOMERS[3]: 500,
+                            CUSTOMERS[4]: 0}
+    assert sorted(p.txn_id for p in port.store.list_payments(limit=100)) == ["T1", "T3", "T5"]
+    assert len(port.store.journal(limit=100)) == 3
+    assert port.store.check_ledger() == []
+
+
+def test_a_step_that_fails_as_a_whole_answers_its_requests_and_leaves_the_others(port):
+    def broken(asks):
+        port.store.add_account("000000000777", actor="test")  # written, then undone with the step
+        raise RuntimeError("the payment service failed")
+
+    def later(txn: str):
+        return lambda: Later(broken, txn, lambda result: result)
+
+    commits = GroupCommit(port.transaction, port.part)
+    out = _round(commits, [later("A"), _payment(port, "T1", CUSTOMERS[0], 100), later("B")])
+    assert [str(out[0]), str(out[2])] == ["the payment service failed"] * 2
+    assert out[1][1] is True
+    assert _money(port)[CUSTOMERS[0]] == 100 and "000000000777" not in _money(port)
