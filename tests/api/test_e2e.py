@@ -71,11 +71,14 @@ class Site:
         self.channels[cid] = (doc["key_id"], doc["secret"].encode())
 
     def start(self, *extra: str) -> "Site":
-        port = self.he_port = getattr(self, "he_port", None) or _free_port()
+        # the first start takes any free port (a port picked beforehand could be taken by the time
+        # serve binds it); a restart asks for the same one again, as a channel expects
+        port = getattr(self, "he_port", 0)
         self.he.start_serve("--api", f"tcp://127.0.0.1:{port}", "--no-costctl", *extra)
         lines = [x for x in self.he.serve_output if "payments API on" in x]
         assert lines, self.he.serve_output
         self.url = lines[-1].split("payments API on ")[1].split()[0]
+        self.he_port = int(self.url.rsplit(":", 1)[1])
         return self
 
     def client(self, channel: str, **kw) -> httpx.Client:
