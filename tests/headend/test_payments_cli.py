@@ -105,6 +105,23 @@ def test_channel_secret_is_printed_once_and_stored_sealed(db, tmp_path, capsys, 
         assert s.get_channel("icbc").enabled is False
 
 
+def test_a_channel_is_a_configured_record_with_its_fee_rule_settlement_delay_and_maximum(db, capsys):
+    code, _, err = run(capsys, "channel", "add", "pos-1", "--kind", "unionpay_pos", "--no-api", "--fee-rule",
+                       "fixed:150", "--settle-days", "2", "--max", "5000", "--callback", "https://pos.example/cb")
+    assert code == 0, err
+    code, out, _ = run(capsys, "channel", "list", "--json")
+    [ch] = [c for c in json.loads(out) if c["id"] == "pos-1"]
+    assert (ch["kind"], ch["fee_rule"], ch["settle_days"], ch["max_amount_fen"], ch["callback_url"], ch["enabled"],
+            ch["key_id"]) == ("unionpay_pos", "fixed:150", 2, 500_000, "https://pos.example/cb", True, None)
+    code, out, _ = run(capsys, "channel", "list")
+    assert "T+2" in out and "(no API)" in out
+    # a settlement delay is whole days from T+0: a negative one is refused by name, nothing is added
+    code, _, err = run(capsys, "channel", "add", "pos-2", "--kind", "unionpay_pos", "--no-api", "--settle-days", "-1")
+    assert code != 0 and "settlement delay" in err
+    with open_store(db) as s:
+        assert [c.id for c in s.list_channels() if c.id.startswith("pos-")] == ["pos-1"]
+
+
 def test_customer_show_has_balance_ledger_and_meters_with_last_state(db, capsys):
     with open_store(db) as s:
         s.record_meter_state(LOCAL_METER, balance_fen=4321, relay="closed")
