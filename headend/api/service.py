@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence, cast
 
@@ -103,6 +105,9 @@ class StorePayments:
         # rotated secret is a new entry and the old one simply ages out
         self._secrets: dict[tuple[str, str, str], bytes] = {}
         self._lock = threading.Lock()
+        # the channels read in this thread's open ``transaction`` (by key id): a group-commit round
+        # reads each signing channel once, not once per request (nothing in a round changes one)
+        self._round = threading.local()
         # a (re)started serve looks a day back for confirmations it has not told yet: enough for a
         # restart, without flooding a channel that only now got a callback URL with its history
         self._confirmed_since = int(clock()) - CALLBACK_LOOKBACK_S
@@ -125,11 +130,18 @@ class StorePayments:
         return ChannelKey(ch.id, ch.kind, bool(ch.enabled), ch.key_id, secret, ch.callback_url, ch)
 
     def channel_for_key(self, key_id: str) -> ChannelKey | None:
-        """The channel that owns this key id (its secret unsealed), or None."""
+        """The channel that owns this key id (its secret unsealed), or None; read once per
+        ``transaction``."""
+        seen: dict[str, ChannelKey | None] | None = getattr(self._round, "channels", None)
+        if seen is not None and key_id in seen:
+            return seen[key_id]
         try:
-            return self._key(self.store.channel_by_key(key_id))
+            found = self._key(self.store.channel_by_key(key_id))
         except NotFound:
-            return None
+            found = None
+        if seen is not None:
+            seen[key_id] = found
+        return found
 
     def channel(self, channel_id: str) -> ChannelKey | None:
         """A channel by id, or None (for callbacks)."""
@@ -154,10 +166,19 @@ class StorePayments:
         """Record a nonce; False if this channel used it before."""
         return self.store.use_nonce(channel_id, nonce, keep_until=keep_until)
 
-    def transaction(self, *, row_locked: bool = False) -> ContextManager[None]:
-        """One store transaction for a whole request (its nonce, checks and writes); ``row_locked``
-        for a request that only takes payments (see ``Store.atomic``)."""
-        return self.store.atomic(row_locked=row_locked)
+    @contextmanager
+    def transaction(self, *, row_locked: bool = False) -> Iterator[None]:
+        """One store transaction for a whole request or group-commit round (its nonces, checks and
+        writes); ``row_locked`` for one that only takes payments (see ``Store.atomic``)."""
+        with self.store.atomic(row_locked=row_locked):
+            if getattr(self._round, "channels", None) is not None:  # inside an outer one: its reads stand
+                yield
+                return
+            self._round.channels = {}
+            try:
+                yield
+            finally:
+                self._round.channels = None
 
     def part(self) -> ContextManager[None]:
         """One request's part of a shared transaction (headend/api/commit.py): it fails alone."""

@@ -165,3 +165,34 @@ def test_a_step_that_fails_as_a_whole_answers_its_requests_and_leaves_the_others
     assert [str(out[0]), str(out[2])] == ["the payment service failed"] * 2
     assert out[1][1] is True
     assert _money(port)[CUSTOMERS[0]] == 100 and "000000000777" not in _money(port)
+
+
+def test_a_round_reads_each_signing_channel_once_and_the_next_round_reads_it_again(port):
+    from headend.payments import issue_credentials
+
+    keys = KeyStore.in_memory(os.urandom(32))
+    key_id, secret, sealed = issue_credentials(keys, "bank-2")
+    port.store.add_channel("bank-2", "online_banking", actor="test", key_id=key_id, secret=sealed)
+    service = StorePayments(port.store, keys, clock=port.store.now)
+    reads = []
+    by_key = port.store.channel_by_key
+
+    def counted(k):
+        reads.append(k)
+        return by_key(k)
+
+    port.store.channel_by_key = counted
+    with service.transaction():
+        found = [service.channel_for_key(key_id) for _ in range(3)] + [service.channel_for_key("nobody-1")] * 2
+    assert reads == [key_id, "nobody-1"]
+    assert [f.channel_id if f else None for f in found] == ["bank-2"] * 3 + [None] * 2
+    assert found[0].secret == secret.encode() and found[0].enabled
+    # a change made between rounds (`headend channel disable`) is what the next round sees
+    port.store.update_channel("bank-2", actor="test", enabled=False)
+    with service.transaction():
+        assert service.channel_for_key(key_id).enabled is False
+    assert reads == [key_id, "nobody-1", key_id]
+    # outside a transaction nothing is kept
+    service.channel_for_key(key_id)
+    service.channel_for_key(key_id)
+    assert len(reads) == 5
