@@ -98,6 +98,18 @@ class Tx(Protocol):
         statement text however many values, so it is parsed and planned once, not per call)."""
         ...
 
+    def savepoint(self, name: str) -> None:
+        """Mark a savepoint (``ROLLBACK TO SAVEPOINT name`` undoes what follows). Statements sent
+        earlier and not yet answered are waited for first, so that their failure is raised here and
+        not after the savepoint; the savepoint itself may then go out with the next statement."""
+        ...
+
+    def release(self, name: str) -> None:
+        """Forget a savepoint, keeping what followed it. If statements sent since the last answer
+        are still in flight this waits for them, so that a failure among them is raised here,
+        before the savepoint is gone; otherwise the release may go out with the next statement."""
+        ...
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query and return every row."""
         ...

@@ -91,9 +91,11 @@ class StoreBase:
         """A part of the open transaction that fails alone (a savepoint): an exception out of it
         undoes only the part's own writes, then goes on up; the transaction stays open."""
         with self._tx() as tx:
-            tx.execute("SAVEPOINT part")
+            tx.savepoint("part")
             try:
                 yield
+                # a write of the part still in flight fails here, inside the part, not in the next one
+                tx.release("part")
             except BaseException as exc:
                 try:
                     tx.execute("ROLLBACK TO SAVEPOINT part")
@@ -101,7 +103,6 @@ class StoreBase:
                 except Exception as lost:  # the engine dropped the whole transaction (I/O error, disk full)
                     raise TransactionLost(f"a failed part ({exc!r}) could not be undone: {lost}") from lost
                 raise
-            tx.execute("RELEASE SAVEPOINT part")
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Tx]:

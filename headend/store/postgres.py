@@ -143,6 +143,7 @@ class _Tx:
     def _synced(self) -> None:
         if self._db._pipe is not None:
             self._db._pipe.sync()
+            self._db._in_flight = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return rows changed."""
@@ -174,6 +175,7 @@ class _Tx:
         if self._out is None:
             self._out = self._db._conn.cursor()
         self._out.execute(pg_query(sql), tuple(params))
+        self._db._in_flight = True
 
     def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """``write`` once per parameter row."""
@@ -186,6 +188,25 @@ class _Tx:
         if self._out is None:
             self._out = self._db._conn.cursor()
         self._out.executemany(pg_query(sql), rows)
+        self._db._in_flight = True
+
+    def savepoint(self, name: str) -> None:
+        """Mark a savepoint: sent with the next statement whose result is read, after waiting for
+        any statement still in flight (its failure belongs before the savepoint)."""
+        if self._db._pipe is not None and self._db._in_flight:
+            self._synced()
+        self.write(f"SAVEPOINT {name}")
+
+    def release(self, name: str) -> None:
+        """Forget a savepoint: at once (waiting for every answer) if a statement sent since the last
+        answer is still in flight, so that its failure is raised here; otherwise sent with the next
+        statement (a release of a savepoint the server has confirmed cannot fail)."""
+        if self._db._pipe is None or self._db._in_flight:
+            self.execute(f"RELEASE SAVEPOINT {name}")
+            return
+        if self._out is None:
+            self._out = self._db._conn.cursor()
+        self._out.execute(f"RELEASE SAVEPOINT {name}")
 
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
         """``expr = ANY(?)`` with the values as one array parameter."""
@@ -205,6 +226,7 @@ class _Tx:
             return Fetched(self.all(sql, params))
         cur = self._db._conn.cursor()
         cur.execute(pg_query(sql), tuple(params))
+        self._db._in_flight = True
         return _Submitted(cur)
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -253,6 +275,8 @@ class PostgresBackend:
         self._leading: set[str] = set()
         self._pipe: Any = None  # the write transaction's pipeline (psycopg.Pipeline), while one is open
         self._pipe_cm: Any = None  # and the context that ends it
+        # whether a statement of the write transaction was sent and its answer not yet waited for
+        self._in_flight = False
 
     def _connect(self) -> Any:
         psycopg = self._psycopg
@@ -307,6 +331,7 @@ class PostgresBackend:
                     self._conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                     self._conn.execute("SELECT pg_advisory_xact_lock_shared(%s)" if row_locked
                                        else "SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    self._in_flight = True
                 else:
                     self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except psycopg.Error as exc:
@@ -335,6 +360,7 @@ class PostgresBackend:
     def _end_pipeline(self) -> None:
         """Leave pipeline mode: send what is queued and wait for every result (errors raise here)."""
         cm, self._pipe, self._pipe_cm = self._pipe_cm, None, None
+        self._in_flight = False
         if cm is not None:
             cm.__exit__(None, None, None)
 

@@ -750,6 +750,14 @@ class _Tx:
         """``expr IN (?, ...)``, one parameter per value."""
         return f"{expr} IN ({', '.join('?' for _ in values)})", list(values)
 
+    def savepoint(self, name: str) -> None:
+        """Mark a savepoint (at once: nothing is in flight here)."""
+        self._cur.execute(f"SAVEPOINT {name}")
+
+    def release(self, name: str) -> None:
+        """Forget a savepoint (at once)."""
+        self._cur.execute(f"RELEASE SAVEPOINT {name}")
+
     def submit(self, sql: str, params: Sequence[Any] = ()) -> Fetched:
         """A query's rows, read at once (nothing to send together here)."""
         return Fetched(self._cur.execute(sql, params).fetchall())

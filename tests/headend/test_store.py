@@ -266,6 +266,42 @@ def test_a_failed_part_undoes_only_its_own_writes(store) -> None:
     assert store.check_ledger() == []
 
 
+_DUPLICATE = re.compile(r"UNIQUE|unique|duplicate")
+
+
+def _write_a_duplicate_audit_id(store) -> None:
+    """A write whose outcome is not read (on PostgreSQL it is sent with the next statement) and fails."""
+    with store._tx() as tx:
+        first = tx.one("SELECT MIN(id) FROM audit")[0]
+        tx.write("INSERT INTO audit (id, at, actor, action) VALUES (?, 0, 'test', 'duplicate')", (first,))
+
+
+def test_a_part_whose_unread_write_fails_fails_itself_not_the_next_part(store) -> None:
+    add(store)
+    with store.atomic():
+        with pytest.raises(Exception, match=_DUPLICATE):
+            with store.part():
+                store.credit(C1, 700, actor="alice", idem_key="p1")
+                _write_a_duplicate_audit_id(store)
+        with store.part():  # a failure left in flight by the part before would surface in here
+            store.add_event(A1, "note")
+    assert store.get_account(C1).balance_fen == 0
+    assert [e.kind for e in store.events(A1)] == ["note"]
+    assert "duplicate" not in [e.action for e in store.audit_entries()]
+
+
+def test_a_write_that_fails_before_a_part_is_raised_before_the_part_begins(store) -> None:
+    add(store)
+    entered = []
+    with pytest.raises(Exception, match=_DUPLICATE):
+        with store.atomic():
+            _write_a_duplicate_audit_id(store)
+            with store.part():
+                entered.append(True)  # not reached: the failure is not this part's
+    assert entered == []
+    assert "duplicate" not in [e.action for e in store.audit_entries()]
+
+
 def test_enqueue_without_actor_leaves_no_command(store) -> None:
     add(store)
     with pytest.raises(InvalidInput, match="actor"):
