@@ -65,24 +65,32 @@ def _int32_if_fits(a: np.ndarray) -> np.ndarray:
     return a.astype(np.int32) if a.size and i32.min <= a.min() and a.max() <= i32.max else a
 
 
-def _joined(bills: list[Bill], per_interval: bool) -> Bill:
+class _Joined:
     """The partitions' results as one Bill of int64 totals (per-interval fen int16, or int64 if any
-    partition's are), each copied once into place."""
-    n = sum(b.fen.size for b in bills)
-    fen, ladder, rem = (np.empty(n, dtype=np.int64) for _ in range(3))
-    per = None
-    if per_interval:
-        pers = [b.per_interval for b in bills if b.per_interval is not None]
-        dtype = np.result_type(*(p.dtype for p in pers)) if pers else np.int64
-        per = np.empty((n, pers[0].shape[1] if pers else 0), dtype=dtype)
-    lo = 0
-    for b in bills:
+    partition's are), each partition copied into place as it arrives: the first worker's results
+    are joined while the last is still rating, not after it."""
+
+    def __init__(self, n: int, per_interval: bool) -> None:
+        self.fen, self.ladder, self.rem = (np.empty(n, dtype=np.int64) for _ in range(3))
+        self.per_interval = per_interval
+        self.per: np.ndarray | None = None
+
+    def put(self, lo: int, b: Bill) -> None:
         hi = lo + b.fen.size
-        fen[lo:hi], ladder[lo:hi], rem[lo:hi] = b.fen, b.ladder_wh, b.rem
-        if per is not None and b.per_interval is not None:
-            per[lo:hi] = b.per_interval
-        lo = hi
-    return Bill(fen, ladder, rem, per)
+        self.fen[lo:hi], self.ladder[lo:hi], self.rem[lo:hi] = b.fen, b.ladder_wh, b.rem
+        p = b.per_interval
+        if self.per_interval and p is not None:
+            if self.per is None:
+                self.per = np.empty((self.fen.size, p.shape[1]), dtype=p.dtype)
+            elif np.result_type(self.per.dtype, p.dtype) != self.per.dtype:
+                self.per = self.per.astype(np.result_type(self.per.dtype, p.dtype))   # rare: a wide batch
+            self.per[lo:hi] = p
+
+    def bill(self) -> Bill:
+        per = self.per
+        if self.per_interval and per is None:
+            per = np.empty((self.fen.size, 0), dtype=np.int64)
+        return Bill(self.fen, self.ladder, self.rem, per if self.per_interval else None)
 
 
 def _load_checked(load: Callable[[int, int], Rows], lo: int, hi: int) -> Rows:
@@ -184,11 +192,20 @@ class DaskRating:
             raise RatingUnavailable(f"rating on {self.where} failed ({type(exc).__name__}: {exc}): the cycle was "
                                     "not committed, nothing was charged; the next cycle rates these intervals") from exc
 
-    def _rate_parts(self, parts: list[Any], tariff: list[np.ndarray], per_interval: bool) -> Bill:
+    def _rate_parts(self, parts: list[Any], spans: list[tuple[int, int]], tariff: list[np.ndarray],
+                    per_interval: bool) -> Bill:
+        from distributed import as_completed
+
         # the tariff's few small arrays travel inside each task; the rows are already on a worker
         futures = [self.client.submit(_rate_rows, part, *tariff, per_interval, self.kernel_threads, pure=False)
                    for part in parts]
-        return _joined(list(self.client.gather(futures)), per_interval)  # type: ignore[arg-type]  # sync client
+        lo_of = {f.key: lo for f, (lo, _) in zip(futures, spans)}
+        joined = _Joined(spans[-1][1], per_interval)
+        for future, bill in as_completed(futures, with_results=True):
+            if future.status != "finished":
+                future.result()            # raises what stopped it (a lost worker, a cancelled task)
+            joined.put(lo_of[future.key], bill)
+        return joined.bill()
 
     def __call__(self, energy_wh: Any, slot_of_interval: Any, prices: Any, thresholds_wh: Any, increments: Any,
                  resets: Any, ladder_wh: Any, rem: Any, per_interval: bool = False) -> Bill:
@@ -202,8 +219,9 @@ class DaskRating:
 
         def work() -> Bill:
             # each partition's rows go straight to a worker (not inside the task graph)
-            rows = self.client.scatter([(e[lo:hi], ladder[lo:hi], r[lo:hi]) for lo, hi in self._spans(n)], hash=False)
-            return self._rate_parts(rows, tariff, per_interval)
+            spans = self._spans(n)
+            rows = self.client.scatter([(e[lo:hi], ladder[lo:hi], r[lo:hi]) for lo, hi in spans], hash=False)
+            return self._rate_parts(rows, spans, tariff, per_interval)
 
         return self._guarded(work)
 
@@ -231,7 +249,7 @@ class DaskRating:
             z = np.zeros(0, dtype=np.int64)
             return rate(np.zeros((0, np.asarray(slot_of_interval).size), dtype=np.int32), *tariff, z, z,
                         per_interval=per_interval)
-        return self._guarded(lambda: self._rate_parts(list(placed.parts), tariff, per_interval))
+        return self._guarded(lambda: self._rate_parts(list(placed.parts), list(placed.spans), tariff, per_interval))
 
     def close(self) -> None:
         """Disconnect (and stop the local cluster, if this engine started one)."""

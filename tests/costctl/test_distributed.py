@@ -47,6 +47,20 @@ def test_partitions_on_the_cluster_agree_with_the_kernel_to_the_fen(dask_engine)
         assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
+
+def test_a_partition_whose_intervals_need_int64_widens_the_joined_per_interval_fen(dask_engine) -> None:
+    rng = np.random.default_rng(11)
+    n, k = 4_000, 96
+    energy = rng.integers(0, 4_000, size=(n, k), dtype=np.int32)
+    energy[3_500, 10] = 50_000_000          # one quarter hour over int16's fen: that partition comes back in int64
+    args = (np.arange(k) % 4, np.array([3000, 5000, 7000, 9000]), np.array([200_000, 400_000]),
+            np.array([0, 500, 3000]), np.array([48]), rng.integers(0, 300_000, n), rng.integers(0, 10_000, n))
+    dask_engine.partition_rows = 1_000
+    here, there = rate(energy, *args, per_interval=True), dask_engine(energy, *args, per_interval=True)
+    assert here.per_interval.dtype == np.int64 and here.per_interval[3_500, 10] > 32_767
+    for a, b in zip(here, there):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
 def _rows(lo, hi):
     """Accounts lo..hi - 1 of a fleet whose rows depend only on the account (any partition agrees)."""
     k = np.arange(lo, hi, dtype=np.int64)
