@@ -317,15 +317,20 @@ def _rating(report: Any, n: int, placed: bool) -> None:
         here, there = rate(energy, *tariff, ladder, rem), dask()
         assert all(np.array_equal(a, b) for a, b in zip(here[:3], there[:3])), "Dask and in-process disagree"
         del here, there
-        r = interleaved(dask, lambda: rate(energy, *tariff, ladder, rem), rounds=5, work_a=n, work_b=n)
+        load0 = os.getloadavg()[0]
+        r = interleaved(dask, lambda: rate(energy, *tariff, ladder, rem), rounds=7, work_a=n, work_b=n)
+        load = (load0 + os.getloadavg()[0]) / 2
     finally:
         engine.close()
         cluster.close()
-    how = ("rows built on the workers, 12 bytes per account back" if placed
-           else "rows sent from this process, 384 bytes per account, as the cost-control cycle does")
+    # what a Dask call timed here includes: the tasks sent (the tariff inside), the kernel on the
+    # workers, the results back and joined into the int64 Bill here; placed, not the rows' building
+    how = ("rows built on the workers beforehand (not timed), the tariff out and 12 bytes per account back"
+           if placed else "rows sent from this process in each call, 384 bytes per account, as the cost-control cycle does")
     report(f"rating {n:,} accounts x 96 intervals: Dask LocalCluster of 2 worker processes x 1 kernel thread, {how}, "
            f"vs in-process kernel ({get_num_threads()} threads), same machine", r.a, "accounts/s", baseline=r.b,
            pairs=r)
+    report(f"  load average (1 min) of the machine during those {n:,}-account rating pairs", load, "runnable")
 
 
 def run(report: Any, parts: tuple[str, ...] = (), cycle_accounts: int = CYCLE_ACCOUNTS, days: int = 3) -> None:
