@@ -142,6 +142,8 @@ class Meter:
         else:
             # read piece by piece from flash into their final packed form: no parse tree
             tl = s["tl"]
+            self.tariff = None  # the tables it held go before the record's are read
+            collect()
             self.tariff = Tariff.unpack(st.ints_reader(3, tl[0]))
             collect()
             self.events.unpack(st.ints_reader(3 + tl[0], tl[1]))

@@ -319,15 +319,15 @@ def test_flash_writes_the_rp2_key_file_once(tmp_path: Path, monkeypatch: pytest.
 # session(): reads, an authenticated recharge, a relay trip and close, a parameter write and a
 # day-table write, event reads, 400 main-loop passes with energy pulses), measured as
 # tools/bench/bench_image.py measures it: with the .mpy files loaded into RAM the boot alone needs
-# 95 KB of heap on the 64-bit unix port (99 KB while the 03H/14H/1CH handlers stayed in meter.core)
-# and the session 110 KB (its peak: the writes, whose parser and checks are loaded into a heap that
+# 94 KB of heap on the 64-bit unix port (99 KB while the 03H/14H/1CH handlers stayed in meter.core)
+# and the session 109 KB (its peak: the writes, whose parser and checks are loaded into a heap that
 # holds the meter and has ~16 KB free in holes of at most ~1 KB); with them executed in place from a
 # ROMFS image (mpremote romfs deploy; bytecode stays in flash as frozen modules' does) the session
-# needs 80 KB beside the ROMFS buffer. The budgets keep 2 KB over those: they fail when the meter
+# needs 78 KB beside the ROMFS buffer. The budgets keep 2 KB over those: they fail when the meter
 # grows back.
-FULL_BOOT_KB = 97
-SESSION_KB = 112
-SESSION_ROMFS_KB = 82
+FULL_BOOT_KB = 96
+SESSION_KB = 111
+SESSION_ROMFS_KB = 80
 
 
 @pytest.fixture(scope="module")
