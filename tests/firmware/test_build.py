@@ -167,6 +167,26 @@ def test_frozen_build_has_sources_and_manifest(tmp_path: Path) -> None:
     assert not list(out.rglob("*.mpy"))
 
 
+def test_the_frozen_unix_build_freezes_what_the_image_holds() -> None:
+    # tools/frozen_unix.py measures a frozen image's heap: it must freeze the modules the esp32
+    # image compiles (and the fakes of what a board has in ROM), no fewer
+    from tools.frozen_unix import FAKES, manifest
+    from tools.meter_image import image_sources
+    frozen: set[Path] = set()
+
+    def package(name, files=None, base_path=".", opt=None):
+        base = Path(base_path) / name
+        frozen.update([base / f for f in files] if files else base.glob("*.py"))
+
+    def module(name, base_path=".", opt=None):
+        frozen.add(Path(base_path) / name)
+
+    exec(manifest("esp32"), {"package": package, "module": module})  # noqa: S102 - our own manifest text
+    assert {src for src, _ in image_sources("esp32")} <= frozen
+    assert {FAKES / "machine.py", FAKES / "esp32.py"} <= frozen
+    assert all(f.exists() for f in frozen)
+
+
 def test_flash_commands_copy_and_verify(image: Path) -> None:
     record = load_image(image)
     cmds = flash(port="/dev/ttyUSB0", directory=image, dry_run=True)
