@@ -126,14 +126,15 @@ _UNDER_2_31 = 1 << 31
 
 
 @njit(parallel=True, cache=True)
-def _rate_rows_per_interval(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, narrow_w, fen, ladder1,
+def _rate_rows_per_interval(energy, pt, ptk, seg, seg_reset, thr, inc, ladder0, rem0, limit_w, narrow_w, fen, ladder1,
                             rem1, per):
     # acc = rem0 + the sub-fen so far, never cut: the fen debited up to interval t is acc // SUBFEN
     # (what the per-interval carry gives), so per[t] is the step of that floor.  Within a segment
     # that stays in one ladder tier the price of a Wh is pt[t] + inc[k]; while acc stays under
     # 2**31 (a day of a household is under 2**30) the running sum is kept in 32 bits, and then
     # the floors are 32-bit divisions by a constant and the steps plain differences: both SIMD
-    # loops, which leaves the running sum itself as the one serial loop.
+    # loops, which leaves the running sum itself as the one serial loop.  ptk[k, t] is that price
+    # (int64 holding int32 values), so the multiply reads it from memory as the totals kernel does.
     nseg = seg.size - 1
     n_acc, n_int = energy.shape
     for c in prange((n_acc + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
@@ -154,13 +155,13 @@ def _rate_rows_per_interval(energy, pt, seg, seg_reset, thr, inc, ladder0, rem0,
                 if seg_reset[s]:
                     e = 0
                 k = _tier(e + 1, thr)
-                ik = np.int32(inc[k])
+                pk = ptk[k]
                 sw = 0
                 sb = 0
                 su = 0
                 for t in range(lo, hi):             # a SIMD loop: each interval's sub-fen in tier k
                     w = energy[a, t]
-                    x = np.int64(w) * np.int64(np.int32(pt[t] + ik))
+                    x = np.int64(w) * np.int64(np.int32(pk[t]))
                     u[t] = x
                     sw += w
                     sb |= w
@@ -265,12 +266,17 @@ def rate(energy_wh: ArrayLike, slot_of_interval: ArrayLike, prices: ArrayLike,
     seg, seg_reset = segments_of(resets, n_int)
     if per_interval:
         assert per is not None
-        _rate_rows_per_interval(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, _narrow_w(per, max_price),
+        if n_int and max_price >= 1 << 31:
+            raise ValueError(f"a price plus a ladder increment of {max_price} does not fit the per-interval kernel's "
+                             "int32 price table: rate this tariff's totals only, or lower its prices")
+        # the price of a Wh at each interval in each ladder tier, the multiply's operand
+        ptk = pt64[None, :] + inc[:, None]
+        _rate_rows_per_interval(e, pt, ptk, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, _narrow_w(per, max_price),
                                 fen, ladder1, rem1, per)
         if n_acc and (fen == _TOO_WIDE).any():
             # an interval of some account could cost more fen than the narrow type holds: all in int64
             per = np.empty((n_acc, n_int), dtype=np.int64)
-            _rate_rows_per_interval(e, pt, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, _narrow_w(per, max_price),
+            _rate_rows_per_interval(e, pt, ptk, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, _narrow_w(per, max_price),
                                     fen, ladder1, rem1, per)
     else:
         _rate_rows(e, pt64, seg, seg_reset, thr, inc, ladder_wh, rem, limit_w, fen, ladder1, rem1)

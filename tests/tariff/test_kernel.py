@@ -168,6 +168,20 @@ def test_per_interval_fen_in_each_of_the_kernels_ways():
     assert_same(call(rate_reference, furnace, slot, prices, thr, inc, [], [0, 0], [0, 0]), got, with_per=True)
 
 
+
+def test_a_price_and_increment_past_int32_are_exact_or_refused_per_interval():
+    # the per-interval kernel prices a Wh at price + increment in 32 bits: a sum past 2**31 must
+    # not wrap into a wrong bill
+    e = np.full((1, 4), 3, dtype=np.int32)
+    args = (e, [0, 1, 0, 1], [2_000_000_000, 5_000], [], [300_000_000], [], [0], [0])
+    ref = call(rate_reference, *args)
+    try:
+        got = call(rate, *args, per_interval=True)
+    except ValueError as exc:
+        assert "int32" in str(exc) and "increment" in str(exc)
+    else:
+        assert_same(ref, got, with_per=True)
+
 def test_empty_batches():
     for shape in ((0, 0), (0, 96), (3, 0)):
         e = np.zeros(shape, dtype=np.int32)
