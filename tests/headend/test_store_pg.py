@@ -166,6 +166,36 @@ def test_two_workers_never_claim_the_same_command(pg_server, pg_template) -> Non
     assert len(every) == 40 and len(set(every)) == 40
 
 
+def test_two_head_ends_never_send_the_same_notice(pg_server, pg_template) -> None:
+    from headend.notices import notify_event
+
+    url = pg_server.create_db(pg_template)
+    setup = open_store(url, clock=Clock())
+    setup.add_meter(C1, link="tcp://127.0.0.1:1", customer=C1, actor="setup")
+    setup.update_account(C1, actor="setup", phone="13800138000")
+    for i in range(120):
+        notify_event(setup, C1, "payment_received", {"amount_fen": 100, "balance_fen": 100 * i, "channel": "counter"},
+                     f"pay:{i}")
+    setup.close()
+    claimed: list[list[int]] = [[], [], []]
+
+    def sender(k: int) -> None:  # each on its own connection, as each head-end's notice sender is
+        s = open_store(url, clock=Clock())
+        try:
+            while batch := s.claim_notices(f"serve-{k}", limit=5):
+                claimed[k].extend(n.id for n in batch)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for ids in claimed for i in ids]
+    assert len(every) == 120 and len(set(every)) == 120
+
+
 def test_serves_side_by_side_keep_their_commands_and_a_lapsed_ones_come_back(pg_server, pg_template) -> None:
     url = pg_server.create_db(pg_template)
     clock = Clock()
