@@ -81,10 +81,10 @@ def run(report) -> None:
 
 
 def kernel(report) -> None:
-    """The kernel's figures alone (a minute or two)::
+    """The kernel's figures alone (a minute or two): ``.venv/bin/python -m tools.bench.bench_tariff --kernel``."""
+    import os
 
-        .venv/bin/python -c "from tools.bench.bench_tariff import kernel; from tools.bench.run import reporter; kernel(reporter([]))"
-    """
+    load0 = os.getloadavg()[0]
     threads = get_num_threads()
     energy, args = day_batch(ACCOUNTS)
     n = energy.size
@@ -131,6 +131,8 @@ def kernel(report) -> None:
     r = interleaved(lambda: _narrow(energy, bills.per_interval), totals, rounds=5, work_a=n / 1e6, work_b=n / 1e6)
     report(f"tariff: int32 -> int16 copy into the per-interval array (its write floor) vs totals kernel, {threads} threads",
            r.a, "M readings/s", r.b, pairs=r)
+    report("  load average (1 min) of the machine during the kernel's pairs", (load0 + os.getloadavg()[0]) / 2,
+           "runnable")
     # let the arrays go before the next bench (not `del`: the closures above still name them)
     energy = bills = sub = np_sub = None
     # why the kernel is short of the bandwidth: it is compute-bound.  Its widest inner loop
@@ -140,6 +142,11 @@ def kernel(report) -> None:
     k_loop, s_loop = hot["_rate_rows"], hot["_stream_sum"]
     report(f"tariff: kernel inner loop, instructions per reading ({k_loop['vector']}) vs the streaming read's",
            k_loop["per_reading"], "instructions", s_loop["per_reading"])
+    # the per-interval kernel's widest loop (the sub-fen of each interval, stored); its running sum
+    # of them reads no energy and is the one loop that does not vectorise
+    p_loop = hot["_rate_rows_per_interval"]
+    report(f"tariff: per-interval kernel's widest inner loop, instructions per reading ({p_loop['vector']}) vs the "
+           "totals kernel's", p_loop["per_reading"], "instructions", k_loop["per_reading"])
 
 
 def cost_control_cycle(report) -> None:
@@ -481,6 +488,8 @@ if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.
     ap.add_argument("--opening-yuan", type=int, default=10,
                     help="opening balances 0 .. this (default 10: every account below alarm 1 on day 1, a notice for"
                          " each, the worst case; 500: a few in a hundred accounts cross a band a day)")
+    ap.add_argument("--kernel", action="store_true",
+                    help="the tariff kernel's figures alone (a minute or two; see kernel)")
     ap.add_argument("--write-forms", action="store_true",
                     help="compare the forms of the money update on SQLite instead (see write_forms)")
     ap.add_argument("--build-db", metavar="PATH", help=argparse.SUPPRESS)   # the child that builds the database
@@ -490,6 +499,8 @@ if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.
     opts = ap.parse_args()
     if opts.bare_writes:
         print(bare_writes(Path(opts.bare_writes), opts.store_accounts, opts.decided, opts.round))
+    elif opts.kernel:
+        kernel(reporter([]))
     elif opts.write_forms:
         write_forms(reporter([]), opts.store_accounts)
     elif opts.build_db:
