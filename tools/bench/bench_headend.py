@@ -27,9 +27,10 @@ pair ratios with its spread; tools/bench/interleave.py) and names both sides and
   collection (registry query, read cycle, readings stored) over all its meters, in turn with
   the order rotating, and reports its own CPU time (``time.process_time``) per read; the
   figures are ratios to the 1,000-meter head-end's of the same round (flat = 1.0).  Each
-  head-end then runs as many cycles of the plain-asyncio ceiling over its own buses: what more
-  connections cost any asyncio client (sockets, event loop), and the head-end's CPU per read
-  beyond that, its own code's, against the same at 1,000.
+  head-end then runs as many cycles of the plain-asyncio ceiling over its own buses, in the same
+  process right after its collections (so what those leave behind, the garbage collections
+  they made due among it, lands there), and the head-end's CPU per read beyond that against the
+  same at 1,000; the cyclic garbage collector's CPU time is reported on its own.
 """
 
 from __future__ import annotations
@@ -247,6 +248,8 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
     fleet, info = _spawn("tools.fleet", "--count", str(max(SCALE_SIZES)), "--per-bus", str(SCALE_PER_BUS), env=env)
     heads: list[subprocess.Popen] = []
     store_cpu: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
+    gc_cpu: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
+    ceiling_gc: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
     ceiling_cpu: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
     headend_cpu: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}
     try:
@@ -269,6 +272,8 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
                 if got["stored"] != got["reads"] or got["failed"]:
                     raise RuntimeError(f"{n:,}-meter head-end: {got}")
                 store_cpu[n].append(got["store_cpu"] / got["reads"] * 1e6)
+                gc_cpu[n].append(got["gc_cpu"] / got["reads"] * 1e6)
+                ceiling_gc[n].append(got["ceiling_gc_cpu"] / got["ceiling_reads"] * 1e6)
                 ceiling_cpu[n].append(got["ceiling_cpu"] / got["ceiling_reads"] * 1e6)
                 headend_cpu[n].append(got["cpu"] / got["reads"] * 1e6)
                 return headend_cpu[n][-1]
@@ -288,10 +293,16 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
     for n in (base, SCALE_SIZES[-1]):
         report(f"  of which storing the readings (SQLite, its worker thread) with {n:,} meters",
                statistics.median(store_cpu[n]), "us")
+    for n in (base, SCALE_SIZES[-1]):
+        report(f"  of which cyclic garbage collection (gc module, whichever thread it ran on) with {n:,} meters",
+               statistics.median(gc_cpu[n]), "us")
+    for n in (base, SCALE_SIZES[-1]):   # collections the head-end's cycles left due, run while the ceiling's go
+        report(f"  cyclic garbage collection per read of the plain-asyncio ceiling's cycles with {n:,} meters",
+               statistics.median(ceiling_gc[n]), "us")
     for n in SCALE_SIZES[1:]:
         r = paired(ceiling_cpu[n], ceiling_cpu[base])
         report(f"  the plain-asyncio ceiling's CPU per read on the same buses with {n:,} meters vs with {base:,} "
-               "(sockets and event loop only: what more connections cost any client)", r.a, "us", r.b, pairs=r)
+               "(sockets and event loop only, in that head-end's process right after its collections)", r.a, "us", r.b, pairs=r)
     for n in SCALE_SIZES[1:]:
         own = [h - c for h, c in zip(headend_cpu[n], ceiling_cpu[n])]
         r = paired(own, [h - c for h, c in zip(headend_cpu[base], ceiling_cpu[base])])
@@ -303,9 +314,10 @@ async def _scale_child(n: int) -> None:
     """One head-end of the scale figure: its own store holding the first N meters of the fleet
     (layout read from stdin); for each line "K C" on stdin serve's collection cycle run K times,
     then C cycles of the plain-asyncio ceiling on the same buses, and one JSON line back:
-    {"cpu": s, "store_cpu": s, "reads": n, "stored": n, "failed": n, "ceiling_cpu": s,
-    "ceiling_reads": n} (this process's CPU time in the collections, the part of it spent storing
-    readings, and its CPU time in the ceiling's cycles)."""
+    {"cpu": s, "store_cpu": s, "gc_cpu": s, "reads": n, "stored": n, "failed": n, "ceiling_cpu": s,
+    "ceiling_gc_cpu": s, "ceiling_reads": n} (this process's CPU time in the collections, the parts
+    of it spent storing readings and in the cyclic garbage collector, and its CPU time in the
+    ceiling's cycles, with the collector's part)."""
     from headend.commands import MeterClient
     from headend.commands.collect import read_cycle
     from headend.keys import KeyStore
@@ -337,6 +349,15 @@ async def _scale_child(n: int) -> None:
                 store_cpu[0] += time.thread_time() - t
 
         store.add_readings = timed_add  # type: ignore[method-assign]
+        gc_cpu = [0.0, 0.0]   # CPU time in the collector, and when the running collection started
+
+        def on_gc(phase: str, info: dict) -> None:   # a collection starts and stops on one thread
+            if phase == "start":
+                gc_cpu[1] = time.thread_time()
+            else:
+                gc_cpu[0] += time.thread_time() - gc_cpu[1]
+
+        gc.callbacks.append(on_gc)
 
         async def collect() -> tuple[int, int]:
             # every cycle a second later, so every reading is a new row (re-reading the same second stores once)
@@ -353,17 +374,18 @@ async def _scale_child(n: int) -> None:
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             collections, ceilings = (int(x) for x in line.split())
             reads = stored = failed = 0
-            c0, store_cpu[0] = time.process_time(), 0.0
+            c0, store_cpu[0], gc_cpu[0] = time.process_time(), 0.0, 0.0
             for _ in range(collections):
                 s, f = await collect()
                 reads, stored, failed = reads + n, stored + s, failed + f
-            cpu, c0 = time.process_time() - c0, time.process_time()
+            cpu, c0, collector = time.process_time() - c0, time.process_time(), gc_cpu[0]
             ceiling_reads = 0
             for _ in range(ceilings):   # one cycle each (no window)
                 await ceiling_cycles(buses, 0.0, [READ_DI], conns=conns)
                 ceiling_reads += sum(len(c.requests) for c in conns)
-            print(json.dumps({"cpu": cpu, "store_cpu": store_cpu[0], "reads": reads, "stored": stored, "failed": failed,
-                              "ceiling_cpu": time.process_time() - c0, "ceiling_reads": ceiling_reads}), flush=True)
+            print(json.dumps({"cpu": cpu, "store_cpu": store_cpu[0], "gc_cpu": collector, "reads": reads,
+                              "stored": stored, "failed": failed, "ceiling_cpu": time.process_time() - c0,
+                              "ceiling_gc_cpu": gc_cpu[0] - collector, "ceiling_reads": ceiling_reads}), flush=True)
         for c in conns:
             c.transport.close()  # type: ignore[union-attr]
         await fe.close()
