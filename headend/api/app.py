@@ -283,7 +283,7 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
               tags=["payments"], summary="Take a payment (txn_id is the idempotency key)",
               openapi_extra={"security": _SIGNED, **_request_body_schema(models.PaymentIn)})
     async def post_payment(request: Request) -> Response:
-        def work(channel: ChannelKey, body: bytes) -> Response:
+        def work(channel: ChannelKey, body: bytes) -> Later:
             pay = api.parse(body, models.PaymentIn)
             request.state.target = pay.customer_no or pay.meter_no
             if pay.channel_id != channel.channel_id:

@@ -221,7 +221,7 @@ class StorePayments:
         for i, a in enumerate(asks):
             by_actor.setdefault(a.actor, []).append(i)
         for actor, pending in by_actor.items():
-            records = {asks[i].channel.id for i in pending if asks[i].channel is not None}
+            records = {ch.id for ch in (asks[i].channel for i in pending) if ch is not None}
             record = asks[pending[0]].channel if len(records) == 1 else None
             while pending:
                 try:
