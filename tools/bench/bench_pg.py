@@ -4,14 +4,16 @@
   processes: on PostgreSQL with one serve and with two serves (the requests shared between them)
   against one serve on an SQLite file (WAL, synchronous=NORMAL: the store's setting), windows
   interleaved (tools/bench/interleave.py).  The PostgreSQL server is a throwaway one on this
-  machine (tools/pg_server.py), over its Unix socket, with ``fsync = on``, twice: with
+  machine (tools/pg_server.py: shared_buffers 256 MB, the rest PostgreSQL's defaults, as a
+  dedicated server starts), over its Unix socket, with ``fsync = on``, twice: with
   ``synchronous_commit = off`` (as durable as SQLite's WAL with synchronous=NORMAL: an OS crash
   may lose the last commits, never corrupt), then with PostgreSQL's default ``on``, as a head-end's
   server keeps it for money (every commit waits for its WAL on disk: the disk's flushes per second,
   also reported, are then one connection's ceiling).  Each serve holds one connection and runs its
-  requests on its event loop, one at a time; the second serve is a second connection.  The
-  machine's load average during the windows is reported beside the ratios.  Aim: PostgreSQL >=
-  0.5x SQLite.
+  requests on its event loop (the requests of one loop turn share a transaction: the API's group
+  commit); the second serve is a second connection.  Beside each ratio: the CPU per payment of
+  what serves it in the same windows (the serve processes, on PostgreSQL with the server's
+  processes), and the machine's load average during the windows.  Aim: PostgreSQL >= 0.5x SQLite.
 * **A cost-control cycle.**  One day rated, debited and decided for N remote accounts on PostgreSQL
   against the same on SQLite, interleaved (a day each).  Both databases hold the same rows: the
   SQLite one is built with the store's bulk methods, then copied into PostgreSQL with COPY (the
@@ -49,7 +51,7 @@ ASYNC_COMMIT = {**DURABLE, "synchronous_commit": "off"}
 PAY_ACCOUNTS = 2_000
 CONNECTIONS = 32
 WINDOW_S = 1.0
-ROUNDS = 5
+ROUNDS = 9  # windows of each side: one-second windows on a shared machine vary widely
 _D0 = 1748793600  # 2025-06-02 00:00 China time
 
 
@@ -120,9 +122,16 @@ def _fsyncs_per_s(folder: Path, n: int = 200) -> float:
         path.unlink()
 
 
+def _server_cpu(pids: list[int]) -> float:
+    from tools.proc import cpu_seconds
+
+    return sum(cpu_seconds(p) for p in pids)
+
+
 def _payments(report: Any, pg: Any, tmp: Path, settings: dict[str, str]) -> None:
     from tools.bench.bench_payments import _Conn, _drive
-    from tools.bench.interleave import interleaved_values
+    from tools.bench.interleave import interleaved_values, paired
+    from tools.proc import descendants
 
     loop = asyncio.new_event_loop()
     lite = _Head(tmp, str(tmp / "pay.db"), 1, "lite")
@@ -133,6 +142,10 @@ def _payments(report: Any, pg: Any, tmp: Path, settings: dict[str, str]) -> None
 
         counter = iter(range(10**9))
         size = {"lite": 400, "one": 400, "two": 400}
+        # CPU per payment of what serves it, in the same windows: the serve processes, and on
+        # PostgreSQL the server's processes too (its backends do the statements' work)
+        master = int((pg.data / "postmaster.pid").read_text().split()[0])
+        cpu_us: dict[str, list[float]] = {k: [] for k in size}
 
         def window(kind: str) -> float:
             # fresh connections each window (an idle keep-alive connection is closed by the server)
@@ -143,6 +156,8 @@ def _payments(report: Any, pg: Any, tmp: Path, settings: dict[str, str]) -> None
                 loop.run_until_complete(conns(post.ports[1], CONNECTIONS // 2))
             reqs = [head.payment(head.ports[0] if ports is None else ports[i % CONNECTIONS], f"T{next(counter)}", i)
                     for i in range(size[kind])]
+            serving = [p.pid for p in head.procs] + ([master, *descendants(master)] if head is post else [])
+            cpu0 = _server_cpu(serving)
             if ports is not None:  # each connection sends what was signed for its serve's host:port
                 by_conn: list[list[bytes]] = [reqs[k::CONNECTIONS] for k in range(CONNECTIONS)]
                 async def all_conns() -> None:
@@ -153,6 +168,7 @@ def _payments(report: Any, pg: Any, tmp: Path, settings: dict[str, str]) -> None
                 rate = len(reqs) / (time.perf_counter() - t0)
             else:
                 rate = loop.run_until_complete(_drive(cs, reqs, {201}))
+            cpu_us[kind].append((_server_cpu(serving) - cpu0) * 1e6 / len(reqs))
             size[kind] = max(200, int(rate * WINDOW_S))
             for c in cs:
                 c.close()
@@ -163,9 +179,14 @@ def _payments(report: Any, pg: Any, tmp: Path, settings: dict[str, str]) -> None
         server = ", ".join(f"{k} {v}" for k, v in settings.items())
         for kind, what in (("one", "one serve"), ("two", "two serves")):
             load0 = os.getloadavg()[0]
+            cpu_us[kind].clear()
+            cpu_us["lite"].clear()
             r = interleaved_values(lambda kind=kind: window(kind), lambda: window("lite"), rounds=ROUNDS)
             report(f"payments/s on PostgreSQL ({server}), {what} vs SQLite (WAL, synchronous=NORMAL), one serve,"
                    " same machine", r.a, "payments/s", baseline=r.b, pairs=r)
+            c = paired(cpu_us[kind], cpu_us["lite"])
+            report(f"  CPU per payment on PostgreSQL ({server}), {what}: serve processes + PostgreSQL server processes,"
+                   " vs the SQLite serve's, same windows", c.a, "us", baseline=c.b, pairs=c)
             report(f"load average (1 min) of the machine during those windows ({server}, {what})",
                    (load0 + os.getloadavg()[0]) / 2, "runnable")
     finally:
