@@ -494,7 +494,8 @@ def _audit_decisions(store: Store, actor: str, acc: _Accounts, d: Any, balance: 
         for lo in range(0, recorded.size, _DECISION_SLICE):
             part = recorded[lo:lo + _DECISION_SLICE]
             # formatted directly rather than through the encoder: a million of these per cycle
-            store.log_actions([(actor, audit_action[a], customer_of[i],
+            # (pyright types zip's items as Any past five iterables, and customer_of[Any] as a slice)
+            store.log_actions([(actor, audit_action[a], customer_of[i],  # pyright: ignore[reportArgumentType]
                                 JSONText(f'{{"balance_fen":{b}{detail_tail[lv, r, s]}'))
                                for i, a, b, lv, r, s in zip(part.tolist(), d.action[part].tolist(),
                                                             balance[part].tolist(), d.notice_level[part].tolist(),

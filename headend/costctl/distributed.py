@@ -46,6 +46,18 @@ class RatingUnavailable(RuntimeError):
     """The rating cluster cannot be reached or went away; nothing was charged."""
 
 
+
+TariffArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _tariff_arrays(slot_of_interval: Any, prices: Any, thresholds_wh: Any, increments: Any,
+                   resets: Any) -> TariffArrays:
+    """The kernel's five tariff arguments as int64 arrays (sent inside each task)."""
+    return (np.asarray(slot_of_interval, dtype=np.int64), np.asarray(prices, dtype=np.int64),
+            np.asarray(thresholds_wh, dtype=np.int64), np.asarray(increments, dtype=np.int64),
+            np.asarray(resets, dtype=np.int64))
+
+
 def _rate_rows(part: Rows, slots: np.ndarray, prices: np.ndarray, thresholds: np.ndarray,
                increments: np.ndarray, resets: np.ndarray, per_interval: bool, threads: int | None) -> Bill:
     # runs on a worker, where the kernel was loaded when the worker joined (_kernel_plugin)
@@ -192,7 +204,7 @@ class DaskRating:
             raise RatingUnavailable(f"rating on {self.where} failed ({type(exc).__name__}: {exc}): the cycle was "
                                     "not committed, nothing was charged; the next cycle rates these intervals") from exc
 
-    def _rate_parts(self, parts: list[Any], spans: list[tuple[int, int]], tariff: list[np.ndarray],
+    def _rate_parts(self, parts: list[Any], spans: list[tuple[int, int]], tariff: TariffArrays,
                     per_interval: bool) -> Bill:
         from distributed import as_completed
 
@@ -212,7 +224,7 @@ class DaskRating:
         """Rate a batch (the kernel's arguments and result), partitioned by accounts."""
         e = np.asarray(energy_wh)
         ladder, r = np.asarray(ladder_wh, dtype=np.int64), np.asarray(rem, dtype=np.int64)
-        tariff = [np.asarray(a, dtype=np.int64) for a in (slot_of_interval, prices, thresholds_wh, increments, resets)]
+        tariff = _tariff_arrays(slot_of_interval, prices, thresholds_wh, increments, resets)
         n = e.shape[0] if e.ndim == 2 else 0
         if n == 0:
             return rate(e, *tariff, ladder, r, per_interval=per_interval)
@@ -244,7 +256,7 @@ class DaskRating:
     def rate_placed(self, placed: PlacedRows, slot_of_interval: Any, prices: Any, thresholds_wh: Any, increments: Any,
                     resets: Any, per_interval: bool = False) -> Bill:
         """Rate rows ``place`` left on the workers where they are; the result as the kernel's."""
-        tariff = [np.asarray(a, dtype=np.int64) for a in (slot_of_interval, prices, thresholds_wh, increments, resets)]
+        tariff = _tariff_arrays(slot_of_interval, prices, thresholds_wh, increments, resets)
         if not placed.parts:
             z = np.zeros(0, dtype=np.int64)
             return rate(np.zeros((0, np.asarray(slot_of_interval).size), dtype=np.int32), *tariff, z, z,
