@@ -37,7 +37,7 @@ from headend.commands import DEFAULT_READ_DIS, MeterClient, MeterTarget, OutboxW
 from headend.config import is_server_url
 from headend.commands import worker as _outbox
 from headend.commands.meter_client import CONTROL_VALIDITY
-from headend.commands.collect import read_cycle
+from headend.commands.collect import freeze_after_first_cycle, read_cycle
 from headend.costctl.loop import LoopOptions, run_loop
 from headend.frontends import SLOTS, Share
 from headend.keys import KeyStore
@@ -239,6 +239,7 @@ async def _collect(store: Store, client: MeterClient, options: ServeOptions, sto
                    share: Share | None = None) -> None:
     """Read every registered meter (of this serve's ``share``) every ``collect_every_s`` and store the readings."""
     loop = asyncio.get_running_loop()
+    first = True
     while not stop.is_set():
         started = loop.time()
         meters = store.find_meters()
@@ -255,6 +256,9 @@ async def _collect(store: Store, client: MeterClient, options: ServeOptions, sto
             log.warning("read cycle: %d of %d meters failed, e.g. %s", len(res.failed), res.meters,
                         next(iter(res.failed.values())))
         log.info("read cycle: %d values from %d meters in %.2f s", res.stored, res.meters, res.seconds)
+        if first:
+            freeze_after_first_cycle()
+            first = False
         try:
             await asyncio.wait_for(stop.wait(), max(options.collect_every_s - (loop.time() - started), 0.0))
         except TimeoutError:

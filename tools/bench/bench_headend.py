@@ -319,7 +319,7 @@ async def _scale_child(n: int) -> None:
     of it spent storing readings and in the cyclic garbage collector, and its CPU time in the
     ceiling's cycles, with the collector's part)."""
     from headend.commands import MeterClient
-    from headend.commands.collect import read_cycle
+    from headend.commands.collect import freeze_after_first_cycle, read_cycle
     from headend.keys import KeyStore
     from headend.store import open_store
     from headend.transports import FrontEnd, LinkSettings
@@ -368,6 +368,7 @@ async def _scale_child(n: int) -> None:
         stored, failed = await collect()   # opens the connections
         if failed or stored != n:
             raise SystemExit(f"{n}-meter head-end: first cycle stored {stored}, {failed} failed")
+        freeze_after_first_cycle()   # as serve's collection does
         conns = await open_buses(buses, [READ_DI])
         print(json.dumps({"ready": n}), flush=True)
         loop = asyncio.get_running_loop()
