@@ -5,13 +5,19 @@
 
 import json
 
-CONFIG_FILE = "config.json"
-MODES = ("local", "remote")
-BOARDS = ("esp32", "rp2", "sim")
-RTCS = ("internal", "ds3231", "pcf8563")  # the board's own RTC, or a battery-backed chip on I2C (hal/rtc.py)
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_CONFIG_FILE = const("config.json")
+_MODES = const(("local", "remote"))
+_BOARDS = const(("esp32", "rp2", "sim"))
+_RTCS = const(("internal", "ds3231", "pcf8563"))  # the board's own RTC, or a battery-backed chip on I2C (hal/rtc.py)
 # Pins a board image must name. "de" drives the MAX485 DE and /RE pins together.
-BOARD_PINS = ("tx", "rx", "de", "relay_set", "relay_reset", "relay_sense", "button", "led", "pulse")
-_OUTPUTS = ("tx", "de", "relay_set", "relay_reset", "led")
+_BOARD_PINS = const(("tx", "rx", "de", "relay_set", "relay_reset", "relay_sense", "button", "led", "pulse"))
+_OUTPUTS = const(("tx", "de", "relay_set", "relay_reset", "led"))
 # The one table of board defaults: `meter build` writes it into config.json (README "Wiring").
 DEFAULTS = {
     # ESP32 DevKitC (WROOM): UART2 on GPIO17/16; GPIO2 is the on-board LED; GPIO0 is the BOOT button
@@ -171,7 +177,7 @@ def check(cfg, path=None, machine=None):
         raise _err(path, "no meter key (\"key\": 32 hex digits); build the image with the key from the head-end")
     krn = _int(cfg, "krn", 0, 255, path, 0)
     mode = cfg.get("mode", "local")
-    if mode not in MODES:
+    if mode not in _MODES:
         raise _err(path, "mode must be \"local\" or \"remote\", got %r" % (mode,))
     bench = _flag(cfg, "bench", path)
     number = cfg.get("meter_number", addr)
@@ -182,8 +188,8 @@ def check(cfg, path=None, machine=None):
                  "save_wh": _int(cfg, "save_wh", 1, 1000, path, 100),
                  "save_s": _int(cfg, "save_s", 10, 86400, path, 900)}
 
-    if board not in BOARDS:
-        raise _err(path, "board must be one of %s, got %r" % (", ".join(BOARDS), board))
+    if board not in _BOARDS:
+        raise _err(path, "board must be one of %s, got %r" % (", ".join(_BOARDS), board))
     state = cfg.get("state", "state.bin")
     if not isinstance(state, str) or not state:
         raise _err(path, "state must name the state file, got %r" % (state,))
@@ -206,8 +212,8 @@ def check(cfg, path=None, machine=None):
     if board != "sim":
         pins = cfg.get("pins")
         if not isinstance(pins, dict):
-            raise _err(path, "a %s image needs \"pins\": {%s}" % (board, ", ".join(BOARD_PINS)))
-        for name in BOARD_PINS:
+            raise _err(path, "a %s image needs \"pins\": {%s}" % (board, ", ".join(_BOARD_PINS)))
+        for name in _BOARD_PINS:
             p = pins.get(name)
             if isinstance(p, bool) or not (isinstance(p, int) and 0 <= p <= 63 or p == "LED"):
                 raise _err(path, "pins.%s must be a GPIO number, got %r" % (name, p))
@@ -216,8 +222,8 @@ def check(cfg, path=None, machine=None):
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 63):
             raise _err(path, "pins.power_fail must be a GPIO number, got %r" % (p,))
         rtc = cfg.get("rtc", "internal")
-        if rtc not in RTCS:
-            raise _err(path, "rtc must be one of %s, got %r" % (", ".join(RTCS), rtc))
+        if rtc not in _RTCS:
+            raise _err(path, "rtc must be one of %s, got %r" % (", ".join(_RTCS), rtc))
         hw["rtc"] = rtc
         if rtc != "internal":
             for name in ("sda", "scl"):
@@ -241,7 +247,7 @@ def check(cfg, path=None, machine=None):
     return meter_cfg, hw
 
 
-def load(path=CONFIG_FILE, machine=None):
+def load(path=_CONFIG_FILE, machine=None):
     """Read and check the config file (against the chip `machine` names); raises ConfigError
     naming the file and the fault."""
     try:

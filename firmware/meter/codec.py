@@ -20,11 +20,11 @@ FRAME_MAX = const(267)  # 12 + 255
 
 # decode results (0 = a good frame)
 OK = const(0)
-E_SHORT = const(1)
-E_START = const(2)
-E_LENGTH = const(3)
-E_CHECKSUM = const(4)
-E_END = const(5)
+_E_SHORT = const(1)
+_E_START = const(2)
+_E_LENGTH = const(3)
+_E_CHECKSUM = const(4)
+_E_END = const(5)
 REASONS = ("ok", "truncated", "start", "length", "checksum", "terminator")
 
 
@@ -108,19 +108,19 @@ def decode(raw, fr, length=-1):
     while p < end and raw[p] == _PRE:
         p += 1
     if end - p < 12:
-        return E_SHORT
+        return _E_SHORT
     if raw[p] != _START or raw[p + 7] != _START:
-        return E_START
+        return _E_START
     n = raw[p + 9]
     if end - p != 12 + n:
-        return E_SHORT if end - p < 12 + n else E_LENGTH
+        return _E_SHORT if end - p < 12 + n else _E_LENGTH
     cs = 0
     for i in range(p, p + 10 + n):
         cs += raw[i]
     if cs & 0xFF != raw[p + 10 + n]:
-        return E_CHECKSUM
+        return _E_CHECKSUM
     if raw[p + 11 + n] != _END:
-        return E_END
+        return _E_END
     a = fr.addr
     for i in range(6):
         a[i] = raw[p + 1 + i]

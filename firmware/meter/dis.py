@@ -12,9 +12,15 @@ from meter import clock, codec
 from meter import events
 from meter.codec import put_bcd, put_sbcd, put_le
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
 # DI3 DI2 of the records and tables read through meter.disrec: day tables and zones, the ladder,
 # purchase, programming, token, MAC-failure and fault records, freezes, trips and closes
-_RECORDS = (0x0401, 0x0402, 0x0406, 0x0333, 0x0330, 0x033D, 0x033E, 0x033F, 0x0506, 0x1D00, 0x1E00)
+_RECORDS = const((0x0401, 0x0402, 0x0406, 0x0333, 0x0330, 0x033D, 0x033E, 0x033F, 0x0506, 0x1D00, 0x1E00))
 
 
 def put_dt(b, o, t, seconds):

@@ -5,10 +5,10 @@
 from meter import clock
 from meter.codec import get_bcd
 
-# The tariff's setters check a table write with meter.tariffcheck: loaded here with the parser,
+# The tariff's setters and their checks (meter.tariffcheck): loaded here with the parser,
 # before the write's own allocations fragment the heap (loaded between them, it needed a hole
 # the size of its largest function in a heap that no longer had one)
-from meter import tariffcheck  # noqa: F401
+from meter import tariffcheck
 
 # ERR bits
 try:
@@ -65,7 +65,7 @@ def _write_param(m, lo, v, t):
         s, mi, h = _num(v, 0, 1), _num(v, 1, 1), _num(v, 2, 1)
         d, mo, y = _num(v, 4, 1), _num(v, 5, 1), 2000 + _num(v, 6, 1)
     elif 0x0106 <= lo <= 0x0109 and n == 5:
-        m.tariff.set_switch(lo - 0x0106, _t5(v, 0))
+        tariffcheck.set_switch(m.tariff, lo - 0x0106, _t5(v, 0))
         return 0
     elif lo == 0x0402 and n == 6:
         _num(v, 0, 6)
@@ -91,7 +91,7 @@ def _write_table(m, s, k, v):
         for r in rows:
             if not 1 <= r[0] <= 8:
                 return _OTHER
-        m.tariff.set_zones(s, [(r[2], r[1], r[0] - 1) for r in rows])
+        tariffcheck.set_zones(m.tariff, s, [(r[2], r[1], r[0] - 1) for r in rows])
     else:
         if n > 42:
             return _SLOTS
@@ -100,7 +100,7 @@ def _write_table(m, s, k, v):
                 return _RATES
             if r[1] > 59 or r[2] > 23:
                 return _OTHER
-        m.tariff.set_day_table(s, k - 1, [(r[2] * 60 + r[1], r[0] - 1) for r in rows])
+        tariffcheck.set_day_table(m.tariff, s, k - 1, [(r[2] * 60 + r[1], r[0] - 1) for r in rows])
     return 0
 
 
@@ -117,7 +117,7 @@ def _write_ladder(m, lo, v):
             pts[i - 1] = (_num(v, 2, 1), _num(v, 1, 1), _num(v, 0, 1))
         else:
             return _NODATA
-        tf.set_settlement(pts)
+        tariffcheck.set_settlement(tf, pts)
         return 0
     if kind > 3:
         return _NODATA
@@ -132,7 +132,7 @@ def _write_ladder(m, lo, v):
         vals[i - 1] = _num(v, 0, 4) * scale
     else:
         return _NODATA
-    tf.set_ladder(s, thr, inc)
+    tariffcheck.set_ladder(tf, s, thr, inc)
     return 0
 
 
@@ -160,7 +160,7 @@ def write_item(m, di, v, t):
             return _RATES
         else:
             return _OTHER
-        m.tariff.set_prices(s, prices)
+        tariffcheck.set_prices(m.tariff, s, prices)
         return 0
     if c == 0x0406:
         return _write_ladder(m, lo, v)

@@ -1,9 +1,9 @@
 # DL/T 645 commands a meter seldom gets: the 08H broadcast time correction, the 15H address write
-# and the 16H freeze command. Loaded when one comes and let go after it (meter.core), so their code
+# and the 16H freeze command; and the host's status view (meter.core.Meter.status). Loaded when one comes and let go after it (meter.core), so their code
 # is not on a running meter's heap.
 
 from meter import clock, events
-from meter.codec import get_bcd, get_le
+from meter.codec import addr_str, get_bcd, get_le
 from meter.core import dt6
 
 try:
@@ -105,3 +105,15 @@ def write_address(m, t, raw, kind):
             sec.remember(seq, raw, rep)
     m._save()
     return rep
+
+def status(m):
+    """meter.core.Meter.status()."""
+    w = m.wallet
+    return {"balance_fen": w.balance, "rem": w.rem, "state": w.state, "count": w.count,
+            "customer": w.customer, "opened": w.opened, "relay_open": m.relay.commanded_open,
+            "relay": m.relay.state, "hold": m.relay.hold, "rate": m.tariff.rate_at(m.last_t),
+            "power_w": m.power_w, "energy_wh": m.energy[0], "rates_wh": m.energy[1:],
+            "mode": "remote" if m.remote else "local", "bench": m.bench,
+            "address": addr_str(m.addr), "krn": m.sec.krn, "mac_fails": m.sec.fails,
+            "total_bought": w.total_bought}
+

@@ -32,7 +32,7 @@ _L_TRIP = const(3)
 _L_RECHARGED = const(4)
 
 # ERR byte bits of the 645 error reply.
-ERR_OTHER = const(1)
+_ERR_OTHER = const(1)
 ERR_REFUSED = const(4)  # "R_ERR_OFF_PROTECT": trip refused under power hold
 
 METER = const(0xFFFFFFFF)  # operator code of actions the meter takes by itself
@@ -148,7 +148,7 @@ class Relay:
                     self.remote = _R_TRIP
             else:
                 if n2 <= 0:
-                    return ERR_OTHER  # a pre-trip needs a duration
+                    return _ERR_OTHER  # a pre-trip needs a duration
                 self.remote = _R_PRE1 if n1 == PRETRIP1 else _R_PRE2
                 self.until = now + n2 * _PRETRIP_UNIT
                 self.pending_op = operator
@@ -178,7 +178,7 @@ class Relay:
             # the meter core re-sends the wallet's command (Wallet.release_cmd()) next
             self.hold = False
         else:
-            return ERR_OTHER
+            return _ERR_OTHER
         self._record(was, now, operator)
         return 0
 

@@ -33,7 +33,7 @@ except ImportError:  # a port built without it
                 crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
         return crc ^ 0xFFFFFFFF
 
-_MAGIC = b"P6"
+_MAGIC = const(b"P6")
 _HEAD = const(8)
 _FORMAT = const(2)  # the first payload byte of a record with a binary head, times from 2024
 _SHIFT_2000 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01: records before _FORMAT
@@ -195,7 +195,7 @@ class Store:
 _PIECE = const(128)
 
 
-_SEP = (",", ":")  # no spaces: the text kept in RAM and written to flash is a sixth shorter
+_SEP = const((",", ":"))  # no spaces: the text kept in RAM and written to flash is a sixth shorter
 
 
 # Packed ints in the record's binary head: a sequence is one byte (count | width code << 6)

@@ -14,25 +14,19 @@ except ImportError:  # CPython
         return x
 
 # Kinds of two-set switch-over time (DL/T 645 DI 04000106..04000109, in that order).
-SW_ZONES = const(0)
-SW_DAYS = const(1)
-SW_PRICES = const(2)
-SW_LADDER = const(3)
+_SW_ZONES = const(0)
+_SW_DAYS = const(1)
+_SW_PRICES = const(2)
+_SW_LADDER = const(3)
 
 # Ladder mode, decided by the first settlement point (Wisdom Money.c).
-LADDER_NONE = const(0)
-LADDER_ANNUAL = const(1)
-LADDER_MONTHLY = const(2)
+_LADDER_NONE = const(0)
+_LADDER_ANNUAL = const(1)
+_LADDER_MONTHLY = const(2)
 
 _MAX_TABLES = const(8)
 
-_NO_LADDER = (0,)
-
-
-def _checks():
-    # the checks of a write (meter.tariffcheck), loaded when one comes
-    from meter import tariffcheck
-    return tariffcheck
+_NO_LADDER = const((0,))
 
 
 def _unpack_points(tab):
@@ -45,8 +39,8 @@ def _valid_dh(p):
 
 def ladder_mode(points):
     if not points or not _valid_dh(points[0]):
-        return LADDER_NONE
-    return LADDER_ANNUAL if 1 <= points[0][0] <= 12 else LADDER_MONTHLY
+        return _LADDER_NONE
+    return _LADDER_ANNUAL if 1 <= points[0][0] <= 12 else _LADDER_MONTHLY
 
 
 class Tariff:
@@ -60,7 +54,7 @@ class Tariff:
         self.increments = [[0, 500, 3000], [0, 500, 3000]]
         self.switch: list = [None, None, None, None]  # meter time or None, per SW_* kind
         self.settlement = [(1, 1, 0)]
-        self.mode = LADDER_ANNUAL
+        self.mode = _LADDER_ANNUAL
         # Weekend and public holidays override the year zones (one copy, not two sets):
         # weekend = bit mask of rest days (bit 0 Sunday .. bit 6 Saturday) and its day table;
         # holidays = sorted ints day_number * 8 + table (compact: up to 254 of them).
@@ -70,61 +64,13 @@ class Tariff:
         self._dump = None  # the core saves on every reading: rebuild only after a change
         self.dirty = True  # changed since the meter's record last took its text (the core clears it)
 
-    # Write through the setters only: they validate (meter.tariffcheck) and keep the dump()
-    # cache honest. Each validates everything before it changes anything.
+    # Writes go through meter.tariffcheck's setters only (set_prices(t, ...) and the rest): they
+    # validate and keep the dump() cache honest, and a meter not being programmed holds neither
+    # their code nor their names.
 
     def _changed(self):
         self._dump = None
         self.dirty = True
-
-    def set_prices(self, set_no, prices):
-        c = _checks()
-        self.prices[c.set_no(set_no)] = c.check_prices(prices)
-        self._changed()
-
-    def set_day_table(self, set_no, k, points):
-        c = _checks()
-        self._days[c.set_no(set_no)][c.table_no(k)] = c.check_day_table(points)
-        self._changed()
-
-    def set_zones(self, set_no, zones):
-        c = _checks()
-        self._zones[c.set_no(set_no)] = c.check_zones(zones)
-        self._changed()
-
-    def set_ladder(self, set_no, thresholds, increments):
-        c = _checks()
-        s = c.set_no(set_no)
-        self.thresholds[s], self.increments[s] = c.check_ladder(thresholds, increments)
-        self._changed()
-
-    def set_switch(self, kind, t):
-        c = _checks()
-        c.num(kind, 0, 3, "bad switch kind")
-        self.switch[kind] = None if t is None else c.num(t, 0, 0x7FFFFFFF, "bad switch time")
-        self._changed()
-
-    def set_weekend(self, rest_days, table):
-        """rest_days: bit mask, bit 0 = Sunday .. bit 6 = Saturday (0 = no weekend rule)."""
-        c = _checks()
-        m = c.num(rest_days, 0, 0x7F, "bad weekend mask")
-        self.weekend_table = c.table_no(table)
-        self.weekend = m
-        self._changed()
-
-    def set_holidays(self, days):
-        """days: list of (year, month, day, table); replaces the whole list."""
-        self.holidays = _checks().check_holidays(days)
-        self._changed()
-
-    def holiday_list(self):
-        """The holidays as (year, month, day, table), in date order."""
-        return [clock.civil_from_days(h >> 3) + (h & 7,) for h in self.holidays]
-
-    def set_settlement(self, points):
-        self.settlement = _checks().check_settlement(points)
-        self.mode = ladder_mode(self.settlement)
-        self._changed()
 
     # --- readable views of the packed tables (DI reads; they allocate, so not for pricing) ---
 
@@ -156,11 +102,11 @@ class Tariff:
         changed = False
         for kind in range(4):
             if self.set_at(kind, t):
-                if kind == SW_ZONES:
+                if kind == _SW_ZONES:
                     self._zones[0] = self._zones[1]  # packed tuples are immutable: share
-                elif kind == SW_DAYS:
+                elif kind == _SW_DAYS:
                     self._days[0] = list(self._days[1])
-                elif kind == SW_PRICES:
+                elif kind == _SW_PRICES:
                     self.prices[0] = list(self.prices[1])
                 else:
                     self.thresholds[0] = list(self.thresholds[1])
@@ -171,13 +117,13 @@ class Tariff:
         return changed
 
     def current_prices(self, t):
-        return self.prices[self.set_at(SW_PRICES, t)]
+        return self.prices[self.set_at(_SW_PRICES, t)]
 
     def current_ladder(self, t):
         """(thresholds, increments) in force at t; ((), (0,)) when there is no ladder."""
-        if self.mode == LADDER_NONE:
+        if self.mode == _LADDER_NONE:
             return (), _NO_LADDER
-        s = self.set_at(SW_LADDER, t)
+        s = self.set_at(_SW_LADDER, t)
         return self.thresholds[s], self.increments[s]
 
     # --- pricing ---
@@ -201,7 +147,7 @@ class Tariff:
             return self.weekend_table
         mo, d = clock.civil_from_days(days)[1:]
         key = mo * 32 + d
-        zones = self._zones[self.set_at(SW_ZONES, t)]
+        zones = self._zones[self.set_at(_SW_ZONES, t)]
         k = zones[-1] & 7  # before the first zone start: last zone of the previous year
         for z in zones:
             if z >> 3 <= key:
@@ -212,7 +158,7 @@ class Tariff:
 
     def rate_at(self, t):
         """TOU rate slot 0..3 (sharp, peak, flat, valley) in force at meter time t."""
-        points = self._days[self.set_at(SW_DAYS, t)][self.table_at(t)]
+        points = self._days[self.set_at(_SW_DAYS, t)][self.table_at(t)]
         minute = t % clock.DAY // 60
         r = points[-1] & 3  # before the first switch point: the segment that crossed midnight
         for p in points:
@@ -250,14 +196,14 @@ class Tariff:
     def last_settlement(self, t):
         """Latest settlement instant <= t, or None when there is no ladder. Annual mode uses
         the points with a valid month; monthly mode ignores every point's month."""
-        if self.mode == LADDER_NONE:
+        if self.mode == _LADDER_NONE:
             return None
         y, mo = clock.civil_from_days(t // clock.DAY)[:2]
         best = None
         for p in self.settlement:
             if not _valid_dh(p):
                 continue
-            if self.mode == LADDER_ANNUAL:
+            if self.mode == _LADDER_ANNUAL:
                 if not 1 <= p[0] <= 12:
                     continue
                 s = clock.from_fields(y, p[0], p[1], p[2])
@@ -305,7 +251,8 @@ class Tariff:
     @classmethod
     def load(cls, obj):
         """A Tariff from dump()'s form (records written before the binary head), checked."""
-        return _checks().load(cls(), obj)
+        from meter import tariffcheck  # the setters' checks: loaded only for such a record
+        return tariffcheck.load(cls(), obj)
 
     # The meter's record keeps the tariff as packed binary (meter.store): write(seq) stores a
     # sequence of ints, read() gives the next one back as a tuple. unpack() builds the final

@@ -1,6 +1,6 @@
-# The checks a tariff write must pass (DI writes, records written before the binary head): loaded
-# by meter.tariff's setters when a write comes, and let go after it (meter.core drops it with the
-# DI writes), so a meter that is not being programmed keeps neither their code nor their names.
+# The tariff's setters and the checks a write must pass (DI writes, records written before the
+# binary head): loaded when a write comes and let go after it (meter.core drops it with the DI
+# writes), so a meter that is not being programmed keeps neither their code nor their names.
 
 from meter import clock
 
@@ -134,23 +134,79 @@ def check_holidays(days):
     return out
 
 
+# The setters of a meter.tariff.Tariff tf: each validates everything before it changes anything,
+# and marks tf changed so its dump() cache and the meter's record follow.
+
+def set_prices(tf, s, prices):
+    tf.prices[set_no(s)] = check_prices(prices)
+    tf._changed()
+
+
+def set_day_table(tf, s, k, points):
+    tf._days[set_no(s)][table_no(k)] = check_day_table(points)
+    tf._changed()
+
+
+def set_zones(tf, s, zones):
+    tf._zones[set_no(s)] = check_zones(zones)
+    tf._changed()
+
+
+def set_ladder(tf, s, thresholds, increments):
+    s = set_no(s)
+    tf.thresholds[s], tf.increments[s] = check_ladder(thresholds, increments)
+    tf._changed()
+
+
+def set_switch(tf, kind, t):
+    num(kind, 0, 3, "bad switch kind")
+    tf.switch[kind] = None if t is None else num(t, 0, 0x7FFFFFFF, "bad switch time")
+    tf._changed()
+
+
+def set_weekend(tf, rest_days, table):
+    """rest_days: bit mask, bit 0 = Sunday .. bit 6 = Saturday (0 = no weekend rule)."""
+    m = num(rest_days, 0, 0x7F, "bad weekend mask")
+    tf.weekend_table = table_no(table)
+    tf.weekend = m
+    tf._changed()
+
+
+def set_holidays(tf, days):
+    """days: list of (year, month, day, table); replaces the whole list."""
+    tf.holidays = check_holidays(days)
+    tf._changed()
+
+
+def set_settlement(tf, points):
+    from meter.tariff import ladder_mode  # here, not at the top: meter.tariff loads this module
+    tf.settlement = check_settlement(points)
+    tf.mode = ladder_mode(tf.settlement)
+    tf._changed()
+
+
+def holiday_list(tf):
+    """tf's holidays as (year, month, day, table), in date order."""
+    return [clock.civil_from_days(h >> 3) + (h & 7,) for h in tf.holidays]
+
+
 def load(t, obj):
     """Fill the new Tariff t from a record written before the binary head (dump()'s form),
     through the setters' checks; its day tables and zones as packed ints or, older still, as
     (minute, rate) and (month, day, table) lists."""
     for s in range(2):
-        t.set_prices(s, obj["p"][s])
+        set_prices(t, s, obj["p"][s])
         for k in range(_MAX_TABLES):
             tab = obj["d"][s][k]
-            t.set_day_table(s, k, [(v >> 2, v & 3) for v in tab] if tab and isinstance(tab[0], int) else tab)
+            set_day_table(t, s, k, [(v >> 2, v & 3) for v in tab] if tab and isinstance(tab[0], int) else tab)
         zs = obj["z"][s]
-        t.set_zones(s, [(v >> 8, v >> 3 & 31, v & 7) for v in zs] if zs and isinstance(zs[0], int) else zs)
-        t.set_ladder(s, obj["lt"][s], obj["li"][s])
+        set_zones(t, s, [(v >> 8, v >> 3 & 31, v & 7) for v in zs] if zs and isinstance(zs[0], int) else zs)
+        set_ladder(t, s, obj["lt"][s], obj["li"][s])
     for kind in range(4):
-        t.set_switch(kind, obj["sw"][kind])
-    t.set_settlement(obj["st"])
+        set_switch(t, kind, obj["sw"][kind])
+    set_settlement(t, obj["st"])
     we = obj.get("we")  # absent in records written before weekends existed
     if we:
-        t.set_weekend(we[0], we[1])
-    t.set_holidays([clock.civil_from_days(h >> 3) + (h & 7,) for h in obj.get("ho", ())])
+        set_weekend(t, we[0], we[1])
+    set_holidays(t, [clock.civil_from_days(h >> 3) + (h & 7,) for h in obj.get("ho", ())])
     return t

@@ -33,20 +33,20 @@ RECHARGED = const(4)
 OK = const(0)
 REPEAT = const(1)
 CUSTOMER_ERR = const(4)
-COUNT_ERR = const(5)
-HOARD_ERR = const(6)
+_COUNT_ERR = const(5)
+_HOARD_ERR = const(6)
 
 # TAB_RelayLocalCmd[new][old] (Wisdom Money.c), commands on a state change.
 _C = const(1)  # CLOSE, PRETRIP, TRIP: short names for the table
 _P = const(2)
 _T = const(3)
-_TABLE = (
+_TABLE = const((
     (_C, _C, _P, _P, _P),  # -> NORMAL
     (_C, _C, _P, _P, _P),  # -> ALARM1
     (_P, _P, _P, _P, _P),  # -> ALARM2
     (_P, _P, _P, _P, _P),  # -> ZERO
     (_T, _T, _T, _T, _T),  # -> OVERDRAFT
-)
+))
 
 _MAX_FEN = const(9999999999)  # 645 carries money as 8 BCD digits of fen; leave headroom
 
@@ -58,7 +58,7 @@ def relay_cmd(new, old):
 
 def _fen(v, what):
     if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > _MAX_FEN:
-        raise ValueError(what)
+        raise ValueError("%s must be whole fen from 0 to %d" % (what, _MAX_FEN))
     return v
 
 
@@ -72,11 +72,11 @@ class Wallet:
         self.customer = ""
         self.opened = False
         self.total_bought = 0
-        self.alarm1 = _fen(alarm1, "bad alarm1")
-        self.alarm2 = _fen(alarm2, "bad alarm2")
-        self.overdraft = _fen(overdraft, "bad overdraft")
-        self.hoard = _fen(hoard, "bad hoard")
-        self.close_ok = _fen(close_ok, "bad close_ok")
+        self.alarm1 = _fen(alarm1, "alarm1")
+        self.alarm2 = _fen(alarm2, "alarm2")
+        self.overdraft = _fen(overdraft, "overdraft")
+        self.hoard = _fen(hoard, "hoard")
+        self.close_ok = _fen(close_ok, "close_ok")
         self.state = self.evaluate()
         self.last_cmd = None
 
@@ -105,7 +105,7 @@ class Wallet:
         if new == old:
             return None
         self.state = new
-        self.last_cmd = _TABLE[new][old]
+        self.last_cmd = relay_cmd(new, old)
         return self.last_cmd
 
     def deduct(self, subfen):
@@ -126,15 +126,15 @@ class Wallet:
         return self.last_cmd
 
     def _check(self, amount, count, customer):
-        _fen(amount, "bad amount")
+        _fen(amount, "amount")
         if count == self.count:
             return REPEAT
         if count != self.count + 1:
-            return COUNT_ERR
+            return _COUNT_ERR
         if customer != self.customer:
             return CUSTOMER_ERR
         if self.hoard and self.balance + amount > self.hoard:  # hoard 0 = no limit
-            return HOARD_ERR
+            return _HOARD_ERR
         return OK
 
     def _credit(self, amount, count):
@@ -179,7 +179,7 @@ class Wallet:
     def init_wallet(self, amount):
         """Wallet initialisation (645 070103FF): balance preset to `amount`, purchase count
         0, account closed, full evaluation. Returns the local relay command."""
-        _fen(amount, "bad amount")
+        _fen(amount, "amount")
         self.balance = amount
         self.rem = 0
         self.count = 0
@@ -194,7 +194,7 @@ class Wallet:
         """Change limits (fen). A1/A2 changes re-evaluate with the sticky rule, an overdraft
         limit change re-evaluates fully. Returns the local command on a state change."""
         # validate all first so a bad write changes nothing
-        vals = [None if v is None else _fen(v, "bad " + n) for v, n in
+        vals = [None if v is None else _fen(v, n) for v, n in
                 ((alarm1, "alarm1"), (alarm2, "alarm2"), (overdraft, "overdraft"),
                  (hoard, "hoard"), (close_ok, "close_ok"))]
         if vals[0] is not None:

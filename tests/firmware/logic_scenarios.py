@@ -3,7 +3,7 @@
 # test_logic_micropython.py) and inside the real MicroPython binary.
 # Keep this module MicroPython-clean: no typing, no f-strings, no CPython-only imports.
 
-from meter import clock
+from meter import clock, tariffcheck
 from meter import relay as R
 from meter import wallet as W
 from meter.tariff import Tariff
@@ -270,11 +270,11 @@ def scenario_year_no_drift(step=900):
     ladder resets at the annual settlement."""
     t = Tariff()
     prices = [8680, 8680, 5380, 2880]  # Zhejiang-like: sharp, peak, flat, valley
-    t.set_prices(0, prices)
-    t.set_day_table(0, 0, [(0, 3), (480, 1), (660, 2), (1080, 1), (1140, 0), (1200, 1), (1260, 2)])
+    tariffcheck.set_prices(t, 0, prices)
+    tariffcheck.set_day_table(t, 0, 0, [(0, 3), (480, 1), (660, 2), (1080, 1), (1140, 0), (1200, 1), (1260, 2)])
     thr, inc = [2760000, 4800000], [0, 500, 3000]
-    t.set_ladder(0, thr, inc)
-    t.set_settlement([(1, 1, 0)])
+    tariffcheck.set_ladder(t, 0, thr, inc)
+    tariffcheck.set_settlement(t, [(1, 1, 0)])
     w = W.Wallet(hoard=0)
     w.balance = start = 10 ** 9
     t0 = clock.from_fields(2025, 1, 1, 0, 0, 0)
@@ -310,7 +310,7 @@ def scenario_year_no_drift(step=900):
 def scenario_tier_split():
     """An interval crossing two thresholds is split at the exact Wh (vs a per-Wh loop)."""
     t = Tariff()
-    t.set_ladder(0, [100, 250], [0, 500, 3000])
+    tariffcheck.set_ladder(t, 0, [100, 250], [0, 500, 3000])
     for start in (0, 95, 99, 100, 101, 249, 250, 251):
         for wh in (0, 1, 5, 150, 300):
             cost, e, _ = t.charge(wh, 0, start)
@@ -323,16 +323,16 @@ def scenario_tier_split():
 def scenario_weekend_holiday():
     """Holiday day table first, then the weekend's, then the year zone's; survives dump/load."""
     t = Tariff()
-    t.set_day_table(0, 1, [(0, 3)])
-    t.set_day_table(0, 2, [(0, 0), (720, 1)])
-    t.set_weekend(0x41, 1)  # Saturday and Sunday rest
-    t.set_holidays([(2025, 10, 1, 2), (2025, 10, 4, 2)])
+    tariffcheck.set_day_table(t, 0, 1, [(0, 3)])
+    tariffcheck.set_day_table(t, 0, 2, [(0, 0), (720, 1)])
+    tariffcheck.set_weekend(t, 0x41, 1)  # Saturday and Sunday rest
+    tariffcheck.set_holidays(t, [(2025, 10, 1, 2), (2025, 10, 4, 2)])
     t = Tariff.load(t.dump())
     cases = (((2025, 10, 1, 9), 0), ((2025, 10, 1, 13), 1), ((2025, 10, 2, 9), 2),
              ((2025, 10, 4, 9), 0), ((2025, 10, 5, 9), 3), ((2025, 10, 6, 9), 2))
     for fields, rate in cases:
         assert t.rate_at(clock.from_fields(*fields)) == rate, fields
-    assert t.holiday_list() == [(2025, 10, 1, 2), (2025, 10, 4, 2)]
+    assert tariffcheck.holiday_list(t) == [(2025, 10, 1, 2), (2025, 10, 4, 2)]
 
 
 def scenario_local_table():

@@ -94,11 +94,11 @@ def test_corrupt_frames_are_refused_like_protocol(f, pos, val):
 def test_decode_errors_name_the_fault():
     good = codec.build("123456789012", 0x11, b"\x00\x00\x01\x00")
     fr = codec.Frame()
-    assert codec.decode(good[:-1], fr) == codec.E_SHORT
-    assert codec.decode(good[:-2] + bytes([good[-2] ^ 1, 0x16]), fr) == codec.E_CHECKSUM
-    assert codec.decode(good[:-1] + b"\x17", fr) == codec.E_END
-    assert codec.decode(b"\x69" + good[1:], fr) == codec.E_START
-    assert codec.decode(good + b"\x00", fr) == codec.E_LENGTH
+    assert codec.decode(good[:-1], fr) == codec._E_SHORT
+    assert codec.decode(good[:-2] + bytes([good[-2] ^ 1, 0x16]), fr) == codec._E_CHECKSUM
+    assert codec.decode(good[:-1] + b"\x17", fr) == codec._E_END
+    assert codec.decode(b"\x69" + good[1:], fr) == codec._E_START
+    assert codec.decode(good + b"\x00", fr) == codec._E_LENGTH
 
 
 def test_bcd_helpers():

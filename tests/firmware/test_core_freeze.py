@@ -7,7 +7,7 @@ CPython and under the micropython binary from .mpy."""
 import pytest
 
 import protocol
-from meter import clock
+from meter import clock, tariffcheck
 from tests.firmware.core_support import as_written_from_2000, build_mpy, make, run_mpy
 from tools.bench.hes import bcd, le, parse
 from tests.firmware.test_core import HE, read, value
@@ -34,7 +34,7 @@ def freeze(m, n, now):
 
 def tou(m):
     # T4 before 08:00, T2 08:00-20:00, T3 after: energy lands in three registers
-    m.tariff.set_day_table(0, 0, [(0, 3), (480, 1), (1200, 2)])
+    tariffcheck.set_day_table(m.tariff, 0, 0, [(0, 3), (480, 1), (1200, 2)])
 
 
 def test_midnight_freeze_holds_the_registers_once_per_day():
@@ -183,7 +183,7 @@ def test_a_record_from_before_freezes_loads_and_freezes_from_its_last_save():
 # --- the same scenario under CPython and under the micropython binary --------------------
 
 SCENARIO = '''
-from meter import clock, codec
+from meter import clock, codec, tariffcheck
 from meter.core import Meter
 from meter.store import RamFlash
 
@@ -208,7 +208,7 @@ def run(out):
     fl = RamFlash(16384)
     t = clock.from_fields(2025, 6, 5, 22, 0, 0)
     m = Meter(CFG, fl, t, lambda n: bytes(n))
-    m.tariff.set_day_table(0, 0, [(0, 3), (480, 1), (1200, 2)])
+    tariffcheck.set_day_table(m.tariff, 0, 0, [(0, 3), (480, 1), (1200, 2)])
     m.add_energy(1500, t)
     m.tick(t + 7200)
     m.tick(t + 7260)

@@ -74,7 +74,7 @@ def test_bad_commands_change_nothing():
     relay = R.Relay()
     before = relay.dump()
     for n1, n2 in ((0x1F, 0), (0x00, 0), (R.PRETRIP1, 0), (R.PRETRIP2, 0)):
-        assert relay.command(n1, n2, 0, OP) == R.ERR_OTHER
+        assert relay.command(n1, n2, 0, OP) == R._ERR_OTHER
     assert relay.dump() == before and relay.pop_events() == []
     with pytest.raises(ValueError):
         relay.local(9, 0)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from meter import tariffcheck
 from meter.store import RamFlash, Store
 from tests.firmware.core_support import T0, as_written_from_2000, ask, headend, make, opened, serr, session
 
@@ -249,11 +250,11 @@ def test_text_copied_from_the_newest_record_survives_switch_overs_and_restarts()
     """The meter copies its tariff's and event log's text from the newest record while they
     stand; a set switch-over rolled by tick() (no event logged), a restart (the first save after
     it copies both) and a write through a setter must all come back exactly."""
-    from meter.tariff import SW_PRICES
+    from meter.tariff import _SW_PRICES as SW_PRICES
 
     m, he, flash = opened(5000, save_wh=1)  # every Wh saved: each add_energy writes a record
-    m.tariff.set_prices(1, [7000, 6000, 5000, 4000])
-    m.tariff.set_switch(SW_PRICES, T0 + 60)
+    tariffcheck.set_prices(m.tariff, 1, [7000, 6000, 5000, 4000])
+    tariffcheck.set_switch(m.tariff, SW_PRICES, T0 + 60)
     m.add_energy(10, T0)
     m.add_energy(10, T0 + 30)    # tariff and events unchanged: both copied
     m.tick(T0 + 61)              # set 1 prices become current: tariff text rebuilt, events copied
@@ -262,7 +263,7 @@ def test_text_copied_from_the_newest_record_survives_switch_overs_and_restarts()
     again, _ = make(flash, now=T0 + 62, save_wh=1)  # at the instant of the last save: last_t stays
     assert again._state() == m._state()
     again.add_energy(5, T0 + 64)  # first save after power-up: both texts copied from the record
-    again.tariff.set_prices(1, [1, 2, 3, 4])  # a setter marks the tariff text stale
+    tariffcheck.set_prices(again.tariff, 1, [1, 2, 3, 4])  # a setter marks the tariff text stale
     again.add_energy(5, T0 + 65)
     third, _ = make(flash, now=T0 + 65)
     assert third._state() == again._state()
@@ -278,18 +279,18 @@ def _programmed():
     holidays past one piece of 16, a ladder without thresholds in set 1, switch times, a
     weekend, a negative balance, the meter's own operator code and values past 32 bits."""
     from meter import events
-    from meter.tariff import SW_DAYS, SW_LADDER
+    from meter.tariff import _SW_DAYS as SW_DAYS, _SW_LADDER as SW_LADDER
 
     m, he, flash = opened(5000)
     tf = m.tariff
-    tf.set_day_table(1, 3, [(m_, m_ // 60 % 4) for m_ in range(0, 1400, 100)])
-    tf.set_zones(0, [(mo, 1, mo % 8) for mo in range(1, 13)])
-    tf.set_ladder(1, [], [7])
-    tf.set_switch(SW_DAYS, T0 + 10 * 86400)
-    tf.set_switch(SW_LADDER, T0 + 20 * 86400)
-    tf.set_weekend(0x41, 5)
-    tf.set_holidays([(2026, 1 + k // 28, 1 + k % 28, k % 8) for k in range(37)])
-    tf.set_settlement([(1, 1, 0), (7, 15, 12)])
+    tariffcheck.set_day_table(tf, 1, 3, [(m_, m_ // 60 % 4) for m_ in range(0, 1400, 100)])
+    tariffcheck.set_zones(tf, 0, [(mo, 1, mo % 8) for mo in range(1, 13)])
+    tariffcheck.set_ladder(tf, 1, [], [7])
+    tariffcheck.set_switch(tf, SW_DAYS, T0 + 10 * 86400)
+    tariffcheck.set_switch(tf, SW_LADDER, T0 + 20 * 86400)
+    tariffcheck.set_weekend(tf, 0x41, 5)
+    tariffcheck.set_holidays(tf, [(2026, 1 + k // 28, 1 + k % 28, k % 8) for k in range(37)])
+    tariffcheck.set_settlement(tf, [(1, 1, 0), (7, 15, 12)])
     m.events.add(events.PURCHASE, (T0, 2, 100, -900, -800, 2 ** 40))
     m.events.add(events.TRIP, (T0, events.METER, 2 ** 33 + 5, 0))
     m.add_energy(10, T0)
@@ -309,7 +310,7 @@ def test_packed_head_round_trips_every_field():
     assert "t" not in st.load() and st.payload(0, 1) == b"\x02"
     back, _ = make(flash)
     assert back._state() == m._state()
-    assert back.tariff.holiday_list() == m.tariff.holiday_list() and len(back.tariff.holidays) == 37
+    assert tariffcheck.holiday_list(back.tariff) == tariffcheck.holiday_list(m.tariff) and len(back.tariff.holidays) == 37
     assert back.tariff.rate_at(T0 + 11 * 86400) == m.tariff.rate_at(T0 + 11 * 86400)
 
 

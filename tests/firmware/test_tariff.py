@@ -6,9 +6,11 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from meter import clock
-from meter.tariff import (LADDER_ANNUAL, LADDER_MONTHLY, LADDER_NONE, SW_DAYS, SW_LADDER,
-                          SW_PRICES, SW_ZONES, Tariff)
+from meter import clock, tariffcheck
+# the firmware's own values: module-private (const) there, so no interned names on a board
+from meter.tariff import _LADDER_ANNUAL as LADDER_ANNUAL, _LADDER_MONTHLY as LADDER_MONTHLY
+from meter.tariff import _LADDER_NONE as LADDER_NONE, _SW_DAYS as SW_DAYS, _SW_LADDER as SW_LADDER
+from meter.tariff import _SW_PRICES as SW_PRICES, _SW_ZONES as SW_ZONES, Tariff
 from meter.wallet import SUBFEN, Wallet
 
 T2025 = clock.from_fields(2025, 1, 1)
@@ -58,8 +60,8 @@ def test_defaults_are_the_vendor_scheme():
 def test_tier_split_matches_per_wh_loop(ladder, start, wh, price):
     thr, inc = ladder
     t = Tariff()
-    t.set_prices(0, [price] * 4)
-    t.set_ladder(0, thr, inc)
+    tariffcheck.set_prices(t, 0, [price] * 4)
+    tariffcheck.set_ladder(t, 0, thr, inc)
     cost, end, _ = t.charge(wh, T2025, start)
     assert end == start + wh
     assert cost == per_wh_cost(price, thr, inc, start, wh)
@@ -70,7 +72,7 @@ def test_tier_split_matches_per_wh_loop(ladder, start, wh, price):
 def test_any_batching_gives_the_same_charge(ladder, readings, data):
     thr, inc = ladder
     t = Tariff()
-    t.set_ladder(0, thr, inc)
+    tariffcheck.set_ladder(t, 0, thr, inc)
     now = T2025 + 3600
     whole, whole_e, _ = t.charge(sum(readings), now, 0)
     # split the same energy at arbitrary points and charge piece by piece
@@ -92,7 +94,7 @@ def test_any_batching_gives_the_same_charge(ladder, readings, data):
 
 def test_no_ladder_when_settlement_invalid():
     t = Tariff()
-    t.set_settlement([(99, 99, 99)])
+    tariffcheck.set_settlement(t, [(99, 99, 99)])
     assert t.mode == LADDER_NONE
     assert t.charge(10, T2025, 5000000) == (50000, 5000010, 2)
     assert t.settle(T2025 + YEAR, T2025, 123) == 123
@@ -100,10 +102,10 @@ def test_no_ladder_when_settlement_invalid():
 
 def test_trailing_zero_thresholds_are_unused():
     t = Tariff()
-    t.set_ladder(0, [240000, 400000, 0, 0, 0, 0], [0, 500, 3000, 0, 0, 0, 0])
+    tariffcheck.set_ladder(t, 0, [240000, 400000, 0, 0, 0, 0], [0, 500, 3000, 0, 0, 0, 0])
     assert t.thresholds[0] == [240000, 400000]
     assert t.charge(3, T2025, 399999) == (5500 + 2 * 8000, 400002, 2)
-    t.set_ladder(0, [0] * 6, [7] + [0] * 6)
+    tariffcheck.set_ladder(t, 0, [0] * 6, [7] + [0] * 6)
     assert t.thresholds[0] == [] and t.charge(3, T2025, 0)[0] == 3 * 5007
 
 
@@ -111,8 +113,8 @@ def test_increments_written_before_thresholds_are_kept():
     # the wire writes the two blocks one after the other, in either order
     t = Tariff()
     incs = [0, 100, 200, 300, 400, 500, 600]
-    t.set_ladder(0, [2880000, 4800000, 0, 0, 0, 0], incs)
-    t.set_ladder(0, [10, 20, 30, 40, 50, 60], list(t.increments[0]))
+    tariffcheck.set_ladder(t, 0, [2880000, 4800000, 0, 0, 0, 0], incs)
+    tariffcheck.set_ladder(t, 0, [10, 20, 30, 40, 50, 60], list(t.increments[0]))
     assert t.increments[0] == incs
     assert t.charge(70, T2025, 0)[0] == sum(10 * (5000 + i) for i in incs)
 
@@ -123,7 +125,7 @@ def test_increments_written_before_thresholds_are_kept():
 @given(day_tables, times)
 def test_rate_at_follows_the_day_table(points, t):
     tar = Tariff()
-    tar.set_day_table(0, 0, points)
+    tariffcheck.set_day_table(tar, 0, 0, points)
     by_minute = [None] * 1440
     for i, (m, r) in enumerate(points):
         end = points[i + 1][0] if i + 1 < len(points) else 1440
@@ -140,8 +142,8 @@ def test_rate_at_follows_the_day_table(points, t):
 def test_year_zones_select_the_day_table(zones, t):
     tar = Tariff()
     for k in range(8):
-        tar.set_day_table(0, k, [(0, k % 4)])
-    tar.set_zones(0, zones)
+        tariffcheck.set_day_table(tar, 0, k, [(0, k % 4)])
+    tariffcheck.set_zones(tar, 0, zones)
     _, mo, d = clock.civil_from_days(t // clock.DAY)
     started = [z for z in zones if (z[0], z[1]) <= (mo, d)]
     expected = (started[-1] if started else zones[-1])[2]
@@ -152,9 +154,9 @@ def test_year_zones_select_the_day_table(zones, t):
 def test_zhejiang_tou_plus_ladder():
     # spec section 7 table: increments +0.05 / +0.30 on both flat and TOU prices
     t = Tariff()
-    t.set_prices(0, [5680, 5680, 5380, 2880])
-    t.set_day_table(0, 0, [(0, 3), (480, 1), (1320, 3)])  # valley 22-08, peak 08-22
-    t.set_ladder(0, [2760000, 4800000], [0, 500, 3000])
+    tariffcheck.set_prices(t, 0, [5680, 5680, 5380, 2880])
+    tariffcheck.set_day_table(t, 0, 0, [(0, 3), (480, 1), (1320, 3)])  # valley 22-08, peak 08-22
+    tariffcheck.set_ladder(t, 0, [2760000, 4800000], [0, 500, 3000])
     peak = clock.from_fields(2025, 6, 1, 9, 0)
     valley = clock.from_fields(2025, 6, 1, 23, 0)
     assert t.charge(1000, peak, 0) == (5680000, 1000, 1)
@@ -164,13 +166,13 @@ def test_zhejiang_tou_plus_ladder():
 
 def test_backup_sets_take_over_at_switch_times_and_roll_keeps_prices():
     t = Tariff()
-    t.set_prices(1, [9000, 8000, 7000, 6000])
-    t.set_day_table(1, 3, [(0, 0), (720, 1)])
-    t.set_zones(1, [(1, 1, 3)])
-    t.set_ladder(1, [1000], [0, 100])
+    tariffcheck.set_prices(t, 1, [9000, 8000, 7000, 6000])
+    tariffcheck.set_day_table(t, 1, 3, [(0, 0), (720, 1)])
+    tariffcheck.set_zones(t, 1, [(1, 1, 3)])
+    tariffcheck.set_ladder(t, 1, [1000], [0, 100])
     sw = clock.from_fields(2025, 7, 1)
     for kind in (SW_ZONES, SW_DAYS, SW_PRICES, SW_LADDER):
-        t.set_switch(kind, sw)
+        tariffcheck.set_switch(t, kind, sw)
     noon = sw + 13 * 3600
     assert t.charge(10, sw - 1, 0) == (50000, 10, 2)
     assert t.charge(10, sw, 0) == (90000, 10, 0)
@@ -184,24 +186,24 @@ def test_backup_sets_take_over_at_switch_times_and_roll_keeps_prices():
 
 def test_holiday_beats_weekend_beats_zone():
     t = Tariff()
-    t.set_day_table(0, 1, [(0, 3)])
-    t.set_day_table(0, 2, [(0, 0)])
-    t.set_zones(0, [(1, 1, 0), (7, 1, 1)])
-    t.set_weekend(0b1000001, 2)  # Sunday and Saturday rest
-    t.set_holidays([(2025, 10, 1, 1), (2025, 1, 4, 1)])
+    tariffcheck.set_day_table(t, 0, 1, [(0, 3)])
+    tariffcheck.set_day_table(t, 0, 2, [(0, 0)])
+    tariffcheck.set_zones(t, 0, [(1, 1, 0), (7, 1, 1)])
+    tariffcheck.set_weekend(t, 0b1000001, 2)  # Sunday and Saturday rest
+    tariffcheck.set_holidays(t, [(2025, 10, 1, 1), (2025, 1, 4, 1)])
     at = {(2025, 1, 3): 0, (2025, 1, 4): 1, (2025, 1, 5): 2, (2025, 7, 2): 1, (2025, 10, 1): 1,
           (2025, 10, 4): 2, (2026, 1, 4): 2, (2026, 1, 5): 0}
     for (y, mo, d), table in at.items():
         assert t.table_at(clock.from_fields(y, mo, d, 12)) == table, (y, mo, d)
-    assert t.holiday_list() == [(2025, 1, 4, 1), (2025, 10, 1, 1)]
+    assert tariffcheck.holiday_list(t) == [(2025, 1, 4, 1), (2025, 10, 1, 1)]
     assert Tariff.load(json.loads(json.dumps(t.dump()))).dump() == t.dump()
 
 
 def test_records_with_unpacked_tables_still_load():
     # the record layout before day tables and zones were packed
     t = Tariff()
-    t.set_day_table(1, 4, [(0, 3), (480, 1)])
-    t.set_zones(0, [(1, 1, 0), (6, 15, 4)])
+    tariffcheck.set_day_table(t, 1, 4, [(0, 3), (480, 1)])
+    tariffcheck.set_zones(t, 0, [(1, 1, 0), (6, 15, 4)])
     old = json.loads(json.dumps(t.dump()))
     old["d"] = [[[list(p) for p in t.day_table(s, k)] for k in range(8)] for s in range(2)]
     old["z"] = [[list(z) for z in zs] for zs in t.zones]
@@ -214,8 +216,8 @@ def test_full_tables_stay_small():
     t = Tariff()
     for s in range(2):
         for k in range(8):
-            t.set_day_table(s, k, [(i * 100 + k, (i + k) % 4) for i in range(14)])
-        t.set_zones(s, [(m, 1 + s, m % 8) for m in range(1, 13)])
+            tariffcheck.set_day_table(t, s, k, [(i * 100 + k, (i + k) % 4) for i in range(14)])
+        tariffcheck.set_zones(t, s, [(m, 1 + s, m % 8) for m in range(1, 13)])
     assert t.day_table(1, 7)[13] == (1307, (13 + 7) % 4)
     assert t.zones[1][11] == (12, 2, 4)
     assert len(json.dumps(t.dump())) < 2500
@@ -240,7 +242,7 @@ settlements = st.one_of(
 def test_settle_resets_iff_a_settlement_point_is_in_the_interval(points, t, hours):
     # annual or monthly decided by the first point; in monthly mode every point's month is ignored
     tar = Tariff()
-    tar.set_settlement(points)
+    tariffcheck.set_settlement(tar, points)
     annual = 1 <= points[0][0] <= 12
     assert tar.mode == (LADDER_ANNUAL if annual else LADDER_MONTHLY)
     last = t - hours * 3600 - t % 3600 + 1800  # half past: points are on the hour
@@ -259,7 +261,7 @@ def test_settlement_point_belongs_to_the_new_period():
     assert tar.settle(ny, ny - 900, 5) == 0
     assert tar.settle(ny + 900, ny, 5) == 5
     assert tar.settle(ny - 1, ny - 900, 5) == 5
-    tar.set_settlement([(0, 15, 6)])
+    tariffcheck.set_settlement(tar, [(0, 15, 6)])
     assert tar.mode == LADDER_MONTHLY
     mid = clock.from_fields(2025, 3, 15, 6)
     assert tar.settle(mid, mid - 1, 5) == 0 and tar.settle(mid - 1, mid - 2, 5) == 5
@@ -269,31 +271,31 @@ def test_settlement_point_belongs_to_the_new_period():
 # --- validation -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, message", [
-    (lambda t: t.set_ladder(0, [3000, 2000], [0, 1, 2]), "unsorted thresholds"),
-    (lambda t: t.set_ladder(0, [1, 2, 3, 4, 5, 6, 7], [0] * 8), "over 6 thresholds"),
-    (lambda t: t.set_ladder(0, [1, 2], [0, 1]), "need thresholds+1 increments"),
-    (lambda t: t.set_ladder(0, [1, 2], [0] * 8), "need thresholds+1 increments"),
-    (lambda t: t.set_ladder(0, [-1], [0, 1]), "bad threshold"),
-    (lambda t: t.set_day_table(0, 0, [(m * 60, 1) for m in range(15)]), "over 14 points"),
-    (lambda t: t.set_day_table(0, 0, [(0, 4)]), "bad rate index"),
-    (lambda t: t.set_day_table(0, 0, [(600, 1), (300, 2)]), "unsorted points"),
-    (lambda t: t.set_day_table(0, 0, [(1440, 1)]), "bad minute"),
-    (lambda t: t.set_day_table(0, 8, [(0, 1)]), "bad day table"),
-    (lambda t: t.set_day_table(2, 0, [(0, 1)]), "set_no must be 0 or 1"),
-    (lambda t: t.set_day_table(0, 0, []), "empty day table"),
-    (lambda t: t.set_zones(0, [(13, 1, 0)]), "bad zone month"),
-    (lambda t: t.set_zones(0, [(5, 1, 0), (2, 1, 1)]), "unsorted zones"),
-    (lambda t: t.set_zones(0, [(m, 1, 0) for m in range(1, 13)] + [(12, d, 0) for d in (5, 9, 20)]),
+    (lambda t: tariffcheck.set_ladder(t, 0, [3000, 2000], [0, 1, 2]), "unsorted thresholds"),
+    (lambda t: tariffcheck.set_ladder(t, 0, [1, 2, 3, 4, 5, 6, 7], [0] * 8), "over 6 thresholds"),
+    (lambda t: tariffcheck.set_ladder(t, 0, [1, 2], [0, 1]), "need thresholds+1 increments"),
+    (lambda t: tariffcheck.set_ladder(t, 0, [1, 2], [0] * 8), "need thresholds+1 increments"),
+    (lambda t: tariffcheck.set_ladder(t, 0, [-1], [0, 1]), "bad threshold"),
+    (lambda t: tariffcheck.set_day_table(t, 0, 0, [(m * 60, 1) for m in range(15)]), "over 14 points"),
+    (lambda t: tariffcheck.set_day_table(t, 0, 0, [(0, 4)]), "bad rate index"),
+    (lambda t: tariffcheck.set_day_table(t, 0, 0, [(600, 1), (300, 2)]), "unsorted points"),
+    (lambda t: tariffcheck.set_day_table(t, 0, 0, [(1440, 1)]), "bad minute"),
+    (lambda t: tariffcheck.set_day_table(t, 0, 8, [(0, 1)]), "bad day table"),
+    (lambda t: tariffcheck.set_day_table(t, 2, 0, [(0, 1)]), "set_no must be 0 or 1"),
+    (lambda t: tariffcheck.set_day_table(t, 0, 0, []), "empty day table"),
+    (lambda t: tariffcheck.set_zones(t, 0, [(13, 1, 0)]), "bad zone month"),
+    (lambda t: tariffcheck.set_zones(t, 0, [(5, 1, 0), (2, 1, 1)]), "unsorted zones"),
+    (lambda t: tariffcheck.set_zones(t, 0, [(m, 1, 0) for m in range(1, 13)] + [(12, d, 0) for d in (5, 9, 20)]),
      "over 14 zones"),
-    (lambda t: t.set_prices(0, [1, 2, 3]), "need 4 prices"),
-    (lambda t: t.set_prices(0, [1, 2, 3, -4]), "bad price"),
-    (lambda t: t.set_settlement([(1, 1, 0)] * 5), "over 4 settlement points"),
-    (lambda t: t.set_switch(4, 0), "bad switch kind"),
-    (lambda t: t.set_weekend(0x80, 0), "bad weekend mask"),
-    (lambda t: t.set_weekend(1, 8), "bad day table"),
-    (lambda t: t.set_holidays([(2025, 2, 29, 0)]), "bad holiday date"),
-    (lambda t: t.set_holidays([(2025, 2, 1, 0), (2025, 2, 1, 1)]), "holiday listed twice"),
-    (lambda t: t.set_holidays([(2025, 1, 1, 0)] * 255), "over 254 holidays"),
+    (lambda t: tariffcheck.set_prices(t, 0, [1, 2, 3]), "need 4 prices"),
+    (lambda t: tariffcheck.set_prices(t, 0, [1, 2, 3, -4]), "bad price"),
+    (lambda t: tariffcheck.set_settlement(t, [(1, 1, 0)] * 5), "over 4 settlement points"),
+    (lambda t: tariffcheck.set_switch(t, 4, 0), "bad switch kind"),
+    (lambda t: tariffcheck.set_weekend(t, 0x80, 0), "bad weekend mask"),
+    (lambda t: tariffcheck.set_weekend(t, 1, 8), "bad day table"),
+    (lambda t: tariffcheck.set_holidays(t, [(2025, 2, 29, 0)]), "bad holiday date"),
+    (lambda t: tariffcheck.set_holidays(t, [(2025, 2, 1, 0), (2025, 2, 1, 1)]), "holiday listed twice"),
+    (lambda t: tariffcheck.set_holidays(t, [(2025, 1, 1, 0)] * 255), "over 254 holidays"),
 ])
 def test_bad_writes_raise_and_change_nothing(call, message):
     t = Tariff()
@@ -312,10 +314,10 @@ def snapshot(t):
 
 def test_dump_follows_every_change():
     t = Tariff()
-    changes = [lambda: t.set_prices(0, [1, 2, 3, 4]), lambda: t.set_day_table(1, 7, [(5, 0)]),
-               lambda: t.set_zones(0, [(3, 1, 2)]), lambda: t.set_ladder(1, [9], [1, 2]),
-               lambda: t.set_switch(SW_DAYS, 100), lambda: t.set_settlement([(0, 3, 4)]),
-               lambda: t.set_weekend(3, 4), lambda: t.set_holidays([(2030, 5, 1, 6)]),
+    changes = [lambda: tariffcheck.set_prices(t, 0, [1, 2, 3, 4]), lambda: tariffcheck.set_day_table(t, 1, 7, [(5, 0)]),
+               lambda: tariffcheck.set_zones(t, 0, [(3, 1, 2)]), lambda: tariffcheck.set_ladder(t, 1, [9], [1, 2]),
+               lambda: tariffcheck.set_switch(t, SW_DAYS, 100), lambda: tariffcheck.set_settlement(t, [(0, 3, 4)]),
+               lambda: tariffcheck.set_weekend(t, 3, 4), lambda: tariffcheck.set_holidays(t, [(2030, 5, 1, 6)]),
                lambda: t.roll(100)]
     seen = [json.dumps(t.dump())]
     for change in changes:
@@ -328,20 +330,20 @@ def test_dump_follows_every_change():
 
 def test_padded_day_table_from_the_wire_is_accepted():
     t = Tariff()
-    t.set_day_table(0, 1, [(0, 3), (480, 1), (1320, 3)] + [(1320, 3)] * 11)
+    tariffcheck.set_day_table(t, 0, 1, [(0, 3), (480, 1), (1320, 3)] + [(1320, 3)] * 11)
     assert t.days[0][1] == [(0, 3), (480, 1), (1320, 3)]
 
 
 def test_dump_load_round_trip_through_json():
     t = Tariff()
-    t.set_prices(1, [1, 2, 3, 4])
-    t.set_day_table(0, 5, [(0, 1), (90, 0)])
-    t.set_zones(1, [(2, 3, 5), (9, 1, 0)])
-    t.set_ladder(0, [10, 20, 30], [1, 2, 3, 4])
-    t.set_ladder(1, [40, 50, 0, 0, 0, 0], [5, 6, 7, 8, 9, 10, 11])  # as the wire writes it
-    t.set_switch(SW_PRICES, 12345)
-    t.set_switch(SW_LADDER, 5 * 10 ** 7)
-    t.set_settlement([(0, 2, 3), (0, 17, 0)])
+    tariffcheck.set_prices(t, 1, [1, 2, 3, 4])
+    tariffcheck.set_day_table(t, 0, 5, [(0, 1), (90, 0)])
+    tariffcheck.set_zones(t, 1, [(2, 3, 5), (9, 1, 0)])
+    tariffcheck.set_ladder(t, 0, [10, 20, 30], [1, 2, 3, 4])
+    tariffcheck.set_ladder(t, 1, [40, 50, 0, 0, 0, 0], [5, 6, 7, 8, 9, 10, 11])  # as the wire writes it
+    tariffcheck.set_switch(t, SW_PRICES, 12345)
+    tariffcheck.set_switch(t, SW_LADDER, 5 * 10 ** 7)
+    tariffcheck.set_settlement(t, [(0, 2, 3), (0, 17, 0)])
     again = Tariff.load(json.loads(json.dumps(t.dump())))
     assert again.dump() == t.dump()
     for x in range(0, 10 ** 8, 7919 * 3600):
@@ -353,18 +355,18 @@ def test_dump_load_round_trip_through_json():
 
 def _meter_tariff_from(ht):
     t = Tariff()
-    t.set_prices(0, list(ht.prices))
+    tariffcheck.set_prices(t, 0, list(ht.prices))
     for k, table in enumerate(ht.day_tables):
-        t.set_day_table(0, k, list(table.points))
-    t.set_zones(0, list(ht.zones))
+        tariffcheck.set_day_table(t, 0, k, list(table.points))
+    tariffcheck.set_zones(t, 0, list(ht.zones))
     if ht.weekend_table is not None:
-        t.set_weekend(sum(1 << d for d in ht.weekend_days), ht.weekend_table)
-    t.set_holidays([(y, mo, d, k) for (y, mo, d), k in ht.holidays])
+        tariffcheck.set_weekend(t, sum(1 << d for d in ht.weekend_days), ht.weekend_table)
+    tariffcheck.set_holidays(t, [(y, mo, d, k) for (y, mo, d), k in ht.holidays])
     if ht.ladder is None:
-        t.set_settlement([(99, 99, 99)])
+        tariffcheck.set_settlement(t, [(99, 99, 99)])
     else:
-        t.set_ladder(0, list(ht.ladder.thresholds_wh), list(ht.ladder.increments))
-        t.set_settlement(list(ht.ladder.settlements))
+        tariffcheck.set_ladder(t, 0, list(ht.ladder.thresholds_wh), list(ht.ladder.increments))
+        tariffcheck.set_settlement(t, list(ht.ladder.settlements))
     return t
 
 

@@ -9,18 +9,19 @@ from headend.tariff.model import TariffBook, beijing_tou, meter_time, zhejiang
 from headend.tariff.rating import rate_batch
 from headend.tariff.reference import rate_reference
 from meter import tariff as fw_tariff
+from meter import tariffcheck
 from meter import wallet as fw_wallet
 
 
 def firmware_tariff(t, set_no=0, fw=None):
     """Load a head-end tariff version into one set of the meter's tables (as the DI writes do)."""
     fw = fw or fw_tariff.Tariff()
-    fw.set_prices(set_no, list(t.prices))
+    tariffcheck.set_prices(fw, set_no, list(t.prices))
     for k, table in enumerate(t.day_tables):
-        fw.set_day_table(set_no, k, list(table.points))
-    fw.set_zones(set_no, list(t.zones))
-    fw.set_ladder(set_no, list(t.ladder.thresholds_wh), list(t.ladder.increments))
-    fw.set_settlement(list(t.ladder.settlements))
+        tariffcheck.set_day_table(fw, set_no, k, list(table.points))
+    tariffcheck.set_zones(fw, set_no, list(t.zones))
+    tariffcheck.set_ladder(fw, set_no, list(t.ladder.thresholds_wh), list(t.ladder.increments))
+    tariffcheck.set_settlement(fw, list(t.ladder.settlements))
     return fw
 
 
@@ -91,8 +92,8 @@ def test_a_tariff_change_mid_year_debits_the_same_fen():
     book = TariffBook((old, new))
     fw = firmware_tariff(old)
     firmware_tariff(new, set_no=1, fw=fw)
-    for kind in (fw_tariff.SW_ZONES, fw_tariff.SW_DAYS, fw_tariff.SW_PRICES, fw_tariff.SW_LADDER):
-        fw.set_switch(kind, switch)
+    for kind in (fw_tariff._SW_ZONES, fw_tariff._SW_DAYS, fw_tariff._SW_PRICES, fw_tariff._SW_LADDER):
+        tariffcheck.set_switch(fw, kind, switch)
     start = meter_time(2025, 12, 1)
     n = 120 * 24
     starts = start + 3600 * np.arange(n, dtype=np.int64)

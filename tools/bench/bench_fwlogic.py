@@ -41,9 +41,10 @@ w = wallet.Wallet(hoard=0)
 r = relay.Relay(trip_delay=600)
 gc.collect()
 a2 = gc.mem_alloc()
-t.set_prices(0, [8680, 8680, 5380, 2880])
-t.set_day_table(0, 0, [(0, 3), (480, 1), (660, 2), (1080, 1), (1140, 0), (1200, 1), (1260, 2)])
-t.set_ladder(0, [2760000, 4800000], [0, 500, 3000])
+from meter import tariffcheck  # the setters: loaded by a tariff write
+tariffcheck.set_prices(t, 0, [8680, 8680, 5380, 2880])
+tariffcheck.set_day_table(t, 0, 0, [(0, 3), (480, 1), (660, 2), (1080, 1), (1140, 0), (1200, 1), (1260, 2)])
+tariffcheck.set_ladder(t, 0, [2760000, 4800000], [0, 500, 3000])
 w.balance = 10 ** 9
 now = clock.from_fields(2025, 1, 1)
 last, lw = now, 0
@@ -74,8 +75,8 @@ a3 = gc.mem_alloc()
 full = tariff.Tariff()
 for s in range(2):
     for k in range(8):
-        full.set_day_table(s, k, [(i * 100 + k, (i + k) % 4) for i in range(14)])
-    full.set_zones(s, [(m, 1 + s, m % 8) for m in range(1, 13)] + [(12, 20, 1), (12, 30, 2)])
+        tariffcheck.set_day_table(full, s, k, [(i * 100 + k, (i + k) % 4) for i in range(14)])
+    tariffcheck.set_zones(full, s, [(m, 1 + s, m % 8) for m in range(1, 13)] + [(12, 20, 1), (12, 30, 2)])
 gc.collect()
 print("full", gc.mem_alloc() - a3)
 print("fulldump", len(json.dumps(full.dump())))

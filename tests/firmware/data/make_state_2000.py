@@ -10,7 +10,7 @@ import json
 import zlib
 from pathlib import Path
 
-from meter import clock
+from meter import clock, tariffcheck
 from meter.core import Meter
 from meter.store import RamFlash
 from tools.bench import bench_firmware as bf
@@ -40,8 +40,8 @@ def main():
               he.control(0x1A, t + 3600)):
         r = parse(m.handle(q, t))
         assert r[0] & 0x40 == 0, (q.hex(), r)
-    m.tariff.set_weekend(0x41, 3)
-    m.tariff.set_holidays([(2025, 10, 1, 2), (2026, 1, 1, 2), (2030, 5, 1, 1)])
+    tariffcheck.set_weekend(m.tariff, 0x41, 3)
+    tariffcheck.set_holidays(m.tariff, [(2025, 10, 1, 2), (2026, 1, 1, 2), (2030, 5, 1, 1)])
     m._save()
     assert m.relay.until > t and m.sec.fail_t and m.tariff.switch[0]
     image = bytes(flash.mem)
