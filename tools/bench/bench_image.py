@@ -69,8 +69,9 @@ sys.path.insert(0, '/rom')
 """
 
 
-def romfs_image(img: Path, out: Path) -> int:
-    """Write the image's hal/ and meter/ .mpy files as a ROMFS image to out; its size in bytes."""
+def romfs_image(img: Path, out: Path, fakes: Path | None = None) -> int:
+    """Write the image's hal/ and meter/ .mpy files as a ROMFS image to out; its size in bytes.
+    fakes: the fake machine and esp32 modules' .mpy files instead (a board has those in ROM)."""
     import contextlib
     import io
     import shutil
@@ -78,7 +79,10 @@ def romfs_image(img: Path, out: Path) -> int:
     from mpremote.romfs import make_romfs
 
     with tempfile.TemporaryDirectory() as d:
-        for sub in ("hal", "meter"):
+        if fakes is not None:
+            for f in fakes.glob("*.mpy"):
+                shutil.copy(f, Path(d) / f.name)
+        for sub in ("hal", "meter") if fakes is None else ():
             shutil.copytree(img / sub, Path(d) / sub)
         with contextlib.redirect_stdout(io.StringIO()):  # it lists every file
             data = make_romfs(d, mpy_cross=False)
@@ -105,16 +109,18 @@ def _programmed_state() -> tuple[bytes, str, str]:
     return bytes(flash.mem), bf.ADDR, bf.KEY.hex()
 
 
-def _board_root(cwd: Path, img: Path, fakes: Path, rom: Path | None, frozen: Path | None = None) -> None:
+def _board_root(cwd: Path, img: Path, fakes: Path, rom: Path | None, frozen: Path | None = None,
+                rom_fakes: bool = False) -> None:
     # cwd as a board's filesystem: the image's files and the (precompiled) fake machine and esp32
     # modules at its root, imported from there (MICROPYPATH ""), so every module's __file__ is as
     # short as a board's ("meter/core.mpy": the interned names do not grow with a test's path)
     (cwd / "config.json").symlink_to(img / "config.json")
     if frozen is not None:  # the modules and the fakes are in the binary (tools/frozen_unix.py)
         return
-    for f in fakes.glob("*.mpy"):
-        (cwd / f.name).write_bytes(f.read_bytes())
-    if rom is None:  # else the modules come from the ROMFS image
+    if not rom_fakes:  # else the fakes come from the ROMFS image (romfs_image(..., fakes))
+        for f in fakes.glob("*.mpy"):
+            (cwd / f.name).write_bytes(f.read_bytes())
+    if rom is None or rom_fakes:  # else the modules come from the ROMFS image
         for sub in ("hal", "meter"):
             (cwd / sub).symlink_to(img / sub)
 
@@ -128,9 +134,10 @@ def _command(heap_kb: int, code: str, frozen: Path | None) -> tuple[list[str], d
 
 
 def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | None = None,
-          rom: Path | None = None, frozen: Path | None = None) -> dict | None:
-    """Boot the image in heap_kb of heap (rom: its modules from that ROMFS image, whose buffer is
-    left out of every figure); its figures, or None when it ran out of heap or did not reply."""
+          rom: Path | None = None, frozen: Path | None = None, rom_fakes: bool = False) -> dict | None:
+    """Boot the image in heap_kb of heap (rom: its modules, or with rom_fakes the fake machine and
+    esp32 modules, from that ROMFS image, whose buffer is left out of every figure); its figures,
+    or None when it ran out of heap or did not reply."""
     prelude = "" if rom is None else ROM_PRELUDE.format(rom=rom)
     with tempfile.TemporaryDirectory() as cwd:
         addr = ADDR
@@ -139,7 +146,7 @@ def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | 
             (Path(cwd) / "state.bin").write_bytes(state[0])  # the one-file layout: split at boot
             addr, key = state[1], state[2]
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": key.encode().hex()}}))
-        _board_root(Path(cwd), img, fakes, rom, frozen)
+        _board_root(Path(cwd), img, fakes, rom, frozen, rom_fakes)
         cmd, env = _command(heap_kb, prelude + BOOT.format(img=img, req=_read_frame(addr).hex()), frozen)
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
     if r.returncode != 0:
@@ -425,12 +432,12 @@ def _frames_per_second(tcp: tuple[str, int], seconds: float = 2.0) -> float:
 
 
 def smallest_heap(img: Path, fakes: Path, state: tuple[bytes, str, str] | None = None,
-                  rom: Path | None = None, frozen: Path | None = None) -> int | None:
+                  rom: Path | None = None, frozen: Path | None = None, rom_fakes: bool = False) -> int | None:
     """Smallest -X heapsize (KB, to the KB) in which the image boots and serves (the ROMFS buffer
     included when rom is given: it is allocated first, in one block; frozen: under that frozen
-    build)."""
-    kb = next((k for k in range(16, 257, 4) if _boot(img, fakes, k, state, rom, frozen)), None)
-    while kb is not None and kb > 16 and _boot(img, fakes, kb - 1, state, rom, frozen):
+    build; rom_fakes: rom holds the fake machine and esp32 modules)."""
+    kb = next((k for k in range(16, 257, 4) if _boot(img, fakes, k, state, rom, frozen, rom_fakes)), None)
+    while kb is not None and kb > 16 and _boot(img, fakes, kb - 1, state, rom, frozen, rom_fakes):
         kb -= 1
     return kb
 
@@ -496,6 +503,15 @@ def run(report: Callable[..., None]) -> None:
         state = _programmed_state()
         report("smallest -X heapsize that boots a fully programmed meter and serves one read (.mpy in RAM)",
                smallest_heap(img, fakes, state) or 0, "KB")
+        # An extra figure, not the one above: the same boot with the fake machine and esp32 modules
+        # executed in place from a ROMFS image, as a board's are in ROM (their objects and bytecode
+        # off the heap; their names are still interned here, where a board has them in ROM too)
+        fakes_rom = Path(tmp) / "fakes.romfs"
+        fsize = romfs_image(img, fakes_rom, fakes)
+        kb = smallest_heap(img, fakes, state, fakes_rom, rom_fakes=True)
+        if kb is not None:
+            report("  extra: the same less the fake machine/esp32 modules (in place from a ROMFS image as a "
+                   "board's ROM; -X heapsize less its buffer)", kb - fsize / 1024, "KB")
         # where it goes: each step's heap (bytecode, constants, state) and the interned names apart
         for step, heap, names in breakdown(img, fakes, state):
             report("fully programmed boot, heap by step (unix port, .mpy in RAM): " + step, heap / 1024, "KB")
