@@ -73,9 +73,7 @@ class Meter:
         self.blk = None  # block reads' snapshot, made by the first block read
         self.blk_n = 0
         self.blk_di = -1
-        # the line's buffers before the state is read: made later, by the first feed(), they needed
-        # holes the record's reading had fragmented (a fully programmed boot needed ~KB more heap)
-        self.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
+        self.deframer = None  # made by the first feed(): a caller of handle() never needs it
         self.store = Store(flash)
         self.sec = Security(config["key"], config.get("krn", 0), rand)
         self.tariff = Tariff()
@@ -401,6 +399,8 @@ class Meter:
     def feed(self, chunk, now):
         """Bytes from the line in; the replies to every whole frame they complete out."""
         d = self.deframer
+        if d is None:
+            d = self.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
         out = []
         mv = memoryview(chunk)
         for i in range(0, len(chunk), 256):  # drain between pieces: no frame lost to overflow
