@@ -74,10 +74,10 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
     # Run the .mpy files (not the sources): the image directory is the board's filesystem. On a
     # 64-bit unix port whose pointers and object headers are twice a board's size, with fake
     # `machine` and `esp32` modules (~7 KB) a board has in ROM, this boot of a new meter needs
-    # 82 KB (104 KB before the start's code and the rarely used handlers were let go after use,
+    # 83 KB (104 KB before the start's code and the rarely used handlers were let go after use,
     # 88 KB while the boot passed 620 interned names, where MicroPython allocates a qstr pool of
     # 7 KB here, about half on a 32-bit board; a frozen image keeps every name in flash;
-    # tools/bench/bench_image.py reports the figures). 84 KB leaves 2 KB to grow.
+    # tools/bench/bench_image.py reports the figures). 84 KB leaves 1 KB to grow.
     read = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
     # a board's machine module is in ROM: precompile the fake so compiling it costs no test heap
     fakes = tmp_path / "fakes"
@@ -339,15 +339,15 @@ def test_flash_writes_the_rp2_key_file_once(tmp_path: Path, monkeypatch: pytest.
 # session(): reads, an authenticated recharge, a relay trip and close, a parameter write and a
 # day-table write, event reads, 400 main-loop passes with energy pulses), measured as
 # tools/bench/bench_image.py measures it: with the .mpy files loaded into RAM the boot alone needs
-# 86 KB of heap on the 64-bit unix port (99 KB while the 03H/14H/1CH handlers stayed in meter.core,
+# 85 KB of heap on the 64-bit unix port (99 KB while the 03H/14H/1CH handlers stayed in meter.core,
 # 94 KB while the boot passed 620 interned names and so allocated a 7 KB qstr pool) and the
-# session 109 KB (its peak: the writes, whose parser and checks are loaded into a heap that
+# session 108 KB (its peak: the writes, whose parser and checks are loaded into a heap that
 # holds the meter and has ~16 KB free in holes of at most ~1 KB); with them executed in place from a
 # ROMFS image (mpremote romfs deploy; bytecode stays in flash as frozen modules' does) the session
 # needs 78 KB beside the ROMFS buffer. The budgets keep 2 KB over those: they fail when the meter
 # grows back.
-FULL_BOOT_KB = 88
-SESSION_KB = 111
+FULL_BOOT_KB = 87
+SESSION_KB = 110
 SESSION_ROMFS_KB = 80
 
 
