@@ -61,6 +61,16 @@ class StoreBase:
         if hook is not None:
             hook()
 
+    def checkpoint(self) -> None:
+        """Copy what the engine has logged since the last checkpoint back into the database now
+        (SQLite's WAL, PASSIVE: it never waits for or blocks a reader or writer); a no-op where the
+        engine has no such step.  A writer of large periodic batches (a read cycle) calls it once
+        per batch set, so each page it rewrote is copied back once however often it was rewritten,
+        and however wide the fleet."""
+        hook = getattr(self._db, "checkpoint", None)
+        if hook is not None:
+            hook()
+
     def migrate(self) -> int:
         """Apply pending schema migrations (idempotent); return the schema version."""
         return self._db.migrate()

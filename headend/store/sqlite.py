@@ -940,6 +940,20 @@ class SQLiteBackend:
         self._checkpointer = (stop, threading.Thread(target=run, name="sqlite-checkpoint", daemon=True))
         self._checkpointer[1].start()
 
+    def checkpoint(self) -> None:
+        """A PASSIVE WAL checkpoint on this connection now: frames no reader still needs are copied
+        back into the database file; a busy database is left for the next one."""
+        if self.location == ":memory:":
+            return
+        with self._lock:
+            if self._depth:
+                raise StoreError("a checkpoint was asked for inside a transaction: ask after it commits")
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise StoreError(f"database {self.location}: checkpoint failed: {exc}") from exc
+
     def table_columns(self) -> dict[str, list[str]]:
         """Tables in creation order (sqlite_master's rowid) with their columns."""
         with self.transaction(write=False) as tx:

@@ -529,3 +529,32 @@ def test_read_cycle_commits_a_large_cycle_in_fewer_larger_batches(tmp_path):
     assert res.stored == 4200 and not res.failed and sum(sizes) == 4200
     assert sizes == [525] * 8
     assert stored == 6  # the same meter read again in the same second is stored once
+
+
+def _in_database_file(db, sql):
+    """``sql`` on the database file alone, as if its WAL were not there (what a checkpoint copied back)."""
+    import sqlite3
+
+    raw = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
+    try:
+        return raw.execute(sql).fetchall()
+    finally:
+        raw.close()
+
+
+def test_read_cycle_ends_with_its_readings_checkpointed_into_the_database_file(tmp_path):
+    """A cycle's pages are copied back from the WAL once per cycle, at its end, whatever the
+    fleet's width (not by whichever commit crosses SQLite's 1,000-page threshold)."""
+    from headend.commands.collect import read_cycle
+
+    async def main():
+        async with Rig(tmp_path, n=4, per_bus=2) as rig:
+            rig.store.checkpoint()   # the registry in the file: only the readings can be missing from it
+            before = _in_database_file(tmp_path / "h.db", "SELECT COUNT(*) FROM readings")
+            res = await read_cycle(rig.client, rig.store, rig.store.find_meters(), [0x00010000], clock=lambda: 1000)
+            after = _in_database_file(tmp_path / "h.db", "SELECT meter FROM readings ORDER BY meter")
+            return before, res, after, rig.addresses
+
+    before, res, after, addresses = run(main())
+    assert before == [(0,)] and res.stored == 4 and not res.failed
+    assert after == [(a,) for a in sorted(addresses)]

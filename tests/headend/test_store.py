@@ -79,6 +79,27 @@ def test_a_cycles_reads_use_the_index_alone_and_charges_stay_out_of_the_payment_
     raw.close()
 
 
+def test_checkpoint_copies_the_wal_into_the_file_and_is_refused_inside_a_transaction(db: Path) -> None:
+    s = open_store(db)
+    s.checkpoint()   # the schema in the file, so the file alone can be read
+    s.add_readings([(A1, "00010000", 5, 1000)])
+
+    def in_file() -> int:
+        raw = sqlite3.connect(f"file:{db}?immutable=1", uri=True)   # the file without its WAL
+        try:
+            return raw.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+        finally:
+            raw.close()
+
+    assert in_file() == 0
+    s.checkpoint()
+    assert in_file() == 1
+    with s.atomic():
+        with pytest.raises(StoreError, match="inside a transaction"):
+            s.checkpoint()
+    s.close()
+
+
 def test_concurrent_first_opens_migrate_once(db: Path) -> None:
     errors: list[BaseException] = []
 
