@@ -52,16 +52,13 @@ class NewPayment(NamedTuple):
     shift_id: int | None = None
 
 
-# From this many rows on, a batch is inserted with one statement and its ids read back (per-row
-# INSERT ... RETURNING costs more); below it, RETURNING is fewer statements.
-_BULK = 50
+# rows per multi-row INSERT: 17 parameters each stays under every engine's parameter limit (999)
+_ROWS = 50
 
 
-def _by_channel(new: Sequence[NewPayment]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for p in new:
-        out.setdefault(p.channel, []).append(p.txn_id)
-    return out
+def _row_chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for lo in range(0, len(values), _ROWS):
+        yield values[lo:lo + _ROWS]
 
 
 def _payment(row: Sequence[Any]) -> Payment:
@@ -223,23 +220,15 @@ class Payments(Ledger, Outbox):
                        "sent_to_meter" if p.to_meter else "credited", int(p.paid_at), now, now if p.to_meter else None,
                        None if p.to_meter else now, day, actor, dumps(p.tender), p.shift_id, dumps(p.request),
                        dumps(p.extra)) for p in new]
-            insert = (f"INSERT INTO payments ({_PAYMENT_COLS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL,"
-                      " NULL, ?, ?, ?, ?, ?, ?, NULL)")
-            if len(new) < _BULK:
-                sent = [tx.submit(f"{insert} RETURNING id", v) for v in values]
-                balances = self._balances(tx, (p.customer for p in new))   # out with the inserts
-                ids = [int(r.one()[0]) for r in sent]  # type: ignore[index]
-            else:   # one statement for the batch, the ids read back by their unique keys
-                balances = None
-                tx.executemany(insert, values)
-                found: dict[tuple[str, str], int] = {}
-                for ch, txns in _by_channel(new).items():
-                    for lo in range(0, len(txns), 500):
-                        chunk = txns[lo:lo + 500]
-                        found.update(((ch, t), int(i)) for i, t in tx.all(
-                            f"SELECT id, txn_id FROM payments WHERE channel = ? AND txn_id IN"
-                            f" ({', '.join('?' for _ in chunk)})", (ch, *chunk)))
-                ids = [found[(p.channel, p.txn_id)] for p in new]
+            row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL)"
+            head = f"INSERT INTO payments ({_PAYMENT_COLS.removeprefix('id, ')}) VALUES "
+            # one statement per chunk of rows, each row's id read back by its unique key (RETURNING
+            # order is not promised); one INSERT per payment cost the most of recording a batch
+            sent = [tx.submit(f"{head}{', '.join([row] * len(chunk))} RETURNING id, channel, txn_id",
+                              [v for r in chunk for v in r]) for chunk in _row_chunks(values)]
+            balances = self._balances(tx, (p.customer for p in new))   # out with the inserts
+            found = {(ch, t): int(i) for q in sent for i, ch, t in q.all()}
+            ids = [found[(p.channel, p.txn_id)] for p in new]
             cmds = self._insert_commands(
                 tx, [(str(p.meter), "recharge", {"amount_fen": p.amount_fen, "customer": p.customer, "payment": pid},
                       f"payment:{pid}", 0) for p, pid in zip(new, ids) if p.to_meter], actor=actor)
