@@ -94,7 +94,7 @@ class _Api:
         self.port = port
         self.config = config
         self.clock = clock
-        self.commits = GroupCommit(port.transaction, port.part)
+        self.commits = GroupCommit(port.transaction, port.part, self.claim_nonces)
 
     # ------------------------------------------------------------------ authentication
     async def body(self, request: Request) -> bytes:
@@ -108,7 +108,23 @@ class _Api:
         return body
 
     def authenticate(self, request: Request, body: bytes) -> ChannelKey:
-        """The signing channel, or ApiProblem (see the module docstring for the order)."""
+        """The signing channel, its nonce recorded, or ApiProblem (see the module docstring for the order)."""
+        channel, nonce = self.identify(request, body)
+        [refused] = self.claim_nonces([nonce])
+        if refused is not None:
+            raise refused
+        self.signed_by(request, channel, nonce)
+        return channel
+
+    def signed_by(self, request: Request, channel: ChannelKey, nonce: tuple[str, str, int]) -> None:
+        """Note the request's channel and recorded nonce (a refusal from here on is audited as the
+        channel's, and records the nonce again should the transaction that recorded it fail)."""
+        request.state.nonce = nonce
+        request.state.channel = channel
+
+    def identify(self, request: Request, body: bytes) -> tuple[ChannelKey, tuple[str, str, int]]:
+        """The signing channel and the nonce to record for it, every check but the nonce's done
+        (``claim_nonces`` does that one, for many requests at once); or ApiProblem."""
         try:
             parts = read_signature_headers(request.headers)
         except SignatureFormError as exc:
@@ -137,15 +153,14 @@ class _Api:
             raise ApiProblem(403, "channel_disabled", f"channel {channel.channel_id} is disabled; ask the operator"
                              " to enable it", extra={"channel_id": channel.channel_id})
         # kept until its timestamp could no longer pass the window, so a replay always meets it
-        nonce = (channel.channel_id, parts.nonce, parts.timestamp + skew + 1)
-        if not self.port.use_nonce(*nonce):
-            raise ApiProblem(401, "nonce_replayed", f"nonce {parts.nonce} was already used by channel"
-                             f" {channel.channel_id}: every request needs a fresh nonce", "X-PP645-Nonce",
-                             extra={"channel_id": channel.channel_id})
-        # a refusal further on rolls the nonce back with everything else: refuse() records it again
-        request.state.nonce = nonce
-        request.state.channel = channel
-        return channel
+        return channel, (channel.channel_id, parts.nonce, parts.timestamp + skew + 1)
+
+    def claim_nonces(self, nonces: list[tuple[str, str, int]]) -> list[ApiProblem | None]:
+        """Record the nonces in one go: for each, None, or the refusal of its request (a replay)."""
+        return [None if fresh else ApiProblem(401, "nonce_replayed", f"nonce {n} was already used by channel"
+                                              f" {channel_id}: every request needs a fresh nonce", "X-PP645-Nonce",
+                                              extra={"channel_id": channel_id})
+                for (channel_id, n, _), fresh in zip(nonces, self.port.use_nonces(nonces))]
 
     # ------------------------------------------------------------------ bodies
     def parse(self, body: bytes, model: type[Any]) -> Any:
@@ -241,12 +256,23 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
         return api.refuse(request, ApiProblem(500, "internal_error", "the server failed; the request may be retried"
                                               " with the same txn_id (it is idempotent)"))
 
-    async def signed(request: Request, work: Callable[[ChannelKey, bytes], Any], row_locked: bool = False) -> Any:
+    async def signed(request: Request, work: Callable[[ChannelKey, bytes], Any], row_locked: bool = False,
+                     writes: bool = True) -> Any:
         # one part of a shared transaction per request: the nonce, the checks and the payment
         # commit together, answered once committed (row_locked: the work takes a payment, which
-        # locks what it changes; see Store.atomic)
+        # locks what it changes; see Store.atomic). The round records its requests' nonces in one
+        # statement (identify, then claim_nonces); writes=False: the work writes nothing itself
         body = await api.body(request)
-        return await api.commits.run(lambda: work(api.authenticate(request, body), body), row_locked=row_locked)
+
+        def first() -> tuple[tuple[str, str, int], tuple[ChannelKey, tuple[str, str, int]]]:
+            channel, nonce = api.identify(request, body)
+            return nonce, (channel, nonce)
+
+        def then(signer: tuple[ChannelKey, tuple[str, str, int]]) -> Any:
+            api.signed_by(request, *signer)
+            return work(signer[0], body)
+
+        return await api.commits.run(then, first=first, row_locked=row_locked, writes=writes)
 
     def own_payment(channel: ChannelKey, payment_id: str) -> dict[str, Any]:
         if not payment_id.isdigit() or len(payment_id) > 18:
@@ -295,7 +321,7 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
                              f"channel:{channel.channel_id}", channel.record)
             return Later(api.port.accept_many, ask, _receipt_response)
 
-        return await signed(request, work, row_locked=True)
+        return await signed(request, work, row_locked=True, writes=False)
 
     @app.get("/v1/payments/{payment_id}", response_model=models.PaymentOut, responses=_PROBLEM_RESPONSES,
              tags=["payments"], summary="A payment by its id (the signing channel's own only)",

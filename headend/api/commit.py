@@ -56,26 +56,42 @@ class Later:
     finish: Callable[[Any], Any]
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    work: Callable[..., Any]
+    fut: asyncio.Future[Any]
+    row_locked: bool
+    first: Callable[[], tuple[Any, Any]] | None
+    writes: bool
+
+
 class GroupCommit:
     """``await commits.run(work)``: ``work()`` runs in the next round's transaction, in a part of its own."""
 
     def __init__(self, transaction: Callable[..., AbstractContextManager[Any]],
-                 part: Callable[[], AbstractContextManager[Any]], max_round: int = MAX_ROUND) -> None:
+                 part: Callable[[], AbstractContextManager[Any]],
+                 claim: Callable[[list[Any]], list[Exception | None]] | None = None, max_round: int = MAX_ROUND) -> None:
         self._transaction = transaction
         self._part = part
+        self._claim = claim
         self._max = max_round
-        self._waiting: list[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = []
+        self._waiting: list[_Waiting] = []
         self.rounds = 0  # transactions committed (or tried)
         self.requests = 0  # works run in them
 
-    async def run(self, work: Callable[[], _T], *, row_locked: bool = False) -> _T:
+    async def run(self, work: Callable[..., _T], *, row_locked: bool = False,
+                  first: Callable[[], tuple[Any, Any]] | None = None, writes: bool = True) -> _T:
         """Run ``work`` in the next round; its result, or its exception, once the round committed.
-        ``row_locked``: the work locks what it reads before it changes it (see ``Store.atomic``)."""
+        ``row_locked``: the work locks what it reads before it changes it (see ``Store.atomic``).
+        ``first``: run before every work of the round, it reads only and returns (key, value); the
+        round claims all its keys with one ``claim`` call, and a request whose key is refused
+        hears that refusal; the others' works are called with their value. ``writes=False``: the
+        work writes nothing, so it needs no part of its own (a savepoint) to undo."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_T] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._round)
-        self._waiting.append((work, fut, row_locked))
+        self._waiting.append(_Waiting(work, fut, row_locked, first, writes))
         return await fut
 
     def _round(self) -> None:
@@ -89,24 +105,31 @@ class GroupCommit:
         done: list[tuple[asyncio.Future[Any], bool, Any]] = []
         later: dict[Any, list[tuple[int, Later]]] = {}
         try:
-            with self._transaction(row_locked=all(locked for _, _, locked in batch)):
-                for work, fut, _ in batch:
-                    try:
-                        with self._part():
-                            value = work()
-                    except TransactionLost:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - this request's own failure, answered to it alone
-                        value = exc
+            with self._transaction(row_locked=all(w.row_locked for w in batch)):
+                firsts = self._firsts(batch)
+                for w, got in zip(batch, firsts):
+                    value: Any = got
+                    if not isinstance(got, Exception):
+                        args = () if w.first is None else (got,)
+                        try:
+                            if w.writes:
+                                with self._part():
+                                    value = w.work(*args)
+                            else:
+                                value = w.work(*args)
+                        except TransactionLost:
+                            raise
+                        except Exception as exc:  # noqa: BLE001 - this request's own failure, answered to it alone
+                            value = exc
                     if isinstance(value, Later):
                         later.setdefault(value.step, []).append((len(done), value))
-                    done.append((fut, not isinstance(value, Exception), value))
+                    done.append((w.fut, not isinstance(value, Exception), value))
                 for step, items in later.items():
                     self._finish(step, items, done)
         except BaseException as exc:  # the transaction failed: nothing of the round was written
-            for _, fut, _ in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
+            for w in batch:
+                if not w.fut.done():
+                    w.fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -117,6 +140,30 @@ class GroupCommit:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _firsts(self, batch: list[_Waiting]) -> list[Any]:
+        """Each work's ``first`` value (None without one), or the exception that refuses it; the
+        keys of the round claimed in one call."""
+        out: list[Any] = [None] * len(batch)
+        keys: list[tuple[int, Any]] = []
+        for i, w in enumerate(batch):
+            if w.first is None:
+                continue
+            try:
+                key, out[i] = w.first()
+            except TransactionLost:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this request's own refusal
+                out[i] = exc
+                continue
+            keys.append((i, key))
+        if keys:
+            if self._claim is None:
+                raise TypeError("a work with `first` needs a GroupCommit made with `claim`")
+            for (i, _), refused in zip(keys, self._claim([k for _, k in keys])):
+                if refused is not None:
+                    out[i] = refused
+        return out
 
     def _finish(self, step: Callable[[list[Any]], list[Any]], items: list[tuple[int, Later]],
                 done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

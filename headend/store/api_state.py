@@ -11,7 +11,7 @@ payment, sent until the channel answers 2xx, then ``delivered`` and never sent a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from headend.store.models import InvalidInput, NotFound, Payment, dumps, loads
 from headend.store.payments import Payments
@@ -22,6 +22,7 @@ CALLBACK_STATUSES = ("pending", "delivered", "failed")
 _CALLBACK_COLS = ("id, payment_id, channel_id, state, url, body, status, attempts, next_at, last_error, created_at,"
                   " updated_at, delivered_at")
 _PURGE_EVERY = 1000  # nonce inserts between purges of expired nonces
+_NONCE_ROWS = 300  # nonces per INSERT (3 parameters each: under every engine's limit of 999)
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,30 @@ class ApiState(Payments):
 
     def use_nonce(self, channel_id: str, nonce: str, *, keep_until: int) -> bool:
         """Record a request's nonce for a channel; False if that channel used it before (a replay)."""
-        if not channel_id or not nonce:
-            raise InvalidInput("a nonce needs its channel and its value")
+        return self.use_nonces([(channel_id, nonce, keep_until)])[0]
+
+    def use_nonces(self, nonces: Sequence[tuple[str, str, int]]) -> list[bool]:
+        """Record many requests' nonces, each (channel_id, nonce, keep_until), in one statement per
+        chunk: for each, False if its channel used it before, an earlier one of these included."""
+        for channel_id, nonce, _ in nonces:
+            if not channel_id or not nonce:
+                raise InvalidInput("a nonce needs its channel and its value")
+        first: dict[tuple[str, str], int] = {}
+        for i, (channel_id, nonce, _) in enumerate(nonces):
+            first.setdefault((channel_id, nonce), i)
+        rows = [(c, n, int(nonces[i][2])) for (c, n), i in first.items()]
+        fresh: set[tuple[str, str]] = set()
         with self._tx() as tx:
-            row = tx.one("INSERT INTO api_nonces (channel_id, nonce, keep_until) VALUES (?, ?, ?)"
-                         " ON CONFLICT DO NOTHING RETURNING keep_until", (channel_id, nonce, int(keep_until)))
-            self._nonces_since_purge = getattr(self, "_nonces_since_purge", 0) + 1
+            for lo in range(0, len(rows), _NONCE_ROWS):
+                chunk = rows[lo:lo + _NONCE_ROWS]
+                fresh.update((c, n) for c, n in tx.all(
+                    f"INSERT INTO api_nonces (channel_id, nonce, keep_until) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}"
+                    " ON CONFLICT DO NOTHING RETURNING channel_id, nonce", [v for r in chunk for v in r]))
+            self._nonces_since_purge = getattr(self, "_nonces_since_purge", 0) + len(rows)
             if self._nonces_since_purge >= _PURGE_EVERY:
                 self._nonces_since_purge = 0
                 tx.execute("DELETE FROM api_nonces WHERE keep_until < ?", (self.now(),))
-        return row is not None
+        return [first[(c, n)] == i and (c, n) in fresh for i, (c, n, _) in enumerate(nonces)]
 
     def purge_nonces(self, now: int | None = None) -> int:
         """Forget nonces whose requests could no longer pass the window; return how many."""

@@ -42,6 +42,20 @@ def test_expired_nonces_are_purged_but_live_ones_kept(store, clock):
         store.use_nonce("", "x" * 16, keep_until=0)
 
 
+def test_many_nonces_at_once_refuse_replays_within_the_batch_and_before_it(store, clock):
+    keep = clock.t + 300
+    assert store.use_nonce("bank-1", "early" * 4, keep_until=keep)
+    # more than one statement's worth, with a replay of an earlier nonce, one within the batch,
+    # and the same nonce under another channel
+    batch = [("bank-1", f"n{i:020d}", keep) for i in range(700)]
+    batch[350] = ("bank-1", "early" * 4, keep)
+    batch[600] = ("bank-1", f"n{5:020d}", keep)
+    batch[650] = ("bank-2", f"n{5:020d}", keep)
+    fresh = store.use_nonces(batch)
+    assert [i for i, ok in enumerate(fresh) if not ok] == [350, 600]
+    assert store.use_nonces([("bank-1", f"n{699:020d}", keep), ("bank-3", "x" * 16, keep)]) == [False, True]
+
+
 def test_one_callback_per_payment_and_state(store, clock):
     row = (7, "bank-1", "confirmed", "http://127.0.0.1:1/cb", {"payment": {"payment_id": 7}})
     assert store.add_callbacks([row, row]) == 1

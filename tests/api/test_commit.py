@@ -196,3 +196,44 @@ def test_a_round_reads_each_signing_channel_once_and_the_next_round_reads_it_aga
     service.channel_for_key(key_id)
     service.channel_for_key(key_id)
     assert len(reads) == 5
+
+
+def test_a_round_claims_its_nonces_in_one_call_and_a_replay_hears_its_own_refusal(port):
+    claims: list[list] = []
+
+    def claim(keys):  # the API's claim_nonces: the store's batch call, counted
+        claims.append(list(keys))
+        return [None if fresh else ApiProblem(401, "nonce_replayed", f"nonce {k[1]} again")
+                for k, fresh in zip(keys, port.use_nonces(keys))]
+
+    def signed(nonce: str, txn: str, customer: str, amount: int, refuse_first: bool = False):
+        def first():
+            if refuse_first:  # e.g. a bad signature: refused before its nonce is looked at
+                raise ApiProblem(401, "signature_invalid", "bad signature")
+            return ("bank-1", nonce, 2 * PAID_AT), txn
+
+        def work(value):
+            ask = PaymentAsk(PaymentRequest("bank-1", value, amount, PAID_AT, customer), "channel:bank-1")
+            return Later(port.accept_many, ask, lambda result: result)
+        return first, work
+
+    port.use_nonce("bank-1", "n-used-before", 2 * PAID_AT)
+    commits = GroupCommit(port.transaction, port.part, claim)
+    asks = [signed("n-1", "T1", CUSTOMERS[0], 100),
+            signed("n-used-before", "T2", CUSTOMERS[1], 200),   # replayed from an earlier round
+            signed("n-3", "T3", CUSTOMERS[2], 300),
+            signed("n-1", "T4", CUSTOMERS[3], 400),             # replayed within the round
+            signed("n-5", "T5", CUSTOMERS[4], 500, refuse_first=True)]
+
+    async def go():
+        return await asyncio.gather(*(commits.run(work, first=first, writes=False) for first, work in asks),
+                                    return_exceptions=True)
+
+    out = asyncio.run(go())
+    assert len(claims) == 1 and [k[1] for k in claims[0]] == ["n-1", "n-used-before", "n-3", "n-1"]
+    assert [r.code if isinstance(r, ApiProblem) else r[1] for r in out] == [
+        True, "nonce_replayed", True, "nonce_replayed", "signature_invalid"]
+    assert _money(port) == {CUSTOMERS[0]: 100, CUSTOMERS[1]: 0, CUSTOMERS[2]: 300, CUSTOMERS[3]: 0, CUSTOMERS[4]: 0}
+    # the round's fresh nonces were kept; the one refused before its nonce was looked at was not
+    assert not port.use_nonce("bank-1", "n-3", 2 * PAID_AT)
+    assert port.use_nonce("bank-1", "n-5", 2 * PAID_AT)
