@@ -28,14 +28,13 @@ from headend.link.session import Reply
 from headend.store import Meter, Store
 from headend.transports import Job, LinkError
 
-__all__ = ["CycleResult", "batch_size", "freeze_after_first_cycle", "read_cycle"]
+__all__ = ["CycleResult", "batch_size", "freeze_after_first_cycle", "read_cycle", "wal_pages"]
 
 # Readings are stored by meter (the table's key starts with the meter), so a batch's rows land
 # on pages spread over the whole table, one page per row once the fleet is wide: rows per
 # transaction that grow with the cycle keep the pages rewritten per reading about the same
 # whatever the fleet's size (measured by tools/bench/bench_headend.py, CPU per read at scale),
-# and the cap keeps each commit short (the store is held while it runs).  The cycle ends with a
-# checkpoint (Store.checkpoint) for the same reason: see the end of read_cycle.
+# and the cap keeps each commit short (the store is held while it runs).
 BATCH_MIN = 500
 BATCH_MAX = 20_000
 BATCH_SHARE = 8  # a cycle commits in about this many batches
@@ -44,6 +43,20 @@ BATCH_SHARE = 8  # a cycle commits in about this many batches
 def batch_size(reads: int) -> int:
     """Rows per transaction for a cycle of ``reads`` readings."""
     return min(max(reads // BATCH_SHARE, BATCH_MIN), BATCH_MAX)
+
+
+# For the same reason the WAL may hold about a cycle's readings in pages before SQLite copies it
+# back (Store.checkpoint_every): at its default of 1,000 pages a 1,000-meter fleet's pages were
+# rewritten by about four cycles per checkpoint and copied back once, a 20,000-meter fleet's
+# copied back after about one batch (storing a reading: 1.24x the CPU at 20,000 meters as at
+# 1,000; tools/bench/bench_store.py).  Capped, so the WAL stays under 256 MB (4 KB pages).
+WAL_PAGES_MIN = 1000
+WAL_PAGES_MAX = 65_536
+
+
+def wal_pages(reads: int) -> int:
+    """WAL pages between checkpoints for cycles of ``reads`` readings."""
+    return min(max(reads, WAL_PAGES_MIN), WAL_PAGES_MAX)
 
 
 def freeze_after_first_cycle() -> None:
@@ -100,6 +113,7 @@ async def read_cycle(
     every = list(meters)
     if batch is None:
         batch = batch_size(len(every) * n_items)
+    store.checkpoint_every(wal_pages(len(every) * n_items))
     todo = iter(every)
     result = CycleResult()
     pending: list[tuple] = []
@@ -206,11 +220,5 @@ async def read_cycle(
     flush()
     if writes:
         await asyncio.gather(*writes)
-        # SQLite otherwise checkpoints inside whichever commit crosses 1,000 WAL pages: a wide
-        # fleet's cycle crossed it every batch, copying back each page it had just rewritten,
-        # while a small fleet's pages were rewritten by several cycles per checkpoint and copied
-        # once; checkpointing once per cycle copies each page once per cycle at any width
-        # (storing a reading: 1.26x the CPU at 20,000 meters as at 1,000 before, 1.02x after).
-        await asyncio.to_thread(store.checkpoint)
     result.seconds = time.perf_counter() - t0
     return result

@@ -61,15 +61,15 @@ class StoreBase:
         if hook is not None:
             hook()
 
-    def checkpoint(self) -> None:
-        """Copy what the engine has logged since the last checkpoint back into the database now
-        (SQLite's WAL, PASSIVE: it never waits for or blocks a reader or writer); a no-op where the
-        engine has no such step.  A writer of large periodic batches (a read cycle) calls it once
-        per batch set, so each page it rewrote is copied back once however often it was rewritten,
-        and however wide the fleet."""
-        hook = getattr(self._db, "checkpoint", None)
+    def checkpoint_every(self, pages: int) -> None:
+        """Let the engine's log grow to about ``pages`` pages before it is copied back into the
+        database (SQLite's WAL autocheckpoint; default 1,000), where the engine has such a log
+        and no background checkpoints replace it; a no-op elsewhere.  A writer whose batches
+        rewrite the same pages again and again (read cycles) sets it to what several of its
+        batch sets dirty, so each page is copied back once for several rewrites."""
+        hook = getattr(self._db, "checkpoint_every", None)
         if hook is not None:
-            hook()
+            hook(pages)
 
     def migrate(self) -> int:
         """Apply pending schema migrations (idempotent); return the schema version."""

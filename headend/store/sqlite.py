@@ -940,19 +940,17 @@ class SQLiteBackend:
         self._checkpointer = (stop, threading.Thread(target=run, name="sqlite-checkpoint", daemon=True))
         self._checkpointer[1].start()
 
-    def checkpoint(self) -> None:
-        """A PASSIVE WAL checkpoint on this connection now: frames no reader still needs are copied
-        back into the database file; a busy database is left for the next one."""
-        if self.location == ":memory:":
+    def checkpoint_every(self, pages: int) -> None:
+        """SQLite's wal_autocheckpoint for this connection, unless checkpoints run in the background."""
+        pages = int(pages)
+        if pages < 1:
+            raise ValueError(f"checkpoint_every takes a number of pages >= 1, got {pages}")
+        if self.location == ":memory:" or getattr(self, "_checkpointer", None) is not None:
             return
-        with self._lock:
-            if self._depth:
-                raise StoreError("a checkpoint was asked for inside a transaction: ask after it commits")
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise StoreError(f"database {self.location}: checkpoint failed: {exc}") from exc
+        if getattr(self, "_autocheckpoint", 1000) != pages:
+            with self._lock:
+                self._conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+            self._autocheckpoint = pages
 
     def table_columns(self) -> dict[str, list[str]]:
         """Tables in creation order (sqlite_master's rowid) with their columns."""

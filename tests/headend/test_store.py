@@ -79,11 +79,7 @@ def test_a_cycles_reads_use_the_index_alone_and_charges_stay_out_of_the_payment_
     raw.close()
 
 
-def test_checkpoint_copies_the_wal_into_the_file_and_is_refused_inside_a_transaction(db: Path) -> None:
-    s = open_store(db)
-    s.checkpoint()   # the schema in the file, so the file alone can be read
-    s.add_readings([(A1, "00010000", 5, 1000)])
-
+def test_checkpoint_every_sets_how_much_wal_a_commit_leaves_uncopied(db: Path) -> None:
     def in_file() -> int:
         raw = sqlite3.connect(f"file:{db}?immutable=1", uri=True)   # the file without its WAL
         try:
@@ -91,12 +87,21 @@ def test_checkpoint_copies_the_wal_into_the_file_and_is_refused_inside_a_transac
         finally:
             raw.close()
 
-    assert in_file() == 0
-    s.checkpoint()
+    s = open_store(db)
+    s.checkpoint_every(1)   # every commit copies the WAL back
+    s.add_readings([(A1, "00010000", 5, 1000)])
     assert in_file() == 1
-    with s.atomic():
-        with pytest.raises(StoreError, match="inside a transaction"):
-            s.checkpoint()
+    s.checkpoint_every(100_000)
+    s.add_readings([(A1, "00010000", 6, 1001)])
+    assert in_file() == 1   # still only in the WAL
+    with s._db.transaction(write=False) as tx:
+        assert tx.one("PRAGMA wal_autocheckpoint") == (100_000,)
+    with pytest.raises(ValueError, match="pages >= 1"):
+        s.checkpoint_every(0)
+    s._db.checkpoint_in_background(every_s=60)
+    s.checkpoint_every(5000)   # background checkpoints replace the threshold: left at 0
+    with s._db.transaction(write=False) as tx:
+        assert tx.one("PRAGMA wal_autocheckpoint") == (0,)
     s.close()
 
 

@@ -291,7 +291,7 @@ def _scale(report, master: bytes) -> None:  # noqa: ANN001
                r.a, "us", r.b, pairs=r)
     report(f"  head-end CPU per read with {base:,} meters", got[0].a, "us")
     for n in (base, SCALE_SIZES[-1]):
-        report(f"  of which storing the readings (SQLite inserts and the cycle's WAL checkpoint, on worker threads) with {n:,} meters",
+        report(f"  of which storing the readings (SQLite, with the checkpoints commits make, on worker threads) with {n:,} meters",
                statistics.median(store_cpu[n]), "us")
     for n in (base, SCALE_SIZES[-1]):
         report(f"  of which cyclic garbage collection (gc module, whichever thread it ran on) with {n:,} meters",
@@ -349,16 +349,6 @@ async def _scale_child(n: int) -> None:
                 store_cpu[0] += time.thread_time() - t
 
         store.add_readings = timed_add  # type: ignore[method-assign]
-        checkpoint = store.checkpoint
-
-        def timed_checkpoint() -> None:   # the cycle's one WAL checkpoint, on its worker thread too
-            t = time.thread_time()
-            try:
-                checkpoint()
-            finally:
-                store_cpu[0] += time.thread_time() - t
-
-        store.checkpoint = timed_checkpoint  # type: ignore[method-assign]
         gc_cpu = [0.0, 0.0]   # CPU time in the collector, and when the running collection started
 
         def on_gc(phase: str, info: dict) -> None:   # a collection starts and stops on one thread

@@ -10,6 +10,11 @@ in the same run:
 Absolute figures: commands enqueued (with their audit rows) and claimed + confirmed per second;
 meters registered per second by add_meters, and the cost-control account queries
 (rating_accounts, cost_control_accounts, cost_control_meters) at 20,000 remote accounts.
+Storing a read cycle's readings with 20,000 meters against 1,000 (a store each, as many readings
+of history per meter): the CPU per reading of add_readings in read_cycle's batches with the WAL
+checkpoint threshold read_cycle sets (wal_pages), and the same with SQLite's default of 1,000
+pages, what read_cycle left before; and the two against each other at 20,000 meters (four
+stores, one cycle each per round, the order rotating; at 1,000 meters the two are the same).
 """
 
 from __future__ import annotations
@@ -20,13 +25,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from headend.commands.collect import batch_size, wal_pages
 from headend.store import open_store
-from tools.bench.interleave import interleaved
+from tools.bench.interleave import interleaved, paired
 
 Report = Callable[..., None]
 N_METERS = 1000
 CYCLES = 4
 RATING_ACCOUNTS = 20_000
+WIDE = (1000, 20_000)   # the fleets of the storing-at-scale figure, the first the baseline
+HISTORY = 24            # readings per meter stored before it is measured
 
 
 def _rows(cycle: int) -> list[tuple[str, str, int, int]]:
@@ -144,6 +152,48 @@ def run(report: Report) -> None:
             assert len(query()) == RATING_ACCOUNTS
             report(f"store: {name}, {RATING_ACCOUNTS:,} remote accounts", (time.perf_counter() - t0) * 1000, "ms")
         big.close()
+
+
+        _wide(report, Path(tmp))
+
+
+def _wide(report: Report, tmp: Path) -> None:
+    """CPU per reading storing a cycle's readings at WIDE[1] meters against WIDE[0], with the WAL
+    threshold of read_cycle (wal_pages) and with SQLite's default (before)."""
+    sides, stores = {}, {}
+    for scaled in (True, False):
+        for n in WIDE:
+            store, at = open_store(tmp / f"wide-{n}-{scaled}.db"), [1_764_000_000]
+            store.checkpoint_every(wal_pages(n) if scaled else 1000)
+
+            def cycle(store=store, at=at, n=n) -> float:  # CPU us per reading, checkpoints in commits included
+                at[0] += 900
+                rows = [(f"{i:012d}", "00010000", 1000 + i, at[0]) for i in range(1, n + 1)]
+                size, t = batch_size(n), time.thread_time()
+                for k in range(0, n, size):
+                    store.add_readings(rows[k:k + size])
+                return (time.thread_time() - t) / n * 1e6
+
+            for _ in range(HISTORY):
+                cycle()
+            sides[(scaled, n)], stores[(scaled, n)] = cycle, store
+    keys = list(stores)
+    values: dict[tuple[bool, int], list[float]] = {key: [] for key in keys}
+    for r in range(11):   # every side once a round, the order rotating
+        for k in range(len(keys)):
+            key = keys[(r + k) % len(keys)]
+            values[key].append(sides[key]())
+    small, wide = WIDE
+    for scaled, how in ((True, "WAL checkpoint threshold a cycle's readings in pages, as read_cycle sets"),
+                        (False, "SQLite's default threshold of 1,000 pages, as before")):
+        r = paired(values[(scaled, wide)], values[(scaled, small)])
+        report(f"store: CPU per reading storing a cycle (add_readings in read_cycle's batches; {how}) with "
+               f"{wide:,} meters vs {small:,}, {HISTORY} readings of history a meter", r.a, "us", r.b, pairs=r)
+    r = paired(values[(True, wide)], values[(False, wide)])
+    report(f"store: CPU per reading storing a {wide:,}-meter cycle, read_cycle's WAL threshold vs SQLite's default",
+           r.a, "us", r.b, pairs=r)
+    for store in stores.values():
+        store.close()
 
 
 if __name__ == "__main__":
