@@ -125,15 +125,17 @@ def _board_root(cwd: Path, img: Path, fakes: Path, rom: Path | None, frozen: Pat
             (cwd / sub).symlink_to(img / sub)
 
 
-def _command(heap_kb: int, code: str, frozen: Path | None) -> tuple[list[str], dict[str, str]]:
-    # the image's micropython with a heap_kb heap running code, and its environment; frozen: the
-    # unix port with the meter frozen in (tools/frozen_unix.py), its modules found in .frozen only
+def _command(heap_kb: float, code: str, frozen: Path | None) -> tuple[list[str], dict[str, str]]:
+    # the image's micropython with a heap_kb heap (to the byte) running code, and its
+    # environment; frozen: the unix port with the meter frozen in (tools/frozen_unix.py), its
+    # modules found in .frozen only
+    heap = f"heapsize={round(heap_kb * 1024)}"
     if frozen is None:
-        return [mpy.micropython(), "-X", f"heapsize={heap_kb}K", "-c", code], {"MICROPYPATH": ""}
-    return [str(frozen), "-X", f"heapsize={heap_kb}K", "-c", code], {"MICROPYPATH": ".frozen"}
+        return [mpy.micropython(), "-X", heap, "-c", code], {"MICROPYPATH": ""}
+    return [str(frozen), "-X", heap, "-c", code], {"MICROPYPATH": ".frozen"}
 
 
-def _boot(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str] | None = None,
+def _boot(img: Path, fakes: Path, heap_kb: float, state: tuple[bytes, str, str] | None = None,
           rom: Path | None = None, frozen: Path | None = None, rom_fakes: bool = False) -> dict | None:
     """Boot the image in heap_kb of heap (rom: its modules, or with rom_fakes the fake machine and
     esp32 modules, from that ROMFS image, whose buffer is left out of every figure); its figures,
@@ -442,6 +444,17 @@ def smallest_heap(img: Path, fakes: Path, state: tuple[bytes, str, str] | None =
     return kb
 
 
+def failing_heaps(img: Path, fakes: Path, state: tuple[bytes, str, str], kb: int, span: int = 4,
+                  step: float = 0.25) -> list[float]:
+    """The heaps (KB) from kb - span to kb + span in step-KB steps in which the fully programmed
+    boot fails. A boot's smallest heap is not a threshold: past it, a size that leaves the
+    long-lived objects where no hole is left for a later buffer (the Deframer's 512 bytes, the
+    record's event log read at once) fails again, so a change that frees heap can move the
+    1 KB figure either way; these show how far."""
+    n = round(span / step)
+    return [kb + i * step for i in range(-n, n + 1) if _boot(img, fakes, kb + i * step, state) is None]
+
+
 def build_test_image(tmp: Path) -> tuple[Path, Path]:
     """The esp32 image of ADDR/KEY in tmp/img, and the fake machine and esp32 modules precompiled
     in tmp/fakes (a board has them in ROM: compiling them must cost no measured heap)."""
@@ -501,8 +514,15 @@ def run(report: Callable[..., None]) -> None:
         # power-up of a meter that has been programmed for a while: its record is parsed and
         # restored, the larger case (the figure above is a new meter)
         state = _programmed_state()
+        full = smallest_heap(img, fakes, state)
         report("smallest -X heapsize that boots a fully programmed meter and serves one read (.mpy in RAM)",
-               smallest_heap(img, fakes, state) or 0, "KB")
+               full or 0, "KB")
+        if full is not None:  # the same boot in quarter-KB steps around it: where it still fails
+            fails = failing_heaps(img, fakes, state, full)
+            above = [h for h in fails if h > full]
+            report("  largest heap, 4 KB either side in quarter-KB steps, in which that boot fails "
+                   "(smallest is no threshold: fragmentation)", max(fails, default=0), "KB")
+            report("  quarter-KB heaps above the smallest in which that boot fails", len(above), "sizes")
         # An extra figure, not the one above: the same boot with the fake machine and esp32 modules
         # executed in place from a ROMFS image, as a board's are in ROM (their objects and bytecode
         # off the heap; their names are still interned here, where a board has them in ROM too)
