@@ -40,7 +40,8 @@ from headend.api.problems import ApiProblem
 from headend.api.reports import add_report_routes
 from headend.api.service import ChannelKey, PaymentAsk, PaymentsPort, StorePayments
 from headend.payments import PaymentRequest
-from headend.api.signing import SignatureFormError, check_signature, read_signature_headers
+from headend.api.signing import (HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignatureFormError,
+                                 check_signature, read_signature_headers)
 from headend.api.vouchers import add_voucher_routes
 from headend.keys import KeyStore
 from headend.store import Store
@@ -64,6 +65,21 @@ _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _SIGNED = [{"channelSignature": []}]
 _CUSTOMER_RE = re.compile(models.CUSTOMER_PATTERN)
+
+
+# ASGI header names are lower case; the first of a repeated header counts (as Headers.get has it)
+_SIGNATURE_HEADERS = {h.lower().encode("latin-1"): h for h in (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE,
+                                                                HEADER_SIGNATURE)}
+
+
+def _signature_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The signature headers of a request, read in one pass (Headers.get scans all of them per name)."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        h = _SIGNATURE_HEADERS.get(name)
+        if h is not None and h not in out:
+            out[h] = value.decode("latin-1")
+    return out
 
 
 def _problem_response(p: ApiProblem) -> JSONResponse:
@@ -94,7 +110,7 @@ class _Api:
         self.port = port
         self.config = config
         self.clock = clock
-        self.commits = GroupCommit(port.transaction, port.part, self.claim_nonces)
+        self.commits = GroupCommit(port.transaction, port.part, self.claim_nonces, hold_s=config.commit_hold_ms / 1000)
 
     # ------------------------------------------------------------------ authentication
     async def body(self, request: Request) -> bytes:
@@ -126,7 +142,7 @@ class _Api:
         """The signing channel and the nonce to record for it, every check but the nonce's done
         (``claim_nonces`` does that one, for many requests at once); or ApiProblem."""
         try:
-            parts = read_signature_headers(request.headers)
+            parts = read_signature_headers(_signature_headers(request.scope["headers"]))
         except SignatureFormError as exc:
             code = "signature_missing" if "missing" in str(exc) else "signature_malformed"
             raise ApiProblem(401, code, str(exc), exc.field) from None
@@ -168,6 +184,12 @@ class _Api:
         if not body:
             raise ApiProblem(422, "invalid_json", "the body is empty; send a JSON object")
         try:
+            # JSON mode: datetimes from RFC 3339 text, everything else strict; a body it takes
+            # passes every check below, so those read the body only to name what is wrong
+            return model.model_validate_json(body)
+        except ValidationError as exc:
+            refused = exc
+        try:
             data = json.loads(body)
         except (ValueError, RecursionError) as exc:
             raise ApiProblem(422, "invalid_json", f"the body is not valid JSON: {exc}") from None
@@ -175,15 +197,11 @@ class _Api:
             raise ApiProblem(422, "invalid_json", "the body must be a JSON object")
         if model is models.PaymentIn and "amount_fen" in data:
             self._check_amount(data["amount_fen"])
-        try:
-            # JSON mode: datetimes from RFC 3339 text, everything else strict
-            return model.model_validate_json(body)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(x) for x in err["loc"]) or None
-            if err["type"] == "extra_forbidden":
-                raise ApiProblem(422, "unknown_field", f"unknown field {field!r}", field) from None
-            raise ApiProblem(422, "invalid_field", f"{field}: {err['msg']}", field) from None
+        err = refused.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or None
+        if err["type"] == "extra_forbidden":
+            raise ApiProblem(422, "unknown_field", f"unknown field {field!r}", field) from None
+        raise ApiProblem(422, "invalid_field", f"{field}: {err['msg']}", field) from None
 
     def _check_amount(self, amount: Any) -> None:
         if not isinstance(amount, int) or isinstance(amount, bool):

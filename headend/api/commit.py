@@ -24,6 +24,15 @@ the signature, the nonce and the body in its part, and hands back the payment to
 the parts, the round takes all of its payments in one call (``step``, here StorePayments.
 accept_many: one pass of the payment rules over the batch, each refusal still that request's
 own), and each request's answer is made from its own result (``finish``).
+
+The nonces of a round are recorded in one statement: each request's checks before its nonce
+(``first``) run for the whole round, then one ``claim``; then each request's work.  A work that
+writes nothing itself (a payment's: its writes are the round's step) runs without a part.
+
+Under load a round waits ``hold_s`` for more requests before it runs (only when the last round
+had more than one: a lone request is not held): from 32 connections, rounds of ~11 requests
+became ~25 in the payments benchmark, and the per-round cost (the commit, the batch's queries)
+is the larger half of a payment's store work at ~10 a round.
 """
 
 from __future__ import annotations
@@ -70,8 +79,11 @@ class GroupCommit:
 
     def __init__(self, transaction: Callable[..., AbstractContextManager[Any]],
                  part: Callable[[], AbstractContextManager[Any]],
-                 claim: Callable[[list[Any]], list[Exception | None]] | None = None, max_round: int = MAX_ROUND) -> None:
+                 claim: Callable[[list[Any]], list[Exception | None]] | None = None, max_round: int = MAX_ROUND,
+                 hold_s: float = 0.0) -> None:
         self._transaction = transaction
+        self._hold = hold_s
+        self._last = 0  # requests in the last round
         self._part = part
         self._claim = claim
         self._max = max_round
@@ -90,7 +102,12 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_T] = loop.create_future()
         if not self._waiting:
-            loop.call_soon(self._round)
+            if self._hold and self._last > 1:
+                # busy: others are on their way (a round is a commit's fixed cost shared, and
+                # under load a bigger round costs less per request than the moment waited)
+                loop.call_later(self._hold, self._round)
+            else:
+                loop.call_soon(self._round)
         self._waiting.append(_Waiting(work, fut, row_locked, first, writes))
         return await fut
 
@@ -102,6 +119,7 @@ class GroupCommit:
             return
         self.rounds += 1
         self.requests += len(batch)
+        self._last = len(batch)
         done: list[tuple[asyncio.Future[Any], bool, Any]] = []
         later: dict[Any, list[tuple[int, Later]]] = {}
         try:

@@ -11,6 +11,7 @@ max_body_bytes = 16384
 callback_timeout_s = 5.0          # one result callback attempt
 callback_backoff_s = [1, 5, 30, 120, 600]   # waits before the 2nd, 3rd, ... attempt (the last repeats)
 callback_max_attempts = 20
+commit_hold_ms = 1.0              # under load, a group commit waits this long for more requests
 ```
 """
 
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 __all__ = ["ApiConfig", "api_config", "parse_api_url"]
 
 _KNOWN = {"listen", "clock_skew_s", "max_body_bytes", "callback_timeout_s", "callback_backoff_s",
-          "callback_max_attempts"}
+          "callback_max_attempts", "commit_hold_ms"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ApiConfig:
     callback_timeout_s: float = 5.0
     callback_backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
     callback_max_attempts: int = 20
+    commit_hold_ms: float = 1.0
 
 
 def parse_api_url(url: str) -> tuple[str, int]:
@@ -72,6 +74,9 @@ def api_config(section: Mapping[str, Any]) -> ApiConfig:
     timeout = section.get("callback_timeout_s", ApiConfig.callback_timeout_s)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise ValueError(f"[api] callback_timeout_s = {timeout!r}: seconds above 0")
+    hold = section.get("commit_hold_ms", ApiConfig.commit_hold_ms)
+    if not isinstance(hold, (int, float)) or isinstance(hold, bool) or not 0 <= hold <= 100:
+        raise ValueError(f"[api] commit_hold_ms = {hold!r}: milliseconds from 0 (never wait) to 100")
     return ApiConfig(
         listen=None if listen is None else str(listen),
         clock_skew_s=_positive_int(section, "clock_skew_s", ApiConfig.clock_skew_s),
@@ -79,4 +84,5 @@ def api_config(section: Mapping[str, Any]) -> ApiConfig:
         callback_timeout_s=float(timeout),
         callback_backoff_s=tuple(float(b) for b in backoff),
         callback_max_attempts=_positive_int(section, "callback_max_attempts", ApiConfig.callback_max_attempts),
+        commit_hold_ms=float(hold),
     )

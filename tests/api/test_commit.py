@@ -237,3 +237,20 @@ def test_a_round_claims_its_nonces_in_one_call_and_a_replay_hears_its_own_refusa
     # the round's fresh nonces were kept; the one refused before its nonce was looked at was not
     assert not port.use_nonce("bank-1", "n-3", 2 * PAID_AT)
     assert port.use_nonce("bank-1", "n-5", 2 * PAID_AT)
+
+
+def test_under_load_a_round_holds_for_the_requests_on_their_way(port):
+    def rounds_of(hold_s: float) -> int:
+        commits = GroupCommit(port.transaction, port.part, hold_s=hold_s)
+
+        async def go():
+            await asyncio.gather(*(commits.run(lambda: None) for _ in range(2)))   # a busy round
+            first = asyncio.ensure_future(commits.run(lambda: None))
+            await asyncio.sleep(0)                                # the next request, a loop turn later
+            await asyncio.gather(first, commits.run(lambda: None))
+        asyncio.run(go())
+        assert commits.requests == 4
+        return commits.rounds
+
+    assert rounds_of(0.0) == 3      # without a hold the late one is a round of its own
+    assert rounds_of(0.05) == 2     # held: it joins the first one's round

@@ -12,6 +12,7 @@ def test_defaults_and_overrides():
     assert api_config({}) == ApiConfig()
     cfg = api_config({"listen": "tcp://127.0.0.1:8080", "clock_skew_s": 60, "callback_backoff_s": [0, 2]})
     assert (cfg.listen, cfg.clock_skew_s, cfg.callback_backoff_s) == ("tcp://127.0.0.1:8080", 60, (0.0, 2.0))
+    assert api_config({"commit_hold_ms": 0}).commit_hold_ms == 0.0
     assert parse_api_url("tcp://[::1]:9000") == ("::1", 9000)
 
 
@@ -24,6 +25,8 @@ def test_defaults_and_overrides():
     ({"callback_backoff_s": [-1]}, "callback_backoff_s"),
     ({"callback_timeout_s": 0}, "callback_timeout_s"),
     ({"max_amount": 5}, "unknown key"),
+    ({"commit_hold_ms": -1}, "commit_hold_ms"),
+    ({"commit_hold_ms": True}, "commit_hold_ms"),
 ])
 def test_bad_settings_are_named(section, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(")):
