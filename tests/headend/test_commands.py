@@ -504,8 +504,8 @@ def test_read_cycle_batches_grow_with_the_cycle_within_bounds():
     from headend.commands.collect import BATCH_MAX, BATCH_MIN, batch_size
 
     assert batch_size(0) == batch_size(1000) == BATCH_MIN == 500
-    assert batch_size(20_000) == 2500 and batch_size(3 * 20_000) == 7500
-    assert batch_size(1_000_000) == BATCH_MAX == 20_000
+    assert batch_size(4200) == 2100 and batch_size(20_000) == 10_000
+    assert batch_size(3 * 20_000) == batch_size(1_000_000) == BATCH_MAX == 20_000
 
 
 def test_read_cycle_commits_a_large_cycle_in_fewer_larger_batches(tmp_path):
@@ -521,13 +521,13 @@ def test_read_cycle_commits_a_large_cycle_in_fewer_larger_batches(tmp_path):
                 return add(rows)
 
             rig.store.add_readings = counted
-            meters = rig.store.find_meters() * 700  # 4,200 meter reads: batch_size gives 525 rows
+            meters = rig.store.find_meters() * 700  # 4,200 meter reads: batch_size gives 2,100 rows
             res = await read_cycle(rig.client, rig.store, meters, [0x00010000], clock=lambda: 1000)
             return res, sizes, len(rig.store.readings_for_di("00010000", since=0, until=2**40))
 
     res, sizes, stored = run(main())
     assert res.stored == 4200 and not res.failed and sum(sizes) == 4200
-    assert sizes == [525] * 8
+    assert sizes == [2100] * 2
     assert stored == 6  # the same meter read again in the same second is stored once
 
 
