@@ -22,7 +22,6 @@ CALLBACK_STATUSES = ("pending", "delivered", "failed")
 _CALLBACK_COLS = ("id, payment_id, channel_id, state, url, body, status, attempts, next_at, last_error, created_at,"
                   " updated_at, delivered_at")
 _PURGE_EVERY = 1000  # nonce inserts between purges of expired nonces
-_NONCE_ROWS = 300  # nonces per INSERT (3 parameters each: under every engine's limit of 999)
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,8 @@ class ApiState(Payments):
         return self.use_nonces([(channel_id, nonce, keep_until)])[0]
 
     def use_nonces(self, nonces: Sequence[tuple[str, str, int]]) -> list[bool]:
-        """Record many requests' nonces, each (channel_id, nonce, keep_until), in one statement per
-        chunk: for each, False if its channel used it before, an earlier one of these included."""
+        """Record many requests' nonces, each (channel_id, nonce, keep_until), together
+        (``Tx.insert_rows``): for each, False if its channel used it before, an earlier one of these included."""
         for channel_id, nonce, _ in nonces:
             if not channel_id or not nonce:
                 raise InvalidInput("a nonce needs its channel and its value")
@@ -69,11 +68,9 @@ class ApiState(Payments):
         rows = [(c, n, int(nonces[i][2])) for (c, n), i in first.items()]
         fresh: set[tuple[str, str]] = set()
         with self._tx() as tx:
-            for lo in range(0, len(rows), _NONCE_ROWS):
-                chunk = rows[lo:lo + _NONCE_ROWS]
-                fresh.update((c, n) for c, n in tx.all(
-                    f"INSERT INTO api_nonces (channel_id, nonce, keep_until) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}"
-                    " ON CONFLICT DO NOTHING RETURNING channel_id, nonce", [v for r in chunk for v in r]))
+            fresh.update((c, n) for c, n in tx.insert_rows(
+                "INSERT INTO api_nonces (channel_id, nonce, keep_until) VALUES ", "(?, ?, ?)", rows,
+                " ON CONFLICT DO NOTHING RETURNING channel_id, nonce"))
             self._nonces_since_purge = getattr(self, "_nonces_since_purge", 0) + len(rows)
             if self._nonces_since_purge >= _PURGE_EVERY:
                 self._nonces_since_purge = 0

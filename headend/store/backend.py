@@ -92,6 +92,14 @@ class Tx(Protocol):
         trip for all of them and the writes before them)."""
         ...
 
+    def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
+        """``head + row + tail`` (``INSERT ... VALUES``, the row's ``(?, ...)``, then e.g. ``ON
+        CONFLICT ...`` and ``RETURNING ...``) for every parameter row, as the engine does it best;
+        every returned row, in no promised order. SQLite: multi-row VALUES, a few rows a statement
+        (``row_chunks``); PostgreSQL: the one statement pipelined per row (its driver parses a
+        statement of over 50 parameters anew every time)."""
+        ...
+
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
         """``expr IN (values)`` written as this engine runs it best, and its parameters: one ``?``
         per value on SQLite; one array parameter on PostgreSQL (``expr = ANY(?)``: the same
@@ -159,3 +167,13 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the connection."""
         ...
+
+
+def row_chunks(rows: Sequence[Any], most: int) -> Iterator[Sequence[Any]]:
+    """``rows`` in pieces each a power of two long, at most ``most`` (a power of two), largest
+    first: multi-row statements of a few texts only, which the engine keeps compiled."""
+    lo = 0
+    while lo < len(rows):
+        n = min(most, 1 << ((len(rows) - lo).bit_length() - 1))
+        yield rows[lo:lo + n]
+        lo += n

@@ -52,15 +52,6 @@ class NewPayment(NamedTuple):
     shift_id: int | None = None
 
 
-# rows per multi-row INSERT: 17 parameters each stays under every engine's parameter limit (999)
-_ROWS = 50
-
-
-def _row_chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for lo in range(0, len(values), _ROWS):
-        yield values[lo:lo + _ROWS]
-
-
 def _payment(row: Sequence[Any]) -> Payment:
     r = list(row)
     r[17] = loads(r[17])
@@ -220,14 +211,13 @@ class Payments(Ledger, Outbox):
                        "sent_to_meter" if p.to_meter else "credited", int(p.paid_at), now, now if p.to_meter else None,
                        None if p.to_meter else now, day, actor, dumps(p.tender), p.shift_id, dumps(p.request),
                        dumps(p.extra)) for p in new]
-            row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL)"
-            head = f"INSERT INTO payments ({_PAYMENT_COLS.removeprefix('id, ')}) VALUES "
-            # one statement per chunk of rows, each row's id read back by its unique key (RETURNING
-            # order is not promised); one INSERT per payment cost the most of recording a batch
-            sent = [tx.submit(f"{head}{', '.join([row] * len(chunk))} RETURNING id, channel, txn_id",
-                              [v for r in chunk for v in r]) for chunk in _row_chunks(values)]
             balances = self._balances(tx, (p.customer for p in new))   # out with the inserts
-            found = {(ch, t): int(i) for q in sent for i, ch, t in q.all()}
+            # the batch in as few statements as the engine does best (Tx.insert_rows), each row's id
+            # matched by its unique key: one INSERT per payment cost the most of recording a batch
+            made = tx.insert_rows(f"INSERT INTO payments ({_PAYMENT_COLS.removeprefix('id, ')}) VALUES ",
+                                  "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL)", values,
+                                  " RETURNING id, channel, txn_id")
+            found = {(ch, t): int(i) for i, ch, t in made}
             ids = [found[(p.channel, p.txn_id)] for p in new]
             cmds = self._insert_commands(
                 tx, [(str(p.meter), "recharge", {"amount_fen": p.amount_fen, "customer": p.customer, "payment": pid},

@@ -204,6 +204,21 @@ class _Tx:
             return
         self._out.execute(f"RELEASE SAVEPOINT {name}")
 
+    def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
+        """The one-row statement once per row, pipelined (one round trip); every returned row."""
+        params = [tuple(r) for r in rows]
+        if not params:
+            return []
+        returning = "RETURNING" in tail.upper()
+        self._cur.executemany(pg_query(f"{head}{row}{tail}"), params, returning=returning)
+        self._synced()
+        out: list[tuple[Any, ...]] = []
+        while returning:
+            out.extend(self._cur.fetchall())
+            if not self._cur.nextset():
+                break
+        return out
+
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
         """``expr = ANY(?)`` with the values as one array parameter."""
         return f"{expr} = ANY(?)", [list(values)]

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
 
-from headend.store.backend import Fetched
+from headend.store.backend import Fetched, row_chunks
 from headend.store.models import Conflict, StoreError
 
 __all__ = ["SQLiteBackend", "MIGRATIONS"]
@@ -745,6 +745,18 @@ class _Tx:
     def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """``write`` once per parameter row."""
         self._cur.executemany(sql, rows)
+
+    def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
+        """Multi-row ``INSERT ... VALUES``: up to 32 rows a statement, under SQLite's oldest
+        limit of 999 parameters; every returned row."""
+        most = 32
+        while most > 1 and most * row.count("?") > 999:
+            most //= 2
+        out: list[tuple[Any, ...]] = []
+        for chunk in row_chunks(rows, most):
+            out.extend(self._cur.execute(f"{head}{', '.join([row] * len(chunk))}{tail}",
+                                         [v for r in chunk for v in r]).fetchall())
+        return out
 
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
         """``expr IN (?, ...)``, one parameter per value."""
