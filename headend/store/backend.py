@@ -95,9 +95,9 @@ class Tx(Protocol):
     def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
         """``head + row + tail`` (``INSERT ... VALUES``, the row's ``(?, ...)``, then e.g. ``ON
         CONFLICT ...`` and ``RETURNING ...``) for every parameter row, as the engine does it best;
-        every returned row, in no promised order. SQLite: multi-row VALUES, a few rows a statement
-        (``row_chunks``); PostgreSQL: the one statement pipelined per row (its driver parses a
-        statement of over 50 parameters anew every time)."""
+        every returned row, in no promised order: multi-row VALUES, as many rows a statement as the
+        engine takes well (``row_chunks``; PostgreSQL's driver parses a statement of over 50
+        parameters anew every time)."""
         ...
 
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
