@@ -7,10 +7,12 @@ the nonce.  Only then is the body parsed.
 
 A signed request is one part of a store transaction: its nonce, the checks and the payment
 commit together.  The requests that reach the store in one turn of the event loop share the
-transaction, one commit for all of them (group commit, headend/api/commit.py), each in a
-savepoint of its own; none is answered before the commit.  A refusal rolls back its own part
-only; the refusal is then written as its own small transaction, the audit row with the nonce (so
-a refused request cannot be replayed either).  So every refusal is a problem detail
+transaction, one commit for all of them (group commit, headend/api/commit.py): their nonces
+recorded in one statement, then each request's work in a savepoint of its own (a payment's work
+writes nothing itself and needs none); none is answered before the commit.  A refusal rolls back
+its own part only; the refusal is then written as its own small transaction, the audit row (with
+the nonce again, should the round that recorded it have failed: a refused request cannot be
+replayed either).  So every refusal is a problem detail
 (headend/api/problems.py) and an audit row, and moves no money.
 
 Store calls run on the event loop thread: each request is one short SQLite transaction, and a
