@@ -38,7 +38,7 @@ is the larger half of a payment's store work at ~10 a round.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -79,7 +79,7 @@ class GroupCommit:
 
     def __init__(self, transaction: Callable[..., AbstractContextManager[Any]],
                  part: Callable[[], AbstractContextManager[Any]],
-                 claim: Callable[[list[Any]], list[Exception | None]] | None = None, max_round: int = MAX_ROUND,
+                 claim: Callable[[list[Any]], Sequence[Exception | None]] | None = None, max_round: int = MAX_ROUND,
                  hold_s: float = 0.0) -> None:
         self._transaction = transaction
         self._hold = hold_s
