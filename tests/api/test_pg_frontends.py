@@ -14,40 +14,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import psutil
 
 from headend.api.signing import ChannelAuth
 from headend.store import open_store
 from tests.api.support import FleetThread
-from tests.api.test_e2e import FINAL, _free_port, _local, pay
-from tests.headend.headend_proc import ROOT, HeadEnd
-from tools.proc import wait_for_line
+from tests.api.serve_procs import PaymentStorm, start_serve, stop_serves
+from tests.api.test_e2e import FINAL, _local, pay
+from tests.headend.headend_proc import HeadEnd
 
 N_METERS = 16
 LEASE_S = 3
 
 
 def _serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    argv = [sys.executable, "-m", "headend.cli.main", "serve", "--timeout", "0.5", "--security-timeout", "0.5",
-            "--retries", "1", "--retry-backoff", "0.2", "--attempts", "2", "--api", f"tcp://127.0.0.1:{_free_port()}",
-            "--no-costctl", "--no-notices", "--collect-every", "0.5", "--lease", str(LEASE_S)]
-    proc = subprocess.Popen(argv, cwd=str(ROOT), env=dict(os.environ, **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    seen: list[str] = []
-    if not wait_for_line(proc, "headend serve: working", seen, 60):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError("headend serve did not start:\n" + "".join(seen))
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-    url = next(x for x in seen if "payments API on" in x).split("payments API on ")[1].split()[0]
-    return proc, url
+    return start_serve(env, "--no-notices", "--collect-every", "0.5", "--lease", str(LEASE_S))
 
 
 def _meter_ports(proc: subprocess.Popen, ports: set[int]) -> set[int]:
@@ -108,31 +93,17 @@ def test_two_serves_split_the_meters_one_killed_hands_them_over_and_no_payment_i
 
         bodies = [pay("bank", f"S-{i}-{j}", 100 * (i + 1) + j, customer=_local(i)[1])
                   for i in range(N_METERS) for j in range(3)]
-        receipts: dict[str, set[int]] = {}
-        lock = threading.Lock()
-
-        def post(base: str, body: dict) -> None:
-            try:
-                with httpx.Client(base_url=base, auth=auth, timeout=15) as c:
-                    r = c.post("/v1/payments", json=body)
-                if r.status_code in (200, 201):
-                    with lock:
-                        receipts.setdefault(body["txn_id"], set()).add(r.json()["payment_id"])
-            except httpx.HTTPError:
-                pass  # the killed serve: retried below
+        storm = PaymentStorm(auth)
+        receipts = storm.receipts
 
         with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(post, base, body) for body in bodies for base in (url_a, url_b)]
+            futures = [pool.submit(storm.post, base, body) for body in bodies for base in (url_a, url_b)]
             _until("some payments are taken", lambda: len(receipts) >= 6)
             a.send_signal(signal.SIGKILL)  # mid-storm: recharges to a's meters in flight
             a.wait()
             for f in futures:
                 f.result()
-        with httpx.Client(base_url=url_b, auth=auth, timeout=30) as c:
-            for body in bodies:  # the channel retries everything at the serve that is left
-                r = c.post("/v1/payments", json=body)
-                assert r.status_code in (200, 201), r.text
-                receipts.setdefault(body["txn_id"], set()).add(r.json()["payment_id"])
+        storm.retry_all(url_b, bodies)
         assert all(len(ids) == 1 for ids in receipts.values()), receipts
 
         # a's lease lapses: b takes every meter and finishes a's recharges
@@ -167,12 +138,5 @@ def test_two_serves_split_the_meters_one_killed_hands_them_over_and_no_payment_i
         assert {m: st["total_bought"] for m, st in on_meters.items()} == to_meter
         assert {m: st["count"] for m, st in on_meters.items()} == {m: 3 for m in meters}
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_serves(procs)
         fleet.stop()

@@ -6,38 +6,18 @@ the journal says reached it (the killed serve's recharges are finished by the ot
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 from headend.api.signing import ChannelAuth
 from headend.store import open_store
 from tests.api.support import FleetThread
-from tests.api.test_e2e import FINAL, _free_port, _local, _remote, pay
-from tests.headend.headend_proc import ROOT, HeadEnd
-from tools.proc import wait_for_line
-
-
-def _serve(env: dict[str, str], port: int) -> tuple[subprocess.Popen, str]:
-    argv = [sys.executable, "-m", "headend.cli.main", "serve", "--timeout", "0.5", "--security-timeout", "0.5",
-            "--retries", "1", "--retry-backoff", "0.2", "--attempts", "2", "--api", f"tcp://127.0.0.1:{port}",
-            "--no-costctl"]
-    proc = subprocess.Popen(argv, cwd=str(ROOT), env=dict(os.environ, **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    seen: list[str] = []
-    if not wait_for_line(proc, "headend serve: working", seen, 60):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError("headend serve did not start:\n" + "".join(seen))
-    url = next(x for x in seen if "payments API on" in x).split("payments API on ")[1].split()[0]
-    return proc, url
+from tests.api.serve_procs import PaymentStorm, start_serve, stop_serves
+from tests.api.test_e2e import FINAL, _local, _remote, pay
+from tests.headend.headend_proc import HeadEnd
 
 
 def test_two_serves_one_killed_mid_storm_apply_every_payment_exactly_once(tmp_path: Path, pg_server,
@@ -60,7 +40,7 @@ def test_two_serves_one_killed_mid_storm_apply_every_payment_exactly_once(tmp_pa
         assert code == 0, err
         doc = json.loads(out)
         auth = ChannelAuth(doc["key_id"], doc["secret"].encode())
-        (a, url_a), (b, url_b) = _serve(he.env, _free_port()), _serve(he.env, _free_port())
+        (a, url_a), (b, url_b) = start_serve(he.env), start_serve(he.env)
         procs += [a, b]
         with open_store(url) as s:
             assert s.serves_alive() == 2
@@ -68,22 +48,12 @@ def test_two_serves_one_killed_mid_storm_apply_every_payment_exactly_once(tmp_pa
         bodies = [pay("bank", f"S-{i}-{j}", 100 * (i + 1) + j, customer=_local(i)[1])
                   for i in range(n_local) for j in range(4)]
         bodies += [pay("bank", f"R-{j}", 50 + j, customer=_remote(j % n_remote)) for j in range(30)]
-        receipts: dict[str, set[int]] = {}
-        lock = threading.Lock()
-
-        def post(base: str, body: dict) -> None:
-            try:
-                with httpx.Client(base_url=base, auth=auth, timeout=15) as c:
-                    r = c.post("/v1/payments", json=body)
-                if r.status_code in (200, 201):
-                    with lock:
-                        receipts.setdefault(body["txn_id"], set()).add(r.json()["payment_id"])
-            except httpx.HTTPError:
-                pass  # the killed serve: retried below
+        storm = PaymentStorm(auth)
+        receipts = storm.receipts
 
         with ThreadPoolExecutor(8) as pool:
             # every payment goes to both head-ends at once (a channel retrying on another address)
-            futures = [pool.submit(post, base, body) for body in bodies for base in (url_a, url_b)]
+            futures = [pool.submit(storm.post, base, body) for body in bodies for base in (url_a, url_b)]
             deadline = time.monotonic() + 120
             while len(receipts) < 8 and time.monotonic() < deadline:
                 time.sleep(0.001)
@@ -91,11 +61,7 @@ def test_two_serves_one_killed_mid_storm_apply_every_payment_exactly_once(tmp_pa
             a.wait()
             for f in futures:
                 f.result()
-        with httpx.Client(base_url=url_b, auth=auth, timeout=30) as c:
-            for body in bodies:  # the channel retries everything at the serve that is left
-                r = c.post("/v1/payments", json=body)
-                assert r.status_code in (200, 201), r.text
-                receipts.setdefault(body["txn_id"], set()).add(r.json()["payment_id"])
+        storm.retry_all(url_b, bodies)
         assert all(len(ids) == 1 for ids in receipts.values()), receipts  # one payment per transaction
 
         deadline = time.monotonic() + 180  # the killed serve's recharges come back after its lease lapses
@@ -123,14 +89,7 @@ def test_two_serves_one_killed_mid_storm_apply_every_payment_exactly_once(tmp_pa
                      for c in json.loads(out)}
         assert on_meters == to_meter
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_serves(procs)
         fleet.stop()
 
 
