@@ -548,18 +548,14 @@ def run(report: Callable[..., None]) -> None:
             raise RuntimeError("the image does not boot from ROMFS under micropython with a 256 KB heap")
         report("heap in use after boot + one read, modules in place from ROMFS", inplace["alloc"] / 1024, "KB")
         report("  of which qstr pools (frozen: in flash)", inplace.get("qstr_bytes", 0) / 1024, "KB")
-        full_rom = smallest_heap(img, fakes, state, romfs)
-        if full_rom is not None:
-            less = full_rom - size / 1024
-            report("smallest heap that boots a fully programmed meter, modules in place from ROMFS "
-                   "(-X heapsize less the ROMFS buffer)", less, "KB")
-            report("  frozen estimate: that less the qstr pools and the fake machine/esp32 modules",
-                   less - (inplace.get("qstr_bytes", 0) + rom) / 1024, "KB")
-        sess_rom = smallest_session_heap(img, fakes, state, romfs)
-        if sess_rom is not None:
-            less = sess_rom - size / 1024
-            report("smallest heap that boots a fully programmed meter and serves a session, modules in place "
-                   "from ROMFS (-X heapsize less the ROMFS buffer)", less, "KB")
+        for what, smallest in (("boots a fully programmed meter", smallest_heap),
+                               ("boots a fully programmed meter and serves a session", smallest_session_heap)):
+            found = smallest(img, fakes, state, romfs)
+            if found is None:
+                continue
+            less = found - size / 1024
+            report(f"smallest heap that {what}, modules in place from ROMFS (-X heapsize less the ROMFS buffer)",
+                   less, "KB")
             report("  frozen estimate: that less the qstr pools and the fake machine/esp32 modules",
                    less - (inplace.get("qstr_bytes", 0) + rom) / 1024, "KB")
 
