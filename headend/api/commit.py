@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -130,10 +130,7 @@ class GroupCommit:
                     if not isinstance(got, Exception):
                         args = () if w.first is None else (got,)
                         try:
-                            if w.writes:
-                                with self._part():
-                                    value = w.work(*args)
-                            else:
+                            with self._part() if w.writes else nullcontext():
                                 value = w.work(*args)
                         except TransactionLost:
                             raise
