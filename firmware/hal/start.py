@@ -161,8 +161,9 @@ def load_core():
     # Leaves first, the core last. Loading the core's modules one at a time with a collection between
     # them keeps the heap from fragmenting while bytecode loads: booting then fits ~92 KB where one
     # import chain needs ~112 KB (measured on the 64-bit unix port). A name missing here only costs memory.
+    # The power-up's modules only: meter.dis (reads) and meter.app load after it (hal.board.Board).
     import gc
-    for name in ("clock", "codec", "events", "wallet", "relay", "tariff", "security", "store", "dis", "core", "app"):
+    for name in ("clock", "codec", "events", "wallet", "relay", "tariff", "security", "store", "core"):
         try:
             __import__("meter." + name)
         except ImportError:

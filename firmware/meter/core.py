@@ -8,7 +8,6 @@ from meter import clock, codec
 from meter import events, wallet
 from meter.codec import get_bcd, get_le
 from meter import drop
-from meter.dis import read_item
 from meter.events import Events
 from meter.relay import Relay
 from meter.security import Security
@@ -501,6 +500,7 @@ class Meter:
         d = fr.data
         di = get_le(d, 0, 4)
         out = self.out
+        from meter.dis import read_item
         if di & 0xFF != 0xFF and di & 0xFF00 != 0xFF00:
             k = read_item(self, di, out, 4, t)  # one item: straight into the reply
             if k < 0:
@@ -550,6 +550,7 @@ class Meter:
 
     def _value(self, di, b, t):
         """The value of di (or of its block when DI0 or DI1 is FF) into b; length or -1."""
+        from meter.dis import read_item
         if di & 0xFF == 0xFF or di & 0xFF00 == 0xFF00:
             if di & 0xFFFF == 0xFFFF:
                 return -1
