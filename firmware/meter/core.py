@@ -298,7 +298,7 @@ class Meter:
         # the decoder is let go before the save and loaded again by the next token (a keypad is
         # slow): a fully programmed meter has no heap for both, nor a meter nobody types on
         token = None
-        drop("meter.token")
+        drop("meter.token", "meter.topup")
         collect()
         # USED, LOCKED and REFUSED change nothing worth a flash write (the bad-entry level leaks
         # the same from its saved start): an entry hammered on the keypad wears no flash
@@ -381,7 +381,7 @@ class Meter:
         else:
             r = protected.control(self, t, raw)
         protected = None
-        drop("meter.protected")
+        drop("meter.protected", "meter.topup")  # a purchase, a limit write or a hold release: meter.topup
         return r
 
     def _local(self, cmd, t):

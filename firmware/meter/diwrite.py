@@ -51,7 +51,8 @@ def _write_param(m, lo, v, t):
     if 0x1001 <= lo <= 0x1005 and n == 4:
         x = _num(v, 0, 4)
         kw = ("alarm1", "alarm2", "overdraft", "hoard", "close_ok")[lo - 0x1001]
-        m._local(m.wallet.set_limits(**{kw: x}), t)
+        from meter import topup
+        m._local(topup.set_limits(m.wallet, **{kw: x}), t)
         return 0
     if lo == 0x1401 and n == 2:
         m.relay.trip_delay = _num(v, 0, 2) * 60

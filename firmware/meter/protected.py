@@ -113,7 +113,7 @@ def _apply_write(m, di, v, t, op):
     except ValueError:
         err = _ERR_OTHER
     diwrite = None
-    drop("meter.diwrite", "meter.tariffcheck")  # before the save: a record and the parser need not share the heap
+    drop("meter.diwrite", "meter.tariffcheck", "meter.topup")  # before the save: a record and the parser need not share the heap
     collect()
     if not err:
         m.events.add(events.PROGRAM, (t, op, di))
@@ -156,7 +156,8 @@ def _do_control(m, d, t, op):
         return m._err(0x1C, err)
     if not m.remote:
         if n1 == relay.HOLD_OFF:
-            m._local(m.wallet.release_cmd(), t)
+            from meter import topup
+            m._local(topup.release_cmd(m.wallet), t)
     m._relay_events()
     return m._reply(0x9C, m.out, 0)
 
@@ -291,10 +292,11 @@ def _purchase(m, di, d, t):
             return 1 << wallet.CUSTOMER_ERR  # a customer number is 12 BCD digits
     cust = codec.addr_str(memoryview(d)[20:26])
     before = w.balance
+    from meter import topup
     if di == _DI_OPEN:
-        res, cmd = w.open_account(amount, count, cust)
+        res, cmd = topup.open_account(w, amount, count, cust)
     else:
-        res, cmd = w.recharge(amount, count, cust)
+        res, cmd = topup.recharge(w, amount, count, cust)
     if res != wallet.OK:
         return 1 << res
     m.events.add(events.PURCHASE, (t, w.count, amount, before, w.balance, w.total_bought))

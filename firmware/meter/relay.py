@@ -175,7 +175,7 @@ class Relay:
             if self.local_state == _LOC_TRIP:
                 self.local_state = _LOC_PRETRIP
         elif n1 == HOLD_OFF:
-            # the meter core re-sends the wallet's command (Wallet.release_cmd()) next
+            # the meter core re-sends the wallet's command (meter.topup.release_cmd) next
             self.hold = False
         else:
             return _ERR_OTHER

@@ -17,6 +17,8 @@ except ImportError:  # CPython (simulator, tests): the same AES-128-ECB from the
         def encrypt(self, src, dst):
             dst[:] = self._e.update(bytes(src))
 
+from meter import topup
+
 try:
     from micropython import const
 except ImportError:
@@ -170,18 +172,18 @@ def enter(m, s, t):
             v = fen(v)
             if m.remote:
                 return REFUSED
-            # the balance rules of a recharge (meter.wallet): an opened account, the hoarding
+            # the balance rules of a recharge (meter.topup): an opened account, the hoarding
             # limit, close permitted; the purchase count is the head-end's and stays
             if not w.opened or w.hoard and before + v > w.hoard:
                 return REFUSED
-            w._credit(v, w.count)
-            m._local(w._topped_up(), t)
+            topup.credit(w, v, w.count)
+            m._local(topup.topped_up(w), t)
         elif sub == 0:
             m.sec.fails = 0  # clear the MAC lock
             v = 0
         else:
             v = fen(v)
-            m._local(w.set_limits(hoard=v), t)
+            m._local(topup.set_limits(w, hoard=v), t)
         use(k[0], tid)
     m.events.add(events.TOKEN, (t, cls << 4 | sub, tid, v, before, w.balance))
     return OK

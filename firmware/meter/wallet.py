@@ -3,7 +3,9 @@
 # sub-fen remainder (1 fen = SUBFEN sub-fen, headend/tariff/README.md).
 #
 # Nothing here assumes local cost control: a meter in remote mode simply never calls
-# deduct(), and top-ups, limits and dump/load work the same.
+# deduct(), and top-ups, limits and dump/load work the same. Top-ups, account opening and limit
+# changes are meter.topup's: loaded for them and let go after, as a running meter needs only the
+# deduction.
 
 try:
     from micropython import const
@@ -33,8 +35,6 @@ RECHARGED = const(4)
 OK = const(0)
 REPEAT = const(1)
 CUSTOMER_ERR = const(4)
-_COUNT_ERR = const(5)
-_HOARD_ERR = const(6)
 
 # TAB_RelayLocalCmd[new][old] (Wisdom Money.c), commands on a state change.
 _C = const(1)  # CLOSE, PRETRIP, TRIP: short names for the table
@@ -94,12 +94,6 @@ class Wallet:
             return ALARM1
         return NORMAL
 
-    def _sticky_evaluate(self):
-        # Once OVERDRAFT, only a balance above the close-permitted amount lets it go.
-        if self.state == OVERDRAFT and self.balance <= self.close_ok:
-            return OVERDRAFT
-        return self.evaluate()
-
     def _change(self, new):
         old = self.state
         if new == old:
@@ -119,107 +113,6 @@ class Wallet:
         if self.state == OVERDRAFT:
             return None  # sticky: deductions never leave OVERDRAFT
         return self._change(self.evaluate())
-
-    def _topped_up(self):
-        self.state = self._sticky_evaluate()
-        self.last_cmd = TRIP if self.state == OVERDRAFT else RECHARGED
-        return self.last_cmd
-
-    def _check(self, amount, count, customer):
-        _fen(amount, "amount")
-        if count == self.count:
-            return REPEAT
-        if count != self.count + 1:
-            return _COUNT_ERR
-        if customer != self.customer:
-            return CUSTOMER_ERR
-        if self.hoard and self.balance + amount > self.hoard:  # hoard 0 = no limit
-            return _HOARD_ERR
-        return OK
-
-    def _credit(self, amount, count):
-        self.balance += amount
-        self.total_bought += amount
-        self.count = count
-
-    def recharge(self, amount, count, customer):
-        """Top-up of `amount` fen carrying purchase count `count`: applies only when count
-        is the current count + 1; the current count again is a REPEAT (nothing applied).
-        Returns (result, local relay command or None)."""
-        if not self.opened:
-            return CUSTOMER_ERR, None
-        res = self._check(amount, count, customer)
-        if res != OK:
-            return res, None
-        self._credit(amount, count)
-        return OK, self._topped_up()
-
-    def open_account(self, amount, count, customer):
-        """Open the account for `customer` (or top up, if it is already theirs) with the
-        same count rules as recharge(). Returns (result, local relay command or None)."""
-        if self.opened:
-            if customer != self.customer:
-                return CUSTOMER_ERR, None
-            return self.recharge(amount, count, customer)
-        if not isinstance(customer, str) or len(customer) > 12:
-            return CUSTOMER_ERR, None
-        saved = self.customer
-        self.customer = customer
-        res = self._check(amount, count, customer)
-        if res != OK:
-            self.customer = saved
-            return res, None
-        self.opened = True
-        self._credit(amount, count)
-        # opening is a wallet preset: full evaluation, the never-opened state does not stick
-        self.state = self.evaluate()
-        self.last_cmd = TRIP if self.state == OVERDRAFT else RECHARGED
-        return OK, self.last_cmd
-
-    def init_wallet(self, amount):
-        """Wallet initialisation (645 070103FF): balance preset to `amount`, purchase count
-        0, account closed, full evaluation. Returns the local relay command."""
-        _fen(amount, "amount")
-        self.balance = amount
-        self.rem = 0
-        self.count = 0
-        self.total_bought = 0
-        self.customer = ""
-        self.opened = False
-        self.state = self.evaluate()
-        self.last_cmd = TRIP if self.state == OVERDRAFT else RECHARGED
-        return self.last_cmd
-
-    def set_limits(self, alarm1=None, alarm2=None, overdraft=None, hoard=None, close_ok=None):
-        """Change limits (fen). A1/A2 changes re-evaluate with the sticky rule, an overdraft
-        limit change re-evaluates fully. Returns the local command on a state change."""
-        # validate all first so a bad write changes nothing
-        vals = [None if v is None else _fen(v, n) for v, n in
-                ((alarm1, "alarm1"), (alarm2, "alarm2"), (overdraft, "overdraft"),
-                 (hoard, "hoard"), (close_ok, "close_ok"))]
-        if vals[0] is not None:
-            self.alarm1 = vals[0]
-        if vals[1] is not None:
-            self.alarm2 = vals[1]
-        if vals[3] is not None:
-            self.hoard = vals[3]
-        if vals[4] is not None:
-            self.close_ok = vals[4]
-        if vals[2] is not None:
-            self.overdraft = vals[2]
-            return self._change(self.evaluate())
-        if vals[0] is not None or vals[1] is not None:
-            return self._change(self._sticky_evaluate())
-        return None
-
-    def release_cmd(self):
-        """Command to re-send when power hold is released (spec section 3): trip in
-        OVERDRAFT, pre-trip in ALARM2/ZERO if that was the last command, else None."""
-        if self.state == OVERDRAFT:
-            return TRIP
-        if self.state in (ALARM2, ZERO) and self.last_cmd == PRETRIP:
-            return PRETRIP
-        return None
 
     def dump(self):
         return [self.balance, self.rem, self.count, self.customer, 1 if self.opened else 0,

@@ -9,7 +9,7 @@
 # and a time value past them is a long on the heap: each time value is checked against that range.
 # Keep this module MicroPython-clean: no typing, no f-strings, no CPython-only imports.
 
-from meter import codec
+from meter import codec, topup
 from meter.core import Meter
 from meter.store import RamFlash
 
@@ -110,7 +110,7 @@ def run_case(case, start_at):
     m = Meter(cfg, flash, s0, Rand())
     small(m, s0)
     clock_reads(m, s0, day0, wd0, 23, 50, 0)
-    res, cmd = m.wallet.open_account(100000, 1, "000000000042")  # 1000 yuan
+    res, cmd = topup.open_account(m.wallet, 100000, 1, "000000000042")  # 1000 yuan
     m._local(cmd, m.time(s0))
     write(m, 0x04060401, bytes((0x00, 0x01, 0x99)), s0)  # ladder settles monthly: day 1, 00:00
     write(m, 0x040502FF, b"".join(_le(0x8000, 4) for _ in range(4)), s0)  # set 2: 0.8 yuan/kWh

@@ -5,6 +5,7 @@
 
 from meter import clock, tariffcheck
 from meter import relay as R
+from meter import topup
 from meter import wallet as W
 from meter.tariff import Tariff
 
@@ -53,7 +54,7 @@ class Meter:
         self.load(fen * 20)
 
     def recharge(self, yuan, count=None, customer=CUST):
-        res, cmd = self.w.recharge(yuan * YUAN, self.w.count + 1 if count is None else count,
+        res, cmd = topup.recharge(self.w, yuan * YUAN, self.w.count + 1 if count is None else count,
                                    customer)
         self.local(cmd)
         return res
@@ -84,12 +85,12 @@ class Meter:
 
     def release_hold(self):
         self.remote(R.HOLD_OFF)
-        self.local(self.w.release_cmd())
+        self.local(topup.release_cmd(self.w))
 
 
 def opened_meter(amount_yuan=100, **limits):
     m = Meter(W.Wallet(**limits), R.Relay())
-    res, cmd = m.w.open_account(amount_yuan * YUAN, 1, CUST)
+    res, cmd = topup.open_account(m.w, amount_yuan * YUAN, 1, CUST)
     assert res == W.OK
     m.local(cmd)
     assert not m.r.commanded_open
@@ -373,7 +374,7 @@ STATE_ROWS = (
 def wallet_at(balance, alarm1=1000, alarm2=500, overdraft=0, close_ok=0, hoard=99999999):
     """An opened wallet holding `balance` fen, its state evaluated."""
     w = W.Wallet(alarm1, alarm2, overdraft, hoard, close_ok)
-    assert w.open_account(0, 1, CUST)[0] == W.OK
+    assert topup.open_account(w, 0, 1, CUST)[0] == W.OK
     w.balance = balance
     w.state = w.evaluate()
     return w

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from meter import relay as R
+from meter import topup
 from meter import wallet as W
 from tests.firmware import logic_scenarios as L
 
@@ -148,7 +149,7 @@ actions = st.one_of(
 @given(st.integers(0, 5000), st.integers(0, 1000), st.lists(actions, max_size=40))
 def test_wallet_and_relay_never_disagree(opening, close_ok, seq):
     m = L.Meter(W.Wallet(close_ok=close_ok), R.Relay())
-    res, cmd = m.w.open_account(opening, 1, L.CUST)
+    res, cmd = topup.open_account(m.w, opening, 1, L.CUST)
     assert res == W.OK
     m.local(cmd)
     paid, charged = opening, 0
@@ -171,7 +172,7 @@ def test_wallet_and_relay_never_disagree(opening, close_ok, seq):
                 m.remote(arg)
         elif kind == "limits":
             a1, a2, od = arg
-            m.local(m.w.set_limits(alarm1=a1, alarm2=a2, overdraft=od))
+            m.local(topup.set_limits(m.w, alarm1=a1, alarm2=a2, overdraft=od))
         else:
             m.power_cycle()
         w, r = m.w, m.r

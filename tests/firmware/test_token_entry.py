@@ -7,6 +7,7 @@ token either wholly applied or not at all."""
 from headend.vouchers import token as H
 from meter import events, wallet
 from meter import token as T
+from meter import topup
 from meter.app import MeterApp
 from meter.core import Meter
 from protocol import di as D
@@ -79,10 +80,10 @@ def test_used_locked_and_refused_entries_write_no_flash():
     writes.clear()
     for _ in range(50):
         assert m.token(tok, T0) == T.USED
-    m.wallet.set_limits(hoard=50)
+    topup.set_limits(m.wallet, hoard=50)
     assert m.token(credit(100, 71), T0) == T.REFUSED
     assert writes == []
-    m.wallet.set_limits(hoard=0)
+    topup.set_limits(m.wallet, hoard=0)
     for i in range(5):
         assert m.token(credit(100, 80 + i, OTHER), T0 + i) == T.INVALID  # each counted, so saved
     assert len(writes) > 5
@@ -106,7 +107,7 @@ def test_a_token_follows_the_hoarding_limit_and_close_permitted_as_a_recharge_do
     assert m.token(big, T0) == T.OK
     assert m.status()["balance_fen"] == 5500
     # close permitted: an overdrawn meter closes only once a token takes it above the amount
-    m.wallet.set_limits(close_ok=2000)
+    topup.set_limits(m.wallet, close_ok=2000)
     m.wallet.balance = -100
     m.wallet.deduct(0)
     m.wallet.state = wallet.OVERDRAFT
@@ -155,7 +156,7 @@ def test_a_key_change_needs_all_four_parts_in_any_order_and_survives_a_restart()
 
 def test_the_token_record_is_read_over_dlt645_as_the_registry_says():
     m, _, _ = opened(1000)
-    m.wallet.set_limits(hoard=0)
+    topup.set_limits(m.wallet, hoard=0)
     assert m.token(credit(1234500, 78), T0 + 120) == T.OK  # 12,345 yuan: above 655.35 with the exponent
     he = headend()
     ctrl, data = ask(m, he.read(0x033D0001))

@@ -5,10 +5,11 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from meter import topup
 from meter import wallet as W
 from meter.wallet import (ALARM1, ALARM2, CLOSE, CUSTOMER_ERR, NORMAL, OK, OVERDRAFT, PRETRIP, RECHARGED,
                           REPEAT, SUBFEN, TRIP, ZERO, Wallet)
-from meter.wallet import _COUNT_ERR as COUNT_ERR, _HOARD_ERR as HOARD_ERR  # private (const) in the firmware
+from meter.topup import _COUNT_ERR as COUNT_ERR, _HOARD_ERR as HOARD_ERR  # private (const) in the firmware
 from tests.firmware import logic_scenarios as L
 
 CUST = L.CUST
@@ -79,35 +80,35 @@ def test_descent_emits_the_table_commands():
 def test_recharge_count_rules():
     w = wallet(1000)
     assert w.count == 1
-    assert w.recharge(500, 2, CUST) == (OK, RECHARGED)
+    assert topup.recharge(w, 500, 2, CUST) == (OK, RECHARGED)
     assert (w.balance, w.count, w.total_bought) == (1500, 2, 500)
-    assert w.recharge(500, 2, CUST) == (REPEAT, None)      # a retry applies nothing
-    assert w.recharge(500, 4, CUST) == (COUNT_ERR, None)   # skipped one
-    assert w.recharge(500, 1, CUST) == (COUNT_ERR, None)   # old one
-    assert w.recharge(500, 3, "000000000043") == (CUSTOMER_ERR, None)
+    assert topup.recharge(w, 500, 2, CUST) == (REPEAT, None)      # a retry applies nothing
+    assert topup.recharge(w, 500, 4, CUST) == (COUNT_ERR, None)   # skipped one
+    assert topup.recharge(w, 500, 1, CUST) == (COUNT_ERR, None)   # old one
+    assert topup.recharge(w, 500, 3, "000000000043") == (CUSTOMER_ERR, None)
     assert (w.balance, w.count, w.total_bought) == (1500, 2, 500)
 
 
 def test_recharge_before_opening_is_refused():
     w = Wallet()
-    assert w.recharge(500, 1, "") == (CUSTOMER_ERR, None)
+    assert topup.recharge(w, 500, 1, "") == (CUSTOMER_ERR, None)
     assert w.balance == 0 and w.count == 0
 
 
 def test_hoarding_limit_is_inclusive():
     w = wallet(1000, hoard=5000)
-    assert w.recharge(4001, 2, CUST) == (HOARD_ERR, None)
-    assert w.recharge(4000, 2, CUST) == (OK, RECHARGED)
+    assert topup.recharge(w, 4001, 2, CUST) == (HOARD_ERR, None)
+    assert topup.recharge(w, 4000, 2, CUST) == (OK, RECHARGED)
     assert w.balance == 5000
-    w.set_limits(hoard=0)  # 0 = no hoarding limit
-    assert w.recharge(10 ** 8, 3, CUST)[0] == OK
+    topup.set_limits(w, hoard=0)  # 0 = no hoarding limit
+    assert topup.recharge(w, 10 ** 8, 3, CUST)[0] == OK
 
 
 def test_top_up_pays_overdraft_first_and_keeps_remainder():
     w = wallet(100, overdraft=1000)
     w.deduct(300 * SUBFEN + 7)
     assert (w.balance, w.rem, w.state) == (-200, 7, ZERO)
-    assert w.recharge(1000, 2, CUST) == (OK, RECHARGED)
+    assert topup.recharge(w, 1000, 2, CUST) == (OK, RECHARGED)
     assert (w.balance, w.rem, w.state) == (800, 7, ALARM1)
 
 
@@ -118,21 +119,21 @@ def test_top_up_pays_overdraft_first_and_keeps_remainder():
 def test_sticky_overdraft_left_only_above_close_permitted(top_up, state, cmd):
     w = wallet(0, overdraft=0, close_ok=10000)
     assert w.state == OVERDRAFT
-    assert w.recharge(top_up, 2, CUST) == (OK, cmd)
+    assert topup.recharge(w, top_up, 2, CUST) == (OK, cmd)
     assert w.state == state
 
 
 def test_alarm_change_respects_sticky_rule_overdraft_change_does_not():
     w = wallet(0, overdraft=0, close_ok=500)
-    w.recharge(300, 2, CUST)
+    topup.recharge(w, 300, 2, CUST)
     assert w.state == OVERDRAFT
-    assert w.set_limits(alarm1=100, alarm2=50) is None and w.state == OVERDRAFT
-    assert w.set_limits(close_ok=0) is None and w.state == OVERDRAFT  # no evaluation
+    assert topup.set_limits(w, alarm1=100, alarm2=50) is None and w.state == OVERDRAFT
+    assert topup.set_limits(w, close_ok=0) is None and w.state == OVERDRAFT  # no evaluation
     # 300 > CP now: leaves OVERDRAFT; the table gives pre-trip (button-restorable)
-    assert w.set_limits(alarm2=60) == PRETRIP and w.state == NORMAL
+    assert topup.set_limits(w, alarm2=60) == PRETRIP and w.state == NORMAL
     w2 = wallet(0, overdraft=0, close_ok=500)
-    w2.recharge(300, 2, CUST)
-    assert w2.set_limits(overdraft=1000) == PRETRIP and w2.state == ALARM2
+    topup.recharge(w2, 300, 2, CUST)
+    assert topup.set_limits(w2, overdraft=1000) == PRETRIP and w2.state == ALARM2
 
 
 def test_bad_limits_change_nothing():
@@ -141,25 +142,25 @@ def test_bad_limits_change_nothing():
     for bad in ({"alarm1": -1}, {"alarm2": 1.5}, {"overdraft": "5"}, {"hoard": -3},
                 {"alarm1": 5, "close_ok": -1}):
         with pytest.raises(ValueError, match=list(bad)[-1] + " must be whole fen"):  # names the field
-            w.set_limits(**bad)
+            topup.set_limits(w, **bad)
     assert w.dump() == before
     with pytest.raises(ValueError):
         w.deduct(-1)
     with pytest.raises(ValueError):
-        w.recharge(-100, 2, CUST)
+        topup.recharge(w, -100, 2, CUST)
 
 
 def test_open_account_rules():
     w = Wallet()
-    assert w.open_account(5000, 2, CUST) == (COUNT_ERR, None)
+    assert topup.open_account(w, 5000, 2, CUST) == (COUNT_ERR, None)
     assert not w.opened and w.customer == ""
-    assert w.open_account(5000, 1, CUST) == (OK, RECHARGED)
+    assert topup.open_account(w, 5000, 1, CUST) == (OK, RECHARGED)
     assert w.opened and w.customer == CUST and w.balance == 5000 and w.state == NORMAL
-    assert w.open_account(5000, 1, CUST) == (REPEAT, None)
-    assert w.open_account(100, 2, "999999999999") == (CUSTOMER_ERR, None)
-    assert w.open_account(100, 2, CUST) == (OK, RECHARGED)  # already theirs: a top-up
+    assert topup.open_account(w, 5000, 1, CUST) == (REPEAT, None)
+    assert topup.open_account(w, 100, 2, "999999999999") == (CUSTOMER_ERR, None)
+    assert topup.open_account(w, 100, 2, CUST) == (OK, RECHARGED)  # already theirs: a top-up
     assert w.balance == 5100
-    assert w.init_wallet(0) == TRIP
+    assert topup.init_wallet(w, 0) == TRIP
     assert (w.balance, w.count, w.opened, w.state) == (0, 0, False, OVERDRAFT)
 
 
@@ -170,7 +171,7 @@ def test_exactly_once_under_any_retry_sequence(attempts):
     applied = {}
     for count, amount in attempts:
         before = w.count
-        res, _ = w.recharge(amount, count, CUST)
+        res, _ = topup.recharge(w, amount, count, CUST)
         assert res == (OK if count == before + 1 else REPEAT if count == before else COUNT_ERR)
         if res == OK:
             assert count not in applied
@@ -185,7 +186,7 @@ def test_exactly_once_under_any_retry_sequence(attempts):
 def test_release_cmd(state, last, expected):
     w = Wallet()
     w.state, w.last_cmd = state, last
-    assert w.release_cmd() == expected
+    assert topup.release_cmd(w) == expected
 
 
 def test_dump_load_round_trip():

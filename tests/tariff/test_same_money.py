@@ -9,7 +9,7 @@ from headend.tariff.model import TariffBook, beijing_tou, meter_time, zhejiang
 from headend.tariff.rating import rate_batch
 from headend.tariff.reference import rate_reference
 from meter import tariff as fw_tariff
-from meter import tariffcheck
+from meter import tariffcheck, topup
 from meter import wallet as fw_wallet
 
 
@@ -28,13 +28,13 @@ def firmware_tariff(t, set_no=0, fw=None):
 def meter_year(fw, starts, energy, ladder_wh, balance, topups):
     """The meter's path: settle, charge, deduct per registration (meter.core.Meter.add_energy)."""
     w = fw_wallet.Wallet(overdraft=0)
-    assert w.open_account(balance, 1, "000000000042")[0] == fw_wallet.OK
+    assert topup.open_account(w, balance, 1, "000000000042")[0] == fw_wallet.OK
     count = 1
     last_t = int(starts[0]) - 1
     for i, (t, wh) in enumerate(zip(starts.tolist(), energy.tolist())):
         if i in topups:
             count += 1
-            assert w.recharge(topups[i], count, "000000000042")[0] == fw_wallet.OK
+            assert topup.recharge(w, topups[i], count, "000000000042")[0] == fw_wallet.OK
         if wh <= 0:
             continue
         fw.roll(t)

@@ -12,6 +12,7 @@ from headend.vouchers import token as H
 from headend.vouchers.issue import issue_key_change, issue_voucher
 from headend.vouchers.used import note_token_records
 from meter import token as T
+from meter import topup
 from meter.core import Meter
 from meter.store import RamFlash
 from protocol import di, parse_frame
@@ -55,7 +56,7 @@ def test_reading_the_token_records_marks_the_vouchers_the_meter_took_used_once(s
     v1, p1, t1 = issue_voucher(store, KEYS, meter=LOCAL_METER, amount_fen=5000, actor="alice")
     v2, p2, t2 = issue_voucher(store, KEYS, meter=LOCAL_METER, amount_fen=1_234_500, actor="alice")
     v3, _, _ = issue_voucher(store, KEYS, meter=LOCAL_METER, amount_fen=700, actor="alice")
-    m.wallet.set_limits(hoard=0)
+    topup.set_limits(m.wallet, hoard=0)
     assert m.token(t2, 900_000_010) == T.OK and m.token(t1, 900_000_020) == T.OK
     assert note_token_records(store, LOCAL_METER, [_read(m, key, 0x033D00FF)], actor="serve") == 2
     assert {v.id: v.state for v in store.list_vouchers()} == {v1.id: "used", v2.id: "used", v3.id: "issued"}
