@@ -33,7 +33,7 @@ class Audit(StoreBase):
                 raise InvalidInput("every audited action needs an actor (operator name or service)")
             data.append((at, actor, action, target, dumps(detail)))
         with self._tx() as tx:
-            tx.write_many("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)", data)
+            tx.insert_rows("INSERT INTO audit (at, actor, action, target, detail) VALUES ", "(?, ?, ?, ?, ?)", data)
         return len(data)
 
     def audit_entries(

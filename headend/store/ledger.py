@@ -193,9 +193,12 @@ class Ledger(Accounts):
         """Send the read of the accounts' balances (locked for the transaction, in customer order)
         for ``_book_many``, so that it can go out with the caller's own queries."""
         names = sorted(set(customers))
-        return [tx.submit(f"SELECT customer, balance_fen FROM accounts WHERE customer IN"
-                          f" ({', '.join('?' for _ in names[lo:lo + 500])}) ORDER BY customer" + tx.for_update,
-                          names[lo:lo + 500]) for lo in range(0, len(names), 500)]
+        sent = []
+        for lo in range(0, len(names), 500):
+            among, values = tx.one_of("customer", names[lo:lo + 500])
+            sent.append(tx.submit(f"SELECT customer, balance_fen FROM accounts WHERE {among} ORDER BY customer"
+                                  + tx.for_update, values))
+        return sent
 
     def _book_many(self, tx: Tx, entries: Sequence[Booking], *, actor: str, day: str,
                    balances: list[Rows] | None = None) -> None:
@@ -217,20 +220,39 @@ class Ledger(Accounts):
         missing = [c for c in names if c not in balance]
         if missing:
             raise NotFound(f"no customer {missing[0]}: add it with `headend customer add {missing[0]}`")
-        # row by row in booking order, as _book moves an account (its owing-since rule included)
-        tx.write_many(f"UPDATE accounts SET balance_fen = balance_fen + ?, {OWING_SINCE % '+'},"
-                      " version = version + 1, updated_at = ? WHERE customer = ?",
-                      [(e.amount_fen, e.amount_fen, now, now, e.customer) for e in entries if e.amount_fen])
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for e in entries:
-                balance[e.customer] += e.amount_fen
-                yield (e.customer, now, e.kind, e.amount_fen, balance[e.customer], actor, dumps(e.detail), e.meter,
-                       e.channel, e.txn_id, e.payment_id, e.ref, day, e.meter_fen)
-
-        tx.write_many(
-            "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel,"
-            " txn_id, payment_id, ref, day, meter_fen) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
+        # each account moved once for the batch, as the rows one by one would have moved it (as
+        # _book does): the sum, a version per row, and the owing-since rule of its last row, where
+        # ``keep`` says whether the balance stayed below zero before it (an earlier owing_since
+        # stands) or not (it owes from now); one statement for the batch
+        moves: dict[str, list[int]] = {}   # customer -> [fen, rows, keep]
+        running = dict(balance)
+        for e in entries:
+            if not e.amount_fen:
+                continue
+            m = moves.get(e.customer)
+            if m is None:
+                moves[e.customer] = m = [0, 0, 1]
+            elif running[e.customer] >= 0:
+                m[2] = 0
+            running[e.customer] += e.amount_fen
+            m[0] += e.amount_fen
+            m[1] += 1
+        moved = [(c, *m) for c, m in moves.items()]
+        for lo in range(0, len(moved), 200):   # under SQLite's 999 parameters
+            table, params = tx.table_of("d", (("customer", "text"), ("fen", "bigint"), ("n", "bigint"),
+                                              ("keep", "bigint")), moved[lo:lo + 200])
+            tx.write("UPDATE accounts SET balance_fen = balance_fen + d.fen, owing_since = CASE WHEN balance_fen + d.fen"
+                     " < 0 THEN CASE WHEN d.keep = 1 THEN COALESCE(owing_since, ?) ELSE ? END ELSE NULL END,"
+                     f" version = version + d.n, updated_at = ? FROM {table} WHERE accounts.customer = d.customer",
+                     (now, now, now, *params))
+        booked = []
+        for e in entries:
+            balance[e.customer] += e.amount_fen
+            booked.append((e.customer, now, e.kind, e.amount_fen, balance[e.customer], actor, dumps(e.detail), e.meter,
+                           e.channel, e.txn_id, e.payment_id, e.ref, day, e.meter_fen))
+        tx.insert_rows("INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter,"
+                       " channel, txn_id, payment_id, ref, day, meter_fen) VALUES ",
+                       "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)", booked)
 
     def credit(
         self,

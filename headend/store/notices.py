@@ -114,10 +114,10 @@ class Notices(Audit):
         now = self.now()
         data = [(c, k, m, now, now, key, dumps(d), int(nb), int(p)) for c, k, m, key, d, nb, p in rows]
         with self._tx() as tx:
-            return tx.executemany(
+            return len(tx.insert_rows(
                 "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
-                " updated_at, idem_key, detail, not_before, priority) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?,"
-                " ?, ?) ON CONFLICT DO NOTHING", data)
+                " updated_at, idem_key, detail, not_before, priority) VALUES ",
+                "(?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?)", data, " ON CONFLICT DO NOTHING RETURNING id"))
 
     def claim_notices(self, owner: str, *, now: int | None = None, limit: int = 100,
                       lease_s: int = 300) -> list[Notification]:

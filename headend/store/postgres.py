@@ -109,6 +109,22 @@ def _bool_as_int_dumper() -> type:
 _CACHED_PARAMS = 50
 
 
+_PLAIN_ROW = re.compile(r"^\(\s*((?:[^()']|'[^']*')+)\)$")
+_INSERT_HEAD = re.compile(r"^\s*INSERT INTO (\w+) \(([\w\s,]+)\) VALUES\s*$", re.IGNORECASE)
+
+
+def _same_kind(values: list[Any], sql_type: str) -> list[Any]:
+    """A column's values as psycopg dumps one array of them: it refuses a list of mixed Python
+    types (True beside 3, an int in a text column), which one parameter per value took."""
+    kinds = {v.__class__ for v in values}
+    kinds.discard(type(None))
+    if len(kinds) <= 1 and bool not in kinds:
+        return values
+    if sql_type == "text":
+        return [v if v is None or isinstance(v, str) else str(int(v) if isinstance(v, bool) else v) for v in values]
+    return [int(v) if isinstance(v, bool) else v for v in values]
+
+
 class _Submitted:
     """The rows of a query sent in pipeline mode: reading them waits for its result (and every
     result before it: one round trip for all that were sent)."""
@@ -168,9 +184,11 @@ class _Tx:
 
     def lock(self, keys: Sequence[str]) -> None:
         """Hold a transaction-level advisory lock on each key's hash (a clash of two hashes only
-        makes one wait for nothing), taken in one order so two transactions never wait in a ring."""
-        self.write_many("SELECT pg_advisory_xact_lock(?, hashtext(?))",
-                        [(KEY_LOCKS, k) for k in sorted(set(keys))])
+        makes one wait for nothing), taken in one order so two transactions never wait in a ring:
+        one statement for all of them (the array's elements come out of unnest in order)."""
+        if keys:
+            self.write("SELECT pg_advisory_xact_lock(?, hashtext(k)) FROM unnest(?::text[]) AS k",
+                       (KEY_LOCKS, sorted(set(keys))))
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement whose outcome is not read: in a write transaction it goes out with the
@@ -209,15 +227,47 @@ class _Tx:
         self._out.execute(f"RELEASE SAVEPOINT {name}")
 
     def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
+        """The rows as one ``INSERT ... SELECT ... FROM unnest(arrays)``: one statement text
+        whatever the number of rows (parsed and planned once), one array parameter per column;
+        every returned row. Without ``RETURNING`` in ``tail`` it is a ``write`` (no round trip of
+        its own). A row that is not plain ``?`` and constants goes as multi-row VALUES instead."""
+        if not rows:
+            return []
+        plan = self._db._unnest_insert(head, row)
+        returning = "RETURNING" in tail.upper()
+        if plan is None:
+            return self._values_insert(head, row, rows, tail, returning)
+        sql, types = plan
+        params = [_same_kind(list(c), t) for c, t in zip(zip(*rows), types)]
+        if not returning:
+            self.write(sql + tail, params)
+            return []
+        return self.submit(sql + tail, params).all()
+
+    def _values_insert(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str,
+                       returning: bool) -> list[tuple[Any, ...]]:
         """Multi-row ``INSERT ... VALUES`` of at most 50 parameters a statement, sent together (one
-        round trip); every returned row. psycopg parses a statement of more parameters anew on
-        every call (~2 ms for a round's payments); up to 50 its text is parsed once and prepared."""
+        round trip, none without ``returning``); every returned row. psycopg parses a statement
+        of more parameters anew on every call; up to 50 its text is parsed once and prepared."""
         most = 32
         while most > 1 and most * row.count("?") > _CACHED_PARAMS:
             most //= 2
-        sent = [self.submit(f"{head}{', '.join([row] * len(chunk))}{tail}", [v for r in chunk for v in r])
-                for chunk in row_chunks(rows, most)]
+        chunks = [(f"{head}{', '.join([row] * len(chunk))}{tail}", [v for r in chunk for v in r])
+                  for chunk in row_chunks(rows, most)]
+        if not returning:
+            for sql, params in chunks:
+                self.write(sql, params)
+            return []
+        sent = [self.submit(sql, params) for sql, params in chunks]
         return [r for q in sent for r in q.all()]
+
+    def table_of(self, name: str, columns: Sequence[tuple[str, str]],
+                 rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """``unnest`` of one array parameter per column, named ``name(columns)``."""
+        types = [t for _, t in columns]
+        arrays = ", ".join(f"?::{t}[]" for t in types)
+        return (f"unnest({arrays}) AS {name}({', '.join(c for c, _ in columns)})",
+                [_same_kind(list(c), t) for c, t in zip(zip(*rows), types)] if rows else [[] for _ in types])
 
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
         """``expr = ANY(?)`` with the values as one array parameter."""
@@ -289,6 +339,8 @@ class PostgresBackend:
         self._pipe_cm: Any = None  # and the context that ends it
         # whether a statement of the write transaction was sent and its answer not yet waited for
         self._in_flight = False
+        self._types: dict[str, dict[str, str]] = {}  # table -> column -> SQL type (_column_types)
+        self._unnest_plans: dict[tuple[str, str], tuple[str, list[str]] | None] = {}
 
     def _connect(self) -> Any:
         psycopg = self._psycopg
@@ -369,6 +421,38 @@ class PostgresBackend:
                 raise
             finally:
                 self._depth = 0
+
+    def _unnest_insert(self, head: str, row: str) -> tuple[str, list[str]] | None:
+        """``INSERT INTO t (cols) VALUES `` + ``(?, NULL, ...)`` as ``INSERT INTO t (cols) SELECT
+        ... FROM unnest(?::type[], ...)`` with the columns' types from the catalog, and those
+        types; None for a row that is not plain ``?`` and constants (it stays VALUES)."""
+        key = (head, row)
+        if key in self._unnest_plans:
+            return self._unnest_plans[key]
+        found = None
+        h, r = _INSERT_HEAD.match(head), _PLAIN_ROW.match(row.strip())
+        if h and r:
+            table, cols = h.group(1), [c.strip() for c in h.group(2).split(",")]
+            items = [x.strip() for x in r.group(1).split(",")]
+            types = self._column_types(table)
+            if len(items) == len(cols) and all(c in types for c in cols) and \
+                    all(x == "?" or "?" not in x for x in items):
+                taken = [(c, types[c]) for c, x in zip(cols, items) if x == "?"]
+                exprs = [f"r.{c}" if x == "?" else x for c, x in zip(cols, items)]
+                found = (f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(exprs)} FROM"
+                         f" unnest({', '.join(f'?::{t}[]' for _, t in taken)}) AS r({', '.join(c for c, _ in taken)})",
+                         [t for _, t in taken])
+        self._unnest_plans[key] = found
+        return found
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        """A table's columns and their SQL types (read from the catalog once per connection)."""
+        if table not in self._types:
+            with self.transaction(write=False) as tx:
+                self._types[table] = dict(tx.all(
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
+                    " to_regclass(?) AND attnum > 0 AND NOT attisdropped", (table,)))
+        return self._types[table]
 
     def _end_pipeline(self) -> None:
         """Leave pipeline mode: send what is queued and wait for every result (errors raise here)."""

@@ -758,6 +758,14 @@ class _Tx:
                                          [v for r in chunk for v in r]).fetchall())
         return out
 
+    def table_of(self, name: str, columns: Sequence[tuple[str, str]],
+                 rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """``VALUES`` of one parameter per value, its columns renamed (SQLite numbers them)."""
+        names = ", ".join(f"column{i + 1} AS {c}" for i, (c, _) in enumerate(columns))
+        row = f"({', '.join('?' for _ in columns)})"
+        return (f"(SELECT {names} FROM (VALUES {', '.join([row] * len(rows))})) AS {name}",
+                [v for r in rows for v in r])
+
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
         """``expr IN (?, ...)``, one parameter per value."""
         return f"{expr} IN ({', '.join('?' for _ in values)})", list(values)

@@ -201,3 +201,34 @@ def test_random_money_sequences_keep_journal_sums_equal_to_balances(tmp_path_fac
             assert (net, on_meter) == expected, (p, rows)
     finally:
         s.close()
+
+
+def test_a_batch_moves_each_account_as_its_rows_one_at_a_time_would(store, clock):
+    """``_book_many`` moves each account with one statement for the batch: the balance, a version
+    per row and the owing-since time come out as booking the rows one by one (``_book``) leaves
+    them, also when the batch takes an account across zero and back below it."""
+    from headend.store.ledger import Booking
+
+    names = ["000000000201", "000000000202", "000000000203", "000000000204"]
+    twins = [f"0000000003{n[-2:]}" for n in names]
+    for c in names + twins:
+        store.add_account(c, actor="admin")
+    for c in names[:3] + twins[:3]:   # owing since T0
+        store.adjust(c, -50, actor="admin", reason="arrears", kind="adjustment")
+    clock.t += 3600
+    moves = {names[0]: [100, -200],          # above zero, then below again: owing from now
+             names[1]: [-10, -20],           # below zero throughout: still owing since T0
+             names[2]: [100],                # paid off
+             names[3]: [-30, 40, -15]}       # from zero: below, above, below again
+    with store._tx() as tx:
+        store._book_many(tx, [Booking(c, "adjustment", fen, detail={"reason": "test"}) for c, fens in moves.items()
+                              for fen in fens], actor="admin", day=store.business_day())
+    for c, twin in zip(names, twins):
+        for fen in moves[c]:
+            with store._tx() as tx:
+                store._book(tx, twin, "adjustment", fen, actor="admin", detail={"reason": "test"})
+    with store._tx(write=False) as tx:
+        state = {c: tx.one("SELECT balance_fen, owing_since, version FROM accounts WHERE customer = ?", (c,))
+                 for c in names + twins}
+    assert [state[c] for c in names] == [state[t] for t in twins]
+    assert [state[c][1] for c in names] == [T0 + 3600, T0, None, T0 + 3600]
