@@ -3,7 +3,8 @@
 * **Payments/s.**  Signed ``POST /v1/payments`` to remote accounts through real `headend serve --api`
   processes: on PostgreSQL with one serve and with two serves (the requests shared between them)
   against one serve on an SQLite file (WAL, synchronous=NORMAL: the store's setting), windows
-  interleaved (tools/bench/interleave.py).  The PostgreSQL server is a throwaway one on this
+  interleaved (tools/bench/interleave.py), after a history of 4,000 payments on each engine and
+  ``ANALYZE`` on PostgreSQL (a server in service has its planner statistics from autovacuum).  The PostgreSQL server is a throwaway one on this
   machine (tools/pg_server.py: shared_buffers 256 MB, the rest PostgreSQL's defaults, as a
   dedicated server starts), over its Unix socket, with ``fsync = on``, twice: with
   ``synchronous_commit = off`` (as durable as SQLite's WAL with synchronous=NORMAL: an OS crash
@@ -49,6 +50,7 @@ RATING_ACCOUNTS = int(os.environ.get("BENCH_PG_RATING_ACCOUNTS", "1000000"))
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 ASYNC_COMMIT = {**DURABLE, "synchronous_commit": "off"}
 PAY_ACCOUNTS = 2_000
+HISTORY = 4_000  # payments taken before the windows (on each engine)
 CONNECTIONS = 32
 WINDOW_S = 1.0
 ROUNDS = 9  # windows of each side: one-second windows on a shared machine vary widely
@@ -71,6 +73,7 @@ class _Head:
         env = dict(os.environ, PREPAID645_DB=db, PREPAID645_KEY_FILE=str(key_file),
                    PREPAID645_KEY_PASSPHRASE=PASSPHRASE, USER="bench")
         env.pop("PREPAID645_CONFIG", None)
+        self.db = db
         self.remote = [f"{900_001 + i:012d}" for i in range(PAY_ACCOUNTS)]
         with open_store(db) as s:
             with s.atomic():
@@ -129,6 +132,8 @@ def _server_cpu(pids: list[int]) -> float:
 
 
 def _payments(report: Any, pg: Any, tmp: Path, settings: dict[str, str]) -> None:
+    import psycopg
+
     from tools.bench.bench_payments import _Conn, _drive
     from tools.bench.interleave import interleaved_values, paired
     from tools.proc import descendants
@@ -176,6 +181,17 @@ def _payments(report: Any, pg: Any, tmp: Path, settings: dict[str, str]) -> None
 
         for kind in size:
             window(kind)
+        # a head-end in service: a history of payments on both engines, and PostgreSQL's planner
+        # statistics taken of it (autovacuum takes them within a minute of a table's growth; a
+        # fresh server would plan the first minute's queries on a table it believes empty)
+        for head in (lite, post):
+            cs = loop.run_until_complete(conns(head.ports[0], CONNECTIONS))
+            loop.run_until_complete(_drive(cs, [head.payment(head.ports[0], f"H{next(counter)}", i)
+                                                for i in range(HISTORY)], {201}))
+            for c in cs:
+                c.close()
+        with psycopg.connect(post.db, autocommit=True) as analyze:
+            analyze.execute("ANALYZE")
         server = ", ".join(f"{k} {v}" for k, v in settings.items())
         for kind, what in (("one", "one serve"), ("two", "two serves")):
             load0 = os.getloadavg()[0]
