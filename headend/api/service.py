@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence, cast
+from typing import Any, Callable, ContextManager, Iterable, NamedTuple, Protocol, Sequence, cast
 
 from headend import payments
 from headend.api.problems import ApiProblem
@@ -49,8 +49,7 @@ class ChannelKey:
     record: Channel | None = None
 
 
-@dataclass(frozen=True)
-class PaymentAsk:
+class PaymentAsk(NamedTuple):
     """One payment for ``accept_many``: the request, who asks (the audit's actor) and the
     signing channel's record as this transaction read it (or None: read it)."""
 
