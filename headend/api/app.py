@@ -110,7 +110,7 @@ def _serve_plainly(app: FastAPI, endpoint: Callable[[Request], Any]) -> None:
     middleware and exception handlers are the same for both routes."""
     routes = app.router.routes
     at, declared = next((i, r) for i, r in enumerate(routes) if isinstance(r, APIRoute) and r.endpoint is endpoint)
-    routes.insert(at, Route(declared.path, endpoint, methods=sorted(declared.methods), name=declared.name))
+    routes.insert(at, Route(declared.path, endpoint, methods=sorted(declared.methods or ()), name=declared.name))
 
 
 def _unix(dt: datetime) -> int:
