@@ -532,6 +532,21 @@ def test_bulk_audit_rows(store) -> None:
         store.log_actions([("", "x", None, None)])
 
 
+def test_rows_written_together_keep_every_value_as_given(store) -> None:
+    """A batch goes in as one statement per table (on PostgreSQL as one array per column): text
+    with quotes, backslashes, braces, commas and the word NULL, empty text, None, and whole
+    numbers (a bool as 0/1) come back exactly."""
+    odd = ['say "hi"', "back\\slash\\", "{a,b}", "NULL", "", " edge ", "中文", None]
+    assert store.log_actions([("t", f"odd.{i}", v, {"n": i}) for i, v in enumerate(odd)]) == len(odd)
+    got = {e.action: (e.target, e.detail) for e in store.audit_entries(actor="t", limit=100)}
+    assert got == {f"odd.{i}": (v, {"n": i}) for i, v in enumerate(odd)}
+    with store._tx() as tx:
+        tx.insert_rows("INSERT INTO accounts (customer, balance_fen, supply, created_at, updated_at) VALUES ",
+                       "(?, ?, ?, ?, 0)", [(C1, -(2**40), "on", True), (C2, 0, "cut", False)])
+        assert tx.all("SELECT customer, balance_fen, supply, created_at FROM accounts ORDER BY customer") == \
+            [(C1, -(2**40), "on", 1), (C2, 0, "cut", 0)]
+
+
 def test_write_inside_a_read_transaction_is_refused(db: Path) -> None:
     backend = SQLiteBackend(db)
     backend.migrate()
