@@ -138,12 +138,12 @@ class Notices(Audit):
             ids = [r[0] for r in rows]
             # the write transaction holds the database's write lock from the SELECT on, and the
             # conditions are checked again by the UPDATE: a row another sender leased is not taken
-            n = tx.execute(f"UPDATE notifications SET lease_owner = ?, lease_until = ? WHERE id IN"
-                           f" ({', '.join('?' for _ in ids)}) AND status = 'queued'"
-                           " AND (lease_until IS NULL OR lease_until <= ?)", (owner, until, *ids, now))
+            among, values = tx.one_of("id", ids)
+            n = tx.execute(f"UPDATE notifications SET lease_owner = ?, lease_until = ? WHERE {among} AND status = 'queued'"
+                           " AND (lease_until IS NULL OR lease_until <= ?)", (owner, until, *values, now))
             if n != len(ids):
-                mine = {i for (i,) in tx.all(f"SELECT id FROM notifications WHERE id IN ({', '.join('?' for _ in ids)})"
-                                             " AND lease_owner = ? AND lease_until = ?", (*ids, owner, until))}
+                mine = {i for (i,) in tx.all(f"SELECT id FROM notifications WHERE {among}"
+                                             " AND lease_owner = ? AND lease_until = ?", (*values, owner, until))}
                 rows = [r for r in rows if r[0] in mine]
             return [notice_from_row(r[:-1], in_doubt=r[-1] is not None) for r in rows]
 
@@ -175,31 +175,35 @@ class Notices(Audit):
             status = res["status"]
             if status not in ("sent", "failed", "queued"):
                 raise InvalidInput(f"notice {nid}: result status must be sent, failed or queued, got {status!r}")
-            updates.append((status, 1 if res.get("attempted") else 0, res.get("error"), int(res.get("not_before") or 0),
-                            status, now, res.get("text"), now, nid, owner))
+            updates.append((nid, status, 1 if res.get("attempted") else 0, res.get("error"),
+                            int(res.get("not_before") or 0), res.get("text")))
             for phone, key, provider, pid, state, error in res.get("deliveries") or ():
                 if state not in DELIVERY_STATES:
                     raise InvalidInput(f"notice {nid}: delivery state must be one of {', '.join(DELIVERY_STATES)}")
                 dels.append((nid, phone, key, provider, pid, state, error, now, now if state == "delivered" else None))
         with self._tx() as tx:
-            ids = [u[8] for u in updates]
+            ids = [u[0] for u in updates]
             held = set(ids)
             if ids:
                 # which of them this sender still holds (a lease that ran out may have been taken)
                 held = set()
                 for chunk in _chunks(ids):
-                    held.update(i for (i,) in tx.all(f"SELECT id FROM notifications WHERE id IN"
-                                                     f" ({', '.join('?' for _ in chunk)}) AND lease_owner = ?"
-                                                     " AND status = 'queued'", (*chunk, owner)))
-            tx.executemany(
-                "UPDATE notifications SET status = ?, attempts = attempts + ?, last_error = ?, not_before = ?,"
-                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END, sent_text = COALESCE(?, sent_text),"
-                " lease_owner = NULL, lease_until = NULL, updated_at = ?"
-                " WHERE id = ? AND lease_owner = ? AND status = 'queued'", [u for u in updates if u[8] in held])
-            tx.executemany(
-                "INSERT INTO notice_deliveries (notice_id, phone, key, provider, provider_id, state, error,"
-                " sent_at, receipt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [d for d in dels if d[0] in held])
+                    among, values = tx.one_of("id", chunk)
+                    held.update(i for (i,) in tx.all(f"SELECT id FROM notifications WHERE {among} AND lease_owner = ?"
+                                                     " AND status = 'queued'", (*values, owner)))
+            # one statement for them all; a notice's first result only (the one that ends its lease)
+            first = list({u[0]: u for u in reversed(updates) if u[0] in held}.values())[::-1]
+            for lo in range(0, len(first), 150):   # under SQLite's 999 parameters
+                table, params = tx.table_of("r", (("nid", "bigint"), ("st", "text"), ("tried", "bigint"),
+                                                  ("err", "text"), ("nb", "bigint"), ("txt", "text")), first[lo:lo + 150])
+                tx.write("UPDATE notifications SET status = r.st, attempts = attempts + r.tried, last_error = r.err,"
+                         " not_before = r.nb, sent_at = CASE WHEN r.st = 'sent' THEN ? ELSE sent_at END,"
+                         " sent_text = COALESCE(r.txt, sent_text), lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                         f" FROM {table} WHERE notifications.id = r.nid AND notifications.lease_owner = ?"
+                         " AND notifications.status = 'queued'", (now, now, *params, owner))
+            tx.insert_rows("INSERT INTO notice_deliveries (notice_id, phone, key, provider, provider_id, state, error,"
+                           " sent_at, receipt_at) VALUES ", "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [d for d in dels if d[0] in held], " ON CONFLICT DO NOTHING")
         return [i for i in ids if i not in held]
 
     def notice_receipt(self, provider_id: str, state: str, *, error: str | None = None,

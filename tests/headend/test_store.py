@@ -547,6 +547,33 @@ def test_rows_written_together_keep_every_value_as_given(store) -> None:
             [(C1, -(2**40), "on", 1), (C2, 0, "cut", 0)]
 
 
+def test_a_senders_results_are_recorded_together_each_as_one_at_a_time(store) -> None:
+    """``record_notice_results`` writes a sender's results with one statement: each notice moves
+    as its first result says (sent with its text and deliveries, failed, back in the queue with its
+    error and time), a second result for it changes nothing, and a notice whose lease another
+    sender took is left alone and named."""
+    store.queue_notices([(C1, "payment_received", f"m{i}", f"k{i}", {}, 0, 0) for i in range(4)])
+    lost, a, b, c = sorted(store.claim_notices("s1", now=100, lease_s=60), key=lambda n: n.id)
+    assert [n.id for n in store.claim_notices("s2", now=160, limit=1)] == [lost.id]   # s1's lease ran out
+    assert store.record_notice_results("s2", [{"id": lost.id, "status": "sent", "attempted": True}], now=170) == []
+    held = [a.id, b.id, c.id]
+    assert store.record_notice_results("s1", [
+        {"id": a.id, "status": "sent", "attempted": True, "text": 'said "paid"',
+         "deliveries": [("13800138000", "k0:1", "sms", "P1", "accepted", None)]},
+        {"id": b.id, "status": "queued", "attempted": True, "error": "busy", "not_before": 999},
+        {"id": c.id, "status": "failed", "attempted": False, "error": "no phone"},
+        {"id": b.id, "status": "sent", "attempted": True},          # a second result: ignored
+        {"id": lost.id, "status": "failed", "attempted": True},     # not s1's: named
+    ], now=500) == [lost.id]
+    got = {i: store.get_notification(i) for i in held + [lost.id]}
+    assert [(got[i].status, got[i].attempts, got[i].last_error, got[i].sent_at, got[i].sent_text)
+            for i in held + [lost.id]] == [("sent", 1, None, 500, 'said "paid"'), ("queued", 1, "busy", None, None),
+                                            ("failed", 0, "no phone", None, None), ("sent", 1, None, 170, None)]
+    assert got[b.id].not_before == 999
+    assert [(d.phone, d.key, d.provider_id, d.state, d.sent_at) for d in store.notice_deliveries([a.id])[a.id]] == \
+        [("13800138000", "k0:1", "P1", "accepted", 500)]
+
+
 def test_write_inside_a_read_transaction_is_refused(db: Path) -> None:
     backend = SQLiteBackend(db)
     backend.migrate()
