@@ -16,7 +16,7 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    handled as whole arrays; only the others go through the per-account anomaly path.
 2. **Rate** in batches that share tariff, base and length (normally one batch), with the kernel.
 3. **Decide** (``headend.costctl.decide``) on the balances the debit will leave.
-4. **Debit** every account with its decided notice/supply state in the same UPDATE
+4. **Debit** every account, with its decided notice/supply state where that changed, in the same UPDATE
    (``Store.charge_and_set_states``; the batch key is a digest of the charges, so re-running a
    cycle that already committed changes nothing; a large fleet is charged in slices, keys
    ``KEY/0``, ``KEY/1`` ...), then queue notices (outbox of notifications) and relay commands
@@ -270,7 +270,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
                     zip(cust[part], fen[part].tolist(), rem[part].tolist(), lad[part].tolist(), until[part].tolist()),
                     actor=actor, kind="charge", interval_s=interval_s, read_as=read_as,
                     fixed_fen=fixed[part].tolist() if fixed[part].any() else None,
-                    states=_states(acc, d, rows, now))
+                    states=_changed_states(acc, d, rows, now))
                 applied += n
                 written[rows] = done
                 del read_as
@@ -408,6 +408,17 @@ def _states(acc: "_Accounts", d: Any, rows: np.ndarray, now: int) -> list[tuple[
     return [(level, None if at < 0 else at, SUPPLY[new], now if new != old else (None if was < 0 else was))
             for level, at, new, old, was in zip(d.notice_level[rows].tolist(), d.notice_at[rows].tolist(), new_sup,
                                                 old_sup, acc.supply_at[rows].tolist())]
+
+
+def _changed_states(acc: "_Accounts", d: Any, rows: np.ndarray, now: int) -> list[tuple[Any, ...] | None]:
+    """``_states`` for the accounts ``rows`` whose decided state differs from the one read, None
+    for the others (their state is not written)."""
+    moved = np.flatnonzero((d.notice_level[rows] != acc.notice_level[rows]) | (d.notice_at[rows] != acc.notice_at[rows])
+                           | (d.supply[rows] != acc.supply[rows]))
+    out: list[tuple[Any, ...] | None] = [None] * rows.size
+    for k, st in zip(moved.tolist(), _states(acc, d, rows[moved], now)):
+        out[k] = st
+    return out
 
 
 def _decide_and_act(store: Store, now: int, rules: Rules, actor: str, rep: CycleReport, audit: list,

@@ -86,6 +86,12 @@ class Tx(Protocol):
         """``write`` once for each parameter row."""
         ...
 
+    def write_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``head + row`` (``INSERT ... VALUES`` and the row's ``(?, ...)``) for every parameter row,
+        in order, its outcome not read, as the engine appends many rows best: multi-row VALUES on
+        SQLite (half the time of a statement per row), ``write_many`` on PostgreSQL (pipelined)."""
+        ...
+
     def submit(self, sql: str, params: Sequence[Any] = ()) -> "Rows":
         """Send a query now and read its rows later (``Rows.all``, ``Rows.one``): queries submitted
         one after another go out together where the engine pipelines them (PostgreSQL: one round

@@ -355,7 +355,7 @@ class Ledger(Accounts):
         interval_s: int | None = None,
         read_as: Iterable[Sequence[int]] | None = None,
         fixed_fen: Iterable[int] | None = None,
-        states: Iterable[Sequence[Any]] | None = None,
+        states: Iterable[Sequence[Any] | None] | None = None,
     ) -> tuple[int, bool]:
         """Debit many accounts in one transaction, exactly once per batch_key; return (accounts
         charged, whether ``states`` were set).
@@ -375,7 +375,8 @@ class Ledger(Accounts):
         has a "fixed_charge" row for it beside the rating charge row of the rest.
         ``states`` (with ``read_as``): per charge, the (notice_level, notice_at, supply, supply_at)
         the caller decided on the balance after it, set by the same UPDATE as the money, so a
-        cost-control cycle writes each account once.  They are set only if no account moved since
+        cost-control cycle writes each account once; None for an account whose state stays as
+        it was (its UPDATE then leaves the state columns alone).  They are set only if no account moved since
         ``read_as`` (the usual case); otherwise none is, the charges still land on the balances as
         they are, and the caller decides again (``apply_decisions`` compare-and-sets on versions).
         """
@@ -400,12 +401,12 @@ class Ledger(Accounts):
             if len(read_as) != len(rows):
                 raise InvalidInput(f"charge batch {batch_key}: read_as needs one (balance_fen, rem, ladder_wh,"
                                    f" version) per charge, got {len(read_as)} for {len(rows)}")
-        decided: list[tuple[Any, ...]] | None = None
+        decided: list[tuple[Any, ...] | None] | None = None
         if states is not None:
             if read_as is None:
                 raise InvalidInput(f"charge batch {batch_key}: states are set only with read_as (what they were"
                                    " decided on)")
-            decided = [decision_state(r[0], *st) for r, st in zip(rows, states)]
+            decided = [None if st is None else decision_state(r[0], *st) for r, st in zip(rows, states)]
             if len(decided) != len(rows):
                 raise InvalidInput(f"charge batch {batch_key}: states needs one (notice_level, notice_at, supply,"
                                    " supply_at) per charge")
@@ -437,8 +438,12 @@ class Ledger(Accounts):
                     n = tx.executemany(update + " AND version = ?", (params(r) + (int(k[3]),)
                                                                     for r, k in zip(rows, read_as)))
                 else:
-                    n = tx.executemany(update_decided, (params_decided(r, k, st)
-                                                        for r, k, st in zip(rows, read_as, decided)))
+                    # only the states that change are written: an UPDATE that sets the four state
+                    # columns as well costs SQLite about twice one that sets the money alone
+                    n = tx.executemany(update + " AND version = ?", (params(r) + (int(k[3]),) for r, k, st
+                                                                    in zip(rows, read_as, decided) if st is None))
+                    n += tx.executemany(update_decided, (params_decided(r, k, st) for r, k, st
+                                                         in zip(rows, read_as, decided) if st is not None))
                 if n == len(rows):
                     before = read_as           # (balance, rem, ladder, version): the ledger uses the first three
                 else:
@@ -481,11 +486,11 @@ class Ledger(Accounts):
                         yield (r[0], now, "fixed_charge", -fx, old[0] - int(r[1]), actor, batch, None, rated_to, ref,
                                day)
 
-            tx.executemany(
-                "INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
-                " rem_after, rated_to, ref, day) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
-                journal_rows(),
-            )
+            # many rows a statement where the engine does that best (Tx.write_rows): on SQLite half
+            # the time of one statement per row
+            tx.write_rows("INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
+                           " rem_after, rated_to, ref, day) VALUES ", "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
+                           list(journal_rows()))
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
             return n, decided is not None

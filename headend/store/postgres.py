@@ -228,6 +228,10 @@ class _Tx:
             return
         self._out.execute(f"RELEASE SAVEPOINT {name}")
 
+    def write_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``write_many`` of the one-row statement: pipelined, one parse for every row."""
+        self.write_many(head + row, rows)
+
     def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
         """The rows as one ``INSERT ... SELECT ... FROM unnest(arrays)``: one statement text
         whatever the number of rows (parsed and planned once), one array parameter per column;

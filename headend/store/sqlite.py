@@ -746,6 +746,10 @@ class _Tx:
         """``write`` once per parameter row."""
         self._cur.executemany(sql, rows)
 
+    def write_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Multi-row ``INSERT ... VALUES`` (``insert_rows``), in order."""
+        self.insert_rows(head, row, rows)
+
     def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
         """Multi-row ``INSERT ... VALUES``: up to 32 rows a statement, under SQLite's oldest
         limit of 999 parameters; every returned row."""

@@ -452,6 +452,25 @@ def test_charge_batch_from_the_callers_reading_survives_a_payment_racing_in(stor
         store.charge_accounts("short", [(C1, 1, 0, 0)], actor="costctl", read_as=[])
 
 
+def test_charge_with_states_sets_only_the_states_given_and_leaves_a_none_as_it_was(store) -> None:
+    add(store, mode="remote")
+    add(store, A2, C2, mode="remote")
+    store.set_account_states([(C2, 2, 50, "cut", 60)])
+    read = [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in map(store.get_account, (C1, C2))]
+    charges = [(C1, 30, 7, 70, 86_400), (C2, 40, 8, 80, 86_400)]
+    assert store.charge_and_set_states("s1", charges, actor="costctl", read_as=read,
+                                       states=[(1, 100, "on", None), None]) == (2, True)
+    got = [(a.balance_fen, a.version, a.notice_level, a.notice_at, a.supply, a.supply_at)
+           for a in map(store.get_account, (C1, C2))]
+    assert got == [(-30, 1, 1, 100, "on", None), (-40, 1, 2, 50, "cut", 60)]
+    # a payment raced in: the charges land, no state is set, not even the one given
+    read = [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in map(store.get_account, (C1, C2))]
+    store.credit(C1, 500, actor="pay", idem_key="raced")
+    assert store.charge_and_set_states("s2", charges, actor="costctl", read_as=read,
+                                       states=[None, (3, 200, "on", None)]) == (2, False)
+    assert [(a.balance_fen, a.notice_level) for a in map(store.get_account, (C1, C2))] == [(440, 1), (-80, 2)]
+
+
 def test_decisions_of_an_account_whose_money_moved_are_left_for_the_next_cycle(store) -> None:
     add(store, mode="remote")
     add(store, A2, C2, mode="remote")
