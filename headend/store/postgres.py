@@ -44,6 +44,7 @@ KEY_LOCKS = 6450
 LEADER_LOCKS = {"costctl": 6450_0002}
 
 _TUPLES_OK = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows
+_PIPELINE_ABORTED = 2  # psycopg.pq.PipelineStatus.ABORTED: a statement failed, the rest skipped until a sync
 
 _INTEGER = re.compile(r"\bINTEGER\b")
 _STRFTIME_DAY = re.compile(r"strftime\('%Y-%m-%d', ([^,]+), 'unixepoch'\)")
@@ -169,8 +170,21 @@ class _Tx:
             self._db._pipe.sync()
             self._db._in_flight = False
 
+    def _settle(self) -> None:
+        """After a statement failed in pipeline mode the server skips everything up to the next
+        sync: when the failure was raised before that sync went out (its answer came back while a
+        later statement was being sent), sync now, its answers being that failure's echo, so that
+        what follows (``ROLLBACK TO SAVEPOINT``) runs instead of being skipped."""
+        if self._db._pipe is not None and self._db._conn.pgconn.pipeline_status == _PIPELINE_ABORTED:
+            try:
+                self._db._pipe.sync()
+            except self._db._psycopg.Error:
+                pass
+            self._db._in_flight = False
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return rows changed."""
+        self._settle()
         self._cur.execute(pg_query(sql), tuple(params))
         self._synced()
         return self._cur.rowcount
