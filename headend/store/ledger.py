@@ -389,12 +389,13 @@ class Ledger(Accounts):
             raise InvalidInput(f"charge batch {batch_key}: rows are (customer, fen, rem, ladder_wh[, rated_until]),"
                                " all of one width")
         with_until = widths == {5}
-        for r in rows:
-            c, rem, ladder = r[0], r[2], r[3]
+        # each charge as (customer, fen, rem, ladder_wh, rated_until or None), numbers as ints
+        rows = [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]) if with_until else None) for r in rows]
+        for c, _f, rem, ladder, _u in rows:
             if not (0 <= rem < SUBFEN) or ladder < 0:
                 raise InvalidInput(f"customer {c}: remainder must be in [0, {SUBFEN}) and ladder energy >= 0")
         fixed = [0] * len(rows) if fixed_fen is None else [int(f) for f in fixed_fen]
-        if len(fixed) != len(rows) or any(not 0 <= f <= int(r[1]) for f, r in zip(fixed, rows)):
+        if len(fixed) != len(rows) or any(not 0 <= f <= r[1] for f, r in zip(fixed, rows)):
             raise InvalidInput(f"charge batch {batch_key}: fixed_fen needs one amount per charge, 0 .. the charge")
         if read_as is not None:
             read_as = list(read_as)
@@ -410,19 +411,12 @@ class Ledger(Accounts):
             if len(decided) != len(rows):
                 raise InvalidInput(f"charge batch {batch_key}: states needs one (notice_level, notice_at, supply,"
                                    " supply_at) per charge")
-        sets = (f"balance_fen = balance_fen - ?, {OWING_SINCE % '-'}, rem = ?, ladder_wh = ?, "
-                + ("rated_until = ?, " if with_until else ""))
+        # rated_until stays as it is where the charge does not give one
+        sets = (f"balance_fen = balance_fen - ?, {OWING_SINCE % '-'}, rem = ?, ladder_wh = ?,"
+                " rated_until = COALESCE(?, rated_until), ")
         update = f"UPDATE accounts SET {sets}version = version + 1, updated_at = ? WHERE customer = ?"
         update_decided = (f"UPDATE accounts SET {sets}notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
                           " version = version + 1, updated_at = ? WHERE customer = ? AND version = ?")
-
-        def params(r: tuple) -> tuple:
-            return (int(r[1]), int(r[1]), now, int(r[2]), int(r[3]), int(r[4]), now, r[0]) if with_until else \
-                (int(r[1]), int(r[1]), now, int(r[2]), int(r[3]), now, r[0])
-
-        def params_decided(r: tuple, k: Sequence[int], st: tuple) -> tuple:
-            head = (int(r[1]), int(r[1]), now, int(r[2]), int(r[3])) + ((int(r[4]),) if with_until else ())
-            return head + st + (now, r[0], int(k[3]))
 
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
@@ -434,16 +428,15 @@ class Ledger(Accounts):
                 # by compare-and-set and take balance_after from it, with no read of the accounts;
                 # if any row moved (a payment raced in), undo and take the general path below
                 tx.execute("SAVEPOINT charge_read_as")
-                if decided is None:
-                    n = tx.executemany(update + " AND version = ?", (params(r) + (int(k[3]),)
-                                                                    for r, k in zip(rows, read_as)))
-                else:
-                    # only the states that change are written: an UPDATE that sets the four state
-                    # columns as well costs SQLite about twice one that sets the money alone
-                    n = tx.executemany(update + " AND version = ?", (params(r) + (int(k[3]),) for r, k, st
-                                                                    in zip(rows, read_as, decided) if st is None))
-                    n += tx.executemany(update_decided, (params_decided(r, k, st) for r, k, st
-                                                         in zip(rows, read_as, decided) if st is not None))
+                # only the states that change are written: an UPDATE that sets the four state
+                # columns as well costs SQLite about twice one that sets the money alone
+                states_of = decided if decided is not None else [None] * len(rows)
+                n = tx.executemany(update + " AND version = ?", [
+                    (f, f, now, rm, ld, u, now, c, int(k[3]))
+                    for (c, f, rm, ld, u), k, st in zip(rows, read_as, states_of) if st is None])
+                n += tx.executemany(update_decided, [
+                    (f, f, now, rm, ld, u, *st, now, c, int(k[3]))
+                    for (c, f, rm, ld, u), k, st in zip(rows, read_as, states_of) if st is not None])
                 if n == len(rows):
                     before = read_as           # (balance, rem, ladder, version): the ledger uses the first three
                 else:
@@ -465,7 +458,7 @@ class Ledger(Accounts):
                         old_state.update((c, (b, rm, lw)) for c, b, rm, lw in tx.all(
                             f"{sql} WHERE customer IN ({', '.join('?' for _ in chunk)})", chunk))
                 before = [old_state.get(r[0]) for r in rows]
-                n = tx.executemany(update, (params(r) for r in rows))
+                n = tx.executemany(update, [(f, f, now, rm, ld, u, now, c) for c, f, rm, ld, u in rows])
             if n != len(rows):
                 known = {r[0] for r in tx.all("SELECT customer FROM accounts")} if n < len(rows) else set()
                 missing = sorted({r[0] for r in rows} - known)[:5]
@@ -476,15 +469,14 @@ class Ledger(Accounts):
             ref = f"batch:{batch_key}"
 
             def journal_rows() -> Iterator[tuple[Any, ...]]:
-                for r, old, fx in zip(rows, before, fixed):
-                    if old is None or not (r[1] or (int(r[2]), int(r[3])) != tuple(old[1:3])):
+                for (c, f, rm, ld, u), old, fx in zip(rows, before, fixed):
+                    if old is None or not (f or rm != old[1] or ld != old[2]):
                         continue
-                    energy = int(r[1]) - fx
-                    rated_to = None if step is None else int(r[4]) + step
-                    yield (r[0], now, kind, -energy, old[0] - energy, actor, batch, int(r[2]), rated_to, ref, day)
+                    energy = f - fx
+                    rated_to = None if step is None or u is None else u + step
+                    yield (c, now, kind, -energy, old[0] - energy, actor, batch, rm, rated_to, ref, day)
                     if fx:   # the fixed charge beside it, for the same intervals; the remainder is the charge's
-                        yield (r[0], now, "fixed_charge", -fx, old[0] - int(r[1]), actor, batch, None, rated_to, ref,
-                               day)
+                        yield (c, now, "fixed_charge", -fx, old[0] - f, actor, batch, None, rated_to, ref, day)
 
             # many rows a statement where the engine does that best (Tx.write_rows): on SQLite half
             # the time of one statement per row
