@@ -242,9 +242,9 @@ class _Tx:
             return
         self._out.execute(f"RELEASE SAVEPOINT {name}")
 
-    def write_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
-        """``write_many`` of the one-row statement: pipelined, one parse for every row."""
-        self.write_many(head + row, rows)
+    def insert_many(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
+        """``executemany`` of the one-row statement: pipelined, one parse for every row."""
+        return self.executemany(head + row + tail, rows)
 
     def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
         """The rows as one ``INSERT ... SELECT ... FROM unnest(arrays)``: one statement text

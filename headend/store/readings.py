@@ -40,11 +40,9 @@ class Readings(StoreBase):
                 yield row
 
         with self._tx() as tx:
-            return tx.executemany(
-                "INSERT INTO readings (meter, di, read_at, value, text, stored_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                rows(),
-            )
+            # many rows a statement where the engine does that best (a read cycle stores a fleet's readings)
+            return tx.insert_many("INSERT INTO readings (meter, di, read_at, value, text, stored_at) VALUES ",
+                                  "(?, ?, ?, ?, ?, ?)", list(rows()), " ON CONFLICT DO NOTHING")
 
     def readings(
         self,

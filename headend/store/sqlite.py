@@ -746,21 +746,24 @@ class _Tx:
         """``write`` once per parameter row."""
         self._cur.executemany(sql, rows)
 
-    def write_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Multi-row ``INSERT ... VALUES`` (``insert_rows``), in order."""
-        self.insert_rows(head, row, rows)
+    def insert_many(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
+        """Multi-row ``INSERT ... VALUES`` as ``insert_rows`` makes them, in order; rows inserted."""
+        n = 0
+        for _ in self._insert_chunks(head, row, rows, tail):
+            n += self._cur.rowcount
+        return n
 
     def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
         """Multi-row ``INSERT ... VALUES``: up to 32 rows a statement, under SQLite's oldest
         limit of 999 parameters; every returned row."""
+        return [r for cur in self._insert_chunks(head, row, rows, tail) for r in cur.fetchall()]
+
+    def _insert_chunks(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str) -> Iterator[Any]:
         most = 32
         while most > 1 and most * row.count("?") > 999:
             most //= 2
-        out: list[tuple[Any, ...]] = []
         for chunk in row_chunks(rows, most):
-            out.extend(self._cur.execute(f"{head}{', '.join([row] * len(chunk))}{tail}",
-                                         [v for r in chunk for v in r]).fetchall())
-        return out
+            yield self._cur.execute(f"{head}{', '.join([row] * len(chunk))}{tail}", [v for r in chunk for v in r])
 
     def table_of(self, name: str, columns: Sequence[tuple[str, str]],
                  rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
