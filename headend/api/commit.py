@@ -31,8 +31,10 @@ writes nothing itself (a payment's: its writes are the round's step) runs withou
 
 Under load a round waits ``hold_s`` for more requests before it runs (only when the last round
 had more than one: a lone request is not held): from 32 connections, rounds of ~11 requests
-became ~25 in the payments benchmark, and the per-round cost (the commit, the batch's queries)
-is the larger half of a payment's store work at ~10 a round.
+became ~20 in the payments benchmark with 1 ms, and ~25 with 2 ms (the 32 requests in flight
+come back as two interleaved waves, and a longer hold takes in more of the second); the
+per-round cost (the commit, the batch's queries) is the larger half of a payment's store work at
+~10 a round.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ max_body_bytes = 16384
 callback_timeout_s = 5.0          # one result callback attempt
 callback_backoff_s = [1, 5, 30, 120, 600]   # waits before the 2nd, 3rd, ... attempt (the last repeats)
 callback_max_attempts = 20
-commit_hold_ms = 1.0              # under load, a group commit waits this long for more requests
+commit_hold_ms = 2.0              # under load, a group commit waits this long for more requests
 ```
 """
 
@@ -37,7 +37,7 @@ class ApiConfig:
     callback_timeout_s: float = 5.0
     callback_backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
     callback_max_attempts: int = 20
-    commit_hold_ms: float = 1.0
+    commit_hold_ms: float = 2.0
 
 
 def parse_api_url(url: str) -> tuple[str, int]:
