@@ -143,20 +143,22 @@ class Payments(Ledger, Outbox):
         wanted = dict.fromkeys(customers)
         with self._tx() as tx:
             tx.lock([f"payment:{c}:{t}" for c, t in keys])
-            paid = [tx.submit(f"SELECT {_PAYMENT_COLS} FROM payments WHERE channel = ? AND txn_id IN"
-                              f" ({', '.join('?' for _ in chunk)})", (c, *chunk))
-                    for c, ids in by_channel.items() for chunk in _chunks(ids)]
+            paid = []
+            for c, ids in by_channel.items():
+                for chunk in _chunks(ids):
+                    among, values = tx.one_of("txn_id", chunk)
+                    paid.append(tx.submit(f"SELECT {_PAYMENT_COLS} FROM payments WHERE channel = ? AND {among}",
+                                          (c, *values)))
             closed = tx.submit(_CLOSED_FROM, (self.business_day(at),))
             for chunk in _chunks(addresses):
-                wanted.update((r[0], None) for r in tx.all(
-                    f"SELECT customer FROM meters WHERE address IN ({', '.join('?' for _ in chunk)})", chunk))
+                among, values = tx.one_of("address", chunk)
+                wanted.update((r[0], None) for r in tx.all(f"SELECT customer FROM meters WHERE {among}", values))
             found = []
             for chunk in _chunks(sorted(wanted)):
-                marks = ", ".join("?" for _ in chunk)
-                found.append((tx.submit(f"SELECT customer, balance_fen, supply FROM accounts WHERE customer IN ({marks})"
-                                        " ORDER BY customer" + tx.for_update, chunk),
-                              tx.submit(f"SELECT {_METER_COLS} FROM meters WHERE customer IN ({marks}) ORDER BY address",
-                                        chunk)))
+                among, values = tx.one_of("customer", chunk)
+                found.append((tx.submit(f"SELECT customer, balance_fen, supply FROM accounts WHERE {among}"
+                                        " ORDER BY customer" + tx.for_update, values),
+                              tx.submit(f"SELECT {_METER_COLS} FROM meters WHERE {among} ORDER BY address", values)))
             earlier = {(p.channel_id, p.txn_id): p for q in paid for p in map(_payment, q.all())}
             accounts: dict[str, tuple[int, str]] = {}
             by_customer: dict[str, list[Meter]] = {}

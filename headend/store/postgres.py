@@ -290,8 +290,14 @@ class _Tx:
                 [_array(c, t) for c, t in zip(zip(*rows), types)] if rows else ["{}" for _ in types])
 
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
-        """``expr = ANY(?)`` with the values as one array parameter."""
-        return f"{expr} = ANY(?)", [list(values)]
+        """``expr = ANY(?)`` with the values as one array parameter (an array literal for text or
+        whole numbers, see ``_array``)."""
+        vals = list(values)
+        if all(v.__class__ is str for v in vals):
+            return f"{expr} = ANY(?::text[])", [_array(vals, "text")]
+        if all(v.__class__ is int for v in vals):
+            return f"{expr} = ANY(?::bigint[])", [_array(vals, "bigint")]
+        return f"{expr} = ANY(?)", [vals]
 
     def _query(self, sql: str, params: Sequence[Any]) -> bool:
         """Run a statement and wait for its result; whether it returned rows."""
