@@ -381,7 +381,7 @@ class Meter:
         else:
             r = protected.control(self, t, raw)
         protected = None
-        drop("meter.protected", "meter.topup")  # a purchase, a limit write or a hold release: meter.topup
+        drop("meter.protected", "meter.topup", "meter.relaycmd")  # and what a purchase, a write or a 1CH loaded
         return r
 
     def _local(self, cmd, t):

@@ -215,7 +215,8 @@ def _do_control(m, d, t, op):
         return m._err(0x1C, _ERR_AUTH)  # a stale command must not act late
     n1 = d[8]
     r = m.relay
-    err = r.command(n1, d[9], t, op)
+    from meter import relaycmd
+    err = relaycmd.command(r, n1, d[9], t, op)
     if err:
         return m._err(0x1C, err)
     if not m.remote:

@@ -5,7 +5,9 @@
 # Wisdom keeps one combined state; here it is kept as three parts that combine the same
 # way: the remote side (head-end 1CH commands), the local side (the wallet) and power hold.
 # The relay is commanded open while either side holds it open. The large-current-delayed
-# variants are not modelled (the meter core has no current threshold).
+# variants are not modelled (the meter core has no current threshold). The head-end's commands
+# (1CH) are meter.relaycmd's, loaded for one and let go after it: a running meter holds only the
+# timers, the wallet's commands and the button.
 
 try:
     from micropython import const
@@ -31,12 +33,10 @@ _L_PRETRIP = const(2)
 _L_TRIP = const(3)
 _L_RECHARGED = const(4)
 
-# ERR byte bits of the 645 error reply.
-_ERR_OTHER = const(1)
-ERR_REFUSED = const(4)  # "R_ERR_OFF_PROTECT": trip refused under power hold
+# ERR byte bit of the 645 error reply to a 1CH trip refused under power hold (meter.relaycmd)
+ERR_REFUSED = const(4)  # "R_ERR_OFF_PROTECT"
 
 METER = const(0xFFFFFFFF)  # operator code of actions the meter takes by itself
-_PRETRIP_UNIT = const(300)  # N2 counts 5-minute steps
 
 # Remote side.
 _R_CLOSED = const(0)
@@ -127,60 +127,6 @@ class Relay:
             self._events.append(("trip" if is_open else "close", now, operator))
 
     # --- inputs ---
-
-    def command(self, n1, n2, now, operator):
-        """A 1CH control command (already authenticated and within its expiry). Returns 0,
-        or the ERR bit: 4 for a trip refused under power hold, 1 for a bad command."""
-        was = self.commanded_open
-        r = self.remote
-        if n1 == TRIP or n1 == PRETRIP1 or n1 == PRETRIP2:
-            if self.hold:
-                return ERR_REFUSED
-            if n1 == TRIP:
-                if r == _R_TRIP:
-                    return 0
-                if self.trip_delay > 0 and not was:
-                    if r != _R_WAIT_TRIP:  # a repeated trip does not restart the delay
-                        self.remote = _R_WAIT_TRIP
-                        self.until = now + self.trip_delay
-                        self.pending_op = operator
-                else:
-                    self.remote = _R_TRIP
-            else:
-                if n2 <= 0:
-                    return _ERR_OTHER  # a pre-trip needs a duration
-                self.remote = _R_PRE1 if n1 == PRETRIP1 else _R_PRE2
-                self.until = now + n2 * _PRETRIP_UNIT
-                self.pending_op = operator
-        elif n1 == CLOSE_PERMIT:
-            # closed stays closed; open waits for the button
-            self.remote = _R_PERMIT if r >= _R_TRIP else _R_CLOSED
-        elif n1 == DIRECT_CLOSE:
-            self.remote = _R_CLOSED
-            if self.local_state == _LOC_PRETRIP:
-                self.local_state = _LOC_CLOSED
-            # a local trip (wallet OVERDRAFT) stays: direct close has no effect on it
-        elif n1 == ALARM:
-            self.alarm = True
-        elif n1 == ALARM_OFF:
-            self.alarm = False
-        elif n1 == HOLD:
-            self.hold = True
-            # power hold never leaves a trip pending, and turns any open state into
-            # "close permitted + hold": power comes back when someone is there to press
-            if r == _R_WAIT_TRIP:
-                self.remote = _R_CLOSED
-            elif r >= _R_TRIP:
-                self.remote = _R_PERMIT
-            if self.local_state == _LOC_TRIP:
-                self.local_state = _LOC_PRETRIP
-        elif n1 == HOLD_OFF:
-            # the meter core re-sends the wallet's command (meter.topup.release_cmd) next
-            self.hold = False
-        else:
-            return _ERR_OTHER
-        self._record(was, now, operator)
-        return 0
 
     def local(self, cmd, now):
         """A local command from the wallet: meter.wallet CLOSE, PRETRIP, TRIP or RECHARGED.

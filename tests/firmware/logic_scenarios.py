@@ -5,6 +5,7 @@
 
 from meter import clock, tariffcheck
 from meter import relay as R
+from meter import relaycmd
 from meter import topup
 from meter import wallet as W
 from meter.tariff import Tariff
@@ -66,7 +67,7 @@ class Meter:
         return closed
 
     def remote(self, n1, n2=0, operator=0x12345678):
-        res = self.r.command(n1, n2, self.now, operator)
+        res = relaycmd.command(self.r, n1, n2, self.now, operator)
         self._events()
         return res
 
@@ -430,7 +431,7 @@ RELAY_TABLE = {
 def relay_apply(relay, step, now):
     kind, arg = step
     if kind == "cmd":
-        return relay.command(arg, 2, now, RELAY_OP)
+        return relaycmd.command(relay, arg, 2, now, RELAY_OP)
     if kind == "local":
         return relay.local(arg, now)
     if kind == "button":

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from meter import relay as R
+from meter import relaycmd
 from meter import topup
 from meter import wallet as W
 from tests.firmware import logic_scenarios as L
@@ -40,9 +41,9 @@ def test_external_relay_closes_on_top_up():
 
 def test_trip_delay_and_operator_of_delayed_trip():
     relay = R.Relay(trip_delay=DELAY)
-    assert relay.command(R.TRIP, 0, 100, OP) == 0
+    assert relaycmd.command(relay, R.TRIP, 0, 100, OP) == 0
     assert relay.pre_alarm and relay.status3_bits() == 0x80
-    assert relay.command(R.TRIP, 0, 400, 0x99) == 0  # a repeat does not restart the delay
+    assert relaycmd.command(relay, R.TRIP, 0, 400, 0x99) == 0  # a repeat does not restart the delay
     relay.tick(100 + DELAY - 1)
     assert not relay.commanded_open and relay.pop_events() == []
     relay.tick(100 + DELAY)
@@ -53,19 +54,19 @@ def test_trip_delay_and_operator_of_delayed_trip():
 
 def test_zero_trip_delay_trips_at_once():
     relay = R.Relay()
-    relay.command(R.TRIP, 0, 5, OP)
+    relaycmd.command(relay, R.TRIP, 0, 5, OP)
     assert relay.commanded_open and relay.pop_events() == [("trip", 5, OP)]
 
 
 def test_pretrip_timers_count_5_minute_steps():
     relay = R.Relay()
-    relay.command(R.PRETRIP1, 3, 0, OP)
+    relaycmd.command(relay, R.PRETRIP1, 3, 0, OP)
     relay.tick(899)
     assert relay.commanded_open
     relay.tick(900)
     assert not relay.commanded_open
     assert relay.pop_events() == [("trip", 0, OP), ("close", 900, R.METER)]
-    relay.command(R.PRETRIP2, 1, 1000, OP)
+    relaycmd.command(relay, R.PRETRIP2, 1, 1000, OP)
     relay.tick(1300)
     assert relay.state == R.S_PERMIT and relay.commanded_open
     assert relay.button(1301) and not relay.commanded_open
@@ -75,7 +76,7 @@ def test_bad_commands_change_nothing():
     relay = R.Relay()
     before = relay.dump()
     for n1, n2 in ((0x1F, 0), (0x00, 0), (R.PRETRIP1, 0), (R.PRETRIP2, 0)):
-        assert relay.command(n1, n2, 0, OP) == R._ERR_OTHER
+        assert relaycmd.command(relay, n1, n2, 0, OP) == relaycmd._ERR_OTHER
     assert relay.dump() == before and relay.pop_events() == []
     with pytest.raises(ValueError):
         relay.local(9, 0)
@@ -85,11 +86,11 @@ def test_bad_commands_change_nothing():
 
 def test_hold_and_alarm_bits():
     relay = R.Relay()
-    relay.command(R.ALARM, 0, 0, OP)
-    relay.command(R.HOLD, 0, 0, OP)
+    relaycmd.command(relay, R.ALARM, 0, 0, OP)
+    relaycmd.command(relay, R.HOLD, 0, 0, OP)
     assert relay.alarm and relay.status3_bits() == 0x1000
-    relay.command(R.ALARM_OFF, 0, 0, OP)
-    relay.command(R.HOLD_OFF, 0, 0, OP)
+    relaycmd.command(relay, R.ALARM_OFF, 0, 0, OP)
+    relaycmd.command(relay, R.HOLD_OFF, 0, 0, OP)
     assert not relay.alarm and relay.status3_bits() == 0
 
 
