@@ -6,7 +6,7 @@
 from meter import codec, drop, events, relay, wallet
 from meter.codec import get_bcd, get_le, put_le
 from meter.core import dt6
-from meter.security import hmac_sha256
+from meter.security import ct_eq
 from meter.store import collect
 
 try:
@@ -21,7 +21,6 @@ _ERR_AUTH = const(4)
 _S_OTHER = const(1)
 _S_MAC = const(4)
 _S_AUTH = const(8)
-_DEFAULT_WINDOW = const(300)  # seconds: 5 minutes, for every new session
 
 _DI_AUTH = const(0x070000FF)
 _DI_CHALLENGE = const(0x070003FF)
@@ -31,69 +30,6 @@ _DI_OPEN = const(0x070101FF)
 _DI_RECHARGE = const(0x070102FF)
 _DI_KEY = const(0x070301FF)
 _DI_QUERY = const(0x078102FF)
-
-
-
-# --- the session (meter.security.Security's state; protocol/SECURITY.md) ----------------
-def ct_eq(a, b):
-    # constant time in the contents: a MAC check must not leak how many bytes matched
-    if len(a) != len(b):
-        return False
-    r = 0
-    for i in range(len(a)):
-        r |= a[i] ^ b[i]
-    return r == 0
-
-
-def challenge(sec):
-    """The challenge Rm (8 bytes) for sec's next identity authentication: a fresh one once the
-    last was used, else the same (a retried or doubled request must not spoil the proof on
-    its way; an unused challenge has let nobody in yet)."""
-    rm = sec.rm
-    if rm is None:
-        rm = sec.rm = bytes(sec.rand(8))
-    return rm
-
-
-def authenticate(sec, c1, r1, disp, t):
-    """The meter's proof C2 when C1 proves the key over the outstanding challenge, else None
-    (the caller counts it). The challenge is used up either way: one guess each."""
-    rm = sec.rm
-    sec.rm = None
-    if rm is None:
-        return None
-    key = sec.key
-    want = hmac_sha256(key, b"auth" + rm + bytes(r1) + bytes(disp))[:8]
-    if not ct_eq(want, c1):
-        return None
-    sec.end()
-    sec.s = hmac_sha256(key, b"session" + rm + bytes(r1))[:16]
-    sec.expiry = t + _DEFAULT_WINDOW
-    return hmac_sha256(key, b"meter" + bytes(r1) + rm + bytes(disp))[:8]
-
-
-def session_mac(sec, addr, ctrl, di4, fields, seq):
-    """The 4-byte MAC of a message in sec's session (protocol/SECURITY.md)."""
-    m = bytearray(addr)
-    m.append(ctrl)
-    m.extend(di4)
-    m.extend(fields)
-    m.extend(bytes((seq & 0xFF, seq >> 8 & 0xFF, seq >> 16 & 0xFF, seq >> 24 & 0xFF)))
-    return hmac_sha256(sec.s, m)[:4]
-
-
-def _replay(sec, raw):
-    # the remembered reply when raw repeats the last executed request (a retry)
-    if sec.req is not None and sec.req == bytes(raw):
-        return sec.rep
-    return None
-
-
-def remember(sec, seq, raw, reply):
-    """The request executed in the session as seq, and its reply, for a retry of it."""
-    sec.last = seq
-    sec.req = bytes(raw)
-    sec.rep = bytes(reply)  # the reply may be a view of a buffer the next frame reuses
 
 
 def serr(m, bits):
@@ -124,12 +60,12 @@ def checked(m, t, raw, fn, di4, fields, seq, mac, op, di):
     if sec.locked(t) or not sec.active(t):
         return m._err(fn, _ERR_AUTH)
     if seq == sec.last:
-        rep = _replay(sec, raw)
+        rep = sec.replay(raw)
         if rep is not None:
             return rep
     if seq != sec.last + 1:
         return m._err(fn, _ERR_AUTH)  # stale or skipped: not a MAC failure
-    if not ct_eq(session_mac(sec, m.addr, fn, di4, fields, seq), mac):
+    if not ct_eq(sec.mac(m.addr, fn, di4, fields, seq), mac):
         _macfail(m, t, op, fn, di)
         return m._err(fn, _ERR_AUTH)
     return None
@@ -157,7 +93,7 @@ def write(m, t, raw):
         if not err and not m._save():
             err = _ERR_OTHER  # the flash cannot hold it: refused, state as before
         rep = m._err(0x14, err) if err else m._reply(0x94, m.out, 0)
-        remember(sec, seq, raw, rep)
+        sec.remember(seq, raw, rep)
         m._save()
         return rep
     if _plain_ok(m, d, 4):
@@ -198,7 +134,7 @@ def control(m, t, raw):
         if bad is not None:
             return bad
         rep = _do_control(m, d, t, op)
-        remember(sec, seq, raw, rep)
+        sec.remember(seq, raw, rep)
     elif n == 16 and _plain_ok(m, d, 0):
         rep = _do_control(m, d, t, op)
     else:
@@ -245,7 +181,7 @@ def security(m, t, raw):
     if di == _DI_CHALLENGE:
         if n != 8:
             return serr(m, _S_OTHER)
-        rm = challenge(sec)
+        rm = sec.challenge()
         for i in range(8):
             out[4 + i] = rm[i]
         return m._reply(0x83, out, 12)
@@ -260,7 +196,7 @@ def security(m, t, raw):
         if not ok:
             return serr(m, _S_AUTH)  # another meter's, or no challenge: nothing checked
         mv = memoryview(d)
-        c2 = authenticate(sec, mv[8:16], mv[16:24], mv[24:32], t)
+        c2 = sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t)
         if c2 is None:
             _macfail(m, t, op, 0x03, di)
             return serr(m, _S_AUTH)
@@ -276,7 +212,7 @@ def security(m, t, raw):
             _DI_QUERY: 12}.get(di)
     if want is None:
         return serr(m, _S_OTHER)
-    rep = _replay(sec, raw)
+    rep = sec.replay(raw)
     if rep is not None:
         return rep  # a retry after a lost reply: answer again, execute nothing
     if n != want:
@@ -285,11 +221,11 @@ def security(m, t, raw):
     mv = memoryview(d)
     di4 = mv[0:4]
     if di == _DI_OPEN or di == _DI_RECHARGE:
-        ok = ct_eq(session_mac(sec, m.addr, 0x03, di4, mv[8:16], seq), mv[16:20])
-        ok = ct_eq(session_mac(sec, m.addr, 0x03, di4, bytes(mv[8:16]) + bytes(mv[20:26]), seq),
+        ok = ct_eq(sec.mac(m.addr, 0x03, di4, mv[8:16], seq), mv[16:20])
+        ok = ct_eq(sec.mac(m.addr, 0x03, di4, bytes(mv[8:16]) + bytes(mv[20:26]), seq),
                    mv[26:30]) and ok
     else:
-        ok = ct_eq(session_mac(sec, m.addr, 0x03, di4, mv[8:n - 4], seq), mv[n - 4:n])
+        ok = ct_eq(sec.mac(m.addr, 0x03, di4, mv[8:n - 4], seq), mv[n - 4:n])
     if not ok:
         _macfail(m, t, op, 0x03, di)
         return serr(m, _S_MAC)
@@ -300,9 +236,9 @@ def security(m, t, raw):
         if minutes <= 0:
             bits = _S_OTHER
         else:
-            sec.expiry = t + minutes * 60  # this session only: the next one starts at 5 minutes
+            sec.set_window(minutes, t)
     elif di == _DI_KEY:
-        stream = hmac_sha256(sec.s, b"wrap" + bytes([d[8]]))[:16]
+        stream = sec.wrap_stream(d[8])
         key = bytearray(16)
         for i in range(16):
             key[i] = d[12 + i] ^ stream[i]
@@ -323,7 +259,7 @@ def security(m, t, raw):
     if di == _DI_END:
         sec.end()
         return rep
-    remember(sec, seq, raw, rep)
+    sec.remember(seq, raw, rep)
     m._save()
     return rep
 
@@ -341,7 +277,7 @@ def _sealed(m, bits, k, di4, seq):
         ctrl = 0xC3
         o = 0
         k = 2
-    mac = session_mac(m.sec, m.addr, ctrl, di4, out[o:k], seq)
+    mac = m.sec.mac(m.addr, ctrl, di4, out[o:k], seq)
     for i in range(4):
         out[k + i] = mac[i]
     return m._reply(ctrl, out, k + 4)

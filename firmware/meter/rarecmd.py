@@ -82,7 +82,7 @@ def write_address(m, t, raw, kind):
             return m._err(0x15, _ERR_OTHER)
         seq = get_le(d, 6, 4)
         mv = memoryview(d)
-        from meter.protected import checked, remember  # the session (14H and 1CH use it too)
+        from meter.protected import checked  # the session's checks (14H and 1CH use them too)
         bad = checked(m, t, raw, 0x15, b"\x00\x00\x00\x00", mv[0:6], seq, mv[10:14], 0, 0x04000401)
         if bad is not None:
             return bad
@@ -102,7 +102,7 @@ def write_address(m, t, raw, kind):
         if ok:
             sec.end()  # the session's MACs bound the old address: a new one starts at the new
         else:
-            remember(sec, seq, raw, rep)
+            sec.remember(seq, raw, rep)
     m._save()
     return rep
 

@@ -1,8 +1,7 @@
 # The meter's half of protocol/SECURITY.md: HMAC-SHA256 built on hashlib.sha256 (every
-# MicroPython port has it; none has hmac), the key and the session's state, and the failed-proof
-# limit (a level that leaks away with time, so a burst of made-up proofs holds the meter back for
-# minutes, never for the day). The challenge-response identity authentication, the MACs and the
-# session sequence rule are meter.protected's.
+# MicroPython port has it; none has hmac), the challenge-response identity authentication,
+# the session sequence rule, and the failed-proof limit (a level that leaks away with time,
+# so a burst of made-up proofs holds the meter back for minutes, never for the day).
 
 import hashlib
 from binascii import hexlify, unhexlify  # every port has binascii; its names cost no heap
@@ -16,6 +15,7 @@ except ImportError:
 _BLOCK = const(64)
 _LOCK_AFTER = const(5)  # failed proofs in a burst before proofs are refused unchecked
 _LEAK = const(600)  # seconds: one failed proof is forgiven every 10 minutes
+_DEFAULT_WINDOW = const(300)  # seconds: 5 minutes, for every new session
 
 
 def hmac_sha256(key, msg):
@@ -35,11 +35,19 @@ def hmac_sha256(key, msg):
     return outer.digest()
 
 
+def ct_eq(a, b):
+    # constant time in the contents: a MAC check must not leak how many bytes matched
+    if len(a) != len(b):
+        return False
+    r = 0
+    for i in range(len(a)):
+        r |= a[i] ^ b[i]
+    return r == 0
+
+
 class Security:
     """Session and failed-proof state. key/krn and the failure level persist (dump/load); the
-    session, its validity window and an outstanding challenge do not: a power cycle ends them.
-    The challenge, the proofs, the MACs and the replay memory work on it from meter.protected,
-    loaded for a command: a meter that is only read and metered holds none of their code."""
+    session, its validity window and an outstanding challenge do not: a power cycle ends them."""
 
     def __init__(self, key, krn, rand):
         self.key = bytes(key)
@@ -92,3 +100,52 @@ class Security:
         if self.s is not None and t >= self.expiry:
             self.end()
         return self.s is not None
+
+    def challenge(self):
+        """The challenge Rm (8 bytes) for the next identity authentication: a fresh one once the
+        last was used, else the same (a retried or doubled request must not spoil the proof on
+        its way; an unused challenge has let nobody in yet)."""
+        rm = self.rm
+        if rm is None:
+            rm = self.rm = bytes(self.rand(8))
+        return rm
+
+    def authenticate(self, c1, r1, disp, t):
+        """The meter's proof C2 when C1 proves the key over the outstanding challenge, else
+        None (the caller counts it). The challenge is used up either way: one guess each."""
+        rm = self.rm
+        self.rm = None
+        if rm is None:
+            return None
+        want = hmac_sha256(self.key, b"auth" + rm + bytes(r1) + bytes(disp))[:8]
+        if not ct_eq(want, c1):
+            return None
+        self.end()
+        self.s = hmac_sha256(self.key, b"session" + rm + bytes(r1))[:16]
+        self.expiry = t + _DEFAULT_WINDOW
+        return hmac_sha256(self.key, b"meter" + bytes(r1) + rm + bytes(disp))[:8]
+
+    def set_window(self, minutes, t):
+        self.expiry = t + minutes * 60  # this session only: the next one starts at 5 minutes
+
+    def mac(self, addr, ctrl, di4, fields, seq):
+        m = bytearray(addr)
+        m.append(ctrl)
+        m.extend(di4)
+        m.extend(fields)
+        m.extend(bytes((seq & 0xFF, seq >> 8 & 0xFF, seq >> 16 & 0xFF, seq >> 24 & 0xFF)))
+        return hmac_sha256(self.s, m)[:4]
+
+    def wrap_stream(self, krn):
+        return hmac_sha256(self.s, b"wrap" + bytes([krn]))[:16]
+
+    def replay(self, raw):
+        """The remembered reply when raw repeats the last executed request (a retry)."""
+        if self.req is not None and self.req == bytes(raw):
+            return self.rep
+        return None
+
+    def remember(self, seq, raw, reply):
+        self.last = seq
+        self.req = bytes(raw)
+        self.rep = bytes(reply)  # the reply may be a view of a buffer the next frame reuses
