@@ -64,7 +64,7 @@ from hal.sim import SimClock, _Pulses, frames_of  # noqa: E402
 from meter.app import MeterApp  # noqa: E402
 from meter.codec import Deframer  # noqa: E402
 from meter.core import Meter  # noqa: E402
-from meter.store import RamFlash  # noqa: E402
+from meter.desktop import RamFlash  # noqa: E402
 
 from headend.keys import derive_meter_key  # noqa: E402 - the head-end's own derivation
 from protocol.errors import ProtocolError  # noqa: E402

@@ -78,17 +78,6 @@ def encode_into(out, addr, ctrl, data, n, preamble=0):
     return j + n + 2
 
 
-def build(addr, ctrl, data=b"", preamble=0):
-    """Convenience (allocates): same bytes as protocol.build_frame(addr_str(addr), ctrl, data, preamble)."""
-    if isinstance(addr, str):
-        addr = addr_bytes(addr)
-    if len(data) > MAX_DATA:
-        raise ValueError("length")
-    out = bytearray(12 + preamble + len(data))
-    encode_into(out, addr, ctrl, data, len(data), preamble)
-    return bytes(out)
-
-
 class Frame:
     """A reusable decode target: decode() fills it in place."""
 

@@ -120,12 +120,6 @@ class Meter:
                 "L": self.ladder_wh, "lt": self.last_t, "ts": self.seen_t, "o": self.offset, "b": self.bc_day,
                 "fz": [self.frz_min, self.frz_day], "k": self.tok}
 
-    def _state(self):
-        s = self._small_state()
-        s["t"] = self.tariff.dump()
-        s["e"] = self.events.dump()
-        return s
-
     def _restore(self, s):
         self.addr = bytearray(codec.addr_bytes(s["a"]))
         self.number = bytearray(codec.addr_bytes(s["n"]))
@@ -368,7 +362,7 @@ class Meter:
         else:
             r = rarecmd.write_address(self, t, raw, kind)
         rarecmd = None
-        drop("meter.rarecmd", "meter.protected")  # 15H checks its session with meter.protected
+        drop("meter.rarecmd", "meter.protected", "meter.topup", "meter.relaycmd")  # 15H's session: meter.protected
         return r
 
     def _protected(self, fn, t, raw):
@@ -381,7 +375,7 @@ class Meter:
         else:
             r = protected.control(self, t, raw)
         protected = None
-        drop("meter.protected", "meter.topup", "meter.relaycmd")  # and what a purchase, a write or a 1CH loaded
+        drop("meter.protected", "meter.topup", "meter.relaycmd")  # and the modules it loads
         return r
 
     def _local(self, cmd, t):

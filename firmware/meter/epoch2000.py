@@ -29,7 +29,6 @@ def to_epoch(m, d):
         for i in range(len(recs)):
             r = recs[i]
             recs[i] = (r[0] - d,) + r[1:]
-    tf._dump = None
     m._tlen = m._elen = -1  # nothing copied from the old record: all of it is written anew
     tf.dirty = True
     m.events.dirty = True

@@ -54,9 +54,6 @@ class Events:
         r = self.recs[kind]
         return list(r[n - 1]) if 1 <= n <= len(r) else None
 
-    def dump(self):
-        return [self.counts, self.recs]
-
     # The meter's record keeps the log as packed binary (see Tariff.pack): the counts, then per
     # kind the number of records and the records. unpack() makes the final tuples directly.
 

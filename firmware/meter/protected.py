@@ -3,7 +3,10 @@
 # sequence, MAC). Loaded for the command and let go after it (meter.core), like meter.rarecmd:
 # a meter that is only read and metered keeps neither their code nor their names on its heap.
 
-from meter import codec, drop, events, relay, wallet
+# meter.relaycmd and meter.topup load with this module, not in the middle of a command: the names a
+# module brings are interned for good, and the one that takes them past a qstr pool's end needs one
+# free block for the next pool (7 KB on a 64-bit port), which a heap mid-command may lack
+from meter import codec, drop, events, relay, relaycmd, topup, wallet
 from meter.codec import get_bcd, get_le, put_le
 from meter.core import dt6
 from meter.security import ct_eq
@@ -113,7 +116,7 @@ def _apply_write(m, di, v, t, op):
     except ValueError:
         err = _ERR_OTHER
     diwrite = None
-    drop("meter.diwrite", "meter.tariffcheck", "meter.topup")  # before the save: a record and the parser need not share the heap
+    drop("meter.diwrite", "meter.tariffcheck")  # before the save: a record and the parser need not share the heap
     collect()
     if not err:
         m.events.add(events.PROGRAM, (t, op, di))
@@ -151,13 +154,11 @@ def _do_control(m, d, t, op):
         return m._err(0x1C, _ERR_AUTH)  # a stale command must not act late
     n1 = d[8]
     r = m.relay
-    from meter import relaycmd
     err = relaycmd.command(r, n1, d[9], t, op)
     if err:
         return m._err(0x1C, err)
     if not m.remote:
         if n1 == relay.HOLD_OFF:
-            from meter import topup
             m._local(topup.release_cmd(m.wallet), t)
     m._relay_events()
     return m._reply(0x9C, m.out, 0)
@@ -293,7 +294,6 @@ def _purchase(m, di, d, t):
             return 1 << wallet.CUSTOMER_ERR  # a customer number is 12 BCD digits
     cust = codec.addr_str(memoryview(d)[20:26])
     before = w.balance
-    from meter import topup
     if di == _DI_OPEN:
         res, cmd = topup.open_account(w, amount, count, cust)
     else:

@@ -112,25 +112,6 @@ class Store:
         offset of the newest record's payload."""
         return _ints_reader(self, offset, n)
 
-    def save(self, obj):
-        """Write obj as the newest record."""
-        self.save_parts((json.dumps(obj).encode(),))
-
-    def save_parts(self, parts):
-        """Write the concatenation of parts (together one JSON text) as the newest record.
-        A part is a buffer, or a tuple (offset, length): those bytes of the newest record's
-        payload, copied flash to flash in small chunks (copy())."""
-        n = 0
-        for p in parts:
-            n += p[1] if isinstance(p, tuple) else len(p)
-        self.begin(n)
-        for p in parts:
-            if isinstance(p, tuple):
-                self.copy(p[0], p[1])
-            else:
-                self.put(p)
-        self.end()
-
     # A record is written as a stream: begin(n) (the payload's length, known before a byte is
     # written: the owner counts its packed tables with ints_size first), then put() and copy()
     # front to back, then end(). Nothing of the record is gathered in RAM: a fragmented heap has
@@ -310,21 +291,3 @@ else:
 
     def collect():
         pass  # CPython's heap is not fragmented by a power-up; a full collection costs ms
-
-
-class RamFlash:
-    """A flash object in RAM (tests, benches): .size, .read(offset, n), .write(offset, data),
-    .sync() (pushes the record out; here there is nothing to push)."""
-
-    def __init__(self, size=8192):
-        self.size = size
-        self.mem = bytearray(size)  # blank = no magic; one allocation, no temporary copy
-
-    def read(self, offset, n):
-        return bytes(self.mem[offset:offset + n])
-
-    def write(self, offset, data):
-        self.mem[offset:offset + len(data)] = data
-
-    def sync(self):
-        pass

@@ -61,15 +61,12 @@ class Tariff:
         self.weekend = 0
         self.weekend_table = 0
         self.holidays = []
-        self._dump = None  # the core saves on every reading: rebuild only after a change
         self.dirty = True  # changed since the meter's record last took its text (the core clears it)
 
     # Writes go through meter.tariffcheck's setters only (set_prices(t, ...) and the rest): they
-    # validate and keep the dump() cache honest, and a meter not being programmed holds neither
-    # their code nor their names.
+    # validate, and a meter not being programmed holds neither their code nor their names.
 
     def _changed(self):
-        self._dump = None
         self.dirty = True
 
     # --- readable views of the packed tables (DI reads; they allocate, so not for pricing) ---
@@ -227,30 +224,10 @@ class Tariff:
 
     # --- power-safe storage ---
 
-    def dump(self):
-        """JSON-able snapshot; the same object until the next change, so do not modify it.
-        Day tables ("d") and zones ("z") are packed ints (see check_day_table/check_zones)."""
-        if self._dump is None:
-            self._dump = self._build_dump()
-        return self._dump
-
-    def _build_dump(self):
-        # the packed tables are immutable tuples: the snapshot shares them
-        return {
-            "p": [list(x) for x in self.prices],
-            "d": [list(s) for s in self._days],
-            "z": list(self._zones),
-            "lt": [list(x) for x in self.thresholds],
-            "li": [list(x) for x in self.increments],
-            "sw": list(self.switch),
-            "st": [list(p) for p in self.settlement],
-            "we": [self.weekend, self.weekend_table],
-            "ho": list(self.holidays),
-        }
-
     @classmethod
     def load(cls, obj):
-        """A Tariff from dump()'s form (records written before the binary head), checked."""
+        """A Tariff from the JSON form of records written before the binary head (meter.desktop
+        tariff_dump), checked."""
         from meter import tariffcheck  # the setters' checks: loaded only for such a record
         return tariffcheck.load(cls(), obj)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from meter import clock
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 from tools.bench.hes import HeadEnd, parse
 from tools import mpy
 from tools.bench.bench_firmware import run_mpy, std_hmac  # noqa: F401 - the tests use them from here
@@ -68,7 +68,7 @@ def build_mpy(dest, extra=()):
 
 
 def as_written_from_2000(state):
-    """A meter's _state() as firmware that counted meter time from 2000-01-01 held it (its JSON
+    """A meter's desktop.json_state() as firmware that counted meter time from 2000-01-01 held it (its JSON
     records): every time moved back to that epoch, as meter.epoch2000.to_epoch moves it forward."""
     import copy
     s = copy.deepcopy(state)

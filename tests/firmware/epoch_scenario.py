@@ -9,9 +9,9 @@
 # and a time value past them is a long on the heap: each time value is checked against that range.
 # Keep this module MicroPython-clean: no typing, no f-strings, no CPython-only imports.
 
-from meter import codec, topup
+from meter import codec, desktop, topup
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 
 ADDR = "000000002038"
 SMALL = 1 << 30  # a 32-bit port's small ints: -SMALL .. SMALL - 1
@@ -48,7 +48,7 @@ def _le(v, n):
 
 
 def _ask(m, ctrl, data, now):
-    r = m.handle(codec.build(ADDR, ctrl, data), now)
+    r = m.handle(desktop.build(ADDR, ctrl, data), now)
     if r is None:
         return None, None
     fr = codec.Frame()

@@ -7,7 +7,7 @@
 
 from meter import clock, codec
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 
 try:
     from tools.bench.hes import HeadEnd, parse, bcd

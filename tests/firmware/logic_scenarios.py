@@ -3,7 +3,7 @@
 # test_logic_micropython.py) and inside the real MicroPython binary.
 # Keep this module MicroPython-clean: no typing, no f-strings, no CPython-only imports.
 
-from meter import clock, tariffcheck
+from meter import clock, desktop, tariffcheck
 from meter import relay as R
 from meter import relaycmd
 from meter import topup
@@ -78,7 +78,7 @@ class Meter:
 
     def power_cycle(self, off_seconds=600):
         # what survives a cut is what dump() gave; the clock runs on the backup battery
-        w, r, t = W.Wallet.load(self.w.dump()), R.Relay.load(self.r.dump()), Tariff.load(self.t.dump())
+        w, r, t = W.Wallet.load(self.w.dump()), R.Relay.load(self.r.dump()), Tariff.load(desktop.tariff_dump(self.t))
         self.w, self.r, self.t = w, r, t
         self.now += off_seconds
         self.r.power_up(self.now)
@@ -329,7 +329,7 @@ def scenario_weekend_holiday():
     tariffcheck.set_day_table(t, 0, 2, [(0, 0), (720, 1)])
     tariffcheck.set_weekend(t, 0x41, 1)  # Saturday and Sunday rest
     tariffcheck.set_holidays(t, [(2025, 10, 1, 2), (2025, 10, 4, 2)])
-    t = Tariff.load(t.dump())
+    t = Tariff.load(desktop.tariff_dump(t))
     cases = (((2025, 10, 1, 9), 0), ((2025, 10, 1, 13), 1), ((2025, 10, 2, 9), 2),
              ((2025, 10, 4, 9), 0), ((2025, 10, 5, 9), 3), ((2025, 10, 6, 9), 2))
     for fields, rate in cases:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "firmware"))
 from meter import clock, codec  # noqa: E402
 from meter.core import Meter  # noqa: E402
 from meter.security import hmac_sha256  # noqa: E402
-from meter.store import RamFlash  # noqa: E402
+from meter.desktop import RamFlash  # noqa: E402
 from tools.bench.hes import HeadEnd, parse  # noqa: E402
 from tools.sim.seeded_rand import Rand  # noqa: E402
 

@@ -339,14 +339,16 @@ def test_flash_writes_the_rp2_key_file_once(tmp_path: Path, monkeypatch: pytest.
 # session(): reads, an authenticated recharge, a relay trip and close, a parameter write and a
 # day-table write, event reads, 400 main-loop passes with energy pulses), measured as
 # tools/bench/bench_image.py measures it: with the .mpy files loaded into RAM the boot alone needs
-# 85 KB of heap on the 64-bit unix port (99 KB while the 03H/14H/1CH handlers stayed in meter.core,
-# 94 KB while the boot passed 620 interned names and so allocated a 7 KB qstr pool) and the
+# 81 KB of heap on the 64-bit unix port (85 KB while the top-ups, the 1CH commands, the desktop-only
+# helpers and meter.dis's load before the power-up stayed in the boot; 99 KB while the 03H/14H/1CH
+# handlers stayed in meter.core, 94 KB while the boot passed 620 interned names and so allocated a
+# 7 KB qstr pool) and the
 # session 108 KB (its peak: the writes, whose parser and checks are loaded into a heap that
 # holds the meter and has ~16 KB free in holes of at most ~1 KB); with them executed in place from a
 # ROMFS image (mpremote romfs deploy; bytecode stays in flash as frozen modules' does) the session
 # needs 78 KB beside the ROMFS buffer. The budgets keep 2 KB over those: they fail when the meter
 # grows back.
-FULL_BOOT_KB = 87
+FULL_BOOT_KB = 83
 SESSION_KB = 110
 SESSION_ROMFS_KB = 80
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import protocol
-from meter import codec
+from meter import codec, desktop
 from tests.mpy import run_micropython
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_golden_vector_round_trip(name, raw):
     assert fr.ctrl == ref.control
     assert bytes(fr.data[:fr.n]) == ref.data
     assert fr.preamble == ref.preamble
-    assert codec.build(bytes(fr.addr), fr.ctrl, bytes(fr.data[:fr.n]), fr.preamble) == raw
+    assert desktop.build(bytes(fr.addr), fr.ctrl, bytes(fr.data[:fr.n]), fr.preamble) == raw
 
 
 @settings(max_examples=300, deadline=None)
@@ -63,7 +63,7 @@ def test_golden_vector_round_trip(name, raw):
 def test_build_matches_protocol(f):
     addr, ctrl, data, pre = f
     raw = protocol.build_frame(addr, ctrl, data, pre)
-    assert codec.build(addr, ctrl, data, pre) == raw
+    assert desktop.build(addr, ctrl, data, pre) == raw
     fr = codec.Frame()
     assert codec.decode(raw, fr) == codec.OK
     assert (codec.addr_str(fr.addr), fr.ctrl, bytes(fr.data[:fr.n])) == (addr, ctrl, data)
@@ -88,11 +88,11 @@ def test_corrupt_frames_are_refused_like_protocol(f, pos, val):
     elif theirs not in ("address", "bcd"):  # the meter leaves address digits to address matching
         assert mine != codec.OK
     if mine == codec.OK:
-        assert codec.build(bytes(fr.addr), fr.ctrl, bytes(fr.data[:fr.n]), fr.preamble) == raw
+        assert desktop.build(bytes(fr.addr), fr.ctrl, bytes(fr.data[:fr.n]), fr.preamble) == raw
 
 
 def test_decode_errors_name_the_fault():
-    good = codec.build("123456789012", 0x11, b"\x00\x00\x01\x00")
+    good = desktop.build("123456789012", 0x11, b"\x00\x00\x01\x00")
     fr = codec.Frame()
     assert codec.decode(good[:-1], fr) == codec._E_SHORT
     assert codec.decode(good[:-2] + bytes([good[-2] ^ 1, 0x16]), fr) == codec._E_CHECKSUM
@@ -162,7 +162,7 @@ def test_deframer_bounded_on_babble():
     d = codec.Deframer(512)
     d.feed(b"\x68" + b"\x11" * 6 + b"\x68\x11\xff" + b"\x00" * 2000)
     assert d.next_frame() is None
-    good = codec.build("123456789012", 0x11, b"\x00\x00\x01\x00")
+    good = desktop.build("123456789012", 0x11, b"\x00\x00\x01\x00")
     d.feed(good)
     assert bytes(d.next_frame()) == good
 

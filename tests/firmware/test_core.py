@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import protocol
-from meter import clock, codec
+from meter import clock, codec, desktop
 from meter.tariff import Tariff
 from meter.wallet import SUBFEN
 from tests.firmware.core_support import ADDR, T0, ask, headend, make, opened
@@ -151,7 +151,7 @@ def test_addressing():
     # wildcards only address reads
     assert m.handle(allaa.write_plain(0x04001001, bytes(4)), T0) is None
     # a reply from another meter on the bus is not a request
-    assert m.handle(codec.build(ADDR, 0x91, le(0x00010000, 4) + bytes(4)), T0) is None
+    assert m.handle(desktop.build(ADDR, 0x91, le(0x00010000, 4) + bytes(4)), T0) is None
 
 
 def test_write_address():
@@ -190,7 +190,7 @@ def test_tariff_writes_read_back_and_price_energy():
     assert ask(m, he.write(0x04010001, bytes.fromhex("09 00 00")))[0] == 0xD4  # rate 9
     assert ask(m, he.write(0x04010001, table * 5 + table[:3]))[1] == b"\x20"  # 16 points
     # peak hour (10:22), price 0.6500; 1500 Wh crosses the 1 kWh threshold at the exact Wh
-    ref = Tariff.load(m.tariff.dump())
+    ref = Tariff.load(desktop.tariff_dump(m.tariff))
     before = m.wallet.balance
     m.add_energy(1500, T0)
     sub, lw, rate = ref.charge(1500, T0, 0)
@@ -286,14 +286,14 @@ def test_broadcast_time_limits():
 @given(st.lists(st.binary(max_size=80), max_size=8))
 def test_line_noise_changes_nothing(chunks):
     m, he, flash = opened(5000)
-    before = (m._state(), bytes(flash.mem))
+    before = (desktop.json_state(m), bytes(flash.mem))
     read_req = he.read(0x00010000)
     for c in chunks:
         m.feed(c, T0)
         m.feed(read_req[: len(c) % len(read_req)], T0)  # half frames too
     for c in chunks:
         m.handle(c, T0)
-    assert (m._state(), bytes(flash.mem)) == before
+    assert (desktop.json_state(m), bytes(flash.mem)) == before
 
 
 def test_feed_cuts_frames_from_a_stream():
@@ -313,7 +313,7 @@ def test_feed_cuts_frames_from_a_stream():
                                                                         "999999999999"]))
 def test_any_well_formed_frame_leaves_money_and_relay_alone(ctrl, data, address):
     m, he, _ = opened(5000)
-    keep = lambda: (m.wallet.dump(), m.relay.dump(), m.tariff.dump(), m.energy, codec.addr_str(m.addr))  # noqa: E731
+    keep = lambda: (m.wallet.dump(), m.relay.dump(), desktop.tariff_dump(m.tariff), m.energy, codec.addr_str(m.addr))  # noqa: E731
     before = keep()
     frame = headend(address=address).frame(ctrl, data)
     r = m.handle(frame, T0)
@@ -358,13 +358,13 @@ def test_any_authenticated_command_keeps_the_meter_serving(di, value, n1, n2, wh
     assert read(m, 0x00900200)[0] == 0x91
     assert read(m, 0x040100FF)[0] == 0xB1
     again, _ = make(flash=flash, now=T0 + 3, bench=True)  # and what it saved powers up again
-    a, b = again._state(), m._state()
+    a, b = desktop.json_state(again), desktop.json_state(m)
     assert [a[k] for k in "wtEs"] == [b[k] for k in "wtEs"]  # events: power-up may end a pre-trip
     assert read(again, 0x00010000, T0 + 3)[0] == 0x91
 
 
 def test_a_write_the_flash_cannot_hold_is_refused_and_undone():
-    from meter.store import RamFlash
+    from meter.desktop import RamFlash
     m, flash = make(flash=RamFlash(1280), bench=True)  # 640-byte records: a full tariff will not fit
     assert ask(m, HE.write_plain(0x04001001, bcd(2000, 4)))[0] == 0x94
     refused = 0
@@ -377,5 +377,5 @@ def test_a_write_the_flash_cannot_hold_is_refused_and_undone():
             assert len(m.tariff.day_table(0, k - 1)) == 1  # undone in RAM too
     assert refused
     again, _ = make(flash=flash, bench=True)
-    assert again._state() == m._state()
+    assert desktop.json_state(again) == desktop.json_state(m)
     assert m.wallet.alarm1 == 2000

@@ -7,7 +7,7 @@ CPython and under the micropython binary from .mpy."""
 import pytest
 
 import protocol
-from meter import clock, tariffcheck
+from meter import clock, desktop, tariffcheck
 from tests.firmware.core_support import as_written_from_2000, build_mpy, make, run_mpy
 from tools.bench.hes import bcd, le, parse
 from tests.firmware.test_core import HE, read, value
@@ -161,19 +161,19 @@ def test_16h_daily_pattern_moves_the_freeze_time_and_persists():
 def test_16h_patterns_it_does_not_keep_are_refused_and_change_nothing(data):
     m, flash = make(now=EVE, mode="remote")
     m.add_energy(300, EVE)
-    before = (m._state(), bytes(flash.mem))
+    before = (desktop.json_state(m), bytes(flash.mem))
     assert parse(m.handle(HE.frame(0x16, data), EVE)) == (0xD6, b"\x01")
-    assert (m._state(), bytes(flash.mem)) == before
+    assert (desktop.json_state(m), bytes(flash.mem)) == before
 
 
 def test_a_record_from_before_freezes_loads_and_freezes_from_its_last_save():
     m, flash = make(now=EVE, mode="remote")
     m.add_energy(800, EVE)
-    state = as_written_from_2000(m._state())
+    state = as_written_from_2000(desktop.json_state(m))
     # as written before freezes existed: no "fz", five event kinds
     del state["fz"]
     state["e"] = [state["e"][0][:5], state["e"][1][:5]]
-    m.store.save(state)
+    desktop.save(m.store, state)
     back = MIDNIGHT + DAY + 60
     m2, _ = make(flash, now=back, mode="remote")
     assert [value(m2, 0x05060000 | n, back) for n in (1, 2)] == [ymdhm(MIDNIGHT + DAY), ymdhm(MIDNIGHT)]
@@ -183,9 +183,9 @@ def test_a_record_from_before_freezes_loads_and_freezes_from_its_last_save():
 # --- the same scenario under CPython and under the micropython binary --------------------
 
 SCENARIO = '''
-from meter import clock, codec, tariffcheck
+from meter import clock, codec, desktop, tariffcheck
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 
 ADDR = "123456789012"
 CFG = {"address": ADDR, "key": b"0123456789abcdef", "krn": 1, "mode": "remote"}
@@ -196,7 +196,7 @@ def le4(v):
 
 
 def ask(m, ctrl, data, t, addr=ADDR):
-    r = m.handle(codec.build(addr, ctrl, data), t)
+    r = m.handle(desktop.build(addr, ctrl, data), t)
     if r is None:
         return "-"
     fr = codec.Frame()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from meter import clock
 from meter.core import Meter
-from meter.store import RamFlash, Store
+from meter.desktop import RamFlash
+from meter.store import Store
 from hal.start import saved_time
 from tests.firmware import epoch_scenario
 from tests.mpy import ROOT, run_micropython

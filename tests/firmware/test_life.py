@@ -70,7 +70,7 @@ def _transcript():
 _REPLAY = """
 import gc
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 
 %(rand)s
 cfg = {"address": %(addr)r, "key": %(key)r, "krn": 1, "mode": "local"}

@@ -35,10 +35,10 @@ class Contact:
 
 def _control_plain(n1):
     from tests.firmware.epoch_scenario import _b
-    from meter import clock, codec
+    from meter import clock, desktop
     y, mo, d, h, mi, s, _ = clock.to_fields(T0 + 3600)
     deadline = bytes((_b(s), _b(mi), _b(h), _b(d), _b(mo), _b(y - 2000)))
-    return codec.build(ADDR, 0x1C, bytes((2, 0, 0, 0, 0, 0, 0, 0, n1, 0)) + deadline)
+    return desktop.build(ADDR, 0x1C, bytes((2, 0, 0, 0, 0, 0, 0, 0, n1, 0)) + deadline)
 
 
 def _meter(path):

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from meter import tariffcheck
-from meter.store import RamFlash, Store
+from meter import desktop, tariffcheck
+from meter.desktop import RamFlash
+from meter.store import Store
 from tests.firmware.core_support import T0, as_written_from_2000, ask, headend, make, opened, serr, session
 
 
@@ -43,12 +44,12 @@ def test_blank_flash_and_alternating_records():
     f = RamFlash(1024)
     s = Store(f)
     assert s.load() is None
-    s.save({"v": 1})
-    s.save({"v": 2})
-    s.save({"v": 3})
+    desktop.save(s, {"v": 1})
+    desktop.save(s, {"v": 2})
+    desktop.save(s, {"v": 3})
     s2 = Store(f)
     assert s2.load() == {"v": 3} and s2.seq == 3
-    s2.save({"v": 4})
+    desktop.save(s2, {"v": 4})
     assert s2.slot != s.slot or s2.seq == 4
     assert Store(f).load() == {"v": 4}
 
@@ -56,8 +57,8 @@ def test_blank_flash_and_alternating_records():
 def test_crc_guards_each_record():
     f = RamFlash(1024)
     s = Store(f)
-    s.save({"v": 1})
-    s.save({"v": 2})
+    desktop.save(s, {"v": 1})
+    desktop.save(s, {"v": 2})
     f.mem[512 + 12] ^= 0x01  # a bit flip inside the newer record (slot 1)
     assert Store(f).load() == {"v": 1}
     f.mem[12] ^= 0x01
@@ -68,20 +69,20 @@ def test_state_too_big_is_refused_without_writing():
     f = RamFlash(64)
     before = bytes(f.mem)
     with pytest.raises(ValueError):
-        Store(f).save({"v": "x" * 100})
+        desktop.save(Store(f), {"v": "x" * 100})
     assert bytes(f.mem) == before
 
 
 def test_torn_store_write_at_every_byte():
     base = RamFlash(1024)
     s = Store(base)
-    s.save({"balance": 100, "count": 1})
-    s.save({"balance": 90, "count": 1})
+    desktop.save(s, {"balance": 100, "count": 1})
+    desktop.save(s, {"balance": 90, "count": 1})
     new = {"balance": 5090, "count": 2}
     ref = CutFlash(base.mem)
     st = Store(ref)
     st.load()
-    st.save(new)
+    desktop.save(st, new)
     sizes = ref.writes
     assert len(sizes) == 3 and sum(sizes) == len(json.dumps(new)) + 12  # header, JSON, CRC
     for w, size in enumerate(sizes, 1):
@@ -91,7 +92,7 @@ def test_torn_store_write_at_every_byte():
             st.load()
             f.arm(w, k)
             try:
-                st.save(new)
+                desktop.save(st, new)
             except PowerCut:
                 pass
             done = w == len(sizes) and k == size
@@ -105,7 +106,7 @@ def _logical(m):
     # record (this flash writes in place, so a cut tears the record being written) is checked
     # by the fallback tests, not here
     from meter import events
-    s = m._state()
+    s = desktop.json_state(m)
     counts, recs = s["e"]
     s["e"] = [counts[:events.FAULT], recs[:events.FAULT]]
     return s
@@ -261,12 +262,12 @@ def test_text_copied_from_the_newest_record_survives_switch_overs_and_restarts()
     m.add_energy(10, T0 + 62)
     assert m.tariff.prices[0] == [7000, 6000, 5000, 4000]
     again, _ = make(flash, now=T0 + 62, save_wh=1)  # at the instant of the last save: last_t stays
-    assert again._state() == m._state()
+    assert desktop.json_state(again) == desktop.json_state(m)
     again.add_energy(5, T0 + 64)  # first save after power-up: both texts copied from the record
     tariffcheck.set_prices(again.tariff, 1, [1, 2, 3, 4])  # a setter marks the tariff text stale
     again.add_energy(5, T0 + 65)
     third, _ = make(flash, now=T0 + 65)
-    assert third._state() == again._state()
+    assert desktop.json_state(third) == desktop.json_state(again)
     assert third.tariff.prices[1] == [1, 2, 3, 4]
     st = Store(flash)
     assert "t" not in st.load() and st.payload(0, 1) == b"\x02"  # tables in the binary head
@@ -309,7 +310,7 @@ def test_packed_head_round_trips_every_field():
     st = Store(flash)
     assert "t" not in st.load() and st.payload(0, 1) == b"\x02"
     back, _ = make(flash)
-    assert back._state() == m._state()
+    assert desktop.json_state(back) == desktop.json_state(m)
     assert tariffcheck.holiday_list(back.tariff) == tariffcheck.holiday_list(m.tariff) and len(back.tariff.holidays) == 37
     assert back.tariff.rate_at(T0 + 11 * 86400) == m.tariff.rate_at(T0 + 11 * 86400)
 
@@ -318,21 +319,21 @@ def test_a_json_record_still_loads_and_is_rewritten_packed():
     """Records written before the binary head (the whole state as one JSON object) load as
     they were; the save at power-up rewrites them in the packed form."""
     m, flash = _programmed()
-    old = m._state()
-    m.store.save(as_written_from_2000(old))  # the JSON layout earlier firmware wrote
+    old = desktop.json_state(m)
+    desktop.save(m.store, as_written_from_2000(old))  # the JSON layout earlier firmware wrote
     assert _head(flash) == b"{"
     back, _ = make(flash)
-    assert back._state() == old
+    assert desktop.json_state(back) == old
     assert _head(flash) == b"\x02"
     again, _ = make(flash)
-    assert again._state() == old
+    assert desktop.json_state(again) == old
 
 
 def test_a_record_of_unknown_format_is_refused_not_reset(tmp_path):
     from hal.flash import StateError, open_state
 
     m, flash = _programmed()
-    m.store.save_parts([b"\x03\x00\x00{}"])  # intact (CRC right) but of a format not known here
+    desktop.save_parts(m.store, [b"\x03\x00\x00{}"])  # intact (CRC right) but of a format not known here
     with pytest.raises(ValueError, match="unknown format"):
         Store(flash).load()
     with pytest.raises(ValueError):

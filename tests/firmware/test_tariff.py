@@ -6,7 +6,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from meter import clock, tariffcheck
+from meter import clock, desktop, tariffcheck
 # the firmware's own values: module-private (const) there, so no interned names on a board
 from meter.tariff import _LADDER_ANNUAL as LADDER_ANNUAL, _LADDER_MONTHLY as LADDER_MONTHLY
 from meter.tariff import _LADDER_NONE as LADDER_NONE, _SW_DAYS as SW_DAYS, _SW_LADDER as SW_LADDER
@@ -196,7 +196,7 @@ def test_holiday_beats_weekend_beats_zone():
     for (y, mo, d), table in at.items():
         assert t.table_at(clock.from_fields(y, mo, d, 12)) == table, (y, mo, d)
     assert tariffcheck.holiday_list(t) == [(2025, 1, 4, 1), (2025, 10, 1, 1)]
-    assert Tariff.load(json.loads(json.dumps(t.dump()))).dump() == t.dump()
+    assert desktop.tariff_dump(Tariff.load(json.loads(json.dumps(desktop.tariff_dump(t))))) == desktop.tariff_dump(t)
 
 
 def test_records_with_unpacked_tables_still_load():
@@ -204,11 +204,11 @@ def test_records_with_unpacked_tables_still_load():
     t = Tariff()
     tariffcheck.set_day_table(t, 1, 4, [(0, 3), (480, 1)])
     tariffcheck.set_zones(t, 0, [(1, 1, 0), (6, 15, 4)])
-    old = json.loads(json.dumps(t.dump()))
+    old = json.loads(json.dumps(desktop.tariff_dump(t)))
     old["d"] = [[[list(p) for p in t.day_table(s, k)] for k in range(8)] for s in range(2)]
     old["z"] = [[list(z) for z in zs] for zs in t.zones]
     assert old["d"][1][4] == [[0, 3], [480, 1]] and old["z"][0][1] == [6, 15, 4]
-    assert Tariff.load(old).dump() == t.dump()
+    assert desktop.tariff_dump(Tariff.load(old)) == desktop.tariff_dump(t)
 
 
 def test_full_tables_stay_small():
@@ -220,14 +220,14 @@ def test_full_tables_stay_small():
         tariffcheck.set_zones(t, s, [(m, 1 + s, m % 8) for m in range(1, 13)])
     assert t.day_table(1, 7)[13] == (1307, (13 + 7) % 4)
     assert t.zones[1][11] == (12, 2, 4)
-    assert len(json.dumps(t.dump())) < 2500
-    assert Tariff.load(json.loads(json.dumps(t.dump()))).dump() == t.dump()
+    assert len(json.dumps(desktop.tariff_dump(t))) < 2500
+    assert desktop.tariff_dump(Tariff.load(json.loads(json.dumps(desktop.tariff_dump(t))))) == desktop.tariff_dump(t)
 
 
 def test_records_without_weekend_or_holidays_still_load():
-    obj = Tariff().dump()
+    obj = desktop.tariff_dump(Tariff())
     old = {k: v for k, v in obj.items() if k not in ("we", "ho")}
-    assert Tariff.load(old).dump() == obj
+    assert desktop.tariff_dump(Tariff.load(old)) == obj
 
 
 # --- settlement -------------------------------------------------------------------------
@@ -303,29 +303,28 @@ def test_bad_writes_raise_and_change_nothing(call, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         call(t)
     assert snapshot(t) == before
-    assert t.dump() == t._build_dump()
 
 
 def snapshot(t):
-    # read the attributes themselves: dump() is cached
+    # the attributes themselves, not their JSON form
     return json.loads(json.dumps([t.prices, t.days, t.zones, t.thresholds, t.increments,
                                   t.switch, t.settlement, t.mode, t.weekend, t.weekend_table, t.holidays]))
 
 
-def test_dump_follows_every_change():
+def test_every_change_shows_in_the_dump_and_marks_the_tariff_for_the_next_record():
     t = Tariff()
     changes = [lambda: tariffcheck.set_prices(t, 0, [1, 2, 3, 4]), lambda: tariffcheck.set_day_table(t, 1, 7, [(5, 0)]),
                lambda: tariffcheck.set_zones(t, 0, [(3, 1, 2)]), lambda: tariffcheck.set_ladder(t, 1, [9], [1, 2]),
                lambda: tariffcheck.set_switch(t, SW_DAYS, 100), lambda: tariffcheck.set_settlement(t, [(0, 3, 4)]),
                lambda: tariffcheck.set_weekend(t, 3, 4), lambda: tariffcheck.set_holidays(t, [(2030, 5, 1, 6)]),
                lambda: t.roll(100)]
-    seen = [json.dumps(t.dump())]
+    seen = [json.dumps(desktop.tariff_dump(t))]
     for change in changes:
+        t.dirty = False
         change()
-        assert t.dump() == t._build_dump()
-        seen.append(json.dumps(t.dump()))
+        assert t.dirty  # the next record packs the tariff anew, not a copy of the last one's
+        seen.append(json.dumps(desktop.tariff_dump(t)))
     assert len(set(seen)) == len(seen)
-    assert t.dump() is t.dump()
 
 
 def test_padded_day_table_from_the_wire_is_accepted():
@@ -344,8 +343,8 @@ def test_dump_load_round_trip_through_json():
     tariffcheck.set_switch(t, SW_PRICES, 12345)
     tariffcheck.set_switch(t, SW_LADDER, 5 * 10 ** 7)
     tariffcheck.set_settlement(t, [(0, 2, 3), (0, 17, 0)])
-    again = Tariff.load(json.loads(json.dumps(t.dump())))
-    assert again.dump() == t.dump()
+    again = Tariff.load(json.loads(json.dumps(desktop.tariff_dump(t))))
+    assert desktop.tariff_dump(again) == desktop.tariff_dump(t)
     for x in range(0, 10 ** 8, 7919 * 3600):
         assert again.charge(25, x, 15) == t.charge(25, x, 15)
         assert again.charge(25, x, 45) == t.charge(25, x, 45)

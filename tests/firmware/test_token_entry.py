@@ -227,7 +227,7 @@ def test_the_keypad_entry_types_clears_and_enters():
 
 
 def test_the_meter_applies_a_token_under_micropython():
-    code = ("from meter.core import Meter\nfrom meter.store import RamFlash\n"
+    code = ("from meter.core import Meter\nfrom meter.desktop import RamFlash\n"
             f"m = Meter({{'address': {ADDR!r}, 'key': {KEY!r}, 'krn': 0, 'mode': 'local'}}, RamFlash(16384), {T0}, "
             "lambda n: bytes(n))\n"
             "m.wallet.opened = True\n"

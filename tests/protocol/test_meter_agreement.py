@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from meter import clock
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 
 from protocol import build_frame, di, parse_frame, payloads
 

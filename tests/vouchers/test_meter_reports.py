@@ -14,7 +14,7 @@ from headend.vouchers.used import note_token_records
 from meter import token as T
 from meter import topup
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 from protocol import di, parse_frame
 from tests.headend.payments_support import KEYS, LOCAL_CUST, LOCAL_METER, REMOTE_METER, assert_books_balance, money_store
 from tools.bench.hes import HeadEnd

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "firmware"))
 
 from meter import clock  # noqa: E402
 from meter.core import Meter  # noqa: E402
-from meter.store import RamFlash  # noqa: E402
+from meter.desktop import RamFlash  # noqa: E402
 from tools import mpy  # noqa: E402
 from tools.bench.hes import HeadEnd, le  # noqa: E402
 from tools.bench.interleave import interleaved_values  # noqa: E402

@@ -68,7 +68,7 @@ print("relay", N / (clk() - t0))
 print("import", a1 - a0)
 print("objects", a2 - a1)
 import json
-print("dump", len(json.dumps(t.dump())) + len(json.dumps(w.dump())) + len(json.dumps(r.dump())))
+print("dump", len(json.dumps(desktop.tariff_dump(t))) + len(json.dumps(w.dump())) + len(json.dumps(r.dump())))
 del t
 gc.collect()
 a3 = gc.mem_alloc()
@@ -79,7 +79,7 @@ for s in range(2):
     tariffcheck.set_zones(full, s, [(m, 1 + s, m % 8) for m in range(1, 13)] + [(12, 20, 1), (12, 30, 2)])
 gc.collect()
 print("full", gc.mem_alloc() - a3)
-print("fulldump", len(json.dumps(full.dump())))
+print("fulldump", len(json.dumps(desktop.tariff_dump(full))))
 """
 
 

@@ -100,7 +100,7 @@ def _programmed_state() -> tuple[bytes, str, str]:
     logs: the firmware bench's mixed frames) and the meter's address."""
     from tools.bench import bench_firmware as bf
     from meter.core import Meter
-    from meter.store import RamFlash
+    from meter.desktop import RamFlash
 
     flash = RamFlash(16384)
     m = Meter(bf._config(), flash, bf.T0, bf.Rand())

@@ -69,7 +69,7 @@ print("decode_heap", a3 - a2)
 ENTRY = """
 import gc, time
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 m = Meter({"address": "000000000001", "key": MKEY, "krn": 0, "mode": "local"}, RamFlash(16384), 900000000,
           lambda n: bytes(n))
 m.wallet.opened = True

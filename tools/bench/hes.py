@@ -3,7 +3,7 @@
 # the HMAC function is passed in (CPython tests pass the standard library's hmac, so the
 # meter's own HMAC is checked against an independent one).
 
-from meter import codec
+from meter import codec, desktop
 
 try:
     from meter.clock import to_fields
@@ -48,7 +48,7 @@ class HeadEnd:
         self.seq = 0
 
     def frame(self, ctrl, data=b""):
-        return codec.build(self.addr, ctrl, data, self.pre)
+        return desktop.build(self.addr, ctrl, data, self.pre)
 
     # --- reads ---
     def read(self, di):

@@ -19,7 +19,7 @@ import time
 import vfs
 
 from hal.load import Energy, LoadModel
-from meter import clock, codec
+from meter import clock, codec, desktop
 
 BLOCK = 4096
 BLOCKS = 352  # a Pico's 1.4 MB filesystem (1,441,792 bytes)
@@ -103,12 +103,12 @@ def _dt6(t):
 
 def _control(addr, n1, deadline):
     # bench image: 1CH at plain level 02 with password 000000
-    return codec.build(addr, 0x1C, bytes((2, 0, 0, 0, 0, 0, 0, 0, n1, 0)) + _dt6(deadline))
+    return desktop.build(addr, 0x1C, bytes((2, 0, 0, 0, 0, 0, 0, 0, n1, 0)) + _dt6(deadline))
 
 
 def _write(addr, di, value):
     # bench image: 14H at plain level 04; a new record with a new event, as a top-up saves
-    return codec.build(addr, 0x14, bytes((di & 0xFF, di >> 8 & 0xFF, di >> 16 & 0xFF, di >> 24,
+    return desktop.build(addr, 0x14, bytes((di & 0xFF, di >> 8 & 0xFF, di >> 16 & 0xFF, di >> 24,
                                           4, 0, 0, 0, 0, 0, 0, 0)) + value)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from meter import clock, tariffcheck
 from meter.core import Meter
-from meter.store import RamFlash
+from meter.desktop import RamFlash
 from tools.bench import bench_firmware as bf
 from tools.bench.hes import HeadEnd, parse
 
