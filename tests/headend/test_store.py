@@ -683,3 +683,19 @@ def test_account_states_and_ageing_in_one_pass(store, store_db) -> None:
         ("east", "alarm2", 0, 1, 0, 300), ("east", "alarm2", 40, 2, 1, 700), ("west", "credit", None, 1, 0, 0)]
     assert sorted(store.account_states_and_ageing(now, district="west")) == [("west", "credit", None, 1, 0, 0)]
     assert sorted(store.account_states()) == [("east", "alarm2", 3, 1), ("west", "credit", 1, 0)]
+
+
+def test_detail_text_is_sorted_compact_ascii_json():
+    # stored details are compared and indexed as text by nothing, but they stay the one form:
+    # keys sorted, no spaces, non-ASCII escaped, whatever encoder writes them
+    import json
+
+    from headend.store.models import JSONText, dumps, loads
+
+    detail = {"b": [1, 2.5, None, True, "é 中"], "a": {"z": -1, "y": 1e100}, "": 0}
+    assert dumps(detail) == '{"":0,"a":{"y":1e+100,"z":-1},"b":[1,2.5,null,true,"\\u00e9 \\u4e2d"]}'
+    assert dumps(detail) == json.dumps(detail, sort_keys=True, separators=(",", ":"))
+    assert loads(dumps(detail)) == detail
+    assert dumps(None) is None and dumps(JSONText('{"k":1}')) == '{"k":1}' and dumps("x") == '"x"'
+    with pytest.raises(TypeError, match="object"):
+        dumps({"a": object()})
