@@ -162,12 +162,11 @@ class CostControlState(Accounts):
                                    " (nothing was recorded)")
                 tx.executemany(update, (r[:6] for r in rows if r[5] not in stale))
             tx.execute("RELEASE decisions")
-            tx.executemany(
+            tx.insert_many(
                 "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
-                " updated_at, idem_key, detail) VALUES (?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                ((c, kind, msg, now, now, key, dumps(detail)) for c, kind, msg, key, detail in notices
-                 if c not in stale),
-            )
+                " updated_at, idem_key, detail) VALUES ", "(?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?)",
+                [(c, kind, msg, now, now, key, dumps(detail)) for c, kind, msg, key, detail in notices if c not in stale],
+                " ON CONFLICT DO NOTHING")
             cmds = [(meter, kind, dumps(params), key) for c, meter, kind, params, key in commands if c not in stale]
             known = self._existing(tx, "commands", "idem_key", [c[3] for c in cmds])
             cmds = [c for c in cmds if c[3] not in known]      # queued by an earlier run: nothing to do
