@@ -115,8 +115,8 @@ class StoreBase:
                 raise
 
     @contextmanager
-    def _tx(self, write: bool = True) -> Iterator[Tx]:
-        with self._db.transaction(write) as tx:
+    def _tx(self, write: bool = True, *, row_locked: bool = False) -> Iterator[Tx]:
+        with self._db.transaction(write, row_locked=row_locked) as tx:
             yield tx
 
     @staticmethod

@@ -360,6 +360,12 @@ class Outbox(Audit):
         if link is not None:
             sql += " AND m.link = ?"
             params.append(link)
+        with self._tx(write=False) as tx:
+            # nothing due: no write transaction (on PostgreSQL each takes the write lock, which waits
+            # for every payment being taken by any serve, and they for it)
+            if tx.one("SELECT 1 FROM commands WHERE status IN ('queued', 'unresolved') AND not_before <= ? LIMIT 1",
+                      (now,)) is None:
+                return []
         with self._tx() as tx:
             if slots is not None:  # a serve's share is a few hundred slots: one array parameter on PostgreSQL
                 among, values = tx.one_of("m.link_slot", sorted(slots))

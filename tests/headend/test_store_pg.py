@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -194,6 +195,35 @@ def test_two_head_ends_never_send_the_same_notice(pg_server, pg_template) -> Non
         t.join()
     every = [i for ids in claimed for i in ids]
     assert len(every) == 120 and len(set(every)) == 120
+
+
+def test_a_notice_claim_runs_beside_payments_being_taken(pg_server, pg_template) -> None:
+    """A serve's notice sender claims and records its notices while another serve is in the middle
+    of taking payments (a row-locked transaction), instead of waiting for it to end."""
+    from headend.notices import notify_event
+
+    url = pg_server.create_db(pg_template)
+    paying, sending = open_store(url, clock=Clock()), open_store(url, clock=Clock())
+    try:
+        paying.add_meter(C1, link="tcp://127.0.0.1:1", customer=C1, actor="setup")
+        notify_event(paying, C1, "payment_received", {"amount_fen": 100, "balance_fen": 100, "channel": "counter"},
+                     "pay:1")
+        done: list[Any] = []
+
+        def send() -> None:
+            [n] = sending.claim_notices("serve-b", limit=5)
+            done.append(sending.record_notice_results("serve-b", [{"id": n.id, "status": "sent", "attempted": True}]))
+
+        with paying.atomic(row_locked=True), paying._tx() as tx:
+            tx.one("SELECT balance_fen FROM accounts WHERE customer = ? FOR UPDATE", (C1,))  # the lock is taken
+            t = threading.Thread(target=send)
+            t.start()
+            t.join(60)   # would wait for this transaction to end
+            assert done == [[]]
+        t.join()
+    finally:
+        paying.close()
+        sending.close()
 
 
 def test_serves_side_by_side_keep_their_commands_and_a_lapsed_ones_come_back(pg_server, pg_template) -> None:
