@@ -170,17 +170,11 @@ class CostControlState(Accounts):
             cmds = [(meter, kind, dumps(params), key) for c, meter, kind, params, key in commands if c not in stale]
             known = self._existing(tx, "commands", "idem_key", [c[3] for c in cmds])
             cmds = [c for c in cmds if c[3] not in known]      # queued by an earlier run: nothing to do
-            tx.executemany(
+            # many rows a statement, each giving back its id (no second look-up by key)
+            ids: dict[str, int] = {k: i for i, k in tx.insert_rows(
                 "INSERT INTO commands (meter, kind, params, status, attempts, created_at, updated_at, idem_key,"
-                " actor, not_before) VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)",
-                ((m, k, p, now, now, key, actor) for m, k, p, key in cmds),
-            )
-            ids: dict[str, int] = {}
-            keys = [c[3] for c in cmds]
-            for lo in range(0, len(keys), 500):
-                chunk = keys[lo:lo + 500]
-                ids.update((k, i) for i, k in tx.all(
-                    f"SELECT id, idem_key FROM commands WHERE idem_key IN ({', '.join('?' for _ in chunk)})", chunk))
+                " actor, not_before) VALUES ", "(?, ?, ?, 'queued', 0, ?, ?, ?, ?, 0)",
+                [(m, k, p, now, now, key, actor) for m, k, p, key in cmds], " RETURNING id, idem_key")}
             self.log_actions([(actor, f"command.{k}", m, {"command": ids[key], "params": loads(p)})
                               for m, k, p, key in cmds]
                              + [a for a in audit if a[2] not in stale])
