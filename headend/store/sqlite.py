@@ -676,6 +676,16 @@ MIGRATIONS: list[tuple[int, list[str | Callable[[Any], None]]]] = [
             lambda tx: _fill_link_slots(tx),
         ],
     ),
+    (
+        17,
+        [
+            # A notice sender claims the due notices highest priority first, then oldest: in that
+            # order in the index, a claim reads its batch off the front of the queue instead of
+            # sorting every queued notice (on PostgreSQL ~10 ms a claim with a few thousand queued).
+            "DROP INDEX notifications_due",
+            "CREATE INDEX notifications_due ON notifications(status, priority DESC, id)",
+        ],
+    ),
 ]
 
 
