@@ -114,16 +114,31 @@ _PLAIN_ROW = re.compile(r"^\(\s*((?:[^()']|'[^']*')+)\)$")
 _INSERT_HEAD = re.compile(r"^\s*INSERT INTO (\w+) \(([\w\s,]+)\) VALUES\s*$", re.IGNORECASE)
 
 
+_NONE = type(None)
+
+
 def _array(values: Sequence[Any], sql_type: str) -> Any:
     """One column's values as the parameter of ``?::type[]``: PostgreSQL's array literal, written
     here for text and whole numbers (psycopg's array dumper costs some microseconds a value, as
-    much as the rest of a payment's statements), or the list for psycopg to dump (other types)."""
+    much as the rest of a payment's statements), or the list for psycopg to dump (other types).
+    Text without None is escaped in one pass over the values joined by NUL, which PostgreSQL text
+    cannot hold."""
+    kinds = set(map(type, values))
     if sql_type == "text":
-        if all(v is None or v.__class__ is str for v in values):
+        if kinds <= {str}:
+            if not values:
+                return "{}"
+            joined = "\0".join(values)
+            if joined.count("\0") != len(values) - 1:
+                raise ValueError("PostgreSQL text cannot contain NUL (0x00) characters")
+            return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace("\0", '","') + '"}'
+        if kinds <= {str, _NONE}:
             return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
                                   for v in values) + "}"
         return [v if v is None or isinstance(v, str) else str(int(v) if isinstance(v, bool) else v) for v in values]
-    if all(v is None or v.__class__ is int or v.__class__ is bool for v in values):
+    if kinds <= {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    if kinds <= {int, bool, _NONE}:
         return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
     return list(values)
 
