@@ -86,7 +86,7 @@ class Tx(Protocol):
         """``write`` once for each parameter row."""
         ...
 
-    def insert_many(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
+    def insert_many(self, head: str, row: str, rows: Iterable[Sequence[Any]], tail: str = "") -> int:
         """``head + row + tail`` (``INSERT ... VALUES``, the row's ``(?, ...)``, then e.g. ``ON
         CONFLICT DO NOTHING``, no ``RETURNING``) for every parameter row, in order, as the engine
         appends many rows best; return rows inserted.  Multi-row VALUES on SQLite (a half to a

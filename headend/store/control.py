@@ -165,7 +165,7 @@ class CostControlState(Accounts):
             tx.insert_many(
                 "INSERT INTO notifications (customer, channel, kind, message, status, attempts, created_at,"
                 " updated_at, idem_key, detail) VALUES ", "(?, 'sms', ?, ?, 'queued', 0, ?, ?, ?, ?)",
-                [(c, kind, msg, now, now, key, dumps(detail)) for c, kind, msg, key, detail in notices if c not in stale],
+                ((c, kind, msg, now, now, key, dumps(detail)) for c, kind, msg, key, detail in notices if c not in stale),
                 " ON CONFLICT DO NOTHING")
             cmds = [(meter, kind, dumps(params), key) for c, meter, kind, params, key in commands if c not in stale]
             known = self._existing(tx, "commands", "idem_key", [c[3] for c in cmds])

@@ -498,7 +498,7 @@ class Ledger(Accounts):
             # the time of one statement per row
             tx.insert_many("INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
                            " rem_after, rated_to, ref, day) VALUES ", "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
-                           list(journal_rows()))
+                           journal_rows())
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, len(rows), actor))
             return n, decided is not None

@@ -257,7 +257,7 @@ class _Tx:
             return
         self._out.execute(f"RELEASE SAVEPOINT {name}")
 
-    def insert_many(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
+    def insert_many(self, head: str, row: str, rows: Iterable[Sequence[Any]], tail: str = "") -> int:
         """``executemany`` of the one-row statement: pipelined, one parse for every row."""
         return self.executemany(head + row + tail, rows)
 

@@ -42,7 +42,7 @@ class Readings(StoreBase):
         with self._tx() as tx:
             # many rows a statement where the engine does that best (a read cycle stores a fleet's readings)
             return tx.insert_many("INSERT INTO readings (meter, di, read_at, value, text, stored_at) VALUES ",
-                                  "(?, ?, ?, ?, ?, ?)", list(rows()), " ON CONFLICT DO NOTHING")
+                                  "(?, ?, ?, ?, ?, ?)", rows(), " ON CONFLICT DO NOTHING")
 
     def readings(
         self,

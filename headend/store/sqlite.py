@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
 
@@ -756,11 +757,14 @@ class _Tx:
         """``write`` once per parameter row."""
         self._cur.executemany(sql, rows)
 
-    def insert_many(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
-        """Multi-row ``INSERT ... VALUES`` as ``insert_rows`` makes them, in order; rows inserted."""
+    def insert_many(self, head: str, row: str, rows: Iterable[Sequence[Any]], tail: str = "") -> int:
+        """Multi-row ``INSERT ... VALUES`` as ``insert_rows`` makes them, in order, taking the rows
+        a few thousand at a time (a generator's rows never all exist at once); rows inserted."""
         n = 0
-        for _ in self._insert_chunks(head, row, rows, tail):
-            n += self._cur.rowcount
+        it = iter(rows)
+        while part := list(islice(it, 4096)):
+            for _ in self._insert_chunks(head, row, part, tail):
+                n += self._cur.rowcount
         return n
 
     def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
