@@ -195,7 +195,10 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     fi = np.flatnonzero(fast)
     if fi.size:
         keys = np.stack([t_index[fi], base_t[fi], n_int[fi], (acc.rated_until[fi] < 0).astype(np.int64)], axis=1)
-        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        if (keys == keys[0]).all():     # the usual fleet: one batch (np.unique by rows sorts them all)
+            uniq, inv = keys[:1], np.zeros(fi.size, dtype=np.int64)
+        else:
+            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
         for k, (ti, bt, n, first_batch) in enumerate(uniq):
             members = fi[inv.ravel() == k]
             regs = r_val[start[members, None] + np.arange(int(n) + 1)]
