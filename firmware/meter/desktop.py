@@ -78,5 +78,10 @@ def json_state(m):
     """Meter m's whole state in the JSON layout of records written before the binary head."""
     s = m._small_state()
     s["t"] = tariff_dump(m.tariff)
-    s["e"] = [m.events.counts, m.events.recs]
+    s["e"] = [m.events.counts, event_records(m.events)]
     return s
+
+
+def event_records(e):
+    """Every kind's kept records (Events.records of each), as a JSON record holds them."""
+    return [e.records(k) for k in range(len(e.logs))]

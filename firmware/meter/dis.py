@@ -67,7 +67,7 @@ def _status3(m, t):
 def _status(m, k, t):
     if k == 1:
         w = 0x4000 if m.wallet.balance < 0 else 0
-        for r in m.events.recs[events.FAULT]:  # a fault among the kept records: memory / program
+        for r in m.events.records(events.FAULT):  # a fault among the kept records: memory / program
             w |= 0x2000 if r[1] == events.FALLBACK else 0x1000
         return w
     if k == 3:

@@ -25,10 +25,8 @@ def to_epoch(m, d):
     tf = m.tariff
     tf.switch = [None if v is None else max(0, v - d) for v in tf.switch]
     tf.holidays = [h - dd * 8 for h in tf.holidays if h >= dd * 8]  # those before 2024 are past
-    for recs in m.events.recs:
-        for i in range(len(recs)):
-            r = recs[i]
-            recs[i] = (r[0] - d,) + r[1:]
+    e = m.events
+    e.load([e.counts, [[(r[0] - d,) + r[1:] for r in e.records(k)] for k in range(len(e.logs))]])
     m._tlen = m._elen = -1  # nothing copied from the old record: all of it is written anew
     tf.dirty = True
     m.events.dirty = True

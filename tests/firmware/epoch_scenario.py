@@ -83,7 +83,7 @@ def time_values(m):
     v.extend(m.tariff.holidays)
     if m.tok:
         v.append(m.tok[1][1])  # keypad tokens' bad-entry limit: since when
-    for recs in m.events.recs:
+    for recs in desktop.event_records(m.events):
         for r in recs:
             v.append(r[0])
     return v

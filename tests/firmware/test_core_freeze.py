@@ -113,7 +113,7 @@ def test_a_long_outage_freezes_only_the_ten_newest_days():
     m, _ = make(flash, now=back, mode="remote")
     assert [value(m, 0x05060000 | n, back) for n in (1, 10)] == [ymdhm(MIDNIGHT + 40 * DAY),
                                                                  ymdhm(MIDNIGHT + 31 * DAY)]
-    assert len(m.events.recs[5]) == 10
+    assert len(m.events.records(5)) == 10
 
 
 def test_16h_instant_freeze_unicast_replies_96_broadcast_stays_silent():

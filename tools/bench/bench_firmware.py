@@ -272,7 +272,7 @@ def programmed_meter() -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
         assert m.token(vt.encode(tk, vt.CREDIT, 0, 1000 + d, vt.amount_field(100)), t) == 0
         m.add_energy(150 + d, t)
     m.persist()
-    assert all(len(r) == 10 for r in m.events.recs)
+    assert all(len(m.events.records(k)) == 10 for k in range(len(m.events.logs)))
     image = bytes(flash.mem)
     t += 3 * DAY
     he = HeadEnd(ADDR, KEY, std_hmac)
