@@ -90,7 +90,7 @@ def test_the_stored_form_is_what_older_firmware_wrote():
 def test_the_log_holds_its_records_in_bytes():
     # 80 records as tuples of ints took ~4.4 KB of a 64-bit heap; packed, 4 bytes a field
     e = Events()
-    for i in range(10):
+    for _ in range(10):
         for kind, rec in RECORDS:
             e.add(kind, rec)
     assert sum(len(b) for b in e.logs) == 10 * 4 * sum(len(rec) for _, rec in RECORDS)
