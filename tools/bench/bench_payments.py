@@ -7,9 +7,10 @@ simulated fleet of 1,000 meters (`tools.fleet`, a port each), and this process a
 * **Throughput.**  Signed ``POST /v1/payments`` to remote-cost-control accounts (each one is its
   nonce, a payment row, journal row, audit row and queued notice, written with the other requests
   of the same loop turn in one SQLite transaction: headend/api/commit.py), against the same
-  server's no-op ``GET /v1/health`` as the ceiling: what uvicorn and FastAPI do with nothing to do
-  (a FastAPI route with its response model; the payments route is a plain Starlette route of the
-  same app, behind the same middleware), over the same connections.  The serve under test runs
+  server's no-op ``GET /v1/health`` as the ceiling: what uvicorn and the app do with nothing to do
+  along the path a payment takes (both are plain Starlette routes of the same app, behind the same
+  middleware; behind FastAPI's route and response model the no-op cost about twice as much, which
+  made a lower ceiling), over the same connections.  The serve under test runs
   neither cost control nor the notice sender (``--no-costctl --no-notices``): every 5 s the sender
   would take the notices the payments queued in one burst, in whichever window was running, paid
   or no-op alike (and in quiet hours, 21:00-08:00 by default, it defers them instead of sending
