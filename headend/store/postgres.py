@@ -25,6 +25,7 @@ result is read, or with the COMMIT.
 from __future__ import annotations
 
 import re
+import select
 import threading
 import time
 from contextlib import contextmanager
@@ -185,6 +186,19 @@ class _Tx:
             self._db._pipe.sync()
             self._db._in_flight = False
 
+    def _sent(self) -> None:
+        """Wait until a statement just queued in pipeline mode has left libpq's buffer, reading the
+        server's answers meanwhile (it may be waiting to send them). psycopg's pipeline stops
+        flushing once its queue is empty, and a statement bigger than the socket takes at once
+        (a batch of thousands of rows) then waits half sent while the client waits for its answer."""
+        if self._db._pipe is None:
+            return
+        pg = self._db._conn.pgconn
+        while pg.flush() == 1:
+            readable, _, _ = select.select([pg.socket], [pg.socket], [])
+            if readable:
+                pg.consume_input()
+
     def _settle(self) -> None:
         """After a statement failed in pipeline mode the server skips everything up to the next
         sync: when the failure was raised before that sync went out (its answer came back while a
@@ -276,8 +290,11 @@ class _Tx:
         params = [_array(c, t) for c, t in zip(zip(*rows), types)]
         if not returning:
             self.write(sql + tail, params)
+            self._sent()
             return []
-        return self.submit(sql + tail, params).all()
+        rows_of = self.submit(sql + tail, params)
+        self._sent()
+        return rows_of.all()
 
     def _values_insert(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str,
                        returning: bool) -> list[tuple[Any, ...]]:

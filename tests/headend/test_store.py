@@ -593,6 +593,15 @@ def test_a_senders_results_are_recorded_together_each_as_one_at_a_time(store) ->
         [("13800138000", "k0:1", "P1", "accepted", 500)]
 
 
+def test_a_batch_of_megabytes_is_written_whole(store) -> None:
+    """A batch far past what the connection's buffers hold in one piece (thousands of audit rows
+    of bulk work) is written whole, and what follows in the transaction runs."""
+    note = "x" * 400
+    assert store.log_actions([("bulk", "bulk.row", f"{i:012d}", {"i": i, "note": note}) for i in range(6000)]) == 6000
+    with store._tx() as tx:
+        assert tx.one("SELECT COUNT(*), SUM(LENGTH(detail)) FROM audit WHERE actor = 'bulk'")[0] == 6000
+
+
 def test_write_inside_a_read_transaction_is_refused(db: Path) -> None:
     backend = SQLiteBackend(db)
     backend.migrate()
