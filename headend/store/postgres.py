@@ -29,6 +29,7 @@ import select
 import threading
 import time
 from contextlib import contextmanager
+from itertools import islice
 from functools import lru_cache
 from typing import Any, Collection, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -272,8 +273,23 @@ class _Tx:
         self._out.execute(f"RELEASE SAVEPOINT {name}")
 
     def insert_many(self, head: str, row: str, rows: Iterable[Sequence[Any]], tail: str = "") -> int:
-        """``executemany`` of the one-row statement: pipelined, one parse for every row."""
-        return self.executemany(head + row + tail, rows)
+        """``insert_rows``' one statement (``unnest`` of one array per column) for every 10,000
+        rows, in order, each answered before the next rows are made (a generator's rows never all
+        exist at once, and making them may read from this connection); rows inserted. A row that
+        is not plain ``?`` and constants goes by ``executemany`` (pipelined)."""
+        plan = self._db._unnest_insert(head, row)
+        if plan is None or "RETURNING" in tail.upper():
+            return self.executemany(head + row + tail, rows)
+        sql, types = plan
+        it = iter(rows)
+        n = 0
+        while part := list(islice(it, 10_000)):
+            self._settle()
+            self._cur.execute(pg_query(sql + tail), [_array(c, t) for c, t in zip(zip(*part), types)])
+            self._sent()
+            self._synced()
+            n += max(self._cur.rowcount, 0)
+        return n
 
     def insert_rows(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str = "") -> list[tuple[Any, ...]]:
         """The rows as one ``INSERT ... SELECT ... FROM unnest(arrays)``: one statement text

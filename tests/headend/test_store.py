@@ -336,6 +336,22 @@ def test_enqueue_without_actor_leaves_no_command(store) -> None:
 
 
 # ----------------------------------------------------------------------------- readings and events
+def test_a_fleets_readings_from_a_generator_are_stored_whole_and_once(store) -> None:
+    """A read cycle's readings come from a generator, many statements' worth (PostgreSQL takes
+    10,000 a statement, SQLite a few thousand at a time): every one stored, in order, counted once."""
+    add(store)
+    add(store, A2)
+
+    def rows():
+        for i in range(12_500):
+            yield A1, "00010000", i, 1_700_000_000 + 60 * i
+            yield A2, "00010000", 2 * i, 1_700_000_000 + 60 * i
+
+    assert store.add_readings(rows()) == 25_000
+    assert store.add_readings(rows()) == 0
+    assert [r.value for r in store.readings(A2, "00010000")][-3:] == [24_994, 24_996, 24_998]
+
+
 def test_readings_stored_once_per_meter_di_time(store) -> None:
     add(store)
     add(store, A2)
