@@ -1,9 +1,10 @@
-"""The payments end-to-end tests that exercise the store, run again on PostgreSQL (a real server
-the tests start): idempotency (a repeat, 32 parallel duplicates, retries after timeouts), 409s
-(a different payment under a used txn id, a reversal too late or into a closed day), reversals,
-refusals that move no money, a channel kept out of another's payments, and `headend serve`
-SIGKILLed mid-flight and restarted.  The tests themselves are tests/api/test_http.py's and
-test_e2e.py's; only the database differs."""
+"""The payments end-to-end tests, run again on PostgreSQL (a real server the tests start): every
+channel kind reaching the meter or the account once, a rotated secret and a disabled channel, a
+meter that misses replies, the signed result callback, idempotency (a repeat, 32 parallel
+duplicates, retries after timeouts), 409s (a different payment under a used txn id, a reversal too
+late or into a closed day), reversals, refusals that move no money, a channel kept out of another's
+payments, and `headend serve` SIGKILLed mid-flight and restarted.  The tests themselves are
+tests/api/test_http.py's and test_e2e.py's; only the database differs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import pytest
 from tests.api import test_e2e as e2e
 from tests.api import test_http as http
 from tests.api.test_e2e import (  # noqa: F401 - collected here, on PostgreSQL
+    test_a_meter_that_misses_replies_is_topped_up_once,
     test_duplicate_posts_in_parallel_and_retries_after_timeouts,
+    test_every_channel_kind_reaches_the_meter_or_the_account_once,
+    test_result_callback_signed_retried_and_sent_once_per_state,
+    test_rotated_secret_and_disabled_channel_take_effect_at_once,
     test_serve_killed_mid_flight_and_restarted,
 )
 from tests.api.test_http import (  # noqa: F401 - collected here, on PostgreSQL
