@@ -114,3 +114,4 @@ def test_the_readme_examples_run_as_written(tmp_path: Path) -> None:
     assert "50.00 yuan credited" in out and "trip confirmed" in out and "direct close confirmed" in out
     assert "headend serve: stopped" in out and "meter 000000000001 stopped" in out
     assert '"address": "000000000001"' in out  # the control socket's status line
+    assert out.count("fleet stopped") == 2  # both fleets stopped by the one SIGTERM each
