@@ -18,9 +18,8 @@
 * **A cost-control cycle.**  One day rated, debited and decided for N remote accounts on PostgreSQL
   against the same on SQLite, interleaved (a day each).  Both databases hold the same rows: the
   SQLite one is built with the store's bulk methods, then copied into PostgreSQL with COPY (the
-  copy is the benchmark's set-up, not what is measured).  `make bench` runs N = 20,000;
-  ``python -m tools.bench.bench_pg --only cycle --cycle-accounts 1000000`` the full size (or
-  ``BENCH_PG_ACCOUNTS=1000000`` for the whole module).
+  copy is the benchmark's set-up, not what is measured).  `make bench` runs N = 1,000,000 (about
+  5 minutes, 1 GB; ``BENCH_PG_ACCOUNTS=20000`` or ``--cycle-accounts 20000`` for a quick run).
 * **Rating on Dask.**  N accounts x 96 intervals rated by a LocalCluster of 2 worker processes,
   the kernel on one thread in each, against the in-process kernel on this machine's 2 threads,
   interleaved; both use the 2 cores, so the ratio is per core.  Twice: with the rows built on the
@@ -28,7 +27,8 @@
   readings' store: the cost of the scheduling and of bringing 12 bytes per account back) at N, and
   with the rows sent from this process, as the cost-control cycle does today (384 bytes per
   account over a socket: the cost a cluster pays for moving them) at N/10.  `make bench` rates
-  N = 1,000,000 accounts; ``BENCH_PG_RATING_ACCOUNTS=10000000`` the full size.  Aim: >= 0.6.
+  N = 10,000,000 accounts (about 8 GB at the peak; ``BENCH_PG_RATING_ACCOUNTS=1000000`` for a quick
+  run).  Aim: >= 0.6.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-CYCLE_ACCOUNTS = int(os.environ.get("BENCH_PG_ACCOUNTS", "20000"))
-RATING_ACCOUNTS = int(os.environ.get("BENCH_PG_RATING_ACCOUNTS", "1000000"))
+CYCLE_ACCOUNTS = int(os.environ.get("BENCH_PG_ACCOUNTS", "1000000"))
+RATING_ACCOUNTS = int(os.environ.get("BENCH_PG_RATING_ACCOUNTS", "10000000"))
 # the payments' server: PostgreSQL's durable defaults (what a head-end's server keeps for money)
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 ASYNC_COMMIT = {**DURABLE, "synchronous_commit": "off"}
@@ -404,7 +404,7 @@ if __name__ == "__main__":
                     help="run only these parts (repeatable)")
     ap.add_argument("--rating-only", action="store_true", help="the Dask figures alone (no PostgreSQL server)")
     ap.add_argument("--cycle-accounts", type=int, default=CYCLE_ACCOUNTS,
-                    help=f"accounts in the cost-control cycle (default {CYCLE_ACCOUNTS:,}; the full size: 1000000)")
+                    help=f"accounts in the cost-control cycle (default {CYCLE_ACCOUNTS:,}; 20000 for a quick run)")
     ap.add_argument("--days", type=int, default=3, help="cycles on each engine, interleaved (default 3)")
     opts = ap.parse_args()
     parts = ("rating",) if opts.rating_only else tuple(opts.only or ())
