@@ -20,7 +20,11 @@ def draw(rep: Any, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
     try:
-        _PLOTS.get(rep.name, _table_plot)(ax, rep)
+        if rep.rows:
+            _PLOTS.get(rep.name, _table_plot)(ax, rep)
+        else:  # as the text report, which prints no rows: an empty period is an answer, not an error
+            ax.text(0.5, 0.5, "nothing in this period", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
         ax.set_title(rep.title)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
