@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from rich.live import Live
 from headend.keys import KeyStore
 from headend.money import yuan
 from headend.store import open_store
+from headend.store.models import CHINA_UTC_OFFSET_S, business_day
 from tools.proc import Stopped, stop_on_sigterm, wait_for_line
 from tools.town import control as town_control
 
@@ -93,9 +95,19 @@ class Demo:
         self.logs: dict[str, Path] = {}
         self.control: tuple[str, int] | None = None
         self.api = ""
+        self.serve_t0 = time.monotonic()  # set again when `headend serve` starts its clock
         t = time.localtime()
         # the town's clock starts this afternoon at 16:00, so the first evening comes soon
         self.start = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T16:00"
+
+    def books_days(self) -> tuple[str, str]:
+        """The business days (the head-end's, China time) the town's money fell on: charges on the
+        town's clock, which runs `speed` times faster from `start` (China time, as cost control
+        reads --clock), and payments on the day the head-end took them."""
+        start = datetime.fromisoformat(self.start).replace(tzinfo=timezone(timedelta(seconds=CHINA_UTC_OFFSET_S))).timestamp()
+        town_now = start + (time.monotonic() - self.serve_t0) * self.args.speed
+        today = business_day(int(time.time()))
+        return min(business_day(int(start)), today), max(business_day(int(town_now)), today)
 
     # -- children -------------------------------------------------------------------------
     def spawn(self, name: str, *argv: str, ready: str | None = None, timeout: float = 120) -> tuple[subprocess.Popen,
@@ -185,6 +197,7 @@ class Demo:
 
         say("\n[bold cyan]4. Start `headend serve`[/]: meters, accounts, cost control, SMS, the payments API")
         api_port = _free_port()
+        self.serve_t0 = time.monotonic()
         _, seen = self.spawn("headend-serve", "-m", "headend.cli.main", "serve", "--api",
                              f"tcp://127.0.0.1:{api_port}", "--clock", self.start, "--speed", str(a.speed),
                              "--costctl-interval", "3600", "--collect-every", "5", "--timeout", "1",
@@ -208,9 +221,9 @@ class Demo:
 
         say("\n[bold cyan]7. The books[/]: what was collected, by which channel")
         self.stop_child("payments")
-        day = time.strftime("%Y-%m-%d")
-        self.headend("report", "collection", "--from", day, "--to", day, "--chart", str(self.dir / "collection.png"))
-        self.headend("report", "channels", "--from", day, "--to", day, "--chart", str(self.dir / "channels.png"))
+        first, last = self.books_days()
+        for name in ("collection", "channels"):
+            self.headend("report", name, "--from", first, "--to", last, "--chart", str(self.dir / f"{name}.png"))
         charts = [p for p in (self.dir / "collection.png", self.dir / "channels.png") if p.exists()]
         say("  charts: " + (", ".join(str(p) for p in charts) if charts else "(matplotlib not installed: no chart files)"))
 
