@@ -41,7 +41,7 @@ from headend.keys import KeyStore
 from headend.money import yuan
 from headend.store import open_store
 from headend.store.models import CHINA_UTC_OFFSET_S, business_day
-from tools.proc import Stopped, stop_on_sigterm, wait_for_line
+from tools.proc import Stopped, stop_on_sigterm, terminate, wait_for_line
 from tools.town import control as town_control
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,26 +280,11 @@ class Demo:
                 live.update(now_look())
 
     def stop_child(self, name: str) -> None:
-        for n, proc in self.children:
-            if n == name and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        terminate(*(proc for n, proc in self.children if n == name), grace_s=30)
 
     def stop(self) -> None:
         """Stop every child this demo started, newest first (also after Ctrl-C)."""
-        for _name, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _name, proc in reversed(self.children):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(*(proc for _name, proc in reversed(self.children)), grace_s=30)
 
     def where(self) -> None:
         say = console.print

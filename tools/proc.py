@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["Stopped", "alive", "cpu_seconds", "descendants", "stop_on_sigterm", "wait_for_line"]
+__all__ = ["Stopped", "alive", "cpu_seconds", "descendants", "stop_on_sigterm", "terminate", "wait_for_line"]
 
 
 class Stopped(KeyboardInterrupt):
@@ -41,6 +41,20 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def terminate(*procs: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM each process still running (all of them first, so they stop side by side), then wait
+    up to ``grace_s`` for each and SIGKILL one that has not stopped by then."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def wait_for_line(proc: subprocess.Popen, prefix: str, seen: list[str], timeout: float) -> bool:

@@ -5,7 +5,6 @@ them from many threads, and stopped."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ import httpx
 from headend.api.signing import ChannelAuth
 from tests.api.test_e2e import _free_port
 from tests.headend.headend_proc import ROOT
-from tools.proc import wait_for_line
+from tools.proc import terminate, wait_for_line
 
 # short enough that a meter lost with its serve is given up on within the tests' waits
 _COMMS = ("--timeout", "0.5", "--security-timeout", "0.5", "--retries", "1", "--retry-backoff", "0.2",
@@ -39,14 +38,7 @@ def start_serve(env: dict[str, str], *extra: str) -> tuple[subprocess.Popen, str
 
 def stop_serves(procs: list[subprocess.Popen]) -> None:
     """SIGTERM each serve still running, SIGKILL one that does not stop within 30 s."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    terminate(*procs, grace_s=30)
 
 
 class PaymentStorm:

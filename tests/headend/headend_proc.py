@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from headend.cli.main import main as headend_main
 from headend.keys import KeyStore
 from headend.store import open_store
-from tools.proc import wait_for_line
+from tools.proc import terminate, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "correct horse battery staple"
@@ -74,13 +73,7 @@ class HeadEnd:
         p = self.serve_proc
         if p is None:
             return None
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        terminate(p, grace_s=20)
         self.serve_proc = None
         return p.returncode
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from headend.api.signing import sign_headers
+from tools.proc import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 N_METERS = int(os.environ.get("BENCH_PAYMENTS_METERS", "1000"))
@@ -125,15 +125,6 @@ def _spawn(argv: list[str], env: dict[str, str], ready: str, seen: list[str], ti
     return proc
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class _Site:
     """A database with N local meters (each its own customer), N remote accounts and one API channel;
     the fleet and `headend serve --api` running on it."""
@@ -175,8 +166,8 @@ class _Site:
         self.port = int(port)
 
     def close(self) -> None:
-        _stop(self.serve)
-        _stop(self.fleet)
+        terminate(self.serve, grace_s=60)
+        terminate(self.fleet, grace_s=60)
 
     def payment(self, txn: str, customer: str, amount: int) -> bytes:
         body = json.dumps({"channel_id": CHANNEL, "txn_id": txn, "customer_no": customer, "amount_fen": amount,
