@@ -184,6 +184,18 @@ class Backend(Protocol):
         ...
 
 
+def values_statements(head: str, row: str, rows: Sequence[Sequence[Any]], tail: str,
+                      max_params: int) -> Iterator[tuple[str, list[Any]]]:
+    """``head + row, row, ... + tail`` and its parameters for every piece of ``rows`` (multi-row
+    ``INSERT ... VALUES``): as many rows a statement as keep it within ``max_params`` parameters,
+    at most 32, in the few lengths of ``row_chunks``."""
+    most = 32
+    while most > 1 and most * row.count("?") > max_params:
+        most //= 2
+    for chunk in row_chunks(rows, most):
+        yield f"{head}{', '.join([row] * len(chunk))}{tail}", [v for r in chunk for v in r]
+
+
 def row_chunks(rows: Sequence[Any], most: int) -> Iterator[Sequence[Any]]:
     """``rows`` in pieces each a power of two long, at most ``most`` (a power of two), largest
     first: multi-row statements of a few texts only, which the engine keeps compiled."""

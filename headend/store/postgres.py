@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any, Collection, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from headend.store.backend import Fetched, Rows, row_chunks
+from headend.store.backend import Fetched, Rows, values_statements
 from headend.store.models import Conflict, StoreError
 
 __all__ = ["PostgresBackend", "pg_statement", "pg_query", "redact_url"]
@@ -317,11 +317,7 @@ class _Tx:
         """Multi-row ``INSERT ... VALUES`` of at most 50 parameters a statement, sent together (one
         round trip, none without ``returning``); every returned row. psycopg parses a statement
         of more parameters anew on every call; up to 50 its text is parsed once and prepared."""
-        most = 32
-        while most > 1 and most * row.count("?") > _CACHED_PARAMS:
-            most //= 2
-        chunks = [(f"{head}{', '.join([row] * len(chunk))}{tail}", [v for r in chunk for v in r])
-                  for chunk in row_chunks(rows, most)]
+        chunks = list(values_statements(head, row, rows, tail, _CACHED_PARAMS))
         if not returning:
             for sql, params in chunks:
                 self.write(sql, params)

@@ -22,7 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Iterator, Sequence
 
-from headend.store.backend import Fetched, row_chunks
+from headend.store.backend import Fetched, values_statements
 from headend.store.models import Conflict, StoreError
 
 __all__ = ["SQLiteBackend", "MIGRATIONS"]
@@ -773,11 +773,8 @@ class _Tx:
         return [r for cur in self._insert_chunks(head, row, rows, tail) for r in cur.fetchall()]
 
     def _insert_chunks(self, head: str, row: str, rows: Sequence[Sequence[Any]], tail: str) -> Iterator[Any]:
-        most = 32
-        while most > 1 and most * row.count("?") > 999:
-            most //= 2
-        for chunk in row_chunks(rows, most):
-            yield self._cur.execute(f"{head}{', '.join([row] * len(chunk))}{tail}", [v for r in chunk for v in r])
+        for sql, params in values_statements(head, row, rows, tail, 999):
+            yield self._cur.execute(sql, params)
 
     def table_of(self, name: str, columns: Sequence[tuple[str, str]],
                  rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
