@@ -239,7 +239,7 @@ def _throughput(site: _Site, loop: asyncio.AbstractEventLoop, report: Any) -> No
     r = interleaved_values(lambda: window("pay"), lambda: window("noop"), rounds=ROUNDS)
     client = f"bare asyncio client, {CONNECTIONS} keep-alive connections, same machine"
     report(f"payments API: signed payments/s (remote accounts, WAL, serve without its notice sender) vs no-op"
-           f" GET /v1/health ({client})", r.a,
+           f" GET /v1/health (both plain Starlette routes of the same app; {client})", r.a,
            "payments/s", baseline=r.b, pairs=r)
     if len(per_cpu["pay"]) == len(per_cpu["noop"]) == ROUNDS:
         c = paired(per_cpu["pay"], per_cpu["noop"])
