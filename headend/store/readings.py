@@ -98,11 +98,17 @@ class Readings(StoreBase):
                 (check_di(di), int(since), int(until)),
             )
 
-    def readings_between_pages(self, di: str, *, since: int, until: int,
-                               size: int = 200_000) -> Iterator[list[tuple[int, int, int]]]:
+    def readings_between_pages(self, di: str, *, since: int, until: int, size: int = 200_000,
+                               meters: tuple[int, int] | None = None) -> Iterator[list[tuple[int, int, int]]]:
         """The rows of :meth:`readings_between` in lists of up to ``size``, from one read: a
-        cycle over a large fleet need not hold them as one list."""
+        cycle over a large fleet need not hold them as one list.  ``meters`` (lo, hi): only the
+        meters whose address, as a number, is lo <= address < hi (a partition of the fleet)."""
+        sql = ("SELECT CAST(meter AS BIGINT), value, read_at FROM readings WHERE di = ? AND read_at >= ?"
+               " AND read_at < ? AND value IS NOT NULL")
+        params: list[Any] = [check_di(di), int(since), int(until)]
+        if meters is not None:
+            # addresses are 12 decimal digits: as text they sort as their numbers do
+            sql += " AND meter >= ? AND meter < ?"
+            params += [f"{int(meters[0]):012d}", f"{int(meters[1]):012d}" if meters[1] < 10**12 else "~"]
         with self._tx(write=False) as tx:
-            yield from tx.pages(
-                "SELECT CAST(meter AS BIGINT), value, read_at FROM readings WHERE di = ? AND read_at >= ?"
-                " AND read_at < ? AND value IS NOT NULL", (check_di(di), int(since), int(until)), size)
+            yield from tx.pages(sql, params, size)

@@ -372,6 +372,23 @@ def test_readings_stored_once_per_meter_di_time(store) -> None:
     ]
 
 
+def test_a_partitions_readings_are_those_of_its_span_of_meter_addresses(store) -> None:
+    t0 = 1_700_000_000
+    addrs = [f"{k:012d}" for k in (1, 2, 10, 999_999_999_999)]
+    for a in addrs:
+        add(store, a)
+    store.add_readings([(a, "00010000", 100 + k, t0 + 900 * d) for k, a in enumerate(addrs) for d in range(3)])
+
+    def read(meters):
+        return sorted(r for page in store.readings_between_pages("00010000", since=t0, until=t0 + 1800, size=2,
+                                                                  meters=meters) for r in page)
+
+    assert read(None) == sorted((int(a), 100 + k, t0 + 900 * d) for k, a in enumerate(addrs) for d in range(2))
+    assert read((2, 11)) == [(2, 101, t0), (2, 101, t0 + 900), (10, 102, t0), (10, 102, t0 + 900)]
+    assert read((11, 10**12)) == [(999_999_999_999, 103, t0), (999_999_999_999, 103, t0 + 900)]
+    assert read((3, 10)) == []
+
+
 def test_text_readings_and_reading_records(store) -> None:
     add(store)
     assert store.add_readings([Reading(A1, "04000503", None, 5, text="0040")]) == 1
