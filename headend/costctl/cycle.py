@@ -15,6 +15,9 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    The usual account (one meter, every grid reading there, registers not going backwards) is
    handled as whole arrays; only the others go through the per-account anomaly path.
 2. **Rate** in batches that share tariff, base and length (normally one batch), with the kernel.
+   Steps 1 and 2 are ``headend.costctl.collect.rate_partition``: here on the whole fleet, or, with
+   a `DaskRating` engine, on the Dask workers, one partition of accounts each, every worker
+   reading its own partition's readings from the store (``headend.costctl.distributed``).
 3. **Decide** (``headend.costctl.decide``) on the balances the debit will leave.
 4. **Debit** every account, with its decided notice/supply state where that changed, in the same UPDATE
    (``Store.charge_and_set_states``; the batch key is a digest of the charges, so re-running a
@@ -46,13 +49,14 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from headend.costctl.act import NOTICE_KIND, NOTICE_TEXT, RELAY_KIND
+from headend.costctl.collect import PartitionInput, rate_partition, read_readings, reading_window
 from headend.costctl.decide import ACTIONS, CUT_NOTICE, NONE, REASONS, SUPPLY, Rules, decide
-from headend.costctl.rerate import CHINA_UTC_OFFSET, ENERGY_DI, to_meter_time
+from headend.costctl.distributed import DaskRating
+from headend.costctl.rerate import CHINA_UTC_OFFSET
 from headend.store import JSONText, Store, yuan
 from headend.tariff.model import TariffBook
 from headend.tariff.kernel import rate
-from headend.tariff.rating import Engine, rate_batch
-from headend.tariff.readings import MISSING, intervals_from_registers
+from headend.tariff.rating import Engine
 
 __all__ = ["CycleReport", "run_cycle"]
 
@@ -121,131 +125,41 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     # grid in Unix seconds, aligned to local midnight
     phase = (-utc_offset_s) % interval_s
     last_end = (now - phase) // interval_s * interval_s + phase        # end of the last complete interval
-    audit: list[tuple[str, str, str | None, object]] = []
 
     acc = _Accounts(store.cost_control_meter_pages(_PAGE))
     if not acc.n:
         return rep
     rep.accounts = acc.n
-    base = np.where(acc.rated_until >= 0, acc.rated_until + interval_s, -1)
-    known = base[base >= 0]
-    since = 0 if known.size < acc.n else int(known.min(initial=last_end))
-    pages = [np.array(p, dtype=np.int64).reshape(-1, 3) for p in
-             store.readings_between_pages(ENERGY_DI, since=max(since - snap_s, 0), until=last_end + snap_s + 1,
-                                          size=4 * _PAGE)]
-    cols = np.concatenate(pages) if pages else np.zeros((0, 3), dtype=np.int64)
-    del pages
-    stage("read accounts and readings")
-
-    r_meter, r_val, r_at = cols[:, 0], cols[:, 1], cols[:, 2]
-    row_of = np.argsort(acc.meter_int, kind="stable")
-    pos = np.searchsorted(acc.meter_int[row_of], r_meter)
-    pos = np.minimum(pos, max(acc.meter_int.size - 1, 0))
-    ok = acc.meter_int[row_of][pos] == r_meter if r_meter.size else np.zeros(0, dtype=bool)
-    r_row = row_of[pos[ok]]
-    r_meter, r_val, r_at = r_meter[ok], r_val[ok], r_at[ok]
-    # each array let go as soon as it is done with: a million accounts' readings are many of them
-    del cols, pos, ok, row_of
-    r_acc = acc.acct_of_row[r_row]
-    off = (r_at - phase) % interval_s
-    dist = np.minimum(off, interval_s - off)
-    for k in np.flatnonzero(dist > snap_s):
-        rep.problems.append(f"{acc.customer[r_acc[k]]}: reading at {int(r_at[k])} from {int(r_meter[k]):012d} is off"
-                            f" the {interval_s} s grid: not used")
-    g = np.where(off <= snap_s, r_at - off, r_at + dist)
-    b = base[r_acc]
-    keep = (dist <= snap_s) & ((b < 0) | (g >= b)) & (g <= last_end)
-    r_acc, r_row, r_val, g, dist, r_at = r_acc[keep], r_row[keep], r_val[keep], g[keep], dist[keep], r_at[keep]
-    del r_meter, off, b, keep
-    # one reading per (account, grid time): the closest wins, then the first meter / earliest read
-    order = np.lexsort((r_at, r_row, dist, g, r_acc))
-    del dist, r_at
-    r_acc, r_row, r_val, g = r_acc[order], r_row[order], r_val[order], g[order]
-    del order
-    first = np.ones(r_acc.size, dtype=bool)
-    first[1:] = (r_acc[1:] != r_acc[:-1]) | (g[1:] != g[:-1])
-    r_acc, r_row, r_val, g = r_acc[first], r_row[first], r_val[first], g[first]
-    del first
-    count = np.bincount(r_acc, minlength=acc.n)
-    start = np.zeros(acc.n, dtype=np.int64)
-    start[1:] = np.cumsum(count)[:-1]
-
-    tariff_ok = np.array([t is not None and t in catalog for t in acc.tariff], dtype=bool)
-    for i in np.flatnonzero(~tariff_ok).tolist():
-        rep.skipped.append(f"{acc.customer[i]}: tariff {acc.tariff[i]!r} is not in the catalog")
-    has = count > 0
-    first_g = np.where(has, g[np.minimum(start, max(g.size - 1, 0))] if g.size else 0, 0)
-    base_t = np.where(base >= 0, base, first_g)
-    n_int = np.where(has, (last_end - base_t) // interval_s, 0)
-    # the usual account, as whole arrays: one meter, the base and every grid reading up to
-    # last_end there, registers not going backwards and no interval of 2**31 Wh or more
-    fast = tariff_ok & has & (first_g == base_t) & (count == n_int + 1) & (n_int > 0) & (acc.meters_of == 1)
-    if r_val.size:
-        step = np.diff(r_val, prepend=r_val[0])
-        same = np.ones(r_val.size, dtype=bool)
-        same[1:] = r_acc[1:] == r_acc[:-1]
-        bad = same & ((step < 0) | (step >= 1 << 31))
-        fast &= np.bincount(r_acc[bad], minlength=acc.n) == 0
-        del step, same, bad
-
-    groups: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
     tariff_names = sorted({t for t in acc.tariff if t is not None and t in catalog})
     t_pos = {t: k for k, t in enumerate(tariff_names)}
     t_index = np.array([t_pos.get(t, -1) if t is not None else -1 for t in acc.tariff], dtype=np.int64)
-    fi = np.flatnonzero(fast)
-    if fi.size:
-        keys = np.stack([t_index[fi], base_t[fi], n_int[fi], (acc.rated_until[fi] < 0).astype(np.int64)], axis=1)
-        if (keys == keys[0]).all():     # the usual fleet: one batch (np.unique by rows sorts them all)
-            uniq, inv = keys[:1], np.zeros(fi.size, dtype=np.int64)
-        else:
-            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-        for k, (ti, bt, n, first_batch) in enumerate(uniq):
-            members = fi[inv.ravel() == k]
-            regs = r_val[start[members, None] + np.arange(int(n) + 1)]
-            energy = np.diff(regs, axis=1).astype(np.int32)
-            key = (tariff_names[int(ti)], int(bt), int(n), bool(first_batch))
-            groups.setdefault(key, []).append((members, energy))
-    for i in np.flatnonzero(tariff_ok & ~fast & (has | (base >= 0))).tolist():
-        lo, hi = int(start[i]), int(start[i] + count[i])
-        got = _slow_account(acc, int(i), [(int(g[k]), int(r_val[k]), int(acc.meter_int[r_row[k]])) for k in range(lo, hi)],
-                            int(base[i]) if base[i] >= 0 else None, last_end, interval_s, actor, rep, audit)
-        if got is not None:
-            key, energy = got
-            groups.setdefault(key, []).append((np.array([i]), energy[None]))
-    # the readings' arrays are done with: free them before the debit builds its rows
-    del r_val, r_acc, r_row, g, count, start
-    stage("readings -> interval energy")
-
-    c_idx, c_fen, c_rem, c_lad, c_until, c_fixed = [], [], [], [], [], []
-    for key in list(groups):
-        (tariff, bt, cut, first_batch), parts = key, groups.pop(key)
-        members = np.concatenate([p[0] for p in parts])
-        energy = np.concatenate([p[1] for p in parts]).astype(np.int32)
-        starts_unix = bt + interval_s * np.arange(cut, dtype=np.int64)
-        prev = None if first_batch else bt - interval_s
-        bill = rate_batch(catalog[tariff], energy, to_meter_time(starts_unix, utc_offset_s),
-                          None if prev is None else int(to_meter_time(prev, utc_offset_s)),
-                          acc.ladder[members], acc.rem[members], engine=engine)
-        c_idx.append(members)
-        c_fen.append(bill.fen)
-        c_fixed.append(np.full(members.size, bill.fixed_fen, dtype=np.int64))
-        c_rem.append(bill.rem)
-        c_lad.append(bill.ladder_wh)
-        c_until.append(np.full(members.size, starts_unix[-1], dtype=np.int64))
-        rep.rated += members.size
-        del parts, energy, bill
-    stage("rating")
+    for i in np.flatnonzero(t_index < 0).tolist():
+        rep.skipped.append(f"{acc.customer[i]}: tariff {acc.tariff[i]!r} is not in the catalog")
+    fleet = PartitionInput(acc.meter_int, acc.acct_of_row, acc.rated_until, t_index, acc.ladder, acc.rem)
+    tariffs = [catalog[t] for t in tariff_names]
+    if isinstance(engine, DaskRating):
+        stage("read accounts")
+        # each worker reads its partition's readings from the store and rates them there
+        got = engine.rate_cycle(store.address, fleet, tariffs, last_end=last_end, interval_s=interval_s,
+                                utc_offset_s=utc_offset_s, snap_s=snap_s)
+        stage("readings -> interval energy -> rating (on the workers)")
+    else:
+        cols = read_readings(store, *reading_window(acc.rated_until, last_end, interval_s, snap_s))
+        stage("read accounts and readings")
+        got = rate_partition(fleet, cols, tariffs, last_end, interval_s, utc_offset_s, snap_s, engine, stage)
+        del cols
+    del fleet
+    for _, i, text in got.problems:
+        rep.problems.append(f"{acc.customer[i]}: {text}")
+    audit = [(actor, action, acc.customer[i], detail) for i, action, detail in got.audit]
+    rep.rated = int(got.idx.size)
 
     fen_of = np.zeros(acc.n, dtype=np.int64)
     charged = np.zeros(acc.n, dtype=bool)
     written = np.zeros(acc.n, dtype=bool)      # the decided state went in with the charge
-    idx = np.zeros(0, dtype=np.int64)
-    if c_idx:
-        idx = np.concatenate(c_idx)
-        order = np.argsort(idx, kind="stable")
-        idx = idx[order]
-        fen, rem, lad, until, fixed = (np.concatenate(x)[order].astype(np.int64)
-                                       for x in (c_fen, c_rem, c_lad, c_until, c_fixed))
+    idx, fen, rem, lad, until, fixed = got.idx, got.fen, got.rem, got.ladder, got.until, got.fixed
+    del got
+    if idx.size:
         fen_of[idx] = fen
         charged[idx] = True
     # decided on the balances the debit is about to leave, so that each charged account's new
@@ -355,44 +269,6 @@ class _Accounts:
         lo = int(self.first_row[i])
         hi = int(self.first_row[i + 1]) if i + 1 < self.n else self.meter_int.size
         return [f"{m:012d}" for m in self.meter_int[lo:hi].tolist()]
-
-
-def _slow_account(acc: _Accounts, i: int, reads: list[tuple[int, int, int]], base_t: int | None, last_end: int,
-                  interval_s: int, actor: str, rep: CycleReport, audit: list) -> tuple[tuple, np.ndarray] | None:
-    """One account with an anomaly (or several meters): the readings rules, interval by interval.
-
-    ``reads``: (grid time, register, meter) sorted by time, one per grid time.  Returns the
-    batch key and interval energy to rate, or None when nothing can be rated yet.
-    """
-    customer = acc.customer[i]
-    if base_t is None:
-        if not reads:
-            return None
-        base_t = reads[0][0]
-    base = [r for r in reads if r[0] == base_t]
-    if not base:
-        rep.problems.append(f"{customer}: no reading at {base_t}, the base of the next interval: rating waits for it")
-        return None
-    n = (last_end - base_t) // interval_s
-    if n <= 0:
-        return None
-    regs = np.full(n, MISSING, dtype=np.int64)
-    mtrs = np.zeros(n, dtype=np.int64)
-    for t, v, m in reads:
-        k = (t - base_t) // interval_s - 1
-        if 0 <= k < n:
-            regs[k], mtrs[k] = v, m
-    got = intervals_from_registers(regs[None], mtrs[None], [base[-1][1]], [base[-1][2]])
-    for p in got.problems:
-        start = base_t + p.interval * interval_s
-        rep.problems.append(f"{customer}: {p.kind} in the interval starting {start}: {p.detail}")
-        audit.append((actor, f"reading.{p.kind}", customer, {"interval_start": start, "detail": p.detail}))
-    good = np.flatnonzero(regs != MISSING)
-    cut = int(good[-1]) + 1 if good.size else 0
-    if cut == 0:
-        return None
-    # interval k starts at base_t + k * interval_s: the base reading ends the last rated interval
-    return (acc.tariff[i], base_t, cut, acc.rated_until[i] < 0), got.energy_wh[0][:cut]
 
 
 def _decide(acc: "_Accounts", fen: np.ndarray, now: int, rules: Rules, utc_offset_s: int) -> Any:

@@ -13,14 +13,26 @@ rolled back as a whole and the next one rates the same intervals again.
 
 In-process rating stays the default (`rating_engine("in-process")` is the kernel itself).
 
+The cycle's stage on the workers.  Given a `DaskRating`, the cost-control cycle does not read the
+readings itself: it cuts the fleet into one partition per worker by meter address and sends each
+worker its accounts as small arrays (about 34 bytes an account: meter numbers, rated_until, tariff
+index, ladder, remainder: `headend.costctl.collect.PartitionInput`).  The worker opens the store
+itself (the head-end's database: a PostgreSQL URL, or on one machine the SQLite file's path, read
+alongside the head-end in WAL mode), reads only its meters' readings, builds the interval energy
+and rates it (`headend.costctl.collect.rate_partition`, the code the in-process cycle runs on
+the whole fleet) and sends back per-account results, about 30 bytes an account.  A worker that
+cannot open the store, or a scheduler gone mid-cycle, raises `RatingUnavailable` before anything
+is charged.
+
 Where the time goes.  Rating a reading costs less than moving it: a worker process must receive
 each account's 96 int32 readings (384 bytes) over a socket, which costs more CPU than the kernel
-spends rating them (`tools/bench/bench_pg.py` measures both).  So an engine call sends each
-worker one partition (one task per worker) and the few tariff arrays inside the task; workers load
-the kernel from numba's cache when they join, not in the first cycle.  Rows that are built or
-loaded on the workers themselves (`DaskRating.place`) are rated where they lie
-(`DaskRating.rate_placed`): only the tariff goes out and 12 bytes per account come back (the
-totals as int32 where they fit).
+spends rating them (`tools/bench/bench_pg.py` measures both).  So the cycle has the workers read
+their readings from the store, and an engine call (`DaskRating(...)(energy, ...)`, the kernel's
+signature, for rows already in this process) sends each worker one partition (one task per worker)
+and the few tariff arrays inside the task; workers load the kernel from numba's cache when they
+join, not in the first cycle.  Rows that are built or loaded on the workers themselves
+(`DaskRating.place`) are rated where they lie (`DaskRating.rate_placed`): only the tariff goes out
+and 12 bytes per account come back (the totals as int32 where they fit).
 """
 
 from __future__ import annotations
@@ -32,10 +44,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from headend.costctl.collect import PartitionInput, PartitionResult, rate_partition, read_readings, reading_window
 from headend.tariff.kernel import rate
+from headend.tariff.model import TariffBook
 from headend.tariff.reference import Bill
 
-__all__ = ["DaskRating", "PlacedRows", "RatingUnavailable", "rating_engine", "IN_PROCESS"]
+__all__ = ["DaskRating", "PlacedRows", "RatingUnavailable", "StoreUnreachable", "rating_engine", "IN_PROCESS"]
 
 IN_PROCESS = "in-process"
 Engine = Callable[..., Bill]
@@ -58,14 +72,48 @@ def _tariff_arrays(slot_of_interval: Any, prices: Any, thresholds_wh: Any, incre
             np.asarray(resets, dtype=np.int64))
 
 
-def _rate_rows(part: Rows, slots: np.ndarray, prices: np.ndarray, thresholds: np.ndarray,
-               increments: np.ndarray, resets: np.ndarray, per_interval: bool, threads: int | None) -> Bill:
-    # runs on a worker, where the kernel was loaded when the worker joined (_kernel_plugin)
-    from headend.tariff.kernel import get_num_threads, rate as kernel_rate, set_num_threads
+class StoreUnreachable(RuntimeError):
+    """A worker cannot open the store the cycle reads (it raises this on the worker)."""
+
+
+def _kernel_threads(threads: int | None) -> None:
+    from headend.tariff.kernel import get_num_threads, set_num_threads
 
     if threads:
         # numba's thread count is per calling thread: set it in the task's own thread
         set_num_threads(max(1, min(threads, get_num_threads())))
+
+
+def _cycle_partition(address: str, part: PartitionInput, tariffs: list[TariffBook], last_end: int, interval_s: int,
+                     utc_offset_s: int, snap_s: int, threads: int | None) -> PartitionResult:
+    """Runs on a worker: open the store, read this partition's readings, collect and rate them."""
+    from headend.store import StoreError, open_store, sqlite_path
+    from headend.store.postgres import redact_url
+    from headend.tariff.kernel import rate as kernel_rate
+
+    _kernel_threads(threads)
+    path = sqlite_path(address)
+    where = redact_url(address) if path is None else path
+    advice = ("workers open the store themselves: give them the PostgreSQL URL they reach the server by, or on one "
+              "machine the SQLite file's path (DaskRating(store_address=...))")
+    # an SQLite path that is not there would be created empty: refuse it instead
+    if path is not None and not os.path.isfile(path):
+        raise StoreUnreachable(f"a worker cannot open the store {where}: no such file on {os.uname().nodename}; {advice}")
+    try:
+        with open_store(address, migrate=False) as store:
+            window = reading_window(np.asarray(part.rated_until, dtype=np.int64), last_end, interval_s, snap_s)
+            cols = read_readings(store, *window, meters=part.meter_span())
+    except StoreError as exc:
+        raise StoreUnreachable(f"a worker cannot read the store {where}: {exc}; {advice}") from None
+    return rate_partition(part, cols, tariffs, last_end, interval_s, utc_offset_s, snap_s, kernel_rate).compact()
+
+
+def _rate_rows(part: Rows, slots: np.ndarray, prices: np.ndarray, thresholds: np.ndarray,
+               increments: np.ndarray, resets: np.ndarray, per_interval: bool, threads: int | None) -> Bill:
+    # runs on a worker, where the kernel was loaded when the worker joined (_kernel_plugin)
+    from headend.tariff.kernel import rate as kernel_rate
+
+    _kernel_threads(threads)
     energy, ladder, rem = part
     bill = kernel_rate(energy, slots, prices, thresholds, increments, resets, ladder, rem, per_interval=per_interval)
     # half the bytes back: the totals travel as int32 whenever they fit (rem always does)
@@ -158,13 +206,17 @@ class DaskRating:
     worker one partition per call (the fewest transfers and tasks). ``kernel_threads``: the
     kernel's threads in each task; None lets a remote worker use its machine's cores (numba's
     default, or NUMBA_NUM_THREADS in the worker's environment), while a local cluster's workers
-    share this machine's cores (cores // workers each, so that they do not oversubscribe it)."""
+    share this machine's cores (cores // workers each, so that they do not oversubscribe it).
+    ``store_address``: the database as the workers reach it, when not as the head-end does (another
+    host name for the PostgreSQL server, the SQLite file's path on a shared disk)."""
 
     def __init__(self, address: str | None = None, *, local_workers: int = 2, processes: bool = False,
-                 partition_rows: int | None = None, timeout_s: float = 30.0, kernel_threads: int | None = None) -> None:
+                 partition_rows: int | None = None, timeout_s: float = 30.0, kernel_threads: int | None = None,
+                 store_address: str | None = None) -> None:
         from distributed import Client, LocalCluster
 
         self.address = address
+        self.store_address = store_address
         self.partition_rows = partition_rows
         if kernel_threads is None and address is None:
             kernel_threads = max(1, (os.cpu_count() or 1) // max(1, local_workers))
@@ -234,6 +286,57 @@ class DaskRating:
             spans = self._spans(n)
             rows = self.client.scatter([(e[lo:hi], ladder[lo:hi], r[lo:hi]) for lo, hi in spans], hash=False)
             return self._rate_parts(rows, spans, tariff, per_interval)
+
+        return self._guarded(work)
+
+    def rate_cycle(self, store_address: str, fleet: PartitionInput, tariffs: list[TariffBook], *, last_end: int,
+                   interval_s: int, utc_offset_s: int, snap_s: int) -> PartitionResult:
+        """The cost-control cycle's collect -> interval energy -> rating stage on the workers, one
+        partition each by meter address, every worker reading its readings from the store at
+        ``store_address`` (or this engine's ``store_address``); the joined result is what
+        `rate_partition` gives for the whole fleet in process."""
+        from headend.store import sqlite_path
+
+        address = self.store_address or store_address
+        path = sqlite_path(address)
+        if path == ":memory:":
+            raise ValueError("a store in memory cannot be read by the rating workers: open the store from a file "
+                             "or a PostgreSQL URL to rate on Dask")
+        if path is not None:
+            address = os.path.abspath(path)     # the workers' working folder is not this process's
+        n = fleet.accounts
+        if n == 0:
+            return rate_partition(fleet, np.zeros((0, 3), dtype=np.int64), tariffs, last_end, interval_s,
+                                  utc_offset_s, snap_s, rate)
+        meters = np.asarray(fleet.meter_int, dtype=np.int64)
+        if meters.size == n:
+            first = meters        # one meter each, the usual fleet
+        else:
+            starts = np.flatnonzero(np.r_[True, fleet.acct_of_row[1:] != fleet.acct_of_row[:-1]])
+            first = np.minimum.reduceat(meters, starts)
+        # partitions by meter address: each worker reads one span of addresses
+        by_meter = np.argsort(first, kind="stable")
+        args = (last_end, interval_s, utc_offset_s, snap_s, self.kernel_threads)
+
+        def work() -> PartitionResult:
+            from distributed import as_completed
+
+            chunks = [np.sort(by_meter[lo:hi]) for lo, hi in self._spans(n)]
+            names = sorted(self.client.scheduler_info().get("workers", {}))
+            futures = []
+            for k, chunk in enumerate(chunks):
+                where = [names[k % len(names)]] if names else None
+                # the partition's arrays straight to its worker, not inside the task graph
+                [part] = self.client.scatter([fleet.take(chunk)], workers=where, hash=False)
+                futures.append(self.client.submit(_cycle_partition, address, part, tariffs, *args, pure=False,
+                                                  workers=where))
+            chunk_of = {f.key: c for f, c in zip(futures, chunks)}
+            got = []
+            for future, result in as_completed(futures, with_results=True):
+                if future.status != "finished":
+                    future.result()
+                got.append((chunk_of[future.key], result))
+            return PartitionResult.join(got)
 
         return self._guarded(work)
 

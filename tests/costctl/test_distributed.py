@@ -108,6 +108,18 @@ def test_placed_rows_whose_cluster_went_away_are_a_clear_error(tmp_path) -> None
     engine.close()
 
 
+def _with_anomalies(store):
+    """Accounts that go the careful way, spread over the partitions: a reading off the grid, a gap,
+    a register going backwards (beside the fleet's account with two meters)."""
+    store.add_readings([("000000000005", "00010000", 999_999, D0 + DAY + 1234)])
+    for addr, regs in (("000000000070", [1_000, 2_000, 3_000, None, 5_000, 6_000]),
+                       ("000000000071", [1_000, 2_000, 1_500, 2_500, 3_500, 4_500])):
+        store.add_meter(addr, link="tcp://127.0.0.1:9", customer=addr, actor="t", mode="remote")
+        store.update_account(addr, actor="t", tariff="beijing", alarm1_fen=1000, alarm2_fen=500)
+        store.add_readings((addr, "00010000", r, D0 + d * DAY) for d, r in enumerate(regs) if r is not None)
+    return store
+
+
 def _week(store, engine):
     out = []
     for day in (2, 3, 4, 5):
@@ -122,10 +134,47 @@ def _week(store, engine):
     return out, accounts, ledger
 
 
-def test_a_week_of_cycles_rated_on_the_cluster_is_the_week_rated_in_process(tmp_path, dask_engine) -> None:
-    here = _week(_fleet_store(tmp_path / "here.db"), rate)
-    there = _week(_fleet_store(tmp_path / "there.db"), dask_engine)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_dbs(request, tmp_path):
+    """Two fresh store locations on one engine."""
+    if request.param == "sqlite":
+        return str(tmp_path / "here.db"), str(tmp_path / "there.db")
+    server = request.getfixturevalue("pg_server")
+    template = request.getfixturevalue("pg_template")
+    return server.create_db(template), server.create_db(template)
+
+
+def test_a_week_of_cycles_rated_on_the_cluster_is_the_week_rated_in_process(two_dbs, dask_engine) -> None:
+    # each worker reads its partition's readings from the store (the SQLite file, or the
+    # PostgreSQL database), builds the interval energy and rates it; partitions of 7 accounts
+    here = _week(_with_anomalies(_fleet_store(two_dbs[0])), rate)
+    there = _week(_with_anomalies(_fleet_store(two_dbs[1])), dask_engine)
     assert there == here and sum(r[1] for r in here[0]) > 0
+    problems = [p for day in here[0] for p in day[3]]
+    for what in ("off the 86400 s grid", "gap", "backwards"):
+        assert any(what in p for p in problems), (what, problems)
+
+
+def test_the_workers_partitions_join_to_the_whole_fleets_stage(tmp_path, dask_engine) -> None:
+    from headend.costctl.collect import PartitionInput, rate_partition, read_readings, reading_window
+    from headend.costctl.cycle import _Accounts
+
+    store = _with_anomalies(_fleet_store(tmp_path / "cc.db"))
+    acc = _Accounts(store.cost_control_meter_pages(1000))
+    fleet = PartitionInput(acc.meter_int, acc.acct_of_row, acc.rated_until, np.zeros(acc.n, dtype=np.int64),
+                           acc.ladder, acc.rem)
+    last_end, books = D0 + 5 * DAY, [load_catalog()["beijing"]]
+    whole = rate_partition(fleet, read_readings(store, *reading_window(acc.rated_until, last_end, DAY, 0)), books,
+                           last_end, DAY, 8 * 3600, 0, rate)
+    for rows in (None, 7, 1):             # one partition per worker, several each, one account each
+        dask_engine.partition_rows = rows
+        parts = dask_engine.rate_cycle(store.address, fleet, books, last_end=last_end, interval_s=DAY,
+                                       utc_offset_s=8 * 3600, snap_s=0)
+        for name in ("idx", "fen", "rem", "ladder", "until", "fixed"):
+            assert np.array_equal(getattr(parts, name), getattr(whole, name)), name
+        assert parts.problems == whole.problems and parts.audit == whole.audit
+    assert whole.idx.size == acc.n and whole.fen.sum() > 0 and whole.problems and whole.audit
+    store.close()
 
 
 def test_a_scheduler_gone_mid_cycle_charges_nothing_and_the_next_cycle_rates_once(tmp_path) -> None:
@@ -134,19 +183,16 @@ def test_a_scheduler_gone_mid_cycle_charges_nothing_and_the_next_cycle_rates_onc
     lonely = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
                           silence_logs=50)
     engine = DaskRating(lonely.scheduler_address, timeout_s=5)
-
-    def scheduler_dies_then_rate(*args, **kw):
-        lonely.close()  # the cycle has read its accounts and readings; now the cluster goes away
-        return engine(*args, **kw)
-
     store = _fleet_store(tmp_path / "cc.db")
+    scheduler_dies_after_the_accounts_are_read(store, lonely)
     before = [(a.customer, a.balance_fen, a.rated_until, a.version) for a in store.list_accounts()]
     journal = len(store.journal(limit=100_000))
     at = D0 + 2 * DAY + 10 * 3600
     store._clock = lambda: at
     with pytest.raises(RatingUnavailable, match="nothing was charged"):
-        run_cycle(store, load_catalog(), at, rules=Rules(notice_period_s=0), engine=scheduler_dies_then_rate)
+        run_cycle(store, load_catalog(), at, rules=Rules(notice_period_s=0), engine=engine)
     engine.close()
+    del store.cost_control_meter_pages
     assert [(a.customer, a.balance_fen, a.rated_until, a.version) for a in store.list_accounts()] == before
     assert len(store.journal(limit=100_000)) == journal
     # the next cycle (in process here) rates those intervals, once
@@ -154,6 +200,52 @@ def test_a_scheduler_gone_mid_cycle_charges_nothing_and_the_next_cycle_rates_onc
     again = run_cycle(store, load_catalog(), at, rules=Rules(notice_period_s=0))
     assert rep.charged_fen > 0 and again.charged_fen == 0
     assert store.check_ledger() == []
+    store.close()
+
+
+def scheduler_dies_after_the_accounts_are_read(store, cluster) -> None:
+    """The cycle reads its accounts, then ``cluster`` goes away before the workers get their
+    partitions (undone by ``del store.cost_control_meter_pages``)."""
+    pages = store.cost_control_meter_pages
+
+    def then_close(*args, **kw):
+        yield from pages(*args, **kw)
+        cluster.close()
+
+    store.cost_control_meter_pages = then_close
+
+
+def test_a_worker_that_cannot_open_the_store_charges_nothing_and_the_next_cycle_rates_once(tmp_path, cluster) -> None:
+    elsewhere = tmp_path / "not-here" / "cc.db"
+    engine = DaskRating(cluster.scheduler_address, store_address=str(elsewhere))
+    store = _fleet_store(tmp_path / "cc.db")
+    before = [(a.customer, a.balance_fen, a.rated_until, a.version) for a in store.list_accounts()]
+    journal = len(store.journal(limit=100_000))
+    at = D0 + 2 * DAY + 10 * 3600
+    store._clock = lambda: at
+    with pytest.raises(RatingUnavailable, match=r"a worker cannot open the store .*not-here/cc.db: no such file.*"
+                                                r"workers open the store themselves.*nothing was charged"):
+        run_cycle(store, load_catalog(), at, rules=Rules(notice_period_s=0), engine=engine)
+    engine.close()
+    assert not elsewhere.exists()          # not created empty by the worker
+    assert [(a.customer, a.balance_fen, a.rated_until, a.version) for a in store.list_accounts()] == before
+    assert len(store.journal(limit=100_000)) == journal
+    rep = run_cycle(store, load_catalog(), at, rules=Rules(notice_period_s=0))
+    again = run_cycle(store, load_catalog(), at, rules=Rules(notice_period_s=0))
+    assert rep.charged_fen > 0 and again.charged_fen == 0 and store.check_ledger() == []
+    store.close()
+
+
+def test_a_store_in_memory_cannot_be_rated_on_workers(cluster) -> None:
+    from headend.store import open_store
+
+    engine = DaskRating(cluster.scheduler_address)
+    store = open_store(":memory:", clock=lambda: D0)
+    store.add_meter("000000000001", link="tcp://127.0.0.1:9", customer="000000000001", actor="t", mode="remote")
+    store.update_account("000000000001", actor="t", tariff="beijing")
+    with pytest.raises(ValueError, match="a store in memory cannot be read by the rating workers"):
+        run_cycle(store, load_catalog(), D0 + 2 * DAY, engine=engine)
+    engine.close()
     store.close()
 
 

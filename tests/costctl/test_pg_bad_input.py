@@ -15,6 +15,7 @@ from headend.store import StoreError
 from headend.tariff.catalog import load_catalog
 from headend.tariff.kernel import rate
 from tests.costctl.test_cycle import D0, DAY, _fleet_store
+from tests.costctl.test_distributed import scheduler_dies_after_the_accounts_are_read
 from tests.headend.headend_proc import HeadEnd
 
 AT = D0 + 2 * DAY + 10 * 3600
@@ -93,17 +94,37 @@ def test_a_scheduler_gone_mid_cycle_on_postgresql_charges_nothing_and_the_next_c
     lonely = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
                           silence_logs=50)
     engine = DaskRating(lonely.scheduler_address, timeout_s=5)
-
-    def scheduler_dies_then_rate(*args, **kw):
-        lonely.close()
-        return engine(*args, **kw)
-
     store = _fleet_store(pg_server.create_db(pg_template))
+    scheduler_dies_after_the_accounts_are_read(store, lonely)
     store._clock = lambda: AT
     before = _state(store)
     with pytest.raises(RatingUnavailable, match="nothing was charged"):
-        run_cycle(store, load_catalog(), AT, rules=Rules(notice_period_s=0), engine=scheduler_dies_then_rate)
+        run_cycle(store, load_catalog(), AT, rules=Rules(notice_period_s=0), engine=engine)
     engine.close()
+    del store.cost_control_meter_pages
+    assert _state(store) == before
+    _next_cycle_charges_once(store)
+    store.close()
+
+
+def test_workers_given_a_wrong_database_url_charge_nothing_and_the_next_cycle_rates_once(
+        pg_server, pg_template) -> None:
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
+                           silence_logs=50)
+    # a password in the URL is not shown in the error
+    wrong = pg_server.url("no_such_db").replace("@", ":s3cret@", 1)
+    engine = DaskRating(cluster.scheduler_address, timeout_s=5, store_address=wrong)
+    store = _fleet_store(pg_server.create_db(pg_template))
+    store._clock = lambda: AT
+    before = _state(store)
+    with pytest.raises(RatingUnavailable, match=r'a worker cannot read the store .*no_such_db.*does not exist.*'
+                                                r'workers open the store themselves.*nothing was charged') as err:
+        run_cycle(store, load_catalog(), AT, rules=Rules(notice_period_s=0), engine=engine)
+    assert "s3cret" not in str(err.value)
+    engine.close()
+    cluster.close()
     assert _state(store) == before
     _next_cycle_charges_once(store)
     store.close()
