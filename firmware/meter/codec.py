@@ -144,8 +144,7 @@ class Deframer:
 
     def __init__(self, max_buffer=1024):
         self.buf = bytearray(max_buffer)
-        self.frame = bytearray(FRAME_MAX)
-        self._mv = memoryview(self.frame)
+        self._mv = memoryview(self.buf)  # frames are handed out as views of it: no second buffer
         self.s = 0  # first unread byte
         self.e = 0  # end of data
         self.discarded = 0
@@ -206,7 +205,8 @@ class Deframer:
         return 0
 
     def next_frame(self):
-        """A memoryview of the next whole frame (valid until the next call), or None."""
+        """A memoryview of the next whole frame, or None. It is a view of the stream's buffer,
+        valid until the next feed() (which may move the bytes)."""
         buf = self.buf
         while self.s < self.e:
             s = self.s
@@ -220,11 +220,8 @@ class Deframer:
                 break
             end = self._complete_at(p)
             if end > 0:
-                f = self.frame
-                for i in range(end - p):
-                    f[i] = buf[p + i]
                 self.s = end
-                return self._mv[:end - p]
+                return self._mv[p:end]
             if end < 0:
                 q = p + 1
                 while q < e:

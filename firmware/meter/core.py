@@ -6,7 +6,7 @@
 
 from meter import clock, codec
 from meter import events, wallet
-from meter.codec import get_bcd, get_le
+from meter.codec import get_bcd
 from meter import drop
 from meter.events import Events
 from meter.relay import Relay
@@ -21,21 +21,13 @@ except ImportError:
         return x
 
 # ERR byte bits (1-byte error replies)
-_ERR_OTHER = const(1)
-_ERR_NODATA = const(2)
+ERR_OTHER = const(1)
+ERR_NODATA = const(2)
 _ERR_AUTH = const(4)
 _ERR_BAUD = const(8)
 
-_READ_MAX = const(196)    # 200-byte read reply limit minus the DI
-_FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
 _SAVE_WH = const(100)     # energy save policy: unsaved Wh that force a save
 _SAVE_S = const(900)      # ... and the longest an unsaved Wh waits
-
-
-def _restored(cls, obj):
-    x = cls()
-    y = x.load(obj)  # classmethod loaders return the object; method loaders fill x in place
-    return x if y is None else y
 
 
 class Meter:
@@ -95,22 +87,12 @@ class Meter:
         self._policy = (config.get("save_wh", _SAVE_WH), config.get("save_s", _SAVE_S))
         self._unsaved = [0, 0]  # Wh metered since the last save, meter time of the first of them
         self.tok = None  # keypad token state (meter.token.enter), made by the first token typed
-        state = self.store.load()
-        loaded = state is not None
-        if loaded:
-            self._restore(state)
-        state = None  # the parsed record: let it go before the first save rebuilds the text
-        t = self.time(now)
-        self.last_t = max(self.last_t, t) if loaded else t
-        if self.store.fell_back:  # the head-end must learn that state may be one operation back
-            self.events.add(events.FAULT, (t, events.FALLBACK, self.store.seq))
-        if self.frz_day < 0:  # a new meter: no day before it existed is frozen
-            self.frz_day = (t - self.frz_min * 60) // clock.DAY
-        self._daily(t)  # the days the power was off for, each stamped with its own freeze time
-        self.sec.locked(t)  # a new day clears the MAC-failure count at power-up
-        self.tariff.roll(t)  # a switch-over that fell due while the power was off
-        self.relay.power_up(t)
-        self._relay_events()
+        # the record read back and the time caught up (meter.powerup: power-up code, let go after it)
+        from meter import powerup
+        powerup.power_up(self, now)
+        powerup = None
+        drop("meter.powerup")
+        collect()
         self._save()
 
     # --- persistence -------------------------------------------------------------------
@@ -119,44 +101,6 @@ class Meter:
                 "w": self.wallet.dump(), "r": self.relay.dump(), "s": self.sec.dump(), "E": self.energy,
                 "L": self.ladder_wh, "lt": self.last_t, "ts": self.seen_t, "o": self.offset, "b": self.bc_day,
                 "fz": [self.frz_min, self.frz_day], "k": self.tok}
-
-    def _restore(self, s):
-        self.addr = bytearray(codec.addr_bytes(s["a"]))
-        self.number = bytearray(codec.addr_bytes(s["n"]))
-        self.wallet = _restored(wallet.Wallet, s["w"])
-        self.relay = _restored(Relay, s["r"])
-        st = self.store
-        self._tlen = self._elen = -1
-        if "t" in s:
-            # a record from before the binary head: its JSON holds the tables (the next save
-            # rewrites them packed); they go as soon as they are restored
-            self.tariff = _restored(Tariff, s.pop("t"))
-            self.events.load(s.pop("e"))
-        else:
-            # read piece by piece from flash into their final packed form: no parse tree
-            tl = s["tl"]
-            del self.tariff  # the tables it held go before the record's are read
-            collect()
-            self.tariff = Tariff.unpack(st.ints_reader(3, tl[0]))
-            collect()
-            self.events.unpack(st.ints_reader(3 + tl[0], tl[1]))
-            collect()
-            # unchanged: the next save copies them from this record
-            self._tlen, self._elen = tl
-            self.tariff.dirty = False
-            self.events.dirty = False
-        self.sec.load(s["s"])
-        self.energy = list(s["E"])
-        self.ladder_wh = s["L"]
-        self.last_t = s["lt"]
-        self.offset = s["o"]
-        self.bc_day = s["b"]
-        # records written before freezes existed: midnight, and nothing frozen after the last save
-        self.frz_min, self.frz_day = s.get("fz") or (0, s["lt"] // clock.DAY)
-        self.tok = s.get("k")
-        if st.shift:  # a record of the firmware that counted from 2000: once, at the upgrade
-            from meter.epoch2000 import to_epoch
-            to_epoch(self, st.shift)
 
     def _save(self):
         """Persist the state; False (and the last saved state back in RAM) when the record
@@ -167,9 +111,12 @@ class Meter:
             return True
         except ValueError:  # state too big for this flash: undo whatever grew it
             self._tlen = self._elen = -1
+            from meter import powerup
             state = self.store.load()
             if state is not None:
-                self._restore(state)
+                powerup.restore(self, state)
+            state = powerup = None
+            drop("meter.powerup")
             return False
 
     def _write_record(self):
@@ -202,7 +149,7 @@ class Meter:
         st = self.store
         st.begin(n)
         n = tlen + elen
-        st.put(bytes((2, n & 0xFF, n >> 8)))  # a binary head, times from 2024 (meter.store _FORMAT)
+        st.put(bytes((2, n & 0xFF, n >> 8)))  # a binary head, times from 2024 (meter.powerup _FORMAT)
         if pack_t:
             tf.pack(st.put_ints)
         else:
@@ -433,11 +380,13 @@ class Meter:
         if kind == 2 and fn != 0x11 and fn != 0x12 and fn != 0x13 and fn != 0x15:
             return None  # wildcards address reads only
         if fn == 0x11:
-            r = self._read(t)
+            from meter.dis import read
+            r = read(self, t)
             drop("meter.disrec")  # a record or table read's (meter.dis): the reply is in self.tx
             return r
         if fn == 0x12:
-            return self._follow(t)
+            from meter.dis import follow
+            return follow(self, t)
         if fn == 0x13:
             return self._reply(0x93, self.addr, 6) if fr.n == 0 else None
         raw = memoryview(frame)[fr.preamble:fr.preamble + fr.size]
@@ -455,7 +404,7 @@ class Meter:
             return self._err(fn, _ERR_BAUD)
         if fn == 0x18 or fn == 0x19 or fn == 0x1A or fn == 0x1B:
             return self._err(fn, _ERR_AUTH)
-        return self._err(fn, _ERR_OTHER)
+        return self._err(fn, ERR_OTHER)
 
     def _match(self, a):
         # 1 own address, 2 wildcard (AA bytes, reads only), 3 broadcast, 0 not for us
@@ -485,85 +434,6 @@ class Meter:
     def _err(self, fn, err):
         self.out[0] = err
         return self._reply(fn | 0xC0, self.out, 1)
-
-    # --- reads -----------------------------------------------------------------------------
-    def _read(self, t):
-        fr = self.fr
-        if fr.n < 4:
-            return self._err(0x11, _ERR_OTHER)
-        d = fr.data
-        di = get_le(d, 0, 4)
-        out = self.out
-        from meter.dis import read_item
-        if di & 0xFF != 0xFF and di & 0xFF00 != 0xFF00:
-            k = read_item(self, di, out, 4, t)  # one item: straight into the reply
-            if k < 0:
-                return self._err(0x11, _ERR_NODATA)
-            for i in range(4):
-                out[i] = d[i]
-            self.blk_di = -1
-            return self._reply(0x91, out, 4 + k)
-        blk = self.blk
-        if blk is None:
-            blk = self.blk = bytearray(512)  # the longest block: 10 programming records, 503 bytes
-        k = self._value(di, blk, t)
-        if k < 0:
-            return self._err(0x11, _ERR_NODATA)
-        for i in range(4):
-            out[i] = d[i]
-        if k <= _READ_MAX:
-            self.blk_di = -1
-            for i in range(k):
-                out[4 + i] = blk[i]
-            return self._reply(0x91, out, 4 + k)
-        self.blk_di = di  # keep the snapshot: follow-ups must not mix two instants
-        self.blk_n = k
-        for i in range(_READ_MAX):
-            out[4 + i] = blk[i]
-        return self._reply(0xB1, out, 4 + _READ_MAX)
-
-    def _follow(self, t):
-        fr = self.fr
-        d = fr.data
-        if fr.n != 5:
-            return self._err(0x12, _ERR_OTHER)
-        di = get_le(d, 0, 4)
-        seq = d[4]
-        off = _READ_MAX + (seq - 1) * _FOLLOW_MAX
-        blk = self.blk
-        if blk is None or di != self.blk_di or seq < 1 or off >= self.blk_n:
-            return self._err(0x12, _ERR_NODATA)
-        k = min(_FOLLOW_MAX, self.blk_n - off)
-        out = self.out
-        for i in range(4):
-            out[i] = d[i]
-        for i in range(k):
-            out[4 + i] = blk[off + i]
-        out[4 + k] = seq
-        return self._reply(0xB2 if off + k < self.blk_n else 0x92, out, 5 + k)
-
-    def _value(self, di, b, t):
-        """The value of di (or of its block when DI0 or DI1 is FF) into b; length or -1."""
-        from meter.dis import read_item
-        if di & 0xFF == 0xFF or di & 0xFF00 == 0xFF00:
-            if di & 0xFFFF == 0xFFFF:
-                return -1
-            lo = di & 0xFF == 0xFF
-            first = 0
-            if not lo and (di >> 24 in (0x03, 0x1D, 0x1E)):
-                first = 1  # event classes: DI1=00 holds the counts, not record fields
-            n = 0
-            found = False
-            for i in range(first, 0x40):
-                sub = (di & ~0xFF) | i if lo else (di & ~0xFF00) | i << 8
-                if n + 50 > len(b):
-                    break  # no item is longer than 50 bytes: never write past the buffer
-                k = read_item(self, sub, b, n, t)
-                if k >= 0:
-                    n += k
-                    found = True
-            return n if found else -1
-        return read_item(self, di, b, 0, t)
 
 def dt6(b, o):
     """ss mm hh DD MM YY (BCD) at b[o:] as meter time, or -1 if it is not a real instant."""

@@ -10,13 +10,17 @@
 
 from meter import clock, codec
 from meter import events
-from meter.codec import put_bcd, put_sbcd, put_le
+from meter.codec import get_le, put_bcd, put_sbcd, put_le
+from meter.core import ERR_NODATA, ERR_OTHER
 
 try:
     from micropython import const
 except ImportError:  # CPython
     def const(x):
         return x
+
+_READ_MAX = const(196)    # 200-byte read reply limit minus the DI
+_FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
 
 # DI3 DI2 of the records and tables read through meter.disrec: day tables and zones, the ladder,
 # purchase, programming, token, MAC-failure and fault records, freezes, trips and closes
@@ -195,3 +199,84 @@ def read_item(m, di, b, o, t):
         from meter import disrec
         return disrec.read_item(m, c, lo, b, o)
     return -1
+
+
+def read(m, t):
+    """Meter m's reply to the 11H read in m.fr at meter time t (a view of m's transmit buffer)."""
+    fr = m.fr
+    if fr.n < 4:
+        return m._err(0x11, ERR_OTHER)
+    d = fr.data
+    di = get_le(d, 0, 4)
+    out = m.out
+    if di & 0xFF != 0xFF and di & 0xFF00 != 0xFF00:
+        k = read_item(m, di, out, 4, t)  # one item: straight into the reply
+        if k < 0:
+            return m._err(0x11, ERR_NODATA)
+        for i in range(4):
+            out[i] = d[i]
+        m.blk_di = -1
+        return m._reply(0x91, out, 4 + k)
+    blk = m.blk
+    if blk is None:
+        blk = m.blk = bytearray(512)  # the longest block: 10 programming records, 503 bytes
+    k = _value(m, di, blk, t)
+    if k < 0:
+        return m._err(0x11, ERR_NODATA)
+    for i in range(4):
+        out[i] = d[i]
+    if k <= _READ_MAX:
+        m.blk_di = -1
+        for i in range(k):
+            out[4 + i] = blk[i]
+        return m._reply(0x91, out, 4 + k)
+    m.blk_di = di  # keep the snapshot: follow-ups must not mix two instants
+    m.blk_n = k
+    for i in range(_READ_MAX):
+        out[4 + i] = blk[i]
+    return m._reply(0xB1, out, 4 + _READ_MAX)
+
+
+def follow(m, t):
+    """Meter m's reply to the 12H follow-up in m.fr: the next piece of the block read's snapshot."""
+    fr = m.fr
+    d = fr.data
+    if fr.n != 5:
+        return m._err(0x12, ERR_OTHER)
+    di = get_le(d, 0, 4)
+    seq = d[4]
+    off = _READ_MAX + (seq - 1) * _FOLLOW_MAX
+    blk = m.blk
+    if blk is None or di != m.blk_di or seq < 1 or off >= m.blk_n:
+        return m._err(0x12, ERR_NODATA)
+    k = min(_FOLLOW_MAX, m.blk_n - off)
+    out = m.out
+    for i in range(4):
+        out[i] = d[i]
+    for i in range(k):
+        out[4 + i] = blk[off + i]
+    out[4 + k] = seq
+    return m._reply(0xB2 if off + k < m.blk_n else 0x92, out, 5 + k)
+
+
+def _value(m, di, b, t):
+    """The value of di (or of its block when DI0 or DI1 is FF) into b; length or -1."""
+    if di & 0xFF == 0xFF or di & 0xFF00 == 0xFF00:
+        if di & 0xFFFF == 0xFFFF:
+            return -1
+        lo = di & 0xFF == 0xFF
+        first = 0
+        if not lo and (di >> 24 in (0x03, 0x1D, 0x1E)):
+            first = 1  # event classes: DI1=00 holds the counts, not record fields
+        n = 0
+        found = False
+        for i in range(first, 0x40):
+            sub = (di & ~0xFF) | i if lo else (di & ~0xFF00) | i << 8
+            if n + 50 > len(b):
+                break  # no item is longer than 50 bytes: never write past the buffer
+            k = read_item(m, sub, b, n, t)
+            if k >= 0:
+                n += k
+                found = True
+        return n if found else -1
+    return read_item(m, di, b, 0, t)

@@ -3,6 +3,7 @@
 # Store.shift), so a meter that never needs it spends no heap on it.
 
 from meter import clock
+from meter.powerup import load_events
 
 
 def to_epoch(m, d):
@@ -26,7 +27,7 @@ def to_epoch(m, d):
     tf.switch = [None if v is None else max(0, v - d) for v in tf.switch]
     tf.holidays = [h - dd * 8 for h in tf.holidays if h >= dd * 8]  # those before 2024 are past
     e = m.events
-    e.load([e.counts, [[(r[0] - d,) + r[1:] for r in e.records(k)] for k in range(len(e.logs))]])
+    load_events(e, [e.counts, [[(r[0] - d,) + r[1:] for r in e.records(k)] for k in range(len(e.logs))]])
     m._tlen = m._elen = -1  # nothing copied from the old record: all of it is written anew
     tf.dirty = True
     m.events.dirty = True

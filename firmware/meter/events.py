@@ -100,7 +100,8 @@ class Events:
         return [struct.unpack_from(f, b, o) for o in range(0, len(b), struct.calcsize(f))]
 
     # The meter's record keeps the log as packed binary (see Tariff.pack): the counts, then per
-    # kind the number of records and the records, each as a sequence of ints.
+    # kind the number of records and the records, each as a sequence of ints. meter.powerup reads
+    # it back (unpack_events), and restores a JSON record's (load_events).
 
     def pack(self, write):
         write(self.counts)
@@ -111,26 +112,3 @@ class Events:
             write((len(b) // w,))
             for o in range(0, len(b), w):
                 write(struct.unpack_from(f, b, o))
-
-    def unpack(self, read):
-        c = list(read())
-        k = len(c)  # kinds in the record: one written before a kind existed has fewer
-        while len(c) < _KINDS:
-            c.append(0)
-        self.counts = c
-        self.wide = 0
-        for i in range(_KINDS):
-            self.logs[i] = bytearray()
-            if i < k:
-                for _ in range(read()[0]):
-                    self._put(i, read(), False)
-        self.dirty = True
-
-    def load(self, obj):
-        """Restore [counts, records of each kind] (a JSON record's, records() of each)."""
-        q = [obj[0]]
-        for r in obj[1]:
-            q.append((len(r),))
-            q.extend(r)
-        q.reverse()
-        self.unpack(q.pop)

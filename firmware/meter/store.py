@@ -33,10 +33,8 @@ except ImportError:  # a port built without it
                 crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
         return crc ^ 0xFFFFFFFF
 
-_MAGIC = const(b"P6")
-_HEAD = const(8)
-_FORMAT = const(2)  # the first payload byte of a record with a binary head, times from 2024
-_SHIFT_2000 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01: records before _FORMAT
+MAGIC = b"P6"
+HEAD = const(8)
 _CHUNK = const(128)  # bytes per flash-to-flash copy step
 
 
@@ -50,67 +48,17 @@ class Store:
         self.slot = 1  # the next save goes to slot 0 on a blank flash
         self.fell_back = False
 
-    def _read_slot(self, slot):
-        # (seq, payload length) of the slot's record, (-1, 0) when it is not intact. The CRC
-        # is checked in small reads: no copy of the whole record is made
-        off = slot * self.half
-        fl = self.flash
-        h = fl.read(off, _HEAD)
-        if len(h) < _HEAD or h[0:2] != _MAGIC:
-            return -1, 0
-        seq = h[2] | h[3] << 8 | h[4] << 16 | h[5] << 24
-        n = h[6] | h[7] << 8
-        if _HEAD + n + 4 > self.half:
-            return -1, 0
-        c = crc32(h)
-        o = off + _HEAD
-        k = n
-        while k > 0:
-            m = k if k < _CHUNK else _CHUNK
-            c = crc32(fl.read(o, m), c)
-            o += m
-            k -= m
-        e = fl.read(o, 4)
-        if len(e) < 4 or c & 0xFFFFFFFF != e[0] | e[1] << 8 | e[2] << 16 | e[3] << 24:
-            return -1, 0
-        return seq, n
-
     def load(self):
         """The newest intact record's JSON object (for a record with a binary head, its JSON
         text; the head is read with payload() from offset 3), or None on a blank or wholly
-        corrupt flash. ValueError for an intact record of a format this code does not know."""
-        s0, n0 = self._read_slot(0)
-        s1, n1 = self._read_slot(1)
-        if s0 < 0 and s1 < 0:
-            return None
-        if s0 > s1:
-            self.seq, self.slot, n = s0, 0, n0
-        else:
-            self.seq, self.slot, n = s1, 1, n1
-        # the other slot holds a record that is not intact: the newest may be lost (a bit flip,
-        # a write torn by a power cut on a layout that can tear); the owner records the fallback
-        self.fell_back = min(s0, s1) < 0 and self.flash.read((1 - self.slot) * self.half, 2) == _MAGIC
-        h = self.payload(0, 3)
-        if h[0] != _FORMAT:
-            self.shift = _SHIFT_2000
-        elif self.shift:
-            self.shift = 0
-        if h[0] == 0x7B:  # "{": all JSON
-            return json.loads(self.payload(0, n))
-        if h[0] > _FORMAT or h[0] < 1 or len(h) < 3:
-            raise ValueError("state record of unknown format %d: written by newer firmware? "
-                             "Refusing it rather than starting from an empty state" % h[0])
-        b = 3 + (h[1] | h[2] << 8)
-        return json.loads(self.payload(b, n - b))
+        corrupt flash. ValueError for an intact record of a format this code does not know.
+        The reading is meter.powerup's (power-up code: its caller lets it go)."""
+        from meter.powerup import load
+        return load(self)
 
     def payload(self, offset, n):
         """n bytes at offset in the newest record's payload (after load() or a save)."""
-        return self.flash.read(self.slot * self.half + _HEAD + offset, n)
-
-    def ints_reader(self, offset, n):
-        """read() for the owner's packed tables (the sequences of put_ints) in the n bytes at
-        offset of the newest record's payload."""
-        return _ints_reader(self, offset, n)
+        return self.flash.read(self.slot * self.half + HEAD + offset, n)
 
     # A record is written as a stream: begin(n) (the payload's length, known before a byte is
     # written: the owner counts its packed tables with ints_size first), then put() and copy()
@@ -120,16 +68,16 @@ class Store:
     def begin(self, n):
         """Start the next record, of n payload bytes (ValueError, nothing written, when it does
         not fit the flash)."""
-        if _HEAD + n + 4 > self.half:
+        if HEAD + n + 4 > self.half:
             raise ValueError("state too big for flash")
         seq = self.seq + 1
-        h = bytearray(_HEAD)
-        h[0:2] = _MAGIC
+        h = bytearray(HEAD)
+        h[0:2] = MAGIC
         for i in range(4):
             h[2 + i] = seq >> (8 * i) & 0xFF
         h[6] = n & 0xFF
         h[7] = n >> 8
-        self._src = self.slot * self.half + _HEAD  # the newest record's payload: copies come from it
+        self._src = self.slot * self.half + HEAD  # the newest record's payload: copies come from it
         self._next = seq
         self._off = (1 - self.slot) * self.half
         self._crc = 0
@@ -198,25 +146,6 @@ def _packed(seq):
 def ints_size(seq):
     """Bytes seq takes packed (Store.put_ints), counted without packing it."""
     return 1 + len(seq) * (2, 4, 8)[_width(seq)]
-
-
-def _ints_reader(st, off, n):
-    # read() for Tariff.unpack / Events.unpack: the next sequence of the n bytes at off in the
-    # newest record's payload. They are read at once and each format made once, so the tuples
-    # kept land side by side, and what is let go after is one hole, not one between each two
-    b = st.payload(off, n)
-    pos = [0]
-    fm = {}
-
-    def read():
-        o = pos[0]
-        h = b[o]
-        f = fm.get(h)
-        if f is None:
-            f = fm[h] = "<%d%s" % (h & 63, "hiq"[h >> 6])
-        pos[0] = o + 1 + struct.calcsize(f)
-        return struct.unpack_from(f, b, o + 1)
-    return read
 
 
 def text_pieces(obj):

@@ -232,8 +232,9 @@ class Tariff:
         return tariffcheck.load(cls(), obj)
 
     # The meter's record keeps the tariff as packed binary (meter.store): write(seq) stores a
-    # sequence of ints, read() gives the next one back as a tuple. unpack() builds the final
-    # packed tables straight from those small reads: no parse tree of the whole record.
+    # sequence of ints, read() gives the next one back as a tuple. meter.powerup's unpack_tariff
+    # builds the final packed tables straight from those small reads: no parse tree of the whole
+    # record.
 
     def pack(self, write):
         for s in range(2):
@@ -249,24 +250,3 @@ class Tariff:
         write([x for p in self.settlement for x in p])
         for i in range(0, len(h), 16):  # pieces of 16: no long buffer
             write(h[i:i + 16])
-
-    @classmethod
-    def unpack(cls, read):
-        t = cls()
-        for s in range(2):
-            t.prices[s] = list(read())
-            days = t._days[s]
-            for k in range(_MAX_TABLES):
-                days[k] = read()
-            t._zones[s] = read()
-            t.thresholds[s] = list(read())
-            t.increments[s] = list(read())
-        t.switch = [None if v < 0 else v for v in read()]
-        t.weekend, t.weekend_table, n = read()
-        v = read()
-        t.settlement = [v[i:i + 3] for i in range(0, len(v), 3)]
-        t.mode = ladder_mode(t.settlement)
-        h = t.holidays
-        while len(h) < n:
-            h.extend(read())
-        return t

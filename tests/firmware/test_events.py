@@ -6,6 +6,7 @@ import json
 
 from meter import events
 from meter.events import Events
+from meter.powerup import load_events, unpack_events
 from tests.mpy import run_micropython
 
 # a purchase that took a balance from below zero, a trip by the meter itself (operator
@@ -79,11 +80,11 @@ def test_the_stored_form_is_what_older_firmware_wrote():
     assert kinds[events.PURCHASE] == [RECORDS[0][1]] and kinds[events.TRIP] == [RECORDS[1][1]]
     old = [[0, 0, 1, 0, 0], [[], [], [[5, 1, 100, -900, -800, 7]], [], []]]  # before freezes existed
     back = Events()
-    back.load(old)
+    load_events(back, old)
     assert back.counts == [0, 0, 1, 0, 0, 0, 0, 0] and back.last(events.PURCHASE, 1) == [5, 1, 100, -900, -800, 7]
     again = Events()
     it = iter(out)
-    again.unpack(lambda: tuple(next(it)))
+    unpack_events(again, lambda: tuple(next(it)))
     assert [again.records(k) for k in range(8)] == [e.records(k) for k in range(8)]
 
 

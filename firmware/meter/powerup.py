@@ -1,0 +1,216 @@
+# A meter's power-up: the newest intact record found on flash (meter.store's layout) and read
+# back into the core's state piece by piece. A running meter needs none of it until the next
+# power-up (or a save that does not fit, which restores the last record): loaded for that and let
+# go after it (meter.drop), so the heap a fully programmed meter runs in holds none of this code.
+
+import json
+import struct
+
+from meter import clock, events
+from meter.store import HEAD, MAGIC, crc32, collect
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_FORMAT = const(2)  # the first payload byte of a record with a binary head, times from 2024
+_SHIFT_2000 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01: records before _FORMAT
+_CHUNK = const(128)  # bytes per CRC read step
+
+
+def _read_slot(st, slot):
+    # (seq, payload length) of the slot's record, (-1, 0) when it is not intact. The CRC
+    # is checked in small reads: no copy of the whole record is made
+    off = slot * st.half
+    fl = st.flash
+    h = fl.read(off, HEAD)
+    if len(h) < HEAD or h[0:2] != MAGIC:
+        return -1, 0
+    seq = h[2] | h[3] << 8 | h[4] << 16 | h[5] << 24
+    n = h[6] | h[7] << 8
+    if HEAD + n + 4 > st.half:
+        return -1, 0
+    c = crc32(h)
+    o = off + HEAD
+    k = n
+    while k > 0:
+        m = k if k < _CHUNK else _CHUNK
+        c = crc32(fl.read(o, m), c)
+        o += m
+        k -= m
+    e = fl.read(o, 4)
+    if len(e) < 4 or c & 0xFFFFFFFF != e[0] | e[1] << 8 | e[2] << 16 | e[3] << 24:
+        return -1, 0
+    return seq, n
+
+
+def load(st):
+    """meter.store.Store.load: the newest intact record of st's flash, st made ready to save after
+    it."""
+    s0, n0 = _read_slot(st, 0)
+    s1, n1 = _read_slot(st, 1)
+    if s0 < 0 and s1 < 0:
+        return None
+    if s0 > s1:
+        st.seq, st.slot, n = s0, 0, n0
+    else:
+        st.seq, st.slot, n = s1, 1, n1
+    # the other slot holds a record that is not intact: the newest may be lost (a bit flip,
+    # a write torn by a power cut on a layout that can tear); the owner records the fallback
+    st.fell_back = min(s0, s1) < 0 and st.flash.read((1 - st.slot) * st.half, 2) == MAGIC
+    h = st.payload(0, 3)
+    if h[0] != _FORMAT:
+        st.shift = _SHIFT_2000
+    elif st.shift:
+        st.shift = 0
+    if h[0] == 0x7B:  # "{": all JSON
+        return json.loads(st.payload(0, n))
+    if h[0] > _FORMAT or h[0] < 1 or len(h) < 3:
+        raise ValueError("state record of unknown format %d: written by newer firmware? "
+                         "Refusing it rather than starting from an empty state" % h[0])
+    b = 3 + (h[1] | h[2] << 8)
+    return json.loads(st.payload(b, n - b))
+
+
+def ints_reader(st, off, n):
+    """read() for the packed tables (the sequences of Store.put_ints) in the n bytes at off of st's
+    newest record's payload: the next sequence as a tuple. They are read at once and each format
+    made once, so the tuples kept land side by side, and what is let go after is one hole, not one
+    between each two."""
+    b = st.payload(off, n)
+    pos = [0]
+    fm = {}
+
+    def read():
+        o = pos[0]
+        h = b[o]
+        f = fm.get(h)
+        if f is None:
+            f = fm[h] = "<%d%s" % (h & 63, "hiq"[h >> 6])
+        pos[0] = o + 1 + struct.calcsize(f)
+        return struct.unpack_from(f, b, o + 1)
+    return read
+
+
+def power_up(m, now):
+    """Meter m (meter.core), its fields at their defaults, brought up from its flash at HAL time
+    now: the newest record restored, the days the power was off for frozen, timers and the
+    tariff's switch-overs caught up, and the result saved."""
+    state = m.store.load()
+    loaded = state is not None
+    if loaded:
+        restore(m, state)
+    state = None  # the parsed record: let it go before the first save rebuilds the text
+    t = m.time(now)
+    m.last_t = max(m.last_t, t) if loaded else t
+    if m.store.fell_back:  # the head-end must learn that state may be one operation back
+        m.events.add(events.FAULT, (t, events.FALLBACK, m.store.seq))
+    if m.frz_day < 0:  # a new meter: no day before it existed is frozen
+        m.frz_day = (t - m.frz_min * 60) // clock.DAY
+    m._daily(t)  # the days the power was off for, each stamped with its own freeze time
+    m.sec.locked(t)  # a new day clears the MAC-failure count at power-up
+    m.tariff.roll(t)  # a switch-over that fell due while the power was off
+    m.relay.power_up(t)
+    m._relay_events()
+
+
+def _restored(cls, obj):
+    x = cls()
+    y = x.load(obj)  # classmethod loaders return the object; method loaders fill x in place
+    return x if y is None else y
+
+
+def restore(m, s):
+    """Meter m's state from record s (the JSON object Store.load gave; its binary head read from
+    m.store)."""
+    from meter import codec, wallet
+    from meter.relay import Relay
+    from meter.tariff import Tariff
+    m.addr = bytearray(codec.addr_bytes(s["a"]))
+    m.number = bytearray(codec.addr_bytes(s["n"]))
+    m.wallet = _restored(wallet.Wallet, s["w"])
+    m.relay = _restored(Relay, s["r"])
+    st = m.store
+    m._tlen = m._elen = -1
+    if "t" in s:
+        # a record from before the binary head: its JSON holds the tables (the next save
+        # rewrites them packed); they go as soon as they are restored
+        m.tariff = _restored(Tariff, s.pop("t"))
+        load_events(m.events, s.pop("e"))
+    else:
+        # read piece by piece from flash into their final packed form: no parse tree
+        tl = s["tl"]
+        m.tariff = None  # the tables it held go before the record's are read
+        collect()
+        m.tariff = unpack_tariff(ints_reader(st, 3, tl[0]))
+        collect()
+        unpack_events(m.events, ints_reader(st, 3 + tl[0], tl[1]))
+        collect()
+        # unchanged: the next save copies them from this record
+        m._tlen, m._elen = tl
+        m.tariff.dirty = False
+        m.events.dirty = False
+    m.sec.load(s["s"])
+    m.energy = list(s["E"])
+    m.ladder_wh = s["L"]
+    m.last_t = s["lt"]
+    m.offset = s["o"]
+    m.bc_day = s["b"]
+    # records written before freezes existed: midnight, and nothing frozen after the last save
+    m.frz_min, m.frz_day = s.get("fz") or (0, s["lt"] // clock.DAY)
+    m.tok = s.get("k")
+    if st.shift:  # a record of the firmware that counted from 2000: once, at the upgrade
+        from meter.epoch2000 import to_epoch
+        to_epoch(m, st.shift)
+
+
+def unpack_tariff(read):
+    """A meter.tariff.Tariff from its packed sequences (Tariff.pack), read() giving each in turn."""
+    from meter.tariff import Tariff, ladder_mode
+    t = Tariff()
+    for s in range(2):
+        t.prices[s] = list(read())
+        days = t._days[s]
+        for k in range(len(days)):
+            days[k] = read()
+        t._zones[s] = read()
+        t.thresholds[s] = list(read())
+        t.increments[s] = list(read())
+    t.switch = [None if v < 0 else v for v in read()]
+    t.weekend, t.weekend_table, n = read()
+    v = read()
+    t.settlement = [v[i:i + 3] for i in range(0, len(v), 3)]
+    t.mode = ladder_mode(t.settlement)
+    h = t.holidays
+    while len(h) < n:
+        h.extend(read())
+    return t
+
+
+def unpack_events(e, read):
+    """Event log e (meter.events.Events) from its packed sequences (Events.pack)."""
+    c = list(read())
+    k = len(c)  # kinds in the record: one written before a kind existed has fewer
+    n = len(e.logs)
+    while len(c) < n:
+        c.append(0)
+    e.counts = c
+    e.wide = 0
+    for i in range(n):
+        e.logs[i] = bytearray()
+        if i < k:
+            for _ in range(read()[0]):
+                e._put(i, read(), False)
+    e.dirty = True
+
+
+def load_events(e, obj):
+    """Event log e from [counts, records of each kind] (a JSON record's, records() of each)."""
+    q = [obj[0]]
+    for r in obj[1]:
+        q.append((len(r),))
+        q.extend(r)
+    q.reverse()
+    unpack_events(e, q.pop)
