@@ -173,7 +173,7 @@ def _target(r: PaymentRequest, accounts: dict[str, tuple[int, str]], meters: dic
 
 
 def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: str,
-                    channel: Channel | None = None) -> list[tuple[Payment, bool]]:
+                    channel: Channel | None = None, audit: bool = True) -> list[tuple[Payment, bool]]:
     """Take many payments in one transaction, each exactly as ``accept_payment`` takes one:
     (payment, whether this call made it) for each request, in order.
 
@@ -184,6 +184,9 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
     written. A transaction id twice in one batch is one payment, as it would be in two calls.
     A cut account is restored on its balance after all of the batch's payments to it.
     ``channel``: the caller's channel record, read in the same transaction (saves reading it again).
+    ``audit=False``: no "payment.accept" audit row per payment (the payments API: a channel's
+    accepted payment is recorded by its payment row; operators' payments and every refusal are
+    audited).
     """
     now = store.now()
     for i, r in enumerate(requests):
@@ -250,7 +253,7 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
             new.append(NewPayment(r.channel_id, r.txn_id, cust, to_meter.address if to_meter else r.meter,
                                   r.amount_fen, fee_of(ch.fee_rule, r.amount_fen), r.paid_at, to_meter is not None,
                                   asked[key], r.tender, r.extra, r.shift_id))
-        made = store.record_payments(new, actor=actor, day=inputs.day)
+        made = store.record_payments(new, actor=actor, day=inputs.day, audit=audit)
         for p in made:
             earlier[(p.channel_id, p.txn_id)] = p
         from headend.costctl.act import restore_after_payment

@@ -190,7 +190,8 @@ class Payments(Ledger, Outbox):
         return self.record_payments([NewPayment(channel, txn_id, customer, meter, amount_fen, fee_fen, paid_at,
                                                 to_meter, request, tender, extra, shift_id)], actor=actor)[0]
 
-    def record_payments(self, new: Sequence[NewPayment], *, actor: str, day: str | None = None) -> list[Payment]:
+    def record_payments(self, new: Sequence[NewPayment], *, actor: str, day: str | None = None,
+                        audit: bool = True) -> list[Payment]:
         """Record accepted payments with their journal rows, in one transaction, in order.
 
         Each account is credited ("payment"); with ``to_meter`` (local cost control) the money
@@ -199,7 +200,9 @@ class Payments(Ledger, Outbox):
         otherwise it is ``credited``. A second payment under the same (channel, txn_id) is a
         Conflict: the rules in ``headend.payments`` look it up first. A batch writes each table
         with one statement per row at most (journal, audit and state in bulk). ``day``: the
-        booking day the caller read in this transaction (``payment_inputs``).
+        booking day the caller read in this transaction (``payment_inputs``). ``audit=False``: no
+        "payment.accept" audit row (a channel's payment through the API: its payment row, with its
+        actor, channel, transaction id and times, is the record of who took it and when).
         """
         for p in new:
             if not isinstance(p.amount_fen, int) or isinstance(p.amount_fen, bool) or p.amount_fen <= 0:
@@ -235,9 +238,10 @@ class Payments(Ledger, Outbox):
                     bookings.append(Booking(p.customer, "topup_sent", -p.amount_fen,
                                             detail={"command": command[pid]}, **refs))
             self._book_many(tx, bookings, actor=actor, day=day, balances=balances)
-            self.log_actions((actor, "payment.accept", p.customer,
-                              {"payment": pid, "channel": p.channel, "txn_id": p.txn_id, "amount_fen": p.amount_fen,
-                               "meter": p.meter}) for p, pid in zip(new, ids))
+            if audit:
+                self.log_actions((actor, "payment.accept", p.customer,
+                                  {"payment": pid, "channel": p.channel, "txn_id": p.txn_id, "amount_fen": p.amount_fen,
+                                   "meter": p.meter}) for p, pid in zip(new, ids))
             return [Payment(pid, p.channel, p.txn_id, p.customer, p.meter, p.amount_fen, p.fee_fen,
                             "sent_to_meter" if p.to_meter else "credited", int(p.paid_at), now,
                             now if p.to_meter else None, None, None if p.to_meter else now, None, command.get(pid),

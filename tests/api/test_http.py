@@ -118,6 +118,19 @@ def test_a_payment_once_then_its_receipt_again(world, api):
     assert world.store.check_ledger() == []
 
 
+def test_a_channels_payment_is_recorded_by_its_payment_row_and_a_refusal_by_an_audit_row(world, api):
+    with world.client(api) as c:
+        r = c.post("/v1/payments", json=pay(txn="A1"))
+        assert r.status_code == 201, r.text
+        refused(world, c.post("/v1/payments", json=pay(txn="A2", amount=MAX_FEN + 1)), 422, "amount_too_large",
+                "amount_fen")
+    p = world.store.get_payment(r.json()["payment_id"])
+    # who took it, through which channel, under which id and when: on the payment itself
+    assert (p.actor, p.channel_id, p.txn_id, p.accepted_at is not None) == ("channel:bank-1", "bank-1", "A1", True)
+    assert world.store.audit_entries(action="payment.accept") == []
+    assert [e.detail["code"] for e in world.store.audit_entries(action="api.refused")] == ["amount_too_large"]
+
+
 def test_a_payment_to_a_local_meter_queues_one_recharge(world, api):
     with world.client(api) as c:
         r = c.post("/v1/payments", json=pay(txn="L1", customer_no=None, meter_no=LOCAL_METER, amount=1234))
