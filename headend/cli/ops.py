@@ -524,6 +524,15 @@ def op_serve(args: argparse.Namespace) -> int:
                 stop.set()
                 await reporter
 
+        profile = os.environ.get("PREPAID645_SERVE_PROFILE")
+        profiler = None
+        if profile:
+            # where a serve's CPU goes under real load: cProfile's statistics written to that file
+            # when the serve stops (README, Payments API: profiling a serve under the bench)
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         try:
             asyncio.run(main())
         except Conflict as exc:
@@ -531,6 +540,9 @@ def op_serve(args: argparse.Namespace) -> int:
         except (LinkError, OSError) as exc:
             raise c.CliError(f"serve stopped: {exc}", c.EXIT_FAILED) from None
         finally:
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(profile)
             store.log_action(c.actor_of(args), "serve.stop", None, None)
             done = _done_since(at_start, store.count_commands())
             why = f" ({stopped_by[0]})" if stopped_by else ""

@@ -39,3 +39,22 @@ def test_serve_freezes_what_start_up_built_and_serves_the_api(tmp_path):
         store.close()
     assert seen["health"] == {"status": "ok"}
     assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000  # the app, its models, the libraries
+
+
+def test_a_serve_asked_to_profile_itself_writes_where_its_cpu_went_when_it_stops(tmp_path):
+    import pstats
+
+    from tests.api.serve_procs import start_serve, stop_serves
+    from tests.headend.headend_proc import HeadEnd
+
+    he = HeadEnd(tmp_path)
+    out = tmp_path / "serve.prof"
+    proc, url = start_serve({**he.env, "PREPAID645_SERVE_PROFILE": str(out)})
+    try:
+        for _ in range(3):
+            assert httpx.get(url + "/v1/health", timeout=30).json() == {"status": "ok"}
+    finally:
+        stop_serves([proc])
+    assert proc.returncode == 0
+    served = [f for f in pstats.Stats(str(out)).stats if f[2] == "health" and f[0].endswith("app.py")]  # type: ignore[attr-defined]
+    assert served, "the health endpoint's calls are in the profile"
