@@ -542,7 +542,7 @@ def op_serve(args: argparse.Namespace) -> int:
         finally:
             if profiler is not None:
                 profiler.disable()
-                profiler.dump_stats(profile)
+                profiler.dump_stats(str(profile))
             store.log_action(c.actor_of(args), "serve.stop", None, None)
             done = _done_since(at_start, store.count_commands())
             why = f" ({stopped_by[0]})" if stopped_by else ""

@@ -5,7 +5,7 @@ comms front-end, the outbox worker and the payments API on one loop, SQLite in W
 simulated fleet of 1,000 meters (`tools.fleet`, a port each), and this process as the channels.
 
 * **Throughput.**  Signed ``POST /v1/payments`` to remote-cost-control accounts (each one is its
-  nonce, a payment row, journal row, audit row and queued notice, written with the other requests
+  nonce, a payment row, journal row, account update and queued notice, written with the other requests
   of the same loop turn in one SQLite transaction: headend/api/commit.py), against the same
   server's no-op ``GET /v1/health`` as the ceiling: what uvicorn and the app do with nothing to do
   along the path a payment takes (both are plain Starlette routes of the same app, behind the same
