@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 RATING_HELP = ("where accounts are rated: in-process (default), dask://HOST:PORT (a Dask scheduler; every worker"
-               " needs prepaid645 installed) or local-cluster[:N] (N Dask workers on this machine)")
+               " needs prepaid645 installed and reads its accounts' readings from the database: --db, or"
+               " PREPAID645_RATING_DB where the workers reach it by another URL) or local-cluster[:N] (N Dask"
+               " workers on this machine)")
 
 
 def _add_rating_arg(p: argparse.ArgumentParser) -> None:

@@ -52,6 +52,7 @@ from headend.tariff.reference import Bill
 __all__ = ["DaskRating", "PlacedRows", "RatingUnavailable", "StoreUnreachable", "rating_engine", "IN_PROCESS"]
 
 IN_PROCESS = "in-process"
+RATING_DB_ENV = "PREPAID645_RATING_DB"
 Engine = Callable[..., Bill]
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]     # energy (accounts, intervals), ladder_wh, rem
 
@@ -375,15 +376,19 @@ class DaskRating:
 
 def rating_engine(spec: str | None) -> Engine:
     """The engine named by ``--rating``: "in-process" (default, the kernel), "dask://HOST:PORT" (a
-    running scheduler) or "local-cluster[:N]" (N workers on this machine, default 2)."""
+    running scheduler) or "local-cluster[:N]" (N workers on this machine, default 2).  The workers
+    open the store the head-end's cycle reads, or the one ``PREPAID645_RATING_DB`` names."""
     if spec in (None, "", IN_PROCESS):
         return rate
     assert spec is not None
+    # the database as the workers reach it, where not by the head-end's own --db (a Unix socket,
+    # another host name)
+    store = os.environ.get(RATING_DB_ENV) or None
     if spec.startswith("dask://"):
-        return DaskRating("tcp://" + spec[len("dask://"):])
+        return DaskRating("tcp://" + spec[len("dask://"):], store_address=store)
     if spec == "local-cluster" or spec.startswith("local-cluster:"):
         n = spec.partition(":")[2] or "2"
         if not n.isdigit() or int(n) < 1:
             raise ValueError(f"--rating {spec}: write local-cluster:N with N workers >= 1")
-        return DaskRating(None, local_workers=int(n))
+        return DaskRating(None, local_workers=int(n), store_address=store)
     raise ValueError(f"--rating {spec!r}: write in-process, dask://HOST:PORT or local-cluster[:N]")

@@ -259,6 +259,21 @@ def test_an_unreachable_scheduler_and_a_bad_spec_are_clear_errors() -> None:
     assert rating_engine(None) is rate and rating_engine("in-process") is rate
 
 
+def test_the_workers_store_can_be_named_apart_from_the_head_ends(monkeypatch) -> None:
+    monkeypatch.setenv("PREPAID645_RATING_DB", "postgresql://bob@db.example/prepaid645")
+    engine = rating_engine("local-cluster:1")
+    try:
+        assert engine.store_address == "postgresql://bob@db.example/prepaid645"
+    finally:
+        engine.close()
+    monkeypatch.delenv("PREPAID645_RATING_DB")
+    engine = rating_engine("local-cluster:1")
+    try:
+        assert engine.store_address is None      # the head-end's own store
+    finally:
+        engine.close()
+
+
 def test_costctl_run_names_a_bad_rating_and_rates_on_a_local_cluster(tmp_path, capsys, monkeypatch) -> None:
     from headend.cli.main import main
 

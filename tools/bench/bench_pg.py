@@ -46,6 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 CYCLE_ACCOUNTS = int(os.environ.get("BENCH_PG_ACCOUNTS", "1000000"))
 RATING_ACCOUNTS = int(os.environ.get("BENCH_PG_RATING_ACCOUNTS", "10000000"))
+DASK_CYCLE_ACCOUNTS = int(os.environ.get("BENCH_DASK_CYCLE_ACCOUNTS", "1000000"))
+DASK_CYCLE_96_ACCOUNTS = int(os.environ.get("BENCH_DASK_CYCLE_96_ACCOUNTS", "100000"))
 # the payments' server: PostgreSQL's durable defaults (what a head-end's server keeps for money)
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 ASYNC_COMMIT = {**DURABLE, "synchronous_commit": "off"}
@@ -212,20 +214,21 @@ def _payments(report: Any, pg: Any, tmp: Path, settings: dict[str, str]) -> None
 
 
 # ----------------------------------------------------------------------------- a cost-control cycle
-def _build(db: str, n: int, days: int) -> None:
+def _build(db: str, n: int, days: int, interval_s: int = 86400) -> None:
     from headend.store import open_store
 
     rng = np.random.default_rng(5)
     ids = [f"{i + 1:012d}" for i in range(n)]
+    steps = days * 86400 // interval_s
     with open_store(db, clock=lambda: _D0) as store:
         store.add_meters(({"address": a, "link": "tcp://127.0.0.1:9", "customer": a, "mode": "remote"} for a in ids),
                          actor="bench")
         store.update_accounts(ids, actor="bench", tariff="beijing-tou", alarm1_fen=1000, alarm2_fen=500)
-        daily = rng.integers(0, 20_000, (n, days + 1))
+        daily = rng.integers(0, 20_000 * interval_s // 86400, (n, steps + 1))
         daily[:, 0] = rng.integers(0, 10**7, n)
         regs = daily.cumsum(axis=1).tolist()
-        store.add_readings((a, "00010000", regs[i][d], _D0 + d * 86400) for i, a in enumerate(ids)
-                           for d in range(days + 1))
+        store.add_readings((a, "00010000", regs[i][d], _D0 + d * interval_s) for i, a in enumerate(ids)
+                           for d in range(steps + 1))
         with store._tx() as tx:  # opening balances (a bench fleet: no journal behind them)
             tx.executemany("UPDATE accounts SET balance_fen = ? WHERE customer = ?",
                            zip(rng.integers(0, 100_000, n).tolist(), ids))
@@ -311,6 +314,120 @@ def _cycle(report: Any, pg: Any, tmp: Path, n: int = CYCLE_ACCOUNTS, days: int =
                    f" {days} days)", max(peaks[kind]), "MB")
 
 
+# ----------------------------------------------------------------------------- the cycle's stage on Dask
+def _stage_pairs(report: Any, engine: Any, db: str, n: int, interval_s: int, at: int, rounds: int) -> None:
+    """The cycle's readings -> interval energy -> rating stage for the accounts of ``db``, on the
+    cluster (each worker reading its partition from the store) against in process, interleaved:
+    accounts per CPU-second of every process involved, and per wall second."""
+    from headend.costctl.collect import PartitionInput, rate_partition, read_readings, reading_window
+    from headend.costctl.cycle import _Accounts
+    from headend.store import open_store
+    from headend.tariff.catalog import load_catalog
+    from headend.tariff.kernel import get_num_threads, rate
+    from tools.bench.interleave import interleaved_values, paired
+    from tools.proc import cpu_seconds, descendants
+
+    me = os.getpid()
+    catalog = load_catalog()
+    phase = (-8 * 3600) % interval_s
+    last_end = (at - phase) // interval_s * interval_s + phase
+    store = open_store(db, migrate=False)
+    acc = _Accounts(store.cost_control_meter_pages(50_000))      # read by the head-end either way: not timed
+    names = sorted({t for t in acc.tariff if t is not None})
+    t_index = np.array([names.index(t) for t in acc.tariff], dtype=np.int64)
+    fleet = PartitionInput(acc.meter_int, acc.acct_of_row, acc.rated_until, t_index, acc.ladder, acc.rem)
+    tariffs = [catalog[t] for t in names]
+    walls: dict[str, list[float]] = {"dask": [], "here": []}
+    fen: dict[str, int] = {}
+
+    def side(kind: str) -> float:
+        # CPU of every process the side uses: this one (the scheduler runs in it), and on the
+        # cluster side the worker processes too (descendants: the LocalCluster's workers)
+        pids = [me, *sorted(descendants(me))] if kind == "dask" else [me]
+        c0 = sum(cpu_seconds(p) for p in pids)
+        t0 = time.perf_counter()
+        if kind == "dask":
+            got = engine.rate_cycle(store.address, fleet, tariffs, last_end=last_end, interval_s=interval_s,
+                                    utc_offset_s=8 * 3600, snap_s=0)
+        else:
+            cols = read_readings(store, *reading_window(fleet.rated_until, last_end, interval_s, 0))
+            got = rate_partition(fleet, cols, tariffs, last_end, interval_s, 8 * 3600, 0, rate)
+            del cols
+        wall = time.perf_counter() - t0
+        cpu = sum(cpu_seconds(p) for p in pids) - c0
+        assert got.idx.size == n, (kind, got.idx.size, got.problems[:3])
+        fen.setdefault(kind, int(got.fen.sum()))
+        walls[kind].append(n / wall)
+        return n / cpu
+
+    side("dask"), side("here")    # warm: the kernel loaded and the pages cached on both sides
+    assert fen["dask"] == fen["here"], fen
+    load0 = os.getloadavg()[0]
+    walls["dask"].clear(), walls["here"].clear()
+    r = interleaved_values(lambda: side("dask"), lambda: side("here"), rounds=rounds)
+    load = (load0 + os.getloadavg()[0]) / 2
+    store.close()
+    per = f"{86400 // interval_s} interval{'s' if interval_s < 86400 else ''} a day ({interval_s} s)"
+    what = (f"cost-control cycle's readings -> interval energy -> rating stage, {n:,} accounts x 1 day, {per}, SQLite"
+            f" file (WAL): Dask LocalCluster of 2 worker processes x 1 kernel thread, each opening the store and reading"
+            f" its partition's readings, vs in-process ({get_num_threads()} kernel threads), same database")
+    report(f"{what}; per CPU-second of all processes (head-end + scheduler + workers vs head-end)", r.a,
+           "accounts/CPU-s", baseline=r.b, pairs=r)
+    w = paired(walls["dask"], walls["here"])
+    report(f"  the same stage, same pairs, per wall second ({n:,} accounts, {per})", w.a, "accounts/s",
+           baseline=w.b, pairs=w)
+    report(f"  load average (1 min) of the machine during those pairs ({n:,} accounts, {per})", load, "runnable")
+
+
+def _cycle_dask(report: Any, tmp: Path, n: int, n96: int) -> None:
+    """The cycle's stage on a LocalCluster of 2 worker processes against in process (module doc),
+    at ``n`` accounts with daily intervals and ``n96`` accounts with 96 a day; then whole cycles."""
+    from distributed import LocalCluster
+
+    from headend.costctl.cycle import run_cycle
+    from headend.costctl.distributed import DaskRating
+    from headend.store import open_store
+    from headend.tariff.catalog import load_catalog
+    from headend.tariff.kernel import rate
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=50)
+    engine = DaskRating(cluster.scheduler_address, kernel_threads=1)
+    try:
+        db = str(tmp / "dcycle.db")
+        t0 = time.perf_counter()
+        days = 5                # a day for the stage pairs, then four whole cycles
+        _build(db, n, days)
+        report(f"  (building the {n:,}-account SQLite database: {(days + 1) * n:,} readings)",
+               time.perf_counter() - t0, "s")
+        # ten minutes past midnight: the day just ended is the last complete interval either way
+        _stage_pairs(report, engine, db, n, 86400, _D0 + 86400 + 600, rounds=5)
+        if n96:
+            db96 = str(tmp / "dcycle96.db")
+            t0 = time.perf_counter()
+            _build(db96, n96, 1, interval_s=900)
+            report(f"  (building the {n96:,}-account SQLite database: {97 * n96:,} readings, 96 a day)",
+                   time.perf_counter() - t0, "s")
+            _stage_pairs(report, engine, db96, n96, 900, _D0 + 86400 + 600, rounds=5)
+        # whole cycles (rate, debit, decide, act), a day each, alternately on the cluster and in process
+        catalog = load_catalog()
+        walls: dict[str, list[float]] = {"dask": [], "here": []}
+        with open_store(db) as store:
+            for day, kind in zip(range(1, 5), ("dask", "here", "here", "dask")):
+                at = _D0 + day * 86400 + 9 * 3600
+                store._clock = lambda at=at: at
+                t0 = time.perf_counter()
+                rep = run_cycle(store, catalog, at, engine=engine if kind == "dask" else rate)
+                walls[kind].append(time.perf_counter() - t0)
+                assert rep.rated == n, rep.rated
+        for kind, how in (("dask", "readings read and rated on the 2 workers"), ("here", "in process")):
+            report(f"  whole cost-control cycle, {n:,} accounts x 1 day on SQLite, {how} (wall, mean of 2 days)",
+                   float(np.mean(walls[kind])), "s")
+    finally:
+        engine.close()
+        cluster.close()
+
+
 # ----------------------------------------------------------------------------- rating on Dask
 _BLOCK = 1 << 16          # rows generated per seed: any span of accounts gives the same rows
 
@@ -375,7 +492,10 @@ def run(report: Any, parts: tuple[str, ...] = (), cycle_accounts: int = CYCLE_AC
     PostgreSQL server."""
     from tools.pg_server import PgServer
 
-    parts = parts or ("rating", "payments", "cycle")
+    parts = parts or ("rating", "payments", "cycle", "dask-cycle")
+    if "dask-cycle" in parts:
+        with tempfile.TemporaryDirectory(prefix="bench-dcycle-") as tmp:
+            _cycle_dask(report, Path(tmp), DASK_CYCLE_ACCOUNTS, DASK_CYCLE_96_ACCOUNTS)
     if "rating" in parts:
         _rating(report, RATING_ACCOUNTS, placed=True)
         _rating(report, max(1, RATING_ACCOUNTS // 10), placed=False)
@@ -400,7 +520,7 @@ if __name__ == "__main__":
     from tools.bench.run import reporter
 
     ap = argparse.ArgumentParser(description="PostgreSQL and Dask figures (the module docstring); all by default")
-    ap.add_argument("--only", action="append", choices=("rating", "payments", "cycle"),
+    ap.add_argument("--only", action="append", choices=("rating", "payments", "cycle", "dask-cycle"),
                     help="run only these parts (repeatable)")
     ap.add_argument("--rating-only", action="store_true", help="the Dask figures alone (no PostgreSQL server)")
     ap.add_argument("--cycle-accounts", type=int, default=CYCLE_ACCOUNTS,
