@@ -25,7 +25,6 @@ _E_START = const(2)
 _E_LENGTH = const(3)
 _E_CHECKSUM = const(4)
 _E_END = const(5)
-REASONS = ("ok", "truncated", "start", "length", "checksum", "terminator")
 
 
 def addr_bytes(s):

@@ -149,64 +149,26 @@ def ints_size(seq):
 
 
 def text_pieces(obj):
-    """The JSON text of obj as buffers of about _PIECE bytes (Store.put writes each)."""
-    return [_buf(x) for x in _pieces(obj)]
-
-
-def _pieces(obj):
-    """The JSON text of obj as strings of about _PIECE characters."""
+    """The JSON text of dict obj (the meter's small state: short lists and scalars, each value
+    written whole) as buffers of at most about _PIECE bytes, which Store.put writes one by one: each
+    piece is joined once, so building it leaves no trail of ever longer partial strings to collect,
+    and no piece needs a block a fragmented heap lacks."""
     out = []
-    cur = []
-    _json_pieces(obj, out, cur, 0)
-    if cur:
-        out.append("".join(cur))
-    return out
-
-
-def _json_pieces(obj, out, cur, n):
-    # whole pieces go to out, the fragments of the next one to cur (n characters); each piece
-    # is joined once, so building it leaves no trail of ever longer partial strings to collect
-    if (isinstance(obj, dict) or isinstance(obj, list)) and _big(obj):
-        d = isinstance(obj, dict)
-        n = _piece(out, cur, n, "{" if d else "[")
-        first = True
-        for k in obj:
-            if not first:
-                n = _piece(out, cur, n, ",")
-            first = False
-            if d:
-                n = _piece(out, cur, n, json.dumps(k) + ":")
-                n = _json_pieces(obj[k], out, cur, n)
-            else:
-                n = _json_pieces(k, out, cur, n)
-        return _piece(out, cur, n, "}" if d else "]")
-    return _piece(out, cur, n, json.dumps(obj, separators=_SEP))
-
-
-def _big(obj):
-    # worth splitting: a long container, or one holding containers (the tariff's 2-item
-    # lists hold whole sets of day tables: dumped at once they made a 1.8 KB string, a block
-    # a fragmented heap lacks). A tuple is a packed table of <= 14 ints: one piece.
-    if len(obj) > 16:
-        return True
+    cur = ["{"]
+    n = 1
+    sep = ""
     for k in obj:
-        v = obj[k] if isinstance(obj, dict) else k
-        if isinstance(v, (list, dict, tuple)):
-            return True
-    return False
-
-
-def _piece(out, cur, n, s):
-    if cur and n + len(s) > _PIECE:
-        out.append("".join(cur))
-        del cur[:]
-        n = 0
-    elif len(cur) == 16:  # fold the fragments so far: the list never outgrows 16 slots
-        f = "".join(cur)
-        del cur[:]
-        cur.append(f)
-    cur.append(s)
-    return n + len(s)
+        s = sep + json.dumps(k) + ":" + json.dumps(obj[k], separators=_SEP)
+        sep = ","
+        if n + len(s) > _PIECE:
+            out.append(_buf("".join(cur)))
+            cur = []
+            n = 0
+        cur.append(s)
+        n += len(s)
+    cur.append("}")
+    out.append(_buf("".join(cur)))
+    return out
 
 
 if sys.implementation.name == "micropython":

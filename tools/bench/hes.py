@@ -10,6 +10,9 @@ try:
 except ImportError:  # pragma: no cover
     to_fields = None
 
+# meter.codec.decode's results, by number (the meter keeps only the numbers)
+_REASONS = ("ok", "truncated", "start", "length", "checksum", "terminator")
+
 
 def le(v, n):
     return bytes((v >> (8 * i)) & 0xFF for i in range(n))
@@ -31,7 +34,7 @@ def parse(raw):
     fr = codec.Frame()
     r = codec.decode(raw, fr)
     if r:
-        raise ValueError("bad reply frame: " + codec.REASONS[r])
+        raise ValueError("bad reply frame: " + _REASONS[r])
     return fr.ctrl, bytes(fr.data[:fr.n])
 
 
