@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any, Iterable, Iterator, Sequence
 
 from headend.store.base import StoreBase
 from headend.store.models import InvalidInput, Reading, check_di
+
+_VALUE_TYPES = {int, type(None)}
 
 
 class Readings(StoreBase):
@@ -20,24 +23,35 @@ class Readings(StoreBase):
         now = self.now()
         dis: dict[str, str] = {}  # the few DIs of a batch, checked and normalised once each
 
+        def one(r: Reading | Sequence[Any]) -> tuple[Any, ...]:
+            if isinstance(r, Reading):
+                row = (r.meter, r.di, r.read_at, r.value, r.text, now)
+            else:
+                try:
+                    row = (r[0], r[1], r[3], r[2], r[4] if len(r) > 4 else None, now)
+                except (IndexError, TypeError):
+                    raise InvalidInput(f"a reading is (meter, di, value, read_at[, text]), got {r!r}") from None
+            if type(row[2]) is not int or not (row[3] is None or type(row[3]) is int):
+                # money and energy are integers: a float or text here is a decoding bug upstream
+                raise InvalidInput(f"reading {r!r}: read_at must be int seconds and value an int or None")
+            di = dis.get(row[1])
+            if di is None:
+                di = dis[row[1]] = check_di(row[1])
+            return row if di is row[1] else (row[0], di, *row[2:])
+
         def rows() -> Iterator[tuple[Any, ...]]:
-            for r in readings:
-                if isinstance(r, Reading):
-                    row = (r.meter, r.di, r.read_at, r.value, r.text, now)
+            # a read cycle's batch is (meter, di, value, read_at, text) tuples as ReadItem.row makes
+            # them: checked a chunk at a time (the types and DIs of a chunk as sets) and the rows
+            # made by one comprehension, a third of the CPU of checking and building row by row;
+            # a chunk with anything else in it goes row by row
+            it = iter(readings)
+            while part := list(islice(it, 4096)):
+                if ({type(r) for r in part} == {tuple} and {len(r) for r in part} == {5}
+                        and {type(r[3]) for r in part} == {int} and {type(r[2]) for r in part} <= _VALUE_TYPES
+                        and all(check_di(d) == d for d in {r[1] for r in part})):
+                    yield from [(m, d, at, v, t, now) for m, d, v, at, t in part]
                 else:
-                    try:
-                        row = (r[0], r[1], r[3], r[2], r[4] if len(r) > 4 else None, now)
-                    except (IndexError, TypeError):
-                        raise InvalidInput(f"a reading is (meter, di, value, read_at[, text]), got {r!r}") from None
-                if type(row[2]) is not int or not (row[3] is None or type(row[3]) is int):
-                    # money and energy are integers: a float or text here is a decoding bug upstream
-                    raise InvalidInput(f"reading {r!r}: read_at must be int seconds and value an int or None")
-                di = dis.get(row[1])
-                if di is None:
-                    di = dis[row[1]] = check_di(row[1])
-                if di is not row[1]:
-                    row = (row[0], di, *row[2:])
-                yield row
+                    yield from map(one, part)
 
         with self._tx() as tx:
             # many rows a statement where the engine does that best (a read cycle stores a fleet's readings)

@@ -405,6 +405,21 @@ def test_bulk_readings_one_transaction_all_or_nothing(store) -> None:
     assert store.add_readings(good + [(A1, "00010000", 0, 999)]) == 1000
 
 
+def test_read_path_rows_are_checked_and_normalised_like_any(store) -> None:
+    # the read path's (meter, di, value, read_at, text) rows, checked a batch at a time
+    add(store)
+    good = [(A1, "00010000", i, i, None) for i in range(5000)]
+    for bad_row in [(A1, "00010000", 5, None, None), (A1, "00010000", 1.5, 1, None), (A1, "00010000", True, 1, None),
+                    (A1, "00010000", 5, 1.0, None), (A1, "total energy", 1, 3, None)]:
+        with pytest.raises(InvalidInput):
+            store.add_readings(good + [bad_row])
+    assert store.readings(A1) == []
+    assert store.add_readings(good + [(A1, "0001ff00", None, 7, "0040"), (A1, "00 01 FF 00", 2, 8, None)]) == 5002
+    assert store.readings(A1, "0001FF00") == [Reading(A1, "0001FF00", None, 7, "0040"), Reading(A1, "0001FF00", 2, 8)]
+    assert store.readings(A1, "00010000", since=4998) == [Reading(A1, "00010000", 4998, 4998),
+                                                          Reading(A1, "00010000", 4999, 4999)]
+
+
 def test_events_dedup_and_order(store) -> None:
     add(store)
     assert store.add_event(A1, "trip", {"reason": "overdraft"}, at=10, source="meter", dedup="trip#1") is not None
