@@ -187,7 +187,8 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
                     zip(cust[part], fen[part].tolist(), rem[part].tolist(), lad[part].tolist(), until[part].tolist()),
                     actor=actor, kind="charge", interval_s=interval_s, read_as=read_as,
                     fixed_fen=fixed[part].tolist() if fixed[part].any() else None,
-                    states=_changed_states(acc, d, rows, now))
+                    states=_changed_states(acc, d, rows, now),
+                    keys=acc.key[rows].tolist() if isinstance(acc.key, np.ndarray) else [acc.key[i] for i in rows.tolist()])
                 applied += n
                 written[rows] = done
                 del read_as
@@ -215,22 +216,23 @@ class _Accounts:
     for the few meters a command goes to.
     """
 
-    _INTS = (2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 14, 15, 17, 18)    # columns that are numbers (None -> -1)
+    _INTS = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 16, 17)    # columns that are numbers (None -> -1)
 
     def __init__(self, pages: Iterable[list[tuple[Any, ...]]]) -> None:
         nums: dict[int, list[np.ndarray]] = {k: [] for k in self._INTS}
         customers: list[str] = []
         tariffs: list[str | None] = []
-        policies: list[str] = []
         supplies: list[str] = []
+        keys: list[Any] = []
         shared: dict[Any, Any] = {}
         for page in pages:
             cols = list(zip(*page))
             customers.extend(cols[0])
+            keys.extend(cols[18])
             for k in self._INTS:
                 c = cols[k]
                 nums[k].append(np.array([-1 if v is None else v for v in c] if None in c else c, dtype=np.int64))
-            for out, k in ((tariffs, 7), (policies, 13), (supplies, 16)):
+            for out, k in ((tariffs, 6), (supplies, 15)):
                 out.extend([shared.setdefault(v, v) for v in cols[k]])
             del cols
         col = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in nums.items()}
@@ -241,7 +243,7 @@ class _Accounts:
         self.n = self.first_row.size
         self.acct_of_row = np.repeat(np.arange(self.n), np.diff(np.r_[self.first_row, n_rows]))
         self.meters_of = np.bincount(self.acct_of_row, minlength=self.n)
-        self.meter_int = col[18]
+        self.meter_int = col[17]
 
         one_each = self.n == n_rows       # the usual fleet: one meter per account
 
@@ -254,16 +256,20 @@ class _Accounts:
             return col[k] if one_each else col[k][self.first_row]
 
         self.customer: Sequence[str] = pick(customers)
-        self.balance, self.rem, self.ladder, self.rated_until, self.version = (ints(k) for k in (2, 3, 4, 5, 6))
+        # the store's key of each account (Store.cost_control_meters): numbers as an array
+        self.key: Any = pick(keys)
+        if {type(k) for k in self.key} == {int}:
+            self.key = np.array(self.key, dtype=np.int64)
+        self.balance, self.rem, self.ladder, self.rated_until, self.version = (ints(k) for k in (1, 2, 3, 4, 5))
         self.tariff: Sequence[str | None] = pick(tariffs)
-        self.alarm1, self.alarm2, self.overdraft, self.close_ok = (ints(k) for k in (8, 9, 10, 11))
-        self.protected = (np.maximum.reduceat(col[12], self.first_row) if n_rows else col[12]).astype(bool)
-        self.direct = np.array([p == "direct" for p in pick(policies)], dtype=bool)
+        self.alarm1, self.alarm2, self.overdraft, self.close_ok = (ints(k) for k in (7, 8, 9, 10))
+        self.protected = (np.maximum.reduceat(col[11], self.first_row) if n_rows else col[11]).astype(bool)
+        self.direct = ints(12).astype(bool)
         codes = {name: k for k, name in enumerate(SUPPLY)}
-        self.notice_level = ints(14).astype(np.int8)
-        self.notice_at = ints(15)
+        self.notice_level = ints(13).astype(np.int8)
+        self.notice_at = ints(14)
         self.supply = np.array([codes[v] for v in pick(supplies)], dtype=np.int8)
-        self.supply_at = ints(17)                 # -1: none
+        self.supply_at = ints(16)                 # -1: none
 
     def meters_of_account(self, i: int) -> list[str]:
         lo = int(self.first_row[i])

@@ -89,27 +89,32 @@ class CostControlState(Accounts):
         """Every remote-cost-control meter with its account, by customer then address: the whole
         input of a cost-control cycle in one query.
 
-        Rows: (customer, address, balance_fen, rem, ladder_wh, rated_until, version, tariff,
-        alarm1_fen, alarm2_fen, overdraft_fen, close_ok_fen, protected (0/1: the account's or
-        the meter's flag), restore_policy, notice_level, notice_at, supply, supply_at, the
-        address as a number).
+        Rows: (customer, balance_fen, rem, ladder_wh, rated_until, version, tariff, alarm1_fen,
+        alarm2_fen, overdraft_fen, close_ok_fen, protected (0/1: the account's or the meter's
+        flag), direct (0/1: restore policy 'direct'), notice_level, notice_at, supply, supply_at,
+        the address as a number, the account's key (``Tx.account_key``: what
+        ``charge_and_set_states`` takes as ``keys``)).
         """
         with self._tx(write=False) as tx:
-            return tx.all(f"{self._CC_METERS} ORDER BY a.customer, m.address")
+            return tx.all(self._cc_meters(tx))
 
-    _CC_METERS = (
-        "SELECT a.customer, m.address, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.tariff,"
-        " a.alarm1_fen, a.alarm2_fen, a.overdraft_fen, a.close_ok_fen,"
-        " CASE WHEN a.protected = 1 OR m.protected = 1 THEN 1 ELSE 0 END, a.restore_policy,"
-        " a.notice_level, a.notice_at, a.supply, a.supply_at, CAST(m.address AS BIGINT)"
-        " FROM meters m JOIN accounts a ON a.customer = m.customer WHERE m.mode = 'remote'"
-    )
+    @staticmethod
+    def _cc_meters(tx: Any) -> str:
+        # numbers where the cycle wants numbers, and no column it does not use: a million rows
+        # are made into Python values column by column
+        return ("SELECT a.customer, a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.version, a.tariff,"
+                " a.alarm1_fen, a.alarm2_fen, a.overdraft_fen, a.close_ok_fen,"
+                " CASE WHEN a.protected = 1 OR m.protected = 1 THEN 1 ELSE 0 END,"
+                " CASE WHEN a.restore_policy = 'direct' THEN 1 ELSE 0 END,"
+                f" a.notice_level, a.notice_at, a.supply, a.supply_at, CAST(m.address AS BIGINT), a.{tx.account_key}"
+                " FROM meters m JOIN accounts a ON a.customer = m.customer WHERE m.mode = 'remote'"
+                " ORDER BY a.customer, m.address")
 
     def cost_control_meter_pages(self, size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
         """The rows of :meth:`cost_control_meters`, same order, in lists of up to ``size`` from one
         read: a large fleet's input need not be held as one list of rows."""
         with self._tx(write=False) as tx:
-            yield from tx.pages(f"{self._CC_METERS} ORDER BY a.customer, m.address", (), size)
+            yield from tx.pages(self._cc_meters(tx), (), size)
 
     def apply_decisions(
         self,

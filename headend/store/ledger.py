@@ -356,6 +356,7 @@ class Ledger(Accounts):
         read_as: Iterable[Sequence[int]] | None = None,
         fixed_fen: Iterable[int] | None = None,
         states: Iterable[Sequence[Any] | None] | None = None,
+        keys: Iterable[Any] | None = None,
     ) -> tuple[int, bool]:
         """Debit many accounts in one transaction, exactly once per batch_key; return (accounts
         charged, whether ``states`` were set).
@@ -379,6 +380,8 @@ class Ledger(Accounts):
         it was (its UPDATE then leaves the state columns alone).  They are set only if no account moved since
         ``read_as`` (the usual case); otherwise none is, the charges still land on the balances as
         they are, and the caller decides again (``apply_decisions`` compare-and-sets on versions).
+        ``keys`` (with ``read_as``): per charge, the account's key as ``cost_control_meters`` read it
+        (``Tx.account_key``): the compare-and-set finds the row by it (and checks the customer).
         """
         rows = [tuple(r) for r in charges]
         now = self.now()
@@ -411,6 +414,10 @@ class Ledger(Accounts):
             if len(decided) != len(rows):
                 raise InvalidInput(f"charge batch {batch_key}: states needs one (notice_level, notice_at, supply,"
                                    " supply_at) per charge")
+        if keys is not None:
+            keys = list(keys)
+            if read_as is None or len(keys) != len(rows):
+                raise InvalidInput(f"charge batch {batch_key}: keys are given with read_as, one per charge")
         # rated_until stays as it is where the charge does not give one
         sets = (f"balance_fen = balance_fen - ?, {OWING_SINCE % '-'}, rem = ?, ladder_wh = ?,"
                 " rated_until = COALESCE(?, rated_until), ")
@@ -431,12 +438,23 @@ class Ledger(Accounts):
                 # only the states that change are written: an UPDATE that sets the four state
                 # columns as well costs SQLite about twice one that sets the money alone
                 states_of = decided if decided is not None else [None] * len(rows)
-                n = tx.executemany(update + " AND version = ?", [
-                    (f, f, now, rm, ld, u, now, c, int(k[3]))
-                    for (c, f, rm, ld, u), k, st in zip(rows, read_as, states_of) if st is None])
-                n += tx.executemany(update_decided, [
-                    (f, f, now, rm, ld, u, *st, now, c, int(k[3]))
-                    for (c, f, rm, ld, u), k, st in zip(rows, read_as, states_of) if st is not None])
+                if keys is None or tx.account_key == "customer":
+                    n = tx.executemany(update + " AND version = ?", [
+                        (f, f, now, rm, ld, u, now, c, int(k[3]))
+                        for (c, f, rm, ld, u), k, st in zip(rows, read_as, states_of) if st is None])
+                    n += tx.executemany(update_decided, [
+                        (f, f, now, rm, ld, u, *st, now, c, int(k[3]))
+                        for (c, f, rm, ld, u), k, st in zip(rows, read_as, states_of) if st is not None])
+                else:
+                    # by the engine's own row key: on SQLite 0.75x the time of finding each row
+                    # through the customer index first
+                    by_key = f" AND {tx.account_key} = ?"
+                    n = tx.executemany(update + by_key + " AND version = ?", [
+                        (f, f, now, rm, ld, u, now, c, key, int(k[3]))
+                        for (c, f, rm, ld, u), k, st, key in zip(rows, read_as, states_of, keys) if st is None])
+                    n += tx.executemany(update_decided.replace(" AND version", by_key + " AND version"), [
+                        (f, f, now, rm, ld, u, *st, now, c, key, int(k[3]))
+                        for (c, f, rm, ld, u), k, st, key in zip(rows, read_as, states_of, keys) if st is not None])
                 if n == len(rows):
                     before = read_as           # (balance, rem, ladder, version): the ledger uses the first three
                 else:

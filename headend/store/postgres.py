@@ -174,6 +174,7 @@ class _Tx:
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
+    account_key = "customer"
 
     def __init__(self, db: "PostgresBackend") -> None:
         self._db = db

@@ -732,6 +732,7 @@ class _Tx:
 
     skip_locked = ""  # one writer at a time: a claim's rows cannot be taken by anyone else meanwhile
     for_update = ""  # nor changed by anyone else before this transaction ends
+    account_key = "rowid"
 
     def lock(self, keys: Sequence[str]) -> None:
         """Nothing to lock: the database's one write lock is held from BEGIN IMMEDIATE on."""

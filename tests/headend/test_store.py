@@ -519,6 +519,26 @@ def test_charge_with_states_sets_only_the_states_given_and_leaves_a_none_as_it_w
     assert [(a.balance_fen, a.notice_level) for a in map(store.get_account, (C1, C2))] == [(440, 1), (-80, 2)]
 
 
+def test_charge_by_the_keys_the_cycle_read_lands_on_the_customer_even_if_the_keys_moved(store) -> None:
+    add(store, mode="remote")
+    add(store, A2, C2, mode="remote")
+    keys = {r[0]: r[-1] for r in store.cost_control_meters()}
+    read = [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in map(store.get_account, (C1, C2))]
+    charges = [(C1, 30, 7, 70, 86_400), (C2, 40, 8, 80, 86_400)]
+    assert store.charge_and_set_states("k1", charges, actor="costctl", read_as=read, keys=[keys[C1], keys[C2]],
+                                       states=[(1, 100, "on", None), None]) == (2, True)
+    assert [(a.balance_fen, a.notice_level) for a in map(store.get_account, (C1, C2))] == [(-30, 1), (-40, 0)]
+    # the rows renumbered between the read and the write (a VACUUM may do that to SQLite's rowids):
+    # each key now finds the other account, and still each charge lands on its own customer
+    read = [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in map(store.get_account, (C1, C2))]
+    store.charge_and_set_states("k2", charges, actor="costctl", read_as=read, keys=[keys[C2], keys[C1]],
+                                states=[None, (2, 100, "on", None)])
+    assert [a.balance_fen for a in map(store.get_account, (C1, C2))] == [-60, -80]
+    assert [e.balance_after for e in store.ledger(C1, limit=1)] == [-60]
+    with pytest.raises(InvalidInput, match="keys"):
+        store.charge_and_set_states("k3", charges, actor="costctl", read_as=read, keys=[keys[C1]])
+
+
 def test_decisions_of_an_account_whose_money_moved_are_left_for_the_next_cycle(store) -> None:
     add(store, mode="remote")
     add(store, A2, C2, mode="remote")
