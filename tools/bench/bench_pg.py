@@ -20,6 +20,18 @@
   SQLite one is built with the store's bulk methods, then copied into PostgreSQL with COPY (the
   copy is the benchmark's set-up, not what is measured).  `make bench` runs N = 1,000,000 (about
   5 minutes, 1 GB; ``BENCH_PG_ACCOUNTS=20000`` or ``--cycle-accounts 20000`` for a quick run).
+* **The cycle's stage on Dask.**  The cost-control cycle's readings -> interval energy -> rating
+  stage (``headend.costctl.collect.rate_partition``) for N accounts of one SQLite file (WAL): on a
+  LocalCluster of 2 worker processes (the kernel on one thread in each), each worker opening the
+  store and reading its own partition's readings (``DaskRating.rate_cycle``), against the same
+  stage in this process (the kernel on this machine's threads), interleaved, 5 pairs.  The
+  figure is accounts per CPU-second of every process involved (this one, where the LocalCluster's
+  scheduler runs, and the workers; this one alone in process): throughput per core; the wall
+  second ratio of the same pairs beside it.  The accounts are read by the head-end either way and
+  are not timed.  Daily intervals at N (`make bench`: 1,000,000, about 2 GB;
+  ``BENCH_DASK_CYCLE_ACCOUNTS``), 96 a day at ``BENCH_DASK_CYCLE_96_ACCOUNTS`` (100,000: the
+  store takes its 97 readings an account at about 100,000 a second); then four whole cycles of the
+  N accounts (rate, debit, decide, act), two on the cluster and two in process.  Aim: >= 0.6.
 * **Rating on Dask.**  N accounts x 96 intervals rated by a LocalCluster of 2 worker processes,
   the kernel on one thread in each, against the in-process kernel on this machine's 2 threads,
   interleaved; both use the 2 cores, so the ratio is per core.  Twice: with the rows built on the
