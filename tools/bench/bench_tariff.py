@@ -478,7 +478,66 @@ def write_forms(report, n: int | None = None) -> None:
                             work_a=n, work_b=n)
             report(f"cycle money update, {n:,} accounts on SQLite: {name}, vs the cycle's UPDATE of each accounts row"
                    " by customer (executemany, customer order)", r.a, "accounts/s", r.b, pairs=r)
+        journal_forms(report, conn, n)
         conn.close()
+
+
+def journal_forms(report, conn, n: int) -> None:
+    """What each index and check of the journal costs a cycle: its ``n`` charge rows appended as
+    the store appends them (``Tx.insert_many``: multi-row INSERTs, foreign keys checked as the
+    store has them) to a copy of the ledger table with every index it has, interleaved with the
+    same rows appended to a copy without one of them.  Each copy holds a day of such rows first,
+    so no index is empty; each run is rolled back."""
+    import re
+
+    from headend.store.backend import values_statements
+
+    ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'ledger'").fetchone()[0]
+    indexes = {"customer": "(customer, id)", "day": "(day)",
+               "payment": "(payment_id) WHERE payment_id IS NOT NULL"}
+    no_unique = ddl.replace("idem_key TEXT UNIQUE", "idem_key TEXT")
+    copies = {
+        "every index and check the store has (foreign key, idem_key UNIQUE, customer, day, payment)": (ddl, indexes),
+        "no UNIQUE on idem_key (a unique index on the non-NULL keys instead: a charge has none)":
+            (no_unique, {**indexes, "idem": "(idem_key) WHERE idem_key IS NOT NULL"}),
+        "no index on day": (ddl, {k: v for k, v in indexes.items() if k != "day"}),
+        "no index on (customer, id)": (ddl, {k: v for k, v in indexes.items() if k != "customer"}),
+        "no foreign key to accounts": (re.sub(r" REFERENCES accounts\(customer\)", "", ddl), indexes),
+    }
+    cols = "customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, rem_after, rated_to, ref, day"
+    key = f"costctl:{_D0 + 86400}:0123456789abcdef"
+    customers = [r[0] for r in conn.execute("SELECT customer FROM accounts ORDER BY customer")]
+
+    def rows(day: int) -> list[tuple]:
+        # a charge row as charge_and_set_states writes it
+        return [(c, _D0 + day * 86400, "charge", -123, 4567, "costctl", f'{{"batch": "{key}"}}', 890,
+                 _D0 + day * 86400, f"batch:{key}", f"2025-06-0{2 + day}") for c in customers]
+
+    conn.execute("PRAGMA foreign_keys = ON")
+    for k, (sql, idx) in enumerate(copies.values()):
+        conn.execute(sql.replace("CREATE TABLE ledger", f"CREATE TABLE bench_journal{k}", 1))
+        for name, on in idx.items():
+            unique = "UNIQUE " if name == "idem" else ""
+            conn.execute(f"CREATE {unique}INDEX bench_journal{k}_{name} ON bench_journal{k}{on}")
+        conn.execute("BEGIN")
+        for stmt, params in values_statements(f"INSERT INTO bench_journal{k} ({cols}) VALUES ",
+                                              "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)", rows(0), "", 999):
+            conn.execute(stmt, params)
+        conn.execute("COMMIT")
+    day1 = rows(1)
+
+    def append(k: int) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        for stmt, params in values_statements(f"INSERT INTO bench_journal{k} ({cols}) VALUES ",
+                                              "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)", day1, "", 999):
+            conn.execute(stmt, params)
+        conn.execute("ROLLBACK")
+
+    names = list(copies)
+    for k, name in enumerate(names[1:], start=1):
+        r = interleaved(lambda k=k: append(k), lambda: append(0), rounds=5, work_a=n, work_b=n)
+        report(f"cycle journal rows, {n:,} charges appended on SQLite as the store does (32-row INSERTs): {name},"
+               f" vs {names[0]}", r.a, "rows/s", r.b, pairs=r)
 
 
 if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.bench.bench_tariff --store-accounts N
@@ -495,7 +554,8 @@ if __name__ == "__main__":  # the full-size cost-control cycle: python -m tools.
     ap.add_argument("--kernel", action="store_true",
                     help="the tariff kernel's figures alone (a minute or two; see kernel)")
     ap.add_argument("--write-forms", action="store_true",
-                    help="compare the forms of the money update on SQLite instead (see write_forms)")
+                    help="compare the forms of the money update, and what each journal index costs, on SQLite"
+                         " instead (see write_forms, journal_forms)")
     ap.add_argument("--build-db", metavar="PATH", help=argparse.SUPPRESS)   # the child that builds the database
     ap.add_argument("--bare-writes", metavar="PATH", help=argparse.SUPPRESS)   # the baseline's child
     ap.add_argument("--decided", type=int, default=0, help=argparse.SUPPRESS)
