@@ -45,6 +45,7 @@ class Readings(StoreBase):
             # made by one comprehension, a third of the CPU of checking and building row by row;
             # a chunk with anything else in it goes row by row
             it = iter(readings)
+            part: list[Any]
             while part := list(islice(it, 4096)):
                 if ({type(r) for r in part} == {tuple} and {len(r) for r in part} == {5}
                         and {type(r[3]) for r in part} == {int} and {type(r[2]) for r in part} <= _VALUE_TYPES
