@@ -8,9 +8,8 @@
 # Freezes (DL/T 645 class 05): 050600nn n-th last daily freeze time YYMMDDhhmm (5), 050601nn its
 # forward active energy, total and T1..T4, XXXXXX.XX kWh each (20); nn = 01..0A.
 
-from meter import clock, codec
-from meter import events
-from meter.codec import get_le, put_bcd, put_sbcd, put_le
+from meter import clock
+from meter.codec import get_le, put_bcd, put_sbcd
 from meter.core import ERR_NODATA, ERR_OTHER
 
 try:
@@ -22,9 +21,10 @@ except ImportError:  # CPython
 _READ_MAX = const(196)    # 200-byte read reply limit minus the DI
 _FOLLOW_MAX = const(195)  # a follow-up also echoes SEQ
 
-# DI3 DI2 of the records and tables read through meter.disrec: day tables and zones, the ladder,
-# purchase, programming, token, MAC-failure and fault records, freezes, trips and closes
-_RECORDS = const((0x0401, 0x0402, 0x0406, 0x0333, 0x0330, 0x033D, 0x033E, 0x033F, 0x0506, 0x1D00, 0x1E00))
+# DI3 DI2 of the records and tables read through meter.disrec: the parameters (04000xxx: clock,
+# switch-over times, table sizes, addresses, status words, alarms), day tables and zones, the
+# ladder, purchase, programming, token, MAC-failure and fault records, freezes, trips and closes
+_RECORDS = const((0x0400, 0x0401, 0x0402, 0x0406, 0x0333, 0x0330, 0x033D, 0x033E, 0x033F, 0x0506, 0x1D00, 0x1E00))
 
 
 def put_dt(b, o, t, seconds):
@@ -51,34 +51,6 @@ def zeros(b, o, n):
     return n
 
 
-def _status3(m, t):
-    tf = m.tariff
-    w = m.relay.status3_bits()
-    if m.actual_open is not None:
-        w = (w & ~0x10) | (0x10 if m.actual_open else 0)
-    w |= tf.set_at(1, t) | tf.set_at(0, t) << 5 | tf.set_at(2, t) << 10 | tf.set_at(3, t) << 11
-    if m.bench:
-        w |= 0x08
-    if not m.remote:
-        w |= 0x200  # money-prepaid meter
-    if m.sec.s is not None and t < m.sec.expiry:
-        w |= 0x2000
-    if not m.wallet.opened:
-        w |= 0x4000
-    return w
-
-
-def _status(m, k, t):
-    if k == 1:
-        w = 0x4000 if m.wallet.balance < 0 else 0
-        for r in m.events.records(events.FAULT):  # a fault among the kept records: memory / program
-            w |= 0x2000 if r[1] == events.FALLBACK else 0x1000
-        return w
-    if k == 3:
-        return _status3(m, t)
-    return 0
-
-
 def _price_now(m, t, with_ladder):
     tf = m.tariff
     p = tf.current_prices(t)[tf.rate_at(t)]
@@ -90,60 +62,6 @@ def _price_now(m, t, with_ladder):
             i += 1
         p += inc[i]
     return p
-
-
-def _param(m, lo, b, o, t):
-    if lo == 0x0101:
-        y, mo, d, _, _, _, wd = clock.to_fields(t)
-        b[o] = bcd1(wd)
-        b[o + 1] = bcd1(d)
-        b[o + 2] = bcd1(mo)
-        b[o + 3] = bcd1(y - 2000)
-        return 4
-    if lo == 0x0102:
-        _, _, _, h, mi, s, _ = clock.to_fields(t)
-        b[o] = bcd1(s)
-        b[o + 1] = bcd1(mi)
-        b[o + 2] = bcd1(h)
-        return 3
-    if lo == 0x010C:
-        y, mo, d, h, mi, s, wd = clock.to_fields(t)
-        for i, v in enumerate((s, mi, h, wd, d, mo, y - 2000)):
-            b[o + i] = bcd1(v)
-        return 7
-    if 0x0106 <= lo <= 0x0109:
-        sw = m.tariff.switch[lo - 0x0106]
-        return zeros(b, o, 5) if sw is None else put_dt(b, o, sw, False)
-    if 0x0201 <= lo <= 0x0207 and lo != 0x0206:
-        tf = m.tariff
-        v = (len(tf.zones[0]), 8, max(len(tf.day_table(0, k)) for k in range(8)), 4, 0, 0,
-             len(tf.current_ladder(t)[0]))[lo - 0x0201]
-        b[o] = bcd1(v)
-        return 1
-    if lo == 0x0401 or lo == 0x0402:
-        a = m.addr if lo == 0x0401 else m.number
-        for i in range(6):
-            b[o + i] = a[i]
-        return 6
-    if lo == 0x040E:
-        c = m.wallet.customer
-        if len(c) != 12:
-            return zeros(b, o, 6)
-        a = codec.addr_bytes(c)
-        for i in range(6):
-            b[o + i] = a[i]
-        return 6
-    if 0x0501 <= lo <= 0x0507:
-        put_le(b, o, _status(m, lo - 0x0500, t), 2)
-        return 2
-    if 0x1001 <= lo <= 0x1005:
-        w = m.wallet
-        put_bcd(b, o, (w.alarm1, w.alarm2, w.overdraft, w.hoard, w.close_ok)[lo - 0x1001], 4)
-        return 4
-    if lo == 0x1401:
-        put_bcd(b, o, m.relay.trip_delay // 60, 2)
-        return 2
-    return -1
 
 
 def read_item(m, di, b, o, t):
@@ -185,8 +103,6 @@ def read_item(m, di, b, o, t):
             put_bcd(b, o, _price_now(m, t, lo == 0x0020), 4)
             return 4
         return -1
-    if c == 0x0400:
-        return _param(m, lo, b, o, t)
     if c == 0x0405:
         s = (lo >> 8) - 1
         i = (lo & 0xFF) - 1
@@ -197,7 +113,7 @@ def read_item(m, di, b, o, t):
     if c in _RECORDS:
         # the records and tables (meter.disrec): loaded for the read, let go by the core after it
         from meter import disrec
-        return disrec.read_item(m, c, lo, b, o)
+        return disrec.read_item(m, c, lo, b, o, t)
     return -1
 
 

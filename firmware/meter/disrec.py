@@ -1,8 +1,9 @@
-# The DIs of the meter's records and tables (meter.dis reads the rest): day tables and zones, the
-# ladder, the last-10 event records and freezes. Loaded for such a read and let go after it
+# The DIs of the meter's parameters, records and tables (meter.dis reads the rest): the 04000xxx
+# parameters (a head-end reads them when it programs or checks a meter, not when it reads it for
+# energy and balance), day tables and zones, the ladder, the last-10 event records and freezes. Loaded for such a read and let go after it
 # (meter.core), so a meter that is only read for its energy and balance keeps neither code nor names.
 
-from meter import events
+from meter import clock, codec, events
 from meter.codec import put_bcd, put_sbcd, put_le
 from meter.dis import bcd1, put_dt, zeros
 
@@ -105,8 +106,93 @@ def _event(m, kind, field, n, b, o):
     return 4
 
 
-def read_item(m, c, lo, b, o):
-    """Value bytes of the record or table DI c << 16 | lo of meter m into b[o:]; length or -1."""
+def _status3(m, t):
+    tf = m.tariff
+    w = m.relay.status3_bits()
+    if m.actual_open is not None:
+        w = (w & ~0x10) | (0x10 if m.actual_open else 0)
+    w |= tf.set_at(1, t) | tf.set_at(0, t) << 5 | tf.set_at(2, t) << 10 | tf.set_at(3, t) << 11
+    if m.bench:
+        w |= 0x08
+    if not m.remote:
+        w |= 0x200  # money-prepaid meter
+    if m.sec.s is not None and t < m.sec.expiry:
+        w |= 0x2000
+    if not m.wallet.opened:
+        w |= 0x4000
+    return w
+
+
+def _status(m, k, t):
+    if k == 1:
+        w = 0x4000 if m.wallet.balance < 0 else 0
+        for r in m.events.records(events.FAULT):  # a fault among the kept records: memory / program
+            w |= 0x2000 if r[1] == events.FALLBACK else 0x1000
+        return w
+    if k == 3:
+        return _status3(m, t)
+    return 0
+
+
+def _param(m, lo, b, o, t):
+    if lo == 0x0101:
+        y, mo, d, _, _, _, wd = clock.to_fields(t)
+        b[o] = bcd1(wd)
+        b[o + 1] = bcd1(d)
+        b[o + 2] = bcd1(mo)
+        b[o + 3] = bcd1(y - 2000)
+        return 4
+    if lo == 0x0102:
+        _, _, _, h, mi, s, _ = clock.to_fields(t)
+        b[o] = bcd1(s)
+        b[o + 1] = bcd1(mi)
+        b[o + 2] = bcd1(h)
+        return 3
+    if lo == 0x010C:
+        y, mo, d, h, mi, s, wd = clock.to_fields(t)
+        for i, v in enumerate((s, mi, h, wd, d, mo, y - 2000)):
+            b[o + i] = bcd1(v)
+        return 7
+    if 0x0106 <= lo <= 0x0109:
+        sw = m.tariff.switch[lo - 0x0106]
+        return zeros(b, o, 5) if sw is None else put_dt(b, o, sw, False)
+    if 0x0201 <= lo <= 0x0207 and lo != 0x0206:
+        tf = m.tariff
+        v = (len(tf.zones[0]), 8, max(len(tf.day_table(0, k)) for k in range(8)), 4, 0, 0,
+             len(tf.current_ladder(t)[0]))[lo - 0x0201]
+        b[o] = bcd1(v)
+        return 1
+    if lo == 0x0401 or lo == 0x0402:
+        a = m.addr if lo == 0x0401 else m.number
+        for i in range(6):
+            b[o + i] = a[i]
+        return 6
+    if lo == 0x040E:
+        c = m.wallet.customer
+        if len(c) != 12:
+            return zeros(b, o, 6)
+        a = codec.addr_bytes(c)
+        for i in range(6):
+            b[o + i] = a[i]
+        return 6
+    if 0x0501 <= lo <= 0x0507:
+        put_le(b, o, _status(m, lo - 0x0500, t), 2)
+        return 2
+    if 0x1001 <= lo <= 0x1005:
+        w = m.wallet
+        put_bcd(b, o, (w.alarm1, w.alarm2, w.overdraft, w.hoard, w.close_ok)[lo - 0x1001], 4)
+        return 4
+    if lo == 0x1401:
+        put_bcd(b, o, m.relay.trip_delay // 60, 2)
+        return 2
+    return -1
+
+
+def read_item(m, c, lo, b, o, t):
+    """Value bytes of the parameter, record or table DI c << 16 | lo of meter m into b[o:] at meter
+    time t; length or -1."""
+    if c == 0x0400:
+        return _param(m, lo, b, o, t)
     if c == 0x0401 or c == 0x0402:
         if lo > 8:
             return -1
