@@ -209,14 +209,31 @@ def rate_partition(part: PartitionInput, cols: np.ndarray, tariffs: Sequence[Tar
             regs = r_val[start[members, None] + np.arange(int(cut) + 1)]
             energy = np.diff(regs, axis=1).astype(np.int32)
             groups.setdefault((int(ti), int(bt), int(cut), bool(first_batch)), []).append((members, energy))
+    # the others one by one, their registers on the interval grid, then the readings rules for all
+    # of the same length in one call (a call per account paid the parallel pass's start each time)
+    careful: dict[int, list[tuple[int, int, np.ndarray, np.ndarray, tuple[int, int]]]] = {}
     for i in np.flatnonzero(tariff_ok & ~fast & (has | (base >= 0))).tolist():
         lo, hi = int(start[i]), int(start[i] + count[i])
-        got = _slow_account(i, [(int(g[k]), int(r_val[k]), int(meter_int[r_row[k]])) for k in range(lo, hi)],
-                            int(base[i]) if base[i] >= 0 else None, int(t_index[i]), bool(rated_until[i] < 0),
-                            last_end, interval_s, problems, audit)
+        got = _on_grid(i, [(int(g[k]), int(r_val[k]), int(meter_int[r_row[k]])) for k in range(lo, hi)],
+                       int(base[i]) if base[i] >= 0 else None, last_end, interval_s, problems)
         if got is not None:
-            key, energy = got
-            groups.setdefault(key, []).append((np.array([i]), energy[None]))
+            careful.setdefault(got[1].size, []).append((i, *got))
+    for rows in careful.values():
+        got = intervals_from_registers(np.stack([r[2] for r in rows]), np.stack([r[3] for r in rows]),
+                                       [r[4][0] for r in rows], [r[4][1] for r in rows])
+        for p in got.problems:
+            i, base_t = rows[p.account][:2]
+            interval_start = base_t + p.interval * interval_s
+            problems.append((ANOMALY, i, f"{p.kind} in the interval starting {interval_start}: {p.detail}"))
+            audit.append((i, f"reading.{p.kind}", {"interval_start": interval_start, "detail": p.detail}))
+        for k, (i, base_t, regs, _, _) in enumerate(rows):
+            good = np.flatnonzero(regs != MISSING)
+            cut = int(good[-1]) + 1 if good.size else 0
+            if cut:
+                # interval k starts at base_t + k * interval_s: the base reading ends the last rated interval
+                key = (int(t_index[i]), base_t, cut, bool(rated_until[i] < 0))
+                groups.setdefault(key, []).append((np.array([i]), got.energy_wh[k][None, :cut]))
+    audit.sort(key=lambda a: a[0])     # stable: each account's in the order found
     # the readings' arrays are done with: free them before rating
     del r_val, r_acc, r_row, g, count, start
     stage("readings -> interval energy")
@@ -253,12 +270,13 @@ def rate_partition(part: PartitionInput, cols: np.ndarray, tariffs: Sequence[Tar
     return out
 
 
-def _slow_account(i: int, reads: list[tuple[int, int, int]], base_t: int | None, tariff: int, first_batch: bool,
-                  last_end: int, interval_s: int, problems: list, audit: list) -> tuple[tuple, np.ndarray] | None:
-    """One account with an anomaly (or several meters): the readings rules, interval by interval.
+def _on_grid(i: int, reads: list[tuple[int, int, int]], base_t: int | None, last_end: int, interval_s: int,
+             problems: list) -> tuple[int, np.ndarray, np.ndarray, tuple[int, int]] | None:
+    """One account with an anomaly (or several meters): its registers and meters on the grid of
+    intervals after its base (``MISSING`` where none), and the base reading (register, meter).
 
     ``reads``: (grid time, register, meter) sorted by time, one per grid time.  Returns the
-    batch key and interval energy to rate, or None when nothing can be rated yet.
+    base time, registers, meters and base reading, or None when nothing can be rated yet.
     """
     if base_t is None:
         if not reads:
@@ -277,14 +295,4 @@ def _slow_account(i: int, reads: list[tuple[int, int, int]], base_t: int | None,
         k = (t - base_t) // interval_s - 1
         if 0 <= k < n:
             regs[k], mtrs[k] = v, m
-    got = intervals_from_registers(regs[None], mtrs[None], [base[-1][1]], [base[-1][2]])
-    for p in got.problems:
-        start = base_t + p.interval * interval_s
-        problems.append((ANOMALY, i, f"{p.kind} in the interval starting {start}: {p.detail}"))
-        audit.append((i, f"reading.{p.kind}", {"interval_start": start, "detail": p.detail}))
-    good = np.flatnonzero(regs != MISSING)
-    cut = int(good[-1]) + 1 if good.size else 0
-    if cut == 0:
-        return None
-    # interval k starts at base_t + k * interval_s: the base reading ends the last rated interval
-    return (tariff, base_t, cut, first_batch), got.energy_wh[0][:cut]
+    return base_t, regs, mtrs, (base[-1][1], base[-1][2])
