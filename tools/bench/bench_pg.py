@@ -30,8 +30,11 @@
   second ratio of the same pairs beside it.  The accounts are read by the head-end either way and
   are not timed.  Daily intervals at N (`make bench`: 1,000,000, about 2 GB;
   ``BENCH_DASK_CYCLE_ACCOUNTS``), 96 a day at ``BENCH_DASK_CYCLE_96_ACCOUNTS`` (100,000: the
-  store takes its 97 readings an account at about 100,000 a second); then four whole cycles of the
-  N accounts (rate, debit, decide, act), two on the cluster and two in process.  Aim: >= 0.6.
+  store takes its 97 readings an account at about 100,000 a second); daily at
+  ``BENCH_DASK_CYCLE_PG_ACCOUNTS`` (1,000,000) on PostgreSQL, the workers connecting to the
+  server as the head-end does, the server's processes' CPU counted on both sides; then four whole
+  cycles of the N accounts on SQLite (rate, debit, decide, act), two on the cluster and two in
+  process.  Aim: >= 0.6.
 * **Rating on Dask.**  N accounts x 96 intervals rated by a LocalCluster of 2 worker processes,
   the kernel on one thread in each, against the in-process kernel on this machine's 2 threads,
   interleaved; both use the 2 cores, so the ratio is per core.  Twice: with the rows built on the
@@ -60,6 +63,7 @@ CYCLE_ACCOUNTS = int(os.environ.get("BENCH_PG_ACCOUNTS", "1000000"))
 RATING_ACCOUNTS = int(os.environ.get("BENCH_PG_RATING_ACCOUNTS", "10000000"))
 DASK_CYCLE_ACCOUNTS = int(os.environ.get("BENCH_DASK_CYCLE_ACCOUNTS", "1000000"))
 DASK_CYCLE_96_ACCOUNTS = int(os.environ.get("BENCH_DASK_CYCLE_96_ACCOUNTS", "100000"))
+DASK_CYCLE_PG_ACCOUNTS = int(os.environ.get("BENCH_DASK_CYCLE_PG_ACCOUNTS", "1000000"))
 # the payments' server: PostgreSQL's durable defaults (what a head-end's server keeps for money)
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 ASYNC_COMMIT = {**DURABLE, "synchronous_commit": "off"}
@@ -327,10 +331,12 @@ def _cycle(report: Any, pg: Any, tmp: Path, n: int = CYCLE_ACCOUNTS, days: int =
 
 
 # ----------------------------------------------------------------------------- the cycle's stage on Dask
-def _stage_pairs(report: Any, engine: Any, db: str, n: int, interval_s: int, at: int, rounds: int) -> None:
+def _stage_pairs(report: Any, engine: Any, db: str, n: int, interval_s: int, at: int, rounds: int,
+                 server: Any = None) -> None:
     """The cycle's readings -> interval energy -> rating stage for the accounts of ``db``, on the
     cluster (each worker reading its partition from the store) against in process, interleaved:
-    accounts per CPU-second of every process involved, and per wall second."""
+    accounts per CPU-second of every process involved, and per wall second.  ``server``: the
+    PostgreSQL server of ``db`` (its processes' CPU counted on both sides)."""
     from headend.costctl.collect import PartitionInput, rate_partition, read_readings, reading_window
     from headend.costctl.cycle import _Accounts
     from headend.store import open_store
@@ -356,6 +362,9 @@ def _stage_pairs(report: Any, engine: Any, db: str, n: int, interval_s: int, at:
         # CPU of every process the side uses: this one (the scheduler runs in it), and on the
         # cluster side the worker processes too (descendants: the LocalCluster's workers)
         pids = [me, *sorted(descendants(me))] if kind == "dask" else [me]
+        if server is not None:
+            master = int((server.data / "postmaster.pid").read_text().split()[0])
+            pids += [master, *sorted(descendants(master))]
         c0 = sum(cpu_seconds(p) for p in pids)
         t0 = time.perf_counter()
         if kind == "dask":
@@ -380,20 +389,23 @@ def _stage_pairs(report: Any, engine: Any, db: str, n: int, interval_s: int, at:
     load = (load0 + os.getloadavg()[0]) / 2
     store.close()
     per = f"{86400 // interval_s} interval{'s' if interval_s < 86400 else ''} a day ({interval_s} s)"
-    what = (f"cost-control cycle's readings -> interval energy -> rating stage, {n:,} accounts x 1 day, {per}, SQLite"
-            f" file (WAL): Dask LocalCluster of 2 worker processes x 1 kernel thread, each opening the store and reading"
+    engine_name = "SQLite file (WAL)" if server is None else "PostgreSQL (its server's processes counted on both sides)"
+    what = (f"cost-control cycle's readings -> interval energy -> rating stage, {n:,} accounts x 1 day, {per}, "
+            f"{engine_name}: Dask LocalCluster of 2 worker processes x 1 kernel thread, each opening the store and reading"
             f" its partition's readings, vs in-process ({get_num_threads()} kernel threads), same database")
     report(f"{what}; per CPU-second of all processes (head-end + scheduler + workers vs head-end)", r.a,
            "accounts/CPU-s", baseline=r.b, pairs=r)
     w = paired(walls["dask"], walls["here"])
-    report(f"  the same stage, same pairs, per wall second ({n:,} accounts, {per})", w.a, "accounts/s",
+    tag = f"{n:,} accounts, {per}, {'SQLite' if server is None else 'PostgreSQL'}"
+    report(f"  the same stage, same pairs, per wall second ({tag})", w.a, "accounts/s",
            baseline=w.b, pairs=w)
-    report(f"  load average (1 min) of the machine during those pairs ({n:,} accounts, {per})", load, "runnable")
+    report(f"  load average (1 min) of the machine during those pairs ({tag})", load, "runnable")
 
 
-def _cycle_dask(report: Any, tmp: Path, n: int, n96: int) -> None:
+def _cycle_dask(report: Any, tmp: Path, n: int, n96: int, pg: Any = None, n_pg: int = 0) -> None:
     """The cycle's stage on a LocalCluster of 2 worker processes against in process (module doc),
-    at ``n`` accounts with daily intervals and ``n96`` accounts with 96 a day; then whole cycles."""
+    at ``n`` accounts with daily intervals and ``n96`` accounts with 96 a day, and ``n_pg`` daily
+    on the PostgreSQL server ``pg``; then whole cycles."""
     from distributed import LocalCluster
 
     from headend.costctl.cycle import run_cycle
@@ -421,6 +433,14 @@ def _cycle_dask(report: Any, tmp: Path, n: int, n96: int) -> None:
             report(f"  (building the {n96:,}-account SQLite database: {97 * n96:,} readings, 96 a day)",
                    time.perf_counter() - t0, "s")
             _stage_pairs(report, engine, db96, n96, 900, _D0 + 86400 + 600, rounds=5)
+        if pg is not None and n_pg:
+            lite, url = str(tmp / "dcycle-pg.db"), pg.create_db()
+            t0 = time.perf_counter()
+            _build(lite, n_pg, 1)
+            _copy_into_postgres(lite, url)
+            report(f"  (building the {n_pg:,}-account PostgreSQL database: {2 * n_pg:,} readings)",
+                   time.perf_counter() - t0, "s")
+            _stage_pairs(report, engine, url, n_pg, 86400, _D0 + 86400 + 600, rounds=5, server=pg)
         # whole cycles (rate, debit, decide, act), a day each, alternately on the cluster and in process
         catalog = load_catalog()
         walls: dict[str, list[float]] = {"dask": [], "here": []}
@@ -506,8 +526,9 @@ def run(report: Any, parts: tuple[str, ...] = (), cycle_accounts: int = CYCLE_AC
 
     parts = parts or ("rating", "payments", "cycle", "dask-cycle")
     if "dask-cycle" in parts:
-        with tempfile.TemporaryDirectory(prefix="bench-dcycle-") as tmp:
-            _cycle_dask(report, Path(tmp), DASK_CYCLE_ACCOUNTS, DASK_CYCLE_96_ACCOUNTS)
+        with tempfile.TemporaryDirectory(prefix="bench-dcycle-") as tmp, \
+                PgServer(settings={"synchronous_commit": "off"}) as pg:
+            _cycle_dask(report, Path(tmp), DASK_CYCLE_ACCOUNTS, DASK_CYCLE_96_ACCOUNTS, pg, DASK_CYCLE_PG_ACCOUNTS)
     if "rating" in parts:
         _rating(report, RATING_ACCOUNTS, placed=True)
         _rating(report, max(1, RATING_ACCOUNTS // 10), placed=False)
