@@ -222,16 +222,16 @@ def rate_partition(part: PartitionInput, cols: np.ndarray, tariffs: Sequence[Tar
         got = intervals_from_registers(np.stack([r[2] for r in rows]), np.stack([r[3] for r in rows]),
                                        [r[4][0] for r in rows], [r[4][1] for r in rows])
         for p in got.problems:
-            i, base_t = rows[p.account][:2]
-            interval_start = base_t + p.interval * interval_s
+            i, first_t = rows[p.account][:2]
+            interval_start = first_t + p.interval * interval_s
             problems.append((ANOMALY, i, f"{p.kind} in the interval starting {interval_start}: {p.detail}"))
             audit.append((i, f"reading.{p.kind}", {"interval_start": interval_start, "detail": p.detail}))
-        for k, (i, base_t, regs, _, _) in enumerate(rows):
+        for k, (i, first_t, regs, _, _) in enumerate(rows):
             good = np.flatnonzero(regs != MISSING)
             cut = int(good[-1]) + 1 if good.size else 0
             if cut:
-                # interval k starts at base_t + k * interval_s: the base reading ends the last rated interval
-                key = (int(t_index[i]), base_t, cut, bool(rated_until[i] < 0))
+                # interval k starts at first_t + k * interval_s: the base reading ends the last rated interval
+                key = (int(t_index[i]), first_t, cut, bool(rated_until[i] < 0))
                 groups.setdefault(key, []).append((np.array([i]), got.energy_wh[k][None, :cut]))
     audit.sort(key=lambda a: a[0])     # stable: each account's in the order found
     # the readings' arrays are done with: free them before rating
