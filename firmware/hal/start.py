@@ -163,7 +163,7 @@ def load_core():
     # import chain needs ~112 KB (measured on the 64-bit unix port). A name missing here only costs memory.
     # The power-up's modules only: meter.dis (reads) and meter.app load after it (hal.board.Board).
     import gc
-    for name in ("clock", "codec", "events", "wallet", "relay", "tariff", "security", "store", "core"):
+    for name in ("clock", "codec", "events", "wallet", "relay", "tariff", "store", "core"):
         try:
             __import__("meter." + name)
         except ImportError:

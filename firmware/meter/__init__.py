@@ -1,7 +1,8 @@
 # Modules loaded only for a job (hal.start for the board's start, meter.powerup for the meter's
 # power-up, meter.token for a keypad token, meter.diwrite and meter.tariffcheck for a DI write,
 # meter.disrec for a parameter, record or table read,
-# meter.rarecmd for 08H/15H/16H, meter.protected for 03H/14H/1CH) are let go after it: their
+# meter.rarecmd for 08H/15H/16H, meter.protected for 03H/14H/1CH, meter.security for their and a
+# token's cryptography) are let go after it: their
 # code goes back to the heap, which a fully programmed meter needs, until the next job loads them.
 
 import sys

@@ -4,13 +4,14 @@
 # always describes state that survives a power cut.
 
 
+from binascii import hexlify, unhexlify  # every port has binascii; its names cost no heap
+
 from meter import clock, codec
 from meter import events, wallet
 from meter.codec import get_bcd
 from meter import drop
 from meter.events import Events
 from meter.relay import Relay
-from meter.security import Security
 from meter.store import Store, collect, ints_size, text_pieces
 from meter.tariff import Tariff
 
@@ -28,6 +29,66 @@ _ERR_BAUD = const(8)
 
 _SAVE_WH = const(100)     # energy save policy: unsaved Wh that force a save
 _SAVE_S = const(900)      # ... and the longest an unsaved Wh waits
+_LOCK_AFTER = const(5)  # failed proofs in a burst before proofs are refused unchecked
+_LEAK = const(600)  # seconds: one failed proof is forgiven every 10 minutes
+
+
+class Security:
+    """Session and failed-proof state (meter.security holds the cryptography that uses it).
+    key/krn and the failure level persist (dump/load); the session, its validity window and an
+    outstanding challenge do not: a power cycle ends them."""
+
+    def __init__(self, key, krn, rand):
+        self.key = bytes(key)
+        self.krn = krn
+        self.rand = rand
+        self.fails = 0  # the failure level: +1 per failed proof, -1 per _LEAK seconds
+        self.fail_t = 0  # meter time the level last leaked from
+        self.rm = None  # the challenge handed out and not yet used
+        self.end()
+
+    def dump(self):
+        return [hexlify(self.key).decode(), self.krn, self.fails, self.fail_t]
+
+    def load(self, obj):
+        self.key = bytes(unhexlify(obj[0]))
+        self.krn = obj[1]
+        if len(obj) == 4:
+            self.fails, self.fail_t = obj[2], obj[3]
+        # a record from before the leaking level kept a day count: the new rule has forgiven it
+
+    # --- failed-proof limit -----------------------------------------------------------
+    def locked(self, t):
+        """True while proofs are refused unchecked (the level is at the limit)."""
+        n = self.fails
+        if n:
+            k = (t - self.fail_t) // _LEAK
+            if k > 0:
+                n = self.fails = max(0, n - k)
+                self.fail_t += k * _LEAK
+            elif t < self.fail_t:
+                self.fail_t = t  # the clock went back: leak from now
+        return n >= _LOCK_AFTER
+
+    def failure(self, t):
+        self.locked(t)  # what has leaked away first
+        if self.fails == 0:
+            self.fail_t = t
+        if self.fails < _LOCK_AFTER:  # at the limit proofs go unchecked: nothing more to count
+            self.fails += 1
+
+    # --- session ----------------------------------------------------------------------
+    def end(self):
+        self.s = None
+        self.last = 0
+        self.expiry = 0
+        self.req = None
+        self.rep = None
+
+    def active(self, t):
+        if self.s is not None and t >= self.expiry:
+            self.end()
+        return self.s is not None
 
 
 class Meter:
@@ -239,7 +300,7 @@ class Meter:
         # the decoder is let go before the save and loaded again by the next token (a keypad is
         # slow): a fully programmed meter has no heap for both, nor a meter nobody types on
         token = None
-        drop("meter.token", "meter.topup")
+        drop("meter.token", "meter.topup", "meter.security")
         collect()
         # USED, LOCKED and REFUSED change nothing worth a flash write (the bad-entry level leaks
         # the same from its saved start): an entry hammered on the keypad wears no flash
@@ -309,7 +370,8 @@ class Meter:
         else:
             r = rarecmd.write_address(self, t, raw, kind)
         rarecmd = None
-        drop("meter.rarecmd", "meter.protected", "meter.topup", "meter.relaycmd")  # 15H's session: meter.protected
+        # 15H's session: meter.protected, and meter.security with it
+        drop("meter.rarecmd", "meter.protected", "meter.topup", "meter.relaycmd", "meter.security")
         return r
 
     def _protected(self, fn, t, raw):
@@ -322,7 +384,7 @@ class Meter:
         else:
             r = protected.control(self, t, raw)
         protected = None
-        drop("meter.protected", "meter.topup", "meter.relaycmd")  # and the modules it loads
+        drop("meter.protected", "meter.topup", "meter.relaycmd", "meter.security")  # and the modules it loads
         return r
 
     def _local(self, cmd, t):

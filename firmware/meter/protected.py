@@ -9,7 +9,7 @@
 from meter import codec, drop, events, relay, relaycmd, topup, wallet
 from meter.codec import get_bcd, get_le, put_le
 from meter.core import dt6
-from meter.security import ct_eq
+from meter.security import authenticate, challenge, ct_eq, mac, remember, replay, wrap_stream
 from meter.store import collect
 
 try:
@@ -56,19 +56,19 @@ def _macfail(m, t, op, fn, di):
     m._save()
 
 
-def checked(m, t, raw, fn, di4, fields, seq, mac, op, di):
+def checked(m, t, raw, fn, di4, fields, seq, tag, op, di):
     """None when a 14H/15H/1CH in the session may run: its sequence and MAC are right; else
     the reply to send (a refusal, or the cached reply to a byte-identical retry)."""
     sec = m.sec
     if sec.locked(t) or not sec.active(t):
         return m._err(fn, _ERR_AUTH)
     if seq == sec.last:
-        rep = sec.replay(raw)
+        rep = replay(sec, raw)
         if rep is not None:
             return rep
     if seq != sec.last + 1:
         return m._err(fn, _ERR_AUTH)  # stale or skipped: not a MAC failure
-    if not ct_eq(sec.mac(m.addr, fn, di4, fields, seq), mac):
+    if not ct_eq(mac(sec, m.addr, fn, di4, fields, seq), tag):
         _macfail(m, t, op, fn, di)
         return m._err(fn, _ERR_AUTH)
     return None
@@ -96,7 +96,7 @@ def write(m, t, raw):
         if not err and not m._save():
             err = _ERR_OTHER  # the flash cannot hold it: refused, state as before
         rep = m._err(0x14, err) if err else m._reply(0x94, m.out, 0)
-        sec.remember(seq, raw, rep)
+        remember(sec, seq, raw, rep)
         m._save()
         return rep
     if _plain_ok(m, d, 4):
@@ -137,7 +137,7 @@ def control(m, t, raw):
         if bad is not None:
             return bad
         rep = _do_control(m, d, t, op)
-        sec.remember(seq, raw, rep)
+        remember(sec, seq, raw, rep)
     elif n == 16 and _plain_ok(m, d, 0):
         rep = _do_control(m, d, t, op)
     else:
@@ -182,7 +182,7 @@ def security(m, t, raw):
     if di == _DI_CHALLENGE:
         if n != 8:
             return serr(m, _S_OTHER)
-        rm = sec.challenge()
+        rm = challenge(sec)
         for i in range(8):
             out[4 + i] = rm[i]
         return m._reply(0x83, out, 12)
@@ -197,7 +197,7 @@ def security(m, t, raw):
         if not ok:
             return serr(m, _S_AUTH)  # another meter's, or no challenge: nothing checked
         mv = memoryview(d)
-        c2 = sec.authenticate(mv[8:16], mv[16:24], mv[24:32], t)
+        c2 = authenticate(sec, mv[8:16], mv[16:24], mv[24:32], t)
         if c2 is None:
             _macfail(m, t, op, 0x03, di)
             return serr(m, _S_AUTH)
@@ -213,7 +213,7 @@ def security(m, t, raw):
             _DI_QUERY: 12}.get(di)
     if want is None:
         return serr(m, _S_OTHER)
-    rep = sec.replay(raw)
+    rep = replay(sec, raw)
     if rep is not None:
         return rep  # a retry after a lost reply: answer again, execute nothing
     if n != want:
@@ -222,11 +222,11 @@ def security(m, t, raw):
     mv = memoryview(d)
     di4 = mv[0:4]
     if di == _DI_OPEN or di == _DI_RECHARGE:
-        ok = ct_eq(sec.mac(m.addr, 0x03, di4, mv[8:16], seq), mv[16:20])
-        ok = ct_eq(sec.mac(m.addr, 0x03, di4, bytes(mv[8:16]) + bytes(mv[20:26]), seq),
+        ok = ct_eq(mac(sec, m.addr, 0x03, di4, mv[8:16], seq), mv[16:20])
+        ok = ct_eq(mac(sec, m.addr, 0x03, di4, bytes(mv[8:16]) + bytes(mv[20:26]), seq),
                    mv[26:30]) and ok
     else:
-        ok = ct_eq(sec.mac(m.addr, 0x03, di4, mv[8:n - 4], seq), mv[n - 4:n])
+        ok = ct_eq(mac(sec, m.addr, 0x03, di4, mv[8:n - 4], seq), mv[n - 4:n])
     if not ok:
         _macfail(m, t, op, 0x03, di)
         return serr(m, _S_MAC)
@@ -237,9 +237,9 @@ def security(m, t, raw):
         if minutes <= 0:
             bits = _S_OTHER
         else:
-            sec.set_window(minutes, t)
+            sec.expiry = t + minutes * 60  # this session only: the next one starts at 5 minutes
     elif di == _DI_KEY:
-        stream = sec.wrap_stream(d[8])
+        stream = wrap_stream(sec, d[8])
         key = bytearray(16)
         for i in range(16):
             key[i] = d[12 + i] ^ stream[i]
@@ -260,7 +260,7 @@ def security(m, t, raw):
     if di == _DI_END:
         sec.end()
         return rep
-    sec.remember(seq, raw, rep)
+    remember(sec, seq, raw, rep)
     m._save()
     return rep
 
@@ -278,9 +278,9 @@ def _sealed(m, bits, k, di4, seq):
         ctrl = 0xC3
         o = 0
         k = 2
-    mac = m.sec.mac(m.addr, ctrl, di4, out[o:k], seq)
+    tag = mac(m.sec, m.addr, ctrl, di4, out[o:k], seq)
     for i in range(4):
-        out[k + i] = mac[i]
+        out[k + i] = tag[i]
     return m._reply(ctrl, out, k + 4)
 
 

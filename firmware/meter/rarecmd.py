@@ -102,7 +102,8 @@ def write_address(m, t, raw, kind):
         if ok:
             sec.end()  # the session's MACs bound the old address: a new one starts at the new
         else:
-            sec.remember(seq, raw, rep)
+            from meter.security import remember  # loaded with meter.protected's checks above
+            remember(sec, seq, raw, rep)
     m._save()
     return rep
 

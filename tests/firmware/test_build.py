@@ -340,22 +340,21 @@ def test_flash_writes_the_rp2_key_file_once(tmp_path: Path, monkeypatch: pytest.
 # day-table write, event reads, 400 main-loop passes with energy pulses), measured as
 # tools/bench/bench_image.py measures it, the fake machine and esp32 modules in place from a ROMFS
 # image as a board has its own in ROM, every heap beside that image's buffer: with the .mpy files
-# loaded into RAM the boot alone needs 74 KB of heap on the 64-bit unix port (it fails up to 73
-# KB; 77 KB, failing up to 78.25 KB, while the record's loading, the meter's restore and the
-# 04000xxx parameter reads stayed resident; 79 KB before the event log was kept packed in bytes, 80 KB with
+# loaded into RAM the boot alone needs 72 KB of heap on the 64-bit unix port (it fails up to 71.5
+# KB; 74 KB while the session's cryptography stayed resident, 77 KB, failing up to 78.25 KB, while
+# the record's loading, the meter's restore and the 04000xxx parameter reads did; 79 KB before the event log was kept packed in bytes, 80 KB with
 # the fakes from .mpy in RAM as well, 81 KB before they were compiled with -s, 85 KB while the top-ups, the 1CH commands, the desktop-only
 # helpers and meter.dis's load before the power-up stayed in the boot; 99 KB while the 03H/14H/1CH
 # handlers stayed in meter.core, 94 KB while the boot passed 620 interned names and so allocated a
 # 7 KB qstr pool) and the
-# session 101 KB (106 while the power-up's code and the parameter reads stayed resident, 107 before the packed event log, 108 with the fakes from .mpy; its peak: the writes, whose parser and checks are loaded into a heap that
+# session 100 KB (and not 101; 101 while the session's cryptography stayed resident, 106 while the power-up's code and the parameter reads did, 107 before the packed event log, 108 with the fakes from .mpy; its peak: the writes, whose parser and checks are loaded into a heap that
 # holds the meter and has ~16 KB free in holes of at most ~1 KB); with them executed in place from a
 # ROMFS image (mpremote romfs deploy; bytecode stays in flash as frozen modules' does) the session
-# needs 74 KB beside the ROMFS buffer (77 before the packed event log, 78 before the fakes went in it). The budgets keep 2 KB over those
-# (the boot's over 73 KB, the largest size in which it fails; the session's over 101 KB; the ROMFS
-# session's is what it needs now, 74 KB, set at 72 KB measured before the small state's JSON
-# writer was made one function): they fail when the meter
+# needs 72 KB beside the ROMFS buffer (74 while the session's cryptography stayed resident, 77 before the packed event log, 78 before the fakes went in it). The budgets keep 2 KB over those
+# (the boot's over 71.5 KB, the largest size in which it fails; the session's over 101 KB, the
+# largest in which it fails): they fail when the meter
 # grows back.
-FULL_BOOT_KB = 77
+FULL_BOOT_KB = 74
 SESSION_KB = 103
 SESSION_ROMFS_KB = 74
 
@@ -391,8 +390,9 @@ def test_a_fully_programmed_board_serves_a_session_from_romfs_in_its_budget(boar
         f"from ROMFS a fully programmed meter no longer serves a session in {SESSION_ROMFS_KB} KB + the image"
     # in place: the heap holds no bytecode, so well under what the .mpy files in RAM take (30 KB
     # less before the rarely used modules were let go after use, 24 KB before the tariff's setters
-    # and the status view were, 23.9 KB before the power-up's code and the parameter reads were:
-    # less bytecode stays resident now; 19.7 KB measured)
+    # and the status view were, 23.9 KB before the power-up's code and the parameter reads were,
+    # 19.7 KB before the session's cryptography was: less bytecode stays resident now; 18.8 KB
+    # measured)
     assert bi._boot(img, fakes, 256, state, rom)["alloc"] < bi._boot(img, fakes, 256, state)["alloc"] - 18 * 1024
     # and the budget is what is measured: 8 KB less does not serve
     assert bi.session(img, fakes, heap - 8, state, rom) is None

@@ -18,6 +18,7 @@ from headend.link.security import (
     di_wire,
 )
 from meter import security as fw
+from meter.core import Security
 from protocol import payloads
 from protocol.frame import address_to_wire
 
@@ -28,17 +29,17 @@ WIRE = address_to_wire(ADDR)
 def pair(key=None, number=None):
     key = key or os.urandom(16)
     head = SecuritySession(ADDR, key, meter_number=number)
-    meter = fw.Security(key, 0, os.urandom)
+    meter = Security(key, 0, os.urandom)
     return head, meter
 
 
-def authenticate(head: SecuritySession, meter: fw.Security, now=100):
-    rm = meter.challenge()
+def authenticate(head: SecuritySession, meter: Security, now=100):
+    rm = fw.challenge(meter)
     req = head.auth_request(di_wire(0x070003FF) + rm)
     assert req[:4] == di_wire(0x070000FF) and len(req) == 32
     c1, r1, disp = req[8:16], req[16:24], req[24:32]
     assert disp == b"\x00\x00" + customer_wire(ADDR)
-    c2 = meter.authenticate(c1, r1, disp, now)
+    c2 = fw.authenticate(meter, c1, r1, disp, now)
     assert c2
     reply = di_wire(0x070000FF) + c2 + b"\x00\x00" + WIRE
     head.accept_auth_reply(reply, now)
@@ -67,16 +68,16 @@ def test_both_sides_derive_the_same_session_key():
 
 def test_wrong_key_fails_the_meters_check():
     head = SecuritySession(ADDR, os.urandom(16))
-    meter = fw.Security(os.urandom(16), 0, os.urandom)
-    req = head.auth_request(di_wire(0x070003FF) + meter.challenge())
-    assert not meter.authenticate(req[8:16], req[16:24], req[24:32], 100)
+    meter = Security(os.urandom(16), 0, os.urandom)
+    req = head.auth_request(di_wire(0x070003FF) + fw.challenge(meter))
+    assert not fw.authenticate(meter, req[8:16], req[16:24], req[24:32], 100)
 
 
 def test_a_reply_without_the_meters_proof_is_refused():
     head, meter = pair()
-    rm = meter.challenge()
+    rm = fw.challenge(meter)
     req = head.auth_request(di_wire(0x070003FF) + rm)
-    assert meter.authenticate(req[8:16], req[16:24], req[24:32], 100)
+    assert fw.authenticate(meter, req[8:16], req[16:24], req[24:32], 100)
     with pytest.raises(SecurityError, match="C2"):
         head.accept_auth_reply(di_wire(0x070000FF) + os.urandom(8) + b"\x00\x00" + WIRE, 100)
 
@@ -90,9 +91,9 @@ def test_recharge_macs_and_sequence_match_the_meter(amount, count, n):
         data, seq = head.recharge_request(amount, count, "000000000042")
         assert seq == meter.last + 1
         fields = data[8:16]
-        assert data[16:20] == meter.mac(WIRE, 0x03, di_wire(DI_RECHARGE), fields, seq)
-        assert data[26:30] == meter.mac(WIRE, 0x03, di_wire(DI_RECHARGE), fields + data[20:26], seq)
-        meter.remember(seq, data, b"ok")
+        assert data[16:20] == fw.mac(meter, WIRE, 0x03, di_wire(DI_RECHARGE), fields, seq)
+        assert data[26:30] == fw.mac(meter, WIRE, 0x03, di_wire(DI_RECHARGE), fields + data[20:26], seq)
+        fw.remember(meter, seq, data, b"ok")
         head.confirm(seq)
     assert head.last == meter.last == n
 
@@ -103,31 +104,31 @@ def test_write_control_and_address_macs_match_the_meter():
     data, seq = head.write_request(0x04001001, b"\x00\x20\x00\x00")
     # DI + 99000000 + operator + value + seq + MAC
     assert data[4:8] == b"\x99\x00\x00\x00" and data[-8:-4] == seq.to_bytes(4, "little")
-    assert data[-4:] == meter.mac(WIRE, 0x14, data[:4], data[4:-8], seq)
+    assert data[-4:] == fw.mac(meter, WIRE, 0x14, data[:4], data[4:-8], seq)
     head.confirm(seq)
     n = bytes([0x1A, 0]) + bytes.fromhex("000011050625")
     data, seq = head.control_request(n)
     assert seq == 2 and data[8:16] == n
-    assert data[-4:] == meter.mac(WIRE, 0x1C, b"\x00" * 4, data[:-8], seq)
+    assert data[-4:] == fw.mac(meter, WIRE, 0x1C, b"\x00" * 4, data[:-8], seq)
     head.confirm(seq)
     data, seq = head.write_address_request("000000000777")
     assert data[:6] == address_to_wire("000000000777") and data[6:10] == (3).to_bytes(4, "little")
-    assert data[10:] == meter.mac(WIRE, 0x15, b"\x00" * 4, data[:6], 3)
+    assert data[10:] == fw.mac(meter, WIRE, 0x15, b"\x00" * 4, data[:6], 3)
     with pytest.raises(ValueError, match="deadline"):
         head.control_request(bytes([0x1A, 0]) + bytes(6))
 
 
-def _wallet_reply(meter: fw.Security, seq: int, balance: int = -105, count: int = 7) -> bytes:
+def _wallet_reply(meter: Security, seq: int, balance: int = -105, count: int = 7) -> bytes:
     body = ((balance & 0xFFFFFFFF).to_bytes(4, "little") + count.to_bytes(4, "little") + customer_wire("42")
             + bytes(4))
-    return di_wire(DI_STATUS_QUERY) + body + meter.mac(WIRE, 0x83, di_wire(DI_STATUS_QUERY), body, seq)
+    return di_wire(DI_STATUS_QUERY) + body + fw.mac(meter, WIRE, 0x83, di_wire(DI_STATUS_QUERY), body, seq)
 
 
 def test_status_reply_is_bound_to_its_request():
     head, meter = pair()
     authenticate(head, meter)
     data, seq = head.status_request()
-    assert data[8:12] == meter.mac(WIRE, 0x03, di_wire(DI_STATUS_QUERY), b"", seq)
+    assert data[8:12] == fw.mac(meter, WIRE, 0x03, di_wire(DI_STATUS_QUERY), b"", seq)
     reply = _wallet_reply(meter, seq)
     w = head.parse_status_reply(reply, seq)
     assert (w.balance_fen, w.purchase_count, w.customer, w.krn) == (-105, 7, "000000000042", 0)
@@ -148,7 +149,7 @@ def test_refusals_claiming_a_result_need_the_meters_mac():
     head.check_reply(0xC3, b"\x08\x00", DI_RECHARGE, seq)  # no session / locked: a plain refusal
     with pytest.raises(SecurityError, match="forged"):
         head.check_reply(0xC3, b"\x02\x00", DI_RECHARGE, seq)  # "repeat recharge" with no MAC
-    sealed = b"\x02\x00" + meter.mac(WIRE, 0xC3, di_wire(DI_RECHARGE), b"\x02\x00", seq)
+    sealed = b"\x02\x00" + fw.mac(meter, WIRE, 0xC3, di_wire(DI_RECHARGE), b"\x02\x00", seq)
     head.check_reply(0xC3, sealed, DI_RECHARGE, seq)
     with pytest.raises(SecurityError):
         head.check_reply(0xC3, sealed, DI_RECHARGE, seq + 1)
@@ -179,6 +180,6 @@ def test_session_validity_margin_and_invalidate():
 
 def test_reply_from_another_meter_number_is_rejected():
     head, meter = pair()
-    head.auth_request(di_wire(0x070003FF) + meter.challenge())
+    head.auth_request(di_wire(0x070003FF) + fw.challenge(meter))
     with pytest.raises(SecurityError, match="another meter number"):
         head.accept_auth_reply(di_wire(0x070000FF) + os.urandom(8) + b"\x00\x00" + address_to_wire("000000000001"), 0)

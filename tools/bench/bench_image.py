@@ -206,7 +206,7 @@ from hal import esp32 as port
 mark('hal.esp32 and hal.board')
 meter_cfg, hw = start.load_config('config.json', port.Esp32)
 mark('config read (hal.config loaded and let go)')
-for name in ('clock', 'codec', 'events', 'wallet', 'relay', 'tariff', 'security', 'store', 'core', 'dis', 'app'):
+for name in ('clock', 'codec', 'events', 'wallet', 'relay', 'tariff', 'store', 'core', 'dis', 'app'):
     __import__('meter.' + name)
     mark('meter.' + name)
 from meter import drop
