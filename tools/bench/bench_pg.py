@@ -28,7 +28,8 @@
   figure is accounts per CPU-second of every process involved (this one, where the LocalCluster's
   scheduler runs, and the workers; this one alone in process): throughput per core; the wall
   second ratio of the same pairs beside it.  The accounts are read by the head-end either way and
-  are not timed.  Daily intervals at N (`make bench`: 1,000,000, about 2 GB;
+  are not timed.  Beside it, what a partition's per-account inputs cost sent as arrays against
+  read by the worker from the store.  Daily intervals at N (`make bench`: 1,000,000, about 2 GB;
   ``BENCH_DASK_CYCLE_ACCOUNTS``), 96 a day at ``BENCH_DASK_CYCLE_96_ACCOUNTS`` (100,000: the
   store takes its 97 readings an account at about 100,000 a second); daily at
   ``BENCH_DASK_CYCLE_PG_ACCOUNTS`` (1,000,000) on PostgreSQL, the workers connecting to the
@@ -402,6 +403,50 @@ def _stage_pairs(report: Any, engine: Any, db: str, n: int, interval_s: int, at:
     report(f"  load average (1 min) of the machine during those pairs ({tag})", load, "runnable")
 
 
+def _inputs_pairs(report: Any, db: str, rounds: int = 5) -> None:
+    """A partition's per-account inputs (meter, rated_until, ladder, remainder, tariff) for half the
+    accounts of ``db``: sent by the head-end as arrays (cut out, pickled and unpickled, as Dask
+    moves them) against read by the worker from the store (the query a worker would run, its rows
+    made into the same arrays), interleaved, CPU per account."""
+    import pickle
+
+    from headend.costctl.collect import PartitionInput
+    from headend.costctl.cycle import _Accounts
+    from headend.store import open_store
+    from tools.bench.interleave import interleaved_values
+
+    store = open_store(db, migrate=False)
+    acc = _Accounts(store.cost_control_meter_pages(50_000))
+    fleet = PartitionInput(acc.meter_int, acc.acct_of_row, acc.rated_until, np.zeros(acc.n, dtype=np.int64),
+                           acc.ladder, acc.rem)
+    half = np.arange(acc.n // 2)
+    lo, hi = fleet.take(half).meter_span()
+
+    def sent() -> float:
+        c = time.process_time()
+        pickle.loads(pickle.dumps(fleet.take(half), protocol=5))
+        return half.size / (time.process_time() - c)
+
+    def read() -> float:
+        c = time.process_time()
+        with store._tx(write=False) as tx:
+            rows = tx.all("SELECT CAST(m.address AS BIGINT), a.rated_until, a.ladder_wh, a.rem, a.tariff FROM meters m"
+                          " JOIN accounts a ON a.customer = m.customer WHERE m.mode = 'remote' AND m.address >= ?"
+                          " AND m.address < ? ORDER BY a.customer, m.address", (f"{lo:012d}", f"{hi:012d}"))
+        cols = list(zip(*rows))
+        del rows
+        [np.array([-1 if v is None else v for v in col], dtype=np.int64) for col in cols[:4]]
+        return half.size / (time.process_time() - c)
+
+    load0 = os.getloadavg()[0]
+    r = interleaved_values(sent, read, rounds=rounds)
+    load = (load0 + os.getloadavg()[0]) / 2
+    store.close()
+    report(f"  a partition's per-account inputs ({half.size:,} accounts: meter, rated_until, ladder, remainder, tariff):"
+           f" sent by the head-end as arrays (cut, pickled, unpickled) vs read by the worker from the SQLite file"
+           f" (load average {load:.1f})", r.a, "accounts/CPU-s", baseline=r.b, pairs=r)
+
+
 def _cycle_dask(report: Any, tmp: Path, n: int, n96: int, pg: Any = None, n_pg: int = 0) -> None:
     """The cycle's stage on a LocalCluster of 2 worker processes against in process (module doc),
     at ``n`` accounts with daily intervals and ``n96`` accounts with 96 a day, and ``n_pg`` daily
@@ -426,6 +471,7 @@ def _cycle_dask(report: Any, tmp: Path, n: int, n96: int, pg: Any = None, n_pg: 
                time.perf_counter() - t0, "s")
         # ten minutes past midnight: the day just ended is the last complete interval either way
         _stage_pairs(report, engine, db, n, 86400, _D0 + 86400 + 600, rounds=5)
+        _inputs_pairs(report, db)
         if n96:
             db96 = str(tmp / "dcycle96.db")
             t0 = time.perf_counter()
