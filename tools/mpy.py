@@ -53,8 +53,22 @@ def cross_compile(src: Path | str, dest: Path | str, *options: str, cwd: Path | 
 def run(code: str, *, heapsize: str, path: Sequence[Path | str] = (), cwd: Path | str | None = None,
         timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `code` under micropython with a heap of `heapsize` ("96K") and only `path` importable
-    (MICROPYPATH; `env` adds to the environment); returns the completed process, output as text."""
-    full = dict(os.environ if env is None else {**os.environ, **env}, MICROPYPATH=":".join(map(str, path)))
+    (MICROPYPATH; `env` adds to the environment); returns the completed process, output as text.
+
+    An entry of `path` inside `cwd` is passed relative to it ("" for `cwd` itself), as a board's
+    filesystem root is: the search path and every module's __file__ are strings on the heap, so
+    an absolute one would make a heap measurement depend on where the checkout or the temporary
+    directory is (see tests/firmware/test_core_heap.py)."""
+    full = dict(os.environ if env is None else {**os.environ, **env},
+                MICROPYPATH=":".join(_relative(p, cwd) for p in path))
     return subprocess.run([micropython(), "-X", f"heapsize={heapsize}", "-c", code],
                           cwd=None if cwd is None else str(cwd), capture_output=True, text=True, timeout=timeout,
                           env=full)
+
+
+def _relative(entry: Path | str, cwd: Path | str | None) -> str:
+    # "" rather than ".": a module found through "" is named "meter/core.mpy", as on a board
+    if cwd is None or not os.path.isabs(entry):
+        return str(entry)
+    rel = os.path.relpath(entry, cwd)
+    return str(entry) if rel == ".." or rel.startswith(".." + os.sep) else "" if rel == "." else rel

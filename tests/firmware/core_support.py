@@ -7,7 +7,7 @@ from meter.core import Meter
 from meter.desktop import RamFlash
 from tools.bench.hes import HeadEnd, parse
 from tools import mpy
-from tools.bench.bench_firmware import run_mpy, std_hmac  # noqa: F401 - the tests use them from here
+from tools.bench.bench_firmware import beside, run_mpy, std_hmac  # noqa: F401 - the tests use them from here
 from tools.sim.seeded_rand import Rand
 
 ADDR = "123456789012"

@@ -79,16 +79,18 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
     # 7 KB here, about half on a 32-bit board; a frozen image keeps every name in flash;
     # tools/bench/bench_image.py reports the figures). 84 KB leaves 1 KB to grow.
     read = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
-    # a board's machine module is in ROM: precompile the fake so compiling it costs no test heap
-    fakes = tmp_path / "fakes"
-    fakes.mkdir()
+    # a board's machine module is in ROM: precompile the fake so compiling it costs no test heap.
+    # tmp_path is the board's filesystem, the image's files at its root, imported from there: a
+    # path on the heap (a module's __file__, a file name) is then as short wherever the image is
     for fake in ("machine", "esp32"):
-        mpy.cross_compile(Path(FAKES) / f"{fake}.py", fakes / f"{fake}.mpy", "-s", f"{fake}.py")
+        mpy.cross_compile(Path(FAKES) / f"{fake}.py", tmp_path / f"{fake}.mpy", "-s", f"{fake}.py")
+    for name in ("hal", "meter", "config.json"):
+        (tmp_path / name).symlink_to(image / name)
     (tmp_path / "nvs.json").write_text(json.dumps({"prepaid645": {"key": KEY.encode().hex()}}))  # meter flash put it
     code = (
         "import gc, json, machine\n"
         "from hal import start, esp32\n"
-        "meter_cfg, hw = start.load_config('%s/config.json', esp32.Esp32)\n"
+        "meter_cfg, hw = start.load_config('config.json', esp32.Esp32)\n"
         "from meter import drop\n"
         "start = None\n"
         "drop('hal.start')  # as hal.board.main lets it go\n"
@@ -100,8 +102,8 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
         "b.step()\n"
         "gc.collect()\n"
         "print(json.dumps({'tx': bytes(u.tx).hex(), 'free': gc.mem_free(), 'used': gc.mem_alloc()}))\n"
-    ) % (image, read.hex())
-    r = mpy.run(code, heapsize="84K", path=[image, fakes], cwd=tmp_path, timeout=60)
+    ) % read.hex()
+    r = mpy.run(code, heapsize="84K", path=[tmp_path], cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout.splitlines()[-1])
     reply = parse_frame(bytes.fromhex(out["tx"]))

@@ -39,3 +39,19 @@ def test_fully_programmed_meter_powers_up_from_flash_and_serves_in_74k(tmp_path)
     # the same run in a clearly smaller heap runs out: the budget is what is being measured
     assert bf.full_power_up_run(dest, tmp_path, "66K") is None
     assert kept < 49 * 1024  # 46.6 KB measured (48.4 with the session's cryptography resident, 51.1 with the power-up's code)
+
+
+def test_heap_measured_is_the_same_wherever_the_checkout_and_tmp_dir_are(tmp_path):
+    """The same run from a short and a long directory takes the same heap, to the byte, from its
+    first collection on: a path interned or held as a string (MICROPYPATH, a module's __file__, the
+    harness's file names) would move every later allocation, and the budgets above would pass or
+    fail with the length of the clone's or pytest's temporary path."""
+    pairs = bf.mixed_frames(200)
+    got = []
+    for where in (tmp_path / "a", tmp_path / ("long" * 20) / "er" / "still"):
+        dest = bf.build_o3(where / "mpy")
+        bf.write_frames(where / "frames.bin", pairs)
+        res = bf._mpy_run(dest, where / "frames.bin", where / "flash.bin", "256K", 0)
+        assert res is not None and res[:2] == [200, 0]
+        got.append(res)
+    assert got[0] == got[1]  # heap at the harness's start (the last figure), after import, power-up, frames

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from meter.core import Meter
 from tests.firmware import life_scenario
-from tests.firmware.core_support import build_mpy, run_mpy, std_hmac
+from tests.firmware.core_support import beside, build_mpy, run_mpy, std_hmac
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -104,8 +104,7 @@ def test_micropython_meter_replays_the_life_byte_for_byte_in_90k(tmp_path):
     dest = build_mpy(tmp_path / "mpy")
     # Rand is pasted in rather than imported: one more module would take heap the budget is about
     code = _REPLAY % {"rand": SEEDED_RAND.read_text(), "addr": life_scenario.ADDR, "key": life_scenario.KEY,
-                      "flash": life_scenario.FLASH_SIZE,
-                      "path": str(path)}
+                      "flash": life_scenario.FLASH_SIZE, "path": beside(dest, path, "transcript.txt")}
     res = run_mpy(dest, code, heapsize="90K")
     assert res.returncode == 0, res.stderr + res.stdout
     out = res.stdout.split()

@@ -265,7 +265,8 @@ def test_a_fully_programmed_meter_takes_a_token_within_its_heap_budget(tmp_path)
     dest = bf.build_o3(tmp_path / "mpy")
     (tmp_path / "flash.bin").write_bytes(image)
     (dest / "full_token.py").write_text(FULL_TOKEN % {"file_flash": bf._FILE_FLASH, "addr": bf.ADDR, "key": bf.KEY,
-                                                      "flash": str(tmp_path / "flash.bin"), "t": t, "tok": tok})
+                                                      "flash": bf.beside(dest, tmp_path / "flash.bin", "flash.bin"), "t": t,
+                                                      "tok": tok})
     mpy.cross_compile("full_token.py", dest / "full_token.mpy", cwd=dest)
     (dest / "full_token.py").unlink()
     r = bf.run_mpy(dest, "import full_token", heapsize=FULL_BUDGET)

@@ -212,7 +212,7 @@ if %(rate)d:
     for _ in range(%(rate)d):
         m.handle(req, %(t0)d)
     rate = %(rate)d * 1000000 // max(1, time.ticks_diff(time.ticks_us(), t))
-print("result", n, bad, after_import, after_meter, after_mixed, after_mixed2, rate, view_alloc, bytes_alloc)
+print("result", n, bad, after_import, after_meter, after_mixed, after_mixed2, rate, view_alloc, bytes_alloc, base)
 """
 
 
@@ -288,6 +288,17 @@ def _flash_of(image: bytes) -> RamFlash:
     return f
 
 
+def beside(dest: Path, path: Path, name: str) -> str:
+    """`name`, a link in dest (where run_mpy runs) to path, for a harness to open: a file name
+    in a harness is a string on the heap, so the same short name wherever the checkout and the
+    temporary directory are keeps the heap measured the same (tests/firmware/test_core_heap.py)."""
+    link = dest / name
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(Path(path).resolve())
+    return name
+
+
 def full_power_up_run(dest: Path, tmp: Path, heapsize: str) -> list[int] | None:
     """Power a fully programmed meter up from its flash (a file, as on a board) under
     micropython in heapsize and serve the reads of programmed_meter(): [reads, wrong replies,
@@ -301,8 +312,9 @@ def full_power_up_run(dest: Path, tmp: Path, heapsize: str) -> list[int] | None:
         saved.write_bytes(image)
         write_frames(frames, pairs)
         src = dest / f"{name}.py"
-        src.write_text(_FULL_MPY % {"file_flash": _FILE_FLASH, "addr": ADDR, "key": KEY, "flash": str(flash), "t": t,
-                                    "frames": str(frames)})
+        src.write_text(_FULL_MPY % {"file_flash": _FILE_FLASH, "addr": ADDR, "key": KEY, "t": t,
+                                    "flash": beside(dest, flash, "full_flash.bin"),
+                                    "frames": beside(dest, frames, "full_frames.bin")})
         mpy.cross_compile(src.name, dest / f"{name}.mpy", cwd=dest)
         src.unlink()
     flash.write_bytes(saved.read_bytes())  # each power-up from the same state
@@ -363,8 +375,9 @@ def _mpy_run(dest: Path, frames: Path, flash: Path, heapsize: str, rate: int):
     name = f"bench_harness_{rate}"
     if not (dest / f"{name}.mpy").exists():
         src = dest / f"{name}.py"
-        src.write_text(_MPY % {"file_flash": _FILE_FLASH, "rand": _RAND, "addr": ADDR, "key": KEY, "flash": str(flash),
-                               "t0": T0, "frames": str(frames), "rate": rate, "read": READ_ENERGY.hex()})
+        src.write_text(_MPY % {"file_flash": _FILE_FLASH, "rand": _RAND, "addr": ADDR, "key": KEY,
+                               "flash": beside(dest, flash, "flash.bin"), "t0": T0,
+                               "frames": beside(dest, frames, "frames.bin"), "rate": rate, "read": READ_ENERGY.hex()})
         mpy.cross_compile(src.name, dest / f"{name}.mpy", cwd=dest)
         src.unlink()
     flash.write_bytes(bytes(16384))  # every run boots a new meter on a blank flash
@@ -403,7 +416,7 @@ def run(report) -> None:
 
         # A, B, A, B: each MicroPython run is paired with a CPython run next to it in time
         r = interleaved_values(micropython_rate, _cpython_rate, rounds=5)
-        n, bad, imp, meter, mixed, mixed2, _rate, view_alloc, bytes_alloc = runs[-1]
+        n, bad, imp, meter, mixed, mixed2, _rate, view_alloc, bytes_alloc, _base = runs[-1]
         if bad:
             raise RuntimeError(f"{bad} of {n} micropython replies differ from CPython's")
         report("firmware: Meter.handle read-energy, CPython (this x86 machine)", r.b, "frames/s")
