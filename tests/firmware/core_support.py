@@ -6,7 +6,7 @@ from meter import clock
 from meter.core import Meter
 from meter.desktop import RamFlash
 from tools.bench.hes import HeadEnd, parse
-from tools import mpy
+from tools.meter_image import compile_mpy
 from tools.bench.bench_firmware import beside, run_mpy, std_hmac  # noqa: F401 - the tests use them from here
 from tools.sim.seeded_rand import Rand
 
@@ -56,14 +56,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_mpy(dest, extra=()):
-    """Compile firmware/meter/*.py (and `extra` files, to top-level modules) into dest as .mpy."""
+    """Compile firmware/meter/*.py (and `extra` files, to top-level modules) into dest as .mpy, with
+    line numbers, each under its name on a board (meter/core.py): a source path would be interned on
+    the heap, its length this checkout's."""
     dest = Path(dest)
     (dest / "meter").mkdir(parents=True, exist_ok=True)
     for src in sorted((ROOT / "firmware/meter").glob("*.py")):
-        mpy.cross_compile(src, dest / "meter" / (src.stem + ".mpy"), cwd=src.parent)
+        compile_mpy(src, dest / "meter" / (src.stem + ".mpy"), f"meter/{src.name}", debug=True)
     for src in extra:
         src = Path(src).resolve()
-        mpy.cross_compile(src, dest / (src.stem + ".mpy"), cwd=src.parent)
+        compile_mpy(src, dest / (src.stem + ".mpy"), src.name, debug=True)
     return dest
 
 

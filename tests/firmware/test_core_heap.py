@@ -12,6 +12,8 @@ cryptography stayed resident; 73 KB, and 70, not 71 or 72, where the heap was le
 the record's loading and the meter's restore stayed resident after the power-up; 75 KB before the event log was kept packed in bytes, 80 KB before the top-ups, the 1CH commands and the desktop-only helpers left the resident modules): its
 record is read piece by piece, never parsed whole."""
 
+import shutil
+
 from tools.bench import bench_firmware as bf
 
 BUDGET = "90K"
@@ -42,14 +44,16 @@ def test_fully_programmed_meter_powers_up_from_flash_and_serves_in_74k(tmp_path)
 
 
 def test_heap_measured_is_the_same_wherever_the_checkout_and_tmp_dir_are(tmp_path):
-    """The same run from a short and a long directory takes the same heap, to the byte, from its
-    first collection on: a path interned or held as a string (MICROPYPATH, a module's __file__, the
-    harness's file names) would move every later allocation, and the budgets above would pass or
-    fail with the length of the clone's or pytest's temporary path."""
+    """The same run from a short and a long directory, the modules compiled from a copy of the
+    sources there, takes the same heap, to the byte, from its first collection on: a path interned
+    or held as a string (MICROPYPATH, a module's __file__, the source name mpy-cross writes into a
+    .mpy, the harness's file names) would move every later allocation, and the budgets above would
+    pass or fail with the length of the clone's or pytest's temporary path."""
     pairs = bf.mixed_frames(200)
     got = []
     for where in (tmp_path / "a", tmp_path / ("long" * 20) / "er" / "still"):
-        dest = bf.build_o3(where / "mpy")
+        shutil.copytree(bf.ROOT / "firmware" / "meter", where / "checkout" / "meter")
+        dest = bf.build_o3(where / "mpy", where / "checkout" / "meter")
         bf.write_frames(where / "frames.bin", pairs)
         res = bf._mpy_run(dest, where / "frames.bin", where / "flash.bin", "256K", 0)
         assert res is not None and res[:2] == [200, 0]

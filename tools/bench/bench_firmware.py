@@ -342,10 +342,13 @@ def smallest_full_heap(dest: Path, tmp: Path) -> int:
 
 
 def build_o3(dest: Path, src: Path = ROOT / "firmware" / "meter") -> Path:
-    """Compile the meter modules in src into dest/meter as `meter build` does (-O3)."""
+    """Compile the meter modules in src into dest/meter as `meter build` does (-O3, each module
+    named meter.NAME: a source path would be interned on the heap, its length this checkout's)."""
+    from tools.meter_image import compile_mpy
+
     (dest / "meter").mkdir(parents=True, exist_ok=True)
     for f in sorted(src.glob("*.py")):
-        mpy.cross_compile(f, dest / "meter" / (f.stem + ".mpy"), "-O3", cwd=f.parent)
+        compile_mpy(f, dest / "meter" / (f.stem + ".mpy"), f"meter/{f.name}")
     return dest
 
 

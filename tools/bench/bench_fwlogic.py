@@ -22,6 +22,7 @@ from typing import Callable
 
 from tools import mpy
 from tools.bench.interleave import paired
+from tools.meter_image import compile_mpy
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -98,7 +99,7 @@ def _micropython(tmp: Path) -> dict[str, float]:
     pkg.mkdir()
     shutil.copy(FIRMWARE / "meter" / "__init__.py", pkg / "__init__.py")
     for name in ("clock", "tariff", "tariffcheck", "wallet", "relay"):  # tariffcheck: loaded by a tariff write
-        mpy.cross_compile(FIRMWARE / "meter" / (name + ".py"), pkg / (name + ".mpy"))
+        compile_mpy(FIRMWARE / "meter" / (name + ".py"), pkg / (name + ".mpy"), f"meter/{name}.py", debug=True)
     proc = mpy.run("N = %d\n" % N + PROGRAM, heapsize="96K", path=[tmp], cwd=tmp)
     proc.check_returncode()
     return _parse(proc.stdout)

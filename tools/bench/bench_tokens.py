@@ -24,6 +24,7 @@ from typing import Callable
 
 from tools import mpy
 from tools.bench.interleave import interleaved_values
+from tools.meter_image import compile_mpy
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -125,7 +126,7 @@ def _build(tmp: Path) -> None:
     pkg = tmp / "meter"
     pkg.mkdir()
     shutil.copy(FIRMWARE / "meter" / "__init__.py", pkg / "__init__.py")
-    mpy.cross_compile(FIRMWARE / "meter" / "token.py", pkg / "token.mpy", "-O3")
+    compile_mpy(FIRMWARE / "meter" / "token.py", pkg / "token.mpy", "meter/token.py")  # as `meter build` does
 
 
 def _entry(tmp: Path) -> dict[str, float]:
