@@ -57,8 +57,9 @@ def compile_mpy(src: Path, dest: Path, source_name: str, debug: bool = False) ->
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not debug:
         source_name = source_name.rsplit(".", 1)[0].replace("/", ".").removesuffix(".__init__")
-    r = subprocess.run([_tool("mpy-cross"), "-O0" if debug else "-O3", "-o", str(dest), "-s", source_name, str(src)],
-                       capture_output=True, text=True)
+    # run beside the source: mpy-cross interns the path it is given, and fails on one over 255 bytes
+    r = subprocess.run([_tool("mpy-cross"), "-O0" if debug else "-O3", "-o", str(Path(dest).resolve()), "-s", source_name,
+                        src.name], cwd=src.parent, capture_output=True, text=True)
     if r.returncode != 0:
         raise ImageError(f"mpy-cross failed on {src}: {r.stderr.strip() or r.stdout.strip()}")
 

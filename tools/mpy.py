@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["ToolMissing", "find", "micropython", "mpy_cross", "cross_compile", "run"]
+__all__ = ["FRESH_HEAP", "ToolMissing", "find", "micropython", "mpy_cross", "cross_compile", "run"]
 
 
 class ToolMissing(FileNotFoundError):
@@ -50,6 +50,15 @@ def cross_compile(src: Path | str, dest: Path | str, *options: str, cwd: Path | 
                           capture_output=True, text=True, check=check)
 
 
+# This `micropython` runs the unix port inside a CPython process (micropython_run), which mallocs
+# the port's heap: under glibc's mmap threshold (128 KB) that heap was memory CPython had used and
+# freed while starting, so what the conservative collector found pointing into it on the C stack
+# depended on that start (the venv's path, PYTHONPATH, HOME, LANG), and so did which heap sizes
+# near the smallest a run needs worked (a replay failed at 90 KB with one PYTHONPATH, passed with
+# another). Fresh pages (mmap) for any block of 8 KB or more make every run the same everywhere.
+FRESH_HEAP = {"MALLOC_MMAP_THRESHOLD_": "8192"}
+
+
 def run(code: str, *, heapsize: str, path: Sequence[Path | str] = (), cwd: Path | str | None = None,
         timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `code` under micropython with a heap of `heapsize` ("96K") and only `path` importable
@@ -59,7 +68,7 @@ def run(code: str, *, heapsize: str, path: Sequence[Path | str] = (), cwd: Path 
     filesystem root is: the search path and every module's __file__ are strings on the heap, so
     an absolute one would make a heap measurement depend on where the checkout or the temporary
     directory is (see tests/firmware/test_core_heap.py)."""
-    full = dict(os.environ if env is None else {**os.environ, **env},
+    full = dict(os.environ if env is None else {**os.environ, **env}, **FRESH_HEAP,
                 MICROPYPATH=":".join(_relative(p, cwd) for p in path))
     return subprocess.run([micropython(), "-X", f"heapsize={heapsize}", "-c", code],
                           cwd=None if cwd is None else str(cwd), capture_output=True, text=True, timeout=timeout,

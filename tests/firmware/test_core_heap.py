@@ -14,6 +14,7 @@ record is read piece by piece, never parsed whole."""
 
 import shutil
 
+from tools import mpy
 from tools.bench import bench_firmware as bf
 
 BUDGET = "90K"
@@ -51,7 +52,7 @@ def test_heap_measured_is_the_same_wherever_the_checkout_and_tmp_dir_are(tmp_pat
     pass or fail with the length of the clone's or pytest's temporary path."""
     pairs = bf.mixed_frames(200)
     got = []
-    for where in (tmp_path / "a", tmp_path / ("long" * 20) / "er" / "still"):
+    for where in (tmp_path / "a", tmp_path / ("long" * 12) / "er" / "still"):
         shutil.copytree(bf.ROOT / "firmware" / "meter", where / "checkout" / "meter")
         dest = bf.build_o3(where / "mpy", where / "checkout" / "meter")
         bf.write_frames(where / "frames.bin", pairs)
@@ -59,3 +60,25 @@ def test_heap_measured_is_the_same_wherever_the_checkout_and_tmp_dir_are(tmp_pat
         assert res is not None and res[:2] == [200, 0]
         got.append(res)
     assert got[0] == got[1]  # heap at the harness's start (the last figure), after import, power-up, frames
+
+
+def test_heap_sizes_that_serve_are_the_same_whatever_the_environment(tmp_path):
+    """Near the smallest heap the mixed frames need, the sizes that serve them are the same with a
+    short and two longer PYTHONPATHs (as a checkout's path is): the micropython here runs inside a
+    CPython process, whose start the environment steers, and its heap must not be memory that start
+    used (tools/mpy.py, FRESH_HEAP). Without that, 90 KB served with one of these and not the others."""
+    dest = bf.build_o3(tmp_path / "mpy")
+    frames, flash = tmp_path / "frames.bin", tmp_path / "flash.bin"
+    bf.write_frames(frames, bf.mixed_frames())
+    assert bf._mpy_run(dest, frames, flash, "256K", 0) is not None  # the harness, compiled
+    served = []
+    for pythonpath in ("/a", "/a" * 10, "/a" * 52):
+        ran = []
+        for heap in [str(kb * 1024) for kb in range(86, 95)]:  # where the first sizes that serve are
+            flash.write_bytes(bytes(16384))
+            r = mpy.run("import bench_harness_0", heapsize=heap, path=[dest], cwd=dest,
+                        env={"PYTHONPATH": pythonpath})
+            ran.append("result 1000 0 " in r.stdout)
+        served.append(ran)
+    assert served[0] == served[1] == served[2]
+    assert not all(served[0]) and any(served[0])  # the range does hold the smallest heap

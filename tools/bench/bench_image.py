@@ -156,8 +156,8 @@ def _command(heap_kb: float, code: str, frozen: Path | None, rom: Path | None = 
         code = ROM_PRELUDE.format(rom="rom.img") + code
     heap = f"heapsize={round(heap_kb * 1024) + (0 if rom is None else rom.stat().st_size)}"
     if frozen is None:
-        return [mpy.micropython(), "-X", heap, "-c", code], {"MICROPYPATH": ""}
-    return [str(frozen), "-X", heap, "-c", code], {"MICROPYPATH": ".frozen"}
+        return [mpy.micropython(), "-X", heap, "-c", code], {"MICROPYPATH": "", **mpy.FRESH_HEAP}
+    return [str(frozen), "-X", heap, "-c", code], {"MICROPYPATH": ".frozen", **mpy.FRESH_HEAP}
 
 
 def _boot(img: Path, fakes: Path, heap_kb: float, state: tuple[bytes, str, str] | None = None,
@@ -441,7 +441,7 @@ def _machine_heap(fakes: Path, old_fakes: bool = False) -> int:
     code = "import gc\ngc.collect()\na = gc.mem_alloc()\nimport machine, esp32\ngc.collect()\nprint(gc.mem_alloc() - a)"
     with tempfile.TemporaryDirectory() as cwd:
         if old_fakes:
-            cmd, env = [mpy.micropython(), "-c", code], {"MICROPYPATH": str(fakes)}
+            cmd, env = [mpy.micropython(), "-c", code], {"MICROPYPATH": str(fakes), **mpy.FRESH_HEAP}
         else:
             cmd, env = _command(256, code, None, fakes / ROM_FAKES, cwd)
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
