@@ -41,8 +41,9 @@
   interleaved; both use the 2 cores, so the ratio is per core.  Twice: with the rows built on the
   workers (``DaskRating.place``, each worker generating its partition as it would load it from the
   readings' store: the cost of the scheduling and of bringing 12 bytes per account back) at N, and
-  with the rows sent from this process, as the cost-control cycle does today (384 bytes per
-  account over a socket: the cost a cluster pays for moving them) at N/10.  `make bench` rates
+  with the rows sent from this process in each call (384 bytes per account over a socket: the
+  cost a cluster pays for moving readings, and why the cost-control cycle has its workers read
+  their readings from the store instead: the dask-cycle part) at N/10.  `make bench` rates
   N = 10,000,000 accounts (about 8 GB at the peak; ``BENCH_PG_RATING_ACCOUNTS=1000000`` for a quick
   run).  Aim: >= 0.6.
 """
@@ -558,7 +559,7 @@ def _rating(report: Any, n: int, placed: bool) -> None:
     # what a Dask call timed here includes: the tasks sent (the tariff inside), the kernel on the
     # workers, the results back and joined into the int64 Bill here; placed, not the rows' building
     how = ("rows built on the workers beforehand (not timed), the tariff out and 12 bytes per account back"
-           if placed else "rows sent from this process in each call, 384 bytes per account, as the cost-control cycle does")
+           if placed else "rows sent from this process in each call, 384 bytes per account (the cost-control cycle's workers read theirs from the store instead)")
     report(f"rating {n:,} accounts x 96 intervals: Dask LocalCluster of 2 worker processes x 1 kernel thread, {how}, "
            f"vs in-process kernel ({get_num_threads()} threads), same machine", r.a, "accounts/s", baseline=r.b,
            pairs=r)
