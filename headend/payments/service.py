@@ -135,15 +135,16 @@ def _check_form(r: PaymentRequest, now: int) -> None:
                            field="paid_at")
 
 
-def _repeat(first: Any, r: PaymentRequest) -> None:
+def _repeat(first: dict[str, Any] | None, r: PaymentRequest) -> None:
     """Refuse this request unless it is the same one again as the first under its transaction id
     (``first``: what that one asked, ``PaymentRequest.compared``)."""
+    before = first or {}
     asked = r.compared()
     for f in _COMPARED:
-        if (first or {}).get(f) != asked[f]:
+        if before.get(f) != asked[f]:
             raise PaymentError("duplicate_conflict",
                                f"transaction {r.txn_id} of channel {r.channel_id} was already paid with"
-                               f" {f} = {(first or {}).get(f)!r}, not {asked[f]!r}; a different"
+                               f" {f} = {before.get(f)!r}, not {asked[f]!r}; a different"
                                " payment needs a new transaction id", field=f)
 
 
