@@ -222,10 +222,11 @@ class Demo:
         say("\n[bold cyan]7. The books[/]: what was collected, by which channel")
         self.stop_child("payments")
         first, last = self.books_days()
-        for name in ("collection", "channels"):
-            self.headend("report", name, "--from", first, "--to", last, "--chart", str(self.dir / f"{name}.png"))
-        charts = [p for p in (self.dir / "collection.png", self.dir / "channels.png") if p.exists()]
-        say("  charts: " + (", ".join(str(p) for p in charts) if charts else "(matplotlib not installed: no chart files)"))
+        charts = {name: self.dir / f"{name}.png" for name in ("collection", "channels")}
+        for name, chart in charts.items():
+            self.headend("report", name, "--from", first, "--to", last, "--chart", str(chart))
+        drawn = [p for p in charts.values() if p.exists()]
+        say("  charts: " + (", ".join(str(p) for p in drawn) if drawn else "(matplotlib not installed: no chart files)"))
 
     def opening(self, creds: dict[str, tuple[str, str]]) -> None:
         from tools.town.paygen import Payer, Payment
