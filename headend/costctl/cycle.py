@@ -242,7 +242,6 @@ class _Accounts:
                                      dtype=np.int64)
         self.n = self.first_row.size
         self.acct_of_row = np.repeat(np.arange(self.n), np.diff(np.r_[self.first_row, n_rows]))
-        self.meters_of = np.bincount(self.acct_of_row, minlength=self.n)
         self.meter_int = col[17]
 
         one_each = self.n == n_rows       # the usual fleet: one meter per account
