@@ -188,7 +188,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
                     actor=actor, kind="charge", interval_s=interval_s, read_as=read_as,
                     fixed_fen=fixed[part].tolist() if fixed[part].any() else None,
                     states=_changed_states(acc, d, rows, now),
-                    keys=acc.key[rows].tolist() if isinstance(acc.key, np.ndarray) else [acc.key[i] for i in rows.tolist()])
+                    keys=acc.key[rows].tolist())
                 applied += n
                 written[rows] = done
                 del read_as
@@ -255,10 +255,9 @@ class _Accounts:
             return col[k] if one_each else col[k][self.first_row]
 
         self.customer: Sequence[str] = pick(customers)
-        # the store's key of each account (Store.cost_control_meters): numbers as an array
-        self.key: Any = pick(keys)
-        if {type(k) for k in self.key} == {int}:
-            self.key = np.array(self.key, dtype=np.int64)
+        # the store's key of each account (Store.cost_control_meters): numbers as int64, text as objects
+        key = pick(keys)
+        self.key = np.array(key, dtype=np.int64 if {type(k) for k in key} == {int} else object)
         self.balance, self.rem, self.ladder, self.rated_until, self.version = (ints(k) for k in (1, 2, 3, 4, 5))
         self.tariff: Sequence[str | None] = pick(tariffs)
         self.alarm1, self.alarm2, self.overdraft, self.close_ok = (ints(k) for k in (7, 8, 9, 10))
