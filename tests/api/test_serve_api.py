@@ -1,11 +1,13 @@
-"""`serve` with the payments API on, in this process: what start-up built is kept out of the
-garbage collector's full passes, and the API answers."""
+"""`serve` with the payments API on: in this process, what start-up built is kept out of the
+garbage collector's full passes, and the API answers; as `headend serve`, asked to profile itself,
+it writes where its CPU went when it stops."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import os
+import pstats
 
 import httpx
 
@@ -13,6 +15,8 @@ from headend.api.config import ApiConfig
 from headend.keys import KeyStore
 from headend.serve import ServeOptions, serve
 from headend.store import open_store
+from tests.api.serve_procs import start_serve, stop_serves
+from tests.headend.headend_proc import HeadEnd
 
 
 def test_serve_freezes_what_start_up_built_and_serves_the_api(tmp_path):
@@ -42,11 +46,6 @@ def test_serve_freezes_what_start_up_built_and_serves_the_api(tmp_path):
 
 
 def test_a_serve_asked_to_profile_itself_writes_where_its_cpu_went_when_it_stops(tmp_path):
-    import pstats
-
-    from tests.api.serve_procs import start_serve, stop_serves
-    from tests.headend.headend_proc import HeadEnd
-
     he = HeadEnd(tmp_path)
     out = tmp_path / "serve.prof"
     proc, url = start_serve({**he.env, "PREPAID645_SERVE_PROFILE": str(out)})
