@@ -223,18 +223,22 @@ class Ledger(Accounts):
         # each account moved once for the batch, as the rows one by one would have moved it (as
         # _book does): the sum, a version per row, and the owing-since rule of its last row, where
         # ``keep`` says whether the balance stayed below zero before it (an earlier owing_since
-        # stands) or not (it owes from now); one statement for the batch
+        # stands) or not (it owes from now); one statement for the batch. The journal rows in the
+        # same pass, each with the balance after it
         moves: dict[str, list[int]] = {}   # customer -> [fen, rows, keep]
-        running = dict(balance)
+        booked = []
         for e in entries:
+            before = balance[e.customer]
+            balance[e.customer] = before + e.amount_fen
+            booked.append((e.customer, now, e.kind, e.amount_fen, before + e.amount_fen, actor, dumps(e.detail),
+                           e.meter, e.channel, e.txn_id, e.payment_id, e.ref, day, e.meter_fen))
             if not e.amount_fen:
                 continue
             m = moves.get(e.customer)
             if m is None:
                 moves[e.customer] = m = [0, 0, 1]
-            elif running[e.customer] >= 0:
+            elif before >= 0:
                 m[2] = 0
-            running[e.customer] += e.amount_fen
             m[0] += e.amount_fen
             m[1] += 1
         moved = [(c, *m) for c, m in moves.items()]
@@ -245,11 +249,6 @@ class Ledger(Accounts):
                      " < 0 THEN CASE WHEN d.keep = 1 THEN COALESCE(owing_since, ?) ELSE ? END ELSE NULL END,"
                      f" version = version + d.n, updated_at = ? FROM {table} WHERE accounts.customer = d.customer",
                      (now, now, now, *params))
-        booked = []
-        for e in entries:
-            balance[e.customer] += e.amount_fen
-            booked.append((e.customer, now, e.kind, e.amount_fen, balance[e.customer], actor, dumps(e.detail), e.meter,
-                           e.channel, e.txn_id, e.payment_id, e.ref, day, e.meter_fen))
         tx.insert_rows("INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter,"
                        " channel, txn_id, payment_id, ref, day, meter_fen) VALUES ",
                        "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)", booked)
