@@ -97,7 +97,7 @@ def ints_reader(st, off, n):
 def power_up(m, now):
     """Meter m (meter.core), its fields at their defaults, brought up from its flash at HAL time
     now: the newest record restored, the days the power was off for frozen, timers and the
-    tariff's switch-overs caught up, and the result saved."""
+    tariff's switch-overs caught up (the caller saves the result)."""
     state = m.store.load()
     loaded = state is not None
     if loaded:
