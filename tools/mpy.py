@@ -80,4 +80,6 @@ def _relative(entry: Path | str, cwd: Path | str | None) -> str:
     if cwd is None or not os.path.isabs(entry):
         return str(entry)
     rel = os.path.relpath(entry, cwd)
-    return str(entry) if rel == ".." or rel.startswith(".." + os.sep) else "" if rel == "." else rel
+    if rel == ".." or rel.startswith(".." + os.sep):  # outside cwd: as given
+        return str(entry)
+    return "" if rel == "." else rel
