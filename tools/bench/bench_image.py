@@ -151,13 +151,13 @@ def _command(heap_kb: float, code: str, frozen: Path | None, rom: Path | None = 
     # into (ROM_PRELUDE) running code in cwd, with rom mounted first, and its environment; frozen:
     # the unix port with the meter frozen in (tools/frozen_unix.py), its modules found in .frozen
     # only
+    from tools.bench.bench_firmware import beside
+
     if rom is not None:  # under one short name: the prelude's text is the same in every run
-        (Path(cwd) / "rom.img").symlink_to(rom)
-        code = ROM_PRELUDE.format(rom="rom.img") + code
+        code = ROM_PRELUDE.format(rom=beside(Path(cwd), rom, "rom.img")) + code
     heap = f"heapsize={round(heap_kb * 1024) + (0 if rom is None else rom.stat().st_size)}"
-    if frozen is None:
-        return [mpy.micropython(), "-X", heap, "-c", code], {"MICROPYPATH": "", **mpy.FRESH_HEAP}
-    return [str(frozen), "-X", heap, "-c", code], {"MICROPYPATH": ".frozen", **mpy.FRESH_HEAP}
+    binary = mpy.micropython() if frozen is None else str(frozen)
+    return [binary, "-X", heap, "-c", code], {"MICROPYPATH": "" if frozen is None else ".frozen", **mpy.FRESH_HEAP}
 
 
 def _boot(img: Path, fakes: Path, heap_kb: float, state: tuple[bytes, str, str] | None = None,
