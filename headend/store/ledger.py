@@ -422,7 +422,7 @@ class Ledger(Accounts):
                 " rated_until = COALESCE(?, rated_until), ")
         update = f"UPDATE accounts SET {sets}version = version + 1, updated_at = ? WHERE customer = ?"
         update_decided = (f"UPDATE accounts SET {sets}notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
-                          " version = version + 1, updated_at = ? WHERE customer = ? AND version = ?")
+                          " version = version + 1, updated_at = ? WHERE customer = ?")
 
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
@@ -441,17 +441,17 @@ class Ledger(Accounts):
                     n = tx.executemany(update + " AND version = ?", [
                         (f, f, now, rm, ld, u, now, c, int(k[3]))
                         for (c, f, rm, ld, u), k, st in zip(rows, read_as, states_of) if st is None])
-                    n += tx.executemany(update_decided, [
+                    n += tx.executemany(update_decided + " AND version = ?", [
                         (f, f, now, rm, ld, u, *st, now, c, int(k[3]))
                         for (c, f, rm, ld, u), k, st in zip(rows, read_as, states_of) if st is not None])
                 else:
                     # by the engine's own row key: on SQLite 0.75x the time of finding each row
                     # through the customer index first
-                    by_key = f" AND {tx.account_key} = ?"
-                    n = tx.executemany(update + by_key + " AND version = ?", [
+                    cas = f" AND {tx.account_key} = ? AND version = ?"
+                    n = tx.executemany(update + cas, [
                         (f, f, now, rm, ld, u, now, c, key, int(k[3]))
                         for (c, f, rm, ld, u), k, st, key in zip(rows, read_as, states_of, keys) if st is None])
-                    n += tx.executemany(update_decided.replace(" AND version", by_key + " AND version"), [
+                    n += tx.executemany(update_decided + cas, [
                         (f, f, now, rm, ld, u, *st, now, c, key, int(k[3]))
                         for (c, f, rm, ld, u), k, st, key in zip(rows, read_as, states_of, keys) if st is not None])
                 if n == len(rows):
