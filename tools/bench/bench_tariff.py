@@ -513,25 +513,24 @@ def journal_forms(report, conn, n: int) -> None:
         return [(c, _D0 + day * 86400, "charge", -123, 4567, "costctl", f'{{"batch": "{key}"}}', 890,
                  _D0 + day * 86400, f"batch:{key}", f"2025-06-0{2 + day}") for c in customers]
 
+    def insert(k: int, day_rows: list[tuple], end: str) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        for stmt, params in values_statements(f"INSERT INTO bench_journal{k} ({cols}) VALUES ",
+                                              "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)", day_rows, "", 999):
+            conn.execute(stmt, params)
+        conn.execute(end)
+
     conn.execute("PRAGMA foreign_keys = ON")
     for k, (sql, idx) in enumerate(copies.values()):
         conn.execute(sql.replace("CREATE TABLE ledger", f"CREATE TABLE bench_journal{k}", 1))
         for name, on in idx.items():
             unique = "UNIQUE " if name == "idem" else ""
             conn.execute(f"CREATE {unique}INDEX bench_journal{k}_{name} ON bench_journal{k}{on}")
-        conn.execute("BEGIN")
-        for stmt, params in values_statements(f"INSERT INTO bench_journal{k} ({cols}) VALUES ",
-                                              "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)", rows(0), "", 999):
-            conn.execute(stmt, params)
-        conn.execute("COMMIT")
+        insert(k, rows(0), "COMMIT")
     day1 = rows(1)
 
     def append(k: int) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        for stmt, params in values_statements(f"INSERT INTO bench_journal{k} ({cols}) VALUES ",
-                                              "(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)", day1, "", 999):
-            conn.execute(stmt, params)
-        conn.execute("ROLLBACK")
+        insert(k, day1, "ROLLBACK")
 
     names = list(copies)
     for k, name in enumerate(names[1:], start=1):
