@@ -6,7 +6,7 @@ placeholders (a PostgreSQL backend rewrites them to `%s`), `INSERT ... ON CONFLI
 migrations, transaction start) lives in one backend module: `headend/store/sqlite.py` or
 `headend/store/postgres.py` (which renders sqlite.py's migrations for PostgreSQL). Where a query
 must differ by engine, the difference is a small hook here (`Tx.skip_locked`, `Tx.for_update`,
-`Tx.lock`, `Tx.one_of`, `Tx.table_of`, `Backend.try_leader`).
+`Tx.lock`, `Tx.one_of`, `Tx.tables_of`, `Backend.try_leader`).
 
 Write transactions are one at a time by default: the store's logic may read, decide, then write.
 A write transaction opened with ``row_locked=True`` promises instead that the code in it locks
@@ -119,12 +119,14 @@ class Tx(Protocol):
         statement text however many values, so it is parsed and planned once, not per call)."""
         ...
 
-    def table_of(self, name: str, columns: Sequence[tuple[str, str]],
-                 rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
-        """The parameter rows as a table to join (``UPDATE t SET ... FROM <table> WHERE ...``),
-        named ``name``, with ``columns`` (name, SQL type), and its parameters: one array parameter
-        per column on PostgreSQL (one statement text however many rows), ``VALUES`` on SQLite
-        (keep a call under its 999 parameters)."""
+    def tables_of(self, name: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]],
+                  others: int = 0) -> Iterator[tuple[str, list[Any]]]:
+        """The parameter rows as tables to join (``UPDATE t SET ... FROM <table> WHERE ...``), each
+        named ``name``, with ``columns`` (name, SQL type), and their parameters: one statement's
+        worth each, for a statement with ``others`` parameters besides the table's. On PostgreSQL
+        one table of an array parameter per column (one statement text however many rows); on
+        SQLite ``VALUES`` of as many rows as keep a statement under its 999 parameters. No rows,
+        no table."""
         ...
 
     def savepoint(self, name: str) -> None:

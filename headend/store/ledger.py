@@ -242,9 +242,8 @@ class Ledger(Accounts):
             m[0] += e.amount_fen
             m[1] += 1
         moved = [(c, *m) for c, m in moves.items()]
-        for lo in range(0, len(moved), 200):   # under SQLite's 999 parameters
-            table, params = tx.table_of("d", (("customer", "text"), ("fen", "bigint"), ("n", "bigint"),
-                                              ("keep", "bigint")), moved[lo:lo + 200])
+        for table, params in tx.tables_of("d", (("customer", "text"), ("fen", "bigint"), ("n", "bigint"),
+                                                ("keep", "bigint")), moved, others=3):
             tx.write("UPDATE accounts SET balance_fen = balance_fen + d.fen, owing_since = CASE WHEN balance_fen + d.fen"
                      " < 0 THEN CASE WHEN d.keep = 1 THEN COALESCE(owing_since, ?) ELSE ? END ELSE NULL END,"
                      f" version = version + d.n, updated_at = ? FROM {table} WHERE accounts.customer = d.customer",

@@ -195,9 +195,8 @@ class Notices(Audit):
                                                      " AND status = 'queued'", (*values, owner)))
             # one statement for them all; a notice's first result only (the one that ends its lease)
             first = list({u[0]: u for u in reversed(updates) if u[0] in held}.values())[::-1]
-            for lo in range(0, len(first), 150):   # under SQLite's 999 parameters
-                table, params = tx.table_of("r", (("nid", "bigint"), ("st", "text"), ("tried", "bigint"),
-                                                  ("err", "text"), ("nb", "bigint"), ("txt", "text")), first[lo:lo + 150])
+            for table, params in tx.tables_of("r", (("nid", "bigint"), ("st", "text"), ("tried", "bigint"),
+                                                    ("err", "text"), ("nb", "bigint"), ("txt", "text")), first, others=3):
                 tx.write("UPDATE notifications SET status = r.st, attempts = attempts + r.tried, last_error = r.err,"
                          " not_before = r.nb, sent_at = CASE WHEN r.st = 'sent' THEN ? ELSE sent_at END,"
                          " sent_text = COALESCE(r.txt, sent_text), lease_owner = NULL, lease_until = NULL, updated_at = ?"

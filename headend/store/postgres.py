@@ -326,13 +326,16 @@ class _Tx:
         sent = [self.submit(sql, params) for sql, params in chunks]
         return [r for q in sent for r in q.all()]
 
-    def table_of(self, name: str, columns: Sequence[tuple[str, str]],
-                 rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
-        """``unnest`` of one array parameter per column, named ``name(columns)``."""
+    def tables_of(self, name: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]],
+                  others: int = 0) -> Iterator[tuple[str, list[Any]]]:
+        """``unnest`` of one array parameter per column, named ``name(columns)``: all the rows in
+        one table (the parameters are as many as the columns, however many rows)."""
+        if not rows:
+            return
         types = [t for _, t in columns]
         arrays = ", ".join(f"?::{t}[]" for t in types)
-        return (f"unnest({arrays}) AS {name}({', '.join(c for c, _ in columns)})",
-                [_array(c, t) for c, t in zip(zip(*rows), types)] if rows else ["{}" for _ in types])
+        yield (f"unnest({arrays}) AS {name}({', '.join(c for c, _ in columns)})",
+               [_array(c, t) for c, t in zip(zip(*rows), types)])
 
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
         """``expr = ANY(?)`` with the values as one array parameter (an array literal for text or

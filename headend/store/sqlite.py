@@ -777,13 +777,17 @@ class _Tx:
         for sql, params in values_statements(head, row, rows, tail, 999):
             yield self._cur.execute(sql, params)
 
-    def table_of(self, name: str, columns: Sequence[tuple[str, str]],
-                 rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
-        """``VALUES`` of one parameter per value, its columns renamed (SQLite numbers them)."""
+    def tables_of(self, name: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]],
+                  others: int = 0) -> Iterator[tuple[str, list[Any]]]:
+        """``VALUES`` of one parameter per value, its columns renamed (SQLite numbers them), as many
+        rows a table as keep the statement under 999 parameters."""
         names = ", ".join(f"column{i + 1} AS {c}" for i, (c, _) in enumerate(columns))
         row = f"({', '.join('?' for _ in columns)})"
-        return (f"(SELECT {names} FROM (VALUES {', '.join([row] * len(rows))})) AS {name}",
-                [v for r in rows for v in r])
+        step = max(1, (999 - others) // len(columns))
+        for lo in range(0, len(rows), step):
+            part = rows[lo:lo + step]
+            yield (f"(SELECT {names} FROM (VALUES {', '.join([row] * len(part))})) AS {name}",
+                   [v for r in part for v in r])
 
     def one_of(self, expr: str, values: Collection[Any]) -> tuple[str, list[Any]]:
         """``expr IN (?, ...)``, one parameter per value."""
