@@ -523,11 +523,12 @@ async def _serve(args: argparse.Namespace) -> None:
     # a thousand cores are thousands of long-lived objects: keep them out of every collection
     gc.collect()
     gc.freeze()
-    print(json.dumps({"buses": fleet.layout()}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # only once a SIGTERM is heard: whoever waits for this line may signal at once
+    print(json.dumps({"buses": fleet.layout()}), flush=True)
     await stop.wait()
     await fleet.close()
 

@@ -232,11 +232,12 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             raise SystemExit(_fail(str(e))) from None
         where = (f"bus={args.host}:{fleet.port}" if fleet.port is not None else
                  f"ports={args.host}:{args.port_base}..{args.port_base + len(addresses) - 1}")
-        print(f"fleet {len(addresses)} meters {addresses[0]}..{addresses[-1]} ready {where}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for s in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(s, stop.set)
+        # "ready" only once a SIGTERM is heard: the README's example signals as soon as it sees it
+        print(f"fleet {len(addresses)} meters {addresses[0]}..{addresses[-1]} ready {where}", flush=True)
         await stop.wait()
         await fleet.close()
         print(f"fleet stopped ({fleet.frames_in} frames in, {fleet.frames_out} out)", flush=True)

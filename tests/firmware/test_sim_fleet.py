@@ -138,3 +138,24 @@ def test_meter_fleet_command(tmp_path: Path) -> None:
         proc.send_signal(2)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "fleet stopped (1 frames in, 1 out)" in out
+
+
+def test_meter_fleet_stops_on_a_sigterm_sent_the_moment_it_says_ready() -> None:
+    """The README's example signals a fleet as soon as "ready" is printed.  Started from a parent
+    that ignores SIGTERM (the setting is inherited), a signal that came before the fleet installed
+    its own handler would be lost and the example's `wait` would never end."""
+    import signal
+
+    env = {**os.environ, "PREPAID645_MASTER_KEY": MASTER.hex()}
+    proc = subprocess.Popen([sys.executable, "-m", "tools.meter_cli", "fleet", "--count", "5", "--port", "0"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert " ready " in line, line
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "fleet stopped (0 frames in, 0 out)" in out

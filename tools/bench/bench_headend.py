@@ -90,10 +90,10 @@ async def _serve_echo(count: int) -> None:
     """COUNT plain asyncio echo ports; prints {"echo": [links]} and serves until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     servers = [await loop.create_server(_Echo, "127.0.0.1", 0, backlog=4096) for _ in range(count)]
-    print(json.dumps({"echo": [f"tcp://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]}), flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    print(json.dumps({"echo": [f"tcp://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]}), flush=True)
     await stop.wait()
     for s in servers:
         s.close()

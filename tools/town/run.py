@@ -178,13 +178,14 @@ async def run_town(args: argparse.Namespace, stop: asyncio.Event | None = None) 
         gc.collect()
         gc.freeze()  # thousands of long-lived cores: keep them out of every collection
         cport = control.sockets[0].getsockname()[1]
-        print(json.dumps({"meters": len(fleet.meters), "buses": fleet.layout(),
-                          "control": f"tcp://{host or '127.0.0.1'}:{cport}", "registered": registered}), flush=True)
         if stop is None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+        # only once a SIGTERM is heard: whoever waits for this line may signal at once
+        print(json.dumps({"meters": len(fleet.meters), "buses": fleet.layout(),
+                          "control": f"tcp://{host or '127.0.0.1'}:{cport}", "registered": registered}), flush=True)
         await stop.wait()
         return {"frames_in": fleet.frames_in, "frames_out": fleet.frames_out, "dropped": fleet.dropped,
                 "restarts": fleet.restarts, "faults": faults.done if faults else {}}
