@@ -7,9 +7,9 @@
 See README.md beside this file for the gateway contract a real SMS provider's adapter follows.
 """
 
-from headend.notices.events import notify_event, notify_events, watch_local
+from headend.notices.events import notify_event, notify_events, notify_payments, watch_local
 from headend.notices.sender import NoticeSender, PassReport, Policy
 from headend.notices.templates import Catalog, TemplateError, load_templates
 
-__all__ = ["notify_event", "notify_events", "watch_local", "NoticeSender", "PassReport", "Policy", "Catalog", "TemplateError",
-           "load_templates"]
+__all__ = ["notify_event", "notify_events", "notify_payments", "watch_local", "NoticeSender", "PassReport", "Policy",
+           "Catalog", "TemplateError", "load_templates"]

@@ -1,7 +1,7 @@
 """The notice sender as `headend serve` runs it: a loop beside the outbox worker.
 
 Every ``interval_s`` (in a worker thread, since the store and the gateways block): queue the
-notices local-cost-control meters' readings call for, queue the clock re-sync of meters after an
+notices of the payments taken since the last round and those local-cost-control meters' readings call for, queue the clock re-sync of meters after an
 outage, then send due notices in batches until none is left.  With ``receipt_listen`` set, the
 delivery-receipt endpoint runs beside it for as long as the loop does.
 """
@@ -15,7 +15,7 @@ from typing import Callable
 
 from headend.grid.outages import resync_after_outages
 from headend.notices.config import NoticeConfig, make_gateway
-from headend.notices.events import watch_local
+from headend.notices.events import notify_payments, watch_local
 from headend.notices.receipts import ReceiptServer
 from headend.notices.sender import NoticeSender, PassReport
 from headend.notices.templates import load_templates
@@ -34,8 +34,9 @@ def build_sender(store: Store, cfg: NoticeConfig, *, receipt_url: str | None = N
 
 def notice_tick(store: Store, sender: NoticeSender, now: int, *, actor: str = "notices",
                 watch: bool = True) -> PassReport:
-    """One round: watch local meters (unless ``watch`` is False), re-sync clocks after outages,
-    send every due notice; totals."""
+    """One round: queue the notices of the payments taken since the last round, watch local
+    meters (unless ``watch`` is False), re-sync clocks after outages, send every due notice; totals."""
+    notify_payments(store)
     if watch:
         watch_local(store)
     synced = resync_after_outages(store, now, actor=actor)

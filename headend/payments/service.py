@@ -180,7 +180,7 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
 
     The same rules, checked for the whole batch with a few queries (channels, earlier payments,
     accounts and meters, money on its way to the meters) and written in bulk (``record_payments``,
-    the journal, the outbox, one notice per payment). All or nothing: the first refused request
+    the journal, the outbox; the customer's notice follows from the journal, ``notify_payments``). All or nothing: the first refused request
     raises its PaymentError with ``index`` set to its place in ``requests``, and nothing is
     written. A transaction id twice in one batch is one payment, as it would be in two calls.
     A cut account is restored on its balance after all of the batch's payments to it.
@@ -221,7 +221,6 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
         accounts, meters = inputs.accounts, inputs.meters
         by_address = {m.address: m for ms in meters.values() for m in ms}
         in_flight = store.in_flight_by_meter(a for a, m in by_address.items() if m.mode == "local")
-        flight_before = {a: in_flight.get(a, 0) for a, m in by_address.items() if m.mode == "local"}
         plan: list[tuple[int, PaymentRequest, Meter | None]] = []   # (index, request, local meter)
         new: list[NewPayment] = []
         again: dict[int, tuple[str, str]] = {}   # index -> key of the payment it repeats
@@ -238,13 +237,17 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                     raise PaymentError("amount_too_large", f"{r.amount_fen} fen is above the channel's maximum of"
                                        f" {limit} fen per payment", field="amount_fen")
                 cust, to_meter = _target(r, accounts, meters, by_address)
+                meter_after = None
                 if to_meter is not None:
-                    room = _room(to_meter, in_flight.get(to_meter.address, 0))
+                    on_way = in_flight.get(to_meter.address, 0)
+                    room = _room(to_meter, on_way)
                     if r.amount_fen > room:
                         raise PaymentError("hoarding_headroom", f"meter {to_meter.address} can take at most {room}"
                                            f" fen more (its hoarding limit); {r.amount_fen} fen is too much",
                                            field="amount_fen")
-                    in_flight[to_meter.address] = in_flight.get(to_meter.address, 0) + r.amount_fen
+                    in_flight[to_meter.address] = on_way + r.amount_fen
+                    # what the customer is told the meter will hold (the "payment received" notice)
+                    meter_after = (to_meter.balance_fen or 0) + on_way + r.amount_fen
             except PaymentError as err:
                 err.index = i
                 raise
@@ -253,7 +256,7 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
             asked[key] = r.compared()
             new.append(NewPayment(r.channel_id, r.txn_id, cust, to_meter.address if to_meter else r.meter,
                                   r.amount_fen, fee_of(ch.fee_rule, r.amount_fen), r.paid_at, to_meter is not None,
-                                  asked[key], r.tender, r.extra, r.shift_id))
+                                  asked[key], r.tender, r.extra, r.shift_id, meter_after))
         made = store.record_payments(new, actor=actor, day=inputs.day, audit=audit)
         for p in made:
             earlier[(p.channel_id, p.txn_id)] = p
@@ -262,25 +265,9 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
         for cust in dict.fromkeys(p.customer for p, (_, _, m) in zip(made, plan) if m is None):
             if accounts[cust][1] == "cut":
                 restore_after_payment(store, cust, actor=actor, utc_offset_s=store.utc_offset_s)
-        # the customer hears of it once per payment, with the balance right after it (the
-        # meter's own confirmation follows from its recharge record, headend.notices.events)
-        balance = {c: b for c, (b, _) in accounts.items()}
-        on_way = {a: (by_address[a].balance_fen or 0) + f for a, f in flight_before.items()}
-        events = []
-        for p, (_, r, m) in zip(made, plan):
-            if m is None:
-                balance[p.customer] += p.amount_fen
-                after = balance[p.customer]
-            else:
-                on_way[m.address] += p.amount_fen
-                after = on_way[m.address]
-            ch = channels[r.channel_id]
-            events.append((p.customer, "payment_received", {"amount_fen": p.amount_fen, "balance_fen": after,
-                                                            "channel": ch.name or ch.id},
-                           f"pay:{r.channel_id}:{r.txn_id}"))
-        from headend.notices import notify_events
-
-        notify_events(store, events)
+        # the customer hears of each payment once: the notice sender derives the "payment
+        # received" notice from the payment and its journal row (headend.notices.events.
+        # notify_payments), so taking a payment queues no notice of its own
         made_at = {i: p for p, (i, _, _) in zip(made, plan)}
         return [(made_at[i], True) if i in made_at else (earlier[again[i]], False) for i in range(len(requests))]
 

@@ -6,7 +6,7 @@ placeholders (a PostgreSQL backend rewrites them to `%s`), `INSERT ... ON CONFLI
 migrations, transaction start) lives in one backend module: `headend/store/sqlite.py` or
 `headend/store/postgres.py` (which renders sqlite.py's migrations for PostgreSQL). Where a query
 must differ by engine, the difference is a small hook here (`Tx.skip_locked`, `Tx.for_update`,
-`Tx.lock`, `Tx.one_of`, `Tx.tables_of`, `Backend.try_leader`).
+`Tx.ids_in_commit_order`, `Tx.lock`, `Tx.one_of`, `Tx.tables_of`, `Backend.try_leader`).
 
 Write transactions are one at a time by default: the store's logic may read, decide, then write.
 A write transaction opened with ``row_locked=True`` promises instead that the code in it locks
@@ -62,6 +62,10 @@ class Tx(Protocol):
     # appended to a SELECT of rows this transaction goes on to change: on an engine with row locks
     # another writer of them waits until this transaction ends ("" with one writer at a time)
     for_update: str
+
+    # whether rows' ids are committed in the order they were taken (one writer at a time), so a
+    # reader that saw id N will never see a smaller id appear later (a cursor over new rows)
+    ids_in_commit_order: bool
 
     # an expression of the accounts table that finds one row fastest, for a bulk writer that read
     # it in the same cycle: SQLite's rowid (its own key: no look-up in the customer index), the

@@ -378,6 +378,35 @@ class Notices(Audit):
             tx.execute("INSERT INTO notice_marks (name, value) VALUES (?, ?) ON CONFLICT (name)"
                        " DO UPDATE SET value = excluded.value", (name, int(value)))
 
+    def payments_to_notify(self, after: int, *, settled_at: int,
+                           limit: int = 5000) -> tuple[list[tuple[Any, ...]], int]:
+        """Payments with id > ``after`` whose "payment received" notice (key ``pay:CHANNEL:TXN``)
+        is not queued yet, oldest first: (id, customer, channel, channel name, txn_id, amount_fen,
+        the account's balance after it, its journal row's detail); and the mark to resume from.
+
+        The mark passes only payments that can no longer appear below it: on an engine whose
+        writers take turns (SQLite) ids are committed in order, so every id read; where payments
+        commit side by side (PostgreSQL) a smaller id may commit after a larger one, so only up to
+        the last payment accepted before ``settled_at`` (the ones after it are looked at again,
+        and skipped while their notice stands)."""
+        with self._tx(write=False) as tx:
+            rows = tx.all(
+                "SELECT p.id, p.customer, p.channel, c.name, p.txn_id, p.amount_fen, l.balance_after, l.detail"
+                " FROM payments p JOIN channels c ON c.id = p.channel"
+                " JOIN ledger l ON l.payment_id = p.id AND l.kind = 'payment'"
+                " WHERE p.id > ? AND NOT EXISTS (SELECT 1 FROM notifications n"
+                " WHERE n.idem_key = 'pay:' || p.channel || ':' || p.txn_id) ORDER BY p.id LIMIT ?",
+                (int(after), int(limit)))
+            if tx.ids_in_commit_order:
+                top = tx.one("SELECT MAX(id) FROM payments")
+            else:
+                top = tx.one("SELECT MAX(id) FROM payments WHERE id > ? AND accepted_at < ?",
+                             (int(after), int(settled_at)))
+        mark = max(int(after), int(top[0]) if top and top[0] is not None else 0)
+        if len(rows) >= limit:   # the rest next time
+            mark = min(mark, int(rows[-1][0]))
+        return [(*r[:7], loads(r[7])) for r in rows], mark
+
     def events_after(self, event_id: int, kinds: Sequence[str], *, limit: int = 1000) -> list[tuple[Any, ...]]:
         """Events with id > event_id of the given kinds, oldest first: (id, meter, customer, at, kind, detail)."""
         marks = ", ".join("?" for _ in kinds)

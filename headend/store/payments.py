@@ -50,6 +50,10 @@ class NewPayment(NamedTuple):
     tender: Any = None
     extra: Any = None
     shift_id: int | None = None
+    # a payment to a meter: what the meter holds once this payment (and those before it on their
+    # way) reached it, as the rules saw it; kept with the payment's journal row, where the
+    # "payment received" notice reads it (headend.notices.events.notify_payments)
+    meter_after: int | None = None
 
 
 def _payment(row: Sequence[Any]) -> Payment:
@@ -233,7 +237,8 @@ class Payments(Ledger, Outbox):
             for p, pid in zip(new, ids):
                 refs = {"channel": p.channel, "txn_id": p.txn_id, "payment_id": pid, "ref": f"payment:{pid}",
                         "meter": p.meter}
-                bookings.append(Booking(p.customer, "payment", p.amount_fen, **refs))
+                bookings.append(Booking(p.customer, "payment", p.amount_fen, detail=None if p.meter_after is None
+                                        else {"meter_after_fen": p.meter_after}, **refs))
                 if p.to_meter:
                     bookings.append(Booking(p.customer, "topup_sent", -p.amount_fen,
                                             detail={"command": command[pid]}, **refs))

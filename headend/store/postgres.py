@@ -174,6 +174,7 @@ class _Tx:
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
+    ids_in_commit_order = False  # payments commit side by side: a smaller id may commit after a larger one
     account_key = "customer"
 
     def __init__(self, db: "PostgresBackend") -> None:

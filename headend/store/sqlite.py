@@ -732,6 +732,7 @@ class _Tx:
 
     skip_locked = ""  # one writer at a time: a claim's rows cannot be taken by anyone else meanwhile
     for_update = ""  # nor changed by anyone else before this transaction ends
+    ids_in_commit_order = True  # one writer at a time: ids are committed in the order they are taken
     account_key = "rowid"
 
     def lock(self, keys: Sequence[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from headend.notices import notify_payments
 from headend.payments import (
     ERROR_CODES,
     PaymentError,
@@ -160,7 +161,9 @@ def test_a_payment_that_lifts_a_cut_account_queues_the_restore(store):
                             expected_version=a.version)
     pay(store, txn="C1", amount=1000, customer=REMOTE_CUST)      # 2.00 yuan: not above close-permitted 5.00
     assert store.list_commands(meter=REMOTE_METER) == [] and store.get_account(REMOTE_CUST).supply == "cut"
+    notify_payments(store)                                       # the notice sender's round between the two
     pay(store, txn="C2", amount=400, customer=REMOTE_CUST)       # 6.00 yuan
+    notify_payments(store)
     [cmd] = store.list_commands(meter=REMOTE_METER)
     assert cmd.kind == "close_permitted"
     acct = store.get_account(REMOTE_CUST)
@@ -297,13 +300,33 @@ def test_mask_name():
 
 
 def test_the_customer_hears_of_a_payment_once(store):
+    """Taking a payment queues nothing; the notice sender's round (``notify_payments``) derives one
+    notice per payment, however often it runs and however often the payment was posted."""
     pay(store, channel="agent", txn="N1", amount=2500, customer=REMOTE_CUST)
+    assert store.find_notices(customer=REMOTE_CUST) == []
+    assert notify_payments(store) == 1
     pay(store, channel="agent", txn="N1", amount=2500, customer=REMOTE_CUST)          # the retry
+    assert notify_payments(store) == 0
     [n] = store.find_notices(customer=REMOTE_CUST)
     assert n.kind == "payment_received" and n.detail["amount_fen"] == 2500 and n.detail["balance_fen"] == 2500
+    assert n.idem_key == "pay:agent:N1"
     pay(store, channel="kiosk", txn="N1", amount=700)                                  # local: on its way
-    [m] = store.find_notices(customer=LOCAL_CUST)
-    assert m.detail["balance_fen"] == 700 and m.detail["channel"] == "kiosk"
+    pay(store, channel="kiosk", txn="N2", amount=300)                                  # both on their way
+    assert notify_payments(store) == 2 and notify_payments(store) == 0
+    m, m2 = store.find_notices(customer=LOCAL_CUST, newest_first=False)
+    assert (m.detail["balance_fen"], m2.detail["balance_fen"]) == (700, 1000) and m.detail["channel"] == "kiosk"
+
+
+def test_payment_notices_resume_from_the_mark_and_pass_over_those_already_queued(store):
+    """A payment whose notice was queued before (by an earlier round, or under its key by anyone)
+    is passed over; a round that stops at its limit leaves the rest to the next one."""
+    for i in range(5):
+        pay(store, channel="agent", txn=f"M{i}", amount=100 + i, customer=REMOTE_CUST)
+    assert notify_payments(store, limit=2) == 5                       # in rounds of two, none lost
+    assert [n.detail["amount_fen"] for n in store.find_notices(customer=REMOTE_CUST, newest_first=False)] == \
+        [100, 101, 102, 103, 104]
+    store.set_mark("notices.payments", 0)                             # as if the mark were lost
+    assert notify_payments(store) == 0                                # every one stands: none again
 
 
 def test_the_same_payment_posted_at_once_from_several_connections_moves_money_once(store, tmp_path):
@@ -372,6 +395,7 @@ def test_payments_to_one_account_from_several_connections_at_once_each_book_on_t
     rows = list(reversed(store.ledger(REMOTE_CUST, limit=100)))
     # every row's balance_after is the one before plus its amount: no two bookings read one balance
     assert [r.balance_after for r in rows] == [sum(r.amount_fen for r in rows[:i + 1]) for i in range(len(rows))]
+    notify_payments(store)
     notices = sorted(n.detail["balance_fen"] for n in store.find_notices(customer=REMOTE_CUST))
     assert notices == [r.balance_after for r in rows]    # each customer SMS tells the balance its payment left
 

@@ -13,7 +13,7 @@ def _counts(path):
 
 def test_each_side_leaves_out_only_its_part(tmp_path):
     sides = {name: parts._Site(tmp_path, name, **kw) for name, kw in {
-        "full": {}, "nonotice": {"notify": False}, "nononce": {"nonces": False}, "audit": {"audit": True},
+        "full": {}, "notice": {"notify": True}, "nononce": {"nonces": False}, "audit": {"audit": True},
         "page1k": {"page_size": 1024}}.items()}
     before = {name: _counts(tmp_path / f"{name}.db") for name in sides}
     for site in sides.values():
@@ -22,10 +22,10 @@ def test_each_side_leaves_out_only_its_part(tmp_path):
     for site in sides.values():
         site.store.close()
     r = parts.ROUND
-    assert grew["full"] == {"payments": r, "notifications": r, "api_nonces": r, "audit": 0}
-    assert grew["nonotice"] == {"payments": r, "notifications": 0, "api_nonces": r, "audit": 0}
-    assert grew["nononce"] == {"payments": r, "notifications": r, "api_nonces": 0, "audit": 0}
-    assert grew["audit"] == {"payments": r, "notifications": r, "api_nonces": r, "audit": r}
+    assert grew["full"] == {"payments": r, "notifications": 0, "api_nonces": r, "audit": 0}
+    assert grew["notice"] == {"payments": r, "notifications": r, "api_nonces": r, "audit": 0}
+    assert grew["nononce"] == {"payments": r, "notifications": 0, "api_nonces": 0, "audit": 0}
+    assert grew["audit"] == {"payments": r, "notifications": 0, "api_nonces": r, "audit": r}
     assert grew["page1k"] == grew["full"]
     with sqlite3.connect(tmp_path / "page1k.db") as c:
         assert c.execute("PRAGMA page_size").fetchone()[0] == 1024

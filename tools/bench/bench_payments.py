@@ -12,9 +12,12 @@ simulated fleet of 1,000 meters (`tools.fleet`, a port each), and this process a
   middleware; behind FastAPI's route and response model the no-op cost about twice as much, which
   made a lower ceiling), over the same connections.  The serve under test runs
   neither cost control nor the notice sender (``--no-costctl --no-notices``): every 5 s the sender
-  would take the notices the payments queued in one burst, in whichever window was running, paid
-  or no-op alike (and in quiet hours, 21:00-08:00 by default, it defers them instead of sending
-  them, so the figure followed the time of day); tools/bench/bench_notices.py measures it.  The
+  would derive the payments' "payment received" notices and send them in one burst, in whichever
+  window was running, paid or no-op alike (and in quiet hours, 21:00-08:00 by default, it defers
+  them instead of sending them, so the figure followed the time of day).  Taking a payment queues
+  no notice: the sender derives it from the payment (headend.notices.events.notify_payments), so
+  that work is the sender's, outside these figures; bench_payment_parts measures it per payment
+  (its "notices queued in the round" side) and tools/bench/bench_notices.py the sending.  The
   load client is this process: a bare asyncio HTTP/1.1 client (keep-alive,
   ``CONNECTIONS`` connections, one request in flight on each), so that it, not httpx, is the cheap
   side; it shares the machine's cores with the server.  The payment requests are signed with the
