@@ -71,7 +71,8 @@ class LatchingRelay:
 
 class Board:
     """The meter on a board. make_uart() and tx_done() come from the board module; the
-    hardware is wired by hal.start.wire (boot-only code, let go once the meter runs)."""
+    hardware is wired by hal.start.wire (boot-only code, let go once the meter runs). Board(meter_cfg,
+    hw) empties hw once the board is wired (the caller's config dicts are heap it does not keep)."""
 
     # set by hal.start.wire (annotations only: no heap on a board); the config itself is not
     # kept: its dicts are heap a running meter has no use for
@@ -94,6 +95,10 @@ class Board:
         self._press_t0 = None
         self._pressed = False
         self.flash = start.power_up(self, hw, make_meter is None)
+        # the config is not kept (its dicts are heap a running meter has no use for), and is let
+        # go before the power-up, whose peak it was part of: the caller's hw is emptied here
+        imp, wdt_ms = hw["imp_per_kwh"], hw["wdt_ms"]
+        hw.clear()
         start = None
         drop("hal.start")  # the start's code is heap the meter's power-up needs
         import gc
@@ -108,11 +113,11 @@ class Board:
         gc.collect()
         import meter.dis  # noqa: F401
         from meter.app import MeterApp
-        self.app = MeterApp(self.meter, self.pulses, hw["imp_per_kwh"], self.relay, self.supply, self.keypad,
+        self.app = MeterApp(self.meter, self.pulses, imp, self.relay, self.supply, self.keypad,
                             flash=self.flash)
         self.app.step(self.now(), time.ticks_ms())  # the relay driven to the state the meter powered up in
         # last: loading the core and creating a first state file may take longer than a period
-        self.wdt = machine.WDT(timeout=hw["wdt_ms"]) if hw["wdt_ms"] else None
+        self.wdt = machine.WDT(timeout=wdt_ms) if wdt_ms else None
 
     @staticmethod
     def read_key():

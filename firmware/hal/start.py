@@ -129,11 +129,12 @@ def board(board_class, config_path, retry_ms):
     import time
 
     import machine
-    hw = None
+    led = None
     try:
         stop = maintenance(None)
         if not stop:
             meter_cfg, hw = load_config(config_path, board_class)
+            led = hw["pins"]["led"]  # the board empties hw once it is wired (hal.board.Board)
             stop = maintenance(hw)
         if stop:
             print("meter not started (maintenance: file :maintenance or the button held at start): no "
@@ -147,7 +148,8 @@ def board(board_class, config_path, retry_ms):
         print("meter cannot start:", e)
         from hal.faults import log
         log(0, "start", e)
-        led = None if hw is None else machine.Pin(hw["pins"]["led"], machine.Pin.OUT)
+        if led is not None:
+            led = machine.Pin(led, machine.Pin.OUT)
         t0 = time.ticks_ms()
         while time.ticks_diff(time.ticks_ms(), t0) < retry_ms:
             if led is not None:

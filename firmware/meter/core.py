@@ -125,7 +125,10 @@ class Meter:
         self.blk = None  # block reads' snapshot, made by the first block read
         self.blk_n = 0
         self.blk_di = -1
-        self.deframer = None  # made by the first feed(): a caller of handle() never needs it
+        # the line's frame buffer, the largest block a running meter holds, is made before the
+        # power-up leaves the heap in holes: made at the first feed(), a fully programmed meter
+        # found no 512-byte hole for it below 72 KB
+        self.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
         self.store = Store(flash)
         self.sec = Security(config["key"], config.get("krn", 0), rand)
         self.tariff = Tariff()
@@ -401,8 +404,6 @@ class Meter:
     def feed(self, chunk, now):
         """Bytes from the line in; the replies to every whole frame they complete out."""
         d = self.deframer
-        if d is None:
-            d = self.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
         out = []
         mv = memoryview(chunk)
         for i in range(0, len(chunk), 256):  # drain between pieces: no frame lost to overflow

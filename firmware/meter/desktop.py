@@ -63,8 +63,8 @@ def tariff_dump(t):
     it). Day tables ("d") and zones ("z") are packed ints (meter.tariffcheck)."""
     return {
         "p": [list(x) for x in t.prices],
-        "d": [list(s) for s in t._days],
-        "z": list(t._zones),
+        "d": [[list(tab) for tab in s] for s in t._days],
+        "z": [list(z) for z in t._zones],
         "lt": [list(x) for x in t.thresholds],
         "li": [list(x) for x in t.increments],
         "sw": list(t.switch),

@@ -5,6 +5,7 @@
 
 import json
 import struct
+from array import array
 
 from meter import clock, events
 from meter.store import HEAD, MAGIC, crc32, collect
@@ -76,21 +77,18 @@ def load(st):
 
 def ints_reader(st, off, n):
     """read() for the packed tables (the sequences of Store.put_ints) in the n bytes at off of st's
-    newest record's payload: the next sequence as a tuple. They are read at once and each format
-    made once, so the tuples kept land side by side, and what is let go after is one hole, not one
-    between each two."""
-    b = st.payload(off, n)
-    pos = [0]
-    fm = {}
+    newest record's payload: the next sequence as a tuple, read from flash on its own. Read at once,
+    the event log's ~760 bytes and the tariff's ~620 were two more blocks the power-up's peak needed
+    whole."""
+    pos = [off]
 
     def read():
         o = pos[0]
-        h = b[o]
-        f = fm.get(h)
-        if f is None:
-            f = fm[h] = "<%d%s" % (h & 63, "hiq"[h >> 6])
-        pos[0] = o + 1 + struct.calcsize(f)
-        return struct.unpack_from(f, b, o + 1)
+        h = st.payload(o, 1)[0]
+        f = "<%d%s" % (h & 63, "hiq"[h >> 6])
+        k = struct.calcsize(f)
+        pos[0] = o + 1 + k
+        return struct.unpack(f, st.payload(o + 1, k))
     return read
 
 
@@ -174,8 +172,8 @@ def unpack_tariff(read):
         t.prices[s] = list(read())
         days = t._days[s]
         for k in range(len(days)):
-            days[k] = read()
-        t._zones[s] = read()
+            days[k] = array("H", read())  # as meter.tariffcheck packs them
+        t._zones[s] = array("H", read())
         t.thresholds[s] = list(read())
         t.increments[s] = list(read())
     t.switch = [None if v < 0 else v for v in read()]
@@ -199,10 +197,14 @@ def unpack_events(e, read):
     e.counts = c
     e.wide = 0
     for i in range(n):
-        e.logs[i] = bytearray()
-        if i < k:
-            for _ in range(read()[0]):
-                e._put(i, read(), False)
+        r = read()[0] if i < k else 0
+        # the kind's records get their room at once (MicroPython keeps a bytearray's block when
+        # it is emptied): appended one by one, each grew the log into a new block and left the
+        # old one as a hole, and a fully programmed meter's power-up ran out of heap in them
+        b = e.logs[i] = bytearray(r * struct.calcsize(e._fmt(i)))
+        b[:] = b""
+        for _ in range(r):
+            e._put(i, read(), False)
     e.dirty = True
 
 

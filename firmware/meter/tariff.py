@@ -5,6 +5,8 @@
 # (1e-5 fen). Set 0 is the current set, set 1 the backup set; a switch-over time makes
 # set 1 the one in force from that instant (roll() then copies it into set 0).
 
+from array import array
+
 from meter import clock
 
 try:
@@ -47,9 +49,10 @@ class Tariff:
     def __init__(self):
         flat = [5000, 5000, 5000, 5000]
         self.prices = [flat, list(flat)]
-        flat_day = (2,)  # 00:00 flat, packed
+        flat_day = array("H", (2,))  # 00:00 flat, packed (meter.tariffcheck); never changed in place
         self._days = [[flat_day] * _MAX_TABLES, [flat_day] * _MAX_TABLES]
-        self._zones = [(264,), (264,)]  # 1 January, table 0, packed
+        zone = array("H", (264,))  # 1 January, table 0, packed
+        self._zones = [zone, zone]
         self.thresholds = [[2880000, 4800000], [2880000, 4800000]]
         self.increments = [[0, 500, 3000], [0, 500, 3000]]
         self.switch: list = [None, None, None, None]  # meter time or None, per SW_* kind
@@ -100,7 +103,7 @@ class Tariff:
         for kind in range(4):
             if self.set_at(kind, t):
                 if kind == _SW_ZONES:
-                    self._zones[0] = self._zones[1]  # packed tuples are immutable: share
+                    self._zones[0] = self._zones[1]  # packed tables are replaced, never changed: share
                 elif kind == _SW_DAYS:
                     self._days[0] = list(self._days[1])
                 elif kind == _SW_PRICES:

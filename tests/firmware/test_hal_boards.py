@@ -38,9 +38,10 @@ SCRIPT = r"""
 import json, time, machine
 from hal import config, {board} as halmod
 meter_cfg, hw = config.load("config.json")
+pins = hw["pins"]  # the board empties hw once it is wired
 b = halmod.{cls}(meter_cfg, hw)
 u = machine.uarts[0]
-u.de = hw["pins"]["de"]
+u.de = pins["de"]
 P = machine.pins
 presses = []
 orig = b.meter.button
@@ -50,8 +51,8 @@ def press(now):
 b.meter.button = press
 b.step()
 for _ in range({pulses}):          # pulse edges from the metering chip
-    P[hw["pins"]["pulse"]].level(0)
-    P[hw["pins"]["pulse"]].level(1)
+    P[pins["pulse"]].level(0)
+    P[pins["pulse"]].level(1)
 b.step()
 for byte in bytes.fromhex("{other}"):   # a frame for another meter on the bus: no answer
     u.rx.append(byte)
@@ -64,7 +65,7 @@ b.step()
 after_trip = b.meter.relay_open
 u.rx.extend(bytes.fromhex("{close}"))
 b.step()
-btn = P[hw["pins"]["button"]]
+btn = P[pins["button"]]
 btn.level(0)
 b.step()
 time.sleep_ms(80)
@@ -75,8 +76,8 @@ b.step()
 print(json.dumps({{
     "blocks": [[de, bytes(data).hex()] for de, data in u.blocks],
     "uart": list(u.args[:4]), "waits": u.waits,
-    "de_writes": P[hw["pins"]["de"]].writes,
-    "set_writes": P[hw["pins"]["relay_set"]].writes, "reset_writes": P[hw["pins"]["relay_reset"]].writes,
+    "de_writes": P[pins["de"]].writes,
+    "set_writes": P[pins["relay_set"]].writes, "reset_writes": P[pins["relay_reset"]].writes,
     "after_trip": after_trip, "relay_open": b.meter.relay_open, "presses": len(presses),
     "sensed_open": b.meter.actual_open, "wdt_fed": machine.wdts[0].fed, "wdt_timeout": machine.wdts[0].timeout,
     "energy_wh": b.meter.status()["energy_wh"],
@@ -121,7 +122,7 @@ def test_board_serves_read_and_relay_commands(tmp_path: Path, board: str) -> Non
 
 # the supply fails: the comparator pulls power_fail low, the next pass of the loop saves
 SUPPLY_LOST = """
-P[hw["pins"]["power_fail"]].level(0)
+P[pins["power_fail"]].level(0)
 b.step()
 """
 

@@ -84,10 +84,11 @@ BOARD = r"""
 import json, machine
 from hal import config, esp32 as halmod
 meter_cfg, hw = config.load("config.json")
+pins = hw["pins"]  # the board empties hw once it is wired
 b = halmod.Esp32(meter_cfg, hw)
 P = machine.pins
-rows = [P[p] for p in hw["pins"]["keypad_rows"]]
-cols = hw["pins"]["keypad_cols"]
+rows = [P[p] for p in pins["keypad_rows"]]
+cols = pins["keypad_cols"]
 down = []
 def col(j):
     def value(v=None):

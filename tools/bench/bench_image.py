@@ -273,8 +273,9 @@ meter_cfg, hw = start.load_config('config.json', port.Esp32)
 start = None
 drop('hal.start')
 hw['state'] = 'state.bin'
+pulse = hw['pins']['pulse']  # the board empties hw once it is wired
 b = port.Esp32(meter_cfg, hw)
-pulse = machine.pins[hw['pins']['pulse']]
+pulse = machine.pins[pulse]
 meter_cfg = hw = None  # as hal.board.main holds neither once the board runs
 u = machine.uarts[0]
 print('up')
