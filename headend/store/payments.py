@@ -20,6 +20,12 @@ _PAYMENT_COLS = ("id, channel, txn_id, customer, meter, amount_fen, fee_fen, sta
                  " note")
 
 
+# money on its way to some meters (``in_flight_by_meter``): read through the partial index of the
+# payments still sent_to_meter, not a scan of every payment ever taken
+_IN_FLIGHT = ("SELECT meter, SUM(amount_fen) FROM payments WHERE state = 'sent_to_meter' AND meter IN (%s)"
+              " GROUP BY meter")
+
+
 class PaymentInputs(NamedTuple):
     """What deciding a batch of payments reads (``payment_inputs``)."""
 
@@ -110,9 +116,7 @@ class Payments(Ledger, Outbox):
         with self._tx(write=False) as tx:
             for lo in range(0, len(addresses), 500):  # under every engine's parameter limit
                 chunk = addresses[lo:lo + 500]
-                out.update((m, int(f)) for m, f in tx.all(
-                    "SELECT meter, SUM(amount_fen) FROM payments WHERE state = 'sent_to_meter' AND meter IN"
-                    f" ({', '.join('?' for _ in chunk)}) GROUP BY meter", chunk))
+                out.update((m, int(f)) for m, f in tx.all(_IN_FLIGHT % ", ".join("?" for _ in chunk), chunk))
         return out
 
     def payments_by_txn(self, channel_id: str, txn_ids: Iterable[str]) -> dict[str, Payment]:

@@ -79,6 +79,18 @@ def test_a_cycles_reads_use_the_index_alone_and_charges_stay_out_of_the_payment_
     raw.close()
 
 
+def test_money_on_its_way_to_meters_is_read_from_the_payments_still_on_their_way(db: Path) -> None:
+    """Each payment to a local meter asks what is already on its way there: through an index of
+    the payments still sent_to_meter, never a scan of every payment ever taken."""
+    from headend.store.payments import _IN_FLIGHT
+
+    open_store(db, clock=Clock()).close()
+    raw = sqlite3.connect(db)
+    plan = " ".join(str(r) for r in raw.execute("EXPLAIN QUERY PLAN " + _IN_FLIGHT % "?, ?", (A1, "000000000099")))
+    assert "SCAN payments" not in plan and "INDEX payments_in_flight" in plan
+    raw.close()
+
+
 def test_checkpoint_every_sets_how_much_wal_a_commit_leaves_uncopied(db: Path) -> None:
     def in_file() -> int:
         raw = sqlite3.connect(f"file:{db}?immutable=1", uri=True)   # the file without its WAL

@@ -29,3 +29,17 @@ def test_each_side_leaves_out_only_its_part(tmp_path):
     assert grew["page1k"] == grew["full"]
     with sqlite3.connect(tmp_path / "page1k.db") as c:
         assert c.execute("PRAGMA page_size").fetchone()[0] == 1024
+
+
+def test_the_local_meter_pair_differs_only_in_the_in_flight_index(tmp_path):
+    sides = {name: parts._LocalSite(tmp_path, name, in_flight_index=name == "with", earlier=500)
+             for name in ("with", "without")}
+    for site in sides.values():
+        site.round()
+        site.store.close()
+    for name in sides:
+        with sqlite3.connect(tmp_path / f"{name}.db") as c:
+            indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            assert ("payments_in_flight" in indexes) == (name == "with")
+            assert c.execute("SELECT COUNT(*) FROM payments WHERE state = 'sent_to_meter'").fetchone()[0] == parts.ROUND
+            assert c.execute("SELECT COUNT(*) FROM payments").fetchone()[0] == 500 + parts.ROUND

@@ -14,6 +14,11 @@ remote-cost-control accounts.  Each side is that round with one part changed:
 * on a database of 1 KB pages instead of SQLite's 4 KB (a WAL frame is a whole page, and a round's
   rows land on random pages of the indexes keyed by customer).
 
+A second pair takes rounds of payments to local-cost-control meters (each checks the money
+already on its way to its meter, for the hoarding headroom) on a database that holds 25,000
+earlier payments, with and without the partial index of the payments still on their way
+(``payments_in_flight``): without it that check scanned every payment ever taken.
+
 The sides run in rotating order round after round (``interleave.interleaved_group``) and each is
 reported as its CPU per payment against the full round's in the same rounds.  The HTTP side of a
 payment is measured by ``bench_payments`` (against the no-op endpoint); this file says what inside
@@ -84,6 +89,54 @@ class _Site:
         return (time.process_time() - t0) / (ROUNDS_PER_SAMPLE * ROUND) * 1e6
 
 
+EARLIER = 25_000   # payments on the database before the local-meter rounds
+METERS = 2_000
+
+
+class _LocalSite:
+    """Payments to local-cost-control meters on a database that holds EARLIER payments already."""
+
+    def __init__(self, folder: Path, name: str, *, in_flight_index: bool = True, earlier: int = EARLIER) -> None:
+        from headend import payments
+        from headend.store import open_store
+
+        path = folder / f"{name}.db"
+        self.store = open_store(str(path))
+        with self.store.atomic():
+            for i in range(ACCOUNTS):
+                self.store.add_account(f"{100000 + i:012d}", actor="bench")
+        self.store.add_meters([{"address": f"{500000 + i:012d}", "link": "tcp://127.0.0.1:9",
+                                "customer": f"{600000 + i:012d}", "mode": "local"} for i in range(METERS)],
+                              actor="bench")
+        self.store.add_channel("ch", "online_banking", actor="bench")
+        now = int(time.time())
+        for lo in range(0, earlier, 500):
+            payments.accept_payments(self.store, [
+                payments.PaymentRequest("ch", f"E{lo + j}", 100, now, f"{100000 + j % ACCOUNTS:012d}")
+                for j in range(500)], actor="channel:ch", audit=False)
+        if not in_flight_index:
+            with sqlite3.connect(path) as c:
+                c.execute("DROP INDEX payments_in_flight")
+        self.store.checkpoint_in_background()
+
+    def round(self) -> None:
+        from headend import payments
+
+        now = int(time.time())
+        reqs = []
+        for _ in range(ROUND):
+            k = next(_serial)
+            reqs.append(payments.PaymentRequest("ch", f"L{k}", 100, now, None, f"{500000 + (k * 7919) % METERS:012d}"))
+        with self.store.atomic(row_locked=True):
+            payments.accept_payments(self.store, reqs, actor="channel:ch", audit=False)
+
+    def cpu_per_payment_us(self) -> float:
+        t0 = time.process_time()
+        for _ in range(ROUNDS_PER_SAMPLE):
+            self.round()
+        return (time.process_time() - t0) / (ROUNDS_PER_SAMPLE * ROUND) * 1e6
+
+
 def run(report: Callable[..., Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -104,6 +157,17 @@ def run(report: Callable[..., Any]) -> None:
         for label, r in list(zip(sides, results))[1:]:
             report(f"  {label}, CPU per payment vs the full round", r.a, "us", baseline=full.a, pairs=r)
         for site in sides.values():
+            site.store.close()
+        local = [_LocalSite(folder, "local"), _LocalSite(folder, "local_noindex", in_flight_index=False)]
+        for site in local:
+            for _ in range(3):
+                site.round()
+        with_index, without = interleaved_group([s.cpu_per_payment_us for s in local], rounds=SAMPLES)
+        report(f"payments to local meters, rounds of {ROUND} on {EARLIER:,} earlier payments: CPU per payment",
+               with_index.a, "us")
+        report("  without the index of the payments on their way (payments_in_flight), CPU per payment vs with it",
+               without.a, "us", baseline=with_index.a, pairs=without)
+        for site in local:
             site.store.close()
 
 
