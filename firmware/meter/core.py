@@ -4,7 +4,7 @@
 # always describes state that survives a power cut.
 
 
-from binascii import hexlify, unhexlify  # every port has binascii; its names cost no heap
+from binascii import hexlify  # every port has binascii; its names cost no heap
 
 from meter import clock, codec
 from meter import events, wallet
@@ -27,8 +27,6 @@ ERR_NODATA = const(2)
 _ERR_AUTH = const(4)
 _ERR_BAUD = const(8)
 
-_SAVE_WH = const(100)     # energy save policy: unsaved Wh that force a save
-_SAVE_S = const(900)      # ... and the longest an unsaved Wh waits
 _LOCK_AFTER = const(5)  # failed proofs in a burst before proofs are refused unchecked
 _LEAK = const(600)  # seconds: one failed proof is forgiven every 10 minutes
 
@@ -49,13 +47,6 @@ class Security:
 
     def dump(self):
         return [hexlify(self.key).decode(), self.krn, self.fails, self.fail_t]
-
-    def load(self, obj):
-        self.key = bytes(unhexlify(obj[0]))
-        self.krn = obj[1]
-        if len(obj) == 4:
-            self.fails, self.fail_t = obj[2], obj[3]
-        # a record from before the leaking level kept a day count: the new rule has forgiven it
 
     # --- failed-proof limit -----------------------------------------------------------
     def locked(self, t):
@@ -110,50 +101,50 @@ class Meter:
     interrupt, a clean stop). A power cut without that save loses at most save_wh Wh of the
     register (and, in local mode, their cost) - never money paid in or a relay command."""
 
+    # the fields, set by meter.powerup.start (power-up code, let go after it; annotations only:
+    # no heap on a board)
+    addr: bytearray
+    number: bytearray  # the meter number (DI 04000402), the address unless the config gives one
+    remote: bool
+    bench: bool
+    bench_pw: bytes
+    rand: "object"
+    fr: codec.Frame
+    tx: bytearray
+    _txv: memoryview
+    out: memoryview  # replies are built where they are sent: encode_into adds 33H in place
+    blk: "object"  # block reads' snapshot, made by the first block read
+    blk_n: int
+    blk_di: int
+    deframer: codec.Deframer  # the line's frame buffer
+    store: Store
+    sec: Security
+    tariff: Tariff
+    wallet: wallet.Wallet
+    relay: Relay
+    events: Events
+    energy: list  # Wh: total, then rate slots 0..3 (T1..T4)
+    ladder_wh: int
+    last_t: int
+    seen_t: int  # the latest meter time the core was given
+    offset: int  # meter clock minus the `now` the HAL passes in
+    bc_day: int  # day of the last broadcast time correction
+    frz_min: int  # daily freeze time, minutes after midnight (16H 9999hhmm)
+    frz_day: int  # the last day whose daily freeze is taken (day n freezes at n * DAY + frz_min)
+    power_w: int
+    voltage_dv: int
+    actual_open: "bool | None"
+    _tlen: int  # bytes of the tariff's and the event log's packed binary at the start
+    _elen: int  # of the newest record (-1: unknown), copied from there while they stand
+    _policy: tuple  # (save_wh, save_s)
+    _unsaved: list  # Wh metered since the last save, meter time of the first of them
+    tok: "object"  # keypad token state (meter.token.enter), made by the first token typed
+
     def __init__(self, config, flash, now, rand):
-        self.addr = bytearray(codec.addr_bytes(config["address"]))
-        self.number = bytearray(codec.addr_bytes(config.get("meter_number") or config["address"]))
-        self.remote = config.get("mode", "local") == "remote"
-        self.bench = bool(config.get("bench", False))
-        self.bench_pw = bytes(config.get("bench_password", b"\x00\x00\x00"))
-        self.rand = rand
-        self.fr = codec.Frame()
-        self.tx = bytearray(codec.FRAME_MAX)
-        self._txv = memoryview(self.tx)
-        # replies are built where they are sent: encode_into adds 33H in place (no second buffer)
-        self.out = self._txv[10:10 + codec.MAX_DATA]
-        self.blk = None  # block reads' snapshot, made by the first block read
-        self.blk_n = 0
-        self.blk_di = -1
-        # the line's frame buffer, the largest block a running meter holds, is made before the
-        # power-up leaves the heap in holes: made at the first feed(), a fully programmed meter
-        # found no 512-byte hole for it below 72 KB
-        self.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
-        self.store = Store(flash)
-        self.sec = Security(config["key"], config.get("krn", 0), rand)
-        self.tariff = Tariff()
-        self.wallet = wallet.Wallet()
-        self.relay = Relay()
-        self.events = Events()
-        self.energy = [0, 0, 0, 0, 0]  # Wh: total, then rate slots 0..3 (T1..T4)
-        self.ladder_wh = 0
-        self.last_t = now
-        self.seen_t = now      # the latest meter time the core was given
-        self.offset = 0        # meter clock minus the `now` the HAL passes in
-        self.bc_day = -1       # day of the last broadcast time correction
-        self.frz_min = 0       # daily freeze time, minutes after midnight (16H 9999hhmm)
-        self.frz_day = -1      # the last day whose daily freeze is taken (day n freezes at n * DAY + frz_min)
-        self.power_w = 0
-        self.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
-        self.actual_open = None
-        self._tlen = -1  # bytes of the tariff's and the event log's packed binary at the start
-        self._elen = -1  # of the newest record (-1: unknown), copied from there while they stand
-        self._policy = (config.get("save_wh", _SAVE_WH), config.get("save_s", _SAVE_S))
-        self._unsaved = [0, 0]  # Wh metered since the last save, meter time of the first of them
-        self.tok = None  # keypad token state (meter.token.enter), made by the first token typed
-        # the record read back and the time caught up (meter.powerup: power-up code, let go after it)
+        # the fields, the record read back and the time caught up: meter.powerup (power-up
+        # code, let go after it)
         from meter import powerup
-        powerup.power_up(self, now)
+        powerup.start(self, config, flash, now, rand)
         powerup = None
         drop("meter.powerup")
         collect()

@@ -1,11 +1,13 @@
-# A meter's power-up: the newest intact record found on flash (meter.store's layout) and read
-# back into the core's state piece by piece. A running meter needs none of it until the next
-# power-up (or a save that does not fit, which restores the last record): loaded for that and let
-# go after it (meter.drop), so the heap a fully programmed meter runs in holds none of this code.
+# A meter's power-up: its fields set (start: meter.core.Meter's __init__), the newest intact
+# record found on flash (meter.store's layout) and read back into the core's state piece by piece.
+# A running meter needs none of it until the next power-up (or a save that does not fit, which
+# restores the last record): loaded for that and let go after it (meter.drop), so the heap a fully
+# programmed meter runs in holds none of this code.
 
 import json
 import struct
 from array import array
+from binascii import unhexlify
 
 from meter import clock, events
 from meter.store import HEAD, MAGIC, crc32, collect
@@ -19,6 +21,8 @@ except ImportError:
 _FORMAT = const(2)  # the first payload byte of a record with a binary head, times from 2024
 _SHIFT_2000 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01: records before _FORMAT
 _CHUNK = const(128)  # bytes per CRC read step
+_SAVE_WH = const(100)     # energy save policy: unsaved Wh that force a save
+_SAVE_S = const(900)      # ... and the longest an unsaved Wh waits
 
 
 def _read_slot(st, slot):
@@ -92,6 +96,57 @@ def ints_reader(st, off, n):
     return read
 
 
+def start(m, config, flash, now, rand):
+    """Meter m's fields (meter.core.Meter(config, flash, now, rand)), then its power-up."""
+    from meter import codec, wallet
+    from meter.core import Security
+    from meter.events import Events
+    from meter.relay import Relay
+    from meter.store import Store
+    from meter.tariff import Tariff
+    m.addr = bytearray(codec.addr_bytes(config["address"]))
+    m.number = bytearray(codec.addr_bytes(config.get("meter_number") or config["address"]))
+    m.remote = config.get("mode", "local") == "remote"
+    m.bench = bool(config.get("bench", False))
+    m.bench_pw = bytes(config.get("bench_password", b"\x00\x00\x00"))
+    m.rand = rand
+    m.fr = codec.Frame()
+    m.tx = bytearray(codec.FRAME_MAX)
+    m._txv = memoryview(m.tx)
+    # replies are built where they are sent: encode_into adds 33H in place (no second buffer)
+    m.out = m._txv[10:10 + codec.MAX_DATA]
+    m.blk = None  # block reads' snapshot, made by the first block read
+    m.blk_n = 0
+    m.blk_di = -1
+    # the line's frame buffer, the largest block a running meter holds, is made before the
+    # power-up leaves the heap in holes: made at the first feed(), a fully programmed meter
+    # found no 512-byte hole for it below 72 KB
+    m.deframer = codec.Deframer(512)  # two longest frames: enough for a half-duplex line
+    m.store = Store(flash)
+    m.sec = Security(config["key"], config.get("krn", 0), rand)
+    m.tariff = Tariff()
+    m.wallet = wallet.Wallet()
+    m.relay = Relay()
+    m.events = Events()
+    m.energy = [0, 0, 0, 0, 0]  # Wh: total, then rate slots 0..3 (T1..T4)
+    m.ladder_wh = 0
+    m.last_t = now
+    m.seen_t = now      # the latest meter time the core was given
+    m.offset = 0        # meter clock minus the `now` the HAL passes in
+    m.bc_day = -1       # day of the last broadcast time correction
+    m.frz_min = 0       # daily freeze time, minutes after midnight (16H 9999hhmm)
+    m.frz_day = -1      # the last day whose daily freeze is taken (day n freezes at n * DAY + frz_min)
+    m.power_w = 0
+    m.voltage_dv = 2200  # 220.0 V until a HAL says otherwise
+    m.actual_open = None
+    m._tlen = -1  # bytes of the tariff's and the event log's packed binary at the start
+    m._elen = -1  # of the newest record (-1: unknown), copied from there while they stand
+    m._policy = (config.get("save_wh", _SAVE_WH), config.get("save_s", _SAVE_S))
+    m._unsaved = [0, 0]  # Wh metered since the last save, meter time of the first of them
+    m.tok = None  # keypad token state (meter.token.enter), made by the first token typed
+    power_up(m, now)
+
+
 def power_up(m, now):
     """Meter m (meter.core), its fields at their defaults, brought up from its flash at HAL time
     now: the newest record restored, the days the power was off for frozen, timers and the
@@ -128,7 +183,7 @@ def restore(m, s):
     from meter.tariff import Tariff
     m.addr = bytearray(codec.addr_bytes(s["a"]))
     m.number = bytearray(codec.addr_bytes(s["n"]))
-    m.wallet = _restored(wallet.Wallet, s["w"])
+    m.wallet = wallet_from(s["w"])
     m.relay = _restored(Relay, s["r"])
     st = m.store
     m._tlen = m._elen = -1
@@ -150,7 +205,13 @@ def restore(m, s):
         m._tlen, m._elen = tl
         m.tariff.dirty = False
         m.events.dirty = False
-    m.sec.load(s["s"])
+    sec = m.sec
+    w = s["s"]
+    sec.key = bytes(unhexlify(w[0]))
+    sec.krn = w[1]
+    if len(w) == 4:
+        sec.fails, sec.fail_t = w[2], w[3]
+    # a record from before the leaking level kept a day count: the new rule has forgiven it
     m.energy = list(s["E"])
     m.ladder_wh = s["L"]
     m.last_t = s["lt"]
@@ -162,6 +223,20 @@ def restore(m, s):
     if st.shift:  # a record of the firmware that counted from 2000: once, at the upgrade
         from meter.epoch2000 import to_epoch
         to_epoch(m, st.shift)
+
+
+def wallet_from(obj):
+    """A meter.wallet.Wallet from its record (Wallet.dump), checked."""
+    from meter import wallet
+    w = wallet.Wallet(obj[6], obj[7], obj[8], obj[9], obj[10])
+    w.balance, w.rem, w.count, w.customer = obj[0], obj[1], obj[2], obj[3]
+    w.opened = bool(obj[4])
+    w.total_bought = obj[5]
+    w.state = obj[11]
+    w.last_cmd = obj[12] or None
+    if not (0 <= w.rem < wallet.SUBFEN and wallet.NORMAL <= w.state <= wallet.OVERDRAFT):
+        raise ValueError("bad wallet record")
+    return w
 
 
 def unpack_tariff(read):

@@ -118,15 +118,3 @@ class Wallet:
         return [self.balance, self.rem, self.count, self.customer, 1 if self.opened else 0,
                 self.total_bought, self.alarm1, self.alarm2, self.overdraft, self.hoard,
                 self.close_ok, self.state, self.last_cmd or 0]
-
-    @classmethod
-    def load(cls, obj):
-        w = cls(obj[6], obj[7], obj[8], obj[9], obj[10])
-        w.balance, w.rem, w.count, w.customer = obj[0], obj[1], obj[2], obj[3]
-        w.opened = bool(obj[4])
-        w.total_bought = obj[5]
-        w.state = obj[11]
-        w.last_cmd = obj[12] or None
-        if not (0 <= w.rem < SUBFEN and NORMAL <= w.state <= OVERDRAFT):
-            raise ValueError("bad wallet record")
-        return w

@@ -3,7 +3,7 @@
 # test_logic_micropython.py) and inside the real MicroPython binary.
 # Keep this module MicroPython-clean: no typing, no f-strings, no CPython-only imports.
 
-from meter import clock, desktop, tariffcheck
+from meter import clock, desktop, powerup, tariffcheck
 from meter import relay as R
 from meter import relaycmd
 from meter import topup
@@ -78,7 +78,7 @@ class Meter:
 
     def power_cycle(self, off_seconds=600):
         # what survives a cut is what dump() gave; the clock runs on the backup battery
-        w, r, t = W.Wallet.load(self.w.dump()), R.Relay.load(self.r.dump()), Tariff.load(desktop.tariff_dump(self.t))
+        w, r, t = powerup.wallet_from(self.w.dump()), R.Relay.load(self.r.dump()), Tariff.load(desktop.tariff_dump(self.t))
         self.w, self.r, self.t = w, r, t
         self.now += off_seconds
         self.r.power_up(self.now)

@@ -1,15 +1,17 @@
 """The meter's heap budget under the real micropython binary, modules from .mpy compiled as
 `meter build` compiles them (-O3): a fully programmed meter (both tariff sets, ladders) serves
 the firmware bench's 1,000 mixed frames (reads, block reads with follow-ups, an authenticated
-session, writes, relay commands, top-ups) in a 90 KB heap (86 KB measured, failing in 87 and 88
-KB, since the meter makes its 512-byte line buffer at start, which a caller of handle() alone does
-not use; 88 KB before, failing in 88.75 KB; 90 KB before the event log was kept packed in bytes; the
+session, writes, relay commands, top-ups) in a 90 KB heap (85 KB measured, failing in 86 KB; 86,
+failing in 87 and 88 KB, while the meter's fields were set by meter.core, not meter.powerup; the
+meter makes its 512-byte line buffer at start, which a caller of handle() alone does not use; 88 KB
+before that, failing in 88.75 KB; 90 KB before the event log was kept packed in bytes; the
 smallest heap is not monotonic to the KB, so the budget keeps a margin), every reply as the CPython meter
 gave it, and its heap does not grow over a second 1,000 frames. tools/bench/bench_firmware.py
 reports the smallest heap that works; this test fails when the core outgrows the budget.
 A fully programmed meter (every table, every event log full) powers up from its flash and
-serves reads in 74 KB (68 KB measured, failing in 69 and 70 KB, with the line buffer made at start
-and the day tables as 16-bit arrays; 67 KB before, failing in 69 KB, since the modules are compiled under
+serves reads in 74 KB (67 KB measured, failing in 69 KB, with the line buffer made at start, the
+day tables as 16-bit arrays and the fields set by meter.powerup; 68, failing in 69 and 70 KB, with
+the fields set by meter.core; 67 KB before, failing in 69 KB, since the modules are compiled under
 their names and the runs' paths and heap are the same in every checkout; 71 KB before, also in 68
 and 69 KB, not in 70; 70 KB while the session's
 cryptography stayed resident; 73 KB, and 70, not 71 or 72, where the heap was left in holes, while
@@ -45,7 +47,8 @@ def test_fully_programmed_meter_powers_up_from_flash_and_serves_in_74k(tmp_path)
     assert n == 5 and bad == 0  # every reply as the CPython meter gave it from the same flash
     # the same run in a clearly smaller heap runs out: the budget is what is being measured
     assert bf.full_power_up_run(dest, tmp_path, "66K") is None
-    # 44.6 KB measured (45.0 with the day tables as tuples and no line buffer, 46.6 with the checkout's paths interned, 48.4 with the session's cryptography
+    # 43.8 KB measured (44.6 with the fields set and the wallet read by meter.core and meter.wallet,
+    # 45.0 with the day tables as tuples and no line buffer, 46.6 with the checkout's paths interned, 48.4 with the session's cryptography
     # resident, 51.1 with the power-up's code)
     assert kept < 49 * 1024
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from meter import topup
+from meter import powerup, topup
 from meter import wallet as W
 from meter.wallet import (ALARM1, ALARM2, CLOSE, CUSTOMER_ERR, NORMAL, OK, OVERDRAFT, PRETRIP, RECHARGED,
                           REPEAT, SUBFEN, TRIP, ZERO, Wallet)
@@ -192,10 +192,10 @@ def test_release_cmd(state, last, expected):
 def test_dump_load_round_trip():
     w = wallet(1234, alarm1=2000, alarm2=700, overdraft=300, close_ok=50, hoard=90000)
     w.deduct(12345678)
-    again = Wallet.load(json.loads(json.dumps(w.dump())))
+    again = powerup.wallet_from(json.loads(json.dumps(w.dump())))
     assert again.dump() == w.dump()
     assert again.deduct(10 ** 6) == w.deduct(10 ** 6) and again.dump() == w.dump()
     bad = w.dump()
     bad[1] = SUBFEN
     with pytest.raises(ValueError):
-        Wallet.load(bad)
+        powerup.wallet_from(bad)
