@@ -224,6 +224,13 @@ def _daily_energy(readings: list[Any], day_of: Callable[[int], str]) -> tuple[li
     return labels, values
 
 
+def _tls(request: Request) -> bool:
+    """Whether the browser reached the console over HTTPS (uvicorn takes X-Forwarded-Proto from a
+    trusted proxy): its cookies are then Secure, so a browser never sends a session over plain HTTP.
+    On plain HTTP (loopback) a Secure cookie would not be kept at all."""
+    return request.url.scheme == "https"
+
+
 def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time.time,
                 outage_policy: Any = None) -> Console:
     """Add the operator console's pages at ``/`` to the payments API's app (see the module docstring)."""
@@ -239,7 +246,7 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         token = secrets.token_urlsafe(24)
         resp = con.render(request, "login.html", session=None, csrf=token, next=_safe_next(next),
                           notice="Your session has expired: sign in again." if expired else "", errors={})
-        resp.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/login")
+        resp.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=_tls(request), path="/login")
         return resp
 
     @post("/login")
@@ -256,7 +263,7 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
             fresh = secrets.token_urlsafe(24)
             resp = con.render(request, "login.html", status, session=None, csrf=fresh, next=nxt, notice="",
                               errors=errors, name=name)
-            resp.set_cookie(LOGIN_COOKIE, fresh, httponly=True, samesite="strict", path="/login")
+            resp.set_cookie(LOGIN_COOKIE, fresh, httponly=True, samesite="strict", secure=_tls(request), path="/login")
             return resp
 
         if not token or not secrets.compare_digest(token, form.get("csrf", "")):
@@ -278,7 +285,7 @@ def add_console(app: FastAPI, store: Store, *, clock: Callable[[], float] = time
         s = con.sessions.start(op.name, op.role)
         store.log_action(op.name, "console.login", op.name, {"role": op.role, "client": client})
         resp = RedirectResponse(nxt, status_code=303)
-        resp.set_cookie(COOKIE, s.sid, httponly=True, samesite="strict", path="/")
+        resp.set_cookie(COOKIE, s.sid, httponly=True, samesite="strict", secure=_tls(request), path="/")
         resp.delete_cookie(LOGIN_COOKIE, path="/login")
         return resp
 

@@ -8,7 +8,9 @@ import re
 from html import unescape
 
 import pytest
+from fastapi.testclient import TestClient
 
+from headend.console.app import COOKIE
 from tests.console.support import PASSWORD, Clock, csrf_of, make_site, sign_in
 
 METER, CUSTOMER = "000000000101", "000000000501"
@@ -253,3 +255,18 @@ def test_the_meter_page_charts_daily_energy_from_the_readings(site):
     html = unescape(c.get(f"/meters/{METER}").text)
     bars = re.findall(r"<title>(\d\d-\d\d): ([0-9.]+) kWh</title>", html)
     assert [v for _d, v in bars] == ["5.250", "3.000"]
+
+
+def test_the_session_cookies_are_secure_when_the_console_is_reached_over_https(site):
+    """Behind TLS (direct, or a proxy that says so in X-Forwarded-Proto) a browser must never send
+    the session over plain HTTP; on plain HTTP (loopback, tests) a Secure cookie would not be kept."""
+    _store, _con, client, _clock = site
+    for scheme, secure in (("https", True), ("http", False)):
+        c = TestClient(client.app, base_url=f"{scheme}://console.test")
+        page = c.get("/login")
+        assert ("secure" in page.headers["set-cookie"].lower()) is secure, page.headers["set-cookie"]
+        got = c.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": csrf_of(page.text), "next": "/"},
+                     follow_redirects=False)
+        assert got.status_code == 303
+        session = [h for h in got.headers.get_list("set-cookie") if h.startswith(COOKIE + "=")]
+        assert session and ("secure" in session[0].lower()) is secure, session
