@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tools.proc import Stopped, cpu_seconds, stop_on_sigterm, wait_for_line
+from tools.proc import Stopped, cpu_seconds, stop_on_sigterm, terminate, wait_for_line
 from tools.town import control as town_control
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,12 +134,7 @@ class _Serve:
         if self.proc is not None and self.proc.poll() is None:
             self.peaks_kb[-1] = max(self.peaks_kb[-1], _hwm_kb(self.proc.pid))
             self.cpu_s += cpu_seconds(self.proc.pid) - self._cpu0
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc, grace_s=60)
 
 
 def _town_ask(control: tuple[str, int], command: str) -> dict[str, Any]:
