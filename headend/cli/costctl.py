@@ -114,6 +114,15 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                         "once (default 1)")
 
 
+def _clock_arg(text: str) -> float | datetime:
+    """--clock as written: Unix seconds, or a naive local date and time (the caller places it:
+    meters keep naive local time, cost control reads it in the business's time zone)."""
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else datetime.fromisoformat(text)
+    except ValueError:
+        raise c.CliError(f"--clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
+
+
 def meter_clock(args: argparse.Namespace) -> Callable[[], datetime] | None:
     """The head-end's time for meters under --clock/--speed (naive local time, as meters keep
     it), or None for the wall clock."""
@@ -121,12 +130,8 @@ def meter_clock(args: argparse.Namespace) -> Callable[[], datetime] | None:
         return None
     if args.costctl_speed <= 0:
         raise c.CliError(f"--speed {args.costctl_speed:g}: must be > 0")
-    text = args.costctl_clock
-    try:
-        start = (datetime.now() if text is None else datetime.fromtimestamp(float(text))
-                 if text.replace(".", "", 1).isdigit() else datetime.fromisoformat(text))
-    except ValueError:
-        raise c.CliError(f"--clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
+    got = None if args.costctl_clock is None else _clock_arg(args.costctl_clock)
+    start = (datetime.now() if got is None else datetime.fromtimestamp(got) if isinstance(got, float) else got)
     t0, speed = time.monotonic(), args.costctl_speed
     return lambda: start + timedelta(seconds=(time.monotonic() - t0) * speed)
 
@@ -141,12 +146,9 @@ def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | No
         raise c.CliError(f"--speed {args.costctl_speed:g}: must be > 0")
     start = None
     if args.costctl_clock:
-        text = args.costctl_clock
-        try:
-            start = float(text) if text.replace(".", "", 1).isdigit() else datetime.fromisoformat(text).replace(
-                tzinfo=timezone(timedelta(seconds=cc.utc_offset_s))).timestamp()
-        except ValueError:
-            raise c.CliError(f"--clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
+        got = _clock_arg(args.costctl_clock)
+        start = got if isinstance(got, float) else got.replace(
+            tzinfo=timezone(timedelta(seconds=cc.utc_offset_s))).timestamp()
     return LoopOptions(cc, catalog, start=start, speed=args.costctl_speed, actor=actor, rating=args.rating)
 
 

@@ -57,3 +57,15 @@ def test_serve_runs_cost_control_unless_turned_off(tmp_path):
                        (("--costctl", "--costctl-speed", "0"), "speed")):
         with pytest.raises(c.CliError, match=words):
             serve_loop_options(_args(tmp_path, "", *bad), "costctl")
+
+
+def test_the_meters_clock_starts_where_clock_says_in_naive_local_time(tmp_path):
+    from headend.cli.costctl import meter_clock
+
+    assert meter_clock(_args(tmp_path, "")) is None                       # the wall clock
+    at = meter_clock(_args(tmp_path, "", "--costctl-clock", "2026-03-04T09:50", "--costctl-speed", "600"))
+    assert timedelta(0) <= at() - datetime(2026, 3, 4, 9, 50) < timedelta(hours=1)
+    at = meter_clock(_args(tmp_path, "", "--costctl-clock", "1772589000"))
+    assert timedelta(0) <= at() - datetime.fromtimestamp(1772589000) < timedelta(minutes=1)
+    with pytest.raises(c.CliError, match="--clock 'soon'"):
+        meter_clock(_args(tmp_path, "", "--costctl-clock", "soon"))
