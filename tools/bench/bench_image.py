@@ -146,27 +146,55 @@ def _board_root(cwd: Path, img: Path, fakes: Path, rom: Path | None, frozen: Pat
 
 
 def _command(heap_kb: float, code: str, frozen: Path | None, rom: Path | None = None,
-             cwd: str = "") -> tuple[list[str], dict[str, str]]:
+             cwd: str = "", board: Path | None = None) -> tuple[list[str], dict[str, str]]:
     # the image's micropython with a heap_kb heap (to the byte) beside the buffer rom is read
     # into (ROM_PRELUDE) running code in cwd, with rom mounted first, and its environment; frozen:
     # the unix port with the meter frozen in (tools/frozen_unix.py), its modules found in .frozen
-    # only
+    # only; board: the unix port with the board's machine and esp32 modules in C
+    # (tools/board_unix), the code's harness lines turned to its hooks (_c_board)
     from tools.bench.bench_firmware import beside
 
     if rom is not None:  # under one short name: the prelude's text is the same in every run
         code = ROM_PRELUDE.format(rom=beside(Path(cwd), rom, "rom.img")) + code
     heap = f"heapsize={round(heap_kb * 1024) + (0 if rom is None else rom.stat().st_size)}"
-    binary = mpy.micropython() if frozen is None else str(frozen)
+    binary = str(frozen or board or mpy.micropython())
+    if board is not None:
+        code = _c_board(code)
     return [binary, "-X", heap, "-c", code], {"MICROPYPATH": "" if frozen is None else ".frozen", **mpy.FRESH_HEAP}
 
 
+# The harness's lines that play the outside world through the Python fakes' attributes, and the
+# same through the C board modules' hooks (tools/board_unix: static buffers, no heap)
+C_BOARD = (("u = machine.uarts[0]\nu.rx.extend(", "machine.bench_rx("),
+           ("'tx': len(u.tx)", "'tx': machine.bench_sent()"),
+           ("'reply': bytes(u.tx).hex()", "'reply': machine.bench_take().hex()"),
+           ("pulse = machine.pins[pulse]\n", ""),
+           ("u = machine.uarts[0]\n", ""),
+           ("u.rx.extend(", "machine.bench_rx("),
+           ("while not u.tx and", "while not machine.bench_sent() and"),
+           ("print(bytes(u.tx).hex())\n        u.tx = bytearray()", "print(machine.bench_take().hex())"),
+           ("pulse.level(i & 1)", "machine.bench_level(pulse, i & 1)"))
+
+
+def _c_board(code: str) -> str:
+    # BOOT or SESSION for the C board modules; the fakes' names must all be gone from it
+    for fake, hook in C_BOARD:
+        code = code.replace(fake, hook)
+    if "u.tx" in code or "u.rx" in code or "machine.pins" in code or "machine.uarts" in code:
+        raise ValueError("a harness line plays the outside world through the Python fakes: add it to C_BOARD")
+    return code
+
+
 def _boot(img: Path, fakes: Path, heap_kb: float, state: tuple[bytes, str, str] | None = None,
-          rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False) -> dict | None:
+          rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False,
+          board: Path | None = None, reply: bool = False) -> dict | None:
     """Boot the image in heap_kb of heap beside the ROMFS buffer (rom: the modules and the fake
     machine and esp32 modules from that ROMFS image, else the fakes alone from ROMFS, as a board
-    has them in ROM; old_fakes: the fakes from .mpy in RAM); its figures, every one without the
-    ROMFS buffer, or None when it ran out of heap or did not reply."""
-    mounted = None if frozen is not None else _rom(fakes, rom, old_fakes)
+    has them in ROM; old_fakes: the fakes from .mpy in RAM; board: under that build of
+    tools/board_unix, whose machine and esp32 are C, no ROMFS); its figures, every one without the
+    ROMFS buffer (reply: with the reply's bytes in hex), or None when it ran out of heap or did
+    not reply."""
+    mounted = None if frozen is not None or board is not None else _rom(fakes, rom, old_fakes)
     with tempfile.TemporaryDirectory() as cwd:
         addr = ADDR
         key = KEY
@@ -175,7 +203,10 @@ def _boot(img: Path, fakes: Path, heap_kb: float, state: tuple[bytes, str, str] 
             addr, key = state[1], state[2]
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": key.encode().hex()}}))
         _board_root(Path(cwd), img, fakes, rom, frozen, old_fakes)
-        cmd, env = _command(heap_kb, BOOT.format(img=img, req=_read_frame(addr).hex()), frozen, mounted, cwd)
+        code = BOOT.format(img=img, req=_read_frame(addr).hex())
+        if reply:
+            code = code.replace("'tx': len(u.tx)", "'tx': len(u.tx), 'reply': bytes(u.tx).hex()")
+        cmd, env = _command(heap_kb, code, frozen, mounted, cwd, board)
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
     if r.returncode != 0:
         return None
@@ -326,7 +357,8 @@ class _Line:
 
 
 def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
-            rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False) -> dict | None:
+            rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False,
+            board: Path | None = None) -> dict | None:
     """Boot the fully programmed meter of state through the board HAL in heap_kb of heap beside
     the ROMFS buffer (rom, old_fakes: as _boot) and serve a board's session: energy and balance reads, an
     authenticated recharge checked by the meter's sealed replies, a relay trip and close, a
@@ -336,13 +368,13 @@ def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
     from tools.bench import bench_firmware as bf
     from tools.bench.hes import HeadEnd, bcd, le, parse
 
-    mounted = None if frozen is not None else _rom(fakes, rom, old_fakes)
+    mounted = None if frozen is not None or board is not None else _rom(fakes, rom, old_fakes)
     he = HeadEnd(state[1], bytes.fromhex(state[2]), bf.std_hmac)
     with tempfile.TemporaryDirectory() as cwd:
         (Path(cwd) / "state.bin").write_bytes(state[0])
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": state[2].encode().hex()}}))
         _board_root(Path(cwd), img, fakes, rom, frozen, old_fakes)
-        cmd, env = _command(heap_kb, SESSION.format(img=img), frozen, mounted, cwd)
+        cmd, env = _command(heap_kb, SESSION.format(img=img), frozen, mounted, cwd, board)
         proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, env=env)
         timer = threading.Timer(120, proc.kill)  # a hung meter fails the run, never the caller
@@ -427,11 +459,12 @@ def _serve_session(line: _Line, he, bcd, le, parse) -> dict | None:
 
 
 def smallest_session_heap(img: Path, fakes: Path, state: tuple[bytes, str, str],
-                          rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False) -> int | None:
+                          rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False,
+                          board: Path | None = None) -> int | None:
     """Smallest heap (KB, to the KB; -X heapsize less the ROMFS buffer) in which session() boots
-    and serves (rom, old_fakes: as _boot; frozen: under that frozen build)."""
-    kb = next((k for k in range(16, 257, 4) if session(img, fakes, k, state, rom, frozen, old_fakes)), None)
-    while kb is not None and kb > 16 and session(img, fakes, kb - 1, state, rom, frozen, old_fakes):
+    and serves (rom, old_fakes, board: as _boot; frozen: under that frozen build)."""
+    kb = next((k for k in range(16, 257, 4) if session(img, fakes, k, state, rom, frozen, old_fakes, board)), None)
+    while kb is not None and kb > 16 and session(img, fakes, kb - 1, state, rom, frozen, old_fakes, board):
         kb -= 1
     return kb
 
@@ -469,12 +502,13 @@ def _frames_per_second(tcp: tuple[str, int], seconds: float = 2.0) -> float:
 
 
 def smallest_heap(img: Path, fakes: Path, state: tuple[bytes, str, str] | None = None,
-                  rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False) -> int | None:
+                  rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False,
+                  board: Path | None = None) -> int | None:
     """Smallest heap (KB, to the KB; -X heapsize less the ROMFS buffer, which is allocated first,
-    in one block) in which the image boots and serves (rom, old_fakes: as _boot; frozen: under
-    that frozen build)."""
-    kb = next((k for k in range(16, 257, 4) if _boot(img, fakes, k, state, rom, frozen, old_fakes)), None)
-    while kb is not None and kb > 16 and _boot(img, fakes, kb - 1, state, rom, frozen, old_fakes):
+    in one block) in which the image boots and serves (rom, old_fakes, board: as _boot; frozen:
+    under that frozen build)."""
+    kb = next((k for k in range(16, 257, 4) if _boot(img, fakes, k, state, rom, frozen, old_fakes, board)), None)
+    while kb is not None and kb > 16 and _boot(img, fakes, kb - 1, state, rom, frozen, old_fakes, board):
         kb -= 1
     return kb
 
@@ -530,6 +564,40 @@ def frozen_figures(report: Callable[..., None], img: Path, fakes: Path, state: t
            "(unix port, 64-bit; aim 64 is for .mpy)", smallest_heap(img, fakes, state, frozen=binary) or 0, "KB")
     report("smallest -X heapsize that boots a fully programmed meter and serves a session, meter frozen "
            "(unix port, 64-bit)", smallest_session_heap(img, fakes, state, frozen=binary) or 0, "KB")
+
+
+def board_figures(report: Callable[..., None], img: Path, fakes: Path, state: tuple[bytes, str, str]) -> None:
+    """The aim's case as a board has it: with PREPAID645_MICROPYTHON_SRC naming a MicroPython
+    checkout, the unix port is built with `machine` and `esp32` as C modules (tools/board_unix,
+    under build/board-unix), whose types, functions and names are in the binary and take no heap,
+    as in a board's firmware; the meter and hal load from .mpy files in RAM, as in the aim's row.
+    Skipped, said why, without the checkout or when the build fails."""
+    import os
+
+    from tools.board_unix import build
+    src = os.environ.get("PREPAID645_MICROPYTHON_SRC")
+    if not src:
+        print("  (C board module figures skipped: set PREPAID645_MICROPYTHON_SRC to a MicroPython checkout "
+              "to build the unix port with machine and esp32 in C, tools/board_unix)")
+        return
+    try:
+        binary = build(Path(src), ROOT / "build" / "board-unix")
+    except RuntimeError as e:
+        print(f"  (C board module figures skipped: the build of tools/board_unix failed: {e})")
+        return
+    label = ".mpy files loaded into RAM, board modules in C as in a board's firmware"
+    booted = _boot(img, fakes, 256, state, board=binary)
+    if booted is None:
+        raise RuntimeError(f"the fully programmed meter does not boot under the C board modules' build {binary}")
+    report(f"heap in use after a fully programmed boot + one read ({label}; unix port, 64-bit)",
+           booted["alloc"] / 1024, "KB")
+    fake = _boot(img, fakes, 256, state)
+    report("  the same, fake board modules in ROM as on a board (Python fakes in place from ROMFS)",
+           fake["alloc"] / 1024 if fake else 0, "KB")
+    report(f"smallest heap that boots a fully programmed meter and serves one read ({label}; aim 64)",
+           smallest_heap(img, fakes, state, board=binary) or 0, "KB")
+    report(f"smallest heap that boots a fully programmed meter and serves a session ({label})",
+           smallest_session_heap(img, fakes, state, board=binary) or 0, "KB")
 
 
 def run(report: Callable[..., None]) -> None:
@@ -602,6 +670,7 @@ def run(report: Callable[..., None]) -> None:
                    found - (inplace.get("qstr_bytes", 0) + rom) / 1024, "KB")
 
         frozen_figures(report, img, fakes, state)
+        board_figures(report, img, fakes, state)
 
         # both simulators up at once, then measured A, B, A, B in windows of a second: each
         # MicroPython window is paired with a CPython one next to it in time
