@@ -1,7 +1,8 @@
 """The C board modules of tools/board_unix (the unix port with `machine` and `esp32` in C, as a
 board's firmware has them, used by the image bench's heap rows) behave as the Python fakes
-(tests/firmware/fakes) for what the HAL uses. Needs a MicroPython checkout: skipped unless
-PREPAID645_MICROPYTHON_SRC names one, as the bench's C board rows are."""
+(tests/firmware/fakes) for what the HAL uses. Those tests need a MicroPython checkout: skipped
+unless PREPAID645_MICROPYTHON_SRC names one, as the bench's C board rows are; without one the
+bench says so and reports no C row (the last test)."""
 
 import json
 import os
@@ -15,7 +16,7 @@ from tools.bench import bench_image
 from tools.sim import ROOT
 
 SRC = os.environ.get("PREPAID645_MICROPYTHON_SRC")
-pytestmark = pytest.mark.skipif(not SRC, reason="set PREPAID645_MICROPYTHON_SRC to a MicroPython checkout")
+needs_src = pytest.mark.skipif(not SRC, reason="set PREPAID645_MICROPYTHON_SRC to a MicroPython checkout")
 FAKES = ROOT / "tests" / "firmware" / "fakes"
 
 
@@ -31,6 +32,7 @@ def image(tmp_path_factory):
     return img, fakes, bench_image._programmed_state()
 
 
+@needs_src
 def test_boot_answers_the_read_with_the_same_reply_as_under_the_fakes(board, image):
     img, fakes, state = image
     under_fakes = bench_image._boot(img, fakes, 256, state, reply=True)
@@ -40,6 +42,7 @@ def test_boot_answers_the_read_with_the_same_reply_as_under_the_fakes(board, ima
     assert under_c["reply"].startswith("68") and under_c["tx"] == len(bytes.fromhex(under_c["reply"]))
 
 
+@needs_src
 def test_session_serves_under_the_c_modules(board, image):
     # the session checks every reply: the sealed recharge, the relay, writes read back, and 200
     # pulse edges through the pin's irq read back as energy
@@ -86,6 +89,7 @@ def _run(binary: str, code: str, cwd: Path, world: str) -> str:
     return r.stdout
 
 
+@needs_src
 def test_machine_behaves_as_the_fake_for_what_the_hal_uses(board, tmp_path):
     # pins (pull-up level, a given value, falling edges only counted), the UART (None when
     # empty, reads in parts, what was written), the RTC set and read, the watchdog, irq state
@@ -94,6 +98,7 @@ def test_machine_behaves_as_the_fake_for_what_the_hal_uses(board, tmp_path):
     assert "2, 0, None, 3, b'ab', b'c', None, 5, None, True, b'reply'" in fake
 
 
+@needs_src
 def test_nvs_reads_and_writes_the_fakes_file(board, tmp_path):
     # the harness writes nvs.json as the fake keeps it; the C NVS reads it, and what it writes the
     # fake reads back
@@ -107,3 +112,16 @@ def test_nvs_reads_and_writes_the_fakes_file(board, tmp_path):
     assert json.loads((tmp_path / "nvs.json").read_text()) == {"prepaid645": {"key": key.encode().hex()},
                                                                   "other": {"k": "01fe"}}
     assert _run(mpy.micropython(), read, tmp_path, "fakes") == f"32 {key}\n-4354\n"
+
+
+def test_bench_skips_the_c_rows_saying_why(monkeypatch, tmp_path, capsys):
+    # no checkout named, or one the build fails on: no row, and a line that says why and what to do
+    rows = []
+    monkeypatch.delenv("PREPAID645_MICROPYTHON_SRC", raising=False)
+    bench_image.board_figures(lambda *a, **k: rows.append(a), tmp_path, tmp_path, (b"", "", ""))
+    assert "set PREPAID645_MICROPYTHON_SRC" in capsys.readouterr().out
+    monkeypatch.setenv("PREPAID645_MICROPYTHON_SRC", str(tmp_path))  # no MicroPython there
+    bench_image.board_figures(lambda *a, **k: rows.append(a), tmp_path, tmp_path, (b"", "", ""))
+    out = capsys.readouterr().out
+    assert "build of tools/board_unix failed" in out and "micropython-lib" in out
+    assert rows == []
