@@ -8,7 +8,6 @@ from binascii import hexlify  # every port has binascii; its names cost no heap
 
 from meter import clock, codec
 from meter import events, wallet
-from meter.codec import get_bcd
 from meter import drop
 from meter.events import Events
 from meter.relay import Relay
@@ -489,16 +488,3 @@ class Meter:
         self.out[0] = err
         return self._reply(fn | 0xC0, self.out, 1)
 
-def dt6(b, o):
-    """ss mm hh DD MM YY (BCD) at b[o:] as meter time, or -1 if it is not a real instant."""
-    s = get_bcd(b, o, 1)
-    mi = get_bcd(b, o + 1, 1)
-    h = get_bcd(b, o + 2, 1)
-    d = get_bcd(b, o + 3, 1)
-    mo = get_bcd(b, o + 4, 1)
-    y = get_bcd(b, o + 5, 1)
-    if s < 0 or mi < 0 or h < 0 or d < 0 or mo < 0 or y < 0 or s > 59 or mi > 59 or h > 23:
-        return -1
-    if not clock.valid_date(2000 + y, mo, d):
-        return -1
-    return clock.from_fields(2000 + y, mo, d, h, mi, s)

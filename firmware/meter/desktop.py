@@ -59,8 +59,8 @@ def build(addr, ctrl, data=b"", preamble=0):
 
 
 def tariff_dump(t):
-    """Tariff t in the JSON form of records written before the binary head (Tariff.load reads
-    it). Day tables ("d") and zones ("z") are packed ints (meter.tariffcheck)."""
+    """Tariff t in the JSON form of records written before the binary head (meter.powerup
+    tariff_from reads it). Day tables ("d") and zones ("z") are packed ints (meter.tariffcheck)."""
     return {
         "p": [list(x) for x in t.prices],
         "d": [[list(tab) for tab in s] for s in t._days],

@@ -3,9 +3,40 @@
 # energy and balance), day tables and zones, the ladder, the last-10 event records and freezes. Loaded for such a read and let go after it
 # (meter.core), so a meter that is only read for its energy and balance keeps neither code nor names.
 
+import struct
+
 from meter import clock, codec, events
 from meter.codec import put_bcd, put_sbcd, put_le
 from meter.dis import bcd1, put_dt, zeros
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_R_WAIT_TRIP = const(1)  # meter.relay's remote side: trip delay running
+
+
+def last(e, kind, n):
+    """Event log e's (meter.events.Events) n-th last record of kind (1 = newest) as a list, or
+    None."""
+    f = e._fmt(kind)
+    w = struct.calcsize(f)
+    b = e.logs[kind]
+    return list(struct.unpack_from(f, b, (n - 1) * w)) if 1 <= n <= len(b) // w else None
+
+
+def relay_bits(r):
+    """Status word 3's bits relay r (meter.relay.Relay) owns: 4 relay actual (= commanded here;
+    the HAL may override from sensing), 6 relay commanded, 7 pre-trip alarm (the trip delay
+    running), 12 power hold."""
+    b = 0x50 if r.commanded_open else 0
+    if r.remote == _R_WAIT_TRIP:
+        b |= 0x80
+    if r.hold:
+        b |= 0x1000
+    return b
 
 
 def _table(m, s, k, b, o):
@@ -55,7 +86,7 @@ def _event(m, kind, field, n, b, o):
         return 3
     if not 1 <= n <= 10:
         return -1
-    r = e.last(kind, n)
+    r = last(e, kind, n)
     if kind == events.PURCHASE:
         if not 1 <= field <= 6:
             return -1
@@ -108,7 +139,7 @@ def _event(m, kind, field, n, b, o):
 
 def _status3(m, t):
     tf = m.tariff
-    w = m.relay.status3_bits()
+    w = relay_bits(m.relay)
     if m.actual_open is not None:
         w = (w & ~0x10) | (0x10 if m.actual_open else 0)
     w |= tf.set_at(1, t) | tf.set_at(0, t) << 5 | tf.set_at(2, t) << 10 | tf.set_at(3, t) << 11
@@ -210,7 +241,7 @@ def read_item(m, c, lo, b, o, t):
         n = lo & 0xFF
         if k > 1 or not 1 <= n <= 10:
             return -1
-        r = m.events.last(events.FREEZE, n)
+        r = last(m.events, events.FREEZE, n)
         if r is None:
             return zeros(b, o, 20 if k else 5)
         if k == 0:

@@ -86,13 +86,6 @@ class Events:
         self.counts[kind] += 1
         self.dirty = True
 
-    def last(self, kind, n):
-        """The n-th last record (1 = newest) as a list, or None."""
-        f = self._fmt(kind)
-        w = struct.calcsize(f)
-        b = self.logs[kind]
-        return list(struct.unpack_from(f, b, (n - 1) * w)) if 1 <= n <= len(b) // w else None
-
     def records(self, kind):
         """Kind's kept records as tuples, newest first."""
         f = self._fmt(kind)

@@ -23,6 +23,15 @@ _SHIFT_2000 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01: records
 _CHUNK = const(128)  # bytes per CRC read step
 _SAVE_WH = const(100)     # energy save policy: unsaved Wh that force a save
 _SAVE_S = const(900)      # ... and the longest an unsaved Wh waits
+# meter.relay's remote states and its operator code (private names: mpy-cross folds them)
+_R_CLOSED = const(0)
+_R_WAIT_TRIP = const(1)
+_R_TRIP = const(2)
+_R_PRE1 = const(3)
+_R_PRE2 = const(4)
+_R_PERMIT = const(5)
+_LOC_TRIP = const(2)
+_METER = const(0xFFFFFFFF)
 
 
 def _read_slot(st, slot):
@@ -165,32 +174,24 @@ def power_up(m, now):
     m._daily(t)  # the days the power was off for, each stamped with its own freeze time
     m.sec.locked(t)  # a new day clears the MAC-failure count at power-up
     m.tariff.roll(t)  # a switch-over that fell due while the power was off
-    m.relay.power_up(t)
+    relay_up(m.relay, t)
     m._relay_events()
-
-
-def _restored(cls, obj):
-    x = cls()
-    y = x.load(obj)  # classmethod loaders return the object; method loaders fill x in place
-    return x if y is None else y
 
 
 def restore(m, s):
     """Meter m's state from record s (the JSON object Store.load gave; its binary head read from
     m.store)."""
-    from meter import codec, wallet
-    from meter.relay import Relay
-    from meter.tariff import Tariff
+    from meter import codec
     m.addr = bytearray(codec.addr_bytes(s["a"]))
     m.number = bytearray(codec.addr_bytes(s["n"]))
     m.wallet = wallet_from(s["w"])
-    m.relay = _restored(Relay, s["r"])
+    m.relay = relay_from(s["r"])
     st = m.store
     m._tlen = m._elen = -1
     if "t" in s:
         # a record from before the binary head: its JSON holds the tables (the next save
         # rewrites them packed); they go as soon as they are restored
-        m.tariff = _restored(Tariff, s.pop("t"))
+        m.tariff = tariff_from(s.pop("t"))
         load_events(m.events, s.pop("e"))
     else:
         # read piece by piece from flash into their final packed form: no parse tree
@@ -237,6 +238,42 @@ def wallet_from(obj):
     if not (0 <= w.rem < wallet.SUBFEN and wallet.NORMAL <= w.state <= wallet.OVERDRAFT):
         raise ValueError("bad wallet record")
     return w
+
+
+def relay_from(obj):
+    """A meter.relay.Relay from its record (Relay.dump), checked."""
+    from meter.relay import Relay
+    r = Relay(obj[5], bool(obj[7]))
+    r.remote, r.local_state = obj[0], obj[1]
+    r.hold, r.alarm = bool(obj[2]), bool(obj[3])
+    r.until, r.pending_op = obj[4], obj[6]
+    if not (_R_CLOSED <= r.remote <= _R_PERMIT and 0 <= r.local_state <= _LOC_TRIP):
+        raise ValueError("bad relay record")
+    return r
+
+
+def relay_up(r, now):
+    """Relay r's transient states resolved after a power cut (spec section 6): waiting-to-trip ->
+    tripped, pre-trip 1 -> closed, pre-trip 2 -> close permitted."""
+    s = r.remote
+    was = r.commanded_open
+    if s == _R_WAIT_TRIP:
+        r.remote = _R_TRIP
+        r._record(was, now, r.pending_op)
+    elif s == _R_PRE1:
+        r.remote = _R_CLOSED
+        r._record(was, now, _METER)
+    elif s == _R_PRE2:
+        r.remote = _R_PERMIT
+        r._record(was, now, _METER)
+
+
+def tariff_from(obj):
+    """A meter.tariff.Tariff from the JSON form of records written before the binary head
+    (meter.desktop tariff_dump), checked by meter.tariffcheck's setters."""
+    from meter import tariffcheck
+    from meter.tariff import Tariff
+    return tariffcheck.load(Tariff(), obj)
 
 
 def unpack_tariff(read):

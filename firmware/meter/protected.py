@@ -8,7 +8,7 @@
 # free block for the next pool (7 KB on a 64-bit port), which a heap mid-command may lack
 from meter import codec, drop, events, relay, relaycmd, topup, wallet
 from meter.codec import get_bcd, get_le, put_le
-from meter.core import dt6
+from meter.relaycmd import dt6
 from meter.security import authenticate, challenge, ct_eq, mac, remember, replay, wrap_stream
 from meter.store import collect
 

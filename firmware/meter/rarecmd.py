@@ -4,7 +4,7 @@
 
 from meter import clock, events
 from meter.codec import addr_str, get_bcd, get_le
-from meter.core import dt6
+from meter.relaycmd import dt6
 
 try:
     from micropython import const
@@ -15,6 +15,15 @@ except ImportError:
 _ERR_OTHER = const(1)
 _ERR_AUTH = const(4)
 _SLACK = const(300)  # broadcast time: largest correction, and distance from midnight
+
+# meter.relay's sides (private names: mpy-cross folds them, so they cost no RAM)
+_R_WAIT_TRIP = const(1)
+_R_TRIP = const(2)
+_R_PRE1 = const(3)
+_R_PRE2 = const(4)
+_R_PERMIT = const(5)
+_LOC_PRETRIP = const(1)
+_LOC_TRIP = const(2)
 
 
 def freeze(m, t):
@@ -107,12 +116,35 @@ def write_address(m, t, raw, kind):
     m._save()
     return rep
 
+def relay_state(r):
+    """Relay r's (meter.relay.Relay) remote and local sides and power hold as one Wisdom-style
+    state code: 0 closed, 1 closed under hold, 2 waiting to trip, 3 remote trip, 4 pre-trip 1,
+    5 pre-trip 2, 6 close permitted, 7 close permitted under hold, 8 local pre-trip, 9 local
+    trip."""
+    if r.local_state == _LOC_TRIP:
+        return 9
+    s = r.remote
+    if s == _R_TRIP:
+        return 3
+    if s == _R_PRE1:
+        return 4
+    if s == _R_PRE2:
+        return 5
+    if s == _R_PERMIT:
+        return 7 if r.hold else 6
+    if r.local_state == _LOC_PRETRIP:
+        return 7 if r.hold else 8
+    if s == _R_WAIT_TRIP:
+        return 2
+    return 1 if r.hold else 0
+
+
 def status(m):
     """meter.core.Meter.status()."""
     w = m.wallet
     return {"balance_fen": w.balance, "rem": w.rem, "state": w.state, "count": w.count,
             "customer": w.customer, "opened": w.opened, "relay_open": m.relay.commanded_open,
-            "relay": m.relay.state, "hold": m.relay.hold, "rate": m.tariff.rate_at(m.last_t),
+            "relay": relay_state(m.relay), "hold": m.relay.hold, "rate": m.tariff.rate_at(m.last_t),
             "power_w": m.power_w, "energy_wh": m.energy[0], "rates_wh": m.energy[1:],
             "mode": "remote" if m.remote else "local", "bench": m.bench,
             "address": addr_str(m.addr), "krn": m.sec.krn, "mac_fails": m.sec.fails,

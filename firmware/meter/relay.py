@@ -7,7 +7,9 @@
 # The relay is commanded open while either side holds it open. The large-current-delayed
 # variants are not modelled (the meter core has no current threshold). The head-end's commands
 # (1CH) are meter.relaycmd's, loaded for one and let go after it: a running meter holds only the
-# timers, the wallet's commands and the button.
+# timers, the wallet's commands and the button. Its record read back and its power-up are
+# meter.powerup's (relay_from, relay_up), let go after the power-up; its status bits and combined
+# state code, read by DIs and the host's status view, are meter.disrec's and meter.rarecmd's.
 
 try:
     from micropython import const
@@ -51,18 +53,6 @@ _LOC_CLOSED = const(0)
 _LOC_PRETRIP = const(1)  # open, the button restores
 _LOC_TRIP = const(2)     # open, only a top-up above close-permitted (via the wallet) helps
 
-# Combined state codes (`state`), Wisdom-style names, for reads and display.
-S_CLOSED = const(0)
-S_CLOSED_HOLD = const(1)
-S_WAIT_TRIP = const(2)
-S_REMOTE_TRIP = const(3)
-S_PRETRIP1 = const(4)
-S_PRETRIP2 = const(5)
-S_PERMIT = const(6)
-S_PERMIT_HOLD = const(7)
-S_LOCAL_PRETRIP = const(8)
-S_LOCAL_TRIP = const(9)
-
 
 class Relay:
     def __init__(self, trip_delay=0, external=False):
@@ -81,39 +71,6 @@ class Relay:
     @property
     def commanded_open(self):
         return self.remote >= _R_TRIP or self.local_state != _LOC_CLOSED
-
-    @property
-    def pre_alarm(self):
-        return self.remote == _R_WAIT_TRIP
-
-    @property
-    def state(self):
-        if self.local_state == _LOC_TRIP:
-            return S_LOCAL_TRIP
-        r = self.remote
-        if r == _R_TRIP:
-            return S_REMOTE_TRIP
-        if r == _R_PRE1:
-            return S_PRETRIP1
-        if r == _R_PRE2:
-            return S_PRETRIP2
-        if r == _R_PERMIT:
-            return S_PERMIT_HOLD if self.hold else S_PERMIT
-        if self.local_state == _LOC_PRETRIP:
-            return S_PERMIT_HOLD if self.hold else S_LOCAL_PRETRIP
-        if r == _R_WAIT_TRIP:
-            return S_WAIT_TRIP
-        return S_CLOSED_HOLD if self.hold else S_CLOSED
-
-    def status3_bits(self):
-        """Status word 3 bits this machine owns: 4 relay actual (= commanded here; the HAL
-        may override from sensing), 6 relay commanded, 7 pre-trip alarm, 12 power hold."""
-        b = 0x50 if self.commanded_open else 0
-        if self.pre_alarm:
-            b |= 0x80
-        if self.hold:
-            b |= 0x1000
-        return b
 
     def pop_events(self):
         """Trip/close events since the last call: list of ('trip'|'close', time, operator)."""
@@ -178,33 +135,8 @@ class Relay:
             self.remote = _R_CLOSED if r == _R_PRE1 else _R_PERMIT
             self._record(was, now, METER)
 
-    def power_up(self, now):
-        """Resolve transient states after a power cut (spec section 6): waiting-to-trip ->
-        tripped, pre-trip 1 -> closed, pre-trip 2 -> close permitted."""
-        r = self.remote
-        was = self.commanded_open
-        if r == _R_WAIT_TRIP:
-            self.remote = _R_TRIP
-            self._record(was, now, self.pending_op)
-        elif r == _R_PRE1:
-            self.remote = _R_CLOSED
-            self._record(was, now, METER)
-        elif r == _R_PRE2:
-            self.remote = _R_PERMIT
-            self._record(was, now, METER)
-
     # --- power-safe storage ---
 
     def dump(self):
         return [self.remote, self.local_state, 1 if self.hold else 0, 1 if self.alarm else 0,
                 self.until, self.trip_delay, self.pending_op, 1 if self.external else 0]
-
-    @classmethod
-    def load(cls, obj):
-        r = cls(obj[5], bool(obj[7]))
-        r.remote, r.local_state = obj[0], obj[1]
-        r.hold, r.alarm = bool(obj[2]), bool(obj[3])
-        r.until, r.pending_op = obj[4], obj[6]
-        if not (_R_CLOSED <= r.remote <= _R_PERMIT and _LOC_CLOSED <= r.local_state <= _LOC_TRIP):
-            raise ValueError("bad relay record")
-        return r

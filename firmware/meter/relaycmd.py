@@ -2,6 +2,8 @@
 # state machine (meter.relay.Relay). Loaded for a 1CH command and let go after it: a running
 # meter holds only the relay's timers, the wallet's commands and the button.
 
+from meter import clock
+from meter.codec import get_bcd
 from meter.relay import (ALARM, ALARM_OFF, CLOSE_PERMIT, DIRECT_CLOSE, ERR_REFUSED, HOLD, HOLD_OFF, PRETRIP1,
                          PRETRIP2, TRIP)
 
@@ -79,3 +81,20 @@ def command(rl, n1, n2, now, operator):
         return _ERR_OTHER
     rl._record(was, now, operator)
     return 0
+
+
+def dt6(b, o):
+    """ss mm hh DD MM YY (BCD) at b[o:] as meter time, or -1 if it is not a real instant (the 1CH
+    command's deadline; meter.rarecmd's 08H time borrows it: here it is on the heap only while a
+    command that needs it is)."""
+    s = get_bcd(b, o, 1)
+    mi = get_bcd(b, o + 1, 1)
+    h = get_bcd(b, o + 2, 1)
+    d = get_bcd(b, o + 3, 1)
+    mo = get_bcd(b, o + 4, 1)
+    y = get_bcd(b, o + 5, 1)
+    if s < 0 or mi < 0 or h < 0 or d < 0 or mo < 0 or y < 0 or s > 59 or mi > 59 or h > 23:
+        return -1
+    if not clock.valid_date(2000 + y, mo, d):
+        return -1
+    return clock.from_fields(2000 + y, mo, d, h, mi, s)

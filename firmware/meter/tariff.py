@@ -227,13 +227,6 @@ class Tariff:
 
     # --- power-safe storage ---
 
-    @classmethod
-    def load(cls, obj):
-        """A Tariff from the JSON form of records written before the binary head (meter.desktop
-        tariff_dump), checked."""
-        from meter import tariffcheck  # the setters' checks: loaded only for such a record
-        return tariffcheck.load(cls(), obj)
-
     # The meter's record keeps the tariff as packed binary (meter.store): write(seq) stores a
     # sequence of ints, read() gives the next one back as a tuple. meter.powerup's unpack_tariff
     # builds the final packed tables straight from those small reads: no parse tree of the whole

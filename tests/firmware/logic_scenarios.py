@@ -3,12 +3,16 @@
 # test_logic_micropython.py) and inside the real MicroPython binary.
 # Keep this module MicroPython-clean: no typing, no f-strings, no CPython-only imports.
 
-from meter import clock, desktop, powerup, tariffcheck
+from meter import clock, desktop, disrec, powerup, rarecmd, tariffcheck
 from meter import relay as R
 from meter import relaycmd
 from meter import topup
 from meter import wallet as W
 from meter.tariff import Tariff
+
+S_REMOTE_TRIP = 3  # meter.rarecmd.relay_state's codes the scenarios name
+S_PERMIT = 6
+S_LOCAL_TRIP = 9
 
 YUAN = 100  # fen
 SUBFEN = W.SUBFEN
@@ -78,10 +82,10 @@ class Meter:
 
     def power_cycle(self, off_seconds=600):
         # what survives a cut is what dump() gave; the clock runs on the backup battery
-        w, r, t = powerup.wallet_from(self.w.dump()), R.Relay.load(self.r.dump()), Tariff.load(desktop.tariff_dump(self.t))
+        w, r, t = powerup.wallet_from(self.w.dump()), powerup.relay_from(self.r.dump()), powerup.tariff_from(desktop.tariff_dump(self.t))
         self.w, self.r, self.t = w, r, t
         self.now += off_seconds
-        self.r.power_up(self.now)
+        powerup.relay_up(self.r, self.now)
         self._events()
 
     def release_hold(self):
@@ -158,7 +162,7 @@ def scenario_clou_keep_power():
     release + 3 min of load -> trip count +1."""
     m = opened_meter(1, overdraft=0)
     assert m.remote(R.HOLD) == 0 and m.r.hold
-    assert m.r.status3_bits() & 0x1000
+    assert disrec.relay_bits(m.r) & 0x1000
     trips = m.trips
     for _ in range(3):
         m.load(1000, 60)  # 50 fen a minute
@@ -190,12 +194,12 @@ def scenario_remote_commands():
     m = Meter(W.Wallet(), R.Relay(trip_delay=600))
     op = 0x11223344
     assert m.remote(R.TRIP, operator=op) == 0
-    assert not m.r.commanded_open and m.r.pre_alarm and m.r.status3_bits() & 0x80
+    assert not m.r.commanded_open and disrec.relay_bits(m.r) & 0x80 and disrec.relay_bits(m.r) & 0x80
     m.wait(599)
     assert not m.r.commanded_open
     m.wait(1)
     assert m.r.commanded_open and m.log[-1] == ("trip", m.now, op)
-    assert m.r.status3_bits() & 0x50 == 0x50
+    assert disrec.relay_bits(m.r) & 0x50 == 0x50
     assert not m.button()  # a remote trip is not button-restorable
     assert m.remote(R.CLOSE_PERMIT, operator=op) == 0 and m.r.commanded_open
     assert m.button() and m.log[-1] == ("close", m.now, R.METER)
@@ -209,7 +213,7 @@ def scenario_remote_commands():
     # pre-trip 2: open now, close permitted after N2 x 5 min
     m.remote(R.PRETRIP2, 1)
     m.wait(300)
-    assert m.r.commanded_open and m.r.state == R.S_PERMIT
+    assert m.r.commanded_open and rarecmd.relay_state(m.r) == S_PERMIT
     assert m.button() and not m.r.commanded_open
     # alarm is display only
     m.remote(R.ALARM)
@@ -219,14 +223,14 @@ def scenario_remote_commands():
     # power-up resolution of the transient states
     m.remote(R.TRIP)
     m.power_cycle(60)  # delay still running when power went: tripped at power-up
-    assert m.r.commanded_open and m.r.state == R.S_REMOTE_TRIP
+    assert m.r.commanded_open and rarecmd.relay_state(m.r) == S_REMOTE_TRIP
     m.remote(R.DIRECT_CLOSE)
     m.remote(R.PRETRIP1, 10)
     m.power_cycle(60)
     assert not m.r.commanded_open
     m.remote(R.PRETRIP2, 10)
     m.power_cycle(60)
-    assert m.r.commanded_open and m.r.state == R.S_PERMIT
+    assert m.r.commanded_open and rarecmd.relay_state(m.r) == S_PERMIT
     assert m.button()
 
 
@@ -329,7 +333,7 @@ def scenario_weekend_holiday():
     tariffcheck.set_day_table(t, 0, 2, [(0, 0), (720, 1)])
     tariffcheck.set_weekend(t, 0x41, 1)  # Saturday and Sunday rest
     tariffcheck.set_holidays(t, [(2025, 10, 1, 2), (2025, 10, 4, 2)])
-    t = Tariff.load(desktop.tariff_dump(t))
+    t = powerup.tariff_from(desktop.tariff_dump(t))
     cases = (((2025, 10, 1, 9), 0), ((2025, 10, 1, 13), 1), ((2025, 10, 2, 9), 2),
              ((2025, 10, 4, 9), 0), ((2025, 10, 5, 9), 3), ((2025, 10, 6, 9), 2))
     for fields, rate in cases:
@@ -402,9 +406,9 @@ RELAY_STARTS = {
     "CLH": (("cmd", R.HOLD),),
     "PMH": (("cmd", R.TRIP), ("wait", RELAY_DELAY), ("cmd", R.CLOSE_PERMIT), ("cmd", R.HOLD)),
 }
-RELAY_CODE = {"CL": R.S_CLOSED, "CLH": R.S_CLOSED_HOLD, "WT": R.S_WAIT_TRIP, "RT": R.S_REMOTE_TRIP,
-              "P1": R.S_PRETRIP1, "P2": R.S_PRETRIP2, "PM": R.S_PERMIT, "PMH": R.S_PERMIT_HOLD,
-              "LP": R.S_LOCAL_PRETRIP, "LT": R.S_LOCAL_TRIP}
+# the combined state codes (meter.rarecmd.relay_state), Wisdom-style
+RELAY_CODE = {"CL": 0, "CLH": 1, "WT": 2, "RT": S_REMOTE_TRIP, "P1": 4, "P2": 5, "PM": S_PERMIT, "PMH": 7,
+              "LP": 8, "LT": S_LOCAL_TRIP}
 RELAY_OPEN = ("RT", "P1", "P2", "PM", "PMH", "LP", "LT")
 
 RELAY_EVENTS = (("cmd", R.TRIP), ("cmd", R.CLOSE_PERMIT), ("cmd", R.DIRECT_CLOSE), ("cmd", R.PRETRIP1),
@@ -438,7 +442,7 @@ def relay_apply(relay, step, now):
         return relay.button(now)
     if kind == "wait":
         return relay.tick(now + arg)
-    return relay.power_up(now)
+    return powerup.relay_up(relay, now)
 
 
 def relay_build(start, trip_delay=RELAY_DELAY, external=False):
@@ -455,13 +459,13 @@ def relay_build(start, trip_delay=RELAY_DELAY, external=False):
 def check_relay_transition(start, col):
     """One cell of RELAY_TABLE: end state, commanded state, reply, the one event and its operator."""
     relay, now = relay_build(start)
-    assert relay.state == RELAY_CODE[start], start
+    assert rarecmd.relay_state(relay) == RELAY_CODE[start], start
     was_open = relay.commanded_open
     step = RELAY_EVENTS[col]
     result = relay_apply(relay, step, now)
     end = RELAY_TABLE[start][col]
-    where = (start, step, end, relay.state)
-    assert relay.state == RELAY_CODE[end], where
+    where = (start, step, end, rarecmd.relay_state(relay))
+    assert rarecmd.relay_state(relay) == RELAY_CODE[end], where
     assert relay.commanded_open == (end in RELAY_OPEN), where
     if step[0] == "cmd":
         refused = relay.hold and step[1] in (R.TRIP, R.PRETRIP1, R.PRETRIP2)

@@ -5,8 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import protocol
-from meter import clock, codec, desktop
-from meter.tariff import Tariff
+from meter import clock, codec, desktop, powerup
 from meter.wallet import SUBFEN
 from tests.firmware.core_support import ADDR, T0, ask, headend, make, opened
 from tools.bench.hes import bcd, dt6, le, parse
@@ -190,7 +189,7 @@ def test_tariff_writes_read_back_and_price_energy():
     assert ask(m, he.write(0x04010001, bytes.fromhex("09 00 00")))[0] == 0xD4  # rate 9
     assert ask(m, he.write(0x04010001, table * 5 + table[:3]))[1] == b"\x20"  # 16 points
     # peak hour (10:22), price 0.6500; 1500 Wh crosses the 1 kWh threshold at the exact Wh
-    ref = Tariff.load(desktop.tariff_dump(m.tariff))
+    ref = powerup.tariff_from(desktop.tariff_dump(m.tariff))
     before = m.wallet.balance
     m.add_energy(1500, T0)
     sub, lw, rate = ref.charge(1500, T0, 0)

@@ -7,7 +7,7 @@ CPython and under the micropython binary from .mpy."""
 import pytest
 
 import protocol
-from meter import clock, desktop, tariffcheck
+from meter import clock, desktop, disrec, tariffcheck
 from tests.firmware.core_support import as_written_from_2000, build_mpy, make, run_mpy
 from tools.bench.hes import bcd, le, parse
 from tests.firmware.test_core import HE, read, value
@@ -46,7 +46,7 @@ def test_midnight_freeze_holds_the_registers_once_per_day():
     assert value(m, 0x05060001, EVE) == bytes(5)  # nothing frozen yet: zeros, as unused records
     assert value(m, 0x05060101, EVE) == bytes(20)
     m.tick(MIDNIGHT - 1)
-    assert m.events.last(5, 1) is None
+    assert disrec.last(m.events, 5, 1) is None
     m.tick(MIDNIGHT + 1)
     m.tick(MIDNIGHT + 2)
     m.tick(MIDNIGHT + 3600)
@@ -135,10 +135,10 @@ def test_16h_daily_pattern_moves_the_freeze_time_and_persists():
     # 9999hhmm = 99 99 07 30 as people write it; mm hh DD MM on the wire
     assert parse(m.handle(HE.frame(0x16, b"\x30\x07\x99\x99"), EVE)) == (0x96, b"")
     m.tick(MIDNIGHT + 60)
-    assert m.events.last(5, 1) is None  # midnight is no longer the freeze time
+    assert disrec.last(m.events, 5, 1) is None  # midnight is no longer the freeze time
     m, _ = make(flash, now=MIDNIGHT + 7 * 3600, mode="remote")  # a power cycle keeps 07:30
     m.tick(MIDNIGHT + 7 * 3600 + 29 * 60)
-    assert m.events.last(5, 1) is None
+    assert disrec.last(m.events, 5, 1) is None
     m.tick(MIDNIGHT + 7 * 3600 + 30 * 60)
     assert freeze(m, 1, MIDNIGHT + 8 * 3600)[0] == ymdhm(MIDNIGHT + 7 * 3600 + 30 * 60)
     # broadcast: no reply, but the time moves (back to midnight: tomorrow's comes at 00:00)
@@ -177,7 +177,7 @@ def test_a_record_from_before_freezes_loads_and_freezes_from_its_last_save():
     back = MIDNIGHT + DAY + 60
     m2, _ = make(flash, now=back, mode="remote")
     assert [value(m2, 0x05060000 | n, back) for n in (1, 2)] == [ymdhm(MIDNIGHT + DAY), ymdhm(MIDNIGHT)]
-    assert m2.events.last(0, 1) == m.events.last(0, 1)
+    assert disrec.last(m2.events, 0, 1) == disrec.last(m.events, 0, 1)
 
 
 # --- the same scenario under CPython and under the micropython binary --------------------

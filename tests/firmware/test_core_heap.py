@@ -1,33 +1,28 @@
 """The meter's heap budget under the real micropython binary, modules from .mpy compiled as
 `meter build` compiles them (-O3): a fully programmed meter (both tariff sets, ladders) serves
 the firmware bench's 1,000 mixed frames (reads, block reads with follow-ups, an authenticated
-session, writes, relay commands, top-ups) in a 90 KB heap (85 KB measured, failing in 86 KB; 86,
-failing in 87 and 88 KB, while the meter's fields were set by meter.core, not meter.powerup; the
-meter makes its 512-byte line buffer at start, which a caller of handle() alone does not use; 88 KB
-before that, failing in 88.75 KB; 90 KB before the event log was kept packed in bytes; the
-smallest heap is not monotonic to the KB, so the budget keeps a margin), every reply as the CPython meter
-gave it, and its heap does not grow over a second 1,000 frames. tools/bench/bench_firmware.py
-reports the smallest heap that works; this test fails when the core outgrows the budget.
+session, writes, relay commands, top-ups) in an 88 KB heap (84 KB measured, failing in 85 KB:
+the smallest heap is not monotonic to the KB, so the budget keeps a margin; 85 before the relay's
+and the tariff's record readers and the relay's power-up moved to meter.powerup), every reply as
+the CPython meter gave it, and its heap does not grow over a second 1,000 frames.
+tools/bench/bench_firmware.py reports the smallest heap that works; this test fails when the core
+outgrows the budget.
 A fully programmed meter (every table, every event log full) powers up from its flash and
-serves reads in 74 KB (67 KB measured, failing in 69 KB, with the line buffer made at start, the
-day tables as 16-bit arrays and the fields set by meter.powerup; 68, failing in 69 and 70 KB, with
-the fields set by meter.core; 67 KB before, failing in 69 KB, since the modules are compiled under
-their names and the runs' paths and heap are the same in every checkout; 71 KB before, also in 68
-and 69 KB, not in 70; 70 KB while the session's
-cryptography stayed resident; 73 KB, and 70, not 71 or 72, where the heap was left in holes, while
-the record's loading and the meter's restore stayed resident after the power-up; 75 KB before the event log was kept packed in bytes, 80 KB before the top-ups, the 1CH commands and the desktop-only helpers left the resident modules): its
-record is read piece by piece, never parsed whole."""
+serves reads in 72 KB (65 KB measured, failing in 68 KB and in every size below 65; 67, failing
+in 69, before those moves and the relay's status views and the event log's reads by number left
+the resident modules; 80 KB before the top-ups, the 1CH commands and the desktop-only helpers
+left the resident modules): its record is read piece by piece, never parsed whole."""
 
 import shutil
 
 from tools import mpy
 from tools.bench import bench_firmware as bf
 
-BUDGET = "90K"
-FULL_BUDGET = "74K"
+BUDGET = "88K"
+FULL_BUDGET = "72K"
 
 
-def test_fully_programmed_meter_serves_mixed_frames_in_90k(tmp_path):
+def test_fully_programmed_meter_serves_mixed_frames_in_88k(tmp_path):
     dest = bf.build_o3(tmp_path / "mpy")
     frames = tmp_path / "frames.bin"
     bf.write_frames(frames, bf.mixed_frames())
@@ -39,15 +34,15 @@ def test_fully_programmed_meter_serves_mixed_frames_in_90k(tmp_path):
     assert after_mixed2 - after_mixed <= 1024  # no growth from frame to frame
 
 
-def test_fully_programmed_meter_powers_up_from_flash_and_serves_in_74k(tmp_path):
+def test_fully_programmed_meter_powers_up_from_flash_and_serves_in_72k(tmp_path):
     dest = bf.build_o3(tmp_path / "mpy")
     res = bf.full_power_up_run(dest, tmp_path, FULL_BUDGET)
     assert res is not None, f"a fully programmed meter ran out of heap powering up in {FULL_BUDGET}"
     n, bad, kept = res
     assert n == 5 and bad == 0  # every reply as the CPython meter gave it from the same flash
     # the same run in a clearly smaller heap runs out: the budget is what is being measured
-    assert bf.full_power_up_run(dest, tmp_path, "66K") is None
-    # 43.8 KB measured (44.6 with the fields set and the wallet read by meter.core and meter.wallet,
+    assert bf.full_power_up_run(dest, tmp_path, "62K") is None
+    # 42.0 KB measured (43.8 with the relay's and tariff's readers and views resident, 44.6 with the fields set and the wallet read by meter.core and meter.wallet,
     # 45.0 with the day tables as tuples and no line buffer, 46.6 with the checkout's paths interned, 48.4 with the session's cryptography
     # resident, 51.1 with the power-up's code)
     assert kept < 49 * 1024
@@ -83,7 +78,7 @@ def test_heap_sizes_that_serve_are_the_same_whatever_the_environment(tmp_path):
     served = []
     for pythonpath in ("/a", "/a" * 10, "/a" * 52):
         ran = []
-        for heap in [str(kb * 1024) for kb in range(86, 95)]:  # where the first sizes that serve are
+        for heap in [str(kb * 1024) for kb in range(82, 91)]:  # where the first sizes that serve are
             flash.write_bytes(bytes(16384))
             r = mpy.run("import bench_harness_0", heapsize=heap, path=[dest], cwd=dest,
                         env={"PYTHONPATH": pythonpath})

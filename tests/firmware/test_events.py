@@ -4,7 +4,7 @@ form is the one older firmware wrote, so its records load."""
 
 import json
 
-from meter import events
+from meter import disrec, events
 from meter.events import Events
 from meter.powerup import load_events, unpack_events
 from tests.mpy import run_micropython
@@ -21,11 +21,11 @@ RECORDS = [
 
 CHECK = """
 import json
-from meter import events
+from meter import disrec, events
 e = events.Events()
 for kind, rec in json.loads(%r):
     e.add(kind, tuple(rec))
-print(json.dumps([e.last(kind, 1) for kind, _ in json.loads(%r)]))
+print(json.dumps([disrec.last(e, kind, 1) for kind, _ in json.loads(%r)]))
 """
 
 
@@ -38,7 +38,7 @@ def _log(records=RECORDS):
 
 def test_every_record_reads_back_as_added_on_cpython_and_micropython():
     e = _log()
-    assert [e.last(kind, 1) for kind, _ in RECORDS] == [list(rec) for _, rec in RECORDS]
+    assert [disrec.last(e, kind, 1) for kind, _ in RECORDS] == [list(rec) for _, rec in RECORDS]
     text = json.dumps(RECORDS)
     r = run_micropython(CHECK % (text, text))
     assert r.returncode == 0, r.stderr
@@ -50,9 +50,9 @@ def test_values_past_32_bits_and_times_before_the_epoch_are_kept_whole():
     # written in 8-byte fields where a value needed them, and read back whole
     e = _log([(events.PURCHASE, (10, 1, 100, -900, -800, 2 ** 40)), (events.TRIP, (-86400, 1, 2 ** 33, 0))])
     e.add(events.PURCHASE, (20, 2, 100, -800, -700, 5))
-    assert e.last(events.PURCHASE, 1) == [20, 2, 100, -800, -700, 5]
-    assert e.last(events.PURCHASE, 2) == [10, 1, 100, -900, -800, 2 ** 40]
-    assert e.last(events.TRIP, 1) == [-86400, 1, 2 ** 33, 0]
+    assert disrec.last(e, events.PURCHASE, 1) == [20, 2, 100, -800, -700, 5]
+    assert disrec.last(e, events.PURCHASE, 2) == [10, 1, 100, -900, -800, 2 ** 40]
+    assert disrec.last(e, events.TRIP, 1) == [-86400, 1, 2 ** 33, 0]
 
 
 def test_ten_kept_per_kind_newest_first_and_counted():
@@ -61,7 +61,7 @@ def test_ten_kept_per_kind_newest_first_and_counted():
         e.add(events.PROGRAM, (i, 1, 0x04000401))
     assert e.counts[events.PROGRAM] == 13
     assert [r[0] for r in e.records(events.PROGRAM)] == list(range(12, 2, -1))
-    assert e.last(events.PROGRAM, 10) == [3, 1, 0x04000401] and e.last(events.PROGRAM, 11) is None
+    assert disrec.last(e, events.PROGRAM, 10) == [3, 1, 0x04000401] and disrec.last(e, events.PROGRAM, 11) is None
 
 
 def test_the_stored_form_is_what_older_firmware_wrote():
@@ -81,7 +81,7 @@ def test_the_stored_form_is_what_older_firmware_wrote():
     old = [[0, 0, 1, 0, 0], [[], [], [[5, 1, 100, -900, -800, 7]], [], []]]  # before freezes existed
     back = Events()
     load_events(back, old)
-    assert back.counts == [0, 0, 1, 0, 0, 0, 0, 0] and back.last(events.PURCHASE, 1) == [5, 1, 100, -900, -800, 7]
+    assert back.counts == [0, 0, 1, 0, 0, 0, 0, 0] and disrec.last(back, events.PURCHASE, 1) == [5, 1, 100, -900, -800, 7]
     again = Events()
     it = iter(out)
     unpack_events(again, lambda: tuple(next(it)))

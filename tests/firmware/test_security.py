@@ -7,7 +7,7 @@ import hmac
 
 from hypothesis import given, settings, strategies as st
 
-from meter import clock, security
+from meter import clock, disrec, security
 from tools.bench.hes import parse
 from tests.firmware.core_support import (ADDR, KEY, T0, ask, headend, make, opened, serr, session,
                                          std_hmac)
@@ -146,7 +146,7 @@ def test_bad_mac_is_refused_counted_and_logged():
     assert serr(ask(m, he.frame(0x03, bytes(data)))) == 1 << 2
     assert m.status()["balance_fen"] == 10000
     assert m.status()["mac_fails"] == 1
-    assert m.events.last(4, 1)[2:] == [0x03, 0x070102FF]
+    assert disrec.last(m.events, 4, 1)[2:] == [0x03, 0x070102FF]
 
 
 def _burst(m, n, t=T0):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from meter import desktop, tariffcheck
+from meter import desktop, disrec, tariffcheck
 from meter.desktop import RamFlash
 from meter.store import Store
 from tests.firmware.core_support import T0, as_written_from_2000, ask, headend, make, opened, serr, session
@@ -413,7 +413,7 @@ def test_damaged_newest_record_falls_back_with_an_event_and_status_word_1():
     flash.mem[st.slot * st.half + 40] ^= 0x04  # one bit of the newest record (the recharge)
     back, _ = make(flash, now=T0 + 60)
     assert back.status()["count"] == 1 and back.status()["balance_fen"] == 5000  # one recharge back
-    r = back.events.last(events.FAULT, 1)
+    r = disrec.last(back.events, events.FAULT, 1)
     assert r[0] == T0 + 60 and r[1] == events.FALLBACK
     ctrl, data = ask(back, headend().read(0x033F0001))
     assert ctrl == 0x91 and data[4 + 6] == events.FALLBACK

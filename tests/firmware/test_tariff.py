@@ -6,7 +6,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from meter import clock, desktop, tariffcheck
+from meter import clock, desktop, powerup, tariffcheck
 # the firmware's own values: module-private (const) there, so no interned names on a board
 from meter.tariff import _LADDER_ANNUAL as LADDER_ANNUAL, _LADDER_MONTHLY as LADDER_MONTHLY
 from meter.tariff import _LADDER_NONE as LADDER_NONE, _SW_DAYS as SW_DAYS, _SW_LADDER as SW_LADDER
@@ -196,7 +196,7 @@ def test_holiday_beats_weekend_beats_zone():
     for (y, mo, d), table in at.items():
         assert t.table_at(clock.from_fields(y, mo, d, 12)) == table, (y, mo, d)
     assert tariffcheck.holiday_list(t) == [(2025, 1, 4, 1), (2025, 10, 1, 1)]
-    assert desktop.tariff_dump(Tariff.load(json.loads(json.dumps(desktop.tariff_dump(t))))) == desktop.tariff_dump(t)
+    assert desktop.tariff_dump(powerup.tariff_from(json.loads(json.dumps(desktop.tariff_dump(t))))) == desktop.tariff_dump(t)
 
 
 def test_records_with_unpacked_tables_still_load():
@@ -208,7 +208,7 @@ def test_records_with_unpacked_tables_still_load():
     old["d"] = [[[list(p) for p in t.day_table(s, k)] for k in range(8)] for s in range(2)]
     old["z"] = [[list(z) for z in zs] for zs in t.zones]
     assert old["d"][1][4] == [[0, 3], [480, 1]] and old["z"][0][1] == [6, 15, 4]
-    assert desktop.tariff_dump(Tariff.load(old)) == desktop.tariff_dump(t)
+    assert desktop.tariff_dump(powerup.tariff_from(old)) == desktop.tariff_dump(t)
 
 
 def test_full_tables_stay_small():
@@ -221,13 +221,13 @@ def test_full_tables_stay_small():
     assert t.day_table(1, 7)[13] == (1307, (13 + 7) % 4)
     assert t.zones[1][11] == (12, 2, 4)
     assert len(json.dumps(desktop.tariff_dump(t))) < 2500
-    assert desktop.tariff_dump(Tariff.load(json.loads(json.dumps(desktop.tariff_dump(t))))) == desktop.tariff_dump(t)
+    assert desktop.tariff_dump(powerup.tariff_from(json.loads(json.dumps(desktop.tariff_dump(t))))) == desktop.tariff_dump(t)
 
 
 def test_records_without_weekend_or_holidays_still_load():
     obj = desktop.tariff_dump(Tariff())
     old = {k: v for k, v in obj.items() if k not in ("we", "ho")}
-    assert desktop.tariff_dump(Tariff.load(old)) == obj
+    assert desktop.tariff_dump(powerup.tariff_from(old)) == obj
 
 
 # --- settlement -------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def test_dump_load_round_trip_through_json():
     tariffcheck.set_switch(t, SW_PRICES, 12345)
     tariffcheck.set_switch(t, SW_LADDER, 5 * 10 ** 7)
     tariffcheck.set_settlement(t, [(0, 2, 3), (0, 17, 0)])
-    again = Tariff.load(json.loads(json.dumps(desktop.tariff_dump(t))))
+    again = powerup.tariff_from(json.loads(json.dumps(desktop.tariff_dump(t))))
     assert desktop.tariff_dump(again) == desktop.tariff_dump(t)
     for x in range(0, 10 ** 8, 7919 * 3600):
         assert again.charge(25, x, 15) == t.charge(25, x, 15)

@@ -5,7 +5,7 @@ tokens act; the record is read over DL/T 645; a power cut at any byte of the sav
 token either wholly applied or not at all."""
 
 from headend.vouchers import token as H
-from meter import events, wallet
+from meter import disrec, events, wallet
 from meter import token as T
 from meter import topup
 from meter.app import MeterApp
@@ -34,7 +34,7 @@ def test_a_credit_token_is_a_purchase_record_once_and_a_replay_adds_nothing():
     assert m.token(tok, T0 + 60) == T.OK
     st = m.status()
     assert (st["balance_fen"], st["total_bought"], st["count"]) == (3500, 3500, 1)  # the count is the head-end's
-    assert m.events.last(events.TOKEN, 1) == [T0 + 60, 0x00, 500, 2500, 1000, 3500]
+    assert disrec.last(m.events, events.TOKEN, 1) == [T0 + 60, 0x00, 500, 2500, 1000, 3500]
     assert m.token(tok, T0 + 61) == T.USED
     m = restart(flash)  # the used-TID memory is in the saved record
     assert m.token(tok, T0 + 62) == T.USED
@@ -136,7 +136,7 @@ def test_clear_lock_resets_the_failed_proof_limit():
     assert m.sec.locked(T0 + 10)
     assert m.token(H.encode(TK, H.MANAGEMENT, H.CLEAR_LOCK, 40, 0), T0 + 10) == T.OK
     assert not m.sec.locked(T0 + 11) and m.status()["mac_fails"] == 0
-    assert m.events.last(events.TOKEN, 1)[1] == 0x20
+    assert disrec.last(m.events, events.TOKEN, 1)[1] == 0x20
 
 
 def test_a_key_change_needs_all_four_parts_in_any_order_and_survives_a_restart():
@@ -147,7 +147,7 @@ def test_a_key_change_needs_all_four_parts_in_any_order_and_survives_a_restart()
         assert m.token(p, T0) == T.PART
     m = restart(flash)  # the parts entered so far are kept
     assert m.token(parts[1], T0) == T.OK
-    assert m.events.last(events.TOKEN, 1)[1:4] == [0x22, 0, 1]  # key change, no TID, new revision 1
+    assert disrec.last(m.events, events.TOKEN, 1)[1:4] == [0x22, 0, 1]  # key change, no TID, new revision 1
     assert m.token(credit(100, 60), T0) == T.INVALID  # the old key's tokens are no longer valid
     m = restart(flash)
     assert m.token(credit(100, 61, new), T0) == T.OK
