@@ -342,26 +342,19 @@ def test_flash_writes_the_rp2_key_file_once(tmp_path: Path, monkeypatch: pytest.
 # day-table write, event reads, 400 main-loop passes with energy pulses), measured as
 # tools/bench/bench_image.py measures it, the fake machine and esp32 modules in place from a ROMFS
 # image as a board has its own in ROM, every heap beside that image's buffer: with the .mpy files
-# loaded into RAM the boot alone needs 69 KB of heap on the 64-bit unix port (it fails in 69.25 KB
-# too, in none above; 70.25 KB failed while the meter's fields were set and its wallet and key
-# record read by meter.core and meter.wallet, not meter.powerup; 72 KB, failing up to 71.5 KB, before the power-up read the record's tables a
-# sequence at a time, gave each event log its room at once, let the config's dicts go and made the
-# line buffer before it, with the day tables as tuples; 74 KB while the session's cryptography
-# stayed resident, 77 KB, failing up to 78.25 KB, while
-# the record's loading, the meter's restore and the 04000xxx parameter reads did; 79 KB before the event log was kept packed in bytes, 80 KB with
-# the fakes from .mpy in RAM as well, 81 KB before they were compiled with -s, 85 KB while the top-ups, the 1CH commands, the desktop-only
-# helpers and meter.dis's load before the power-up stayed in the boot; 99 KB while the 03H/14H/1CH
-# handlers stayed in meter.core, 94 KB while the boot passed 620 interned names and so allocated a
-# 7 KB qstr pool) and the
-# session 99 KB (and not 98; 100 before the change above, 101 while the session's cryptography stayed resident, 106 while the power-up's code and the parameter reads did, 107 before the packed event log, 108 with the fakes from .mpy; its peak: the writes, whose parser and checks are loaded into a heap that
-# holds the meter and has ~16 KB free in holes of at most ~1 KB); with them executed in place from a
-# ROMFS image (mpremote romfs deploy; bytecode stays in flash as frozen modules' does) the session
-# needs 72 KB beside the ROMFS buffer (73, failing in 74.5 KB, before the meter's fields were set by
-# meter.powerup; 72 before the changes above, 74 while the session's cryptography stayed resident, 77 before the packed event log, 78 before the fakes went in it). The budgets keep 2 KB over those
-# (the boot's over 69.25 KB, the largest size in which it fails; the session's over its 99 KB): they fail when the meter
-# grows back.
-FULL_BOOT_KB = 71
-SESSION_KB = 101
+# loaded into RAM the boot alone needs 68 KB of heap on the 64-bit unix port (it fails in no size
+# above; 69, failing in 69.25 KB too, before the relay's and the tariff's record readers, the
+# relay's status views and the event log's read by number left the resident modules; 70.25 KB
+# failed while meter.core set the meter's fields; 72 KB before the power-up read the record a
+# sequence at a time; 85 KB while the top-ups, the 1CH commands and the desktop-only helpers stayed
+# resident; 94 KB while the boot passed 620 interned names and so allocated a 7 KB qstr pool) and
+# the session 98 KB (and not 97; 99 before the change above; its
+# peak: the writes, whose parser and checks are loaded into a heap that holds the meter and has
+# ~16 KB free in holes of at most ~1 KB); with them executed in place from a ROMFS image (mpremote
+# romfs deploy; bytecode stays in flash as frozen modules' does) the session needs 72 KB beside the
+# ROMFS buffer. The budgets keep 2 KB over those: they fail when the meter grows back.
+FULL_BOOT_KB = 70
+SESSION_KB = 100
 SESSION_ROMFS_KB = 74
 
 
