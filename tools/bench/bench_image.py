@@ -149,21 +149,23 @@ def _board_root(cwd: Path, img: Path, fakes: Path, rom: Path | None, frozen: Pat
 
 
 def _command(heap_kb: float, code: str, frozen: Path | None, rom: Path | None = None,
-             cwd: str = "", board: Path | None = None) -> tuple[list[str], dict[str, str]]:
+             cwd: str = "", board: Path | None = None,
+             binary: Path | None = None) -> tuple[list[str], dict[str, str]]:
     # the image's micropython with a heap_kb heap (to the byte) beside the buffer rom is read
     # into (ROM_PRELUDE) running code in cwd, with rom mounted first, and its environment; frozen:
     # the unix port with the meter frozen in (tools/frozen_unix.py), its modules found in .frozen
     # only; board: the unix port with the board's machine and esp32 modules in C
-    # (tools/board_unix), the code's harness lines turned to its hooks (_c_board)
+    # (tools/board_unix), the code's harness lines turned to its hooks (_c_board); binary: a unix
+    # port to run instead of this environment's micropython (the C build's checkout's own)
     from tools.bench.bench_firmware import beside
 
     if rom is not None:  # under one short name: the prelude's text is the same in every run
         code = ROM_PRELUDE.format(rom=beside(Path(cwd), rom, "rom.img")) + code
     heap = f"heapsize={round(heap_kb * 1024) + (0 if rom is None else rom.stat().st_size)}"
-    binary = str(frozen or board or mpy.micropython())
+    run = str(frozen or board or binary or mpy.micropython())
     if board is not None:
         code = _c_board(code)
-    return [binary, "-X", heap, "-c", code], {"MICROPYPATH": "" if frozen is None else ".frozen", **mpy.FRESH_HEAP}
+    return [run, "-X", heap, "-c", code], {"MICROPYPATH": "" if frozen is None else ".frozen", **mpy.FRESH_HEAP}
 
 
 # The harness's lines that play the outside world through the Python fakes' attributes, and the
@@ -190,11 +192,12 @@ def _c_board(code: str) -> str:
 
 def _boot(img: Path, fakes: Path, heap_kb: float, state: tuple[bytes, str, str] | None = None,
           rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False,
-          board: Path | None = None, reply: bool = False) -> dict | None:
+          board: Path | None = None, reply: bool = False, binary: Path | None = None) -> dict | None:
     """Boot the image in heap_kb of heap beside the ROMFS buffer (rom: the modules and the fake
     machine and esp32 modules from that ROMFS image, else the fakes alone from ROMFS, as a board
     has them in ROM; old_fakes: the fakes from .mpy in RAM; board: under that build of
-    tools/board_unix, whose machine and esp32 are C, no ROMFS); its figures, every one without the
+    tools/board_unix, whose machine and esp32 are C, no ROMFS; binary: the fakes' boot under that
+    unix port instead of this environment's micropython); its figures, every one without the
     ROMFS buffer (reply: with the reply's bytes in hex), or None when it ran out of heap or did
     not reply."""
     mounted = None if frozen is not None or board is not None else _rom(fakes, rom, old_fakes)
@@ -209,7 +212,7 @@ def _boot(img: Path, fakes: Path, heap_kb: float, state: tuple[bytes, str, str] 
         code = BOOT.format(img=img, req=_read_frame(addr).hex())
         if reply:
             code = code.replace("'tx': len(u.tx)", "'tx': len(u.tx), 'reply': bytes(u.tx).hex()")
-        cmd, env = _command(heap_kb, code, frozen, mounted, cwd, board)
+        cmd, env = _command(heap_kb, code, frozen, mounted, cwd, board, binary)
         r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
     if r.returncode != 0:
         return None
@@ -361,7 +364,7 @@ class _Line:
 
 def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
             rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False,
-            board: Path | None = None) -> dict | None:
+            board: Path | None = None, binary: Path | None = None) -> dict | None:
     """Boot the fully programmed meter of state through the board HAL in heap_kb of heap beside
     the ROMFS buffer (rom, old_fakes: as _boot) and serve a board's session: energy and balance reads, an
     authenticated recharge checked by the meter's sealed replies, a relay trip and close, a
@@ -377,7 +380,7 @@ def session(img: Path, fakes: Path, heap_kb: int, state: tuple[bytes, str, str],
         (Path(cwd) / "state.bin").write_bytes(state[0])
         (Path(cwd) / "nvs.json").write_text(json.dumps({"prepaid645": {"key": state[2].encode().hex()}}))
         _board_root(Path(cwd), img, fakes, rom, frozen, old_fakes)
-        cmd, env = _command(heap_kb, SESSION.format(img=img), frozen, mounted, cwd, board)
+        cmd, env = _command(heap_kb, SESSION.format(img=img), frozen, mounted, cwd, board, binary)
         proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, env=env)
         timer = threading.Timer(120, proc.kill)  # a hung meter fails the run, never the caller
@@ -463,11 +466,11 @@ def _serve_session(line: _Line, he, bcd, le, parse) -> dict | None:
 
 def smallest_session_heap(img: Path, fakes: Path, state: tuple[bytes, str, str],
                           rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False,
-                          board: Path | None = None) -> int | None:
+                          board: Path | None = None, binary: Path | None = None) -> int | None:
     """Smallest heap (KB, to the KB; -X heapsize less the ROMFS buffer) in which session() boots
-    and serves (rom, old_fakes, board: as _boot; frozen: under that frozen build)."""
-    kb = next((k for k in range(16, 257, 4) if session(img, fakes, k, state, rom, frozen, old_fakes, board)), None)
-    while kb is not None and kb > 16 and session(img, fakes, kb - 1, state, rom, frozen, old_fakes, board):
+    and serves (rom, old_fakes, board, binary: as _boot; frozen: under that frozen build)."""
+    kb = next((k for k in range(16, 257, 4) if session(img, fakes, k, state, rom, frozen, old_fakes, board, binary)), None)
+    while kb is not None and kb > 16 and session(img, fakes, kb - 1, state, rom, frozen, old_fakes, board, binary):
         kb -= 1
     return kb
 
@@ -506,12 +509,12 @@ def _frames_per_second(tcp: tuple[str, int], seconds: float = 2.0) -> float:
 
 def smallest_heap(img: Path, fakes: Path, state: tuple[bytes, str, str] | None = None,
                   rom: Path | None = None, frozen: Path | None = None, old_fakes: bool = False,
-                  board: Path | None = None) -> int | None:
+                  board: Path | None = None, binary: Path | None = None) -> int | None:
     """Smallest heap (KB, to the KB; -X heapsize less the ROMFS buffer, which is allocated first,
-    in one block) in which the image boots and serves (rom, old_fakes, board: as _boot; frozen:
+    in one block) in which the image boots and serves (rom, old_fakes, board, binary: as _boot; frozen:
     under that frozen build)."""
-    kb = next((k for k in range(16, 257, 4) if _boot(img, fakes, k, state, rom, frozen, old_fakes, board)), None)
-    while kb is not None and kb > 16 and _boot(img, fakes, kb - 1, state, rom, frozen, old_fakes, board):
+    kb = next((k for k in range(16, 257, 4) if _boot(img, fakes, k, state, rom, frozen, old_fakes, board, binary=binary)), None)
+    while kb is not None and kb > 16 and _boot(img, fakes, kb - 1, state, rom, frozen, old_fakes, board, binary=binary):
         kb -= 1
     return kb
 
@@ -586,18 +589,21 @@ def board_figures(report: Callable[..., None], img: Path, fakes: Path, state: tu
         return
     try:
         binary = build(Path(src), ROOT / "build" / "board-unix")
+        std = build(Path(src), ROOT / "build" / "std-unix", c_modules=False)
     except RuntimeError as e:
         print(f"  (C board module figures skipped: the build of tools/board_unix failed: {e})")
         return
+    # each C figure beside the Python fakes' (in place from ROMFS) under the standard unix port of
+    # the same checkout, built alike: the two differ only in the board modules
     label = ".mpy files loaded into RAM, board modules in C as in a board's firmware"
+    fakes_label = "the same checkout's standard build, fake board modules in ROM (Python fakes in place from ROMFS)"
     booted = _boot(img, fakes, 256, state, board=binary)
     if booted is None:
         raise RuntimeError(f"the fully programmed meter does not boot under the C board modules' build {binary}")
     report(f"heap in use after a fully programmed boot + one read ({label}; unix port, 64-bit)",
            booted["alloc"] / 1024, "KB")
-    fake = _boot(img, fakes, 256, state)
-    report("  the same, fake board modules in ROM as on a board (Python fakes in place from ROMFS)",
-           fake["alloc"] / 1024 if fake else 0, "KB")
+    fake = _boot(img, fakes, 256, state, binary=std)
+    report(f"  the same, {fakes_label}", fake["alloc"] / 1024 if fake else 0, "KB")
     full = smallest_heap(img, fakes, state, board=binary)
     report(f"smallest heap that boots a fully programmed meter and serves one read ({label}; aim 64)",
            full or 0, "KB")
@@ -605,10 +611,12 @@ def board_figures(report: Callable[..., None], img: Path, fakes: Path, state: tu
         above = [h for h in failing_heaps(img, fakes, state, full, board=binary) if h > full]
         report("  quarter-KB heaps up to 4 KB above that in which that boot fails (C board modules)", len(above), "sizes")
         report("  the largest of them (0: none)", max(above, default=0), "KB")
+    report(f"  the same, {fakes_label}", smallest_heap(img, fakes, state, binary=std) or 0, "KB")
     report(f"smallest heap that boots a fully programmed meter and serves a session ({label})",
            smallest_session_heap(img, fakes, state, board=binary) or 0, "KB")
+    report(f"  the same, {fakes_label}", smallest_session_heap(img, fakes, state, binary=std) or 0, "KB")
     for what, served in (("board modules in C", session(img, fakes, 256, state, board=binary)),
-                         ("fake board modules in ROM", session(img, fakes, 256, state))):
+                         (fakes_label, session(img, fakes, 256, state, binary=std))):
         report(f"  heap in use after that session in 256 KB, {what} (the fakes keep every pin and UART write)",
                served["alloc"] / 1024 if served else 0, "KB")
 

@@ -22,18 +22,21 @@ from tools.frozen_unix import _OFF
 HERE = Path(__file__).resolve().parent
 
 
-def build(src: Path, out: Path) -> Path:
+def build(src: Path, out: Path, c_modules: bool = True) -> Path:
     """Build the unix port of the MicroPython checkout src with the board's machine and esp32
-    modules in C, under out; the micropython binary's path. Raises RuntimeError with make's last
-    lines when it fails."""
+    modules in C (c_modules; else the standard variant from the same checkout, built alike, to run
+    the Python fakes under for a comparison of the modules alone), under out; the micropython
+    binary's path. Raises RuntimeError with make's last lines when it fails."""
     src = src.resolve()
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not (src / "lib" / "micropython-lib" / "README.md").exists():
         raise RuntimeError(f"{src} has no lib/micropython-lib: run `make -C {src}/ports/unix submodules` first")
+    variant = [f"VARIANT_DIR={HERE / 'board'}", f"USER_C_MODULES={HERE / 'modules'}"] if c_modules else \
+        ["VARIANT=standard"]
     for cmd in (["make", "-C", str(src / "mpy-cross")],
-                ["make", "-C", str(src / "ports" / "unix"), f"VARIANT_DIR={HERE / 'board'}", f"BUILD={out / 'build'}",
-                 f"USER_C_MODULES={HERE / 'modules'}", "FROZEN_MANIFEST=", *_OFF]):
+                ["make", "-C", str(src / "ports" / "unix"), *variant, f"BUILD={out / 'build'}", "FROZEN_MANIFEST=",
+                 *_OFF]):
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n" + "\n".join((r.stdout + r.stderr).splitlines()[-15:]))
