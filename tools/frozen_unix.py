@@ -38,17 +38,25 @@ def manifest(board: str = "esp32") -> str:
 def build(src: Path, out: Path) -> Path:
     """Build the unix port of the MicroPython checkout src with the meter frozen in, under out;
     the micropython binary's path. Raises RuntimeError with make's last lines when it fails."""
+    return make_unix(src, out, ["VARIANT=standard"], manifest())
+
+
+def make_unix(src: Path, out: Path, variant: list[str], frozen: str = "") -> Path:
+    """Build mpy-cross and the unix port of the MicroPython checkout src under out, with make's
+    variant arguments and the freeze manifest whose text is frozen ("": nothing frozen); the
+    micropython binary's path. Raises RuntimeError with make's last lines when it fails."""
     src = src.resolve()
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not (src / "lib" / "micropython-lib" / "README.md").exists():
         raise RuntimeError(f"{src} has no lib/micropython-lib: run `make -C {src}/ports/unix submodules` first")
-    man = out / "manifest.py"
-    text = manifest()
-    if not man.exists() or man.read_text() != text:
-        man.write_text(text)
+    man: Path | str = ""
+    if frozen:
+        man = out / "manifest.py"
+        if not man.exists() or man.read_text() != frozen:  # unchanged: make rebuilds nothing
+            man.write_text(frozen)
     for cmd in (["make", "-C", str(src / "mpy-cross")],
-                ["make", "-C", str(src / "ports" / "unix"), "VARIANT=standard", f"BUILD={out / 'build'}",
+                ["make", "-C", str(src / "ports" / "unix"), *variant, f"BUILD={out / 'build'}",
                  f"FROZEN_MANIFEST={man}", *_OFF]):
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:

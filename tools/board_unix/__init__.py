@@ -14,10 +14,9 @@ module left out. Nothing of the meter is frozen: it loads from .mpy files as on 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from tools.frozen_unix import _OFF
+from tools.frozen_unix import make_unix
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,18 +26,6 @@ def build(src: Path, out: Path, c_modules: bool = True) -> Path:
     modules in C (c_modules; else the standard variant from the same checkout, built alike, to run
     the Python fakes under for a comparison of the modules alone), under out; the micropython
     binary's path. Raises RuntimeError with make's last lines when it fails."""
-    src = src.resolve()
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    if not (src / "lib" / "micropython-lib" / "README.md").exists():
-        raise RuntimeError(f"{src} has no lib/micropython-lib: run `make -C {src}/ports/unix submodules` first")
     variant = [f"VARIANT_DIR={HERE / 'board'}", f"USER_C_MODULES={HERE / 'modules'}"] if c_modules else \
         ["VARIANT=standard"]
-    for cmd in (["make", "-C", str(src / "mpy-cross")],
-                ["make", "-C", str(src / "ports" / "unix"), *variant, f"BUILD={out / 'build'}", "FROZEN_MANIFEST=",
-                 *_OFF]):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n" + "\n".join((r.stdout + r.stderr).splitlines()[-15:]))
-    return out / "build" / "micropython"
-
+    return make_unix(src, out, variant)
