@@ -469,8 +469,14 @@ def smallest_session_heap(img: Path, fakes: Path, state: tuple[bytes, str, str],
                           board: Path | None = None, binary: Path | None = None) -> int | None:
     """Smallest heap (KB, to the KB; -X heapsize less the ROMFS buffer) in which session() boots
     and serves (rom, old_fakes, board, binary: as _boot; frozen: under that frozen build)."""
-    kb = next((k for k in range(16, 257, 4) if session(img, fakes, k, state, rom, frozen, old_fakes, board, binary)), None)
-    while kb is not None and kb > 16 and session(img, fakes, kb - 1, state, rom, frozen, old_fakes, board, binary):
+    return _smallest(lambda kb: session(img, fakes, kb, state, rom, frozen, old_fakes, board, binary))
+
+
+def _smallest(serves: Callable[[int], object]) -> int | None:
+    # the first 4 KB step from 16 KB in which serves(kb) is true, then down a KB at a time while
+    # it still is; None when no size up to 256 KB serves
+    kb = next((k for k in range(16, 257, 4) if serves(k)), None)
+    while kb is not None and kb > 16 and serves(kb - 1):
         kb -= 1
     return kb
 
@@ -513,10 +519,7 @@ def smallest_heap(img: Path, fakes: Path, state: tuple[bytes, str, str] | None =
     """Smallest heap (KB, to the KB; -X heapsize less the ROMFS buffer, which is allocated first,
     in one block) in which the image boots and serves (rom, old_fakes, board, binary: as _boot; frozen:
     under that frozen build)."""
-    kb = next((k for k in range(16, 257, 4) if _boot(img, fakes, k, state, rom, frozen, old_fakes, board, binary=binary)), None)
-    while kb is not None and kb > 16 and _boot(img, fakes, kb - 1, state, rom, frozen, old_fakes, board, binary=binary):
-        kb -= 1
-    return kb
+    return _smallest(lambda kb: _boot(img, fakes, kb, state, rom, frozen, old_fakes, board, binary=binary))
 
 
 def failing_heaps(img: Path, fakes: Path, state: tuple[bytes, str, str], kb: int, span: int = 4,
