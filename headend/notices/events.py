@@ -94,15 +94,13 @@ def notify_payments(store: Store, *, limit: int = 5000) -> int:
     while True:
         mark = store.mark("notices.payments")
         found, upto = store.payments_to_notify(mark, settled_at=store.now() - PAYMENT_SLACK_S, limit=limit)
-        rows = []
+        events = []
         for _pid, customer, channel, name, txn_id, amount, balance, detail in found:
             after = detail.get("meter_after_fen", balance) if isinstance(detail, dict) else balance
-            fields = {"customer": customer, "amount_fen": int(amount), "balance_fen": int(after),
-                      "channel": name or channel}
-            rows.append((customer, "payment_received", _BUILTIN.render("payment_received", "en", fields),
-                         f"pay:{channel}:{txn_id}", fields, 0, 0))
+            events.append((customer, "payment_received", {"amount_fen": int(amount), "balance_fen": int(after),
+                                                          "channel": name or channel}, f"pay:{channel}:{txn_id}"))
         with store.atomic():
-            total += store.queue_notices(rows)
+            total += notify_events(store, events)
             if upto > mark:
                 store.set_mark("notices.payments", upto)
         if len(found) < limit:
