@@ -93,31 +93,24 @@ EARLIER = 25_000   # payments on the database before the local-meter rounds
 METERS = 2_000
 
 
-class _LocalSite:
+class _LocalSite(_Site):
     """Payments to local-cost-control meters on a database that holds EARLIER payments already."""
 
     def __init__(self, folder: Path, name: str, *, in_flight_index: bool = True, earlier: int = EARLIER) -> None:
         from headend import payments
-        from headend.store import open_store
 
-        path = folder / f"{name}.db"
-        self.store = open_store(str(path))
-        with self.store.atomic():
-            for i in range(ACCOUNTS):
-                self.store.add_account(f"{100000 + i:012d}", actor="bench")
+        super().__init__(folder, name)
         self.store.add_meters([{"address": f"{500000 + i:012d}", "link": "tcp://127.0.0.1:9",
                                 "customer": f"{600000 + i:012d}", "mode": "local"} for i in range(METERS)],
                               actor="bench")
-        self.store.add_channel("ch", "online_banking", actor="bench")
         now = int(time.time())
         for lo in range(0, earlier, 500):
             payments.accept_payments(self.store, [
                 payments.PaymentRequest("ch", f"E{lo + j}", 100, now, f"{100000 + j % ACCOUNTS:012d}")
                 for j in range(500)], actor="channel:ch", audit=False)
         if not in_flight_index:
-            with sqlite3.connect(path) as c:
+            with sqlite3.connect(folder / f"{name}.db") as c:
                 c.execute("DROP INDEX payments_in_flight")
-        self.store.checkpoint_in_background()
 
     def round(self) -> None:
         from headend import payments
@@ -129,12 +122,6 @@ class _LocalSite:
             reqs.append(payments.PaymentRequest("ch", f"L{k}", 100, now, None, f"{500000 + (k * 7919) % METERS:012d}"))
         with self.store.atomic(row_locked=True):
             payments.accept_payments(self.store, reqs, actor="channel:ch", audit=False)
-
-    def cpu_per_payment_us(self) -> float:
-        t0 = time.process_time()
-        for _ in range(ROUNDS_PER_SAMPLE):
-            self.round()
-        return (time.process_time() - t0) / (ROUNDS_PER_SAMPLE * ROUND) * 1e6
 
 
 def run(report: Callable[..., Any]) -> None:
