@@ -123,16 +123,21 @@ def _clock_arg(text: str) -> float | datetime:
         raise c.CliError(f"--clock {text!r}: write Unix seconds or YYYY-MM-DDTHH:MM (local)") from None
 
 
+def _speed_arg(args: argparse.Namespace) -> float:
+    if args.costctl_speed <= 0:
+        raise c.CliError(f"--speed {args.costctl_speed:g}: must be > 0")
+    return args.costctl_speed
+
+
 def meter_clock(args: argparse.Namespace) -> Callable[[], datetime] | None:
     """The head-end's time for meters under --clock/--speed (naive local time, as meters keep
     it), or None for the wall clock."""
     if args.costctl_clock is None and args.costctl_speed == 1.0:
         return None
-    if args.costctl_speed <= 0:
-        raise c.CliError(f"--speed {args.costctl_speed:g}: must be > 0")
-    got = None if args.costctl_clock is None else _clock_arg(args.costctl_clock)
-    start = (datetime.now() if got is None else datetime.fromtimestamp(got) if isinstance(got, float) else got)
-    t0, speed = time.monotonic(), args.costctl_speed
+    speed = _speed_arg(args)
+    got = datetime.now() if args.costctl_clock is None else _clock_arg(args.costctl_clock)
+    start = got if isinstance(got, datetime) else datetime.fromtimestamp(got)
+    t0 = time.monotonic()
     return lambda: start + timedelta(seconds=(time.monotonic() - t0) * speed)
 
 
@@ -142,14 +147,13 @@ def serve_loop_options(args: argparse.Namespace, actor: str) -> LoopOptions | No
     cc, catalog = costctl_from_args(args, **overrides)
     if not (args.costctl if args.costctl is not None else cc.in_serve):
         return None
-    if args.costctl_speed <= 0:
-        raise c.CliError(f"--speed {args.costctl_speed:g}: must be > 0")
+    speed = _speed_arg(args)
     start = None
     if args.costctl_clock:
         got = _clock_arg(args.costctl_clock)
-        start = got if isinstance(got, float) else got.replace(
-            tzinfo=timezone(timedelta(seconds=cc.utc_offset_s))).timestamp()
-    return LoopOptions(cc, catalog, start=start, speed=args.costctl_speed, actor=actor, rating=args.rating)
+        start = (got.replace(tzinfo=timezone(timedelta(seconds=cc.utc_offset_s))).timestamp()
+                 if isinstance(got, datetime) else got)
+    return LoopOptions(cc, catalog, start=start, speed=speed, actor=actor, rating=args.rating)
 
 
 def _price(p: int) -> str:
