@@ -1,8 +1,9 @@
 """The notice sender as `headend serve` runs it: a loop beside the outbox worker.
 
 Every ``interval_s`` (in a worker thread, since the store and the gateways block): queue the
-notices of the payments taken since the last round and those local-cost-control meters' readings call for, queue the clock re-sync of meters after an
-outage, then send due notices in batches until none is left.  With ``receipt_listen`` set, the
+notices of the payments taken since the last round and those local-cost-control meters' readings
+call for, queue the clock re-sync of meters after an outage, then send due notices in batches
+until none is left.  With ``receipt_listen`` set, the
 delivery-receipt endpoint runs beside it for as long as the loop does.
 """
 
