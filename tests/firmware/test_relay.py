@@ -43,7 +43,7 @@ def test_external_relay_closes_on_top_up():
 def test_trip_delay_and_operator_of_delayed_trip():
     relay = R.Relay(trip_delay=DELAY)
     assert relaycmd.command(relay, R.TRIP, 0, 100, OP) == 0
-    assert disrec.relay_bits(relay) & 0x80 and disrec.relay_bits(relay) == 0x80
+    assert rarecmd.relay_state(relay) == 2 and disrec.relay_bits(relay) == 0x80  # waiting to trip: the pre-trip alarm
     assert relaycmd.command(relay, R.TRIP, 0, 400, 0x99) == 0  # a repeat does not restart the delay
     relay.tick(100 + DELAY - 1)
     assert not relay.commanded_open and relay.pop_events() == []
