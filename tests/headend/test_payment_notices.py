@@ -14,7 +14,9 @@ from headend.notices import notify_payments
 from headend.notices.events import PAYMENT_SLACK_S
 from headend.payments import accept_payment
 from headend.store import open_store
-from tests.headend.payments_support import LOCAL_CUST, REMOTE_CUST, T0, assert_books_balance, money_store
+from headend.vouchers.issue import issue_voucher
+from tests.headend.payments_support import (KEYS, LOCAL_CUST, LOCAL_METER, REMOTE_CUST, T0, assert_books_balance,
+                                            money_store)
 from tests.headend.store_support import Clock
 from tests.store_backends import raw_sql
 
@@ -178,3 +180,15 @@ def _wait_for_lock_waiter(location: str, thread: threading.Thread) -> None:
             if row and row[0]:
                 return
             conn.execute("SELECT pg_sleep(0.01)")
+
+
+def test_a_voucher_payment_gets_no_payment_notice(store):
+    """A voucher is a payment the customer carries to the meter as a token (the vend hands it
+    over): taking it never queued a "payment received" notice, and the balance the sender would
+    derive for it (the account's, before the money left it for the token) is no balance the
+    customer has."""
+    _v, vp, _tok = issue_voucher(store, KEYS, meter=LOCAL_METER, amount_fen=5000, actor="alice")
+    p = pay(store, "AFTER-VOUCHER", 300, customer=LOCAL_CUST, channel="kiosk")
+    assert notify_payments(store) == 1
+    assert payment_notices(store) == {"pay:kiosk:AFTER-VOUCHER": [300]}
+    assert vp.id < p.id
