@@ -383,6 +383,8 @@ class Notices(Audit):
         """Payments with id > ``after`` whose "payment received" notice (key ``pay:CHANNEL:TXN``)
         is not queued yet, oldest first: (id, customer, channel, channel name, txn_id, amount_fen,
         the account's balance after it, its journal row's detail); and the mark to resume from.
+        A voucher is none of them: its customer carries the money to the meter as a token (the vend
+        hands it over), and its journal row's balance is one the money has already left.
 
         The mark passes only payments that can no longer appear below it: on an engine whose
         writers take turns (SQLite) ids are committed in order, so every id read; where payments
@@ -395,7 +397,8 @@ class Notices(Audit):
                 " FROM payments p JOIN channels c ON c.id = p.channel"
                 " JOIN ledger l ON l.payment_id = p.id AND l.kind = 'payment'"
                 " WHERE p.id > ? AND NOT EXISTS (SELECT 1 FROM notifications n"
-                " WHERE n.idem_key = 'pay:' || p.channel || ':' || p.txn_id) ORDER BY p.id LIMIT ?",
+                " WHERE n.idem_key = 'pay:' || p.channel || ':' || p.txn_id)"
+                " AND NOT EXISTS (SELECT 1 FROM vouchers v WHERE v.payment_id = p.id) ORDER BY p.id LIMIT ?",
                 (int(after), int(limit)))
             if tx.ids_in_commit_order:
                 top = tx.one("SELECT MAX(id) FROM payments")

@@ -697,6 +697,14 @@ MIGRATIONS: list[tuple[int, list[str | Callable[[Any], None]]]] = [
             "CREATE INDEX payments_in_flight ON payments(meter) WHERE state = 'sent_to_meter'",
         ],
     ),
+    (
+        19,
+        [
+            # The notice sender passes over the payments that are vouchers (each payment it reads
+            # asks whether a voucher names it): by the voucher's payment, not a scan of them all.
+            "CREATE INDEX vouchers_payment ON vouchers(payment_id)",
+        ],
+    ),
 ]
 
 
