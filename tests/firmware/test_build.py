@@ -74,10 +74,9 @@ def test_built_image_boots_and_serves_in_a_small_heap(image: Path, tmp_path: Pat
     # Run the .mpy files (not the sources): the image directory is the board's filesystem. On a
     # 64-bit unix port whose pointers and object headers are twice a board's size, with fake
     # `machine` and `esp32` modules (~7 KB) a board has in ROM, this boot of a new meter needs
-    # 83 KB (104 KB before the start's code and the rarely used handlers were let go after use,
-    # 88 KB while the boot passed 620 interned names, where MicroPython allocates a qstr pool of
-    # 7 KB here, about half on a 32-bit board; a frozen image keeps every name in flash;
-    # tools/bench/bench_image.py reports the figures). 84 KB leaves 1 KB to grow.
+    # 83 KB, under 620 interned names (the 621st allocates a qstr pool of 7 KB here, about half on
+    # a 32-bit board; a frozen image keeps every name in flash; tools/bench/bench_image.py reports
+    # the figures). 84 KB leaves 1 KB to grow.
     read = build_frame(ADDR, 0x11, bytes.fromhex("00000100"))
     # a board's machine module is in ROM: precompile the fake so compiling it costs no test heap.
     # tmp_path is the board's filesystem, the image's files at its root, imported from there: a
@@ -342,17 +341,12 @@ def test_flash_writes_the_rp2_key_file_once(tmp_path: Path, monkeypatch: pytest.
 # day-table write, event reads, 400 main-loop passes with energy pulses), measured as
 # tools/bench/bench_image.py measures it, the fake machine and esp32 modules in place from a ROMFS
 # image as a board has its own in ROM, every heap beside that image's buffer: with the .mpy files
-# loaded into RAM the boot alone needs 68 KB of heap on the 64-bit unix port (it fails in no size
-# above; 69, failing in 69.25 KB too, before the relay's and the tariff's record readers, the
-# relay's status views and the event log's read by number left the resident modules; 70.25 KB
-# failed while meter.core set the meter's fields; 72 KB before the power-up read the record a
-# sequence at a time; 85 KB while the top-ups, the 1CH commands and the desktop-only helpers stayed
-# resident; 94 KB while the boot passed 620 interned names and so allocated a 7 KB qstr pool) and
-# the session 98 KB (and not 97; 99 before the change above; its
-# peak: the writes, whose parser and checks are loaded into a heap that holds the meter and has
-# ~16 KB free in holes of at most ~1 KB); with them executed in place from a ROMFS image (mpremote
-# romfs deploy; bytecode stays in flash as frozen modules' does) the session needs 72 KB beside the
-# ROMFS buffer. The budgets keep 2 KB over those: they fail when the meter grows back.
+# loaded into RAM the boot alone needs 68 KB of heap on the 64-bit unix port (it fails in 67 and
+# in no quarter-KB size above) and the session 98 KB (its peak: the writes, whose parser and checks
+# are loaded into a heap that holds the meter, cut into small holes); with them executed in place
+# from a ROMFS image (mpremote romfs deploy; bytecode stays in flash as frozen modules' does) the
+# session needs 72 KB beside the ROMFS buffer (the README's heap section: the command and the run).
+# The budgets keep 2 KB over those: they fail when the meter grows back.
 FULL_BOOT_KB = 70
 SESSION_KB = 100
 SESSION_ROMFS_KB = 74
@@ -387,12 +381,8 @@ def test_a_fully_programmed_board_serves_a_session_from_romfs_in_its_budget(boar
     heap = SESSION_ROMFS_KB  # beside the image's buffer
     assert bi.session(img, fakes, heap, state, rom) is not None, \
         f"from ROMFS a fully programmed meter no longer serves a session in {SESSION_ROMFS_KB} KB + the image"
-    # in place: the heap holds no bytecode, so well under what the .mpy files in RAM take (30 KB
-    # less before the rarely used modules were let go after use, 24 KB before the tariff's setters
-    # and the status view were, 23.9 KB before the power-up's code and the parameter reads were,
-    # 19.7 KB before the session's cryptography was, 18.8 KB before the relay's and the tariff's
-    # record readers and views left the resident modules: less bytecode stays resident now; 17.5 KB
-    # measured)
+    # in place: the heap holds no bytecode, so well under what the .mpy files in RAM take (17.5 KB
+    # less measured)
     assert bi._boot(img, fakes, 256, state, rom)["alloc"] < bi._boot(img, fakes, 256, state)["alloc"] - 17 * 1024
     # and the budget is what is measured: 8 KB less does not serve
     assert bi.session(img, fakes, heap - 8, state, rom) is None

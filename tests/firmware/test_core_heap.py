@@ -2,16 +2,13 @@
 `meter build` compiles them (-O3): a fully programmed meter (both tariff sets, ladders) serves
 the firmware bench's 1,000 mixed frames (reads, block reads with follow-ups, an authenticated
 session, writes, relay commands, top-ups) in an 88 KB heap (84 KB measured, failing in 85 KB:
-the smallest heap is not monotonic to the KB, so the budget keeps a margin; 85 before the relay's
-and the tariff's record readers and the relay's power-up moved to meter.powerup), every reply as
+the smallest heap is not monotonic to the KB, so the budget keeps a margin), every reply as
 the CPython meter gave it, and its heap does not grow over a second 1,000 frames.
 tools/bench/bench_firmware.py reports the smallest heap that works; this test fails when the core
 outgrows the budget.
 A fully programmed meter (every table, every event log full) powers up from its flash and
-serves reads in 72 KB (65 KB measured, failing in 68 KB and in every size below 65; 67, failing
-in 69, before those moves and the relay's status views and the event log's reads by number left
-the resident modules; 80 KB before the top-ups, the 1CH commands and the desktop-only helpers
-left the resident modules): its record is read piece by piece, never parsed whole."""
+serves reads in 72 KB (65 KB measured, failing in 68 KB and in every size below 65): its record
+is read piece by piece, never parsed whole."""
 
 import shutil
 
@@ -42,9 +39,7 @@ def test_fully_programmed_meter_powers_up_from_flash_and_serves_in_72k(tmp_path)
     assert n == 5 and bad == 0  # every reply as the CPython meter gave it from the same flash
     # the same run in a clearly smaller heap runs out: the budget is what is being measured
     assert bf.full_power_up_run(dest, tmp_path, "62K") is None
-    # 42.0 KB measured (43.8 with the relay's and tariff's readers and views resident, 44.6 with the fields set and the wallet read by meter.core and meter.wallet,
-    # 45.0 with the day tables as tuples and no line buffer, 46.6 with the checkout's paths interned, 48.4 with the session's cryptography
-    # resident, 51.1 with the power-up's code)
+    # 42.0 KB measured
     assert kept < 49 * 1024
 
 
