@@ -77,6 +77,7 @@ def test_every_payment_gets_one_notice_from_two_connections_deriving_them_while_
         try:
             while not done.is_set():
                 queued.append(notify_payments(s))
+                done.wait(0.001)    # lets the payers' connections at the write lock between rounds
             queued.append(notify_payments(s))       # after the round's last payment
         except BaseException as exc:   # noqa: BLE001 - checked below
             errors.append(exc)
