@@ -1,7 +1,8 @@
 # The DIs of the meter's parameters, records and tables (meter.dis reads the rest): the 04000xxx
 # parameters (a head-end reads them when it programs or checks a meter, not when it reads it for
-# energy and balance), day tables and zones, the ladder, the last-10 event records and freezes. Loaded for such a read and let go after it
-# (meter.core), so a meter that is only read for its energy and balance keeps neither code nor names.
+# energy and balance), day tables and zones, the ladder, the last-10 event records and freezes.
+# Loaded for such a read and let go after it (meter.core), so a meter that is only read for its
+# energy and balance keeps neither code nor names.
 
 import struct
 

@@ -1,6 +1,6 @@
 # DL/T 645 commands a meter seldom gets: the 08H broadcast time correction, the 15H address write
-# and the 16H freeze command; and the host's status view (meter.core.Meter.status). Loaded when one comes and let go after it (meter.core), so their code
-# is not on a running meter's heap.
+# and the 16H freeze command; and the host's status view (meter.core.Meter.status). Loaded when
+# one comes and let go after it (meter.core), so their code is not on a running meter's heap.
 
 from meter import clock, events
 from meter.codec import addr_str, get_bcd, get_le

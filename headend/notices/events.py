@@ -30,6 +30,7 @@ _RELAY_OPEN = 0x10          # status word 3, bit 4
 # where payments commit side by side (PostgreSQL), how long a payment's transaction may take from
 # its payment's time to its commit and still have its notice found (see Store.payments_to_notify)
 PAYMENT_SLACK_S = 60
+_PAYMENTS_MARK = "notices.payments"   # the last payment id whose notice is settled
 
 
 def notify_event(store: Store, customer: str, kind: str, fields: Mapping[str, Any], event_key: str, *,
@@ -92,7 +93,7 @@ def notify_payments(store: Store, *, limit: int = 5000) -> int:
     queued twice nor a payment missed, whichever process derives them and however often."""
     total = 0
     while True:
-        mark = store.mark("notices.payments")
+        mark = store.mark(_PAYMENTS_MARK)
         found, upto = store.payments_to_notify(mark, settled_at=store.now() - PAYMENT_SLACK_S, limit=limit)
         events = []
         for _pid, customer, channel, name, txn_id, amount, balance, detail in found:
@@ -102,7 +103,7 @@ def notify_payments(store: Store, *, limit: int = 5000) -> int:
         with store.atomic():
             total += notify_events(store, events)
             if upto > mark:
-                store.set_mark("notices.payments", upto)
+                store.set_mark(_PAYMENTS_MARK, upto)
         if len(found) < limit:
             return total
 

@@ -182,7 +182,8 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
     accounts and meters, money on its way to the meters) and written in bulk (``record_payments``,
     the journal, the outbox; the customer's notice follows from the journal, ``notify_payments``).
     All or nothing: the first refused request raises its PaymentError with ``index`` set to its
-    place in ``requests``, and nothing is written. A transaction id twice in one batch is one payment, as it would be in two calls.
+    place in ``requests``, and nothing is written. A transaction id twice in one batch is one
+    payment, as it would be in two calls.
     A cut account is restored on its balance after all of the batch's payments to it.
     ``channel``: the caller's channel record, read in the same transaction (saves reading it again).
     ``audit=False``: no "payment.accept" audit row per payment (the payments API: a channel's

@@ -19,6 +19,10 @@ DIFFERENT = {
 }
 
 
+# copies kept under another name: (module, name) of the copy -> (module, name) of the original
+RENAMED = {("powerup", "_METER"): ("relay", "METER")}
+
+
 def _consts() -> dict[str, dict[str, object]]:
     found: dict[str, dict[str, object]] = {}
     for path in sorted(FIRMWARE.rglob("*.py")):
@@ -46,3 +50,9 @@ def test_the_names_that_differ_on_purpose_are_still_defined_where_listed() -> No
     consts = _consts()
     for name, where in DIFFERENT.items():
         assert set(where) <= set(consts.get(name, {})), f"{name}: DIFFERENT lists modules that no longer define it"
+
+
+def test_every_copy_under_another_name_equals_its_original() -> None:
+    consts = _consts()
+    for (mod, name), (orig_mod, orig) in RENAMED.items():
+        assert consts[name][mod] == consts[orig][orig_mod], f"meter.{mod}.{name} differs from meter.{orig_mod}.{orig}"
