@@ -30,6 +30,12 @@ from headend.store.models import (
 )
 from headend.store.reporting import OWING_SINCE, snapshot_day
 
+# what a rating charge sets on its account's row, before the version and the state columns
+# (rated_until stays as it is where the charge does not give one); bench_tariff --write-forms
+# times the same clause
+CHARGE_SETS = (f"balance_fen = balance_fen - ?, {OWING_SINCE % '-'}, rem = ?, ladder_wh = ?,"
+               " rated_until = COALESCE(?, rated_until), ")
+
 _LEDGER_COLS = ("id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel, txn_id,"
                 " payment_id, ref, day, meter_fen")
 
@@ -416,11 +422,8 @@ class Ledger(Accounts):
             keys = list(keys)
             if read_as is None or len(keys) != len(rows):
                 raise InvalidInput(f"charge batch {batch_key}: keys are given with read_as, one per charge")
-        # rated_until stays as it is where the charge does not give one
-        sets = (f"balance_fen = balance_fen - ?, {OWING_SINCE % '-'}, rem = ?, ladder_wh = ?,"
-                " rated_until = COALESCE(?, rated_until), ")
-        update = f"UPDATE accounts SET {sets}version = version + 1, updated_at = ? WHERE customer = ?"
-        update_decided = (f"UPDATE accounts SET {sets}notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
+        update = f"UPDATE accounts SET {CHARGE_SETS}version = version + 1, updated_at = ? WHERE customer = ?"
+        update_decided = (f"UPDATE accounts SET {CHARGE_SETS}notice_level = ?, notice_at = ?, supply = ?, supply_at = ?,"
                           " version = version + 1, updated_at = ? WHERE customer = ?")
 
         with self._tx() as tx:

@@ -439,6 +439,8 @@ def write_forms(report, n: int | None = None) -> None:
     import sys
     import tempfile
 
+    from headend.store.ledger import CHARGE_SETS
+
     n = n or STORE_ACCOUNTS
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
@@ -456,9 +458,7 @@ def write_forms(report, n: int | None = None) -> None:
                      " rem INTEGER NOT NULL, ladder_wh INTEGER NOT NULL, rated_until INTEGER)")
         keys = conn.execute("SELECT rowid, customer, version FROM accounts ORDER BY customer").fetchall()
         t = _D0 + 86400
-        sets = ("balance_fen = balance_fen - ?, owing_since = CASE WHEN balance_fen - ? < 0 THEN"
-                " COALESCE(owing_since, ?) ELSE NULL END, rem = ?, ladder_wh = ?, rated_until = COALESCE(?, rated_until),"
-                " version = version + 1, updated_at = ?")
+        sets = CHARGE_SETS + "version = version + 1, updated_at = ?"   # as charge_and_set_states writes it
         cycle_form = (f"UPDATE accounts SET {sets} WHERE customer = ? AND rowid = ? AND version = ?",
                       [(123, 123, t, 4567, 890, t, t, c, r, v) for r, c, v in keys])
         forms = {
