@@ -33,7 +33,6 @@ __all__ = ["OFF_GRID", "ANOMALY", "PartitionInput", "PartitionResult", "rate_par
            "reading_window"]
 
 OFF_GRID, ANOMALY = 0, 1       # the kinds of problem, in the order a cycle reports them
-_PAGE = 200_000                # readings rows per page read from the store (the results do not depend on it)
 
 
 @dataclass
@@ -124,10 +123,8 @@ def reading_window(rated_until: np.ndarray, last_end: int, interval_s: int, snap
 
 def read_readings(store: Any, since: int, until: int, meters: tuple[int, int] | None = None) -> np.ndarray:
     """The energy register's readings in [since, until) (of the meters lo <= address < hi, if
-    given) as an (n, 3) int64 array of (meter, value, read_at), read in pages."""
-    pages = [np.array(p, dtype=np.int64).reshape(-1, 3) for p in
-             store.readings_between_pages(ENERGY_DI, since=since, until=until, size=_PAGE, meters=meters)]
-    return np.concatenate(pages) if pages else np.zeros((0, 3), dtype=np.int64)
+    given) as an (n, 3) int64 array of (meter, value, read_at)."""
+    return np.stack(store.readings_between_columns(ENERGY_DI, since=since, until=until, meters=meters), axis=1)
 
 
 def rate_partition(part: PartitionInput, cols: np.ndarray, tariffs: Sequence[TariffBook], last_end: int,

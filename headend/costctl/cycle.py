@@ -30,8 +30,8 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    through ``Store.apply_decisions`` on its own, which skips the raced account (decided again
    next cycle).  Accounts neither charged nor changed are not written at all.
 
-Memory stays bounded by the fleet's arrays, not its rows: the store's rows are read in pages
-straight into arrays, and the decisions are built and handed to the store in slices within the
+Memory stays bounded by the fleet's arrays, not its rows: the store's rows are read as columns
+straight into arrays (``Store.cost_control_columns``, ``readings_between_columns``), and the decisions are built and handed to the store in slices within the
 one transaction.  Writes are compare-and-set on the versions this cycle read, so the accounts
 are not read again under the write lock unless a payment raced in.
 """
@@ -44,7 +44,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -60,9 +60,8 @@ from headend.tariff.rating import Engine
 
 __all__ = ["CycleReport", "run_cycle"]
 
-# rows read from the store per page, and charges and decisions handed to it per call: memory
-# stays bounded however large the fleet (the results do not depend on any of them)
-_PAGE = 50_000
+# charges and decisions handed to the store per call: memory stays bounded however large the
+# fleet (the results do not depend on either)
 _DECISION_SLICE = 100_000
 _CHARGE_SLICE = 200_000
 
@@ -126,7 +125,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
     phase = (-utc_offset_s) % interval_s
     last_end = (now - phase) // interval_s * interval_s + phase        # end of the last complete interval
 
-    acc = _Accounts(store.cost_control_meter_pages(_PAGE))
+    acc = _Accounts(store.cost_control_columns())
     if not acc.n:
         return rep
     rep.accounts = acc.n
@@ -209,40 +208,26 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
 class _Accounts:
     """The cycle's input as arrays: one entry per account (and the meters of each).
 
-    Built page by page from the store's rows (``cost_control_meter_pages``): numbers go into
-    arrays as each page arrives and repeated texts (tariff, supply, policy) are shared, so a
-    million accounts never stand as a million row tuples at once.  A meter's address is kept as
-    its number only (an address is 12 decimal digits: the number gives it back), written out
-    for the few meters a command goes to.
+    Built from the store's columns (``cost_control_columns``): the numbers arrive as arrays, and
+    the repeated texts (tariff, supply) are turned into codes.  A meter's address is kept as its
+    number only (an address is 12 decimal digits: the number gives it back), written out for the
+    few meters a command goes to.
     """
 
-    _INTS = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 16, 17)    # columns that are numbers (None -> -1)
-
-    def __init__(self, pages: Iterable[list[tuple[Any, ...]]]) -> None:
-        nums: dict[int, list[np.ndarray]] = {k: [] for k in self._INTS}
-        customers: list[str] = []
-        tariffs: list[str | None] = []
-        supplies: list[str] = []
-        keys: list[Any] = []
-        shared: dict[Any, Any] = {}
-        for page in pages:
-            cols = list(zip(*page))
-            customers.extend(cols[0])
-            keys.extend(cols[18])
-            for k in self._INTS:
-                c = cols[k]
-                nums[k].append(np.array([-1 if v is None else v for v in c] if None in c else c, dtype=np.int64))
-            for out, k in ((tariffs, 6), (supplies, 15)):
-                out.extend([shared.setdefault(v, v) for v in cols[k]])
-            del cols
-        col = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in nums.items()}
-        del nums
+    def __init__(self, cols: Sequence[Any]) -> None:
+        customers: Sequence[str] = cols[0]
+        keys = cols[18]
         n_rows = len(customers)
-        self.first_row = np.fromiter((k for k in range(n_rows) if k == 0 or customers[k] != customers[k - 1]),
-                                     dtype=np.int64)
+        if isinstance(keys, np.ndarray):
+            # each account's meters are together (by customer, then address): a new account starts
+            # where the key changes
+            self.first_row = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if n_rows else np.zeros(0, np.int64)
+        else:
+            self.first_row = np.fromiter((k for k in range(n_rows) if k == 0 or customers[k] != customers[k - 1]),
+                                         dtype=np.int64)
         self.n = self.first_row.size
         self.acct_of_row = np.repeat(np.arange(self.n), np.diff(np.r_[self.first_row, n_rows]))
-        self.meter_int = col[17]
+        self.meter_int = cols[17]
 
         one_each = self.n == n_rows       # the usual fleet: one meter per account
 
@@ -252,21 +237,20 @@ class _Accounts:
             return c if one_each else [c[k] for k in firsts]
 
         def ints(k: int) -> np.ndarray:
-            return col[k] if one_each else col[k][self.first_row]
+            return cols[k] if one_each else cols[k][self.first_row]
 
         self.customer: Sequence[str] = pick(customers)
         # the store's key of each account (Store.cost_control_meters): numbers as int64, text as objects
-        key = pick(keys)
-        self.key = np.array(key, dtype=np.int64 if {type(k) for k in key} == {int} else object)
+        self.key = ints(18) if isinstance(keys, np.ndarray) else np.array(pick(keys), dtype=object)
         self.balance, self.rem, self.ladder, self.rated_until, self.version = (ints(k) for k in (1, 2, 3, 4, 5))
-        self.tariff: Sequence[str | None] = pick(tariffs)
+        self.tariff: Sequence[str | None] = pick(cols[6])
         self.alarm1, self.alarm2, self.overdraft, self.close_ok = (ints(k) for k in (7, 8, 9, 10))
-        self.protected = (np.maximum.reduceat(col[11], self.first_row) if n_rows else col[11]).astype(bool)
+        self.protected = (np.maximum.reduceat(cols[11], self.first_row) if n_rows else cols[11]).astype(bool)
         self.direct = ints(12).astype(bool)
         codes = {name: k for k, name in enumerate(SUPPLY)}
         self.notice_level = ints(13).astype(np.int8)
         self.notice_at = ints(14)
-        self.supply = np.array([codes[v] for v in pick(supplies)], dtype=np.int8)
+        self.supply = np.array([codes[v] for v in pick(cols[15])], dtype=np.int8)
         self.supply_at = ints(16)                 # -1: none
 
     def meters_of_account(self, i: int) -> list[str]:

@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any, Collection, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from headend.store.backend import Fetched, Rows, values_statements
+from headend.store.backend import Fetched, Rows, columns_of_rows, values_statements
 from headend.store.models import Conflict, StoreError
 
 __all__ = ["PostgresBackend", "pg_statement", "pg_query", "redact_url"]
@@ -372,6 +372,10 @@ class _Tx:
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """First row of a query, or None."""
         return self._cur.fetchone() if self._query(sql, params) else None
+
+    def columns(self, sql: str, kinds: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A query's columns (see ``Tx.columns``), made from its rows."""
+        return columns_of_rows(self.pages(sql, params), kinds)
 
     def pages(self, sql: str, params: Sequence[Any] = (), size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
         """The rows of a query in lists of up to ``size``, from a server-side cursor (bounded memory)."""

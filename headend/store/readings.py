@@ -113,11 +113,12 @@ class Readings(StoreBase):
                 (check_di(di), int(since), int(until)),
             )
 
-    def readings_between_pages(self, di: str, *, since: int, until: int, size: int = 200_000,
-                               meters: tuple[int, int] | None = None) -> Iterator[list[tuple[int, int, int]]]:
-        """The rows of :meth:`readings_between` in lists of up to ``size``, from one read: a
-        cycle over a large fleet need not hold them as one list.  ``meters`` (lo, hi): only the
-        meters whose address, as a number, is lo <= address < hi (a partition of the fleet)."""
+    def readings_between_columns(self, di: str, *, since: int, until: int,
+                                 meters: tuple[int, int] | None = None) -> list[Any]:
+        """The rows of :meth:`readings_between` as three int64 arrays (meter, value, read_at), from
+        one read (``Tx.columns``): a cycle over a large fleet makes no Python value per reading.
+        ``meters`` (lo, hi): only the meters whose address, as a number, is lo <= address < hi (a
+        partition of the fleet)."""
         sql = ("SELECT CAST(meter AS BIGINT), value, read_at FROM readings WHERE di = ? AND read_at >= ?"
                " AND read_at < ? AND value IS NOT NULL")
         params: list[Any] = [check_di(di), int(since), int(until)]
@@ -126,4 +127,4 @@ class Readings(StoreBase):
             sql += " AND meter >= ? AND meter < ?"
             params += [f"{int(meters[0]):012d}", f"{int(meters[1]):012d}" if meters[1] < 10**12 else "~"]
         with self._tx(write=False) as tx:
-            yield from tx.pages(sql, params, size)
+            return tx.columns(sql, "iii", params)

@@ -17,6 +17,7 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -831,6 +832,52 @@ class _Tx:
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """First row of a query, or None."""
         return self._cur.execute(sql, params).fetchone()
+
+    def columns(self, sql: str, kinds: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A query's columns (see ``Tx.columns``), each packed by SQLite into one text by
+        group_concat and parsed by numpy in one call: sqlite3 makes no Python value per value (at
+        100,000 cost-control rows of 16 numbers, 2.0 us a row against 6.0 through rows)."""
+        import numpy as np     # here, not at the top: the command line starts without it
+
+        names = [f"c{k}" for k in range(len(kinds))]
+        # an integer column's values joined by commas; a text's by the unit separator, with its
+        # NULLs as a column of flags (group_concat skips NULLs: each column keeps one entry per row)
+        packed = [f"group_concat(ifnull({c}, -1))" if kind == "i" else
+                  f"group_concat(ifnull({c}, ''), char(31)), group_concat({c} IS NULL)" for c, kind in zip(names, kinds)]
+        # the query as a subquery keeps its ORDER BY: SQLite does not flatten an ordered
+        # subquery into an aggregate, and group_concat takes the rows in the order they come
+        with_q = f"WITH q({', '.join(names)}) AS ({sql}) "
+        row = self._cur.execute(f"{with_q}SELECT count(*), {', '.join(packed)} FROM q", params).fetchone()
+        n, out, at = int(row[0]), [], 1
+
+        def ints(text: str | None, name: str) -> Any:
+            try:
+                with warnings.catch_warnings():
+                    # numpy stops at what is not an integer, with a warning or an error by version
+                    warnings.simplefilter("error", DeprecationWarning)
+                    arr = np.fromstring(text, dtype=np.int64, sep=",") if n and text else np.zeros(0, dtype=np.int64)
+            except (DeprecationWarning, ValueError):
+                arr = np.zeros(0, dtype=np.int64)
+            if arr.size != n:
+                raise StoreError(f"column {name} of {sql[:80]!r}... is not all integers: read {arr.size} of {n}"
+                                 " values (columns(kinds) says which are text)")
+            return arr
+
+        for kind, name in zip(kinds, names):
+            if kind == "i":
+                out.append(ints(row[at], name))
+                at += 1
+                continue
+            text, nulls = row[at], ints(row[at + 1], name)
+            at += 2
+            vals = text.split("\x1f") if n else []
+            if len(vals) != n:         # a text holds the separator: this column row by row
+                vals = [r[0] for r in self._cur.execute(f"{with_q}SELECT {name} FROM q", params)]
+            if nulls.any():
+                for k in np.flatnonzero(nulls).tolist():
+                    vals[k] = None
+            out.append(vals)
+        return out
 
     def pages(self, sql: str, params: Sequence[Any] = (), size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
         """The rows of a query in lists of up to ``size`` (its own cursor: other statements may run between)."""

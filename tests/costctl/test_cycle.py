@@ -190,14 +190,13 @@ def _week(store):
     return out, tables
 
 
-def test_reading_in_pages_and_recording_in_slices_changes_no_result(tmp_path, monkeypatch):
-    """The cycle reads the store page by page and charges and records its decisions slice by
-    slice so that memory stays bounded; with pages and slices of a few rows it must do exactly
-    what it does in one piece: same charges, balances, states, notices, commands and audit rows."""
+def test_recording_in_slices_changes_no_result(tmp_path, monkeypatch):
+    """The cycle charges and records its decisions slice by slice so that memory stays bounded;
+    with slices of a few rows it must do exactly what it does in one piece: same charges,
+    balances, states, notices, commands and audit rows."""
     import headend.costctl.cycle as cyc
 
     whole = _week(_fleet_store(tmp_path / "whole.db"))
-    monkeypatch.setattr(cyc, "_PAGE", 3)
     monkeypatch.setattr(cyc, "_DECISION_SLICE", 4)
     monkeypatch.setattr(cyc, "_CHARGE_SLICE", 5)
     pieces = _week(_fleet_store(tmp_path / "pieces.db"))

@@ -160,7 +160,7 @@ def test_the_workers_partitions_join_to_the_whole_fleets_stage(tmp_path, dask_en
     from headend.costctl.cycle import _Accounts
 
     store = _with_anomalies(_fleet_store(tmp_path / "cc.db"))
-    acc = _Accounts(store.cost_control_meter_pages(1000))
+    acc = _Accounts(store.cost_control_columns())
     fleet = PartitionInput(acc.meter_int, acc.acct_of_row, acc.rated_until, np.zeros(acc.n, dtype=np.int64),
                            acc.ladder, acc.rem)
     last_end, books = D0 + 5 * DAY, [load_catalog()["beijing"]]
@@ -192,7 +192,7 @@ def test_a_scheduler_gone_mid_cycle_charges_nothing_and_the_next_cycle_rates_onc
     with pytest.raises(RatingUnavailable, match="nothing was charged"):
         run_cycle(store, load_catalog(), at, rules=Rules(notice_period_s=0), engine=engine)
     engine.close()
-    del store.cost_control_meter_pages
+    del store.cost_control_columns
     assert [(a.customer, a.balance_fen, a.rated_until, a.version) for a in store.list_accounts()] == before
     assert len(store.journal(limit=100_000)) == journal
     # the next cycle (in process here) rates those intervals, once
@@ -205,14 +205,15 @@ def test_a_scheduler_gone_mid_cycle_charges_nothing_and_the_next_cycle_rates_onc
 
 def scheduler_dies_after_the_accounts_are_read(store, cluster) -> None:
     """The cycle reads its accounts, then ``cluster`` goes away before the workers get their
-    partitions (undone by ``del store.cost_control_meter_pages``)."""
-    pages = store.cost_control_meter_pages
+    partitions (undone by ``del store.cost_control_columns``)."""
+    columns = store.cost_control_columns
 
     def then_close(*args, **kw):
-        yield from pages(*args, **kw)
+        got = columns(*args, **kw)
         cluster.close()
+        return got
 
-    store.cost_control_meter_pages = then_close
+    store.cost_control_columns = then_close
 
 
 def test_a_worker_that_cannot_open_the_store_charges_nothing_and_the_next_cycle_rates_once(tmp_path, cluster) -> None:

@@ -101,7 +101,7 @@ def test_a_scheduler_gone_mid_cycle_on_postgresql_charges_nothing_and_the_next_c
     with pytest.raises(RatingUnavailable, match="nothing was charged"):
         run_cycle(store, load_catalog(), AT, rules=Rules(notice_period_s=0), engine=engine)
     engine.close()
-    del store.cost_control_meter_pages
+    del store.cost_control_columns
     assert _state(store) == before
     _next_cycle_charges_once(store)
     store.close()

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from headend.store.sqlite import MIGRATIONS, SQLiteBackend
@@ -392,13 +393,45 @@ def test_a_partitions_readings_are_those_of_its_span_of_meter_addresses(store) -
     store.add_readings([(a, "00010000", 100 + k, t0 + 900 * d) for k, a in enumerate(addrs) for d in range(3)])
 
     def read(meters):
-        return sorted(r for page in store.readings_between_pages("00010000", since=t0, until=t0 + 1800, size=2,
-                                                                  meters=meters) for r in page)
+        cols = store.readings_between_columns("00010000", since=t0, until=t0 + 1800, meters=meters)
+        assert all(c.dtype == np.int64 for c in cols)
+        return sorted(zip(*(c.tolist() for c in cols)))
 
     assert read(None) == sorted((int(a), 100 + k, t0 + 900 * d) for k, a in enumerate(addrs) for d in range(2))
     assert read((2, 11)) == [(2, 101, t0), (2, 101, t0 + 900), (10, 102, t0), (10, 102, t0 + 900)]
     assert read((11, 10**12)) == [(999_999_999_999, 103, t0), (999_999_999_999, 103, t0 + 900)]
     assert read((3, 10)) == []
+
+
+
+def test_a_querys_columns_come_in_its_order_with_its_nulls(store) -> None:
+    store.log_actions([("t", "x", target, None) for target in ("b,1", None, "a\x1fz", "", "c")])
+    with store._tx(write=False) as tx:
+        ids, targets, tens = tx.columns("SELECT id, target, CASE WHEN target IS NULL THEN NULL ELSE id * 10 END"
+                                        " FROM audit WHERE actor = 't' ORDER BY id DESC", "iti")
+        nothing = tx.columns("SELECT id, target FROM audit WHERE actor = ?", "it", ("nobody",))
+    assert ids.dtype == tens.dtype == np.int64
+    assert ids.tolist() == sorted(ids.tolist(), reverse=True) and len(ids) == 5
+    # a text may hold the separators the engine packs with, and a NULL text stays None
+    assert targets == ["c", "", "a\x1fz", None, "b,1"]
+    assert tens.tolist() == [i * 10 if t is not None else -1 for i, t in zip(ids.tolist(), targets)]
+    assert nothing[0].size == 0 and nothing[0].dtype == np.int64 and nothing[1] == []
+    with store._tx(write=False) as tx, pytest.raises(StoreError, match="not all integers"):
+        tx.columns("SELECT id, target FROM audit WHERE actor = 't' ORDER BY id", "ii")
+
+
+def test_the_cost_control_columns_are_the_cost_control_rows(store) -> None:
+    add(store, mode="remote")
+    add(store, A2, C2, mode="remote")
+    add(store, A3, C2, mode="remote", protected=True)   # a second meter of C2
+    store.set_account_state(C2, notice_level=2, notice_at=500, supply="cut", supply_at=600)
+    rows = store.cost_control_meters()
+    cols = store.cost_control_columns()
+    assert len(cols) == len(rows[0]) and len(rows) == 3
+    ints = [k for k, c in enumerate(cols) if isinstance(c, np.ndarray)]
+    assert {k for k in range(len(cols)) if k not in ints} >= {0, 6, 15}       # customer, tariff, supply
+    assert [tuple(-1 if v is None and k in ints else v for k, v in enumerate(r)) for r in rows] == \
+        list(zip(*(c.tolist() if isinstance(c, np.ndarray) else c for c in cols)))
 
 
 def test_text_readings_and_reading_records(store) -> None:

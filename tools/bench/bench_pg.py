@@ -351,7 +351,7 @@ def _stage_pairs(report: Any, engine: Any, db: str, n: int, interval_s: int, at:
     phase = (-8 * 3600) % interval_s
     last_end = (at - phase) // interval_s * interval_s + phase
     store = open_store(db, migrate=False)
-    acc = _Accounts(store.cost_control_meter_pages(50_000))      # read by the head-end either way: not timed
+    acc = _Accounts(store.cost_control_columns())      # read by the head-end either way: not timed
     names = sorted({t for t in acc.tariff if t is not None})
     t_index = np.array([names.index(t) for t in acc.tariff], dtype=np.int64)
     fleet = PartitionInput(acc.meter_int, acc.acct_of_row, acc.rated_until, t_index, acc.ladder, acc.rem)
@@ -416,7 +416,7 @@ def _inputs_pairs(report: Any, db: str, rounds: int = 5) -> None:
     from tools.bench.interleave import interleaved_values
 
     store = open_store(db, migrate=False)
-    acc = _Accounts(store.cost_control_meter_pages(50_000))
+    acc = _Accounts(store.cost_control_columns())
     fleet = PartitionInput(acc.meter_int, acc.acct_of_row, acc.rated_until, np.zeros(acc.n, dtype=np.int64),
                            acc.ladder, acc.rem)
     half = np.arange(acc.n // 2)
