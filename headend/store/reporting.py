@@ -63,9 +63,10 @@ _FLOW_SUMS = (
 
 
 # Every change of a balance also keeps when it last went below zero (the arrears' age): set when
-# the new balance (the old one moved by a parameter; SET expressions see the old row) is below
-# zero and was not already, cleared when it is not.  Parameters: the amount, then the time.
-OWING_SINCE = "owing_since = CASE WHEN balance_fen %s ? < 0 THEN COALESCE(owing_since, ?) ELSE NULL END"
+# the new balance (the old one moved as %s says: "+ ?", a parameter, or "- t.fen", a column; SET
+# expressions see the old row) is below zero and was not already, cleared when it is not.  Its
+# parameter: the time.
+OWING_SINCE = "owing_since = CASE WHEN balance_fen %s < 0 THEN COALESCE(owing_since, ?) ELSE NULL END"
 
 
 # The accounts report's states (headend/reports/README.md), over a row with mode (local/remote),
