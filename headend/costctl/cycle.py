@@ -20,7 +20,7 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    reading its own partition's readings from the store (``headend.costctl.distributed``).
 3. **Decide** (``headend.costctl.decide``) on the balances the debit will leave.
 4. **Debit** every account, with its decided notice/supply state where that changed, in the same UPDATE
-   (``Store.charge_and_set_states``; the batch key is a digest of the charges, so re-running a
+   (``Store.charge_columns``; the batch key is a digest of the charges, so re-running a
    cycle that already committed changes nothing; a large fleet is charged in slices, keys
    ``KEY/0``, ``KEY/1`` ...), then queue notices (outbox of notifications) and relay commands
    (command outbox), and one summary audit row for the cycle counting the decisions, all in one
@@ -180,17 +180,15 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
                 rows = idx[part]
                 # the state this cycle read: the store charges by compare-and-set on it instead of
                 # reading again
-                read_as = list(zip(*(x[rows].tolist() for x in (acc.balance, acc.rem, acc.ladder, acc.version))))
-                n, done = store.charge_and_set_states(
+                n, done = store.charge_columns(
                     rep.batch_key if len(slices) == 1 else f"{rep.batch_key}/{lo // _CHARGE_SLICE}",
-                    zip(cust[part], fen[part].tolist(), rem[part].tolist(), lad[part].tolist(), until[part].tolist()),
-                    actor=actor, kind="charge", interval_s=interval_s, read_as=read_as,
-                    fixed_fen=fixed[part].tolist() if fixed[part].any() else None,
-                    states=_changed_states(acc, d, rows, now),
-                    keys=acc.key[rows].tolist())
+                    cust[part], fen[part], rem[part], lad[part], until[part],
+                    actor=actor, kind="charge", interval_s=interval_s,
+                    read_as=[x[rows] for x in (acc.balance, acc.rem, acc.ladder, acc.version)],
+                    fixed_fen=fixed[part] if fixed[part].any() else None,
+                    states=_changed_states(acc, d, rows, now), keys=acc.key[rows])
                 applied += n
                 written[rows] = done
-                del read_as
             if not applied:       # this batch was charged before (a re-run): decide on the balances as they are
                 fen_of[:] = 0
                 charged[:] = False

@@ -35,6 +35,8 @@ from headend.store.reporting import OWING_SINCE, snapshot_day
 # times the same clause
 CHARGE_SETS = (f"balance_fen = balance_fen - t.fen, {OWING_SINCE % '- t.fen'}, rem = t.rem, ladder_wh = t.lad,"
                " rated_until = COALESCE(t.until, rated_until), version = version + 1")
+# a column of numbers: a sequence of ints, or an int array
+Ints = Any
 # the transaction's own table of a batch's charges (``charge_and_set_states``)
 _CHARGES = "charge_batch"
 
@@ -390,44 +392,89 @@ class Ledger(Accounts):
         (``Tx.account_key``): the compare-and-set finds the row by it (and checks the customer).
         """
         rows = [tuple(r) for r in charges]
-        now = self.now()
-        if len({r[0] for r in rows}) != len(rows):
-            raise InvalidInput(f"charge batch {batch_key}: a customer appears twice; sum its charges first")
         widths = {len(r) for r in rows}
         if not widths <= {4} and not widths <= {5}:
             raise InvalidInput(f"charge batch {batch_key}: rows are (customer, fen, rem, ladder_wh[, rated_until]),"
                                " all of one width")
-        with_until = widths == {5}
-        # each charge as (customer, fen, rem, ladder_wh, rated_until or None), numbers as ints
-        rows = [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]) if with_until else None) for r in rows]
-        for c, _f, rem, ladder, _u in rows:
-            if not (0 <= rem < SUBFEN) or ladder < 0:
-                raise InvalidInput(f"customer {c}: remainder must be in [0, {SUBFEN}) and ladder energy >= 0")
-        fixed = [0] * len(rows) if fixed_fen is None else [int(f) for f in fixed_fen]
-        if len(fixed) != len(rows) or any(not 0 <= f <= r[1] for f, r in zip(fixed, rows)):
-            raise InvalidInput(f"charge batch {batch_key}: fixed_fen needs one amount per charge, 0 .. the charge")
+        cols = list(zip(*rows)) if rows else [()] * 5
         if read_as is not None:
             read_as = list(read_as)
             if len(read_as) != len(rows):
                 raise InvalidInput(f"charge batch {batch_key}: read_as needs one (balance_fen, rem, ladder_wh,"
                                    f" version) per charge, got {len(read_as)} for {len(rows)}")
+        return self.charge_columns(
+            batch_key, list(cols[0]), cols[1], cols[2], cols[3], cols[4] if widths == {5} else None, actor=actor, kind=kind,
+            interval_s=interval_s, read_as=None if read_as is None else list(zip(*read_as)) if read_as else [()] * 4,
+            fixed_fen=fixed_fen, states=states, keys=keys)
+
+    def charge_columns(
+        self,
+        batch_key: str,
+        customers: Sequence[str],
+        fen: Ints,
+        rem: Ints,
+        ladder_wh: Ints,
+        rated_until: Ints | None = None,
+        *,
+        actor: str,
+        kind: str = "charge",
+        interval_s: int | None = None,
+        read_as: Sequence[Ints] | None = None,
+        fixed_fen: Ints | None = None,
+        states: Iterable[Sequence[Any] | None] | None = None,
+        keys: Iterable[Any] | None = None,
+    ) -> tuple[int, bool]:
+        """``charge_and_set_states`` with the charges as columns (sequences or int arrays, one
+        entry per charge: a cycle's arrays as they are) and ``read_as`` as the four columns
+        (balance_fen, rem, ladder_wh, version); the same checks, writes and result."""
+        import numpy as np      # here, not at the top: the command line starts without it
+
+        now = self.now()
+        n = len(customers)
+        if len(set(customers)) != n:
+            raise InvalidInput(f"charge batch {batch_key}: a customer appears twice; sum its charges first")
+
+        def ints(col: Any, what: str) -> Any:
+            arr = np.asarray(col, dtype=np.int64)
+            if arr.shape != (n,):
+                raise InvalidInput(f"charge batch {batch_key}: {what} needs one number per charge, got {arr.shape}"
+                                   f" for {n}")
+            return arr
+
+        fen_a, rem_a, lad_a = ints(fen, "fen"), ints(rem, "rem"), ints(ladder_wh, "ladder_wh")
+        until = None if rated_until is None else ints(rated_until, "rated_until")
+        bad = np.flatnonzero((rem_a < 0) | (rem_a >= SUBFEN) | (lad_a < 0))
+        if bad.size:
+            raise InvalidInput(f"customer {customers[int(bad[0])]}: remainder must be in [0, {SUBFEN}) and ladder"
+                               " energy >= 0")
+        fixed = np.zeros(n, dtype=np.int64) if fixed_fen is None else np.asarray(
+            fixed_fen if isinstance(fixed_fen, np.ndarray) else list(fixed_fen), dtype=np.int64)
+        if fixed.shape != (n,) or ((fixed < 0) | (fixed > fen_a)).any():
+            raise InvalidInput(f"charge batch {batch_key}: fixed_fen needs one amount per charge, 0 .. the charge")
+        if read_as is not None:
+            if len(read_as) != 4:
+                raise InvalidInput(f"charge batch {batch_key}: read_as is four columns (balance_fen, rem, ladder_wh,"
+                                   " version)")
+            read_as = [ints(c, "read_as") for c in read_as]
         decided: list[tuple[Any, ...] | None] | None = None
         if states is not None:
             if read_as is None:
                 raise InvalidInput(f"charge batch {batch_key}: states are set only with read_as (what they were"
                                    " decided on)")
-            decided = [None if st is None else decision_state(r[0], *st) for r, st in zip(rows, states)]
-            if len(decided) != len(rows):
+            decided = [None if st is None else decision_state(c, *st) for c, st in zip(customers, states)]
+            if len(decided) != n:
                 raise InvalidInput(f"charge batch {batch_key}: states needs one (notice_level, notice_at, supply,"
                                    " supply_at) per charge")
+        key_list: list[Any] | None = None
         if keys is not None:
-            keys = list(keys)
-            if read_as is None or len(keys) != len(rows):
+            key_list = list(keys.tolist() if isinstance(keys, np.ndarray) else keys)
+            if read_as is None or len(key_list) != n:
                 raise InvalidInput(f"charge batch {batch_key}: keys are given with read_as, one per charge")
+        until_l = [None] * n if until is None else until.tolist()
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM ledger_batches WHERE key = ?", (batch_key,)):
                 return 0, False
-            by_key = keys is not None and tx.account_key != "customer"
+            by_key = key_list is not None and tx.account_key != "customer"
             key_col = tx.account_key if by_key else "customer"
             # the charges go into a table of the transaction's own, and the accounts' UPDATE and the
             # journal's INSERT take them from there: each row's work is the engine's, not a
@@ -441,14 +488,14 @@ class Ledger(Accounts):
             if read_as is not None:
                 tx.executemany(f"INSERT INTO {_CHARGES} (pos, k, c, fen, rem, lad, until, fixed, v, bal, orem, olad)"
                                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               [(i, key, c, f, rm, ld, u, fx, int(k[3]), int(k[0]), int(k[1]), int(k[2]))
-                                for i, ((c, f, rm, ld, u), k, fx, key)
-                                in enumerate(zip(rows, read_as, fixed, keys if by_key and keys is not None else
-                                                 (r[0] for r in rows)))])
+                               zip(range(n), key_list if by_key and key_list is not None else customers, customers,
+                                   fen_a.tolist(), rem_a.tolist(), lad_a.tolist(), until_l, fixed.tolist(),
+                                   read_as[3].tolist(), *(c.tolist() for c in read_as[:3])))
             else:
                 tx.executemany(f"INSERT INTO {_CHARGES} (pos, k, c, fen, rem, lad, until, fixed) VALUES"
                                " (?, ?, ?, ?, ?, ?, ?, ?)",
-                               [(i, c, c, f, rm, ld, u, fx) for i, ((c, f, rm, ld, u), fx) in enumerate(zip(rows, fixed))])
+                               zip(range(n), customers, customers, fen_a.tolist(), rem_a.tolist(), lad_a.tolist(),
+                                   until_l, fixed.tolist()))
             n = -1
             if read_as is not None:
                 # the caller's reading holds wherever the version has not moved: charge those rows
@@ -460,16 +507,16 @@ class Ledger(Accounts):
                 n = tx.execute(f"UPDATE accounts SET {CHARGE_SETS}, updated_at = ? FROM {_CHARGES} t"
                                f" WHERE accounts.{key_col} = t.k AND accounts.customer = t.c"
                                " AND accounts.version = t.v", (now, now))
-                if n == len(rows) and decided is not None:
+                if n == len(customers) and decided is not None:
                     # only the states that change are written, by a second statement for those
                     # few rows: setting the four state columns on every row would cost SQLite
                     # about twice the UPDATE of the money alone
                     tx.executemany(f"UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?"
                                    f" WHERE {key_col} = ? AND customer = ?",
-                                   [(*st, key, r[0]) for r, st, key in
-                                    zip(rows, decided, keys if by_key and keys is not None else (r[0] for r in rows))
+                                   [(*st, key, c) for c, st, key in
+                                    zip(customers, decided, key_list if by_key and key_list is not None else customers)
                                     if st is not None])
-                if n != len(rows):
+                if n != len(customers):
                     decided = None
                     tx.execute("ROLLBACK TO charge_read_as")
                     n = -1
@@ -482,11 +529,11 @@ class Ledger(Accounts):
                            f" WHERE a.customer = {_CHARGES}.c")
                 n = tx.execute(f"UPDATE accounts SET {CHARGE_SETS}, updated_at = ? FROM {_CHARGES} t"
                                " WHERE accounts.customer = t.c", (now, now))
-            if n != len(rows):
-                known = {r[0] for r in tx.all("SELECT customer FROM accounts")} if n < len(rows) else set()
-                missing = sorted({r[0] for r in rows} - known)[:5]
+            if n != len(customers):
+                known = {r[0] for r in tx.all("SELECT customer FROM accounts")} if n < len(customers) else set()
+                missing = sorted(set(customers) - known)[:5]
                 raise NotFound(f"charge batch {batch_key}: unknown customers {missing} (nothing was charged)")
-            step = None if not with_until or interval_s is None else int(interval_s)
+            step = None if until is None or interval_s is None else int(interval_s)
             # a charge's journal row where money, rem or ladder move, in the charges' order, and
             # after them the fixed charges beside those for the same intervals (the remainder is
             # the charge's): each account's rows in that order, each statement taking the charges
@@ -498,12 +545,12 @@ class Ledger(Accounts):
             tail = f", NULL, ?, ?, {{}}, {rated_to}, ?, ? FROM {_CHARGES} t WHERE {moved}{{}} ORDER BY t.pos"
             booked = (actor, dumps({"batch": batch_key}), f"batch:{batch_key}", self._open_day(tx, now))
             tx.execute(head + "t.fixed - t.fen, t.bal - t.fen + t.fixed" + tail.format("t.rem", ""), (now, kind, *booked))
-            if any(fixed):
+            if fixed.any():
                 tx.execute(head + "-t.fixed, t.bal - t.fen" + tail.format("CAST(NULL AS BIGINT)", " AND t.fixed <> 0"),
                            (now, "fixed_charge", *booked))
             tx.execute(f"DELETE FROM {_CHARGES}")
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
-                       (batch_key, now, len(rows), actor))
+                       (batch_key, now, n, actor))
             return n, decided is not None
 
     def remainder_at(self, customer: str, t: int) -> int | None:

@@ -213,7 +213,7 @@ def test_states_written_with_the_charge_equal_the_separate_decision_update(tmp_p
 
     merged = _week(_fleet_store(tmp_path / "merged.db"))
     calls: list[bool] = []
-    real = Store.charge_and_set_states
+    real = Store.charge_columns
 
     def without_states(self, *args, **kw):
         kw["states"] = None          # the store sets none: every decision goes the separate way
@@ -221,7 +221,7 @@ def test_states_written_with_the_charge_equal_the_separate_decision_update(tmp_p
         calls.append(done)
         return n, done
 
-    monkeypatch.setattr(Store, "charge_and_set_states", without_states)
+    monkeypatch.setattr(Store, "charge_columns", without_states)
     separate = _week(_fleet_store(tmp_path / "separate.db"))
     assert calls and not any(calls)
     assert separate == merged
@@ -250,13 +250,13 @@ def test_a_payment_racing_in_leaves_that_account_to_the_next_cycle_and_out_of_th
     from headend.store import Store
 
     store, now = env
-    real = Store.charge_and_set_states
+    real = Store.charge_columns
 
     def paid_first(self, *args, **kw):
         self.credit(C, 10_000, actor="t", idem_key="pay:C:race")
         return real(self, *args, **kw)
 
-    monkeypatch.setattr(Store, "charge_and_set_states", paid_first)
+    monkeypatch.setattr(Store, "charge_columns", paid_first)
     rep = cycle(store, now, D0 + 2 * DAY + 9 * 3600)
     assert rep.conflicts == [f"{C}: money moved while deciding; decided again next cycle"]
     assert rep.actions == {"alarm1_notice": 1, "cut_notice": 1}                  # B and P, not C
@@ -265,7 +265,7 @@ def test_a_payment_racing_in_leaves_that_account_to_the_next_cycle_and_out_of_th
     assert {n.customer for n in store.list_notifications()} == {B, P}
     assert C not in {e.target for e in store.audit_entries(limit=1000) if e.action.startswith("costctl.")}
     assert store.get_account(C).balance_fen == 500 + 10_000 - (2 * PER_DAY) // 100_000
-    monkeypatch.setattr(Store, "charge_and_set_states", real)
+    monkeypatch.setattr(Store, "charge_columns", real)
     rep = cycle(store, now, D0 + 2 * DAY + 9 * 3600 + 60)      # nothing more to rate: C is decided on what it has
     assert rep.conflicts == [] and store.get_account(C).notice_level == 0
 

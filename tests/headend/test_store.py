@@ -564,6 +564,43 @@ def test_charge_with_states_sets_only_the_states_given_and_leaves_a_none_as_it_w
     assert [(a.balance_fen, a.notice_level) for a in map(store.get_account, (C1, C2))] == [(440, 1), (-80, 2)]
 
 
+def test_charges_as_columns_book_as_charges_as_rows_do(store) -> None:
+    for a, c in ((A1, C1), (A2, C2)):
+        add(store, a, c, mode="remote")
+
+    def book(how: str, key: str) -> list:
+        keys = {r[0]: r[-1] for r in store.cost_control_meters()}
+        accts = [store.get_account(c) for c in (C1, C2)]
+        read = [(a.balance_fen, a.rem, a.ladder_wh, a.version) for a in accts]
+        states = [None, (2, 100, "on", None)]
+        if how == "rows":
+            got = store.charge_and_set_states(key, [(C1, 30, 7, 70, 86_400), (C2, 0, 0, 0, 86_400)], actor="costctl",
+                                              interval_s=3600, read_as=read, fixed_fen=[10, 0], states=states,
+                                              keys=[keys[C1], keys[C2]])
+        else:
+            got = store.charge_columns(key, [C1, C2], np.array([30, 0]), np.array([7, 0]), np.array([70, 0]),
+                                       np.array([86_400, 86_400]), actor="costctl", interval_s=3600,
+                                       read_as=[np.array(c) for c in zip(*read)], fixed_fen=np.array([10, 0]),
+                                       states=states, keys=np.array([keys[C1], keys[C2]]))
+        return [got, *[(a.balance_fen, a.rem, a.ladder_wh, a.rated_until, a.notice_level)
+                       for a in map(store.get_account, (C1, C2))],
+                [(e.kind, e.amount_fen, e.balance_after) for e in store.ledger(C1, limit=2)],
+                store.charge_columns(key, [C1], [1], [0], [0], actor="costctl")]     # once per key: no change
+
+    rows = book("rows", "r1")
+    columns = book("columns", "c1")
+    # the same movements (a charge of 20 and a fixed charge of 10 each time) from balances 30 apart
+    assert rows[0] == columns[0] == (2, True) and rows[-1] == columns[-1] == (0, False)
+    assert rows[1] == (-30, 7, 70, 86_400, 0) and columns[1] == (-60, 7, 70, 86_400, 0)
+    assert rows[2][4] == columns[2][4] == 2                      # C2 had no energy: no journal row
+    assert rows[3] == [("fixed_charge", -10, -30), ("charge", -20, -20)]
+    assert columns[3] == [("fixed_charge", -10, -60), ("charge", -20, -50)]
+    with pytest.raises(InvalidInput, match=f"customer {C2}: remainder"):
+        store.charge_columns("bad", [C1, C2], [1, 1], [0, 100_000], [0, 0], actor="costctl")
+    with pytest.raises(InvalidInput, match="appears twice"):
+        store.charge_columns("twice", [C1, C1], [1, 1], [0, 0], [0, 0], actor="costctl")
+
+
 def test_charge_by_the_keys_the_cycle_read_lands_on_the_customer_even_if_the_keys_moved(store) -> None:
     add(store, mode="remote")
     add(store, A2, C2, mode="remote")
