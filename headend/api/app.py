@@ -36,6 +36,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from headend.api import models
@@ -73,15 +74,17 @@ _CUSTOMER_RE = re.compile(models.CUSTOMER_PATTERN)
 
 
 # ASGI header names are lower case; the first of a repeated header counts (as Headers.get has it)
-_SIGNATURE_HEADERS = {h.lower().encode("latin-1"): h for h in (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE,
-                                                                HEADER_SIGNATURE)}
+_CONTENT_LENGTH = "content-length"
+_SIGNED_HEADERS = {h.lower().encode("latin-1"): h for h in (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE,
+                                                             HEADER_SIGNATURE, _CONTENT_LENGTH)}
 
 
-def _signature_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """The signature headers of a request, read in one pass (Headers.get scans all of them per name)."""
+def _signed_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The signature headers and the body's length of a request, read in one pass (Headers.get
+    scans all of them per name)."""
     out: dict[str, str] = {}
     for name, value in raw:
-        h = _SIGNATURE_HEADERS.get(name)
+        h = _SIGNED_HEADERS.get(name)
         if h is not None and h not in out:
             out[h] = value.decode("latin-1")
     return out
@@ -107,13 +110,14 @@ def _receipt_response(result: tuple[dict[str, Any], bool]) -> Response:
 
 def _serve_plainly(app: FastAPI, endpoint: Callable[[Request], Any]) -> None:
     """Serve a declared endpoint that takes the Request alone and returns a Response through a
-    plain Starlette route placed just ahead of its APIRoute; the APIRoute stays, for /openapi.json
-    (it never matches first). FastAPI's per-request work around an endpoint (solving its
-    dependencies, none here, and wrapping it) was ~16% of a payment's CPU in-process; the app's
-    middleware and exception handlers are the same for both routes."""
+    plain Starlette route placed first in the router (matched before every other route: each
+    route passed costs a request ~1 us); the APIRoute stays, for /openapi.json (it never matches
+    first). FastAPI's per-request work around an endpoint (solving its dependencies, none here,
+    and wrapping it) was ~16% of a payment's CPU in-process; the app's middleware and exception
+    handlers are the same for both routes."""
     routes = app.router.routes
-    at, declared = next((i, r) for i, r in enumerate(routes) if isinstance(r, APIRoute) and r.endpoint is endpoint)
-    routes.insert(at, Route(declared.path, endpoint, methods=sorted(declared.methods or ()), name=declared.name))
+    declared = next(r for r in routes if isinstance(r, APIRoute) and r.endpoint is endpoint)
+    routes.insert(0, Route(declared.path, endpoint, methods=sorted(declared.methods or ()), name=declared.name))
 
 
 def _unix(dt: datetime) -> int:
@@ -133,19 +137,33 @@ class _Api:
         self.commits = GroupCommit(port.transaction, port.part, self.claim_nonces, hold_s=config.commit_hold_ms / 1000)
 
     # ------------------------------------------------------------------ authentication
-    async def body(self, request: Request) -> bytes:
-        """The raw body (what the signature covers), or 413 when it is too large."""
-        length = request.headers.get("content-length")
+    async def read(self, request: Request) -> tuple[dict[str, str], bytes]:
+        """The signature headers (for ``identify``) and the raw body (what the signature covers),
+        or 413 when the body is too large."""
+        headers = _signed_headers(request.scope["headers"])
+        return headers, await self._body(request, headers)
+
+    async def _body(self, request: Request, headers: dict[str, str]) -> bytes:
+        # read from the ASGI messages as they come (a signed request's body is one message):
+        # Request.body's stream generator cost a payment ~3% of its CPU
+        length = headers.get(_CONTENT_LENGTH)
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
             raise ApiProblem(413, "body_too_large", f"body of {length} bytes; at most {self.config.max_body_bytes}")
-        body = await request.body()
-        if len(body) > self.config.max_body_bytes:
-            raise ApiProblem(413, "body_too_large", f"body of {len(body)} bytes; at most {self.config.max_body_bytes}")
-        return body
+        body = b""
+        receive = request.receive
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away before it sent the body
+                raise ClientDisconnect()
+            body += message.get("body", b"")
+            if len(body) > self.config.max_body_bytes:
+                raise ApiProblem(413, "body_too_large", f"body of {len(body)} bytes; at most {self.config.max_body_bytes}")
+            if not message.get("more_body", False):
+                return body
 
-    def authenticate(self, request: Request, body: bytes) -> ChannelKey:
+    def authenticate(self, request: Request, headers: dict[str, str], body: bytes) -> ChannelKey:
         """The signing channel, its nonce recorded, or ApiProblem (see the module docstring for the order)."""
-        channel, nonce = self.identify(request, body)
+        channel, nonce = self.identify(request, headers, body)
         [refused] = self.claim_nonces([nonce])
         if refused is not None:
             raise refused
@@ -158,11 +176,12 @@ class _Api:
         request.state.nonce = nonce
         request.state.channel = channel
 
-    def identify(self, request: Request, body: bytes) -> tuple[ChannelKey, tuple[str, str, int]]:
+    def identify(self, request: Request, headers: dict[str, str],
+                 body: bytes) -> tuple[ChannelKey, tuple[str, str, int]]:
         """The signing channel and the nonce to record for it, every check but the nonce's done
         (``claim_nonces`` does that one, for many requests at once); or ApiProblem."""
         try:
-            parts = read_signature_headers(_signature_headers(request.scope["headers"]))
+            parts = read_signature_headers(headers)
         except SignatureFormError as exc:
             code = "signature_missing" if "missing" in str(exc) else "signature_malformed"
             raise ApiProblem(401, code, str(exc), exc.field) from None
@@ -300,10 +319,10 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
         # commit together, answered once committed (row_locked: the work takes a payment, which
         # locks what it changes; see Store.atomic). The round records its requests' nonces in one
         # statement (identify, then claim_nonces); writes=False: the work writes nothing itself
-        body = await api.body(request)
+        headers, body = await api.read(request)
 
         def first() -> tuple[tuple[str, str, int], tuple[ChannelKey, tuple[str, str, int]]]:
-            channel, nonce = api.identify(request, body)
+            channel, nonce = api.identify(request, headers, body)
             return nonce, (channel, nonce)
 
         def then(signer: tuple[ChannelKey, tuple[str, str, int]]) -> Any:
@@ -362,7 +381,7 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
         return await signed(request, work, row_locked=True, writes=False)
 
     _serve_plainly(app, post_payment)
-    # the no-op is served the same plain way: it is the ceiling payments are measured against
+    # the no-op is served the same plain way, first of all: it is the ceiling payments are measured against
     _serve_plainly(app, health)
 
     @app.get("/v1/payments/{payment_id}", response_model=models.PaymentOut, responses=_PROBLEM_RESPONSES,

@@ -29,8 +29,7 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
-from typing import Callable, Generator, Mapping
+from typing import Callable, Generator, Mapping, NamedTuple
 
 import httpx
 
@@ -97,9 +96,9 @@ def sign_headers(key_id: str, secret: str | bytes, method: str, path: str, body:
     }
 
 
-@dataclass(frozen=True)
-class SignatureParts:
-    """The authentication headers of one request, checked for form only."""
+class SignatureParts(NamedTuple):
+    """The authentication headers of one request, checked for form only (a NamedTuple: as
+    immutable as a frozen dataclass, and made once per request at a fraction of its cost)."""
 
     key_id: str
     timestamp: int
@@ -117,24 +116,23 @@ class SignatureFormError(ValueError):
 
 def read_signature_headers(headers: Mapping[str, str]) -> SignatureParts:
     """The four headers, each present and well formed, or SignatureFormError naming the first bad one."""
-    values: dict[str, str] = {}
-    for name in (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE):
-        v = headers.get(name)
-        if not v:
-            raise SignatureFormError(name, f"header {name} is missing: every request is signed"
-                                           " (see the README's signing recipe)")
-        values[name] = v
-    key_id = values[HEADER_KEY]
+    key_id, ts, nonce, sig = (headers.get(HEADER_KEY), headers.get(HEADER_TIMESTAMP), headers.get(HEADER_NONCE),
+                              headers.get(HEADER_SIGNATURE))
+    if not (key_id and ts and nonce and sig):
+        missing = next(name for name, v in ((HEADER_KEY, key_id), (HEADER_TIMESTAMP, ts), (HEADER_NONCE, nonce),
+                                            (HEADER_SIGNATURE, sig)) if not v)
+        raise SignatureFormError(missing, f"header {missing} is missing: every request is signed"
+                                          " (see the README's signing recipe)")
     if len(key_id) > 128:
         raise SignatureFormError(HEADER_KEY, f"header {HEADER_KEY} is longer than 128 characters")
-    if not _TIMESTAMP_RE.match(values[HEADER_TIMESTAMP]):
+    if not _TIMESTAMP_RE.match(ts):
         raise SignatureFormError(HEADER_TIMESTAMP, f"header {HEADER_TIMESTAMP} must be Unix seconds (digits only)")
-    if not NONCE_RE.match(values[HEADER_NONCE]):
+    if not NONCE_RE.match(nonce):
         raise SignatureFormError(HEADER_NONCE, f"header {HEADER_NONCE} must be 16-64 of A-Z a-z 0-9 _ -")
-    sig = values[HEADER_SIGNATURE].lower()
+    sig = sig.lower()
     if not _SIGNATURE_RE.match(sig):
         raise SignatureFormError(HEADER_SIGNATURE, f"header {HEADER_SIGNATURE} must be 64 hex digits (HMAC-SHA256)")
-    return SignatureParts(key_id, int(values[HEADER_TIMESTAMP]), values[HEADER_NONCE], sig)
+    return SignatureParts(key_id, int(ts), nonce, sig)
 
 
 def check_signature(secret: str | bytes, parts: SignatureParts, method: str, path: str, body: bytes) -> bool:

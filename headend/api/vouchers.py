@@ -60,9 +60,9 @@ def add_voucher_routes(app: FastAPI, store: Store, keys: KeyStore | None, respon
     api = app.state.api
 
     async def signed(request: Request, model: type[BaseModel], work: Any) -> Any:
-        body = await api.body(request)
+        headers, body = await api.read(request)
         with api.port.transaction():
-            channel = api.authenticate(request, body)
+            channel = api.authenticate(request, headers, body)
             return work(channel, api.parse(body, model))
 
     def own(channel: Any, claimed: str) -> None:
