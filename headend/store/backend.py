@@ -170,6 +170,9 @@ class Backend(Protocol):
 
     name: str
     location: str
+    # how many outermost transactions this backend has opened: a transaction is told apart from
+    # the one before it by this number (the nonces' memory: headend/store/api_state.py)
+    serial: int
 
     def transaction(self, write: bool = True, *, row_locked: bool = False) -> AbstractContextManager[Tx]:
         """Open a transaction (nested calls join the outer one); commit on success, roll back on error.

@@ -411,6 +411,7 @@ class PostgresBackend:
         self._conn = self._connect()
         self._reader, self._writer = self._conn.cursor(), self._conn.cursor()
         self._lock = threading.RLock()
+        self.serial = 0
         self._depth = 0
         self._write = False
         self._leading: set[str] = set()
@@ -481,6 +482,7 @@ class PostgresBackend:
             except psycopg.Error as exc:
                 self._rollback_quietly()
                 raise StoreError(f"database {self.location} is unavailable: {exc}") from exc
+            self.serial += 1
             self._depth = 1
             self._write = write
             try:

@@ -706,7 +706,31 @@ MIGRATIONS: list[tuple[int, list[str | Callable[[Any], None]]]] = [
             "CREATE INDEX vouchers_payment ON vouchers(payment_id)",
         ],
     ),
+    (
+        20,
+        [
+            # The payments API's nonces: one row per round of requests, in insertion order, checked
+            # in memory (headend/store/api_state.py), instead of a row per nonce under a unique key,
+            # whose random keys put a WAL page per nonce into every round's commit.
+            """CREATE TABLE api_nonce_rounds (
+                id INTEGER PRIMARY KEY,
+                keep_until INTEGER NOT NULL,
+                nonces TEXT NOT NULL
+            )""",
+            lambda tx: _nonces_into_rounds(tx),
+            "DROP TABLE api_nonces",
+        ],
+    ),
 ]
+
+
+def _nonces_into_rounds(tx: Any) -> None:
+    # the nonces still kept carry over: a request signed before the upgrade stays refused after it
+    rows = tx.all("SELECT channel_id, nonce, keep_until FROM api_nonces ORDER BY keep_until")
+    for lo in range(0, len(rows), 1000):
+        part = rows[lo:lo + 1000]
+        tx.execute("INSERT INTO api_nonce_rounds (keep_until, nonces) VALUES (?, ?)",
+                   (max(int(r[2]) for r in part), "\n".join(f"{r[0]}\t{r[1]}" for r in part)))
 
 
 def _fill_link_slots(tx: Any) -> None:
@@ -942,6 +966,7 @@ class SQLiteBackend:
         self._lock = threading.RLock()
         self._depth = 0
         self._write = False
+        self.serial = 0
         self._cur = self._conn.cursor()
 
     def __repr__(self) -> str:
@@ -991,6 +1016,7 @@ class SQLiteBackend:
                 self._cur.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"database {self.location} is busy or unavailable: {exc}") from exc
+            self.serial += 1
             self._depth = 1
             self._write = write
             try:

@@ -32,6 +32,53 @@ def test_a_second_process_on_the_same_file_refuses_the_replay(tmp_path, store, c
         assert not other.use_nonce("bank-1", "a" * 16, keep_until=clock.t + 300)
 
 
+def test_two_stores_on_one_file_each_refuse_what_the_other_used_since(tmp_path, store, clock):
+    keep = clock.t + 300
+    with open_store(tmp_path / "s.db", clock=clock) as other:
+        assert store.use_nonce("bank-1", "a" * 16, keep_until=keep)
+        assert not other.use_nonce("bank-1", "a" * 16, keep_until=keep)
+        # each has read the other's rows up to here; what either writes next the other reads too
+        assert other.use_nonce("bank-1", "b" * 16, keep_until=keep)
+        assert not store.use_nonce("bank-1", "b" * 16, keep_until=keep)
+        assert store.use_nonces([("bank-1", "c" * 16, keep), ("bank-1", "d" * 16, keep)]) == [True, True]
+        assert other.use_nonces([("bank-1", "d" * 16, keep), ("bank-1", "e" * 16, keep)]) == [False, True]
+        assert store.use_nonces([("bank-1", "e" * 16, keep), ("bank-1", "c" * 16, keep)]) == [False, False]
+
+
+def test_a_nonce_whose_transaction_or_part_rolled_back_is_not_kept(store, clock):
+    keep = clock.t + 300
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            assert store.use_nonce("bank-1", "rolled" * 3, keep_until=keep)
+            assert not store.use_nonce("bank-1", "rolled" * 3, keep_until=keep)  # within it: used
+            raise RuntimeError("the transaction fails")
+    with store.atomic():
+        with pytest.raises(RuntimeError):
+            with store.part():
+                assert store.use_nonce("bank-1", "parted" * 3, keep_until=keep)
+                raise RuntimeError("the part fails")
+        assert store.use_nonce("bank-1", "kept" * 4, keep_until=keep)   # the transaction itself commits
+    assert store.use_nonce("bank-1", "rolled" * 3, keep_until=keep)
+    assert store.use_nonce("bank-1", "parted" * 3, keep_until=keep)
+    assert not store.use_nonce("bank-1", "kept" * 4, keep_until=keep)
+
+
+def test_nonces_kept_before_the_upgrade_stay_refused_after_it(tmp_path, clock):
+    import sqlite3
+
+    from headend.store.sqlite import SQLiteBackend
+
+    path = tmp_path / "old.db"
+    SQLiteBackend(path).migrate(upto=19)  # the schema of a row per nonce
+    with sqlite3.connect(path) as c:
+        c.executemany("INSERT INTO api_nonces (channel_id, nonce, keep_until) VALUES (?, ?, ?)",
+                      [("bank-1", f"old{i:013d}", clock.t + 300) for i in range(1500)])
+    with open_store(path, clock=clock) as s:
+        assert not s.use_nonce("bank-1", f"old{1499:013d}", keep_until=clock.t + 300)
+        assert s.use_nonce("bank-2", f"old{1499:013d}", keep_until=clock.t + 300)
+        assert s.purge_nonces(clock.t + 301) == 1501
+
+
 def test_expired_nonces_are_purged_but_live_ones_kept(store, clock):
     store.use_nonce("bank-1", "old" * 6, keep_until=clock.t + 10)
     store.use_nonce("bank-1", "new" * 6, keep_until=clock.t + 1000)
@@ -40,6 +87,8 @@ def test_expired_nonces_are_purged_but_live_ones_kept(store, clock):
     assert not store.use_nonce("bank-1", "new" * 6, keep_until=clock.t + 1000)
     with pytest.raises(InvalidInput):
         store.use_nonce("", "x" * 16, keep_until=0)
+    with pytest.raises(InvalidInput):
+        store.use_nonce("bank-1", "two\nlines" * 2, keep_until=0)
 
 
 def test_many_nonces_at_once_refuse_replays_within_the_batch_and_before_it(store, clock):

@@ -286,3 +286,30 @@ def test_payments_are_taken_side_by_side_and_other_writes_wait_for_them(pg_serve
     finally:
         for s in (a, b, c):
             s.close()
+
+
+def test_a_nonce_in_flight_at_one_head_end_is_refused_at_the_other_once_it_commits(pg_server, pg_template) -> None:
+    url = pg_server.create_db(pg_template)
+    a, b = open_store(url, clock=Clock()), open_store(url, clock=Clock())
+    keep = Clock().t + 300
+    answered: list[bool] = []
+    done = threading.Event()
+
+    def replay_at_b() -> None:
+        answered.append(b.use_nonce("bank", "n" * 16, keep_until=keep))
+        done.set()
+
+    try:
+        with a.atomic(row_locked=True):   # head-end A's round has taken the nonce, not yet committed
+            assert a.use_nonce("bank", "n" * 16, keep_until=keep)
+            replay = threading.Thread(target=replay_at_b, daemon=True)
+            replay.start()
+            replay.join(0.5)
+            assert not done.is_set()      # B's check waits for A's round (if it ran at all yet)
+        assert done.wait(60)
+        assert answered == [False]        # and then refuses the replay
+        assert b.use_nonce("bank", "m" * 16, keep_until=keep)
+        assert not a.use_nonce("bank", "m" * 16, keep_until=keep)
+    finally:
+        for s in (a, b):
+            s.close()
