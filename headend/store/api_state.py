@@ -114,8 +114,9 @@ class ApiState(Payments):
         with self._tx() as tx:
             tx.lock([_NONCE_LOCK])
             serial = self._db.serial
-            pending = mem.learn(tx.all("SELECT id, keep_until, nonces FROM api_nonce_rounds WHERE id > ? ORDER BY id",
-                                       (mem.upto,)), serial)
+            # rows whose nonces all expired need no reading (a restart after a busy day reads only the live ones)
+            pending = mem.learn(tx.all("SELECT id, keep_until, nonces FROM api_nonce_rounds WHERE id > ?"
+                                       " AND keep_until >= ? ORDER BY id", (mem.upto, self.now())), serial)
             out: list[bool] = []
             fresh: list[str] = []
             keep = 0
