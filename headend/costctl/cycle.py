@@ -19,7 +19,7 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    a `DaskRating` engine, on the Dask workers, one partition of accounts each, every worker
    reading its own partition's readings from the store (``headend.costctl.distributed``).
 3. **Decide** (``headend.costctl.decide``) on the balances the debit will leave.
-4. **Debit** every account, with its decided notice/supply state where that changed, in the same UPDATE
+4. **Debit** every account, with its decided notice/supply state where that changed, in one transaction
    (``Store.charge_columns``; the batch key is a digest of the charges, so re-running a
    cycle that already committed changes nothing; a large fleet is charged in slices, keys
    ``KEY/0``, ``KEY/1`` ...), then queue notices (outbox of notifications) and relay commands
@@ -162,7 +162,7 @@ def _run_cycle(store: Store, catalog: Mapping[str, TariffBook], now: int, rules:
         fen_of[idx] = fen
         charged[idx] = True
     # decided on the balances the debit is about to leave, so that each charged account's new
-    # notice and supply state is written by the same UPDATE as its money
+    # notice and supply state is written with its money
     d = _decide(acc, fen_of, now, rules, utc_offset_s)
     stage("decisions")
     with store.atomic():     # money, states, notices, commands and the summary audit row land together

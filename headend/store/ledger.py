@@ -383,9 +383,9 @@ class Ledger(Accounts):
         ``fixed_fen``: per charge, the part of fen that is fixed (daily) charges: the journal then
         has a "fixed_charge" row for it beside the rating charge row of the rest.
         ``states`` (with ``read_as``): per charge, the (notice_level, notice_at, supply, supply_at)
-        the caller decided on the balance after it, set by the same UPDATE as the money, so a
-        cost-control cycle writes each account once; None for an account whose state stays as
-        it was (its UPDATE then leaves the state columns alone).  They are set only if no account moved since
+        the caller decided on the balance after it, set in the same transaction as the money, so a
+        cost-control cycle needs no second pass over its accounts; None for an account whose state
+        stays as it was (its state columns are left alone).  They are set only if no account moved since
         ``read_as`` (the usual case); otherwise none is, the charges still land on the balances as
         they are, and the caller decides again (``apply_decisions`` compare-and-sets on versions).
         ``keys`` (with ``read_as``): per charge, the account's key as ``cost_control_meters`` read it
