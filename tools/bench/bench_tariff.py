@@ -211,8 +211,9 @@ def bare_writes(path: Path, n: int, decided: int, round_: int) -> float:
     cycle commits them), one UPDATE of its money columns and one ledger row; per decided
     account one UPDATE of its notice/supply state, one notification and one audit row: the rows
     a collection and a cycle write, built before the clock starts, so only SQLite's work and
-    sqlite3's binding are timed.  Readings and ledger rows go in as the store appends them
-    (multi-row INSERT, ``Tx.insert_many``: SQLite's fastest form from Python), the rest by executemany.
+    sqlite3's binding are timed.  Readings go in as the store appends them (multi-row INSERT,
+    ``Tx.insert_many``), and so do the ledger rows (the store's own come from its batch's table of
+    charges by one INSERT ... SELECT), the rest by executemany.
     """
     import sqlite3
 
@@ -404,7 +405,8 @@ def store_cycle(report, n: int | None = None, days: int = 3, opening_yuan: int =
                f" {batch_size(n):,} a transaction as read_cycle stores them; the {n:,} network reads and their"
                " frames' decoding are not in it: bench_headend gives their CPU per read) + the cycle (read, rate,"
                " debit, decide, record, the decisions' audit rows after the commit), vs bare sqlite3 writing the"
-               " same rows, readings and journal rows in multi-row INSERTs as the store does (same database, copied)", r.a, "accounts/s", r.b, pairs=r)
+               " same rows, readings and journal rows in multi-row INSERTs, the money by executemany (same database,"
+               " copied)", r.a, "accounts/s", r.b, pairs=r)
         report(f"  collection + cycle time, {n:,} accounts (median of {days} days)", float(np.median(last["walls"])),
                "s")
         report("  of which up to the cycle's commit (the decisions' audit rows after it left out; median)",
