@@ -17,6 +17,7 @@ first fault.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from construct import (
     this,
 )
 
+from protocol.cache import remember
 from protocol.errors import ProtocolError
 
 __all__ = [
@@ -95,18 +97,12 @@ def _check_address_text(text: str) -> None:
             )
 
 
-_TO_WIRE: dict[str, bytes] = {}
-_FROM_WIRE: dict[bytes, str] = {}
+_TO_WIRE: OrderedDict[str, bytes] = OrderedDict()
+_FROM_WIRE: OrderedDict[bytes, str] = OrderedDict()
 # The caches only spare re-validating an address.  Sized for a large fleet (a few MB when full);
-# past that the oldest entry makes room: clearing the whole cache would make every meter of a
-# fleet just over the size pay the check again on every frame.
+# past that the oldest entry makes room (protocol.cache): clearing the whole cache would make every
+# meter of a fleet just over the size pay the check again on every frame.
 _CACHE_MAX = 1 << 17
-
-
-def _remember(cache: dict, key: object, value: object) -> None:
-    if len(cache) >= _CACHE_MAX:
-        del cache[next(iter(cache))]
-    cache[key] = value
 
 
 def address_to_wire(address: str) -> bytes:
@@ -119,7 +115,7 @@ def address_to_wire(address: str) -> bytes:
     text = address.upper()
     _check_address_text(text)
     wire = bytes.fromhex(text)[::-1]
-    _remember(_TO_WIRE, address, wire)
+    remember(_TO_WIRE, address, wire, _CACHE_MAX)
     return wire
 
 
@@ -132,7 +128,7 @@ def address_from_wire(wire: bytes) -> str:
     if len(text) != 12:
         raise ProtocolError("address", f"address field must be 6 bytes, got {len(wire)}")
     _check_address_text(text)
-    _remember(_FROM_WIRE, bytes(wire), text)
+    remember(_FROM_WIRE, bytes(wire), text, _CACHE_MAX)
     return text
 
 

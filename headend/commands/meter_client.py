@@ -11,6 +11,7 @@ outbox worker decides what to retry.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,6 +27,7 @@ from headend.link.session import Request
 from headend.transports import FrontEnd
 from protocol import ProtocolError
 from protocol import di as dis
+from protocol.cache import remember
 from protocol.di import STATUS3
 from protocol.frame import BROADCAST, Frame
 from protocol.payloads import ERR_FLAGS, SERR_FLAGS, Deadline, broadcast_time_request, decode_err, decode_serr
@@ -218,7 +220,7 @@ class ReadItem:
 
 _READ_ITEMS: dict[int, ReadItem] = {}
 # (address, DI) -> the read request: the same objects every cycle, so the link's wire cache hits
-_READ_REQUESTS: dict[tuple[str, int], Request] = {}
+_READ_REQUESTS: OrderedDict[tuple[str, int], Request] = OrderedDict()
 _READ_REQUESTS_MAX = 1 << 18
 
 
@@ -235,9 +237,9 @@ def read_request(address: str, item: ReadItem) -> Request:
     key = (address, item.di)
     req = _READ_REQUESTS.get(key)
     if req is None:
-        if len(_READ_REQUESTS) >= _READ_REQUESTS_MAX:   # the oldest makes room: never a cold cache for all
-            del _READ_REQUESTS[next(iter(_READ_REQUESTS))]
-        req = _READ_REQUESTS[key] = Request(address, 0x11, item.wire)
+        req = Request(address, 0x11, item.wire)
+        # the oldest makes room: never a cold cache for all
+        remember(_READ_REQUESTS, key, req, _READ_REQUESTS_MAX)
     return req
 
 

@@ -26,9 +26,11 @@ writes, sleeps or awaits; time is passed in (``now``, seconds from any monotonic
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from protocol import Deframer, Frame, ProtocolError, build_frame, parse_frame
+from protocol.cache import remember
 
 __all__ = ["Failure", "LinkSession", "LinkStats", "LocalUsageError", "Reply", "Request", "address_matches",
            "backoff_delay"]
@@ -163,7 +165,7 @@ class LinkSession:
         self._discarded_before = 0
         # id(request) -> (request, wire, DI to match, function) of reads: collection cycles send the
         # same Request objects again and again; holding the request keeps its id from being reused
-        self._wire_cache: dict[int, tuple[Request, bytes, bytes | None, int]] = {}
+        self._wire_cache: OrderedDict[int, tuple[Request, bytes, bytes | None, int]] = OrderedDict()
         self._fed = False  # the deframer may hold bytes (the slow path ran since the last reset)
         self._state = _IDLE
         self._out: _Outstanding | None = None
@@ -215,10 +217,8 @@ class LinkSession:
         di = request.data[:4] if request.control in _DI_CHECKED and len(request.data) >= 4 else None
         hit = (request, wire, di, request.control & 0x1F)
         if request.control == 0x11:  # reads: the same Request every cycle; commands are one-off objects
-            cache = self._wire_cache
-            if len(cache) >= _WIRE_CACHE_MAX:  # the oldest makes room: never a cold cache for a whole bus
-                del cache[next(iter(cache))]
-            cache[id(request)] = hit
+            # the oldest makes room: never a cold cache for a whole bus
+            remember(self._wire_cache, id(request), hit, _WIRE_CACHE_MAX)
         return hit
 
     def cancel(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 
 from protocol import Frame, ProtocolError, build_frame, parse_frame
@@ -181,8 +183,8 @@ def test_address_caches_keep_working_when_full(monkeypatch):
     import protocol.frame as fr
 
     monkeypatch.setattr(fr, "_CACHE_MAX", 4)
-    monkeypatch.setattr(fr, "_TO_WIRE", {})
-    monkeypatch.setattr(fr, "_FROM_WIRE", {})
+    monkeypatch.setattr(fr, "_TO_WIRE", OrderedDict())
+    monkeypatch.setattr(fr, "_FROM_WIRE", OrderedDict())
     addresses = [f"{i:012d}" for i in range(1, 8)]
     for a in addresses:
         assert address_from_wire(address_to_wire(a)) == a
