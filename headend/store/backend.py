@@ -236,6 +236,9 @@ def columns_of_rows(pages: Iterable[list[tuple[Any, ...]]], kinds: str) -> list[
 
     ints: list[list[Any]] = [[] for _ in kinds]
     texts: list[list[Any]] = [[] for _ in kinds]
+    # a text repeated down a column (a tariff, a state) is kept once, not once a row; a column
+    # found to be mostly distinct values (a customer) is taken as it comes
+    shared: list[dict[Any, Any] | None] = [{} for _ in kinds]
     for page in pages:
         for k, (kind, col) in enumerate(zip(kinds, zip(*page))):
             if kind == "i":
@@ -245,6 +248,10 @@ def columns_of_rows(pages: Iterable[list[tuple[Any, ...]]], kinds: str) -> list[
                 except (TypeError, ValueError) as exc:
                     raise StoreError(f"column {k} of a query is not all integers ({exc}): columns(kinds) says"
                                      " which are text") from exc
+            elif (seen := shared[k]) is not None:
+                texts[k].extend([seen.setdefault(v, v) for v in col])
+                if len(seen) > 4096:
+                    shared[k] = None
             else:
                 texts[k].extend(col)
     return [(np.concatenate(ints[k]) if ints[k] else np.zeros(0, dtype=np.int64)) if kind == "i" else texts[k]
