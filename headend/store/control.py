@@ -113,10 +113,44 @@ class CostControlState(Accounts):
     def cost_control_columns(self) -> list[Any]:
         """The rows of :meth:`cost_control_meters` as columns, same order (``Tx.columns``): the
         numbers as int64 arrays (NULL as -1), the customer, tariff, supply (and a text key) as
-        lists of str.  A cycle over a million accounts needs no Python value per number."""
+        lists of str.  A cycle over a million accounts needs no Python value per number.
+
+        Read as two plain scans, the accounts and the remote meters, joined and ordered here by
+        customer then address, rather than as the join query: that one looked each meter's account
+        up through the customer index and sorted the joined rows, all of their columns, before the
+        first came out (at 200,000 accounts on SQLite the two scans take 0.55-0.69x its CPU)."""
+        import numpy as np     # here, not at the top: the command line starts without it
+
         with self._tx(write=False) as tx:
-            key = "i" if tx.account_key == "rowid" else "t"
-            return tx.columns(self._cc_meters(tx), "tiiiiitiiiiiiiitii" + key)
+            key = tx.account_key
+            acc = tx.columns("SELECT customer, balance_fen, rem, ladder_wh, rated_until, version, tariff, alarm1_fen,"
+                             " alarm2_fen, overdraft_fen, close_ok_fen, protected,"
+                             " CASE WHEN restore_policy = 'direct' THEN 1 ELSE 0 END, notice_level, notice_at, supply,"
+                             f" supply_at, {key} FROM accounts", "tiiiiitiiiiiiiiti" + ("i" if key == "rowid" else "t"))
+            # mode || '': a scan of the table, not of the mode index and a lookup per meter (a
+            # fleet's meters are nearly all of one mode)
+            m_cust, m_addr, m_prot = tx.columns("SELECT customer, CAST(address AS BIGINT), protected FROM meters"
+                                                " WHERE mode || '' = 'remote'", "tii")
+        customers = np.array(acc[0], dtype="U12") if acc[0] else np.zeros(0, dtype="U12")
+        meters = np.array(m_cust, dtype="U12") if m_cust else np.zeros(0, dtype="U12")
+        by_customer = np.argsort(customers, kind="stable")
+        at = np.minimum(np.searchsorted(customers, meters, sorter=by_customer), max(customers.size - 1, 0))
+        of = by_customer[at] if customers.size else np.zeros(0, dtype=np.int64)
+        # a meter's account is where its customer is (every meter has one: the join dropped none)
+        rows = np.flatnonzero(customers[of] == meters) if customers.size else np.zeros(0, dtype=np.int64)
+        rows = rows[np.lexsort((m_addr[rows], meters[rows]))]       # by customer, then address
+        of = of[rows]
+        if of.size == len(acc[0]) and (of == np.arange(of.size)).all():
+            out: list[Any] = acc        # one meter each, accounts already in customer order: as read
+        else:
+            pick = of.tolist()
+            out = []
+            for k, col in enumerate(acc):
+                out.append(col[of] if isinstance(col, np.ndarray) else [col[i] for i in pick])
+                acc[k] = None       # each column let go once taken: a million accounts' columns are not held twice
+        out[11] = np.maximum(out[11], m_prot[rows])          # the account's flag or the meter's
+        out.insert(17, m_addr[rows])
+        return out
 
     def apply_decisions(
         self,

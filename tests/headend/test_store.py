@@ -421,16 +421,31 @@ def test_a_querys_columns_come_in_its_order_with_its_nulls(store) -> None:
 
 
 def test_the_cost_control_columns_are_the_cost_control_rows(store) -> None:
+    add(store, A3, C2, mode="remote", protected=True)   # C2's meters added out of address order
+    add(store, "000000000009", "000000000041", mode="local")   # a local meter and account: not in either
     add(store, mode="remote")
     add(store, A2, C2, mode="remote")
-    add(store, A3, C2, mode="remote", protected=True)   # a second meter of C2
+    add(store, "000000000005", C1, mode="remote")       # C1's second meter, its number between C2's
     store.set_account_state(C2, notice_level=2, notice_at=500, supply="cut", supply_at=600)
     rows = store.cost_control_meters()
     cols = store.cost_control_columns()
-    assert len(cols) == len(rows[0]) and len(rows) == 3
+    assert [(r[0], r[17]) for r in rows] == [(C1, 1), (C1, 5), (C2, 2), (C2, int(A3))]
+    assert len(cols) == len(rows[0]) and len(rows) == 4
     ints = [k for k, c in enumerate(cols) if isinstance(c, np.ndarray)]
     assert {k for k in range(len(cols)) if k not in ints} >= {0, 6, 15}       # customer, tariff, supply
     assert [tuple(-1 if v is None and k in ints else v for k, v in enumerate(r)) for r in rows] == \
+        list(zip(*(c.tolist() if isinstance(c, np.ndarray) else c for c in cols)))
+
+
+def test_the_cost_control_columns_of_a_fleet_read_in_its_order(store) -> None:
+    # the usual fleet: one meter an account, the accounts stored in customer order; the columns
+    # come as they were read, still the rows of cost_control_meters
+    for k in range(1, 6):
+        add(store, f"{k:012d}", f"{100 + k:012d}", mode="remote", protected=k == 3)
+    rows = store.cost_control_meters()
+    cols = store.cost_control_columns()
+    assert [r[0] for r in rows] == [f"{100 + k:012d}" for k in range(1, 6)]
+    assert [tuple(-1 if v is None and isinstance(c, np.ndarray) else v for v, c in zip(r, cols)) for r in rows] == \
         list(zip(*(c.tolist() if isinstance(c, np.ndarray) else c for c in cols)))
 
 
