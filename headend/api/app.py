@@ -157,7 +157,8 @@ class _Api:
                 raise ClientDisconnect()
             body += message.get("body", b"")
             if len(body) > self.config.max_body_bytes:
-                raise ApiProblem(413, "body_too_large", f"body of {len(body)} bytes; at most {self.config.max_body_bytes}")
+                raise ApiProblem(413, "body_too_large",
+                                 f"body of {len(body)} bytes; at most {self.config.max_body_bytes}")
             if not message.get("more_body", False):
                 return body
 

@@ -31,9 +31,10 @@ interval_s`` (an account never rated takes its first grid reading as the base).
    next cycle).  Accounts neither charged nor changed are not written at all.
 
 Memory stays bounded by the fleet's arrays, not its rows: the store's rows are read as columns
-straight into arrays (``Store.cost_control_columns``, ``readings_between_columns``), and the decisions are built and handed to the store in slices within the
-one transaction.  Writes are compare-and-set on the versions this cycle read, so the accounts
-are not read again under the write lock unless a payment raced in.
+straight into arrays (``Store.cost_control_columns``, ``readings_between_columns``), and the
+decisions are built and handed to the store in slices within the one transaction.  Writes are
+compare-and-set on the versions this cycle read, so the accounts are not read again under the
+write lock unless a payment raced in.
 """
 
 from __future__ import annotations

@@ -37,8 +37,17 @@ CHARGE_SETS = (f"balance_fen = balance_fen - t.fen, {OWING_SINCE % '- t.fen'}, r
                " rated_until = COALESCE(t.until, rated_until), version = version + 1")
 # a column of numbers: a sequence of ints, or an int array
 Ints = Any
-# the transaction's own table of a batch's charges (``charge_and_set_states``)
-_CHARGES = "charge_batch"
+# the transaction's own table of a batch's charges (``charge_and_set_states``): its position, the
+# account's key and customer, the charge, and the account as read (version, balance, rem, ladder);
+# bench_tariff --write-forms builds the same table
+CHARGES = "charge_batch"
+
+
+def charges_table(key_type: str) -> str:
+    """The statement that makes the batch's table of charges, keyed by a ``key_type`` column."""
+    return (f"CREATE TEMP TABLE IF NOT EXISTS {CHARGES} (pos INTEGER PRIMARY KEY, k {key_type}, c TEXT NOT NULL,"
+            " fen BIGINT NOT NULL, rem BIGINT NOT NULL, lad BIGINT NOT NULL, until BIGINT, fixed BIGINT NOT NULL,"
+            " v BIGINT, bal BIGINT, orem BIGINT, olad BIGINT)")
 
 _LEDGER_COLS = ("id, customer, at, kind, amount_fen, balance_after, idem_key, actor, detail, meter, channel, txn_id,"
                 " payment_id, ref, day, meter_fen")
@@ -403,8 +412,8 @@ class Ledger(Accounts):
                 raise InvalidInput(f"charge batch {batch_key}: read_as needs one (balance_fen, rem, ladder_wh,"
                                    f" version) per charge, got {len(read_as)} for {len(rows)}")
         return self.charge_columns(
-            batch_key, list(cols[0]), cols[1], cols[2], cols[3], cols[4] if widths == {5} else None, actor=actor, kind=kind,
-            interval_s=interval_s, read_as=None if read_as is None else list(zip(*read_as)) if read_as else [()] * 4,
+            batch_key, list(cols[0]), cols[1], cols[2], cols[3], cols[4] if widths == {5} else None, actor=actor,
+            kind=kind, interval_s=interval_s, read_as=None if read_as is None else list(zip(*read_as)) if read_as else [()] * 4,
             fixed_fen=fixed_fen, states=states, keys=keys)
 
     def charge_columns(
@@ -476,23 +485,20 @@ class Ledger(Accounts):
                 return 0, False
             by_key = key_list is not None and tx.account_key != "customer"
             key_col = tx.account_key if by_key else "customer"
+            row_keys = key_list if by_key and key_list is not None else customers
             # the charges go into a table of the transaction's own, and the accounts' UPDATE and the
             # journal's INSERT take them from there: each row's work is the engine's, not a
             # statement's parameters made and bound per row (on SQLite, 100,000 charges in 0.59x the
             # CPU of an UPDATE and a journal row per charge sent from here)
-            tx.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_CHARGES} (pos INTEGER PRIMARY KEY,"
-                       f" k {'BIGINT' if by_key else 'TEXT'}, c TEXT NOT NULL, fen BIGINT NOT NULL, rem BIGINT NOT NULL,"
-                       " lad BIGINT NOT NULL, until BIGINT, fixed BIGINT NOT NULL, v BIGINT, bal BIGINT, orem BIGINT,"
-                       " olad BIGINT)")
-            tx.execute(f"DELETE FROM {_CHARGES}")
+            tx.execute(charges_table("BIGINT" if by_key else "TEXT"))
+            tx.execute(f"DELETE FROM {CHARGES}")
             if read_as is not None:
-                tx.executemany(f"INSERT INTO {_CHARGES} (pos, k, c, fen, rem, lad, until, fixed, v, bal, orem, olad)"
+                tx.executemany(f"INSERT INTO {CHARGES} (pos, k, c, fen, rem, lad, until, fixed, v, bal, orem, olad)"
                                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               zip(range(n), key_list if by_key and key_list is not None else customers, customers,
-                                   fen_a.tolist(), rem_a.tolist(), lad_a.tolist(), until_l, fixed.tolist(),
-                                   read_as[3].tolist(), *(c.tolist() for c in read_as[:3])))
+                               zip(range(n), row_keys, customers, fen_a.tolist(), rem_a.tolist(), lad_a.tolist(),
+                                   until_l, fixed.tolist(), read_as[3].tolist(), *(c.tolist() for c in read_as[:3])))
             else:
-                tx.executemany(f"INSERT INTO {_CHARGES} (pos, k, c, fen, rem, lad, until, fixed) VALUES"
+                tx.executemany(f"INSERT INTO {CHARGES} (pos, k, c, fen, rem, lad, until, fixed) VALUES"
                                " (?, ?, ?, ?, ?, ?, ?, ?)",
                                zip(range(n), customers, customers, fen_a.tolist(), rem_a.tolist(), lad_a.tolist(),
                                    until_l, fixed.tolist()))
@@ -504,7 +510,7 @@ class Ledger(Accounts):
                 tx.execute("SAVEPOINT charge_read_as")
                 # by the engine's own row key where it has one (SQLite's rowid: 0.75x the time of
                 # finding each row through the customer index), checking the customer
-                n = tx.execute(f"UPDATE accounts SET {CHARGE_SETS}, updated_at = ? FROM {_CHARGES} t"
+                n = tx.execute(f"UPDATE accounts SET {CHARGE_SETS}, updated_at = ? FROM {CHARGES} t"
                                f" WHERE accounts.{key_col} = t.k AND accounts.customer = t.c"
                                " AND accounts.version = t.v", (now, now))
                 if n == len(customers) and decided is not None:
@@ -514,8 +520,7 @@ class Ledger(Accounts):
                     tx.executemany(f"UPDATE accounts SET notice_level = ?, notice_at = ?, supply = ?, supply_at = ?"
                                    f" WHERE {key_col} = ? AND customer = ?",
                                    [(*st, key, c) for c, st, key in
-                                    zip(customers, decided, key_list if by_key and key_list is not None else customers)
-                                    if st is not None])
+                                    zip(customers, decided, row_keys) if st is not None])
                 if n != len(customers):
                     decided = None
                     tx.execute("ROLLBACK TO charge_read_as")
@@ -525,9 +530,9 @@ class Ledger(Accounts):
                 # balance, rem and ladder before the charge, read under the write lock this
                 # transaction holds: balance_after follows, and a journal row is written only
                 # where money, rem or ladder move
-                tx.execute(f"UPDATE {_CHARGES} SET bal = a.balance_fen, orem = a.rem, olad = a.ladder_wh FROM accounts a"
-                           f" WHERE a.customer = {_CHARGES}.c")
-                n = tx.execute(f"UPDATE accounts SET {CHARGE_SETS}, updated_at = ? FROM {_CHARGES} t"
+                tx.execute(f"UPDATE {CHARGES} SET bal = a.balance_fen, orem = a.rem, olad = a.ladder_wh FROM accounts a"
+                           f" WHERE a.customer = {CHARGES}.c")
+                n = tx.execute(f"UPDATE accounts SET {CHARGE_SETS}, updated_at = ? FROM {CHARGES} t"
                                " WHERE accounts.customer = t.c", (now, now))
             if n != len(customers):
                 known = {r[0] for r in tx.all("SELECT customer FROM accounts")} if n < len(customers) else set()
@@ -542,13 +547,14 @@ class Ledger(Accounts):
             rated_to = "CAST(NULL AS BIGINT)" if step is None else f"t.until + {step}"
             head = ("INSERT INTO ledger (customer, at, kind, amount_fen, balance_after, idem_key, actor, detail,"
                     " rem_after, rated_to, ref, day) SELECT t.c, ?, ?, ")
-            tail = f", NULL, ?, ?, {{}}, {rated_to}, ?, ? FROM {_CHARGES} t WHERE {moved}{{}} ORDER BY t.pos"
+            tail = f", NULL, ?, ?, {{}}, {rated_to}, ?, ? FROM {CHARGES} t WHERE {moved}{{}} ORDER BY t.pos"
             booked = (actor, dumps({"batch": batch_key}), f"batch:{batch_key}", self._open_day(tx, now))
-            tx.execute(head + "t.fixed - t.fen, t.bal - t.fen + t.fixed" + tail.format("t.rem", ""), (now, kind, *booked))
+            tx.execute(head + "t.fixed - t.fen, t.bal - t.fen + t.fixed" + tail.format("t.rem", ""),
+                       (now, kind, *booked))
             if fixed.any():
                 tx.execute(head + "-t.fixed, t.bal - t.fen" + tail.format("CAST(NULL AS BIGINT)", " AND t.fixed <> 0"),
                            (now, "fixed_charge", *booked))
-            tx.execute(f"DELETE FROM {_CHARGES}")
+            tx.execute(f"DELETE FROM {CHARGES}")
             tx.execute("INSERT INTO ledger_batches (key, at, rows, actor) VALUES (?, ?, ?, ?)",
                        (batch_key, now, n, actor))
             return n, decided is not None

@@ -867,7 +867,8 @@ class _Tx:
         # an integer column's values joined by commas; a text's by the unit separator, with its
         # NULLs as a column of flags (group_concat skips NULLs: each column keeps one entry per row)
         packed = [f"group_concat(ifnull({c}, -1))" if kind == "i" else
-                  f"group_concat(ifnull({c}, ''), char(31)), group_concat({c} IS NULL)" for c, kind in zip(names, kinds)]
+                  f"group_concat(ifnull({c}, ''), char(31)), group_concat({c} IS NULL)"
+                  for c, kind in zip(names, kinds)]
         # the query as a subquery keeps its ORDER BY: SQLite does not flatten an ordered
         # subquery into an aggregate, and group_concat takes the rows in the order they come
         with_q = f"WITH q({', '.join(names)}) AS ({sql}) "

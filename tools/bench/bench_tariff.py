@@ -415,14 +415,14 @@ def store_cycle(report, n: int | None = None, days: int = 3, opening_yuan: int =
                " debit, decide, record, the decisions' audit rows after the commit), vs bare sqlite3 writing the"
                " same rows, readings and journal rows in multi-row INSERTs, the money by executemany (same database,"
                " copied)", r.a, "accounts/s", r.b, pairs=r)
-        report(f"  {tag}collection + cycle time, {n:,} accounts (median of {days} days)", float(np.median(last["walls"])),
-               "s")
+        report(f"  {tag}collection + cycle time, {n:,} accounts (median of {days} days)",
+               float(np.median(last["walls"])), "s")
         report(f"  {tag}of which up to the cycle's commit (the decisions' audit rows after it left out; median)",
                float(np.median(last["to_commit"])), "s")
         report(f"  {tag}CPU per account, collection + cycle (this process, all threads; median)",
                float(np.median(last["cpus"])) / n * 1e6, "us")
-        report(f"  {tag}CPU per account up to the cycle's commit (median)", float(np.median(last["cpu_to_commit"])) / n * 1e6,
-               "us")
+        report(f"  {tag}CPU per account up to the cycle's commit (median)",
+               float(np.median(last["cpu_to_commit"])) / n * 1e6, "us")
         report(f"  {tag}peak resident memory during collection + cycle (whole process, highest of {days})",
                max(last["peaks"]), "MB")
         rep = last["rep"]
@@ -449,7 +449,7 @@ def write_forms(report, n: int | None = None) -> None:
     import sys
     import tempfile
 
-    from headend.store.ledger import CHARGE_SETS
+    from headend.store.ledger import CHARGE_SETS, CHARGES, charges_table
 
     n = n or STORE_ACCOUNTS
     with tempfile.TemporaryDirectory() as tmp:
@@ -470,21 +470,19 @@ def write_forms(report, n: int | None = None) -> None:
         t = _D0 + 86400
         # the day's charges as charge_and_set_states keeps them for its statements (the same for
         # every form, so made once, not timed)
-        conn.execute("CREATE TEMP TABLE charge_batch (pos INTEGER PRIMARY KEY, k BIGINT, c TEXT NOT NULL, fen BIGINT"
-                     " NOT NULL, rem BIGINT NOT NULL, lad BIGINT NOT NULL, until BIGINT, fixed BIGINT NOT NULL,"
-                     " v BIGINT)")
-        conn.executemany("INSERT INTO charge_batch VALUES (?, ?, ?, 123, 4567, 890, ?, 0, ?)",
-                         [(i, r, c, t, v) for i, (r, c, v) in enumerate(keys)])
+        conn.execute(charges_table("BIGINT"))
+        conn.executemany(f"INSERT INTO {CHARGES} (pos, k, c, fen, rem, lad, until, fixed, v) VALUES"
+                         " (?, ?, ?, 123, 4567, 890, ?, 0, ?)", [(i, r, c, t, v) for i, (r, c, v) in enumerate(keys)])
         sets = CHARGE_SETS + ", updated_at = ?"   # as charge_and_set_states writes it
-        cycle_form = (f"UPDATE accounts SET {sets} FROM charge_batch t WHERE accounts.rowid = t.k"
+        cycle_form = (f"UPDATE accounts SET {sets} FROM {CHARGES} t WHERE accounts.rowid = t.k"
                       " AND accounts.customer = t.c AND accounts.version = t.v", [(t, t)])
         forms = {
             "a narrow money table keyed by INTEGER PRIMARY KEY, key order":
-                (f"UPDATE bench_money SET {sets} FROM charge_batch t WHERE bench_money.id = t.k"
+                (f"UPDATE bench_money SET {sets} FROM {CHARGES} t WHERE bench_money.id = t.k"
                  " AND bench_money.version = t.v", [(t, t)]),
             "a delta row per account appended (no index), applied later":
                 ("INSERT INTO bench_deltas (account, fen, rem, ladder_wh, rated_until) SELECT k, fen, rem, lad, until"
-                 " FROM charge_batch ORDER BY pos", [()]),
+                 f" FROM {CHARGES} ORDER BY pos", [()]),
         }
 
         def write(sql: str, rows: list) -> None:
