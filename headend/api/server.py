@@ -60,6 +60,11 @@ class ApiServer:
         self.url = f"http://{self.host}:{self.port}"
 
     @property
+    def app(self) -> Any:
+        """The ASGI app served."""
+        return self._server.config.app
+
+    @property
     def task(self) -> asyncio.Task[None]:
         """The uvicorn task (done when the server stopped or failed)."""
         return self._task
@@ -91,11 +96,12 @@ class ApiServer:
 
 async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
                     clock: Callable[[], float] = time.time, console: bool = False,
-                    outage_policy: Any = None) -> ApiServer:
+                    outage_policy: Any = None, payments: StorePayments | None = None) -> ApiServer:
     """Bind ``config.listen`` and serve the API on the running loop until ``stop()``.
 
     ``keys`` opens the channels' sealed API secrets; ``console`` adds the operator console at ``/``
-    (``outage_policy``: how far ahead its planned outages are announced)."""
+    (``outage_policy``: how far ahead its planned outages are announced). ``payments``: the service
+    the endpoints use (by default StorePayments on ``store`` and ``keys``)."""
     if not config.listen:
         raise ValueError("the payments API needs a listen URL (tcp://HOST:PORT)")
     host, port = parse_api_url(config.listen)
@@ -112,7 +118,7 @@ async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
     sock.listen(1024)
     sock.setblocking(False)
     store.checkpoint_in_background()   # no request waits for a WAL checkpoint
-    payments = StorePayments(store, keys, clock=clock)
+    payments = payments or StorePayments(store, keys, clock=clock)
     app = create_app(store, config, clock=clock, port=payments, keys=keys)
     if console:
         from headend.console import add_console
