@@ -2,7 +2,7 @@
 and the store work's SQLite alone.
 
 bench_payments compares signed payments with the same server's no-op ``GET /v1/health`` (aim:
-0.5x).  This benchmark says where that ratio's ceiling lies, from two parts measured in one run:
+0.5x).  This benchmark says where that ratio's ceiling lies, from parts measured in one run:
 
 * **The request path, store free.**  tools/bench/payment_floor_server.py runs two payments APIs in
   one process on one SQLite store: ``real``, exactly as ``headend serve --api`` runs it, and
@@ -16,21 +16,26 @@ bench_payments compares signed payments with the same server's no-op ``GET /v1/h
   indexes), the real server's round size, multi-row statements, one commit a round, and the WAL
   checkpoint the server's background thread does, once per window.
 
-A fourth side reads a payment's request exactly as a payment does (``POST /bench/read`` on the real
+A third side reads a payment's request exactly as a payment does (``POST /bench/read`` on the real
 server: its signature headers and its body, ``_Api.read``) and answers it as the no-op does: what
-HTTP alone costs for a payment's bytes (its answer is the no-op's short one, not a receipt).
+HTTP alone costs for a payment's bytes (its answer is the no-op's short one, not a receipt).  A
+fourth computes, in this process by the standard library alone, the least a payment must besides
+its bytes and its rows: the signature's HMAC-SHA256 (with the body's SHA-256) compared in constant
+time, the JSON body parsed, a receipt made JSON.
 
 Windows of no-ops (real server), read-only requests, free payments, real payments (32 keep-alive
-connections each, as bench_payments), and bare-SQLite rounds rotate round after round
+connections each, as bench_payments), bare-SQLite rounds and bare checks rotate round after round
 (``interleaved_group``); every figure is requests per CPU-second of the process that does the work
-(the server's, from /proc/PID/stat; this process's own for the bare SQLite).  Then, per round, two
-bounds against that round's no-op:
+(the server's, from /proc/PID/stat; this process's own for the bare sides).  Then, per round,
+three bounds against that round's no-op:
 
 * a payment that costs the server what a free payment costs plus what its rows cost bare SQLite:
   the best this request path can do on this schema, however cheap the store's own code;
-* a payment that costs only its request read plus its rows in bare SQLite: the best any payment
-  path can do on this HTTP server and this schema, with a signature check, a JSON parse, payment
-  rules and a receipt that all cost nothing.
+* a payment that costs only its request read plus its rows in bare SQLite: as if its signature
+  check, JSON, payment rules and receipt cost nothing;
+* the same plus the bare checks: the least any payment path can cost on this HTTP server and this
+  schema (still without payment rules, a nonce check or a receipt's longer answer).  A faster HTTP
+  server would not raise it: the no-op would gain more than the payment.
 """
 
 from __future__ import annotations
@@ -187,6 +192,44 @@ class _BareRounds:
         return n_rounds * self.n / dt if dt > 0 else float("inf")
 
 
+class _BareChecks:
+    """The least a payment must compute besides its bytes and its rows, by the standard library
+    alone: the signature's HMAC-SHA256 over its string to sign (with the body's SHA-256) compared in
+    constant time, the JSON body parsed, and a receipt of the API's 15 fields made JSON."""
+
+    def __init__(self, servers: _Servers) -> None:
+        from headend.api.signing import ALGORITHM, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign_headers
+
+        self.algorithm, self.secret = ALGORITHM, servers.secret
+        self.requests = []
+        for i in range(1000):
+            body = json.dumps({"channel_id": CHANNEL, "txn_id": f"C{i}", "customer_no": servers.customers[i],
+                               "amount_fen": 100 + i, "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                              separators=(",", ":")).encode()
+            h = sign_headers(servers.key_id, self.secret, "POST", "/v1/payments", body)
+            self.requests.append((h[HEADER_TIMESTAMP], h[HEADER_NONCE], h[HEADER_SIGNATURE], body))
+
+    def window(self, n: int) -> float:
+        """Payments per CPU-second over ``n`` payments."""
+        import hashlib
+        import hmac
+
+        reqs, secret, head = self.requests, self.secret, f"{self.algorithm}\nPOST\n/v1/payments\n"
+        t0 = time.process_time()
+        for k in range(n):
+            ts, nonce, sig, body = reqs[k % len(reqs)]
+            text = f"{head}{ts}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
+            if not hmac.compare_digest(hmac.digest(secret, text, "sha256").hex(), sig):
+                raise RuntimeError("a bench request's signature did not check")
+            d = json.loads(body)
+            json.dumps({"payment_id": k, "channel_id": d["channel_id"], "txn_id": d["txn_id"],
+                        "customer_no": d["customer_no"], "meter_no": None, "amount_fen": d["amount_fen"], "fee_fen": 0,
+                        "state": "credited", "day": "2026-12-06", "paid_at": 1796526070, "accepted_at": 1796526070,
+                        "sent_at": None, "confirmed_at": None, "credited_at": 1796526070, "reversed_at": None})
+        dt = time.process_time() - t0
+        return n / dt if dt > 0 else float("inf")
+
+
 def run(report: Any) -> None:
     """The four sides, interleaved, and the bound (see the module docstring)."""
     from tools.bench.interleave import interleaved_group, paired
@@ -239,16 +282,25 @@ def run(report: Any) -> None:
                 return rate
 
             sql_window()
-            seen: dict[str, list[float]] = {"noop": [], "read": [], "free": [], "real": [], "sql": []}
+            checks = _BareChecks(servers)
+            check_n = [2000]
+
+            def checks_window() -> float:
+                rate = checks.window(check_n[0])
+                check_n[0] = max(2000, int(rate * SQL_WINDOW_S))
+                return rate
+
+            checks_window()
+            seen: dict[str, list[float]] = {"noop": [], "read": [], "free": [], "real": [], "sql": [], "checks": []}
 
             def kept(kind: str) -> Callable[[], float]:
                 def side() -> float:
-                    value = sql_window() if kind == "sql" else window(kind)
+                    value = sql_window() if kind == "sql" else checks_window() if kind == "checks" else window(kind)
                     seen[kind].append(value)
                     return value
                 return side
 
-            noop, read, free, real, sql = interleaved_group([kept(k) for k in seen], rounds=ROUNDS)
+            noop, read, free, real, sql, bare_checks = interleaved_group([kept(k) for k in seen], rounds=ROUNDS)
         finally:
             loop.close()
             servers.close()
@@ -264,6 +316,9 @@ def run(report: Any) -> None:
            " CPU-second", real.a, "payments/CPU-s", baseline=noop.a, pairs=real)
     report(f"payment floor: a payment's rows alone by bare sqlite3 ({bare.n} a round, one commit a round) per"
            " CPU-second vs no-ops per server CPU-second", sql.a, "payments/CPU-s", baseline=noop.a, pairs=sql)
+    report("payment floor: a payment's signature check, JSON body parsed and receipt made JSON by the standard"
+           " library alone, per CPU-second vs no-ops per server CPU-second", bare_checks.a, "payments/CPU-s",
+           baseline=noop.a, pairs=bare_checks)
     # per round: a payment that costs the request path (free) plus its rows (bare SQLite), against
     # that round's no-op
     bound = paired([1 / (1 / f + 1 / q) for f, q in zip(seen["free"], seen["sql"])], seen["noop"])
@@ -273,6 +328,11 @@ def run(report: Any) -> None:
     least = paired([1 / (1 / r + 1 / q) for r, q in zip(seen["read"], seen["sql"])], seen["noop"])
     report("payment floor: bound, a payment costing only its request read plus its rows in bare sqlite3, per server"
            " CPU-second vs no-ops per server CPU-second", least.a, "payments/CPU-s", baseline=noop.a, pairs=least)
+    least = paired([1 / (1 / r + 1 / q + 1 / c) for r, q, c in zip(seen["read"], seen["sql"], seen["checks"])],
+                   seen["noop"])
+    report("payment floor: bound, a payment costing its request read, its signature check, JSON and receipt by the"
+           " standard library and its rows in bare sqlite3, per server CPU-second vs no-ops per server CPU-second",
+           least.a, "payments/CPU-s", baseline=noop.a, pairs=least)
 
 
 if __name__ == "__main__":
