@@ -51,7 +51,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tools.bench.bench_payments import CONNECTIONS, _Conn, _cpu_s, _drive, _request
+from tools.bench.bench_payments import (CONNECTIONS, _Conn, _cpu_s, _drive, _request, add_accounts_and_channel,
+                                        signed_payment)
 from tools.proc import terminate, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,6 @@ class _Servers:
 
     def __init__(self, tmp: Path) -> None:
         from headend.keys import KeyStore
-        from headend.payments import issue_credentials
         from headend.store import open_store
 
         master = os.urandom(32)
@@ -75,12 +75,7 @@ class _Servers:
         self.db = tmp / "floor.db"
         self.customers = [f"{700_001 + i:012d}" for i in range(ACCOUNTS)]
         with open_store(self.db) as s:
-            with s.atomic():
-                for c in self.customers:
-                    s.add_account(c, actor="bench")
-            self.key_id, secret, sealed = issue_credentials(keys, CHANNEL)
-            s.add_channel(CHANNEL, "online_banking", actor="bench", key_id=self.key_id, secret=sealed)
-        self.secret = secret.encode()
+            self.key_id, self.secret = add_accounts_and_channel(s, keys, self.customers, CHANNEL)
         env = dict(os.environ, PREPAID645_MASTER_KEY=master.hex())
         self.proc = subprocess.Popen([sys.executable, "-m", "tools.bench.payment_floor_server", str(self.db)],
                                      cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -97,14 +92,8 @@ class _Servers:
 
     def payment(self, which: str, txn: str, customer: str, amount: int, path: str = "/v1/payments") -> bytes:
         """A signed payment request to the ``which`` server (its bytes sent to ``path``)."""
-        from headend.api.signing import sign_headers
-
         host, port = self.addr[which]
-        body = json.dumps({"channel_id": CHANNEL, "txn_id": txn, "customer_no": customer, "amount_fen": amount,
-                           "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                          separators=(",", ":")).encode()
-        headers = sign_headers(self.key_id, self.secret, "POST", "/v1/payments", body)
-        return _request("POST", path, f"{host}:{port}", body, headers)
+        return signed_payment(self.key_id, self.secret, f"{host}:{port}", CHANNEL, txn, customer, amount, path)
 
     def noop(self) -> bytes:
         host, port = self.addr["real"]

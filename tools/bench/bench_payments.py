@@ -128,13 +128,33 @@ def _spawn(argv: list[str], env: dict[str, str], ready: str, seen: list[str], ti
     return proc
 
 
+def add_accounts_and_channel(store: Any, keys: Any, customers: list[str], channel: str) -> tuple[str, bytes]:
+    """Remote-cost-control accounts and one API channel; the channel's (key id, secret)."""
+    from headend.payments import issue_credentials
+
+    with store.atomic():
+        for c in customers:
+            store.add_account(c, actor="bench")
+    key_id, secret, sealed = issue_credentials(keys, channel)
+    store.add_channel(channel, "online_banking", actor="bench", key_id=key_id, secret=sealed)
+    return key_id, secret.encode()
+
+
+def signed_payment(key_id: str, secret: bytes, host: str, channel: str, txn: str, customer: str, amount: int,
+                   path: str = "/v1/payments") -> bytes:
+    """The bytes of a signed ``POST /v1/payments`` (sent to ``path``) for ``host`` ("HOST:PORT")."""
+    body = json.dumps({"channel_id": channel, "txn_id": txn, "customer_no": customer, "amount_fen": amount,
+                       "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, separators=(",", ":")).encode()
+    headers = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    return _request("POST", path, host, body, headers)
+
+
 class _Site:
     """A database with N local meters (each its own customer), N remote accounts and one API channel;
     the fleet and `headend serve --api` running on it."""
 
     def __init__(self, tmp: Path, n: int) -> None:
         from headend.keys import KeyStore
-        from headend.payments import issue_credentials
         from headend.store import open_store
 
         self.n = n
@@ -154,12 +174,7 @@ class _Site:
         with open_store(db) as s:
             s.add_meters([{"address": b["meters"][0], "link": b["link"], "customer": f"{200_000 + i:012d}",
                            "mode": "local"} for i, b in enumerate(buses)], actor="bench")
-            with s.atomic():
-                for c in self.remote:
-                    s.add_account(c, actor="bench")
-            self.key_id, secret, sealed = issue_credentials(keys, CHANNEL)
-            s.add_channel(CHANNEL, "online_banking", actor="bench", key_id=self.key_id, secret=sealed)
-        self.secret = secret.encode()
+            self.key_id, self.secret = add_accounts_and_channel(s, keys, self.remote, CHANNEL)
         self.db = db
         self.serve_out: list[str] = []
         self.serve = _spawn([sys.executable, "-m", "headend.cli.main", "serve", "--api", "tcp://127.0.0.1:0",
@@ -173,11 +188,7 @@ class _Site:
         terminate(self.fleet, grace_s=60)
 
     def payment(self, txn: str, customer: str, amount: int) -> bytes:
-        body = json.dumps({"channel_id": CHANNEL, "txn_id": txn, "customer_no": customer, "amount_fen": amount,
-                           "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                          separators=(",", ":")).encode()
-        headers = sign_headers(self.key_id, self.secret, "POST", "/v1/payments", body)
-        return _request("POST", "/v1/payments", f"{self.host}:{self.port}", body, headers)
+        return signed_payment(self.key_id, self.secret, f"{self.host}:{self.port}", CHANNEL, txn, customer, amount)
 
     def noop(self) -> bytes:
         return _request("GET", "/v1/health", f"{self.host}:{self.port}")
