@@ -2,9 +2,10 @@
 
 Roles: ``admin`` (everything), ``operator`` (meters, recharges, corrections), ``cashier`` (the
 business-hall counter), ``auditor`` (reads the books, closes days). Once the first operator
-exists, commands that move money or change channels and operators need a logged-in operator
-with a role that allows them; the operator's name is the actor every audit and journal row
-records.
+exists, every command that changes something (moves money; queues commands to meters; registers
+meters, accounts or the grid; plans outages; sends notices; manages channels, operators, keys or
+the database) needs a logged-in operator with a role that allows it; the operator's name is the
+actor every audit, command and journal row records. Commands that only read need no login.
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "reconcile": frozenset({"auditor", "admin"}),     # statements checked, discrepancies resolved
     "bank": frozenset({"operator", "admin"}),         # withholding agreements, batch export, return import
     "read_books": frozenset({"auditor", "operator", "admin", "cashier"}),
-    "meters": frozenset({"operator", "admin"}),        # read now, trip, close, power hold, time sync
-    "outages": frozenset({"operator", "admin"}),       # plan and cancel planned outages
+    # read now, trip, close, power hold, time sync, limits, tariffs; cancel or retry a command; the
+    # registry (meters, accounts, grid); a cost-control cycle by hand (the charges and relay
+    # decisions serve's loop would make by the same rules)
+    "meters": frozenset({"operator", "admin"}),
+    "outages": frozenset({"operator", "admin"}),       # plan, change and cancel planned outages
+    # customer notices by hand: resend a failed one, send the due ones now, clear a phone flag
+    "notices": frozenset({"operator", "admin"}),
+    "keys": frozenset({"admin"}),                      # the master key: create, new passphrase, rotate
+    "store": frozenset({"admin"}),                     # the database itself: migrate to another
 }
 _MIN_PASSWORD = 8
 

@@ -3,6 +3,7 @@
 A command module uses it like this:
 
     from headend.cli import _common as c
+    from headend.cli.operators import acting_operator
 
     def register(sub):
         p = sub.add_parser("trip", help="cut supply")
@@ -15,9 +16,14 @@ A command module uses it like this:
     def run_trip(args):
         store = c.open_store_from_args(args)
         meters = c.select_meters(store, args)             # [] never: no match -> exit 4
+        actor = acting_operator(store, args, "meters")    # the operator's login, before any change
         for m in c.progress(meters, "trip", enabled=not args.json and len(meters) > 1):
-            store.enqueue(m.address, "trip", {}, actor=c.actor_of(args))
+            store.enqueue(m.address, "trip", {}, actor=actor)
         return c.EXIT_OK
+
+A command that changes anything records ``acting_operator`` (headend/cli/operators.py) as its
+actor; ``actor_of`` (--actor / $USER, unchecked) is what that falls back to before any operator
+exists, and what serve records for its own start and stop.
 
 Exit codes (headend/cli/main.py): 0 done, 1 refused/failed/rejected/cancelled, 2 bad usage or
 input, 3 timed out with the command still queued, 4 not found, 5 a recharge unresolved.
@@ -138,7 +144,10 @@ def add_store_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--db", metavar="PATH", help="database file or postgresql://USER@HOST/DBNAME (default: $PREPAID645_DB, "
                    "config, ./prepaid645.db)")
     g.add_argument("--config", metavar="TOML", help="config file (default: $PREPAID645_CONFIG or ./prepaid645.toml)")
-    g.add_argument("--actor", metavar="NAME", help="who is acting, for the audit log (default: $USER)")
+    g.add_argument("--actor", metavar="NAME",
+                   help="who is acting: once operators exist, the operator logging in (password from "
+                        "$PREPAID645_OPERATOR_PASSWORD or a prompt) for any command that changes something; "
+                        "before that, a name for the audit log (default: $USER)")
 
 
 def add_json_arg(parser: argparse.ArgumentParser, *, csv: bool = False) -> None:

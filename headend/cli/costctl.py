@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from headend.cli import _common as c
+from headend.cli.operators import acting_operator
 from headend.costctl.config import CostCtlConfig, costctl_config
 from headend.costctl.cycle import run_cycle
 from headend.costctl.loop import LoopOptions
@@ -75,11 +76,12 @@ def run_once(args: argparse.Namespace) -> int:
     """Run one cycle and print what it did."""
     cc, catalog = costctl_from_args(args)
     store = c.open_store_from_args(args, must_exist=True)
+    actor = acting_operator(store, args, "meters")
     now = int(args.at) if args.at is not None else int(time.time())
     engine = rating_from_args(args)
     try:
         rep = run_cycle(store, catalog, now, rules=cc.rules, interval_s=cc.interval_s, utc_offset_s=cc.utc_offset_s,
-                        actor=c.actor_of(args), snap_s=cc.snap_s, engine=engine)
+                        actor=actor, snap_s=cc.snap_s, engine=engine)
     except RuntimeError as exc:  # the rating cluster went away: nothing was charged
         raise c.CliError(str(exc), c.EXIT_FAILED) from None
     finally:

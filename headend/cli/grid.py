@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from headend.cli import _common as c
+from headend.cli.operators import acting_operator
 from headend.grid.topology import read_grid_csv
 
 
@@ -31,7 +32,7 @@ def run_import(args: argparse.Namespace) -> int:
     """Import the grid CSV."""
     rows = read_grid_csv(args.file)
     store = c.open_store_from_args(args, must_exist=True)
-    n = store.import_grid(rows, actor=c.actor_of(args))
+    n = store.import_grid(rows, actor=acting_operator(store, args, "meters"))
     if args.json:
         c.print_json({"meters": n})
     else:

@@ -1,4 +1,8 @@
-"""`headend keys init|check|passwd`: the master key file. No command ever prints key material."""
+"""`headend keys init|check|passwd|rotate`: the master key file. No command ever prints key material.
+
+Once operators exist, init, passwd and rotate need an admin's login (``headend.operators``),
+checked before the key file is touched; on a fresh install `keys init` runs before any operator
+is added, as ``--actor`` / ``$USER``."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import os
 
 from headend.cli import _common as c
+from headend.cli.operators import acting_operator
 from headend.config import ENV_PASSPHRASE
 from headend.keys import KeyStore, KeyStoreError, read_passphrase
 
@@ -40,10 +45,11 @@ def init(args: argparse.Namespace) -> int:
     path = cfg.keys.file
     if path.exists():
         raise c.CliError(f"key file {path} already exists; every meter key derives from it, so it is not replaced")
-    passphrase = read_passphrase(confirm=True, prompt="New key passphrase: ")
-    ks = KeyStore.create(path, passphrase)
     with c.open_store_from_args(args) as store:
-        store.log_action(c.actor_of(args), "keys.init", str(path))
+        actor = acting_operator(store, args, "keys")
+        passphrase = read_passphrase(confirm=True, prompt="New key passphrase: ")
+        ks = KeyStore.create(path, passphrase)
+        store.log_action(actor, "keys.init", str(path))
     print(f"master key created in {ks.path} (readable by you only); without the passphrase it cannot be used")
     return c.EXIT_OK
 
@@ -61,16 +67,17 @@ def check(args: argparse.Namespace) -> int:
 def passwd(args: argparse.Namespace) -> int:
     """Re-encrypt the master key under a new passphrase; meter keys stay the same."""
     path = c.config_from_args(args).keys.file
-    ks = KeyStore.unlock(path)
-    new = os.environ.get(ENV_NEW_PASSPHRASE)
-    if not new:
-        try:
-            new = read_passphrase(confirm=True, environ={}, prompt="New key passphrase: ")
-        except KeyStoreError:
-            raise c.CliError(f"no new passphrase: set {ENV_NEW_PASSPHRASE} or run in a terminal") from None
-    ks.change_passphrase(new)
     with c.open_store_from_args(args) as store:
-        store.log_action(c.actor_of(args), "keys.passwd", str(path))
+        actor = acting_operator(store, args, "keys")
+        ks = KeyStore.unlock(path)
+        new = os.environ.get(ENV_NEW_PASSPHRASE)
+        if not new:
+            try:
+                new = read_passphrase(confirm=True, environ={}, prompt="New key passphrase: ")
+            except KeyStoreError:
+                raise c.CliError(f"no new passphrase: set {ENV_NEW_PASSPHRASE} or run in a terminal") from None
+        ks.change_passphrase(new)
+        store.log_action(actor, "keys.passwd", str(path))
     print(f"key file {path} re-encrypted under the new passphrase")
     return c.EXIT_OK
 
@@ -79,15 +86,16 @@ def passwd(args: argparse.Namespace) -> int:
 def rotate(args: argparse.Namespace) -> int:
     """Add a master key generation; meters keep their keys until a key update moves them to KRN >= R."""
     path = c.config_from_args(args).keys.file
-    passphrase = read_passphrase()
-    ks = KeyStore.open(path, passphrase)
     with c.open_store_from_args(args) as store:
+        actor = acting_operator(store, args, "keys")
+        passphrase = read_passphrase()
+        ks = KeyStore.open(path, passphrase)
         start = args.from_krn
         if start is None:
             start = max((m.krn for m in store.find_meters()), default=0) + 1
             start = max(start, ks.generations[-1] + 1)
         ks.rotate(passphrase, start)
-        store.log_action(c.actor_of(args), "keys.rotate", str(path), {"from_krn": start})
+        store.log_action(actor, "keys.rotate", str(path), {"from_krn": start})
     print(f"new master key for key revisions {start} and up in {path}; meters change over with a key update"
           f" to KRN {start}")
     return c.EXIT_OK

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from headend.cli import _common as c
+from headend.cli.operators import acting_operator
 from headend.store import COMMAND_STATUSES, TransitionError, check_address, check_customer
 
 
@@ -116,7 +117,7 @@ def _act(action: str):  # noqa: ANN202 - a command function, like the others her
     def run(args: argparse.Namespace) -> int:
         with c.open_store_from_args(args, must_exist=True) as store:
             try:
-                cmd = getattr(store, action)(args.id, actor=c.actor_of(args))
+                cmd = getattr(store, action)(args.id, actor=acting_operator(store, args, "meters"))
             except TransitionError as exc:
                 raise c.CliError(str(exc), c.EXIT_FAILED) from None
         if args.json:

@@ -11,6 +11,7 @@ from typing import Any
 from headend.bank.agreements import shown
 from headend.cli import _common as c
 from headend.cli import costctl as costctl_cli
+from headend.cli.operators import acting_operator
 from headend.store import MODES, Account, Meter, check_address, check_customer
 
 _RESTORE = {"close-permitted": "close_permitted", "direct": "direct"}
@@ -157,8 +158,9 @@ def meter_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise c.CliError(str(exc)) from None
     with c.open_store_from_args(args) as store:
-        m = store.add_meter(address, link=args.link, customer=customer, actor=c.actor_of(args), mode=args.mode,
-                            krn=args.krn, protected=args.protected, meter_number=args.meter_number,
+        actor = acting_operator(store, args, "meters")
+        m = store.add_meter(address, link=args.link, customer=customer, actor=actor, mode=args.mode, krn=args.krn,
+                            protected=args.protected, meter_number=args.meter_number,
                             purchase_count=args.purchase_count)
     return _answer(args, m, f"registered meter {m.address} ({m.mode} cost control) for customer {m.customer}"
                             f" on {m.link}")
@@ -206,7 +208,7 @@ def meter_import(args: argparse.Namespace) -> int:
     if not rows:
         raise c.CliError(f"{args.file} holds no meters (it needs a header line and one line per meter)")
     with c.open_store_from_args(args) as store:
-        meters = store.add_meters(rows, actor=c.actor_of(args))
+        meters = store.add_meters(rows, actor=acting_operator(store, args, "meters"))
     if args.json:
         c.print_json([m.to_dict() for m in meters])
     else:
@@ -264,7 +266,7 @@ def meter_set(args: argparse.Namespace) -> int:
     if all(v is None for v in changes.values()):
         raise c.CliError("nothing to change: give --link, --customer, --mode, --krn or --protected/--unprotected")
     with c.open_store_from_args(args, must_exist=True) as store:
-        m = store.update_meter(address, actor=c.actor_of(args), **changes)
+        m = store.update_meter(address, actor=acting_operator(store, args, "meters"), **changes)
     return _answer(args, m, f"meter {m.address} updated")
 
 
@@ -318,7 +320,7 @@ def customer_add(args: argparse.Namespace) -> int:
     if args.tariff is not None:
         costctl_cli.check_tariff(args, args.tariff)
     with c.open_store_from_args(args) as store:
-        a = store.add_account(args.customer, actor=c.actor_of(args), **fields)
+        a = store.add_account(args.customer, actor=acting_operator(store, args, "meters"), **fields)
     return _answer(args, a, f"customer {a.customer} added")
 
 
@@ -331,7 +333,7 @@ def customer_set(args: argparse.Namespace) -> int:
     if args.tariff is not None:
         costctl_cli.check_tariff(args, args.tariff)
     with c.open_store_from_args(args, must_exist=True) as store:
-        a = store.update_account(check_customer(args.customer), actor=c.actor_of(args), **fields)
+        a = store.update_account(check_customer(args.customer), actor=acting_operator(store, args, "meters"), **fields)
     return _answer(args, a, f"customer {a.customer} updated")
 
 

@@ -7,6 +7,7 @@ import argparse
 import time
 
 from headend.cli import _common as c
+from headend.cli.operators import acting_operator
 from headend.notices.config import NoticeConfig, notices_config
 from headend.notices.service import build_sender, notice_tick
 from headend.notices.templates import TemplateError, load_templates
@@ -121,7 +122,8 @@ def run_show(args: argparse.Namespace) -> int:
 def run_resend(args: argparse.Namespace) -> int:
     """Queue a failed notice again."""
     store = c.open_store_from_args(args, must_exist=True)
-    n = store.resend_notice(args.id, actor=c.actor_of(args))
+    actor = acting_operator(store, args, "notices")
+    n = store.resend_notice(args.id, actor=actor)
     if args.json:
         c.print_json(n.to_dict())
     else:
@@ -134,8 +136,9 @@ def run_send(args: argparse.Namespace) -> int:
     """One sender round now."""
     nc = notice_config_from_args(args)
     store = c.open_store_from_args(args, must_exist=True)
+    actor = acting_operator(store, args, "notices")
     rep = notice_tick(store, build_sender(store, nc), int(args.at) if args.at is not None else int(time.time()),
-                      actor=c.actor_of(args))
+                      actor=actor)
     if args.json:
         c.print_json(rep.__dict__)
     else:
@@ -151,7 +154,8 @@ def run_flags(args: argparse.Namespace) -> int:
     """List (or clear) accounts flagged for an unusable phone."""
     store = c.open_store_from_args(args, must_exist=True)
     if args.clear:
-        if not store.clear_contact_flag(args.clear, actor=c.actor_of(args)):
+        actor = acting_operator(store, args, "notices")
+        if not store.clear_contact_flag(args.clear, actor=actor):
             raise c.CliError(f"customer {args.clear} is not flagged", c.EXIT_NOT_FOUND)
         print(f"customer {args.clear}: flag cleared")
         return c.EXIT_OK

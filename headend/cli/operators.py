@@ -1,10 +1,11 @@
-"""`headend operator add/list/passwd/disable`, and the login every money command goes through.
+"""`headend operator add/list/passwd/disable`, and the login every state-changing command goes through.
 
-Once an operator exists, commands that move money or manage channels and operators ask who is
-acting: ``--actor NAME`` (or ``$PREPAID645_OPERATOR``) and the password from
-``$PREPAID645_OPERATOR_PASSWORD`` or a prompt. Before the first operator is added (a fresh
-install) they run as ``--actor`` / ``$USER``, as every other command does; the first operator
-added must be an admin.
+Once an operator exists, every command that changes something (money, meters and their commands,
+the registry and grid, outages, notices, channels, operators, keys, the database; the actions of
+``headend.operators.PERMISSIONS``) asks who is acting: ``--actor NAME`` (or
+``$PREPAID645_OPERATOR``) and the password from ``$PREPAID645_OPERATOR_PASSWORD`` or a prompt.
+Before the first operator is added (a fresh install) they run as ``--actor`` / ``$USER``, as the
+read-only commands always do; the first operator added must be an admin.
 """
 
 from __future__ import annotations
@@ -24,15 +25,20 @@ ENV_NEW_PASSWORD = "PREPAID645_NEW_PASSWORD"
 
 
 def acting_operator(store: Store, args: argparse.Namespace, action: str) -> str:
-    """The name to record as actor, after checking the operator may do ``action``."""
+    """The name to record as actor, after checking the operator may do ``action`` (an action of
+    PERMISSIONS). Call it before the command changes anything: a refusal (CliError, exit 2) is
+    audited and leaves everything as it was."""
     if store.count_operators() == 0:
         return c.actor_of(args)
     name = getattr(args, "actor", None) or os.environ.get(ENV_OPERATOR)
     if not name:
+        # audited like a wrong password: the account the shell runs under is all we know of who tried
+        store.log_action(c.actor_of(args), "operator.login_refused", None, {"action": action, "why": "no operator"})
         raise c.CliError(f"log in: give --actor NAME (or set {ENV_OPERATOR}) and the password in {ENV_PASSWORD}")
     password = os.environ.get(ENV_PASSWORD)
     if password is None:
         if not sys.stdin.isatty():
+            store.log_action(name, "operator.login_refused", name, {"action": action, "why": "no password"})
             raise c.CliError(f"operator {name}: no password (set {ENV_PASSWORD} or run from a terminal)")
         password = getpass.getpass(f"password for operator {name}: ")
     try:

@@ -24,6 +24,7 @@ from headend.api.config import ApiConfig, api_config, parse_api_url
 from headend.cli import _common as c
 from headend.cli import costctl as costctl_cli
 from headend.cli import notices as notices_cli
+from headend.cli.operators import acting_operator
 from headend.commands import DEFAULT_READ_DIS, parse_di
 from headend.commands.params import check as check_params
 from headend.store import FINAL_STATUSES, Command, Conflict, InvalidInput, Meter, Store, StoreError, sqlite_path
@@ -145,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- waiting
 def _enqueue(store: Store, args: argparse.Namespace, meters: list[Meter], kind: str, params: Any) -> list[Command]:
-    actor = c.actor_of(args)
+    actor = acting_operator(store, args, "meters")
     idem = getattr(args, "idem", None)
     if len(meters) == 1:
         return [store.enqueue(meters[0].address, kind, params, actor=actor, idem_key=idem)]
@@ -293,7 +294,6 @@ def op_recharge(args: argparse.Namespace) -> int:
     recharge (waited for), to a remote-cost-control account a credit (and a restore if due)."""
     import uuid
 
-    from headend.cli.operators import acting_operator
     from headend.payments import OPERATOR_CHANNEL, accept_payment, ensure_operator_channel
 
     fen = c.parse_yuan(args.amount)
@@ -496,6 +496,9 @@ def op_serve(args: argparse.Namespace) -> int:
     # the lock first and released last: closing its descriptor while SQLite has the file open
     # would drop SQLite's own locks on it
     with _only_serve(str(c.config_from_args(args).store.db)), c.open_store_from_args(args) as store:
+        # the daemon's own start and stop, recorded under the account it runs as: no operator login,
+        # since serve runs unattended (a service manager restarts it); what it then does to meters
+        # was queued, and audited, by whoever asked for it
         store.log_action(c.actor_of(args), "serve.start", None, {"pid": os.getpid()})
 
         stopped_by: list[str] = []

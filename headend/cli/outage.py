@@ -9,6 +9,7 @@ from pathlib import Path
 
 from headend.cli import _common as c
 from headend.cli.notices import notice_config_from_args
+from headend.cli.operators import acting_operator
 from headend.grid import outages
 from headend.store import Outage
 
@@ -90,10 +91,11 @@ def run_plan(args: argparse.Namespace) -> int:
     """Plan an outage."""
     nc = notice_config_from_args(args)
     off = nc.policy.utc_offset_s
+    start_at, end_at = parse_time(args.start, off), parse_time(args.end, off)
     store = c.open_store_from_args(args, must_exist=True)
-    o, n = outages.plan_outage(store, feeder=args.feeder, area=args.area, start_at=parse_time(args.start, off),
-                               end_at=parse_time(args.end, off), reason=args.reason, actor=c.actor_of(args),
-                               now=_now(args), policy=nc.outages)
+    actor = acting_operator(store, args, "outages")
+    o, n = outages.plan_outage(store, feeder=args.feeder, area=args.area, start_at=start_at, end_at=end_at,
+                               reason=args.reason, actor=actor, now=_now(args), policy=nc.outages)
     customers = store.outage_customers(o.id)
     important = sum(1 for _c, i in customers if i)
     if args.json:
@@ -110,11 +112,12 @@ def run_change(args: argparse.Namespace) -> int:
     """Change a planned outage."""
     nc = notice_config_from_args(args)
     off = nc.policy.utc_offset_s
+    start_at = parse_time(args.start, off) if args.start else None
+    end_at = parse_time(args.end, off) if args.end else None
     store = c.open_store_from_args(args, must_exist=True)
-    o, n = outages.change_outage(store, args.id, actor=c.actor_of(args), now=_now(args),
-                                 start_at=parse_time(args.start, off) if args.start else None,
-                                 end_at=parse_time(args.end, off) if args.end else None, reason=args.reason,
-                                 policy=nc.outages)
+    actor = acting_operator(store, args, "outages")
+    o, n = outages.change_outage(store, args.id, actor=actor, now=_now(args), start_at=start_at, end_at=end_at,
+                                 reason=args.reason, policy=nc.outages)
     if args.json:
         c.print_json(dict(o.to_dict(), notices=n))
     else:
@@ -128,7 +131,8 @@ def run_cancel(args: argparse.Namespace) -> int:
     """Cancel a planned outage."""
     nc = notice_config_from_args(args)
     store = c.open_store_from_args(args, must_exist=True)
-    o, n = outages.cancel_outage(store, args.id, actor=c.actor_of(args), now=_now(args), policy=nc.outages)
+    actor = acting_operator(store, args, "outages")
+    o, n = outages.cancel_outage(store, args.id, actor=actor, now=_now(args), policy=nc.outages)
     if args.json:
         c.print_json(dict(o.to_dict(), notices=n))
     else:

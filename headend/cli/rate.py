@@ -6,6 +6,7 @@ import argparse
 from datetime import datetime, timedelta, timezone
 
 from headend.cli import _common as c
+from headend.cli.operators import acting_operator
 from headend.costctl.rerate import CHINA_UTC_OFFSET, apply_rerate, rerate
 from headend.tariff.catalog import load_catalog
 from headend.tariff.model import TariffError
@@ -46,8 +47,10 @@ def run_rate(args: argparse.Namespace) -> int:
     except TariffError as exc:
         raise c.CliError(str(exc)) from None
     store = c.open_store_from_args(args, must_exist=True)
+    # before the re-rating, so that a refused --apply does not wait for it first
+    actor = acting_operator(store, args, "correct") if args.apply else None
     rows = rerate(store, catalog, since, until, offset)
-    applied = apply_rerate(store, rows, since, until, actor=c.actor_of(args)) if args.apply else 0
+    applied = apply_rerate(store, rows, since, until, actor=actor) if actor is not None else 0
     if args.json:
         c.print_json({"from": since, "to": until, "applied": applied if args.apply else None,
                       "accounts": [r.to_dict() for r in rows]})

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from headend.cli import _common as c
+from headend.cli.operators import acting_operator
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     from headend.store.transfer import copy_store
 
     with c.open_store_from_args(args, must_exist=True) as source:
+        actor = acting_operator(source, args, "store")
         if source.serve_alive() is not None:
             raise c.CliError(f"a `headend serve` is working {source.location}: stop it first, so that nothing"
                              " changes while the data moves", c.EXIT_FAILED)
@@ -37,7 +39,7 @@ def run_migrate(args: argparse.Namespace) -> int:
                     print(f"\r{table}: {n} rows", end="", file=sys.stderr, flush=True)
 
             counts = copy_store(source, target, progress=progress)
-            target.log_action(c.actor_of(args), "store.migrate", None, {"from": source.location, "rows": counts})
+            target.log_action(actor, "store.migrate", None, {"from": source.location, "rows": counts})
             where = target.location
     if args.json:
         c.print_json({"to": where, "rows": counts})

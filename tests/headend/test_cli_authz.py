@@ -98,7 +98,8 @@ def _rows(db: Path) -> tuple[dict[str, list[Any]], list[tuple[Any, ...]]]:
     con = sqlite3.connect(db)
     try:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        rows = {t: con.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables if t not in ("audit", "sqlite_sequence")}
+        rows = {t: con.execute(f'SELECT * FROM "{t}"').fetchall()
+                for t in tables if t not in ("audit", "sqlite_sequence")}
         audit = con.execute("SELECT id, actor, action, target FROM audit ORDER BY id").fetchall()
     finally:
         con.close()
@@ -107,7 +108,8 @@ def _rows(db: Path) -> tuple[dict[str, list[Any]], list[tuple[Any, ...]]]:
 
 def _files(d: Path) -> dict[str, bytes | None]:
     """The files beside the store (a new database, a new key file) and the key files' bytes."""
-    return {p.name: p.read_bytes() if p.suffix == ".key" else None for p in d.iterdir() if not p.name.startswith("h.db")}
+    return {p.name: p.read_bytes() if p.suffix == ".key" else None
+            for p in d.iterdir() if not p.name.startswith("h.db")}
 
 
 @pytest.fixture
