@@ -36,10 +36,12 @@ import functools
 import getpass
 import json
 import os
+import re
 import sys
+import unicodedata
 from pathlib import Path
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from headend.cli.main import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_QUEUED, EXIT_UNRESOLVED, EXIT_USAGE
@@ -320,19 +322,31 @@ def select_meters(store: Store, args: argparse.Namespace) -> list[Meter]:
 
 
 # ----------------------------------------------------------------------------- money and time
+# plain decimal yuan in ASCII digits: Decimal alone would also take "1e3", "1_000" and the digits
+# of any script, each of which turns a slip of the keyboard into an amount nobody meant
+_YUAN_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# far above any one payment or correction, far below what a 64-bit fen column holds
+MAX_AMOUNT_FEN = 10**12
+
+
 def parse_yuan(text: str, *, allow_negative: bool = False) -> int:
-    """An amount written in yuan ("20", "20.5", "20.50") as whole fen, exactly (no float)."""
-    try:
-        d = Decimal(str(text).strip())
-    except InvalidOperation:
-        raise CliError(f"bad amount {text!r}: write yuan like 20 or 20.50") from None
-    if not d.is_finite():
-        raise CliError(f"bad amount {text!r}: write yuan like 20 or 20.50")
-    fen = d * 100
+    """An amount written in yuan ("20", "20.5", "20.50") as whole fen, exactly (no float).
+
+    Full-width digits and point (what a Chinese input method types, "２０．５") read as the same
+    yuan; an exponent, digit separators, other scripts' digits or more than MAX_AMOUNT_FEN are refused.
+    """
+    plain = unicodedata.normalize("NFKC", str(text)).strip()
+    if not _YUAN_TEXT.fullmatch(plain):
+        raise CliError(f"bad amount {text!r}: write yuan in digits 0-9, like 20 or 20.50"
+                       " (no exponent, separators or spaces)")
+    fen = Decimal(plain) * 100
     if fen != fen.to_integral_value():
         raise CliError(f"bad amount {text!r}: yuan have at most 2 decimals (fen)")
     if fen < 0 and not allow_negative:
         raise CliError(f"bad amount {text!r}: must not be negative")
+    if abs(fen) > MAX_AMOUNT_FEN:
+        raise CliError(f"bad amount {text!r}: more than {yuan(MAX_AMOUNT_FEN, grouped=True)} yuan;"
+                       " check the digits")
     return int(fen)
 
 

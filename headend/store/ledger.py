@@ -27,6 +27,7 @@ from headend.store.models import (
     decision_state,
     dumps,
     loads,
+    yuan,
 )
 from headend.store.reporting import OWING_SINCE, snapshot_day
 
@@ -340,6 +341,14 @@ class Ledger(Accounts):
                         raise Conflict(f"key {idem_key!r} was already used for another {entry.kind} "
                                        f"({entry.amount_fen} fen to {entry.customer})")
                     return entry, False
+            if kind == "refund":
+                # money paid back out must have come in: a refund above the balance would hand out
+                # cash the account never held (a wrong balance is corrected by an adjustment first)
+                held = tx.one("SELECT balance_fen FROM accounts WHERE customer = ?" + tx.for_update, (customer,))
+                if held is not None and amount_fen > int(held[0]):
+                    raise InvalidInput(f"refund of {yuan(amount_fen)} yuan is more than the {yuan(int(held[0]))} yuan"
+                                       f" customer {customer} holds: refund at most that (if the balance is"
+                                       " wrong, correct it with `headend ledger adjust` first)")
             entry = self._book(tx, customer, kind, delta, actor=actor, idem_key=idem_key, ref=ref,
                                detail={"reason": reason.strip()})
             self.log_action(actor, f"account.{kind}", customer,

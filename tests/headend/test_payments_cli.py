@@ -168,3 +168,39 @@ def test_payment_list_show_and_reverse(db, capsys):
     with open_store(db) as s:
         assert s.get_account(REMOTE_CUST).balance_fen == 0
         assert s.get_payment(pays[1]["id"]).note == "paid twice"
+
+
+@pytest.mark.parametrize("typed, why", [
+    ("1e3", "digits"),                  # an exponent is a slip of the keyboard, not 1000 yuan
+    ("1_000", "digits"),
+    ("١٠٠", "digits"),                  # digits of another script: Decimal would read them as 100
+    ("1e30", "digits"),
+    ("99999999999999999999", "more than"),
+])
+def test_an_amount_not_written_as_plain_yuan_is_refused_before_anything_moves(db, capsys, typed, why):
+    code, out, err = run(capsys, "recharge", REMOTE_METER, typed, "--wait", "0")
+    assert code == 2 and why in err and typed in err
+    code, out, err = run(capsys, "ledger", "adjust", REMOTE_CUST, typed, "--reason", "typed in")
+    assert code == 2 and why in err and "Traceback" not in err
+    with open_store(db) as s:
+        assert s.list_payments() == [] and s.journal(limit=10) == []
+
+
+def test_full_width_digits_from_a_chinese_input_method_are_read_as_the_same_yuan(db, capsys):
+    code, out, err = run(capsys, "recharge", REMOTE_METER, "１００．５０", "--wait", "0")
+    assert code == 0, err
+    with open_store(db) as s:
+        assert s.get_account(REMOTE_CUST).balance_fen == 10050
+
+
+def test_a_refund_cannot_pay_back_more_than_the_account_holds(db, capsys):
+    run(capsys, "recharge", REMOTE_METER, "20", "--wait", "0")
+    code, out, err = run(capsys, "ledger", "refund", REMOTE_CUST, "20.01", "--reason", "moved out")
+    assert code == 2 and "20.00" in err and "20.01" in err
+    code, out, err = run(capsys, "ledger", "refund", LOCAL_CUST, "10", "--reason", "moved out")
+    assert code == 2 and "0.00" in err
+    with open_store(db) as s:
+        assert s.get_account(REMOTE_CUST).balance_fen == 2000 and s.get_account(LOCAL_CUST).balance_fen == 0
+        assert [e.kind for e in s.journal(limit=10)] == ["payment"]
+    code, out, err = run(capsys, "ledger", "refund", REMOTE_CUST, "20", "--reason", "moved out")
+    assert code == 0, err
