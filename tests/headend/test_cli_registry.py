@@ -176,8 +176,8 @@ def test_select_meters(tmp_path: Path) -> None:
 
 
 def test_parse_yuan_and_fmt_fen() -> None:
-    assert [c.parse_yuan(x) for x in ("20", "20.5", "0.01", "1e2")] == [2000, 2050, 1, 10000]
-    for bad in ("-1", "0.001", "abc", "nan", "inf"):
+    assert [c.parse_yuan(x) for x in ("20", "20.5", "0.01", "1.500", "２０．５")] == [2000, 2050, 1, 150, 2050]
+    for bad in ("-1", "0.001", "abc", "nan", "inf", "1e2", "1_0", "٢٠"):
         with pytest.raises(c.CliError):
             c.parse_yuan(bad)
     assert c.parse_yuan("-1.5", allow_negative=True) == -150
