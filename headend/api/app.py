@@ -288,6 +288,9 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
                     " request under /v1 (but /v1/health) is signed by the channel: see the README's signing recipe.",
         docs_url=None,
         redoc_url=None,
+        # a redirect is no problem detail and leaves no audit row, and its Location comes from the
+        # request's Host header: a path with a trailing slash is simply not found
+        redirect_slashes=False,
     )
     app.state.api = api
 

@@ -232,6 +232,23 @@ def test_bodies_that_are_not_json_objects(world, api, body):
     assert world.money() == snapshot
 
 
+@pytest.mark.parametrize("method,path", [("POST", "/v1/payments/"), ("GET", "/v1/payments/1/"),
+                                         ("GET", f"/v1/accounts/{CUST}/")])
+def test_a_trailing_slash_is_refused_not_redirected(world, api, method, path):
+    """A redirect is no problem detail and leaves no audit row; its Location was built from the
+    request's own Host header, sending a client that follows it (signature and body) elsewhere."""
+    key_id, secret = world.bank
+    with world.client(api) as c:
+        assert c.post("/v1/payments", json=pay(txn="W0")).status_code == 201
+    body = json.dumps(pay(txn="W1")).encode() if method == "POST" else b""
+    snapshot = world.money()
+    h = sign_headers(key_id, secret, method, path, body)
+    resp = _raw(api, method, path, body, {**h, "Host": "elsewhere.example"})
+    refused(world, resp, 404, "not_found")
+    assert "location" not in resp.headers
+    assert world.money() == snapshot
+
+
 def test_a_channel_never_sees_or_voids_another_channels_payments(world, api):
     with world.client(api) as bank:
         mine = bank.post("/v1/payments", json=pay(txn="X1")).json()
