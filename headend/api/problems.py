@@ -30,6 +30,7 @@ TITLES: dict[str, str] = {
     "channel_mismatch": "Another channel's id space",
     "unknown_payment": "No such payment",
     "invalid_json": "Body is not valid JSON",
+    "duplicate_key": "A key appears twice in one JSON object",
     "invalid_field": "A field is missing or has the wrong type",
     "unknown_field": "Unknown field",
     "amount_not_integer": "Amount is not a whole number of fen",

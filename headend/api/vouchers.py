@@ -63,7 +63,7 @@ def add_voucher_routes(app: FastAPI, store: Store, keys: KeyStore | None, respon
         headers, body = await api.read(request)
         with api.port.transaction():
             channel = api.authenticate(request, headers, body)
-            return work(channel, api.parse(body, model))
+            return work(channel, api.parse(body, model, headers))
 
     def own(channel: Any, claimed: str) -> None:
         if claimed != channel.channel_id:

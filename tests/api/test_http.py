@@ -222,7 +222,8 @@ def test_bad_payments_are_refused_and_move_no_money(world, api, change, status, 
     assert world.money() == snapshot
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"[1, 2]", b"null", b"\xff\xfe", b"[" * 100000])
+@pytest.mark.parametrize("body", [b"", b"{", b"[1, 2]", b"null", b"\xff\xfe", b"[" * 100000,
+                                  b'{"txn_id": "\\ud800"}'])
 def test_bodies_that_are_not_json_objects(world, api, body):
     key_id, secret = world.bank
     snapshot = world.money()
@@ -230,6 +231,46 @@ def test_bodies_that_are_not_json_objects(world, api, body):
     code = "body_too_large" if len(body) > 16384 else "invalid_json"
     refused(world, _raw(api, "POST", "/v1/payments", body, h), 413 if code == "body_too_large" else 422, code)
     assert world.money() == snapshot
+
+
+@pytest.mark.parametrize("doubled,field", [
+    (b'"amount_fen": 5000', "amount_fen"),
+    (b'"customer_no": "000000000043"', "customer_no"),
+    (b'"tender": {"trace": "1", "trace": "2"}', "trace"),
+])
+def test_a_body_with_a_key_twice_is_refused_not_read_one_way(world, api, doubled, field):
+    """JSON parsers differ on a repeated key (first or last wins): the channel's system and ours
+    could read different amounts or customers from the same signed bytes."""
+    key_id, secret = world.bank
+    body = json.dumps(pay(txn="K1")).encode()
+    if field == "trace":
+        body = body[:-1] + b", " + doubled + b"}"
+    else:
+        body = body[:-1] + b", " + doubled.replace(b"5000", b"7000").replace(b"43", b"42") + b"}"
+    snapshot = world.money()
+    h = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    got = refused(world, _raw(api, "POST", "/v1/payments", body, h), 422, "duplicate_key", field)
+    assert repr(field) in got["detail"]
+    assert world.money() == snapshot
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "application/jsonx"])
+def test_a_body_that_is_not_declared_json_is_refused(world, api, content_type):
+    key_id, secret = world.bank
+    body = json.dumps(pay(txn="M1")).encode()
+    snapshot = world.money()
+    h = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    if content_type:
+        h["Content-Type"] = content_type
+    resp = httpx.post(api.url + "/v1/payments", content=body, headers=h)
+    refused(world, resp, 415, "unsupported_media_type", "Content-Type")
+    assert world.money() == snapshot
+    # with a charset it is still JSON
+    h = sign_headers(key_id, secret, "POST", "/v1/payments", body)
+    resp = httpx.post(api.url + "/v1/payments", content=body,
+                      headers={**h, "Content-Type": "application/json; charset=utf-8"})
+    assert resp.status_code == 201, resp.text
 
 
 @pytest.mark.parametrize("method,path", [("POST", "/v1/payments/"), ("GET", "/v1/payments/1/"),
