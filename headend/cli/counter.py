@@ -113,6 +113,16 @@ def counter_find(args: argparse.Namespace) -> int:
 def counter_pay(args: argparse.Namespace) -> int:
     """Take a payment, wait a little for the meter, print the receipt."""
     fen = c.parse_yuan(args.amount)
+    # a slip detail with another tender means the tender was forgotten: booked as given, the payment
+    # would count under the wrong tender at the close
+    slip = {"pos": [("--terminal", args.terminal), ("--trace", args.trace), ("--ref", args.ref)],
+            "cheque": [("--cheque-no", args.cheque_no)]}
+    for tender_opt, fields in slip.items():
+        given = [opt for opt, v in fields if v is not None]
+        if given and args.tender != tender_opt:
+            raise c.CliError(f"{', '.join(given)} belong{'s' if len(given) == 1 else ''} to --tender {tender_opt},"
+                             f" but the tender is {args.tender}: give --tender {tender_opt} or leave"
+                             f" {'it' if len(given) == 1 else 'them'} out")
     tender = {"kind": _TENDER[args.tender], "cheque_no": args.cheque_no, "terminal_id": args.terminal,
               "trace_no": args.trace, "ref_no": args.ref}
     with c.open_store_from_args(args, must_exist=True) as store:

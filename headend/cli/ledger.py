@@ -132,8 +132,8 @@ def close_day(args: argparse.Namespace) -> int:
     if args.json:
         c.print_json(totals)
     else:
-        c.print_table(f"day {totals['day']} closed: {totals['rows']} row(s)", ["kind", "rows", "account fen",
-                                                                              "meter fen"],
+        c.print_table(f"day {totals['day']} closed: {totals['rows']} row(s)", ["kind", "rows", "account yuan",
+                                                                              "meter yuan"],
                       [(k, v["rows"], c.fmt_fen(v["amount_fen"]), c.fmt_fen(v["meter_fen"]))
                        for k, v in totals["kinds"].items()])
         c.print_table("payments by channel and tender", ["channel", "tender", "payments", "yuan", "reversed",

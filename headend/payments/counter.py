@@ -33,6 +33,10 @@ def ensure_counter_channel(store: Store, channel_id: str = DEFAULT_COUNTER, *, a
         return store.add_channel(channel_id, "counter", actor=actor, name="business hall counter")
     if ch.kind != "counter":
         raise InvalidInput(f"channel {channel_id} is a {ch.kind} channel, not a counter")
+    if not ch.enabled:
+        # a shift there could take no payment: say so before the cashier starts, not at the first customer
+        raise InvalidInput(f"counter {channel_id} is disabled: ask an admin to enable it"
+                           f" (`headend channel enable {channel_id}`) or open the shift at another counter (--channel)")
     return ch
 
 
@@ -79,6 +83,14 @@ def take_payment(store: Store, cashier: str, *, customer: str, amount_fen: int, 
     """Take a payment at the counter in the cashier's open shift (see accept_payment)."""
     shift = _shift_of(store, cashier)
     t = check_tender(tender)
+    if t["kind"] == "unionpay_pos":
+        # one card transaction, one payment: the same slip keyed again would credit it twice
+        taken = store.standing_payment_of_slip(shift.channel, t)
+        if taken is not None:
+            raise InvalidInput(f"UnionPay POS slip terminal {t['terminal_id']} ref {t['ref_no']} was already taken as"
+                               f" payment {taken.id} ({yuan(taken.amount_fen)} yuan, customer {taken.customer},"
+                               f" cashier {taken.actor}): reprint it with `headend counter receipt {taken.id}`;"
+                               " a slip of a voided payment may be taken again")
     if txn_id is None:
         # the counter's own transaction id: shift and a number within it, so a re-run is visible
         txn_id = f"S{shift.id}-{len(store.list_payments(shift_id=shift.id, limit=100_000)) + 1}"
@@ -92,6 +104,11 @@ def void_payment(store: Store, cashier: str, payment_id: int, *, reason: str) ->
     shift = _shift_of(store, cashier)
     p = store.get_payment(payment_id)
     if p.shift_id != shift.id:
+        other = store.get_shift(p.shift_id) if p.shift_id is not None else None
+        if other is not None and other.state == "open":
+            raise PaymentError("not_reversible", f"payment {payment_id} was taken in shift {other.id} of cashier"
+                               f" {other.cashier}, not in your shift {shift.id}: {other.cashier} can void it"
+                               " while that shift is open")
         raise PaymentError("not_reversible", f"payment {payment_id} is not from your open shift {shift.id}:"
                            " only a refund can undo it now")
     return reverse_payment(store, payment_id, channel_id=shift.channel, actor=cashier, reason=reason)

@@ -88,6 +88,22 @@ class Payments(Ledger, Outbox):
                          (channel_id, txn_id))
         return None if row is None else _payment(row)
 
+    def standing_payment_of_slip(self, channel_id: str, tender: dict[str, Any]) -> Payment | None:
+        """A payment of the channel that stands (not reversed) with the same UnionPay POS slip
+        (terminal id and reference number), or None."""
+        terminal, ref = tender.get("terminal_id"), tender.get("ref_no")
+        # the tender is JSON text (compact, keys sorted): the reference number narrows it in SQL,
+        # the terminal is compared on the parsed rows
+        like = "%" + (dumps({"ref_no": ref}) or "")[1:-1] + "%"   # "_" matches itself too: no false miss
+        with self._tx(write=False) as tx:
+            rows = tx.all(f"SELECT {_PAYMENT_COLS} FROM payments WHERE channel = ? AND state <> 'reversed'"
+                          " AND tender LIKE ?", (channel_id, like))
+        for p in map(_payment, rows):
+            t = p.tender or {}
+            if t.get("kind") == "unionpay_pos" and t.get("terminal_id") == terminal and t.get("ref_no") == ref:
+                return p
+        return None
+
     def list_payments(
         self,
         *,

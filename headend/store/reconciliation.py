@@ -114,11 +114,21 @@ class Reconciliations(Ledger):
         return [r[0] for r in rows]
 
     def day_payment_summary(self, day: str) -> list[tuple[Any, ...]]:
-        """(channel, tender or '', payments, fen, reversed, reversed fen) of a business day."""
+        """(channel, tender kind or '', payments, fen, reversed, reversed fen) of a business day."""
         with self._tx(write=False) as tx:
-            return tx.all("SELECT channel, COALESCE(tender, ''),"
+            rows = tx.all("SELECT channel, tender,"
                           " SUM(CASE WHEN state <> 'reversed' THEN 1 ELSE 0 END),"
                           " SUM(CASE WHEN state <> 'reversed' THEN amount_fen ELSE 0 END),"
                           " SUM(CASE WHEN state = 'reversed' THEN 1 ELSE 0 END),"
                           " SUM(CASE WHEN state = 'reversed' THEN amount_fen ELSE 0 END)"
-                          " FROM payments WHERE day = ? GROUP BY channel, COALESCE(tender, '') ORDER BY 1, 2", (day,))
+                          " FROM payments WHERE day = ? GROUP BY channel, tender", (day,))
+        # a tender keeps its slip (POS terminal, trace, reference; cheque number), so each slip is its
+        # own group above: the day is summed per kind of tender, as the cashiers' shifts are
+        out: dict[tuple[str, str], list[int]] = {}
+        for channel, tender, *sums in rows:
+            t = loads(tender) if tender else None
+            kind = str(t.get("kind", "")) if isinstance(t, dict) else ""
+            acc = out.setdefault((channel, kind), [0, 0, 0, 0])
+            for k, v in enumerate(sums):
+                acc[k] += int(v or 0)
+        return [(ch, kind, *acc) for (ch, kind), acc in sorted(out.items())]

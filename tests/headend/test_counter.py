@@ -157,3 +157,62 @@ def test_counter_through_the_cli_with_a_logged_in_cashier(tmp_path, monkeypatch,
 
 
 REMOTE_METER_ADDR = "000000000002"
+
+
+def test_one_pos_slip_is_taken_once_while_its_payment_stands(store):
+    ctr.open_shift(store, "carol")
+    first = ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=5000, tender=POS)
+    with pytest.raises(InvalidInput, match=f"already taken as payment {first.id}"):
+        ctr.take_payment(store, "carol", customer=LOCAL_CUST, amount_fen=6000, tender=POS)
+    ctr.open_shift(store, "dave")
+    with pytest.raises(InvalidInput, match=f"already taken as payment {first.id}"):
+        ctr.take_payment(store, "dave", customer=REMOTE_CUST, amount_fen=5000, tender=POS)
+    ctr.void_payment(store, "carol", first.id, reason="wrong customer")
+    again = ctr.take_payment(store, "carol", customer=LOCAL_CUST, amount_fen=5000, tender=POS)
+    assert [p.id for p in store.list_payments() if p.state != "reversed"] == [again.id]
+
+
+def test_the_days_payments_are_summed_per_tender_not_per_slip(store):
+    ctr.open_shift(store, "carol")
+    for trace, ref in (("000123", "000000123456"), ("000124", "000000123457")):
+        ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=1000,
+                         tender=dict(POS, trace_no=trace, ref_no=ref))
+    ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=300, tender={"kind": "cash"})
+    assert store.day_payment_summary(store.business_day()) == [("hall", "cash", 1, 300, 0, 0),
+                                                               ("hall", "unionpay_pos", 2, 2000, 0, 0)]
+
+
+def test_no_shift_opens_at_a_disabled_counter(store):
+    ctr.open_shift(store, "carol")
+    ctr.close_shift(store, "carol", {})
+    store.update_channel("hall", actor="admin", enabled=False)
+    with pytest.raises(InvalidInput, match="hall is disabled"):
+        ctr.open_shift(store, "carol")
+    assert store.current_shift("carol") is None
+
+
+def test_slip_details_given_with_another_tender_are_refused_not_dropped(tmp_path, monkeypatch, capsys):
+    # "--terminal ..." without "--tender pos" was booked as cash: the shift's close then disagrees with the drawer
+    db = str(tmp_path / "hall.db")
+    money_store(db).close()
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    base = ["--db", db, "--actor", "carol"]
+    assert main(["counter", "open", *base]) == 0
+    pos = ["--terminal", "12345678", "--trace", "000123", "--ref", "000000123456"]
+    for argv, says in (([*pos], "--tender pos"), (["--tender", "cheque", "--cheque-no", "C-1", *pos], "--tender pos"),
+                       (["--tender", "pos", *pos, "--cheque-no", "C-1"], "--tender cheque")):
+        capsys.readouterr()
+        assert main(["counter", "pay", REMOTE_CUST, "50", *argv, "--wait", "0", *base]) == 2
+        assert says in capsys.readouterr().err
+    with open_store(db) as s:
+        assert s.list_payments() == []
+
+
+def test_a_cashier_is_told_whose_open_shift_a_payment_belongs_to(store):
+    ctr.open_shift(store, "carol")
+    p = ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=700, tender={"kind": "cash"})
+    ctr.open_shift(store, "dave")
+    with pytest.raises(PaymentError, match="carol can void it") as e:
+        ctr.void_payment(store, "dave", p.id, reason="not mine")
+    assert e.value.code == "not_reversible" and store.get_payment(p.id).state == "credited"
