@@ -134,6 +134,11 @@ def close_shift(store: Store, cashier: str, counted: dict[str, dict[str, int]]) 
     for t in counted:
         if t not in TENDERS:
             raise InvalidInput(f"unknown tender {t!r} in the count; tenders are {', '.join(TENDERS)}")
+        for what in ("count", "fen"):
+            v = (counted[t] or {}).get(what, 0)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise InvalidInput(f"counted {t} {what} must be a whole number of 0 or more, got {v!r}:"
+                                   " count again and give what is in the drawer")
     with store.atomic():
         shift = _shift_of(store, cashier)
         expected = shift_totals(store, shift.id)

@@ -216,3 +216,15 @@ def test_a_cashier_is_told_whose_open_shift_a_payment_belongs_to(store):
     with pytest.raises(PaymentError, match="carol can void it") as e:
         ctr.void_payment(store, "dave", p.id, reason="not mine")
     assert e.value.code == "not_reversible" and store.get_payment(p.id).state == "credited"
+
+
+@pytest.mark.parametrize("counted, says", [
+    ({"cash": {"count": -3, "fen": 700}}, "count"),
+    ({"cash": {"count": 1, "fen": -700}}, "fen"),
+])
+def test_a_count_below_zero_is_refused_and_the_shift_stays_open(store, counted, says):
+    shift = ctr.open_shift(store, "carol")
+    ctr.take_payment(store, "carol", customer=REMOTE_CUST, amount_fen=700, tender={"kind": "cash"})
+    with pytest.raises(InvalidInput, match=says):
+        ctr.close_shift(store, "carol", counted)
+    assert store.current_shift("carol") == shift
