@@ -9,7 +9,10 @@ with ``X-PP645-Callback-Id`` so the channel can recognise the one case where it 
 twice: it answered 2xx and we died before recording that.  A 2xx marks the callback delivered and
 it is never sent again; anything else (an error status, a refused connection, a timeout) waits
 ``callback_backoff_s[attempt]`` (the last entry repeats) and tries again, up to
-``callback_max_attempts``, then it is marked failed and stays visible in the store.
+``callback_max_attempts``, then it is marked failed and stays visible in the store.  Each sender
+claims the callbacks it posts (their next attempt put a lease ahead), so two serves on one
+database never post the same callback at once; an attempt is cut off at ``callback_timeout_s``
+in all, well inside the lease.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
@@ -35,6 +39,9 @@ log = logging.getLogger(__name__)
 
 HEADER_CALLBACK_ID = "X-PP645-Callback-Id"
 _BATCH = 64
+# a claimed callback is left to its sender this long past the attempt's own time limit (the
+# outcome is recorded right after the attempt; this covers a loop or store that is slow to get there)
+_LEASE_MARGIN_S = 30
 
 
 class CallbackSender:
@@ -87,12 +94,16 @@ class CallbackSender:
             headers = sign_headers(ch.key_id, ch.secret, "POST", target, body, timestamp=int(self._clock()))
             headers.update({HEADER_CALLBACK_ID: str(cb.id), "Content-Type": "application/json"})
             try:
-                resp = await self._client.post(cb.url, content=body, headers=headers)
+                # httpx's timeout is per phase (connect, write, read); the lease needs a bound on all of them
+                resp = await asyncio.wait_for(self._client.post(cb.url, content=body, headers=headers),
+                                              self._config.callback_timeout_s)
                 delivered = 200 <= resp.status_code < 300
                 if not delivered:
                     error = f"channel answered HTTP {resp.status_code}"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
+            except TimeoutError:
+                error = f"no answer within {self._config.callback_timeout_s} s"
         now = int(self._clock())
         give_up = not delivered and cb.attempts + 1 >= self._config.callback_max_attempts
         self._store.callback_attempted(cb.id, delivered=delivered, error=error, give_up=give_up,
@@ -103,9 +114,10 @@ class CallbackSender:
         return delivered
 
     async def run_once(self) -> int:
-        """Sweep, then attempt every due callback; return how many were delivered."""
+        """Sweep, then claim and attempt every due callback; return how many were delivered."""
         self.sweep()
-        due = self._store.due_callbacks(now=int(self._clock()), limit=_BATCH)
+        due = self._store.claim_callbacks(now=int(self._clock()), limit=_BATCH,
+                                          lease_s=math.ceil(self._config.callback_timeout_s) + _LEASE_MARGIN_S)
         if not due:
             return 0
         done = await asyncio.gather(*(self.send(cb) for cb in due))

@@ -190,6 +190,26 @@ class ApiState(Payments):
                           " ORDER BY next_at, id LIMIT ?", (at, int(limit)))
         return [_callback(r) for r in rows]
 
+    def claim_callbacks(self, *, lease_s: int, now: int | None = None, limit: int = 100) -> list[Callback]:
+        """Take due pending callbacks for one sender, oldest first: each one's next attempt is put
+        ``lease_s`` ahead, so no other sender (a second serve on the same database) takes it while
+        this one posts it; ``callback_attempted`` then records the outcome. A sender that dies
+        holding one leaves it to be taken again once the lease has passed."""
+        at = self.now() if now is None else int(now)
+        with self._tx() as tx:
+            rows = tx.all("SELECT id FROM api_callbacks WHERE status = 'pending' AND next_at <= ?"
+                          " ORDER BY next_at, id LIMIT ?" + tx.skip_locked, (at, int(limit)))
+            taken = [cid for (cid,) in rows
+                     if tx.execute("UPDATE api_callbacks SET next_at = ?, updated_at = ? WHERE id = ?"
+                                   " AND status = 'pending' AND next_at <= ?",
+                                   (at + int(lease_s), at, cid, at)) == 1]
+            if not taken:
+                return []
+            among, values = tx.one_of("id", taken)
+            found = tx.all(f"SELECT {_CALLBACK_COLS} FROM api_callbacks WHERE {among} ORDER BY id", values)
+        order = {cid: i for i, cid in enumerate(taken)}
+        return sorted((_callback(r) for r in found), key=lambda cb: order[cb.id])
+
     def callback_attempted(self, callback_id: int, *, delivered: bool, error: str | None = None,
                            next_at: int | None = None, give_up: bool = False) -> Callback:
         """Record one attempt: delivered, or failed with the next try at ``next_at`` (or given up)."""

@@ -153,3 +153,17 @@ def test_the_callback_sweep_finds_confirmed_payments_of_channels_with_a_url(stor
     assert store.confirmed_for_callbacks(since=clock.t + 1) == []
     store.add_callbacks([(found.id, "bank-1", found.state, "http://127.0.0.1:1/cb", {})])
     assert store.confirmed_for_callbacks(since=0) == []          # told already
+
+
+def test_a_claimed_callback_is_not_claimed_again_until_its_lease_passes(store, clock):
+    store.add_callbacks([(9, "bank-1", "confirmed", "http://127.0.0.1:1/cb", {}),
+                         (10, "bank-1", "confirmed", "http://127.0.0.1:1/cb", {})])
+    first = store.claim_callbacks(lease_s=60, limit=1)
+    assert [cb.payment_id for cb in first] == [9]
+    assert [cb.payment_id for cb in store.claim_callbacks(lease_s=60)] == [10]  # another sender: the rest
+    assert store.claim_callbacks(lease_s=60, now=clock.t + 59) == []
+    # its sender died holding it: taken again once the lease has passed
+    [again] = store.claim_callbacks(lease_s=60, now=clock.t + 60, limit=1)
+    assert again.id == first[0].id and again.attempts == 0
+    store.callback_attempted(again.id, delivered=True)
+    assert [cb.payment_id for cb in store.claim_callbacks(lease_s=60, now=clock.t + 10**6)] == [10]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -378,3 +380,48 @@ def test_responses_leave_without_waiting_for_the_clients_ack(api):
         accepted = [p.transport.get_extra_info("socket") for p in api.server._server.server_state.connections]
         assert accepted, "the server holds no connection"
         assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in accepted)
+
+
+class _HeldReceiver(BaseHTTPRequestHandler):
+    """A channel's callback URL that holds its first callback until another arrives (or 2 s pass):
+    the window in which a second sender could post the same callback."""
+
+    seen: list[str] = []
+    second = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append(self.headers["X-PP645-Callback-Id"])
+        if len(self.seen) == 1:
+            self.second.wait(2)
+        else:
+            self.second.set()
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_two_serves_on_one_database_send_a_callback_once(world):
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _HeldReceiver)
+    _HeldReceiver.seen, _HeldReceiver.second = [], threading.Event()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        world.store.update_channel("bank-1", actor="test",
+                                   callback_url=f"http://127.0.0.1:{receiver.server_address[1]}/cb")
+        with LiveApi(world.db, world.keys, callbacks=True) as one, LiveApi(world.db, world.keys, callbacks=True):
+            with world.client(one) as c:
+                p = c.post("/v1/payments", json=pay(txn="C1", customer_no=CUST, amount=300)).json()
+            [cmd] = world.store.claim_next(limit=1)
+            world.store.confirm(cmd.id, reply={})  # the meter confirmed: both serves' sweeps see it
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and [c.status for c in world.store.callbacks(
+                    payment_id=p["payment_id"])] != ["delivered"]:
+                time.sleep(0.05)
+        [cb] = world.store.callbacks(payment_id=p["payment_id"])
+        assert cb.status == "delivered"
+        assert _HeldReceiver.seen == [str(cb.id)]
+    finally:
+        receiver.shutdown()

@@ -3,8 +3,9 @@ channel kind reaching the meter or the account once, a rotated secret and a disa
 meter that misses replies, the signed result callback, idempotency (a repeat, 32 parallel
 duplicates, retries after timeouts), 409s (a different payment under a used txn id, a reversal too
 late or into a closed day), reversals, refusals that move no money, a channel kept out of another's
-payments, and `headend serve` SIGKILLed mid-flight and restarted.  The tests themselves are
-tests/api/test_http.py's and test_e2e.py's; only the database differs."""
+payments, a result callback sent once by two serves on the database, and `headend serve` SIGKILLed
+mid-flight and restarted.  The tests themselves are tests/api/test_http.py's and test_e2e.py's; only
+the database differs."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tests.api.test_http import (  # noqa: F401 - collected here, on PostgreSQL
     test_bad_payments_are_refused_and_move_no_money,
     test_no_reversal_into_a_closed_day,
     test_reversal_until_the_money_leaves_for_the_meter,
+    test_two_serves_on_one_database_send_a_callback_once,
 )
 
 api = http.api  # the payments API in its own thread, on the world's database
