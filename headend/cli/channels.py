@@ -10,7 +10,7 @@ import argparse
 
 from headend.cli import _common as c
 from headend.cli.operators import acting_operator
-from headend.payments import issue_credentials
+from headend.payments import MAX_PAYMENT_FEN, issue_credentials
 from headend.store import CHANNEL_KINDS, Channel
 
 
@@ -96,7 +96,8 @@ def channel_list(args: argparse.Namespace) -> int:
         c.print_table(f"{len(chans)} channel(s)", ["id", "kind", "name", "key id", "fee rule", "settle", "max",
                                                    "enabled"],
                       [(ch.id, ch.kind, ch.name, ch.key_id or "(no API)", ch.fee_rule, f"T+{ch.settle_days}",
-                        c.fmt_fen(ch.max_amount_fen), "yes" if ch.enabled else "no") for ch in chans])
+                        c.fmt_fen(ch.max_amount_fen or MAX_PAYMENT_FEN), "yes" if ch.enabled else "no")
+                       for ch in chans])
     return c.EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 from headend.store.audit import Audit
 from headend.store.models import CHANNEL_KINDS, Channel, Conflict, InvalidInput, NotFound
@@ -11,6 +12,17 @@ from headend.store.models import CHANNEL_KINDS, Channel, Conflict, InvalidInput,
 _CHANNEL_COLS = ("id, kind, name, key_id, secret, fee_rule, settle_days, max_amount_fen, callback_url, enabled,"
                  " created_at, updated_at")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+
+
+def _check_callback(url: Any) -> str | None:
+    # results are POSTed there over HTTP(S): any other address would only fail at every retry
+    if url is None or url == "":
+        return None
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"bad callback URL {url!r}: write http(s)://HOST[:PORT]/PATH, where payment results"
+                           " can be posted")
+    return url
 _FEE_RE = re.compile(r"^(none|fixed:\d+|bp:\d+(,min:\d+)?(,max:\d+)?)$")
 
 
@@ -74,6 +86,7 @@ class Channels(Audit):
             raise InvalidInput(f"settlement delay is whole days >= 0 (T+N), got {settle_days!r}")
         if max_amount_fen is not None and (not isinstance(max_amount_fen, int) or max_amount_fen <= 0):
             raise InvalidInput(f"maximum amount is fen > 0, got {max_amount_fen!r}")
+        callback_url = _check_callback(callback_url)
         now = self.now()
         with self._tx() as tx:
             if tx.one("SELECT 1 FROM channels WHERE id = ?", (channel_id,)):
@@ -121,6 +134,8 @@ class Channels(Audit):
             changes["fee_rule"] = check_fee_rule(changes["fee_rule"])
         if "enabled" in changes:
             changes["enabled"] = int(bool(changes["enabled"]))
+        if "callback_url" in changes:
+            changes["callback_url"] = _check_callback(changes["callback_url"])
         with self._tx() as tx:
             before = self.get_channel(channel_id)
             if changes.get("key_id") and tx.one("SELECT 1 FROM channels WHERE key_id = ? AND id != ?",

@@ -204,3 +204,15 @@ def test_a_refund_cannot_pay_back_more_than_the_account_holds(db, capsys):
         assert [e.kind for e in s.journal(limit=10)] == ["payment"]
     code, out, err = run(capsys, "ledger", "refund", REMOTE_CUST, "20", "--reason", "moved out")
     assert code == 0, err
+
+
+def test_a_channel_takes_only_a_callback_it_can_post_to_and_lists_the_maximum_it_enforces(db, capsys):
+    for url in ("ftp://bank.example/cb", "bank.example/cb", "http://"):
+        code, out, err = run(capsys, "channel", "add", "kiosk-1", "--kind", "kiosk", "--no-api", "--callback", url)
+        assert code == 2 and "callback" in err and url in err
+    code, out, err = run(capsys, "channel", "add", "kiosk-1", "--kind", "kiosk", "--no-api",
+                         "--callback", "https://bank.example/cb")
+    assert code == 0, err
+    code, out, err = run(capsys, "channel", "list")
+    [row] = [line for line in out.splitlines() if "kiosk-1" in line]
+    assert "100000.00" in row                  # the maximum a payment is held to without --max
