@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=counter_void)
 
     p = csub.add_parser("close", help="close your shift: what you counted against what was taken, per tender")
+    p.add_argument("--cashier", metavar="NAME",
+                   help="close this cashier's shift instead of your own (admins: a cashier who cannot, e.g. has left)")
     for t in ("cash", "cheque", "pos"):
         p.add_argument(f"--{t}", default="0", metavar="YUAN", help=f"{t} you counted (default 0)")
         p.add_argument(f"--{t}-count", type=int, default=None, metavar="N",
@@ -168,7 +170,12 @@ def counter_void(args: argparse.Namespace) -> int:
 def counter_close(args: argparse.Namespace) -> int:
     """Close the shift with the cashier's count."""
     with c.open_store_from_args(args, must_exist=True) as store:
-        cashier = acting_operator(store, args, "counter")
+        actor = cashier = acting_operator(store, args, "counter")
+        if args.cashier and args.cashier != actor:
+            if store.count_operators() and store.get_operator(actor).role != "admin":
+                raise c.CliError(f"only an admin may close another cashier's shift; {actor} is"
+                                 f" {store.get_operator(actor).role}")
+            cashier = args.cashier
         shift = store.current_shift(cashier)
         expected = ctr.shift_totals(store, shift.id) if shift else {}
         counted = {}
@@ -176,7 +183,7 @@ def counter_close(args: argparse.Namespace) -> int:
             n = getattr(args, f"{opt}_count")
             counted[tender] = {"fen": c.parse_yuan(getattr(args, opt)),
                                "count": n if n is not None else expected.get(tender, {}).get("count", 0)}
-        shift = ctr.close_shift(store, cashier, counted)
+        shift = ctr.close_shift(store, cashier, counted, actor=actor)
     if args.json:
         c.print_json(shift.to_dict())
         return c.EXIT_OK

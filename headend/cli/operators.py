@@ -146,6 +146,12 @@ def operator_disable(args: argparse.Namespace) -> int:
         actor = acting_operator(store, args, "operators")
         if actor == args.name:
             raise c.CliError("an admin cannot disable themself (another admin must)")
+        shift = store.current_shift(args.name)
+        if shift is not None:
+            # disabled, they could not log in to close it, and its takings would stay uncounted
+            raise c.CliError(f"{args.name} has open shift {shift.id} at counter {shift.channel}: close it first"
+                             f" ({args.name} with `headend counter close`, or an admin who counted the drawer with"
+                             f" `headend counter close --cashier {args.name}`)")
         op = store.update_operator(args.name, actor=actor, enabled=False)
     if args.json:
         c.print_json(op.to_dict())

@@ -126,10 +126,11 @@ def shift_totals(store: Store, shift_id: int) -> dict[str, dict[str, int]]:
     return out
 
 
-def close_shift(store: Store, cashier: str, counted: dict[str, dict[str, int]]) -> Shift:
+def close_shift(store: Store, cashier: str, counted: dict[str, dict[str, int]], *, actor: str | None = None) -> Shift:
     """Close the cashier's shift (日结): expected vs counted per tender, differences recorded.
 
     ``counted`` is {tender: {"count": n, "fen": sum}}; a tender left out counts as nothing.
+    ``actor``: who closes it, when not the cashier (an admin closing for one who cannot).
     """
     for t in counted:
         if t not in TENDERS:
@@ -146,7 +147,7 @@ def close_shift(store: Store, cashier: str, counted: dict[str, dict[str, int]]) 
                for t in TENDERS}
         diff = {t: {"count": got[t]["count"] - expected[t]["count"], "fen": got[t]["fen"] - expected[t]["fen"]}
                 for t in TENDERS if got[t] != expected[t]}
-        return store.close_shift_record(shift.id, expected=expected, counted=got, differences=diff, actor=cashier)
+        return store.close_shift_record(shift.id, expected=expected, counted=got, differences=diff, actor=actor or cashier)
 
 
 def receipt_text(store: Store, payment_id: int, fmt_time: Any) -> str:

@@ -228,3 +228,37 @@ def test_a_count_below_zero_is_refused_and_the_shift_stays_open(store, counted, 
     with pytest.raises(InvalidInput, match=says):
         ctr.close_shift(store, "carol", counted)
     assert store.current_shift("carol") == shift
+
+
+def test_a_cashier_with_an_open_shift_is_not_disabled_until_an_admin_closes_it_for_them(tmp_path, monkeypatch, capsys):
+    # disabled first, the cashier could never log in to close, and the shift's takings would stay uncounted
+    from headend.operators import hash_password
+
+    db = str(tmp_path / "hall.db")
+    with money_store(db) as s:
+        s.add_operator("root", "admin", hash_password("admin-pass-1"), actor="setup")
+        s.add_operator("eve", "cashier", hash_password("cashier-pass-1"), actor="setup")
+        s.add_operator("carol", "cashier", hash_password("cashier-pass-2"), actor="setup")
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(who, password, *argv):
+        monkeypatch.setenv("PREPAID645_OPERATOR_PASSWORD", password)
+        code = main([*argv, "--db", db, "--actor", who])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    assert run("eve", "cashier-pass-1", "counter", "open")[0] == 0
+    assert run("eve", "cashier-pass-1", "counter", "pay", REMOTE_CUST, "12", "--wait", "0")[0] == 0
+    code, out, err = run("root", "admin-pass-1", "operator", "disable", "eve")
+    assert code == 2 and "open shift" in err and "--cashier eve" in err
+    code, out, err = run("carol", "cashier-pass-2", "counter", "close", "--cashier", "eve", "--cash", "12")
+    assert code == 2 and "admin" in err
+    code, out, err = run("root", "admin-pass-1", "counter", "close", "--cashier", "eve", "--cash", "11.50", "--json")
+    assert code == 0, err
+    closed = json.loads(out)
+    assert closed["cashier"] == "eve" and closed["differences"] == {"cash": {"count": 0, "fen": -50}}
+    assert run("root", "admin-pass-1", "operator", "disable", "eve")[0] == 0
+    with open_store(db) as s:
+        [entry] = s.audit_entries(action="shift.close")
+        assert (entry.actor, entry.target) == ("root", "eve")
