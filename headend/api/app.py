@@ -72,6 +72,9 @@ _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _SIGNED = [{"channelSignature": []}]
 _CUSTOMER_RE = re.compile(models.CUSTOMER_PATTERN)
+# ASCII digits only, one spelling per payment (str.isdigit takes "¹", which int() refuses, and "١");
+# \Z, as $ would let a trailing newline through
+_PAYMENT_ID_RE = re.compile(r"[1-9][0-9]{0,17}\Z")
 
 
 # ASGI header names are lower case; the first of a repeated header counts (as Headers.get has it)
@@ -360,7 +363,7 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
         return await api.commits.run(then, first=first, row_locked=row_locked, writes=writes)
 
     def own_payment(channel: ChannelKey, payment_id: str) -> dict[str, Any]:
-        if not payment_id.isdigit() or len(payment_id) > 18:
+        if not _PAYMENT_ID_RE.match(payment_id):
             raise ApiProblem(404, "unknown_payment", f"no payment {payment_id!r}: payment ids are whole numbers",
                              "payment_id")
         found = api.port.get(int(payment_id))
@@ -381,7 +384,7 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
         request.state.target = customer_no[:32]
 
         def work(channel: ChannelKey, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-            if not _CUSTOMER_RE.match(customer_no):
+            if not _CUSTOMER_RE.fullmatch(customer_no):  # the pattern's $ would let a trailing newline through
                 raise ApiProblem(422, "invalid_field", f"customer_no {customer_no[:32]!r} is not a 12-digit customer"
                                  " number", "customer_no")
             return api.port.account(customer_no)

@@ -99,7 +99,8 @@ def test_health_is_unsigned_and_openapi_is_published(api):
 def test_account_lookup(world, api):
     with world.client(api) as c:
         r = c.get(f"/v1/accounts/{CUST}")
-    assert r.status_code == 200 and r.json()["customer_no"] == CUST
+        assert r.status_code == 200 and r.json()["customer_no"] == CUST
+        refused(world, c.get(f"/v1/accounts/{CUST}%0A"), 422, "invalid_field", "customer_no")
 
 
 def test_a_payment_once_then_its_receipt_again(world, api):
@@ -307,6 +308,19 @@ def test_a_channel_never_sees_or_voids_another_channels_payments(world, api):
         assert other.status_code == 201 and other.json()["payment_id"] != mine["payment_id"]
     assert world.money() != snapshot  # only the app's own payment moved money
     assert world.store.get_payment(mine["payment_id"]).state == "credited"
+
+
+@pytest.mark.parametrize("spelled", ["%C2%B9", "%D9%A1", "%EF%BC%91", "0001", "+1", "-1"])
+def test_a_payment_id_is_ascii_digits_only(world, api, spelled):
+    """str.isdigit takes superscripts and other scripts' digits: int() then failed on some (a 500) and
+    read others as the payment's own id (another name for the same resource)."""
+    with world.client(api) as c:
+        assert c.post("/v1/payments", json=pay(txn="U1")).json()["payment_id"] == 1
+        snapshot = world.money()
+        refused(world, c.get(f"/v1/payments/{spelled}"), 404, "unknown_payment", "payment_id")
+        refused(world, c.post(f"/v1/payments/{spelled}/reversal", json={"reason": "x"}), 404, "unknown_payment",
+                "payment_id")
+    assert world.money() == snapshot
 
 
 def test_reversal_until_the_money_leaves_for_the_meter(world, api):
