@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Sequence
 
 from headend.keys import KeyStore
 from headend.payments.errors import PaymentError
+from headend.money import yuan
 from headend.store import Channel, Meter, NotFound, Payment, Store, TransitionError
 from headend.store.channels import fee_of
 from headend.store.payments import NewPayment
@@ -235,8 +236,10 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                 ch = channels[r.channel_id]
                 limit = ch.max_amount_fen or MAX_PAYMENT_FEN
                 if r.amount_fen > limit:
-                    raise PaymentError("amount_too_large", f"{r.amount_fen} fen is above the channel's maximum of"
-                                       f" {limit} fen per payment", field="amount_fen")
+                    # fen for the channels' programs, yuan for the cashier who typed it
+                    raise PaymentError("amount_too_large", f"{r.amount_fen} fen ({yuan(r.amount_fen)} yuan) is above"
+                                       f" the channel's maximum of {limit} fen ({yuan(limit)} yuan) per payment",
+                                       field="amount_fen")
                 cust, to_meter = _target(r, accounts, meters, by_address)
                 meter_after = None
                 if to_meter is not None:
@@ -244,8 +247,8 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                     room = _room(to_meter, on_way)
                     if r.amount_fen > room:
                         raise PaymentError("hoarding_headroom", f"meter {to_meter.address} can take at most {room}"
-                                           f" fen more (its hoarding limit); {r.amount_fen} fen is too much",
-                                           field="amount_fen")
+                                           f" fen ({yuan(room)} yuan) more (its hoarding limit); {r.amount_fen} fen"
+                                           f" ({yuan(r.amount_fen)} yuan) is too much", field="amount_fen")
                     in_flight[to_meter.address] = on_way + r.amount_fen
                     # what the customer is told the meter will hold (the "payment received" notice)
                     meter_after = (to_meter.balance_fen or 0) + on_way + r.amount_fen

@@ -216,3 +216,12 @@ def test_a_channel_takes_only_a_callback_it_can_post_to_and_lists_the_maximum_it
     code, out, err = run(capsys, "channel", "list")
     [row] = [line for line in out.splitlines() if "kiosk-1" in line]
     assert "100000.00" in row                  # the maximum a payment is held to without --max
+
+
+def test_a_refused_amount_is_told_in_yuan_as_it_was_typed(db, capsys):
+    code, out, err = run(capsys, "recharge", REMOTE_METER, "100000.01", "--wait", "0")
+    assert code == 2 and "100000.01 yuan" in err and "100000.00 yuan" in err
+    with open_store(db) as s:
+        s.update_meter(LOCAL_METER, actor="t", hoarding_fen=5000)
+    code, out, err = run(capsys, "recharge", LOCAL_METER, "60", "--wait", "0")
+    assert code == 2 and "50.00 yuan" in err and "60.00 yuan" in err
