@@ -18,6 +18,7 @@ from headend.cli import _common as c
 from headend.cli.operators import acting_operator
 from headend.payments import counter as ctr
 from headend.payments import mask_name
+from headend.store import NotFound, Store
 
 _TENDER = {"cash": "cash", "cheque": "cheque", "pos": "unionpay_pos"}
 
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=counter_find)
 
     p = csub.add_parser("pay", help="take a payment and print the receipt")
-    p.add_argument("customer", metavar="N", help="customer number")
+    p.add_argument("customer", metavar="N", help="customer number, or the number of the meter to top up")
     p.add_argument("amount", metavar="YUAN", help="amount paid, in yuan (e.g. 50 or 50.00)")
     p.add_argument("--meter", metavar="ADDRESS", help="which meter, if the customer has several")
     p.add_argument("--tender", choices=sorted(_TENDER), default="cash", help="how the customer paid (default cash)")
@@ -129,7 +130,8 @@ def counter_pay(args: argparse.Namespace) -> int:
               "trace_no": args.trace, "ref_no": args.ref}
     with c.open_store_from_args(args, must_exist=True) as store:
         cashier = acting_operator(store, args, "counter")
-        p = ctr.take_payment(store, cashier, customer=args.customer, amount_fen=fen, tender=tender, meter=args.meter)
+        customer, meter = _payee(store, args.customer, args.meter)
+        p = ctr.take_payment(store, cashier, customer=customer, amount_fen=fen, tender=tender, meter=meter)
         deadline = time.monotonic() + max(args.wait, 0)
         while p.state == "sent_to_meter" and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -140,6 +142,24 @@ def counter_pay(args: argparse.Namespace) -> int:
     else:
         print(text)
     return c.EXIT_OK
+
+
+def _payee(store: Store, number: str, meter: str | None) -> tuple[str, str | None]:
+    """(customer, meter) from what the cashier typed: a customer number, or the number on the
+    meter the customer brought (its owner then pays to that meter)."""
+    try:
+        store.get_account(number)
+        return number, meter
+    except NotFound:
+        pass
+    try:
+        m = store.get_meter(number)
+    except NotFound:
+        return number, meter    # refused (and audited) as an unknown customer where payments are taken
+    if meter is not None and meter != m.address:
+        raise c.CliError(f"{number} is a meter of customer {m.customer}, and --meter names another ({meter}):"
+                         " give the customer number with --meter, or the meter alone")
+    return m.customer, m.address
 
 
 @c.cli_command

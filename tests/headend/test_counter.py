@@ -262,3 +262,18 @@ def test_a_cashier_with_an_open_shift_is_not_disabled_until_an_admin_closes_it_f
     with open_store(db) as s:
         [entry] = s.audit_entries(action="shift.close")
         assert (entry.actor, entry.target) == ("root", "eve")
+
+
+def test_the_counter_takes_the_number_on_the_meter_in_place_of_the_customer_number(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "hall.db")
+    money_store(db).close()
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    base = ["--db", db, "--actor", "carol"]
+    assert main(["counter", "open", *base]) == 0
+    capsys.readouterr()
+    assert main(["counter", "pay", LOCAL_METER, "15", "--wait", "0", "--json", *base]) == 0
+    paid = json.loads(capsys.readouterr().out)
+    assert (paid["customer"], paid["meter"], paid["amount_fen"]) == (LOCAL_CUST, LOCAL_METER, 1500)
+    assert main(["counter", "pay", "000000000999", "15", "--wait", "0", *base]) == 4
+    assert "no customer 000000000999" in capsys.readouterr().err
