@@ -43,7 +43,7 @@ DEFAULT_HOARDING_FEN = 99_999_999
 # The channel the operator's `headend recharge` pays through: a counter without API access.
 OPERATOR_CHANNEL = "operator"
 _TXN_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
-_COMPARED = ("customer", "meter", "amount_fen", "paid_at")
+_COMPARED = ("customer", "meter", "amount_fen", "paid_at", "tender")
 
 
 def ensure_operator_channel(store: Store, *, actor: str) -> Channel:
@@ -119,7 +119,8 @@ class PaymentRequest(NamedTuple):
     shift_id: int | None = None
 
     def compared(self) -> dict[str, Any]:
-        """What a repeat of the same transaction id must match."""
+        """What a repeat of the same transaction id must match, but the tender (kept in a column
+        of its own, and compared too)."""
         return {"customer": self.customer, "meter": self.meter, "amount_fen": self.amount_fen,
                 "paid_at": self.paid_at}
 
@@ -138,9 +139,9 @@ def _check_form(r: PaymentRequest, now: int) -> None:
 
 def _repeat(first: dict[str, Any] | None, r: PaymentRequest) -> None:
     """Refuse this request unless it is the same one again as the first under its transaction id
-    (``first``: what that one asked, ``PaymentRequest.compared``)."""
+    (``first``: what that one asked, ``PaymentRequest.compared``, with its tender)."""
     before = first or {}
-    asked = r.compared()
+    asked = {**r.compared(), "tender": r.tender}
     for f in _COMPARED:
         if before.get(f) != asked[f]:
             raise PaymentError("duplicate_conflict",
@@ -219,7 +220,8 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                                       [r.meter for r in requests if r.meter is not None], at=now)
         earlier: dict[tuple[str, str], Payment] = dict(inputs.earlier)
         # what the first payment under each key asked: those before, and those of this batch
-        asked = {key: p.request for key, p in earlier.items()}
+        # (the tender too: it is kept in its own column, not in the request)
+        asked = {key: {**(p.request or {}), "tender": p.tender} for key, p in earlier.items()}
         accounts, meters = inputs.accounts, inputs.meters
         by_address = {m.address: m for ms in meters.values() for m in ms}
         in_flight = store.in_flight_by_meter(a for a, m in by_address.items() if m.mode == "local")
@@ -257,10 +259,11 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                 raise
             plan.append((i, r, to_meter))
             # a later request under the same id is this payment again (checked against it above)
-            asked[key] = r.compared()
+            compared = r.compared()
+            asked[key] = {**compared, "tender": r.tender}
             new.append(NewPayment(r.channel_id, r.txn_id, cust, to_meter.address if to_meter else r.meter,
                                   r.amount_fen, fee_of(ch.fee_rule, r.amount_fen), r.paid_at, to_meter is not None,
-                                  asked[key], r.tender, r.extra, r.shift_id, meter_after))
+                                  compared, r.tender, r.extra, r.shift_id, meter_after))
         made = store.record_payments(new, actor=actor, day=inputs.day, audit=audit)
         for p in made:
             earlier[(p.channel_id, p.txn_id)] = p

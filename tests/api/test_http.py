@@ -121,6 +121,22 @@ def test_a_payment_once_then_its_receipt_again(world, api):
     assert world.store.check_ledger() == []
 
 
+def test_the_same_txn_id_with_another_tender_is_a_different_body(world, api):
+    """A POS slip's terminal and trace are part of what the channel posted: a repeat that names
+    another slip is another payment under a used id, not the first one again."""
+    slip = {"kind": "unionpay_pos", "terminal_id": "T0001", "trace_no": "000123"}
+    with world.client(api) as c:
+        first = c.post("/v1/payments", json=pay(txn="P1", tender=slip))
+        assert first.status_code == 201, first.text
+        again = c.post("/v1/payments", json=pay(txn="P1", tender=dict(reversed(list(slip.items())))))
+        assert again.status_code == 200 and again.json() == first.json()  # the same slip, keys in another order
+        snapshot = world.money()
+        refused(world, c.post("/v1/payments", json=pay(txn="P1", tender={**slip, "trace_no": "000124"})), 409,
+                "duplicate_conflict", "tender")
+        refused(world, c.post("/v1/payments", json=pay(txn="P1")), 409, "duplicate_conflict", "tender")
+        assert world.money() == snapshot
+
+
 def test_a_channels_payment_is_recorded_by_its_payment_row_and_a_refusal_by_an_audit_row(world, api):
     with world.client(api) as c:
         r = c.post("/v1/payments", json=pay(txn="A1"))
