@@ -7,6 +7,7 @@
     headend counter receipt 17                     # reprint (shows when the meter confirmed)
     headend counter void 17 --reason "wrong customer"
     headend counter close --cash 50.00 --cash-count 1 --pos 80 --pos-count 1   # 日结
+    headend counter shifts --differences           # closed shifts whose count differed
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"number of {t} payments you counted (default: as taken)")
     _common(p)
     p.set_defaults(func=counter_close)
+
+    p = csub.add_parser("shifts", help="shifts with what was taken, counted and the differences (newest first)")
+    p.add_argument("--cashier", metavar="NAME", help="only this cashier's shifts")
+    p.add_argument("--open", action="store_true", help="only shifts still open")
+    p.add_argument("--differences", action="store_true", help="only closed shifts whose count differed (among the --limit newest)")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N shifts (default 100)")
+    _common(p)
+    p.set_defaults(func=counter_shifts)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -217,4 +226,28 @@ def counter_close(args: argparse.Namespace) -> int:
                                                             "counted yuan", "count diff", "yuan diff"], rows)
     if shift.differences:
         c.err(f"differences recorded for shift {shift.id}: {', '.join(shift.differences)}")
+    return c.EXIT_OK
+
+
+@c.cli_command
+def counter_shifts(args: argparse.Namespace) -> int:
+    """List shifts with their totals and differences."""
+    with c.open_store_from_args(args, must_exist=True) as store:
+        acting_operator(store, args, "read_books")
+        shifts = store.list_shifts(cashier=args.cashier, state="open" if args.open else None, limit=args.limit)
+    if args.differences:
+        shifts = [x for x in shifts if x.differences]
+    if args.json:
+        c.print_json([x.to_dict() for x in shifts])
+        return c.EXIT_OK
+
+    def total(by_tender: dict[str, dict[str, int]] | None) -> str:
+        return "" if by_tender is None else c.fmt_fen(sum(v["fen"] for v in by_tender.values()))
+
+    c.print_table(f"{len(shifts)} shift(s)", ["shift", "cashier", "counter", "state", "opened", "closed", "taken yuan",
+                                              "counted yuan", "yuan diff", "tenders differing"],
+                  [(x.id, x.cashier, x.channel, x.state, c.fmt_time(x.opened_at), c.fmt_time(x.closed_at),
+                    total(x.expected), total(x.counted), total(x.differences),
+                    ", ".join(f"{t} {c.fmt_fen(d['fen'])} ({d['count']:+d})" for t, d in (x.differences or {}).items()))
+                   for x in shifts])
     return c.EXIT_OK

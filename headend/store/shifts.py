@@ -45,9 +45,9 @@ class Shifts(Audit):
             row = tx.one(f"SELECT {_SHIFT_COLS} FROM shifts WHERE cashier = ? AND state = 'open'", (cashier,))
         return None if row is None else _shift(row)
 
-    def list_shifts(self, *, cashier: str | None = None, limit: int = 50) -> list[Shift]:
-        """Shifts, newest first."""
-        where, params = self._where({"cashier": cashier})
+    def list_shifts(self, *, cashier: str | None = None, state: str | None = None, limit: int = 50) -> list[Shift]:
+        """Shifts, newest first, optionally of one cashier or in one state (open, closed)."""
+        where, params = self._where({"cashier": cashier, "state": state})
         with self._tx(write=False) as tx:
             rows = tx.all(f"SELECT {_SHIFT_COLS} FROM shifts{where} ORDER BY id DESC LIMIT ?", (*params, int(limit)))
         return [_shift(r) for r in rows]

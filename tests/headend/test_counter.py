@@ -277,3 +277,21 @@ def test_the_counter_takes_the_number_on_the_meter_in_place_of_the_customer_numb
     assert (paid["customer"], paid["meter"], paid["amount_fen"]) == (LOCAL_CUST, LOCAL_METER, 1500)
     assert main(["counter", "pay", "000000000999", "15", "--wait", "0", *base]) == 4
     assert "no customer 000000000999" in capsys.readouterr().err
+
+
+def test_an_auditor_lists_the_shifts_with_their_differences(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "hall.db")
+    with money_store(db) as s:
+        ctr.open_shift(s, "carol")
+        ctr.take_payment(s, "carol", customer=REMOTE_CUST, amount_fen=5000, tender={"kind": "cash"})
+        ctr.close_shift(s, "carol", {"cash": {"count": 1, "fen": 4950}})
+        ctr.open_shift(s, "dave")
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["counter", "shifts", "--db", db, "--json"]) == 0
+    shifts = json.loads(capsys.readouterr().out)
+    assert [(x["cashier"], x["state"], x["differences"]) for x in shifts] == [
+        ("dave", "open", None), ("carol", "closed", {"cash": {"count": 0, "fen": -50}})]
+    assert main(["counter", "shifts", "--db", db, "--differences"]) == 0
+    out = capsys.readouterr().out
+    assert "carol" in out and "-0.50" in out and "dave" not in out
