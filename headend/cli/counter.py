@@ -22,6 +22,7 @@ from headend.payments import mask_name
 from headend.store import NotFound, Store
 
 _TENDER = {"cash": "cash", "cheque": "cheque", "pos": "unionpay_pos"}
+_FIND_SHOWN = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +108,10 @@ def counter_find(args: argparse.Namespace) -> int:
     """Customers matching the text, with balance and meters."""
     with c.open_store_from_args(args, must_exist=True) as store:
         acting_operator(store, args, "counter")
-        found = [(a, store.meters_of_customer(a.customer)) for a in store.find_accounts(args.text)]
+        # one more than shown: whether the list is cut short, which the cashier must be told
+        accounts = store.find_accounts(args.text, limit=_FIND_SHOWN + 1)
+        more = len(accounts) > _FIND_SHOWN
+        found = [(a, store.meters_of_customer(a.customer)) for a in accounts[:_FIND_SHOWN]]
     if args.json:
         c.print_json([dict(a.to_dict(), meters=[m.to_dict() for m in ms]) for a, ms in found])
         return c.EXIT_OK if found else c.EXIT_NOT_FOUND
@@ -118,6 +122,9 @@ def counter_find(args: argparse.Namespace) -> int:
                   [(a.customer, mask_name(a.name), a.phone, a.address, c.fmt_fen(a.balance_fen),
                     ", ".join(f"{m.address} ({m.mode}, {c.fmt_fen(m.balance_fen) or '?'} yuan, relay {m.relay or '?'})"
                               for m in ms)) for a, ms in found])
+    if more:
+        c.err(f"more customers match {args.text!r}: these are the first {_FIND_SHOWN}; narrow the search"
+              " (customer or meter number, phone, a longer part of the name)")
     return c.EXIT_OK
 
 

@@ -295,3 +295,18 @@ def test_an_auditor_lists_the_shifts_with_their_differences(tmp_path, monkeypatc
     assert main(["counter", "shifts", "--db", db, "--differences"]) == 0
     out = capsys.readouterr().out
     assert "carol" in out and "-0.50" in out and "dave" not in out
+
+
+def test_a_lookup_with_more_matches_than_shown_says_so(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "hall.db")
+    with money_store(db) as s:
+        for i in range(25):
+            s.add_account(f"{500 + i:012d}", actor="setup", name=f"王{i}")
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["counter", "find", "王", "--db", db, "--actor", "carol"]) == 0
+    out, err = capsys.readouterr()
+    assert "first 20" in out + err and "narrow" in out + err
+    assert main(["counter", "find", "王1", "--db", db, "--actor", "carol"]) == 0
+    out, err = capsys.readouterr()
+    assert "first 20" not in out + err
