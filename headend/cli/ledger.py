@@ -126,9 +126,21 @@ def close_day(args: argparse.Namespace) -> int:
                              {"unreconciled": open_channels, "reason": args.reason})
         totals = store.close_day(args.day, actor=actor)
         summary = store.day_payment_summary(args.day)
+        # a shift still open has not been counted: the day's counter takings are not yet checked
+        # against the drawers, and its voids of this day are now refused
+        open_shifts = []
+        for shift in store.list_shifts(state="open", limit=10_000):
+            n = sum(1 for p in store.list_payments(shift_id=shift.id, day=args.day, limit=1_000_000))
+            if n:
+                open_shifts.append({"shift": shift.id, "cashier": shift.cashier, "counter": shift.channel,
+                                    "payments": n})
     totals["payments"] = [{"channel": ch, "tender": t, "count": int(n), "amount_fen": int(f),
                            "reversed": int(rn), "reversed_fen": int(rf)} for ch, t, n, f, rn, rf in summary]
     totals["unreconciled"] = open_channels
+    totals["open_shifts"] = open_shifts
+    for x in open_shifts:
+        c.err(f"shift {x['shift']} of {x['cashier']} at {x['counter']} is still open with {x['payments']} payment(s)"
+              f" of {args.day}: its drawer is not counted yet (`headend counter close`)")
     if args.json:
         c.print_json(totals)
     else:

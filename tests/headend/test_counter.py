@@ -310,3 +310,18 @@ def test_a_lookup_with_more_matches_than_shown_says_so(tmp_path, monkeypatch, ca
     assert main(["counter", "find", "王1", "--db", db, "--actor", "carol"]) == 0
     out, err = capsys.readouterr()
     assert "first 20" not in out + err
+
+
+def test_closing_a_day_names_the_shifts_still_open_with_its_payments(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "hall.db")
+    with money_store(db) as s:
+        ctr.open_shift(s, "carol")
+        ctr.take_payment(s, "carol", customer=REMOTE_CUST, amount_fen=500, tender={"kind": "cash"})
+        ctr.open_shift(s, "dave")                       # open, but nothing taken
+        day = s.business_day()
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["close-day", day, "--db", db, "--actor", "audrey", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [(x["cashier"], x["payments"]) for x in json.loads(out)["open_shifts"]] == [("carol", 1)]
+    assert "carol" in err and "counter close" in err and "dave" not in err
