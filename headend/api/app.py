@@ -61,6 +61,7 @@ _PROBLEM = "application/problem+json"
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": desc, "content": {_PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for code, desc in (
+        (400, "the connection closed before the body ended"),
         (401, "not signed, bad signature, stale timestamp, replayed nonce or unknown key"),
         (403, "channel disabled, or another channel's id space"),
         (404, "no such customer, meter or payment"),
@@ -102,6 +103,12 @@ def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         raise ApiProblem(422, "duplicate_key", f"key {key!r} appears twice in one JSON object: parsers differ on"
                          " which one counts, so send each key once", key)
     return obj
+
+
+def _shown(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters: every refusal is an audit row, unsigned ones too, and a
+    request's path (or an id in it) may be tens of kilobytes."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _problem_response(p: ApiProblem) -> JSONResponse:
@@ -281,8 +288,9 @@ class _Api:
         """Audit the refusal, then answer it."""
         channel = getattr(request.state, "channel", None)
         actor = f"channel:{channel.channel_id}" if channel is not None else "api:unauthenticated"
-        detail = {"code": p.code, "status": p.status, "method": request.method, "path": request.url.path,
-                  "detail": p.detail}
+        p.detail = _shown(p.detail, 300)
+        detail = {"code": p.code, "status": p.status, "method": request.method,
+                  "path": _shown(request.url.path, 200), "detail": p.detail}
         if p.field:
             detail["field"] = p.field
         if channel is None:
@@ -330,6 +338,12 @@ def create_app(store: Store, config: ApiConfig | None = None, *, keys: KeyStore 
         detail = {404: f"no endpoint {request.url.path}; see /openapi.json",
                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
         return api.refuse(request, ApiProblem(exc.status_code, code, detail))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _on_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # the client went away (or its connection broke) mid-body: its doing, not a server failure
+        return api.refuse(request, ApiProblem(400, "body_incomplete", "the connection closed before the body ended"
+                                              " (Content-Length promised more): send the whole body"))
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError) -> Response:

@@ -36,6 +36,7 @@ TITLES: dict[str, str] = {
     "amount_not_integer": "Amount is not a whole number of fen",
     "amount_invalid": "Amount must be above zero",
     "body_too_large": "Body too large",
+    "body_incomplete": "Body ended early",
     "not_found": "No such endpoint",
     "operator_auth_missing": "Reports need an operator's name and password",
     "operator_refused": "Operator not allowed",

@@ -398,6 +398,29 @@ def test_unknown_routes_and_methods_are_problems_too(world, api):
         refused(world, c.delete("/v1/payments"), 405, "method_not_allowed")
 
 
+def test_a_client_gone_before_its_body_ended_is_audited_as_such_not_as_a_server_failure(world, api):
+    host, port = api.url[len("http://"):].rsplit(":", 1)
+    snapshot = world.money()
+    with socket.create_connection((host, int(port)), timeout=30) as c:
+        c.sendall(b"POST /v1/payments HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n{\"amount_fen\":")
+    deadline = time.monotonic() + 30
+    while not world.store.audit_entries(action="api.refused") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [entry] = world.store.audit_entries(action="api.refused")
+    assert (entry.detail["code"], entry.detail["status"]) == ("body_incomplete", 400), entry.detail
+    assert world.money() == snapshot
+
+
+def test_a_huge_path_is_cut_short_in_the_audit_row_and_the_answer(world, api):
+    """Each refused request is an audit row, unsigned ones too: a 60 kB path must not make it 120 kB."""
+    resp = httpx.get(api.url + "/v1/" + "a" * 60000)
+    body = refused(world, resp, 404, "not_found")
+    assert len(body["detail"]) < 400
+    [entry] = world.store.audit_entries(action="api.refused")
+    assert len(json.dumps(entry.detail)) < 1000, len(json.dumps(entry.detail))
+
+
 def test_responses_leave_without_waiting_for_the_clients_ack(api):
     """uvicorn writes a response's head and body as two sends: with Nagle's algorithm on, the body
     waits for the client's delayed ACK (about 40 ms on Linux), which held every keep-alive
