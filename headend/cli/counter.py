@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import unicodedata
 
 from headend.cli import _common as c
 from headend.cli.operators import acting_operator
@@ -109,7 +110,7 @@ def counter_find(args: argparse.Namespace) -> int:
     with c.open_store_from_args(args, must_exist=True) as store:
         acting_operator(store, args, "counter")
         # one more than shown: whether the list is cut short, which the cashier must be told
-        accounts = store.find_accounts(args.text, limit=_FIND_SHOWN + 1)
+        accounts = store.find_accounts(_typed(args.text), limit=_FIND_SHOWN + 1)
         more = len(accounts) > _FIND_SHOWN
         found = [(a, store.meters_of_customer(a.customer)) for a in accounts[:_FIND_SHOWN]]
     if args.json:
@@ -146,7 +147,7 @@ def counter_pay(args: argparse.Namespace) -> int:
               "trace_no": args.trace, "ref_no": args.ref}
     with c.open_store_from_args(args, must_exist=True) as store:
         cashier = acting_operator(store, args, "counter")
-        customer, meter = _payee(store, args.customer, args.meter)
+        customer, meter = _payee(store, _typed(args.customer), None if args.meter is None else _typed(args.meter))
         p = ctr.take_payment(store, cashier, customer=customer, amount_fen=fen, tender=tender, meter=meter)
         deadline = time.monotonic() + max(args.wait, 0)
         while p.state == "sent_to_meter" and time.monotonic() < deadline:
@@ -158,6 +159,12 @@ def counter_pay(args: argparse.Namespace) -> int:
     else:
         print(text)
     return c.EXIT_OK
+
+
+def _typed(text: str) -> str:
+    """What the cashier typed, as stored: full-width digits and letters (a Chinese input method)
+    as ASCII, without spaces around."""
+    return unicodedata.normalize("NFKC", text).strip()
 
 
 def _payee(store: Store, number: str, meter: str | None) -> tuple[str, str | None]:

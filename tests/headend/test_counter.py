@@ -325,3 +325,17 @@ def test_closing_a_day_names_the_shifts_still_open_with_its_payments(tmp_path, m
     out, err = capsys.readouterr()
     assert [(x["cashier"], x["payments"]) for x in json.loads(out)["open_shifts"]] == [("carol", 1)]
     assert "carol" in err and "counter close" in err and "dave" not in err
+
+
+def test_numbers_typed_in_full_width_or_with_spaces_find_the_customer(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "hall.db")
+    money_store(db).close()
+    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    base = ["--db", db, "--actor", "carol"]
+    wide = REMOTE_CUST.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
+    assert main(["counter", "open", *base]) == 0
+    assert main(["counter", "find", wide, *base]) == 0
+    assert REMOTE_CUST in capsys.readouterr().out
+    assert main(["counter", "pay", f" {wide} ", "5", "--wait", "0", "--json", *base]) == 0
+    assert json.loads(capsys.readouterr().out)["customer"] == REMOTE_CUST
