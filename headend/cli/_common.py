@@ -382,7 +382,9 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     from rich.table import Table
 
     cells = [["" if v is None else str(v) for v in row] for row in rows]
-    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240)
+    # cells are data, some of it a caller's (an API refusal's key id, a name): never markup or
+    # emoji codes, which "[/x]" would stop the command with and "[red]" hide the rest of a cell by
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 240, markup=False, emoji=False)
     # no box lines when squeezing: every column is its text and one space either side
     table = Table(title=title, show_lines=False, header_style="bold", box=None if squeeze else box.HEAVY_HEAD)
     widths = [max([len(col)] + [len(r[k]) for r in cells]) for k, col in enumerate(columns)]

@@ -421,6 +421,22 @@ def test_a_huge_path_is_cut_short_in_the_audit_row_and_the_answer(world, api):
     assert len(json.dumps(entry.detail)) < 1000, len(json.dumps(entry.detail))
 
 
+def test_an_unsigned_request_cannot_garble_or_break_the_audit_log_as_printed(world, api, monkeypatch, capsys):
+    """What a caller sends (here its key id) is printed by `headend audit` as text: read as rich
+    markup, "[/x]" stopped the command (MarkupError) and "[red]" hid what followed it."""
+    from headend.cli.main import main as headend_main
+
+    key = "[/x][red]k1 :smile:"
+    headers = {"X-PP645-Key": key, "X-PP645-Timestamp": "1", "X-PP645-Nonce": "a" * 16,
+               "X-PP645-Signature": "0" * 64}
+    refused(world, httpx.get(f"{api.url}/v1/accounts/{CUST}", headers=headers), 401, "channel_unknown",
+            "X-PP645-Key")
+    monkeypatch.setenv("PREPAID645_DB", str(world.db))
+    monkeypatch.setenv("COLUMNS", "400")
+    assert headend_main(["audit", "--limit", "1"]) == 0
+    assert key in capsys.readouterr().out
+
+
 def test_responses_leave_without_waiting_for_the_clients_ack(api):
     """uvicorn writes a response's head and body as two sends: with Nagle's algorithm on, the body
     waits for the client's delayed ACK (about 40 ms on Linux), which held every keep-alive
