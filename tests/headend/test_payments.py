@@ -172,6 +172,86 @@ def test_a_payment_that_lifts_a_cut_account_queues_the_restore(store):
     assert kinds == ["payment_received", "close_permitted", "payment_received"]
 
 
+def _lifted(store, *, protected=False):
+    """A remote account cut after its cut notice two days ago, then lifted by a 14.00 yuan payment
+    (-8.00 -> 6.00, above close-permitted 5.00): the restore is queued."""
+    store.credit(REMOTE_CUST, -800, actor="costctl", idem_key="k", kind="rerate")
+    if protected:
+        store.update_account(REMOTE_CUST, actor="admin", protected=True)
+    a = store.get_account(REMOTE_CUST)
+    store.set_account_state(REMOTE_CUST, supply="cut", supply_at=T0 - 100, notice_level=3,
+                            notice_at=T0 - 2 * 86400, expected_version=a.version)
+    p = pay(store, channel="online_banking", txn="L1", amount=1400, customer=REMOTE_CUST)
+    [close] = store.list_commands(meter=REMOTE_METER)
+    assert (close.kind, close.status, store.get_account(REMOTE_CUST).supply) == ("close_permitted", "queued",
+                                                                                "close_permitted")
+    return p, close
+
+
+def _reverse(store, p):
+    return reverse_payment(store, p.id, channel_id="online_banking", actor="channel:online_banking",
+                           reason="charged back")
+
+
+def test_reversing_the_payment_that_lifted_a_cut_account_cuts_it_again_before_the_restore_is_sent(store, clock):
+    p, close = _lifted(store)
+    clock.t += 60
+    _reverse(store, p)
+    a = store.get_account(REMOTE_CUST)
+    assert (a.balance_fen, a.supply, a.notice_level, a.notice_at) == (-800, "cut", 3, T0 - 2 * 86400)
+    assert store.get_command(close.id).status == "cancelled"
+    assert store.claim_next() == []                              # the restore never reaches the meter
+    # the "press the button to restore supply" notice, not sent yet, is now false: withdrawn
+    pending = [n.kind for n in store.list_notifications(customer=REMOTE_CUST) if n.status == "queued"]
+    assert "close_permitted" not in pending and "cut" not in pending
+
+
+@pytest.mark.parametrize("reached", ["sent", "confirmed"])
+def test_reversing_the_payment_whose_restore_reached_the_meter_trips_as_the_cycle_would(store, clock, reached):
+    p, close = _lifted(store)
+    [sent] = store.claim_next()
+    assert sent.id == close.id
+    if reached == "confirmed":
+        store.confirm(close.id)
+    clock.t += 60                                                # 10:01 local, a working day
+    _reverse(store, p)
+    a = store.get_account(REMOTE_CUST)
+    assert (a.balance_fen, a.supply, a.notice_level) == (-800, "cut", 3)
+    [trip] = [c for c in store.list_commands(meter=REMOTE_METER) if c.id != close.id]
+    assert (trip.kind, trip.status) == ("trip", "queued")
+    assert "cut" in [n.kind for n in store.list_notifications(customer=REMOTE_CUST) if n.status == "queued"]
+
+
+@pytest.mark.parametrize("why", ["protected", "night"])
+def test_a_trip_the_rules_forbid_is_held_after_a_reversal_too(store, clock, why):
+    p, close = _lifted(store, protected=why == "protected")
+    store.claim_next()
+    store.confirm(close.id)
+    if why == "night":
+        clock.t += 12 * 3600                                     # 22:00 local: no trips at night
+    _reverse(store, p)
+    assert store.get_account(REMOTE_CUST).supply == "close_permitted"
+    assert [c.id for c in store.list_commands(meter=REMOTE_METER)] == [close.id]
+    held = [e for e in store.audit_entries() if e.action == "costctl.hold" and e.target == REMOTE_CUST]
+    assert len(held) == 1 and why in held[0].detail["reason"]
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_reversing_a_payment_that_lifted_nothing_changes_no_supply_state(store, clock, cut):
+    store.credit(REMOTE_CUST, -800, actor="costctl", idem_key="k", kind="rerate")
+    a = store.get_account(REMOTE_CUST)
+    store.set_account_state(REMOTE_CUST, supply="cut" if cut else "on", supply_at=T0 - 100, notice_level=3,
+                            notice_at=T0 - 2 * 86400, expected_version=a.version)
+    p = pay(store, channel="online_banking", txn="N1", amount=1000, customer=REMOTE_CUST)   # -8.00 -> 2.00
+    before = store.get_account(REMOTE_CUST)
+    clock.t += 60
+    _reverse(store, p)
+    after = store.get_account(REMOTE_CUST)
+    assert ((after.supply, after.supply_at, after.notice_level, after.notice_at)
+            == (before.supply, before.supply_at, before.notice_level, before.notice_at))
+    assert store.list_commands(meter=REMOTE_METER) == []
+
+
 def test_reversal_of_a_credited_payment_the_same_day(store, clock):
     p = pay(store, channel="online_banking", txn="V1", amount=900, customer=REMOTE_CUST)
     clock.t += 60
