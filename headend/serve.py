@@ -145,7 +145,8 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
         from headend.api.server import start_api  # FastAPI loads only when the API is on
 
         api = await start_api(store, options.api, keys=keys, console=options.console,
-                              outage_policy=options.notices.outages if options.notices is not None else None)
+                              outage_policy=options.notices.outages if options.notices is not None else None,
+                              rules=options.costctl.config.rules if options.costctl is not None else None)
         if api_urls is not None:
             api_urls.append(api.url)
         # what start-up built (the app's routes and models, every imported library) lives as long

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import socket
 import time
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import uvicorn
 
@@ -26,6 +26,9 @@ from headend.api.service import StorePayments
 from headend.api.config import ApiConfig, parse_api_url
 from headend.keys import KeyStore
 from headend.store import Store
+
+if TYPE_CHECKING:  # the rules module loads numpy: only when a reversal decides
+    from headend.costctl.decide import Rules
 
 __all__ = ["ApiServer", "start_api"]
 
@@ -96,7 +99,8 @@ class ApiServer:
 
 async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
                     clock: Callable[[], float] = time.time, console: bool = False,
-                    outage_policy: Any = None, payments: StorePayments | None = None) -> ApiServer:
+                    outage_policy: Any = None, payments: StorePayments | None = None,
+                    rules: Rules | None = None) -> ApiServer:
     """Bind ``config.listen`` and serve the API on the running loop until ``stop()``.
 
     ``keys`` opens the channels' sealed API secrets; ``console`` adds the operator console at ``/``
@@ -118,7 +122,7 @@ async def start_api(store: Store, config: ApiConfig, *, keys: KeyStore,
     sock.listen(1024)
     sock.setblocking(False)
     store.checkpoint_in_background()   # no request waits for a WAL checkpoint
-    payments = payments or StorePayments(store, keys, clock=clock)
+    payments = payments or StorePayments(store, keys, clock=clock, rules=rules)
     app = create_app(store, config, clock=clock, port=payments, keys=keys)
     if console:
         from headend.console import add_console

@@ -12,12 +12,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterable, NamedTuple, Protocol, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, NamedTuple, Protocol, Sequence, cast
 
 from headend import payments
 from headend.api.problems import ApiProblem
 from headend.keys import KeyStore, KeyStoreError
 from headend.store import Channel, NotFound, Payment, Store
+
+if TYPE_CHECKING:  # the rules module loads numpy: only when a reversal decides
+    from headend.costctl.decide import Rules
 
 __all__ = ["CALLBACK_LOOKBACK_S", "ChannelKey", "PaymentAsk", "PaymentsPort", "StorePayments", "receipt"]
 
@@ -97,10 +100,12 @@ def account(view: dict[str, Any]) -> dict[str, Any]:
 class StorePayments:
     """The payments service on a store, as the endpoints use it."""
 
-    def __init__(self, store: Store, keys: KeyStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, keys: KeyStore, *, clock: Callable[[], float] = time.time,
+                 rules: Rules | None = None) -> None:
         self.store = store
         self._keys = keys
         self._clock = clock
+        self._rules = rules          # the cycle's trip rules, for a reversal that undoes a restore
         # unsealing is an AES-GCM open per request otherwise; keyed by the sealed text, so a
         # rotated secret is a new entry and the old one simply ages out
         self._secrets: dict[tuple[str, str, str], bytes] = {}
@@ -267,6 +272,6 @@ class StorePayments:
         try:
             with self.store.atomic():  # as in accept: the API's audit row stands for the refusal
                 return receipt(payments.reverse_payment(self.store, payment_id, channel_id=channel_id, actor=actor,
-                                                        reason=reason))
+                                                        reason=reason, rules=self._rules))
         except payments.PaymentError as exc:
             raise _problem(exc) from None

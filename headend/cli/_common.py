@@ -42,7 +42,7 @@ import unicodedata
 from pathlib import Path
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from headend.cli.main import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_QUEUED, EXIT_UNRESOLVED, EXIT_USAGE
 from headend.config import ConfigError, HeadendConfig, load_config
@@ -61,6 +61,9 @@ from headend.store import (
     yuan,
 )
 
+if TYPE_CHECKING:
+    from headend.costctl.decide import Rules
+
 __all__ = [
     "EXIT_OK",
     "EXIT_FAILED",
@@ -70,6 +73,7 @@ __all__ = [
     "EXIT_NOT_FOUND",
     "CliError",
     "cli_command",
+    "trip_rules_from_args",
     "add_store_args",
     "add_json_arg",
     "add_selection_args",
@@ -198,6 +202,19 @@ def config_from_args(args: argparse.Namespace) -> HeadendConfig:
     return load_config(
         getattr(args, "config", None), db=getattr(args, "db", None), key_file=getattr(args, "key_file", None)
     )
+
+
+def trip_rules_from_args(args: argparse.Namespace) -> Rules:
+    """The cycle's trip rules from the config's [costctl] section, for the one-account decisions
+    taken outside the cycle (a reversal that undoes a restore); CliError names a bad setting."""
+    from headend.costctl.config import costctl_config   # loads numpy: only for the commands that decide
+
+    cfg = config_from_args(args)
+    try:
+        return costctl_config(cfg.section("costctl"), cfg.source.parent if cfg.source else None).rules
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
 
 
 def open_store_from_args(args: argparse.Namespace, *, must_exist: bool = False) -> Store:

@@ -200,7 +200,7 @@ def counter_void(args: argparse.Namespace) -> int:
     """Void a payment of the open shift."""
     with c.open_store_from_args(args, must_exist=True) as store:
         cashier = acting_operator(store, args, "counter")
-        p = ctr.void_payment(store, cashier, args.payment, reason=args.reason)
+        p = ctr.void_payment(store, cashier, args.payment, reason=args.reason, rules=c.trip_rules_from_args(args))
         text = ctr.receipt_text(store, p.id, c.fmt_time)
     if args.json:
         c.print_json(p.to_dict())

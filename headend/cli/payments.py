@@ -92,7 +92,8 @@ def payment_reverse(args: argparse.Namespace) -> int:
     """Reverse a payment (an operator, any channel)."""
     with c.open_store_from_args(args, must_exist=True) as store:
         actor = acting_operator(store, args, "correct")
-        p = reverse_payment(store, args.id, channel_id=None, actor=actor, reason=args.reason)
+        p = reverse_payment(store, args.id, channel_id=None, actor=actor, reason=args.reason,
+                            rules=c.trip_rules_from_args(args))
     if args.json:
         c.print_json(p.to_dict())
     else:

@@ -28,11 +28,14 @@ actor, tender=None, extra=None, shift_id=None) -> Payment``
 ``find_payment(store, channel_id, txn_id) -> Payment``
     ``unknown_payment`` if there is none, or if it is another channel's (pass the caller's
     ``channel_id`` to get_payment: a channel never sees another channel's payments).
-``reverse_payment(store, payment_id, *, channel_id, actor, reason) -> Payment``
+``reverse_payment(store, payment_id, *, channel_id, actor, reason, rules=None) -> Payment``
     Same business day only, until the money reached the meter (a recharge still queued is
     cancelled; one already sent or confirmed is ``not_reversible``). A reversed payment
     reversed again returns it unchanged. ``channel_id`` must be the payment's own channel
-    (another channel's payment is ``unknown_payment``); None is for operators only.
+    (another channel's payment is ``unknown_payment``); None is for operators only. A cut
+    account the payment lifted is decided again at once with the cycle's ``rules``: cut again
+    while its restore is still queued (the restore cancelled), else tripped or held as the
+    cycle would (``headend.costctl.act.redecide_after_reversal``).
 ``account_view(store, customer_no) -> dict``
     What a bank or app shows before the customer pays: customer, masked name, balance_fen,
     arrears_fen, state ("credit" / "alarm" / "cut"), minimum_fen, suggested_fen, max_fen

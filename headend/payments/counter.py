@@ -11,11 +11,14 @@ records the differences.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headend.payments.errors import PaymentError
 from headend.payments.service import accept_payment, mask_name, reverse_payment
 from headend.store import TENDERS, Channel, InvalidInput, NotFound, Payment, Shift, Store, yuan
+
+if TYPE_CHECKING:  # the rules module loads numpy: only when a reversal decides
+    from headend.costctl.decide import Rules
 
 __all__ = ["TENDERS", "ensure_counter_channel", "open_shift", "take_payment", "void_payment", "close_shift",
            "shift_totals", "receipt_text", "check_tender"]
@@ -99,8 +102,9 @@ def take_payment(store: Store, cashier: str, *, customer: str, amount_fen: int, 
                           shift_id=shift.id)
 
 
-def void_payment(store: Store, cashier: str, payment_id: int, *, reason: str) -> Payment:
-    """Void a payment of the cashier's open shift (same day, before the money reached the meter)."""
+def void_payment(store: Store, cashier: str, payment_id: int, *, reason: str, rules: Rules | None = None) -> Payment:
+    """Void a payment of the cashier's open shift (same day, before the money reached the meter);
+    ``rules`` as ``reverse_payment`` takes them."""
     shift = _shift_of(store, cashier)
     p = store.get_payment(payment_id)
     if p.shift_id != shift.id:
@@ -111,7 +115,7 @@ def void_payment(store: Store, cashier: str, payment_id: int, *, reason: str) ->
                                " while that shift is open")
         raise PaymentError("not_reversible", f"payment {payment_id} is not from your open shift {shift.id}:"
                            " only a refund can undo it now")
-    return reverse_payment(store, payment_id, channel_id=shift.channel, actor=cashier, reason=reason)
+    return reverse_payment(store, payment_id, channel_id=shift.channel, actor=cashier, reason=reason, rules=rules)
 
 
 def shift_totals(store: Store, shift_id: int) -> dict[str, dict[str, int]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 from headend.keys import KeyStore
 from headend.payments.errors import PaymentError
@@ -16,6 +16,9 @@ from headend.money import yuan
 from headend.store import Channel, Meter, NotFound, Payment, Store, TransitionError
 from headend.store.channels import fee_of
 from headend.store.payments import NewPayment
+
+if TYPE_CHECKING:  # the rules module loads numpy: only when a reversal decides
+    from headend.costctl.decide import Rules
 
 __all__ = [
     "MAX_PAYMENT_FEN",
@@ -323,8 +326,14 @@ def find_payment(store: Store, channel_id: str, txn_id: str) -> Payment:
     return p
 
 
-def reverse_payment(store: Store, payment_id: int, *, channel_id: str | None, actor: str, reason: str) -> Payment:
-    """Void a payment the same business day, before its money reached the meter."""
+def reverse_payment(store: Store, payment_id: int, *, channel_id: str | None, actor: str, reason: str,
+                    rules: Rules | None = None) -> Payment:
+    """Void a payment the same business day, before its money reached the meter.
+
+    A remote account the payment lifted from cut is decided again in the same transaction
+    (``redecide_after_reversal``): supply restored on money taken back would otherwise stay
+    restored until the next cost-control cycle. ``rules``: the cycle's trip rules (the
+    ``[costctl]`` section; default: the cycle's defaults)."""
     request = {"payment": payment_id, "channel": channel_id, "reason": reason}
     try:
         if not reason or not str(reason).strip():
@@ -341,9 +350,13 @@ def reverse_payment(store: Store, payment_id: int, *, channel_id: str | None, ac
                 raise PaymentError("not_reversible", f"payment {p.id} was booked on {p.day}; reversals are same-day"
                                    f" only (today is {today}): use a refund")
             try:
-                return store.reverse_payment_record(p.id, actor=actor, reason=str(reason))
+                r = store.reverse_payment_record(p.id, actor=actor, reason=str(reason))
             except TransitionError as exc:
                 raise PaymentError("not_reversible", str(exc)) from None
+            from headend.costctl.act import redecide_after_reversal
+
+            redecide_after_reversal(store, r, actor=actor, rules=rules, utc_offset_s=store.utc_offset_s)
+            return r
     except PaymentError as err:
         raise _refuse(store, actor, str(payment_id), err, request) from None
 
