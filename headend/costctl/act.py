@@ -89,10 +89,10 @@ def redecide_after_reversal(store: Store, payment: Payment, *, actor: str, rules
     closed), with the restore notice withdrawn if it is still queued, or a "cut" notice if the
     customer may have heard of the restore. A restore that may have reached the meter is decided
     as the cycle would decide it now, with the cycle's ``rules`` (the ``[costctl]`` section; None:
-    the cycle's defaults):
-    trip at once, or hold for the reason the rules give (protected, night, no-trip day). Either way
-    the cut notice that preceded the cut still stands (the lift lowered the level silently and kept
-    its time), so no second notice period starts. A reversal that lifted nothing changes nothing.
+    the cycle's defaults): trip at once, or hold for the reason the rules give (protected, night,
+    no-trip day). Either way the cut notice that preceded the cut still stands (the lift lowered
+    the level silently and kept its time), so no second notice period starts. A reversal that
+    lifted nothing changes nothing.
 
     Call it inside the reversal's ``store.atomic()``, after the money is booked back, so the
     account never shows supply restored on money it no longer has.
@@ -113,7 +113,7 @@ def redecide_after_reversal(store: Store, payment: Payment, *, actor: str, rules
     # a restore sent, unresolved or confirmed may have closed the relay; one that failed did not
     reached = any(c.status in ("sent", "unresolved", "confirmed") for c in restores)
     again = bool(restores) and not reached        # the relay never closed: the account is still cut
-    # the cut notice that came before the cut, put back (see above)
+    # the cut notice that came before the cut counts again (the lift only lowered the level)
     level = 3 if a.notice_at is not None else a.notice_level
     now = store.now()
     d = _decide_one(a, level, CUT if again else SUPPLY.index(a.supply), now, Rules() if rules is None else rules,
