@@ -170,6 +170,29 @@ def test_payment_list_show_and_reverse(db, capsys):
         assert s.get_payment(pays[1]["id"]).note == "paid twice"
 
 
+def test_payment_reverse_decides_a_lifted_account_with_the_configured_trip_rules(db, capsys, tmp_path, monkeypatch):
+    (tmp_path / "p.toml").write_text("[costctl]\ntrips = false\n")
+    monkeypatch.setenv("PREPAID645_CONFIG", str(tmp_path / "p.toml"))
+    with open_store(db) as s:
+        s.credit(REMOTE_CUST, -800, actor="costctl", idem_key="k", kind="rerate")
+        a = s.get_account(REMOTE_CUST)
+        s.set_account_state(REMOTE_CUST, supply="cut", supply_at=s.now() - 100, notice_level=3,
+                            notice_at=s.now() - 2 * 86400, expected_version=a.version)
+    run(capsys, "recharge", REMOTE_METER, "10", "--idem", "L-1", "--wait", "0")     # -8.00 -> 2.00: lifted
+    with open_store(db) as s:
+        [close] = s.claim_next()                                 # the restore is on its way to the meter
+        assert close.kind == "close_permitted"
+        [p] = s.list_payments()
+    code, out, err = run(capsys, "payment", "reverse", str(p.id), "--reason", "bounced")
+    assert code == 0, err
+    with open_store(db) as s:
+        # the cycle's own rules say no trips: held with that reason, not tripped, not left undecided
+        assert s.get_account(REMOTE_CUST).supply == "close_permitted"
+        assert [c.kind for c in s.list_commands(meter=REMOTE_METER)] == ["close_permitted"]
+        [held] = [e for e in s.audit_entries() if e.action == "costctl.hold"]
+        assert "trips are disabled" in held.detail["reason"]
+
+
 @pytest.mark.parametrize("typed, why", [
     ("1e3", "digits"),                  # an exponent is a slip of the keyboard, not 1000 yuan
     ("1_000", "digits"),
