@@ -384,7 +384,8 @@ class Notices(Audit):
         is not queued yet, oldest first: (id, customer, channel, channel name, txn_id, amount_fen,
         the account's balance after it, its journal row's detail); and the mark to resume from.
         A voucher is none of them: its customer carries the money to the meter as a token (the vend
-        hands it over), and its journal row's balance is one the money has already left.
+        hands it over), and its journal row's balance is one the money has already left. Nor is a
+        reversed payment: the money it would tell of is gone.
 
         The mark passes only payments that can no longer appear below it: on an engine whose
         writers take turns (SQLite) ids are committed in order, so every id read; where payments
@@ -398,7 +399,8 @@ class Notices(Audit):
                 " JOIN ledger l ON l.payment_id = p.id AND l.kind = 'payment'"
                 " WHERE p.id > ? AND NOT EXISTS (SELECT 1 FROM notifications n"
                 " WHERE n.idem_key = 'pay:' || p.channel || ':' || p.txn_id)"
-                " AND NOT EXISTS (SELECT 1 FROM vouchers v WHERE v.payment_id = p.id) ORDER BY p.id LIMIT ?",
+                " AND NOT EXISTS (SELECT 1 FROM vouchers v WHERE v.payment_id = p.id)"
+                " AND p.state <> 'reversed' ORDER BY p.id LIMIT ?",
                 (int(after), int(limit)))
             if tx.ids_in_commit_order:
                 top = tx.one("SELECT MAX(id) FROM payments")

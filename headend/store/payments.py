@@ -275,7 +275,8 @@ class Payments(Ledger, Outbox):
     def reverse_payment_record(self, payment_id: int, *, actor: str, reason: str) -> Payment:
         """Void a payment whose money has not reached a meter: a ``credited`` one, or one
         ``sent_to_meter`` whose recharge is still queued (the recharge fails first, so the money
-        comes back to the account). Books the "reversal" row; TransitionError otherwise."""
+        comes back to the account). Books the "reversal" row and withdraws the payment's
+        "payment received" notice if it is still queued; TransitionError otherwise."""
         if not reason or not reason.strip():
             raise InvalidInput("a reversal needs a reason")
         with self._tx() as tx:
@@ -292,8 +293,15 @@ class Payments(Ledger, Outbox):
                                       " meter can be reversed (use a refund or adjustment after that)")
             self._book(tx, p.customer, "reversal", -p.amount_fen, actor=actor, meter=p.meter, channel=p.channel_id,
                        txn_id=p.txn_id, payment_id=p.id, ref=f"payment:{p.id}", detail={"reason": reason.strip()})
+            now = self.now()
             tx.execute("UPDATE payments SET state = 'reversed', reversed_at = ?, note = ? WHERE id = ?",
-                       (self.now(), reason.strip(), p.id))
+                       (now, reason.strip(), p.id))
+            # its "payment received" notice (headend.notices.events.notify_payments), if derived
+            # but not sent yet, would tell the customer of money that is gone: withdrawn
+            tx.execute("UPDATE notifications SET status = 'failed', last_error = ?, updated_at = ?"
+                       " WHERE idem_key = ? AND status = 'queued' AND (lease_until IS NULL OR lease_until <= ?)",
+                       (f"payment {p.id} reversed before this notice was sent", now,
+                        f"pay:{p.channel_id}:{p.txn_id}", now))
             self.log_action(actor, "payment.reverse", p.customer,
                             {"payment": p.id, "channel": p.channel_id, "txn_id": p.txn_id, "reason": reason.strip()})
             return self.get_payment(p.id)

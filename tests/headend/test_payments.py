@@ -236,6 +236,22 @@ def test_a_trip_the_rules_forbid_is_held_after_a_reversal_too(store, clock, why)
     assert len(held) == 1 and why in held[0].detail["reason"]
 
 
+@pytest.mark.parametrize("derived", [False, True])
+def test_a_reversed_payment_is_not_announced_as_received(store, clock, derived):
+    p = pay(store, channel="online_banking", txn="R1", amount=900, customer=REMOTE_CUST)
+    pay(store, channel="online_banking", txn="R10", amount=100, customer=REMOTE_CUST)   # kept, told
+    if derived:
+        notify_payments(store)                                   # queued before the reversal, not sent
+    clock.t += 60
+    _reverse(store, p)
+    clock.t += 60
+    notify_payments(store)
+    told = {n.idem_key: n.status for n in store.list_notifications(customer=REMOTE_CUST)
+            if n.kind == "payment_received"}
+    assert told == ({"pay:online_banking:R1": "failed", "pay:online_banking:R10": "queued"} if derived
+                    else {"pay:online_banking:R10": "queued"})
+
+
 @pytest.mark.parametrize("cut", [False, True])
 def test_reversing_a_payment_that_lifted_nothing_changes_no_supply_state(store, clock, cut):
     store.credit(REMOTE_CUST, -800, actor="costctl", idem_key="k", kind="rerate")
