@@ -65,17 +65,19 @@ def restore_after_payment(store: Store, customer: str, *, actor: str, utc_offset
     stale = store.apply_decisions(
         [(customer, a.version, level, a.notice_at, supply, now)],
         # the facts the notice templates use (headend/notices/templates.py), as the cycle writes them
+        # keyed by the account's version too: a restore reversed and paid again within the same
+        # second is a second restore, not the cancelled one again
         notices=[(customer, NOTICE_KIND[action], NOTICE_TEXT[action].format(bal=yuan(a.balance_fen)),
-                  f"payment:{name}:{customer}:{now}",
+                  f"payment:{name}:{customer}:{now}:v{a.version}",
                   {"balance_fen": a.balance_fen, "customer": customer, "reason": REASONS[reason]})],
-        commands=[(customer, m, kind, {}, f"payment:{kind}:{m}:{now}") for m in meters],
+        commands=[(customer, m, kind, {}, f"payment:{kind}:{m}:{now}:v{a.version}") for m in meters],
         audit=[(actor, f"costctl.{name}", customer, detail)],
         actor=actor,
     )
     return None if customer in stale else name
 
 
-# the restores a payment or the cycle queues (idempotency keys "payment:KIND:METER:T", "costctl:...")
+# the restores a payment or the cycle queues (idempotency keys "payment:KIND:METER:T:vN", "costctl:...")
 _RESTORE_KINDS = (RELAY_KIND[CLOSE_PERMIT], RELAY_KIND[DIRECT_CLOSE])
 
 

@@ -206,6 +206,17 @@ def test_reversing_the_payment_that_lifted_a_cut_account_cuts_it_again_before_th
     assert "close_permitted" not in pending and "cut" not in pending
 
 
+def test_a_payment_after_a_reversal_in_the_same_second_lifts_the_account_again(store, clock):
+    p, close = _lifted(store)
+    _reverse(store, p)                                           # the same second as the payment
+    pay(store, channel="online_banking", txn="L2", amount=1400, customer=REMOTE_CUST)
+    again = [c for c in store.list_commands(meter=REMOTE_METER) if c.id != close.id]
+    assert [(c.kind, c.status) for c in again] == [("close_permitted", "queued")]
+    assert store.get_account(REMOTE_CUST).supply == "close_permitted"
+    queued = [n.kind for n in store.list_notifications(customer=REMOTE_CUST) if n.status == "queued"]
+    assert queued.count("close_permitted") == 1
+
+
 @pytest.mark.parametrize("reached", ["sent", "confirmed"])
 def test_reversing_the_payment_whose_restore_reached_the_meter_trips_as_the_cycle_would(store, clock, reached):
     p, close = _lifted(store)
