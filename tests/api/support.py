@@ -18,8 +18,9 @@ class LiveApi:
     connection, so the test's store is a second process-like view of the same file."""
 
     def __init__(self, db: Path, keys: KeyStore, config: ApiConfig | None = None,
-                 clock: Callable[[], float] = time.time, callbacks: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, callbacks: bool = False, rules: Any = None) -> None:
         self.db = db
+        self.rules = rules          # cost control's trip rules (serve passes the [costctl] ones)
         self.keys = keys
         self.config = config or ApiConfig(listen="tcp://127.0.0.1:0")
         self.clock = clock
@@ -39,7 +40,7 @@ class LiveApi:
             self._stop = asyncio.Event()
             store = open_store(self.db, clock=self.clock)
             try:
-                server = await start_api(store, self.config, keys=self.keys, clock=self.clock)
+                server = await start_api(store, self.config, keys=self.keys, clock=self.clock, rules=self.rules)
                 self.server = server
                 self.url = server.url
                 self._ready.set()

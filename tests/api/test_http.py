@@ -19,6 +19,7 @@ import pytest
 
 from headend.api.config import ApiConfig
 from headend.api.signing import ChannelAuth, sign_headers
+from headend.costctl.decide import Rules
 from headend.keys import KeyStore
 from headend.store import open_store
 from tests.api.support import LiveApi, add_api_channel
@@ -365,6 +366,33 @@ def test_reversal_until_the_money_leaves_for_the_meter(world, api):
                 "not_reversible")
         assert world.money() == snapshot
     assert world.store.check_ledger() == []
+
+
+@pytest.mark.parametrize("reached", [False, True])
+def test_a_reversal_undoes_the_restore_its_payment_queued_with_the_servers_trip_rules(world, reached):
+    s = world.store
+    s.credit(CUST2, -800, actor="costctl", idem_key="k", kind="rerate")
+    s.set_account_state(CUST2, supply="cut", supply_at=s.now() - 100, notice_level=3, notice_at=s.now() - 2 * 86400,
+                        expected_version=s.get_account(CUST2).version)
+    # trips off in the server's rules: what a reversal may do is not left to the time of day
+    with LiveApi(world.db, world.keys, ApiConfig(listen="tcp://127.0.0.1:0", clock_skew_s=120),
+                 rules=Rules(trips=False)) as api, world.client(api) as c:
+        p = c.post("/v1/payments", json=pay(txn="U1", amount=1000)).json()       # -8.00 -> 2.00: lifted
+        [close] = s.list_commands(meter=REMOTE_METER)
+        assert (close.kind, s.get_account(CUST2).supply) == ("close_permitted", "close_permitted")
+        if reached:
+            s.claim_next(limit=1)                                # the restore is on its way to the meter
+        r = c.post(f"/v1/payments/{p['payment_id']}/reversal", json={"reason": "charged back"})
+        assert r.status_code == 200 and r.json()["state"] == "reversed"
+    a = s.get_account(CUST2)
+    assert a.balance_fen == -800
+    if reached:    # decided with the server's rules: held, not tripped, and recorded now
+        assert a.supply == "close_permitted" and s.get_command(close.id).status == "sent"
+        [held] = [e for e in s.audit_entries() if e.action == "costctl.hold"]
+        assert "trips are disabled" in held.detail["reason"]
+    else:          # the restore never left: cancelled, and the account is cut again
+        assert a.supply == "cut" and s.get_command(close.id).status == "cancelled"
+    assert s.check_ledger() == []
 
 
 def test_no_reversal_into_a_closed_day(world, api):
