@@ -38,6 +38,7 @@ from headend.config import is_server_url
 from headend.commands import worker as _outbox
 from headend.commands.meter_client import CONTROL_VALIDITY
 from headend.commands.collect import freeze_after_first_cycle, read_cycle
+from headend.costctl.decide import Rules
 from headend.costctl.loop import LoopOptions, run_loop
 from headend.frontends import SLOTS, Share
 from headend.keys import KeyStore
@@ -66,6 +67,9 @@ class ServeOptions:
     collect_every_s: float = 0.0  # 0: no periodic read cycles
     collect_dis: tuple[int, ...] = DEFAULT_READ_DIS
     costctl: LoopOptions | None = None  # remote cost control: collect on the grid, rate, debit, act
+    # the [costctl] trip rules for what the API decides outside the cycle (a reversal that undoes
+    # a restore), also under --no-costctl; None: costctl's rules, else the defaults
+    trip_rules: Rules | None = None
     # The head-end's time for meters (time sets, relay deadlines): the wall clock, or one that runs
     # `clock_speed` times faster for simulated meters at the same --speed (a time set is then as
     # good as its delay times the speed, hence the wider tolerance; a relay command stays valid
@@ -146,7 +150,8 @@ async def _serve(store: Store, keys: KeyStore, options: ServeOptions, stop: asyn
 
         api = await start_api(store, options.api, keys=keys, console=options.console,
                               outage_policy=options.notices.outages if options.notices is not None else None,
-                              rules=options.costctl.config.rules if options.costctl is not None else None)
+                              rules=options.trip_rules if options.trip_rules is not None
+                              else options.costctl.config.rules if options.costctl is not None else None)
         if api_urls is not None:
             api_urls.append(api.url)
         # what start-up built (the app's routes and models, every imported library) lives as long

@@ -487,6 +487,7 @@ def op_serve(args: argparse.Namespace) -> int:
         security_timeout=args.security_timeout,
         collect_every_s=args.collect_every,
         costctl=costctl_cli.serve_loop_options(args, "costctl"),
+        trip_rules=c.trip_rules_from_args(args),
         **_clock_options(args),
         notices=notices_cli.serve_notice_options(args),
         api=_api_options(args),
