@@ -206,6 +206,17 @@ def test_reversing_the_payment_that_lifted_a_cut_account_cuts_it_again_before_th
     assert "close_permitted" not in pending and "cut" not in pending
 
 
+def test_a_customer_told_of_the_restore_is_told_of_the_cut_when_it_is_undone(store, clock):
+    p, close = _lifted(store)
+    [told] = [n for n in store.list_notifications(customer=REMOTE_CUST) if n.kind == "close_permitted"]
+    store.mark_notification(told.id, "sent")                     # the SMS went out before the reversal
+    clock.t += 60
+    _reverse(store, p)
+    assert store.get_account(REMOTE_CUST).supply == "cut" and store.get_command(close.id).status == "cancelled"
+    [cut] = [n for n in store.list_notifications(customer=REMOTE_CUST) if n.kind == "cut"]
+    assert cut.status == "queued" and "-8.00" in cut.message
+
+
 def test_a_payment_after_a_reversal_in_the_same_second_lifts_the_account_again(store, clock):
     p, close = _lifted(store)
     _reverse(store, p)                                           # the same second as the payment
