@@ -191,21 +191,29 @@ def test_no_shift_opens_at_a_disabled_counter(store):
     assert store.current_shift("carol") is None
 
 
-def test_slip_details_given_with_another_tender_are_refused_not_dropped(tmp_path, monkeypatch, capsys):
-    # "--terminal ..." without "--tender pos" was booked as cash: the shift's close then disagrees with the drawer
+@pytest.fixture
+def cashier_cli(tmp_path, monkeypatch):
+    """A money store on a file and the CLI arguments to act on it as cashier carol (no operators
+    yet, so no login), with carol's shift open: the argument list."""
     db = str(tmp_path / "hall.db")
     money_store(db).close()
     monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     base = ["--db", db, "--actor", "carol"]
     assert main(["counter", "open", *base]) == 0
+    return base
+
+
+def test_slip_details_given_with_another_tender_are_refused_not_dropped(cashier_cli, capsys):
+    # "--terminal ..." without "--tender pos" was booked as cash: the shift's close then disagrees with the drawer
+    base = cashier_cli
     pos = ["--terminal", "12345678", "--trace", "000123", "--ref", "000000123456"]
     for argv, says in (([*pos], "--tender pos"), (["--tender", "cheque", "--cheque-no", "C-1", *pos], "--tender pos"),
                        (["--tender", "pos", *pos, "--cheque-no", "C-1"], "--tender cheque")):
         capsys.readouterr()
         assert main(["counter", "pay", REMOTE_CUST, "50", *argv, "--wait", "0", *base]) == 2
         assert says in capsys.readouterr().err
-    with open_store(db) as s:
+    with open_store(base[base.index("--db") + 1]) as s:
         assert s.list_payments() == []
 
 
@@ -264,13 +272,8 @@ def test_a_cashier_with_an_open_shift_is_not_disabled_until_an_admin_closes_it_f
         assert (entry.actor, entry.target) == ("root", "eve")
 
 
-def test_the_counter_takes_the_number_on_the_meter_in_place_of_the_customer_number(tmp_path, monkeypatch, capsys):
-    db = str(tmp_path / "hall.db")
-    money_store(db).close()
-    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    base = ["--db", db, "--actor", "carol"]
-    assert main(["counter", "open", *base]) == 0
+def test_the_counter_takes_the_number_on_the_meter_in_place_of_the_customer_number(cashier_cli, capsys):
+    base = cashier_cli
     capsys.readouterr()
     assert main(["counter", "pay", LOCAL_METER, "15", "--wait", "0", "--json", *base]) == 0
     paid = json.loads(capsys.readouterr().out)
@@ -327,14 +330,9 @@ def test_closing_a_day_names_the_shifts_still_open_with_its_payments(tmp_path, m
     assert "carol" in err and "counter close" in err and "dave" not in err
 
 
-def test_numbers_typed_in_full_width_or_with_spaces_find_the_customer(tmp_path, monkeypatch, capsys):
-    db = str(tmp_path / "hall.db")
-    money_store(db).close()
-    monkeypatch.delenv("PREPAID645_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    base = ["--db", db, "--actor", "carol"]
+def test_numbers_typed_in_full_width_or_with_spaces_find_the_customer(cashier_cli, capsys):
+    base = cashier_cli
     wide = REMOTE_CUST.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
-    assert main(["counter", "open", *base]) == 0
     assert main(["counter", "find", wide, *base]) == 0
     assert REMOTE_CUST in capsys.readouterr().out
     assert main(["counter", "pay", f" {wide} ", "5", "--wait", "0", "--json", *base]) == 0
