@@ -407,7 +407,7 @@ class OutboxWorker:
                 # the recharge itself is confirmed by the meter's reply; the read-back is a courtesy
                 after = None
                 progress["readback_error"] = str(exc)
-            return self._credited(cmd, meter, progress, amount, count, result, after)
+            return self._credited(cmd, meter, progress, amount, count, result, after, before_fen=w.balance_fen)
         raise _Unresolved("the meter kept contradicting its own purchase count; an operator must check it")
 
     async def _wallet(self, m: MeterTarget, cmd: Command, *, fresh: bool = False) -> WalletStatus:
@@ -442,7 +442,7 @@ class OutboxWorker:
         raise _Unresolved(str(exc))
 
     def _credited(self, cmd: Command, meter: Meter, progress: dict[str, Any], amount: int, count: int, result: str,
-                  w: WalletStatus | None) -> dict[str, Any]:
+                  w: WalletStatus | None, *, before_fen: int | None = None) -> dict[str, Any]:
         out = dict(progress, amount_fen=amount, result=result)
         if w is not None:
             out.update(balance_fen=w.balance_fen, meter_purchase_count=w.purchase_count)
@@ -452,7 +452,12 @@ class OutboxWorker:
             self.store.record_meter_state(meter.address, balance_fen=w.balance_fen, purchase_count=w.purchase_count,
                                           seen_at=int(self.clock()))
         else:
-            self.store.record_meter_state(meter.address, purchase_count=count, seen_at=int(self.clock()))
+            # no read-back: the balance the meter showed just before this credit plus the credit (an
+            # upper bound, it only falls by use) keeps payments to it within its hoarding headroom;
+            # the old balance would leave the credit out of it once the payment is confirmed
+            held = None if before_fen is None or result != "credited" else before_fen + amount
+            self.store.record_meter_state(meter.address, balance_fen=held, purchase_count=count,
+                                          seen_at=int(self.clock()))
         self.store.add_event(meter.address, "recharge", {"command": cmd.id, "amount_fen": amount, "purchase_count": count,
                                                          "result": result, "balance_fen": out.get("balance_fen")})
         return out

@@ -408,6 +408,35 @@ def test_exactly_one_credit_whatever_replies_are_lost(tmp_path, drop_all, drop_r
                       "cancelled": 0}
 
 
+def test_a_recharge_whose_wallet_read_back_is_lost_still_leaves_the_meter_with_less_headroom(tmp_path):
+    # the meter confirmed the credit, then every reply of the courtesy read-back was lost: the
+    # head-end must not keep the balance from before the recharge, or the next payment is
+    # checked against headroom the meter no longer has (and is accepted, then refused by it)
+    from headend.payments.service import headroom_fen
+
+    async def main():
+        async with Rig(tmp_path, n=1) as rig:
+            a = rig.addresses[0]
+            lim = await rig.run(a, "set_limits", {"hoarding_fen": 10_000})
+            first = await rig.run(a, "recharge", {"amount_fen": 1000})  # opens the account
+            bus = rig.fleet.bus_of(a)
+            send = rig.client.recharge
+
+            async def recharge_then_lose_the_line(*args, **kwargs):
+                result = await send(*args, **kwargs)
+                bus.drop = 2  # the link's try and its one retry of the read-back that follows
+                return result
+
+            rig.client.recharge = recharge_then_lose_the_line
+            second = await rig.run(a, "recharge", {"amount_fen": 6000})
+            return lim, first, second, rig.meter(a).status(), headroom_fen(rig.store, rig.store.get_meter(a))
+
+    lim, first, second, status, room = run(main())
+    assert (lim.status, first.status, second.status) == ("confirmed",) * 3, second.last_error
+    assert "readback_error" in second.reply and status["balance_fen"] == 7000
+    assert room == 3000
+
+
 def test_meter_refusals_are_final_with_the_meters_reason(tmp_path):
     async def main():
         async with Rig(tmp_path, n=1) as rig:
