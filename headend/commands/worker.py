@@ -437,9 +437,25 @@ class OutboxWorker:
             raise _Unresolved(f"{exc}, yet the meter's purchase count {w.purchase_count} shows it applied: settled "
                               "on the next check")
         if w.purchase_count == count - 1 and set(exc.flags) & _FINAL_REFUSALS:
+            if "hoarding_exceeded" in exc.flags:
+                await self._learn_hoarding(m, w)
             raise _Rejected(f"{exc} (the meter's purchase count {w.purchase_count} shows it was not applied: no "
                             "money moved)")
         raise _Unresolved(str(exc))
+
+    async def _learn_hoarding(self, m: MeterTarget, w: WalletStatus) -> None:
+        """The meter's own hoarding limit and balance, after it refused a recharge over them: the
+        limit may have been changed at the meter, and payments to it are checked against what
+        the head-end holds (a failed read leaves that as it was; the refusal stands either way)."""
+        try:
+            limit = (await self.client.read(m, LIMIT_NAMES["hoarding"])).value
+        except (MeterRefused, LinkError) as exc:
+            log.warning("meter %s refused a recharge over its hoarding limit; reading the limit failed: %s",
+                        m.address, exc)
+            limit = None
+        self.store.record_meter_state(m.address, balance_fen=w.balance_fen, purchase_count=w.purchase_count,
+                                      hoarding_fen=None if limit is None else int(limit.scaleb(2)),
+                                      seen_at=int(self.clock()))
 
     def _credited(self, cmd: Command, meter: Meter, progress: dict[str, Any], amount: int, count: int, result: str,
                   w: WalletStatus | None, *, before_fen: int | None = None) -> dict[str, Any]:

@@ -254,11 +254,14 @@ class Meters(Accounts):
         relay: str | None = None,
         purchase_count: int | None = None,
         seen_at: int | None = None,
+        hoarding_fen: int | None = None,
     ) -> None:
-        """Remember what a meter last reported (balance, relay state, purchase count, when seen)."""
+        """Remember what a meter last reported (balance, relay state, purchase count, hoarding
+        limit, when seen)."""
         sets: list[str] = ["last_seen = ?"]
         params: list[Any] = [seen_at if seen_at is not None else self.now()]
-        for col, val in (("balance_fen", balance_fen), ("relay", relay), ("purchase_count", purchase_count)):
+        for col, val in (("balance_fen", balance_fen), ("relay", relay), ("purchase_count", purchase_count),
+                         ("hoarding_fen", hoarding_fen)):
             if val is not None:
                 sets.append(f"{col} = ?")
                 params.append(val)

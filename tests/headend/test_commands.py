@@ -437,6 +437,28 @@ def test_a_recharge_whose_wallet_read_back_is_lost_still_leaves_the_meter_with_l
     assert room == 3000
 
 
+def test_a_recharge_refused_over_a_hoarding_limit_lowered_on_the_meter_teaches_the_head_end_the_limit(tmp_path):
+    # the limit was lowered at the meter (a handheld, a parameter reset) after the head-end last
+    # set it: without learning it, every later payment is checked against the old limit, accepted,
+    # and refused by the meter again, its money left on the account instead of the meter
+    from headend.payments.service import headroom_fen
+
+    async def main():
+        async with Rig(tmp_path, n=1) as rig:
+            a = rig.addresses[0]
+            lim = await rig.run(a, "set_limits", {"hoarding_fen": 10_000})
+            first = await rig.run(a, "recharge", {"amount_fen": 1000})  # opens the account
+            rig.meter(a).wallet.hoard = 5000
+            over = await rig.run(a, "recharge", {"amount_fen": 6000})
+            meter = rig.store.get_meter(a)
+            return lim, first, over, rig.meter(a).status(), meter, headroom_fen(rig.store, meter)
+
+    lim, first, over, status, meter, room = run(main())
+    assert (lim.status, first.status) == ("confirmed", "confirmed")
+    assert over.status == "rejected" and "hoarding limit" in over.last_error and status["balance_fen"] == 1000
+    assert meter.hoarding_fen == 5000 and meter.balance_fen == 1000 and room == 4000
+
+
 def test_meter_refusals_are_final_with_the_meters_reason(tmp_path):
     async def main():
         async with Rig(tmp_path, n=1) as rig:
