@@ -3,7 +3,8 @@
 A debited row (or the debited part of a partial one) is a payment through the bank's
 ``bank_withholding`` channel, transaction ``B<batch>-<seq>``: ``accept_payments`` takes the whole
 file as one batch through the payment rules, each payment exactly once, so a local meter gets one
-recharge through the outbox and a remote account one credit. A row that failed, and the unpaid
+recharge through the outbox and a remote account one credit; money the bank took for a meter that
+cannot hold it now (its hoarding headroom) is credited to the customer's account. A row that failed, and the unpaid
 part of a partial one, is a ``withholding_failed`` notice. The file's digest is kept: the same
 file again changes nothing, and a batch takes one return file.
 """
@@ -178,7 +179,8 @@ def _import(store: Store, p: Profile, data: bytes, *, actor: str, source: str) -
         try:
             made = accept_payments(store, [
                 PaymentRequest(channel, f"B{batch.id}-{r.seq}", r.debited_fen, paid_at, customer=r.customer,
-                               extra={"bank_serial": r.serial, "batch": batch.id, "seq": r.seq}) for r in paid],
+                               extra={"bank_serial": r.serial, "batch": batch.id, "seq": r.seq},
+                               to_account_if_full=True) for r in paid],
                 actor=actor)
         except PaymentError as exc:
             r = paid[exc.index or 0]

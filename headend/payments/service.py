@@ -120,6 +120,9 @@ class PaymentRequest(NamedTuple):
     tender: Any = None
     extra: Any = None
     shift_id: int | None = None
+    # money already taken from the customer (a bank's return file) cannot be refused: more than
+    # the meter's hoarding headroom is credited to the account instead of refused
+    to_account_if_full: bool = False
 
     def compared(self) -> dict[str, Any]:
         """What a repeat of the same transaction id must match, but the tender (kept in a column
@@ -250,13 +253,16 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                 if to_meter is not None:
                     on_way = in_flight.get(to_meter.address, 0)
                     room = _room(to_meter, on_way)
-                    if r.amount_fen > room:
+                    if r.amount_fen > room and r.to_account_if_full:
+                        to_meter = None
+                    elif r.amount_fen > room:
                         raise PaymentError("hoarding_headroom", f"meter {to_meter.address} can take at most {room}"
                                            f" fen ({yuan(room)} yuan) more (its hoarding limit); {r.amount_fen} fen"
                                            f" ({yuan(r.amount_fen)} yuan) is too much", field="amount_fen")
-                    in_flight[to_meter.address] = on_way + r.amount_fen
-                    # what the customer is told the meter will hold (the "payment received" notice)
-                    meter_after = (to_meter.balance_fen or 0) + on_way + r.amount_fen
+                    else:
+                        in_flight[to_meter.address] = on_way + r.amount_fen
+                        # what the customer is told the meter will hold (the "payment received" notice)
+                        meter_after = (to_meter.balance_fen or 0) + on_way + r.amount_fen
             except PaymentError as err:
                 err.index = i
                 raise

@@ -186,6 +186,22 @@ def test_a_second_different_return_file_for_an_applied_batch_is_refused(store, b
     assert len(store.list_payments()) == 6
 
 
+def test_money_the_bank_took_for_a_meter_that_cannot_hold_it_lands_on_the_account(store, bank):
+    # the meter's headroom fell below the debit after the batch went out (a counter payment, a
+    # lower hoarding limit): the bank has taken the money, so the file is applied, that row's
+    # money is credited to the customer's account rather than refused, and the rest reach theirs
+    p, content = exported(store, bank)
+    store.update_meter(f"{1:012d}", actor="t", hoarding_fen=3000)
+    res = import_return(store, p, bank_answer(p, content), actor="t")
+    assert res.summary["payments"] == 6 and res.summary["debited_fen"] == 4 * 5000 + 3000 + 3001
+    pays = {pay.customer: pay for pay in store.list_payments()}
+    full = pays[local_customer(0)]
+    assert (full.state, full.amount_fen, full.command_id) == ("credited", 5000, None)
+    assert store.get_account(local_customer(0)).balance_fen == 5000
+    cmds = store.list_commands(kind="recharge")
+    assert sorted(cmd.meter for cmd in cmds) == [f"{i:012d}" for i in (2, 3, 4)]
+
+
 def test_a_payment_that_cannot_be_taken_fails_the_whole_file_naming_its_line(store, bank):
     p, content = exported(store, bank)
     # a second meter makes the top-up ambiguous: the payment refuses, so nothing of the file lands
