@@ -22,7 +22,9 @@ actor, tender=None, extra=None, shift_id=None) -> Payment``
     ``sent_to_meter``; it becomes ``confirmed_on_meter`` (with ``confirmed_at``) when the
     meter confirms, or ``credited`` (money back on the account) if the meter refuses. A
     payment above the meter's hoarding headroom is refused up front (``hoarding_headroom``,
-    the headroom in the message). To a remote-cost-control account it is ``credited`` at once,
+    the headroom in the message; money already taken from the customer, a bank's return
+    file, asks ``PaymentRequest(to_account_if_full=True)`` and is credited to the account
+    instead). To a remote-cost-control account it is ``credited`` at once,
     and a cut account lifted above its close-permitted amount gets its restore queued.
 ``get_payment(store, payment_id, *, channel_id=None) -> Payment``
 ``find_payment(store, channel_id, txn_id) -> Payment``
