@@ -408,6 +408,15 @@ def test_exactly_one_credit_whatever_replies_are_lost(tmp_path, drop_all, drop_r
                       "cancelled": 0}
 
 
+async def _meter_with_a_hoarding_limit(rig):
+    """The rig's first meter with a hoarding limit of 100 yuan set and 10 yuan on it: (address,
+    the limits command, the opening recharge)."""
+    a = rig.addresses[0]
+    lim = await rig.run(a, "set_limits", {"hoarding_fen": 10_000})
+    first = await rig.run(a, "recharge", {"amount_fen": 1000})  # opens the account
+    return a, lim, first
+
+
 def test_a_recharge_whose_wallet_read_back_is_lost_still_leaves_the_meter_with_less_headroom(tmp_path):
     # the meter confirmed the credit, then every reply of the courtesy read-back was lost: the
     # head-end must not keep the balance from before the recharge, or the next payment is
@@ -416,9 +425,7 @@ def test_a_recharge_whose_wallet_read_back_is_lost_still_leaves_the_meter_with_l
 
     async def main():
         async with Rig(tmp_path, n=1) as rig:
-            a = rig.addresses[0]
-            lim = await rig.run(a, "set_limits", {"hoarding_fen": 10_000})
-            first = await rig.run(a, "recharge", {"amount_fen": 1000})  # opens the account
+            a, lim, first = await _meter_with_a_hoarding_limit(rig)
             bus = rig.fleet.bus_of(a)
             send = rig.client.recharge
 
@@ -445,9 +452,7 @@ def test_a_recharge_refused_over_a_hoarding_limit_lowered_on_the_meter_teaches_t
 
     async def main():
         async with Rig(tmp_path, n=1) as rig:
-            a = rig.addresses[0]
-            lim = await rig.run(a, "set_limits", {"hoarding_fen": 10_000})
-            first = await rig.run(a, "recharge", {"amount_fen": 1000})  # opens the account
+            a, lim, first = await _meter_with_a_hoarding_limit(rig)
             rig.meter(a).wallet.hoard = 5000
             over = await rig.run(a, "recharge", {"amount_fen": 6000})
             meter = rig.store.get_meter(a)
