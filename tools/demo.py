@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,12 +65,6 @@ interval_s = 1
 watch_every_s = 2
 rate_limit = 20
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Demo:
@@ -196,14 +189,16 @@ class Demo:
         say("  " + ", ".join(creds))
 
         say("\n[bold cyan]4. Start `headend serve`[/]: meters, accounts, cost control, SMS, the payments API")
-        api_port = _free_port()
         self.serve_t0 = time.monotonic()
+        # port 0: serve binds a free port itself and says which. A port found free here and handed
+        # over could be taken by another process before serve bound it ("Address already in use")
         _, seen = self.spawn("headend-serve", "-m", "headend.cli.main", "serve", "--api",
-                             f"tcp://127.0.0.1:{api_port}", "--clock", self.start, "--speed", str(a.speed),
+                             "tcp://127.0.0.1:0", "--clock", self.start, "--speed", str(a.speed),
                              "--costctl-interval", "3600", "--collect-every", "5", "--timeout", "1",
                              "--security-timeout", "2", "--retry-backoff", "0.5", "--summary-every", "10",
                              ready="headend serve: working")
-        self.api = f"http://127.0.0.1:{api_port}"
+        self.api = next(line.split(" payments API on ", 1)[1].split()[0] for line in seen
+                        if " payments API on " in line)
         say(f"  payments API on {self.api} (OpenAPI: {self.api}/openapi.json)")
         console_url = next((line.split(" console on ", 1)[1].strip() for line in seen if " console on " in line), None)
         if console_url:
