@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from headend.store.audit import Audit
+from headend.store.notices import withdraw_queued
 from headend.store.models import Conflict, InvalidInput, NotFound, Outage, TransitionError, check_address
 
 __all__ = ["GridStore"]
@@ -212,9 +213,5 @@ class GridStore(Audit):
 
     def withdraw_notices(self, prefix: str, reason: str) -> int:
         """Fail the queued notices whose key starts with ``prefix`` and that no sender holds (superseded)."""
-        now = self.now()
         with self._tx() as tx:
-            return tx.execute("UPDATE notifications SET status = 'failed', last_error = ?, updated_at = ?"
-                              " WHERE idem_key LIKE ? AND status = 'queued'"
-                              " AND (lease_until IS NULL OR lease_until <= ?)",
-                              (reason, now, prefix.replace("%", "") + "%", now))
+            return withdraw_queued(tx, prefix, reason, self.now(), prefix=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from headend.store.audit import Audit
+from headend.store.base import Tx
 from headend.store.models import (
     DELIVERY_STATES,
     NOTIFICATION_STATUSES,
@@ -47,6 +48,15 @@ def notice_from_row(row: Sequence[Any], in_doubt: bool = False) -> Notification:
 def _chunks(values: list[Any], n: int = 500) -> Iterable[list[Any]]:
     for lo in range(0, len(values), n):  # stay under every engine's parameter limit
         yield values[lo:lo + n]
+
+
+def withdraw_queued(tx: Tx, key: str, reason: str, now: int, *, prefix: bool = False) -> int:
+    """Fail, in ``tx``, the queued notices keyed ``key`` (``prefix``: whose key starts with it)
+    that no sender holds: what they would say is no longer true. How many."""
+    match, value = ("LIKE", key.replace("%", "") + "%") if prefix else ("=", key)
+    return tx.execute("UPDATE notifications SET status = 'failed', last_error = ?, updated_at = ?"
+                      f" WHERE idem_key {match} ? AND status = 'queued' AND (lease_until IS NULL OR lease_until <= ?)",
+                      (reason, now, value, now))
 
 
 class Notices(Audit):

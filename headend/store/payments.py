@@ -13,6 +13,7 @@ from headend.store.base import Tx
 from headend.store.ledger import _CLOSED_FROM, Booking, Ledger
 from headend.store.meters import _METER_COLS, _meter
 from headend.store.models import Command, InvalidInput, Meter, NotFound, Payment, TransitionError, dumps, loads
+from headend.store.notices import withdraw_queued
 from headend.store.outbox import Outbox
 
 _PAYMENT_COLS = ("id, channel, txn_id, customer, meter, amount_fen, fee_fen, state, paid_at, accepted_at, sent_at,"
@@ -298,10 +299,8 @@ class Payments(Ledger, Outbox):
                        (now, reason.strip(), p.id))
             # its "payment received" notice (headend.notices.events.notify_payments), if derived
             # but not sent yet, would tell the customer of money that is gone: withdrawn
-            tx.execute("UPDATE notifications SET status = 'failed', last_error = ?, updated_at = ?"
-                       " WHERE idem_key = ? AND status = 'queued' AND (lease_until IS NULL OR lease_until <= ?)",
-                       (f"payment {p.id} reversed before this notice was sent", now,
-                        f"pay:{p.channel_id}:{p.txn_id}", now))
+            withdraw_queued(tx, f"pay:{p.channel_id}:{p.txn_id}", f"payment {p.id} reversed before this notice"
+                            " was sent", now)
             self.log_action(actor, "payment.reverse", p.customer,
                             {"payment": p.id, "channel": p.channel_id, "txn_id": p.txn_id, "reason": reason.strip()})
             return self.get_payment(p.id)
