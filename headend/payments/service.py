@@ -130,6 +130,10 @@ class PaymentRequest(NamedTuple):
         return {"customer": self.customer, "meter": self.meter, "amount_fen": self.amount_fen,
                 "paid_at": self.paid_at}
 
+    def asked(self) -> dict[str, Any]:
+        """Every field of ``_COMPARED``: ``compared`` and the tender."""
+        return {**self.compared(), "tender": self.tender}
+
 
 def _check_form(r: PaymentRequest, now: int) -> None:
     if not isinstance(r.txn_id, str) or not _TXN_RE.match(r.txn_id):
@@ -145,9 +149,9 @@ def _check_form(r: PaymentRequest, now: int) -> None:
 
 def _repeat(first: dict[str, Any] | None, r: PaymentRequest) -> None:
     """Refuse this request unless it is the same one again as the first under its transaction id
-    (``first``: what that one asked, ``PaymentRequest.compared``, with its tender)."""
+    (``first``: what that one asked, ``PaymentRequest.asked``)."""
     before = first or {}
-    asked = {**r.compared(), "tender": r.tender}
+    asked = r.asked()
     for f in _COMPARED:
         if before.get(f) != asked[f]:
             raise PaymentError("duplicate_conflict",
@@ -268,11 +272,10 @@ def accept_payments(store: Store, requests: Sequence[PaymentRequest], *, actor: 
                 raise
             plan.append((i, r, to_meter))
             # a later request under the same id is this payment again (checked against it above)
-            compared = r.compared()
-            asked[key] = {**compared, "tender": r.tender}
+            asked[key] = r.asked()
             new.append(NewPayment(r.channel_id, r.txn_id, cust, to_meter.address if to_meter else r.meter,
                                   r.amount_fen, fee_of(ch.fee_rule, r.amount_fen), r.paid_at, to_meter is not None,
-                                  compared, r.tender, r.extra, r.shift_id, meter_after))
+                                  r.compared(), r.tender, r.extra, r.shift_id, meter_after))
         made = store.record_payments(new, actor=actor, day=inputs.day, audit=audit)
         for p in made:
             earlier[(p.channel_id, p.txn_id)] = p
