@@ -22,6 +22,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "operators": frozenset({"admin"}),
     "channels": frozenset({"admin"}),
     "counter": frozenset({"cashier", "admin"}),
+    "close_shift_for": frozenset({"admin"}),          # a shift its cashier cannot close (left, disabled)
     "recharge": frozenset({"operator", "admin"}),
     "correct": frozenset({"operator", "admin"}),      # refunds and adjustments
     "close_day": frozenset({"auditor", "admin"}),

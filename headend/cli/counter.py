@@ -18,6 +18,7 @@ import unicodedata
 
 from headend.cli import _common as c
 from headend.cli.operators import acting_operator
+from headend.operators import allowed
 from headend.payments import counter as ctr
 from headend.payments import mask_name
 from headend.store import NotFound, Store
@@ -215,9 +216,9 @@ def counter_close(args: argparse.Namespace) -> int:
     with c.open_store_from_args(args, must_exist=True) as store:
         actor = cashier = acting_operator(store, args, "counter")
         if args.cashier and args.cashier != actor:
-            if store.count_operators() and store.get_operator(actor).role != "admin":
-                raise c.CliError(f"only an admin may close another cashier's shift; {actor} is"
-                                 f" {store.get_operator(actor).role}")
+            role = store.get_operator(actor).role if store.count_operators() else None
+            if role is not None and not allowed(role, "close_shift_for"):
+                raise c.CliError(f"only an admin may close another cashier's shift; {actor} is {role}")
             cashier = args.cashier
         shift = store.current_shift(cashier)
         expected = ctr.shift_totals(store, shift.id) if shift else {}
