@@ -216,7 +216,6 @@ def trip_rules_from_args(args: argparse.Namespace) -> Rules:
         raise CliError(str(exc)) from None
 
 
-
 def open_store_from_args(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
     """Open (and migrate) the store named by --db / $PREPAID645_DB / config.
 

@@ -12,6 +12,7 @@ from headend.store.models import CHANNEL_KINDS, Channel, Conflict, InvalidInput,
 _CHANNEL_COLS = ("id, kind, name, key_id, secret, fee_rule, settle_days, max_amount_fen, callback_url, enabled,"
                  " created_at, updated_at")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+_FEE_RE = re.compile(r"^(none|fixed:\d+|bp:\d+(,min:\d+)?(,max:\d+)?)$")
 
 
 def _check_callback(url: Any) -> str | None:
@@ -23,7 +24,6 @@ def _check_callback(url: Any) -> str | None:
         raise InvalidInput(f"bad callback URL {url!r}: write http(s)://HOST[:PORT]/PATH, where payment results"
                            " can be posted")
     return url
-_FEE_RE = re.compile(r"^(none|fixed:\d+|bp:\d+(,min:\d+)?(,max:\d+)?)$")
 
 
 def _channel(row: Sequence[Any]) -> Channel:
